@@ -1,0 +1,84 @@
+"""The error hierarchy: every failure odenet reports is an :class:`OdenetError`.
+
+Each error is also a ``ValueError`` (the input was wrong) or a ``RuntimeError``
+(the computation failed), so code that catches the builtin classes keeps working.
+Messages name the argument, what was received, and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class OdenetError(Exception):
+    """Base class of every error raised by odenet."""
+
+
+# --- bad input -------------------------------------------------------------------
+
+
+class InputError(OdenetError, ValueError):
+    """An argument has the wrong type, shape, dtype or value."""
+
+
+class UnknownMethodError(InputError, KeyError):
+    """A method name is not registered (the message lists the valid names)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message otherwise
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidTableauError(InputError):
+    """A Butcher tableau violates an invariant (row sums, weights, shapes)."""
+
+
+class VectorFieldError(InputError):
+    """The vector field returned the wrong shape or dtype, or raised on the first call."""
+
+
+# --- failed computation ----------------------------------------------------------
+
+
+class SolverError(OdenetError, RuntimeError):
+    """The integration failed after it started.
+
+    Attributes
+    ----------
+    t : float or None
+        The time the solver had reached (for the first failing sample).
+    solution : Solution or None
+        The partial solution: outputs not reached are NaN.
+    """
+
+    def __init__(self, message: str, *, t: float | None = None, solution=None):
+        super().__init__(message)
+        self.t = t
+        self.solution = solution
+
+
+class StepSizeUnderflowError(SolverError):
+    """The adaptive step size fell below ``min_step`` or below round-off of ``t``."""
+
+
+class MaxStepsError(SolverError):
+    """More than ``max_steps`` steps were attempted."""
+
+
+class NonFiniteError(SolverError):
+    """The state or the vector field became NaN or infinite."""
+
+
+class NewtonConvergenceError(SolverError):
+    """The implicit stage equations could not be solved, even with smaller steps."""
+
+
+__all__ = [
+    "InputError",
+    "InvalidTableauError",
+    "MaxStepsError",
+    "NewtonConvergenceError",
+    "NonFiniteError",
+    "OdenetError",
+    "SolverError",
+    "StepSizeUnderflowError",
+    "UnknownMethodError",
+    "VectorFieldError",
+]

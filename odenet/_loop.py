@@ -1,0 +1,272 @@
+"""The one step loop of odenet: fixed or adaptive steps, dense output, per-row status.
+
+It integrates ``K`` independent systems at once (``K = 1`` for one system on a
+shared grid; ``K = B`` for per-sample time grids), each with its own time, step
+size, acceptance, output cursor and status, using masked tensor updates.  Time is
+*internal* time ``s``, increasing for every row (the caller flips the sign of
+decreasing grids).  The loop synchronises with the host once per step (to know
+whether every row has finished) and once per output event.
+
+Roles are separate (see ``../shared/conventions.md``): the method step
+(``RungeKutta.step``) proposes ``y1`` and an error estimate, the controller
+(``PIDController``) accepts and proposes the next ``h``, the interpolant
+(``RungeKutta.interpolate``) produces outputs; this loop only sequences them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from odenet._controller import PIDController
+from odenet._solution import (
+    MAX_STEPS,
+    NEWTON_FAILED,
+    NON_FINITE,
+    STEP_UNDERFLOW,
+    SUCCESS,
+)
+from odenet._stepper import RungeKutta
+
+
+@dataclass
+class LoopConfig:
+    rk: RungeKutta
+    rtol: float | torch.Tensor
+    atol: float | torch.Tensor
+    step_size: float | None
+    max_steps: int
+    first_step: float | None
+    min_step: float
+    max_step: float
+    controller: PIDController
+    norm: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # fixed steps on explicit nodes [K, G] (internal time) instead of t0 + k·step_size
+    grid: torch.Tensor | None = None
+
+
+@dataclass
+class LoopResult:
+    ys: torch.Tensor  # [K, T, n], NaN where not reached
+    status: torch.Tensor  # [K] long
+    t_reached: torch.Tensor  # [K] internal time reached
+    accepted: torch.Tensor  # [K]
+    rejected: torch.Tensor  # [K]
+    steps_record: list = field(default_factory=list)
+
+
+def rms_norm(x: torch.Tensor) -> torch.Tensor:
+    """Root-mean-square over everything but the first (row) dimension: ``[K, ...] -> [K]``."""
+    return x.pow(2).flatten(1).mean(dim=1).sqrt()
+
+
+def initial_step(g, s, y, f0, s_end, rk: RungeKutta, rtol, atol, norm) -> torch.Tensor:
+    """Hairer, Nørsett & Wanner I, Sec. II.4 (as scipy's ``select_initial_step``). One f-call."""
+    with torch.no_grad():
+        scale = atol + rtol * y.abs()
+        d0 = norm(y / scale)
+        d1 = norm(f0 / scale)
+        h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1)
+        h0 = torch.minimum(h0.to(s.dtype), s_end - s)
+        y1 = y + h0.to(y.dtype)[:, None] * f0
+        f1 = g(s + h0, y1)
+        d2 = norm((f1 - f0) / scale) / h0.to(y.dtype)
+        dmax = torch.maximum(d1, d2)
+        q = rk.tableau.error_order
+        h1 = torch.where(
+            dmax <= 1e-15,
+            torch.maximum(torch.full_like(h0, 1e-6), h0 * 1e-3),
+            ((0.01 / dmax) ** (1.0 / (q + 1))).to(s.dtype),
+        )
+        return torch.minimum(100 * h0, h1)
+
+
+def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, record=None):
+    """Integrate ``dy/ds = g(s, y)`` from ``s_out[:, 0]`` through the output times ``s_out``.
+
+    Parameters
+    ----------
+    g : callable ``(s [K], y [K, n]) -> [K, n]``
+    s_out : [K, T] increasing internal output times per row (``s_out[:, 0]`` is the start).
+    y0 : [K, n]
+    record : list, optional
+        If given, ``(s [K], y [K, n], accepted [K])`` is appended after every step,
+        for sensitivity methods that checkpoint the forward trajectory.
+
+    Returns
+    -------
+    LoopResult
+    """
+    rk = cfg.rk
+    K, n = y0.shape
+    T = s_out.shape[1]
+    dev, tdt = y0.device, s_out.dtype
+    eps = torch.finfo(tdt).eps
+    norm = cfg.norm or rms_norm
+    fixed = cfg.step_size is not None or cfg.grid is not None
+
+    s = s_out[:, 0]
+    s_end = s_out[:, -1]
+    y = y0
+    f0 = g(s, y)
+    # implicit stages are attached to the autograd graph only when someone needs it
+    rk.track_grad = torch.is_grad_enabled() and (f0.requires_grad or s.requires_grad)
+    status = torch.zeros(K, dtype=torch.long, device=dev)
+    accepted = torch.zeros(K, dtype=torch.long, device=dev)
+    rejected = torch.zeros(K, dtype=torch.long, device=dev)
+    cursor = torch.ones(K, dtype=torch.long, device=dev)
+    outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    done = cursor >= T
+    ctrl_state = cfg.controller.init_state(K, y0.dtype, dev)
+    error_order = rk.tableau.error_order
+
+    if fixed:
+        h_nominal = math.inf if cfg.step_size is None else float(cfg.step_size)
+        h_fix = torch.full((K,), h_nominal, dtype=tdt, device=dev)
+        h = h_fix.clone()
+        node = torch.zeros(K, dtype=torch.long, device=dev)
+    elif cfg.first_step is not None:
+        h = torch.full((K,), float(cfg.first_step), dtype=tdt, device=dev)
+    else:
+        h = initial_step(g, s, y, f0, s_end, rk, cfg.rtol, cfg.atol, norm)
+    h = h.detach()
+
+    while not bool(done.all()):
+        active = ~done
+        # --- the step size to try -----------------------------------------------
+        with torch.no_grad():
+            remaining = (s_end - s).detach()
+            snap = 64 * eps * torch.maximum(s_end.abs(), torch.where(h.isinf(), 0, h).abs())
+            if fixed:
+                if cfg.grid is None:
+                    target = s_out[:, 0].detach() + (node + 1).to(tdt) * h_fix
+                else:
+                    last = cfg.grid.shape[1] - 1
+                    target = cfg.grid.gather(1, (node + 1).clamp(max=last)[:, None])[:, 0]
+                target = torch.where(s_end - target <= snap, s_end, target)
+                gap = target - s.detach()
+                to_node = h >= gap - snap
+                h_try = torch.where(to_node, gap, h)
+            else:
+                h_try = h.clamp(max=cfg.max_step)
+                to_node = h_try >= remaining - snap
+                h_try = torch.where(to_node, remaining, h_try)
+            h_try = torch.where(active, h_try, torch.zeros_like(h_try))
+
+        out = rk.step(g, s, y, h_try, f0)
+        y1 = out.y1
+        with torch.no_grad():
+            finite = torch.isfinite(y1).all(dim=1)
+            ok = finite if out.ok is None else finite & out.ok
+            if fixed:
+                accept = ok
+                ratio = None
+            else:
+                scale = cfg.atol + cfg.rtol * torch.maximum(y.abs(), y1.abs())
+                ratio = norm(out.error / scale)
+                ratio = torch.where(
+                    ok & torch.isfinite(ratio), ratio, torch.full_like(ratio, math.inf)
+                )
+                accept = ratio <= 1
+            accept = accept & active
+
+        # --- the derivative at the end of the step (needed by the next step and Hermite)
+        s1 = torch.where(to_node & accept, s_end if not fixed else target, s + h_try)
+        s1 = torch.where(accept, s1, s)
+        any_accept = bool(accept.any())
+        f1 = out.f1
+        ks = out.ks
+        if any_accept:
+            cursor_idx = cursor.clamp(max=T - 1)
+            t_next = s_out.gather(1, cursor_idx[:, None])[:, 0]
+            pending = accept & (cursor < T)
+            in_step = pending & (t_next <= s1 + snap)
+            will_be_done = (s1 >= s_end) | ~active
+            interior = in_step & ((s1 - t_next).abs() > snap)
+            need_interior = bool(interior.any())
+            if f1 is None and (
+                (need_interior and not rk.has_own_interpolant) or not bool(will_be_done.all())
+            ):
+                f1 = g(s1, y1)
+            if need_interior and rk.has_own_interpolant:
+                ks = rk.extra_stages(g, s, y, h_try, ks)
+            # --- outputs inside this step -------------------------------------------
+            h_div = torch.where(h_try == 0, torch.ones_like(h_try), h_try)
+            while bool(in_step.any()):
+                at_end = (s1 - t_next).abs() <= snap
+                if bool((in_step & ~at_end).any()):
+                    theta = ((t_next - s) / h_div).clamp(0, 1)
+                    value = rk.interpolate(theta, y, y1, f0, f1, h_try, ks)
+                    value = torch.where(at_end[:, None], y1, value)
+                else:
+                    value = y1
+                outputs.append((cursor.clone(), in_step.clone(), value))
+                cursor = cursor + in_step.long()
+                cursor_idx = cursor.clamp(max=T - 1)
+                t_next = s_out.gather(1, cursor_idx[:, None])[:, 0]
+                in_step = in_step & (cursor < T) & (t_next <= s1 + snap)
+
+        # --- commit -------------------------------------------------------------------
+        # Python-level branching when every row agrees keeps rejected (possibly
+        # non-finite) trials out of the autograd graph and saves two ops per step.
+        all_accept = any_accept and bool(accept.all())
+        if all_accept:
+            y = y1
+            f0 = f1 if f1 is not None else f0
+        elif any_accept:
+            acc2 = accept[:, None]
+            y = torch.where(acc2, y1, y)
+            if f1 is not None:
+                f0 = torch.where(acc2, f1, f0)
+        s = s1
+        accepted = accepted + accept.long()
+        rejected = rejected + (active & ~accept).long()
+        if record is not None:
+            record.append((s, y, accept))
+        if rk.newton is not None and any_accept:
+            rk.newton.state_changed()
+
+        with torch.no_grad():
+            if fixed:
+                node = torch.where(accept & to_node, node + 1, node)
+                h = torch.where(accept & to_node, h_fix, torch.where(accept, h, h_try / 2))
+                min_h = 16 * eps * s.detach().abs().clamp_min(1.0)
+            else:
+                h, ctrl_state = cfg.controller.propose(
+                    h_try, ratio, accept, ctrl_state, error_order
+                )
+                min_h = torch.maximum(
+                    16 * eps * s.detach().abs(), torch.full_like(h, float(cfg.min_step))
+                )
+            fresh_done = cursor >= T
+            underflow = active & ~accept & (h < min_h)
+            failure_code = torch.where(
+                ~finite, NON_FINITE, torch.where(ok, STEP_UNDERFLOW, NEWTON_FAILED)
+            )
+            if fixed:  # a fixed step never rejects for accuracy: failures are the message
+                failure_code = torch.where(~finite, NON_FINITE, NEWTON_FAILED)
+                underflow = underflow | (active & ~finite)
+            too_many = active & ~fresh_done & (accepted + rejected >= cfg.max_steps)
+            new_status = torch.where(
+                underflow, failure_code, torch.where(too_many, MAX_STEPS, SUCCESS)
+            )
+            status = torch.where(active & (status == SUCCESS), new_status, status)
+            done = fresh_done | (status != SUCCESS)
+
+    ys = _assemble(y0, outputs, K, T, n)
+    return LoopResult(ys, status, s, accepted, rejected, record if record is not None else [])
+
+
+def _assemble(y0, outputs, K, T, n) -> torch.Tensor:
+    """Outputs in the order recorded -> ``[K, T, n]`` (NaN where never written)."""
+    if K == 1 and len(outputs) == T - 1:
+        return torch.stack([y0] + [v for _, _, v in outputs], dim=1)
+    ys = torch.full((K, T, n), math.nan, dtype=y0.dtype, device=y0.device)
+    ys[:, 0] = y0
+    for idx, mask, value in outputs:
+        rows = mask.nonzero(as_tuple=True)[0]
+        ys[rows, idx[rows]] = value[rows]
+    return ys

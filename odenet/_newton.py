@@ -1,0 +1,195 @@
+"""Newton's method for the stage equations of implicit Runge–Kutta methods.
+
+All stage systems have the form ``F(Z) = Z − base − h (A ⊗ I) G(Z) = 0`` with
+``G_j = f(t + c_j h, Z_j)``; a DIRK stage is the case of one stage with ``A = [[a_ii]]``.
+The iteration is *simplified* Newton: the Jacobian ``J = ∂f/∂y`` is computed once
+(by torch autograd, batched over the rows of the state) and reused across
+iterations and across steps while the iteration converges; the iteration matrix
+``I − h (A ⊗ J)`` is LU-factorised once per distinct ``h·A``.  A stale Jacobian
+that fails to converge is refreshed; a fresh one that fails makes the step fail,
+and the caller retries with a smaller step.
+
+Gradients (``sensitivity="direct"``) do not flow through the iterations: the
+converged stages are attached to the autograd graph by one extra Newton step
+taken with the exact Jacobian at the solution, which is the implicit function
+theorem ``dZ = (I − h A ⊗ J(Z))⁻¹ (∂base + h A ∂G/∂θ)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def batched_jacobian(g, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``J[k] = ∂g(s, y)[k] / ∂y[k]`` for a field whose rows are independent systems.
+
+    Parameters
+    ----------
+    g : callable ``(s [K], y [K, n]) -> [K, n]``
+    s : [K] times; y : [K, n] states.
+
+    Returns
+    -------
+    Tensor [K, n, n] (no autograd history).  Costs one evaluation of ``g`` and one
+    batched vector–Jacobian product per state component.
+    """
+    K, n = y.shape
+    with torch.enable_grad():
+        yv = y.detach().requires_grad_(True)
+        out = g(s.detach(), yv)
+        if not out.requires_grad:  # g does not depend on y at all
+            return torch.zeros(K, n, n, dtype=y.dtype, device=y.device)
+        eye = torch.eye(n, dtype=y.dtype, device=y.device)
+        basis = eye[:, None, :].expand(n, K, n)
+        try:
+            (rows,) = torch.autograd.grad(out, yv, basis, is_grads_batched=True)
+        except RuntimeError:  # an op in g without a batching rule: one vjp per row
+            rows = torch.stack(
+                [torch.autograd.grad(out, yv, basis[j], retain_graph=True)[0] for j in range(n)]
+            )
+    return rows.permute(1, 0, 2).detach()
+
+
+@dataclass
+class NewtonStats:
+    """Counters of the implicit machinery (python ints, summed over the batch)."""
+
+    jacobians: int = 0
+    factorizations: int = 0
+    linear_solves: int = 0
+    iterations: int = 0
+    failures: int = 0
+
+
+class Newton:
+    """Solves stage systems for one solve; holds the cached Jacobian.
+
+    Parameters
+    ----------
+    tol : float
+        Convergence threshold for the scaled increment (rate-corrected, as in
+        Hairer & Wanner II, Sec. IV.8): stop when ``θ/(1−θ)·‖ΔZ‖ ≤ tol``.
+    max_iter : int
+    atol, rtol : float
+        Scale ``atol + rtol·|y|`` in which increments are measured (RMS norm).
+    """
+
+    def __init__(self, *, tol: float, max_iter: int, atol: float, rtol: float):
+        self.tol = tol
+        self.max_iter = max_iter
+        self.atol = atol
+        self.rtol = rtol
+        self.stats = NewtonStats()
+        self.J: torch.Tensor | None = None
+        self.J_fresh = False
+
+    # --- Jacobian cache -----------------------------------------------------------
+    def jacobian(self, g, s, y, *, fresh: bool = False) -> torch.Tensor:
+        if self.J is None or (fresh and not self.J_fresh):
+            self.J = batched_jacobian(g, s, y)
+            self.J_fresh = True
+            self.stats.jacobians += 1
+        return self.J
+
+    def state_changed(self) -> None:
+        """Called after an accepted step: the cached Jacobian is now stale."""
+        self.J_fresh = False
+
+    def forget(self) -> None:
+        self.J = None
+        self.J_fresh = False
+
+    # --- the iteration ------------------------------------------------------------
+    def iteration_matrix(self, hA: torch.Tensor, J: torch.Tensor):
+        """LU factors of ``I − (hA ⊗ J)`` for ``hA`` [K, S, S] and ``J`` [K, n, n] or
+        per-stage ``[K, S, n, n]``."""
+        K, S, _ = hA.shape
+        n = J.shape[-1]
+        if J.dim() == 3:
+            blocks = hA[:, :, :, None, None] * J[:, None, None, :, :]
+        else:  # block (i, j) = hA_ij J(Z_j)
+            blocks = hA[:, :, :, None, None] * J[:, None, :, :, :]
+        M = -blocks.permute(0, 1, 3, 2, 4).reshape(K, S * n, S * n)
+        M = M + torch.eye(S * n, dtype=M.dtype, device=M.device)
+        self.stats.factorizations += 1
+        return torch.linalg.lu_factor(M)
+
+    def solve(self, lu, rhs: torch.Tensor) -> torch.Tensor:
+        self.stats.linear_solves += 1
+        return torch.linalg.lu_solve(*lu, rhs.unsqueeze(-1)).squeeze(-1)
+
+    def stages(self, g, s, y, times, base, hA, Z0, g_of_stages):
+        """Solve ``Z = base + (hA ⊗ I) G(Z)`` for ``Z`` [K, S, n] (no autograd history).
+
+        Parameters
+        ----------
+        times : [K, S] stage times; base : [K, S, n]; hA : [K, S, S]; Z0 : guess.
+        g_of_stages : callable ``Z [K, S, n] -> G [K, S, n]``.
+
+        Returns
+        -------
+        (Z, ok) where ok [K] is False for rows whose iteration failed.
+        """
+        K, S, n = Z0.shape
+        scale = (self.atol + self.rtol * y.abs()).unsqueeze(1)  # [K, 1, n]
+        with torch.no_grad():
+            for attempt in range(2):
+                J = self.jacobian(g, s, y, fresh=attempt == 1)
+                lu = self.iteration_matrix(hA, J)
+                Z, ok = self._iterate(Z0, base, hA, scale, lu, g_of_stages)
+                if bool(ok.all()) or self.J_fresh:
+                    break
+            if not bool(ok.all()):
+                self.stats.failures += 1
+        return Z, ok
+
+    def _iterate(self, Z0, base, hA, scale, lu, g_of_stages):
+        K, S, n = Z0.shape
+        Z = Z0.clone()
+        converged = torch.zeros(K, dtype=torch.bool, device=Z.device)
+        failed = torch.zeros_like(converged)
+        prev = torch.full((K,), float("inf"), dtype=Z.dtype, device=Z.device)
+        rate = torch.zeros(K, dtype=Z.dtype, device=Z.device)
+        for it in range(self.max_iter):
+            self.stats.iterations += 1
+            G = g_of_stages(Z)
+            F = Z - base - torch.einsum("kij,kjn->kin", hA, G)
+            dZ = -self.solve(lu, F.reshape(K, S * n)).reshape(K, S, n)
+            dnorm = (dZ / scale).pow(2).mean(dim=(1, 2)).sqrt()
+            finite = torch.isfinite(dnorm)
+            active = ~(converged | failed)
+            Z = torch.where(active[:, None, None] & finite[:, None, None], Z + dZ, Z)
+            if it > 0:
+                rate = dnorm / prev
+            eta = torch.where(
+                torch.tensor(it > 0, device=Z.device),
+                rate / (1 - rate).clamp_min(1e-12),
+                rate.new_ones(()),
+            )
+            now_converged = active & finite & ((eta * dnorm <= self.tol) | (dnorm == 0))
+            now_failed = active & (~finite | ((rate >= 1) & (it > 0) & ~now_converged))
+            converged |= now_converged
+            failed |= now_failed
+            prev = dnorm
+            if bool((converged | failed).all()):
+                break
+        return Z, converged & ~failed
+
+    def attach(self, g, times, base, hA, Z, g_of_stages):
+        """One Newton step with the exact Jacobian at ``Z`` and autograd enabled.
+
+        The value is ``Z`` (to solver precision); the graph gives the exact
+        implicit-function-theorem derivative.  Used only when gradients are needed.
+        """
+        K, S, n = Z.shape
+        Zd = Z.detach()
+        Js = torch.stack(
+            [batched_jacobian(g, times[:, j], Zd[:, j]) for j in range(S)], dim=1
+        )  # [K, S, n, n]
+        self.stats.jacobians += S
+        lu = self.iteration_matrix(hA.detach(), Js)
+        G = g_of_stages(Zd)
+        F = Zd - base - torch.einsum("kij,kjn->kin", hA, G)
+        return Zd - self.solve(lu, F.reshape(K, S * n)).reshape(K, S, n)

@@ -1,0 +1,210 @@
+"""One Runge–Kutta step of any tableau, on a batch of independent systems.
+
+The state is a ``[K, n]`` tensor of ``K`` independent systems (``K = 1`` for one
+system on a shared time grid), times and step sizes are ``[K]`` tensors.  The
+vector field ``g(s [K], y [K, n]) -> [K, n]``.  A step returns the new state, the
+embedded error estimate, the stage derivatives (for dense output), the derivative
+at the end of the step when it comes for free, and a per-row success flag (False
+when the implicit stage equations could not be solved).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from odenet.tableaus import ButcherTableau
+
+
+@dataclass
+class StepResult:
+    y1: torch.Tensor  # [K, n]
+    error: torch.Tensor | None  # [K, n], h Σ (b_i − b̂_i) k_i
+    ks: torch.Tensor  # [S, K, n] stage derivatives
+    f1: torch.Tensor | None  # [K, n] f(t + h, y1) when free (FSAL / stiffly accurate)
+    ok: torch.Tensor | None  # [K] bool; None means every row succeeded (explicit methods)
+
+
+class RungeKutta:
+    """A tableau made concrete for one dtype and device.
+
+    Parameters
+    ----------
+    tableau : ButcherTableau
+    dtype : the state's dtype; time_dtype : the dtype of ``t``; device.
+    newton : Newton, optional
+        Required for implicit tableaux.
+    """
+
+    def __init__(self, tableau: ButcherTableau, dtype, time_dtype, device, newton=None):
+        self.tableau = tableau
+        self.S = tableau.stages
+        self.dtype = dtype
+
+        def T(x, dt=dtype):
+            return torch.as_tensor(np.asarray(x), dtype=dt, device=device)
+
+        self.c = T(tableau.c, time_dtype)
+        self.c_list = [float(x) for x in tableau.c]
+        self.A = T(tableau.A)
+        self.rows = [T(tableau.A[i, :i]) for i in range(self.S)]
+        self.row_nonzero = [bool(np.any(tableau.A[i, :i] != 0)) for i in range(self.S)]
+        weights = [tableau.b] if tableau.b_hat is None else [tableau.b, tableau.b - tableau.b_hat]
+        self.weights = T(np.stack(weights))  # [1 or 2, S]
+        self.newton = newton
+        # set by the caller when the solve must be differentiable (implicit stages then
+        # get attached to the graph by the implicit function theorem)
+        self.track_grad = False
+        self.implicit = tableau.is_implicit
+        self.fully_implicit = tableau.is_fully_implicit
+        A = tableau.A
+        self.A_inv = None
+        if self.fully_implicit and abs(np.linalg.det(A)) > 1e-12:
+            self.A_inv = T(np.linalg.inv(A))
+        self.stiffly_accurate = tableau.is_stiffly_accurate
+        self.first_explicit = tableau.first_stage_explicit
+        if tableau.dense is not None:
+            d = tableau.dense
+            self.P = T(d.P)  # [S + E, degree]
+            self.extra_A = None if d.extra_A is None else T(d.extra_A)
+            self.extra_c = [] if d.extra_c is None else [float(x) for x in d.extra_c]
+        else:
+            self.P = None
+
+    # ------------------------------------------------------------------------------
+    def step(self, g, s, y, h, f0) -> StepResult:
+        """Advance ``y`` at ``s`` by ``h`` (rows with ``h = 0`` stay put).
+
+        ``f0 = g(s, y)`` is passed in because every caller already has it.
+        """
+        if not self.implicit:
+            return self._explicit(g, s, y, h, f0)
+        if self.fully_implicit:
+            return self._fully_implicit(g, s, y, h, f0)
+        return self._diagonally_implicit(g, s, y, h, f0)
+
+    def _combine(self, y, hy, ks: torch.Tensor):
+        S, K, n = ks.shape
+        comb = (self.weights @ ks.reshape(S, K * n)).reshape(-1, K, n)
+        y1 = y + hy * comb[0]
+        err = hy * comb[1] if comb.shape[0] == 2 else None
+        return y1, err
+
+    def _explicit(self, g, s, y, h, f0) -> StepResult:
+        K, n = y.shape
+        hy = h.to(y.dtype)[:, None]
+        ks = [f0]
+        for i in range(1, self.S):
+            if self.row_nonzero[i]:
+                incr = (self.rows[i] @ torch.stack(ks).reshape(i, K * n)).reshape(K, n)
+                yi = y + hy * incr
+            else:
+                yi = y
+            ks.append(g(s + self.c_list[i] * h, yi))
+        ks_t = torch.stack(ks)
+        y1, err = self._combine(y, hy, ks_t)
+        f1 = ks[-1] if self.stiffly_accurate else None
+        return StepResult(y1, err, ks_t, f1, None)
+
+    # --- implicit -----------------------------------------------------------------
+    def _diagonally_implicit(self, g, s, y, h, f0) -> StepResult:
+        K, n = y.shape
+        hy = h.to(y.dtype)[:, None]
+        h_safe = torch.where(h == 0, torch.ones_like(h), h).to(y.dtype)
+        ks: list[torch.Tensor] = []
+        ok = torch.ones(K, dtype=torch.bool, device=y.device)
+        for i in range(self.S):
+            a_ii = float(self.tableau.A[i, i])
+            ti = s + self.c_list[i] * h
+            if i > 0 and self.row_nonzero[i]:
+                base = y + hy * (self.rows[i] @ torch.stack(ks).reshape(i, K * n)).reshape(K, n)
+            else:
+                base = y
+            if a_ii == 0.0:
+                ks.append(f0 if (i == 0 and self.c_list[0] == 0.0) else g(ti, base))
+                continue
+            hA = (h * a_ii).to(y.dtype)[:, None, None]  # [K, 1, 1]
+            guess = (y + (self.c_list[i] * h).to(y.dtype)[:, None] * f0)[:, None]
+
+            def G(Z, ti=ti):
+                return g(ti, Z[:, 0])[:, None]
+
+            Z, ok_i = self.newton.stages(g, s, y, ti[:, None], base[:, None], hA, guess, G)
+            if self.track_grad and torch.is_grad_enabled():
+                Z = self.newton.attach(g, ti[:, None], base[:, None], hA, Z, G)
+            ok = ok & ok_i
+            ks.append((Z[:, 0] - base) / (h_safe[:, None] * a_ii))
+        ks_t = torch.stack(ks)
+        y1, err = self._combine(y, hy, ks_t)
+        f1 = ks[-1] if self.stiffly_accurate else None
+        return StepResult(y1, err, ks_t, f1, ok)
+
+    def _fully_implicit(self, g, s, y, h, f0) -> StepResult:
+        K, n = y.shape
+        S = self.S
+        hy = h.to(y.dtype)[:, None]
+        times = s[:, None] + self.c[None, :] * h[:, None]  # [K, S]
+        hA = h.to(y.dtype)[:, None, None] * self.A[None]  # [K, S, S]
+        base = y[:, None, :].expand(K, S, n)
+        guess = y[:, None, :] + (self.c[None, :, None] * h[:, None, None]).to(y.dtype) * f0[:, None]
+
+        def G(Z):
+            return torch.stack([g(times[:, j], Z[:, j]) for j in range(S)], dim=1)
+
+        Z, ok = self.newton.stages(g, s, y, times, base, hA, guess, G)
+        if self.track_grad and torch.is_grad_enabled():
+            Z = self.newton.attach(g, times, base, hA, Z, G)
+        if self.A_inv is not None:
+            h_safe = torch.where(h == 0, torch.ones_like(h), h).to(y.dtype)
+            ks = torch.einsum("ij,kjn->ikn", self.A_inv, Z - y[:, None]) / h_safe[None, :, None]
+        else:
+            ks = G(Z).transpose(0, 1)
+        y1, err = self._combine(y, hy, ks)
+        if self.stiffly_accurate:  # y1 is the last stage exactly: no round-off from A⁻¹
+            y1 = Z[:, -1]
+        f1 = ks[-1] if self.stiffly_accurate else None
+        return StepResult(y1, err, ks, f1, ok)
+
+    # --- dense output ---------------------------------------------------------------
+    @property
+    def has_own_interpolant(self) -> bool:
+        return self.P is not None
+
+    def extra_stages(self, g, s, y, h, ks: torch.Tensor) -> torch.Tensor:
+        """Stages needed only by the continuous extension (e.g. DOP853's three)."""
+        if self.P is None or self.extra_A is None:
+            return ks
+        S0, K, n = ks.shape
+        hy = h.to(y.dtype)[:, None]
+        all_ks = list(ks.unbind(0))
+        for e, ce in enumerate(self.extra_c):
+            m = len(all_ks)
+            row = self.extra_A[e, :m]
+            yi = y + hy * (row @ torch.stack(all_ks).reshape(m, K * n)).reshape(K, n)
+            all_ks.append(g(s + ce * h, yi))
+        return torch.stack(all_ks)
+
+    def interpolate(self, theta, y0, y1, f0, f1, h, ks) -> torch.Tensor:
+        """State at ``s + θh`` for ``θ`` [K] in [0, 1].
+
+        The method's own continuous extension when it has one (``ks`` must then
+        include any extra stages), cubic Hermite through ``(y0, f0), (y1, f1)``
+        otherwise.
+        """
+        th = theta.to(y0.dtype)[:, None]
+        hy = h.to(y0.dtype)[:, None]
+        if self.P is not None:
+            deg = self.P.shape[1]
+            powers = th ** torch.arange(1, deg + 1, dtype=y0.dtype, device=y0.device)  # [K, deg]
+            W = powers @ self.P.T  # [K, S + E]
+            return y0 + hy * torch.einsum("ks,skn->kn", W, ks)
+        t2 = th * th
+        t3 = t2 * th
+        return (
+            (2 * t3 - 3 * t2 + 1) * y0
+            + (t3 - 2 * t2 + th) * hy * f0
+            + (3 * t2 - 2 * t3) * y1
+            + (t3 - t2) * hy * f1
+        )

@@ -1,0 +1,97 @@
+"""Irregularly sampled time series as one padded batch with per-sample time grids."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from odenet._errors import InputError
+
+
+@dataclass
+class IrregularBatch:
+    """A batch of ``B`` series, each with its own observation times and missing channels.
+
+    Sample ``b`` owns the first ``lengths[b]`` columns; columns beyond are padding.
+    Padding times continue *strictly increasing* past the sample's last time (so each
+    row is a valid per-sample grid for :func:`odenet.solve`), with ``mask = 0``.
+    Models must give outputs at valid positions that do not depend on the padding.
+
+    Attributes
+    ----------
+    times : Tensor [B, T]
+        Observation times, strictly increasing along each row (units of the data).
+    values : Tensor [B, T, D]
+        Observations; 0 where unobserved.
+    mask : Tensor [B, T, D]
+        1.0 where a channel was observed, 0.0 where missing or padding.
+    lengths : Tensor [B] (long)
+        Number of valid time points of each sample (≥ 1).
+    """
+
+    times: torch.Tensor
+    values: torch.Tensor
+    mask: torch.Tensor
+    lengths: torch.Tensor
+
+    def __post_init__(self) -> None:
+        B, T = self.times.shape if self.times.dim() == 2 else (None, None)
+        if B is None:
+            raise InputError(f"`times` must be [B, T], got shape {tuple(self.times.shape)}.")
+        if self.values.shape[:2] != (B, T) or self.mask.shape != self.values.shape:
+            raise InputError(
+                f"`values` and `mask` must be [B, T, D] = [{B}, {T}, D] with equal shapes; got "
+                f"{tuple(self.values.shape)} and {tuple(self.mask.shape)}."
+            )
+        if self.lengths.shape != (B,) or bool((self.lengths < 1).any()) or bool(
+            (self.lengths > T).any()
+        ):
+            raise InputError(f"`lengths` must be [B] = [{B}] with 1 ≤ length ≤ {T}.")
+        if T > 1 and not bool((self.times.diff(dim=1) > 0).all()):
+            raise InputError(
+                "`times` must be strictly increasing along each row, padding included "
+                "(pad by continuing past the last time, e.g. last + 1, last + 2, ...)."
+            )
+
+    @property
+    def valid(self) -> torch.Tensor:
+        """[B, T] bool: True at a sample's own (non-padding) time points."""
+        T = self.times.shape[1]
+        return torch.arange(T, device=self.times.device)[None, :] < self.lengths[:, None]
+
+    def to(self, *args, **kwargs) -> IrregularBatch:
+        """Move/cast like ``Tensor.to`` (``lengths`` only moves device)."""
+        times = self.times.to(*args, **kwargs)
+        return IrregularBatch(
+            times,
+            self.values.to(*args, **kwargs),
+            self.mask.to(*args, **kwargs),
+            self.lengths.to(times.device),
+        )
+
+    @staticmethod
+    def from_lists(times: list, values: list, masks: list | None = None) -> IrregularBatch:
+        """Pad per-sample ``times[b]`` [T_b] and ``values[b]`` [T_b, D] into one batch."""
+        if len(times) == 0 or len(times) != len(values):
+            raise InputError("`times` and `values` must be non-empty lists of equal length.")
+        B = len(times)
+        T = max(len(t) for t in times)
+        D = values[0].shape[-1]
+        dtype = values[0].dtype
+        tt = torch.zeros(B, T, dtype=times[0].dtype)
+        vv = torch.zeros(B, T, D, dtype=dtype)
+        mm = torch.zeros(B, T, D, dtype=dtype)
+        lengths = torch.tensor([len(t) for t in times])
+        for b in range(B):
+            n = len(times[b])
+            tt[b, :n] = times[b]
+            last = times[b][-1]
+            tt[b, n:] = last + torch.arange(1, T - n + 1, dtype=tt.dtype)
+            vals = torch.nan_to_num(values[b], nan=0.0)
+            vv[b, :n] = vals
+            if masks is None:
+                mm[b, :n] = (~torch.isnan(values[b])).to(dtype)
+            else:
+                mm[b, :n] = masks[b].to(dtype)
+        return IrregularBatch(tt, vv, mm, lengths)

@@ -1,0 +1,281 @@
+"""Gradients of a solve: ``direct`` | ``adjoint`` | ``checkpoint``.
+
+``odenet.solve(..., sensitivity=...)`` chooses how ``∂L/∂(y0, θ, t)`` is computed:
+
+``"direct"``
+    Autograd through every step (in :mod:`odenet._solve`): the exact gradient of
+    the computed solution; memory grows with the number of steps.
+``"adjoint"``
+    The continuous adjoint (:mod:`odenet.sensitivity._adjoint`), integrated backward
+    against the forward's dense output, which is recomputed segment by segment from
+    ``O(√N)`` stored states — accurate on contracting dynamics, where the textbook
+    backward re-solve of the state explodes.  Memory ``O(√N)`` states plus one
+    segment's dense output; no autograd graph is kept across steps.
+``"checkpoint"``
+    The exact discrete gradient (as ``"direct"``, to round-off) with ``O(√N)``
+    memory: store every ``k``-th state, recompute each segment with autograd during
+    the backward pass, replaying the forward's accepted step sizes.
+
+Both non-direct modes differentiate with respect to ``y0``, the output times ``t``
+and the parameters of the field: ``adjoint_params`` if given, else the parameters of
+``f`` when it is an ``nn.Module`` (or a bound method of one).  Backward statistics
+appear in ``solution.stats`` after ``.backward()``: ``backward_nfe`` (field
+evaluations in the backward pass, replays included), ``backward_vjp``,
+``backward_steps`` / ``backward_rejected`` (adjoint steps), ``backward_segments``,
+``checkpoints``.
+
+See ``docs/sensitivity.md`` for the math and the costs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from odenet._errors import InputError, SolverError
+from odenet._loop import integrate
+from odenet._solve import check_tolerances
+from odenet.sensitivity._adjoint import Counter, adjoint_backward
+from odenet.sensitivity._params import check_no_hidden_leaves, find_params
+from odenet.sensitivity._tape import OutputMap, Tape, check_stride, replay
+from odenet.tableaus import tableau
+
+__all__ = ["KINDS", "solve_with"]
+
+KINDS = ("adjoint", "checkpoint")
+_COMMON = ("adjoint_params", "checkpoint_every")
+_ADJOINT = (
+    "adjoint_rtol",
+    "adjoint_atol",
+    "adjoint_method",
+    "adjoint_options",
+    "adjoint_seminorm",
+)
+_ADJOINT_OPTIONS_KEYS = ("norm",)
+
+
+def _check_options(kind: str, options: dict) -> dict:
+    allowed = _COMMON + (_ADJOINT if kind == "adjoint" else ())
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise InputError(
+            f"unknown option(s) {', '.join(map(repr, unknown))} for sensitivity={kind!r}; "
+            f"it takes {', '.join(allowed)}."
+        )
+    opts = dict(options)
+    adj_opts = opts.pop("adjoint_options", None) or {}
+    if not isinstance(adj_opts, dict):
+        raise InputError(
+            f"`adjoint_options` must be a dict, got {type(adj_opts).__name__}; "
+            "prefer the flat option `adjoint_seminorm=True|False`."
+        )
+    bad = sorted(set(adj_opts) - set(_ADJOINT_OPTIONS_KEYS))
+    if bad:
+        raise InputError(
+            f"unknown `adjoint_options` key(s) {bad}; only 'norm' ('seminorm' or "
+            "'default') is understood — use the flat adjoint_* options for the rest."
+        )
+    if "norm" in adj_opts:
+        norm = adj_opts["norm"]
+        if norm not in ("seminorm", "default"):
+            raise InputError(
+                f"`adjoint_options['norm']` must be 'seminorm' or 'default', got {norm!r}."
+            )
+        if "adjoint_seminorm" in opts and opts["adjoint_seminorm"] != (norm == "seminorm"):
+            raise InputError("`adjoint_seminorm` and `adjoint_options['norm']` disagree; give one.")
+        opts["adjoint_seminorm"] = norm == "seminorm"
+    return opts
+
+
+class _Run:
+    """Everything the forward keeps for the backward pass of one solve."""
+
+    def __init__(self, kind, prep, tab, opts):
+        self.kind = kind
+        self.prep = prep
+        self.tab = tab
+        self.rk = prep.cfg.rk
+        self.params = find_params(prep.f, opts.get("adjoint_params"))
+        self.every = check_stride(opts.get("checkpoint_every"))
+        self.counter = Counter()
+        self.stats: dict | None = None
+        self.segments_replayed = 0
+        if kind == "adjoint":
+            rtol = opts.get("adjoint_rtol", prep.cfg.rtol)
+            atol = opts.get("adjoint_atol", prep.cfg.atol)
+            if not isinstance(rtol, torch.Tensor) or not isinstance(atol, torch.Tensor):
+                rtol, atol = check_tolerances(rtol, atol)
+            self.adjoint_rtol, self.adjoint_atol = rtol, atol
+            method = opts.get("adjoint_method")
+            self.adjoint_tableau = tab if method is None else tableau(method)
+            self.seminorm = bool(opts.get("adjoint_seminorm", True))
+            if not self.seminorm and prep.per_sample:
+                raise InputError(
+                    "`adjoint_seminorm=False` (parameter channels in the adjoint's error "
+                    "norm) needs a shared time grid; with per-sample times `t [B, T]` "
+                    "leave it at True."
+                )
+        g_plain = prep.internal_field(prep.f, count=False)
+        counter = self.counter
+
+        def g_count(s, y):
+            counter.nfe += 1
+            return g_plain(s, y)
+
+        self.g_count = g_count
+        self.g_lin = g_plain  # Linearization counts its own evaluations
+
+    # --- forward ---------------------------------------------------------------------
+    def forward(self, y0_rows, s_out):
+        prep = self.prep
+        self.s_out = s_out.detach()
+        self.y0_rows = y0_rows.detach()
+        g = prep.internal_field(prep.f, check=True)
+        self.tape = Tape(self.s_out[:, 0], self.y0_rows, self.every)
+        self.result = integrate(g, self.s_out, self.y0_rows, prep.cfg, record=self.tape)
+        self.result.steps_record = []
+        return self.result.ys
+
+    # --- backward --------------------------------------------------------------------
+    def backward(self, grad_ys, ys, need_s: bool):
+        if not bool((self.result.status == 0).all()):
+            raise SolverError(
+                f"sensitivity={self.kind!r}: the forward solve failed (status "
+                f"{self.result.status.tolist()}), so it has no gradient; fix the solve "
+                "first (see `solution.message`)."
+            )
+        grad_ys = torch.nan_to_num(grad_ys) if grad_ys is not None else torch.zeros_like(ys)
+        self.omap = OutputMap(self.tape, self.s_out)
+        if self.kind == "adjoint":
+            a0, gth = adjoint_backward(self, grad_ys)
+        else:
+            a0, gth = self._checkpoint_backward(grad_ys)
+        grad_s = self._time_grads(grad_ys, ys, a0) if need_s else None
+        grad_y0 = a0 + grad_ys[:, 0]
+        gth = [torch.zeros_like(p) if d is None else d for p, d in zip(self.params, gth)]
+        self._record_stats()
+        return grad_y0, grad_s, gth
+
+    def _checkpoint_backward(self, grad_ys):
+        tape, omap, rk = self.tape, self.omap, self.rk
+        K = grad_ys.shape[0]
+        rows = torch.arange(K, device=grad_ys.device)
+        a = torch.zeros_like(self.y0_rows)
+        gth = [None] * len(self.params)
+        track = rk.track_grad
+        rk.track_grad = True
+        try:
+            for i0, i1 in tape.segments():
+                if rk.newton is not None:
+                    rk.newton.forget()
+                with torch.enable_grad():
+                    yc = tape.ckpt[i0].detach().requires_grad_(True)
+                    y_end, outs, _ = replay(self.g_count, rk, tape, omap, i0, i1, yc, dense=False)
+                    total = (y_end * a).sum()
+                    for mask, idx, value in outs:
+                        G = torch.where(mask[:, None], grad_ys[rows, idx], 0.0)
+                        total = total + (value * G).sum()
+                    if total.requires_grad:
+                        grads = torch.autograd.grad(total, [yc, *self.params], allow_unused=True)
+                    else:
+                        grads = [None] * (1 + len(self.params))
+                self.segments_replayed += 1
+                a = grads[0] if grads[0] is not None else torch.zeros_like(a)
+                gth = [
+                    d if acc is None else (acc if d is None else acc + d)
+                    for acc, d in zip(gth, grads[1:])
+                ]
+        finally:
+            rk.track_grad = track
+        return a, gth
+
+    def _time_grads(self, grad_ys, ys, a0):
+        """``∂L/∂s_i = ⟨∂L/∂y_i, g(s_i, y_i)⟩`` (i ≥ 1), ``∂L/∂s_0 = −⟨a(s_0), g(s_0, y_0)⟩``."""
+        s_out = self.s_out
+        T = s_out.shape[1]
+        out = torch.zeros_like(s_out)
+        with torch.no_grad():
+            f0 = self.g_count(s_out[:, 0], self.y0_rows)
+            out[:, 0] = -(a0 * f0).sum(dim=1).to(out.dtype)
+            for i in range(1, T):
+                Gi = grad_ys[:, i]
+                if bool((Gi != 0).any()):
+                    fi = self.g_count(s_out[:, i], ys[:, i])
+                    out[:, i] = (Gi * fi).sum(dim=1).to(out.dtype)
+        return out
+
+    def _record_stats(self):
+        if self.stats is None:
+            return
+        st = self.stats
+        st["backward_nfe"] = self.counter.nfe
+        st["backward_vjp"] = self.counter.vjp
+        st["backward_segments"] = self.segments_replayed
+        st["checkpoints"] = len(self.tape.ckpt)
+        if self.kind == "adjoint":
+            acc, rej = self.backward_accepted, self.backward_rejected
+            if self.prep.per_sample:
+                st["backward_steps"], st["backward_rejected"] = acc, rej
+            else:
+                st["backward_steps"], st["backward_rejected"] = int(acc[0]), int(rej[0])
+            st["seminorm"] = self.seminorm
+
+
+class _SensitivityFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, run: _Run, y0_rows, s_out, *params):
+        ys = run.forward(y0_rows, s_out)
+        ctx.run = run
+        ctx.save_for_backward(ys)
+        return ys
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_ys):
+        (ys,) = ctx.saved_tensors
+        run = ctx.run
+        grad_y0, grad_s, gth = run.backward(grad_ys, ys, ctx.needs_input_grad[2])
+        return (None, grad_y0, grad_s, *gth)
+
+
+def solve_with(kind: str, prep, tab, *, throw: bool, **options):
+    """Run a prepared problem with ``sensitivity=kind`` (``"adjoint"`` or ``"checkpoint"``).
+
+    Parameters
+    ----------
+    kind : ``"adjoint" | "checkpoint"``
+    prep : :class:`odenet._solve.Prepared`; tab : the forward's ButcherTableau.
+    throw : raise on solver failure (else report it in ``Solution.status``).
+    **options
+        ``adjoint_params`` (iterable of tensors; default the parameters of ``f`` when
+        it is an ``nn.Module``), ``checkpoint_every`` (steps per stored state; default
+        ``≈ √N`` adaptively); for ``"adjoint"`` also ``adjoint_rtol``,
+        ``adjoint_atol`` (default: the forward's), ``adjoint_method`` (default: the
+        forward's), ``adjoint_seminorm`` (default True) and torchdiffeq's
+        ``adjoint_options={"norm": "seminorm" | "default"}``.
+
+    Returns
+    -------
+    Solution
+        As :func:`odenet.solve`; ``stats`` gains the backward statistics after
+        ``.backward()``.
+    """
+    if kind not in KINDS:
+        raise InputError(f"`sensitivity` kind must be one of {KINDS}, got {kind!r}.")
+    opts = _check_options(kind, options)
+    run = _Run(kind, prep, tab, opts)
+    needs_grad = torch.is_grad_enabled() and (
+        prep.y0_rows.requires_grad or prep.s_out.requires_grad or bool(run.params)
+    )
+    if torch.is_grad_enabled():
+        g_check = prep.internal_field(prep.f, count=False, check=True)
+        check_no_hidden_leaves(g_check, prep.s_out[:, 0], prep.y0_rows, run.params, kind)
+    if needs_grad:
+        ys = _SensitivityFunction.apply(run, prep.y0_rows, prep.s_out, *run.params)
+    else:
+        ys = run.forward(prep.y0_rows, prep.s_out)
+    result = run.result
+    result.ys = ys
+    sol = prep.solution(result, tab.name, throw=throw)
+    run.stats = sol.stats
+    sol.stats["checkpoints"] = len(run.tape.ckpt)
+    return sol

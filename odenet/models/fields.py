@@ -239,8 +239,9 @@ class DrivenField(nn.Module):
         super().__init__()
         self.path: InputPath | None = None
 
-    def bind(self, path: InputPath) -> DrivenField:
-        """Attach the input path ``x(t)``; returns ``self``."""
+    def bind(self, path) -> DrivenField:
+        """Attach the input path: an :class:`InputPath` or any callable ``x(t) -> [B, input_dim]``
+        (``t`` 0-dim or ``[B]``); returns ``self``."""
         self.path = path
         return self
 

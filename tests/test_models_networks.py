@@ -1,0 +1,292 @@
+"""ResNet, RNN and Neural ODE are one field stepped by different schemes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from torch import nn
+
+from odenet.models import (
+    RNN,
+    LayerwiseField,
+    MLPField,
+    NeuralODE,
+    ResNet,
+    RNNField,
+    discretization_gap,
+    init_,
+    neural_ode_to_resnet,
+    resnet_to_neural_ode,
+)
+
+F64 = torch.float64
+
+
+def smooth_field(dim=3, hidden=16, seed=0, time_dependent=True):
+    torch.manual_seed(seed)
+    f = MLPField(dim, hidden, time_dependent=time_dependent).double()
+    init_(f, "xavier", gain=1.5)
+    with torch.no_grad():  # non-zero biases: a generic, non-odd field
+        for m in f.modules():
+            if isinstance(m, nn.Linear):
+                m.bias.uniform_(-0.5, 0.5)
+    return f
+
+
+def observed_order(depths, errors) -> float:
+    return -np.polyfit(np.log(depths), np.log(errors), 1)[0]
+
+
+@pytest.fixture(scope="module")
+def reference_flow():
+    """A smooth time-dependent field, inputs, and its flow over [0, 2] to 1e-11."""
+    f = smooth_field()
+    h0 = torch.randn(4, 3, dtype=F64)
+    with torch.no_grad():
+        exact = NeuralODE(f, rtol=1e-11, atol=1e-13).flow(h0, 0.0, 2.0)
+    return f, h0, exact
+
+
+# --- ResNet ↔ forward Euler -------------------------------------------------------------
+
+
+def test_euler_resnet_equals_handwritten_residual_recurrence_bit_for_bit():
+    f = smooth_field()
+    h0 = torch.randn(5, 3, dtype=F64)
+    L, T = 7, 1.3
+    net = ResNet(f, L, "euler", horizon=T)
+    h = h0
+    for layer in range(L):
+        t = torch.tensor(layer * (T / L), dtype=F64)
+        h = h + (T / L) * f(t, h)
+    assert torch.equal(net(h0), h)
+
+
+def test_euler_resnet_with_layerwise_weights_equals_classic_resnet_bit_for_bit():
+    torch.manual_seed(1)
+    blocks = [MLPField(4, 8).double() for _ in range(3)]
+    field = LayerwiseField(blocks, horizon=3.0)
+    h0 = torch.randn(6, 4, dtype=F64)
+    h = h0
+    for blk in blocks:  # the textbook ResNet: h ← h + Δt · F_ℓ(h), Δt = T / L = 1
+        h = h + 1.0 * blk.net(h)
+    assert torch.equal(ResNet(field, 3, "euler", horizon=3.0)(h0), h)
+
+
+def test_midpoint_resnet_block_is_the_handwritten_midpoint_step():
+    f = smooth_field()
+    h0 = torch.randn(4, 3, dtype=F64)
+    net = ResNet(f, 1, "midpoint", horizon=0.4)
+    dt = 0.4
+    t0 = torch.tensor(0.0, dtype=F64)
+    expected = h0 + dt * f(t0 + dt / 2, h0 + dt / 2 * f(t0, h0))
+    torch.testing.assert_close(net(h0), expected, rtol=1e-15, atol=1e-15)
+
+
+def test_backward_euler_block_solves_its_implicit_equation_per_sample():
+    f = smooth_field()
+    h0 = torch.randn(4, 3, dtype=F64)
+    net = ResNet(f, 4, "backward_euler", horizon=1.0)
+    h1 = net.block(2, h0)
+    t1 = torch.tensor(3 * 0.25, dtype=F64)
+    residual = h1 - (h0 + 0.25 * f(t1, h1))
+    assert residual.abs().max() < 1e-12
+
+
+@pytest.mark.parametrize(
+    "method, depths, order",
+    [
+        ("euler", [8, 16, 32, 64], 1),
+        ("midpoint", [8, 16, 32, 64], 2),
+        ("rk4", [4, 8, 16, 32], 4),
+    ],
+)
+def test_resnet_converges_to_neural_ode_with_the_order_of_its_scheme(
+    method, depths, order, reference_flow
+):
+    f, h0, exact = reference_flow
+    with torch.no_grad():
+        errs = [(ResNet(f, L, method, horizon=2.0)(h0) - exact).abs().max().item() for L in depths]
+    assert abs(observed_order(depths, errs) - order) < 0.25, errs
+
+
+def test_layerwise_resnet_converges_to_the_piecewise_neural_ode_at_fourth_order():
+    torch.manual_seed(2)
+    field = LayerwiseField.mlp(3, 8, 2, horizon=2.0, time_dependent=True).double()
+    h0 = torch.randn(3, 3, dtype=F64)
+    # exact: solve each piece separately (the field is smooth inside a piece)
+    h = h0
+    for layer in range(2):
+        node = NeuralODE(field.piece(layer), rtol=1e-11, atol=1e-13)
+        h = node.flow(h, float(layer), float(layer + 1))
+    depths = [2, 4, 8, 16]
+    with torch.no_grad():
+        errs = [(ResNet(field, L, "rk4", horizon=2.0)(h0) - h).abs().max().item() for L in depths]
+    assert abs(observed_order(depths, errs) - 4) < 0.3, errs
+    # the adaptive solve across the jumps of θ(t) agrees with the piecewise solve
+    whole = NeuralODE(field, rtol=1e-8, atol=1e-10).flow(h0, 0.0, 2.0)
+    torch.testing.assert_close(whole, h, rtol=1e-6, atol=1e-7)
+
+
+# --- RNN ↔ driven ODE ------------------------------------------------------------------
+
+
+def vanilla_rnn(cell: RNNField, xs, h0):
+    W, U, b = cell.W.weight, cell.U.weight, cell.U.bias
+    h, hs = h0, []
+    for k in range(xs.shape[1]):
+        h = torch.tanh(h @ W.T + xs[:, k] @ U.T + b)
+        hs.append(h)
+    return torch.stack(hs, dim=1)
+
+
+def test_euler_rnn_with_unit_step_is_the_vanilla_rnn():
+    torch.manual_seed(3)
+    rnn = RNN(2, 5, dt=1.0, method="euler").double()
+    xs = torch.randn(4, 9, 2, dtype=F64)
+    h0 = torch.zeros(4, 5, dtype=F64)
+    out = rnn(xs, h0)
+    ref = vanilla_rnn(rnn.field, xs, h0)
+    # from h = 0 the Euler step h + 1·(−h + σ) is σ exactly
+    assert torch.equal(out[:, 0], ref[:, 0])
+    # afterwards h + (σ − h) rounds once per step (IEEE addition is not associative)
+    assert (out - ref).abs().max() < 1e-14
+
+
+def test_euler_rnn_is_bit_for_bit_the_euler_formula_of_the_driven_ode():
+    torch.manual_seed(4)
+    rnn = RNN(3, 4, dt=0.3, method="euler").double()
+    xs = torch.randn(2, 6, 3, dtype=F64)
+    h0 = torch.randn(2, 4, dtype=F64)
+    h, hs = h0, []
+    for k in range(6):
+        h = h + 0.3 * (-h + rnn.field.cell(h, xs[:, k]))
+        hs.append(h)
+    assert torch.equal(rnn(xs, h0), torch.stack(hs, dim=1))
+
+
+@pytest.mark.parametrize(
+    "method, interpolation, order",
+    [("euler", "hold", 1), ("rk4", "linear", 2)],
+)
+def test_rnn_converges_to_the_continuous_time_rnn_as_the_step_shrinks(method, interpolation, order):
+    # a smooth input x(t) sampled every Δt; the RNN's held/linear path is O(Δt)/O(Δt²)
+    # from it, which (not the scheme) limits the order
+    torch.manual_seed(5)
+    field = RNNField(2, 3).double()
+    init_(field, "xavier", gain=1.5)
+    h0 = torch.randn(2, 3, dtype=F64)
+    phase = torch.tensor([[0.0], [1.0]], dtype=F64)
+
+    def x_of_t(t):
+        return torch.cat([torch.sin(t + phase), torch.cos(2 * t + phase)], dim=1)
+
+    T = 2.0
+    field.bind(x_of_t)
+    exact = NeuralODE(field, rtol=1e-11, atol=1e-13).flow(h0, 0.0, T)
+    dts, errs = [0.1, 0.05, 0.025], []
+    for dt in dts:
+        n = round(T / dt)
+        xs = torch.stack([x_of_t(torch.tensor(k * dt, dtype=F64)) for k in range(n + 1)], 1)
+        rnn = RNN(2, 3, dt=dt, method=method, field=field, interpolation=interpolation)
+        errs.append((rnn(xs, h0)[:, n - 1] - exact).abs().max().item())
+    assert abs(-observed_order(dts, errs) - order) < 0.25, errs
+
+
+# --- Neural ODE ↔ adaptive solve ---------------------------------------------------------
+
+
+def linear_node(dtype=F64):
+    torch.manual_seed(7)
+    lin = nn.Linear(3, 3, bias=False).to(dtype)
+    field = lambda t, h: lin(h)  # noqa: E731
+    return lin, field
+
+
+def test_neural_ode_matches_matrix_exponential_on_shared_times():
+    lin, field = linear_node()
+    A = lin.weight.detach().numpy()
+    y0 = torch.randn(4, 3, dtype=F64)
+    t = torch.tensor([0.0, 0.3, 1.1, 2.0], dtype=F64)
+    ys = NeuralODE(field, rtol=1e-10, atol=1e-12)(y0, t)
+    assert ys.shape == (4, 4, 3)
+    for i, ti in enumerate(t.tolist()):
+        exact = y0.numpy() @ scipy.linalg.expm(A * ti).T
+        np.testing.assert_allclose(ys[i].detach().numpy(), exact, rtol=1e-8, atol=1e-9)
+
+
+def test_neural_ode_returns_each_sample_at_its_own_irregular_times():
+    lin, field = linear_node()
+    A = lin.weight.detach().numpy()
+    y0 = torch.randn(3, 3, dtype=F64)
+    t = torch.tensor([[0.0, 0.1, 0.5], [1.0, 1.7, 3.0], [-1.0, -0.2, 0.05]], dtype=F64)
+    ys = NeuralODE(field, rtol=1e-10, atol=1e-12)(y0, t)
+    assert ys.shape == (3, 3, 3)
+    for b in range(3):
+        for i in range(3):
+            exact = scipy.linalg.expm(A * float(t[b, i] - t[b, 0])) @ y0[b].numpy()
+            np.testing.assert_allclose(ys[b, i].detach().numpy(), exact, rtol=1e-8, atol=1e-9)
+
+
+def test_neural_ode_gradient_matches_the_exact_sensitivity_of_a_linear_flow():
+    # d/dA of sum(expm(A T) y0) = ∫ … ; compared with a central difference of expm
+    lin, field = linear_node()
+    y0 = torch.randn(2, 3, dtype=F64)
+    node = NeuralODE(field, rtol=1e-11, atol=1e-13)
+    loss = node.flow(y0, 0.0, 1.0).sum()
+    loss.backward()
+    A = lin.weight.detach().numpy()
+    eps = 1e-6
+    fd = np.zeros_like(A)
+    for i in range(3):
+        for j in range(3):
+            E = np.zeros_like(A)
+            E[i, j] = eps
+            up = (y0.numpy() @ scipy.linalg.expm(A + E).T).sum()
+            dn = (y0.numpy() @ scipy.linalg.expm(A - E).T).sum()
+            fd[i, j] = (up - dn) / (2 * eps)
+    np.testing.assert_allclose(lin.weight.grad.numpy(), fd, rtol=1e-6, atol=1e-7)
+
+
+def test_neural_ode_fixed_step_rk4_equals_rk4_resnet():
+    f = smooth_field()
+    h0 = torch.randn(3, 3, dtype=F64)
+    node = NeuralODE(f, method="rk4", step_size=0.25)
+    via_node = node.flow(h0, 0.0, 2.0)
+    via_resnet = ResNet(f, 8, "rk4", horizon=2.0)(h0)
+    torch.testing.assert_close(via_node, via_resnet, rtol=1e-13, atol=1e-13)
+
+
+# --- conversion ---------------------------------------------------------------------
+
+
+def test_resnet_to_neural_ode_and_back_shares_parameters_and_output():
+    f = smooth_field()
+    net = ResNet(f, 10, "euler", horizon=1.5, t0=0.5)
+    node = resnet_to_neural_ode(net, rtol=1e-9, atol=1e-11)
+    assert node.field is f
+    back = neural_ode_to_resnet(node, 10)
+    assert back.horizon == 1.5 and back.t0 == 0.5
+    assert [p.data_ptr() for p in back.parameters()] == [p.data_ptr() for p in f.parameters()]
+    h0 = torch.randn(4, 3, dtype=F64)
+    assert torch.equal(back(h0), net(h0))
+    # training the Neural ODE moves the ResNet: the parameters are the same tensors
+    before = back(h0).detach()
+    node.flow(h0, 0.5, 2.0).pow(2).sum().backward()
+    with torch.no_grad():
+        for p in node.parameters():
+            p -= 0.1 * p.grad
+    after = back(h0).detach()
+    assert not torch.equal(after, before)
+    assert torch.equal(after, net(h0).detach())
+
+
+def test_discretization_gap_halves_with_depth_for_euler():
+    f = smooth_field()
+    h0 = torch.randn(4, 3, dtype=F64)
+    g1 = discretization_gap(ResNet(f, 32, "euler", horizon=1.0), h0)
+    g2 = discretization_gap(ResNet(f, 64, "euler", horizon=1.0), h0)
+    ratio = (g1 / g2).detach()
+    assert torch.all((ratio > 1.8) & (ratio < 2.2)), ratio

@@ -60,13 +60,17 @@ def _exact(x: Any) -> Exact:
         digits = len((m.group(1) + m.group(2)).lstrip("0"))
         if digits >= _DECIMAL_DIGITS:
             return sympy.Float(text.strip(), max(digits, 17))
+    hint = (
+        f"could not read the coefficient {x!r} as a real number (use ints, fractions, "
+        "strings such as '35/384' or '1 - sqrt(2)/2', or floats)."
+    )
     try:
-        return sympy.sympify(text, rational=True)
+        value = sympy.sympify(text, rational=True)
     except (sympy.SympifyError, SyntaxError, TypeError) as err:
-        raise InvalidTableauError(
-            f"could not read the coefficient {x!r} as a number (use ints, fractions, "
-            "strings such as '35/384' or '1 - sqrt(2)/2', or floats)."
-        ) from err
+        raise InvalidTableauError(hint) from err
+    if not (value.is_number and value.is_real):
+        raise InvalidTableauError(hint)
+    return value
 
 
 def _exact_vector(v: Sequence, name: str) -> tuple[Exact, ...]:

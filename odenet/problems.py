@@ -1,0 +1,674 @@
+"""Test problems with closed-form or high-accuracy reference solutions.
+
+A :class:`Problem` is one small object: a vector field ``f(t, y)`` on torch tensors,
+an initial state ``y0``, a time span, and (optionally) an exact solution.  Problems
+without an exact solution get a *reference* solution from a high-accuracy scipy
+solve (DOP853, or Radau for stiff problems, at ``rtol = 1e-13`` in float64), cached
+on disk under ``$ODENET_CACHE`` (default ``~/.cache/odenet``).
+
+Built-in problems are made by name::
+
+    >>> import odenet.problems as P
+    >>> P.problems()[:3]
+    ['advection', 'cos', 'exponential']
+    >>> prob = P.get_problem("kepler", eccentricity=0.5)
+    >>> prob.solution([0.0, 1.0]).shape
+    (2, 4)
+
+A user's own problem::
+
+    >>> prob = P.Problem(lambda t, y: -y, y0=[1.0], span=(0.0, 1.0),
+    ...                  exact=lambda t: np.exp(-t)[:, None])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from odenet._errors import InputError, SolverError
+
+REFERENCE_RTOL = 1e-13
+REFERENCE_ATOL = 1e-15
+_CACHE_SCHEMA = "odenet.reference/1"
+
+
+class UnknownProblemError(InputError, KeyError):
+    """A problem name is not registered (the message lists the valid names)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ReferenceSolutionError(SolverError):
+    """The high-accuracy reference solve failed."""
+
+
+# --- the problem object ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Problem:
+    """An initial value problem ``dy/dt = f(t, y)``, ``y(t0) = y0`` on ``span = (t0, t1)``.
+
+    Parameters
+    ----------
+    f : callable
+        ``f(t, y) -> dy/dt`` on torch tensors; ``t`` is a 0-dim tensor, ``y`` has the
+        shape of ``y0`` (1-D ``[n]`` here).
+    y0 : array-like, shape [n]
+        Initial state.
+    span : (float, float)
+        Start and end time ``(t0, t1)``, ``t1 > t0``.
+    exact : callable, optional
+        ``exact(t) -> y`` with ``t`` a numpy array ``[T]`` and ``y`` ``[T, n]``: the closed
+        form solution.  Without it, :meth:`solution` computes a cached reference solve.
+    name : str
+    description : str
+    stiff : bool
+        Use Radau (implicit) instead of DOP853 for the reference solve.
+    f_numpy : callable, optional
+        ``f_numpy(t, y)`` on float and ``[n]`` numpy arrays; used by the scipy reference
+        and scipy comparisons (otherwise ``f`` is wrapped).
+    invariants : mapping of str to callable, optional
+        ``name -> g(y [T, n]) -> [T]``, quantities conserved by the exact flow.
+    spec : (str, dict), optional
+        ``(registered name, parameters)`` that rebuilds the problem with
+        :func:`get_problem` (set by the registry; lets worker processes rebuild
+        built-in problems instead of pickling closures).
+    """
+
+    f: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    y0: Any
+    span: tuple[float, float]
+    exact: Callable[[np.ndarray], np.ndarray] | None = None
+    name: str = "custom"
+    description: str = ""
+    stiff: bool = False
+    f_numpy: Callable[[float, np.ndarray], np.ndarray] | None = None
+    invariants: Mapping[str, Callable[[np.ndarray], np.ndarray]] = field(default_factory=dict)
+    spec: tuple[str, dict] | None = None
+
+    def __post_init__(self) -> None:
+        if not callable(self.f):
+            raise InputError(f"`f` must be callable as f(t, y), got {type(self.f).__name__}.")
+        try:
+            y0 = np.asarray(
+                self.y0.detach().cpu().numpy() if isinstance(self.y0, torch.Tensor) else self.y0,
+                dtype=np.float64,
+            )
+        except (TypeError, ValueError) as e:
+            raise InputError(f"`y0` must be an array of numbers: {e}") from None
+        if y0.ndim == 0:
+            y0 = y0.reshape(1)
+        if y0.ndim != 1 or y0.size == 0 or not np.all(np.isfinite(y0)):
+            raise InputError(
+                f"`y0` must be a non-empty finite 1-D array [n], got shape {y0.shape}; "
+                "flatten a structured state into one vector."
+            )
+        try:
+            t0, t1 = (float(s) for s in self.span)
+        except (TypeError, ValueError):
+            raise InputError(
+                f"`span` must be a pair (t0, t1) of numbers, got {self.span!r}."
+            ) from None
+        if not (math.isfinite(t0) and math.isfinite(t1) and t1 > t0):
+            raise InputError(f"`span` must satisfy t0 < t1 (finite), got {(t0, t1)}.")
+        if self.exact is not None and not callable(self.exact):
+            raise InputError("`exact` must be callable as exact(t [T]) -> y [T, n], or None.")
+        object.__setattr__(self, "y0", y0)
+        object.__setattr__(self, "span", (t0, t1))
+
+    # --- convenience -----------------------------------------------------------------
+
+    @property
+    def dim(self) -> int:
+        """Number of state components ``n``."""
+        return int(self.y0.shape[0])
+
+    @property
+    def has_exact(self) -> bool:
+        return self.exact is not None
+
+    def y0_tensor(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """``y0`` as a torch tensor ``[n]``."""
+        return torch.as_tensor(self.y0, dtype=dtype)
+
+    def numpy_field(self) -> Callable[[float, np.ndarray], np.ndarray]:
+        """``f`` as ``f(t: float, y: ndarray [n]) -> ndarray [n]`` for scipy."""
+        if self.f_numpy is not None:
+            return self.f_numpy
+        f = self.f
+
+        def fn(t, y):
+            with torch.no_grad():
+                out = f(torch.tensor(float(t), dtype=torch.float64), torch.from_numpy(y))
+            return out.detach().numpy().reshape(-1)
+
+        return fn
+
+    def solution(self, t: Sequence[float] | np.ndarray) -> np.ndarray:
+        """The true solution at times ``t`` (numpy ``[T]``, inside ``span``) → ``[T, n]``.
+
+        Exact when the problem has a closed form; otherwise a reference solve cached
+        on disk (see :func:`reference_solution`).
+        """
+        t = np.atleast_1d(np.asarray(t, dtype=np.float64))
+        t0, t1 = self.span
+        slack = 1e-12 * max(1.0, abs(t0), abs(t1))
+        if t.ndim != 1 or np.any(t < t0 - slack) or np.any(t > t1 + slack):
+            raise InputError(
+                f"`t` must be a 1-D array of times inside span {self.span}, got "
+                f"[{t.min():g}, {t.max():g}]."
+            )
+        if self.exact is not None:
+            y = np.asarray(self.exact(t), dtype=np.float64)
+            return y.reshape(t.shape[0], self.dim)
+        return reference_solution(self, t)
+
+    def key(self) -> str:
+        """A stable identity string: spec (for built-ins) or name, y0 and span."""
+        ident = {
+            "name": self.name,
+            "spec": list(self.spec) if self.spec is not None else None,
+            "y0": self.y0.tolist(),
+            "span": list(self.span),
+        }
+        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        kind = "exact" if self.has_exact else "reference"
+        return f"Problem({self.name!r}, n={self.dim}, span={self.span}, {kind})"
+
+
+# --- the reference-solution cache -------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """Where reference solutions are cached: ``$ODENET_CACHE`` or ``~/.cache/odenet``."""
+    env = os.environ.get("ODENET_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "odenet"
+
+
+def _atomic_write_npz(path: Path, **arrays) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def reference_solution(problem: Problem, t: np.ndarray, *, use_cache: bool = True) -> np.ndarray:
+    """High-accuracy solution ``[T, n]`` at times ``t [T]`` (scipy, float64, rtol 1e-13).
+
+    DOP853 for non-stiff problems, Radau for stiff ones.  Results are cached in
+    :func:`cache_dir` under a key made of the problem identity and the requested
+    times; a cache file that cannot be read is recomputed and replaced (with a
+    warning naming it).
+    """
+    from scipy.integrate import solve_ivp
+
+    t = np.asarray(t, dtype=np.float64)
+    method = "Radau" if problem.stiff else "DOP853"
+    h = hashlib.sha256()
+    h.update(problem.key().encode())
+    h.update(method.encode())
+    h.update(np.ascontiguousarray(t).tobytes())
+    path = cache_dir() / "references" / f"{problem.name}-{h.hexdigest()[:20]}.npz"
+    if use_cache and path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if str(z["schema"]) != _CACHE_SCHEMA or not np.array_equal(z["t"], t):
+                    raise ValueError("schema or times do not match")
+                y = np.array(z["y"])
+            if y.shape == (t.shape[0], problem.dim) and np.all(np.isfinite(y)):
+                return y
+            raise ValueError(f"stored array has shape {y.shape}")
+        except Exception as e:  # any unreadable file: recompute, don't crash
+            warnings.warn(
+                f"reference cache file {path} is unreadable ({e}); recomputing it.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    order = np.argsort(t, kind="stable")
+    ts = t[order]
+    t0, t1 = problem.span
+    ts_clip = np.clip(ts, t0, t1)
+    sol = solve_ivp(
+        problem.numpy_field(),
+        (t0, t1),
+        problem.y0,
+        method=method,
+        t_eval=ts_clip,
+        rtol=REFERENCE_RTOL,
+        atol=REFERENCE_ATOL,
+    )
+    if not sol.success:
+        raise ReferenceSolutionError(
+            f"reference solve of problem {problem.name!r} with scipy {method} failed: "
+            f"{sol.message}; give the problem an `exact` solution or mark it `stiff=True`."
+        )
+    y = np.empty((t.shape[0], problem.dim))
+    y[order] = sol.y.T
+    if use_cache:
+        _atomic_write_npz(path, schema=np.array(_CACHE_SCHEMA), t=t, y=y)
+    return y
+
+
+# --- the registry -----------------------------------------------------------------------
+
+_REGISTRY: dict[str, Callable[..., Problem]] = {}
+
+
+def register_problem(name: str):
+    """Decorator: register ``factory(**params) -> Problem`` under ``name``."""
+
+    def deco(factory):
+        _REGISTRY[name] = factory
+        return factory
+
+    return deco
+
+
+def problems() -> list[str]:
+    """Names of the built-in problems, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_problem(name: str | Problem, **params) -> Problem:
+    """Build the built-in problem ``name`` with optional parameters (see each factory)."""
+    if isinstance(name, Problem):
+        if params:
+            raise InputError("parameters can only be given with a problem *name*.")
+        return name
+    if name not in _REGISTRY:
+        raise UnknownProblemError(
+            f"unknown problem {name!r}; choose one of: {', '.join(problems())} "
+            "(or pass your own odenet.problems.Problem)."
+        )
+    try:
+        prob = _REGISTRY[name](**params)
+    except TypeError as e:
+        raise InputError(f"bad parameters for problem {name!r}: {e}") from None
+    object.__setattr__(prob, "spec", (name, dict(params)))
+    return prob
+
+
+def describe() -> list[dict]:
+    """One row per built-in problem: name, dimension, span, exact/reference, stiff, text."""
+    rows = []
+    for name in problems():
+        p = get_problem(name)
+        rows.append(
+            {
+                "name": name,
+                "dim": p.dim,
+                "span": p.span,
+                "solution": "exact" if p.has_exact else "reference",
+                "stiff": p.stiff,
+                "invariants": ",".join(p.invariants) or "-",
+                "description": p.description,
+            }
+        )
+    return rows
+
+
+# --- closed-form problems ---------------------------------------------------------------
+
+
+@register_problem("exponential")
+def exponential(lam: float = -1.0, t1: float = 2.0) -> Problem:
+    """``y' = λ y``, ``y(0) = 1``; exact ``y = e^{λt}``."""
+    return Problem(
+        f=lambda t, y: lam * y,
+        y0=[1.0],
+        span=(0.0, t1),
+        exact=lambda t: np.exp(lam * t)[:, None],
+        name="exponential",
+        description=f"y' = {lam:g} y, y(0) = 1; exact e^(λt)",
+        f_numpy=lambda t, y: lam * y,
+    )
+
+
+@register_problem("cos")
+def cos_problem(t1: float = 4.0) -> Problem:
+    """``y' = y cos t``, ``y(0) = 1``; exact ``y = e^{sin t}`` (non-autonomous)."""
+    return Problem(
+        f=lambda t, y: y * torch.cos(t),
+        y0=[1.0],
+        span=(0.0, t1),
+        exact=lambda t: np.exp(np.sin(t))[:, None],
+        name="cos",
+        description="y' = y cos t, y(0) = 1; exact e^(sin t)",
+        f_numpy=lambda t, y: y * np.cos(t),
+    )
+
+
+def _linear(A: np.ndarray, y0: np.ndarray, span, name: str, description: str, stiff=False):
+    from scipy.linalg import expm
+
+    A = np.asarray(A, dtype=np.float64)
+    At = torch.as_tensor(A)
+    t0 = span[0]
+    # A = V Λ V^{-1} when V is well conditioned (cheap for many output times);
+    # otherwise expm at each time.
+    w, V = np.linalg.eig(A)
+    use_eig = np.linalg.cond(V) < 1e6
+    if use_eig:
+        c = np.linalg.solve(V, y0.astype(complex))
+
+    def exact(t):
+        if use_eig:
+            return np.real((V[None] * (np.exp(np.outer(t - t0, w)) * c)[:, None, :]).sum(-1))
+        return np.stack([expm(A * (s - t0)) @ y0 for s in t])
+
+    return Problem(
+        f=lambda t, y: At.to(y.dtype) @ y,
+        y0=y0,
+        span=span,
+        exact=exact,
+        name=name,
+        description=description,
+        stiff=stiff,
+        f_numpy=lambda t, y: A @ y,
+    )
+
+
+@register_problem("linear")
+def linear(t1: float = 2.0) -> Problem:
+    """``y' = A y`` with a fixed non-normal 3×3 ``A``; exact ``y = e^{At} y0``."""
+    A = np.array([[-1.0, 2.0, 0.0], [-2.0, -1.0, 1.0], [0.0, 0.0, -0.5]])
+    return _linear(
+        A, np.array([1.0, 0.0, 1.0]), (0.0, t1), "linear", "y' = A y (3×3); exact e^(At) y0"
+    )
+
+
+@register_problem("harmonic")
+def harmonic(omega: float = 1.0, t1: float = 2 * math.pi) -> Problem:
+    """``x'' = -ω² x`` as ``(x, v)``; exact ``x = cos ωt``; energy conserved."""
+    w = float(omega)
+    return Problem(
+        f=lambda t, y: torch.stack([y[1], -(w**2) * y[0]]),
+        y0=[1.0, 0.0],
+        span=(0.0, t1),
+        exact=lambda t: np.stack([np.cos(w * t), -w * np.sin(w * t)], axis=1),
+        name="harmonic",
+        description=f"harmonic oscillator x'' = -{w:g}² x; exact cos(ωt)",
+        f_numpy=lambda t, y: np.array([y[1], -(w**2) * y[0]]),
+        invariants={"energy": lambda y: 0.5 * y[:, 1] ** 2 + 0.5 * w**2 * y[:, 0] ** 2},
+    )
+
+
+def _kepler_exact(t: np.ndarray, e: float) -> np.ndarray:
+    # Mean anomaly M = t (period 2π, semi-major axis 1, GM = 1); solve E - e sin E = M.
+    M = np.asarray(t, dtype=np.float64)
+    E = M + e * np.sin(M)
+    for _ in range(50):
+        dE = (E - e * np.sin(E) - M) / (1 - e * np.cos(E))
+        E = E - dE
+        if np.max(np.abs(dE)) < 1e-16:
+            break
+    s = math.sqrt(1 - e * e)
+    d = 1 - e * np.cos(E)
+    return np.stack([np.cos(E) - e, s * np.sin(E), -np.sin(E) / d, s * np.cos(E) / d], axis=1)
+
+
+@register_problem("kepler")
+def kepler(eccentricity: float = 0.5, t1: float = 2 * math.pi) -> Problem:
+    """Two-body problem ``q'' = -q/|q|³`` from perihelion; exact via Kepler's equation.
+
+    Invariants: energy ``|p|²/2 - 1/|q| = -1/2`` and angular momentum ``q × p``.
+    """
+    e = float(eccentricity)
+    if not 0 <= e < 1:
+        raise InputError(f"`eccentricity` must be in [0, 1), got {e}.")
+
+    def f(t, y):
+        r3 = (y[0] ** 2 + y[1] ** 2) ** 1.5
+        return torch.stack([y[2], y[3], -y[0] / r3, -y[1] / r3])
+
+    def fn(t, y):
+        r3 = (y[0] ** 2 + y[1] ** 2) ** 1.5
+        return np.array([y[2], y[3], -y[0] / r3, -y[1] / r3])
+
+    return Problem(
+        f=f,
+        y0=_kepler_exact(np.zeros(1), e)[0],
+        span=(0.0, t1),
+        exact=lambda t: _kepler_exact(t, e),
+        name="kepler",
+        description=f"Kepler two-body, eccentricity {e:g}; exact via Kepler's equation",
+        f_numpy=fn,
+        invariants={
+            "energy": lambda y: (
+                0.5 * (y[:, 2] ** 2 + y[:, 3] ** 2) - 1 / np.hypot(y[:, 0], y[:, 1])
+            ),
+            "angular_momentum": lambda y: y[:, 0] * y[:, 3] - y[:, 1] * y[:, 2],
+        },
+    )
+
+
+@register_problem("prothero_robinson")
+def prothero_robinson(lam: float = -1e6, t1: float = 1.0) -> Problem:
+    """``y' = λ (y - sin t) + cos t``, ``y(0) = 0``; exact ``y = sin t``.
+
+    For ``h|λ| ≫ 1`` implicit Runge–Kutta methods converge with their *stage order*
+    (plus one for stiffly accurate methods) instead of their classical order.
+    """
+    return Problem(
+        f=lambda t, y: lam * (y - torch.sin(t)) + torch.cos(t),
+        y0=[0.0],
+        span=(0.0, t1),
+        exact=lambda t: np.sin(t)[:, None],
+        name="prothero_robinson",
+        description=f"Prothero–Robinson y' = λ(y - sin t) + cos t, λ = {lam:g}; exact sin t",
+        stiff=True,
+        f_numpy=lambda t, y: lam * (y - np.sin(t)) + np.cos(t),
+    )
+
+
+@register_problem("heat")
+def heat(n: int = 16, t1: float = 0.1) -> Problem:
+    """Method of lines for ``u_t = u_xx`` on (0, 1), ``u = 0`` at both ends.
+
+    Second-order central differences on ``n`` interior points; initial
+    ``u = x(1-x)e^x``.  The semi-discrete system is linear, so its exact solution is
+    ``e^{At} u0`` (stiff: ``|λ_max| ≈ 4 (n+1)²``).
+    """
+    dx = 1.0 / (n + 1)
+    x = dx * np.arange(1, n + 1)
+    A = (
+        np.diag(-2 * np.ones(n)) + np.diag(np.ones(n - 1), 1) + np.diag(np.ones(n - 1), -1)
+    ) / dx**2
+    return _linear(
+        A,
+        x * (1 - x) * np.exp(x),
+        (0.0, t1),
+        "heat",
+        f"heat equation, method of lines, {n} points; exact e^(At) u0",
+        stiff=True,
+    )
+
+
+@register_problem("advection")
+def advection(n: int = 32, t1: float = 1.0) -> Problem:
+    """Method of lines for ``u_t + u_x = 0`` on the periodic unit interval.
+
+    Second-order central differences on ``n`` points (purely imaginary spectrum);
+    initial ``u = exp(sin 2πx)``; exact semi-discrete solution ``e^{At} u0``.
+    """
+    dx = 1.0 / n
+    x = dx * np.arange(n)
+    A = (np.roll(np.eye(n), 1, axis=1) - np.roll(np.eye(n), -1, axis=1)) / (2 * dx)
+    A = -A
+    return _linear(
+        A,
+        np.exp(np.sin(2 * np.pi * x)),
+        (0.0, t1),
+        "advection",
+        f"linear advection, central differences, {n} periodic points; exact e^(At) u0",
+    )
+
+
+# --- reference-solution problems --------------------------------------------------------
+
+
+@register_problem("lotka_volterra")
+def lotka_volterra(
+    alpha: float = 1.5, beta: float = 1.0, gamma: float = 3.0, delta: float = 1.0, t1: float = 10.0
+) -> Problem:
+    """Predator–prey ``x' = αx - βxy``, ``y' = δxy - γy``.
+
+    Invariant ``δx - γ ln x + βy - α ln y``; reference DOP853.
+    """
+    a, b, g, d = alpha, beta, gamma, delta
+    return Problem(
+        f=lambda t, y: torch.stack([a * y[0] - b * y[0] * y[1], d * y[0] * y[1] - g * y[1]]),
+        y0=[1.0, 1.0],
+        span=(0.0, t1),
+        name="lotka_volterra",
+        description="Lotka–Volterra predator–prey; reference DOP853 1e-13",
+        f_numpy=lambda t, y: np.array([a * y[0] - b * y[0] * y[1], d * y[0] * y[1] - g * y[1]]),
+        invariants={
+            "first_integral": lambda y: (
+                d * y[:, 0] - g * np.log(y[:, 0]) + b * y[:, 1] - a * np.log(y[:, 1])
+            )
+        },
+    )
+
+
+@register_problem("lorenz")
+def lorenz(sigma: float = 10.0, rho: float = 28.0, beta: float = 8 / 3, t1: float = 1.0) -> Problem:
+    """Lorenz system over a short horizon (before chaos amplifies round-off)."""
+    s, r, b = sigma, rho, beta
+
+    def f(t, y):
+        return torch.stack([s * (y[1] - y[0]), y[0] * (r - y[2]) - y[1], y[0] * y[1] - b * y[2]])
+
+    return Problem(
+        f=f,
+        y0=[1.0, 1.0, 1.0],
+        span=(0.0, t1),
+        name="lorenz",
+        description="Lorenz σ=10, ρ=28, β=8/3 on a short horizon; reference DOP853 1e-13",
+        f_numpy=lambda t, y: np.array(
+            [s * (y[1] - y[0]), y[0] * (r - y[2]) - y[1], y[0] * y[1] - b * y[2]]
+        ),
+    )
+
+
+def _vdp(mu: float, t1: float, name: str) -> Problem:
+    return Problem(
+        f=lambda t, y: torch.stack([y[1], mu * (1 - y[0] ** 2) * y[1] - y[0]]),
+        y0=[2.0, 0.0],
+        span=(0.0, t1),
+        name=name,
+        description=f"Van der Pol x'' - μ(1 - x²)x' + x = 0, μ = {mu:g}",
+        stiff=mu > 10,
+        f_numpy=lambda t, y: np.array([y[1], mu * (1 - y[0] ** 2) * y[1] - y[0]]),
+    )
+
+
+@register_problem("van_der_pol")
+def van_der_pol(mu: float = 1.0, t1: float = 5.0) -> Problem:
+    """Van der Pol oscillator, ``μ = 1`` (non-stiff); reference DOP853."""
+    return _vdp(mu, t1, "van_der_pol")
+
+
+@register_problem("van_der_pol_stiff")
+def van_der_pol_stiff(mu: float = 1000.0, t1: float = 1.0) -> Problem:
+    """Van der Pol oscillator, ``μ = 1000`` (stiff); reference Radau."""
+    return _vdp(mu, t1, "van_der_pol_stiff")
+
+
+@register_problem("robertson")
+def robertson(t1: float = 40.0) -> Problem:
+    """Robertson's stiff chemical kinetics; invariant ``y1 + y2 + y3 = 1``; reference Radau."""
+    k1, k2, k3 = 0.04, 3e7, 1e4
+
+    def f(t, y):
+        return torch.stack(
+            [
+                -k1 * y[0] + k3 * y[1] * y[2],
+                k1 * y[0] - k3 * y[1] * y[2] - k2 * y[1] ** 2,
+                k2 * y[1] ** 2,
+            ]
+        )
+
+    def fn(t, y):
+        return np.array(
+            [
+                -k1 * y[0] + k3 * y[1] * y[2],
+                k1 * y[0] - k3 * y[1] * y[2] - k2 * y[1] ** 2,
+                k2 * y[1] ** 2,
+            ]
+        )
+
+    return Problem(
+        f=f,
+        y0=[1.0, 0.0, 0.0],
+        span=(0.0, t1),
+        name="robertson",
+        description="Robertson chemical kinetics (stiff); reference Radau 1e-13",
+        stiff=True,
+        f_numpy=fn,
+        invariants={"mass": lambda y: y.sum(axis=1)},
+    )
+
+
+def as_problem(problem_or_f, y0=None, span=None, exact=None, name: str = "custom") -> Problem:
+    """Accept a :class:`Problem`, a built-in name, or ``f`` with ``y0`` and ``span``."""
+    if isinstance(problem_or_f, Problem):
+        if y0 is not None or span is not None or exact is not None:
+            raise InputError(
+                "`y0`, `span` and `exact` are only used with a vector field `f`; "
+                "a Problem already has them."
+            )
+        return problem_or_f
+    if isinstance(problem_or_f, str):
+        return get_problem(problem_or_f)
+    if callable(problem_or_f):
+        if y0 is None or span is None:
+            raise InputError(
+                "a vector field `f` needs `y0` and `span=(t0, t1)` (and optionally "
+                "`exact`); or pass an odenet.problems.Problem."
+            )
+        return Problem(problem_or_f, y0=y0, span=span, exact=exact, name=name)
+    raise InputError(
+        f"expected a Problem, a problem name or a vector field f(t, y), got "
+        f"{type(problem_or_f).__name__}."
+    )
+
+
+__all__ = [
+    "Problem",
+    "ReferenceSolutionError",
+    "UnknownProblemError",
+    "as_problem",
+    "cache_dir",
+    "describe",
+    "get_problem",
+    "problems",
+    "reference_solution",
+    "register_problem",
+]

@@ -1,0 +1,555 @@
+"""Convergence studies: error per (method, step size) and the observed order.
+
+For a fixed step ``h = (t1 - t0)/N`` a method of order ``p`` has global error
+``e(h) ≈ C h^p`` in the asymptotic range, so ``log e = log C + p log h`` and the
+observed order is the least-squares slope of ``log e`` on ``log h`` over that
+range.  The range is found from the data, not assumed: points below the
+round-off / reference floor are dropped, and the fit uses the longest run of
+consecutive step sizes whose local slopes
+``p_i = log(e_i / e_{i+1}) / log(h_i / h_{i+1})`` agree (within ``max(0.3, 0.1 p)``),
+which excludes the pre-asymptotic regime at large ``h`` and the round-off plateau
+at small ``h`` without assuming that steps are halved.
+
+An observed order clearly below the classical order of the tableau is reported as
+*order reduction* (e.g. implicit Runge–Kutta methods on stiff Prothero–Robinson
+problems converge with their stage order).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from odenet._errors import InputError
+from odenet.problems import Problem, as_problem
+from odenet.studies.sweep import (
+    CellStore,
+    make_executor,
+    problem_payload,
+    resolve_problem,
+    run_cells,
+)
+
+NORMS = ("final", "max", "l2")
+DEFAULT_METHODS = ("euler", "heun", "rk3", "rk4", "dopri5", "radau_iia5")
+DEFAULT_N_STEPS = (8, 11, 16, 23, 32, 45, 64)
+_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+# --- validators ----------------------------------------------------------------------------
+
+
+def check_methods(methods) -> list[str]:
+    from odenet.tableaus import methods as all_methods
+
+    if methods is None:
+        return list(DEFAULT_METHODS)
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+    if methods == ["all"]:
+        return all_methods()
+    methods = list(dict.fromkeys(methods))
+    known = all_methods()
+    bad = [m for m in methods if m not in known]
+    if bad or not methods:
+        raise InputError(
+            f"`methods` has unknown method(s) {bad}; available: {', '.join(known)} (or 'all')."
+        )
+    return methods
+
+
+def check_norm(norm: str) -> str:
+    if norm not in NORMS:
+        raise InputError(f"`norm` must be one of {NORMS}, got {norm!r}.")
+    return norm
+
+
+def check_dtype(dtype) -> str:
+    name = str(dtype).replace("torch.", "")
+    if name not in _DTYPES:
+        raise InputError(f"`dtype` must be 'float64' or 'float32', got {dtype!r}.")
+    return name
+
+
+def steps_from(problem: Problem, step_sizes=None, n_steps=None) -> list[int]:
+    """Numbers of steps ``N`` (sorted, unique) from step sizes ``h`` or counts ``N``.
+
+    A step size ``h`` becomes ``N = round((t1 - t0)/h)`` so the grid ends exactly at ``t1``;
+    the study records the step actually used, ``(t1 - t0)/N``.
+    """
+    if step_sizes is not None and n_steps is not None:
+        raise InputError("give `step_sizes` or `n_steps`, not both.")
+    span = problem.span[1] - problem.span[0]
+    if step_sizes is not None:
+        hs = np.atleast_1d(np.asarray(step_sizes, dtype=np.float64))
+        if hs.size < 2 or not np.all(np.isfinite(hs)) or np.any(hs <= 0) or np.any(hs > span):
+            raise InputError(
+                f"`step_sizes` must be at least two positive step sizes no larger than the "
+                f"span {span:g}, got {hs.tolist()}."
+            )
+        ns = np.maximum(1, np.round(span / hs)).astype(int)
+    else:
+        ns = np.atleast_1d(np.asarray(DEFAULT_N_STEPS if n_steps is None else n_steps))
+        if ns.size < 2 or not np.issubdtype(ns.dtype, np.integer) or np.any(ns < 1):
+            raise InputError(
+                f"`n_steps` must be at least two positive integers, got {ns.tolist()}."
+            )
+    ns = sorted({int(n) for n in ns})
+    if len(ns) < 2:
+        raise InputError(
+            f"the step sizes give only N = {ns} distinct step count(s); a fit needs at least "
+            "two different step sizes."
+        )
+    return ns
+
+
+# --- one cell -------------------------------------------------------------------------------
+
+
+def time_norms(t: np.ndarray, err: np.ndarray) -> dict[str, float]:
+    """Error norms over a time grid from per-time errors ``err [T]`` (max over components).
+
+    ``final = e(t_N)``, ``max = max_k e(t_k)``, ``l2 = (∫ e(t)² dt)^{1/2}`` (trapezoid rule).
+    """
+    if not np.all(np.isfinite(err)):
+        return {"error_final": math.inf, "error_max": math.inf, "error_l2": math.inf}
+    if t.size > 1:
+        w = np.zeros_like(t)
+        dt = np.diff(t)
+        w[:-1] += dt / 2
+        w[1:] += dt / 2
+        l2 = math.sqrt(float(np.sum(w * err**2)))
+    else:
+        l2 = float(err[-1])
+    return {"error_final": float(err[-1]), "error_max": float(err.max()), "error_l2": l2}
+
+
+def convergence_cell(payload, method: str, n_steps: int, dtype: str) -> dict:
+    """Solve on the uniform grid of ``n_steps`` steps and measure the error at every node."""
+    from odenet import solve
+    from odenet._errors import SolverError
+
+    problem = resolve_problem(payload)
+    t0, t1 = problem.span
+    h = (t1 - t0) / n_steps
+    t_np = t0 + h * np.arange(n_steps + 1)
+    t_np[-1] = t1
+    tdt = _DTYPES[dtype]
+    start = time.perf_counter()
+    status, message = "ok", ""
+    try:
+        sol = solve(
+            problem.f,
+            problem.y0_tensor(tdt),
+            torch.as_tensor(t_np, dtype=tdt),
+            method=method,
+            grid_on_outputs=True,
+            throw=False,
+        )
+        ys = sol.ys.detach().double().numpy().reshape(t_np.size, -1)
+        stats = sol.stats
+        if not sol.success:
+            status, message = "failed", sol.message
+    except SolverError as e:
+        ys = np.full((t_np.size, problem.dim), np.nan)
+        stats = {}
+        status, message = "failed", str(e)
+    wall = time.perf_counter() - start
+    err = np.abs(ys - problem.solution(t_np)).max(axis=1)
+    norms = time_norms(t_np, err)
+    if status == "ok" and not math.isfinite(norms["error_final"]):
+        status, message = "failed", "non-finite solution (unstable step size?)"
+    return {
+        "h": h,
+        "n_steps": n_steps,
+        **norms,
+        "nfe": int(stats.get("nfe", 0)),
+        "steps": int(stats.get("steps", 0)),
+        "wall_s": wall,
+        "status": status,
+        "message": message,
+    }
+
+
+# --- the order fit --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrderFit:
+    """Least-squares order over the detected asymptotic range.
+
+    Attributes
+    ----------
+    order : float
+        Slope of ``log e`` on ``log h`` (NaN when no range was found).
+    stderr : float
+        Standard error of the slope (NaN with only two points).
+    mask : ndarray of bool, shape [M]
+        Which points (in the input order) were used.
+    reason : str
+        Empty, or why no fit was possible.
+    """
+
+    order: float
+    stderr: float
+    mask: np.ndarray
+    reason: str = ""
+
+    @property
+    def n_points(self) -> int:
+        return int(self.mask.sum())
+
+
+def fit_order(h: Sequence[float], err: Sequence[float], *, floor: float = 0.0) -> OrderFit:
+    """Observed order from errors ``err [M]`` at step sizes ``h [M]`` (any spacing).
+
+    Points with a non-finite error or an error at or below ``floor`` (round-off or
+    reference accuracy) are excluded; among the rest, the fit uses a run of
+    consecutive step sizes whose local slopes agree to within ``max(0.3, 0.1 p)``
+    and are at least 0.5 (smaller slopes are a plateau, not convergence): the run of
+    at least three points that reaches the smallest ``h`` (the asymptotic end), the
+    longest such; two points only when no three agree.
+    """
+    h = np.asarray(h, dtype=np.float64)
+    err = np.asarray(err, dtype=np.float64)
+    if h.shape != err.shape or h.ndim != 1:
+        raise InputError(f"`h` and `err` must be 1-D of equal length, got {h.shape}, {err.shape}.")
+    order = np.argsort(-h)  # large h first
+    valid = np.isfinite(err[order]) & (err[order] > floor) & (h[order] > 0)
+    idx = order[valid]
+    mask = np.zeros(h.shape, dtype=bool)
+    if idx.size < 2:
+        return OrderFit(math.nan, math.nan, mask, "fewer than two errors above the floor")
+    x, y = np.log(h[idx]), np.log(err[idx])
+    slopes = np.diff(y) / np.diff(x)  # slopes[i] between points i and i+1
+    best = None
+    m = slopes.size
+    for a in range(m):
+        for b in range(a, m):
+            s = slopes[a : b + 1]
+            mean = s.mean()
+            if s.min() < 0.5 or s.max() - s.min() > max(0.3, 0.1 * mean):
+                continue
+            # the asymptotic range is at small h: prefer runs of >= 3 points that end
+            # at the smallest h, then longer runs
+            cand = (min(b - a, 1), b, b - a)
+            if best is None or cand > best[0]:
+                best = (cand, a, b)
+    if best is None:
+        return OrderFit(math.nan, math.nan, mask, "no range where the error decreases steadily")
+    _, a, b = best
+    sel = idx[a : b + 2]
+    mask[sel] = True
+    xs, ys = np.log(h[sel]), np.log(err[sel])
+    if sel.size == 2:
+        return OrderFit(float((ys[1] - ys[0]) / (xs[1] - xs[0])), math.nan, mask)
+    A = np.stack([xs, np.ones_like(xs)], axis=1)
+    coef, *_ = np.linalg.lstsq(A, ys, rcond=None)
+    resid = ys - A @ coef
+    sxx = float(np.sum((xs - xs.mean()) ** 2))
+    stderr = math.sqrt(float(np.sum(resid**2)) / (sel.size - 2) / sxx)
+    return OrderFit(float(coef[0]), stderr, mask)
+
+
+def stage_order(name: str) -> int:
+    """Stage order ``q``: the largest ``q`` with ``A c^{k-1} = c^k / k`` for ``k ≤ q``."""
+    from odenet.tableaus import tableau
+
+    tab = tableau(name)
+    A, c = np.asarray(tab.A), np.asarray(tab.c)
+    q = 0
+    for k in range(1, 12):
+        lhs = A @ (c ** (k - 1))
+        if np.max(np.abs(lhs - c**k / k)) > 1e-12:
+            break
+        q = k
+    return q
+
+
+def verdict(expected: int, fit: OrderFit) -> str:
+    """``ok`` | ``order reduction`` | ``higher than expected`` | ``no asymptotic range``."""
+    if not math.isfinite(fit.order):
+        return "no asymptotic range"
+    tol = max(0.3, 2 * (fit.stderr if math.isfinite(fit.stderr) else 0.0))
+    if fit.order < expected - tol:
+        return "order reduction"
+    if fit.order > expected + max(0.5, tol):
+        return "higher than expected"
+    return "ok"
+
+
+# --- the result ----------------------------------------------------------------------------
+
+
+@dataclass
+class ConvergenceResult:
+    """What :func:`convergence` returns.
+
+    Attributes
+    ----------
+    problem : str
+    norm : str
+        ``final`` | ``max`` | ``l2``; the ``error`` column of ``table`` uses it.
+    table : DataFrame
+        One row per (method, step): ``method, n_steps, h, error, error_final, error_max,
+        error_l2, nfe, steps, wall_s, status, message, in_fit``.
+    orders : DataFrame
+        One row per method: ``method, expected_order, stage_order, observed_order,
+        stderr, n_fit, h_min, h_max, verdict, note``.
+    config : dict
+        The arguments that reproduce the study.
+    counts : dict
+        ``{"loaded": cells read from the results folder, "computed": cells computed}``.
+    """
+
+    problem: str
+    norm: str
+    table: pd.DataFrame
+    orders: pd.DataFrame
+    config: dict = field(default_factory=dict)
+    counts: dict = field(default_factory=dict)
+
+    def observed_order(self, method: str) -> float:
+        row = self.orders.loc[self.orders["method"] == method]
+        if row.empty:
+            raise InputError(f"method {method!r} is not in this study: {list(self.orders.method)}.")
+        return float(row["observed_order"].iloc[0])
+
+    def errors(self) -> pd.DataFrame:
+        """Error matrix: rows ``h`` (descending), one column per method."""
+        return self.table.pivot(index="h", columns="method", values="error").sort_index(
+            ascending=False
+        )[list(self.orders["method"])]
+
+    def to_text(self) -> str:
+        """The terminal summary: the error table and the fitted orders."""
+        err = self.errors()
+        err.index = [f"{h:.4g}" for h in err.index]
+        err.index.name = "h"
+        lines = [
+            f"Convergence study: problem {self.problem!r}, {self.norm} error (max over components)",
+            "",
+            err.to_string(float_format=lambda v: f"{v:.2e}"),
+            "",
+        ]
+        o = self.orders.copy()
+        o["observed"] = [
+            "  nan"
+            if not math.isfinite(p)
+            else (f"{p:5.2f}" + (f" ± {s:.2f}" if math.isfinite(s) else ""))
+            for p, s in zip(o["observed_order"], o["stderr"])
+        ]
+        o["fit range h"] = [
+            "-" if not math.isfinite(a) else f"[{a:.3g}, {b:.3g}]"
+            for a, b in zip(o["h_min"], o["h_max"])
+        ]
+        cols = ["method", "expected_order", "observed", "n_fit", "fit range h", "verdict"]
+        out = o[cols].rename(columns={"expected_order": "expected", "n_fit": "points"})
+        lines.append(out.to_string(index=False))
+        notes = [f"  {m}: {n}" for m, n in zip(o["method"], o["note"]) if n]
+        if notes:
+            lines += ["", "Notes:", *notes]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+
+def summarize(table: pd.DataFrame, norm: str, floor: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fit the order per method; return ``(table with in_fit, orders)``."""
+    from odenet.tableaus import tableau
+
+    table = table.copy()
+    table["error"] = table[f"error_{norm}"]
+    table["in_fit"] = False
+    rows = []
+    for method in dict.fromkeys(table["method"]):
+        sub = table[table["method"] == method]
+        fit = fit_order(sub["h"].to_numpy(), sub["error"].to_numpy(), floor=floor)
+        table.loc[sub.index[fit.mask], "in_fit"] = True
+        tab = tableau(method)
+        expected = int(tab.order)
+        q = stage_order(method)
+        v = verdict(expected, fit)
+        note = ""
+        if v == "order reduction":
+            note = f"observed order {fit.order:.2f} < classical order {expected}" + (
+                f" (stage order {q}: stiff problems reduce implicit methods towards it)"
+                if not tab.is_explicit
+                else ""
+            )
+        elif v == "no asymptotic range":
+            failed = sub[sub["status"] != "ok"]
+            if len(failed):
+                note = (
+                    f"{fit.reason}; {len(failed)} of {len(sub)} runs failed "
+                    f"({failed['message'].iloc[0]})"
+                )
+            elif bool((sub["error"] <= floor).all()):
+                note = "every error is at round-off level already: use larger step sizes"
+            else:
+                note = f"{fit.reason}: use smaller step sizes"
+
+        elif v == "higher than expected":
+            note = (
+                f"observed {fit.order:.2f} > classical order {expected} "
+                "(pre-asymptotic, or superconvergence on this problem)"
+            )
+        used = sub["h"].to_numpy()[fit.mask]
+        rows.append(
+            {
+                "method": method,
+                "expected_order": expected,
+                "stage_order": q,
+                "observed_order": fit.order,
+                "stderr": fit.stderr,
+                "n_fit": fit.n_points,
+                "h_min": float(used.min()) if used.size else math.nan,
+                "h_max": float(used.max()) if used.size else math.nan,
+                "verdict": v,
+                "note": note,
+            }
+        )
+    return table, pd.DataFrame(rows)
+
+
+def error_floor(problem: Problem, dtype: str) -> float:
+    """Errors at or below this are round-off (or reference inaccuracy), not truncation."""
+    scale = max(1.0, float(np.abs(problem.y0).max()))
+    eps = float(torch.finfo(_DTYPES[dtype]).eps)
+    floor = 1e3 * eps * scale
+    if not problem.has_exact:
+        from odenet.problems import REFERENCE_RTOL
+
+        floor = max(floor, 1e3 * REFERENCE_RTOL * scale)
+    return floor
+
+
+def identity(problem: Problem, dtype: str) -> dict:
+    """The settings that determine a convergence cell's value (a results folder holds one)."""
+    return {
+        "kind": "convergence",
+        "problem": problem.name,
+        "problem_key": problem.key(),
+        "dtype": dtype,
+    }
+
+
+def convergence(
+    problem_or_f,
+    y0=None,
+    span=None,
+    *,
+    exact=None,
+    methods: Sequence[str] | str | None = None,
+    step_sizes: Sequence[float] | None = None,
+    n_steps: Sequence[int] | None = None,
+    norm: str = "max",
+    dtype: str = "float64",
+    out=None,
+    workers: int | None = 1,
+    scheduler: str | None = None,
+    executor=None,
+    progress: bool = False,
+) -> ConvergenceResult:
+    """Error per (method, step size) on a problem, and the observed order of each method.
+
+    Parameters
+    ----------
+    problem_or_f : Problem, str or callable
+        A :class:`~odenet.problems.Problem`, a built-in problem name (see
+        :func:`odenet.problems.problems`), or a vector field ``f(t, y)`` with ``y0``,
+        ``span`` and ideally ``exact``.
+    y0, span, exact :
+        Only with a vector field: initial state ``[n]``, ``(t0, t1)``, and
+        ``exact(t [T]) -> [T, n]`` (without it a scipy reference is computed).
+    methods : list of str, comma-separated str, or ``"all"``
+        Method names from :func:`odenet.methods`; default ``DEFAULT_METHODS`` (orders 1–5,
+        two implicit).
+    step_sizes : sequence of float, optional
+        Step sizes ``h`` (any spacing; each is rounded so the grid ends at ``t1``).
+    n_steps : sequence of int, optional
+        Numbers of steps instead of ``step_sizes``; default ``DEFAULT_N_STEPS``.
+    norm : {"max", "final", "l2"}
+        Max over the grid nodes (default; robust to an error that happens to cross
+        zero at the final time), error at the final time, or ``(∫ e² dt)^{1/2}``; the
+        error at one time is the max over components.
+    dtype : {"float64", "float32"}
+    out : path, optional
+        Results folder: every finished cell is saved there at once, and a rerun of the
+        same study resumes from it.
+    workers : int
+        Local worker processes (``1`` = serial in this process).
+    scheduler : str, optional
+        Dask scheduler address; runs the cells on that cluster.
+    executor : concurrent.futures.Executor, optional
+        Use this executor instead (overrides ``workers`` and ``scheduler``).
+    progress : bool
+        tqdm progress bar on stderr.
+
+    Returns
+    -------
+    ConvergenceResult
+    """
+    problem = as_problem(problem_or_f, y0, span, exact)
+    methods = check_methods(methods)
+    norm = check_norm(norm)
+    dtype = check_dtype(dtype)
+    ns = steps_from(problem, step_sizes, n_steps)
+    store = CellStore(out, identity(problem, dtype))
+    config = {
+        "problem": problem.spec[0] if problem.spec else problem.name,
+        "params": problem.spec[1] if problem.spec else {},
+        "methods": methods,
+        "n_steps": ns,
+        "norm": norm,
+        "dtype": dtype,
+    }
+    ctx = nullcontext(executor) if executor is not None else make_executor(workers, scheduler)
+    with ctx as ex:
+        payload = problem_payload(problem, ex)
+        if payload is None:
+            ex, payload = None, ("object", problem)
+        tasks = [({"method": m, "n_steps": n}, (payload, m, n, dtype)) for m in methods for n in ns]
+        counts = run_cells(
+            convergence_cell, tasks, store, executor=ex, progress=progress, desc="converge"
+        )
+    rows = [{"method": k["method"], **store.get(k)} for k, _ in tasks]
+    table = pd.DataFrame(rows)
+    table, orders = summarize(table, norm, error_floor(problem, dtype))
+    cols = [
+        "method",
+        "n_steps",
+        "h",
+        "error",
+        "error_final",
+        "error_max",
+        "error_l2",
+        "nfe",
+        "steps",
+        "wall_s",
+        "status",
+        "message",
+        "in_fit",
+    ]
+    return ConvergenceResult(problem.name, norm, table[cols], orders, config, counts)
+
+
+__all__ = [
+    "DEFAULT_METHODS",
+    "DEFAULT_N_STEPS",
+    "NORMS",
+    "ConvergenceResult",
+    "OrderFit",
+    "convergence",
+    "fit_order",
+    "stage_order",
+    "time_norms",
+]

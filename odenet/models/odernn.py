@@ -44,7 +44,13 @@ def evolve(field, h, t_from, t_to, active, *, method, rtol, atol, sensitivity):
     """
     if not bool(active.any()):
         return h
-    grid = torch.stack([t_from, t_to], dim=1)
+    # A resting row still rides along in the batched loop: give it the tiny interval
+    # [0, 1e-7] so its first step covers it (on its own interval it would start at the
+    # initial-step guess for a zero field and take several growing steps).
+    zero = torch.zeros_like(t_from)
+    grid = torch.stack(
+        [torch.where(active, t_from, zero), torch.where(active, t_to, zero + 1e-7)], dim=1
+    )
     sol = solve(
         MaskedField(field, active),
         h,

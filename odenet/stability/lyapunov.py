@@ -1,0 +1,279 @@
+"""Lyapunov exponents of maps and flows by QR re-orthonormalization (Benettin / Geist).
+
+For a map ``x_{n+1} = Φ(x_n)`` with Jacobians ``M_n``, ``k`` tangent vectors
+``Q`` are pushed through the linearization and re-orthonormalized:
+
+    Q_{n+1} R_{n+1} = M_n Q_n,        λ_j = (1 / (N dt)) Σ_n log |R_{n,jj}|.
+
+A flow's spectrum is the spectrum of the map "one integrator step of ``dt``"
+divided by ``dt`` (``flow_map``); the same loop serves both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from odenet.stability._errors import StabilityInputError, check_positive_int
+from odenet.stability.linearize import Step, _check_state, jacobians, tangent_step
+
+
+@dataclass(frozen=True)
+class LyapunovResult:
+    """Output of :func:`lyapunov`.
+
+    Attributes
+    ----------
+    exponents : Tensor ``[k]``, descending, per unit time.
+    running : ndarray ``[n_qr, k]``, the running averages after each QR step
+        (their flattening shows convergence).
+    local : ndarray ``[n_qr, k]``, finite-time exponents of each QR interval
+        (``log|R_jj| / (qr_every dt)``): the local expansion rates along the orbit.
+    stderr : ndarray ``[k]``, standard error of the exponents from batch means of
+        ``local`` (20 batches): a convergence estimate.
+    times : ndarray ``[n_qr]``, the time at each QR step (from the end of the transient).
+    final_state : Tensor, the state after the run (to continue it).
+    """
+
+    exponents: torch.Tensor
+    running: np.ndarray
+    local: np.ndarray
+    stderr: np.ndarray
+    times: np.ndarray
+    final_state: torch.Tensor
+
+    @property
+    def kaplan_yorke_dimension(self) -> float:
+        """Kaplan–Yorke dimension of the exponents (see :func:`kaplan_yorke_dimension`)."""
+        return kaplan_yorke_dimension(self.exponents)
+
+    def finite_time(self, window: int) -> np.ndarray:
+        """Finite-time exponents over windows of ``window`` QR intervals, ``[n_qr // window, k]``.
+
+        Watch these along a training run to see the edge of chaos (local λ_1 ≈ 0).
+        """
+        window = check_positive_int("window", window)
+        m = (len(self.local) // window) * window
+        if m == 0:
+            raise StabilityInputError(
+                f"`window` = {window} is longer than the run ({len(self.local)} QR intervals); "
+                "use a smaller window or more steps."
+            )
+        return self.local[:m].reshape(-1, window, self.local.shape[1]).mean(axis=1)
+
+
+def kaplan_yorke_dimension(exponents) -> float:
+    """Kaplan–Yorke dimension ``D_KY = j + (λ_1 + … + λ_j) / |λ_{j+1}|``.
+
+    ``j`` is the largest index whose partial sum is ≥ 0.
+
+    ``0`` if ``λ_1 < 0``; the number of exponents if every partial sum is ≥ 0.
+    """
+    lam = np.sort(np.asarray(torch.as_tensor(exponents).detach().cpu(), dtype=float))[::-1]
+    S = np.cumsum(lam)
+    if lam[0] < 0:
+        return 0.0
+    j = int(np.nonzero(S >= 0)[0].max()) + 1  # number of exponents in the non-negative sum
+    if j == len(lam):
+        return float(j)
+    return j + S[j - 1] / abs(lam[j])
+
+
+def _qr_positive(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    Q, R = np.linalg.qr(Z)
+    return Q, np.abs(np.diagonal(R))
+
+
+def lyapunov(
+    step: Step,
+    x0: torch.Tensor,
+    n_steps: int,
+    *,
+    dt: float = 1.0,
+    transient: int = 0,
+    k: int | None = None,
+    qr_every: int = 1,
+    inputs: torch.Tensor | None = None,
+    tangent: str = "jacobian",
+    ensemble: bool = False,
+    chunk: int | None = None,
+) -> LyapunovResult:
+    """Lyapunov spectrum with convergence data (the full form of :func:`lyapunov_spectrum`).
+
+    Parameters
+    ----------
+    step : callable ``x -> next x`` (or ``(x, u) -> next x`` with ``inputs``).
+    x0 : Tensor, the initial state (any shape; ``d = x0.numel()``); use float64.
+        With ``ensemble=True``: ``[B, *shape]``, ``B`` initial states whose orbits
+        are run side by side (one vmapped step) and averaged.
+    n_steps : int, steps averaged over (after the transient), per orbit.
+    dt : float, time per step (exponents are per unit time: divided by ``dt``).
+    transient : int, steps run first and discarded (to reach the attractor and
+        align the tangent vectors).
+    k : int, number of exponents (the ``k`` largest); default ``d``.
+    qr_every : int, re-orthonormalize every ``qr_every`` steps (products of a few
+        Jacobians stay well conditioned when exponents are moderate; fewer QRs).
+    inputs : Tensor ``[transient + n_steps, ...]``, optional driving inputs, passed
+        as ``step(x, inputs[n])`` (RNN cells); with ``ensemble`` ``[T, B, ...]``.
+    tangent : ``"jacobian"`` (vmapped Jacobians of a chunk of states, then
+        matrix products) or ``"jvp"`` (matrix-free: k tangent vectors by vmapped
+        jvp each step; for states too large for a ``[d, d]`` matrix).
+    ensemble : bool, treat ``x0``'s first dimension as independent orbits.  For
+        an ergodic system ``B`` orbits of ``N`` steps average like one orbit of
+        ``B N`` steps but cost about ``N`` sequential steps.
+    chunk : int, steps whose Jacobians are formed in one vmapped call (default:
+        as many as fit in ~64 MB).
+
+    Returns
+    -------
+    LyapunovResult
+    """
+    x = _check_state(x0).detach()
+    n_steps = check_positive_int("n_steps", n_steps)
+    transient = check_positive_int("transient", transient, allow_zero=True)
+    qr_every = check_positive_int("qr_every", qr_every)
+    if tangent not in ("jacobian", "jvp"):
+        raise StabilityInputError(f"`tangent` must be 'jacobian' or 'jvp', got {tangent!r}.")
+    if ensemble and tangent == "jvp":
+        raise StabilityInputError("`tangent='jvp'` runs one orbit; use ensemble=False.")
+    if not ensemble:
+        x = x.unsqueeze(0)
+    B = x.shape[0]
+    shape = x.shape[1:]
+    d = shape.numel()
+    k = d if k is None else check_positive_int("k", k)
+    if k > d:
+        raise StabilityInputError(f"`k` = {k} exceeds the state dimension d = {d}; use k <= {d}.")
+    if inputs is not None and len(inputs) < transient + n_steps:
+        raise StabilityInputError(
+            f"`inputs` has {len(inputs)} rows but transient + n_steps = {transient + n_steps}; "
+            "pass one input per step."
+        )
+    chunk = max(1, (8 << 20) // max(1, B * d * d)) if chunk is None else chunk
+    chunk = check_positive_int("chunk", chunk)
+    dt = float(dt)
+    many = _batched(step, inputs is not None) if ensemble else None
+
+    def advance(x, n):
+        u = () if inputs is None else (inputs[n] if ensemble else inputs[n].unsqueeze(0),)
+        if ensemble:
+            return many(x, *u)
+        return step(x[0], *(v[0] for v in u)).unsqueeze(0)
+
+    # The transient evolves the tangent vectors too (aligning them with the
+    # most expanding directions removes the O(1/T) start-up bias) but records nothing.
+    total = transient + n_steps
+    Q = np.broadcast_to(np.eye(d)[:, :k], (B, d, k)).copy()
+    log_r, ends = [], []  # log|R_jj| [B, k] per recorded QR, and the step count there
+    n = 0
+    while n < total:
+        m = min(chunk, total - n)
+        with torch.no_grad():
+            xs = [x]
+            for i in range(m):
+                xs.append(advance(xs[-1], n + i))
+        states = torch.stack(xs[:-1])  # [m, B, *shape]
+        if tangent == "jacobian":
+            u = None
+            if inputs is not None:
+                u = inputs[n : n + m]
+                u = u.reshape(m * B, *u.shape[2:]) if ensemble else u
+            flat = states.reshape(m * B, *shape)
+            Ms = jacobians(step, flat, u).detach().cpu().numpy().reshape(m, B, d, d)
+        for i in range(m):
+            j = n + i + 1  # steps taken after this one
+            if tangent == "jacobian":
+                Q = Ms[i] @ Q  # tangent vectors through one step
+            else:
+                args = () if inputs is None else (inputs[n + i],)
+                V = torch.as_tensor(Q[0], dtype=x.dtype)
+                Q = tangent_step(step, states[i, 0], V, *args).detach().cpu().numpy()[None]
+            if (j - transient) % qr_every == 0 or j == transient or j == total:
+                Q, R = np.linalg.qr(Q)  # re-orthonormalize; R's diagonal is the growth
+                if j > transient:
+                    log_r.append(np.log(np.abs(np.diagonal(R, axis1=-2, axis2=-1))))
+                    ends.append(j - transient)
+        x = xs[-1]
+        n += m
+
+    L = np.stack(log_r)  # [n_qr, B, k]
+    ends_ = np.asarray(ends, dtype=float)
+    spans = np.diff(np.concatenate([[0.0], ends_])) * dt
+    times = ends_ * dt
+    running = np.cumsum(L.mean(1), axis=0) / times[:, None]
+    local = L.mean(1) / spans[:, None]
+    if B >= 2:
+        per_orbit = L.sum(0) / times[-1]  # [B, k]
+        stderr = per_orbit.std(axis=0, ddof=1) / np.sqrt(B)
+    else:
+        stderr = _batch_stderr(L[:, 0], spans)
+    order = np.argsort(-running[-1])  # QR gives them descending already, up to noise
+    return LyapunovResult(
+        exponents=torch.as_tensor(running[-1][order].copy(), dtype=torch.float64),
+        running=running[:, order],
+        local=local[:, order],
+        stderr=stderr[order],
+        times=times,
+        final_state=x if ensemble else x[0],
+    )
+
+
+def _batched(step: Step, with_inputs: bool):
+    """``step`` applied to a batch of states: vmapped, or a loop if torch.func cannot trace it."""
+    vm = torch.func.vmap(step)
+
+    def many(x, *u):
+        try:
+            return vm(x, *u)
+        except RuntimeError:
+            return torch.stack([step(x[b], *(v[b] for v in u)) for b in range(x.shape[0])])
+
+    return many
+
+
+def _batch_stderr(log_r: np.ndarray, spans: np.ndarray, n_batches: int = 20) -> np.ndarray:
+    """Standard error of the time average from the means of ``n_batches`` consecutive batches."""
+    nb = min(n_batches, len(log_r))
+    if nb < 2:
+        return np.full(log_r.shape[1], np.nan)
+    groups = np.array_split(np.arange(len(log_r)), nb)
+    means = np.stack([log_r[g].sum(0) / spans[g].sum() for g in groups])
+    return means.std(axis=0, ddof=1) / np.sqrt(nb)
+
+
+def lyapunov_spectrum(
+    step: Step,
+    x0: torch.Tensor,
+    n_steps: int,
+    *,
+    dt: float = 1.0,
+    transient: int = 0,
+    k: int | None = None,
+    **options,
+) -> torch.Tensor:
+    """The ``k`` largest Lyapunov exponents of ``x ↦ step(x)``, descending, per unit time.
+
+    A flow's spectrum: ``lyapunov_spectrum(flow_map(f, dt), x0, n, dt=dt)``.
+
+    Parameters
+    ----------
+    step, x0, n_steps, dt, transient, k
+        See :func:`lyapunov`; ``options`` (``qr_every``, ``inputs``, ``tangent``,
+        ``chunk``) are passed on.
+
+    Returns
+    -------
+    Tensor ``[k]``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from odenet.stability import lyapunov_spectrum
+    >>> M = torch.diag(torch.tensor([2.0, 0.5], dtype=torch.float64))
+    >>> lyapunov_spectrum(lambda x: M @ x, torch.ones(2, dtype=torch.float64), 10)
+    tensor([ 0.6931, -0.6931], dtype=torch.float64)
+    """
+    res = lyapunov(step, x0, n_steps, dt=dt, transient=transient, k=k, **options)
+    return res.exponents

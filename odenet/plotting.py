@@ -75,7 +75,7 @@ def plot_convergence(result, ax=None, path=None, triangles: bool = True):
         if triangles and len(fit) >= 2:
             h0 = float(fit["h"].min())
             e0 = float(fit.loc[fit["h"].idxmin(), "error"]) / 3
-            _triangle(ax, h0 * 0.9, e0, int(row["expected_order"]), color)
+            _triangle(ax, h0 * 2, e0, int(row["expected_order"]), color)
     ax.set_xlabel("step size h")
     ax.set_ylabel(f"error ({result.norm} norm)")
     ax.set_title(f"Convergence on {result.problem!r} (filled: points in the fit)")

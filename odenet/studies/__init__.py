@@ -17,6 +17,7 @@ from odenet.studies.convergence import (
     stage_order,
 )
 from odenet.studies.sweep import CellStore, ResultsError, make_executor
+from odenet.studies.work_precision import WorkPrecisionResult, parse_solver, work_precision
 
 __all__ = [
     "DEFAULT_METHODS",
@@ -25,8 +26,11 @@ __all__ = [
     "ConvergenceResult",
     "OrderFit",
     "ResultsError",
+    "WorkPrecisionResult",
     "convergence",
     "fit_order",
     "make_executor",
+    "parse_solver",
     "stage_order",
+    "work_precision",
 ]

@@ -1,0 +1,75 @@
+"""Small tensor helpers shared by the fitted models (masked losses, LOCF, look-ups)."""
+
+from __future__ import annotations
+
+import torch
+
+from odenet.batch import IrregularBatch
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``(pred − target)²`` over observed entries (``mask = 1``)."""
+    return (((pred - target) ** 2) * mask).sum() / mask.sum().clamp_min(1)
+
+
+def fill_locf(batch: IrregularBatch) -> torch.Tensor:
+    """[B, T, D] values with missing channels carried forward (then backward, then 0).
+
+    0 is the channel mean once the data are normalised.
+    """
+    v, m = batch.values, batch.mask > 0
+    B, T, D = v.shape
+    ar = torch.arange(T, device=v.device)[None, :, None].expand(B, T, D)
+    fwd = torch.where(m, ar, torch.full_like(ar, -1)).cummax(dim=1).values
+    # backward fill for leading gaps: the first observed index of each channel
+    first = torch.where(m, ar, torch.full_like(ar, T)).min(dim=1, keepdim=True).values
+    idx = torch.where(fwd >= 0, fwd, first.expand(B, T, D))
+    observed_any = idx < T
+    out = v.gather(1, idx.clamp(max=T - 1))
+    return torch.where(observed_any, out, torch.zeros_like(out))
+
+
+def last_index(times: torch.Tensor, lengths: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """[B, Q] index of the last valid context time ``≤ query`` (0 if none)."""
+    T = times.shape[1]
+    valid = torch.arange(T, device=times.device)[None, :] < lengths[:, None]
+    le = (times[:, None, :] <= query[:, :, None]) & valid[:, None, :]
+    idx = le.to(torch.long).cumsum(-1).argmax(-1)  # last True (first max of cumsum)
+    return torch.where(le.any(-1), idx, torch.zeros_like(idx))
+
+
+def last_observed(batch: IrregularBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(last valid time [B], LOCF-filled values there [B, D])."""
+    filled = fill_locf(batch)
+    i = (batch.lengths - 1).clamp_min(0)
+    b = torch.arange(batch.times.shape[0])
+    return batch.times[b, i], filled[b, i]
+
+
+def merge_queries(
+    context: IrregularBatch, query: torch.Tensor
+) -> tuple[IrregularBatch, torch.Tensor]:
+    """Context observations plus unobserved (``mask = 0``) points at ``query [B, Q]``.
+
+    Returns the merged batch (each row sorted in time) and ``pos [B, Q]``, the column
+    of each query in it.  A query equal to a context time is moved by 1e-9 (relative)
+    so times stay strictly increasing; it sits *after* that observation.
+    """
+    B, Q = query.shape
+    D = context.values.shape[-1]
+    times, values, masks, poss = [], [], [], []
+    for b in range(B):
+        n = int(context.lengths[b])
+        tc = context.times[b, :n]
+        tq = query[b].clone()
+        clash = torch.isin(tq, tc)
+        tq = torch.where(clash, tq + 1e-9 * (1 + tq.abs()), tq)
+        t = torch.cat([tc, tq])
+        order = torch.argsort(t, stable=True)
+        inv = torch.empty_like(order)
+        inv[order] = torch.arange(len(order))
+        times.append(t[order])
+        values.append(torch.cat([context.values[b, :n], context.values.new_zeros(Q, D)])[order])
+        masks.append(torch.cat([context.mask[b, :n], context.mask.new_zeros(Q, D)])[order])
+        poss.append(inv[n:])
+    return IrregularBatch.from_lists(times, values, masks), torch.stack(poss)

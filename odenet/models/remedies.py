@@ -93,7 +93,9 @@ class SpectralNorm(nn.Module):
 
     def sigma(self, W: torch.Tensor) -> torch.Tensor:
         """The estimate ``uᵀ W v`` of ``σ_max(W)`` (differentiable in ``W``)."""
-        return self.u.to(W.dtype) @ W @ self.v.to(W.dtype)
+        # clones: a later power iteration updates the buffers in place, which must not
+        # invalidate graphs that already used them (several forwards before backward)
+        return self.u.clone().to(W.dtype) @ W @ self.v.clone().to(W.dtype)
 
     def forward(self, W: torch.Tensor) -> torch.Tensor:
         if W.dim() != 2:

@@ -232,7 +232,12 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
         with torch.no_grad():
             if fixed:
                 node = torch.where(accept & to_node, node + 1, node)
-                h = torch.where(accept & to_node, h_fix, torch.where(accept, h, h_try / 2))
+                # after a failure-forced halving, grow back towards the nominal step
+                h = torch.where(
+                    accept & to_node,
+                    h_fix,
+                    torch.where(accept, torch.minimum(2 * h, h_fix), h_try / 2),
+                )
                 min_h = 16 * eps * s.detach().abs().clamp_min(1.0)
             else:
                 h, ctrl_state = cfg.controller.propose(
@@ -248,7 +253,7 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
             )
             if fixed:  # a fixed step never rejects for accuracy: failures are the message
                 failure_code = torch.where(~finite, NON_FINITE, NEWTON_FAILED)
-                underflow = underflow | (active & ~finite)
+                underflow = active & (~finite | (h < min_h))
             too_many = active & ~fresh_done & (accepted + rejected >= cfg.max_steps)
             new_status = torch.where(
                 underflow, failure_code, torch.where(too_many, MAX_STEPS, SUCCESS)

@@ -163,11 +163,10 @@ class Newton:
             Z = torch.where(active[:, None, None] & finite[:, None, None], Z + dZ, Z)
             if it > 0:
                 rate = dnorm / prev
-            eta = torch.where(
-                torch.tensor(it > 0, device=Z.device),
-                rate / (1 - rate).clamp_min(1e-12),
-                rate.new_ones(()),
-            )
+                eta = rate / (1 - rate).clamp_min(1e-12)
+            else:
+                # no rate estimate yet: accept a first increment only when it is tiny
+                eta = torch.full_like(dnorm, 100.0)
             now_converged = active & finite & ((eta * dnorm <= self.tol) | (dnorm == 0))
             now_failed = active & (~finite | ((rate >= 1) & (it > 0) & ~now_converged))
             converged |= now_converged

@@ -1,0 +1,205 @@
+"""Every way to call the core wrongly, and every way it can fail, says so clearly."""
+
+import math
+
+import pytest
+import torch
+
+import odenet
+from odenet import (
+    InputError,
+    MaxStepsError,
+    NewtonConvergenceError,
+    NonFiniteError,
+    OdenetError,
+    StepSizeUnderflowError,
+    UnknownMethodError,
+    VectorFieldError,
+)
+
+D = torch.float64
+Y0 = torch.ones(2, dtype=D)
+T = torch.linspace(0, 1, 3, dtype=D)
+
+
+def decay(t, y):
+    return -y
+
+
+@pytest.mark.parametrize(
+    "t, match",
+    [
+        (
+            torch.tensor([0.0, 1.0, 0.5], dtype=D),
+            r"strictly increasing or strictly decreasing.*index 2",
+        ),
+        (torch.tensor([0.0, 0.0, 1.0], dtype=D), r"strictly increasing"),
+        (torch.tensor([0.0, math.nan], dtype=D), r"`t` contains NaN"),
+        (torch.zeros(2, 2, 2, dtype=D), r"`t` must be 1-D"),
+        (torch.zeros(0, dtype=D), r"`t` is empty"),
+    ],
+)
+def test_bad_time_grids_are_named_with_the_fix(t, match):
+    with pytest.raises(InputError, match=match):
+        odenet.solve(decay, Y0, t)
+
+
+def test_per_sample_times_need_one_row_per_sample():
+    with pytest.raises(InputError, match=r"need `y0` of shape \[3, \.\.\.\]"):
+        odenet.solve(decay, torch.ones(2, 2, dtype=D), torch.rand(3, 4).cumsum(1))
+
+
+def test_a_non_monotone_row_of_per_sample_times_is_named():
+    t = torch.tensor([[0.0, 1.0, 2.0], [0.0, 2.0, 1.0]], dtype=D)
+    with pytest.raises(InputError, match=r"row 1 of `t`"):
+        odenet.solve(decay, torch.ones(2, 1, dtype=D), t)
+
+
+@pytest.mark.parametrize(
+    "y0, match",
+    [
+        (torch.tensor([1.0, math.inf], dtype=D), r"`y0` contains NaN or inf"),
+        (torch.tensor([1, 2]), r"`y0` must have a floating dtype.*double"),
+        (torch.zeros(0, dtype=D), r"`y0` is empty"),
+    ],
+)
+def test_bad_initial_states(y0, match):
+    with pytest.raises(InputError, match=match):
+        odenet.solve(decay, y0, T)
+
+
+def test_vector_field_with_wrong_shape_dtype_or_nan():
+    with pytest.raises(
+        VectorFieldError, match=r"returned shape \(3,\) for a state of shape \(2,\)"
+    ):
+        odenet.solve(lambda t, y: torch.zeros(3, dtype=D), Y0, T)
+    with pytest.raises(VectorFieldError, match=r"returned dtype torch.float32"):
+        odenet.solve(lambda t, y: torch.zeros(2), Y0, T)
+    with pytest.raises(VectorFieldError, match=r"NaN or inf at the initial time"):
+        odenet.solve(lambda t, y: y / 0, Y0, T)
+    with pytest.raises(VectorFieldError, match=r"must return a torch.Tensor"):
+        odenet.solve(lambda t, y: 1.0, Y0, T)
+    with pytest.raises(InputError, match=r"`f` must be callable"):
+        odenet.solve(3, Y0, T)
+
+
+def test_unknown_method_lists_valid_names():
+    with pytest.raises(UnknownMethodError, match=r"unknown method 'rk99'.*dopri5.*rk4"):
+        odenet.solve(decay, Y0, T, method="rk99")
+    # still a KeyError and a ValueError for code that catches builtins
+    with pytest.raises(KeyError):
+        odenet.tableau("nope")
+
+
+def test_fixed_step_method_without_or_with_bad_step_size():
+    with pytest.raises(InputError, match=r"'rk4' has no embedded error estimate.*`step_size=h`"):
+        odenet.solve(decay, Y0, T, method="rk4")
+    for bad in (0.0, -0.1, math.inf):
+        with pytest.raises(InputError, match=r"`step_size` must be a positive finite number"):
+            odenet.solve(decay, Y0, T, method="rk4", step_size=bad)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"rtol": -1.0}, r"`rtol` must be a finite non-negative number"),
+        ({"rtol": 0.0, "atol": 0.0}, r"both 0"),
+        ({"max_steps": 0}, r"`max_steps` must be a positive integer"),
+        ({"max_steps": 2.5}, r"`max_steps` must be a positive integer"),
+        ({"sensitivity": "magic"}, r"`sensitivity` must be one of"),
+        ({"controller": "P"}, r"`controller` must be 'I', 'PI', 'PID'"),
+        ({"bogus_option": 1}, r"unknown option\(s\) 'bogus_option'"),
+        ({"min_step": -1.0}, r"`min_step` must be a non-negative number"),
+    ],
+)
+def test_bad_options(kwargs, match):
+    with pytest.raises(InputError, match=match):
+        odenet.solve(decay, Y0, T, **kwargs)
+
+
+def test_max_steps_exceeded_reports_how_far_it_got():
+    with pytest.raises(
+        MaxStepsError, match=r"increase `max_steps`.*reached t = 0\.\d+ of t_end = 10"
+    ) as e:
+        odenet.solve(
+            lambda t, y: torch.cos(10 * t) * y,
+            Y0,
+            torch.tensor([0.0, 10.0], dtype=D),
+            max_steps=5,
+            rtol=1e-10,
+            atol=1e-12,
+        )
+    assert 0 < e.value.t < 10
+    assert torch.isnan(e.value.solution.ys[-1]).all()
+
+
+def test_step_size_underflow_at_a_finite_time_blow_up():
+    # y' = y², y(0) = 1 has y = 1/(1 - t): no solution past t = 1
+    with pytest.raises(
+        StepSizeUnderflowError, match=r"step size underflow.*reached t = (0\.99|1 of)"
+    ) as e:
+        odenet.solve(lambda t, y: y**2, torch.ones(1, dtype=D), torch.tensor([0.0, 2.0], dtype=D))
+    assert 0.99 < e.value.t < 1.001
+
+
+def test_explicit_fixed_step_outside_the_stability_region_reports_non_finite():
+    with pytest.raises(NonFiniteError, match=r"NaN/inf.*reduce `step_size`"):
+        odenet.solve(
+            lambda t, y: -1e4 * y,
+            Y0,
+            torch.tensor([0.0, 50.0], dtype=D),
+            method="euler",
+            step_size=0.01,
+        )
+
+
+def test_implicit_method_whose_stage_equations_have_no_solution():
+    # backward Euler on y' = -1 (y > 0), +1 (y <= 0): Z = y + h f(Z) has no root once
+    # y <= h, so halving the step chases y -> 0 until round-off: a Newton failure
+    with pytest.raises(NewtonConvergenceError, match=r"Newton's method.*reached t = (0\.99|1 of)"):
+        odenet.solve(
+            lambda t, y: torch.where(y > 0, -1.0, 1.0).to(D),
+            torch.ones(1, dtype=D),
+            torch.tensor([0.0, 2.0], dtype=D),
+            method="backward_euler",
+            step_size=0.3,
+        )
+
+
+def test_throw_false_reports_status_and_keeps_what_was_reached():
+    sol = odenet.solve(
+        lambda t, y: y**2,
+        torch.ones(1, dtype=D),
+        torch.tensor([0.0, 0.5, 2.0], dtype=D),
+        throw=False,
+    )
+    assert not sol.success
+    assert "underflow" in sol.message
+    assert math.isclose(float(sol.ys[1, 0]), 2.0, rel_tol=1e-5)
+    assert math.isnan(float(sol.ys[2, 0]))
+
+
+def test_per_sample_failure_names_the_sample_and_keeps_the_others():
+    y0 = torch.tensor([[0.5], [1.0], [0.2]], dtype=D)  # blow-up at t = 2, 1, 5
+    t = torch.tensor([0.0, 1.5], dtype=D).expand(3, 2)
+    sol = odenet.solve(lambda t, y: y**2, y0, t, throw=False)
+    assert sol.status.tolist()[0] == 0 and sol.status.tolist()[2] == 0
+    assert sol.status.tolist()[1] != 0
+    assert torch.allclose(sol.ys[[0, 2], 1, 0], 1 / (1 / y0[[0, 2], 0] - 1.5), rtol=1e-5)
+    with pytest.raises(StepSizeUnderflowError, match=r"sample 1 \(1 of 3 samples failed\)"):
+        odenet.solve(lambda t, y: y**2, y0, t)
+
+
+def test_every_error_is_an_odenet_error():
+    for cls in (
+        InputError,
+        VectorFieldError,
+        MaxStepsError,
+        StepSizeUnderflowError,
+        NonFiniteError,
+        NewtonConvergenceError,
+        UnknownMethodError,
+    ):
+        assert issubclass(cls, OdenetError)
+    assert issubclass(InputError, ValueError)
+    assert issubclass(MaxStepsError, RuntimeError)

@@ -1,0 +1,113 @@
+"""``odenet stability``: a scheme's stability function, intervals, A/L-stability, region plot."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+import odenet
+from odenet.stability.regions import (
+    imaginary_stability_interval,
+    is_a_stable,
+    is_l_stable,
+    r_infinity,
+    real_stability_interval,
+    stability_polynomials,
+)
+
+
+def describe(method) -> dict:
+    """Linear-stability facts of one method as a JSON-ready dict."""
+    tab = odenet.tableau(method)
+    P, Q = stability_polynomials(tab)
+    rinf = r_infinity(tab)
+    return {
+        "method": tab.name,
+        "order": tab.order,
+        "stages": tab.stages,
+        "explicit": bool(tab.is_explicit),
+        "P": [float(v) for v in np.trim_zeros(P, "b")],
+        "Q": [float(v) for v in np.trim_zeros(Q, "b")],
+        "real_interval": float(real_stability_interval(tab)),
+        "imaginary_interval": float(imaginary_stability_interval(tab)),
+        "A_stable": bool(is_a_stable(tab)),
+        "L_stable": bool(is_l_stable(tab)),
+        "R_infinity": None if np.isinf(abs(rinf)) else float(rinf.real),
+    }
+
+
+def _poly(c: list[float]) -> str:
+    terms = []
+    for k, v in enumerate(c):
+        if v == 0:
+            continue
+        z = "" if k == 0 else ("z" if k == 1 else f"z^{k}")
+        coef = f"{v:.6g}" if (k == 0 or abs(v) != 1) else ("" if v > 0 else "-")
+        terms.append(f"{coef}{'·' if coef not in ('', '-') and z else ''}{z}")
+    return " + ".join(terms).replace("+ -", "- ") or "0"
+
+
+def _interval(r: float, sign: str, unit: str) -> str:
+    if sign == "-":
+        return "(-∞, 0]" if np.isinf(r) else f"[{-r:.6g}, 0]"
+    return "±∞i (whole axis)" if np.isinf(r) else f"[-{r:.6g}{unit}, {r:.6g}{unit}]"
+
+
+def _text(d: dict) -> str:
+    kind = "explicit" if d["explicit"] else "implicit"
+    rinf = "∞" if d["R_infinity"] is None else f"{d['R_infinity']:.6g}"
+    return "\n".join(
+        [
+            f"{d['method']}: order {d['order']}, {d['stages']} stages, {kind}",
+            f"  R(z) = P(z)/Q(z),  P = {_poly(d['P'])},  Q = {_poly(d['Q'])}",
+            f"  real interval {_interval(-d['real_interval'], '-', '')},  "
+            f"imaginary interval {_interval(d['imaginary_interval'], '±', 'i')}",
+            f"  A-stable: {'yes' if d['A_stable'] else 'no'},  "
+            f"L-stable: {'yes' if d['L_stable'] else 'no'},  R(∞) = {rinf}",
+        ]
+    )
+
+
+def run(args) -> int:
+    methods = args.method or ["rk4"]
+    info = [describe(m) for m in methods]
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print("\n".join(_text(d) for d in info))
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from odenet.stability.plotting import plot_stability_regions
+
+        ax = plot_stability_regions(methods, re=tuple(args.re), im=tuple(args.im), n=args.grid)
+        ax.figure.savefig(args.plot, dpi=120, bbox_inches="tight")
+        plt.close(ax.figure)
+        print(f"region plot written to {args.plot}")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add the ``stability`` subcommand to the ``odenet`` command's subparsers."""
+    p = subparsers.add_parser(
+        "stability",
+        help="linear stability of a scheme: R(z), intervals, A/L-stability, region plot",
+        description="Print the stability function R(z) = P(z)/Q(z) of Runge–Kutta methods, "
+        "the real and imaginary stability intervals and the A-/L-stability flags; "
+        "optionally save the stability regions |R(z)| <= 1 as a plot.",
+    )
+    p.add_argument(
+        "--method",
+        action="append",
+        help="method name (repeat for several; default rk4); see `odenet problems` / methods()",
+    )
+    p.add_argument("--plot", metavar="FILE", help="save the regions' contour plot (PNG, PDF...)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--re", type=float, nargs=2, default=[-5.0, 2.0], metavar=("MIN", "MAX"))
+    p.add_argument("--im", type=float, nargs=2, default=[-4.0, 4.0], metavar=("MIN", "MAX"))
+    p.add_argument("--grid", type=int, default=401, help="grid points per axis of the plot")
+    p.set_defaults(func=run)

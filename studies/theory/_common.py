@@ -1,0 +1,58 @@
+"""Shared plumbing for the theory studies: where results go, how they are written.
+
+Every study is ``NN_name.py`` with ``compute(quick) -> Result`` (numerics, returns a
+dataclass holding a ``table`` DataFrame), ``plot(result, path)`` (matplotlib, never
+called by the numerics) and ``main(quick)`` that runs both and writes
+``results/<name>.png`` and ``results/<name>.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def write_table(table: pd.DataFrame, name: str, out_dir: Path | None = None) -> Path:
+    """Write ``table`` as ``<out_dir>/<name>.csv`` and return the path."""
+    out = Path(out_dir or RESULTS)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.csv"
+    table.to_csv(path, index=False, float_format="%.6g")
+    return path
+
+
+def figure_path(name: str, out_dir: Path | None = None) -> Path:
+    out = Path(out_dir or RESULTS)
+    out.mkdir(parents=True, exist_ok=True)
+    return out / f"{name}.png"
+
+
+def run_cli(name: str, compute: Callable, plot: Callable, summary: Callable | None = None):
+    """Parse ``--quick`` / ``--out``, run ``compute``, write table + figure, print a summary."""
+    parser = argparse.ArgumentParser(description=f"theory study {name}")
+    parser.add_argument("--quick", action="store_true", help="CI size (seconds)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder")
+    args = parser.parse_args()
+    return main_impl(name, compute, plot, summary, quick=args.quick, out_dir=args.out)
+
+
+def main_impl(name, compute, plot, summary=None, *, quick=False, out_dir=None):
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    result = compute(quick=quick)
+    elapsed = time.perf_counter() - t0
+    csv = write_table(result.table, name, out_dir)
+    png = figure_path(name, out_dir)
+    plot(result, png)
+    print(f"[{name}] compute {elapsed:.1f} s -> {csv.name}, {png.name}")
+    if summary is not None:
+        for line in summary(result):
+            print("  " + line)
+    return result

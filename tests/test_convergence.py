@@ -1,0 +1,210 @@
+"""Convergence studies: observed orders equal the classical ones; order reduction is detected."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import odenet
+from odenet._errors import InputError
+from odenet.problems import Problem, get_problem
+from odenet.studies.convergence import convergence, fit_order, stage_order
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ODENET_CACHE", str(tmp_path / "cache"))
+
+
+# --- the order fit on synthetic data (the law e = C h^p is the truth) ----------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    p=st.integers(1, 8),
+    logC=st.floats(-3, 3),
+    ratios=st.lists(st.floats(1.15, 2.5), min_size=5, max_size=9),
+    pre=st.floats(0, 2),
+)
+def test_fit_recovers_the_power_law_without_step_halving(p, logC, ratios, pre):
+    h = 0.5 / np.cumprod([1.0, *ratios])
+    # a pre-asymptotic term that dies like h^(p+1), and a round-off floor at 1e-14
+    e = np.exp(logC) * h**p * (1 + pre * h) + 1e-15
+    fit = fit_order(h, e, floor=1e-13)
+    if fit.n_points >= 2:
+        assert abs(fit.order - p) < 0.35
+        # the fit ends at the smallest h whose error is above the floor
+        above = h[e > 1e-13]
+        assert fit.mask[np.argmin(np.where(e > 1e-13, h, np.inf))] or above.size == 0
+
+
+def test_fit_excludes_the_round_off_plateau_and_preasymptotic_points():
+    h = 2.0 ** -np.arange(1, 12)
+    e = 1e-2 * h**4
+    e[:2] = [0.5, 0.4]  # saturated at large h
+    e = np.maximum(e, 3e-13 * (1 + 0.3 * np.sin(np.arange(11))))  # noisy round-off
+    fit = fit_order(h, e, floor=1e-13)
+    assert abs(fit.order - 4) < 0.05
+    assert not fit.mask[:2].any()
+    assert not fit.mask[e < 1e-12].any()
+
+
+def test_fit_without_a_range_says_why():
+    fit = fit_order([0.1, 0.05, 0.025], [1e-15, 1e-15, 1e-15], floor=1e-13)
+    assert math.isnan(fit.order) and "floor" in fit.reason
+    with pytest.raises(InputError, match="`h` and `err` must be 1-D of equal length"):
+        fit_order([0.1, 0.2], [1.0])
+
+
+def test_stage_orders_match_the_literature():
+    assert stage_order("radau_iia5") == 3
+    assert stage_order("gauss_legendre4") == 2
+    assert stage_order("backward_euler") == 1
+    assert stage_order("rk4") == 1
+
+
+# --- real studies ---------------------------------------------------------------------------
+
+
+def test_every_method_reaches_its_classical_order_on_a_linear_system():
+    # y' = A y with a non-normal 3x3 A; exact solution e^{At} y0 (closed form)
+    res = convergence(get_problem("linear", t1=1.0), methods="all", n_steps=[4, 6, 8, 11, 16])
+    assert set(res.orders["method"]) == set(odenet.methods())
+    for row in res.orders.itertuples():
+        assert round(row.observed_order) == row.expected_order, row
+        assert abs(row.observed_order - row.expected_order) < 0.45, row
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "methods", "n_steps"),
+    [
+        ("cos", {}, "euler,heun,rk3,rk4,dopri5,radau_iia5", [8, 11, 16, 23, 32]),
+        ("harmonic", {}, "heun,rk4,dopri5,gauss_legendre4", [8, 11, 16, 23, 32]),
+        # (dopri5 on Kepler is pre-asymptotic, slope ~6, until h < 0.03: tested elsewhere)
+        ("kepler", {"eccentricity": 0.1, "t1": 3.0}, "heun,rk4", [16, 23, 32, 45]),
+    ],
+)
+def test_observed_orders_on_nonlinear_closed_form_problems(name, params, methods, n_steps):
+    res = convergence(get_problem(name, **params), methods=methods, n_steps=n_steps)
+    for row in res.orders.itertuples():
+        assert abs(row.observed_order - row.expected_order) < 0.3, row
+        assert row.verdict == "ok"
+        assert row.stderr < 0.1
+
+
+def test_order_reduction_detected_on_stiff_prothero_robinson():
+    # Stiff (h|λ| >= 3e4): implicit RK methods drop to their stage order q
+    # (Hairer & Wanner II, IV.15): Radau IIA(5) -> 3, Gauss(4) -> 2; the trapezoid rule
+    # (stage order 2 = order) keeps order 2.
+    res = convergence(
+        get_problem("prothero_robinson"),
+        methods="radau_iia5,gauss_legendre4,trapezoid",
+        n_steps=[8, 12, 16, 24, 32],
+    )
+    o = res.orders.set_index("method")
+    assert o.loc["radau_iia5", "verdict"] == "order reduction"
+    assert abs(o.loc["radau_iia5", "observed_order"] - 3) < 0.3
+    assert o.loc["gauss_legendre4", "verdict"] == "order reduction"
+    assert abs(o.loc["gauss_legendre4", "observed_order"] - 2) < 0.3
+    assert o.loc["trapezoid", "verdict"] == "ok"
+    assert "stage order 3" in o.loc["radau_iia5", "note"]
+    assert "order reduction" in res.to_text()
+
+
+def test_no_order_reduction_on_the_nonstiff_prothero_robinson():
+    res = convergence(
+        get_problem("prothero_robinson", lam=-1.0), methods="radau_iia5", n_steps=[2, 3, 4, 6]
+    )
+    assert abs(res.observed_order("radau_iia5") - 5) < 0.35
+
+
+def test_norms_and_the_table():
+    res = convergence("cos", methods=["rk4"], n_steps=[8, 16], norm="l2")
+    t = res.table
+    assert list(t["n_steps"]) == [8, 16]
+    np.testing.assert_allclose(t["h"], [0.5, 0.25])
+    assert (t["error_final"] <= t["error_max"]).all()
+    assert (t["error_l2"] <= t["error_max"] * 2.0 + 1e-300).all()  # span 4: L2 <= 2 max
+    np.testing.assert_array_equal(t["error"], t["error_l2"])
+    assert (t["nfe"] == 4 * t["n_steps"]).all()  # rk4: four evaluations per step
+
+
+def test_error_matches_an_independent_rk4_loop():
+    # the study's final error equals a hand-written classical RK4 on y' = y cos t
+    res = convergence("cos", methods=["rk4"], n_steps=[10, 20], norm="final")
+    for n, err in zip(res.table["n_steps"], res.table["error"]):
+        h, y, t = 4.0 / n, 1.0, 0.0
+        for _ in range(n):
+            k1 = y * math.cos(t)
+            k2 = (y + h / 2 * k1) * math.cos(t + h / 2)
+            k3 = (y + h / 2 * k2) * math.cos(t + h / 2)
+            k4 = (y + h * k3) * math.cos(t + h)
+            y, t = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4), t + h
+        assert err == pytest.approx(abs(y - math.exp(math.sin(4.0))), rel=1e-9)
+
+
+def test_user_vector_field_with_exact_solution():
+    res = convergence(
+        lambda t, y: -y,
+        y0=[1.0],
+        span=(0.0, 1.0),
+        exact=lambda t: np.exp(-t)[:, None],
+        methods="heun",
+        n_steps=[4, 8, 16],
+    )
+    assert abs(res.observed_order("heun") - 2) < 0.2
+
+
+def test_step_sizes_with_any_spacing_are_rounded_to_the_span():
+    res = convergence("cos", methods="rk3", step_sizes=[0.5, 0.3, 0.21, 0.13])
+    np.testing.assert_allclose(res.table["h"], 4.0 / np.array([8, 13, 19, 31]))
+
+
+def test_an_unstable_explicit_method_is_reported_not_fitted():
+    res = convergence(get_problem("heat", n=8), methods="euler", n_steps=[2, 3, 4])
+    row = res.orders.iloc[0]
+    assert row.verdict == "no asymptotic range"
+    assert (res.table["status"] == "failed").any() or not np.isfinite(row.observed_order)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(methods="rk4,nope"), r"unknown method\(s\) \['nope'\]"),
+        (dict(norm="sup"), "`norm` must be one of"),
+        (dict(dtype="float16"), "`dtype` must be 'float64' or 'float32'"),
+        (dict(n_steps=[8]), "`n_steps` must be at least two positive integers"),
+        (dict(step_sizes=[0.1, -1]), "`step_sizes` must be at least two positive"),
+        (dict(step_sizes=[0.1], n_steps=[3, 4]), "give `step_sizes` or `n_steps`, not both"),
+        (dict(step_sizes=[0.1001, 0.1]), "only N = \\[40\\] distinct"),
+    ],
+)
+def test_validation_messages(kwargs, match):
+    with pytest.raises(InputError, match=match):
+        convergence("cos", **kwargs)
+
+
+def test_observed_order_of_a_missing_method():
+    res = convergence("cos", methods="euler", n_steps=[4, 8])
+    with pytest.raises(InputError, match="method 'rk4' is not in this study"):
+        res.observed_order("rk4")
+
+
+def test_user_problem_object_is_accepted():
+    prob = Problem(
+        lambda t, y: torch.cos(t) * torch.ones_like(y),
+        y0=[0.0],
+        span=(0, 2),
+        exact=lambda t: np.sin(t)[:, None],
+        name="sine",
+    )
+    res = convergence(prob, methods="midpoint", n_steps=[4, 8, 16])
+    assert res.problem == "sine"
+    assert abs(res.observed_order("midpoint") - 2) < 0.2

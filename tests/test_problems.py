@@ -1,0 +1,177 @@
+"""The problem library: exact solutions solve their ODEs, references are accurate and cached."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import odenet.problems as P
+from odenet._errors import InputError
+
+CLOSED_FORM = [n for n in P.problems() if P.get_problem(n).has_exact]
+REFERENCE = [n for n in P.problems() if not P.get_problem(n).has_exact]
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ODENET_CACHE", str(tmp_path / "cache"))
+
+
+def test_library_has_the_issue_problems():
+    for name in [
+        "exponential",
+        "cos",
+        "linear",
+        "harmonic",
+        "kepler",
+        "lotka_volterra",
+        "lorenz",
+        "van_der_pol",
+        "van_der_pol_stiff",
+        "robertson",
+        "prothero_robinson",
+        "heat",
+        "advection",
+    ]:
+        assert name in P.problems()
+
+
+@pytest.mark.parametrize("name", CLOSED_FORM)
+def test_exact_solution_starts_at_y0_and_satisfies_the_ode(name):
+    prob = P.get_problem(name)
+    t0, t1 = prob.span
+    np.testing.assert_allclose(prob.solution([t0])[0], prob.y0, atol=1e-12)
+    # central differences of the closed form against f: an independent check of both
+    ts = np.linspace(t0, t1, 7)[1:-1]
+    d = 1e-5 * (t1 - t0)
+    dydt = (prob.solution(ts + d) - prob.solution(ts - d)) / (2 * d)
+    f = np.stack(
+        [
+            prob.f(torch.tensor(t, dtype=torch.float64), torch.as_tensor(y)).numpy()
+            for t, y in zip(ts, prob.solution(ts))
+        ]
+    )
+    scale = np.abs(f).max() + 1
+    np.testing.assert_allclose(dydt, f, atol=1e-6 * scale, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", P.problems())
+def test_numpy_field_matches_torch_field(name):
+    prob = P.get_problem(name)
+    y = prob.y0 + 0.1
+    a = prob.f(torch.tensor(0.3, dtype=torch.float64), torch.as_tensor(y)).numpy()
+    np.testing.assert_allclose(prob.numpy_field()(0.3, y), a, rtol=1e-12, atol=1e-12)
+
+
+def test_kepler_exact_conserves_energy_and_angular_momentum():
+    prob = P.get_problem("kepler", eccentricity=0.7)
+    y = prob.solution(np.linspace(*prob.span, 50))
+    np.testing.assert_allclose(prob.invariants["energy"](y), -0.5, atol=1e-13)
+    L = prob.invariants["angular_momentum"](y)
+    np.testing.assert_allclose(L, np.sqrt(1 - 0.7**2), atol=1e-13)
+    # after one period the body is back at perihelion
+    np.testing.assert_allclose(y[-1], prob.y0, atol=1e-12)
+
+
+def test_reference_lotka_volterra_agrees_with_an_independent_solver_and_invariant():
+    from scipy.integrate import solve_ivp
+
+    prob = P.get_problem("lotka_volterra", t1=1.0)
+    ts = np.linspace(0, 1, 5)
+    ref = prob.solution(ts)
+    other = solve_ivp(
+        prob.f_numpy, prob.span, prob.y0, method="Radau", rtol=1e-11, atol=1e-13, t_eval=ts
+    ).y.T
+    np.testing.assert_allclose(ref, other, atol=1e-8)
+    inv = prob.invariants["first_integral"](ref)
+    np.testing.assert_allclose(inv, inv[0], atol=1e-11)
+
+
+def test_reference_robertson_conserves_mass():
+    prob = P.get_problem("robertson", t1=1.0)
+    y = prob.solution(np.linspace(0, 1, 4))
+    np.testing.assert_allclose(prob.invariants["mass"](y), 1.0, atol=1e-12)
+
+
+def test_reference_is_cached_under_odenet_cache(tmp_path, monkeypatch):
+    prob = P.get_problem("van_der_pol", t1=1.0)
+    ts = np.linspace(0, 1, 3)
+    first = prob.solution(ts)
+    files = list((tmp_path / "cache" / "references").glob("*.npz"))
+    assert len(files) == 1
+    import scipy.integrate
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed instead of reading the cache")
+
+    monkeypatch.setattr(scipy.integrate, "solve_ivp", boom)
+    np.testing.assert_array_equal(prob.solution(ts), first)
+
+
+def test_corrupted_cache_file_is_recomputed_with_a_warning(tmp_path):
+    prob = P.get_problem("van_der_pol", t1=1.0)
+    ts = np.linspace(0, 1, 3)
+    first = prob.solution(ts)
+    (path,) = (tmp_path / "cache" / "references").glob("*.npz")
+    path.write_bytes(b"not an npz file")
+    with pytest.warns(RuntimeWarning, match="unreadable.*recomputing"):
+        again = prob.solution(ts)
+    np.testing.assert_allclose(again, first, rtol=0, atol=0)
+
+
+def test_user_problem_is_one_small_object():
+    prob = P.Problem(
+        lambda t, y: -2 * y, y0=[1.0], span=(0, 1), exact=lambda t: np.exp(-2 * t)[:, None]
+    )
+    np.testing.assert_allclose(prob.solution([1.0]), [[np.exp(-2)]])
+    assert prob.dim == 1 and prob.has_exact
+
+
+def test_user_problem_without_exact_gets_a_reference():
+    prob = P.Problem(lambda t, y: -2 * y, y0=[1.0], span=(0, 1))
+    np.testing.assert_allclose(prob.solution([1.0]), [[np.exp(-2)]], rtol=1e-11)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(f=1, y0=[1.0], span=(0, 1)), "`f` must be callable"),
+        (dict(f=lambda t, y: y, y0=[[1.0]], span=(0, 1)), "`y0` must be a non-empty finite 1-D"),
+        (dict(f=lambda t, y: y, y0=[np.nan], span=(0, 1)), "`y0` must be a non-empty finite"),
+        (dict(f=lambda t, y: y, y0=[1.0], span=(1, 0)), "`span` must satisfy t0 < t1"),
+        (dict(f=lambda t, y: y, y0=[1.0], span=3), r"`span` must be a pair"),
+        (dict(f=lambda t, y: y, y0=[1.0], span=(0, 1), exact=3), "`exact` must be callable"),
+    ],
+)
+def test_problem_validation_messages(kwargs, match):
+    with pytest.raises(InputError, match=match):
+        P.Problem(**kwargs)
+
+
+def test_unknown_problem_lists_the_names():
+    with pytest.raises(
+        P.UnknownProblemError, match="unknown problem 'nope'; choose one of: .*kepler"
+    ):
+        P.get_problem("nope")
+
+
+def test_bad_problem_parameters():
+    with pytest.raises(InputError, match="bad parameters for problem 'cos'"):
+        P.get_problem("cos", omega=3)
+    with pytest.raises(InputError, match="`eccentricity` must be in"):
+        P.get_problem("kepler", eccentricity=1.5)
+
+
+def test_solution_outside_span_is_rejected():
+    with pytest.raises(InputError, match="inside span"):
+        P.get_problem("cos").solution([5.0])
+
+
+def test_as_problem_needs_y0_and_span_with_a_field():
+    with pytest.raises(InputError, match="needs `y0` and `span"):
+        P.as_problem(lambda t, y: y)
+    with pytest.raises(InputError, match="expected a Problem, a problem name"):
+        P.as_problem(3)
+    with pytest.raises(InputError, match="only used with a vector field"):
+        P.as_problem(P.get_problem("cos"), y0=[1.0])

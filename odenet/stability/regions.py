@@ -68,30 +68,36 @@ def stability_polynomials(tableau: str | ButcherTableau) -> tuple[np.ndarray, np
     s = tab.stages
     A = np.asarray(tab.A, dtype=float)
     E = A - np.outer(np.ones(s), tab.b)
-    w = np.exp(2j * np.pi * np.arange(s + 1) / (s + 1))
+    # On a circle of radius ρ the scaled coefficients a_k ρ^k are balanced (a_k ~ 1/k!).
+    rho = max(1.0, s / 3.0)
+    w = rho * np.exp(2j * np.pi * np.arange(s + 1) / (s + 1))
     eye = np.eye(s)
     # A degree-≤s polynomial is its own DFT on s+1 roots of unity.
     p_vals = np.linalg.det(eye - w[:, None, None] * E)
     q_vals = np.linalg.det(eye - w[:, None, None] * A)
-    P = np.fft.fft(p_vals).real / (s + 1)
-    Q = np.fft.fft(q_vals).real / (s + 1)
-    # fft(v)_k = Σ_m v_m w^{-mk}: coefficient k of Σ_j a_j w^{mj} (roots of unity).
-    scale = max(np.abs(P).max(), np.abs(Q).max())
-    P[np.abs(P) < 1e-13 * scale] = 0.0
-    Q[np.abs(Q) < 1e-13 * scale] = 0.0
-    return P, Q
+    # fft(v)_k = Σ_m v_m e^{-2πimk/(s+1)}: (s+1) a_k ρ^k for v_m = Σ_j a_j w_m^j.
+    Ps = np.fft.fft(p_vals).real / (s + 1)
+    Qs = np.fft.fft(q_vals).real / (s + 1)
+    scale = max(np.abs(Ps).max(), np.abs(Qs).max())
+    Ps[np.abs(Ps) < 1e-13 * scale] = 0.0  # round-off of coefficients that are exactly 0
+    Qs[np.abs(Qs) < 1e-13 * scale] = 0.0
+    k = np.arange(s + 1)
+    return Ps / rho**k, Qs / rho**k
 
 
-def _boundary(gain: np.ndarray, norm: np.ndarray, direction: float) -> float:
+def _boundary(
+    gain: np.ndarray, norm: np.ndarray, direction: float, absnorm: np.ndarray
+) -> float:
     """First point along the ray ``x = direction · r, r ≥ 0`` where ``gain(x) < 0``.
 
     ``gain`` and ``norm`` are real polynomials (ascending coefficients):
     ``gain = |Q|² − |P|²`` (≥ 0 ⇔ |R| ≤ 1), ``norm = |Q|² + |P|²`` for a
-    relative tolerance.  Returns the distance ``r`` of the boundary (``inf`` if
+    relative tolerance; ``absnorm`` the same from absolute coefficients, so
+    coefficients that cancel to round-off are set to zero.  Returns the distance ``r`` of the boundary (``inf`` if
     the whole ray is stable).
     """
     poly = np.polynomial.polynomial
-    gain = np.where(np.abs(gain) < 1e-12 * np.abs(norm).max(), 0.0, gain)  # round-off
+    gain = np.where(np.abs(gain) < 1e-12 * absnorm, 0.0, gain)  # cancelled to round-off
     g = poly.Polynomial(gain)
     nrm = poly.Polynomial(norm)
     roots = g.roots() if g.degree() > 0 and np.any(gain[1:] != 0) else np.array([])
@@ -115,6 +121,10 @@ def _boundary(gain: np.ndarray, norm: np.ndarray, direction: float) -> float:
     return float("inf")
 
 
+def _absnorm(P, Q):
+    return _poly_mul(np.abs(Q), np.abs(Q)) + _poly_mul(np.abs(P), np.abs(P))
+
+
 def _poly_mul(a, b):
     return np.convolve(a, b)  # ascending coefficients, no trimming
 
@@ -129,7 +139,7 @@ def real_stability_interval(tableau: str | ButcherTableau) -> float:
     P, Q = stability_polynomials(tableau)
     gain = _poly_mul(Q, Q) - _poly_mul(P, P)
     norm = _poly_mul(Q, Q) + _poly_mul(P, P)
-    return -_boundary(gain, norm, -1.0)
+    return -_boundary(gain, norm, -1.0, _absnorm(P, Q))
 
 
 def imaginary_stability_interval(tableau: str | ButcherTableau) -> float:
@@ -146,7 +156,7 @@ def imaginary_stability_interval(tableau: str | ButcherTableau) -> float:
     iqm = Q * (-1j) ** k
     qq = _poly_mul(iq, iqm).real
     pp = _poly_mul(ip, im).real
-    return _boundary(qq - pp, qq + pp, 1.0)
+    return _boundary(qq - pp, qq + pp, 1.0, _absnorm(P, Q))
 
 
 def r_infinity(tableau: str | ButcherTableau) -> complex:

@@ -14,6 +14,17 @@ from odenet.batch import IrregularBatch
 from odenet.models import ODERNN, LatentODE
 
 F64 = torch.float64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: intra-op threads only add synchronisation (ms per op on a busy host)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 TIGHT = dict(rtol=1e-10, atol=1e-12)
 
 
@@ -190,7 +201,7 @@ def test_odernn_one_step_ahead_loss_decreases_along_its_gradient():
 
     loss = loss_fn()
     loss.backward()
-    loss = float(loss)
+    loss = float(loss.detach())
     grad_sq = sum(float(p.grad.pow(2).sum()) for p in model.parameters())
     lr = 1e-3
     with torch.no_grad():

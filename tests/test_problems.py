@@ -151,7 +151,7 @@ def test_problem_validation_messages(kwargs, match):
 
 def test_unknown_problem_lists_the_names():
     with pytest.raises(
-        P.UnknownProblemError, match="unknown problem 'nope'; choose one of: .*kepler"
+        P.UnknownProblemError, match=r"unknown problem .nope.; choose one of: .*kepler"
     ):
         P.get_problem("nope")
 

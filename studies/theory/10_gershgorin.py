@@ -32,7 +32,7 @@ class Result:
 
 
 def make_rnn(hidden: int, eps: float, seed: int = 0) -> RNNField:
-    """An ``RNNField`` with ``W = D + ε R``: ``D`` diagonal in [-0.8, 0.8], ``R_ij ~ N(0, 1/N²)``."""
+    """``RNNField`` with ``W = D + ε R``: ``D`` diagonal in [-0.8, 0.8], ``R_ij ~ N(0, 1/N²)``."""
     gen = torch.Generator().manual_seed(seed)
     field = RNNField(1, hidden).double()
     with torch.no_grad():
@@ -111,8 +111,11 @@ def plot(res: Result, path) -> None:
         ax.set(xlabel="coupling ε", title=f"{kind}: {what}")
         ax.legend()
     eps_list = sorted(res.example)
-    eps_show = [e for e in eps_list if res.table.query("kind=='map' and seed==0 and eps==@e")
-                .certified.iloc[0]][-1]
+    eps_show = [
+        e
+        for e in eps_list
+        if res.table.query("kind=='map' and seed==0 and eps==@e").certified.iloc[0]
+    ][-1]
     c, r, lam = res.example[eps_show]
     ax = axs[2]
     for ci, ri in zip(c, r):

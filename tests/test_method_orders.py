@@ -103,3 +103,100 @@ def test_matrix_exp_reference():
     # at the output times the closed form and torch.linalg.matrix_exp agree to round-off
     u = torch.stack([torch.linalg.matrix_exp(M * tk) @ Y0[1:] for tk in OUT])
     torch.testing.assert_close(exact(OUT)[:, 1:], u, rtol=0, atol=1e-14)
+
+
+# --- one step, spied on -------------------------------------------------------------------
+
+
+class Spy:
+    """Wrap ``f`` and record every ``(t, y, f(t, y))`` it is called with."""
+
+    def __init__(self, f):
+        self.f = f
+        self.calls: list[tuple[float, torch.Tensor, torch.Tensor]] = []
+
+    def __call__(self, t, y):
+        out = self.f(t, y)
+        self.calls.append((float(t), y.detach().clone(), out.detach().clone()))
+        return out
+
+
+def _nonlinear(t, y):
+    return torch.stack([y[1] * torch.cos(t), -torch.sin(y[0]) + t * y[1]])
+
+
+@pytest.mark.parametrize("name", [m for m in methods() if tableau(m).is_explicit])
+def test_explicit_step_evaluates_f_at_the_nodes_with_the_stage_combinations(name):
+    tab = tableau(name)
+    t0, h = 0.7, 0.3
+    y0 = torch.tensor([0.4, -1.1], dtype=torch.float64)
+    spy = Spy(_nonlinear)
+    y1 = odenet.step(spy, t0, y0, h, method=name)
+    assert len(spy.calls) == tab.stages
+    ks = torch.stack([k for _, _, k in spy.calls])
+    for i, (t, y, _) in enumerate(spy.calls):
+        assert t == pytest.approx(t0 + tab.c[i] * h, abs=1e-15)
+        expected = y0 + h * (torch.as_tensor(tab.A[i, :i]) @ ks[:i] if i else 0.0)
+        torch.testing.assert_close(y, expected, rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(y1, y0 + h * torch.as_tensor(tab.b) @ ks, rtol=1e-14, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", [m for m in methods() if tableau(m).is_implicit])
+def test_implicit_step_evaluates_f_only_at_the_stage_times(name):
+    tab = tableau(name)
+    t0, h = 0.7, 0.3
+    spy = Spy(_nonlinear)
+    odenet.step(spy, t0, torch.tensor([0.4, -1.1], dtype=torch.float64), h, method=name)
+    stage_times = {round(t0 + c * h, 12) for c in tab.c}
+    called = {round(t, 12) for t, _, _ in spy.calls}
+    # every stage time is visited; t0 only for f(t0, y0) and the Jacobian
+    assert stage_times <= called <= stage_times | {round(t0, 12)}
+
+
+# --- the stability function ------------------------------------------------------------------
+
+# L-stable (R(−∞) = 0) as published; the other implicit methods are A-stable with |R(−∞)| = 1
+L_STABLE = {
+    "backward_euler",
+    "sdirk2",
+    "sdirk4",
+    "trbdf2",
+    "kvaerno3",
+    "kvaerno5",
+    "radau_iia3",
+    "radau_iia5",
+    "lobatto_iiic4",
+}
+
+
+def _linear(z: float):
+    return lambda t, y: z * y
+
+
+def stability_function(tab, z: float) -> float:
+    """``R(z) = 1 + z bᵀ (I − z A)⁻¹ 𝟙`` (numpy, independent of the stepper)."""
+    s = tab.stages
+    return 1.0 + z * tab.b @ np.linalg.solve(np.eye(s) - z * tab.A, np.ones(s))
+
+
+@pytest.mark.parametrize("name", methods())
+def test_one_step_on_the_linear_test_equation_is_the_stability_function(name):
+    tab = tableau(name)
+    zs = [-2.5, -1.0, -0.3, 0.4] + ([-50.0, -5.0] if tab.is_implicit else [])
+    for z in zs:
+        y1 = odenet.step(_linear(z), 0.0, torch.ones(1, dtype=torch.float64), 1.0, method=name)
+        assert y1.item() == pytest.approx(stability_function(tab, z), rel=1e-12, abs=1e-14)
+
+
+@pytest.mark.parametrize("name", [m for m in methods() if tableau(m).is_implicit])
+def test_stiff_decay_of_implicit_methods(name):
+    # z = −1e6: the stage equations are solved to ~100 ulp of |y0| = 1, so the step
+    # matches R(z) to ~1e-9 absolute; L-stable methods damp, the others keep |R| ≈ 1
+    z = -1e6
+    y0 = torch.ones(1, dtype=torch.float64)
+    r = odenet.step(_linear(z), 0.0, y0, 1.0, method=name).item()
+    assert r == pytest.approx(stability_function(tableau(name), z), rel=1e-8, abs=1e-9)
+    if name in L_STABLE:
+        assert abs(r) < 1e-5
+    else:
+        assert abs(abs(r) - 1) < 1e-3

@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from odenet.models import (
     RNN,
+    InputPath,
     LayerwiseField,
     MLPField,
     NeuralODE,
@@ -61,15 +64,16 @@ def reference_flow():
 # --- ResNet ↔ forward Euler -------------------------------------------------------------
 
 
-def test_euler_resnet_equals_handwritten_residual_recurrence_bit_for_bit():
+@settings(max_examples=20, deadline=None)
+@given(depth=st.integers(1, 12), horizon=st.floats(0.05, 5.0), t0=st.floats(-3.0, 3.0))
+def test_euler_resnet_equals_handwritten_residual_recurrence_bit_for_bit(depth, horizon, t0):
     f = smooth_field()
-    h0 = torch.randn(5, 3, dtype=F64)
-    L, T = 7, 1.3
-    net = ResNet(f, L, "euler", horizon=T)
+    h0 = torch.randn(5, 3, dtype=F64, generator=torch.Generator().manual_seed(depth))
+    net = ResNet(f, depth, "euler", horizon=horizon, t0=t0)
+    dt = horizon / depth
     h = h0
-    for layer in range(L):
-        t = torch.tensor(layer * (T / L), dtype=F64)
-        h = h + (T / L) * f(t, h)
+    for layer in range(depth):
+        h = h + dt * f(torch.tensor(t0 + layer * dt, dtype=F64), h)
     assert torch.equal(net(h0), h)
 
 
@@ -299,3 +303,50 @@ def test_discretization_gap_halves_with_depth_for_euler():
     g2 = discretization_gap(ResNet(f, 64, "euler", horizon=1.0), h0)
     ratio = (g1 / g2).detach()
     assert torch.all((ratio > 1.8) & (ratio < 2.2)), ratio
+
+
+# --- fields --------------------------------------------------------------------------
+
+
+def test_layerwise_field_uses_each_samples_own_piece_for_per_sample_times():
+    torch.manual_seed(8)
+    field = LayerwiseField.mlp(2, 4, 3, horizon=3.0).double()
+    h = torch.randn(4, 2, dtype=F64)
+    t = torch.tensor([0.5, 2.0, 1.0, 2.9], dtype=F64)  # pieces 0, 2, 1, 2
+    out = field(t, h)
+    for b, piece in enumerate([0, 2, 1, 2]):
+        torch.testing.assert_close(out[b], field.piece(piece)(t[b], h[b : b + 1])[0])
+    # a boundary computed as ℓ·Δ with a rounding error belongs to piece ℓ, not ℓ - 1
+    assert int(field.layer_index(torch.tensor(2.0 - 1e-15, dtype=F64))) == 2
+    assert int(field.layer_index(torch.tensor(2.0 - 1e-9, dtype=F64))) == 1
+
+
+def test_input_path_holds_or_interpolates_between_samples():
+    times = torch.tensor([0.0, 1.0, 3.0], dtype=F64)
+    xs = torch.tensor([[[0.0], [2.0], [6.0]]], dtype=F64)
+    hold = InputPath(times, xs, "hold")
+    lin = InputPath(times, xs, "linear")
+    for t, held, linear in [(0.0, 0.0, 0.0), (0.5, 0.0, 1.0), (1.0, 2.0, 2.0), (2.0, 2.0, 4.0),
+                            (3.0, 6.0, 6.0), (4.0, 6.0, 6.0), (-1.0, 0.0, 0.0)]:  # fmt: skip
+        tt = torch.tensor(t, dtype=F64)
+        assert float(hold(tt)) == held
+        assert float(lin(tt)) == pytest.approx(linear, abs=1e-15)
+    # per-sample times [B]: each row reads its own time
+    two = InputPath(times, xs.expand(2, 3, 1), "linear")
+    torch.testing.assert_close(
+        two(torch.tensor([0.5, 2.0], dtype=F64)), torch.tensor([[1.0], [4.0]], dtype=F64)
+    )
+
+
+@pytest.mark.parametrize("sensitivity", ["adjoint", "checkpoint"])
+def test_neural_ode_sensitivities_give_the_direct_gradient(sensitivity):
+    f = smooth_field()
+    y0 = torch.randn(3, 3, dtype=F64)
+    t = torch.tensor([[0.0, 0.4, 1.0], [0.2, 0.5, 0.6], [1.0, 1.5, 2.0]], dtype=F64)
+    grads = []
+    for sens in ["direct", sensitivity]:
+        f.zero_grad()
+        NeuralODE(f, rtol=1e-9, atol=1e-11, sensitivity=sens)(y0, t).pow(2).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in f.parameters()]))
+    tol = 1e-12 if sensitivity == "checkpoint" else 1e-6
+    torch.testing.assert_close(grads[1], grads[0], rtol=tol, atol=tol)

@@ -93,8 +93,8 @@ def _boundary(
     ``gain`` and ``norm`` are real polynomials (ascending coefficients):
     ``gain = |Q|² − |P|²`` (≥ 0 ⇔ |R| ≤ 1), ``norm = |Q|² + |P|²`` for a
     relative tolerance; ``absnorm`` the same from absolute coefficients, so
-    coefficients that cancel to round-off are set to zero.  Returns the distance ``r`` of the boundary (``inf`` if
-    the whole ray is stable).
+    coefficients that cancel to round-off are set to zero.  Returns the
+    distance ``r`` of the boundary (``inf`` if the whole ray is stable).
     """
     poly = np.polynomial.polynomial
     gain = np.where(np.abs(gain) < 1e-12 * absnorm, 0.0, gain)  # cancelled to round-off

@@ -56,8 +56,8 @@ def clip_grad_norm(parameters, max_norm: float, *, eps: float = 1e-12) -> torch.
 class SpectralNorm(nn.Module):
     """Parametrization ``W ↦ W / σ_max(W)`` with ``σ_max`` from power iteration.
 
-    The singular vectors ``u, v`` persist between calls (warm start), so one
-    iteration per training step tracks a slowly changing ``W``; in eval mode no
+    The singular vectors ``u, v`` persist between calls (warm start), so a few
+    iterations per training step track a slowly changing ``W``; in eval mode no
     iteration runs.  Register with :func:`spectral_normalize`.
 
     Parameters
@@ -67,12 +67,23 @@ class SpectralNorm(nn.Module):
         Iterations per forward call in training mode (≥ 1).
     eps : float
         Guards the normalisations.
+    exact : bool
+        Use ``σ_max`` from an SVD instead (exact, differentiable, ``O(n³)``).
     """
 
-    def __init__(self, shape, *, n_power_iterations: int = 1, eps: float = 1e-12, dtype=None):
+    def __init__(
+        self,
+        shape,
+        *,
+        n_power_iterations: int = 1,
+        eps: float = 1e-12,
+        exact: bool = False,
+        dtype=None,
+    ):
         super().__init__()
         self.n_power_iterations = check_int("n_power_iterations", n_power_iterations)
         self.eps = eps
+        self.exact = bool(exact)
         out_f, in_f = shape
         u = torch.randn(out_f, dtype=dtype)
         v = torch.randn(in_f, dtype=dtype)
@@ -80,19 +91,33 @@ class SpectralNorm(nn.Module):
         self.register_buffer("v", v / v.norm())
 
     @torch.no_grad()
-    def power_iteration(self, W: torch.Tensor, n: int) -> None:
-        """``n`` steps ``v ← Wᵀu/‖·‖, u ← Wv/‖·‖`` on the stored vectors."""
+    def power_iteration(self, W: torch.Tensor, n: int, rtol: float = 0.0) -> int:
+        """Up to ``n`` steps ``v ← Wᵀu/‖·‖, u ← Wv/‖·‖`` on the stored vectors.
+
+        Stops early once the estimate ``‖Wv‖`` changes by less than ``rtol`` (relative)
+        between iterations.  Returns the number of iterations run.
+        """
         u, v = self.u.to(W.dtype), self.v.to(W.dtype)
-        for _ in range(n):
+        sigma = None
+        k = 0
+        while k < n:
+            k += 1
             v = W.T @ u
             v = v / v.norm().clamp_min(self.eps)
             u = W @ v
-            u = u / u.norm().clamp_min(self.eps)
+            new = u.norm()
+            u = u / new.clamp_min(self.eps)
+            if sigma is not None and abs(float(new - sigma)) <= rtol * float(new):
+                break
+            sigma = new
         self.u.copy_(u)
         self.v.copy_(v)
+        return k
 
     def sigma(self, W: torch.Tensor) -> torch.Tensor:
         """The estimate ``uᵀ W v`` of ``σ_max(W)`` (differentiable in ``W``)."""
+        if self.exact:
+            return torch.linalg.svdvals(W)[0]
         # clones: a later power iteration updates the buffers in place, which must not
         # invalidate graphs that already used them (several forwards before backward)
         return self.u.clone().to(W.dtype) @ W @ self.v.clone().to(W.dtype)
@@ -102,7 +127,7 @@ class SpectralNorm(nn.Module):
             raise InputError(
                 f"SpectralNorm acts on a matrix; the weight has shape {tuple(W.shape)}."
             )
-        if self.training:
+        if self.training and not self.exact:
             self.power_iteration(W.detach(), self.n_power_iterations)
         return W / self.sigma(W).clamp_min(self.eps)
 
@@ -112,14 +137,18 @@ def spectral_normalize(
     name: str = "weight",
     *,
     n_power_iterations: int = 1,
-    warmup_iterations: int = 50,
+    warmup_iterations: int = 10_000,
+    warmup_rtol: float = 1e-10,
+    exact: bool = False,
 ) -> nn.Module:
     """Make ``module.<name>`` the spectrally normalised ``W / σ_max(W)``.
 
     Uses ``torch.nn.utils.parametrize`` (the raw matrix is
-    ``module.parametrizations.<name>.original``).  ``warmup_iterations`` power
-    iterations run once at registration so the first forward is already accurate.
-    Returns ``module``.
+    ``module.parametrizations.<name>.original``).  At registration the power
+    iteration runs until the estimate of ``σ_max`` settles to ``warmup_rtol`` (at most
+    ``warmup_iterations`` steps), so the first forward is accurate even when the top
+    two singular values are close (slow convergence, ratio ``(σ₂/σ₁)²`` per step).
+    ``exact=True`` uses the SVD instead.  Returns ``module``.
     """
     W = getattr(module, name, None)
     if not isinstance(W, torch.Tensor) or W.dim() != 2:
@@ -127,10 +156,11 @@ def spectral_normalize(
             f"`{name}` of {type(module).__name__} must be a 2-D weight, got "
             f"{None if W is None else tuple(W.shape)}."
         )
-    sn = SpectralNorm(W.shape, n_power_iterations=n_power_iterations, dtype=W.dtype)
+    check_int("warmup_iterations", warmup_iterations, minimum=0)
+    sn = SpectralNorm(W.shape, n_power_iterations=n_power_iterations, dtype=W.dtype, exact=exact)
     sn.to(W.device)
-    if warmup_iterations:
-        sn.power_iteration(W.detach(), check_int("warmup_iterations", warmup_iterations))
+    if warmup_iterations and not exact:
+        sn.power_iteration(W.detach(), warmup_iterations, rtol=warmup_rtol)
     parametrize.register_parametrization(module, name, sn)
     return module
 

@@ -85,9 +85,7 @@ def stability_polynomials(tableau: str | ButcherTableau) -> tuple[np.ndarray, np
     return Ps / rho**k, Qs / rho**k
 
 
-def _boundary(
-    gain: np.ndarray, norm: np.ndarray, direction: float, absnorm: np.ndarray
-) -> float:
+def _boundary(gain: np.ndarray, norm: np.ndarray, direction: float, absnorm: np.ndarray) -> float:
     """First point along the ray ``x = direction · r, r ≥ 0`` where ``gain(x) < 0``.
 
     ``gain`` and ``norm`` are real polynomials (ascending coefficients):

@@ -424,10 +424,13 @@ def build_parser() -> argparse.ArgumentParser:
         "torchdiffeq:NAME (dopri5, rk4, ...)",
     )
     pw.add_argument(
-        "--tols", type=_floats, default=None, help="relative tolerances for adaptive methods"
+        "--tols",
+        type=_floats,
+        default=None,
+        help="rtol values of adaptive methods (default 1e-3,1e-5,1e-7)",
     )
     pw.add_argument(
-        "--steps", type=_ints, default=None, help="numbers of steps for fixed-step methods"
+        "--steps", type=_ints, default=None, help="steps of fixed-step methods (default 16,32,64)"
     )
     pw.add_argument(
         "--repeats", type=_positive_int, default=None, help="timing repetitions (median)"

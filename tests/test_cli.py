@@ -1,0 +1,237 @@
+"""The `odenet` command end to end: files written, one-line errors, interrupt and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from odenet.cli import main
+
+ODENET = [sys.executable, "-m", "odenet.cli"]
+
+
+@pytest.fixture(autouse=True)
+def _env(tmp_path, monkeypatch):
+    monkeypatch.setenv("ODENET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+
+
+def run(args, cwd, timeout=240):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run(
+        ODENET + args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+@pytest.mark.slow
+def test_converge_with_defaults_writes_table_plot_and_config(tmp_path):
+    r = run(["converge"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "odenet-results" / "converge-cos"
+    for name in [
+        "config.json",
+        "results.csv",
+        "orders.csv",
+        "summary.json",
+        "convergence.png",
+        "study.json",
+    ]:
+        assert (out / name).is_file(), name
+    orders = pd.read_csv(out / "orders.csv")
+    assert list(orders["method"]) == ["euler", "heun", "rk3", "rk4", "dopri5", "radau_iia5"]
+    assert (abs(orders["observed_order"] - orders["expected_order"]) < 0.3).all()
+    assert "observed" in r.stdout and "radau_iia5" in r.stdout
+    assert "42 computed, 0 loaded" in r.stdout
+    config = json.loads((out / "config.json").read_text())
+    assert config["command"] == "converge" and config["problem"] == "cos"
+    assert config["n_steps"] == [8, 11, 16, 23, 32, 45, 64]
+
+
+def test_converge_with_options_and_rerun_from_its_config(tmp_path):
+    args = [
+        "converge",
+        "--problem",
+        "kepler",
+        "--param",
+        "eccentricity=0.1",
+        "--methods",
+        "heun,rk4",
+        "--steps",
+        "8,16,32",
+        "--norm",
+        "l2",
+        "--out",
+        "a",
+        "--workers",
+        "1",
+        "--no-plot",
+        "--quiet",
+    ]
+    assert main(args) == 0
+    a = tmp_path / "a"
+    assert not (a / "convergence.png").exists()
+    cfg = json.loads((a / "config.json").read_text())
+    assert cfg["params"] == {"eccentricity": 0.1} and cfg["norm"] == "l2"
+    assert main(["converge", "--config", str(a / "config.json"), "--out", "b", "--quiet"]) == 0
+    ta, tb = pd.read_csv(a / "results.csv"), pd.read_csv(tmp_path / "b" / "results.csv")
+    cols = ["method", "n_steps", "error", "error_l2", "nfe"]
+    pd.testing.assert_frame_equal(ta[cols], tb[cols])
+
+
+def test_compare_with_options_writes_its_files(tmp_path, capsys):
+    args = [
+        "compare",
+        "--problem",
+        "cos",
+        "--methods",
+        "dopri5,rk4,scipy:RK45,torchdiffeq:dopri5",
+        "--tols",
+        "1e-4,1e-6",
+        "--steps",
+        "8,16",
+        "--repeats",
+        "1",
+        "--out",
+        "c",
+    ]
+    assert main(args) == 0
+    c = tmp_path / "c"
+    for name in ["config.json", "results.csv", "summary.csv", "summary.json", "work_precision.png"]:
+        assert (c / name).is_file(), name
+    table = pd.read_csv(c / "results.csv")
+    assert set(table["label"]) == {"dopri5", "rk4", "scipy:RK45", "torchdiffeq:dopri5"}
+    assert "Work–precision" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_compare_with_defaults_subprocess(tmp_path):
+    r = run(["compare", "--quiet"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "odenet-results" / "compare-kepler"
+    assert (out / "work_precision.png").is_file()
+    table = pd.read_csv(out / "results.csv")
+    assert {"scipy:RK45", "torchdiffeq:dopri5", "dopri5"} <= set(table["label"])
+
+
+def test_problems_lists_the_library(capsys):
+    assert main(["problems"]) == 0
+    out = capsys.readouterr().out
+    assert "kepler" in out and "prothero_robinson" in out and "reference" in out
+
+
+def test_bad_option_is_one_line_and_nonzero_exit_in_a_subprocess(tmp_path):
+    r = run(["converge", "--norm", "sup"], tmp_path, timeout=120)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("odenet: error:") and "sup" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["converge", "--methods", "rk4,nope"], "unknown method(s) ['nope']"),
+        (["converge", "--problem", "nope"], "unknown problem 'nope'"),
+        (["converge", "--steps", "a,b"], "expected comma-separated integers"),
+        (["converge", "--steps", "8"], "at least two positive integers"),
+        (["converge", "--steps", "8,16", "--step-sizes", "0.1,0.2"], "not both"),
+        (["converge", "--param", "eccentricity"], "expected KEY=VALUE"),
+        (["converge", "--workers", "0"], "expected a positive integer"),
+        (["converge", "--config", "missing.json"], "cannot read --config missing.json"),
+        (["compare", "--methods", "scipy:Nope"], "unknown scipy method 'Nope'"),
+        (["compare", "--tols", "5"], "`tolerances` must be numbers in (0, 1)"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_bad_options_give_one_line_errors(args, match, capsys):
+    with pytest.raises(SystemExit) as exc:
+        sys.exit(main([*args, "--quiet"] if args[0] in ("converge", "compare") else args))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("odenet: error:")
+    assert match in err[0]
+
+
+def test_foreign_results_folder_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "study.json").write_text("{broken")
+    assert main(["converge", "--out", "x", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is corrupted" in err[0]
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_losslessly_without_recomputing(tmp_path):
+    args = [
+        "converge",
+        "--problem",
+        "cos",
+        "--methods",
+        "radau_iia5,gauss_legendre4,rk4",
+        "--steps",
+        "8,11,16,23,32,45",
+        "--workers",
+        "1",
+        "--quiet",
+        "--no-plot",
+    ]
+    cells = tmp_path / "killed" / "cells"
+    proc = subprocess.Popen(
+        [*ODENET, *args, "--out", "killed"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and proc.poll() is None:
+            if cells.is_dir() and len(list(cells.glob("*.json"))) >= 3:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the sweep finished before it could be interrupted"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in cells.glob("*.json")}
+    assert 3 <= len(before) < 18
+
+    import io
+    from contextlib import redirect_stdout
+
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert main([*args, "--out", "killed"]) == 0
+    assert f"{18 - len(before)} computed, {len(before)} loaded" in buf.getvalue()
+    for p in cells.glob("*.json"):
+        if p.name in before:  # finished cells were neither recomputed nor rewritten
+            assert (p.read_bytes(), p.stat().st_mtime_ns) == before[p.name]
+    with redirect_stdout(io.StringIO()):
+        assert main([*args, "--out", "clean"]) == 0
+    cols = ["method", "n_steps", "h", "error", "error_final", "error_max", "error_l2", "nfe"]
+    resumed = pd.read_csv(tmp_path / "killed" / "results.csv")[cols]
+    clean = pd.read_csv(tmp_path / "clean" / "results.csv")[cols]
+    pd.testing.assert_frame_equal(resumed, clean)
+    o1 = pd.read_csv(tmp_path / "killed" / "orders.csv")
+    o2 = pd.read_csv(tmp_path / "clean" / "orders.csv")
+    pd.testing.assert_frame_equal(o1, o2)
+
+
+def test_stability_and_fit_commands_exist_or_say_they_are_unavailable(capsys):
+    from odenet.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert {"converge", "compare", "problems", "stability", "fit"} <= set(sub.choices)
+
+
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    assert "converge" in capsys.readouterr().out

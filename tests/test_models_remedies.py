@@ -238,7 +238,7 @@ ERRORS = [
     ),
     (
         lambda: ODERNN(2, 4, 1).predict(small_batch(), torch.tensor([[0.5], [3.0]])),
-        "must start after each sample's reference time; sample 0",
+        "must start after each sample's last observation time; sample 0 has 0.5 vs 1",
     ),
     (lambda: LatentODE(2, 2, 4, obs_std=0.0), "`obs_std` must be a positive"),
     (lambda: LatentODE(2, 2, 4).decode(torch.zeros(2, 3), torch.zeros(2, 2)), r"`z0` must be"),
@@ -254,7 +254,7 @@ ERRORS = [
         lambda: LatentODE(2, 2, 4).sample_predictions(
             small_batch(), torch.tensor([[-1.0, 1.0], [0.7, 1.0]])
         ),
-        "must start at or after each sample's reference time",
+        "must start at or after each sample's first time t0; sample 0",
     ),
     (lambda: clip_grad_norm([], -1.0), "`max_norm` must be a positive"),
     (lambda: SpectralNorm((2, 2))(torch.zeros(2, 2, 2)), "SpectralNorm acts on a matrix"),

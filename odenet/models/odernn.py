@@ -105,7 +105,7 @@ def _last_valid(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return x[torch.arange(x.shape[0], device=x.device), idx]
 
 
-def _check_query(query_times, t_ref, name: str, strict: bool = True) -> torch.Tensor:
+def _check_query(query_times, t_ref, name: str, ref_name: str, strict: bool = True) -> torch.Tensor:
     if not isinstance(query_times, torch.Tensor) or query_times.dim() != 2:
         raise InputError(
             f"`{name}` must be a [B, Q] tensor of per-sample times, got "
@@ -123,7 +123,7 @@ def _check_query(query_times, t_ref, name: str, strict: bool = True) -> torch.Te
         b = int(bad.nonzero()[0, 0])
         rel = "after" if strict else "at or after"
         raise InputError(
-            f"`{name}` must start {rel} each sample's reference time; sample {b} has "
+            f"`{name}` must start {rel} each sample's {ref_name}; sample {b} has "
             f"{float(first[b]):.6g} vs {float(t_ref[b]):.6g}."
         )
     return query_times
@@ -215,7 +215,7 @@ class ODERNN(nn.Module):
         """
         _, after = self.states(batch)
         t_last = _last_valid(batch.times, batch.lengths)
-        _check_query(query_times, t_last, "query_times")
+        _check_query(query_times, t_last, "query_times", "last observation time")
         h_last = _last_valid(after, batch.lengths)
         grid = torch.cat([t_last[:, None], query_times.to(t_last.dtype)], dim=1)
         ys = solve(self.field, h_last, grid, **self.solver).ys[:, 1:]
@@ -374,7 +374,7 @@ class LatentODE(nn.Module):
         check_int("n_samples", n_samples)
         mu, logvar = self.encode(batch)
         t0 = batch.times[:, 0]
-        _check_query(query_times, t0, "query_times", strict=False)
+        _check_query(query_times, t0, "query_times", "first time t0", strict=False)
         q = query_times.to(t0.dtype)
         starts_at_t0 = q[:, 0] == t0
         if bool(starts_at_t0.all()):

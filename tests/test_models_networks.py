@@ -88,6 +88,29 @@ def test_euler_resnet_with_layerwise_weights_equals_classic_resnet_bit_for_bit()
     assert torch.equal(ResNet(field, 3, "euler", horizon=3.0)(h0), h)
 
 
+def test_a_plain_pytorch_resnet_is_the_euler_discretization_of_its_layerwise_field():
+    torch.manual_seed(9)
+    blocks = [nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 3)).double() for _ in "abcd"]
+    h0 = torch.randn(5, 3, dtype=F64)
+    h = h0
+    for g in blocks:  # the network as a user wrote it
+        h = h + g(h)
+    field = LayerwiseField.from_residual_blocks(blocks)
+    net = ResNet(field, 4, "euler", horizon=4.0)
+    assert torch.equal(net(h0), h)
+    assert field.piece(2).module is blocks[2]  # shared, not copied
+    # …and the continuous model it discretizes, on the same parameters
+    node = net.to_neural_ode(rtol=1e-8, atol=1e-10)
+    assert node.flow(h0, 0.0, 4.0).shape == (5, 3)
+    # another horizon rescales the field so that Euler still reproduces the network
+    torch.testing.assert_close(
+        ResNet(LayerwiseField.from_residual_blocks(blocks, horizon=1.0), 4, horizon=1.0)(h0),
+        h,
+        rtol=1e-14,
+        atol=1e-14,
+    )
+
+
 def test_midpoint_resnet_block_is_the_handwritten_midpoint_step():
     f = smooth_field()
     h0 = torch.randn(4, 3, dtype=F64)

@@ -197,6 +197,11 @@ ERRORS = [
     (lambda: MLPField(0, 8), r"`dim` must be an integer ≥ 1, got 0"),
     (lambda: MLPField(3, 8, depth=1.5), r"`depth` must be an integer ≥ 1"),
     (lambda: LayerwiseField([]), "`pieces` is empty"),
+    (lambda: LayerwiseField.from_residual_blocks([]), "`blocks` is empty"),
+    (
+        lambda: LayerwiseField.from_residual_blocks([nn.Identity()], horizon=0),
+        "`horizon` must be a positive finite number, got 0",
+    ),
     (lambda: LayerwiseField([MLPField(2, 2)], horizon=-1.0), "`horizon` must be a positive"),
     (lambda: LayerwiseField.mlp(2, 2, 0), r"`n_layers` must be an integer ≥ 1"),
     (lambda: InputPath(torch.arange(3.0), torch.zeros(1, 3, 2), "cubic"), "`interpolation`"),

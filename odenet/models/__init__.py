@@ -12,6 +12,7 @@ from odenet.models.convert import (
     resnet_to_neural_ode,
 )
 from odenet.models.fields import (
+    Autonomous,
     DrivenField,
     InputPath,
     LayerwiseField,
@@ -33,6 +34,7 @@ from odenet.models.rnn import RNN
 __all__ = [
     "ODERNN",
     "RNN",
+    "Autonomous",
     "DrivenField",
     "InputPath",
     "LatentODE",

@@ -148,6 +148,24 @@ class LayerwiseField(nn.Module):
         check_int("n_layers", n_layers)
         return cls([MLPField(dim, hidden, **mlp_options) for _ in range(n_layers)], horizon=horizon)
 
+    @classmethod
+    def from_residual_blocks(cls, blocks, *, horizon: float | None = None):
+        """The field of an existing ResNet ``h ← h + g_ℓ(h)`` (``blocks`` = the ``g_ℓ``).
+
+        ``f_ℓ(t, h) = g_ℓ(h) / Δt`` with ``Δt = horizon / L``; the default
+        ``horizon = L`` gives ``Δt = 1`` and ``f_ℓ = g_ℓ`` exactly, so
+        ``ResNet(field, L, "euler", horizon=L)`` reproduces the network bit for bit.
+        The blocks are shared, not copied.
+        """
+        blocks = list(blocks)
+        if len(blocks) == 0:
+            raise InputError("`blocks` is empty; give the residual branches g_ℓ of the network.")
+        T = float(len(blocks)) if horizon is None else horizon
+        if not (isinstance(T, (int, float)) and T > 0 and math.isfinite(T)):
+            raise InputError(f"`horizon` must be a positive finite number, got {horizon!r}.")
+        dt = T / len(blocks)
+        return cls([Autonomous(b, scale=1.0 / dt) for b in blocks], horizon=T)
+
     @property
     def n_layers(self) -> int:
         return len(self.pieces)
@@ -175,6 +193,19 @@ class LayerwiseField(nn.Module):
             rows = (idx == layer).nonzero()[:, 0].to(h.device)
             out = out.index_put((rows,), self.pieces[layer](tt[rows], h[rows]))
         return out
+
+
+class Autonomous(nn.Module):
+    """``f(t, h) = scale · g(h)``: a time-independent module as a vector field."""
+
+    def __init__(self, module: nn.Module, *, scale: float = 1.0):
+        super().__init__()
+        self.module = module
+        self.scale = float(scale)
+
+    def forward(self, t, h: torch.Tensor) -> torch.Tensor:
+        out = self.module(h)
+        return out if self.scale == 1.0 else self.scale * out
 
 
 class InputPath:

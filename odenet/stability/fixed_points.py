@@ -134,7 +134,13 @@ def find_fixed_point(
         if float(r.abs().max()) <= tol * (1.0 + float(x.abs().max())):
             return x
         J = jacobian(F, x).reshape(r.numel(), r.numel())
-        x = x - torch.linalg.solve(J, r).reshape(shape)
+        try:
+            x = x - torch.linalg.solve(J, r).reshape(shape)
+        except RuntimeError:  # torch.linalg.LinAlgError
+            raise StabilityInputError(
+                "Newton's method met a singular Jacobian of the equilibrium equation at "
+                f"x = {x.tolist()}; start from another `x0`."
+            ) from None
     raise StabilityInputError(
         f"Newton's method did not find an equilibrium in {max_iter} iterations from `x0`; "
         "start closer to it or raise `max_iter`."

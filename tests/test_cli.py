@@ -235,3 +235,31 @@ def test_help_lists_the_commands(capsys):
         main(["--help"])
     assert exc.value.code == 0
     assert "converge" in capsys.readouterr().out
+
+
+def test_plots_are_written_and_stability_function_matches_the_closed_form(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+
+    from odenet.plotting import (
+        _stability_function,
+        plot_convergence,
+        plot_stability_regions,
+        plot_work_precision,
+    )
+    from odenet.studies import convergence, work_precision
+
+    res = convergence("cos", methods="euler,rk4", n_steps=[4, 8, 16])
+    plot_convergence(res, path=tmp_path / "c.png")
+    wp = work_precision("cos", methods="dopri5,scipy:RK45", tolerances=[1e-3, 1e-5], repeats=1)
+    plot_work_precision(wp, path=tmp_path / "w.png")
+    plot_stability_regions(["euler", "rk4", "radau_iia5"], path=tmp_path / "s.png", n=61)
+    for name in ["c.png", "w.png", "s.png"]:
+        assert (tmp_path / name).stat().st_size > 1000
+    z = np.array([-2.5 + 0.5j, -1.0, 0.3j])
+    np.testing.assert_allclose(
+        _stability_function("rk4")(z), 1 + z + z**2 / 2 + z**3 / 6 + z**4 / 24, rtol=1e-12
+    )
+    np.testing.assert_allclose(_stability_function("backward_euler")(z), 1 / (1 - z), rtol=1e-12)

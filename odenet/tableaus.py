@@ -3,11 +3,18 @@
 A method is a frozen tableau ``(A, b, c)`` with an optional embedded weight vector
 ``b_hat`` (for error estimation) and an optional continuous extension
 (:class:`DenseOutput`).  Coefficients are kept exactly (sympy rationals or
-surds) so order conditions can be checked in exact arithmetic; the float64 numpy
-arrays ``A``, ``b``, ``c`` are what the integrator turns into tensors.
+surds) so order conditions can be checked in exact arithmetic
+(:mod:`odenet.order_conditions`); the float64 numpy arrays ``A``, ``b``, ``c`` are
+what the integrator turns into tensors.  Methods whose coefficients were published
+as truncated decimals (DOP853 to 30 digits, Tsit5, Kvaerno5) keep those decimals as
+sympy Floats of the published precision, and every identity (row sums, ``Σb = 1``,
+order conditions) is checked to that precision.
 
 Structural flags (explicit, diagonally implicit, FSAL, stiffly accurate) are
-*derived* from the coefficients, never declared.
+*derived* from the coefficients, never declared.  The registry is lazy: a method's
+factory runs (and its sympy checks are paid) on first use, then is cached.
+
+The table of all methods, with references, is ``docs/methods.md``.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 import mpmath
 import sympy
 
+from odenet._errors import InputError
 from odenet.tableaus import ButcherTableau
 from odenet.tableaus import tableau as _tableau
 
@@ -212,13 +213,13 @@ def _weights(tab: ButcherTableau, weights: str):
         return tab.b_exact
     if weights == "b_hat":
         if tab.b_hat_exact is None:
-            raise ValueError(f"tableau {tab.name!r} has no embedded weights `b_hat`.")
+            raise InputError(f"tableau {tab.name!r} has no embedded weights `b_hat`.")
         return tab.b_hat_exact
     if weights == "b_hat2":
         if getattr(tab, "b_hat2_exact", None) is None:
-            raise ValueError(f"tableau {tab.name!r} has no second embedded weights `b_hat2`.")
+            raise InputError(f"tableau {tab.name!r} has no second embedded weights `b_hat2`.")
         return tab.b_hat2_exact
-    raise ValueError(f"`weights` must be 'b', 'b_hat' or 'b_hat2', got {weights!r}.")
+    raise InputError(f"`weights` must be 'b', 'b_hat' or 'b_hat2', got {weights!r}.")
 
 
 def _conditions(tab: ButcherTableau, weights: str, order: int):

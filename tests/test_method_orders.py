@@ -200,3 +200,16 @@ def test_stiff_decay_of_implicit_methods(name):
         assert abs(r) < 1e-5
     else:
         assert abs(abs(r) - 1) < 1e-3
+
+
+@pytest.mark.parametrize("name", [m for m in methods() if tableau(m).is_explicit])
+def test_fsal_methods_reuse_the_last_stage(name):
+    # n fixed steps: f(t0, y0) once, then s − 1 new stages per step; a non-FSAL method
+    # also evaluates f(t1, y1) after every step but the last
+    tab = tableau(name)
+    n = 5
+    sol = odenet.solve(
+        field, Y0, torch.tensor([0.0, 1.0], dtype=torch.float64), method=name, step_size=1 / n
+    )
+    expected = 1 + (tab.stages - 1) * n + (0 if tab.is_fsal else n - 1)
+    assert sol.stats["nfe"] == expected

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from odenet._errors import InputError
 from odenet.order_conditions import (
     density,
     order_conditions,
@@ -184,10 +185,10 @@ def test_runge_family_is_exactly_second_order(alpha):
 
 
 def test_weights_argument_is_validated():
-    with pytest.raises(ValueError, match="`weights` must be 'b', 'b_hat' or 'b_hat2', got 'c'"):
+    with pytest.raises(InputError, match="`weights` must be 'b', 'b_hat' or 'b_hat2', got 'c'"):
         verify_order("rk4", weights="c")
-    with pytest.raises(ValueError, match="has no embedded weights `b_hat`"):
+    with pytest.raises(InputError, match="has no embedded weights `b_hat`"):
         verify_order("rk4", weights="b_hat")
-    with pytest.raises(ValueError, match="has no second embedded weights `b_hat2`"):
+    with pytest.raises(InputError, match="has no second embedded weights `b_hat2`"):
         order_conditions("dopri5", weights="b_hat2")
     assert verify_dense_order("rk4") == -1

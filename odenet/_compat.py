@@ -160,6 +160,10 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adj
         )
     name = _method_name(method)
     kwargs = _translate(name, options, rtol, atol)
+    if sensitivity == "adjoint" and "adjoint_params" not in adjoint:
+        # torchdiffeq's default; found here because a tuple state wraps `func` below
+        if isinstance(func, torch.nn.Module):
+            adjoint = {**adjoint, "adjoint_params": tuple(func.parameters())}
     tuple_state = isinstance(y0, tuple | list)
     if tuple_state:
         packer = _TupleState(y0)

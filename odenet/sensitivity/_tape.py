@@ -35,7 +35,11 @@ class Tape:
     """
 
     def __init__(self, s0: torch.Tensor, y0: torch.Tensor, every: int | None = None):
-        self.s = [s0.detach()]
+        # step ends in one growing buffer: a tensor per step would cost ~2 kB of
+        # bookkeeping each, i.e. memory growing with N
+        self._buf = s0.detach().new_empty(64, s0.shape[0])
+        self._buf[0] = s0.detach()
+        self._n = 1
         self.ckpt = {0: y0.detach()}
         self.adaptive = every is None
         self.stride = 1 if every is None else int(every)
@@ -44,8 +48,13 @@ class Tape:
         s, y, accept = item
         if not bool(accept.any()):
             return
-        self.s.append(s.detach())
-        i = len(self.s) - 1
+        if self._n == self._buf.shape[0]:
+            grown = self._buf.new_empty(2 * self._n, self._buf.shape[1])
+            grown[: self._n] = self._buf
+            self._buf = grown
+        self._buf[self._n] = s.detach()
+        self._n += 1
+        i = self._n - 1
         if i % self.stride == 0:
             self.ckpt[i] = y.detach()
         if self.adaptive and len(self.ckpt) > 2 * self.stride + 1:
@@ -53,8 +62,13 @@ class Tape:
             self.ckpt = {j: v for j, v in self.ckpt.items() if j % self.stride == 0}
 
     @property
+    def s(self) -> torch.Tensor:
+        """``[N + 1, K]`` internal time of every row after each kept iteration."""
+        return self._buf[: self._n]
+
+    @property
     def n_steps(self) -> int:
-        return len(self.s) - 1
+        return self._n - 1
 
     def segments(self) -> list[tuple[int, int]]:
         """``(start, end)`` iteration indices of the segments, last first."""
@@ -85,7 +99,7 @@ class OutputMap:
 
     def __init__(self, tape: Tape, s_out: torch.Tensor):
         K, T = s_out.shape
-        S = torch.stack(tape.s)  # [N + 1, K]
+        S = tape.s  # [N + 1, K]
         tdt = s_out.dtype
         eps = torch.finfo(tdt).eps
         snap = 64 * eps * s_out[:, -1].abs()  # the loop's landing tolerance
@@ -167,8 +181,9 @@ def replay(g, rk, tape: Tape, omap: OutputMap, i0: int, i1: int, y, *, dense: bo
             else:
                 value = y1
             outputs.append((mask, idx, value))
-        if dense:
-            steps.append(StepData(s, h, y, y1, f0, f1, ks, acc))
+        if dense:  # Hermite needs only the ends: drop the stages to save memory
+            kept = ks if rk.has_own_interpolant else None
+            steps.append(StepData(s, h, y, y1, f0, f1, kept, acc))
         if bool(acc.all()):
             y = y1
             f0 = f1 if f1 is not None else f0

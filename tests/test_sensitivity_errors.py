@@ -1,0 +1,123 @@
+"""Every error the sensitivity package raises, with its message."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from odenet._errors import InputError, SolverError, StepSizeUnderflowError
+from odenet._solve import prepare, solve
+from odenet.sensitivity import solve_with
+
+DT = torch.float64
+T = torch.tensor([0.0, 1.0], dtype=DT)
+
+
+def lin(a):
+    return lambda t, y: a * y
+
+
+def test_unknown_option_names_the_allowed_ones():
+    with pytest.raises(InputError, match=r"unknown option\(s\) 'adjoint_rtol' for sens"):
+        solve(lin(1.0), torch.ones(2, dtype=DT), T, sensitivity="checkpoint", adjoint_rtol=1e-3)
+
+
+def test_checkpoint_every_must_be_positive_integer():
+    with pytest.raises(InputError, match="`checkpoint_every` must be a positive integer"):
+        solve(lin(1.0), torch.ones(2, dtype=DT), T, sensitivity="adjoint", checkpoint_every=0)
+
+
+def test_adjoint_options_validated():
+    y0 = torch.ones(2, dtype=DT)
+    with pytest.raises(InputError, match="`adjoint_options` must be a dict"):
+        solve(lin(1.0), y0, T, sensitivity="adjoint", adjoint_options="seminorm")
+    with pytest.raises(InputError, match=r"unknown `adjoint_options` key\(s\) \['step_size'\]"):
+        solve(lin(1.0), y0, T, sensitivity="adjoint", adjoint_options={"step_size": 0.1})
+    with pytest.raises(InputError, match=r"`adjoint_options\['norm'\]` must be 'seminorm'"):
+        solve(lin(1.0), y0, T, sensitivity="adjoint", adjoint_options={"norm": "l2"})
+    with pytest.raises(InputError, match="disagree; give one"):
+        solve(
+            lin(1.0),
+            y0,
+            T,
+            sensitivity="adjoint",
+            adjoint_options={"norm": "seminorm"},
+            adjoint_seminorm=False,
+        )
+
+
+def test_full_norm_needs_shared_grid():
+    y0 = torch.ones(2, 1, dtype=DT)
+    tt = torch.tensor([[0.0, 1.0], [0.0, 2.0]], dtype=DT)
+    with pytest.raises(InputError, match="needs a shared time grid"):
+        solve(lin(1.0), y0, tt, sensitivity="adjoint", adjoint_seminorm=False)
+
+
+def test_adjoint_params_validated():
+    y0 = torch.ones(2, dtype=DT)
+    with pytest.raises(InputError, match="`adjoint_params` must be an iterable of tensors"):
+        solve(lin(1.0), y0, T, sensitivity="adjoint", adjoint_params=3)
+    with pytest.raises(InputError, match="`adjoint_params` item 0 is a float, not a tensor"):
+        solve(lin(1.0), y0, T, sensitivity="adjoint", adjoint_params=[1.0])
+
+
+@pytest.mark.parametrize("kind", ["adjoint", "checkpoint"])
+def test_closure_tensor_requiring_grad_without_adjoint_params_is_refused(kind):
+    a = torch.tensor(0.5, dtype=DT, requires_grad=True)
+    with pytest.raises(InputError, match=r"uses 1 tensor\(s\) that require grad but are not"):
+        solve(lin(a), torch.ones(2, dtype=DT), T, sensitivity=kind)
+    # passing it fixes it
+    solve(lin(a), torch.ones(2, dtype=DT), T, sensitivity=kind, adjoint_params=[a])
+
+
+def test_backward_of_failed_solve_raises():
+    a = torch.tensor(1.0, dtype=DT, requires_grad=True)
+    sol = solve(
+        lin(a),
+        torch.ones(2, dtype=DT),
+        torch.tensor([0.0, 10.0], dtype=DT),
+        sensitivity="adjoint",
+        adjoint_params=[a],
+        max_steps=3,
+        throw=False,
+    )
+    assert not sol.success
+    with pytest.raises(SolverError, match="the forward solve failed"):
+        sol.ys[-1].nan_to_num().sum().backward()
+
+
+def test_adjoint_step_underflow_is_reported():
+    a = torch.tensor(-1.0, dtype=DT, requires_grad=True)
+    sol = solve(
+        lin(a),
+        torch.ones(2, dtype=DT),
+        T,
+        sensitivity="adjoint",
+        adjoint_params=[a],
+        adjoint_rtol=0.0,
+        adjoint_atol=1e-300,
+    )
+    with pytest.raises(StepSizeUnderflowError, match="adjoint solve's step size underflowed"):
+        sol.ys[-1].sum().backward()
+
+
+def test_solve_with_rejects_unknown_kind():
+    prep, tab = prepare(
+        lin(1.0),
+        torch.ones(1, dtype=DT),
+        T,
+        method="rk4",
+        rtol=1e-6,
+        atol=1e-8,
+        step_size=0.1,
+        max_steps=100,
+        first_step=None,
+        min_step=0.0,
+        max_step=None,
+        controller="I",
+        norm=None,
+        newton_tol=None,
+        newton_max_iter=None,
+    )
+    with pytest.raises(InputError, match="kind must be one of"):
+        solve_with("direct", prep, tab, throw=True)

@@ -178,18 +178,41 @@ class Problem:
         return reference_solution(self, t)
 
     def key(self) -> str:
-        """A stable identity string: spec (for built-ins) or name, y0 and span."""
+        """A stable identity: spec (built-ins) or name, y0, span and a fingerprint of ``f``.
+
+        The fingerprint (bytecode, constants and closure values of ``f`` and ``f_numpy``)
+        keeps a cached reference or a results folder from being reused after the vector
+        field of a user problem was edited.
+        """
         ident = {
             "name": self.name,
             "spec": list(self.spec) if self.spec is not None else None,
             "y0": self.y0.tolist(),
             "span": list(self.span),
         }
+        if self.spec is None:
+            ident["f"] = _fingerprint(self.f)
+            ident["f_numpy"] = _fingerprint(self.f_numpy)
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
     def __repr__(self) -> str:
         kind = "exact" if self.has_exact else "reference"
         return f"Problem({self.name!r}, n={self.dim}, span={self.span}, {kind})"
+
+
+def _fingerprint(fn) -> str | None:
+    if fn is None:
+        return None
+    code = getattr(fn, "__code__", None)
+    if code is None:  # a callable object: its class name is all we can rely on
+        return type(fn).__qualname__
+    parts = [code.co_code.hex(), repr(code.co_consts), repr(code.co_names)]
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            parts.append(repr(cell.cell_contents)[:500])
+        except ValueError:  # empty cell
+            parts.append("<empty>")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
 # --- the reference-solution cache -------------------------------------------------------

@@ -175,3 +175,15 @@ def test_as_problem_needs_y0_and_span_with_a_field():
         P.as_problem(3)
     with pytest.raises(InputError, match="only used with a vector field"):
         P.as_problem(P.get_problem("cos"), y0=[1.0])
+
+
+def test_editing_a_user_field_changes_its_identity():
+    a = P.Problem(lambda t, y: -y, y0=[1.0], span=(0, 1))
+    b = P.Problem(lambda t, y: -2 * y, y0=[1.0], span=(0, 1))
+    lam = 3.0
+    c = P.Problem(lambda t, y: -lam * y, y0=[1.0], span=(0, 1))
+    assert len({a.key(), b.key(), c.key()}) == 3
+    assert a.key() == P.Problem(lambda t, y: -y, y0=[1.0], span=(0, 1)).key()
+    # and so a cached reference of one is never served for the other
+    np.testing.assert_allclose(a.solution([1.0]), [[np.exp(-1)]], rtol=1e-11)
+    np.testing.assert_allclose(b.solution([1.0]), [[np.exp(-2)]], rtol=1e-11)

@@ -286,9 +286,12 @@ def run_cells(
         return counts
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(todo), desc=desc, file=sys.stderr, unit="cell", leave=False)
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:  # the bar is a nicety, never a requirement
+            tqdm = None
+        if tqdm is not None:
+            bar = tqdm(total=len(todo), desc=desc, file=sys.stderr, unit="cell", leave=False)
     try:
         if executor is None:
             for key, args in todo:

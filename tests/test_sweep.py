@@ -107,3 +107,20 @@ def test_unpicklable_user_problem_falls_back_to_serial_with_a_warning():
             workers=2,
         )
     assert len(res.table) == 2
+
+
+def test_cli_scheduler_option_gives_the_local_table(tmp_path, monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    from odenet.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    args = ["converge", "--methods", "heun,rk4", "--steps", "4,8,16", "--quiet", "--no-plot"]
+    assert main([*args, "--out", "local", "--workers", "2"]) == 0
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        assert main([*args, "--out", "dask", "--scheduler", cluster.scheduler_address]) == 0
+    a = pd.read_csv(tmp_path / "local" / "results.csv")
+    b = pd.read_csv(tmp_path / "dask" / "results.csv")
+    cols = ["method", "n_steps", "h", "error", "error_final", "error_max", "error_l2", "nfe"]
+    pd.testing.assert_frame_equal(a[cols], b[cols])

@@ -130,7 +130,8 @@ class _Run:
         self.s_out = s_out.detach()
         self.y0_rows = y0_rows.detach()
         g = prep.internal_field(prep.f, check=True)
-        self.tape = Tape(self.s_out[:, 0], self.y0_rows, self.every)
+        levels = 2 if self.kind == "adjoint" else 1
+        self.tape = Tape(self.s_out[:, 0], self.y0_rows, self.every, levels=levels)
         self.result = integrate(g, self.s_out, self.y0_rows, prep.cfg, record=self.tape)
         self.result.steps_record = []
         return self.result.ys

@@ -274,6 +274,38 @@ class AdjointSolver:
                     )
 
 
+def _sub_segments(run, tape: Tape, omap: OutputMap):
+    """Yield ``(start, end)`` of sub-segments, last first, keeping their start states
+    in ``run.sub_ckpt``: each segment of ``k`` steps is replayed once without dense
+    output to store ``√k`` states, then sub-segment by sub-segment with it (so the
+    dense output held at any time covers ``≈ √k`` steps, not ``k``)."""
+    for i0, i1 in tape.segments():
+        L = i1 - i0
+        m = max(1, math.isqrt(L)) if tape.levels > 1 else L
+        run.sub_ckpt = {i0: tape.ckpt[i0]}
+        if m < L:
+            with torch.no_grad():
+                if run.rk.newton is not None:
+                    run.rk.newton.forget()
+                *_, kept = replay(
+                    run.g_count,
+                    run.rk,
+                    tape,
+                    omap,
+                    i0,
+                    i1,
+                    tape.ckpt[i0],
+                    dense=False,
+                    keep_every=m,
+                )
+            run.sub_ckpt.update(kept)
+        starts = sorted(run.sub_ckpt)
+        ends = [*starts[1:], i1]
+        for a, b in reversed(list(zip(starts, ends))):
+            yield a, b
+            del run.sub_ckpt[a]
+
+
 def adjoint_backward(run, grad_ys: torch.Tensor):
     """``(∂L/∂y0_rows [K, n], a(s_0) [K, n], [∂L/∂θ])`` for output cotangents ``grad_ys``."""
     tape: Tape = run.tape
@@ -288,14 +320,16 @@ def adjoint_backward(run, grad_ys: torch.Tensor):
     a = torch.zeros_like(run.y0_rows)
     gth = [None] * len(run.params)
     rows = torch.arange(K, device=a.device)
-    for i0, i1 in tape.segments():
+    for b0, b1 in _sub_segments(run, tape, omap):
         with torch.no_grad():
             if run.rk.newton is not None:
                 run.rk.newton.forget()
-            _, _, steps = replay(run.g_count, run.rk, tape, omap, i0, i1, tape.ckpt[i0], dense=True)
+            _, _, steps = replay(
+                run.g_count, run.rk, tape, omap, b0, b1, run.sub_ckpt[b0], dense=True
+            )
         run.segments_replayed += 1
-        for j in range(i1, i0, -1):
-            data = steps[j - i0 - 1]
+        for j in range(b1, b0, -1):
+            data = steps[j - b0 - 1]
             p = tape.s[j]
             for mask, idx, _, at_end in reversed(omap.rounds.get(j, ())):
                 t_ev = s_out[rows, idx]
@@ -306,6 +340,7 @@ def adjoint_backward(run, grad_ys: torch.Tensor):
             p, a, gth = solver.solve(p, tape.s[j - 1], a, gth, data)
         del steps
     solver.carry = None
+    run.sub_ckpt = {}
     run.backward_accepted = solver.accepted
     run.backward_rejected = solver.rejected
     return a, gth

@@ -19,6 +19,8 @@ same masking as the forward loop in :func:`odenet._loop.integrate`.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from odenet._errors import InputError
@@ -34,7 +36,9 @@ class Tape:
         Fixed checkpoint stride (steps per segment); default adapts to ``≈ √N``.
     """
 
-    def __init__(self, s0: torch.Tensor, y0: torch.Tensor, every: int | None = None):
+    def __init__(
+        self, s0: torch.Tensor, y0: torch.Tensor, every: int | None = None, *, levels: int = 1
+    ):
         # step ends in one growing buffer: a tensor per step would cost ~2 kB of
         # bookkeeping each, i.e. memory growing with N
         self._buf = s0.detach().new_empty(64, s0.shape[0])
@@ -43,6 +47,7 @@ class Tape:
         self.ckpt = {0: y0.detach()}
         self.adaptive = every is None
         self.stride = 1 if every is None else int(every)
+        self.levels = levels
 
     def append(self, item) -> None:
         s, y, accept = item
@@ -57,9 +62,17 @@ class Tape:
         i = self._n - 1
         if i % self.stride == 0:
             self.ckpt[i] = y.detach()
-        if self.adaptive and len(self.ckpt) > 2 * self.stride + 1:
+        if self.adaptive and len(self.ckpt) > self._limit():
             self.stride *= 2
             self.ckpt = {j: v for j, v in self.ckpt.items() if j % self.stride == 0}
+
+    def _limit(self) -> int:
+        # one level: N/k stored states + k recomputed -> k ≈ √N.  Two levels (the
+        # adjoint re-splits each segment into √k sub-segments): N/k + 2√k -> k ≈ N^⅔,
+        # O(N^⅓) states in all.
+        if self.levels == 1:
+            return 2 * self.stride + 1
+        return max(8, 2 * math.isqrt(self.stride)) + 1
 
     @property
     def s(self) -> torch.Tensor:
@@ -151,17 +164,21 @@ class StepData:
         return rk.interpolate(theta, self.y, self.y1, self.f0, self.f1, self.h, self.ks)
 
 
-def replay(g, rk, tape: Tape, omap: OutputMap, i0: int, i1: int, y, *, dense: bool):
+def replay(
+    g, rk, tape: Tape, omap: OutputMap, i0: int, i1: int, y, *, dense: bool, keep_every=None
+):
     """Re-run kept iterations ``i0 + 1 .. i1`` from the state ``y`` at ``tape.s[i0]``.
 
     Returns ``(y_end, outputs, steps)``: ``outputs`` a list of ``(mask, idx, value)``
     (the forward's output values inside the segment), ``steps`` a list of
     :class:`StepData` when ``dense`` (each with a derivative at both ends).
-    Differentiable when run under ``torch.enable_grad()``.
+    Differentiable when run under ``torch.enable_grad()``.  With ``keep_every=m``
+    the states after iterations ``i0 + m, i0 + 2m, … < i1`` are returned too, as a
+    fourth item (a dict).
     """
     s = tape.s[i0]
     f0 = g(s, y)
-    outputs, steps = [], []
+    outputs, steps, kept = [], [], {}
     for j in range(i0 + 1, i1 + 1):
         s1 = tape.s[j]
         h = s1 - s
@@ -194,4 +211,8 @@ def replay(g, rk, tape: Tape, omap: OutputMap, i0: int, i1: int, y, *, dense: bo
         if rk.newton is not None:
             rk.newton.state_changed()
         s = s1
+        if keep_every and j < i1 and (j - i0) % keep_every == 0:
+            kept[j] = y
+    if keep_every:
+        return y, outputs, steps, kept
     return y, outputs, steps

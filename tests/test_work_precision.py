@@ -76,7 +76,7 @@ def test_scipy_and_torchdiffeq_rows_are_real_runs(result):
 
 def test_timings_are_medians_of_repeats(result):
     assert (result.table["wall_s"] > 0).all()
-    assert "Cheapest run reaching each error target" in result.to_text()
+    assert "Fewest evaluations reaching each error target" in result.to_text()
 
 
 def test_failed_solver_is_a_row_not_a_crash():

@@ -35,6 +35,24 @@ TORCHDIFFEQ_METHODS = {
     "sdirk2": "sdirk2",
     "trbdf2": "trbdf2",
 }
+# torchdiffeq's fixed-grid solvers (they step on `t` unless given a step_size),
+# whatever odenet's tableau could do adaptively
+TORCHDIFFEQ_FIXED = {
+    "euler",
+    "midpoint",
+    "heun2",
+    "heun3",
+    "rk4",
+    "implicit_euler",
+    "implicit_midpoint",
+    "trapezoid",
+    "gl4",
+    "gl6",
+    "radauiia3",
+    "radauiia5",
+    "sdirk2",
+    "trbdf2",
+}
 _NOT_RUNGE_KUTTA = ("explicit_adams", "implicit_adams", "fixed_adams", "scipy_solver")
 
 _ADAPTIVE_KEYS = {"first_step", "safety", "ifactor", "dfactor", "max_num_steps", "dtype", "norm"}
@@ -178,7 +196,8 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adj
     from odenet.tableaus import tableau as _tab
 
     tab = _tab(name)
-    on_outputs = not tab.is_adaptive and kwargs.get("step_size") is None
+    fixed = (isinstance(method, str) and method.lower() in TORCHDIFFEQ_FIXED) or not tab.is_adaptive
+    on_outputs = fixed and kwargs.get("step_size") is None
     if sensitivity == "direct":
         prep, tab = prepare(
             func,

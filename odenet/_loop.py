@@ -134,12 +134,15 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
         h = initial_step(g, s, y, f0, s_end, rk, cfg.rtol, cfg.atol, norm)
     h = h.detach()
 
+    # times closer than this are the same time (grid nodes, outputs on step ends)
+    snap = 64 * eps * torch.maximum(s_end.detach().abs(), s_out[:, 0].detach().abs()).clamp_min(1.0)
+
+    n_iter = n_all_accepted = 0
     while not bool(done.all()):
         active = ~done
         # --- the step size to try -----------------------------------------------
         with torch.no_grad():
             remaining = (s_end - s).detach()
-            snap = 64 * eps * torch.maximum(s_end.abs(), torch.where(h.isinf(), 0, h).abs())
             if fixed:
                 if cfg.grid is None:
                     target = s_out[:, 0].detach() + (node + 1).to(tdt) * h_fix
@@ -173,41 +176,41 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
                 accept = ratio <= 1
             accept = accept & active
 
-        # --- the derivative at the end of the step (needed by the next step and Hermite)
+        # --- the end of the step; outputs inside it ----------------------------------
         s1 = torch.where(to_node & accept, s_end if not fixed else target, s + h_try)
         s1 = torch.where(accept, s1, s)
         any_accept = bool(accept.any())
         f1 = out.f1
         ks = out.ks
         if any_accept:
-            cursor_idx = cursor.clamp(max=T - 1)
-            t_next = s_out.gather(1, cursor_idx[:, None])[:, 0]
-            pending = accept & (cursor < T)
-            in_step = pending & (t_next <= s1 + snap)
-            will_be_done = (s1 >= s_end) | ~active
-            interior = in_step & ((s1 - t_next).abs() > snap)
-            need_interior = bool(interior.any())
-            if f1 is None and (
-                (need_interior and not rk.has_own_interpolant) or not bool(will_be_done.all())
-            ):
-                f1 = g(s1, y1)
-            if need_interior and rk.has_own_interpolant:
-                ks = rk.extra_stages(g, s, y, h_try, ks)
-            # --- outputs inside this step -------------------------------------------
-            h_div = torch.where(h_try == 0, torch.ones_like(h_try), h_try)
-            while bool(in_step.any()):
-                at_end = (s1 - t_next).abs() <= snap
-                if bool((in_step & ~at_end).any()):
-                    theta = ((t_next - s) / h_div).clamp(0, 1)
-                    value = rk.interpolate(theta, y, y1, f0, f1, h_try, ks)
-                    value = torch.where(at_end[:, None], y1, value)
+            # every output time in (s, s1] of each accepting row, evaluated at once
+            n_in = ((s_out <= (s1 + snap)[:, None]).sum(dim=1) - cursor).clamp_min(0)
+            n_in = torch.where(accept, n_in, torch.zeros_like(n_in))
+            m = int(n_in.max())
+            if m > 0:
+                offsets = torch.arange(m, device=dev)
+                cols = cursor[:, None] + offsets  # [K, m]
+                valid = offsets[None, :] < n_in[:, None]
+                t_req = s_out.gather(1, cols.clamp(max=T - 1))
+                at_end = (s1[:, None] - t_req).abs() <= snap[:, None]
+                interior = bool((valid & ~at_end).any())
+            else:
+                interior = False
+            needs_f1 = interior and not rk.has_own_interpolant
+            if f1 is None and (needs_f1 or not bool((s1 >= s_end)[active].all())):
+                f1 = g(s1, y1)  # also the next step's first stage
+            if m > 0:
+                if interior:
+                    if rk.has_own_interpolant:
+                        ks = rk.extra_stages(g, s, y, h_try, ks)
+                    h_div = torch.where(h_try == 0, torch.ones_like(h_try), h_try)
+                    theta = ((t_req - s[:, None]) / h_div[:, None]).clamp(0, 1)
+                    values = rk.interpolate(theta, y, y1, f0, f1, h_try, ks)
+                    values = torch.where(at_end[:, :, None], y1[:, None], values)
                 else:
-                    value = y1
-                outputs.append((cursor.clone(), in_step.clone(), value))
-                cursor = cursor + in_step.long()
-                cursor_idx = cursor.clamp(max=T - 1)
-                t_next = s_out.gather(1, cursor_idx[:, None])[:, 0]
-                in_step = in_step & (cursor < T) & (t_next <= s1 + snap)
+                    values = y1[:, None].expand(K, m, n)
+                outputs.append((cols, valid, values))
+                cursor = cursor + n_in
 
         # --- commit -------------------------------------------------------------------
         # Python-level branching when every row agrees keeps rejected (possibly
@@ -222,8 +225,12 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
             if f1 is not None:
                 f0 = torch.where(acc2, f1, f0)
         s = s1
-        accepted = accepted + accept.long()
-        rejected = rejected + (active & ~accept).long()
+        if all_accept:  # the common case costs no tensor bookkeeping
+            n_all_accepted += 1
+        else:
+            accepted = accepted + accept.long()
+            rejected = rejected + (active & ~accept).long()
+        n_iter += 1
         if record is not None:
             record.append((s, y, accept))
         if rk.newton is not None and any_accept:
@@ -238,40 +245,46 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
                     h_fix,
                     torch.where(accept, torch.minimum(2 * h, h_fix), h_try / 2),
                 )
-                min_h = 16 * eps * s.detach().abs().clamp_min(1.0)
             else:
                 h, ctrl_state = cfg.controller.propose(
                     h_try, ratio, accept, ctrl_state, error_order
                 )
-                min_h = torch.maximum(
-                    16 * eps * s.detach().abs(), torch.full_like(h, float(cfg.min_step))
+            done = cursor >= T
+            # failures need a rejected (or failed) step, or the step budget used up
+            if not all_accept or n_iter >= cfg.max_steps:
+                fresh_done = done
+                if fixed:
+                    min_h = 16 * eps * s.detach().abs().clamp_min(1.0)
+                    failure_code = torch.where(~finite, NON_FINITE, NEWTON_FAILED)
+                    underflow = active & (~finite | (h < min_h))
+                else:
+                    min_h = torch.maximum(
+                        16 * eps * s.detach().abs(), torch.full_like(h, float(cfg.min_step))
+                    )
+                    failure_code = torch.where(
+                        ~finite, NON_FINITE, torch.where(ok, STEP_UNDERFLOW, NEWTON_FAILED)
+                    )
+                    underflow = active & ~accept & (h < min_h)
+                steps_taken = accepted + rejected + n_all_accepted
+                too_many = active & ~fresh_done & (steps_taken >= cfg.max_steps)
+                new_status = torch.where(
+                    underflow, failure_code, torch.where(too_many, MAX_STEPS, SUCCESS)
                 )
-            fresh_done = cursor >= T
-            underflow = active & ~accept & (h < min_h)
-            failure_code = torch.where(
-                ~finite, NON_FINITE, torch.where(ok, STEP_UNDERFLOW, NEWTON_FAILED)
-            )
-            if fixed:  # a fixed step never rejects for accuracy: failures are the message
-                failure_code = torch.where(~finite, NON_FINITE, NEWTON_FAILED)
-                underflow = active & (~finite | (h < min_h))
-            too_many = active & ~fresh_done & (accepted + rejected >= cfg.max_steps)
-            new_status = torch.where(
-                underflow, failure_code, torch.where(too_many, MAX_STEPS, SUCCESS)
-            )
-            status = torch.where(active & (status == SUCCESS), new_status, status)
-            done = fresh_done | (status != SUCCESS)
+                status = torch.where(active & (status == SUCCESS), new_status, status)
+                done = fresh_done | (status != SUCCESS)
 
+    accepted = accepted + n_all_accepted
     ys = _assemble(y0, outputs, K, T, n)
     return LoopResult(ys, status, s, accepted, rejected, record if record is not None else [])
 
 
 def _assemble(y0, outputs, K, T, n) -> torch.Tensor:
     """Outputs in the order recorded -> ``[K, T, n]`` (NaN where never written)."""
-    if K == 1 and len(outputs) == T - 1:
-        return torch.stack([y0] + [v for _, _, v in outputs], dim=1)
+    if K == 1 and sum(v.shape[1] for _, _, v in outputs) == T - 1:
+        return torch.cat([y0[:, None]] + [v for _, _, v in outputs], dim=1)
     ys = torch.full((K, T, n), math.nan, dtype=y0.dtype, device=y0.device)
     ys[:, 0] = y0
-    for idx, mask, value in outputs:
-        rows = mask.nonzero(as_tuple=True)[0]
-        ys[rows, idx[rows]] = value[rows]
+    for cols, valid, values in outputs:
+        rows, j = valid.nonzero(as_tuple=True)
+        ys[rows, cols[rows, j]] = values[rows, j]
     return ys

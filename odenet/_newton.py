@@ -84,12 +84,16 @@ class Newton:
         self.stats = NewtonStats()
         self.J: torch.Tensor | None = None
         self.J_fresh = False
+        self.J_version = 0
+        self._lu_key = None
+        self._lu = None
 
     # --- Jacobian cache -----------------------------------------------------------
     def jacobian(self, g, s, y, *, fresh: bool = False) -> torch.Tensor:
         if self.J is None or (fresh and not self.J_fresh):
             self.J = batched_jacobian(g, s, y)
             self.J_fresh = True
+            self.J_version += 1
             self.stats.jacobians += 1
         return self.J
 
@@ -137,7 +141,13 @@ class Newton:
         with torch.no_grad():
             for attempt in range(2):
                 J = self.jacobian(g, s, y, fresh=attempt == 1)
-                lu = self.iteration_matrix(hA, J)
+                # SDIRK/ESDIRK stages share h·a_ii: one factorization per step serves all
+                key = (self.J_version, hA.shape, hA.flatten(1).tolist())
+                if self._lu_key == key:
+                    lu = self._lu
+                else:
+                    lu = self.iteration_matrix(hA, J)
+                    self._lu_key, self._lu = key, lu
                 Z, ok = self._iterate(Z0, base, hA, scale, lu, g_of_stages)
                 if bool(ok.all()) or self.J_fresh:
                     break

@@ -357,7 +357,17 @@ def prepare(
         if isinstance(n_rtol, torch.Tensor):
             n_rtol = per_row(n_rtol)
         newton = Newton(tol=n_tol, max_iter=n_max, atol=n_atol, rtol=n_rtol)
-    rk = RungeKutta(tab, y0.dtype, tdt, y0.device, newton)
+    if newton is None:  # explicit runtimes are stateless: build their tensors once
+        rk = _runtime(tab, y0.dtype, tdt, y0.device)
+    else:
+        rk = RungeKutta(tab, y0.dtype, tdt, y0.device, newton)
+    if step_size is not None:
+        span = float(s_out.detach().abs().max())
+        if step_size <= 16 * torch.finfo(tdt).eps * max(span, 1.0):
+            raise InputError(
+                f"`step_size` = {step_size:g} is below the round-off of the times (|t| up to "
+                f"{span:g} in {tdt}): t + h == t. Use a larger step or float64 times."
+            )
     cfg = LoopConfig(
         rk=rk,
         rtol=per_row(rtol),
@@ -559,11 +569,10 @@ def step(f, t, y, dt, method: str | ButcherTableau = "rk4", *, batched: bool = F
     def g(s, yy):
         return f(s[0], yy.reshape(shape)).reshape(K, -1)
 
-    newton = None
-    if tab.is_implicit:
+    rk = _step_runtime(tab, y.dtype, y.device)
+    if rk.implicit:  # a fresh Newton per call: no Jacobian leaks between unrelated steps
         eps = torch.finfo(y.dtype).eps
-        newton = Newton(tol=1.0, max_iter=25, atol=100 * eps, rtol=100 * eps)
-    rk = RungeKutta(tab, y.dtype, tdt, y.device, newton)
+        rk.newton = Newton(tol=1.0, max_iter=25, atol=100 * eps, rtol=100 * eps)
     rk.track_grad = torch.is_grad_enabled()
     rows = y.reshape(K, -1)
     s = t0.expand(K)
@@ -575,3 +584,26 @@ def step(f, t, y, dt, method: str | ButcherTableau = "rk4", *, batched: bool = F
             f"at t = {float(t0):.6g} with dt = {float(h):.6g}; reduce `dt`."
         )
     return res.y1.reshape(shape)
+
+
+_STEP_CACHE: dict = {}
+
+
+def _runtime(tab: ButcherTableau, dtype, time_dtype, device) -> RungeKutta:
+    """A tableau's tensors, built once per (tableau, dtypes, device).
+
+    A ResNet calls ``step`` once per layer and a training loop calls ``solve`` once per
+    batch: rebuilding tensors from numpy each time would dominate small problems.
+    Only the Newton solver and ``track_grad`` are per-call state (set by the caller).
+    """
+    key = (id(tab), dtype, time_dtype, str(device))
+    rk = _STEP_CACHE.get(key)
+    if rk is None or rk.tableau is not tab:
+        if len(_STEP_CACHE) > 64:
+            _STEP_CACHE.clear()
+        rk = _STEP_CACHE[key] = RungeKutta(tab, dtype, time_dtype, device, None)
+    return rk
+
+
+def _step_runtime(tab: ButcherTableau, dtype, device) -> RungeKutta:
+    return _runtime(tab, dtype, dtype, device)

@@ -88,7 +88,7 @@ class RungeKutta:
     def _combine(self, y, hy, ks: torch.Tensor):
         S, K, n = ks.shape
         comb = (self.weights @ ks.reshape(S, K * n)).reshape(-1, K, n)
-        y1 = y + hy * comb[0]
+        y1 = torch.addcmul(y, hy, comb[0])
         err = hy * comb[1] if comb.shape[0] == 2 else None
         return y1, err
 
@@ -99,7 +99,7 @@ class RungeKutta:
         for i in range(1, self.S):
             if self.row_nonzero[i]:
                 incr = (self.rows[i] @ torch.stack(ks).reshape(i, K * n)).reshape(K, n)
-                yi = y + hy * incr
+                yi = torch.addcmul(y, hy, incr)
             else:
                 yi = y
             ks.append(g(s + self.c_list[i] * h, yi))
@@ -187,24 +187,28 @@ class RungeKutta:
         return torch.stack(all_ks)
 
     def interpolate(self, theta, y0, y1, f0, f1, h, ks) -> torch.Tensor:
-        """State at ``s + θh`` for ``θ`` [K] in [0, 1].
+        """States at ``s + θh`` for ``θ`` [K, m] in [0, 1]: returns [K, m, n]
+        (``θ`` [K] gives [K, n]).
 
         The method's own continuous extension when it has one (``ks`` must then
         include any extra stages), cubic Hermite through ``(y0, f0), (y1, f1)``
         otherwise.
         """
-        th = theta.to(y0.dtype)[:, None]
-        hy = h.to(y0.dtype)[:, None]
+        if theta.dim() == 1:
+            return self.interpolate(theta[:, None], y0, y1, f0, f1, h, ks)[:, 0]
+        th = theta.to(y0.dtype)[:, :, None]  # [K, m, 1]
+        hy = h.to(y0.dtype)[:, None, None]
+        y0_ = y0[:, None]
         if self.P is not None:
             deg = self.P.shape[1]
-            powers = th ** torch.arange(1, deg + 1, dtype=y0.dtype, device=y0.device)  # [K, deg]
-            W = powers @ self.P.T  # [K, S + E]
-            return y0 + hy * torch.einsum("ks,skn->kn", W, ks)
+            powers = th ** torch.arange(1, deg + 1, dtype=y0.dtype, device=y0.device)
+            W = powers @ self.P.T  # [K, m, S + E]
+            return y0_ + hy * torch.einsum("kms,skn->kmn", W, ks)
         t2 = th * th
         t3 = t2 * th
         return (
-            (2 * t3 - 3 * t2 + 1) * y0
-            + (t3 - 2 * t2 + th) * hy * f0
-            + (3 * t2 - 2 * t3) * y1
-            + (t3 - t2) * hy * f1
+            (2 * t3 - 3 * t2 + 1) * y0_
+            + (t3 - 2 * t2 + th) * hy * f0[:, None]
+            + (3 * t2 - 2 * t3) * y1[:, None]
+            + (t3 - t2) * hy * f1[:, None]
         )

@@ -25,8 +25,56 @@ from odenet.tableaus import ButcherTableau, DenseOutput, methods, tableau
 
 __version__ = "0.1.0"
 
+# Subpackages and their headline names load on first use (PEP 562), so that
+# `import odenet` stays as light as the integrator core.
+_SUBMODULES = {
+    "stability", "models", "sensitivity", "studies", "problems", "fit", "plotting",
+    "order_conditions", "batch", "cli",
+}
+_LAZY = {
+    "convergence": "odenet.studies",
+    "work_precision": "odenet.studies",
+    "ConvergenceResult": "odenet.studies",
+    "WorkPrecisionResult": "odenet.studies",
+    "Problem": "odenet.problems",
+    "NeuralODE": "odenet.models",
+    "ResNet": "odenet.models",
+    "RNN": "odenet.models",
+    "ODERNN": "odenet.models",
+    "LatentODE": "odenet.models",
+    "MLPField": "odenet.models",
+    "IrregularBatch": "odenet.batch",
+    "verify_order": "odenet.order_conditions",
+}
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in _SUBMODULES:
+        return importlib.import_module(f"odenet.{name}")
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'odenet' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | _SUBMODULES | set(_LAZY))
+
 __all__ = [
     "ButcherTableau",
+    "ConvergenceResult",
+    "IrregularBatch",
+    "LatentODE",
+    "MLPField",
+    "NeuralODE",
+    "ODERNN",
+    "RNN",
+    "ResNet",
+    "WorkPrecisionResult",
+    "convergence",
+    "verify_order",
+    "work_precision",
     "DenseOutput",
     "InputError",
     "InvalidTableauError",

@@ -81,11 +81,6 @@ def kaplan_yorke_dimension(exponents) -> float:
     return j + S[j - 1] / abs(lam[j])
 
 
-def _qr_positive(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    Q, R = np.linalg.qr(Z)
-    return Q, np.abs(np.diagonal(R))
-
-
 def lyapunov(
     step: Step,
     x0: torch.Tensor,
@@ -98,6 +93,7 @@ def lyapunov(
     inputs: torch.Tensor | None = None,
     tangent: str = "jacobian",
     ensemble: bool = False,
+    vectorized: bool = False,
     chunk: int | None = None,
 ) -> LyapunovResult:
     """Lyapunov spectrum with convergence data (the full form of :func:`lyapunov_spectrum`).
@@ -122,7 +118,11 @@ def lyapunov(
         jvp each step; for states too large for a ``[d, d]`` matrix).
     ensemble : bool, treat ``x0``'s first dimension as independent orbits.  For
         an ergodic system ``B`` orbits of ``N`` steps average like one orbit of
-        ``B N`` steps but cost about ``N`` sequential steps.
+        ``B N`` steps but cost about ``N`` sequential steps.  Each orbit needs its
+        own ``transient`` to reach the attractor.
+    vectorized : bool, with ``ensemble``: ``step`` already maps a batch
+        ``[B, *shape]`` row by row (e.g. a field written with ``x[..., i]``), so it
+        is called on the batch directly instead of through ``torch.func.vmap``.
     chunk : int, steps whose Jacobians are formed in one vmapped call (default:
         as many as fit in ~64 MB).
 
@@ -154,7 +154,7 @@ def lyapunov(
     chunk = max(1, (8 << 20) // max(1, B * d * d)) if chunk is None else chunk
     chunk = check_positive_int("chunk", chunk)
     dt = float(dt)
-    many = _batched(step, inputs is not None) if ensemble else None
+    many = (step if vectorized else _batched(step)) if ensemble else None
 
     def advance(x, n):
         u = () if inputs is None else (inputs[n] if ensemble else inputs[n].unsqueeze(0),)
@@ -165,7 +165,7 @@ def lyapunov(
     # The transient evolves the tangent vectors too (aligning them with the
     # most expanding directions removes the O(1/T) start-up bias) but records nothing.
     total = transient + n_steps
-    Q = np.broadcast_to(np.eye(d)[:, :k], (B, d, k)).copy()
+    Q = torch.eye(d, dtype=torch.float64)[:, :k].expand(B, d, k).contiguous()
     log_r, ends = [], []  # log|R_jj| [B, k] per recorded QR, and the step count there
     n = 0
     while n < total:
@@ -181,24 +181,24 @@ def lyapunov(
                 u = inputs[n : n + m]
                 u = u.reshape(m * B, *u.shape[2:]) if ensemble else u
             flat = states.reshape(m * B, *shape)
-            Ms = jacobians(step, flat, u).detach().cpu().numpy().reshape(m, B, d, d)
+            Ms = jacobians(step, flat, u).detach().to(torch.float64).reshape(m, B, d, d)
         for i in range(m):
             j = n + i + 1  # steps taken after this one
             if tangent == "jacobian":
                 Q = Ms[i] @ Q  # tangent vectors through one step
             else:
                 args = () if inputs is None else (inputs[n + i],)
-                V = torch.as_tensor(Q[0], dtype=x.dtype)
-                Q = tangent_step(step, states[i, 0], V, *args).detach().cpu().numpy()[None]
+                V = Q[0].to(x.dtype)
+                Q = tangent_step(step, states[i, 0], V, *args).detach().to(torch.float64)[None]
             if (j - transient) % qr_every == 0 or j == transient or j == total:
-                Q, R = np.linalg.qr(Q)  # re-orthonormalize; R's diagonal is the growth
+                Q, R = torch.linalg.qr(Q)  # re-orthonormalize; R's diagonal is the growth
                 if j > transient:
-                    log_r.append(np.log(np.abs(np.diagonal(R, axis1=-2, axis2=-1))))
+                    log_r.append(torch.diagonal(R, dim1=-2, dim2=-1).abs().log())
                     ends.append(j - transient)
         x = xs[-1]
         n += m
 
-    L = np.stack(log_r)  # [n_qr, B, k]
+    L = torch.stack(log_r).cpu().numpy()  # [n_qr, B, k]
     ends_ = np.asarray(ends, dtype=float)
     spans = np.diff(np.concatenate([[0.0], ends_])) * dt
     times = ends_ * dt
@@ -220,7 +220,7 @@ def lyapunov(
     )
 
 
-def _batched(step: Step, with_inputs: bool):
+def _batched(step: Step):
     """``step`` applied to a batch of states: vmapped, or a loop if torch.func cannot trace it."""
     vm = torch.func.vmap(step)
 

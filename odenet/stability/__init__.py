@@ -23,12 +23,25 @@ Translation-invariant steps: :func:`von_neumann` (-> :class:`VonNeumannResult`),
 Error ↔ gradient duality: :func:`propagate_errors`, :func:`backpropagate`,
 :func:`global_error_prediction`.
 
-Fixed points: :func:`fixed_point_stability`, :func:`gershgorin_discs`.
+Fixed points: :func:`fixed_point_stability`, :func:`find_fixed_point`,
+:func:`gershgorin_discs`.
 
 Initialization: :func:`variance_map`, :func:`mean_field`, :func:`measured_gradient_ratios`.
 """
 
 from odenet.stability._errors import NotTranslationInvariantError, StabilityInputError
+from odenet.stability.duality import (
+    GlobalErrorPrediction,
+    backpropagate,
+    global_error_prediction,
+    propagate_errors,
+)
+from odenet.stability.fixed_points import (
+    FixedPointStability,
+    find_fixed_point,
+    fixed_point_stability,
+    gershgorin_discs,
+)
 from odenet.stability.linearize import (
     cotangent_step,
     flow_map,
@@ -44,6 +57,7 @@ from odenet.stability.lyapunov import (
     lyapunov,
     lyapunov_spectrum,
 )
+from odenet.stability.meanfield import MeanField, mean_field, measured_gradient_ratios, variance_map
 from odenet.stability.propagation import PropagationReport, analyze, kreiss_constant
 from odenet.stability.regions import (
     StabilityRegion,
@@ -60,17 +74,25 @@ from odenet.stability.regions import (
 from odenet.stability.von_neumann import VonNeumannResult, cfl_search, von_neumann
 
 __all__ = [
+    "FixedPointStability",
+    "GlobalErrorPrediction",
     "LyapunovResult",
+    "MeanField",
     "NotTranslationInvariantError",
     "PropagationReport",
     "StabilityInputError",
     "StabilityRegion",
     "VonNeumannResult",
     "analyze",
+    "backpropagate",
     "cfl_search",
     "cotangent_step",
     "empirical_stability_function",
+    "find_fixed_point",
+    "fixed_point_stability",
     "flow_map",
+    "gershgorin_discs",
+    "global_error_prediction",
     "imaginary_stability_interval",
     "is_a_stable",
     "is_l_stable",
@@ -80,6 +102,9 @@ __all__ = [
     "kreiss_constant",
     "lyapunov",
     "lyapunov_spectrum",
+    "mean_field",
+    "measured_gradient_ratios",
+    "propagate_errors",
     "r_infinity",
     "real_stability_interval",
     "stability_function",
@@ -88,5 +113,6 @@ __all__ = [
     "step_jacobians",
     "tangent_step",
     "trajectory",
+    "variance_map",
     "von_neumann",
 ]

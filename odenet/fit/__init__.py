@@ -5,6 +5,7 @@ any model with ``loss(batch)`` / ``predict(context, query_times)``; see
 ``docs/fitting.md``.
 """
 
+from odenet.fit import datasets
 from odenet.fit.baselines import GRUD, LOCF, GRUDeltaT, GRUGrid, LinearInterpolation, TrainingMean
 from odenet.fit.continuous import (
     LatentODEForecaster,

@@ -75,7 +75,7 @@ class GreyBoxField(nn.Module):
 
     def values(self) -> dict:
         """Current parameter values as plain floats."""
-        return {k: float(v) for k, v in self.params.items()}
+        return {k: float(v.detach()) for k, v in self.params.items()}
 
     def forward(self, t, x):
         dx = self.mechanism(t, x, self.params)
@@ -131,7 +131,7 @@ class OneCompartmentPK(nn.Module):
         self.tol = dict(rtol=rtol, atol=atol)
 
     def values(self) -> dict:
-        return {k: float(v) for k, v in zip(self.names, self.raw.exp())}
+        return {k: float(v) for k, v in zip(self.names, self.raw.detach().exp())}
 
     def _field(self, t, y):
         ka, ke, _ = self.raw.exp()
@@ -166,12 +166,26 @@ class OneCompartmentPK(nn.Module):
                           batch.mask[..., 0])  # fmt: skip
 
     def _all(self, times, lengths):
+        if all(len(d) == 1 for d in self.doses):
+            return self._single_dose(times)
         rows = []
         for b in range(times.shape[0]):
             n = int(lengths[b])
             c = self.concentration(b, times[b, :n])
             rows.append(torch.cat([c, c.new_zeros(times.shape[1] - n)]))
         return torch.stack(rows)
+
+    def _single_dose(self, times):
+        """One per-sample solve for all series when each has a single dose (common case)."""
+        t_d = torch.tensor([d[0][0] for d in self.doses], dtype=torch.float64)[: times.shape[0]]
+        amount = torch.tensor([d[0][1] for d in self.doses], dtype=torch.float64)[: times.shape[0]]
+        after = times > t_d[:, None]
+        # times at or before the dose give C = 0; nudge them to keep each grid increasing
+        tt = torch.maximum(times, t_d[:, None] + 1e-9 * (1 + torch.arange(times.shape[1])))
+        grid = torch.cat([t_d[:, None], tt], 1)
+        y0 = torch.stack([amount, torch.zeros_like(amount)], -1)
+        c = odenet.solve(self._field, y0, grid, **self.tol).ys[:, 1:, 1] / self.raw.exp()[2]
+        return torch.where(after, c, torch.zeros_like(c))
 
     def predict(self, context: IrregularBatch, query_times: torch.Tensor) -> torch.Tensor:
         full = torch.full((query_times.shape[0],), query_times.shape[1])

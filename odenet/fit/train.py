@@ -136,6 +136,7 @@ def fit(
     normalize: bool = True,
     callback: Callable | None = None,
     max_seconds: float | None = None,
+    optimizer: str = "adam",
 ) -> FitResult:
     """Fit ``model`` to irregular series with Adam.
 
@@ -172,6 +173,10 @@ def fit(
         Called after each step (raising from it interrupts training, e.g. in tests).
     max_seconds : float, optional
         Wall-clock training budget; training stops when it is exceeded.
+    optimizer : {"adam", "lbfgs"}
+        ``"lbfgs"`` (full batch, strong-Wolfe line search, no schedule) suits
+        grey-box fits with few parameters; each of the ``iters`` steps is then one
+        round of up to 20 L-BFGS iterations.
 
     Returns
     -------
@@ -199,7 +204,18 @@ def fit(
     gen = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     trainable = bool(params) and getattr(model, "trainable", True)
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay) if trainable else None
+    if optimizer not in ("adam", "lbfgs"):
+        raise InputError(f"`optimizer` must be 'adam' or 'lbfgs', got {optimizer!r}.")
+    lbfgs = optimizer == "lbfgs"
+    if not trainable:
+        opt = None
+    elif lbfgs:
+        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=20, history_size=20, tolerance_grad=1e-12,
+                                tolerance_change=1e-15,
+                                line_search_fn="strong_wolfe")  # fmt: skip
+        batch_size = None
+    else:
+        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     sched = (
         torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(iters, 1), eta_min=lr * lr_min_factor)
         if trainable else None
@@ -257,14 +273,24 @@ def fit(
             mb = ztrain
         else:
             mb = _rows(ztrain, torch.randperm(B, generator=gen)[:batch_size])
-        opt.zero_grad()
-        loss = model.loss(mb)
-        loss.backward()
-        loss = loss.detach()
-        if clip is not None:
-            torch.nn.utils.clip_grad_norm_(params, clip)
-        opt.step()
-        sched.step()
+        if lbfgs:
+
+            def closure():
+                opt.zero_grad()
+                value = model.loss(mb)
+                value.backward()
+                return value
+
+            loss = opt.step(closure).detach()
+        else:
+            opt.zero_grad()
+            loss = model.loss(mb)
+            loss.backward()
+            loss = loss.detach()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, clip)
+            opt.step()
+            sched.step()
         it += 1
         elapsed = time.perf_counter() - t_begin
         if bar is not None:

@@ -1,0 +1,188 @@
+"""odenet.fit models: batch invariance, closed-form predictions, grey-box recovery, PK, causality."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.linalg import expm
+
+from odenet._errors import InputError
+from odenet.batch import IrregularBatch
+from odenet.fit import (
+    GRUD,
+    LOCF,
+    GreyBoxField,
+    GRUDeltaT,
+    GRUGrid,
+    LinearInterpolation,
+    OneCompartmentPK,
+    ShootingODE,
+    TrainingMean,
+    datasets,
+    fit,
+    neural_ode,
+    relative_error,
+)
+from odenet.fit.greybox import MECHANISMS
+
+
+def small_lv(n=4, noise=0.02, seed=0):
+    return datasets.lotka_volterra(n, observed=0.4, noise=noise, n_times=25, t_end=8.0, seed=seed)
+
+
+def repad(batch: IrregularBatch, perm, extra: int) -> IrregularBatch:
+    """The same series in order ``perm`` with ``extra`` more padding columns."""
+    B, T, D = batch.values.shape
+    times = batch.times[perm]
+    last = times.gather(1, (batch.lengths[perm] - 1)[:, None])
+    cols = torch.arange(T + extra)[None, :]
+    n = batch.lengths[perm][:, None]
+    t = torch.cat([times, times.new_zeros(B, extra)], 1)
+    t = torch.where(cols < n, t, last + (cols - n + 1))
+    z = batch.values.new_zeros(B, extra, D)
+    return IrregularBatch(t, torch.cat([batch.values[perm], z], 1), torch.cat([batch.mask[perm], z], 1),
+                          batch.lengths[perm])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: GRUD(2, 8, horizon=3), lambda: neural_ode(2, 8, horizon=3, rtol=1e-4, atol=1e-6)],
+)
+def test_fit_is_independent_of_batch_order_and_padding(make):
+    data = small_lv()
+    perm = torch.tensor([2, 0, 3, 1])
+    results = []
+    for batch in (data.batch, repad(data.batch, perm, extra=3)):
+        torch.manual_seed(0)
+        model = make()
+        fit(model, batch, iters=3, batch_size=None, eval_every=3)
+        results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    torch.testing.assert_close(results[0], results[1], rtol=1e-9, atol=1e-11)
+
+
+class Linear(torch.nn.Module):
+    def __init__(self, A):
+        super().__init__()
+        self.A = torch.as_tensor(A, dtype=torch.float64)
+
+    def forward(self, t, x):
+        return x @ self.A.T
+
+
+def test_shooting_ode_predicts_the_flow_from_the_last_past_observation():
+    A = np.array([[-0.1, 1.0], [-1.0, -0.2]])
+    model = ShootingODE(Linear(A), physical=True, rtol=1e-10, atol=1e-12)
+    ctx = IrregularBatch.from_lists([torch.tensor([0.0, 0.7, 1.5], dtype=torch.float64)],
+                                    [torch.tensor([[1.0, 0.0], [0.3, -0.5], [0.2, 0.4]], dtype=torch.float64)])  # fmt: skip
+    q = torch.tensor([[1.0, 2.5, 4.0]], dtype=torch.float64)
+    pred = model.predict(ctx, q)[0].numpy()
+    ref = [expm(A * 0.3) @ [0.3, -0.5], expm(A * 1.0) @ [0.2, 0.4], expm(A * 2.5) @ [0.2, 0.4]]
+    np.testing.assert_allclose(pred, np.array(ref), rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("noise, tol", [(0.0, 1e-4), (0.02, 0.05)])
+def test_grey_box_recovers_lotka_volterra_parameters(noise, tol):
+    """Noiseless: tight (solver tolerance); σ = 0.02: within noise-level bounds (5 %)."""
+    data = datasets.lotka_volterra(2, observed=0.6, noise=noise, n_times=30, seed=0)
+    mech, guess = MECHANISMS["lotka_volterra"]
+    model = ShootingODE(GreyBoxField(mech, guess), horizon=3, physical=True, rtol=1e-7, atol=1e-9)
+    fit(model, data, iters=2, optimizer="lbfgs")
+    err = relative_error(model.field.values(), datasets.LV_PARAMS)
+    assert max(err.values()) < tol, err
+
+
+def bateman(t, dose, ka, ke, V):
+    return dose * ka / (V * (ka - ke)) * (np.exp(-ke * t) - np.exp(-ka * t))
+
+
+def test_pk_model_with_dose_jumps_matches_bateman_superposition():
+    ka, ke, V = 1.5, 0.2, 0.5
+    doses = [[(0.0, 4.0)], [(0.0, 3.0), (6.0, 2.0)]]
+    model = OneCompartmentPK(doses, ka=ka, ke=ke, V=V, rtol=1e-10, atol=1e-12)
+    t = torch.tensor([0.5, 1.0, 5.0, 6.5, 12.0], dtype=torch.float64)
+    c0 = model.concentration(0, t).detach().numpy()
+    c1 = model.concentration(1, t).detach().numpy()
+    tn = t.numpy()
+    np.testing.assert_allclose(c0, bateman(tn, 4.0, ka, ke, V), rtol=1e-7)
+    ref1 = bateman(tn, 3.0, ka, ke, V) + np.where(
+        tn > 6, bateman(np.maximum(tn - 6, 0), 2.0, ka, ke, V), 0
+    )
+    np.testing.assert_allclose(c1, ref1, rtol=1e-7)
+    with pytest.raises(InputError, match="at least one dose"):
+        OneCompartmentPK([[]])
+
+
+def test_pk_fit_recovers_parameters_from_noiseless_concentrations():
+    ka, ke, V = 1.5, 0.2, 0.5
+    t = np.array([0.25, 0.5, 1.0, 2.0, 4.0, 7.0, 12.0, 24.0])
+    times = [torch.tensor(t), torch.tensor(t[1:])]
+    vals = [torch.tensor(bateman(t, 4.0, ka, ke, V))[:, None],
+            torch.tensor(bateman(t[1:], 5.0, ka, ke, V))[:, None]]  # fmt: skip
+    batch = IrregularBatch.from_lists(times, vals)
+    model = OneCompartmentPK([[(0.0, 4.0)], [(0.0, 5.0)]], ka=1.0, ke=0.1, V=1.0)
+    single = model.concentration(1, times[1]).detach()  # the dose-by-dose path
+    torch.testing.assert_close(model._all(batch.times, batch.lengths)[1, :7].detach(), single)
+    fit(model, batch, iters=2, optimizer="lbfgs")
+    err = relative_error(model.values(), {"ka": ka, "ke": ke, "V": V})
+    assert max(err.values()) < 1e-4, err
+
+
+def test_linear_interpolation_and_locf_match_numpy():
+    d = small_lv(3)
+    q = torch.sort(torch.rand(3, 7, dtype=torch.float64) * 8, dim=1).values
+    lin = LinearInterpolation().predict(d.batch, q)
+    locf = LOCF().predict(d.batch, q)
+    for b in range(3):
+        n = int(d.batch.lengths[b])
+        t, v = d.batch.times[b, :n].numpy(), d.batch.values[b, :n].numpy()
+        for ch in range(2):
+            np.testing.assert_allclose(lin[b, :, ch], np.interp(q[b].numpy(), t, v[:, ch]))
+            idx = np.clip(np.searchsorted(t, q[b].numpy(), side="right") - 1, 0, None)
+            np.testing.assert_allclose(locf[b, :, ch], v[idx, ch])
+    assert (TrainingMean().predict(d.batch, q) == 0).all()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: GRUD(2, 8), lambda: GRUDeltaT(2, 8), lambda: GRUGrid(2, 8, dt=0.5),
+     lambda: neural_ode(2, 8), lambda: LOCF()],
+)  # fmt: skip
+def test_predictions_use_only_observations_before_the_query(make):
+    torch.manual_seed(0)
+    model = make().double()
+    d = small_lv(2)
+    q = torch.tensor([[3.0, 3.7], [2.2, 5.0]], dtype=torch.float64)
+    p1 = model.predict(d.batch, q)
+    later = d.batch.times > 5.0  # only the second row's query 5.0 is affected by those
+    changed = IrregularBatch(d.batch.times, d.batch.values + 10.0 * later[..., None],
+                             d.batch.mask, d.batch.lengths)  # fmt: skip
+    p2 = model.predict(changed, q)
+    torch.testing.assert_close(p1, p2)
+    future = (d.batch.times > 2.2) & d.batch.valid
+    changed = IrregularBatch(d.batch.times, d.batch.values + 10.0 * future[..., None],
+                             d.batch.mask, d.batch.lengths)  # fmt: skip
+    torch.testing.assert_close(model.predict(changed, q)[1, 0], p1[1, 0])
+
+
+def test_ode_rnn_and_latent_ode_adapters_predict_at_arbitrary_times():
+    from odenet.fit import LatentODEForecaster, ODERNNForecaster
+
+    torch.manual_seed(0)
+    d = small_lv(2)
+    q = torch.tensor([[1.0, 3.0, 9.0], [0.5, 7.9, 8.5]], dtype=torch.float64)
+    for model in (ODERNNForecaster(2, 4, horizon=2), LatentODEForecaster(2, 2, 4)):
+        model.double()
+        assert math.isfinite(float(model.loss(d.batch).detach()))
+        assert model.predict(d.batch, q).shape == (2, 3, 2)
+    lo, mid, hi = model.band(d.batch, q, n_samples=5)
+    assert (lo <= mid + 1e-12).all() and (mid <= hi + 1e-12).all()
+
+
+def test_model_argument_errors():
+    with pytest.raises(InputError, match="`horizon` must be a positive integer"):
+        neural_ode(2, horizon=0)
+    with pytest.raises(InputError, match="must be > 0 with positive=True"):
+        GreyBoxField(MECHANISMS["lotka_volterra"][0], {"alpha": -1.0})
+    with pytest.raises(InputError, match="at least one unknown parameter"):
+        GreyBoxField(MECHANISMS["lotka_volterra"][0], {})

@@ -169,7 +169,12 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
                 ratio = None
             else:
                 scale = cfg.atol + cfg.rtol * torch.maximum(y.abs(), y1.abs())
-                ratio = norm(out.error / scale)
+                if isinstance(out.error, tuple):  # Hairer's DOP853 estimate
+                    r5 = norm(out.error[0] / scale).square()
+                    r3 = norm(out.error[1] / scale).square()
+                    ratio = r5 / (r5 + 0.01 * r3).sqrt().clamp_min(torch.finfo(r5.dtype).tiny)
+                else:
+                    ratio = norm(out.error / scale)
                 ratio = torch.where(
                     ok & torch.isfinite(ratio), ratio, torch.full_like(ratio, math.inf)
                 )

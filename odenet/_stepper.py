@@ -21,7 +21,8 @@ from odenet.tableaus import ButcherTableau
 @dataclass
 class StepResult:
     y1: torch.Tensor  # [K, n]
-    error: torch.Tensor | None  # [K, n], h Σ (b_i − b̂_i) k_i
+    # [K, n], h Σ (b_i − b̂_i) k_i; a pair (e5, e3) for tableaux with two embedded solutions
+    error: torch.Tensor | tuple | None
     ks: torch.Tensor  # [S, K, n] stage derivatives
     f1: torch.Tensor | None  # [K, n] f(t + h, y1) when free (FSAL / stiffly accurate)
     ok: torch.Tensor | None  # [K] bool; None means every row succeeded (explicit methods)
@@ -51,7 +52,11 @@ class RungeKutta:
         self.A = T(tableau.A)
         self.rows = [T(tableau.A[i, :i]) for i in range(self.S)]
         self.row_nonzero = [bool(np.any(tableau.A[i, :i] != 0)) for i in range(self.S)]
-        weights = [tableau.b] if tableau.b_hat is None else [tableau.b, tableau.b - tableau.b_hat]
+        weights = [tableau.b]
+        if tableau.b_hat is not None:
+            weights.append(tableau.b - tableau.b_hat)
+        if tableau.b_hat2 is not None:  # a second estimate (DOP853's 3rd order one)
+            weights.append(tableau.b - tableau.b_hat2)
         self.weights = T(np.stack(weights))  # [1 or 2, S]
         self.newton = newton
         # set by the caller when the solve must be differentiable (implicit stages then
@@ -89,8 +94,11 @@ class RungeKutta:
         S, K, n = ks.shape
         comb = (self.weights @ ks.reshape(S, K * n)).reshape(-1, K, n)
         y1 = torch.addcmul(y, hy, comb[0])
-        err = hy * comb[1] if comb.shape[0] == 2 else None
-        return y1, err
+        if comb.shape[0] == 1:
+            return y1, None
+        if comb.shape[0] == 3:
+            return y1, (hy * comb[1], hy * comb[2])
+        return y1, hy * comb[1]
 
     def _explicit(self, g, s, y, h, f0) -> StepResult:
         K, n = y.shape

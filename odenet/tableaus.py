@@ -395,7 +395,14 @@ class ButcherTableau:
 
     @property
     def error_order(self) -> int:
-        """Order ``q`` used by step-size controllers: ``min(order, embedded_order)``."""
+        """Order ``q`` used by step-size controllers (the exponent is ``-1/(q+1)``).
+
+        ``min(order, embedded_order)``; with a second embedded solution (DOP853) the
+        combined estimate ``|e5|² / sqrt(|e5|² + 0.01 |e3|²)`` behaves like
+        ``O(h^order)``, so ``q = order − 1`` as in Hairer's dop853.f and scipy.
+        """
+        if self.b_hat2 is not None:
+            return self.order - 1
         return self.order if self.embedded_order is None else min(self.order, self.embedded_order)
 
     def __repr__(self) -> str:
@@ -1090,8 +1097,8 @@ def _dop853() -> ButcherTableau:
     Twelve stages plus the FSAL stage ``k_12 = f(t1, y1)`` (row 12 of ``A`` is ``b``),
     so a step costs 12 evaluations.  ``b_hat`` is the fifth-order embedded solution
     (``b − E5``, error ``O(h^6)``); the third-order one is ``b_hat2``.  Hairer's code
-    and scipy combine both as ``|e5|² / sqrt(|e5|² + 0.01 |e3|²)``; the core's single
-    ``b − b_hat`` estimate uses ``e5`` alone (see docs/methods.md).  The continuous
+    and scipy combine both as ``|e5|² / sqrt(|e5|² + 0.01 |e3|²)``, and so does the
+    core whenever a tableau carries ``b_hat2``.  The continuous
     extension adds three stages (``c = 0.1, 0.2, 7/9``).
     """
     n = 16

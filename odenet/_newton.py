@@ -148,11 +148,15 @@ class Newton:
                 else:
                     lu = self.iteration_matrix(hA, J)
                     self._lu_key, self._lu = key, lu
+                before = self.stats.iterations
                 Z, ok = self._iterate(Z0, base, hA, scale, lu, g_of_stages)
                 if bool(ok.all()) or self.J_fresh:
                     break
             if not bool(ok.all()):
                 self.stats.failures += 1
+            elif self.stats.iterations - before > 3 and not self.J_fresh:
+                # converging, but slowly on a stale Jacobian: refresh it next time
+                self.forget()
         return Z, ok
 
     def _iterate(self, Z0, base, hA, scale, lu, g_of_stages):

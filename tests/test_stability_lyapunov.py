@@ -182,5 +182,7 @@ def test_bad_arguments_are_reported():
         lyapunov(step, x0, 10).finite_time(50)
     with pytest.raises(StabilityInputError, match="`dt` must be a finite non-zero number"):
         flow_map(lorenz, 0.0)
+    with pytest.raises(StabilityInputError, match="`dt` must be a positive finite number"):
+        lyapunov_spectrum(step, x0, 10, dt=0.0)
     with pytest.raises(StabilityInputError, match="runs one orbit"):
         lyapunov(step, x0[None], 10, tangent="jvp", ensemble=True)

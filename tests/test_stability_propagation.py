@@ -156,6 +156,10 @@ def test_plain_deep_nets_explode_or_vanish_and_residual_nets_stay_marginal():
 def test_analyze_errors_are_reported():
     with pytest.raises(StabilityInputError, match="needs `x0` and `n_steps`"):
         analyze(lambda x: x)
+    with pytest.raises(StabilityInputError, match="`margin` must be a factor > 1"):
+        analyze(np.eye(2), n_steps=3, margin=0.5)
+    with pytest.raises(StabilityInputError, match="`dt` must be a positive finite number"):
+        analyze(np.eye(2), n_steps=3, dt=-1.0)
     with pytest.raises(StabilityInputError, match="needs `n_steps`"):
         analyze(np.eye(2))
     with pytest.raises(StabilityInputError, match=r"stack \[N, d, d\] of square"):

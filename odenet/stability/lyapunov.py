@@ -16,7 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from odenet.stability._errors import StabilityInputError, check_positive_int
+from odenet.stability._errors import (
+    StabilityInputError,
+    check_positive_float,
+    check_positive_int,
+)
 from odenet.stability.linearize import Step, _check_state, jacobians, tangent_step
 
 
@@ -153,7 +157,7 @@ def lyapunov(
         )
     chunk = max(1, (8 << 20) // max(1, B * d * d)) if chunk is None else chunk
     chunk = check_positive_int("chunk", chunk)
-    dt = float(dt)
+    dt = check_positive_float("dt", dt)
     many = (step if vectorized else _batched(step)) if ensemble else None
 
     def advance(x, n):

@@ -14,7 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from odenet.stability._errors import StabilityInputError, check_positive_int
+from odenet.stability._errors import (
+    StabilityInputError,
+    check_positive_float,
+    check_positive_int,
+)
 from odenet.stability.linearize import step_jacobians
 
 
@@ -169,6 +173,9 @@ def analyze(
     -------
     PropagationReport
     """
+    if not float(margin) > 1.0:
+        raise StabilityInputError(f"`margin` must be a factor > 1, got {margin!r}.")
+    dt = check_positive_float("dt", dt)
     Ms, xs = _as_jacobians(step_or_matrices, x0, n_steps, inputs)
     N, d, _ = Ms.shape
     eig = np.abs(np.linalg.eigvals(Ms)).max(axis=-1)

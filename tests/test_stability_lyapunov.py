@@ -186,3 +186,13 @@ def test_bad_arguments_are_reported():
         lyapunov_spectrum(step, x0, 10, dt=0.0)
     with pytest.raises(StabilityInputError, match="runs one orbit"):
         lyapunov(step, x0[None], 10, tangent="jvp", ensemble=True)
+
+
+def test_implicit_scheme_flow_uses_the_autograd_fallback_and_gives_log_R():
+    # torch.func cannot trace the Newton solve; the Jacobians fall back to autograd
+    a = np.array([-1.0, -30.0])
+    dt = 0.1
+    A = torch.tensor(a, dtype=D)
+    step = flow_map(lambda t, x: A * x, dt, "backward_euler")
+    lam = lyapunov_spectrum(step, torch.ones(2, dtype=D), 15, dt=dt)
+    np.testing.assert_allclose(lam, np.log(np.abs(1 / (1 - a * dt))) / dt, rtol=1e-8)

@@ -75,7 +75,9 @@ class PIDController:
             factor = factor * r1 ** (-b2 / k)
         if b3 != 0:
             factor = factor * r2 ** (-b3 / k)
-        factor = torch.nan_to_num(factor, nan=self.factor_min, posinf=self.factor_max)
+        # r is clamped away from 0 and NaN is mapped to inf by the loop: factor is finite
+        # or +inf, and NaN only if a caller passes one — then shrink
+        factor = torch.nan_to_num(factor, nan=self.factor_min)
         factor = factor.clamp(self.factor_min, self.factor_max)
         factor = torch.where(accept, factor, factor.clamp_max(1.0))
         new_state = (torch.where(accept, r, r1), torch.where(accept, r1, r2))

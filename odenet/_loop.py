@@ -138,7 +138,9 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
     snap = 64 * eps * torch.maximum(s_end.detach().abs(), s_out[:, 0].detach().abs()).clamp_min(1.0)
 
     n_iter = n_all_accepted = 0
-    while not bool(done.all()):
+    n_done = int(done.sum())
+    while n_done < K:
+        any_done = n_done > 0
         active = ~done
         # --- the step size to try -----------------------------------------------
         with torch.no_grad():
@@ -154,17 +156,18 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
                 to_node = h >= gap - snap
                 h_try = torch.where(to_node, gap, h)
             else:
-                h_try = h.clamp(max=cfg.max_step)
+                h_try = h if math.isinf(cfg.max_step) else h.clamp(max=cfg.max_step)
                 to_node = h_try >= remaining - snap
                 h_try = torch.where(to_node, remaining, h_try)
-            h_try = torch.where(active, h_try, torch.zeros_like(h_try))
+            if any_done:  # finished rows take zero steps
+                h_try = torch.where(active, h_try, torch.zeros_like(h_try))
 
         out = rk.step(g, s, y, h_try, f0)
         y1 = out.y1
         with torch.no_grad():
-            finite = torch.isfinite(y1).all(dim=1)
-            ok = finite if out.ok is None else finite & out.ok
             if fixed:
+                finite = torch.isfinite(y1).all(dim=1)
+                ok = finite if out.ok is None else finite & out.ok
                 accept = ok
                 ratio = None
             else:
@@ -175,22 +178,30 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
                     ratio = r5 / (r5 + 0.01 * r3).sqrt().clamp_min(torch.finfo(r5.dtype).tiny)
                 else:
                     ratio = norm(out.error / scale)
-                ratio = torch.where(
-                    ok & torch.isfinite(ratio), ratio, torch.full_like(ratio, math.inf)
-                )
+                # a non-finite trial has a non-finite error estimate: rejected here
+                ratio = torch.nan_to_num(ratio, nan=math.inf)
                 accept = ratio <= 1
-            accept = accept & active
+                if out.ok is not None:
+                    accept = accept & out.ok
+            if any_done:
+                accept = accept & active
+        all_accept = bool(accept.all())
+        any_accept = all_accept or bool(accept.any())
 
         # --- the end of the step; outputs inside it ----------------------------------
-        s1 = torch.where(to_node & accept, s_end if not fixed else target, s + h_try)
-        s1 = torch.where(accept, s1, s)
-        any_accept = bool(accept.any())
+        s_node = s_end if not fixed else target
+        if all_accept:
+            s1 = torch.where(to_node, s_node, s + h_try)
+        else:
+            s1 = torch.where(to_node & accept, s_node, s + h_try)
+            s1 = torch.where(accept, s1, s)
         f1 = out.f1
         ks = out.ks
         if any_accept:
             # every output time in (s, s1] of each accepting row, evaluated at once
             n_in = ((s_out <= (s1 + snap)[:, None]).sum(dim=1) - cursor).clamp_min(0)
-            n_in = torch.where(accept, n_in, torch.zeros_like(n_in))
+            if not all_accept:
+                n_in = torch.where(accept, n_in, torch.zeros_like(n_in))
             m = int(n_in.max())
             if m > 0:
                 offsets = torch.arange(m, device=dev)
@@ -220,7 +231,6 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
         # --- commit -------------------------------------------------------------------
         # Python-level branching when every row agrees keeps rejected (possibly
         # non-finite) trials out of the autograd graph and saves two ops per step.
-        all_accept = any_accept and bool(accept.all())
         if all_accept:
             y = y1
             f0 = f1 if f1 is not None else f0
@@ -258,6 +268,9 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
             # failures need a rejected (or failed) step, or the step budget used up
             if not all_accept or n_iter >= cfg.max_steps:
                 fresh_done = done
+                if not fixed:
+                    finite = torch.isfinite(y1).all(dim=1)
+                    ok = finite if out.ok is None else finite & out.ok
                 if fixed:
                     min_h = 16 * eps * s.detach().abs().clamp_min(1.0)
                     failure_code = torch.where(~finite, NON_FINITE, NEWTON_FAILED)
@@ -277,6 +290,7 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
                 )
                 status = torch.where(active & (status == SUCCESS), new_status, status)
                 done = fresh_done | (status != SUCCESS)
+        n_done = int(done.sum())
 
     accepted = accepted + n_all_accepted
     ys = _assemble(y0, outputs, K, T, n)

@@ -52,6 +52,13 @@ class RungeKutta:
         self.A = T(tableau.A)
         self.rows = [T(tableau.A[i, :i]) for i in range(self.S)]
         self.row_nonzero = [bool(np.any(tableau.A[i, :i] != 0)) for i in range(self.S)]
+        # explicit stage combinations as (j, a_ij) pairs: a chain of fused scalar adds
+        # costs far fewer dispatches than stack + matmul for the small states that
+        # dominate solver overhead
+        self.row_terms = [
+            [(j, float(tableau.A[i, j])) for j in range(i) if tableau.A[i, j] != 0]
+            for i in range(self.S)
+        ]
         weights = [tableau.b]
         if tableau.b_hat is not None:
             weights.append(tableau.b - tableau.b_hat)
@@ -105,12 +112,16 @@ class RungeKutta:
         hy = h.to(y.dtype)[:, None]
         ks = [f0]
         for i in range(1, self.S):
-            if self.row_nonzero[i]:
-                incr = (self.rows[i] @ torch.stack(ks).reshape(i, K * n)).reshape(K, n)
+            terms = self.row_terms[i]
+            if terms:
+                j0, a0 = terms[0]
+                incr = ks[j0] * a0
+                for j, a in terms[1:]:
+                    incr = torch.add(incr, ks[j], alpha=a)
                 yi = torch.addcmul(y, hy, incr)
             else:
                 yi = y
-            ks.append(g(s + self.c_list[i] * h, yi))
+            ks.append(g(torch.add(s, h, alpha=self.c_list[i]), yi))
         ks_t = torch.stack(ks)
         y1, err = self._combine(y, hy, ks_t)
         f1 = ks[-1] if self.stiffly_accurate else None

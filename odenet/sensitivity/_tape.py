@@ -115,7 +115,8 @@ class OutputMap:
         S = tape.s  # [N + 1, K]
         tdt = s_out.dtype
         eps = torch.finfo(tdt).eps
-        snap = 64 * eps * s_out[:, -1].abs()  # the loop's landing tolerance
+        # the loop's landing tolerance (odenet._loop.integrate)
+        snap = 64 * eps * torch.maximum(s_out[:, -1].abs(), s_out[:, 0].abs()).clamp_min(1.0)
         events: dict[int, list[list[tuple[int, int]]]] = {}
         for k in range(K):
             col = S[:, k].contiguous()

@@ -1,0 +1,132 @@
+"""Claim 9 — memory of training vs inference vs adjoint.
+
+Peak memory, measured in a fresh subprocess per configuration (``ru_maxrss`` after
+the model and data are built, subtracted from the peak after the pass):
+
+- inference (``torch.no_grad``): ``O(P + B d)`` — independent of the depth ``L``;
+- backprop training (``sensitivity="direct"``): ``O(P + B L d)`` — every block's
+  activations are kept for the backward pass, linear in ``L``;
+- adjoint training (``sensitivity="adjoint"``): the backward pass re-solves the ODE
+  backward in time, so memory does not grow with the number of steps.
+
+Models: ``odenet.models.NeuralODE`` with an ``MLPField`` on a fixed Euler grid of
+``L`` steps (``L`` steps of Euler = a weight-tied ResNet of depth ``L``).
+
+Run: ``python studies/theory/09_memory.py`` (``--quick`` for CI size).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+NAME = "09_memory"
+B, D, HIDDEN = 256, 128, 256
+MODES = ("inference", "direct", "adjoint")
+
+
+@dataclass
+class Result:
+    table: pd.DataFrame  # per (mode, L): peak memory increase in MB
+
+
+def child(mode: str, L: int) -> dict:
+    """Run one configuration in this process; return the peak-RSS increase in MB."""
+    import resource
+
+    import torch
+
+    from odenet.models import MLPField, NeuralODE
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    field = MLPField(D, HIDDEN, depth=2, activation="tanh")
+    sens = "adjoint" if mode == "adjoint" else "direct"
+    node = NeuralODE(field, method="euler", step_size=1.0 / L, sensitivity=sens)
+    x = torch.randn(B, D)
+    t = torch.tensor([0.0, 1.0])
+    # warm-up on a 1-step grid so one-time allocations are not counted
+    NeuralODE(field, method="euler", step_size=1.0, sensitivity=sens)(x, t)[-1].sum()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if mode == "inference":
+        with torch.no_grad():
+            node(x, t)[-1].sum()
+    else:
+        node(x, t)[-1].pow(2).sum().backward()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"mode": mode, "L": L, "peak_increase_MB": (after - before) / 1024.0}
+
+
+def measure(mode: str, L: int) -> dict:
+    """Run :func:`child` in a fresh interpreter (peak RSS is per process)."""
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--child", mode, str(L)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def compute(quick: bool = False) -> Result:
+    Ls = [20, 160] if quick else [25, 50, 100, 200, 400]
+    rows = [measure(mode, L) for mode in MODES for L in Ls]
+    t = pd.DataFrame(rows)
+    t["activation_MB_per_step"] = B * (2 * D + 2 * HIDDEN) * 4 / 2**20  # float32 estimate
+    return Result(t)
+
+
+def growth_per_step(res: Result, mode: str) -> float:
+    """Least-squares slope of peak memory (MB) against the number of steps L."""
+    import numpy as np
+
+    g = res.table[res.table["mode"] == mode]
+    return float(np.polyfit(g.L, g.peak_increase_MB, 1)[0])
+
+
+def plot(res: Result, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.3))
+    for mode, g in res.table.groupby("mode", sort=False):
+        ax.plot(
+            g.L, g.peak_increase_MB, "o-", label=f"{mode}: {growth_per_step(res, mode):.3f} MB/step"
+        )
+    ax.set(
+        xlabel="Euler steps L (= ResNet depth)",
+        ylabel="peak memory increase (MB)",
+        title=f"NeuralODE, B={B}, d={D}, hidden={HIDDEN}",
+    )
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _summary_lines(res: Result):
+    yield res.table.to_string(index=False, float_format=lambda x: f"{x:.2f}")
+    for mode in MODES:
+        yield f"{mode}: {growth_per_step(res, mode):.3f} MB per step"
+
+
+def main(quick: bool = False, out_dir=None) -> Result:
+    from _common import main_impl
+
+    return main_impl(NAME, compute, plot, _summary_lines, quick=quick, out_dir=out_dir)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+        print(json.dumps(child(sys.argv[2], int(sys.argv[3]))))
+    else:
+        from _common import run_cli
+
+        run_cli(NAME, compute, plot, _summary_lines)

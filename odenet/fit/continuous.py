@@ -81,6 +81,13 @@ class ShootingODE(nn.Module):
         self.register_buffer("norm_mean", torch.zeros(0, dtype=torch.float64))
         self.register_buffer("norm_std", torch.ones(0, dtype=torch.float64))
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # the normaliser buffers are sized when attached; take the checkpoint's size
+        for name in ("norm_mean", "norm_std"):
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def attach_normalizer(self, normalizer) -> None:
         """Use ``normalizer``'s mean/std to map between physical and normalised units."""
         self.norm_mean = normalizer.mean.clone()

@@ -69,9 +69,11 @@ class FitResult:
         return self.normalizer.inverse(z)
 
     def mse(self, context, target) -> float:
-        """MSE (physical units) of predictions at ``target``'s observed points."""
+        """MSE (physical units) of predictions at ``target``'s observed points (nan if none)."""
         ctx = context.batch if isinstance(context, SeriesData) else context
         tgt = target.batch if isinstance(target, SeriesData) else target
+        if float(tgt.mask.sum()) == 0:
+            return math.nan  # nothing to score
         pred = self.predict(ctx, tgt.times)
         return float(masked_mse(pred, tgt.values, tgt.mask))
 

@@ -1,0 +1,153 @@
+"""Shared protocol of the fit_irregular benchmark scripts (models, evaluation, tables).
+
+Protocol (same for every model): series split 60/20/20 by series; in every series the
+last 20 % of its time span is the extrapolation target.  Training uses the training
+series' windows (points before the tail); validation (early stopping) the validation
+series' windows.  On test series, 20 % of the window's points are held out at random
+(interpolation target) and the rest is the context the model conditions on — for
+extrapolation as well, so extrapolation conditions only on the past.  MSE is in the
+data's physical units.  Every learnt model gets the same optimiser budget: ``iters``
+Adam steps on minibatches of ``batch`` series, validation every 25 steps, patience 8.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from odenet.fit import (
+    GRUD,
+    LOCF,
+    GreyBoxField,
+    GRUDeltaT,
+    GRUGrid,
+    LatentODEForecaster,
+    LinearInterpolation,
+    ODERNNForecaster,
+    ShootingODE,
+    TrainingMean,
+    fit,
+    holdout_points,
+    n_parameters,
+    neural_ode,
+    relative_error,
+    split_series,
+    split_tail,
+)
+
+HERE = Path(__file__).parent
+GREYBOX_ROUNDS = 3  # L-BFGS rounds for grey-box fits (each up to 20 iterations)
+RESULTS = HERE / "results"
+
+
+def protocol(data, seed: int = 0):
+    """(train_window, val_window, test_context, test_interp_target, test_extrap_target)."""
+    train, val, test = split_series(data, (0.6, 0.2, 0.2), seed=seed)
+    trw, _ = split_tail(train.batch, 0.2)
+    vaw, _ = split_tail(val.batch, 0.2)
+    tew, tail = split_tail(test.batch, 0.2)
+    ctx, held = holdout_points(tew, 0.2, seed=seed + 1)
+    return trw, vaw, ctx, held, tail
+
+
+def make_models(dim: int, mechanism=None, guess=None, horizon: int = 6, which=None):
+    """name -> zero-argument constructor."""
+    ode = dict(rtol=1e-3, atol=1e-4)
+    zoo = {
+        "mean": lambda: TrainingMean(),
+        "locf": lambda: LOCF(),
+        "linear_interp": lambda: LinearInterpolation(),
+        "gru_grid": lambda: GRUGrid(dim, 32, horizon=horizon),
+        "gru_dt": lambda: GRUDeltaT(dim, 32, horizon=horizon),
+        "gru_d": lambda: GRUD(dim, 32, horizon=horizon),
+        "neural_ode": lambda: neural_ode(dim, 32, horizon=horizon, **ode),
+        "ode_rnn": lambda: ODERNNForecaster(dim, 16, horizon=horizon, **ode),
+        "latent_ode": lambda: LatentODEForecaster(dim, 4, 16, obs_std=0.1, **ode),
+    }
+    if mechanism is not None:
+        zoo["greybox"] = lambda: ShootingODE(
+            GreyBoxField(mechanism, guess), horizon=horizon, physical=True, rtol=1e-5, atol=1e-7
+        )
+    return {k: v for k, v in zoo.items() if which is None or k in which}
+
+
+def vector_field_error(model, field, params, states: torch.Tensor) -> float:
+    """Mean squared error of the learnt data-space field at the true states [N, D]."""
+    if not isinstance(model, ShootingODE):
+        return math.nan
+    with torch.no_grad():
+        f_hat = model.vector_field(torch.zeros(states.shape[0], dtype=states.dtype), states)
+        f_true = field(0.0, states, params)
+    return float(((f_hat - f_true) ** 2).sum(-1).mean())
+
+
+def run_one(name, ctor, parts, *, seed, iters, batch, truth=None, max_seconds=None):
+    trw, vaw, ctx, held, tail = parts
+    torch.manual_seed(seed)
+    model = ctor()
+    t = time.perf_counter()
+    kw = dict(iters=iters, lr=1e-2, batch_size=batch, eval_every=25)
+    if name.startswith("greybox"):
+        # a handful of mechanistic parameters: full-batch L-BFGS rounds (≤ 20 iterations each)
+        kw = dict(iters=GREYBOX_ROUNDS, optimizer="lbfgs", batch_size=None, eval_every=1)
+    res = fit(model, trw, vaw, seed=seed, patience=8, max_seconds=max_seconds, **kw)
+    train_time = time.perf_counter() - t
+    row = {
+        "model": name,
+        "seed": seed,
+        "interp_mse": res.mse(ctx, held),
+        "extrap_mse": res.mse(ctx, tail),
+        "param_rel_err": math.nan,
+        "vf_mse": math.nan,
+        "iters": res.iterations,
+        "train_s": round(train_time, 1),
+        "n_params": n_parameters(model),
+    }
+    if truth is not None:
+        field, params, states = truth
+        if name == "greybox":
+            err = relative_error(model.field.values(), params)
+            row["param_rel_err"] = max(err.values())
+            row["params_found"] = " ".join(f"{k}={v:.4f}" for k, v in model.field.values().items())
+        row["vf_mse"] = vector_field_error(model, field, params, states)
+    return row
+
+
+def append_rows(path: Path, rows: list) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields = ["dataset", "observed", "model", "seed", "interp_mse", "extrap_mse",
+              "param_rel_err", "vf_mse", "iters", "train_s", "n_params", "params_found"]  # fmt: skip
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        if new:
+            w.writeheader()
+        for r in rows:
+            w.writerow(r)
+
+
+def table(path: Path) -> str:
+    """Markdown table: median over seeds per (dataset, observed, model)."""
+    import pandas as pd
+
+    df = pd.read_csv(path)
+    keys = ["dataset", "observed", "model"]
+    agg = df.groupby(keys, sort=False).agg(
+        seeds=("seed", "count"),
+        interp_mse=("interp_mse", "median"),
+        extrap_mse=("extrap_mse", "median"),
+        param_rel_err=("param_rel_err", "median"),
+        vf_mse=("vf_mse", "median"),
+        iters=("iters", "median"),
+        train_s=("train_s", "median"),
+        n_params=("n_params", "first"),
+    )
+    agg = agg.reset_index()
+    fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(agg.columns) + " |", "|" + "---|" * len(agg.columns)]
+    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in agg.itertuples(index=False)]
+    return "\n".join(lines)

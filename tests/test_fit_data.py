@@ -54,8 +54,8 @@ BAD = [
      r"series 'a': duplicate time 0.0 at row 1, column 'time'"),
     (lambda df: df.assign(time=df.time.where(df.index != 2, 0.25)),
      r"series 'a': times not sorted at row 2, column 'time'"),
-    (lambda df: df.assign(id=df.id.where(df.index != 8, "z")), r"series 'z' has a single point \(row 8\)"),
-    (lambda df: df.assign(time=df.time.where(df.index != 6, np.nan)), r"row 6, column 'time': missing value"),
+    (lambda df: df.assign(id=df.id.where(df.index != 8, "z")), r"series 'z' has a single point \(row 8\)"),  # noqa: E501
+    (lambda df: df.assign(time=df.time.where(df.index != 6, np.nan)), r"row 6, column 'time': missing value"),  # noqa: E501
 ]  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""odenet.fit models: batch invariance, closed-form predictions, grey-box recovery, PK, causality."""
+"""odenet.fit models: batch invariance, closed forms, grey-box recovery, PK, causality."""
 
 import math
 
@@ -41,7 +41,7 @@ def repad(batch: IrregularBatch, perm, extra: int) -> IrregularBatch:
     t = torch.cat([times, times.new_zeros(B, extra)], 1)
     t = torch.where(cols < n, t, last + (cols - n + 1))
     z = batch.values.new_zeros(B, extra, D)
-    return IrregularBatch(t, torch.cat([batch.values[perm], z], 1), torch.cat([batch.mask[perm], z], 1),
+    return IrregularBatch(t, torch.cat([batch.values[perm], z], 1), torch.cat([batch.mask[perm], z], 1),  # noqa: E501
                           batch.lengths[perm])  # fmt: skip
 
 
@@ -74,7 +74,7 @@ def test_shooting_ode_predicts_the_flow_from_the_last_past_observation():
     A = np.array([[-0.1, 1.0], [-1.0, -0.2]])
     model = ShootingODE(Linear(A), physical=True, rtol=1e-10, atol=1e-12)
     ctx = IrregularBatch.from_lists([torch.tensor([0.0, 0.7, 1.5], dtype=torch.float64)],
-                                    [torch.tensor([[1.0, 0.0], [0.3, -0.5], [0.2, 0.4]], dtype=torch.float64)])  # fmt: skip
+                                    [torch.tensor([[1.0, 0.0], [0.3, -0.5], [0.2, 0.4]], dtype=torch.float64)])  # fmt: skip  # noqa: E501
     q = torch.tensor([[1.0, 2.5, 4.0]], dtype=torch.float64)
     pred = model.predict(ctx, q)[0].numpy()
     ref = [expm(A * 0.3) @ [0.3, -0.5], expm(A * 1.0) @ [0.2, 0.4], expm(A * 2.5) @ [0.2, 0.4]]

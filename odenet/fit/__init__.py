@@ -46,6 +46,7 @@ __all__ = [
     "ShootingODE",
     "TimeInvariantMLP",
     "TrainingMean",
+    "datasets",
     "fit",
     "holdout_points",
     "load_checkpoint",

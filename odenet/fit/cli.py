@@ -25,7 +25,7 @@ def build_model(name: str, dim: int, *, hidden: int = 32, horizon: int = 4,
     if name == "greybox":
         if mechanism not in MECHANISMS:
             raise InputError(
-                f"--model greybox needs --mechanism, one of {sorted(MECHANISMS)}; got {mechanism!r}."
+                f"--model greybox needs --mechanism, one of {sorted(MECHANISMS)}; got {mechanism!r}."  # noqa: E501
             )
         mech, guess = MECHANISMS[mechanism]
         corr = None

@@ -128,7 +128,7 @@ class ShootingODE(nn.Module):
         idx = last_index(context.times, context.lengths, query_times)  # [B, Q]
         t0 = context.times.gather(1, idx)
         x0 = filled.gather(1, idx[..., None].expand(B, Q, filled.shape[-1]))
-        # a query at an observation time returns the observation; nudge to keep t strictly increasing
+        # a query at an observation time returns the observation; nudge to keep t strictly increasing  # noqa: E501
         t1 = torch.maximum(query_times, t0 + 1e-9)
         ys = self._solve(x0.reshape(B * Q, -1), torch.stack([t0, t1], -1).reshape(B * Q, 2))
         return ys[:, 1].reshape(B, Q, -1)

@@ -219,7 +219,7 @@ def fit(
     else:
         opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     sched = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(iters, 1), eta_min=lr * lr_min_factor)
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(iters, 1), eta_min=lr * lr_min_factor)  # noqa: E501
         if trainable else None
     )  # fmt: skip
     history = {"iteration": [], "train_loss": [], "val_loss": []}
@@ -279,7 +279,7 @@ def fit(
 
             def closure():
                 opt.zero_grad()
-                value = model.loss(mb)
+                value = model.loss(mb)  # noqa: B023
                 value.backward()
                 return value
 

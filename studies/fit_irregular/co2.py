@@ -25,13 +25,12 @@ import math
 import time
 
 import torch
+from common import RESULTS
 from torch import nn
 
 from odenet.batch import IrregularBatch
 from odenet.fit import GreyBoxField, LinearInterpolation, ShootingODE, datasets, fit, select
 from odenet.fit._common import masked_mse
-
-from common import RESULTS  # noqa: I001
 
 
 def seasonal_rate(t, x, p):
@@ -110,7 +109,7 @@ def main(argv=None):
         guess = {"a": 1.0, "b": 0.0, "c1": 0.0, "d1": 0.0, "c2": 0.0, "d2": 0.0}
         models = {
             "greybox_seasonal": (
-                lambda: ShootingODE(GreyBoxField(seasonal_rate, guess, positive=False),
+                lambda: ShootingODE(GreyBoxField(seasonal_rate, guess, positive=False),  # noqa: B023
                                     horizon=4, physical=True, rtol=1e-6, atol=1e-6),
                 dict(optimizer="lbfgs", iters=3),
             ),

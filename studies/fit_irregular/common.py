@@ -120,7 +120,7 @@ def run_one(name, ctor, parts, *, seed, iters, batch, truth=None, max_seconds=No
 def append_rows(path: Path, rows: list) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fields = ["dataset", "observed", "model", "seed", "interp_mse", "extrap_mse",
-              "param_rel_err", "vf_mse", "iters", "train_s", "n_params", "params_found"]  # fmt: skip
+              "param_rel_err", "vf_mse", "iters", "train_s", "n_params", "params_found"]  # fmt: skip  # noqa: E501
     new = not path.exists()
     with open(path, "a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")

@@ -173,7 +173,7 @@ def co2() -> SeriesData:
         ) from None
     df = _co2.load_pandas().data.dropna()
     idx = df.index
-    years = idx.year + (idx.dayofyear - 1) / 365.25
+    years = idx.year + (idx.day_of_year - 1) / 365.25
     t = torch.tensor(np.asarray(years, dtype=float), dtype=DTYPE)
     v = torch.tensor(df["co2"].to_numpy()[:, None], dtype=DTYPE)
     return SeriesData(IrregularBatch.from_lists([t], [v]), ["mauna_loa"], ["co2"],

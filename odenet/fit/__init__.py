@@ -5,6 +5,9 @@ any model with ``loss(batch)`` / ``predict(context, query_times)``; see
 ``docs/fitting.md``.
 """
 
+import sys
+import types
+
 from odenet.fit import datasets
 from odenet.fit.baselines import GRUD, LOCF, GRUDeltaT, GRUGrid, LinearInterpolation, TrainingMean
 from odenet.fit.continuous import (
@@ -61,3 +64,14 @@ __all__ = [
     "split_time",
     "to_long",
 ]
+
+
+class _CallableModule(types.ModuleType):
+    """``odenet.fit(...)`` trains (the issue's API) while ``odenet.fit.<name>`` stays a
+    namespace: the package module itself forwards calls to :func:`odenet.fit.train.fit`."""
+
+    def __call__(self, *args, **kwargs):
+        return fit(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

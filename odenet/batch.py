@@ -44,8 +44,10 @@ class IrregularBatch:
                 f"`values` and `mask` must be [B, T, D] = [{B}, {T}, D] with equal shapes; got "
                 f"{tuple(self.values.shape)} and {tuple(self.mask.shape)}."
             )
-        if self.lengths.shape != (B,) or bool((self.lengths < 1).any()) or bool(
-            (self.lengths > T).any()
+        if (
+            self.lengths.shape != (B,)
+            or bool((self.lengths < 1).any())
+            or bool((self.lengths > T).any())
         ):
             raise InputError(f"`lengths` must be [B] = [{B}] with 1 ≤ length ≤ {T}.")
         if T > 1 and not bool((self.times.diff(dim=1) > 0).all()):

@@ -35,8 +35,34 @@ class Result:
     table: pd.DataFrame  # per (mode, L): peak memory increase in MB
 
 
+def _status_kb(field: str) -> float | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return float(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux: ``5`` to ``/proc/self/clear_refs``)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def child(mode: str, L: int) -> dict:
-    """Run one configuration in this process; return the peak-RSS increase in MB."""
+    """Run one configuration in this process; return the peak-RSS increase in MB.
+
+    On Linux the peak mark is reset just before the pass and the increase is
+    ``VmHWM − VmRSS(before)``, so earlier peaks (imports, warm-up) cannot hide it;
+    elsewhere it falls back to the difference of ``ru_maxrss``.
+    """
     import resource
 
     import torch
@@ -52,13 +78,14 @@ def child(mode: str, L: int) -> dict:
     t = torch.tensor([0.0, 1.0])
     # warm-up on a 1-step grid so one-time allocations are not counted
     NeuralODE(field, method="euler", step_size=1.0, sensitivity=sens)(x, t)[-1].sum()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    exact = _reset_peak()
+    before = _status_kb("VmRSS") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if mode == "inference":
         with torch.no_grad():
             node(x, t)[-1].sum()
     else:
         node(x, t)[-1].pow(2).sum().backward()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    after = _status_kb("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"mode": mode, "L": L, "peak_increase_MB": (after - before) / 1024.0}
 
 

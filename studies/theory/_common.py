@@ -17,11 +17,14 @@ import pandas as pd
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# where the current run writes; ``--quick`` runs go to ``results/quick`` so they never
+# overwrite the published full-size figures and tables
+_current_out: Path | None = None
 
 
 def write_table(table: pd.DataFrame, name: str, out_dir: Path | None = None) -> Path:
     """Write ``table`` as ``<out_dir>/<name>.csv`` and return the path."""
-    out = Path(out_dir or RESULTS)
+    out = Path(out_dir or _current_out or RESULTS)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.csv"
     table.to_csv(path, index=False, float_format="%.6g")
@@ -37,13 +40,17 @@ def figure_path(name: str, out_dir: Path | None = None) -> Path:
 def run_cli(name: str, compute: Callable, plot: Callable, summary: Callable | None = None):
     """Parse ``--quick`` / ``--out``, run ``compute``, write table + figure, print a summary."""
     parser = argparse.ArgumentParser(description=f"theory study {name}")
-    parser.add_argument("--quick", action="store_true", help="CI size (seconds)")
+    parser.add_argument("--quick", action="store_true", help="CI size (writes to results/quick)")
     parser.add_argument("--out", type=Path, default=None, help="output folder")
     args = parser.parse_args()
     return main_impl(name, compute, plot, summary, quick=args.quick, out_dir=args.out)
 
 
 def main_impl(name, compute, plot, summary=None, *, quick=False, out_dir=None):
+    global _current_out
+    if out_dir is None:
+        out_dir = RESULTS / "quick" if quick else RESULTS
+    _current_out = Path(out_dir)
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     result = compute(quick=quick)

@@ -9,6 +9,7 @@ called by the numerics) and ``main(quick)`` that runs both and writes
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,20 @@ import pandas as pd
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "theory"
+# each study's docs page; a full run into RESULTS refreshes the page's copy of the figure
+DOC_PAGES = {
+    "01_depth_jacobians": "claim-01-depth-jacobians",
+    "02_initialization": "claim-02-initialization",
+    "03_spectral_norm": "claim-03-spectral-norm",
+    "04_edge_of_chaos": "claim-04-edge-of-chaos",
+    "05_error_is_gradient": "claim-05-error-is-gradient",
+    "06_scheme_stability": "claim-06-scheme-stability",
+    "07_clipping": "claim-07-clipping",
+    "08_adam_vs_sgd": "claim-08-adam-vs-sgd",
+    "09_memory": "claim-09-memory",
+    "10_gershgorin": "claim-10-gershgorin",
+}
 # where the current run writes; ``--quick`` runs go to ``results/quick`` so they never
 # overwrite the published full-size figures and tables
 _current_out: Path | None = None
@@ -58,6 +73,8 @@ def main_impl(name, compute, plot, summary=None, *, quick=False, out_dir=None):
     csv = write_table(result.table, name, out_dir)
     png = figure_path(name, out_dir)
     plot(result, png)
+    if Path(out_dir).resolve() == RESULTS and name in DOC_PAGES and DOCS.is_dir():
+        shutil.copyfile(png, DOCS / f"{DOC_PAGES[name]}.png")
     print(f"[{name}] compute {elapsed:.1f} s -> {csv.name}, {png.name}")
     if summary is not None:
         for line in summary(result):

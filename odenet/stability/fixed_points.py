@@ -131,7 +131,7 @@ def find_fixed_point(
     for _ in range(max_iter):
         with torch.no_grad():
             r = F(x).reshape(-1)
-        if float(r.abs().max()) <= tol * (1.0 + float(x.abs().max())):
+        if float(r.abs().max()) <= tol * (1.0 + float(x.detach().abs().max())):
             return x
         J = jacobian(F, x).reshape(r.numel(), r.numel())
         try:

@@ -1,7 +1,8 @@
 """Claim 4 (studies/theory/04_edge_of_chaos.py): tanh RNNs with W ~ N(0, g²/N) are
 ordered (λ₁ = log g < 0, vanishing gradients) for g < 1 and chaotic (λ₁ > 0, exploding
 gradients) for g > 1; orthogonal linear RNNs preserve norms; the rate network
-ḣ = −h + gJ tanh(h) is ordered with λ₁ = g − 1 below g = 1."""
+ḣ = −h + gJ tanh(h) is ordered with λ₁ = g − 1 below g = 1
+and chaotic (λ₁ > 0, averaged over draws of J) at g = 2."""
 
 import importlib
 import math
@@ -75,3 +76,20 @@ def test_rate_network_is_ordered_below_g_one_with_rate_g_minus_one(setup):
     # at the origin the linearisation is −I + gJ: λ₁ = max Re eig = g·max Re eig(J) − 1
     expected = g * float(np.linalg.eigvals(J.numpy()).real.max()) - 1
     assert float(lam[0]) == pytest.approx(expected, abs=0.02)
+
+
+def test_rate_network_is_chaotic_at_g_two_on_average():
+    # SCS: for N → ∞ the rate network is chaotic for every g > 1 (λ₁ > 0); at finite N a
+    # single draw can settle on a fixed point or limit cycle, so average independent
+    # draws of (J, h_0) at N = 200, as the study does
+    lam = np.array(
+        [
+            study.rate_network_lyapunov(2.0, 200, 100 + 2 * s, dt=0.5, transient=100, n_steps=200)
+            for s in range(2)
+        ]
+    )
+    assert lam.mean() > 0.02
+    # and below g = 1 the same estimator gives the origin's rate g·max Re eig(J) − 1 < 0
+    below = study.rate_network_lyapunov(0.75, 200, 100, dt=0.5, transient=60, n_steps=60)
+    J = study.gaussian_J(200, 100).numpy()
+    assert below == pytest.approx(0.75 * np.linalg.eigvals(J).real.max() - 1, abs=0.03)

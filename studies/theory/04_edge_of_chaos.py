@@ -6,8 +6,8 @@ near ``g = 1``: order (``λ₁ = log g < 0``, the origin attracts) below, chaos 
 Gradients over long horizons (autograd through the RNN) vanish for ``g < 1`` and
 explode for ``g > 1``; an orthogonal ``W`` (linear RNN) keeps every singular value of
 ``∂h_T/∂h_0`` at 1.  The continuous-time rate network ``dh/dt = −h + g J tanh(h)``
-(``flow_map`` with RK4) shows the same transition at ``g = 1``
-(Sompolinsky–Crisanti–Sommers 1988).
+(``flow_map`` with RK4, ``N = 200``, λ₁ averaged over independent draws of ``J`` and
+``h_0``) shows the same transition at ``g = 1`` (Sompolinsky–Crisanti–Sommers 1988).
 
 Run: ``python studies/theory/04_edge_of_chaos.py`` (``--quick`` for CI size).
 """
@@ -62,10 +62,34 @@ def gradient_norm(rnn: RNN, h0: torch.Tensor, T: int) -> float:
     return float(h0.grad.norm() / g.norm())
 
 
+def rate_network_lyapunov(
+    g: float, N: int, seed: int, dt: float = 0.5, transient: int = 200, n_steps: int = 400
+) -> float:
+    """Largest Lyapunov exponent (per unit time) of ``ḣ = −h + g J tanh(h)``.
+
+    One draw: ``J ~ N(0, 1/N)`` from ``seed`` (``[N, N]``), ``h_0 ~ N(0, I)`` from
+    ``seed + 1``; RK4 flow map with step ``dt`` (time units), ``transient`` steps
+    discarded (reach the attractor, align the tangent vector), then ``n_steps`` averaged.
+    """
+    gJ = g * gaussian_J(N, seed)
+    h0 = torch.randn(N, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
+
+    def scs(t, h):  # Sompolinsky–Crisanti–Sommers rate network
+        return -h + gJ @ torch.tanh(h)
+
+    step = flow_map(scs, dt, "rk4")
+    return float(lyapunov_spectrum(step, h0, n_steps, dt=dt, transient=transient, k=1)[0])
+
+
 def compute(quick: bool = False) -> Result:
     N = 50 if quick else 100
     gs = [0.5, 2.0] if quick else [0.5, 0.75, 0.9, 1.1, 1.25, 1.5, 2.0, 2.5]
-    n_map, n_flow, dt = (200, 100, 0.25) if quick else (1000, 400, 0.25)
+    n_map = 200 if quick else 1000
+    # rate network: N = 200 (at N = 100 single draws often settle on a fixed point or
+    # limit cycle for g = 1.5–2), averaged over independent draws of (J, h_0);
+    # dt = 0.5 is well inside RK4's stability region for |eig(−I + gJ)| ≲ 3.5
+    N_flow, draws, dt = 200, (2 if quick else 3), 0.5
+    transient, n_flow = (100, 200) if quick else (200, 400)
     T = 50 if quick else 100
     J = gaussian_J(N, 0)
     gen = torch.Generator().manual_seed(1)
@@ -74,20 +98,23 @@ def compute(quick: bool = False) -> Result:
     for g in gs:
         rnn = rnn_with(g * J)
         lam_map = lyapunov_spectrum(cell_map(rnn), h0, n_map, transient=200, k=1)
-        gJ = g * J
-
-        def scs(t, h, gJ=gJ):  # Sompolinsky–Crisanti–Sommers rate network
-            return -h + gJ @ torch.tanh(h)
-
-        lam_flow = lyapunov_spectrum(
-            flow_map(scs, dt, "rk4"), h0, n_flow, dt=dt, transient=100 if quick else 200, k=1
+        lam_flow = np.array(
+            [
+                rate_network_lyapunov(g, N_flow, 100 + 2 * s, dt, transient, n_flow)
+                for s in range(draws)
+            ]
         )
         rows.append(
             {
                 "g": float(g),
                 "lyapunov_map": float(lam_map[0]),
                 "log_g": float(np.log(g)),
-                "lyapunov_flow": float(lam_flow[0]),
+                "lyapunov_flow": float(lam_flow.mean()),
+                "lyapunov_flow_se": float(lam_flow.std(ddof=1) / np.sqrt(draws)),
+                "lyapunov_flow_min": float(lam_flow.min()),
+                "lyapunov_flow_max": float(lam_flow.max()),
+                "flow_draws": draws,
+                "flow_N": N_flow,
                 "grad_norm_T": gradient_norm(rnn, h0, T),
                 "T": T,
             }
@@ -111,7 +138,15 @@ def plot(res: Result, path) -> None:
     t = res.table
     fig, axs = plt.subplots(1, 2, figsize=(12, 4.3))
     axs[0].plot(t.g, t.lyapunov_map, "o-", label="discrete RNN h ↦ tanh(W h)")
-    axs[0].plot(t.g, t.lyapunov_flow, "s-", label="rate network ḣ = −h + gJ tanh(h)")
+    axs[0].errorbar(
+        t.g,
+        t.lyapunov_flow,
+        yerr=t.lyapunov_flow_se,
+        fmt="s-",
+        capsize=3,
+        label=f"rate network ḣ = −h + gJ tanh(h), N = {int(t.flow_N.iloc[0])}, "
+        f"mean ± s.e. of {int(t.flow_draws.iloc[0])} draws",
+    )
     axs[0].plot(t.g, np.minimum(t.log_g, 0), "k:", lw=1, label="log g (origin, g < 1)")
     axs[0].plot(t.g, np.minimum(t.g - 1, 0), "k--", lw=1, label="g − 1 (origin, flow)")
     axs[0].axhline(0, color="0.5", lw=0.8)

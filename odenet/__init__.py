@@ -28,8 +28,16 @@ __version__ = "0.1.0"
 # Subpackages and their headline names load on first use (PEP 562), so that
 # `import odenet` stays as light as the integrator core.
 _SUBMODULES = {
-    "stability", "models", "sensitivity", "studies", "problems", "fit", "plotting",
-    "order_conditions", "batch", "cli",
+    "stability",
+    "models",
+    "sensitivity",
+    "studies",
+    "problems",
+    "fit",
+    "plotting",
+    "order_conditions",
+    "batch",
+    "cli",
 }
 _LAZY = {
     "convergence": "odenet.studies",
@@ -60,6 +68,7 @@ def __getattr__(name: str):
 
 def __dir__():
     return sorted(set(globals()) | _SUBMODULES | set(_LAZY))
+
 
 __all__ = [
     "ODERNN",

@@ -89,7 +89,7 @@ class _TupleState:
         return tuple(p.reshape(*lead, *s) for p, s in zip(parts, self.shapes))
 
 
-def _translate(method_name, options, rtol, atol):
+def _translate(options):
     options = dict(options or {})
     kwargs = {}
     unknown = set(options) - _ADAPTIVE_KEYS - _FIXED_KEYS - _ODENET_KEYS
@@ -177,7 +177,7 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adj
             "fixed end time instead."
         )
     name = _method_name(method)
-    kwargs = _translate(name, options, rtol, atol)
+    kwargs = _translate(options)
     if sensitivity == "adjoint" and "adjoint_params" not in adjoint:
         # torchdiffeq's default; found here because a tuple state wraps `func` below
         if isinstance(func, torch.nn.Module):

@@ -4,8 +4,9 @@ It integrates ``K`` independent systems at once (``K = 1`` for one system on a
 shared grid; ``K = B`` for per-sample time grids), each with its own time, step
 size, acceptance, output cursor and status, using masked tensor updates.  Time is
 *internal* time ``s``, increasing for every row (the caller flips the sign of
-decreasing grids).  The loop synchronises with the host once per step (to know
-whether every row has finished) and once per output event.
+decreasing grids).  Each step makes a few host synchronisations (whether rows
+accepted, how many outputs fall in the step, whether every row has finished);
+failure bookkeeping runs only on steps with a rejection.
 
 Roles are separate (see ``../shared/conventions.md``): the method step
 (``RungeKutta.step``) proposes ``y1`` and an error estimate, the controller

@@ -124,12 +124,13 @@ class Newton:
         self.stats.linear_solves += 1
         return torch.linalg.lu_solve(*lu, rhs.unsqueeze(-1)).squeeze(-1)
 
-    def stages(self, g, s, y, times, base, hA, Z0, g_of_stages):
+    def stages(self, g, s, y, base, hA, Z0, g_of_stages):
         """Solve ``Z = base + (hA ⊗ I) G(Z)`` for ``Z`` [K, S, n] (no autograd history).
 
         Parameters
         ----------
-        times : [K, S] stage times; base : [K, S, n]; hA : [K, S, S]; Z0 : guess.
+        s, y : [K], [K, n] the step's start (where a fresh Jacobian is taken).
+        base : [K, S, n]; hA : [K, S, S]; Z0 : initial guess [K, S, n].
         g_of_stages : callable ``Z [K, S, n] -> G [K, S, n]``.
 
         Returns

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -60,7 +60,6 @@ class Solution:
     stats: dict[str, Any]
     status: torch.Tensor
     method: str = ""
-    extras: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def success(self) -> bool:

@@ -50,9 +50,7 @@ class RungeKutta:
         self.c = T(tableau.c, time_dtype)
         self.c_list = [float(x) for x in tableau.c]
         self.A = T(tableau.A)
-        self.rows = [T(tableau.A[i, :i]) for i in range(self.S)]
-        self.row_nonzero = [bool(np.any(tableau.A[i, :i] != 0)) for i in range(self.S)]
-        # explicit stage combinations as (j, a_ij) pairs: a chain of fused scalar adds
+        # stage combinations as (j, a_ij) pairs: a chain of fused scalar adds
         # costs far fewer dispatches than stack + matmul for the small states that
         # dominate solver overhead
         self.row_terms = [
@@ -109,21 +107,23 @@ class RungeKutta:
             return y1, (hy * comb[1], hy * comb[2])
         return y1, hy * comb[1]
 
+    def _stage_input(self, i, y, hy, ks):
+        """``y + h Σ_{j<i} A_ij k_j`` (the lower-triangular part of row ``i``)."""
+        terms = self.row_terms[i]
+        if not terms:
+            return y
+        j0, a0 = terms[0]
+        incr = ks[j0] * a0
+        for j, a in terms[1:]:
+            incr = torch.add(incr, ks[j], alpha=a)
+        return y + hy * incr
+
     def _explicit(self, g, s, y, h, f0) -> StepResult:
         K, n = y.shape
         hy = h.to(y.dtype)[:, None]
         ks = [f0]
         for i in range(1, self.S):
-            terms = self.row_terms[i]
-            if terms:
-                j0, a0 = terms[0]
-                incr = ks[j0] * a0
-                for j, a in terms[1:]:
-                    incr = torch.add(incr, ks[j], alpha=a)
-                yi = y + hy * incr
-            else:
-                yi = y
-            ks.append(g(torch.add(s, h, alpha=self.c_list[i]), yi))
+            ks.append(g(torch.add(s, h, alpha=self.c_list[i]), self._stage_input(i, y, hy, ks)))
         ks_t = torch.stack(ks)
         y1, err = self._combine(y, hy, ks_t)
         f1 = ks[-1] if self.stiffly_accurate else None
@@ -138,11 +138,8 @@ class RungeKutta:
         ok = torch.ones(K, dtype=torch.bool, device=y.device)
         for i in range(self.S):
             a_ii = float(self.tableau.A[i, i])
-            ti = s + self.c_list[i] * h
-            if i > 0 and self.row_nonzero[i]:
-                base = y + hy * (self.rows[i] @ torch.stack(ks).reshape(i, K * n)).reshape(K, n)
-            else:
-                base = y
+            ti = torch.add(s, h, alpha=self.c_list[i])
+            base = self._stage_input(i, y, hy, ks)
             if a_ii == 0.0:
                 ks.append(f0 if (i == 0 and self.c_list[0] == 0.0) else g(ti, base))
                 continue
@@ -152,7 +149,7 @@ class RungeKutta:
             def G(Z, ti=ti):
                 return g(ti, Z[:, 0])[:, None]
 
-            Z, ok_i = self.newton.stages(g, s, y, ti[:, None], base[:, None], hA, guess, G)
+            Z, ok_i = self.newton.stages(g, s, y, base[:, None], hA, guess, G)
             if self.track_grad and torch.is_grad_enabled():
                 Z = self.newton.attach(g, ti[:, None], base[:, None], hA, Z, G)
             ok = ok & ok_i
@@ -174,7 +171,7 @@ class RungeKutta:
         def G(Z):
             return torch.stack([g(times[:, j], Z[:, j]) for j in range(S)], dim=1)
 
-        Z, ok = self.newton.stages(g, s, y, times, base, hA, guess, G)
+        Z, ok = self.newton.stages(g, s, y, base, hA, guess, G)
         if self.track_grad and torch.is_grad_enabled():
             Z = self.newton.attach(g, times, base, hA, Z, G)
         if self.A_inv is not None:

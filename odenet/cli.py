@@ -35,28 +35,25 @@ class _Parser(argparse.ArgumentParser):
 # --- option parsing helpers --------------------------------------------------------------
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        vals = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {text!r}"
-        ) from None
-    if not vals:
-        raise argparse.ArgumentTypeError("expected at least one number")
-    return vals
+def _numbers(convert, what: str):
+    """An argparse type: comma-separated values of one kind."""
+
+    def parse(text: str) -> list:
+        try:
+            vals = [convert(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated {what}s, got {text!r}"
+            ) from None
+        if not vals:
+            raise argparse.ArgumentTypeError(f"expected at least one {what}")
+        return vals
+
+    return parse
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        vals = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
-    if not vals:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    return vals
+_floats = _numbers(float, "number")
+_ints = _numbers(int, "integer")
 
 
 def _names(text: str) -> list[str]:

@@ -27,15 +27,6 @@ from odenet.models import (
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (ms per op on a busy host)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def smooth_field(dim=3, hidden=16, seed=0, time_dependent=True):
     torch.manual_seed(seed)
     f = MLPField(dim, hidden, time_dependent=time_dependent).double()

@@ -16,15 +16,6 @@ from odenet.models import ODERNN, LatentODE
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (ms per op on a busy host)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 TIGHT = dict(rtol=1e-10, atol=1e-12)
 
 

@@ -6,7 +6,10 @@ NFE x (cost of one field evaluation): what a solver with zero overhead would cos
 Repetitions are interleaved (odenet, torchdiffeq, torchode, odenet, ...) and medians
 reported, so drifting machine load hits all three alike.  Prints ratios.
 
-    python studies/benchmarks/solver_overhead.py [--reps 30]
+    python studies/benchmarks/solver_overhead.py [--reps 30] [--ops]
+
+``--ops`` also counts the ATen operator calls of one forward solve (torch.profiler):
+per-op dispatch on small tensors is what bounds the overhead ratio.
 
 Writes ``studies/benchmarks/results/solver_overhead.json``.
 """
@@ -89,9 +92,19 @@ def count_nfe(fn, calls) -> int:
     return calls["n"]
 
 
+def count_ops(fn) -> int:
+    """ATen operator calls made by one no-grad call of ``fn``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(e.count for e in prof.key_averages() if e.key.startswith("aten::"))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=30)
+    parser.add_argument("--ops", action="store_true", help="count ATen calls per solve")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     net, y0, t = make_problem()
@@ -109,23 +122,33 @@ def main(argv=None):
     fwd = time_interleaved(fns, args.reps, False, params)
     fwd_bwd = time_interleaved(fns, args.reps, True, params)
     ref = "torchdiffeq"
+    ops = {k: count_ops(fn) for k, fn in fns.items()} if args.ops else {}
     rows = []
     for k in fns:
-        rows.append({
-            "solver": k, "nfe": nfe[k],
-            "forward / torchdiffeq": fwd[k] / fwd[ref],
-            "forward / floor": fwd[k] / (nfe[k] * field_cost),
-            "fwd+bwd / torchdiffeq": fwd_bwd[k] / fwd_bwd[ref],
-        })
+        rows.append(
+            {
+                "solver": k,
+                "nfe": nfe[k],
+                **({"aten_calls": ops[k]} if ops else {}),
+                "forward / torchdiffeq": fwd[k] / fwd[ref],
+                "forward / floor": fwd[k] / (nfe[k] * field_cost),
+                "fwd+bwd / torchdiffeq": fwd_bwd[k] / fwd_bwd[ref],
+            }
+        )
     print(f"field cost {field_cost * 1e6:.1f} us; floor = NFE x field cost")
     print(f"{'solver':<12} {'NFE':>5} {'fwd/tdq':>9} {'fwd/floor':>10} {'fwd+bwd/tdq':>12}")
     for r in rows:
-        print(f"{r['solver']:<12} {r['nfe']:>5} {r['forward / torchdiffeq']:>9.2f} "
-              f"{r['forward / floor']:>10.2f} {r['fwd+bwd / torchdiffeq']:>12.2f}")
+        print(
+            f"{r['solver']:<12} {r['nfe']:>5} {r['forward / torchdiffeq']:>9.2f} "
+            f"{r['forward / floor']:>10.2f} {r['fwd+bwd / torchdiffeq']:>12.2f}"
+        )
+    if ops:
+        print("ATen calls per forward solve: " + ", ".join(f"{k} {v}" for k, v in ops.items()))
     out = Path(__file__).parent / "results" / "solver_overhead.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"rows": rows, "reps": args.reps, "torch": torch.__version__},
-                              indent=2))
+    out.write_text(
+        json.dumps({"rows": rows, "reps": args.reps, "torch": torch.__version__}, indent=2)
+    )
     return rows
 
 

@@ -207,3 +207,33 @@ def pk_panel(name: str = "Theoph") -> SeriesData:
         data.meta["dose"] = [float(dose[i]) for i in data.ids]
     data.meta["name"] = name
     return data
+
+
+def damped_oscillator_exact(t, y0, omega: float = 2.0, zeta: float = 0.1):
+    """Closed-form solution of ``x'' + 2ζω x' + ω² x = 0`` for ``0 ≤ ζ < 1`` (underdamped).
+
+    Parameters
+    ----------
+    t : array [T]
+        Times (same units as ``1/ω``).
+    y0 : array [..., 2]
+        Initial ``(x, v)`` at ``t = 0``.
+
+    Returns
+    -------
+    numpy array [..., T, 2]
+        ``x(t) = e^{−ζωt}(x₀ cos ω_d t + (v₀ + ζω x₀)/ω_d · sin ω_d t)``,
+        ``ω_d = ω√(1 − ζ²)``, and its derivative ``v(t)``.
+    """
+    if not 0 <= zeta < 1:
+        raise InputError(f"`zeta` must be in [0, 1) (underdamped) for the closed form, got {zeta}.")
+    t = np.asarray(t, dtype=float)
+    y0 = np.asarray(y0, dtype=float)
+    x0, v0 = y0[..., 0:1], y0[..., 1:2]
+    wd = omega * np.sqrt(1 - zeta**2)
+    a = zeta * omega
+    e, c, s = np.exp(-a * t), np.cos(wd * t), np.sin(wd * t)
+    k = (v0 + a * x0) / wd
+    x = e * (x0 * c + k * s)
+    v = e * (-a * (x0 * c + k * s) + (-x0 * wd * s + k * wd * c))
+    return np.stack([x, v], axis=-1)

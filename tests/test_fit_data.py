@@ -138,3 +138,23 @@ def test_split_errors():
         split_series(datasets.lotka_volterra(5), (0.5, 0.5, 0.5))
     with pytest.raises(InputError, match=r"`fraction` must be in \(0, 1\)"):
         split_tail(d.batch, 1.5)
+
+
+def test_damped_oscillator_generator_matches_the_closed_form():
+    from odenet.fit import datasets
+
+    d = datasets.damped_oscillator(5, observed=0.5, noise=0.0, omega=2.0, zeta=0.1, seed=4)
+    c = d.meta["clean"]
+    for b in range(5):
+        n = int(c.lengths[b])
+        exact = datasets.damped_oscillator_exact(c.times[b, :n].numpy(), d.meta["y0"][b], 2.0, 0.1)
+        np.testing.assert_allclose(c.values[b, :n].numpy(), exact, atol=1e-9)
+        np.testing.assert_allclose(d.batch.values[b, :n].numpy(), exact, atol=1e-9)  # σ = 0
+
+
+def test_damped_oscillator_closed_form_rejects_overdamping():
+    from odenet._errors import InputError
+    from odenet.fit import datasets
+
+    with pytest.raises(InputError, match=r"`zeta` must be in \[0, 1\) \(underdamped\)"):
+        datasets.damped_oscillator_exact([0.0, 1.0], [1.0, 0.0], zeta=1.5)

@@ -1,7 +1,12 @@
 """Benchmark: weekly Mauna Loa CO₂ (statsmodels), genuine gaps; interpolation across gaps and
 extrapolation of the last two years.
 
-    python studies/fit_irregular/co2.py --iters 150 --seeds 0 1
+    python studies/fit_irregular/co2.py --iters 150 --seeds 0 1 2 3 4
+    python studies/fit_irregular/co2.py --seeds 0 1 2 3 4 --models greybox_seasonal
+
+The interpolation target depends on where the random gaps fall, so every ``--seeds``
+value draws a new set of gap blocks (and a new initialisation); the summary reports the
+median and range over seeds and on how many seeds a model beats the baseline.
 
 Protocol: one series, split by time.  Extrapolation target: the last ``--tail-years``
 (default 2) years, conditioning only on the past.  Interpolation target: ``--blocks``
@@ -14,13 +19,13 @@ Baselines: linear interpolation (interpolation) and the seasonal-naive forecast
   state reset at each observation (a mechanistic "trend + annual cycle" rate law);
 - ``neural_ode_seasonal`` — ``dx/dt = MLP(x, sin 2πt, cos 2πt, sin 4πt, cos 4πt)``.
 
-Writes results/co2.csv and results/co2.md.
+Appends to results/co2.csv (one row per model and seed; an earlier row of the same
+model and seed is replaced) and writes results/co2.md (summary over seeds + all rows).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import time
 
@@ -85,6 +90,14 @@ def main(argv=None):
     ap.add_argument("--tail-years", type=float, default=2.0)
     ap.add_argument("--blocks", type=int, default=20)
     ap.add_argument("--block-weeks", type=int, default=8)
+    ap.add_argument(
+        "--models",
+        nargs="*",
+        default=None,
+        help="greybox_seasonal and/or neural_ode_seasonal (default both)",
+    )
+    ap.add_argument("--max-seconds", type=float, default=None)
+    ap.add_argument("--no-plots", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     data = datasets.co2()
@@ -118,36 +131,80 @@ def main(argv=None):
                 dict(iters=args.iters, lr=1e-2, batch_size=None),
             ),
         }  # fmt: skip
+        models = {k: v for k, v in models.items() if args.models is None or k in args.models}
         for name, (ctor, kw) in models.items():
             torch.manual_seed(seed)
             model = ctor()
             t0 = time.perf_counter()
-            res = fit(model, ctx, None, seed=seed, eval_every=25, **kw)
+            res = fit(model, ctx, None, seed=seed, eval_every=25, max_seconds=args.max_seconds,
+                      **kw)  # fmt: skip
             row = dict(model=name, seed=seed, interp_mse=res.mse(ctx, held),
                        extrap_mse=res.mse(ctx, tail), train_s=round(time.perf_counter() - t0, 1),
-                       n_params=sum(p.numel() for p in model.parameters()))  # fmt: skip
+                       n_params=sum(p.numel() for p in model.parameters()),
+                       iters=res.iterations)  # fmt: skip
             if name == "greybox_seasonal":
                 row["params"] = " ".join(f"{k}={v:.4g}" for k, v in model.field.values().items())
             rows.append(row)
             print(row, flush=True)
-            if seed == args.seeds[0]:
+            if seed == 0 and not args.no_plots:
                 from odenet.fit.data import concat
                 from odenet.fit.plots import plot_fit
 
                 plot_fit(res, ctx, concat(held, tail), path=RESULTS / f"co2_{name}.png",
                          n_points=3000, channels=["co2 (ppm)"])  # fmt: skip
+    write_results(rows)
+
+
+KEYS = ["model", "seed", "interp_mse", "extrap_mse", "train_s", "iters", "n_params", "params"]
+
+
+def write_results(rows: list) -> None:
+    """Merge ``rows`` into results/co2.csv (same model and seed replaced); write co2.md."""
+    import pandas as pd
+
+    path = RESULTS / "co2.csv"
     RESULTS.mkdir(exist_ok=True)
-    keys = ["model", "seed", "interp_mse", "extrap_mse", "train_s", "n_params", "params"]
-    with open(RESULTS / "co2.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    lines = ["| model | seed | interp MSE (ppm²) | extrap MSE (ppm²) | train s | params |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
-    lines += [f"| {r['model']} | {r['seed']} | {r['interp_mse']:.4g} | {r['extrap_mse']:.4g} | "
-              f"{r['train_s']} | {r['n_params']} |" for r in rows]  # fmt: skip
-    (RESULTS / "co2.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    new = pd.DataFrame(rows)
+    if path.exists():
+        old = pd.read_csv(path)
+        key = set(zip(new["model"], new["seed"]))
+        old = old[[(m, s) not in key for m, s in zip(old["model"], old["seed"])]]
+        new = pd.concat([old, new], ignore_index=True)
+    new = new.reindex(columns=KEYS).sort_values(["model", "seed"], kind="stable")
+    new.to_csv(path, index=False)
+    text = summary(new)
+    (RESULTS / "co2.md").write_text(text + "\n")
+    print(text)
+
+
+def summary(df) -> str:
+    """Median [min, max] over seeds; wins against the baselines on the same seed."""
+    lin = df[df.model == "linear_interp"].set_index("seed")
+    naive = df[df.model == "seasonal_naive"].set_index("seed")
+    lines = ["| model | seeds | interp MSE (ppm²) median [min, max] | seeds beating linear "
+             "interp | extrap MSE (ppm²) median [min, max] | seeds beating seasonal naive | "
+             "train s (median) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, g in df.groupby("model", sort=False):
+        g = g.set_index("seed")
+
+        def cell(c, g=g):
+            v = g[c].dropna()
+            return "—" if v.empty else f"{v.median():.3g} [{v.min():.3g}, {v.max():.3g}]"
+
+        def wins(c, base, g=g, name=name):
+            s = [i for i in g.index if i in base.index and not math.isnan(g.at[i, c])]
+            if name in ("linear_interp", "seasonal_naive") or not s:
+                return "—"
+            return f"{sum(g.at[i, c] < base.at[i, c] for i in s)}/{len(s)}"
+
+        lines.append(f"| {name} | {len(g)} | {cell('interp_mse')} | {wins('interp_mse', lin)} | "
+                     f"{cell('extrap_mse')} | {wins('extrap_mse', naive)} | "
+                     f"{g['train_s'].median():.3g} |")  # fmt: skip
+    lines += ["", "Per seed:", "", "| model | seed | interp MSE | extrap MSE | train s | iters |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [f"| {r.model} | {r.seed} | {r.interp_mse:.4g} | {r.extrap_mse:.4g} | {r.train_s} | "
+              f"{r.iters} |" for r in df.itertuples()]  # fmt: skip
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ The error ratio ``r`` of a step is the RMS norm of ``err / (atol + rtol·max(|y0
 
 from __future__ import annotations
 
+import math
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -61,12 +63,19 @@ class PIDController:
         ones = torch.ones(K, dtype=dtype, device=device)
         return ones, ones.clone()  # r_{n-1}, r_{n-2}
 
+    @property
+    def betas(self) -> tuple[float, float, float]:
+        """``(β1, β2, β3)``: exponents (times ``−1/k``) of ``r_n, r_{n−1}, r_{n−2}``."""
+        return (
+            self.pcoeff + self.icoeff + self.dcoeff,
+            -(self.pcoeff + 2 * self.dcoeff),
+            self.dcoeff,
+        )
+
     def propose(self, h, ratio, accept, state, error_order: int):
         """Next step sizes ``[K]`` and controller state after a step with ``ratio``."""
         k = error_order + 1
-        b1 = self.pcoeff + self.icoeff + self.dcoeff
-        b2 = -(self.pcoeff + 2 * self.dcoeff)
-        b3 = self.dcoeff
+        b1, b2, b3 = self.betas
         tiny = torch.finfo(ratio.dtype).tiny
         r = ratio.clamp_min(tiny)
         r1, r2 = state
@@ -82,6 +91,26 @@ class PIDController:
         factor = torch.where(accept, factor, factor.clamp_max(1.0))
         new_state = (torch.where(accept, r, r1), torch.where(accept, r1, r2))
         return h * factor.to(h.dtype), new_state
+
+    def propose_one(self, h: float, ratio: float, accept: bool, state, error_order: int):
+        """:meth:`propose` for one system in Python floats (the host-side loop).
+
+        ``ratio`` may be ``inf`` (a non-finite trial); the result is the same rule.
+        """
+        k = error_order + 1
+        b1, b2, b3 = self.betas
+        r = max(ratio, sys.float_info.min)
+        r1, r2 = state
+        factor = self.safety * r ** (-b1 / k) if math.isfinite(r) else 0.0
+        if b2 != 0:
+            factor *= r1 ** (-b2 / k)
+        if b3 != 0:
+            factor *= r2 ** (-b3 / k)
+        factor = min(max(factor, self.factor_min), self.factor_max)
+        if not accept:
+            factor = min(factor, 1.0)
+        new_state = (r, r1) if accept else (r1, r2)
+        return h * factor, new_state
 
 
 def controller_from(spec) -> PIDController:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from odenet._controller import PIDController
+from odenet._loop_one import integrate_one
 from odenet._solution import (
     MAX_STEPS,
     NEWTON_FAILED,
@@ -103,6 +104,8 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
     """
     rk = cfg.rk
     K, n = y0.shape
+    if K == 1 and not rk.implicit and hasattr(g, "host") and not s_out.requires_grad:
+        return integrate_one(g, s_out, y0, cfg, record=record)
     T = s_out.shape[1]
     dev, tdt = y0.device, s_out.dtype
     eps = torch.finfo(tdt).eps

@@ -189,6 +189,7 @@ class Prepared:
                 return out * d[:, None].to(out.dtype) if flip else out
         else:
             sign = -1.0 if flip else 1.0
+            tdt, dev = self.s_out.dtype, self.s_out.device
 
             def g(s, y):
                 if count:
@@ -199,6 +200,20 @@ class Prepared:
                     checked[0] = True
                 out = out.reshape(1, -1)
                 return -out if flip else out
+
+            def host(s: float, y):
+                # the same field on a Python-float internal time (the host-side loop)
+                if count:
+                    counter[0] += 1
+                t = torch.scalar_tensor(s * sign, dtype=tdt, device=dev)
+                out = f(t, y.view(shape))
+                if not checked[0]:
+                    _check_field_output(out, y.view(shape), t)
+                    checked[0] = True
+                out = out.reshape(1, -1)
+                return -out if flip else out
+
+            g.host = host
 
         return g
 

@@ -75,8 +75,21 @@ class RungeKutta:
             self.A_inv = T(np.linalg.inv(A))
         self.stiffly_accurate = tableau.is_stiffly_accurate
         self.first_explicit = tableau.first_stage_explicit
+        # one system with Python-float h (the host loop): every stage input and the
+        # solution are one addmm each, ``y + h · (A_i,:i @ K)``
+        self.A_rows = [
+            T(tableau.A[i : i + 1, :i]) if np.any(tableau.A[i, :i]) else None for i in range(self.S)
+        ]
+        self.b_row = T(tableau.b[None])
+        self.E_rows = T(np.stack(weights[1:])) if len(weights) > 1 else None
         if tableau.dense is not None:
             d = tableau.dense
+            self.P_np = np.asarray(d.P, dtype=np.float64)
+            self.extra_A_rows = (
+                []
+                if d.extra_A is None
+                else [T(d.extra_A[e : e + 1, : self.S + e]) for e in range(len(d.extra_c))]
+            )
             self.P = T(d.P)  # [S + E, degree]
             self.extra_A = None if d.extra_A is None else T(d.extra_A)
             self.extra_c = [] if d.extra_c is None else [float(x) for x in d.extra_c]
@@ -128,6 +141,49 @@ class RungeKutta:
         y1, err = self._combine(y, hy, ks_t)
         f1 = ks[-1] if self.stiffly_accurate else None
         return StepResult(y1, err, ks_t, f1, None)
+
+    # --- one system, host-side step size --------------------------------------------
+    def step_one(self, g, s: float, y, h: float, f0):
+        """An explicit step of one system ``y [1, n]`` with Python-float ``s`` and ``h``.
+
+        ``g(s: float, y [1, n]) -> [1, n]``.  Returns ``y1 [1, n]``, the stage
+        derivatives ``K [S, n]``, the error *rates* ``Σ_i (b_i − b̂_i) k_i`` ``[E, n]``
+        (the caller multiplies their norm by ``|h|``; ``None`` without an embedded
+        method) and ``f(s + h, y1)`` when it comes free (FSAL), else ``None``.
+        """
+        ks = [f0]
+        yi = y
+        for i in range(1, self.S):
+            row = self.A_rows[i]
+            yi = y if row is None else torch.addmm(y, row, torch.cat(ks), alpha=h)
+            ks.append(g(s + self.c_list[i] * h, yi))
+        K = torch.cat(ks)
+        if self.stiffly_accurate:  # the last stage input is the solution
+            y1, f1 = yi, ks[-1]
+        else:
+            y1, f1 = torch.addmm(y, self.b_row, K, alpha=h), None
+        rates = None if self.E_rows is None else torch.mm(self.E_rows, K)
+        return y1, K, rates, f1
+
+    def interpolate_one(self, g, s: float, y0, y1, f0, f1, h: float, K, theta):
+        """States ``[m, n]`` of one system at ``s + θh`` for ``θ`` (a list of m floats).
+
+        The weights are polynomials in ``θ`` evaluated on the host, so the output is
+        one matrix product.  Extra stages of the continuous extension (DOP853) are
+        evaluated here, only for steps that have an output inside.
+        """
+        th = np.asarray(theta, dtype=np.float64)[:, None]
+        if self.P is not None:
+            for e, row in enumerate(self.extra_A_rows):
+                yi = torch.addmm(y0, row, K, alpha=h)
+                K = torch.cat([K, g(s + self.extra_c[e] * h, yi)])
+            W = (th ** np.arange(1, self.P_np.shape[1] + 1)) @ self.P_np.T
+            W = torch.as_tensor(W, dtype=y0.dtype).to(y0.device)
+            return torch.addmm(y0, W, K, alpha=h)
+        t2, t3 = th * th, th * th * th
+        W = np.hstack([2 * t3 - 3 * t2 + 1, (t3 - 2 * t2 + th) * h, 3 * t2 - 2 * t3, (t3 - t2) * h])
+        W = torch.as_tensor(W, dtype=y0.dtype).to(y0.device)
+        return torch.mm(W, torch.cat([y0, f0, y1, f1]))
 
     # --- implicit -----------------------------------------------------------------
     def _diagonally_implicit(self, g, s, y, h, f0) -> StepResult:

@@ -1,0 +1,160 @@
+"""The host-side loop for one system and the masked K-row loop are the same algorithm.
+
+One system with an explicit method runs in ``odenet._loop_one`` (control in Python
+floats); everything else in ``odenet._loop`` (masked tensors).  Fed the same problem
+they must take the same steps, report the same outputs, statistics, failures and
+recorded trajectory.  Each loop is also checked against closed forms and peers
+elsewhere; this file pins that the fast path is not a second, different solver.
+"""
+
+import math
+
+import pytest
+import torch
+
+from odenet._loop import integrate
+from odenet._solution import MAX_STEPS, NON_FINITE, STEP_UNDERFLOW
+from odenet._solve import prepare
+
+D = torch.float64
+
+
+def both_loops(f, y0, t, *, record=False, **kw):
+    opts = dict(
+        method="dopri5",
+        rtol=1e-7,
+        atol=1e-9,
+        step_size=None,
+        max_steps=100_000,
+        first_step=None,
+        min_step=0.0,
+        max_step=None,
+        controller="I",
+        norm=None,
+        newton_tol=None,
+        newton_max_iter=None,
+    )
+    opts.update(kw)
+    results = []
+    for host in (True, False):
+        prep, _ = prepare(f, y0, t, **opts)
+        g = prep.internal_field(f)
+        assert hasattr(g, "host")
+        field = g if host else (lambda s, y, g=g: g(s, y))  # no `.host`: the masked loop
+        rec = [] if record else None
+        res = integrate(field, prep.s_out, prep.y0_rows, prep.cfg, record=rec)
+        results.append((res, rec, prep.nfe[0]))
+    return results
+
+
+def van_der_pol(t, y):
+    return torch.stack([y[1], 2.0 * (1 - y[0] ** 2) * y[1] - y[0]])
+
+
+def forced(t, y):  # uses t, so the stage times matter
+    return -y + torch.sin(3 * t) * torch.ones_like(y)
+
+
+def assert_same(results, rtol=1e-12, s_rtol=1e-14):
+    """Same accept/reject sequence, NFE, status; states and times to ``rtol``, ``s_rtol``.
+
+    Adaptive solves agree only to round-off amplified: the error estimate
+    Σ (b_i − b̂_i) k_i cancels many digits (all of them on a first step far below the
+    tolerance), so its rounding depends on the summation order.
+    """
+    (a, rec_a, nfe_a), (b, rec_b, nfe_b) = results
+    assert torch.equal(a.status, b.status)
+    assert torch.equal(a.accepted, b.accepted)
+    assert torch.equal(a.rejected, b.rejected)
+    assert nfe_a == nfe_b
+    torch.testing.assert_close(a.t_reached, b.t_reached, rtol=s_rtol, atol=s_rtol)
+    torch.testing.assert_close(a.ys, b.ys, rtol=rtol, atol=rtol, equal_nan=True)
+    if rec_a is not None:
+        assert len(rec_a) == len(rec_b)
+        for (sa, ya, acc_a), (sb, yb, acc_b) in zip(rec_a, rec_b, strict=True):
+            assert torch.equal(acc_a, acc_b)
+            torch.testing.assert_close(sa, sb, rtol=s_rtol, atol=s_rtol)
+            if s_rtol < 1e-12:  # the same step ends: the same states
+                torch.testing.assert_close(ya, yb, rtol=rtol, atol=rtol)
+
+
+T_OUT = torch.tensor([0.0, 0.3, 0.31, 1.0, 2.5, 4.0], dtype=D)
+
+
+@pytest.mark.parametrize(
+    "method, controller, rtol",
+    [
+        ("dopri5", "I", 1e-7),
+        ("dopri5", "PI", 1e-7),
+        ("dopri5", "PID", 1e-7),
+        ("tsit5", "I", 1e-7),
+        ("dop853", "I", 1e-7),
+        ("dop853", "PI", 1e-7),
+        ("bosh3", "PI", 1e-6),
+        ("fehlberg2", "I", 1e-4),
+    ],
+)
+def test_adaptive_steps_outputs_and_stats_agree(method, controller, rtol):
+    y0 = torch.tensor([2.0, 0.0], dtype=D)
+    results = both_loops(
+        van_der_pol, y0, T_OUT, method=method, controller=controller, rtol=rtol, record=True
+    )
+    assert_same(results, rtol=10 * rtol, s_rtol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(method="rk4", step_size=0.07),  # outputs between nodes, last step shortened
+        dict(method="euler", step_size=0.25),
+        dict(method="ralston", step_size=0.1),
+        dict(method="rk4", step_size=math.inf, grid_on_outputs=True),
+        dict(method="dopri5", first_step=1e-3, max_step=0.05),
+        dict(method="dopri5", rtol=torch.tensor([1e-6, 1e-9], dtype=D), atol=1e-12),
+        dict(method="dopri5", norm=lambda e: e.abs().max()),
+    ],
+)
+def test_fixed_grids_and_options_agree(kw):
+    y0 = torch.tensor([1.0, -0.5], dtype=D)
+    if kw.get("grid_on_outputs"):
+        kw = {**kw, "step_size": None}
+    adaptive = "step_size" not in kw and not kw.get("grid_on_outputs")
+    tols = dict(rtol=1e-6, s_rtol=1e-3) if adaptive else {}
+    assert_same(both_loops(forced, y0, T_OUT, record=True, **kw), **tols)
+
+
+def test_backward_in_time_and_float32_agree():
+    y0 = torch.tensor([0.5, 1.0])
+    results = both_loops(forced, y0, torch.linspace(3.0, 0.0, 7), rtol=1e-5, atol=1e-7)
+    assert_same(results, rtol=1e-5, s_rtol=1e-3)
+
+
+def blow_up(t, y):  # y' = y², y(0) = 1: y = 1/(1 − t) leaves every float at t = 1
+    return y * y
+
+
+@pytest.mark.parametrize(
+    "kw, code",
+    [
+        (dict(method="dopri5", rtol=1e-3, atol=1e-3), STEP_UNDERFLOW),
+        (dict(method="rk4", step_size=0.5), NON_FINITE),  # on a fixed grid: at once
+        (dict(method="dopri5", max_steps=5), MAX_STEPS),
+    ],
+)
+def test_failures_agree(kw, code):
+    y0 = torch.ones(1, dtype=D)
+    results = both_loops(blow_up, y0, torch.tensor([0.0, 0.5, 3.0], dtype=D), **kw)
+    if code == NON_FINITE:  # a fixed grid: the same steps to the last bit
+        assert_same(results)
+    else:  # near the pole the adaptive step sequence amplifies round-off
+        for res, _, _ in results:
+            assert int(res.status[0]) in (code, NON_FINITE)
+            assert float(res.t_reached[0]) < 1.0 + 1e-6  # the pole of the exact solution
+    status = int(results[0][0].status[0])
+    # shrinking steps towards the pole end either below the minimum step or non-finite
+    assert status == code or (code == STEP_UNDERFLOW and status == NON_FINITE)
+    # the output reached before the failure is the closed form; the unreached one is NaN
+    ys = results[0][0].ys[0, :, 0]
+    if code != MAX_STEPS:  # rk4 with h = 0.5 is accurate to 0.6 % here
+        assert abs(float(ys[1]) - 2.0) < (2e-2 if code == NON_FINITE else 1e-3)
+    assert math.isnan(float(ys[2]))

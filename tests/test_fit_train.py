@@ -78,7 +78,7 @@ def test_fit_argument_errors():
     d = data()
     with pytest.raises(InputError, match="needs `loss\\(batch\\)` and `predict"):
         fit(torch.nn.Linear(2, 2), d)
-    with pytest.raises(InputError, match="`optimizer` must be 'adam' or 'lbfgs'"):
+    with pytest.raises(InputError, match="`optimizer` must be 'adam', 'lbfgs' or 'gauss_newton'"):
         fit(GRUD(2, 4), d, iters=1, optimizer="sgd")
     with pytest.raises(InputError, match="`iters` must be a non-negative integer"):
         fit(GRUD(2, 4), d, iters=-1)

@@ -213,22 +213,107 @@ class ODERNNForecaster(nn.Module):
         return out.gather(1, pos[..., None].expand(*pos.shape, out.shape[-1]))
 
 
+class _GapField(nn.Module):
+    """``f`` over one gap per row, time rescaled to ``s ∈ [0, 1]``: ``dh/ds = Δt_b f(h)``.
+
+    One fixed step of size 1 on it is one step of size ``Δt_b`` on row ``b``, so rows
+    with different gaps share one call of :func:`odenet.step`.
+    """
+
+    def __init__(self, field: nn.Module, t0: torch.Tensor, dt: torch.Tensor):
+        super().__init__()
+        self.field, self.t0, self.dt = field, t0, dt
+
+    def forward(self, s, h):
+        return self.dt[:, None] * self.field(self.t0 + s * self.dt, h)
+
+
 class LatentODEForecaster(nn.Module):
     """Latent ODE (:class:`odenet.models.LatentODE`) trained by the ELBO.
 
     ``predict`` decodes the posterior mean; :meth:`band` gives a sample band.
+
+    Parameters
+    ----------
+    dim, latent, hidden : int
+        Channels, latent size, encoder hidden size (and width of both fields).
+    obs_std : float
+        Observation noise of the likelihood (normalised units).
+    kl_weight : float
+        Weight of the KL term of the ELBO.
+    encoder : {"rk4", "adaptive"}
+        ``"rk4"`` (default): the backward ODE-RNN recognition network takes one
+        classical RK4 step per gap between observations (all rows in one
+        :func:`odenet.step`, time rescaled per row) — the encoder is a learnt map,
+        not a simulation, so an adaptive error control buys nothing there and one
+        solve per observation dominated the cost of a training step.
+        ``"adaptive"``: :meth:`odenet.models.LatentODE.encode` (one adaptive solve
+        per observation).
+    **solver :
+        ``method``, ``rtol``, ``atol``, ``sensitivity`` of the decoder (and of the
+        adaptive encoder).  The decoder is one per-sample solve over each series'
+        own grid (padding compressed to 1e-3 steps past the last time).
     """
 
     def __init__(self, dim: int, latent: int = 4, hidden: int = 32, *, obs_std: float = 0.1,
-                 kl_weight: float = 1.0, **solver):  # fmt: skip
+                 kl_weight: float = 1.0, encoder: str = "rk4", **solver):  # fmt: skip
         super().__init__()
         from odenet.models import LatentODE
 
+        if encoder not in ("rk4", "adaptive"):
+            raise InputError(f"`encoder` must be 'rk4' or 'adaptive', got {encoder!r}.")
         self.net = LatentODE(dim, latent, hidden, obs_std=obs_std, **solver)
         self.kl_weight = kl_weight
+        self.encoder = encoder
+
+    def encode(self, batch: IrregularBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mu, logvar)`` [B, L] of ``q(z_0 | x)`` at each series' first time."""
+        if self.encoder == "adaptive":
+            return self.net.encode(batch)
+        from odenet.models.odernn import reverse_batch
+
+        net = self.net
+        times, values, mask = reverse_batch(batch)  # decreasing times per row
+        B, T, _ = values.shape
+        valid = torch.arange(T)[None, :] < batch.lengths[:, None]
+        observed = valid & (mask.sum(-1) > 0)
+        h = values.new_zeros(B, net.hidden_dim)
+        for i in range(T):
+            if i > 0:
+                dt = torch.where(
+                    valid[:, i], times[:, i] - times[:, i - 1], torch.zeros_like(times[:, i])
+                )
+                gap = _GapField(net.enc_field, times[:, i - 1], dt)
+                h = odenet.step(gap, torch.zeros((), dtype=h.dtype), h, 1.0, "rk4")
+            x = torch.cat([values[:, i] * mask[:, i], mask[:, i]], dim=-1)
+            h = torch.where(observed[:, i, None], net.enc_cell(x, h), h)
+        mu, logvar = net.to_posterior(h).chunk(2, dim=-1)
+        return mu, logvar
+
+    @staticmethod
+    def _compress_padding(times: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        # padding columns continue at 1e-3 steps: the per-sample solve barely moves there
+        T = times.shape[1]
+        cols = torch.arange(T)[None, :]
+        last = times.gather(1, (lengths - 1)[:, None])
+        return torch.where(
+            cols < lengths[:, None], times, last + 1e-3 * (cols - lengths[:, None] + 1)
+        )
 
     def loss(self, batch: IrregularBatch) -> torch.Tensor:
-        return -self.net.elbo(batch, n_samples=1, kl_weight=self.kl_weight).mean()
+        """Negative ELBO, mean over series: one reparameterised sample of ``z_0`` in
+        training mode, ``z_0 = μ`` in eval mode."""
+        from odenet.models.odernn import gaussian_loglik
+
+        net = self.net
+        mu, logvar = self.encode(batch)
+        # eval mode (validation): the posterior mean, so early stopping sees no sampling noise
+        z0 = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if self.training else mu
+        times = self._compress_padding(batch.times, batch.lengths)
+        xhat = net.decode(z0, times)  # one per-sample solve; padding is masked out
+        loglik = gaussian_loglik(batch.values, xhat, batch.mask, net.obs_std)
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=-1)
+        return -(loglik - self.kl_weight * kl).mean()
 
     def _grid(self, context, query_times):
         # decode() starts at grid[:, 0] = t0, the time of z0: prepend it, drop it after
@@ -237,13 +322,17 @@ class LatentODEForecaster(nn.Module):
         return torch.cat([t0, q], dim=1)
 
     def predict(self, context: IrregularBatch, query_times: torch.Tensor) -> torch.Tensor:
-        mu, _ = self.net.encode(context)
+        mu, _ = self.encode(context)
         return self.net.decode(mu, self._grid(context, query_times))[:, 1:]
 
     def band(self, context, query_times, n_samples: int = 32, q: float = 0.9):
         """(lower, median, upper) [B, Q, D] from ``n_samples`` posterior samples."""
-        s = self.net.sample_predictions(context, self._grid(context, query_times), n_samples)[
-            :, :, 1:
-        ]
+        mu, logvar = self.encode(context)
+        B = mu.shape[0]
+        eps = torch.randn(n_samples, *mu.shape, dtype=mu.dtype)
+        z0 = (mu + torch.exp(0.5 * logvar) * eps).reshape(n_samples * B, -1)
+        grid = self._grid(context, query_times)
+        s = self.net.decode(z0, grid.repeat(n_samples, 1))[:, 1:]
+        s = s.reshape(n_samples, B, *s.shape[1:])
         lo, hi = (1 - q) / 2, 1 - (1 - q) / 2
         return s.quantile(lo, 0), s.median(0).values, s.quantile(hi, 0)

@@ -117,6 +117,31 @@ def load_checkpoint(path) -> dict:
     return torch.load(path, weights_only=True)
 
 
+def _fit_gauss_newton(model, ztrain, zval, norm, iters, checkpoint) -> FitResult:
+    """``optimizer="gauss_newton"``: one call of the model's own least-squares solver."""
+    if not hasattr(model, "gauss_newton"):
+        raise InputError(
+            f"optimizer='gauss_newton' needs a model with a `gauss_newton(batch, max_iter)` "
+            f"method (e.g. odenet.fit.GreyBoxMLE); {type(model).__name__} has none."
+        )
+    t0 = time.perf_counter()
+    info = model.gauss_newton(ztrain, max_iter=max(iters, 1))
+    history = {"iteration": [info["iterations"]], "train_loss": [2 * info["cost"]],
+               "val_loss": []}  # fmt: skip
+    best = math.nan
+    if zval is not None:
+        model.eval()
+        best = float(model.loss(zval))
+        history["val_loss"].append(best)
+    elapsed = time.perf_counter() - t0
+    if checkpoint is not None:
+        save_checkpoint(checkpoint, {"model": model.state_dict(), "iteration": info["iterations"],
+                                     "history": history, "train_time": elapsed,
+                                     "normalizer": norm.state_dict(),
+                                     "model_class": type(model).__name__})  # fmt: skip
+    return FitResult(model, norm, history, best, info["iterations"], elapsed, False)
+
+
 def fit(
     model: nn.Module,
     train,
@@ -175,10 +200,14 @@ def fit(
         Called after each step (raising from it interrupts training, e.g. in tests).
     max_seconds : float, optional
         Wall-clock training budget; training stops when it is exceeded.
-    optimizer : {"adam", "lbfgs"}
+    optimizer : {"adam", "lbfgs", "gauss_newton"}
         ``"lbfgs"`` (full batch, strong-Wolfe line search, no schedule) suits
         grey-box fits with few parameters; each of the ``iters`` steps is then one
-        round of up to 20 L-BFGS iterations.
+        round of up to 20 L-BFGS iterations.  ``"gauss_newton"`` hands the whole
+        training set to the model's own ``gauss_newton(batch, max_iter=iters)``
+        (:class:`~odenet.fit.greybox.GreyBoxMLE`: Levenberg–Marquardt over the
+        parameters and every series' initial state); ``iters`` is then the cap on
+        its iterations per stage, and the validation loss is evaluated once at the end.
 
     Returns
     -------
@@ -206,8 +235,12 @@ def fit(
     gen = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     trainable = bool(params) and getattr(model, "trainable", True)
-    if optimizer not in ("adam", "lbfgs"):
-        raise InputError(f"`optimizer` must be 'adam' or 'lbfgs', got {optimizer!r}.")
+    if optimizer not in ("adam", "lbfgs", "gauss_newton"):
+        raise InputError(
+            f"`optimizer` must be 'adam', 'lbfgs' or 'gauss_newton', got {optimizer!r}."
+        )
+    if optimizer == "gauss_newton":
+        return _fit_gauss_newton(model, ztrain, zval, norm, iters, checkpoint)
     lbfgs = optimizer == "lbfgs"
     if not trainable:
         opt = None

@@ -38,6 +38,7 @@ from odenet.fit import (
     split_series,
     split_tail,
 )
+from odenet.fit.greybox import GreyBoxMLE
 
 HERE = Path(__file__).parent
 GREYBOX_ROUNDS = 3  # L-BFGS rounds for grey-box fits (each up to 20 iterations)
@@ -72,17 +73,27 @@ def make_models(dim: int, mechanism=None, guess=None, horizon: int = 6, which=No
         zoo["greybox"] = lambda: ShootingODE(
             GreyBoxField(mechanism, guess), horizon=horizon, physical=True, rtol=1e-5, atol=1e-7
         )
+        # maximum likelihood over parameters and initial states (Gauss–Newton)
+        zoo["greybox_mle"] = lambda: GreyBoxMLE(GreyBoxField(mechanism, guess), node_every=4)
     return {k: v for k, v in zoo.items() if which is None or k in which}
 
 
 def vector_field_error(model, field, params, states: torch.Tensor) -> float:
     """Mean squared error of the learnt data-space field at the true states [N, D]."""
-    if not isinstance(model, ShootingODE):
+    if not hasattr(model, "vector_field"):
         return math.nan
     with torch.no_grad():
         f_hat = model.vector_field(torch.zeros(states.shape[0], dtype=states.dtype), states)
         f_true = field(0.0, states, params)
     return float(((f_hat - f_true) ** 2).sum(-1).mean())
+
+
+def _best_iter(res) -> int:
+    """Iteration of the best validation loss (the returned model)."""
+    h = res.history
+    if not h.get("val_loss"):
+        return res.iterations
+    return h["iteration"][min(range(len(h["val_loss"])), key=h["val_loss"].__getitem__)]
 
 
 def run_one(name, ctor, parts, *, seed, iters, batch, truth=None, max_seconds=None):
@@ -91,7 +102,9 @@ def run_one(name, ctor, parts, *, seed, iters, batch, truth=None, max_seconds=No
     model = ctor()
     t = time.perf_counter()
     kw = dict(iters=iters, lr=1e-2, batch_size=batch, eval_every=25)
-    if name.startswith("greybox"):
+    if name == "greybox_mle":
+        kw = dict(iters=50, optimizer="gauss_newton", batch_size=None)
+    elif name.startswith("greybox"):
         # a handful of mechanistic parameters: full-batch L-BFGS rounds (≤ 20 iterations each)
         kw = dict(iters=GREYBOX_ROUNDS, optimizer="lbfgs", batch_size=None, eval_every=1)
     res = fit(model, trw, vaw, seed=seed, patience=8, max_seconds=max_seconds, **kw)
@@ -104,15 +117,23 @@ def run_one(name, ctor, parts, *, seed, iters, batch, truth=None, max_seconds=No
         "param_rel_err": math.nan,
         "vf_mse": math.nan,
         "iters": res.iterations,
+        "best_iter": _best_iter(res),
+        "stopped_early": res.stopped_early,
         "train_s": round(train_time, 1),
         "n_params": n_parameters(model),
     }
     if truth is not None:
         field, params, states = truth
-        if name == "greybox":
-            err = relative_error(model.field.values(), params)
+        if name.startswith("greybox"):
+            found = model.field.values()
+            err = relative_error(found, params)
             row["param_rel_err"] = max(err.values())
-            row["params_found"] = " ".join(f"{k}={v:.4f}" for k, v in model.field.values().items())
+            row["params_found"] = " ".join(f"{k}={v:.5f}" for k, v in found.items())
+            if hasattr(model, "std_errors"):
+                se = model.std_errors()
+                # relative standard error and |error| / standard error, worst parameter
+                row["param_rel_se"] = max(se[k] / abs(params[k]) for k in se)
+                row["param_max_z"] = max(abs(found[k] - params[k]) / se[k] for k in se)
         row["vf_mse"] = vector_field_error(model, field, params, states)
     return row
 
@@ -120,7 +141,8 @@ def run_one(name, ctor, parts, *, seed, iters, batch, truth=None, max_seconds=No
 def append_rows(path: Path, rows: list) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fields = ["dataset", "observed", "model", "seed", "interp_mse", "extrap_mse",
-              "param_rel_err", "vf_mse", "iters", "train_s", "n_params", "params_found"]  # fmt: skip  # noqa: E501
+              "param_rel_err", "param_rel_se", "param_max_z", "vf_mse", "iters", "best_iter",
+              "stopped_early", "train_s", "n_params", "params_found"]  # fmt: skip
     new = not path.exists()
     with open(path, "a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")

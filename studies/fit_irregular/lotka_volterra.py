@@ -23,6 +23,8 @@ def main(argv=None):
     ap.add_argument("--observed", type=float, nargs="+", default=[0.3, 0.5, 0.7])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--iters", type=int, default=200)
+    ap.add_argument("--model-iters", nargs="*", default=[], metavar="NAME=ITERS",
+                    help="per-model budget overriding --iters, e.g. latent_ode=1000")  # fmt: skip
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--n-series", type=int, default=40)
     ap.add_argument("--models", nargs="*", default=None)
@@ -30,6 +32,7 @@ def main(argv=None):
     ap.add_argument("--out", default="lotka_volterra")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    budget = {k: int(v) for k, v in (a.split("=") for a in args.model_iters)}
     mech, guess = MECHANISMS["lotka_volterra"]
     csv_path = RESULTS / f"{args.out}.csv"
     for obs in args.observed:
@@ -40,7 +43,8 @@ def main(argv=None):
             states = clean.values[clean.valid]
             truth = (mech, data.meta["params"], states)
             for name, ctor in make_models(2, mech, guess, which=args.models).items():
-                row = run_one(name, ctor, parts, seed=seed, iters=args.iters, batch=args.batch,
+                iters = budget.get(name, args.iters)
+                row = run_one(name, ctor, parts, seed=seed, iters=iters, batch=args.batch,
                               truth=truth, max_seconds=args.max_seconds)  # fmt: skip
                 row.update(dataset="lotka_volterra", observed=obs)
                 append_rows(csv_path, [row])

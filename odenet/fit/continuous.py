@@ -247,8 +247,9 @@ class LatentODEForecaster(nn.Module):
         :func:`odenet.step`, time rescaled per row) — the encoder is a learnt map,
         not a simulation, so an adaptive error control buys nothing there and one
         solve per observation dominated the cost of a training step.
-        ``"adaptive"``: :meth:`odenet.models.LatentODE.encode` (one adaptive solve
-        per observation).
+        ``"adaptive"``: the unmodified :class:`odenet.models.LatentODE` path — its
+        ``encode`` and ``elbo`` (one adaptive solve per observation in the encoder
+        and in the decoder), kept for comparison.
     **solver :
         ``method``, ``rtol``, ``atol``, ``sensitivity`` of the decoder (and of the
         adaptive encoder).  The decoder is one per-sample solve over each series'
@@ -306,6 +307,8 @@ class LatentODEForecaster(nn.Module):
         from odenet.models.odernn import gaussian_loglik
 
         net = self.net
+        if self.encoder == "adaptive":  # the original path: one adaptive solve per point
+            return -net.elbo(batch, n_samples=1, kl_weight=self.kl_weight).mean()
         mu, logvar = self.encode(batch)
         # eval mode (validation): the posterior mean, so early stopping sees no sampling noise
         z0 = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if self.training else mu

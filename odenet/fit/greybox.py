@@ -465,7 +465,7 @@ class GreyBoxMLE(nn.Module):
         if self.node_every is not None:
             segs = _segments(batch, self.node_every)
             nodes = np.stack([filled[b, j0].numpy() for b, j0, _, _ in segs])
-            u = np.concatenate(head + [nodes.reshape(-1)])
+            u = np.concatenate([*head, nodes.reshape(-1)])
             u, _, _, _, n = self._levenberg_marquardt(
                 batch, segs, u, fix_params=fix_params, raw_fixed=raw0,
                 weight=self.continuity_weight, max_iter=max_iter,

@@ -153,23 +153,79 @@ def append_rows(path: Path, rows: list) -> None:
 
 
 def table(path: Path) -> str:
-    """Markdown table: median over seeds per (dataset, observed, model)."""
+    """Markdown table per (dataset, observed, model): median over seeds and the range.
+
+    MSE cells read ``median [min, max]``; parameter cells: median of the worst
+    relative error, of the worst relative standard error, and the largest
+    ``|error| / standard error`` over seeds.
+    """
     import pandas as pd
 
     df = pd.read_csv(path)
-    keys = ["dataset", "observed", "model"]
-    agg = df.groupby(keys, sort=False).agg(
-        seeds=("seed", "count"),
-        interp_mse=("interp_mse", "median"),
-        extrap_mse=("extrap_mse", "median"),
-        param_rel_err=("param_rel_err", "median"),
-        vf_mse=("vf_mse", "median"),
-        iters=("iters", "median"),
-        train_s=("train_s", "median"),
-        n_params=("n_params", "first"),
-    )
-    agg = agg.reset_index()
-    fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(agg.columns) + " |", "|" + "---|" * len(agg.columns)]
-    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in agg.itertuples(index=False)]
+    for col in ("param_rel_se", "param_max_z", "best_iter", "stopped_early"):
+        if col not in df:
+            df[col] = math.nan
+    g = lambda v: f"{v:.3g}"  # noqa: E731
+    cols = ["observed", "model", "seeds", "interp MSE", "extrap MSE", "param rel. err",
+            "param rel. SE", "max z", "iters (best)", "train s", "params"]  # fmt: skip
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for (_, obs, model), d in df.groupby(["dataset", "observed", "model"], sort=False):
+
+        def rng(c, d=d):
+            x = d[c].dropna()
+            if x.empty:
+                return "—"
+            return g(x.median()) if len(x) == 1 else f"{g(x.median())} [{g(x.min())}, {g(x.max())}]"
+
+        pe = d["param_rel_err"].dropna()
+        se = d["param_rel_se"].dropna()
+        z = d["param_max_z"].dropna()
+        best = d["best_iter"].dropna()
+        its = f"{d['iters'].median():.0f}"
+        if len(best):
+            its += f" ({best.median():.0f})"
+        lines.append("| " + " | ".join([
+            f"{obs:g}", model, str(len(d)), rng("interp_mse"), rng("extrap_mse"),
+            f"{pe.median():.2%} [max {pe.max():.2%}]" if len(pe) else "—",
+            f"{se.median():.2%}" if len(se) else "—",
+            f"{z.max():.2f}" if len(z) else "—",
+            its, f"{d['train_s'].median():.0f}", str(int(d["n_params"].iloc[0])),
+        ]) + " |")  # fmt: skip
+    return "\n".join(lines)
+
+
+GRU_BASELINES = ("gru_grid", "gru_dt", "gru_d")
+BLACK_BOX = ("neural_ode", "ode_rnn", "latent_ode")
+CONTINUOUS = (*BLACK_BOX, "greybox", "greybox_mle")
+
+
+def target_check(path: Path) -> str:
+    """Per fraction: odenet's best continuous-time model (all of them, and black-box
+    only) vs the best GRU by median MSE, and in how many seeds that model beats every
+    GRU on both targets."""
+    import pandas as pd
+
+    df = pd.read_csv(path)
+    lines = ["| observed | candidates | best (interp / extrap) | best GRU interp | best GRU extrap "
+             "| beats every GRU on both (seeds) |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for obs, d in df.groupby("observed", sort=True):
+        med = d.groupby("model")[["interp_mse", "extrap_mse"]].median()
+        gru = med[med.index.isin(GRU_BASELINES)]
+        for label, pool in (("all continuous", CONTINUOUS), ("black-box", BLACK_BOX)):
+            cont = med[med.index.isin(pool)]
+            if cont.empty or gru.empty:
+                continue
+            best = (cont["interp_mse"].rank() + cont["extrap_mse"].rank()).idxmin()
+            seeds = sorted(set(d.loc[d.model == best, "seed"]))
+            wins = 0
+            for sd in seeds:
+                e = d[d.seed == sd].set_index("model")
+                g = e[e.index.isin(GRU_BASELINES)]
+                wins += bool((e.loc[best, "interp_mse"] < g["interp_mse"]).all()
+                             and (e.loc[best, "extrap_mse"] < g["extrap_mse"]).all())  # fmt: skip
+            gi, ge = gru["interp_mse"].idxmin(), gru["extrap_mse"].idxmin()
+            lines.append(f"| {obs:g} | {label} | {best} {cont.loc[best, 'interp_mse']:.3g} / "
+                         f"{cont.loc[best, 'extrap_mse']:.3g} | {gi} "
+                         f"{gru.loc[gi, 'interp_mse']:.3g} | {ge} {gru.loc[ge, 'extrap_mse']:.3g} "
+                         f"| {wins}/{len(seeds)} |")  # fmt: skip
     return "\n".join(lines)

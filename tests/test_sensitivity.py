@@ -315,23 +315,32 @@ def test_odeint_adjoint_matches_odeint_with_module_and_tuple_state():
         assert rel(a, b) < 1e-6
 
 
-def test_adjoint_stores_order_cube_root_n_states():
-    # k ≈ N^⅔ steps per stored state, re-split into √k sub-segments in the backward
+@pytest.mark.parametrize("N, C", [(40, 64), (300, 48)])
+def test_adjoint_keeps_its_budget_of_states_and_recomputes_each_step_at_most_once(N, C):
+    # all N + 1 states when they fit in the budget C (no recomputation: 2 evaluations
+    # with graph per step, at s_n and the midpoint, + 1 at the end); else ≤ C
+    # checkpoints and each step recomputed once (≤ 4 more evaluations per RK4 step)
     a = torch.tensor(-0.5, dtype=DT, requires_grad=True)
     y0 = torch.tensor([1.0], dtype=DT, requires_grad=True)
-    for N in (60, 300):
-        sol = solve(
-            lambda t, y: a * y,
-            y0,
-            torch.tensor([0.0, 1.0], dtype=DT),
-            method="rk4",
-            step_size=1.0 / N,
-            sensitivity="adjoint",
-            adjoint_params=[a],
-        )
-        (ga,) = torch.autograd.grad(sol.ys[-1].sum(), [a])
-        assert float(ga) == pytest.approx(1.0 * math.exp(-0.5), rel=1e-9)
-        assert sol.stats["checkpoints"] <= max(9, 2 * round(N ** (1 / 3)) + 1)
-        # each step is replayed twice (segment, then sub-segment): 8 evaluations per
-        # RK4 step, plus ≈ 2 linearizations per step
-        assert sol.stats["backward_nfe"] <= 11 * N
+    sol = solve(
+        lambda t, y: a * y,
+        y0,
+        torch.tensor([0.0, 1.0], dtype=DT),
+        method="rk4",
+        step_size=1.0 / N,
+        sensitivity="adjoint",
+        adjoint_params=[a],
+        checkpoints=C,
+    )
+    (ga,) = torch.autograd.grad(sol.ys[-1].sum(), [a])
+    assert float(ga) == pytest.approx(1.0 * math.exp(-0.5), rel=1e-9)
+    st = sol.stats
+    assert st["backward_steps"] == N
+    # 4 products with respect to y per step, ≤ 2 with respect to θ (+ 1 at the end)
+    assert 4 * N < st["backward_vjp"] <= 6 * N + 1
+    if N <= C:
+        assert st["checkpoints"] == N + 1 and st["backward_segments"] == 0
+        assert st["backward_nfe"] == 2 * N + 1
+    else:
+        assert st["checkpoints"] <= C and st["backward_segments"] >= 1
+        assert 2 * N + 1 < st["backward_nfe"] <= 6 * N + 1

@@ -22,6 +22,23 @@ def test_unknown_option_names_the_allowed_ones():
         solve(lin(1.0), torch.ones(2, dtype=DT), T, sensitivity="checkpoint", adjoint_rtol=1e-3)
 
 
+def test_checkpoints_must_be_an_integer_of_at_least_two():
+    with pytest.raises(InputError, match="`checkpoints` must be an integer ≥ 2"):
+        solve(lin(1.0), torch.ones(2, dtype=DT), T, sensitivity="adjoint", checkpoints=1)
+
+
+def test_checkpoints_and_checkpoint_every_are_exclusive():
+    with pytest.raises(InputError, match="give one of `checkpoint_every`"):
+        solve(
+            lin(1.0),
+            torch.ones(2, dtype=DT),
+            T,
+            sensitivity="adjoint",
+            checkpoints=8,
+            checkpoint_every=2,
+        )
+
+
 def test_checkpoint_every_must_be_positive_integer():
     with pytest.raises(InputError, match="`checkpoint_every` must be a positive integer"):
         solve(lin(1.0), torch.ones(2, dtype=DT), T, sensitivity="adjoint", checkpoint_every=0)

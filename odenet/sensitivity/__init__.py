@@ -36,13 +36,18 @@ from odenet._loop import integrate
 from odenet._solve import check_tolerances
 from odenet.sensitivity._adjoint import Counter, adjoint_backward
 from odenet.sensitivity._params import check_no_hidden_leaves, find_params
-from odenet.sensitivity._tape import OutputMap, Tape, check_stride, replay
+from odenet.sensitivity._tape import OutputMap, Tape, check_budget, check_stride, replay
 from odenet.tableaus import tableau
 
 __all__ = ["KINDS", "solve_with"]
 
 KINDS = ("adjoint", "checkpoint")
-_COMMON = ("adjoint_params", "checkpoint_every")
+_COMMON = ("adjoint_params", "checkpoint_every", "checkpoints")
+# the adjoint keeps up to this many forward states (all of them for shorter solves),
+# and never fewer than the √N scheme would: memory about constant up to ≈ C²/4 steps
+ADJOINT_CHECKPOINTS = 144
+# ... but no more than this many bytes of them by default (large states)
+ADJOINT_CHECKPOINT_BYTES = 256 * 2**20
 _ADJOINT = (
     "adjoint_rtol",
     "adjoint_atol",
@@ -96,6 +101,12 @@ class _Run:
         self.rk = prep.cfg.rk
         self.params = find_params(prep.f, opts.get("adjoint_params"))
         self.every = check_stride(opts.get("checkpoint_every"))
+        self.budget = check_budget(opts.get("checkpoints"))
+        if self.every is not None and self.budget is not None:
+            raise InputError(
+                "give one of `checkpoint_every` (a fixed stride) and `checkpoints` (the "
+                f"most states kept), not both; got {self.every} and {self.budget}."
+            )
         self.counter = Counter()
         self.stats: dict | None = None
         self.segments_replayed = 0
@@ -130,9 +141,14 @@ class _Run:
         self.s_out = s_out.detach()
         self.y0_rows = y0_rows.detach()
         g = prep.internal_field(prep.f, check=True)
-        levels = 2 if self.kind == "adjoint" else 1
-        self.tape = Tape(self.s_out[:, 0], self.y0_rows, self.every, levels=levels)
+        budget = self.budget
+        if budget is None and self.every is None and self.kind == "adjoint":
+            state_bytes = self.y0_rows.numel() * self.y0_rows.element_size()
+            budget = max(8, min(ADJOINT_CHECKPOINTS, ADJOINT_CHECKPOINT_BYTES // state_bytes))
+        self.tape = Tape(self.s_out[:, 0], self.y0_rows, self.every, budget=budget)
         self.result = integrate(g, self.s_out, self.y0_rows, prep.cfg, record=self.tape)
+        if self.kind == "adjoint":
+            self.tape.finish()
         self.result.steps_record = []
         return self.result.ys
 

@@ -1,4 +1,4 @@
-"""The continuous adjoint, solved backward against the forward's dense output.
+"""The continuous adjoint, solved backward against the forward's states.
 
 In internal time ``s`` (increasing), with ``y' = g(s, y; θ)`` and a loss ``L`` of
 the outputs ``y(s_i)``, the adjoint ``a(s) = ∂L/∂y(s)`` solves
@@ -7,21 +7,26 @@ the outputs ``y(s_i)``, the adjoint ``a(s) = ∂L/∂y(s)`` solves
     ∂L/∂θ = ∫ aᵀ ∂g/∂θ ds,  ∂L/∂y0 = a(s_0),
     ∂L/∂s_i = ⟨∂L/∂y(s_i), g(s_i, y_i)⟩ (i ≥ 1),  ∂L/∂s_0 = −⟨a(s_0), g(s_0, y_0)⟩.
 
-Backward, segment by segment (last first), the forward is *replayed* from the
-segment's checkpoint without autograd and its dense output kept; then ``a`` and the
-parameter quadrature are integrated backward over each forward step with a
-Runge–Kutta method (``adjoint_method``, default the forward's), the state at each
-stage time taken from the forward's interpolant — never from a backward re-solve
-of ``y``, which is what makes the textbook backsolve blow up on contracting
-dynamics.  The adjoint step starts as the forward step and is subdivided by its
-own error control when the method is adaptive; parameter channels are left out of
-the error norm (the *seminorm* of Kidger, Chen & Lyons 2021) unless
-``adjoint_seminorm=False``.
+Backward, segment by segment (last first), the forward states of the segment are
+recomputed once from its checkpoint without autograd (none when every state was
+kept); then ``a`` and the parameter quadrature are integrated backward over each
+forward step with a Runge–Kutta method (``adjoint_method``, default the forward's),
+the state at each stage time being the forward's own state at the step ends and its
+interpolant inside — the cubic Hermite through ``(y_n, g_n), (y_{n+1}, g_{n+1})``,
+whose end slopes are the outputs of the linearizations at the step ends, or the
+method's own continuous extension (then the segment is replayed with its stages).
+Never a backward re-solve of ``y``, which is what makes the textbook backsolve blow
+up on contracting dynamics.  The adjoint step starts as the forward step and is
+subdivided by its own error control when the method is adaptive; parameter
+channels are left out of the error norm (the *seminorm* of Kidger, Chen & Lyons
+2021) unless ``adjoint_seminorm=False``.
 
-Costs per forward step: the replay (one forward step without graph) plus, per
-adjoint step, one field evaluation *with* graph per distinct stage time (stages at
-equal times, and the last stage of a step with the first of the next, share one)
-and one vector–Jacobian product per stage.
+Costs per forward step, rk4 adjoint of an rk4 forward: one field evaluation with
+graph at each distinct stage point (``s_n`` and the midpoint; ``s_{n+1}`` is shared
+with the step after), four vector–Jacobian products with respect to ``y`` only,
+and — because the parameter gradient is linear in the cotangent — one product with
+respect to the parameters per evaluation point, on the sum of the cotangents that
+met there (deferred until the point is left; with the seminorm only).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import numpy as np
 import torch
 
 from odenet._errors import StepSizeUnderflowError
-from odenet.sensitivity._tape import OutputMap, StepData, Tape, replay
+from odenet.sensitivity._tape import OutputMap, StepData, Tape, replay, states
 
 
 class Counter:
@@ -42,14 +47,20 @@ class Counter:
 
 
 class Linearization:
-    """``g`` evaluated with a graph at ``(τ, y)``: vector–Jacobian products on demand."""
+    """``g`` evaluated with a graph at ``(τ, y)``: vector–Jacobian products on demand.
+
+    ``f`` is the value ``g(τ, y)`` (detached).  Parameter cotangents can be summed
+    with :meth:`add_param_cotangent` and pulled back once by :meth:`release`.
+    """
 
     def __init__(self, g, tau, y, params, counter: Counter):
         with torch.enable_grad():
             self.y = y.detach().requires_grad_(True)
             self.out = g(tau, self.y)
+        self.f = self.out.detach()
         self.params = params
         self.counter = counter
+        self.pending: torch.Tensor | None = None
         counter.nfe += 1
 
     def vjp(self, cot: torch.Tensor):
@@ -62,6 +73,26 @@ class Linearization:
         )
         gy = grads[0] if grads[0] is not None else torch.zeros_like(cot)
         return gy, list(grads[1:])
+
+    def vjp_y(self, cot: torch.Tensor) -> torch.Tensor:
+        """``Jᵀ cot`` [K, n] alone: autograd then skips the parameter gradients."""
+        self.counter.vjp += 1
+        if not self.out.requires_grad:
+            return torch.zeros_like(cot)
+        (gy,) = torch.autograd.grad(self.out, [self.y], cot, retain_graph=True, allow_unused=True)
+        return gy if gy is not None else torch.zeros_like(cot)
+
+    def add_param_cotangent(self, cot: torch.Tensor) -> None:
+        self.pending = cot if self.pending is None else self.pending + cot
+
+    def release(self) -> list:
+        """``(∂g/∂θ)ᵀ (summed cotangent)`` per parameter (``None`` entries when
+        nothing is owed); frees the graph."""
+        cot, self.pending = self.pending, None
+        if cot is None or not self.params or not self.out.requires_grad:
+            return [None] * len(self.params)
+        self.counter.vjp += 1
+        return list(torch.autograd.grad(self.out, self.params, cot, allow_unused=True))
 
     def jacobian(self) -> torch.Tensor:
         """``J[k] = ∂g_k/∂y_k`` [K, n, n] (rows are independent systems)."""
@@ -90,9 +121,14 @@ class AdjointStepper:
     (``Jᵢ`` at ``s − c_i H``) and ``Aᵢ = a + Σ_j A_ij κ_j``: ``a⁺ = a + Σ b_i κ_i``;
     the parameter quadrature adds ``Σ b_i (∂g/∂θ)ᵀ (H Aᵢ)``.  Implicit tableaux solve
     the (linear) stage equations with explicit Jacobians.
+
+    ``deferred=True`` (the seminorm, explicit tableaux): the stages take products
+    with respect to ``y`` only and the parameter cotangents are left to the caller,
+    who adds the accepted ones to their linearization and pulls them back once per
+    evaluation point.
     """
 
-    def __init__(self, tab, rk_fwd, g, params, counter: Counter):
+    def __init__(self, tab, rk_fwd, g, params, counter: Counter, deferred: bool):
         self.tab = tab
         self.rk = rk_fwd
         self.g = g
@@ -105,22 +141,61 @@ class AdjointStepper:
         self.e = None if tab.b_hat is None else [float(x) for x in (tab.b - tab.b_hat)]
         self.adaptive = tab.is_adaptive
         self.implicit = tab.is_implicit
+        self.deferred = deferred and not self.implicit
         self.error_order = tab.error_order if self.adaptive else tab.order
+        # the step's ends first: their values are the interpolant's end slopes
+        self.order = sorted(set(self.c), key=lambda ci: ci not in (0.0, 1.0))
+        self.rows = [
+            [(j, float(self.A[i, j])) for j in range(i) if self.A[i, j]] for i in range(self.S)
+        ]
+        self.eps = torch.finfo(torch.float64).eps
 
-    def linearize(self, data: StepData, tau: torch.Tensor) -> Linearization:
+    def _theta(self, data: StepData, tau: torch.Tensor):
+        """Fraction of the forward step at ``tau`` [K], and whether it is (for every
+        row) the step's start (0) or end (1), else None."""
         h_div = torch.where(data.h == 0, torch.ones_like(data.h), data.h)
         theta = ((tau - data.s) / h_div).clamp(0, 1)
-        with torch.no_grad():
-            y = data.at(self.rk, theta)
-        return Linearization(self.g, tau, y, self.params, self.counter)
+        tol = 64 * torch.finfo(theta.dtype).eps
+        if bool((theta <= tol).all()):
+            return theta, 0
+        if bool((theta >= 1 - tol).all()):
+            return theta, 1
+        return theta, None
+
+    def linearize(self, data: StepData, tau: torch.Tensor) -> Linearization:
+        theta, end = self._theta(data, tau)
+        # the states at the step ends live in shared blocks of slots (one version
+        # counter for all, see Tape._put): the graph gets its own copy
+        if end == 0:
+            lin = Linearization(self.g, tau, data.y.clone(), self.params, self.counter)
+            data.f0 = lin.f if data.f0 is None else data.f0
+        elif end == 1:
+            lin = Linearization(self.g, tau, data.y1.clone(), self.params, self.counter)
+            data.f1 = lin.f if data.f1 is None else data.f1
+        else:
+            with torch.no_grad():
+                y = data.at(self.rk, theta, self._plain)
+            lin = Linearization(self.g, tau, y, self.params, self.counter)
+        return lin
+
+    def _plain(self, s, y):
+        # an end slope the Hermite interpolant needs and no linearization supplied
+        self.counter.nfe += 1
+        return self.g(s, y)
 
     def step(self, p, H, a, data: StepData, carry: Linearization | None):
-        """Returns ``(a_new, err_a, dθ, err_θ, stage_cotangents, lins)``."""
+        """Returns ``(a_new, err_a, dθ, err_θ, stage_cotangents, lins)`` (``dθ``,
+        ``err_θ`` lists of None when deferred)."""
         Hy = H.to(a.dtype)[:, None]
         lins: dict[float, Linearization] = {}
         if carry is not None:
             lins[0.0] = carry
-        for ci in self.c:
+            _, end = self._theta(data, p)
+            if end == 1 and data.f1 is None:
+                data.f1 = carry.f
+            elif end == 0 and data.f0 is None:
+                data.f0 = carry.f
+        for ci in self.order:
             if ci not in lins:
                 lins[ci] = self.linearize(data, p - ci * H)
         kap: list[torch.Tensor] = []
@@ -134,12 +209,15 @@ class AdjointStepper:
                     if self.A[i, j] != 0.0:
                         Ai = Ai + self.A[i, j] * kap[j]
                 cot = Hy * Ai
-                k_i, p_i = lins[self.c[i]].vjp(cot)
+                if self.deferred:
+                    k_i = lins[self.c[i]].vjp_y(cot)
+                else:
+                    k_i, p_i = lins[self.c[i]].vjp(cot)
+                    dth = _add(dth, p_i, self.b[i])
+                    if self.e is not None:
+                        eth = _add(eth, p_i, self.e[i])
                 kap.append(k_i)
                 cots.append(cot)
-                dth = _add(dth, p_i, self.b[i])
-                if self.e is not None:
-                    eth = _add(eth, p_i, self.e[i])
         else:
             kap, cots, dth, eth = self._implicit_stages(a, Hy, lins)
         a_new = a
@@ -150,6 +228,65 @@ class AdjointStepper:
             if self.e is not None and self.e[i] != 0.0:
                 err = err + self.e[i] * kap[i]
         return a_new, err, dth, eth, cots, lins
+
+    # --- one system, fixed adjoint steps: times as Python floats ---------------------
+    def _lin_host(self, data: StepData, sh: float, hh: float, tau: float) -> Linearization:
+        theta = (tau - sh) / hh
+        tol = 64 * self.eps
+        tau_t = data.s.new_full((1,), tau)
+        if theta <= tol:
+            lin = Linearization(self.g, tau_t, data.y.clone(), self.params, self.counter)
+            data.f0 = lin.f if data.f0 is None else data.f0
+        elif theta >= 1 - tol:
+            lin = Linearization(self.g, tau_t, data.y1.clone(), self.params, self.counter)
+            data.f1 = lin.f if data.f1 is None else data.f1
+        elif self.rk.has_own_interpolant:
+            with torch.no_grad():
+                y = data.at(self.rk, data.s.new_full((1,), theta))
+            lin = Linearization(self.g, tau_t, y, self.params, self.counter)
+        else:  # the cubic Hermite with host weights: four fused adds
+            with torch.no_grad():
+                if data.f0 is None:
+                    data.f0 = self._plain(data.s, data.y)
+                if data.f1 is None:
+                    data.f1 = self._plain(data.s + data.h, data.y1)
+                t2 = theta * theta
+                t3 = t2 * theta
+                y = data.y * (2 * t3 - 3 * t2 + 1)
+                y = y.add(data.f0, alpha=(t3 - 2 * t2 + theta) * hh)
+                y = y.add(data.y1, alpha=3 * t2 - 2 * t3)
+                y = y.add(data.f1, alpha=(t3 - t2) * hh)
+            lin = Linearization(self.g, tau_t, y, self.params, self.counter)
+        return lin
+
+    def step_host(self, p: float, H: float, a, data: StepData, sh: float, hh: float, carry):
+        """An explicit, deferred step of one system (``K = 1``) from ``p`` to ``p − H``;
+        returns ``(a_new, stage_cotangents, lins)``."""
+        lins: dict[float, Linearization] = {}
+        if carry is not None:
+            lins[0.0] = carry
+            theta = (p - sh) / hh
+            if theta >= 1 - 64 * self.eps and data.f1 is None:
+                data.f1 = carry.f
+            elif theta <= 64 * self.eps and data.f0 is None:
+                data.f0 = carry.f
+        for ci in self.order:
+            if ci not in lins:
+                lins[ci] = self._lin_host(data, sh, hh, p - ci * H)
+        kap: list[torch.Tensor] = []
+        cots: list[torch.Tensor] = []
+        for i in range(self.S):
+            Ai = a
+            for j, aij in self.rows[i]:
+                Ai = torch.add(Ai, kap[j], alpha=aij)
+            cot = Ai * H
+            kap.append(lins[self.c[i]].vjp_y(cot))
+            cots.append(cot)
+        a_new = a
+        for i, bi in enumerate(self.b):
+            if bi != 0.0:
+                a_new = torch.add(a_new, kap[i], alpha=bi)
+        return a_new, cots, lins
 
     def _implicit_stages(self, a, Hy, lins):
         K, n = a.shape
@@ -182,7 +319,7 @@ class AdjointStepper:
 
 
 class AdjointSolver:
-    """Integrates ``a`` and the parameter gradient backward over the whole tape."""
+    """Integrates ``a`` and the parameter gradient ``gth`` backward over the tape."""
 
     def __init__(self, stepper: AdjointStepper, rtol, atol, seminorm: bool, K: int, dev, tdt):
         self.st = stepper
@@ -194,6 +331,8 @@ class AdjointSolver:
         self.accepted = torch.zeros(K, dtype=torch.long, device=dev)
         self.rejected = torch.zeros(K, dtype=torch.long, device=dev)
         self.carry: Linearization | None = None
+        self.gth: list = [None] * len(stepper.params)
+        self.n_host = 0  # steps taken by solve_host (all accepted)
 
     def _ratio(self, a, a_new, err, gth, gth_new, eth):
         scale = self.atol + self.rtol * torch.maximum(a.abs(), a_new.abs())
@@ -210,7 +349,40 @@ class AdjointSolver:
                 count += e.numel()
         return (sq / count).sqrt()
 
-    def solve(self, p, q, a, gth, data: StepData):
+    def _leave(self, lins: dict, keep: Linearization | None) -> None:
+        """Pull back what is owed at every point the solve is done with."""
+        for lin in {id(x): x for x in lins.values()}.values():
+            if lin is not keep and lin.pending is not None:
+                for i, d in enumerate(lin.release()):
+                    if d is None:
+                        continue
+                    # in place: one buffer per parameter for the whole backward pass
+                    if self.gth[i] is None:
+                        self.gth[i] = d
+                    else:
+                        self.gth[i].add_(d)
+
+    def finish(self) -> None:
+        if self.carry is not None:
+            self._leave({0.0: self.carry}, None)
+        self.carry = None
+
+    def solve_host(self, p: float, q: float, a, data: StepData, sh: float, hh: float):
+        """:meth:`solve` for one system and a fixed-step explicit tableau, deferred."""
+        if p - q <= 64 * self.eps * max(abs(p), abs(q)):
+            return q, a
+        st = self.st
+        a, cots, lins = st.step_host(p, p - q, a, data, sh, hh, self.carry)
+        for i, cot in enumerate(cots):
+            if st.b[i] != 0.0:
+                lins[st.c[i]].add_param_cotangent(cot * st.b[i])
+        keep = lins.get(1.0)
+        self._leave(lins, keep)
+        self.carry = keep
+        self.n_host += 1
+        return q, a
+
+    def solve(self, p, q, a, data: StepData):
         """Integrate from ``p`` down to ``q`` (per row, ``q ≤ p``) inside one forward step."""
         st = self.st
         snap = 64 * self.eps * torch.maximum(p.abs(), q.abs())
@@ -218,7 +390,7 @@ class AdjointSolver:
             rem = p - q
             done = rem <= snap
             if bool(done.all()):
-                return torch.where(done, q, p), a, gth
+                return torch.where(done, q, p), a
             if st.adaptive:
                 H = torch.minimum(self.H, rem)
                 to_end = H >= rem - snap
@@ -228,9 +400,9 @@ class AdjointSolver:
                 to_end = torch.ones_like(done)
             H = torch.where(done, torch.zeros_like(H), H)
             a_new, err, dth, eth, cots, lins = st.step(p, H, a, data, self.carry)
-            gth_new = _add(gth, dth)
+            gth_new = self.gth if st.deferred else _add(self.gth, dth)
             if st.adaptive:
-                ratio = self._ratio(a, a_new, err, gth, gth_new, eth)
+                ratio = self._ratio(a, a_new, err, self.gth, gth_new, eth)
                 ratio = torch.where(torch.isfinite(ratio), ratio, torch.full_like(ratio, math.inf))
                 accept = (ratio <= 1) | done
             else:
@@ -238,19 +410,31 @@ class AdjointSolver:
                 accept = torch.ones_like(done)
             active = ~done
             all_acc = bool(accept.all())
+            any_acc = all_acc or bool((accept & active).any())
             if all_acc:
-                a, gth = a_new, gth_new
-                self.carry = lins.get(1.0)
-            elif not bool((accept & active).any()):
-                self.carry = lins.get(0.0)  # still at p
+                a = a_new
+                keep = lins.get(1.0)
+            elif not any_acc:
+                keep = lins.get(0.0)  # still at p
             else:
                 a = torch.where(accept[:, None], a_new, a)
+                keep = None
+            if st.deferred and any_acc:
+                m = None if all_acc else accept.to(a.dtype)[:, None]
+                for i, cot in enumerate(cots):
+                    if st.b[i] != 0.0:
+                        w = cot * st.b[i] if m is None else cot * (st.b[i] * m)
+                        lins[st.c[i]].add_param_cotangent(w)
+            elif all_acc:
+                self.gth = gth_new
+            elif any_acc:
                 m = accept.to(a.dtype)[:, None]
                 for i, cot in enumerate(cots):
                     if st.b[i] != 0.0:
                         _, p_i = lins[st.c[i]].vjp(cot * m)
-                        gth = _add(gth, p_i, st.b[i])
-                self.carry = None
+                        self.gth = _add(self.gth, p_i, st.b[i])
+            self._leave(lins, keep)
+            self.carry = keep
             p = torch.where(accept & active, torch.where(to_end, q, p - H), p)
             self.accepted += (accept & active).long()
             self.rejected += (~accept & active).long()
@@ -274,73 +458,80 @@ class AdjointSolver:
                     )
 
 
-def _sub_segments(run, tape: Tape, omap: OutputMap):
-    """Yield ``(start, end)`` of sub-segments, last first, keeping their start states
-    in ``run.sub_ckpt``: each segment of ``k`` steps is replayed once without dense
-    output to store ``√k`` states, then sub-segment by sub-segment with it (so the
-    dense output held at any time covers ``≈ √k`` steps, not ``k``)."""
+def _step_data(run, tape: Tape, omap: OutputMap):
+    """Yield ``(j, StepData)`` for every kept iteration ``j``, last first.
+
+    Segment by segment (last first): with a cubic Hermite interpolant only the states
+    are recomputed (once, from the segment's checkpoint) and the end slopes come from
+    the adjoint's own linearizations; with a method's own interpolant the segment is
+    replayed with its stages.  Only the current segment's states are held.
+    """
+    rk = run.rk
+    own = rk.has_own_interpolant
     for i0, i1 in tape.segments():
-        L = i1 - i0
-        m = max(1, math.isqrt(L)) if tape.levels > 1 else L
-        run.sub_ckpt = {i0: tape.ckpt[i0]}
-        if m < L:
+        if rk.newton is not None:
+            rk.newton.forget()
+        if own:
             with torch.no_grad():
-                if run.rk.newton is not None:
-                    run.rk.newton.forget()
-                *_, kept = replay(
-                    run.g_count,
-                    run.rk,
-                    tape,
-                    omap,
-                    i0,
-                    i1,
-                    tape.ckpt[i0],
-                    dense=False,
-                    keep_every=m,
-                )
-            run.sub_ckpt.update(kept)
-        starts = sorted(run.sub_ckpt)
-        ends = [*starts[1:], i1]
-        for a, b in reversed(list(zip(starts, ends))):
-            yield a, b
-            del run.sub_ckpt[a]
+                _, _, steps = replay(run.g_count, rk, tape, omap, i0, i1, tape.ckpt[i0], dense=True)
+            run.segments_replayed += 1
+            for j in range(i1, i0, -1):
+                yield j, steps[j - i0 - 1]
+                steps.pop()
+            continue
+        ys = {i0: tape.ckpt[i0]}
+        last = i1 - 1 if i1 in tape.ckpt else i1
+        if last > i0:
+            slots = tape.scratch(i1, last - i0)
+            with torch.no_grad():
+                ys.update(states(run.g_count, rk, tape, i0, last, tape.ckpt[i0], slots))
+            run.segments_replayed += 1
+        if i1 in tape.ckpt:
+            ys[i1] = tape.ckpt[i1]
+        S = tape.s
+        for j in range(i1, i0, -1):
+            h = S[j] - S[j - 1]
+            yield j, StepData(S[j - 1], h, ys[j - 1], ys.pop(j), None, None, None, h > 0)
 
 
 def adjoint_backward(run, grad_ys: torch.Tensor):
-    """``(∂L/∂y0_rows [K, n], a(s_0) [K, n], [∂L/∂θ])`` for output cotangents ``grad_ys``."""
+    """``(a(s_0) [K, n], [∂L/∂θ])`` for output cotangents ``grad_ys``."""
     tape: Tape = run.tape
     omap: OutputMap = run.omap
     s_out = run.s_out
     K = s_out.shape[0]
     counter = run.counter
-    stepper = AdjointStepper(run.adjoint_tableau, run.rk, run.g_lin, run.params, counter)
+    deferred = run.seminorm
+    stepper = AdjointStepper(run.adjoint_tableau, run.rk, run.g_lin, run.params, counter, deferred)
     solver = AdjointSolver(
         stepper, run.adjoint_rtol, run.adjoint_atol, run.seminorm, K, s_out.device, s_out.dtype
     )
     a = torch.zeros_like(run.y0_rows)
-    gth = [None] * len(run.params)
+    if K == 1 and stepper.deferred and not stepper.adaptive:
+        S = tape.s[:, 0].tolist()
+        times = s_out[0].tolist()
+        for j, data in _step_data(run, tape, omap):
+            p, sh, hh = S[j], S[j - 1], S[j] - S[j - 1]
+            for _, idx, _, at_end in reversed(omap.rounds.get(j, ())):
+                i = int(idx[0])
+                p, a = solver.solve_host(p, p if bool(at_end[0]) else times[i], a, data, sh, hh)
+                a = a + grad_ys[:, i]
+            p, a = solver.solve_host(p, sh, a, data, sh, hh)
+        solver.finish()
+        run.backward_accepted = solver.accepted + solver.n_host
+        run.backward_rejected = solver.rejected
+        return a, solver.gth
     rows = torch.arange(K, device=a.device)
-    for b0, b1 in _sub_segments(run, tape, omap):
-        with torch.no_grad():
-            if run.rk.newton is not None:
-                run.rk.newton.forget()
-            _, _, steps = replay(
-                run.g_count, run.rk, tape, omap, b0, b1, run.sub_ckpt[b0], dense=True
-            )
-        run.segments_replayed += 1
-        for j in range(b1, b0, -1):
-            data = steps[j - b0 - 1]
-            p = tape.s[j]
-            for mask, idx, _, at_end in reversed(omap.rounds.get(j, ())):
-                t_ev = s_out[rows, idx]
-                q = torch.where(mask & ~at_end, t_ev, p)
-                p, a, gth = solver.solve(p, q, a, gth, data)
-                inj = torch.where(mask[:, None], grad_ys[rows, idx], torch.zeros_like(a))
-                a = a + inj
-            p, a, gth = solver.solve(p, tape.s[j - 1], a, gth, data)
-        del steps
-    solver.carry = None
-    run.sub_ckpt = {}
+    for j, data in _step_data(run, tape, omap):
+        p = tape.s[j]
+        for mask, idx, _, at_end in reversed(omap.rounds.get(j, ())):
+            t_ev = s_out[rows, idx]
+            q = torch.where(mask & ~at_end, t_ev, p)
+            p, a = solver.solve(p, q, a, data)
+            inj = torch.where(mask[:, None], grad_ys[rows, idx], torch.zeros_like(a))
+            a = a + inj
+        p, a = solver.solve(p, tape.s[j - 1], a, data)
+    solver.finish()
     run.backward_accepted = solver.accepted
     run.backward_rejected = solver.rejected
-    return a, gth
+    return a, solver.gth

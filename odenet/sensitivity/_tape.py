@@ -6,11 +6,12 @@ only
 * the internal time reached by every row after every loop iteration in which some
   row accepted a step (``K`` numbers per step: the accepted step sizes are the
   differences), and
-* the state at every ``stride``-th kept iteration.  Without a user stride the tape
+* the state at every ``stride``-th kept iteration, and the final state.  The tape
   starts with ``stride = 1`` and doubles it (dropping every other checkpoint)
-  whenever it holds more than ``2·stride + 1`` checkpoints, so after ``N`` steps it
-  holds between ``√(N/2)`` and ``2√(2N)`` states and segments of ``stride ≤ √(2N)``
-  steps: memory ``O(√N)`` states.
+  whenever it holds more states than its limit: ``2·stride + 1`` without a budget
+  (so after ``N`` steps it holds between ``√(N/2)`` and ``2√(2N)`` states and
+  segments of ``stride ≤ √(2N)`` steps: memory ``O(√N)`` states), or a fixed budget
+  ``C`` (between ``C/2`` and ``C`` states, segments of ``stride < 2N/C`` steps).
 
 A segment is *replayed* from its checkpoint by applying the same method step
 (:meth:`RungeKutta.step`) with the recorded step sizes, the same dense output and the
@@ -18,8 +19,6 @@ same masking as the forward loop in :func:`odenet._loop.integrate`.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 
@@ -33,21 +32,58 @@ class Tape:
     ----------
     s0 : [K] start times (internal); y0 : [K, n] start states.
     every : int, optional
-        Fixed checkpoint stride (steps per segment); default adapts to ``≈ √N``.
+        Fixed checkpoint stride (steps per segment); default adapts (see ``budget``).
+    budget : int, optional
+        With an adaptive stride, the states kept and recomputed at any time (``≥ 2``;
+        the ``√N`` rule beyond ``N ≈ budget²/4``); default ``≈ √N`` alone.
     """
 
     def __init__(
-        self, s0: torch.Tensor, y0: torch.Tensor, every: int | None = None, *, levels: int = 1
+        self,
+        s0: torch.Tensor,
+        y0: torch.Tensor,
+        every: int | None = None,
+        *,
+        budget: int | None = None,
     ):
         # step ends in one growing buffer: a tensor per step would cost ~2 kB of
         # bookkeeping each, i.e. memory growing with N
         self._buf = s0.detach().new_empty(64, s0.shape[0])
         self._buf[0] = s0.detach()
         self._n = 1
-        self.ckpt = {0: y0.detach()}
         self.adaptive = every is None
         self.stride = 1 if every is None else int(every)
-        self.levels = levels
+        self.budget = budget
+        # kept states are copied into one block of slots: kept as the loop's own
+        # tensors they would pin the heap between each step's temporaries, and the
+        # process's memory would grow by a step's whole footprint per kept state
+        cap = 16 if budget is None else budget + 1
+        self._slots = y0.detach().new_empty(cap, *y0.shape)
+        self._rank: dict[int, int] = {}  # iteration -> slot
+        self.ckpt: dict[int, torch.Tensor] = {}
+        self._put(0, y0.detach())
+        self.last = y0.detach()
+        self._extra: torch.Tensor | None = None
+
+    def _put(self, i: int, y: torch.Tensor) -> None:
+        k = len(self._rank)
+        if k == self._slots.shape[0]:
+            grown = self._slots.new_empty(2 * k, *self._slots.shape[1:])
+            grown[:k] = self._slots
+            self._slots = grown
+            self.ckpt = {j: grown[r] for j, r in self._rank.items()}
+        self._rank[i] = k
+        self.ckpt[i] = self._slots[k].copy_(y)
+
+    def _thin(self) -> None:
+        """Double the stride: keep every other state, compacted to the first slots."""
+        self.stride *= 2
+        kept = [j for j in sorted(self._rank) if j % self.stride == 0]
+        for r, j in enumerate(kept):  # slot r ≤ the old slot of j: copy in order
+            if self._rank[j] != r:
+                self._slots[r].copy_(self._slots[self._rank[j]])
+        self._rank = {j: r for r, j in enumerate(kept)}
+        self.ckpt = {j: self._slots[r] for j, r in self._rank.items()}
 
     def append(self, item) -> None:
         s, y, accept = item
@@ -60,19 +96,35 @@ class Tape:
         self._buf[self._n] = s.detach()
         self._n += 1
         i = self._n - 1
+        self.last = y.detach()
         if i % self.stride == 0:
-            self.ckpt[i] = y.detach()
-        if self.adaptive and len(self.ckpt) > self._limit():
-            self.stride *= 2
-            self.ckpt = {j: v for j, v in self.ckpt.items() if j % self.stride == 0}
+            self._put(i, y.detach())
+        if self.adaptive and len(self._rank) > self._limit():
+            self._thin()
 
     def _limit(self) -> int:
-        # one level: N/k stored states + k recomputed -> k ≈ √N.  Two levels (the
-        # adjoint re-splits each segment into √k sub-segments): N/k + 2√k -> k ≈ N^⅔,
-        # O(N^⅓) states in all.
-        if self.levels == 1:
-            return 2 * self.stride + 1
-        return max(8, 2 * math.isqrt(self.stride)) + 1
+        # the √N rule: N/k stored states + k recomputed in a segment -> k ≈ √N.  With
+        # a budget C, as many states as leave room for one segment's C − k + 1 (up
+        # to N ≈ C²/4 steps; beyond, the √N rule).
+        root = 2 * self.stride + 1
+        if self.budget is None:
+            return root
+        return max(self.budget - self.stride + 1, root)
+
+    def finish(self) -> None:
+        """Keep the final state too (the last segment then needs no replay to its end)."""
+        self.ckpt[self.n_steps] = self.last
+
+    def scratch(self, i1: int, m: int) -> torch.Tensor:
+        """``m`` slots for the states inside the segment ending at ``i1``, processed
+        last first: the slots of the states after ``i1`` are free again (and those
+        never used), or else a separate block."""
+        top = 1 + max(r for j, r in self._rank.items() if j <= i1)
+        if self._slots.shape[0] - top >= m:
+            return self._slots[top : top + m]
+        if self._extra is None or self._extra.shape[0] < m:
+            self._extra = self._slots.new_empty(m, *self._slots.shape[1:])
+        return self._extra
 
     @property
     def s(self) -> torch.Tensor:
@@ -96,9 +148,20 @@ def check_stride(every) -> int | None:
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise InputError(
             f"`checkpoint_every` must be a positive integer (steps between stored states) "
-            f"or None (≈ √N, chosen automatically), got {every!r}."
+            f"or None (chosen automatically), got {every!r}."
         )
     return every
+
+
+def check_budget(checkpoints) -> int | None:
+    if checkpoints is None:
+        return None
+    if isinstance(checkpoints, bool) or not isinstance(checkpoints, int) or checkpoints < 2:
+        raise InputError(
+            "`checkpoints` must be an integer ≥ 2 (the most forward states kept for the "
+            f"backward pass) or None (the default), got {checkpoints!r}."
+        )
+    return checkpoints
 
 
 class OutputMap:
@@ -160,8 +223,14 @@ class StepData:
         self.s, self.h, self.y, self.y1 = s, h, y, y1
         self.f0, self.f1, self.ks, self.acc = f0, f1, ks, acc
 
-    def at(self, rk, theta: torch.Tensor) -> torch.Tensor:
-        """Dense output ``y(s + θh)`` for ``θ`` [K] in [0, 1]."""
+    def at(self, rk, theta: torch.Tensor, g=None) -> torch.Tensor:
+        """Dense output ``y(s + θh)`` for ``θ`` [K] in [0, 1]; a missing end slope of
+        the Hermite interpolant is evaluated with ``g`` (and kept)."""
+        if not rk.has_own_interpolant:
+            if self.f0 is None:
+                self.f0 = g(self.s, self.y)
+            if self.f1 is None:
+                self.f1 = g(self.s + self.h, self.y1)
         return rk.interpolate(theta, self.y, self.y1, self.f0, self.f1, self.h, self.ks)
 
 
@@ -217,3 +286,28 @@ def replay(
     if keep_every:
         return y, outputs, steps, kept
     return y, outputs, steps
+
+
+def states(g, rk, tape: Tape, i0: int, i1: int, y, slots: torch.Tensor) -> dict:
+    """The states after kept iterations ``i0 + 1 .. i1`` (``{j: y_j}``), recomputed
+    from the state ``y`` at ``tape.s[i0]`` with the forward's steps and copied into
+    ``slots`` ``[≥ i1 − i0, K, n]``; no outputs, no dense output, no end derivative."""
+    out = {}
+    s = tape.s[i0]
+    f0 = g(s, y)
+    for j in range(i0 + 1, i1 + 1):
+        s1 = tape.s[j]
+        h = s1 - s
+        res = rk.step(g, s, y, h, f0)
+        acc = h > 0
+        if bool(acc.all()):
+            y, fsal = res.y1, res.f1
+        else:
+            y, fsal = torch.where(acc[:, None], res.y1, y), None
+        out[j] = slots[j - i0 - 1].copy_(y)
+        if rk.newton is not None:
+            rk.newton.state_changed()
+        s = s1
+        if j < i1:
+            f0 = fsal if fsal is not None else g(s, y)
+    return out

@@ -425,7 +425,7 @@ class GreyBoxMLE(nn.Module):
             raise odenet.SolverError(
                 "the initial guess makes the ODE fail; give parameter guesses closer to the data."
             )
-        lam, it = 1e-3, 0
+        lam, it, reason = 1e-3, 0, "max_iter"
         while it < max_iter:
             it += 1
             H, g = J.T @ J, J.T @ r
@@ -440,12 +440,15 @@ class GreyBoxMLE(nn.Module):
                     break
                 lam *= 4.0
             if not improved:
+                reason = "no_decrease"  # a (local) minimum to the solver's accuracy
                 break
             rel = (cost - c2) / max(cost, 1e-300)
             u, cost, r, J = u + step, c2, r2, J2
             lam = max(lam / 3.0, 1e-12)
             if rel < 1e-9 or np.abs(step).max() < 1e-10 * (1 + np.abs(u).max()):
+                reason = "converged"
                 break
+        self._last_reason = reason
         return u, cost, r, J, it
 
     def _estimate(self, batch, *, fix_params: bool, max_iter: int):
@@ -501,7 +504,8 @@ class GreyBoxMLE(nn.Module):
         -------
         dict
             ``iterations`` (both stages), ``cost`` (½ RSS), ``sigma`` (σ̂),
-            ``x0`` [B, D] (estimated initial states), ``std_errors`` (per parameter).
+            ``x0`` [B, D] (estimated initial states), ``std_errors`` (per parameter),
+            ``stop_reason`` of the final stage.
         """
         import numpy as np
 
@@ -520,6 +524,9 @@ class GreyBoxMLE(nn.Module):
             "sigma": math.sqrt(sigma2),
             "x0": u[P:].reshape(-1, D),
             "std_errors": self.std_errors(),
+            # why the final (single-shooting) stage stopped: "converged" (relative
+            # decrease < 1e-9), "no_decrease" (no step helps) or "max_iter"
+            "stop_reason": self._last_reason,
         }
         return self.info
 

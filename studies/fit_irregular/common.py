@@ -96,7 +96,8 @@ def _best_iter(res) -> int:
     return h["iteration"][min(range(len(h["val_loss"])), key=h["val_loss"].__getitem__)]
 
 
-def run_one(name, ctor, parts, *, seed, iters, batch, truth=None, max_seconds=None):
+def run_one(name, ctor, parts, *, seed, iters, batch, truth=None, max_seconds=None,
+            curves=None):  # fmt: skip
     trw, vaw, ctx, held, tail = parts
     torch.manual_seed(seed)
     model = ctor()
@@ -109,6 +110,11 @@ def run_one(name, ctor, parts, *, seed, iters, batch, truth=None, max_seconds=No
         kw = dict(iters=GREYBOX_ROUNDS, optimizer="lbfgs", batch_size=None, eval_every=1)
     res = fit(model, trw, vaw, seed=seed, patience=8, max_seconds=max_seconds, **kw)
     train_time = time.perf_counter() - t
+    if curves is not None:  # validation curve, to judge convergence (plateau)
+        import json
+
+        curves.mkdir(parents=True, exist_ok=True)
+        (curves / f"{name}_seed{seed}.json").write_text(json.dumps(res.history))
     row = {
         "model": name,
         "seed": seed,

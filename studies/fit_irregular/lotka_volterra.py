@@ -65,8 +65,9 @@ def main(argv=None):
             truth = (mech, data.meta["params"], states)
             for name, ctor in make_models(2, mech, guess, which=args.models).items():
                 iters = budget.get(name, args.iters)
+                curves = RESULTS / f"{args.out}_curves" / f"observed{obs:g}"
                 row = run_one(name, ctor, parts, seed=seed, iters=iters, batch=args.batch,
-                              truth=truth, max_seconds=args.max_seconds)  # fmt: skip
+                              truth=truth, max_seconds=args.max_seconds, curves=curves)  # fmt: skip
                 row.update(dataset="lotka_volterra", observed=obs)
                 append_rows(csv_path, [row])
                 print({k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items()},

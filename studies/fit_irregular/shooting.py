@@ -37,7 +37,7 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def run(t_end: float = 60.0, n_times: int = 200, node_every: int = 5, noise: float = 0.02,
-        seed: int = 0, max_iter: int = 30) -> list:  # fmt: skip
+        seed: int = 0, max_iter: int = 100) -> list:  # fmt: skip
     """Rows ``{fit, params, max_rel_err, rms_residual, iterations, seconds}`` for both fits."""
     data = datasets.lotka_volterra(1, observed=1.0, noise=noise, n_times=n_times, t_end=t_end,
                                    seed=seed)  # fmt: skip
@@ -61,6 +61,7 @@ def run(t_end: float = 60.0, n_times: int = 200, node_every: int = 5, noise: flo
             "rms_residual": math.sqrt(2 * info["cost"] / n_obs),
             "noise": noise,
             "iterations": info["iterations"],
+            "stop": info["stop_reason"],
             "seconds": round(seconds, 1),
         })  # fmt: skip
     return rows
@@ -72,10 +73,11 @@ def main(argv=None):
     ap.add_argument("--n-times", type=int, default=200)
     ap.add_argument("--node-every", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-iter", type=int, default=100, help="LM iterations per stage")
     ap.add_argument("--out", default="shooting")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    rows = run(args.t_end, args.n_times, args.node_every, seed=args.seed)
+    rows = run(args.t_end, args.n_times, args.node_every, seed=args.seed, max_iter=args.max_iter)
     keys = list(rows[0])
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731

@@ -7,10 +7,14 @@
     the computed solution; memory grows with the number of steps.
 ``"adjoint"``
     The continuous adjoint (:mod:`odenet.sensitivity._adjoint`), integrated backward
-    against the forward's dense output, which is recomputed segment by segment from
-    ``O(√N)`` stored states — accurate on contracting dynamics, where the textbook
-    backward re-solve of the state explodes.  Memory ``O(√N)`` states plus one
-    segment's dense output; no autograd graph is kept across steps.
+    against the forward's own states — at the step ends, and interpolated inside —
+    never a backward re-solve of the state, so it stays accurate on contracting
+    dynamics, where the textbook backsolve explodes.  The forward keeps up to
+    ``checkpoints`` states (default 144): all of them for shorter solves (no
+    recomputation), else every ``k``-th, and each segment is recomputed once without
+    graph into the slots the spent checkpoints free.  Memory about constant in ``N``
+    up to ``≈ checkpoints²/4`` steps (``O(√N)`` beyond); no autograd graph is kept
+    across steps.
 ``"checkpoint"``
     The exact discrete gradient (as ``"direct"``, to round-off) with ``O(√N)``
     memory: store every ``k``-th state, recompute each segment with autograd during
@@ -264,8 +268,11 @@ def solve_with(kind: str, prep, tab, *, throw: bool, **options):
     throw : raise on solver failure (else report it in ``Solution.status``).
     **options
         ``adjoint_params`` (iterable of tensors; default the parameters of ``f`` when
-        it is an ``nn.Module``), ``checkpoint_every`` (steps per stored state; default
-        ``≈ √N`` adaptively); for ``"adjoint"`` also ``adjoint_rtol``,
+        it is an ``nn.Module``), ``checkpoint_every`` (steps per stored state) or
+        ``checkpoints`` (the most forward states kept, ``≥ 2``; default 144 — at most
+        256 MiB of them — for ``"adjoint"``, ``≈ √N`` for ``"checkpoint"``; the ``√N``
+        rule takes over beyond ``N ≈ checkpoints²/4``); for ``"adjoint"`` also
+        ``adjoint_rtol``,
         ``adjoint_atol`` (default: the forward's), ``adjoint_method`` (default: the
         forward's), ``adjoint_seminorm`` (default True) and torchdiffeq's
         ``adjoint_options={"norm": "seminorm" | "default"}``.

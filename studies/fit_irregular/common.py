@@ -55,8 +55,9 @@ def protocol(data, seed: int = 0):
     return trw, vaw, ctx, held, tail
 
 
-def make_models(dim: int, mechanism=None, guess=None, horizon: int = 6, which=None):
-    """name -> zero-argument constructor."""
+def make_models(dim: int, mechanism=None, guess=None, horizon: int = 6, which=None,
+                mle: bool = False):  # fmt: skip
+    """name -> zero-argument constructor (``mle``: add ``greybox_mle`` to the grey-boxes)."""
     ode = dict(rtol=1e-3, atol=1e-4)
     zoo = {
         "mean": lambda: TrainingMean(),
@@ -73,6 +74,7 @@ def make_models(dim: int, mechanism=None, guess=None, horizon: int = 6, which=No
         zoo["greybox"] = lambda: ShootingODE(
             GreyBoxField(mechanism, guess), horizon=horizon, physical=True, rtol=1e-5, atol=1e-7
         )
+    if mechanism is not None and mle:
         # maximum likelihood over parameters and initial states (Gauss–Newton)
         zoo["greybox_mle"] = lambda: GreyBoxMLE(GreyBoxField(mechanism, guess), node_every=4)
     return {k: v for k, v in zoo.items() if which is None or k in which}
@@ -173,7 +175,8 @@ def table(path: Path) -> str:
             df[col] = math.nan
     g = lambda v: f"{v:.3g}"  # noqa: E731
     cols = ["observed", "model", "seeds", "interp MSE", "extrap MSE", "param rel. err",
-            "param rel. SE", "max z", "iters (best)", "train s", "params"]  # fmt: skip
+            "param rel. SE", "max z", "vector-field MSE", "iters (best)", "train s",
+            "params"]  # fmt: skip
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for (_, obs, model), d in df.groupby(["dataset", "observed", "model"], sort=False):
 
@@ -194,7 +197,7 @@ def table(path: Path) -> str:
             f"{obs:g}", model, str(len(d)), rng("interp_mse"), rng("extrap_mse"),
             f"{pe.median():.2%} [max {pe.max():.2%}]" if len(pe) else "—",
             f"{se.median():.2%}" if len(se) else "—",
-            f"{z.max():.2f}" if len(z) else "—",
+            f"{z.max():.2f}" if len(z) else "—", rng("vf_mse"),
             its, f"{d['train_s'].median():.0f}", str(int(d["n_params"].iloc[0])),
         ]) + " |")  # fmt: skip
     return "\n".join(lines)

@@ -63,7 +63,7 @@ def main(argv=None):
             clean = data.meta["clean"]
             states = clean.values[clean.valid]
             truth = (mech, data.meta["params"], states)
-            for name, ctor in make_models(2, mech, guess, which=args.models).items():
+            for name, ctor in make_models(2, mech, guess, which=args.models, mle=True).items():
                 iters = budget.get(name, args.iters)
                 curves = RESULTS / f"{args.out}_curves" / f"observed{obs:g}"
                 row = run_one(name, ctor, parts, seed=seed, iters=iters, batch=args.batch,

@@ -147,7 +147,7 @@ class _Run:
         g = prep.internal_field(prep.f, check=True)
         budget = self.budget
         if budget is None and self.every is None and self.kind == "adjoint":
-            state_bytes = self.y0_rows.numel() * self.y0_rows.element_size()
+            state_bytes = max(1, self.y0_rows.numel() * self.y0_rows.element_size())
             budget = max(8, min(ADJOINT_CHECKPOINTS, ADJOINT_CHECKPOINT_BYTES // state_bytes))
         self.tape = Tape(self.s_out[:, 0], self.y0_rows, self.every, budget=budget)
         self.result = integrate(g, self.s_out, self.y0_rows, prep.cfg, record=self.tape)

@@ -373,7 +373,7 @@ class AdjointSolver:
             return q, a
         st = self.st
         a, cots, lins = st.step_host(p, p - q, a, data, sh, hh, self.carry)
-        for i, cot in enumerate(cots):
+        for i, cot in enumerate(cots if st.params else ()):
             if st.b[i] != 0.0:
                 lins[st.c[i]].add_param_cotangent(cot * st.b[i])
         keep = lins.get(1.0)

@@ -10,6 +10,11 @@ the normaliser).
 :class:`OneCompartmentPK` is a grey-box model whose state is not the observation:
 an oral one-compartment model with first-order absorption, doses entering the gut
 compartment as jumps.
+
+:class:`GreyBoxMLE` fits a mechanism by maximum likelihood over its parameters *and*
+every series' initial state (Levenberg–Marquardt with exact Jacobians from the forward
+variational equations; multiple shooting first, then single shooting), with
+Gauss–Newton standard errors: use it through ``fit(..., optimizer="gauss_newton")``.
 """
 
 from __future__ import annotations

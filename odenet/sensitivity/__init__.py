@@ -10,7 +10,7 @@
     against the forward's own states — at the step ends, and interpolated inside —
     never a backward re-solve of the state, so it stays accurate on contracting
     dynamics, where the textbook backsolve explodes.  The forward keeps up to
-    ``checkpoints`` states (default 144): all of them for shorter solves (no
+    ``checkpoints`` states (default: as many as fit in 4.5 MiB): all of them for shorter solves (no
     recomputation), else every ``k``-th, and each segment is recomputed once without
     graph into the slots the spent checkpoints free.  Memory about constant in ``N``
     up to ``≈ checkpoints²/4`` steps (``O(√N)`` beyond); no autograd graph is kept
@@ -47,11 +47,12 @@ __all__ = ["KINDS", "solve_with"]
 
 KINDS = ("adjoint", "checkpoint")
 _COMMON = ("adjoint_params", "checkpoint_every", "checkpoints")
-# the adjoint keeps up to this many forward states (all of them for shorter solves),
-# and never fewer than the √N scheme would: memory about constant up to ≈ C²/4 steps
-ADJOINT_CHECKPOINTS = 144
-# ... but no more than this many bytes of them by default (large states)
-ADJOINT_CHECKPOINT_BYTES = 256 * 2**20
+# the adjoint keeps as many forward states as fit in this many bytes (at least 8; all
+# of them for shorter solves, and never fewer than the √N scheme would): memory about
+# constant up to ≈ C²/4 steps.  4.5 MiB holds 144 states of a 32 kB state (batch 32
+# × 256 float32), enough for 5 000 steps in two levels
+ADJOINT_CHECKPOINT_BYTES = 9 * 2**19
+ADJOINT_MIN_CHECKPOINTS = 8
 _ADJOINT = (
     "adjoint_rtol",
     "adjoint_atol",
@@ -148,7 +149,7 @@ class _Run:
         budget = self.budget
         if budget is None and self.every is None and self.kind == "adjoint":
             state_bytes = max(1, self.y0_rows.numel() * self.y0_rows.element_size())
-            budget = max(8, min(ADJOINT_CHECKPOINTS, ADJOINT_CHECKPOINT_BYTES // state_bytes))
+            budget = max(ADJOINT_MIN_CHECKPOINTS, ADJOINT_CHECKPOINT_BYTES // state_bytes)
         self.tape = Tape(self.s_out[:, 0], self.y0_rows, self.every, budget=budget)
         self.result = integrate(g, self.s_out, self.y0_rows, prep.cfg, record=self.tape)
         if self.kind == "adjoint":
@@ -269,8 +270,8 @@ def solve_with(kind: str, prep, tab, *, throw: bool, **options):
     **options
         ``adjoint_params`` (iterable of tensors; default the parameters of ``f`` when
         it is an ``nn.Module``), ``checkpoint_every`` (steps per stored state) or
-        ``checkpoints`` (the most forward states kept, ``≥ 2``; default 144 — at most
-        256 MiB of them — for ``"adjoint"``, ``≈ √N`` for ``"checkpoint"``; the ``√N``
+        ``checkpoints`` (the most forward states kept, ``≥ 2``; default as many as fit
+        in 4.5 MiB, at least 8, for ``"adjoint"``, ``≈ √N`` for ``"checkpoint"``; the ``√N``
         rule takes over beyond ``N ≈ checkpoints²/4``); for ``"adjoint"`` also
         ``adjoint_rtol``,
         ``adjoint_atol`` (default: the forward's), ``adjoint_method`` (default: the

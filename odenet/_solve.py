@@ -495,6 +495,14 @@ def solve(
         On failure raise (default) or return a Solution whose ``status`` says why.
     grid_on_outputs : bool
         Fixed steps from each output time to the next (no ``step_size`` needed).
+    **options
+        For ``sensitivity="adjoint"`` / ``"checkpoint"`` only:
+        ``adjoint_params`` (tensors to differentiate; default the parameters of ``f``
+        when it is an ``nn.Module``), ``checkpoints`` (the most forward states kept;
+        default as many as fit in 4.5 MiB, at least 8) or ``checkpoint_every`` (a fixed
+        number of steps per kept state), and for the adjoint ``adjoint_rtol``,
+        ``adjoint_atol``, ``adjoint_method``, ``adjoint_seminorm``,
+        ``adjoint_options`` (see :func:`odenet.sensitivity.solve_with`).
 
     Returns
     -------

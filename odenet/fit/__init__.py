@@ -29,7 +29,7 @@ from odenet.fit.data import (
     split_time,
     to_long,
 )
-from odenet.fit.greybox import GreyBoxField, OneCompartmentPK, relative_error
+from odenet.fit.greybox import GreyBoxField, GreyBoxMLE, OneCompartmentPK, relative_error
 from odenet.fit.train import FitResult, fit, load_checkpoint, n_parameters, save_checkpoint
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "GRUDeltaT",
     "GRUGrid",
     "GreyBoxField",
+    "GreyBoxMLE",
     "LatentODEForecaster",
     "LinearInterpolation",
     "Normalizer",

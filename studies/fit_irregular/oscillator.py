@@ -45,7 +45,7 @@ def main(argv=None):
             parts = protocol(data, seed)
             clean = data.meta["clean"]
             truth = (mech, data.meta["params"], clean.values[clean.valid])
-            for name, ctor in make_models(2, mech, guess, which=args.models).items():
+            for name, ctor in make_models(2, mech, guess, which=args.models, mle=True).items():
                 row = run_one(name, ctor, parts, seed=seed, iters=args.iters, batch=args.batch,
                               truth=truth, max_seconds=args.max_seconds)  # fmt: skip
                 row.update(dataset="damped_oscillator", observed=obs)

@@ -12,6 +12,7 @@ Adam steps on minibatches of ``batch`` series, validation every 25 steps, patien
 
 from __future__ import annotations
 
+import argparse
 import csv
 import math
 import time
@@ -43,6 +44,20 @@ from odenet.fit.greybox import GreyBoxMLE
 HERE = Path(__file__).parent
 GREYBOX_ROUNDS = 3  # L-BFGS rounds for grey-box fits (each up to 20 iterations)
 RESULTS = HERE / "results"
+
+
+def study_parser(description: str, out: str, seeds=(0, 1, 2)) -> argparse.ArgumentParser:
+    """The options every synthetic-data study shares (fractions, seeds, budget, output)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--observed", type=float, nargs="+", default=[0.3, 0.5, 0.7])
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(seeds))
+    ap.add_argument("--iters", type=int, default=200)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--n-series", type=int, default=40)
+    ap.add_argument("--models", nargs="*", default=None)
+    ap.add_argument("--max-seconds", type=float, default=None)
+    ap.add_argument("--out", default=out)
+    return ap
 
 
 def protocol(data, seed: int = 0):

@@ -9,8 +9,6 @@ results/lotka_volterra.md (medians over seeds).  See common.py for the protocol.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 from common import (
     RESULTS,
@@ -18,6 +16,7 @@ from common import (
     make_models,
     protocol,
     run_one,
+    study_parser,
     table,
     target_check,
 )
@@ -27,17 +26,9 @@ from odenet.fit.greybox import MECHANISMS
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--observed", type=float, nargs="+", default=[0.3, 0.5, 0.7])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--iters", type=int, default=200)
+    ap = study_parser(__doc__, "lotka_volterra", seeds=(0,))
     ap.add_argument("--model-iters", nargs="*", default=[], metavar="NAME=ITERS",
                     help="per-model budget overriding --iters, e.g. latent_ode=1000")  # fmt: skip
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--n-series", type=int, default=40)
-    ap.add_argument("--models", nargs="*", default=None)
-    ap.add_argument("--max-seconds", type=float, default=None)
-    ap.add_argument("--out", default="lotka_volterra")
     ap.add_argument("--merge", nargs="*", default=None, metavar="PART",
                     help="only merge results/PART.csv files into results/OUT.csv and "
                          "write the tables (for runs split over processes)")  # fmt: skip

@@ -16,25 +16,15 @@ appended) and results/oscillator.md (medians over seeds).
 
 from __future__ import annotations
 
-import argparse
-
 import torch
-from common import RESULTS, append_rows, make_models, protocol, run_one, table
+from common import RESULTS, append_rows, make_models, protocol, run_one, study_parser, table
 
 from odenet.fit import datasets
 from odenet.fit.greybox import MECHANISMS
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--observed", type=float, nargs="+", default=[0.3, 0.5, 0.7])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--iters", type=int, default=200)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--n-series", type=int, default=40)
-    ap.add_argument("--models", nargs="*", default=None)
-    ap.add_argument("--max-seconds", type=float, default=None)
-    ap.add_argument("--out", default="oscillator")
+    ap = study_parser(__doc__, "oscillator")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     mech, guess = MECHANISMS["damped_oscillator"]

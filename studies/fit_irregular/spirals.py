@@ -14,10 +14,8 @@ and results/spirals.md (medians over seeds).
 
 from __future__ import annotations
 
-import argparse
-
 import torch
-from common import RESULTS, append_rows, make_models, protocol, run_one, table
+from common import RESULTS, append_rows, make_models, protocol, run_one, study_parser, table
 
 from odenet.fit import datasets
 
@@ -33,15 +31,7 @@ def spiral_mechanism(t, y, p):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--observed", type=float, nargs="+", default=[0.3, 0.5, 0.7])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--iters", type=int, default=200)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--n-series", type=int, default=40)
-    ap.add_argument("--models", nargs="*", default=None)
-    ap.add_argument("--max-seconds", type=float, default=None)
-    ap.add_argument("--out", default="spirals")
+    ap = study_parser(__doc__, "spirals")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     csv_path = RESULTS / f"{args.out}.csv"
@@ -51,7 +41,7 @@ def main(argv=None):
             parts = protocol(data, seed)
             clean = data.meta["clean"]
             truth = (spiral_mechanism, TRUE, clean.values[clean.valid])
-            zoo = make_models(2, spiral_mechanism, GUESS, which=args.models)
+            zoo = make_models(2, spiral_mechanism, GUESS, which=args.models, mle=True)
             for name, ctor in zoo.items():
                 row = run_one(name, ctor, parts, seed=seed, iters=args.iters, batch=args.batch,
                               truth=truth, max_seconds=args.max_seconds)  # fmt: skip

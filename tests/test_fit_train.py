@@ -101,3 +101,26 @@ def test_cli_fit_subcommand_end_to_end(tmp_path, capsys):
     bad = parser.parse_args(["fit", str(csv), "--model", "greybox"])
     with pytest.raises(InputError, match="--model greybox needs --mechanism"):
         bad.func(bad)
+
+
+def test_cli_fits_a_mechanism_by_maximum_likelihood(tmp_path, capsys):
+    # `odenet fit --model greybox_mle` recovers the generating LV parameters (noiseless data)
+    from odenet.fit.cli import register
+
+    csv = tmp_path / "lv.csv"
+    data = datasets.lotka_volterra(8, observed=0.6, n_times=30, noise=0.0, seed=1)
+    to_long(data).to_csv(csv, index=False)
+    parser = argparse.ArgumentParser(prog="odenet")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["fit", str(csv), "--model", "greybox_mle", "--mechanism",
+                              "lotka_volterra", "--iters", "30", "--json", "--no-progress",
+                              "--checkpoint", str(tmp_path / "c.pt")])  # fmt: skip
+    assert args.func(args) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    truth = data.meta["params"]
+    for k, v in out["parameters"].items():
+        assert abs(v - truth[k]) / abs(truth[k]) < 1e-3, (k, v, truth[k])
+    hybrid = parser.parse_args(["fit", str(csv), "--model", "greybox_mle", "--mechanism",
+                                "lotka_volterra", "--hybrid"])  # fmt: skip
+    with pytest.raises(InputError, match="--hybrid adds a neural correction"):
+        hybrid.func(hybrid)

@@ -14,7 +14,7 @@ import torch
 from odenet.fit.baselines import GRUD, LOCF, GRUDeltaT, GRUGrid, LinearInterpolation, TrainingMean
 from odenet.fit.continuous import LatentODEForecaster, ODERNNForecaster, ShootingODE, neural_ode
 from odenet.fit.data import holdout_points, load_long, split_series, split_tail
-from odenet.fit.greybox import MECHANISMS, GreyBoxField
+from odenet.fit.greybox import MECHANISMS, GreyBoxField, GreyBoxMLE
 
 
 def build_model(name: str, dim: int, *, hidden: int = 32, horizon: int = 4,
@@ -22,12 +22,19 @@ def build_model(name: str, dim: int, *, hidden: int = 32, horizon: int = 4,
     """A model of ``odenet fit --model NAME`` for ``dim`` channels."""
     from odenet._errors import InputError
 
-    if name == "greybox":
+    if name in ("greybox", "greybox_mle"):
         if mechanism not in MECHANISMS:
             raise InputError(
-                f"--model greybox needs --mechanism, one of {sorted(MECHANISMS)}; got {mechanism!r}."  # noqa: E501
+                f"--model {name} needs --mechanism, one of {sorted(MECHANISMS)}; got {mechanism!r}."
             )
         mech, guess = MECHANISMS[mechanism]
+        if name == "greybox_mle":  # parameters + initial states by Levenberg–Marquardt
+            if hybrid:
+                raise InputError(
+                    "--hybrid adds a neural correction, which the least-squares fit of "
+                    "--model greybox_mle cannot train; use --model greybox --hybrid."
+                )
+            return GreyBoxMLE(GreyBoxField(mech, guess), node_every=4)
         corr = None
         if hybrid:
             from odenet.fit.continuous import TimeInvariantMLP
@@ -47,12 +54,12 @@ def build_model(name: str, dim: int, *, hidden: int = 32, horizon: int = 4,
         "mean": TrainingMean,
     }
     if name not in zoo:
-        raise InputError(f"unknown --model {name!r}; choose one of {sorted([*zoo, 'greybox'])}.")
+        raise InputError(f"unknown --model {name!r}; choose one of {sorted(MODEL_NAMES)}.")
     return zoo[name]()
 
 
-MODEL_NAMES = ["neural_ode", "greybox", "ode_rnn", "latent_ode", "gru_grid", "gru_dt", "gru_d",
-               "linear_interp", "locf", "mean"]  # fmt: skip
+MODEL_NAMES = ["neural_ode", "greybox", "greybox_mle", "ode_rnn", "latent_ode", "gru_grid",
+               "gru_dt", "gru_d", "linear_interp", "locf", "mean"]  # fmt: skip
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -77,7 +84,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--hidden", type=int, default=32)
     p.add_argument("--horizon", type=int, default=4, help="observations per training shot")
-    p.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam")
+    p.add_argument("--optimizer", choices=["adam", "lbfgs", "gauss_newton"], default=None,
+                   help="default: gauss_newton for greybox_mle, adam otherwise")  # fmt: skip
     p.add_argument("--tail", type=float, default=0.2, help="fraction of each span held out")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", default="odenet_fit.pt")
@@ -104,9 +112,10 @@ def run(args) -> int:
     train_w = split_tail(train.batch, args.tail)[0]
     test_w, tail = split_tail(test.batch, args.tail)
     ctx, held = holdout_points(test_w, 0.2, seed=args.seed)
+    optimizer = args.optimizer or ("gauss_newton" if args.model == "greybox_mle" else "adam")
     res = fit(model, train_w, val_w, iters=args.iters, lr=args.lr, batch_size=args.batch_size,
               seed=args.seed, checkpoint=args.checkpoint, resume=args.resume,
-              progress=not args.no_progress, optimizer=args.optimizer)  # fmt: skip
+              progress=not args.no_progress, optimizer=optimizer)  # fmt: skip
     summary = {
         "model": args.model,
         "series": data.n_series,

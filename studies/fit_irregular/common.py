@@ -161,6 +161,18 @@ def run_one(name, ctor, parts, *, seed, iters, batch, truth=None, max_seconds=No
     return row
 
 
+def run_models(zoo: dict, parts, args, *, seed: int, truth, csv_path: Path, **tags) -> None:
+    """Train and score every model of ``zoo`` on one split (``args``: a study_parser
+    namespace), appending one row per model, tagged with ``tags``, to ``csv_path``."""
+    for name, ctor in zoo.items():
+        row = run_one(name, ctor, parts, seed=seed, iters=args.iters, batch=args.batch,
+                      truth=truth, max_seconds=args.max_seconds)  # fmt: skip
+        row.update(tags)
+        append_rows(csv_path, [row])
+        print({k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items()},
+              flush=True)  # fmt: skip
+
+
 def append_rows(path: Path, rows: list) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fields = ["dataset", "observed", "model", "seed", "interp_mse", "extrap_mse",

@@ -17,7 +17,7 @@ appended) and results/oscillator.md (medians over seeds).
 from __future__ import annotations
 
 import torch
-from common import RESULTS, append_rows, make_models, protocol, run_one, study_parser, table
+from common import RESULTS, make_models, protocol, run_models, study_parser, table
 
 from odenet.fit import datasets
 from odenet.fit.greybox import MECHANISMS
@@ -35,13 +35,9 @@ def main(argv=None):
             parts = protocol(data, seed)
             clean = data.meta["clean"]
             truth = (mech, data.meta["params"], clean.values[clean.valid])
-            for name, ctor in make_models(2, mech, guess, which=args.models, mle=True).items():
-                row = run_one(name, ctor, parts, seed=seed, iters=args.iters, batch=args.batch,
-                              truth=truth, max_seconds=args.max_seconds)  # fmt: skip
-                row.update(dataset="damped_oscillator", observed=obs)
-                append_rows(csv_path, [row])
-                print({k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items()},
-                      flush=True)  # fmt: skip
+            zoo = make_models(2, mech, guess, which=args.models, mle=True)
+            run_models(zoo, parts, args, seed=seed, truth=truth, csv_path=csv_path,
+                       dataset="damped_oscillator", observed=obs)  # fmt: skip
     (RESULTS / f"{args.out}.md").write_text(table(csv_path) + "\n")
     print(table(csv_path))
 

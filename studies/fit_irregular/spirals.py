@@ -15,7 +15,7 @@ and results/spirals.md (medians over seeds).
 from __future__ import annotations
 
 import torch
-from common import RESULTS, append_rows, make_models, protocol, run_one, study_parser, table
+from common import RESULTS, make_models, protocol, run_models, study_parser, table
 
 from odenet.fit import datasets
 
@@ -42,13 +42,8 @@ def main(argv=None):
             clean = data.meta["clean"]
             truth = (spiral_mechanism, TRUE, clean.values[clean.valid])
             zoo = make_models(2, spiral_mechanism, GUESS, which=args.models, mle=True)
-            for name, ctor in zoo.items():
-                row = run_one(name, ctor, parts, seed=seed, iters=args.iters, batch=args.batch,
-                              truth=truth, max_seconds=args.max_seconds)  # fmt: skip
-                row.update(dataset="spirals", observed=obs)
-                append_rows(csv_path, [row])
-                print({k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items()},
-                      flush=True)  # fmt: skip
+            run_models(zoo, parts, args, seed=seed, truth=truth, csv_path=csv_path,
+                       dataset="spirals", observed=obs)  # fmt: skip
     (RESULTS / f"{args.out}.md").write_text(table(csv_path) + "\n")
     print(table(csv_path))
 

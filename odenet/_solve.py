@@ -191,27 +191,21 @@ class Prepared:
             sign = -1.0 if flip else 1.0
             tdt, dev = self.s_out.dtype, self.s_out.device
 
-            def g(s, y):
+            def call(t, y):  # t: the user's time, 0-dim
                 if count:
                     counter[0] += 1
-                out = f(s[0] * sign if flip else s[0], y.reshape(shape))
+                out = f(t, y.reshape(shape))
                 if not checked[0]:
-                    _check_field_output(out, y.reshape(shape), s[0] * sign)
+                    _check_field_output(out, y.reshape(shape), t)
                     checked[0] = True
                 out = out.reshape(1, -1)
                 return -out if flip else out
 
-            def host(s: float, y):
-                # the same field on a Python-float internal time (the host-side loop)
-                if count:
-                    counter[0] += 1
-                t = torch.scalar_tensor(s * sign, dtype=tdt, device=dev)
-                out = f(t, y.view(shape))
-                if not checked[0]:
-                    _check_field_output(out, y.view(shape), t)
-                    checked[0] = True
-                out = out.reshape(1, -1)
-                return -out if flip else out
+            def g(s, y):
+                return call(s[0] * sign if flip else s[0], y)
+
+            def host(s: float, y):  # internal time as a Python float (the host-side loop)
+                return call(torch.scalar_tensor(s * sign, dtype=tdt, device=dev), y)
 
             g.host = host
 

@@ -18,6 +18,16 @@ import torch
 from odenet.tableaus import ButcherTableau
 
 
+def hermite_basis(theta):
+    """Cubic Hermite basis ``(h00, h10, h01, h11)`` at ``θ`` (numbers, numpy or torch).
+
+    ``y(s + θh) ≈ h00 y0 + h10 h f0 + h01 y1 + h11 h f1`` through ``(y0, f0), (y1, f1)``.
+    """
+    t2 = theta * theta
+    t3 = t2 * theta
+    return 2 * t3 - 3 * t2 + 1, t3 - 2 * t2 + theta, 3 * t2 - 2 * t3, t3 - t2
+
+
 @dataclass
 class StepResult:
     y1: torch.Tensor  # [K, n]
@@ -180,9 +190,8 @@ class RungeKutta:
             W = (th ** np.arange(1, self.P_np.shape[1] + 1)) @ self.P_np.T
             W = torch.as_tensor(W, dtype=y0.dtype).to(y0.device)
             return torch.addmm(y0, W, K, alpha=h)
-        t2, t3 = th * th, th * th * th
-        W = np.hstack([2 * t3 - 3 * t2 + 1, (t3 - 2 * t2 + th) * h, 3 * t2 - 2 * t3, (t3 - t2) * h])
-        W = torch.as_tensor(W, dtype=y0.dtype).to(y0.device)
+        h00, h10, h01, h11 = hermite_basis(th)
+        W = torch.as_tensor(np.hstack([h00, h10 * h, h01, h11 * h]), dtype=y0.dtype).to(y0.device)
         return torch.mm(W, torch.cat([y0, f0, y1, f1]))
 
     # --- implicit -----------------------------------------------------------------
@@ -278,11 +287,5 @@ class RungeKutta:
             powers = th ** torch.arange(1, deg + 1, dtype=y0.dtype, device=y0.device)
             W = powers @ self.P.T  # [K, m, S + E]
             return y0_ + hy * torch.einsum("kms,skn->kmn", W, ks)
-        t2 = th * th
-        t3 = t2 * th
-        return (
-            (2 * t3 - 3 * t2 + 1) * y0_
-            + (t3 - 2 * t2 + th) * hy * f0[:, None]
-            + (3 * t2 - 2 * t3) * y1[:, None]
-            + (t3 - t2) * hy * f1[:, None]
-        )
+        h00, h10, h01, h11 = hermite_basis(th)
+        return h00 * y0_ + h10 * hy * f0[:, None] + h01 * y1[:, None] + h11 * hy * f1[:, None]

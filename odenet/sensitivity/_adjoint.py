@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from odenet._errors import StepSizeUnderflowError
+from odenet._stepper import hermite_basis
 from odenet.sensitivity._tape import OutputMap, StepData, Tape, replay, states
 
 
@@ -250,12 +251,11 @@ class AdjointStepper:
                     data.f0 = self._plain(data.s, data.y)
                 if data.f1 is None:
                     data.f1 = self._plain(data.s + data.h, data.y1)
-                t2 = theta * theta
-                t3 = t2 * theta
-                y = data.y * (2 * t3 - 3 * t2 + 1)
-                y = y.add(data.f0, alpha=(t3 - 2 * t2 + theta) * hh)
-                y = y.add(data.y1, alpha=3 * t2 - 2 * t3)
-                y = y.add(data.f1, alpha=(t3 - t2) * hh)
+                h00, h10, h01, h11 = hermite_basis(theta)
+                y = data.y * h00
+                y = y.add(data.f0, alpha=h10 * hh)
+                y = y.add(data.y1, alpha=h01)
+                y = y.add(data.f1, alpha=h11 * hh)
             lin = Linearization(self.g, tau_t, y, self.params, self.counter)
         return lin
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.autograd.forward_ad as fwAD
 from torch import nn
@@ -29,7 +30,7 @@ from torch import nn
 import odenet
 from odenet._errors import InputError
 from odenet.batch import IrregularBatch
-from odenet.fit._common import masked_mse
+from odenet.fit._common import fill_locf, masked_mse
 from odenet.fit.datasets import damped_oscillator_field, lotka_volterra_field
 
 
@@ -381,8 +382,6 @@ class GreyBoxMLE(nn.Module):
 
     def _residuals(self, batch, segs, u, fix_params, raw_fixed, weight):
         """Residual vector r [N] and Jacobian J [N, n_u] at unknowns ``u`` (numpy)."""
-        import numpy as np
-
         D = batch.values.shape[-1]
         P = self.field.raw.numel()
         np_ = 0 if fix_params else P
@@ -415,8 +414,6 @@ class GreyBoxMLE(nn.Module):
         return np.concatenate(rows_r), np.concatenate(rows_J)
 
     def _levenberg_marquardt(self, batch, segs, u, *, fix_params, raw_fixed, weight, max_iter):
-        import numpy as np
-
         def evaluate(v):
             try:
                 r, J = self._residuals(batch, segs, v, fix_params, raw_fixed, weight)
@@ -458,9 +455,6 @@ class GreyBoxMLE(nn.Module):
 
     def _estimate(self, batch, *, fix_params: bool, max_iter: int):
         """Two-stage LM; returns (unknowns of the single-shooting stage, r, J, iterations)."""
-        import numpy as np
-
-        from odenet.fit._common import fill_locf
 
         D = batch.values.shape[-1]
         P = self.field.raw.numel()
@@ -512,8 +506,6 @@ class GreyBoxMLE(nn.Module):
             ``x0`` [B, D] (estimated initial states), ``std_errors`` (per parameter),
             ``stop_reason`` of the final stage.
         """
-        import numpy as np
-
         P = self.field.raw.numel()
         u, r, J, its = self._estimate(batch, fix_params=False, max_iter=max_iter)
         n_obs = int(batch.mask.sum())

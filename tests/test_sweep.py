@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from odenet.studies.convergence import convergence
-from odenet.studies.sweep import CellStore, ResultsError
+from odenet.studies.sweep import CellStore, ResultsError, ResultsWarning
 
 torch.set_num_threads(1)
 COLS = ["method", "n_steps", "h", "error_final", "error_max", "error_l2", "nfe", "steps", "status"]
@@ -37,20 +37,24 @@ def test_a_folder_of_another_study_is_refused(tmp_path):
         CellStore(tmp_path / "r", {"kind": "convergence", "problem": "kepler"})
 
 
-def test_a_corrupted_cell_file_is_a_clear_error(tmp_path):
+def test_a_corrupted_cell_file_is_set_aside_reported_and_not_used(tmp_path):
     store = CellStore(tmp_path / "r", {"kind": "x"})
     store.put({"m": "a"}, {"v": 1})
     (path,) = (tmp_path / "r" / "cells").glob("*.json")
-    path.write_text('{"schema": "odenet.cell/1", "key": {"m"')  # truncated
-    with pytest.raises(ResultsError, match=r"results file .* is corrupted.*delete that file"):
-        CellStore(tmp_path / "r", {"kind": "x"})
+    path.write_text('{"schema": "odenet.cell/2", "key": {"m"')  # truncated
+    with pytest.warns(ResultsWarning, match=rf"{path.name} \(unreadable"):
+        again = CellStore(tmp_path / "r", {"kind": "x"})
+    assert len(again) == 0 and {"m": "a"} not in again
+    assert again.rejected == [(path.name, "unreadable: JSONDecodeError")]
+    assert (path.parent / (path.name + ".bad")).exists()  # kept, not deleted
 
 
-def test_a_foreign_file_among_the_cells_is_a_clear_error(tmp_path):
+def test_a_foreign_file_among_the_cells_is_set_aside(tmp_path):
     CellStore(tmp_path / "r", {"kind": "x"})
     (tmp_path / "r" / "cells" / "notes.json").write_text(json.dumps([1, 2, 3]))
-    with pytest.raises(ResultsError, match="is not an odenet cell"):
-        CellStore(tmp_path / "r", {"kind": "x"})
+    with pytest.warns(ResultsWarning, match=r"notes.json \(not an odenet cell\)"):
+        store = CellStore(tmp_path / "r", {"kind": "x"})
+    assert len(store) == 0
 
 
 def test_a_foreign_study_file_is_a_clear_error(tmp_path):

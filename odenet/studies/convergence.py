@@ -31,6 +31,7 @@ from odenet._errors import InputError
 from odenet.problems import Problem, as_problem
 from odenet.studies.sweep import (
     CellStore,
+    check_result,
     make_executor,
     problem_payload,
     resolve_problem,
@@ -131,8 +132,40 @@ def time_norms(t: np.ndarray, err: np.ndarray) -> dict[str, float]:
     return {"error_final": float(err[-1]), "error_max": float(err.max()), "error_l2": l2}
 
 
+# A numerical solution this many times larger than the exact one has blown up (a step
+# beyond the stability limit): its "error" measures the instability, not accuracy.
+BLOWUP_FACTOR = 1e3
+
+_INF_NORMS = {"error_final": math.inf, "error_max": math.inf, "error_l2": math.inf}
+
+
+def blowup_message(ys: np.ndarray, exact: np.ndarray) -> str:
+    """Why ``ys`` counts as blown up against ``exact`` (both ``[T, n]``), or ``""``.
+
+    A solution blew up when it is non-finite, or when its largest magnitude exceeds
+    :data:`BLOWUP_FACTOR` times the exact solution's largest magnitude (``1`` when the
+    exact solution is identically zero).
+    """
+    if not np.all(np.isfinite(ys)):
+        return "non-finite solution (unstable step size?)"
+    scale = float(np.abs(exact).max()) if exact.size else 0.0
+    scale = scale if scale > 0 else 1.0
+    peak = float(np.abs(ys).max()) if ys.size else 0.0
+    if peak > BLOWUP_FACTOR * scale:
+        return (
+            f"solution blew up: |y| reached {peak:.3g}, {peak / scale:.2g} times the exact "
+            f"solution's largest value {scale:.3g} (step size beyond the method's stability "
+            "limit?)"
+        )
+    return ""
+
+
 def convergence_cell(payload, method: str, n_steps: int, dtype: str) -> dict:
-    """Solve on the uniform grid of ``n_steps`` steps and measure the error at every node."""
+    """Solve on the uniform grid of ``n_steps`` steps and measure the error at every node.
+
+    A run that fails or blows up (see :func:`blowup_message`) is a ``failed`` cell with
+    infinite errors and the reason in ``message``.
+    """
     from odenet import solve
     from odenet._errors import SolverError
 
@@ -162,10 +195,14 @@ def convergence_cell(payload, method: str, n_steps: int, dtype: str) -> dict:
         stats = {}
         status, message = "failed", str(e)
     wall = time.perf_counter() - start
-    err = np.abs(ys - problem.solution(t_np)).max(axis=1)
-    norms = time_norms(t_np, err)
-    if status == "ok" and not math.isfinite(norms["error_final"]):
-        status, message = "failed", "non-finite solution (unstable step size?)"
+    exact = problem.solution(t_np)
+    if status == "ok":
+        message = blowup_message(ys, exact)
+        status = "failed" if message else "ok"
+    if status == "ok":
+        norms = time_norms(t_np, np.abs(ys - exact).max(axis=1))
+    else:
+        norms = dict(_INF_NORMS)
     return {
         "h": h,
         "n_steps": n_steps,
@@ -176,6 +213,36 @@ def convergence_cell(payload, method: str, n_steps: int, dtype: str) -> dict:
         "status": status,
         "message": message,
     }
+
+
+_CELL_FIELDS = {
+    "h": "error",
+    "n_steps": "int",
+    "error_final": "error",
+    "error_max": "error",
+    "error_l2": "error",
+    "nfe": "int",
+    "steps": "int",
+    "wall_s": "error",
+    "status": "status",
+    "message": "str",
+}
+
+
+def validate_cell(key: dict, result: dict) -> str | None:
+    """Schema of a stored convergence cell: why it cannot be used, or ``None``."""
+    if set(key) != {"method", "n_steps"} or not isinstance(key["method"], str):
+        return "its key is not (method, n_steps)"
+    why = check_result(result, _CELL_FIELDS)
+    if why:
+        return why
+    if result["n_steps"] != key["n_steps"]:
+        return f"n_steps {result['n_steps']} does not match its key ({key['n_steps']})"
+    if result["status"] == "failed" and math.isfinite(result["error_max"]):
+        return "status 'failed' with a finite error"
+    if result["error_max"] < result["error_final"]:
+        return "error_max is smaller than error_final"
+    return None
 
 
 # --- the order fit --------------------------------------------------------------------------
@@ -259,13 +326,20 @@ def fit_order(h: Sequence[float], err: Sequence[float], *, floor: float = 0.0) -
 
 
 def stage_order(name: str) -> int:
-    """Stage order ``q``: the largest ``q`` with ``A c^{k-1} = c^k / k`` for ``k ≤ q``."""
+    """Stage order ``q``: the largest ``q ≤ p`` with ``A c^{k-1} = c^k / k`` for ``k ≤ q``.
+
+    ``p`` is the classical order; e.g. 1 for explicit Euler and rk4, 3 for Radau IIA
+    of order 5, 2 for the 2-stage Gauss method.
+    """
     from odenet.tableaus import tableau
 
     tab = tableau(name)
-    A, c = np.asarray(tab.A), np.asarray(tab.c)
+    A, c = np.asarray(tab.A, dtype=np.float64), np.asarray(tab.c, dtype=np.float64)
+    # The simplifying condition C(k) alone holds for every k when all stages sit at
+    # c = 0 (explicit Euler), so q is also capped by the order: the stage values of
+    # a method of order p are no more accurate than its result.
     q = 0
-    for k in range(1, 12):
+    for k in range(1, int(tab.order) + 1):
         lhs = A @ (c ** (k - 1))
         if np.max(np.abs(lhs - c**k / k)) > 1e-12:
             break
@@ -503,7 +577,7 @@ def convergence(
     norm = check_norm(norm)
     dtype = check_dtype(dtype)
     ns = steps_from(problem, step_sizes, n_steps)
-    store = CellStore(out, identity(problem, dtype))
+    store = CellStore(out, identity(problem, dtype), validate_cell)
     config = {
         "problem": problem.spec[0] if problem.spec else problem.name,
         "params": problem.spec[1] if problem.spec else {},
@@ -548,8 +622,10 @@ __all__ = [
     "NORMS",
     "ConvergenceResult",
     "OrderFit",
+    "blowup_message",
     "convergence",
     "fit_order",
     "stage_order",
     "time_norms",
+    "validate_cell",
 ]

@@ -5,8 +5,14 @@ finished cell is written to its own JSON file the moment it completes, with an
 atomic ``write-to-temp + rename``, so a study killed at any instant leaves only
 whole cells behind; rerunning the same study loads them and computes only the
 rest.  A folder holds one study *identity* (the settings that change a cell's
-value: kind of study, problem, dtype, ...); a folder written by another study,
-another program or a damaged file raises :class:`ResultsError` naming the file.
+value: kind of study, problem, dtype, ...), recorded in ``study.json``, which is
+created exclusively so two processes opening a fresh folder cannot both claim it.
+
+Every cell file carries a checksum and is checked against the study's schema when
+it is loaded: a truncated, tampered, foreign or outdated cell is never used — it is
+renamed to ``<name>.json.bad`` (nothing is deleted), reported by name, and
+recomputed.  Temporary files (``.tmp-<pid>-*.part``) never match the cell pattern
+and those left by a killed process are removed when the folder is opened.
 
 Cells run serially, on local processes (``workers > 1``) or on a Dask cluster
 (``scheduler="tcp://host:port"``); the cell function is a plain top-level
@@ -15,28 +21,48 @@ function, so every executor computes bit-identical values.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
+import math
 import multiprocessing
 import os
 import pickle
+import re
 import sys
 import tempfile
+import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from concurrent.futures import CancelledError, Executor, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
 from odenet._errors import InputError, OdenetError
 
 STUDY_SCHEMA = "odenet.study/1"
-CELL_SCHEMA = "odenet.cell/1"
+# /2 added the checksum; /1 cells may hold blown-up solutions marked "ok", so they are
+# recomputed rather than trusted.
+CELL_SCHEMA = "odenet.cell/2"
+_TMP_PREFIX = ".tmp-"
+_TMP_SUFFIX = ".part"
+# a temp file this old is stale even if a process with its pid exists (pid reuse)
+_TMP_STALE_S = 600.0
 
 
 class ResultsError(OdenetError, ValueError):
-    """A results folder or file is corrupted, foreign, or belongs to another study."""
+    """A results folder or file is unusable, or belongs to another study."""
+
+
+class ExecutorError(OdenetError, RuntimeError):
+    """The worker processes or the Dask cluster failed; finished cells are kept."""
+
+
+class ResultsWarning(UserWarning):
+    """Damaged result files were set aside and their cells recomputed."""
 
 
 def _canonical(obj: Any) -> str:
@@ -48,21 +74,117 @@ def digest(obj: Any, n: int = 16) -> str:
     return hashlib.sha256(_canonical(obj).encode()).hexdigest()[:n]
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+def _umask() -> int:
+    # /proc avoids os.umask's set-and-restore, which races with other threads
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def _tmp_file(folder: Path) -> tuple[int, str]:
+    """A temp file in ``folder`` named so that no ``*.json`` pattern matches it."""
+    fd, tmp = tempfile.mkstemp(
+        dir=folder, prefix=f"{_TMP_PREFIX}{os.getpid()}-", suffix=_TMP_SUFFIX
+    )
+    # mkstemp creates 0600; results are meant to be shared like any file the user writes
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, 0o666 & ~_umask())
+    return fd, tmp
+
+
+def _write_tmp(folder: Path, text: str) -> str:
+    fd, tmp = _tmp_file(folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    return tmp
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _write_tmp(path.parent, text)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def create_exclusive(path: Path, text: str) -> bool:
+    """Create ``path`` with ``text`` unless it exists; ``True`` if this call created it.
+
+    The file appears complete or not at all (a hard link of a finished temp file), so a
+    concurrent reader never sees half of it and exactly one of several racing writers wins.
+    """
+    path = Path(path)
+    tmp = _write_tmp(path.parent, text)
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:
+        # no hard links on this file system: O_EXCL still elects one writer
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return True
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but belongs to someone else
+        return True
+    return True
+
+
+def clean_temp_files(folder: Path) -> list[Path]:
+    """Remove temp files in ``folder`` left by killed writers; returns those removed.
+
+    A temp file is stale when the process in its name is gone, when its name has no
+    pid (written by an older odenet), or when it is older than ten minutes.
+    """
+    removed = []
+    now = time.time()
+    for p in folder.glob(_TMP_PREFIX + "*"):
+        m = re.match(re.escape(_TMP_PREFIX) + r"(\d+)-", p.name)
+        try:
+            age = now - p.stat().st_mtime
+        except OSError:
+            continue
+        stale = m is None or age > _TMP_STALE_S or not _pid_alive(int(m.group(1)))
+        if m is not None and int(m.group(1)) == os.getpid() and age <= _TMP_STALE_S:
+            stale = False
+        if stale:
+            with contextlib.suppress(OSError):
+                p.unlink()
+                removed.append(p)
+    return removed
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -75,6 +197,68 @@ def _read_json(path: Path, what: str) -> Any:
         ) from None
 
 
+def _checksum(identity_hash: str, key: Any, result: Any) -> str:
+    return digest({"identity_hash": identity_hash, "key": key, "result": result}, 32)
+
+
+def _differences(old: Any, new: dict) -> str:
+    """``field: value in folder → value here`` for every setting that differs."""
+    if not isinstance(old, dict):
+        return "the folder's settings are unreadable"
+    diffs = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
+        if a != b:
+            diffs.append(f"{k}: {_brief(a)} in the folder, {_brief(b)} here")
+    return "; ".join(diffs) or "the settings hash differs"
+
+
+def _brief(v: Any) -> str:
+    text = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def check_result(result: dict, fields: dict[str, str]) -> str | None:
+    """Why ``result`` does not match ``fields`` (``name -> kind``), or ``None``.
+
+    Kinds: ``"int"`` (non-negative integer), ``"error"`` (non-negative number or
+    ``inf``), ``"number"`` (any number, NaN allowed), ``"str"``, ``"status"``
+    (``"ok"`` or ``"failed"``), ``"numbers"`` (list of numbers).
+    """
+    for name, kind in fields.items():
+        if name not in result:
+            return f"field {name!r} is missing"
+        v = result[name]
+        if kind == "int":
+            ok = isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        elif kind == "error":
+            ok = _is_number(v) and v >= 0  # NaN fails the comparison on purpose
+        elif kind == "number":
+            ok = _is_number(v)
+        elif kind == "str":
+            ok = isinstance(v, str)
+        elif kind == "status":
+            ok = v in ("ok", "failed")
+        elif kind == "numbers":
+            ok = isinstance(v, list) and all(_is_number(x) for x in v)
+        else:  # pragma: no cover - a programming error in a schema
+            raise ValueError(kind)
+        if not ok:
+            return f"field {name!r} has the invalid value {_brief(v)}"
+    if result.get("status") == "ok":
+        bad = [k for k, kind in fields.items() if kind == "error" and not math.isfinite(result[k])]
+        if bad:
+            return f"status 'ok' with a non-finite {bad[0]!r}"
+    return None
+
+
+Validator = Callable[[dict, dict], "str | None"]
+
+
 class CellStore:
     """Finished cells of one study, in memory or in a folder (``<folder>/cells/*.json``).
 
@@ -84,81 +268,159 @@ class CellStore:
         ``None`` keeps the cells in memory only.
     identity : dict
         JSON-serializable settings that determine every cell's value.  A folder that
-        already holds a different identity raises :class:`ResultsError`.
+        already holds a different identity raises :class:`ResultsError` naming the
+        settings that differ.
+    validate : callable, optional
+        ``validate(key, result) -> reason or None``: the schema of one cell.  A loaded
+        cell it rejects (or one whose checksum does not match) is renamed to
+        ``*.json.bad``, listed in :attr:`rejected` and reported with a
+        :class:`ResultsWarning`; it is then missing, so the study recomputes it.
+
+    Attributes
+    ----------
+    rejected : list of (str, str)
+        ``(file name, reason)`` of every cell file set aside when the folder was opened.
     """
 
-    def __init__(self, folder: str | os.PathLike | None, identity: dict):
+    def __init__(
+        self,
+        folder: str | os.PathLike | None,
+        identity: dict,
+        validate: Validator | None = None,
+    ):
         self.folder = None if folder is None else Path(folder)
         self.identity = identity
         self.identity_hash = digest(identity)
+        self.validate = validate
+        self.rejected: list[tuple[str, str]] = []
         self._cells: dict[str, dict] = {}
         if self.folder is not None:
-            self._open()
+            try:
+                self._open()
+            except OSError as e:
+                where = e.filename or self.folder
+                raise ResultsError(
+                    f"cannot use the results folder {self.folder}: {e.strerror or e} "
+                    f"({where}); choose a writable folder (--out) or fix its permissions."
+                ) from None
 
     # --- folder handling ---------------------------------------------------------------
 
     def _open(self) -> None:
         folder = self.folder
         if folder.exists() and not folder.is_dir():
-            raise ResultsError(f"results path {folder} exists and is not a folder.")
-        study = folder / "study.json"
-        if study.exists():
-            meta = _read_json(study, "study file")
-            if not isinstance(meta, dict) or meta.get("schema") != STUDY_SCHEMA:
-                raise ResultsError(
-                    f"{study} is not an odenet study file (expected schema {STUDY_SCHEMA!r}); "
-                    "choose another output folder."
-                )
-            if meta.get("identity_hash") != self.identity_hash:
-                raise ResultsError(
-                    f"{folder} holds results of a different study "
-                    f"({_short(meta.get('identity'))}); "
-                    f"this study is ({_short(self.identity)}). Choose another output folder, "
-                    "or start over with --fresh."
-                )
-        else:
-            if folder.exists() and any(p for p in folder.iterdir() if not p.name.startswith(".")):
-                if (folder / "cells").exists():
-                    raise ResultsError(
-                        f"{folder} has a cells/ folder but no study.json: it is damaged or "
-                        "not an odenet study; choose another output folder."
-                    )
-            atomic_write_text(
-                study,
-                json.dumps(
-                    {
-                        "schema": STUDY_SCHEMA,
-                        "identity_hash": self.identity_hash,
-                        "identity": self.identity,
-                    },
-                    indent=2,
-                    sort_keys=True,
-                ),
+            raise ResultsError(
+                f"results path {folder} exists and is not a folder; choose another output folder."
             )
         cells = folder / "cells"
-        cells.mkdir(parents=True, exist_ok=True)
-        for path in sorted(cells.glob("*.json")):
-            rec = _read_json(path, "results file")
-            if (
-                not isinstance(rec, dict)
-                or rec.get("schema") != CELL_SCHEMA
-                or not isinstance(rec.get("key"), dict)
-                or not isinstance(rec.get("result"), dict)
-            ):
+        if cells.exists() and not cells.is_dir():
+            raise ResultsError(
+                f"{cells} exists and is not a folder, so no cell can be saved there; move "
+                "that file away or choose another output folder."
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+        study = folder / "study.json"
+        meta = {
+            "schema": STUDY_SCHEMA,
+            "identity_hash": self.identity_hash,
+            "identity": self.identity,
+        }
+        if not study.exists():
+            has_cells = cells.is_dir() and any(
+                p.suffix == ".json" and not p.name.startswith(".") for p in cells.iterdir()
+            )
+            # another process creates study.json before cells/, so re-check after looking
+            if has_cells and not study.exists():
                 raise ResultsError(
-                    f"results file {path} is not an odenet cell (expected schema "
-                    f"{CELL_SCHEMA!r} with 'key' and 'result'); delete it or choose another folder."
+                    f"{folder} has result cells but no study.json: it is damaged or not an "
+                    "odenet study; choose another output folder."
                 )
-            if rec.get("identity_hash") != self.identity_hash:
-                raise ResultsError(
-                    f"results file {path} belongs to a different study; delete it or choose "
-                    "another folder."
-                )
-            self._cells[digest(rec["key"])] = rec["result"]
+            create_exclusive(study, json.dumps(meta, indent=2, sort_keys=True))
+        self._check_study(study)
+        cells.mkdir(exist_ok=True)
+        clean_temp_files(folder)
+        clean_temp_files(cells)
+        for path in sorted(cells.iterdir()):
+            if path.name.startswith(".") or path.suffix != ".json" or not path.is_file():
+                continue
+            reason, rec = self._load_cell(path)
+            if reason is None:
+                self._cells[digest(rec["key"])] = rec["result"]
+            else:
+                self._set_aside(path, reason)
+        if self.rejected:
+            listed = "; ".join(f"{name} ({why})" for name, why in self.rejected[:10])
+            more = f" and {len(self.rejected) - 10} more" if len(self.rejected) > 10 else ""
+            warnings.warn(
+                f"{len(self.rejected)} result file(s) in {cells} could not be used and will be "
+                f"recomputed (kept as *.json.bad): {listed}{more}",
+                ResultsWarning,
+                stacklevel=3,
+            )
+
+    def _check_study(self, study: Path) -> None:
+        meta = None
+        for attempt in range(5):
+            try:
+                meta = _read_json(study, "study file")
+                break
+            except ResultsError:
+                # the O_EXCL fallback writes in place: give a racing writer a moment
+                if attempt == 4:
+                    raise
+                time.sleep(0.05)
+        if not isinstance(meta, dict) or meta.get("schema") != STUDY_SCHEMA:
+            raise ResultsError(
+                f"{study} is not an odenet study file (expected schema {STUDY_SCHEMA!r}); "
+                "choose another output folder."
+            )
+        if meta.get("identity_hash") != self.identity_hash:
+            raise ResultsError(
+                f"{self.folder} holds results of a different study "
+                f"({_short(meta.get('identity'))}); what differs: "
+                f"{_differences(meta.get('identity'), self.identity)}. Choose another output "
+                "folder, or start over with --fresh."
+            )
+
+    def _load_cell(self, path: Path) -> tuple[str | None, Any]:
+        try:
+            rec = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            return f"unreadable: {type(e).__name__}", None
+        if not isinstance(rec, dict):
+            return "not an odenet cell", None
+        if rec.get("schema") != CELL_SCHEMA:
+            schema = rec.get("schema")
+            if isinstance(schema, str) and schema.startswith("odenet.cell/"):
+                return f"written by another odenet version ({schema})", None
+            return "not an odenet cell", None
+        key, result = rec.get("key"), rec.get("result")
+        if not isinstance(key, dict) or not isinstance(result, dict) or not result:
+            return "missing or empty 'key'/'result'", None
+        if rec.get("identity_hash") != self.identity_hash:
+            return "belongs to a different study", None
+        if rec.get("checksum") != _checksum(self.identity_hash, key, result):
+            return "checksum mismatch (edited or damaged)", None
+        if self.validate is not None:
+            why = self.validate(key, result)
+            if why:
+                return why, None
+        return None, rec
+
+    def _set_aside(self, path: Path, reason: str) -> None:
+        target = path.with_name(path.name + ".bad")
+        n = 1
+        while target.exists():
+            target = path.with_name(f"{path.name}.{n}.bad")
+            n += 1
+        # a concurrent opener may have moved it already
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(path, target)
+        self.rejected.append((path.name, reason))
 
     def _path(self, key: dict) -> Path:
         label = "-".join(str(v) for v in key.values())
-        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in label)[:60]
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in label)[:60].lstrip(".")
         return self.folder / "cells" / f"{safe}-{digest(key, 10)}.json"
 
     # --- cells -------------------------------------------------------------------------
@@ -175,11 +437,14 @@ class CellStore:
     def put(self, key: dict, result: dict) -> None:
         """Record a finished cell (atomically on disk when the store has a folder)."""
         if self.folder is not None:
+            # the checksum is over the JSON round trip, which is what a reader will see
+            key, result = json.loads(json.dumps(key)), json.loads(json.dumps(result))
             rec = {
                 "schema": CELL_SCHEMA,
                 "identity_hash": self.identity_hash,
                 "key": key,
                 "result": result,
+                "checksum": _checksum(self.identity_hash, key, result),
             }
             atomic_write_text(self._path(key), json.dumps(rec, sort_keys=True))
         self._cells[digest(key)] = result
@@ -194,27 +459,92 @@ def _short(identity: Any) -> str:
 # --- executors ------------------------------------------------------------------------------
 
 
-def _init_worker() -> None:
+def _watch_parent(parent: int) -> None:
+    # A worker whose parent was killed (-9) is re-parented; without this it would wait
+    # for work forever holding its memory.
+    while True:
+        if os.getppid() != parent:
+            os._exit(1)
+        time.sleep(0.5)
+
+
+def _init_worker(parent: int) -> None:
     import torch
 
     torch.set_num_threads(1)
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def check_workers(workers: Any, *, oversubscribe: bool = False) -> int:
+    """``workers`` as an int in ``[1, CPUs]`` (``None``/``0`` mean 1; more CPUs if forced)."""
+    if workers is None:
+        return 1
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise InputError(f"`workers` must be a positive integer, got {workers!r}.")
+    cpus = available_cpus()
+    if workers > cpus and not oversubscribe:
+        raise InputError(
+            f"`workers`={workers} is more than the {cpus} CPU(s) available here; use at most "
+            f"{cpus} (or force it: --oversubscribe on the command line, oversubscribe=True)."
+        )
+    return max(1, workers)
+
+
+# [scheme://]host:port, or an in-process cluster's inproc://... address
+_SCHEDULER = re.compile(
+    r"^(?:inproc://\S+|(?:[a-z][a-z0-9+.-]*://)?(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):\d{1,5})$"
+)
+
+
+def check_scheduler(address: Any) -> str:
+    """A Dask scheduler address ``[scheme://]host:port``, checked before any connection."""
+    if not isinstance(address, str) or not _SCHEDULER.match(address.strip()):
+        raise InputError(
+            f"`scheduler` must be a dask scheduler address like tcp://host:8786, got {address!r}."
+        )
+    return address.strip()
+
+
+def _executor_failure(e: BaseException) -> bool:
+    """Is ``e`` the executor failing (dead workers, lost cluster) rather than a cell's bug?"""
+    if isinstance(e, (CancelledError, asyncio.CancelledError, BrokenProcessPool)):
+        return True
+    return (type(e).__module__ or "").startswith(("distributed", "tornado"))
 
 
 @contextlib.contextmanager
 def make_executor(
-    workers: int | None = 1, scheduler: str | None = None
+    workers: int | None = 1, scheduler: str | None = None, *, oversubscribe: bool = False
 ) -> Iterator[Executor | None]:
     """An executor for the cells: ``None`` (serial), local processes, or a Dask cluster.
 
     Parameters
     ----------
     workers : int or None
-        Local worker processes; ``1`` (or ``0``/``None``) runs in this process.
+        Local worker processes; ``1`` (or ``0``/``None``) runs in this process.  At most
+        the number of available CPUs unless ``oversubscribe``.
     scheduler : str, optional
         Address of a running ``dask.distributed`` scheduler (``tcp://host:port``); needs
         the ``dask`` extra (``pip install "dask[distributed]"``).
+    oversubscribe : bool
+        Allow more workers than CPUs.
+
+    Notes
+    -----
+    Local workers exit on their own when this process dies (even by ``kill -9``).
     """
     if scheduler is not None:
+        scheduler = check_scheduler(scheduler)
         try:
             from distributed import Client
         except ImportError:
@@ -224,24 +554,37 @@ def make_executor(
             ) from None
         try:
             client = Client(scheduler, timeout=10, set_as_default=False)
-        except (OSError, TimeoutError, ValueError) as e:
+        except Exception as e:  # distributed raises builtins, asyncio and its own types
             raise InputError(
-                f"cannot connect to the dask scheduler at {scheduler!r} ({e}); check the "
-                "address (tcp://host:port) and that the scheduler is running."
+                f"cannot connect to the dask scheduler at {scheduler!r} "
+                f"({type(e).__name__}: {e or 'no answer within 10 s'}); check the address "
+                "(tcp://host:port) and that the scheduler is running."
             ) from None
         try:
             yield client.get_executor()
         finally:
-            client.close()
+            with contextlib.suppress(Exception):
+                client.close(timeout=5)
         return
-    if workers is None or workers <= 1:
+    workers = check_workers(workers, oversubscribe=oversubscribe)
+    if workers <= 1:
         yield None
         return
     # fork shares the already imported torch with the workers (spawning would
     # re-import it in every process, seconds each).
     ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
-    with ProcessPoolExecutor(int(workers), mp_context=ctx, initializer=_init_worker) as ex:
+    ex = ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(),)
+    )
+    try:
         yield ex
+    except BaseException:
+        # do not wait for running cells on Ctrl-C or a failure: their results are lost
+        # either way, and the finished ones are already on disk
+        ex.shutdown(wait=False, cancel_futures=True)
+        raise
+    else:
+        ex.shutdown(wait=True)
 
 
 def picklable(obj: Any) -> bool:
@@ -300,16 +643,25 @@ def run_cells(
                 if bar is not None:
                     bar.update()
         else:
-            futures = {executor.submit(fn, *args): key for key, args in todo}
+            futures = {}
             try:
+                futures = {executor.submit(fn, *args): key for key, args in todo}
                 for fut in as_completed(futures):
                     store.put(futures[fut], fut.result())
                     counts["computed"] += 1
                     if bar is not None:
                         bar.update()
-            except BaseException:
+            except BaseException as e:
                 for fut in futures:
                     fut.cancel()
+                if isinstance(e, Exception | asyncio.CancelledError) and _executor_failure(e):
+                    where = f" in {store.folder}" if store.folder is not None else ""
+                    raise ExecutorError(
+                        f"the workers stopped before the study finished ({type(e).__name__}"
+                        f"{': ' + str(e) if str(e) else ''}); {counts['computed']} new cell(s) "
+                        f"were saved{where}. Check the workers or the dask cluster and rerun "
+                        "the same command to resume."
+                    ) from None
                 raise
     finally:
         if bar is not None:

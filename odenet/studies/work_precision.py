@@ -24,9 +24,16 @@ import torch
 
 from odenet._errors import InputError
 from odenet.problems import Problem, as_problem
-from odenet.studies.convergence import _DTYPES, check_dtype, check_norm, time_norms
+from odenet.studies.convergence import (
+    _DTYPES,
+    blowup_message,
+    check_dtype,
+    check_norm,
+    time_norms,
+)
 from odenet.studies.sweep import (
     CellStore,
+    check_result,
     make_executor,
     problem_payload,
     resolve_problem,
@@ -219,13 +226,15 @@ def work_precision_cell(payload, spec: str, setting: float, repeats: int, dtype:
             status, message = "failed", f"{type(e).__name__}: {e}".splitlines()[0][:300]
             break
         times.append(time.perf_counter() - start)
+    norms = {"error_final": math.inf, "error_max": math.inf, "error_l2": math.inf}
     if status == "ok":
-        err = np.abs(ys - problem.solution(t_out)).max(axis=1)
-        norms = time_norms(t_out, err)
-        if not math.isfinite(norms["error_final"]):
-            status, message = "failed", "non-finite solution"
-    else:
-        norms = {"error_final": math.inf, "error_max": math.inf, "error_l2": math.inf}
+        exact = problem.solution(t_out)
+        ys = np.asarray(ys, dtype=np.float64).reshape(exact.shape)
+        message = blowup_message(ys, exact)
+        if message:
+            status = "failed"
+        else:
+            norms = time_norms(t_out, np.abs(ys - exact).max(axis=1))
     return {
         **norms,
         "nfe": float(stats.get("nfe", math.nan)),
@@ -236,6 +245,44 @@ def work_precision_cell(payload, spec: str, setting: float, repeats: int, dtype:
         "status": status,
         "message": message,
     }
+
+
+_CELL_FIELDS = {
+    "error_final": "error",
+    "error_max": "error",
+    "error_l2": "error",
+    "nfe": "number",
+    "steps": "number",
+    "rejected": "number",
+    "wall_s": "number",
+    "wall_all_s": "numbers",
+    "status": "status",
+    "message": "str",
+}
+
+
+def validate_cell(key: dict, result: dict) -> str | None:
+    """Schema of a stored work–precision cell: why it cannot be used, or ``None``."""
+    if set(key) != {"solver", "setting"} or not isinstance(key["solver"], str):
+        return "its key is not (solver, setting)"
+    if not _is_positive(key["setting"]):
+        return f"its setting {key['setting']!r} is not a positive number"
+    why = check_result(result, _CELL_FIELDS)
+    if why:
+        return why
+    if result["status"] == "failed" and math.isfinite(result["error_max"]):
+        return "status 'failed' with a finite error"
+    if result["status"] == "ok" and not (
+        result["wall_all_s"] and all(math.isfinite(w) and w >= 0 for w in result["wall_all_s"])
+    ):
+        return "status 'ok' without valid timings"
+    if result["error_max"] < result["error_final"]:
+        return "error_max is smaller than error_final"
+    return None
+
+
+def _is_positive(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0
 
 
 # --- the result ------------------------------------------------------------------------------
@@ -383,7 +430,7 @@ def work_precision(
         raise InputError(f"`repeats` must be a positive integer, got {repeats!r}.")
     norm = check_norm(norm)
     dtype = check_dtype(dtype)
-    store = CellStore(out, identity(problem, dtype, repeats))
+    store = CellStore(out, identity(problem, dtype, repeats), validate_cell)
     config = {
         "problem": problem.spec[0] if problem.spec else problem.name,
         "params": problem.spec[1] if problem.spec else {},

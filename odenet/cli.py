@@ -1,16 +1,19 @@
-"""The ``odenet`` command: ``converge``, ``compare``, ``problems`` (+ ``stability``, ``fit``).
+"""The ``odenet`` command: ``converge``, ``compare``, ``methods``, ``problems``
+(+ ``stability``, ``fit``).
 
 Every study writes a results folder: ``config.json`` (the exact configuration; rerun
 with ``--config``), one JSON file per finished cell under ``cells/`` (an interrupted
 study resumes from them), the tables as CSV, a ``summary.json`` and a PNG plot.
-Bad options print one line ``odenet: error: ...`` and exit with status 2.
+Every error — a bad option, an unusable folder, a full disk, a lost Dask cluster —
+prints one line ``odenet: error: ...`` and exits with status 2; finished cells are
+kept.  Heavy modules (torch, pandas, matplotlib) are imported only by the command
+that needs them, so ``--help`` and parse errors stay quick.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -64,6 +67,7 @@ def _names(text: str) -> list[str]:
 
 
 def _param(text: str) -> tuple[str, float]:
+    """``KEY=VALUE`` with a numeric value (names are checked against the problem later)."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
@@ -85,8 +89,14 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _cpus() -> int:
+    from odenet.studies.sweep import available_cpus
+
+    return available_cpus()
+
+
 def _default_workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
+    return max(1, min(4, _cpus()))
 
 
 def _common(p: argparse.ArgumentParser, *, problem: str, norm: str) -> None:
@@ -118,7 +128,13 @@ def _common(p: argparse.ArgumentParser, *, problem: str, norm: str) -> None:
         "--workers",
         type=_positive_int,
         default=None,
-        help="local worker processes (default: min(4, CPUs); 1 = serial)",
+        help="local worker processes (default: min(4, CPUs); 1 = serial; at most the "
+        "number of CPUs unless --oversubscribe)",
+    )
+    p.add_argument(
+        "--oversubscribe",
+        action="store_true",
+        help="allow more --workers than CPUs",
     )
     p.add_argument(
         "--scheduler",
@@ -164,11 +180,21 @@ def _resolve(args, cfg: dict, name: str, default):
 
 
 def _problem(args, cfg):
-    from odenet.problems import get_problem
+    from odenet.problems import get_problem, parameters
 
     name = args.problem if args.problem_given else cfg.get("problem", args.problem)
     params = dict(cfg.get("params", {})) if not args.problem_given else {}
     params.update(dict(args.param))
+    known = parameters(name)
+    for key, value in params.items():
+        default = known.get(key)
+        # integer parameters (grid sizes) arrive as floats from KEY=VALUE
+        if isinstance(default, int) and not isinstance(default, bool):
+            if not float(value).is_integer():
+                raise CLIError(
+                    f"--param {key}={value:g}: {key!r} of problem {name!r} must be an integer."
+                )
+            params[key] = int(value)
     return get_problem(name, **params), name, params
 
 
@@ -200,9 +226,14 @@ def _plot(fn, result, path: Path) -> str:
     return str(path)
 
 
-def _executor_args(args) -> tuple[int, str | None]:
-    workers = args.workers if args.workers is not None else _default_workers()
-    return workers, args.scheduler
+def _executor(args, default_workers: int):
+    """The executor context for ``--workers``/``--scheduler`` (checked before any work)."""
+    from odenet.studies.sweep import make_executor
+
+    workers = args.workers if args.workers is not None else default_workers
+    if args.scheduler is not None and args.workers is not None and args.workers > 1:
+        raise CLIError("give --workers or --scheduler, not both.")
+    return make_executor(workers, args.scheduler, oversubscribe=args.oversubscribe)
 
 
 # --- odenet converge ----------------------------------------------------------------------
@@ -229,19 +260,18 @@ def _cmd_converge(args) -> int:
     norm = args.norm if args.norm_given else cfg.get("norm", args.norm)
     dtype = args.dtype if args.dtype_given else cfg.get("dtype", args.dtype)
     out = _out_folder(args, "converge", pname)
-    workers, scheduler = _executor_args(args)
-    result = convergence(
-        problem,
-        methods=methods,
-        step_sizes=step_sizes,
-        n_steps=n_steps,
-        norm=norm,
-        dtype=dtype,
-        out=out,
-        workers=workers,
-        scheduler=scheduler,
-        progress=not args.quiet,
-    )
+    with _executor(args, _default_workers()) as ex:
+        result = convergence(
+            problem,
+            methods=methods,
+            step_sizes=step_sizes,
+            n_steps=n_steps,
+            norm=norm,
+            dtype=dtype,
+            out=out,
+            executor=ex,
+            progress=not args.quiet,
+        )
     config = {
         "schema": CONFIG_SCHEMA,
         "command": "converge",
@@ -298,20 +328,19 @@ def _cmd_compare(args) -> int:
     dtype = args.dtype if args.dtype_given else cfg.get("dtype", args.dtype)
     out = _out_folder(args, "compare", pname)
     # Timings under contention are meaningless: compare runs serially unless told otherwise.
-    workers = args.workers if args.workers is not None else 1
-    result = work_precision(
-        problem,
-        methods=methods,
-        tolerances=tols,
-        n_steps=n_steps,
-        repeats=repeats,
-        norm=norm,
-        dtype=dtype,
-        out=out,
-        workers=workers,
-        scheduler=args.scheduler,
-        progress=not args.quiet,
-    )
+    with _executor(args, 1) as ex:
+        result = work_precision(
+            problem,
+            methods=methods,
+            tolerances=tols,
+            n_steps=n_steps,
+            repeats=repeats,
+            norm=norm,
+            dtype=dtype,
+            out=out,
+            executor=ex,
+            progress=not args.quiet,
+        )
     config = {
         "schema": CONFIG_SCHEMA,
         "command": "compare",
@@ -350,14 +379,66 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_problems(args) -> int:
-    import pandas as pd
-
     from odenet.problems import describe
 
-    df = pd.DataFrame(describe())
-    df["span"] = [f"[{a:g}, {b:g}]" for a, b in df["span"]]
-    with pd.option_context("display.max_colwidth", 70, "display.width", 200):
-        print(df.to_string(index=False))
+    rows = describe()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        span = f"[{r['span'][0]:g}, {r['span'][1]:g}]"
+        flags = ", ".join(
+            x for x in (r["solution"], "stiff" if r["stiff"] else "", f"dim {r['dim']}") if x
+        )
+        print(f"{r['name']:<18} t in {span:<14} {flags}")
+        print(f"{'':<18} --param: {r['parameters']}")
+        print(f"{'':<18} {r['description']}")
+    print("\nSet a parameter with --param NAME=VALUE, e.g. --param eccentricity=0.3.")
+    return 0
+
+
+# --- odenet methods ---------------------------------------------------------------------------
+
+
+def method_rows() -> list[dict]:
+    """One row per integration method: order, stages, kind, adaptivity."""
+    import odenet
+
+    rows = []
+    for name in odenet.methods():
+        tab = odenet.tableau(name)
+        if tab.is_explicit:
+            kind = "explicit"
+        elif tab.is_diagonally_implicit:
+            kind = "diagonally implicit"
+        else:
+            kind = "implicit"
+        rows.append(
+            {
+                "method": name,
+                "order": int(tab.order),
+                "embedded_order": None if tab.embedded_order is None else int(tab.embedded_order),
+                "stages": int(tab.stages),
+                "kind": kind,
+                "adaptive": bool(tab.is_adaptive),
+            }
+        )
+    return rows
+
+
+def _cmd_methods(args) -> int:
+    rows = method_rows()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'method':<17}{'order':>5}  {'stages':>6}  {'kind':<20}step size")
+    for r in sorted(rows, key=lambda r: (r["kind"] != "explicit", r["order"], r["method"])):
+        step = (
+            f"adaptive (embedded order {r['embedded_order']})"
+            if r["adaptive"]
+            else "fixed (give step_size / --steps)"
+        )
+        print(f"{r['method']:<17}{r['order']:>5}  {r['stages']:>6}  {r['kind']:<20}{step}")
     return 0
 
 
@@ -369,11 +450,13 @@ def _mark_given(argv: list[str], args, names: dict[str, str]) -> None:
         setattr(args, f"{attr}_given", any(a == flag or a.startswith(flag + "=") for a in argv))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``odenet`` parser; with ``command`` only that subcommand's module is imported."""
     parser = _Parser(
         prog="odenet",
         description="Convergence studies and integrator comparisons (and more) for odenet.",
     )
+    parser.add_argument("--version", action="version", version=f"odenet {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     pc = sub.add_parser(
@@ -434,10 +517,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pw.set_defaults(func=_cmd_compare)
 
-    pp = sub.add_parser("problems", help="list the built-in problems")
+    pp = sub.add_parser(
+        "problems",
+        help="list the built-in problems and their parameters",
+        description="The built-in problems: span, exact or reference solution, and the "
+        "parameters --param NAME=VALUE accepts (with their defaults).",
+    )
+    pp.add_argument("--json", action="store_true", help="print JSON instead of text")
     pp.set_defaults(func=_cmd_problems)
 
+    pm = sub.add_parser(
+        "methods",
+        help="list the integration methods: order, stages, explicit/implicit, adaptive",
+        description="Every method name accepted by --methods / --method / solve(method=...).",
+    )
+    pm.add_argument("--json", action="store_true", help="print JSON instead of text")
+    pm.set_defaults(func=_cmd_methods)
+
     for mod, name in (("odenet.stability.cli", "stability"), ("odenet.fit.cli", "fit")):
+        if command is not None and command != name and name in _PLUGIN_HELP:
+            # only the command being run loads its module (fit imports torch)
+            sub.add_parser(name, help=_PLUGIN_HELP[name], add_help=False)
+            continue
         try:
             module = __import__(mod, fromlist=["register"])
             module.register(sub)
@@ -447,6 +548,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_PLUGIN_HELP = {
+    "stability": "linear stability of a scheme: R(z), intervals, A/L-stability, region plot",
+    "fit": "fit models to irregular time series",
+}
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("odenet")
+    except (ImportError, PackageNotFoundError):
+        from odenet import __version__
+
+        return __version__
+
+
 def _unavailable(name: str):
     def run(args) -> int:
         raise CLIError(f"`odenet {name}` is not available in this installation of odenet.")
@@ -454,25 +572,66 @@ def _unavailable(name: str):
     return run
 
 
+def _command(argv: list[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first word that is not an option)."""
+    for a in argv:
+        if not a.startswith("-"):
+            return a
+    return None
+
+
+def _os_error(e: OSError) -> str:
+    what = e.strerror or str(e) or type(e).__name__
+    where = f": {e.filename}" if e.filename else ""
+    if e.filename2:
+        where += f" -> {e.filename2}"
+    return f"{what}{where} (check that the folder exists, is writable and has free space)"
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    text = str(message).replace("\n", " ")
+    sys.stderr.write(f"odenet: warning: {text}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``odenet`` console script; returns the exit status."""
+    """Entry point of the ``odenet`` console script; returns the exit status.
+
+    Errors print one line ``odenet: error: ...`` and return 2 (130 on Ctrl-C).
+    """
+    import warnings
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    parser = build_parser(_command(argv))
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
     _mark_given(argv, args, {"problem": "--problem", "norm": "--norm", "dtype": "--dtype"})
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         sys.stderr.write(
             "odenet: interrupted; finished cells are saved, rerun the same command to resume.\n"
         )
         return 130
     except OdenetError as e:
-        msg = str(e).replace("\n", " ")
+        msg = " ".join(str(e).split())
         sys.stderr.write(f"odenet: error: {msg}\n")
+        return 2
+    except BrokenPipeError:
+        # the reader went away (`odenet methods | head`): not an error of ours; silence
+        # the flush at exit, which would raise again
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as e:
+        sys.stderr.write(f"odenet: error: {_os_error(e)}\n")
+        return 2
+    except MemoryError:
+        sys.stderr.write("odenet: error: out of memory; use fewer --workers or a smaller study.\n")
         return 2
 
 

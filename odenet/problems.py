@@ -329,6 +329,13 @@ def get_problem(name: str | Problem, **params) -> Problem:
             f"unknown problem {name!r}; choose one of: {', '.join(problems())} "
             "(or pass your own odenet.problems.Problem)."
         )
+    known = parameters(name)
+    unknown = [k for k in params if k not in known]
+    if unknown:
+        raise InputError(
+            f"problem {name!r} has no parameter {', '.join(map(repr, unknown))}; its "
+            f"parameters are {_param_list(known) or 'none'}."
+        )
     try:
         prob = _REGISTRY[name](**params)
     except TypeError as e:
@@ -337,14 +344,42 @@ def get_problem(name: str | Problem, **params) -> Problem:
     return prob
 
 
+def parameters(name: str) -> dict[str, Any]:
+    """Parameters of the built-in problem ``name`` and their defaults, in order.
+
+    >>> parameters("kepler")["eccentricity"]
+    0.5
+    """
+    import inspect
+
+    if name not in _REGISTRY:
+        raise UnknownProblemError(
+            f"unknown problem {name!r}; choose one of: {', '.join(problems())}."
+        )
+    sig = inspect.signature(_REGISTRY[name])
+    return {
+        k: v.default
+        for k, v in sig.parameters.items()
+        if v.kind in (v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY)
+    }
+
+
+def _param_list(params: Mapping[str, Any]) -> str:
+    return ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+    )
+
+
 def describe() -> list[dict]:
-    """One row per built-in problem: name, dimension, span, exact/reference, stiff, text."""
+    """One row per built-in problem: name, dimension, span, exact/reference, stiff,
+    parameters (``name=default``), text."""
     rows = []
     for name in problems():
         p = get_problem(name)
         rows.append(
             {
                 "name": name,
+                "parameters": _param_list(parameters(name)) or "-",
                 "dim": p.dim,
                 "span": p.span,
                 "solution": "exact" if p.has_exact else "reference",

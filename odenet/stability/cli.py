@@ -1,24 +1,33 @@
-"""``odenet stability``: a scheme's stability function, intervals, A/L-stability, region plot."""
+"""``odenet stability``: a scheme's stability function, intervals, A/L-stability, region plot.
+
+The numerics are imported when the command runs, not when the parser is built, so
+``odenet --help`` does not pay for them.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
+from pathlib import Path
 
-import numpy as np
-
-import odenet
-from odenet.stability.regions import (
-    imaginary_stability_interval,
-    is_a_stable,
-    is_l_stable,
-    r_infinity,
-    real_stability_interval,
-    stability_polynomials,
-)
+MAX_GRID = 4001
 
 
 def describe(method) -> dict:
     """Linear-stability facts of one method as a JSON-ready dict."""
+    import numpy as np
+
+    import odenet
+    from odenet.stability.regions import (
+        imaginary_stability_interval,
+        is_a_stable,
+        is_l_stable,
+        r_infinity,
+        real_stability_interval,
+        stability_polynomials,
+    )
+
     tab = odenet.tableau(method)
     P, Q = stability_polynomials(tab)
     rinf = r_infinity(tab)
@@ -50,8 +59,8 @@ def _poly(c: list[float]) -> str:
 
 def _interval(r: float, sign: str, unit: str) -> str:
     if sign == "-":
-        return "(-∞, 0]" if np.isinf(r) else f"[{-r:.6g}, 0]"
-    return "±∞i (whole axis)" if np.isinf(r) else f"[-{r:.6g}{unit}, {r:.6g}{unit}]"
+        return "(-∞, 0]" if math.isinf(r) else f"[{-r:.6g}, 0]"
+    return "±∞i (whole axis)" if math.isinf(r) else f"[-{r:.6g}{unit}, {r:.6g}{unit}]"
 
 
 def _text(d: dict) -> str:
@@ -69,8 +78,41 @@ def _text(d: dict) -> str:
     )
 
 
+def _check_plot(args) -> None:
+    """Refuse a bad --plot path or window before any work (one-line errors, status 2)."""
+    from odenet.cli import CLIError
+
+    for flag, (lo, hi) in (("--re", args.re), ("--im", args.im)):
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise CLIError(f"{flag} MIN MAX needs finite MIN < MAX, got {lo:g} {hi:g}.")
+    if not args.plot:
+        return
+    path = Path(args.plot)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise CLIError(
+            f"--plot {args.plot}: the folder {parent} does not exist; create it first or "
+            "choose another path."
+        )
+    if path.is_dir():
+        raise CLIError(f"--plot {args.plot} is a folder; give a file name such as regions.png.")
+    ext = path.suffix.lstrip(".").lower()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if ext not in formats:
+        raise CLIError(
+            f"--plot {args.plot}: unknown image format {ext or '(no extension)'!r}; use one of "
+            f"{', '.join(sorted(formats))}."
+        )
+
+
 def run(args) -> int:
-    methods = args.method or ["rk4"]
+    methods = list(dict.fromkeys(args.method or ["rk4"]))
+    _check_plot(args)
     info = [describe(m) for m in methods]
     if args.json:
         print(json.dumps(info, indent=2))
@@ -91,6 +133,23 @@ def run(args) -> int:
     return 0
 
 
+def _method_list(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected method names, got {text!r}")
+    return names
+
+
+def _grid(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 2 <= n <= MAX_GRID:
+        raise argparse.ArgumentTypeError(f"expected 2 to {MAX_GRID} points per axis, got {n}")
+    return n
+
+
 def register(subparsers) -> None:
     """Add the ``stability`` subcommand to the ``odenet`` command's subparsers."""
     p = subparsers.add_parser(
@@ -102,12 +161,35 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--method",
-        action="append",
-        help="method name (repeat for several; default rk4); see `odenet problems` / methods()",
+        "--methods",
+        dest="method",
+        action="extend",
+        type=_method_list,
+        metavar="NAME[,NAME...]",
+        help="method name(s), comma-separated or repeated (default rk4); see `odenet methods`",
     )
     p.add_argument("--plot", metavar="FILE", help="save the regions' contour plot (PNG, PDF...)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.add_argument("--re", type=float, nargs=2, default=[-5.0, 2.0], metavar=("MIN", "MAX"))
-    p.add_argument("--im", type=float, nargs=2, default=[-4.0, 4.0], metavar=("MIN", "MAX"))
-    p.add_argument("--grid", type=int, default=401, help="grid points per axis of the plot")
+    p.add_argument(
+        "--re",
+        type=float,
+        nargs=2,
+        default=[-5.0, 2.0],
+        metavar=("MIN", "MAX"),
+        help="real-axis window of the plot (default -5 2)",
+    )
+    p.add_argument(
+        "--im",
+        type=float,
+        nargs=2,
+        default=[-4.0, 4.0],
+        metavar=("MIN", "MAX"),
+        help="imaginary-axis window of the plot (default -4 4)",
+    )
+    p.add_argument(
+        "--grid",
+        type=_grid,
+        default=401,
+        help=f"grid points per axis of the plot (2 to {MAX_GRID}; default 401)",
+    )
     p.set_defaults(func=run)

@@ -79,10 +79,19 @@ def test_adjoint_params_validated():
 
 
 @pytest.mark.parametrize("kind", ["adjoint", "checkpoint"])
-def test_closure_tensor_requiring_grad_without_adjoint_params_is_refused(kind):
+def test_closure_tensor_missing_from_explicit_adjoint_params_is_refused(kind):
+    # without `adjoint_params` a closure's tensors are found (tests/test_compat_conformance.py);
+    # an explicit list that misses one would lose its gradient: refused
     a = torch.tensor(0.5, dtype=DT, requires_grad=True)
+    b = torch.tensor(0.1, dtype=DT, requires_grad=True)
     with pytest.raises(InputError, match=r"uses 1 tensor\(s\) that require grad but are not"):
-        solve(lin(a), torch.ones(2, dtype=DT), T, sensitivity=kind)
+        solve(
+            lambda t, y: lin(a)(t, y) * b,
+            torch.ones(2, dtype=DT),
+            T,
+            sensitivity=kind,
+            adjoint_params=[a],
+        )
     # passing it fixes it
     solve(lin(a), torch.ones(2, dtype=DT), T, sensitivity=kind, adjoint_params=[a])
 

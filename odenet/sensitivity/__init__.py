@@ -39,7 +39,7 @@ from odenet._errors import InputError, SolverError
 from odenet._loop import integrate
 from odenet._solve import check_tolerances
 from odenet.sensitivity._adjoint import Counter, adjoint_backward
-from odenet.sensitivity._params import check_no_hidden_leaves, find_params
+from odenet.sensitivity._params import complete_params, find_params
 from odenet.sensitivity._tape import OutputMap, Tape, check_budget, check_stride, replay
 from odenet.tableaus import tableau
 
@@ -288,12 +288,15 @@ def solve_with(kind: str, prep, tab, *, throw: bool, **options):
         raise InputError(f"`sensitivity` kind must be one of {KINDS}, got {kind!r}.")
     opts = _check_options(kind, options)
     run = _Run(kind, prep, tab, opts)
+    if torch.is_grad_enabled():  # a closure's captured tensors join the parameters
+        g_check = prep.internal_field(prep.f, count=False, check=True)
+        given = opts.get("adjoint_params") is not None
+        run.params = complete_params(
+            g_check, prep.s_out[:, 0], prep.y0_rows, run.params, kind, given=given
+        )
     needs_grad = torch.is_grad_enabled() and (
         prep.y0_rows.requires_grad or prep.s_out.requires_grad or bool(run.params)
     )
-    if torch.is_grad_enabled():
-        g_check = prep.internal_field(prep.f, count=False, check=True)
-        check_no_hidden_leaves(g_check, prep.s_out[:, 0], prep.y0_rows, run.params, kind)
     if needs_grad:
         ys = _SensitivityFunction.apply(run, prep.y0_rows, prep.s_out, *run.params)
     else:

@@ -1,11 +1,30 @@
 """Drop-in replacements for ``torchdiffeq.odeint`` and ``torchdiffeq.odeint_adjoint``.
 
 Same argument names, defaults and return shape as torchdiffeq (0.2.x): tuples of
-tensors as state, torchdiffeq's method names, and the ``options`` keys that make
-sense for a Runge–Kutta core.  Unknown options raise instead of being ignored.
+tensors as state, torchdiffeq's method names, and torchdiffeq's ``options`` keys
+with torchdiffeq's meaning.  Everything here is translation around
+:func:`odenet.solve`; nothing integrates on its own except the ``scipy_solver``
+wrapper.  Where odenet cannot honour an argument yet, it raises an
+:class:`~odenet.InputError` that says so: no argument is silently ignored.
+
+What torchdiffeq does, and so does this module:
+
+* ``func`` is called with ``t`` in ``y``'s dtype (times may be float64 for a
+  float32 model, e.g. ``torch.from_numpy(np.linspace(...))``); adaptive methods keep
+  their internal time in ``options["dtype"]`` (default float64) or finer;
+* a tuple state is flattened; a user ``norm`` receives the tuple, and the default
+  norm of a tuple is the largest RMS norm of its parts (torchdiffeq's mixed norm);
+* fixed-step methods step on ``t`` itself, on ``t0 + k·step_size`` (the last step
+  shortened) or on ``options["grid_constructor"](func, y0, t)``, and read outputs
+  between grid nodes by linear (default) or cubic Hermite interpolation
+  (``options["interp"]``);
+* ``method="scipy_solver"`` wraps :func:`scipy.integrate.solve_ivp`.
 """
 
 from __future__ import annotations
+
+import math
+import numbers
 
 import torch
 
@@ -53,64 +72,402 @@ TORCHDIFFEQ_FIXED = {
     "sdirk2",
     "trbdf2",
 }
-_NOT_RUNGE_KUTTA = ("explicit_adams", "implicit_adams", "fixed_adams", "scipy_solver")
+MULTISTEP = ("explicit_adams", "implicit_adams", "fixed_adams")
+SCIPY_SOLVERS = ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA")
 
-_ADAPTIVE_KEYS = {"first_step", "safety", "ifactor", "dfactor", "max_num_steps", "dtype", "norm"}
-_FIXED_KEYS = {"step_size", "interp"}
-_ODENET_KEYS = {"min_step", "max_step", "controller", "newton_tol", "newton_max_iter"}
+# torchdiffeq 0.2.5's options, per family of solver
+ADAPTIVE_OPTIONS = {
+    "first_step",
+    "safety",
+    "ifactor",
+    "dfactor",
+    "max_num_steps",
+    "dtype",
+    "norm",
+    "min_step",
+    "max_step",
+    "step_t",
+    "jump_t",
+}
+FIXED_OPTIONS = {"step_size", "grid_constructor", "interp", "perturb"}
+SCIPY_OPTIONS = {"solver", "min_step", "max_step"}
+# odenet's own extras, accepted by both families
+ODENET_OPTIONS = {"controller", "newton_tol", "newton_max_iter"}
+# torchdiffeq's names for callbacks, looked up as attributes of `func`
+CALLBACKS = ("callback_step", "callback_accept_step", "callback_reject_step")
+ADJOINT_CALLBACKS = tuple(name + "_adjoint" for name in CALLBACKS)
+# what the step loop does not provide yet (see docs/guide/torchdiffeq.md)
+_LOOP_LATER = {
+    "step_t": "forced step boundaries (`step_t`)",
+    "jump_t": "discontinuities (`jump_t`)",
+    "perturb": "one-sided evaluations at grid nodes (`perturb=True`)",
+    "min_step": "torchdiffeq's `min_step` (steps at the minimum accepted)",
+}
+
+
+def _not_yet(what: str, fix: str) -> InputError:
+    return InputError(f"{what} is not supported by odenet's torchdiffeq interface yet; {fix}")
 
 
 def _method_name(method):
+    """torchdiffeq name -> odenet name (or tableau); ``None`` means dopri5."""
     if method is None:
         return "dopri5"
     if not isinstance(method, str):
         return method  # a ButcherTableau
     key = method.lower()
-    if key in _NOT_RUNGE_KUTTA:
+    if key in MULTISTEP:
         raise InputError(
-            f"method {method!r} (a torchdiffeq multistep/scipy wrapper) is not available in "
-            "odenet, which is Runge–Kutta based; use e.g. 'dopri5', 'dop853', 'radau_iia5'."
+            f"method {method!r} (a torchdiffeq Adams multistep method) is not available in "
+            "odenet yet; use e.g. 'dopri5', 'dop853', or 'rk4' with a step_size."
         )
     return TORCHDIFFEQ_METHODS.get(key, method)
+
+
+def _is_fixed(method, name) -> bool:
+    from odenet.tableaus import tableau
+
+    if isinstance(method, str) and method.lower() in TORCHDIFFEQ_FIXED:
+        return True
+    return not tableau(name).is_adaptive
+
+
+# --- tuple states ---------------------------------------------------------------------
 
 
 class _TupleState:
     """Flatten a tuple state into one vector and back (torchdiffeq's `_TupleFunc`)."""
 
     def __init__(self, y0s):
-        self.shapes = [y.shape for y in y0s]
+        for i, y in enumerate(y0s):
+            if not isinstance(y, torch.Tensor):
+                raise InputError(
+                    f"`y0` item {i} is a {type(y).__name__}; a tuple state must hold tensors."
+                )
+        if len(y0s) == 0:
+            raise InputError("`y0` is an empty tuple; give at least one tensor.")
+        self.shapes = [tuple(y.shape) for y in y0s]
         self.sizes = [y.numel() for y in y0s]
 
     def flat(self, ys):
+        if not isinstance(ys, tuple | list) or len(ys) != len(self.shapes):
+            got = f"a tuple of {len(ys)}" if isinstance(ys, tuple | list) else type(ys).__name__
+            raise InputError(
+                f"`func` must return a tuple of {len(self.shapes)} tensors for a tuple state "
+                f"(one derivative per state tensor), got {got}."
+            )
         return torch.cat([y.reshape(-1) for y in ys])
 
     def split(self, y, lead=()):
         parts = torch.split(y, self.sizes, dim=-1)
-        return tuple(p.reshape(*lead, *s) for p, s in zip(parts, self.shapes))
+        return tuple(p.reshape(tuple(lead) + s) for p, s in zip(parts, self.shapes))
+
+    def tol(self, name, v, like):
+        """A tuple of per-tensor tolerances -> one flat tensor (torchdiffeq's `_tuple_tol`)."""
+        if not isinstance(v, tuple | list):
+            return v
+        if len(v) != len(self.shapes):
+            raise InputError(
+                f"`{name}` is a tuple of {len(v)} tolerances for a state of {len(self.shapes)} "
+                "tensors; give one per tensor or a single number."
+            )
+        return torch.cat(
+            [
+                torch.as_tensor(x, dtype=like.dtype, device=like.device).expand(n)
+                for x, n in zip(v, self.sizes)
+            ]
+        )
 
 
-def _translate(options):
+def _mixed_norm(parts):
+    """torchdiffeq's default norm of a tuple state: the largest RMS norm of its parts."""
+    return torch.stack([p.abs().pow(2).mean().sqrt() for p in parts]).max()
+
+
+# --- options ----------------------------------------------------------------------------
+
+
+def _positive_or_inf(name, v):
+    """``inf`` (torchdiffeq's default ``max_step``) means no limit -> ``None``."""
+    if isinstance(v, torch.Tensor) and v.numel() == 1:
+        v = v.item()
+    if isinstance(v, numbers.Real) and not isinstance(v, bool) and v == math.inf:
+        return None
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (0 < v < math.inf):
+        raise InputError(f"`options['{name}']` must be a positive number or inf, got {v!r}.")
+    return float(v)
+
+
+def _translate(options, *, fixed: bool, method_label: str):
+    """torchdiffeq ``options`` -> keyword arguments of :func:`odenet.solve`.
+
+    Returns ``(kwargs, grid_options, time_dtype)``: ``grid_options`` holds the fixed
+    solvers' ``step_size``, ``grid_constructor`` and ``interp``, handled by
+    :func:`_odeint` itself; ``time_dtype`` is the adaptive solvers' ``dtype``.
+    """
     options = dict(options or {})
+    family = FIXED_OPTIONS if fixed else ADAPTIVE_OPTIONS
+    allowed = family | ODENET_OPTIONS
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        other = (ADAPTIVE_OPTIONS | FIXED_OPTIONS) - family
+        misplaced = [k for k in unknown if k in other]
+        kind = "fixed-step" if fixed else "adaptive"
+        hint = ""
+        if misplaced:
+            hint = (
+                f" {misplaced} belong to {'adaptive' if fixed else 'fixed-step'} methods "
+                f"(method {method_label!r} is {kind})."
+            )
+        elif set(unknown) & {"grid_points", "eps"}:
+            hint = " `grid_points`/`eps` were renamed `step_t`/`jump_t` in torchdiffeq 0.2."
+        raise InputError(
+            f"unknown `options` key(s) {unknown} for the {kind} method {method_label!r}; "
+            f"it takes {sorted(allowed)}.{hint}"
+        )
     kwargs = {}
-    unknown = set(options) - _ADAPTIVE_KEYS - _FIXED_KEYS - _ODENET_KEYS
+    grid = {}
+    time_dtype = None
+    if fixed:
+        for k in ("step_size", "grid_constructor", "interp"):
+            if options.get(k) is not None:
+                grid[k] = options.pop(k)
+            options.pop(k, None)
+        interp = grid.get("interp", "linear")
+        if interp not in ("linear", "cubic"):
+            raise InputError(
+                f"`options['interp']` must be 'linear' or 'cubic' (how fixed-step methods "
+                f"read outputs between grid nodes), got {interp!r}."
+            )
+        if "step_size" in grid and "grid_constructor" in grid:
+            raise InputError(
+                "`options['step_size']` and `options['grid_constructor']` are mutually "
+                "exclusive; give one (or neither, to step on `t`)."
+            )
+        if options.pop("perturb", False):
+            raise _not_yet(_LOOP_LATER["perturb"], "leave `perturb` False.")
+    else:
+        if "max_num_steps" in options:
+            kwargs["max_steps"] = options.pop("max_num_steps")
+        if "dtype" in options:
+            time_dtype = options.pop("dtype")
+            if not isinstance(time_dtype, torch.dtype) or not time_dtype.is_floating_point:
+                raise InputError(
+                    f"`options['dtype']` (the dtype of time) must be a floating torch.dtype, "
+                    f"got {time_dtype!r}."
+                )
+        if "max_step" in options:
+            kwargs["max_step"] = _positive_or_inf("max_step", options.pop("max_step"))
+        if "min_step" in options:
+            v = options.pop("min_step")
+            v = v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v
+            if not isinstance(v, numbers.Real) or v < 0:
+                raise InputError(f"`options['min_step']` must be a number >= 0, got {v!r}.")
+            if v > 0:
+                raise _not_yet(
+                    _LOOP_LATER["min_step"],
+                    "leave `min_step` at 0 (odenet.solve's own `min_step` is an underflow "
+                    "threshold, not torchdiffeq's floor on accepted steps).",
+                )
+        for k in ("step_t", "jump_t"):
+            v = options.pop(k, None)
+            if v is not None and (not isinstance(v, torch.Tensor) or v.numel() > 0):
+                raise _not_yet(
+                    _LOOP_LATER[k],
+                    "integrate piecewise between the discontinuities instead "
+                    "(one odeint call per smooth piece).",
+                )
+        ctrl = {k: options.pop(k) for k in ("safety", "ifactor", "dfactor") if k in options}
+        if ctrl:
+            if "controller" in options:
+                raise InputError(
+                    "give either `options['controller']` or torchdiffeq's `safety`/"
+                    "`ifactor`/`dfactor`, not both."
+                )
+            kwargs["controller"] = PIDController(
+                safety=float(ctrl.get("safety", 0.9)),
+                factor_max=float(ctrl.get("ifactor", 10.0)),
+                factor_min=float(ctrl.get("dfactor", 0.2)),
+            )
+    kwargs.update(options)
+    return kwargs, grid, time_dtype
+
+
+# --- fixed grids -----------------------------------------------------------------------
+
+
+def _grid_from_step_size(t, step_size):
+    """torchdiffeq's grid: ``t0 + k·h`` up to the last time, which replaces the last node."""
+    if isinstance(step_size, torch.Tensor) and step_size.numel() == 1:
+        step_size = step_size.item()
+    if isinstance(step_size, bool) or not isinstance(step_size, numbers.Real):
+        raise InputError(f"`options['step_size']` must be a positive number, got {step_size!r}.")
+    if not (0 < step_size < math.inf):
+        raise InputError(f"`options['step_size']` must be positive and finite, got {step_size!r}.")
+    d = 1.0 if t.shape[0] < 2 or bool(t[-1] >= t[0]) else -1.0
+    u0, u1 = t[0] * d, t[-1] * d
+    n = math.ceil(float((u1 - u0).detach()) / step_size + 1)
+    if n > 10_000_000:
+        raise InputError(
+            f"`options['step_size']` = {step_size:g} makes {n} steps over the span "
+            f"{float(u1 - u0):g}; use a larger step."
+        )
+    nodes = torch.arange(0, n, dtype=t.dtype, device=t.device) * step_size + u0
+    nodes = torch.cat([nodes[:-1], u1.reshape(1)]) * d
+    return nodes
+
+
+def _check_grid(grid, t):
+    if not isinstance(grid, torch.Tensor) or grid.dim() != 1 or grid.shape[0] < 1:
+        raise InputError(
+            "`options['grid_constructor'](func, y0, t)` must return a 1-D tensor of grid "
+            f"times, got {type(grid).__name__}"
+            + (f" of shape {tuple(grid.shape)}" if isinstance(grid, torch.Tensor) else "")
+            + "."
+        )
+    if bool(grid[0] != t[0]) or bool(grid[-1] != t[-1]):
+        raise InputError(
+            "the grid from `options['grid_constructor']` must start at t[0] and end at t[-1] "
+            f"(got {float(grid[0]):g} .. {float(grid[-1]):g} for t from {float(t[0]):g} to "
+            f"{float(t[-1]):g})."
+        )
+    return grid.to(t.dtype)
+
+
+def _strictly_monotone(grid):
+    """Drop zero-length steps (repeated nodes); the last node, which is ``t[-1]``, stays."""
+    if grid.shape[0] < 2:
+        return grid
+    keep = torch.ones(grid.shape[0], dtype=torch.bool, device=grid.device)
+    keep[:-1] = grid[:-1] != grid[1:]
+    return grid[keep]
+
+
+def _interp_on_grid(t, grid, ys, interp, f):
+    """torchdiffeq's outputs of a fixed grid solve: ``ys [G, n]`` at ``grid`` -> ``[T, n]``.
+
+    Output ``j ≥ 1`` comes from the first step ``(g_k, g_{k+1})`` with ``g_{k+1} ≥ t_j``
+    (in the direction of integration): exactly ``y_k``/``y_{k+1}`` at its ends, else
+    the linear (or cubic Hermite, with ``f`` at both ends) interpolant.
+    """
+    d = 1.0 if grid.shape[0] < 2 or bool(grid[-1] >= grid[0]) else -1.0
+    gu = (grid * d).detach()
+    tu = (t[1:] * d).detach()
+    k1 = torch.searchsorted(gu[1:].contiguous(), tu.contiguous(), side="left") + 1
+    k1 = k1.clamp(max=grid.shape[0] - 1)
+    k0 = k1 - 1
+    t0, t1, tj = grid[k0], grid[k1], t[1:]
+    y0, y1 = ys[k0], ys[k1]
+    w = ((tj - t0) / (t1 - t0)).to(ys.dtype)[:, None]
+    if interp == "linear":
+        mid = y0 + w * (y1 - y0)
+    else:
+        f0 = torch.stack([f(grid[k], ys[k]) for k in k0.tolist()])
+        f1 = torch.stack([f(grid[k], ys[k]) for k in k1.tolist()])
+        dt = (t1 - t0).to(ys.dtype)[:, None]
+        h00 = (1 + 2 * w) * (1 - w) * (1 - w)
+        h10 = w * (1 - w) * (1 - w)
+        h01 = w * w * (3 - 2 * w)
+        h11 = w * w * (w - 1)
+        mid = h00 * y0 + h10 * dt * f0 + h01 * y1 + h11 * dt * f1
+    at0 = (tj == t0)[:, None]
+    at1 = (tj == t1)[:, None]
+    out = torch.where(at1, y1, torch.where(at0, y0, mid))
+    return torch.cat([ys[:1], out])
+
+
+# --- scipy ------------------------------------------------------------------------------
+
+
+class _NoGradient(torch.autograd.Function):
+    """Passes ``out`` through; asking for a gradient through it raises."""
+
+    @staticmethod
+    def forward(ctx, out, *inputs):
+        return out.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise InputError(
+            "method='scipy_solver' has no gradients (scipy integrates numpy arrays); "
+            "differentiate through an odenet method instead, e.g. method='dopri5', or "
+            "odenet.solve(..., method='radau_iia5') for stiff problems."
+        )
+
+
+def _scipy_solve(func, y0, t, rtol, atol, options):
+    """torchdiffeq's ``scipy_solver``: :func:`scipy.integrate.solve_ivp` on numpy copies."""
+    import numpy as np
+    from scipy.integrate import solve_ivp
+
+    from odenet.sensitivity._params import hidden_leaves
+
+    options = dict(options or {})
+    unknown = sorted(set(options) - SCIPY_OPTIONS)
     if unknown:
         raise InputError(
-            f"unknown `options` key(s) {sorted(unknown)}; supported: "
-            f"{sorted(_ADAPTIVE_KEYS | _FIXED_KEYS | _ODENET_KEYS)}."
+            f"unknown `options` key(s) {unknown} for method='scipy_solver'; it takes "
+            f"{sorted(SCIPY_OPTIONS)} (`solver` one of {', '.join(SCIPY_SOLVERS)})."
         )
-    if "max_num_steps" in options:
-        kwargs["max_steps"] = options.pop("max_num_steps")
-    options.pop("dtype", None)  # odenet keeps time in the promoted dtype of t and y0
-    options.pop("interp", None)  # odenet always uses the method's (Hermite) dense output
-    ctrl = {k: options.pop(k) for k in ("safety", "ifactor", "dfactor") if k in options}
-    if ctrl:
-        kwargs["controller"] = PIDController(
-            safety=ctrl.get("safety", 0.9),
-            factor_max=ctrl.get("ifactor", 10.0),
-            factor_min=ctrl.get("dfactor", 0.2),
+    solver = options.get("solver", "LSODA")
+    if solver not in SCIPY_SOLVERS:
+        raise InputError(
+            f"`options['solver']` must be one of {', '.join(SCIPY_SOLVERS)}, got {solver!r}."
         )
-    kwargs.update(options)
-    return kwargs
+    # passed on only when given: scipy warns where a solver ignores `min_step`
+    extra = {}
+    if "min_step" in options:
+        extra["min_step"] = float(options["min_step"])
+    max_step = _positive_or_inf("max_step", options.get("max_step", math.inf))
+    for name, tol in (("rtol", rtol), ("atol", atol)):
+        if isinstance(tol, torch.Tensor):
+            if tol.requires_grad:
+                raise InputError(f"`{name}` cannot require gradient.")
+    shape, dtype, device = y0.shape, y0.dtype, y0.device
+    tt = t.detach()
+    if tt.shape[0] == 1:
+        out = y0.detach()[None].clone()
+    else:
+
+        def np_func(s, y):
+            with torch.no_grad():
+                ts = torch.tensor(s, dtype=dtype, device=device)
+                yy = torch.as_tensor(y, dtype=dtype, device=device).reshape(shape)
+                return func(ts, yy).detach().reshape(-1).cpu().numpy().astype(np.float64)
+
+        t_np = tt.cpu().double().numpy()
+
+        def np_tol(v):
+            if isinstance(v, torch.Tensor):
+                return v.detach().expand(shape).reshape(-1).cpu().double().numpy()
+            return v
+
+        sol = solve_ivp(
+            np_func,
+            (t_np[0], t_np[-1]),
+            y0.detach().reshape(-1).cpu().double().numpy(),
+            method=solver,
+            t_eval=t_np,
+            rtol=np_tol(rtol),
+            atol=np_tol(atol),
+            max_step=math.inf if max_step is None else max_step,
+            **extra,
+        )
+        if sol.status != 0 or sol.y.shape[1] != t_np.shape[0]:
+            from odenet._errors import SolverError
+
+            raise SolverError(f"scipy's solve_ivp (method {solver!r}) failed: {sol.message}")
+        out = torch.as_tensor(sol.y.T, device=device).to(dtype).reshape(-1, *shape)
+    inputs = [x for x in (y0, t) if x.requires_grad]
+    if torch.is_grad_enabled():
+        with torch.enable_grad():
+            inputs += hidden_leaves(func, t[0].detach().to(dtype), y0.detach())
+    if torch.is_grad_enabled() and inputs:
+        return _NoGradient.apply(out, *inputs)
+    return out
+
+
+# --- the entry points ---------------------------------------------------------------------
 
 
 def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, event_fn=None):
@@ -119,19 +476,30 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
     Parameters
     ----------
     func : callable ``func(t, y)``; ``y`` a Tensor or a tuple of Tensors.
+        Called with ``t`` in ``y``'s dtype, as torchdiffeq does.
     y0 : Tensor or tuple of Tensors.
-    t : Tensor ``[T]`` of output times (increasing or decreasing).
-    rtol, atol : tolerances (torchdiffeq's defaults 1e-7, 1e-9).
+    t : Tensor ``[T]`` of output times (increasing or decreasing), any floating dtype.
+    rtol, atol : tolerances (torchdiffeq's defaults 1e-7, 1e-9); per-tensor tuples for a
+        tuple state.
     method : torchdiffeq name (``"dopri5"``, ``"rk4"`` = 3/8 rule, ``"dopri8"`` ->
-        ``dop853``, ``"implicit_euler"``, ...) or any odenet method or tableau.
-    options : dict with torchdiffeq keys (``step_size``, ``first_step``, ``safety``,
-        ``ifactor``, ``dfactor``, ``max_num_steps``, ``norm``) or odenet's
-        (``min_step``, ``max_step``, ``controller``, ``newton_tol``, ``newton_max_iter``).
-        Fixed-step methods without ``step_size`` step on the grid ``t``.
+        ``dop853``, ``"scipy_solver"``, ...) or any odenet method or tableau.
+    options : dict of torchdiffeq's keys for the method's family.  Adaptive:
+        ``first_step``, ``safety``, ``ifactor``, ``dfactor``, ``max_num_steps``,
+        ``dtype`` (of time, default float64), ``norm``, ``max_step`` (``inf`` = no
+        limit), ``min_step`` (0 only, for now).  Fixed-step: ``step_size``,
+        ``grid_constructor``, ``interp`` (``"linear"``/``"cubic"``), ``perturb``
+        (False only, for now); without ``step_size``/``grid_constructor`` they step
+        on ``t``.  ``scipy_solver``: ``solver`` (``"LSODA"``, ``"RK45"``, ...),
+        ``min_step``, ``max_step`` — no gradients through it (a backward raises).
+        odenet's extras: ``controller``, ``newton_tol``, ``newton_max_iter``.
+        Unknown keys raise :class:`~odenet.InputError`.
+    event_fn : not supported yet (raises).
 
     Returns
     -------
     Tensor ``[T, *y0.shape]`` (or a tuple of them).
+
+    See ``docs/guide/torchdiffeq.md`` for every argument and option.
     """
     return _odeint(func, y0, t, rtol, atol, method, options, event_fn, "direct", {})
 
@@ -154,10 +522,14 @@ def odeint_adjoint(
 ):
     """``torchdiffeq.odeint_adjoint`` with odenet's checkpointed continuous adjoint.
 
-    Gradients with respect to ``y0``, ``t`` and ``adjoint_params`` (default: the
-    parameters of ``func`` when it is an ``nn.Module``) come from the adjoint ODE
-    solved backward in time, restarted from forward checkpoints so that it stays
-    accurate on contracting dynamics (see :mod:`odenet.sensitivity`).
+    Gradients with respect to ``y0``, ``t`` and ``adjoint_params`` come from the
+    adjoint ODE solved backward in time against the forward's own states (see
+    :mod:`odenet.sensitivity`).  ``adjoint_params`` defaults to the parameters of
+    ``func`` when it is an ``nn.Module``; otherwise (a closure such as
+    ``lambda t, y: net(y)``) to every tensor requiring grad that ``func``'s output
+    depends on — where torchdiffeq would raise.  ``adjoint_options`` takes
+    ``{"norm": "seminorm" | "default"}``.  Fixed-step methods use the forward's grid
+    backward (a ``grid_constructor`` is called once, for the forward).
     """
     adj = {
         "adjoint_rtol": adjoint_rtol,
@@ -170,19 +542,44 @@ def odeint_adjoint(
     return _odeint(func, y0, t, rtol, atol, method, options, event_fn, "adjoint", adj)
 
 
+def _callbacks_of(func, sensitivity):
+    names = CALLBACKS + (ADJOINT_CALLBACKS if sensitivity == "adjoint" else ())
+    return [n for n in names if callable(getattr(func, n, None))]
+
+
 def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adjoint):
     if event_fn is not None:
         raise InputError(
             "`event_fn` (event handling) is not supported by odenet yet; integrate to a "
             "fixed end time instead."
         )
-    name = _method_name(method)
-    kwargs = _translate(options)
+    if not callable(func):
+        raise InputError(f"`func` must be callable as func(t, y), got {type(func).__name__}.")
+    label = method if isinstance(method, str) else "dopri5" if method is None else "tableau"
+    found = _callbacks_of(func, sensitivity)
+    if found:
+        raise _not_yet(
+            f"calling `func`'s torchdiffeq callbacks ({', '.join(found)})",
+            "remove these methods from `func`, or record what you need inside `func`.",
+        )
+    if not isinstance(t, torch.Tensor):
+        t = torch.as_tensor(t)
+    if not t.is_floating_point():
+        raise InputError(f"`t` must have a floating dtype, got {t.dtype}.")
+    if t.dim() != 1:
+        raise InputError(
+            f"`t` must be 1-D for odeint (got shape {tuple(t.shape)}); odenet.solve takes "
+            "per-sample times [B, T]."
+        )
+
     if sensitivity == "adjoint" and "adjoint_params" not in adjoint:
-        # torchdiffeq's default; found here because a tuple state wraps `func` below
+        # torchdiffeq's default; found here because the wrappers below hide the module
         if isinstance(func, torch.nn.Module):
             adjoint = {**adjoint, "adjoint_params": tuple(func.parameters())}
+
     tuple_state = isinstance(y0, tuple | list)
+    packer = None
+    user_norm = (options or {}).get("norm")
     if tuple_state:
         packer = _TupleState(y0)
         user_func = func
@@ -191,13 +588,72 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adj
             return packer.flat(user_func(tt, packer.split(y)))
 
         y0 = packer.flat(y0)
-    if not isinstance(t, torch.Tensor):
-        t = torch.as_tensor(t)
-    from odenet.tableaus import tableau as _tab
+        rtol = packer.tol("rtol", rtol, y0)
+        atol = packer.tol("atol", atol, y0)
 
-    tab = _tab(name)
-    fixed = (isinstance(method, str) and method.lower() in TORCHDIFFEQ_FIXED) or not tab.is_adaptive
-    on_outputs = fixed and kwargs.get("step_size") is None
+    if isinstance(method, str) and method.lower() == "scipy_solver":
+        if sensitivity != "direct":
+            raise InputError(
+                "method='scipy_solver' has no gradients, so odeint_adjoint cannot use it; "
+                "call odeint (the result is detached from autograd) or use an odenet method."
+            )
+        ys = _scipy_solve(_cast_time(func), y0, t, rtol, atol, options)
+        return packer.split(ys, lead=(ys.shape[0],)) if tuple_state else ys
+
+    name = _method_name(method)
+    fixed = _is_fixed(method, name)
+    kwargs, grid_opts, time_dtype = _translate(options, fixed=fixed, method_label=str(label))
+    if not fixed:
+        if tuple_state:
+            norm = _mixed_norm if user_norm is None else user_norm
+            kwargs["norm"] = lambda e: norm(packer.split(e))
+        # torchdiffeq keeps adaptive time in float64 (options["dtype"]) or finer
+        tdt = torch.promote_types(time_dtype or torch.float64, t.dtype)
+        t_solve = t.to(tdt)
+    else:
+        t_solve = t
+    func = _cast_time(func)
+
+    grid = None
+    if fixed and ("step_size" in grid_opts or "grid_constructor" in grid_opts):
+        if "step_size" in grid_opts:
+            grid = _grid_from_step_size(t, grid_opts["step_size"])
+        else:
+            grid = _check_grid(grid_opts["grid_constructor"](func, y0, t), t)
+        grid = _strictly_monotone(grid)
+
+    kwargs.setdefault("max_steps", 2**31 - 1)
+    t_run = t_solve if grid is None else grid
+    ys = _run(func, y0, t_run, name, rtol, atol, fixed, sensitivity, kwargs, adjoint)
+    if grid is not None:
+        if t.shape[0] == 1:
+            ys = ys[:1]
+        else:
+            n = y0.numel()
+            ys = _interp_on_grid(
+                t,
+                grid,
+                ys.reshape(ys.shape[0], n),
+                grid_opts.get("interp", "linear"),
+                lambda tt, yy: func(tt, yy.reshape(y0.shape)).reshape(n),
+            ).reshape(t.shape[0], *y0.shape)
+    if tuple_state:
+        return packer.split(ys, lead=(ys.shape[0],))
+    return ys
+
+
+def _cast_time(func):
+    """Call ``func`` with ``t`` in ``y``'s dtype, as torchdiffeq does."""
+
+    def f(t, y):
+        if t.dtype != y.dtype:
+            t = t.to(y.dtype)
+        return func(t, y)
+
+    return f
+
+
+def _run(func, y0, t, name, rtol, atol, fixed, sensitivity, kwargs, adjoint):
     if sensitivity == "direct":
         prep, tab = prepare(
             func,
@@ -206,34 +662,29 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adj
             method=name,
             rtol=rtol,
             atol=atol,
-            step_size=kwargs.pop("step_size", None),
-            max_steps=kwargs.pop("max_steps", 2**31 - 1),
+            step_size=None,
+            max_steps=kwargs.pop("max_steps"),
             first_step=kwargs.pop("first_step", None),
-            min_step=kwargs.pop("min_step", 0.0),
+            min_step=0.0,
             max_step=kwargs.pop("max_step", None),
             controller=kwargs.pop("controller", "I"),
             norm=kwargs.pop("norm", None),
             newton_tol=kwargs.pop("newton_tol", None),
             newton_max_iter=kwargs.pop("newton_max_iter", None),
-            grid_on_outputs=on_outputs,
+            grid_on_outputs=fixed,
         )
-        ys = run_direct(prep, tab, throw=True).ys
-    else:
-        from odenet._solve import solve
+        return run_direct(prep, tab, throw=True).ys
+    from odenet._solve import solve
 
-        kwargs.setdefault("max_steps", 2**31 - 1)
-        ys = solve(
-            func,
-            y0,
-            t,
-            method=name,
-            rtol=rtol,
-            atol=atol,
-            sensitivity=sensitivity,
-            grid_on_outputs=on_outputs,
-            **kwargs,
-            **adjoint,
-        ).ys
-    if tuple_state:
-        return packer.split(ys, lead=(ys.shape[0],))
-    return ys
+    return solve(
+        func,
+        y0,
+        t,
+        method=name,
+        rtol=rtol,
+        atol=atol,
+        sensitivity=sensitivity,
+        grid_on_outputs=fixed,
+        **kwargs,
+        **adjoint,
+    ).ys

@@ -463,8 +463,8 @@ def summarize(table: pd.DataFrame, norm: str, floor: float) -> tuple[pd.DataFram
             failed = sub[sub["status"] != "ok"]
             if len(failed):
                 note = (
-                    f"{fit.reason}; {len(failed)} of {len(sub)} runs failed "
-                    f"({failed['message'].iloc[0]})"
+                    f"{len(failed)} of {len(sub)} runs failed ({failed['message'].iloc[0]}); "
+                    f"among the rest, {fit.reason}"
                 )
             elif bool((sub["error"] <= floor).all()):
                 note = "every error is at round-off level already: use larger step sizes"

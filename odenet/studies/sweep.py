@@ -522,6 +522,13 @@ def _executor_failure(e: BaseException) -> bool:
     return (type(e).__module__ or "").startswith(("distributed", "tornado"))
 
 
+def _succeeded(fut) -> bool:
+    try:
+        return fut.done() and not fut.cancelled() and fut.exception(timeout=0) is None
+    except BaseException:  # a lost cluster may fail even to report on a future
+        return False
+
+
 @contextlib.contextmanager
 def make_executor(
     workers: int | None = 1, scheduler: str | None = None, *, oversubscribe: bool = False
@@ -655,6 +662,11 @@ def run_cells(
                 for fut in futures:
                     fut.cancel()
                 if isinstance(e, Exception | asyncio.CancelledError) and _executor_failure(e):
+                    # cells that finished before the failure are results: keep them
+                    for fut, key in futures.items():
+                        if key not in store and _succeeded(fut):
+                            store.put(key, fut.result())
+                            counts["computed"] += 1
                     where = f" in {store.folder}" if store.folder is not None else ""
                     raise ExecutorError(
                         f"the workers stopped before the study finished ({type(e).__name__}"

@@ -1,0 +1,237 @@
+"""The `odenet` command under bad input and faults: one line, status 2, nothing lost.
+
+Also the results a newcomer reads first: blown-up cells are failures, stage orders
+match the literature, `methods` / `problems` / `--version` tell the truth.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import odenet
+from odenet.cli import build_parser, main
+
+FAST = ["--quiet", "--no-plot"]
+
+
+@pytest.fixture(autouse=True)
+def _env(tmp_path, monkeypatch):
+    monkeypatch.setenv("ODENET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+
+
+def _one_line_error(capsys, argv) -> str:
+    """Run ``odenet argv``; it must fail with status 2 and exactly one stderr line."""
+    try:
+        rc = main(argv)
+    except SystemExit as e:  # argparse errors exit from inside parse_args
+        rc = e.code
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("odenet: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def _prepare(tmp_path):
+    (tmp_path / "cells_file").mkdir()
+    (tmp_path / "cells_file" / "cells").write_text("not a folder")
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "bad.json").write_text("{not json")
+
+
+BAD = [
+    (["converge", "--workers", "100000"], r"`workers`=100000 is more than the \d+ CPU"),
+    (["converge", "--workers", "0"], "positive integer"),
+    (["converge", "--scheduler", "garbage"], "dask scheduler address"),
+    (["converge", "--out", "a_file"], "a_file exists and is not a folder"),
+    (["converge", "--out", "cells_file"], "cells exists and is not a folder"),
+    (["converge", "--problem", "kepler", "--param", "e=0.3"], "eccentricity=0.5"),
+    (["converge", "--problem", "heat", "--param", "n=3.5"], "must be an integer"),
+    (["converge", "--param", "t1"], "expected KEY=VALUE"),
+    (["converge", "--methods", "rk4,nope"], "unknown method"),
+    (["converge", "--steps", "8"], "at least two"),
+    (["converge", "--steps", "a,b"], "comma-separated integers"),
+    (["converge", "--config", "missing.json"], "cannot read --config missing.json"),
+    (["converge", "--config", "bad.json"], "cannot read --config bad.json"),
+    (["converge", "--problem", "nope"], "unknown problem 'nope'"),
+    (["compare", "--tols", "2"], "tolerances"),
+    (["compare", "--methods", "scipy:nope"], "unknown scipy method"),
+    (["stability", "--grid", "0"], "--grid: expected 2 to"),
+    (["stability", "--grid", "x"], "--grid: expected an integer"),
+    (["stability", "--plot", "missing/regions.png"], "the folder missing does not exist"),
+    (["stability", "--plot", "regions.nope"], "unknown image format 'nope'"),
+    (["stability", "--plot", "."], "is a folder"),
+    (["stability", "--method", "rk4,nope"], "unknown method 'nope'"),
+    (["stability", "--re", "1", "-1"], "--re MIN MAX needs finite MIN < MAX"),
+    (["nope"], "invalid choice"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_is_one_line_with_status_2(tmp_path, capsys, argv, message):
+    _prepare(tmp_path)
+    line = _one_line_error(capsys, argv + (FAST if argv[0] in ("converge", "compare") else []))
+    assert message in line or __import__("re").search(message, line), line
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs a read-only /proc")
+def test_an_unwritable_results_folder_names_the_path(capsys):
+    line = _one_line_error(capsys, ["converge", "--out", "/proc/odenet-results", *FAST])
+    assert "/proc/odenet-results" in line
+
+
+def test_a_full_disk_mid_study_is_one_line_and_keeps_finished_cells(tmp_path, capsys, monkeypatch):
+    from odenet.studies import sweep
+
+    argv = ["converge", "--methods", "heun,rk4", "--steps", "4,8,16", "--workers", "1", *FAST]
+    real, writes = sweep._write_tmp, []
+
+    def full_disk(folder, text):
+        writes.append(folder)
+        if len(writes) > 3:  # study.json and two cells fit on the disk
+            raise OSError(errno.ENOSPC, "No space left on device", str(folder))
+        return real(folder, text)
+
+    monkeypatch.setattr(sweep, "_write_tmp", full_disk)
+    line = _one_line_error(capsys, [*argv, "--out", "r"])
+    assert "No space left on device" in line and "cells" in line
+    monkeypatch.setattr(sweep, "_write_tmp", real)
+    assert main([*argv, "--out", "r"]) == 0
+    assert "4 computed, 2 loaded" in capsys.readouterr().out
+    assert main([*argv, "--out", "clean"]) == 0
+    a, b = (
+        pd.read_csv(tmp_path / "r" / "results.csv"),
+        pd.read_csv(tmp_path / "clean" / "results.csv"),
+    )
+    cols = ["method", "n_steps", "h", "error", "nfe", "status"]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=st.text(max_size=30))
+def test_any_param_text_is_a_problem_or_a_one_line_error(capsys, text):
+    from odenet.cli import _problem
+
+    try:
+        args = build_parser("converge").parse_args(
+            ["converge", "--problem", "kepler", "--param", text]
+        )
+    except SystemExit as e:
+        assert e.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("odenet: error: argument --param")
+        return
+    args.problem_given = True
+    try:
+        problem, _, params = _problem(args, {})
+    except odenet.OdenetError as e:
+        assert "eccentricity" in str(e) or "kepler" in str(e)
+        return
+    assert problem.name == "kepler" and set(params) <= {"eccentricity", "t1"}
+
+
+# --- results a newcomer reads -----------------------------------------------------------------
+
+
+def test_heat_cells_that_blew_up_are_failures_not_huge_errors(capsys):
+    argv = ["converge", "--problem", "heat", "--methods", "euler", "--steps", "8,64", "--out", "h"]
+    assert main([*argv, *FAST]) == 0
+    table = pd.read_csv("h/results.csv").set_index("n_steps")
+    # independent truth: forward Euler amplifies the stiffest mode by |1 + h λ| per step
+    A = np.diag(-2 * np.ones(16)) + np.diag(np.ones(15), 1) + np.diag(np.ones(15), -1)
+    lam = np.linalg.eigvalsh(A * 17**2)
+    growth = {n: np.abs(1 + 0.1 / n * lam).max() for n in (8, 64)}
+    assert growth[8] > 10 and growth[64] < 1
+    assert table.loc[8, "status"] == "failed" and np.isinf(table.loc[8, "error"])
+    assert "blew up" in table.loc[8, "message"]
+    assert table.loc[64, "status"] == "ok" and table.loc[64, "error"] < 1e-2
+
+
+def test_orders_csv_stage_orders_match_the_literature(capsys):
+    argv = ["converge", "--methods", "euler,rk4,radau_iia5,gauss_legendre4", "--steps", "4,8"]
+    assert main([*argv, "--out", "o", *FAST]) == 0
+    orders = pd.read_csv("o/orders.csv").set_index("method")["stage_order"].to_dict()
+    # Hairer & Wanner II, IV.5: explicit methods have stage order 1, Radau IIA (s=3) 3,
+    # Gauss (s=2) 2
+    assert orders == {"euler": 1, "rk4": 1, "radau_iia5": 3, "gauss_legendre4": 2}
+
+
+def test_methods_lists_every_method_with_its_true_properties(capsys):
+    assert main(["methods", "--json"]) == 0
+    rows = {r["method"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == set(odenet.methods())
+    assert rows["euler"] == {
+        "method": "euler",
+        "order": 1,
+        "embedded_order": None,
+        "stages": 1,
+        "kind": "explicit",
+        "adaptive": False,
+    }
+    assert rows["dopri5"]["order"] == 5 and rows["dopri5"]["adaptive"]
+    assert rows["dopri5"]["embedded_order"] == 4 and rows["dopri5"]["stages"] == 7
+    assert rows["radau_iia5"]["kind"] == "implicit" and rows["radau_iia5"]["stages"] == 3
+    assert rows["sdirk2"]["kind"] == "diagonally implicit"
+    assert main(["methods"]) == 0
+    assert "dopri5" in capsys.readouterr().out
+
+
+def test_problems_show_the_parameter_names_param_accepts(capsys):
+    assert main(["problems"]) == 0
+    out = capsys.readouterr().out
+    assert "eccentricity=0.5" in out and "lam=-1e+06" in out and "--param NAME=VALUE" in out
+    assert (
+        main(
+            [
+                "converge",
+                "--problem",
+                "kepler",
+                "--param",
+                "eccentricity=0.3",
+                "--methods",
+                "rk4",
+                "--steps",
+                "64,128",
+                "--out",
+                "k",
+                *FAST,
+            ]
+        )
+        == 0
+    )
+    assert json.loads(open("k/config.json").read())["params"] == {"eccentricity": 0.3}
+
+
+def test_stability_takes_comma_lists_like_converge(capsys):
+    assert main(["stability", "--method", "rk4,dopri5", "--method", "euler", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert [d["method"] for d in info] == ["rk4", "dopri5", "euler"]
+    assert info[2]["real_interval"] == pytest.approx(-2.0)  # |1 + z| <= 1
+
+
+def test_python_dash_m_odenet_prints_the_version():
+    r = subprocess.run(
+        [sys.executable, "-m", "odenet", "--version"], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0 and r.stdout.strip() == f"odenet {odenet.__version__}", r.stderr
+
+
+def test_building_the_parser_for_one_command_loads_no_other_plugin():
+    parser = build_parser("converge")
+    sub = next(a for a in parser._actions if a.dest == "command")
+    # the stub for `fit` has no options of its own: its module was not imported for it
+    assert [a.dest for a in sub.choices["fit"]._actions] == []

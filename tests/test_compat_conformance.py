@@ -1,0 +1,331 @@
+"""odenet.odeint / odeint_adjoint against torchdiffeq itself, on the same inputs.
+
+One test per behaviour of torchdiffeq that odenet's interface reproduces (issue 13):
+the dtype ``f`` receives for ``t``, tuple states (0-dim parts, the norm), closures
+as fields of the adjoint, ``scipy_solver``, ``max_step=inf``, fixed grids
+(``step_size``, ``grid_constructor``, ``interp``), and the arguments odenet cannot
+honour yet, which must raise instead of being ignored.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torchdiffeq
+from torchdiffeq._impl.misc import _mixed_norm
+
+import odenet
+from odenet import InputError
+
+D = torch.float64
+
+
+def spring(t, y):
+    return torch.stack([y[1], -y[0] + 0.1 * torch.sin(t) * y[1]])
+
+
+Y0 = torch.tensor([1.0, 0.5], dtype=D)
+T = torch.linspace(0, 3, 7, dtype=D)
+
+
+def both(call):
+    """``call(odeint_like)`` with odenet's and torchdiffeq's odeint."""
+    return call(odenet.odeint), call(torchdiffeq.odeint)
+
+
+# --- the dtype of time -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["dopri5", "rk4", "euler"])
+def test_float64_times_with_a_float32_state_call_f_with_float32_t_as_torchdiffeq(method):
+    t64 = torch.from_numpy(np.linspace(0.0, 2.0, 5))
+    y32 = torch.tensor([1.0, -0.5])
+    seen = {odenet.odeint: set(), torchdiffeq.odeint: set()}
+
+    def run(odeint):
+        def f(t, y):
+            seen[odeint].add(t.dtype)
+            return -y * (1 + t)
+
+        return odeint(f, y32, t64, method=method)
+
+    ours, theirs = both(run)
+    assert seen[odenet.odeint] == seen[torchdiffeq.odeint] == {torch.float32}
+    assert ours.dtype == theirs.dtype == torch.float32
+    assert ours.shape == theirs.shape == (5, 2)
+    assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_float32_times_and_state_keep_float64_internal_time_for_adaptive_methods():
+    # torchdiffeq steps in float64 time (options dtype) even for float32 inputs: a
+    # long span in float32 time would lose the step to round-off
+    t = torch.tensor([1e4, 1e4 + 1.0])
+    y0 = torch.tensor([1.0])
+    ours = odenet.odeint(lambda t, y: -y, y0, t, rtol=1e-6, atol=1e-8)
+    assert ours.dtype == torch.float32
+    assert abs(float(ours[-1, 0]) - math.exp(-1.0)) < 1e-5
+
+
+# --- tuple states -------------------------------------------------------------------------
+
+
+def test_tuple_state_with_a_0_dim_part_matches_torchdiffeq():
+    x0 = (torch.tensor(1.0, dtype=D), torch.tensor([[0.5, 0.5], [0.1, 0.1]], dtype=D))
+
+    def f(t, s):
+        a, b = s
+        return -a * b.mean(), b * torch.cos(t)
+
+    ours, theirs = both(lambda odeint: odeint(f, x0, T, rtol=1e-10, atol=1e-12))
+    assert [o.shape for o in ours] == [th.shape for th in theirs] == [(7,), (7, 2, 2)]
+    for o, th in zip(ours, theirs):
+        assert torch.allclose(o, th, rtol=1e-8, atol=1e-10)
+
+
+def test_a_user_norm_receives_the_tuple_as_in_torchdiffeq():
+    x0 = (torch.tensor(1.0), torch.tensor([[0.5, 0.5], [0.1, 0.1]]))
+    seen = {}
+
+    def run(odeint):
+        calls = seen[odeint] = []
+
+        def norm(state):
+            calls.append(tuple(tuple(s.shape) for s in state) if isinstance(state, tuple) else 0)
+            return state[0].abs()
+
+        return odeint(lambda t, x: x, x0, torch.tensor([0.0, 1.0]), options=dict(norm=norm))
+
+    both(run)
+    assert seen[odenet.odeint] and seen[torchdiffeq.odeint]
+    assert set(seen[odenet.odeint]) == set(seen[torchdiffeq.odeint]) == {((), (2, 2))}
+
+
+def test_the_default_norm_of_a_tuple_is_torchdiffeqs_mixed_norm():
+    x0 = (torch.tensor([1.0, 1e-3], dtype=D), torch.tensor([30.0], dtype=D))
+
+    def f(t, s):
+        return -s[0] * torch.tensor([1.0, 50.0], dtype=D), -0.1 * s[1]
+
+    default = odenet.odeint(f, x0, T, rtol=1e-5, atol=1e-8)
+    explicit = odenet.odeint(f, x0, T, rtol=1e-5, atol=1e-8, options=dict(norm=_mixed_norm))
+    for a, b in zip(default, explicit):
+        assert torch.equal(a, b)
+
+
+def test_per_tensor_tolerances_of_a_tuple_state():
+    x0 = (torch.tensor([1.0], dtype=D), torch.tensor([2.0, 3.0], dtype=D))
+    f = lambda t, s: (-s[0], -2 * s[1])  # noqa: E731
+    kw = dict(rtol=(1e-9, 1e-6), atol=(1e-11, 1e-8))
+    ours, theirs = both(lambda odeint: odeint(f, x0, T, **kw))
+    for o, th in zip(ours, theirs):
+        assert torch.allclose(o, th, rtol=1e-5)
+    with pytest.raises(InputError, match=r"`rtol` is a tuple of 3 tolerances for a state of 2"):
+        odenet.odeint(f, x0, T, rtol=(1e-9, 1e-6, 1.0))
+
+
+# --- closures as fields of the adjoint -----------------------------------------------------
+
+
+def _net():
+    torch.manual_seed(3)
+    return torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)).to(D)
+
+
+@pytest.mark.parametrize("kind", ["adjoint", "checkpoint"])
+def test_solve_with_a_closure_differentiates_the_captured_module(kind):
+    net = _net()
+    y0 = Y0.clone().requires_grad_(True)
+    f = lambda t, y: net(y)  # noqa: E731  (the commonest way to write a field)
+    kw = dict(rtol=1e-10, atol=1e-12)
+    sol = odenet.solve(f, y0, T, sensitivity=kind, **kw)
+    ours = torch.autograd.grad(sol.ys.pow(2).sum(), [y0, *net.parameters()])
+    # truth: torchdiffeq's adjoint with the parameters given explicitly
+    ys = torchdiffeq.odeint_adjoint(f, y0, T, adjoint_params=tuple(net.parameters()), **kw)
+    theirs = torch.autograd.grad(ys.pow(2).sum(), [y0, *net.parameters()])
+    for a, b in zip(ours, theirs):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-9)
+
+
+def test_odeint_adjoint_with_a_closure_where_torchdiffeq_needs_adjoint_params():
+    net = _net()
+    f = lambda t, y: net(y)  # noqa: E731
+    with pytest.raises(ValueError, match="adjoint_params"):
+        torchdiffeq.odeint_adjoint(f, Y0, T)
+    ours = torch.autograd.grad(odenet.odeint_adjoint(f, Y0, T).sum(), list(net.parameters()))
+    ys = torchdiffeq.odeint_adjoint(f, Y0, T, adjoint_params=tuple(net.parameters()))
+    theirs = torch.autograd.grad(ys.sum(), list(net.parameters()))
+    for a, b in zip(ours, theirs):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-8)
+
+
+def test_explicit_adjoint_params_override_and_a_missed_tensor_raises():
+    net = _net()
+    a = torch.tensor(0.3, dtype=D, requires_grad=True)
+    f = lambda t, y: a * net(y)  # noqa: E731
+    with pytest.raises(InputError, match=r"uses 4 tensor\(s\) that require grad but are not"):
+        odenet.solve(f, Y0, T, sensitivity="adjoint", adjoint_params=[a])
+    # all of them given: the same gradient as found automatically
+    found = odenet.solve(f, Y0, T, sensitivity="adjoint")
+    (g_auto,) = torch.autograd.grad(found.ys.sum(), [a])
+    given = odenet.solve(f, Y0, T, sensitivity="adjoint", adjoint_params=[a, *net.parameters()])
+    (g_given,) = torch.autograd.grad(given.ys.sum(), [a])
+    assert torch.allclose(g_auto, g_given, rtol=1e-12)
+
+
+# --- scipy_solver ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("solver", ["RK45", "LSODA", "Radau"])
+@pytest.mark.filterwarnings("ignore:The following arguments have no effect")
+def test_scipy_solver_matches_torchdiffeqs_wrapper(solver):
+    f = lambda t, y: -0.5 * y  # noqa: E731
+    y0 = torch.tensor([1.0, 2.0], dtype=D)
+    kw = dict(method="scipy_solver", options=dict(solver=solver), rtol=1e-8, atol=1e-10)
+    ours, theirs = both(lambda odeint: odeint(f, y0, T, **kw))
+    assert ours.shape == theirs.shape == (7, 2) and ours.dtype == theirs.dtype
+    assert torch.allclose(ours, theirs, rtol=1e-12, atol=1e-14)
+    # backward in time too (against the closed form: torchdiffeq's wrapper starts
+    # decreasing grids at min(t))
+    back = odenet.odeint(f, y0, T.flip(0), **kw)
+    exact = y0 * torch.exp(-0.5 * (T.flip(0) - T[-1]))[:, None]
+    assert torch.allclose(back, exact, rtol=1e-6)
+
+
+def test_scipy_solver_has_no_gradients_and_says_so():
+    y0 = torch.tensor([1.0], dtype=D, requires_grad=True)
+    out = odenet.odeint(lambda t, y: -y, y0, T, method="scipy_solver")
+    with pytest.raises(InputError, match="scipy_solver' has no gradients"):
+        out.sum().backward()
+    a = torch.tensor(1.0, dtype=D, requires_grad=True)  # a captured parameter, too
+    out = odenet.odeint(lambda t, y: -a * y, y0.detach(), T, method="scipy_solver")
+    with pytest.raises(InputError, match="scipy_solver' has no gradients"):
+        out.sum().backward()
+    with pytest.raises(InputError, match="odeint_adjoint cannot use it"):
+        odenet.odeint_adjoint(lambda t, y: -y, y0, T, method="scipy_solver", adjoint_params=())
+    with pytest.raises(InputError, match=r"`options\['solver'\]` must be one of"):
+        odenet.odeint(lambda t, y: -y, y0, T, method="scipy_solver", options=dict(solver="X"))
+
+
+# --- options ------------------------------------------------------------------------------
+
+
+def test_max_step_inf_is_no_limit_and_a_finite_max_step_is_honoured():
+    plain = odenet.odeint(spring, Y0, T)
+    inf = odenet.odeint(spring, Y0, T, options=dict(max_step=float("inf")))
+    assert torch.equal(plain, inf)
+    steps = []
+    odenet.odeint(lambda t, y: steps.append(float(t)) or spring(t, y), Y0, T,
+                  options=dict(max_step=0.01))  # fmt: skip
+    assert len(steps) > 300  # ≥ 300 steps of ≤ 0.01 over a span of 3
+
+
+@pytest.mark.parametrize(
+    "method, options, match",
+    [
+        ("dopri5", {"bogus": 1}, r"unknown `options` key\(s\) \['bogus'\]"),
+        ("dopri5", {"step_size": 0.1}, r"\['step_size'\] belong to fixed-step methods"),
+        ("rk4", {"first_step": 0.1}, r"\['first_step'\] belong to adaptive methods"),
+        ("rk4", {"norm": lambda x: x.abs().max()}, r"\['norm'\] belong to adaptive"),
+        ("dopri5", {"grid_points": torch.tensor([0.5])}, r"renamed `step_t`/`jump_t`"),
+        ("rk4", {"interp": "quadratic"}, r"must be 'linear' or 'cubic'"),
+        ("rk4", {"step_size": 0.1, "grid_constructor": lambda f, y, t: t}, "mutually exclusive"),
+        ("dopri5", {"max_step": -1.0}, r"positive number or inf"),
+        ("dopri5", {"dtype": torch.int32}, r"floating torch.dtype"),
+    ],
+)
+def test_bad_or_misplaced_options_raise_naming_the_key(method, options, match):
+    with pytest.raises(InputError, match=match):
+        odenet.odeint(spring, Y0, T, method=method, options=options)
+
+
+@pytest.mark.parametrize(
+    "method, options, match",
+    [
+        ("dopri5", {"jump_t": torch.tensor([0.5])}, r"`jump_t`\) is not supported"),
+        ("dopri5", {"step_t": torch.tensor([0.5])}, r"`step_t`\) is not supported"),
+        ("rk4", {"step_size": 0.5, "perturb": True}, r"`perturb=True`\) is not supported"),
+        ("dopri5", {"min_step": 0.1}, r"torchdiffeq's `min_step`.*not supported"),
+        ("explicit_adams", {}, r"'explicit_adams'.*not available in odenet yet"),
+        ("implicit_adams", {}, r"'implicit_adams'.*not available in odenet yet"),
+    ],
+)
+def test_what_the_step_loop_cannot_do_yet_raises_instead_of_being_ignored(method, options, match):
+    with pytest.raises(InputError, match=match):
+        odenet.odeint(spring, Y0, T, method=method, options=options)
+    # their neutral values are accepted
+    odenet.odeint(spring, Y0, T, method="rk4", options=dict(step_size=0.5, perturb=False))
+    odenet.odeint(spring, Y0, T, options=dict(min_step=0.0, jump_t=torch.tensor([])))
+
+
+def test_torchdiffeq_callbacks_on_func_are_not_silently_ignored():
+    class F(torch.nn.Module):
+        def forward(self, t, y):
+            return -y
+
+        def callback_accept_step(self, t0, y0, dt):
+            pass
+
+    with pytest.raises(InputError, match=r"callbacks \(callback_accept_step\)"):
+        odenet.odeint(F(), Y0, T)
+
+
+def test_a_callable_adjoint_norm_raises_rather_than_being_ignored():
+    # odenet's adjoint integrates the adjoint against the forward's states (no
+    # [t, y, a, θ] augmented state), so torchdiffeq's adjoint norm has nothing to act on yet
+    with pytest.raises(InputError, match=r"adjoint_options\['norm'\]"):
+        odenet.odeint_adjoint(
+            lambda t, y: -y, Y0, T, adjoint_params=(), adjoint_options=dict(norm=lambda x: 1.0)
+        )
+    odenet.odeint_adjoint(lambda t, y: -y, Y0, T, adjoint_params=(),
+                          adjoint_options=dict(norm="seminorm"))  # fmt: skip
+
+
+# --- fixed grids ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["euler", "midpoint", "rk4"])
+@pytest.mark.parametrize("interp", ["linear", "cubic"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_step_size_grids_and_their_interpolation_match_torchdiffeq(method, interp, reverse):
+    t = torch.tensor([0.0, 0.25, 0.6, 1.0, 1.37], dtype=D)
+    t = t.flip(0) if reverse else t
+    kw = dict(method=method, options=dict(step_size=0.1, interp=interp))
+    ours, theirs = both(lambda odeint: odeint(spring, Y0, t, **kw))
+    assert torch.allclose(ours, theirs, rtol=1e-13, atol=1e-14)
+
+
+def test_grid_constructor_is_called_as_torchdiffeq_calls_it():
+    calls = {odenet.odeint: [], torchdiffeq.odeint: []}
+    t = torch.tensor([1.0, 0.0], dtype=D)  # decreasing: the constructor sees the user's t
+
+    def run(odeint):
+        def grid(f, y0, tt):
+            calls[odeint].append((tt.tolist(), tuple(y0.shape), f(tt[0], y0).shape))
+            return torch.linspace(1.0, 0.0, 11, dtype=D) ** 2
+
+        return odeint(spring, Y0, t, method="rk4", options=dict(grid_constructor=grid))
+
+    ours, theirs = both(run)
+    assert calls[odenet.odeint] == calls[torchdiffeq.odeint] == [([1.0, 0.0], (2,), (2,))]
+    assert torch.allclose(ours, theirs, rtol=1e-13, atol=1e-14)
+
+
+def test_euler_on_a_constructed_grid_has_the_closed_form_and_gradient():
+    # x' = x by Euler on 10 steps of 0.1: x1 = 1.1^10 x0, d x1 / d x0 = 1.1^10
+    for odeint, kw in ((odenet.odeint, {}), (odenet.odeint_adjoint, {"adjoint_params": ()})):
+        x0 = torch.tensor(1.0, dtype=D, requires_grad=True)
+        grid = lambda f, y, t: torch.linspace(0, 1, 11, dtype=D)  # noqa: E731
+        t = torch.tensor([0.0, 1.0], dtype=D)
+        xs = odeint(
+            lambda t, x: x, x0, t, method="euler", options=dict(grid_constructor=grid), **kw
+        )
+        assert abs(float(xs[1].detach()) - 1.1**10) < 1e-12
+        xs[1].backward()
+        assert abs(float(x0.grad) - 1.1**10) < 1e-12
+
+
+def test_a_grid_that_misses_the_ends_of_t_raises():
+    with pytest.raises(InputError, match=r"must start at t\[0\] and end at t\[-1\]"):
+        grid = lambda f, y, t: torch.linspace(0, 1, 5)  # noqa: E731
+        odenet.odeint(spring, Y0, T, method="rk4", options=dict(grid_constructor=grid))

@@ -10,8 +10,14 @@ these rare (a block that needs a file the reader brings, say) and give the reaso
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import os
 import re
+import subprocess
+import sys
 import time
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -19,7 +25,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-_FENCE = re.compile(r"(?P<skip><!--\s*skip-doctest:(?P<why>[^>]*)-->\s*\n)?```python\n(?P<code>.*?)```", re.S)
+_FENCE = re.compile(
+    r"(?P<skip><!--\s*skip-doctest:(?P<why>[^>]*)-->\s*\n)?```python\n(?P<code>.*?)```", re.S
+)
 
 # A page's blocks together should stay small; the whole file must fit the CI's budget.
 PAGE_BUDGET_S = 20.0
@@ -37,9 +45,12 @@ def blocks(page: Path) -> list[tuple[str, str | None]]:
 PAGES_WITH_CODE = [p for p in PAGES if blocks(p)]
 
 
-def test_the_extractor_finds_blocks_and_skip_markers():
-    text = "a\n```python\nx = 1\n```\n<!-- skip-doctest: needs a file -->\n```python\nopen('f')\n```\n"
-    page = Path(pytest.importorskip("tempfile").mkdtemp()) / "p.md"
+def test_the_extractor_finds_blocks_and_skip_markers(tmp_path):
+    text = (
+        "a\n```python\nx = 1\n```\n"
+        "<!-- skip-doctest: needs a file -->\n```python\nopen('f')\n```\n"
+    )
+    page = tmp_path / "p.md"
     page.write_text(text)
     assert blocks(page) == [("x = 1\n", None), ("open('f')\n", "needs a file")]
 
@@ -73,4 +84,90 @@ def test_every_python_block_on_the_page_runs(page, tmp_path, monkeypatch):
         except ImportError:
             pass
     elapsed = time.perf_counter() - start
-    assert elapsed < PAGE_BUDGET_S, f"{page.name}: doc blocks took {elapsed:.1f}s; use smaller problems"
+    assert elapsed < PAGE_BUDGET_S, f"{page.name}: blocks took {elapsed:.1f}s; use smaller problems"
+
+
+# --- the API reference ---------------------------------------------------------------
+
+# Public modules whose names must each have an entry in the built API reference: their
+# `__all__`, or (without one) the functions and classes they define.
+API_MODULES = [
+    "odenet", "odenet.tableaus", "odenet.order_conditions", "odenet.batch", "odenet.models",
+    "odenet.sensitivity", "odenet.stability", "odenet.studies", "odenet.problems",
+    "odenet.plotting", "odenet.fit", "odenet.fit.datasets",
+]  # fmt: skip
+
+
+def public_names(module) -> list[str]:
+    if hasattr(module, "__all__"):
+        return [n for n in module.__all__ if n != "__version__"]
+    return [
+        n
+        for n, v in vars(module).items()
+        if not n.startswith("_")
+        and (inspect.isfunction(v) or inspect.isclass(v))
+        and v.__module__ == module.__name__
+    ]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    pytest.importorskip("mkdocs")
+    out = tmp_path_factory.mktemp("site")
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(out)],
+                   cwd=ROOT, env=env, check=True)  # fmt: skip
+    return out
+
+
+def test_every_public_name_has_an_api_entry(site):
+    anchors: set[str] = set()
+    for html in (site / "api").rglob("*.html"):
+        anchors |= set(re.findall(r'id="(odenet[\w.]*)"', html.read_text()))
+    # an object may be documented under any public path that exports it, or where defined
+    paths: dict[int, set[str]] = {}
+    for m in API_MODULES:
+        mod = importlib.import_module(m)
+        for n in public_names(mod):
+            obj = getattr(mod, n)
+            paths.setdefault(id(obj), set()).add(f"{m}.{n}")
+            if inspect.isfunction(obj) or inspect.isclass(obj):
+                paths[id(obj)].add(f"{obj.__module__}.{obj.__qualname__}")
+    missing = []
+    for m in API_MODULES:
+        mod = importlib.import_module(m)
+        missing += [
+            f"{m}.{n}" for n in public_names(mod) if not paths[id(getattr(mod, n))] & anchors
+        ]
+    assert not missing, f"public names without an API entry: {missing}"
+
+
+def _parameter_defaults(html: str, anchor: str) -> dict[str, str]:
+    """name -> rendered default in the Parameters table of the object at `anchor`."""
+    start = html.index(f'id="{anchor}"')
+    section = html[start:].split("<h2", 1)[0]  # objects are level-2 headings on the page
+    if "<tbody>" not in section:
+        return {}
+    table = section.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    out = {}
+    for row in re.findall(r"<tr.*?</tr>", table, re.S):
+        cells = re.findall(r"<td.*?</td>", row, re.S)
+        cells = [unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in cells]
+        if cells:
+            out[cells[0]] = cells[-1]
+    return out
+
+
+@pytest.mark.parametrize("anchor", ["odenet.solve", "odenet.odeint"])
+def test_api_parameter_tables_show_the_signature_defaults(site, anchor):
+    # docstrings group parameters ("rtol, atol : float"); the page must still show each
+    # parameter's own default, which is the signature's
+    html = (site / "api" / "core" / "index.html").read_text()
+    shown = _parameter_defaults(html, anchor)
+    sig = inspect.signature(getattr(importlib.import_module("odenet"), anchor.split(".")[1]))
+    checked = 0
+    for name, p in sig.parameters.items():
+        if name in shown and p.default is not inspect.Parameter.empty:
+            assert shown[name] == repr(p.default), (anchor, name, shown[name], p.default)
+            checked += 1
+    assert checked >= 2, shown

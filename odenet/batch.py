@@ -11,11 +11,11 @@ from odenet._errors import InputError
 
 @dataclass
 class IrregularBatch:
-    """A batch of ``B`` series, each with its own observation times and missing channels.
+    """A batch of `B` series, each with its own observation times and missing channels.
 
-    Sample ``b`` owns the first ``lengths[b]`` columns; columns beyond are padding.
+    Sample `b` owns the first `lengths[b]` columns; columns beyond are padding.
     Padding times continue *strictly increasing* past the sample's last time (so each
-    row is a valid per-sample grid for :func:`odenet.solve`), with ``mask = 0``.
+    row is a valid per-sample grid for [`odenet.solve`][odenet.solve]), with `mask = 0`.
     Models must give outputs at valid positions that do not depend on the padding.
 
     Attributes
@@ -63,7 +63,7 @@ class IrregularBatch:
         return torch.arange(T, device=self.times.device)[None, :] < self.lengths[:, None]
 
     def to(self, *args, **kwargs) -> IrregularBatch:
-        """Move/cast like ``Tensor.to`` (``lengths`` only moves device)."""
+        """Move/cast like `Tensor.to` (`lengths` only moves device)."""
         times = self.times.to(*args, **kwargs)
         return IrregularBatch(
             times,
@@ -74,7 +74,7 @@ class IrregularBatch:
 
     @staticmethod
     def from_lists(times: list, values: list, masks: list | None = None) -> IrregularBatch:
-        """Pad per-sample ``times[b]`` [T_b] and ``values[b]`` [T_b, D] into one batch."""
+        """Pad per-sample `times[b]` [T_b] and `values[b]` [T_b, D] into one batch."""
         if len(times) == 0 or len(times) != len(values):
             raise InputError("`times` and `values` must be non-empty lists of equal length.")
         B = len(times)

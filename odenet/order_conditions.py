@@ -1,28 +1,28 @@
-"""Butcher's order conditions, checked exactly on a :class:`~odenet.ButcherTableau`.
+"""Butcher's order conditions, checked exactly on a `odenet.ButcherTableau`.
 
-A Runge–Kutta method has order ``p`` iff for every rooted tree ``τ`` with
-``|τ| ≤ p`` nodes its elementary weight equals the inverse density,
+A Runge–Kutta method has order `p` iff for every rooted tree `τ` with
+`|τ| ≤ p` nodes its elementary weight equals the inverse density,
 
     Φ(τ) = Σ_i b_i g_i(τ) = 1 / γ(τ),
 
-where ``g(•) = 𝟙``, ``g([τ_1, …, τ_m]) = Π_k (A g(τ_k))`` (elementwise product of
-stage vectors) and ``γ(•) = 1``, ``γ([τ_1, …, τ_m]) = |τ| Π_k γ(τ_k)``
+where `g(•) = 𝟙`, `g([τ_1, …, τ_m]) = Π_k (A g(τ_k))` (elementwise product of
+stage vectors) and `γ(•) = 1`, `γ([τ_1, …, τ_m]) = |τ| Π_k γ(τ_k)`
 (Hairer, Nørsett & Wanner I, Sec. II.2; Butcher, *Numerical Methods for ODEs*,
-Sec. 31).  A continuous extension ``b(θ)`` has order ``q`` iff
-``Σ_i b_i(θ) g_i(τ) = θ^|τ| / γ(τ)`` for every ``|τ| ≤ q`` and every ``θ`` — a
+Sec. 31).  A continuous extension `b(θ)` has order `q` iff
+`Σ_i b_i(θ) g_i(τ) = θ^|τ| / γ(τ)` for every `|τ| ≤ q` and every `θ` — a
 polynomial identity, checked coefficient by coefficient.
 
 Arithmetic.  Tableaus with rational coefficients are checked in exact rational
-arithmetic (:class:`fractions.Fraction`, no rounding at all).  Surds (``sqrt(6)``,
+arithmetic (`fractions.Fraction`, no rounding at all).  Surds (`sqrt(6)`,
 trigonometric roots) are evaluated with mpmath at 60 significant digits and a
-residual counts as zero below ``1e-45`` times its scale — 15 digits of margin on
+residual counts as zero below `1e-45` times its scale — 15 digits of margin on
 either side.  Coefficients published as truncated decimals (DOP853 to 30 digits,
 Tsit5, Kvaerno5 to 16–17) are checked to the precision they were published with:
-the tolerance is ``100·|τ|·10^(-digits)·Φ_abs(τ)``, where ``Φ_abs`` is the elementary
-weight of ``|A|, |b|`` (a bound on the accumulated rounding).
+the tolerance is `100·|τ|·10^(-digits)·Φ_abs(τ)`, where `Φ_abs` is the elementary
+weight of `|A|, |b|` (a bound on the accumulated rounding).
 
 Trees are nested tuples: a tree is the sorted tuple of its children, the single
-node ``•`` is ``()``.  They are generated once per order and cached
+node `•` is `()`.  They are generated once per order and cached
 (1, 1, 2, 4, 9, 20, 48, 115, 286, 719 trees of order 1 … 10).
 """
 
@@ -51,7 +51,7 @@ _SURD_DIGITS = 45  # residuals below 10^-45 (relative) count as zero
 
 @cache
 def trees(order: int) -> tuple[Tree, ...]:
-    """All rooted trees with ``order`` nodes, each once, in a canonical order.
+    """All rooted trees with `order` nodes, each once, in a canonical order.
 
     Parameters
     ----------
@@ -59,7 +59,7 @@ def trees(order: int) -> tuple[Tree, ...]:
 
     Returns
     -------
-    tuple of trees (nested tuples; ``()`` is the single node).
+    tuple of trees (nested tuples; `()` is the single node).
     """
     if order < 1:
         return ()
@@ -72,7 +72,7 @@ def trees(order: int) -> tuple[Tree, ...]:
 
 
 def _forests(total: int, max_key: tuple[int, int]):
-    """Multisets of trees with ``total`` nodes, as lists non-increasing in (size, index)."""
+    """Multisets of trees with `total` nodes, as lists non-increasing in (size, index)."""
     if total == 0:
         yield []
         return
@@ -86,24 +86,24 @@ def _forests(total: int, max_key: tuple[int, int]):
 
 
 def trees_up_to(order: int) -> list[Tree]:
-    """All rooted trees with at most ``order`` nodes, by increasing order."""
+    """All rooted trees with at most `order` nodes, by increasing order."""
     return [t for p in range(1, order + 1) for t in trees(p)]
 
 
 @cache
 def tree_order(tree: Tree) -> int:
-    """Number of nodes ``|τ|``."""
+    """Number of nodes `|τ|`."""
     return 1 + sum(tree_order(ch) for ch in tree)
 
 
 @cache
 def density(tree: Tree) -> int:
-    """The density ``γ(τ) = |τ| Π γ(children)``; the order condition is Φ(τ) = 1/γ(τ)."""
+    """The density `γ(τ) = |τ| Π γ(children)`; the order condition is Φ(τ) = 1/γ(τ)."""
     return tree_order(tree) * math.prod(density(ch) for ch in tree)
 
 
 def tree_str(tree: Tree) -> str:
-    """Butcher's bracket notation: ``τ`` for the leaf, ``[τ, [τ]]`` otherwise."""
+    """Butcher's bracket notation: `τ` for the leaf, `[τ, [τ]]` otherwise."""
     if not tree:
         return "τ"
     return "[" + ", ".join(tree_str(ch) for ch in tree) + "]"
@@ -159,7 +159,7 @@ def _make_field(A_exact, bs_exact) -> _Field:
 
 
 def _check(F: _Field, k: int, t: Tree, g: dict, gabs: dict, target: Fraction):
-    """(residual, ok) of ``Σ_i bs[k]_i g_i(τ) = target``."""
+    """(residual, ok) of `Σ_i bs[k]_i g_i(τ) = target`."""
     b = F.bs[k]
     S = len(b)
     val = sum((b[i] * g[t][i] for i in range(S)), b[0] * 0)
@@ -173,7 +173,7 @@ def _check(F: _Field, k: int, t: Tree, g: dict, gabs: dict, target: Fraction):
 
 
 def _stage_vectors(A, S: int, max_order: int, cache_: dict) -> dict:
-    """``g(τ)`` for every tree up to ``max_order``: dict tree -> list [S]."""
+    """`g(τ)` for every tree up to `max_order`: dict tree -> list [S]."""
     one = A[0][0] * 0 + 1 if S else 1
     for p in range(1, max_order + 1):
         for t in trees(p):
@@ -194,7 +194,7 @@ def _stage_vectors(A, S: int, max_order: int, cache_: dict) -> dict:
 
 
 class OrderCondition(NamedTuple):
-    """One order condition: ``residual = Φ(τ) − 1/γ(τ)`` (exact Fraction or mpmath mpf)."""
+    """One order condition: `residual = Φ(τ) − 1/γ(τ)` (exact Fraction or mpmath mpf)."""
 
     tree: Tree
     residual: Any
@@ -223,7 +223,7 @@ def _weights(tab: ButcherTableau, weights: str):
 
 
 def _conditions(tab: ButcherTableau, weights: str, order: int):
-    """Yield (tree, residual, ok) for every tree up to ``order``."""
+    """Yield (tree, residual, ok) for every tree up to `order`."""
     F = _make_field(tab.A_exact, [_weights(tab, weights)])
     S = tab.stages
     with mpmath.workdps(_SURD_DPS):
@@ -237,21 +237,21 @@ def _conditions(tab: ButcherTableau, weights: str, order: int):
 def order_conditions(
     tab: ButcherTableau | str, order: int | None = None, *, weights: str = "b"
 ) -> list[OrderCondition]:
-    """Residuals ``Φ(τ) − 1/γ(τ)`` of all order conditions up to ``order``.
+    """Residuals `Φ(τ) − 1/γ(τ)` of all order conditions up to `order`.
 
     Parameters
     ----------
     tab : ButcherTableau or method name
     order : int, optional
         Largest tree order; defaults to the tableau's declared order (its
-        ``embedded_order`` / ``embedded_order2`` for the embedded weights).
+        `embedded_order` / `embedded_order2` for the embedded weights).
     weights : {"b", "b_hat", "b_hat2"}
         Which weight vector to check (the propagated or an embedded solution).
 
     Returns
     -------
-    list of OrderCondition ``(tree, residual)``; the residual is an exact
-    :class:`~fractions.Fraction` for rational tableaus, an mpmath number otherwise.
+    list of OrderCondition `(tree, residual)`; the residual is an exact
+    `fractions.Fraction` for rational tableaus, an mpmath number otherwise.
     """
     tab = _tableau(tab)
     if order is None:
@@ -265,23 +265,23 @@ def order_conditions(
 
 
 def verify_order(tab: ButcherTableau | str, *, weights: str = "b", max_order: int = 10) -> int:
-    """The largest ``p`` such that every order condition with ``|τ| ≤ p`` holds.
+    """The largest `p` such that every order condition with `|τ| ≤ p` holds.
 
     Exact for rational tableaus; to 45 digits for surds; to the published
     precision for decimal coefficients (see the module docstring).  Stops at the
-    first order with a violated condition, so a method of order ``p`` costs the
-    trees up to ``p + 1`` (DOP853: 719 trees).
+    first order with a violated condition, so a method of order `p` costs the
+    trees up to `p + 1` (DOP853: 719 trees).
 
     Parameters
     ----------
     tab : ButcherTableau or method name
     weights : {"b", "b_hat", "b_hat2"}
     max_order : int
-        Give up (return ``max_order``) beyond this.
+        Give up (return `max_order`) beyond this.
 
     Returns
     -------
-    int (0 if even ``Σ b_i = 1`` fails).
+    int (0 if even `Σ b_i = 1` fails).
     """
     tab = _tableau(tab)
     F = _make_field(tab.A_exact, [_weights(tab, weights)])
@@ -300,11 +300,11 @@ def verify_order(tab: ButcherTableau | str, *, weights: str = "b", max_order: in
 
 
 def stage_order(tab: ButcherTableau | str, max_order: int = 10) -> int:
-    """The stage order: largest ``q`` with ``B(q)`` and ``C(q)``.
+    """The stage order: largest `q` with `B(q)` and `C(q)`.
 
-    ``B(q)``: ``Σ_i b_i c_i^(k−1) = 1/k`` and ``C(q)``: ``Σ_j a_ij c_j^(k−1) = c_i^k / k``
-    for all stages ``i`` and ``k ≤ q``.  Explicit methods have stage order 1; Gauss and Radau IIA
-    with ``s`` stages have stage order ``s``.
+    `B(q)`: `Σ_i b_i c_i^(k−1) = 1/k` and `C(q)`: `Σ_j a_ij c_j^(k−1) = c_i^k / k`
+    for all stages `i` and `k ≤ q`.  Explicit methods have stage order 1; Gauss and Radau IIA
+    with `s` stages have stage order `s`.
     """
     tab = _tableau(tab)
     F = _make_field(tab.A_exact, [tab.b_exact])
@@ -328,16 +328,16 @@ def stage_order(tab: ButcherTableau | str, max_order: int = 10) -> int:
 
 
 def verify_dense_order(tab: ButcherTableau | str, max_order: int = 10) -> int:
-    """Order of the tableau's own continuous extension ``b(θ)``.
+    """Order of the tableau's own continuous extension `b(θ)`.
 
-    The largest ``q`` with ``Σ_i b_i(θ) g_i(τ) = θ^|τ| / γ(τ)`` identically in ``θ``
-    for all ``|τ| ≤ q``, where the stages include the dense output's extra stages
-    (``A`` extended by the rows ``extra_A``).  With ``b_i(θ) = Σ_m P[i, m] θ^(m+1)``
-    this is ``Σ_i P[i, m] g_i(τ) = δ_{m+1, |τ|} / γ(τ)`` for every power ``m``.
+    The largest `q` with `Σ_i b_i(θ) g_i(τ) = θ^|τ| / γ(τ)` identically in `θ`
+    for all `|τ| ≤ q`, where the stages include the dense output's extra stages
+    (`A` extended by the rows `extra_A`).  With `b_i(θ) = Σ_m P[i, m] θ^(m+1)`
+    this is `Σ_i P[i, m] g_i(τ) = δ_{m+1, |τ|} / γ(τ)` for every power `m`.
 
     Returns
     -------
-    int; ``-1`` when the tableau has no own dense output.
+    int; `-1` when the tableau has no own dense output.
     """
     tab = _tableau(tab)
     d = tab.dense

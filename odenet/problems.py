@@ -1,12 +1,12 @@
 """Test problems with closed-form or high-accuracy reference solutions.
 
-A :class:`Problem` is one small object: a vector field ``f(t, y)`` on torch tensors,
-an initial state ``y0``, a time span, and (optionally) an exact solution.  Problems
+A [`Problem`][odenet.problems.Problem] is one small object: a vector field `f(t, y)` on
+torch tensors, an initial state `y0`, a time span, and (optionally) an exact solution.  Problems
 without an exact solution get a *reference* solution from a high-accuracy scipy
-solve (DOP853, or Radau for stiff problems, at ``rtol = 1e-13`` in float64), cached
-on disk under ``$ODENET_CACHE`` (default ``~/.cache/odenet``).
+solve (DOP853, or Radau for stiff problems, at `rtol = 1e-13` in float64), cached
+on disk under `$ODENET_CACHE` (default `~/.cache/odenet`).
 
-Built-in problems are made by name::
+Built-in problems are made by name:
 
     >>> import odenet.problems as P
     >>> P.problems()[:3]
@@ -15,8 +15,9 @@ Built-in problems are made by name::
     >>> prob.solution([0.0, 1.0]).shape
     (2, 4)
 
-A user's own problem::
+A user's own problem:
 
+    >>> import numpy as np
     >>> prob = P.Problem(lambda t, y: -y, y0=[1.0], span=(0.0, 1.0),
     ...                  exact=lambda t: np.exp(-t)[:, None])
 """
@@ -60,33 +61,33 @@ class ReferenceSolutionError(SolverError):
 
 @dataclass(frozen=True, eq=False)
 class Problem:
-    """An initial value problem ``dy/dt = f(t, y)``, ``y(t0) = y0`` on ``span = (t0, t1)``.
+    """An initial value problem `dy/dt = f(t, y)`, `y(t0) = y0` on `span = (t0, t1)`.
 
     Parameters
     ----------
     f : callable
-        ``f(t, y) -> dy/dt`` on torch tensors; ``t`` is a 0-dim tensor, ``y`` has the
-        shape of ``y0`` (1-D ``[n]`` here).
+        `f(t, y) -> dy/dt` on torch tensors; `t` is a 0-dim tensor, `y` has the
+        shape of `y0` (1-D `[n]` here).
     y0 : array-like, shape [n]
         Initial state.
     span : (float, float)
-        Start and end time ``(t0, t1)``, ``t1 > t0``.
+        Start and end time `(t0, t1)`, `t1 > t0`.
     exact : callable, optional
-        ``exact(t) -> y`` with ``t`` a numpy array ``[T]`` and ``y`` ``[T, n]``: the closed
-        form solution.  Without it, :meth:`solution` computes a cached reference solve.
+        `exact(t) -> y` with `t` a numpy array `[T]` and `y` `[T, n]`: the closed
+        form solution.  Without it, `solution` computes a cached reference solve.
     name : str
     description : str
     stiff : bool
         Use Radau (implicit) instead of DOP853 for the reference solve.
     f_numpy : callable, optional
-        ``f_numpy(t, y)`` on float and ``[n]`` numpy arrays; used by the scipy reference
-        and scipy comparisons (otherwise ``f`` is wrapped).
+        `f_numpy(t, y)` on float and `[n]` numpy arrays; used by the scipy reference
+        and scipy comparisons (otherwise `f` is wrapped).
     invariants : mapping of str to callable, optional
-        ``name -> g(y [T, n]) -> [T]``, quantities conserved by the exact flow.
+        `name -> g(y [T, n]) -> [T]`, quantities conserved by the exact flow.
     spec : (str, dict), optional
-        ``(registered name, parameters)`` that rebuilds the problem with
-        :func:`get_problem` (set by the registry; lets worker processes rebuild
-        built-in problems instead of pickling closures).
+        `(registered name, parameters)` that rebuilds the problem with
+        [`get_problem`][odenet.problems.get_problem] (set by the registry; lets worker
+        processes rebuild built-in problems instead of pickling closures).
     """
 
     f: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -134,7 +135,7 @@ class Problem:
 
     @property
     def dim(self) -> int:
-        """Number of state components ``n``."""
+        """Number of state components `n`."""
         return int(self.y0.shape[0])
 
     @property
@@ -142,11 +143,11 @@ class Problem:
         return self.exact is not None
 
     def y0_tensor(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """``y0`` as a torch tensor ``[n]``."""
+        """`y0` as a torch tensor `[n]`."""
         return torch.as_tensor(self.y0, dtype=dtype)
 
     def numpy_field(self) -> Callable[[float, np.ndarray], np.ndarray]:
-        """``f`` as ``f(t: float, y: ndarray [n]) -> ndarray [n]`` for scipy."""
+        """`f` as `f(t: float, y: ndarray [n]) -> ndarray [n]` for scipy."""
         if self.f_numpy is not None:
             return self.f_numpy
         f = self.f
@@ -159,10 +160,10 @@ class Problem:
         return fn
 
     def solution(self, t: Sequence[float] | np.ndarray) -> np.ndarray:
-        """The true solution at times ``t`` (numpy ``[T]``, inside ``span``) → ``[T, n]``.
+        """The true solution at times `t` (numpy `[T]`, inside `span`) → `[T, n]`.
 
         Exact when the problem has a closed form; otherwise a reference solve cached
-        on disk (see :func:`reference_solution`).
+        on disk (see [`reference_solution`][odenet.problems.reference_solution]).
         """
         t = np.atleast_1d(np.asarray(t, dtype=np.float64))
         t0, t1 = self.span
@@ -178,9 +179,9 @@ class Problem:
         return reference_solution(self, t)
 
     def key(self) -> str:
-        """A stable identity: spec (built-ins) or name, y0, span and a fingerprint of ``f``.
+        """A stable identity: spec (built-ins) or name, y0, span and a fingerprint of `f`.
 
-        The fingerprint (bytecode, constants and closure values of ``f`` and ``f_numpy``)
+        The fingerprint (bytecode, constants and closure values of `f` and `f_numpy`)
         keeps a cached reference or a results folder from being reused after the vector
         field of a user problem was edited.
         """
@@ -219,7 +220,7 @@ def _fingerprint(fn) -> str | None:
 
 
 def cache_dir() -> Path:
-    """Where reference solutions are cached: ``$ODENET_CACHE`` or ``~/.cache/odenet``."""
+    """Where reference solutions are cached: `$ODENET_CACHE` or `~/.cache/odenet`."""
     env = os.environ.get("ODENET_CACHE")
     if env:
         return Path(env).expanduser()
@@ -242,11 +243,11 @@ def _atomic_write_npz(path: Path, **arrays) -> None:
 
 
 def reference_solution(problem: Problem, t: np.ndarray, *, use_cache: bool = True) -> np.ndarray:
-    """High-accuracy solution ``[T, n]`` at times ``t [T]`` (scipy, float64, rtol 1e-13).
+    """High-accuracy solution `[T, n]` at times `t [T]` (scipy, float64, rtol 1e-13).
 
     DOP853 for non-stiff problems, Radau for stiff ones.  Results are cached in
-    :func:`cache_dir` under a key made of the problem identity and the requested
-    times; a cache file that cannot be read is recomputed and replaced (with a
+    [`cache_dir`][odenet.problems.cache_dir] under a key made of the problem identity and the
+    requested times; a cache file that cannot be read is recomputed and replaced (with a
     warning naming it).
     """
     from scipy.integrate import solve_ivp
@@ -304,7 +305,7 @@ _REGISTRY: dict[str, Callable[..., Problem]] = {}
 
 
 def register_problem(name: str):
-    """Decorator: register ``factory(**params) -> Problem`` under ``name``."""
+    """Decorator: register `factory(**params) -> Problem` under `name`."""
 
     def deco(factory):
         _REGISTRY[name] = factory
@@ -319,7 +320,7 @@ def problems() -> list[str]:
 
 
 def get_problem(name: str | Problem, **params) -> Problem:
-    """Build the built-in problem ``name`` with optional parameters (see each factory)."""
+    """Build the built-in problem `name` with optional parameters (see each factory)."""
     if isinstance(name, Problem):
         if params:
             raise InputError("parameters can only be given with a problem *name*.")
@@ -345,7 +346,7 @@ def get_problem(name: str | Problem, **params) -> Problem:
 
 
 def parameters(name: str) -> dict[str, Any]:
-    """Parameters of the built-in problem ``name`` and their defaults, in order.
+    """Parameters of the built-in problem `name` and their defaults, in order.
 
     >>> parameters("kepler")["eccentricity"]
     0.5
@@ -372,7 +373,7 @@ def _param_list(params: Mapping[str, Any]) -> str:
 
 def describe() -> list[dict]:
     """One row per built-in problem: name, dimension, span, exact/reference, stiff,
-    parameters (``name=default``), text."""
+    parameters (`name=default`), text."""
     rows = []
     for name in problems():
         p = get_problem(name)
@@ -396,7 +397,7 @@ def describe() -> list[dict]:
 
 @register_problem("exponential")
 def exponential(lam: float = -1.0, t1: float = 2.0) -> Problem:
-    """``y' = λ y``, ``y(0) = 1``; exact ``y = e^{λt}``."""
+    """`y' = λ y`, `y(0) = 1`; exact `y = e^{λt}`."""
     return Problem(
         f=lambda t, y: lam * y,
         y0=[1.0],
@@ -410,7 +411,7 @@ def exponential(lam: float = -1.0, t1: float = 2.0) -> Problem:
 
 @register_problem("cos")
 def cos_problem(t1: float = 4.0) -> Problem:
-    """``y' = y cos t``, ``y(0) = 1``; exact ``y = e^{sin t}`` (non-autonomous)."""
+    """`y' = y cos t`, `y(0) = 1`; exact `y = e^{sin t}` (non-autonomous)."""
     return Problem(
         f=lambda t, y: y * torch.cos(t),
         y0=[1.0],
@@ -454,7 +455,7 @@ def _linear(A: np.ndarray, y0: np.ndarray, span, name: str, description: str, st
 
 @register_problem("linear")
 def linear(t1: float = 2.0) -> Problem:
-    """``y' = A y`` with a fixed non-normal 3×3 ``A``; exact ``y = e^{At} y0``."""
+    """`y' = A y` with a fixed non-normal 3×3 `A`; exact `y = e^{At} y0`."""
     A = np.array([[-1.0, 2.0, 0.0], [-2.0, -1.0, 1.0], [0.0, 0.0, -0.5]])
     return _linear(
         A, np.array([1.0, 0.0, 1.0]), (0.0, t1), "linear", "y' = A y (3×3); exact e^(At) y0"
@@ -463,7 +464,7 @@ def linear(t1: float = 2.0) -> Problem:
 
 @register_problem("harmonic")
 def harmonic(omega: float = 1.0, t1: float = 2 * math.pi) -> Problem:
-    """``x'' = -ω² x`` as ``(x, v)``; exact ``x = cos ωt``; energy conserved."""
+    """`x'' = -ω² x` as `(x, v)`; exact `x = cos ωt`; energy conserved."""
     w = float(omega)
     return Problem(
         f=lambda t, y: torch.stack([y[1], -(w**2) * y[0]]),
@@ -493,9 +494,9 @@ def _kepler_exact(t: np.ndarray, e: float) -> np.ndarray:
 
 @register_problem("kepler")
 def kepler(eccentricity: float = 0.5, t1: float = 2 * math.pi) -> Problem:
-    """Two-body problem ``q'' = -q/|q|³`` from perihelion; exact via Kepler's equation.
+    """Two-body problem `q'' = -q/|q|³` from perihelion; exact via Kepler's equation.
 
-    Invariants: energy ``|p|²/2 - 1/|q| = -1/2`` and angular momentum ``q × p``.
+    Invariants: energy `|p|²/2 - 1/|q| = -1/2` and angular momentum `q × p`.
     """
     e = float(eccentricity)
     if not 0 <= e < 1:
@@ -528,9 +529,9 @@ def kepler(eccentricity: float = 0.5, t1: float = 2 * math.pi) -> Problem:
 
 @register_problem("prothero_robinson")
 def prothero_robinson(lam: float = -1e6, t1: float = 1.0) -> Problem:
-    """``y' = λ (y - sin t) + cos t``, ``y(0) = 0``; exact ``y = sin t``.
+    """`y' = λ (y - sin t) + cos t`, `y(0) = 0`; exact `y = sin t`.
 
-    For ``h|λ| ≫ 1`` implicit Runge–Kutta methods converge with their *stage order*
+    For `h|λ| ≫ 1` implicit Runge–Kutta methods converge with their *stage order*
     (plus one for stiffly accurate methods) instead of their classical order.
     """
     return Problem(
@@ -547,11 +548,11 @@ def prothero_robinson(lam: float = -1e6, t1: float = 1.0) -> Problem:
 
 @register_problem("heat")
 def heat(n: int = 16, t1: float = 0.1) -> Problem:
-    """Method of lines for ``u_t = u_xx`` on (0, 1), ``u = 0`` at both ends.
+    """Method of lines for `u_t = u_xx` on (0, 1), `u = 0` at both ends.
 
-    Second-order central differences on ``n`` interior points; initial
-    ``u = x(1-x)e^x``.  The semi-discrete system is linear, so its exact solution is
-    ``e^{At} u0`` (stiff: ``|λ_max| ≈ 4 (n+1)²``).
+    Second-order central differences on `n` interior points; initial
+    `u = x(1-x)e^x`.  The semi-discrete system is linear, so its exact solution is
+    `e^{At} u0` (stiff: `|λ_max| ≈ 4 (n+1)²`).
     """
     dx = 1.0 / (n + 1)
     x = dx * np.arange(1, n + 1)
@@ -570,10 +571,10 @@ def heat(n: int = 16, t1: float = 0.1) -> Problem:
 
 @register_problem("advection")
 def advection(n: int = 32, t1: float = 1.0) -> Problem:
-    """Method of lines for ``u_t + u_x = 0`` on the periodic unit interval.
+    """Method of lines for `u_t + u_x = 0` on the periodic unit interval.
 
-    Second-order central differences on ``n`` points (purely imaginary spectrum);
-    initial ``u = exp(sin 2πx)``; exact semi-discrete solution ``e^{At} u0``.
+    Second-order central differences on `n` points (purely imaginary spectrum);
+    initial `u = exp(sin 2πx)`; exact semi-discrete solution `e^{At} u0`.
     """
     dx = 1.0 / n
     x = dx * np.arange(n)
@@ -595,9 +596,9 @@ def advection(n: int = 32, t1: float = 1.0) -> Problem:
 def lotka_volterra(
     alpha: float = 1.5, beta: float = 1.0, gamma: float = 3.0, delta: float = 1.0, t1: float = 10.0
 ) -> Problem:
-    """Predator–prey ``x' = αx - βxy``, ``y' = δxy - γy``.
+    """Predator–prey `x' = αx - βxy`, `y' = δxy - γy`.
 
-    Invariant ``δx - γ ln x + βy - α ln y``; reference DOP853.
+    Invariant `δx - γ ln x + βy - α ln y`; reference DOP853.
     """
     a, b, g, d = alpha, beta, gamma, delta
     return Problem(
@@ -649,19 +650,19 @@ def _vdp(mu: float, t1: float, name: str) -> Problem:
 
 @register_problem("van_der_pol")
 def van_der_pol(mu: float = 1.0, t1: float = 5.0) -> Problem:
-    """Van der Pol oscillator, ``μ = 1`` (non-stiff); reference DOP853."""
+    """Van der Pol oscillator, `μ = 1` (non-stiff); reference DOP853."""
     return _vdp(mu, t1, "van_der_pol")
 
 
 @register_problem("van_der_pol_stiff")
 def van_der_pol_stiff(mu: float = 1000.0, t1: float = 1.0) -> Problem:
-    """Van der Pol oscillator, ``μ = 1000`` (stiff); reference Radau."""
+    """Van der Pol oscillator, `μ = 1000` (stiff); reference Radau."""
     return _vdp(mu, t1, "van_der_pol_stiff")
 
 
 @register_problem("robertson")
 def robertson(t1: float = 40.0) -> Problem:
-    """Robertson's stiff chemical kinetics; invariant ``y1 + y2 + y3 = 1``; reference Radau."""
+    """Robertson's stiff chemical kinetics; invariant `y1 + y2 + y3 = 1`; reference Radau."""
     k1, k2, k3 = 0.04, 3e7, 1e4
 
     def f(t, y):
@@ -695,7 +696,7 @@ def robertson(t1: float = 40.0) -> Problem:
 
 
 def as_problem(problem_or_f, y0=None, span=None, exact=None, name: str = "custom") -> Problem:
-    """Accept a :class:`Problem`, a built-in name, or ``f`` with ``y0`` and ``span``."""
+    """Accept a [`Problem`][odenet.problems.Problem], a built-in name, or `f`, `y0`, `span`."""
     if isinstance(problem_or_f, Problem):
         if y0 is not None or span is not None or exact is not None:
             raise InputError(

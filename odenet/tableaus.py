@@ -1,20 +1,20 @@
-"""Runge–Kutta methods as data: the :class:`ButcherTableau` and the named methods.
+"""Runge–Kutta methods as data: the [`ButcherTableau`][odenet.tableaus.ButcherTableau] and the named methods.
 
-A method is a frozen tableau ``(A, b, c)`` with an optional embedded weight vector
-``b_hat`` (for error estimation) and an optional continuous extension
-(:class:`DenseOutput`).  Coefficients are kept exactly (sympy rationals or
+A method is a frozen tableau `(A, b, c)` with an optional embedded weight vector
+`b_hat` (for error estimation) and an optional continuous extension
+([`DenseOutput`][odenet.tableaus.DenseOutput]).  Coefficients are kept exactly (sympy rationals or
 surds) so order conditions can be checked in exact arithmetic
-(:mod:`odenet.order_conditions`); the float64 numpy arrays ``A``, ``b``, ``c`` are
+([`odenet.order_conditions`][odenet.order_conditions]); the float64 numpy arrays `A`, `b`, `c` are
 what the integrator turns into tensors.  Methods whose coefficients were published
 as truncated decimals (DOP853 to 30 digits, Tsit5, Kvaerno5) keep those decimals as
-sympy Floats of the published precision, and every identity (row sums, ``Σb = 1``,
+sympy Floats of the published precision, and every identity (row sums, `Σb = 1`,
 order conditions) is checked to that precision.
 
 Structural flags (explicit, diagonally implicit, FSAL, stiffly accurate) are
 *derived* from the coefficients, never declared.  The registry is lazy: a method's
 factory runs (and its sympy checks are paid) on first use, then is cached.
 
-The table of all methods, with references, is ``docs/methods.md``.
+The table of all methods, with references, is `docs/methods.md`.
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ _DECIMAL = re.compile(r"^\s*[+-]?(\d*)\.?(\d*)(?:[eE][+-]?\d+)?\s*$")
 def _exact(x: Any) -> Exact:
     """Turn a coefficient into sympy.
 
-    Accepts ints, :class:`fractions.Fraction`, strings such as ``"35/384"`` or
-    ``"1 - sqrt(2)/2"`` (exact), long decimal strings such as
-    ``"0.0526001519587677318785587544488"`` (a Float of that precision), sympy numbers,
+    Accepts ints, `fractions.Fraction`, strings such as `"35/384"` or
+    `"1 - sqrt(2)/2"` (exact), long decimal strings such as
+    `"0.0526001519587677318785587544488"` (a Float of that precision), sympy numbers,
     and floats (a 17-digit Float, compared to 1e-14).
     """
     if isinstance(x, sympy.Basic):
@@ -101,12 +101,12 @@ def _to_float(x: Exact) -> float:
 
 
 def _sum_equals(terms: Sequence[Exact], target: Exact) -> bool:
-    """``Σ terms == target`` exactly, or to the precision of the decimals involved.
+    """`Σ terms == target` exactly, or to the precision of the decimals involved.
 
     Exact rationals compare exactly.  Irrational exact values are compared at 60
-    digits (a zero surd expression evaluates to 0 or far below ``1e-45``), which
-    avoids ``sympy.simplify``.  With truncated decimals (sympy Floats) the tolerance
-    is ``10^(3 − digits)`` times the magnitude of the terms, ``digits`` being the
+    digits (a zero surd expression evaluates to 0 or far below `1e-45`), which
+    avoids `sympy.simplify`.  With truncated decimals (sympy Floats) the tolerance
+    is `10^(3 − digits)` times the magnitude of the terms, `digits` being the
     precision of the least precise input (sympy keeps the *largest* precision in
     arithmetic, so it must be read from the inputs, not from the sum).
     """
@@ -128,22 +128,22 @@ def _sum_equals(terms: Sequence[Exact], target: Exact) -> bool:
 
 @dataclass(frozen=True, eq=False)
 class DenseOutput:
-    """A continuous extension ``y(t0 + θh) = y0 + h Σ_i b_i(θ) k_i`` of a step.
+    """A continuous extension `y(t0 + θh) = y0 + h Σ_i b_i(θ) k_i` of a step.
 
-    ``b_i(θ) = Σ_m P[i, m] θ^(m+1)`` for ``m = 0 .. degree-1``.  Stages beyond the
-    tableau's own ``s`` are *extra stages* evaluated only for steps that hold an
-    output time: ``k_{s+e} = f(t0 + extra_c[e] h, y0 + h Σ_j extra_A[e, j] k_j)``.
+    `b_i(θ) = Σ_m P[i, m] θ^(m+1)` for `m = 0 .. degree-1`.  Stages beyond the
+    tableau's own `s` are *extra stages* evaluated only for steps that hold an
+    output time: `k_{s+e} = f(t0 + extra_c[e] h, y0 + h Σ_j extra_A[e, j] k_j)`.
 
     Attributes
     ----------
     P : ndarray, shape [s + E, degree]
-        Coefficients (exact values accepted as for :class:`ButcherTableau`; kept in
-        ``P_exact``, float64 in ``P``).
+        Coefficients (exact values accepted as for [`ButcherTableau`][odenet.tableaus.ButcherTableau]; kept in
+        `P_exact`, float64 in `P`).
     extra_A : ndarray, shape [E, s + E] or None
-        Row ``e`` may use the stages before ``s + e`` (entries after are zero).
+        Row `e` may use the stages before `s + e` (entries after are zero).
     extra_c : ndarray, shape [E] or None
     order : int
-        Order of the interpolant (the error at any θ is ``O(h^(order+1))``).
+        Order of the interpolant (the error at any θ is `O(h^(order+1))`).
     """
 
     P: Any
@@ -190,7 +190,7 @@ class DenseOutput:
         return 0 if self.extra_A is None else len(self.extra_A)
 
     def weights(self, theta: np.ndarray) -> np.ndarray:
-        """``b_i(θ)`` for each θ: shape ``[len(theta), s + E]``."""
+        """`b_i(θ)` for each θ: shape `[len(theta), s + E]`."""
         theta = np.atleast_1d(np.asarray(theta, dtype=float))
         powers = theta[:, None] ** np.arange(1, self.P.shape[1] + 1)[None, :]
         return powers @ self.P.T
@@ -198,29 +198,29 @@ class DenseOutput:
 
 @dataclass(frozen=True, eq=False)
 class ButcherTableau:
-    """A Runge–Kutta method ``k_i = f(t + c_i h, y + h Σ_j A_ij k_j)``, ``y1 = y + h Σ b_i k_i``.
+    """A Runge–Kutta method `k_i = f(t + c_i h, y + h Σ_j A_ij k_j)`, `y1 = y + h Σ b_i k_i`.
 
     Parameters
     ----------
     name : str
-    A : [s, s] coefficients; ints, fractions, strings such as ``"35/384"`` or
-        ``"1/2 - sqrt(3)/6"``, sympy numbers, or floats (then checked to 1e-12).
+    A : [s, s] coefficients; ints, fractions, strings such as "35/384" or
+        `"1/2 - sqrt(3)/6"`, sympy numbers, or floats (then checked to 1e-12).
     b : [s] weights of the propagated solution.
-    c : [s] nodes; must equal the row sums of ``A``.
+    c : [s] nodes; must equal the row sums of A.
     order : int
-        Classical order ``p`` (local error ``O(h^(p+1))``).
+        Classical order `p` (local error `O(h^(p+1))`).
     b_hat : [s], optional
-        Embedded weights; ``h Σ (b_i - b_hat_i) k_i`` estimates the local error.
+        Embedded weights; `h Σ (b_i - b_hat_i) k_i` estimates the local error.
     embedded_order : int, optional
-        Order of the embedded solution (required with ``b_hat``).
+        Order of the embedded solution (required with `b_hat`).
     dense : DenseOutput, optional
         The method's own continuous extension; Hermite interpolation otherwise.
     reference : str
         Where the coefficients come from.
     b_hat2 : [s], optional
         A second embedded solution (DOP853's third-order one), of order
-        ``embedded_order2``.  Kept as data for analysis and for an error estimator
-        combining two embedded solutions; the integrator core uses ``b_hat`` only.
+        `embedded_order2`.  Kept as data for analysis and for an error estimator
+        combining two embedded solutions; the integrator core uses `b_hat` only.
 
     Attributes (derived)
     --------------------
@@ -357,12 +357,12 @@ class ButcherTableau:
 
     @property
     def is_explicit(self) -> bool:
-        """``A`` strictly lower triangular: every stage is an explicit formula."""
+        """`A` strictly lower triangular: every stage is an explicit formula."""
         return bool(np.all(np.triu(self.A) == 0))
 
     @property
     def is_diagonally_implicit(self) -> bool:
-        """``A`` lower triangular with some non-zero diagonal entry (DIRK / SDIRK / ESDIRK)."""
+        """`A` lower triangular with some non-zero diagonal entry (DIRK / SDIRK / ESDIRK)."""
         return bool(np.all(np.triu(self.A, 1) == 0)) and not self.is_explicit
 
     @property
@@ -376,7 +376,7 @@ class ButcherTableau:
 
     @property
     def is_stiffly_accurate(self) -> bool:
-        """Last row of ``A`` equals ``b`` (so ``y1`` is the last stage value)."""
+        """Last row of `A` equals `b` (so `y1` is the last stage value)."""
         return bool(np.array_equal(self.A[-1], self.b)) and self.c[-1] == 1.0
 
     @property
@@ -390,16 +390,16 @@ class ButcherTableau:
 
     @property
     def is_adaptive(self) -> bool:
-        """Has an embedded error estimate, so ``solve`` can choose steps."""
+        """Has an embedded error estimate, so `solve` can choose steps."""
         return self.b_hat is not None
 
     @property
     def error_order(self) -> int:
-        """Order ``q`` used by step-size controllers (the exponent is ``-1/(q+1)``).
+        """Order `q` used by step-size controllers (the exponent is `-1/(q+1)`).
 
-        ``min(order, embedded_order)``; with a second embedded solution (DOP853) the
-        combined estimate ``|e5|² / sqrt(|e5|² + 0.01 |e3|²)`` behaves like
-        ``O(h^order)``, so ``q = order − 1`` as in Hairer's dop853.f and scipy.
+        `min(order, embedded_order)`; with a second embedded solution (DOP853) the
+        combined estimate `|e5|² / sqrt(|e5|² + 0.01 |e3|²)` behaves like
+        `O(h^order)`, so `q = order − 1` as in Hairer's dop853.f and scipy.
         """
         if self.b_hat2 is not None:
             return self.order - 1
@@ -424,7 +424,7 @@ _ALIASES: dict[str, str] = {}
 
 
 def register(name: str, *aliases: str):
-    """Decorator: register a zero-argument factory of a tableau under ``name``."""
+    """Decorator: register a zero-argument factory of a tableau under `name`."""
 
     def deco(factory: Callable[[], ButcherTableau]):
         _REGISTRY[name] = cache(factory)
@@ -441,12 +441,12 @@ def methods() -> list[str]:
 
 
 def tableau(name: str | ButcherTableau) -> ButcherTableau:
-    """The :class:`ButcherTableau` registered under ``name`` (a tableau passes through).
+    """The [`ButcherTableau`][odenet.tableaus.ButcherTableau] registered under `name` (a tableau passes through).
 
     Raises
     ------
     UnknownMethodError
-        If ``name`` is not registered; the message lists the valid names.
+        If `name` is not registered; the message lists the valid names.
     """
     if isinstance(name, ButcherTableau):
         return name
@@ -802,7 +802,7 @@ _TSIT5_R = [
 
 
 def _lower(rows: list[list], s: int) -> list[list]:
-    """Strictly lower-triangular ``[s, s]`` matrix from its rows below the diagonal."""
+    """Strictly lower-triangular `[s, s]` matrix from its rows below the diagonal."""
     out = [[0] * s]
     for r in rows:
         out.append(list(r) + [0] * (s - len(r)))
@@ -1041,7 +1041,7 @@ _DOP853_D = {
 
 
 def _decimal(value, digits: int = 28) -> str:
-    """A computed coefficient as a decimal string of ``digits`` significant digits.
+    """A computed coefficient as a decimal string of `digits` significant digits.
 
     Combinations of DOP853's published 28-30 digit decimals are only that accurate;
     writing them with that many digits keeps the order-condition tolerance honest.
@@ -1051,15 +1051,15 @@ def _decimal(value, digits: int = 28) -> str:
 
 
 def _dop853_dense_P(b16: list, d_rows: list[list]) -> list[list[str]]:
-    """Convert scipy's DOP853 dense output into ``b_i(θ) = Σ_m P[i, m] θ^(m+1)``.
+    """Convert scipy's DOP853 dense output into `b_i(θ) = Σ_m P[i, m] θ^(m+1)`.
 
-    scipy (``Dop853DenseOutput``) evaluates ``y(θ) = y0 + Σ_j F_j q_j(θ)`` by a Horner
-    scheme alternating the factors ``θ`` and ``1 − θ``, i.e. ``q_0 = θ``,
-    ``q_1 = θ(1−θ)``, ``q_2 = θ²(1−θ)``, ``q_3 = θ²(1−θ)²``, ``q_4 = θ³(1−θ)²``,
-    ``q_5 = θ³(1−θ)³``, ``q_6 = θ⁴(1−θ)³``, with ``F_0 = Δy = h Σ b_i k_i``,
-    ``F_1 = h k_0 − Δy``, ``F_2 = 2Δy − h (k_12 + k_0)`` (``k_12 = f(t1, y1)``) and
-    ``F_{3+m} = h Σ_i D[m, i] k_i``.  Each ``F_j = h Σ_i M[j, i] k_i``, so
-    ``P[i, m] = Σ_j M[j, i] [θ^(m+1)] q_j(θ)``.
+    scipy (`Dop853DenseOutput`) evaluates `y(θ) = y0 + Σ_j F_j q_j(θ)` by a Horner
+    scheme alternating the factors `θ` and `1 − θ`, i.e. `q_0 = θ`,
+    `q_1 = θ(1−θ)`, `q_2 = θ²(1−θ)`, `q_3 = θ²(1−θ)²`, `q_4 = θ³(1−θ)²`,
+    `q_5 = θ³(1−θ)³`, `q_6 = θ⁴(1−θ)³`, with `F_0 = Δy = h Σ b_i k_i`,
+    `F_1 = h k_0 − Δy`, `F_2 = 2Δy − h (k_12 + k_0)` (`k_12 = f(t1, y1)`) and
+    `F_{3+m} = h Σ_i D[m, i] k_i`.  Each `F_j = h Σ_i M[j, i] k_i`, so
+    `P[i, m] = Σ_j M[j, i] [θ^(m+1)] q_j(θ)`.
     """
     theta = sympy.Symbol("theta")
     q = [
@@ -1094,12 +1094,12 @@ def _dop853_dense_P(b16: list, d_rows: list[list]) -> list[list[str]]:
 def _dop853() -> ButcherTableau:
     """Hairer's DOP853: order 8, embedded orders 5 and 3, FSAL, 7th-order dense output.
 
-    Twelve stages plus the FSAL stage ``k_12 = f(t1, y1)`` (row 12 of ``A`` is ``b``),
-    so a step costs 12 evaluations.  ``b_hat`` is the fifth-order embedded solution
-    (``b − E5``, error ``O(h^6)``); the third-order one is ``b_hat2``.  Hairer's code
-    and scipy combine both as ``|e5|² / sqrt(|e5|² + 0.01 |e3|²)``, and so does the
-    core whenever a tableau carries ``b_hat2``.  The continuous
-    extension adds three stages (``c = 0.1, 0.2, 7/9``).
+    Twelve stages plus the FSAL stage `k_12 = f(t1, y1)` (row 12 of `A` is `b`),
+    so a step costs 12 evaluations.  `b_hat` is the fifth-order embedded solution
+    (`b − E5`, error `O(h^6)`); the third-order one is `b_hat2`.  Hairer's code
+    and scipy combine both as `|e5|² / sqrt(|e5|² + 0.01 |e3|²)`, and so does the
+    core whenever a tableau carries `b_hat2`.  The continuous
+    extension adds three stages (`c = 0.1, 0.2, 7/9`).
     """
     n = 16
     full = [[_DOP853_A.get(i, {}).get(j, 0) for j in range(n)] for i in range(n)]
@@ -1196,9 +1196,9 @@ def _lobatto_iiic4() -> ButcherTableau:
 
 @register("trbdf2", "tr_bdf2")
 def _trbdf2() -> ButcherTableau:
-    """TR-BDF2 as an ESDIRK: trapezoid to ``t + γh`` then BDF2; order 2, L-stable.
+    """TR-BDF2 as an ESDIRK: trapezoid to `t + γh` then BDF2; order 2, L-stable.
 
-    ``γ = 2 − √2``; the embedded solution is Hosea & Shampine's third-order one.
+    `γ = 2 − √2`; the embedded solution is Hosea & Shampine's third-order one.
     """
     d = "(1 - sqrt(2)/2)"  # γ/2
     w = "sqrt(2)/4"

@@ -2,31 +2,39 @@
 
 Public API
 ----------
-Schemes (from the tableau): :func:`stability_function`, :func:`stability_polynomials`,
-:func:`real_stability_interval`, :func:`imaginary_stability_interval`,
-:func:`is_a_stable`, :func:`is_l_stable`, :func:`r_infinity`,
-:func:`stability_region`, :func:`empirical_stability_function`.
-
-Step maps: :func:`flow_map`, :func:`jacobian`, :func:`jacobians`,
-:func:`step_jacobians`, :func:`tangent_step`, :func:`cotangent_step`,
-:func:`trajectory`.
-
-Products of Jacobians: :func:`analyze` (-> :class:`PropagationReport`),
-:func:`kreiss_constant`.
-
-Chaos: :func:`lyapunov_spectrum`, :func:`lyapunov` (-> :class:`LyapunovResult`),
-:func:`kaplan_yorke_dimension`.
-
-Translation-invariant steps: :func:`von_neumann` (-> :class:`VonNeumannResult`),
-:func:`cfl_search`.
-
-Error ↔ gradient duality: :func:`propagate_errors`, :func:`backpropagate`,
-:func:`global_error_prediction`.
-
-Fixed points: :func:`fixed_point_stability`, :func:`find_fixed_point`,
-:func:`gershgorin_discs`.
-
-Initialization: :func:`variance_map`, :func:`mean_field`, :func:`measured_gradient_ratios`.
+- Schemes (from the tableau): [`stability_function`][odenet.stability.stability_function],
+  [`stability_polynomials`][odenet.stability.stability_polynomials],
+  [`real_stability_interval`][odenet.stability.real_stability_interval],
+  [`imaginary_stability_interval`][odenet.stability.imaginary_stability_interval],
+  [`is_a_stable`][odenet.stability.is_a_stable], [`is_l_stable`][odenet.stability.is_l_stable],
+  [`r_infinity`][odenet.stability.r_infinity],
+  [`stability_region`][odenet.stability.stability_region],
+  [`empirical_stability_function`][odenet.stability.empirical_stability_function].
+- Step maps: [`flow_map`][odenet.stability.flow_map], [`jacobian`][odenet.stability.jacobian],
+  [`jacobians`][odenet.stability.jacobians],
+  [`step_jacobians`][odenet.stability.step_jacobians],
+  [`tangent_step`][odenet.stability.tangent_step],
+  [`cotangent_step`][odenet.stability.cotangent_step],
+  [`trajectory`][odenet.stability.trajectory].
+- Products of Jacobians: [`analyze`][odenet.stability.analyze],
+  [`PropagationReport`][odenet.stability.PropagationReport],
+  [`kreiss_constant`][odenet.stability.kreiss_constant].
+- Chaos: [`lyapunov_spectrum`][odenet.stability.lyapunov_spectrum],
+  [`lyapunov`][odenet.stability.lyapunov.lyapunov],
+  [`LyapunovResult`][odenet.stability.LyapunovResult],
+  [`kaplan_yorke_dimension`][odenet.stability.kaplan_yorke_dimension].
+- Translation-invariant steps: [`von_neumann`][odenet.stability.von_neumann.von_neumann],
+  [`VonNeumannResult`][odenet.stability.VonNeumannResult],
+  [`cfl_search`][odenet.stability.cfl_search].
+- Error ↔ gradient duality: [`propagate_errors`][odenet.stability.propagate_errors],
+  [`backpropagate`][odenet.stability.backpropagate],
+  [`global_error_prediction`][odenet.stability.global_error_prediction].
+- Fixed points: [`fixed_point_stability`][odenet.stability.fixed_point_stability],
+  [`find_fixed_point`][odenet.stability.find_fixed_point],
+  [`gershgorin_discs`][odenet.stability.gershgorin_discs].
+- Initialization: [`variance_map`][odenet.stability.variance_map],
+  [`mean_field`][odenet.stability.mean_field],
+  [`measured_gradient_ratios`][odenet.stability.measured_gradient_ratios].
 """
 
 from odenet.stability._errors import NotTranslationInvariantError, StabilityInputError

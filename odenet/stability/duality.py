@@ -1,10 +1,10 @@
-"""Error ↔ gradient duality: the same Jacobians ``M_n`` read forward and backward.
+"""Error ↔ gradient duality: the same Jacobians `M_n` read forward and backward.
 
 * Forward (numerical error of an integrator): the global error obeys
-  ``e_{n+1} = M_n e_n + τ_n`` to first order, with ``τ_n = Φ_h(y(t_n)) − y(t_{n+1})``
-  the local error and ``M_n = ∂Φ_h/∂y (y(t_n))``; so
-  ``e_N ≈ Σ_n M_{N-1} ⋯ M_{n+1} τ_n``.
-* Backward (backpropagation through a network or a solve): ``a_n = M_nᵀ a_{n+1}``.
+  `e_{n+1} = M_n e_n + τ_n` to first order, with `τ_n = Φ_h(y(t_n)) − y(t_{n+1})`
+  the local error and `M_n = ∂Φ_h/∂y (y(t_n))`; so
+  `e_N ≈ Σ_n M_{N-1} ⋯ M_{n+1} τ_n`.
+* Backward (backpropagation through a network or a solve): `a_n = M_nᵀ a_{n+1}`.
 """
 
 from __future__ import annotations
@@ -29,15 +29,15 @@ def _stack(Ms) -> torch.Tensor:
 
 
 def propagate_errors(Ms, taus, e0=None) -> torch.Tensor:
-    """Run the linear error recurrence ``e_{n+1} = M_n e_n + τ_n``.
+    """Run the linear error recurrence `e_{n+1} = M_n e_n + τ_n`.
 
     Parameters
     ----------
-    Ms : ``[N, d, d]``; taus : ``[N, d]`` local errors; e0 : ``[d]`` (default 0).
+    Ms : [N, d, d]; taus : [N, d] local errors; e0 : [d] (default 0).
 
     Returns
     -------
-    Tensor ``[N + 1, d]``, the predicted global errors ``e_0 .. e_N``.
+    Tensor `[N + 1, d]`, the predicted global errors `e_0 .. e_N`.
     """
     Ms = _stack(Ms)
     taus = torch.as_tensor(taus, dtype=Ms.dtype)
@@ -54,15 +54,15 @@ def propagate_errors(Ms, taus, e0=None) -> torch.Tensor:
 
 
 def backpropagate(Ms, a_N) -> torch.Tensor:
-    """Run the adjoint (gradient) recurrence ``a_n = M_nᵀ a_{n+1}`` from ``a_N``.
+    """Run the adjoint (gradient) recurrence `a_n = M_nᵀ a_{n+1}` from `a_N`.
 
     Parameters
     ----------
-    Ms : ``[N, d, d]``; a_N : ``[d]``, ``∂L/∂x_N``.
+    Ms : [N, d, d]; a_N : [d], ∂L/∂x_N.
 
     Returns
     -------
-    Tensor ``[N + 1, d]``, ``a_0 .. a_N`` (``a_n = ∂L/∂x_n``).
+    Tensor `[N + 1, d]`, `a_0 .. a_N` (`a_n = ∂L/∂x_n`).
     """
     Ms = _stack(Ms)
     a = torch.as_tensor(a_N, dtype=Ms.dtype)
@@ -79,8 +79,8 @@ class GlobalErrorPrediction:
 
     Attributes
     ----------
-    t : Tensor ``[N + 1]``; predicted, actual : Tensor ``[N + 1, d]``;
-    local_errors : Tensor ``[N, d]``; jacobians : Tensor ``[N, d, d]``.
+    t : Tensor [N + 1]; predicted, actual : Tensor [N + 1, d];
+    local_errors : Tensor [N, d]; jacobians : Tensor [N, d, d].
     """
 
     t: torch.Tensor
@@ -91,7 +91,7 @@ class GlobalErrorPrediction:
 
     @property
     def relative_mismatch(self) -> float:
-        """``max_n |predicted − actual| / max_n |actual|``."""
+        """`max_n |predicted − actual| / max_n |actual|`."""
         return float((self.predicted - self.actual).abs().max() / self.actual.abs().max())
 
 
@@ -107,15 +107,15 @@ def global_error_prediction(
 
     Parameters
     ----------
-    f : the vector field ``f(t, y)``, ``y`` of shape ``[d]``.
-    exact : ``t -> y(t)``, the true solution (0-dim tensor in, ``[d]`` out).
-    t0, t1 : interval; n_steps : number of equal steps ``h = (t1 − t0)/N``.
+    f : the vector field f(t, y), y of shape [d].
+    exact : t -> y(t), the true solution (0-dim tensor in, [d] out).
+    t0, t1 : interval; n_steps : number of equal steps h = (t1 − t0)/N.
     method : a method name or ButcherTableau (implicit ones too).
 
     Returns
     -------
-    GlobalErrorPrediction — ``predicted`` from ``e_{n+1} = M_n e_n + τ_n`` with
-    ``M_n`` the step Jacobian at the exact state, ``actual`` the numerical
+    GlobalErrorPrediction — `predicted` from `e_{n+1} = M_n e_n + τ_n` with
+    `M_n` the step Jacobian at the exact state, `actual` the numerical
     solution minus the exact one; they agree to second order in the error.
     """
     n = check_positive_int("n_steps", n_steps)

@@ -1,12 +1,12 @@
 """Stability of equilibria: eigenvalues of the Jacobian, and Gershgorin discs as a certificate.
 
-* Map ``x ↦ g(x)``, fixed point ``g(x*) = x*``: asymptotically stable if the
-  spectral radius of ``J = ∂g/∂x (x*)`` is < 1.
-* Field ``x' = f(t, x)``, equilibrium ``f(x*) = 0``: stable if every eigenvalue of
-  ``J = ∂f/∂x (x*)`` has negative real part.
+* Map `x ↦ g(x)`, fixed point `g(x*) = x*`: asymptotically stable if the
+  spectral radius of `J = ∂g/∂x (x*)` is < 1.
+* Field `x' = f(t, x)`, equilibrium `f(x*) = 0`: stable if every eigenvalue of
+  `J = ∂f/∂x (x*)` has negative real part.
 
 Every eigenvalue lies in the union of the Gershgorin discs
-``{z : |z − J_ii| ≤ Σ_{j≠i} |J_ij|}`` (rows; the same with columns), so discs inside
+`{z : |z − J_ii| ≤ Σ_{j≠i} |J_ij|}` (rows; the same with columns), so discs inside
 the unit disc (map) or the open left half-plane (field) certify stability
 without computing a single eigenvalue.
 """
@@ -24,7 +24,7 @@ from odenet.stability.linearize import jacobian
 
 
 def gershgorin_discs(M) -> tuple[np.ndarray, np.ndarray]:
-    """Row Gershgorin discs of a square matrix: ``centers [d]`` (complex), ``radii [d]``."""
+    """Row Gershgorin discs of a square matrix: `centers [d]` (complex), `radii [d]`."""
     M = np.asarray(torch.as_tensor(M).detach().cpu()) if isinstance(M, torch.Tensor) else M
     M = np.asarray(M)
     if M.ndim != 2 or M.shape[0] != M.shape[1]:
@@ -49,10 +49,10 @@ class FixedPointStability:
 
     Attributes
     ----------
-    point : Tensor; jacobian : ndarray ``[d, d]``; eigenvalues : ndarray ``[d]`` complex;
-    kind : ``"map"`` or ``"flow"``;
-    rate : spectral radius (map) or spectral abscissa ``max Re λ`` (flow);
-    verdict : ``"stable" | "marginal" | "unstable"``;
+    point : Tensor; jacobian : ndarray [d, d]; eigenvalues : ndarray [d] complex;
+    kind : "map" or "flow";
+    rate : spectral radius (map) or spectral abscissa max Re λ (flow);
+    verdict : "stable" | "marginal" | "unstable";
     gershgorin_centers, gershgorin_radii : row discs;
     certified : bool, the Gershgorin discs alone prove stability.
     """
@@ -75,13 +75,13 @@ class FixedPointStability:
 def fixed_point_stability(
     g: Callable, x_star: torch.Tensor, *, kind: str = "map", tol: float = 1e-8
 ) -> FixedPointStability:
-    """Classify an equilibrium of a map ``g(x)`` or a vector field ``g(t, x)``.
+    """Classify an equilibrium of a map `g(x)` or a vector field `g(t, x)`.
 
     Parameters
     ----------
-    g : map ``x -> x'`` (``kind="map"``) or field ``(t, x) -> dx/dt`` (``kind="flow"``).
-    x_star : Tensor, the equilibrium (checked: residual ≤ ``tol`` (1 + |x*|)).
-    kind : ``"map"`` or ``"flow"``.
+    g : map x -> x' (kind="map") or field (t, x) -> dx/dt (kind="flow").
+    x_star : Tensor, the equilibrium (checked: residual ≤ tol (1 + |x*|)).
+    kind : "map" or "flow".
     tol : float, residual tolerance and the width of the "marginal" band.
 
     Returns
@@ -116,7 +116,7 @@ def fixed_point_stability(
 def find_fixed_point(
     g: Callable, x0: torch.Tensor, *, kind: str = "map", tol: float = 1e-12, max_iter: int = 50
 ) -> torch.Tensor:
-    """Newton's method for ``g(x) = x`` (map) or ``f(x) = 0`` (flow), Jacobian by autodiff."""
+    """Newton's method for `g(x) = x` (map) or `f(x) = 0` (flow), Jacobian by autodiff."""
     if kind not in ("map", "flow"):
         raise StabilityInputError(f"`kind` must be 'map' or 'flow', got {kind!r}.")
     max_iter = check_positive_int("max_iter", max_iter)

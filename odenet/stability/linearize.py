@@ -1,11 +1,11 @@
-"""Linearization of step maps: ``M_n = ∂Φ_n/∂x`` along a trajectory.
+"""Linearization of step maps: `M_n = ∂Φ_n/∂x` along a trajectory.
 
-A *step map* is any callable ``x ↦ Φ(x)`` on a torch tensor (an integrator step
+A *step map* is any callable `x ↦ Φ(x)` on a torch tensor (an integrator step
 of a vector field, a ResNet block, an RNN cell with its input closed over).  The
-Jacobians are taken with :mod:`torch.func` (``jacrev`` vmapped over many states,
-``jvp`` vmapped over many tangent vectors); steps that torch.func cannot trace
+Jacobians are taken with `torch.func` (`jacrev` vmapped over many states,
+`jvp` vmapped over many tangent vectors); steps that torch.func cannot trace
 (e.g. implicit methods whose Newton solve calls autograd) fall back to
-:func:`torch.autograd.functional.jacobian`, one state at a time.
+`torch.autograd.functional.jacobian`, one state at a time.
 """
 
 from __future__ import annotations
@@ -23,23 +23,23 @@ Step = Callable[..., torch.Tensor]
 
 
 def flow_map(f: Callable, dt: float, method: str = "rk4") -> Step:
-    """The step map ``x ↦ Φ_dt(x)`` of one step of ``method`` on the field ``f``.
+    """The step map `x ↦ Φ_dt(x)` of one step of `method` on the field `f`.
 
     Parameters
     ----------
-    f : callable ``f(t, x) -> dx/dt`` (autonomous fields ignore ``t``).
+    f : callable f(t, x) -> dx/dt (autonomous fields ignore t).
     dt : float, the step (time units; negative integrates backward).
     method : str or ButcherTableau
 
     Returns
     -------
-    callable ``step(x) -> Tensor`` with the shape of ``x``, differentiable; its
+    callable `step(x) -> Tensor` with the shape of `x`, differentiable; its
     Jacobian is the tangent map of the discretized flow.  Implicit methods call
-    ``odenet.step(f, 0.0, x, dt, method)``.  Explicit methods evaluate the same
-    tableau's stages inline (``k_i = f(c_i dt, x + dt Σ_j A_ij k_j)``,
-    ``Φ = x + dt Σ b_i k_i``): identical to ``odenet.step`` to round-off (tested)
+    `odenet.step(f, 0.0, x, dt, method)`.  Explicit methods evaluate the same
+    tableau's stages inline (`k_i = f(c_i dt, x + dt Σ_j A_ij k_j)`,
+    `Φ = x + dt Σ b_i k_i`): identical to `odenet.step` to round-off (tested)
     but without its per-call set-up, which dominates on small states, and
-    traceable by ``torch.func`` (so Jacobians of many states are one vmapped call).
+    traceable by `torch.func` (so Jacobians of many states are one vmapped call).
     """
     try:
         dt = float(dt)
@@ -82,7 +82,7 @@ def flow_map(f: Callable, dt: float, method: str = "rk4") -> Step:
 
 
 def _flat(step: Step, shape: torch.Size) -> Callable:
-    """``step`` on flat vectors ``[d]`` (with an optional extra input ``u``)."""
+    """`step` on flat vectors `[d]` (with an optional extra input `u`)."""
 
     def g(v, *u):
         return step(v.reshape(shape), *u).reshape(-1)
@@ -91,7 +91,7 @@ def _flat(step: Step, shape: torch.Size) -> Callable:
 
 
 def jacobian(step: Step, x: torch.Tensor, *inputs) -> torch.Tensor:
-    """The Jacobian ``∂step(x, *inputs)/∂x`` as a ``[d, d]`` matrix (``d = x.numel()``)."""
+    """The Jacobian `∂step(x, *inputs)/∂x` as a `[d, d]` matrix (`d = x.numel()`)."""
     x = _check_state(x)
     g = _flat(step, x.shape)
     v = x.detach().reshape(-1)
@@ -102,9 +102,9 @@ def jacobian(step: Step, x: torch.Tensor, *inputs) -> torch.Tensor:
 
 
 def jacobians(step: Step, xs: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
-    """Jacobians at many states at once: ``xs [n, *shape] -> [n, d, d]``.
+    """Jacobians at many states at once: `xs [n, *shape] -> [n, d, d]`.
 
-    ``inputs`` (optional, ``[n, ...]``) is passed as ``step(x, u)`` row by row.
+    `inputs` (optional, `[n, ...]`) is passed as `step(x, u)` row by row.
     """
     shape = xs.shape[1:]
     g = _flat(step, shape)
@@ -118,7 +118,7 @@ def jacobians(step: Step, xs: torch.Tensor, inputs: torch.Tensor | None = None) 
 
 
 def tangent_step(step: Step, x: torch.Tensor, V: torch.Tensor, *inputs) -> torch.Tensor:
-    """Push tangent vectors through the step, matrix-free: ``[d, k] -> M(x) V`` by vmapped jvp."""
+    """Push tangent vectors through the step, matrix-free: `[d, k] -> M(x) V` by vmapped jvp."""
     g = _flat(step, x.shape)
     v = x.detach().reshape(-1)
     try:
@@ -128,7 +128,7 @@ def tangent_step(step: Step, x: torch.Tensor, V: torch.Tensor, *inputs) -> torch
 
 
 def cotangent_step(step: Step, x: torch.Tensor, A: torch.Tensor, *inputs) -> torch.Tensor:
-    """Pull covectors back through the step, matrix-free: ``[d, k] -> M(x)ᵀ A`` by vmapped vjp."""
+    """Pull covectors back through the step, matrix-free: `[d, k] -> M(x)ᵀ A` by vmapped vjp."""
     g = _flat(step, x.shape)
     v = x.detach().reshape(-1)
     try:
@@ -141,7 +141,7 @@ def cotangent_step(step: Step, x: torch.Tensor, A: torch.Tensor, *inputs) -> tor
 def trajectory(
     step: Step, x0: torch.Tensor, n_steps: int, inputs: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """States ``x_0 .. x_n`` of ``x_{k+1} = step(x_k[, u_k])`` as ``[n + 1, *shape]`` (no grad)."""
+    """States `x_0 .. x_n` of `x_{k+1} = step(x_k[, u_k])` as `[n + 1, *shape]` (no grad)."""
     n_steps = check_positive_int("n_steps", n_steps, allow_zero=True)
     x = _check_state(x0).detach()
     out = [x]
@@ -159,8 +159,8 @@ def step_jacobians(
 
     Returns
     -------
-    xs : Tensor ``[n + 1, *shape]``, the states.
-    Ms : Tensor ``[n, d, d]``, ``M_k = ∂Φ/∂x (x_k)``.
+    xs : Tensor [n + 1, *shape], the states.
+    Ms : Tensor [n, d, d], M_k = ∂Φ/∂x (x_k).
     """
     xs = trajectory(step, x0, n_steps, inputs)
     return xs, jacobians(step, xs[:-1], inputs)

@@ -1,12 +1,12 @@
 """Lyapunov exponents of maps and flows by QR re-orthonormalization (Benettin / Geist).
 
-For a map ``x_{n+1} = Φ(x_n)`` with Jacobians ``M_n``, ``k`` tangent vectors
-``Q`` are pushed through the linearization and re-orthonormalized:
+For a map `x_{n+1} = Φ(x_n)` with Jacobians `M_n`, `k` tangent vectors
+`Q` are pushed through the linearization and re-orthonormalized:
 
     Q_{n+1} R_{n+1} = M_n Q_n,        λ_j = (1 / (N dt)) Σ_n log |R_{n,jj}|.
 
-A flow's spectrum is the spectrum of the map "one integrator step of ``dt``"
-divided by ``dt`` (``flow_map``); the same loop serves both.
+A flow's spectrum is the spectrum of the map "one integrator step of `dt`"
+divided by `dt` (`flow_map`); the same loop serves both.
 """
 
 from __future__ import annotations
@@ -26,18 +26,18 @@ from odenet.stability.linearize import Step, _check_state, jacobians, tangent_st
 
 @dataclass(frozen=True)
 class LyapunovResult:
-    """Output of :func:`lyapunov`.
+    """Output of [`lyapunov`][odenet.stability.lyapunov.lyapunov].
 
     Attributes
     ----------
-    exponents : Tensor ``[k]``, descending, per unit time.
-    running : ndarray ``[n_qr, k]``, the running averages after each QR step
+    exponents : Tensor [k], descending, per unit time.
+    running : ndarray [n_qr, k], the running averages after each QR step
         (their flattening shows convergence).
-    local : ndarray ``[n_qr, k]``, finite-time exponents of each QR interval
-        (``log|R_jj| / (qr_every dt)``): the local expansion rates along the orbit.
-    stderr : ndarray ``[k]``, standard error of the exponents from batch means of
-        ``local`` (20 batches): a convergence estimate.
-    times : ndarray ``[n_qr]``, the time at each QR step (from the end of the transient).
+    local : ndarray [n_qr, k], finite-time exponents of each QR interval
+        (`log|R_jj| / (qr_every dt)`): the local expansion rates along the orbit.
+    stderr : ndarray [k], standard error of the exponents from batch means of
+        `local` (20 batches): a convergence estimate.
+    times : ndarray [n_qr], the time at each QR step (from the end of the transient).
     final_state : Tensor, the state after the run (to continue it).
     """
 
@@ -50,11 +50,14 @@ class LyapunovResult:
 
     @property
     def kaplan_yorke_dimension(self) -> float:
-        """Kaplan–Yorke dimension of the exponents (see :func:`kaplan_yorke_dimension`)."""
+        """Kaplan–Yorke dimension of the exponents.
+
+        See [`kaplan_yorke_dimension`][odenet.stability.kaplan_yorke_dimension].
+        """
         return kaplan_yorke_dimension(self.exponents)
 
     def finite_time(self, window: int) -> np.ndarray:
-        """Finite-time exponents over windows of ``window`` QR intervals, ``[n_qr // window, k]``.
+        """Finite-time exponents over windows of `window` QR intervals, `[n_qr // window, k]`.
 
         Watch these along a training run to see the edge of chaos (local λ_1 ≈ 0).
         """
@@ -69,11 +72,11 @@ class LyapunovResult:
 
 
 def kaplan_yorke_dimension(exponents) -> float:
-    """Kaplan–Yorke dimension ``D_KY = j + (λ_1 + … + λ_j) / |λ_{j+1}|``.
+    """Kaplan–Yorke dimension `D_KY = j + (λ_1 + … + λ_j) / |λ_{j+1}|`.
 
-    ``j`` is the largest index whose partial sum is ≥ 0.
+    `j` is the largest index whose partial sum is ≥ 0.
 
-    ``0`` if ``λ_1 < 0``; the number of exponents if every partial sum is ≥ 0.
+    `0` if `λ_1 < 0`; the number of exponents if every partial sum is ≥ 0.
     """
     lam = np.sort(np.asarray(torch.as_tensor(exponents).detach().cpu(), dtype=float))[::-1]
     S = np.cumsum(lam)
@@ -100,33 +103,35 @@ def lyapunov(
     vectorized: bool = False,
     chunk: int | None = None,
 ) -> LyapunovResult:
-    """Lyapunov spectrum with convergence data (the full form of :func:`lyapunov_spectrum`).
+    """Lyapunov spectrum with convergence data.
+
+    The full form of [`lyapunov_spectrum`][odenet.stability.lyapunov_spectrum].
 
     Parameters
     ----------
-    step : callable ``x -> next x`` (or ``(x, u) -> next x`` with ``inputs``).
-    x0 : Tensor, the initial state (any shape; ``d = x0.numel()``); use float64.
-        With ``ensemble=True``: ``[B, *shape]``, ``B`` initial states whose orbits
+    step : callable x -> next x (or (x, u) -> next x with inputs).
+    x0 : Tensor, the initial state (any shape; d = x0.numel()); use float64.
+        With `ensemble=True`: `[B, *shape]`, `B` initial states whose orbits
         are run side by side (one vmapped step) and averaged.
     n_steps : int, steps averaged over (after the transient), per orbit.
-    dt : float, time per step (exponents are per unit time: divided by ``dt``).
+    dt : float, time per step (exponents are per unit time: divided by dt).
     transient : int, steps run first and discarded (to reach the attractor and
         align the tangent vectors).
-    k : int, number of exponents (the ``k`` largest); default ``d``.
-    qr_every : int, re-orthonormalize every ``qr_every`` steps (products of a few
+    k : int, number of exponents (the k largest); default d.
+    qr_every : int, re-orthonormalize every qr_every steps (products of a few
         Jacobians stay well conditioned when exponents are moderate; fewer QRs).
-    inputs : Tensor ``[transient + n_steps, ...]``, optional driving inputs, passed
-        as ``step(x, inputs[n])`` (RNN cells); with ``ensemble`` ``[T, B, ...]``.
-    tangent : ``"jacobian"`` (vmapped Jacobians of a chunk of states, then
-        matrix products) or ``"jvp"`` (matrix-free: k tangent vectors by vmapped
-        jvp each step; for states too large for a ``[d, d]`` matrix).
-    ensemble : bool, treat ``x0``'s first dimension as independent orbits.  For
-        an ergodic system ``B`` orbits of ``N`` steps average like one orbit of
-        ``B N`` steps but cost about ``N`` sequential steps.  Each orbit needs its
-        own ``transient`` to reach the attractor.
-    vectorized : bool, with ``ensemble``: ``step`` already maps a batch
-        ``[B, *shape]`` row by row (e.g. a field written with ``x[..., i]``), so it
-        is called on the batch directly instead of through ``torch.func.vmap``.
+    inputs : Tensor [transient + n_steps, ...], optional driving inputs, passed
+        as `step(x, inputs[n])` (RNN cells); with `ensemble` `[T, B, ...]`.
+    tangent : "jacobian" (vmapped Jacobians of a chunk of states, then
+        matrix products) or `"jvp"` (matrix-free: k tangent vectors by vmapped
+        jvp each step; for states too large for a `[d, d]` matrix).
+    ensemble : bool, treat x0's first dimension as independent orbits.  For
+        an ergodic system `B` orbits of `N` steps average like one orbit of
+        `B N` steps but cost about `N` sequential steps.  Each orbit needs its
+        own `transient` to reach the attractor.
+    vectorized : bool, with ensemble: step already maps a batch
+        `[B, *shape]` row by row (e.g. a field written with `x[..., i]`), so it
+        is called on the batch directly instead of through `torch.func.vmap`.
     chunk : int, steps whose Jacobians are formed in one vmapped call (default:
         as many as fit in ~64 MB).
 
@@ -225,7 +230,7 @@ def lyapunov(
 
 
 def _batched(step: Step):
-    """``step`` applied to a batch of states: vmapped, or a loop if torch.func cannot trace it."""
+    """`step` applied to a batch of states: vmapped, or a loop if torch.func cannot trace it."""
     vm = torch.func.vmap(step)
 
     def many(x, *u):
@@ -238,7 +243,7 @@ def _batched(step: Step):
 
 
 def _batch_stderr(log_r: np.ndarray, spans: np.ndarray, n_batches: int = 20) -> np.ndarray:
-    """Standard error of the time average from the means of ``n_batches`` consecutive batches."""
+    """Standard error of the time average from the means of `n_batches` consecutive batches."""
     nb = min(n_batches, len(log_r))
     if nb < 2:
         return np.full(log_r.shape[1], np.nan)
@@ -257,19 +262,19 @@ def lyapunov_spectrum(
     k: int | None = None,
     **options,
 ) -> torch.Tensor:
-    """The ``k`` largest Lyapunov exponents of ``x ↦ step(x)``, descending, per unit time.
+    """The `k` largest Lyapunov exponents of `x ↦ step(x)`, descending, per unit time.
 
-    A flow's spectrum: ``lyapunov_spectrum(flow_map(f, dt), x0, n, dt=dt)``.
+    A flow's spectrum: `lyapunov_spectrum(flow_map(f, dt), x0, n, dt=dt)`.
 
     Parameters
     ----------
     step, x0, n_steps, dt, transient, k
-        See :func:`lyapunov`; ``options`` (``qr_every``, ``inputs``, ``tangent``,
-        ``chunk``) are passed on.
+        See [`lyapunov`][odenet.stability.lyapunov.lyapunov]; `options` (`qr_every`, `inputs`,
+        `tangent`, `chunk`) are passed on.
 
     Returns
     -------
-    Tensor ``[k]``.
+    Tensor `[k]`.
 
     Examples
     --------

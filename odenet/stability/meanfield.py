@@ -1,14 +1,14 @@
 """Mean-field signal propagation through a deep random network (initialization).
 
-For ``h_{l+1} = W_l φ(h_l) + b_l`` with ``W_ij ~ N(0, σ_w²/n)``, ``b_i ~ N(0, σ_b²)``,
-wide layers make the pre-activations Gaussian with variance ``q_l``:
+For `h_{l+1} = W_l φ(h_l) + b_l` with `W_ij ~ N(0, σ_w²/n)`, `b_i ~ N(0, σ_b²)`,
+wide layers make the pre-activations Gaussian with variance `q_l`:
 
     q_{l+1} = σ_w² E_{z~N(0,1)}[φ(√q_l z)²] + σ_b²,
     χ_l     = σ_w² E_{z~N(0,1)}[φ'(√q_l z)²],
 
-and the backpropagated gradient ``δ_l = ∂L/∂h_l`` obeys
-``E‖δ_l‖² = χ_l E‖δ_{l+1}‖²``: per-layer gradient-norm ratio ``√χ_l``.
-``χ = 1`` is the critical line (edge of chaos): ReLU with σ_w² = 2 (He) and tanh
+and the backpropagated gradient `δ_l = ∂L/∂h_l` obeys
+`E‖δ_l‖² = χ_l E‖δ_{l+1}‖²`: per-layer gradient-norm ratio `√χ_l`.
+`χ = 1` is the critical line (edge of chaos): ReLU with σ_w² = 2 (He) and tanh
 with σ_w² = 1, σ_b = 0 (Xavier-like; fixed point q* = 0).
 Expectations are Gauss–Hermite quadratures.
 """
@@ -40,26 +40,26 @@ _W = _W / _W.sum()  # E[g(z)] = Σ w_i g(z_i), z ~ N(0, 1)
 
 
 def variance_map(activation: str, sigma_w2: float, sigma_b2: float = 0.0):
-    """The layer-to-layer variance map ``q -> σ_w² E[φ(√q z)²] + σ_b²``."""
+    """The layer-to-layer variance map `q -> σ_w² E[φ(√q z)²] + σ_b²`."""
     phi, _, _ = _activation(activation)
     return lambda q: sigma_w2 * float(_W @ phi(np.sqrt(q) * _Z) ** 2) + sigma_b2
 
 
 def chi(activation: str, sigma_w2: float, q: float) -> float:
-    """``χ = σ_w² E[φ'(√q z)²]``: squared gradient-norm ratio of one layer."""
+    """`χ = σ_w² E[φ'(√q z)²]`: squared gradient-norm ratio of one layer."""
     _, dphi, _ = _activation(activation)
     return sigma_w2 * float(_W @ dphi(np.sqrt(q) * _Z) ** 2)
 
 
 @dataclass(frozen=True)
 class MeanField:
-    """Mean-field prediction through ``depth`` layers.
+    """Mean-field prediction through `depth` layers.
 
     Attributes
     ----------
-    q : ndarray ``[depth + 1]``, pre-activation variance per layer.
-    chi : ndarray ``[depth]``, ``χ_l``.
-    gradient_ratio : ndarray ``[depth]``, predicted ``‖δ_l‖ / ‖δ_{l+1}‖ = √χ_l``.
+    q : ndarray [depth + 1], pre-activation variance per layer.
+    chi : ndarray [depth], χ_l.
+    gradient_ratio : ndarray [depth], predicted ‖δ_l‖ / ‖δ_{l+1}‖ = √χ_l.
     """
 
     q: np.ndarray
@@ -73,9 +73,9 @@ class MeanField:
 def mean_field(
     activation: str, sigma_w2: float, depth: int, q0: float = 1.0, sigma_b2: float = 0.0
 ) -> MeanField:
-    """Iterate the variance map ``depth`` times from ``q0`` and record ``χ`` per layer.
+    """Iterate the variance map `depth` times from `q0` and record `χ` per layer.
 
-    Layer ``l`` (0-based) maps ``h_l`` (variance ``q_l``) to ``h_{l+1}``; ``χ_l`` uses ``q_l``.
+    Layer `l` (0-based) maps `h_l` (variance `q_l`) to `h_{l+1}`; `χ_l` uses `q_l`.
     """
     depth = check_positive_int("depth", depth)
     V = variance_map(activation, sigma_w2, sigma_b2)
@@ -97,11 +97,11 @@ def measured_gradient_ratios(
     n_nets: int = 4,
     seed: int = 0,
 ) -> MeanField:
-    """Measure ``q_l`` and the gradient-norm ratios of random nets by autograd.
+    """Measure `q_l` and the gradient-norm ratios of random nets by autograd.
 
-    ``n_nets`` random networks (float64) with input ``h_0 ~ N(0, q0)``; the loss is
-    ``g · h_depth`` with ``g ~ N(0, I)``; returns the averages of ``mean(h_l²)``
-    and of ``‖δ_l‖² / ‖δ_{l+1}‖²`` (as ``chi``) per layer.
+    `n_nets` random networks (float64) with input `h_0 ~ N(0, q0)`; the loss is
+    `g · h_depth` with `g ~ N(0, I)`; returns the averages of `mean(h_l²)`
+    and of `‖δ_l‖² / ‖δ_{l+1}‖²` (as `chi`) per layer.
     """
     depth = check_positive_int("depth", depth)
     width = check_positive_int("width", width)

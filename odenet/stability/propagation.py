@@ -1,9 +1,9 @@
 """Propagation report: how products of step Jacobians grow, forward and backward.
 
-With ``M_n = ∂Φ_n/∂x`` along a trajectory, errors move forward through
-``P_n = M_{n-1} ⋯ M_0`` (``e_{n} ≈ P_n e_0``) and gradients move backward through
-the transposed suffix products ``S_nᵀ = (M_{N-1} ⋯ M_n)ᵀ`` (``a_n = S_nᵀ a_N``).
-:func:`analyze` measures both, per step and end to end, and says in words
+With `M_n = ∂Φ_n/∂x` along a trajectory, errors move forward through
+`P_n = M_{n-1} ⋯ M_0` (`e_{n} ≈ P_n e_0`) and gradients move backward through
+the transposed suffix products `S_nᵀ = (M_{N-1} ⋯ M_n)ᵀ` (`a_n = S_nᵀ a_N`).
+[`analyze`][odenet.stability.analyze] measures both, per step and end to end, and says in words
 whether the chain is stable, marginal or unstable.
 """
 
@@ -24,21 +24,23 @@ from odenet.stability.linearize import step_jacobians
 
 @dataclass(frozen=True)
 class PropagationReport:
-    """What :func:`analyze` found.  Arrays are numpy float64; ``N`` steps, state size ``d``.
+    """What [`analyze`][odenet.stability.analyze] found.
+
+    Arrays are numpy float64; `N` steps, state size `d`.
 
     Attributes
     ----------
-    spectral_radius, spectral_norm, condition_number : ``[N]`` per step
-        (``max|eig M_n|``, ``σ_max(M_n)``, ``σ_max/σ_min`` — the anisotropy).
-    log_forward_growth : ``[N + 1]``, ``log ‖M_{n-1} ⋯ M_0‖₂`` (index 0: identity).
-    log_backward_growth : ``[N + 1]``, ``log ‖M_{N-1} ⋯ M_n‖₂``: how much a gradient
-        arriving at the end is amplified on its way back to step ``n`` (index N: 1).
-    singular_values : ``[d]``, of the end-to-end Jacobian ``M_{N-1} ⋯ M_0``.
-    lyapunov_exponents : ``[d]``, descending, per unit time (QR of the chain).
-    transient_peak, transient_peak_step : the largest ``‖P_n‖`` and its ``n``.
-    kreiss_constant : float or None, for a constant step (all ``M_n`` equal):
-        ``K ≤ sup_k ‖M^k‖ ≤ e d K`` (Kreiss matrix theorem).
-    verdict : ``"stable" | "marginal" | "unstable"``; reason : str.
+    spectral_radius, spectral_norm, condition_number : [N] per step
+        (`max|eig M_n|`, `σ_max(M_n)`, `σ_max/σ_min` — the anisotropy).
+    log_forward_growth : [N + 1], log ‖M_{n-1} ⋯ M_0‖₂ (index 0: identity).
+    log_backward_growth : [N + 1], log ‖M_{N-1} ⋯ M_n‖₂: how much a gradient
+        arriving at the end is amplified on its way back to step `n` (index N: 1).
+    singular_values : [d], of the end-to-end Jacobian M_{N-1} ⋯ M_0.
+    lyapunov_exponents : [d], descending, per unit time (QR of the chain).
+    transient_peak, transient_peak_step : the largest ‖P_n‖ and its n.
+    kreiss_constant : float or None, for a constant step (all M_n equal):
+        `K ≤ sup_k ‖M^k‖ ≤ e d K` (Kreiss matrix theorem).
+    verdict : "stable" | "marginal" | "unstable"; reason : str.
     """
 
     spectral_radius: np.ndarray
@@ -62,13 +64,13 @@ class PropagationReport:
 
     @property
     def forward_growth(self) -> np.ndarray:
-        """``‖P_n‖₂``, ``[N + 1]`` (may overflow to ``inf``; use the log for long chains)."""
+        """`‖P_n‖₂`, `[N + 1]` (may overflow to `inf`; use the log for long chains)."""
         with np.errstate(over="ignore"):
             return np.exp(self.log_forward_growth)
 
     @property
     def backward_growth(self) -> np.ndarray:
-        """``‖M_{N-1} ⋯ M_n‖₂``, ``[N + 1]``: the gradient amplification to step ``n``."""
+        """`‖M_{N-1} ⋯ M_n‖₂`, `[N + 1]`: the gradient amplification to step `n`."""
         with np.errstate(over="ignore"):
             return np.exp(self.log_backward_growth)
 
@@ -105,10 +107,10 @@ class PropagationReport:
 
 
 def kreiss_constant(M, *, n_radii: int = 80, n_angles: int = 256) -> float:
-    """Kreiss constant ``K(M) = sup_{|z|>1} (|z| − 1) ‖(zI − M)⁻¹‖₂`` (sampled).
+    """Kreiss constant `K(M) = sup_{|z|>1} (|z| − 1) ‖(zI − M)⁻¹‖₂` (sampled).
 
-    ``inf`` if the spectral radius is ≥ 1.  Bounds the power growth of a
-    non-normal matrix: ``K ≤ sup_k ‖M^k‖ ≤ e d K``.
+    `inf` if the spectral radius is ≥ 1.  Bounds the power growth of a
+    non-normal matrix: `K ≤ sup_k ‖M^k‖ ≤ e d K`.
     """
     M = np.asarray(M, dtype=complex)
     if np.abs(np.linalg.eigvals(M)).max() >= 1.0:
@@ -159,12 +161,12 @@ def analyze(
 
     Parameters
     ----------
-    step_or_matrices : callable ``x -> next x`` (``(x, u)`` with ``inputs``), or
-        Jacobians ``[N, d, d]`` (torch or numpy), or one matrix ``[d, d]`` raised to
-        the powers ``1 .. n_steps``.
+    step_or_matrices : callable x -> next x ((x, u) with inputs), or
+        Jacobians `[N, d, d]` (torch or numpy), or one matrix `[d, d]` raised to
+        the powers `1 .. n_steps`.
     x0 : Tensor, initial state (for a step map).
     n_steps : int, number of steps.
-    inputs : Tensor ``[N, ...]``, optional per-step inputs (RNN cells).
+    inputs : Tensor [N, ...], optional per-step inputs (RNN cells).
     dt : float, time per step (Lyapunov exponents are per unit time).
     margin : float > 1, the factor of total growth (or decay) of the end-to-end
         product within which the chain is called "marginal".

@@ -1,15 +1,15 @@
 """Linear stability of Runge–Kutta schemes, from the tableau.
 
-On the test equation ``y' = λy`` one step of a Runge–Kutta method multiplies the
-state by the *stability function* ``R(z)``, ``z = hλ``:
+On the test equation `y' = λy` one step of a Runge–Kutta method multiplies the
+state by the *stability function* `R(z)`, `z = hλ`:
 
     R(z) = 1 + z bᵀ (I − zA)⁻¹ 𝟙 = det(I − zA + z 𝟙bᵀ) / det(I − zA) = P(z) / Q(z).
 
-``P`` and ``Q`` are polynomials of degree ≤ s; they are recovered exactly (to
-round-off) by evaluating the two determinants at the ``s + 1`` roots of unity and
+`P` and `Q` are polynomials of degree ≤ s; they are recovered exactly (to
+round-off) by evaluating the two determinants at the `s + 1` roots of unity and
 inverting the discrete Fourier transform.  The stability region is
-``{z : |R(z)| ≤ 1}``; intervals on the real and imaginary axes are the boundary
-points where ``|Q|² − |P|²`` changes sign, found as polynomial roots.
+`{z : |R(z)| ≤ 1}`; intervals on the real and imaginary axes are the boundary
+points where `|Q|² − |P|²` changes sign, found as polynomial roots.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def _tab(tableau) -> ButcherTableau:
 
 
 def stability_function(tableau: str | ButcherTableau) -> Callable[[np.ndarray], np.ndarray]:
-    """The linear stability function ``R(z)`` of a Runge–Kutta method.
+    """The linear stability function `R(z)` of a Runge–Kutta method.
 
     Parameters
     ----------
@@ -37,8 +37,8 @@ def stability_function(tableau: str | ButcherTableau) -> Callable[[np.ndarray], 
 
     Returns
     -------
-    callable ``R(z)``: complex numpy array of any shape -> complex array of the
-    same shape, ``R(z) = det(I − zA + z𝟙bᵀ) / det(I − zA)`` (``inf`` at poles).
+    callable `R(z)`: complex numpy array of any shape -> complex array of the
+    same shape, `R(z) = det(I − zA + z𝟙bᵀ) / det(I − zA)` (`inf` at poles).
     """
     tab = _tab(tableau)
     A = np.asarray(tab.A, dtype=complex)
@@ -58,11 +58,11 @@ def stability_function(tableau: str | ButcherTableau) -> Callable[[np.ndarray], 
 
 
 def stability_polynomials(tableau: str | ButcherTableau) -> tuple[np.ndarray, np.ndarray]:
-    """Coefficients (ascending powers of ``z``) of ``P`` and ``Q`` with ``R = P / Q``.
+    """Coefficients (ascending powers of `z`) of `P` and `Q` with `R = P / Q`.
 
     Returns
     -------
-    P, Q : ndarray ``[s + 1]`` float64 each (trailing zeros kept; ``P[0] = Q[0] = 1``).
+    P, Q : ndarray [s + 1] float64 each (trailing zeros kept; P[0] = Q[0] = 1).
     """
     tab = _tab(tableau)
     s = tab.stages
@@ -86,13 +86,13 @@ def stability_polynomials(tableau: str | ButcherTableau) -> tuple[np.ndarray, np
 
 
 def _boundary(gain: np.ndarray, norm: np.ndarray, direction: float, absnorm: np.ndarray) -> float:
-    """First point along the ray ``x = direction · r, r ≥ 0`` where ``gain(x) < 0``.
+    """First point along the ray `x = direction · r, r ≥ 0` where `gain(x) < 0`.
 
-    ``gain`` and ``norm`` are real polynomials (ascending coefficients):
-    ``gain = |Q|² − |P|²`` (≥ 0 ⇔ |R| ≤ 1), ``norm = |Q|² + |P|²`` for a
-    relative tolerance; ``absnorm`` the same from absolute coefficients, so
+    `gain` and `norm` are real polynomials (ascending coefficients):
+    `gain = |Q|² − |P|²` (≥ 0 ⇔ |R| ≤ 1), `norm = |Q|² + |P|²` for a
+    relative tolerance; `absnorm` the same from absolute coefficients, so
     coefficients that cancel to round-off are set to zero.  Returns the
-    distance ``r`` of the boundary (``inf`` if the whole ray is stable).
+    distance `r` of the boundary (`inf` if the whole ray is stable).
     """
     poly = np.polynomial.polynomial
     gain = np.where(np.abs(gain) < 1e-12 * absnorm, 0.0, gain)  # cancelled to round-off
@@ -128,11 +128,11 @@ def _poly_mul(a, b):
 
 
 def real_stability_interval(tableau: str | ButcherTableau) -> float:
-    """Left end ``x < 0`` of the real stability interval ``[x, 0]``.
+    """Left end `x < 0` of the real stability interval `[x, 0]`.
 
-    The largest ``x`` with ``|R(ξ)| ≤ 1`` for all ``ξ ∈ [x, 0]``; ``-inf`` if the
-    whole negative real axis is stable (e.g. A-stable methods).  Euler: ``-2``;
-    classical RK4: ``≈ -2.785``.
+    The largest `x` with `|R(ξ)| ≤ 1` for all `ξ ∈ [x, 0]`; `-inf` if the
+    whole negative real axis is stable (e.g. A-stable methods).  Euler: `-2`;
+    classical RK4: `≈ -2.785`.
     """
     P, Q = stability_polynomials(tableau)
     gain = _poly_mul(Q, Q) - _poly_mul(P, P)
@@ -141,10 +141,10 @@ def real_stability_interval(tableau: str | ButcherTableau) -> float:
 
 
 def imaginary_stability_interval(tableau: str | ButcherTableau) -> float:
-    """Half-length ``y ≥ 0`` of the imaginary stability interval ``[-iy, iy]``.
+    """Half-length `y ≥ 0` of the imaginary stability interval `[-iy, iy]`.
 
-    ``0`` for Euler (no imaginary interval), ``2√2`` for classical RK4, ``inf`` for
-    A-stable methods.  (``|R(iy)| = |R(-iy)|`` for real tableaux.)
+    `0` for Euler (no imaginary interval), `2√2` for classical RK4, `inf` for
+    A-stable methods.  (`|R(iy)| = |R(-iy)|` for real tableaux.)
     """
     P, Q = stability_polynomials(tableau)
     k = np.arange(len(P))
@@ -158,7 +158,7 @@ def imaginary_stability_interval(tableau: str | ButcherTableau) -> float:
 
 
 def r_infinity(tableau: str | ButcherTableau) -> complex:
-    """``R(∞) = lim_{|z|→∞} R(z)`` (``inf`` for explicit methods)."""
+    """`R(∞) = lim_{|z|→∞} R(z)` (`inf` for explicit methods)."""
     P, Q = stability_polynomials(tableau)
     dp = np.nonzero(P)[0].max()
     dq = np.nonzero(Q)[0].max()
@@ -170,9 +170,9 @@ def r_infinity(tableau: str | ButcherTableau) -> complex:
 
 
 def is_a_stable(tableau: str | ButcherTableau) -> bool:
-    """A-stability: ``|R(z)| ≤ 1`` on the whole closed left half-plane.
+    """A-stability: `|R(z)| ≤ 1` on the whole closed left half-plane.
 
-    By the maximum principle: no pole of ``R`` in ``Re z ≤ 0`` and ``|R(iy)| ≤ 1``
+    By the maximum principle: no pole of `R` in `Re z ≤ 0` and `|R(iy)| ≤ 1`
     on the imaginary axis (explicit methods are never A-stable).
     """
     P, Q = stability_polynomials(tableau)
@@ -185,19 +185,19 @@ def is_a_stable(tableau: str | ButcherTableau) -> bool:
 
 
 def is_l_stable(tableau: str | ButcherTableau) -> bool:
-    """L-stability: A-stable and ``R(∞) = 0`` (stiff components are damped in one step)."""
+    """L-stability: A-stable and `R(∞) = 0` (stiff components are damped in one step)."""
     return is_a_stable(tableau) and abs(r_infinity(tableau)) < 1e-12
 
 
 @dataclass(frozen=True)
 class StabilityRegion:
-    """``|R(z)|`` on a grid of the complex plane, ready for a contour plot at level 1.
+    """`|R(z)|` on a grid of the complex plane, ready for a contour plot at level 1.
 
     Attributes
     ----------
     method : str
-    x : ndarray ``[nx]`` real parts; y : ndarray ``[ny]`` imaginary parts.
-    abs_R : ndarray ``[ny, nx]``, ``|R(x + iy)|`` (``inf`` at poles).
+    x : ndarray [nx] real parts; y : ndarray [ny] imaginary parts.
+    abs_R : ndarray [ny, nx], |R(x + iy)| (inf at poles).
     """
 
     method: str
@@ -207,7 +207,7 @@ class StabilityRegion:
 
     @property
     def stable(self) -> np.ndarray:
-        """Boolean mask ``[ny, nx]`` of ``|R| ≤ 1``."""
+        """Boolean mask `[ny, nx]` of `|R| ≤ 1`."""
         return self.abs_R <= 1.0
 
     def area(self) -> float:
@@ -224,7 +224,7 @@ def stability_region(
     im: tuple[float, float] = (-4.0, 4.0),
     n: int = 401,
 ) -> StabilityRegion:
-    """Sample ``|R(z)|`` on an ``n × n`` grid of ``re × im`` (data for a plot)."""
+    """Sample `|R(z)|` on an `n × n` grid of `re × im` (data for a plot)."""
     tab = _tab(tableau)
     x = np.linspace(re[0], re[1], n)
     y = np.linspace(im[0], im[1], n)
@@ -233,11 +233,11 @@ def stability_region(
 
 
 def empirical_stability_function(tableau: str | ButcherTableau, z: np.ndarray) -> np.ndarray:
-    """``R(z)`` measured by one real step of the integrator on ``y' = zy`` (h = 1).
+    """`R(z)` measured by one real step of the integrator on `y' = zy` (h = 1).
 
     The complex scalar equation is stepped as the real 2-vector system
-    ``(u, v)' = (a u − b v, b u + a v)`` with ``z = a + ib``, ``y_0 = (1, 0)``,
-    all ``z`` at once via ``odenet.step(..., batched=True)``.
+    `(u, v)' = (a u − b v, b u + a v)` with `z = a + ib`, `y_0 = (1, 0)`,
+    all `z` at once via `odenet.step(..., batched=True)`.
     """
     z = np.asarray(z, dtype=complex)
     a = torch.as_tensor(z.real.reshape(-1), dtype=torch.float64)

@@ -1,15 +1,15 @@
 """Von Neumann analysis: amplification of each Fourier mode by a translation-invariant step.
 
-A linear step ``L`` on a periodic grid that commutes with shifts acts on the
-Fourier mode ``e^{i θ·j}`` by multiplication with its *symbol*
+A linear step `L` on a periodic grid that commutes with shifts acts on the
+Fourier mode `e^{i θ·j}` by multiplication with its *symbol*
 
     G(θ) = Σ_j L(δ)_j e^{-i θ·j},        θ_k = 2πk / N (per axis),
 
-the discrete Fourier transform of the step's impulse response ``L(δ)``.  For a
+the discrete Fourier transform of the step's impulse response `L(δ)`.  For a
 nonlinear step the same is done for its linearization about a constant state
-(``jvp`` at ``x0``).  With ``C`` channels (systems of PDEs, convolutional blocks)
-``G(θ)`` is a ``C × C`` matrix per mode and the amplification is its spectral
-radius.  The step is stable in the von Neumann sense iff ``max_θ |G(θ)| ≤ 1``.
+(`jvp` at `x0`).  With `C` channels (systems of PDEs, convolutional blocks)
+`G(θ)` is a `C × C` matrix per mode and the amplification is its spectral
+radius.  The step is stable in the von Neumann sense iff `max_θ |G(θ)| ≤ 1`.
 """
 
 from __future__ import annotations
@@ -34,13 +34,13 @@ class VonNeumannResult:
 
     Attributes
     ----------
-    theta : ndarray ``[ndim, *shape]``, the wavenumbers ``θ ∈ (−π, π]`` of each mode
+    theta : ndarray [ndim, *shape], the wavenumbers θ ∈ (−π, π] of each mode
         (radians per grid cell, per axis).
-    symbol : ndarray ``[*shape]`` complex (``[*shape, C, C]`` with channels), ``G(θ)``.
-    amplification : ndarray ``[*shape]``, ``|G(θ)|`` (spectral radius with channels).
+    symbol : ndarray [*shape] complex ([*shape, C, C] with channels), G(θ).
+    amplification : ndarray [*shape], |G(θ)| (spectral radius with channels).
     max_amplification : float
-    stable : bool, ``max_amplification ≤ 1 + tol``.
-    most_dangerous : tuple of float, the ``θ`` (per axis) of the largest ``|G|``.
+    stable : bool, max_amplification ≤ 1 + tol.
+    most_dangerous : tuple of float, the θ (per axis) of the largest |G|.
     """
 
     theta: np.ndarray
@@ -70,15 +70,15 @@ def von_neumann(
 
     Parameters
     ----------
-    step : callable on tensors ``[*shape]`` (or ``[C, *shape]`` with ``channels``).
-    shape : the periodic grid, e.g. ``(64,)`` or ``(32, 32)``; any dimension.
-    channels : int, optional; the state is ``[C, *shape]``.
+    step : callable on tensors [*shape] (or [C, *shape] with channels).
+    shape : the periodic grid, e.g. (64,) or (32, 32); any dimension.
+    channels : int, optional; the state is [C, *shape].
     x0 : Tensor, optional base state to linearize about (default zeros: exact for
         linear steps).
-    tol : float, slack in the stability test ``max |G| ≤ 1 + tol``.
+    tol : float, slack in the stability test max |G| ≤ 1 + tol.
     check : bool, verify on a random field that the step really is the
         convolution its impulse response predicts (else raise
-        :class:`NotTranslationInvariantError`).
+        [`NotTranslationInvariantError`][odenet.stability.NotTranslationInvariantError]).
 
     Returns
     -------
@@ -162,21 +162,21 @@ def cfl_search(
     rtol: float = 1e-6,
     **options,
 ) -> float:
-    """Largest parameter ``p ∈ [lo, hi]`` (a step size, a CFL number) with a stable step.
+    """Largest parameter `p ∈ [lo, hi]` (a step size, a CFL number) with a stable step.
 
-    Bisection on ``von_neumann(make_step(p), shape).stable``; assumes the step is
-    stable for ``p ≤ p*`` and unstable above (the usual CFL picture).
+    Bisection on `von_neumann(make_step(p), shape).stable`; assumes the step is
+    stable for `p ≤ p*` and unstable above (the usual CFL picture).
 
     Parameters
     ----------
-    make_step : callable ``p -> step``.
-    lo, hi : bracket; ``make_step(lo)`` must be stable.
+    make_step : callable p -> step.
+    lo, hi : bracket; make_step(lo) must be stable.
     rtol : relative width of the final bracket.
-    options : passed to :func:`von_neumann`.
+    options : passed to [von_neumann][odenet.stability.von_neumann.von_neumann].
 
     Returns
     -------
-    float, the stability limit ``p*`` (``hi`` if the whole bracket is stable).
+    float, the stability limit `p*` (`hi` if the whole bracket is stable).
     """
     lo, hi = float(lo), float(hi)
     if not lo < hi:

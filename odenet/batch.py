@@ -74,7 +74,19 @@ class IrregularBatch:
 
     @staticmethod
     def from_lists(times: list, values: list, masks: list | None = None) -> IrregularBatch:
-        """Pad per-sample `times[b]` [T_b] and `values[b]` [T_b, D] into one batch."""
+        """Pad per-sample `times[b]` [T_b] and `values[b]` [T_b, D] into one batch.
+
+        Examples
+        --------
+        Two series of different lengths, padded to the longest:
+
+        >>> import torch
+        >>> from odenet.batch import IrregularBatch
+        >>> b = IrregularBatch.from_lists([torch.tensor([0.0, 1.0, 2.0]), torch.tensor([0.0, 0.5])],
+        ...                               [torch.ones(3, 1), torch.ones(2, 1)])
+        >>> b.lengths
+        tensor([3, 2])
+        """
         if len(times) == 0 or len(times) != len(values):
             raise InputError("`times` and `values` must be non-empty lists of equal length.")
         B = len(times)

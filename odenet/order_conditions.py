@@ -282,6 +282,12 @@ def verify_order(tab: ButcherTableau | str, *, weights: str = "b", max_order: in
     Returns
     -------
     int (0 if even `Σ b_i = 1` fails).
+
+    Examples
+    --------
+    >>> from odenet.order_conditions import verify_order
+    >>> verify_order("rk4"), verify_order("dopri5"), verify_order("dopri5", weights="b_hat")
+    (4, 5, 4)
     """
     tab = _tableau(tab)
     F = _make_field(tab.A_exact, [_weights(tab, weights)])

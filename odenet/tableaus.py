@@ -436,7 +436,14 @@ def register(name: str, *aliases: str):
 
 
 def methods() -> list[str]:
-    """Names of all registered methods, sorted."""
+    """Names of all registered methods, sorted.
+
+    Examples
+    --------
+    >>> import odenet
+    >>> "dopri5" in odenet.methods(), "radau_iia5" in odenet.methods()
+    (True, True)
+    """
     return sorted(_REGISTRY)
 
 
@@ -447,6 +454,15 @@ def tableau(name: str | ButcherTableau) -> ButcherTableau:
     ------
     UnknownMethodError
         If `name` is not registered; the message lists the valid names.
+
+    Examples
+    --------
+    >>> import odenet
+    >>> tab = odenet.tableau("rk4")
+    >>> tab
+    ButcherTableau('rk4': explicit, 4 stages, order 4)
+    >>> tab.c
+    array([0. , 0.5, 0.5, 1. ])
     """
     if isinstance(name, ButcherTableau):
         return name

@@ -10,6 +10,7 @@ these rare (a block that needs a file the reader brings, say) and give the reaso
 
 from __future__ import annotations
 
+import doctest
 import importlib
 import inspect
 import os
@@ -171,3 +172,23 @@ def test_api_parameter_tables_show_the_signature_defaults(site, anchor):
             assert shown[name] == repr(p.default), (anchor, name, shown[name], p.default)
             checked += 1
     assert checked >= 2, shown
+
+
+# --- Examples sections of docstrings ---------------------------------------------------
+
+DOCTEST_MODULES = [
+    "odenet.tableaus", "odenet.order_conditions", "odenet.problems", "odenet.batch",
+    "odenet.stability.regions", "odenet.stability.linearize", "odenet.stability.propagation",
+    "odenet.stability.lyapunov", "odenet.stability.von_neumann", "odenet.stability.fixed_points",
+    "odenet.stability.meanfield",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", DOCTEST_MODULES)
+def test_docstring_examples_print_what_they_show(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(
+        module, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS, verbose=False
+    )
+    assert result.attempted > 0, f"{name} has no Examples"
+    assert result.failed == 0, f"{result.failed} docstring example(s) of {name} failed (see above)"

@@ -87,6 +87,15 @@ def fixed_point_stability(
     Returns
     -------
     FixedPointStability
+
+    Examples
+    --------
+    >>> import torch
+    >>> from odenet.stability import fixed_point_stability
+    >>> fp = fixed_point_stability(lambda t, x: -x + x**3, torch.zeros(1, dtype=torch.float64),
+    ...                            kind="flow")
+    >>> fp.verdict, fp.rate
+    ('stable', -1.0)
     """
     if kind not in ("map", "flow"):
         raise StabilityInputError(f"`kind` must be 'map' or 'flow', got {kind!r}.")

@@ -138,6 +138,17 @@ def lyapunov(
     Returns
     -------
     LyapunovResult
+
+    Examples
+    --------
+    A diagonal map stretches by 2 and shrinks by 1/2 each step: exponents ±log 2.
+
+    >>> import torch
+    >>> from odenet.stability import lyapunov
+    >>> scale = torch.tensor([2.0, 0.5], dtype=torch.float64)
+    >>> res = lyapunov(lambda x: scale * x, torch.ones(2, dtype=torch.float64), 20)
+    >>> res.exponents
+    tensor([ 0.6931, -0.6931], dtype=torch.float64)
     """
     x = _check_state(x0).detach()
     n_steps = check_positive_int("n_steps", n_steps)

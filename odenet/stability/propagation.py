@@ -174,6 +174,19 @@ def analyze(
     Returns
     -------
     PropagationReport
+
+    Examples
+    --------
+    A non-normal matrix whose powers decay only after a transient:
+
+    >>> import torch
+    >>> from odenet.stability import analyze
+    >>> A = torch.tensor([[0.9, 5.0], [0.0, 0.9]], dtype=torch.float64)
+    >>> report = analyze(lambda x: A @ x, torch.ones(2, dtype=torch.float64), 50)
+    >>> report.verdict
+    'marginal'
+    >>> round(float(report.spectral_radius[0]), 2), round(float(report.spectral_norm[0]), 2)
+    (0.9, 5.16)
     """
     if not float(margin) > 1.0:
         raise StabilityInputError(f"`margin` must be a factor > 1, got {margin!r}.")

@@ -39,6 +39,14 @@ def stability_function(tableau: str | ButcherTableau) -> Callable[[np.ndarray], 
     -------
     callable `R(z)`: complex numpy array of any shape -> complex array of the
     same shape, `R(z) = det(I − zA + z𝟙bᵀ) / det(I − zA)` (`inf` at poles).
+
+    Examples
+    --------
+    >>> import numpy as np, odenet
+    >>> from odenet.stability import stability_function
+    >>> R = stability_function(odenet.tableau("rk4"))
+    >>> np.round(R(np.array([-1.0, -2.785])).real, 4)   # 1 + z + z²/2 + z³/6 + z⁴/24
+    array([0.375 , 0.9996])
     """
     tab = _tab(tableau)
     A = np.asarray(tab.A, dtype=complex)
@@ -133,6 +141,15 @@ def real_stability_interval(tableau: str | ButcherTableau) -> float:
     The largest `x` with `|R(ξ)| ≤ 1` for all `ξ ∈ [x, 0]`; `-inf` if the
     whole negative real axis is stable (e.g. A-stable methods).  Euler: `-2`;
     classical RK4: `≈ -2.785`.
+
+    Examples
+    --------
+    >>> import odenet
+    >>> from odenet.stability import real_stability_interval
+    >>> round(real_stability_interval(odenet.tableau("rk4")), 4)
+    -2.7853
+    >>> real_stability_interval(odenet.tableau("backward_euler"))
+    -inf
     """
     P, Q = stability_polynomials(tableau)
     gain = _poly_mul(Q, Q) - _poly_mul(P, P)
@@ -174,6 +191,13 @@ def is_a_stable(tableau: str | ButcherTableau) -> bool:
 
     By the maximum principle: no pole of `R` in `Re z ≤ 0` and `|R(iy)| ≤ 1`
     on the imaginary axis (explicit methods are never A-stable).
+
+    Examples
+    --------
+    >>> import odenet
+    >>> from odenet.stability import is_a_stable
+    >>> is_a_stable(odenet.tableau("radau_iia5")), is_a_stable(odenet.tableau("dopri5"))
+    (True, False)
     """
     P, Q = stability_polynomials(tableau)
     if np.nonzero(P)[0].max() > np.nonzero(Q)[0].max():

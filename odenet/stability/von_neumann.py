@@ -83,6 +83,19 @@ def von_neumann(
     Returns
     -------
     VonNeumannResult
+
+    Examples
+    --------
+    Explicit Euler for the heat equation is stable for `r = dt/dx² ≤ 1/2`:
+
+    >>> import torch
+    >>> from odenet.stability import von_neumann
+    >>> def heat(r):
+    ...     return lambda u: u + r * (torch.roll(u, 1) - 2 * u + torch.roll(u, -1))
+    >>> von_neumann(heat(0.4), (32,)).stable, von_neumann(heat(0.6), (32,)).stable
+    (True, False)
+    >>> round(float(von_neumann(heat(0.6), (32,)).max_amplification), 2)   # |1 − 4r|
+    1.4
     """
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
     if not shape or any(not isinstance(n, int) or n < 1 for n in shape):

@@ -17,6 +17,7 @@ from odenet.models.fields import (
     InputPath,
     LayerwiseField,
     MLPField,
+    ModelInputError,
     RNNField,
 )
 from odenet.models.neural_ode import NeuralODE
@@ -40,6 +41,7 @@ __all__ = [
     "LatentODE",
     "LayerwiseField",
     "MLPField",
+    "ModelInputError",
     "NeuralODE",
     "RNNField",
     "ResNet",

@@ -42,6 +42,120 @@ def check_int(name: str, v, minimum: int = 1) -> int:
     return v
 
 
+class ModelInputError(InputError):
+    """An input to a model has the wrong type, shape, dtype or device for that model."""
+
+
+def parameter_dtype(module: nn.Module) -> torch.dtype | None:
+    """The dtype of the module's first floating-point parameter (``None`` without one)."""
+    for p in module.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return None
+
+
+def parameter_device(module: nn.Module) -> torch.device | None:
+    """The device of the module's first parameter (``None`` without parameters)."""
+    for p in module.parameters():
+        return p.device
+    return None
+
+
+def field_width(field) -> int | None:
+    """The state width ``dim`` a field expects, when the field declares it, else ``None``.
+
+    Known: :class:`MLPField` (``dim``), :class:`LayerwiseField` (its first piece),
+    :class:`Autonomous` around an ``nn.Linear`` or an ``nn.Sequential`` starting with one,
+    and any module with an integer ``dim`` attribute.
+    """
+    dim = getattr(field, "dim", None)
+    if isinstance(dim, int) and not isinstance(dim, bool):
+        return dim
+    if isinstance(field, LayerwiseField):
+        return field_width(field.pieces[0])
+    if isinstance(field, Autonomous):
+        inner = field.module
+        if isinstance(inner, nn.Sequential) and len(inner) > 0:
+            inner = inner[0]
+        if isinstance(inner, nn.Linear):
+            return inner.in_features
+    return None
+
+
+def _describe(x) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"a {str(x.dtype).replace('torch.', '')} tensor of shape {tuple(x.shape)}"
+    return f"a {type(x).__module__.split('.')[0]}.{type(x).__name__}".replace("builtins.", "")
+
+
+def check_model_input(
+    name: str,
+    x,
+    *,
+    model: nn.Module,
+    shape: str,
+    ndim: int | tuple[int, ...] | None = None,
+    width: int | None = None,
+    width_what: str = "features",
+    check_dtype: bool = True,
+) -> torch.Tensor:
+    """Check a tensor entering ``model``; returns it unchanged or raises :class:`ModelInputError`.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name in the model's signature (quoted in the message).
+    x : Tensor
+    model : nn.Module
+        Its parameters give the expected dtype and device.
+    shape : str
+        The expected shape as documented, e.g. ``"[B, 3]"``.
+    ndim : int or tuple of int, optional
+        Allowed numbers of dimensions.
+    width : int, optional
+        Expected size of the last dimension.
+    width_what : str
+        What the last dimension counts (for the message).
+    check_dtype : bool
+        Require the parameters' dtype and device (off for user fields, which may
+        convert their input themselves).
+    """
+    kind = type(model).__name__
+    if not isinstance(x, torch.Tensor):
+        raise ModelInputError(
+            f"`{name}` must be a torch.Tensor {shape}, got {_describe(x)}; convert it with "
+            "torch.as_tensor(...)."
+        )
+    if not x.is_floating_point():
+        raise ModelInputError(
+            f"`{name}` must be a floating-point tensor {shape}, got {_describe(x)}; convert "
+            f"it, e.g. `{name}.float()`."
+        )
+    dims = (ndim,) if isinstance(ndim, int) else ndim
+    if dims is not None and x.dim() not in dims:
+        raise ModelInputError(f"`{name}` must be {shape}, got {_describe(x)}.")
+    if width is not None and (x.dim() == 0 or x.shape[-1] != width):
+        raise ModelInputError(
+            f"`{name}` must be {shape}: this {kind} expects {width} {width_what} in the last "
+            f"dimension, got {_describe(x)}."
+        )
+    want = parameter_dtype(model) if check_dtype else None
+    if want is not None and x.dtype != want:
+        short, w = str(x.dtype).replace("torch.", ""), str(want).replace("torch.", "")
+        conv = {"float32": "float", "float64": "double", "float16": "half"}
+        raise ModelInputError(
+            f"`{name}` is {short} but this {kind}'s parameters are {w}; convert the input "
+            f"(`{name}.to({want})`) or the model (`model.{conv.get(short, 'to')}()`)."
+        )
+    device = parameter_device(model) if check_dtype else None
+    if device is not None and x.device != device:
+        raise ModelInputError(
+            f"`{name}` is on {x.device} but this {kind}'s parameters are on {device}; move "
+            f"one of them (`{name}.to('{device}')` or `model.to('{x.device}')`)."
+        )
+    return x
+
+
 def time_column(t, h: torch.Tensor) -> torch.Tensor:
     """Broadcast ``t`` (0-dim, ``[B]`` or ``[B, 1]``) to a ``[..., 1]`` column matching ``h``."""
     t = torch.as_tensor(t, dtype=h.dtype, device=h.device)

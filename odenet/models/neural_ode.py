@@ -59,7 +59,29 @@ class NeuralODE(nn.Module):
         self.last_solution = None
 
     def solve(self, y0: torch.Tensor, t: torch.Tensor):
-        """The full :class:`odenet.Solution` of the solve from ``y0`` at ``t[..., 0]``."""
+        """The full :class:`odenet.Solution` of the solve from ``y0`` at ``t[..., 0]``.
+
+        Raises
+        ------
+        odenet.models.ModelInputError
+            ``y0`` is not a floating tensor, its last dimension is not the field's
+            width (when the field declares one, e.g. :class:`MLPField`), or its dtype
+            or device differs from the field's parameters.
+        """
+        # imported here, not at the top: the models' import graph is kept as it is
+        from odenet.models.fields import check_model_input, field_width
+
+        width = field_width(self.field)
+        check_model_input(
+            "y0",
+            y0,
+            model=self,
+            shape=f"[B, {width or 'dim'}]",
+            width=width,
+            width_what="state components",
+            # a field of unknown kind may convert its input itself
+            check_dtype=width is not None,
+        )
         sol = solve(
             self.field,
             y0,

@@ -20,7 +20,7 @@ from torch import nn
 from odenet._errors import InputError
 from odenet._solve import solve
 from odenet.batch import IrregularBatch
-from odenet.models.fields import MLPField, check_int
+from odenet.models.fields import MLPField, ModelInputError, check_int, check_model_input
 
 
 class MaskedField(nn.Module):
@@ -92,7 +92,7 @@ def _check_batch(batch, input_dim: int, name: str = "batch") -> IrregularBatch:
             "build one with IrregularBatch.from_lists(times, values)."
         )
     if batch.values.shape[-1] != input_dim:
-        raise InputError(
+        raise ModelInputError(
             f"`{name}` has {batch.values.shape[-1]} channels but the model was built with "
             f"input_dim = {input_dim}."
         )
@@ -314,8 +314,15 @@ class LatentODE(nn.Module):
             solve per column, the state held on padding), so outputs at valid
             positions do not depend on the padding.  Otherwise one per-sample solve.
         """
-        if z0.dim() != 2 or z0.shape[1] != self.latent_dim:
-            raise InputError(f"`z0` must be [B, {self.latent_dim}], got shape {tuple(z0.shape)}.")
+        check_model_input(
+            "z0",
+            z0,
+            model=self,
+            shape=f"[B, {self.latent_dim}]",
+            ndim=2,
+            width=self.latent_dim,
+            width_what="latent components",
+        )
         if times.dim() != 2 or times.shape[0] != z0.shape[0]:
             raise InputError(
                 f"`times` must be [B, Q] with B = {z0.shape[0]}, got shape {tuple(times.shape)}."

@@ -9,7 +9,7 @@ from torch import nn
 
 from odenet._errors import InputError
 from odenet._solve import step
-from odenet.models.fields import LayerwiseField, check_int
+from odenet.models.fields import LayerwiseField, check_int, check_model_input, field_width
 from odenet.tableaus import ButcherTableau, tableau
 
 
@@ -101,8 +101,22 @@ class ResNet(nn.Module):
         """The blocks as step maps ``h ↦ h_{ℓ+1}`` (for :mod:`odenet.stability`)."""
         return [lambda h, layer=layer: self.block(layer, h) for layer in range(self.depth)]
 
+    def _check(self, h):
+        width = field_width(self.field)
+        return check_model_input(
+            "h",
+            h,
+            model=self,
+            shape=f"[B, {width or 'dim'}]",
+            width=width,
+            width_what="features",
+            # a field of unknown kind may convert its input itself
+            check_dtype=width is not None,
+        )
+
     def trajectory(self, h: torch.Tensor) -> torch.Tensor:
         """Hidden states after every block, ``[L + 1, B, dim]`` (``[0]`` is the input)."""
+        self._check(h)
         hs = [h]
         for layer in range(self.depth):
             h = self.block(layer, h)
@@ -110,6 +124,12 @@ class ResNet(nn.Module):
         return torch.stack(hs)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """``h [B, dim]`` through the ``L`` blocks -> ``[B, dim]``.
+
+        Raises :class:`~odenet.models.ModelInputError` for a non-tensor, a width other
+        than the field's, or a dtype/device other than the parameters'.
+        """
+        self._check(h)
         for layer in range(self.depth):
             h = self.block(layer, h)
         return h

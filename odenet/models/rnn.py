@@ -15,7 +15,14 @@ from torch import nn
 
 from odenet._errors import InputError
 from odenet._solve import solve, step
-from odenet.models.fields import DrivenField, InputPath, RNNField, check_int
+from odenet.models.fields import (
+    DrivenField,
+    InputPath,
+    ModelInputError,
+    RNNField,
+    check_int,
+    check_model_input,
+)
 from odenet.tableaus import ButcherTableau, tableau
 
 
@@ -91,15 +98,33 @@ class RNN(nn.Module):
         self.t0 = float(t0)
 
     def _check_inputs(self, xs, h0):
-        if not isinstance(xs, torch.Tensor) or xs.dim() != 3 or xs.shape[-1] != self.input_dim:
-            raise InputError(
-                f"`xs` must be [B, N, {self.input_dim}], got "
-                f"{tuple(xs.shape) if isinstance(xs, torch.Tensor) else type(xs).__name__}."
+        check_model_input(
+            "xs",
+            xs,
+            model=self,
+            shape=f"[B, N, {self.input_dim}]",
+            ndim=3,
+            width=self.input_dim,
+            width_what="input channels",
+        )
+        if xs.shape[1] == 0:
+            raise ModelInputError(
+                f"`xs` has no time steps (shape {tuple(xs.shape)}); an RNN needs at least one "
+                "input per sequence, N >= 1."
             )
         if h0 is None:
             return xs.new_zeros(xs.shape[0], self.hidden_dim)
+        check_model_input(
+            "h0",
+            h0,
+            model=self,
+            shape=f"[{xs.shape[0]}, {self.hidden_dim}]",
+            ndim=2,
+            width=self.hidden_dim,
+            width_what="hidden units",
+        )
         if h0.shape != (xs.shape[0], self.hidden_dim):
-            raise InputError(
+            raise ModelInputError(
                 f"`h0` must be [{xs.shape[0]}, {self.hidden_dim}], got {tuple(h0.shape)}."
             )
         return h0

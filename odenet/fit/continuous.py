@@ -53,6 +53,13 @@ class ShootingODE(nn.Module):
     physical : bool
         Whether ``field`` expects physical units (grey-box).  The trainer attaches
         the normaliser, kept as buffers ``norm_mean``/``norm_std`` in the checkpoint.
+    bidirectional : bool
+        Two-sided interpolation: a query between two context observations blends the
+        solution integrated forward from the one before and *backward* from the one
+        after, ``(1 − w) x_fwd + w x_bwd`` with ``w = (q − t_i)/(t_{i+1} − t_i)`` — so
+        the curve passes through every observation without resets and uses the next
+        observation as well as the last.  Beyond the last observation it integrates
+        forward only.  Training is unchanged (the field is the same).
     method, rtol, atol, sensitivity, step_size :
         Passed to :func:`odenet.solve` (``sensitivity="adjoint"`` works when the
         adjoint is available; ``"direct"`` backpropagates through the steps).
@@ -64,6 +71,7 @@ class ShootingODE(nn.Module):
         *,
         horizon: int = 4,
         physical: bool = False,
+        bidirectional: bool = False,
         method: str = "dopri5",
         rtol: float = 1e-5,
         atol: float = 1e-6,
@@ -76,6 +84,7 @@ class ShootingODE(nn.Module):
         self.field = field
         self.horizon = horizon
         self.physical = physical
+        self.bidirectional = bool(bidirectional)
         self.solver = dict(method=method, rtol=rtol, atol=atol, step_size=step_size,
                            sensitivity=sensitivity)  # fmt: skip
         self.register_buffer("norm_mean", torch.zeros(0, dtype=torch.float64))
@@ -131,7 +140,27 @@ class ShootingODE(nn.Module):
         # a query at an observation time returns the observation; nudge to keep t strictly increasing  # noqa: E501
         t1 = torch.maximum(query_times, t0 + 1e-9)
         ys = self._solve(x0.reshape(B * Q, -1), torch.stack([t0, t1], -1).reshape(B * Q, 2))
-        return ys[:, 1].reshape(B, Q, -1)
+        fwd = ys[:, 1].reshape(B, Q, -1)
+        if not self.bidirectional:
+            return fwd
+        # the next observation after each query, where there is one inside the window
+        nxt = (idx + 1).clamp(max=context.times.shape[1] - 1)
+        t_next = context.times.gather(1, nxt)
+        inside = (nxt < context.lengths[:, None]) & (query_times > t0) & (query_times < t_next)
+        if not bool(inside.any()):
+            return fwd
+        x1 = filled.gather(1, nxt[..., None].expand(B, Q, filled.shape[-1]))
+        tq = torch.minimum(query_times, t_next - 1e-9)
+        sel = inside.reshape(-1)
+        grid = torch.stack([t_next, tq], -1).reshape(B * Q, 2)[sel]
+        try:
+            bwd = self._solve(x1.reshape(B * Q, -1)[sel], grid)[:, 1]
+        except odenet.SolverError:  # a field stiff backwards in time: keep the forward pass
+            return fwd
+        w = ((query_times - t0) / (t_next - t0)).reshape(-1)[sel, None]
+        out = fwd.reshape(B * Q, -1).clone()
+        out[sel] = (1 - w) * out[sel] + w * bwd
+        return out.reshape(B, Q, -1)
 
     def vector_field(self, t, x: torch.Tensor) -> torch.Tensor:
         """The learnt ``dx/dt`` in physical units at physical states ``x [..., D]``."""

@@ -8,8 +8,8 @@ from odenet.batch import IrregularBatch
 
 
 def plot_fit(result, context: IrregularBatch, held_out: IrregularBatch | None = None, *,
-             path=None, series=(0,), n_points: int = 300, t_end: float | None = None,
-             channels=None, band=None):  # fmt: skip
+             tail: IrregularBatch | None = None, path=None, series=(0,), n_points: int = 300,
+             t_end: float | None = None, channels=None, band=None):  # fmt: skip
     """Plot predictions of a :class:`~odenet.fit.train.FitResult` on a dense time grid.
 
     Parameters
@@ -19,7 +19,10 @@ def plot_fit(result, context: IrregularBatch, held_out: IrregularBatch | None = 
     context : IrregularBatch
         Observations the model conditions on (drawn as dots).
     held_out : IrregularBatch, optional
-        Held-out observations (crosses): interpolation or extrapolation targets.
+        Held-out observations inside the context window (crosses): interpolation targets.
+    tail : IrregularBatch, optional
+        Held-out observations after the context (squares): extrapolation targets; the
+        curve and band extend to the last of them, and the context's end is marked.
     path : str or Path, optional
         Where to save the figure (png/pdf); the figure is returned either way.
     series : sequence of int
@@ -44,12 +47,15 @@ def plot_fit(result, context: IrregularBatch, held_out: IrregularBatch | None = 
         t1 = t_end
         if t1 is None:
             t1 = float(context.times[b, n - 1])
-            if held_out is not None:
-                t1 = max(t1, float(held_out.times[b, int(held_out.lengths[b]) - 1]))
+            for extra in (held_out, tail):
+                if extra is not None and bool(extra.mask[b].any()):
+                    t1 = max(t1, float(extra.times[b, int(extra.lengths[b]) - 1]))
         q = torch.linspace(t0, t1, n_points, dtype=context.times.dtype)[None, :]
         ctx = IrregularBatch(context.times[b : b + 1], context.values[b : b + 1],
                              context.mask[b : b + 1], context.lengths[b : b + 1])  # fmt: skip
         pred = result.predict(ctx, q)[0]
+        bands = band(ctx, q) if band is not None else None
+        D = pred.shape[-1]
         for d in range(D):
             color = f"C{d}"
             ax.plot(q[0], pred[:, d], color=color, lw=1.2, label=f"{names[d]} model")
@@ -60,11 +66,18 @@ def plot_fit(result, context: IrregularBatch, held_out: IrregularBatch | None = 
                 mh = held_out.mask[b, :k, d] > 0
                 ax.plot(held_out.times[b, :k][mh], held_out.values[b, :k, d][mh], "x",
                         color=color, ms=5)  # fmt: skip
-            if band is not None:
-                lo, _, hi = band(ctx, q)
+            if tail is not None:
+                k = int(tail.lengths[b])
+                mt = tail.mask[b, :k, d] > 0
+                ax.plot(tail.times[b, :k][mt], tail.values[b, :k, d][mt], "s", mfc="none",
+                        color=color, ms=4)  # fmt: skip
+            if bands is not None:
+                lo, _, hi = bands
                 ax.fill_between(q[0], lo[0, :, d], hi[0, :, d], color=color, alpha=0.2)
+        ax.axvline(float(context.times[b, n - 1]), color="0.6", lw=0.8, ls="--")
         ax.set_xlabel("time")
-        ax.set_title(f"series {b}: dots = conditioning data, crosses = held out")
+        ax.set_title(f"series {b}: dots = context, x = held out (interpolation), "
+                     "squares = tail (extrapolation)", fontsize=8)  # fmt: skip
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
     if path is not None:

@@ -2,8 +2,11 @@
 
 A checkpoint is a dict of tensors, numbers, strings and lists only, written to a
 temporary file and renamed into place (atomic on POSIX), so it loads with
-``torch.load(path, weights_only=True)`` and an interrupted run never leaves a
-half-written file.  Resuming restores the model, optimiser, schedule, the
+``torch.load(path, weights_only=True)`` (a file holding arbitrary Python objects is
+refused, never executed) and an interrupted run never leaves a half-written file.
+It is versioned (``format``/``version``) and carries ``meta``: the model kind, its
+hyperparameters, the channels and covariates — what :func:`load_fit` needs to rebuild
+the model — and a resumed run must match it.  Resuming restores the model, optimiser, schedule, the
 minibatch random generator and the early-stopping state, so an interrupted and
 resumed run ends with the same parameters as an uninterrupted one.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,8 +27,15 @@ from torch import nn
 
 from odenet._errors import InputError
 from odenet.batch import IrregularBatch
-from odenet.fit._common import masked_mse
 from odenet.fit.data import Normalizer, SeriesData
+
+CHECKPOINT_FORMAT = "odenet.fit.checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(InputError):
+    """A checkpoint is missing, corrupt, unsafe, from another version, or does not
+    match the model / data it is loaded for (the message says what differs)."""
 
 
 @dataclass
@@ -46,6 +57,15 @@ class FitResult:
         Iterations run (early stopping may end before ``iters``).
     train_time : float
         Seconds of training (summed over resumed runs).
+    stopped_early : bool
+        Whether early stopping ended training.
+    stop_reason : str
+        Why training ended: ``"early_stopping"`` (no validation improvement for
+        ``patience`` evaluations), ``"max_iters"``, ``"max_seconds"``,
+        ``"nothing_to_train"`` (a fixed baseline), or the least-squares solver's
+        ``"converged"`` / ``"no_decrease"`` / ``"max_iter"`` with ``gauss_newton``.
+    meta : dict
+        What the checkpoint stores about the model (kind, hyperparameters, channels).
     """
 
     model: nn.Module
@@ -55,6 +75,8 @@ class FitResult:
     iterations: int = 0
     train_time: float = 0.0
     stopped_early: bool = False
+    stop_reason: str = ""
+    meta: dict = field(default_factory=dict)
 
     def predict(self, context, query_times: torch.Tensor) -> torch.Tensor:
         """[B, Q, D] predictions in physical units at ``query_times [B, Q]``.
@@ -69,13 +91,54 @@ class FitResult:
         return self.normalizer.inverse(z)
 
     def mse(self, context, target) -> float:
-        """MSE (physical units) of predictions at ``target``'s observed points (nan if none)."""
+        """MSE (physical units) of predictions at ``target``'s observed points (nan if none).
+
+        Only the model's output channels are scored (covariate channels, which follow
+        them in the batch, are inputs)."""
+        return self.errors(context, target)["mse"]
+
+    def errors(self, context, target) -> dict:
+        """Squared errors at ``target``'s observed points, broken down.
+
+        Returns
+        -------
+        dict
+            ``mse`` (all scored points), ``n_points`` (scored values),
+            ``per_channel`` ``[D]`` and ``per_series`` ``[B]`` MSEs (nan where nothing
+            was scored), ``n_per_channel``, ``n_per_series``.
+        """
         ctx = context.batch if isinstance(context, SeriesData) else context
         tgt = target.batch if isinstance(target, SeriesData) else target
-        if float(tgt.mask.sum()) == 0:
-            return math.nan  # nothing to score
-        pred = self.predict(ctx, tgt.times)
-        return float(masked_mse(pred, tgt.values, tgt.mask))
+        D = self.n_outputs(tgt)
+        m = tgt.mask[..., :D]
+        n = float(m.sum())
+        B = tgt.times.shape[0]
+        if n == 0:
+            nan = [math.nan] * D
+            return {"mse": math.nan, "n_points": 0, "per_channel": nan,
+                    "per_series": [math.nan] * B, "n_per_channel": [0] * D,
+                    "n_per_series": [0] * B}  # fmt: skip
+        pred = self.predict(ctx, tgt.times)[..., :D]
+        se = (pred - tgt.values[..., :D]) ** 2 * m
+        nc, ns = m.sum(dim=(0, 1)), m.sum(dim=(1, 2))
+
+        def ratio(a, b):
+            return [float(x / y) if y > 0 else math.nan for x, y in zip(a, b)]
+
+        return {
+            "mse": float(se.sum() / n),
+            "n_points": int(n),
+            "per_channel": ratio(se.sum(dim=(0, 1)), nc),
+            "per_series": ratio(se.sum(dim=(1, 2)), ns),
+            "n_per_channel": [int(x) for x in nc],
+            "n_per_series": [int(x) for x in ns],
+        }
+
+    def n_outputs(self, batch) -> int:
+        """Channels the model predicts: all but the trailing covariate channels."""
+        field_ = getattr(self.model, "field", None)
+        cov = getattr(field_, "covariates", None) or []
+        return batch.values.shape[-1] - len(cov)
 
 
 def n_parameters(model: nn.Module) -> int:
@@ -99,31 +162,153 @@ def _rows(batch: IrregularBatch, idx: torch.Tensor) -> IrregularBatch:
 
 
 def save_checkpoint(path, state: dict) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename (atomic)."""
+    """``torch.save`` to a temporary file in the same folder, then rename (atomic).
+
+    The format tag and version are added to ``state``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    state = {**state, "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
+    except OSError as e:
+        raise CheckpointError(
+            f"cannot write the checkpoint {str(path)!r}: {e.strerror or e}; choose a writable "
+            "--checkpoint path."
+        ) from None
     os.close(fd)
     try:
         torch.save(state, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a checkpoint is shared like any result
         os.replace(tmp, path)
+    except OSError as e:
+        raise CheckpointError(
+            f"cannot write the checkpoint {str(path)!r}: {e.strerror or e}."
+        ) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
 
 
-def load_checkpoint(path) -> dict:
-    """``torch.load(path, weights_only=True)``."""
-    return torch.load(path, weights_only=True)
+def load_checkpoint(path, *, expect: dict | None = None) -> dict:
+    """Load and validate a checkpoint written by :func:`save_checkpoint`.
+
+    Parameters
+    ----------
+    path : str or Path
+    expect : dict, optional
+        Entries of ``meta`` the checkpoint must match (model kind, hyperparameters,
+        channels…); every differing entry is named in the error.
+
+    Raises
+    ------
+    CheckpointError
+        Missing, empty, truncated or garbage file; a pickle with arbitrary Python
+        objects (refused, not executed); not a dict; another format or a newer
+        version; ``meta`` differing from ``expect``.
+    """
+    path = Path(path)
+    where = f"checkpoint {str(path)!r}"
+    if not path.is_file():
+        raise CheckpointError(f"{where} does not exist (or is not a file).")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{where} is empty; delete it or pass --force to overwrite it.")
+    try:
+        ck = torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as e:
+        text = str(e)
+        if "GLOBAL" in text or "Unsupported global" in text or "unsupported global" in text:
+            raise CheckpointError(
+                f"{where} holds arbitrary Python objects and was refused (never executed); "
+                "only checkpoints written by odenet fit can be loaded."
+            ) from None
+        raise CheckpointError(
+            f"{where} is corrupt or not a checkpoint (unreadable pickle); delete it or "
+            "pass --force to overwrite it."
+        ) from None
+    except Exception as e:  # truncated zips, random bytes: torch raises many kinds
+        raise CheckpointError(
+            f"{where} is truncated, corrupt or not a checkpoint ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:120] if str(e) else ''}); delete it or pass --force."
+        ) from None
+    if not isinstance(ck, dict):
+        raise CheckpointError(
+            f"{where} holds a {type(ck).__name__}, not an odenet.fit checkpoint."
+        )
+    if ck.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{where} is not an odenet.fit checkpoint (format {ck.get('format')!r}, or written "
+            "by an older odenet without a format tag); refit, or pass --force to overwrite."
+        )
+    if not isinstance(ck.get("version"), int) or ck["version"] > CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{where} has version {ck.get('version')!r}; this odenet reads up to "
+            f"{CHECKPOINT_VERSION}: upgrade odenet."
+        )
+    if "model" not in ck or not isinstance(ck["model"], dict):
+        raise CheckpointError(f"{where} has no model state; it is incomplete.")
+    if expect:
+        check_meta(ck.get("meta") or {}, expect, where)
+    return ck
 
 
-def _fit_gauss_newton(model, ztrain, zval, norm, iters, checkpoint) -> FitResult:
-    """``optimizer="gauss_newton"``: one call of the model's own least-squares solver."""
+def check_meta(found: dict, expect: dict, where: str) -> None:
+    """Raise :class:`CheckpointError` naming every entry where ``found`` ≠ ``expect``."""
+    diff = [f"{k}: checkpoint {found.get(k)!r} vs now {v!r}" for k, v in expect.items()
+            if found.get(k) != v]  # fmt: skip
+    if diff:
+        raise CheckpointError(
+            f"{where} was written for another model or data — " + "; ".join(diff)
+            + ". Use the same options, another --checkpoint path, or --force to overwrite."
+        )
+
+
+def load_state(model: nn.Module, state: dict, where: str = "the checkpoint") -> None:
+    """``model.load_state_dict(state)`` with a typed error naming the mismatched tensors."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape
+              and own[k].numel() > 0]  # fmt: skip
+    # buffers sized by the data (normaliser, per-series) load whatever their size
+    shapes = [s for s in shapes if s.split()[0].split(".")[-1] not in _DATA_SIZED]
+    if missing or extra or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:5]}")
+        if extra:
+            parts.append(f"unexpected {extra[:5]}")
+        if shapes:
+            parts.append("shapes differ (checkpoint vs model): " + ", ".join(shapes[:5]))
+        raise CheckpointError(
+            f"{where} does not fit this model ({type(model).__name__}): " + "; ".join(parts)
+            + " — another --model, --hidden or channel set wrote it."
+        )
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{where} does not fit this model: {msg}") from None
+
+
+_DATA_SIZED = {"norm_mean", "norm_std", "series_raw", "x0", "mean", "std", "dt"}
+
+
+def _fit_gauss_newton(model, ztrain, zval, norm, iters, checkpoint, resume, meta) -> FitResult:
+    """``optimizer="gauss_newton"``: one call of the model's own least-squares solver.
+
+    With ``resume`` and an existing checkpoint, the solver restarts from the
+    checkpoint's estimates (it converges at once if they were the optimum)."""
     if not hasattr(model, "gauss_newton"):
         raise InputError(
             f"optimizer='gauss_newton' needs a model with a `gauss_newton(batch, max_iter)` "
             f"method (e.g. odenet.fit.GreyBoxMLE); {type(model).__name__} has none."
         )
+    elapsed0 = 0.0
+    if resume and checkpoint is not None and Path(checkpoint).exists():
+        ck = load_checkpoint(checkpoint, expect=meta or None)
+        load_state(model, ck["model"], f"checkpoint {str(checkpoint)!r}")
+        elapsed0 = float(ck.get("train_time", 0.0))
     t0 = time.perf_counter()
     info = model.gauss_newton(ztrain, max_iter=max(iters, 1))
     history = {"iteration": [info["iterations"]], "train_loss": [2 * info["cost"]],
@@ -133,13 +318,16 @@ def _fit_gauss_newton(model, ztrain, zval, norm, iters, checkpoint) -> FitResult
         model.eval()
         best = float(model.loss(zval))
         history["val_loss"].append(best)
-    elapsed = time.perf_counter() - t0
+    elapsed = elapsed0 + time.perf_counter() - t0
     if checkpoint is not None:
         save_checkpoint(checkpoint, {"model": model.state_dict(), "iteration": info["iterations"],
                                      "history": history, "train_time": elapsed,
                                      "normalizer": norm.state_dict(),
-                                     "model_class": type(model).__name__})  # fmt: skip
-    return FitResult(model, norm, history, best, info["iterations"], elapsed, False)
+                                     "model_class": type(model).__name__,
+                                     "meta": dict(meta or {}),
+                                     "stop_reason": info.get("stop_reason", "")})  # fmt: skip
+    return FitResult(model, norm, history, best, info["iterations"], elapsed, False,
+                     info.get("stop_reason", ""), dict(meta or {}))  # fmt: skip
 
 
 def fit(
@@ -164,6 +352,7 @@ def fit(
     callback: Callable | None = None,
     max_seconds: float | None = None,
     optimizer: str = "adam",
+    meta: dict | None = None,
 ) -> FitResult:
     """Fit ``model`` to irregular series with Adam.
 
@@ -208,6 +397,9 @@ def fit(
         (:class:`~odenet.fit.greybox.GreyBoxMLE`: Levenberg–Marquardt over the
         parameters and every series' initial state); ``iters`` is then the cap on
         its iterations per stage, and the validation loss is evaluated once at the end.
+    meta : dict, optional
+        JSON-like description of the model (kind, hyperparameters, channels) stored
+        in the checkpoint; resuming checks that the checkpoint's ``meta`` matches.
 
     Returns
     -------
@@ -240,7 +432,7 @@ def fit(
             f"`optimizer` must be 'adam', 'lbfgs' or 'gauss_newton', got {optimizer!r}."
         )
     if optimizer == "gauss_newton":
-        return _fit_gauss_newton(model, ztrain, zval, norm, iters, checkpoint)
+        return _fit_gauss_newton(model, ztrain, zval, norm, iters, checkpoint, resume, meta)
     lbfgs = optimizer == "lbfgs"
     if not trainable:
         opt = None
@@ -259,18 +451,26 @@ def fit(
     best_val, best_state, bad_evals, start, elapsed = math.inf, None, 0, 0, 0.0
     stopped = False
     if resume and checkpoint is not None and Path(checkpoint).exists():
-        ck = load_checkpoint(checkpoint)
-        model.load_state_dict(ck["model"])
-        if trainable:
-            opt.load_state_dict(ck["optimizer"])
-            sched.load_state_dict(ck["scheduler"])
-        gen.set_state(ck["generator"])
-        torch.set_rng_state(ck["torch_rng"])
-        history = {k: list(v) for k, v in ck["history"].items()}
-        best_val, bad_evals, start = ck["best_val"], ck["bad_evals"], ck["iteration"]
-        best_state = ck.get("best_model")
-        elapsed = ck["train_time"]
-        stopped = ck.get("stopped_early", False)
+        where = f"checkpoint {str(checkpoint)!r}"
+        ck = load_checkpoint(checkpoint, expect=meta or None)
+        load_state(model, ck["model"], where)
+        try:
+            if trainable:
+                opt.load_state_dict(ck["optimizer"])
+                sched.load_state_dict(ck["scheduler"])
+            gen.set_state(ck["generator"])
+            torch.set_rng_state(ck["torch_rng"])
+            history = {k: list(v) for k, v in ck["history"].items()}
+            best_val, bad_evals, start = ck["best_val"], ck["bad_evals"], ck["iteration"]
+            best_state = ck.get("best_model")
+            elapsed = ck["train_time"]
+            stopped = ck.get("stopped_early", False)
+        except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as e:
+            raise CheckpointError(
+                f"{where} lacks the training state needed to resume ({type(e).__name__}: "
+                f"{e}); it was written by another optimizer or is incomplete — pass --force "
+                "to start over."
+            ) from None
     every = checkpoint_every or eval_every
 
     def state(it: int) -> dict:
@@ -289,6 +489,7 @@ def fit(
             "stopped_early": stopped,
             "normalizer": norm.state_dict(),
             "model_class": type(model).__name__,
+            "meta": dict(meta or {}),
         }
 
     bar = None
@@ -302,6 +503,7 @@ def fit(
     B = tb.times.shape[0]
     it = start
     t_begin = time.perf_counter() - elapsed
+    timed_out = False
     while trainable and it < iters and not stopped:
         model.train()
         if batch_size is None or batch_size >= B:
@@ -351,6 +553,7 @@ def fit(
         if callback is not None:
             callback(it, float(loss))
         if max_seconds is not None and elapsed > max_seconds:
+            timed_out = True
             break
     if bar is not None:
         bar.close()
@@ -358,5 +561,8 @@ def fit(
         model.load_state_dict(best_state)
     if checkpoint is not None:
         save_checkpoint(checkpoint, state(it))
-    return FitResult(model, norm, history, best_val if zval is not None else math.nan, it,
-                     elapsed, stopped)  # fmt: skip
+    reason = ("nothing_to_train" if not trainable else "early_stopping" if stopped
+              else "max_seconds" if timed_out else "max_iters")  # fmt: skip
+    best = best_val if zval is not None and math.isfinite(best_val) else math.nan
+    return FitResult(model, norm, history, best, it, elapsed, stopped, reason,
+                     dict(meta or {}))  # fmt: skip

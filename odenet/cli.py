@@ -534,14 +534,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     pm.add_argument("--json", action="store_true", help="print JSON instead of text")
     pm.set_defaults(func=_cmd_methods)
 
-    for mod, name in (("odenet.stability.cli", "stability"), ("odenet.fit.cli", "fit")):
+    plugins = (("odenet.stability.cli", "stability"), ("odenet.fit.cli", "fit"),
+               ("odenet.fit.cli", "predict"))  # fmt: skip
+    for mod, name in plugins:
         if command is not None and command != name and name in _PLUGIN_HELP:
             # only the command being run loads its module (fit imports torch)
             sub.add_parser(name, help=_PLUGIN_HELP[name], add_help=False)
             continue
         try:
             module = __import__(mod, fromlist=["register"])
-            module.register(sub)
+            getattr(module, f"register_{name}", module.register)(sub)
         except ImportError:
             stub = sub.add_parser(name, help=f"({name} is not available in this installation)")
             stub.set_defaults(func=_unavailable(name))
@@ -551,6 +553,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 _PLUGIN_HELP = {
     "stability": "linear stability of a scheme: R(z), intervals, A/L-stability, region plot",
     "fit": "fit models to irregular time series",
+    "predict": "predict from a checkpoint of `odenet fit` at given times",
 }
 
 

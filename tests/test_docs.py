@@ -6,13 +6,17 @@ working directory so that files a page writes do not land in the repository.
 
 A block preceded by the line ``<!-- skip-doctest: <reason> -->`` is not run; keep
 these rare (a block that needs a file the reader brings, say) and give the reason.
+A ```text block preceded by ``<!-- doctest-output -->`` is the exact output of the
+python block before it, and is checked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import doctest
 import importlib
 import inspect
+import io
 import os
 import re
 import subprocess
@@ -34,6 +38,9 @@ _FENCE = re.compile(
 PAGE_BUDGET_S = 20.0
 
 
+_OUTPUT = re.compile(r"<!--\s*doctest-output\s*-->\s*\n```text\n(?P<out>.*?)```", re.S)
+
+
 def blocks(page: Path) -> list[tuple[str, str | None]]:
     """(code, skip reason or None) for each python block of the page, in order."""
     out = []
@@ -41,6 +48,18 @@ def blocks(page: Path) -> list[tuple[str, str | None]]:
         why = m.group("why")
         out.append((m.group("code"), why.strip() if why is not None else None))
     return out
+
+
+def expected_outputs(page: Path) -> dict[int, str]:
+    """Index of a python block -> the checked output printed under it."""
+    text = page.read_text()
+    starts = [m.start() for m in _FENCE.finditer(text)]
+    found = {}
+    for m in _OUTPUT.finditer(text):
+        before = [i for i, s in enumerate(starts) if s < m.start()]
+        if before:
+            found[before[-1]] = m.group("out")
+    return found
 
 
 PAGES_WITH_CODE = [p for p in PAGES if blocks(p)]
@@ -54,6 +73,8 @@ def test_the_extractor_finds_blocks_and_skip_markers(tmp_path):
     page = tmp_path / "p.md"
     page.write_text(text)
     assert blocks(page) == [("x = 1\n", None), ("open('f')\n", "needs a file")]
+    page.write_text("```python\nprint(1)\n```\n<!-- doctest-output -->\n```text\n1\n```\n")
+    assert expected_outputs(page) == {0: "1\n"}
 
 
 def test_skips_are_rare_and_explained():
@@ -67,6 +88,7 @@ def test_every_python_block_on_the_page_runs(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     namespace: dict = {"__name__": "__doctest__"}
+    expected = expected_outputs(page)
     start = time.perf_counter()
     n_threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -75,7 +97,13 @@ def test_every_python_block_on_the_page_runs(page, tmp_path, monkeypatch):
             if why is not None:
                 continue
             name = f"{page.relative_to(ROOT)}[block {i}]"
-            exec(compile(code, name, "exec"), namespace)
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                exec(compile(code, name, "exec"), namespace)
+            if i in expected:
+                assert printed.getvalue().strip() == expected[i].strip(), (
+                    f"{name} printed\n{printed.getvalue()}\nbut the page shows\n{expected[i]}"
+                )
     finally:
         torch.set_num_threads(n_threads)
         try:

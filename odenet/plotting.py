@@ -39,8 +39,56 @@ def _triangle(ax, h0: float, e0: float, order: int, color) -> None:
     ax.text(h0 * 1.03, math.sqrt(e0 * e1), f"{order}", color=color, fontsize=8, va="center")
 
 
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
+
+
+def _styles(keys: list, family: dict) -> dict:
+    """A distinct (colour, marker) per key; with many keys, one colour per family.
+
+    Up to ten curves get the ten ``tab10`` colours.  Beyond that colours repeat, so
+    curves of one family (e.g. one order of accuracy) share a colour and differ by
+    marker, and families are told apart by colour.
+    """
+    import matplotlib
+
+    if len(keys) <= 10:
+        return {k: (f"C{i}", _MARKERS[0]) for i, k in enumerate(keys)}
+    fams = list(dict.fromkeys(family[k] for k in keys))
+    cmap = matplotlib.colormaps["viridis" if len(fams) > 10 else "tab10"]
+    colour = {
+        f: cmap(i / max(1, len(fams) - 1) * 0.9) if len(fams) > 10 else cmap(i)
+        for i, f in enumerate(fams)
+    }
+    seen: dict = {}
+    out = {}
+    for k in keys:
+        f = family[k]
+        out[k] = (colour[f], _MARKERS[seen.get(f, 0) % len(_MARKERS)])
+        seen[f] = seen.get(f, 0) + 1
+    return out
+
+
+def _legend_outside(ax, n: int, title: str | None = None) -> None:
+    """The legend right of the axes, in columns of at most 18 entries."""
+    if n == 0:
+        return
+    ax.legend(
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        borderaxespad=0.0,
+        fontsize=7 if n > 8 else 8,
+        ncol=max(1, math.ceil(n / 18)),
+        title=title,
+        title_fontsize=8,
+    )
+
+
 def plot_convergence(result, ax=None, path=None, triangles: bool = True):
     """Log–log error against step size ``h`` per method, fitted points filled.
+
+    Methods are listed by order of accuracy; with more than ten, methods of one order
+    share a colour and differ by marker.  Solid lines are explicit methods, dashed
+    lines implicit ones.  The legend sits outside the axes.
 
     Parameters
     ----------
@@ -49,50 +97,83 @@ def plot_convergence(result, ax=None, path=None, triangles: bool = True):
     path : str or Path, optional
         Save the figure there (and close it).
     triangles : bool
-        Draw a slope triangle with each method's expected order under its fitted range.
+        Slope triangles at the expected orders under the fitted ranges (one per method,
+        or one per order when there are more than six methods).
 
     Returns
     -------
     matplotlib Figure
     """
-    fig, ax = _axes(ax)
+    from odenet.tableaus import tableau
+
+    orders = result.orders.sort_values(["expected_order", "method"], kind="stable")
+    n = len(orders)
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7 + 2.2 * math.ceil(n / 18), 5))
+    else:
+        fig = ax.figure
     table = result.table
-    for i, row in result.orders.iterrows():
+    family = dict(zip(orders["method"], orders["expected_order"]))
+    styles = _styles(list(orders["method"]), family)
+    drawn_orders: set = set()
+    for _, row in orders.iterrows():
+        method = row["method"]
         sub = table[
-            (table["method"] == row["method"]) & np.isfinite(table["error"]) & (table["error"] > 0)
+            (table["method"] == method) & np.isfinite(table["error"]) & (table["error"] > 0)
         ]
         sub = sub.sort_values("h")
-        color = f"C{i % 10}"
-        label = f"{row['method']} (p={row['expected_order']}"
+        color, marker = styles[method]
+        implicit = not tableau(method).is_explicit
+        label = f"{method} (p={row['expected_order']}"
         if math.isfinite(row["observed_order"]):
-            label += f", observed {row['observed_order']:.2f}"
+            label += f", obs. {row['observed_order']:.2f}"
+        elif sub.empty:
+            label += ", every run failed"
         label += ")"
-        ax.loglog(sub["h"], sub["error"], "-", color=color, lw=1, label=label)
+        ls = "--" if implicit else "-"
+        ax.loglog(sub["h"], sub["error"], ls, color=color, lw=1, marker=marker, ms=4, label=label)
         fit = sub[sub["in_fit"]]
         rest = sub[~sub["in_fit"]]
-        ax.loglog(fit["h"], fit["error"], "o", color=color, ms=5)
-        ax.loglog(rest["h"], rest["error"], "o", color=color, ms=5, mfc="none")
-        if triangles and len(fit) >= 2:
+        ax.loglog(rest["h"], rest["error"], marker, color=color, ms=5, mfc="white", ls="none")
+        order = int(row["expected_order"])
+        if triangles and len(fit) >= 2 and (n <= 6 or order not in drawn_orders):
+            drawn_orders.add(order)
             h0 = float(fit["h"].min())
             e0 = float(fit.loc[fit["h"].idxmin(), "error"]) / 3
-            _triangle(ax, h0 * 2, e0, int(row["expected_order"]), color)
+            _triangle(ax, h0 * 2, e0, order, color)
     ax.set_xlabel("step size h")
     ax.set_ylabel(f"error ({result.norm} norm)")
-    ax.set_title(f"Convergence on {result.problem!r} (filled: points in the fit)")
+    ax.set_title(
+        f"Convergence on {result.problem!r}\n(hollow: not in the fit; dashed: implicit)",
+        fontsize=10,
+    )
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend_outside(ax, n, "method (expected, observed order)")
     _save(fig, path)
     return fig
 
 
-def plot_work_precision(result, ax=None, path=None, x: str = "nfe"):
+def _setting_label(row) -> str:
+    return f"{row['rtol']:.0e}" if row["adaptive"] else f"N={int(row['n_steps'])}"
+
+
+def plot_work_precision(result, ax=None, path=None, x: str = "nfe", annotate: bool | None = None):
     """Error against cost (``x="nfe"`` or ``"wall"``), one curve per solver.
+
+    Adaptive solvers (a sweep over ``rtol``) are solid lines with filled circles;
+    fixed-step solvers (a sweep over the number of steps ``N``) are dashed lines with
+    hollow squares.  Each point is labelled with its ``rtol`` or ``N``.
 
     Parameters
     ----------
     result : WorkPrecisionResult
     x : {"nfe", "wall"}
         Function evaluations, or median wall time in seconds.
+    annotate : bool, optional
+        Label every point with its setting (default: when there are at most 40 points;
+        otherwise only the first and last point of each curve).
     ax, path : as in :func:`plot_convergence`
 
     Returns
@@ -101,26 +182,56 @@ def plot_work_precision(result, ax=None, path=None, x: str = "nfe"):
     """
     import matplotlib.pyplot as plt
 
+    table = result.table
+    labels = list(dict.fromkeys(table["label"]))
     if ax is None:
-        fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+        extra = 2.4 * math.ceil(len(labels) / 18)
+        fig, axes = plt.subplots(1, 2, figsize=(12 + extra, 5), layout="constrained")
     else:
         fig, axes = ax.figure, [ax]
     xs = ["nfe", "wall"] if ax is None else [x]
-    table = result.table
+    if annotate is None:
+        annotate = len(table) <= 40
+    family = {lab: table.loc[table["label"] == lab, "library"].iloc[0] for lab in labels}
+    styles = _styles(labels, family)
     for axis, xx in zip(axes, xs):
         col = "nfe" if xx == "nfe" else "wall_s"
-        for i, label in enumerate(dict.fromkeys(table["label"])):
-            sub = table[
-                (table["label"] == label) & np.isfinite(table["error"]) & (table["error"] > 0)
-            ]
-            sub = sub.sort_values(col)
-            style = "-o" if sub["library"].iloc[0] == "odenet" else "--s" if len(sub) else "-o"
-            axis.loglog(sub[col], sub["error"], style, color=f"C{i % 10}", ms=4, lw=1, label=label)
+        for label in labels:
+            every = table[table["label"] == label]
+            adaptive = bool(every["adaptive"].iloc[0])
+            sub = every[np.isfinite(every["error"]) & (every["error"] > 0)].sort_values(col)
+            color, marker = styles[label]
+            kind = "rtol sweep" if adaptive else "fixed steps, N sweep"
+            axis.loglog(
+                sub[col],
+                sub["error"],
+                "-" if adaptive else "--",
+                marker=marker if adaptive else "s",
+                mfc=color if adaptive else "white",
+                color=color,
+                ms=4,
+                lw=1,
+                label=f"{label} ({kind})",
+            )
+            pts = list(sub.itertuples(index=False))
+            if not annotate and len(pts) > 2:
+                pts = [pts[0], pts[-1]]
+            for r in pts:
+                axis.annotate(
+                    _setting_label(r._asdict()),
+                    (getattr(r, col), r.error),
+                    textcoords="offset points",
+                    xytext=(3, 3),
+                    fontsize=6,
+                    color=color,
+                )
         axis.set_xlabel("function evaluations" if xx == "nfe" else "wall time [s] (median)")
         axis.set_ylabel(f"error ({result.norm} norm)")
         axis.grid(True, which="both", alpha=0.3)
-        axis.legend(fontsize=7)
-    axes[0].set_title(f"Work–precision on {result.problem!r}")
+    axes[0].set_title(
+        f"Work–precision on {result.problem!r} (solid: adaptive, dashed: fixed step)", fontsize=10
+    )
+    _legend_outside(axes[-1], len(labels), "solver")
     _save(fig, path)
     return fig
 

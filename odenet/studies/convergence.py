@@ -404,13 +404,21 @@ class ConvergenceResult:
 
     def to_text(self) -> str:
         """The terminal summary: the error table and the fitted orders."""
+        import shutil
+
+        width = max(80, shutil.get_terminal_size((100, 24)).columns)
         err = self.errors()
         err.index = [f"{h:.4g}" for h in err.index]
         err.index.name = "h"
+        if err.shape[1] > 8:
+            # many methods: one row per method keeps the table as wide as the step list
+            err = err.T
+            err.index.name = "method \\ h"
+            err.columns.name = None
         lines = [
             f"Convergence study: problem {self.problem!r}, {self.norm} error (max over components)",
             "",
-            err.to_string(float_format=lambda v: f"{v:.2e}"),
+            err.to_string(float_format=lambda v: f"{v:.2e}", line_width=width),
             "",
         ]
         o = self.orders.copy()
@@ -427,7 +435,13 @@ class ConvergenceResult:
         cols = ["method", "expected_order", "observed", "n_fit", "fit range h", "verdict"]
         out = o[cols].rename(columns={"expected_order": "expected", "n_fit": "points"})
         lines.append(out.to_string(index=False))
-        notes = [f"  {m}: {n}" for m, n in zip(o["method"], o["note"]) if n]
+        import textwrap
+
+        notes = [
+            textwrap.fill(f"  {m}: {n}", width, subsequent_indent="      ")
+            for m, n in zip(o["method"], o["note"])
+            if n
+        ]
         if notes:
             lines += ["", "Notes:", *notes]
         return "\n".join(lines)
@@ -463,7 +477,9 @@ def summarize(table: pd.DataFrame, norm: str, floor: float) -> tuple[pd.DataFram
             failed = sub[sub["status"] != "ok"]
             if len(failed):
                 note = (
-                    f"{len(failed)} of {len(sub)} runs failed ({failed['message'].iloc[0]}); "
+                    f"all {len(sub)} runs failed ({failed['message'].iloc[0]})"
+                    if len(failed) == len(sub)
+                    else f"{len(failed)} of {len(sub)} runs failed ({failed['message'].iloc[0]}); "
                     f"among the rest, {fit.reason}"
                 )
             elif bool((sub["error"] <= floor).all()):

@@ -21,6 +21,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 import time
 from html import unescape
 from pathlib import Path
@@ -30,15 +31,17 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+# fences may be indented (inside a list item); the code is dedented before it runs
 _FENCE = re.compile(
-    r"(?P<skip><!--\s*skip-doctest:(?P<why>[^>]*)-->\s*\n)?```python\n(?P<code>.*?)```", re.S
+    r"(?P<skip><!--\s*skip-doctest:(?P<why>[^>]*)-->[ \t]*\n)?[ \t]*```python\n(?P<code>.*?)```",
+    re.S,
 )
 
 # A page's blocks together should stay small; the whole file must fit the CI's budget.
 PAGE_BUDGET_S = 20.0
 
 
-_OUTPUT = re.compile(r"<!--\s*doctest-output\s*-->\s*\n```text\n(?P<out>.*?)```", re.S)
+_OUTPUT = re.compile(r"<!--\s*doctest-output\s*-->[ \t]*\n[ \t]*```text\n(?P<out>.*?)```", re.S)
 
 
 def blocks(page: Path) -> list[tuple[str, str | None]]:
@@ -46,7 +49,7 @@ def blocks(page: Path) -> list[tuple[str, str | None]]:
     out = []
     for m in _FENCE.finditer(page.read_text()):
         why = m.group("why")
-        out.append((m.group("code"), why.strip() if why is not None else None))
+        out.append((textwrap.dedent(m.group("code")), why.strip() if why is not None else None))
     return out
 
 
@@ -58,7 +61,7 @@ def expected_outputs(page: Path) -> dict[int, str]:
     for m in _OUTPUT.finditer(text):
         before = [i for i, s in enumerate(starts) if s < m.start()]
         if before:
-            found[before[-1]] = m.group("out")
+            found[before[-1]] = textwrap.dedent(m.group("out"))
     return found
 
 

@@ -233,6 +233,13 @@ def _executor(args, default_workers: int):
     workers = args.workers if args.workers is not None else default_workers
     if args.scheduler is not None and args.workers is not None and args.workers > 1:
         raise CLIError("give --workers or --scheduler, not both.")
+    if args.scheduler is not None:
+        import logging
+
+        # a lost cluster is reported in one line below; dask's own tracebacks of the
+        # failed reconnection would bury it
+        for name in ("distributed.client", "distributed.utils", "distributed.core"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     return make_executor(workers, args.scheduler, oversubscribe=args.oversubscribe)
 
 

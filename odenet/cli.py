@@ -458,7 +458,13 @@ def _mark_given(argv: list[str], args, names: dict[str, str]) -> None:
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The ``odenet`` parser; with ``command`` only that subcommand's module is imported."""
+    """The ``odenet`` parser.
+
+    Parameters
+    ----------
+    command : str, optional
+        Import only this subcommand's plugin module (``""``: none); ``None`` imports all.
+    """
     parser = _Parser(
         prog="odenet",
         description="Convergence studies and integrator comparisons (and more) for odenet.",
@@ -611,7 +617,8 @@ def main(argv: list[str] | None = None) -> int:
     import warnings
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(_command(argv))
+    # "" = no subcommand named: the top-level help needs no plugin module
+    parser = build_parser(_command(argv) or "")
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help()

@@ -235,3 +235,56 @@ def test_building_the_parser_for_one_command_loads_no_other_plugin():
     sub = next(a for a in parser._actions if a.dest == "command")
     # the stub for `fit` has no options of its own: its module was not imported for it
     assert [a.dest for a in sub.choices["fit"]._actions] == []
+
+
+# --- plots with many methods ----------------------------------------------------------------
+
+
+def test_a_convergence_plot_of_many_methods_keeps_every_curve_distinct_and_the_legend_outside():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from odenet.plotting import plot_convergence
+    from odenet.studies import convergence
+
+    methods = [m for m in odenet.methods() if odenet.tableau(m).is_explicit][:14]
+    assert len(methods) > 10  # more than tab10 has colours
+    fig = plot_convergence(convergence("cos", methods=methods, n_steps=[4, 8, 16]))
+    ax = fig.axes[0]
+    leg = ax.get_legend()
+    assert len(leg.get_texts()) == len(methods)
+    fig.canvas.draw()
+    # the legend lies right of the axes, not on top of the curves
+    assert leg.get_window_extent().x0 >= ax.get_window_extent().x1
+    styles = {(matplotlib.colors.to_hex(h.get_color()), h.get_marker()) for h in leg.legend_handles}
+    assert len(styles) == len(methods)
+    plt.close(fig)
+
+
+def test_the_comparison_plot_tells_fixed_step_from_tolerance_sweeps_and_labels_points():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from odenet.plotting import plot_work_precision
+    from odenet.studies import work_precision
+
+    res = work_precision(
+        "exponential",
+        methods="dopri5,rk4",
+        tolerances=[1e-3, 1e-6],
+        n_steps=[8, 16],
+        repeats=1,
+    )
+    fig = plot_work_precision(res)
+    ax = fig.axes[0]
+    lines = {ln.get_label(): ln for ln in ax.get_lines() if not ln.get_label().startswith("_")}
+    assert lines["dopri5 (rtol sweep)"].get_linestyle() == "-"
+    assert lines["rk4 (fixed steps, N sweep)"].get_linestyle() == "--"
+    assert lines["rk4 (fixed steps, N sweep)"].get_marker() == "s"
+    labels = {t.get_text() for t in ax.texts}
+    assert {"1e-03", "1e-06", "N=8", "N=16"} <= labels
+    plt.close(fig)

@@ -18,20 +18,30 @@ def plot_stability_regions(
     """
     import matplotlib.pyplot as plt
 
+    methods = list(methods)
     if ax is None:
-        _, ax = plt.subplots(figsize=(6, 5))
+        _, ax = plt.subplots(figsize=(6 + (2 if len(methods) > 6 else 0), 5))
+    # beyond ten regions tab10 would repeat colours; tab20 plus line styles stays distinct
+    cmap = plt.get_cmap("tab20" if len(methods) > 10 else "tab10")
+    styles = ("solid", "dashed", "dashdot", "dotted")
     for i, m in enumerate(methods):
         reg = m if isinstance(m, StabilityRegion) else stability_region(m, re=re, im=im, n=n)
-        color = f"C{i % 10}"
-        ax.contour(reg.x, reg.y, reg.abs_R, levels=[1.0], colors=[color])
-        ax.plot([], [], color=color, label=reg.method)
-        ax.contourf(reg.x, reg.y, reg.abs_R, levels=[0.0, 1.0], colors=[color], alpha=0.08)
+        color = cmap(i % cmap.N)
+        ls = styles[(i // cmap.N) % len(styles)] if len(methods) > 10 else "solid"
+        ax.contour(reg.x, reg.y, reg.abs_R, levels=[1.0], colors=[color], linestyles=[ls])
+        ax.plot([], [], color=color, ls=ls, label=reg.method)
+        # fills pile up into mud with many regions: only outlines then
+        if len(methods) <= 6:
+            ax.contourf(reg.x, reg.y, reg.abs_R, levels=[0.0, 1.0], colors=[color], alpha=0.08)
     ax.axhline(0, color="k", lw=0.5)
     ax.axvline(0, color="k", lw=0.5)
     ax.set_xlabel("Re z")
     ax.set_ylabel("Im z")
     ax.set_aspect("equal")
-    ax.legend(loc="upper left", fontsize=8)
+    if len(methods) > 6:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=7)
+    else:
+        ax.legend(loc="upper left", fontsize=8)
     ax.set_title("stability regions |R(z)| ≤ 1")
     return ax
 

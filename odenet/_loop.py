@@ -111,6 +111,11 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
     eps = torch.finfo(tdt).eps
     norm = cfg.norm or rms_norm
     fixed = cfg.step_size is not None or cfg.grid is not None
+    # adaptive solves take the derivative with respect to t outside the loop (see
+    # odenet._solve.run_direct): here only fixed grids may carry it
+    t_grad = fixed and s_out.requires_grad and torch.is_grad_enabled()
+    if not t_grad:
+        s_out = s_out.detach()
 
     s = s_out[:, 0]
     s_end = s_out[:, -1]
@@ -147,17 +152,20 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
         any_done = n_done > 0
         active = ~done
         # --- the step size to try -----------------------------------------------
-        with torch.no_grad():
+        # fixed grids are functions of the output times: with ``t_grad`` the node times
+        # (and so the step sizes and interpolation weights) carry their gradient, and
+        # autograd gives the exact derivative of the discrete solution
+        with torch.set_grad_enabled(t_grad):
             remaining = (s_end - s).detach()
             if fixed:
                 if cfg.grid is None:
-                    target = s_out[:, 0].detach() + (node + 1).to(tdt) * h_fix
+                    target = s_out[:, 0] + (node + 1).to(tdt) * h_fix
                 else:
                     last = cfg.grid.shape[1] - 1
                     target = cfg.grid.gather(1, (node + 1).clamp(max=last)[:, None])[:, 0]
-                target = torch.where(s_end - target <= snap, s_end, target)
-                gap = target - s.detach()
-                to_node = h >= gap - snap
+                target = torch.where((s_end - target).detach() <= snap, s_end, target)
+                gap = target - s
+                to_node = h >= gap.detach() - snap
                 h_try = torch.where(to_node, gap, h)
             else:
                 h_try = h if math.isinf(cfg.max_step) else h.clamp(max=cfg.max_step)
@@ -216,7 +224,7 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
                 interior = bool((valid & ~at_end).any())
             else:
                 interior = False
-            needs_f1 = interior and not rk.has_own_interpolant
+            needs_f1 = (interior and not rk.has_own_interpolant) or (t_grad and m > 0)
             if f1 is None and (needs_f1 or not bool((s1 >= s_end)[active].all())):
                 f1 = g(s1, y1)  # also the next step's first stage
             if m > 0:
@@ -229,6 +237,12 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
                     values = torch.where(at_end[:, :, None], y1[:, None], values)
                 else:
                     values = y1[:, None].expand(K, m, n)
+                if t_grad:
+                    # an output on a node is the interpolant at θ = 1: to first order
+                    # y1 + (t_req − s1)·f1, whose value is y1 exactly
+                    lag = t_req - s1[:, None]
+                    lag = (lag - lag.detach()).to(y1.dtype)[:, :, None]
+                    values = torch.where(at_end[:, :, None], values + lag * f1[:, None], values)
                 outputs.append((cols, valid, values))
                 cursor = cursor + n_in
 

@@ -550,7 +550,31 @@ def solve(
 
 def run_direct(prep: Prepared, tab: ButcherTableau, *, throw: bool) -> Solution:
     g = prep.internal_field(prep.f, check=True)
-    result = integrate(g, prep.s_out, prep.y0_rows, prep.cfg)
+    s_out, y0_rows = prep.s_out, prep.y0_rows
+    cfg = prep.cfg
+    fixed = cfg.step_size is not None or cfg.grid is not None
+    if fixed or not (s_out.requires_grad and torch.is_grad_enabled()):
+        # fixed grids differentiate through their node times inside the loop
+        result = integrate(g, s_out, y0_rows, cfg)
+        return prep.solution(result, tab.name, throw=throw)
+    # Adaptive steps are not a differentiable function of the times (an accepted or
+    # rejected trial is a jump), so the derivative with respect to t is that of the
+    # exact flow, as the adjoint computes it: ∂y(s_i)/∂s_i = g(s_i, y_i) and
+    # ∂y(s_i)/∂s_0 = −Φ(s_i, s_0) g(s_0, y_0).  Both enter through terms whose value
+    # is zero: y0 − δs_0·g_0 starts the solve, δs_i·g_i is added to each output.
+    s_det = s_out.detach()
+    g_plain = prep.internal_field(prep.f, count=False)
+    with torch.no_grad():
+        g0 = g_plain(s_det[:, 0], y0_rows.detach())
+    ds = (s_out - s_det).to(y0_rows.dtype)
+    result = integrate(g, s_det, y0_rows - ds[:, :1] * g0, cfg)
+    if bool((result.status == 0).all()):
+        with torch.no_grad():
+            slopes = torch.stack(
+                [g_plain(s_det[:, i], result.ys[:, i].detach()) for i in range(s_det.shape[1])],
+                dim=1,
+            )
+        result.ys = result.ys + ds[:, :, None] * slopes
     return prep.solution(result, tab.name, throw=throw)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -168,6 +169,46 @@ def _load_config(path: str | None, command: str) -> dict:
             f"--config {path} is not an `odenet {command}` configuration "
             f"(expected schema {CONFIG_SCHEMA!r}, command {command!r})."
         )
+    check_config(cfg, path)
+    return cfg
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+# what each saved setting must look like; the values themselves are checked by the study
+_CONFIG_TYPES = {
+    "problem": (lambda v: isinstance(v, str), "a problem name"),
+    "params": (
+        lambda v: (
+            isinstance(v, dict) and all(isinstance(k, str) and _is_num(x) for k, x in v.items())
+        ),
+        "an object of NAME: number",
+    ),
+    "methods": (
+        lambda v: (
+            isinstance(v, str) or (isinstance(v, list) and all(isinstance(m, str) for m in v))
+        ),
+        "a list of method names",
+    ),
+    "n_steps": (lambda v: isinstance(v, list) and all(_is_num(x) for x in v), "a list of integers"),
+    "steps": (lambda v: isinstance(v, list) and all(_is_num(x) for x in v), "a list of integers"),
+    "tols": (lambda v: isinstance(v, list) and all(_is_num(x) for x in v), "a list of numbers"),
+    "repeats": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "norm": (lambda v: isinstance(v, str), "one of max, final, l2"),
+    "dtype": (lambda v: isinstance(v, str), "float64 or float32"),
+}
+
+
+def check_config(cfg: dict, path) -> dict:
+    """Refuse a saved configuration whose settings have the wrong JSON type (one line)."""
+    for key, (ok, what) in _CONFIG_TYPES.items():
+        if key in cfg and not ok(cfg[key]):
+            raise CLIError(
+                f"--config {path}: {key!r} must be {what}, got {json.dumps(cfg[key])[:60]}; "
+                "fix the file or rerun without --config."
+            )
     return cfg
 
 
@@ -203,9 +244,13 @@ def _out_folder(args, command: str, problem_name: str) -> Path:
     if args.fresh and out.exists():
         import shutil
 
-        if not (out / "study.json").exists() and any(out.iterdir()):
+        if out.is_dir() and not (out / "study.json").exists() and any(out.iterdir()):
             raise CLIError(f"--fresh refuses to delete {out}: it is not an odenet results folder.")
-        shutil.rmtree(out)
+        # move it aside first (atomic) so a kill during the deletion never leaves a
+        # half-deleted folder that the next run would call damaged
+        trash = out.parent / f".{out.name}.deleting-{os.getpid()}"
+        out.rename(trash)
+        shutil.rmtree(trash, ignore_errors=True)
     return out
 
 

@@ -288,3 +288,54 @@ def test_the_comparison_plot_tells_fixed_step_from_tolerance_sweeps_and_labels_p
     labels = {t.get_text() for t in ax.texts}
     assert {"1e-03", "1e-06", "N=8", "N=16"} <= labels
     plt.close(fig)
+
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    cfg=st.fixed_dictionaries(
+        {},
+        optional={
+            k: JSON | st.just(v)
+            for k, v in {
+                "problem": "cos",
+                "params": {"t1": 2.0},
+                "methods": ["rk4", "heun"],
+                "n_steps": [4, 8],
+                "norm": "max",
+                "dtype": "float64",
+            }.items()
+        },
+    )
+)
+def test_any_saved_config_is_refused_in_one_line_or_passes_every_validator(cfg):
+    """A hand-edited config.json never reaches the study as a raw TypeError."""
+    from odenet.cli import CLIError, check_config
+    from odenet.problems import get_problem
+    from odenet.studies.convergence import check_dtype, check_methods, check_norm, steps_from
+
+    try:
+        check_config(cfg, "config.json")
+    except CLIError as e:
+        assert str(e).startswith("--config config.json: ") and "\n" not in str(e)
+        return
+    try:
+        problem = get_problem(cfg.get("problem", "cos"), **cfg.get("params", {}))
+        check_methods(cfg.get("methods"))
+        steps_from(problem, None, cfg.get("n_steps"))
+        check_norm(cfg.get("norm", "max"))
+        check_dtype(cfg.get("dtype", "float64"))
+    except odenet.OdenetError:
+        pass  # a typed, one-line error in the CLI

@@ -54,6 +54,15 @@ def check_methods(methods) -> list[str]:
         return list(DEFAULT_METHODS)
     if isinstance(methods, str):
         methods = [m.strip() for m in methods.split(",") if m.strip()]
+    try:
+        methods = list(methods)
+    except TypeError:
+        raise InputError(
+            f"`methods` must be a list of method names or a comma-separated string, got "
+            f"{methods!r}."
+        ) from None
+    if not all(isinstance(m, str) for m in methods):
+        raise InputError(f"`methods` must contain method names (strings), got {methods!r}.")
     if methods == ["all"]:
         return all_methods()
     methods = list(dict.fromkeys(methods))

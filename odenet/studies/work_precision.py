@@ -421,6 +421,12 @@ def work_precision(
         methods = list(DEFAULT_COMPARE_METHODS)
     if isinstance(methods, str):
         methods = [m.strip() for m in methods.split(",") if m.strip()]
+    try:
+        methods = list(methods)
+    except TypeError:
+        raise InputError(f"`methods` must be a list of solver names, got {methods!r}.") from None
+    if not all(isinstance(m, str) for m in methods):
+        raise InputError(f"`methods` must contain solver names (strings), got {methods!r}.")
     solvers = [parse_solver(m) for m in dict.fromkeys(methods)]
     if not solvers:
         raise InputError("`methods` is empty; name at least one solver.")

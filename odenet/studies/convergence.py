@@ -17,6 +17,7 @@ problems converge with their stage order).
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Sequence
@@ -334,26 +335,18 @@ def fit_order(h: Sequence[float], err: Sequence[float], *, floor: float = 0.0) -
     return OrderFit(float(coef[0]), stderr, mask)
 
 
+@functools.cache
 def stage_order(name: str) -> int:
-    """Stage order ``q``: the largest ``q ≤ p`` with ``A c^{k-1} = c^k / k`` for ``k ≤ q``.
+    """Stage order ``q``: the largest ``q`` with ``B(q)`` and ``C(q)`` (exact arithmetic).
 
-    ``p`` is the classical order; e.g. 1 for explicit Euler and rk4, 3 for Radau IIA
-    of order 5, 2 for the 2-stage Gauss method.
+    The one definition is :func:`odenet.order_conditions.stage_order`; e.g. 1 for
+    explicit Euler and rk4, 3 for Radau IIA of order 5, 2 for the 2-stage Gauss method.
+    (``C(q)`` alone holds for every ``q`` when all stages sit at ``c = 0``, which is how
+    explicit Euler was once reported with stage order 11.)
     """
-    from odenet.tableaus import tableau
+    from odenet.order_conditions import stage_order as exact_stage_order
 
-    tab = tableau(name)
-    A, c = np.asarray(tab.A, dtype=np.float64), np.asarray(tab.c, dtype=np.float64)
-    # The simplifying condition C(k) alone holds for every k when all stages sit at
-    # c = 0 (explicit Euler), so q is also capped by the order: the stage values of
-    # a method of order p are no more accurate than its result.
-    q = 0
-    for k in range(1, int(tab.order) + 1):
-        lhs = A @ (c ** (k - 1))
-        if np.max(np.abs(lhs - c**k / k)) > 1e-12:
-            break
-        q = k
-    return q
+    return int(exact_stage_order(name))
 
 
 def verdict(expected: int, fit: OrderFit) -> str:

@@ -520,7 +520,7 @@ class GreyBoxMLE(nn.Module):
         Initial states pinned to a known value in every series (by state name).
     channels : list of str, optional
         Names of the observed channels (default: ``field.states``, or all channels).
-    method, rtol, atol :
+    method, rtol, atol, max_steps :
         Passed to :func:`odenet.solve` for the state-plus-sensitivity system.
     """
 
@@ -538,6 +538,7 @@ class GreyBoxMLE(nn.Module):
         method: str = "dopri5",
         rtol: float = 1e-7,
         atol: float = 1e-9,
+        max_steps: int = 5000,
     ):
         super().__init__()
         if not isinstance(field, GreyBoxField) or field.correction is not None:
@@ -557,7 +558,9 @@ class GreyBoxMLE(nn.Module):
         self.field = field
         self.node_every = node_every
         self.continuity_weight = float(continuity_weight)
-        self.solver = dict(method=method, rtol=rtol, atol=atol)
+        # a trial step of Levenberg–Marquardt may make the ODE stiff or explode: a bounded
+        # step budget turns that into a rejected step within seconds instead of minutes
+        self.solver = dict(method=method, rtol=rtol, atol=atol, max_steps=max_steps)
         self.per_series = per_series
         self.fixed_x0 = {str(k): float(v) for k, v in (fixed_x0 or {}).items()}
         states = field.states
@@ -692,7 +695,7 @@ class GreyBoxMLE(nn.Module):
                 rows_J.append(J)
         return np.concatenate(rows_r), np.concatenate(rows_J)
 
-    def _levenberg_marquardt(self, evaluate_rj, u, max_iter):
+    def _levenberg_marquardt(self, evaluate_rj, u, max_iter, log_mask=None):
         def evaluate(v):
             try:
                 r, J = evaluate_rj(v)
@@ -713,6 +716,8 @@ class GreyBoxMLE(nn.Module):
             it += 1
             H, g = J.T @ J, J.T @ r
             d = np.diag(H).copy()
+            # Marquardt's scaling with a floor: a nearly flat direction still gets damped
+            d = np.maximum(d, 1e-10 * max(d.max(), 1e-300))
             d[d == 0] = 1.0
             improved = False
             for _ in range(12):
@@ -720,6 +725,10 @@ class GreyBoxMLE(nn.Module):
                     step = np.linalg.solve(H + lam * np.diag(d), -g)
                 except np.linalg.LinAlgError:
                     step = np.linalg.lstsq(H + lam * np.diag(d), -g, rcond=None)[0]
+                if log_mask is not None and log_mask.any():
+                    # a box on the log-parameters (at most a factor e per step): a direction
+                    # the data barely see must not throw a parameter to 1e16 in one step
+                    step[log_mask] = np.clip(step[log_mask], -1.0, 1.0)
                 c2, r2, J2 = evaluate(u + step)
                 if c2 < cost:
                     improved = True
@@ -771,9 +780,11 @@ class GreyBoxMLE(nn.Module):
             ng = node_guess(segs)
             cov = self._covariate_rows(batch, segs, D)
             u = np.concatenate([*head, *[ng[k, c >= 0] for k, c in enumerate(lay.node_cols)]])
-            u, _, _, _, n = self._levenberg_marquardt(
-                lambda v: self._residuals(batch, lay, v, raw0, ng, self.continuity_weight,
-                                          obs, D, cov), u, max_iter)  # fmt: skip
+            def rj1(v, lay=lay, ng=ng, cov=cov):
+                return self._residuals(batch, lay, v, raw0, ng, self.continuity_weight, obs, D,
+                                       cov)  # fmt: skip
+
+            u, _, _, _, n = self._levenberg_marquardt(rj1, u, max_iter, self._log_mask(lay))
             total += n
             head = [u[: lay.n_sh + lay.n_per]]
             first = [k for k, s in enumerate(segs) if s[1] == 0]
@@ -789,7 +800,7 @@ class GreyBoxMLE(nn.Module):
         def rj(v):
             return self._residuals(batch, lay, v, raw0, ng, 1.0, obs, D, cov)
 
-        u, cost, r, J, n = self._levenberg_marquardt(rj, u, max_iter)
+        u, cost, r, J, n = self._levenberg_marquardt(rj, u, max_iter, self._log_mask(lay))
         total += n
         raw_rows, nodes = lay.unpack(u, raw0, ng)
         if not fix_shared:
@@ -799,6 +810,16 @@ class GreyBoxMLE(nn.Module):
             "series_raw": raw_rows[:, per].clone(), "x0": nodes, "states": states,
             "obs": obs, "D": D, "node_guess": ng, "cov": cov,
         }  # fmt: skip
+
+    def _log_mask(self, lay) -> np.ndarray:
+        """Which unknowns are log-parameters (positive ones)."""
+        pos = self.field.pos_mask.numpy()
+        m = np.zeros(lay.n, bool)
+        m[: lay.n_sh] = pos[lay.shared][: lay.n_sh]
+        for b in range(lay.B):
+            o = lay.n_sh + b * len(lay.per)
+            m[o : o + len(lay.per)] = pos[lay.per]
+        return m
 
     # --- uncertainty ---------------------------------------------------------------
     def _unknown_names(self, lay, states, ids=None) -> list:
@@ -878,12 +899,14 @@ class GreyBoxMLE(nn.Module):
         cov, cond, rank, _, hit = self._covariance(J, sigma2)
         names = self._unknown_names(lay, est["states"], ids)
         pos = self.field.pos_mask.numpy()
-        is_log = np.zeros(len(u), bool)
-        is_log[: lay.n_sh] = pos[lay.shared]
-        for b in range(lay.B):
-            o = lay.n_sh + b * len(lay.per)
-            is_log[o : o + len(lay.per)] = pos[lay.per]
+        is_log = self._log_mask(lay)
         se_u, unident, weak = self._identifiability(cov, u, names, is_log, hit)
+        flagged = np.array([n in set(unident) for n in names])
+        if flagged.any():  # no finite number for what the data do not determine
+            cov = cov.copy()
+            cov[flagged, :] = np.inf
+            cov[:, flagged] = np.inf
+            se_u = np.where(flagged, np.inf, se_u)
         P = self.field.raw.numel()
         raw_cov = torch.full((P, P), math.nan, dtype=torch.float64)
         sh = torch.as_tensor(lay.shared)

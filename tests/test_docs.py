@@ -174,6 +174,17 @@ def test_every_public_name_has_an_api_entry(site):
     assert not missing, f"public names without an API entry: {missing}"
 
 
+def test_api_pages_show_no_raw_restructuredtext(site):
+    # roles (:func:`x`) and ``literals`` left in a docstring would show verbatim
+    raw = {}
+    for page in (site / "api").rglob("*.html"):
+        text = unescape(re.sub(r"<[^>]+>", "", page.read_text()))
+        found = re.findall(r":(?:func|class|mod|meth|attr|data|exc|obj):|``", text)
+        if found:
+            raw[str(page.relative_to(site))] = len(found)
+    assert not raw, f"raw reStructuredText on the API pages: {raw}"
+
+
 def _parameter_defaults(html: str, anchor: str) -> dict[str, str]:
     """name -> rendered default in the Parameters table of the object at `anchor`."""
     start = html.index(f'id="{anchor}"')

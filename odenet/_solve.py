@@ -368,8 +368,10 @@ def prepare(
         newton = Newton(tol=n_tol, max_iter=n_max, atol=n_atol, rtol=n_rtol)
     if newton is None:  # explicit runtimes are stateless: build their tensors once
         rk = _runtime(tab, y0.dtype, tdt, y0.device)
-    else:
-        rk = RungeKutta(tab, y0.dtype, tdt, y0.device, newton)
+    else:  # adaptive radau_iia5 runs Hairer's RADAU5 (odenet._radau)
+        from odenet._radau import runtime_for
+
+        rk = runtime_for(tab, y0.dtype, tdt, y0.device, newton, fixed=fixed)
     if step_size is not None:
         span = float(s_out.detach().abs().max())
         if step_size <= 16 * torch.finfo(tdt).eps * max(span, 1.0):

@@ -719,7 +719,172 @@ def as_problem(problem_or_f, y0=None, span=None, exact=None, name: str = "custom
     )
 
 
+# --- the stiff test set (Hairer & Wanner II, Sec. IV.10) ------------------------------------
+
+
+@register_problem("robertson_long")
+def robertson_long(t1: float = 1e5) -> Problem:
+    """Robertson's kinetics on ``[0, 1e5]`` (the test set's span); reference Radau."""
+    p = robertson(t1=t1)
+    object.__setattr__(p, "name", "robertson_long")
+    return p
+
+
+@register_problem("van_der_pol_relaxation")
+def van_der_pol_relaxation(mu: float = 1000.0, t1: float = 3000.0) -> Problem:
+    """Van der Pol ``μ = 1000`` over several relaxation cycles (period ≈ 1614, so two
+    jumps in ``[0, 3000]``); reference Radau."""
+    return _vdp(mu, t1, "van_der_pol_relaxation")
+
+
+def _hires_numpy(t, y):
+    return np.array(
+        [
+            -1.71 * y[0] + 0.43 * y[1] + 8.32 * y[2] + 0.0007,
+            1.71 * y[0] - 8.75 * y[1],
+            -10.03 * y[2] + 0.43 * y[3] + 0.035 * y[4],
+            8.32 * y[1] + 1.71 * y[2] - 1.12 * y[3],
+            -1.745 * y[4] + 0.43 * y[5] + 0.43 * y[6],
+            -280.0 * y[5] * y[7] + 0.69 * y[3] + 1.71 * y[4] - 0.43 * y[5] + 0.69 * y[6],
+            280.0 * y[5] * y[7] - 1.81 * y[6],
+            -280.0 * y[5] * y[7] + 1.81 * y[6],
+        ]
+    )
+
+
+@register_problem("hires")
+def hires(t1: float = 321.8122) -> Problem:
+    """HIRES: 8 species of plant photomorphogenesis (Schäfer 1975); reference Radau.
+
+    Hairer & Wanner II, Sec. IV.10 (test set span ``[0, 321.8122]``).
+    """
+
+    def f(t, y):
+        return torch.stack(
+            [
+                -1.71 * y[0] + 0.43 * y[1] + 8.32 * y[2] + 0.0007,
+                1.71 * y[0] - 8.75 * y[1],
+                -10.03 * y[2] + 0.43 * y[3] + 0.035 * y[4],
+                8.32 * y[1] + 1.71 * y[2] - 1.12 * y[3],
+                -1.745 * y[4] + 0.43 * y[5] + 0.43 * y[6],
+                -280.0 * y[5] * y[7] + 0.69 * y[3] + 1.71 * y[4] - 0.43 * y[5] + 0.69 * y[6],
+                280.0 * y[5] * y[7] - 1.81 * y[6],
+                -280.0 * y[5] * y[7] + 1.81 * y[6],
+            ]
+        )
+
+    return Problem(
+        f=f,
+        y0=[1.0, 0, 0, 0, 0, 0, 0, 0.0057],
+        span=(0.0, t1),
+        name="hires",
+        description="HIRES photomorphogenesis kinetics, 8 species (stiff); reference Radau 1e-13",
+        stiff=True,
+        f_numpy=_hires_numpy,
+    )
+
+
+@register_problem("oregonator")
+def oregonator(t1: float = 360.0) -> Problem:
+    """The Oregonator (Field–Noyes Belousov–Zhabotinskii model), Hairer's OREGO;
+    reference Radau.  Components range over six decades."""
+    s, w, q = 77.27, 0.161, 8.375e-6
+
+    def f(t, y):
+        return torch.stack(
+            [
+                s * (y[1] + y[0] * (1 - q * y[0] - y[1])),
+                (y[2] - (1 + y[0]) * y[1]) / s,
+                w * (y[0] - y[2]),
+            ]
+        )
+
+    def fn(t, y):
+        return np.array(
+            [
+                s * (y[1] + y[0] * (1 - q * y[0] - y[1])),
+                (y[2] - (1 + y[0]) * y[1]) / s,
+                w * (y[0] - y[2]),
+            ]
+        )
+
+    return Problem(
+        f=f,
+        y0=[1.0, 2.0, 3.0],
+        span=(0.0, t1),
+        name="oregonator",
+        description="Oregonator (Belousov–Zhabotinskii), stiff; reference Radau 1e-13",
+        stiff=True,
+        f_numpy=fn,
+    )
+
+
+@register_problem("brusselator_1d")
+def brusselator_1d(n: int = 100, alpha: float = 0.02, t1: float = 10.0) -> Problem:
+    """1-D Brusselator reaction–diffusion, method of lines on ``n`` interior points
+    (Hairer & Wanner II, Sec. IV.1/IV.10, BRUSS): state ``[u_1..u_n, v_1..v_n]``,
+
+    ``u' = 1 + u²v − 4u + α(n+1)² Δu``, ``v' = 3u − u²v + α(n+1)² Δv``, boundary values
+    ``u = 1, v = 3``; ``u(0) = 1 + sin 2πx``, ``v(0) = 3``.  Reference Radau.
+    """
+    n = int(n)
+    c = alpha * (n + 1) ** 2
+    x = np.arange(1, n + 1) / (n + 1)
+
+    def lap(z, edge):
+        left = torch.cat([z.new_full((1,), edge), z[:-1]])
+        right = torch.cat([z[1:], z.new_full((1,), edge)])
+        return left - 2 * z + right
+
+    def f(t, y):
+        u, v = y[:n], y[n:]
+        uuv = u * u * v
+        return torch.cat([1 + uuv - 4 * u + c * lap(u, 1.0), 3 * u - uuv + c * lap(v, 3.0)])
+
+    def lap_np(z, edge):
+        zp = np.concatenate([[edge], z, [edge]])
+        return zp[:-2] - 2 * z + zp[2:]
+
+    def fn(t, y):
+        u, v = y[:n], y[n:]
+        uuv = u * u * v
+        return np.concatenate(
+            [1 + uuv - 4 * u + c * lap_np(u, 1.0), 3 * u - uuv + c * lap_np(v, 3.0)]
+        )
+
+    return Problem(
+        f=f,
+        y0=np.concatenate([1 + np.sin(2 * np.pi * x), np.full(n, 3.0)]),
+        span=(0.0, t1),
+        name="brusselator_1d",
+        description=f"1-D Brusselator, {n} points, α = {alpha:g} (stiff); reference Radau 1e-13",
+        stiff=True,
+        f_numpy=fn,
+    )
+
+
+# The stiff test set with each problem's absolute floor ``d`` (per problem, from the
+# scales of its components): solve with ``atol = d·rtol`` and measure the error as
+# ``max_i |y_i − ref_i| / (d + |ref_i|)`` at the final time (a relative error that
+# treats components below ``d`` as absolute).
+STIFF_SUITE: dict[str, float] = {
+    "robertson_long": 1e-6,
+    "van_der_pol_relaxation": 1e-3,
+    "hires": 1e-4,
+    "oregonator": 1e-6,
+    "brusselator_1d": 1.0,
+}
+
+
+def stiff_error(problem: Problem, y_end, floor: float) -> float:
+    """``max_i |y_i − ref_i| / (floor + |ref_i|)`` at the end of the span (see STIFF_SUITE)."""
+    ref = problem.solution([problem.span[1]])[0]
+    y = np.asarray(y_end.detach().cpu().numpy() if isinstance(y_end, torch.Tensor) else y_end)
+    return float(np.max(np.abs(y.reshape(-1) - ref) / (floor + np.abs(ref))))
+
+
 __all__ = [
+    "STIFF_SUITE",
     "Problem",
     "ReferenceSolutionError",
     "UnknownProblemError",
@@ -730,4 +895,5 @@ __all__ = [
     "problems",
     "reference_solution",
     "register_problem",
+    "stiff_error",
 ]

@@ -221,6 +221,10 @@ class ButcherTableau:
         A second embedded solution (DOP853's third-order one), of order
         `embedded_order2`.  Kept as data for analysis and for an error estimator
         combining two embedded solutions; the integrator core uses `b_hat` only.
+    estimator : str, optional
+        A named error estimator that is not an embedded `b_hat` (`"radau5"`:
+        Hairer's filtered estimate, `odenet._radau`), of order `estimator_order`;
+        makes the method adaptive.
 
     Attributes (derived)
     --------------------
@@ -239,6 +243,8 @@ class ButcherTableau:
     reference: str = ""
     b_hat2: Any = None
     embedded_order2: int | None = None
+    estimator: str | None = None
+    estimator_order: int | None = None
     A_exact: tuple = field(init=False, repr=False)
     b_exact: tuple = field(init=False, repr=False)
     c_exact: tuple = field(init=False, repr=False)
@@ -390,8 +396,8 @@ class ButcherTableau:
 
     @property
     def is_adaptive(self) -> bool:
-        """Has an embedded error estimate, so `solve` can choose steps."""
-        return self.b_hat is not None
+        """Has an embedded error estimate (or an `estimator`), so `solve` can choose steps."""
+        return self.b_hat is not None or self.estimator is not None
 
     @property
     def error_order(self) -> int:
@@ -403,6 +409,8 @@ class ButcherTableau:
         """
         if self.b_hat2 is not None:
             return self.order - 1
+        if self.b_hat is None and self.estimator_order is not None:
+            return self.estimator_order
         return self.order if self.embedded_order is None else min(self.order, self.embedded_order)
 
     def __repr__(self) -> str:
@@ -707,6 +715,9 @@ def _radau_iia5() -> ButcherTableau:
         c=[f"(4 - {s6})/10", f"(4 + {s6})/10", 1],
         order=5,
         reference="Ehle (1969); Hairer & Wanner II, Table IV.5.6.",
+        # adaptive through Hairer's RADAU5 estimate (odenet._radau), of order h⁴
+        estimator="radau5",
+        estimator_order=3,
     )
 
 

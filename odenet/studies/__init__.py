@@ -16,7 +16,13 @@ from odenet.studies.convergence import (
     fit_order,
     stage_order,
 )
-from odenet.studies.sweep import CellStore, ResultsError, make_executor
+from odenet.studies.sweep import (
+    CellStore,
+    ExecutorError,
+    ResultsError,
+    ResultsWarning,
+    make_executor,
+)
 from odenet.studies.work_precision import WorkPrecisionResult, parse_solver, work_precision
 
 __all__ = [
@@ -24,8 +30,10 @@ __all__ = [
     "NORMS",
     "CellStore",
     "ConvergenceResult",
+    "ExecutorError",
     "OrderFit",
     "ResultsError",
+    "ResultsWarning",
     "WorkPrecisionResult",
     "convergence",
     "fit_order",

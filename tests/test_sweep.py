@@ -81,7 +81,7 @@ def test_rerun_loads_finished_cells_and_computes_only_new_ones(tmp_path):
 def test_local_processes_give_the_serial_table(tmp_path):
     kw = dict(methods="heun,rk4,backward_euler", n_steps=[4, 8, 16])
     serial = convergence("harmonic", **kw)
-    parallel = convergence("harmonic", workers=2, **kw)
+    parallel = convergence("harmonic", workers=2, oversubscribe=True, **kw)
     pd.testing.assert_frame_equal(serial.table[COLS], parallel.table[COLS])
     pd.testing.assert_frame_equal(serial.orders, parallel.orders)
 
@@ -109,6 +109,7 @@ def test_unpicklable_user_problem_falls_back_to_serial_with_a_warning():
             methods="heun",
             n_steps=[4, 8],
             workers=2,
+            oversubscribe=True,
         )
     assert len(res.table) == 2
 
@@ -119,7 +120,7 @@ def test_cli_scheduler_option_gives_the_local_table(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     args = ["converge", "--methods", "heun,rk4", "--steps", "4,8,16", "--quiet", "--no-plot"]
-    assert main([*args, "--out", "local", "--workers", "2"]) == 0
+    assert main([*args, "--out", "local", "--workers", "2", "--oversubscribe"]) == 0
     with distributed.LocalCluster(
         n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
     ) as cluster:

@@ -550,6 +550,7 @@ def convergence(
     scheduler: str | None = None,
     executor=None,
     progress: bool = False,
+    oversubscribe: bool = False,
 ) -> ConvergenceResult:
     """Error per (method, step size) on a problem, and the observed order of each method.
 
@@ -578,13 +579,16 @@ def convergence(
         Results folder: every finished cell is saved there at once, and a rerun of the
         same study resumes from it.
     workers : int
-        Local worker processes (``1`` = serial in this process).
+        Local worker processes (``1`` = serial in this process); at most the number of
+        available CPUs unless ``oversubscribe``.
     scheduler : str, optional
         Dask scheduler address; runs the cells on that cluster.
     executor : concurrent.futures.Executor, optional
         Use this executor instead (overrides ``workers`` and ``scheduler``).
     progress : bool
         tqdm progress bar on stderr.
+    oversubscribe : bool
+        Allow more ``workers`` than CPUs.
 
     Returns
     -------
@@ -604,7 +608,11 @@ def convergence(
         "norm": norm,
         "dtype": dtype,
     }
-    ctx = nullcontext(executor) if executor is not None else make_executor(workers, scheduler)
+    ctx = (
+        nullcontext(executor)
+        if executor is not None
+        else make_executor(workers, scheduler, oversubscribe=oversubscribe)
+    )
     with ctx as ex:
         payload = problem_payload(problem, ex)
         if payload is None:

@@ -389,6 +389,7 @@ def work_precision(
     scheduler: str | None = None,
     executor=None,
     progress: bool = False,
+    oversubscribe: bool = False,
 ) -> WorkPrecisionResult:
     """Error against function evaluations and wall time for several solvers on one problem.
 
@@ -408,7 +409,7 @@ def work_precision(
         Timing repetitions per cell; the median is reported (NFE from the run itself).
     norm : {"max", "final", "l2"}
         Error over the 21 equally spaced output times (max over components).
-    dtype, out, workers, scheduler, executor, progress :
+    dtype, out, workers, scheduler, executor, progress, oversubscribe :
         As in :func:`odenet.studies.convergence`.  Timings are only meaningful with
         ``workers=1`` (no contention).
 
@@ -447,7 +448,11 @@ def work_precision(
         "norm": norm,
         "dtype": dtype,
     }
-    ctx = nullcontext(executor) if executor is not None else make_executor(workers, scheduler)
+    ctx = (
+        nullcontext(executor)
+        if executor is not None
+        else make_executor(workers, scheduler, oversubscribe=oversubscribe)
+    )
     with ctx as ex:
         payload = problem_payload(problem, ex)
         if payload is None:

@@ -9,7 +9,6 @@ of the ``B`` samples is its own system with its own steps (``K = B``).
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,7 +22,6 @@ from odenet._errors import (
     NonFiniteError,
     SolverError,
     StepSizeUnderflowError,
-    VectorFieldError,
 )
 from odenet._loop import LoopConfig, LoopResult, integrate
 from odenet._newton import Newton
@@ -36,113 +34,31 @@ from odenet._solution import (
     Solution,
 )
 from odenet._stepper import RungeKutta
-from odenet.tableaus import ButcherTableau, methods, tableau
+from odenet._validate import (  # noqa: F401  (re-exported: _compat and tests import them here)
+    SENSITIVITIES,
+    call_field,
+    check_callable,
+    check_field_output,
+    check_newton,
+    check_nonnegative,
+    check_norm,
+    check_positive,
+    check_precision,
+    check_sensitivity,
+    check_state_scale,
+    check_step_size,
+    check_t,
+    check_time_resolution,
+    check_tolerances,
+    check_y0,
+    is_traced,
+    resolve_method,
+)
+from odenet.sensitivity import solve_with
+from odenet.tableaus import ButcherTableau, tableau
 
-SENSITIVITIES = ("direct", "adjoint", "checkpoint")
-
-
-# --- validators: each returns the cleaned value or raises naming the argument ---------
-
-
-def check_y0(y0) -> torch.Tensor:
-    if not isinstance(y0, torch.Tensor):
-        try:
-            y0 = torch.as_tensor(y0)
-        except (TypeError, ValueError, RuntimeError) as e:
-            raise InputError(
-                f"`y0` must be a torch.Tensor (or array-like of numbers), got "
-                f"{type(y0).__name__}: {e}"
-            ) from None
-        if not y0.is_floating_point():
-            y0 = y0.to(torch.get_default_dtype())
-    if not y0.is_floating_point():
-        raise InputError(
-            f"`y0` must have a floating dtype, got {y0.dtype}; convert it, e.g. `y0.double()`."
-        )
-    if y0.numel() == 0:
-        raise InputError(f"`y0` is empty (shape {tuple(y0.shape)}); give at least one state.")
-    if not bool(torch.isfinite(y0).all()):
-        raise InputError("`y0` contains NaN or inf; the initial state must be finite.")
-    return y0
-
-
-def check_t(t, y0: torch.Tensor) -> torch.Tensor:
-    if not isinstance(t, torch.Tensor):
-        try:
-            t = torch.as_tensor(t, dtype=y0.dtype if y0.dtype == torch.float64 else None)
-        except (TypeError, ValueError, RuntimeError) as e:
-            raise InputError(f"`t` must be a 1-D or 2-D tensor of times: {e}") from None
-    if not t.is_floating_point():
-        t = t.to(y0.dtype)
-    if t.dim() not in (1, 2):
-        raise InputError(
-            f"`t` must be 1-D [T] (shared times) or 2-D [B, T] (per-sample times), "
-            f"got shape {tuple(t.shape)}."
-        )
-    if t.shape[-1] < 1:
-        raise InputError("`t` is empty; give at least the initial time.")
-    if not bool(torch.isfinite(t).all()):
-        raise InputError("`t` contains NaN or inf; output times must be finite.")
-    if t.dim() == 2:
-        if y0.dim() == 0 or y0.shape[0] != t.shape[0]:
-            raise InputError(
-                f"per-sample times `t` of shape {tuple(t.shape)} need `y0` of shape "
-                f"[{t.shape[0]}, ...] (one row per sample), got {tuple(y0.shape)}."
-            )
-    if t.shape[-1] > 1:
-        dt = t.diff(dim=-1)
-        increasing = (dt > 0).all(dim=-1)
-        decreasing = (dt < 0).all(dim=-1)
-        bad = ~(increasing | decreasing)
-        if bool(bad.any()):
-            row = int(bad.nonzero()[0, 0]) if t.dim() == 2 else None
-            tt = t[row] if row is not None else t
-            d = tt.diff()
-            where = int(((d <= 0) if bool(d[0] > 0) else (d >= 0)).nonzero()[0, 0]) + 1
-            which = f"row {row} of `t`" if row is not None else "`t`"
-            raise InputError(
-                f"{which} must be strictly increasing or strictly decreasing; at index "
-                f"{where} it goes from {float(tt[where - 1])} to {float(tt[where])}. "
-                "Sort the times and remove duplicates."
-            )
-    return t
-
-
-def check_tolerances(rtol, atol):
-    for name, v in (("rtol", rtol), ("atol", atol)):
-        if isinstance(v, torch.Tensor):
-            if bool((v < 0).any()) or not bool(torch.isfinite(v).all()):
-                raise InputError(f"`{name}` must be finite and non-negative.")
-        elif not isinstance(v, numbers.Real) or not (v >= 0) or not math.isfinite(v):
-            raise InputError(f"`{name}` must be a finite non-negative number, got {v!r}.")
-    if not isinstance(rtol, torch.Tensor) and not isinstance(atol, torch.Tensor):
-        if rtol == 0 and atol == 0:
-            raise InputError("`rtol` and `atol` are both 0; at least one must be positive.")
-    return rtol, atol
-
-
-def check_positive(name: str, v, *, allow_none: bool = False, integer: bool = False):
-    if v is None and allow_none:
-        return None
-    if isinstance(v, torch.Tensor) and v.numel() == 1:
-        v = v.item()
-    kind = numbers.Integral if integer else numbers.Real
-    if isinstance(v, bool) or not isinstance(v, kind) or not (v > 0) or not math.isfinite(v):
-        what = "a positive integer" if integer else "a positive finite number"
-        raise InputError(f"`{name}` must be {what}, got {v!r}.")
-    return int(v) if integer else float(v)
-
-
-def resolve_method(method, fixed: bool) -> ButcherTableau:
-    tab = tableau(method)
-    if not fixed and not tab.is_adaptive:
-        adaptive = [m for m in methods() if tableau(m).is_adaptive]
-        raise InputError(
-            f"method {tab.name!r} has no embedded error estimate, so it cannot choose its "
-            f"own steps: pass `step_size=h` for a fixed grid, or use an adaptive method "
-            f"({', '.join(adaptive)})."
-        )
-    return tab
+# the name the field wrappers used before validation moved to odenet._validate
+_check_field_output = check_field_output
 
 
 # --- the prepared problem -----------------------------------------------------------
@@ -181,10 +97,12 @@ class Prepared:
             def g(s, y):
                 if count:
                     counter[0] += 1
-                out = f(s * d if flip else s, y.reshape(row_shape))
                 if not checked[0]:
+                    out = call_field(f, s * d if flip else s, y.reshape(row_shape))
                     _check_field_output(out, y.reshape(row_shape), s * d)
                     checked[0] = True
+                else:
+                    out = f(s * d if flip else s, y.reshape(row_shape))
                 out = out.reshape(K, -1)
                 return out * d[:, None].to(out.dtype) if flip else out
         else:
@@ -194,10 +112,12 @@ class Prepared:
             def call(t, y):  # t: the user's time, 0-dim
                 if count:
                     counter[0] += 1
-                out = f(t, y.reshape(shape))
                 if not checked[0]:
+                    out = call_field(f, t, y.reshape(shape))
                     _check_field_output(out, y.reshape(shape), t)
                     checked[0] = True
+                else:
+                    out = f(t, y.reshape(shape))
                 out = out.reshape(1, -1)
                 return -out if flip else out
 
@@ -274,28 +194,6 @@ def raise_failure(sol: Solution, result: LoopResult, prep: Prepared):
     raise _FAILURE_CLASSES.get(code, SolverError)(msg, t=t_reached, solution=sol)
 
 
-def _check_field_output(out, y, t):
-    if not isinstance(out, torch.Tensor):
-        raise VectorFieldError(
-            f"the vector field `f` must return a torch.Tensor, got {type(out).__name__}."
-        )
-    if out.shape != y.shape:
-        raise VectorFieldError(
-            f"the vector field `f` returned shape {tuple(out.shape)} for a state of shape "
-            f"{tuple(y.shape)}; dy/dt must have the state's shape."
-        )
-    if out.dtype != y.dtype:
-        raise VectorFieldError(
-            f"the vector field `f` returned dtype {out.dtype} for a state of dtype {y.dtype}; "
-            "return the state's dtype (e.g. build constants with dtype=y.dtype)."
-        )
-    if not bool(torch.isfinite(out).all()):
-        raise VectorFieldError(
-            f"the vector field `f` returned NaN or inf at the initial time t = "
-            f"{t.detach().flatten()[0].item():.6g} for a finite initial state."
-        )
-
-
 def prepare(
     f,
     y0,
@@ -320,18 +218,19 @@ def prepare(
     ``grid_on_outputs=True`` takes fixed steps from output time to output time
     (torchdiffeq's behaviour for fixed-step methods without a step size).
     """
-    if not callable(f):
-        raise InputError(f"`f` must be callable as f(t, y), got {type(f).__name__}.")
+    check_callable("f", f)
     y0 = check_y0(y0)
     t = check_t(t, y0)
     step_size = check_positive("step_size", step_size, allow_none=True)
     tab = resolve_method(method, step_size is not None or grid_on_outputs)
-    rtol, atol = check_tolerances(rtol, atol)
+    rtol, atol = check_tolerances(rtol, atol, y0)
+    check_state_scale(y0, rtol, atol)
     max_steps = check_positive("max_steps", max_steps, integer=True)
     first_step = check_positive("first_step", first_step, allow_none=True)
     max_step = math.inf if max_step is None else check_positive("max_step", max_step)
-    if not isinstance(min_step, numbers.Real) or min_step < 0:
-        raise InputError(f"`min_step` must be a non-negative number, got {min_step!r}.")
+    min_step = check_nonnegative("min_step", min_step)
+    newton_tol, newton_max_iter = check_newton(newton_tol, newton_max_iter)
+    check_norm(norm)
     ctrl = controller_from(controller)
 
     tdt = torch.promote_types(t.dtype, y0.dtype)
@@ -343,6 +242,7 @@ def prepare(
     else:
         direction = torch.ones(rows.shape[0], dtype=tdt, device=tt.device)
     s_out = rows * direction[:, None]
+    check_time_resolution(s_out)
     K = rows.shape[0]
     y0_rows = y0.reshape(K, -1)
 
@@ -367,7 +267,7 @@ def prepare(
             n_rtol = per_row(n_rtol)
         newton = Newton(tol=n_tol, max_iter=n_max, atol=n_atol, rtol=n_rtol)
     if newton is None:  # explicit runtimes are stateless: build their tensors once
-        rk = _runtime(tab, y0.dtype, tdt, y0.device)
+        rk = _runtime(tab, y0.dtype, tdt, y0.device)  # a per-solve copy of the cached one
     else:  # adaptive radau_iia5 runs Hairer's RADAU5 (odenet._radau)
         from odenet._radau import runtime_for
 
@@ -514,11 +414,7 @@ def solve(
         Subclasses for step-size underflow, max_steps, non-finite state or Newton
         failure (``throw=True``).
     """
-    if sensitivity not in SENSITIVITIES:
-        raise InputError(
-            f"`sensitivity` must be one of {', '.join(map(repr, SENSITIVITIES))}, "
-            f"got {sensitivity!r}."
-        )
+    check_sensitivity(sensitivity)
     prep, tab = prepare(
         f,
         y0,
@@ -538,9 +434,7 @@ def solve(
         grid_on_outputs=grid_on_outputs,
     )
     if sensitivity != "direct":
-        from odenet import sensitivity as sens
-
-        return sens.solve_with(sensitivity, prep, tab, throw=throw, **options)
+        return solve_with(sensitivity, prep, tab, throw=throw, **options)
     if options:
         raise InputError(
             f"unknown option(s) {', '.join(map(repr, sorted(options)))} for "
@@ -601,8 +495,12 @@ def step(f, t, y, dt, method: str | ButcherTableau = "rk4", *, batched: bool = F
     -------
     Tensor with the shape of ``y``.
     """
-    y = check_y0(y) if not isinstance(y, torch.Tensor) else y
+    check_callable("f", f)
+    y = check_y0(y, "y")
     tab = tableau(method)
+    check_step_size("dt", dt)
+    if batched and y.dim() == 0:
+        raise InputError("`batched=True` needs `y` of shape [B, ...], got a 0-dim tensor.")
     K = y.shape[0] if batched else 1
     tdt = y.dtype
     t0 = torch.as_tensor(t, dtype=tdt, device=y.device)
@@ -612,6 +510,8 @@ def step(f, t, y, dt, method: str | ButcherTableau = "rk4", *, batched: bool = F
     def g(s, yy):
         return f(s[0], yy.reshape(shape)).reshape(K, -1)
 
+    # per call: the cached runtime is copied, so Newton and track_grad of this step never
+    # reach another (e.g. an implicit step nested inside this step's f)
     rk = _step_runtime(tab, y.dtype, y.device)
     if rk.implicit:  # a fresh Newton per call: no Jacobian leaks between unrelated steps
         eps = torch.finfo(y.dtype).eps
@@ -620,7 +520,10 @@ def step(f, t, y, dt, method: str | ButcherTableau = "rk4", *, batched: bool = F
     rows = y.reshape(K, -1)
     s = t0.expand(K)
     hh = h.expand(K)
-    res = rk.step(g, s, rows, hh, g(s, rows))
+    # the first evaluation is checked (not its dtype: under autocast f may return half
+    # precision for a float32 state, and the step promotes it)
+    f0 = check_field_output(call_field(f, t0, y), y, t0, dtype=False, finite=False)
+    res = rk.step(g, s, rows, hh, f0.reshape(K, -1))
     if res.ok is not None and not bool(res.ok.all()):
         raise NewtonConvergenceError(
             f"method {tab.name!r}: Newton's method did not converge for the implicit stages "
@@ -637,7 +540,9 @@ def _runtime(tab: ButcherTableau, dtype, time_dtype, device) -> RungeKutta:
 
     A ResNet calls ``step`` once per layer and a training loop calls ``solve`` once per
     batch: rebuilding tensors from numpy each time would dominate small problems.
-    Only the Newton solver and ``track_grad`` are per-call state (set by the caller).
+    The cache keeps a template that is never handed out: each call gets a shallow copy
+    (sharing the template's tensors, which nothing modifies), so the per-call state —
+    the Newton solver and ``track_grad`` — belongs to that call alone.
     """
     key = (id(tab), dtype, time_dtype, str(device))
     rk = _STEP_CACHE.get(key)
@@ -645,7 +550,9 @@ def _runtime(tab: ButcherTableau, dtype, time_dtype, device) -> RungeKutta:
         if len(_STEP_CACHE) > 64:
             _STEP_CACHE.clear()
         rk = _STEP_CACHE[key] = RungeKutta(tab, dtype, time_dtype, device, None)
-    return rk
+    own = RungeKutta.__new__(RungeKutta)
+    own.__dict__.update(rk.__dict__)
+    return own
 
 
 def _step_runtime(tab: ButcherTableau, dtype, device) -> RungeKutta:

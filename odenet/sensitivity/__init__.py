@@ -37,7 +37,7 @@ import torch
 
 from odenet._errors import InputError, SolverError
 from odenet._loop import integrate
-from odenet._solve import check_tolerances
+from odenet._validate import check_tolerances
 from odenet.sensitivity._adjoint import Counter, adjoint_backward
 from odenet.sensitivity._params import complete_params, find_params
 from odenet.sensitivity._tape import OutputMap, Tape, check_budget, check_stride, replay

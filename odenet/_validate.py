@@ -1,0 +1,387 @@
+"""Validation of user input: one named validator per kind of argument.
+
+Every public entry point (:func:`odenet.solve`, :func:`odenet.step`,
+:func:`odenet.odeint`, the models, the stability API's step maps) cleans its
+arguments here.  Each validator returns the cleaned value or raises an
+:class:`~odenet.OdenetError` subclass whose message quotes the argument in
+backticks, says what was received and how to fix it (scipy ``_ivp``'s style).
+
+Nothing here depends on the loop, the stepper or the sensitivity package, so any
+module may import it.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable
+
+import torch
+
+from odenet._errors import InputError, OdenetError, VectorFieldError
+from odenet.tableaus import ButcherTableau, methods, tableau
+
+SENSITIVITIES = ("direct", "adjoint", "checkpoint")
+
+# dtypes too short for error control: an rtol below their eps (1e-3) cannot be met and
+# Hairer's initial-step estimate underflows to NaN
+_HALF = (torch.float16, torch.bfloat16)
+
+# a state within this factor of the dtype's largest number overflows in the first
+# stages (h·k, the error scale atol + rtol·|y|, the RMS norm's squares)
+_OVERFLOW_HEADROOM = 1e6
+
+# fewer distinct representable times than this in the span cannot be integrated
+_MIN_RESOLVED_TIMES = 100
+
+
+def _wider(dtype) -> str:
+    """The advice "or use float64" where there is a wider dtype to use."""
+    return "" if dtype == torch.float64 else " or use float64"
+
+
+def is_traced(x) -> bool:
+    """True under a ``torch.func`` transform (vmap/jacrev/jvp/grad), where a value
+    check (``bool(tensor)``) is not allowed: checks that read values are skipped."""
+    return isinstance(x, torch.Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(x)
+
+
+# --- callables -------------------------------------------------------------------------
+
+
+def check_callable(name: str, f, how: str = "f(t, y)") -> Callable:
+    if not callable(f):
+        raise InputError(f"`{name}` must be callable as {how}, got {type(f).__name__}.")
+    return f
+
+
+# --- states ----------------------------------------------------------------------------
+
+
+def check_y0(y0, name: str = "y0") -> torch.Tensor:
+    """A float32/float64 tensor, non-empty and finite (array-likes are converted)."""
+    if not isinstance(y0, torch.Tensor):
+        try:
+            y0 = torch.as_tensor(y0)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise InputError(
+                f"`{name}` must be a torch.Tensor (or array-like of numbers), got "
+                f"{type(y0).__name__}: {e}"
+            ) from None
+        if not y0.is_floating_point():
+            y0 = y0.to(torch.get_default_dtype())
+    if not y0.is_floating_point():
+        raise InputError(
+            f"`{name}` must have a floating dtype, got {y0.dtype}; convert it, "
+            f"e.g. `{name}.double()`."
+        )
+    check_precision(name, y0.dtype)
+    if y0.numel() == 0:
+        raise InputError(f"`{name}` is empty (shape {tuple(y0.shape)}); give at least one state.")
+    if not is_traced(y0):
+        check_finite_state(name, y0)
+    return y0
+
+
+def check_precision(name: str, dtype) -> None:
+    if dtype in _HALF:
+        raise InputError(
+            f"`{name}` has dtype {dtype}: its precision (eps = {torch.finfo(dtype).eps:.1g}) is "
+            "too low for error control and Newton solves, and its range overflows in the "
+            f"error norm. Compute in float32 (`{name}.float()`; autocast may still run `f` in "
+            "half precision) and cast the result back."
+        )
+
+
+def check_finite_state(name: str, y: torch.Tensor) -> None:
+    finite = torch.isfinite(y)
+    if bool(finite.all()):
+        return
+    nan = torch.isnan(y)
+    bad = nan if bool(nan.any()) else ~finite
+    idx = [int(i) for i in bad.nonzero()[0]]
+    where = f" at index {idx}" if y.dim() else ""
+    if bool(nan.any()):
+        raise InputError(f"`{name}` contains NaN or inf (NaN{where}); the state must be finite.")
+    raise InputError(
+        f"`{name}` contains NaN or inf (inf{where}: a value beyond the largest {y.dtype}, "
+        f"{torch.finfo(y.dtype).max:.3g}); the state must be finite. Rescale it "
+        f"(nondimensionalize){_wider(y.dtype)}."
+    )
+
+
+def check_state_scale(y0: torch.Tensor, rtol, atol, name: str = "y0") -> None:
+    """The error scale ``atol + rtol·|y|`` and the first stages must not overflow."""
+    if is_traced(y0):
+        return
+    big = torch.finfo(y0.dtype).max
+    m = float(y0.detach().abs().max())
+    r = rtol if not isinstance(rtol, torch.Tensor) else float(rtol.detach().abs().max())
+    a = atol if not isinstance(atol, torch.Tensor) else float(atol.detach().abs().max())
+    scale = a + r * m
+    if m > big / _OVERFLOW_HEADROOM or not math.isfinite(scale) or scale > big:
+        raise InputError(
+            f"`{name}` has values up to {m:.3g}, within a factor {_OVERFLOW_HEADROOM:.0e} of "
+            f"the largest {y0.dtype} ({big:.3g}): the error scale atol + rtol·|y| "
+            f"(= {scale:.3g}) and the Runge–Kutta stages overflow to inf. Rescale the state "
+            f"(solve for y / c with f scaled accordingly){_wider(y0.dtype)}."
+        )
+
+
+# --- times -----------------------------------------------------------------------------
+
+
+def check_t(t, y0: torch.Tensor) -> torch.Tensor:
+    """1-D ``[T]`` or per-sample ``[B, T]`` strictly monotone finite times."""
+    if not isinstance(t, torch.Tensor):
+        try:
+            t = torch.as_tensor(t, dtype=y0.dtype if y0.dtype == torch.float64 else None)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise InputError(f"`t` must be a 1-D or 2-D tensor of times: {e}") from None
+    if not t.is_floating_point():
+        t = t.to(y0.dtype)
+    check_precision("t", t.dtype)
+    if t.dim() not in (1, 2):
+        raise InputError(
+            f"`t` must be 1-D [T] (shared times) or 2-D [B, T] (per-sample times), "
+            f"got shape {tuple(t.shape)}."
+        )
+    if t.shape[-1] < 1:
+        raise InputError("`t` is empty; give at least the initial time.")
+    if not bool(torch.isfinite(t).all()):
+        raise InputError("`t` contains NaN or inf; output times must be finite.")
+    if t.dim() == 2:
+        if y0.dim() == 0 or y0.shape[0] != t.shape[0]:
+            raise InputError(
+                f"per-sample times `t` of shape {tuple(t.shape)} need `y0` of shape "
+                f"[{t.shape[0]}, ...] (one row per sample), got {tuple(y0.shape)}."
+            )
+    if t.shape[-1] > 1:
+        dt = t.diff(dim=-1)
+        increasing = (dt > 0).all(dim=-1)
+        decreasing = (dt < 0).all(dim=-1)
+        bad = ~(increasing | decreasing)
+        if bool(bad.any()):
+            row = int(bad.nonzero()[0, 0]) if t.dim() == 2 else None
+            tt = t[row] if row is not None else t
+            d = tt.diff()
+            where = int(((d <= 0) if bool(d[0] > 0) else (d >= 0)).nonzero()[0, 0]) + 1
+            which = f"row {row} of `t`" if row is not None else "`t`"
+            a, b = float(tt[where - 1]), float(tt[where])
+            hint = "Sort the times and remove duplicates."
+            if a == b and a != 0.0:
+                res = torch.finfo(t.dtype).eps * abs(a)
+                hint = (
+                    f"In {t.dtype} times near {abs(a):.3g} are resolved only to {res:.3g}: "
+                    "distinct times may have rounded to one. Shift the times to start near 0 "
+                    f"(t − t[0]){_wider(t.dtype)}; otherwise sort them and remove duplicates."
+                )
+            raise InputError(
+                f"{which} must be strictly increasing or strictly decreasing; at index "
+                f"{where} it goes from {a!r} to {b!r}. {hint}"
+            )
+    return t
+
+
+def check_time_resolution(s_rows: torch.Tensor) -> None:
+    """The dtype must resolve the span ``[t0, t_end]`` into enough distinct times.
+
+    A step ``h < eps·|t|`` leaves ``t + h == t``: when the whole span holds fewer than
+    ``_MIN_RESOLVED_TIMES`` such quanta no step-size sequence can cross it, and the
+    solve would only stall or fail after ``max_steps`` calls of ``f``.
+    """
+    if s_rows.shape[1] < 2 or is_traced(s_rows):
+        return
+    s = s_rows.detach()
+    span = (s[:, -1] - s[:, 0]).abs()
+    quantum = torch.finfo(s.dtype).eps * s.abs().amax(dim=1)
+    resolved = span / quantum.clamp_min(torch.finfo(s.dtype).tiny)
+    bad = resolved < _MIN_RESOLVED_TIMES
+    if bool(bad.any()):
+        k = int(bad.nonzero()[0, 0])
+        t0, t1 = float(s[k, 0]), float(s[k, -1])
+        raise InputError(
+            f"the time span of `t` ([{abs(t0):.12g}, {abs(t1):.12g}], length {float(span[k]):.3g}) "
+            f"is too short for its magnitude in {s.dtype}: times are resolved only to "
+            f"eps·|t| = {float(quantum[k]):.3g}, so at most {float(resolved[k]):.0f} distinct "
+            "steps fit and t + h == t for smaller steps. Shift the times to start near 0 "
+            f"(pass t − t[0] and f(t + t[0], y)){_wider(s.dtype)}."
+        )
+
+
+# --- tolerances and step controls -------------------------------------------------------
+
+
+def check_tolerances(rtol, atol, y0: torch.Tensor | None = None):
+    """Finite non-negative numbers, or tensors broadcastable to ``y0``'s shape."""
+    for name, v in (("rtol", rtol), ("atol", atol)):
+        if isinstance(v, torch.Tensor):
+            if not v.is_floating_point() and v.dtype not in (torch.int32, torch.int64):
+                raise InputError(f"`{name}` must be a real tensor, got dtype {v.dtype}.")
+            if y0 is not None:
+                try:
+                    ok = torch.broadcast_shapes(v.shape, y0.shape) == y0.shape
+                except RuntimeError:
+                    ok = False
+                if not ok:
+                    raise InputError(
+                        f"`{name}` of shape {tuple(v.shape)} does not broadcast to the state's "
+                        f"shape {tuple(y0.shape)}; give a number or a tensor of shape "
+                        f"{tuple(y0.shape)} (or one that broadcasts to it, such as "
+                        f"{tuple(y0.shape[-1:])})."
+                    )
+            if bool((v < 0).any()) or not bool(torch.isfinite(v).all()):
+                raise InputError(f"`{name}` must be finite and non-negative, got {v!r}.")
+        elif (
+            isinstance(v, bool)
+            or not isinstance(v, numbers.Real)
+            or not (v >= 0)
+            or not math.isfinite(v)
+        ):
+            raise InputError(f"`{name}` must be a finite non-negative number, got {v!r}.")
+    if not isinstance(rtol, torch.Tensor) and not isinstance(atol, torch.Tensor):
+        if rtol == 0 and atol == 0:
+            raise InputError("`rtol` and `atol` are both 0; at least one must be positive.")
+    return rtol, atol
+
+
+def check_positive(name: str, v, *, allow_none: bool = False, integer: bool = False):
+    """A positive finite number (``integer=True``: a positive int) or ``None`` if allowed."""
+    if v is None and allow_none:
+        return None
+    if isinstance(v, torch.Tensor) and v.numel() == 1:
+        v = v.item()
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(v, bool) or not isinstance(v, kind) or not (v > 0) or not math.isfinite(v):
+        what = "a positive integer" if integer else "a positive finite number"
+        raise InputError(f"`{name}` must be {what}, got {v!r}.")
+    return int(v) if integer else float(v)
+
+
+def check_nonnegative(name: str, v) -> float:
+    """A finite number ``≥ 0`` (e.g. ``min_step``)."""
+    if isinstance(v, torch.Tensor) and v.numel() == 1:
+        v = v.item()
+    if (
+        isinstance(v, bool)
+        or not isinstance(v, numbers.Real)
+        or not (v >= 0)
+        or not math.isfinite(v)
+    ):
+        raise InputError(f"`{name}` must be a non-negative number, and finite; got {v!r}.")
+    return float(v)
+
+
+def check_newton(newton_tol, newton_max_iter):
+    """``newton_tol`` > 0 finite and ``newton_max_iter`` ≥ 1 integer (each or ``None``)."""
+    tol = check_positive("newton_tol", newton_tol, allow_none=True)
+    if newton_max_iter is not None:
+        if isinstance(newton_max_iter, bool) or not isinstance(newton_max_iter, numbers.Integral):
+            raise InputError(
+                f"`newton_max_iter` must be a positive integer (the cap on Newton iterations "
+                f"per stage solve, e.g. 8), got {newton_max_iter!r}."
+            )
+        if newton_max_iter < 1:
+            raise InputError(
+                f"`newton_max_iter` must be at least 1 (Newton needs one iteration to solve "
+                f"the stage equations), got {newton_max_iter!r}."
+            )
+        newton_max_iter = int(newton_max_iter)
+    return tol, newton_max_iter
+
+
+def check_sensitivity(sensitivity) -> str:
+    if sensitivity not in SENSITIVITIES:
+        raise InputError(
+            f"`sensitivity` must be one of {', '.join(map(repr, SENSITIVITIES))}, "
+            f"got {sensitivity!r}."
+        )
+    return sensitivity
+
+
+def check_norm(norm):
+    if norm is not None and not callable(norm):
+        raise InputError(f"`norm` must be callable on a tensor, got {type(norm).__name__}.")
+    return norm
+
+
+def resolve_method(method, fixed: bool) -> ButcherTableau:
+    """The tableau of ``method``; an adaptive solve needs an embedded error estimate."""
+    tab = tableau(method)
+    if not fixed and not tab.is_adaptive:
+        adaptive = [m for m in methods() if tableau(m).is_adaptive]
+        raise InputError(
+            f"method {tab.name!r} has no embedded error estimate, so it cannot choose its "
+            f"own steps: pass `step_size=h` for a fixed grid, or use an adaptive method "
+            f"({', '.join(adaptive)})."
+        )
+    return tab
+
+
+def check_step_size(name: str, h) -> torch.Tensor | float:
+    """A finite step (number or 0-dim tensor; negative integrates backward)."""
+    if isinstance(h, torch.Tensor):
+        if h.numel() != 1:
+            raise InputError(
+                f"`{name}` must be a number or a 0-dim tensor, got shape {tuple(h.shape)}."
+            )
+        if not is_traced(h) and not bool(torch.isfinite(h).all()):
+            raise InputError(f"`{name}` must be finite, got {h.item()!r}.")
+        return h
+    if isinstance(h, bool) or not isinstance(h, numbers.Real) or not math.isfinite(h):
+        raise InputError(f"`{name}` must be a finite number, got {h!r}.")
+    return h
+
+
+# --- the vector field ---------------------------------------------------------------------
+
+
+def call_field(f: Callable, t, y: torch.Tensor):
+    """``f(t, y)`` on the first call: the user's exception comes back as a
+    :class:`VectorFieldError` chained to it (odenet's own errors pass unchanged)."""
+    try:
+        return f(t, y)
+    except (OdenetError, MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        if is_traced(y) or isinstance(e, torch.OutOfMemoryError):
+            raise
+        when = t.detach().flatten()[0].item() if isinstance(t, torch.Tensor) else t
+        raise VectorFieldError(
+            f"the vector field `f` raised {type(e).__name__} on its first call "
+            f"f(t = {when:.6g}, y of shape {tuple(y.shape)}): {e}. Check that `f` accepts "
+            "(t, y) in that order, with a 0-dim tensor t (per-sample grids: t of shape [B])."
+        ) from e
+
+
+def check_field_output(out, y: torch.Tensor, t, *, dtype: bool = True, finite: bool = True):
+    """``f``'s first output must be a tensor of the state's shape (and dtype), finite."""
+    if not isinstance(out, torch.Tensor):
+        raise VectorFieldError(
+            f"the vector field `f` must return a torch.Tensor, got {type(out).__name__}."
+        )
+    if out.shape != y.shape:
+        raise VectorFieldError(
+            f"the vector field `f` returned shape {tuple(out.shape)} for a state of shape "
+            f"{tuple(y.shape)}; dy/dt must have the state's shape (it would otherwise be "
+            "broadcast silently)."
+        )
+    if dtype and out.dtype != y.dtype:
+        raise VectorFieldError(
+            f"the vector field `f` returned dtype {out.dtype} for a state of dtype {y.dtype}; "
+            "return the state's dtype (e.g. build constants with dtype=y.dtype)."
+        )
+    if finite and not is_traced(out) and not bool(torch.isfinite(out).all()):
+        when = t.detach().flatten()[0].item() if isinstance(t, torch.Tensor) else float(t)
+        m = float(y.detach().abs().max())
+        hint = ""
+        if m > math.sqrt(torch.finfo(y.dtype).max):
+            hint = (
+                f" The state reaches |y| = {m:.3g}, beyond the square root of the largest "
+                f"{y.dtype}: products in `f` overflow. Rescale the state{_wider(y.dtype)}."
+            )
+        raise VectorFieldError(
+            f"the vector field `f` returned NaN or inf at the initial time t = "
+            f"{when:.6g} for a finite initial state.{hint}"
+        )
+    return out

@@ -339,3 +339,34 @@ def test_any_saved_config_is_refused_in_one_line_or_passes_every_validator(cfg):
         check_dtype(cfg.get("dtype", "float64"))
     except odenet.OdenetError:
         pass  # a typed, one-line error in the CLI
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process groups, fork")
+def test_ctrl_c_with_worker_processes_is_one_line_and_keeps_finished_cells(tmp_path):
+    import signal
+    import time
+
+    steps = ",".join(str(n) for n in range(200, 4200, 100))
+    argv = ["converge", "--problem", "kepler", "--methods", "rk4,radau_iia5", "--steps", steps]
+    argv += ["--workers", "2", "--oversubscribe", "--out", "o", *FAST]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "odenet", *argv],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    cells = tmp_path / "o" / "cells"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(cells.glob("*.json")) if cells.is_dir() else []) < 2:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the study finished before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130
+    assert err.strip().splitlines() == [
+        "odenet: interrupted; finished cells are saved, rerun the same command to resume."
+    ]
+    assert len(list(cells.glob("*.json"))) >= 2

@@ -469,9 +469,14 @@ def _watch_parent(parent: int) -> None:
 
 
 def _init_worker(parent: int) -> None:
+    import signal
+
     import torch
 
     torch.set_num_threads(1)
+    # Ctrl-C reaches the whole process group; the parent handles it (saved cells stay,
+    # one message), so workers must not each print a KeyboardInterrupt traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if os.getppid() != parent:
         os._exit(1)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()

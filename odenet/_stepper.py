@@ -28,6 +28,67 @@ def hermite_basis(theta):
     return 2 * t3 - 3 * t2 + 1, t3 - 2 * t2 + theta, 3 * t2 - 2 * t3, t3 - t2
 
 
+def stage_input(terms, y, hy, ks):
+    """``y + h Σ_j a_ij k_j`` for one row's nonzero ``terms = [(j, a_ij), ...]``.
+
+    A chain of fused scalar adds: far fewer dispatches than stack + matmul for the small
+    states that dominate solver overhead.
+    """
+    if not terms:
+        return y
+    j0, a0 = terms[0]
+    incr = ks[j0] * a0
+    for j, a in terms[1:]:
+        incr = torch.add(incr, ks[j], alpha=a)
+    return y + hy * incr
+
+
+def combine(weights, y, hy, ks: torch.Tensor):
+    """``y1 = y + h Σ b_i k_i`` and the error estimate(s) ``h Σ (b_i − b̂_i) k_i``.
+
+    ``weights [W, S]`` (row 0: ``b``; further rows: ``b − b̂``), ``ks [S, *y.shape]``.
+    """
+    S = ks.shape[0]
+    comb = (weights @ ks.reshape(S, -1)).reshape(-1, *y.shape)
+    # not addcmul: a fused multiply-add would round once, and a ResNet block must be
+    # bit for bit the textbook h + Δt·f(h)
+    y1 = y + hy * comb[0]
+    if comb.shape[0] == 1:
+        return y1, None
+    if comb.shape[0] == 3:
+        return y1, (hy * comb[1], hy * comb[2])
+    return y1, hy * comb[1]
+
+
+def explicit_step(f, t, y, h, rk: RungeKutta, *, f0=None, hy=None, error: bool = True):
+    """One step of an explicit tableau: ``(y1, error estimate, stages [S, *y.shape])``.
+
+    The only place the explicit stages ``k_i = f(t + c_i h, y + h Σ_j a_ij k_j)`` are
+    written; a pure function of its inputs (no state is read or written on ``rk``,
+    which only supplies the tableau's coefficients), so it runs under ``torch.func``
+    transforms (``jacrev``, ``jvp``, ``vmap``).
+
+    Parameters
+    ----------
+    f : callable ``f(t, y)`` in whatever layout ``y`` has.
+    t : Tensor, the time at the start (0-dim, or ``[K]`` for rows of systems).
+    y : Tensor, the state.
+    h : float or Tensor broadcastable with ``t``: the step in time.
+    rk : RungeKutta of an explicit tableau (its ``row_terms``, ``c_list``, ``weights``).
+    f0 : ``f(t, y)`` if the caller has it.
+    hy : the step in the state's layout (default ``h``), e.g. ``h[:, None]`` for rows.
+    error : also form the embedded error estimate (``None`` when False).
+    """
+    hy = h if hy is None else hy
+    ks = [f(t, y) if f0 is None else f0]
+    for i in range(1, rk.S):
+        ti = torch.add(t, h, alpha=rk.c_list[i])
+        ks.append(f(ti, stage_input(rk.row_terms[i], y, hy, ks)))
+    ks_t = torch.stack(ks)
+    y1, err = combine(rk.weights if error else rk.weights[:1], y, hy, ks_t)
+    return y1, err, ks_t
+
+
 @dataclass
 class StepResult:
     y1: torch.Tensor  # [K, n]
@@ -119,37 +180,16 @@ class RungeKutta:
         return self._diagonally_implicit(g, s, y, h, f0)
 
     def _combine(self, y, hy, ks: torch.Tensor):
-        S, K, n = ks.shape
-        comb = (self.weights @ ks.reshape(S, K * n)).reshape(-1, K, n)
-        # not addcmul: a fused multiply-add would round once, and a ResNet block must be
-        # bit for bit the textbook h + Δt·f(h)
-        y1 = y + hy * comb[0]
-        if comb.shape[0] == 1:
-            return y1, None
-        if comb.shape[0] == 3:
-            return y1, (hy * comb[1], hy * comb[2])
-        return y1, hy * comb[1]
+        return combine(self.weights, y, hy, ks)
 
     def _stage_input(self, i, y, hy, ks):
         """``y + h Σ_{j<i} A_ij k_j`` (the lower-triangular part of row ``i``)."""
-        terms = self.row_terms[i]
-        if not terms:
-            return y
-        j0, a0 = terms[0]
-        incr = ks[j0] * a0
-        for j, a in terms[1:]:
-            incr = torch.add(incr, ks[j], alpha=a)
-        return y + hy * incr
+        return stage_input(self.row_terms[i], y, hy, ks)
 
     def _explicit(self, g, s, y, h, f0) -> StepResult:
-        K, n = y.shape
         hy = h.to(y.dtype)[:, None]
-        ks = [f0]
-        for i in range(1, self.S):
-            ks.append(g(torch.add(s, h, alpha=self.c_list[i]), self._stage_input(i, y, hy, ks)))
-        ks_t = torch.stack(ks)
-        y1, err = self._combine(y, hy, ks_t)
-        f1 = ks[-1] if self.stiffly_accurate else None
+        y1, err, ks_t = explicit_step(g, s, y, h, self, f0=f0, hy=hy)
+        f1 = ks_t[-1] if self.stiffly_accurate else None
         return StepResult(y1, err, ks_t, f1, None)
 
     # --- one system, host-side step size --------------------------------------------
@@ -209,7 +249,9 @@ class RungeKutta:
                 ks.append(f0 if (i == 0 and self.c_list[0] == 0.0) else g(ti, base))
                 continue
             hA = (h * a_ii).to(y.dtype)[:, None, None]  # [K, 1, 1]
-            guess = (y + (self.c_list[i] * h).to(y.dtype)[:, None] * f0)[:, None]
+            # predictor: the stage's explicit part plus h·a_ii times the last stage slope
+            k_prev = ks[-1] if ks else f0
+            guess = (base + (h * a_ii).to(y.dtype)[:, None] * k_prev)[:, None]
 
             def G(Z, ti=ti):
                 return g(ti, Z[:, 0])[:, None]
@@ -221,6 +263,7 @@ class RungeKutta:
             ks.append((Z[:, 0] - base) / (h_safe[:, None] * a_ii))
         ks_t = torch.stack(ks)
         y1, err = self._combine(y, hy, ks_t)
+        err = self.newton.filter_error(err)  # (I − hγJ)⁻¹ err: stiff components damped
         f1 = ks[-1] if self.stiffly_accurate else None
         return StepResult(y1, err, ks_t, f1, ok)
 

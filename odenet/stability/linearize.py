@@ -17,6 +17,7 @@ import torch
 from torch.func import jacrev, jvp, vjp, vmap
 
 import odenet
+from odenet._stepper import RungeKutta, explicit_step
 from odenet.stability._errors import StabilityInputError, check_positive_int
 
 Step = Callable[..., torch.Tensor]
@@ -35,11 +36,12 @@ def flow_map(f: Callable, dt: float, method: str = "rk4") -> Step:
     -------
     callable `step(x) -> Tensor` with the shape of `x`, differentiable; its
     Jacobian is the tangent map of the discretized flow.  Implicit methods call
-    `odenet.step(f, 0.0, x, dt, method)`.  Explicit methods evaluate the same
-    tableau's stages inline (`k_i = f(c_i dt, x + dt Σ_j A_ij k_j)`,
-    `Φ = x + dt Σ b_i k_i`): identical to `odenet.step` to round-off (tested)
-    but without its per-call set-up, which dominates on small states, and
-    traceable by `torch.func` (so Jacobians of many states are one vmapped call).
+    `odenet.step(f, 0.0, x, dt, method)`.  Explicit methods call the stepper's
+    explicit step (`odenet._stepper.explicit_step`: `k_i = f(c_i dt, x + dt Σ_j
+    A_ij k_j)`, `Φ = x + dt Σ b_i k_i`), the stages `odenet.step` and the solver
+    run, without `odenet.step`'s per-call set-up and validation, which dominate on
+    small states, and traceable by `torch.func` (so Jacobians of many states are
+    one vmapped call).
 
     Examples
     --------
@@ -58,26 +60,18 @@ def flow_map(f: Callable, dt: float, method: str = "rk4") -> Step:
     tab = odenet.tableau(method)
 
     if tab.is_explicit:
-        A, b, c = tab.A.tolist(), tab.b.tolist(), tab.c.tolist()
-        times: dict = {}  # stage times as 0-dim tensors (f gets what odenet.step gives it)
+        # the stepper's own explicit step (odenet._stepper.explicit_step), traceable by
+        # torch.func; the coefficient tensors are built once per dtype and device
+        runtimes: dict = {}
 
         def step(x: torch.Tensor) -> torch.Tensor:
             key = (x.dtype, x.device)
-            if key not in times:
-                times[key] = [torch.tensor(ci * dt, dtype=x.dtype, device=x.device) for ci in c]
-            ts = times[key]
-            ks: list[torch.Tensor] = []
-            for i in range(len(b)):
-                xi = x
-                for j in range(i):
-                    if A[i][j] != 0.0:
-                        xi = xi + (dt * A[i][j]) * ks[j]
-                ks.append(f(ts[i], xi))
-            out = x
-            for j, bj in enumerate(b):
-                if bj != 0.0:
-                    out = out + (dt * bj) * ks[j]
-            return out
+            if key not in runtimes:
+                tdt = x.real.dtype if x.is_complex() else x.dtype
+                t0 = torch.zeros((), dtype=tdt, device=x.device)
+                runtimes[key] = (RungeKutta(tab, x.dtype, tdt, x.device), t0)
+            rk, t0 = runtimes[key]
+            return explicit_step(f, t0, x, dt, rk, error=False)[0]
 
     else:
 

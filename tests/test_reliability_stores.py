@@ -365,3 +365,15 @@ def _alive(pid: int) -> bool:
             return fh.read().split(") ")[1][0] != "Z"
     except OSError:
         return False
+
+
+def test_a_folder_removed_under_a_running_study_is_not_resurrected_half(tmp_path):
+    import shutil
+
+    store = CellStore(tmp_path / "r", {"kind": "x"})
+    store.put({"x": 0}, {"x": 0})
+    shutil.rmtree(tmp_path / "r")  # another process ran --fresh
+    with pytest.raises(FileNotFoundError):
+        store.put({"x": 1}, {"x": 1})
+    assert not (tmp_path / "r").exists()  # no cells/ without its study.json
+    assert len(CellStore(tmp_path / "r", {"kind": "x"})) == 0  # and the folder is usable

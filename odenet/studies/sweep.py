@@ -113,10 +113,15 @@ def _write_tmp(folder: Path, text: str) -> str:
     return tmp
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half."""
+def atomic_write_text(path: Path, text: str, *, make_parents: bool = True) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half.
+
+    ``make_parents=False`` fails (``FileNotFoundError``) when the folder is gone instead of
+    recreating it.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _write_tmp(path.parent, text)
     try:
         os.replace(tmp, path)
@@ -446,7 +451,9 @@ class CellStore:
                 "result": result,
                 "checksum": _checksum(self.identity_hash, key, result),
             }
-            atomic_write_text(self._path(key), json.dumps(rec, sort_keys=True))
+            # never recreate cells/ here: if another process removed the folder (--fresh),
+            # a bare cells/ without its study.json would make the folder look damaged
+            atomic_write_text(self._path(key), json.dumps(rec, sort_keys=True), make_parents=False)
         self._cells[digest(key)] = result
 
 

@@ -4,6 +4,10 @@ A ResNet of depth ``L`` with step ``Δt = T/L`` is a discretization of the Neura
 ``dh/dt = f(t, h)`` on ``[t0, t0 + T]``; the conversion shares the *same* field
 module (no copy), so training one trains the other.  :func:`discretization_gap`
 answers "how far is my network from its continuous limit?".
+
+Both directions live here, and are also the methods ``ResNet.to_neural_ode`` and
+``NeuralODE.to_resnet`` (installed at the end of this module, which ``odenet.models``
+always imports): ``resnet.py`` and ``neural_ode.py`` do not import each other.
 """
 
 from __future__ import annotations
@@ -57,3 +61,8 @@ def discretization_gap(
     node = resnet_to_neural_ode(resnet, rtol=rtol, atol=atol)
     exact = node.flow(h, resnet.t0, resnet.t0 + resnet.horizon)
     return (resnet(h) - exact).norm(dim=-1) / exact.norm(dim=-1).clamp_min(1e-300)
+
+
+# the methods of the two classes (see the module docstring)
+ResNet.to_neural_ode = resnet_to_neural_ode
+NeuralODE.to_resnet = neural_ode_to_resnet

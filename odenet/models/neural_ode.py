@@ -7,8 +7,9 @@ import math
 import torch
 from torch import nn
 
+from odenet import solve
 from odenet._errors import InputError
-from odenet._solve import solve
+from odenet.models.fields import check_model_input, field_width
 from odenet.tableaus import ButcherTableau
 
 
@@ -68,9 +69,6 @@ class NeuralODE(nn.Module):
             width (when the field declares one, e.g. :class:`MLPField`), or its dtype
             or device differs from the field's parameters.
         """
-        # imported here, not at the top: the models' import graph is kept as it is
-        from odenet.models.fields import check_model_input, field_width
-
         width = field_width(self.field)
         check_model_input(
             "y0",
@@ -119,8 +117,7 @@ class NeuralODE(nn.Module):
         t = torch.tensor([t0, t1], dtype=dtype, device=y0.device)
         return self.forward(y0, t)[-1]
 
-    def to_resnet(self, depth: int, method="euler", horizon: float = 1.0, *, t0: float = 0.0):
-        """A ResNet stepping this field (same parameters); see :mod:`odenet.models.convert`."""
-        from odenet.models.convert import neural_ode_to_resnet
-
-        return neural_ode_to_resnet(self, depth, method, horizon, t0=t0)
+    # ``to_resnet(depth, method="euler", horizon=None, *, t0=None)`` is
+    # :func:`odenet.models.convert.neural_ode_to_resnet`, installed as a method by that
+    # module: the conversions live in one module that imports both classes, so neither
+    # class module imports the other (no import cycle).

@@ -17,8 +17,8 @@ import math
 import torch
 from torch import nn
 
+from odenet import solve
 from odenet._errors import InputError
-from odenet._solve import solve
 from odenet.batch import IrregularBatch
 from odenet.models.fields import MLPField, ModelInputError, check_int, check_model_input
 

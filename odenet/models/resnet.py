@@ -7,8 +7,8 @@ import math
 import torch
 from torch import nn
 
+from odenet import step
 from odenet._errors import InputError
-from odenet._solve import step
 from odenet.models.fields import LayerwiseField, check_int, check_model_input, field_width
 from odenet.tableaus import ButcherTableau, tableau
 
@@ -134,14 +134,9 @@ class ResNet(nn.Module):
             h = self.block(layer, h)
         return h
 
-    def to_neural_ode(self, **solver):
-        """The Neural ODE this network discretizes (same field object, same parameters).
-
-        See :func:`odenet.models.convert.resnet_to_neural_ode`.
-        """
-        from odenet.models.convert import resnet_to_neural_ode
-
-        return resnet_to_neural_ode(self, **solver)
+    # ``to_neural_ode(**solver)`` is :func:`odenet.models.convert.resnet_to_neural_ode`,
+    # installed as a method by that module (which imports both classes; neither class
+    # module imports the other).
 
     def extra_repr(self) -> str:
         return f"depth={self.depth}, method={self.method!r}, horizon={self.horizon}, t0={self.t0}"

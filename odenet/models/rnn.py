@@ -13,8 +13,8 @@ import math
 import torch
 from torch import nn
 
+from odenet import solve, step
 from odenet._errors import InputError
-from odenet._solve import solve, step
 from odenet.models.fields import (
     DrivenField,
     InputPath,

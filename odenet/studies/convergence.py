@@ -42,6 +42,8 @@ from odenet.studies.sweep import (
 NORMS = ("final", "max", "l2")
 DEFAULT_METHODS = ("euler", "heun", "rk3", "rk4", "dopri5", "radau_iia5")
 DEFAULT_N_STEPS = (8, 11, 16, 23, 32, 45, 64)
+# the error is measured at every grid node, so a cell holds N + 1 states in memory
+MAX_STEPS = 10_000_000
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
@@ -113,6 +115,11 @@ def steps_from(problem: Problem, step_sizes=None, n_steps=None) -> list[int]:
                 f"`n_steps` must be at least two positive integers, got {ns.tolist()}."
             )
     ns = sorted({int(n) for n in ns})
+    if ns[-1] > MAX_STEPS:
+        raise InputError(
+            f"a cell of {ns[-1]:,} steps is beyond the {MAX_STEPS:,} a study allows (it would "
+            "store every step's state); use fewer steps or larger step sizes."
+        )
     if len(ns) < 2:
         raise InputError(
             f"the step sizes give only N = {ns} distinct step count(s); a fit needs at least "

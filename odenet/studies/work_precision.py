@@ -26,6 +26,7 @@ from odenet._errors import InputError
 from odenet.problems import Problem, as_problem
 from odenet.studies.convergence import (
     _DTYPES,
+    MAX_STEPS,
     blowup_message,
     check_dtype,
     check_norm,
@@ -123,6 +124,10 @@ def _check_steps(ns) -> list[int]:
     arr = np.atleast_1d(np.asarray(ns))
     if arr.size == 0 or not np.issubdtype(arr.dtype, np.integer) or np.any(arr < 1):
         raise InputError(f"`n_steps` must be positive integers, got {arr.tolist()}.")
+    if int(arr.max()) > MAX_STEPS:
+        raise InputError(
+            f"`n_steps` up to {MAX_STEPS:,} per run, got {int(arr.max()):,}; use fewer steps."
+        )
     return sorted({int(n) for n in arr})
 
 

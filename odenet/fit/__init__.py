@@ -29,12 +29,37 @@ from odenet.fit.data import (
     split_time,
     to_long,
 )
-from odenet.fit.greybox import GreyBoxField, GreyBoxMLE, OneCompartmentPK, relative_error
-from odenet.fit.train import FitResult, fit, load_checkpoint, n_parameters, save_checkpoint
+from odenet.fit.greybox import (
+    GreyBoxField,
+    GreyBoxMLE,
+    MechanismError,
+    OneCompartmentPK,
+    relative_error,
+)
+from odenet.fit.mechanisms import load_mechanism, mechanism
+from odenet.fit.parametric import ParametricCurve
+from odenet.fit.train import (
+    CheckpointError,
+    FitResult,
+    fit,
+    load_checkpoint,
+    n_parameters,
+    save_checkpoint,
+)
+
+
+def load_fit(path):
+    """A :class:`FitResult` rebuilt from a checkpoint of ``odenet fit`` (see
+    :func:`odenet.fit.cli.load_fit`)."""
+    from odenet.fit.cli import load_fit as _load_fit
+
+    return _load_fit(path)
+
 
 __all__ = [
     "GRUD",
     "LOCF",
+    "CheckpointError",
     "DataFormatError",
     "FitResult",
     "GRUDeltaT",
@@ -43,9 +68,11 @@ __all__ = [
     "GreyBoxMLE",
     "LatentODEForecaster",
     "LinearInterpolation",
+    "MechanismError",
     "Normalizer",
     "ODERNNForecaster",
     "OneCompartmentPK",
+    "ParametricCurve",
     "SeriesData",
     "ShootingODE",
     "TimeInvariantMLP",
@@ -54,7 +81,10 @@ __all__ = [
     "fit",
     "holdout_points",
     "load_checkpoint",
+    "load_fit",
     "load_long",
+    "load_mechanism",
+    "mechanism",
     "n_parameters",
     "neural_ode",
     "relative_error",

@@ -78,8 +78,8 @@ def build_model(name: str, dim: int, *, hidden: int = 32, horizon: int = 4,
                     "--hybrid adds a neural correction, which the least-squares fit of "
                     "--model greybox_mle cannot train; use --model greybox --hybrid."
                 )
-            return GreyBoxMLE(field, node_every=4, per_series=per_series,
-                              fixed_x0=fixed_x0, channels=obs_channels)  # fmt: skip
+            return GreyBoxMLE(field, node_every=4, per_series=per_series, fixed_x0=fixed_x0,
+                              channels=obs_channels, rtol=1e-6, atol=1e-8)  # fmt: skip
         if per_series or fixed_x0 or field.covariates:
             raise FitCLIError(
                 "--per-series, --fix-x0 and covariates need --model greybox_mle (the "

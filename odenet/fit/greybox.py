@@ -114,7 +114,15 @@ class GreyBoxField(nn.Module):
 
     def transform(self, raw: torch.Tensor) -> torch.Tensor:
         """Parameter values from raw (log or identity) coordinates; ``raw [..., P]``."""
-        return torch.where(self.pos_mask, raw.exp(), raw)
+        pos = self.pos_mask.tolist()
+        if all(pos):
+            return raw.exp()
+        if not any(pos):
+            return raw
+        # per-column exp and cat: torch.where has no fast forward-mode AD rule (it falls
+        # back to a Python decomposition that dominated the cost of a fit)
+        return torch.cat([raw[..., i : i + 1].exp() if p else raw[..., i : i + 1]
+                          for i, p in enumerate(pos)], dim=-1)  # fmt: skip
 
     @property
     def params(self) -> dict:
@@ -346,6 +354,11 @@ class _Sensitivities(nn.Module):
                                        torch.eye(P, dtype=raw.dtype)])  # fmt: skip
         tan = self._tangent  # [C, P]
         with torch.no_grad(), fwAD.dual_level():
+            if cov is not None:
+                # a dual covariate (zero tangent) of the operands' full shape: mixing a dual
+                # with a broadcast plain tensor takes a slow decomposition path (~20x)
+                cov = cov.expand(C, *cov.shape) if stacked else cov
+                cov = fwAD.make_dual(cov.contiguous(), torch.zeros_like(cov))
             if stacked:
                 xd = fwAD.make_dual(x.expand(C, K, D).clone(), S.permute(2, 0, 1).contiguous())
                 if self.columnar:
@@ -695,13 +708,14 @@ class GreyBoxMLE(nn.Module):
                 rows_J.append(J)
         return np.concatenate(rows_r), np.concatenate(rows_J)
 
-    def _levenberg_marquardt(self, evaluate_rj, u, max_iter, log_mask=None):
+    def _levenberg_marquardt(self, evaluate_rj, u, max_iter, log_mask=None, rel_tol=1e-9):
         def evaluate(v):
             try:
                 r, J = evaluate_rj(v)
-            except MechanismError:
-                raise
-            except odenet.OdenetError:
+            except odenet.OdenetError as e:
+                cause = e if isinstance(e, MechanismError) else e.__cause__
+                if isinstance(cause, MechanismError):  # a bug in the mechanism, not a bad step
+                    raise cause from None
                 return math.inf, None, None  # the trial parameters blew the ODE up
             c = 0.5 * float(r @ r)
             return (c, r, J) if math.isfinite(c) and np.isfinite(J).all() else (math.inf, None, None)  # noqa: E501
@@ -740,7 +754,7 @@ class GreyBoxMLE(nn.Module):
             rel = (cost - c2) / max(cost, 1e-300)
             u, cost, r, J = u + step, c2, r2, J2
             lam = max(lam / 3.0, 1e-12)
-            if rel < 1e-9 or np.abs(step).max() < 1e-10 * (1 + np.abs(u).max()):
+            if rel < rel_tol or np.abs(step).max() < 1e-10 * (1 + np.abs(u).max()):
                 reason = "converged"
                 break
         self._last_reason = reason
@@ -784,7 +798,9 @@ class GreyBoxMLE(nn.Module):
                 return self._residuals(batch, lay, v, raw0, ng, self.continuity_weight, obs, D,
                                        cov)  # fmt: skip
 
-            u, _, _, _, n = self._levenberg_marquardt(rj1, u, max_iter, self._log_mask(lay))
+            # stage 1 only has to bring the unknowns near the optimum: a loose tolerance
+            u, _, _, _, n = self._levenberg_marquardt(rj1, u, max_iter, self._log_mask(lay),
+                                                      rel_tol=1e-5)  # fmt: skip
             total += n
             head = [u[: lay.n_sh + lay.n_per]]
             first = [k for k, s in enumerate(segs) if s[1] == 0]
@@ -909,7 +925,7 @@ class GreyBoxMLE(nn.Module):
             se_u = np.where(flagged, np.inf, se_u)
         P = self.field.raw.numel()
         raw_cov = torch.full((P, P), math.nan, dtype=torch.float64)
-        sh = torch.as_tensor(lay.shared)
+        sh = torch.as_tensor(lay.shared, dtype=torch.long)
         raw_cov[sh[:, None], sh[None, :]] = torch.as_tensor(cov[: lay.n_sh, : lay.n_sh])
         self.raw_cov = raw_cov
         self.sigma = torch.tensor(math.sqrt(sigma2), dtype=torch.float64)
@@ -1011,9 +1027,22 @@ class GreyBoxMLE(nn.Module):
         Sn = Sn.gather(1, inv[..., None, None].expand(-1, -1, len(obs), Sn.shape[-1]))
         return X, Sn
 
+    def _context_estimate(self, context: IrregularBatch) -> dict:
+        """The context's initial states (and per-series parameters), shared parameters
+        fixed; the last result is reused for the same context and parameters (scoring
+        interpolation and extrapolation conditions on one context twice)."""
+        key = tuple(hash(x.detach().numpy().tobytes()) for x in
+                    (context.times, context.values, context.mask, self.field.raw))  # fmt: skip
+        cached = getattr(self, "_ctx_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        est = self._estimate(context, fix_shared=True, max_iter=30)
+        self._ctx_cache = (key, est)
+        return est
+
     def predict(self, context: IrregularBatch, query_times: torch.Tensor) -> torch.Tensor:
         """[B, Q, D]: integrate from each series' estimated initial state to ``query_times``."""
-        est = self._estimate(context, fix_shared=True, max_iter=30)
+        est = self._context_estimate(context)
         return self._query_solve(est, context, query_times, sens=False)
 
     def band(self, context: IrregularBatch, query_times: torch.Tensor, *, level: float = 0.95,
@@ -1034,7 +1063,7 @@ class GreyBoxMLE(nn.Module):
             raise InputError(f"`level` must be in (0, 1), got {level!r}.")
         if not math.isfinite(float(self.sigma)):
             raise InputError("band() needs a fitted model: call gauss_newton (or fit) first.")
-        est = self._estimate(context, fix_shared=True, max_iter=30)
+        est = self._context_estimate(context)
         lay = est["layout"]
         shared = lay.shared
         X, Sn = self._query_solve(est, context, query_times, sens=True)

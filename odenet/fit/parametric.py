@@ -1,0 +1,121 @@
+"""Per-series parametric reference curves fitted with ``scipy.optimize.curve_fit``.
+
+The references a domain scientist would try first on a growth or drug-concentration
+panel: every series (and channel) gets its own logistic, Gompertz or Bateman
+(bi-exponential oral-absorption) curve, fitted to that series' context observations
+only, in physical units.  They have the ``loss`` / ``predict`` interface of the other
+models (nothing to train), so they sit in the same benchmark tables.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from odenet._errors import InputError
+from odenet.batch import IrregularBatch
+
+
+def logistic(t, K, r, tm):
+    """``K / (1 + exp(−r (t − tm)))``."""
+    return K / (1 + np.exp(np.clip(-r * (t - tm), -60, 60)))
+
+
+def gompertz(t, K, r, tm):
+    """``K exp(−exp(−r (t − tm)))``."""
+    return K * np.exp(-np.exp(np.clip(-r * (t - tm), -60, 60)))
+
+
+def bateman(t, A, ke, ka, t0=0.0):
+    """``A (exp(−ke τ) − exp(−ka τ))``, ``τ = max(t − t0, 0)`` (oral one-compartment)."""
+    tau = np.maximum(t - t0, 0.0)
+    return A * (np.exp(-ke * tau) - np.exp(-ka * tau))
+
+
+def _guess(kind, t, y):
+    span = max(t[-1] - t[0], 1e-12)
+    if kind in ("logistic", "gompertz"):
+        K = 1.2 * np.max(np.abs(y)) * np.sign(y[np.argmax(np.abs(y))] or 1.0)
+        return [K, 4.0 / span, t[0] + 0.5 * span], ([-np.inf, 1e-8, -np.inf], np.inf)
+    imax = int(np.argmax(y))
+    tmax = max(t[imax] - t[0], 1e-3 * span)
+    return [2 * np.max(y), 1.0 / span, 2.0 / tmax], ([0, 1e-8, 1e-8], np.inf)
+
+
+class ParametricCurve(nn.Module):
+    """A per-series, per-channel parametric curve (the classical reference).
+
+    Parameters
+    ----------
+    kind : {"logistic", "gompertz", "bateman"}
+        ``logistic``/``gompertz``: growth to a plateau ``K`` at rate ``r`` around
+        ``tm``; ``bateman``: ``A (e^{−k_e τ} − e^{−k_a τ})`` from each series' first
+        time (single oral dose).
+
+    Notes
+    -----
+    A series with fewer than 4 observed values of a channel, or whose fit fails,
+    falls back to linear interpolation of its observations (counted in
+    :attr:`fallbacks`), so a score is never silently missing.
+    """
+
+    trainable = False
+    trains_in_physical_units = True
+    KINDS: ClassVar[dict] = {"logistic": logistic, "gompertz": gompertz, "bateman": bateman}
+
+    def __init__(self, kind: str = "logistic"):
+        super().__init__()
+        if kind not in self.KINDS:
+            raise InputError(f"`kind` must be one of {sorted(self.KINDS)}, got {kind!r}.")
+        self.kind = kind
+        self.fallbacks = 0
+
+    def loss(self, batch):
+        return torch.zeros((), dtype=batch.values.dtype, requires_grad=True)
+
+    def _fit_predict(self, t, y, q):
+        from scipy.optimize import curve_fit
+
+        from odenet.fit.baselines import _interp
+
+        f = self.KINDS[self.kind]
+        if len(t) >= 4:
+            p0, bounds = _guess(self.kind, t, y)
+            if self.kind == "bateman":
+                t0 = t[0]
+
+                def f(tt, A, ke, ka):
+                    return bateman(tt, A, ke, ka, t0)
+
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    p, _ = curve_fit(f, t, y, p0=p0, bounds=bounds, maxfev=5000)
+                out = f(q, *p)
+                if np.all(np.isfinite(out)):
+                    return out
+            except (RuntimeError, ValueError):
+                pass
+        self.fallbacks += 1
+        tt, yy = torch.as_tensor(t), torch.as_tensor(y)
+        return _interp(torch.as_tensor(q), tt, yy).numpy()
+
+    def predict(self, context: IrregularBatch, query_times: torch.Tensor) -> torch.Tensor:
+        """[B, Q, D]: each series' own curve, fitted to its context observations."""
+        B, Q = query_times.shape
+        D = context.values.shape[-1]
+        out = np.zeros((B, Q, D))
+        for b in range(B):
+            n = int(context.lengths[b])
+            for d in range(D):
+                m = (context.mask[b, :n, d] > 0).numpy()
+                if not m.any():
+                    continue
+                t = context.times[b, :n].numpy()[m]
+                y = context.values[b, :n, d].numpy()[m]
+                out[b, :, d] = self._fit_predict(t, y, query_times[b].numpy())
+        return torch.as_tensor(out, dtype=context.values.dtype)

@@ -438,8 +438,10 @@ def work_precision(
         raise InputError("`methods` is empty; name at least one solver.")
     tols = _check_tolerances(DEFAULT_TOLERANCES if tolerances is None else tolerances)
     ns = _check_steps(DEFAULT_N_STEPS if n_steps is None else n_steps)
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise InputError(f"`repeats` must be a positive integer, got {repeats!r}.")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= 100:
+        raise InputError(
+            f"`repeats` must be an integer from 1 to 100 (timing repetitions), got {repeats!r}."
+        )
     norm = check_norm(norm)
     dtype = check_dtype(dtype)
     store = CellStore(out, identity(problem, dtype, repeats), validate_cell)

@@ -70,7 +70,7 @@ BAD = [
     (["converge", "--step-sizes", "0.1,1e-12"], "beyond the 10,000,000 a study allows"),
     (["compare", "--steps", "8,100000000"], "`n_steps` up to 10,000,000"),
     (["compare", "--tols", "2"], "tolerances"),
-    (["compare", "--repeats", "1000000000"], "`repeats` must be an integer from 1 to 100"),
+    (["compare", "--repeats", "1000000000"], "`repeats` must be a positive integer up to 100"),
     (["compare", "--methods", "scipy:nope"], "unknown scipy method"),
     (["stability", "--grid", "0"], "--grid: expected 2 to"),
     (["stability", "--grid", "x"], "--grid: expected an integer"),

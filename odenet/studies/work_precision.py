@@ -440,7 +440,7 @@ def work_precision(
     ns = _check_steps(DEFAULT_N_STEPS if n_steps is None else n_steps)
     if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= 100:
         raise InputError(
-            f"`repeats` must be an integer from 1 to 100 (timing repetitions), got {repeats!r}."
+            f"`repeats` must be a positive integer up to 100 (timing repetitions), got {repeats!r}."
         )
     norm = check_norm(norm)
     dtype = check_dtype(dtype)

@@ -240,6 +240,8 @@ def _problem(args, cfg):
 
 
 def _out_folder(args, command: str, problem_name: str) -> Path:
+    if args.out is not None and not args.out.strip():
+        raise CLIError("--out is empty; name the results folder, e.g. --out results/kepler.")
     out = Path(args.out) if args.out else Path(DEFAULT_OUT) / f"{command}-{problem_name}"
     if args.fresh and out.exists():
         import shutil

@@ -56,6 +56,7 @@ BAD = [
     (["converge", "--workers", "0"], "positive integer"),
     (["converge", "--scheduler", "garbage"], "dask scheduler address"),
     (["converge", "--out", "a_file"], "a_file exists and is not a folder"),
+    (["converge", "--out", ""], "--out is empty"),
     (["converge", "--out", "cells_file"], "cells exists and is not a folder"),
     (["converge", "--problem", "kepler", "--param", "e=0.3"], "eccentricity=0.5"),
     (["converge", "--problem", "heat", "--param", "n=3.5"], "must be an integer"),

@@ -97,7 +97,12 @@ def _check_plot(args) -> None:
     if path.is_dir():
         raise CLIError(f"--plot {args.plot} is a folder; give a file name such as regions.png.")
     ext = path.suffix.lstrip(".").lower()
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise CLIError(
+            "--plot needs matplotlib, which is not installed: pip install matplotlib"
+        ) from None
 
     matplotlib.use("Agg")
     from matplotlib.backend_bases import FigureCanvasBase

@@ -760,7 +760,8 @@ class GreyBoxMLE(nn.Module):
         self._last_reason = reason
         return u, cost, r, J, it
 
-    def _estimate(self, batch, *, fix_shared: bool, max_iter: int, series_raw=None):
+    def _estimate(self, batch, *, fix_shared: bool, max_iter: int, series_raw=None,
+                  multiple_shooting: bool = True):  # fmt: skip
         """Two-stage LM.  Returns a dict with the single-shooting ``u``, ``r``, ``J``,
         its layout, ``iterations``, per-series raw parameters and initial states."""
         states, obs, D = self._dims(batch)
@@ -788,7 +789,7 @@ class GreyBoxMLE(nn.Module):
         head = ([] if fix_shared else [raw0[shared]]) + [per0.reshape(-1)]
         total = 0
         first_nodes = None
-        if self.node_every is not None:
+        if self.node_every is not None and multiple_shooting:
             segs = _segments(batch, self.node_every)
             lay = _Layout(segs, B, S, P, shared, per, pins, fix_shared)
             ng = node_guess(segs)
@@ -881,7 +882,8 @@ class GreyBoxMLE(nn.Module):
         weak = [n for n, h, r in zip(names, hit, rel) if not h and 1 < r < 10]
         return se_u, unident, weak
 
-    def gauss_newton(self, batch: IrregularBatch, *, max_iter: int = 50, ids=None) -> dict:
+    def gauss_newton(self, batch: IrregularBatch, *, max_iter: int = 50, ids=None,
+                     multiple_shooting: bool = True) -> dict:  # fmt: skip
         """Fit parameters and every series' initial state (maximum likelihood).
 
         Parameters
@@ -892,6 +894,9 @@ class GreyBoxMLE(nn.Module):
             Levenberg–Marquardt iterations per stage.
         ids : list, optional
             Series names used in the flagged-unknown names (default: row numbers).
+        multiple_shooting : bool
+            Run stage 1 (False: start single shooting from the current parameters and
+            the first observations — a warm restart, e.g. when resuming).
 
         Returns
         -------
@@ -907,7 +912,8 @@ class GreyBoxMLE(nn.Module):
             error > 10 or in a null direction of the Jacobian, and between 1 and 10),
             ``warnings`` (sentences for the user).
         """
-        est = self._estimate(batch, fix_shared=False, max_iter=max_iter)
+        est = self._estimate(batch, fix_shared=False, max_iter=max_iter,
+                             multiple_shooting=multiple_shooting)  # fmt: skip
         u, r, J, lay = est["u"], est["r"], est["J"], est["layout"]
         n_obs = int(batch.mask[..., : est["D"]].sum())
         dof = n_obs - len(u)

@@ -304,13 +304,16 @@ def _fit_gauss_newton(model, ztrain, zval, norm, iters, checkpoint, resume, meta
             f"optimizer='gauss_newton' needs a model with a `gauss_newton(batch, max_iter)` "
             f"method (e.g. odenet.fit.GreyBoxMLE); {type(model).__name__} has none."
         )
-    elapsed0 = 0.0
+    elapsed0, warm = 0.0, False
     if resume and checkpoint is not None and Path(checkpoint).exists():
         ck = load_checkpoint(checkpoint, expect=meta or None)
         load_state(model, ck["model"], f"checkpoint {str(checkpoint)!r}")
-        elapsed0 = float(ck.get("train_time", 0.0))
+        elapsed0, warm = float(ck.get("train_time", 0.0)), True
     t0 = time.perf_counter()
-    info = model.gauss_newton(ztrain, max_iter=max(iters, 1))
+    if warm:  # the stored estimates are the start: no multiple-shooting stage
+        info = model.gauss_newton(ztrain, max_iter=max(iters, 1), multiple_shooting=False)
+    else:
+        info = model.gauss_newton(ztrain, max_iter=max(iters, 1))
     history = {"iteration": [info["iterations"]], "train_loss": [2 * info["cost"]],
                "val_loss": []}  # fmt: skip
     best = math.nan

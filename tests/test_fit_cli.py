@@ -1,0 +1,233 @@
+"""`odenet fit` / `odenet predict` under bad input and damaged checkpoints: every failure
+is one line on stderr with exit status 2, the JSON is strict, checkpoints are versioned
+and never overwritten by accident, and `predict` reproduces the fitted model."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from odenet.cli import main
+from odenet.fit import datasets, to_long
+
+
+@pytest.fixture
+def lv_csv(tmp_path):
+    data = datasets.lotka_volterra(6, observed=0.5, n_times=30, t_end=10.0, noise=0.02, seed=0)
+    df = to_long(data)
+    path = tmp_path / "lv.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+def run(argv, capsys):
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def one_line_error(rc, err, *needles):
+    lines = [ln for ln in err.splitlines() if ln.startswith("odenet: error:")]
+    assert rc == 2 and len(lines) == 1, (rc, err)
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+FAST = ["--iters", "2", "--hidden", "4", "--no-progress"]
+
+
+@pytest.mark.parametrize(
+    "opts, needles",
+    [
+        (["--batch-size", "0"], ["--batch-size", "got 0"]),
+        (["--lr", "nan"], ["--lr", "got nan"]),
+        (["--lr", "-1"], ["--lr", "got -1"]),
+        (["--hidden", "0"], ["--hidden", "got 0"]),
+        (["--iters", "0"], ["--iters", "got 0"]),
+        (["--tail", "1.5"], ["--tail", "1.5"]),
+        (["--holdout", "0"], ["--holdout"]),
+        (["--folds", "1"], ["--folds"]),
+        (["--model", "greybox_mle"], ["needs --mechanism"]),
+        (["--model", "greybox_mle", "--mechanism", "nope"], ["neither a built-in"]),
+        (["--mechanism", "lotka_volterra"], ["only apply to --model greybox"]),
+        (["--plot", "/no/such/folder/p.png"], ["--plot", "does not exist"]),
+        (["--channels", "nope"], ["nope", "not found"]),
+        (["--covariates", "nope"], ["covariate", "nope"]),
+    ],
+)
+def test_bad_fit_options_are_one_line_errors_with_status_2(lv_csv, tmp_path, capsys, opts,
+                                                          needles):  # fmt: skip
+    rc, out, err = run(["fit", lv_csv, "--checkpoint", tmp_path / "c.pt", *FAST, *opts], capsys)
+    one_line_error(rc, err, *needles)
+    assert out == ""
+
+
+def test_greybox_on_data_that_do_not_match_the_mechanism_is_a_clear_error(tmp_path, capsys):
+    """3 channels for a 2-state mechanism, none named after its states."""
+    df = to_long(datasets.lotka_volterra(4, observed=0.8, n_times=10, seed=0))
+    df["third"] = df["prey"] * 2
+    df.to_csv(tmp_path / "d.csv", index=False)
+    rc, _, err = run(["fit", tmp_path / "d.csv", "--model", "greybox_mle", "--mechanism",
+                      "lotka_volterra", "--checkpoint", tmp_path / "c.pt"], capsys)  # fmt: skip
+    one_line_error(rc, err, "states ['x', 'y']", "3 channel(s)")
+
+
+def test_checkpoint_is_not_overwritten_without_force_and_resume_must_match(lv_csv, tmp_path,
+                                                                          capsys):  # fmt: skip
+    ck = tmp_path / "c.pt"
+    rc, out, _ = run(["fit", lv_csv, "--checkpoint", ck, *FAST, "--json"], capsys)
+    assert rc == 0 and ck.exists()
+    before = ck.read_bytes()
+    rc, _, err = run(["fit", lv_csv, "--checkpoint", ck, *FAST], capsys)
+    one_line_error(rc, err, "exists", "--resume", "--force")
+    assert ck.read_bytes() == before
+    rc, _, err = run(["fit", lv_csv, "--checkpoint", ck, *FAST[:2], "--hidden", "8",
+                      "--no-progress", "--resume"], capsys)  # fmt: skip
+    one_line_error(rc, err, "hidden: checkpoint 4 vs now 8")
+    rc, _, err = run(["fit", lv_csv, "--checkpoint", ck, *FAST, "--model", "gru_d", "--resume"],
+                     capsys)  # fmt: skip
+    one_line_error(rc, err, "kind: checkpoint 'neural_ode' vs now 'gru_d'")
+    rc, _, _ = run(["fit", lv_csv, "--checkpoint", ck, *FAST, "--force"], capsys)
+    assert rc == 0
+    assert oct(os.stat(ck).st_mode & 0o777) == "0o644"
+
+
+def test_damaged_and_unsafe_checkpoints_are_typed_errors(lv_csv, tmp_path, capsys):
+    ck = tmp_path / "good.pt"
+    assert run(["fit", lv_csv, "--checkpoint", ck, *FAST], capsys)[0] == 0
+    raw = ck.read_bytes()
+    cases = {
+        "empty.pt": (b"", "is empty"),
+        "trunc.pt": (raw[: len(raw) // 3], "truncated, corrupt"),
+        "garbage.pt": (b"not a checkpoint at all", "corrupt or not a checkpoint"),
+    }
+    for name, (content, needle) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        rc, _, err = run(["fit", lv_csv, "--checkpoint", tmp_path / name, *FAST, "--resume"],
+                         capsys)  # fmt: skip
+        one_line_error(rc, err, needle)
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    rc, _, err = run(["predict", tmp_path / "list.pt", "--data", lv_csv, "--times", "1"], capsys)
+    one_line_error(rc, err, "holds a list")
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "PWNED"),))
+
+    torch.save({"model": Evil()}, tmp_path / "evil.pt")
+    rc, _, err = run(["fit", lv_csv, "--checkpoint", tmp_path / "evil.pt", *FAST, "--resume"],
+                     capsys)  # fmt: skip
+    one_line_error(rc, err, "refused (never executed)")
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_resume_is_honoured_by_greybox_mle(tmp_path, capsys):
+    data = datasets.lotka_volterra(3, observed=0.8, n_times=12, noise=0.0, seed=1)
+    to_long(data).to_csv(tmp_path / "d.csv", index=False)
+    ck = tmp_path / "g.pt"
+    base = ["fit", tmp_path / "d.csv", "--model", "greybox_mle", "--mechanism",
+            "lotka_volterra", "--checkpoint", ck, "--json", "--iters", "20"]  # fmt: skip
+    rc, out, _ = run(base, capsys)
+    first = json.loads(out)
+    rc, out, _ = run([*base, "--resume"], capsys)
+    second = json.loads(out)
+    assert rc == 0
+    # restarted from the stored optimum: at most a couple of iterations, same estimates
+    assert second["iterations"] <= 3 < first["iterations"]
+    for k, v in first["parameters"].items():
+        assert second["parameters"][k] == pytest.approx(v, rel=1e-6)
+
+
+def test_json_is_strict_and_reports_what_was_scored(tmp_path, capsys):
+    """A single short series: no validation data, few scored points — the JSON still
+    parses with allow_nan=False semantics, and the counts and stop reason are there."""
+    df = to_long(datasets.lotka_volterra(1, observed=1.0, n_times=12, seed=0))
+    df.to_csv(tmp_path / "one.csv", index=False)
+    rc, out, err = run(["fit", tmp_path / "one.csv", "--checkpoint", tmp_path / "c.pt", *FAST,
+                        "--json"], capsys)  # fmt: skip
+    assert rc == 0
+    summary = json.loads(out, parse_constant=lambda c: pytest.fail(f"invalid JSON constant {c}"))
+    assert summary["stop_reason"] == "max_iters"
+    assert summary["interp_points"] >= 0 and summary["extrap_points"] > 0
+    assert "scored on only" in err  # the small-sample warning
+
+
+def test_covariate_looking_column_is_announced_and_can_be_declared(lv_csv, tmp_path, capsys):
+    import pandas as pd
+
+    df = pd.read_csv(lv_csv)
+    df["diet"] = (df["id"] % 2).astype(float)
+    df.to_csv(tmp_path / "d.csv", index=False)
+    rc, out, err = run(["fit", tmp_path / "d.csv", "--model", "linear_interp", "--checkpoint",
+                        tmp_path / "a.pt", "--json"], capsys)  # fmt: skip
+    assert rc == 0 and "['diet'] never change within a series" in err
+    assert json.loads(out)["channels"] == ["prey", "predator", "diet"]
+    rc, out, err = run(["fit", tmp_path / "d.csv", "--model", "linear_interp", "--checkpoint",
+                        tmp_path / "b.pt", "--json", "--covariates", "diet"], capsys)  # fmt: skip
+    s = json.loads(out)
+    assert s["channels"] == ["prey", "predator"] and "ignored" in err
+
+
+def test_within_split_never_scores_training_points(lv_csv, tmp_path, capsys):
+    """With few series every series trains on its context points only: LOCF trained on
+    nothing and linear interpolation give interpolation errors > 0 (a held-out point that
+    leaked into the context would be reproduced exactly by linear interpolation)."""
+    rc, out, _ = run(["fit", lv_csv, "--model", "linear_interp", "--checkpoint",
+                      tmp_path / "a.pt", "--json"], capsys)  # fmt: skip
+    s = json.loads(out)
+    assert s["split"] == "within" and s["interp_mse"] > 1e-6
+    assert sum(v is not None for v in s["interp_mse_per_series"].values()) >= 1
+    assert set(s["extrap_mse_per_channel"]) == {"prey", "predator"}
+
+
+def test_kfold_over_series_pools_every_series_once(lv_csv, tmp_path, capsys):
+    rc, out, _ = run(["fit", lv_csv, "--model", "linear_interp", "--folds", "3", "--json"],
+                     capsys)  # fmt: skip
+    s = json.loads(out)
+    assert rc == 0 and len(s["folds"]) == 3
+    seen = sorted(x for f in s["folds"] for x in f["test_series"])
+    assert seen == sorted(str(i) for i in range(6))
+    assert s["extrap_points"] == sum(f["extrap_points"] for f in s["folds"])
+
+
+def test_predict_from_a_checkpoint_matches_the_fitted_model(lv_csv, tmp_path, capsys):
+    import pandas as pd
+
+    from odenet.fit import load_fit, load_long
+
+    ck = tmp_path / "c.pt"
+    assert run(["fit", lv_csv, "--checkpoint", ck, "--iters", "3", "--hidden", "6",
+                "--no-progress"], capsys)[0] == 0  # fmt: skip
+    rc, out, _ = run(["predict", ck, "--data", lv_csv, "--times", "1,2.5,12", "--out",
+                      tmp_path / "p.csv"], capsys)  # fmt: skip
+    assert rc == 0
+    pred = pd.read_csv(tmp_path / "p.csv")
+    assert list(pred.columns) == ["id", "time", "prey", "predator"] and len(pred) == 18
+    res = load_fit(ck)
+    data = load_long(lv_csv)
+    q = torch.tensor([[1.0, 2.5, 12.0]], dtype=torch.float64).expand(6, -1)
+    direct = res.predict(data, q).reshape(-1, 2).numpy()
+    np.testing.assert_allclose(pred[["prey", "predator"]].to_numpy(), direct, rtol=1e-10)
+    rc, _, err = run(["predict", ck, "--data", lv_csv, "--times", "1", "--band"], capsys)
+    one_line_error(rc, err, "--band is available for greybox_mle and latent_ode")
+    rc, _, err = run(["predict", ck, "--data", lv_csv], capsys)
+    one_line_error(rc, err, "--times")
+
+
+def test_predict_band_from_a_greybox_checkpoint(tmp_path, capsys):
+    data = datasets.lotka_volterra(4, observed=0.8, n_times=15, noise=0.01, seed=1)
+    to_long(data).to_csv(tmp_path / "d.csv", index=False)
+    ck = tmp_path / "g.pt"
+    assert run(["fit", tmp_path / "d.csv", "--model", "greybox_mle", "--mechanism",
+                "lotka_volterra", "--checkpoint", ck, "--iters", "20"], capsys)[0] == 0  # fmt: skip
+    rc, out, _ = run(["predict", ck, "--data", tmp_path / "d.csv", "--until", "12", "--n", "4",
+                      "--band", "--json", "--series", "0"], capsys)  # fmt: skip
+    rows = json.loads(out)
+    assert rc == 0 and len(rows) == 4
+    for r in rows:
+        assert r["prey_lo"] < r["prey"] < r["prey_hi"]

@@ -1,18 +1,29 @@
-"""Step-size controllers: they alone decide acceptance and the next step.
+"""Step-size controllers: they alone decide acceptance, the next step and failure.
 
 The error ratio ``r`` of a step is the RMS norm of ``err / (atol + rtol·max(|y0|, |y1|))``
-(one number per independent system).  A step is accepted when ``r ≤ 1``.
+(one number per independent system).  A step is accepted when ``r ≤ 1`` and its
+stage equations were solved.  Each rule is written once against
+:mod:`odenet._ops`, so it runs on Python floats (one system) and on ``[K]`` tensors
+(independent rows) alike.
 """
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass
 
 import torch
 
 from odenet._errors import InputError
+from odenet._solution import (
+    NEWTON_FAILED,
+    NON_FINITE,
+    NON_FINITE_STEP,
+    STEP_UNDERFLOW,
+    SUCCESS,
+)
+
+_TINY = sys.float_info.min
 
 
 @dataclass(frozen=True)
@@ -37,6 +48,8 @@ class PIDController:
     safety: float = 0.9
     factor_min: float = 0.2
     factor_max: float = 10.0
+    # after a Newton failure (Hairer's codes use 0.5 in RADAU5, 0.25 in SDIRK4)
+    newton_factor: float = 0.25
 
     def __post_init__(self) -> None:
         if not 0 < self.safety <= 1:
@@ -45,6 +58,11 @@ class PIDController:
             raise InputError(
                 "`factor_min` must be in (0, 1) and `factor_max` > 1, got "
                 f"factor_min={self.factor_min}, factor_max={self.factor_max}."
+            )
+        if not 0 < self.newton_factor < 1:
+            raise InputError(
+                f"`newton_factor` must be in (0, 1) (the step is shrunk by it after a "
+                f"Newton failure), got {self.newton_factor}."
             )
 
     @classmethod
@@ -59,9 +77,10 @@ class PIDController:
     def PID(cls, **kw) -> PIDController:
         return cls(1 / 18, 1 / 9, 1 / 18, **kw)
 
-    def init_state(self, K: int, dtype, device):
-        ones = torch.ones(K, dtype=dtype, device=device)
-        return ones, ones.clone()  # r_{n-1}, r_{n-2}
+    def init_memory(self, ops, like):
+        """``(r_{n−1}, r_{n−2}, rejected)``: floats and a bool, or ``[K]`` tensors."""
+        rejected = False if like is None else torch.zeros_like(like, dtype=torch.bool)
+        return ops.full(1.0, like), ops.full(1.0, like), rejected
 
     @property
     def betas(self) -> tuple[float, float, float]:
@@ -72,45 +91,105 @@ class PIDController:
             self.dcoeff,
         )
 
-    def propose(self, h, ratio, accept, state, error_order: int):
-        """Next step sizes ``[K]`` and controller state after a step with ``ratio``."""
+    @staticmethod
+    def error_ratio(ops, norms):
+        """The step's error ratio ``r`` from the norms of its scaled estimates.
+
+        One estimate: its norm.  Two (DOP853's 5th- and 3rd-order ones): Hairer's
+        combination ``r5² / √(r5² + 0.01 r3²)``.  NaN/inf pass through: a non-finite
+        trial is rejected by :meth:`judge`.
+        """
+        if len(norms) == 1:
+            return norms[0]
+        r5, r3 = norms[0] * norms[0], norms[1] * norms[1]
+        return r5 / ops.clip(ops.sqrt(r5 + 0.01 * r3), lo=_TINY)
+
+    def judge(self, ops, h, ratio, ok, memory, error_order: int, **_):
+        """Accept or reject a trial step of size ``h``; propose the next step.
+
+        Parameters
+        ----------
+        ops : :class:`odenet._ops.HostOps` or :class:`odenet._ops.TensorOps`
+        h : the step tried (float or ``[K]``).
+        ratio : its error ratio (NaN/inf for a non-finite trial).
+        ok : whether the stage equations were solved (``None``: explicit, always).
+        memory : the controller's ``(r_{n−1}, r_{n−2}, rejected)``.
+        error_order : order ``q`` of the error estimate (exponents use ``k = q + 1``).
+
+        Returns
+        -------
+        (accept, h_next, memory)
+            A Newton failure shrinks the step by ``newton_factor``, a non-finite trial
+            by ``factor_min``, any other rejection by the controller's own factor
+            (``< 1`` since ``r > 1``): a rejected step is never retried unchanged.
+        """
+        finite = ops.isfinite(ratio)
+        accept = finite & (ratio <= 1)
+        if ok is not None:
+            accept = accept & ok
         k = error_order + 1
         b1, b2, b3 = self.betas
-        tiny = torch.finfo(ratio.dtype).tiny
-        r = ratio.clamp_min(tiny)
-        r1, r2 = state
+        r = ops.clip(ops.where(finite, ratio, 1.0), lo=_TINY)
+        r1, r2, rejected = memory
         factor = self.safety * r ** (-b1 / k)
         if b2 != 0:
             factor = factor * r1 ** (-b2 / k)
         if b3 != 0:
             factor = factor * r2 ** (-b3 / k)
-        # r is clamped away from 0 and NaN is mapped to inf by the loop: factor is finite
-        # or +inf, and NaN only if a caller passes one — then shrink
-        factor = torch.nan_to_num(factor, nan=self.factor_min)
-        factor = factor.clamp(self.factor_min, self.factor_max)
-        factor = torch.where(accept, factor, factor.clamp_max(1.0))
-        new_state = (torch.where(accept, r, r1), torch.where(accept, r1, r2))
-        return h * factor.to(h.dtype), new_state
+        factor = ops.clip(factor, self.factor_min, self.factor_max)
+        # right after a rejection the step does not grow (Hairer's codes): otherwise a
+        # step that just failed at a discontinuity is retried 10× larger, and fails again
+        factor = ops.where(accept & ops.not_(rejected), factor, ops.clip(factor, hi=1.0))
+        factor = ops.where(accept, factor, ops.clip(factor, hi=self.safety))
+        factor = ops.where(finite, factor, self.factor_min)
+        if ok is not None:
+            factor = ops.where(ok, factor, self.newton_factor)
+        memory = (ops.where(accept, r, r1), ops.where(accept, r1, r2), ops.not_(accept))
+        return accept, h * factor, memory
 
-    def propose_one(self, h: float, ratio: float, accept: bool, state, error_order: int):
-        """:meth:`propose` for one system in Python floats (the host-side loop).
+    def min_step(self, ops, s, eps: float, min_step: float):
+        """The smallest step before underflow at time ``s``: round-off or ``min_step``."""
+        return ops.clip(16 * eps * abs(s), lo=min_step)
 
-        ``ratio`` may be ``inf`` (a non-finite trial); the result is the same rule.
-        """
-        k = error_order + 1
-        b1, b2, b3 = self.betas
-        r = max(ratio, sys.float_info.min)
-        r1, r2 = state
-        factor = self.safety * r ** (-b1 / k) if math.isfinite(r) else 0.0
-        if b2 != 0:
-            factor *= r1 ** (-b2 / k)
-        if b3 != 0:
-            factor *= r2 ** (-b3 / k)
-        factor = min(max(factor, self.factor_min), self.factor_max)
-        if not accept:
-            factor = min(factor, 1.0)
-        new_state = (r, r1) if accept else (r1, r2)
-        return h * factor, new_state
+    @staticmethod
+    def failure(ops, *, accept, finite, ok, h_next, min_h):
+        """The status of rows whose step failed for good: a rejected step whose next
+        size is below ``min_h`` (why: non-finite state, Newton, or plain underflow),
+        or a non-finite next step size; ``SUCCESS`` elsewhere."""
+        why = STEP_UNDERFLOW if ok is None else ops.where(ok, STEP_UNDERFLOW, NEWTON_FAILED)
+        code = ops.where(finite, why, NON_FINITE)
+        code = ops.where(ops.not_(accept) & (h_next < min_h), code, SUCCESS)
+        return ops.where(ops.isfinite(h_next), code, NON_FINITE_STEP)
+
+
+@dataclass(frozen=True)
+class FixedGrid:
+    """The controller of a fixed grid: every step that is finite and solved is
+    accepted.  A failed step (non-finite, or Newton not converged) is halved and the
+    step grows back towards the nominal one; a non-finite state is final — on a
+    fixed grid it means the step lies outside the stability region."""
+
+    h_fix: float
+
+    def init_memory(self, ops, like):
+        return ()
+
+    def judge(self, ops, h, ratio, ok, memory, error_order: int, *, h_prev, to_node):
+        accept = ok
+        h_next = ops.where(
+            accept & to_node,
+            ops.full(self.h_fix, h),
+            ops.where(accept, ops.minimum(2 * h_prev, self.h_fix), h / 2),
+        )
+        return accept, h_next, memory
+
+    def min_step(self, ops, s, eps: float, min_step: float):
+        return 16 * eps * ops.clip(abs(s), lo=1.0)
+
+    @staticmethod
+    def failure(ops, *, accept, finite, ok, h_next, min_h):
+        code = ops.where(finite, NEWTON_FAILED, NON_FINITE)
+        return ops.where(ops.not_(finite) | (h_next < min_h), code, SUCCESS)
 
 
 def controller_from(spec) -> PIDController:

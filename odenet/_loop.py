@@ -1,17 +1,23 @@
 """The one step loop of odenet: fixed or adaptive steps, dense output, per-row status.
 
-It integrates ``K`` independent systems at once (``K = 1`` for one system on a
-shared grid; ``K = B`` for per-sample time grids), each with its own time, step
-size, acceptance, output cursor and status, using masked tensor updates.  Time is
-*internal* time ``s``, increasing for every row (the caller flips the sign of
-decreasing grids).  Each step makes a few host synchronisations (whether rows
-accepted, how many outputs fall in the step, whether every row has finished);
-failure bookkeeping runs only on steps with a rejection.
+It integrates ``K`` independent systems (``K = 1`` for one system on a shared grid;
+``K = B`` for per-sample time grids), each with its own time, step size,
+acceptance, output cursor and status.  Time is *internal* time ``s``, increasing
+for every row (the caller flips the sign of decreasing grids).
 
-Roles are separate (see ``../shared/conventions.md``): the method step
-(``RungeKutta.step``) proposes ``y1`` and an error estimate, the controller
-(``PIDController``) accepts and proposes the next ``h``, the interpolant
-(``RungeKutta.interpolate``) produces outputs; this loop only sequences them.
+The loop body (:func:`integrate`) is written once.  Two small backends hold what
+differs between the number types of its control state:
+
+* :class:`_Host` — one system with an explicit method: time, step size, acceptance,
+  controller memory and output cursor are Python floats (no tensor dispatch at
+  all; one host synchronisation per step, the error norm);
+* :class:`_Masked` — ``[K]`` tensors and masked updates (per-sample grids,
+  implicit methods, gradients with respect to the times of a fixed grid).
+
+Roles are separate (see ``docs/contributing.md``): the method step proposes ``y1``
+and an error estimate, the controller (:mod:`odenet._controller`) decides
+acceptance, the next step and failure, the interpolant produces outputs; this loop
+only sequences them.
 """
 
 from __future__ import annotations
@@ -22,15 +28,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from odenet._controller import PIDController
-from odenet._loop_one import integrate_one
-from odenet._solution import (
-    MAX_STEPS,
-    NEWTON_FAILED,
-    NON_FINITE,
-    STEP_UNDERFLOW,
-    SUCCESS,
-)
+from odenet._controller import FixedGrid, PIDController
+from odenet._ops import HostOps, TensorOps
+from odenet._solution import MAX_STEPS, NON_FINITE_STEP, SUCCESS
 from odenet._stepper import RungeKutta
 
 
@@ -57,6 +57,7 @@ class LoopResult:
     t_reached: torch.Tensor  # [K] internal time reached
     accepted: torch.Tensor  # [K]
     rejected: torch.Tensor  # [K]
+    h_last: torch.Tensor  # [K] the last step size tried (or proposed, after a failure)
     steps_record: list = field(default_factory=list)
 
 
@@ -86,13 +87,354 @@ def initial_step(g, s, y, f0, s_end, rk: RungeKutta, rtol, atol, norm) -> torch.
         return torch.minimum(100 * h0, h1)
 
 
+class _Trial:
+    """One trial step: ``y1``, stage derivatives, ``f(s1, y1)`` when free, whether
+    its stage equations were solved (``None``: explicit), and its error estimate
+    (``error`` absolute, or ``rates`` to be multiplied by ``|h|``)."""
+
+    __slots__ = ("abs_y1", "error", "f1", "ks", "ok", "rates", "y1")
+
+    def __init__(self, y1, ks, f1, ok, error=None, rates=None):
+        self.y1, self.ks, self.f1, self.ok = y1, ks, f1, ok
+        self.error, self.rates = error, rates
+        self.abs_y1 = None
+
+
+class _Host:
+    """One system, explicit method: control state in Python floats.
+
+    ``g.host(s: float, y [1, n])`` is the field on host time; ``g`` itself (tensor
+    time ``[1]``) serves the automatic initial step only.
+    """
+
+    ops = HostOps
+
+    def __init__(self, g, s_out, y0, cfg: LoopConfig):
+        self.g, self.gh, self.cfg, self.rk = g, g.host, cfg, cfg.rk
+        self.s_out = s_out
+        self.times = s_out[0].tolist()
+        self.T, self.n = len(self.times), y0.shape[1]
+        self.dev, self.tdt, self.ydt = y0.device, s_out.dtype, y0.dtype
+        self.s0, self.s_end = self.times[0], self.times[-1]
+        eps = torch.finfo(self.tdt).eps
+        self.snap = 64 * eps * max(abs(self.s_end), abs(self.s0), 1.0)
+        self.grid = None if cfg.grid is None else cfg.grid[0].tolist()
+        self.root_n = math.sqrt(self.n)
+        self.rtol = torch.as_tensor(cfg.rtol, dtype=self.ydt, device=self.dev)
+        self.atol = torch.as_tensor(cfg.atol, dtype=self.ydt, device=self.dev)
+        self.abs_y = y0.detach().abs()
+        self.outputs = [y0]
+        self.cursor = 1
+        self.status = SUCCESS
+        self.accepted = self.rejected = 0
+
+    like = None
+
+    def field(self, s, y):
+        return self.gh(s, y)
+
+    def full(self, value):
+        return float(value)
+
+    def initial_step(self, y, f0):
+        norm = self.cfg.norm or rms_norm
+        return float(
+            initial_step(
+                self.g,
+                self.s_out[:, 0],
+                y,
+                f0,
+                self.s_out[:, -1],
+                self.rk,
+                self.cfg.rtol,
+                self.cfg.atol,
+                norm,
+            )
+        )
+
+    def node_time(self, node, h_fix):
+        if self.grid is None:
+            return self.s0 + (node + 1) * h_fix
+        return self.grid[min(node + 1, len(self.grid) - 1)]
+
+    def running(self) -> bool:
+        return self.cursor < self.T and self.status == SUCCESS
+
+    def freeze(self, h):
+        return h
+
+    def step(self, s, y, h, f0) -> _Trial:
+        y1, ks, rates, f1 = self.rk.step_one(self.gh, s, y, h, f0)
+        return _Trial(y1, ks, f1, None, rates=rates)
+
+    def error_norms(self, trial: _Trial, y, h):
+        abs_y1 = trial.y1.detach().abs()
+        trial.abs_y1 = abs_y1
+        q = trial.rates / torch.addcmul(self.atol, self.rtol, torch.maximum(self.abs_y, abs_y1))
+        norm = self.cfg.norm
+        if norm is None:
+            return [abs(h) * v / self.root_n for v in torch.linalg.vector_norm(q, dim=1).tolist()]
+        return [abs(h) * float(norm(q[e : e + 1])) for e in range(q.shape[0])]
+
+    def finite(self, y1) -> bool:
+        return bool(torch.isfinite(y1).all())
+
+    def emit(self, s, s1, h, y, trial: _Trial, f0, accept, t_grad):
+        """Write the outputs in ``(s, s1]``; returns ``f(s1, y1)`` if it was needed."""
+        f1 = trial.f1
+        if not accept:
+            return f1
+        times, T, snap = self.times, self.T, self.snap
+        y1, cursor = trial.y1, self.cursor
+        hi = cursor
+        while hi < T and times[hi] <= s1 + snap:
+            hi += 1
+        if f1 is None and s1 < self.s_end:
+            f1 = self.gh(s1, y1)  # also the next step's first stage
+        if hi > cursor:
+            at_end = [abs(s1 - times[j]) <= snap for j in range(cursor, hi)]
+            n_interior = at_end.index(True) if True in at_end else len(at_end)
+            if n_interior:
+                if f1 is None and not self.rk.has_own_interpolant:
+                    f1 = self.gh(s1, y1)
+                hd = h if h != 0 else 1.0
+                theta = [
+                    min(max((times[j] - s) / hd, 0.0), 1.0)
+                    for j in range(cursor, cursor + n_interior)
+                ]
+                self.outputs.append(
+                    self.rk.interpolate_one(self.gh, s, y, y1, f0, f1, h, trial.ks, theta)
+                )
+            if n_interior < len(at_end):
+                self.outputs.append(y1.expand(len(at_end) - n_interior, self.n))
+            self.cursor = hi
+        return f1
+
+    def commit(self, accept, all_accept, y, f0, trial: _Trial, f1):
+        if not accept:
+            return y, f0
+        if trial.abs_y1 is not None:
+            self.abs_y = trial.abs_y1
+        return trial.y1, (f1 if f1 is not None else f0)
+
+    def count(self, accept, all_accept):
+        if accept:
+            self.accepted += 1
+        else:
+            self.rejected += 1
+
+    def record(self, record, s, y, accept):
+        record.append(
+            (
+                torch.full((1,), s, dtype=self.tdt, device=self.dev),
+                y,
+                torch.tensor([accept], device=self.dev),
+            )
+        )
+
+    def steps_taken(self):
+        return self.accepted + self.rejected
+
+    def fail(self, code, too_many):
+        if code != SUCCESS:
+            self.status = code
+        elif too_many and self.cursor < self.T:
+            self.status = MAX_STEPS
+
+    def result(self, s, h, record) -> LoopResult:
+        ys = torch.cat(self.outputs)
+        if ys.shape[0] < self.T:
+            ys = torch.cat([ys, ys.new_full((self.T - ys.shape[0], self.n), math.nan)])
+
+        def one(v, dtype):
+            return torch.tensor([v], dtype=dtype, device=self.dev)
+
+        return LoopResult(
+            ys[None],
+            one(self.status, torch.long),
+            one(s, self.tdt),
+            one(self.accepted, torch.long),
+            one(self.rejected, torch.long),
+            one(h, self.tdt),
+            record if record is not None else [],
+        )
+
+
+class _Masked:
+    """``K`` rows as ``[K]`` tensors with masked updates.
+
+    A few host synchronisations per step (whether rows accepted, how many outputs
+    fall in the step, whether every row has finished); counting and failure
+    bookkeeping cost tensor operations only on steps where some row rejected.
+    """
+
+    ops = TensorOps
+
+    def __init__(self, g, s_out, y0, cfg: LoopConfig):
+        self.g, self.cfg, self.rk = g, cfg, cfg.rk
+        self.s_out = s_out
+        self.K, self.T = s_out.shape
+        self.n = y0.shape[1]
+        dev = self.dev = y0.device
+        self.tdt = s_out.dtype
+        self.s0, self.s_end = s_out[:, 0], s_out[:, -1]
+        eps = torch.finfo(self.tdt).eps
+        self.snap = (
+            64
+            * eps
+            * torch.maximum(self.s_end.detach().abs(), self.s0.detach().abs()).clamp_min(1.0)
+        )
+        self.like = torch.zeros(self.K, dtype=self.tdt, device=dev)
+        self.status = torch.zeros(self.K, dtype=torch.long, device=dev)
+        self.accepted = torch.zeros(self.K, dtype=torch.long, device=dev)
+        self.rejected = torch.zeros(self.K, dtype=torch.long, device=dev)
+        self.n_all_accepted = 0
+        self.cursor = torch.ones(self.K, dtype=torch.long, device=dev)
+        self.done = self.cursor >= self.T
+        self.n_done = int(self.done.sum())
+        self.outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.y0 = y0
+
+    def field(self, s, y):
+        return self.g(s, y)
+
+    def full(self, value):
+        return torch.full((self.K,), float(value), dtype=self.tdt, device=self.dev)
+
+    def initial_step(self, y, f0):
+        cfg = self.cfg
+        return initial_step(
+            self.g, self.s0, y, f0, self.s_end, self.rk, cfg.rtol, cfg.atol, cfg.norm or rms_norm
+        ).detach()
+
+    def node_time(self, node, h_fix):
+        grid = self.cfg.grid
+        if grid is None:
+            return self.s0 + (node + 1).to(self.tdt) * h_fix
+        return grid.gather(1, (node + 1).clamp(max=grid.shape[1] - 1)[:, None])[:, 0]
+
+    def running(self) -> bool:
+        return self.n_done < self.K
+
+    def freeze(self, h):
+        # finished rows take zero steps
+        return torch.where(self.done, torch.zeros_like(h), h) if self.n_done else h
+
+    def step(self, s, y, h, f0) -> _Trial:
+        out = self.rk.step(self.g, s, y, h, f0)
+        return _Trial(out.y1, out.ks, out.f1, out.ok, error=out.error)
+
+    def error_norms(self, trial: _Trial, y, h):
+        cfg = self.cfg
+        norm = cfg.norm or rms_norm
+        scale = cfg.atol + cfg.rtol * torch.maximum(y.abs(), trial.y1.abs())
+        errors = trial.error if isinstance(trial.error, tuple) else (trial.error,)
+        return [norm(e / scale) for e in errors]
+
+    def finite(self, y1):
+        return torch.isfinite(y1).all(dim=1)
+
+    def emit(self, s, s1, h, y, trial: _Trial, f0, accept, t_grad):
+        """Write every output time in ``(s, s1]`` of each accepting row, evaluated at
+        once; returns ``f(s1, y1)`` if it was needed."""
+        rk, K, T, n = self.rk, self.K, self.T, self.n
+        f1, ks, y1 = trial.f1, trial.ks, trial.y1
+        snap, s_out, cursor = self.snap, self.s_out, self.cursor
+        n_in = ((s_out <= (s1 + snap)[:, None]).sum(dim=1) - cursor).clamp_min(0)
+        if not self.all_accept:
+            n_in = torch.where(accept, n_in, torch.zeros_like(n_in))
+        m = int(n_in.max())
+        interior = False
+        if m > 0:
+            offsets = torch.arange(m, device=self.dev)
+            cols = cursor[:, None] + offsets  # [K, m]
+            valid = offsets[None, :] < n_in[:, None]
+            t_req = s_out.gather(1, cols.clamp(max=T - 1))
+            at_end = (s1[:, None] - t_req).abs() <= snap[:, None]
+            interior = bool((valid & ~at_end).any())
+        needs_f1 = (interior and not rk.has_own_interpolant) or (t_grad and m > 0)
+        active = ~self.done
+        if f1 is None and (needs_f1 or not bool((s1 >= self.s_end)[active].all())):
+            f1 = self.g(s1, y1)  # also the next step's first stage
+        if m > 0:
+            if interior:
+                if rk.has_own_interpolant:
+                    ks = rk.extra_stages(self.g, s, y, h, ks)
+                h_div = torch.where(h == 0, torch.ones_like(h), h)
+                theta = ((t_req - s[:, None]) / h_div[:, None]).clamp(0, 1)
+                values = rk.interpolate(theta, y, y1, f0, f1, h, ks)
+                values = torch.where(at_end[:, :, None], y1[:, None], values)
+            else:
+                values = y1[:, None].expand(K, m, n)
+            if t_grad:
+                # an output on a node is the interpolant at θ = 1: to first order
+                # y1 + (t_req − s1)·f1, whose value is y1 exactly
+                lag = t_req - s1[:, None]
+                lag = (lag - lag.detach()).to(y1.dtype)[:, :, None]
+                values = torch.where(at_end[:, :, None], values + lag * f1[:, None], values)
+            self.outputs.append((cols, valid, values))
+            self.cursor = cursor + n_in
+        return f1
+
+    def commit(self, accept, all_accept, y, f0, trial: _Trial, f1):
+        # Python-level branching when every row agrees keeps rejected (possibly
+        # non-finite) trials out of the autograd graph and saves two ops per step
+        if all_accept:
+            return trial.y1, (f1 if f1 is not None else f0)
+        acc2 = accept[:, None]
+        y = torch.where(acc2, trial.y1, y)
+        if f1 is not None:
+            f0 = torch.where(acc2, f1, f0)
+        return y, f0
+
+    def count(self, accept, all_accept):
+        if all_accept:  # the common case costs no tensor bookkeeping
+            self.n_all_accepted += 1
+        else:
+            self.accepted = self.accepted + accept.long()
+            self.rejected = self.rejected + (~self.done & ~accept).long()
+
+    def record(self, record, s, y, accept):
+        record.append((s, y, accept))
+
+    def steps_taken(self):
+        return self.accepted + self.rejected + self.n_all_accepted
+
+    def fail(self, code, too_many):
+        active = ~self.done
+        fresh_done = self.cursor >= self.T
+        too_many = active & ~fresh_done & too_many
+        new = torch.where(code != SUCCESS, code, torch.where(too_many, MAX_STEPS, SUCCESS))
+        self.status = torch.where(active & (self.status == SUCCESS), new, self.status)
+
+    def update_done(self):
+        self.done = (self.cursor >= self.T) | (self.status != SUCCESS)
+        self.n_done = int(self.done.sum())
+
+    def result(self, s, h, record) -> LoopResult:
+        return LoopResult(
+            _assemble(self.y0, self.outputs, self.K, self.T, self.n),
+            self.status,
+            s,
+            self.accepted + self.n_all_accepted,
+            self.rejected,
+            h.detach(),
+            record if record is not None else [],
+        )
+
+
 def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, record=None):
     """Integrate ``dy/ds = g(s, y)`` from ``s_out[:, 0]`` through the output times ``s_out``.
 
     Parameters
     ----------
     g : callable ``(s [K], y [K, n]) -> [K, n]``
+        With a ``host(s: float, y)`` attribute, one system with an explicit method
+        runs on the host backend.
     s_out : [K, T] increasing internal output times per row (``s_out[:, 0]`` is the start).
+        On a fixed grid, a ``s_out`` that requires grad carries it through the node
+        times (the exact derivative of the discrete solution); adaptive solves take
+        the derivative with respect to the times outside the loop.
     y0 : [K, n]
     record : list, optional
         If given, ``(s [K], y [K, n], accepted [K])`` is appended after every step,
@@ -104,215 +446,114 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
     """
     rk = cfg.rk
     K, n = y0.shape
-    if K == 1 and not rk.implicit and hasattr(g, "host") and not s_out.requires_grad:
-        return integrate_one(g, s_out, y0, cfg, record=record)
-    T = s_out.shape[1]
-    dev, tdt = y0.device, s_out.dtype
-    eps = torch.finfo(tdt).eps
-    norm = cfg.norm or rms_norm
     fixed = cfg.step_size is not None or cfg.grid is not None
-    # adaptive solves take the derivative with respect to t outside the loop (see
-    # odenet._solve.run_direct): here only fixed grids may carry it
     t_grad = fixed and s_out.requires_grad and torch.is_grad_enabled()
     if not t_grad:
         s_out = s_out.detach()
+    host = K == 1 and not rk.implicit and hasattr(g, "host") and not t_grad
+    B = _Host(g, s_out, y0, cfg) if host else _Masked(g, s_out, y0, cfg)
+    ops = B.ops
+    eps = torch.finfo(s_out.dtype).eps
+    s_end, snap = B.s_end, B.snap
 
-    s = s_out[:, 0]
-    s_end = s_out[:, -1]
+    s = B.s0
     y = y0
-    f0 = g(s, y)
+    f0 = B.field(s, y)
     # implicit stages are attached to the autograd graph only when someone needs it
-    rk.track_grad = torch.is_grad_enabled() and (f0.requires_grad or s.requires_grad)
-    status = torch.zeros(K, dtype=torch.long, device=dev)
-    accepted = torch.zeros(K, dtype=torch.long, device=dev)
-    rejected = torch.zeros(K, dtype=torch.long, device=dev)
-    cursor = torch.ones(K, dtype=torch.long, device=dev)
-    outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    done = cursor >= T
-    ctrl_state = cfg.controller.init_state(K, y0.dtype, dev)
+    rk.track_grad = torch.is_grad_enabled() and (f0.requires_grad or t_grad)
     error_order = rk.tableau.error_order
-
     if fixed:
-        h_nominal = math.inf if cfg.step_size is None else float(cfg.step_size)
-        h_fix = torch.full((K,), h_nominal, dtype=tdt, device=dev)
-        h = h_fix.clone()
-        node = torch.zeros(K, dtype=torch.long, device=dev)
-    elif cfg.first_step is not None:
-        h = torch.full((K,), float(cfg.first_step), dtype=tdt, device=dev)
+        h_fix = math.inf if cfg.step_size is None else float(cfg.step_size)
+        ctrl = FixedGrid(h_fix)
+        h = B.full(h_fix)
+        node = 0 if host else torch.zeros(K, dtype=torch.long, device=y0.device)
     else:
-        h = initial_step(g, s, y, f0, s_end, rk, cfg.rtol, cfg.atol, norm)
-    h = h.detach()
+        ctrl = cfg.controller
+        if cfg.first_step is not None or not B.running():  # nothing to integrate: T = 1
+            h = B.full(cfg.first_step or 0.0)
+        else:
+            h = B.initial_step(y, f0)
+        # a NaN estimate (f NaN at its trial point, a NaN user norm) fails here, before
+        # f is ever called at a NaN time
+        B.fail(ops.where(ops.isfinite(h), SUCCESS, NON_FINITE_STEP), False)
+        if not host:
+            B.update_done()
+    memory = ctrl.init_memory(ops, B.like)
 
-    # times closer than this are the same time (grid nodes, outputs on step ends)
-    snap = 64 * eps * torch.maximum(s_end.detach().abs(), s_out[:, 0].detach().abs()).clamp_min(1.0)
-
-    n_iter = n_all_accepted = 0
-    n_done = int(done.sum())
-    while n_done < K:
-        any_done = n_done > 0
-        active = ~done
-        # --- the step size to try -----------------------------------------------
-        # fixed grids are functions of the output times: with ``t_grad`` the node times
-        # (and so the step sizes and interpolation weights) carry their gradient, and
-        # autograd gives the exact derivative of the discrete solution
+    n_iter = 0
+    while B.running():
+        # --- the step to try: to the next node (fixed) or as proposed (adaptive) ----
         with torch.set_grad_enabled(t_grad):
-            remaining = (s_end - s).detach()
             if fixed:
-                if cfg.grid is None:
-                    target = s_out[:, 0] + (node + 1).to(tdt) * h_fix
-                else:
-                    last = cfg.grid.shape[1] - 1
-                    target = cfg.grid.gather(1, (node + 1).clamp(max=last)[:, None])[:, 0]
-                target = torch.where((s_end - target).detach() <= snap, s_end, target)
+                target = B.node_time(node, h_fix)
+                target = ops.where((s_end - target) <= snap, s_end, target)
                 gap = target - s
-                to_node = h >= gap.detach() - snap
-                h_try = torch.where(to_node, gap, h)
+                to_node = h >= gap - snap
+                h_try = ops.where(to_node, gap, h)
+                s_node = target
             else:
-                h_try = h if math.isinf(cfg.max_step) else h.clamp(max=cfg.max_step)
-                to_node = h_try >= remaining - snap
-                h_try = torch.where(to_node, remaining, h_try)
-            if any_done:  # finished rows take zero steps
-                h_try = torch.where(active, h_try, torch.zeros_like(h_try))
+                h_try = h if math.isinf(cfg.max_step) else ops.clip(h, hi=cfg.max_step)
+                to_node = h_try >= (s_end - s) - snap
+                h_try = ops.where(to_node, s_end - s, h_try)
+                s_node = s_end
+        h_try = B.freeze(h_try)
 
-        out = rk.step(g, s, y, h_try, f0)
-        y1 = out.y1
+        trial = B.step(s, y, h_try, f0)
+
+        # --- the controller's verdict -----------------------------------------------
         with torch.no_grad():
+            h_plain = h_try if host else h_try.detach()
             if fixed:
-                finite = torch.isfinite(y1).all(dim=1)
-                ok = finite if out.ok is None else finite & out.ok
-                accept = ok
+                finite = B.finite(trial.y1)
+                ok = finite if trial.ok is None else finite & trial.ok
                 ratio = None
             else:
-                scale = cfg.atol + cfg.rtol * torch.maximum(y.abs(), y1.abs())
-                if isinstance(out.error, tuple):  # Hairer's DOP853 estimate
-                    r5 = norm(out.error[0] / scale).square()
-                    r3 = norm(out.error[1] / scale).square()
-                    ratio = r5 / (r5 + 0.01 * r3).sqrt().clamp_min(torch.finfo(r5.dtype).tiny)
-                else:
-                    ratio = norm(out.error / scale)
-                # a non-finite trial has a non-finite error estimate: rejected here
-                ratio = torch.nan_to_num(ratio, nan=math.inf)
-                accept = ratio <= 1
-                if out.ok is not None:
-                    accept = accept & out.ok
-            if any_done:
-                accept = accept & active
-        all_accept = bool(accept.all())
-        any_accept = all_accept or bool(accept.any())
+                ratio = ctrl.error_ratio(ops, B.error_norms(trial, y, h_plain))
+                ok = trial.ok
+            accept, h_next, memory = ctrl.judge(
+                ops, h_plain, ratio, ok, memory, error_order, h_prev=h, to_node=to_node
+            )
+            if not host and B.n_done:
+                accept = accept & ~B.done
+        all_accept = ops.all(accept)
+        B.all_accept = all_accept
+        any_accept = all_accept or ops.any(accept)
 
-        # --- the end of the step; outputs inside it ----------------------------------
-        s_node = s_end if not fixed else target
+        # --- the end of the step, its outputs, the commit ------------------------------
         if all_accept:
-            s1 = torch.where(to_node, s_node, s + h_try)
+            s1 = ops.where(to_node, s_node, s + h_try)
         else:
-            s1 = torch.where(to_node & accept, s_node, s + h_try)
-            s1 = torch.where(accept, s1, s)
-        f1 = out.f1
-        ks = out.ks
-        if any_accept:
-            # every output time in (s, s1] of each accepting row, evaluated at once
-            n_in = ((s_out <= (s1 + snap)[:, None]).sum(dim=1) - cursor).clamp_min(0)
-            if not all_accept:
-                n_in = torch.where(accept, n_in, torch.zeros_like(n_in))
-            m = int(n_in.max())
-            if m > 0:
-                offsets = torch.arange(m, device=dev)
-                cols = cursor[:, None] + offsets  # [K, m]
-                valid = offsets[None, :] < n_in[:, None]
-                t_req = s_out.gather(1, cols.clamp(max=T - 1))
-                at_end = (s1[:, None] - t_req).abs() <= snap[:, None]
-                interior = bool((valid & ~at_end).any())
-            else:
-                interior = False
-            needs_f1 = (interior and not rk.has_own_interpolant) or (t_grad and m > 0)
-            if f1 is None and (needs_f1 or not bool((s1 >= s_end)[active].all())):
-                f1 = g(s1, y1)  # also the next step's first stage
-            if m > 0:
-                if interior:
-                    if rk.has_own_interpolant:
-                        ks = rk.extra_stages(g, s, y, h_try, ks)
-                    h_div = torch.where(h_try == 0, torch.ones_like(h_try), h_try)
-                    theta = ((t_req - s[:, None]) / h_div[:, None]).clamp(0, 1)
-                    values = rk.interpolate(theta, y, y1, f0, f1, h_try, ks)
-                    values = torch.where(at_end[:, :, None], y1[:, None], values)
-                else:
-                    values = y1[:, None].expand(K, m, n)
-                if t_grad:
-                    # an output on a node is the interpolant at θ = 1: to first order
-                    # y1 + (t_req − s1)·f1, whose value is y1 exactly
-                    lag = t_req - s1[:, None]
-                    lag = (lag - lag.detach()).to(y1.dtype)[:, :, None]
-                    values = torch.where(at_end[:, :, None], values + lag * f1[:, None], values)
-                outputs.append((cols, valid, values))
-                cursor = cursor + n_in
-
-        # --- commit -------------------------------------------------------------------
-        # Python-level branching when every row agrees keeps rejected (possibly
-        # non-finite) trials out of the autograd graph and saves two ops per step.
-        if all_accept:
-            y = y1
-            f0 = f1 if f1 is not None else f0
-        elif any_accept:
-            acc2 = accept[:, None]
-            y = torch.where(acc2, y1, y)
-            if f1 is not None:
-                f0 = torch.where(acc2, f1, f0)
+            s1 = ops.where(accept, ops.where(to_node, s_node, s + h_try), s)
+        f1 = B.emit(s, s1, h_try, y, trial, f0, accept, t_grad) if any_accept else trial.f1
+        y, f0 = B.commit(accept, all_accept, y, f0, trial, f1)
         s = s1
-        if all_accept:  # the common case costs no tensor bookkeeping
-            n_all_accepted += 1
-        else:
-            accepted = accepted + accept.long()
-            rejected = rejected + (active & ~accept).long()
+        B.count(accept, all_accept)
         n_iter += 1
         if record is not None:
-            record.append((s, y, accept))
+            B.record(record, s, y, accept)
         if rk.newton is not None and any_accept:
             rk.newton.state_changed()
+        if fixed:
+            node = ops.where(accept & to_node, node + 1, node)
+        h = h_next
 
-        with torch.no_grad():
-            if fixed:
-                node = torch.where(accept & to_node, node + 1, node)
-                # after a failure-forced halving, grow back towards the nominal step
-                h = torch.where(
-                    accept & to_node,
-                    h_fix,
-                    torch.where(accept, torch.minimum(2 * h, h_fix), h_try / 2),
-                )
-            else:
-                h, ctrl_state = cfg.controller.propose(
-                    h_try, ratio, accept, ctrl_state, error_order
-                )
-            done = cursor >= T
-            # failures need a rejected (or failed) step, or the step budget used up
-            if not all_accept or n_iter >= cfg.max_steps:
-                fresh_done = done
-                if not fixed:
-                    finite = torch.isfinite(y1).all(dim=1)
-                    ok = finite if out.ok is None else finite & out.ok
+        # --- failures: only after a rejection, or with the step budget used up -------
+        if not all_accept or n_iter >= cfg.max_steps:
+            with torch.no_grad():
                 if fixed:
-                    min_h = 16 * eps * s.detach().abs().clamp_min(1.0)
-                    failure_code = torch.where(~finite, NON_FINITE, NEWTON_FAILED)
-                    underflow = active & (~finite | (h < min_h))
+                    finite_y = finite
                 else:
-                    min_h = torch.maximum(
-                        16 * eps * s.detach().abs(), torch.full_like(h, float(cfg.min_step))
-                    )
-                    failure_code = torch.where(
-                        ~finite, NON_FINITE, torch.where(ok, STEP_UNDERFLOW, NEWTON_FAILED)
-                    )
-                    underflow = active & ~accept & (h < min_h)
-                steps_taken = accepted + rejected + n_all_accepted
-                too_many = active & ~fresh_done & (steps_taken >= cfg.max_steps)
-                new_status = torch.where(
-                    underflow, failure_code, torch.where(too_many, MAX_STEPS, SUCCESS)
+                    finite_y = B.finite(trial.y1)
+                s_plain = s if host else s.detach()
+                min_h = ctrl.min_step(ops, s_plain, eps, cfg.min_step)
+                code = ctrl.failure(
+                    ops, accept=accept, finite=finite_y, ok=trial.ok, h_next=h, min_h=min_h
                 )
-                status = torch.where(active & (status == SUCCESS), new_status, status)
-                done = fresh_done | (status != SUCCESS)
-        n_done = int(done.sum())
+                B.fail(code, B.steps_taken() >= cfg.max_steps)
+        if not host:
+            B.update_done()
 
-    accepted = accepted + n_all_accepted
-    ys = _assemble(y0, outputs, K, T, n)
-    return LoopResult(ys, status, s, accepted, rejected, record if record is not None else [])
+    return B.result(s, h, record)
 
 
 def _assemble(y0, outputs, K, T, n) -> torch.Tensor:

@@ -2,34 +2,81 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-SUCCESS = 0
-MAX_STEPS = 1
-STEP_UNDERFLOW = 2
-NON_FINITE = 3
-NEWTON_FAILED = 4
+from odenet._errors import (
+    MaxStepsError,
+    NewtonConvergenceError,
+    NonFiniteError,
+    SolverError,
+    StepSizeUnderflowError,
+)
 
-STATUS_MESSAGES = {
-    SUCCESS: "success",
-    MAX_STEPS: "maximum number of steps reached — increase `max_steps`",
-    STEP_UNDERFLOW: (
+
+class Status(enum.IntEnum):
+    """How a solve (or one sample of it) ended; each member carries its message and
+    the error class raised for it (``None`` for success).
+
+    The int values are what ``Solution.status`` holds, per sample.
+    """
+
+    message: str
+    error: type[SolverError] | None
+
+    def __new__(cls, value: int, message: str, error: type[SolverError] | None):
+        member = int.__new__(cls, value)
+        member._value_ = value
+        member.message = message
+        member.error = error
+        return member
+
+    SUCCESS = 0, "success", None
+    MAX_STEPS = (
+        1,
+        "maximum number of steps reached — increase `max_steps`",
+        MaxStepsError,
+    )
+    STEP_UNDERFLOW = (
+        2,
         "step size underflow — the solution may blow up or the problem be stiff; "
-        "try an implicit method (e.g. method='radau_iia5' or 'kvaerno5') or looser tolerances"
-    ),
-    NON_FINITE: (
+        "try an implicit method (e.g. method='kvaerno5' or 'radau_iia5') or looser tolerances",
+        StepSizeUnderflowError,
+    )
+    NON_FINITE = (
+        3,
         "the state or the vector field became NaN/inf — with a fixed step this usually "
         "means the step is outside the method's stability region: reduce `step_size` or "
-        "use an implicit method"
-    ),
-    NEWTON_FAILED: (
+        "use an implicit method",
+        NonFiniteError,
+    )
+    NEWTON_FAILED = (
+        4,
         "Newton's method for the implicit stages did not converge even for small steps — "
-        "check the vector field for discontinuities, or raise `newton_max_iter`"
-    ),
-}
+        "the vector field may be discontinuous or non-finite near this time; check it, or "
+        "raise `newton_max_iter`",
+        NewtonConvergenceError,
+    )
+    NON_FINITE_STEP = (
+        5,
+        "the step size or the error estimate is NaN/inf — the vector field returned "
+        "NaN/inf at a trial point of the initial-step estimate, a user `norm` returned "
+        "NaN, or the state's dtype cannot represent the error scale; pass `first_step`, "
+        "check `f` and `norm`, or use float32/float64",
+        NonFiniteError,
+    )
+
+
+# the int codes, for the loops' tensors of per-row status
+SUCCESS = int(Status.SUCCESS)
+MAX_STEPS = int(Status.MAX_STEPS)
+STEP_UNDERFLOW = int(Status.STEP_UNDERFLOW)
+NON_FINITE = int(Status.NON_FINITE)
+NEWTON_FAILED = int(Status.NEWTON_FAILED)
+NON_FINITE_STEP = int(Status.NON_FINITE_STEP)
 
 
 @dataclass
@@ -67,15 +114,15 @@ class Solution:
 
     @property
     def messages(self) -> list[str]:
-        return [STATUS_MESSAGES[int(s)] for s in self.status.tolist()]
+        return [Status(s).message for s in self.status.tolist()]
 
     @property
     def message(self) -> str:
         """The first failure's message, or ``"success"``."""
         for s in self.status.tolist():
             if s != SUCCESS:
-                return STATUS_MESSAGES[int(s)]
-        return STATUS_MESSAGES[SUCCESS]
+                return Status(s).message
+        return Status.SUCCESS.message
 
     def __repr__(self) -> str:
         stats = ", ".join(

@@ -1,7 +1,7 @@
 """The host-side loop for one system and the masked K-row loop are the same algorithm.
 
-One system with an explicit method runs in ``odenet._loop_one`` (control in Python
-floats); everything else in ``odenet._loop`` (masked tensors).  Fed the same problem
+One system with an explicit method runs on the host backend of ``odenet._loop`` (control in Python
+floats), everything else on its masked backend ([K] tensors).  Fed the same problem
 they must take the same steps, report the same outputs, statistics, failures and
 recorded trajectory.  Each loop is also checked against closed forms and peers
 elsewhere; this file pins that the fast path is not a second, different solver.

@@ -140,7 +140,9 @@ class AdjointStepper:
         self.b = [float(x) for x in tab.b]
         self.c = [float(x) for x in tab.c]
         self.e = None if tab.b_hat is None else [float(x) for x in (tab.b - tab.b_hat)]
-        self.adaptive = tab.is_adaptive
+        # an embedded pair subdivides the adjoint step by its own error control; a
+        # method whose estimator is not a tableau row (RADAU5's) steps with the forward
+        self.adaptive = tab.is_adaptive and tab.b_hat is not None
         self.implicit = tab.is_implicit
         self.deferred = deferred and not self.implicit
         self.error_order = tab.error_order if self.adaptive else tab.order

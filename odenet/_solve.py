@@ -17,22 +17,11 @@ import torch
 from odenet._controller import PIDController, controller_from
 from odenet._errors import (
     InputError,
-    MaxStepsError,
     NewtonConvergenceError,
-    NonFiniteError,
-    SolverError,
-    StepSizeUnderflowError,
 )
 from odenet._loop import LoopConfig, LoopResult, integrate
 from odenet._newton import Newton
-from odenet._solution import (
-    MAX_STEPS,
-    NEWTON_FAILED,
-    NON_FINITE,
-    STATUS_MESSAGES,
-    STEP_UNDERFLOW,
-    Solution,
-)
+from odenet._solution import Solution, Status
 from odenet._stepper import RungeKutta
 from odenet._validate import (  # noqa: F401  (re-exported: _compat and tests import them here)
     SENSITIVITIES,
@@ -157,6 +146,7 @@ class Prepared:
                 factorizations=ns.factorizations,
                 linear_solves=ns.linear_solves,
                 newton_iterations=ns.iterations,
+                newton_failures=ns.failures,
             )
         sol = Solution(
             ys=self.to_user(result.ys),
@@ -170,28 +160,22 @@ class Prepared:
         return sol
 
 
-_FAILURE_CLASSES = {
-    MAX_STEPS: MaxStepsError,
-    STEP_UNDERFLOW: StepSizeUnderflowError,
-    NON_FINITE: NonFiniteError,
-    NEWTON_FAILED: NewtonConvergenceError,
-}
-
-
 def raise_failure(sol: Solution, result: LoopResult, prep: Prepared):
     bad = (result.status != 0).nonzero()[:, 0]
     k = int(bad[0])
-    code = int(result.status[k])
+    status = Status(int(result.status[k]))
     t_reached = float(result.t_reached[k] * prep.direction[k])
     t_end = float(prep.s_out[k, -1] * prep.direction[k])
     who = f"sample {k} ({len(bad)} of {prep.K} samples failed): " if prep.per_sample else ""
     steps = int(result.accepted[k] + result.rejected[k])
+    h_last = float(result.h_last[k])
     msg = (
-        f"{who}{STATUS_MESSAGES[code]}. The solve reached t = {t_reached:.6g} of "
-        f"t_end = {t_end:.6g} after {steps} steps (method {sol.method!r}). Pass "
+        f"{who}{status.message}. The solve reached t = {t_reached:.6g} of "
+        f"t_end = {t_end:.6g} after {steps} steps, the last step size tried being "
+        f"h = {h_last:.3g} (method {sol.method!r}). Pass "
         "`throw=False` to get the partial solution (unreached outputs are NaN)."
     )
-    raise _FAILURE_CLASSES.get(code, SolverError)(msg, t=t_reached, solution=sol)
+    raise status.error(msg, t=t_reached, solution=sol)
 
 
 def prepare(

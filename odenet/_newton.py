@@ -120,6 +120,25 @@ class Newton:
         self.stats.factorizations += 1
         return torch.linalg.lu_factor(M)
 
+    def filter_error(self, err: torch.Tensor) -> torch.Tensor:
+        """``(I − hγJ)⁻¹ err`` with the LU of the step just taken (Hairer & Wanner IV.8).
+
+        For a diagonally implicit step whose implicit stages share ``γ = a_ii``, the LU
+        cached by :meth:`stages` is that of ``I − hγJ``; the filtered estimate keeps
+        the non-stiff components (``hγJ`` small) and damps the stiff ones, whose raw
+        estimate is ``O(1)`` for methods with ``|R̂(∞)| ≠ 0`` (TR-BDF2's embedded
+        solution) and makes the controller reject steps the stiff components do not
+        need.  ``err`` [K, n]; returned unchanged when no LU is cached.
+        """
+        if self._lu is None or err is None or isinstance(err, tuple):
+            return err
+        with torch.no_grad():
+            LU, piv = self._lu
+            if LU.shape[-1] != err.shape[-1] or LU.shape[0] != err.shape[0]:
+                return err
+            self.stats.linear_solves += 1
+            return torch.linalg.lu_solve(LU, piv, err.unsqueeze(-1)).squeeze(-1)
+
     def solve(self, lu, rhs: torch.Tensor) -> torch.Tensor:
         self.stats.linear_solves += 1
         return torch.linalg.lu_solve(*lu, rhs.unsqueeze(-1)).squeeze(-1)

@@ -724,7 +724,7 @@ def as_problem(problem_or_f, y0=None, span=None, exact=None, name: str = "custom
 
 @register_problem("robertson_long")
 def robertson_long(t1: float = 1e5) -> Problem:
-    """Robertson's kinetics on ``[0, 1e5]`` (the test set's span); reference Radau."""
+    """Robertson's kinetics on `[0, 1e5]` (the test set's span); reference Radau."""
     p = robertson(t1=t1)
     object.__setattr__(p, "name", "robertson_long")
     return p
@@ -732,8 +732,8 @@ def robertson_long(t1: float = 1e5) -> Problem:
 
 @register_problem("van_der_pol_relaxation")
 def van_der_pol_relaxation(mu: float = 1000.0, t1: float = 3000.0) -> Problem:
-    """Van der Pol ``μ = 1000`` over several relaxation cycles (period ≈ 1614, so two
-    jumps in ``[0, 3000]``); reference Radau."""
+    """Van der Pol `μ = 1000` over several relaxation cycles (period ≈ 1614, so two
+    jumps in `[0, 3000]`); reference Radau."""
     return _vdp(mu, t1, "van_der_pol_relaxation")
 
 
@@ -756,7 +756,7 @@ def _hires_numpy(t, y):
 def hires(t1: float = 321.8122) -> Problem:
     """HIRES: 8 species of plant photomorphogenesis (Schäfer 1975); reference Radau.
 
-    Hairer & Wanner II, Sec. IV.10 (test set span ``[0, 321.8122]``).
+    Hairer & Wanner II, Sec. IV.10 (test set span `[0, 321.8122]`).
     """
 
     def f(t, y):
@@ -821,11 +821,11 @@ def oregonator(t1: float = 360.0) -> Problem:
 
 @register_problem("brusselator_1d")
 def brusselator_1d(n: int = 100, alpha: float = 0.02, t1: float = 10.0) -> Problem:
-    """1-D Brusselator reaction–diffusion, method of lines on ``n`` interior points
-    (Hairer & Wanner II, Sec. IV.1/IV.10, BRUSS): state ``[u_1..u_n, v_1..v_n]``,
+    """1-D Brusselator reaction–diffusion, method of lines on `n` interior points
+    (Hairer & Wanner II, Sec. IV.1/IV.10, BRUSS): state `[u_1..u_n, v_1..v_n]`,
 
-    ``u' = 1 + u²v − 4u + α(n+1)² Δu``, ``v' = 3u − u²v + α(n+1)² Δv``, boundary values
-    ``u = 1, v = 3``; ``u(0) = 1 + sin 2πx``, ``v(0) = 3``.  Reference Radau.
+    `u' = 1 + u²v − 4u + α(n+1)² Δu`, `v' = 3u − u²v + α(n+1)² Δv`, boundary values
+    `u = 1, v = 3`; `u(0) = 1 + sin 2πx`, `v(0) = 3`.  Reference Radau.
     """
     n = int(n)
     c = alpha * (n + 1) ** 2
@@ -877,7 +877,7 @@ STIFF_SUITE: dict[str, float] = {
 
 
 def stiff_error(problem: Problem, y_end, floor: float) -> float:
-    """``max_i |y_i − ref_i| / (floor + |ref_i|)`` at the end of the span (see STIFF_SUITE)."""
+    """`max_i |y_i − ref_i| / (floor + |ref_i|)` at the end of the span (see STIFF_SUITE)."""
     ref = problem.solution([problem.span[1]])[0]
     y = np.asarray(y_end.detach().cpu().numpy() if isinstance(y_end, torch.Tensor) else y_end)
     return float(np.max(np.abs(y.reshape(-1) - ref) / (floor + np.abs(ref))))

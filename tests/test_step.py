@@ -1,0 +1,181 @@
+"""``odenet.step``: the step map of every scheme against closed forms, nested implicit
+steps, torch.func tracing, and the errors of a wrong call."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.func import jacrev, vmap
+
+import odenet
+from odenet import InputError, VectorFieldError
+from odenet._solve import _STEP_CACHE
+from odenet._stepper import RungeKutta, explicit_step
+from odenet.stability import flow_map, stability_function
+
+D = torch.float64
+ALL = odenet.methods()
+EXPLICIT = [m for m in ALL if odenet.tableau(m).is_explicit]
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_one_step_on_the_linear_test_equation_is_the_stability_function(method):
+    # y' = λy: one step multiplies by R(λh), R from the tableau alone
+    lam, h = -1.3, 0.4
+    y = torch.tensor([1.0, -2.0, 0.5], dtype=D)
+    got = odenet.step(lambda t, y: lam * y, 0.7, y, h, method)
+    R = complex(stability_function(odenet.tableau(method))(np.array([lam * h + 0j]))[0])
+    assert R.imag == pytest.approx(0.0, abs=1e-14)
+    torch.testing.assert_close(got, R.real * y, rtol=1e-11, atol=1e-13)
+
+
+@pytest.mark.parametrize("method", [m for m in ALL if odenet.tableau(m).order >= 3])
+def test_a_quadrature_of_degree_two_is_exact_from_any_start_time(method):
+    # y' = 3t² integrates exactly for order ≥ 3, and t enters as t0 + c_i h
+    t0, h = 1.25, 0.5
+    y = torch.zeros(2, dtype=D)
+    got = odenet.step(lambda t, y: (3 * t**2) * torch.ones_like(y), t0, y, h, method)
+    torch.testing.assert_close(got, torch.full((2,), (t0 + h) ** 3 - t0**3, dtype=D))
+
+
+def test_euler_is_bit_for_bit_the_residual_block_and_negative_steps_go_back():
+    y = torch.tensor([[1.0, 5.0]], dtype=D)
+    assert torch.equal(odenet.step(lambda t, y: -y, 0.0, y, 0.1, "euler"), y + 0.1 * (-y))
+    back = odenet.step(lambda t, y: -y, 0.0, y, -0.1, "backward_euler")
+    torch.testing.assert_close(back, y / 0.9)  # y1 = y0 + h·(−y1), h = −0.1
+
+
+def test_batched_implicit_step_solves_each_row_on_its_own():
+    lam = torch.tensor([[-1.0], [-10.0], [-100.0]], dtype=D)
+    y = torch.ones(3, 2, dtype=D)
+    got = odenet.step(lambda t, y: lam * y, 0.0, y, 0.1, "backward_euler", batched=True)
+    torch.testing.assert_close(got, y / (1 - 0.1 * lam))
+
+
+@pytest.mark.parametrize("outer", ["backward_euler", "sdirk2", "radau_iia5", "trapezoid"])
+def test_a_nested_implicit_step_does_not_disturb_the_outer_one(outer):
+    # the outer field is itself an implicit step of the same method (one cached runtime):
+    # (Φ_inner(y) − y)/δ = λ y for y' = −y, so the outer field is linear.  When the
+    # runtime was shared, the inner call reset the outer's Newton and track_grad and
+    # the outer step lost its gradient (0 instead of R(λh))
+    delta = 0.1
+
+    def field(t, y):
+        inner = odenet.step(lambda s, x: -x, 0.0, y, delta, outer)
+        return (inner - y) / delta
+
+    one = torch.ones(1, dtype=D)
+    lam = float((odenet.step(lambda s, x: -x, 0.0, one, delta, outer) - 1) / delta)
+    y = torch.tensor([1.0, 3.0], dtype=D, requires_grad=True)
+    got = odenet.step(field, 0.0, y, 0.5, outer)
+    (grad,) = torch.autograd.grad(got.sum(), y)
+    y_ref = y.detach().clone().requires_grad_(True)
+    want = odenet.step(lambda t, y: lam * y, 0.0, y_ref, 0.5, outer)
+    (grad_want,) = torch.autograd.grad(want.sum(), y_ref)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(grad, grad_want, rtol=1e-10, atol=1e-12)
+
+
+def test_the_cached_runtime_is_never_handed_out():
+    y = torch.ones(2, dtype=D)
+    odenet.step(lambda t, y: -y, 0.0, y, 0.1, "sdirk2")
+    for rk in _STEP_CACHE.values():
+        assert rk.newton is None and rk.track_grad is False
+
+
+def test_step_is_differentiable_in_y_and_dt():
+    y = torch.tensor([1.0, 2.0], dtype=D, requires_grad=True)
+    dt = torch.tensor(0.2, dtype=D, requires_grad=True)
+    out = odenet.step(lambda t, y: -2.0 * y, 0.0, y, dt, "backward_euler")
+    out.sum().backward()
+    # Φ = y / (1 + 2 dt): ∂Φ/∂y = 1/1.4, ∂ΣΦ/∂dt = −2 Σy / 1.4²
+    torch.testing.assert_close(y.grad, torch.full((2,), 1 / 1.4, dtype=D))
+    torch.testing.assert_close(dt.grad, torch.tensor(-2 * 3.0 / 1.4**2, dtype=D))
+
+
+@pytest.mark.parametrize("method", ["euler", "rk4", "dopri5"])
+def test_step_and_flow_map_run_under_torch_func(method):
+    A = torch.tensor([[0.0, 1.0], [-4.0, -0.3]], dtype=D)
+
+    def f(t, x):
+        return A @ x
+
+    xs = torch.randn(5, 2, dtype=D)
+    J = vmap(jacrev(lambda x: odenet.step(f, 0.0, x, 0.1, method)))(xs)
+    Jf = vmap(jacrev(flow_map(f, 0.1, method)))(xs)
+    # linear field: the step's Jacobian is the matrix R(hA), the same at every state
+    R = torch.linalg.matrix_exp(0.1 * A)
+    order = odenet.tableau(method).order
+    assert float((J[0] - R).abs().max()) < 10 * 0.1 ** (order + 1)
+    torch.testing.assert_close(J, Jf)
+    torch.testing.assert_close(J, J[:1].expand_as(J))
+
+
+@pytest.mark.parametrize("method", EXPLICIT)
+def test_explicit_step_is_the_runtime_step(method):
+    tab = odenet.tableau(method)
+    rk = RungeKutta(tab, D, D, "cpu")
+
+    def g(s, y):
+        return torch.sin(s)[:, None] * y - y**2
+
+    y = torch.tensor([[0.3, -0.2], [1.0, 0.5]], dtype=D)
+    s = torch.tensor([0.1, 0.2], dtype=D)
+    h = torch.tensor([0.05, -0.1], dtype=D)
+    res = rk.step(g, s, y, h, g(s, y))
+    y1, err, ks = explicit_step(g, s, y, h, rk, hy=h[:, None])
+    assert torch.equal(res.y1, y1) and torch.equal(res.ks, ks)
+
+
+# --- wrong calls --------------------------------------------------------------------
+
+
+def test_a_field_of_the_wrong_shape_is_an_error_not_a_broadcast():
+    # before: an Euler step of -y[:1] on [1, 5] gave [0.9, 4.9]
+    y = torch.tensor([1.0, 5.0], dtype=D)
+    with pytest.raises(
+        VectorFieldError, match=r"returned shape \(1,\) for a state of shape \(2,\)"
+    ):
+        odenet.step(lambda t, y: -y[:1], 0.0, y, 0.1, "euler")
+    with pytest.raises(VectorFieldError, match=r"must return a torch.Tensor, got float"):
+        odenet.step(lambda t, y: 1.0, 0.0, y, 0.1, "rk4")
+
+
+def test_a_field_that_raises_is_a_vector_field_error_chained_to_it():
+    def f(t, y):
+        raise KeyError("no such parameter")
+
+    with pytest.raises(VectorFieldError, match=r"raised KeyError on its first call") as info:
+        odenet.step(f, 0.0, torch.ones(2, dtype=D), 0.1)
+    assert isinstance(info.value.__cause__, KeyError)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (
+            {"y": torch.tensor([float("nan"), 1.0])},
+            r"`y` contains NaN or inf \(NaN at index \[0\]\)",
+        ),
+        ({"y": torch.tensor([1, 2])}, r"`y` must have a floating dtype, got torch.int64"),
+        ({"y": torch.ones(2, dtype=torch.float16)}, r"`y` has dtype torch.float16.*float32"),
+        ({"y": torch.ones(0)}, r"`y` is empty"),
+        ({"dt": float("nan")}, r"`dt` must be a finite number, got nan"),
+        ({"dt": "0.1"}, r"`dt` must be a finite number, got '0.1'"),
+        ({"dt": torch.ones(2)}, r"`dt` must be a number or a 0-dim tensor"),
+        ({"f": 3}, r"`f` must be callable as f\(t, y\), got int"),
+        ({"y": torch.tensor(1.0), "batched": True}, r"`batched=True` needs `y` of shape \[B"),
+    ],
+)
+def test_wrong_arguments_to_step(kwargs, match):
+    args = {"f": lambda t, y: -y, "t": 0.0, "y": torch.ones(2, dtype=D), "dt": 0.1}
+    batched = kwargs.pop("batched", False)
+    args.update(kwargs)
+    with pytest.raises(InputError, match=match):
+        odenet.step(args["f"], args["t"], args["y"], args["dt"], "rk4", batched=batched)
+
+
+def test_unknown_method_names_the_valid_ones():
+    with pytest.raises(odenet.UnknownMethodError, match="rk4"):
+        odenet.step(lambda t, y: -y, 0.0, torch.ones(2), 0.1, "rk5000")

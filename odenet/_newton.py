@@ -120,19 +120,39 @@ class Newton:
         self.stats.factorizations += 1
         return torch.linalg.lu_factor(M)
 
-    def filter_error(self, err: torch.Tensor) -> torch.Tensor:
-        """``(I − hγJ)⁻¹ err`` with the LU of the step just taken (Hairer & Wanner IV.8).
+    def filter_error(self, err: torch.Tensor, tableau=None) -> torch.Tensor:
+        """The error estimate a diagonally implicit step reports (Hairer & Wanner IV.8).
 
-        For a diagonally implicit step whose implicit stages share ``γ = a_ii``, the LU
-        cached by :meth:`stages` is that of ``I − hγJ``; the filtered estimate keeps
-        the non-stiff components (``hγJ`` small) and damps the stiff ones, whose raw
-        estimate is ``O(1)`` for methods with ``|R̂(∞)| ≠ 0`` (TR-BDF2's embedded
-        solution) and makes the controller reject steps the stiff components do not
-        need.  ``err`` [K, n]; returned unchanged when no LU is cached.
+        Methods that propagate the higher-order solution (local extrapolation: kvaerno3/5,
+        sdirk4) get ``(I − hγJ)⁻¹ err`` with the LU cached by :meth:`stages` (their
+        implicit stages share ``γ = a_ii``): non-stiff components (``hγJ`` small) are
+        kept, stiff ones damped, so the controller does not reject steps the stiff
+        components do not need (sdirk4 on Robertson [0, 1e5] at rtol 1e-6: 2468
+        f-evaluations instead of 22056).
+
+        A method that propagates the *lower*-order solution (TR-BDF2: order 2, its
+        estimate of order 3) is not tolerance proportional: with the error per step
+        kept at the tolerance its global error grows like ``rtol^(p/(p+1))``
+        (measured on HIRES: 13·rtol at 1e-3, 143·rtol at 1e-6; filtered even
+        573·rtol).  Its raw estimate is returned unfiltered and scaled by
+        ``(1e-3 / rtol)^(1/p)`` (1 at rtol ≥ 1e-3), which makes the global error
+        proportional to ``rtol`` (the error per step is kept at
+        ``rtol^((p+1)/p)·1e-3^(-1/p)``).  ``err`` [K, n].
         """
-        if self._lu is None or err is None or isinstance(err, tuple):
+        if err is None or isinstance(err, tuple):
             return err
         with torch.no_grad():
+            if tableau is not None and tableau.b_hat is not None:
+                p = tableau.order
+                if p <= (tableau.embedded_order or 0):  # no local extrapolation
+                    rtol = self.rtol
+                    if isinstance(rtol, torch.Tensor):
+                        factor = (1e-3 / rtol.clamp_min(1e-300)).clamp_min(1.0) ** (1.0 / p)
+                    else:
+                        factor = max(1e-3 / max(rtol, 1e-300), 1.0) ** (1.0 / p)
+                    return err * factor
+            if self._lu is None:
+                return err
             LU, piv = self._lu
             if LU.shape[-1] != err.shape[-1] or LU.shape[0] != err.shape[0]:
                 return err

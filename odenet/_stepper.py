@@ -263,7 +263,7 @@ class RungeKutta:
             ks.append((Z[:, 0] - base) / (h_safe[:, None] * a_ii))
         ks_t = torch.stack(ks)
         y1, err = self._combine(y, hy, ks_t)
-        err = self.newton.filter_error(err)  # (I − hγJ)⁻¹ err: stiff components damped
+        err = self.newton.filter_error(err, self.tableau)  # see Newton.filter_error
         f1 = ks[-1] if self.stiffly_accurate else None
         return StepResult(y1, err, ks_t, f1, ok)
 

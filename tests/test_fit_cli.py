@@ -231,3 +231,17 @@ def test_predict_band_from_a_greybox_checkpoint(tmp_path, capsys):
     assert rc == 0 and len(rows) == 4
     for r in rows:
         assert r["prey_lo"] < r["prey"] < r["prey_hi"]
+
+
+def test_fit_and_predict_help_have_no_literal_percent_signs_and_document_every_option(capsys):
+    import argparse
+
+    from odenet.fit.cli import register, register_predict
+
+    parser = argparse.ArgumentParser(prog="odenet")
+    sub = parser.add_subparsers(dest="command")
+    for p in (register(sub), register_predict(sub)):
+        text = p.format_help()
+        assert "%%" not in text
+        for action in p._actions:
+            assert action.help, action.option_strings or action.dest

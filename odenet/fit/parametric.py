@@ -36,11 +36,20 @@ def bateman(t, A, ke, ka, t0=0.0):
     return A * (np.exp(-ke * tau) - np.exp(-ka * tau))
 
 
+def biexponential(t, A, a, B, b, t0=0.0):
+    """``A e^{−a τ} + B e^{−b τ}``, ``τ = t − t0`` (i.v. bolus, two compartments)."""
+    tau = t - t0
+    return A * np.exp(-a * tau) + B * np.exp(-b * tau)
+
+
 def _guess(kind, t, y):
     span = max(t[-1] - t[0], 1e-12)
     if kind in ("logistic", "gompertz"):
         K = 1.2 * np.max(np.abs(y)) * np.sign(y[np.argmax(np.abs(y))] or 1.0)
         return [K, 4.0 / span, t[0] + 0.5 * span], ([-np.inf, 1e-8, -np.inf], np.inf)
+    if kind == "biexponential":
+        y0 = max(float(y[0]), 1e-12)
+        return [0.7 * y0, 3.0 / span, 0.3 * y0, 0.3 / span], ([0, 1e-8, 0, 1e-8], np.inf)
     imax = int(np.argmax(y))
     tmax = max(t[imax] - t[0], 1e-3 * span)
     return [2 * np.max(y), 1.0 / span, 2.0 / tmax], ([0, 1e-8, 1e-8], np.inf)
@@ -51,10 +60,11 @@ class ParametricCurve(nn.Module):
 
     Parameters
     ----------
-    kind : {"logistic", "gompertz", "bateman"}
+    kind : {"logistic", "gompertz", "bateman", "biexponential"}
         ``logistic``/``gompertz``: growth to a plateau ``K`` at rate ``r`` around
         ``tm``; ``bateman``: ``A (e^{−k_e τ} − e^{−k_a τ})`` from each series' first
-        time (single oral dose).
+        time (single oral dose); ``biexponential``: ``A e^{−a τ} + B e^{−b τ}``
+        (i.v. bolus).
 
     Notes
     -----
@@ -65,7 +75,8 @@ class ParametricCurve(nn.Module):
 
     trainable = False
     trains_in_physical_units = True
-    KINDS: ClassVar[dict] = {"logistic": logistic, "gompertz": gompertz, "bateman": bateman}
+    KINDS: ClassVar[dict] = {"logistic": logistic, "gompertz": gompertz, "bateman": bateman,
+                             "biexponential": biexponential}  # fmt: skip
 
     def __init__(self, kind: str = "logistic"):
         super().__init__()
@@ -85,11 +96,16 @@ class ParametricCurve(nn.Module):
         f = self.KINDS[self.kind]
         if len(t) >= 4:
             p0, bounds = _guess(self.kind, t, y)
+            t0 = t[0]
             if self.kind == "bateman":
-                t0 = t[0]
 
                 def f(tt, A, ke, ka):
                     return bateman(tt, A, ke, ka, t0)
+
+            elif self.kind == "biexponential":
+
+                def f(tt, A, a, B, b):
+                    return biexponential(tt, A, a, B, b, t0)
 
             try:
                 with warnings.catch_warnings():

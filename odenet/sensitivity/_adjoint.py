@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from odenet._errors import StepSizeUnderflowError
+from odenet._ops import TensorOps
 from odenet._stepper import hermite_basis
 from odenet.sensitivity._tape import OutputMap, StepData, Tape, replay, states
 
@@ -326,8 +327,13 @@ class AdjointStepper:
 class AdjointSolver:
     """Integrates ``a`` and the parameter gradient ``gth`` backward over the tape."""
 
-    def __init__(self, stepper: AdjointStepper, rtol, atol, seminorm: bool, K: int, dev, tdt):
+    def __init__(
+        self, stepper: AdjointStepper, controller, rtol, atol, seminorm: bool, K: int, dev, tdt
+    ):
         self.st = stepper
+        # the forward's controller decides the adjoint's steps too: one rule set
+        self.ctrl = controller
+        self.memory = controller.init_memory(TensorOps, torch.zeros(K, dtype=tdt, device=dev))
         self.rtol = rtol
         self.atol = atol
         self.seminorm = seminorm
@@ -407,9 +413,11 @@ class AdjointSolver:
             a_new, err, dth, eth, cots, lins = st.step(p, H, a, data, self.carry)
             gth_new = self.gth if st.deferred else _add(self.gth, dth)
             if st.adaptive:
-                ratio = self._ratio(a, a_new, err, self.gth, gth_new, eth)
-                ratio = torch.where(torch.isfinite(ratio), ratio, torch.full_like(ratio, math.inf))
-                accept = (ratio <= 1) | done
+                ratio = self._ratio(a, a_new, err, self.gth, gth_new, eth).to(H.dtype)
+                accept, H_next, memory = self.ctrl.judge(
+                    TensorOps, H, ratio, None, self.memory, st.error_order
+                )
+                accept = accept | done
             else:
                 ratio = None
                 accept = torch.ones_like(done)
@@ -444,14 +452,12 @@ class AdjointSolver:
             self.accepted += (accept & active).long()
             self.rejected += (~accept & active).long()
             if st.adaptive:
-                k = st.error_order + 1
-                r = ratio.clamp_min(torch.finfo(ratio.dtype).tiny)
-                factor = (0.9 * r ** (-1.0 / k)).clamp(0.2, 10.0)
-                factor = torch.where(accept, factor, factor.clamp_max(1.0)).to(H.dtype)
-                factor = torch.nan_to_num(factor, nan=0.2)
-                self.H = torch.where(active, H * factor, self.H)
-                tiny = 16 * self.eps * p.abs().clamp_min(1.0)
-                bad = active & ~accept & (self.H < tiny)
+                self.H = torch.where(active, H_next, self.H)
+                self.memory = tuple(
+                    torch.where(active, new, old) for new, old in zip(memory, self.memory)
+                )
+                min_h = self.ctrl.min_step(TensorOps, p.clamp_min(1.0), self.eps, 0.0)
+                bad = active & ~accept & (self.H < min_h)
                 if bool(bad.any()):
                     k0 = int(bad.nonzero()[0, 0])
                     raise StepSizeUnderflowError(
@@ -509,7 +515,14 @@ def adjoint_backward(run, grad_ys: torch.Tensor):
     deferred = run.seminorm
     stepper = AdjointStepper(run.adjoint_tableau, run.rk, run.g_lin, run.params, counter, deferred)
     solver = AdjointSolver(
-        stepper, run.adjoint_rtol, run.adjoint_atol, run.seminorm, K, s_out.device, s_out.dtype
+        stepper,
+        run.prep.cfg.controller,
+        run.adjoint_rtol,
+        run.adjoint_atol,
+        run.seminorm,
+        K,
+        s_out.device,
+        s_out.dtype,
     )
     a = torch.zeros_like(run.y0_rows)
     if K == 1 and stepper.deferred and not stepper.adaptive:

@@ -1,0 +1,241 @@
+"""odenet._validate: every bad argument is an OdenetError naming the argument, the
+value and the fix, at the boundary, before any step; and a fuzz of solve's arguments
+never ends in a raw error or a hang."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import odenet
+from odenet import InputError, OdenetError, VectorFieldError
+
+D = torch.float64
+Y0 = torch.tensor([1.0, 5.0], dtype=D)
+T = torch.linspace(0, 1, 3, dtype=D)
+
+
+def decay(t, y):
+    return -y
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"min_step": math.nan}, r"`min_step` must be a non-negative number, and finite; got nan"),
+        ({"min_step": math.inf}, r"`min_step` must be a non-negative number, and finite; got inf"),
+        ({"min_step": "x"}, r"`min_step` must be a non-negative number.*got 'x'"),
+        ({"newton_max_iter": "x"}, r"`newton_max_iter` must be a positive integer.*got 'x'"),
+        ({"newton_max_iter": 2.5}, r"`newton_max_iter` must be a positive integer.*got 2.5"),
+        ({"newton_max_iter": 0}, r"`newton_max_iter` must be at least 1.*got 0"),
+        ({"newton_tol": -1}, r"`newton_tol` must be a positive finite number, got -1"),
+        ({"newton_tol": "x"}, r"`newton_tol` must be a positive finite number, got 'x'"),
+        ({"newton_tol": math.nan}, r"`newton_tol` must be a positive finite number, got nan"),
+        (
+            {"rtol": torch.ones(3)},
+            r"`rtol` of shape \(3,\) does not broadcast to the state's shape \(2,\)",
+        ),
+        ({"atol": torch.ones(3, 2)}, r"`atol` of shape \(3, 2\) does not broadcast"),
+        ({"atol": torch.tensor([1e-8, -1.0])}, r"`atol` must be finite and non-negative"),
+        ({"rtol": True}, r"`rtol` must be a finite non-negative number, got True"),
+        ({"max_steps": 2.5}, r"`max_steps` must be a positive integer, got 2.5"),
+        ({"first_step": -0.1}, r"`first_step` must be a positive finite number"),
+        ({"norm": 3}, r"`norm` must be callable"),
+        ({"sensitivity": "backprop"}, r"`sensitivity` must be one of 'direct', 'adjoint'"),
+    ],
+)
+def test_bad_solve_arguments_are_input_errors_naming_them(kwargs, match):
+    method = "kvaerno5" if any(k.startswith("newton") for k in kwargs) else "dopri5"
+    with pytest.raises(InputError, match=match):
+        odenet.solve(decay, Y0, T, method=method, **{"max_steps": 50, **kwargs})
+
+
+def test_per_component_tolerances_that_broadcast_are_accepted():
+    y0 = torch.ones(4, 2, dtype=D)
+    sol = odenet.solve(decay, y0, T, rtol=torch.tensor([1e-6, 1e-7], dtype=D), atol=1e-9)
+    torch.testing.assert_close(sol.ys[-1], y0 * math.exp(-1), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_is_refused_with_the_fix(dtype):
+    with pytest.raises(InputError, match=rf"`y0` has dtype {dtype}.*Compute in float32"):
+        odenet.solve(decay, Y0.to(dtype), T.float())
+    with pytest.raises(InputError, match=rf"`t` has dtype {dtype}.*Compute in float32"):
+        odenet.solve(decay, Y0.float(), T.to(dtype))
+    with pytest.raises(InputError, match=r"float32"):
+        odenet.odeint(decay, Y0.to(dtype), T.float())
+
+
+def test_a_state_near_overflow_is_named_at_once():
+    t0 = time.perf_counter()
+    with pytest.raises(
+        InputError, match=r"`y0` has values up to 5e\+305.*error scale atol \+ rtol"
+    ):
+        odenet.solve(decay, Y0 * 1e305, T)
+    with pytest.raises(InputError, match=r"`y0` contains NaN or inf \(inf at index \[1\]"):
+        odenet.solve(decay, Y0 * 1e308, T)
+    with pytest.raises(InputError, match=r"up to 5e\+35.*largest torch.float32.*or use float64"):
+        odenet.solve(decay, (Y0 * 1e35).float(), T.float())
+    assert time.perf_counter() - t0 < 5
+
+
+def test_a_field_that_overflows_on_a_huge_state_says_so():
+    with pytest.raises(VectorFieldError, match=r"NaN or inf at the initial time.*\|y\| = 5e\+200"):
+        odenet.solve(lambda t, y: y * y, Y0 * 1e200, T)
+
+
+def test_a_time_span_the_dtype_cannot_resolve_is_named_at_once():
+    t0 = time.perf_counter()
+    with pytest.raises(
+        InputError, match=r"time span of `t`.*resolved only to eps·\|t\| = 0.000222"
+    ):
+        odenet.solve(decay, Y0, 1e12 + T * 1e-3)
+    # float32 times that round to one value: the message says why
+    with pytest.raises(
+        InputError, match=r"In torch.float32 times near 1e\+12 are resolved only to"
+    ):
+        odenet.solve(decay, Y0.float(), (1e12 + T).float())
+    assert time.perf_counter() - t0 < 5
+    # a long span far from 0 is fine (to the round-off of t: eps·1e12 = 2e-4)
+    sol = odenet.solve(decay, Y0, 1e12 + T * 10, rtol=1e-6)
+    torch.testing.assert_close(sol.ys[-1], Y0 * math.exp(-10), rtol=1e-3, atol=1e-8)
+
+
+@pytest.mark.parametrize("kw", [{}, {"step_size": 0.1}, {"sensitivity": "adjoint"}])
+def test_a_field_that_raises_on_its_first_call_is_a_vector_field_error(kw):
+    def f(t, y):
+        return y.no_such_attribute
+
+    with pytest.raises(VectorFieldError, match=r"raised AttributeError on its first call") as info:
+        odenet.solve(f, Y0.clone().requires_grad_(bool(kw)), T, **kw)
+    assert isinstance(info.value.__cause__, AttributeError)
+
+
+def test_per_sample_fields_that_raise_are_chained_too():
+    with pytest.raises(VectorFieldError, match=r"ZeroDivisionError") as info:
+        odenet.solve(lambda t, y: 1 / 0, torch.ones(2, 3, dtype=D), torch.stack([T, T + 1]))
+    assert isinstance(info.value.__cause__, ZeroDivisionError)
+
+
+def test_odenet_errors_raised_inside_f_keep_their_type():
+    def f(t, y):
+        raise odenet.NonFiniteError("inner")
+
+    with pytest.raises(odenet.NonFiniteError, match="inner"):
+        odenet.solve(f, Y0, T)
+
+
+def test_odeint_validates_through_the_same_module():
+    with pytest.raises(InputError, match=r"`rtol` of shape \(3,\) does not broadcast"):
+        odenet.odeint(decay, Y0, T, rtol=torch.ones(3))
+    with pytest.raises(VectorFieldError, match=r"returned shape \(1,\)"):
+        odenet.odeint(lambda t, y: -y[:1], Y0, T)
+
+
+# --- fuzz: any combination either works or raises an OdenetError ----------------------
+
+_BAD_NUMBERS = [0, -1.0, math.nan, math.inf, "x", True]
+
+# each argument: (valid values, invalid values); an example takes valid values for all
+# and then spoils at most two, so that most examples reach the loop
+SPACE = {
+    "f": (
+        [lambda t, y: -y, lambda t, y: y * y, lambda t, y: torch.sin(t) * y],
+        [
+            lambda t, y: -y[:1],
+            lambda t, y: (-y).float(),
+            lambda t, y: y * math.nan,
+            lambda t, y: 1.0,
+            lambda t, y: y.no_such_attribute,
+        ],
+    ),
+    "y0": (
+        [torch.tensor([1.0, 5.0], dtype=D), torch.tensor([1.0, 5.0]), [1.0, 5.0]],
+        [
+            torch.tensor([math.nan, 1.0]),
+            torch.ones(2, dtype=torch.float16),
+            torch.tensor([1, 5]),
+            "y0",
+            torch.ones(0),
+            torch.tensor([1e305, 1.0], dtype=D),
+        ],
+    ),
+    "t": (
+        [
+            torch.linspace(0, 1, 3, dtype=D),
+            torch.linspace(1, 0, 4, dtype=D),
+            torch.tensor([0.0], dtype=D),
+            torch.linspace(0, 1, 3),
+            [0.0, 1.0],
+        ],
+        [
+            torch.tensor([0.0, 0.5, 0.5, 1.0], dtype=D),
+            torch.zeros(2, 2, dtype=D),
+            torch.tensor([0.0, math.inf]),
+            1e12 + torch.linspace(0, 1e-3, 3, dtype=D),
+        ],
+    ),
+    "method": (
+        ["dopri5", "bosh3", "tsit5", "kvaerno3", "sdirk2", "rk4", "backward_euler"],
+        ["nope", 3],
+    ),
+    "rtol": ([1e-6, 1e-3, 0.0, torch.tensor([1e-6, 1e-5])], [-1e-6, math.nan, "x", None]),
+    "atol": ([1e-8, 1e-3, torch.tensor([1e-8, 1e-7])], [-1e-6, math.inf, torch.ones(3)]),
+    "step_size": ([None, None, 0.1, 0.3, 1e-3], _BAD_NUMBERS),
+    "max_steps": ([1, 5, 40], [0, -3, 2.5, "x"]),
+    "min_step": ([0.0, 1e-3, 0.5], _BAD_NUMBERS[1:]),
+    "max_step": ([None, 0.05, 1.0], _BAD_NUMBERS),
+    "first_step": ([None, 1e-3, 0.5, 10.0], _BAD_NUMBERS),
+    "newton_tol": ([None, 1e-3, 1.0], _BAD_NUMBERS),
+    "newton_max_iter": ([None, 1, 3], [0, "x", 2.5]),
+    "controller": (["I", "PI", "PID"], ["bogus", 3]),
+    "sensitivity": (["direct", "adjoint", "checkpoint"], ["nope"]),
+    "throw": ([True, False], [True, False]),
+}
+
+
+@st.composite
+def solve_arguments(draw) -> dict:
+    args = {k: draw(st.sampled_from(valid)) for k, (valid, _) in SPACE.items()}
+    for k in draw(st.lists(st.sampled_from(sorted(SPACE)), max_size=2, unique=True)):
+        args[k] = draw(st.sampled_from(SPACE[k][1]))
+    return args
+
+
+@settings(
+    max_examples=400,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
+)
+@given(kw=solve_arguments())
+def test_fuzz_solve_either_works_or_raises_an_odenet_error(kw):
+    f, y0, t = kw.pop("f"), kw.pop("y0"), kw.pop("t")
+    t0 = time.perf_counter()
+    try:
+        sol = odenet.solve(f, y0, t, **kw)
+    except OdenetError:
+        pass
+    except RuntimeError as e:
+        if "lu_factor" not in str(e):  # the known case: see the xfail below
+            raise
+    else:
+        assert isinstance(sol, odenet.Solution)
+        assert sol.success or not kw["throw"]
+    assert time.perf_counter() - t0 < 10  # never a hang: max_steps is at most 40
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="found by the fuzz: a singular Newton iteration matrix I − hJ (backward Euler, "
+    "h·f'(y) = 1) raises torch's raw RuntimeError from lu_factor in odenet/_newton.py "
+    "instead of failing the step (NewtonConvergenceError / a smaller step)",
+)
+def test_a_singular_newton_iteration_matrix_is_a_newton_failure():
+    with pytest.raises(OdenetError):
+        odenet.solve(lambda t, y: y * y, Y0, T, method="backward_euler", step_size=0.1)

@@ -108,7 +108,7 @@ def test_cli_fits_a_mechanism_by_maximum_likelihood(tmp_path, capsys):
     from odenet.fit.cli import register
 
     csv = tmp_path / "lv.csv"
-    data = datasets.lotka_volterra(8, observed=0.6, n_times=30, noise=0.0, seed=1)
+    data = datasets.lotka_volterra(4, observed=0.6, n_times=30, noise=0.0, seed=1)
     to_long(data).to_csv(csv, index=False)
     parser = argparse.ArgumentParser(prog="odenet")
     register(parser.add_subparsers(dest="command"))

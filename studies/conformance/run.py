@@ -20,6 +20,7 @@ Usage (from the repository root)::
     nice .venv/bin/python studies/conformance/run.py            # both backends
     nice .venv/bin/python studies/conformance/run.py --backend odenet -k Norms
     nice .venv/bin/python studies/conformance/run.py --json out.json
+    .venv/bin/python studies/conformance/run.py merge tde=a.json:torchdiffeq new=b.json:odenet
 
 The test files are not committed (see ``README.md`` beside this file);
 ``--tests DIR`` points to them (default ``torchdiffeq_tests/`` here) and their
@@ -210,7 +211,41 @@ def table(names, results, backends) -> str:
     return "\n".join(rows)
 
 
+def merge(specs: list[str]) -> str:
+    """One table from several ``--json`` files: ``label=path[:backend]`` each."""
+    columns, names = [], []
+    for spec in specs:
+        label, _, rest = spec.partition("=")
+        path, _, backend = rest.partition(":")
+        data = json.loads(Path(path).read_text())
+        backend = backend or next(iter(data))
+        columns.append((label, data[backend]))
+        names += [n for n in data[backend] if n not in names]
+    rows = ["| test method | " + " | ".join(c for c, _ in columns) + " |"]
+    rows.append("|" + "---|" * (len(columns) + 1))
+    for name in names:
+        rows.append(
+            f"| {name.split('.', 1)[1]} | "
+            + " | ".join(cell(col.get(name)) for _, col in columns)
+            + " |"
+        )
+    totals = []
+    for _, col in columns:
+        recs = [col[n] for n in names if n in col]
+        ok = sum(r["status"] == "pass" for r in recs)
+        run = sum(r["subtests_run"] for r in recs)
+        sub_ok = sum(r["subtests_run"] - r["subtests_failed"] for r in recs)
+        totals.append(f"**{ok}/{len(recs)}** ({sub_ok}/{run} subtests)")
+    rows.append("| **methods passed** | " + " | ".join(totals) + " |")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] == "merge":
+        print(merge(argv[1:]))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--backend", choices=(*BACKENDS, "both"), default="both")
     ap.add_argument("-k", dest="pattern", help="only test ids containing this (case-insensitive)")

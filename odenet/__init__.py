@@ -5,8 +5,6 @@ A ResNet block, an RNN cell and one Runge–Kutta step are all a step map
 core, networks built from it, and one stability analyzer for both.
 """
 
-from odenet._compat import odeint, odeint_adjoint
-from odenet._controller import PIDController
 from odenet._errors import (
     InputError,
     InvalidTableauError,
@@ -19,14 +17,11 @@ from odenet._errors import (
     UnknownMethodError,
     VectorFieldError,
 )
-from odenet._solution import Solution
-from odenet._solve import solve, step
-from odenet.tableaus import ButcherTableau, DenseOutput, methods, tableau
 
 __version__ = "0.1.0"
 
-# Subpackages and their headline names load on first use (PEP 562), so that
-# `import odenet` stays as light as the integrator core.
+# Everything that needs torch loads on first use (PEP 562): `import odenet` costs
+# only the error classes, so the command line answers `--help` without torch.
 _SUBMODULES = {
     "stability",
     "models",
@@ -40,6 +35,20 @@ _SUBMODULES = {
     "cli",
 }
 _LAZY = {
+    "odeint": "odenet._compat",
+    "odeint_adjoint": "odenet._compat",
+    "odeint_event": "odenet._odeint_event",
+    "PIDController": "odenet._controller",
+    "Event": "odenet._events",
+    "Solution": "odenet._solution",
+    "EventRecord": "odenet._solution",
+    "Status": "odenet._solution",
+    "solve": "odenet._solve",
+    "step": "odenet._solve",
+    "ButcherTableau": "odenet.tableaus",
+    "DenseOutput": "odenet.tableaus",
+    "methods": "odenet.tableaus",
+    "tableau": "odenet.tableaus",
     "convergence": "odenet.studies",
     "work_precision": "odenet.studies",
     "ConvergenceResult": "odenet.studies",
@@ -76,6 +85,8 @@ __all__ = [
     "ButcherTableau",
     "ConvergenceResult",
     "DenseOutput",
+    "Event",
+    "EventRecord",
     "InputError",
     "InvalidTableauError",
     "IrregularBatch",
@@ -90,6 +101,7 @@ __all__ = [
     "ResNet",
     "Solution",
     "SolverError",
+    "Status",
     "StepSizeUnderflowError",
     "UnknownMethodError",
     "VectorFieldError",
@@ -99,6 +111,7 @@ __all__ = [
     "methods",
     "odeint",
     "odeint_adjoint",
+    "odeint_event",
     "solve",
     "step",
     "tableau",

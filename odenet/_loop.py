@@ -30,7 +30,7 @@ import torch
 
 from odenet._controller import FixedGrid, PIDController
 from odenet._ops import HostOps, TensorOps
-from odenet._solution import MAX_STEPS, NON_FINITE_STEP, SUCCESS
+from odenet._solution import MAX_STEPS, NON_FINITE_STEP, SUCCESS, TERMINATED
 from odenet._stepper import RungeKutta
 
 
@@ -48,6 +48,17 @@ class LoopConfig:
     norm: Callable[[torch.Tensor], torch.Tensor] | None = None
     # fixed steps on explicit nodes [K, G] (internal time) instead of t0 + k·step_size
     grid: torch.Tensor | None = None
+    # hooks between accepted steps (they run on the masked backend):
+    # zero crossings located on the dense output (odenet._events.EventTracker)
+    events: object | None = None
+    # forced step boundaries [K, P] (internal time, increasing, +inf padded); with
+    # ``jumps`` they are discontinuities of the field: the step lands one ulp before
+    # and the next starts one ulp after, with a fresh f (torchdiffeq's perturb)
+    stops: torch.Tensor | None = None
+    jumps: bool = False
+    # ``callback(kind, s [K], y [K, n], h [K], accept [K] | None)``: kind "step" before
+    # every trial, "verdict" after the controller's (with the trial's start and size)
+    callback: Callable | None = None
 
 
 @dataclass
@@ -179,8 +190,9 @@ class _Host:
     def finite(self, y1) -> bool:
         return bool(torch.isfinite(y1).all())
 
-    def emit(self, s, s1, h, y, trial: _Trial, f0, accept, t_grad):
-        """Write the outputs in ``(s, s1]``; returns ``f(s1, y1)`` if it was needed."""
+    def emit(self, s, s1, h, y, trial: _Trial, f0, accept, t_grad, y_end=None):
+        """Write the outputs in ``(s, s1]``; returns ``f(s1, y1)`` if it was needed.
+        (``y_end``: events run on the masked backend only.)"""
         f1 = trial.f1
         if not accept:
             return f1
@@ -334,11 +346,13 @@ class _Masked:
     def finite(self, y1):
         return torch.isfinite(y1).all(dim=1)
 
-    def emit(self, s, s1, h, y, trial: _Trial, f0, accept, t_grad):
+    def emit(self, s, s1, h, y, trial: _Trial, f0, accept, t_grad, y_end=None):
         """Write every output time in ``(s, s1]`` of each accepting row, evaluated at
-        once; returns ``f(s1, y1)`` if it was needed."""
+        once; returns ``f(s1, y1)`` if it was needed.  ``s1`` may end before the trial
+        step (a terminal event): ``y_end`` is then the state there."""
         rk, K, T, n = self.rk, self.K, self.T, self.n
         f1, ks, y1 = trial.f1, trial.ks, trial.y1
+        y_at_end = y1 if y_end is None else y_end
         snap, s_out, cursor = self.snap, self.s_out, self.cursor
         n_in = ((s_out <= (s1 + snap)[:, None]).sum(dim=1) - cursor).clamp_min(0)
         if not self.all_accept:
@@ -363,9 +377,9 @@ class _Masked:
                 h_div = torch.where(h == 0, torch.ones_like(h), h)
                 theta = ((t_req - s[:, None]) / h_div[:, None]).clamp(0, 1)
                 values = rk.interpolate(theta, y, y1, f0, f1, h, ks)
-                values = torch.where(at_end[:, :, None], y1[:, None], values)
+                values = torch.where(at_end[:, :, None], y_at_end[:, None], values)
             else:
-                values = y1[:, None].expand(K, m, n)
+                values = y_at_end[:, None].expand(K, m, n)
             if t_grad:
                 # an output on a node is the interpolant at θ = 1: to first order
                 # y1 + (t_req − s1)·f1, whose value is y1 exactly
@@ -406,6 +420,19 @@ class _Masked:
         too_many = active & ~fresh_done & too_many
         new = torch.where(code != SUCCESS, code, torch.where(too_many, MAX_STEPS, SUCCESS))
         self.status = torch.where(active & (self.status == SUCCESS), new, self.status)
+
+    def next_stop(self, s, jumps: bool):
+        """The next forced boundary after ``s`` per row (``inf`` when none), and the
+        time to land on for it (one ulp before a jump)."""
+        stops = self.cfg.stops
+        idx = (stops <= (s + self.snap)[:, None]).sum(dim=1, keepdim=True)
+        nxt = stops.gather(1, idx.clamp(max=stops.shape[1] - 1))[:, 0]
+        nxt = torch.where(idx[:, 0] < stops.shape[1], nxt, torch.full_like(nxt, math.inf))
+        land = torch.nextafter(nxt, torch.full_like(nxt, -math.inf)) if jumps else nxt
+        return nxt, land
+
+    def terminate(self, stop):
+        self.status = torch.where(stop & (self.status == SUCCESS), TERMINATED, self.status)
 
     def update_done(self):
         self.done = (self.cursor >= self.T) | (self.status != SUCCESS)
@@ -450,7 +477,8 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
     t_grad = fixed and s_out.requires_grad and torch.is_grad_enabled()
     if not t_grad:
         s_out = s_out.detach()
-    host = K == 1 and not rk.implicit and hasattr(g, "host") and not t_grad
+    hooks = cfg.events is not None or cfg.stops is not None or cfg.callback is not None
+    host = K == 1 and not rk.implicit and hasattr(g, "host") and not t_grad and not hooks
     B = _Host(g, s_out, y0, cfg) if host else _Masked(g, s_out, y0, cfg)
     ops = B.ops
     eps = torch.finfo(s_out.dtype).eps
@@ -479,6 +507,10 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
         if not host:
             B.update_done()
     memory = ctrl.init_memory(ops, B.like)
+    events, callback = cfg.events, cfg.callback
+    if events is not None:
+        events.start(s, y)
+    stop_landing = None
 
     n_iter = 0
     while B.running():
@@ -493,10 +525,15 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
                 s_node = target
             else:
                 h_try = h if math.isinf(cfg.max_step) else ops.clip(h, hi=cfg.max_step)
-                to_node = h_try >= (s_end - s) - snap
-                h_try = ops.where(to_node, s_end - s, h_try)
                 s_node = s_end
+                if cfg.stops is not None:
+                    stop_next, stop_landing = B.next_stop(s, cfg.jumps)
+                    s_node = torch.minimum(s_end, stop_landing)
+                to_node = h_try >= (s_node - s) - snap
+                h_try = ops.where(to_node, s_node - s, h_try)
         h_try = B.freeze(h_try)
+        if callback is not None:
+            callback("step", s, y, h_try, None)
 
         trial = B.step(s, y, h_try, f0)
 
@@ -520,14 +557,38 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
         any_accept = all_accept or ops.any(accept)
 
         # --- the end of the step, its outputs, the commit ------------------------------
+        if callback is not None:
+            callback("verdict", s, y, h_try, accept)
         if all_accept:
             s1 = ops.where(to_node, s_node, s + h_try)
         else:
             s1 = ops.where(accept, ops.where(to_node, s_node, s + h_try), s)
-        f1 = B.emit(s, s1, h_try, y, trial, f0, accept, t_grad) if any_accept else trial.f1
+        y_end = terminal = None
+        if events is not None and any_accept:
+            s1, y_end, terminal = _events_in_step(B, events, s, s1, h_try, y, trial, f0, accept)
+        if any_accept:
+            f1 = B.emit(s, s1, h_try, y, trial, f0, accept, t_grad, y_end=y_end)
+        else:
+            f1 = trial.f1
+        if y_end is not None:
+            trial.y1 = y_end  # rows stopped by a terminal event end there
+        refresh = False
+        if stop_landing is not None and cfg.jumps:
+            # landed one ulp before a discontinuity: restart one ulp after it, with
+            # the field evaluated on the far side
+            jumped = accept & to_node & (stop_landing < s_end)
+            refresh = bool(jumped.any())
+            if refresh:
+                after = torch.nextafter(stop_next, torch.full_like(stop_next, math.inf))
+                s1 = torch.where(jumped, after, s1)
+                f1 = None
         y, f0 = B.commit(accept, all_accept, y, f0, trial, f1)
         s = s1
+        if refresh:
+            f0 = torch.where(jumped[:, None], B.field(s, y), f0)
         B.count(accept, all_accept)
+        if terminal is not None:
+            B.terminate(terminal)
         n_iter += 1
         if record is not None:
             B.record(record, s, y, accept)
@@ -554,6 +615,27 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
             B.update_done()
 
     return B.result(s, h, record)
+
+
+def _events_in_step(B, events, s, s1, h, y, trial: _Trial, f0, accept):
+    """Crossings in the accepted step ``(s, s1]``; returns ``(s1, y_end, terminal)``
+    with ``s1`` and ``y_end`` cut at a terminal crossing (``None`` when none)."""
+    rk = B.rk
+    if trial.f1 is None:
+        trial.f1 = B.field(s1, trial.y1)
+    ks = rk.extra_stages(B.g, s, y, h, trial.ks) if rk.has_own_interpolant else trial.ks
+    trial.ks = ks
+    span = torch.where(h == 0, torch.ones_like(h), h)
+    frac = (s1 - s) / span  # the step may have been cut to a boundary: θ over (s, s1]
+
+    def state_at(theta):
+        return rk.interpolate(theta * frac, y, trial.y1, f0, trial.f1, h, ks)
+
+    theta, y_stop, stop = events.step(s, s1, accept, state_at)
+    if y_stop is None or not bool(stop.any()):
+        return s1, None, None
+    s1 = torch.where(stop, s + theta.to(s.dtype) * (s1 - s), s1)
+    return s1, torch.where(stop[:, None], y_stop, trial.y1), stop
 
 
 def _assemble(y0, outputs, K, T, n) -> torch.Tensor:

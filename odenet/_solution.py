@@ -60,6 +60,11 @@ class Status(enum.IntEnum):
         "raise `newton_max_iter`",
         NewtonConvergenceError,
     )
+    TERMINATED = (
+        6,
+        "a terminal event occurred: the integration stopped there (later outputs are NaN)",
+        None,
+    )
     NON_FINITE_STEP = (
         5,
         "the step size or the error estimate is NaN/inf — the vector field returned "
@@ -77,6 +82,40 @@ STEP_UNDERFLOW = int(Status.STEP_UNDERFLOW)
 NON_FINITE = int(Status.NON_FINITE)
 NEWTON_FAILED = int(Status.NEWTON_FAILED)
 NON_FINITE_STEP = int(Status.NON_FINITE_STEP)
+TERMINATED = int(Status.TERMINATED)
+
+
+@dataclass
+class EventRecord:
+    """Every event crossing of a solve, in the order they happened.
+
+    For a shared grid: ``t`` ``[M]`` (times), ``y`` ``[M, *y0.shape]`` (states) and
+    ``which`` ``[M]`` (index of the event function in ``events``).  For per-sample
+    grids: lists with one such entry per sample.
+    """
+
+    t: Any
+    y: Any
+    which: Any
+    # the state at each row's terminal crossing with its autograd graph (per row;
+    # None where no terminal event fired): what odenet.odeint_event differentiates
+    terminal: Any = None
+
+    @classmethod
+    def from_log(cls, log, direction, per_sample: bool, shape, terminal=None) -> EventRecord:
+        ts, ys, ws = [], [], []
+        row = tuple(shape[1:]) if per_sample else tuple(shape)
+        for k in range(log.K):
+            d = float(direction[k])
+            ts.append(torch.tensor([d * t for t in log.t[k]], dtype=direction.dtype))
+            ys.append(torch.stack(log.y[k]).reshape(-1, *row) if log.y[k] else torch.empty(0, *row))
+            ws.append(torch.tensor(log.which[k], dtype=torch.long))
+        term = [None] * log.K
+        for k, y in (terminal or {}).items():
+            term[k] = y.reshape(row)
+        if per_sample:
+            return cls(ts, ys, ws, term)
+        return cls(ts[0], ys[0], ws[0], term[0])
 
 
 @dataclass
@@ -107,10 +146,12 @@ class Solution:
     stats: dict[str, Any]
     status: torch.Tensor
     method: str = ""
+    # the crossings found when `events` were given (see EventRecord), else None
+    events: EventRecord | None = None
 
     @property
     def success(self) -> bool:
-        return bool((self.status == SUCCESS).all())
+        return bool(((self.status == SUCCESS) | (self.status == TERMINATED)).all())
 
     @property
     def messages(self) -> list[str]:
@@ -120,7 +161,7 @@ class Solution:
     def message(self) -> str:
         """The first failure's message, or ``"success"``."""
         for s in self.status.tolist():
-            if s != SUCCESS:
+            if s not in (SUCCESS, TERMINATED):
                 return Status(s).message
         return Status.SUCCESS.message
 

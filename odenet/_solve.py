@@ -19,9 +19,10 @@ from odenet._errors import (
     InputError,
     NewtonConvergenceError,
 )
+from odenet._events import EventTracker, as_events
 from odenet._loop import LoopConfig, LoopResult, integrate
 from odenet._newton import Newton
-from odenet._solution import Solution, Status
+from odenet._solution import EventRecord, Solution, Status
 from odenet._stepper import RungeKutta
 from odenet._validate import (  # noqa: F401  (re-exported: _compat and tests import them here)
     SENSITIVITIES,
@@ -120,6 +121,73 @@ class Prepared:
 
         return g
 
+    def install_hooks(
+        self, *, events=None, step_t=None, jump_t=None, callback=None, exact_jumps=True
+    ):
+        """Give the loop its hooks, translated from the user's terms to the loop's.
+
+        ``events``: see :class:`odenet.Event`; ``step_t`` / ``jump_t``: times the steps
+        must land on (1-D, user time; those outside the span are ignored); ``jump_t``
+        marks discontinuities of ``f`` (with ``exact_jumps`` the step lands one ulp
+        before and restarts one ulp after, with a fresh ``f``);
+        ``callback(kind, t, y, dt)`` with kind ``"step"``, ``"accept"``, ``"reject"``.
+        """
+        cfg, K, d = self.cfg, self.K, self.direction
+        shape, per = self.y0.shape, self.per_sample
+        evs = as_events(events)
+        if evs:
+            row_shape = (K, *shape[1:]) if per else shape
+
+            def fn_rows(e, s, y):
+                t = (s * d).to(self.y0.dtype)
+                out = evs[e].fn(t if per else t[0], y.reshape(row_shape))
+                if not isinstance(out, torch.Tensor):
+                    out = torch.as_tensor(out, dtype=torch.float64, device=y.device)
+                return out
+
+            cfg.events = EventTracker(evs, fn_rows, K, self.y0.device, self.s_out.dtype)
+        stops = [x for x in (step_t, jump_t) if x is not None]
+        if stops:
+            if cfg.step_size is not None or cfg.grid is not None:
+                raise InputError(
+                    "`step_t`/`jump_t` force the boundaries of adaptive steps; a fixed grid "
+                    "already chooses its nodes: drop them or drop `step_size`."
+                )
+            times = torch.cat(
+                [
+                    torch.as_tensor(x, dtype=self.s_out.dtype, device=self.s_out.device).reshape(-1)
+                    for x in stops
+                ]
+            )
+            if not bool(torch.isfinite(times).all()):
+                raise InputError("`step_t`/`jump_t` contain NaN or inf; give finite times.")
+            internal = (times[None, :] * d[:, None]).detach()  # [K, P]
+            s0, s1 = self.s_out[:, :1].detach(), self.s_out[:, -1:].detach()
+            inside = (internal > s0) & (internal < s1)
+            internal = torch.where(inside, internal, torch.full_like(internal, math.inf))
+            cfg.stops = internal.sort(dim=1).values
+            cfg.jumps = jump_t is not None and exact_jumps
+        if callback is not None:
+            check_callable("callback", callback)
+
+            def loop_callback(kind, s, y, h, accept):
+                t = s * d
+                yy = y.reshape((K, *shape[1:]) if per else shape)
+                dt = h * d
+                if not per:
+                    t, dt = t[0], dt[0]
+                if kind == "step":
+                    callback("step", t, yy, dt)
+                elif per:
+                    if bool(accept.any()):
+                        callback("accept", t, yy, torch.where(accept, dt, 0.0 * dt))
+                    if not bool(accept.all()):
+                        callback("reject", t, yy, torch.where(accept, 0.0 * dt, dt))
+                else:
+                    callback("accept" if bool(accept.all()) else "reject", t, yy, dt)
+
+            cfg.callback = loop_callback
+
     def to_user(self, ys_rows: torch.Tensor) -> torch.Tensor:
         """``[K, T, n]`` -> ``[T, *y0.shape]`` (shared) or ``[B, T, *y0.shape[1:]]``."""
         T = ys_rows.shape[1]
@@ -155,6 +223,14 @@ class Prepared:
             status=result.status,
             method=method,
         )
+        if self.cfg.events is not None:
+            sol.events = EventRecord.from_log(
+                self.cfg.events.log,
+                self.direction,
+                self.per_sample,
+                self.y0.shape,
+                self.cfg.events.terminal_state,
+            )
         if throw and not sol.success:
             raise_failure(sol, result, self)
         return sol
@@ -313,6 +389,10 @@ _OPTION_NAMES = (
     "newton_max_iter",
     "throw",
     "grid_on_outputs",
+    "events",
+    "step_t",
+    "jump_t",
+    "callback",
 )
 
 
@@ -336,6 +416,10 @@ def solve(
     newton_max_iter: int | None = None,
     throw: bool = True,
     grid_on_outputs: bool = False,
+    events=None,
+    step_t=None,
+    jump_t=None,
+    callback: Callable | None = None,
     **options,
 ) -> Solution:
     """Solve ``dy/dt = f(t, y)``, ``y(t[0]) = y0``, reporting ``y`` at the times ``t``.
@@ -375,6 +459,22 @@ def solve(
         On failure raise (default) or return a Solution whose ``status`` says why.
     grid_on_outputs : bool
         Fixed steps from each output time to the next (no ``step_size`` needed).
+    events : callable, :class:`odenet.Event` or a list of them, optional
+        Zero crossings of ``fn(t, y)`` (user layout; per-sample grids: ``t [B]``,
+        ``y [B, ...]`` -> ``[B]``), located on the dense output to round-off of the
+        interpolant.  Each :class:`odenet.Event` has a ``direction`` (+1 rising, −1
+        falling, 0 both) and ``terminal`` (stop at the first / k-th crossing); a bare
+        callable is terminal.  Every crossing is recorded in ``Solution.events``
+        (times, states, which function); a terminal one ends its sample there with
+        status ``TERMINATED`` (success) and NaN outputs after it.  Direct sensitivity
+        only; for gradients of an event time use :func:`odenet.odeint_event`.
+    step_t, jump_t : 1-D tensors of times, optional
+        Adaptive steps land exactly on these times; ``jump_t`` marks discontinuities
+        of ``f``: the step lands one ulp before and the next one starts one ulp after
+        with a fresh evaluation of ``f`` (torchdiffeq's ``perturb``).
+    callback : callable ``callback(kind, t, y, dt)``, optional
+        Called with ``kind="step"`` before every trial step, then ``"accept"`` or
+        ``"reject"`` with the trial's start ``t``, state ``y`` and size ``dt``.
     **options
         For ``sensitivity="adjoint"`` / ``"checkpoint"`` only:
         ``adjoint_params`` (tensors to differentiate; default the parameters of ``f``
@@ -416,6 +516,18 @@ def solve(
         newton_tol=newton_tol,
         newton_max_iter=newton_max_iter,
         grid_on_outputs=grid_on_outputs,
+    )
+    if events is not None and sensitivity != "direct":
+        raise InputError(
+            "`events` need sensitivity='direct' (gradients through the event time come from "
+            "odenet.odeint_event, which also works with the adjoint)."
+        )
+    prep.install_hooks(
+        events=events,
+        step_t=step_t,
+        jump_t=jump_t,
+        callback=callback,
+        exact_jumps=sensitivity == "direct",
     )
     if sensitivity != "direct":
         return solve_with(sensitivity, prep, tab, throw=throw, **options)

@@ -1,0 +1,227 @@
+"""Events: zero crossings of user functions of ``(t, y)``, located on the dense output.
+
+Between accepted steps the loop evaluates every event function at the step's end;
+a sign change (in the event's direction) between the step's start and end is a
+crossing, located by the Illinois variant of regula falsi on the step's
+interpolant — no extra solver steps, only interpolant and event evaluations.  A
+terminal event ends its row's integration at the crossing.
+
+The crossing time ``t*`` solves ``c(t*, y(t*)) = 0``; its derivative with respect
+to anything ``y`` depends on follows from the implicit function theorem,
+``dt* = −(∂c/∂y · dy) / (∂c/∂t + ∂c/∂y · f)`` (see :func:`reroute_event_gradient`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from odenet._errors import InputError
+
+# Illinois iterations: superlinear, so 60 reach round-off from any bracket
+_MAX_ITER = 60
+
+
+@dataclass(frozen=True)
+class Event:
+    """An event function and what to do when it crosses zero.
+
+    Parameters
+    ----------
+    fn : callable ``fn(t, y) -> Tensor``
+        With the user's layout: ``t`` 0-dim and ``y`` of ``y0``'s shape (a shared
+        grid; returns a scalar), or ``t [B]`` and ``y [B, ...]`` (per-sample grids;
+        returns ``[B]``).
+    direction : int
+        ``+1`` rising crossings only (negative to positive), ``−1`` falling only, ``0`` both.
+    terminal : bool or int
+        ``True`` (or 1) stops the row's integration at the first crossing, an int
+        ``k`` at the ``k``-th; ``False`` records every crossing and goes on.
+    """
+
+    fn: Callable
+    direction: int = 0
+    terminal: bool | int = False
+
+    def __post_init__(self):
+        if not callable(self.fn):
+            raise InputError(f"an event function must be callable as fn(t, y), got {self.fn!r}.")
+        if self.direction not in (-1, 0, 1):
+            raise InputError(
+                f"event `direction` must be -1 (falling), 0 (both) or +1 (rising), got "
+                f"{self.direction!r}."
+            )
+        t = self.terminal
+        if isinstance(t, bool):
+            return
+        if not isinstance(t, int) or t < 0:
+            raise InputError(
+                f"event `terminal` must be a bool or a non-negative int (stop at the k-th "
+                f"crossing), got {t!r}."
+            )
+
+    @property
+    def stop_after(self) -> float:
+        """How many crossings end the row (``inf`` for a non-terminal event)."""
+        if self.terminal is True:
+            return 1
+        if self.terminal is False or self.terminal == 0:
+            return math.inf
+        return int(self.terminal)
+
+
+def as_events(events) -> list[Event]:
+    """Validate ``events``: an :class:`Event`, a callable (terminal, both
+    directions) or a list of them."""
+    if events is None:
+        return []
+    if isinstance(events, Event) or callable(events):
+        events = [events]
+    try:
+        items = list(events)
+    except TypeError:
+        raise InputError(
+            f"`events` must be an odenet.Event, a callable fn(t, y) or a list of them, got "
+            f"{type(events).__name__}."
+        ) from None
+    return [e if isinstance(e, Event) else Event(e, terminal=True) for e in items]
+
+
+@dataclass
+class EventLog:
+    """Every crossing found, in the order found: per row ``k`` the lists
+    ``t[k]`` (internal time), ``y[k]`` (state ``[n]``) and ``which[k]`` (index of
+    the event function)."""
+
+    K: int
+    t: list = field(default_factory=list)
+    y: list = field(default_factory=list)
+    which: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.t = [[] for _ in range(self.K)]
+        self.y = [[] for _ in range(self.K)]
+        self.which = [[] for _ in range(self.K)]
+
+
+class EventTracker:
+    """Evaluates the events of ``K`` rows and locates their crossings in a step.
+
+    ``fn_rows(e, s [K], y [K, n]) -> [K]`` evaluates event ``e`` in the loop's
+    layout (the caller wraps the user's functions).
+    """
+
+    def __init__(self, events: list[Event], fn_rows, K: int, device, dtype):
+        self.events = events
+        self.fn_rows = fn_rows
+        self.K = K
+        self.log = EventLog(K)
+        self.counts = torch.zeros(K, len(events), dtype=torch.long, device=device)
+        self.terminal_state: dict[int, torch.Tensor] = {}  # row -> state, with graph
+        self.stop_after = torch.tensor(
+            [e.stop_after for e in events], dtype=torch.float64, device=device
+        )
+        self.direction = torch.tensor([e.direction for e in events], device=device)
+        self.values: torch.Tensor | None = None  # [K, E] at the current step's start
+
+    def _all(self, s, y) -> torch.Tensor:
+        with torch.no_grad():
+            vals = [self.fn_rows(e, s, y).reshape(self.K) for e in range(len(self.events))]
+        return torch.stack(vals, dim=1).to(torch.float64)
+
+    def start(self, s, y) -> None:
+        self.values = self._all(s, y)
+
+    def step(self, s, s1, accept, state_at) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Crossings inside the accepted step ``(s, s1]`` of each row.
+
+        ``state_at(theta [K]) -> y [K, n]`` is the step's interpolant.  Returns
+        ``(theta_stop [K], y_stop [K, n] or None, stop [K] bool)``: rows whose
+        terminal event fired stop at ``theta_stop`` with state ``y_stop``.
+        Non-terminal crossings are logged; later values become the next step's start.
+        """
+        K = self.K
+        v0 = self.values
+        with torch.no_grad():
+            y1 = state_at(torch.ones(K, dtype=s.dtype, device=s.device))
+        v1 = self._all(s1, y1)
+        rising = (v0 < 0) & (v1 >= 0)
+        falling = (v0 > 0) & (v1 <= 0)
+        d = self.direction[None, :]
+        crossed = torch.where(d > 0, rising, torch.where(d < 0, falling, rising | falling))
+        crossed = crossed & accept[:, None]
+        theta_stop = torch.ones(K, dtype=s.dtype, device=s.device)
+        stop = torch.zeros(K, dtype=torch.bool, device=s.device)
+        if not bool(crossed.any()):
+            self.values = torch.where(accept[:, None], v1, v0)
+            return theta_stop, None, stop
+        E = len(self.events)
+        thetas = torch.full((K, E), math.inf, dtype=torch.float64, device=s.device)
+        with torch.no_grad():
+            for e in range(E):
+                rows = crossed[:, e]
+                if bool(rows.any()):
+                    theta = self._locate(e, s, s1, v0[:, e], v1[:, e], rows, state_at)
+                    thetas[:, e] = torch.where(rows, theta, math.inf)
+        # in time order within the step; a terminal one cuts off the later ones
+        order = thetas.argsort(dim=1)
+        y_stop = y1.clone()
+        for k in crossed.any(dim=1).nonzero()[:, 0].tolist():
+            for e in order[k].tolist():
+                th = float(thetas[k, e])
+                if not math.isfinite(th):
+                    break
+                t_k = float(s[k] + th * (s1[k] - s[k]))
+                # with the interpolant's graph: a terminal state stays differentiable
+                # with respect to y0 and the parameters (the time's own derivative is
+                # added by the implicit function theorem, see odenet.odeint_event)
+                y_k = state_at(torch.full((K,), th, dtype=s.dtype, device=s.device))[k]
+                self.log.t[k].append(t_k)
+                self.log.y[k].append(y_k.detach().clone())
+                self.log.which[k].append(e)
+                self.counts[k, e] += 1
+                if float(self.counts[k, e]) >= float(self.stop_after[e]):
+                    stop[k] = True
+                    theta_stop[k] = th
+                    y_stop[k] = y_k
+                    self.terminal_state[k] = y_k
+                    break
+        self.values = torch.where(accept[:, None], v1, v0)
+        return theta_stop, y_stop, stop
+
+    def _locate(self, e, s, s1, va, vb, rows, state_at) -> torch.Tensor:
+        """θ in (0, 1] of the crossing of event ``e`` on ``rows`` (Illinois).
+
+        The bracket ``[a, b]`` keeps ``v(a)`` and ``v(b)`` of opposite signs; the end
+        past the root is returned, so the event has happened at the reported time
+        (as scipy does).
+        """
+        dt = s.dtype
+        a, b = torch.zeros_like(va), torch.ones_like(vb)
+        fa, fb = va.clone(), vb.clone()
+        side = torch.zeros_like(va)
+        tol = 4 * torch.finfo(dt).eps * torch.maximum(s.abs(), s1.abs()).clamp_min(1.0)
+        width = (s1 - s).abs().to(torch.float64).clamp_min(1e-300)
+        done = ~rows | (fb == 0)
+        for _ in range(_MAX_ITER):
+            if bool(done.all()):
+                break
+            denom = fb - fa
+            c = torch.where(denom != 0, b - fb * (b - a) / denom.where(denom != 0, 1.0), a)
+            c = torch.where((c <= a) | (c >= b), 0.5 * (a + b), c)
+            s_c = s + c.to(dt) * (s1 - s)
+            with torch.no_grad():
+                fc = self.fn_rows(e, s_c, state_at(c.to(dt))).reshape(self.K).to(torch.float64)
+            upper = (fc * fb < 0) & ~done  # root in [c, b]
+            lower = (fc * fa < 0) & ~done & ~upper  # root in [a, c]
+            exact = (fc == 0) & ~done
+            fb = torch.where(upper & (side < 0), 0.5 * fb, fb)
+            fa = torch.where(lower & (side > 0), 0.5 * fa, fa)
+            a, fa = torch.where(upper, c, a), torch.where(upper, fc, fa)
+            b, fb = torch.where(lower | exact, c, b), torch.where(lower | exact, fc, fb)
+            side = torch.where(upper, -1.0, torch.where(lower, 1.0, side))
+            done = done | exact | ((b - a) * width <= tol)
+        return b

@@ -1,0 +1,127 @@
+"""Integrate until an event, with the event time differentiable (torchdiffeq's API).
+
+``odeint(func, y0, t, event_fn=...)`` and ``odeint_event(func, y0, t0, event_fn=...)``
+integrate from ``t[0]`` (``t0``) until ``event_fn(t, y)`` crosses zero and return
+``(event_t, solution)`` with ``solution = [y0, y(event_t)]``.
+
+The event time ``t*`` solves ``c(t*, y(t*)) = 0``.  For a loss ``L(t*, y(t*))`` the
+implicit function theorem gives, with ``f* = f(t*, y*)`` and
+``ċ = ∂c/∂t + ∂c/∂y · f*``,
+
+    ∂L/∂y(t*) (at fixed time) = g_y − (g_t + g_y · f*) ∂c/∂y / ċ,
+    ∂L/∂θ_c = −(g_t + g_y · f*) ∂c/∂θ_c / ċ,
+
+where ``g_t, g_y`` are the incoming gradients and ``θ_c`` the event function's own
+parameters; the first flows on into the solve's graph (direct, or the adjoint).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from odenet._errors import InputError, SolverError
+from odenet._events import Event
+
+# integrate "until the event": a horizon far beyond any event the tests or users meet
+_HORIZON = 1e6
+
+
+def _params_of(fn) -> list[torch.Tensor]:
+    owner = fn if isinstance(fn, torch.nn.Module) else getattr(fn, "__self__", None)
+    if isinstance(owner, torch.nn.Module):
+        return [p for p in owner.parameters() if p.requires_grad]
+    return []
+
+
+class _EventTime(torch.autograd.Function):
+    """Identity on ``(t*, y*)`` whose backward adds the event time's dependence."""
+
+    @staticmethod
+    def forward(ctx, func, event_fn, t_star, y_star, *params):
+        ctx.func, ctx.event_fn = func, event_fn
+        ctx.save_for_backward(t_star, y_star, *params)
+        return t_star.detach().clone(), y_star.detach().clone()
+
+    @staticmethod
+    def backward(ctx, g_t, g_y):
+        t_star, y_star, *params = ctx.saved_tensors
+        with torch.enable_grad():
+            t = t_star.detach().requires_grad_(True)
+            y = y_star.detach().requires_grad_(True)
+            c = ctx.event_fn(t, y)
+            grads = torch.autograd.grad(c, [t, y, *params], allow_unused=True)
+        dc_dt = grads[0] if grads[0] is not None else torch.zeros_like(t)
+        dc_dy = grads[1] if grads[1] is not None else torch.zeros_like(y)
+        with torch.no_grad():
+            f = ctx.func(t_star.detach(), y_star.detach())
+            c_dot = dc_dt + (dc_dy * f).sum()
+            if g_t is None:
+                g_t = torch.zeros_like(t_star)
+            if g_y is None:
+                g_y = torch.zeros_like(y_star)
+            pull = (g_t + (g_y * f).sum()) / c_dot
+            grad_y = g_y - pull * dc_dy
+            grad_params = [None if d is None else -pull * d for d in grads[2:]]
+        return (None, None, None, grad_y, *grad_params)
+
+
+def until_event(func, y0, t0, event_fn, *, reverse_time: bool, sensitivity: str, solve_kw: dict):
+    """``(event_t, solution [2, ...])`` for a tensor state; see the module docstring."""
+    from odenet._solve import solve
+
+    if not callable(event_fn):
+        raise InputError(f"`event_fn` must be callable as event_fn(t, y), got {event_fn!r}.")
+    t0 = torch.as_tensor(t0).reshape(())
+    span = _HORIZON * max(1.0, abs(float(t0)))
+    t_end = t0.detach() - span if reverse_time else t0.detach() + span
+    t = torch.stack([t0, t_end.to(t0.dtype)])
+    event = Event(event_fn, terminal=True)
+    with torch.no_grad() if sensitivity != "direct" else torch.enable_grad():
+        sol = solve(func, y0, t, events=[event], throw=False, **solve_kw)
+    if sol.events is None or sol.events.terminal is None:
+        if not sol.success:
+            raise SolverError(f"the solve failed before any event: {sol.message}")
+        raise SolverError(
+            f"no event: `event_fn` never crossed zero within {span:g} time units of t0."
+        )
+    t_star = sol.events.t[-1].to(device=y0.device)
+    if sensitivity == "direct":
+        y_star = sol.events.terminal
+    else:
+        # the adjoint differentiates a solve on a fixed span: re-solve to the event
+        t_span = torch.stack([t0, t_star.to(t0.dtype)])
+        y_star = solve(func, y0, t_span, sensitivity=sensitivity, **solve_kw).ys[-1]
+    t_star = t_star.to(t0.dtype) + (t0 - t0.detach())  # carries t0's gradient path
+    params = _params_of(event_fn)
+    t_out, y_out = _EventTime.apply(func, event_fn, t_star, y_star, *params)
+    return t_out, torch.stack([y0.expand_as(y_out), y_out])
+
+
+def odeint_event(func, y0, t0, *, event_fn, reverse_time=False, odeint_interface=None, **kwargs):
+    """Integrate from ``t0`` until ``event_fn(t, y)`` crosses zero (torchdiffeq's API).
+
+    Parameters
+    ----------
+    func : callable ``func(t, y)``; y0 : Tensor (or tuple of Tensors); t0 : scalar time.
+    event_fn : callable ``event_fn(t, y) -> scalar Tensor``
+    reverse_time : bool
+        Integrate backward in time from ``t0``.
+    odeint_interface : ``odenet.odeint`` (default) or ``odenet.odeint_adjoint``
+    **kwargs
+        Passed to ``odeint_interface`` (``rtol``, ``atol``, ``method``, ``options``,
+        ``adjoint_params``...).
+
+    Returns
+    -------
+    (event_t, solution)
+        ``event_t`` 0-dim, differentiable with respect to ``y0``, ``t0``, the field's
+        and the event function's parameters (implicit function theorem);
+        ``solution`` ``[2, *y0.shape]``: the states at ``t0`` and at ``event_t``.
+    """
+    from odenet._compat import odeint
+
+    interface = odeint if odeint_interface is None else odeint_interface
+    t0 = torch.as_tensor(t0)
+    direction = -1.0 if reverse_time else 1.0
+    t = torch.stack([t0.reshape(()), t0.reshape(()).detach() + direction])
+    return interface(func, y0, t, event_fn=event_fn, **kwargs)

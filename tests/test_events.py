@@ -1,0 +1,160 @@
+"""Events, forced step boundaries and callbacks of the one loop.
+
+Truths: closed-form crossing times (free fall, sin t), scipy ``solve_ivp`` events
+on the same problem, the closed-form derivative of the first bounce time, and the
+exact solution of a field with a jump.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.integrate
+import torch
+
+import odenet
+from odenet._events import Event
+from odenet._odeint_event import until_event
+
+D = torch.float64
+G = 9.81
+
+
+def fall(t, y):
+    return torch.stack([y[..., 1], torch.full_like(y[..., 1], -G)], dim=-1)
+
+
+def test_terminal_event_stops_at_the_closed_form_bounce_time():
+    y0 = torch.tensor([2.0, 0.0], dtype=D)
+    t = torch.tensor([0.0, 0.3, 0.6, 1.0], dtype=D)
+    ev = Event(lambda t, y: y[0], direction=-1, terminal=True)
+    sol = odenet.solve(fall, y0, t, events=[ev], rtol=1e-10, atol=1e-12)
+    t_star = math.sqrt(2 * 2.0 / G)
+    assert sol.success and int(sol.status[0]) == int(odenet.Status.TERMINATED)
+    assert abs(float(sol.events.t[0]) - t_star) <= 1e-8 * t_star
+    assert torch.isnan(sol.ys[-1]).all()  # after the terminal event
+    assert torch.allclose(sol.ys[2, 0], torch.tensor(2.0 - G * 0.36 / 2, dtype=D), atol=1e-9)
+    assert abs(float(sol.events.y[0, 1]) + G * t_star) < 1e-7
+
+
+def test_crossing_times_and_directions_match_closed_form_and_scipy():
+    f = lambda t, y: torch.cos(t) * torch.ones_like(y)  # noqa: E731  y = sin t
+    y0 = torch.zeros(1, dtype=D)
+    t = torch.tensor([0.0, 10.0], dtype=D)
+    a = math.asin(0.5)
+    both = [a, math.pi - a, 2 * math.pi + a, 3 * math.pi - a]
+    for direction, expect in ((0, both), (1, both[0::2]), (-1, both[1::2])):
+        ev = Event(lambda t, y: y[0] - 0.5, direction=direction)
+        sol = odenet.solve(f, y0, t, events=ev, rtol=1e-10, atol=1e-12)
+        got = sol.events.t.numpy()
+        np.testing.assert_allclose(got, expect, rtol=1e-8)
+
+        def e(t, y):
+            return y[0] - 0.5
+
+        e.direction = direction
+        ref = scipy.integrate.solve_ivp(
+            lambda t, y: [np.cos(t)], (0, 10), [0.0], events=e, rtol=1e-10, atol=1e-12
+        )
+        np.testing.assert_allclose(got, ref.t_events[0], rtol=1e-8)
+
+
+def test_terminal_after_k_crossings_and_several_event_functions():
+    f = lambda t, y: torch.cos(t) * torch.ones_like(y)  # noqa: E731
+    t = torch.tensor([0.0, 20.0], dtype=D)
+    evs = [Event(lambda t, y: y[0] - 0.5), Event(lambda t, y: y[0] + 0.5, terminal=2)]
+    sol = odenet.solve(f, torch.zeros(1, dtype=D), t, events=evs, rtol=1e-10, atol=1e-12)
+    b = math.asin(0.5)
+    # y = -0.5 at π + b (first), 2π - b (second: terminal)
+    assert abs(float(sol.events.t[-1]) - (2 * math.pi - b)) < 1e-8
+    assert sol.events.which.tolist() == [0, 0, 1, 1]
+
+
+def test_per_sample_events_each_row_stops_at_its_own_time():
+    h = torch.tensor([1.0, 2.0, 3.0], dtype=D)
+    y0 = torch.stack([h, torch.zeros(3, dtype=D)], dim=1)
+    t = torch.stack([torch.tensor([0.0, 0.2, 5.0], dtype=D) + 0.1 * k for k in range(3)])
+    y0 = y0.clone()
+
+    def fall_rows(t, y):
+        return torch.stack([y[:, 1], torch.full_like(y[:, 1], -G)], dim=1)
+
+    ev = Event(lambda t, y: y[:, 0], direction=-1, terminal=True)
+    sol = odenet.solve(fall_rows, y0, t, events=ev, rtol=1e-10, atol=1e-12)
+    for k in range(3):
+        expect = 0.1 * k + math.sqrt(2 * float(h[k]) / G)
+        assert abs(float(sol.events.t[k][0]) - expect) < 1e-8
+    assert sol.success
+
+
+@pytest.mark.parametrize("sensitivity", ["direct", "adjoint"])
+def test_gradient_of_the_bounce_time_matches_closed_form(sensitivity):
+    h = torch.tensor(2.0, dtype=D, requires_grad=True)
+    y0 = torch.stack([h, torch.zeros((), dtype=D)])
+    t_star, sol = until_event(
+        fall,
+        y0,
+        torch.tensor(0.0, dtype=D),
+        lambda t, y: y[0],
+        reverse_time=False,
+        sensitivity=sensitivity,
+        solve_kw={"rtol": 1e-10, "atol": 1e-12},
+    )
+    (dt_dh,) = torch.autograd.grad(t_star, h, retain_graph=True)
+    assert abs(t_star.item() - math.sqrt(2 * 2.0 / G)) < 1e-8
+    assert abs(float(dt_dh) - 1 / math.sqrt(2 * G * 2.0)) < 1e-7
+    # and the velocity at impact, -sqrt(2 g h): d/dh = -sqrt(g / (2h))
+    (dv_dh,) = torch.autograd.grad(sol[-1, 1], h)
+    assert abs(float(dv_dh) + math.sqrt(G / (2 * 2.0))) < 1e-6
+
+
+def test_jump_t_lands_on_the_discontinuity_with_fewer_evaluations():
+    def f(t, y):
+        return -0.5 * y if t < 0.5 else y**2
+
+    y0 = torch.tensor([1.0, 2.0], dtype=D)
+    t = torch.tensor([0.0, 1.0], dtype=D)
+    plain = odenet.solve(f, y0, t, rtol=1e-8, atol=1e-8)
+    jumped = odenet.solve(f, y0, t, rtol=1e-8, atol=1e-8, jump_t=torch.tensor([0.5]))
+    x = y0 * math.exp(-0.25)
+    exact = x / (1 - x * 0.5)
+    assert jumped.stats["nfe"] < plain.stats["nfe"]
+    assert torch.allclose(jumped.ys[-1], exact, rtol=1e-7)
+
+
+def test_step_t_forces_the_boundary_and_callbacks_see_every_step():
+    seen = {"step": [], "accept": [], "reject": []}
+
+    def cb(kind, t, y, dt):
+        seen[kind].append(float(t + dt) if kind == "accept" else float(t))
+
+    sol = odenet.solve(
+        lambda t, y: -y,
+        torch.ones(1, dtype=D),
+        torch.tensor([0.0, 2.0], dtype=D),
+        step_t=[0.7, 1.3],
+        callback=cb,
+    )
+    ends = seen["accept"]
+    assert any(abs(e - 0.7) < 1e-12 for e in ends) and any(abs(e - 1.3) < 1e-12 for e in ends)
+    assert len(seen["step"]) == sol.stats["steps"]
+    assert len(ends) == sol.stats["accepted"] and len(seen["reject"]) == sol.stats["rejected"]
+
+
+def test_bad_event_arguments_raise_typed_errors():
+    with pytest.raises(odenet.OdenetError, match="direction"):
+        Event(lambda t, y: y, direction=2)
+    with pytest.raises(odenet.OdenetError, match="terminal"):
+        Event(lambda t, y: y, terminal=-1)
+    with pytest.raises(odenet.OdenetError, match="events"):
+        odenet.solve(lambda t, y: -y, torch.ones(1), torch.tensor([0.0, 1.0]), events=3)
+    with pytest.raises(odenet.OdenetError, match="sensitivity='direct'"):
+        odenet.solve(
+            lambda t, y: -y,
+            torch.ones(1),
+            torch.tensor([0.0, 1.0]),
+            events=lambda t, y: y[0],
+            sensitivity="adjoint",
+        )

@@ -88,3 +88,70 @@ def test_direct_gradient_of_an_adaptive_solve_matches_the_closed_form():
     ).ys[-1, 0]
     yT.backward()
     assert math.isclose(float(a.grad), 2.0 * 1.5 * math.exp(-1.4), rel_tol=1e-7)
+
+
+# --- the stiff test set: status ok must mean the tolerance was honoured -------------------
+
+from odenet import problems as P  # noqa: E402
+
+STIFF_METHODS = ["radau_iia5", "kvaerno3", "kvaerno5", "sdirk4", "trbdf2"]
+
+
+def stiff_solve(name, method, rtol, max_steps, **params):
+    """Solve a STIFF_SUITE problem; return (status ok?, error in the suite's measure)."""
+    prob, d = P.get_problem(name, **params), P.STIFF_SUITE[name]
+    sol = odenet.solve(
+        prob.f,
+        prob.y0_tensor(),
+        torch.tensor(prob.span, dtype=D),
+        method=method,
+        rtol=rtol,
+        atol=d * rtol,
+        max_steps=max_steps,
+        throw=False,
+    )
+    ok = bool(sol.success)
+    return ok, (P.stiff_error(prob, sol.ys[-1], d) if ok else math.nan), sol
+
+
+def assert_honest(name, method, rtol, max_steps, **params):
+    ok, err, sol = stiff_solve(name, method, rtol, max_steps, **params)
+    # a failure (max_steps, step underflow, Newton) is an honest answer; ok with an
+    # error beyond 100·rtol is not
+    assert not ok or err <= 100 * rtol, f"{method} status ok with error {err:.2e} at rtol {rtol}"
+    if method == "radau_iia5":  # the reference stiff solver must also finish, accurately
+        assert ok and err <= 10 * rtol, (ok, err)
+    return sol
+
+
+@pytest.mark.parametrize(
+    "rtol", [1e-3, pytest.param(1e-5, marks=pytest.mark.slow)], ids=["1e-3", "1e-5"]
+)
+@pytest.mark.parametrize("method", STIFF_METHODS)
+@pytest.mark.parametrize("name", ["robertson_long", "hires"])
+def test_status_ok_means_the_tolerance_was_honoured(name, method, rtol):
+    assert_honest(name, method, rtol, max_steps=400)
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["kvaerno3", "sdirk4", "trbdf2", pytest.param("radau_iia5", marks=pytest.mark.slow)],
+)
+def test_van_der_pol_through_one_relaxation_jump_is_honest(method):
+    # μ = 1000 up to just past the first jump (t ≈ 807): the case that returned status
+    # ok with a 64 % error when a Jacobian from the jump was reused after it
+    assert_honest("van_der_pol_relaxation", method, 1e-3, max_steps=600, t1=900.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rtol", [1e-3, 1e-6])
+@pytest.mark.parametrize("method", STIFF_METHODS)
+@pytest.mark.parametrize("name", ["van_der_pol_relaxation", "oregonator", "brusselator_1d"])
+def test_status_ok_means_the_tolerance_was_honoured_slow(name, method, rtol):
+    assert_honest(name, method, rtol, max_steps=1500)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["kvaerno3", "sdirk4", "trbdf2"])
+def test_dirk_methods_at_tight_tolerance_are_honest(method):
+    assert_honest("hires", method, 1e-7, max_steps=3000)

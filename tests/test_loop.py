@@ -9,8 +9,11 @@ elsewhere; this file pins that the fast path is not a second, different solver.
 
 import math
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from odenet._loop import integrate
 from odenet._solution import MAX_STEPS, NON_FINITE, STEP_UNDERFLOW
@@ -158,3 +161,30 @@ def test_failures_agree(kw, code):
     if code != MAX_STEPS:  # rk4 with h = 0.5 is accurate to 0.6 % here
         assert abs(float(ys[1]) - 2.0) < (2e-2 if code == NON_FINITE else 1e-3)
     assert math.isnan(float(ys[2]))
+
+
+# --- the equivalence as a property: any explicit method, tolerance and output grid -----
+
+EXPLICIT_ADAPTIVE = ["dopri5", "tsit5", "bosh3", "dop853", "fehlberg2", "heun"]
+EXPLICIT_FIXED = ["euler", "midpoint", "rk4", "rk38", "ssprk3", "ralston"]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    method=st.sampled_from(EXPLICIT_ADAPTIVE + EXPLICIT_FIXED),
+    log_rtol=st.floats(-9, -3),
+    gaps=st.lists(st.floats(0.01, 1.5), min_size=1, max_size=6),
+    backward=st.booleans(),
+    h=st.floats(0.02, 0.4),
+)
+def test_both_backends_take_the_same_steps(method, log_rtol, gaps, backward, h):
+    times = torch.tensor([0.0, *np.cumsum(gaps).tolist()], dtype=D)
+    if backward:
+        times = times.flip(0)
+    y0 = torch.tensor([1.0, -0.5], dtype=D)
+    if method in EXPLICIT_FIXED:
+        assert_same(both_loops(forced, y0, times, record=True, method=method, step_size=h))
+    else:
+        rtol = 10.0**log_rtol
+        results = both_loops(forced, y0, times, record=True, method=method, rtol=rtol, atol=rtol)
+        assert_same(results, rtol=10 * rtol, s_rtol=1e-3)

@@ -1,0 +1,170 @@
+"""The controller decides acceptance, the next step and failure — one rule set.
+
+Each rule is checked on both number types it runs on (Python floats for one
+system, [K] tensors for rows): hypothesis draws the inputs, and the two must agree.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import odenet
+from odenet._controller import FixedGrid, PIDController
+from odenet._ops import HostOps, TensorOps
+from odenet._solution import NEWTON_FAILED, NON_FINITE, NON_FINITE_STEP, STEP_UNDERFLOW, SUCCESS
+
+D = torch.float64
+
+
+def judge_both(ctrl, h, ratio, ok, memory, order=4):
+    host = ctrl.judge(HostOps, h, ratio, ok, memory, order)
+    t = lambda v: torch.tensor([v], dtype=D)  # noqa: E731
+    mem = (t(memory[0]), t(memory[1]), torch.tensor([memory[2]]))
+    ok_t = None if ok is None else torch.tensor([ok])
+    rows = ctrl.judge(TensorOps, t(h), t(ratio), ok_t, mem, order)
+    return host, rows
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ratio=st.one_of(st.floats(0, 1e6), st.just(math.inf), st.just(math.nan)),
+    h=st.floats(1e-8, 10),
+    ok=st.sampled_from([None, True, False]),
+    r1=st.floats(1e-6, 10),
+    r2=st.floats(1e-6, 10),
+    rejected=st.booleans(),
+    kind=st.sampled_from(["I", "PI", "PID"]),
+)
+def test_host_and_tensor_rules_agree(ratio, h, ok, r1, r2, rejected, kind):
+    ctrl = getattr(PIDController, kind)()
+    (acc, h1, mem), (acc_t, h1_t, mem_t) = judge_both(ctrl, h, ratio, ok, (r1, r2, rejected))
+    assert acc == bool(acc_t[0])
+    assert math.isclose(h1, float(h1_t[0]), rel_tol=1e-12)
+    assert mem[2] == bool(mem_t[2][0])
+    # the laws: a rejected step never stays the same size, an accepted one never
+    # grows right after a rejection, and the factor stays in its bounds
+    factor = h1 / h
+    assert ctrl.factor_min * (1 - 1e-12) <= factor <= ctrl.factor_max * (1 + 1e-12) or (
+        ok is False and factor == pytest.approx(ctrl.newton_factor)
+    )
+    if not acc:
+        assert factor < 1
+    if acc and rejected:
+        assert factor <= 1 + 1e-12
+    assert acc == (ok is not False and math.isfinite(ratio) and ratio <= 1)
+
+
+def test_newton_failure_shrinks_even_when_the_error_estimate_is_small():
+    ctrl = PIDController()
+    acc, h1, _ = ctrl.judge(HostOps, 0.1, 0.01, False, (1.0, 1.0, False), 4)
+    assert not acc and h1 == pytest.approx(0.1 * ctrl.newton_factor)
+
+
+def test_non_finite_ratio_is_rejected_with_factor_min():
+    ctrl = PIDController()
+    for r in (math.nan, math.inf):
+        acc, h1, _ = ctrl.judge(HostOps, 0.1, r, None, (1.0, 1.0, False), 4)
+        assert not acc and h1 == pytest.approx(0.1 * ctrl.factor_min)
+
+
+def test_dop853_combined_error_ratio():
+    r5, r3 = 0.3, 2.0
+    expect = r5**2 / math.sqrt(r5**2 + 0.01 * r3**2)
+    assert PIDController.error_ratio(HostOps, [r5, r3]) == pytest.approx(expect)
+    rows = PIDController.error_ratio(TensorOps, [torch.tensor([r5]), torch.tensor([r3])])
+    assert float(rows[0]) == pytest.approx(expect)
+
+
+@pytest.mark.parametrize(
+    "accept, finite, ok, h_next, code",
+    [
+        (True, True, None, 1e-20, SUCCESS),
+        (False, True, None, 1e-3, SUCCESS),
+        (False, True, None, 1e-20, STEP_UNDERFLOW),
+        (False, False, None, 1e-20, NON_FINITE),
+        (False, True, False, 1e-20, NEWTON_FAILED),
+        (False, True, None, math.nan, NON_FINITE_STEP),
+    ],
+)
+def test_failure_codes(accept, finite, ok, h_next, code):
+    host = PIDController.failure(
+        HostOps, accept=accept, finite=finite, ok=ok, h_next=h_next, min_h=1e-15
+    )
+    rows = PIDController.failure(
+        TensorOps,
+        accept=torch.tensor([accept]),
+        finite=torch.tensor([finite]),
+        ok=None if ok is None else torch.tensor([ok]),
+        h_next=torch.tensor([h_next], dtype=D),
+        min_h=torch.tensor([1e-15], dtype=D),
+    )
+    assert int(host) == code == int(rows[0])
+
+
+def test_fixed_grid_halves_a_failed_step_and_grows_back():
+    ctrl = FixedGrid(0.1)
+    acc, h1, _ = ctrl.judge(HostOps, 0.1, None, False, (), 1, h_prev=0.1, to_node=True)
+    assert not acc and h1 == pytest.approx(0.05)
+    acc, h1, _ = ctrl.judge(HostOps, 0.05, None, True, (), 1, h_prev=0.05, to_node=False)
+    assert acc and h1 == pytest.approx(0.1)
+    code = FixedGrid.failure(HostOps, accept=False, finite=False, ok=None, h_next=0.05, min_h=0)
+    assert code == NON_FINITE
+
+
+def test_bad_controller_settings_raise():
+    with pytest.raises(odenet.InputError, match="newton_factor"):
+        PIDController(newton_factor=1.0)
+    with pytest.raises(odenet.InputError, match="safety"):
+        PIDController(safety=0.0)
+    with pytest.raises(odenet.InputError, match="controller"):
+        odenet.solve(lambda t, y: -y, torch.ones(1), torch.tensor([0.0, 1.0]), controller="Q")
+
+
+def test_newton_failure_in_a_solve_ends_quickly_with_a_typed_error():
+    # the issue's reproducer: f becomes inf at t = 0.5; every trial across it fails
+    calls = []
+
+    def f(t, y):
+        calls.append(float(t))
+        return -y if float(t) < 0.5 else y * math.inf
+
+    y0, t = torch.tensor([1.0], dtype=D), torch.tensor([0.0, 1.0], dtype=D)
+    with pytest.raises(odenet.NewtonConvergenceError, match=r"t = 0\.5.*h = "):
+        odenet.solve(f, y0, t, method="kvaerno5", max_steps=1000)
+    assert len(calls) < 2000 and not any(math.isnan(c) for c in calls)
+    sol = odenet.solve(f, y0, t, method="kvaerno5", max_steps=1000, throw=False)
+    assert int(sol.status[0]) == NEWTON_FAILED and sol.stats["newton_failures"] > 0
+    assert sol.stats["steps"] < 300
+
+
+@pytest.mark.parametrize("method", ["dopri5", "kvaerno5"])
+def test_nan_initial_step_estimate_fails_at_once(method):
+    calls = []
+
+    def f(t, y):
+        calls.append(float(t))
+        return -y if float(t) == 0.0 else y * math.nan
+
+    sol = odenet.solve(
+        f, torch.ones(1, dtype=D), torch.tensor([0.0, 1.0], dtype=D), method=method, throw=False
+    )
+    assert int(sol.status[0]) == NON_FINITE_STEP
+    assert len(calls) <= 3 and not any(math.isnan(c) for c in calls)
+    with pytest.raises(odenet.NonFiniteError, match="step size or the error estimate"):
+        odenet.solve(f, torch.ones(1, dtype=D), torch.tensor([0.0, 1.0], dtype=D), method=method)
+
+
+def test_nan_user_norm_fails_at_once():
+    sol = odenet.solve(
+        lambda t, y: -y,
+        torch.ones(2, dtype=D),
+        torch.tensor([0.0, 1.0], dtype=D),
+        norm=lambda e: torch.tensor(math.nan),
+        throw=False,
+    )
+    assert int(sol.status[0]) == NON_FINITE_STEP and sol.stats["nfe"] <= 2

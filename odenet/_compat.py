@@ -31,6 +31,7 @@ import torch
 from odenet._controller import PIDController
 from odenet._errors import InputError
 from odenet._solve import prepare, run_direct
+from odenet.sensitivity._params import hidden_leaves
 
 # torchdiffeq name -> odenet tableau.  torchdiffeq's "rk4" is Kutta's 3/8 rule.
 TORCHDIFFEQ_METHODS = {
@@ -400,8 +401,6 @@ def _scipy_solve(func, y0, t, rtol, atol, options):
     import numpy as np
     from scipy.integrate import solve_ivp
 
-    from odenet.sensitivity._params import hidden_leaves
-
     options = dict(options or {})
     unknown = sorted(set(options) - SCIPY_OPTIONS)
     if unknown:
@@ -572,10 +571,12 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adj
             "per-sample times [B, T]."
         )
 
+    # torchdiffeq's default adjoint parameters: the module's, taken here because the
+    # wrappers below hide the module (tensors it captures besides them are added below)
+    module_params = None
     if sensitivity == "adjoint" and "adjoint_params" not in adjoint:
-        # torchdiffeq's default; found here because the wrappers below hide the module
         if isinstance(func, torch.nn.Module):
-            adjoint = {**adjoint, "adjoint_params": tuple(func.parameters())}
+            module_params = tuple(func.parameters())
 
     tuple_state = isinstance(y0, tuple | list)
     packer = None
@@ -622,6 +623,11 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adj
             grid = _check_grid(grid_opts["grid_constructor"](func, y0, t), t)
         grid = _strictly_monotone(grid)
 
+    if module_params is not None:
+        # all of the module's parameters (unused ones get zero gradients, as in
+        # torchdiffeq) and whatever else requiring grad its output depends on
+        extra = hidden_leaves(func, t[0], y0, module_params) if torch.is_grad_enabled() else []
+        adjoint = {**adjoint, "adjoint_params": module_params + tuple(extra)}
     kwargs.setdefault("max_steps", 2**31 - 1)
     t_run = t_solve if grid is None else grid
     ys = _run(func, y0, t_run, name, rtol, atol, fixed, sensitivity, kwargs, adjoint)

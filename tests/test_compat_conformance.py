@@ -329,3 +329,28 @@ def test_a_grid_that_misses_the_ends_of_t_raises():
     with pytest.raises(InputError, match=r"must start at t\[0\] and end at t\[-1\]"):
         grid = lambda f, y, t: torch.linspace(0, 1, 5)  # noqa: E731
         odenet.odeint(spring, Y0, T, method="rk4", options=dict(grid_constructor=grid))
+
+
+def test_odeint_adjoint_of_a_module_that_captures_another_tensor_differentiates_both():
+    # torchdiffeq takes only the module's parameters (the captured tensor's gradient is
+    # silently missing); odenet adds what the field's output depends on
+    net = _net()
+    scale = torch.tensor(0.7, dtype=D, requires_grad=True)
+
+    class Field(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+            self.unused = torch.nn.Linear(2, 3).to(D)
+
+        def forward(self, t, y):
+            return scale * self.net(y)
+
+    f = Field()
+    params = [scale, *net.parameters()]
+    ours = torch.autograd.grad(odenet.odeint_adjoint(f, Y0, T).sum(), params)
+    direct = torch.autograd.grad(odenet.odeint(f, Y0, T).sum(), params)
+    for a, b in zip(ours, direct):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-8)
+    odenet.odeint_adjoint(f, Y0, T).sum().backward()
+    assert torch.equal(f.unused.weight.grad, torch.zeros_like(f.unused.weight))

@@ -281,7 +281,7 @@ class Radau5(RungeKutta):
                 conv = torch.zeros_like(converged)
             now_conv = upd & ((dnorm == 0) | conv)
             if prev is not None and bool(upd.any()):
-                worst = max(worst, float(rate[upd].max()))
+                worst = float(rate[upd].max())  # the last rate (scipy's and Hairer's)
             converged |= now_conv
             failed |= now_failed
             prev = dnorm

@@ -117,6 +117,18 @@ def global_error_prediction(
     GlobalErrorPrediction — `predicted` from `e_{n+1} = M_n e_n + τ_n` with
     `M_n` the step Jacobian at the exact state, `actual` the numerical
     solution minus the exact one; they agree to second order in the error.
+
+    Examples
+    --------
+    The logistic equation with rk4, 50 steps on [0, 5]: the predicted and the actual
+    global error at the end agree to a relative 1e-6.
+
+    >>> import torch
+    >>> from odenet.stability import global_error_prediction
+    >>> exact = lambda t: (0.1 * t.exp() / (0.9 + 0.1 * t.exp())).reshape(1)
+    >>> res = global_error_prediction(lambda t, y: y * (1 - y), exact, 0.0, 5.0, 50, "rk4")
+    >>> abs(float(res.predicted[-1][0]) / float(res.actual[-1][0]) - 1) < 1e-6
+    True
     """
     n = check_positive_int("n_steps", n_steps)
     h = (float(t1) - float(t0)) / n

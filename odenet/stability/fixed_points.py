@@ -125,7 +125,15 @@ def fixed_point_stability(
 def find_fixed_point(
     g: Callable, x0: torch.Tensor, *, kind: str = "map", tol: float = 1e-12, max_iter: int = 50
 ) -> torch.Tensor:
-    """Newton's method for `g(x) = x` (map) or `f(x) = 0` (flow), Jacobian by autodiff."""
+    """Newton's method for `g(x) = x` (map) or `f(x) = 0` (flow), Jacobian by autodiff.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from odenet.stability import find_fixed_point
+    >>> find_fixed_point(torch.cos, torch.tensor([1.0], dtype=torch.float64))   # x = cos x
+    tensor([0.7391], dtype=torch.float64)
+    """
     if kind not in ("map", "flow"):
         raise StabilityInputError(f"`kind` must be 'map' or 'flow', got {kind!r}.")
     max_iter = check_positive_int("max_iter", max_iter)

@@ -163,6 +163,15 @@ def step_jacobians(
     -------
     xs : Tensor [n + 1, *shape], the states.
     Ms : Tensor [n, d, d], M_k = ∂Φ/∂x (x_k).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from odenet.stability import flow_map, step_jacobians
+    >>> step = flow_map(lambda t, x: -x, 0.1)
+    >>> xs, Ms = step_jacobians(step, torch.ones(2, dtype=torch.float64), 5)
+    >>> xs.shape, Ms.shape                        # M_k ≈ e^{-0.1} I for x' = -x
+    (torch.Size([6, 2]), torch.Size([5, 2, 2]))
     """
     xs = trajectory(step, x0, n_steps, inputs)
     return xs, jacobians(step, xs[:-1], inputs)

@@ -463,9 +463,11 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
         times (the exact derivative of the discrete solution); adaptive solves take
         the derivative with respect to the times outside the loop.
     y0 : [K, n]
-    record : list, optional
+    record : list-like, optional
         If given, ``(s [K], y [K, n], accepted [K])`` is appended after every step,
-        for sensitivity methods that checkpoint the forward trajectory.
+        for sensitivity methods that checkpoint the forward trajectory.  A recorder
+        with an ``on_step(s, h, y, trial, f0, f1, accept)`` method also sees every
+        step whole before its commit (the tape replay builds on this).
 
     Returns
     -------
@@ -478,6 +480,7 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
     if not t_grad:
         s_out = s_out.detach()
     hooks = cfg.events is not None or cfg.stops is not None or cfg.callback is not None
+    hooks = hooks or hasattr(record, "on_step")
     host = K == 1 and not rk.implicit and hasattr(g, "host") and not t_grad and not hooks
     B = _Host(g, s_out, y0, cfg) if host else _Masked(g, s_out, y0, cfg)
     ops = B.ops
@@ -508,6 +511,7 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
             B.update_done()
     memory = ctrl.init_memory(ops, B.like)
     events, callback = cfg.events, cfg.callback
+    on_step = getattr(record, "on_step", None)
     if events is not None:
         events.start(s, y)
     stop_landing = None
@@ -582,6 +586,8 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
                 after = torch.nextafter(stop_next, torch.full_like(stop_next, math.inf))
                 s1 = torch.where(jumped, after, s1)
                 f1 = None
+        if on_step is not None:  # before the commit: the step's start is still y, f0
+            on_step(s, h_try, y, trial, f0, f1, accept)
         y, f0 = B.commit(accept, all_accept, y, f0, trial, f1)
         s = s1
         if refresh:

@@ -13,16 +13,21 @@ only
   segments of ``stride ≤ √(2N)`` steps: memory ``O(√N)`` states), or a fixed budget
   ``C`` (between ``C/2`` and ``C`` states, segments of ``stride < 2N/C`` steps).
 
-A segment is *replayed* from its checkpoint by applying the same method step
-(:meth:`RungeKutta.step`) with the recorded step sizes, the same dense output and the
-same masking as the forward loop in :func:`odenet._loop.integrate`.
+A segment is *replayed* from its checkpoint by the forward's own loop,
+:func:`odenet._loop.integrate`, on a fixed grid made of the recorded step ends: the
+same method step, dense output and masking, with a recorder that keeps what the
+backward pass needs.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from odenet._controller import PIDController
 from odenet._errors import InputError
+from odenet._loop import LoopConfig, integrate
 
 
 class Tape:
@@ -234,80 +239,82 @@ class StepData:
         return rk.interpolate(theta, self.y, self.y1, self.f0, self.f1, self.h, self.ks)
 
 
-def replay(
-    g, rk, tape: Tape, omap: OutputMap, i0: int, i1: int, y, *, dense: bool, keep_every=None
-):
-    """Re-run kept iterations ``i0 + 1 .. i1`` from the state ``y`` at ``tape.s[i0]``.
+class _Segment:
+    """A recorder for :func:`odenet._loop.integrate` replaying kept iterations
+    ``i0 + 1 ..``: the forward's outputs inside them, their :class:`StepData`, or
+    their end states copied into ``slots``."""
 
-    Returns ``(y_end, outputs, steps)``: ``outputs`` a list of ``(mask, idx, value)``
-    (the forward's output values inside the segment), ``steps`` a list of
-    :class:`StepData` when ``dense`` (each with a derivative at both ends).
-    Differentiable when run under ``torch.enable_grad()``.  With ``keep_every=m``
-    the states after iterations ``i0 + m, i0 + 2m, … < i1`` are returned too, as a
-    fourth item (a dict).
-    """
-    s = tape.s[i0]
-    f0 = g(s, y)
-    outputs, steps, kept = [], [], {}
-    for j in range(i0 + 1, i1 + 1):
-        s1 = tape.s[j]
-        h = s1 - s
-        acc = h > 0
-        res = rk.step(g, s, y, h, f0)
-        y1, f1, ks = res.y1, res.f1, res.ks
-        rounds = omap.rounds.get(j, ())
+    def __init__(self, g, rk, i0, *, omap=None, dense=False, slots=None):
+        self.g, self.rk, self.j, self.i0 = g, rk, i0, i0
+        self.omap, self.dense, self.slots = omap, dense, slots
+        self.outputs, self.steps, self.states = [], [], {}
+
+    def append(self, item) -> None:  # the plain record protocol: nothing to keep
+        pass
+
+    def on_step(self, s, h, y, trial, f0, f1, accept) -> None:
+        rk, g = self.rk, self.g
+        self.j += 1
+        y1, ks = trial.y1, trial.ks
+        rounds = self.omap.rounds.get(self.j, ()) if self.omap is not None else ()
         interior = any(bool((m & ~e).any()) for m, _, _, e in rounds)
-        if (interior or dense) and rk.has_own_interpolant:
-            ks = rk.extra_stages(g, s, y, h, ks)
-        if f1 is None and (j < tape.n_steps or dense or (interior and not rk.has_own_interpolant)):
-            f1 = g(s1, y1)
+        if (interior or self.dense) and rk.has_own_interpolant and ks.shape[0] == rk.S:
+            ks = trial.ks = rk.extra_stages(g, s, y, h, ks)
+        if f1 is None and (self.dense or (interior and not rk.has_own_interpolant)):
+            f1 = trial.f1 = g(s + h, y1)
         for mask, idx, theta, at_end in rounds:
             if bool((mask & ~at_end).any()):
                 value = rk.interpolate(theta, y, y1, f0, f1, h, ks)
                 value = torch.where(at_end[:, None], y1, value)
             else:
                 value = y1
-            outputs.append((mask, idx, value))
-        if dense:  # Hermite needs only the ends: drop the stages to save memory
+            self.outputs.append((mask, idx, value))
+        if self.dense:  # Hermite needs only the ends: drop the stages to save memory
             kept = ks if rk.has_own_interpolant else None
-            steps.append(StepData(s, h, y, y1, f0, f1, kept, acc))
-        if bool(acc.all()):
-            y = y1
-            f0 = f1 if f1 is not None else f0
-        else:
-            y = torch.where(acc[:, None], y1, y)
-            if f1 is not None:
-                f0 = torch.where(acc[:, None], f1, f0)
-        if rk.newton is not None:
-            rk.newton.state_changed()
-        s = s1
-        if keep_every and j < i1 and (j - i0) % keep_every == 0:
-            kept[j] = y
-    if keep_every:
-        return y, outputs, steps, kept
-    return y, outputs, steps
+            self.steps.append(StepData(s, h, y, y1, f0, f1, kept, h > 0))
+        if self.slots is not None:
+            end = y1 if bool(accept.all()) else torch.where(accept[:, None], y1, y)
+            self.states[self.j] = self.slots[self.j - self.i0 - 1].copy_(end)
+
+
+def _run_segment(g, rk, tape: Tape, i0: int, i1: int, y, recorder: _Segment) -> torch.Tensor:
+    """Re-run kept iterations ``i0 + 1 .. i1`` through the one step loop: a fixed grid
+    on the recorded step ends (rows that did not move in an iteration take a zero
+    step, as they did).  Returns the state after ``i1``."""
+    grid = tape.s[i0 : i1 + 1].T.contiguous()  # [K, G]
+    cfg = LoopConfig(
+        rk=rk,
+        rtol=0.0,
+        atol=0.0,
+        step_size=None,
+        max_steps=2**62,
+        first_step=None,
+        min_step=0.0,
+        max_step=math.inf,
+        controller=PIDController(),
+        grid=grid,
+    )
+    result = integrate(g, grid[:, [0, -1]], y, cfg, record=recorder)
+    return result.ys[:, -1]
+
+
+def replay(g, rk, tape: Tape, omap: OutputMap, i0: int, i1: int, y, *, dense: bool):
+    """Re-run kept iterations ``i0 + 1 .. i1`` from the state ``y`` at ``tape.s[i0]``.
+
+    Returns ``(y_end, outputs, steps)``: ``outputs`` a list of ``(mask, idx, value)``
+    (the forward's output values inside the segment), ``steps`` a list of
+    :class:`StepData` when ``dense`` (each with a derivative at both ends).
+    Differentiable when run under ``torch.enable_grad()``.
+    """
+    rec = _Segment(g, rk, i0, omap=omap, dense=dense)
+    y_end = _run_segment(g, rk, tape, i0, i1, y, rec)
+    return y_end, rec.outputs, rec.steps
 
 
 def states(g, rk, tape: Tape, i0: int, i1: int, y, slots: torch.Tensor) -> dict:
     """The states after kept iterations ``i0 + 1 .. i1`` (``{j: y_j}``), recomputed
     from the state ``y`` at ``tape.s[i0]`` with the forward's steps and copied into
-    ``slots`` ``[≥ i1 − i0, K, n]``; no outputs, no dense output, no end derivative."""
-    out = {}
-    s = tape.s[i0]
-    f0 = g(s, y)
-    for j in range(i0 + 1, i1 + 1):
-        s1 = tape.s[j]
-        h = s1 - s
-        res = rk.step(g, s, y, h, f0)
-        acc = h > 0
-        if bool(acc.all()):
-            y, fsal = res.y1, res.f1
-        else:
-            y, fsal = torch.where(acc[:, None], res.y1, y), None
-        out[j] = slots[j - i0 - 1].copy_(y)
-        if rk.newton is not None:
-            rk.newton.state_changed()
-        s = s1
-        if j < i1:
-            f0 = fsal if fsal is not None else g(s, y)
-    return out
+    ``slots`` ``[≥ i1 − i0, K, n]``; no outputs, no dense output."""
+    rec = _Segment(g, rk, i0, slots=slots)
+    _run_segment(g, rk, tape, i0, i1, y, rec)
+    return rec.states

@@ -104,7 +104,7 @@ class PIDController:
         r5, r3 = norms[0] * norms[0], norms[1] * norms[1]
         return r5 / ops.clip(ops.sqrt(r5 + 0.01 * r3), lo=_TINY)
 
-    def judge(self, ops, h, ratio, ok, memory, error_order: int, **_):
+    def judge(self, ops, h, ratio, ok, memory, error_order: int, *, h_floor=0.0, **_):
         """Accept or reject a trial step of size ``h``; propose the next step.
 
         Parameters
@@ -115,6 +115,9 @@ class PIDController:
         ok : whether the stage equations were solved (``None``: explicit, always).
         memory : the controller's ``(r_{n−1}, r_{n−2}, rejected)``.
         error_order : order ``q`` of the error estimate (exponents use ``k = q + 1``).
+        h_floor : float
+            With ``h_floor > 0`` (torchdiffeq's ``min_step``) no step is proposed below
+            it, and a finite, solved step of that size is accepted whatever its error.
 
         Returns
         -------
@@ -144,8 +147,16 @@ class PIDController:
         factor = ops.where(finite, factor, self.factor_min)
         if ok is not None:
             factor = ops.where(ok, factor, self.newton_factor)
+        h_next = h * factor
+        if h_floor > 0:
+            # a non-finite trial is still rejected; at the floor that is a failure
+            at_floor = finite & (h <= h_floor * (1 + 1e-12))
+            if ok is not None:
+                at_floor = at_floor & ok
+            accept = accept | at_floor
+            h_next = ops.clip(h_next, lo=h_floor)
         memory = (ops.where(accept, r, r1), ops.where(accept, r1, r2), ops.not_(accept))
-        return accept, h * factor, memory
+        return accept, h_next, memory
 
     def min_step(self, ops, s, eps: float, min_step: float):
         """The smallest step before underflow at time ``s``: round-off or ``min_step``."""
@@ -158,7 +169,7 @@ class PIDController:
         or a non-finite next step size; ``SUCCESS`` elsewhere."""
         why = STEP_UNDERFLOW if ok is None else ops.where(ok, STEP_UNDERFLOW, NEWTON_FAILED)
         code = ops.where(finite, why, NON_FINITE)
-        code = ops.where(ops.not_(accept) & (h_next < min_h), code, SUCCESS)
+        code = ops.where(ops.not_(accept) & (h_next <= min_h), code, SUCCESS)
         return ops.where(ops.isfinite(h_next), code, NON_FINITE_STEP)
 
 
@@ -174,7 +185,7 @@ class FixedGrid:
     def init_memory(self, ops, like):
         return ()
 
-    def judge(self, ops, h, ratio, ok, memory, error_order: int, *, h_prev, to_node):
+    def judge(self, ops, h, ratio, ok, memory, error_order: int, *, h_prev, to_node, **_):
         accept = ok
         h_next = ops.where(
             accept & to_node,

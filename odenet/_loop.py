@@ -56,6 +56,9 @@ class LoopConfig:
     # and the next starts one ulp after, with a fresh f (torchdiffeq's perturb)
     stops: torch.Tensor | None = None
     jumps: bool = False
+    # torchdiffeq's meaning of min_step: no step below it, and a step of that size is
+    # accepted whatever its error (instead of failing with an underflow)
+    accept_min_step: bool = False
     # ``callback(kind, s [K], y [K, n], h [K], accept [K] | None)``: kind "step" before
     # every trial, "verdict" after the controller's (with the trial's start and size)
     callback: Callable | None = None
@@ -510,6 +513,7 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
         if not host:
             B.update_done()
     memory = ctrl.init_memory(ops, B.like)
+    h_floor = cfg.min_step if cfg.accept_min_step else 0.0
     events, callback = cfg.events, cfg.callback
     on_step = getattr(record, "on_step", None)
     if events is not None:
@@ -552,7 +556,15 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
                 ratio = ctrl.error_ratio(ops, B.error_norms(trial, y, h_plain))
                 ok = trial.ok
             accept, h_next, memory = ctrl.judge(
-                ops, h_plain, ratio, ok, memory, error_order, h_prev=h, to_node=to_node
+                ops,
+                h_plain,
+                ratio,
+                ok,
+                memory,
+                error_order,
+                h_prev=h,
+                to_node=to_node,
+                h_floor=h_floor,
             )
             if not host and B.n_done:
                 accept = accept & ~B.done

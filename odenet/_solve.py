@@ -393,6 +393,7 @@ _OPTION_NAMES = (
     "step_t",
     "jump_t",
     "callback",
+    "accept_min_step",
 )
 
 
@@ -420,6 +421,7 @@ def solve(
     step_t=None,
     jump_t=None,
     callback: Callable | None = None,
+    accept_min_step: bool = False,
     **options,
 ) -> Solution:
     """Solve ``dy/dt = f(t, y)``, ``y(t[0]) = y0``, reporting ``y`` at the times ``t``.
@@ -472,6 +474,11 @@ def solve(
         Adaptive steps land exactly on these times; ``jump_t`` marks discontinuities
         of ``f``: the step lands one ulp before and the next one starts one ulp after
         with a fresh evaluation of ``f`` (torchdiffeq's ``perturb``).
+    accept_min_step : bool
+        torchdiffeq's meaning of ``min_step``: no step is proposed below ``min_step``
+        and a finite step of that size is accepted whatever its error estimate (the
+        tolerance is then not guaranteed there).  Default: a step that must fall below
+        ``min_step`` is a step-size underflow.
     callback : callable ``callback(kind, t, y, dt)``, optional
         Called with ``kind="step"`` before every trial step, then ``"accept"`` or
         ``"reject"`` with the trial's start ``t``, state ``y`` and size ``dt``.
@@ -521,6 +528,12 @@ def solve(
         raise InputError(
             "`events` need sensitivity='direct' (gradients through the event time come from "
             "odenet.odeint_event, which also works with the adjoint)."
+        )
+    prep.cfg.accept_min_step = bool(accept_min_step)
+    if accept_min_step and not prep.cfg.min_step > 0:
+        raise InputError(
+            "`accept_min_step=True` needs a positive `min_step` (the step size whose "
+            f"steps are accepted whatever their error), got min_step={min_step!r}."
         )
     prep.install_hooks(
         events=events,

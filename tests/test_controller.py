@@ -168,3 +168,21 @@ def test_nan_user_norm_fails_at_once():
         throw=False,
     )
     assert int(sol.status[0]) == NON_FINITE_STEP and sol.stats["nfe"] <= 2
+
+
+def test_accept_min_step_takes_floor_steps_and_still_fails_on_non_finite():
+    y0, t = torch.ones(1, dtype=D), torch.tensor([0.0, 1.0], dtype=D)
+    # rtol far below what h = 0.1 can give: every step is taken at the floor, accepted
+    sol = odenet.solve(
+        lambda t, y: -y, y0, t, rtol=1e-14, atol=1e-14, min_step=0.1, accept_min_step=True
+    )
+    assert sol.success and sol.stats["accepted"] <= 12
+    assert abs(float(sol.ys[-1, 0]) - math.exp(-1)) < 1e-6  # dopri5 at h = 0.1
+    # unstable at the floor: a non-finite trial is a failure, never accepted garbage
+    long = torch.tensor([0.0, 5.0], dtype=D)
+    bad = odenet.solve(
+        lambda t, y: -1000 * y, y0, long, min_step=0.01, accept_min_step=True, throw=False
+    )
+    assert int(bad.status[0]) == NON_FINITE
+    with pytest.raises(odenet.InputError, match="min_step"):
+        odenet.solve(lambda t, y: -y, y0, t, accept_min_step=True)

@@ -88,7 +88,8 @@ class ParametricCurve(nn.Module):
     def loss(self, batch):
         return torch.zeros((), dtype=batch.values.dtype, requires_grad=True)
 
-    def _fit_predict(self, t, y, q):
+    def _fit(self, t, y):
+        """The fitted curve ``q -> values`` of one series and channel (or the fallback)."""
         from scipy.optimize import curve_fit
 
         from odenet.fit.baselines import _interp
@@ -111,19 +112,23 @@ class ParametricCurve(nn.Module):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     p, _ = curve_fit(f, t, y, p0=p0, bounds=bounds, maxfev=5000)
-                out = f(q, *p)
-                if np.all(np.isfinite(out)):
-                    return out
+                if np.all(np.isfinite(f(t, *p))):
+                    return lambda q, f=f, p=p: f(q, *p)
             except (RuntimeError, ValueError):
                 pass
         self.fallbacks += 1
         tt, yy = torch.as_tensor(t), torch.as_tensor(y)
-        return _interp(torch.as_tensor(q), tt, yy).numpy()
+        return lambda q: _interp(torch.as_tensor(q), tt, yy).numpy()
 
     def predict(self, context: IrregularBatch, query_times: torch.Tensor) -> torch.Tensor:
-        """[B, Q, D]: each series' own curve, fitted to its context observations."""
+        """[B, Q, D]: each series' own curve, fitted to its context observations (the fits
+        are reused while the context stays the same)."""
         B, Q = query_times.shape
         D = context.values.shape[-1]
+        key = tuple(hash(x.numpy().tobytes()) for x in (context.times, context.values,
+                                                        context.mask))  # fmt: skip
+        if getattr(self, "_cache_key", None) != key:
+            self._cache_key, self._curves = key, {}
         out = np.zeros((B, Q, D))
         for b in range(B):
             n = int(context.lengths[b])
@@ -131,7 +136,9 @@ class ParametricCurve(nn.Module):
                 m = (context.mask[b, :n, d] > 0).numpy()
                 if not m.any():
                     continue
-                t = context.times[b, :n].numpy()[m]
-                y = context.values[b, :n, d].numpy()[m]
-                out[b, :, d] = self._fit_predict(t, y, query_times[b].numpy())
+                if (b, d) not in self._curves:
+                    t = context.times[b, :n].numpy()[m]
+                    y = context.values[b, :n, d].numpy()[m]
+                    self._curves[b, d] = self._fit(t, y)
+                out[b, :, d] = self._curves[b, d](query_times[b].numpy())
         return torch.as_tensor(out, dtype=context.values.dtype)

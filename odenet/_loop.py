@@ -483,7 +483,8 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
     if not t_grad:
         s_out = s_out.detach()
     hooks = cfg.events is not None or cfg.stops is not None or cfg.callback is not None
-    hooks = hooks or hasattr(record, "on_step")
+    stateful = getattr(rk, "has_state", False)  # a method with memory (multistep)
+    hooks = hooks or hasattr(record, "on_step") or stateful
     host = K == 1 and not rk.implicit and hasattr(g, "host") and not t_grad and not hooks
     B = _Host(g, s_out, y0, cfg) if host else _Masked(g, s_out, y0, cfg)
     ops = B.ops
@@ -516,6 +517,7 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
     h_floor = cfg.min_step if cfg.accept_min_step else 0.0
     events, callback = cfg.events, cfg.callback
     on_step = getattr(record, "on_step", None)
+    method_state = rk.init_state(s, y, f0) if stateful else None
     if events is not None:
         events.start(s, y)
     stop_landing = None
@@ -543,7 +545,11 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
         if callback is not None:
             callback("step", s, y, h_try, None)
 
-        trial = B.step(s, y, h_try, f0)
+        if stateful:
+            out, trial_state = rk.step(B.g, s, y, h_try, f0, method_state)
+            trial = _Trial(out.y1, out.ks, out.f1, out.ok, error=out.error)
+        else:
+            trial = B.step(s, y, h_try, f0)
 
         # --- the controller's verdict -----------------------------------------------
         with torch.no_grad():
@@ -568,6 +574,8 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
             )
             if not host and B.n_done:
                 accept = accept & ~B.done
+        if stateful:  # the method's memory moves on with its rows' steps, else rewinds
+            method_state = rk.commit_state(method_state, trial_state, accept)
         all_accept = ops.all(accept)
         B.all_accept = all_accept
         any_accept = all_accept or ops.any(accept)

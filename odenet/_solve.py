@@ -21,6 +21,7 @@ from odenet._errors import (
 )
 from odenet._events import EventTracker, as_events
 from odenet._loop import LoopConfig, LoopResult, integrate
+from odenet._multistep import LinearMultistep, MultistepRuntime, check_multistep_use
 from odenet._newton import Newton
 from odenet._solution import EventRecord, Solution, Status
 from odenet._stepper import RungeKutta
@@ -326,7 +327,9 @@ def prepare(
         if isinstance(n_rtol, torch.Tensor):
             n_rtol = per_row(n_rtol)
         newton = Newton(tol=n_tol, max_iter=n_max, atol=n_atol, rtol=n_rtol)
-    if newton is None:  # explicit runtimes are stateless: build their tensors once
+    if isinstance(tab, LinearMultistep):  # history carried by the loop as method state
+        rk = MultistepRuntime(tab, y0.dtype, tdt, y0.device, newton)
+    elif newton is None:  # explicit runtimes are stateless: build their tensors once
         rk = _runtime(tab, y0.dtype, tdt, y0.device)  # a per-solve copy of the cached one
     else:  # adaptive radau_iia5 runs Hairer's RADAU5 (odenet._radau)
         from odenet._radau import runtime_for
@@ -524,6 +527,8 @@ def solve(
         newton_max_iter=newton_max_iter,
         grid_on_outputs=grid_on_outputs,
     )
+    if isinstance(tab, LinearMultistep):
+        check_multistep_use(tab, fixed=True, sensitivity=sensitivity)
     if events is not None and sensitivity != "direct":
         raise InputError(
             "`events` need sensitivity='direct' (gradients through the event time come from "
@@ -619,13 +624,18 @@ def step(f, t, y, dt, method: str | ButcherTableau = "rk4", *, batched: bool = F
     def g(s, yy):
         return f(s[0], yy.reshape(shape)).reshape(K, -1)
 
-    # per call: the cached runtime is copied, so Newton and track_grad of this step never
-    # reach another (e.g. an implicit step nested inside this step's f)
-    rk = _step_runtime(tab, y.dtype, y.device)
-    if rk.implicit:  # a fresh Newton per call: no Jacobian leaks between unrelated steps
+    rk = _STEP_CACHE.get((id(tab), tdt, tdt, str(y.device)))
+    if rk is None or rk.tableau is not tab:
+        rk = _cached_runtime(tab, tdt, tdt, y.device)
+    if rk.implicit:
+        # a copy of the cached runtime holds this call's Newton (fresh: no Jacobian leaks
+        # between unrelated steps) and track_grad, so no other step sees them (e.g. an
+        # implicit step nested inside this step's f).  An explicit step reads neither:
+        # it runs on the cached runtime itself, untouched
+        rk = _own_copy(rk)
         eps = torch.finfo(y.dtype).eps
         rk.newton = Newton(tol=1.0, max_iter=25, atol=100 * eps, rtol=100 * eps)
-    rk.track_grad = torch.is_grad_enabled()
+        rk.track_grad = torch.is_grad_enabled()
     rows = y.reshape(K, -1)
     s = t0.expand(K)
     hh = h.expand(K)
@@ -653,16 +663,22 @@ def _runtime(tab: ButcherTableau, dtype, time_dtype, device) -> RungeKutta:
     (sharing the template's tensors, which nothing modifies), so the per-call state —
     the Newton solver and ``track_grad`` — belongs to that call alone.
     """
+    return _own_copy(_cached_runtime(tab, dtype, time_dtype, device))
+
+
+def _cached_runtime(tab: ButcherTableau, dtype, time_dtype, device) -> RungeKutta:
+    """The cached template (never to be modified: copy it with :func:`_own_copy`)."""
     key = (id(tab), dtype, time_dtype, str(device))
     rk = _STEP_CACHE.get(key)
     if rk is None or rk.tableau is not tab:
         if len(_STEP_CACHE) > 64:
             _STEP_CACHE.clear()
         rk = _STEP_CACHE[key] = RungeKutta(tab, dtype, time_dtype, device, None)
+    return rk
+
+
+def _own_copy(rk: RungeKutta) -> RungeKutta:
+    """A shallow copy: shares the template's tensors, owns its per-call attributes."""
     own = RungeKutta.__new__(RungeKutta)
     own.__dict__.update(rk.__dict__)
     return own
-
-
-def _step_runtime(tab: ButcherTableau, dtype, device) -> RungeKutta:
-    return _runtime(tab, dtype, dtype, device)

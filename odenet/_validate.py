@@ -19,9 +19,12 @@ from collections.abc import Callable
 import torch
 
 from odenet._errors import InputError, OdenetError, VectorFieldError
+from odenet._multistep import check_multistep_use, multistep
 from odenet.tableaus import ButcherTableau, methods, tableau
 
 SENSITIVITIES = ("direct", "adjoint", "checkpoint")
+
+_FULL = (torch.float32, torch.float64)
 
 # dtypes too short for error control: an rtol below their eps (1e-3) cannot be met and
 # Hairer's initial-step estimate underflows to NaN
@@ -60,6 +63,14 @@ def check_callable(name: str, f, how: str = "f(t, y)") -> Callable:
 
 def check_y0(y0, name: str = "y0") -> torch.Tensor:
     """A float32/float64 tensor, non-empty and finite (array-likes are converted)."""
+    if (
+        type(y0) is torch.Tensor  # the common case first, cheaply (odenet.step per layer)
+        and y0.dtype in _FULL
+        and y0.numel() > 0
+        and not is_traced(y0)
+        and math.isfinite(float(y0.detach().sum()))
+    ):
+        return y0
     if not isinstance(y0, torch.Tensor):
         try:
             y0 = torch.as_tensor(y0)
@@ -78,7 +89,10 @@ def check_y0(y0, name: str = "y0") -> torch.Tensor:
     check_precision(name, y0.dtype)
     if y0.numel() == 0:
         raise InputError(f"`{name}` is empty (shape {tuple(y0.shape)}); give at least one state.")
-    if not is_traced(y0):
+    # one reduction first: NaN and inf propagate through a sum (a sum that overflows
+    # from finite values is re-checked element-wise), at a third of isfinite().all()'s
+    # cost, which matters for odenet.step called once per ResNet layer
+    if not is_traced(y0) and not math.isfinite(float(y0.detach().sum())):
         check_finite_state(name, y0)
     return y0
 
@@ -306,7 +320,14 @@ def check_norm(norm):
 
 
 def resolve_method(method, fixed: bool) -> ButcherTableau:
-    """The tableau of ``method``; an adaptive solve needs an embedded error estimate."""
+    """The tableau of ``method``; an adaptive solve needs an embedded error estimate.
+
+    A multistep name gives its :class:`odenet._multistep.LinearMultistep` (fixed steps).
+    """
+    lm = multistep(method)
+    if lm is not None:
+        check_multistep_use(lm, fixed=fixed, sensitivity="direct")
+        return lm
     tab = tableau(method)
     if not fixed and not tab.is_adaptive:
         adaptive = [m for m in methods() if tableau(m).is_adaptive]
@@ -320,6 +341,8 @@ def resolve_method(method, fixed: bool) -> ButcherTableau:
 
 def check_step_size(name: str, h) -> torch.Tensor | float:
     """A finite step (number or 0-dim tensor; negative integrates backward)."""
+    if type(h) is float and math.isfinite(h):
+        return h
     if isinstance(h, torch.Tensor):
         if h.numel() != 1:
             raise InputError(

@@ -166,7 +166,20 @@ def run(name, seed, iters, models):
     return rows
 
 
+def complete(df: pd.DataFrame) -> pd.DataFrame:
+    """Only the (panel, seed) pairs where every model of that panel ran, so medians
+    compare models on the same seeds."""
+    keep = []
+    for _, g in df.groupby("panel", sort=False):
+        models = set(g.model)
+        for _, gs in g.groupby("seed"):
+            if set(gs.model) == models:
+                keep.append(gs)
+    return pd.concat(keep) if keep else df.iloc[:0]
+
+
 def summary(df: pd.DataFrame) -> str:
+    df = complete(df)
     lines = ["| panel | model | seeds | interp MSE (median) | extrap MSE (median) | "
              "interp pts | extrap pts |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for (p, m), g in df.groupby(["panel", "model"], sort=False):
@@ -198,12 +211,23 @@ def main(argv=None):
     ap.add_argument("--iters", type=int, default=200)
     ap.add_argument("--models", nargs="*", default=None)
     ap.add_argument("--out", default=str(RESULTS / "panels"))
+    ap.add_argument("--from-logs", nargs="*", default=None,
+                    help="merge the rows printed by earlier (possibly partial) runs instead "
+                    "of fitting")  # fmt: skip
     args = ap.parse_args(argv)
     rows = []
-    for name in args.panels:
-        for seed in args.seeds:
-            rows += run(name, seed, args.iters, args.models)
-    df = pd.DataFrame(rows)
+    if args.from_logs:
+        import ast
+
+        for log in args.from_logs:
+            for line in Path(log).read_text().splitlines():
+                if line.startswith("{'panel'"):
+                    rows.append(ast.literal_eval(line.replace("nan", "None")))
+    else:
+        for name in args.panels:
+            for seed in args.seeds:
+                rows += run(name, seed, args.iters, args.models)
+    df = pd.DataFrame(rows).drop_duplicates(subset=["panel", "seed", "model"], keep="last")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out.with_suffix(".csv"), index=False)

@@ -52,9 +52,9 @@ def is_traced(x) -> bool:
 # --- callables -------------------------------------------------------------------------
 
 
-def check_callable(name: str, f, how: str = "f(t, y)") -> Callable:
+def check_callable(name: str, f, how: str = "f(t, y)", *, error=InputError) -> Callable:
     if not callable(f):
-        raise InputError(f"`{name}` must be callable as {how}, got {type(f).__name__}.")
+        raise error(f"`{name}` must be callable as {how}, got {type(f).__name__}.")
     return f
 
 

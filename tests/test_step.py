@@ -179,3 +179,16 @@ def test_wrong_arguments_to_step(kwargs, match):
 def test_unknown_method_names_the_valid_ones():
     with pytest.raises(odenet.UnknownMethodError, match="rk4"):
         odenet.step(lambda t, y: -y, 0.0, torch.ones(2), 0.1, "rk5000")
+
+
+def test_flow_map_checks_its_field_as_step_does():
+    from odenet.stability import StabilityInputError
+
+    x = torch.tensor([1.0, 5.0], dtype=D)
+    with pytest.raises(VectorFieldError, match=r"returned shape \(1,\) for a state of shape"):
+        flow_map(lambda t, x: -x[:1], 0.1)(x)
+    with pytest.raises(StabilityInputError, match=r"`f` must be callable as f\(t, x\)"):
+        flow_map(3, 0.1)
+    # the check reads shapes only, so the map still runs under vmap(jacrev)
+    J = vmap(jacrev(flow_map(lambda t, x: -x, 0.1, "euler")))(x[None].expand(3, 2))
+    torch.testing.assert_close(J, 0.9 * torch.eye(2, dtype=D).expand(3, 2, 2))

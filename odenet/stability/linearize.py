@@ -18,6 +18,7 @@ from torch.func import jacrev, jvp, vjp, vmap
 
 import odenet
 from odenet._stepper import RungeKutta, explicit_step
+from odenet._validate import call_field, check_callable, check_field_output
 from odenet.stability._errors import StabilityInputError, check_positive_int
 
 Step = Callable[..., torch.Tensor]
@@ -57,6 +58,7 @@ def flow_map(f: Callable, dt: float, method: str = "rk4") -> Step:
         dt = float("nan")
     if not math.isfinite(dt) or dt == 0.0:
         raise StabilityInputError(f"`dt` must be a finite non-zero number, got {dt!r}.")
+    check_callable("f", f, "f(t, x)", error=StabilityInputError)
     tab = odenet.tableau(method)
 
     if tab.is_explicit:
@@ -71,7 +73,9 @@ def flow_map(f: Callable, dt: float, method: str = "rk4") -> Step:
                 t0 = torch.zeros((), dtype=tdt, device=x.device)
                 runtimes[key] = (RungeKutta(tab, x.dtype, tdt, x.device), t0)
             rk, t0 = runtimes[key]
-            return explicit_step(f, t0, x, dt, rk, error=False)[0]
+            # the first stage is checked as odenet.step checks it (shapes only: traceable)
+            f0 = check_field_output(call_field(f, t0, x), x, t0, dtype=False, finite=False)
+            return explicit_step(f, t0, x, dt, rk, f0=f0, error=False)[0]
 
     else:
 

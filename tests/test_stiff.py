@@ -148,10 +148,12 @@ def test_van_der_pol_through_one_relaxation_jump_is_honest(method):
 @pytest.mark.parametrize("method", STIFF_METHODS)
 @pytest.mark.parametrize("name", ["van_der_pol_relaxation", "oregonator", "brusselator_1d"])
 def test_status_ok_means_the_tolerance_was_honoured_slow(name, method, rtol):
-    assert_honest(name, method, rtol, max_steps=1500)
+    # the step cap keeps the suite's time modest: a method that needs more steps fails
+    # with MAX_STEPS, an honest answer (the benchmark runs them to the end)
+    assert_honest(name, method, rtol, max_steps=1500 if method == "radau_iia5" else 700)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["kvaerno3", "sdirk4", "trbdf2"])
 def test_dirk_methods_at_tight_tolerance_are_honest(method):
-    assert_honest("hires", method, 1e-7, max_steps=3000)
+    assert_honest("hires", method, 1e-7, max_steps=1500)

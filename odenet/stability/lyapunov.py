@@ -102,6 +102,8 @@ def lyapunov(
     ensemble: bool = False,
     vectorized: bool = False,
     chunk: int | None = None,
+    compile: bool = False,
+    record_every: int | None = None,
 ) -> LyapunovResult:
     """Lyapunov spectrum with convergence data.
 
@@ -134,6 +136,17 @@ def lyapunov(
         is called on the batch directly instead of through `torch.func.vmap`.
     chunk : int, steps whose Jacobians are formed in one vmapped call (default:
         as many as fit in ~64 MB).
+    compile : bool, one orbit at native speed (no ensemble, no inputs): the whole
+        loop — step, tangent propagation as a vmapped ``jvp`` of the step on the
+        ``[d, k]`` tangent matrix, QR and the ``log|R_jj|`` sums — is one
+        ``torch.compile``d ``while_loop`` (:func:`odenet._compiled.compiled_orbit`),
+        cached per (step, shape, dtype, k).  QR runs every step (``qr_every`` is
+        not used); ``running`` / ``local`` / ``times`` are recorded every
+        ``record_every`` steps.  The compile (seconds to minutes, see
+        ``odenet._compiled.compile_records()``) pays off over long orbits of
+        small systems.  If the step cannot be compiled, the eager path runs.
+    record_every : int, steps per record with ``compile`` (default: ``n_steps``
+        split into about 200 records).
 
     Returns
     -------
@@ -174,6 +187,16 @@ def lyapunov(
     chunk = max(1, (8 << 20) // max(1, B * d * d)) if chunk is None else chunk
     chunk = check_positive_int("chunk", chunk)
     dt = check_positive_float("dt", dt)
+    if compile and not ensemble and inputs is None:
+        record_every = (
+            max(1, n_steps // 200)
+            if record_every is None
+            else check_positive_int("record_every", record_every)
+        )
+        out = _orbit_compiled(step, x[0], n_steps, transient, k, record_every)
+        if out is not None:
+            log_r, ends, x_end = out
+            return _result(log_r, ends, dt, x_end[None], ensemble=False)
     many = (step if vectorized else _batched(step)) if ensemble else None
 
     def advance(x, n):
@@ -217,8 +240,47 @@ def lyapunov(
                     ends.append(j - transient)
         x = xs[-1]
         n += m
+    return _result(log_r, ends, dt, x, ensemble)
 
+
+def _orbit_compiled(step, x, n_steps, transient, k, record_every):
+    """One orbit through the compiled orbit loop; ``None`` if it cannot compile.
+
+    Returns ``(log_r, ends, x)`` in :func:`_result`'s terms, one record per
+    ``record_every`` steps (the sum of ``log|R_jj|`` over those steps).
+    """
+    from odenet._compiled import CompileFailed, compiled_orbit
+
+    d = x.numel()
+    fn = compiled_orbit(step, x, k=k, qr=True, strict=True)
+    if not fn.compiled:
+        return None
+    Q = torch.eye(d, dtype=x.dtype, device=x.device)[:, :k].contiguous()
+    zero = torch.zeros(k, dtype=x.dtype, device=x.device)
+    log_r, ends = [], []
+    spans = [transient] if transient else []
+    done = 0
+    while done < n_steps:
+        m = min(record_every, n_steps - done)
+        spans.append(m)
+        done += m
+    try:
+        with torch.no_grad():
+            for i, m in enumerate(spans):
+                x, Q, acc = fn(torch.tensor(m), x, Q, zero)
+                if transient and i == 0:
+                    continue
+                log_r.append(acc.to(torch.float64)[None])
+                ends.append((ends[-1] if ends else 0) + m)
+    except CompileFailed:
+        return None
+    return log_r, ends, x
+
+
+def _result(log_r, ends, dt, x, ensemble) -> LyapunovResult:
+    """The result from the ``log|R_jj|`` records ``[B, k]`` and their step counts."""
     L = torch.stack(log_r).cpu().numpy()  # [n_qr, B, k]
+    B = L.shape[1]
     ends_ = np.asarray(ends, dtype=float)
     spans = np.diff(np.concatenate([[0.0], ends_])) * dt
     times = ends_ * dt

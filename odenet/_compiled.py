@@ -1,0 +1,386 @@
+"""Compiled small-system steps: a field fused with a tableau's explicit step.
+
+On small systems (2–50 states) the cost of a step is Python and dispatch overhead,
+not arithmetic: an eager rk4 step of the Lorenz field is ~60 tensor operations of
+3 numbers each.  ``torch.compile`` traces the field *together with* the method's
+stages (the stepper's own :func:`odenet._stepper.explicit_step` — no second copy of
+the stages is written here) into one fused kernel.  What remains per call is the
+compiled wrapper's own overhead (guards, the generated Python wrapper: tens of µs),
+so a *block* of several steps per call amortizes it.
+
+Two compiled objects, both cached per (callable, tableau, shape, dtype, device,
+block, variant) and both falling back to the identical eager computation when the
+compiler is unavailable or fails (``ODENET_COMPILE=0`` forces the fallback):
+
+* :func:`compiled_map` — a step map ``x -> step(x)`` (any traceable callable, e.g.
+  :func:`odenet.stability.flow_map`) advanced ``block`` steps per call, optionally
+  with a tangent matrix ``Q [d, k]`` pushed through the same steps as a vmapped
+  ``jvp`` (``Q <- M(x) Q``): the one-orbit Lyapunov path.
+* :func:`compiled_rk_step` — one explicit Runge–Kutta step of ``f(t, y)`` with the
+  signature of :meth:`odenet._stepper.RungeKutta.step_one` but tensor ``s`` and
+  ``h`` (so a new step size does not recompile): what the host backend of the loop
+  calls.
+
+Compile time is recorded per cached entry (:func:`compile_records`) and is not
+hidden in the first step's timing by the benchmarks.  When compiling does not
+pay: the first call costs seconds to minutes (tens of seconds for an rk4 block of
+10 Lorenz steps on an idle core), so runs of fewer than ~10⁴–10⁵ steps lose;
+every new shape, dtype or device is a new compile (``dynamic=False``: dynamic
+shapes would put the guards and symbolic sizes back on the per-call path); fields
+that graph-break (data-dependent Python control flow, ``.item()``, numpy calls) do
+not compile with ``fullgraph=True`` and fall back to eager.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch.func import jvp, vmap
+
+from odenet._stepper import RungeKutta, explicit_step, stage_input
+from odenet.tableaus import ButcherTableau
+from odenet.tableaus import tableau as _tableau
+
+
+@dataclass
+class CompileRecord:
+    """One cached compiled function.
+
+    Attributes
+    ----------
+    what : str, a description (kind, method, shape, dtype, block).
+    compile_time : float, seconds of the first call (trace + compile + one run);
+        ``nan`` until the first call.
+    compiled : bool, False when the eager fallback runs instead.
+    reason : str, why the fallback was taken ("" when compiled).
+    calls : int, calls so far.
+    """
+
+    what: str
+    compile_time: float = float("nan")
+    compiled: bool = True
+    reason: str = ""
+    calls: int = 0
+
+
+_RECORDS: list[CompileRecord] = []
+# per callable (weakly held where possible) -> {key: CompiledFunction}
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_STRONG_CACHE: dict = {}
+
+
+def compile_records() -> list[CompileRecord]:
+    """Every compiled function built in this process, with its compile time."""
+    return list(_RECORDS)
+
+
+def compile_enabled() -> bool:
+    """False when ``ODENET_COMPILE=0`` or ``torch.compile`` is missing."""
+    if os.environ.get("ODENET_COMPILE", "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    return hasattr(torch, "compile")
+
+
+def clear_cache() -> None:
+    """Forget every cached compiled function (and torch's compiled code)."""
+    _CACHE.clear()
+    _STRONG_CACHE.clear()
+    _RECORDS.clear()
+    try:
+        torch._dynamo.reset()
+    except Exception:  # pragma: no cover - older torch
+        pass
+
+
+class CompileFailed(RuntimeError):
+    """Raised by a ``strict`` :class:`CompiledFunction` whose compile failed."""
+
+
+class CompiledFunction:
+    """``fn`` compiled on its first call; the eager ``fn`` itself if that fails.
+
+    The first call's wall time is the compile time (``record.compile_time``).
+    A failure to compile (no C++ compiler, a graph break under ``fullgraph``) is
+    recorded in ``record.reason`` and every later call runs ``fn`` eagerly, so the
+    results are the eager ones exactly (``strict``: the failing first call raises
+    :class:`CompileFailed` instead, for callers with a faster eager route).
+    """
+
+    def __init__(self, fn: Callable, what: str, *, compile: bool = True, strict: bool = False):
+        self.fn = fn
+        self.strict = strict
+        self.record = CompileRecord(what)
+        _RECORDS.append(self.record)
+        self._compiled = None
+        if compile and compile_enabled():
+            self._compiled = torch.compile(fn, fullgraph=True, dynamic=False)
+        else:
+            self.record.compiled = False
+            self.record.reason = "compilation disabled"
+            self.record.compile_time = 0.0
+
+    @property
+    def compile_time(self) -> float:
+        return self.record.compile_time
+
+    @property
+    def compiled(self) -> bool:
+        return self.record.compiled
+
+    def __call__(self, *args):
+        rec = self.record
+        rec.calls += 1
+        if self._compiled is None:
+            return self.fn(*args)
+        if rec.calls == 1:
+            t0 = time.perf_counter()
+            try:
+                out = self._compiled(*args)
+            except Exception as exc:  # the compiler is unavailable or cannot trace fn
+                self._compiled = None
+                rec.compiled = False
+                rec.reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                rec.compile_time = time.perf_counter() - t0
+                if self.strict:
+                    raise CompileFailed(rec.reason) from exc
+                return self.fn(*args)
+            rec.compile_time = time.perf_counter() - t0
+            return out
+        return self._compiled(*args)
+
+
+def _cached(owner, key, build: Callable[[], CompiledFunction]) -> CompiledFunction:
+    try:
+        table = _CACHE.setdefault(owner, {})
+    except TypeError:  # not weak-referenceable
+        table = _STRONG_CACHE.setdefault(id(owner), {})
+    fn = table.get(key)
+    if fn is None:
+        fn = table[key] = build()
+    return fn
+
+
+# --- step maps, with an optional tangent matrix -----------------------------------------
+
+
+def map_block(step: Callable, shape: torch.Size, block: int, k: int | None) -> Callable:
+    """The eager block: ``block`` steps of ``step`` (and of ``Q [d, k]`` when ``k``).
+
+    ``x -> x_block`` or ``(x, Q) -> (x_block, M_{block-1} ⋯ M_0 Q)`` with ``M_i``
+    the Jacobian of ``step`` at the i-th state, applied as a vmapped ``jvp`` (no
+    Jacobian matrix is formed).  This is the exact function that gets compiled.
+    """
+
+    if k is None:
+
+        def run(x):
+            for _ in range(block):
+                x = step(x)
+            return x
+
+        return run
+
+    def flat(v):
+        return step(v.reshape(shape)).reshape(-1)
+
+    def tangent(v, Q):
+        def one(w):
+            return jvp(flat, (v,), (w,))
+
+        return vmap(one, in_dims=1, out_dims=(None, 1))(Q)
+
+    def run_tangent(x, Q):
+        v = x.reshape(-1)
+        for _ in range(block):
+            v, Q = tangent(v, Q)
+        return v.reshape(shape), Q
+
+    return run_tangent
+
+
+def compiled_map(
+    step: Callable,
+    x: torch.Tensor,
+    *,
+    block: int = 1,
+    k: int | None = None,
+    compile: bool = True,
+) -> CompiledFunction:
+    """``step`` advanced ``block`` steps per call, compiled and cached.
+
+    Parameters
+    ----------
+    step : callable x -> next x, traceable by ``torch.compile`` and ``torch.func``
+        (e.g. :func:`odenet.stability.flow_map` of an explicit method, an RNN cell).
+    x : Tensor, a state of the shape, dtype and device the calls will use.
+    block : int, steps per call (larger amortizes the per-call overhead but
+        compiles longer: the steps are unrolled).
+    k : int, optional; with it the call is ``(x, Q [d, k]) -> (x', M Q)``.
+    compile : bool, False gives the eager function (same results).
+
+    Returns
+    -------
+    CompiledFunction (``.compile_time``, ``.compiled``, ``.record``).
+    """
+    key = ("map", tuple(x.shape), x.dtype, x.device, int(block), k)
+    what = f"map block={block} tangent k={k} shape={tuple(x.shape)} {x.dtype}"
+    return _cached(
+        step,
+        (*key, bool(compile)),
+        lambda: CompiledFunction(map_block(step, x.shape, block, k), what, compile=compile),
+    )
+
+
+def _while_loop():
+    try:
+        from torch._higher_order_ops.while_loop import while_loop
+    except ImportError:  # pragma: no cover - torch without while_loop
+        return None
+    return while_loop
+
+
+def orbit_loop(step: Callable, shape: torch.Size, k: int | None, qr: bool = True) -> Callable:
+    """The eager orbit loop: ``(n, x, Q, acc) -> (x_n, Q_n, acc_n)``, ``n`` a 0-dim tensor.
+
+    Each of the ``n`` steps advances ``x`` and pushes ``Q [d, k]`` through the
+    step's Jacobian (vmapped ``jvp``); with ``qr`` it then re-orthonormalizes
+    ``Q`` and adds ``log |R_jj|`` to ``acc [k]`` (Benettin's algorithm, QR every
+    step).  Written with ``torch``'s ``while_loop``, so under ``torch.compile`` the
+    loop is one compiled call whose trip count is a tensor: it is not unrolled
+    (compile time independent of ``n``) and a new ``n`` does not recompile.  With
+    ``k=None`` only ``x`` is advanced (``Q`` and ``acc`` pass through).
+    """
+    while_loop = _while_loop()
+
+    def flat(v):
+        return step(v.reshape(shape)).reshape(-1)
+
+    def one(v, Q, acc):
+        if k is None:
+            return flat(v), Q, acc
+        v, Q = vmap(lambda w: jvp(flat, (v,), (w,)), in_dims=1, out_dims=(None, 1))(Q)
+        if qr:
+            Q, R = torch.linalg.qr(Q)
+            acc = acc + torch.diagonal(R).abs().log()
+        # the loop's carried values must keep their layout (QR returns column-major Q)
+        return v, Q.contiguous(), acc
+
+    def run(n, x, Q, acc):
+        v = x.reshape(-1)
+        if while_loop is None:  # pragma: no cover
+            for _ in range(int(n)):
+                v, Q, acc = one(v, Q, acc)
+        else:
+
+            def cond(i, v, Q, acc):
+                return i > 0
+
+            def body(i, v, Q, acc):
+                v, Q, acc = one(v, Q, acc)
+                return i - 1, v, Q, acc
+
+            _, v, Q, acc = while_loop(cond, body, (n, v, Q, acc))
+        return v.reshape(shape), Q, acc
+
+    return run
+
+
+def compiled_orbit(
+    step: Callable,
+    x: torch.Tensor,
+    *,
+    k: int | None,
+    qr: bool = True,
+    compile: bool = True,
+    strict: bool = False,
+) -> CompiledFunction:
+    """:func:`orbit_loop` compiled and cached: ``(n, x, Q [d, k], acc [k]) -> (x, Q, acc)``.
+
+    ``n`` must be a 0-dim integer tensor (its value is not compiled in).  The
+    tangent ``Q`` and ``acc`` have ``x``'s dtype.
+    """
+    key = ("orbit", tuple(x.shape), x.dtype, x.device, k, bool(qr))
+    what = f"orbit loop k={k} qr={qr} shape={tuple(x.shape)} {x.dtype}"
+    return _cached(
+        step,
+        (*key, bool(compile)),
+        lambda: CompiledFunction(
+            orbit_loop(step, x.shape, k, qr), what, compile=compile, strict=strict
+        ),
+    )
+
+
+# --- one explicit Runge–Kutta step for the host loop ------------------------------------
+
+
+def rk_step_one(f: Callable, shape: torch.Size, rk: RungeKutta) -> Callable:
+    """The eager function the loop's host backend needs, with tensor ``s`` and ``h``.
+
+    ``(s [], y [1, n], h [], f0 [1, n]) -> (y1 [1, n], K [S, n], rates [E, n] | None,
+    f1 [1, n] | None)`` — the outputs of :meth:`RungeKutta.step_one`.  ``f(t, y)`` is
+    the user's field in the user's layout ``shape`` (``t`` a 0-dim tensor).  The
+    stages are the stepper's :func:`explicit_step`.
+    """
+    E = rk.E_rows
+
+    def g(t, y):
+        return f(t, y.reshape(shape)).reshape(1, -1)
+
+    def step(s, y, h, f0):
+        y1, _, ks = explicit_step(g, s, y, h, rk, f0=f0, error=False)
+        K = ks.reshape(rk.S, -1)
+        f1 = None
+        if rk.stiffly_accurate:
+            # FSAL: the last stage input is the solution (as in step_one), so that
+            # f1 = f(s + h, y1) exactly
+            y1 = stage_input(rk.row_terms[-1], y, h, list(ks.unbind(0)))
+            f1 = ks[-1]
+        rates = None if E is None else E @ K
+        return y1, K, rates, f1
+
+    return step
+
+
+def compiled_rk_step(
+    f: Callable,
+    method: str | ButcherTableau,
+    y: torch.Tensor,
+    *,
+    shape: torch.Size | None = None,
+    time_dtype: torch.dtype | None = None,
+    compile: bool = True,
+) -> CompiledFunction:
+    """One explicit step of ``method`` on ``f``, fused and cached.
+
+    Parameters
+    ----------
+    f : callable f(t, y) -> dy/dt on the user's layout.
+    method : name or ButcherTableau (explicit).
+    y : Tensor ``[1, n]``, a state row of the dtype and device the calls will use.
+    shape : the user's state shape (default ``y.shape``); ``f`` sees ``y`` reshaped.
+    time_dtype : dtype of ``s`` (default ``y``'s).
+
+    Returns
+    -------
+    CompiledFunction ``(s [], y [1, n], h [], f0 [1, n]) -> (y1, K, rates, f1)``; pass
+    ``s`` and ``h`` as 0-dim tensors (Python floats would be specialized on and
+    recompile for every new step size).  It makes ``S - 1`` calls of ``f``.
+    """
+    tab = _tableau(method) if not isinstance(method, ButcherTableau) else method
+    if tab.is_implicit:
+        raise ValueError(f"compiled_rk_step needs an explicit tableau, got {tab.name!r}.")
+    shape = y.shape if shape is None else torch.Size(shape)
+    tdt = y.dtype if time_dtype is None else time_dtype
+    key = ("rk", tab.name, tuple(shape), tuple(y.shape), y.dtype, tdt, y.device)
+    what = f"rk step {tab.name} shape={tuple(shape)} {y.dtype}"
+
+    def build():
+        rk = RungeKutta(tab, y.dtype, tdt, y.device)
+        return CompiledFunction(rk_step_one(f, shape, rk), what, compile=compile)
+
+    return _cached(f, (*key, bool(compile)), build)

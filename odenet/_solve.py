@@ -612,6 +612,7 @@ def step(f, t, y, dt, method: str | ButcherTableau = "rk4", *, batched: bool = F
     check_callable("f", f)
     y = check_y0(y, "y")
     tab = tableau(method)
+    check_step_size("t", t)
     check_step_size("dt", dt)
     if batched and y.dim() == 0:
         raise InputError("`batched=True` needs `y` of shape [B, ...], got a 0-dim tensor.")

@@ -340,7 +340,8 @@ def resolve_method(method, fixed: bool) -> ButcherTableau:
 
 
 def check_step_size(name: str, h) -> torch.Tensor | float:
-    """A finite step (number or 0-dim tensor; negative integrates backward)."""
+    """A finite step or time: a real number or a one-element tensor (a negative step
+    integrates backward)."""
     if type(h) is float and math.isfinite(h):
         return h
     if isinstance(h, torch.Tensor):

@@ -3,9 +3,13 @@ steps, torch.func tracing, and the errors of a wrong call."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.func import jacrev, vmap
 
 import odenet
@@ -192,3 +196,22 @@ def test_flow_map_checks_its_field_as_step_does():
     # the check reads shapes only, so the map still runs under vmap(jacrev)
     J = vmap(jacrev(flow_map(lambda t, x: -x, 0.1, "euler")))(x[None].expand(3, 2))
     torch.testing.assert_close(J, 0.9 * torch.eye(2, dtype=D).expand(3, 2, 2))
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(
+    f=st.sampled_from([lambda t, y: -y, lambda t, y: -y[:1], lambda t, y: 1.0, lambda t, y: y.x]),
+    t=st.sampled_from([0.0, 1, torch.tensor(0.5), "x", None, math.nan, torch.ones(3), 1j]),
+    y=st.sampled_from(
+        [torch.ones(2, 3, dtype=D), torch.ones(3), [1.0, 2.0], torch.tensor(math.inf), "y"]
+    ),
+    dt=st.sampled_from([0.1, -0.2, 0, torch.tensor(0.1, dtype=D), math.inf, "x", None]),
+    method=st.sampled_from(["euler", "rk4", "dopri5", "backward_euler", "sdirk2", "nope"]),
+    batched=st.booleans(),
+)
+def test_fuzz_step_either_works_or_raises_an_odenet_error(f, t, y, dt, method, batched):
+    try:
+        out = odenet.step(f, t, y, dt, method, batched=batched)
+    except odenet.OdenetError:
+        return
+    assert isinstance(out, torch.Tensor) and out.shape == torch.as_tensor(y).shape

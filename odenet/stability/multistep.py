@@ -1,0 +1,169 @@
+"""Linear stability of linear multistep methods: the same questions as for Runge–Kutta.
+
+A k-step method ``Σ_j α_j y_{n+j} = h Σ_j β_j f_{n+j}`` applied to ``y' = λy`` has
+solutions ``y_n = ζⁿ`` with ``ρ(ζ) − z σ(ζ) = 0`` (``z = hλ``, ``ρ`` and ``σ`` the
+characteristic polynomials).  It is
+
+* **zero-stable** when the roots of ``ρ`` lie in the closed unit disc and those on
+  the circle are simple (the root condition, Dahlquist);
+* **absolutely stable** at ``z`` when every root of ``ρ − zσ`` lies in the unit disc;
+  the boundary of that region is contained in the *boundary locus*
+  ``z(θ) = ρ(e^{iθ}) / σ(e^{iθ})``;
+* **A(α)-stable** when the sector ``|arg(−z)| < α`` lies in the region.
+
+A predictor–corrector pair in PECE mode is not a linear multistep method; its
+roots come from its own polynomial in ``ζ`` (``stability_roots`` handles both).
+
+References: Hairer & Wanner, *Solving ODEs II*, Sec. V.1–V.2 (Table V.2.1 for the
+A(α) angles of BDF); Hairer, Nørsett & Wanner I, Sec. III.3–III.4.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+
+from odenet._multistep import LinearMultistep, adams_bashforth, adams_moulton, bdf, multistep
+from odenet.stability._errors import StabilityInputError
+
+
+def _method(method) -> LinearMultistep:
+    lm = multistep(method)
+    if lm is None:
+        if isinstance(method, str) and method.lower().startswith("bdf"):
+            k = int(method[3:]) if method[3:].isdigit() else 0
+            if k >= 1:  # BDF7 and beyond: analysable (they are not zero-stable)
+                return LinearMultistep(method.lower(), "bdf", k)
+        raise StabilityInputError(
+            f"`method` must be a linear multistep method (ab1–ab6, abm2–abm6, bdf1–bdf6, "
+            f"or bdfK for any K ≥ 1), got {method!r}."
+        )
+    return lm
+
+
+def characteristic_polynomials(method) -> tuple[list[Fraction], list[Fraction]]:
+    """``(ρ, σ)``: exact coefficients, highest power of ``ζ`` first (length ``k + 1``).
+
+    For ``abm`` (PECE) the pair of its *corrector* is returned; its stability is
+    computed from its own polynomial by :func:`stability_roots`.
+    """
+    lm = _method(method)
+    k = lm.steps
+    if lm.family == "bdf":
+        a = bdf(k)  # a_j on y_{n+1−j}
+        return [x / a[0] for x in a], [Fraction(1) / a[0]] + [Fraction(0)] * k
+    rho = [Fraction(1), Fraction(-1)] + [Fraction(0)] * (k - 1)
+    if lm.family == "ab":
+        b = adams_bashforth(k)  # on f_{n−j}: ζ^{k−1−j}
+        return rho, [Fraction(0), *b]
+    c = adams_moulton(k - 1)  # the corrector: (k−1)-step AM, padded to k steps
+    return rho, [*c, *([Fraction(0)] * (k + 1 - len(c)))]
+
+
+def order(method) -> int:
+    """The order ``p`` from the exact conditions ``Σ α_j j^q = q Σ β_j j^{q−1}``."""
+    rho, sigma = characteristic_polynomials(method)
+    k = len(rho) - 1
+    alpha, beta = rho[::-1], sigma[::-1]  # α_j on y_{n+j}, j = 0..k
+    p = 0
+    for q in range(0, 2 * k + 3):
+        lhs = sum(alpha[j] * Fraction(j) ** q for j in range(k + 1))
+        rhs = q * sum(beta[j] * Fraction(j) ** (q - 1) for j in range(k + 1)) if q else 0
+        if lhs != rhs:
+            break
+        p = q
+    return p
+
+
+def is_zero_stable(method, tol: float = 1e-9) -> bool:
+    """The root condition on ``ρ``."""
+    rho, _ = characteristic_polynomials(method)
+    roots = np.roots([float(x) for x in rho])
+    for i, r in enumerate(roots):
+        if abs(r) > 1 + tol:
+            return False
+        if abs(abs(r) - 1) <= tol and np.any(np.abs(np.delete(roots, i) - r) <= 1e-6):
+            return False
+    return True
+
+
+def stability_roots(method, z) -> np.ndarray:
+    """Roots ``ζ`` of the method applied to ``y' = λy`` with ``z = hλ``: ``[k]``."""
+    lm = _method(method)
+    z = complex(z)
+    if lm.family == "abm":
+        # y_p = y_n + z Σ b_j y_{n−j};  y_{n+1} = y_n + z (c_0 y_p + Σ_{j≥1} c_j y_{n+1−j})
+        k = lm.steps
+        b = [float(x) for x in adams_bashforth(k)]
+        c = [float(x) for x in adams_moulton(k - 1)]
+        poly = np.zeros(k + 1, dtype=complex)  # highest first: ζ^k … ζ^0
+        poly[0] += 1  # ζ^{n+1} relative to ζ^{n+1−k}
+        poly[1] -= 1 + z * c[0]
+        for j, bj in enumerate(b):  # z c0 z b_j ζ^{n−j}
+            poly[1 + j] -= z * c[0] * z * bj
+        for j in range(1, len(c)):  # z c_j ζ^{n+1−j}
+            poly[j] -= z * c[j]
+        return np.roots(poly)
+    rho, sigma = characteristic_polynomials(lm)
+    poly = np.array([float(r) for r in rho], dtype=complex) - z * np.array(
+        [float(s) for s in sigma], dtype=complex
+    )
+    return np.roots(poly)
+
+
+def is_absolutely_stable(method, z, tol: float = 1e-9) -> bool:
+    """Every root of ``ρ − zσ`` in the closed unit disc."""
+    return bool(np.all(np.abs(stability_roots(method, z)) <= 1 + tol))
+
+
+def boundary_locus(method, n: int = 2001) -> np.ndarray:
+    """``z(θ) = ρ(e^{iθ}) / σ(e^{iθ})`` for ``θ`` in ``[0, 2π)``: ``[n]`` complex
+    (``inf`` where ``σ`` vanishes).  Linear multistep methods only."""
+    lm = _method(method)
+    if lm.family == "abm":
+        raise StabilityInputError(
+            "the boundary locus is defined for linear multistep methods; a PECE pair "
+            f"({lm.name!r}) is not one: use `stability_roots` / `is_absolutely_stable`."
+        )
+    rho, sigma = characteristic_polynomials(lm)
+    zeta = np.exp(1j * np.linspace(0, 2 * np.pi, n, endpoint=False))
+    num = np.polyval([float(x) for x in rho], zeta)
+    den = np.polyval([float(x) for x in sigma], zeta)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den != 0, num / den, np.inf)
+
+
+def a_alpha(method, n: int = 200_001) -> float:
+    """The A(α) angle in degrees: the widest sector ``|arg(−z)| < α`` inside the
+    stability region (90 for A-stable methods, 0 when none)."""
+    lm = _method(method)
+    if not is_zero_stable(lm):
+        return 0.0
+    z = boundary_locus(lm, n)
+    z = z[np.isfinite(z) & (np.abs(z) > 1e-10)]
+    ang = np.abs(np.angle(-z))  # in [0, π]; a locus point at angle a blocks sectors > a
+    return float(min(90.0, np.degrees(ang.min())))
+
+
+def real_stability_interval(method, x_min: float = -50.0, n: int = 600) -> float:
+    """Left end ``x < 0`` of the real interval ``(x, 0)`` of absolute stability
+    (``-inf`` when stable on all of ``[x_min, 0)``, 0.0 when none); scanned on ``n``
+    geometrically spaced points from ``−10⁻⁶`` to ``x_min``, then bisected."""
+    lm = _method(method)
+    xs = -np.geomspace(1e-6, -x_min, n)
+    stable = np.array([is_absolutely_stable(lm, x) for x in xs])
+    if stable.all():
+        return -math.inf
+    first_bad = int(np.argmin(stable))
+    if first_bad == 0:
+        return 0.0
+    lo, hi = xs[first_bad], xs[first_bad - 1]  # unstable, stable
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if is_absolutely_stable(lm, mid):
+            hi = mid
+        else:
+            lo = mid
+    return float(hi)

@@ -488,8 +488,10 @@ def solve(
     **options
         For ``sensitivity="adjoint"`` / ``"checkpoint"`` only:
         ``adjoint_params`` (tensors to differentiate; default the parameters of ``f``
-        when it is an ``nn.Module``), ``checkpoints`` (the most forward states kept;
-        default as many as fit in 4.5 MiB, at least 8) or ``checkpoint_every`` (a fixed
+        when it is an ``nn.Module``, plus every other tensor requiring grad that its
+        output depends on, e.g. those a closure captures), ``checkpoints`` (the most
+        forward states kept; default as many as fit in 4.5 MiB, at least 8) or
+        ``checkpoint_every`` (a fixed
         number of steps per kept state), and for the adjoint ``adjoint_rtol``,
         ``adjoint_atol``, ``adjoint_method``, ``adjoint_seminorm``,
         ``adjoint_options`` (see :func:`odenet.sensitivity.solve_with`).

@@ -22,7 +22,9 @@
 
 Both non-direct modes differentiate with respect to ``y0``, the output times ``t``
 and the parameters of the field: ``adjoint_params`` if given, else the parameters of
-``f`` when it is an ``nn.Module`` (or a bound method of one).  Backward statistics
+``f`` when it is an ``nn.Module`` (or a bound method of one) plus every other tensor
+requiring grad that ``f``'s output depends on (what a closure such as
+``lambda t, y: net(y)`` captures).  Backward statistics
 appear in ``solution.stats`` after ``.backward()``: ``backward_nfe`` (field
 evaluations in the backward pass, replays included), ``backward_vjp``,
 ``backward_steps`` / ``backward_rejected`` (adjoint steps), ``backward_segments``,
@@ -269,7 +271,8 @@ def solve_with(kind: str, prep, tab, *, throw: bool, **options):
     throw : raise on solver failure (else report it in ``Solution.status``).
     **options
         ``adjoint_params`` (iterable of tensors; default the parameters of ``f`` when
-        it is an ``nn.Module``), ``checkpoint_every`` (steps per stored state) or
+        it is an ``nn.Module`` and any other tensor requiring grad that ``f``'s output
+        depends on), ``checkpoint_every`` (steps per stored state) or
         ``checkpoints`` (the most forward states kept, ``≥ 2``; default as many as fit
         in 4.5 MiB, at least 8, for ``"adjoint"``, ``≈ √N`` for ``"checkpoint"``; the ``√N``
         rule takes over beyond ``N ≈ checkpoints²/4``); for ``"adjoint"`` also

@@ -165,6 +165,14 @@ def _cached(owner, key, build: Callable[[], CompiledFunction]) -> CompiledFuncti
     return fn
 
 
+def _warm(step: Callable, x: torch.Tensor) -> None:
+    """One eager call, so that a step's own lazy set-up (e.g. ``flow_map`` building
+    its coefficient tensors for this dtype) is not a side effect inside the trace
+    (``while_loop`` bodies must be free of them)."""
+    with torch.no_grad():
+        step(x)
+
+
 # --- step maps, with an optional tangent matrix -----------------------------------------
 
 
@@ -227,6 +235,7 @@ def compiled_map(
     -------
     CompiledFunction (``.compile_time``, ``.compiled``, ``.record``).
     """
+    _warm(step, x)
     key = ("map", tuple(x.shape), x.dtype, x.device, int(block), k)
     what = f"map block={block} tangent k={k} shape={tuple(x.shape)} {x.dtype}"
     return _cached(
@@ -244,7 +253,9 @@ def _while_loop():
     return while_loop
 
 
-def orbit_loop(step: Callable, shape: torch.Size, k: int | None, qr: bool = True) -> Callable:
+def orbit_loop(
+    step: Callable, shape: torch.Size, k: int | None, qr: bool = True, unroll: int = 1
+) -> Callable:
     """The eager orbit loop: ``(n, x, Q, acc) -> (x_n, Q_n, acc_n)``, ``n`` a 0-dim tensor.
 
     Each of the ``n`` steps advances ``x`` and pushes ``Q [d, k]`` through the
@@ -254,6 +265,12 @@ def orbit_loop(step: Callable, shape: torch.Size, k: int | None, qr: bool = True
     loop is one compiled call whose trip count is a tensor: it is not unrolled
     (compile time independent of ``n``) and a new ``n`` does not recompile.  With
     ``k=None`` only ``x`` is advanced (``Q`` and ``acc`` pass through).
+
+    ``unroll``: steps per loop iteration (the iteration's own overhead, a few
+    kernel launches from the generated wrapper, is shared by ``unroll`` steps); the
+    QR then runs once per iteration, on the product of ``unroll`` tangent maps, and
+    ``n`` counts iterations.  Safe while ``exp((λ_1 − λ_k) · unroll · dt)`` stays
+    far from ``1/eps`` (a few steps for any moderate spectrum).
     """
     while_loop = _while_loop()
 
@@ -262,8 +279,11 @@ def orbit_loop(step: Callable, shape: torch.Size, k: int | None, qr: bool = True
 
     def one(v, Q, acc):
         if k is None:
-            return flat(v), Q, acc
-        v, Q = vmap(lambda w: jvp(flat, (v,), (w,)), in_dims=1, out_dims=(None, 1))(Q)
+            for _ in range(unroll):
+                v = flat(v)
+            return v, Q, acc
+        for _ in range(unroll):
+            v, Q = vmap(lambda w, v=v: jvp(flat, (v,), (w,)), in_dims=1, out_dims=(None, 1))(Q)
         if qr:
             Q, R = torch.linalg.qr(Q)
             acc = acc + torch.diagonal(R).abs().log()
@@ -296,21 +316,24 @@ def compiled_orbit(
     *,
     k: int | None,
     qr: bool = True,
+    unroll: int = 1,
     compile: bool = True,
     strict: bool = False,
 ) -> CompiledFunction:
     """:func:`orbit_loop` compiled and cached: ``(n, x, Q [d, k], acc [k]) -> (x, Q, acc)``.
 
-    ``n`` must be a 0-dim integer tensor (its value is not compiled in).  The
-    tangent ``Q`` and ``acc`` have ``x``'s dtype.
+    ``n`` must be a 0-dim integer tensor (its value is not compiled in): the
+    number of loop iterations, ``unroll`` steps each.  The tangent ``Q`` and
+    ``acc`` have ``x``'s dtype.
     """
-    key = ("orbit", tuple(x.shape), x.dtype, x.device, k, bool(qr))
-    what = f"orbit loop k={k} qr={qr} shape={tuple(x.shape)} {x.dtype}"
+    _warm(step, x)
+    key = ("orbit", tuple(x.shape), x.dtype, x.device, k, bool(qr), int(unroll))
+    what = f"orbit loop k={k} qr={qr} unroll={unroll} shape={tuple(x.shape)} {x.dtype}"
     return _cached(
         step,
         (*key, bool(compile)),
         lambda: CompiledFunction(
-            orbit_loop(step, x.shape, k, qr), what, compile=compile, strict=strict
+            orbit_loop(step, x.shape, k, qr, unroll), what, compile=compile, strict=strict
         ),
     )
 

@@ -196,3 +196,59 @@ def test_implicit_scheme_flow_uses_the_autograd_fallback_and_gives_log_R():
     step = flow_map(lambda t, x: A * x, dt, "backward_euler")
     lam = lyapunov_spectrum(step, torch.ones(2, dtype=D), 15, dt=dt)
     np.testing.assert_allclose(lam, np.log(np.abs(1 / (1 - a * dt))) / dt, rtol=1e-8)
+
+
+# --- the compiled one-orbit path (odenet._compiled.compiled_orbit) -----------------------
+
+
+def _compiler_works() -> bool:
+    from odenet._compiled import compile_enabled
+
+    if not compile_enabled():
+        return False
+    try:
+        torch.compile(lambda x: x + 1, fullgraph=True)(torch.zeros(1))
+    except Exception:
+        return False
+    return True
+
+
+def test_compile_falls_back_to_the_eager_path_with_the_same_result(monkeypatch):
+    monkeypatch.setenv("ODENET_COMPILE", "0")
+    a = torch.tensor([2.0, 0.5], dtype=D)
+
+    def step(x):
+        return a * x
+
+    x0 = torch.ones(2, dtype=D)
+    eager = lyapunov(step, x0, 30, transient=3)
+    fallback = lyapunov(step, x0, 30, transient=3, compile=True)
+    torch.testing.assert_close(fallback.exponents, eager.exponents, rtol=0, atol=0)
+    np.testing.assert_array_equal(fallback.running, eager.running)
+    with pytest.raises(StabilityInputError, match="record_every"):
+        lyapunov(step, x0, 30, compile=True, record_every=0)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif("not _compiler_works()", reason="torch.compile unavailable")
+def test_compiled_orbit_diagonal_flow_is_exact_and_lorenz_within_published_tolerance():
+    # diagonal linear flow, rk4: exponents log|R(a dt)|/dt exactly, through both
+    # compiled loops (QR every 2 steps, and the 1-step loop for the odd remainders)
+    a = np.array([0.3, -0.2, -1.0])
+    dt = 0.05
+    A = torch.tensor(a, dtype=D)
+    step = flow_map(lambda t, x: A * x, dt)
+    res = lyapunov(step, torch.ones(3, dtype=D), 41, dt=dt, transient=3, compile=True, qr_every=2)
+    exact = np.log(np.abs(stability_function("rk4")(a * dt))) / dt
+    np.testing.assert_allclose(res.exponents, exact, atol=1e-12)
+    assert res.times[-1] == pytest.approx(41 * dt)
+    # Lorenz on a short orbit, the published spectrum within its usual tolerance
+    dt = 0.02
+    res = lyapunov(
+        flow_map(lorenz, dt), torch.ones(3, dtype=D), 4000, dt=dt, transient=1000, compile=True
+    )
+    lam = res.exponents.numpy()
+    assert lam.sum() == pytest.approx(-(10 + 1 + 8 / 3), rel=2e-4)
+    assert lam[0] == pytest.approx(0.9056, abs=0.06)
+    assert abs(lam[1]) < 0.04
+    assert lam[2] == pytest.approx(-14.5723, rel=0.01)

@@ -140,13 +140,14 @@ def lyapunov(
         loop — step, tangent propagation as a vmapped ``jvp`` of the step on the
         ``[d, k]`` tangent matrix, QR and the ``log|R_jj|`` sums — is one
         ``torch.compile``d ``while_loop`` (:func:`odenet._compiled.compiled_orbit`),
-        cached per (step, shape, dtype, k).  QR runs every step (``qr_every`` is
-        not used); ``running`` / ``local`` / ``times`` are recorded every
+        cached per (step, shape, dtype, k).  QR runs every ``qr_every`` steps
+        (those steps are unrolled in the loop's body, so the compile grows with
+        it); ``running`` / ``local`` / ``times`` are recorded every
         ``record_every`` steps.  The compile (seconds to minutes, see
         ``odenet._compiled.compile_records()``) pays off over long orbits of
         small systems.  If the step cannot be compiled, the eager path runs.
     record_every : int, steps per record with ``compile`` (default: ``n_steps``
-        split into about 200 records).
+        split into about 200 records, rounded to a multiple of ``qr_every``).
 
     Returns
     -------
@@ -189,11 +190,11 @@ def lyapunov(
     dt = check_positive_float("dt", dt)
     if compile and not ensemble and inputs is None:
         record_every = (
-            max(1, n_steps // 200)
+            max(1, n_steps // (200 * qr_every)) * qr_every
             if record_every is None
             else check_positive_int("record_every", record_every)
         )
-        out = _orbit_compiled(step, x[0], n_steps, transient, k, record_every)
+        out = _orbit_compiled(step, x[0], n_steps, transient, k, record_every, qr_every)
         if out is not None:
             log_r, ends, x_end = out
             return _result(log_r, ends, dt, x_end[None], ensemble=False)
@@ -243,16 +244,20 @@ def lyapunov(
     return _result(log_r, ends, dt, x, ensemble)
 
 
-def _orbit_compiled(step, x, n_steps, transient, k, record_every):
+def _orbit_compiled(step, x, n_steps, transient, k, record_every, qr_every):
     """One orbit through the compiled orbit loop; ``None`` if it cannot compile.
 
     Returns ``(log_r, ends, x)`` in :func:`_result`'s terms, one record per
-    ``record_every`` steps (the sum of ``log|R_jj|`` over those steps).
+    ``record_every`` steps (the sum of ``log|R_jj|`` over those steps).  The loop
+    runs ``qr_every`` steps per QR; steps that do not fill a whole group (the ends
+    of the transient and of the run, not multiples of ``qr_every``) go through a
+    second compiled loop with one step per QR.
     """
     from odenet._compiled import CompileFailed, compiled_orbit
 
     d = x.numel()
-    fn = compiled_orbit(step, x, k=k, qr=True, strict=True)
+    fn = compiled_orbit(step, x, k=k, qr=True, unroll=qr_every, strict=True)
+    one = fn if qr_every == 1 else None
     if not fn.compiled:
         return None
     Q = torch.eye(d, dtype=x.dtype, device=x.device)[:, :k].contiguous()
@@ -267,7 +272,14 @@ def _orbit_compiled(step, x, n_steps, transient, k, record_every):
     try:
         with torch.no_grad():
             for i, m in enumerate(spans):
-                x, Q, acc = fn(torch.tensor(m), x, Q, zero)
+                groups, rest = divmod(m, qr_every)
+                acc = zero
+                if groups:
+                    x, Q, acc = fn(torch.tensor(groups), x, Q, acc)
+                if rest:
+                    if one is None:
+                        one = compiled_orbit(step, x, k=k, qr=True, strict=True)
+                    x, Q, acc = one(torch.tensor(rest), x, Q, acc)
                 if transient and i == 0:
                     continue
                 log_r.append(acc.to(torch.float64)[None])

@@ -1,0 +1,448 @@
+"""Small systems at native speed: odenet (eager and compiled) beside scipy, numpy,
+torchdiffeq and lyapynov on the same problems, in one interleaved run, one thread.
+
+1. dopri5 (rtol 1e-6, atol 1e-8) on a 2-state problem (Van der Pol, μ = 1) and a
+   10-state one (Lorenz-96, F = 8): µs per accepted step, ratio to scipy
+   ``solve_ivp(method="RK45")`` on the numpy field.  odenet eager is ``odenet.solve``;
+   "odenet compiled step (prototype)" is the same ``odenet.solve`` with the host
+   backend's step (``_Host.step``) swapped, for this process only, for the fused
+   ``odenet._compiled.compiled_rk_step`` — the wiring proposed to the loop (the
+   loop file is not edited here; nfe is not counted by the compiled step).
+2. Fixed-step rk4 on the same two problems: µs per step, ratio to a plain numpy
+   RK4 loop.  Also ``odenet._compiled.compiled_orbit(k=None)``: the fixed-grid loop
+   itself compiled (a ``while_loop`` over the steps between two outputs).
+3. Lorenz, full Lyapunov spectrum along ONE orbit: rk4, dt = 0.01, 20 000 steps
+   after 1 000 transient; CPU time and max relative error against
+   (0.9056, 0, −14.5723) (Sprott), divided by λ1_ref.
+4. A 256-unit tanh RNN ``x ↦ tanh(W x)``, W ~ N(0, 1.5²/n), full spectrum (256
+   exponents) with QR every step, N steps after 50.
+
+Times are medians over interleaved repetitions of the process's CPU time (one
+thread; the shared 2-core machine makes wall time noisy); compile times (wall, the
+first call) are reported apart and excluded from the steady-state times.  Usage::
+
+    python studies/benchmarks/small_systems.py            # reps = 3
+    python studies/benchmarks/small_systems.py --quick    # reps = 1, shorter runs
+    python studies/benchmarks/small_systems.py --no-compile
+
+Results are printed and written to ``small_systems_results.md`` beside this file.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import argparse
+import contextlib
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import odenet
+from odenet import _compiled, _loop
+from odenet.stability import flow_map, lyapunov
+
+HERE = Path(__file__).resolve().parent
+D = torch.float64
+SIGMA, RHO, BETA = 10.0, 28.0, 8.0 / 3.0
+REF = np.array([0.9056, 0.0, -14.5723])
+
+
+# --- problems: torch and numpy versions of the same fields ----------------------------
+
+
+def vdp(t, y):
+    return torch.stack([y[..., 1], (1.0 - y[..., 0] ** 2) * y[..., 1] - y[..., 0]], -1)
+
+
+def vdp_np(t, y):
+    return np.array([y[1], (1.0 - y[0] ** 2) * y[1] - y[0]])
+
+
+def l96(t, y):
+    return (torch.roll(y, -1, -1) - torch.roll(y, 2, -1)) * torch.roll(y, 1, -1) - y + 8.0
+
+
+def l96_np(t, y):
+    return (np.roll(y, -1) - np.roll(y, 2)) * np.roll(y, 1) - y + 8.0
+
+
+def lorenz(t, x):
+    return torch.stack(
+        [
+            SIGMA * (x[..., 1] - x[..., 0]),
+            x[..., 0] * (RHO - x[..., 2]) - x[..., 1],
+            x[..., 0] * x[..., 1] - BETA * x[..., 2],
+        ],
+        dim=-1,
+    )
+
+
+def lorenz_np(x, t):
+    return np.array([SIGMA * (x[1] - x[0]), x[0] * (RHO - x[2]) - x[1], x[0] * x[1] - BETA * x[2]])
+
+
+def lorenz_jac_np(x, t):
+    return np.array([[-SIGMA, SIGMA, 0.0], [RHO - x[2], -1.0, -x[0]], [x[1], x[0], -BETA]])
+
+
+PROBLEMS = {
+    "vdp (2)": (vdp, vdp_np, np.array([2.0, 0.0]), 20.0),
+    "lorenz96 (10)": (l96, l96_np, 8.0 + 0.01 * np.arange(10), 10.0),
+}
+
+
+def cpu(fn):
+    t0 = time.process_time()
+    out = fn()
+    return time.process_time() - t0, out
+
+
+# --- the compiled host step (prototype wiring, this process only) ---------------------
+
+
+@contextlib.contextmanager
+def compiled_host_step(f, shape):
+    """``_Host.step`` calls the fused step of ``f`` instead of ``rk.step_one``."""
+    original = _loop._Host.step
+
+    def step(self, s, y, h, f0):
+        fn = getattr(self, "_fused", None)
+        if fn is None:
+            fn = self._fused = _compiled.compiled_rk_step(
+                f, self.rk.tableau, y, shape=shape, time_dtype=self.tdt
+            )
+        y1, K, rates, f1 = fn(
+            torch.scalar_tensor(s, dtype=self.tdt), y, torch.scalar_tensor(h, dtype=self.ydt), f0
+        )
+        return _loop._Trial(y1, K, f1, None, rates=rates)
+
+    _loop._Host.step = step
+    try:
+        yield
+    finally:
+        _loop._Host.step = original
+
+
+# --- 1 and 2: dopri5 and fixed-step rk4 ------------------------------------------------
+
+
+def run_scipy(fnp, y0, T, rtol, atol):
+    from scipy.integrate import solve_ivp
+
+    sol = solve_ivp(fnp, (0.0, T), y0, method="RK45", rtol=rtol, atol=atol)
+    return len(sol.t) - 1
+
+
+def run_odenet(f, y0, T, **kw):
+    y = torch.as_tensor(y0, dtype=D)
+    sol = odenet.solve(f, y, torch.tensor([0.0, T], dtype=D), **kw)
+    return int(sol.stats["steps"])
+
+
+def run_tdq(f, y0, T, **kw):
+    import torchdiffeq
+
+    nfe = [0]
+
+    def g(t, y):
+        nfe[0] += 1
+        return f(t, y)
+
+    torchdiffeq.odeint(g, torch.as_tensor(y0, dtype=D), torch.tensor([0.0, T], dtype=D), **kw)
+    return nfe[0]
+
+
+def rk4_numpy(fnp, y0, h, n):
+    y = np.array(y0, dtype=float)
+    t = 0.0
+    for _ in range(n):
+        k1 = fnp(t, y)
+        k2 = fnp(t + h / 2, y + h / 2 * k1)
+        k3 = fnp(t + h / 2, y + h / 2 * k2)
+        k4 = fnp(t + h, y + h * k3)
+        y = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        t += h
+    return n
+
+
+def explicit_benchmarks(reps, quick, use_compile, lines, compile_times):
+    rtol, atol = 1e-6, 1e-8
+    lines += [
+        f"## 1. dopri5, rtol {rtol:g}, atol {atol:g}: µs per accepted step (ratio to scipy RK45)",
+        "",
+        "| problem | scipy RK45 | odenet eager | odenet compiled step (prototype) "
+        "| torchdiffeq dopri5 (per 6 nfe) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, (f, fnp, y0, T) in PROBLEMS.items():
+        T = T / 4 if quick else T
+        res = {k: [] for k in ("scipy", "eager", "compiled", "tdq")}
+        steps = {}
+        # warm-ups (and the compile, timed apart)
+        run_odenet(f, y0, T / 10, method="dopri5", rtol=rtol, atol=atol)
+        if use_compile:
+            with compiled_host_step(f, y0.shape):
+                t0 = time.perf_counter()
+                run_odenet(f, y0, T / 10, method="dopri5", rtol=rtol, atol=atol)
+                compile_times.append((f"dopri5 fused step, {name}", time.perf_counter() - t0))
+        for _ in range(reps):
+            t, steps["scipy"] = cpu(lambda: run_scipy(fnp, y0, T, rtol, atol))  # noqa: B023
+            res["scipy"].append(t)
+            t, steps["eager"] = cpu(
+                lambda: run_odenet(f, y0, T, method="dopri5", rtol=rtol, atol=atol)  # noqa: B023
+            )
+            res["eager"].append(t)
+            if use_compile:
+                with compiled_host_step(f, y0.shape):
+                    t, steps["compiled"] = cpu(
+                        lambda: run_odenet(f, y0, T, method="dopri5", rtol=rtol, atol=atol)  # noqa: B023
+                    )
+                res["compiled"].append(t)
+            t, nfe = cpu(lambda: run_tdq(f, y0, T, method="dopri5", rtol=rtol, atol=atol))  # noqa: B023
+            steps["tdq"] = nfe / 6
+            res["tdq"].append(t)
+        us = {k: 1e6 * statistics.median(v) / steps[k] for k, v in res.items() if v}
+        cell = {k: f"{v:.1f} ({v / us['scipy']:.2f}×)" for k, v in us.items()}
+        lines.append(
+            f"| {name} | {us['scipy']:.1f} ({steps['scipy']} steps) | {cell['eager']} "
+            f"({steps['eager']} steps) | {cell.get('compiled', 'n/a')} | {cell['tdq']} |"
+        )
+
+    h = 0.01
+    lines += [
+        "",
+        f"## 2. Fixed-step rk4, h = {h}: µs per step (ratio to the numpy loop)",
+        "",
+        "| problem | numpy loop | odenet eager | odenet compiled step (prototype) "
+        "| compiled fixed-grid loop (`compiled_orbit`, k=None) | torchdiffeq rk4 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, (f, fnp, y0, _) in PROBLEMS.items():
+        n = 500 if quick else 2000
+        T = n * h
+        res = {k: [] for k in ("numpy", "eager", "compiled", "loop", "tdq")}
+        kw = dict(method="rk4", step_size=h)
+        yt = torch.as_tensor(y0, dtype=D)
+        loop = None
+        if use_compile:
+            with compiled_host_step(f, y0.shape):
+                t0 = time.perf_counter()
+                run_odenet(f, y0, 10 * h, **kw)
+                compile_times.append((f"rk4 fused step, {name}", time.perf_counter() - t0))
+            loop = _compiled.compiled_orbit(flow_map(f, h), yt, k=None)
+            t0 = time.perf_counter()
+            loop(torch.tensor(3), yt, yt.new_zeros(1, 1), yt.new_zeros(1))
+            compile_times.append((f"rk4 fixed-grid loop, {name}", time.perf_counter() - t0))
+        for _ in range(reps):
+            t, _ = cpu(lambda: rk4_numpy(fnp, y0, h, n))  # noqa: B023
+            res["numpy"].append(t)
+            t, _ = cpu(lambda: run_odenet(f, y0, T, **kw))  # noqa: B023
+            res["eager"].append(t)
+            if use_compile:
+                with compiled_host_step(f, y0.shape):
+                    t, _ = cpu(lambda: run_odenet(f, y0, T, **kw))  # noqa: B023
+                res["compiled"].append(t)
+                z = yt.new_zeros(1)
+                t, _ = cpu(lambda: loop(torch.tensor(n), yt, z[None], z))  # noqa: B023
+                res["loop"].append(t)
+            t, _ = cpu(lambda: run_tdq(f, y0, T, method="rk4", options={"step_size": h}))  # noqa: B023
+            res["tdq"].append(t)
+        us = {k: 1e6 * statistics.median(v) / n for k, v in res.items() if v}
+        cell = {k: f"{v:.1f} ({v / us['numpy']:.2f}×)" for k, v in us.items()}
+        lines.append(
+            f"| {name} | {us['numpy']:.1f} | {cell['eager']} | {cell.get('compiled', 'n/a')} "
+            f"| {cell.get('loop', 'n/a')} | {cell['tdq']} |"
+        )
+
+
+# --- 3. Lorenz spectrum along one orbit -------------------------------------------------
+
+
+def lorenz_lyapynov(n, transient, dt):
+    import lyapynov
+
+    ds = lyapynov.ContinuousDS(np.array([1.0, 1.0, 1.0]), 0.0, lorenz_np, lorenz_jac_np, dt)
+    return np.asarray(lyapynov.LCE(ds, 3, transient, n, False))
+
+
+def lorenz_odenet(n, transient, dt, **kw):
+    res = lyapunov(
+        flow_map(lorenz, dt), torch.ones(3, dtype=D), n, dt=dt, transient=transient, **kw
+    )
+    return res.exponents.numpy()
+
+
+def rnn(n, g=1.5, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(0.0, g / np.sqrt(n), (n, n)), rng.normal(0.0, 1.0, n)
+
+
+def rnn_lyapynov(W, x0, N, transient):
+    import lyapynov
+
+    f = lambda x, t: np.tanh(W @ x)  # noqa: E731
+    jac = lambda x, t: (1.0 - np.tanh(W @ x) ** 2)[:, None] * W  # noqa: E731
+    ds = lyapynov.DiscreteDS(x0.copy(), 0, f, jac)
+    return np.asarray(lyapynov.LCE(ds, len(x0), transient, N, False))
+
+
+def spectra_benchmarks(reps, quick, use_compile, lines, compile_times):
+    dt, n, tr = 0.01, 20000, 1000
+    qr_c = 5  # compiled: QR every 5 steps (λ1 − λ3 ≈ 15.5: the 5-step product has cond ≈ 2)
+    err = lambda lam: np.abs(lam - REF).max() / abs(REF[0])  # noqa: E731
+    if use_compile:
+        t0 = time.perf_counter()
+        lorenz_odenet(qr_c * 2, 0, dt, compile=True, qr_every=qr_c)
+        compile_times.append((f"Lorenz orbit loop (QR every {qr_c})", time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        lorenz_odenet(3, 0, dt, compile=True, qr_every=1)
+        compile_times.append(("Lorenz orbit loop (QR every step)", time.perf_counter() - t0))
+    lorenz_lyapynov(100, 10, dt)
+    lorenz_odenet(100, 10, dt)
+    res = {k: [] for k in ("lyapynov", "eager", "compiled", "compiled1")}
+    lam = {}
+    for r in range(reps):
+        t, lam["lyapynov"] = cpu(lambda: lorenz_lyapynov(n, tr, dt))
+        res["lyapynov"].append(t)
+        if r == 0:  # eager one orbit is slow: once
+            t, lam["eager"] = cpu(lambda: lorenz_odenet(n, tr, dt, qr_every=5))
+            res["eager"].append(t)
+        if use_compile:
+            t, lam["compiled"] = cpu(lambda: lorenz_odenet(n, tr, dt, compile=True, qr_every=qr_c))
+            res["compiled"].append(t)
+            t, lam["compiled1"] = cpu(lambda: lorenz_odenet(n, tr, dt, compile=True, qr_every=1))
+            res["compiled1"].append(t)
+    base = statistics.median(res["lyapynov"])
+    labels = {
+        "lyapynov": "lyapynov (analytic Jacobian, QR every step)",
+        "eager": "odenet eager (`lyapunov`, qr_every=5)",
+        "compiled": f"odenet compiled (`lyapunov(compile=True, qr_every={qr_c})`)",
+        "compiled1": "odenet compiled (`lyapunov(compile=True)`, QR every step)",
+    }
+    lines += [
+        "",
+        f"## 3. Lorenz, full spectrum along ONE orbit: rk4, dt = {dt}, {n} steps after {tr}",
+        "",
+        "| tool | λ1 | λ2 | λ3 | max error / λ1_ref | CPU time (s) | speed vs lyapynov |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for k, ts in res.items():
+        if not ts:
+            continue
+        m = statistics.median(ts)
+        v = lam[k]
+        lines.append(
+            f"| {labels[k]} | {v[0]:.4f} | {v[1]:.4f} | {v[2]:.4f} | {err(v):.3%} | {m:.2f} "
+            f"| {base / m:.2f}× |"
+        )
+
+    N, trn = (100, 20) if quick else (300, 50)
+    W, x0 = rnn(256)
+    Wt, xt = torch.as_tensor(W), torch.as_tensor(x0)
+
+    def cell(x):
+        return torch.tanh(Wt @ x)
+
+    def rnn_od(**kw):
+        return lyapunov(cell, xt, N, transient=trn, **kw).exponents.numpy()
+
+    if use_compile:
+        t0 = time.perf_counter()
+        lyapunov(cell, xt, 2, compile=True)
+        compile_times.append(("RNN-256 orbit loop (QR every step)", time.perf_counter() - t0))
+    rnn_lyapynov(W, x0, 3, 1)
+    rnn_od(tangent="jacobian") if quick else None
+    res = {k: [] for k in ("lyapynov", "jacobian", "compiled")}
+    lam = {}
+    for _ in range(reps):
+        t, lam["lyapynov"] = cpu(lambda: rnn_lyapynov(W, x0, N, trn))
+        res["lyapynov"].append(t)
+        t, lam["jacobian"] = cpu(lambda: rnn_od(tangent="jacobian"))
+        res["jacobian"].append(t)
+        if use_compile:
+            t, lam["compiled"] = cpu(lambda: rnn_od(compile=True))
+            res["compiled"].append(t)
+    base = statistics.median(res["lyapynov"])
+    labels = {
+        "lyapynov": "lyapynov (analytic Jacobian)",
+        "jacobian": "odenet eager (vmapped jacrev Jacobians)",
+        "compiled": "odenet compiled (`lyapunov(compile=True)`: jvp on the tangent matrix)",
+    }
+    lines += [
+        "",
+        f"## 4. tanh RNN, n = 256, g = 1.5, full spectrum, QR every step, N = {N} after {trn}",
+        "",
+        "odenet also propagates the tangent vectors through the transient (lyapynov does "
+        f"not): {N + trn} tangent steps against lyapynov's {N}.",
+        "",
+        "| tool | λ1 | λ128 | λ256 | max abs diff vs lyapynov | CPU time (s) | speed vs lyapynov |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for k, ts in res.items():
+        if not ts:
+            continue
+        m = statistics.median(ts)
+        v = lam[k]
+        lines.append(
+            f"| {labels[k]} | {v[0]:.4f} | {v[127]:.4f} | {v[-1]:.4f} "
+            f"| {np.abs(v - lam['lyapynov']).max():.1e} | {m:.2f} | {base / m:.2f}× |"
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument("--only", choices=["explicit", "spectra"], default=None)
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    reps = a.reps or (1 if a.quick else 3)
+    use_compile = not a.no_compile and _compiled.compile_enabled()
+    cmd = "python " + " ".join(["studies/benchmarks/small_systems.py", *sys.argv[1:]])
+    lines = [
+        "# small systems benchmark results",
+        "",
+        f"Command: `{cmd}` (reps = {reps}, interleaved; medians of process CPU time, "
+        f"1 thread; torch {torch.__version__}). The machine is a shared 2-core box under "
+        "heavy load from other jobs: absolute times are inflated and noisy, ratios from "
+        "the same run are what to read.",
+        "",
+    ]
+    compile_times: list = []
+    if a.only in (None, "explicit"):
+        explicit_benchmarks(reps, a.quick, use_compile, lines, compile_times)
+    if a.only in (None, "spectra"):
+        spectra_benchmarks(reps, a.quick, use_compile, lines, compile_times)
+    if compile_times:
+        lines += [
+            "",
+            "## Compile times (wall, first call; excluded above)",
+            "",
+            "| compiled function | seconds |",
+            "|---|---|",
+            *[f"| {w} | {s:.1f} |" for w, s in compile_times],
+        ]
+        fails = [r for r in _compiled.compile_records() if not r.compiled]
+        if fails:
+            lines += [
+                "",
+                "Fell back to eager: " + "; ".join(f"{r.what}: {r.reason}" for r in fails),
+            ]
+    text = "\n".join(lines)
+    print(text)
+    name = "small_systems_results.md" if a.only is None else f"small_systems_results_{a.only}.md"
+    (HERE / name).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

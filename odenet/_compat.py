@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import torch
 
 from odenet._controller import PIDController
 from odenet._errors import InputError
-from odenet._solve import prepare, run_direct
 from odenet.sensitivity._params import hidden_leaves
 
 # torchdiffeq name -> odenet tableau.  torchdiffeq's "rk4" is Kutta's 3/8 rule.
@@ -99,10 +99,7 @@ CALLBACKS = ("callback_step", "callback_accept_step", "callback_reject_step")
 ADJOINT_CALLBACKS = tuple(name + "_adjoint" for name in CALLBACKS)
 # what the step loop does not provide yet (see docs/guide/torchdiffeq.md)
 _LOOP_LATER = {
-    "step_t": "forced step boundaries (`step_t`)",
-    "jump_t": "discontinuities (`jump_t`)",
     "perturb": "one-sided evaluations at grid nodes (`perturb=True`)",
-    "min_step": "torchdiffeq's `min_step` (steps at the minimum accepted)",
 }
 
 
@@ -262,22 +259,28 @@ def _translate(options, *, fixed: bool, method_label: str):
         if "min_step" in options:
             v = options.pop("min_step")
             v = v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v
-            if not isinstance(v, numbers.Real) or v < 0:
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not v >= 0:
                 raise InputError(f"`options['min_step']` must be a number >= 0, got {v!r}.")
-            if v > 0:
-                raise _not_yet(
-                    _LOOP_LATER["min_step"],
-                    "leave `min_step` at 0 (odenet.solve's own `min_step` is an underflow "
-                    "threshold, not torchdiffeq's floor on accepted steps).",
-                )
+            if v > 0:  # torchdiffeq's meaning: steps at the minimum are accepted
+                kwargs["min_step"] = float(v)
+                kwargs["accept_min_step"] = True
         for k in ("step_t", "jump_t"):
             v = options.pop(k, None)
-            if v is not None and (not isinstance(v, torch.Tensor) or v.numel() > 0):
-                raise _not_yet(
-                    _LOOP_LATER[k],
-                    "integrate piecewise between the discontinuities instead "
-                    "(one odeint call per smooth piece).",
+            if v is None:
+                continue
+            if not isinstance(v, torch.Tensor) or v.dim() > 1 or not v.is_floating_point():
+                raise InputError(
+                    f"`options['{k}']` must be a 1-D floating tensor of times, got "
+                    f"{type(v).__name__}"
+                    + (
+                        f" {v.dtype} of shape {tuple(v.shape)}"
+                        if isinstance(v, torch.Tensor)
+                        else ""
+                    )
+                    + "."
                 )
+            if v.numel() > 0:
+                kwargs[k] = v
         ctrl = {k: options.pop(k) for k in ("safety", "ifactor", "dfactor") if k in options}
         if ctrl:
             if "controller" in options:
@@ -541,26 +544,45 @@ def odeint_adjoint(
     return _odeint(func, y0, t, rtol, atol, method, options, event_fn, "adjoint", adj)
 
 
-def _callbacks_of(func, sensitivity):
-    names = CALLBACKS + (ADJOINT_CALLBACKS if sensitivity == "adjoint" else ())
-    return [n for n in names if callable(getattr(func, n, None))]
+def _callback_from(func, fixed: bool, split):
+    """torchdiffeq's ``func.callback_*`` methods as one ``callback(kind, t, y, dt)``."""
+    found = {n: getattr(func, n, None) for n in CALLBACKS}
+    found = {n: c for n, c in found.items() if callable(c)}
+    adjoint = [n for n in ADJOINT_CALLBACKS if callable(getattr(func, n, None))]
+    if adjoint:
+        raise _not_yet(
+            f"calling `func`'s adjoint callbacks ({', '.join(adjoint)}) in the backward pass",
+            "remove them from `func` (the forward callbacks are supported).",
+        )
+    if fixed:
+        unused = sorted(set(found) - {"callback_step"})
+        if unused:  # torchdiffeq warns the same way: fixed grids have no verdicts
+            warnings.warn(
+                f"fixed-step solvers call only `callback_step`; {unused} will not be called.",
+                stacklevel=4,
+            )
+        found = {n: c for n, c in found.items() if n == "callback_step"}
+    if not found:
+        return None
+    by_kind = {
+        "step": found.get("callback_step"),
+        "accept": found.get("callback_accept_step"),
+        "reject": found.get("callback_reject_step"),
+    }
+
+    def callback(kind, t, y, dt):
+        fn = by_kind[kind]
+        if fn is not None:
+            fn(t, split(y), dt)
+
+    return callback
 
 
 def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adjoint):
-    if event_fn is not None:
-        raise InputError(
-            "`event_fn` (event handling) is not supported by odenet yet; integrate to a "
-            "fixed end time instead."
-        )
     if not callable(func):
         raise InputError(f"`func` must be callable as func(t, y), got {type(func).__name__}.")
     label = method if isinstance(method, str) else "dopri5" if method is None else "tableau"
-    found = _callbacks_of(func, sensitivity)
-    if found:
-        raise _not_yet(
-            f"calling `func`'s torchdiffeq callbacks ({', '.join(found)})",
-            "remove these methods from `func`, or record what you need inside `func`.",
-        )
+    user_func = func
     if not isinstance(t, torch.Tensor):
         t = torch.as_tensor(t)
     if not t.is_floating_point():
@@ -583,7 +605,6 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adj
     user_norm = (options or {}).get("norm")
     if tuple_state:
         packer = _TupleState(y0)
-        user_func = func
 
         def func(tt, y):
             return packer.flat(user_func(tt, packer.split(y)))
@@ -593,6 +614,13 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adj
         atol = packer.tol("atol", atol, y0)
 
     if isinstance(method, str) and method.lower() == "scipy_solver":
+        if event_fn is not None:
+            raise InputError(
+                "`event_fn` with method='scipy_solver' is not supported (nor by "
+                "torchdiffeq); use an odenet method such as 'dopri5'."
+            )
+        if any(callable(getattr(user_func, n, None)) for n in CALLBACKS):
+            warnings.warn("method='scipy_solver' calls no callbacks.", stacklevel=3)
         if sensitivity != "direct":
             raise InputError(
                 "method='scipy_solver' has no gradients, so odeint_adjoint cannot use it; "
@@ -623,6 +651,25 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adj
             grid = _check_grid(grid_opts["grid_constructor"](func, y0, t), t)
         grid = _strictly_monotone(grid)
 
+    split = (lambda y: packer.split(y)) if tuple_state else (lambda y: y)
+    callback = _callback_from(user_func, fixed, split)
+    if callback is not None:
+        kwargs["callback"] = callback
+    if event_fn is not None:
+        return _until_event(
+            func,
+            y0,
+            t,
+            event_fn,
+            name,
+            rtol,
+            atol,
+            fixed,
+            grid_opts,
+            kwargs,
+            sensitivity,
+            packer,
+        )
     if module_params is not None:
         # all of the module's parameters (unused ones get zero gradients, as in
         # torchdiffeq) and whatever else requiring grad its output depends on
@@ -648,6 +695,46 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adj
     return ys
 
 
+def _until_event(func, y0, t, event_fn, name, rtol, atol, fixed, grid_opts, kwargs, sens, packer):
+    """torchdiffeq's ``odeint(..., event_fn=...)``: ``(event_t, [y0, y(event_t)])``."""
+    from odenet._odeint_event import until_event
+
+    if t.shape[0] != 2:
+        raise InputError(
+            f"`t` must have 2 elements with `event_fn` (t[0] the start, t[1] only the "
+            f"direction), got {t.shape[0]}."
+        )
+    kw = dict(kwargs)
+    if fixed:
+        if "step_size" not in grid_opts:
+            raise InputError(
+                "events with a fixed-step method need `options['step_size']` (the grid "
+                "cannot come from `t`, which only gives the direction)."
+            )
+        # the crossing is located on the method's dense output (cubic Hermite for
+        # methods without their own), whatever `interp` says
+        kw["step_size"] = float(grid_opts["step_size"])
+    if packer is not None:
+        user_event = event_fn
+
+        def event_fn(tt, y):
+            return user_event(tt, packer.split(y))
+
+    event_t, sol = until_event(
+        func,
+        y0,
+        t[0],
+        event_fn,
+        reverse_time=bool(t[1] < t[0]),
+        sensitivity=sens,
+        solve_kw=dict(method=name, rtol=rtol, atol=atol, **kw),
+    )
+    event_t = event_t.to(t.dtype)
+    if packer is not None:
+        return event_t, packer.split(sol, lead=(2,))
+    return event_t, sol
+
+
 def _cast_time(func):
     """Call ``func`` with ``t`` in ``y``'s dtype, as torchdiffeq does."""
 
@@ -660,26 +747,6 @@ def _cast_time(func):
 
 
 def _run(func, y0, t, name, rtol, atol, fixed, sensitivity, kwargs, adjoint):
-    if sensitivity == "direct":
-        prep, tab = prepare(
-            func,
-            y0,
-            t,
-            method=name,
-            rtol=rtol,
-            atol=atol,
-            step_size=None,
-            max_steps=kwargs.pop("max_steps"),
-            first_step=kwargs.pop("first_step", None),
-            min_step=0.0,
-            max_step=kwargs.pop("max_step", None),
-            controller=kwargs.pop("controller", "I"),
-            norm=kwargs.pop("norm", None),
-            newton_tol=kwargs.pop("newton_tol", None),
-            newton_max_iter=kwargs.pop("newton_max_iter", None),
-            grid_on_outputs=fixed,
-        )
-        return run_direct(prep, tab, throw=True).ys
     from odenet._solve import solve
 
     return solve(

@@ -310,6 +310,53 @@ def orbit_loop(
     return run
 
 
+def trajectory_loop(step: Callable, shape: torch.Size) -> Callable:
+    """The eager trajectory loop: ``(n, x, buf [m, d]) -> buf`` with row ``i`` the
+    state after ``i + 1`` steps, for ``i < n`` (rows from ``n`` on are left as they
+    are).  A ``while_loop`` like :func:`orbit_loop`: not unrolled under
+    ``torch.compile``, ``n`` a 0-dim tensor."""
+    while_loop = _while_loop()
+
+    def flat(v):
+        return step(v.reshape(shape)).reshape(-1)
+
+    def run(n, x, buf):
+        v = x.reshape(-1)
+        if while_loop is None:  # pragma: no cover
+            for i in range(int(n)):
+                v = flat(v)
+                buf[i] = v
+            return buf
+
+        def cond(i, v, buf):
+            return i < n
+
+        def body(i, v, buf):
+            v = flat(v)
+            return i + 1, v, buf.index_copy(0, i.reshape(1), v[None])
+
+        _, _, buf = while_loop(cond, body, (torch.zeros_like(n), v, buf))
+        return buf
+
+    return run
+
+
+def compiled_trajectory(
+    step: Callable, x: torch.Tensor, *, compile: bool = True, strict: bool = False
+) -> CompiledFunction:
+    """:func:`trajectory_loop` compiled and cached: ``(n, x, buf [m, d]) -> buf``."""
+    _warm(step, x)
+    key = ("trajectory", tuple(x.shape), x.dtype, x.device)
+    what = f"trajectory loop shape={tuple(x.shape)} {x.dtype}"
+    return _cached(
+        step,
+        (*key, bool(compile)),
+        lambda: CompiledFunction(
+            trajectory_loop(step, x.shape), what, compile=compile, strict=strict
+        ),
+    )
+
+
 def compiled_orbit(
     step: Callable,
     x: torch.Tensor,

@@ -11,11 +11,13 @@ divided by `dt` (`flow_map`); the same loop serves both.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from odenet._compiled import CompileFailed
 from odenet.stability._errors import (
     StabilityInputError,
     check_positive_float,
@@ -136,18 +138,23 @@ def lyapunov(
         is called on the batch directly instead of through `torch.func.vmap`.
     chunk : int, steps whose Jacobians are formed in one vmapped call (default:
         as many as fit in ~64 MB).
-    compile : bool, one orbit at native speed (no ensemble, no inputs): the whole
-        loop — step, tangent propagation as a vmapped ``jvp`` of the step on the
-        ``[d, k]`` tangent matrix, QR and the ``log|R_jj|`` sums — is one
-        ``torch.compile``d ``while_loop`` (:func:`odenet._compiled.compiled_orbit`),
-        cached per (step, shape, dtype, k).  QR runs every ``qr_every`` steps
-        (those steps are unrolled in the loop's body, so the compile grows with
-        it); ``running`` / ``local`` / ``times`` are recorded every
-        ``record_every`` steps.  The compile (seconds to minutes, see
-        ``odenet._compiled.compile_records()``) pays off over long orbits of
-        small systems.  If the step cannot be compiled, the eager path runs.
-    record_every : int, steps per record with ``compile`` (default: ``n_steps``
-        split into about 200 records, rounded to a multiple of ``qr_every``).
+    compile : bool, one orbit at native speed (no ensemble, no inputs), through
+        ``torch.compile`` (:mod:`odenet._compiled`, cached per step, shape, dtype).
+        States of up to 64 numbers with ``tangent="jacobian"``: only the
+        sequential part, the trajectory, is compiled (a ``while_loop``, 1000 steps
+        per call); the Jacobians of those states are one vmapped call and their
+        products between QRs batched matmuls, so the QR schedule and the results
+        are the eager path's to round-off.  Larger states (or ``tangent="jvp"``):
+        the whole loop — step, tangent propagation as a vmapped ``jvp`` of the
+        step on the ``[d, k]`` tangent matrix, QR every ``qr_every`` steps (those
+        steps unrolled in the loop body, so the compile grows with it) and the
+        ``log|R_jj|`` sums — is one compiled call per ``record_every`` steps.  The
+        compile (seconds to minutes, see ``odenet._compiled.compile_records()``)
+        pays off over long orbits only.  If the step cannot be compiled (graph
+        breaks, no compiler, ``ODENET_COMPILE=0``), the eager path runs.
+    record_every : int, steps per record with ``compile`` on states larger than
+        64 (default: ``n_steps`` split into about 200 records, rounded to a multiple
+        of ``qr_every``); elsewhere records are per QR.
 
     Returns
     -------
@@ -188,16 +195,27 @@ def lyapunov(
     chunk = max(1, (8 << 20) // max(1, B * d * d)) if chunk is None else chunk
     chunk = check_positive_int("chunk", chunk)
     dt = check_positive_float("dt", dt)
+    traj = None
+    if record_every is not None:
+        record_every = check_positive_int("record_every", record_every)
     if compile and not ensemble and inputs is None:
-        record_every = (
-            max(1, n_steps // (200 * qr_every)) * qr_every
-            if record_every is None
-            else check_positive_int("record_every", record_every)
-        )
-        out = _orbit_compiled(step, x[0], n_steps, transient, k, record_every, qr_every)
-        if out is not None:
-            log_r, ends, x_end = out
-            return _result(log_r, ends, dt, x_end[None], ensemble=False)
+        if tangent == "jvp" or d > _JACOBIAN_MAX:
+            # large states: the whole orbit loop (jvp on the tangent matrix + QR) compiled
+            if record_every is None:
+                record_every = max(1, n_steps // (200 * qr_every)) * qr_every
+            out = _orbit_compiled(step, x[0], n_steps, transient, k, record_every, qr_every)
+            if out is not None:
+                log_r, ends, x_end = out
+                return _result(log_r, ends, dt, x_end[None], ensemble=False)
+        else:
+            # small states: only the sequential part (the trajectory) is compiled; the
+            # Jacobians of a chunk of states are one vmapped call, their products one
+            # batched matmul per step of a QR interval
+            from odenet._compiled import compile_enabled, compiled_trajectory
+
+            if compile_enabled():
+                traj = compiled_trajectory(step, x[0], strict=True)
+                chunk = min(chunk, _TRAJECTORY_CHUNK)
     many = (step if vectorized else _batched(step)) if ensemble else None
 
     def advance(x, n):
@@ -206,19 +224,35 @@ def lyapunov(
             return many(x, *u)
         return step(x[0], *(v[0] for v in u)).unsqueeze(0)
 
+    def qr_point(j):
+        return (j - transient) % qr_every == 0 or j == transient or j == total
+
     # The transient evolves the tangent vectors too (aligning them with the
     # most expanding directions removes the O(1/T) start-up bias) but records nothing.
     total = transient + n_steps
     Q = torch.eye(d, dtype=torch.float64)[:, :k].expand(B, d, k).contiguous()
     log_r, ends = [], []  # log|R_jj| [B, k] per recorded QR, and the step count there
     n = 0
+    buf = None
     while n < total:
         m = min(chunk, total - n)
+        states = None
         with torch.no_grad():
-            xs = [x]
-            for i in range(m):
-                xs.append(advance(xs[-1], n + i))
-        states = torch.stack(xs[:-1])  # [m, B, *shape]
+            if traj is not None:
+                if buf is None:
+                    buf = x.new_empty(chunk, d)
+                try:
+                    after = traj(torch.tensor(m), x[0], buf)[:m].reshape(m, 1, *shape)
+                    states = torch.cat([x[None], after[:-1]])
+                    x_next = after[-1]
+                except CompileFailed:
+                    traj = None
+            if states is None:
+                xs = [x]
+                for i in range(m):
+                    xs.append(advance(xs[-1], n + i))
+                states = torch.stack(xs[:-1])  # [m, B, *shape]
+                x_next = xs[-1]
         if tangent == "jacobian":
             u = None
             if inputs is not None:
@@ -226,22 +260,51 @@ def lyapunov(
                 u = u.reshape(m * B, *u.shape[2:]) if ensemble else u
             flat = states.reshape(m * B, *shape)
             Ms = jacobians(step, flat, u).detach().to(torch.float64).reshape(m, B, d, d)
-        for i in range(m):
-            j = n + i + 1  # steps taken after this one
-            if tangent == "jacobian":
-                Q = Ms[i] @ Q  # tangent vectors through one step
-            else:
+            # the products of the Jacobians between consecutive QRs (or chunk ends),
+            # segments of equal length batched together
+            cuts = [n] + [j for j in range(n + 1, n + m + 1) if qr_point(j)]
+            if cuts[-1] != n + m:
+                cuts.append(n + m)
+            segs = list(itertools.pairwise(cuts))
+            prods = {}
+            for L in {b - a for a, b in segs}:
+                starts = [a - n for a, b in segs if b - a == L]
+                idx = torch.as_tensor(starts)[:, None] + torch.arange(L)[None]
+                sel = Ms[idx]  # [n_seg, L, B, d, d]
+                P = sel[:, 0]
+                for l_ in range(1, L):
+                    P = sel[:, l_] @ P
+                prods.update(zip(starts, P.unbind(0), strict=True))
+            for a, b in segs:
+                Q = prods[a - n] @ Q
+                if qr_point(b):
+                    Q, R = torch.linalg.qr(Q)  # re-orthonormalize; R's diagonal is the growth
+                    if b > transient:
+                        log_r.append(torch.diagonal(R, dim1=-2, dim2=-1).abs().log())
+                        ends.append(b - transient)
+        else:
+            for i in range(m):
+                j = n + i + 1  # steps taken after this one
                 args = () if inputs is None else (inputs[n + i],)
                 V = Q[0].to(x.dtype)
                 Q = tangent_step(step, states[i, 0], V, *args).detach().to(torch.float64)[None]
-            if (j - transient) % qr_every == 0 or j == transient or j == total:
-                Q, R = torch.linalg.qr(Q)  # re-orthonormalize; R's diagonal is the growth
-                if j > transient:
-                    log_r.append(torch.diagonal(R, dim1=-2, dim2=-1).abs().log())
-                    ends.append(j - transient)
-        x = xs[-1]
+                if qr_point(j):
+                    Q, R = torch.linalg.qr(Q)
+                    if j > transient:
+                        log_r.append(torch.diagonal(R, dim1=-2, dim2=-1).abs().log())
+                        ends.append(j - transient)
+        x = x_next
         n += m
     return _result(log_r, ends, dt, x, ensemble)
+
+
+# compile=True: states up to this size form their Jacobians (one vmapped call per chunk
+# of the compiled trajectory); larger ones push the tangent matrix through the
+# compiled orbit loop by jvp (a d x d Jacobian would cost an extra d^3 product per step)
+_JACOBIAN_MAX = 64
+# compiled trajectory: steps per call (the loop writes each state into a buffer of
+# this many rows)
+_TRAJECTORY_CHUNK = 1000
 
 
 def _orbit_compiled(step, x, n_steps, transient, k, record_every, qr_every):
@@ -253,7 +316,7 @@ def _orbit_compiled(step, x, n_steps, transient, k, record_every, qr_every):
     of the transient and of the run, not multiples of ``qr_every``) go through a
     second compiled loop with one step per QR.
     """
-    from odenet._compiled import CompileFailed, compiled_orbit
+    from odenet._compiled import compiled_orbit
 
     d = x.numel()
     fn = compiled_orbit(step, x, k=k, qr=True, unroll=qr_every, strict=True)

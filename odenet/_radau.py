@@ -29,7 +29,10 @@ Sec. IV.8; the same choices as scipy's ``Radau``):
 
 Gustafsson's predictive controller and RADAU5's "keep ``h`` when the factor is
 below 1.2 so the LU can be reused" live on the controller side and are not part
-of this method object.
+of this method object.  The Newton stopping threshold is scipy's
+``max(10 ε / rtol, min(0.03, √rtol))`` and the iteration cap 6 (``solve``'s
+``newton_max_iter`` overrides the cap when it is not the adaptive default 8;
+``newton_tol`` is not used).
 
 The method protocol is the loop's (see :mod:`odenet._stepper`): ``step`` returns a
 ``StepResult`` whose ``error`` is the absolute local error estimate.

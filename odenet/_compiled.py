@@ -240,7 +240,7 @@ def compiled_map(
     what = f"map block={block} tangent k={k} shape={tuple(x.shape)} {x.dtype}"
     return _cached(
         step,
-        (*key, bool(compile)),
+        (*key, bool(compile) and compile_enabled()),
         lambda: CompiledFunction(map_block(step, x.shape, block, k), what, compile=compile),
     )
 
@@ -254,7 +254,12 @@ def _while_loop():
 
 
 def orbit_loop(
-    step: Callable, shape: torch.Size, k: int | None, qr: bool = True, unroll: int = 1
+    step: Callable,
+    shape: torch.Size,
+    k: int | None,
+    qr: bool = True,
+    unroll: int = 1,
+    python_loop: bool = False,
 ) -> Callable:
     """The eager orbit loop: ``(n, x, Q, acc) -> (x_n, Q_n, acc_n)``, ``n`` a 0-dim tensor.
 
@@ -271,8 +276,11 @@ def orbit_loop(
     QR then runs once per iteration, on the product of ``unroll`` tangent maps, and
     ``n`` counts iterations.  Safe while ``exp((λ_1 − λ_k) · unroll · dt)`` stays
     far from ``1/eps`` (a few steps for any moderate spectrum).
+
+    ``python_loop``: a plain Python loop instead (the eager form: an eager
+    ``while_loop`` is itself traced by dynamo, seconds per call).
     """
-    while_loop = _while_loop()
+    while_loop = None if python_loop else _while_loop()
 
     def flat(v):
         return step(v.reshape(shape)).reshape(-1)
@@ -292,10 +300,17 @@ def orbit_loop(
 
     def run(n, x, Q, acc):
         v = x.reshape(-1)
-        if while_loop is None:  # pragma: no cover
+        if while_loop is None:
             for _ in range(int(n)):
                 v, Q, acc = one(v, Q, acc)
         else:
+            if k is None:  # carry the state only (outputs may not alias inputs)
+
+                def body1(i, v):
+                    return i - 1, one(v, None, None)[0]
+
+                _, v = while_loop(lambda i, v: i > 0, body1, (n, v))
+                return v.reshape(shape), Q, acc
 
             def cond(i, v, Q, acc):
                 return i > 0
@@ -310,19 +325,20 @@ def orbit_loop(
     return run
 
 
-def trajectory_loop(step: Callable, shape: torch.Size) -> Callable:
+def trajectory_loop(step: Callable, shape: torch.Size, python_loop: bool = False) -> Callable:
     """The eager trajectory loop: ``(n, x, buf [m, d]) -> buf`` with row ``i`` the
     state after ``i + 1`` steps, for ``i < n`` (rows from ``n`` on are left as they
     are).  A ``while_loop`` like :func:`orbit_loop`: not unrolled under
-    ``torch.compile``, ``n`` a 0-dim tensor."""
-    while_loop = _while_loop()
+    ``torch.compile``, ``n`` a 0-dim tensor (``python_loop``: a Python loop)."""
+    while_loop = None if python_loop else _while_loop()
 
     def flat(v):
         return step(v.reshape(shape)).reshape(-1)
 
     def run(n, x, buf):
         v = x.reshape(-1)
-        if while_loop is None:  # pragma: no cover
+        if while_loop is None:
+            buf = buf.clone()
             for i in range(int(n)):
                 v = flat(v)
                 buf[i] = v
@@ -350,9 +366,12 @@ def compiled_trajectory(
     what = f"trajectory loop shape={tuple(x.shape)} {x.dtype}"
     return _cached(
         step,
-        (*key, bool(compile)),
+        (*key, bool(compile) and compile_enabled()),
         lambda: CompiledFunction(
-            trajectory_loop(step, x.shape), what, compile=compile, strict=strict
+            trajectory_loop(step, x.shape, python_loop=not (compile and compile_enabled())),
+            what,
+            compile=compile,
+            strict=strict,
         ),
     )
 
@@ -378,9 +397,14 @@ def compiled_orbit(
     what = f"orbit loop k={k} qr={qr} unroll={unroll} shape={tuple(x.shape)} {x.dtype}"
     return _cached(
         step,
-        (*key, bool(compile)),
+        (*key, bool(compile) and compile_enabled()),
         lambda: CompiledFunction(
-            orbit_loop(step, x.shape, k, qr, unroll), what, compile=compile, strict=strict
+            orbit_loop(
+                step, x.shape, k, qr, unroll, python_loop=not (compile and compile_enabled())
+            ),
+            what,
+            compile=compile,
+            strict=strict,
         ),
     )
 
@@ -388,18 +412,27 @@ def compiled_orbit(
 # --- one explicit Runge–Kutta step for the host loop ------------------------------------
 
 
-def rk_step_one(f: Callable, shape: torch.Size, rk: RungeKutta) -> Callable:
+def rk_step_one(f: Callable, shape: torch.Size, rk: RungeKutta, direction: float = 1.0) -> Callable:
     """The eager function the loop's host backend needs, with tensor ``s`` and ``h``.
 
     ``(s [], y [1, n], h [], f0 [1, n]) -> (y1 [1, n], K [S, n], rates [E, n] | None,
     f1 [1, n] | None)`` — the outputs of :meth:`RungeKutta.step_one`.  ``f(t, y)`` is
     the user's field in the user's layout ``shape`` (``t`` a 0-dim tensor).  The
-    stages are the stepper's :func:`explicit_step`.
+    stages are the stepper's :func:`explicit_step`.  ``direction = -1``: ``s`` is the
+    loop's internal time ``s = -t`` and the field is ``-f(-s, y)`` (as ``_solve``'s
+    host field).
     """
     E = rk.E_rows
 
-    def g(t, y):
-        return f(t, y.reshape(shape)).reshape(1, -1)
+    if direction == 1.0:
+
+        def g(t, y):
+            return f(t, y.reshape(shape)).reshape(1, -1)
+
+    else:
+
+        def g(t, y):
+            return -f(-t, y.reshape(shape)).reshape(1, -1)
 
     def step(s, y, h, f0):
         y1, _, ks = explicit_step(g, s, y, h, rk, f0=f0, error=False)
@@ -423,6 +456,7 @@ def compiled_rk_step(
     *,
     shape: torch.Size | None = None,
     time_dtype: torch.dtype | None = None,
+    direction: float = 1.0,
     compile: bool = True,
 ) -> CompiledFunction:
     """One explicit step of ``method`` on ``f``, fused and cached.
@@ -434,6 +468,8 @@ def compiled_rk_step(
     y : Tensor ``[1, n]``, a state row of the dtype and device the calls will use.
     shape : the user's state shape (default ``y.shape``); ``f`` sees ``y`` reshaped.
     time_dtype : dtype of ``s`` (default ``y``'s).
+    direction : ``-1`` when the loop runs in internal time ``s = -t`` (decreasing
+        output times): the step is then of ``-f(-s, y)``.
 
     Returns
     -------
@@ -446,11 +482,12 @@ def compiled_rk_step(
         raise ValueError(f"compiled_rk_step needs an explicit tableau, got {tab.name!r}.")
     shape = y.shape if shape is None else torch.Size(shape)
     tdt = y.dtype if time_dtype is None else time_dtype
-    key = ("rk", tab.name, tuple(shape), tuple(y.shape), y.dtype, tdt, y.device)
+    direction = -1.0 if direction < 0 else 1.0
+    key = ("rk", tab.name, tuple(shape), tuple(y.shape), y.dtype, tdt, y.device, direction)
     what = f"rk step {tab.name} shape={tuple(shape)} {y.dtype}"
 
     def build():
         rk = RungeKutta(tab, y.dtype, tdt, y.device)
-        return CompiledFunction(rk_step_one(f, shape, rk), what, compile=compile)
+        return CompiledFunction(rk_step_one(f, shape, rk, direction), what, compile=compile)
 
-    return _cached(f, (*key, bool(compile)), build)
+    return _cached(f, (*key, bool(compile) and compile_enabled()), build)

@@ -149,3 +149,19 @@ def test_compiled_fused_step_equals_eager_to_round_off():
     # a new step size reuses the compiled code (h is a tensor, not a constant)
     fn(s, y, torch.scalar_tensor(0.01, dtype=D), f0)
     assert sum(r is fn.record for r in compile_records()) == 1
+
+
+def test_backward_direction_steps_the_internal_field():
+    # decreasing output times: the loop runs s = -t on -f(-s, y)
+    y = torch.tensor([[0.7, 0.2]], dtype=D)
+    s, h = 0.3, 0.1
+    rk = RungeKutta(odenet.tableau("dopri5"), D, D, y.device)
+
+    def g(t, row):
+        return -vdp(-torch.scalar_tensor(t, dtype=D), row.reshape(2)).reshape(1, -1)
+
+    want = rk.step_one(g, s, y, h, g(s, y))
+    fn = compiled_rk_step(vdp, "dopri5", y, shape=(2,), direction=-1, compile=False)
+    got = fn(torch.scalar_tensor(s, dtype=D), y, torch.scalar_tensor(h, dtype=D), g(s, y))
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-15)

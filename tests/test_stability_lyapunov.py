@@ -232,16 +232,22 @@ def test_compile_falls_back_to_the_eager_path_with_the_same_result(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.skipif("not _compiler_works()", reason="torch.compile unavailable")
 def test_compiled_orbit_diagonal_flow_is_exact_and_lorenz_within_published_tolerance():
-    # diagonal linear flow, rk4: exponents log|R(a dt)|/dt exactly, through both
-    # compiled loops (QR every 2 steps, and the 1-step loop for the odd remainders)
+    # diagonal linear flow, rk4: exponents log|R(a dt)|/dt exactly, through the
+    # compiled trajectory (Jacobian route) and the compiled orbit loop (jvp route,
+    # QR every 2 steps)
     a = np.array([0.3, -0.2, -1.0])
     dt = 0.05
     A = torch.tensor(a, dtype=D)
     step = flow_map(lambda t, x: A * x, dt)
-    res = lyapunov(step, torch.ones(3, dtype=D), 41, dt=dt, transient=3, compile=True, qr_every=2)
     exact = np.log(np.abs(stability_function("rk4")(a * dt))) / dt
+    x0 = torch.ones(3, dtype=D)
+    res = lyapunov(step, x0, 41, dt=dt, transient=3, compile=True, qr_every=2)
     np.testing.assert_allclose(res.exponents, exact, atol=1e-12)
     assert res.times[-1] == pytest.approx(41 * dt)
+    eager = lyapunov(step, x0, 41, dt=dt, transient=3, qr_every=2)
+    np.testing.assert_allclose(res.running, eager.running, rtol=1e-12, atol=1e-12)
+    res = lyapunov(step, x0, 40, dt=dt, transient=4, compile=True, qr_every=2, tangent="jvp")
+    np.testing.assert_allclose(res.exponents, exact, atol=1e-12)
     # Lorenz on a short orbit, the published spectrum within its usual tolerance
     dt = 0.02
     res = lyapunov(

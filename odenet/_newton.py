@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
+from odenet._errors import VectorFieldError
+
 
 def batched_jacobian(g, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``J[k] = ∂g(s, y)[k] / ∂y[k]`` for a field whose rows are independent systems.
@@ -76,8 +78,11 @@ class Newton:
         Scale ``atol + rtol·|y|`` in which increments are measured (RMS norm).
     """
 
-    def __init__(self, *, tol: float, max_iter: int, atol: float, rtol: float):
+    def __init__(self, *, tol: float, max_iter: int, atol: float, rtol: float, jac=None):
         self.tol = tol
+        # a user Jacobian in the internal layout, ``jac(s [K], y [K, n]) -> [K, n, n]``
+        # (the caller wraps the user's ``jac(t, y)``); autograd when None
+        self.jac = jac
         self.max_iter = max_iter
         self.atol = atol
         self.rtol = rtol
@@ -91,7 +96,18 @@ class Newton:
     # --- Jacobian cache -----------------------------------------------------------
     def jacobian(self, g, s, y, *, fresh: bool = False) -> torch.Tensor:
         if self.J is None or (fresh and not self.J_fresh):
-            self.J = batched_jacobian(g, s, y)
+            if self.jac is None:
+                self.J = batched_jacobian(g, s, y)
+            else:
+                with torch.no_grad():
+                    J = torch.as_tensor(self.jac(s.detach(), y.detach()))
+                K, n = y.shape
+                if J.shape != (K, n, n):
+                    raise VectorFieldError(
+                        f"the Jacobian `jac` returned shape {tuple(J.shape)}; expected "
+                        f"{(K, n, n)} (one n x n matrix per system, n = {n})."
+                    )
+                self.J = J.to(dtype=y.dtype, device=y.device)
             self.J_fresh = True
             self.J_version += 1
             self.stats.jacobians += 1

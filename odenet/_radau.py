@@ -86,8 +86,8 @@ class RadauNewton(Newton):
     the next step gets a fresh Jacobian: only when the last iteration was slow.
     """
 
-    def __init__(self, *, tol, max_iter, atol, rtol):
-        super().__init__(tol=tol, max_iter=max_iter, atol=atol, rtol=rtol)
+    def __init__(self, *, tol, max_iter, atol, rtol, jac=None):
+        super().__init__(tol=tol, max_iter=max_iter, atol=atol, rtol=rtol, jac=jac)
         self.slow = False  # the last Newton solve was slow: refresh J after acceptance
 
     def state_changed(self) -> None:
@@ -331,7 +331,11 @@ def runtime_for(tab, dtype, time_dtype, device, newton, *, fixed: bool) -> Runge
     three-stage Radau IIA solve, the generic :class:`RungeKutta` otherwise."""
     if not fixed and getattr(tab, "estimator", None) == "radau5" and is_radau5(tab):
         nw = RadauNewton(
-            tol=newton.tol, max_iter=newton.max_iter, atol=newton.atol, rtol=newton.rtol
+            tol=newton.tol,
+            max_iter=newton.max_iter,
+            atol=newton.atol,
+            rtol=newton.rtol,
+            jac=newton.jac,
         )
         return Radau5(tab, dtype, time_dtype, device, nw)
     return RungeKutta(tab, dtype, time_dtype, device, newton)

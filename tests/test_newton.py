@@ -1,8 +1,12 @@
 """The simplified Newton iteration for implicit stages (odenet._newton)."""
 
+import pytest
 import torch
 
+from odenet._errors import VectorFieldError
 from odenet._newton import Newton, batched_jacobian
+from odenet._radau import Radau5, RadauNewton
+from odenet.tableaus import tableau
 
 D = torch.float64
 MU = 1000.0
@@ -90,3 +94,28 @@ def test_batched_jacobian_is_per_row():
         x, v = y[k]
         expected = torch.tensor([[0.0, 1.0], [-2 * MU * x * v - 1, MU * (1 - x**2)]], dtype=D)
         assert torch.allclose(J[k], expected)
+
+
+def test_a_user_jacobian_replaces_autograd():
+    calls = []
+
+    def jac(s, y):
+        calls.append(1)
+        x, v = y[:, 0], y[:, 1]
+        row0 = torch.stack([torch.zeros_like(x), torch.ones_like(x)], dim=1)
+        row1 = torch.stack([-2 * MU * x * v - 1, MU * (1 - x**2)], dim=1)
+        return torch.stack([row0, row1], dim=1)
+
+    y = torch.tensor([[2.0, 0.0]], dtype=D)
+    s = torch.zeros(1, dtype=D)
+    h = torch.full((1,), 0.01, dtype=D)
+    out = []
+    for j in (None, jac):
+        nw = RadauNewton(tol=0.03, max_iter=8, atol=1e-10, rtol=1e-8, jac=j)
+        rk = Radau5(tableau("radau_iia5"), D, D, "cpu", nw)
+        out.append(rk.step(vdp, s, y, h, vdp(s, y)).y1)
+        assert nw.stats.jacobians == 1
+    assert calls and torch.allclose(out[0], out[1], rtol=1e-12, atol=1e-14)
+    bad = Newton(tol=0.03, max_iter=8, atol=1e-8, rtol=1e-8, jac=lambda s, y: torch.eye(2))
+    with pytest.raises(VectorFieldError, match="expected"):
+        bad.jacobian(vdp, s, y)

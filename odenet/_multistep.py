@@ -101,6 +101,10 @@ class LinearMultistep:
     def is_implicit(self) -> bool:
         return self.family == "bdf"
 
+    @property
+    def is_explicit(self) -> bool:
+        return not self.is_implicit
+
     is_adaptive = False
 
     @property

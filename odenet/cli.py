@@ -477,6 +477,20 @@ def method_rows() -> list[dict]:
                 "adaptive": bool(tab.is_adaptive),
             }
         )
+    from odenet._multistep import MULTISTEP
+
+    family = {"ab": "explicit multistep", "abm": "PECE multistep", "bdf": "implicit multistep"}
+    for name, lm in MULTISTEP.items():  # one f-evaluation per step (PECE: two)
+        rows.append(
+            {
+                "method": name,
+                "order": lm.order,
+                "embedded_order": None,
+                "stages": 2 if lm.family == "abm" else 1,
+                "kind": f"{family[lm.family]} ({lm.steps} steps)",
+                "adaptive": False,
+            }
+        )
     return rows
 
 
@@ -485,14 +499,15 @@ def _cmd_methods(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'method':<17}{'order':>5}  {'stages':>6}  {'kind':<20}step size")
+    print(f"{'method':<17}{'order':>5}  {'stages':>6}  {'kind':<32}step size")
     for r in sorted(rows, key=lambda r: (r["kind"] != "explicit", r["order"], r["method"])):
-        step = (
-            f"adaptive (embedded order {r['embedded_order']})"
-            if r["adaptive"]
-            else "fixed (give step_size / --steps)"
-        )
-        print(f"{r['method']:<17}{r['order']:>5}  {r['stages']:>6}  {r['kind']:<20}{step}")
+        if not r["adaptive"]:
+            step = "fixed (give step_size / --steps)"
+        elif r["embedded_order"] is None:  # an estimator that is not a tableau row (RADAU5)
+            step = "adaptive"
+        else:
+            step = f"adaptive (embedded order {r['embedded_order']})"
+        print(f"{r['method']:<17}{r['order']:>5}  {r['stages']:>6}  {r['kind']:<32}{step}")
     return 0
 
 

@@ -104,6 +104,7 @@ def plot_convergence(result, ax=None, path=None, triangles: bool = True):
     -------
     matplotlib Figure
     """
+    from odenet._multistep import multistep
     from odenet.tableaus import tableau
 
     orders = result.orders.sort_values(["expected_order", "method"], kind="stable")
@@ -125,7 +126,7 @@ def plot_convergence(result, ax=None, path=None, triangles: bool = True):
         ]
         sub = sub.sort_values("h")
         color, marker = styles[method]
-        implicit = not tableau(method).is_explicit
+        implicit = not (multistep(method) or tableau(method)).is_explicit
         label = f"{method} (p={row['expected_order']}"
         if math.isfinite(row["observed_order"]):
             label += f", obs. {row['observed_order']:.2f}"

@@ -101,3 +101,11 @@ def test_bad_uses_raise_typed_errors():
         odenet.solve(f, y0, t, method="bdf2")
     with pytest.raises(odenet.InputError, match="sensitivity='direct' only"):
         odenet.solve(f, y0, t, method="ab2", step_size=0.1, sensitivity="adjoint")
+
+
+def test_convergence_study_measures_the_order_of_multistep_methods():
+    res = odenet.convergence("cos", methods=["ab3", "bdf2"], n_steps=[16, 32, 64])
+    orders = res.orders.set_index("method")
+    for name in ("ab3", "bdf2"):
+        assert orders.loc[name, "verdict"] == "ok"
+        assert abs(orders.loc[name, "observed_order"] - MULTISTEP[name].order) < 0.4

@@ -51,6 +51,7 @@ _DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
 def check_methods(methods) -> list[str]:
+    from odenet._multistep import MULTISTEP
     from odenet.tableaus import methods as all_methods
 
     if methods is None:
@@ -69,7 +70,9 @@ def check_methods(methods) -> list[str]:
     if methods == ["all"]:
         return all_methods()
     methods = list(dict.fromkeys(methods))
-    known = all_methods()
+    # multistep methods (ab1…, abm2…, bdf1…) are fixed-step schemes to study too;
+    # "all" stays the Runge–Kutta tableaus so that its plot keeps a readable legend
+    known = all_methods() + list(MULTISTEP)
     bad = [m for m in methods if m not in known]
     if bad or not methods:
         raise InputError(
@@ -461,6 +464,7 @@ class ConvergenceResult:
 
 def summarize(table: pd.DataFrame, norm: str, floor: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Fit the order per method; return ``(table with in_fit, orders)``."""
+    from odenet._multistep import multistep
     from odenet.tableaus import tableau
 
     table = table.copy()
@@ -471,9 +475,10 @@ def summarize(table: pd.DataFrame, norm: str, floor: float) -> tuple[pd.DataFram
         sub = table[table["method"] == method]
         fit = fit_order(sub["h"].to_numpy(), sub["error"].to_numpy(), floor=floor)
         table.loc[sub.index[fit.mask], "in_fit"] = True
-        tab = tableau(method)
+        tab = multistep(method) or tableau(method)
         expected = int(tab.order)
-        q = stage_order(method)
+        # a multistep method has no stages: its error has no stage-order reduction
+        q = expected if multistep(method) else stage_order(method)
         v = verdict(expected, fit)
         note = ""
         if v == "order reduction":

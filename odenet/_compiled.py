@@ -423,6 +423,10 @@ def rk_step_one(f: Callable, shape: torch.Size, rk: RungeKutta, direction: float
     host field).
     """
     E = rk.E_rows
+    # a Python bool, decided here: the tableau's flag is a numpy bool, which dynamo
+    # would trace as a tensor (a data-dependent branch)
+    fsal = bool(rk.stiffly_accurate)
+    last_row = rk.row_terms[-1]
 
     if direction == 1.0:
 
@@ -438,10 +442,10 @@ def rk_step_one(f: Callable, shape: torch.Size, rk: RungeKutta, direction: float
         y1, _, ks = explicit_step(g, s, y, h, rk, f0=f0, error=False)
         K = ks.reshape(rk.S, -1)
         f1 = None
-        if rk.stiffly_accurate:
+        if fsal:
             # FSAL: the last stage input is the solution (as in step_one), so that
             # f1 = f(s + h, y1) exactly
-            y1 = stage_input(rk.row_terms[-1], y, h, list(ks.unbind(0)))
+            y1 = stage_input(last_row, y, h, list(ks.unbind(0)))
             f1 = ks[-1]
         rates = None if E is None else E @ K
         return y1, K, rates, f1

@@ -266,6 +266,53 @@ def explicit_benchmarks(reps, quick, use_compile, lines, compile_times):
         )
 
 
+def step_alone(reps, use_compile, lines, compile_times):
+    """µs per call of the step alone: the loop's eager ``step_one`` against the fused one."""
+    from odenet._stepper import RungeKutta
+
+    lines += [
+        "",
+        "## 2b. The step alone: µs per call (host-loop `RungeKutta.step_one` vs fused)",
+        "",
+        "| problem | method | eager `step_one` | fused `compiled_rk_step` | fused / eager |",
+        "|---|---|---|---|---|",
+    ]
+    calls = 2000
+    for name, (f, _, y0, _) in PROBLEMS.items():
+        y = torch.as_tensor(y0, dtype=D)[None]
+        shape = y0.shape
+        for method in ("rk4", "dopri5"):
+            rk = RungeKutta(odenet.tableau(method), D, D, y.device)
+
+            def g(s, row, f=f, shape=shape):  # the host field: float time, rows
+                return f(torch.scalar_tensor(s, dtype=D), row.reshape(shape)).reshape(1, -1)
+
+            f0 = g(0.0, y)
+            fused = _compiled.compiled_rk_step(f, method, y, shape=shape) if use_compile else None
+            if fused is not None:
+                fused(torch.scalar_tensor(0.0, dtype=D), y, torch.scalar_tensor(0.01, dtype=D), f0)
+            te, tf = [], []
+            for _ in range(reps):
+                t, _ = cpu(lambda: [rk.step_one(g, 0.0, y, 0.01, f0) for _ in range(calls)])  # noqa: B023
+                te.append(t)
+                if fused is not None:
+
+                    def run(fused=fused, f0=f0, y=y):
+                        for _ in range(calls):
+                            fused(
+                                torch.scalar_tensor(0.0, dtype=D),
+                                y,
+                                torch.scalar_tensor(0.01, dtype=D),
+                                f0,
+                            )
+
+                    t, _ = cpu(run)
+                    tf.append(t)
+            e = 1e6 * statistics.median(te) / calls
+            c = 1e6 * statistics.median(tf) / calls if tf else float("nan")
+            lines.append(f"| {name} | {method} | {e:.1f} | {c:.1f} | {c / e:.2f} |")
+
+
 # --- 3. Lorenz spectrum along one orbit -------------------------------------------------
 
 
@@ -422,6 +469,7 @@ def main() -> None:
     compile_times: list = []
     if a.only in (None, "explicit"):
         explicit_benchmarks(reps, a.quick, use_compile, lines, compile_times)
+        step_alone(reps, use_compile, lines, compile_times)
     if a.only in (None, "spectra"):
         spectra_benchmarks(reps, a.quick, use_compile, lines, compile_times)
     if compile_times:

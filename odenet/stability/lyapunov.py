@@ -139,22 +139,22 @@ def lyapunov(
     chunk : int, steps whose Jacobians are formed in one vmapped call (default:
         as many as fit in ~64 MB).
     compile : bool, one orbit at native speed (no ensemble, no inputs), through
-        ``torch.compile`` (:mod:`odenet._compiled`, cached per step, shape, dtype).
-        States of up to 64 numbers with ``tangent="jacobian"``: only the
-        sequential part, the trajectory, is compiled (a ``while_loop``, 1000 steps
+        `torch.compile` (`odenet._compiled`, cached per step, shape, dtype).
+        States of up to 64 numbers with `tangent="jacobian"`: only the
+        sequential part, the trajectory, is compiled (a `while_loop`, 1000 steps
         per call); the Jacobians of those states are one vmapped call and their
         products between QRs batched matmuls, so the QR schedule and the results
-        are the eager path's to round-off.  Larger states (or ``tangent="jvp"``):
-        the whole loop — step, tangent propagation as a vmapped ``jvp`` of the
-        step on the ``[d, k]`` tangent matrix, QR every ``qr_every`` steps (those
+        are the eager path's to round-off.  Larger states (or `tangent="jvp"`):
+        the whole loop — step, tangent propagation as a vmapped `jvp` of the
+        step on the `[d, k]` tangent matrix, QR every `qr_every` steps (those
         steps unrolled in the loop body, so the compile grows with it) and the
-        ``log|R_jj|`` sums — is one compiled call per ``record_every`` steps.  The
-        compile (seconds to minutes, see ``odenet._compiled.compile_records()``)
+        `log|R_jj|` sums — is one compiled call per `record_every` steps.  The
+        compile (seconds to minutes, see `odenet._compiled.compile_records()`)
         pays off over long orbits only.  If the step cannot be compiled (graph
-        breaks, no compiler, ``ODENET_COMPILE=0``), the eager path runs.
-    record_every : int, steps per record with ``compile`` on states larger than
-        64 (default: ``n_steps`` split into about 200 records, rounded to a multiple
-        of ``qr_every``); elsewhere records are per QR.
+        breaks, no compiler, `ODENET_COMPILE=0`), the eager path runs.
+    record_every : int, steps per record with compile on states larger than
+        64 (default: `n_steps` split into about 200 records, rounded to a multiple
+        of `qr_every`); elsewhere records are per QR.
 
     Returns
     -------
@@ -308,12 +308,12 @@ _TRAJECTORY_CHUNK = 1000
 
 
 def _orbit_compiled(step, x, n_steps, transient, k, record_every, qr_every):
-    """One orbit through the compiled orbit loop; ``None`` if it cannot compile.
+    """One orbit through the compiled orbit loop; `None` if it cannot compile.
 
-    Returns ``(log_r, ends, x)`` in :func:`_result`'s terms, one record per
-    ``record_every`` steps (the sum of ``log|R_jj|`` over those steps).  The loop
-    runs ``qr_every`` steps per QR; steps that do not fill a whole group (the ends
-    of the transient and of the run, not multiples of ``qr_every``) go through a
+    Returns `(log_r, ends, x)` in `_result`'s terms, one record per
+    `record_every` steps (the sum of `log|R_jj|` over those steps).  The loop
+    runs `qr_every` steps per QR; steps that do not fill a whole group (the ends
+    of the transient and of the run, not multiples of `qr_every`) go through a
     second compiled loop with one step per QR.
     """
     from odenet._compiled import compiled_orbit
@@ -353,7 +353,7 @@ def _orbit_compiled(step, x, n_steps, transient, k, record_every, qr_every):
 
 
 def _result(log_r, ends, dt, x, ensemble) -> LyapunovResult:
-    """The result from the ``log|R_jj|`` records ``[B, k]`` and their step counts."""
+    """The result from the `log|R_jj|` records `[B, k]` and their step counts."""
     L = torch.stack(log_r).cpu().numpy()  # [n_qr, B, k]
     B = L.shape[1]
     ends_ = np.asarray(ends, dtype=float)

@@ -166,26 +166,31 @@ def run(name, seed, iters, models):
     return rows
 
 
-def complete(df: pd.DataFrame) -> pd.DataFrame:
-    """Only the (panel, seed) pairs where every model of that panel ran, so medians
-    compare models on the same seeds."""
-    keep = []
-    for _, g in df.groupby("panel", sort=False):
-        models = set(g.model)
-        for _, gs in g.groupby("seed"):
-            if set(gs.model) == models:
-                keep.append(gs)
-    return pd.concat(keep) if keep else df.iloc[:0]
+def complete(df: pd.DataFrame) -> tuple[pd.DataFrame, list]:
+    """Rows of the models that ran on every seed of their panel (so medians compare
+    models on the same seeds), and ``(panel, model, seeds)`` of the ones left out."""
+    keep, dropped = [], []
+    for p, g in df.groupby("panel", sort=False):
+        seeds = set(g.seed)
+        for m, gm in g.groupby("model", sort=False):
+            if set(gm.seed) == seeds:
+                keep.append(gm)
+            else:
+                dropped.append((p, m, sorted(gm.seed)))
+    return (pd.concat(keep) if keep else df.iloc[:0]), dropped
 
 
 def summary(df: pd.DataFrame) -> str:
-    df = complete(df)
+    df, dropped = complete(df)
     lines = ["| panel | model | seeds | interp MSE (median) | extrap MSE (median) | "
              "interp pts | extrap pts |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for (p, m), g in df.groupby(["panel", "model"], sort=False):
         lines.append(f"| {p} | {m} | {len(g)} | {g.interp_mse.median():.4g} | "
                      f"{g.extrap_mse.median():.4g} | {int(g.interp_points.median())} | "
                      f"{int(g.extrap_points.median())} |")  # fmt: skip
+    if dropped:
+        lines += ["", "Not on every seed (left out of the medians): " + "; ".join(
+            f"{p} {m} (seeds {s})" for p, m, s in dropped) + "."]  # fmt: skip
     lines += ["", "Best odenet model vs the references (median over seeds):", ""]
     for p, g in df.groupby("panel", sort=False):
         med = g.groupby("model")[["interp_mse", "extrap_mse"]].median()

@@ -258,3 +258,18 @@ def test_compiled_orbit_diagonal_flow_is_exact_and_lorenz_within_published_toler
     assert lam[0] == pytest.approx(0.9056, abs=0.06)
     assert abs(lam[1]) < 0.04
     assert lam[2] == pytest.approx(-14.5723, rel=0.01)
+
+
+def test_transient_without_tangents_equals_starting_after_it():
+    M = torch.tensor([[1.1, 0.4], [0.0, 0.6]], dtype=D)
+
+    def step(x):
+        return M @ x + 0.05 * torch.sin(x)
+
+    x0 = torch.tensor([0.3, -0.1], dtype=D)
+    skipped = lyapunov(step, x0, 40, transient=7, transient_tangents=False)
+    x7 = x0
+    for _ in range(7):
+        x7 = step(x7)
+    direct = lyapunov(step, x7, 40)
+    torch.testing.assert_close(skipped.exponents, direct.exponents, rtol=0, atol=1e-14)

@@ -106,6 +106,7 @@ def lyapunov(
     chunk: int | None = None,
     compile: bool = False,
     record_every: int | None = None,
+    transient_tangents: bool = True,
 ) -> LyapunovResult:
     """Lyapunov spectrum with convergence data.
 
@@ -195,6 +196,10 @@ def lyapunov(
     chunk = max(1, (8 << 20) // max(1, B * d * d)) if chunk is None else chunk
     chunk = check_positive_int("chunk", chunk)
     dt = check_positive_float("dt", dt)
+    if not transient_tangents and transient:
+        x = _advance_only(step, x, transient, inputs, ensemble, vectorized, compile)
+        inputs = None if inputs is None else inputs[transient:]
+        transient = 0
     traj = None
     if record_every is not None:
         record_every = check_positive_int("record_every", record_every)
@@ -296,6 +301,25 @@ def lyapunov(
         x = x_next
         n += m
     return _result(log_r, ends, dt, x, ensemble)
+
+
+def _advance_only(step, x, n, inputs, ensemble, vectorized, compile):
+    """``x [B, *shape]`` after ``n`` steps, without tangents (compiled when asked)."""
+    from odenet._compiled import compile_enabled, compiled_orbit
+
+    with torch.no_grad():
+        if compile and not ensemble and inputs is None and compile_enabled():
+            run = compiled_orbit(step, x[0], k=None, strict=True)
+            if run.compiled:
+                try:
+                    return run(torch.tensor(n), x[0], x.new_zeros(1, 1), x.new_zeros(1))[0][None]
+                except CompileFailed:
+                    pass
+        many = (step if vectorized else _batched(step)) if ensemble else None
+        for i in range(n):
+            u = () if inputs is None else (inputs[i] if ensemble else inputs[i].unsqueeze(0),)
+            x = many(x, *u) if ensemble else step(x[0], *(v[0] for v in u)).unsqueeze(0)
+    return x
 
 
 # compile=True: states up to this size form their Jacobians (one vmapped call per chunk

@@ -69,10 +69,14 @@ def __getattr__(name: str):
     import importlib
 
     if name in _SUBMODULES:
-        return importlib.import_module(f"odenet.{name}")
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'odenet' has no attribute {name!r}")
+        value = importlib.import_module(f"odenet.{name}")
+    elif name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    else:
+        raise AttributeError(f"module 'odenet' has no attribute {name!r}")
+    # cached: the next `odenet.step` (a ResNet calls it per layer) is a plain lookup
+    globals()[name] = value
+    return value
 
 
 def __dir__():

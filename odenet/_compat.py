@@ -720,10 +720,12 @@ def _until_event(func, y0, t, event_fn, name, rtol, atol, fixed, grid_opts, kwar
         def event_fn(tt, y):
             return user_event(tt, packer.split(y))
 
+    # float64 time (torchdiffeq's adaptive default): the search horizon is far beyond
+    # t0, where float32 could not resolve a fixed step
     event_t, sol = until_event(
         func,
         y0,
-        t[0],
+        t[0].to(torch.promote_types(t.dtype, torch.float64)),
         event_fn,
         reverse_time=bool(t[1] < t[0]),
         sensitivity=sens,

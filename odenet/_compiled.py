@@ -29,6 +29,24 @@ every new shape, dtype or device is a new compile (``dynamic=False``: dynamic
 shapes would put the guards and symbolic sizes back on the per-call path); fields
 that graph-break (data-dependent Python control flow, ``.item()``, numpy calls) do
 not compile with ``fullgraph=True`` and fall back to eager.
+
+Wiring into the loop (not done here; measured in
+``studies/benchmarks/small_systems.py``).  The host backend's ``_Host.step`` can
+call the fused step in place of ``rk.step_one``::
+
+    fused = compiled_rk_step(f, tableau, y0_rows, shape=y0.shape,
+                             time_dtype=s_out.dtype, direction=sign)   # once, in _solve
+    y1, ks, rates, f1 = fused(torch.scalar_tensor(s, dtype=tdt), y,
+                              torch.scalar_tensor(h, dtype=ydt), f0)
+    nfe += tableau.stages - 1          # the fused step bypasses the counting wrapper
+
+It is a faithful drop-in (outputs of ``step_one`` to round-off, FSAL ``f1``), but
+it removes only the step's own dispatch: the host loop's per-step bookkeeping
+(error norm, controller, outputs) stays, so the gain is ~1.6x on dopri5 and none
+on a fixed-grid rk4.  The measured way to numpy speed on fixed grids is to compile
+the loop between two outputs (:func:`orbit_loop` with ``k=None``: a
+``while_loop``).  Make it opt-in: the compile (seconds, per field, method, shape
+and dtype) exceeds a whole solve of fewer than ~10⁴ steps.
 """
 
 from __future__ import annotations

@@ -484,6 +484,9 @@ def main() -> None:
             "",
             "## Compile times (wall, first call; excluded above)",
             "",
+            "With torch's on-disk inductor cache as earlier runs left it (a warm cache "
+            "skips code generation, not tracing); a cold cache costs several times more.",
+            "",
             "| compiled function | seconds |",
             "|---|---|",
             *[f"| {w} | {s:.1f} |" for w, s in compile_times],

@@ -157,7 +157,9 @@ def test_unknown_problem_lists_the_names():
 
 
 def test_bad_problem_parameters():
-    with pytest.raises(InputError, match="bad parameters for problem 'cos'"):
+    with pytest.raises(
+        InputError, match="problem 'cos' has no parameter 'omega'; its parameters are t1"
+    ):
         P.get_problem("cos", omega=3)
     with pytest.raises(InputError, match="`eccentricity` must be in"):
         P.get_problem("kepler", eccentricity=1.5)

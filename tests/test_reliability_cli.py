@@ -178,7 +178,11 @@ def test_orders_csv_stage_orders_match_the_literature(capsys):
 def test_methods_lists_every_method_with_its_true_properties(capsys):
     assert main(["methods", "--json"]) == 0
     rows = {r["method"]: r for r in json.loads(capsys.readouterr().out)}
-    assert set(rows) == set(odenet.methods())
+    from odenet._multistep import MULTISTEP
+
+    assert set(rows) == set(odenet.methods()) | set(MULTISTEP)
+    assert rows["bdf3"]["order"] == 3 and not rows["bdf3"]["adaptive"]
+    assert rows["bdf3"]["kind"] == "implicit multistep (3 steps)"
     assert rows["euler"] == {
         "method": "euler",
         "order": 1,

@@ -153,6 +153,10 @@ def lyapunov(
         compile (seconds to minutes, see `odenet._compiled.compile_records()`)
         pays off over long orbits only.  If the step cannot be compiled (graph
         breaks, no compiler, `ODENET_COMPILE=0`), the eager path runs.
+    transient_tangents : bool, push the tangent vectors through the transient too
+        (default; removes the start-up bias of tangents that start as the
+        identity).  False: the transient advances the state only (cheaper: no
+        Jacobians there; lyapynov's convention).
     record_every : int, steps per record with compile on states larger than
         64 (default: `n_steps` split into about 200 records, rounded to a multiple
         of `qr_every`); elsewhere records are per QR.

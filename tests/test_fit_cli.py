@@ -245,3 +245,15 @@ def test_fit_and_predict_help_have_no_literal_percent_signs_and_document_every_o
         assert "%%" not in text
         for action in p._actions:
             assert action.help, action.option_strings or action.dest
+
+
+@pytest.mark.parametrize("model", ["greybox", "greybox_mle"])
+def test_one_channel_csv_with_a_two_state_builtin_is_a_clear_error(tmp_path, capsys, model):
+    """The issue's raw IndexError: a 1-channel CSV (not named after a state) with
+    damped_oscillator."""
+    df = to_long(datasets.damped_oscillator(3, observed=0.8, n_times=10, seed=0))
+    df = df.rename(columns={df.columns[2]: "pos"})[["id", "time", "pos"]]
+    df.to_csv(tmp_path / "d.csv", index=False)
+    rc, _, err = run(["fit", tmp_path / "d.csv", "--model", model, "--mechanism",
+                      "damped_oscillator", "--checkpoint", tmp_path / "c.pt"], capsys)  # fmt: skip
+    one_line_error(rc, err, "states ['x', 'v']", "1 channel(s)")

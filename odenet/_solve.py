@@ -292,6 +292,10 @@ def prepare(
     min_step = check_nonnegative("min_step", min_step)
     newton_tol, newton_max_iter = check_newton(newton_tol, newton_max_iter)
     check_norm(norm)
+    # RADAU5's estimator is tuned with Gustafsson's predictive controller (fewer
+    # rejections on stiff problems); every other method defaults to the I controller
+    if controller is None:
+        controller = "predictive" if getattr(tab, "estimator", None) == "radau5" else "I"
     ctrl = controller_from(controller)
 
     tdt = torch.promote_types(t.dtype, y0.dtype)
@@ -414,7 +418,7 @@ def solve(
     first_step: float | None = None,
     min_step: float = 0.0,
     max_step: float | None = None,
-    controller: str | PIDController = "I",
+    controller: str | PIDController | None = None,
     norm: Callable | None = None,
     newton_tol: float | None = None,
     newton_max_iter: int | None = None,
@@ -454,7 +458,9 @@ def solve(
     first_step, min_step, max_step : float
         Initial step (default: Hairer's estimate), the smallest step before declaring
         underflow, the largest step.
-    controller : ``"I" | "PI" | "PID"`` or :class:`PIDController`
+    controller : ``"I" | "PI" | "PID" | "predictive"``, a :class:`PIDController`, or None
+        None (the default) chooses: Gustafsson's predictive controller for adaptive
+        ``radau_iia5`` (as in Hairer's RADAU5), the classical I controller otherwise.
     norm : callable, optional
         Norm of one system's scaled error (default RMS).
     newton_tol, newton_max_iter

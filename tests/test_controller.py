@@ -186,3 +186,44 @@ def test_accept_min_step_takes_floor_steps_and_still_fails_on_non_finite():
     assert int(bad.status[0]) == NON_FINITE
     with pytest.raises(odenet.InputError, match="min_step"):
         odenet.solve(lambda t, y: -y, y0, t, accept_min_step=True)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    ratios=st.lists(st.one_of(st.floats(1e-6, 50), st.just(math.inf)), min_size=1, max_size=8),
+    oks=st.lists(st.booleans(), min_size=8, max_size=8),
+)
+def test_predictive_controller_rules_agree_on_floats_and_tensors(ratios, oks):
+    from odenet._controller import PredictiveController
+
+    ctrl = PredictiveController()
+    mem_h = ctrl.init_memory(HostOps, None)
+    mem_t = ctrl.init_memory(TensorOps, torch.zeros(1, dtype=D))
+    h = h_t = 0.1
+    for r, ok in zip(ratios, oks):
+        acc, h1, mem_h = ctrl.judge(HostOps, h, r, ok, mem_h, 3)
+        acc_t, h1_t, mem_t = ctrl.judge(
+            TensorOps,
+            torch.tensor([h_t], dtype=D),
+            torch.tensor([r], dtype=D),
+            torch.tensor([ok]),
+            mem_t,
+            3,
+        )
+        assert acc == bool(acc_t[0]) and math.isclose(h1, float(h1_t[0]), rel_tol=1e-12)
+        if not acc:
+            assert h1 < h
+        h, h_t = h1, float(h1_t[0])
+
+
+def test_radau_iia5_defaults_to_the_predictive_controller_with_fewer_rejections():
+    mu = 1000.0
+
+    def vdp(t, y):
+        return torch.stack([y[1], mu * (1 - y[0] ** 2) * y[1] - y[0]])
+
+    y0, t = torch.tensor([2.0, 0.0], dtype=D), torch.tensor([0.0, 1500.0], dtype=D)
+    auto = odenet.solve(vdp, y0, t, method="radau_iia5", rtol=1e-4, atol=1e-7)
+    classic = odenet.solve(vdp, y0, t, method="radau_iia5", rtol=1e-4, atol=1e-7, controller="I")
+    assert auto.stats["rejected"] < classic.stats["rejected"]
+    torch.testing.assert_close(auto.ys[-1], classic.ys[-1], rtol=1e-2, atol=1e-3)

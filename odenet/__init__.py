@@ -37,7 +37,7 @@ _SUBMODULES = {
 _LAZY = {
     "odeint": "odenet._compat",
     "odeint_adjoint": "odenet._compat",
-    "odeint_event": "odenet._odeint_event",
+    "odeint_event": "odenet._compat",
     "PIDController": "odenet._controller",
     "Event": "odenet._events",
     "Solution": "odenet._solution",

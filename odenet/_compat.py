@@ -31,6 +31,7 @@ import torch
 
 from odenet._controller import PIDController
 from odenet._errors import InputError
+from odenet._odeint_event import until_event
 from odenet.sensitivity._params import hidden_leaves
 
 # torchdiffeq name -> odenet tableau.  torchdiffeq's "rk4" is Kutta's 3/8 rule.
@@ -697,7 +698,6 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adj
 
 def _until_event(func, y0, t, event_fn, name, rtol, atol, fixed, grid_opts, kwargs, sens, packer):
     """torchdiffeq's ``odeint(..., event_fn=...)``: ``(event_t, [y0, y(event_t)])``."""
-    from odenet._odeint_event import until_event
 
     if t.shape[0] != 2:
         raise InputError(
@@ -763,3 +763,31 @@ def _run(func, y0, t, name, rtol, atol, fixed, sensitivity, kwargs, adjoint):
         **kwargs,
         **adjoint,
     ).ys
+
+
+def odeint_event(func, y0, t0, *, event_fn, reverse_time=False, odeint_interface=None, **kwargs):
+    """Integrate from ``t0`` until ``event_fn(t, y)`` crosses zero (torchdiffeq's API).
+
+    Parameters
+    ----------
+    func : callable ``func(t, y)``; y0 : Tensor (or tuple of Tensors); t0 : scalar time.
+    event_fn : callable ``event_fn(t, y) -> scalar Tensor``
+    reverse_time : bool
+        Integrate backward in time from ``t0``.
+    odeint_interface : ``odenet.odeint`` (default) or ``odenet.odeint_adjoint``
+    **kwargs
+        Passed to ``odeint_interface`` (``rtol``, ``atol``, ``method``, ``options``,
+        ``adjoint_params``...).
+
+    Returns
+    -------
+    (event_t, solution)
+        ``event_t`` 0-dim, differentiable with respect to ``y0``, ``t0``, the field's
+        and the event function's parameters (implicit function theorem);
+        ``solution`` ``[2, *y0.shape]``: the states at ``t0`` and at ``event_t``.
+    """
+    interface = odeint if odeint_interface is None else odeint_interface
+    t0 = torch.as_tensor(t0)
+    direction = -1.0 if reverse_time else 1.0
+    t = torch.stack([t0.reshape(()), t0.reshape(()).detach() + direction])
+    return interface(func, y0, t, event_fn=event_fn, **kwargs)

@@ -95,33 +95,3 @@ def until_event(func, y0, t0, event_fn, *, reverse_time: bool, sensitivity: str,
     params = _params_of(event_fn)
     t_out, y_out = _EventTime.apply(func, event_fn, t_star, y_star, *params)
     return t_out, torch.stack([y0.expand_as(y_out), y_out])
-
-
-def odeint_event(func, y0, t0, *, event_fn, reverse_time=False, odeint_interface=None, **kwargs):
-    """Integrate from ``t0`` until ``event_fn(t, y)`` crosses zero (torchdiffeq's API).
-
-    Parameters
-    ----------
-    func : callable ``func(t, y)``; y0 : Tensor (or tuple of Tensors); t0 : scalar time.
-    event_fn : callable ``event_fn(t, y) -> scalar Tensor``
-    reverse_time : bool
-        Integrate backward in time from ``t0``.
-    odeint_interface : ``odenet.odeint`` (default) or ``odenet.odeint_adjoint``
-    **kwargs
-        Passed to ``odeint_interface`` (``rtol``, ``atol``, ``method``, ``options``,
-        ``adjoint_params``...).
-
-    Returns
-    -------
-    (event_t, solution)
-        ``event_t`` 0-dim, differentiable with respect to ``y0``, ``t0``, the field's
-        and the event function's parameters (implicit function theorem);
-        ``solution`` ``[2, *y0.shape]``: the states at ``t0`` and at ``event_t``.
-    """
-    from odenet._compat import odeint
-
-    interface = odeint if odeint_interface is None else odeint_interface
-    t0 = torch.as_tensor(t0)
-    direction = -1.0 if reverse_time else 1.0
-    t = torch.stack([t0.reshape(()), t0.reshape(()).detach() + direction])
-    return interface(func, y0, t, event_fn=event_fn, **kwargs)

@@ -78,7 +78,7 @@ def until_event(func, y0, t0, event_fn, *, reverse_time: bool, sensitivity: str,
     event = Event(event_fn, terminal=True)
     with torch.no_grad() if sensitivity != "direct" else torch.enable_grad():
         sol = solve(func, y0, t, events=[event], throw=False, **solve_kw)
-    if sol.events is None or sol.events.terminal is None:
+    if sol.events is None or sol.events.terminal_state is None:
         if not sol.success:
             raise SolverError(f"the solve failed before any event: {sol.message}")
         raise SolverError(
@@ -86,7 +86,7 @@ def until_event(func, y0, t0, event_fn, *, reverse_time: bool, sensitivity: str,
         )
     t_star = sol.events.t[-1].to(device=y0.device)
     if sensitivity == "direct":
-        y_star = sol.events.terminal
+        y_star = sol.events.terminal_state
     else:
         # the adjoint differentiates a solve on a fixed span: re-solve to the event
         t_span = torch.stack([t0, t_star.to(t0.dtype)])

@@ -91,7 +91,8 @@ class EventRecord:
 
     For a shared grid: ``t`` ``[M]`` (times), ``y`` ``[M, *y0.shape]`` (states) and
     ``which`` ``[M]`` (index of the event function in ``events``).  For per-sample
-    grids: lists with one such entry per sample.
+    grids: lists with one such entry per sample.  ``terminal_state``: the state at
+    a terminal crossing, with its autograd graph (per sample; ``None`` if none fired).
     """
 
     t: Any
@@ -99,7 +100,7 @@ class EventRecord:
     which: Any
     # the state at each row's terminal crossing with its autograd graph (per row;
     # None where no terminal event fired): what odenet.odeint_event differentiates
-    terminal: Any = None
+    terminal_state: Any = None
 
     @classmethod
     def from_log(cls, log, direction, per_sample: bool, shape, terminal=None) -> EventRecord:

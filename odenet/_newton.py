@@ -134,7 +134,7 @@ class Newton:
         M = -blocks.permute(0, 1, 3, 2, 4).reshape(K, S * n, S * n)
         M = M + torch.eye(S * n, dtype=M.dtype, device=M.device)
         self.stats.factorizations += 1
-        return torch.linalg.lu_factor(M)
+        return _lu(M)
 
     def filter_error(self, err: torch.Tensor, tableau=None) -> torch.Tensor:
         """The error estimate a diagonally implicit step reports (Hairer & Wanner IV.8).
@@ -281,3 +281,11 @@ class Newton:
         G = g_of_stages(Zd)
         F = Zd - base - torch.einsum("kij,kjn->kin", hA, G)
         return Zd - self.solve(lu, F.reshape(K, S * n)).reshape(K, S, n)
+
+
+def _lu(M: torch.Tensor):
+    """LU factors of a batch of matrices; a singular one (``I − hγJ`` at an eigenvalue
+    of ``J`` equal to ``1/(hγ)``) is not an error here: its solves give inf/NaN, which
+    fails that row's Newton iteration, and the step is retried smaller."""
+    LU, pivots, _ = torch.linalg.lu_factor_ex(M)
+    return LU, pivots

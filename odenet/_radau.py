@@ -45,7 +45,7 @@ import math
 import numpy as np
 import torch
 
-from odenet._newton import Newton, batched_jacobian
+from odenet._newton import Newton, _lu, batched_jacobian
 from odenet._stepper import RungeKutta, StepResult
 
 S6 = math.sqrt(6.0)
@@ -142,7 +142,7 @@ class Radau5(RungeKutta):
         hy = h.to(J.dtype)[:, None, None]
         Mr = MU_REAL / hy * eye - J
         Mc = (MU_COMPLEX / hy.to(self.cdtype)) * eye.to(self.cdtype) - J.to(self.cdtype)
-        lu = (torch.linalg.lu_factor(Mr), torch.linalg.lu_factor(Mc))
+        lu = (_lu(Mr), _lu(Mc))
         self.newton.stats.factorizations += 2
         self._lu, self._lu_key = lu, key
         return lu

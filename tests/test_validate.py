@@ -221,21 +221,14 @@ def test_fuzz_solve_either_works_or_raises_an_odenet_error(kw):
         sol = odenet.solve(f, y0, t, **kw)
     except OdenetError:
         pass
-    except RuntimeError as e:
-        if "lu_factor" not in str(e):  # the known case: see the xfail below
-            raise
     else:
         assert isinstance(sol, odenet.Solution)
         assert sol.success or not kw["throw"]
     assert time.perf_counter() - t0 < 10  # never a hang: max_steps is at most 40
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by the fuzz: a singular Newton iteration matrix I − hJ (backward Euler, "
-    "h·f'(y) = 1) raises torch's raw RuntimeError from lu_factor in odenet/_newton.py "
-    "instead of failing the step (NewtonConvergenceError / a smaller step)",
-)
+# found by the fuzz: a singular Newton iteration matrix I − hJ (backward Euler,
+# h·f'(y) = 1) raised torch's raw RuntimeError from lu_factor
 def test_a_singular_newton_iteration_matrix_is_a_newton_failure():
-    with pytest.raises(OdenetError):
+    with pytest.raises(odenet.NewtonConvergenceError):
         odenet.solve(lambda t, y: y * y, Y0, T, method="backward_euler", step_size=0.1)

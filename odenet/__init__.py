@@ -102,6 +102,7 @@ __all__ = [
     "NonFiniteError",
     "OdenetError",
     "PIDController",
+    "Problem",
     "ResNet",
     "Solution",
     "SolverError",

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from collections.abc import Callable
 
 import torch
 
@@ -473,7 +474,17 @@ def _scipy_solve(func, y0, t, rtol, atol, options):
 # --- the entry points ---------------------------------------------------------------------
 
 
-def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, event_fn=None):
+def odeint(
+    func: Callable,
+    y0: torch.Tensor | tuple[torch.Tensor, ...],
+    t: torch.Tensor,
+    *,
+    rtol: float | tuple = 1e-7,
+    atol: float | tuple = 1e-9,
+    method: str | None = None,
+    options: dict | None = None,
+    event_fn: Callable | None = None,
+):
     """Solve ``dy/dt = func(t, y)`` like ``torchdiffeq.odeint`` and return ``y`` at ``t``.
 
     Parameters
@@ -508,19 +519,19 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
 
 
 def odeint_adjoint(
-    func,
-    y0,
-    t,
+    func: Callable,
+    y0: torch.Tensor | tuple[torch.Tensor, ...],
+    t: torch.Tensor,
     *,
-    rtol=1e-7,
-    atol=1e-9,
-    method=None,
-    options=None,
-    event_fn=None,
-    adjoint_rtol=None,
-    adjoint_atol=None,
-    adjoint_method=None,
-    adjoint_options=None,
+    rtol: float | tuple = 1e-7,
+    atol: float | tuple = 1e-9,
+    method: str | None = None,
+    options: dict | None = None,
+    event_fn: Callable | None = None,
+    adjoint_rtol: float | None = None,
+    adjoint_atol: float | None = None,
+    adjoint_method: str | None = None,
+    adjoint_options: dict | None = None,
     adjoint_params=None,
 ):
     """``torchdiffeq.odeint_adjoint`` with odenet's checkpointed continuous adjoint.
@@ -765,7 +776,16 @@ def _run(func, y0, t, name, rtol, atol, fixed, sensitivity, kwargs, adjoint):
     ).ys
 
 
-def odeint_event(func, y0, t0, *, event_fn, reverse_time=False, odeint_interface=None, **kwargs):
+def odeint_event(
+    func: Callable,
+    y0: torch.Tensor | tuple[torch.Tensor, ...],
+    t0: float | torch.Tensor,
+    *,
+    event_fn: Callable,
+    reverse_time: bool = False,
+    odeint_interface: Callable | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Integrate from ``t0`` until ``event_fn(t, y)`` crosses zero (torchdiffeq's API).
 
     Parameters

@@ -56,8 +56,9 @@ class Status(enum.IntEnum):
     NEWTON_FAILED = (
         4,
         "Newton's method for the implicit stages did not converge even for small steps — "
-        "the vector field may be discontinuous or non-finite near this time; check it, or "
-        "raise `newton_max_iter`",
+        "the vector field is discontinuous, non-finite or nearly singular near this time "
+        "(a blow-up, a near-collision of bodies, a division by a vanishing quantity): "
+        "check it there, or raise `newton_max_iter`",
         NewtonConvergenceError,
     )
     TERMINATED = (

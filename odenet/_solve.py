@@ -596,7 +596,15 @@ def run_direct(prep: Prepared, tab: ButcherTableau, *, throw: bool) -> Solution:
     return prep.solution(result, tab.name, throw=throw)
 
 
-def step(f, t, y, dt, method: str | ButcherTableau = "rk4", *, batched: bool = False):
+def step(
+    f: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    t: float | torch.Tensor,
+    y: torch.Tensor,
+    dt: float | torch.Tensor,
+    method: str | ButcherTableau = "rk4",
+    *,
+    batched: bool = False,
+) -> torch.Tensor:
     """One step of a scheme: the step map ``Φ(y) = y + dt Σ b_i k_i``.
 
     Differentiable with respect to ``y``, ``dt`` and anything ``f`` captures (for

@@ -9,12 +9,14 @@ stage equations were solved.  Each rule is written once against
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass
 
 import torch
 
 from odenet._errors import InputError
+from odenet._ops import HostOps
 from odenet._solution import (
     NEWTON_FAILED,
     NON_FINITE,
@@ -82,7 +84,7 @@ class PIDController:
         rejected = False if like is None else torch.zeros_like(like, dtype=torch.bool)
         return ops.full(1.0, like), ops.full(1.0, like), rejected
 
-    @property
+    @functools.cached_property
     def betas(self) -> tuple[float, float, float]:
         """``(β1, β2, β3)``: exponents (times ``−1/k``) of ``r_n, r_{n−1}, r_{n−2}``."""
         return (
@@ -142,11 +144,14 @@ class PIDController:
         factor = ops.clip(factor, self.factor_min, self.factor_max)
         # right after a rejection the step does not grow (Hairer's codes): otherwise a
         # step that just failed at a discontinuity is retried 10× larger, and fails again
-        factor = ops.where(accept & ops.not_(rejected), factor, ops.clip(factor, hi=1.0))
-        factor = ops.where(accept, factor, ops.clip(factor, hi=self.safety))
-        factor = ops.where(finite, factor, self.factor_min)
-        if ok is not None:
-            factor = ops.where(ok, factor, self.newton_factor)
+        # (the host backend skips the selects of the common case: an accepted step
+        # after an accepted one)
+        if not (ops is HostOps and accept and not rejected):
+            factor = ops.where(accept & ops.not_(rejected), factor, ops.clip(factor, hi=1.0))
+            factor = ops.where(accept, factor, ops.clip(factor, hi=self.safety))
+            factor = ops.where(finite, factor, self.factor_min)
+            if ok is not None:
+                factor = ops.where(ok, factor, self.newton_factor)
         h_next = h * factor
         if h_floor > 0:
             # a non-finite trial is still rejected; at the floor that is a failure

@@ -525,22 +525,23 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
     n_iter = 0
     while B.running():
         # --- the step to try: to the next node (fixed) or as proposed (adaptive) ----
-        with torch.set_grad_enabled(t_grad):
-            if fixed:
-                target = B.node_time(node, h_fix)
-                target = ops.where((s_end - target) <= snap, s_end, target)
-                gap = target - s
-                to_node = h >= gap - snap
-                h_try = ops.where(to_node, gap, h)
-                s_node = target
-            else:
-                h_try = h if math.isinf(cfg.max_step) else ops.clip(h, hi=cfg.max_step)
-                s_node = s_end
-                if cfg.stops is not None:
-                    stop_next, stop_landing = B.next_stop(s, cfg.jumps)
-                    s_node = torch.minimum(s_end, stop_landing)
-                to_node = h_try >= (s_node - s) - snap
-                h_try = ops.where(to_node, s_node - s, h_try)
+        # (no grad-mode switch: with t_grad grad mode is on, without it the times are
+        # detached, so only a fixed grid differentiable in t builds a graph here)
+        if fixed:
+            target = B.node_time(node, h_fix)
+            target = ops.where((s_end - target) <= snap, s_end, target)
+            gap = target - s
+            to_node = h >= gap - snap
+            h_try = ops.where(to_node, gap, h)
+            s_node = target
+        else:
+            h_try = h if math.isinf(cfg.max_step) else ops.clip(h, hi=cfg.max_step)
+            s_node = s_end
+            if cfg.stops is not None:
+                stop_next, stop_landing = B.next_stop(s, cfg.jumps)
+                s_node = torch.minimum(s_end, stop_landing)
+            to_node = h_try >= (s_node - s) - snap
+            h_try = ops.where(to_node, s_node - s, h_try)
         h_try = B.freeze(h_try)
         if callback is not None:
             callback("step", s, y, h_try, None)

@@ -128,13 +128,9 @@ class PIDController:
             by ``factor_min``, any other rejection by the controller's own factor
             (``< 1`` since ``r > 1``): a rejected step is never retried unchanged.
         """
-        finite = ops.isfinite(ratio)
-        accept = finite & (ratio <= 1)
-        if ok is not None:
-            accept = accept & ok
+        finite, accept, r = self._verdict(ops, ratio, ok)
         k = error_order + 1
         b1, b2, b3 = self.betas
-        r = ops.clip(ops.where(finite, ratio, 1.0), lo=_TINY)
         r1, r2, rejected = memory
         factor = self.safety * r ** (-b1 / k)
         if b2 != 0:
@@ -142,10 +138,29 @@ class PIDController:
         if b3 != 0:
             factor = factor * r2 ** (-b3 / k)
         factor = ops.clip(factor, self.factor_min, self.factor_max)
-        # right after a rejection the step does not grow (Hairer's codes): otherwise a
-        # step that just failed at a discontinuity is retried 10× larger, and fails again
-        # (the host backend skips the selects of the common case: an accepted step
-        # after an accepted one)
+        accept, h_next = self._limit(ops, h, factor, accept, finite, ok, rejected, h_floor)
+        memory = (ops.where(accept, r, r1), ops.where(accept, r1, r2), ops.not_(accept))
+        return accept, h_next, memory
+
+    @staticmethod
+    def _verdict(ops, ratio, ok):
+        """``(finite, accept, r)``: a finite ratio ≤ 1 with solved stages is accepted;
+        ``r`` is the ratio made safe for powers (1 where non-finite, ≥ tiny)."""
+        finite = ops.isfinite(ratio)
+        accept = finite & (ratio <= 1)
+        if ok is not None:
+            accept = accept & ok
+        return finite, accept, ops.clip(ops.where(finite, ratio, 1.0), lo=_TINY)
+
+    def _limit(self, ops, h, factor, accept, finite, ok, rejected, h_floor):
+        """The rules every controller keeps, applied to its proposed ``factor``:
+        right after a rejection the step does not grow (Hairer's codes: otherwise a
+        step that just failed at a discontinuity is retried 10× larger and fails
+        again); a rejection shrinks by at least ``safety``, a non-finite trial by
+        ``factor_min``, a Newton failure by ``newton_factor``; ``h_floor`` (torchdiffeq's
+        ``min_step``) accepts a finite, solved step of that size and proposes none
+        below it.  Returns ``(accept, h_next)``."""
+        # the host backend skips the selects of the common case (accepted after accepted)
         if not (ops is HostOps and accept and not rejected):
             factor = ops.where(accept & ops.not_(rejected), factor, ops.clip(factor, hi=1.0))
             factor = ops.where(accept, factor, ops.clip(factor, hi=self.safety))
@@ -160,8 +175,7 @@ class PIDController:
                 at_floor = at_floor & ok
             accept = accept | at_floor
             h_next = ops.clip(h_next, lo=h_floor)
-        memory = (ops.where(accept, r, r1), ops.where(accept, r1, r2), ops.not_(accept))
-        return accept, h_next, memory
+        return accept, h_next
 
     def min_step(self, ops, s, eps: float, min_step: float):
         """The smallest step before underflow at time ``s``: round-off or ``min_step``."""
@@ -206,12 +220,8 @@ class PredictiveController(PIDController):
         return torch.ones_like(like), torch.ones_like(like), zeros, zeros.clone()
 
     def judge(self, ops, h, ratio, ok, memory, error_order: int, *, h_floor=0.0, **_):
-        finite = ops.isfinite(ratio)
-        accept = finite & (ratio <= 1)
-        if ok is not None:
-            accept = accept & ok
+        finite, accept, r = self._verdict(ops, ratio, ok)
         k = error_order + 1
-        r = ops.clip(ops.where(finite, ratio, 1.0), lo=_TINY)
         h_acc, r_acc, before, rejected = memory
         factor = self.safety * r ** (-1.0 / k)
         predicted = self.safety * (h / h_acc) * (r_acc / (r * r)) ** (1.0 / k)
@@ -219,18 +229,7 @@ class PredictiveController(PIDController):
         factor = ops.clip(factor, self.factor_min, self.factor_max)
         keep = accept & (factor >= 1.0) & (factor <= self.keep_max)
         factor = ops.where(keep, ops.full(1.0, factor), factor)
-        factor = ops.where(accept & ops.not_(rejected), factor, ops.clip(factor, hi=1.0))
-        factor = ops.where(accept, factor, ops.clip(factor, hi=self.safety))
-        factor = ops.where(finite, factor, self.factor_min)
-        if ok is not None:
-            factor = ops.where(ok, factor, self.newton_factor)
-        h_next = h * factor
-        if h_floor > 0:
-            at_floor = finite & (h <= h_floor * (1 + 1e-12))
-            if ok is not None:
-                at_floor = at_floor & ok
-            accept = accept | at_floor
-            h_next = ops.clip(h_next, lo=h_floor)
+        accept, h_next = self._limit(ops, h, factor, accept, finite, ok, rejected, h_floor)
         memory = (
             ops.where(accept, h, h_acc),
             ops.where(accept, ops.clip(r, lo=1e-2), r_acc),

@@ -737,19 +737,33 @@ def van_der_pol_relaxation(mu: float = 1000.0, t1: float = 3000.0) -> Problem:
     return _vdp(mu, t1, "van_der_pol_relaxation")
 
 
-def _hires_numpy(t, y):
-    return np.array(
-        [
-            -1.71 * y[0] + 0.43 * y[1] + 8.32 * y[2] + 0.0007,
-            1.71 * y[0] - 8.75 * y[1],
-            -10.03 * y[2] + 0.43 * y[3] + 0.035 * y[4],
-            8.32 * y[1] + 1.71 * y[2] - 1.12 * y[3],
-            -1.745 * y[4] + 0.43 * y[5] + 0.43 * y[6],
-            -280.0 * y[5] * y[7] + 0.69 * y[3] + 1.71 * y[4] - 0.43 * y[5] + 0.69 * y[6],
-            280.0 * y[5] * y[7] - 1.81 * y[6],
-            -280.0 * y[5] * y[7] + 1.81 * y[6],
-        ]
-    )
+def _twin(rates):
+    """The torch field and the numpy field (for the scipy reference) of one formula.
+
+    ``rates(y)`` lists the components with arithmetic only, so it runs on a tensor and
+    on an array alike: the reference solves exactly the problem odenet solves.
+    """
+
+    def f(t, y):
+        return torch.stack(rates(y))
+
+    def f_numpy(t, y):
+        return np.array(rates(y))
+
+    return f, f_numpy
+
+
+def _hires_rates(y):
+    return [
+        -1.71 * y[0] + 0.43 * y[1] + 8.32 * y[2] + 0.0007,
+        1.71 * y[0] - 8.75 * y[1],
+        -10.03 * y[2] + 0.43 * y[3] + 0.035 * y[4],
+        8.32 * y[1] + 1.71 * y[2] - 1.12 * y[3],
+        -1.745 * y[4] + 0.43 * y[5] + 0.43 * y[6],
+        -280.0 * y[5] * y[7] + 0.69 * y[3] + 1.71 * y[4] - 0.43 * y[5] + 0.69 * y[6],
+        280.0 * y[5] * y[7] - 1.81 * y[6],
+        -280.0 * y[5] * y[7] + 1.81 * y[6],
+    ]
 
 
 @register_problem("hires")
@@ -759,19 +773,7 @@ def hires(t1: float = 321.8122) -> Problem:
     Hairer & Wanner II, Sec. IV.10 (test set span `[0, 321.8122]`).
     """
 
-    def f(t, y):
-        return torch.stack(
-            [
-                -1.71 * y[0] + 0.43 * y[1] + 8.32 * y[2] + 0.0007,
-                1.71 * y[0] - 8.75 * y[1],
-                -10.03 * y[2] + 0.43 * y[3] + 0.035 * y[4],
-                8.32 * y[1] + 1.71 * y[2] - 1.12 * y[3],
-                -1.745 * y[4] + 0.43 * y[5] + 0.43 * y[6],
-                -280.0 * y[5] * y[7] + 0.69 * y[3] + 1.71 * y[4] - 0.43 * y[5] + 0.69 * y[6],
-                280.0 * y[5] * y[7] - 1.81 * y[6],
-                -280.0 * y[5] * y[7] + 1.81 * y[6],
-            ]
-        )
+    f, f_numpy = _twin(_hires_rates)
 
     return Problem(
         f=f,
@@ -780,7 +782,7 @@ def hires(t1: float = 321.8122) -> Problem:
         name="hires",
         description="HIRES photomorphogenesis kinetics, 8 species (stiff); reference Radau 1e-13",
         stiff=True,
-        f_numpy=_hires_numpy,
+        f_numpy=f_numpy,
     )
 
 
@@ -790,23 +792,13 @@ def oregonator(t1: float = 360.0) -> Problem:
     reference Radau.  Components range over six decades."""
     s, w, q = 77.27, 0.161, 8.375e-6
 
-    def f(t, y):
-        return torch.stack(
-            [
-                s * (y[1] + y[0] * (1 - q * y[0] - y[1])),
-                (y[2] - (1 + y[0]) * y[1]) / s,
-                w * (y[0] - y[2]),
-            ]
-        )
-
-    def fn(t, y):
-        return np.array(
-            [
-                s * (y[1] + y[0] * (1 - q * y[0] - y[1])),
-                (y[2] - (1 + y[0]) * y[1]) / s,
-                w * (y[0] - y[2]),
-            ]
-        )
+    f, f_numpy = _twin(
+        lambda y: [
+            s * (y[1] + y[0] * (1 - q * y[0] - y[1])),
+            (y[2] - (1 + y[0]) * y[1]) / s,
+            w * (y[0] - y[2]),
+        ]
+    )
 
     return Problem(
         f=f,
@@ -815,7 +807,7 @@ def oregonator(t1: float = 360.0) -> Problem:
         name="oregonator",
         description="Oregonator (Belousov–Zhabotinskii), stiff; reference Radau 1e-13",
         stiff=True,
-        f_numpy=fn,
+        f_numpy=f_numpy,
     )
 
 
@@ -831,26 +823,22 @@ def brusselator_1d(n: int = 100, alpha: float = 0.02, t1: float = 10.0) -> Probl
     c = alpha * (n + 1) ** 2
     x = np.arange(1, n + 1) / (n + 1)
 
-    def lap(z, edge):
-        left = torch.cat([z.new_full((1,), edge), z[:-1]])
-        right = torch.cat([z[1:], z.new_full((1,), edge)])
-        return left - 2 * z + right
+    def rates(y, cat):  # `cat` is torch.cat or np.concatenate: one formula for both
+        u, v = y[:n], y[n:]
+        uuv = u * u * v
+
+        def lap(z, edge):
+            e = z[:1] * 0 + edge
+            zp = cat([e, z, e])
+            return zp[:-2] - 2 * z + zp[2:]
+
+        return cat([1 + uuv - 4 * u + c * lap(u, 1.0), 3 * u - uuv + c * lap(v, 3.0)])
 
     def f(t, y):
-        u, v = y[:n], y[n:]
-        uuv = u * u * v
-        return torch.cat([1 + uuv - 4 * u + c * lap(u, 1.0), 3 * u - uuv + c * lap(v, 3.0)])
+        return rates(y, torch.cat)
 
-    def lap_np(z, edge):
-        zp = np.concatenate([[edge], z, [edge]])
-        return zp[:-2] - 2 * z + zp[2:]
-
-    def fn(t, y):
-        u, v = y[:n], y[n:]
-        uuv = u * u * v
-        return np.concatenate(
-            [1 + uuv - 4 * u + c * lap_np(u, 1.0), 3 * u - uuv + c * lap_np(v, 3.0)]
-        )
+    def f_numpy(t, y):
+        return rates(y, np.concatenate)
 
     return Problem(
         f=f,
@@ -859,7 +847,7 @@ def brusselator_1d(n: int = 100, alpha: float = 0.02, t1: float = 10.0) -> Probl
         name="brusselator_1d",
         description=f"1-D Brusselator, {n} points, α = {alpha:g} (stiff); reference Radau 1e-13",
         stiff=True,
-        f_numpy=fn,
+        f_numpy=f_numpy,
     )
 
 

@@ -46,13 +46,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+# the Lorenz field of the other Lyapunov benchmark (this folder is on sys.path when run)
+from lyapunov import lorenz, lorenz_jac_np, lorenz_np
+
 import odenet
 from odenet import _compiled, _loop
 from odenet.stability import flow_map, lyapunov
 
 HERE = Path(__file__).resolve().parent
 D = torch.float64
-SIGMA, RHO, BETA = 10.0, 28.0, 8.0 / 3.0
 REF = np.array([0.9056, 0.0, -14.5723])
 
 
@@ -73,25 +75,6 @@ def l96(t, y):
 
 def l96_np(t, y):
     return (np.roll(y, -1) - np.roll(y, 2)) * np.roll(y, 1) - y + 8.0
-
-
-def lorenz(t, x):
-    return torch.stack(
-        [
-            SIGMA * (x[..., 1] - x[..., 0]),
-            x[..., 0] * (RHO - x[..., 2]) - x[..., 1],
-            x[..., 0] * x[..., 1] - BETA * x[..., 2],
-        ],
-        dim=-1,
-    )
-
-
-def lorenz_np(x, t):
-    return np.array([SIGMA * (x[1] - x[0]), x[0] * (RHO - x[2]) - x[1], x[0] * x[1] - BETA * x[2]])
-
-
-def lorenz_jac_np(x, t):
-    return np.array([[-SIGMA, SIGMA, 0.0], [RHO - x[2], -1.0, -x[0]], [x[1], x[0], -BETA]])
 
 
 PROBLEMS = {

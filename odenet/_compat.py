@@ -500,18 +500,23 @@ def odeint(
     options : dict of torchdiffeq's keys for the method's family.  Adaptive:
         ``first_step``, ``safety``, ``ifactor``, ``dfactor``, ``max_num_steps``,
         ``dtype`` (of time, default float64), ``norm``, ``max_step`` (``inf`` = no
-        limit), ``min_step`` (0 only, for now).  Fixed-step: ``step_size``,
+        limit), ``min_step`` (torchdiffeq's meaning: no smaller step, and a step of
+        that size is accepted whatever its error), ``step_t``, ``jump_t``.  Fixed-step:
+        ``step_size``,
         ``grid_constructor``, ``interp`` (``"linear"``/``"cubic"``), ``perturb``
         (False only, for now); without ``step_size``/``grid_constructor`` they step
         on ``t``.  ``scipy_solver``: ``solver`` (``"LSODA"``, ``"RK45"``, ...),
         ``min_step``, ``max_step`` — no gradients through it (a backward raises).
         odenet's extras: ``controller``, ``newton_tol``, ``newton_max_iter``.
         Unknown keys raise :class:`~odenet.InputError`.
-    event_fn : not supported yet (raises).
+    event_fn : callable ``event_fn(t, y) -> scalar Tensor``, optional
+        Integrate from ``t[0]`` until it crosses zero (the rest of ``t`` is ignored).
 
     Returns
     -------
-    Tensor ``[T, *y0.shape]`` (or a tuple of them).
+    Tensor ``[T, *y0.shape]`` (or a tuple of them); with ``event_fn``, the pair
+    ``(event_t, solution [2, *y0.shape])`` of torchdiffeq (states at ``t[0]`` and at
+    the event, the event time differentiable: see :func:`odenet.odeint_event`).
 
     See ``docs/guide/torchdiffeq.md`` for every argument and option.
     """

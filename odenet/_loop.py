@@ -193,7 +193,7 @@ class _Host:
     def finite(self, y1) -> bool:
         return bool(torch.isfinite(y1).all())
 
-    def emit(self, s, s1, h, y, trial: _Trial, f0, accept, t_grad, y_end=None):
+    def emit(self, s, s1, h, y, trial: _Trial, f0, accept, all_accept, t_grad, y_end=None):
         """Write the outputs in ``(s, s1]``; returns ``f(s1, y1)`` if it was needed.
         (``y_end``: events run on the masked backend only.)"""
         f1 = trial.f1
@@ -349,7 +349,7 @@ class _Masked:
     def finite(self, y1):
         return torch.isfinite(y1).all(dim=1)
 
-    def emit(self, s, s1, h, y, trial: _Trial, f0, accept, t_grad, y_end=None):
+    def emit(self, s, s1, h, y, trial: _Trial, f0, accept, all_accept, t_grad, y_end=None):
         """Write every output time in ``(s, s1]`` of each accepting row, evaluated at
         once; returns ``f(s1, y1)`` if it was needed.  ``s1`` may end before the trial
         step (a terminal event): ``y_end`` is then the state there."""
@@ -358,7 +358,7 @@ class _Masked:
         y_at_end = y1 if y_end is None else y_end
         snap, s_out, cursor = self.snap, self.s_out, self.cursor
         n_in = ((s_out <= (s1 + snap)[:, None]).sum(dim=1) - cursor).clamp_min(0)
-        if not self.all_accept:
+        if not all_accept:
             n_in = torch.where(accept, n_in, torch.zeros_like(n_in))
         m = int(n_in.max())
         interior = False
@@ -578,7 +578,6 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
         if stateful:  # the method's memory moves on with its rows' steps, else rewinds
             method_state = rk.commit_state(method_state, trial_state, accept)
         all_accept = ops.all(accept)
-        B.all_accept = all_accept
         any_accept = all_accept or ops.any(accept)
 
         # --- the end of the step, its outputs, the commit ------------------------------
@@ -592,7 +591,7 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
         if events is not None and any_accept:
             s1, y_end, terminal = _events_in_step(B, events, s, s1, h_try, y, trial, f0, accept)
         if any_accept:
-            f1 = B.emit(s, s1, h_try, y, trial, f0, accept, t_grad, y_end=y_end)
+            f1 = B.emit(s, s1, h_try, y, trial, f0, accept, all_accept, t_grad, y_end=y_end)
         else:
             f1 = trial.f1
         if y_end is not None:
@@ -652,11 +651,9 @@ def _events_in_step(B, events, s, s1, h, y, trial: _Trial, f0, accept):
         trial.f1 = B.field(s1, trial.y1)
     ks = rk.extra_stages(B.g, s, y, h, trial.ks) if rk.has_own_interpolant else trial.ks
     trial.ks = ks
-    span = torch.where(h == 0, torch.ones_like(h), h)
-    frac = (s1 - s) / span  # the step may have been cut to a boundary: θ over (s, s1]
 
-    def state_at(theta):
-        return rk.interpolate(theta * frac, y, trial.y1, f0, trial.f1, h, ks)
+    def state_at(theta):  # accepted rows step by h: s1 = s + h
+        return rk.interpolate(theta, y, trial.y1, f0, trial.f1, h, ks)
 
     theta, y_stop, stop = events.step(s, s1, accept, state_at)
     if y_stop is None or not bool(stop.any()):

@@ -115,6 +115,15 @@ class LinearMultistep:
         kind = {"ab": "Adams–Bashforth", "abm": "Adams–Bashforth–Moulton PECE", "bdf": "BDF"}
         return f"LinearMultistep({self.name!r}: {kind[self.family]}, {self.steps} steps)"
 
+    def runtime(self, dtype, time_dtype, device, newton=None, *, fixed: bool = True):
+        """The loop's method object (history as method state) for one solve."""
+        return MultistepRuntime(self, dtype, time_dtype, device, newton)
+
+    def check_use(self, *, fixed: bool | None = None, sensitivity: str = "direct") -> None:
+        """Raise :class:`InputError` unless the method can run this way (``fixed=None``:
+        the step mode was checked already)."""
+        check_multistep_use(self, fixed=True if fixed is None else fixed, sensitivity=sensitivity)
+
 
 MULTISTEP = {
     **{f"ab{k}": LinearMultistep(f"ab{k}", "ab", k) for k in range(1, 7)},
@@ -123,12 +132,24 @@ MULTISTEP = {
 }
 
 
-def multistep(name) -> LinearMultistep | None:
-    """The multistep method registered under ``name`` (None for other names)."""
-    if isinstance(name, LinearMultistep):
-        return name
+def registered() -> dict:
+    """Every method with memory by name: the fixed-step family above and the families
+    that live in modules of their own (each exports ``METHODS``, name → method object
+    with the protocol of :class:`LinearMultistep`: ``name``, ``order``, ``error_order``,
+    ``is_implicit``, ``is_explicit``, ``is_adaptive``, ``runtime(...)`` and
+    ``check_use(...)``)."""
+    from odenet._adams import METHODS as adams  # torchdiffeq's variable-order Adams
+    from odenet._bdf import METHODS as variable_bdf  # variable-step, variable-order BDF/NDF
+
+    return {**MULTISTEP, **adams, **variable_bdf}
+
+
+def multistep(name):
+    """The method with memory registered under ``name`` (None for other names)."""
     if isinstance(name, str):
-        return MULTISTEP.get(name.lower())
+        return registered().get(name.lower())
+    if hasattr(name, "runtime") and hasattr(name, "check_use"):
+        return name
     return None
 
 

@@ -21,7 +21,6 @@ from odenet._errors import (
 )
 from odenet._events import EventTracker, as_events
 from odenet._loop import LoopConfig, LoopResult, integrate
-from odenet._multistep import LinearMultistep, MultistepRuntime, check_multistep_use
 from odenet._newton import Newton
 from odenet._solution import EventRecord, Solution, Status
 from odenet._stepper import RungeKutta
@@ -317,8 +316,8 @@ def prepare(
         return v
 
     newton = None
+    fixed = step_size is not None or grid_on_outputs
     if tab.is_implicit:
-        fixed = step_size is not None or grid_on_outputs
         eps = torch.finfo(y0.dtype).eps
         # A fixed-step user asks for the scheme's own solution: solve the stage
         # equations to round-off.  An adaptive solve only needs them well inside
@@ -331,8 +330,8 @@ def prepare(
         if isinstance(n_rtol, torch.Tensor):
             n_rtol = per_row(n_rtol)
         newton = Newton(tol=n_tol, max_iter=n_max, atol=n_atol, rtol=n_rtol)
-    if isinstance(tab, LinearMultistep):  # history carried by the loop as method state
-        rk = MultistepRuntime(tab, y0.dtype, tdt, y0.device, newton)
+    if hasattr(tab, "runtime"):  # a method with memory: history carried by the loop
+        rk = tab.runtime(y0.dtype, tdt, y0.device, newton, fixed=fixed)
     elif newton is None:  # explicit runtimes are stateless: build their tensors once
         rk = _runtime(tab, y0.dtype, tdt, y0.device)  # a per-solve copy of the cached one
     else:  # adaptive radau_iia5 runs Hairer's RADAU5 (odenet._radau)
@@ -535,8 +534,8 @@ def solve(
         newton_max_iter=newton_max_iter,
         grid_on_outputs=grid_on_outputs,
     )
-    if isinstance(tab, LinearMultistep):
-        check_multistep_use(tab, fixed=True, sensitivity=sensitivity)
+    if hasattr(tab, "check_use"):
+        tab.check_use(sensitivity=sensitivity)
     if events is not None and sensitivity != "direct":
         raise InputError(
             "`events` need sensitivity='direct' (gradients through the event time come from "

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 
 from odenet._errors import InputError, OdenetError, VectorFieldError
-from odenet._multistep import check_multistep_use, multistep
+from odenet._multistep import multistep
 from odenet.tableaus import ButcherTableau, methods, tableau
 
 SENSITIVITIES = ("direct", "adjoint", "checkpoint")
@@ -322,11 +322,12 @@ def check_norm(norm):
 def resolve_method(method, fixed: bool) -> ButcherTableau:
     """The tableau of ``method``; an adaptive solve needs an embedded error estimate.
 
-    A multistep name gives its :class:`odenet._multistep.LinearMultistep` (fixed steps).
+    A multistep name gives its method object (:class:`odenet._multistep.LinearMultistep`
+    or a family of its own module, see :func:`odenet._multistep.registered`).
     """
     lm = multistep(method)
     if lm is not None:
-        check_multistep_use(lm, fixed=fixed, sensitivity="direct")
+        lm.check_use(fixed=fixed, sensitivity="direct")
         return lm
     tab = tableau(method)
     if not fixed and not tab.is_adaptive:

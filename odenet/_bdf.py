@@ -1,0 +1,10 @@
+"""Variable-step, variable-order BDF and NDF (adaptive multistep methods for stiff problems).
+
+``METHODS`` maps each name to its method object (the protocol of
+:class:`odenet._multistep.LinearMultistep`); :func:`odenet._multistep.registered`
+collects it.
+"""
+
+from __future__ import annotations
+
+METHODS: dict = {}

@@ -68,17 +68,26 @@ def explicit_step(f, t, y, h, rk: RungeKutta, *, f0=None, hy=None, error: bool =
     which only supplies the tableau's coefficients), so it runs under ``torch.func``
     transforms (``jacrev``, ``jvp``, ``vmap``).
 
+    Two layouts of the same recursion: tensor times (``t`` 0-dim or ``[K]``) combine
+    the stages by chains of fused scalar adds; Python-float ``t`` and ``h`` (one
+    system ``y [1, n]``, the loop's host backend) combine each row of ``A`` with one
+    ``addmm`` on the stages so far, and a stiffly accurate tableau's solution is its
+    last stage input, so that an FSAL derivative is ``f(t + h, y1)`` exactly.
+
     Parameters
     ----------
     f : callable ``f(t, y)`` in whatever layout ``y`` has.
-    t : Tensor, the time at the start (0-dim, or ``[K]`` for rows of systems).
+    t : Tensor, the time at the start (0-dim, or ``[K]`` for rows of systems); or a
+        Python float with ``h`` a float too.
     y : Tensor, the state.
     h : float or Tensor broadcastable with ``t``: the step in time.
     rk : RungeKutta of an explicit tableau (its ``row_terms``, ``c_list``, ``weights``).
     f0 : ``f(t, y)`` if the caller has it.
     hy : the step in the state's layout (default ``h``), e.g. ``h[:, None]`` for rows.
-    error : also form the embedded error estimate (``None`` when False).
+    error : also form the embedded error estimate(s) (``None`` when False).
     """
+    if isinstance(t, float):
+        return _explicit_step_host(f, t, y, h, rk, f0, error)
     hy = h if hy is None else hy
     ks = [f(t, y) if f0 is None else f0]
     for i in range(1, rk.S):
@@ -87,6 +96,21 @@ def explicit_step(f, t, y, h, rk: RungeKutta, *, f0=None, hy=None, error: bool =
     ks_t = torch.stack(ks)
     y1, err = combine(rk.weights if error else rk.weights[:1], y, hy, ks_t)
     return y1, err, ks_t
+
+
+def _explicit_step_host(f, t: float, y, h: float, rk: RungeKutta, f0, error: bool):
+    """:func:`explicit_step` of one system ``y [1, n]`` at Python-float ``t``, ``h``;
+    the stages come back as ``[S, n]`` and the error estimate as ``[E, n]``."""
+    ks = [f(t, y) if f0 is None else f0]
+    yi = y
+    for i in range(1, rk.S):
+        row = rk.A_rows[i]
+        yi = y if row is None else torch.addmm(y, row, torch.cat(ks), alpha=h)
+        ks.append(f(t + rk.c_list[i] * h, yi))
+    K = torch.cat(ks)
+    y1 = yi if rk.stiffly_accurate else torch.addmm(y, rk.b_row, K, alpha=h)
+    err = None if not error or rk.E_rows is None else torch.mm(rk.E_rows, K).mul_(h)
+    return y1, err, K
 
 
 @dataclass
@@ -194,26 +218,17 @@ class RungeKutta:
 
     # --- one system, host-side step size --------------------------------------------
     def step_one(self, g, s: float, y, h: float, f0):
-        """An explicit step of one system ``y [1, n]`` with Python-float ``s`` and ``h``.
+        """An explicit step of one system ``y [1, n]`` with Python-float ``s`` and ``h``
+        (:func:`explicit_step`'s host layout).
 
         ``g(s: float, y [1, n]) -> [1, n]``.  Returns ``y1 [1, n]``, the stage
         derivatives ``K [S, n]``, the error *rates* ``Σ_i (b_i − b̂_i) k_i`` ``[E, n]``
         (the caller multiplies their norm by ``|h|``; ``None`` without an embedded
         method) and ``f(s + h, y1)`` when it comes free (FSAL), else ``None``.
         """
-        ks = [f0]
-        yi = y
-        for i in range(1, self.S):
-            row = self.A_rows[i]
-            yi = y if row is None else torch.addmm(y, row, torch.cat(ks), alpha=h)
-            ks.append(g(s + self.c_list[i] * h, yi))
-        K = torch.cat(ks)
-        if self.stiffly_accurate:  # the last stage input is the solution
-            y1, f1 = yi, ks[-1]
-        else:
-            y1, f1 = torch.addmm(y, self.b_row, K, alpha=h), None
+        y1, _, K = explicit_step(g, s, y, h, self, f0=f0, error=False)
         rates = None if self.E_rows is None else torch.mm(self.E_rows, K)
-        return y1, K, rates, f1
+        return y1, K, rates, (K[-1:] if self.stiffly_accurate else None)
 
     def interpolate_one(self, g, s: float, y0, y1, f0, f1, h: float, K, theta):
         """States ``[m, n]`` of one system at ``s + θh`` for ``θ`` (a list of m floats).

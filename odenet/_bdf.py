@@ -1,5 +1,47 @@
 """Variable-step, variable-order BDF and NDF (adaptive multistep methods for stiff problems).
 
+The algorithm is scipy's ``BDF`` (Shampine & Reichelt, "The MATLAB ODE suite", SIAM
+J. Sci. Comput. 18, 1997; the same formulas as MATLAB's ode15s), run by the one step
+loop with its history as method state:
+
+* **History as backward differences.**  ``D [MAX_ORDER + 3, K, n]`` holds the
+  differences ``∇ʲ y_n`` of the interpolating polynomial on an equidistant grid of
+  spacing ``h_D`` (quasi-constant step size).  A step of another size first moves
+  the polynomial to the new spacing, ``D ← (R(h/h_D) U)ᵀ D`` (scipy's
+  ``change_D``), which is exact for the degree-``k`` polynomial; the two
+  differences above the order, kept only for the error estimates of the
+  neighbouring orders, are scaled by ``(h/h_D)ʲ`` (their leading term), so the
+  order may change after any ``k + 1`` steps, not only after ``k + 1`` equal ones.
+* **The step.**  Predictor ``y_p = Σ_{j≤k} ∇ʲ y_n``; the corrector solves
+  ``d − c f(t_{n+1}, y_p + d) + ψ = 0`` with ``c = h/α_k`` and
+  ``ψ = Σ_{j=1..k} γ_j ∇ʲ y_n / α_k`` by simplified Newton on ``I − cJ``: the
+  Jacobian is kept across steps and recomputed (at ``(t_{n+1}, y_p)``) only when
+  the iteration fails to converge on the old one; the LU of ``I − cJ`` is kept while
+  ``c`` and ``J`` do not change.  Scipy's stopping rule: at most 4 iterations,
+  abandoned as soon as the contraction rate predicts no convergence.
+* **Error estimate** ``C_{k+1} d`` (``d = ∇^{k+1} y_{n+1}``): reported with its
+  order ``k`` per row, so the controller's exponent follows the order.
+* **Order selection** after ``k + 1`` accepted steps at order ``k``: the estimates
+  for ``k − 1`` (``C_k ∇ᵏ y_{n+1}``) and ``k + 1`` (``C_{k+2} ∇^{k+2} y_{n+1}``) are
+  compared with the one for ``k`` by the step each would allow,
+  ``‖e_j‖^{−1/(j+1)}``, and the best order is kept for the next step.
+* **NDF** (Klopfenstein–Shampine numerical differentiation formulas, scipy's and
+  ode15s's default) add ``κ_k γ_k ∇^{k+1} y_{n+1}`` to the BDF equation: the same
+  stability angle up to order 4 (slightly smaller) with an error constant up to
+  26 % smaller, so larger steps at the same tolerance.
+* **Dense output**: the polynomial through the step's end and the ``k`` points
+  before it (scipy's ``BdfDenseOutput``), no extra ``f`` evaluation; ``f`` at the
+  step's end is read off the corrector equation, ``f(t_{n+1}, y_{n+1}) = (ψ + d)/c``.
+
+Two names, one class: ``bdf`` (``κ = 0``) and ``ndf`` (scipy's ``BDF``).  Names
+rather than an option because a method is data chosen by ``method=``; an option
+would have to travel through ``solve``'s keyword arguments for this method alone.
+
+The loop does the rest (see ``docs/contributing.md``, *the loop contract*): the
+controller decides acceptance and the next step from the error ratio and the
+order reported with it; a rejected trial's state (the moved differences, an order
+change) is dropped and the step retried from the old one.
+
 ``METHODS`` maps each name to its method object (the protocol of
 :class:`odenet._multistep.LinearMultistep`); :func:`odenet._multistep.registered`
 collects it.
@@ -7,4 +49,345 @@ collects it.
 
 from __future__ import annotations
 
-METHODS: dict = {}
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from odenet._errors import InputError
+from odenet._stepper import StepResult
+
+MAX_ORDER = 5
+NEWTON_MAXITER = 4  # scipy's cap; a non-default `newton_max_iter` overrides it
+# Klopfenstein–Shampine κ (Shampine & Reichelt 1997, Table 1; scipy's values)
+NDF_KAPPA = (0.0, -0.1850, -1 / 9, -0.0823, -0.0415, 0.0)
+
+
+@dataclass
+class BDFStepResult(StepResult):
+    """A step result that also reports the order of its error estimate per row
+    (``error_order [K]``: the loop passes it to the controller in place of the
+    method's fixed ``error_order``)."""
+
+    error_order: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class VariableBDF:
+    """Adaptive variable-step, variable-order BDF (``ndf=False``) or NDF (orders 1–5).
+
+    Attributes
+    ----------
+    name : str
+    ndf : bool
+        Klopfenstein–Shampine's modified formulas (scipy's ``BDF``, MATLAB's ode15s).
+    order : the highest order used (5).
+    error_order : the order of the first step's estimate (1); later steps report
+        theirs per row.
+
+    References: Shampine & Reichelt, SIAM J. Sci. Comput. 18 (1997); Byrne &
+    Hindmarsh, ACM TOMS 1 (1975); Hairer & Wanner II, Sec. III.5 and V.
+    """
+
+    name: str
+    ndf: bool
+    family = "bdf_variable"
+    order = MAX_ORDER
+    error_order = 1
+    is_implicit = True
+    is_explicit = False
+    is_adaptive = True
+    # Söderlind's PI controller by default: with the I controller the step grows as
+    # soon as one estimate is small, and on Van der Pol μ = 1000 at rtol 1e-3 … 1e-4
+    # the solve came back ok with a relative error of 0.65 … 1.8 (the jumps misplaced;
+    # scipy's BDF 2e-2 … 2e-3); PI gives 9e-3 … 6e-4 at scipy's f-evaluations
+    # (studies/benchmarks/bdf_results.md)
+    default_controller = "PI"
+
+    def __repr__(self) -> str:
+        kind = "NDF" if self.ndf else "BDF"
+        return f"VariableBDF({self.name!r}: variable-step {kind}, orders 1–{MAX_ORDER})"
+
+    def coefficients(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(γ, α, C)`` for orders ``0 … 5``: ``γ_k = Σ_{j≤k} 1/j``,
+        ``α_k = (1 − κ_k) γ_k`` and the error constants ``C_k = κ_k γ_k + 1/(k + 1)``."""
+        kappa = np.array(NDF_KAPPA if self.ndf else (0.0,) * (MAX_ORDER + 1))
+        gamma = np.hstack([0.0, np.cumsum(1.0 / np.arange(1, MAX_ORDER + 1))])
+        alpha = (1 - kappa) * gamma
+        error_const = kappa * gamma + 1.0 / np.arange(1, MAX_ORDER + 2)
+        return gamma, alpha, error_const
+
+    def runtime(self, dtype, time_dtype, device, newton=None, *, fixed: bool = False):
+        """The loop's method object (history as method state) for one solve."""
+        return BDFRuntime(self, dtype, time_dtype, device, newton)
+
+    def check_use(self, *, fixed: bool | None = None, sensitivity: str = "direct") -> None:
+        """Raise :class:`InputError` unless the method can run this way (``fixed=None``:
+        the step mode was checked already)."""
+        if fixed:
+            raise InputError(
+                f"method {self.name!r} chooses its own steps and orders: drop `step_size` "
+                "(and grid_on_outputs), or use a fixed-step BDF (bdf1 … bdf6) on a fixed grid."
+            )
+        if sensitivity != "direct":
+            raise InputError(
+                f"method {self.name!r} supports sensitivity='direct' only: the adjoint's "
+                "reverse solve and the checkpoint replay would restart its history. Use "
+                "sensitivity='direct', or method='radau_iia5' for a stiff adjoint solve."
+            )
+
+
+METHODS: dict = {"bdf": VariableBDF("bdf", ndf=False), "ndf": VariableBDF("ndf", ndf=True)}
+
+
+def _rescale_matrix(factor: torch.Tensor, order: torch.Tensor, size: int) -> torch.Tensor:
+    """``T [K, size, size]`` with ``D_new[j] = Σ_i T[i, j] D[i]``: scipy's ``R(f)·U`` on
+    the differences up to each row's order, ``fʲ`` on the ones above it."""
+    K = factor.shape[0]
+    dt = factor.dtype
+    i = torch.arange(1, size, dtype=dt, device=factor.device)
+
+    def R(f):  # R[i, j] = Π_{l=1..i} (l − 1 − f·j)/l  (row 0: ones)
+        M = torch.ones(f.shape[0], size, size, dtype=dt, device=f.device)
+        M[:, 1:, 1:] = (i[None, :, None] - 1 - f[:, None, None] * i[None, None, :]) / i[
+            None, :, None
+        ]
+        M[:, 1:, 0] = 0.0
+        return torch.cumprod(M, dim=1)
+
+    RU = R(factor) @ R(torch.ones(1, dtype=dt, device=factor.device))
+    idx = torch.arange(size, device=factor.device)
+    inside = (idx[None, :] <= order[:, None]).to(dt)  # [K, size]
+    both = inside[:, :, None] * inside[:, None, :]
+    powers = factor[:, None] ** idx.to(dt)[None, :]
+    diag = torch.diag_embed(powers * (1 - inside))
+    T = RU * both + diag
+    # rows that do not move keep their differences exactly
+    same = (factor == 1)[:, None, None]
+    return torch.where(same, torch.eye(size, dtype=dt, device=factor.device).expand(K, -1, -1), T)
+
+
+class BDFRuntime:
+    """The method protocol of the loop for :class:`VariableBDF`, with state.
+
+    State ``(D [MAX_ORDER + 3, K, n], order [K], h_D [K], n_steps [K])``: the
+    differences, each row's order, the spacing ``D`` is on, and the accepted steps
+    taken at the current order.
+    """
+
+    has_state = True
+    has_own_interpolant = True
+
+    def __init__(self, method: VariableBDF, dtype, time_dtype, device, newton):
+        self.tableau = method
+        self.implicit = True
+        self.newton = newton
+        self.track_grad = False
+        self.dtype = dtype
+        gamma, alpha, error_const = method.coefficients()
+
+        def T(x):
+            return torch.as_tensor(x, dtype=dtype, device=device)
+
+        self.gamma, self.alpha, self.error_const = T(gamma), T(alpha), T(error_const)
+        rtol = newton.rtol
+        rtol_f = float(rtol.max()) if isinstance(rtol, torch.Tensor) else float(rtol)
+        eps = float(torch.finfo(dtype).eps)
+        # scipy's Newton stopping threshold, in units of the tolerance
+        self.newton_tol = max(10 * eps / max(rtol_f, 1e-300), min(0.03, math.sqrt(rtol_f)))
+        self.max_iter = NEWTON_MAXITER if newton.max_iter == 8 else newton.max_iter
+        self._lu_key = None
+        self._lu = None
+
+    # --- state ------------------------------------------------------------------------
+    def init_state(self, s, y, f0):
+        """Order 1 with ``D[0] = y0``, ``D[1] = 1·f0`` on the spacing ``h_D = 1`` (the
+        first step moves it to its own size)."""
+        K, n = y.shape
+        D = y.new_zeros(MAX_ORDER + 3, K, n)
+        D[0] = y
+        D[1] = f0
+        order = torch.ones(K, dtype=torch.long, device=y.device)
+        return D, order, torch.ones_like(s), torch.zeros_like(order)
+
+    @staticmethod
+    def commit_state(old, new, accept):
+        if bool(accept.all()):
+            return new
+        D = torch.where(accept[None, :, None], new[0], old[0])
+        return (D, *(torch.where(accept, n, o) for n, o in zip(new[1:], old[1:])))
+
+    # --- the step -----------------------------------------------------------------------
+    def step(self, g, s, y, h, f0, state):
+        D, order, h_D, n_steps = state
+        K, n = y.shape
+        dt = y.dtype
+        nw = self.newton
+        frozen = h == 0  # finished rows: their trial is discarded
+        h_safe = torch.where(frozen, h_D, h)
+        factor = (h_safe / h_D).detach().to(dt)
+        if not bool((factor == 1).all()):
+            Tm = _rescale_matrix(factor, order, MAX_ORDER + 3)
+            D = torch.einsum("kij,ikn->jkn", Tm, D)
+        j = torch.arange(MAX_ORDER + 3, device=y.device)[:, None]  # [M + 3, 1]
+        upto = (j <= order[None, :]).to(dt)  # [M + 3, K]
+        alpha_k = self.alpha[order]
+        y_pred = (D * upto[:, :, None]).sum(dim=0)
+        g_w = self.gamma[j[: MAX_ORDER + 1, 0]][:, None] * upto[: MAX_ORDER + 1] / alpha_k
+        g_w[0] = 0
+        psi = (D[: MAX_ORDER + 1] * g_w[:, :, None]).sum(dim=0)
+        c = (h_safe.to(dt) / alpha_k).detach()
+        t_new = s + h_safe
+
+        with torch.no_grad():
+            y_p = y_pred.detach()
+            scale = nw.atol + nw.rtol * y_p.abs()
+            ok, y_new, d = self._correct(g, s, y, t_new, y_p, c, psi.detach(), scale, frozen)
+        if self.track_grad and torch.is_grad_enabled():
+            # the implicit function theorem through one exact Newton step at the solution
+            def G(Z):
+                return g(t_new, Z[:, 0])[:, None]
+
+            base = (y_pred - psi)[:, None]
+            y_new = nw.attach(g, t_new[:, None], base, c[:, None, None], y_new[:, None], G)[:, 0]
+            d = y_new - y_pred
+        f1 = (psi + d) / c[:, None]
+
+        with torch.no_grad():
+            d_ = d.detach()
+            error = self.error_const[order][:, None] * d_
+            error = torch.where(ok[:, None], error, torch.zeros_like(error))
+        D_new = _update_differences(D, d, order)
+        with torch.no_grad():
+            order_new, n_new = self._select_order(
+                D_new.detach(), error, y_new.detach(), order, n_steps
+            )
+            order_new = torch.where(ok, order_new, order)
+        ks = D_new * upto[:, :, None]  # dense output: the step's polynomial
+        result = BDFStepResult(y_new, error, ks, f1, ok | frozen, error_order=order)
+        return result, (D_new, order_new, h_safe.detach(), n_new)
+
+    def _correct(self, g, s, y, t_new, y_pred, c, psi, scale, frozen):
+        """Scipy's simplified Newton for ``d − c f(t_new, y_pred + d) + ψ = 0``; a row
+        that fails on a stale Jacobian is retried once on a fresh one (taken at
+        ``(t_new, y_pred)``).  Returns ``(ok [K], y_new, d)``."""
+        nw = self.newton
+        result = None
+        for attempt in range(2):
+            J = nw.jacobian(g, t_new, y_pred, fresh=attempt == 1)
+            key = (nw.J_version, c.tolist())
+            if self._lu_key != key:
+                self._lu = nw.iteration_matrix(c[:, None, None], J)
+                self._lu_key = key
+            ok, y_new, d = self._iterate(g, t_new, y_pred, c, psi, scale, self._lu, frozen)
+            if result is not None:  # keep the rows that converged on the old Jacobian
+                ok0, y0, d0 = result
+                y_new = torch.where(ok0[:, None], y0, y_new)
+                d = torch.where(ok0[:, None], d0, d)
+                ok = ok | ok0
+            result = ok, y_new, d
+            if bool(ok.all()) or nw.J_fresh:
+                break
+        if not bool(ok.all()):
+            nw.stats.failures += 1
+        return result
+
+    def _iterate(self, g, t_new, y_pred, c, psi, scale, lu, frozen):
+        nw = self.newton
+        tol = self.newton_tol
+        y = y_pred.clone()
+        d = torch.zeros_like(y)
+        converged = frozen.clone()
+        failed = torch.zeros_like(converged)
+        prev = None
+        for it in range(self.max_iter):
+            nw.stats.iterations += 1
+            f = g(t_new, y)
+            finite = torch.isfinite(f).all(dim=1)
+            dy = nw.solve(lu, c[:, None] * torch.nan_to_num(f) - psi - d)
+            dnorm = (dy / scale).pow(2).mean(dim=1).sqrt()
+            finite = finite & torch.isfinite(dnorm)
+            active = ~(converged | failed)
+            if prev is None:
+                stop = ~finite
+                conv = dnorm == 0
+            else:
+                rate = dnorm / prev
+                one_minus = (1 - rate).clamp_min(1e-12)
+                hopeless = rate.pow(self.max_iter - it) / one_minus * dnorm > tol
+                stop = ~finite | (rate >= 1) | hopeless
+                conv = (dnorm == 0) | (rate / one_minus * dnorm < tol)
+            now_failed = active & stop
+            upd = (active & ~now_failed)[:, None]
+            y = torch.where(upd, y + dy, y)
+            d = torch.where(upd, d + dy, d)
+            converged |= upd[:, 0] & conv
+            failed |= now_failed
+            prev = dnorm
+            if bool((converged | failed).all()):
+                break
+        return converged & ~failed, y, d
+
+    def _select_order(self, D, error, y_new, order, n_steps):
+        """The order for the next step and the count of steps taken at it.
+
+        Scipy's rule, once ``k + 1`` steps were accepted at order ``k``: of the
+        estimates for ``k − 1``, ``k`` and ``k + 1`` the one that allows the largest
+        step ``‖e_j‖^{−1/(j+1)}`` wins (a change by one at most)."""
+        nw = self.newton
+        n1 = n_steps + 1
+        due = n1 >= order + 1
+        if not bool(due.any()):
+            return order, n1
+        scale = nw.atol + nw.rtol * y_new.abs()
+
+        def rms(e):
+            return (e / scale).pow(2).mean(dim=1).sqrt()
+
+        idx = order[None, :, None].expand(1, *D.shape[1:])
+        ec = self.error_const
+        inf = torch.full_like(y_new[:, 0], math.inf)
+        e_m = rms(ec[(order - 1).clamp(min=0)][:, None] * D.gather(0, idx)[0])
+        e_p = rms(ec[(order + 1).clamp(max=MAX_ORDER)][:, None] * D.gather(0, idx + 2)[0])
+        norms = torch.stack(
+            [
+                torch.where(order > 1, e_m, inf),
+                rms(error),
+                torch.where(order < MAX_ORDER, e_p, inf),
+            ],
+            dim=1,
+        )
+        expo = -1.0 / (order[:, None] + torch.arange(3, device=order.device)).to(norms.dtype)
+        factors = torch.nan_to_num(norms**expo, nan=0.0)
+        delta = factors.argmax(dim=1) - 1
+        return torch.where(due, order + delta, order), torch.where(due, 0, n1)
+
+    # --- dense output ---------------------------------------------------------------------
+    def extra_stages(self, g, s, y, h, ks):
+        return ks
+
+    def interpolate(self, theta, y0, y1, f0, f1, h, ks):
+        """``y(s + θh) = Σ_j p_j(θ) ∇ʲ y_{n+1}`` with ``p_j = Π_{i<j} (θ − 1 + i)/(i + 1)``:
+        the step's polynomial through ``y_{n+1}`` and the ``k`` points before it (on the
+        spacing ``h``).  ``theta [K]`` or ``[K, m]`` -> ``[K, n]`` or ``[K, m, n]``."""
+        if theta.dim() == 1:
+            return self.interpolate(theta[:, None], y0, y1, f0, f1, h, ks)[:, 0]
+        th = theta.to(y0.dtype)  # [K, m]
+        i = torch.arange(ks.shape[0] - 1, dtype=th.dtype, device=th.device)
+        x = (th[:, :, None] - 1 + i) / (i + 1)  # [K, m, M]
+        p = torch.cumprod(x, dim=2)
+        return ks[0][:, None] + torch.einsum("kmj,jkn->kmn", p, ks[1:])
+
+
+def _update_differences(D, d, order):
+    """The differences after an accepted step: ``∇^{k+2} = d − ∇^{k+1}_old``,
+    ``∇^{k+1} = d``, ``∇ʲ += ∇^{j+1}`` downwards (scipy's update, per-row order)."""
+    j = torch.arange(D.shape[0], device=D.device)[:, None]  # [M + 3, 1]
+    k = order[None, :]
+    low = (j <= k)[:, :, None]
+    tail = torch.flip(torch.cumsum(torch.flip(D * low, [0]), dim=0), [0])
+    D_k1 = D.gather(0, (order + 1)[None, :, None].expand(1, *D.shape[1:]))[0]
+    out = torch.where(low, tail + d, D)
+    out = torch.where((j == k + 1)[:, :, None], d, out)
+    return torch.where((j == k + 2)[:, :, None], d - D_k1, out)

@@ -549,6 +549,11 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
         if stateful:
             out, trial_state = rk.step(B.g, s, y, h_try, f0, method_state)
             trial = _Trial(out.y1, out.ks, out.f1, out.ok, error=out.error)
+            # --- hook (H2, issue 14): a variable-order method reports the order of its
+            # error estimate per row ([K]); the controller's exponent follows it
+            if getattr(out, "error_order", None) is not None:
+                error_order = out.error_order
+            # --- end hook
         else:
             trial = B.step(s, y, h_try, f0)
 

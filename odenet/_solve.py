@@ -295,6 +295,9 @@ def prepare(
     # rejections on stiff problems); every other method defaults to the I controller
     if controller is None:
         controller = "predictive" if getattr(tab, "estimator", None) == "radau5" else "I"
+        # --- hook (H2, issue 14): a method may name its own default (BDF/NDF: PI)
+        controller = getattr(tab, "default_controller", None) or controller
+        # --- end hook
     ctrl = controller_from(controller)
 
     tdt = torch.promote_types(t.dtype, y0.dtype)

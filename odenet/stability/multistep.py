@@ -14,6 +14,11 @@ characteristic polynomials).  It is
 A predictor–corrector pair in PECE mode is not a linear multistep method; its
 roots come from its own polynomial in ``ζ`` (``stability_roots`` handles both).
 
+Every function takes a method by name or any scheme as its pair ``(ρ, σ)`` of
+coefficient sequences, highest power of ``ζ`` first (as
+:func:`characteristic_polynomials` returns them) — e.g. the two-step scheme of the
+LM-ResNet, ``odenet.models.LMResNet(...).polynomials()``.
+
 References: Hairer & Wanner, *Solving ODEs II*, Sec. V.1–V.2 (Table V.2.1 for the
 A(α) angles of BDF); Hairer, Nørsett & Wanner I, Sec. III.3–III.4.
 """
@@ -21,6 +26,8 @@ A(α) angles of BDF); Hairer, Nørsett & Wanner I, Sec. III.3–III.4.
 from __future__ import annotations
 
 import math
+import numbers
+from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
@@ -29,7 +36,57 @@ from odenet._multistep import LinearMultistep, adams_bashforth, adams_moulton, b
 from odenet.stability._errors import StabilityInputError
 
 
-def _method(method) -> LinearMultistep:
+@dataclass(frozen=True)
+class _Pair:
+    """A scheme given as ``(ρ, σ)``: analysed like a named method, exactly when the
+    coefficients are (floats are read as their shortest decimal, so ``0.1`` is 1/10)."""
+
+    rho: tuple[Fraction, ...]
+    sigma: tuple[Fraction, ...]
+    family = "pair"
+    name = "(ρ, σ)"
+
+    @property
+    def steps(self) -> int:
+        return len(self.rho) - 1
+
+
+def _exact(x, where: str) -> Fraction:
+    if isinstance(x, (int, Fraction)) and not isinstance(x, bool):
+        return Fraction(x)
+    if isinstance(x, numbers.Real) and math.isfinite(float(x)):
+        # the shortest decimal that round-trips: 1 − 0.3 and 0.3 then sum exactly to 1
+        return Fraction(repr(float(x)))
+    raise StabilityInputError(f"{where} must hold finite real numbers, got {x!r}.")
+
+
+def _pair(method) -> _Pair:
+    try:
+        rho, sigma = (list(p) for p in method)
+    except (TypeError, ValueError):
+        raise StabilityInputError(
+            "a scheme given by its coefficients must be a pair `(rho, sigma)` of "
+            f"sequences, highest power of ζ first; got {method!r}."
+        ) from None
+    if len(rho) < 2 or len(rho) != len(sigma):
+        raise StabilityInputError(
+            f"`(rho, sigma)` must be two sequences of the same length k + 1 ≥ 2 (pad σ of an "
+            f"explicit scheme with a leading 0), got lengths {len(rho)} and {len(sigma)}."
+        )
+    r = tuple(_exact(x, "`rho`") for x in rho)
+    if r[0] == 0:
+        raise StabilityInputError(
+            "`rho[0]` (the coefficient of ζ^k, on y_{n+k}) must be nonzero; drop leading zeros "
+            "of both polynomials."
+        )
+    return _Pair(r, tuple(_exact(x, "`sigma`") for x in sigma))
+
+
+def _method(method) -> LinearMultistep | _Pair:
+    if isinstance(method, _Pair):
+        return method
+    if isinstance(method, (tuple, list)):
+        return _pair(method)
     lm = multistep(method)
     if lm is None:
         if isinstance(method, str) and method.lower().startswith("bdf"):
@@ -38,7 +95,7 @@ def _method(method) -> LinearMultistep:
                 return LinearMultistep(method.lower(), "bdf", k)
         raise StabilityInputError(
             f"`method` must be a linear multistep method (ab1–ab6, abm2–abm6, bdf1–bdf6, "
-            f"or bdfK for any K ≥ 1), got {method!r}."
+            f"bdfK for any K ≥ 1, or a pair (rho, sigma) of coefficients), got {method!r}."
         )
     return lm
 
@@ -46,11 +103,14 @@ def _method(method) -> LinearMultistep:
 def characteristic_polynomials(method) -> tuple[list[Fraction], list[Fraction]]:
     """``(ρ, σ)``: exact coefficients, highest power of ``ζ`` first (length ``k + 1``).
 
+    ``method`` is a name or a pair ``(ρ, σ)`` itself (returned as Fractions, checked).
     For ``abm`` (PECE) the pair of its *corrector* is returned; its stability is
     computed from its own polynomial by :func:`stability_roots`.
     """
     lm = _method(method)
     k = lm.steps
+    if isinstance(lm, _Pair):
+        return list(lm.rho), list(lm.sigma)
     if lm.family == "bdf":
         a = bdf(k)  # a_j on y_{n+1−j}
         return [x / a[0] for x in a], [Fraction(1) / a[0]] + [Fraction(0)] * k
@@ -63,15 +123,23 @@ def characteristic_polynomials(method) -> tuple[list[Fraction], list[Fraction]]:
 
 
 def order(method) -> int:
-    """The order ``p`` from the exact conditions ``Σ α_j j^q = q Σ β_j j^{q−1}``."""
-    rho, sigma = characteristic_polynomials(method)
+    """The order ``p`` from the exact conditions ``Σ α_j j^q = q Σ β_j j^{q−1}``.
+
+    For a ``(ρ, σ)`` pair the conditions hold to ``10⁻¹²`` of the size of their terms,
+    since float coefficients such as ``1 − 1.2`` carry a rounding error (0 means
+    inconsistent: ``ρ(1) ≠ 0`` or ``ρ'(1) ≠ σ(1)``).
+    """
+    lm = _method(method)
+    rho, sigma = characteristic_polynomials(lm)
     k = len(rho) - 1
     alpha, beta = rho[::-1], sigma[::-1]  # α_j on y_{n+j}, j = 0..k
+    rel = Fraction(1, 10**12) if isinstance(lm, _Pair) else 0
     p = 0
     for q in range(0, 2 * k + 3):
-        lhs = sum(alpha[j] * Fraction(j) ** q for j in range(k + 1))
-        rhs = q * sum(beta[j] * Fraction(j) ** (q - 1) for j in range(k + 1)) if q else 0
-        if lhs != rhs:
+        a_terms = [alpha[j] * Fraction(j) ** q for j in range(k + 1)]
+        b_terms = [q * beta[j] * Fraction(j) ** (q - 1) for j in range(k + 1)] if q else [0]
+        scale = sum(abs(x) for x in a_terms + b_terms)
+        if abs(sum(a_terms) - sum(b_terms)) > rel * scale:
             break
         p = q
     return p

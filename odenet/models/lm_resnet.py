@@ -1,0 +1,257 @@
+"""LM-ResNet: a network whose layers are the steps of an explicit linear multistep method.
+
+Lu, Zhong, Li & Dong (2018), *Beyond finite layer neural networks: bridging deep
+architectures and numerical differential equations* (ICML), read a ResNet as forward
+Euler and proposed the two-step layer ``u_{n+1} = (1 − k_n) u_n + k_n u_{n−1} +
+f_n(u_n)``.  Here that layer, and the layers of the Adams–Bashforth methods the
+integrator runs (``ab1`` … ``ab6``), are one form
+
+``x_{n+1} = Σ_j a_j x_{n−j} + Δt Σ_j b_j f(t_{n−j}, x_{n−j})``,  ``j = 0 … s−1``,
+
+a linear ``s``-step scheme for the same field ``dx/dt = f(t, x)`` as
+:class:`~odenet.models.ResNet` and :class:`~odenet.models.NeuralODE`.  The first
+``s − 1`` layers, which lack a history, are one-step blocks (the *starter*).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from fractions import Fraction
+
+import torch
+from torch import nn
+
+from odenet._errors import InputError
+from odenet._multistep import MULTISTEP, adams_bashforth
+from odenet.models.fields import parameter_dtype
+from odenet.models.resnet import ResNet
+from odenet.tableaus import ButcherTableau
+
+#: the names :class:`LMResNet` accepts as ``method``
+NETWORK_METHODS = ("lm", *(n for n, m in MULTISTEP.items() if m.family == "ab"))
+
+
+def lm_polynomials(k) -> tuple[list[Fraction], list[Fraction]]:
+    """``(ρ, σ)`` of the LM-ResNet's two-step scheme, highest power of ``ζ`` first.
+
+    ``x_{n+1} − (1 − k) x_n − k x_{n−1} = Δt (1 + k) f_n``: ``ρ(ζ) = (ζ − 1)(ζ + k)``,
+    ``σ(ζ) = (1 + k) ζ``.  Consistent for every ``k ≠ −1`` (the factor ``1 + k`` makes
+    ``σ(1) = ρ'(1)``), order 2 only at ``k = 1`` (the leapfrog rule), zero-stable iff
+    ``−1 < k ≤ 1``.  ``k`` is read exactly (a float as its shortest decimal), so the
+    analyzer's order conditions in :mod:`odenet.stability.multistep` hold exactly.
+    """
+    K = Fraction(k) if isinstance(k, (int, Fraction)) else Fraction(repr(float(k)))
+    return [Fraction(1), -(1 - K), -K], [Fraction(0), 1 + K, Fraction(0)]
+
+
+class LMResNet(nn.Module):
+    """``L`` layers, each one step of an explicit linear multistep scheme over depth.
+
+    With ``Δt = T / L``, ``t_n = t0 + n Δt`` and ``f_n = f(t_n, x_n)``, layer ``n``
+    (``n ≥ s − 1``) maps the history ``x_n, x_{n−1}, …`` to
+
+    - ``method="lm"`` (Lu et al. 2018, ``s = 2``):
+      ``x_{n+1} = (1 − k_n) x_n + k_n x_{n−1} + (1 + k_n) Δt f_n``.  The paper's
+      residual branch ``f_n(u)`` is ``(1 + k_n) Δt f(t_n, u)`` here, the scaling under
+      which every ``k_n`` discretizes the *same* ODE ``dx/dt = f`` (``k = 0``: the Euler
+      ResNet; ``k = 1``: leapfrog, order 2);
+    - ``method="ab2"`` … ``"ab6"`` (``s`` steps): ``x_{n+1} = x_n + Δt Σ_j b_j f_{n−j}``
+      with the coefficients the integrator uses (:func:`odenet._multistep.adams_bashforth`),
+      so the network equals ``odenet.solve(field, x0, [t0, t0 + T], method=method,
+      step_size=Δt)``.
+
+    Layers ``0 … s − 2`` are one step of ``starter`` (:func:`odenet.step`).  Each
+    layer evaluates the field once (starter layers: once more for the history).
+
+    Parameters
+    ----------
+    field : nn.Module ``f(t, x)``
+        Weight-tied, or a :class:`~odenet.models.LayerwiseField` (layer ``n`` then
+        evaluates ``f_n`` with the piece of ``[t_n, t_{n+1})``).
+    depth : int
+        Number of layers ``L``.
+    method : ``"lm"`` or ``"ab1"`` … ``"ab6"``
+        The scheme (see :data:`NETWORK_METHODS`).
+    horizon : float
+        Total time ``T``.
+    k : float or sequence of ``L − 1`` floats (``method="lm"`` only, required there)
+        The LM coefficient, shared or one per two-step layer ``n = 1 … L − 1``.
+        Zero-stable (bounded for ``f = 0``) iff ``−1 < k ≤ 1``.
+    learn_k : bool
+        Make ``k`` a trainable parameter (else a buffer).
+    starter : str or ButcherTableau, optional
+        One-step scheme of the first ``s − 1`` layers; default: the integrator's
+        starter for ``ab*`` (``"dop853"``, so the network equals ``odenet.solve``) and
+        ``"euler"`` for ``"lm"`` (the paper's first residual block).
+    t0 : float
+        Initial time.
+
+    Shapes
+    ------
+    ``forward(x)``: ``[B, dim]`` -> ``[B, dim]``; ``trajectory(x)`` -> ``[L + 1, B, dim]``.
+    """
+
+    def __init__(
+        self,
+        field: nn.Module,
+        depth: int,
+        method: str = "lm",
+        horizon: float = 1.0,
+        *,
+        k: float | Sequence[float] | torch.Tensor | None = None,
+        learn_k: bool = False,
+        starter: str | ButcherTableau | None = None,
+        t0: float = 0.0,
+    ):
+        super().__init__()
+        name = method.lower() if isinstance(method, str) else method
+        if name not in NETWORK_METHODS:
+            implicit = isinstance(name, str) and name in MULTISTEP
+            raise InputError(
+                f"`method` must be one of {', '.join(map(repr, NETWORK_METHODS))}, got "
+                f"{method!r}"
+                + (
+                    " (implicit and predictor–corrector multistep layers are not networks "
+                    "here; use odenet.solve for them, or ResNet(method='backward_euler'))."
+                    if implicit
+                    else "."
+                )
+            )
+        self.method = name
+        self.steps = 2 if name == "lm" else MULTISTEP[name].steps
+        if starter is None:
+            starter = "euler" if name == "lm" else MULTISTEP[name].starter
+        # The starter layers are ResNet blocks of the same field over the same grid; the
+        # ResNet also validates depth, horizon, t0 and a LayerwiseField.  It is kept out of
+        # the module tree (it holds no parameters of its own; `field` is registered here)
+        # so the state dict has one copy of the field.
+        object.__setattr__(self, "_blocks", ResNet(field, depth, starter, horizon, t0=t0))
+        self.field = field
+        self.depth, self.horizon, self.t0 = depth, self._blocks.horizon, self._blocks.t0
+        self.starter = self._blocks.method
+        self.learn_k = bool(learn_k)
+        if name == "lm":
+            self._set_k(k)
+        else:
+            if k is not None:
+                raise InputError(
+                    f"`k` belongs to method='lm' (the LM-ResNet); {name!r} has fixed "
+                    "coefficients. Drop `k`, or use method='lm'."
+                )
+            self.b = [float(x) for x in adams_bashforth(self.steps)]
+
+    def _set_k(self, k) -> None:
+        n_two_step = max(self.depth - 1, 0)
+        if k is None:
+            raise InputError(
+                "method='lm' needs `k` (a float, or one per layer 1 … L − 1); "
+                "−1 < k ≤ 1 is zero-stable, k = 0 is the Euler ResNet."
+            )
+        dtype = parameter_dtype(self.field) or torch.get_default_dtype()
+        try:
+            kt = torch.as_tensor(k, dtype=dtype).detach().clone()
+        except (TypeError, ValueError, RuntimeError):
+            raise InputError(f"`k` must be a float or a sequence of floats, got {k!r}.") from None
+        if kt.dim() > 1 or (kt.dim() == 1 and kt.shape[0] != n_two_step):
+            raise InputError(
+                f"`k` must be a float or hold one value per two-step layer (depth − 1 = "
+                f"{n_two_step}), got shape {tuple(kt.shape)}."
+            )
+        if not bool(torch.isfinite(kt).all()):
+            raise InputError(f"`k` must be finite, got {k!r}.")
+        if self.learn_k:
+            self.k = nn.Parameter(kt)
+        else:
+            self.register_buffer("k", kt)
+
+    @property
+    def dt(self) -> float:
+        """Step ``Δt = T / L`` (time per layer)."""
+        return self._blocks.dt
+
+    def times(self) -> torch.Tensor:
+        """Layer boundaries ``t_0 … t_L`` ([L + 1], float64)."""
+        return self._blocks.times()
+
+    def k_at(self, layer: int):
+        """``k_n`` of two-step layer ``layer`` (``1 ≤ layer < L``), a 0-dim tensor."""
+        return self.k if self.k.dim() == 0 else self.k[layer - 1]
+
+    def coefficients(self, layer: int) -> tuple[list, list]:
+        """``(a, b)`` of multistep layer ``layer`` (``≥ s − 1``): ``x_{n+1} = Σ_j a_j
+        x_{n−j} + Δt Σ_j b_j f_{n−j}``, ``j = 0 … s−1`` (floats, or 0-dim tensors for
+        ``"lm"``, differentiable in ``k``)."""
+        if self.method == "lm":
+            k = self.k_at(layer)
+            return [1 - k, k], [1 + k, 0.0]
+        return [1.0] + [0.0] * (self.steps - 1), self.b
+
+    def polynomials(self, layer: int | None = None) -> tuple[list[Fraction], list[Fraction]]:
+        """``(ρ, σ)`` of the scheme of layer ``layer`` (any layer for ``ab*`` or a shared
+        ``k``), highest power first: the input of :mod:`odenet.stability.multistep`
+        (``is_zero_stable``, ``stability_roots``, ``real_stability_interval``, …)."""
+        if self.method != "lm":
+            return [Fraction(1), Fraction(-1)] + [Fraction(0)] * (self.steps - 1), [
+                Fraction(0),
+                *adams_bashforth(self.steps),
+            ]
+        if self.k.dim() == 1 and layer is None:
+            raise InputError(
+                "this LMResNet has one k per layer: pass `layer` (1 … depth − 1) to polynomials()."
+            )
+        return lm_polynomials(float(self.k_at(layer if layer is not None else 1)))
+
+    def trajectory(self, x: torch.Tensor) -> torch.Tensor:
+        """States after every layer, ``[L + 1, B, dim]`` (``[0]`` is the input).
+
+        Raises :class:`~odenet.models.ModelInputError` for a non-tensor, a width other
+        than the field's, or a dtype/device other than the parameters'.
+        """
+        # the ResNet's input check reads only `field`, and names this model's class
+        ResNet._check(self, x)
+        xs = [x]
+        fs: dict[int, torch.Tensor] = {}
+
+        def f(n):  # f_n, evaluated once, only if a layer uses it
+            if n not in fs:
+                t = torch.as_tensor(self.t0 + n * self.dt, dtype=x.dtype, device=x.device)
+                fs[n] = self._blocks.block_field(n)(t, xs[n])
+            return fs[n]
+
+        s = self.steps
+        for n in range(self.depth):
+            if n < s - 1:
+                xs.append(self._blocks.block(n, xs[n]))
+                continue
+            a, b = self.coefficients(n)
+            # zero terms are skipped, so an ab layer is x_n + Δt Σ b_j f_{n−j} exactly as
+            # the integrator forms it (same rounding)
+            lin = sum(aj * xs[n - j] if not _is(aj, 1.0) else xs[n - j]
+                      for j, aj in enumerate(a) if not _is(aj, 0.0))  # fmt: skip
+            incr = sum(bj * f(n - j) for j, bj in enumerate(b) if not _is(bj, 0.0))
+            xs.append(lin + self.dt * incr)
+        return torch.stack(xs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, dim]`` through the ``L`` layers -> ``[B, dim]``."""
+        return self.trajectory(x)[-1]
+
+    # ``to_neural_ode(**solver)`` is :func:`odenet.models.convert.lm_resnet_to_neural_ode`,
+    # installed as a method by that module (see odenet.models.convert).
+
+    def extra_repr(self) -> str:
+        k = ""
+        if self.method == "lm":
+            vals = [self.k.item()] if self.k.dim() == 0 else self.k.tolist()
+            k = ", k=" + ("[" * (self.k.dim() > 0)) + ", ".join(f"{v:.4g}" for v in vals)
+            k += "]" * (self.k.dim() > 0)
+            k += ", learn_k=True" if self.learn_k else ""
+        return (
+            f"depth={self.depth}, method={self.method!r}{k}, starter={self.starter!r}, "
+            f"horizon={self.horizon}, t0={self.t0}"
+        )
+
+
+def _is(c, value: float) -> bool:
+    """``c`` is the python number ``value`` (a tensor coefficient never is: it may train)."""
+    return isinstance(c, (int, float)) and c == value

@@ -80,6 +80,16 @@ def _param(text: str) -> tuple[str, float]:
         ) from None
 
 
+def _nonnegative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return v
+
+
 def _positive_int(text: str) -> int:
     try:
         v = int(text)
@@ -104,7 +114,8 @@ def _common(p: argparse.ArgumentParser, *, problem: str, norm: str) -> None:
     p.add_argument(
         "--problem",
         default=problem,
-        help=f"built-in problem (default {problem}); see `odenet problems`",
+        help=f"built-in problem (default {problem}; see `odenet problems`), or "
+        "PATH.py:FUNCTION, a function in your file returning an odenet.problems.Problem",
     )
     p.add_argument(
         "--param",
@@ -197,6 +208,8 @@ _CONFIG_TYPES = {
     "tols": (lambda v: isinstance(v, list) and all(_is_num(x) for x in v), "a list of numbers"),
     "repeats": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
     "norm": (lambda v: isinstance(v, str), "one of max, final, l2"),
+    "error": (lambda v: isinstance(v, str), "one of abs, rel, mixed"),
+    "cell_timeout": (lambda v: v is None or _is_num(v), "a number of seconds or null"),
     "dtype": (lambda v: isinstance(v, str), "float64 or float32"),
 }
 
@@ -242,6 +255,8 @@ def _problem(args, cfg):
 def _out_folder(args, command: str, problem_name: str) -> Path:
     if args.out is not None and not args.out.strip():
         raise CLIError("--out is empty; name the results folder, e.g. --out results/kepler.")
+    # a problem file PATH.py:FUNCTION names the default folder after its function
+    problem_name = problem_name.rpartition(":")[2] if ".py:" in problem_name else problem_name
     out = Path(args.out) if args.out else Path(DEFAULT_OUT) / f"{command}-{problem_name}"
     if args.fresh and out.exists():
         import shutil
@@ -365,8 +380,10 @@ def _cmd_compare(args) -> int:
 
     from odenet.plotting import plot_work_precision
     from odenet.studies.work_precision import (
+        DEFAULT_CELL_TIMEOUT,
         DEFAULT_COMPARE_METHODS,
         DEFAULT_N_STEPS,
+        DEFAULT_STIFF_METHODS,
         DEFAULT_TOLERANCES,
         work_precision,
     )
@@ -374,12 +391,17 @@ def _cmd_compare(args) -> int:
     torch.set_num_threads(1)
     cfg = _load_config(args.config, "compare")
     problem, pname, params = _problem(args, cfg)
-    methods = _resolve(args, cfg, "methods", list(DEFAULT_COMPARE_METHODS))
+    default = DEFAULT_STIFF_METHODS if problem.stiff else DEFAULT_COMPARE_METHODS
+    methods = _resolve(args, cfg, "methods", list(default))
     tols = _resolve(args, cfg, "tols", list(DEFAULT_TOLERANCES))
     n_steps = _resolve(args, cfg, "steps", list(DEFAULT_N_STEPS))
     repeats = _resolve(args, cfg, "repeats", 3)
     norm = args.norm if args.norm_given else cfg.get("norm", args.norm)
     dtype = args.dtype if args.dtype_given else cfg.get("dtype", args.dtype)
+    error = _resolve(args, cfg, "error", "abs")
+    cell_timeout = _resolve(args, cfg, "cell_timeout", DEFAULT_CELL_TIMEOUT)
+    if args.cell_timeout == 0:  # 0 on the command line: no limit
+        cell_timeout = None
     out = _out_folder(args, "compare", pname)
     # Timings under contention are meaningless: compare runs serially unless told otherwise.
     with _executor(args, 1) as ex:
@@ -390,6 +412,8 @@ def _cmd_compare(args) -> int:
             n_steps=n_steps,
             repeats=repeats,
             norm=norm,
+            error=error,
+            cell_timeout=cell_timeout,
             dtype=dtype,
             out=out,
             executor=ex,
@@ -411,6 +435,7 @@ def _cmd_compare(args) -> int:
             {
                 "problem": pname,
                 "norm": norm,
+                "error": error,
                 "cells": result.counts,
                 "summary": json.loads(result.summary.to_json(orient="records")),
             },
@@ -575,8 +600,26 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "--methods",
         type=_names,
         default=None,
-        help="odenet names, scipy:NAME (RK45, DOP853, Radau, BDF, LSODA, RK23), "
-        "torchdiffeq:NAME (dopri5, rk4, ...)",
+        help="odenet names, scipy:NAME (RK45, DOP853, Radau, BDF, LSODA, RK23; "
+        "scipy:NAME+jac / +sparsity pass the problem's Jacobian / its sparsity to Radau, "
+        "BDF, LSODA), torchdiffeq:NAME (dopri5, rk4, ...); default for a stiff problem: "
+        "radau_iia5,kvaerno5,sdirk4,scipy:Radau,scipy:BDF,scipy:LSODA",
+    )
+    pw.add_argument(
+        "--error",
+        default=None,
+        choices=["abs", "rel", "mixed"],
+        help="error measure per component: absolute, relative, or mixed = "
+        "|y - ref| / (atol_ratio + |ref|) with the problem's atol_ratio (default abs)",
+    )
+    pw.add_argument(
+        "--cell-timeout",
+        dest="cell_timeout",
+        type=_nonnegative_float,
+        default=None,
+        metavar="SECONDS",
+        help="time limit per cell (default 120; 0 = none): a cell past it is recorded as "
+        "failed (timeout) and the study goes on; a rerun with a larger limit retries it",
     )
     pw.add_argument(
         "--tols",

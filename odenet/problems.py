@@ -44,6 +44,18 @@ REFERENCE_RTOL = 1e-13
 REFERENCE_ATOL = 1e-15
 _CACHE_SCHEMA = "odenet.reference/1"
 
+# The stiff test set with each problem's absolute floor ``d`` (per problem, from the
+# scales of its components; each problem's ``atol_ratio``): solve with ``atol = d·rtol``
+# and measure the error as ``max_i |y_i − ref_i| / (d + |ref_i|)`` at the final time
+# (the "mixed" measure of Problem.error).
+STIFF_SUITE: dict[str, float] = {
+    "robertson_long": 1e-6,
+    "van_der_pol_relaxation": 1e-3,
+    "hires": 1e-4,
+    "oregonator": 1e-6,
+    "brusselator_1d": 1.0,
+}
+
 
 class UnknownProblemError(InputError, KeyError):
     """A problem name is not registered (the message lists the valid names)."""
@@ -88,6 +100,18 @@ class Problem:
         `(registered name, parameters)` that rebuilds the problem with
         [`get_problem`][odenet.problems.get_problem] (set by the registry; lets worker
         processes rebuild built-in problems instead of pickling closures).
+    atol_ratio : float or array-like [n]
+        The absolute tolerance in units of `rtol`: comparisons solve with
+        `atol = atol_ratio · rtol` (one number, or one per component, in the units of
+        `y`), and the *mixed* error measure treats components below `atol_ratio` as
+        absolute.  Default `1e-3`; a stiff problem whose components span decades sets
+        the scale below which a component is noise (Robertson's `y2` ~ 1e-5: 1e-6).
+    jac_numpy : callable, optional
+        `jac_numpy(t, y) -> [n, n]` (numpy array or scipy sparse matrix), the exact
+        Jacobian `∂f/∂y`, passed to scipy as `jac` by the `scipy:NAME+jac` comparison rows.
+    jac_sparsity : array-like or scipy sparse [n, n], optional
+        Nonzero pattern of `∂f/∂y`, passed to scipy as `jac_sparsity` by the
+        `scipy:NAME+sparsity` rows (grouped finite differences, sparse LU).
     """
 
     f: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -100,6 +124,9 @@ class Problem:
     f_numpy: Callable[[float, np.ndarray], np.ndarray] | None = None
     invariants: Mapping[str, Callable[[np.ndarray], np.ndarray]] = field(default_factory=dict)
     spec: tuple[str, dict] | None = None
+    atol_ratio: Any = 1e-3
+    jac_numpy: Callable[[float, np.ndarray], Any] | None = None
+    jac_sparsity: Any = None
 
     def __post_init__(self) -> None:
         if not callable(self.f):
@@ -130,6 +157,16 @@ class Problem:
             raise InputError("`exact` must be callable as exact(t [T]) -> y [T, n], or None.")
         object.__setattr__(self, "y0", y0)
         object.__setattr__(self, "span", (t0, t1))
+        object.__setattr__(self, "atol_ratio", _check_atol_ratio(self.atol_ratio, y0.size))
+        if self.jac_numpy is not None and not callable(self.jac_numpy):
+            raise InputError("`jac_numpy` must be callable as jac(t, y [n]) -> [n, n], or None.")
+        if self.jac_sparsity is not None:
+            shape = getattr(self.jac_sparsity, "shape", None) or np.shape(self.jac_sparsity)
+            if tuple(shape) != (y0.size, y0.size):
+                raise InputError(
+                    f"`jac_sparsity` must have shape (n, n) = {(y0.size, y0.size)}, got "
+                    f"{tuple(shape)}."
+                )
 
     # --- convenience -----------------------------------------------------------------
 
@@ -141,6 +178,28 @@ class Problem:
     @property
     def has_exact(self) -> bool:
         return self.exact is not None
+
+    def atol(self, rtol: float) -> float | np.ndarray:
+        """The absolute tolerance that goes with `rtol`: `atol_ratio · rtol` (a number, or
+        `[n]` when the problem sets one scale per component)."""
+        return self.atol_ratio * rtol
+
+    def error(self, y, ref, measure: str = "abs") -> np.ndarray:
+        """Per-component error of `y` against `ref` (numpy, same shape `[..., n]`).
+
+        `measure`: `"abs"` `|y − ref|`; `"rel"` `|y − ref| / |ref|` (infinite where
+        `ref = 0` and `y ≠ 0`); `"mixed"` `|y − ref| / (atol_ratio + |ref|)`, relative for
+        components above their absolute scale and absolute (in units of it) below.
+        """
+        diff = np.abs(np.asarray(y, dtype=np.float64) - ref)
+        if measure == "abs":
+            return diff
+        if measure == "rel":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return np.where(diff == 0, 0.0, diff / np.abs(ref))
+        if measure == "mixed":
+            return diff / (self.atol_ratio + np.abs(ref))
+        raise InputError(f"unknown error measure {measure!r}; use one of {', '.join(MEASURES)}.")
 
     def y0_tensor(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """`y0` as a torch tensor `[n]`."""
@@ -199,6 +258,26 @@ class Problem:
     def __repr__(self) -> str:
         kind = "exact" if self.has_exact else "reference"
         return f"Problem({self.name!r}, n={self.dim}, span={self.span}, {kind})"
+
+
+MEASURES = ("abs", "rel", "mixed")
+
+
+def _check_atol_ratio(ratio, n: int):
+    """A positive finite number, or an array `[n]` of them (returned as a float array)."""
+    try:
+        arr = np.asarray(ratio, dtype=np.float64)
+    except (TypeError, ValueError):
+        arr = np.array(np.nan)
+    if arr.ndim > 1 or (arr.ndim == 1 and arr.size != n) or not np.all(np.isfinite(arr)):
+        raise InputError(
+            f"`atol_ratio` must be a positive number or one per component ([{n}]), got {ratio!r}."
+        )
+    if not np.all(arr > 0):
+        raise InputError(
+            f"`atol_ratio` must be positive (atol = atol_ratio · rtol), got {ratio!r}."
+        )
+    return float(arr) if arr.ndim == 0 else arr
 
 
 def _fingerprint(fn) -> str | None:
@@ -325,10 +404,12 @@ def get_problem(name: str | Problem, **params) -> Problem:
         if params:
             raise InputError("parameters can only be given with a problem *name*.")
         return name
-    if name not in _REGISTRY:
+    if is_file_spec(name):
+        name = _absolute_spec(name)
+    elif name not in _REGISTRY:
         raise UnknownProblemError(
             f"unknown problem {name!r}; choose one of: {', '.join(problems())} "
-            "(or pass your own odenet.problems.Problem)."
+            "(or pass your own odenet.problems.Problem, or PATH.py:FUNCTION)."
         )
     known = parameters(name)
     unknown = [k for k in params if k not in known]
@@ -338,11 +419,76 @@ def get_problem(name: str | Problem, **params) -> Problem:
             f"parameters are {_param_list(known) or 'none'}."
         )
     try:
-        prob = _REGISTRY[name](**params)
+        prob = _factory(name)(**params)
     except TypeError as e:
         raise InputError(f"bad parameters for problem {name!r}: {e}") from None
+    if not isinstance(prob, Problem):
+        raise InputError(
+            f"{name} returned {type(prob).__name__}, not an odenet.problems.Problem; make the "
+            "function return Problem(f, y0=..., span=..., ...)."
+        )
     object.__setattr__(prob, "spec", (name, dict(params)))
     return prob
+
+
+# --- problems defined in a user's file: PATH.py:FUNCTION -----------------------------------
+
+
+def is_file_spec(name) -> bool:
+    """Whether `name` names a problem factory in a file, `PATH.py:FUNCTION`."""
+    return isinstance(name, str) and ".py:" in name
+
+
+def _absolute_spec(spec: str) -> str:
+    path, _, func = spec.rpartition(":")
+    if not path.endswith(".py") or not func.isidentifier():
+        raise InputError(
+            f"problem {spec!r} is not PATH.py:FUNCTION; write e.g. my_problems.py:stiff_decay "
+            "(a function in that file returning an odenet.problems.Problem)."
+        )
+    return f"{os.path.abspath(os.path.expanduser(path))}:{func}"
+
+
+_FILE_MODULES: dict[str, Any] = {}
+
+
+def _factory(name: str) -> Callable[..., Problem]:
+    """The registered factory, or the function `FUNCTION` of the file in `PATH.py:FUNCTION`.
+
+    A file is imported once per process (worker processes import it again, so its
+    problems need not be picklable).
+    """
+    if not is_file_spec(name):
+        return _REGISTRY[name]
+    import importlib.util
+
+    path, _, func = _absolute_spec(name).rpartition(":")
+    module = _FILE_MODULES.get(path)
+    if module is None:
+        if not os.path.isfile(path):
+            raise InputError(
+                f"problem file {path} does not exist; check the PATH in PATH.py:FUNCTION."
+            )
+        mod_name = "odenet_user_problem_" + hashlib.sha256(path.encode()).hexdigest()[:12]
+        loader_spec = importlib.util.spec_from_file_location(mod_name, path)
+        module = importlib.util.module_from_spec(loader_spec)
+        try:
+            loader_spec.loader.exec_module(module)
+        except Exception as e:  # the user's file: any error is a bad problem spec
+            raise InputError(
+                f"cannot import problem file {path}: {type(e).__name__}: {e}"
+            ) from None
+        _FILE_MODULES[path] = module
+    fn = getattr(module, func, None)
+    if not callable(fn):
+        defined = sorted(
+            k for k, v in vars(module).items() if callable(v) and not k.startswith("_")
+        )
+        raise InputError(
+            f"problem file {path} has no function {func!r}; it defines: "
+            f"{', '.join(defined) or 'no functions'}."
+        )
+    return fn
 
 
 def parameters(name: str) -> dict[str, Any]:
@@ -353,11 +499,11 @@ def parameters(name: str) -> dict[str, Any]:
     """
     import inspect
 
-    if name not in _REGISTRY:
+    if not is_file_spec(name) and name not in _REGISTRY:
         raise UnknownProblemError(
             f"unknown problem {name!r}; choose one of: {', '.join(problems())}."
         )
-    sig = inspect.signature(_REGISTRY[name])
+    sig = inspect.signature(_factory(name))
     return {
         k: v.default
         for k, v in sig.parameters.items()
@@ -645,6 +791,9 @@ def _vdp(mu: float, t1: float, name: str) -> Problem:
         description=f"Van der Pol x'' - μ(1 - x²)x' + x = 0, μ = {mu:g}",
         stiff=mu > 10,
         f_numpy=lambda t, y: np.array([y[1], mu * (1 - y[0] ** 2) * y[1] - y[0]]),
+        jac_numpy=lambda t, y: np.array(
+            [[0.0, 1.0], [-2 * mu * y[0] * y[1] - 1, mu * (1 - y[0] ** 2)]]
+        ),
     )
 
 
@@ -683,6 +832,15 @@ def robertson(t1: float = 40.0) -> Problem:
             ]
         )
 
+    def jac(t, y):
+        return np.array(
+            [
+                [-k1, k3 * y[2], k3 * y[1]],
+                [k1, -k3 * y[2] - 2 * k2 * y[1], -k3 * y[1]],
+                [0.0, 2 * k2 * y[1], 0.0],
+            ]
+        )
+
     return Problem(
         f=f,
         y0=[1.0, 0.0, 0.0],
@@ -692,6 +850,9 @@ def robertson(t1: float = 40.0) -> Problem:
         stiff=True,
         f_numpy=fn,
         invariants={"mass": lambda y: y.sum(axis=1)},
+        # y2 peaks at 3.7e-5 and decays like 1/t: the test set's floor 1e-6 (Hairer)
+        atol_ratio=STIFF_SUITE["robertson_long"],
+        jac_numpy=jac,
     )
 
 
@@ -775,6 +936,18 @@ def hires(t1: float = 321.8122) -> Problem:
 
     f, f_numpy = _twin(_hires_rates)
 
+    def jac(t, y):
+        J = np.zeros((8, 8))
+        J[0, :3] = -1.71, 0.43, 8.32
+        J[1, :2] = 1.71, -8.75
+        J[2, 2:5] = -10.03, 0.43, 0.035
+        J[3, 1:4] = 8.32, 1.71, -1.12
+        J[4, 4:7] = -1.745, 0.43, 0.43
+        J[5, 3:8] = 0.69, 1.71, -280.0 * y[7] - 0.43, 0.69, -280.0 * y[5]
+        J[6, 5:8] = 280.0 * y[7], -1.81, 280.0 * y[5]
+        J[7, 5:8] = -280.0 * y[7], 1.81, -280.0 * y[5]
+        return J
+
     return Problem(
         f=f,
         y0=[1.0, 0, 0, 0, 0, 0, 0, 0.0057],
@@ -783,6 +956,8 @@ def hires(t1: float = 321.8122) -> Problem:
         description="HIRES photomorphogenesis kinetics, 8 species (stiff); reference Radau 1e-13",
         stiff=True,
         f_numpy=f_numpy,
+        atol_ratio=STIFF_SUITE["hires"],
+        jac_numpy=jac,
     )
 
 
@@ -800,6 +975,15 @@ def oregonator(t1: float = 360.0) -> Problem:
         ]
     )
 
+    def jac(t, y):
+        return np.array(
+            [
+                [s * (1 - 2 * q * y[0] - y[1]), s * (1 - y[0]), 0.0],
+                [-y[1] / s, -(1 + y[0]) / s, 1 / s],
+                [w, 0.0, -w],
+            ]
+        )
+
     return Problem(
         f=f,
         y0=[1.0, 2.0, 3.0],
@@ -808,6 +992,8 @@ def oregonator(t1: float = 360.0) -> Problem:
         description="Oregonator (Belousov–Zhabotinskii), stiff; reference Radau 1e-13",
         stiff=True,
         f_numpy=f_numpy,
+        atol_ratio=STIFF_SUITE["oregonator"],
+        jac_numpy=jac,
     )
 
 
@@ -840,6 +1026,25 @@ def brusselator_1d(n: int = 100, alpha: float = 0.02, t1: float = 10.0) -> Probl
     def f_numpy(t, y):
         return rates(y, np.concatenate)
 
+    def jac(t, y):  # [[∂u'/∂u, ∂u'/∂v], [∂v'/∂u, ∂v'/∂v]], tridiagonal and diagonal blocks
+        from scipy import sparse
+
+        u, v = y[:n], y[n:]
+        side = np.full(n - 1, c)
+        return sparse.bmat(
+            [
+                [
+                    sparse.diags([side, 2 * u * v - 4 - 2 * c, side], [-1, 0, 1]),
+                    sparse.diags(u * u),
+                ],
+                [
+                    sparse.diags(3 - 2 * u * v),
+                    sparse.diags([side, -u * u - 2 * c, side], [-1, 0, 1]),
+                ],
+            ],
+            format="csc",
+        )
+
     return Problem(
         f=f,
         y0=np.concatenate([1 + np.sin(2 * np.pi * x), np.full(n, 3.0)]),
@@ -848,20 +1053,10 @@ def brusselator_1d(n: int = 100, alpha: float = 0.02, t1: float = 10.0) -> Probl
         description=f"1-D Brusselator, {n} points, α = {alpha:g} (stiff); reference Radau 1e-13",
         stiff=True,
         f_numpy=f_numpy,
+        atol_ratio=STIFF_SUITE["brusselator_1d"],
+        jac_numpy=jac,
+        jac_sparsity=jac(0.0, np.ones(2 * n)) != 0,
     )
-
-
-# The stiff test set with each problem's absolute floor ``d`` (per problem, from the
-# scales of its components): solve with ``atol = d·rtol`` and measure the error as
-# ``max_i |y_i − ref_i| / (d + |ref_i|)`` at the final time (a relative error that
-# treats components below ``d`` as absolute).
-STIFF_SUITE: dict[str, float] = {
-    "robertson_long": 1e-6,
-    "van_der_pol_relaxation": 1e-3,
-    "hires": 1e-4,
-    "oregonator": 1e-6,
-    "brusselator_1d": 1.0,
-}
 
 
 def stiff_error(problem: Problem, y_end, floor: float) -> float:
@@ -880,8 +1075,118 @@ __all__ = [
     "cache_dir",
     "describe",
     "get_problem",
+    "is_file_spec",
     "problems",
     "reference_solution",
     "register_problem",
     "stiff_error",
 ]
+
+
+# --- the 2-D Brusselator (issue 14: sparse Jacobians) ------------------------------------
+
+
+def brusselator_2d_sparsity(n: int = 32):
+    """The nonzero pattern `[2n², 2n²]` (scipy CSR, bool) of `∂f/∂y` of
+    [`brusselator_2d`][odenet.problems.brusselator_2d]: the periodic five-point stencil in
+    each species and the local coupling of `u` and `v` (7 nonzeros per row)."""
+    from scipy import sparse
+
+    n = int(n)
+    i = np.arange(n * n).reshape(n, n)
+    rows, cols = [], []
+    for shift in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)):
+        rows.append(i.ravel())
+        cols.append(np.roll(i, shift, axis=(0, 1)).ravel())
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    m = n * n
+    diag = np.arange(m)
+    r = np.concatenate([r, r + m, diag, diag + m])
+    c = np.concatenate([c, c + m, diag + m, diag])
+    return sparse.csr_matrix((np.ones(r.size, dtype=bool), (r, c)), shape=(2 * m, 2 * m))
+
+
+_BRUSSELATOR_2D_REFERENCES: dict = {}
+
+
+@register_problem("brusselator_2d")
+def brusselator_2d(n: int = 32, alpha: float = 0.1, t1: float = 11.5) -> Problem:
+    """2-D Brusselator reaction–diffusion on the periodic unit square, `n × n` grid
+    (Hairer & Wanner II, Sec. IV.10, the two-dimensional BRUSS with `α = 0.1`):
+
+    `u' = 1 + u²v − 4.4u + α Δu + φ(x, y, t)`, `v' = 3.4u − u²v + α Δv`, with
+    `φ = 5` inside the disc `(x − 0.3)² + (y − 0.6)² ≤ 0.1²` for `t ≥ 1.1` (else 0),
+    `u(0) = 22 y (1 − y)^{3/2}`, `v(0) = 27 x (1 − x)^{3/2}`, grid `x_i = i/n`,
+    `y_j = j/n` (`i, j = 0 … n−1`), `Δ` the periodic five-point Laplacian.  State
+    `[u (n×n, row j = y_j), v (n×n)]`, `2n²` components; the Jacobian pattern is
+    [`brusselator_2d_sparsity`][odenet.problems.brusselator_2d_sparsity].
+
+    The "exact" solution is a reference computed on first use (scipy Radau with that
+    `jac_sparsity`, rtol = atol = 1e-10; about a minute for `n = 32`) and cached in
+    memory for the process: a dense reference solve at rtol 1e-13 would take hours.
+    """
+    n = int(n)
+    m = n * n
+    grid = np.arange(n) / n
+    X, Y = np.meshgrid(grid, grid)  # X[j, i] = x_i, Y[j, i] = y_j
+    disc = ((X - 0.3) ** 2 + (Y - 0.6) ** 2 <= 0.01).astype(np.float64)
+    disc_t = torch.as_tensor(disc)
+    c = alpha * n * n  # α / Δx²
+
+    def rates(t, y, roll, cat, src):  # one formula for torch and numpy
+        u, v = y[:m].reshape(n, n), y[m:].reshape(n, n)
+        uuv = u * u * v
+
+        def lap(z):
+            return roll(z, 1, 0) + roll(z, -1, 0) + roll(z, 1, 1) + roll(z, -1, 1) - 4 * z
+
+        du = 1 + uuv - 4.4 * u + c * lap(u) + 5.0 * src * (t >= 1.1)
+        dv = 3.4 * u - uuv + c * lap(v)
+        return cat([du.reshape(-1), dv.reshape(-1)])
+
+    def f(t, y):
+        return rates(t, y, torch.roll, torch.cat, disc_t.to(y.dtype))
+
+    def f_numpy(t, y):
+        return rates(t, y, np.roll, np.concatenate, disc)
+
+    y0 = np.concatenate(
+        [(22 * Y * (1 - Y) ** 1.5).reshape(-1), (27 * X * (1 - X) ** 1.5).reshape(-1)]
+    )
+    key = (n, float(alpha), float(t1))
+
+    def reference(t):
+        from scipy.integrate import solve_ivp
+
+        t = np.asarray(t, dtype=np.float64)
+        cache = _BRUSSELATOR_2D_REFERENCES.setdefault(key, {})
+        missing = sorted({float(s) for s in t} - set(cache))
+        if missing:
+            sol = solve_ivp(
+                f_numpy,
+                (0.0, t1),
+                y0,
+                method="Radau",
+                t_eval=missing,
+                rtol=1e-10,
+                atol=1e-10,
+                jac_sparsity=brusselator_2d_sparsity(n),
+            )
+            if not sol.success:
+                raise ReferenceSolutionError(f"brusselator_2d reference failed: {sol.message}")
+            cache.update({s: sol.y[:, k] for k, s in enumerate(missing)})
+        return np.stack([cache[float(s)] for s in t])
+
+    return Problem(
+        f=f,
+        y0=y0,
+        span=(0.0, t1),
+        exact=reference,
+        name="brusselator_2d",
+        description=(
+            f"2-D Brusselator, {n}×{n} periodic grid, α = {alpha:g} (stiff, sparse); "
+            "reference scipy Radau + jac_sparsity 1e-10, cached in memory"
+        ),
+        stiff=True,
+        f_numpy=f_numpy,
+    )

@@ -189,3 +189,118 @@ def test_editing_a_user_field_changes_its_identity():
     # and so a cached reference of one is never served for the other
     np.testing.assert_allclose(a.solution([1.0]), [[np.exp(-1)]], rtol=1e-11)
     np.testing.assert_allclose(b.solution([1.0]), [[np.exp(-2)]], rtol=1e-11)
+
+
+# --- Jacobians, atol per component, error measures, problems from a file -----------------
+
+WITH_JAC = [n for n in P.problems() if P.get_problem(n).jac_numpy is not None]
+
+
+def test_the_stiff_set_provides_jacobians():
+    assert set(P.STIFF_SUITE) <= set(WITH_JAC)
+
+
+@pytest.mark.parametrize("name", WITH_JAC)
+def test_jacobian_matches_autograd_of_the_field_and_its_sparsity_covers_it(name):
+    prob = P.get_problem(name, n=7) if name == "brusselator_1d" else P.get_problem(name)
+    rng = np.random.default_rng(1)
+    y = prob.y0 + 0.3 * np.abs(rng.normal(size=prob.dim)) + 0.1
+    J = prob.jac_numpy(0.7, y)
+    J = J.toarray() if hasattr(J, "toarray") else np.asarray(J)
+    want = torch.autograd.functional.jacobian(
+        lambda z: prob.f(torch.tensor(0.7, dtype=torch.float64), z), torch.from_numpy(y)
+    ).numpy()
+    np.testing.assert_allclose(J, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+    if prob.jac_sparsity is not None:
+        pattern = prob.jac_sparsity
+        pattern = pattern.toarray() if hasattr(pattern, "toarray") else np.asarray(pattern)
+        assert np.all(pattern[want != 0])
+        # and it is sparse: Brusselator rows couple 3 u's and 1 v (or the reverse)
+        assert pattern.sum() <= 4 * prob.dim
+
+
+def test_atol_is_the_problems_ratio_times_rtol_per_component():
+    p = P.Problem(lambda t, y: -y, y0=[1.0, 2.0], span=(0, 1), atol_ratio=[1e-3, 1e-6])
+    np.testing.assert_allclose(p.atol(1e-4), [1e-7, 1e-10])
+    assert P.get_problem("cos").atol(1e-4) == pytest.approx(1e-7)  # the default 1e-3·rtol
+    assert P.get_problem("robertson_long").atol(1e-4) == pytest.approx(1e-10)
+    for name, floor in P.STIFF_SUITE.items():
+        assert P.get_problem(name).atol_ratio == floor
+
+
+def test_error_measures():
+    p = P.Problem(lambda t, y: -y, y0=[1.0, 1.0], span=(0, 1), atol_ratio=[1.0, 1e-3])
+    ref = np.array([[2.0, 0.0], [-4.0, 1e-3]])
+    y = np.array([[2.2, 1e-4], [-4.0, 2e-3]])
+    np.testing.assert_allclose(p.error(y, ref, "abs"), [[0.2, 1e-4], [0, 1e-3]], atol=1e-15)
+    rel = p.error(y, ref, "rel")
+    assert rel[0, 1] == np.inf and rel[1, 0] == 0
+    np.testing.assert_allclose(rel[[0, 1], [0, 1]], [0.1, 1.0])
+    np.testing.assert_allclose(
+        p.error(y, ref, "mixed"), [[0.2 / 3, 1e-4 / 1e-3], [0, 1e-3 / 2e-3]], atol=1e-15
+    )
+    with pytest.raises(InputError, match="unknown error measure 'square'"):
+        p.error(y, ref, "square")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(atol_ratio=[1e-3]), r"`atol_ratio` must be a positive number or one per"),
+        (dict(atol_ratio=0.0), "`atol_ratio` must be positive"),
+        (dict(atol_ratio="x"), "`atol_ratio` must be a positive number"),
+        (dict(jac_numpy=3), "`jac_numpy` must be callable"),
+        (dict(jac_sparsity=np.ones((3, 3))), r"`jac_sparsity` must have shape \(n, n\)"),
+    ],
+)
+def test_jacobian_and_atol_validation(kwargs, match):
+    with pytest.raises(InputError, match=match):
+        P.Problem(lambda t, y: -y, y0=[1.0, 2.0], span=(0, 1), **kwargs)
+
+
+PROBLEM_FILE = '''
+import numpy as np
+import torch
+from odenet.problems import Problem
+
+def decay(lam: float = -2.0, t1: float = 1.0):
+    """y' = lam y."""
+    return Problem(lambda t, y: lam * y, y0=[1.0], span=(0.0, t1),
+                   exact=lambda t: np.exp(lam * t)[:, None], name="decay")
+
+def not_a_problem():
+    return 3
+'''
+
+
+def test_a_problem_from_a_file(tmp_path, monkeypatch):
+    (tmp_path / "mine.py").write_text(PROBLEM_FILE)
+    monkeypatch.chdir(tmp_path)
+    p = P.get_problem("mine.py:decay", lam=-3.0)
+    assert p.name == "decay" and p.spec == (f"{tmp_path / 'mine.py'}:decay", {"lam": -3.0})
+    assert P.parameters("mine.py:decay") == {"lam": -2.0, "t1": 1.0}
+    np.testing.assert_allclose(p.solution([1.0]), [[np.exp(-3.0)]])
+    # the spec rebuilds it anywhere (a worker process, another folder)
+    monkeypatch.chdir("/")
+    again = P.get_problem(p.spec[0], **p.spec[1])
+    assert again.key() == p.key()
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ("missing.py:decay", "problem file .*missing.py does not exist"),
+        ("mine.py:nothing", "has no function 'nothing'; it defines: .*decay"),
+        ("mine.py:not_a_problem", "returned int, not an odenet.problems.Problem"),
+        ("mine.py:decay-2", "is not PATH.py:FUNCTION"),
+        ("broken.py:f", "cannot import problem file .*broken.py: SyntaxError"),
+    ],
+)
+def test_a_bad_problem_file_spec_says_what_is_wrong(tmp_path, monkeypatch, spec, match):
+    (tmp_path / "mine.py").write_text(PROBLEM_FILE)
+    (tmp_path / "broken.py").write_text("def f(:\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match=match):
+        P.get_problem(spec)
+    with pytest.raises(InputError, match="has no parameter 'mu'"):
+        P.get_problem("mine.py:decay", mu=1.0)

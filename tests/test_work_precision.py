@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -76,7 +77,7 @@ def test_scipy_and_torchdiffeq_rows_are_real_runs(result):
 
 def test_timings_are_medians_of_repeats(result):
     assert (result.table["wall_s"] > 0).all()
-    assert "Fewest evaluations reaching each error target" in result.to_text()
+    assert "Least work (nfe + jac_products) reaching each error target" in result.to_text()
 
 
 def test_failed_solver_is_a_row_not_a_crash():
@@ -112,3 +113,190 @@ def test_parse_solver():
     assert not parse_solver("rk4").adaptive
     assert parse_solver("scipy:Radau").label == "scipy:Radau"
     assert not parse_solver("torchdiffeq:rk4").adaptive
+
+
+# --- stiff rows, one work axis, error measures, atol per component, time limits ----------
+
+import math  # noqa: E402
+import time  # noqa: E402
+
+from scipy.integrate import solve_ivp  # noqa: E402
+
+from odenet import solve  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def stiff():
+    prob = get_problem("robertson")
+    res = work_precision(
+        prob,
+        methods="radau_iia5,scipy:Radau,scipy:Radau+jac,scipy:BDF+jac,scipy:LSODA",
+        tolerances=[1e-3],
+        repeats=1,
+        error="mixed",
+    )
+    return prob, res.table.set_index("label")
+
+
+def test_scipy_rows_count_every_call_of_f_including_the_finite_difference_jacobian(stiff):
+    prob, t = stiff
+    f_calls = [0]
+
+    def f(t_, y):
+        f_calls[0] += 1
+        return prob.f_numpy(t_, y)
+
+    for label, method, extra in [
+        ("scipy:Radau", "Radau", {}),
+        ("scipy:Radau+jac", "Radau", {"jac": prob.jac_numpy}),
+        ("scipy:BDF+jac", "BDF", {"jac": prob.jac_numpy}),
+    ]:
+        f_calls[0] = 0
+        sol = solve_ivp(f, prob.span, prob.y0, method=method, rtol=1e-3, atol=1e-9, **extra)
+        row = t.loc[label]
+        assert (row["nfe"], row["njev"], row["nlu"]) == (f_calls[0], sol.njev, sol.nlu)
+        assert row["jac_products"] == 0
+        if extra:  # an exact Jacobian: scipy's own count is complete
+            assert row["nfe"] == sol.nfev
+        else:  # a difference Jacobian costs n calls that scipy's nfev leaves out
+            assert row["nfe"] >= sol.nfev + prob.dim * sol.njev
+
+
+def test_odenet_rows_count_the_autograd_jacobian_products(stiff):
+    prob, t = stiff
+    sol = solve(
+        prob.f,
+        prob.y0_tensor(),
+        torch.linspace(*prob.span, 21, dtype=torch.float64),
+        method="radau_iia5",
+        rtol=1e-3,
+        atol=prob.atol(1e-3),
+    )
+    row = t.loc["radau_iia5"]
+    assert row["nfe"] == sol.stats["nfe"] and row["njev"] == sol.stats["jacobians"] > 0
+    assert row["jac_products"] == prob.dim * row["njev"]
+    assert row["work"] == row["nfe"] + row["jac_products"]
+    # and the stiff solvers all reach the tolerance in the mixed measure
+    assert (t["status"] == "ok").all() and (t["error"] < 30 * 1e-3).all(), t["error"]
+
+
+def test_error_measures_and_per_component_atol_reach_both_libraries():
+    prob = Problem(
+        lambda t, y: torch.stack([-y[0], -30 * y[1]]),
+        y0=[1.0, 1e-3],
+        span=(0.0, 1.0),
+        exact=lambda t: np.stack([np.exp(-t), 1e-3 * np.exp(-30 * t)], axis=1),
+        f_numpy=lambda t, y: np.array([-y[0], -30 * y[1]]),
+        atol_ratio=[1e-3, 1e-9],
+    )
+    res = work_precision(
+        prob, methods="dopri5,scipy:RK45", tolerances=[1e-4], repeats=1, error="rel"
+    )
+    t = res.table.set_index("label")
+    # scipy rerun with the per-component atol: the same run
+    sol = solve_ivp(prob.f_numpy, prob.span, prob.y0, rtol=1e-4, atol=[1e-7, 1e-13])
+    assert t.loc["scipy:RK45", "nfe"] == sol.nfev
+    ours = solve(
+        prob.f,
+        prob.y0_tensor(),
+        torch.linspace(0, 1, 21, dtype=torch.float64),
+        rtol=1e-4,
+        atol=torch.tensor([1e-7, 1e-13], dtype=torch.float64),
+    )
+    assert t.loc["dopri5", "nfe"] == ours.stats["nfe"]
+    # the three measures from the same solution, by hand
+    ts = np.linspace(0, 1, 21)
+    ref = prob.exact(ts)
+    diff = np.abs(ours.ys.numpy() - ref)
+    assert t.loc["dopri5", "error_max"] == pytest.approx(diff.max(), rel=1e-12)
+    assert t.loc["dopri5", "rel_max"] == pytest.approx((diff / np.abs(ref)).max(), rel=1e-12)
+    mixed = diff / (np.array([1e-3, 1e-9]) + np.abs(ref))
+    assert t.loc["dopri5", "mixed_final"] == pytest.approx(mixed[-1].max(), rel=1e-12)
+    assert (t["error"] == t["rel_max"]).all()
+    # the per-component atol matters here: a scalar one gives another run
+    scalar = solve_ivp(prob.f_numpy, prob.span, prob.y0, rtol=1e-4, atol=1e-7)
+    assert scalar.nfev < sol.nfev
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ("scipy:RK45+jac", r"scipy:RK45 does not take `jac`"),
+        ("scipy:LSODA+sparsity", r"scipy:LSODA does not take `jac_sparsity`"),
+        ("radau_iia5+jac", "only scipy's stiff solvers take one"),
+        ("scipy:BDF+hessian", "unknown variant"),
+    ],
+)
+def test_bad_variants_are_refused(spec, match):
+    with pytest.raises(InputError, match=match):
+        parse_solver(spec)
+
+
+def test_a_variant_needs_what_the_problem_provides():
+    with pytest.raises(InputError, match="problem 'kepler' has no Jacobian"):
+        work_precision("kepler", methods="scipy:BDF+jac")
+    with pytest.raises(InputError, match="has no sparsity pattern"):
+        work_precision("robertson", methods="scipy:BDF+sparsity")
+    with pytest.raises(InputError, match="`error` must be one of abs, rel, mixed"):
+        work_precision("cos", error="relative")
+    with pytest.raises(InputError, match="`cell_timeout` must be a positive number"):
+        work_precision("cos", cell_timeout=0)
+
+
+def _slow_field(t, y):  # module level: the same field (the same study) in both runs
+    time.sleep(0.01)
+    return -y
+
+
+def _hung_field(t, y):
+    time.sleep(3600)
+    return -y
+
+
+def test_a_cell_past_its_time_limit_fails_with_timeout_and_a_larger_limit_retries_it(tmp_path):
+    slow = Problem(_slow_field, y0=[1.0], span=(0, 1), exact=lambda t: np.exp(-t)[:, None])
+    hung = Problem(_hung_field, y0=[1.0], span=(0, 1), exact=lambda t: np.exp(-t)[:, None])
+    start = time.perf_counter()
+    res = work_precision(hung, methods="rk4,scipy:RK45", n_steps=[50], tolerances=[1e-6],
+                         repeats=1, cell_timeout=0.3)  # fmt: skip
+    # a field stuck in one call is killed (limit + grace per cell), never waited for
+    assert time.perf_counter() - start < 2 * (0.3 + 2.0) + 10
+    assert (res.table["status"] == "failed").all()
+    assert res.table["message"].str.startswith("timeout").all()
+    kw = dict(methods="rk4", n_steps=[200], repeats=1, out=tmp_path / "wp")
+    first = work_precision(slow, cell_timeout=0.2, **kw)  # 800 calls of 10 ms: > 0.2 s
+    assert first.table["message"].iloc[0].startswith("timeout")
+    again = work_precision(slow, cell_timeout=0.2, **kw)  # same limit: loaded, not rerun
+    assert again.counts == {"loaded": 1, "computed": 0}
+    done = work_precision(slow, cell_timeout=60, **kw)
+    assert done.counts == {"loaded": 0, "computed": 1}
+    assert done.table["status"].iloc[0] == "ok" and done.table["nfe"].iloc[0] >= 800
+    assert math.isfinite(done.table["error"].iloc[0])
+
+
+def test_compare_command_with_a_problem_file_and_the_new_options(tmp_path, monkeypatch, capsys):
+    import json
+
+    from odenet.cli import main
+
+    (tmp_path / "mine.py").write_text(
+        "import torch\nfrom odenet.problems import Problem\n\n"
+        "def stiff_decay(lam: float = -100.0):\n"
+        "    return Problem(lambda t, y: lam * (y - torch.cos(t)), y0=[1.0], span=(0.0, 1.0),\n"
+        "                   stiff=True, name='stiff_decay', atol_ratio=1e-4)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ODENET_CACHE", str(tmp_path / "cache"))
+    argv = ["compare", "--problem", "mine.py:stiff_decay", "--param", "lam=-50"]
+    argv += ["--methods", "kvaerno3,scipy:BDF", "--tols", "1e-3", "--repeats", "1"]
+    argv += ["--error", "mixed", "--cell-timeout", "60", "--quiet", "--no-plot"]
+    assert main(argv) == 0
+    out = tmp_path / "odenet-results" / "compare-stiff_decay"
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["error"] == "mixed" and cfg["cell_timeout"] == 60 and cfg["params"] == {"lam": -50}
+    table = pd.read_csv(out / "results.csv")
+    assert (table["status"] == "ok").all() and (table["error"] == table["mixed_max"]).all()
+    assert "mixed error" in capsys.readouterr().out
+    # the saved configuration reruns it (every cell loaded)
+    assert main(["compare", "--config", str(out / "config.json"), "--quiet", "--no-plot"]) == 0
+    assert "0 computed, 2 loaded" in capsys.readouterr().out

@@ -1,17 +1,28 @@
 """Work–precision: error against cost (function evaluations, wall time) per solver.
 
-Adaptive methods are run across tolerances (``rtol``, with ``atol = rtol ·
-atol_ratio``), fixed-step methods across numbers of steps.  odenet methods run
-beside scipy's ``solve_ivp`` (``"scipy:RK45"``, ``"scipy:DOP853"``,
-``"scipy:Radau"``, ...) and torchdiffeq's ``odeint`` (``"torchdiffeq:dopri5"``,
-``"torchdiffeq:rk4"``, ...) on the same problem, the same output times and the
-same error norm.  Each cell is timed ``repeats`` times and the median is
-reported; the function evaluations are counted by wrapping the vector field once.
+Adaptive methods are run across tolerances (``rtol``, with ``atol = atol_ratio · rtol``,
+the problem's :attr:`~odenet.problems.Problem.atol_ratio`, per component if it has one per
+component), fixed-step methods across numbers of steps.  odenet methods run beside
+scipy's ``solve_ivp`` (``"scipy:RK45"``, ``"scipy:Radau"``, ``"scipy:BDF+jac"``,
+``"scipy:BDF+sparsity"``, ...) and torchdiffeq's ``odeint`` (``"torchdiffeq:dopri5"``,
+...) on the same problem, the same output times and the same error measure.
+
+The work is counted the same way on every side: ``nfe`` is every call of the vector
+field, made by whichever library (the field is wrapped once, so scipy's
+finite-difference Jacobian columns and the evaluation each odenet autograd Jacobian
+makes are in it), ``jac_products`` the vector–Jacobian products of odenet's autograd
+Jacobians (``n`` per Jacobian, each about the cost of one evaluation), and
+``work = nfe + jac_products``; ``njev`` (Jacobians) and ``nlu`` (LU factorizations) as
+each library reports them.  Each cell is timed ``repeats`` times (median reported)
+in a child process that is killed after ``cell_timeout`` seconds: a cell that runs
+past it is a failed cell with the reason ``timeout``, and the study goes on.
 """
 
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
 import statistics
 import time
 from collections.abc import Sequence
@@ -23,7 +34,7 @@ import pandas as pd
 import torch
 
 from odenet._errors import InputError
-from odenet.problems import Problem, as_problem
+from odenet.problems import MEASURES, Problem, as_problem
 from odenet.studies.convergence import (
     _DTYPES,
     MAX_STEPS,
@@ -34,6 +45,7 @@ from odenet.studies.convergence import (
 )
 from odenet.studies.sweep import (
     CellStore,
+    _watch_parent,
     check_result,
     make_executor,
     problem_payload,
@@ -49,10 +61,26 @@ DEFAULT_COMPARE_METHODS = (
     "scipy:DOP853",
     "torchdiffeq:dopri5",
 )
+# a stiff problem's default rows: odenet's implicit methods beside scipy's stiff solvers
+DEFAULT_STIFF_METHODS = (
+    "radau_iia5",
+    "kvaerno5",
+    "sdirk4",
+    "scipy:Radau",
+    "scipy:BDF",
+    "scipy:LSODA",
+)
 DEFAULT_TOLERANCES = (1e-3, 1e-5, 1e-7)
+# seconds per cell (all its repeats): long enough for any of the built-in problems at
+# rtol 1e-8 on a slow machine, short enough that a stalled solver costs minutes, not hours
+DEFAULT_CELL_TIMEOUT = 120.0
+# after the cooperative deadline, how long a cell may take to stop before it is killed
+_KILL_GRACE = 2.0
 DEFAULT_N_STEPS = (16, 32, 64)
 N_OUTPUTS = 21
 SCIPY_METHODS = ("RK23", "RK45", "DOP853", "Radau", "BDF", "LSODA")
+# which scipy methods take the problem's Jacobian (``+jac``) or its sparsity (``+sparsity``)
+SCIPY_VARIANTS = {"jac": ("Radau", "BDF", "LSODA"), "sparsity": ("Radau", "BDF")}
 TORCHDIFFEQ_FIXED = (
     "euler",
     "midpoint",
@@ -67,22 +95,41 @@ TORCHDIFFEQ_ADAPTIVE = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2
 
 @dataclass(frozen=True)
 class Solver:
-    """One solver of a comparison: ``library`` (odenet | scipy | torchdiffeq), ``method``."""
+    """One solver of a comparison: ``library`` (odenet | scipy | torchdiffeq), ``method``,
+    and for scipy the ``variant``: ``""``, ``"jac"`` (the problem's exact Jacobian) or
+    ``"sparsity"`` (its sparsity pattern)."""
 
     library: str
     method: str
     adaptive: bool
+    variant: str = ""
 
     @property
     def label(self) -> str:
-        return self.method if self.library == "odenet" else f"{self.library}:{self.method}"
+        name = self.method + (f"+{self.variant}" if self.variant else "")
+        return name if self.library == "odenet" else f"{self.library}:{name}"
 
 
 def parse_solver(spec: str) -> Solver:
-    """``"dopri5"`` → odenet; ``"scipy:RK45"``; ``"torchdiffeq:rk4"``."""
+    """``"dopri5"`` → odenet; ``"scipy:RK45"``; ``"scipy:BDF+jac"``; ``"torchdiffeq:rk4"``."""
     from odenet.tableaus import methods, tableau
 
+    spec, _, variant = spec.partition("+")
     lib, sep, name = spec.partition(":")
+    if variant:
+        if lib != "scipy" or variant not in SCIPY_VARIANTS:
+            raise InputError(
+                f"unknown variant {spec}+{variant} in `methods`; only scipy's stiff solvers "
+                "take one: scipy:Radau+jac, scipy:BDF+jac, scipy:LSODA+jac, "
+                "scipy:Radau+sparsity, scipy:BDF+sparsity."
+            )
+        if name not in SCIPY_VARIANTS[variant]:
+            raise InputError(
+                f"scipy:{name} does not take `{'jac' if variant == 'jac' else 'jac_sparsity'}`"
+                f"; +{variant} works with "
+                f"{', '.join('scipy:' + m for m in SCIPY_VARIANTS[variant])}."
+            )
+        return Solver("scipy", name, True, variant)
     if not sep:
         lib, name = "odenet", spec
     if lib == "odenet":
@@ -134,49 +181,82 @@ def _check_steps(ns) -> list[int]:
 # --- one cell --------------------------------------------------------------------------------
 
 
-def _run_once(problem: Problem, solver: Solver, setting: float, t_out: np.ndarray, dtype: str):
-    """One solve; returns ``(ys [T, n] numpy, stats dict)``."""
+class CellTimeout(Exception):
+    """Raised inside the vector field once a cell's deadline has passed."""
+
+
+class _Field:
+    """Counts every call of a vector field and stops the solve at a deadline.
+
+    The deadline is checked on each call: a solver always calls its field, so this
+    stops a slow cell of any library at the next evaluation (a field that itself hangs
+    is stopped by killing the cell's process instead).
+    """
+
+    def __init__(self, f, deadline: float | None):
+        self.f, self.deadline, self.calls = f, deadline, 0
+
+    def __call__(self, t, y):
+        self.calls += 1
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            raise CellTimeout("deadline")
+        return self.f(t, y)
+
+
+def _run_once(
+    problem: Problem,
+    solver: Solver,
+    setting: float,
+    t_out: np.ndarray,
+    dtype: str,
+    deadline: float | None = None,
+):
+    """One solve; returns ``(ys [T, n] numpy, stats dict)`` (see the module docstring)."""
     tdt = _DTYPES[dtype]
     t0, t1 = problem.span
+    atol = problem.atol(setting) if solver.adaptive else None
     if solver.library == "scipy":
         from scipy.integrate import solve_ivp
 
-        f = problem.numpy_field()
+        f = _Field(problem.numpy_field(), deadline)
+        extra = {}
+        if solver.variant == "jac":
+            extra["jac"] = problem.jac_numpy
+        elif solver.variant == "sparsity":
+            extra["jac_sparsity"] = problem.jac_sparsity
         sol = solve_ivp(
             f,
             (t0, t1),
             problem.y0,
             method=solver.method,
             rtol=setting,
-            atol=setting * 1e-3,
+            atol=atol,
             dense_output=True,
+            **extra,
         )
         if not sol.success:
             raise RuntimeError(sol.message)
         steps = len(sol.t) - 1
         return sol.sol(t_out).T, {
-            "nfe": int(sol.nfev),
+            "nfe": f.calls,
+            "jac_products": 0,
+            "njev": int(sol.njev),
+            "nlu": int(sol.nlu),
             "steps": steps,
             "accepted": steps,
             "rejected": math.nan,
-            "njev": int(sol.njev),
         }
     t_tensor = torch.as_tensor(t_out, dtype=tdt)
     y0 = problem.y0_tensor(tdt)
+    f = _Field(problem.f, deadline)
+    atol_t = atol if atol is None or np.ndim(atol) == 0 else torch.as_tensor(atol, dtype=tdt)
     if solver.library == "torchdiffeq":
         import torchdiffeq
-
-        count = [0]
-        f_user = problem.f
-
-        def f(t, y):
-            count[0] += 1
-            return f_user(t, y)
 
         with torch.no_grad():
             if solver.adaptive:
                 ys = torchdiffeq.odeint(
-                    f, y0, t_tensor, method=solver.method, rtol=setting, atol=setting * 1e-3
+                    f, y0, t_tensor, method=solver.method, rtol=setting, atol=atol_t
                 )
             else:
                 ys = torchdiffeq.odeint(
@@ -188,7 +268,10 @@ def _run_once(problem: Problem, solver: Solver, setting: float, t_out: np.ndarra
                 )
         steps = int(setting) if not solver.adaptive else math.nan
         return ys.double().numpy(), {
-            "nfe": count[0],
+            "nfe": f.calls,
+            "jac_products": 0,
+            "njev": 0,
+            "nlu": 0,
             "steps": steps,
             "accepted": steps,
             "rejected": math.nan,
@@ -197,73 +280,187 @@ def _run_once(problem: Problem, solver: Solver, setting: float, t_out: np.ndarra
 
     with torch.no_grad():
         if solver.adaptive:
-            sol = solve(
-                problem.f, y0, t_tensor, method=solver.method, rtol=setting, atol=setting * 1e-3
-            )
+            sol = solve(f, y0, t_tensor, method=solver.method, rtol=setting, atol=atol_t)
         else:
-            sol = solve(
-                problem.f, y0, t_tensor, method=solver.method, step_size=(t1 - t0) / setting
-            )
-    stats = {k: sol.stats[k] for k in ("nfe", "steps", "accepted", "rejected")}
-    for k in ("jacobians", "linear_solves"):
-        if k in sol.stats:
-            stats[k] = sol.stats[k]
+            sol = solve(f, y0, t_tensor, method=solver.method, step_size=(t1 - t0) / setting)
+    stats = {k: sol.stats[k] for k in ("steps", "accepted", "rejected")}
+    njev = int(sol.stats.get("jacobians", 0))
+    # an autograd Jacobian is one evaluation (counted in nfe) and one vector–Jacobian
+    # product per state component
+    stats.update(
+        nfe=f.calls,
+        jac_products=njev * problem.dim,
+        njev=njev,
+        nlu=int(sol.stats.get("factorizations", 0)),
+    )
     return sol.ys.double().numpy().reshape(t_out.size, -1), stats
 
 
-def work_precision_cell(payload, spec: str, setting: float, repeats: int, dtype: str) -> dict:
-    """Run one solver at one tolerance (or number of steps) ``repeats`` times; median time."""
+def _measure(payload, spec: str, setting: float, repeats: int, dtype: str, limit):
+    """Solve ``repeats`` times within ``limit`` seconds; the raw outcome of one cell.
+
+    Returns ``{"ys": [T, n] list or None, "stats", "times", "status", "message"}``.
+    A repeat is started only when the runs so far say it ends within the limit.
+    """
     problem = resolve_problem(payload)
     solver = parse_solver(spec)
     t_out = np.linspace(problem.span[0], problem.span[1], N_OUTPUTS)
-    times, status, message = [], "ok", ""
-    ys, stats = None, {}
     # imports are not part of a solver's time
     if solver.library == "torchdiffeq":
         import torchdiffeq  # noqa: F401
     elif solver.library == "scipy":
         import scipy.integrate  # noqa: F401
+    times, status, message = [], "ok", ""
+    ys, stats = None, {}
+    start_all = time.perf_counter()
+    deadline = None if limit is None else start_all + limit
     for _ in range(repeats):
+        if times and deadline is not None and time.perf_counter() + max(times) > deadline:
+            break  # one more repeat would run past the limit: report the ones done
         start = time.perf_counter()
         try:
-            ys, stats = _run_once(problem, solver, setting, t_out, dtype)
+            ys, stats = _run_once(problem, solver, setting, t_out, dtype, deadline)
         except Exception as e:  # a failed solve is a result, not a crash of the sweep
-            status, message = "failed", f"{type(e).__name__}: {e}".splitlines()[0][:300]
+            status = "failed"
+            if deadline is not None and time.perf_counter() > deadline:
+                message = _timeout_message(limit)
+            else:
+                message = f"{type(e).__name__}: {e}".splitlines()[0][:300]
             break
         times.append(time.perf_counter() - start)
-    norms = {"error_final": math.inf, "error_max": math.inf, "error_l2": math.inf}
-    if status == "ok":
-        exact = problem.solution(t_out)
-        ys = np.asarray(ys, dtype=np.float64).reshape(exact.shape)
-        message = blowup_message(ys, exact)
-        if message:
-            status = "failed"
-        else:
-            norms = time_norms(t_out, np.abs(ys - exact).max(axis=1))
     return {
-        **norms,
-        "nfe": float(stats.get("nfe", math.nan)),
-        "steps": float(stats.get("steps", math.nan)),
-        "rejected": float(stats.get("rejected", math.nan)),
-        "wall_s": statistics.median(times) if times else math.nan,
-        "wall_all_s": times,
+        "ys": None if ys is None or status != "ok" else np.asarray(ys, dtype=np.float64).tolist(),
+        "stats": stats,
+        "times": times,
         "status": status,
         "message": message,
     }
 
 
+def _timeout_message(limit: float) -> str:
+    return (
+        f"timeout: the cell ran past its limit of {limit:g} s (--cell-timeout / "
+        "`cell_timeout`); raise the limit to finish it"
+    )
+
+
+def _child(conn, args, parent: int) -> None:
+    import signal
+    import threading
+
+    # Ctrl-C reaches the whole process group: the parent handles it and kills this child
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # a parent killed with -9 cannot kill its cell: stop with it instead of finishing
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    try:
+        out = _measure(*args)
+    except BaseException as e:  # report, never hang the parent waiting for a result
+        out = {"crash": f"{type(e).__name__}: {e}".splitlines()[0][:300]}
+    conn.send(out)
+    conn.close()
+
+
+def _measure_killable(args: tuple, limit: float) -> dict:
+    """:func:`_measure` in a child process that is killed if it outlives ``limit``.
+
+    The solve stops itself at the limit (the deadline in its field); the kill, a few
+    seconds later, catches what cannot stop itself (a field stuck in one call, an
+    endless factorization).  The child is forked: it starts in milliseconds with
+    everything imported, needs nothing pickled (a problem may hold lambdas), and does
+    not re-run the caller's script as spawn and forkserver children do.
+    """
+    if multiprocessing.current_process().daemon:  # daemons may not have children
+        return _measure(*args)
+    ctx = multiprocessing.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(send, args, os.getpid()), daemon=True)
+    proc.start()
+    send.close()
+    try:
+        if recv.poll(limit + _KILL_GRACE):
+            try:
+                out = recv.recv()
+            except EOFError:  # the child died without an answer
+                proc.join()
+                out = {"crash": f"the cell's process died (exit code {proc.exitcode})"}
+        else:
+            out = {"status": "failed", "message": _timeout_message(limit)}
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+        recv.close()
+    if "crash" in out:
+        out = {"status": "failed", "message": out["crash"]}
+    return {"ys": None, "stats": {}, "times": [], **out}
+
+
+def work_precision_cell(
+    payload,
+    spec: str,
+    setting: float,
+    repeats: int,
+    dtype: str,
+    cell_timeout: float | None = None,
+) -> dict:
+    """Run one solver at one tolerance (or number of steps) ``repeats`` times; median time.
+
+    With ``cell_timeout`` (seconds) the runs happen in a child process and a cell that
+    runs past the limit is recorded as failed with a message starting ``"timeout"``.
+    The errors are measured here, against the problem's exact or reference solution,
+    in every measure of :data:`odenet.problems.MEASURES`.
+    """
+    args = (payload, spec, setting, repeats, dtype, cell_timeout)
+    raw = _measure(*args) if cell_timeout is None else _measure_killable(args, cell_timeout)
+    status, message, stats, times = raw["status"], raw["message"], raw["stats"], raw["times"]
+    norms = {_field(m, n): math.inf for m in MEASURES for n in _NORMS}
+    if status == "ok":
+        problem = resolve_problem(payload)
+        t_out = np.linspace(problem.span[0], problem.span[1], N_OUTPUTS)
+        exact = problem.solution(t_out)
+        ys = np.asarray(raw["ys"], dtype=np.float64).reshape(exact.shape)
+        message = blowup_message(ys, exact)
+        if message:
+            status = "failed"
+        else:
+            for m in MEASURES:
+                per_time = problem.error(ys, exact, m).max(axis=1)
+                for name, v in time_norms(t_out, per_time).items():
+                    norms[_field(m, name.removeprefix("error_"))] = v
+    return {
+        **norms,
+        **{k: float(stats.get(k, math.nan)) for k in _COUNTS},
+        "wall_s": statistics.median(times) if times else math.nan,
+        "wall_all_s": times,
+        "cell_timeout_s": math.inf if cell_timeout is None else float(cell_timeout),
+        "status": status,
+        "message": message,
+    }
+
+
+_NORMS = ("final", "max", "l2")
+_COUNTS = ("nfe", "jac_products", "njev", "nlu", "steps", "rejected")
+
+
+def _field(measure: str, norm: str) -> str:
+    """The result field of one error measure and norm (``abs`` keeps the names ``error_*``)."""
+    return f"{'error' if measure == 'abs' else measure}_{norm}"
+
+
 _CELL_FIELDS = {
-    "error_final": "error",
-    "error_max": "error",
-    "error_l2": "error",
-    "nfe": "number",
-    "steps": "number",
-    "rejected": "number",
+    **{_field(m, n): "error" for m in MEASURES for n in _NORMS},
+    **{k: "number" for k in _COUNTS},
     "wall_s": "number",
     "wall_all_s": "numbers",
+    "cell_timeout_s": "number",
     "status": "status",
     "message": "str",
 }
+
+
+def is_timeout(result: dict) -> bool:
+    """Whether a stored cell failed by running past its time limit."""
+    return result.get("status") == "failed" and result.get("message", "").startswith("timeout")
 
 
 def validate_cell(key: dict, result: dict) -> str | None:
@@ -299,13 +496,16 @@ class WorkPrecisionResult:
 
     Attributes
     ----------
-    problem, norm : str
+    problem, norm, error : str
+        The problem's name, the norm in time and the error measure (abs | rel | mixed).
     table : DataFrame
         One row per (solver, setting): ``label, library, method, adaptive, rtol, n_steps,
-        error, error_final, error_max, error_l2, nfe, steps, rejected, wall_s, status,
-        message``.
+        error`` (the chosen measure and norm), the error in every measure and norm
+        (``error_final, error_max, error_l2`` absolute, ``rel_*``, ``mixed_*``), ``nfe,
+        jac_products, work, njev, nlu, steps, rejected, wall_s, cell_timeout_s, status,
+        message`` (see the module docstring for what the counts count).
     summary : DataFrame
-        Per solver: the run with the fewest evaluations reaching each error target (with its time).
+        Per solver: the run with the least work reaching each error target (with its time).
     config : dict
     counts : dict
     """
@@ -316,6 +516,7 @@ class WorkPrecisionResult:
     summary: pd.DataFrame
     config: dict = field(default_factory=dict)
     counts: dict = field(default_factory=dict)
+    error: str = "abs"
 
     def to_text(self) -> str:
         t = self.table.copy()
@@ -323,10 +524,14 @@ class WorkPrecisionResult:
             f"rtol={r:.0e}" if a else f"N={int(n)}"
             for a, r, n in zip(t["adaptive"], t["rtol"], t["n_steps"])
         ]
-        cols = ["label", "setting", "error", "nfe", "steps", "wall_s", "status"]
+        cols = ["label", "setting", "error", "nfe", "jac_products", "njev", "nlu", "steps"]
+        cols += ["wall_s", "status"]
+        count = lambda v: "-" if not math.isfinite(v) else f"{int(v)}"  # noqa: E731
         lines = [
-            f"Work–precision: problem {self.problem!r}, {self.norm} error over {N_OUTPUTS} "
-            "output times (max over components); wall time = median of repeats",
+            f"Work–precision: problem {self.problem!r}, {self.error} error ({self.norm} over "
+            f"{N_OUTPUTS} output times, max over components); nfe = every call of f "
+            "(finite-difference Jacobians included), jac_products = autograd "
+            "vector–Jacobian products; wall time = median of repeats",
             "",
             t[cols].to_string(
                 index=False,
@@ -334,12 +539,18 @@ class WorkPrecisionResult:
                 formatters={
                     "error": lambda v: f"{v:.2e}",
                     "wall_s": lambda v: f"{v * 1e3:.1f} ms",
-                    "nfe": lambda v: "-" if not math.isfinite(v) else f"{int(v)}",
-                    "steps": lambda v: "-" if not math.isfinite(v) else f"{int(v)}",
+                    **{c: count for c in ("nfe", "jac_products", "njev", "nlu", "steps")},
                 },
             ),
+        ]
+        failed = t[t["status"] != "ok"]
+        if not failed.empty:
+            lines += ["", "Failed cells:"]
+            lines += [f"  {r.label} {r.setting}: {r.message}" for r in failed.itertuples()]
+        lines += [
             "",
-            "Fewest evaluations reaching each error target (NFE / its median wall time):",
+            "Least work (nfe + jac_products) reaching each error target (work / its median "
+            "wall time):",
             self.summary.to_string(index=False),
         ]
         return "\n".join(lines)
@@ -359,22 +570,72 @@ def _summary(table: pd.DataFrame) -> pd.DataFrame:
             if ok.empty:
                 row[f"err<={tgt:.0e}"] = "-"
             else:
-                best = ok.loc[ok["nfe"].idxmin()]
-                row[f"err<={tgt:.0e}"] = f"{int(best['nfe'])} / {best['wall_s'] * 1e3:.1f} ms"
+                best = ok.loc[ok["work"].idxmin()]
+                row[f"err<={tgt:.0e}"] = f"{int(best['work'])} / {best['wall_s'] * 1e3:.1f} ms"
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def identity(problem: Problem, dtype: str, repeats: int) -> dict:
+    ratio = problem.atol_ratio
     return {
         "kind": "work_precision",
         "problem": problem.name,
         "problem_key": problem.key(),
         "dtype": dtype,
         "repeats": repeats,
-        "atol_ratio": 1e-3,
+        "atol_ratio": ratio if np.ndim(ratio) == 0 else np.asarray(ratio).tolist(),
         "n_outputs": N_OUTPUTS,
     }
+
+
+def check_cell_timeout(value) -> float | None:
+    """``None`` (no limit) or a positive number of seconds."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise InputError(
+            f"`cell_timeout` must be a positive number of seconds (or None for no limit), "
+            f"got {value!r}."
+        )
+    return float(value)
+
+
+def check_error_measure(value) -> str:
+    if value not in MEASURES:
+        raise InputError(
+            f"`error` must be one of {', '.join(MEASURES)} (absolute, relative, or relative "
+            f"above the problem's atol_ratio and absolute below), got {value!r}."
+        )
+    return value
+
+
+def _check_variants(problem: Problem, solvers: list[Solver]) -> None:
+    for s in solvers:
+        if s.variant == "jac" and problem.jac_numpy is None:
+            raise InputError(
+                f"{s.label}: problem {problem.name!r} has no Jacobian; give the Problem a "
+                "`jac_numpy` or compare without +jac."
+            )
+        if s.variant == "sparsity" and problem.jac_sparsity is None:
+            raise InputError(
+                f"{s.label}: problem {problem.name!r} has no sparsity pattern; give the Problem "
+                "a `jac_sparsity` or compare without +sparsity."
+            )
+
+
+class _Redo:
+    """A view of a store in which the given cells count as missing (to be recomputed)."""
+
+    def __init__(self, store: CellStore, keys: list[dict]):
+        self.store, self.folder = store, store.folder
+        self._redo = [dict(k) for k in keys]
+
+    def __contains__(self, key: dict) -> bool:
+        return key not in self._redo and key in self.store
+
+    def put(self, key: dict, result: dict) -> None:
+        self.store.put(key, result)
 
 
 def work_precision(
@@ -388,6 +649,8 @@ def work_precision(
     n_steps: Sequence[int] | None = None,
     repeats: int = 3,
     norm: str = "max",
+    error: str = "abs",
+    cell_timeout: float | None = DEFAULT_CELL_TIMEOUT,
     dtype: str = "float64",
     out=None,
     workers: int | None = 1,
@@ -396,7 +659,7 @@ def work_precision(
     progress: bool = False,
     oversubscribe: bool = False,
 ) -> WorkPrecisionResult:
-    """Error against function evaluations and wall time for several solvers on one problem.
+    """Error against work and wall time for several solvers on one problem.
 
     Parameters
     ----------
@@ -404,16 +667,29 @@ def work_precision(
         As in :func:`odenet.studies.convergence`.
     methods : list of str or comma-separated str
         odenet names (adaptive ones are run across ``tolerances``, fixed-step ones across
-        ``n_steps``), ``"scipy:NAME"`` (``solve_ivp``) and ``"torchdiffeq:NAME"``; default
-        ``DEFAULT_COMPARE_METHODS``.
+        ``n_steps``), ``"scipy:NAME"`` (``solve_ivp``; ``"scipy:NAME+jac"`` passes the
+        problem's ``jac_numpy`` as ``jac``, ``"scipy:NAME+sparsity"`` its ``jac_sparsity``)
+        and ``"torchdiffeq:NAME"``.  Default ``DEFAULT_COMPARE_METHODS``, or
+        ``DEFAULT_STIFF_METHODS`` for a problem marked ``stiff``.
     tolerances : sequence of float
-        ``rtol`` values; ``atol = 1e-3 · rtol``.  Default 1e-3, 1e-5, 1e-7.
+        ``rtol`` values; ``atol = problem.atol_ratio · rtol`` (default ratio 1e-3; one per
+        component if the problem has one per component).  Default 1e-3, 1e-5, 1e-7.
     n_steps : sequence of int
         Step counts for fixed-step solvers.  Default 16, 32, 64.
     repeats : int
-        Timing repetitions per cell; the median is reported (NFE from the run itself).
+        Timing repetitions per cell; the median is reported (counts from the first run).
     norm : {"max", "final", "l2"}
-        Error over the 21 equally spaced output times (max over components).
+        Norm in time over the 21 equally spaced output times (max over components).
+    error : {"abs", "rel", "mixed"}
+        Error measure per component (:meth:`odenet.problems.Problem.error`): absolute,
+        relative to the reference, or mixed (relative above the problem's
+        ``atol_ratio``, absolute below).  Every cell stores all three; this picks the
+        ``error`` column and the summary.
+    cell_timeout : float or None
+        Seconds per cell (all its repeats, default 120).  Each cell runs in a child process;
+        one that runs past the limit is recorded as failed with a message starting
+        ``"timeout"`` and the study goes on.  Rerunning with a larger limit recomputes
+        the cells that timed out under a smaller one.  ``None``: no limit, in-process.
     dtype, out, workers, scheduler, executor, progress, oversubscribe :
         As in :func:`odenet.studies.convergence`.  Timings are only meaningful with
         ``workers=1`` (no contention).
@@ -424,7 +700,7 @@ def work_precision(
     """
     problem = as_problem(problem_or_f, y0, span, exact)
     if methods is None:
-        methods = list(DEFAULT_COMPARE_METHODS)
+        methods = list(DEFAULT_STIFF_METHODS if problem.stiff else DEFAULT_COMPARE_METHODS)
     if isinstance(methods, str):
         methods = [m.strip() for m in methods.split(",") if m.strip()]
     try:
@@ -436,6 +712,7 @@ def work_precision(
     solvers = [parse_solver(m) for m in dict.fromkeys(methods)]
     if not solvers:
         raise InputError("`methods` is empty; name at least one solver.")
+    _check_variants(problem, solvers)
     tols = _check_tolerances(DEFAULT_TOLERANCES if tolerances is None else tolerances)
     ns = _check_steps(DEFAULT_N_STEPS if n_steps is None else n_steps)
     if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= 100:
@@ -443,6 +720,8 @@ def work_precision(
             f"`repeats` must be a positive integer up to 100 (timing repetitions), got {repeats!r}."
         )
     norm = check_norm(norm)
+    error = check_error_measure(error)
+    cell_timeout = check_cell_timeout(cell_timeout)
     dtype = check_dtype(dtype)
     store = CellStore(out, identity(problem, dtype, repeats), validate_cell)
     config = {
@@ -453,6 +732,8 @@ def work_precision(
         "steps": ns,
         "repeats": repeats,
         "norm": norm,
+        "error": error,
+        "cell_timeout": cell_timeout,
         "dtype": dtype,
     }
     ctx = (
@@ -469,9 +750,24 @@ def work_precision(
             settings = tols if s.adaptive else ns
             for v in settings:
                 key = {"solver": s.label, "setting": v}
-                tasks.append((key, (payload, s.label, v, repeats, dtype)))
+                tasks.append((key, (payload, s.label, v, repeats, dtype, cell_timeout)))
+        # a cell that timed out under a smaller limit than this run's is tried again
+        limit = math.inf if cell_timeout is None else cell_timeout
+        redo = [
+            k
+            for k, _ in tasks
+            if k in store and is_timeout(store.get(k)) and store.get(k)["cell_timeout_s"] < limit
+        ]
+        if any(k not in store for k, _ in tasks) or redo:
+            # the reference solve (cached on disk) is not part of any cell's time limit
+            problem.solution(np.linspace(problem.span[0], problem.span[1], N_OUTPUTS))
         counts = run_cells(
-            work_precision_cell, tasks, store, executor=ex, progress=progress, desc="compare"
+            work_precision_cell,
+            tasks,
+            _Redo(store, redo) if redo else store,
+            executor=ex,
+            progress=progress,
+            desc="compare",
         )
     rows = []
     for key, _ in tasks:
@@ -490,13 +786,18 @@ def work_precision(
             }
         )
     table = pd.DataFrame(rows)
-    table.insert(6, "error", table[f"error_{norm}"])
-    return WorkPrecisionResult(problem.name, norm, table, _summary(table), config, counts)
+    table.insert(6, "error", table[_field(error, norm)])
+    table.insert(
+        table.columns.get_loc("jac_products") + 1, "work", table["nfe"] + table["jac_products"]
+    )
+    return WorkPrecisionResult(problem.name, norm, table, _summary(table), config, counts, error)
 
 
 __all__ = [
+    "DEFAULT_CELL_TIMEOUT",
     "DEFAULT_COMPARE_METHODS",
     "DEFAULT_N_STEPS",
+    "DEFAULT_STIFF_METHODS",
     "DEFAULT_TOLERANCES",
     "Solver",
     "WorkPrecisionResult",

@@ -75,7 +75,10 @@ TORCHDIFFEQ_FIXED = {
     "sdirk2",
     "trbdf2",
 }
+# torchdiffeq's Adams methods (odenet._adams), fixed-grid too, with two options of their own
 MULTISTEP = ("explicit_adams", "implicit_adams", "fixed_adams")
+TORCHDIFFEQ_FIXED |= set(MULTISTEP)
+ADAMS_OPTIONS = {"max_order", "max_iters"}
 SCIPY_SOLVERS = ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA")
 
 # torchdiffeq 0.2.5's options, per family of solver
@@ -116,12 +119,19 @@ def _method_name(method):
     if not isinstance(method, str):
         return method  # a ButcherTableau
     key = method.lower()
-    if key in MULTISTEP:
-        raise InputError(
-            f"method {method!r} (a torchdiffeq Adams multistep method) is not available in "
-            "odenet yet; use e.g. 'dopri5', 'dop853', or 'rk4' with a step_size."
-        )
     return TORCHDIFFEQ_METHODS.get(key, method)
+
+
+def _adams_method(method, options, rtol, atol):
+    """An Adams name -> ``(method object with its options and odeint's tolerances for
+    the corrector, the options without max_order/max_iters)``; else ``(None, options)``."""
+    if not (isinstance(method, str) and method.lower() in MULTISTEP):
+        return None, options
+    from odenet._adams import METHODS
+
+    options = dict(options or {})
+    own = {k: options.pop(k) for k in ADAMS_OPTIONS if k in options}
+    return METHODS[method.lower()].with_options(rtol=rtol, atol=atol, **own), options
 
 
 def _is_fixed(method, name) -> bool:
@@ -648,7 +658,10 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adj
 
     name = _method_name(method)
     fixed = _is_fixed(method, name)
+    adams, options = _adams_method(method, options, rtol, atol)
     kwargs, grid_opts, time_dtype = _translate(options, fixed=fixed, method_label=str(label))
+    if adams is not None:
+        name = adams
     if not fixed:
         if tuple_state:
             norm = _mixed_norm if user_norm is None else user_norm

@@ -498,7 +498,7 @@ def _fit_one(args, data, channels, covariates, train, val, meta, checkpoint, pro
     return fit(model, train, val, iters=args.iters, lr=args.lr, batch_size=args.batch_size,
                seed=args.seed, checkpoint=checkpoint, resume=args.resume,
                progress=progress and not args.no_progress, optimizer=optimizer,
-               meta=meta)  # fmt: skip
+               meta=meta, overwrite=args.force)  # fmt: skip
 
 
 def _scores(res, ctx, held, tail, channels, ids) -> dict:
@@ -736,8 +736,10 @@ def run_predict(args) -> int:
     else:
         text = pd.DataFrame(rows).to_csv(index=False)
     if args.out:
-        try:
-            Path(args.out).write_text(text)
+        from odenet.studies.sweep import atomic_write_text
+
+        try:  # a kill mid-write must not leave a truncated CSV that looks complete
+            atomic_write_text(Path(args.out), text, make_parents=False)
         except OSError as e:
             raise FitCLIError(f"cannot write --out {args.out!r}: {e.strerror or e}.") from None
     else:

@@ -13,12 +13,14 @@ resumed run ends with the same parameters as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import os
 import pickle
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,7 +171,7 @@ def save_checkpoint(path, state: dict) -> None:
     state = {**state, "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path))
     except OSError as e:
         raise CheckpointError(
             f"cannot write the checkpoint {str(path)!r}: {e.strerror or e}; choose a writable "
@@ -187,6 +189,76 @@ def save_checkpoint(path, state: dict) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _tmp_prefix(path: Path) -> str:
+    # exact to this checkpoint: the temp files of "fit.pt2" never match "fit.pt"'s
+    return f".{path.name}.tmp-"
+
+
+@contextlib.contextmanager
+def checkpoint_lock(path) -> Iterator[None]:
+    """Hold ``path``'s checkpoint for this process while the block runs.
+
+    The lock is an ``flock`` on the hidden file ``.<name>.lock`` beside the checkpoint:
+    the kernel releases it when the process dies, even by ``kill -9``, so it is never
+    stale.  Holding it, the temp files of earlier writers that were killed mid-save are
+    removed (no live process can be writing them).  ``None`` locks nothing; so does a
+    platform without ``fcntl``.
+
+    Raises
+    ------
+    CheckpointError
+        Another process holds the lock (two ``odenet fit`` on one checkpoint would
+        overwrite each other's saves), or the lock file cannot be created.
+    """
+    if path is None:
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    path = Path(path)
+    lock = path.parent / f".{path.name}.lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise CheckpointError(
+            f"cannot write the checkpoint {str(path)!r}: {e.strerror or e} ({lock}); choose a "
+            "writable --checkpoint path."
+        ) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} is being written by another running fit (pid "
+                f"{holder}); wait for it to finish (then --resume continues it), or choose "
+                "another --checkpoint path."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        for stale in path.parent.glob(_tmp_prefix(path) + "*"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def _locks_checkpoint(fn):
+    """Run ``fn`` holding the lock of its ``checkpoint=`` keyword (see checkpoint_lock)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with checkpoint_lock(kwargs.get("checkpoint")):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def load_checkpoint(path, *, expect: dict | None = None) -> dict:
@@ -294,26 +366,62 @@ def load_state(model: nn.Module, state: dict, where: str = "the checkpoint") -> 
 _DATA_SIZED = {"norm_mean", "norm_std", "series_raw", "x0", "mean", "std", "dt"}
 
 
+def _storable(x):
+    """``x`` with numpy values turned into tensors and Python scalars, which
+    ``torch.load(weights_only=True)`` reads back (it refuses numpy objects)."""
+    import numpy as np
+
+    if isinstance(x, dict):
+        return {k: _storable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return type(x)(_storable(v) for v in x)
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x.copy())
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+def _restored(x):
+    """Inverse of :func:`_storable` (tensors back to numpy arrays)."""
+    if isinstance(x, dict):
+        return {k: _restored(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return type(x)(_restored(v) for v in x)
+    if isinstance(x, torch.Tensor):
+        return x.numpy()
+    return x
+
+
 def _fit_gauss_newton(model, ztrain, zval, norm, iters, checkpoint, resume, meta) -> FitResult:
     """``optimizer="gauss_newton"``: one call of the model's own least-squares solver.
 
-    With ``resume`` and an existing checkpoint, the solver restarts from the
-    checkpoint's estimates (it converges at once if they were the optimum)."""
+    The checkpoint is written once, when the solver has finished, with the solver's
+    report.  Resuming it with the same ``iters`` returns that result as it was — a
+    rerun after a kill equals the uninterrupted run to the bit; with another ``iters``
+    the solver restarts from the checkpoint's estimates (it converges at once if they
+    were the optimum)."""
     if not hasattr(model, "gauss_newton"):
         raise InputError(
             f"optimizer='gauss_newton' needs a model with a `gauss_newton(batch, max_iter)` "
             f"method (e.g. odenet.fit.GreyBoxMLE); {type(model).__name__} has none."
         )
-    elapsed0, warm = 0.0, False
+    elapsed0, warm, max_iter = 0.0, False, max(iters, 1)
     if resume and checkpoint is not None and Path(checkpoint).exists():
         ck = load_checkpoint(checkpoint, expect=meta or None)
         load_state(model, ck["model"], f"checkpoint {str(checkpoint)!r}")
         elapsed0, warm = float(ck.get("train_time", 0.0)), True
+        solved = ck.get("solved")
+        if isinstance(solved, dict) and solved.get("max_iter") == max_iter:
+            model.info = _restored(solved["info"])
+            return FitResult(model, norm, ck["history"], solved["best_val"], ck["iteration"],
+                             elapsed0, False, ck.get("stop_reason", ""),
+                             dict(meta or {}))  # fmt: skip
     t0 = time.perf_counter()
     if warm:  # the stored estimates are the start: no multiple-shooting stage
-        info = model.gauss_newton(ztrain, max_iter=max(iters, 1), multiple_shooting=False)
+        info = model.gauss_newton(ztrain, max_iter=max_iter, multiple_shooting=False)
     else:
-        info = model.gauss_newton(ztrain, max_iter=max(iters, 1))
+        info = model.gauss_newton(ztrain, max_iter=max_iter)
     history = {"iteration": [info["iterations"]], "train_loss": [2 * info["cost"]],
                "val_loss": []}  # fmt: skip
     best = math.nan
@@ -328,11 +436,14 @@ def _fit_gauss_newton(model, ztrain, zval, norm, iters, checkpoint, resume, meta
                                      "normalizer": norm.state_dict(),
                                      "model_class": type(model).__name__,
                                      "meta": dict(meta or {}),
-                                     "stop_reason": info.get("stop_reason", "")})  # fmt: skip
+                                     "stop_reason": info.get("stop_reason", ""),
+                                     "solved": {"max_iter": max_iter, "best_val": best,
+                                                "info": _storable(info)}})  # fmt: skip
     return FitResult(model, norm, history, best, info["iterations"], elapsed, False,
                      info.get("stop_reason", ""), dict(meta or {}))  # fmt: skip
 
 
+@_locks_checkpoint
 def fit(
     model: nn.Module,
     train,
@@ -356,6 +467,7 @@ def fit(
     max_seconds: float | None = None,
     optimizer: str = "adam",
     meta: dict | None = None,
+    overwrite: bool = True,
 ) -> FitResult:
     """Fit ``model`` to irregular series with Adam.
 
@@ -383,7 +495,14 @@ def fit(
     checkpoint, checkpoint_every, resume :
         Path of the checkpoint file, written every ``checkpoint_every`` steps (default
         ``eval_every``) and at the end; with ``resume=True`` an existing checkpoint is
-        loaded and training continues from its iteration.
+        loaded and training continues from its iteration.  The checkpoint is locked
+        for the duration (:func:`checkpoint_lock`): a second process fitting into the
+        same file fails with :class:`CheckpointError` instead of overwriting its saves.
+    overwrite : bool
+        ``False`` refuses (:class:`CheckpointError`) to start over an existing
+        checkpoint without ``resume`` — checked under the lock, so a file written by
+        a process that finished a moment ago is not lost (``odenet fit`` without
+        ``--force``).
     progress : bool
         Show a tqdm progress bar.
     normalize : bool
@@ -415,6 +534,11 @@ def fit(
         )
     if not isinstance(iters, int) or iters < 0:
         raise InputError(f"`iters` must be a non-negative integer, got {iters!r}.")
+    if checkpoint is not None and not (resume or overwrite) and Path(checkpoint).exists():
+        raise CheckpointError(
+            f"checkpoint {str(checkpoint)!r} exists; pass --resume to continue it, --force "
+            "to overwrite it, or another --checkpoint path."
+        )
     tb = _batch_of(train)
     model.to(tb.values.dtype)
     vb = _batch_of(val) if val is not None else None

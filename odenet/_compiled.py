@@ -51,6 +51,7 @@ and dtype) exceeds a whole solve of fewer than ~10⁴ steps.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import weakref
@@ -115,6 +116,11 @@ def clear_cache() -> None:
         pass
 
 
+def _compile(fn: Callable) -> Callable:
+    """The compiler (one place; tests substitute it to check the wiring fast)."""
+    return torch.compile(fn, fullgraph=True, dynamic=False)
+
+
 class CompileFailed(RuntimeError):
     """Raised by a ``strict`` :class:`CompiledFunction` whose compile failed."""
 
@@ -136,7 +142,7 @@ class CompiledFunction:
         _RECORDS.append(self.record)
         self._compiled = None
         if compile and compile_enabled():
-            self._compiled = torch.compile(fn, fullgraph=True, dynamic=False)
+            self._compiled = _compile(fn)
         else:
             self.record.compiled = False
             self.record.reason = "compilation disabled"
@@ -468,6 +474,7 @@ def rk_step_one(f: Callable, shape: torch.Size, rk: RungeKutta, direction: float
         rates = None if E is None else E @ K
         return y1, K, rates, f1
 
+    step.field = g  # the internal field, for callers that need one more stage
     return step
 
 
@@ -513,3 +520,244 @@ def compiled_rk_step(
         return CompiledFunction(rk_step_one(f, shape, rk, direction), what, compile=compile)
 
     return _cached(f, (*key, bool(compile) and compile_enabled()), build)
+
+
+# --- the fused step of the one loop's host backend (``solve(..., compile=True)``) -------
+
+
+class CompileFallbackWarning(RuntimeWarning):
+    """``compile=True`` could not be honoured; the eager path ran (same results)."""
+
+
+def host_step(f: Callable, shape: torch.Size, rk: RungeKutta, direction: float, adaptive: bool):
+    """The eager function the loop's host backend calls per step under ``compile=True``.
+
+    ``(sh [2], y [1, n], f0 [1, n], tol [2, n]) -> (y1 [1, n], K [S, n], check [E], f1 [1, n])``
+    with ``sh = (s, h)`` the step's internal start time and size (time dtype),
+    ``tol = (atol, rtol)`` per component.  Beyond :func:`rk_step_one` it does in the
+    fused kernel what the host loop would otherwise do with a dozen eager tensor
+    operations per step:
+
+    * ``check``: adaptive, the RMS norm of each embedded error estimate scaled by
+      ``atol + rtol·max(|y|, |y1|)`` (what ``_Host.error_norms`` computes, ``E`` = 1,
+      or 2 for DOP853); fixed, ``[1.0]`` if ``y1`` is finite else ``[0.0]``.  One
+      ``.tolist()`` per step is then the only host synchronisation.
+    * ``f1 = f(s + h, y1)`` always: free for FSAL tableaux (their last stage), one
+      more stage in the kernel otherwise (the loop needs it as the next step's first
+      stage).
+    """
+    step = rk_step_one(f, shape, rk, direction)
+    fsal = bool(rk.stiffly_accurate)
+    g = step.field
+
+    def run(sh, y, f0, tol):
+        s, h = sh[0], sh[1]
+        y1, K, rates, f1 = step(s, y, h.to(y.dtype), f0)
+        if not fsal:
+            f1 = g(s + h, y1)
+        if adaptive:
+            scale = tol[0] + tol[1] * torch.maximum(y.abs(), y1.abs())
+            q = (h.to(y.dtype) * rates) / scale
+            check = q.pow(2).mean(dim=1).sqrt()
+        else:
+            check = torch.isfinite(y1).all().to(y.dtype).reshape(1)
+        return y1, K, check, f1
+
+    return run
+
+
+def host_block(
+    f: Callable,
+    shape: torch.Size,
+    rk: RungeKutta,
+    direction: float,
+    unroll: int,
+    python_loop: bool = False,
+):
+    """The eager fixed-grid block: ``n · unroll`` grid steps in one call.
+
+    ``(n [] int64, k [] int64, grid [2], s [], y [1, n], f0 [1, n]) -> (y, f, finite [1])``:
+    from node ``k`` at time ``s`` with ``f0 = f(s, y)``, the steps to the nodes
+    ``grid[0] + (k + j)·grid[1]``, ``j = 1 … n·unroll`` (``grid = (s0, h)``), each of
+    size ``node − s`` as the loop's own fixed steps (the same floating-point
+    operations), returning the state and ``f`` on the last node and whether that
+    state is finite.  A ``while_loop`` of ``n`` iterations of ``unroll`` steps:
+    compiled, its trip count is a tensor (no recompile for a new ``n``) and the
+    iteration's own overhead is shared by ``unroll`` steps.  It is the loop's
+    method step over several nodes: the loop still decides where a block ends
+    (before the next output) and accepts it.  ``python_loop``: the eager form.
+    """
+    step = rk_step_one(f, shape, rk, direction)
+    g = step.field
+    fsal = bool(rk.stiffly_accurate)
+    while_loop = None if python_loop else _while_loop()
+
+    def one(k, s, y, f0, grid):
+        k = k + 1
+        node = grid[0] + k.to(grid.dtype) * grid[1]
+        y1, _, _, f1 = step(s, y, (node - s).to(y.dtype), f0)
+        if not fsal:
+            f1 = g(node, y1)
+        return k, node, y1, f1
+
+    def run(n, k, grid, s, y, f0):
+        def cond(i, k, s, y, f):
+            return i > 0
+
+        def body(i, k, s, y, f):
+            for _ in range(unroll):
+                k, s, y, f = one(k, s, y, f, grid)
+            return i - 1, k, s, y, f
+
+        if while_loop is None:
+            carry = (n, k, s, y, f0)
+            while bool(carry[0] > 0):
+                carry = body(*carry)
+            y, f = carry[3], carry[4]
+        else:
+            y, f = while_loop(cond, body, (n, k, s, y, f0))[3:]
+        return y, f, torch.isfinite(y).all().to(y.dtype).reshape(1)
+
+    return run
+
+
+class FusedHost:
+    """What ``solve(..., compile=True)`` gives the loop's host backend.
+
+    It builds (cached per field, tableau, shape, dtype, device, direction and
+    fixed/adaptive) the fused step of :func:`host_step`, counts the field
+    evaluations it makes into the solve's counter, and records what happened for
+    ``Solution.stats``: ``compiled`` (bool), ``compile_time`` (seconds spent
+    compiling in this solve: 0 when the compiled code came from the cache) and,
+    when the eager path ran instead, ``compile_fallback`` (why).
+    """
+
+    def __init__(self, f: Callable, tableau: ButcherTableau, shape, time_dtype, direction, nfe):
+        self.f, self.tableau, self.shape = f, tableau, torch.Size(shape)
+        self.tdt, self.direction, self.nfe = time_dtype, -1.0 if direction < 0 else 1.0, nfe
+        self.used = False
+        self.fn: CompiledFunction | None = None
+        self.reason = ""
+        self._time_before = 0.0
+        self.block: CompiledFunction | None = None
+        self._block_before = 0.0
+        self.block_reason = ""
+
+    def build(self, rk: RungeKutta, y: torch.Tensor, adaptive: bool) -> CompiledFunction | None:
+        """The fused step for state rows like ``y [1, n]`` (``None``: not compilable,
+        the reason recorded)."""
+        self.used = True
+        if not compile_enabled():
+            return self.decline("compilation is disabled (ODENET_COMPILE=0 or no torch.compile)")
+        key = ("host", self.tableau.name, tuple(self.shape), tuple(y.shape), y.dtype, self.tdt)
+        key = (*key, y.device, self.direction, bool(adaptive))
+        what = f"host step {self.tableau.name} {'adaptive' if adaptive else 'fixed'} "
+        what += f"shape={tuple(self.shape)} {y.dtype}"
+        shape, direction, tab = self.shape, self.direction, self.tableau
+
+        def build():
+            own = RungeKutta(tab, y.dtype, self.tdt, y.device)
+            fn = host_step(self.f, shape, own, direction, adaptive)
+            return CompiledFunction(fn, what, strict=True)
+
+        self.fn = _cached(self.f, key, build)
+        self._time_before = self.fn.compile_time if self.fn.record.calls else float("nan")
+        if not self.fn.compiled:  # an earlier solve found it not compilable
+            return self.decline(self.fn.record.reason)
+        # stages per step, all in the kernel (FSAL: the last one is the next first)
+        self.per_call = rk.S - 1 if rk.stiffly_accurate else rk.S
+        return self.fn
+
+    def build_block(self, rk: RungeKutta, y: torch.Tensor, unroll: int) -> CompiledFunction | None:
+        """The compiled fixed-grid block of :func:`host_block` (``None``: unavailable;
+        the loop then takes its fixed steps one fused step at a time)."""
+        if not compile_enabled():
+            return None
+        key = ("block", self.tableau.name, tuple(self.shape), tuple(y.shape), y.dtype, self.tdt)
+        key = (*key, y.device, self.direction, int(unroll))
+        what = f"fixed-grid block {self.tableau.name} unroll={unroll} "
+        what += f"shape={tuple(self.shape)} {y.dtype}"
+        shape, direction, tab = self.shape, self.direction, self.tableau
+
+        def build():
+            own = RungeKutta(tab, y.dtype, self.tdt, y.device)
+            return CompiledFunction(
+                host_block(self.f, shape, own, direction, unroll), what, strict=True
+            )
+
+        self.block = _cached(self.f, key, build)
+        self._rk, self._unroll = RungeKutta(tab, y.dtype, self.tdt, y.device), int(unroll)
+        self._block_before = self.block.compile_time if self.block.record.calls else float("nan")
+        if not self.block.compiled:
+            self.block = None
+        self.per_step = rk.S - 1 if rk.stiffly_accurate else rk.S
+        return self.block
+
+    def _block_args(self, n_steps, unroll, node, grid, s, y, f0):
+        i64 = torch.int64
+        n = torch.scalar_tensor(n_steps // unroll, dtype=i64)
+        k = torch.scalar_tensor(node, dtype=i64)
+        return n, k, grid, torch.scalar_tensor(s, dtype=self.tdt, device=y.device), y, f0
+
+    def call_block(self, n_steps: int, unroll: int, node: int, grid, s, y, f0):
+        """``n_steps`` (a multiple of ``unroll``) fixed grid steps from ``node``:
+        ``(y, f, finite [1])``; ``None`` when the block failed to compile (the caller
+        then runs :meth:`eager_block` and uses no more blocks)."""
+        try:
+            out = self.block(*self._block_args(n_steps, unroll, node, grid, s, y, f0))
+        except CompileFailed as exc:
+            self.block, self.block_reason = None, str(exc)
+            return None
+        self.nfe[0] += self.per_step * n_steps
+        return out
+
+    def eager_block(self, n_steps: int, unroll: int, node: int, grid, s, y, f0):
+        """:meth:`call_block` computed eagerly (a Python loop of the same steps)."""
+        run = host_block(self.f, self.shape, self._rk, self.direction, unroll, python_loop=True)
+        self.nfe[0] += self.per_step * n_steps
+        return run(*self._block_args(n_steps, unroll, node, grid, s, y, f0))
+
+    def call(self, sh, y, f0, tol):
+        """One fused step; ``None`` when its first call failed to compile (the
+        caller then steps eagerly from the same state)."""
+        try:
+            out = self.fn(sh, y, f0, tol)
+        except CompileFailed as exc:
+            self.decline(str(exc))
+            return None
+        self.nfe[0] += self.per_call
+        return out
+
+    def decline(self, reason: str) -> None:
+        """Record why the eager path runs and warn (once per solve)."""
+        import warnings
+
+        self.used, self.reason = True, reason
+        warnings.warn(
+            f"solve(compile=True) runs eagerly: {reason}. Results are the eager ones; "
+            "pass compile=False to silence this.",
+            CompileFallbackWarning,
+            stacklevel=4,
+        )
+        return None
+
+    def stats(self) -> dict:
+        """``compiled``, ``compile_time`` (and ``compile_fallback``) for Solution.stats."""
+        if not self.used:  # the loop chose its masked backend: no host step to fuse
+            self.decline(
+                "the solve runs on the masked backend (per-sample time grids, an implicit "
+                "or multistep method, events, step_t/jump_t, callbacks, or gradients with "
+                "respect to the times of a fixed grid)"
+            )
+        ok = not self.reason and self.fn is not None and self.fn.compiled
+        out = {"compiled": ok, "compile_time": 0.0}
+        if ok and math.isnan(self._time_before):  # compiled in this solve
+            out["compile_time"] = self.fn.compile_time
+        blk = self.block
+        if ok and blk is not None and math.isnan(self._block_before) and blk.record.calls:
+            out["compile_time"] += blk.compile_time
+        if not ok:
+            out["compile_fallback"] = self.reason
+        elif self.block_reason:
+            out["compile_fallback"] = f"fixed-grid blocks ran eagerly: {self.block_reason}"
+        return out

@@ -141,6 +141,20 @@ class _Host:
         self.cursor = 1
         self.status = SUCCESS
         self.accepted = self.rejected = 0
+        self.fixed = cfg.step_size is not None or cfg.grid is not None
+        # solve(compile=True): an odenet._compiled.FusedHost; the first step decides
+        # whether the fused step can serve this solve (an instance attribute shadows
+        # the eager ``step`` until then, and after, when it can)
+        self.fused = getattr(g, "fused", None)
+        self._fused_finite = (None, True)  # (y1, finite) of the last fused fixed step
+        if self.fused is not None:
+            self.step = self._first_fused_step
+        # compiled fixed-grid blocks (uniform grids): nodes skipped beyond the loop's
+        # own node count, the block the next step is to take, its length
+        self._block = None
+        self._skip = 0
+        self.block_pending = 0
+        self._last_m = 1
 
     like = None
 
@@ -168,10 +182,36 @@ class _Host:
 
     def node_time(self, node, h_fix):
         if self.grid is None:
+            if self._block is not None:  # the loop counts a block as one node
+                node = self._node_now = node + self._skip
+                m = self._block_length(node, h_fix)
+                if m:
+                    self.block_pending = m
+                    return self.s0 + (node + m) * h_fix
             return self.s0 + (node + 1) * h_fix
         return self.grid[min(node + 1, len(self.grid) - 1)]
 
+    # a block must be long enough to beat single fused steps (measured: a block call
+    # costs about two of them)
+    BLOCK_MIN = 4
+
+    def _block_length(self, node, h_fix) -> int:
+        """Grid steps from ``node`` that end strictly before the next output (and the
+        end), in whole loop iterations of the block, within ``max_steps``; 0: none."""
+        limit = min(self.times[self.cursor], self.s_end) - self.snap
+        last = math.floor((limit - self.s0) / h_fix)
+        while last > node and self.s0 + last * h_fix >= limit:
+            last -= 1
+        unroll = self._unroll
+        m = min(last - node, self.cfg.max_steps - self.steps_taken())
+        m -= m % unroll
+        return m if m >= max(self.BLOCK_MIN, unroll) else 0
+
     def running(self) -> bool:
+        if self._skip and self.steps_taken() >= self.cfg.max_steps and self.cursor < self.T:
+            # blocks take several steps per loop iteration: the loop's own budget check
+            # counts iterations, so the step budget is enforced here
+            self.status = MAX_STEPS
         return self.cursor < self.T and self.status == SUCCESS
 
     def freeze(self, h):
@@ -181,7 +221,71 @@ class _Host:
         y1, ks, rates, f1 = self.rk.step_one(self.gh, s, y, h, f0)
         return _Trial(y1, ks, f1, None, rates=rates)
 
+    def _first_fused_step(self, s, y, h, f0) -> _Trial:
+        fused, fn = self.fused, None
+        if f0.requires_grad:
+            # the fused kernel runs without autograd: a gradient through it would be
+            # silently zero, so the eager step (which keeps the graph) runs instead
+            fused.decline("gradients are needed through the solve (the compiled step keeps no "
+                          "autograd graph); use it under torch.no_grad() or for inference")
+        elif not self.fixed and self.cfg.norm is not None:
+            fused.decline("a user `norm` is applied eagerly (the fused step computes the RMS norm)")
+        else:
+            fn = fused.build(self.rk, y, adaptive=not self.fixed)
+        if fn is None:
+            del self.step  # the class's eager step from now on
+            return self.step(s, y, h, f0)
+        tol = torch.stack([torch.as_tensor(x, dtype=self.ydt, device=self.dev).expand(1, self.n)[0]
+                           for x in (self.cfg.atol, self.cfg.rtol)])
+        self._tol = tol
+        self.step = self._fused_step
+        if self.fixed and self.grid is None:
+            self._unroll = self.UNROLL
+            self._block = fused.build_block(self.rk, y, self._unroll)
+            if self._block is not None:
+                self._grid = torch.tensor([self.s0, float(self.cfg.step_size)], dtype=self.tdt,
+                                          device=self.dev)
+        return self._fused_step(s, y, h, f0)
+
+    # grid steps per iteration of the compiled block's loop (its per-iteration
+    # overhead is shared; the unrolled body compiles longer)
+    UNROLL = 4
+
+    def _block_step(self, s, y, f0) -> _Trial:
+        m, self.block_pending = self.block_pending, 0
+        node = self._node_now
+        out = self.fused.call_block(m, self._unroll, node, self._grid, s, y, f0)
+        if out is None:  # did not compile: this block eagerly, single fused steps after
+            self._block = None
+            out = self.fused.eager_block(m, self._unroll, node, self._grid, s, y, f0)
+        y1, f1, finite = out
+        self._fused_finite = (y1, bool(finite))
+        self._last_m = m
+        return _Trial(y1, None, f1, None)
+
+    def _fused_step(self, s, y, h, f0) -> _Trial:
+        if self.block_pending:
+            trial = self._block_step(s, y, f0)
+            if trial is not None:
+                return trial
+        sh = torch.tensor([s, h], dtype=self.tdt, device=self.dev)
+        # one grad mode for every call: dynamo guards on it (another mode recompiles)
+        with torch.no_grad():
+            out = self.fused.call(sh, y, f0, self._tol)
+        if out is None:  # its first call failed to compile: eager from here on
+            del self.step
+            self._block = None
+            return self.step(s, y, h, f0)
+        y1, ks, check, f1 = out
+        check = check.tolist()  # the step's one host synchronisation
+        if self.fixed:
+            self._fused_finite = (y1, check[0] == 1.0)
+            return _Trial(y1, ks, f1, None)
+        return _Trial(y1, ks, f1, None, error=check)
+
     def error_norms(self, trial: _Trial, y, h):
+        if trial.rates is None:  # a fused step: the norms are computed, a list of floats
+            return trial.error
         abs_y1 = trial.y1.detach().abs()
         trial.abs_y1 = abs_y1
         q = trial.rates / torch.addcmul(self.atol, self.rtol, torch.maximum(self.abs_y, abs_y1))
@@ -191,6 +295,9 @@ class _Host:
         return [abs(h) * float(norm(q[e : e + 1])) for e in range(q.shape[0])]
 
     def finite(self, y1) -> bool:
+        last, ok = self._fused_finite
+        if y1 is last:
+            return ok
         return bool(torch.isfinite(y1).all())
 
     def emit(self, s, s1, h, y, trial: _Trial, f0, accept, all_accept, t_grad, y_end=None):
@@ -233,8 +340,10 @@ class _Host:
         return trial.y1, (f1 if f1 is not None else f0)
 
     def count(self, accept, all_accept):
+        m, self._last_m = self._last_m, 1  # a compiled block counts its grid steps
         if accept:
-            self.accepted += 1
+            self.accepted += m
+            self._skip += m - 1
         else:
             self.rejected += 1
 
@@ -314,6 +423,8 @@ class _Masked:
         return self.g(s, y)
 
     def full(self, value):
+        if isinstance(value, torch.Tensor):  # per row (e.g. the step a previous solve proposed)
+            return value.detach().to(self.tdt).expand(self.K).clone()
         return torch.full((self.K,), float(value), dtype=self.tdt, device=self.dev)
 
     def initial_step(self, y, f0):
@@ -531,7 +642,8 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
             target = B.node_time(node, h_fix)
             target = ops.where((s_end - target) <= snap, s_end, target)
             gap = target - s
-            to_node = h >= gap - snap
+            # the host's compiled fixed-grid block ends on a node several steps ahead
+            to_node = (host and B.block_pending > 0) or h >= gap - snap
             h_try = ops.where(to_node, gap, h)
             s_node = target
         else:

@@ -9,6 +9,7 @@ of the ``B`` samples is its own system with its own steps (``K = B``).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ from odenet._validate import (  # noqa: F401  (re-exported: _compat and tests im
     call_field,
     check_callable,
     check_field_output,
+    check_flag,
     check_newton,
     check_nonnegative,
     check_norm,
@@ -67,6 +69,7 @@ class Prepared:
     y0_rows: torch.Tensor  # [K, n]
     cfg: LoopConfig
     nfe: list  # [count] of calls to f
+    fused: object = None  # solve(compile=True): the odenet._compiled.FusedHost
 
     @property
     def K(self) -> int:
@@ -216,6 +219,8 @@ class Prepared:
                 newton_iterations=ns.iterations,
                 newton_failures=ns.failures,
             )
+        if self.fused is not None:
+            stats.update(self.fused.stats())
         sol = Solution(
             ys=self.to_user(result.ys),
             ts=self.t,
@@ -403,6 +408,7 @@ _OPTION_NAMES = (
     "jump_t",
     "callback",
     "accept_min_step",
+    "compile",
 )
 
 
@@ -431,6 +437,7 @@ def solve(
     jump_t=None,
     callback: Callable | None = None,
     accept_min_step: bool = False,
+    compile: bool = False,
     **options,
 ) -> Solution:
     """Solve ``dy/dt = f(t, y)``, ``y(t[0]) = y0``, reporting ``y`` at the times ``t``.
@@ -493,6 +500,17 @@ def solve(
     callback : callable ``callback(kind, t, y, dt)``, optional
         Called with ``kind="step"`` before every trial step, then ``"accept"`` or
         ``"reject"`` with the trial's start ``t``, state ``y`` and size ``dt``.
+    compile : bool
+        Fuse ``f`` with the method's step into one ``torch.compile`` kernel per step
+        (one system, explicit method, ``sensitivity="direct"``, no gradient through
+        the solve).  Opt-in: the first solve of a (field, method, shape, dtype) pays
+        a compile of seconds, so it pays for small systems over many steps only (see
+        "Compiled small systems" in the guide).  Where the fused step cannot serve
+        the solve (no compiler, a field that does not trace, gradients needed,
+        per-sample grids, events, an implicit method) the eager path runs, with a
+        ``CompileFallbackWarning`` and the reason in ``stats["compile_fallback"]``.
+        ``stats["compiled"]`` and ``stats["compile_time"]`` (seconds spent compiling
+        in this call; 0 when the compiled code was cached) are reported.
     **options
         For ``sensitivity="adjoint"`` / ``"checkpoint"`` only:
         ``adjoint_params`` (tensors to differentiate; default the parameters of ``f``
@@ -519,6 +537,7 @@ def solve(
         failure (``throw=True``).
     """
     check_sensitivity(sensitivity)
+    compile = check_flag("compile", compile)
     prep, tab = prepare(
         f,
         y0,
@@ -558,6 +577,15 @@ def solve(
         exact_jumps=sensitivity == "direct",
     )
     if sensitivity != "direct":
+        if compile:
+            from odenet._compiled import CompileFallbackWarning
+
+            warnings.warn(
+                f"solve(compile=True) applies to sensitivity='direct'; the {sensitivity} "
+                "solve runs eagerly.",
+                CompileFallbackWarning,
+                stacklevel=2,
+            )
         return solve_with(sensitivity, prep, tab, throw=throw, **options)
     if options:
         raise InputError(
@@ -565,11 +593,16 @@ def solve(
             f"sensitivity='direct'; solve() takes {', '.join(_OPTION_NAMES)} "
             "(adjoint_* and checkpoint options need sensitivity='adjoint'/'checkpoint')."
         )
-    return run_direct(prep, tab, throw=throw)
+    return run_direct(prep, tab, throw=throw, compile=compile)
 
 
-def run_direct(prep: Prepared, tab: ButcherTableau, *, throw: bool) -> Solution:
+def run_direct(prep: Prepared, tab: ButcherTableau, *, throw: bool, compile=False) -> Solution:
     g = prep.internal_field(prep.f, check=True)
+    if compile:  # the loop's host backend takes its fused step from here
+        from odenet._compiled import FusedHost
+
+        d = float(prep.direction[0])
+        g.fused = prep.fused = FusedHost(prep.f, tab, prep.y0.shape, prep.s_out.dtype, d, prep.nfe)
     s_out, y0_rows = prep.s_out, prep.y0_rows
     cfg = prep.cfg
     fixed = cfg.step_size is not None or cfg.grid is not None

@@ -313,6 +313,13 @@ def check_sensitivity(sensitivity) -> str:
     return sensitivity
 
 
+def check_flag(name: str, v) -> bool:
+    """A plain ``True``/``False`` (e.g. ``compile``): truthy strings like ``"no"`` are refused."""
+    if not isinstance(v, bool):
+        raise InputError(f"`{name}` must be True or False, got {v!r}.")
+    return v
+
+
 def check_norm(norm):
     if norm is not None and not callable(norm):
         raise InputError(f"`norm` must be callable on a tensor, got {type(norm).__name__}.")

@@ -165,3 +165,191 @@ def test_backward_direction_steps_the_internal_field():
     got = fn(torch.scalar_tensor(s, dtype=D), y, torch.scalar_tensor(h, dtype=D), g(s, y))
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-15)
+
+
+# --- solve(compile=True): the fused step in the one loop ------------------------------
+#
+# The wiring (which step the host backend takes, blocks of grid steps, counts, stats,
+# fallbacks) is checked with the compiler replaced by the identity and while_loop by
+# its Python loop: the same functions run, fast.  One slow test compiles for real.
+
+import math  # noqa: E402
+import warnings  # noqa: E402
+import weakref  # noqa: E402
+
+from odenet._compiled import CompileFallbackWarning  # noqa: E402
+
+
+@pytest.fixture
+def fake_compiler(monkeypatch):
+    """``torch.compile`` -> identity, ``while_loop`` -> Python loop, an empty cache."""
+    compiled = []
+
+    def identity(fn):
+        compiled.append(fn)
+        return fn
+
+    monkeypatch.setattr(_compiled, "_compile", identity)
+    monkeypatch.setattr(_compiled, "_while_loop", lambda: None)
+    monkeypatch.setattr(_compiled, "_CACHE", weakref.WeakKeyDictionary())
+    monkeypatch.setattr(_compiled, "_STRONG_CACHE", {})
+    monkeypatch.setattr(_compiled, "_RECORDS", [])
+    monkeypatch.delenv("ODENET_COMPILE", raising=False)
+    return compiled
+
+
+def lin(t, y):  # a 3-state linear system with a time-dependent forcing
+    a = torch.tensor([[-0.5, 2.0, 0.0], [-2.0, -0.5, 0.3], [0.0, 0.0, -1.0]], dtype=y.dtype)
+    return a @ y + torch.stack([torch.zeros_like(t), torch.sin(t), torch.zeros_like(t)])
+
+
+def both(f, y0, t, **kw):
+    eager = odenet.solve(f, y0, t, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CompileFallbackWarning)
+        comp = odenet.solve(f, y0, t, compile=True, **kw)
+    return eager, comp
+
+
+TIMES = {
+    "forward": torch.tensor([0.0, 0.37, 1.0, 2.5, 4.0], dtype=D),
+    "backward": torch.tensor([1.0, 0.5, -0.73, -3.0], dtype=D),
+}
+
+
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+@pytest.mark.parametrize("method", ["dopri5", "tsit5", "bosh3", "dop853"])
+def test_compiled_adaptive_solve_equals_eager(fake_compiler, method, direction):
+    y0 = torch.tensor([1.0, -0.5, 2.0], dtype=D)
+    eager, comp = both(lin, y0, TIMES[direction], method=method, rtol=1e-7, atol=1e-9)
+    assert comp.stats["compiled"] and comp.stats["compile_time"] >= 0
+    # the same steps, accepted and rejected, and the same field evaluations
+    for k in ("steps", "accepted", "rejected", "nfe"):
+        assert comp.stats[k] == eager.stats[k], k
+    torch.testing.assert_close(comp.ys, eager.ys, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+@pytest.mark.parametrize("method", ["rk4", "euler", "midpoint", "dopri5"])
+def test_compiled_fixed_solve_equals_eager_with_blocks(fake_compiler, method, direction):
+    y0 = torch.tensor([1.0, -0.5, 2.0], dtype=D)
+    t = TIMES[direction]
+    eager, comp = both(lin, y0, t, method=method, step_size=0.01)
+    assert comp.stats["compiled"]
+    assert comp.stats["steps"] == comp.stats["accepted"] == eager.stats["steps"]
+    # blocks of grid steps ran between the outputs (the last step before each
+    # output is a single fused step: its interpolant writes the output)
+    blocks = [r for r in compile_records() if r.what.startswith("fixed-grid block")]
+    assert blocks and blocks[0].calls == len(t) - 1
+    torch.testing.assert_close(comp.ys, eager.ys, rtol=1e-12, atol=1e-13)
+    # every stage of every step, plus f(t0): the fused step always forms f(t1, y1)
+    S = odenet.tableau(method).stages
+    per_step = S - 1 if odenet.tableau(method).is_stiffly_accurate else S
+    assert comp.stats["nfe"] == 1 + per_step * comp.stats["steps"]
+
+
+def test_compiled_rk4_matches_the_exact_flow(fake_compiler):
+    # an independent truth: y' = A y, y(t) = expm(A t) y0 (rk4 error ~ h^4)
+    a = torch.tensor([[0.0, 1.0], [-4.0, -0.2]], dtype=D)
+    y0 = torch.tensor([1.0, 0.0], dtype=D)
+    t = torch.linspace(0, 3, 4, dtype=D)
+    sol = odenet.solve(lambda t, y: a @ y, y0, t, method="rk4", step_size=1e-3, compile=True)
+    assert sol.stats["compiled"]
+    exact = torch.stack([torch.linalg.matrix_exp(a * ti) @ y0 for ti in t])
+    torch.testing.assert_close(sol.ys, exact, rtol=0, atol=1e-10)
+
+
+def test_blocks_keep_the_step_budget_and_report_blow_ups(fake_compiler):
+    y0 = torch.tensor([1.0, -0.5, 2.0], dtype=D)
+    t = torch.tensor([0.0, 4.0], dtype=D)
+    kw = dict(method="rk4", step_size=0.01, max_steps=150, throw=False)
+    eager, comp = both(lin, y0, t, **kw)
+    assert int(eager.status[0]) == int(comp.status[0]) != 0  # MAX_STEPS
+    assert comp.stats["steps"] == eager.stats["steps"] == 150
+    with pytest.raises(odenet.MaxStepsError):
+        odenet.solve(lin, y0, t, compile=True, method="rk4", step_size=0.01, max_steps=150)
+
+    def blowup(t, y):  # y' = y², y(0) = 1: infinite at t = 1
+        return y * y
+
+    one = torch.ones(1, dtype=D)
+    kw = dict(method="rk4", step_size=0.01, throw=False)
+    eager, comp = both(blowup, one, torch.tensor([0.0, 3.0], dtype=D), **kw)
+    assert int(eager.status[0]) == int(comp.status[0]) == odenet.Status.NON_FINITE.value
+    with pytest.raises(odenet.NonFiniteError):
+        odenet.solve(blowup, one, torch.tensor([0.0, 3.0], dtype=D), step_size=0.01, compile=True)
+
+
+def test_gradients_fall_back_to_the_eager_graph(fake_compiler):
+    # the fused step keeps no autograd graph: with a gradient needed the eager step runs
+    y0 = torch.tensor([1.0, -0.5, 2.0], dtype=D, requires_grad=True)
+    t = TIMES["forward"]
+    with pytest.warns(CompileFallbackWarning, match="gradients"):
+        comp = odenet.solve(lin, y0, t, method="dopri5", compile=True)
+    assert not comp.stats["compiled"] and "gradients" in comp.stats["compile_fallback"]
+    (g_comp,) = torch.autograd.grad(comp.ys[-1].sum(), y0)
+    eager = odenet.solve(lin, y0, t, method="dopri5")
+    (g_eager,) = torch.autograd.grad(eager.ys[-1].sum(), y0)
+    torch.testing.assert_close(g_comp, g_eager, rtol=0, atol=0)
+    # and against a closed form: the solution is linear in y0, so d(sum y(T))/dy0 is
+    # the column sums of the flow map, obtained by solving from unit vectors
+    cols = [
+        odenet.solve(lin, e, t, method="dopri5").ys[-1] - odenet.solve(lin, 0 * e, t).ys[-1]
+        for e in torch.eye(3, dtype=D)
+    ]
+    torch.testing.assert_close(g_comp, torch.stack(cols).sum(1), rtol=1e-5, atol=1e-6)
+
+
+def test_unsupported_solves_run_eagerly_and_say_why(fake_compiler, monkeypatch):
+    y0 = torch.tensor([1.0, -0.5, 2.0], dtype=D)
+    t = TIMES["forward"]
+    want = odenet.solve(lin, y0, t, method="radau_iia5")
+    with pytest.warns(CompileFallbackWarning, match="masked backend"):
+        sol = odenet.solve(lin, y0, t, method="radau_iia5", compile=True)
+    assert not sol.stats["compiled"] and "implicit" in sol.stats["compile_fallback"]
+    torch.testing.assert_close(sol.ys, want.ys, rtol=0, atol=0)
+    with pytest.warns(CompileFallbackWarning, match="sensitivity='direct'"):
+        odenet.solve(lin, y0, t, sensitivity="adjoint", compile=True)
+    with pytest.warns(CompileFallbackWarning, match="`norm`"):
+        odenet.solve(lin, y0, t, norm=lambda e: e.abs().max(), compile=True)
+    monkeypatch.setenv("ODENET_COMPILE", "0")
+    with pytest.warns(CompileFallbackWarning, match="disabled"):
+        sol = odenet.solve(lin, y0, t, compile=True)
+    assert sol.stats["compile_time"] == 0.0
+    with pytest.raises(odenet.InputError, match="`compile` must be True or False"):
+        odenet.solve(lin, y0, t, compile="yes")
+
+
+def test_a_failed_compile_runs_eagerly_with_the_same_result(fake_compiler, monkeypatch):
+    def broken(fn):
+        def run(*args):
+            raise RuntimeError("graph break: data-dependent branch")
+
+        return run
+
+    monkeypatch.setattr(_compiled, "_compile", broken)
+    y0 = torch.tensor([1.0, -0.5, 2.0], dtype=D)
+    t = TIMES["backward"]
+    for kw in (dict(method="dopri5"), dict(method="rk4", step_size=0.01)):
+        want = odenet.solve(lin, y0, t, **kw)
+        with pytest.warns(CompileFallbackWarning, match="graph break"):
+            sol = odenet.solve(lin, y0, t, compile=True, **kw)
+        assert not sol.stats["compiled"] and "graph break" in sol.stats["compile_fallback"]
+        torch.testing.assert_close(sol.ys, want.ys, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+@needs_compiler
+def test_really_compiled_solve_equals_eager_and_is_cached():
+    f = functools.partial(lin)  # its own cache entry
+    y0 = torch.tensor([1.0, -0.5, 2.0], dtype=D)
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=D)
+    eager = odenet.solve(f, y0, t, method="rk4", step_size=0.01)
+    first = odenet.solve(f, y0, t, method="rk4", step_size=0.01, compile=True)
+    assert first.stats["compiled"], first.stats.get("compile_fallback")
+    assert first.stats["compile_time"] > 0
+    torch.testing.assert_close(first.ys, eager.ys, rtol=1e-12, atol=1e-13)
+    again = odenet.solve(f, y0, t, method="rk4", step_size=0.01, compile=True)
+    assert again.stats["compile_time"] == 0.0  # cached per (field, method, shape, dtype)
+    torch.testing.assert_close(again.ys, first.ys, rtol=0, atol=0)
+    assert math.isfinite(first.stats["compile_time"])

@@ -141,31 +141,29 @@ class VariableBDF:
 METHODS: dict = {"bdf": VariableBDF("bdf", ndf=False), "ndf": VariableBDF("ndf", ndf=True)}
 
 
-def _rescale_matrix(factor: torch.Tensor, order: torch.Tensor, size: int) -> torch.Tensor:
+def _R(f: torch.Tensor, size: int) -> torch.Tensor:
+    """Scipy's ``compute_R``: ``R[k, i, j] = Π_{l=1..i} (l − 1 − f_k·j)/l`` (row 0: ones,
+    column 0 below it: zeros), ``[K, size, size]`` for ``f [K]``."""
+    i = torch.arange(1, size, dtype=f.dtype, device=f.device)
+    M = torch.ones(f.shape[0], size, size, dtype=f.dtype, device=f.device)
+    M[:, 1:, 1:] = (i[:, None] - 1 - f[:, None, None] * i) / i[:, None]
+    M[:, 1:, 0] = 0.0
+    return torch.cumprod(M, dim=1)
+
+
+def _rescale_matrix(factor: torch.Tensor, order: torch.Tensor, size: int, U=None) -> torch.Tensor:
     """``T [K, size, size]`` with ``D_new[j] = Σ_i T[i, j] D[i]``: scipy's ``R(f)·U`` on
-    the differences up to each row's order, ``fʲ`` on the ones above it."""
-    K = factor.shape[0]
-    dt = factor.dtype
-    i = torch.arange(1, size, dtype=dt, device=factor.device)
-
-    def R(f):  # R[i, j] = Π_{l=1..i} (l − 1 − f·j)/l  (row 0: ones)
-        M = torch.ones(f.shape[0], size, size, dtype=dt, device=f.device)
-        M[:, 1:, 1:] = (i[None, :, None] - 1 - f[:, None, None] * i[None, None, :]) / i[
-            None, :, None
-        ]
-        M[:, 1:, 0] = 0.0
-        return torch.cumprod(M, dim=1)
-
-    RU = R(factor) @ R(torch.ones(1, dtype=dt, device=factor.device))
+    the differences up to each row's order, ``fʲ`` on the ones above it (``U = R(1)``,
+    passed when the caller keeps it)."""
+    if U is None:
+        U = _R(torch.ones_like(factor[:1]), size)
     idx = torch.arange(size, device=factor.device)
-    inside = (idx[None, :] <= order[:, None]).to(dt)  # [K, size]
-    both = inside[:, :, None] * inside[:, None, :]
-    powers = factor[:, None] ** idx.to(dt)[None, :]
-    diag = torch.diag_embed(powers * (1 - inside))
-    T = RU * both + diag
-    # rows that do not move keep their differences exactly
-    same = (factor == 1)[:, None, None]
-    return torch.where(same, torch.eye(size, dtype=dt, device=factor.device).expand(K, -1, -1), T)
+    inside = idx <= order[:, None]  # [K, size]
+    both = inside[:, :, None] & inside[:, None, :]
+    powers = factor[:, None] ** idx.to(factor.dtype)
+    return torch.where(
+        both, _R(factor, size) @ U, torch.diag_embed(torch.where(inside, 0.0, powers))
+    )
 
 
 class BDFRuntime:
@@ -199,6 +197,7 @@ class BDFRuntime:
         self.max_iter = NEWTON_MAXITER if newton.max_iter == 8 else newton.max_iter
         self._lu_key = None
         self._lu = None
+        self._U = _R(torch.ones(1, dtype=dtype, device=device), MAX_ORDER + 3)
 
     # --- state ------------------------------------------------------------------------
     def init_state(self, s, y, f0):
@@ -228,7 +227,7 @@ class BDFRuntime:
         h_safe = torch.where(frozen, h_D, h)
         factor = (h_safe / h_D).detach().to(dt)
         if not bool((factor == 1).all()):
-            Tm = _rescale_matrix(factor, order, MAX_ORDER + 3)
+            Tm = _rescale_matrix(factor, order, MAX_ORDER + 3, self._U)
             D = torch.einsum("kij,ikn->jkn", Tm, D)
         j = torch.arange(MAX_ORDER + 3, device=y.device)[:, None]  # [M + 3, 1]
         upto = (j <= order[None, :]).to(dt)  # [M + 3, K]

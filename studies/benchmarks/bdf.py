@@ -1,0 +1,117 @@
+"""Variable-order BDF/NDF: odenet's ``ndf`` (and ``bdf``) against scipy's ``BDF`` at equal error.
+
+The issue's must-hold is "f-evaluations ≤ 1.5× scipy BDF's at equal error".  Both
+solvers run interleaved per (problem, rtol) cell on the stiff set of
+:data:`odenet.problems.STIFF_SUITE` (``atol = d·rtol``, error at the final time by
+:func:`odenet.problems.stiff_error` against the cached reference), so drifting load
+hits both alike.  Per problem, each solver's (error, nfe) points over the rtols form
+a work–precision curve; the **ratio at equal error** is odenet's nfe interpolated
+(log–log) at the error scipy reached, divided by scipy's nfe, for every scipy point
+inside odenet's error range.  Also printed per cell: the ratios at equal rtol (nfe,
+error) and odenet's error over scipy Radau's (the issue's "within 10×" criterion).
+
+nfe counts every call of ``f`` on both sides as reported: odenet's includes the one
+call each autograd Jacobian makes, scipy's ``nfev`` excludes its finite-difference
+Jacobian calls (``njev`` is printed beside it).
+
+    python studies/benchmarks/bdf.py                                  # default run
+    python studies/benchmarks/bdf.py --problems robertson_long --rtols 1e-3,1e-5
+
+Writes ``studies/benchmarks/results/bdf.json``; ``bdf_results.md`` beside this file
+is one run's printout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from odenet import problems as P
+
+sys.path.insert(0, str(Path(__file__).parent))
+from stiff import run_odenet, run_scipy  # the sibling benchmark's runners
+
+
+def at_equal_error(ours: list[dict], theirs: list[dict]) -> list[tuple[float, float]]:
+    """``(scipy error, our nfe / scipy nfe)`` at each scipy point inside our error range,
+    our nfe interpolated linearly in ``log err → log nfe``."""
+    pts = sorted(
+        (math.log(r["err"]), math.log(r["nfe"])) for r in ours if r["status"] == "ok" and r["err"]
+    )
+    out = []
+    if len(pts) < 2:
+        return out
+    le, ln = np.array(pts).T
+    for r in theirs:
+        if r["status"] != "ok" or not r["err"]:
+            continue
+        x = math.log(r["err"])
+        if le[0] <= x <= le[-1]:
+            out.append((r["err"], math.exp(float(np.interp(x, le, ln))) / r["nfe"]))
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--problems", default="robertson_long,hires,van_der_pol_relaxation")
+    ap.add_argument("--rtols", default="1e-3,1e-4,1e-5,1e-6,1e-7")
+    ap.add_argument("--methods", default="ndf")
+    ap.add_argument("--max-steps", type=int, default=50_000)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bdf.json"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    methods = args.methods.split(",")
+    rtols = [float(x) for x in args.rtols.split(",")]
+    rows = []
+    summary = []
+    for name in args.problems.split(","):
+        prob, d = P.get_problem(name), P.STIFF_SUITE[name]
+        prob.solution([prob.span[1]])  # the reference (cached) before any timing
+        print(f"\n### {name}\n")
+        print(
+            "| rtol | solver | status | error | nfe | njev | nlu | steps | "
+            "nfe / scipy BDF | err / scipy BDF | err / scipy Radau |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        cells = {m: [] for m in [*methods, "scipy BDF"]}
+        for rtol in rtols:
+            cell = {m: run_odenet(prob, m, rtol, d, args.max_steps) for m in methods}
+            cell["scipy BDF"] = run_scipy(prob, "BDF", rtol, d)
+            radau = run_scipy(prob, "Radau", rtol, d)
+            ref = cell["scipy BDF"]
+            for who, r in cell.items():
+                r.update(problem=name, rtol=rtol, solver=who)
+                rows.append(r)
+                cells[who].append(r)
+                if r["status"] != "ok":
+                    print(f"| {rtol:.0e} | {who} | {r['status']} | | | | | | | | |")
+                    continue
+                print(
+                    f"| {rtol:.0e} | {who} | ok | {r['err']:.2e} | {r['nfe']} | {r['njev']} | "
+                    f"{r['nlu']} | {r['steps']} | {r['nfe'] / ref['nfe']:.2f} | "
+                    f"{r['err'] / ref['err']:.2g} | {r['err'] / radau['err']:.2g} |",
+                    flush=True,
+                )
+        for m in methods:
+            eq = at_equal_error(cells[m], cells["scipy BDF"])
+            summary.append((name, m, eq))
+    print("\n### nfe / scipy BDF's at equal error (scipy's error: ratio)\n")
+    print("| problem | method | ratios | worst |")
+    print("|---|---|---|---|")
+    for name, m, eq in summary:
+        pts = ", ".join(f"{e:.1e}: {q:.2f}" for e, q in eq)
+        worst = f"{max(q for _, q in eq):.2f}" if eq else "n/a"
+        print(f"| {name} | {m} | {pts} | {worst} |")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(rows, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()

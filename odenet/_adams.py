@@ -135,6 +135,13 @@ class Adams:
         Corrector iterations per step at most.
     rtol, atol : float or Tensor (per state element), default 1e-7, 1e-9
         The corrector's convergence test (torchdiffeq uses ``odeint``'s tolerances).
+    adjoint_method : str, optional
+        The Runge–Kutta method of the continuous adjoint on the forward's grid, needed
+        for ``sensitivity="adjoint"`` (pass the same name as ``adjoint_method=`` to
+        :func:`odenet.solve`; ``odeint_adjoint`` does both, with ``"rk38"``).  The
+        backward pass linearizes around the forward's states; a segment replayed from
+        a checkpoint restarts the history (3/8-rule start), so its states differ from
+        the forward's by the discretization error.
     """
 
     name: str
@@ -143,6 +150,7 @@ class Adams:
     max_iters: int = 4
     rtol: float | torch.Tensor = 1e-7
     atol: float | torch.Tensor = 1e-9
+    adjoint_method: str | None = None
 
     def __post_init__(self):
         mo, mi = self.max_order, self.max_iters
@@ -169,8 +177,11 @@ class Adams:
             )
 
     def with_options(self, **options) -> Adams:
-        """A copy with other ``max_order`` / ``max_iters`` / ``rtol`` / ``atol``."""
-        unknown = sorted(set(options) - {"max_order", "max_iters", "rtol", "atol"})
+        """A copy with other ``max_order``, ``max_iters``, ``rtol``, ``atol`` or
+        ``adjoint_method``."""
+        unknown = sorted(
+            set(options) - {"max_order", "max_iters", "rtol", "atol", "adjoint_method"}
+        )
         if unknown:
             raise InputError(
                 f"unknown option(s) {unknown} for {self.name!r}; it takes max_order, "
@@ -212,11 +223,18 @@ class Adams:
                 f"method {self.name!r} runs on a fixed grid: pass `step_size=h` (or "
                 "grid_on_outputs=True); for adaptive steps use e.g. 'dopri5'."
             )
-        if sensitivity != "direct":
+        if sensitivity == "adjoint" and self.adjoint_method is None:
             raise InputError(
-                f"method {self.name!r} supports sensitivity='direct' only (the replay of a "
-                "checkpointed segment would restart its history); use odeint, not "
-                "odeint_adjoint, or an adaptive method such as 'dopri5'."
+                f"method {self.name!r} with sensitivity='adjoint' needs the Runge–Kutta "
+                "method of the backward pass (a multistep history cannot run backward): "
+                f"method=odenet._adams.METHODS[{self.name!r}].with_options("
+                "adjoint_method='rk38') and adjoint_method='rk38' (odeint_adjoint does this)."
+            )
+        if sensitivity == "checkpoint":
+            raise InputError(
+                f"method {self.name!r} does not support sensitivity='checkpoint' (the replay "
+                "of a checkpointed segment restarts the history, so its gradient would not "
+                "be that of the forward); use sensitivity='direct'."
             )
 
 

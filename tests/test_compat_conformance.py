@@ -240,8 +240,8 @@ def test_bad_or_misplaced_options_raise_naming_the_key(method, options, match):
 
 
 def test_what_the_step_loop_cannot_do_yet_raises_instead_of_being_ignored():
-    with pytest.raises(InputError, match=r"`perturb=True`\) is not supported"):
-        odenet.odeint(spring, Y0, T, method="rk4", options=dict(step_size=0.5, perturb=True))
+    with pytest.raises(InputError, match=r"`options\['perturb'\]` must be True or False"):
+        odenet.odeint(spring, Y0, T, method="rk4", options=dict(step_size=0.5, perturb="yes"))
     with pytest.raises(InputError, match=r"adjoint callbacks \(callback_step_adjoint\)"):
         f = _JumpF()
         f.callback_step_adjoint = lambda t0, y0, dt: None
@@ -260,6 +260,59 @@ class _JumpF:
     def __call__(self, t, x):
         self.nfe += 1
         return -0.5 * x if t < 0.5 else x**2
+
+
+class _Sided:
+    """A field with jumps at 0.5 (left-valued there) and 0.75 (right-valued there),
+    recording each call's time: a step from the wrong side of either shows."""
+
+    def __init__(self):
+        self.ts = []
+
+    def __call__(self, t, x):
+        self.ts.append(t.item())
+        if t <= 0.5:
+            return -0.5 * x
+        return x**2 if t < 0.75 else -x
+
+
+@pytest.mark.parametrize(
+    "method", ["euler", "midpoint", "rk4", "heun3", "explicit_adams", "implicit_adams"]
+)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.filterwarnings("ignore:.*converge")  # both correctors stop unconverged alike
+def test_perturb_evaluates_each_step_from_inside_as_torchdiffeq(method, reverse):
+    """A field that jumps at a grid node: with ``perturb=True`` a step's start is seen
+    from after it and its end from before it; the solution is torchdiffeq's."""
+    x0 = torch.tensor([0.4, 0.8], dtype=D)
+    t = torch.tensor([1.0, 0.0] if reverse else [0.0, 1.0], dtype=D)
+    opts = dict(step_size=0.125, perturb=True)
+    ours, theirs, plain = _Sided(), _Sided(), _Sided()
+    got = odenet.odeint(ours, x0, t, method=method, options=opts)
+    ref = torchdiffeq.odeint(theirs, x0, t, method=method, options=opts)
+    assert float((got - ref).abs().max()) < 1e-13
+    assert sorted(set(ours.ts)) == sorted(set(theirs.ts))
+    nodes = [k / 8 for k in range(9)]
+    assert not set(ours.ts) & set(nodes)
+    # the test can fail: stepping across the jump from the wrong side changes y(1)
+    off = odenet.odeint(plain, x0, t, method=method, options=dict(step_size=0.125))
+    assert set(plain.ts) & set(nodes)
+    assert float((off - got).abs().max()) > 1e-3
+
+
+def test_perturb_gradients_are_those_of_the_perturbed_forward():
+    x0 = torch.tensor([0.4, 0.8], dtype=D, requires_grad=True)
+    t = torch.tensor([0.0, 1.0], dtype=D)
+    opts = dict(step_size=0.25, perturb=True)
+    (got,) = torch.autograd.grad(
+        odenet.odeint(_Sided(), x0, t, method="rk4", options=opts).sum(), x0
+    )
+    # torchdiffeq's adjoint sees each step from inside too; converged to 1e-6 here
+    ref = torchdiffeq.odeint_adjoint(_Sided(), x0, t, method="rk4", options=opts, adjoint_params=())
+    (ref,) = torch.autograd.grad(ref.sum(), x0)
+    assert torch.allclose(got, ref, rtol=1e-5)
+    with pytest.raises(InputError, match=r"`perturb=True` under odeint_adjoint"):
+        odenet.odeint_adjoint(_Sided(), x0, t, method="rk4", options=opts, adjoint_params=())
 
 
 # (odeint_adjoint takes jump_t too, but the loop lands on jumps exactly only in direct

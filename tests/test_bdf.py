@@ -285,3 +285,12 @@ def test_fixed_step_is_refused_with_a_fix():
             method="ndf",
             step_size=0.1,
         )
+
+
+def test_the_stability_analyzer_refuses_the_variable_order_families_with_a_fix():
+    from odenet.stability import multistep as M
+    from odenet.stability._errors import StabilityInputError
+
+    for name in NAMES:
+        with pytest.raises(StabilityInputError, match="bdf1–bdf5"):
+            M.order(name)

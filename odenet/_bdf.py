@@ -329,38 +329,19 @@ class BDFRuntime:
         return converged & ~failed, y, d
 
     def _select_order(self, D, error, y_new, order, n_steps):
-        """The order for the next step and the count of steps taken at it.
-
-        Scipy's rule, once ``k + 1`` steps were accepted at order ``k``: of the
-        estimates for ``k − 1``, ``k`` and ``k + 1`` the one that allows the largest
-        step ``‖e_j‖^{−1/(j+1)}`` wins (a change by one at most)."""
+        """The order for the next step and the count of steps taken at it: the
+        estimates for ``k − 1`` (``C_k ∇ᵏ y_{n+1}``), ``k`` and ``k + 1``
+        (``C_{k+2} ∇^{k+2} y_{n+1}``) compete (see :func:`_next_order`)."""
         nw = self.newton
         n1 = n_steps + 1
-        due = n1 >= order + 1
-        if not bool(due.any()):
+        if not bool((n1 >= order + 1).any()):
             return order, n1
-        scale = nw.atol + nw.rtol * y_new.abs()
-
-        def rms(e):
-            return (e / scale).pow(2).mean(dim=1).sqrt()
-
         idx = order[None, :, None].expand(1, *D.shape[1:])
         ec = self.error_const
-        inf = torch.full_like(y_new[:, 0], math.inf)
-        e_m = rms(ec[(order - 1).clamp(min=0)][:, None] * D.gather(0, idx)[0])
-        e_p = rms(ec[(order + 1).clamp(max=MAX_ORDER)][:, None] * D.gather(0, idx + 2)[0])
-        norms = torch.stack(
-            [
-                torch.where(order > 1, e_m, inf),
-                rms(error),
-                torch.where(order < MAX_ORDER, e_p, inf),
-            ],
-            dim=1,
-        )
-        expo = -1.0 / (order[:, None] + torch.arange(3, device=order.device)).to(norms.dtype)
-        factors = torch.nan_to_num(norms**expo, nan=0.0)
-        delta = factors.argmax(dim=1) - 1
-        return torch.where(due, order + delta, order), torch.where(due, 0, n1)
+        e_lo = ec[(order - 1).clamp(min=0)][:, None] * D.gather(0, idx)[0]
+        e_hi = ec[(order + 1).clamp(max=MAX_ORDER)][:, None] * D.gather(0, idx + 2)[0]
+        scale = nw.atol + nw.rtol * y_new.abs()
+        return _next_order(order, n1, (e_lo, error, e_hi), scale, order, MAX_ORDER)
 
     # --- dense output ---------------------------------------------------------------------
     def extra_stages(self, g, s, y, h, ks):
@@ -377,6 +358,29 @@ class BDFRuntime:
         x = (th[:, :, None] - 1 + i) / (i + 1)  # [K, m, M]
         p = torch.cumprod(x, dim=2)
         return ks[0][:, None] + torch.einsum("kmj,jkn->kmn", p, ks[1:])
+
+
+def _next_order(order, n1, errors, scale, q, max_order):
+    """Scipy's order rule, once ``k + 1`` steps were accepted at order ``k`` (``n1``
+    counts them): of the estimates ``errors = (e_{k−1}, e_k, e_{k+1})`` ``[K, n]``,
+    the one that allows the largest step ``‖e/scale‖^{−1/(q_j + 1)}`` wins, where
+    ``q = q_k`` ``[K]`` is the order of the current estimate (``k`` for BDF, ``k + 1``
+    for Adams).  Returns ``(order [K], steps at it [K])``."""
+    due = n1 >= order + 1
+    inf = torch.full_like(scale[:, 0], math.inf)
+    norms = [(e / scale).pow(2).mean(dim=1).sqrt() for e in errors]
+    norms = torch.stack(
+        [
+            torch.where(order > 1, norms[0], inf),
+            norms[1],
+            torch.where(order < max_order, norms[2], inf),
+        ],
+        dim=1,
+    )
+    expo = -1.0 / (q[:, None] + torch.arange(3, device=q.device)).to(norms.dtype)
+    factors = torch.nan_to_num(norms**expo, nan=0.0)
+    delta = factors.argmax(dim=1) - 1
+    return torch.where(due, order + delta, order), torch.where(due, 0, n1)
 
 
 def _update_differences(D, d, order):

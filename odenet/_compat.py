@@ -678,6 +678,8 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adj
         if isinstance(func, torch.nn.Module):
             module_params = tuple(func.parameters())
 
+    if event_fn is not None and callable(event_fn) and t.shape[0] == 2:
+        event_fn = _vector_event(event_fn, t[0], y0)
     tuple_state = isinstance(y0, tuple | list)
     packer = None
     user_norm = (options or {}).get("norm")
@@ -807,6 +809,46 @@ def _both(first, second):
     return callback
 
 
+class _EventOf(torch.nn.Module):
+    """``event_fn`` seen through ``split`` (a flat state -> the user's tuple) and/or
+    reduced by ``signs`` (torchdiffeq's vector events); a module, so that the event
+    time's gradient still finds the user's event parameters (``fn`` itself or the
+    module of a bound method)."""
+
+    def __init__(self, fn, *, split=None, signs=None):
+        super().__init__()
+        self.fn = fn
+        owner = getattr(fn, "__self__", None)
+        self.owner = owner if isinstance(owner, torch.nn.Module) else None
+        self.split = split
+        self.signs = signs
+
+    def forward(self, t, y):
+        c = self.fn(t, y if self.split is None else self.split(y))
+        if self.signs is None:
+            return c
+        return torch.min(c.reshape(-1) * self.signs)
+
+
+def _vector_event(event_fn, t0, y0):
+    """torchdiffeq's ``event_fn`` returning several values: the event is the first
+    zero crossing of any of them.  Each is signed to start positive and the minimum
+    taken (torchdiffeq's ``combine_event_functions``); a scalar ``event_fn`` stays."""
+    with torch.no_grad():
+        c0 = event_fn(t0, y0)
+    if not isinstance(c0, torch.Tensor) or c0.numel() <= 1:
+        return event_fn
+    signs = torch.sign(c0.detach()).reshape(-1)
+    if bool((signs == 0).any()):
+        zero = (signs == 0).nonzero()[:, 0].tolist()
+        raise InputError(
+            f"`event_fn` is zero at t[0] in component(s) {zero}: an event function "
+            "with several values must start away from zero in each (their signs at "
+            "t[0] tell which way each one crosses)."
+        )
+    return _EventOf(event_fn, signs=signs)
+
+
 def _until_event(func, y0, t, event_fn, name, rtol, atol, fixed, grid_opts, kwargs, sens, packer):
     """torchdiffeq's ``odeint(..., event_fn=...)``: ``(event_t, [y0, y(event_t)])``."""
 
@@ -826,10 +868,7 @@ def _until_event(func, y0, t, event_fn, name, rtol, atol, fixed, grid_opts, kwar
         # methods without their own), whatever `interp` says
         kw["step_size"] = float(grid_opts["step_size"])
     if packer is not None:
-        user_event = event_fn
-
-        def event_fn(tt, y):
-            return user_event(tt, packer.split(y))
+        event_fn = _EventOf(event_fn, split=packer.split)
 
     # float64 time (torchdiffeq's adaptive default): the search horizon is far beyond
     # t0, where float32 could not resolve a fixed step

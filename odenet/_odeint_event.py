@@ -21,6 +21,7 @@ import torch
 
 from odenet._errors import InputError, SolverError
 from odenet._events import Event
+from odenet.sensitivity._params import hidden_leaves
 
 # integrate "until the event": a horizon far beyond any event the tests or users meet
 _HORIZON = 1e6
@@ -93,5 +94,8 @@ def until_event(func, y0, t0, event_fn, *, reverse_time: bool, sensitivity: str,
         y_star = solve(func, y0, t_span, sensitivity=sensitivity, **solve_kw).ys[-1]
     t_star = t_star.to(t0.dtype) + (t0 - t0.detach())  # carries t0's gradient path
     params = _params_of(event_fn)
+    if torch.is_grad_enabled():
+        # tensors a closure captures (``lambda t, y: net(y)[0]``) count as parameters too
+        params += hidden_leaves(event_fn, t_star.to(t0.dtype), y_star, params)
     t_out, y_out = _EventTime.apply(func, event_fn, t_star, y_star, *params)
     return t_out, torch.stack([y0.expand_as(y_out), y_out])

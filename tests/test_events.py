@@ -158,3 +158,67 @@ def test_bad_event_arguments_raise_typed_errors():
             events=lambda t, y: y[0],
             sensitivity="adjoint",
         )
+
+
+class _GroundOrClock(torch.nn.Module):
+    """Two event values: the height above ``w[0]`` and the time left to ``1.5 / w[1]``."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor([0.0, 1.0], dtype=D))
+
+    def forward(self, t, y):
+        return torch.stack([y[0] - self.w[0], 1.5 - self.w[1] * t])
+
+
+@pytest.mark.parametrize("odeint", [odenet.odeint, odenet.odeint_adjoint])
+@pytest.mark.parametrize("h", [1.0, 20.0])  # the ground first (t* = √(2h/g)), the clock first
+def test_a_vector_event_fn_stops_at_the_first_of_its_crossings(odeint, h):
+    ev = _GroundOrClock()
+    y0 = torch.tensor([h, 0.0], dtype=D, requires_grad=True)
+    kw = dict(rtol=1e-10, atol=1e-12, odeint_interface=odeint)
+    if odeint is odenet.odeint_adjoint:
+        kw["adjoint_params"] = ()
+    t_star, sol = odenet.odeint_event(fall, y0, torch.tensor(0.0, dtype=D), event_fn=ev, **kw)
+    d_y0, d_w = torch.autograd.grad(t_star, [y0, ev.w])
+    ground = math.sqrt(2 * h / G)
+    if ground < 1.5:  # h + v0 t − g t²/2 = w0: dt* = −(dh + t* dv0 − dw0) / v(t*)
+        assert abs(t_star.item() - ground) < 1e-8
+        assert abs(sol[-1, 0].item()) < 1e-8
+        v = -G * ground
+        assert torch.allclose(d_y0, torch.tensor([-1 / v, -ground / v], dtype=D), atol=1e-7)
+        assert torch.allclose(d_w, torch.tensor([1 / v, 0.0], dtype=D), atol=1e-7)
+    else:  # t* = 1.5 / w1, whatever the state
+        assert abs(t_star.item() - 1.5) < 1e-9
+        assert torch.allclose(d_y0, torch.zeros(2, dtype=D), atol=1e-9)
+        assert torch.allclose(d_w, torch.tensor([0.0, -1.5], dtype=D), atol=1e-7)
+    # torchdiffeq's combination of the same function gives the same time
+    torchdiffeq = pytest.importorskip("torchdiffeq")
+    ref, _ = torchdiffeq.odeint_event(
+        fall, y0.detach(), torch.tensor(0.0, dtype=D), event_fn=ev, rtol=1e-10, atol=1e-12
+    )
+    assert abs(t_star.item() - ref.item()) < 1e-9
+
+
+def test_a_vector_event_fn_must_start_away_from_zero_in_each_value():
+    y0 = torch.tensor([1.0, 0.0], dtype=D)
+    with pytest.raises(odenet.InputError, match=r"zero at t\[0\] in component\(s\) \[1\]"):
+        odenet.odeint(
+            fall, y0, torch.tensor([0.0, 1.0], dtype=D), event_fn=lambda t, y: y, method="rk4"
+        )
+
+
+def test_a_tuple_state_keeps_the_event_functions_parameters_in_the_gradient():
+    ev = _GroundOrClock()
+
+    def fall2(t, y):
+        return (y[1], torch.full_like(y[1], -G))
+
+    y0 = (torch.tensor(1.0, dtype=D), torch.tensor(0.0, dtype=D))
+    t_star, _ = odenet.odeint_event(
+        fall2, y0, torch.tensor(0.0, dtype=D), event_fn=lambda t, y: ev(t, torch.stack(y)),
+        rtol=1e-10, atol=1e-12,
+    )  # fmt: skip
+    (d_w,) = torch.autograd.grad(t_star, ev.w, allow_unused=True)
+    # raising the ground by dw0 shortens the fall from 1 m: dt* = dw0 / v, v = −√(2g)
+    assert d_w is not None and abs(float(d_w[0]) + 1 / math.sqrt(2 * G)) < 1e-7

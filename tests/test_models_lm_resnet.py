@@ -201,6 +201,8 @@ def test_per_layer_k_needs_the_layer_for_the_polynomials():
     assert M.is_zero_stable(net.polynomials(1)) and not M.is_zero_stable(net.polynomials(3))
     with pytest.raises(OdenetError, match="pass `layer`"):
         net.polynomials()
+    with pytest.raises(OdenetError, match=r"`layer` must be a two-step layer 1 … 3 \(layer 0"):
+        net.polynomials(0)
 
 
 # --- errors -------------------------------------------------------------------------------------

@@ -175,7 +175,14 @@ class LMResNet(nn.Module):
 
     def k_at(self, layer: int):
         """``k_n`` of two-step layer ``layer`` (``1 ≤ layer < L``), a 0-dim tensor."""
-        return self.k if self.k.dim() == 0 else self.k[layer - 1]
+        if self.k.dim() == 0:
+            return self.k
+        if isinstance(layer, bool) or not isinstance(layer, int) or not 1 <= layer < self.depth:
+            raise InputError(
+                f"`layer` must be a two-step layer 1 … {self.depth - 1} (layer 0 is the "
+                f"starter), got {layer!r}."
+            )
+        return self.k[layer - 1]
 
     def coefficients(self, layer: int) -> tuple[list, list]:
         """``(a, b)`` of multistep layer ``layer`` (``≥ s − 1``): ``x_{n+1} = Σ_j a_j
@@ -199,7 +206,7 @@ class LMResNet(nn.Module):
             raise InputError(
                 "this LMResNet has one k per layer: pass `layer` (1 … depth − 1) to polynomials()."
             )
-        return lm_polynomials(float(self.k_at(layer if layer is not None else 1)))
+        return lm_polynomials(self.k_at(layer if layer is not None else 1).item())
 
     def trajectory(self, x: torch.Tensor) -> torch.Tensor:
         """States after every layer, ``[L + 1, B, dim]`` (``[0]`` is the input).

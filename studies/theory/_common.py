@@ -31,6 +31,7 @@ DOC_PAGES = {
     "08_adam_vs_sgd": "claim-08-adam-vs-sgd",
     "09_memory": "claim-09-memory",
     "10_gershgorin": "claim-10-gershgorin",
+    "11_multistep_networks": "claim-11-multistep-networks",
 }
 # where the current run writes; ``--quick`` runs go to ``results/quick`` so they never
 # overwrite the published full-size figures and tables

@@ -205,6 +205,36 @@ def test_per_layer_k_needs_the_layer_for_the_polynomials():
         net.polynomials(0)
 
 
+@pytest.mark.parametrize("kw", [{"method": "ab2"}, {"method": "ab3"}, {"method": "lm", "k": 0.5}])
+@pytest.mark.parametrize("dt", [0.1, 0.5])
+def test_history_map_jacobian_is_the_companion_matrix_read_by_analyze(kw, dt):
+    # odenet.stability.analyze on the layer's one-step form: spectral radius per step =
+    # the multistep analyzer's max|ζ| over the eigenvalues Δtλ_i of A
+    net = LMResNet(linear_field(A), 40, horizon=40 * dt, **kw)
+    pair = net.polynomials()
+    expected = max(np.abs(M.stability_roots(pair, dt * lam)).max() for lam in np.linalg.eigvals(A))
+    X0 = torch.ones(2 * net.steps, dtype=D)
+    report = odenet.stability.analyze(net.history_map(), X0, 30)
+    assert float(report.spectral_radius[0]) == pytest.approx(expected, rel=1e-10)
+    assert (report.verdict == "unstable") == (expected > 1)
+
+
+def test_history_maps_compose_to_the_network():
+    torch.manual_seed(6)
+    field = LayerwiseField.mlp(2, 5, 6, horizon=1.2).double()
+    net = LMResNet(field, 6, "ab3", horizon=1.2)
+    x = torch.randn(3, 2, dtype=D)
+    xs = net.trajectory(x)
+    X = torch.cat([xs[2], xs[1], xs[0]], dim=-1)  # history after the two starter layers
+    for n in range(2, 6):
+        X = net.history_map(n)(X)
+    assert torch.allclose(X[:, :2], xs[-1], rtol=1e-14, atol=1e-15)
+    with pytest.raises(OdenetError, match="`layer` must be a multistep layer 2 … 5"):
+        net.history_map(1)
+    with pytest.raises(OdenetError, match=r"stack 3 states on the last axis"):
+        net.history_map()(torch.ones(4, dtype=D))
+
+
 # --- errors -------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "kwargs, match",

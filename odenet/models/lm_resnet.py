@@ -208,6 +208,21 @@ class LMResNet(nn.Module):
             )
         return lm_polynomials(self.k_at(layer if layer is not None else 1).item())
 
+    def _layer(self, n: int, past, f) -> torch.Tensor:
+        """``x_{n+1}`` of multistep layer ``n``, from ``past(j) = x_{n−j}``, ``f(j) = f_{n−j}``."""
+        a, b = self.coefficients(n)
+        # zero terms are skipped, so an ab layer is x_n + Δt Σ b_j f_{n−j} exactly as the
+        # integrator forms it (same rounding)
+        lin = sum(aj * past(j) if not _is(aj, 1.0) else past(j)
+                  for j, aj in enumerate(a) if not _is(aj, 0.0))  # fmt: skip
+        incr = sum(bj * f(j) for j, bj in enumerate(b) if not _is(bj, 0.0))
+        return lin + self.dt * incr
+
+    def _f(self, n: int, x: torch.Tensor) -> torch.Tensor:
+        """``f_n = f(t_n, x)`` with the field of layer ``n``."""
+        t = torch.as_tensor(self.t0 + n * self.dt, dtype=x.dtype, device=x.device)
+        return self._blocks.block_field(n)(t, x)
+
     def trajectory(self, x: torch.Tensor) -> torch.Tensor:
         """States after every layer, ``[L + 1, B, dim]`` (``[0]`` is the input).
 
@@ -219,25 +234,50 @@ class LMResNet(nn.Module):
         xs = [x]
         fs: dict[int, torch.Tensor] = {}
 
-        def f(n):  # f_n, evaluated once, only if a layer uses it
-            if n not in fs:
-                t = torch.as_tensor(self.t0 + n * self.dt, dtype=x.dtype, device=x.device)
-                fs[n] = self._blocks.block_field(n)(t, xs[n])
-            return fs[n]
+        def f(m):  # f_m, evaluated once, only if a layer uses it
+            if m not in fs:
+                fs[m] = self._f(m, xs[m])
+            return fs[m]
 
-        s = self.steps
         for n in range(self.depth):
-            if n < s - 1:
+            if n < self.steps - 1:
                 xs.append(self._blocks.block(n, xs[n]))
-                continue
-            a, b = self.coefficients(n)
-            # zero terms are skipped, so an ab layer is x_n + Δt Σ b_j f_{n−j} exactly as
-            # the integrator forms it (same rounding)
-            lin = sum(aj * xs[n - j] if not _is(aj, 1.0) else xs[n - j]
-                      for j, aj in enumerate(a) if not _is(aj, 0.0))  # fmt: skip
-            incr = sum(bj * f(n - j) for j, bj in enumerate(b) if not _is(bj, 0.0))
-            xs.append(lin + self.dt * incr)
+            else:
+                xs.append(self._layer(n, lambda j, n=n: xs[n - j], lambda j, n=n: f(n - j)))
         return torch.stack(xs)
+
+    def history_map(self, layer: int | None = None):
+        """Multistep layer ``layer`` as a one-step map of the stacked history.
+
+        ``X_n = [x_n, x_{n−1}, …, x_{n−s+1}]`` (concatenated features, ``[s·dim]`` or
+        ``[B, s·dim]``) ``↦ X_{n+1}``: the form every tool of :mod:`odenet.stability`
+        takes (``analyze``, ``lyapunov_spectrum``, ``jacobian``).  On ``f(x) = λx`` its
+        Jacobian is the companion matrix of ``ρ − Δtλσ``, whose spectral radius is
+        ``max|ζ|`` of :func:`odenet.stability.multistep.stability_roots`.  ``layer``
+        defaults to the first multistep layer ``s − 1`` (every layer of a weight-tied
+        autonomous field with a shared ``k`` is the same map).
+        """
+        s = self.steps
+        n = s - 1 if layer is None else layer
+        if isinstance(n, bool) or not isinstance(n, int) or not s - 1 <= n < self.depth:
+            raise InputError(
+                f"`layer` must be a multistep layer {s - 1} … {self.depth - 1} (the first "
+                f"{s - 1} are starter blocks), got {layer!r}."
+            )
+
+        def step(X: torch.Tensor) -> torch.Tensor:
+            if X.shape[-1] % s:
+                raise InputError(
+                    f"the history must stack {s} states on the last axis ([s·dim]), got "
+                    f"shape {tuple(X.shape)}."
+                )
+            one = X.dim() == 1
+            parts = (X[None] if one else X).chunk(s, dim=-1)  # x_n, x_{n−1}, …
+            x1 = self._layer(n, lambda j: parts[j], lambda j: self._f(n - j, parts[j]))
+            out = torch.cat([x1, *parts[:-1]], dim=-1)
+            return out[0] if one else out
+
+        return step
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [B, dim]`` through the ``L`` layers -> ``[B, dim]``."""

@@ -56,6 +56,7 @@ import numpy as np
 import torch
 
 from odenet._errors import InputError
+from odenet._multistep import MultistepRuntime
 from odenet._stepper import StepResult
 
 MAX_ORDER = 5
@@ -136,9 +137,6 @@ class VariableBDF:
                 "reverse solve and the checkpoint replay would restart its history. Use "
                 "sensitivity='direct', or method='radau_iia5' for a stiff adjoint solve."
             )
-
-
-METHODS: dict = {"bdf": VariableBDF("bdf", ndf=False), "ndf": VariableBDF("ndf", ndf=True)}
 
 
 def _R(f: torch.Tensor, size: int) -> torch.Tensor:
@@ -394,3 +392,156 @@ def _update_differences(D, d, order):
     out = torch.where(low, tail + d, D)
     out = torch.where((j == k + 1)[:, :, None], d, out)
     return torch.where((j == k + 2)[:, :, None], d - D_k1, out)
+
+
+# --- variable-step, variable-order Adams–Bashforth–Moulton (PECE) -------------------------
+
+# predictor orders 1 … 7, corrector one higher.  LSODA goes to 12 in Nordsieck form; in
+# this quasi-constant-step difference form 11 failed with step underflow on
+# Lotka–Volterra and Van der Pol μ = 1 at rtol 1e-7 … 1e-10 (interpolating
+# high-degree polynomials across step changes is unstable), 7 solved them with
+# fewer f-evaluations than 4 did (e.g. 1224 against 2604 at 1e-10)
+ADAMS_MAX_ORDER = 7
+
+
+def _adams_gammas(m: int) -> tuple[list, list]:
+    """Exact ``(γ_j, γ*_j)``, ``j = 0 … m``: Adams–Bashforth
+    ``γ_j = ∫₀¹ s(s+1)…(s+j−1)/j! ds`` and Adams–Moulton
+    ``γ*_j = ∫₋₁⁰ s(s+1)…(s+j−1)/j! ds`` (Hairer, Nørsett & Wanner I, III.1)."""
+    from fractions import Fraction
+
+    from odenet._multistep import _poly_mul
+
+    out_ab, out_am = [], []
+    p = [Fraction(1)]
+    for j in range(m + 1):
+        if j:
+            p = [c / j for c in _poly_mul(p, [Fraction(j - 1), Fraction(1)])]
+        antider = [Fraction(0)] + [c / (i + 1) for i, c in enumerate(p)]
+        out_ab.append(sum(antider))  # F(1) − F(0)
+        out_am.append(-sum(c * (-1) ** i for i, c in enumerate(antider)))  # F(0) − F(−1)
+    return out_ab, out_am
+
+
+@dataclass(frozen=True)
+class VariableAdams:
+    """Adaptive variable-step, variable-order Adams–Bashforth–Moulton in PECE mode.
+
+    The non-stiff multistep workhorse (LSODA's non-stiff side, torchdiffeq's
+    ``adams``): two ``f`` evaluations per step at any order, orders 2 … 8.  The
+    history is the backward differences of ``f`` (same quasi-constant-step machinery
+    and order rule as :class:`VariableBDF`): predictor of order ``k``
+    ``y^p = y_n + h Σ_{j<k} γ_j ∇ʲ f_n``, evaluate, corrector of order ``k + 1``
+    ``y_{n+1} = y^p + h γ_k ∇ᵏ f^p_{n+1}``, evaluate.  The error estimate is the
+    order-``k`` corrector's, ``h γ*_k ∇ᵏ f_{n+1}``, while the order-``k + 1`` result is
+    propagated (local extrapolation, as Shampine & Gordon's DE/STEP): estimating the
+    propagated order's own error instead left a global error of 200·rtol on the
+    harmonic oscillator over two periods at rtol 1e-8 (the local errors add up over
+    the steps).  Cubic Hermite dense output.
+
+    References: Hairer, Nørsett & Wanner I, Sec. III.1 and III.7; Shampine &
+    Gordon, *Computer Solution of ODEs* (1975).
+    """
+
+    name: str
+    order = ADAMS_MAX_ORDER + 1
+    error_order = 1  # the first step's (Euler against trapezoid)
+    is_implicit = False
+    is_explicit = True
+    is_adaptive = True
+    default_controller = "PI"
+
+    def __repr__(self) -> str:
+        return f"VariableAdams({self.name!r}: variable-step ABM PECE, orders 2–{self.order})"
+
+    def runtime(self, dtype, time_dtype, device, newton=None, *, fixed: bool = False):
+        """The loop's method object (history as method state) for one solve."""
+        return AdamsRuntime(self, dtype, time_dtype, device)
+
+    def check_use(self, *, fixed: bool | None = None, sensitivity: str = "direct") -> None:
+        """Raise :class:`InputError` unless the method can run this way."""
+        VariableBDF.check_use(self, fixed=fixed, sensitivity=sensitivity)
+
+
+class AdamsRuntime:
+    """The method protocol of the loop for :class:`VariableAdams`, with state
+    ``(Φ [ADAMS_MAX_ORDER + 3, K, n], order [K], h_Φ [K], n_steps [K])``: the backward
+    differences of ``f``, each row's order, their spacing, steps at the order."""
+
+    has_state = True
+    has_own_interpolant = False
+    implicit = False
+    newton = None
+    commit_state = staticmethod(BDFRuntime.commit_state)
+    interpolate = MultistepRuntime.interpolate  # cubic Hermite through the step's ends
+    extra_stages = BDFRuntime.extra_stages
+
+    def __init__(self, method: VariableAdams, dtype, time_dtype, device):
+        self.tableau = method
+        self.track_grad = False
+        ab, am = _adams_gammas(ADAMS_MAX_ORDER + 2)
+        self.g_ab = torch.tensor([float(x) for x in ab], dtype=dtype, device=device)
+        self.g_am = torch.tensor([float(x) for x in am], dtype=dtype, device=device)
+        self.size = ADAMS_MAX_ORDER + 3
+        self._U = _R(torch.ones(1, dtype=dtype, device=device), self.size)
+        self.atol, self.rtol = 1e-8, 1e-6  # solve's defaults, until tolerances() is called
+
+    def tolerances(self, atol, rtol) -> None:
+        """The solve's ``atol``, ``rtol`` (numbers or ``[K, n]``): the order rule
+        measures the candidate estimates in them, as the controller does."""
+        self.atol, self.rtol = atol, rtol
+
+    def init_state(self, s, y, f0):
+        K, n = y.shape
+        Phi = y.new_zeros(self.size, K, n)
+        Phi[0] = f0
+        order = torch.ones(K, dtype=torch.long, device=y.device)
+        return Phi, order, torch.ones_like(s), torch.zeros_like(order)
+
+    def step(self, g, s, y, h, f0, state):
+        Phi, order, h_P, n_steps = state
+        dt = y.dtype
+        frozen = h == 0
+        h_safe = torch.where(frozen, h_P, h)
+        factor = (h_safe / h_P).detach().to(dt)
+        if not bool((factor == 1).all()):
+            Phi = torch.einsum(
+                "kij,ikn->jkn", _rescale_matrix(factor, order, self.size, self._U), Phi
+            )
+        j = torch.arange(self.size, device=y.device)[:, None]
+        hy = h_safe.to(dt)[:, None]
+        w = torch.where(j < order[None, :], self.g_ab[: self.size, None], 0.0)
+        y_p = y + hy * (Phi * w[:, :, None]).sum(dim=0)
+        t1 = s + h_safe
+        f_p = g(t1, y_p)
+        # ∇ʲ f^p_{n+1} for j ≤ k: the new point's differences against the history
+        nab_k = f_p - (Phi * (j < order[None, :])[:, :, None]).sum(dim=0)
+        y1 = y_p + hy * self.g_ab[order][:, None] * nab_k
+        f1 = g(t1, y1)
+        # the differences with the corrected f: Φ'[0] = f1, Φ'[j+1] = Φ'[j] − Φ[j]
+        tail = torch.cumsum(torch.cat([f1[None], -Phi[:-1]]), dim=0)
+        Phi_new = torch.where(j[:, :, None] <= order[None, :, None] + 2, tail, Phi)
+        with torch.no_grad():
+            P_ = Phi_new.detach()
+            idx = order[None, :, None].expand(1, *y.shape)
+            hd = hy.detach()
+            err = hd * self.g_am[order][:, None] * P_.gather(0, idx)[0]
+            e_lo = hd * self.g_am[order - 1][:, None] * P_.gather(0, (idx - 1).clamp(min=0))[0]
+            e_hi = hd * self.g_am[order + 1][:, None] * P_.gather(0, idx + 1)[0]
+            ok = torch.isfinite(y1).all(dim=1)
+            n1 = n_steps + 1
+            order_new, n_new = order, n1
+            if bool((n1 >= order + 1).any()):
+                scale = self.atol + self.rtol * torch.maximum(y.abs(), y1.detach().abs())
+                order_new, n_new = _next_order(
+                    order, n1, (e_lo, err, e_hi), scale, order, ADAMS_MAX_ORDER
+                )
+        result = BDFStepResult(y1, err, None, f1, ok | frozen, error_order=order)
+        return result, (Phi_new, order_new, h_safe.detach(), n_new)
+
+
+METHODS: dict = {
+    "bdf": VariableBDF("bdf", ndf=False),
+    "ndf": VariableBDF("ndf", ndf=True),
+    "adams": VariableAdams("adams"),
+}

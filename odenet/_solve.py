@@ -340,6 +340,11 @@ def prepare(
         newton = Newton(tol=n_tol, max_iter=n_max, atol=n_atol, rtol=n_rtol)
     if hasattr(tab, "runtime"):  # a method with memory: history carried by the loop
         rk = tab.runtime(y0.dtype, tdt, y0.device, newton, fixed=fixed)
+        # --- hook (H2, issue 14): an explicit method that chooses its order (adams)
+        # measures its candidate error estimates in the solve's tolerances
+        if hasattr(rk, "tolerances"):
+            rk.tolerances(per_row(atol), per_row(rtol))
+        # --- end hook
     elif newton is None:  # explicit runtimes are stateless: build their tensors once
         rk = _runtime(tab, y0.dtype, tdt, y0.device)  # a per-solve copy of the cached one
     else:  # adaptive radau_iia5 runs Hairer's RADAU5 (odenet._radau)

@@ -50,7 +50,8 @@ class _EventTime(torch.autograd.Function):
             t = t_star.detach().requires_grad_(True)
             y = y_star.detach().requires_grad_(True)
             c = ctx.event_fn(t, y)
-            grads = torch.autograd.grad(c, [t, y, *params], allow_unused=True)
+            # retain: tensors the event function captures may be differentiated again
+            grads = torch.autograd.grad(c, [t, y, *params], allow_unused=True, retain_graph=True)
         dc_dt = grads[0] if grads[0] is not None else torch.zeros_like(t)
         dc_dy = grads[1] if grads[1] is not None else torch.zeros_like(y)
         with torch.no_grad():

@@ -222,3 +222,20 @@ def test_a_tuple_state_keeps_the_event_functions_parameters_in_the_gradient():
     (d_w,) = torch.autograd.grad(t_star, ev.w, allow_unused=True)
     # raising the ground by dw0 shortens the fall from 1 m: dt* = dw0 / v, v = −√(2g)
     assert d_w is not None and abs(float(d_w[0]) + 1 / math.sqrt(2 * G)) < 1e-7
+
+
+def test_an_event_closure_over_a_graph_can_be_differentiated_twice():
+    """torchdiffeq's event test: ``event_fn`` captures a tensor computed from parameters;
+    ``event_t`` and the final state are each backpropagated."""
+    w = torch.tensor(0.5, dtype=D, requires_grad=True)
+    ground = w * 2.0  # a captured tensor with a graph of its own
+    y0 = torch.tensor([3.0, 0.0], dtype=D, requires_grad=True)
+    t, ys = odenet.odeint_adjoint(
+        fall, y0, torch.tensor([0.0, 1.0], dtype=D), event_fn=lambda t, y: y[0] - ground,
+        rtol=1e-10, atol=1e-12, adjoint_params=(),
+    )  # fmt: skip
+    t.backward(retain_graph=True)
+    v = -math.sqrt(2 * G * 2.0)  # falling from 3 to 1
+    assert abs(float(w.grad) - 2.0 / v) < 1e-7  # dt* = d(ground) / v
+    ys[-1].sum().backward()
+    assert y0.grad is not None and w.grad is not None

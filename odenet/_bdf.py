@@ -126,17 +126,22 @@ class VariableBDF:
     def check_use(self, *, fixed: bool | None = None, sensitivity: str = "direct") -> None:
         """Raise :class:`InputError` unless the method can run this way (``fixed=None``:
         the step mode was checked already)."""
-        if fixed:
-            raise InputError(
-                f"method {self.name!r} chooses its own steps and orders: drop `step_size` "
-                "(and grid_on_outputs), or use a fixed-step BDF (bdf1 … bdf6) on a fixed grid."
-            )
-        if sensitivity != "direct":
-            raise InputError(
-                f"method {self.name!r} supports sensitivity='direct' only: the adjoint's "
-                "reverse solve and the checkpoint replay would restart its history. Use "
-                "sensitivity='direct', or method='radau_iia5' for a stiff adjoint solve."
-            )
+        _check_use(self.name, "a fixed-step BDF (bdf1 … bdf6)", fixed, sensitivity)
+
+
+def _check_use(name: str, fixed_alternative: str, fixed, sensitivity: str) -> None:
+    """Adaptive only, direct gradients only; the messages name the way out."""
+    if fixed:
+        raise InputError(
+            f"method {name!r} chooses its own steps and orders: drop `step_size` (and "
+            f"grid_on_outputs), or use {fixed_alternative} on a fixed grid."
+        )
+    if sensitivity != "direct":
+        raise InputError(
+            f"method {name!r} supports sensitivity='direct' only: the adjoint's reverse "
+            "solve and the checkpoint replay would restart its history. Use "
+            "sensitivity='direct', or a Runge–Kutta method (radau_iia5 when stiff)."
+        )
 
 
 def _R(f: torch.Tensor, size: int) -> torch.Tensor:
@@ -460,7 +465,9 @@ class VariableAdams:
 
     def check_use(self, *, fixed: bool | None = None, sensitivity: str = "direct") -> None:
         """Raise :class:`InputError` unless the method can run this way."""
-        VariableBDF.check_use(self, fixed=fixed, sensitivity=sensitivity)
+        _check_use(
+            self.name, "a fixed-step Adams method (ab1 … ab6, abm2 … abm6)", fixed, sensitivity
+        )
 
 
 class AdamsRuntime:

@@ -266,26 +266,23 @@ def test_rows_of_a_batch_keep_their_own_history(name):
         assert int(batch.stats["rejected"][b]) == int(one.stats["rejected"][0])
 
 
-@pytest.mark.parametrize("sensitivity", ["adjoint", "checkpoint"])
-def test_adjoint_and_checkpoint_are_refused_with_a_fix(sensitivity):
-    with pytest.raises(odenet.InputError, match="sensitivity='direct' only"):
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"sensitivity": "adjoint"}, "sensitivity='direct' only"),
+        ({"sensitivity": "checkpoint"}, "sensitivity='direct' only"),
+        ({"step_size": 0.1}, r"drop `step_size`.*(bdf1 … bdf6|abm2 … abm6)"),
+    ],
+)
+def test_adjoint_checkpoint_and_fixed_steps_are_refused_with_a_fix(name, kwargs, match):
+    with pytest.raises(odenet.InputError, match=match):
         odenet.solve(
             lambda t, y: -y,
             torch.ones(2, dtype=F64),
             torch.tensor([0.0, 1.0], dtype=F64),
-            method="bdf",
-            sensitivity=sensitivity,
-        )
-
-
-def test_fixed_step_is_refused_with_a_fix():
-    with pytest.raises(odenet.InputError, match="bdf1 … bdf6"):
-        odenet.solve(
-            lambda t, y: -y,
-            torch.ones(2, dtype=F64),
-            torch.tensor([0.0, 1.0], dtype=F64),
-            method="ndf",
-            step_size=0.1,
+            method=name,
+            **kwargs,
         )
 
 
@@ -342,11 +339,3 @@ def test_adams_accuracy_on_the_harmonic_oscillator_and_fewer_evaluations_than_do
         atol=1e-8,
     )
     assert sol.stats["nfe"] < dp.stats["nfe"], (sol.stats["nfe"], dp.stats["nfe"])
-
-
-def test_adams_refuses_fixed_steps_and_the_adjoint():
-    args = (lambda t, y: -y, torch.ones(2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64))
-    with pytest.raises(odenet.InputError, match="drop `step_size`"):
-        odenet.solve(*args, method="adams", step_size=0.1)
-    with pytest.raises(odenet.InputError, match="sensitivity='direct' only"):
-        odenet.solve(*args, method="adams", sensitivity="adjoint")

@@ -53,10 +53,11 @@ class Result:
 class LinearProbe(nn.Module):
     """``f(t, x) = λ_b x_b``: one complex ``λ_b`` per sample (``x_b ∈ ℂ`` as ``(Re, Im)``).
 
-    It keeps the states it is evaluated at, at the layer times ``t_n = n`` (``Δt = 1``):
-    a multistep layer evaluates ``f(t_n, x_n)`` on the network's state ``x_n`` itself,
-    so the gradient of the loss with respect to these tensors is the adjoint
-    (backpropagated gradient) ``a_n = ∂loss/∂x_n`` at every layer.
+    It keeps the state it was last evaluated at for each layer time ``t_n = n``
+    (``Δt = 1``): a multistep layer evaluates ``f(t_n, x_n)`` on the network's state
+    ``x_n`` itself, after any starter stage at that time (a stage with ``c = 1`` lands
+    on ``t_n`` too, on a stage value), so the gradient of the loss with respect to these
+    tensors is the adjoint (backpropagated gradient) ``a_n = ∂loss/∂x_n``.
     """
 
     def __init__(self, lam: np.ndarray):
@@ -67,7 +68,7 @@ class LinearProbe(nn.Module):
 
     def forward(self, t, x):
         if float(t) == round(float(t)):
-            self.states.setdefault(round(float(t)), x)
+            self.states[round(float(t))] = x
         a, b = x[:, 0], x[:, 1]
         return torch.stack([self.re * a - self.im * b, self.im * a + self.re * b], dim=-1)
 

@@ -359,18 +359,13 @@ class AdamsRuntime:
 
     def _adams(self, g, s, y, h, F, S, order, rows):
         """The Adams step of the rows ``rows``; returns ``(y1, converged or None)``."""
-        # sums of the history in float64, rounded once (as torchdiffeq does): the high
-        # orders amplify round-off, and float32 states would otherwise lose digits here
         dt = y.dtype
-        wide = torch.promote_types(dt, torch.float64)
-        Fw = F.to(wide)
-        hb = self._coefficients(s, h, S, order, implicit=False).to(wide)
-        dy = torch.einsum("km,mkn->kn", hb, Fw).to(dt)
+        hb = self._coefficients(s, h, S, order, implicit=False).to(dt)
+        dy = torch.einsum("km,mkn->kn", hb, F)
         if not self.method.implicit:
             return y + dy, None
-        hc = self._coefficients(s, h, S, order, implicit=True).to(wide)
-        delta = torch.einsum("km,mkn->kn", hc[:, 1:], Fw).to(dt)
-        hc = hc.to(dt)
+        hc = self._coefficients(s, h, S, order, implicit=True).to(dt)
+        delta = torch.einsum("km,mkn->kn", hc[:, 1:], F)
         rtol = _row_tol(self.method.rtol, y)
         atol = _row_tol(self.method.atol, y)
         t1 = s + h

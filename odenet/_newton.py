@@ -21,37 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from odenet._errors import VectorFieldError
-
-
-def batched_jacobian(g, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``J[k] = ∂g(s, y)[k] / ∂y[k]`` for a field whose rows are independent systems.
-
-    Parameters
-    ----------
-    g : callable ``(s [K], y [K, n]) -> [K, n]``
-    s : [K] times; y : [K, n] states.
-
-    Returns
-    -------
-    Tensor [K, n, n] (no autograd history).  Costs one evaluation of ``g`` and one
-    batched vector–Jacobian product per state component.
-    """
-    K, n = y.shape
-    with torch.enable_grad():
-        yv = y.detach().requires_grad_(True)
-        out = g(s.detach(), yv)
-        if not out.requires_grad:  # g does not depend on y at all
-            return torch.zeros(K, n, n, dtype=y.dtype, device=y.device)
-        eye = torch.eye(n, dtype=y.dtype, device=y.device)
-        basis = eye[:, None, :].expand(n, K, n)
-        try:
-            (rows,) = torch.autograd.grad(out, yv, basis, is_grads_batched=True)
-        except RuntimeError:  # an op in g without a batching rule: one vjp per row
-            rows = torch.stack(
-                [torch.autograd.grad(out, yv, basis[j], retain_graph=True)[0] for j in range(n)]
-            )
-    return rows.permute(1, 0, 2).detach()
+from odenet._jacobian import batched_jacobian, compressed_jacobian, lu_kron
 
 
 @dataclass
@@ -76,13 +46,21 @@ class Newton:
     max_iter : int
     atol, rtol : float
         Scale ``atol + rtol·|y|`` in which increments are measured (RMS norm).
+    jac : callable, optional
+        A user Jacobian in the internal layout, ``jac(s [K], y [K, n])`` -> Tensor
+        ``[K, n, n]`` or :class:`~odenet._jacobian.SparseJac` (wrapped by
+        :func:`odenet._jacobian.user_jacobian`); autograd when None.
+    sparsity : :class:`~odenet._jacobian.Sparsity`, optional
+        The pattern of ``J``: autograd Jacobians are compressed (one forward-mode
+        product per column group) and a large single system factorises with SuperLU.
     """
 
-    def __init__(self, *, tol: float, max_iter: int, atol: float, rtol: float, jac=None):
+    def __init__(
+        self, *, tol: float, max_iter: int, atol: float, rtol: float, jac=None, sparsity=None
+    ):
         self.tol = tol
-        # a user Jacobian in the internal layout, ``jac(s [K], y [K, n]) -> [K, n, n]``
-        # (the caller wraps the user's ``jac(t, y)``); autograd when None
         self.jac = jac
+        self.sparsity = sparsity
         self.max_iter = max_iter
         self.atol = atol
         self.rtol = rtol
@@ -94,20 +72,18 @@ class Newton:
         self._lu = None
 
     # --- Jacobian cache -----------------------------------------------------------
-    def jacobian(self, g, s, y, *, fresh: bool = False) -> torch.Tensor:
+    def jacobian(self, g, s, y, *, fresh: bool = False):
+        """The cached ``J`` at ``(s [K], y [K, n])`` (recomputed when absent, or when
+        ``fresh`` and the cached one is stale): Tensor ``[K, n, n]`` or
+        :class:`~odenet._jacobian.SparseJac`."""
         if self.J is None or (fresh and not self.J_fresh):
-            if self.jac is None:
-                self.J = batched_jacobian(g, s, y)
-            else:
+            if self.jac is not None:
                 with torch.no_grad():
-                    J = torch.as_tensor(self.jac(s.detach(), y.detach()))
-                K, n = y.shape
-                if J.shape != (K, n, n):
-                    raise VectorFieldError(
-                        f"the Jacobian `jac` returned shape {tuple(J.shape)}; expected "
-                        f"{(K, n, n)} (one n x n matrix per system, n = {n})."
-                    )
-                self.J = J.to(dtype=y.dtype, device=y.device)
+                    self.J = self.jac(s.detach(), y.detach())
+            elif self.sparsity is not None:
+                self.J = compressed_jacobian(g, s, y, self.sparsity)
+            else:
+                self.J = batched_jacobian(g, s, y)
             self.J_fresh = True
             self.J_version += 1
             self.stats.jacobians += 1
@@ -122,19 +98,11 @@ class Newton:
         self.J_fresh = False
 
     # --- the iteration ------------------------------------------------------------
-    def iteration_matrix(self, hA: torch.Tensor, J: torch.Tensor):
-        """LU factors of ``I − (hA ⊗ J)`` for ``hA`` [K, S, S] and ``J`` [K, n, n] or
-        per-stage ``[K, S, n, n]``."""
-        K, S, _ = hA.shape
-        n = J.shape[-1]
-        if J.dim() == 3:
-            blocks = hA[:, :, :, None, None] * J[:, None, None, :, :]
-        else:  # block (i, j) = hA_ij J(Z_j)
-            blocks = hA[:, :, :, None, None] * J[:, None, :, :, :]
-        M = -blocks.permute(0, 1, 3, 2, 4).reshape(K, S * n, S * n)
-        M = M + torch.eye(S * n, dtype=M.dtype, device=M.device)
+    def iteration_matrix(self, hA: torch.Tensor, J):
+        """LU factors of ``I − (hA ⊗ J)`` for ``hA`` [K, S, S] and ``J`` [K, n, n],
+        per-stage ``[K, S, n, n]`` or sparse (an object with ``solve(rhs [K, S·n])``)."""
         self.stats.factorizations += 1
-        return _lu(M)
+        return lu_kron(hA, J)
 
     def filter_error(self, err: torch.Tensor, tableau=None) -> torch.Tensor:
         """The error estimate a diagonally implicit step reports (Hairer & Wanner IV.8).
@@ -167,17 +135,14 @@ class Newton:
                     else:
                         factor = max(1e-2 / max(rtol, 1e-300), 1.0) ** (1.0 / p)
                     return err * factor
-            if self._lu is None:
+            if self._lu is None or self._lu.shape != tuple(err.shape):
                 return err
-            LU, piv = self._lu
-            if LU.shape[-1] != err.shape[-1] or LU.shape[0] != err.shape[0]:
-                return err
-            self.stats.linear_solves += 1
-            return torch.linalg.lu_solve(LU, piv, err.unsqueeze(-1)).squeeze(-1)
+            return self.solve(self._lu, err)
 
     def solve(self, lu, rhs: torch.Tensor) -> torch.Tensor:
+        """``M⁻¹ rhs`` for the factors ``lu`` of :meth:`iteration_matrix`; rhs [K, m]."""
         self.stats.linear_solves += 1
-        return torch.linalg.lu_solve(*lu, rhs.unsqueeze(-1)).squeeze(-1)
+        return lu.solve(rhs)
 
     def stages(self, g, s, y, base, hA, Z0, g_of_stages):
         """Solve ``Z = base + (hA ⊗ I) G(Z)`` for ``Z`` [K, S, n] (no autograd history).
@@ -281,11 +246,3 @@ class Newton:
         G = g_of_stages(Zd)
         F = Zd - base - torch.einsum("kij,kjn->kin", hA, G)
         return Zd - self.solve(lu, F.reshape(K, S * n)).reshape(K, S, n)
-
-
-def _lu(M: torch.Tensor):
-    """LU factors of a batch of matrices; a singular one (``I − hγJ`` at an eigenvalue
-    of ``J`` equal to ``1/(hγ)``) is not an error here: its solves give inf/NaN, which
-    fails that row's Newton iteration, and the step is retried smaller."""
-    LU, pivots, _ = torch.linalg.lu_factor_ex(M)
-    return LU, pivots

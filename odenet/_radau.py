@@ -45,7 +45,8 @@ import math
 import numpy as np
 import torch
 
-from odenet._newton import Newton, _lu, batched_jacobian
+from odenet._jacobian import batched_jacobian, lu_shifted
+from odenet._newton import Newton
 from odenet._stepper import RungeKutta, StepResult
 
 S6 = math.sqrt(6.0)
@@ -86,8 +87,10 @@ class RadauNewton(Newton):
     the next step gets a fresh Jacobian: only when the last iteration was slow.
     """
 
-    def __init__(self, *, tol, max_iter, atol, rtol, jac=None):
-        super().__init__(tol=tol, max_iter=max_iter, atol=atol, rtol=rtol, jac=jac)
+    def __init__(self, *, tol, max_iter, atol, rtol, jac=None, sparsity=None):
+        super().__init__(
+            tol=tol, max_iter=max_iter, atol=atol, rtol=rtol, jac=jac, sparsity=sparsity
+        )
         self.slow = False  # the last Newton solve was slow: refresh J after acceptance
 
     def state_changed(self) -> None:
@@ -137,19 +140,15 @@ class Radau5(RungeKutta):
         key = (self.newton.J_version, h.tolist())
         if self._lu_key == key:
             return self._lu
-        K, n, _ = J.shape
-        eye = torch.eye(n, dtype=J.dtype, device=J.device)
-        hy = h.to(J.dtype)[:, None, None]
-        Mr = MU_REAL / hy * eye - J
-        Mc = (MU_COMPLEX / hy.to(self.cdtype)) * eye.to(self.cdtype) - J.to(self.cdtype)
-        lu = (_lu(Mr), _lu(Mc))
+        hy = h.to(self.dtype)
+        lu = (lu_shifted(J, MU_REAL / hy), lu_shifted(J, MU_COMPLEX / hy.to(self.cdtype)))
         self.newton.stats.factorizations += 2
         self._lu, self._lu_key = lu, key
         return lu
 
     def _solve(self, lu, rhs):
         self.newton.stats.linear_solves += 1
-        return torch.linalg.lu_solve(*lu, rhs.unsqueeze(-1)).squeeze(-1)
+        return lu.solve(rhs)
 
     # --- the step ----------------------------------------------------------------------
     def step(self, g, s, y, h, f0) -> StepResult:
@@ -336,6 +335,7 @@ def runtime_for(tab, dtype, time_dtype, device, newton, *, fixed: bool) -> Runge
             atol=newton.atol,
             rtol=newton.rtol,
             jac=newton.jac,
+            sparsity=newton.sparsity,
         )
         return Radau5(tab, dtype, time_dtype, device, nw)
     return RungeKutta(tab, dtype, time_dtype, device, newton)

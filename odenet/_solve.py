@@ -21,6 +21,7 @@ from odenet._errors import (
     NewtonConvergenceError,
 )
 from odenet._events import EventTracker, as_events
+from odenet._jacobian import user_jacobian
 from odenet._loop import LoopConfig, LoopResult, integrate
 from odenet._newton import Newton
 from odenet._solution import EventRecord, Solution, Status
@@ -30,6 +31,7 @@ from odenet._validate import (  # noqa: F401  (re-exported: _compat and tests im
     call_field,
     check_callable,
     check_field_output,
+    check_jac,
     check_flag,
     check_newton,
     check_nonnegative,
@@ -218,6 +220,9 @@ class Prepared:
                 linear_solves=ns.linear_solves,
                 newton_iterations=ns.iterations,
                 newton_failures=ns.failures,
+                # scipy's names: Jacobian evaluations and LU factorisations
+                njev=ns.jacobians,
+                nlu=ns.factorizations,
             )
         if self.fused is not None:
             stats.update(self.fused.stats())
@@ -277,6 +282,8 @@ def prepare(
     newton_tol,
     newton_max_iter,
     grid_on_outputs: bool = False,
+    jac=None,
+    jac_sparsity=None,
 ) -> tuple[Prepared, ButcherTableau]:
     """Validate everything and build the loop's layout and configuration.
 
@@ -295,6 +302,7 @@ def prepare(
     max_step = math.inf if max_step is None else check_positive("max_step", max_step)
     min_step = check_nonnegative("min_step", min_step)
     newton_tol, newton_max_iter = check_newton(newton_tol, newton_max_iter)
+    jac, sparsity = check_jac(jac, jac_sparsity, y0, tab, t.dim() == 2)
     check_norm(norm)
     # RADAU5's estimator is tuned with Gustafsson's predictive controller (fewer
     # rejections on stiff problems); every other method defaults to the I controller
@@ -337,7 +345,13 @@ def prepare(
             n_atol = per_row(n_atol)
         if isinstance(n_rtol, torch.Tensor):
             n_rtol = per_row(n_rtol)
-        newton = Newton(tol=n_tol, max_iter=n_max, atol=n_atol, rtol=n_rtol)
+        if jac is not None:  # the user's jac(t, y) in the loop's layout and time
+            jac = user_jacobian(
+                jac, shape=y0.shape, per_sample=per_sample, direction=direction, sparsity=sparsity
+            )
+        newton = Newton(
+            tol=n_tol, max_iter=n_max, atol=n_atol, rtol=n_rtol, jac=jac, sparsity=sparsity
+        )
     if hasattr(tab, "runtime"):  # a method with memory: history carried by the loop
         rk = tab.runtime(y0.dtype, tdt, y0.device, newton, fixed=fixed)
         # --- hook (H2, issue 14): an explicit method that chooses its order (adams)
@@ -414,6 +428,8 @@ _OPTION_NAMES = (
     "callback",
     "accept_min_step",
     "compile",
+    "jac",
+    "jac_sparsity",
 )
 
 
@@ -443,6 +459,8 @@ def solve(
     callback: Callable | None = None,
     accept_min_step: bool = False,
     compile: bool = False,
+    jac=None,
+    jac_sparsity=None,
     **options,
 ) -> Solution:
     """Solve ``dy/dt = f(t, y)``, ``y(t[0]) = y0``, reporting ``y`` at the times ``t``.
@@ -505,6 +523,17 @@ def solve(
     callback : callable ``callback(kind, t, y, dt)``, optional
         Called with ``kind="step"`` before every trial step, then ``"accept"`` or
         ``"reject"`` with the trial's start ``t``, state ``y`` and size ``dt``.
+    jac : callable ``jac(t, y) -> [n, n]``, or a constant ``[n, n]`` matrix, optional
+        Implicit methods: ``∂f/∂y`` of the flattened state (``n = y0.numel()``;
+        per-sample grids: ``[B, n, n]``) as a tensor, numpy array, ``scipy.sparse``
+        matrix or torch sparse tensor, called with ``f``'s arguments.  Used for the
+        Newton iteration only: gradients of the solution still come from ``f``'s
+        autograd graph.  Default: autograd (see :mod:`odenet._jacobian`).
+    jac_sparsity : ``[n, n]`` boolean pattern (array, tensor or scipy.sparse), optional
+        Implicit methods: where ``∂f_i/∂y_j`` can be nonzero.  Autograd Jacobians are
+        then compressed (one forward-mode product per group of structurally
+        orthogonal columns) and one system with ``n ≥ 128`` on the CPU is factorised
+        with a sparse LU (SuperLU), as scipy's ``jac_sparsity``.
     compile : bool
         Fuse ``f`` with the method's step into one ``torch.compile`` kernel per step
         (one system, explicit method, ``sensitivity="direct"``, no gradient through
@@ -560,6 +589,8 @@ def solve(
         newton_tol=newton_tol,
         newton_max_iter=newton_max_iter,
         grid_on_outputs=grid_on_outputs,
+        jac=jac,
+        jac_sparsity=jac_sparsity,
     )
     if hasattr(tab, "check_use"):
         tab.check_use(sensitivity=sensitivity)

@@ -304,6 +304,63 @@ def check_newton(newton_tol, newton_max_iter):
     return tol, newton_max_iter
 
 
+def check_jac(jac, jac_sparsity, y0: torch.Tensor, tab, per_sample: bool):
+    """``jac`` (callable ``jac(t, y)`` or a constant ``[n, n]`` matrix) and
+    ``jac_sparsity`` (an ``[n, n]`` pattern) for an implicit method, or an error.
+
+    Returns ``(jac, sparsity)`` with the pattern as :class:`odenet._jacobian.Sparsity`.
+    """
+    import numpy as np
+    import scipy.sparse as sp
+
+    from odenet._jacobian import Sparsity
+
+    if jac is None and jac_sparsity is None:
+        return None, None
+    given = "`jac`" if jac_sparsity is None else "`jac_sparsity`" if jac is None else (
+        "`jac` and `jac_sparsity`"
+    )
+    if not getattr(tab, "is_implicit", False):
+        raise InputError(
+            f"{given} would be unused: method {tab.name!r} is explicit and never forms a "
+            "Jacobian. Drop it, or pick an implicit method (e.g. 'radau_iia5', 'kvaerno5')."
+        )
+    n = int(y0[0].numel()) if per_sample else int(y0.numel())
+    if jac is not None and not callable(jac):
+        shape = getattr(jac, "shape", None)
+        if shape is None or tuple(shape) != (n, n):
+            raise InputError(
+                f"`jac` must be callable as jac(t, y) -> [n, n] (or a constant [n, n] "
+                f"matrix), n = {n}; got {type(jac).__name__}"
+                + (f" of shape {tuple(shape)}." if shape is not None else ".")
+            )
+        if per_sample:
+            raise InputError(
+                "a constant `jac` matrix needs a shared time grid; with per-sample times "
+                "give jac(t [B], y [B, ...]) -> [B, n, n]."
+            )
+    sparsity = None
+    if jac_sparsity is not None:
+        pat = jac_sparsity
+        if isinstance(pat, torch.Tensor):
+            pat = (pat.to_dense() if pat.layout != torch.strided else pat).detach().cpu().numpy()
+        if not sp.issparse(pat):
+            pat = np.asarray(pat)
+            if not (pat.dtype == bool or np.issubdtype(pat.dtype, np.number)):
+                raise InputError(
+                    "`jac_sparsity` must be an [n, n] boolean pattern (array, tensor or "
+                    f"scipy.sparse matrix), got an array of {pat.dtype}."
+                )
+        if tuple(pat.shape) != (n, n):
+            raise InputError(
+                f"`jac_sparsity` has shape {tuple(pat.shape)}; the state has n = {n} "
+                f"components, so give an [{n}, {n}] pattern (entry (i, j) true where f_i "
+                "depends on y_j)."
+            )
+        sparsity = Sparsity.from_pattern(pat)
+    return jac, sparsity
+
+
 def check_sensitivity(sensitivity) -> str:
     if sensitivity not in SENSITIVITIES:
         raise InputError(

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from odenet._errors import VectorFieldError
+from odenet._jacobian import user_jacobian
 from odenet._newton import Newton, batched_jacobian
 from odenet._radau import Radau5, RadauNewton
 from odenet.tableaus import tableau
@@ -116,6 +117,10 @@ def test_a_user_jacobian_replaces_autograd():
         out.append(rk.step(vdp, s, y, h, vdp(s, y)).y1)
         assert nw.stats.jacobians == 1
     assert calls and torch.allclose(out[0], out[1], rtol=1e-12, atol=1e-14)
-    bad = Newton(tol=0.03, max_iter=8, atol=1e-8, rtol=1e-8, jac=lambda s, y: torch.eye(2))
+    # the user's jac(t, y) is wrapped into this layout, with its shape checked
+    wrapped = user_jacobian(
+        lambda t, y: torch.eye(3), shape=(2,), per_sample=False, direction=s + 1, sparsity=None
+    )
+    bad = Newton(tol=0.03, max_iter=8, atol=1e-8, rtol=1e-8, jac=wrapped)
     with pytest.raises(VectorFieldError, match="expected"):
         bad.jacobian(vdp, s, y)

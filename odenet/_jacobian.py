@@ -1,0 +1,396 @@
+"""Jacobians ``J = ∂f/∂y`` for the implicit methods, and the LU factors built from them.
+
+One place for everything the Newton iterations (:mod:`odenet._newton`, RADAU5 in
+:mod:`odenet._radau`, the DIRKs and the multistep methods through them) need to know
+about ``J``:
+
+* **Autograd** (the default): :func:`batched_jacobian`, ``[K, n, n]`` with one
+  ``n × n`` block per independent row of the state.  The mode rule: a Jacobian
+  costs one product per *column group* in forward mode and one per *row group* in
+  reverse mode.  A dense square ``J`` needs ``n`` products either way and is taken
+  in reverse mode (one taped evaluation of ``f`` and one batched backward of ``n``
+  cotangents; it also works for fields whose ops lack forward derivatives).  With a
+  sparsity pattern the columns fall into ``c ≪ n`` groups (:func:`group_columns`)
+  and the Jacobian is taken in forward mode, one Jacobian–vector product per group
+  (:func:`compressed_jacobian`; Curtis, Powell & Reid 1974, as scipy's ``num_jac``
+  but with exact derivatives instead of differences).
+* **A user Jacobian** ``jac(t, y)`` (:func:`user_jacobian`): a dense tensor/array,
+  a ``scipy.sparse`` matrix or a torch sparse tensor.  It is used for the Newton
+  iteration only; gradients of the solution still come from ``f``.
+* **The linear algebra**: :func:`lu_shifted` (``σI − J``, RADAU5's real and
+  complex systems) and :func:`lu_kron` (``I − hA ⊗ J``, the stage systems of the
+  other implicit methods), each returning an object with ``solve(rhs)``.  Dense
+  ``J``: batched torch LU (``lu_factor_ex``).  Sparse ``J`` (one system on the CPU,
+  ``n`` ≥ :data:`SPARSE_MIN_N` with a pattern): SuperLU (``scipy.sparse.linalg.splu``),
+  as scipy's Radau/BDF do with ``jac_sparsity``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.autograd.forward_ad as fwAD
+from scipy.sparse.linalg import splu
+
+from odenet._errors import VectorFieldError
+
+# Below this size a dense batched torch LU beats SuperLU even on a banded pattern
+# (the per-call overhead of splu and of the numpy round trip dominates); measured in
+# studies/benchmarks/stiff_results.md ("dense or sparse LU").
+SPARSE_MIN_N = 128
+
+# --- autograd --------------------------------------------------------------------------
+
+
+def batched_jacobian(g, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``J[k] = ∂g(s, y)[k] / ∂y[k]`` for a field whose rows are independent systems.
+
+    Parameters
+    ----------
+    g : callable ``(s [K], y [K, n]) -> [K, n]``
+    s : [K] times; y : [K, n] states.
+
+    Returns
+    -------
+    Tensor [K, n, n] (no autograd history).  Reverse mode: one evaluation of ``g``
+    and one batched vector–Jacobian product per state component (see the module
+    docstring for the mode rule).
+    """
+    K, n = y.shape
+    with torch.enable_grad():
+        yv = y.detach().requires_grad_(True)
+        out = g(s.detach(), yv)
+        if not out.requires_grad:  # g does not depend on y at all
+            return torch.zeros(K, n, n, dtype=y.dtype, device=y.device)
+        eye = torch.eye(n, dtype=y.dtype, device=y.device)
+        basis = eye[:, None, :].expand(n, K, n)
+        try:
+            (rows,) = torch.autograd.grad(out, yv, basis, is_grads_batched=True)
+        except RuntimeError:  # an op in g without a batching rule: one vjp per row
+            rows = torch.stack(
+                [torch.autograd.grad(out, yv, basis[j], retain_graph=True)[0] for j in range(n)]
+            )
+    return rows.permute(1, 0, 2).detach()
+
+
+# --- sparsity: column groups and compressed forward-mode Jacobians -----------------------
+
+
+def group_columns(pattern) -> np.ndarray:
+    """Greedy column colouring: ``groups[j]`` such that no two columns of one group
+    have a nonzero in the same row (structurally orthogonal columns).
+
+    Columns are taken in order and each gets the smallest group not used by a
+    column it shares a row with (the greedy distance-2 colouring; scipy's
+    ``group_columns`` is the same Curtis–Powell–Reid idea).  A banded pattern with
+    ``l`` sub- and ``u`` super-diagonals gets at most ``l + u + 1`` groups.
+
+    Parameters
+    ----------
+    pattern : bool array-like or scipy.sparse matrix, [m, n]
+
+    Returns
+    -------
+    int ndarray [n], groups numbered ``0 … c−1``.
+    """
+    P = sp.csc_matrix(pattern, dtype=bool)
+    P.eliminate_zeros()
+    R = P.tocsr()
+    n = P.shape[1]
+    groups = np.full(n, -1, dtype=np.int64)
+    for j in range(n):
+        rows = P.indices[P.indptr[j] : P.indptr[j + 1]]
+        if rows.size:
+            nbrs = np.concatenate([R.indices[R.indptr[i] : R.indptr[i + 1]] for i in rows])
+            used = np.unique(groups[nbrs])
+            used = used[used >= 0]
+            # the smallest group number not in `used` (sorted, non-negative)
+            free = np.nonzero(used != np.arange(used.size))[0]
+            groups[j] = free[0] if free.size else used.size
+        else:  # an all-zero column fits any group
+            groups[j] = 0
+    return groups
+
+
+@dataclass
+class Sparsity:
+    """A validated pattern ``[n, n]`` with its column groups (built once per solve)."""
+
+    n: int
+    indptr: np.ndarray  # CSC structure of the pattern
+    indices: np.ndarray  # row of each stored entry
+    cols: np.ndarray  # column of each stored entry
+    groups: np.ndarray  # [n] column group
+    n_groups: int
+
+    @classmethod
+    def from_pattern(cls, pattern) -> Sparsity:
+        P = sp.csc_matrix(pattern, dtype=bool)
+        P.eliminate_zeros()
+        P.sort_indices()
+        n = P.shape[1]
+        groups = group_columns(P)
+        cols = np.repeat(np.arange(n), np.diff(P.indptr))
+        ng = int(groups.max()) + 1 if n else 0
+        return cls(n, P.indptr.copy(), P.indices.copy(), cols, groups, ng)
+
+    @property
+    def nnz(self) -> int:
+        return int(self.indices.size)
+
+    def sparse_lu(self, K: int, device) -> bool:
+        """Whether this solve factorises with SuperLU (one system on the CPU, large n)."""
+        return K == 1 and torch.device(device).type == "cpu" and self.n >= SPARSE_MIN_N
+
+
+class SparseJac:
+    """``J`` of one system as a scipy CSC matrix (the layout SuperLU factorises)."""
+
+    def __init__(self, A):
+        self.A = sp.csc_matrix(A)
+        n = self.A.shape[0]
+        self.shape = (1, n, n)
+
+    def dense(self, dtype, device) -> torch.Tensor:
+        return torch.as_tensor(self.A.toarray(), dtype=dtype, device=device)[None]
+
+
+def compressed_jacobian(g, s: torch.Tensor, y: torch.Tensor, sparsity: Sparsity):
+    """``J`` from one forward-mode product per column group of ``sparsity``.
+
+    Parameters
+    ----------
+    g : callable ``(s [K], y [K, n]) -> [K, n]``; s [K]; y [K, n].
+    sparsity : :class:`Sparsity` of the per-row ``[n, n]`` Jacobian.
+
+    Returns
+    -------
+    :class:`SparseJac` when :meth:`Sparsity.sparse_lu` says so, else a dense
+    Tensor [K, n, n] (entries outside the pattern are zero).  Costs ``c`` evaluations
+    of ``g`` on dual numbers (``c`` = ``sparsity.n_groups``); a field that forward
+    mode cannot differentiate falls back to :func:`batched_jacobian`.
+    """
+    K, n = y.shape
+    sd, yd = s.detach(), y.detach()
+    groups = torch.as_tensor(sparsity.groups, device=y.device)
+    rows = torch.as_tensor(sparsity.indices, device=y.device)
+    cols = torch.as_tensor(sparsity.cols, device=y.device)
+    try:
+        # one dual evaluation per group (not vmap over the seeds: batching the
+        # tangents of ops such as torch.cat goes through decompositions that import
+        # torch._dynamo, seconds on first use)
+        JV = torch.empty(sparsity.n_groups, K, n, dtype=y.dtype, device=y.device)
+        with torch.no_grad(), fwAD.dual_level():
+            for c in range(sparsity.n_groups):
+                seed = (groups == c).to(y.dtype).expand(K, n)
+                out = g(sd, fwAD.make_dual(yd, seed))
+                tangent = fwAD.unpack_dual(out).tangent
+                JV[c] = 0.0 if tangent is None else tangent  # None: g ignores y
+        # entry (i, j) of J is row i of the product with j's group seed
+        values = JV[groups[cols], :, rows].T  # [K, nnz]
+    except (RuntimeError, NotImplementedError):  # an op without a forward derivative
+        values = batched_jacobian(g, s, y)[:, rows, cols]
+    values = values.detach()
+    if sparsity.sparse_lu(K, y.device):
+        A = sp.csc_matrix(
+            (values[0].cpu().numpy(), sparsity.indices, sparsity.indptr), shape=(n, n)
+        )
+        return SparseJac(A)
+    J = torch.zeros(K, n, n, dtype=y.dtype, device=y.device)
+    J[:, rows, cols] = values
+    return J
+
+
+# --- a user Jacobian ----------------------------------------------------------------------
+
+
+def user_jacobian(jac, *, shape, per_sample: bool, direction: torch.Tensor, sparsity):
+    """Wrap the user's ``jac(t, y)`` as ``jac(s [K], y [K, n])`` in the internal layout.
+
+    ``jac`` receives what ``f`` receives (user time, user-shaped ``y``) and returns the
+    ``[n, n]`` matrix ``∂f/∂y`` of the flattened state (per-sample grids: ``[B, n, n]``)
+    as a tensor, a numpy array, a ``scipy.sparse`` matrix or a torch sparse tensor; a
+    constant matrix may be given instead of a callable.  Backward integration
+    (``s = −t``) flips its sign as it flips ``f``'s.
+
+    Returns a callable giving a dense Tensor [K, n, n] or a :class:`SparseJac` (one
+    system on the CPU with a sparse result or a large ``sparsity`` pattern).
+    """
+    K = direction.shape[0]
+    n = int(np.prod(shape[1:])) if per_sample else int(np.prod(shape))
+    row_shape = (K, *shape[1:]) if per_sample else tuple(shape)
+    flip = bool((direction < 0).any())
+    const = None if callable(jac) else jac
+
+    def call(s, y):
+        if const is not None:
+            out = const
+        else:
+            t = s * direction if flip else s
+            out = jac(t if per_sample else t[0], y.reshape(row_shape))
+        sparse_lu = (
+            K == 1
+            and y.device.type == "cpu"
+            and (
+                sp.issparse(out)
+                or (isinstance(out, torch.Tensor) and out.layout != torch.strided)
+                or (sparsity is not None and sparsity.sparse_lu(K, y.device))
+            )
+        )
+        if isinstance(out, torch.Tensor) and out.layout != torch.strided:
+            out = out.to_dense() if not sparse_lu else _torch_sparse_to_scipy(out)
+        if sp.issparse(out):
+            if out.shape != (n, n):
+                raise VectorFieldError(
+                    f"the Jacobian `jac` returned a sparse matrix of shape {out.shape}; "
+                    f"expected {(n, n)} (n = {n} state components)."
+                )
+            if sparse_lu:
+                return SparseJac(out * (-1.0 if flip else 1.0))
+            out = out.toarray()
+        J = torch.as_tensor(np.asarray(out) if not isinstance(out, torch.Tensor) else out)
+        want = (K, n, n) if per_sample else (n, n)
+        if tuple(J.shape) != want and not (not per_sample and tuple(J.shape) == (1, n, n)):
+            raise VectorFieldError(
+                f"the Jacobian `jac` returned shape {tuple(J.shape)}; expected {want} "
+                f"(∂f/∂y of the flattened state, n = {n})."
+            )
+        J = J.detach().to(dtype=y.dtype, device=y.device).reshape(K, n, n)
+        if not bool(torch.isfinite(J).all()):
+            raise VectorFieldError(
+                "the Jacobian `jac` returned NaN or inf at t = "
+                f"{(s * direction).tolist()}; check it against f (or drop `jac`)."
+            )
+        if flip:
+            J = J * direction.to(J.dtype)[:, None, None]
+        if sparse_lu:
+            return SparseJac(sp.csc_matrix(J[0].cpu().numpy()))
+        return J
+
+    return call
+
+
+def _torch_sparse_to_scipy(T: torch.Tensor):
+    C = T.detach().to_sparse_coo().coalesce().cpu()
+    i = C.indices().numpy()
+    return sp.csc_matrix((C.values().double().numpy(), (i[0], i[1])), shape=tuple(C.shape))
+
+
+# --- LU factors ---------------------------------------------------------------------------
+
+
+class DenseLU:
+    """LU factors of a batch ``M [K, m, m]`` (torch).  A singular ``M`` (``I − hγJ`` at
+    an eigenvalue of ``J`` equal to ``1/(hγ)``) is not an error here: its solves give
+    inf/NaN, which fails that row's Newton iteration, and the step is retried smaller."""
+
+    def __init__(self, M: torch.Tensor):
+        self.LU, self.pivots, _ = torch.linalg.lu_factor_ex(M)
+        self.shape = (M.shape[0], M.shape[-1])
+
+    def solve(self, rhs: torch.Tensor) -> torch.Tensor:
+        """``M⁻¹ rhs`` for ``rhs`` [K, m] (same dtype as ``M``)."""
+        return torch.linalg.lu_solve(self.LU, self.pivots, rhs.unsqueeze(-1)).squeeze(-1)
+
+
+class SparseLU:
+    """SuperLU factors of one sparse ``M [m, m]``; a singular ``M`` solves to NaN
+    (a Newton failure, as :class:`DenseLU`).
+
+    The fill-reducing ordering is SuperLU's minimum degree on ``Mᵀ + M`` for a
+    structurally symmetric ``M`` (the usual stencil / reaction–diffusion pattern:
+    about half the fill of scipy's default COLAMD, and half the factorisation time, on
+    the 2-D Brusselator), COLAMD otherwise.
+    """
+
+    def __init__(self, M):
+        M = sp.csc_matrix(M)
+        self.shape = (1, M.shape[0])
+        S = M.copy()
+        S.data[:] = 1
+        spec = "MMD_AT_PLUS_A" if (S != S.T).nnz == 0 else "COLAMD"
+        try:
+            self.lu = splu(M, permc_spec=spec)
+        except RuntimeError:  # "Factor is exactly singular"
+            self.lu = None
+
+    def solve(self, rhs: torch.Tensor) -> torch.Tensor:
+        """``M⁻¹ rhs`` for ``rhs`` [1, m]."""
+        if self.lu is None:
+            return torch.full_like(rhs, float("nan"))
+        x = self.lu.solve(rhs[0].detach().cpu().numpy())
+        return torch.as_tensor(x, dtype=rhs.dtype, device=rhs.device)[None]
+
+
+class SparseComplexLU:
+    """``(a + ib) I − J`` factorised as the real ``2n × 2n`` system
+    ``[[aI − J, −bI], [bI, aI − J]] [x; y] = [p; q]`` (``w = x + iy``, ``r = p + iq``).
+
+    SuperLU's complex factorisation (``zgstrf``, what scipy's Radau calls) measured
+    about 90× slower than this real one of twice the size on the 2-D Brusselator
+    (n = 2048: 13–14 s against 0.15 s on the loaded development machine), with the same
+    fill; RADAU5 needs one such factorisation per real one.
+    """
+
+    def __init__(self, J, sigma: complex):
+        n = J.shape[0]
+        eye = sp.identity(n, format="csc")
+        A = sigma.real * eye - J
+        self.real = SparseLU(sp.bmat([[A, -sigma.imag * eye], [sigma.imag * eye, A]]))
+        self.shape = (1, n)
+
+    def solve(self, rhs: torch.Tensor) -> torch.Tensor:
+        """``M⁻¹ rhs`` for complex ``rhs`` [1, n]."""
+        r = torch.cat([rhs.real, rhs.imag], dim=1)
+        x = self.real.solve(r)
+        n = self.shape[1]
+        return torch.complex(x[:, :n], x[:, n:])
+
+
+def lu_shifted(J, shift: torch.Tensor):
+    """LU factors of ``σ_k I − J_k``: ``J`` [K, n, n] or :class:`SparseJac`, ``shift``
+    [K] real or complex (the result has ``shift``'s dtype)."""
+    if isinstance(J, SparseJac):
+        n = J.A.shape[0]
+        if shift.is_complex():
+            return SparseComplexLU(J.A, complex(shift[0]))
+        return SparseLU(float(shift[0]) * sp.identity(n, format="csc") - J.A)
+    n = J.shape[-1]
+    eye = torch.eye(n, dtype=shift.dtype, device=J.device)
+    return DenseLU(shift[:, None, None] * eye - J.to(shift.dtype))
+
+
+def lu_kron(hA: torch.Tensor, J):
+    """LU factors of ``I − (hA ⊗ J)`` for ``hA`` [K, S, S] and ``J`` [K, n, n], per-stage
+    ``[K, S, n, n]`` (block ``(i, j)`` = ``hA_ij J(Z_j)``) or :class:`SparseJac`."""
+    K, S, _ = hA.shape
+    if isinstance(J, SparseJac):
+        n = J.A.shape[0]
+        M = sp.identity(S * n, format="csc") - sp.kron(hA[0].detach().cpu().numpy(), J.A)
+        return SparseLU(M)
+    n = J.shape[-1]
+    if J.dim() == 3:
+        blocks = hA[:, :, :, None, None] * J[:, None, None, :, :]
+    else:
+        blocks = hA[:, :, :, None, None] * J[:, None, :, :, :]
+    M = -blocks.permute(0, 1, 3, 2, 4).reshape(K, S * n, S * n)
+    return DenseLU(M + torch.eye(S * n, dtype=M.dtype, device=M.device))
+
+
+__all__ = [
+    "SPARSE_MIN_N",
+    "DenseLU",
+    "SparseComplexLU",
+    "SparseJac",
+    "SparseLU",
+    "Sparsity",
+    "batched_jacobian",
+    "compressed_jacobian",
+    "group_columns",
+    "lu_kron",
+    "lu_shifted",
+    "user_jacobian",
+]

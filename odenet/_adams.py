@@ -1,7 +1,7 @@
 """torchdiffeq's Adams methods (``explicit_adams``, ``implicit_adams``, ``fixed_adams``).
 
 ``METHODS`` maps each name to its method object (the protocol of
-:class:`odenet._multistep.LinearMultistep`); :func:`odenet._multistep.registered`
+:class:`odenet._multistep.LinearMultistep`); :func:`odenet._registry.registered`
 collects it.
 
 The methods are torchdiffeq's ``AdamsBashforth`` / ``AdamsBashforthMoulton``
@@ -279,6 +279,7 @@ class AdamsRuntime:
     # multistep methods
     extra_stages = MultistepRuntime.extra_stages
     interpolate = MultistepRuntime.interpolate
+    track_grad = MultistepRuntime.track_grad  # the starter's
 
     def __init__(self, method: Adams, dtype, time_dtype, device):
         self.tableau = method
@@ -290,14 +291,6 @@ class AdamsRuntime:
         as64 = functools.partial(torch.as_tensor, dtype=torch.float64, device=device)
         self.ab, self.ab_num, self.am, self.am_num = map(as64, (ab, ab_num, am, am_num))
         self.unconverged = 0  # steps whose corrector did not converge
-
-    @property
-    def track_grad(self) -> bool:
-        return self.starter.track_grad
-
-    @track_grad.setter
-    def track_grad(self, value: bool) -> None:
-        self.starter.track_grad = value
 
     # --- state ------------------------------------------------------------------------
     def init_state(self, s, y, f0):
@@ -359,13 +352,18 @@ class AdamsRuntime:
 
     def _adams(self, g, s, y, h, F, S, order, rows):
         """The Adams step of the rows ``rows``; returns ``(y1, converged or None)``."""
+        # sums of the history in float64, rounded once (as torchdiffeq does): the high
+        # orders amplify round-off, and float32 states would otherwise lose digits here
         dt = y.dtype
-        hb = self._coefficients(s, h, S, order, implicit=False).to(dt)
-        dy = torch.einsum("km,mkn->kn", hb, F)
+        wide = torch.promote_types(dt, torch.float64)
+        Fw = F.to(wide)
+        hb = self._coefficients(s, h, S, order, implicit=False).to(wide)
+        dy = torch.einsum("km,mkn->kn", hb, Fw).to(dt)
         if not self.method.implicit:
             return y + dy, None
-        hc = self._coefficients(s, h, S, order, implicit=True).to(dt)
-        delta = torch.einsum("km,mkn->kn", hc[:, 1:], F)
+        hc = self._coefficients(s, h, S, order, implicit=True).to(wide)
+        delta = torch.einsum("km,mkn->kn", hc[:, 1:], Fw).to(dt)
+        hc = hc.to(dt)
         rtol = _row_tol(self.method.rtol, y)
         atol = _row_tol(self.method.atol, y)
         t1 = s + h

@@ -157,3 +157,32 @@ def test_status_ok_means_the_tolerance_was_honoured_slow(name, method, rtol):
 @pytest.mark.parametrize("method", ["kvaerno3", "sdirk4", "trbdf2"])
 def test_dirk_methods_at_tight_tolerance_are_honest(method):
     assert_honest("hires", method, 1e-7, max_steps=1500)
+
+
+# --- the must-hold against scipy Radau (studies/benchmarks/stiff_accuracy.py measures it all)
+
+
+def scipy_radau_error(name, rtol):
+    from scipy.integrate import solve_ivp
+
+    prob = P.get_problem(name)
+    r = solve_ivp(prob.numpy_field(), prob.span, prob.y0, method="Radau", rtol=rtol,
+                  atol=prob.atol(rtol))  # fmt: skip
+    assert r.success
+    return P.stiff_error(prob, r.y[:, -1], prob.atol_ratio)
+
+
+def test_radau_iia5_is_within_10x_of_scipy_radau_on_hires():
+    ok, err, _ = stiff_solve("hires", "radau_iia5", 1e-3, max_steps=400)
+    assert ok and err <= 10 * scipy_radau_error("hires", 1e-3), err
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known violation (stiff_accuracy_results.md): the DIRK pairs end at 0.3-10x rtol, "
+    "scipy Radau at 0.01-0.03x rtol; HIRES 1e-3: kvaerno3 32x, sdirk4 41x Radau's error",
+)
+@pytest.mark.parametrize("method", ["kvaerno3", "sdirk4"])
+def test_dirk_pairs_within_10x_of_scipy_radau_on_hires(method):
+    ok, err, _ = stiff_solve("hires", method, 1e-3, max_steps=400)
+    assert ok and err <= 10 * scipy_radau_error("hires", 1e-3), err

@@ -1,0 +1,174 @@
+"""The stiff accuracy must-hold of issue 14, measured cell by cell.
+
+"On every stiff problem and every rtol in 1e-3 … 1e-8, each stiff method either
+reaches an error within 10× of scipy Radau's at the same rtol, or fails with a status
+or typed error — never status ok with an error above 100 × rtol; every solve ends in
+a bounded number of steps."
+
+For each (problem, rtol) scipy's Radau runs first, then every implicit adaptive
+method of ``odenet.methods()`` (the DIRK/ESDIRK pairs and radau_iia5), interleaved,
+with ``atol = problem.atol_ratio · rtol`` and the error of
+:func:`odenet.problems.stiff_error` at the final time (relative above the problem's
+``atol_ratio``, absolute below) against the rtol-1e-13 reference.  Each odenet solve
+gets a step budget, ``max_steps = max(--min-steps, --budget × scipy Radau's steps)``,
+and a wall-time limit (``--timeout``; a solve past it is recorded ``timeout``, a
+limit of this script on a slow machine, not a verdict on the method).
+
+Verdict per cell:
+
+* ``pass``   status ok and error ≤ 10 × scipy Radau's;
+* ``fail``   the solver reported a failure (a status or a typed error): honest;
+* ``LOOSE``  status ok, error ≤ 100·rtol but above 10 × Radau's (misses the target);
+* ``SILENT`` status ok with an error above 100·rtol (the must-not-happen).
+
+    python studies/benchmarks/stiff_accuracy.py                    # everything
+    python studies/benchmarks/stiff_accuracy.py --problems hires --rtols 1e-3,1e-6
+
+Each finished cell is appended to ``results/stiff_accuracy.jsonl`` (a rerun skips the
+cells already there unless ``--fresh``); the table is printed as markdown (the
+committed ``stiff_accuracy_results.md`` is one such run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from stiff import run_odenet, run_scipy
+
+import odenet
+from odenet import problems as P
+
+RTOLS = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8)
+OUT = Path(__file__).parent / "results" / "stiff_accuracy.jsonl"
+
+
+def stiff_methods() -> list[str]:
+    """Every implicit method odenet can run adaptively."""
+    return [
+        m
+        for m in odenet.methods()
+        if odenet.tableau(m).is_implicit and odenet.tableau(m).is_adaptive
+    ]
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise _Timeout
+
+
+def timed_odenet(prob, method, rtol, max_steps, limit):
+    """stiff.run_odenet under a wall-time limit (SIGALRM: a benchmark on Unix)."""
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, limit)
+    try:
+        return run_odenet(prob, method, rtol, prob.atol_ratio, max_steps)
+    except _Timeout:
+        return {"status": "timeout", "err": math.nan, "wall": limit}
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def verdict(r: dict, radau_err: float, rtol: float) -> str:
+    if r["status"] == "timeout":
+        return "timeout"
+    if r["status"] != "ok":
+        return "fail"
+    if r["err"] > 100 * rtol:
+        return "SILENT"
+    if r["err"] > 10 * radau_err:
+        return "LOOSE"
+    return "pass"
+
+
+def table(rows: list[dict]) -> str:
+    out = [
+        "| problem | rtol | method | verdict | error | Radau error | ratio | steps (budget) "
+        "| nfe | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ratio = r["err"] / r["radau_err"] if r["status"] == "ok" else math.nan
+        steps = r.get("steps", "-")
+        out.append(
+            f"| {r['problem']} | {r['rtol']:.0e} | {r['method']} | {r['verdict']} "
+            f"| {r['err']:.2e} | {r['radau_err']:.2e} | {ratio:.2g} | {steps} ({r['budget']}) "
+            f"| {r.get('nfe', '-')} | {r['wall']:.2f} |"
+        )
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--problems", default=",".join(P.STIFF_SUITE))
+    ap.add_argument("--rtols", default=",".join(f"{r:.0e}" for r in RTOLS))
+    ap.add_argument("--methods", default=",".join(stiff_methods()))
+    ap.add_argument("--budget", type=float, default=20.0, help="steps per scipy Radau step")
+    ap.add_argument("--min-steps", type=int, default=2000)
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds per odenet solve")
+    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--fresh", action="store_true")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.fresh and out.exists():
+        out.unlink()
+    done = {}
+    if out.exists():
+        for line in out.read_text().splitlines():
+            r = json.loads(line)
+            done[(r["problem"], r["rtol"], r["method"])] = r
+    rows = []
+    for name in args.problems.split(","):
+        prob = P.get_problem(name)
+        prob.solution([prob.span[1]])  # the reference (cached) is not part of any timing
+        for rtol in (float(x) for x in args.rtols.split(",")):
+            todo = [m for m in args.methods.split(",") if (name, rtol, m) not in done]
+            if todo:
+                radau = run_scipy(prob, "Radau", rtol, prob.atol_ratio)
+                budget = max(args.min_steps, int(args.budget * radau["steps"]))
+            for m in todo:
+                r = timed_odenet(prob, m, rtol, budget, args.timeout)
+                r.update(
+                    problem=name,
+                    rtol=rtol,
+                    method=m,
+                    budget=budget,
+                    radau_err=radau["err"],
+                    radau_steps=radau["steps"],
+                    verdict=verdict(r, radau["err"], rtol),
+                )
+                done[(name, rtol, m)] = r
+                with out.open("a") as fh:
+                    fh.write(json.dumps(r) + "\n")
+                print(
+                    f"{name:24s} {rtol:.0e} {m:11s} {r['verdict']:7s} err {r['err']:.2e} "
+                    f"(Radau {radau['err']:.2e}) steps {r.get('steps', '-')}/{budget} "
+                    f"{r['wall']:.1f} s",
+                    flush=True,
+                )
+            rows += [done[(name, rtol, m)] for m in args.methods.split(",")]
+    print()
+    print(table(rows))
+    bad = [r for r in rows if r["verdict"] in ("SILENT", "LOOSE")]
+    print(f"\n{len(rows)} cells: " + ", ".join(
+        f"{v} {sum(r['verdict'] == v for r in rows)}"
+        for v in ("pass", "fail", "LOOSE", "SILENT", "timeout")
+    ))  # fmt: skip
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

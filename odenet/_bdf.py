@@ -43,7 +43,7 @@ order reported with it; a rejected trial's state (the moved differences, an orde
 change) is dropped and the step retried from the old one.
 
 ``METHODS`` maps each name to its method object (the protocol of
-:class:`odenet._multistep.LinearMultistep`); :func:`odenet._multistep.registered`
+:class:`odenet._multistep.LinearMultistep`); :func:`odenet._registry.registered`
 collects it.
 """
 

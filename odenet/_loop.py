@@ -616,7 +616,7 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
     else:
         ctrl = cfg.controller
         if cfg.first_step is not None or not B.running():  # nothing to integrate: T = 1
-            h = B.full(cfg.first_step or 0.0)
+            h = B.full(0.0 if cfg.first_step is None else cfg.first_step)
         else:
             h = B.initial_step(y, f0)
         # a NaN estimate (f NaN at its trial point, a NaN user norm) fails here, before

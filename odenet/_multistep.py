@@ -132,27 +132,6 @@ MULTISTEP = {
 }
 
 
-def registered() -> dict:
-    """Every method with memory by name: the fixed-step family above and the families
-    that live in modules of their own (each exports ``METHODS``, name → method object
-    with the protocol of :class:`LinearMultistep`: ``name``, ``order``, ``error_order``,
-    ``is_implicit``, ``is_explicit``, ``is_adaptive``, ``runtime(...)`` and
-    ``check_use(...)``)."""
-    from odenet._adams import METHODS as adams  # torchdiffeq's variable-order Adams
-    from odenet._bdf import METHODS as variable_bdf  # variable-step, variable-order BDF/NDF
-
-    return {**MULTISTEP, **adams, **variable_bdf}
-
-
-def multistep(name):
-    """The method with memory registered under ``name`` (None for other names)."""
-    if isinstance(name, str):
-        return registered().get(name.lower())
-    if hasattr(name, "runtime") and hasattr(name, "check_use"):
-        return name
-    return None
-
-
 class MultistepRuntime:
     """The method protocol of the loop for a :class:`LinearMultistep`, with state.
 

@@ -25,14 +25,17 @@ from odenet._jacobian import user_jacobian
 from odenet._loop import LoopConfig, LoopResult, integrate
 from odenet._newton import Newton
 from odenet._solution import EventRecord, Solution, Status
-from odenet._stepper import RungeKutta
+from odenet._stepper import _STEP_CACHE
+from odenet._stepper import cached_runtime as _cached_runtime
+from odenet._stepper import own_copy as _own_copy
+from odenet._stepper import runtime as _runtime
 from odenet._validate import (  # noqa: F401  (re-exported: _compat and tests import them here)
     SENSITIVITIES,
     call_field,
     check_callable,
     check_field_output,
-    check_jac,
     check_flag,
+    check_jac,
     check_newton,
     check_nonnegative,
     check_norm,
@@ -553,8 +556,9 @@ def solve(
         forward states kept; default as many as fit in 4.5 MiB, at least 8) or
         ``checkpoint_every`` (a fixed
         number of steps per kept state), and for the adjoint ``adjoint_rtol``,
-        ``adjoint_atol``, ``adjoint_method``, ``adjoint_seminorm``,
-        ``adjoint_options`` (see :func:`odenet.sensitivity.solve_with`).
+        ``adjoint_atol``, ``adjoint_method``, ``adjoint_seminorm``, ``adjoint_norm``,
+        ``adjoint_callback``, ``adjoint_options`` (see
+        :func:`odenet.sensitivity.solve_with`).
 
     Returns
     -------
@@ -737,36 +741,3 @@ def step(
             f"at t = {float(t0):.6g} with dt = {float(h):.6g}; reduce `dt`."
         )
     return res.y1.reshape(shape)
-
-
-_STEP_CACHE: dict = {}
-
-
-def _runtime(tab: ButcherTableau, dtype, time_dtype, device) -> RungeKutta:
-    """A tableau's tensors, built once per (tableau, dtypes, device).
-
-    A ResNet calls ``step`` once per layer and a training loop calls ``solve`` once per
-    batch: rebuilding tensors from numpy each time would dominate small problems.
-    The cache keeps a template that is never handed out: each call gets a shallow copy
-    (sharing the template's tensors, which nothing modifies), so the per-call state —
-    the Newton solver and ``track_grad`` — belongs to that call alone.
-    """
-    return _own_copy(_cached_runtime(tab, dtype, time_dtype, device))
-
-
-def _cached_runtime(tab: ButcherTableau, dtype, time_dtype, device) -> RungeKutta:
-    """The cached template (never to be modified: copy it with :func:`_own_copy`)."""
-    key = (id(tab), dtype, time_dtype, str(device))
-    rk = _STEP_CACHE.get(key)
-    if rk is None or rk.tableau is not tab:
-        if len(_STEP_CACHE) > 64:
-            _STEP_CACHE.clear()
-        rk = _STEP_CACHE[key] = RungeKutta(tab, dtype, time_dtype, device, None)
-    return rk
-
-
-def _own_copy(rk: RungeKutta) -> RungeKutta:
-    """A shallow copy: shares the template's tensors, owns its per-call attributes."""
-    own = RungeKutta.__new__(RungeKutta)
-    own.__dict__.update(rk.__dict__)
-    return own

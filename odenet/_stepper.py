@@ -347,3 +347,37 @@ class RungeKutta:
             return y0_ + hy * torch.einsum("kms,skn->kmn", W, ks)
         h00, h10, h01, h11 = hermite_basis(th)
         return h00 * y0_ + h10 * hy * f0[:, None] + h01 * y1[:, None] + h11 * hy * f1[:, None]
+
+
+# --- the runtimes of tableaux, cached -------------------------------------------------
+_STEP_CACHE: dict = {}
+
+
+def runtime(tab: ButcherTableau, dtype, time_dtype, device) -> RungeKutta:
+    """A tableau's tensors, built once per (tableau, dtypes, device).
+
+    A ResNet calls ``step`` once per layer and a training loop calls ``solve`` once per
+    batch: rebuilding tensors from numpy each time would dominate small problems.
+    The cache keeps a template that is never handed out: each call gets a shallow copy
+    (sharing the template's tensors, which nothing modifies), so the per-call state —
+    the Newton solver and ``track_grad`` — belongs to that call alone.
+    """
+    return own_copy(cached_runtime(tab, dtype, time_dtype, device))
+
+
+def cached_runtime(tab: ButcherTableau, dtype, time_dtype, device) -> RungeKutta:
+    """The cached template (never to be modified: copy it with :func:`own_copy`)."""
+    key = (id(tab), dtype, time_dtype, str(device))
+    rk = _STEP_CACHE.get(key)
+    if rk is None or rk.tableau is not tab:
+        if len(_STEP_CACHE) > 64:
+            _STEP_CACHE.clear()
+        rk = _STEP_CACHE[key] = RungeKutta(tab, dtype, time_dtype, device, None)
+    return rk
+
+
+def own_copy(rk: RungeKutta) -> RungeKutta:
+    """A shallow copy: shares the template's tensors, owns its per-call attributes."""
+    own = RungeKutta.__new__(RungeKutta)
+    own.__dict__.update(rk.__dict__)
+    return own

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 
 from odenet._errors import InputError, OdenetError, VectorFieldError
-from odenet._multistep import multistep
+from odenet._registry import multistep
 from odenet.tableaus import ButcherTableau, methods, tableau
 
 SENSITIVITIES = ("direct", "adjoint", "checkpoint")
@@ -387,7 +387,7 @@ def resolve_method(method, fixed: bool) -> ButcherTableau:
     """The tableau of ``method``; an adaptive solve needs an embedded error estimate.
 
     A multistep name gives its method object (:class:`odenet._multistep.LinearMultistep`
-    or a family of its own module, see :func:`odenet._multistep.registered`).
+    or a family of its own module, see :func:`odenet._registry.registered`).
     """
     lm = multistep(method)
     if lm is not None:

@@ -104,7 +104,7 @@ def plot_convergence(result, ax=None, path=None, triangles: bool = True):
     -------
     matplotlib Figure
     """
-    from odenet._multistep import multistep
+    from odenet._registry import multistep
     from odenet.tableaus import tableau
 
     orders = result.orders.sort_values(["expected_order", "method"], kind="stable")

@@ -13,7 +13,7 @@ from scipy.integrate import solve_ivp
 import odenet
 from odenet import problems as P
 from odenet._bdf import METHODS, BDFRuntime, _rescale_matrix
-from odenet._multistep import registered
+from odenet._registry import registered
 
 F64 = torch.float64
 NAMES = ("bdf", "ndf")

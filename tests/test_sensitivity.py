@@ -8,6 +8,7 @@ through the steps (checkpoint must reproduce it to round-off).
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -16,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from odenet._compat import odeint, odeint_adjoint
+from odenet._errors import InputError
 from odenet._solve import solve
 
 DT = torch.float64
@@ -344,3 +346,142 @@ def test_adjoint_keeps_its_budget_of_states_and_recomputes_each_step_at_most_onc
     else:
         assert st["checkpoints"] <= C and st["backward_segments"] >= 1
         assert 2 * N + 1 < st["backward_nfe"] <= 6 * N + 1
+
+
+# --- the adjoint's own norm and callbacks ------------------------------------------------
+
+
+def _decay_problem():
+    A = torch.tensor([[-1.0, 0.5], [-0.5, -0.2]], dtype=DT, requires_grad=True)
+    y0 = torch.tensor([1.0, -0.5], dtype=DT)
+    t = torch.tensor([0.0, 0.7, 2.0], dtype=DT)
+    return A, y0, t
+
+
+def _exact_gradient(A, y0, t):
+    # L = Σ_i sum(y(t_i)) with y(t) = exp(A t) y0: autograd through matrix_exp
+    (g,) = torch.autograd.grad(sum(torch.matrix_exp(A * ti) @ y0 for ti in t[1:]).sum(), [A])
+    return g
+
+
+def test_adjoint_norm_sees_the_adjoint_and_parameter_channels_and_keeps_the_gradient():
+    A, y0, t = _decay_problem()
+    seen = []
+
+    def norm(parts):
+        seen.append(tuple(p.shape for p in parts))
+        return torch.stack([p.abs().max() for p in parts]).max()
+
+    sol = solve(
+        lambda s, y: A @ y,
+        y0,
+        t,
+        method="dopri5",
+        rtol=1e-10,
+        atol=1e-12,
+        sensitivity="adjoint",
+        adjoint_params=[A],
+        adjoint_norm=norm,
+    )
+    (g,) = torch.autograd.grad(sol.ys[1:].sum(), [A])
+    assert rel(g, _exact_gradient(A, y0, t)) < 1e-7
+    assert seen and all(shape == ((2,), (2, 2)) for shape in seen)
+    assert sol.stats["seminorm"] is False
+
+
+def test_adjoint_norm_on_the_parameter_channels_costs_steps_the_seminorm_saves():
+    # a norm that only measures the parameter channels must take at least as many
+    # backward steps as the seminorm (which ignores them) and agree on the gradient
+    A, y0, t = _decay_problem()
+    steps, grads = [], []
+    for opts in ({}, {"adjoint_norm": lambda parts: parts[1].abs().max() * 1e3}):
+        sol = solve(
+            lambda s, y: A @ y,
+            y0,
+            t,
+            method="dopri5",
+            rtol=1e-6,
+            atol=1e-8,
+            sensitivity="adjoint",
+            adjoint_params=[A],
+            **opts,
+        )
+        grads.append(torch.autograd.grad(sol.ys[1:].sum(), [A])[0])
+        steps.append(sol.stats["backward_steps"])
+    assert steps[1] > steps[0]
+    assert rel(grads[1], _exact_gradient(A, y0, t)) < rel(grads[0], _exact_gradient(A, y0, t))
+
+
+def test_torchdiffeq_adjoint_norm_gets_t_y_a_and_parameters():
+    A, y0, t = _decay_problem()
+    lengths = []
+
+    def norm(parts):
+        lengths.append(len(parts))
+        t_, y_, a_, p_ = parts
+        assert float(t_) == 0.0 and not bool(y_.any())
+        return torch.maximum(a_.abs().max(), p_.abs().max())
+
+    ys = odeint_adjoint(
+        lambda s, y: A @ y,
+        y0,
+        t,
+        method="dopri5",
+        adjoint_params=(A,),
+        adjoint_options={"norm": norm},
+    )
+    (g,) = torch.autograd.grad(ys[1:].sum(), [A])
+    assert rel(g, _exact_gradient(A, y0, t)) < 1e-6
+    assert lengths and set(lengths) == {4}
+
+
+@pytest.mark.parametrize("method", ["dopri5", "rk4"])
+def test_adjoint_callback_walks_back_from_the_last_time_to_the_first(method):
+    A, y0, t = _decay_problem()
+    calls = []
+    sol = solve(
+        lambda s, y: A @ y,
+        y0,
+        t,
+        method=method,
+        step_size=None if method == "dopri5" else 0.1,
+        sensitivity="adjoint",
+        adjoint_params=[A],
+        adjoint_callback=lambda kind, tt, a, dt: calls.append((kind, float(tt), float(dt))),
+    )
+    sol.ys[1:].sum().backward()
+    kinds = [c[0] for c in calls]
+    assert kinds[0] == "step" and kinds.count("step") == kinds.count("accept") + kinds.count(
+        "reject"
+    )
+    assert kinds.count("accept") == sol.stats["backward_steps"]
+    starts = [c[1] for c in calls if c[0] == "accept"]
+    assert starts[0] == pytest.approx(2.0) and all(
+        b <= a + 1e-12 for a, b in itertools.pairwise(starts)
+    )
+    assert all(c[2] <= 0 for c in calls)
+    assert starts[-1] + [c[2] for c in calls if c[0] == "accept"][-1] == pytest.approx(0.0)
+
+
+def test_adjoint_norm_needs_a_shared_grid_and_no_seminorm():
+    A, y0, _ = _decay_problem()
+    tb = torch.tensor([[0.0, 1.0], [0.0, 2.0]], dtype=DT)
+    with pytest.raises(InputError, match="shared time grid"):
+        solve(
+            lambda s, y: y @ A.T,
+            torch.stack([y0, y0]),
+            tb,
+            sensitivity="adjoint",
+            adjoint_params=[A],
+            adjoint_norm=lambda parts: parts[0].abs().max(),
+        )
+    with pytest.raises(InputError, match="seminorm"):
+        solve(
+            lambda s, y: A @ y,
+            y0,
+            tb[0],
+            sensitivity="adjoint",
+            adjoint_params=[A],
+            adjoint_norm=lambda parts: parts[0].abs().max(),
+            adjoint_seminorm=True,
+        )

@@ -39,7 +39,7 @@ import torch
 
 from odenet._errors import InputError, SolverError
 from odenet._loop import integrate
-from odenet._validate import check_tolerances
+from odenet._validate import check_callable, check_tolerances
 from odenet.sensitivity._adjoint import Counter, adjoint_backward
 from odenet.sensitivity._params import complete_params, find_params
 from odenet.sensitivity._tape import OutputMap, Tape, check_budget, check_stride, replay
@@ -61,6 +61,8 @@ _ADJOINT = (
     "adjoint_method",
     "adjoint_options",
     "adjoint_seminorm",
+    "adjoint_norm",
+    "adjoint_callback",
 )
 _ADJOINT_OPTIONS_KEYS = ("norm",)
 
@@ -83,10 +85,15 @@ def _check_options(kind: str, options: dict) -> dict:
     bad = sorted(set(adj_opts) - set(_ADJOINT_OPTIONS_KEYS))
     if bad:
         raise InputError(
-            f"unknown `adjoint_options` key(s) {bad}; only 'norm' ('seminorm' or "
-            "'default') is understood — use the flat adjoint_* options for the rest."
+            f"unknown `adjoint_options` key(s) {bad}; only 'norm' ('seminorm', 'default' "
+            "or a callable) is understood — use the flat adjoint_* options for the rest."
         )
-    if "norm" in adj_opts:
+    if "norm" in adj_opts and callable(adj_opts["norm"]):
+        # torchdiffeq's custom adjoint norm: called on (t, y, a, *parameter channels)
+        if "adjoint_norm" in opts:
+            raise InputError("give one of `adjoint_norm` and `adjoint_options['norm']`.")
+        opts["adjoint_norm"] = _TorchdiffeqNorm(adj_opts["norm"])
+    elif "norm" in adj_opts:
         norm = adj_opts["norm"]
         if norm not in ("seminorm", "default"):
             raise InputError(
@@ -96,6 +103,61 @@ def _check_options(kind: str, options: dict) -> dict:
             raise InputError("`adjoint_seminorm` and `adjoint_options['norm']` disagree; give one.")
         opts["adjoint_seminorm"] = norm == "seminorm"
     return opts
+
+
+class _TorchdiffeqNorm:
+    """A user norm in torchdiffeq's form, ``norm((t, y, a, *parameter channels))``."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, parts):
+        a, *params = parts
+        zero = a.new_zeros(())
+        # odenet's adjoint does not integrate t or y backward: their error is zero
+        return self.fn((zero, torch.zeros_like(a), a, *params))
+
+
+def _adjoint_norm(norm, prep, params):
+    """The loop's row norm ``[1, n + P] -> [1]`` for a user ``norm((a, *params))`` on
+    the adjoint's error ratio, ``a`` in ``y0``'s layout and each parameter channel in
+    its parameter's shape."""
+    shape = prep.y0.shape
+    n = prep.y0.numel()
+
+    def row_norm(q):
+        parts, i = [q[0, :n].reshape(shape)], n
+        for p in params:
+            parts.append(q[0, i : i + p.numel()].reshape(p.shape))
+            i += p.numel()
+        value = norm(tuple(parts))
+        return torch.as_tensor(value, dtype=q.dtype, device=q.device).reshape(1)
+
+    return row_norm
+
+
+def _adjoint_callback(callback, prep):
+    """``callback(kind, t, a, dt)`` in user time for the adjoint's steps (``kind``
+    ``"step"`` before each trial, then ``"accept"`` or ``"reject"``; ``a = ∂L/∂y(t)``
+    in ``y0``'s layout, ``dt < 0`` when the forward ran forward in time); as the loop's
+    ``callback(kind, σ, a, h, accept)`` in the adjoint's time ``σ = −s``."""
+    if callback is None:
+        return None
+    check_callable("adjoint_callback", callback, "callback(kind, t, a, dt)")
+    d, shape, per, n = prep.direction, prep.y0.shape, prep.per_sample, prep.y0.numel()
+
+    def loop_callback(kind, sigma, a, h, accept):
+        t, dt = -sigma * d, -h * d
+        if not per:
+            t, dt = t[0], dt[0]
+            a = a[:, :n]  # without the parameter channels of an augmented state
+        aa = a.reshape((a.shape[0], *shape[1:]) if per else shape)
+        if kind == "step":
+            callback("step", t, aa, dt)
+        else:
+            callback("accept" if bool(accept.all()) else "reject", t, aa, dt)
+
+    return loop_callback
 
 
 class _Run:
@@ -126,11 +188,22 @@ class _Run:
             method = opts.get("adjoint_method")
             self.adjoint_tableau = tab if method is None else tableau(method)
             self.seminorm = bool(opts.get("adjoint_seminorm", True))
+            norm = opts.get("adjoint_norm")
+            if norm is not None:
+                check_callable("adjoint_norm", norm, "norm(parts)")
+                if opts.get("adjoint_seminorm"):
+                    raise InputError(
+                        "`adjoint_norm` measures the parameter channels too; it cannot be "
+                        "combined with `adjoint_seminorm=True`."
+                    )
+                self.seminorm = False  # the parameter channels join the adjoint's state
+            self.adjoint_norm = None if norm is None else _adjoint_norm(norm, prep, self.params)
+            self.adjoint_callback = _adjoint_callback(opts.get("adjoint_callback"), prep)
             if not self.seminorm and prep.per_sample:
                 raise InputError(
-                    "`adjoint_seminorm=False` (parameter channels in the adjoint's error "
-                    "norm) needs a shared time grid; with per-sample times `t [B, T]` "
-                    "leave it at True."
+                    "`adjoint_seminorm=False` or an `adjoint_norm` (parameter channels in "
+                    "the adjoint's error norm) needs a shared time grid; with per-sample "
+                    "times `t [B, T]` leave the seminorm on."
                 )
         g_plain = prep.internal_field(prep.f, count=False)
         counter = self.counter
@@ -278,8 +351,14 @@ def solve_with(kind: str, prep, tab, *, throw: bool, **options):
         rule takes over beyond ``N ≈ checkpoints²/4``); for ``"adjoint"`` also
         ``adjoint_rtol``,
         ``adjoint_atol`` (default: the forward's), ``adjoint_method`` (default: the
-        forward's), ``adjoint_seminorm`` (default True) and torchdiffeq's
-        ``adjoint_options={"norm": "seminorm" | "default"}``.
+        forward's), ``adjoint_seminorm`` (default True), ``adjoint_norm`` (a callable
+        ``norm((a, *params)) -> scalar`` on the error ratio of the adjoint, in ``y0``'s
+        layout, and of each parameter channel, in its parameter's shape; shared grids
+        only), ``adjoint_callback`` (``callback(kind, t, a, dt)``: ``"step"`` before each
+        backward trial step, then ``"accept"``/``"reject"``; ``t`` in user time from the
+        last output back to the first) and torchdiffeq's
+        ``adjoint_options={"norm": "seminorm" | "default" | callable}`` (a callable gets
+        ``(t, y, a, *params)``, with zero entries for ``t`` and ``y``).
 
     Returns
     -------

@@ -36,9 +36,17 @@ import math
 import numpy as np
 import torch
 
-from odenet._errors import StepSizeUnderflowError
-from odenet._ops import TensorOps
-from odenet._stepper import hermite_basis
+from odenet._controller import PIDController
+from odenet._loop import LoopConfig, integrate
+from odenet._solution import SUCCESS, Status
+from odenet._stepper import (
+    RungeKutta,
+    StepResult,
+    combine,
+    hermite_basis,
+    runtime,
+    stage_input,
+)
 from odenet.sensitivity._tape import OutputMap, StepData, Tape, replay, states
 
 
@@ -116,45 +124,127 @@ def _add(acc: list, incr: list, w: float = 1.0) -> list:
     return [a if d is None else (d * w if a is None else a + d * w) for a, d in zip(acc, incr)]
 
 
-class AdjointStepper:
-    """One backward step ``s → s − H`` of the adjoint with a Runge–Kutta tableau.
+class AdjointField:
+    """The adjoint's vector field in reversed time ``σ = −s``: ``da/dσ = J(−σ)ᵀ a``.
 
-    In reversed time ``σ = −s`` the adjoint is ``da/dσ = Jᵀ a``.  With ``κ_i = H Jᵢᵀ Aᵢ``
-    (``Jᵢ`` at ``s − c_i H``) and ``Aᵢ = a + Σ_j A_ij κ_j``: ``a⁺ = a + Σ b_i κ_i``;
-    the parameter quadrature adds ``Σ b_i (∂g/∂θ)ᵀ (H Aᵢ)``.  Implicit tableaux solve
-    the (linear) stage equations with explicit Jacobians.
+    ``J`` is taken at the forward's own states: the states at the ends of the forward
+    step in hand (:meth:`at`) and its interpolant inside.  A linearization is kept per
+    point while the solve is at it, so stages that meet at one point (rk4's two
+    midpoint stages, the end of one step and the start of the next) share one field
+    evaluation with graph; the parameter cotangents owed at a point are summed and
+    pulled back once, when the solve leaves it (:meth:`leave`).
 
-    ``deferred=True`` (the seminorm, explicit tableaux): the stages take products
-    with respect to ``y`` only and the parameter cotangents are left to the caller,
-    who adds the accepted ones to their linearization and pulls them back once per
-    evaluation point.
+    ``augmented=True`` (one system, ``adjoint_seminorm=False``): the state is
+    ``[a, θ̄]`` with ``dθ̄/dσ = (∂g/∂θ)ᵀ a`` so that the parameter channels join the
+    error norm; otherwise the parameter gradient is the quadrature of
+    :class:`Quadrature`.
     """
 
-    def __init__(self, tab, rk_fwd, g, params, counter: Counter, deferred: bool):
-        self.tab = tab
-        self.rk = rk_fwd
-        self.g = g
-        self.params = params
-        self.counter = counter
-        self.S = tab.stages
-        self.A = np.asarray(tab.A, dtype=float)
-        self.b = [float(x) for x in tab.b]
-        self.c = [float(x) for x in tab.c]
-        self.e = None if tab.b_hat is None else [float(x) for x in (tab.b - tab.b_hat)]
-        # an embedded pair subdivides the adjoint step by its own error control; a
-        # method whose estimator is not a tableau row (RADAU5's) steps with the forward
-        self.adaptive = tab.is_adaptive and tab.b_hat is not None
-        self.implicit = tab.is_implicit
-        self.deferred = deferred and not self.implicit
-        self.error_order = tab.error_order if self.adaptive else tab.order
-        # the step's ends first: their values are the interpolant's end slopes
-        self.order = sorted(set(self.c), key=lambda ci: ci not in (0.0, 1.0))
-        self.rows = [
-            [(j, float(self.A[i, j])) for j in range(i) if self.A[i, j]] for i in range(self.S)
-        ]
+    def __init__(self, g, rk_fwd, params, counter: Counter, *, n: int, augmented: bool):
+        self.g, self.rk, self.params, self.counter = g, rk_fwd, list(params), counter
+        self.n = n
+        self.augmented = augmented and bool(self.params)
+        self.data: StepData | None = None
+        self.host: tuple[float, float] | None = None
+        self.points: list = []  # [(σ: float | Tensor [K], Linearization)]
+        self.gth: list = [None] * len(self.params)
         self.eps = torch.finfo(torch.float64).eps
 
-    def _theta(self, data: StepData, tau: torch.Tensor):
+    def at(self, data: StepData, host: tuple[float, float] | None = None) -> None:
+        """The forward step whose states the field reads next (``host``: its start and
+        size as Python floats, one system)."""
+        self.data, self.host = data, host
+        # a point kept from the step before is an end of this one: its value is an
+        # end slope of the Hermite interpolant
+        for key, lin in self.points:
+            end = self._where(key)[2]
+            if end == 0 and data.f0 is None:
+                data.f0 = lin.f
+            elif end == 1 and data.f1 is None:
+                data.f1 = lin.f
+
+    # --- linearizations by point ------------------------------------------------------
+    @staticmethod
+    def _key(sigma):
+        if isinstance(sigma, float):
+            return sigma
+        return float(sigma) if sigma.numel() == 1 else sigma.detach()
+
+    def _same(self, k1, k2) -> bool:
+        if isinstance(k1, float) != isinstance(k2, float):
+            return False
+        if isinstance(k1, float):
+            return abs(k1 - k2) <= 16 * self.eps * max(1.0, abs(k1))
+        return bool(((k1 - k2).abs() <= 16 * self.eps * k1.abs().clamp_min(1.0)).all())
+
+    def lin_at(self, sigma) -> Linearization:
+        key = self._key(sigma)
+        for k, lin in self.points:
+            if self._same(k, key):
+                return lin
+        lin = self._linearize(key)
+        self.points.append((key, lin))
+        return lin
+
+    def _where(self, key):
+        """``(τ [K], θ, end)``: the forward time of the point ``σ = key``, its fraction
+        of the forward step in hand, and 0/1 when it is that step's start/end."""
+        data = self.data
+        tau = -key
+        if not isinstance(tau, float):
+            return (tau, *self._theta(data, tau))
+        tau_t = data.s.new_full(data.s.shape, tau)
+        if self.host is not None:
+            sh, hh = self.host
+            theta = (tau - sh) / hh
+        else:
+            theta = float((tau_t - data.s) / torch.where(data.h == 0, 1.0, data.h))
+        tol = 64 * self.eps
+        end = 0 if abs(theta) <= tol else 1 if abs(theta - 1) <= tol else None
+        return tau_t, theta, end
+
+    def _linearize(self, key) -> Linearization:
+        data = self.data
+        tau_t, theta, end = self._where(key)
+        # the states at the step ends live in shared blocks of slots (one version
+        # counter for all, see Tape._put): the graph gets its own copy
+        if end == 0:
+            lin = Linearization(self.g, tau_t, data.y.clone(), self.params, self.counter)
+            data.f0 = lin.f if data.f0 is None else data.f0
+            return lin
+        if end == 1:
+            lin = Linearization(self.g, tau_t, data.y1.clone(), self.params, self.counter)
+            data.f1 = lin.f if data.f1 is None else data.f1
+            return lin
+        if not self.rk.has_own_interpolant:
+            # the Hermite interpolant's end slopes come from linearizations at the
+            # ends, which the solve needs anyway (one of them starts the next step)
+            if data.f0 is None:
+                self.lin_at(self._end_key(0.0))
+            if data.f1 is None:
+                self.lin_at(self._end_key(1.0))
+        with torch.no_grad():
+            if isinstance(theta, float) and not self.rk.has_own_interpolant:
+                y = self._hermite(data, theta)
+            else:
+                th = (
+                    theta
+                    if isinstance(theta, torch.Tensor)
+                    else data.s.new_full(data.s.shape, theta)
+                )
+                y = data.at(self.rk, th, self._plain)
+        return Linearization(self.g, tau_t, y, self.params, self.counter)
+
+    def _end_key(self, theta: float):
+        """``σ`` at the start (θ = 0) or end (θ = 1) of the forward step in hand."""
+        if self.host is not None:
+            sh, hh = self.host
+            return -(sh + theta * hh)
+        data = self.data
+        return -(data.s + theta * data.h)
+
+    @staticmethod
+    def _theta(data: StepData, tau: torch.Tensor):
         """Fraction of the forward step at ``tau`` [K], and whether it is (for every
         row) the step's start (0) or end (1), else None."""
         h_div = torch.where(data.h == 0, torch.ones_like(data.h), data.h)
@@ -163,207 +253,57 @@ class AdjointStepper:
         # the wrong state and cost the adjoint its order
         theta = (tau - data.s) / h_div
         tol = 64 * torch.finfo(theta.dtype).eps
-        if bool((theta.abs() <= tol).all()):
+        still = data.h == 0  # rows that did not move in this iteration: both ends at once
+        if bool(((theta.abs() <= tol) | still).all()):
             return theta, 0
-        if bool(((theta - 1).abs() <= tol).all()):
+        if bool((((theta - 1).abs() <= tol) | still).all()):
             return theta, 1
         return theta, None
 
-    def linearize(self, data: StepData, tau: torch.Tensor) -> Linearization:
-        theta, end = self._theta(data, tau)
-        # the states at the step ends live in shared blocks of slots (one version
-        # counter for all, see Tape._put): the graph gets its own copy
-        if end == 0:
-            lin = Linearization(self.g, tau, data.y.clone(), self.params, self.counter)
-            data.f0 = lin.f if data.f0 is None else data.f0
-        elif end == 1:
-            lin = Linearization(self.g, tau, data.y1.clone(), self.params, self.counter)
-            data.f1 = lin.f if data.f1 is None else data.f1
-        else:
-            with torch.no_grad():
-                y = data.at(self.rk, theta, self._plain)
-            lin = Linearization(self.g, tau, y, self.params, self.counter)
-        return lin
+    def _hermite(self, data: StepData, theta: float) -> torch.Tensor:
+        """The cubic Hermite interpolant of one system with host weights: four fused adds."""
+        if data.f0 is None:
+            data.f0 = self._plain(data.s, data.y)
+        if data.f1 is None:
+            data.f1 = self._plain(data.s + data.h, data.y1)
+        hh = self.host[1] if self.host is not None else float(data.h)
+        h00, h10, h01, h11 = hermite_basis(theta)
+        y = data.y * h00
+        y = y.add(data.f0, alpha=h10 * hh)
+        y = y.add(data.y1, alpha=h01)
+        return y.add(data.f1, alpha=h11 * hh)
 
     def _plain(self, s, y):
         # an end slope the Hermite interpolant needs and no linearization supplied
         self.counter.nfe += 1
         return self.g(s, y)
 
-    def step(self, p, H, a, data: StepData, carry: Linearization | None):
-        """Returns ``(a_new, err_a, dθ, err_θ, stage_cotangents, lins)`` (``dθ``,
-        ``err_θ`` lists of None when deferred)."""
-        Hy = H.to(a.dtype)[:, None]
-        lins: dict[float, Linearization] = {}
-        if carry is not None:
-            lins[0.0] = carry
-            _, end = self._theta(data, p)
-            if end == 1 and data.f1 is None:
-                data.f1 = carry.f
-            elif end == 0 and data.f0 is None:
-                data.f0 = carry.f
-        for ci in self.order:
-            if ci not in lins:
-                lins[ci] = self.linearize(data, p - ci * H)
-        kap: list[torch.Tensor] = []
-        cots: list[torch.Tensor] = []
-        dth = [None] * len(self.params)
-        eth = [None] * len(self.params)
-        if not self.implicit:
-            for i in range(self.S):
-                Ai = a
-                for j in range(i):
-                    if self.A[i, j] != 0.0:
-                        Ai = Ai + self.A[i, j] * kap[j]
-                cot = Hy * Ai
-                if self.deferred:
-                    k_i = lins[self.c[i]].vjp_y(cot)
-                else:
-                    k_i, p_i = lins[self.c[i]].vjp(cot)
-                    dth = _add(dth, p_i, self.b[i])
-                    if self.e is not None:
-                        eth = _add(eth, p_i, self.e[i])
-                kap.append(k_i)
-                cots.append(cot)
-        else:
-            kap, cots, dth, eth = self._implicit_stages(a, Hy, lins)
-        a_new = a
-        err = torch.zeros_like(a) if self.e is not None else None
-        for i in range(self.S):
-            if self.b[i] != 0.0:
-                a_new = a_new + self.b[i] * kap[i]
-            if self.e is not None and self.e[i] != 0.0:
-                err = err + self.e[i] * kap[i]
-        return a_new, err, dth, eth, cots, lins
+    # --- the field --------------------------------------------------------------------
+    def __call__(self, sigma, a: torch.Tensor) -> torch.Tensor:
+        lin = self.lin_at(sigma)
+        if not self.augmented:
+            return lin.vjp_y(a)
+        gy, gp = lin.vjp(a[:, : self.n])
+        flat = [
+            torch.zeros(p.numel(), dtype=a.dtype, device=a.device) if d is None else d.reshape(-1)
+            for p, d in zip(self.params, gp)
+        ]
+        return torch.cat([gy, torch.cat(flat).to(a.dtype)[None].expand(a.shape[0], -1)], dim=1)
 
-    # --- one system, fixed adjoint steps: times as Python floats ---------------------
-    def _lin_host(self, data: StepData, sh: float, hh: float, tau: float) -> Linearization:
-        theta = (tau - sh) / hh
-        tol = 64 * self.eps
-        tau_t = data.s.new_full((1,), tau)
-        if abs(theta) <= tol:
-            lin = Linearization(self.g, tau_t, data.y.clone(), self.params, self.counter)
-            data.f0 = lin.f if data.f0 is None else data.f0
-        elif abs(theta - 1) <= tol:
-            lin = Linearization(self.g, tau_t, data.y1.clone(), self.params, self.counter)
-            data.f1 = lin.f if data.f1 is None else data.f1
-        elif self.rk.has_own_interpolant:
-            with torch.no_grad():
-                y = data.at(self.rk, data.s.new_full((1,), theta))
-            lin = Linearization(self.g, tau_t, y, self.params, self.counter)
-        else:  # the cubic Hermite with host weights: four fused adds
-            with torch.no_grad():
-                if data.f0 is None:
-                    data.f0 = self._plain(data.s, data.y)
-                if data.f1 is None:
-                    data.f1 = self._plain(data.s + data.h, data.y1)
-                h00, h10, h01, h11 = hermite_basis(theta)
-                y = data.y * h00
-                y = y.add(data.f0, alpha=h10 * hh)
-                y = y.add(data.y1, alpha=h01)
-                y = y.add(data.f1, alpha=h11 * hh)
-            lin = Linearization(self.g, tau_t, y, self.params, self.counter)
-        return lin
+    def jacobian_T(self, sigma) -> torch.Tensor:
+        """``J(−σ)ᵀ`` [K, n, n] (the stage equations of an implicit adjoint method)."""
+        return self.lin_at(sigma).jacobian().transpose(1, 2)
 
-    def step_host(self, p: float, H: float, a, data: StepData, sh: float, hh: float, carry):
-        """An explicit, deferred step of one system (``K = 1``) from ``p`` to ``p − H``;
-        returns ``(a_new, stage_cotangents, lins)``."""
-        lins: dict[float, Linearization] = {}
-        if carry is not None:
-            lins[0.0] = carry
-            theta = (p - sh) / hh
-            if theta >= 1 - 64 * self.eps and data.f1 is None:
-                data.f1 = carry.f
-            elif theta <= 64 * self.eps and data.f0 is None:
-                data.f0 = carry.f
-        for ci in self.order:
-            if ci not in lins:
-                lins[ci] = self._lin_host(data, sh, hh, p - ci * H)
-        kap: list[torch.Tensor] = []
-        cots: list[torch.Tensor] = []
-        for i in range(self.S):
-            Ai = a
-            for j, aij in self.rows[i]:
-                Ai = torch.add(Ai, kap[j], alpha=aij)
-            cot = Ai * H
-            kap.append(lins[self.c[i]].vjp_y(cot))
-            cots.append(cot)
-        a_new = a
-        for i, bi in enumerate(self.b):
-            if bi != 0.0:
-                a_new = torch.add(a_new, kap[i], alpha=bi)
-        return a_new, cots, lins
-
-    def _implicit_stages(self, a, Hy, lins):
-        K, n = a.shape
-        S = self.S
-        JT = [lins[c].jacobian().transpose(1, 2) for c in self.c]  # [K, n, n] each
-        A = torch.as_tensor(self.A, dtype=a.dtype, device=a.device)
-        eye = torch.eye(n, dtype=a.dtype, device=a.device)
-        blocks = []
-        for i in range(S):
-            row = [
-                (eye if i == j else torch.zeros_like(eye))[None]
-                - (A[i, j] * Hy[:, :, None]) * JT[i]
-                for j in range(S)
-            ]
-            blocks.append(torch.cat(row, dim=2))
-        L = torch.cat(blocks, dim=1)  # [K, S n, S n]
-        rhs = torch.cat([Hy * (JT[i] @ a[:, :, None])[:, :, 0] for i in range(S)], dim=1)
-        kap_all = torch.linalg.solve(L, rhs).reshape(K, S, n)
-        kap = list(kap_all.unbind(1))
-        cots, dth, eth = [], [None] * len(self.params), [None] * len(self.params)
-        for i in range(S):
-            Ai = a + sum(float(self.A[i, j]) * kap[j] for j in range(S))
-            cot = Hy * Ai
-            cots.append(cot)
-            _, p_i = lins[self.c[i]].vjp(cot)
-            dth = _add(dth, p_i, self.b[i])
-            if self.e is not None:
-                eth = _add(eth, p_i, self.e[i])
-        return kap, cots, dth, eth
-
-
-class AdjointSolver:
-    """Integrates ``a`` and the parameter gradient ``gth`` backward over the tape."""
-
-    def __init__(
-        self, stepper: AdjointStepper, controller, rtol, atol, seminorm: bool, K: int, dev, tdt
-    ):
-        self.st = stepper
-        # the forward's controller decides the adjoint's steps too: one rule set
-        self.ctrl = controller
-        self.memory = controller.init_memory(TensorOps, torch.zeros(K, dtype=tdt, device=dev))
-        self.rtol = rtol
-        self.atol = atol
-        self.seminorm = seminorm
-        self.H = torch.full((K,), math.inf, dtype=tdt, device=dev)
-        self.eps = torch.finfo(tdt).eps
-        self.accepted = torch.zeros(K, dtype=torch.long, device=dev)
-        self.rejected = torch.zeros(K, dtype=torch.long, device=dev)
-        self.carry: Linearization | None = None
-        self.gth: list = [None] * len(stepper.params)
-        self.n_host = 0  # steps taken by solve_host (all accepted)
-
-    def _ratio(self, a, a_new, err, gth, gth_new, eth):
-        scale = self.atol + self.rtol * torch.maximum(a.abs(), a_new.abs())
-        sq = (err / scale).pow(2).sum(dim=1)
-        count = a.shape[1]
-        if not self.seminorm:  # K == 1: the parameter channels join the norm
-            for g0, g1, e in zip(gth, gth_new, eth):
-                if e is None:
-                    continue
-                g0 = torch.zeros_like(e) if g0 is None else g0
-                g1 = torch.zeros_like(e) if g1 is None else g1
-                sc = self.atol + self.rtol * torch.maximum(g0.abs(), g1.abs())
-                sq = sq + (e / sc).pow(2).sum()
-                count += e.numel()
-        return (sq / count).sqrt()
-
-    def _leave(self, lins: dict, keep: Linearization | None) -> None:
-        """Pull back what is owed at every point the solve is done with."""
-        for lin in {id(x): x for x in lins.values()}.values():
-            if lin is not keep and lin.pending is not None:
+    def leave(self, keep=None) -> None:
+        """Pull back what is owed at every point the solve is done with; the point
+        ``keep`` (where the next step starts) stays."""
+        kept = []
+        key = None if keep is None else self._key(keep)
+        for k, lin in self.points:
+            if key is not None and self._same(k, key):
+                kept.append((k, lin))
+                continue
+            if lin.pending is not None:
                 for i, d in enumerate(lin.release()):
                     if d is None:
                         continue
@@ -372,101 +312,114 @@ class AdjointSolver:
                         self.gth[i] = d
                     else:
                         self.gth[i].add_(d)
+        self.points = kept
 
-    def finish(self) -> None:
-        if self.carry is not None:
-            self._leave({0.0: self.carry}, None)
-        self.carry = None
+    def parameter_gradient(self, a: torch.Tensor) -> list:
+        """``∂L/∂θ`` per parameter: the quadrature's, or the augmented channels of ``a``."""
+        self.leave(None)
+        if not self.augmented:
+            return self.gth
+        flat = a[0, self.n :]
+        out, i = [], 0
+        for p in self.params:
+            out.append(flat[i : i + p.numel()].reshape(p.shape).to(p.dtype))
+            i += p.numel()
+        return out
 
-    def solve_host(self, p: float, q: float, a, data: StepData, sh: float, hh: float):
-        """:meth:`solve` for one system and a fixed-step explicit tableau, deferred."""
-        if p - q <= 64 * self.eps * max(abs(p), abs(q)):
-            return q, a
-        st = self.st
-        a, cots, lins = st.step_host(p, p - q, a, data, sh, hh, self.carry)
-        for i, cot in enumerate(cots if st.params else ()):
-            if st.b[i] != 0.0:
-                lins[st.c[i]].add_param_cotangent(cot * st.b[i])
-        keep = lins.get(1.0)
-        self._leave(lins, keep)
-        self.carry = keep
-        self.n_host += 1
-        return q, a
 
-    def solve(self, p, q, a, data: StepData):
-        """Integrate from ``p`` down to ``q`` (per row, ``q ≤ p``) inside one forward step."""
-        st = self.st
-        snap = 64 * self.eps * torch.maximum(p.abs(), q.abs())
-        while True:
-            rem = p - q
-            done = rem <= snap
-            if bool(done.all()):
-                return torch.where(done, q, p), a
-            if st.adaptive:
-                H = torch.minimum(self.H, rem)
-                to_end = H >= rem - snap
-                H = torch.where(to_end, rem, H)
-            else:
-                H = rem
-                to_end = torch.ones_like(done)
-            H = torch.where(done, torch.zeros_like(H), H)
-            a_new, err, dth, eth, cots, lins = st.step(p, H, a, data, self.carry)
-            gth_new = self.gth if st.deferred else _add(self.gth, dth)
-            if st.adaptive:
-                ratio = self._ratio(a, a_new, err, self.gth, gth_new, eth).to(H.dtype)
-                accept, H_next, memory = self.ctrl.judge(
-                    TensorOps, H, ratio, None, self.memory, st.error_order
-                )
-                accept = accept | done
-            else:
-                ratio = None
-                accept = torch.ones_like(done)
-            active = ~done
-            all_acc = bool(accept.all())
-            any_acc = all_acc or bool((accept & active).any())
-            if all_acc:
-                a = a_new
-                keep = lins.get(1.0)
-            elif not any_acc:
-                keep = lins.get(0.0)  # still at p
-            else:
-                a = torch.where(accept[:, None], a_new, a)
-                keep = None
-            if st.deferred and any_acc:
-                m = None if all_acc else accept.to(a.dtype)[:, None]
-                for i, cot in enumerate(cots):
-                    if st.b[i] != 0.0:
-                        w = cot * st.b[i] if m is None else cot * (st.b[i] * m)
-                        lins[st.c[i]].add_param_cotangent(w)
-            elif all_acc:
-                self.gth = gth_new
-            elif any_acc:
-                m = accept.to(a.dtype)[:, None]
-                for i, cot in enumerate(cots):
-                    if st.b[i] != 0.0:
-                        _, p_i = lins[st.c[i]].vjp(cot * m)
-                        self.gth = _add(self.gth, p_i, st.b[i])
-            self._leave(lins, keep)
-            self.carry = keep
-            p = torch.where(accept & active, torch.where(to_end, q, p - H), p)
-            self.accepted += (accept & active).long()
-            self.rejected += (~accept & active).long()
-            if st.adaptive:
-                self.H = torch.where(active, H_next, self.H)
-                self.memory = tuple(
-                    torch.where(active, new, old) for new, old in zip(memory, self.memory)
-                )
-                min_h = self.ctrl.min_step(TensorOps, p.clamp_min(1.0), self.eps, 0.0)
-                bad = active & ~accept & (self.H < min_h)
-                if bool(bad.any()):
-                    k0 = int(bad.nonzero()[0, 0])
-                    raise StepSizeUnderflowError(
-                        f"the adjoint solve's step size underflowed at internal time "
-                        f"s = {float(p[k0]):.6g} (row {k0}); loosen `adjoint_rtol`/"
-                        "`adjoint_atol`, or use an implicit `adjoint_method` for stiff "
-                        "problems, or sensitivity='checkpoint'.",
-                        t=float(p[k0]),
-                    )
+class Quadrature:
+    """``∂L/∂θ = ∫ aᵀ ∂g/∂θ ds`` by the adjoint method's own weights, as a recorder of
+    the step loop: on every accepted step, stage ``i`` owes ``(∂g/∂θ)ᵀ (b_i H A_i)``
+    at its point, ``A_i = a + H Σ_j a_ij k_j`` its stage input (rows that rejected owe
+    nothing).  Then the field leaves every point but the next step's start."""
+
+    def __init__(self, field: AdjointField, tab):
+        A = np.asarray(tab.A, dtype=float)
+        S = tab.stages
+        # full rows: the stage inputs of implicit tableaux sum over every stage
+        self.terms = [[(j, float(A[i, j])) for j in range(S) if A[i, j] != 0.0] for i in range(S)]
+        self.b = [float(x) for x in tab.b]
+        self.c = [float(x) for x in tab.c]
+        self.field = field
+
+    def append(self, item) -> None:  # the loop's plain record protocol: nothing to keep
+        pass
+
+    def on_step(self, s, h, y, trial, f0, f1, accept) -> None:
+        field = self.field
+        host = isinstance(h, float)
+        all_acc = bool(accept) if host else bool(accept.all())
+        any_acc = all_acc or bool(accept.any())
+        if any_acc and field.params and not field.augmented:
+            hy = h if host else h.to(y.dtype)[:, None]
+            m = None if all_acc else accept.to(y.dtype)[:, None]
+            ks = trial.ks
+            for i, bi in enumerate(self.b):
+                if bi == 0.0:
+                    continue
+                cot = stage_input(self.terms[i], y, hy, ks) * (hy * bi)
+                if m is not None:
+                    cot = cot * m
+                si = s + self.c[i] * h if host else torch.add(s, h, alpha=self.c[i])
+                field.lin_at(si).add_param_cotangent(cot)
+        if all_acc:
+            field.leave(s + h)
+        elif not any_acc:
+            field.leave(s)
+        else:  # rows stand at different points now
+            field.leave(None)
+
+
+class ImplicitAdjoint:
+    """The loop's method object for an implicit adjoint tableau.
+
+    The adjoint is linear in ``a``, so its stage equations are a linear system:
+    ``k_i = J_iᵀ (a + H Σ_j a_ij k_j)``, i.e. ``(I − H a_ij J_iᵀ) k = J_iᵀ a``, solved
+    with the Jacobians at the stage points; the parameter channels of an augmented
+    state follow from the stage inputs.
+    """
+
+    implicit = True
+    newton = None
+    has_state = False
+    has_own_interpolant = False
+
+    def __init__(self, tab, dtype, time_dtype, device):
+        self.tableau = tab
+        self.S = tab.stages
+        self.c_list = [float(x) for x in tab.c]
+        self.A = torch.as_tensor(np.asarray(tab.A, dtype=float), dtype=dtype, device=device)
+        self.terms = Quadrature(None, tab).terms  # full rows of A
+        self.track_grad = False
+        fwd = RungeKutta(tab, dtype, time_dtype, device)
+        self.weights = fwd.weights
+
+    def step(self, g: AdjointField, s, y, h, f0) -> StepResult:
+        K = y.shape[0]
+        n, S = g.n, self.S
+        a = y[:, :n]
+        hy = h.to(y.dtype)[:, None]
+        JT = [g.jacobian_T(torch.add(s, h, alpha=c)) for c in self.c_list]  # [K, n, n] each
+        eye = torch.eye(n, dtype=y.dtype, device=y.device)
+        blocks = []
+        for i in range(S):
+            row = [
+                (eye if i == j else torch.zeros_like(eye))[None]
+                - (self.A[i, j] * hy[:, :, None]) * JT[i]
+                for j in range(S)
+            ]
+            blocks.append(torch.cat(row, dim=2))
+        L = torch.cat(blocks, dim=1)  # [K, S n, S n]
+        rhs = torch.cat([(JT[i] @ a[:, :, None])[:, :, 0] for i in range(S)], dim=1)
+        ks = list(torch.linalg.solve(L, rhs).reshape(K, S, n).unbind(1))
+        if y.shape[1] > n:  # the parameter channels: (∂g/∂θ)ᵀ A_i at every stage
+            full = []
+            for i in range(S):
+                Ai = stage_input(self.terms[i], a, hy, ks)
+                full.append(g(torch.add(s, h, alpha=self.c_list[i]), Ai)[:, n:])
+            ks = [torch.cat([k, p], dim=1) for k, p in zip(ks, full)]
+        y1, err = combine(self.weights, y, hy, torch.stack(ks))
+        return StepResult(y1, err, torch.stack(ks), None, None)
 
 
 def _step_data(run, tape: Tape, omap: OutputMap):
@@ -506,50 +459,166 @@ def _step_data(run, tape: Tape, omap: OutputMap):
 
 
 def adjoint_backward(run, grad_ys: torch.Tensor):
-    """``(a(s_0) [K, n], [∂L/∂θ])`` for output cotangents ``grad_ys``."""
+    """``(a(s_0) [K, n], [∂L/∂θ])`` for output cotangents ``grad_ys``.
+
+    Forward step by forward step (last first), between the output times inside it
+    (where ``∂L/∂y(s_i)`` is added to ``a``): one step of the adjoint method when it
+    has no error estimate, else the one step loop (:func:`odenet._loop.integrate`)
+    with the forward's controller, on the field :class:`AdjointField`.
+    """
     tape: Tape = run.tape
     omap: OutputMap = run.omap
     s_out = run.s_out
-    K = s_out.shape[0]
-    counter = run.counter
-    deferred = run.seminorm
-    stepper = AdjointStepper(run.adjoint_tableau, run.rk, run.g_lin, run.params, counter, deferred)
-    solver = AdjointSolver(
-        stepper,
-        run.prep.cfg.controller,
-        run.adjoint_rtol,
-        run.adjoint_atol,
-        run.seminorm,
-        K,
-        s_out.device,
-        s_out.dtype,
+    K, n = run.y0_rows.shape
+    tab = run.adjoint_tableau
+    dtype, tdt, dev = run.y0_rows.dtype, s_out.dtype, s_out.device
+    field = AdjointField(
+        run.g_lin, run.rk, run.params, run.counter, n=n, augmented=not run.seminorm
     )
+    quad = Quadrature(field, tab)
+    if tab.is_implicit:
+        method = ImplicitAdjoint(tab, dtype, tdt, dev)
+    else:
+        method = runtime(tab, dtype, tdt, dev)
     a = torch.zeros_like(run.y0_rows)
-    if K == 1 and stepper.deferred and not stepper.adaptive:
-        S = tape.s[:, 0].tolist()
-        times = s_out[0].tolist()
-        for j, data in _step_data(run, tape, omap):
-            p, sh, hh = S[j], S[j - 1], S[j] - S[j - 1]
-            for _, idx, _, at_end in reversed(omap.rounds.get(j, ())):
-                i = int(idx[0])
-                p, a = solver.solve_host(p, p if bool(at_end[0]) else times[i], a, data, sh, hh)
-                a = a + grad_ys[:, i]
-            p, a = solver.solve_host(p, sh, a, data, sh, hh)
-        solver.finish()
-        run.backward_accepted = solver.accepted + solver.n_host
-        run.backward_rejected = solver.rejected
-        return a, solver.gth
-    rows = torch.arange(K, device=a.device)
+    if field.augmented:
+        P = sum(p.numel() for p in field.params)
+        a = torch.cat([a, a.new_zeros(K, P)], dim=1)
+    if tab.is_adaptive and tab.b_hat is not None:
+        march, host = _Looped(field, quad, method, run), False
+    else:
+        host = K == 1 and not tab.is_implicit  # times as Python floats
+        march = _Stepwise(field, quad, method, host, run.adjoint_callback)
+    rows = torch.arange(K, device=dev)
+    S_host = tape.s[:, 0].tolist() if host else None
+    times = s_out[0].tolist() if host else None
     for j, data in _step_data(run, tape, omap):
-        p = tape.s[j]
+        host = None if S_host is None else (S_host[j - 1], S_host[j] - S_host[j - 1])
+        field.at(data, host)
+        p = tape.s[j] if S_host is None else S_host[j]
         for mask, idx, _, at_end in reversed(omap.rounds.get(j, ())):
-            t_ev = s_out[rows, idx]
-            q = torch.where(mask & ~at_end, t_ev, p)
-            p, a = solver.solve(p, q, a, data)
-            inj = torch.where(mask[:, None], grad_ys[rows, idx], torch.zeros_like(a))
-            a = a + inj
-        p, a = solver.solve(p, tape.s[j - 1], a, data)
-    solver.finish()
-    run.backward_accepted = solver.accepted
-    run.backward_rejected = solver.rejected
-    return a, solver.gth
+            if S_host is not None:
+                q = p if bool(at_end[0]) else times[int(idx[0])]
+            else:
+                q = torch.where(mask & ~at_end, s_out[rows, idx], p)
+            p, a = march(p, q, a)
+            inj = torch.where(mask[:, None], grad_ys[rows, idx], torch.zeros_like(grad_ys[:, 0]))
+            a = torch.cat([a[:, :n] + inj, a[:, n:]], dim=1) if field.augmented else a + inj
+        p, a = march(p, tape.s[j - 1] if S_host is None else S_host[j - 1], a)
+    run.backward_accepted, run.backward_rejected = march.counts(K, dev)
+    gth = field.parameter_gradient(a)
+    return a[:, :n], gth
+
+
+class _Stepwise:
+    """An adjoint method without an error estimate: one step from ``p`` down to ``q``
+    (internal time), ``σ = −p`` forward by ``H = p − q``."""
+
+    def __init__(self, field: AdjointField, quad: Quadrature, method, host: bool, callback):
+        self.field, self.quad, self.method, self.host = field, quad, method, host
+        self.callback = callback
+        self.steps = 0
+
+    def __call__(self, p, q, a):
+        if self.host and p - q <= 64 * self.field.eps * max(abs(p), abs(q), 1.0):
+            return q, a
+        if self.callback is not None:
+            sig, H = (-p, p - q) if isinstance(p, torch.Tensor) else _tensors(-p, p - q)
+            self.callback("step", sig, a, H, None)
+        p, a = self._step(p, q, a)
+        if self.callback is not None:
+            self.callback("verdict", sig, a, H, torch.ones(sig.shape, dtype=torch.bool))
+        return p, a
+
+    def _step(self, p, q, a):
+        if self.host:
+            sigma, H = -p, p - q
+            f0 = self.field(sigma, a)
+            a1, ks, _, _ = self.method.step_one(self.field, sigma, a, H, f0)
+            self.quad.on_step(sigma, H, a, _Stages(ks), f0, None, True)
+        else:
+            sigma, H = -p, p - q
+            f0 = self.field(sigma, a)
+            out = self.method.step(self.field, sigma, a, H, f0)
+            a1 = out.y1
+            self.quad.on_step(sigma, H, a, out, f0, None, torch.ones_like(H, dtype=torch.bool))
+        self.steps += 1
+        return q, a1
+
+    def counts(self, K, dev):
+        acc = torch.full((K,), self.steps, dtype=torch.long, device=dev)
+        return acc, torch.zeros_like(acc)
+
+
+def _tensors(sigma: float, H: float):
+    return (torch.tensor([sigma], dtype=torch.float64), torch.tensor([H], dtype=torch.float64))
+
+
+class _Stages:
+    __slots__ = ("ks",)
+
+    def __init__(self, ks):
+        self.ks = ks
+
+
+class _Looped:
+    """An adjoint method with an error estimate: the one step loop from ``σ = −p`` to
+    ``−q`` per row, with the forward's controller; the step size proposed at the end
+    of one stretch starts the next."""
+
+    def __init__(self, field: AdjointField, quad: Quadrature, method, run):
+        cfg = run.prep.cfg
+        self.field, self.quad = field, quad
+        self.cfg = LoopConfig(
+            rk=method,
+            rtol=run.adjoint_rtol,
+            atol=run.adjoint_atol,
+            step_size=None,
+            max_steps=cfg.max_steps,
+            first_step=None,  # set per stretch
+            min_step=0.0,
+            max_step=math.inf,
+            controller=cfg.controller or PIDController(),
+            norm=run.adjoint_norm,
+            callback=run.adjoint_callback,
+        )
+        self.accepted = self.rejected = self.h = None
+
+    def __call__(self, p, q, a):
+        span = p - q
+        if bool((span <= 64 * self.field.eps * p.abs().clamp_min(1.0)).all()):
+            return q, a  # an output at the step's end: nothing to integrate
+        s_out = torch.stack([-p, -q], dim=1)  # [K, 2]: σ increasing
+        # the step the last stretch proposed; at first the whole stretch, subdivided
+        # by the controller
+        first = span if self.h is None else torch.where(self.h > 0, self.h, span)
+        self.cfg.first_step = torch.where(first > 0, first, torch.ones_like(first))
+        res = integrate(self.field, s_out, a, self.cfg, record=self.quad)
+        if not bool((res.status == SUCCESS).all()):
+            _raise_adjoint_failure(res, p)
+        self.h = res.h_last
+        acc, rej = res.accepted, res.rejected
+        self.accepted = acc if self.accepted is None else self.accepted + acc
+        self.rejected = rej if self.rejected is None else self.rejected + rej
+        return q, res.ys[:, -1]
+
+    def counts(self, K, dev):
+        if self.accepted is None:
+            zero = torch.zeros(K, dtype=torch.long, device=dev)
+            return zero, zero.clone()
+        return self.accepted, self.rejected
+
+
+def _raise_adjoint_failure(res, p) -> None:
+    k0 = int((res.status != SUCCESS).nonzero()[0, 0])
+    status = Status(int(res.status[k0]))
+    s_at = -float(res.t_reached[k0])
+    hint = (
+        "loosen `adjoint_rtol`/`adjoint_atol`, or use an implicit `adjoint_method` for stiff "
+        "problems, or sensitivity='checkpoint'."
+    )
+    raise status.error(
+        f"the adjoint solve failed at internal time s = {s_at:.6g} (row {k0}): "
+        f"{status.message}; {hint}",
+        t=s_at,
+    )

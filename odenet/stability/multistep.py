@@ -32,7 +32,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from odenet._multistep import LinearMultistep, adams_bashforth, adams_moulton, bdf, multistep
+from odenet._multistep import LinearMultistep, adams_bashforth, adams_moulton, bdf
+from odenet._registry import multistep
 from odenet.stability._errors import StabilityInputError
 
 

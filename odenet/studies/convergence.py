@@ -464,7 +464,7 @@ class ConvergenceResult:
 
 def summarize(table: pd.DataFrame, norm: str, floor: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Fit the order per method; return ``(table with in_fit, orders)``."""
-    from odenet._multistep import multistep
+    from odenet._registry import multistep
     from odenet.tableaus import tableau
 
     table = table.copy()

@@ -1,0 +1,33 @@
+"""Every method with memory by name: the fixed-step linear multistep family
+(:mod:`odenet._multistep`) and the families that live in modules of their own.
+
+A module of its own (not :mod:`odenet._multistep`) because the families build on
+``_multistep``'s runtime: looking them up from there would be an import cycle.
+"""
+
+from __future__ import annotations
+
+from odenet._adams import METHODS as ADAMS  # torchdiffeq's variable-order Adams
+from odenet._bdf import METHODS as VARIABLE_BDF  # variable-step, variable-order BDF/NDF
+from odenet._multistep import MULTISTEP
+
+__all__ = ["multistep", "registered"]
+
+
+def registered() -> dict:
+    """Every method with memory by name: the fixed-step family of
+    :mod:`odenet._multistep` and the families in modules of their own (each exports
+    ``METHODS``, name → method object with the protocol of
+    :class:`odenet._multistep.LinearMultistep`: ``name``, ``order``, ``error_order``,
+    ``is_implicit``, ``is_explicit``, ``is_adaptive``, ``runtime(...)`` and
+    ``check_use(...)``)."""
+    return {**MULTISTEP, **ADAMS, **VARIABLE_BDF}
+
+
+def multistep(name):
+    """The method with memory registered under ``name`` (None for other names)."""
+    if isinstance(name, str):
+        return registered().get(name.lower())
+    if hasattr(name, "runtime") and hasattr(name, "check_use"):
+        return name
+    return None

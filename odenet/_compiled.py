@@ -116,9 +116,16 @@ def clear_cache() -> None:
         pass
 
 
-def _compile(fn: Callable) -> Callable:
+def _compile(fn: Callable, options: dict | None = None) -> Callable:
     """The compiler (one place; tests substitute it to check the wiring fast)."""
-    return torch.compile(fn, fullgraph=True, dynamic=False)
+    return torch.compile(fn, fullgraph=True, dynamic=False, options=options)
+
+
+# The loop's fused steps and blocks: inductor's C++ wrapper instead of its generated
+# Python one.  Measured on a dopri5 step of a 2-state field (CPU time per call, one
+# thread): 57 µs against 90 µs; a fixed-grid rk4 block 6.7 µs per step against 22 µs
+# (the while_loop itself then runs in C++).  Compiling takes a little longer.
+_HOST_OPTIONS = {"cpp_wrapper": True}
 
 
 class CompileFailed(RuntimeError):
@@ -135,14 +142,22 @@ class CompiledFunction:
     :class:`CompileFailed` instead, for callers with a faster eager route).
     """
 
-    def __init__(self, fn: Callable, what: str, *, compile: bool = True, strict: bool = False):
+    def __init__(
+        self,
+        fn: Callable,
+        what: str,
+        *,
+        compile: bool = True,
+        strict: bool = False,
+        options: dict | None = None,
+    ):
         self.fn = fn
         self.strict = strict
         self.record = CompileRecord(what)
         _RECORDS.append(self.record)
         self._compiled = None
         if compile and compile_enabled():
-            self._compiled = _compile(fn)
+            self._compiled = _compile(fn, options)
         else:
             self.record.compiled = False
             self.record.reason = "compilation disabled"
@@ -658,7 +673,7 @@ class FusedHost:
         def build():
             own = RungeKutta(tab, y.dtype, self.tdt, y.device)
             fn = host_step(self.f, shape, own, direction, adaptive)
-            return CompiledFunction(fn, what, strict=True)
+            return CompiledFunction(fn, what, strict=True, options=_HOST_OPTIONS)
 
         self.fn = _cached(self.f, key, build)
         self._time_before = self.fn.compile_time if self.fn.record.calls else float("nan")
@@ -682,11 +697,13 @@ class FusedHost:
         def build():
             own = RungeKutta(tab, y.dtype, self.tdt, y.device)
             return CompiledFunction(
-                host_block(self.f, shape, own, direction, unroll), what, strict=True
+                host_block(self.f, shape, own, direction, unroll),
+                what,
+                strict=True,
+                options=_HOST_OPTIONS,
             )
 
         self.block = _cached(self.f, key, build)
-        self._rk, self._unroll = RungeKutta(tab, y.dtype, self.tdt, y.device), int(unroll)
         self._block_before = self.block.compile_time if self.block.record.calls else float("nan")
         if not self.block.compiled:
             self.block = None
@@ -702,7 +719,7 @@ class FusedHost:
     def call_block(self, n_steps: int, unroll: int, node: int, grid, s, y, f0):
         """``n_steps`` (a multiple of ``unroll``) fixed grid steps from ``node``:
         ``(y, f, finite [1])``; ``None`` when the block failed to compile (the caller
-        then runs :meth:`eager_block` and uses no more blocks)."""
+        then takes these steps one fused step at a time, and no more blocks)."""
         try:
             out = self.block(*self._block_args(n_steps, unroll, node, grid, s, y, f0))
         except CompileFailed as exc:
@@ -710,12 +727,6 @@ class FusedHost:
             return None
         self.nfe[0] += self.per_step * n_steps
         return out
-
-    def eager_block(self, n_steps: int, unroll: int, node: int, grid, s, y, f0):
-        """:meth:`call_block` computed eagerly (a Python loop of the same steps)."""
-        run = host_block(self.f, self.shape, self._rk, self.direction, unroll, python_loop=True)
-        self.nfe[0] += self.per_step * n_steps
-        return run(*self._block_args(n_steps, unroll, node, grid, s, y, f0))
 
     def call(self, sh, y, f0, tol):
         """One fused step; ``None`` when its first call failed to compile (the
@@ -759,5 +770,7 @@ class FusedHost:
         if not ok:
             out["compile_fallback"] = self.reason
         elif self.block_reason:
-            out["compile_fallback"] = f"fixed-grid blocks ran eagerly: {self.block_reason}"
+            out["compile_fallback"] = (
+                f"fixed-grid blocks ran as single fused steps: {self.block_reason}"
+            )
         return out

@@ -2,15 +2,13 @@
 torchdiffeq and lyapynov on the same problems, in one interleaved run, one thread.
 
 1. dopri5 (rtol 1e-6, atol 1e-8) on a 2-state problem (Van der Pol, μ = 1) and a
-   10-state one (Lorenz-96, F = 8): µs per accepted step, ratio to scipy
-   ``solve_ivp(method="RK45")`` on the numpy field.  odenet eager is ``odenet.solve``;
-   "odenet compiled step (prototype)" is the same ``odenet.solve`` with the host
-   backend's step (``_Host.step``) swapped, for this process only, for the fused
-   ``odenet._compiled.compiled_rk_step`` — the wiring proposed to the loop (the
-   loop file is not edited here; nfe is not counted by the compiled step).
-2. Fixed-step rk4 on the same two problems: µs per step, ratio to a plain numpy
-   RK4 loop.  Also ``odenet._compiled.compiled_orbit(k=None)``: the fixed-grid loop
-   itself compiled (a ``while_loop`` over the steps between two outputs).
+   10-state one (Lorenz-96, F = 8): µs per step, ratio to scipy
+   ``solve_ivp(method="RK45")`` on the numpy field.  odenet eager is ``odenet.solve``,
+   odenet compiled is ``odenet.solve(..., compile=True)`` (the user's path: the
+   loop's host backend with the fused step), torchdiffeq per 6 field calls.
+2. Fixed-step rk4 on the same two problems, outputs at 11 times: µs per step,
+   ratio to a plain numpy RK4 loop; odenet compiled is ``solve(..., compile=True)``
+   (compiled blocks of grid steps between the outputs, one fused step into each).
 3. Lorenz, full Lyapunov spectrum along ONE orbit: rk4, dt = 0.01, 20 000 steps
    after 1 000 transient; CPU time and max relative error against
    (0.9056, 0, −14.5723) (Sprott), divided by λ1_ref.
@@ -18,8 +16,9 @@ torchdiffeq and lyapynov on the same problems, in one interleaved run, one threa
    exponents) with QR every step, N steps after 50.
 
 Times are medians over interleaved repetitions of the process's CPU time (one
-thread; the shared 2-core machine makes wall time noisy); compile times (wall, the
-first call) are reported apart and excluded from the steady-state times.  Usage::
+thread; the shared 2-core machine makes wall time noisy); compile times
+(``Solution.stats["compile_time"]`` of the first compiled solve, wall) are reported
+apart and excluded from the steady-state times.  Usage::
 
     python studies/benchmarks/small_systems.py            # reps = 3
     python studies/benchmarks/small_systems.py --quick    # reps = 1, shorter runs
@@ -37,7 +36,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse
-import contextlib
 import statistics
 import sys
 import time
@@ -50,7 +48,7 @@ import torch
 from lyapunov import lorenz, lorenz_jac_np, lorenz_np
 
 import odenet
-from odenet import _compiled, _loop
+from odenet import _compiled
 from odenet.stability import flow_map, lyapunov
 
 HERE = Path(__file__).resolve().parent
@@ -89,32 +87,6 @@ def cpu(fn):
     return time.process_time() - t0, out
 
 
-# --- the compiled host step (prototype wiring, this process only) ---------------------
-
-
-@contextlib.contextmanager
-def compiled_host_step(f, shape):
-    """``_Host.step`` calls the fused step of ``f`` instead of ``rk.step_one``."""
-    original = _loop._Host.step
-
-    def step(self, s, y, h, f0):
-        fn = getattr(self, "_fused", None)
-        if fn is None:
-            fn = self._fused = _compiled.compiled_rk_step(
-                f, self.rk.tableau, y, shape=shape, time_dtype=self.tdt
-            )
-        y1, K, rates, f1 = fn(
-            torch.scalar_tensor(s, dtype=self.tdt), y, torch.scalar_tensor(h, dtype=self.ydt), f0
-        )
-        return _loop._Trial(y1, K, f1, None, rates=rates)
-
-    _loop._Host.step = step
-    try:
-        yield
-    finally:
-        _loop._Host.step = original
-
-
 # --- 1 and 2: dopri5 and fixed-step rk4 ------------------------------------------------
 
 
@@ -125,10 +97,18 @@ def run_scipy(fnp, y0, T, rtol, atol):
     return len(sol.t) - 1
 
 
-def run_odenet(f, y0, T, **kw):
+def run_odenet(f, y0, T, n_out=2, **kw):
     y = torch.as_tensor(y0, dtype=D)
-    sol = odenet.solve(f, y, torch.tensor([0.0, T], dtype=D), **kw)
+    sol = odenet.solve(f, y, torch.linspace(0.0, T, n_out, dtype=D), **kw)
     return int(sol.stats["steps"])
+
+
+def compile_first(label, f, y0, T, compile_times, **kw):
+    """The first compiled solve (its compile time reported apart), checked compiled."""
+    sol = odenet.solve(f, torch.as_tensor(y0, dtype=D), torch.tensor([0.0, T], dtype=D), **kw)
+    if not sol.stats["compiled"]:
+        raise SystemExit(f"{label}: not compiled ({sol.stats.get('compile_fallback')})")
+    compile_times.append((label, sol.stats["compile_time"]))
 
 
 def run_tdq(f, y0, T, **kw):
@@ -162,7 +142,7 @@ def explicit_benchmarks(reps, quick, use_compile, lines, compile_times):
     lines += [
         f"## 1. dopri5, rtol {rtol:g}, atol {atol:g}: µs per accepted step (ratio to scipy RK45)",
         "",
-        "| problem | scipy RK45 | odenet eager | odenet compiled step (prototype) "
+        "| problem | scipy RK45 | odenet eager | odenet `compile=True` "
         "| torchdiffeq dopri5 (per 6 nfe) |",
         "|---|---|---|---|---|",
     ]
@@ -175,10 +155,17 @@ def explicit_benchmarks(reps, quick, use_compile, lines, compile_times):
         run_scipy(fnp, y0, T / 10, rtol, atol)
         run_tdq(f, y0, T / 10, method="dopri5", rtol=rtol, atol=atol)
         if use_compile:
-            with compiled_host_step(f, y0.shape):
-                t0 = time.perf_counter()
-                run_odenet(f, y0, T / 10, method="dopri5", rtol=rtol, atol=atol)
-                compile_times.append((f"dopri5 fused step, {name}", time.perf_counter() - t0))
+            compile_first(
+                f"dopri5 fused step, {name}",
+                f,
+                y0,
+                T / 10,
+                compile_times,
+                method="dopri5",
+                rtol=rtol,
+                atol=atol,
+                compile=True,
+            )
         for _ in range(reps):
             t, steps["scipy"] = cpu(lambda: run_scipy(fnp, y0, T, rtol, atol))  # noqa: B023
             res["scipy"].append(t)
@@ -187,10 +174,8 @@ def explicit_benchmarks(reps, quick, use_compile, lines, compile_times):
             )
             res["eager"].append(t)
             if use_compile:
-                with compiled_host_step(f, y0.shape):
-                    t, steps["compiled"] = cpu(
-                        lambda: run_odenet(f, y0, T, method="dopri5", rtol=rtol, atol=atol)  # noqa: B023
-                    )
+                adaptive = dict(method="dopri5", rtol=rtol, atol=atol, compile=True)
+                t, steps["compiled"] = cpu(lambda: run_odenet(f, y0, T, **adaptive))  # noqa: B023
                 res["compiled"].append(t)
             t, nfe = cpu(lambda: run_tdq(f, y0, T, method="dopri5", rtol=rtol, atol=atol))  # noqa: B023
             steps["tdq"] = nfe / 6
@@ -205,95 +190,44 @@ def explicit_benchmarks(reps, quick, use_compile, lines, compile_times):
     h = 0.01
     lines += [
         "",
-        f"## 2. Fixed-step rk4, h = {h}: µs per step (ratio to the numpy loop)",
+        f"## 2. Fixed-step rk4, h = {h}, outputs at 11 times: µs per step (ratio to the "
+        "numpy loop)",
         "",
-        "| problem | numpy loop | odenet eager | odenet compiled step (prototype) "
-        "| compiled fixed-grid loop (`compiled_orbit`, k=None) | torchdiffeq rk4 |",
-        "|---|---|---|---|---|---|",
+        "| problem | numpy loop | odenet eager | odenet `compile=True` | torchdiffeq rk4 |",
+        "|---|---|---|---|---|",
     ]
     for name, (f, fnp, y0, _) in PROBLEMS.items():
         n = 500 if quick else 2000
         T = n * h
-        res = {k: [] for k in ("numpy", "eager", "compiled", "loop", "tdq")}
-        kw = dict(method="rk4", step_size=h)
-        yt = torch.as_tensor(y0, dtype=D)
-        loop = None
+        res = {k: [] for k in ("numpy", "eager", "compiled", "tdq")}
+        kw = dict(method="rk4", step_size=h, n_out=11)
         if use_compile:
-            with compiled_host_step(f, y0.shape):
-                t0 = time.perf_counter()
-                run_odenet(f, y0, 10 * h, **kw)
-                compile_times.append((f"rk4 fused step, {name}", time.perf_counter() - t0))
-            loop = _compiled.compiled_orbit(flow_map(f, h), yt, k=None)
-            t0 = time.perf_counter()
-            loop(torch.tensor(3), yt, yt.new_zeros(1, 1), yt.new_zeros(1))
-            compile_times.append((f"rk4 fixed-grid loop, {name}", time.perf_counter() - t0))
+            compile_first(
+                f"rk4 fused step + fixed-grid block, {name}",
+                f,
+                y0,
+                20 * h,
+                compile_times,
+                method="rk4",
+                step_size=h,
+                compile=True,
+            )
         for _ in range(reps):
             t, _ = cpu(lambda: rk4_numpy(fnp, y0, h, n))  # noqa: B023
             res["numpy"].append(t)
             t, _ = cpu(lambda: run_odenet(f, y0, T, **kw))  # noqa: B023
             res["eager"].append(t)
             if use_compile:
-                with compiled_host_step(f, y0.shape):
-                    t, _ = cpu(lambda: run_odenet(f, y0, T, **kw))  # noqa: B023
+                t, _ = cpu(lambda: run_odenet(f, y0, T, compile=True, **kw))  # noqa: B023
                 res["compiled"].append(t)
-                z = yt.new_zeros(1)
-                t, _ = cpu(lambda: loop(torch.tensor(n), yt, z[None], z))  # noqa: B023
-                res["loop"].append(t)
             t, _ = cpu(lambda: run_tdq(f, y0, T, method="rk4", options={"step_size": h}))  # noqa: B023
             res["tdq"].append(t)
         us = {k: 1e6 * statistics.median(v) / n for k, v in res.items() if v}
         cell = {k: f"{v:.1f} ({v / us['numpy']:.2f}×)" for k, v in us.items()}
         lines.append(
             f"| {name} | {us['numpy']:.1f} | {cell['eager']} | {cell.get('compiled', 'n/a')} "
-            f"| {cell.get('loop', 'n/a')} | {cell['tdq']} |"
+            f"| {cell['tdq']} |"
         )
-
-
-def step_alone(reps, use_compile, lines, compile_times):
-    """µs per call of the step alone: the loop's eager ``step_one`` against the fused one."""
-    from odenet._stepper import RungeKutta
-
-    lines += [
-        "",
-        "## 2b. The step alone: µs per call (host-loop `RungeKutta.step_one` vs fused)",
-        "",
-        "| problem | method | eager `step_one` | fused `compiled_rk_step` | fused / eager |",
-        "|---|---|---|---|---|",
-    ]
-    calls = 2000
-    for name, (f, _, y0, _) in PROBLEMS.items():
-        y = torch.as_tensor(y0, dtype=D)[None]
-        shape = y0.shape
-        for method in ("rk4", "dopri5"):
-            rk = RungeKutta(odenet.tableau(method), D, D, y.device)
-
-            def g(s, row, f=f, shape=shape):  # the host field: float time, rows
-                return f(torch.scalar_tensor(s, dtype=D), row.reshape(shape)).reshape(1, -1)
-
-            f0 = g(0.0, y)
-            fused = _compiled.compiled_rk_step(f, method, y, shape=shape) if use_compile else None
-            if fused is not None:
-                fused(torch.scalar_tensor(0.0, dtype=D), y, torch.scalar_tensor(0.01, dtype=D), f0)
-            te, tf = [], []
-            for _ in range(reps):
-                t, _ = cpu(lambda: [rk.step_one(g, 0.0, y, 0.01, f0) for _ in range(calls)])  # noqa: B023
-                te.append(t)
-                if fused is not None:
-
-                    def run(fused=fused, f0=f0, y=y):
-                        for _ in range(calls):
-                            fused(
-                                torch.scalar_tensor(0.0, dtype=D),
-                                y,
-                                torch.scalar_tensor(0.01, dtype=D),
-                                f0,
-                            )
-
-                    t, _ = cpu(run)
-                    tf.append(t)
-            e = 1e6 * statistics.median(te) / calls
-            c = 1e6 * statistics.median(tf) / calls if tf else float("nan")
-            lines.append(f"| {name} | {method} | {e:.1f} | {c:.1f} | {c / e:.2f} |")
 
 
 # --- 3. Lorenz spectrum along one orbit -------------------------------------------------
@@ -459,7 +393,6 @@ def main() -> None:
     compile_times: list = []
     if a.only in (None, "explicit"):
         explicit_benchmarks(reps, a.quick, use_compile, lines, compile_times)
-        step_alone(reps, use_compile, lines, compile_times)
     if a.only in (None, "spectra"):
         spectra_benchmarks(reps, a.quick, use_compile, lines, compile_times)
     if compile_times:

@@ -132,6 +132,37 @@ def test_explicit_step_is_the_runtime_step(method):
     assert torch.equal(res.y1, y1) and torch.equal(res.ks, ks)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    method=st.sampled_from(EXPLICIT),
+    s=st.floats(-3, 3),
+    h=st.floats(-0.5, 0.5).filter(lambda v: abs(v) > 1e-6),
+    y=st.lists(st.floats(-2, 2), min_size=1, max_size=4),
+)
+def test_the_host_layout_of_explicit_step_is_the_same_step(method, s, h, y):
+    # Python-float times and one system (the loop's host backend) take the same
+    # stages as tensor times: same stages, solution and error estimate to round-off
+    rk = RungeKutta(odenet.tableau(method), D, D, "cpu")
+
+    def g(t, yy):
+        t = torch.as_tensor(t, dtype=D).reshape(-1, 1)
+        return torch.cos(t) * yy - 0.5 * yy**3
+
+    y0 = torch.tensor([y], dtype=D)
+    y1_h, err_h, K = explicit_step(g, s, y0, h, rk)
+    s_t, h_t = torch.tensor([s], dtype=D), torch.tensor([h], dtype=D)
+    y1_t, err_t, ks = explicit_step(g, s_t, y0, h_t, rk, hy=h_t[:, None])
+    torch.testing.assert_close(K, ks[:, 0], rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(y1_h, y1_t, rtol=1e-13, atol=1e-13)
+    if err_t is not None:
+        errs_t = err_t if isinstance(err_t, tuple) else (err_t,)
+        torch.testing.assert_close(err_h, torch.cat(errs_t), rtol=1e-10, atol=1e-13)
+    y1_o, K_o, rates, f1 = rk.step_one(g, s, y0, h, K[:1])  # the host backend's step
+    assert torch.equal(y1_o, y1_h) and torch.equal(K_o, K)
+    if rk.stiffly_accurate:  # FSAL: f1 is f at the solution, exactly
+        assert torch.equal(f1, g(s + h, y1_o))
+
+
 # --- wrong calls --------------------------------------------------------------------
 
 

@@ -271,10 +271,10 @@ def _out_folder(args, command: str, problem_name: str) -> Path:
     return out
 
 
-def _write(path: Path, text: str) -> None:
-    from odenet.studies.sweep import atomic_write_text
+def _write_outputs(out: Path, files: dict[str, str], stale: tuple[str, ...]) -> None:
+    from odenet.studies.sweep import write_outputs
 
-    atomic_write_text(path, text)
+    write_outputs(out, files, stale=stale)
 
 
 def _plot(fn, result, path: Path) -> str:
@@ -284,7 +284,10 @@ def _plot(fn, result, path: Path) -> str:
         matplotlib.use("Agg")
     except ImportError:
         return "(no plot: matplotlib is not installed)"
-    fn(result, path=path)
+    from odenet.studies.sweep import atomic_path
+
+    with atomic_path(path) as tmp:  # a kill mid-draw leaves no half-written image
+        fn(result, path=tmp)
     return str(path)
 
 
@@ -348,16 +351,22 @@ def _cmd_converge(args) -> int:
         "problem": pname,
         "params": params,
     }
-    _write(out / "config.json", json.dumps(config, indent=2))
-    _write(out / "results.csv", result.table.to_csv(index=False))
-    _write(out / "orders.csv", result.orders.to_csv(index=False))
     summary = {
         "problem": pname,
         "norm": norm,
         "orders": json.loads(result.orders.to_json(orient="records")),
         "cells": result.counts,
     }
-    _write(out / "summary.json", json.dumps(summary, indent=2))
+    _write_outputs(
+        out,
+        {
+            "config.json": json.dumps(config, indent=2),
+            "results.csv": result.table.to_csv(index=False),
+            "orders.csv": result.orders.to_csv(index=False),
+            "summary.json": json.dumps(summary, indent=2),
+        },
+        stale=("convergence.png",),
+    )
     print(result.to_text())
     print()
     plot = "" if args.no_plot else _plot(plot_convergence, result, out / "convergence.png")
@@ -426,21 +435,22 @@ def _cmd_compare(args) -> int:
         "problem": pname,
         "params": params,
     }
-    _write(out / "config.json", json.dumps(config, indent=2))
-    _write(out / "results.csv", result.table.to_csv(index=False))
-    _write(out / "summary.csv", result.summary.to_csv(index=False))
-    _write(
-        out / "summary.json",
-        json.dumps(
-            {
-                "problem": pname,
-                "norm": norm,
-                "error": error,
-                "cells": result.counts,
-                "summary": json.loads(result.summary.to_json(orient="records")),
-            },
-            indent=2,
-        ),
+    summary = {
+        "problem": pname,
+        "norm": norm,
+        "error": error,
+        "cells": result.counts,
+        "summary": json.loads(result.summary.to_json(orient="records")),
+    }
+    _write_outputs(
+        out,
+        {
+            "config.json": json.dumps(config, indent=2),
+            "results.csv": result.table.to_csv(index=False),
+            "summary.csv": result.summary.to_csv(index=False),
+            "summary.json": json.dumps(summary, indent=2),
+        },
+        stale=("work_precision.png",),
     )
     print(result.to_text())
     print()

@@ -38,7 +38,8 @@ def work(tmp_path_factory):
 def refs(work):
     mp = pytest.MonkeyPatch()
     mp.setenv("ODENET_CACHE", str(work / "cache"))
-    yield kr.references(work, ["converge", "compare", "fit", "predict"], kr.run_inprocess)
+    yield kr.references(work, ["converge", "compare", "stability", "fit", "predict"],
+                         kr.run_inprocess)
     mp.undo()
 
 
@@ -59,9 +60,9 @@ def _killed_then_rerun(work, refs, name, n, tag):
         ("converge", 11, "results.csv's write, config.json already in place"),
         ("compare", 3, "a cell's write"),
         ("fit", 1, "the first checkpoint save: there is no checkpoint yet"),
-        ("fit", 2, "the second save: --resume continues from iteration 25"),
-        ("fit", 4, "the final save"),
+        ("fit", 3, "the final save: the checkpoint holds the last iterate"),
         ("predict", 1, "the --out file's write"),
+        ("stability", 1, "the region plot's write"),
     ],
 )
 def test_a_command_killed_mid_write_and_rerun_equals_the_uninterrupted_run(
@@ -71,11 +72,13 @@ def test_a_command_killed_mid_write_and_rerun_equals_the_uninterrupted_run(
 
 
 def test_a_fit_resumed_mid_run_reproduces_the_checkpoint_to_the_bit(work, refs):
-    """Not only the printed scores: model, Adam moments, schedule, generator, history."""
-    d = _killed_then_rerun(work, refs, "fit", 3, "bits")
+    """Killed at the save of iteration 30, --resume continues from iteration 25: not
+    only the printed scores are the same, but model, Adam moments, schedule, generator,
+    early-stopping state and history."""
+    d = _killed_then_rerun(work, refs, "fit", 2, "bits")
     want = refs["fit"]["outputs"]["checkpoint"]
     assert kr.checkpoint_content(d / "fit.pt") == want
-    assert want["iteration"] == 60 and want["optimizer"]["state"]
+    assert want["iteration"] == 30 and want["optimizer"]["state"]
 
 
 def test_a_finished_greybox_fit_resumed_is_the_same_result_not_a_new_solve(work, capsys):
@@ -138,4 +141,23 @@ def test_two_fits_into_one_checkpoint_at_once_never_mix_their_saves(work, refs):
     if ok[0][0] == a:
         assert kr.CASES["fit"].outputs(d, out) == refs["fit"]["outputs"]
     else:
-        assert json.loads(out)["iterations"] == 60
+        assert json.loads(out)["iterations"] == 30
+
+
+def test_a_rerun_with_other_settings_killed_while_writing_outputs_leaves_no_mixed_set(work):
+    """The earlier run's tables are removed before the new ones are written: after a kill
+    between config.json and results.csv the folder holds the new config and no table,
+    never the new config beside the old run's results."""
+    import csv
+
+    d = work / "mixed"
+    first = kr.CASES["converge"].argv(work, d)
+    assert kr.run_inprocess(first)[0] == 0
+    second = list(first)
+    second[second.index("--methods") + 1] = "euler,heun"  # all cells already computed
+    assert kr.kill_at_write(second, 2)  # 1: config.json, 2: results.csv
+    assert json.loads((d / "config.json").read_text())["methods"] == ["euler", "heun"]
+    assert not (d / "results.csv").exists() and not (d / "orders.csv").exists()
+    assert kr.run_inprocess(second)[0] == 0
+    with open(d / "results.csv", newline="") as fh:
+        assert {r["method"] for r in csv.DictReader(fh)} == {"euler", "heun"}

@@ -293,9 +293,11 @@ def load_checkpoint(path, *, expect: dict | None = None) -> dict:
                 f"{where} holds arbitrary Python objects and was refused (never executed); "
                 "only checkpoints written by odenet fit can be loaded."
             ) from None
+        # e.g. a plain pickle (odenet writes torch's zip format): refused before any of
+        # it ran, as unsafe as one with arbitrary objects
         raise CheckpointError(
-            f"{where} is corrupt or not a checkpoint (unreadable pickle); delete it or "
-            "pass --force to overwrite it."
+            f"{where} is corrupt or not a checkpoint (a pickle the safe loader refused; "
+            "nothing in it was executed); delete it or pass --force to overwrite it."
         ) from None
     except Exception as e:  # truncated zips, random bytes: torch raises many kinds
         raise CheckpointError(

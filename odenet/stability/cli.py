@@ -132,7 +132,10 @@ def run(args) -> int:
         from odenet.stability.plotting import plot_stability_regions
 
         ax = plot_stability_regions(methods, re=tuple(args.re), im=tuple(args.im), n=args.grid)
-        ax.figure.savefig(args.plot, dpi=120, bbox_inches="tight")
+        from odenet.studies.sweep import atomic_path
+
+        with atomic_path(args.plot) as tmp:  # a kill mid-draw leaves no half-written image
+            ax.figure.savefig(tmp, dpi=120, bbox_inches="tight")
         plt.close(ax.figure)
         print(f"region plot written to {args.plot}")
     return 0

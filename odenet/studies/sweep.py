@@ -131,6 +131,25 @@ def atomic_write_text(path: Path, text: str, *, make_parents: bool = True) -> No
         raise
 
 
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; renamed onto ``path`` if the block
+    succeeds, removed if it fails.  For writers that want a file name (``savefig``):
+    the temp name keeps the suffix (so the format is still inferred from it) and
+    starts with the temp prefix, so a copy left by a killed process is cleaned up.
+    """
+    path = Path(path)
+    tmp = path.with_name(f"{_TMP_PREFIX}{os.getpid()}-{path.name}")
+    try:
+        yield tmp
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
 def create_exclusive(path: Path, text: str) -> bool:
     """Create ``path`` with ``text`` unless it exists; ``True`` if this call created it.
 
@@ -156,6 +175,44 @@ def create_exclusive(path: Path, text: str) -> bool:
     finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, name: str = ".outputs.lock") -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``folder/name`` while the block runs (waits for it).
+
+    The kernel drops the lock when its holder dies, even by ``kill -9``, so it is never
+    stale.  Without ``fcntl`` (not POSIX) nothing is locked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    fd = os.open(Path(folder) / name, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def write_outputs(folder: Path, files: dict[str, str], *, stale: tuple[str, ...] = ()) -> None:
+    """Replace a study's output files (tables, summary) as one set.
+
+    The earlier set and the ``stale`` names (a plot drawn from it) are removed first,
+    then each file is written atomically in the order given — put the summary last.
+    So whenever the process is killed, the folder holds outputs of one run only (some
+    perhaps missing, none half-written, none left from a run with other settings), and
+    two processes finishing at once on one folder write their sets one after the other.
+    """
+    folder = Path(folder)
+    with folder_lock(folder):
+        for name in (*files, *stale):
+            with contextlib.suppress(FileNotFoundError):
+                (folder / name).unlink()
+        for name, text in files.items():
+            atomic_write_text(folder / name, text, make_parents=False)
 
 
 def _pid_alive(pid: int) -> bool:

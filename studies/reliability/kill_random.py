@@ -170,7 +170,8 @@ def _stability(work, d):
 
 
 def _fit(work, d):
-    return ["fit", str(work / "lv.csv"), "--iters", "60", "--hidden", "4", "--json",
+    # saves at iterations 25 and 30 (the schedule's), then the final one
+    return ["fit", str(work / "lv.csv"), "--iters", "30", "--hidden", "4", "--json",
             "--no-progress", "--checkpoint", str(d / "fit.pt")]  # fmt: skip
 
 

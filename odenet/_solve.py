@@ -535,7 +535,7 @@ def solve(
     jac_sparsity : ``[n, n]`` boolean pattern (array, tensor or scipy.sparse), optional
         Implicit methods: where ``∂f_i/∂y_j`` can be nonzero.  Autograd Jacobians are
         then compressed (one forward-mode product per group of structurally
-        orthogonal columns) and one system with ``n ≥ 128`` on the CPU is factorised
+        orthogonal columns) and one system with ``n ≥ 200`` on the CPU is factorised
         with a sparse LU (SuperLU), as scipy's ``jac_sparsity``.
     compile : bool
         Fuse ``f`` with the method's step into one ``torch.compile`` kernel per step

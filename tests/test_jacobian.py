@@ -144,7 +144,7 @@ def test_the_compressed_jacobian_equals_the_dense_one(n, K, density, seed):
 
 
 def test_a_large_single_system_gets_a_sparse_jacobian_and_sparse_lu():
-    N = 8  # 2·8² = 128 states
+    N = 10  # 2·10² = 200 states
     prob = get_problem("brusselator_2d", n=N)
     assert prob.dim >= SPARSE_MIN_N
     sparsity = Sparsity.from_pattern(brusselator_2d_sparsity(N))
@@ -248,8 +248,18 @@ def test_gradients_come_from_the_field_whatever_the_jacobian():
     assert torch.allclose(grads[0], grads[1], rtol=1e-6)
 
 
-def test_sparse_jacobians_give_the_dense_answer_on_the_2d_brusselator():
-    N = 8
+def test_sparse_jacobians_give_the_dense_answer_on_the_2d_brusselator(monkeypatch):
+    import odenet._jacobian as J
+
+    sparse_lus = []
+    init = J.SparseLU.__init__
+
+    def counting_init(self, M):
+        sparse_lus.append(M.shape)
+        init(self, M)
+
+    monkeypatch.setattr(J.SparseLU, "__init__", counting_init)
+    N = 10
     prob = get_problem("brusselator_2d", n=N, t1=0.5)
     y0, t = prob.y0_tensor(), torch.tensor([0.0, 0.5], dtype=D)
     pattern = brusselator_2d_sparsity(N)
@@ -258,6 +268,9 @@ def test_sparse_jacobians_give_the_dense_answer_on_the_2d_brusselator():
         prob.f, y0, t, method="radau_iia5", rtol=1e-6, atol=1e-6, jac_sparsity=pattern
     )
     assert torch.allclose(sparse.ys, dense.ys, rtol=1e-10, atol=1e-12)
+    # RADAU5's real system and its complex one as a real one of twice the size
+    assert {2 * N * N, 4 * N * N} == {m for m, _ in sparse_lus}
+    assert len(sparse_lus) == sparse.stats["nlu"]
     assert sparse.stats["steps"] == dense.stats["steps"]
     ref = prob.solution([0.5])[0]
     assert np.abs(sparse.ys[-1].numpy() - ref).max() / np.abs(ref).max() < 1e-5

@@ -9,7 +9,7 @@ import torch
 
 from odenet._errors import InputError
 from odenet.problems import Problem, get_problem
-from odenet.studies.work_precision import parse_solver, work_precision
+from odenet.studies.work_precision import Solver, parse_solver, work_precision
 
 torch.set_num_threads(1)
 
@@ -109,6 +109,8 @@ def test_validation_messages(kwargs, match):
 
 
 def test_parse_solver():
+    assert parse_solver("radau_iia5+sparsity") == Solver("odenet", "radau_iia5", True, "sparsity")
+    assert parse_solver("scipy:BDF+jac").label == "scipy:BDF+jac"
     assert parse_solver("dopri5").adaptive and parse_solver("dopri5").library == "odenet"
     assert not parse_solver("rk4").adaptive
     assert parse_solver("scipy:Radau").label == "scipy:Radau"
@@ -130,7 +132,7 @@ def stiff():
     prob = get_problem("robertson")
     res = work_precision(
         prob,
-        methods="radau_iia5,scipy:Radau,scipy:Radau+jac,scipy:BDF+jac,scipy:LSODA",
+        methods="radau_iia5,radau_iia5+jac,scipy:Radau,scipy:Radau+jac,scipy:BDF+jac,scipy:LSODA",
         tolerances=[1e-3],
         repeats=1,
         error="mixed",
@@ -176,6 +178,19 @@ def test_odenet_rows_count_the_autograd_jacobian_products(stiff):
     assert row["nfe"] == sol.stats["nfe"] and row["njev"] == sol.stats["jacobians"] > 0
     assert row["jac_products"] == prob.dim * row["njev"]
     assert row["work"] == row["nfe"] + row["jac_products"]
+    # with the problem's exact Jacobian: no products, and the same solve as solve(jac=...)
+    with_jac = solve(
+        prob.f,
+        prob.y0_tensor(),
+        torch.linspace(*prob.span, 21, dtype=torch.float64),
+        method="radau_iia5",
+        rtol=1e-3,
+        atol=prob.atol(1e-3),
+        jac=lambda t, y: prob.jac_numpy(float(t), y.numpy()),
+    )
+    row = t.loc["radau_iia5+jac"]
+    assert row["jac_products"] == 0 and row["nfe"] == with_jac.stats["nfe"]
+    assert row["njev"] == with_jac.stats["njev"] and row["nlu"] == with_jac.stats["nlu"]
     # and the stiff solvers all reach the tolerance in the mixed measure
     assert (t["status"] == "ok").all() and (t["error"] < 30 * 1e-3).all(), t["error"]
 
@@ -223,7 +238,7 @@ def test_error_measures_and_per_component_atol_reach_both_libraries():
     [
         ("scipy:RK45+jac", r"scipy:RK45 does not take `jac`"),
         ("scipy:LSODA+sparsity", r"scipy:LSODA does not take `jac_sparsity`"),
-        ("radau_iia5+jac", "only scipy's stiff solvers take one"),
+        ("dopri5+jac", "go with odenet's implicit methods"),
         ("scipy:BDF+hessian", "unknown variant"),
     ],
 )

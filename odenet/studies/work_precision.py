@@ -116,13 +116,19 @@ def parse_solver(spec: str) -> Solver:
 
     spec, _, variant = spec.partition("+")
     lib, sep, name = spec.partition(":")
+    if not sep:
+        lib, name = "odenet", spec
     if variant:
-        if lib != "scipy" or variant not in SCIPY_VARIANTS:
+        implicit = lib == "odenet" and name in methods() and tableau(name).is_implicit
+        if variant not in SCIPY_VARIANTS or not (lib == "scipy" or implicit):
             raise InputError(
-                f"unknown variant {spec}+{variant} in `methods`; only scipy's stiff solvers "
-                "take one: scipy:Radau+jac, scipy:BDF+jac, scipy:LSODA+jac, "
-                "scipy:Radau+sparsity, scipy:BDF+sparsity."
+                f"unknown variant {spec}+{variant} in `methods`; +jac and +sparsity go with "
+                "odenet's implicit methods (radau_iia5+jac, kvaerno5+sparsity, ...) and "
+                "scipy's stiff solvers (scipy:Radau+jac, scipy:BDF+sparsity, "
+                "scipy:LSODA+jac, ...)."
             )
+        if implicit:
+            return Solver("odenet", name, tableau(name).is_adaptive, variant)
         if name not in SCIPY_VARIANTS[variant]:
             raise InputError(
                 f"scipy:{name} does not take `{'jac' if variant == 'jac' else 'jac_sparsity'}`"
@@ -130,8 +136,6 @@ def parse_solver(spec: str) -> Solver:
                 f"{', '.join('scipy:' + m for m in SCIPY_VARIANTS[variant])}."
             )
         return Solver("scipy", name, True, variant)
-    if not sep:
-        lib, name = "odenet", spec
     if lib == "odenet":
         if name not in methods():
             raise InputError(
@@ -278,20 +282,29 @@ def _run_once(
         }
     from odenet import solve
 
+    extra = {}
+    if solver.variant == "jac":
+        jac = problem.jac_numpy
+        extra["jac"] = lambda t, y: jac(float(t), y.detach().cpu().numpy())
+    elif solver.variant == "sparsity":
+        extra["jac_sparsity"] = problem.jac_sparsity
     with torch.no_grad():
         if solver.adaptive:
-            sol = solve(f, y0, t_tensor, method=solver.method, rtol=setting, atol=atol_t)
+            sol = solve(f, y0, t_tensor, method=solver.method, rtol=setting, atol=atol_t, **extra)
         else:
-            sol = solve(f, y0, t_tensor, method=solver.method, step_size=(t1 - t0) / setting)
+            sol = solve(
+                f, y0, t_tensor, method=solver.method, step_size=(t1 - t0) / setting, **extra
+            )
     stats = {k: sol.stats[k] for k in ("steps", "accepted", "rejected")}
-    njev = int(sol.stats.get("jacobians", 0))
-    # an autograd Jacobian is one evaluation (counted in nfe) and one vector–Jacobian
-    # product per state component
+    njev = int(sol.stats.get("njev", sol.stats.get("jacobians", 0)))
+    # a reverse-mode autograd Jacobian is one evaluation (counted in nfe) and one
+    # vector–Jacobian product per state component; a compressed one (+sparsity) is one
+    # forward-mode evaluation of f per column group, already in nfe; +jac costs neither
     stats.update(
         nfe=f.calls,
-        jac_products=njev * problem.dim,
+        jac_products=njev * problem.dim if not solver.variant else 0,
         njev=njev,
-        nlu=int(sol.stats.get("factorizations", 0)),
+        nlu=int(sol.stats.get("nlu", sol.stats.get("factorizations", 0))),
     )
     return sol.ys.double().numpy().reshape(t_out.size, -1), stats
 

@@ -577,9 +577,12 @@ def run(args) -> int:
         band = None
         if hasattr(model, "band") and args.model in ("greybox_mle", "latent_ode"):
             band = _band_fn(res, args.model)
-        plot_fit(res, ctx, held, tail=tail, path=args.plot,
-                 series=range(min(3, ctx.times.shape[0])), channels=channels,
-                 band=band)  # fmt: skip
+        from odenet.studies.sweep import atomic_path
+
+        with atomic_path(args.plot) as tmp:  # a kill mid-draw leaves no half-written image
+            plot_fit(res, ctx, held, tail=tail, path=tmp,
+                     series=range(min(3, ctx.times.shape[0])), channels=channels,
+                     band=band)  # fmt: skip
         summary["plot"] = args.plot
     _print(summary, args.json)
     return 0

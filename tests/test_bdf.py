@@ -310,11 +310,12 @@ def test_adams_coefficients_are_the_textbook_ones():
 
 
 def test_adams_accuracy_on_the_harmonic_oscillator_and_fewer_evaluations_than_dopri5():
-    """y = (cos t, −sin t) over two periods, outputs between steps included: error
-    ≤ 100·rtol, falling with rtol; at rtol 1e-8 fewer f-calls than dopri5 (the point
-    of a high-order multistep method on smooth problems)."""
+    """y = (cos t, −sin t) over two periods at 41 outputs (most between steps: the
+    dense output is checked too): error ≤ 30·rtol (measured 6–11·rtol), falling with
+    rtol; at rtol 1e-8 fewer f-calls than dopri5 (the point of a high-order multistep
+    method on smooth problems)."""
     A = np.array([[0.0, 1.0], [-1.0, 0.0]])
-    t = torch.linspace(0.0, 4 * math.pi, 9, dtype=F64)
+    t = torch.linspace(0.0, 4 * math.pi, 41, dtype=F64)
     exact = np.stack([np.cos(t.numpy()), -np.sin(t.numpy())], axis=1)
     errs = []
     for rtol in (1e-4, 1e-6, 1e-8):
@@ -328,7 +329,7 @@ def test_adams_accuracy_on_the_harmonic_oscillator_and_fewer_evaluations_than_do
         )
         assert sol.success
         errs.append(np.abs(sol.ys.numpy() - exact).max())
-        assert errs[-1] <= 100 * rtol, (rtol, errs[-1])
+        assert errs[-1] <= 30 * rtol, (rtol, errs[-1])
     assert np.polyfit(np.log([1e-4, 1e-6, 1e-8]), np.log(errs), 1)[0] >= 0.7, errs
     dp = odenet.solve(
         linear_field(A),

@@ -62,6 +62,9 @@ class LoopConfig:
     # ``callback(kind, s [K], y [K, n], h [K], accept [K] | None)``: kind "step" before
     # every trial, "verdict" after the controller's (with the trial's start and size)
     callback: Callable | None = None
+    # a method with memory starts from this state instead of its own start (a replay
+    # of a stretch of the forward continues the forward's history)
+    method_state: tuple | None = None
 
 
 @dataclass
@@ -73,6 +76,7 @@ class LoopResult:
     rejected: torch.Tensor  # [K]
     h_last: torch.Tensor  # [K] the last step size tried (or proposed, after a failure)
     steps_record: list = field(default_factory=list)
+    method_state: tuple | None = None  # a method with memory's state at the end
 
 
 def rms_norm(x: torch.Tensor) -> torch.Tensor:
@@ -636,7 +640,12 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
     h_floor = cfg.min_step if cfg.accept_min_step else 0.0
     events, callback = cfg.events, cfg.callback
     on_step = getattr(record, "on_step", None)
-    method_state = rk.init_state(s, y, f0) if stateful else None
+    method_state = None
+    if stateful:
+        method_state = cfg.method_state or rk.init_state(s, y, f0)
+    keep_state = getattr(record, "keep_state", None) if stateful else None
+    if keep_state is not None:  # a tape keeps the history beside its checkpoints
+        keep_state(method_state)
     if events is not None:
         events.start(s, y)
     stop_landing = None
@@ -743,6 +752,8 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
         n_iter += 1
         if record is not None:
             B.record(record, s, y, accept)
+            if keep_state is not None:
+                keep_state(method_state)
         if rk.newton is not None and any_accept:
             rk.newton.state_changed()
         if fixed:
@@ -765,7 +776,9 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
         if not host:
             B.update_done()
 
-    return B.result(s, h, record)
+    result = B.result(s, h, record)
+    result.method_state = method_state
+    return result
 
 
 def _events_in_step(B, events, s, s1, h, y, trial: _Trial, f0, accept):

@@ -108,6 +108,12 @@ class LinearMultistep:
     is_adaptive = False
 
     @property
+    def adjoint_method(self) -> str:
+        """The Runge–Kutta method of the continuous adjoint on the forward's steps (a
+        history cannot run backward): implicit for the stiff BDF family."""
+        return "radau_iia5" if self.family == "bdf" else "rk4"
+
+    @property
     def starter(self) -> str:
         return "radau_iia5" if self.family == "bdf" else "dop853"
 
@@ -263,13 +269,10 @@ def _expand(mask, like):
 
 
 def check_multistep_use(lm: LinearMultistep, *, fixed: bool, sensitivity: str) -> None:
+    """Every sensitivity works (the tapes keep the history beside their checkpoints, so
+    a replay continues it); only the step mode is checked."""
     if not fixed:
         raise InputError(
             f"method {lm.name!r} is a fixed-step multistep method: pass `step_size=h` (or "
-            "grid_on_outputs=True). Variable-step multistep methods are not in odenet yet."
-        )
-    if sensitivity != "direct":
-        raise InputError(
-            f"method {lm.name!r}: multistep methods support sensitivity='direct' only (the "
-            "replay of a checkpointed segment would restart the history)."
+            "grid_on_outputs=True), or use the adaptive 'bdf'/'ndf'."
         )

@@ -105,6 +105,13 @@ def _check_options(kind: str, options: dict) -> dict:
     return opts
 
 
+def _leaves(state):
+    """A method's kept state as autograd leaves (floating parts only), or None."""
+    if state is None:
+        return None
+    return tuple(x.detach().requires_grad_(True) if x.is_floating_point() else x for x in state)
+
+
 class _TorchdiffeqNorm:
     """A user norm in torchdiffeq's form, ``norm((t, y, a, *parameter channels))``."""
 
@@ -185,7 +192,8 @@ class _Run:
             if not isinstance(rtol, torch.Tensor) or not isinstance(atol, torch.Tensor):
                 rtol, atol = check_tolerances(rtol, atol)
             self.adjoint_rtol, self.adjoint_atol = rtol, atol
-            method = opts.get("adjoint_method")
+            # a method with memory names the Runge–Kutta method of its adjoint
+            method = opts.get("adjoint_method") or getattr(tab, "adjoint_method", None)
             self.adjoint_tableau = tab if method is None else tableau(method)
             self.seminorm = bool(opts.get("adjoint_seminorm", True))
             norm = opts.get("adjoint_norm")
@@ -257,29 +265,45 @@ class _Run:
         K = grad_ys.shape[0]
         rows = torch.arange(K, device=grad_ys.device)
         a = torch.zeros_like(self.y0_rows)
+        # a method with memory: the cotangent of its history at the segment's end too
+        # (the history carries earlier states into later steps)
+        a_state: list | None = None
         gth = [None] * len(self.params)
         track = rk.track_grad
         rk.track_grad = True
+        P = len(self.params)
         try:
             for i0, i1 in tape.segments():
                 if rk.newton is not None:
                     rk.newton.forget()
                 with torch.enable_grad():
                     yc = tape.ckpt[i0].detach().requires_grad_(True)
-                    y_end, outs, _ = replay(self.g_count, rk, tape, omap, i0, i1, yc, dense=False)
+                    state0 = _leaves(tape.mstate.get(i0))
+                    y_end, outs, _, state_end = replay(
+                        self.g_count, rk, tape, omap, i0, i1, yc, dense=False, state=state0
+                    )
                     total = (y_end * a).sum()
+                    if a_state is not None:
+                        for x, ax in zip(state_end, a_state):
+                            if ax is not None and x.requires_grad:
+                                total = total + (x * ax).sum()
                     for mask, idx, value in outs:
                         G = torch.where(mask[:, None], grad_ys[rows, idx], 0.0)
                         total = total + (value * G).sum()
+                    wrt = [yc, *self.params]
+                    floats = [x for x in state0 or () if x.requires_grad]
                     if total.requires_grad:
-                        grads = torch.autograd.grad(total, [yc, *self.params], allow_unused=True)
+                        grads = torch.autograd.grad(total, wrt + floats, allow_unused=True)
                     else:
-                        grads = [None] * (1 + len(self.params))
+                        grads = [None] * (len(wrt) + len(floats))
                 self.segments_replayed += 1
                 a = grads[0] if grads[0] is not None else torch.zeros_like(a)
+                if state0 is not None:
+                    it = iter(grads[1 + P :])
+                    a_state = [next(it) if x.requires_grad else None for x in state0]
                 gth = [
                     d if acc is None else (acc if d is None else acc + d)
-                    for acc, d in zip(gth, grads[1:])
+                    for acc, d in zip(gth, grads[1 : 1 + P])
                 ]
         finally:
             rk.track_grad = track

@@ -437,7 +437,9 @@ def _step_data(run, tape: Tape, omap: OutputMap):
             rk.newton.forget()
         if own:
             with torch.no_grad():
-                _, _, steps = replay(run.g_count, rk, tape, omap, i0, i1, tape.ckpt[i0], dense=True)
+                _, _, steps, _ = replay(
+                    run.g_count, rk, tape, omap, i0, i1, tape.ckpt[i0], dense=True
+                )
             run.segments_replayed += 1
             for j in range(i1, i0, -1):
                 yield j, steps[j - i0 - 1]

@@ -66,6 +66,10 @@ class Tape:
         self._slots = y0.detach().new_empty(cap, *y0.shape)
         self._rank: dict[int, int] = {}  # iteration -> slot
         self.ckpt: dict[int, torch.Tensor] = {}
+        # a method with memory: its state (history) at every checkpoint, so that a
+        # replay continues the forward's history instead of restarting it
+        self.mstate: dict[int, tuple] = {}
+        self._state: tuple | None = None
         self._put(0, y0.detach())
         self.last = y0.detach()
         self._extra: torch.Tensor | None = None
@@ -89,6 +93,7 @@ class Tape:
                 self._slots[r].copy_(self._slots[self._rank[j]])
         self._rank = {j: r for r, j in enumerate(kept)}
         self.ckpt = {j: self._slots[r] for j, r in self._rank.items()}
+        self.mstate = {j: v for j, v in self.mstate.items() if j in self._rank}
 
     def append(self, item) -> None:
         s, y, accept = item
@@ -107,6 +112,14 @@ class Tape:
         if self.adaptive and len(self._rank) > self._limit():
             self._thin()
 
+    def keep_state(self, state: tuple) -> None:
+        """The method's state after the latest iteration (the loop calls this after
+        every :meth:`append`): kept for the iterations whose state is checkpointed."""
+        self._state = tuple(x.detach() for x in state)
+        i = self._n - 1
+        if i in self._rank and i not in self.mstate:
+            self.mstate[i] = self._state
+
     def _limit(self) -> int:
         # the √N rule: N/k stored states + k recomputed in a segment -> k ≈ √N.  With
         # a budget C, as many states as leave room for one segment's C − k + 1 (up
@@ -119,6 +132,8 @@ class Tape:
     def finish(self) -> None:
         """Keep the final state too (the last segment then needs no replay to its end)."""
         self.ckpt[self.n_steps] = self.last
+        if self._state is not None:
+            self.mstate[self.n_steps] = self._state
 
     def scratch(self, i1: int, m: int) -> torch.Tensor:
         """``m`` slots for the states inside the segment ending at ``i1``, processed
@@ -277,10 +292,11 @@ class _Segment:
             self.states[self.j] = self.slots[self.j - self.i0 - 1].copy_(end)
 
 
-def _run_segment(g, rk, tape: Tape, i0: int, i1: int, y, recorder: _Segment) -> torch.Tensor:
+def _run_segment(g, rk, tape: Tape, i0: int, i1: int, y, recorder: _Segment, state=None):
     """Re-run kept iterations ``i0 + 1 .. i1`` through the one step loop: a fixed grid
     on the recorded step ends (rows that did not move in an iteration take a zero
-    step, as they did).  Returns the state after ``i1``."""
+    step, as they did), a method with memory from its state at ``i0`` (``state``,
+    default the tape's).  Returns the state after ``i1`` and the method's state there."""
     grid = tape.s[i0 : i1 + 1].T.contiguous()  # [K, G]
     cfg = LoopConfig(
         rk=rk,
@@ -293,22 +309,25 @@ def _run_segment(g, rk, tape: Tape, i0: int, i1: int, y, recorder: _Segment) -> 
         max_step=math.inf,
         controller=PIDController(),
         grid=grid,
+        method_state=tape.mstate.get(i0) if state is None else state,
     )
     result = integrate(g, grid[:, [0, -1]], y, cfg, record=recorder)
-    return result.ys[:, -1]
+    return result.ys[:, -1], result.method_state
 
 
-def replay(g, rk, tape: Tape, omap: OutputMap, i0: int, i1: int, y, *, dense: bool):
-    """Re-run kept iterations ``i0 + 1 .. i1`` from the state ``y`` at ``tape.s[i0]``.
+def replay(g, rk, tape: Tape, omap: OutputMap, i0: int, i1: int, y, *, dense: bool, state=None):
+    """Re-run kept iterations ``i0 + 1 .. i1`` from the state ``y`` at ``tape.s[i0]``
+    (and a method with memory from ``state``, default its state kept at ``i0``).
 
-    Returns ``(y_end, outputs, steps)``: ``outputs`` a list of ``(mask, idx, value)``
-    (the forward's output values inside the segment), ``steps`` a list of
-    :class:`StepData` when ``dense`` (each with a derivative at both ends).
-    Differentiable when run under ``torch.enable_grad()``.
+    Returns ``(y_end, outputs, steps, state_end)``: ``outputs`` a list of ``(mask,
+    idx, value)`` (the forward's output values inside the segment), ``steps`` a list of
+    :class:`StepData` when ``dense`` (each with a derivative at both ends), ``state_end``
+    the method's state after ``i1`` (``None`` without memory).  Differentiable when run
+    under ``torch.enable_grad()``, also with respect to ``state``.
     """
     rec = _Segment(g, rk, i0, omap=omap, dense=dense)
-    y_end = _run_segment(g, rk, tape, i0, i1, y, rec)
-    return y_end, rec.outputs, rec.steps
+    y_end, state_end = _run_segment(g, rk, tape, i0, i1, y, rec, state)
+    return y_end, rec.outputs, rec.steps, state_end
 
 
 def states(g, rk, tape: Tape, i0: int, i1: int, y, slots: torch.Tensor) -> dict:

@@ -273,7 +273,11 @@ class _Segment:
         y1, ks = trial.y1, trial.ks
         rounds = self.omap.rounds.get(self.j, ()) if self.omap is not None else ()
         interior = any(bool((m & ~e).any()) for m, _, _, e in rounds)
-        if (interior or self.dense) and rk.has_own_interpolant and ks.shape[0] == rk.S:
+        if (
+            (interior or self.dense)
+            and rk.has_own_interpolant
+            and ks.shape[0] == getattr(rk, "S", -1)
+        ):
             ks = trial.ks = rk.extra_stages(g, s, y, h, ks)
         if f1 is None and (self.dense or (interior and not rk.has_own_interpolant)):
             f1 = trial.f1 = g(s + h, y1)

@@ -375,3 +375,23 @@ def test_jac_sparsity_gives_the_dense_solution():
     dense = odenet.solve(f, y0, t, method="bdf", rtol=1e-6, atol=1e-9)
     sparse = odenet.solve(f, y0, t, method="bdf", rtol=1e-6, atol=1e-9, jac_sparsity=pattern)
     assert torch.allclose(sparse.ys, dense.ys, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_a_terminal_event_is_located_on_the_dense_output(name):
+    """A ball dropped from 10 m hits the ground at √(20/9.81): the event root is found
+    on each method's own interpolant."""
+
+    def f(t, y):
+        return torch.stack([y[1], -9.81 + 0 * y[0]])
+
+    sol = odenet.solve(
+        f,
+        torch.tensor([10.0, 0.0], dtype=F64),
+        torch.tensor([0.0, 3.0], dtype=F64),
+        method=name,
+        rtol=1e-8,
+        atol=1e-10,
+        events=lambda t, y: y[0],
+    )
+    assert abs(float(sol.events.t[0]) - math.sqrt(20 / 9.81)) <= 1e-8

@@ -90,3 +90,25 @@ def test_temp_files_of_a_killed_save_are_removed_and_never_loaded(tmp_path):
     res = fit(model, data, iters=2, checkpoint=ck)
     assert not stale.exists() and other.exists()
     assert res.iterations == 2 and ck.exists()
+
+
+def test_a_full_disk_names_the_file_it_could_not_write(tmp_path, capsys, monkeypatch):
+    """A real ENOSPC comes from write()/fsync() without a file name; the one-line error
+    must still say where (the injected fault of test_reliability_cli carries one)."""
+    import errno
+
+    from odenet.studies import sweep
+
+    real, calls = os.fsync, []
+
+    def fsync(fd):
+        calls.append(fd)
+        if len(calls) > 2:  # study.json and one cell fit on the disk
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd)
+
+    monkeypatch.setattr(sweep.os, "fsync", fsync)
+    out = tmp_path / "r"
+    line = _one_line(capsys, ["converge", "--methods", "euler,rk4", "--steps", "8,16",
+                              "--workers", "1", "--no-plot", "--quiet", "--out", out])  # fmt: skip
+    assert os.strerror(errno.ENOSPC) in line and f"{out}/cells/" in line

@@ -113,6 +113,14 @@ def _write_tmp(folder: Path, text: str) -> str:
     return tmp
 
 
+def _naming(e: OSError, path: Path) -> OSError:
+    """``e`` with ``path`` as its file name when it has none: a full disk or an I/O
+    error raised by write()/fsync() names no file, and the user needs to know which."""
+    if e.filename is None:
+        e.filename = str(path)
+    return e
+
+
 def atomic_write_text(path: Path, text: str, *, make_parents: bool = True) -> None:
     """Write ``text`` to ``path`` so that readers see the old file or the new one, never half.
 
@@ -122,7 +130,10 @@ def atomic_write_text(path: Path, text: str, *, make_parents: bool = True) -> No
     path = Path(path)
     if make_parents:
         path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _write_tmp(path.parent, text)
+    try:
+        tmp = _write_tmp(path.parent, text)
+    except OSError as e:
+        raise _naming(e, path) from None
     try:
         os.replace(tmp, path)
     except BaseException:
@@ -157,7 +168,10 @@ def create_exclusive(path: Path, text: str) -> bool:
     concurrent reader never sees half of it and exactly one of several racing writers wins.
     """
     path = Path(path)
-    tmp = _write_tmp(path.parent, text)
+    try:
+        tmp = _write_tmp(path.parent, text)
+    except OSError as e:
+        raise _naming(e, path) from None
     try:
         os.link(tmp, path)
         return True

@@ -335,7 +335,10 @@ CASES = {
   "api: values x1e300 (finite, overflows on scaling)": (
       lambda: odenet.solve(lambda t, y: y * y, torch.ones(2, dtype=torch.float64) * 1e300,
                            T.double()), "overflow"),
-  "api: times x1e12 in float32": (lambda: odenet.solve(f, torch.ones(2), T * 1e12), "t"),
+  "api: times 1e12 + [0, 1] in float32 (not resolvable)": (
+      lambda: odenet.solve(f, torch.ones(2), 1e12 + T), "resolved only to"),
+  "api: a 1e12 time span (3e11 stable steps) with max_steps=2000": (
+      lambda: odenet.solve(f, torch.ones(2), T * 1e12, max_steps=2000), "max_steps"),
   "api: float16 explicit": (lambda: odenet.solve(f, torch.ones(2, **h16), T.half()), "float16"),
   "api: float16 implicit": (
       lambda: odenet.solve(f, torch.ones(2, **h16), T.half(), method="radau_iia5"), "float16"),

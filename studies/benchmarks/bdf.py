@@ -16,6 +16,7 @@ Jacobian calls (``njev`` is printed beside it).
 
     python studies/benchmarks/bdf.py                                  # default run
     python studies/benchmarks/bdf.py --problems robertson_long --rtols 1e-3,1e-5
+    python studies/benchmarks/bdf.py --nonstiff      # adams vs dopri5 and scipy LSODA
 
 Writes ``studies/benchmarks/results/bdf.json``; ``bdf_results.md`` beside this file
 is one run's printout.
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.integrate import solve_ivp
 
 from odenet import problems as P
 
@@ -57,6 +59,47 @@ def at_equal_error(ours: list[dict], theirs: list[dict]) -> list[tuple[float, fl
     return out
 
 
+def nonstiff(problems, rtols):
+    """``adams`` against ``dopri5`` and scipy's LSODA on smooth problems: error at five
+    output times (``max |y − ref| / max |ref|``, ``atol = 1e-2·rtol``) and nfe."""
+    import odenet
+
+    print("\n### adams on non-stiff problems\n")
+    print(
+        "| problem | rtol | adams err | nfe | dopri5 err | nfe | LSODA err | nfe | "
+        "adams nfe / dopri5 | adams nfe / LSODA |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name in problems:
+        prob = P.get_problem(name)
+        t = torch.linspace(*prob.span, 5, dtype=torch.float64)
+        ref = prob.solution(t.numpy())
+        scale = np.abs(ref).max()
+        for rtol in rtols:
+            res = {}
+            for m in ("adams", "dopri5"):
+                sol = odenet.solve(
+                    prob.f, prob.y0_tensor(), t, method=m, rtol=rtol, atol=1e-2 * rtol
+                )
+                res[m] = (np.abs(sol.ys.numpy() - ref).max() / scale, sol.stats["nfe"])
+            r = solve_ivp(
+                prob.numpy_field(),
+                prob.span,
+                prob.y0,
+                method="LSODA",
+                t_eval=t.numpy(),
+                rtol=rtol,
+                atol=1e-2 * rtol,
+            )
+            res["LSODA"] = (np.abs(r.y.T - ref).max() / scale, r.nfev)
+            (ea, na), (ed, nd), (el, nl) = res["adams"], res["dopri5"], res["LSODA"]
+            print(
+                f"| {name} | {rtol:.0e} | {ea:.1e} | {na} | {ed:.1e} | {nd} | {el:.1e} | "
+                f"{nl} | {na / nd:.2f} | {na / nl:.2f} |",
+                flush=True,
+            )
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--problems", default="robertson_long,hires,van_der_pol_relaxation")
@@ -64,8 +107,16 @@ def main(argv=None):
     ap.add_argument("--methods", default="ndf")
     ap.add_argument("--max-steps", type=int, default=50_000)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bdf.json"))
+    ap.add_argument(
+        "--nonstiff",
+        action="store_true",
+        help="instead: adams vs dopri5 and LSODA on kepler, lotka_volterra, van_der_pol",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if args.nonstiff:
+        nonstiff(["kepler", "lotka_volterra", "van_der_pol"], [1e-4, 1e-7, 1e-10])
+        return
     methods = args.methods.split(",")
     rtols = [float(x) for x in args.rtols.split(",")]
     rows = []

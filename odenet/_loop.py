@@ -738,6 +738,7 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
             refresh = bool(jumped.any())
             if refresh:
                 after = torch.nextafter(stop_next, torch.full_like(stop_next, math.inf))
+                s_landed = s1
                 s1 = torch.where(jumped, after, s1)
                 f1 = None
         if on_step is not None:  # before the commit: the step's start is still y, f0
@@ -751,6 +752,11 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
             B.terminate(terminal)
         n_iter += 1
         if record is not None:
+            if refresh:
+                # the landing before the jump and the restart after it as two step
+                # ends: a replay on the recorded ends then evaluates f on the same
+                # sides of the discontinuity as this solve did
+                B.record(record, s_landed, y, accept)
             B.record(record, s, y, accept)
             if keep_state is not None:
                 keep_state(method_state)

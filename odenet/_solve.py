@@ -130,14 +130,14 @@ class Prepared:
         return g
 
     def install_hooks(
-        self, *, events=None, step_t=None, jump_t=None, callback=None, exact_jumps=True
+        self, *, events=None, step_t=None, jump_t=None, callback=None
     ):
         """Give the loop its hooks, translated from the user's terms to the loop's.
 
         ``events``: see :class:`odenet.Event`; ``step_t`` / ``jump_t``: times the steps
         must land on (1-D, user time; those outside the span are ignored); ``jump_t``
-        marks discontinuities of ``f`` (with ``exact_jumps`` the step lands one ulp
-        before and restarts one ulp after, with a fresh ``f``);
+        marks discontinuities of ``f`` (the step lands one ulp before and restarts
+        one ulp after, with a fresh ``f``);
         ``callback(kind, t, y, dt)`` with kind ``"step"``, ``"accept"``, ``"reject"``.
         """
         cfg, K, d = self.cfg, self.K, self.direction
@@ -174,7 +174,7 @@ class Prepared:
             inside = (internal > s0) & (internal < s1)
             internal = torch.where(inside, internal, torch.full_like(internal, math.inf))
             cfg.stops = internal.sort(dim=1).values
-            cfg.jumps = jump_t is not None and exact_jumps
+            cfg.jumps = jump_t is not None
         if callback is not None:
             check_callable("callback", callback)
 
@@ -614,7 +614,6 @@ def solve(
         step_t=step_t,
         jump_t=jump_t,
         callback=callback,
-        exact_jumps=sensitivity == "direct",
     )
     if sensitivity != "direct":
         if compile:

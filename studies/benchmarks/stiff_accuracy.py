@@ -119,6 +119,7 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per odenet solve")
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--report", action="store_true", help="only print the cells in --out")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -131,6 +132,11 @@ def main(argv=None) -> int:
             r = json.loads(line)
             done[(r["problem"], r["rtol"], r["method"])] = r
     rows = []
+    if args.report:
+        rows = list(done.values())
+        print(table(rows))
+        print(summary(rows))
+        return 0
     for name in args.problems.split(","):
         prob = P.get_problem(name)
         prob.solution([prob.span[1]])  # the reference (cached) is not part of any timing
@@ -162,12 +168,16 @@ def main(argv=None) -> int:
             rows += [done[(name, rtol, m)] for m in args.methods.split(",")]
     print()
     print(table(rows))
-    bad = [r for r in rows if r["verdict"] in ("SILENT", "LOOSE")]
-    print(f"\n{len(rows)} cells: " + ", ".join(
+    print(summary(rows))
+    return 1 if any(r["verdict"] in ("SILENT", "LOOSE") for r in rows) else 0
+
+
+def summary(rows: list[dict]) -> str:
+    counts = ", ".join(
         f"{v} {sum(r['verdict'] == v for r in rows)}"
         for v in ("pass", "fail", "LOOSE", "SILENT", "timeout")
-    ))  # fmt: skip
-    return 1 if bad else 0
+    )
+    return f"\n{len(rows)} cells: {counts}"
 
 
 if __name__ == "__main__":

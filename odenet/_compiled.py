@@ -17,9 +17,8 @@ compiler is unavailable or fails (``ODENET_COMPILE=0`` forces the fallback):
   with a tangent matrix ``Q [d, k]`` pushed through the same steps as a vmapped
   ``jvp`` (``Q <- M(x) Q``): the one-orbit Lyapunov path.
 * :func:`compiled_rk_step` — one explicit Runge–Kutta step of ``f(t, y)`` with the
-  signature of :meth:`odenet._stepper.RungeKutta.step_one` but tensor ``s`` and
-  ``h`` (so a new step size does not recompile): what the host backend of the loop
-  calls.
+  outputs of the host loop's step ``(y1, K, rates, f1)`` but tensor ``s`` and ``h``
+  (so a new step size does not recompile).
 
 Compile time is recorded per cached entry (:func:`compile_records`) and is not
 hidden in the first step's timing by the benchmarks.  When compiling does not
@@ -30,23 +29,16 @@ shapes would put the guards and symbolic sizes back on the per-call path); field
 that graph-break (data-dependent Python control flow, ``.item()``, numpy calls) do
 not compile with ``fullgraph=True`` and fall back to eager.
 
-Wiring into the loop (not done here; measured in
-``studies/benchmarks/small_systems.py``).  The host backend's ``_Host.step`` can
-call the fused step in place of ``rk.step_one``::
-
-    fused = compiled_rk_step(f, tableau, y0_rows, shape=y0.shape,
-                             time_dtype=s_out.dtype, direction=sign)   # once, in _solve
-    y1, ks, rates, f1 = fused(torch.scalar_tensor(s, dtype=tdt), y,
-                              torch.scalar_tensor(h, dtype=ydt), f0)
-    nfe += tableau.stages - 1          # the fused step bypasses the counting wrapper
-
-It is a faithful drop-in (outputs of ``step_one`` to round-off, FSAL ``f1``), but
-it removes only the step's own dispatch: the host loop's per-step bookkeeping
-(error norm, controller, outputs) stays, so the gain is ~1.6x on dopri5 and none
-on a fixed-grid rk4.  The measured way to numpy speed on fixed grids is to compile
-the loop between two outputs (:func:`orbit_loop` with ``k=None``: a
-``while_loop``).  Make it opt-in: the compile (seconds, per field, method, shape
-and dtype) exceeds a whole solve of fewer than ~10⁴ steps.
+The one loop uses it through ``solve(..., compile=True)``: :class:`FusedHost`
+builds :func:`host_step` (the step of :func:`rk_step_one` plus the RMS error norm
+and ``f(t1, y1)``, so the host backend ``_Host`` makes one compiled call and one
+``.tolist()`` per step) and, on uniform fixed grids, :func:`host_block` (the grid
+steps between two outputs in one ``while_loop`` call).  Both use inductor's C++
+wrapper (see ``_HOST_OPTIONS``).  The loop keeps control: the controller judges
+every adaptive step, the loop decides where a block ends and accepts it.
+Opt-in, because the compile (seconds, per field, method, shape and dtype) exceeds a
+whole solve of fewer than ~10⁴ steps; and never with a gradient through the solve
+(the loop then steps eagerly).
 """
 
 from __future__ import annotations

@@ -39,12 +39,13 @@ def warn(msg: str) -> None:
 
 def build_model(name: str, dim: int, *, hidden: int = 32, horizon: int = 4,
                 mechanism: str | None = None, hybrid: bool = False, guesses=None, fixed=None,
-                per_series=(), fixed_x0=None, channels=None):  # fmt: skip
+                per_series=(), fixed_x0=None, channels=None, random=()):  # fmt: skip
     """A model of ``odenet fit --model NAME`` for ``dim`` observed channels.
 
     ``mechanism`` is a built-in name or ``path.py:function`` (grey-box models);
     ``guesses``/``fixed`` override or fix its parameters, ``per_series`` names
-    parameters estimated per series, ``fixed_x0`` pins initial states (greybox_mle).
+    parameters estimated per series, ``random`` per-series parameters with a population
+    distribution (random effects), ``fixed_x0`` pins initial states (greybox_mle).
     """
     if name in GREYBOX:
         from odenet.fit.greybox import GreyBoxMLE
@@ -79,7 +80,10 @@ def build_model(name: str, dim: int, *, hidden: int = 32, horizon: int = 4,
                     "--model greybox_mle cannot train; use --model greybox --hybrid."
                 )
             return GreyBoxMLE(field, node_every=4, per_series=per_series, fixed_x0=fixed_x0,
-                              channels=obs_channels, rtol=1e-6, atol=1e-8)  # fmt: skip
+                              channels=obs_channels, rtol=1e-6, atol=1e-8,
+                              random=random)  # fmt: skip
+        if random:
+            raise FitCLIError("--random (random effects) needs --model greybox_mle.")
         if per_series or fixed_x0 or field.covariates:
             raise FitCLIError(
                 "--per-series, --fix-x0 and covariates need --model greybox_mle (the "
@@ -126,6 +130,7 @@ def model_from_meta(meta: dict):
                            hybrid=bool(meta.get("hybrid")), guesses=meta.get("guesses") or None,
                            fixed=meta.get("fixed") or None,
                            per_series=meta.get("per_series") or (),
+                           random=meta.get("random") or (),
                            fixed_x0=meta.get("fixed_x0") or None,
                            channels=meta.get("channels"))  # fmt: skip
     except KeyError as e:
@@ -196,6 +201,10 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="hold a mechanism parameter at a known value (repeatable)")
     p.add_argument("--per-series", default="", metavar="NAMES",
                    help="comma-separated parameters estimated separately for every series "
+                   "(greybox_mle)")  # fmt: skip
+    p.add_argument("--random", default="", metavar="NAMES",
+                   help="comma-separated parameters with random effects: per series, drawn "
+                   "from a population (log-)normal whose mean and spread are estimated "
                    "(greybox_mle)")  # fmt: skip
     p.add_argument("--fix-x0", action="append", default=[], metavar="STATE=VALUE",
                    help="pin a state's initial value in every series (greybox_mle; repeatable)")
@@ -287,6 +296,7 @@ def _check_options(args) -> None:
     if args.model not in GREYBOX:
         used = [o for o, v in (("--mechanism", args.mechanism), ("--param", args.param),
                                ("--fix", args.fix), ("--per-series", args.per_series),
+                               ("--random", args.random),
                                ("--fix-x0", args.fix_x0)) if v]  # fmt: skip
         if used:
             raise FitCLIError(f"{', '.join(used)} only apply to --model greybox / greybox_mle.")
@@ -448,6 +458,7 @@ def _meta(args, channels, covariates) -> dict:
         "guesses": parse_assignments(args.param, "--param"),
         "fixed": parse_assignments(args.fix, "--fix"),
         "per_series": [s for s in args.per_series.split(",") if s],
+        "random": [s for s in args.random.split(",") if s],
         "fixed_x0": parse_assignments(args.fix_x0, "--fix-x0"),
         "id_col": args.id_col,
         "time_col": args.time_col,
@@ -487,7 +498,7 @@ def _fit_one(args, data, channels, covariates, train, val, meta, checkpoint, pro
                         guesses=parse_assignments(args.param, "--param") or None,
                         fixed=parse_assignments(args.fix, "--fix") or None,
                         per_series=meta["per_series"], fixed_x0=meta["fixed_x0"] or None,
-                        channels=channels)  # fmt: skip
+                        channels=channels, random=meta["random"])  # fmt: skip
     if args.model in GREYBOX and len(channels) != data.batch.values.shape[-1] - len(covariates):
         raise FitCLIError("internal: channel count mismatch")  # pragma: no cover
     optimizer = args.optimizer or ("gauss_newton" if args.model == "greybox_mle" else "adam")
@@ -538,6 +549,8 @@ def _greybox_report(model, ids) -> dict:
                                     for k, v in info["series_params"].items()}  # fmt: skip
         out["series_std_errors"] = {k: dict(zip(map(str, ids), v))
                                     for k, v in info["series_std_errors"].items()}  # fmt: skip
+    if info.get("random_effects"):
+        out["random_effects"] = info["random_effects"]
     for w in info.get("warnings", []):
         warn(w)
     return out

@@ -484,6 +484,64 @@ class _Layout:
         return torch.as_tensor(raw), torch.as_tensor(nodes)
 
 
+def _penalised(rj, lay, penalty, free_mu: bool):
+    """``rj`` with the random-effect prior residuals ``λ_a (raw_{b,a} − μ_a)`` appended
+    (one per series and random effect; ``μ`` the last unknowns when ``free_mu``, else
+    fixed at ``penalty["mu"]``), so Levenberg–Marquardt minimises the penalised
+    least-squares objective of a mixed model.  ``rj`` itself when ``penalty`` is None."""
+    if penalty is None:
+        return rj
+    idx, lam = penalty["idx"], penalty["lam"]
+    n_per, nr = len(lay.per), len(idx)
+    rows = np.arange(lay.B * nr)
+    cols = np.array([lay.n_sh + b * n_per + i for b in range(lay.B) for i in idx], dtype=int)
+    w = np.tile(lam, lay.B)
+
+    def wrapped(v):
+        r, J = rj(v[: lay.n])
+        mu = v[lay.n :] if free_mu else penalty["mu"]
+        rp = w * (v[cols] - np.tile(mu, lay.B))
+        Jp = np.zeros((len(rows), len(v)))
+        Jp[rows, cols] = w
+        if free_mu:
+            Jp[rows, lay.n + np.tile(np.arange(nr), lay.B)] = -w
+            J = np.hstack([J, np.zeros((J.shape[0], nr))])
+        return np.concatenate([r, rp]), np.vstack([J, Jp])
+
+    return wrapped
+
+
+def _check_doses(doses, dose_state) -> list:
+    """``doses`` as lists of ``(time, amount[, state])`` with finite numbers."""
+    out = []
+    for b, series in enumerate(doses):
+        rows = []
+        for d in series:
+            d = tuple(d)
+            ok = len(d) in (2, 3) and all(isinstance(x, (int, float)) and math.isfinite(x)
+                                          for x in map(_num, d[:2]))  # fmt: skip
+            if not ok:
+                raise InputError(
+                    f"`doses` series {b}: {d!r} is not (time, amount) or (time, amount, state) "
+                    "with finite numbers."
+                )
+            if len(d) == 2 and dose_state is None:
+                raise InputError(
+                    "`doses` given as (time, amount) need `dose_state=` (the state the dose "
+                    "enters, e.g. 'gut'), or give (time, amount, state)."
+                )
+            rows.append((_num(d[0]), _num(d[1]), *d[2:]))
+        out.append(sorted(rows, key=lambda r: r[0]))
+    return out
+
+
+def _num(x):
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 class GreyBoxMLE(nn.Module):
     """Grey-box ODE fitted by maximum likelihood over parameters *and* initial states.
 
@@ -533,6 +591,22 @@ class GreyBoxMLE(nn.Module):
         Initial states pinned to a known value in every series (by state name).
     channels : list of str, optional
         Names of the observed channels (default: ``field.states``, or all channels).
+    random : iterable of str
+        Per-series parameters that are random effects: ``raw_b = μ + η_b``,
+        ``η_b ~ N(0, ω²)`` in learnt coordinates (log-normal for positive parameters),
+        with the population value ``μ`` and spread ``ω`` estimated too (see
+        :meth:`_fit_random`); predictions for new series shrink toward ``μ``.
+    doses : list of lists, optional
+        Bolus doses, one list per series in the batch's row order (the same order when
+        predicting): ``(time, amount)`` into ``dose_state``, or ``(time, amount,
+        state)``.  At a dose time the state jumps by the amount; an observation at a
+        dose time is taken just before the dose; a series whose first dose precedes its
+        first observation starts at that dose (its initial state is the state before it,
+        e.g. pinned at 0).
+    dose_state : str, optional
+        The state that ``(time, amount)`` doses enter (e.g. the gut compartment).
+    random_rounds : int
+        Maximum number of variance-component updates of a random-effects fit.
     method, rtol, atol, max_steps :
         Passed to :func:`odenet.solve` for the state-plus-sensitivity system.
     """
@@ -546,9 +620,13 @@ class GreyBoxMLE(nn.Module):
         node_every: int | None = 4,
         continuity_weight: float = 10.0,
         per_series=(),
+        random=(),
         fixed_x0: dict | None = None,
         channels: list | None = None,
+        doses: list | None = None,
+        dose_state: str | None = None,
         method: str = "dopri5",
+        random_rounds: int = 8,
         rtol: float = 1e-7,
         atol: float = 1e-9,
         max_steps: int = 5000,
@@ -561,13 +639,18 @@ class GreyBoxMLE(nn.Module):
             )
         if node_every is not None and (not isinstance(node_every, int) or node_every < 2):
             raise InputError(f"`node_every` must be an integer ≥ 2 or None, got {node_every!r}.")
-        per_series = list(per_series)
-        unknown = [k for k in per_series if k not in field.names]
-        if unknown:
-            raise InputError(
-                f"`per_series` names {unknown}, which are not parameters of the mechanism "
-                f"({field.names})."
-            )
+        random = list(random)
+        # a random effect is a per-series parameter with a population distribution
+        per_series = list(per_series) + [k for k in random if k not in per_series]
+        for arg, names in (("random", random), ("per_series", per_series)):
+            unknown = [k for k in names if k not in field.names]
+            if unknown:
+                raise InputError(
+                    f"`{arg}` names {unknown}, which are not parameters of the mechanism "
+                    f"({field.names})."
+                )
+        if not isinstance(random_rounds, int) or random_rounds < 1:
+            raise InputError(f"`random_rounds` must be an integer ≥ 1, got {random_rounds!r}.")
         self.field = field
         self.node_every = node_every
         self.continuity_weight = float(continuity_weight)
@@ -575,6 +658,10 @@ class GreyBoxMLE(nn.Module):
         # step budget turns that into a rejected step within seconds instead of minutes
         self.solver = dict(method=method, rtol=rtol, atol=atol, max_steps=max_steps)
         self.per_series = per_series
+        self.random = random
+        self.random_rounds = random_rounds
+        self.dose_state = dose_state
+        self.doses = None if doses is None else _check_doses(doses, dose_state)
         self.fixed_x0 = {str(k): float(v) for k, v in (fixed_x0 or {}).items()}
         states = field.states
         if states is not None:
@@ -597,6 +684,8 @@ class GreyBoxMLE(nn.Module):
         # per-series raw parameters and initial states of the training series
         self.register_buffer("series_raw", torch.zeros(0, len(per_series), dtype=torch.float64))
         self.register_buffer("x0", torch.zeros(0, 0, dtype=torch.float64))
+        # between-series standard deviation of each random effect (learnt coordinates)
+        self.register_buffer("omega", torch.full((len(random),), math.nan, dtype=torch.float64))
         self.info: dict = {}
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -648,24 +737,116 @@ class GreyBoxMLE(nn.Module):
         return shared, per
 
     # --- the residual and its Jacobian -------------------------------------------------
-    def _solve_rows(self, grid, nodes, raw_rows, cov, sens: bool = True):
-        """Solve every row on its grid ``[K, M]``: X ``[K, M, S]`` (and S ``[K, M, S, S+P]``)."""
+    def _solve_rows(self, grid, nodes, raw_rows, cov, sens: bool = True, events=None):
+        """Solve every row on its grid ``[K, M]``: X ``[K, M, S]`` (and S ``[K, M, S, S+P]``).
+
+        ``events`` (dosing, see :meth:`_events`): per row ``(t_start, [(t, state, amount),
+        …])``; the row then starts at ``t_start ≤ grid[k, 0]`` from ``nodes[k]`` and
+        its state jumps by each amount at each time (a grid point at a dose time sees
+        the state just before the dose)."""
         K, S = nodes.shape
         P = raw_rows.shape[1]
-        rows = _Rows(raw_rows, *cov) if cov is not None else _Rows(raw_rows)
-        with torch.no_grad():
-            if not sens:
-                return odenet.solve(_RowField(self.field, rows, self.columnar), nodes, grid,
-                                    **self.solver).ys  # fmt: skip
+        y0 = nodes
+        if sens:
             S0 = torch.zeros(K, S, S + P, dtype=nodes.dtype)
             S0[:, :, :S] = torch.eye(S, dtype=nodes.dtype)
             y0 = torch.cat([nodes, S0.reshape(K, -1)], dim=1)
+        if events is None:
+            ys = self._solve_piece(grid, y0, raw_rows, cov, sens, S)
+        else:
+            ys = self._solve_dosed(grid, y0, raw_rows, cov, sens, events, S)
+        if not sens:
+            return ys
+        return ys[..., :S], ys[..., S:].reshape(K, -1, S, S + P)
+
+    def _solve_piece(self, grid, y0, raw_rows, cov, sens: bool, S: int):
+        """One per-sample solve of the state (and, with ``sens``, its sensitivities)."""
+        rows = _Rows(raw_rows, *cov) if cov is not None else _Rows(raw_rows)
+        with torch.no_grad():
+            if not sens:
+                return odenet.solve(_RowField(self.field, rows, self.columnar), y0, grid,
+                                    **self.solver).ys  # fmt: skip
             sys_ = _Sensitivities(self.field, S, rows, self.columnar)
             if getattr(self, "_stacked", None) is not None:
                 sys_.stacked = self._stacked
             ys = odenet.solve(sys_, y0, grid, **self.solver).ys
             self._stacked = sys_.stacked
-        return ys[..., :S], ys[..., S:].reshape(K, -1, S, S + P)
+        return ys
+
+    def _solve_dosed(self, grid, y0, raw_rows, cov, sens, events, S):
+        """Piecewise solve between dose times: round ``p`` integrates every row that has
+        a ``p``-th piece from its ``p``-th boundary (start or dose) to the next, in one
+        per-sample solve; at a boundary the dose is added to the state (a bolus does not
+        depend on the unknowns, so the sensitivities pass through unchanged)."""
+        K, M = grid.shape
+        out = y0.new_zeros(K, M, y0.shape[1])
+        state = y0.clone()
+        g = grid.numpy()
+        plans = []
+        for k, (t_start, ev) in enumerate(events):
+            bounds = [t_start, *sorted({t for t, _, _ in ev if t > t_start})]
+            plans.append(bounds)
+            at_start = g[k] <= t_start  # grid points at the start: the state before any dose
+            out[k, at_start] = y0[k]
+        for p in range(max(len(b) for b in plans)):
+            act = [k for k in range(K) if p < len(plans[k])]
+            grids, where = [], []
+            for k in act:
+                lo = plans[k][p]
+                hi = plans[k][p + 1] if p + 1 < len(plans[k]) else math.inf
+                for t, s, a in events[k][1]:
+                    if t == lo:
+                        state[k, s] += a
+                pts = np.nonzero((g[k] > lo) & (g[k] <= hi))[0]
+                gk = [lo, *g[k, pts]] + ([hi] if math.isfinite(hi) and hi not in g[k, pts] else [])
+                end = len(gk) - 1 if math.isfinite(hi) else None
+                if math.isfinite(hi) and hi in g[k, pts]:
+                    end = 1 + int(np.nonzero(g[k, pts] == hi)[0][0])
+                grids.append(gk)
+                where.append((pts, end))
+            L = max(2, max(len(x) for x in grids))
+            rows_g = []
+            for gk in grids:  # pad: strictly increasing times past the piece's end
+                last = gk[-1]
+                rows_g.append(gk + [last + 1e-6 * (1 + abs(last)) * i
+                                    for i in range(1, L - len(gk) + 1)])  # fmt: skip
+            sub_cov = None if cov is None else (cov[0][act], cov[1][act])
+            ys = self._solve_piece(torch.tensor(rows_g, dtype=grid.dtype), state[act],
+                                   raw_rows[act], sub_cov, sens, S)  # fmt: skip
+            for i, k in enumerate(act):
+                pts, end = where[i]
+                out[k, torch.as_tensor(pts, dtype=torch.long)] = ys[i, 1 : 1 + len(pts)]
+                if end is not None:
+                    state[k] = ys[i, end]
+        return out
+
+    def _events(self, batch, rows, states):
+        """Dose events of solve rows ``rows`` = ``[(b, t_lo, t_hi)]`` (series ``b``; doses
+        at ``t_lo ≤ t < t_hi``; ``t_lo = -inf`` for a row that starts the series, which then
+        starts at its first dose if that precedes its first observation), or None."""
+        if self.doses is None:
+            return None
+        B = batch.times.shape[0]
+        if len(self.doses) != B:
+            raise InputError(
+                f"`doses` lists {len(self.doses)} series but the data have {B}; give one "
+                "list of doses per series, in the batch's row order (an empty list for none)."
+            )
+        idx = {s: i for i, s in enumerate(states)}
+        out = []
+        for b, lo, hi in rows:
+            ev = []
+            for d in self.doses[b]:
+                t, a = float(d[0]), float(d[1])
+                name = d[2] if len(d) > 2 else self.dose_state
+                if name not in idx:
+                    raise InputError(f"a dose goes to state {name!r}, not one of {states}.")
+                if lo <= t < hi:
+                    ev.append((t, idx[name], a))
+            t0 = float(batch.times[b, 0])
+            start = min([t0] + [t for t, _, _ in ev]) if lo == -math.inf else lo
+            out.append((start, ev))
+        return out
 
     def _covariate_rows(self, batch, segs, D):
         if not self.field.covariates:
@@ -684,7 +865,11 @@ class GreyBoxMLE(nn.Module):
             g = batch.times[b, j0 : j1 + int(nxt)]
             pad = g[-1] + 1e-6 * torch.arange(1, M - len(g) + 1, dtype=g.dtype)
             grids.append(torch.cat([g, pad]))
-        X, Sn = self._solve_rows(torch.stack(grids), nodes, raw_rows, cov)
+        events = self._events(batch, [
+            (b, -math.inf if j0 == 0 else float(batch.times[b, j0]),
+             float(batch.times[b, j1 - 1 + int(nxt)])) for b, j0, j1, nxt in segs],
+            self._dims(batch)[0])  # fmt: skip
+        X, Sn = self._solve_rows(torch.stack(grids), nodes, raw_rows, cov, events=events)
         X, Sn, nodes = X.numpy(), Sn.numpy(), nodes.numpy()
         rows_r, rows_J = [], []
         n_u = lay.n
@@ -697,7 +882,7 @@ class GreyBoxMLE(nn.Module):
             J = np.zeros((n, D, n_u))
             J[:, :, cols[ok]] = Sn[k, :n][:, obs][..., ok] * m[..., None]
             rows_r.append(r.reshape(-1))
-            rows_J.append(J.reshape(-1, n_u))
+            rows_J.append(J.reshape(n * D, n_u))
             if nxt:
                 r = weight * (X[k, n] - nodes[k + 1])
                 J = np.zeros((lay.S, n_u))
@@ -726,6 +911,8 @@ class GreyBoxMLE(nn.Module):
                 "the initial guess makes the ODE fail; give parameter guesses closer to the data."
             )
         lam, it, reason = 1e-3, 0, "max_iter"
+        if len(u) == 0:  # everything pinned or fixed: nothing to estimate
+            max_iter, reason = 0, "converged"
         while it < max_iter:
             it += 1
             H, g = J.T @ J, J.T @ r
@@ -761,9 +948,14 @@ class GreyBoxMLE(nn.Module):
         return u, cost, r, J, it
 
     def _estimate(self, batch, *, fix_shared: bool, max_iter: int, series_raw=None,
-                  multiple_shooting: bool = True):  # fmt: skip
+                  multiple_shooting: bool = True, penalty=None, start=None):  # fmt: skip
         """Two-stage LM.  Returns a dict with the single-shooting ``u``, ``r``, ``J``,
-        its layout, ``iterations``, per-series raw parameters and initial states."""
+        its layout, ``iterations``, per-series raw parameters and initial states.
+
+        ``penalty`` (random effects, see :meth:`_penalty`) appends the prior residuals
+        ``λ_a (raw_{b,a} − μ_a)`` and, unless ``fix_shared``, the population values
+        ``μ`` as the last unknowns; ``start`` (``series_raw``, ``x0``) warm-starts the
+        single-shooting stage."""
         states, obs, D = self._dims(batch)
         S, B = len(states), batch.times.shape[0]
         pins = self._pinned(states)
@@ -775,6 +967,12 @@ class GreyBoxMLE(nn.Module):
         guess = np.zeros(S)
         for s in lat:
             guess[s] = float(self.field.x0_guess.get(states[s], 0.0))
+        # doses are checked here, once: inside Levenberg–Marquardt an error is a failed step
+        self._events(batch, [(b, -math.inf, math.inf) for b in range(B)], states)
+        if penalty is None and fix_shared:
+            penalty = self._penalty()
+        free_mu = penalty is not None and not fix_shared
+        mu = [penalty["mu"]] if free_mu else []
 
         def node_guess(segs):
             g = np.tile(guess, (len(segs), 1))
@@ -785,50 +983,78 @@ class GreyBoxMLE(nn.Module):
                         g[k, s] = v
             return g
 
+        if start is not None:
+            series_raw = start["series_raw"]
         per0 = np.tile(raw0[per], (B, 1)) if series_raw is None else np.asarray(series_raw)
         head = ([] if fix_shared else [raw0[shared]]) + [per0.reshape(-1)]
         total = 0
         first_nodes = None
-        if self.node_every is not None and multiple_shooting:
+        if self.node_every is not None and multiple_shooting and start is None:
             segs = _segments(batch, self.node_every)
             lay = _Layout(segs, B, S, P, shared, per, pins, fix_shared)
             ng = node_guess(segs)
             cov = self._covariate_rows(batch, segs, D)
-            u = np.concatenate([*head, *[ng[k, c >= 0] for k, c in enumerate(lay.node_cols)]])
+            u = np.concatenate([*head, *[ng[k, c >= 0] for k, c in enumerate(lay.node_cols)],
+                                *mu])  # fmt: skip
             def rj1(v, lay=lay, ng=ng, cov=cov):
                 return self._residuals(batch, lay, v, raw0, ng, self.continuity_weight, obs, D,
                                        cov)  # fmt: skip
 
             # stage 1 only has to bring the unknowns near the optimum: a loose tolerance
-            u, _, _, _, n = self._levenberg_marquardt(rj1, u, max_iter, self._log_mask(lay),
+            rj1 = _penalised(rj1, lay, penalty, free_mu)
+            u, _, _, _, n = self._levenberg_marquardt(rj1, u, max_iter,
+                                                      self._log_mask(lay, free_mu),
                                                       rel_tol=1e-5)  # fmt: skip
             total += n
             head = [u[: lay.n_sh + lay.n_per]]
+            mu = [u[lay.n :]] if free_mu else []
             first = [k for k, s in enumerate(segs) if s[1] == 0]
             first_nodes = [u[lay.node_cols[k][lay.node_cols[k] >= 0]] for k in first]
         segs = _segments(batch, None)
         lay = _Layout(segs, B, S, P, shared, per, pins, fix_shared)
         ng = node_guess(segs)
+        if start is not None:
+            first_nodes = [np.asarray(start["x0"])[k, c >= 0] for k, c in enumerate(lay.node_cols)]
         if first_nodes is None:
             first_nodes = [ng[k, c >= 0] for k, c in enumerate(lay.node_cols)]
         cov = self._covariate_rows(batch, segs, D)
-        u = np.concatenate([*head, *first_nodes])
+        u = np.concatenate([*head, *first_nodes, *mu])
 
         def rj(v):
             return self._residuals(batch, lay, v, raw0, ng, 1.0, obs, D, cov)
 
-        u, cost, r, J, n = self._levenberg_marquardt(rj, u, max_iter, self._log_mask(lay))
+        rj = _penalised(rj, lay, penalty, free_mu)
+        u, cost, r, J, n = self._levenberg_marquardt(rj, u, max_iter,
+                                                     self._log_mask(lay, free_mu))  # fmt: skip
         total += n
-        raw_rows, nodes = lay.unpack(u, raw0, ng)
+        raw_rows, nodes = lay.unpack(u[: lay.n], raw0, ng)
         if not fix_shared:
             self.field.raw.data[shared] = torch.as_tensor(u[: lay.n_sh])
+            if free_mu:  # the population values live in the per-series parameters' slots
+                self.field.raw.data[[per[i] for i in penalty["idx"]]] = torch.as_tensor(u[lay.n :])
+        n_pen = 0 if penalty is None else B * len(penalty["idx"])
         return {
             "u": u, "r": r, "J": J, "layout": lay, "iterations": total, "rj": rj,
             "series_raw": raw_rows[:, per].clone(), "x0": nodes, "states": states,
-            "obs": obs, "D": D, "node_guess": ng, "cov": cov,
+            "obs": obs, "D": D, "node_guess": ng, "cov": cov, "n_data": len(r) - n_pen,
         }  # fmt: skip
 
-    def _log_mask(self, lay) -> np.ndarray:
+    def _penalty(self, lam=None) -> dict | None:
+        """Random-effect prior of the fitted model (``None`` without random effects or
+        before a fit): positions ``idx`` in ``per_series``, population values ``mu``
+        (learnt coordinates) and weights ``λ = σ̂ / ω``, or the weights ``lam`` given."""
+        if not self.random:
+            return None
+        if lam is None:
+            lam = float(self.sigma) / self.omega.numpy()
+            if not np.isfinite(lam).all():
+                return None
+        idx = [self.per_series.index(k) for k in self.random]
+        per = self._index()[1]
+        mu = self.field.raw.detach().numpy()[[per[i] for i in idx]].copy()
+        return {"idx": idx, "mu": mu, "lam": np.asarray(lam, dtype=float)}
+
+    def _log_mask(self, lay, free_mu: bool = False) -> np.ndarray:
         """Which unknowns are log-parameters (positive ones)."""
         pos = self.field.pos_mask.numpy()
         m = np.zeros(lay.n, bool)
@@ -836,6 +1062,9 @@ class GreyBoxMLE(nn.Module):
         for b in range(lay.B):
             o = lay.n_sh + b * len(lay.per)
             m[o : o + len(lay.per)] = pos[lay.per]
+        if free_mu:
+            idx = [self.per_series.index(k) for k in self.random]
+            m = np.concatenate([m, pos[[lay.per[i] for i in idx]]])
         return m
 
     # --- uncertainty ---------------------------------------------------------------
@@ -910,18 +1139,27 @@ class GreyBoxMLE(nn.Module):
             ``n_unknowns`` and ``condition`` of the column-scaled Jacobian,
             ``unidentifiable`` and ``weakly_identified`` (names, with relative standard
             error > 10 or in a null direction of the Jacobian, and between 1 and 10),
-            ``warnings`` (sentences for the user).
+            ``warnings`` (sentences for the user).  With random effects also
+            ``random_effects`` (``{name: {"population", "std_error", "omega",
+            "omega_log"}}``: the population value with its standard error, and the
+            between-series standard deviation ω in learnt coordinates, i.e. of
+            ``log p`` for positive parameters), ``effective_parameters`` (the trace of
+            the hat matrix) and ``random_rounds`` (variance-component updates).
         """
-        est = self._estimate(batch, fix_shared=False, max_iter=max_iter,
-                             multiple_shooting=multiple_shooting)  # fmt: skip
+        n_obs = int(batch.mask[..., : self._dims(batch)[2]].sum())
+        if self.random:
+            est, sigma2, dof, rounds = self._fit_random(batch, max_iter, multiple_shooting)
+        else:
+            est = self._estimate(batch, fix_shared=False, max_iter=max_iter,
+                                 multiple_shooting=multiple_shooting)  # fmt: skip
+            dof = n_obs - len(est["u"])
+            sigma2 = float(est["r"] @ est["r"]) / max(dof, 1)
         u, r, J, lay = est["u"], est["r"], est["J"], est["layout"]
-        n_obs = int(batch.mask[..., : est["D"]].sum())
-        dof = n_obs - len(u)
-        sigma2 = float(r @ r) / max(dof, 1)
+        rss = float(r[: est["n_data"]] @ r[: est["n_data"]])
         cov, cond, rank, _, hit = self._covariance(J, sigma2)
-        names = self._unknown_names(lay, est["states"], ids)
+        names = self._unknown_names(lay, est["states"], ids) + list(self.random)
         pos = self.field.pos_mask.numpy()
-        is_log = self._log_mask(lay)
+        is_log = self._log_mask(lay, free_mu=bool(self.random))
         se_u, unident, weak = self._identifiability(cov, u, names, is_log, hit)
         flagged = np.array([n in set(unident) for n in names])
         if flagged.any():  # no finite number for what the data do not determine
@@ -933,6 +1171,9 @@ class GreyBoxMLE(nn.Module):
         raw_cov = torch.full((P, P), math.nan, dtype=torch.float64)
         sh = torch.as_tensor(lay.shared, dtype=torch.long)
         raw_cov[sh[:, None], sh[None, :]] = torch.as_tensor(cov[: lay.n_sh, : lay.n_sh])
+        if self.random:  # the population values' block (their slots in field.raw)
+            pop = torch.as_tensor([lay.per[self.per_series.index(k)] for k in self.random])
+            raw_cov[pop[:, None], pop[None, :]] = torch.as_tensor(cov[lay.n :, lay.n :])
         self.raw_cov = raw_cov
         self.sigma = torch.tensor(math.sqrt(sigma2), dtype=torch.float64)
         self.series_raw = est["series_raw"]
@@ -968,7 +1209,7 @@ class GreyBoxMLE(nn.Module):
             )
         self.info = {
             "iterations": est["iterations"],
-            "cost": 0.5 * float(r @ r),
+            "cost": 0.5 * rss,
             "sigma": math.sqrt(sigma2) if dof >= 1 else math.nan,
             "x0": est["x0"].numpy().reshape(-1, S),
             "std_errors": self.std_errors(),
@@ -983,7 +1224,80 @@ class GreyBoxMLE(nn.Module):
             "weakly_identified": weak,
             "warnings": warnings,
         }
+        if self.random:
+            se = self.std_errors()
+            pop = self.field.values()
+            self.info["random_effects"] = {
+                k: {"population": pop[k], "std_error": se[k], "omega": float(self.omega[a]),
+                    "omega_log": bool(pos[self.field.names.index(k)])}
+                for a, k in enumerate(self.random)}  # fmt: skip
+            self.info["effective_parameters"] = n_obs - dof
+            self.info["random_rounds"] = rounds
         return self.info
+
+    def _fit_random(self, batch, max_iter: int, multiple_shooting: bool):
+        """Mixed-effects fit: penalised least squares alternating with the variance
+        components.
+
+        With the random parameters ``raw_{b,a} = μ_a + η_{b,a}``, ``η ~ N(0, ω_a²)``, the
+        Laplace approximation of the marginal likelihood at fixed ``(σ, ω)`` is maximised
+        over the unknowns by minimising ``Σ r² + Σ_{b,a} (σ/ω_a)² (raw_{b,a} − μ_a)²``
+        (Levenberg–Marquardt on the residuals with prior rows appended).  Between
+        rounds ``σ²`` and ``ω²`` get their EM updates from the posterior covariance
+        ``C = σ² H⁻¹`` (``H = JᵀJ`` of the penalised problem):
+        ``σ² = RSS / (N − tr(J_d H⁻¹ J_dᵀ))`` (the hat matrix's trace is the effective
+        number of parameters) and ``ω_a² = mean_b E[(raw_{b,a} − μ_a)²]`` (the squared
+        deviation plus its posterior variance), until both change by < 2 %.
+
+        Returns the last estimate, ``σ̂²``, the residual degrees of freedom and the
+        number of rounds.
+        """
+        D = self._dims(batch)[2]
+        y = batch.values[..., :D][batch.mask[..., :D] > 0]
+        n_obs = int(y.numel())
+        nr = len(self.random)
+        if math.isfinite(float(self.sigma)) and bool(torch.isfinite(self.omega).all()):
+            sigma2, omega2 = float(self.sigma) ** 2, self.omega.numpy() ** 2  # resumed
+        else:  # a start the EM updates correct within a few rounds
+            sigma2 = max((0.05 * float(y.std())) ** 2, 1e-12)
+            omega2 = np.full(nr, 0.3**2)
+        start, total, rounds = None, 0, 0
+        for rnd in range(1, self.random_rounds + 1):
+            rounds = rnd
+            pen = self._penalty(lam=np.sqrt(sigma2 / omega2))
+            est = self._estimate(batch, fix_shared=False, max_iter=max_iter, penalty=pen,
+                                 multiple_shooting=multiple_shooting, start=start)  # fmt: skip
+            total += est["iterations"]
+            start = {"series_raw": est["series_raw"].numpy(), "x0": est["x0"].numpy()}
+            lay, r, J, nd = est["layout"], est["r"], est["J"], est["n_data"]
+            Hinv = np.linalg.pinv(J.T @ J)
+            df = float(np.sum((J[:nd] @ Hinv) * J[:nd]))
+            C = sigma2 * Hinv
+            u = est["u"]
+            new_o2 = np.empty(nr)
+            for a, i in enumerate(pen["idx"]):
+                bc = np.array([lay.n_sh + b * len(lay.per) + i for b in range(lay.B)])
+                m = lay.n + a
+                eta = u[bc] - u[m]
+                new_o2[a] = np.mean(eta**2 + C[bc, bc] + C[m, m] - 2 * C[bc, m])
+            new_o2 = np.maximum(new_o2, 1e-12)
+            new_s2 = max(float(r[:nd] @ r[:nd]) / max(n_obs - df, 1.0), 1e-300)
+            change = max(abs(math.log(new_s2 / sigma2)) / 2,
+                         *(np.abs(np.log(new_o2 / omega2)) / 2))  # fmt: skip
+            sigma2, omega2 = new_s2, new_o2
+            if change < 0.02:
+                break
+        # the reported estimate is the one at the final variance components
+        pen = self._penalty(lam=np.sqrt(sigma2 / omega2))
+        est = self._estimate(batch, fix_shared=False, max_iter=max_iter, penalty=pen,
+                             start=start)  # fmt: skip
+        est["iterations"] += total
+        nd = est["n_data"]
+        Hinv = np.linalg.pinv(est["J"].T @ est["J"])
+        df = float(np.sum((est["J"][:nd] @ Hinv) * est["J"][:nd]))
+        self.omega = torch.as_tensor(np.sqrt(omega2))
+        self.sigma = torch.tensor(math.sqrt(sigma2), dtype=torch.float64)
+        return est, sigma2, n_obs - df, rounds
 
     def std_errors(self) -> dict:
         """Gauss–Newton standard error of each shared parameter (physical units, delta
@@ -993,11 +1307,13 @@ class GreyBoxMLE(nn.Module):
         se = torch.where(self.field.pos_mask, se_raw * vals, se_raw)
         se = torch.where(torch.isinf(se_raw), torch.full_like(se, math.inf), se)
         return {k: float(se[i]) for i, k in enumerate(self.field.names)
-                if k not in self.per_series}  # fmt: skip
+                if k not in self.per_series or k in self.random}  # fmt: skip
 
     def values(self) -> dict:
-        """Shared parameter values (per-series ones: ``info["series_params"]``)."""
-        return {k: v for k, v in self.field.values().items() if k not in self.per_series}
+        """Shared parameter values and the population values of random effects
+        (per-series ones: ``info["series_params"]``)."""
+        return {k: v for k, v in self.field.values().items()
+                if k not in self.per_series or k in self.random}  # fmt: skip
 
     def initial_states(self, context: IrregularBatch, *, max_iter: int = 30) -> torch.Tensor:
         """[B, S] maximum-likelihood initial states of ``context``'s series, shared
@@ -1015,6 +1331,10 @@ class GreyBoxMLE(nn.Module):
     def _query_solve(self, est, context, query_times, sens: bool):
         D, obs = est["D"], est["obs"]
         t0 = context.times[:, :1]
+        starts = self._events(context, [(b, -math.inf, math.inf)
+                                        for b in range(t0.shape[0])], est["states"])  # fmt: skip
+        if starts is not None:  # a series with doses starts at its first dose
+            t0 = torch.minimum(t0, torch.tensor([[s] for s, _ in starts], dtype=t0.dtype))
         qs, inv = _increasing(query_times.to(t0.dtype), t0)
         grid = torch.cat([t0, qs], 1)
         lay = est["layout"]
@@ -1023,7 +1343,9 @@ class GreyBoxMLE(nn.Module):
         cov = None
         if self.field.covariates:
             cov = (context.times, fill_locf(context)[..., D:])
-        out = self._solve_rows(grid, nodes, raw_rows, cov, sens=sens)
+        events = self._events(context, [(b, -math.inf, float(grid[b, -1]))
+                                        for b in range(grid.shape[0])], est["states"])  # fmt: skip
+        out = self._solve_rows(grid, nodes, raw_rows, cov, sens=sens, events=events)
         if not sens:
             return out[:, 1:][:, :, obs].gather(1, inv[..., None].expand(-1, -1, len(obs)))
         X, Sn = out
@@ -1061,7 +1383,10 @@ class GreyBoxMLE(nn.Module):
         unknowns (``σ̂² (J_wᵀJ_w)⁻¹`` from the context's observations); with
         ``prediction`` the observation noise ``σ̂²`` is added (a prediction interval for
         a new observation), otherwise it is a confidence band for the mean curve.
-        Context series are assumed independent of the training series.
+        Context series are assumed independent of the training series.  With random
+        effects the context's parameters are estimated with their population prior
+        (their uncertainty is the posterior one); the population values' own
+        uncertainty is not propagated.
         """
         from scipy.stats import norm as _norm
 
@@ -1078,8 +1403,12 @@ class GreyBoxMLE(nn.Module):
                        fix_shared=False)  # fmt: skip
         raw0 = self.field.raw.detach().numpy()
         u_full = np.concatenate([raw0[shared], est["u"]])
-        _, Jf = self._residuals(context, full, u_full, raw0, est["node_guess"], 1.0,
-                                est["obs"], est["D"], est["cov"])  # fmt: skip
+        def rj(v):
+            return self._residuals(context, full, v, raw0, est["node_guess"], 1.0, est["obs"],
+                                   est["D"], est["cov"])  # fmt: skip
+
+        # with random effects the context's own parameters carry their prior rows too
+        _, Jf = _penalised(rj, full, self._penalty(), False)(u_full)
         ns = len(shared)
         Jt, Jw = Jf[:, :ns], Jf[:, ns:]
         sigma2 = float(self.sigma) ** 2

@@ -302,8 +302,10 @@ def _executor(args, default_workers: int):
         import logging
 
         # a lost cluster is reported in one line below; dask's own tracebacks of the
-        # failed reconnection would bury it
-        for name in ("distributed.client", "distributed.utils", "distributed.core"):
+        # failed reconnection (and tornado's, of the futures that die with it) would bury it
+        for name in ("distributed", "distributed.client", "distributed.utils",
+                     "distributed.core", "distributed.comm", "distributed.utils_comm",
+                     "tornado.application", "asyncio"):  # fmt: skip
             logging.getLogger(name).setLevel(logging.CRITICAL)
     return make_executor(workers, args.scheduler, oversubscribe=args.oversubscribe)
 
@@ -400,6 +402,8 @@ def _cmd_compare(args) -> int:
     torch.set_num_threads(1)
     cfg = _load_config(args.config, "compare")
     problem, pname, params = _problem(args, cfg)
+    if ".py:" in pname:  # config.json keeps the absolute path: it reruns from any folder
+        pname = problem.spec[0]
     default = DEFAULT_STIFF_METHODS if problem.stiff else DEFAULT_COMPARE_METHODS
     methods = _resolve(args, cfg, "methods", list(default))
     tols = _resolve(args, cfg, "tols", list(DEFAULT_TOLERANCES))

@@ -312,6 +312,10 @@ def test_compare_command_with_a_problem_file_and_the_new_options(tmp_path, monke
     table = pd.read_csv(out / "results.csv")
     assert (table["status"] == "ok").all() and (table["error"] == table["mixed_max"]).all()
     assert "mixed error" in capsys.readouterr().out
-    # the saved configuration reruns it (every cell loaded)
-    assert main(["compare", "--config", str(out / "config.json"), "--quiet", "--no-plot"]) == 0
+    assert cfg["problem"] == f"{tmp_path / 'mine.py'}:stiff_decay"
+    # the saved configuration reruns it from any folder (every cell loaded)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    rerun = ["compare", "--config", str(out / "config.json"), "--out", str(out)]
+    assert main([*rerun, "--quiet", "--no-plot"]) == 0
     assert "0 computed, 2 loaded" in capsys.readouterr().out

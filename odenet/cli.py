@@ -614,9 +614,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "--methods",
         type=_names,
         default=None,
-        help="odenet names, scipy:NAME (RK45, DOP853, Radau, BDF, LSODA, RK23; "
-        "scipy:NAME+jac / +sparsity pass the problem's Jacobian / its sparsity to Radau, "
-        "BDF, LSODA), torchdiffeq:NAME (dopri5, rk4, ...); default for a stiff problem: "
+        help="odenet names, scipy:NAME (RK45, DOP853, Radau, BDF, LSODA, RK23), "
+        "torchdiffeq:NAME (dopri5, rk4, ...); NAME+jac / NAME+sparsity give the problem's "
+        "Jacobian / its sparsity to an implicit odenet method or scipy's Radau, BDF "
+        "(+jac also LSODA), e.g. radau_iia5+jac,scipy:BDF+sparsity; default for a stiff problem: "
         "radau_iia5,kvaerno5,sdirk4,scipy:Radau,scipy:BDF,scipy:LSODA",
     )
     pw.add_argument(

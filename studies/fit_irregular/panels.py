@@ -20,7 +20,8 @@ Bateman for oral PK, bi-exponential for i.v. PK); the black-box ``neural_ode`` a
 its two-sided interpolation ``neural_ode_bidir`` (the same trained field); and a
 grey-box ``greybox_mle`` with per-series parameters (logistic / Gompertz growth,
 oral one-compartment with the central compartment pinned at 0, i.v. two-compartment
-with the peripheral compartment pinned at 0).
+with the peripheral compartment pinned at 0); ``greybox_mixed`` is the same model with
+those per-series parameters as random effects (population mean and spread estimated).
 
     nice python studies/fit_irregular/panels.py --panels chickweight theoph --seeds 0 1 2
 """
@@ -101,20 +102,24 @@ def iv2(t, x, p):
                      -1)  # fmt: skip
 
 
-def greybox(name, data):
+def greybox(name, data, mixed=False):
+    """The panel's grey-box model, every parameter per series; with ``mixed`` the
+    per-series parameters are random effects (a population log-normal whose mean and
+    spread are estimated), so a series with few points borrows from the others."""
     y = data.batch.values[data.batch.mask > 0]
+    how = "random" if mixed else "per_series"
     if name in ("chickweight", "loblolly"):
         K = float(y.max()) * 1.5
         field = GreyBoxField(gompertz if name == "loblolly" else logistic,
                              {"r": 0.1, "K": K})  # fmt: skip
-        return GreyBoxMLE(field, per_series=["r", "K"], rtol=1e-6, atol=1e-8)
+        return GreyBoxMLE(field, rtol=1e-6, atol=1e-8, **{how: ["r", "K"]})
     if name == "theoph":
         field = GreyBoxField(oral, {"ka": 1.5, "ke": 0.1}, states=["gut", "conc"],
                              x0_guess={"gut": 2 * float(y.max())})  # fmt: skip
-        return GreyBoxMLE(field, per_series=["ka", "ke"], fixed_x0={"conc": 0.0},
+        return GreyBoxMLE(field, **{how: ["ka", "ke"]}, fixed_x0={"conc": 0.0},
                           channels=["conc"], rtol=1e-6, atol=1e-8)  # fmt: skip
     field = GreyBoxField(iv2, {"k10": 0.5, "k12": 0.5, "k21": 0.3}, states=["conc", "periph"])
-    return GreyBoxMLE(field, per_series=["k10", "k12", "k21"], fixed_x0={"periph": 0.0},
+    return GreyBoxMLE(field, **{how: ["k10", "k12", "k21"]}, fixed_x0={"periph": 0.0},
                       channels=["conc"], rtol=1e-6, atol=1e-8)  # fmt: skip
 
 
@@ -155,14 +160,19 @@ def run(name, seed, iters, models):
         model.bidirectional = True  # the same trained field, two-sided interpolation
         t0 = time.perf_counter()
         score("neural_ode_bidir", res, t0)
-    if not models or "greybox_mle" in models:
+    for m, mixed in (("greybox_mle", False), ("greybox_mixed", True)):
+        if models and m not in models:
+            continue
         t0 = time.perf_counter()
-        model = greybox(name, data)
+        model = greybox(name, data, mixed)
         res = fit(model, ctx, iters=30, optimizer="gauss_newton", seed=seed)
         info = model.info
         note = (f"stop={info['stop_reason']}; unidentifiable={len(info['unidentifiable'])}/"
                 f"{info['n_unknowns']}")  # fmt: skip
-        score("greybox_mle", res, t0, note)
+        if mixed:
+            note += "; omega=" + ",".join(f"{k}:{v['omega']:.3g}"
+                                          for k, v in info["random_effects"].items())  # fmt: skip
+        score(m, res, t0, note)
     return rows
 
 
@@ -194,7 +204,8 @@ def summary(df: pd.DataFrame) -> str:
     lines += ["", "Best odenet model vs the references (median over seeds):", ""]
     for p, g in df.groupby("panel", sort=False):
         med = g.groupby("model")[["interp_mse", "extrap_mse"]].median()
-        ours = [m for m in med.index if m in ("neural_ode", "neural_ode_bidir", "greybox_mle")]
+        ours = [m for m in med.index
+                if m in ("neural_ode", "neural_ode_bidir", "greybox_mle", "greybox_mixed")]
         refs = [m for m in med.index if m.startswith("parametric")]
         if not ours:
             continue

@@ -650,25 +650,30 @@ class FusedHost:
         self._block_before = 0.0
         self.block_reason = ""
 
+    def _get_compiled(self, kind: str, make: Callable, y: torch.Tensor, extra):
+        """``make(f, shape, rk, direction, extra)`` compiled and cached per (field,
+        kind, tableau, shapes, dtypes, device, direction, extra); with its compile
+        time so far (NaN: it compiles in this solve)."""
+        key = (kind, self.tableau.name, tuple(self.shape), tuple(y.shape), y.dtype, self.tdt)
+        key = (*key, y.device, self.direction, extra)
+        what = f"{kind} {self.tableau.name} ({extra}) shape={tuple(self.shape)} {y.dtype}"
+
+        def build():
+            own = RungeKutta(self.tableau, y.dtype, self.tdt, y.device)
+            fn = make(self.f, self.shape, own, self.direction, extra)
+            return CompiledFunction(fn, what, strict=True, options=_HOST_OPTIONS)
+
+        fn = _cached(self.f, key, build)
+        return fn, (fn.compile_time if fn.record.calls else float("nan"))
+
     def build(self, rk: RungeKutta, y: torch.Tensor, adaptive: bool) -> CompiledFunction | None:
         """The fused step for state rows like ``y [1, n]`` (``None``: not compilable,
         the reason recorded)."""
         self.used = True
         if not compile_enabled():
             return self.decline("compilation is disabled (ODENET_COMPILE=0 or no torch.compile)")
-        key = ("host", self.tableau.name, tuple(self.shape), tuple(y.shape), y.dtype, self.tdt)
-        key = (*key, y.device, self.direction, bool(adaptive))
-        what = f"host step {self.tableau.name} {'adaptive' if adaptive else 'fixed'} "
-        what += f"shape={tuple(self.shape)} {y.dtype}"
-        shape, direction, tab = self.shape, self.direction, self.tableau
-
-        def build():
-            own = RungeKutta(tab, y.dtype, self.tdt, y.device)
-            fn = host_step(self.f, shape, own, direction, adaptive)
-            return CompiledFunction(fn, what, strict=True, options=_HOST_OPTIONS)
-
-        self.fn = _cached(self.f, key, build)
-        self._time_before = self.fn.compile_time if self.fn.record.calls else float("nan")
+        kind = "host step, adaptive" if adaptive else "host step, fixed"
+        self.fn, self._time_before = self._get_compiled(kind, host_step, y, bool(adaptive))
         if not self.fn.compiled:  # an earlier solve found it not compilable
             return self.decline(self.fn.record.reason)
         # stages per step, all in the kernel (FSAL: the last one is the next first)
@@ -680,26 +685,11 @@ class FusedHost:
         the loop then takes its fixed steps one fused step at a time)."""
         if not compile_enabled():
             return None
-        key = ("block", self.tableau.name, tuple(self.shape), tuple(y.shape), y.dtype, self.tdt)
-        key = (*key, y.device, self.direction, int(unroll))
-        what = f"fixed-grid block {self.tableau.name} unroll={unroll} "
-        what += f"shape={tuple(self.shape)} {y.dtype}"
-        shape, direction, tab = self.shape, self.direction, self.tableau
-
-        def build():
-            own = RungeKutta(tab, y.dtype, self.tdt, y.device)
-            return CompiledFunction(
-                host_block(self.f, shape, own, direction, unroll),
-                what,
-                strict=True,
-                options=_HOST_OPTIONS,
-            )
-
-        self.block = _cached(self.f, key, build)
-        self._block_before = self.block.compile_time if self.block.record.calls else float("nan")
+        self.block, self._block_before = self._get_compiled(
+            "fixed-grid block", host_block, y, unroll
+        )
         if not self.block.compiled:
             self.block = None
-        self.per_step = rk.S - 1 if rk.stiffly_accurate else rk.S
         return self.block
 
     def _block_args(self, n_steps, unroll, node, grid, s, y, f0):
@@ -717,7 +707,7 @@ class FusedHost:
         except CompileFailed as exc:
             self.block, self.block_reason = None, str(exc)
             return None
-        self.nfe[0] += self.per_step * n_steps
+        self.nfe[0] += self.per_call * n_steps  # (built after build(): per_call is set)
         return out
 
     def call(self, sh, y, f0, tol):

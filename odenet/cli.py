@@ -13,6 +13,7 @@ that needs them, so ``--help`` and parse errors stay quick.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -291,6 +292,22 @@ def _plot(fn, result, path: Path) -> str:
     return str(path)
 
 
+def _quiet_dask_logs() -> None:
+    """Silence dask's and tornado's own error logs: a lost cluster is reported in one
+    line by the command; their tracebacks of the failed reconnection and of the futures
+    that die with it would bury that line."""
+    import logging
+
+    # importing distributed sets its loggers' levels from its config: import it first
+    # (a missing install is reported by make_executor)
+    with contextlib.suppress(ImportError):
+        import distributed  # noqa: F401
+    for name in ("distributed", "distributed.client", "distributed.utils",
+                 "distributed.core", "distributed.comm", "distributed.utils_comm",
+                 "tornado.application", "asyncio"):  # fmt: skip
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def _executor(args, default_workers: int):
     """The executor context for ``--workers``/``--scheduler`` (checked before any work)."""
     from odenet.studies.sweep import make_executor
@@ -299,14 +316,7 @@ def _executor(args, default_workers: int):
     if args.scheduler is not None and args.workers is not None and args.workers > 1:
         raise CLIError("give --workers or --scheduler, not both.")
     if args.scheduler is not None:
-        import logging
-
-        # a lost cluster is reported in one line below; dask's own tracebacks of the
-        # failed reconnection (and tornado's, of the futures that die with it) would bury it
-        for name in ("distributed", "distributed.client", "distributed.utils",
-                     "distributed.core", "distributed.comm", "distributed.utils_comm",
-                     "tornado.application", "asyncio"):  # fmt: skip
-            logging.getLogger(name).setLevel(logging.CRITICAL)
+        _quiet_dask_logs()
     return make_executor(workers, args.scheduler, oversubscribe=args.oversubscribe)
 
 

@@ -112,3 +112,26 @@ def test_a_full_disk_names_the_file_it_could_not_write(tmp_path, capsys, monkeyp
     line = _one_line(capsys, ["converge", "--methods", "euler,rk4", "--steps", "8,16",
                               "--workers", "1", "--no-plot", "--quiet", "--out", out])  # fmt: skip
     assert os.strerror(errno.ENOSPC) in line and f"{out}/cells/" in line
+
+
+def test_dask_and_tornado_tracebacks_of_a_lost_cluster_are_silenced():
+    """Killing a real cluster mid-study printed four tornado/distributed tracebacks above
+    the one-line error (studies/reliability/kill_random.py --dask); distributed resets
+    its loggers' levels when imported, so the silencing must come after that import."""
+    import logging
+
+    pytest.importorskip("distributed")
+    import distributed  # noqa: F401 - its import sets the levels this test restores
+
+    from odenet.cli import _quiet_dask_logs
+
+    names = ("distributed", "distributed.client", "distributed.utils", "distributed.core",
+             "distributed.comm", "distributed.utils_comm", "tornado.application", "asyncio")
+    before = {n: logging.getLogger(n).level for n in names}
+    try:
+        _quiet_dask_logs()
+        for name in ("distributed.client", "distributed.core", "tornado.application"):
+            assert not logging.getLogger(name).isEnabledFor(logging.ERROR), name
+    finally:
+        for n, level in before.items():
+            logging.getLogger(n).setLevel(level)

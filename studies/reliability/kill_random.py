@@ -234,6 +234,8 @@ CASES = {
     "converge_pool": Case("converge_pool", _converge_pool,
                           lambda d, out: _study_outputs(d, CONVERGE_FILES),
                           complete=_files_complete(CONVERGE_FILES)),
+    "dask": Case("dask", lambda work, d: [*_dask_study(d), "--workers", "1"],
+                 lambda d, out: _study_outputs(d, CONVERGE_FILES)),
     "compare": Case("compare", _compare, lambda d, out: _study_outputs(d, COMPARE_FILES),
                     complete=_files_complete(COMPARE_FILES)),
     "stability": Case("stability", _stability,
@@ -462,18 +464,65 @@ def race_trial(work: Path, index: int, refs: dict) -> dict:
     return {"case": "race", "index": index, "problems": problems}
 
 
+def _dask_study(d: Path) -> list[str]:
+    """36 cells: long enough for the cluster to die in the middle."""
+    return ["converge", "--problem", "cos", "--methods", "euler,heun,rk3,rk4,dopri5,midpoint",
+            "--steps", "8,16,32,64,128,256", "--no-plot", "--quiet", "--out", str(d)]  # fmt: skip
+
+
+def dask_trial(work: Path, index: int, refs: dict, cells_before_kill: int) -> dict:
+    """Kill a whole local Dask cluster (scheduler and worker) once the study has saved
+    ``cells_before_kill`` cells: one line, status 2, no traceback, the cells kept, and a
+    serial rerun equal to the reference."""
+    port = 8790 + index % 100
+    code = ("import time\nfrom distributed import LocalCluster\n"
+            f"c = LocalCluster(n_workers=1, threads_per_worker=1, scheduler_port={port}, "
+            "dashboard_address=None)\nprint('up', flush=True)\ntime.sleep(1e6)")  # fmt: skip
+    cluster = subprocess.Popen([PY, "-c", code], stdout=subprocess.PIPE, text=True, env=_env(),
+                               start_new_session=True)  # fmt: skip
+    problems = []
+    try:
+        cluster.stdout.readline()
+        d = work / f"d{index:04d}-dask"
+        argv = _dask_study(d)
+        proc = subprocess.Popen([PY, "-m", "odenet", *argv, "--scheduler",
+                                 f"tcp://127.0.0.1:{port}"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=_env())  # fmt: skip
+        while proc.poll() is None and len(list(d.glob("cells/*.json"))) < cells_before_kill:
+            time.sleep(0.05)
+        os.killpg(cluster.pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=300)
+        if proc.returncode != 0 and not one_line_error(proc.returncode, err):
+            problems.append(f"status {proc.returncode}: {err.strip()[:300]}")
+        kept = len(list(d.glob("cells/*.json")))
+        if kept < cells_before_kill:
+            problems.append(f"{kept} cells kept of the {cells_before_kill} saved")
+        if "dask" not in refs:  # the same study, serial and uninterrupted
+            refs["dask"] = references(work, ["dask"])["dask"]
+        problems += check_after_kill(CASES["dask"], work, d, refs["dask"])
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(cluster.pid, signal.SIGKILL)
+        cluster.wait()
+    return {"case": "dask", "index": index, "killed_after_cells": cells_before_kill,
+            "status": proc.returncode, "problems": problems}  # fmt: skip
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trials", type=int, default=30, help="random kills (cases in turn)")
     ap.add_argument("--races", type=int, default=3, help="race rounds")
-    ap.add_argument("--cases", default=",".join(CASES), help="comma-separated case names")
+    ap.add_argument("--dask", type=int, default=0,
+                    help="kills of a whole local Dask cluster under `converge`")
+    ap.add_argument("--cases", default=",".join(c for c in CASES if c != "dask"),
+                    help="comma-separated case names")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default=None, help="scratch folder (default: a temp folder)")
     ap.add_argument("--report", default=None, help="write the trials as JSON here")
     args = ap.parse_args(argv)
     import tempfile
 
-    names = [n for n in args.cases.split(",") if n]
+    names = [n for n in args.cases.split(",") if n and n != "dask"]
     work = Path(args.work or tempfile.mkdtemp(prefix="odenet-kill-")).resolve()
     prepare(work)
     os.environ["ODENET_CACHE"] = str(work / "cache")
@@ -492,6 +541,11 @@ def main(argv=None) -> int:
         rows.append(race_trial(work, i, refs))
         print(f"race {i}: {'OK' if not rows[-1]['problems'] else rows[-1]['problems']}",
               flush=True)
+    for i in range(args.dask):
+        rows.append(dask_trial(work, i, refs, cells_before_kill=rng.randint(1, 30)))
+        r = rows[-1]
+        print(f"dask {i}: killed after {r['killed_after_cells']} cells, status {r['status']}: "
+              f"{'OK' if not r['problems'] else r['problems']}", flush=True)  # fmt: skip
     failed = [r for r in rows if r["problems"]]
     killed = sum(1 for r in rows if r.get("killed"))
     print(f"\n{len(rows)} trials ({killed} killed mid-run, {args.races} race rounds): "

@@ -104,6 +104,9 @@ class VariableBDF:
     # scipy's BDF 2e-2 … 2e-3); PI gives 9e-3 … 6e-4 at scipy's f-evaluations
     # (studies/benchmarks/bdf_results.md)
     default_controller = "PI"
+    # sensitivity="adjoint": the reverse solve's method (stiff too), unless the caller
+    # names one with options adjoint_method=...
+    adjoint_method = "radau_iia5"
 
     def __repr__(self) -> str:
         kind = "NDF" if self.ndf else "BDF"
@@ -129,17 +132,12 @@ class VariableBDF:
 
 
 def _check_use(name: str, fixed_alternative: str, fixed, sensitivity: str) -> None:
-    """Adaptive only, direct gradients only; the messages name the way out."""
+    """Adaptive only (every sensitivity mode: the checkpoint tape keeps the history,
+    the adjoint integrates with ``adjoint_method``); the message names the way out."""
     if fixed:
         raise InputError(
             f"method {name!r} chooses its own steps and orders: drop `step_size` (and "
             f"grid_on_outputs), or use {fixed_alternative} on a fixed grid."
-        )
-    if sensitivity != "direct":
-        raise InputError(
-            f"method {name!r} supports sensitivity='direct' only: the adjoint's reverse "
-            "solve and the checkpoint replay would restart its history. Use "
-            "sensitivity='direct', or a Runge–Kutta method (radau_iia5 when stiff)."
         )
 
 
@@ -203,14 +201,10 @@ class BDFRuntime:
 
     # --- state ------------------------------------------------------------------------
     def init_state(self, s, y, f0):
-        """Order 1 with ``D[0] = y0``, ``D[1] = 1·f0`` on the spacing ``h_D = 1`` (the
-        first step moves it to its own size)."""
-        K, n = y.shape
-        D = y.new_zeros(MAX_ORDER + 3, K, n)
-        D[0] = y
-        D[1] = f0
-        order = torch.ones(K, dtype=torch.long, device=y.device)
-        return D, order, torch.ones_like(s), torch.zeros_like(order)
+        """Order 1, no history yet (``h_D = NaN``): the first step takes ``D[0] = y0``,
+        ``D[1] = 1·f0`` from its own arguments, so the state holds nothing that depends
+        on ``y0`` (a checkpoint replay differentiates through the step's arguments)."""
+        return _empty_state(y, MAX_ORDER + 3, s)
 
     @staticmethod
     def commit_state(old, new, accept):
@@ -221,7 +215,9 @@ class BDFRuntime:
 
     # --- the step -----------------------------------------------------------------------
     def step(self, g, s, y, h, f0, state):
-        D, order, h_D, n_steps = state
+        D, order, h_D, n_steps = _start(state, y, f0)
+        # D[0] is y: taken from the argument, so gradients flow through the loop's state
+        D = torch.cat([y[None], D[1:]])
         K, n = y.shape
         dt = y.dtype
         nw = self.newton
@@ -362,6 +358,25 @@ class BDFRuntime:
         return ks[0][:, None] + torch.einsum("kmj,jkn->kmn", p, ks[1:])
 
 
+def _empty_state(y, size: int, s):
+    """``(history [size, K, n] zeros, order 1, spacing NaN: not started, 0 steps)``."""
+    order = torch.ones(y.shape[0], dtype=torch.long, device=y.device)
+    return y.new_zeros(size, *y.shape), order, torch.full_like(s, math.nan), 0 * order
+
+
+def _start(state, y, f0):
+    """Rows not started yet (spacing NaN) begin their history from the step's own
+    arguments: ``[y, 1·f0]`` (BDF, ``y`` given) or ``[f0]`` (Adams), on spacing 1."""
+    H, order, h_H, n_steps = state
+    fresh = torch.isnan(h_H)
+    if not bool(fresh.any()):
+        return state
+    first = [f0] if y is None else [y, f0]
+    start = torch.cat([torch.stack(first), H[len(first) :]])
+    H = torch.where(fresh[None, :, None], start, H)
+    return H, order, torch.where(fresh, torch.ones_like(h_H), h_H), n_steps
+
+
 def _next_order(order, n1, errors, scale, q, max_order):
     """Scipy's order rule, once ``k + 1`` steps were accepted at order ``k`` (``n1``
     counts them): of the estimates ``errors = (e_{k−1}, e_k, e_{k+1})`` ``[K, n]``,
@@ -460,6 +475,7 @@ class VariableAdams:
     is_explicit = True
     is_adaptive = True
     default_controller = "PI"
+    adjoint_method = "dopri5"  # sensitivity="adjoint": the reverse solve's method
 
     def __repr__(self) -> str:
         return f"VariableAdams({self.name!r}: variable-step ABM PECE, orders 2–{self.order})"
@@ -508,14 +524,11 @@ class AdamsRuntime:
         self.atol, self.rtol = atol, rtol
 
     def init_state(self, s, y, f0):
-        K, n = y.shape
-        Phi = y.new_zeros(self.size, K, n)
-        Phi[0] = f0
-        order = torch.ones(K, dtype=torch.long, device=y.device)
-        return Phi, order, torch.ones_like(s), torch.zeros_like(order)
+        """Order 1, no history yet: the first step takes ``Φ[0] = f0`` from its argument."""
+        return _empty_state(y, self.size, s)
 
     def step(self, g, s, y, h, f0, state):
-        Phi, order, h_P, n_steps = state
+        Phi, order, h_P, n_steps = _start(state, None, f0)
         dt = y.dtype
         frozen = h == 0
         h_safe = torch.where(frozen, h_P, h)

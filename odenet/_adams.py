@@ -135,13 +135,11 @@ class Adams:
         Corrector iterations per step at most.
     rtol, atol : float or Tensor (per state element), default 1e-7, 1e-9
         The corrector's convergence test (torchdiffeq uses ``odeint``'s tolerances).
-    adjoint_method : str, optional
-        The Runge–Kutta method of the continuous adjoint on the forward's grid, needed
-        for ``sensitivity="adjoint"`` (pass the same name as ``adjoint_method=`` to
-        :func:`odenet.solve`; ``odeint_adjoint`` does both, with ``"rk38"``).  The
-        backward pass linearizes around the forward's states; a segment replayed from
-        a checkpoint restarts the history (3/8-rule start), so its states differ from
-        the forward's by the discretization error.
+    adjoint_method : str (default ``"rk38"``, torchdiffeq's ``rk4``)
+        The Runge–Kutta method of the continuous adjoint on the forward's steps
+        (``sensitivity="adjoint"``: a history cannot run backward).  With
+        ``"checkpoint"`` a replayed segment continues the forward's history, so the
+        gradient is that of the forward.
     """
 
     name: str
@@ -150,7 +148,7 @@ class Adams:
     max_iters: int = 4
     rtol: float | torch.Tensor = 1e-7
     atol: float | torch.Tensor = 1e-9
-    adjoint_method: str | None = None
+    adjoint_method: str = "rk38"
 
     def __post_init__(self):
         mo, mi = self.max_order, self.max_iters
@@ -222,19 +220,6 @@ class Adams:
             raise InputError(
                 f"method {self.name!r} runs on a fixed grid: pass `step_size=h` (or "
                 "grid_on_outputs=True); for adaptive steps use e.g. 'dopri5'."
-            )
-        if sensitivity == "adjoint" and self.adjoint_method is None:
-            raise InputError(
-                f"method {self.name!r} with sensitivity='adjoint' needs the Runge–Kutta "
-                "method of the backward pass (a multistep history cannot run backward): "
-                f"method=odenet._adams.METHODS[{self.name!r}].with_options("
-                "adjoint_method='rk38') and adjoint_method='rk38' (odeint_adjoint does this)."
-            )
-        if sensitivity == "checkpoint":
-            raise InputError(
-                f"method {self.name!r} does not support sensitivity='checkpoint' (the replay "
-                "of a checkpointed segment restarts the history, so its gradient would not "
-                "be that of the forward); use sensitivity='direct'."
             )
 
 

@@ -416,15 +416,21 @@ def test_event_fn_stops_where_torchdiffeq_stops(method, options, reverse):
     assert abs(float(ys_ours[-1, 0]) - target) < tol
 
 
-def test_a_callable_adjoint_norm_raises_rather_than_being_ignored():
-    # odenet's adjoint integrates the adjoint against the forward's states (no
-    # [t, y, a, θ] augmented state), so torchdiffeq's adjoint norm has nothing to act on yet
-    with pytest.raises(InputError, match=r"adjoint_options\['norm'\]"):
-        odenet.odeint_adjoint(
-            lambda t, y: -y, Y0, T, adjoint_params=(), adjoint_options=dict(norm=lambda x: 1.0)
-        )
-    odenet.odeint_adjoint(lambda t, y: -y, Y0, T, adjoint_params=(),
-                          adjoint_options=dict(norm="seminorm"))  # fmt: skip
+def test_a_callable_adjoint_norm_sees_torchdiffeqs_augmented_state():
+    # (the adjoint's hook since 4c40d0c; this test said "raises" before it)
+    y0 = Y0.clone().requires_grad_(True)
+    seen = []
+
+    def norm(parts):
+        seen.append(tuple(p.shape for p in parts))
+        return max(p.abs().max() for p in parts)
+
+    ys = odenet.odeint_adjoint(
+        lambda t, y: -y, y0, T, adjoint_params=(), adjoint_options=dict(norm=norm)
+    )
+    (grad,) = torch.autograd.grad(ys.sum(), y0)
+    assert seen and all(s == ((), (2,), (2,)) for s in seen)  # (t, y, adj_y)
+    assert torch.allclose(grad, torch.exp(-T).sum().expand(2), rtol=1e-6)
 
 
 # --- fixed grids ------------------------------------------------------------------------------

@@ -123,7 +123,7 @@ def test_adjoint_step_underflow_is_reported():
         adjoint_rtol=0.0,
         adjoint_atol=1e-300,
     )
-    with pytest.raises(StepSizeUnderflowError, match="adjoint solve failed.*step size underflow"):
+    with pytest.raises(StepSizeUnderflowError, match=r"adjoint solve failed.*step size underflow"):
         sol.ys[-1].sum().backward()
 
 

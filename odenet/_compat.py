@@ -622,31 +622,23 @@ def odeint_adjoint(
     return _odeint(func, y0, t, rtol, atol, method, options, event_fn, "adjoint", adj)
 
 
-def _callback_from(func, fixed: bool, split):
-    """torchdiffeq's ``func.callback_*`` methods as one ``callback(kind, t, y, dt)``."""
-    found = {n: getattr(func, n, None) for n in CALLBACKS}
+def _callback_from(func, fixed: bool, split, names=CALLBACKS):
+    """torchdiffeq's ``func.callback_*`` methods (or their ``*_adjoint`` forms, ``names``)
+    as one ``callback(kind, t, y, dt)``."""
+    found = {n: getattr(func, n, None) for n in names}
     found = {n: c for n, c in found.items() if callable(c)}
-    adjoint = [n for n in ADJOINT_CALLBACKS if callable(getattr(func, n, None))]
-    if adjoint:
-        raise _not_yet(
-            f"calling `func`'s adjoint callbacks ({', '.join(adjoint)}) in the backward pass",
-            "remove them from `func` (the forward callbacks are supported).",
-        )
+    step, accept, reject = names
     if fixed:
-        unused = sorted(set(found) - {"callback_step"})
+        unused = sorted(set(found) - {step})
         if unused:  # torchdiffeq warns the same way: fixed grids have no verdicts
             warnings.warn(
-                f"fixed-step solvers call only `callback_step`; {unused} will not be called.",
+                f"fixed-step solvers call only `{step}`; {unused} will not be called.",
                 stacklevel=4,
             )
-        found = {n: c for n, c in found.items() if n == "callback_step"}
+        found = {n: c for n, c in found.items() if n == step}
     if not found:
         return None
-    by_kind = {
-        "step": found.get("callback_step"),
-        "accept": found.get("callback_accept_step"),
-        "reject": found.get("callback_reject_step"),
-    }
+    by_kind = {"step": found.get(step), "accept": found.get(accept), "reject": found.get(reject)}
 
     def callback(kind, t, y, dt):
         fn = by_kind[kind]
@@ -654,6 +646,17 @@ def _callback_from(func, fixed: bool, split):
             fn(t, split(y), dt)
 
     return callback
+
+
+def _adjoint_is_fixed(method, adjoint: dict, fixed: bool) -> bool:
+    """Whether the backward pass steps without error control (torchdiffeq then calls
+    only ``callback_step_adjoint``): its method's, by default the forward's."""
+    from odenet.tableaus import tableau
+
+    name = adjoint.get("adjoint_method")
+    if name is None:
+        return fixed
+    return not tableau(name).is_adaptive
 
 
 def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adjoint):
@@ -753,6 +756,14 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adj
 
     split = (lambda y: packer.split(y)) if tuple_state else (lambda y: y)
     callback = _callback_from(user_func, fixed, split)
+    if sensitivity == "adjoint":
+        # the backward pass calls func.callback_*_adjoint(t, a, dt) with the adjoint
+        # a = ∂L/∂y(t) in y's structure (torchdiffeq passes its augmented state)
+        adj_callback = _callback_from(
+            user_func, _adjoint_is_fixed(method, adjoint, fixed), split, ADJOINT_CALLBACKS
+        )
+        if adj_callback is not None:
+            adjoint = {**adjoint, "adjoint_callback": adj_callback}
     if perturbed is not None:  # the loop tells the perturbed field which step is under way
         callback = _both(perturbed.callback, callback)
     if callback is not None:

@@ -242,13 +242,53 @@ def test_bad_or_misplaced_options_raise_naming_the_key(method, options, match):
 def test_what_the_step_loop_cannot_do_yet_raises_instead_of_being_ignored():
     with pytest.raises(InputError, match=r"`options\['perturb'\]` must be True or False"):
         odenet.odeint(spring, Y0, T, method="rk4", options=dict(step_size=0.5, perturb="yes"))
-    with pytest.raises(InputError, match=r"adjoint callbacks \(callback_step_adjoint\)"):
-        f = _JumpF()
-        f.callback_step_adjoint = lambda t0, y0, dt: None
-        odenet.odeint_adjoint(f, Y0, T, adjoint_params=())
     # their neutral values are accepted
     odenet.odeint(spring, Y0, T, method="rk4", options=dict(step_size=0.5, perturb=False))
     odenet.odeint(spring, Y0, T, options=dict(min_step=0.0, jump_t=torch.tensor([], dtype=D)))
+
+
+class _Logged(torch.nn.Module):
+    """A linear field whose adjoint callbacks log (kind, t, dt, a)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.tensor(-0.5, dtype=D))
+        self.log = []
+
+    def forward(self, t, y):
+        return self.a * y
+
+    def callback_step_adjoint(self, t, y, dt):
+        self.log.append(("step", float(t), float(dt), y.clone()))
+
+    def callback_accept_step_adjoint(self, t, y, dt):
+        self.log.append(("accept", float(t), float(dt), y.clone()))
+
+    def callback_reject_step_adjoint(self, t, y, dt):
+        self.log.append(("reject", float(t), float(dt), y.clone()))
+
+
+@pytest.mark.parametrize("method", ["dopri5", "rk4"])
+def test_adjoint_callbacks_are_called_by_the_backward_pass_only(method):
+    f = _Logged()
+    if method == "rk4":  # torchdiffeq warns the same way: fixed grids have no verdicts
+        with pytest.warns(UserWarning, match="call only `callback_step_adjoint`"):
+            ys = odenet.odeint_adjoint(f, Y0, T, method=method)
+    else:
+        ys = odenet.odeint_adjoint(f, Y0, T, method=method)
+    assert f.log == []  # the forward does not call them
+    ys[-1].sum().backward()
+    kinds = [e[0] for e in f.log]
+    steps = [e for e in f.log if e[0] == "step"]
+    assert steps and all(e[2] < 0 for e in steps)  # backward in time
+    times = [e[1] for e in steps]
+    assert times[0] == pytest.approx(3.0) and times == sorted(times, reverse=True)
+    if method == "rk4":  # a fixed grid calls callback_step alone, as torchdiffeq's
+        assert set(kinds) == {"step"}
+    else:
+        assert kinds.count("accept") + kinds.count("reject") == len(steps)
+    # the adjoint at the last time is ∂L/∂y(3) = 1 (L = sum of y(3))
+    torch.testing.assert_close(steps[0][3], torch.ones(2, dtype=D))
 
 
 class _JumpF:

@@ -540,6 +540,23 @@ def method_rows() -> list[dict]:
                 "adaptive": False,
             }
         )
+    from odenet._registry import registered
+
+    for name, m in registered().items():  # the variable-order families
+        if name in MULTISTEP:
+            continue
+        pece = getattr(m, "implicit", False)  # torchdiffeq's corrected Adams
+        kind = "implicit" if m.is_implicit else "PECE" if pece else "explicit"
+        rows.append(
+            {
+                "method": name,
+                "order": int(m.order),  # the highest order it reaches
+                "embedded_order": None,
+                "stages": 1,
+                "kind": f"{kind} multistep, variable order",
+                "adaptive": bool(m.is_adaptive),
+            }
+        )
     return rows
 
 
@@ -548,7 +565,7 @@ def _cmd_methods(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'method':<17}{'order':>5}  {'stages':>6}  {'kind':<32}step size")
+    print(f"{'method':<17}{'order':>5}  {'stages':>6}  {'kind':<36}step size")
     for r in sorted(rows, key=lambda r: (r["kind"] != "explicit", r["order"], r["method"])):
         if not r["adaptive"]:
             step = "fixed (give step_size / --steps)"
@@ -556,7 +573,7 @@ def _cmd_methods(args) -> int:
             step = "adaptive"
         else:
             step = f"adaptive (embedded order {r['embedded_order']})"
-        print(f"{r['method']:<17}{r['order']:>5}  {r['stages']:>6}  {r['kind']:<32}{step}")
+        print(f"{r['method']:<17}{r['order']:>5}  {r['stages']:>6}  {r['kind']:<36}{step}")
     return 0
 
 

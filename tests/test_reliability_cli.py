@@ -178,9 +178,9 @@ def test_orders_csv_stage_orders_match_the_literature(capsys):
 def test_methods_lists_every_method_with_its_true_properties(capsys):
     assert main(["methods", "--json"]) == 0
     rows = {r["method"]: r for r in json.loads(capsys.readouterr().out)}
-    from odenet._multistep import MULTISTEP
+    from odenet._registry import registered
 
-    assert set(rows) == set(odenet.methods()) | set(MULTISTEP)
+    assert set(rows) == set(odenet.methods()) | set(registered())
     assert rows["bdf3"]["order"] == 3 and not rows["bdf3"]["adaptive"]
     assert rows["bdf3"]["kind"] == "implicit multistep (3 steps)"
     assert rows["euler"] == {

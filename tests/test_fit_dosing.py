@@ -108,3 +108,53 @@ def test_bad_doses_are_refused_with_the_fix():
     model = GreyBoxMLE(field, channels=["conc"], doses=[[(0.0, 1.0)]], dose_state="gut")
     with pytest.raises(OdenetError, match="`doses` lists 1 series but the data have 3"):
         model.gauss_newton(_data(), max_iter=2)
+
+
+MECH = '''
+import torch
+from odenet.fit import mechanism
+
+@mechanism(params={"ka": 0.5, "ke": 0.3}, states=["gut", "conc"])
+def oral(t, x, p):
+    gut, conc = x[..., 0:1], x[..., 1:2]
+    return torch.cat([-p["ka"] * gut, p["ka"] * gut - p["ke"] * conc], -1)
+'''
+
+
+@pytest.mark.slow  # ~15 s of CPU: a fit and two predictions through the CLI
+def test_doses_from_a_csv_in_one_command_and_predict_needs_them(tmp_path, capsys):
+    """`odenet fit --doses d.csv --dose-state gut` recovers k_a, k_e within 2 SE;
+    `odenet predict` with the same doses follows the closed form, and refuses to predict
+    without them (a dosed model without its doses would be silently wrong)."""
+    import json
+
+    import pandas as pd
+
+    from odenet.fit.cli import main
+
+    batch = _data(seed=1)
+    rows = [{"id": f"s{b}", "time": float(t), "conc": float(v)}
+            for b in range(3) for t, v in zip(batch.times[b], batch.values[b, :, 0])]  # fmt: skip
+    pd.DataFrame(rows).to_csv(tmp_path / "c.csv", index=False)
+    pd.DataFrame([{"id": f"s{b}", "time": t, "amount": a} for b, d in enumerate(DOSES)
+                  for t, a in d]).to_csv(tmp_path / "d.csv", index=False)  # fmt: skip
+    (tmp_path / "m.py").write_text(MECH)
+    ck = str(tmp_path / "ck.pt")
+    rc = main(["fit", str(tmp_path / "c.csv"), "--model", "greybox_mle", "--mechanism",
+               f"{tmp_path / 'm.py'}:oral", "--fix-x0", "gut=0", "--fix-x0", "conc=0",
+               "--doses", str(tmp_path / "d.csv"), "--dose-state", "gut", "--iters", "40",
+               "--checkpoint", ck, "--json", "--no-progress"])  # fmt: skip
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    for name, truth in (("ka", KA), ("ke", KE)):
+        assert abs(out["parameters"][name] - truth) < 2 * out["std_errors"][name], out
+    rc = main(["predict", ck, "--data", str(tmp_path / "c.csv"), "--times", "6,13,30",
+               "--doses", str(tmp_path / "d.csv"), "--json"])  # fmt: skip
+    pred = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    got = np.array([r["conc"] for r in pred]).reshape(3, 3)
+    want = np.stack([closed_form(np.array([6.0, 13.0, 30.0]), d) for d in DOSES])
+    np.testing.assert_allclose(got, want, rtol=0.05, atol=0.05)
+    rc = main(["predict", ck, "--data", str(tmp_path / "c.csv"), "--times", "6"])
+    assert rc == 2
+    assert "fitted with --doses" in capsys.readouterr().err

@@ -206,6 +206,11 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="comma-separated parameters with random effects: per series, drawn "
                    "from a population (log-)normal whose mean and spread are estimated "
                    "(greybox_mle)")  # fmt: skip
+    p.add_argument("--doses", default=None, metavar="CSV",
+                   help="bolus doses (greybox_mle, --split within): a CSV with columns id, "
+                   "time, amount and optionally state; the state jumps by the amount")  # fmt: skip
+    p.add_argument("--dose-state", default=None, metavar="STATE",
+                   help="the state doses without a state column enter (e.g. gut)")
     p.add_argument("--fix-x0", action="append", default=[], metavar="STATE=VALUE",
                    help="pin a state's initial value in every series (greybox_mle; repeatable)")
     p.add_argument("--covariates", nargs="*", default=None, metavar="COL",
@@ -268,6 +273,9 @@ def register_predict(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--band", action="store_true",
                    help="add a prediction band (greybox_mle: delta method; latent_ode: samples)")
     p.add_argument("--level", type=float, default=0.95, help="band level (default 0.95)")
+    p.add_argument("--doses", default=None, metavar="CSV",
+                   help="the context's doses (id, time, amount[, state]); needed when the "
+                   "checkpoint was fitted with --doses")  # fmt: skip
     p.add_argument("--out", default=None, help="write the CSV here instead of stdout")
     p.add_argument("--json", action="store_true", help="print JSON instead of CSV")
     p.set_defaults(func=run_predict)
@@ -293,10 +301,12 @@ def _check_options(args) -> None:
             bad(opt, v, "a fraction strictly between 0 and 1")
     if args.folds < 0 or args.folds == 1:
         bad("--folds", args.folds, "0 (no cross-validation) or at least 2")
+    if args.doses and args.folds:
+        raise FitCLIError("--doses needs --split within; it does not combine with --folds.")
     if args.model not in GREYBOX:
         used = [o for o, v in (("--mechanism", args.mechanism), ("--param", args.param),
                                ("--fix", args.fix), ("--per-series", args.per_series),
-                               ("--random", args.random),
+                               ("--random", args.random), ("--doses", args.doses),
                                ("--fix-x0", args.fix_x0)) if v]  # fmt: skip
         if used:
             raise FitCLIError(f"{', '.join(used)} only apply to --model greybox / greybox_mle.")
@@ -446,7 +456,7 @@ def _meta(args, channels, covariates) -> dict:
     if mech and ":" in mech:  # store an absolute path: predict may run elsewhere
         path, name = mech.rsplit(":", 1)
         mech = f"{Path(path).resolve()}:{name}"
-    return {
+    meta = {
         "kind": args.model,
         "n_channels": len(channels),
         "channels": list(channels),
@@ -458,11 +468,17 @@ def _meta(args, channels, covariates) -> dict:
         "guesses": parse_assignments(args.param, "--param"),
         "fixed": parse_assignments(args.fix, "--fix"),
         "per_series": [s for s in args.per_series.split(",") if s],
-        "random": [s for s in args.random.split(",") if s],
         "fixed_x0": parse_assignments(args.fix_x0, "--fix-x0"),
         "id_col": args.id_col,
         "time_col": args.time_col,
     }
+    # only when used: checkpoints of earlier versions (without these keys) still resume
+    random = [s for s in args.random.split(",") if s]
+    if random:
+        meta["random"] = random
+    if args.doses:
+        meta["doses"], meta["dose_state"] = True, args.dose_state
+    return meta
 
 
 def _splits(data, args):
@@ -493,12 +509,17 @@ def _fit_one(args, data, channels, covariates, train, val, meta, checkpoint, pro
     from odenet.fit.train import fit
 
     torch.manual_seed(args.seed)
+    doses = meta.pop("dose_table", None)
     model = build_model(args.model, len(channels), hidden=args.hidden, horizon=args.horizon,
                         mechanism=args.mechanism, hybrid=args.hybrid,
                         guesses=parse_assignments(args.param, "--param") or None,
                         fixed=parse_assignments(args.fix, "--fix") or None,
                         per_series=meta["per_series"], fixed_x0=meta["fixed_x0"] or None,
-                        channels=channels, random=meta["random"])  # fmt: skip
+                        channels=channels, random=meta.get("random", ()))  # fmt: skip
+    if doses is not None:
+        from odenet.fit.greybox import _check_doses
+
+        model.doses, model.dose_state = _check_doses(doses, args.dose_state), args.dose_state
     if args.model in GREYBOX and len(channels) != data.batch.values.shape[-1] - len(covariates):
         raise FitCLIError("internal: channel count mismatch")  # pragma: no cover
     optimizer = args.optimizer or ("gauss_newton" if args.model == "greybox_mle" else "adam")
@@ -563,6 +584,13 @@ def run(args) -> int:
     if args.folds:
         return _run_folds(args, data, channels, covariates, meta)
     train, val, ctx, held, tail, test_ids, mode = _splits(data, args)
+    if args.doses:
+        if mode != "within":
+            raise FitCLIError(
+                f"--doses needs --split within (every series trained and scored on its own "
+                f"points), not --split {mode}."
+            )
+        meta["dose_table"] = _read_doses(args.doses, data.ids, args.dose_state)
     res = _fit_one(args, data, channels, covariates, train, val, meta, args.checkpoint)
     model = res.model
     summary = {
@@ -678,6 +706,38 @@ def _print(summary: dict, as_json: bool) -> None:
         print(f"{k:>24}: {_fmt(v)}")
 
 
+def _read_doses(path, ids, dose_state) -> list:
+    """Per series (in ``ids`` order) its doses ``[(time, amount[, state])]`` from a CSV
+    with columns ``id, time, amount`` and optionally ``state``."""
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError) as e:
+        raise FitCLIError(f"cannot read --doses {str(path)!r}: {e}.") from None
+    missing = [c for c in ("id", "time", "amount") if c not in df.columns]
+    if missing:
+        raise FitCLIError(f"--doses {str(path)!r} lacks column(s) {missing}; it needs id, time, "
+                          "amount (and optionally state).")  # fmt: skip
+    if "state" not in df.columns and dose_state is None:
+        raise FitCLIError("--doses without a state column needs --dose-state STATE (e.g. gut).")
+    known = {str(i): k for k, i in enumerate(ids)}
+    unknown = sorted({str(i) for i in df["id"]} - set(known))
+    if unknown:
+        raise FitCLIError(f"--doses names series {unknown[:5]} that are not in the data.")
+    out: list = [[] for _ in ids]
+    for row, r in df.iterrows():
+        t = pd.to_numeric(r["time"], errors="coerce")
+        a = pd.to_numeric(r["amount"], errors="coerce")
+        if not (math.isfinite(t) and math.isfinite(a)):
+            raise FitCLIError(f"--doses row {row + 2} (file line): time and amount must be "
+                              f"finite numbers, got {r['time']!r}, {r['amount']!r}.")  # fmt: skip
+        dose = (float(t), float(a)) if "state" not in df.columns else (float(t), float(a),
+                                                                        str(r["state"]))
+        out[known[str(r["id"])]].append(dose)
+    return out
+
+
 # --- predict --------------------------------------------------------------------------
 
 
@@ -707,6 +767,17 @@ def run_predict(args) -> int:
             raise FitCLIError(f"--series {missing} not in {args.data!r}.")
         data = data.subset(idx)
     B = data.n_series
+    if meta.get("doses") and not args.doses:
+        raise FitCLIError("this checkpoint was fitted with --doses: give the context's doses "
+                          "with --doses CSV.")  # fmt: skip
+    if args.doses:
+        from odenet.fit.greybox import _check_doses
+
+        if meta["kind"] != "greybox_mle":
+            raise FitCLIError(f"--doses applies to greybox_mle checkpoints, not {meta['kind']}.")
+        state = meta.get("dose_state")
+        res.model.doses = _check_doses(_read_doses(args.doses, data.ids, state), state)
+        res.model.dose_state = state
     if args.times is not None:
         try:
             t = [float(x) for x in args.times.split(",") if x.strip()]

@@ -684,8 +684,13 @@ class GreyBoxMLE(nn.Module):
         # per-series raw parameters and initial states of the training series
         self.register_buffer("series_raw", torch.zeros(0, len(per_series), dtype=torch.float64))
         self.register_buffer("x0", torch.zeros(0, 0, dtype=torch.float64))
-        # between-series standard deviation of each random effect (learnt coordinates)
-        self.register_buffer("omega", torch.full((len(random),), math.nan, dtype=torch.float64))
+        # between-series standard deviation of each random effect (learnt coordinates); a
+        # buffer only with random effects, so other checkpoints keep their layout
+        if random:
+            self.register_buffer("omega", torch.full((len(random),), math.nan,
+                                                     dtype=torch.float64))  # fmt: skip
+        else:
+            self.omega = None
         self.info: dict = {}
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):

@@ -110,7 +110,7 @@ def test_bad_doses_are_refused_with_the_fix():
         model.gauss_newton(_data(), max_iter=2)
 
 
-MECH = '''
+MECH = """
 import torch
 from odenet.fit import mechanism
 
@@ -118,7 +118,7 @@ from odenet.fit import mechanism
 def oral(t, x, p):
     gut, conc = x[..., 0:1], x[..., 1:2]
     return torch.cat([-p["ka"] * gut, p["ka"] * gut - p["ke"] * conc], -1)
-'''
+"""
 
 
 @pytest.mark.slow  # ~15 s of CPU: a fit and two predictions through the CLI

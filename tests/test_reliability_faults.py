@@ -135,3 +135,16 @@ def test_dask_and_tornado_tracebacks_of_a_lost_cluster_are_silenced():
     finally:
         for n, level in before.items():
             logging.getLogger(n).setLevel(level)
+
+
+def test_resuming_on_other_training_data_is_refused_naming_the_options(tmp_path, lv_csv,
+                                                                       capsys):  # fmt: skip
+    """The split is drawn from --seed: a resume with another seed would continue the
+    fit on other points, silently.  The checkpoint holds a fingerprint of its data."""
+    ck = tmp_path / "c.pt"
+    base = ["fit", lv_csv, "--iters", "2", "--hidden", "4", "--no-progress", "--checkpoint", ck]
+    assert main([str(a) for a in base]) == 0
+    capsys.readouterr()
+    line = _one_line(capsys, [*base, "--resume", "--seed", "1"])
+    assert "other training data" in line and "--seed" in line
+    assert main([str(a) for a in [*base, "--resume"]]) == 0  # the same data resume

@@ -368,6 +368,35 @@ def load_state(model: nn.Module, state: dict, where: str = "the checkpoint") -> 
 _DATA_SIZED = {"norm_mean", "norm_std", "series_raw", "x0", "mean", "std", "dt"}
 
 
+def data_fingerprint(batch: IrregularBatch) -> str:
+    """A short hash of a batch's exact contents (times, values, mask, lengths).
+
+    Stored in a checkpoint as ``data``: resuming on other training data (another
+    CSV, or another ``--seed``/``--split``/``--tail``/``--holdout`` selecting other
+    points) would silently continue a fit of something else."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in (batch.times, batch.values, batch.mask, batch.lengths):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+def _resume_from(checkpoint, meta: dict | None, ztrain: IrregularBatch) -> dict:
+    """The checkpoint to resume, checked against ``meta`` and the training data."""
+    ck = load_checkpoint(checkpoint, expect=meta or None)
+    stored = ck.get("data")
+    if stored is not None and stored != data_fingerprint(ztrain):
+        raise CheckpointError(
+            f"checkpoint {str(checkpoint)!r} was written for other training data (another "
+            "data file, or another --seed, --split, --tail or --holdout selecting other "
+            "points); use the same data and options, another --checkpoint, or --force."
+        )
+    return ck
+
+
 def _storable(x):
     """``x`` with numpy values turned into tensors and Python scalars, which
     ``torch.load(weights_only=True)`` reads back (it refuses numpy objects)."""
@@ -410,7 +439,7 @@ def _fit_gauss_newton(model, ztrain, zval, norm, iters, checkpoint, resume, meta
         )
     elapsed0, warm, max_iter = 0.0, False, max(iters, 1)
     if resume and checkpoint is not None and Path(checkpoint).exists():
-        ck = load_checkpoint(checkpoint, expect=meta or None)
+        ck = _resume_from(checkpoint, meta, ztrain)
         load_state(model, ck["model"], f"checkpoint {str(checkpoint)!r}")
         elapsed0, warm = float(ck.get("train_time", 0.0)), True
         solved = ck.get("solved")
@@ -438,6 +467,7 @@ def _fit_gauss_newton(model, ztrain, zval, norm, iters, checkpoint, resume, meta
                                      "normalizer": norm.state_dict(),
                                      "model_class": type(model).__name__,
                                      "meta": dict(meta or {}),
+                                     "data": data_fingerprint(ztrain),
                                      "stop_reason": info.get("stop_reason", ""),
                                      "solved": {"max_iter": max_iter, "best_val": best,
                                                 "info": _storable(info)}})  # fmt: skip
@@ -581,7 +611,7 @@ def fit(
     stopped = False
     if resume and checkpoint is not None and Path(checkpoint).exists():
         where = f"checkpoint {str(checkpoint)!r}"
-        ck = load_checkpoint(checkpoint, expect=meta or None)
+        ck = _resume_from(checkpoint, meta, ztrain)
         load_state(model, ck["model"], where)
         try:
             if trainable:
@@ -601,6 +631,7 @@ def fit(
                 "to start over."
             ) from None
     every = checkpoint_every or eval_every
+    fingerprint = data_fingerprint(ztrain)
 
     def state(it: int) -> dict:
         return {
@@ -619,6 +650,7 @@ def fit(
             "normalizer": norm.state_dict(),
             "model_class": type(model).__name__,
             "meta": dict(meta or {}),
+            "data": fingerprint,
         }
 
     bar = None

@@ -8,7 +8,10 @@ It is versioned (``format``/``version``) and carries ``meta``: the model kind, i
 hyperparameters, the channels and covariates — what :func:`load_fit` needs to rebuild
 the model — and a resumed run must match it.  Resuming restores the model, optimiser, schedule, the
 minibatch random generator and the early-stopping state, so an interrupted and
-resumed run ends with the same parameters as an uninterrupted one.
+resumed run ends with the same parameters as an uninterrupted one (to the bit); it
+refuses a checkpoint written for other training data (a fingerprint of the split).
+A fit holds a lock on its checkpoint (:func:`checkpoint_lock`), so two processes never
+save into one file in turn.
 """
 
 from __future__ import annotations

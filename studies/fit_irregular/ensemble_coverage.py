@@ -1,0 +1,48 @@
+"""Coverage of the ensemble prediction band of a black-box neural ODE (synthetic data).
+
+Damped oscillator (``datasets.damped_oscillator``: 10 series, 60 % of a regular grid
+observed, noise σ = 0.05); the last 20 % of each series' span is the extrapolation target,
+25 % of the remaining points the interpolation target.  ``fit_ensemble`` trains 4 neural
+ODEs (hidden 16, 40 Adam steps each) from seeds 0–3 on the context, calibrating the noise
+on a further 20 % of the context points held out of training; the 95 % band's coverage
+of the held-out values is counted.
+
+    nice python studies/fit_irregular/ensemble_coverage.py
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from odenet.fit import datasets, holdout_points, neural_ode, split_tail
+from odenet.fit.ensemble import fit_ensemble
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def main():
+    t0 = time.process_time()
+    data = datasets.damped_oscillator(10, observed=0.6, noise=0.05, seed=0)
+    window, tail = split_tail(data.batch, 0.2)
+    ctx, held = holdout_points(window, 0.25, seed=1)
+    ens = fit_ensemble(lambda: neural_ode(2, 16, horizon=3, rtol=1e-3, atol=1e-4), ctx,
+                       members=4, iters=40, lr=1e-2, batch_size=10)  # fmt: skip
+    lines = ["# Ensemble band coverage (neural ODE, 4 members, nominal 95 %)", "",
+             "| target | inside | scored | coverage | MSE |", "|---|---|---|---|---|"]  # fmt: skip
+    for name, tgt in (("interpolation", held), ("extrapolation", tail)):
+        lo, _, hi = ens.band(ctx, tgt.times)
+        m = tgt.mask > 0
+        inside = ((tgt.values >= lo) & (tgt.values <= hi))[m]
+        lines.append(f"| {name} | {int(inside.sum())} | {int(m.sum())} | "
+                     f"{float(inside.float().mean()):.3f} | {ens.mse(ctx, tgt):.4g} |")  # fmt: skip
+    lines += ["", f"Calibration noise σ̂ per channel: {[round(float(s), 4) for s in ens.sigma]} "
+              f"from {ens.n_calibration} values; {time.process_time() - t0:.0f} s CPU."]  # fmt: skip
+    text = "\n".join(lines) + "\n"
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "ensemble_coverage.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

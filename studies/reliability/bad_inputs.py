@@ -183,6 +183,9 @@ def cli_cases(work: Path) -> list[CliCase]:
                                                            ck="good.pt"), ["hidden"]),
         CliCase("checkpoint: another channel count", _fit_argv(
             work, "--resume", "--channels", "prey", ck="good.pt"), ["n_channels"]),
+        CliCase("checkpoint: --resume with another --seed (other training points)",
+                _fit_argv(work, "--resume", "--seed", "1", ck="good.pt"),
+                ["other training data"]),
         CliCase("checkpoint: greybox_mle --resume is honoured (same result)",
                 ["fit", f"{w}/gb.csv", "--model", "greybox_mle", "--mechanism",
                  "lotka_volterra", "--iters", "20", "--json", "--no-progress", "--checkpoint",

@@ -526,7 +526,7 @@ def main(argv=None) -> int:
     work = Path(args.work or tempfile.mkdtemp(prefix="odenet-kill-")).resolve()
     prepare(work)
     os.environ["ODENET_CACHE"] = str(work / "cache")
-    refs = references(work, names)
+    refs = references(work, set(names) | ({"converge", "fit"} if args.races else set()))
     rng = random.Random(args.seed)
     rows = []
     for i in range(args.trials):

@@ -1088,7 +1088,7 @@ __all__ = [
 
 def brusselator_2d_sparsity(n: int = 32):
     """The nonzero pattern `[2n², 2n²]` (scipy CSR, bool) of `∂f/∂y` of
-    [`brusselator_2d`][odenet.problems.brusselator_2d]: the periodic five-point stencil in
+    `brusselator_2d`: the periodic five-point stencil in
     each species and the local coupling of `u` and `v` (7 nonzeros per row)."""
     from scipy import sparse
 
@@ -1119,7 +1119,7 @@ def brusselator_2d(n: int = 32, alpha: float = 0.1, t1: float = 11.5) -> Problem
     `u(0) = 22 y (1 − y)^{3/2}`, `v(0) = 27 x (1 − x)^{3/2}`, grid `x_i = i/n`,
     `y_j = j/n` (`i, j = 0 … n−1`), `Δ` the periodic five-point Laplacian.  State
     `[u (n×n, row j = y_j), v (n×n)]`, `2n²` components; the Jacobian pattern is
-    [`brusselator_2d_sparsity`][odenet.problems.brusselator_2d_sparsity].
+    `brusselator_2d_sparsity`.
 
     The "exact" solution is a reference computed on first use (scipy BDF with that
     `jac_sparsity`, rtol = atol = 1e-10) and cached in memory for the process: a dense

@@ -144,6 +144,7 @@ class Case:
     outputs: Callable[[Path, str], dict]  # (d, stdout) -> results, wall-clock removed
     resume: tuple[str, ...] = ()  # what the documented rerun adds
     complete: Callable[[Path, dict], list[str]] | None = None  # checks right after a kill
+    marker: str | None = None  # a file in d that appears when the real work starts
 
 
 def _converge(work, d):
@@ -230,21 +231,22 @@ def _bytes_complete(key, name):
 
 CASES = {
     "converge": Case("converge", _converge, lambda d, out: _study_outputs(d, CONVERGE_FILES),
-                     complete=_files_complete(CONVERGE_FILES)),
+                     complete=_files_complete(CONVERGE_FILES), marker="study.json"),
     "converge_pool": Case("converge_pool", _converge_pool,
                           lambda d, out: _study_outputs(d, CONVERGE_FILES),
-                          complete=_files_complete(CONVERGE_FILES)),
+                          complete=_files_complete(CONVERGE_FILES), marker="study.json"),
     "dask": Case("dask", lambda work, d: [*_dask_study(d), "--workers", "1"],
                  lambda d, out: _study_outputs(d, CONVERGE_FILES)),
     "compare": Case("compare", _compare, lambda d, out: _study_outputs(d, COMPARE_FILES),
-                    complete=_files_complete(COMPARE_FILES)),
+                    complete=_files_complete(COMPARE_FILES), marker="study.json"),
     "stability": Case("stability", _stability,
                       lambda d, out: {"stdout": out.replace(str(d), "<out>"),
                                       "png": _sha(d / "regions.png")},
                       complete=_bytes_complete("png", "regions.png")),
-    "fit": Case("fit", _fit, _fit_outputs, resume=("--resume",), complete=_fit_complete),
+    "fit": Case("fit", _fit, _fit_outputs, resume=("--resume",), complete=_fit_complete,
+                marker=".fit.pt.lock"),
     "fit_greybox": Case("fit_greybox", _greybox, _fit_outputs, resume=("--resume",),
-                        complete=_fit_complete),
+                        complete=_fit_complete, marker=".fit.pt.lock"),
     "predict": Case("predict", _predict, lambda d, out: {"csv": _sha(d / "pred.csv")},
                     complete=_bytes_complete("csv", "pred.csv")),
 }  # fmt: skip
@@ -287,18 +289,25 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def kill_after(argv: list[str], cwd: Path, delay: float) -> dict:
-    """Start ``odenet ARGV``, SIGKILL the process (not its workers) after ``delay`` s.
+def kill_after(argv: list[str], cwd: Path, delay: float, marker: Path | None = None) -> dict:
+    """Start ``odenet ARGV``, SIGKILL the process (not its workers) after ``delay`` s —
+    counted from the moment ``marker`` appears when given (so that the kills land in the
+    work, not in the interpreter's start-up, whatever the machine's load).
 
-    Returns ``finished`` (it ended before the kill), and ``orphans``: whether any process
-    of its group (pool workers) was still alive 5 s after the kill.
+    Returns ``finished`` (it ended before the kill), ``work_s`` (when it finished: its
+    time from the marker to the end), and ``orphans``: whether any process of its group
+    (pool workers) was still alive 5 s after the kill.
     """
     proc = subprocess.Popen([PY, "-m", "odenet", *argv], cwd=cwd, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # fmt: skip
+    t0 = time.monotonic()
+    while marker is not None and not marker.exists() and proc.poll() is None:
+        time.sleep(0.02)
+    t0 = time.monotonic() if marker is not None else t0
     try:
         proc.wait(delay)
-        return {"finished": True, "orphans": False}
+        return {"finished": True, "orphans": False, "work_s": time.monotonic() - t0}
     except subprocess.TimeoutExpired:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -415,7 +424,9 @@ def trial(work: Path, name: str, delay: float, refs: dict, index: int) -> dict:
     case = CASES[name]
     d = work / f"t{index:04d}-{name}"
     d.mkdir(parents=True)
-    kill = kill_after(case.argv(work, d), work, delay)
+    kill = kill_after(case.argv(work, d), work, delay, case.marker and d / case.marker)
+    if kill["finished"] and case.marker:  # the next delays are drawn over the real work
+        refs[name]["seconds"] = kill["work_s"]
     problems = ["pool workers outlived the killed parent"] if kill["orphans"] else []
     problems += check_after_kill(case, work, d, refs[name])
     state = sorted(p.name for p in d.rglob("*") if p.is_file())

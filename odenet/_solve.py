@@ -461,9 +461,9 @@ def solve(
     jump_t=None,
     callback: Callable | None = None,
     accept_min_step: bool = False,
-    compile: bool = False,
     jac=None,
     jac_sparsity=None,
+    compile: bool = False,
     **options,
 ) -> Solution:
     """Solve ``dy/dt = f(t, y)``, ``y(t[0]) = y0``, reporting ``y`` at the times ``t``.

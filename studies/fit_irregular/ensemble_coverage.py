@@ -36,8 +36,10 @@ def main():
         inside = ((tgt.values >= lo) & (tgt.values <= hi))[m]
         lines.append(f"| {name} | {int(inside.sum())} | {int(m.sum())} | "
                      f"{float(inside.float().mean()):.3f} | {ens.mse(ctx, tgt):.4g} |")  # fmt: skip
-    lines += ["", f"Calibration noise σ̂ per channel: {[round(float(s), 4) for s in ens.sigma]} "
-              f"from {ens.n_calibration} values; {time.process_time() - t0:.0f} s CPU."]  # fmt: skip
+    sigma = [round(float(s), 4) for s in ens.sigma]
+    cpu = time.process_time() - t0
+    lines += ["", f"Calibration noise σ̂ per channel: {sigma} "
+              f"from {ens.n_calibration} values; {cpu:.0f} s CPU."]  # fmt: skip
     text = "\n".join(lines) + "\n"
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "ensemble_coverage.md").write_text(text)

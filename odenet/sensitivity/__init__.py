@@ -39,7 +39,7 @@ import torch
 
 from odenet._errors import InputError, SolverError
 from odenet._loop import integrate
-from odenet._validate import check_callable, check_tolerances
+from odenet._validate import check_callable, check_flag, check_tolerances
 from odenet.sensitivity._adjoint import Counter, adjoint_backward
 from odenet.sensitivity._params import complete_params, find_params
 from odenet.sensitivity._tape import OutputMap, Tape, check_budget, check_stride, replay
@@ -63,6 +63,7 @@ _ADJOINT = (
     "adjoint_seminorm",
     "adjoint_norm",
     "adjoint_callback",
+    "adjoint_split_nodes",
 )
 _ADJOINT_OPTIONS_KEYS = ("norm",)
 
@@ -207,6 +208,9 @@ class _Run:
                 self.seminorm = False  # the parameter channels join the adjoint's state
             self.adjoint_norm = None if norm is None else _adjoint_norm(norm, prep, self.params)
             self.adjoint_callback = _adjoint_callback(opts.get("adjoint_callback"), prep)
+            self.split_nodes = check_flag(
+                "adjoint_split_nodes", opts.get("adjoint_split_nodes", False)
+            )
             if not self.seminorm and prep.per_sample:
                 raise InputError(
                     "`adjoint_seminorm=False` or an `adjoint_norm` (parameter channels in "
@@ -382,7 +386,10 @@ def solve_with(kind: str, prep, tab, *, throw: bool, **options):
         backward trial step, then ``"accept"``/``"reject"``; ``t`` in user time from the
         last output back to the first) and torchdiffeq's
         ``adjoint_options={"norm": "seminorm" | "default" | callable}`` (a callable gets
-        ``(t, y, a, *params)``, with zero entries for ``t`` and ``y``).
+        ``(t, y, a, *params)``, with zero entries for ``t`` and ``y``);
+        ``adjoint_split_nodes=True`` linearizes ``f`` separately at the end of one forward
+        step and at the start of the next (for a field discontinuous at the step ends,
+        such as torchdiffeq's ``perturb``; one more evaluation per step).
 
     Returns
     -------

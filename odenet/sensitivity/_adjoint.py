@@ -140,8 +140,13 @@ class AdjointField:
     :class:`Quadrature`.
     """
 
-    def __init__(self, g, rk_fwd, params, counter: Counter, *, n: int, augmented: bool):
+    def __init__(
+        self, g, rk_fwd, params, counter: Counter, *, n: int, augmented: bool, split: bool = False
+    ):
         self.g, self.rk, self.params, self.counter = g, rk_fwd, list(params), counter
+        # ``split``: the field is discontinuous at the forward's step ends (torchdiffeq's
+        # perturb), so a point shared by two forward steps is linearized once for each
+        self.split = split
         self.n = n
         self.augmented = augmented and bool(self.params)
         self.data: StepData | None = None
@@ -153,6 +158,8 @@ class AdjointField:
     def at(self, data: StepData, host: tuple[float, float] | None = None) -> None:
         """The forward step whose states the field reads next (``host``: its start and
         size as Python floats, one system)."""
+        if self.split:
+            self.leave(None)
         self.data, self.host = data, host
         # a point kept from the step before is an end of this one: its value is an
         # end slope of the Hermite interpolant
@@ -475,7 +482,13 @@ def adjoint_backward(run, grad_ys: torch.Tensor):
     tab = run.adjoint_tableau
     dtype, tdt, dev = run.y0_rows.dtype, s_out.dtype, s_out.device
     field = AdjointField(
-        run.g_lin, run.rk, run.params, run.counter, n=n, augmented=not run.seminorm
+        run.g_lin,
+        run.rk,
+        run.params,
+        run.counter,
+        n=n,
+        augmented=not run.seminorm,
+        split=run.split_nodes,
     )
     quad = Quadrature(field, tab)
     if tab.is_implicit:

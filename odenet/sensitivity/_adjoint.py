@@ -334,6 +334,14 @@ class AdjointField:
         return out
 
 
+def _stage_terms(tab) -> list:
+    """``[(j, a_ij), ...]`` per stage over the *full* row of ``A`` (an implicit
+    tableau's stage input sums over every stage), for :func:`stage_input`."""
+    A = np.asarray(tab.A, dtype=float)
+    S = tab.stages
+    return [[(j, float(A[i, j])) for j in range(S) if A[i, j] != 0.0] for i in range(S)]
+
+
 class Quadrature:
     """``∂L/∂θ = ∫ aᵀ ∂g/∂θ ds`` by the adjoint method's own weights, as a recorder of
     the step loop: on every accepted step, stage ``i`` owes ``(∂g/∂θ)ᵀ (b_i H A_i)``
@@ -341,10 +349,7 @@ class Quadrature:
     nothing).  Then the field leaves every point but the next step's start."""
 
     def __init__(self, field: AdjointField, tab):
-        A = np.asarray(tab.A, dtype=float)
-        S = tab.stages
-        # full rows: the stage inputs of implicit tableaux sum over every stage
-        self.terms = [[(j, float(A[i, j])) for j in range(S) if A[i, j] != 0.0] for i in range(S)]
+        self.terms = _stage_terms(tab)
         self.b = [float(x) for x in tab.b]
         self.c = [float(x) for x in tab.c]
         self.field = field
@@ -396,7 +401,7 @@ class ImplicitAdjoint:
         self.S = tab.stages
         self.c_list = [float(x) for x in tab.c]
         self.A = torch.as_tensor(np.asarray(tab.A, dtype=float), dtype=dtype, device=device)
-        self.terms = Quadrature(None, tab).terms  # full rows of A
+        self.terms = _stage_terms(tab)
         self.track_grad = False
         fwd = RungeKutta(tab, dtype, time_dtype, device)
         self.weights = fwd.weights

@@ -136,8 +136,11 @@ class Solution:
         ``nfe`` (calls of the vector field; each call evaluates the whole batch),
         ``steps``, ``accepted``, ``rejected`` (ints, or ``[B]`` tensors for per-sample
         grids); implicit methods add ``jacobians``, ``factorizations``,
-        ``linear_solves``, ``newton_iterations``.  Sensitivity methods add
-        ``backward_nfe`` etc. after ``.backward()`` (see :mod:`odenet.sensitivity`).
+        ``linear_solves``, ``newton_iterations``, ``newton_failures`` and scipy's names
+        ``njev`` (Jacobian evaluations) and ``nlu`` (LU factorizations);
+        ``compile=True`` adds ``compiled``, ``compile_time`` (seconds) and, when eager
+        ran, ``compile_fallback``.  Sensitivity methods add ``backward_nfe`` etc. after
+        ``.backward()`` (see :mod:`odenet.sensitivity`).
     status : Tensor
         int ``[B]`` (or ``[1]``), 0 = success; see ``messages``.
     method : str

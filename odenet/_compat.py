@@ -648,7 +648,7 @@ def _callback_from(func, fixed: bool, split, names=CALLBACKS):
     return callback
 
 
-def _adjoint_is_fixed(method, adjoint: dict, fixed: bool) -> bool:
+def _adjoint_is_fixed(adjoint: dict, fixed: bool) -> bool:
     """Whether the backward pass steps without error control (torchdiffeq then calls
     only ``callback_step_adjoint``): its method's, by default the forward's."""
     from odenet.tableaus import tableau
@@ -757,7 +757,7 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adj
         # the backward pass calls func.callback_*_adjoint(t, a, dt) with the adjoint
         # a = ∂L/∂y(t) in y's structure (torchdiffeq passes its augmented state)
         adj_callback = _callback_from(
-            user_func, _adjoint_is_fixed(method, adjoint, fixed), split, ADJOINT_CALLBACKS
+            user_func, _adjoint_is_fixed(adjoint, fixed), split, ADJOINT_CALLBACKS
         )
         if perturbed is not None:  # the perturbed field learns each backward step too
             adj_callback = _both(perturbed.callback, adj_callback)

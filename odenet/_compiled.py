@@ -43,6 +43,7 @@ whole solve of fewer than ~10⁴ steps; and never with a gradient through the so
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -95,6 +96,19 @@ def compile_enabled() -> bool:
     if os.environ.get("ODENET_COMPILE", "1").strip().lower() in ("0", "false", "no", "off"):
         return False
     return hasattr(torch, "compile")
+
+
+@functools.cache
+def compiler_works() -> bool:
+    """Whether ``torch.compile`` really compiles here (enabled, and inductor's C++
+    toolchain present): one trivial compile, once per process."""
+    if not compile_enabled():
+        return False
+    try:
+        torch.compile(lambda x: x + 1, fullgraph=True)(torch.zeros(1))
+    except Exception:
+        return False
+    return True
 
 
 def clear_cache() -> None:

@@ -118,18 +118,9 @@ def test_cache_is_per_callable_shape_and_dtype():
 # --- compiled (slow) ------------------------------------------------------------------
 
 
-@functools.cache
-def _compiler_works() -> bool:
-    if not _compiled.compile_enabled():
-        return False
-    try:
-        torch.compile(lambda x: x + 1, fullgraph=True)(torch.zeros(1))
-    except Exception:
-        return False
-    return True
-
-
-needs_compiler = pytest.mark.skipif("not _compiler_works()", reason="torch.compile unavailable")
+needs_compiler = pytest.mark.skipif(
+    "not _compiled.compiler_works()", reason="torch.compile unavailable"
+)
 
 
 @pytest.mark.slow

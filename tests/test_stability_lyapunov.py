@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from odenet._compiled import compiler_works  # noqa: F401  (the skipif string calls it)
 from odenet.stability import (
     StabilityInputError,
     flow_map,
@@ -201,18 +202,6 @@ def test_implicit_scheme_flow_uses_the_autograd_fallback_and_gives_log_R():
 # --- the compiled one-orbit path (odenet._compiled.compiled_orbit) -----------------------
 
 
-def _compiler_works() -> bool:
-    from odenet._compiled import compile_enabled
-
-    if not compile_enabled():
-        return False
-    try:
-        torch.compile(lambda x: x + 1, fullgraph=True)(torch.zeros(1))
-    except Exception:
-        return False
-    return True
-
-
 def test_compile_falls_back_to_the_eager_path_with_the_same_result(monkeypatch):
     monkeypatch.setenv("ODENET_COMPILE", "0")
     a = torch.tensor([2.0, 0.5], dtype=D)
@@ -230,7 +219,7 @@ def test_compile_falls_back_to_the_eager_path_with_the_same_result(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif("not _compiler_works()", reason="torch.compile unavailable")
+@pytest.mark.skipif("not compiler_works()", reason="torch.compile unavailable")
 def test_compiled_orbit_diagonal_flow_is_exact_and_lorenz_within_published_tolerance():
     # diagonal linear flow, rk4: exponents log|R(a dt)|/dt exactly, through the
     # compiled trajectory (Jacobian route) and the compiled orbit loop (jvp route,

@@ -40,7 +40,6 @@ from odenet._controller import PIDController
 from odenet._loop import LoopConfig, integrate
 from odenet._solution import SUCCESS, Status
 from odenet._stepper import (
-    RungeKutta,
     StepResult,
     combine,
     hermite_basis,
@@ -403,8 +402,7 @@ class ImplicitAdjoint:
         self.A = torch.as_tensor(np.asarray(tab.A, dtype=float), dtype=dtype, device=device)
         self.terms = _stage_terms(tab)
         self.track_grad = False
-        fwd = RungeKutta(tab, dtype, time_dtype, device)
-        self.weights = fwd.weights
+        self.weights = runtime(tab, dtype, time_dtype, device).weights  # cached tensors
 
     def step(self, g: AdjointField, s, y, h, f0) -> StepResult:
         K = y.shape[0]

@@ -549,14 +549,12 @@ class _Stepwise:
         return p, a
 
     def _step(self, p, q, a):
-        if self.host:
-            sigma, H = -p, p - q
-            f0 = self.field(sigma, a)
+        sigma, H = -p, p - q
+        f0 = self.field(sigma, a)
+        if self.host:  # Python-float times: the host layout of the same step
             a1, ks, _, _ = self.method.step_one(self.field, sigma, a, H, f0)
             self.quad.on_step(sigma, H, a, _Stages(ks), f0, None, True)
         else:
-            sigma, H = -p, p - q
-            f0 = self.field(sigma, a)
             out = self.method.step(self.field, sigma, a, H, f0)
             a1 = out.y1
             self.quad.on_step(sigma, H, a, out, f0, None, torch.ones_like(H, dtype=torch.bool))

@@ -63,6 +63,24 @@ def test_adjoint_options_validated():
         )
 
 
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"adjoint_norm": "rms"}, r"`adjoint_norm` must be callable as norm\(parts\)"),
+        ({"adjoint_callback": 3}, r"`adjoint_callback` must be callable"),
+        ({"adjoint_split_nodes": "yes"}, r"`adjoint_split_nodes` must be True or False"),
+        (
+            {"adjoint_norm": lambda p: p[0].abs().max(), "adjoint_options": {"norm": max}},
+            r"give one of `adjoint_norm` and `adjoint_options\['norm'\]`",
+        ),
+    ],
+)
+def test_adjoint_norm_callback_and_split_nodes_validated(options, match):
+    a = torch.tensor(1.0, dtype=DT, requires_grad=True)
+    with pytest.raises(InputError, match=match):
+        solve(lin(a), torch.ones(2, dtype=DT), T, sensitivity="adjoint", **options)
+
+
 def test_full_norm_needs_shared_grid():
     y0 = torch.ones(2, 1, dtype=DT)
     tt = torch.tensor([[0.0, 1.0], [0.0, 2.0]], dtype=DT)

@@ -1,38 +1,51 @@
-"""Adaptive Radau IIA of order 5: Hairer's RADAU5 as a method of the one step loop.
+"""Adaptive Radau IIA of orders 3, 5 and 9: Hairer's RADAU5 / RADAU as a method of the loop.
 
-The three-stage Radau IIA collocation method (:func:`odenet.tableau` ``"radau_iia5"``)
-with the machinery that makes it the reference stiff solver (Hairer & Wanner II,
-Sec. IV.8; the same choices as scipy's ``Radau``):
+The ``s``-stage Radau IIA collocation method (:func:`odenet.tableau` ``"radau_iia3"``,
+``"radau_iia5"``, ``"radau_iia9"``: ``s = 2, 3, 5``, order ``2s − 1``) with the machinery
+that makes it the reference stiff solver (Hairer & Wanner II, Sec. IV.8, their codes
+``radau5.f`` and the variable-order ``radau.f``; for ``s = 3`` the same choices as
+scipy's ``Radau``).  One implementation, parametrised by the tableau; every constant
+is derived from the tableau's coefficients at 50 digits (:func:`radau_constants`):
 
 * **Simplified Newton on the eigen-decomposition of ``A⁻¹``.**  ``A⁻¹ = T Λ T⁻¹``
-  with one real eigenvalue ``γ̂`` and a complex pair ``α ± iβ``; in the variables
-  ``W = (T⁻¹ ⊗ I) Z`` the ``3n × 3n`` iteration matrix splits into one real
-  ``n × n`` system ``(γ̂/h − J)`` and one complex ``n × n`` system
-  ``((α + iβ)/h − J)``: two LU factorisations instead of one of size ``3n``.
+  with one real eigenvalue ``γ̂`` when ``s`` is odd and ``⌊s/2⌋`` complex pairs
+  ``α_k ± iβ_k``; in the variables ``W = (T⁻¹ ⊗ I) Z`` the ``sn × sn`` iteration matrix
+  splits into one real ``n × n`` system ``(γ̂/h − J)`` and one complex system
+  ``((α_k + iβ_k)/h − J)`` per pair: for ``s = 3`` one real and one complex LU, for
+  ``s = 5`` one real and two complex, for ``s = 2`` one complex.
 * **Jacobian reuse.**  ``J`` is kept across steps and recomputed after an accepted
   step only when the Newton iteration there was slow (more than two iterations at
   a contraction rate above 1e-3), or when the iteration fails on a stale ``J``.
   The LU factors are kept while ``h`` and ``J`` do not change.
 * **Starting guess** from the previous step's collocation polynomial, extrapolated
   to the new stage times.
-* **Error estimate** ``err = (I − hγ₀J)⁻¹ [γ₀ h f(y0) + Σ e_i Z_i]`` with
-  ``γ₀ = 1/γ̂``: the embedded third-order solution, *filtered* through the real LU
-  so that stiff components are damped (an estimate of order ``h⁴``: the
-  controller's exponent is 1/4).  After a rejection (and on the first step) a
-  second filtering ``(I − hγ₀J)⁻¹ [f(y0 + err) + Σ e_i Z_i / h] h γ₀`` is used when
-  the first estimate says reject, as in Hairer's code.
-* **Dense output**: the collocation polynomial (degree 3) through ``y0`` and the
-  three stage values.
+* **Error estimate**: an embedded solution ``ŷ1 = y0 + h (γ₀ f(y0) + Σ b̂_i k_i)`` of
+  order ``s`` (``s + 1`` conditions ``Σ b̂ c^(k−1) + γ₀[k = 1] = 1/k``, ``k ≤ s``), so
+  ``ŷ1 − y1 = γ₀ h (f0 + Σ e_i Z_i / h)`` with ``e = −A⁻ᵀ V⁻ᵀ e₁``
+  (``V_ik = c_i^(k−1)``), whatever ``γ₀`` — these are radau5.f's ``DD`` for ``s = 3``
+  and radau.f's for ``s = 5, 7``.  The estimate is *filtered* so that stiff
+  components are damped: ``s`` odd, ``γ₀ = 1/γ̂`` and
+  ``err = (I − hγ₀J)⁻¹ (ŷ1 − y1) = (γ̂/h − J)⁻¹ (f0 + Σ e_i Z_i / h)`` through the real
+  LU (Hairer's); ``s = 2`` has no real eigenvalue, so the filter is the real product
+  of the complex pair, ``|μ|² ((μ/h − J)(μ̄/h − J))⁻¹ / h²`` with ``γ₀ = 1/|μ|``,
+  which costs one complex solve: for ``x = (μ/h − J)⁻¹ r`` and real ``r``,
+  ``((μ/h − J)(μ̄/h − J))⁻¹ r = −h Im(x) / Im(μ)``.  The estimate is of order
+  ``h^(s+1)`` (the controller's exponent is ``1/(s + 1)``).  After a rejection (and on
+  the first step) a second filtering of ``f(y0 + err) + Σ e_i Z_i / h`` is used when
+  the first estimate says reject, as in Hairer's codes.
+* **Dense output**: the collocation polynomial (degree ``s``) through ``y0`` and the
+  ``s`` stage values.
 * A Newton failure (divergence, or no convergence in ``max_iter`` iterations with
   a fresh Jacobian) makes the step fail (``ok = False``) with an error estimate
   that makes the controller halve the step.
 
 Gustafsson's predictive controller and RADAU5's "keep ``h`` when the factor is
-below 1.2 so the LU can be reused" live on the controller side and are not part
-of this method object.  The Newton stopping threshold is scipy's
-``max(10 ε / rtol, min(0.03, √rtol))`` and the iteration cap 6 (``solve``'s
-``newton_max_iter`` overrides the cap when it is not the adaptive default 8;
-``newton_tol`` is not used).
+in ``[1, 1.2]`` so the LU can be reused" live on the controller side
+(:class:`odenet._controller.PredictiveController`).  The Newton stopping threshold is
+scipy's ``max(10 ε / rtol, min(0.03, √rtol))``; the iteration cap is 6 for
+``s ≤ 3`` (scipy, radau5.f 7) and radau.f's ``7 + 2.5 (s − 3)`` above (12 for
+``s = 5``); ``solve``'s ``newton_max_iter`` overrides the cap when it is not the
+adaptive default 8; ``newton_tol`` is not used.
 
 The method protocol is the loop's (see :mod:`odenet._stepper`): ``step`` returns a
 ``StepResult`` whose ``error`` is the absolute local error estimate.
@@ -41,47 +54,101 @@ The method protocol is the loop's (see :mod:`odenet._stepper`): ``step`` returns
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import mpmath
 import numpy as np
+import sympy
 import torch
 
 from odenet._jacobian import batched_jacobian, lu_shifted
 from odenet._newton import Newton
 from odenet._stepper import RungeKutta, StepResult
 
-S6 = math.sqrt(6.0)
-# the embedded-estimate weights e_i (Hairer's radau5.f / scipy): Σ e_i Z_i / h
-E_WEIGHTS = np.array([-13 - 7 * S6, -13 + 7 * S6, -1]) / 3
-# eigenvalues of A⁻¹: one real, a complex pair α ± iβ
-MU_REAL = 3 + 3 ** (2 / 3) - 3 ** (1 / 3)
-MU_COMPLEX = 3 + 0.5 * (3 ** (1 / 3) - 3 ** (2 / 3)) - 0.5j * (3 ** (5 / 6) + 3 ** (7 / 6))
-# A⁻¹ = T diag-block(MU_REAL, [[α, −β], [β, α]]) T⁻¹ (Hairer's constants, as scipy)
-T_MAT = np.array(
-    [
-        [0.09443876248897524, -0.14125529502095421, 0.03002919410514742],
-        [0.25021312296533332, 0.20412935229379994, -0.38294211275726192],
-        [1.0, 1.0, 0.0],
-    ]
-)
-TI_MAT = np.array(
-    [
-        [4.17871859155190428, 0.32768282076106237, 0.52337644549944951],
-        [-4.17871859155190428, -0.32768282076106237, 0.47662355450055044],
-        [0.50287263494578682, -2.57192694985560522, 0.59603920482822492],
-    ]
-)
-# the collocation polynomial: y(t0 + θh) = y0 + Σ_m θ^(m+1) Σ_i P[i, m] Z_i
-P_COLLOCATION = np.array(
-    [
-        [13 / 3 + 7 * S6 / 3, -23 / 3 - 22 * S6 / 3, 10 / 3 + 5 * S6],
-        [13 / 3 - 7 * S6 / 3, -23 / 3 + 22 * S6 / 3, 10 / 3 - 5 * S6],
-        [1 / 3, -8 / 3, 10 / 3],
-    ]
-)
+_DPS = 50  # digits of the derivations below (the s = 5 tableau has 50-digit entries)
+
+
+@dataclass(frozen=True)
+class RadauConstants:
+    """The constants of the ``s``-stage Radau IIA machinery, float64 numpy arrays.
+
+    ``A⁻¹ T = T Λ``: ``T``'s columns are the real eigenvector (``s`` odd, eigenvalue
+    ``mu_real``), then ``Re v_k, Im v_k`` for each complex pair (``mu_complex[k]``, with
+    ``Im < 0``, is the conjugate of ``v_k``'s eigenvalue); every eigenvector is scaled
+    to last component 1 (scipy's and Hairer's ``T`` for ``s = 3``).  ``E`` [s]: the
+    embedded-estimate weights ``e``; ``P`` [s, s]: the collocation polynomial
+    ``y(t0 + θh) = y0 + Σ_m θ^(m+1) Σ_i P[i, m] Z_i``.
+    """
+
+    s: int
+    A_inv: np.ndarray
+    T: np.ndarray
+    TI: np.ndarray
+    mu_real: float | None
+    mu_complex: tuple
+    E: np.ndarray
+    P: np.ndarray
+
+
+_CONSTANTS: dict = {}
+
+
+def radau_constants(tab) -> RadauConstants:
+    """:class:`RadauConstants` of a Radau IIA tableau, derived from its exact
+    coefficients at 50 digits (cached per tableau object)."""
+    key = id(tab)
+    hit = _CONSTANTS.get(key)
+    if hit is not None and hit[0] is tab:
+        return hit[1]
+    s = tab.stages
+    with mpmath.workdps(_DPS):
+        A = mpmath.matrix([[mpmath.mpf(str(sympy.N(x, _DPS))) for x in r] for r in tab.A_exact])
+        c = [mpmath.mpf(str(sympy.N(x, _DPS))) for x in tab.c_exact]
+        A_inv = A**-1
+        lam, vecs = mpmath.eig(A_inv)
+        cols, mu_real, mu_complex = [], None, []
+        real = [k for k in range(s) if abs(mpmath.im(lam[k])) < mpmath.mpf(10) ** (-30)]
+        if real:
+            k = real[0]
+            v = [mpmath.re(vecs[i, k] / vecs[s - 1, k]) for i in range(s)]
+            cols.append(v)
+            mu_real = float(mpmath.re(lam[k]))
+        pairs = sorted(
+            (k for k in range(s) if mpmath.im(lam[k]) > mpmath.mpf(10) ** (-30)),
+            key=lambda k: float(abs(lam[k])),
+        )
+        for k in pairs:
+            # A⁻¹ [Re v, Im v] = [Re v, Im v] [[a, b], [−b, a]] for λ = a + ib: in
+            # W_r + i W_i the pair's system is ((a − ib)/h − J), so μ = conj(λ)
+            v = [vecs[i, k] / vecs[s - 1, k] for i in range(s)]
+            cols.append([mpmath.re(x) for x in v])
+            cols.append([mpmath.im(x) for x in v])
+            mu_complex.append(complex(mpmath.conj(lam[k])))
+        T = mpmath.matrix([[cols[j][i] for j in range(s)] for i in range(s)])
+        V = mpmath.matrix([[ci**k for k in range(s)] for ci in c])
+        e1 = mpmath.matrix([1] + [0] * (s - 1))
+        E = -(A_inv.T * (V.T) ** -1 * e1)
+        Cp = mpmath.matrix([[ci ** (m + 1) for m in range(s)] for ci in c])
+
+        def npf(M):
+            return np.array(M.tolist(), dtype=float)
+
+        out = RadauConstants(
+            s=s,
+            A_inv=npf(A_inv),
+            T=npf(T),
+            TI=npf(T**-1),
+            mu_real=mu_real,
+            mu_complex=tuple(mu_complex),
+            E=npf(E).ravel(),
+            P=npf(Cp.T**-1),
+        )
+    _CONSTANTS[key] = (tab, out)
+    return out
 
 
 class RadauNewton(Newton):
-    """The Jacobian cache and counters of :class:`Radau5` (``Newton``'s interface).
+    """The Jacobian cache and counters of :class:`RadauIIA` (``Newton``'s interface).
 
     ``state_changed()`` (called by the loop after an accepted step) decides whether
     the next step gets a fresh Jacobian: only when the last iteration was slow.
@@ -99,50 +166,67 @@ class RadauNewton(Newton):
             self.J = None  # recomputed at the start of the next step
 
 
-class Radau5(RungeKutta):
-    """Radau IIA order 5 with Hairer's RADAU5 Newton, error estimate and dense output.
+class RadauIIA(RungeKutta):
+    """Radau IIA with ``s`` stages (order ``2s − 1``) and Hairer's Newton, filtered
+    error estimate and collocation dense output.
 
-    Built by :func:`runtime_for` for the tableau ``radau_iia5`` on adaptive solves;
-    same constructor as :class:`~odenet._stepper.RungeKutta`.
+    Built by :func:`runtime_for` for a Radau IIA tableau on adaptive solves; same
+    constructor as :class:`~odenet._stepper.RungeKutta`.
     """
 
     def __init__(self, tableau, dtype, time_dtype, device, newton):
         super().__init__(tableau, dtype, time_dtype, device, newton)
+        k = radau_constants(tableau)
+        self.k = k
 
         def T(x, dt=dtype):
             return torch.as_tensor(np.asarray(x), dtype=dt, device=device)
 
         cdt = torch.complex128 if dtype == torch.float64 else torch.complex64
         self.cdtype = cdt
-        self.T_mat = T(T_MAT)
-        self.TI_real = T(TI_MAT[0])
-        self.TI_complex = torch.as_tensor(TI_MAT[1] + 1j * TI_MAT[2], dtype=cdt, device=device)
-        self.E = T(E_WEIGHTS)
+        self.n_real = 0 if k.mu_real is None else 1
+        self.T_mat = T(k.T)
+        self.TI_mat = T(k.TI)
+        r = self.n_real
+        # rows of T⁻¹ for each complex pair, as one complex row: Re + i Im
+        self.TI_pairs = torch.as_tensor(
+            k.TI[r::2] + 1j * k.TI[r + 1 :: 2], dtype=cdt, device=device
+        )  # [pairs, s]
+        self.E = T(k.E)
         self.A_t = T(tableau.A)
-        self.A_inv_t = T(np.linalg.inv(tableau.A))
+        self.A_inv_t = T(k.A_inv)
+        self.P_coll = T(k.P)
         # dense output in terms of the stage derivatives k = A⁻¹ Z / h:
         # Σ_i P[i, m] Z_i = h Σ_j (Aᵀ P)[j, m] k_j, the form RungeKutta.interpolate uses
-        self.P = T(tableau.A.T @ P_COLLOCATION)
+        self.P = T(tableau.A.T @ k.P)
         self.extra_A = None
         rtol = newton.rtol
         rtol_f = float(rtol.max()) if isinstance(rtol, torch.Tensor) else float(rtol)
         eps = float(torch.finfo(dtype).eps)
         # scipy's / Hairer's Newton stopping threshold (in units of the tolerance)
         self.newton_tol = max(10 * eps / max(rtol_f, 1e-300), min(0.03, math.sqrt(rtol_f)))
-        self.max_iter = 6 if newton.max_iter == 8 else newton.max_iter
+        s = tableau.stages
+        default_cap = 6 if s <= 3 else int(7 + 2.5 * (s - 3))  # scipy; radau.f's NIT
+        self.max_iter = default_cap if newton.max_iter == 8 else newton.max_iter
         self._lu = None
         self._lu_key = None
-        self._prev = None  # (s_end [K], h [K], y_start [K, n], Q-coefficients Z [3, K, n])
+        self._prev = None  # (s_end [K], h [K], y_start [K, n], Z [s, K, n])
         self._last_s = None
 
     # --- linear algebra ------------------------------------------------------------
     def _factor(self, h, J):
+        """``[(γ̂/h − J) when s is odd] + [(μ_k/h − J) for each pair]``, cached while
+        ``h`` and ``J`` do not change."""
         key = (self.newton.J_version, h.tolist())
         if self._lu_key == key:
             return self._lu
         hy = h.to(self.dtype)
-        lu = (lu_shifted(J, MU_REAL / hy), lu_shifted(J, MU_COMPLEX / hy.to(self.cdtype)))
-        self.newton.stats.factorizations += 2
+        lu = []
+        if self.n_real:
+            lu.append(lu_shifted(J, self.k.mu_real / hy))
+        for mu in self.k.mu_complex:
+            lu.append(lu_shifted(J, mu / hy.to(self.cdtype)))
+        self.newton.stats.factorizations += len(lu)
         self._lu, self._lu_key = lu, key
         return lu
 
@@ -153,11 +237,11 @@ class Radau5(RungeKutta):
     # --- the step ----------------------------------------------------------------------
     def step(self, g, s, y, h, f0) -> StepResult:
         nw = self.newton
+        S = self.S
         K, n = y.shape
-        dt = y.dtype
         h_safe = torch.where(h == 0, torch.ones_like(h), h)
-        hy = h_safe.to(dt)
-        times = s[:, None] + self.c[None, :] * h[:, None]  # [K, 3]
+        hy = h_safe.to(y.dtype)
+        times = s[:, None] + self.c[None, :] * h[:, None]  # [K, S]
         with torch.no_grad():
             y_ = y.detach()
             scale = nw.atol + nw.rtol * y_.abs()
@@ -178,15 +262,15 @@ class Radau5(RungeKutta):
             if not bool(ok.all()):
                 nw.stats.failures += 1
         if self.track_grad and torch.is_grad_enabled():
-            base = y[:, None, :].expand(K, 3, n)
+            base = y[:, None, :].expand(K, S, n)
             hA = hy[:, None, None] * self.A_t[None]
 
             def G(Y):
-                return torch.stack([g(times[:, j], Y[:, j]) for j in range(3)], dim=1)
+                return torch.stack([g(times[:, j], Y[:, j]) for j in range(S)], dim=1)
 
             Y = nw.attach(g, times, base, hA, y[:, None] + Z.transpose(0, 1), G)
             Z = (Y - y[:, None]).transpose(0, 1)
-        y1 = y + Z[2]
+        y1 = y + Z[S - 1]  # stiffly accurate: c_s = 1, the last stage is the solution
         ks = torch.einsum("ij,jkn->ikn", self.A_inv_t, Z) / hy[None, :, None]
         with torch.no_grad():
             err = self._error(g, s.detach(), y_, hy, f0.detach(), Z.detach(), lu, retry, y1)
@@ -204,6 +288,7 @@ class Radau5(RungeKutta):
     def _starting_guess(self, s, h, y):
         """Extrapolate the last accepted step's collocation polynomial (zeros at first)."""
         pending = getattr(self, "_pending", None)
+        zeros = torch.zeros(self.S, *y.shape, dtype=y.dtype, device=y.device)
         if pending is not None and pending[0].shape == s.shape:
             s_end, h_p, y_p, Z_p, ok_p = pending
             # rows whose last trial was accepted now start at its end
@@ -222,27 +307,25 @@ class Radau5(RungeKutta):
                 )
             self._pending = None
         if self._prev is None:
-            return torch.zeros(3, *y.shape, dtype=y.dtype, device=y.device)
+            return zeros
         ps, ph, py, pZ = self._prev
         if not bool((s == ps).all()):  # a row not at the end of its last accepted step
-            return torch.zeros(3, *y.shape, dtype=y.dtype, device=y.device)
+            return zeros
         # θ of the new stage times in the previous step (beyond 1: extrapolation)
-        theta = 1 + (self.c[:, None] * h[None, :]) / ph[None, :]  # [3, K]
+        theta = 1 + (self.c[:, None] * h[None, :]) / ph[None, :]  # [S, K]
         th = theta.to(y.dtype)[:, :, None]
-        Q = torch.einsum("ikn,im->mkn", pZ, torch.as_tensor(P_COLLOCATION, dtype=y.dtype))
-        poly = th * Q[0] + th**2 * Q[1] + th**3 * Q[2]  # [3, K, n]
+        Q = torch.einsum("ikn,im->mkn", pZ, self.P_coll)  # [degree, K, n]
+        poly = sum(th ** (m + 1) * Q[m] for m in range(self.S))  # [S, K, n]
         return py[None] + poly - y[None]
 
     def _iterate(self, g, times, y, hy, Z0, scale, lu):
         """Simplified Newton in the eigen-variables ``W = T⁻¹ Z``.  Returns
-        ``(Z [3, K, n], ok [K], iterations, worst rate)``."""
-        nw = self.newton
-        lu_r, lu_c = lu
+        ``(Z [S, K, n], ok [K], iterations, last rate)``."""
+        S, r = self.S, self.n_real
         K, n = y.shape
-        Mr = (MU_REAL / hy)[:, None]
-        Mc = (MU_COMPLEX / hy.to(self.cdtype))[:, None]
-        TI = torch.as_tensor(TI_MAT, dtype=y.dtype, device=y.device)
-        W = torch.einsum("ij,jkn->ikn", TI, Z0)
+        nw = self.newton
+        hc = hy.to(self.cdtype)[:, None]
+        W = torch.einsum("ij,jkn->ikn", self.TI_mat, Z0)
         Z = Z0
         converged = torch.zeros(K, dtype=torch.bool, device=y.device)
         failed = torch.zeros_like(converged)
@@ -253,16 +336,21 @@ class Radau5(RungeKutta):
         k = 0
         for k in range(self.max_iter):
             nw.stats.iterations += 1
-            F = torch.stack([g(times[:, i], y + Z[i]) for i in range(3)])  # [3, K, n]
+            F = torch.stack([g(times[:, i], y + Z[i]) for i in range(S)])  # [S, K, n]
             finite_F = torch.isfinite(F).all(dim=2).all(dim=0)
             F = torch.nan_to_num(F)
-            f_real = torch.einsum("i,ikn->kn", self.TI_real, F) - Mr * W[0]
-            f_cplx = torch.einsum("i,ikn->kn", self.TI_complex, F.to(self.cdtype)) - Mc * (
-                W[1] + 1j * W[2]
-            )
-            dW_r = self._solve(lu_r, f_real)
-            dW_c = self._solve(lu_c, f_cplx)
-            dW = torch.stack([dW_r, dW_c.real, dW_c.imag])
+            dW = torch.empty_like(W)
+            if r:
+                f_real = (
+                    torch.einsum("i,ikn->kn", self.TI_mat[0], F)
+                    - (self.k.mu_real / hy)[:, None] * W[0]
+                )
+                dW[0] = self._solve(lu[0], f_real)
+            Fc = torch.einsum("pi,ikn->pkn", self.TI_pairs, F.to(self.cdtype))
+            for p, mu in enumerate(self.k.mu_complex):
+                Wc = W[r + 2 * p] + 1j * W[r + 2 * p + 1]
+                d = self._solve(lu[r + p], Fc[p] - (mu / hc) * Wc)
+                dW[r + 2 * p], dW[r + 2 * p + 1] = d.real, d.imag
             dnorm = (dW / scale[None]).pow(2).mean(dim=(0, 2)).sqrt()
             active = ~(converged | failed)
             finite = finite_F & torch.isfinite(dnorm)
@@ -291,44 +379,52 @@ class Radau5(RungeKutta):
                 break
         return Z, converged & ~failed, k + 1, worst
 
+    def _filter(self, lu, rhs):
+        """The filtered estimate of ``γ₀ h rhs`` (see the module docstring): the real
+        LU for odd ``s``, the real product of the first complex pair for ``s = 2``."""
+        if self.n_real:
+            return self._solve(lu[0], rhs)
+        mu = self.k.mu_complex[0]
+        x = self._solve(lu[0], rhs.to(self.cdtype))
+        return x.imag * (-abs(mu) / mu.imag)
+
     def _error(self, g, s, y, hy, f0, Z, lu, retry, y1):
-        """Hairer's filtered estimate ``(γ̂/h − J)⁻¹ (f0 + Σ e_i Z_i / h)``; a second
-        filtering through ``f(y0 + err)`` for retried rows that the first rejects."""
-        lu_r = lu[0]
+        """The filtered estimate of ``f0 + Σ e_i Z_i / h``; a second filtering through
+        ``f(y0 + err)`` for retried rows that the first rejects."""
         ZE = torch.einsum("i,ikn->kn", self.E, Z) / hy[:, None]
-        err = self._solve(lu_r, f0 + ZE)
+        err = self._filter(lu, f0 + ZE)
         if bool(retry.any()):
             nw = self.newton
             sc = nw.atol + nw.rtol * torch.maximum(y.abs(), y1.detach().abs())
             ratio = (err / sc).pow(2).mean(dim=1).sqrt()
             again = retry & (ratio > 1)
             if bool(again.any()):
-                err2 = self._solve(lu_r, g(s, y + err) + ZE)
+                err2 = self._filter(lu, g(s, y + err) + ZE)
                 err = torch.where(again[:, None], err2, err)
         return err
 
 
-def is_radau5(tab) -> bool:
-    """The tableau is the three-stage Radau IIA that :class:`Radau5` implements."""
-    ref = _radau_A()
-    A = np.asarray(tab.A, dtype=float)
-    return A.shape == (3, 3) and bool(np.allclose(A, ref, rtol=0, atol=1e-14))
+def is_radau_iia(tab) -> bool:
+    """The tableau is an ``s``-stage Radau IIA (the collocation method that
+    :class:`RadauIIA` implements): ``c`` the Radau right points and ``A`` from ``C(s)``."""
+    s = tab.stages
+    if not tab.is_fully_implicit or s < 2:
+        return False
+    from odenet.tableaus import radau_iia_coefficients
 
-
-def _radau_A() -> np.ndarray:
-    return np.array(
-        [
-            [(88 - 7 * S6) / 360, (296 - 169 * S6) / 1800, (-2 + 3 * S6) / 225],
-            [(296 + 169 * S6) / 1800, (88 + 7 * S6) / 360, (-2 - 3 * S6) / 225],
-            [(16 - S6) / 36, (16 + S6) / 36, 1 / 9],
-        ]
+    A, _, c = radau_iia_coefficients(s, digits=20)
+    A = np.array([[float(x) for x in r] for r in A])
+    c = np.array([float(x) for x in c])
+    return bool(
+        np.allclose(np.asarray(tab.A, dtype=float), A, rtol=0, atol=1e-13)
+        and np.allclose(np.asarray(tab.c, dtype=float), c, rtol=0, atol=1e-13)
     )
 
 
 def runtime_for(tab, dtype, time_dtype, device, newton, *, fixed: bool) -> RungeKutta:
-    """The method object the loop runs for ``tab``: :class:`Radau5` for an adaptive
-    three-stage Radau IIA solve, the generic :class:`RungeKutta` otherwise."""
-    if not fixed and getattr(tab, "estimator", None) == "radau5" and is_radau5(tab):
+    """The method object the loop runs for ``tab``: :class:`RadauIIA` for an adaptive
+    Radau IIA solve, the generic :class:`RungeKutta` otherwise."""
+    if not fixed and getattr(tab, "estimator", None) == "radau5" and is_radau_iia(tab):
         nw = RadauNewton(
             tol=newton.tol,
             max_iter=newton.max_iter,
@@ -337,8 +433,16 @@ def runtime_for(tab, dtype, time_dtype, device, newton, *, fixed: bool) -> Runge
             jac=newton.jac,
             sparsity=newton.sparsity,
         )
-        return Radau5(tab, dtype, time_dtype, device, nw)
+        return RadauIIA(tab, dtype, time_dtype, device, nw)
     return RungeKutta(tab, dtype, time_dtype, device, newton)
 
 
-__all__ = ["Radau5", "RadauNewton", "batched_jacobian", "is_radau5", "runtime_for"]
+__all__ = [
+    "RadauConstants",
+    "RadauIIA",
+    "RadauNewton",
+    "batched_jacobian",
+    "is_radau_iia",
+    "radau_constants",
+    "runtime_for",
+]

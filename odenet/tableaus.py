@@ -1192,6 +1192,56 @@ def _radau_iia3() -> ButcherTableau:
         c=["1/3", 1],
         order=3,
         reference="Ehle (1969); Hairer & Wanner II, Table IV.5.5.",
+        # adaptive through the RADAU5-style filtered estimate (odenet._radau), of order h³
+        estimator="radau5",
+        estimator_order=2,
+    )
+
+
+def radau_iia_coefficients(s: int, digits: int = 50) -> tuple[list, list, list]:
+    """`(A, b, c)` of the `s`-stage Radau IIA collocation method as decimal strings.
+
+    `c` are the zeros of `d^(s−1)/dx^(s−1) [x^(s−1) (x − 1)^s]` (`c_s = 1`, kept as
+    the integer 1), `A = C V⁻¹` with `V_ik = c_i^(k−1)` and `C_ik = c_i^k / k` (the
+    collocation conditions `C(s)`), `b` the last row of `A`.  Computed with mpmath at
+    `digits + 20` digits and returned to `digits` significant digits, so the tableau
+    checks its identities to that precision (Hairer & Wanner II, Sec. IV.5).
+    """
+    x = sympy.Symbol("x")
+    poly = sympy.Poly(sympy.diff(x ** (s - 1) * (x - 1) ** s, x, s - 1), x)
+    with mpmath.workdps(digits + 20):
+        roots = mpmath.polyroots(
+            [mpmath.mpf(int(a)) for a in poly.all_coeffs()], maxsteps=500, extraprec=400
+        )
+        c = sorted(mpmath.re(r) for r in roots)
+        c[-1] = mpmath.mpf(1)
+        V = mpmath.matrix([[ci**k for k in range(s)] for ci in c])
+        C = mpmath.matrix([[ci ** (k + 1) / (k + 1) for k in range(s)] for ci in c])
+        A = C * V**-1
+
+        def fmt(v):
+            return mpmath.nstr(v, digits, min_fixed=-1, max_fixed=1, strip_zeros=False)
+
+        A_s = [[fmt(A[i, j]) for j in range(s)] for i in range(s)]
+        c_s = [fmt(ci) for ci in c[:-1]] + [1]
+    return A_s, list(A_s[-1]), c_s
+
+
+@register("radau_iia9", "radau9", "radauiia9")
+def _radau_iia9() -> ButcherTableau:
+    """Five-stage Radau IIA, order 9, L-stable, stiffly accurate."""
+    A, b, c = radau_iia_coefficients(5)
+    return ButcherTableau(
+        "radau_iia9",
+        A=A,
+        b=b,
+        c=c,
+        order=9,
+        reference="Ehle (1969); Hairer & Wanner II, Sec. IV.5 (coefficients computed "
+        "from the collocation conditions at 50 digits); radau.f (Hairer & Wanner).",
+        # adaptive through the RADAU5-style filtered estimate (odenet._radau), of order h⁶
+        estimator="radau5",
+        estimator_order=5,
     )
 
 

@@ -1,4 +1,4 @@
-"""Adaptive Radau IIA order 5 (Hairer's RADAU5, ``odenet._radau``)."""
+"""Adaptive Radau IIA of orders 3, 5 and 9 (Hairer's RADAU5 / RADAU, ``odenet._radau``)."""
 
 import math
 
@@ -6,92 +6,216 @@ import numpy as np
 import pytest
 import torch
 from scipy.integrate import solve_ivp
+from scipy.integrate._ivp import radau as scipy_radau
 
 import odenet
 from odenet import problems as P
 from odenet._newton import Newton
-from odenet._radau import (
-    E_WEIGHTS,
-    MU_COMPLEX,
-    MU_REAL,
-    P_COLLOCATION,
-    T_MAT,
-    TI_MAT,
-    Radau5,
-    RadauNewton,
-    runtime_for,
-)
+from odenet._radau import RadauIIA, RadauNewton, radau_constants, runtime_for
 
 D = torch.float64
+RADAU = ["radau_iia3", "radau_iia5", "radau_iia9"]
 
 
 def span(t0, t1):
     return torch.tensor([t0, t1], dtype=D)
 
 
-def test_the_transformation_block_diagonalises_the_inverse_of_A():
-    A = odenet.tableau("radau_iia5").A
-    assert np.allclose(TI_MAT @ T_MAT, np.eye(3), atol=1e-14)
-    L = TI_MAT @ np.linalg.inv(A) @ T_MAT
-    a, b = MU_COMPLEX.real, -MU_COMPLEX.imag
-    expected = np.array([[MU_REAL, 0, 0], [0, a, b], [0, -b, a]])
-    assert np.allclose(L, expected, atol=1e-12)
-    assert np.allclose(sorted(np.linalg.eigvals(np.linalg.inv(A)).real), sorted([MU_REAL, a, a]))
+def test_the_derived_constants_of_three_stages_are_scipys():
+    # scipy's Radau hard-codes Hairer's radau5.f constants: an independent source
+    k = radau_constants(odenet.tableau("radau_iia5"))
+    assert np.allclose(k.T, scipy_radau.T, rtol=0, atol=1e-15)
+    assert np.allclose(k.TI, scipy_radau.TI, rtol=0, atol=1e-14)
+    assert np.allclose(k.E, scipy_radau.E, rtol=0, atol=1e-14)
+    assert np.allclose(k.P, scipy_radau.P, rtol=0, atol=1e-14)
+    assert math.isclose(k.mu_real, scipy_radau.MU_REAL, rel_tol=1e-15)
+    assert abs(k.mu_complex[0] - scipy_radau.MU_COMPLEX) < 1e-14
 
 
-def test_the_embedded_weights_reproduce_hairers_estimator():
-    # Σ e_i Z_i / h + γ0⁻¹... : the estimate of a step of y' = 0 with y(t) = t² is exact
-    # in the sense that e annihilates the stage increments of polynomials of degree ≤ 3
-    # up to the f0 term: Σ e_i (c_i^k) + (k == 1) · 1 = 0 for k = 1, 2, 3
-    c = odenet.tableau("radau_iia5").c
-    for k in (1, 2, 3):
-        assert abs(E_WEIGHTS @ c**k + (1.0 if k == 1 else 0.0)) < 1e-12
+def test_the_derived_constants_of_five_stages_are_radau_f():
+    # radau.f (Hairer & Wanner), SUBROUTINE COERCV, NS = 5: nodes, DD, U1, ALPH, BETA
+    tab = odenet.tableau("radau_iia9")
+    c = [0.05710419611451768219312, 0.27684301363812382768, 0.5835904323689168200567,
+         0.8602401356562194478479, 1.0]  # fmt: skip
+    dd = [-27.78093394406463730479, 3.641478498049213152712, -1.252547721169118720491,
+          0.5920031671845428725662, -0.2]  # fmt: skip
+    assert np.allclose(tab.c, c, rtol=0, atol=1e-15)
+    k = radau_constants(tab)
+    assert np.allclose(k.E, dd, rtol=1e-14, atol=0)
+    assert math.isclose(k.mu_real, 6.286704751729276645173, rel_tol=1e-15)
+    pairs = sorted((m.real, -m.imag) for m in k.mu_complex)
+    ref = sorted([(3.655694325463572258243, 6.543736899360077294021),
+                  (5.70095329867178941917, 3.210265600308549888425)])  # fmt: skip
+    assert np.allclose(pairs, ref, rtol=1e-14, atol=0)
 
 
-def test_dense_output_is_the_collocation_polynomial():
-    tab = odenet.tableau("radau_iia5")
+@pytest.mark.parametrize("name", RADAU)
+def test_the_transformation_block_diagonalises_the_inverse_of_A(name):
+    tab = odenet.tableau(name)
+    k = radau_constants(tab)
+    s = tab.stages
+    assert np.allclose(k.TI @ k.T, np.eye(s), atol=1e-13)
+    L = k.TI @ np.linalg.inv(tab.A) @ k.T
+    expected = np.zeros((s, s))
+    r = 0 if k.mu_real is None else 1
+    if r:
+        expected[0, 0] = k.mu_real
+    for p, mu in enumerate(k.mu_complex):
+        i = r + 2 * p
+        expected[i : i + 2, i : i + 2] = [[mu.real, -mu.imag], [mu.imag, mu.real]]
+    assert np.allclose(L, expected, atol=1e-11)
+    # one real eigenvalue exactly when s is odd; ⌊s/2⌋ complex pairs
+    assert (k.mu_real is not None) == (s % 2 == 1) and len(k.mu_complex) == s // 2
+    assert np.allclose(
+        sorted(np.linalg.eigvals(np.linalg.inv(tab.A)), key=lambda z: (z.real, z.imag)),
+        sorted(
+            ([k.mu_real] if r else []) + [m for mu in k.mu_complex for m in (mu, mu.conjugate())],
+            key=lambda z: (z.real, z.imag),
+        ),
+        atol=1e-11,
+    )
+
+
+@pytest.mark.parametrize("name", RADAU)
+def test_the_embedded_weights_make_an_order_s_estimate(name):
+    # Σ e_i Z_i / h + f0 vanishes for y(t) = t^k, k ≤ s (Z_i = (c_i h)^k, f0 = [k = 1]):
+    # the embedded solution y0 + h (γ0 f0 + Σ b̂_i k_i) integrates degree s − 1 exactly
+    tab = odenet.tableau(name)
+    E, c, s = radau_constants(tab).E, tab.c, tab.stages
+    for k in range(1, s + 1):
+        assert abs(E @ c**k + (1.0 if k == 1 else 0.0)) < 1e-11 * max(1.0, np.abs(E).sum())
+    # and not degree s + 1: the estimate is not identically zero
+    assert abs(E @ c ** (s + 1)) > 1e-3
+
+
+@pytest.mark.parametrize("name", RADAU)
+def test_dense_output_is_the_collocation_polynomial(name):
+    tab = odenet.tableau(name)
+    k = radau_constants(tab)
+    s = tab.stages
     # the polynomial passes through the stage values: at θ = c_i it returns y0 + Z_i
-    A = tab.A
     for i, ci in enumerate(tab.c):
-        powers = ci ** np.arange(1, 4)
-        w = P_COLLOCATION @ powers  # weights of Z_j at θ = c_i
-        assert np.allclose(w, np.eye(3)[i], atol=1e-12)
-    assert np.allclose(A.T @ P_COLLOCATION @ np.ones(3), tab.b, atol=1e-13)
+        w = k.P @ ci ** np.arange(1, s + 1)  # weights of Z_j at θ = c_i
+        assert np.allclose(w, np.eye(s)[i], atol=1e-11)
+    assert np.allclose(tab.A.T @ k.P @ np.ones(s), tab.b, atol=1e-12)
 
 
-def test_runtime_for_picks_radau5_only_for_adaptive_radau_iia5():
+def test_runtime_for_picks_radau_iia_only_for_adaptive_radau_iia():
     nw = Newton(tol=0.03, max_iter=8, atol=1e-8, rtol=1e-6)
-    tab = odenet.tableau("radau_iia5")
-    assert isinstance(runtime_for(tab, D, D, "cpu", nw, fixed=False), Radau5)
-    assert not isinstance(runtime_for(tab, D, D, "cpu", nw, fixed=True), Radau5)
+    for name, order in zip(RADAU, (2, 3, 5), strict=True):
+        tab = odenet.tableau(name)
+        assert isinstance(runtime_for(tab, D, D, "cpu", nw, fixed=False), RadauIIA)
+        assert not isinstance(runtime_for(tab, D, D, "cpu", nw, fixed=True), RadauIIA)
+        # the controller's exponent 1/(s + 1): an estimate of order h^(s+1)
+        assert tab.is_adaptive and tab.error_order == order
     other = odenet.tableau("gauss_legendre4")
-    assert not isinstance(runtime_for(other, D, D, "cpu", nw, fixed=False), Radau5)
-    assert tab.is_adaptive and tab.error_order == 3
+    assert not isinstance(runtime_for(other, D, D, "cpu", nw, fixed=False), RadauIIA)
 
 
-def test_one_step_matches_the_fixed_step_radau_iia5_stages():
-    # the same collocation solution as the generic fully implicit stepper
-    def f(t, y):
-        return torch.stack([y[1], (1 - y[0] ** 2) * y[1] - y[0]])
+def _vdp(t, y):
+    return torch.stack([y[1], (1 - y[0] ** 2) * y[1] - y[0]])
 
-    y0 = torch.tensor([2.0, 0.0], dtype=D)
-    fixed = odenet.solve(f, y0, span(0.0, 0.1), method="radau_iia5", step_size=0.1).ys[-1]
-    tab = odenet.tableau("radau_iia5")
-    nw = RadauNewton(tol=0.03, max_iter=8, atol=1e-14, rtol=1e-14)
-    rk = Radau5(tab, D, D, "cpu", nw)
+
+def _one_step(name, f, y0, t0, h, tol=1e-14):
+    """One RadauIIA step of ``f`` from ``(t0, y0)``: the StepResult and the method."""
+    tab = odenet.tableau(name)
+    rk = RadauIIA(tab, D, D, "cpu", RadauNewton(tol=0.03, max_iter=30, atol=tol, rtol=tol))
 
     def g(s, y):
         return f(s[0], y[0])[None]
 
-    s = torch.zeros(1, dtype=D)
-    h = torch.full((1,), 0.1, dtype=D)
+    s = torch.full((1,), t0, dtype=D)
+    hh = torch.full((1,), h, dtype=D)
     y = y0[None]
-    res = rk.step(g, s, y, h, g(s, y))
+    return rk.step(g, s, y, hh, g(s, y)), rk
+
+
+@pytest.mark.parametrize("name", RADAU)
+def test_one_step_matches_the_fixed_step_stages(name):
+    # the same collocation solution as the generic fully implicit stepper
+    y0 = torch.tensor([2.0, 0.0], dtype=D)
+    fixed = odenet.solve(_vdp, y0, span(0.0, 0.1), method=name, step_size=0.1).ys[-1]
+    res, rk = _one_step(name, _vdp, y0, 0.0, 0.1)
     assert bool(res.ok.all())
     assert torch.allclose(res.y1[0], fixed, rtol=0, atol=1e-13)
     # dense output at θ = 1 is the step's end
-    end = rk.interpolate(torch.ones(1, dtype=D), y, res.y1, None, None, h, res.ks)
+    h = torch.full((1,), 0.1, dtype=D)
+    end = rk.interpolate(torch.ones(1, dtype=D), y0[None], res.y1, None, None, h, res.ks)
     assert torch.allclose(end, res.y1, atol=1e-13)
+
+
+def _exp_sin(t, y):
+    return y * torch.cos(t)  # y = exp(sin t)
+
+
+@pytest.mark.parametrize(("name", "order", "steps"), [
+    ("radau_iia3", 3, (8, 16, 32, 64)),
+    ("radau_iia5", 5, (4, 8, 16, 32)),
+    ("radau_iia9", 9, (2, 3, 4, 6)),
+])  # fmt: skip
+def test_observed_order_on_a_closed_form(name, order, steps):
+    # fixed steps of the adaptive machinery (RadauIIA.step), y' = y cos t on [0, 3]
+    errs = []
+    for N in steps:
+        h = 3.0 / N
+        y = torch.ones(1, dtype=D)
+        for i in range(N):
+            res, _ = _one_step(name, _exp_sin, y, i * h, h)
+            assert bool(res.ok.all())
+            y = res.y1[0]
+        errs.append(abs(float(y[0]) - math.exp(math.sin(3.0))))
+    slope = -np.polyfit(np.log(steps), np.log(errs), 1)[0]
+    assert abs(slope - order) < 0.4, (errs, slope)
+
+
+@pytest.mark.parametrize("name", RADAU)
+def test_the_error_estimate_has_order_s_plus_1_and_bounds_the_local_error(name):
+    s = odenet.tableau(name).stages
+    hs = [0.2 / 2**j for j in range(4)] if s < 5 else [0.4 / 2**j for j in range(4)]
+    est, true = [], []
+    for h in hs:
+        # from t0 = 0.5: at 0, y''' = 0 and the order-2 estimate's leading term vanishes
+        y0 = torch.full((1,), math.exp(math.sin(0.5)), dtype=D)
+        res, _ = _one_step(name, _exp_sin, y0, 0.5, h)
+        est.append(float(res.error.abs().max()))
+        true.append(abs(float(res.y1[0, 0]) - math.exp(math.sin(0.5 + h))))
+    slope = np.polyfit(np.log(hs), np.log(est), 1)[0]
+    assert abs(slope - (s + 1)) < 0.3, (est, slope)
+    # the method's own local error is O(h^(2s)): the estimate is conservative
+    assert all(e > t for e, t in zip(est, true, strict=True)), (est, true)
+
+
+@pytest.mark.parametrize("name", RADAU)
+def test_the_filtered_estimate_stays_bounded_on_a_stiff_component(name):
+    # y' = λ y with hλ = −1e6: the raw estimate γ0 h f0 grows like hλ, the filtered one
+    # is damped (Hairer & Wanner IV.8); the step itself is L-stable
+    lam = -1e7
+    res, _ = _one_step(name, lambda t, y: lam * y, torch.ones(1, dtype=D), 0.0, 0.1)
+    assert abs(float(res.y1[0, 0])) < 1e-5
+    assert float(res.error.abs().max()) < 2.0
+
+
+@pytest.mark.parametrize("name", RADAU)
+def test_gradcheck_of_one_step(name):
+    def run(a, y0):
+        def f(t, y):
+            return torch.stack([y[1], a * (1 - y[0] ** 2) * y[1] - y[0]])
+
+        tab = odenet.tableau(name)
+        rk = RadauIIA(tab, D, D, "cpu", RadauNewton(tol=0.03, max_iter=30, atol=1e-13, rtol=1e-13))
+        rk.track_grad = True
+
+        def g(s, y):
+            return torch.stack([f(s[k], y[k]) for k in range(y.shape[0])])
+
+        s = torch.zeros(1, dtype=D)
+        h = torch.full((1,), 0.2, dtype=D)
+        y = y0[None]
+        return rk.step(g, s, y, h, g(s, y)).y1
+
+    a = torch.tensor(3.0, dtype=D, requires_grad=True)
+    y0 = torch.tensor([1.5, -0.5], dtype=D, requires_grad=True)
+    assert torch.autograd.gradcheck(run, (a, y0), eps=1e-6, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("rtol", [1e-4, 1e-8])

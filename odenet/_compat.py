@@ -200,6 +200,118 @@ def _mixed_norm(parts):
     return torch.stack([p.abs().pow(2).mean().sqrt() for p in parts]).max()
 
 
+def _rms(x):
+    """torchdiffeq's default norm of a tensor state (``_rms_norm``)."""
+    return x.abs().pow(2).mean().sqrt()
+
+
+# --- the adjoint's norm ---------------------------------------------------------------------
+
+
+def _state_norm(user_norm, packer):
+    """The forward's norm of one (flat) state, torchdiffeq's ``options["norm"]``: the
+    user's (given the tuple for a tuple state), else RMS (the mixed norm for a tuple)."""
+    if packer is None:
+        return _rms if user_norm is None else user_norm
+    norm = _mixed_norm if user_norm is None else user_norm
+    return lambda y: norm(packer.split(y))
+
+
+def _default_adjoint_norm(state_norm, seminorm: bool):
+    """torchdiffeq's default adjoint norm on ``(t, y, adj_y, *adj_params)`` (each scaled
+    error of the backward step): ``max(|t|, norm(y), norm(adj_y), RMS of each
+    adj_param)`` with the forward's ``norm``; ``seminorm`` leaves the parameters out.
+    Returns a 0-dim tensor in ``adj_y``'s dtype."""
+
+    def norm(parts):
+        t, y, adj_y, *params = parts
+        terms = [t.abs(), state_norm(y), state_norm(adj_y)]
+        if not seminorm:
+            terms += [_rms(p) for p in params]
+        like = adj_y
+        return torch.stack(
+            [torch.as_tensor(x, dtype=like.dtype, device=like.device).reshape(()) for x in terms]
+        ).max()
+
+    return norm
+
+
+def _unflattening(norm, packer):
+    """A user's adjoint norm for a tuple state: torchdiffeq hands it
+    ``(t, *y_parts, *adj_y_parts, *adj_params)``, the flat state split into the tuple."""
+
+    def unflat(parts):
+        t, y, adj_y, *params = parts
+        return norm((t, *packer.split(y), *packer.split(adj_y), *params))
+
+    return unflat
+
+
+def _adjoint_options(given, user_norm, packer):
+    """torchdiffeq's ``adjoint_options`` -> ``(exposed, for_solve)``.
+
+    ``exposed`` is a new dict (the user's is not modified) whose ``"norm"`` is a
+    callable on torchdiffeq's tuple ``(t, y, adj_y, *adj_params)`` with ``y`` flat:
+    the default (torchdiffeq's mixed norm, also for ``"default"``), its seminorm
+    (``"seminorm"``) or the user's (unflattened for a tuple state).  The solution's
+    ``grad_fn`` carries ``exposed``, and the backward pass reads its ``"norm"`` only
+    then (``for_solve``'s norm looks it up), so a norm set there after the forward is
+    the one used — as torchdiffeq's ``xs.grad_fn.adjoint_options``.
+    """
+    if given is not None and not isinstance(given, dict):
+        raise InputError(
+            f"`adjoint_options` must be a dict such as {{'norm': 'seminorm'}}, got "
+            f"{type(given).__name__}."
+        )
+    exposed = dict(given or {})
+    norm = exposed.get("norm")
+    if norm is None or norm in ("default", "seminorm"):
+        exposed["norm"] = _default_adjoint_norm(
+            _state_norm(user_norm, packer), seminorm=norm == "seminorm"
+        )
+    elif not callable(norm):
+        raise InputError(
+            "`adjoint_options['norm']` must be 'seminorm', 'default' or a callable "
+            f"norm(tensor_tuple), got {norm!r}."
+        )
+    elif packer is not None:
+        exposed["norm"] = _unflattening(norm, packer)
+    return exposed, {**exposed, "norm": _NormAtBackward(exposed)}
+
+
+class _NormAtBackward:
+    """``options["norm"]`` looked up when the backward pass measures a step, not when
+    the forward runs: the user may replace it in between (torchdiffeq's contract)."""
+
+    def __init__(self, options: dict):
+        self.options = options
+
+    def __call__(self, parts):
+        norm = self.options.get("norm")
+        if not callable(norm):
+            raise InputError(
+                "`adjoint_options['norm']` (read from the solution's grad_fn at backward "
+                f"time) must be a callable norm(tensor_tuple), got {norm!r}."
+            )
+        return norm(parts)
+
+
+class _CarryAdjointOptions(torch.autograd.Function):
+    """Identity on the solution whose autograd node holds torchdiffeq's
+    ``adjoint_options`` (``xs.grad_fn.adjoint_options``, the dict the backward pass
+    reads).  It returns a copy: a view could not be modified in place, which
+    torchdiffeq's solution can."""
+
+    @staticmethod
+    def forward(ctx, options, ys):
+        ctx.adjoint_options = options
+        return ys.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, grad
+
+
 # --- options ----------------------------------------------------------------------------
 
 
@@ -608,8 +720,12 @@ def odeint_adjoint(
     ``func`` when it is an ``nn.Module``; otherwise (a closure such as
     ``lambda t, y: net(y)``) to every tensor requiring grad that ``func``'s output
     depends on — where torchdiffeq would raise.  ``adjoint_options`` takes
-    ``{"norm": "seminorm" | "default"}``.  Fixed-step methods use the forward's grid
-    backward (a ``grid_constructor`` is called once, for the forward).
+    ``{"norm": "seminorm" | "default" | callable}``; the default is torchdiffeq's,
+    ``max(|t|, norm(y), norm(adj_y), RMS of each adj_param)`` on the backward step's
+    scaled errors (``t`` and ``y`` are not integrated backward here: theirs are 0), and
+    the solution's ``grad_fn.adjoint_options`` is the dict whose ``"norm"`` the
+    backward pass calls.  Fixed-step methods use the forward's grid backward (a
+    ``grid_constructor`` is called once, for the forward).
     """
     adj = {
         "adjoint_rtol": adjoint_rtol,
@@ -695,6 +811,10 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adj
         y0 = packer.flat(y0)
         rtol = packer.tol("rtol", rtol, y0)
         atol = packer.tol("atol", atol, y0)
+    exposed = None
+    if sensitivity == "adjoint":
+        exposed, solve_opts = _adjoint_options(adjoint.get("adjoint_options"), user_norm, packer)
+        adjoint = {**adjoint, "adjoint_options": solve_opts}
 
     if isinstance(method, str) and method.lower() == "scipy_solver":
         if event_fn is not None:
@@ -802,6 +922,8 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adj
                 grid_opts.get("interp", "linear"),
                 lambda tt, yy: func(tt, yy.reshape(y0.shape)).reshape(n),
             ).reshape(t.shape[0], *y0.shape)
+    if exposed is not None and ys.requires_grad:
+        ys = _CarryAdjointOptions.apply(exposed, ys)
     if tuple_state:
         return packer.split(ys, lead=(ys.shape[0],))
     return ys

@@ -547,3 +547,157 @@ def test_odeint_adjoint_of_a_module_that_captures_another_tensor_differentiates_
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-8)
     odenet.odeint_adjoint(f, Y0, T).sum().backward()
     assert torch.equal(f.unused.weight.grad, torch.zeros_like(f.unused.weight))
+
+
+# --- the adjoint's norm: torchdiffeq's `adjoint_options` on the solution's grad_fn -----------
+
+
+def _torchdiffeqs_adjoint_norm(y0, adjoint_options):
+    """torchdiffeq's own default adjoint norm for ``y0`` (its ``_check_inputs`` and
+    ``handle_adjoint_norm_``): the truth odenet's is checked against."""
+    from torchdiffeq._impl.adjoint import handle_adjoint_norm_
+    from torchdiffeq._impl.misc import _check_inputs
+    from torchdiffeq._impl.odeint import SOLVERS
+
+    t = torch.tensor([0.0, 1.0], dtype=D)
+    shapes, *_, options, _, _ = _check_inputs(
+        lambda t, y: y, y0, t, 1e-7, 1e-9, None, None, None, SOLVERS
+    )
+    opts = dict(adjoint_options)
+    handle_adjoint_norm_(opts, shapes, options["norm"])
+    return opts["norm"]
+
+
+def _adjoint_node(xs):
+    """The autograd node torchdiffeq's own test reads ``adjoint_options`` from: the
+    solution's ``grad_fn``; for a tuple state, behind the view and the split of the
+    first part."""
+    if isinstance(xs, tuple):
+        return xs[0].grad_fn.next_functions[0][0].next_functions[0][0]
+    return xs.grad_fn
+
+
+TUPLE_Y0 = (torch.tensor(1.0, dtype=D), torch.tensor([[0.5, 0.5], [0.1, 0.1]], dtype=D))
+PARAMS = (torch.rand(7, dtype=D, requires_grad=True), torch.rand((), dtype=D, requires_grad=True))
+
+
+def _field(t, x):
+    # the parameters enter the field, so their adjoint channels are not zero
+    if isinstance(x, tuple):
+        return -x[0] * PARAMS[1], -x[1] * PARAMS[0][:4].reshape(2, 2)
+    return -x * PARAMS[1] + PARAMS[0][:2].sum() * 0.1
+
+
+@pytest.mark.parametrize("state", ["tensor", "tuple"])
+@pytest.mark.parametrize("given", [None, {}, {"norm": "seminorm"}])
+def test_the_solutions_grad_fn_carries_adjoint_options_with_torchdiffeqs_default_norm(state, given):
+    y0 = TUPLE_Y0 if state == "tuple" else Y0
+    kw = {} if given is None else {"adjoint_options": given}
+    xs = odenet.odeint_adjoint(_field, y0, T[:3], adjoint_params=PARAMS, **kw)
+    options = _adjoint_node(xs).adjoint_options
+    assert isinstance(options, dict) and callable(options["norm"])
+    assert given in (None, {}, {"norm": "seminorm"})  # the user's dict is not modified
+    theirs = _torchdiffeqs_adjoint_norm(y0, given or {})
+    n = 5 if state == "tuple" else 2
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        # (t, y, adj_y, *adj_params) as the backward step measures them: scaled errors,
+        # y flat for a tuple state; one component at a time made the largest
+        parts = [torch.randn(s, dtype=D, generator=gen) for s in [(), (n,), (n,), (7,), ()]]
+        parts[int(torch.randint(5, (), generator=gen))] *= 50
+        ours, ref = options["norm"](tuple(parts)), theirs(tuple(parts))
+        assert ours.shape == ()
+        assert torch.allclose(ours, torch.as_tensor(ref, dtype=D), rtol=1e-12)
+
+
+def test_the_seminorm_leaves_the_parameters_out_and_the_default_does_not():
+    seminorm = odenet.odeint_adjoint(
+        _field, Y0, T[:3], adjoint_params=PARAMS, adjoint_options={"norm": "seminorm"}
+    ).grad_fn.adjoint_options["norm"]
+    default = odenet.odeint_adjoint(_field, Y0, T[:3], adjoint_params=PARAMS)
+    default = default.grad_fn.adjoint_options["norm"]
+    small = [torch.full(s, 0.1, dtype=D) for s in [(), (2,), (2,)]]
+    big_param = (torch.full((7,), 3.0, dtype=D), torch.tensor(-4.0, dtype=D))
+    assert float(seminorm((*small, *big_param))) == pytest.approx(0.1)
+    assert float(default((*small, *big_param))) == pytest.approx(4.0)
+    assert float(default((*small, torch.full((7,), 3.0, dtype=D), torch.tensor(0.0)))) == (
+        pytest.approx(3.0)
+    )
+
+
+@pytest.mark.parametrize("state", ["tensor", "tuple"])
+def test_a_norm_set_on_the_grad_fn_after_the_forward_is_the_one_the_backward_uses(state):
+    y0 = TUPLE_Y0 if state == "tuple" else Y0
+    y0 = tuple(p.clone().requires_grad_(True) for p in y0) if state == "tuple" else y0.clone()
+    leaves = y0 if state == "tuple" else (y0.requires_grad_(True),)
+    counts = {}
+
+    def backward_evaluations(scale):
+        """Field evaluations of the backward pass, its norm replaced after the forward
+        by ``scale`` times the default; also the gradient and the tuples it saw."""
+        nfe = [0]
+
+        def f(t, x):
+            nfe[0] += 1
+            return _field(t, x)
+
+        xs = odenet.odeint_adjoint(f, y0, T, adjoint_params=PARAMS, rtol=1e-6, atol=1e-8)
+        options = _adjoint_node(xs).adjoint_options
+        default, seen = options["norm"], []
+
+        def spy(parts):
+            seen.append(tuple(p.shape for p in parts))
+            return scale * default(parts)
+
+        options["norm"] = spy
+        loss = (xs[0] if state == "tuple" else xs).sum()
+        before = nfe[0]
+        grads = torch.autograd.grad(loss, [*leaves, *PARAMS])
+        counts[scale] = nfe[0] - before
+        return grads, seen
+
+    grads, seen = backward_evaluations(1.0)
+    shape = (5,) if state == "tuple" else (2,)
+    assert seen and set(seen) == {((), shape, shape, (7,), ())}
+    strict, _ = backward_evaluations(1e4)  # as if the tolerances were 1e4 times tighter
+    assert counts[1e4] > 2 * counts[1.0]
+    # the gradient of the replaced norm is the gradient (to the looser tolerance)
+    direct = torch.autograd.grad(
+        (lambda xs: xs[0] if state == "tuple" else xs)(
+            odenet.odeint(_field, y0, T, rtol=1e-10, atol=1e-12)
+        ).sum(),
+        [*leaves, *PARAMS],
+        allow_unused=True,
+    )
+    for a, b, c in zip(grads, strict, direct):
+        c = torch.zeros_like(a) if c is None else c
+        assert torch.allclose(a, c, rtol=1e-4, atol=1e-6)
+        assert torch.allclose(b, c, rtol=1e-7, atol=1e-9)
+
+
+def test_a_norm_replaced_by_something_not_callable_raises_at_the_backward():
+    xs = odenet.odeint_adjoint(_field, Y0, T[:3], adjoint_params=PARAMS)
+    xs.grad_fn.adjoint_options["norm"] = "seminorm"
+    with pytest.raises(InputError, match=r"read from the solution's grad_fn at backward time"):
+        xs.sum().backward()
+
+
+def test_a_user_adjoint_norm_of_a_tuple_state_gets_the_parts_as_torchdiffeq_gives_them():
+    seen = {}
+
+    def run(odeint_adjoint):
+        calls = seen[odeint_adjoint] = set()
+
+        def norm(parts):
+            calls.add(tuple(tuple(p.shape) for p in parts))
+            return torch.stack([p.abs().max() for p in parts]).max()
+
+        xs = odeint_adjoint(
+            _field, TUPLE_Y0, T[:3], adjoint_params=PARAMS, adjoint_options={"norm": norm}
+        )
+        xs[1].sum().backward()
+
+    run(odenet.odeint_adjoint)
+    run(torchdiffeq.odeint_adjoint)
+    want = {((), (), (2, 2), (), (2, 2), (7,), ())}  # (t, *y parts, *adj_y parts, *params)
+    assert seen[odenet.odeint_adjoint] == seen[torchdiffeq.odeint_adjoint] == want

@@ -47,6 +47,7 @@ EXPECTED = {
     "gauss_legendre6": ("implicit", False, False, 3),
     "radau_iia3": ("implicit", False, True, 2),
     "radau_iia5": ("implicit", False, True, 3),
+    "radau_iia9": ("implicit", False, True, 5),
     "lobatto_iiia4": ("implicit", True, True, 3),
     "lobatto_iiic4": ("implicit", False, True, 3),
 }

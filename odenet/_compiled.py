@@ -642,6 +642,117 @@ def host_block(
     return run
 
 
+def host_adaptive_block(
+    f: Callable,
+    shape: torch.Size,
+    rk: RungeKutta,
+    direction: float,
+    spec: tuple,
+    python_loop: bool = False,
+):
+    """The eager block of adaptive steps: the one loop's steps that write no output.
+
+    ``spec = (controller, error_order, kinds)`` (``kinds``: which entries of the
+    controller's memory are bools).  The call is
+    ``(n [] int64, y [1, n], f0 [1, n], tol [2, n], c [7 + m] float64) ->
+    (y, f0, y1, K, check, f1, info [6 + m] float64)`` with
+    ``c = (s_end, next_out, snap, max_step, min_step, s, h, *memory)`` in the loop's
+    internal time and ``info = (go, accepted, rejected, s, h, h_try, *memory)``.
+
+    Each of at most ``n`` trials is the loop's adaptive step, computed as the loop
+    does: ``h_try = min(h, max_step)``, cut to land on ``s_end`` within ``snap``; the
+    fused step of :func:`host_step`; the controller's own ``error_ratio``, ``judge``,
+    ``min_step`` and ``failure`` (run on :class:`odenet._ops.TensorOps`, so the rules
+    are the loop's, written once).  A trial is *committed* here only when the loop
+    would do nothing else with it: accepted with its end before ``next_out - snap``
+    (no output, not the end), or rejected without failing.  The first other trial
+    stops the block uncommitted (``go`` = 0): its ``(y1, K, check, f1)`` and ``h_try``
+    are returned for the loop to judge, emit and commit itself; ``go`` = 1: the
+    ``n`` trials were all committed.  Compiled, the loop is a ``while_loop`` (one call
+    per output interval; its trip count is a tensor); ``python_loop``: the eager form.
+    """
+    from odenet._ops import TensorOps as ops
+    from odenet._solution import SUCCESS
+
+    ctrl, error_order, kinds = spec
+    ctrl.betas  # noqa: B018 - the cached property is set up before any trace
+    step = host_step(f, shape, rk, direction, adaptive=True)
+    tdt = rk.c.dtype
+    eps = torch.finfo(tdt).eps
+    m = len(kinds)
+    while_loop = None if python_loop else _while_loop()
+    f64 = torch.float64
+
+    def run(n, y, f0, tol, c):
+        # separate tensors, not views of ``c``: while_loop rejects aliased inputs
+        s_end, next_out, snap, max_step, min_step, s, h, *mem = (v.clone() for v in c.unbind(0))
+        mem = tuple(v != 0 if k else v for v, k in zip(mem, kinds, strict=True))
+
+        def cond(i, go, *_):
+            return (i > 0) & go
+
+        def body(i, go, acc, rej, s, h, y, f0, *rest):
+            mem = rest[:m]
+            gap = s_end - s
+            h_try = torch.minimum(h, max_step)
+            to_node = h_try >= gap - snap
+            h_try = torch.where(to_node, gap, h_try)
+            y1, K, check, f1 = step(torch.stack([s, h_try]).to(tdt), y, f0, tol)
+            ratio = ctrl.error_ratio(ops, list(check.to(f64).unbind(0)))
+            accept, h_next, mem2 = ctrl.judge(
+                ops, h_try, ratio, None, mem, error_order, h_prev=h, to_node=to_node
+            )
+            min_h = ctrl.min_step(ops, s, eps, min_step)
+            finite = torch.isfinite(y1).all()
+            code = ctrl.failure(
+                ops, accept=accept, finite=finite, ok=None, h_next=h_next, min_h=min_h
+            )
+            s1 = torch.where(to_node, s_end, s + h_try)
+            quiet = torch.where(accept, s1 + snap < next_out, code == SUCCESS)
+            commit = quiet & accept
+            mem = tuple(torch.where(quiet, a, b) for a, b in zip(mem2, mem, strict=True))
+            return (
+                i - 1,
+                quiet,
+                acc + commit.to(acc.dtype),
+                rej + (quiet & ~accept).to(rej.dtype),
+                torch.where(commit, s1, s),
+                torch.where(quiet, h_next, h),
+                torch.where(commit, y1, y),
+                torch.where(commit, f1, f0),
+                *mem,
+                y1,
+                K,
+                check,
+                f1.clone(),  # FSAL: a view of K's last row (carried values may not alias)
+                h_try,
+            )
+
+        zero = torch.zeros((), dtype=torch.int64)
+        S, E = rk.S, 1 if rk.E_rows is None else rk.E_rows.shape[0]
+        pending = (
+            torch.zeros_like(y),
+            y.new_zeros(S, y.shape[1]),
+            y.new_zeros(E),
+            torch.zeros_like(f0),
+            torch.zeros_like(h),
+        )
+        carry = (n, torch.ones((), dtype=torch.bool), zero, zero.clone(), s, h, y, f0)
+        carry = (*carry, *mem, *pending)
+        if while_loop is None:
+            while bool(cond(*carry)):
+                carry = body(*carry)
+        else:
+            carry = while_loop(cond, body, carry)
+        _, go, acc, rej, s, h, y, f0 = carry[:8]
+        mem = carry[8 : 8 + m]
+        y1, K, check, f1, h_try = carry[8 + m :]
+        info = [go, acc, rej, s, h, h_try, *mem]
+        return y, f0, y1, K, check, f1, torch.stack([v.to(f64) for v in info])
+
+    return run
+
+
 class FusedHost:
     """What ``solve(..., compile=True)`` gives the loop's host backend.
 
@@ -663,6 +774,11 @@ class FusedHost:
         self.block: CompiledFunction | None = None
         self._block_before = 0.0
         self.block_reason = ""
+        # adaptive blocks: the compiled block (False: not to be used in this solve),
+        # its compile time before this solve, and the trial it stopped at
+        self.ablock: CompiledFunction | bool | None = None
+        self._ablock_before = 0.0
+        self.pending = None
 
     def _get_compiled(self, kind: str, make: Callable, y: torch.Tensor, extra):
         """``make(f, shape, rk, direction, extra)`` compiled and cached per (field,
@@ -724,9 +840,68 @@ class FusedHost:
         self.nfe[0] += self.per_call * n_steps  # (built after build(): per_call is set)
         return out
 
+    def advance(self, B, s: float, y, f0, h: float, memory, ctrl, error_order, h_floor):
+        """The loop's adaptive steps up to the next one that writes an output, in one
+        compiled block (:func:`host_adaptive_block`); ``B`` is the loop's host backend.
+
+        Returns the loop's ``(s, y, f0, h, memory)`` after the committed steps (the
+        inputs unchanged when no block applies: before the first fused step, after
+        a fallback, with ``h_floor``, a controller that is not hashable or a block
+        that failed to compile).  The counts, the field evaluations and the step
+        budget (``B._skip``: steps beyond the loop's own iterations) are booked
+        here; the trial the block stopped at is kept for the next :meth:`call`.
+        """
+        same = s, y, f0, h, memory
+        if self.ablock is False or self.fn is None or self.reason or h_floor > 0:
+            return same
+        budget = B.cfg.max_steps - B.steps_taken()
+        if budget <= 0:
+            return same
+        if self.ablock is None:
+            kinds = tuple(isinstance(v, bool) for v in memory)
+            try:
+                hash(ctrl)
+            except TypeError:
+                self.ablock = False
+                return same
+            self.ablock, self._ablock_before = self._get_compiled(
+                "adaptive block", host_adaptive_block, y, (ctrl, error_order, kinds)
+            )
+            self._kinds = kinds
+            if not self.ablock.compiled:  # an earlier solve found it not compilable
+                self.ablock = False
+                return same
+        cfg = B.cfg
+        c = [B.s_end, B.times[B.cursor], B.snap, cfg.max_step, cfg.min_step, s, h]
+        c = torch.tensor(c + [float(v) for v in memory], dtype=torch.float64, device=B.dev)
+        n = torch.scalar_tensor(budget, dtype=torch.int64)
+        try:
+            y, f0, y1, K, check, f1, info = self.ablock(n, y, f0, B._tol, c)
+        except CompileFailed as exc:
+            self.ablock, self.block_reason = False, str(exc)
+            return same
+        go, acc, rej, s, h, h_try, *mem = info.tolist()  # the block's one synchronisation
+        memory = tuple(bool(v) if k else v for v, k in zip(mem, self._kinds, strict=True))
+        acc, rej = int(acc), int(rej)
+        B.accepted += acc
+        B.rejected += rej
+        B._skip += acc + rej
+        self.nfe[0] += self.per_call * (acc + rej + (go == 0))
+        if go == 0:
+            key = [s, h_try]
+            if B.tdt != torch.float64:  # as the loop will round them
+                key = torch.tensor(key, dtype=B.tdt).tolist()
+            self.pending = (y, key, (y1, K, check, f1))
+        return s, y, f0, h, memory
+
     def call(self, sh, y, f0, tol):
         """One fused step; ``None`` when its first call failed to compile (the
-        caller then steps eagerly from the same state)."""
+        caller then steps eagerly from the same state).  The trial an adaptive block
+        stopped at is returned as it is when the loop asks for it (same ``y``, ``s``
+        and ``h``); its field evaluations were counted by :meth:`advance`."""
+        pending, self.pending = self.pending, None
+        if pending is not None and y is pending[0] and sh.tolist() == pending[1]:
+            return pending[2]
         try:
             out = self.fn(sh, y, f0, tol)
         except CompileFailed as exc:
@@ -763,10 +938,14 @@ class FusedHost:
         blk = self.block
         if ok and blk is not None and math.isnan(self._block_before) and blk.record.calls:
             out["compile_time"] += blk.compile_time
+        ablk = self.ablock
+        if ok and isinstance(ablk, CompiledFunction) and math.isnan(self._ablock_before):
+            out["compile_time"] += ablk.compile_time
         if not ok:
             out["compile_fallback"] = self.reason
         elif self.block_reason:
+            kind = "adaptive" if self.ablock is False else "fixed-grid"
             out["compile_fallback"] = (
-                f"fixed-grid blocks ran as single fused steps: {self.block_reason}"
+                f"{kind} blocks ran as single fused steps: {self.block_reason}"
             )
         return out

@@ -652,6 +652,15 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
 
     n_iter = 0
     while B.running():
+        # --- hook (H5, issue 15): solve(compile=True), adaptive on the host backend: a
+        # compiled block takes the steps that write no output, under this loop's
+        # controller and rules, and stops before the first step that needs the loop
+        if host and not fixed and B.fused is not None and record is None:
+            s, y, f0, h, memory = B.fused.advance(B, s, y, f0, h, memory, ctrl, error_order,
+                                                  h_floor)
+            if not B.running():
+                break
+        # --- end hook
         # --- the step to try: to the next node (fixed) or as proposed (adaptive) ----
         # (no grad-mode switch: with t_grad grad mode is on, without it the times are
         # detached, so only a fixed grid differentiable in t builds a graph here)

@@ -349,6 +349,113 @@ def test_a_block_that_fails_to_compile_leaves_single_fused_steps(fake_compiler, 
     torch.testing.assert_close(comp.ys, eager.ys, rtol=1e-12, atol=1e-13)
 
 
+# --- adaptive blocks: the loop's quiet steps (no output, no failure) in one call ------
+
+
+def adaptive_blocks():
+    return [r for r in compile_records() if r.what.startswith("adaptive block")]
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(method="dopri5", rtol=1e-7, atol=1e-9),
+        dict(method="dop853", rtol=1e-9, atol=1e-11),  # two error estimates
+        dict(method="bosh3", controller="PI", max_step=0.05),
+        dict(method="tsit5", controller="predictive", first_step=1e-4, min_step=1e-9),
+    ],
+    ids=["dopri5", "dop853", "bosh3-PI-max_step", "tsit5-predictive"],
+)
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_adaptive_blocks_take_the_eager_steps(fake_compiler, kw, direction):
+    # dense outputs (a block stops before every step that writes one) and sparse ones
+    y0 = torch.tensor([1.0, -0.5, 2.0], dtype=D)
+    t = TIMES[direction]
+    for times in (t, torch.linspace(float(t[0]), float(t[-1]), 41, dtype=D)):
+        eager, comp = both(lin, y0, times, **kw)
+        assert comp.stats["compiled"] and "compile_fallback" not in comp.stats
+        for k in ("steps", "accepted", "rejected", "nfe"):
+            assert comp.stats[k] == eager.stats[k], k
+        torch.testing.assert_close(comp.ys, eager.ys, rtol=1e-12, atol=1e-13)
+        if len(times) == len(t):
+            # one block per loop iteration that follows a step the loop took itself
+            # (an output, or the start): far fewer calls than steps on the sparse grid
+            (blk,) = adaptive_blocks()
+            assert 0 < blk.calls <= 2 * len(t) < comp.stats["steps"]
+
+
+def test_adaptive_blocks_match_the_exact_flow(fake_compiler):
+    # an independent truth: y' = A y, y(t) = expm(A t) y0, errors within the tolerance
+    a = torch.tensor([[0.0, 1.0], [-4.0, -0.2]], dtype=D)
+    y0 = torch.tensor([1.0, 0.0], dtype=D)
+    t = torch.linspace(0, 10, 6, dtype=D)
+    sol = odenet.solve(lambda t, y: a @ y, y0, t, rtol=1e-8, atol=1e-10, compile=True)
+    assert sol.stats["compiled"] and adaptive_blocks()[0].calls >= 1
+    exact = torch.stack([torch.linalg.matrix_exp(a * ti) @ y0 for ti in t])
+    torch.testing.assert_close(sol.ys, exact, rtol=0, atol=1e-7)
+
+
+def test_adaptive_blocks_keep_the_step_budget_and_report_failures(fake_compiler):
+    y0 = torch.tensor([1.0, -0.5, 2.0], dtype=D)
+    t = torch.tensor([0.0, 40.0], dtype=D)
+    kw = dict(rtol=1e-10, atol=1e-12, max_steps=57, throw=False)
+    eager, comp = both(lin, y0, t, **kw)
+    assert int(eager.status[0]) == int(comp.status[0]) == odenet.Status.MAX_STEPS.value
+    assert comp.stats["steps"] == eager.stats["steps"] == 57
+    assert comp.stats["nfe"] == eager.stats["nfe"]
+    with pytest.raises(odenet.MaxStepsError):
+        odenet.solve(lin, y0, t, compile=True, rtol=1e-10, atol=1e-12, max_steps=57)
+
+    def blowup(t, y):  # y' = y², y(0) = 1: infinite at t = 1, the steps shrink to nothing
+        return y * y
+
+    one = torch.ones(1, dtype=D)
+    t = torch.tensor([0.0, 3.0], dtype=D)
+    eager, comp = both(blowup, one, t, throw=False)
+    assert int(eager.status[0]) == int(comp.status[0]) != odenet.Status.SUCCESS.value
+    for k in ("steps", "accepted", "rejected", "nfe"):
+        assert comp.stats[k] == eager.stats[k], k
+    torch.testing.assert_close(comp.ys, eager.ys, rtol=1e-12, atol=0, equal_nan=True)
+
+
+def test_an_adaptive_block_that_fails_to_compile_leaves_single_fused_steps(
+    fake_compiler, monkeypatch
+):
+    def blocks_broken(fn, options=None):
+        if fn.__qualname__.startswith("host_adaptive_block"):
+
+            def run(*args):
+                raise RuntimeError("UncapturedHigherOrderOpError: aliasing")
+
+            return run
+        return fn
+
+    monkeypatch.setattr(_compiled, "_compile", blocks_broken)
+    y0 = torch.tensor([1.0, -0.5, 2.0], dtype=D)
+    eager, comp = both(lin, y0, TIMES["forward"], method="dopri5")
+    assert comp.stats["compiled"]
+    assert "adaptive blocks ran as single fused steps" in comp.stats["compile_fallback"]
+    for k in ("steps", "accepted", "rejected", "nfe"):
+        assert comp.stats[k] == eager.stats[k], k
+    torch.testing.assert_close(comp.ys, eager.ys, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.slow
+@needs_compiler
+def test_really_compiled_adaptive_blocks_take_the_eager_steps():
+    f = functools.partial(vdp)  # its own cache entry
+    y0 = torch.tensor([2.0, 0.0], dtype=D)
+    t = torch.tensor([0.0, 1.5, 6.0], dtype=D)
+    eager = odenet.solve(f, y0, t, rtol=1e-6, atol=1e-8)
+    comp = odenet.solve(f, y0, t, rtol=1e-6, atol=1e-8, compile=True)
+    assert comp.stats["compiled"] and "compile_fallback" not in comp.stats, comp.stats
+    (blk,) = [r for r in adaptive_blocks() if r.calls]
+    assert blk.compiled and blk.calls < comp.stats["steps"]
+    for k in ("steps", "accepted", "rejected", "nfe"):
+        assert comp.stats[k] == eager.stats[k], k
+    torch.testing.assert_close(comp.ys, eager.ys, rtol=1e-12, atol=1e-13)
+
+
 @pytest.mark.slow
 @needs_compiler
 def test_really_compiled_solve_equals_eager_and_is_cached():

@@ -811,6 +811,8 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adj
         y0 = packer.flat(y0)
         rtol = packer.tol("rtol", rtol, y0)
         atol = packer.tol("atol", atol, y0)
+        if event_fn is not None and callable(event_fn):
+            event_fn = _EventOf(event_fn, split=packer.split)
     exposed = None
     if sensitivity == "adjoint":
         exposed, solve_opts = _adjoint_options(adjoint.get("adjoint_options"), user_norm, packer)
@@ -842,8 +844,7 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adj
         name = adams
     if not fixed:
         if tuple_state:
-            norm = _mixed_norm if user_norm is None else user_norm
-            kwargs["norm"] = lambda e: norm(packer.split(e))
+            kwargs["norm"] = _state_norm(user_norm, packer)
         # torchdiffeq keeps adaptive time in float64 (options["dtype"]) or finer
         tdt = torch.promote_types(time_dtype or torch.float64, t.dtype)
         t_solve = t.to(tdt)
@@ -887,8 +888,13 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adj
         callback = _both(perturbed.callback, callback)
     if callback is not None:
         kwargs["callback"] = callback
+    if module_params is not None:
+        # all of the module's parameters (unused ones get zero gradients, as in
+        # torchdiffeq) and whatever else requiring grad its output depends on
+        extra = hidden_leaves(func, t[0], y0, module_params) if torch.is_grad_enabled() else []
+        adjoint = {**adjoint, "adjoint_params": module_params + tuple(extra)}
     if event_fn is not None:
-        return _until_event(
+        event_t, sol = _until_event(
             func,
             y0,
             t,
@@ -900,13 +906,11 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adj
             grid_opts,
             kwargs,
             sensitivity,
-            packer,
+            adjoint,
         )
-    if module_params is not None:
-        # all of the module's parameters (unused ones get zero gradients, as in
-        # torchdiffeq) and whatever else requiring grad its output depends on
-        extra = hidden_leaves(func, t[0], y0, module_params) if torch.is_grad_enabled() else []
-        adjoint = {**adjoint, "adjoint_params": module_params + tuple(extra)}
+        if exposed is not None and sol.requires_grad:
+            sol = _CarryAdjointOptions.apply(exposed, sol)
+        return event_t, packer.split(sol, lead=(2,)) if tuple_state else sol
     kwargs.setdefault("max_steps", 2**31 - 1)
     t_run = t_solve if grid is None else grid
     ys = _run(func, y0, t_run, name, rtol, atol, fixed, sensitivity, kwargs, adjoint)
@@ -981,8 +985,10 @@ def _vector_event(event_fn, t0, y0):
     return _EventOf(event_fn, signs=signs)
 
 
-def _until_event(func, y0, t, event_fn, name, rtol, atol, fixed, grid_opts, kwargs, sens, packer):
-    """torchdiffeq's ``odeint(..., event_fn=...)``: ``(event_t, [y0, y(event_t)])``."""
+def _until_event(func, y0, t, event_fn, name, rtol, atol, fixed, grid_opts, kwargs, sens, adjoint):
+    """torchdiffeq's ``odeint(..., event_fn=...)``: ``(event_t, [y0, y(event_t)])`` for
+    the flat state (``event_fn`` already sees the user's tuple); ``adjoint`` holds the
+    ``adjoint_*`` options of the solve the gradient goes through."""
 
     if t.shape[0] != 2:
         raise InputError(
@@ -999,9 +1005,6 @@ def _until_event(func, y0, t, event_fn, name, rtol, atol, fixed, grid_opts, kwar
         # the crossing is located on the method's dense output (cubic Hermite for
         # methods without their own), whatever `interp` says
         kw["step_size"] = float(grid_opts["step_size"])
-    if packer is not None:
-        event_fn = _EventOf(event_fn, split=packer.split)
-
     # float64 time (torchdiffeq's adaptive default): the search horizon is far beyond
     # t0, where float32 could not resolve a fixed step
     event_t, sol = until_event(
@@ -1012,11 +1015,9 @@ def _until_event(func, y0, t, event_fn, name, rtol, atol, fixed, grid_opts, kwar
         reverse_time=bool(t[1] < t[0]),
         sensitivity=sens,
         solve_kw=dict(method=name, rtol=rtol, atol=atol, **kw),
+        adjoint_kw=adjoint,
     )
-    event_t = event_t.to(t.dtype)
-    if packer is not None:
-        return event_t, packer.split(sol, lead=(2,))
-    return event_t, sol
+    return event_t.to(t.dtype), sol
 
 
 def _cast_time(func):

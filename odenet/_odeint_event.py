@@ -67,8 +67,22 @@ class _EventTime(torch.autograd.Function):
         return (None, None, None, grad_y, *grad_params)
 
 
-def until_event(func, y0, t0, event_fn, *, reverse_time: bool, sensitivity: str, solve_kw: dict):
-    """``(event_t, solution [2, ...])`` for a tensor state; see the module docstring."""
+def until_event(
+    func,
+    y0,
+    t0,
+    event_fn,
+    *,
+    reverse_time: bool,
+    sensitivity: str,
+    solve_kw: dict,
+    adjoint_kw: dict | None = None,
+):
+    """``(event_t, solution [2, ...])`` for a tensor state; see the module docstring.
+
+    ``solve_kw`` go to every :func:`odenet.solve` call; ``adjoint_kw`` (``adjoint_params``,
+    ``adjoint_options``, ...) only to the solve up to the event that a non-direct
+    ``sensitivity`` differentiates."""
     from odenet._solve import solve
 
     if not callable(event_fn):
@@ -92,7 +106,9 @@ def until_event(func, y0, t0, event_fn, *, reverse_time: bool, sensitivity: str,
     else:
         # the adjoint differentiates a solve on a fixed span: re-solve to the event
         t_span = torch.stack([t0, t_star.to(t0.dtype)])
-        y_star = solve(func, y0, t_span, sensitivity=sensitivity, **solve_kw).ys[-1]
+        y_star = solve(
+            func, y0, t_span, sensitivity=sensitivity, **solve_kw, **(adjoint_kw or {})
+        ).ys[-1]
     t_star = t_star.to(t0.dtype) + (t0 - t0.detach())  # carries t0's gradient path
     params = _params_of(event_fn)
     if torch.is_grad_enabled():

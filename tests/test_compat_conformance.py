@@ -701,3 +701,34 @@ def test_a_user_adjoint_norm_of_a_tuple_state_gets_the_parts_as_torchdiffeq_give
     run(torchdiffeq.odeint_adjoint)
     want = {((), (), (2, 2), (), (2, 2), (7,), ())}  # (t, *y parts, *adj_y parts, *params)
     assert seen[odenet.odeint_adjoint] == seen[torchdiffeq.odeint_adjoint] == want
+
+
+def test_odeint_adjoint_with_an_event_uses_the_adjoint_options_it_is_given():
+    # y' = -w y from 1 reaches 1/2 at t* = ln 2 / w: dt*/dw = -ln 2 / w², dy*/dw = 0
+    w = torch.tensor(0.5, dtype=D, requires_grad=True)
+    calls = []
+
+    def norm(parts):
+        calls.append(tuple(p.shape for p in parts))
+        return torch.stack([p.abs().max() for p in parts]).max()
+
+    t_star, sol = odenet.odeint_adjoint(
+        lambda t, y: -w * y,
+        torch.tensor([1.0], dtype=D),
+        torch.tensor([0.0, 1.0], dtype=D),
+        event_fn=lambda t, y: y[0] - 0.5,
+        adjoint_params=(w,),
+        adjoint_options={"norm": norm},
+    )
+    assert sol.grad_fn.adjoint_options["norm"] is norm
+    (g,) = torch.autograd.grad(t_star + sol[-1, 0], w)
+    assert calls and set(calls) == {((), (1,), (1,), ())}
+    assert float(g) == pytest.approx(-math.log(2) / 0.25, rel=1e-6)
+    with pytest.raises(InputError, match=r"not in `adjoint_params`"):
+        odenet.odeint_adjoint(
+            lambda t, y: -w * y,
+            torch.tensor([1.0], dtype=D),
+            torch.tensor([0.0, 1.0], dtype=D),
+            event_fn=lambda t, y: y[0] - 0.5,
+            adjoint_params=(),
+        )

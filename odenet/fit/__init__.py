@@ -12,6 +12,7 @@ from odenet.fit import datasets
 from odenet.fit.baselines import GRUD, LOCF, GRUDeltaT, GRUGrid, LinearInterpolation, TrainingMean
 from odenet.fit.continuous import (
     LatentODEForecaster,
+    NeuralCDEForecaster,
     ODERNNForecaster,
     ShootingODE,
     TimeInvariantMLP,
@@ -69,6 +70,7 @@ __all__ = [
     "LatentODEForecaster",
     "LinearInterpolation",
     "MechanismError",
+    "NeuralCDEForecaster",
     "Normalizer",
     "ODERNNForecaster",
     "OneCompartmentPK",

@@ -242,6 +242,17 @@ class ODERNNForecaster(nn.Module):
         return out.gather(1, pos[..., None].expand(*pos.shape, out.shape[-1]))
 
 
+def compress_padding(times: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``times [B, T]`` with each row's padding columns 1e-3 apart past its last time."""
+    # padding columns continue at 1e-3 steps: the per-sample solve barely moves there
+    T = times.shape[1]
+    cols = torch.arange(T)[None, :]
+    last = times.gather(1, (lengths - 1)[:, None])
+    return torch.where(
+        cols < lengths[:, None], times, last + 1e-3 * (cols - lengths[:, None] + 1)
+    )
+
+
 class _GapField(nn.Module):
     """``f`` over one gap per row, time rescaled to ``s ∈ [0, 1]``: ``dh/ds = Δt_b f(h)``.
 
@@ -320,16 +331,6 @@ class LatentODEForecaster(nn.Module):
         mu, logvar = net.to_posterior(h).chunk(2, dim=-1)
         return mu, logvar
 
-    @staticmethod
-    def _compress_padding(times: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        # padding columns continue at 1e-3 steps: the per-sample solve barely moves there
-        T = times.shape[1]
-        cols = torch.arange(T)[None, :]
-        last = times.gather(1, (lengths - 1)[:, None])
-        return torch.where(
-            cols < lengths[:, None], times, last + 1e-3 * (cols - lengths[:, None] + 1)
-        )
-
     def loss(self, batch: IrregularBatch) -> torch.Tensor:
         """Negative ELBO, mean over series: one reparameterised sample of ``z_0`` in
         training mode, ``z_0 = μ`` in eval mode."""
@@ -341,7 +342,7 @@ class LatentODEForecaster(nn.Module):
         mu, logvar = self.encode(batch)
         # eval mode (validation): the posterior mean, so early stopping sees no sampling noise
         z0 = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if self.training else mu
-        times = self._compress_padding(batch.times, batch.lengths)
+        times = compress_padding(batch.times, batch.lengths)
         xhat = net.decode(z0, times)  # one per-sample solve; padding is masked out
         loglik = gaussian_loglik(batch.values, xhat, batch.mask, net.obs_std)
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=-1)
@@ -368,3 +369,87 @@ class LatentODEForecaster(nn.Module):
         s = s.reshape(n_samples, B, *s.shape[1:])
         lo, hi = (1 - q) / 2, 1 - (1 - q) / 2
         return s.quantile(lo, 0), s.median(0).values, s.quantile(hi, 0)
+
+
+class NeuralCDEForecaster(nn.Module):
+    """Neural CDE (:class:`odenet.models.ncde.NeuralCDE`) on the spline of the context.
+
+    The path is the natural cubic spline through the *context* observations (each
+    channel through its own observed points) with time as a channel; the hidden state
+    is read out anywhere, so a query between two observations is conditioned on both
+    (two-sided interpolation), and one beyond the last is an extrapolation by the
+    autonomous part of the field.
+
+    Training imitates that use: in every series a random ``holdout`` fraction of the
+    points and everything after a random cut in the last ``max_cut`` of its span are
+    taken out of the path, and the loss is the MSE at those hidden points (what the
+    path shows the model is not scored — it would be a copy).  In eval mode (the
+    validation loss) the draw is fixed, so successive evaluations are comparable.
+
+    Parameters
+    ----------
+    dim : int
+        Observed channels.
+    hidden : int
+        Size of ``z`` and width of ``f_θ``.
+    holdout, max_cut : float
+        Fractions of the training draw (see above).
+    skip : bool
+        Predict the spline path plus a learnt correction (default; see
+        :class:`~odenet.models.ncde.NeuralCDE`): on few, smooth series the plain
+        readout must first learn to copy its input.
+    **solver :
+        ``method``, ``rtol``, ``atol``, ``sensitivity`` of the solve.
+    """
+
+    def __init__(self, dim: int, hidden: int = 32, *, holdout: float = 0.2,
+                 max_cut: float = 0.4, skip: bool = True, **solver):  # fmt: skip
+        super().__init__()
+        from odenet.models.ncde import NeuralCDE
+
+        for name, v in (("holdout", holdout), ("max_cut", max_cut)):
+            if not 0 <= v < 1:
+                raise InputError(f"`{name}` must be a fraction in [0, 1), got {v!r}.")
+        self.net = NeuralCDE(dim, hidden, skip=skip, **solver)
+        self.holdout, self.max_cut = holdout, max_cut
+
+    def set_grid(self, batch: IrregularBatch) -> None:
+        """``τ`` of the time channel: the median span of the training series."""
+        first = batch.times[:, 0]
+        last = batch.times.gather(1, (batch.lengths - 1)[:, None])[:, 0]
+        span = float((last - first).median())
+        self.net.time_scale.fill_(span if span > 0 else 1.0)
+
+    def _hide(self, batch: IrregularBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, T] bool masks of the points taken out of the path and scored: inside the
+        kept span (interpolation) and after the cut (extrapolation)."""
+        gen = None if self.training else torch.Generator().manual_seed(0)
+        B, T = batch.times.shape
+        valid = batch.valid
+        first = batch.times[:, :1]
+        last = batch.times.gather(1, (batch.lengths - 1)[:, None])
+        cut = last - torch.rand(B, 1, generator=gen, dtype=first.dtype) * self.max_cut * (
+            last - first)  # fmt: skip
+        drop = torch.rand(B, T, generator=gen, dtype=first.dtype) < self.holdout
+        after = valid & (batch.times > cut)
+        inside = valid & drop & ~after
+        inside[:, 0] = after[:, 0] = False  # the path keeps each series' first point
+        return inside, after
+
+    def loss(self, batch: IrregularBatch) -> torch.Tensor:
+        """MSE at the interpolation targets plus MSE at the extrapolation targets (each
+        averaged on its own, so the larger extrapolation errors do not drown the
+        interpolation term)."""
+        inside, after = self._hide(batch)
+        m = batch.mask
+        path_mask = m * (~(inside | after))[..., None].to(m.dtype)
+        times = compress_padding(batch.times, batch.lengths)
+        pred = self.net(times, batch.values, path_mask, times)
+        return sum(masked_mse(pred, batch.values, m * h[..., None].to(m.dtype))
+                   for h in (inside, after))  # fmt: skip
+
+    def predict(self, context: IrregularBatch, query_times: torch.Tensor) -> torch.Tensor:
+        merged, pos = merge_queries(context, query_times)
+        times = compress_padding(merged.times, merged.lengths)
+        out = self.net(times, merged.values, merged.mask, times)
+        return out.gather(1, pos[..., None].expand(*pos.shape, out.shape[-1]))

@@ -304,3 +304,33 @@ def test_work_against_scipy_radau_on_van_der_pol_relaxation(rtol):
     assert ours <= 10 * theirs
     assert sol.stats["nfe"] <= 1.5 * ref.nfev
     assert sol.stats["jacobians"] <= 1.3 * ref.njev
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("radau_iia9", "van_der_pol_relaxation"),
+        ("radau_iia9", "robertson_long"),
+        ("radau_iia3", "robertson_long"),
+    ],
+)
+def test_adaptive_variants_against_scipy_radau_at_rtol_1e_6(name, problem):
+    # a tight reference (scipy Radau at 1e-13); error within 10x of scipy Radau's at the
+    # same rtol.  radau_iia3 (an h³ estimate of an order-3 method) honours the tolerance
+    # but is not within 10x of an order-5 method at rtol 1e-6 (measured 17x here, 74x on
+    # Van der Pol [0, 3000], 2.8e-7 and 7.7e-7 against scipy's 1.6e-8 and 1.0e-8): it is
+    # held to the tolerance only.  (radau_iia5: the test above.)
+    rtol = 1e-6
+    prob, d = P.get_problem(problem), P.STIFF_SUITE[problem]
+    sol = odenet.solve(
+        prob.f, prob.y0_tensor(), span(*prob.span), method=name, rtol=rtol, atol=d * rtol
+    )
+    assert bool(sol.success)
+    ours = P.stiff_error(prob, sol.ys[-1], d)
+    ref = solve_ivp(prob.f_numpy, prob.span, prob.y0, method="Radau", rtol=rtol, atol=d * rtol)
+    theirs = P.stiff_error(prob, ref.y[:, -1], d)
+    if name == "radau_iia3":
+        assert ours <= rtol
+    else:
+        assert ours <= 10 * theirs

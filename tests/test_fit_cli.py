@@ -216,7 +216,7 @@ def test_predict_from_a_checkpoint_matches_the_fitted_model(lv_csv, tmp_path, ca
     direct = res.predict(data, q).reshape(-1, 2).numpy()
     np.testing.assert_allclose(pred[["prey", "predator"]].to_numpy(), direct, rtol=1e-10)
     rc, _, err = run(["predict", ck, "--data", lv_csv, "--times", "1", "--band"], capsys)
-    one_line_error(rc, err, "--band is available for greybox_mle and latent_ode")
+    one_line_error(rc, err, "--band is available for greybox_mle, latent_ode and ensemble")
     rc, _, err = run(["predict", ck, "--data", lv_csv], capsys)
     one_line_error(rc, err, "--times")
 

@@ -18,10 +18,16 @@ import torch
 
 from odenet._errors import InputError
 from odenet.fit.baselines import GRUD, LOCF, GRUDeltaT, GRUGrid, LinearInterpolation, TrainingMean
-from odenet.fit.continuous import LatentODEForecaster, ODERNNForecaster, ShootingODE, neural_ode
+from odenet.fit.continuous import (
+    LatentODEForecaster,
+    NeuralCDEForecaster,
+    ODERNNForecaster,
+    ShootingODE,
+    neural_ode,
+)
 from odenet.fit.data import holdout_points, load_long, split_series, split_tail
 
-MODEL_NAMES = ["neural_ode", "neural_ode_bidir", "greybox", "greybox_mle", "ode_rnn",
+MODEL_NAMES = ["neural_ode", "neural_ode_bidir", "neural_cde", "greybox", "greybox_mle", "ode_rnn",
                "latent_ode", "gru_grid", "gru_dt", "gru_d", "linear_interp", "locf",
                "mean"]  # fmt: skip
 GREYBOX = ("greybox", "greybox_mle")
@@ -106,6 +112,7 @@ def build_model(name: str, dim: int, *, hidden: int = 32, horizon: int = 4,
         "neural_ode_bidir": lambda: neural_ode(
             dim, hidden, horizon=horizon, rtol=1e-3, atol=1e-4, bidirectional=True
         ),
+        "neural_cde": lambda: NeuralCDEForecaster(dim, hidden, rtol=1e-3, atol=1e-4),
         "ode_rnn": lambda: ODERNNForecaster(dim, hidden, horizon=horizon),
         "latent_ode": lambda: LatentODEForecaster(dim, 4, hidden),
         "gru_grid": lambda: GRUGrid(dim, hidden, horizon=horizon),
@@ -169,6 +176,10 @@ def load_fit(path):
         norm.load_state_dict(ck["normalizer"])
     except (KeyError, RuntimeError) as e:
         raise CheckpointError(f"{where} has no usable data scaling ({type(e).__name__}).") from None
+    if meta.get("ensemble"):
+        from odenet.fit.ensemble import load_ensemble
+
+        return load_ensemble(ck, lambda: model_from_meta(meta), norm, where)
     return FitResult(model, norm, ck.get("history", {}), math.nan, int(ck.get("iteration", 0)),
                      float(ck.get("train_time", 0.0)), bool(ck.get("stopped_early", False)),
                      str(ck.get("stop_reason", "")), meta)  # fmt: skip
@@ -190,8 +201,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("data", help="long-format CSV file")
     p.add_argument("--model", default="neural_ode", choices=MODEL_NAMES,
-                   help="model to fit (default neural_ode; neural_ode_bidir interpolates "
-                   "from both sides of a gap)")  # fmt: skip
+                   help="model to fit (default neural_ode; neural_ode_bidir and neural_cde "
+                   "interpolate from both sides of a gap)")  # fmt: skip
     p.add_argument("--mechanism", default=None, metavar="NAME|PATH.py:FUNC",
                    help="grey-box vector field: lotka_volterra, damped_oscillator, or a "
                    "function in your own file (see docs/fitting.md)")  # fmt: skip
@@ -207,7 +218,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                    "from a population (log-)normal whose mean and spread are estimated "
                    "(greybox_mle)")  # fmt: skip
     p.add_argument("--doses", default=None, metavar="CSV",
-                   help="bolus doses (greybox_mle, --split within): a CSV with columns id, "
+                   help="bolus doses (greybox_mle): a CSV with columns id, "
                    "time, amount and optionally state; the state jumps by the amount")  # fmt: skip
     p.add_argument("--dose-state", default=None, metavar="STATE",
                    help="the state doses without a state column enter (e.g. gut)")
@@ -241,6 +252,11 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=0,
                    help="k-fold cross-validation over series (k = number of series: "
                    "leave-one-series-out); reports pooled and per-fold errors, no checkpoint")
+    p.add_argument("--ensemble", type=int, default=0, metavar="M",
+                   help="train M >= 2 copies from seeds seed..seed+M-1 (black-box models) and "
+                   "save them in one checkpoint: predictions are their mean and "
+                   "`odenet predict --band` gives the members' spread plus a noise level "
+                   "calibrated on points no member trained on")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="random seed (splits, initialisation)")
     p.add_argument("--checkpoint", default="odenet_fit.pt", help="checkpoint file to write")
     p.add_argument("--resume", action="store_true",
@@ -271,7 +287,8 @@ def register_predict(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=50, help="grid points with --until")
     p.add_argument("--series", nargs="*", default=None, help="only these series ids")
     p.add_argument("--band", action="store_true",
-                   help="add a prediction band (greybox_mle: delta method; latent_ode: samples)")
+                   help="add a prediction band (greybox_mle: delta method; latent_ode: samples; "
+                   "an --ensemble checkpoint: members' spread + calibrated noise)")
     p.add_argument("--level", type=float, default=0.95, help="band level (default 0.95)")
     p.add_argument("--doses", default=None, metavar="CSV",
                    help="the context's doses (id, time, amount[, state]); needed when the "
@@ -301,8 +318,17 @@ def _check_options(args) -> None:
             bad(opt, v, "a fraction strictly between 0 and 1")
     if args.folds < 0 or args.folds == 1:
         bad("--folds", args.folds, "0 (no cross-validation) or at least 2")
-    if args.doses and args.folds:
-        raise FitCLIError("--doses needs --split within; it does not combine with --folds.")
+    if args.ensemble < 0 or args.ensemble == 1:
+        bad("--ensemble", args.ensemble, "0 (one model) or at least 2 members")
+    if args.ensemble:
+        if args.model in GREYBOX:
+            raise FitCLIError(
+                f"--ensemble is for black-box models; --model {args.model} has its own band "
+                "(greybox_mle: delta method, `odenet predict --band`)."
+            )
+        for opt, v in (("--folds", args.folds), ("--resume", args.resume)):
+            if v:
+                raise FitCLIError(f"--ensemble does not combine with {opt}.")
     if args.model not in GREYBOX:
         used = [o for o, v in (("--mechanism", args.mechanism), ("--param", args.param),
                                ("--fix", args.fix), ("--per-series", args.per_series),
@@ -482,7 +508,7 @@ def _meta(args, channels, covariates) -> dict:
 
 
 def _splits(data, args):
-    """(train, val, ctx, held, tail, test ids, mode) for one fit."""
+    """(train, val, ctx, held, tail, test ids, mode, train ids) for one fit."""
     mode = args.split
     if mode == "auto":
         mode = "series" if data.n_series >= 10 else "within"
@@ -496,12 +522,12 @@ def _splits(data, args):
         val_w = split_tail(val.batch, args.tail)[0]
         test_w, tail = split_tail(test.batch, args.tail)
         ctx, held = holdout_points(test_w, args.holdout, seed=args.seed)
-        return train_w, val_w, ctx, held, tail, test.ids, mode
+        return train_w, val_w, ctx, held, tail, test.ids, mode, train.ids
     # within: every series trains on its context points; held-out and tail points are
     # never seen in training (the score is on genuinely unseen points)
     window, tail = split_tail(data.batch, args.tail)
     ctx, held = holdout_points(window, args.holdout, seed=args.seed)
-    return ctx, None, ctx, held, tail, data.ids, mode
+    return ctx, None, ctx, held, tail, data.ids, mode, data.ids
 
 
 def _fit_one(args, data, channels, covariates, train, val, meta, checkpoint, progress=True):
@@ -531,6 +557,36 @@ def _fit_one(args, data, channels, covariates, train, val, meta, checkpoint, pro
                seed=args.seed, checkpoint=checkpoint, resume=args.resume,
                progress=progress and not args.no_progress, optimizer=optimizer,
                meta=meta, overwrite=args.force)  # fmt: skip
+
+
+def _fit_ensemble(args, channels, train, val, meta):
+    """``--ensemble M``: M members from seeds ``seed, seed+1, …``, one checkpoint."""
+    from odenet.fit.ensemble import fit_ensemble, save_ensemble
+    from odenet.fit.train import checkpoint_lock
+
+    def make():
+        return build_model(args.model, len(channels), hidden=args.hidden, horizon=args.horizon)
+
+    optimizer = args.optimizer or "adam"
+    if optimizer == "gauss_newton":
+        raise FitCLIError(f"--optimizer gauss_newton needs --model greybox_mle, not {args.model}.")
+    with checkpoint_lock(args.checkpoint):
+        ens = fit_ensemble(make, train, val, members=args.ensemble, seed=args.seed,
+                           iters=args.iters, lr=args.lr, batch_size=args.batch_size,
+                           optimizer=optimizer, meta=meta)  # fmt: skip
+        save_ensemble(args.checkpoint, ens, meta)
+    return ens
+
+
+class _DoseTable:
+    """Doses per series id, handed to a model in the row order of the batch it sees
+    (training series, then test series: ``--split series`` and ``--folds``)."""
+
+    def __init__(self, table: list, ids):
+        self.by_id = {str(i): d for i, d in zip(ids, table)}
+
+    def rows(self, ids) -> list:
+        return [self.by_id[str(i)] for i in ids]
 
 
 def _scores(res, ctx, held, tail, channels, ids) -> dict:
@@ -583,16 +639,23 @@ def run(args) -> int:
     meta = _meta(args, channels, covariates)
     if args.folds:
         return _run_folds(args, data, channels, covariates, meta)
-    train, val, ctx, held, tail, test_ids, mode = _splits(data, args)
+    train, val, ctx, held, tail, test_ids, mode, train_ids = _splits(data, args)
+    doses = None
     if args.doses:
-        if mode != "within":
-            raise FitCLIError(
-                f"--doses needs --split within (every series trained and scored on its own "
-                f"points), not --split {mode}."
-            )
-        meta["dose_table"] = _read_doses(args.doses, data.ids, args.dose_state)
-    res = _fit_one(args, data, channels, covariates, train, val, meta, args.checkpoint)
+        doses = _DoseTable(_read_doses(args.doses, data.ids, args.dose_state), data.ids)
+        meta["dose_table"] = doses.rows(train_ids)
+        if val is not None:
+            # doses follow the rows of the batch a model sees; the validation series are
+            # not those of training, and greybox_mle does not stop early anyway
+            warn("--doses with --split series: the validation series are not used.")
+            val = None
+    if args.ensemble:
+        res = _fit_ensemble(args, channels, train, val, meta)
+    else:
+        res = _fit_one(args, data, channels, covariates, train, val, meta, args.checkpoint)
     model = res.model
+    if doses is not None:  # scored on the test series: their doses, in their row order
+        model.doses = doses.rows(test_ids)
     summary = {
         "model": args.model,
         "series": data.n_series,
@@ -607,6 +670,9 @@ def run(args) -> int:
         "train_seconds": round(res.train_time, 2),
         "checkpoint": args.checkpoint,
     }
+    if args.ensemble:
+        summary["ensemble"] = args.ensemble
+        summary["band_noise_sigma"] = dict(zip(channels, res.sigma.tolist()))
     if args.model == "greybox_mle":
         summary.update(_greybox_report(model, data.ids if mode == "within" else None))
     elif hasattr(model, "field") and hasattr(model.field, "values"):
@@ -616,7 +682,9 @@ def run(args) -> int:
         from odenet.fit.plots import plot_fit
 
         band = None
-        if hasattr(model, "band") and args.model in ("greybox_mle", "latent_ode"):
+        if args.ensemble:
+            band = _band_fn(res, "ensemble")
+        elif hasattr(model, "band") and args.model in ("greybox_mle", "latent_ode"):
             band = _band_fn(res, args.model)
         from odenet.studies.sweep import atomic_path
 
@@ -632,6 +700,8 @@ def run(args) -> int:
 def _band_fn(res, kind, level=0.95):
     """``(context, q) -> (lo, mid, hi)`` in physical units for plots and predict."""
     model = res.model
+    if kind == "ensemble":
+        return lambda c, q: res.band(c, q, level=level)
     if kind == "greybox_mle":
         return lambda c, q: model.band(c, q, level=level)
     norm = res.normalizer
@@ -655,6 +725,9 @@ def _run_folds(args, data, channels, covariates, meta) -> int:
     if args.resume:
         raise FitCLIError("--resume does not apply to --folds (cross-validation writes no "
                           "checkpoint).")  # fmt: skip
+    doses = None
+    if args.doses:
+        doses = _DoseTable(_read_doses(args.doses, data.ids, args.dose_state), data.ids)
     g = torch.Generator().manual_seed(args.seed)
     perm = torch.randperm(data.n_series, generator=g).tolist()
     folds = [sorted(perm[i::k]) for i in range(k)]
@@ -666,8 +739,12 @@ def _run_folds(args, data, channels, covariates, meta) -> int:
         train_w = split_tail(train.batch, args.tail)[0]
         test_w, tail = split_tail(test.batch, args.tail)
         ctx, held = holdout_points(test_w, args.holdout, seed=args.seed)
+        if doses is not None:
+            meta["dose_table"] = doses.rows(train.ids)
         res = _fit_one(args, data, channels, covariates, train_w, None, meta, None,
                        progress=False)  # fmt: skip
+        if doses is not None:
+            res.model.doses = doses.rows(test.ids)
         sc = _scores(res, ctx, held, tail, channels, test.ids)
         row = {"fold": i, "test_series": [str(s) for s in test.ids],
                "stop_reason": res.stop_reason}  # fmt: skip
@@ -798,12 +875,13 @@ def run_predict(args) -> int:
     D = len(meta["channels"])
     band = None
     if args.band:
-        if meta["kind"] not in ("greybox_mle", "latent_ode"):
+        kind = "ensemble" if meta.get("ensemble") else meta["kind"]
+        if kind not in ("greybox_mle", "latent_ode", "ensemble"):
             raise FitCLIError(
-                f"--band is available for greybox_mle and latent_ode checkpoints, not "
-                f"{meta['kind']}."
+                f"--band is available for greybox_mle, latent_ode and ensemble checkpoints "
+                f"(`odenet fit --ensemble M`), not a single {meta['kind']}."
             )
-        lo, mid, hi = _band_fn(res, meta["kind"], args.level)(data.batch, q)
+        lo, mid, hi = _band_fn(res, kind, args.level)(data.batch, q)
         band = (lo[..., :D], hi[..., :D])
         pred = mid[..., :D]
     else:

@@ -129,3 +129,53 @@ def fit_ensemble(make_model: Callable, train, val=None, *, members: int = 5, see
     if not math.isfinite(float(ens.sigma.sum())):
         raise InputError("the ensemble's calibration predictions are not finite.")
     return ens
+
+
+def save_ensemble(path, ens: EnsembleFit, meta: dict) -> None:
+    """One checkpoint for a whole ensemble: every member's state, the shared data
+    scaling, the calibrated noise ``sigma`` and ``meta`` (with ``ensemble = M``), so
+    :func:`load_ensemble` (``odenet predict --band``) needs nothing else.
+
+    The members were trained on the same data, so they share one normaliser."""
+    from odenet.fit.train import save_checkpoint
+
+    save_checkpoint(path, {
+        "model": ens.members[0].model.state_dict(),
+        "members": [m.model.state_dict() for m in ens.members],
+        "normalizer": ens.members[0].normalizer.state_dict(),
+        "sigma": ens.sigma.detach().clone(),
+        "n_calibration": ens.n_calibration,
+        "iteration": ens.iterations,
+        "history": {},
+        "train_time": ens.train_time,
+        "stop_reason": ens.stop_reason,
+        "model_class": type(ens.members[0].model).__name__,
+        "meta": {**meta, "ensemble": len(ens.members)},
+    })  # fmt: skip
+
+
+def load_ensemble(ck: dict, build: Callable, normalizer, where: str) -> EnsembleFit:
+    """The :class:`EnsembleFit` of a checkpoint dict written by :func:`save_ensemble`.
+
+    ``build()`` makes one untrained member; ``normalizer`` is the loaded data scaling."""
+    from odenet.fit.train import CheckpointError, load_state
+
+    states, sigma = ck.get("members"), ck.get("sigma")
+    n = (ck.get("meta") or {}).get("ensemble")
+    if not isinstance(states, list) or len(states) != n or not isinstance(sigma, torch.Tensor):
+        raise CheckpointError(
+            f"{where} says it is an ensemble of {n} members but does not hold their states "
+            "and noise level; it is incomplete — refit with `odenet fit --ensemble`."
+        )
+    members = []
+    for k, state in enumerate(states):
+        model = build()
+        model.to(torch.float64)
+        load_state(model, state, f"{where} (member {k})")
+        members.append(FitResult(model, normalizer, meta=dict(ck["meta"])))
+    first = members[0]
+    return EnsembleFit(model=first.model, normalizer=normalizer, members=members,
+                       iterations=int(ck.get("iteration", 0)),
+                       train_time=float(ck.get("train_time", 0.0)),
+                       stop_reason=str(ck.get("stop_reason", "")), meta=dict(ck["meta"]),
+                       sigma=sigma, n_calibration=int(ck.get("n_calibration", 0)))  # fmt: skip

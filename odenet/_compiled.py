@@ -650,31 +650,37 @@ def host_adaptive_block(
     spec: tuple,
     python_loop: bool = False,
 ):
-    """The eager block of adaptive steps: the one loop's steps that write no output.
+    """The eager block of adaptive steps: the one loop's steps, up to the first one
+    the loop must take itself, with the steps that write outputs kept for the loop.
 
-    ``spec = (controller, error_order, kinds)`` (``kinds``: which entries of the
-    controller's memory are bools).  The call is
-    ``(n [] int64, y [1, n], f0 [1, n], tol [2, n], c [7 + m] float64) ->
-    (y, f0, y1, K, check, f1, info [6 + m] float64)`` with
-    ``c = (s_end, next_out, snap, max_step, min_step, s, h, *memory)`` in the loop's
-    internal time and ``info = (go, accepted, rejected, s, h, h_try, *memory)``.
+    ``spec = (controller, error_order, kinds, M)`` (``kinds``: which entries of the
+    controller's memory are bools; ``M``: buffer rows).  The call is
+    ``(n [] int64, y [1, n], f0 [1, n], tol [2, n], c [7 + m] float64, outs [T] float64)
+    -> (y, f0, y1, K, check, f1, steps [M, 2] float64, states [M, 4, n], Ks [M, S, n],
+    info [7 + m] float64)`` with ``c = (s_end, snap, max_step, min_step, s, h, cursor,
+    *memory)`` and ``outs`` the output times, all in the loop's internal time, and
+    ``info = (go, accepted, rejected, s, h, h_try, j, *memory)``.
 
     Each of at most ``n`` trials is the loop's adaptive step, computed as the loop
     does: ``h_try = min(h, max_step)``, cut to land on ``s_end`` within ``snap``; the
     fused step of :func:`host_step`; the controller's own ``error_ratio``, ``judge``,
     ``min_step`` and ``failure`` (run on :class:`odenet._ops.TensorOps`, so the rules
-    are the loop's, written once).  A trial is *committed* here only when the loop
-    would do nothing else with it: accepted with its end before ``next_out - snap``
-    (no output, not the end), or rejected without failing.  The first other trial
-    stops the block uncommitted (``go`` = 0): its ``(y1, K, check, f1)`` and ``h_try``
-    are returned for the loop to judge, emit and commit itself; ``go`` = 1: the
-    ``n`` trials were all committed.  Compiled, the loop is a ``while_loop`` (one call
-    per output interval; its trip count is a tensor); ``python_loop``: the eager form.
+    are the loop's, written once).  A trial is *committed* here unless the loop has
+    more to do with it than commit and write outputs: accepted and not landing on
+    ``s_end``, or rejected without failing.  The first other trial stops the block
+    uncommitted (``go`` = 0): its ``(y1, K, check, f1)`` and ``h_try`` are returned
+    for the loop to judge, emit and commit itself.  The first ``j`` rows of the
+    buffers hold the committed steps with output times in them — ``(s, h)``,
+    ``(y, f0, y1, f1)`` and the stages — for the loop to interpolate the outputs
+    from, in order; the block stops when the buffer is full.  ``go`` = 1: it ran
+    out of trials or buffer.  Compiled, the loop is a ``while_loop`` (its trip count
+    a tensor: not unrolled, no recompile for a new ``n``); ``python_loop``: the
+    eager form.
     """
     from odenet._ops import TensorOps as ops
     from odenet._solution import SUCCESS
 
-    ctrl, error_order, kinds = spec
+    ctrl, error_order, kinds, M = spec
     ctrl.betas  # noqa: B018 - the cached property is set up before any trace
     step = host_step(f, shape, rk, direction, adaptive=True)
     tdt = rk.c.dtype
@@ -683,21 +689,22 @@ def host_adaptive_block(
     while_loop = None if python_loop else _while_loop()
     f64 = torch.float64
 
-    def run(n, y, f0, tol, c):
+    def run(n, y, f0, tol, c, outs):
         # separate tensors, not views of ``c``: while_loop rejects aliased inputs
-        s_end, next_out, snap, max_step, min_step, s, h, *mem = (v.clone() for v in c.unbind(0))
+        s_end, snap, max_step, min_step, s, h, cur, *mem = (v.clone() for v in c.unbind(0))
         mem = tuple(v != 0 if k else v for v, k in zip(mem, kinds, strict=True))
 
-        def cond(i, go, *_):
-            return (i > 0) & go
+        def cond(i, go, j, *_):
+            return (i > 0) & go & (j < M)
 
-        def body(i, go, acc, rej, s, h, y, f0, *rest):
+        def body(i, go, j, cur, acc, rej, s, h, y, f0, steps, states, Ks, *rest):
             mem = rest[:m]
             gap = s_end - s
             h_try = torch.minimum(h, max_step)
             to_node = h_try >= gap - snap
             h_try = torch.where(to_node, gap, h_try)
             y1, K, check, f1 = step(torch.stack([s, h_try]).to(tdt), y, f0, tol)
+            f1 = f1.clone()  # FSAL: a view of K's last row (carried values may not alias)
             ratio = ctrl.error_ratio(ops, list(check.to(f64).unbind(0)))
             accept, h_next, mem2 = ctrl.judge(
                 ops, h_try, ratio, None, mem, error_order, h_prev=h, to_node=to_node
@@ -707,48 +714,64 @@ def host_adaptive_block(
             code = ctrl.failure(
                 ops, accept=accept, finite=finite, ok=None, h_next=h_next, min_h=min_h
             )
-            s1 = torch.where(to_node, s_end, s + h_try)
-            quiet = torch.where(accept, s1 + snap < next_out, code == SUCCESS)
+            quiet = torch.where(accept, ~to_node, code == SUCCESS)
             commit = quiet & accept
+            s1 = s + h_try
+            # outputs in (s, s1]: the loop's own test, times[k] <= s1 + snap
+            reached = (outs <= s1 + snap).sum()
+            keep = commit & (reached > cur)
+            # row j is free (j < M): written every trial, kept when j moves on
+            row = j.reshape(1)
+            steps = steps.index_copy(0, row, torch.stack([s, h_try])[None])
+            states = states.index_copy(0, row, torch.stack([y, f0, y1, f1], dim=1))
+            Ks = Ks.index_copy(0, row, K[None])
             mem = tuple(torch.where(quiet, a, b) for a, b in zip(mem2, mem, strict=True))
             return (
                 i - 1,
                 quiet,
+                j + keep.to(j.dtype),
+                torch.where(keep, reached, cur),
                 acc + commit.to(acc.dtype),
                 rej + (quiet & ~accept).to(rej.dtype),
                 torch.where(commit, s1, s),
                 torch.where(quiet, h_next, h),
                 torch.where(commit, y1, y),
                 torch.where(commit, f1, f0),
+                steps,
+                states,
+                Ks,
                 *mem,
                 y1,
                 K,
                 check,
-                f1.clone(),  # FSAL: a view of K's last row (carried values may not alias)
+                f1,
                 h_try,
             )
 
         zero = torch.zeros((), dtype=torch.int64)
         S, E = rk.S, 1 if rk.E_rows is None else rk.E_rows.shape[0]
+        n_y = y.shape[1]
+        buffers = (h.new_zeros(M, 2), y.new_zeros(M, 4, n_y), y.new_zeros(M, S, n_y))
         pending = (
             torch.zeros_like(y),
-            y.new_zeros(S, y.shape[1]),
+            y.new_zeros(S, n_y),
             y.new_zeros(E),
             torch.zeros_like(f0),
             torch.zeros_like(h),
         )
-        carry = (n, torch.ones((), dtype=torch.bool), zero, zero.clone(), s, h, y, f0)
-        carry = (*carry, *mem, *pending)
+        go = torch.ones((), dtype=torch.bool)
+        carry = (n, go, zero, cur.to(torch.int64), zero.clone(), zero.clone(), s, h, y, f0)
+        carry = (*carry, *buffers, *mem, *pending)
         if while_loop is None:
             while bool(cond(*carry)):
                 carry = body(*carry)
         else:
             carry = while_loop(cond, body, carry)
-        _, go, acc, rej, s, h, y, f0 = carry[:8]
-        mem = carry[8 : 8 + m]
-        y1, K, check, f1, h_try = carry[8 + m :]
-        info = [go, acc, rej, s, h, h_try, *mem]
-        return y, f0, y1, K, check, f1, torch.stack([v.to(f64) for v in info])
+        _, go, j, _, acc, rej, s, h, y, f0, steps, states, Ks = carry[:13]
+        mem = carry[13 : 13 + m]
+        y1, K, check, f1, h_try = carry[13 + m :]
+        info = torch.stack([v.to(f64) for v in (go, acc, rej, s, h, h_try, j, *mem)])
+        return y, f0, y1, K, check, f1, steps, states, Ks, info
 
     return run
 
@@ -840,16 +863,22 @@ class FusedHost:
         self.nfe[0] += self.per_call * n_steps  # (built after build(): per_call is set)
         return out
 
+    # buffer rows of an adaptive block: steps with outputs in them per call
+    ADAPTIVE_ROWS = 32
+
     def advance(self, B, s: float, y, f0, h: float, memory, ctrl, error_order, h_floor):
-        """The loop's adaptive steps up to the next one that writes an output, in one
-        compiled block (:func:`host_adaptive_block`); ``B`` is the loop's host backend.
+        """The loop's adaptive steps up to the next one it must take itself (the one
+        landing on the end, or a failing one), in compiled blocks
+        (:func:`host_adaptive_block`); ``B`` is the loop's host backend.
 
         Returns the loop's ``(s, y, f0, h, memory)`` after the committed steps (the
         inputs unchanged when no block applies: before the first fused step, after
         a fallback, with ``h_floor``, a controller that is not hashable or a block
-        that failed to compile).  The counts, the field evaluations and the step
-        budget (``B._skip``: steps beyond the loop's own iterations) are booked
-        here; the trial the block stopped at is kept for the next :meth:`call`.
+        that failed to compile).  The outputs in the committed steps are written
+        with the loop's own ``B.emit`` from the block's buffer; the counts, the
+        field evaluations and the step budget (``B._skip``: steps beyond the loop's
+        own iterations) are booked here; the trial the block stopped at is kept for
+        the next :meth:`call`.
         """
         same = s, y, f0, h, memory
         if self.ablock is False or self.fn is None or self.reason or h_floor > 0:
@@ -864,23 +893,33 @@ class FusedHost:
             except TypeError:
                 self.ablock = False
                 return same
+            spec = (ctrl, error_order, kinds, self.ADAPTIVE_ROWS)
             self.ablock, self._ablock_before = self._get_compiled(
-                "adaptive block", host_adaptive_block, y, (ctrl, error_order, kinds)
+                "adaptive block", host_adaptive_block, y, spec
             )
             self._kinds = kinds
             if not self.ablock.compiled:  # an earlier solve found it not compilable
                 self.ablock = False
                 return same
+            self._outs = torch.tensor(B.times, dtype=torch.float64, device=B.dev)
         cfg = B.cfg
-        c = [B.s_end, B.times[B.cursor], B.snap, cfg.max_step, cfg.min_step, s, h]
+        c = [B.s_end, B.snap, cfg.max_step, cfg.min_step, s, h, B.cursor]
         c = torch.tensor(c + [float(v) for v in memory], dtype=torch.float64, device=B.dev)
         n = torch.scalar_tensor(budget, dtype=torch.int64)
         try:
-            y, f0, y1, K, check, f1, info = self.ablock(n, y, f0, B._tol, c)
+            out = self.ablock(n, y, f0, B._tol, c, self._outs)
         except CompileFailed as exc:
             self.ablock, self.block_reason = False, str(exc)
             return same
-        go, acc, rej, s, h, h_try, *mem = info.tolist()  # the block's one synchronisation
+        y, f0, y1, K, check, f1, steps, states, Ks, info = out
+        go, acc, rej, s, h, h_try, j, *mem = info.tolist()  # the block's one synchronisation
+        if j:  # the outputs inside the committed steps, by the loop's interpolant
+            from odenet._loop import _Trial
+
+            for i, (si, hi) in enumerate(steps[: int(j)].tolist()):
+                st = states[i]
+                trial = _Trial(st[2:3], Ks[i], st[3:4], None)
+                B.emit(si, si + hi, hi, st[0:1], trial, st[1:2], True, True, False)
         memory = tuple(bool(v) if k else v for v, k in zip(mem, self._kinds, strict=True))
         acc, rej = int(acc), int(rej)
         B.accepted += acc

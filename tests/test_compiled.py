@@ -368,10 +368,13 @@ def adaptive_blocks():
 )
 @pytest.mark.parametrize("direction", ["forward", "backward"])
 def test_adaptive_blocks_take_the_eager_steps(fake_compiler, kw, direction):
-    # dense outputs (a block stops before every step that writes one) and sparse ones
+    # sparse outputs, dense ones (the block keeps the steps that hold outputs for the
+    # loop to interpolate) and very dense ones (every step holds some: the block's
+    # buffer fills and it stops)
     y0 = torch.tensor([1.0, -0.5, 2.0], dtype=D)
     t = TIMES[direction]
-    for times in (t, torch.linspace(float(t[0]), float(t[-1]), 41, dtype=D)):
+    lin_t = functools.partial(torch.linspace, float(t[0]), float(t[-1]), dtype=D)
+    for times in (t, lin_t(41), lin_t(1001)):
         eager, comp = both(lin, y0, times, **kw)
         assert comp.stats["compiled"] and "compile_fallback" not in comp.stats
         for k in ("steps", "accepted", "rejected", "nfe"):

@@ -6,7 +6,10 @@ torchdiffeq and lyapynov on the same problems, in one interleaved run, one threa
    tools), ratio to scipy
    ``solve_ivp(method="RK45")`` on the numpy field.  odenet eager is ``odenet.solve``,
    odenet compiled is ``odenet.solve(..., compile=True)`` (the user's path: the
-   loop's host backend with the fused step), torchdiffeq per 6 field calls.
+   loop's host backend, the adaptive steps between two outputs in one compiled
+   block, a fused step for each step that writes an output), torchdiffeq per 6
+   field calls.  One more row puts 201 output times on Van der Pol (all tools
+   interpolate them): the blocks then stop after about one step each.
 2. Fixed-step rk4 on the same two problems, outputs at 11 times: µs per step,
    ratio to a plain numpy RK4 loop; odenet compiled is ``solve(..., compile=True)``
    (compiled blocks of grid steps between the outputs, one fused step into each).
@@ -91,10 +94,11 @@ def cpu(fn):
 # --- 1 and 2: dopri5 and fixed-step rk4 ------------------------------------------------
 
 
-def run_scipy(fnp, y0, T, rtol, atol):
+def run_scipy(fnp, y0, T, rtol, atol, n_out=2):
     from scipy.integrate import solve_ivp
 
-    sol = solve_ivp(fnp, (0.0, T), y0, method="RK45", rtol=rtol, atol=atol)
+    t_eval = None if n_out == 2 else np.linspace(0.0, T, n_out)
+    sol = solve_ivp(fnp, (0.0, T), y0, method="RK45", rtol=rtol, atol=atol, t_eval=t_eval)
     # steps tried, accepted or rejected (6 calls each; 2 more for the first step's
     # choice), the unit odenet's stats["steps"] counts
     return (sol.nfev - 2) // 6
@@ -114,7 +118,7 @@ def compile_first(label, f, y0, T, compile_times, **kw):
     compile_times.append((label, sol.stats["compile_time"]))
 
 
-def run_tdq(f, y0, T, **kw):
+def run_tdq(f, y0, T, n_out=2, **kw):
     import torchdiffeq
 
     nfe = [0]
@@ -123,7 +127,8 @@ def run_tdq(f, y0, T, **kw):
         nfe[0] += 1
         return f(t, y)
 
-    torchdiffeq.odeint(g, torch.as_tensor(y0, dtype=D), torch.tensor([0.0, T], dtype=D), **kw)
+    t = torch.linspace(0.0, T, n_out, dtype=D)
+    torchdiffeq.odeint(g, torch.as_tensor(y0, dtype=D), t, **kw)
     return nfe[0]
 
 
@@ -149,7 +154,11 @@ def explicit_benchmarks(reps, quick, use_compile, lines, compile_times):
         "| torchdiffeq dopri5 (per 6 nfe) |",
         "|---|---|---|---|---|",
     ]
-    for name, (f, fnp, y0, T) in PROBLEMS.items():
+    # the last row: outputs at 201 times (every tool interpolates them), so each
+    # compiled block stops after about one step
+    rows = [(name, name, 2) for name in PROBLEMS] + [("vdp (2), 201 outputs", "vdp (2)", 201)]
+    for name, problem, n_out in rows:
+        f, fnp, y0, T = PROBLEMS[problem]
         T = T / 4 if quick else T
         res = {k: [] for k in ("scipy", "eager", "compiled", "tdq")}
         steps = {}
@@ -157,9 +166,9 @@ def explicit_benchmarks(reps, quick, use_compile, lines, compile_times):
         run_odenet(f, y0, T / 10, method="dopri5", rtol=rtol, atol=atol)
         run_scipy(fnp, y0, T / 10, rtol, atol)
         run_tdq(f, y0, T / 10, method="dopri5", rtol=rtol, atol=atol)
-        if use_compile:
+        if use_compile and n_out == 2:
             compile_first(
-                f"dopri5 fused step, {name}",
+                f"dopri5 fused step + adaptive block, {name}",
                 f,
                 y0,
                 T / 10,
@@ -169,18 +178,16 @@ def explicit_benchmarks(reps, quick, use_compile, lines, compile_times):
                 atol=atol,
                 compile=True,
             )
+        tol = dict(method="dopri5", rtol=rtol, atol=atol, n_out=n_out)
         for _ in range(reps):
-            t, steps["scipy"] = cpu(lambda: run_scipy(fnp, y0, T, rtol, atol))  # noqa: B023
+            t, steps["scipy"] = cpu(lambda: run_scipy(fnp, y0, T, rtol, atol, n_out))  # noqa: B023
             res["scipy"].append(t)
-            t, steps["eager"] = cpu(
-                lambda: run_odenet(f, y0, T, method="dopri5", rtol=rtol, atol=atol)  # noqa: B023
-            )
+            t, steps["eager"] = cpu(lambda: run_odenet(f, y0, T, **tol))  # noqa: B023
             res["eager"].append(t)
             if use_compile:
-                adaptive = dict(method="dopri5", rtol=rtol, atol=atol, compile=True)
-                t, steps["compiled"] = cpu(lambda: run_odenet(f, y0, T, **adaptive))  # noqa: B023
+                t, steps["compiled"] = cpu(lambda: run_odenet(f, y0, T, compile=True, **tol))  # noqa: B023
                 res["compiled"].append(t)
-            t, nfe = cpu(lambda: run_tdq(f, y0, T, method="dopri5", rtol=rtol, atol=atol))  # noqa: B023
+            t, nfe = cpu(lambda: run_tdq(f, y0, T, **tol))  # noqa: B023
             steps["tdq"] = nfe / 6
             res["tdq"].append(t)
         us = {k: 1e6 * statistics.median(v) / steps[k] for k, v in res.items() if v}

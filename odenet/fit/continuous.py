@@ -372,7 +372,7 @@ class LatentODEForecaster(nn.Module):
 
 
 class NeuralCDEForecaster(nn.Module):
-    """Neural CDE (:class:`odenet.models.ncde.NeuralCDE`) on the spline of the context.
+    """Neural CDE (``odenet.models.ncde.NeuralCDE``) on the spline of the context.
 
     The path is the natural cubic spline through the *context* observations (each
     channel through its own observed points) with time as a channel; the hidden state
@@ -396,7 +396,7 @@ class NeuralCDEForecaster(nn.Module):
         Fractions of the training draw (see above).
     skip : bool
         Predict the spline path plus a learnt correction (default; see
-        :class:`~odenet.models.ncde.NeuralCDE`): on few, smooth series the plain
+        ``odenet.models.ncde.NeuralCDE``): on few, smooth series the plain
         readout must first learn to copy its input.
     **solver :
         ``method``, ``rtol``, ``atol``, ``sensitivity`` of the solve.

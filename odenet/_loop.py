@@ -715,6 +715,10 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
                 h_prev=h,
                 to_node=to_node,
                 h_floor=h_floor,
+                # H3, issue 14: a multistep method may ask to keep h ([K] bool) and
+                # scale the safety factor ([K], after slow Newton iterations)
+                hold=getattr(out, "hold", None) if stateful else None,
+                safety=getattr(out, "safety", None) if stateful else None,
             )
             if not host and B.n_done:
                 accept = accept & ~B.done

@@ -227,3 +227,43 @@ def test_radau_iia5_defaults_to_the_predictive_controller_with_fewer_rejections(
     classic = odenet.solve(vdp, y0, t, method="radau_iia5", rtol=1e-4, atol=1e-7, controller="I")
     assert auto.stats["rejected"] < classic.stats["rejected"]
     torch.testing.assert_close(auto.ys[-1], classic.ys[-1], rtol=1e-2, atol=1e-3)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    ratio=st.one_of(st.floats(0, 1e3), st.just(math.inf)),
+    ok=st.sampled_from([None, True, False]),
+    rejected=st.booleans(),
+    kind=st.sampled_from(["I", "PI", "PID", "predictive"]),
+)
+def test_a_held_step_keeps_h_exactly_only_when_accepted(ratio, ok, rejected, kind):
+    """``hold`` (a BDF between step-size changes) keeps ``h`` bit for bit after an
+    accepted step, so the method's next step reuses its LU; a rejected step shrinks
+    exactly as it would without ``hold``; on floats and tensors alike."""
+    from odenet._controller import controller_from
+
+    ctrl, h = controller_from(kind), 0.37
+    mem_h = ctrl.init_memory(HostOps, None)
+    if kind != "predictive":
+        mem_h = (0.5, 2.0, rejected)
+    mem_t = tuple(torch.tensor([v], dtype=D if isinstance(v, float) else None) for v in mem_h)
+    ok_t = None if ok is None else torch.tensor([ok])
+    free = ctrl.judge(HostOps, h, ratio, ok, mem_h, 3)
+    held = ctrl.judge(HostOps, h, ratio, ok, mem_h, 3, hold=True)
+    held_t = ctrl.judge(
+        TensorOps,
+        torch.tensor([h], dtype=D),
+        torch.tensor([ratio], dtype=D),
+        ok_t,
+        mem_t,
+        3,
+        hold=torch.tensor([True]),
+    )
+    assert held[0] == free[0] == bool(held_t[0][0])
+    if free[0]:
+        assert held[1] == h and float(held_t[1][0]) == h
+    else:
+        assert held[1] == free[1] < h
+        assert math.isclose(float(held_t[1][0]), free[1], rel_tol=1e-12)
+    # hold=False (and None) is the plain rule
+    assert ctrl.judge(HostOps, h, ratio, ok, mem_h, 3, hold=False)[1] == free[1]

@@ -39,12 +39,20 @@ from odenet import problems as P
 sys.path.insert(0, str(Path(__file__).parent))
 from stiff import run_odenet, run_scipy  # the sibling benchmark's runners
 
+# the work counted on both sides: f-evaluations, LU factorisations, Jacobians, wall time
+WORK = ("nfe", "nlu", "njev", "wall")
 
-def at_equal_error(ours: list[dict], theirs: list[dict]) -> list[tuple[float, float]]:
-    """``(scipy error, our nfe / scipy nfe)`` at each scipy point inside our error range,
-    our nfe interpolated linearly in ``log err → log nfe``."""
+
+def at_equal_error(
+    ours: list[dict], theirs: list[dict], key: str = "nfe"
+) -> list[tuple[float, float]]:
+    """``(scipy error, our work / scipy work)`` at each scipy point inside our error
+    range, our ``key`` (nfe, nlu, njev, wall) interpolated linearly in ``log err → log
+    work``."""
     pts = sorted(
-        (math.log(r["err"]), math.log(r["nfe"])) for r in ours if r["status"] == "ok" and r["err"]
+        (math.log(r["err"]), math.log(max(r[key], 1e-12)))
+        for r in ours
+        if r["status"] == "ok" and r["err"]
     )
     out = []
     if len(pts) < 2:
@@ -55,7 +63,7 @@ def at_equal_error(ours: list[dict], theirs: list[dict]) -> list[tuple[float, fl
             continue
         x = math.log(r["err"])
         if le[0] <= x <= le[-1]:
-            out.append((r["err"], math.exp(float(np.interp(x, le, ln))) / r["nfe"]))
+            out.append((r["err"], math.exp(float(np.interp(x, le, ln))) / max(r[key], 1e-12)))
     return out
 
 
@@ -106,6 +114,9 @@ def main(argv=None):
     ap.add_argument("--rtols", default="1e-3,1e-4,1e-5,1e-6,1e-7")
     ap.add_argument("--methods", default="ndf")
     ap.add_argument("--max-steps", type=int, default=50_000)
+    ap.add_argument(
+        "--controller", default=None, help="odenet's controller (default: the method's own)"
+    )
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bdf.json"))
     ap.add_argument(
         "--nonstiff",
@@ -119,6 +130,7 @@ def main(argv=None):
         return
     methods = args.methods.split(",")
     rtols = [float(x) for x in args.rtols.split(",")]
+    kw = {} if args.controller is None else {"controller": args.controller}
     rows = []
     summary = []
     for name in args.problems.split(","):
@@ -127,12 +139,13 @@ def main(argv=None):
         print(f"\n### {name}\n")
         print(
             "| rtol | solver | status | error | nfe | njev | nlu | steps | "
-            "nfe / scipy BDF | err / scipy BDF | err / scipy Radau |"
+            "nfe / scipy BDF | nlu / scipy | njev / scipy | wall / scipy | "
+            "err / scipy BDF | err / scipy Radau |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         cells = {m: [] for m in [*methods, "scipy BDF"]}
         for rtol in rtols:
-            cell = {m: run_odenet(prob, m, rtol, d, args.max_steps) for m in methods}
+            cell = {m: run_odenet(prob, m, rtol, d, args.max_steps, **kw) for m in methods}
             cell["scipy BDF"] = run_scipy(prob, "BDF", rtol, d)
             radau = run_scipy(prob, "Radau", rtol, d)
             ref = cell["scipy BDF"]
@@ -141,24 +154,26 @@ def main(argv=None):
                 rows.append(r)
                 cells[who].append(r)
                 if r["status"] != "ok":
-                    print(f"| {rtol:.0e} | {who} | {r['status']} | | | | | | | | |")
+                    print(f"| {rtol:.0e} | {who} | {r['status']} |" + " |" * 11)
                     continue
+                q = {k: r[k] / max(ref[k], 1e-12) for k in WORK}
                 print(
                     f"| {rtol:.0e} | {who} | ok | {r['err']:.2e} | {r['nfe']} | {r['njev']} | "
-                    f"{r['nlu']} | {r['steps']} | {r['nfe'] / ref['nfe']:.2f} | "
+                    f"{r['nlu']} | {r['steps']} | {q['nfe']:.2f} | {q['nlu']:.2f} | "
+                    f"{q['njev']:.2f} | {q['wall']:.2g} | "
                     f"{r['err'] / ref['err']:.2g} | {r['err'] / radau['err']:.2g} |",
                     flush=True,
                 )
         for m in methods:
-            eq = at_equal_error(cells[m], cells["scipy BDF"])
+            eq = {k: at_equal_error(cells[m], cells["scipy BDF"], k) for k in WORK}
             summary.append((name, m, eq))
-    print("\n### nfe / scipy BDF's at equal error (scipy's error: ratio)\n")
-    print("| problem | method | ratios | worst |")
-    print("|---|---|---|---|")
+    print("\n### work / scipy BDF's at equal error (worst over scipy's points inside ours)\n")
+    print("| problem | method | scipy errors | " + " | ".join(WORK) + " |")
+    print("|---|---|---|" + "---|" * len(WORK))
     for name, m, eq in summary:
-        pts = ", ".join(f"{e:.1e}: {q:.2f}" for e, q in eq)
-        worst = f"{max(q for _, q in eq):.2f}" if eq else "n/a"
-        print(f"| {name} | {m} | {pts} | {worst} |")
+        errs = ", ".join(f"{e:.1e}" for e, _ in eq["nfe"]) or "none"
+        worst = [f"{max(q for _, q in eq[k]):.2f}" if eq[k] else "n/a" for k in WORK]
+        print(f"| {name} | {m} | {errs} | " + " | ".join(worst) + " |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=1, default=float))
 

@@ -727,6 +727,23 @@ def odeint_adjoint(
     backward pass calls.  Fixed-step methods use the forward's grid backward (a
     ``grid_constructor`` is called once, for the forward).
     """
+    if adjoint_params is not None and not isinstance(adjoint_params, torch.Tensor):
+        try:
+            adjoint_params = tuple(adjoint_params)  # a generator is read once
+        except TypeError:
+            pass  # not iterable: the solve's check names it
+        else:
+            norm = (
+                (adjoint_options or {}).get("norm") if isinstance(adjoint_options, dict) else None
+            )
+            frozen = [isinstance(p, torch.Tensor) and not p.requires_grad for p in adjoint_params]
+            if callable(norm) and any(frozen):
+                warnings.warn(  # torchdiffeq's warning: the norm gets fewer tensors
+                    f"`adjoint_params` item(s) {[i for i, x in enumerate(frozen) if x]} do not "
+                    "require grad: they are left out of the adjoint pass and of the tuple your "
+                    "`adjoint_options['norm']` receives.",
+                    stacklevel=2,
+                )
     adj = {
         "adjoint_rtol": adjoint_rtol,
         "adjoint_atol": adjoint_atol,

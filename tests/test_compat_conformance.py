@@ -732,3 +732,29 @@ def test_odeint_adjoint_with_an_event_uses_the_adjoint_options_it_is_given():
             event_fn=lambda t, y: y[0] - 0.5,
             adjoint_params=(),
         )
+
+
+def test_a_frozen_adjoint_parameter_with_a_callable_norm_warns_as_torchdiffeq():
+    frozen = (PARAMS[0], torch.tensor(0.3, dtype=D))
+    seen = {}
+
+    def run(odeint_adjoint):
+        sizes = seen[odeint_adjoint] = set()
+
+        def norm(parts):
+            sizes.add(len(parts))
+            return torch.stack([p.abs().max() for p in parts]).max()
+
+        with pytest.warns(UserWarning, match=r"requir\w* grad"):
+            xs = odeint_adjoint(
+                lambda t, y: -y * PARAMS[0][0],
+                Y0,
+                T[:3],
+                adjoint_params=iter(frozen),
+                adjoint_options={"norm": norm},
+            )
+        xs.sum().backward()
+
+    run(odenet.odeint_adjoint)
+    run(torchdiffeq.odeint_adjoint)
+    assert seen[odenet.odeint_adjoint] == seen[torchdiffeq.odeint_adjoint] == {4}

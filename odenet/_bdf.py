@@ -26,15 +26,13 @@ loop with its history as method state:
 * **Error estimate** ``C_{k+1} d`` (``d = ∇^{k+1} y_{n+1}``): reported with its
   order ``k`` per row, so the controller's exponent follows the order.
 * **Step-size hold** (scipy's ``n_equal_steps``): the controller chooses a new ``h``
-  only on the steps where the order rule runs, every ``k + 1`` accepted steps; on
-  the others the step reports ``hold`` and the controller keeps ``h`` (a rejection
-  still shrinks it).  Held steps reuse the LU of ``I − cJ`` (``c = h/α_k``) and need
-  no rescaling of ``D``; changing ``h`` every step, as the PI controller alone did,
-  cost an LU per step (4–6× scipy's) for no fewer f-evaluations.  Unlike scipy, a
-  rejection does not restart the count: the count decides the order, and a
-  checkpoint replay, whose step ends are recomputed and equal the forward's only to
-  rounding, must decide as the forward did.
-* **Order selection** after ``k + 1`` accepted steps at order ``k``: the estimates
+  only on the steps where the order rule runs, after ``k + 1`` accepted steps of
+  equal size; on the others the step reports ``hold`` and the controller keeps ``h``
+  (a rejection still shrinks it, and the count starts again).  Held steps reuse the
+  LU of ``I − cJ`` (``c = h/α_k``) and need no rescaling of ``D``; changing ``h``
+  every step, as the PI controller alone did, cost an LU per step (4–6× scipy's)
+  for no fewer f-evaluations.
+* **Order selection** after ``k + 1`` accepted equal steps at order ``k``: the estimates
   for ``k − 1`` (``C_k ∇ᵏ y_{n+1}``) and ``k + 1`` (``C_{k+2} ∇^{k+2} y_{n+1}``) are
   compared with the one for ``k`` by the step each would allow,
   ``‖e_j‖^{−1/(j+1)}``, and the best order is kept for the next step.
@@ -190,8 +188,9 @@ class BDFRuntime:
     """The method protocol of the loop for :class:`VariableBDF`, with state.
 
     State ``(D [MAX_ORDER + 3, K, n], order [K], h_D [K], n_steps [K])``: the
-    differences, each row's order, the spacing ``D`` is on, and the accepted steps
-    taken since the order rule last ran (the step size is held until it runs again).
+    differences, each row's order, the spacing ``D`` is on, and the accepted steps of
+    the current size taken since the order rule last ran (the step size is held until
+    it runs again).
     """
 
     has_state = True
@@ -250,6 +249,12 @@ class BDFRuntime:
         if not bool((factor == 1).all()):
             Tm = _rescale_matrix(factor, order, MAX_ORDER + 3, self._U)
             D = torch.einsum("kij,ikn->jkn", Tm, D)
+            # another step size (a rejection's retry, the controller's change) restarts
+            # the count of equal steps.  "Equal" to a few ulps of t: a checkpoint replay
+            # recomputes each step as the difference of the forward's step ends, equal
+            # to the forward's step only to the rounding of t + h
+            ulp = torch.finfo(s.dtype).eps * (s.abs() + h_safe.abs())
+            n_steps = torch.where((h_safe - h_D).abs() <= 4 * ulp, n_steps, 0)
         j = torch.arange(MAX_ORDER + 3, device=y.device)[:, None]  # [M + 3, 1]
         upto = (j <= order[None, :]).to(dt)  # [M + 3, K]
         alpha_k = self.alpha[order]
@@ -287,8 +292,8 @@ class BDFRuntime:
             )
             order_new = torch.where(ok, order_new, order)
         ks = D_new * upto[:, :, None]  # dense output: the step's polynomial
-        # keep h until k + 1 steps are taken (n_new counts them; it is reset to 0 when
-        # the order rule ran, and then the controller chooses the next h)
+        # keep h until k + 1 equal steps are taken (n_new counts them; it is reset to 0
+        # when the order rule ran, and then the controller chooses the next h)
         hold = ok & (n_new > 0)
         # Hairer's (RADAU5) and scipy's safety: lower after a slow Newton iteration
         M = self.max_iter
@@ -389,7 +394,7 @@ class BDFRuntime:
         return converged & ~failed, y, d, n_iter
 
     def _select_order(self, D, error, y_new, order, n_steps):
-        """The order for the next step and the count of steps taken at it: the
+        """The order for the next step and the count of equal steps taken at it: the
         estimates for ``k − 1`` (``C_k ∇ᵏ y_{n+1}``), ``k`` and ``k + 1``
         (``C_{k+2} ∇^{k+2} y_{n+1}``) compete (see :func:`_next_order`)."""
         nw = self.newton

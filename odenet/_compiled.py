@@ -32,10 +32,13 @@ not compile with ``fullgraph=True`` and fall back to eager.
 The one loop uses it through ``solve(..., compile=True)``: :class:`FusedHost`
 builds :func:`host_step` (the step of :func:`rk_step_one` plus the RMS error norm
 and ``f(t1, y1)``, so the host backend ``_Host`` makes one compiled call and one
-``.tolist()`` per step) and, on uniform fixed grids, :func:`host_block` (the grid
-steps between two outputs in one ``while_loop`` call).  Both use inductor's C++
-wrapper (see ``_HOST_OPTIONS``).  The loop keeps control: the controller judges
-every adaptive step, the loop decides where a block ends and accepts it.
+``.tolist()`` per step), on uniform fixed grids :func:`host_block` (the grid steps
+between two outputs in one ``while_loop`` call), and for adaptive steps
+:func:`host_adaptive_block` (the loop's steps up to the next one it must take itself,
+in one ``while_loop`` call, the steps that hold outputs buffered for the loop's
+interpolant).  All use inductor's C++ wrapper (see ``_HOST_OPTIONS``).  The loop keeps
+its rules: inside a block the controller's own code judges every trial, and the
+loop takes the steps a block stops at (the end, failures) and writes every output.
 Opt-in, because the compile (seconds, per field, method, shape and dtype) exceeds a
 whole solve of fewer than ~10⁴ steps; and never with a gradient through the solve
 (the loop then steps eagerly).
@@ -653,13 +656,15 @@ def host_adaptive_block(
     """The eager block of adaptive steps: the one loop's steps, up to the first one
     the loop must take itself, with the steps that write outputs kept for the loop.
 
-    ``spec = (controller, error_order, kinds, M)`` (``kinds``: which entries of the
-    controller's memory are bools; ``M``: buffer rows).  The call is
-    ``(n [] int64, y [1, n], f0 [1, n], tol [2, n], c [7 + m] float64, outs [T] float64)
-    -> (y, f0, y1, K, check, f1, steps [M, 2] float64, states [M, 4, n], Ks [M, S, n],
-    info [7 + m] float64)`` with ``c = (s_end, snap, max_step, min_step, s, h, cursor,
-    *memory)`` and ``outs`` the output times, all in the loop's internal time, and
-    ``info = (go, accepted, rejected, s, h, h_try, j, *memory)``.
+    ``spec = (controller, error_order, kinds, M, W)`` (``kinds``: which entries of the
+    controller's memory are bools; ``M``: buffer rows; ``W``: output times seen per
+    call).  The call is ``(n [] int64, y [1, n], f0 [1, n], tol [2, n], c [6 + m] float64,
+    outs [W] float64) -> (y, f0, y1, K, check, f1, steps [M, 2] float64, states [M, 4, n],
+    Ks [M, S, n], info [7 + m] float64)`` with ``c = (s_end, snap, max_step, min_step, s,
+    h, *memory)`` and ``outs`` the next ``W`` output times (``+inf`` past the last), all
+    in the loop's internal time, and ``info = (go, accepted, rejected, s, h, h_try, j,
+    *memory)``.  Every shape is fixed by the state and the controller, so no call
+    recompiles for another number of output times.
 
     Each of at most ``n`` trials is the loop's adaptive step, computed as the loop
     does: ``h_try = min(h, max_step)``, cut to land on ``s_end`` within ``snap``; the
@@ -672,7 +677,8 @@ def host_adaptive_block(
     for the loop to judge, emit and commit itself.  The first ``j`` rows of the
     buffers hold the committed steps with output times in them — ``(s, h)``,
     ``(y, f0, y1, f1)`` and the stages — for the loop to interpolate the outputs
-    from, in order; the block stops when the buffer is full.  ``go`` = 1: it ran
+    from, in order; the block stops when the buffer is full or a step passes the
+    last of the ``W`` output times it was given.  ``go`` = 1: it ran
     out of trials or buffer.  Compiled, the loop is a ``while_loop`` (its trip count
     a tensor: not unrolled, no recompile for a new ``n``); ``python_loop``: the
     eager form.
@@ -680,7 +686,7 @@ def host_adaptive_block(
     from odenet._ops import TensorOps as ops
     from odenet._solution import SUCCESS
 
-    ctrl, error_order, kinds, M = spec
+    ctrl, error_order, kinds, M, W = spec
     ctrl.betas  # noqa: B018 - the cached property is set up before any trace
     step = host_step(f, shape, rk, direction, adaptive=True)
     tdt = rk.c.dtype
@@ -691,11 +697,13 @@ def host_adaptive_block(
 
     def run(n, y, f0, tol, c, outs):
         # separate tensors, not views of ``c``: while_loop rejects aliased inputs
-        s_end, snap, max_step, min_step, s, h, cur, *mem = (v.clone() for v in c.unbind(0))
+        s_end, snap, max_step, min_step, s, h, *mem = (v.clone() for v in c.unbind(0))
         mem = tuple(v != 0 if k else v for v, k in zip(mem, kinds, strict=True))
 
-        def cond(i, go, j, *_):
-            return (i > 0) & go & (j < M)
+        def cond(i, go, j, cur, *_):
+            # cur == W: a step went past the window of output times (its own outputs
+            # are the loop's to write; where the next one is, the next call sees)
+            return (i > 0) & go & (j < M) & (cur < W)
 
         def body(i, go, j, cur, acc, rej, s, h, y, f0, steps, states, Ks, *rest):
             mem = rest[:m]
@@ -760,7 +768,7 @@ def host_adaptive_block(
             torch.zeros_like(h),
         )
         go = torch.ones((), dtype=torch.bool)
-        carry = (n, go, zero, cur.to(torch.int64), zero.clone(), zero.clone(), s, h, y, f0)
+        carry = (n, go, zero, zero.clone(), zero.clone(), zero.clone(), s, h, y, f0)
         carry = (*carry, *buffers, *mem, *pending)
         if while_loop is None:
             while bool(cond(*carry)):
@@ -893,7 +901,8 @@ class FusedHost:
             except TypeError:
                 self.ablock = False
                 return same
-            spec = (ctrl, error_order, kinds, self.ADAPTIVE_ROWS)
+            rows = self.ADAPTIVE_ROWS
+            spec = (ctrl, error_order, kinds, rows, 4 * rows)
             self.ablock, self._ablock_before = self._get_compiled(
                 "adaptive block", host_adaptive_block, y, spec
             )
@@ -901,13 +910,17 @@ class FusedHost:
             if not self.ablock.compiled:  # an earlier solve found it not compilable
                 self.ablock = False
                 return same
-            self._outs = torch.tensor(B.times, dtype=torch.float64, device=B.dev)
+            # the output times padded so that every window [cursor, cursor + W) exists
+            self._window = 4 * rows
+            pad = [math.inf] * self._window
+            self._outs = torch.tensor(B.times + pad, dtype=torch.float64, device=B.dev)
         cfg = B.cfg
-        c = [B.s_end, B.snap, cfg.max_step, cfg.min_step, s, h, B.cursor]
+        c = [B.s_end, B.snap, cfg.max_step, cfg.min_step, s, h]
         c = torch.tensor(c + [float(v) for v in memory], dtype=torch.float64, device=B.dev)
         n = torch.scalar_tensor(budget, dtype=torch.int64)
+        outs = self._outs[B.cursor : B.cursor + self._window].clone()
         try:
-            out = self.ablock(n, y, f0, B._tol, c, self._outs)
+            out = self.ablock(n, y, f0, B._tol, c, outs)
         except CompileFailed as exc:
             self.ablock, self.block_reason = False, str(exc)
             return same

@@ -449,6 +449,18 @@ def test_really_compiled_adaptive_blocks_take_the_eager_steps():
     for k in ("steps", "accepted", "rejected", "nfe"):
         assert comp.stats[k] == eager.stats[k], k
     torch.testing.assert_close(comp.ys, eager.ys, rtol=1e-12, atol=1e-13)
+    # another number of output times, another span: no new graph (the shapes the
+    # block sees do not depend on them)
+    from torch._dynamo.utils import counters
+
+    graphs = counters["stats"]["unique_graphs"]
+    t2 = torch.linspace(0.0, 9.0, 301, dtype=D)
+    again = odenet.solve(f, y0, t2, compile=True, **kw)
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert again.stats["compile_time"] == 0.0
+    eager2 = odenet.solve(f, y0, t2, **kw)
+    assert again.stats["steps"] == eager2.stats["steps"]
+    torch.testing.assert_close(again.ys, eager2.ys, rtol=1e-12, atol=1e-13)
 
 
 @pytest.mark.slow

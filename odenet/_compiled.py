@@ -900,6 +900,9 @@ class FusedHost:
                 hash(ctrl)
             except TypeError:
                 self.ablock = False
+                self.block_reason = (
+                    "the controller is not hashable (blocks are cached per controller)"
+                )
                 return same
             rows = self.ADAPTIVE_ROWS
             spec = (ctrl, error_order, kinds, rows, 4 * rows)

@@ -433,6 +433,19 @@ def test_a_block_that_fails_to_compile_leaves_single_fused_steps(
     torch.testing.assert_close(comp.ys, eager.ys, rtol=1e-12, atol=1e-13)
 
 
+def test_an_unhashable_controller_runs_single_fused_steps_and_says_why(fake_compiler):
+    class Mine(odenet.PIDController):  # a user's controller that cannot key a cache
+        __hash__ = None
+
+    y0 = torch.tensor([1.0, -0.5, 2.0], dtype=D)
+    eager, comp = both(lin, y0, TIMES["forward"], controller=Mine())
+    assert comp.stats["compiled"] and "not hashable" in comp.stats["compile_fallback"]
+    assert not adaptive_blocks()
+    for k in ("steps", "accepted", "rejected", "nfe"):
+        assert comp.stats[k] == eager.stats[k], k
+    torch.testing.assert_close(comp.ys, eager.ys, rtol=1e-12, atol=1e-13)
+
+
 @pytest.mark.slow
 @needs_compiler
 def test_really_compiled_adaptive_blocks_take_the_eager_steps():

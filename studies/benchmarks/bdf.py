@@ -5,10 +5,12 @@ solvers run interleaved per (problem, rtol) cell on the stiff set of
 :data:`odenet.problems.STIFF_SUITE` (``atol = d·rtol``, error at the final time by
 :func:`odenet.problems.stiff_error` against the cached reference), so drifting load
 hits both alike.  Per problem, each solver's (error, nfe) points over the rtols form
-a work–precision curve; the **ratio at equal error** is odenet's nfe interpolated
-(log–log) at the error scipy reached, divided by scipy's nfe, for every scipy point
-inside odenet's error range.  Also printed per cell: the ratios at equal rtol (nfe,
-error) and odenet's error over scipy Radau's (the issue's "within 10×" criterion).
+a work–precision curve; the **ratio at equal error** is odenet's work interpolated
+(log–log) at the error scipy reached, divided by scipy's, for every scipy point
+inside odenet's error range, for each measure of work: nfe, LU factorisations (nlu),
+Jacobians (njev) and wall time.  Also printed per cell: the ratios at equal rtol
+(nfe, nlu, njev, wall, error) and odenet's error over scipy Radau's (the issue's
+"within 10×" criterion).
 
 nfe counts every call of ``f`` on both sides as reported: odenet's includes the one
 call each autograd Jacobian makes, scipy's ``nfev`` excludes its finite-difference

@@ -178,7 +178,7 @@ def _dose_csvs(tmp_path, n_series=6):
     (tmp_path / "m.py").write_text(MECH)
 
 
-@pytest.mark.slow  # ~20 s of CPU: four least-squares fits through the CLI
+@pytest.mark.slow  # ~40 s of CPU: four least-squares fits through the CLI
 @pytest.mark.parametrize("split", [["--split", "series"], ["--folds", "3"]])
 def test_doses_follow_their_series_across_series_splits_and_folds(tmp_path, capsys, split):
     """With --split series / --folds the held-out series are predicted with *their own*
@@ -192,7 +192,7 @@ def test_doses_follow_their_series_across_series_splits_and_folds(tmp_path, caps
     _dose_csvs(tmp_path)
     rc = main(["fit", str(tmp_path / "c.csv"), "--model", "greybox_mle", "--mechanism",
                f"{tmp_path / 'm.py'}:oral", "--fix-x0", "gut=0", "--fix-x0", "conc=0",
-               "--doses", str(tmp_path / "d.csv"), "--dose-state", "gut", "--iters", "30",
+               "--doses", str(tmp_path / "d.csv"), "--dose-state", "gut", "--iters", "10",
                "--checkpoint", str(tmp_path / "ck.pt"), "--json", "--no-progress",
                *split])  # fmt: skip
     out = json.loads(capsys.readouterr().out)

@@ -267,3 +267,32 @@ def test_a_held_step_keeps_h_exactly_only_when_accepted(ratio, ok, rejected, kin
         assert math.isclose(float(held_t[1][0]), free[1], rel_tol=1e-12)
     # hold=False (and None) is the plain rule
     assert ctrl.judge(HostOps, h, ratio, ok, mem_h, 3, hold=False)[1] == free[1]
+
+
+@pytest.mark.parametrize("kind", ["I", "PI", "predictive"])
+def test_a_methods_safety_scale_multiplies_the_step_factor(kind):
+    """``safety`` (BDF after ``n`` Newton iterations: ``(2M + 1)/(2M + n)``) scales
+    the proposed factor, accepted or rejected, where no bound clips it; on floats and
+    tensors alike."""
+    from odenet._controller import controller_from
+
+    ctrl = controller_from(kind)
+    mem = ctrl.init_memory(HostOps, None)
+    if kind != "predictive":
+        mem = (0.5, 0.5, False)
+    mem_t = tuple(torch.tensor([v], dtype=D if isinstance(v, float) else None) for v in mem)
+    scale = 9 / 12  # M = 4, n = 4
+    for ratio in (0.3, 1.5):  # accepted, rejected
+        plain = ctrl.judge(HostOps, 0.2, ratio, True, mem, 3)[1]
+        scaled = ctrl.judge(HostOps, 0.2, ratio, True, mem, 3, safety=scale)[1]
+        assert scaled == pytest.approx(scale * plain, rel=1e-12), (ratio, plain, scaled)
+        t = ctrl.judge(
+            TensorOps,
+            torch.tensor([0.2], dtype=D),
+            torch.tensor([ratio], dtype=D),
+            torch.tensor([True]),
+            mem_t,
+            3,
+            safety=torch.tensor([scale], dtype=D),
+        )[1]
+        assert float(t[0]) == pytest.approx(scaled, rel=1e-12)

@@ -718,7 +718,11 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
                 # H3, issue 14: a multistep method may ask to keep h ([K] bool) and
                 # scale the safety factor ([K], after slow Newton iterations)
                 hold=getattr(out, "hold", None) if stateful else None,
-                safety=getattr(out, "safety", None) if stateful else None,
+                safety=getattr(out, "safety", None)
+                if stateful
+                # --- H4 (issue 14): Radau IIA's Newton-iteration safety scale
+                else getattr(rk, "newton_safety", None),
+                # --- end H4
             )
             if not host and B.n_done:
                 accept = accept & ~B.done

@@ -41,7 +41,9 @@ is derived from the tableau's coefficients at 50 digits (:func:`radau_constants`
 
 Gustafsson's predictive controller and RADAU5's "keep ``h`` when the factor is
 in ``[1, 1.2]`` so the LU can be reused" live on the controller side
-(:class:`odenet._controller.PredictiveController`).  The Newton stopping threshold is
+(:class:`odenet._controller.PredictiveController`); the method reports
+``newton_safety = (2M + 1)/(2M + n)`` after ``n`` Newton iterations, by which the loop
+scales the controller's safety factor (as radau5.f and scipy do).  The Newton stopping threshold is
 scipy's ``max(10 ε / rtol, min(0.03, √rtol))``; the iteration cap is 6 for
 ``s ≤ 3`` (scipy, radau5.f 7) and radau.f's ``7 + 2.5 (s − 3)`` above (12 for
 ``s = 5``); ``solve``'s ``newton_max_iter`` overrides the cap when it is not the
@@ -210,6 +212,7 @@ class RadauIIA(RungeKutta):
         self.max_iter = default_cap if newton.max_iter == 8 else newton.max_iter
         self._lu = None
         self._lu_key = None
+        self.newton_safety = 1.0  # read by the loop after each step (see step)
         self._prev = None  # (s_end [K], h [K], y_start [K, n], Z [s, K, n])
         self._last_s = None
 
@@ -259,6 +262,10 @@ class RadauIIA(RungeKutta):
                 if bool(ok.all()) or nw.J_fresh:
                     break
             nw.slow = bool(n_iter > 2 and rate > 1e-3)
+            # the controller's safety factor is scaled by (2M + 1)/(2M + n) after n of at
+            # most M iterations (radau5.f, scipy's Radau): a step whose Newton iteration
+            # was slow does not grow towards divergence (fewer slow steps, fewer Jacobians)
+            self.newton_safety = (2 * self.max_iter + 1) / (2 * self.max_iter + n_iter)
             if not bool(ok.all()):
                 nw.stats.failures += 1
         if self.track_grad and torch.is_grad_enabled():

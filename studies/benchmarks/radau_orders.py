@@ -24,59 +24,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.integrate import solve_ivp
 
-import odenet
 from odenet import problems as P
 
+sys.path.insert(0, str(Path(__file__).parent))
+from stiff import run_odenet, run_scipy  # the sibling benchmark's runners
+
 METHODS = ("radau_iia3", "radau_iia5", "radau_iia9")
-
-
-def run_odenet(prob, method, rtol, d, max_steps):
-    """One adaptive solve: a dict of status, error, work counters and wall time."""
-    t = torch.tensor(prob.span, dtype=torch.float64)
-    t0 = time.perf_counter()
-    sol = odenet.solve(
-        prob.f,
-        prob.y0_tensor(),
-        t,
-        method=method,
-        rtol=rtol,
-        atol=d * rtol,
-        max_steps=max_steps,
-        throw=False,
-    )
-    wall = time.perf_counter() - t0
-    st = sol.stats
-    ok = bool(sol.success)
-    return {
-        "status": "ok" if ok else f"status {int(sol.status.flatten()[0])}",
-        "err": P.stiff_error(prob, sol.ys[-1], d) if ok else math.nan,
-        "nfe": int(st["nfe"]),
-        "njev": int(st.get("jacobians", 0)),
-        "nlu": int(st.get("factorizations", 0)),
-        "steps": int(st["steps"]),
-        "wall": wall,
-    }
-
-
-def run_scipy_radau(prob, rtol, d):
-    t0 = time.perf_counter()
-    r = solve_ivp(prob.numpy_field(), prob.span, prob.y0, method="Radau", rtol=rtol, atol=d * rtol)
-    return {
-        "status": "ok" if r.success else r.message,
-        "err": P.stiff_error(prob, r.y[:, -1], d) if r.success else math.nan,
-        "nfe": int(r.nfev),
-        "njev": int(r.njev),
-        "nlu": int(r.nlu),
-        "steps": len(r.t) - 1,
-        "wall": time.perf_counter() - t0,
-    }
 
 
 def main(argv=None):
@@ -112,7 +71,7 @@ def main(argv=None):
                 for m in methods
                 if not (m == "radau_iia3" and rtol < args.order3_min_rtol)
             }
-            cell["scipy Radau"] = run_scipy_radau(prob, rtol, d)
+            cell["scipy Radau"] = run_scipy(prob, "Radau", rtol, d)
             ref = cell.get("radau_iia5")
             for who, r in cell.items():
                 r.update(problem=name, rtol=rtol, solver=who)

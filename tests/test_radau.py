@@ -318,10 +318,10 @@ def test_work_against_scipy_radau_on_van_der_pol_relaxation(rtol):
 def test_adaptive_variants_against_scipy_radau_at_rtol_1e_6(name, problem):
     # a tight reference (scipy Radau at 1e-13); error within 10x of scipy Radau's at the
     # same rtol.  radau_iia3 (an h³ estimate of an order-3 method, stage order 2) is not
-    # within 10x of an order-5 method: measured 17x here (2.8e-7 against 1.6e-8), 74x on
-    # Van der Pol [0, 3000], 57x on HIRES, where its error is 7.3·rtol (1.7·rtol at
-    # 1e-3).  Here it is held to the tolerance, which it meets on Robertson (0.28·rtol);
-    # the shortfall is an open item (see docs/methods.md).  radau_iia5: the test above.
+    # within 10x of an order-5 method: measured 14x here (2.3e-7 against 1.6e-8), 31x
+    # on HIRES, where its error is 4·rtol (1.4·rtol at 1e-3; radau_orders_results.md),
+    # 74x on Van der Pol [0, 3000].  Here it is held to the tolerance, which it meets on
+    # Robertson; the shortfall is an open item (docs/methods.md).  radau_iia5: above.
     rtol = 1e-6
     prob, d = P.get_problem(problem), P.STIFF_SUITE[problem]
     sol = odenet.solve(

@@ -41,13 +41,13 @@ METHODS = ("radau_iia3", "radau_iia5", "radau_iia9")
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--problems", default="hires,robertson_long")
-    ap.add_argument("--rtols", default="1e-3,1e-6,1e-8,1e-10,1e-11,1e-12")
+    ap.add_argument("--rtols", default="1e-3,1e-6,1e-8,1e-10,1e-12")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--max-steps", type=int, default=100_000)
     ap.add_argument(
         "--order3-min-rtol",
         type=float,
-        default=1e-8,
+        default=1e-6,
         help="radau_iia3 below this rtol is skipped (steps grow like rtol^(-1/3))",
     )
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "radau_orders.json"))

@@ -342,7 +342,8 @@ def prepare(
         # equations to round-off.  An adaptive solve only needs them well inside
         # the local error tolerance.
         n_atol, n_rtol = (100 * eps, 100 * eps) if fixed else (atol, rtol)
-        n_tol = newton_tol if newton_tol is not None else (1.0 if fixed else 0.03)
+        # --- hook (H2, issue 14): None lets Newton choose (odenet._newton.DIRK_NEWTON_TOL)
+        n_tol = newton_tol if newton_tol is not None else (1.0 if fixed else None)
         n_max = newton_max_iter if newton_max_iter is not None else (25 if fixed else 8)
         if isinstance(n_atol, torch.Tensor):
             n_atol = per_row(n_atol)
@@ -353,8 +354,12 @@ def prepare(
                 jac, shape=y0.shape, per_sample=per_sample, direction=direction, sparsity=sparsity
             )
         newton = Newton(
-            tol=n_tol, max_iter=n_max, atol=n_atol, rtol=n_rtol, jac=jac, sparsity=sparsity
+            tol=n_tol, max_iter=n_max, atol=n_atol, rtol=n_rtol, jac=jac, sparsity=sparsity,
+            # --- hook (H2, issue 14): an adaptive DIRK pair's error safety κ depends on
+            # the method and rtol (odenet._newton.error_safety); fixed steps have none
+            tableau=None if fixed else tab,
         )
+        # --- end hook
     if hasattr(tab, "runtime"):  # a method with memory: history carried by the loop
         rk = tab.runtime(y0.dtype, tdt, y0.device, newton, fixed=fixed)
         # --- hook (H2, issue 14): an explicit method that chooses its order (adams)

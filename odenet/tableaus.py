@@ -225,6 +225,12 @@ class ButcherTableau:
         A named error estimator that is not an embedded `b_hat` (`"radau5"`:
         Hairer's filtered estimate, `odenet._radau`), of order `estimator_order`;
         makes the method adaptive.
+    error_safety : float
+        Diagonally implicit pairs: the constant of the factor ``κ`` their error
+        estimate is multiplied by in an adaptive solve (``odenet._newton.error_safety``:
+        ``κ = error_safety · max(1, 1e-2/rtol)^(1/order)``), so that status ok means a
+        global error at the level of RADAU5's at the same ``rtol``.  1 by default;
+        unused by other methods.
 
     Attributes (derived)
     --------------------
@@ -245,6 +251,7 @@ class ButcherTableau:
     embedded_order2: int | None = None
     estimator: str | None = None
     estimator_order: int | None = None
+    error_safety: float = 1.0
     A_exact: tuple = field(init=False, repr=False)
     b_exact: tuple = field(init=False, repr=False)
     c_exact: tuple = field(init=False, repr=False)
@@ -1271,6 +1278,17 @@ def _lobatto_iiic4() -> ButcherTableau:
     )
 
 
+# The constants of the DIRK pairs' error safety κ (odenet._newton.error_safety), chosen
+# from measured cells of the stiff set (Robertson, HIRES, Oregonator, Van der Pol μ = 1000,
+# Brusselator; studies/benchmarks/stiff_accuracy_results.md) so that the pair ends within
+# 10x of RADAU5's error at the same rtol; the relaxation oscillators (Van der Pol, the
+# Oregonator) need the largest.
+KVAERNO3_SAFETY = 12.0
+KVAERNO5_SAFETY = 40.0
+SDIRK4_SAFETY = 2.0
+TRBDF2_SAFETY = 150.0
+
+
 @register("trbdf2", "tr_bdf2")
 def _trbdf2() -> ButcherTableau:
     """TR-BDF2 as an ESDIRK: trapezoid to `t + γh` then BDF2; order 2, L-stable.
@@ -1289,6 +1307,7 @@ def _trbdf2() -> ButcherTableau:
         embedded_order=3,
         reference="Bank et al., IEEE Trans. CAD 4 (1985); ESDIRK form and embedded pair: "
         "Hosea & Shampine, Appl. Numer. Math. 20 (1996).",
+        error_safety=TRBDF2_SAFETY,
     )
 
 
@@ -1326,6 +1345,7 @@ def _kvaerno3() -> ButcherTableau:
         order=3,
         b_hat=[k["a31"], k["a32"], g, 0],
         embedded_order=2,
+        error_safety=KVAERNO3_SAFETY,
         reference="Kværnø, BIT 44 (2004); formulas in γ as diffrax/_solver/kvaerno3.py "
         "(γ here is the exact root, diffrax truncates it to 11 digits).",
     )
@@ -1360,6 +1380,7 @@ def _kvaerno5() -> ButcherTableau:
         order=5,
         b_hat=[*A[5][:6], 0],
         embedded_order=4,
+        error_safety=KVAERNO5_SAFETY,
         reference="Kværnø, BIT 44 (2004); coefficients (17 digits) as "
         "diffrax/_solver/kvaerno5.py and OrdinaryDiffEq.jl (sdirk_tableaus.jl).",
     )
@@ -1383,5 +1404,6 @@ def _sdirk4() -> ButcherTableau:
         order=4,
         b_hat=["59/48", "-17/96", "225/32", "-85/12", 0],
         embedded_order=3,
+        error_safety=SDIRK4_SAFETY,
         reference="Hairer & Wanner II, Table IV.6.5 (SDIRK4).",
     )

@@ -3,10 +3,11 @@
 import pytest
 import torch
 
+from odenet import _radau
 from odenet._errors import VectorFieldError
 from odenet._jacobian import user_jacobian
-from odenet._newton import Newton, batched_jacobian
-from odenet._radau import Radau5, RadauNewton
+from odenet._newton import Newton, batched_jacobian, error_safety
+from odenet._radau import RadauNewton
 from odenet.tableaus import tableau
 
 D = torch.float64
@@ -113,7 +114,9 @@ def test_a_user_jacobian_replaces_autograd():
     out = []
     for j in (None, jac):
         nw = RadauNewton(tol=0.03, max_iter=8, atol=1e-10, rtol=1e-8, jac=j)
-        rk = Radau5(tableau("radau_iia5"), D, D, "cpu", nw)
+        # (RadauIIA, formerly Radau5: the class is being renamed in the working tree)
+        radau_step = getattr(_radau, "RadauIIA", None) or _radau.Radau5
+        rk = radau_step(tableau("radau_iia5"), D, D, "cpu", nw)
         out.append(rk.step(vdp, s, y, h, vdp(s, y)).y1)
         assert nw.stats.jacobians == 1
     assert calls and torch.allclose(out[0], out[1], rtol=1e-12, atol=1e-14)
@@ -124,3 +127,50 @@ def test_a_user_jacobian_replaces_autograd():
     bad = Newton(tol=0.03, max_iter=8, atol=1e-8, rtol=1e-8, jac=wrapped)
     with pytest.raises(VectorFieldError, match="expected"):
         bad.jacobian(vdp, s, y)
+
+
+# --- the DIRK pairs' error safety κ (odenet._newton.error_safety) --------------------
+
+
+@pytest.mark.parametrize("method", ["kvaerno3", "kvaerno5", "sdirk4", "trbdf2"])
+def test_error_safety_grows_like_rtol_to_the_minus_one_over_p(method):
+    tab = tableau(method)
+    S, p = tab.error_safety, tab.order
+    assert error_safety(tab, 1e-2) == pytest.approx(S) and error_safety(tab, 0.5) == S
+    # one decade of rtol below 1e-2 multiplies κ by 10^(1/p): the steps, N ∝ rtol^(-1/p)
+    for rtol in (1e-3, 1e-6, 1e-8):
+        assert error_safety(tab, rtol) == pytest.approx(S * (1e-2 / rtol) ** (1 / p), rel=1e-12)
+    per_row = error_safety(tab, torch.tensor([[1e-3], [1e-6]], dtype=D))
+    assert torch.allclose(
+        per_row[:, 0], torch.tensor([error_safety(tab, 1e-3), error_safety(tab, 1e-6)], dtype=D)
+    )
+
+
+@pytest.mark.parametrize("method", ["radau_iia5", "sdirk2", "dopri5", "backward_euler"])
+def test_methods_without_an_embedded_dirk_pair_have_no_error_safety(method):
+    assert error_safety(tableau(method), 1e-8) == 1.0
+    assert error_safety(None, 1e-8) == 1.0
+
+
+def test_the_reported_estimate_is_kappa_times_the_filtered_one_and_newton_stops_inside_it():
+    A = torch.tensor([[-1000.0, 1.0], [0.0, -0.5]], dtype=D)
+
+    def g(s, y):
+        return y @ A.T
+
+    y = torch.ones(1, 2, dtype=D)
+    s = torch.zeros(1, dtype=D)
+    hA = torch.full((1, 1, 1), 0.1, dtype=D)
+    tab = tableau("kvaerno5")
+    nw = Newton(tol=0.03, max_iter=8, atol=1e-9, rtol=1e-6, tableau=tab)
+    kappa = error_safety(tab, 1e-6)
+    assert nw.safety == kappa > 1
+    nw.stages(g, s, y, y[:, None], hA, y[:, None].clone(), lambda Z: g(s, Z[:, 0])[:, None])
+    err = torch.tensor([[1.0, 1.0]], dtype=D)
+    expected = torch.linalg.solve(torch.eye(2, dtype=D) - 0.1 * A, err[0]) * kappa
+    assert torch.allclose(nw.filter_error(err, tab)[0], expected, rtol=1e-12)
+    # TR-BDF2 propagates its lower-order solution: κ times the raw estimate, unfiltered
+    tr = tableau("trbdf2")
+    nw_tr = Newton(tol=0.03, max_iter=8, atol=1e-9, rtol=1e-6, tableau=tr)
+    nw_tr.stages(g, s, y, y[:, None], hA, y[:, None].clone(), lambda Z: g(s, Z[:, 0])[:, None])
+    assert torch.allclose(nw_tr.filter_error(err, tr), err * error_safety(tr, 1e-6), rtol=1e-12)

@@ -177,12 +177,15 @@ def test_radau_iia5_is_within_10x_of_scipy_radau_on_hires():
     assert ok and err <= 10 * scipy_radau_error("hires", 1e-3), err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known violation (stiff_accuracy_results.md): the DIRK pairs end at 0.3-10x rtol, "
-    "scipy Radau at 0.01-0.03x rtol; HIRES 1e-3: kvaerno3 32x, sdirk4 41x Radau's error",
-)
-@pytest.mark.parametrize("method", ["kvaerno3", "sdirk4"])
-def test_dirk_pairs_within_10x_of_scipy_radau_on_hires(method):
-    ok, err, _ = stiff_solve("hires", method, 1e-3, max_steps=400)
-    assert ok and err <= 10 * scipy_radau_error("hires", 1e-3), err
+@pytest.mark.parametrize(
+    "name, method",
+    [("hires", "kvaerno3"), ("hires", "sdirk4"), ("robertson_long", "kvaerno5"),
+     ("robertson_long", "trbdf2")],
+)  # fmt: skip
+def test_dirk_pairs_within_10x_of_scipy_radau_at_rtol_1e_3(name, method):
+    # the must-hold's bar on cells that run in seconds (the whole matrix, rtol 1e-3 …
+    # 1e-8 on five problems: studies/benchmarks/stiff_accuracy.py); before the error
+    # safety κ and the tighter Newton threshold kvaerno3 ended at 32x and sdirk4 at 41x
+    # Radau's error on HIRES, kvaerno5 at 19x and trbdf2 at 78x on Robertson
+    ok, err, _ = stiff_solve(name, method, 1e-3, max_steps=2000)
+    assert ok and err <= 10 * scipy_radau_error(name, 1e-3), err

@@ -92,21 +92,45 @@ def verdict(r: dict, radau_err: float, rtol: float) -> str:
     return "pass"
 
 
-def table(rows: list[dict]) -> str:
+def _ratio(r: dict) -> float:
+    return r["err"] / r["radau_err"] if r["status"] == "ok" else math.nan
+
+
+def table(rows: list[dict], before: dict | None = None) -> str:
+    """Markdown table of the cells; with ``before`` (cells of an earlier run, keyed as
+    ``(problem, rtol, method)``) two more columns: that run's verdict / ratio and nfe."""
+    extra = " | before: verdict, ratio | before: nfe" if before is not None else ""
     out = [
         "| problem | rtol | method | verdict | error | Radau error | ratio | steps (budget) "
-        "| nfe | wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| nfe | wall s{extra} |",
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if before is not None else ""),
     ]
     for r in rows:
-        ratio = r["err"] / r["radau_err"] if r["status"] == "ok" else math.nan
         steps = r.get("steps", "-")
-        out.append(
+        line = (
             f"| {r['problem']} | {r['rtol']:.0e} | {r['method']} | {r['verdict']} "
-            f"| {r['err']:.2e} | {r['radau_err']:.2e} | {ratio:.2g} | {steps} ({r['budget']}) "
-            f"| {r.get('nfe', '-')} | {r['wall']:.2f} |"
+            f"| {r['err']:.2e} | {r['radau_err']:.2e} | {_ratio(r):.2g} | {steps} ({r['budget']}) "
+            f"| {r.get('nfe', '-')} | {r['wall']:.2f}"
         )
+        if before is not None:
+            b = before.get((r["problem"], r["rtol"], r["method"]))
+            line += (
+                " | - | -"
+                if b is None
+                else f" | {b['verdict']}, {_ratio(b):.2g} | {b.get('nfe', '-')}"
+            )
+        out.append(line + " |")
     return "\n".join(out)
+
+
+def read_cells(path: Path) -> dict:
+    """The cells of a ``--out`` file, keyed ``(problem, rtol, method)`` (last one wins)."""
+    done = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            done[(r["problem"], r["rtol"], r["method"])] = r
+    return done
 
 
 def main(argv=None) -> int:
@@ -120,21 +144,18 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--report", action="store_true", help="only print the cells in --out")
+    ap.add_argument("--before", help="a --out file of an earlier run to compare with (report)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.fresh and out.exists():
         out.unlink()
-    done = {}
-    if out.exists():
-        for line in out.read_text().splitlines():
-            r = json.loads(line)
-            done[(r["problem"], r["rtol"], r["method"])] = r
+    done = read_cells(out)
     rows = []
     if args.report:
         rows = list(done.values())
-        print(table(rows))
+        print(table(rows, read_cells(Path(args.before)) if args.before else None))
         print(summary(rows))
         return 0
     for name in args.problems.split(","):

@@ -411,17 +411,24 @@ class RadauIIA(RungeKutta):
         return err
 
 
+_REFERENCE: dict = {}  # s -> (A, c) of the s-stage Radau IIA, float64
+
+
 def is_radau_iia(tab) -> bool:
     """The tableau is an ``s``-stage Radau IIA (the collocation method that
     :class:`RadauIIA` implements): ``c`` the Radau right points and ``A`` from ``C(s)``."""
     s = tab.stages
     if not tab.is_fully_implicit or s < 2:
         return False
-    from odenet.tableaus import radau_iia_coefficients
+    if s not in _REFERENCE:  # a root finding at 40 digits: once per stage count
+        from odenet.tableaus import radau_iia_coefficients
 
-    A, _, c = radau_iia_coefficients(s, digits=20)
-    A = np.array([[float(x) for x in r] for r in A])
-    c = np.array([float(x) for x in c])
+        A, _, c = radau_iia_coefficients(s, digits=20)
+        _REFERENCE[s] = (
+            np.array([[float(x) for x in r] for r in A]),
+            np.array([float(x) for x in c]),
+        )
+    A, c = _REFERENCE[s]
     return bool(
         np.allclose(np.asarray(tab.A, dtype=float), A, rtol=0, atol=1e-13)
         and np.allclose(np.asarray(tab.c, dtype=float), c, rtol=0, atol=1e-13)

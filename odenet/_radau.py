@@ -421,9 +421,9 @@ def is_radau_iia(tab) -> bool:
     if not tab.is_fully_implicit or s < 2:
         return False
     if s not in _REFERENCE:  # a root finding at 40 digits: once per stage count
-        from odenet.tableaus import radau_iia_coefficients
+        from odenet.tableaus import _radau_iia_coefficients
 
-        A, _, c = radau_iia_coefficients(s, digits=20)
+        A, _, c = _radau_iia_coefficients(s, digits=20)
         _REFERENCE[s] = (
             np.array([[float(x) for x in r] for r in A]),
             np.array([float(x) for x in c]),

@@ -1205,7 +1205,7 @@ def _radau_iia3() -> ButcherTableau:
     )
 
 
-def radau_iia_coefficients(s: int, digits: int = 50) -> tuple[list, list, list]:
+def _radau_iia_coefficients(s: int, digits: int = 50) -> tuple[list, list, list]:
     """`(A, b, c)` of the `s`-stage Radau IIA collocation method as decimal strings.
 
     `c` are the zeros of `d^(s−1)/dx^(s−1) [x^(s−1) (x − 1)^s]` (`c_s = 1`, kept as
@@ -1237,7 +1237,7 @@ def radau_iia_coefficients(s: int, digits: int = 50) -> tuple[list, list, list]:
 @register("radau_iia9", "radau9", "radauiia9")
 def _radau_iia9() -> ButcherTableau:
     """Five-stage Radau IIA, order 9, L-stable, stiffly accurate."""
-    A, b, c = radau_iia_coefficients(5)
+    A, b, c = _radau_iia_coefficients(5)
     return ButcherTableau(
         "radau_iia9",
         A=A,

@@ -57,6 +57,7 @@ from dataclasses import dataclass
 import torch
 from torch.func import jvp, vmap
 
+from odenet._jacobian import SPARSE_MIN_N, DenseLU
 from odenet._stepper import RungeKutta, explicit_step, stage_input
 from odenet.tableaus import ButcherTableau
 from odenet.tableaus import tableau as _tableau
@@ -460,6 +461,27 @@ def compiled_orbit(
 # --- one explicit Runge–Kutta step for the host loop ------------------------------------
 
 
+def host_field(f: Callable, shape: torch.Size, direction: float = 1.0) -> Callable:
+    """The loop's internal field of one system, ``g(t [], y [1, n]) -> [1, n]``.
+
+    ``f(t, y)`` is the user's field in the user's layout ``shape``; ``direction = -1``:
+    ``t`` is the internal time ``s = -t`` and ``g`` is ``-f(-s, y)`` (as ``_solve``'s
+    field, so that the fused and eager steps make the same floating-point operations).
+    """
+    if direction == 1.0:
+
+        def g(t, y):
+            return f(t, y.reshape(shape)).reshape(1, -1)
+
+    else:
+
+        def g(t, y):
+            return -f(-t, y.reshape(shape)).reshape(1, -1)
+
+    return g
+
+
+
 def rk_step_one(f: Callable, shape: torch.Size, rk: RungeKutta, direction: float = 1.0) -> Callable:
     """The eager function the loop's host backend needs, with tensor ``s`` and ``h``.
 
@@ -476,15 +498,7 @@ def rk_step_one(f: Callable, shape: torch.Size, rk: RungeKutta, direction: float
     fsal = bool(rk.stiffly_accurate)
     last_row = rk.row_terms[-1]
 
-    if direction == 1.0:
-
-        def g(t, y):
-            return f(t, y.reshape(shape)).reshape(1, -1)
-
-    else:
-
-        def g(t, y):
-            return -f(-t, y.reshape(shape)).reshape(1, -1)
+    g = host_field(f, shape, direction)
 
     def step(s, y, h, f0):
         y1, _, ks = explicit_step(g, s, y, h, rk, f0=f0, error=False)
@@ -810,6 +824,7 @@ class FusedHost:
         self.ablock: CompiledFunction | bool | None = None
         self._ablock_before = 0.0
         self.pending = None
+        self.newton: FusedNewton | None = None  # implicit methods (install_newton)
 
     def _get_compiled(self, kind: str, make: Callable, y: torch.Tensor, extra):
         """``make(f, shape, rk, direction, extra)`` compiled and cached per (field,
@@ -965,6 +980,11 @@ class FusedHost:
         self.nfe[0] += self.per_call
         return out
 
+    def install_newton(self, rk: RungeKutta) -> None:
+        """Give an implicit method's Newton solver its fused iteration (:class:`FusedNewton`)."""
+        if getattr(rk, "newton", None) is not None:
+            self.newton = rk.newton.fused = FusedNewton(self, rk)
+
     def decline(self, reason: str) -> None:
         """Record why the eager path runs and warn (once per solve)."""
         import warnings
@@ -980,6 +1000,9 @@ class FusedHost:
 
     def stats(self) -> dict:
         """``compiled``, ``compile_time`` (and ``compile_fallback``) for Solution.stats."""
+        fused_newton = None if self.newton is None or self.reason else self.newton.stats()
+        if fused_newton is not None:  # an implicit method's Newton iterations ran fused
+            return fused_newton
         if not self.used:  # the loop chose its masked backend: no host step to fuse
             self.decline(
                 "the solve runs on the masked backend (per-sample time grids, an implicit "
@@ -1003,4 +1026,178 @@ class FusedHost:
             out["compile_fallback"] = (
                 f"{kind} blocks ran as single fused steps: {self.block_reason}"
             )
+        return out
+
+
+# --- implicit methods: the Newton iterations of one system ------------------------------
+
+
+def _lu_solve(LU: torch.Tensor, pivots: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    # DenseLU.solve on the factors as tensors (a traced function takes tensors)
+    return torch.linalg.lu_solve(LU, pivots, rhs.unsqueeze(-1)).squeeze(-1)
+
+
+def newton_iteration(f: Callable, shape: torch.Size, rk: RungeKutta, direction: float, S: int):
+    """One simplified Newton iteration of :meth:`odenet._newton.Newton._iterate`, eager.
+
+    ``(times [1, S], Z [1, S, n], base [1, S, n], hA [1, S, S], LU [1, Sn, Sn],
+    pivots [1, Sn], scale [1, 1, n]) -> (dZ [1, S, n], dnorm [1])``: the stage
+    residual ``F = Z − base − (hA ⊗ I) G(Z)`` with ``G_j = f(times_j, Z_j)`` (``S``
+    field calls), the increment ``dZ = −M⁻¹ F`` from the LU factors of ``M`` and its
+    RMS norm in units of ``scale`` — the operations of the eager iteration, in its
+    order.  The decisions on the increment (rates, convergence, divergence) stay
+    with the caller.
+    """
+    g = host_field(f, shape, direction)
+
+    def run(times, Z, base, hA, LU, pivots, scale):
+        K, _, n = Z.shape
+        G = torch.stack([g(times[0, j], Z[:, j]) for j in range(S)], dim=1)
+        F = Z - base - torch.einsum("kij,kjn->kin", hA, G)
+        dZ = -_lu_solve(LU, pivots, F.reshape(K, S * n)).reshape(K, S, n)
+        dnorm = (dZ / scale).pow(2).mean(dim=(1, 2)).sqrt()
+        return dZ, dnorm
+
+    return run
+
+
+def radau_iteration(f: Callable, shape: torch.Size, rk: RungeKutta, direction: float, extra):
+    """One Newton iteration of :meth:`odenet._radau.RadauIIA._iterate`, eager.
+
+    ``(times [1, s], y [1, n], Z [s, 1, n], W [s, 1, n], hy [1], scale [1, n], LU_0,
+    pivots_0, …) -> (dW [s, 1, n], dnorm [1], finite [1])``: the field at the ``s``
+    stage times, the transformed residual solved with the real LU (``γ̂/h − J``, odd
+    ``s``) and one complex LU per eigenvalue pair (``μ_k/h − J``), the increment of
+    the eigen-variables ``W = T⁻¹ Z`` and its RMS norm — the eager iteration's
+    operations in its order (the constants from :func:`odenet._radau.radau_constants`).
+    """
+    from odenet._radau import radau_constants
+
+    k = radau_constants(rk.tableau)
+    S, r, mus = k.s, 0 if k.mu_real is None else 1, k.mu_complex
+    dt, dev = rk.dtype, rk.c.device
+    cdt = torch.complex128 if dt == torch.float64 else torch.complex64
+    TI = torch.as_tensor(k.TI, dtype=dt, device=dev)
+    TI_pairs = torch.as_tensor(k.TI[r::2] + 1j * k.TI[r + 1 :: 2], dtype=cdt, device=dev)
+    g = host_field(f, shape, direction)
+
+    def run(times, y, Z, W, hy, scale, *lus):
+        F = torch.stack([g(times[0, i], y + Z[i]) for i in range(S)])
+        finite_F = torch.isfinite(F).all(dim=2).all(dim=0)
+        F = torch.nan_to_num(F)
+        dW = torch.empty_like(W)
+        if r:
+            f_real = torch.einsum("i,ikn->kn", TI[0], F) - (k.mu_real / hy)[:, None] * W[0]
+            dW[0] = _lu_solve(lus[0], lus[1], f_real)
+        hc = hy.to(cdt)[:, None]
+        Fc = torch.einsum("pi,ikn->pkn", TI_pairs, F.to(cdt))
+        for p, mu in enumerate(mus):
+            Wc = W[r + 2 * p] + 1j * W[r + 2 * p + 1]
+            d = _lu_solve(lus[2 * (r + p)], lus[2 * (r + p) + 1], Fc[p] - (mu / hc) * Wc)
+            dW[r + 2 * p], dW[r + 2 * p + 1] = d.real, d.imag
+        dnorm = (dW / scale[None]).pow(2).mean(dim=(0, 2)).sqrt()
+        return dW, dnorm, finite_F
+
+    return run
+
+
+class FusedNewton:
+    """The Newton iterations of an implicit solve under ``solve(compile=True)``.
+
+    Installed as ``newton.fused`` on the solve's :class:`~odenet._newton.Newton` (or
+    :class:`~odenet._radau.RadauNewton`); their ``_iterate`` asks it for each
+    iteration's residual, linear solves and increment norm (:func:`newton_iteration`,
+    :func:`radau_iteration`: one compiled call, cached per field, tableau, shape,
+    dtype and direction) and keeps the decisions — contraction rate, convergence,
+    divergence, ``max_iter``, Jacobian refreshes — on the host, so the accepted and
+    rejected steps and the counts (``nfe``, ``njev``, ``nlu``, linear solves) are the
+    eager ones.  A call answers ``None`` where the eager iteration is to run: one
+    system with dense LU factors and no gradient through the solve is fused; per-sample
+    solves, the sparse (SuperLU) path, gradients, a failed compile and stage functions
+    without stage times (fully implicit tableaux other than Radau IIA) run eagerly, the
+    reason in ``stats["compile_fallback"]``.
+    """
+
+    def __init__(self, host: FusedHost, rk: RungeKutta):
+        self.host, self.rk = host, rk
+        self.fn: CompiledFunction | None = None
+        self.before = 0.0
+        self.reason = ""
+
+    def _ready(self, kind: str, make: Callable, y: torch.Tensor, S: int, lus) -> bool:
+        if self.reason:
+            return False
+        if self.fn is not None and all(isinstance(lu, DenseLU) for lu in lus):
+            return True
+        why = ""
+        if self.rk.track_grad:
+            why = (
+                "gradients are needed through the solve (the compiled Newton iteration "
+                "keeps no autograd graph); use it under torch.no_grad() or for inference"
+            )
+        elif y.shape[0] != 1:
+            why = "the implicit iterations of a batch of systems (per-sample times) run eagerly"
+        elif not all(isinstance(lu, DenseLU) for lu in lus):
+            why = (
+                f"the sparse LU path (SuperLU, n >= {SPARSE_MIN_N} with a sparsity pattern) "
+                "runs its Newton iterations eagerly"
+            )
+        if why:
+            self.reason = why
+            self.host.decline(why)
+            return False
+        self.fn, self.before = self.host._get_compiled(kind, make, y[:1], S)
+        if not self.fn.compiled:  # an earlier solve found it not compilable
+            self.reason = self.fn.record.reason
+            self.host.decline(self.reason)
+            return False
+        return True
+
+    def _call(self, *args):
+        try:
+            return self.fn(*args)
+        except CompileFailed as exc:
+            self.reason = str(exc)
+            self.host.decline(self.reason)
+            return None
+
+    def iteration(self, newton, g_of_stages, Z, base, hA, scale, lu):
+        """``(dZ, dnorm)`` of one iteration of :meth:`Newton._iterate` (``None``: eager)."""
+        times = getattr(g_of_stages, "times", None)  # [K, S], set by the stepper
+        if times is None:
+            if not self.reason:
+                self.reason = (
+                    "this method's stage equations are solved eagerly (the fused Newton "
+                    "iteration serves Radau IIA and diagonally implicit methods)"
+                )
+                self.host.decline(self.reason)
+            return None
+        S = Z.shape[1]
+        if not self._ready("newton iteration", newton_iteration, Z[:, 0], S, [lu]):
+            return None
+        out = self._call(times, Z, base, hA, lu.LU, lu.pivots, scale)
+        if out is not None:
+            self.host.nfe[0] += S
+            newton.stats.linear_solves += 1
+        return out
+
+    def radau(self, rk, times, y, hy, Z, W, scale, lus):
+        """``(dW, dnorm, finite)`` of one iteration of :meth:`RadauIIA._iterate`
+        (``None``: eager)."""
+        if not self._ready("radau iteration", radau_iteration, y, "radau", lus):
+            return None
+        factors = [t for lu in lus for t in (lu.LU, lu.pivots)]
+        out = self._call(times, y, Z, W, hy, scale, *factors)
+        if out is not None:
+            self.host.nfe[0] += rk.S
+            rk.newton.stats.linear_solves += len(lus)
+        return out
+
+    def stats(self) -> dict | None:
+        """The solve's ``compiled`` / ``compile_time`` when iterations were fused."""
+        if self.reason or self.fn is None or not self.fn.record.calls:
+            return None
+        out = {"compiled": self.fn.compiled, "compile_time": 0.0}
+        if math.isnan(self.before):
+            out["compile_time"] = self.fn.compile_time
         return out

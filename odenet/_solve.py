@@ -647,6 +647,7 @@ def run_direct(prep: Prepared, tab: ButcherTableau, *, throw: bool, compile=Fals
 
         d = float(prep.direction[0])
         g.fused = prep.fused = FusedHost(prep.f, tab, prep.y0.shape, prep.s_out.dtype, d, prep.nfe)
+        prep.fused.install_newton(prep.cfg.rk)  # --- hook (H8, issue 15): Newton iterations
     s_out, y0_rows = prep.s_out, prep.y0_rows
     cfg = prep.cfg
     fixed = cfg.step_size is not None or cfg.grid is not None

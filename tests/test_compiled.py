@@ -294,10 +294,12 @@ def test_gradients_fall_back_to_the_eager_graph(fake_compiler):
 def test_unsupported_solves_run_eagerly_and_say_why(fake_compiler, monkeypatch):
     y0 = torch.tensor([1.0, -0.5, 2.0], dtype=D)
     t = TIMES["forward"]
-    want = odenet.solve(lin, y0, t, method="radau_iia5")
+    # a callback puts the loop on its masked backend (implicit methods: see below)
+    kw = dict(method="dopri5", callback=lambda *args: None)
+    want = odenet.solve(lin, y0, t, **kw)
     with pytest.warns(CompileFallbackWarning, match="masked backend"):
-        sol = odenet.solve(lin, y0, t, method="radau_iia5", compile=True)
-    assert not sol.stats["compiled"] and "implicit" in sol.stats["compile_fallback"]
+        sol = odenet.solve(lin, y0, t, compile=True, **kw)
+    assert not sol.stats["compiled"] and "callbacks" in sol.stats["compile_fallback"]
     torch.testing.assert_close(sol.ys, want.ys, rtol=0, atol=0)
     with pytest.warns(CompileFallbackWarning, match="sensitivity='direct'"):
         odenet.solve(lin, y0, t, sensitivity="adjoint", compile=True)
@@ -492,3 +494,126 @@ def test_really_compiled_solve_equals_eager_and_is_cached():
     assert again.stats["compile_time"] == 0.0  # cached per (field, method, shape, dtype)
     torch.testing.assert_close(again.ys, first.ys, rtol=0, atol=0)
     assert math.isfinite(first.stats["compile_time"])
+
+
+# --- implicit methods: the Newton iterations fused (odenet._compiled.FusedNewton) ------
+
+
+def stiff(t, y):  # linear, eigenvalues -1000 and -1 ± 2i, with a forcing in time
+    a = torch.tensor([[-1000.0, 0.0, 1.0], [0.0, -1.0, 2.0], [0.0, -2.0, -1.0]], dtype=y.dtype)
+    force = torch.stack([torch.zeros_like(t), torch.cos(t), torch.zeros_like(t)], -1)
+    return y @ a.T + force  # (per-sample: y [B, 3], t [B])
+
+
+def vdp_stiff(t, y):  # Van der Pol, μ = 100
+    return torch.stack([y[1], 100.0 * (1 - y[0] ** 2) * y[1] - y[0]])
+
+
+IMPLICIT_COUNTS = (
+    "steps", "accepted", "rejected", "nfe", "njev", "nlu", "linear_solves", "newton_iterations"
+)  # fmt: skip
+
+
+def iteration_records():
+    return [r for r in compile_records() if "iteration" in r.what]
+
+
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(method="radau_iia5", rtol=1e-6, atol=1e-9),
+        dict(method="radau_iia3", rtol=1e-4, atol=1e-7),  # one complex LU, no real one
+        dict(method="radau_iia9", rtol=1e-8, atol=1e-11),  # two complex LUs
+        dict(method="kvaerno5", rtol=1e-6, atol=1e-9),
+        dict(method="trbdf2", rtol=1e-4, atol=1e-7),
+        dict(method="backward_euler", step_size=0.05),
+    ],
+    ids=["radau_iia5", "radau_iia3", "radau_iia9", "kvaerno5", "trbdf2", "backward_euler"],
+)
+def test_compiled_newton_iterations_take_the_eager_steps(fake_compiler, kw, direction):
+    # Van der Pol (nonlinear: Jacobian refreshes, rejected steps, slow iterations) and
+    # a stiff forced linear system forward; backward (s = -t, the field -f(-s, y)) a
+    # system that is well posed that way; every iteration goes through the fused function
+    t = TIMES[direction]
+    y3 = torch.tensor([1.0, -0.5, 2.0], dtype=D)
+    problems = [(vdp_stiff, torch.tensor([2.0, 0.0], dtype=D)), (stiff, y3)]
+    for f, y0 in problems if direction == "forward" else [(lin, y3)]:
+        eager, comp = both(f, y0, t, **kw)
+        assert comp.stats["compiled"] and "compile_fallback" not in comp.stats, comp.stats
+        for k in IMPLICIT_COUNTS:
+            assert comp.stats[k] == eager.stats[k], k
+        torch.testing.assert_close(comp.ys, eager.ys, rtol=1e-12, atol=1e-13)
+        (rec,) = [r for r in iteration_records() if r.what.endswith(f"shape={tuple(y0.shape)} {D}")]
+        assert rec.calls == comp.stats["newton_iterations"] > 0
+        fake_compiler.clear()
+        _compiled._RECORDS.clear()
+
+
+def test_compiled_newton_iterations_match_the_exact_flow(fake_compiler):
+    # an independent truth: y' = A y with A's eigenvalues -1000, -1 ± 2i, y = expm(A t) y0
+    a = torch.tensor([[-1000.0, 0.0, 1.0], [0.0, -1.0, 2.0], [0.0, -2.0, -1.0]], dtype=D)
+    y0 = torch.tensor([1.0, -0.5, 2.0], dtype=D)
+    t = torch.linspace(0, 4, 5, dtype=D)
+    exact = torch.stack([torch.linalg.matrix_exp(a * ti) @ y0 for ti in t])
+    for method in ("radau_iia5", "kvaerno5"):
+        sol = odenet.solve(lambda t, y: a @ y, y0, t, method=method, rtol=1e-8, atol=1e-10,
+                           compile=True)  # fmt: skip
+        assert sol.stats["compiled"] and iteration_records()
+        torch.testing.assert_close(sol.ys, exact, rtol=0, atol=1e-7)
+
+
+def test_implicit_fallbacks_run_eagerly_and_say_why(fake_compiler):
+    y0 = torch.tensor([1.0, -0.5, 2.0], dtype=D)
+    t = TIMES["forward"]
+    kw = dict(method="radau_iia5", rtol=1e-6, atol=1e-9)
+    cases = []
+    # gradients through the solve: the eager iterations and the attached IFT step
+    y0g = y0.clone().requires_grad_(True)
+    cases.append(("gradients", stiff, y0g, t, kw))
+    # a batch with per-sample times
+    yb = torch.stack([y0, 2 * y0])
+    cases.append(("per-sample", stiff, yb, torch.stack([t, 0.5 * t]), kw))
+    # the sparse SuperLU path (n >= 200 with a pattern): a diffusion chain
+    n = 200
+    lap = torch.diag(torch.full((n,), -2.0, dtype=D)) + torch.diag(
+        torch.ones(n - 1, dtype=D), 1
+    ) + torch.diag(torch.ones(n - 1, dtype=D), -1)  # fmt: skip
+    kws = dict(kw, jac_sparsity=lap != 0)
+    cases.append(("sparse LU", lambda t, y: lap @ y, torch.linspace(0, 1, n, dtype=D),
+                  torch.tensor([0.0, 0.1], dtype=D), kws))  # fmt: skip
+    # a fully implicit tableau other than Radau IIA (the generic stage solver)
+    cases.append(("Radau IIA and diagonally implicit", stiff, y0, t,
+                  dict(method="gauss_legendre4", step_size=0.1)))  # fmt: skip
+    for why, f, y, times, kw_ in cases:
+        want = odenet.solve(f, y, times, **kw_)
+        with pytest.warns(CompileFallbackWarning, match=why):
+            sol = odenet.solve(f, y, times, compile=True, **kw_)
+        assert not sol.stats["compiled"] and why in sol.stats["compile_fallback"], why
+        for k in IMPLICIT_COUNTS:  # (per-sample: tensors of counts)
+            assert torch.equal(torch.as_tensor(sol.stats[k]), torch.as_tensor(want.stats[k]))
+        torch.testing.assert_close(sol.ys, want.ys, rtol=0, atol=0)
+        if why == "gradients":  # the gradient is the eager one
+            (g1,) = torch.autograd.grad(sol.ys[-1].sum(), y)
+            (g2,) = torch.autograd.grad(want.ys[-1].sum(), y)
+            torch.testing.assert_close(g1, g2, rtol=0, atol=0)
+    assert not [r for r in iteration_records() if r.calls]
+
+
+def test_a_newton_iteration_that_fails_to_compile_runs_eagerly(fake_compiler, monkeypatch):
+    def broken(fn, options=None):
+        def run(*args):
+            raise RuntimeError("graph break: complex lu_solve")
+
+        return run
+
+    monkeypatch.setattr(_compiled, "_compile", broken)
+    y0 = torch.tensor([2.0, 0.0], dtype=D)
+    for method in ("radau_iia5", "kvaerno5"):
+        want = odenet.solve(vdp_stiff, y0, TIMES["forward"], method=method)
+        with pytest.warns(CompileFallbackWarning, match="complex lu_solve"):
+            sol = odenet.solve(vdp_stiff, y0, TIMES["forward"], method=method, compile=True)
+        assert not sol.stats["compiled"] and "complex lu_solve" in sol.stats["compile_fallback"]
+        for k in IMPLICIT_COUNTS:
+            assert sol.stats[k] == want.stats[k], (method, k)
+        torch.testing.assert_close(sol.ys, want.ys, rtol=0, atol=0)

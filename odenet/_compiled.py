@@ -42,6 +42,13 @@ loop takes the steps a block stops at (the end, failures) and writes every outpu
 Opt-in, because the compile (seconds, per field, method, shape and dtype) exceeds a
 whole solve of fewer than ~10⁴ steps; and never with a gradient through the solve
 (the loop then steps eagerly).
+
+Implicit methods run on the loop's masked backend; there :class:`FusedNewton` gives
+the Newton solver one compiled call per iteration (:func:`newton_iteration` for the
+DIRKs, :func:`radau_iteration` for Radau IIA: the field at the stage times, the LU
+solve(s) and the increment norm) and leaves every decision on the host.  Measured, it
+does not pay (a call costs 0.67–0.87× the eager operations it replaces, the solve
+0.95–1.05×: ``studies/benchmarks/small_systems_results.md``, section 5).
 """
 
 from __future__ import annotations

@@ -526,7 +526,7 @@ def iteration_records():
         dict(method="radau_iia3", rtol=1e-4, atol=1e-7),  # one complex LU, no real one
         dict(method="radau_iia9", rtol=1e-8, atol=1e-11),  # two complex LUs
         dict(method="kvaerno5", rtol=1e-6, atol=1e-9),
-        dict(method="trbdf2", rtol=1e-4, atol=1e-7),
+        dict(method="trbdf2", rtol=1e-3, atol=1e-6),
         dict(method="backward_euler", step_size=0.05),
     ],
     ids=["radau_iia5", "radau_iia3", "radau_iia9", "kvaerno5", "trbdf2", "backward_euler"],
@@ -557,10 +557,10 @@ def test_compiled_newton_iterations_match_the_exact_flow(fake_compiler):
     t = torch.linspace(0, 4, 5, dtype=D)
     exact = torch.stack([torch.linalg.matrix_exp(a * ti) @ y0 for ti in t])
     for method in ("radau_iia5", "kvaerno5"):
-        sol = odenet.solve(lambda t, y: a @ y, y0, t, method=method, rtol=1e-8, atol=1e-10,
+        sol = odenet.solve(lambda t, y: a @ y, y0, t, method=method, rtol=1e-6, atol=1e-9,
                            compile=True)  # fmt: skip
         assert sol.stats["compiled"] and iteration_records()
-        torch.testing.assert_close(sol.ys, exact, rtol=0, atol=1e-7)
+        torch.testing.assert_close(sol.ys, exact, rtol=0, atol=1e-5)
 
 
 def test_implicit_fallbacks_run_eagerly_and_say_why(fake_compiler):
@@ -617,3 +617,24 @@ def test_a_newton_iteration_that_fails_to_compile_runs_eagerly(fake_compiler, mo
         for k in IMPLICIT_COUNTS:
             assert sol.stats[k] == want.stats[k], (method, k)
         torch.testing.assert_close(sol.ys, want.ys, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+@needs_compiler
+def test_really_compiled_newton_iterations_take_the_eager_steps():
+    # kvaerno5 (a real LU; ~10 s of compile).  radau_iia5's complex iteration compiles
+    # too (inductor runs its complex operations as eager kernels), in about a minute.
+    f = functools.partial(vdp_stiff)  # its own cache entry
+    y0 = torch.tensor([2.0, 0.0], dtype=D)
+    kw = dict(method="kvaerno5", rtol=1e-6, atol=1e-9)
+    eager = odenet.solve(f, y0, TIMES["forward"], **kw)
+    comp = odenet.solve(f, y0, TIMES["forward"], compile=True, **kw)
+    assert comp.stats["compiled"] and "compile_fallback" not in comp.stats, comp.stats
+    assert comp.stats["compile_time"] > 0
+    (rec,) = [r for r in iteration_records() if r.calls and r.compiled]
+    assert rec.calls == comp.stats["newton_iterations"]
+    for k in IMPLICIT_COUNTS:
+        assert comp.stats[k] == eager.stats[k], k
+    torch.testing.assert_close(comp.ys, eager.ys, rtol=1e-12, atol=1e-13)
+    again = odenet.solve(f, y0, TIMES["forward"], compile=True, **kw)
+    assert again.stats["compile_time"] == 0.0

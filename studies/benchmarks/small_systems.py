@@ -16,6 +16,12 @@ torchdiffeq and lyapynov on the same problems, in one interleaved run, one threa
 3. Lorenz, full Lyapunov spectrum along ONE orbit: rk4, dt = 0.01, 20 000 steps
    after 1 000 transient; CPU time and max relative error against
    (0.9056, 0, −14.5723) (Sprott), divided by λ1_ref.
+5. Implicit methods (``--only implicit``): radau_iia5 and kvaerno5 on Van der Pol
+   μ = 1000, t ∈ [0, 1000], rtol = atol = 1e-6: odenet eager, odenet
+   ``compile=True`` (each Newton iteration's residual, LU solves and increment norm
+   in one compiled call, the decisions on the host) and scipy ``Radau`` on the
+   numpy field; CPU ms per solve, µs per step tried and per Newton iteration, with
+   the counts (compiled and eager take the same steps: checked).
 4. A 256-unit tanh RNN ``x ↦ tanh(W x)``, W ~ N(0, 1.5²/n), full spectrum (256
    exponents) with QR every step, N steps after 50.
 
@@ -240,6 +246,105 @@ def explicit_benchmarks(reps, quick, use_compile, lines, compile_times):
         )
 
 
+# --- 5. implicit methods: fused Newton iterations ---------------------------------------
+
+MU = 1000.0
+
+
+def vdp_stiff(t, y):
+    return torch.stack([y[..., 1], MU * (1.0 - y[..., 0] ** 2) * y[..., 1] - y[..., 0]], -1)
+
+
+def vdp_stiff_np(t, y):
+    return np.array([y[1], MU * (1.0 - y[0] ** 2) * y[1] - y[0]])
+
+
+def run_scipy_radau(T, tol):
+    from scipy.integrate import solve_ivp
+
+    sol = solve_ivp(vdp_stiff_np, (0.0, T), [2.0, 0.0], method="Radau", rtol=tol, atol=tol)
+    # scipy keeps no count of rejected steps: accepted ones (every one is in sol.t)
+    return dict(steps=len(sol.t) - 1, nfe=sol.nfev, njev=sol.njev, nlu=sol.nlu)
+
+
+def run_odenet_implicit(T, tol, **kw):
+    y0 = torch.tensor([2.0, 0.0], dtype=D)
+    sol = odenet.solve(vdp_stiff, y0, torch.tensor([0.0, T], dtype=D), rtol=tol, atol=tol, **kw)
+    st = sol.stats
+    keys = ("steps", "accepted", "nfe", "njev", "nlu", "newton_iterations")
+    return {k: st[k] for k in keys} | {"ys": sol.ys, "compiled": st.get("compiled")}
+
+
+def implicit_benchmarks(reps, quick, use_compile, lines, compile_times):
+    T, tol = (300.0 if quick else 1000.0), 1e-6
+    lines += [
+        f"## 5. Implicit methods, Van der Pol μ = {MU:g}, t ∈ [0, {T:g}], rtol = atol = {tol:g}",
+        "",
+        "CPU ms per solve; µs per step tried (scipy: per accepted step, it counts no "
+        "rejections) and the solve's time divided by its Newton iterations (not the cost "
+        "of an iteration alone: `small_systems_newton_calls.py` times that); ratio of the "
+        "solve to scipy Radau's (same loop).",
+        "",
+        "| tool | steps (acc.) | nfe | njev | nlu | Newton it. | ms / solve | µs / step "
+        "| solve µs / Newton it. | vs scipy Radau |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for method in ("radau_iia5", "kvaerno5"):
+        kw = dict(method=method)
+        run_odenet_implicit(T / 10, tol, **kw)  # warm-up
+        if use_compile:
+            compile_first(
+                f"{method} Newton iteration, Van der Pol μ = {MU:g}",
+                vdp_stiff,
+                [2.0, 0.0],
+                T / 10,
+                compile_times,
+                compile=True,
+                rtol=tol,
+                atol=tol,
+                **kw,
+            )
+        res = {k: [] for k in ("scipy", "eager", "compiled")}
+        out = {}
+        for _ in range(reps):
+            t, out["scipy"] = cpu(lambda: run_scipy_radau(T, tol))
+            res["scipy"].append(t)
+            t, out["eager"] = cpu(lambda: run_odenet_implicit(T, tol, **kw))  # noqa: B023
+            res["eager"].append(t)
+            if use_compile:
+                t, out["compiled"] = cpu(
+                    lambda: run_odenet_implicit(T, tol, compile=True, **kw)  # noqa: B023
+                )
+                res["compiled"].append(t)
+        if use_compile:
+            e, c = out["eager"], out["compiled"]
+            same = all(e[k] == c[k] for k in ("steps", "nfe", "njev", "nlu", "newton_iterations"))
+            diff = float((e["ys"] - c["ys"]).abs().max())
+            if not (c["compiled"] and same):
+                raise SystemExit(f"{method}: compiled != eager steps ({e} vs {c})")
+            lines.append(f"<!-- {method}: compiled − eager, max |Δy| = {diff:.1e} -->")
+        ms = {k: 1e3 * statistics.median(v) for k, v in res.items() if v}
+        labels = {
+            "scipy": "scipy Radau",
+            "eager": f"odenet {method} eager",
+            "compiled": f"odenet {method} `compile=True`",
+        }
+        shown = ("scipy", "eager", "compiled") if method == "radau_iia5" else ("eager", "compiled")
+        for k in shown:
+            if k not in ms:
+                continue
+            o = out[k]
+            it = o.get("newton_iterations")
+            acc = o.get("accepted", o["steps"])
+            per_it = f"{1e3 * ms[k] / it:.0f}" if it else "–"
+            lines.append(
+                f"| {labels[k]} | {o['steps']} ({acc}) | {o['nfe']} | {o['njev']} | {o['nlu']} "
+                f"| {it if it else '–'} | {ms[k]:.1f} | {1e3 * ms[k] / o['steps']:.0f} | {per_it} "
+                f"| {ms[k] / ms['scipy']:.1f}× |"
+            )
+    lines.append("")
+
+
 # --- 3. Lorenz spectrum along one orbit -------------------------------------------------
 
 
@@ -385,7 +490,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--reps", type=int, default=None)
-    ap.add_argument("--only", choices=["explicit", "spectra"], default=None)
+    ap.add_argument("--only", choices=["explicit", "spectra", "implicit"], default=None)
     a = ap.parse_args()
     torch.set_num_threads(1)
     reps = a.reps or (1 if a.quick else 3)
@@ -405,6 +510,8 @@ def main() -> None:
         explicit_benchmarks(reps, a.quick, use_compile, lines, compile_times)
     if a.only in (None, "spectra"):
         spectra_benchmarks(reps, a.quick, use_compile, lines, compile_times)
+    if a.only in (None, "implicit"):
+        implicit_benchmarks(reps, a.quick, use_compile, lines, compile_times)
     if compile_times:
         lines += [
             "",

@@ -151,7 +151,7 @@ def radau_constants(tab) -> RadauConstants:
 
 # Measured (radau_orders_results.md): with S = 3 radau_iia3's error lies within 0.8–4.4×
 # scipy Radau's on Robertson, HIRES and Van der Pol μ = 1000 at rtol 1e-3 and 1e-6.
-ERROR_SAFETY_S2 = 3.0
+ERROR_SAFETY_S2 = 5.0
 
 
 def radau_error_safety(s: int, rtol: float) -> float:

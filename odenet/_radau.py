@@ -32,7 +32,10 @@ is derived from the tableau's coefficients at 50 digits (:func:`radau_constants`
   ``((μ/h − J)(μ̄/h − J))⁻¹ r = −h Im(x) / Im(μ)``.  The estimate is of order
   ``h^(s+1)`` (the controller's exponent is ``1/(s + 1)``).  After a rejection (and on
   the first step) a second filtering of ``f(y0 + err) + Σ e_i Z_i / h`` is used when
-  the first estimate says reject, as in Hairer's codes.
+  the first estimate says reject, as in Hairer's codes.  For ``s = 2`` the estimate is
+  multiplied by ``κ = 5·rtol^(−1/8)`` and Newton stops at ``min(scipy's threshold,
+  3e-4)`` in units of ``tol/κ`` (:func:`radau_error_safety`), so that its error is
+  within 10× of RADAU5's at the same ``rtol``.
 * **Dense output**: the collocation polynomial (degree ``s``) through ``y0`` and the
   ``s`` stage values.
 * A Newton failure (divergence, or no convergence in ``max_iter`` iterations with
@@ -149,8 +152,10 @@ def radau_constants(tab) -> RadauConstants:
     return out
 
 
-# Measured (radau_orders_results.md): with S = 3 radau_iia3's error lies within 0.8–4.4×
-# scipy Radau's on Robertson, HIRES and Van der Pol μ = 1000 at rtol 1e-3 and 1e-6.
+# Measured (radau_orders_results.md): with S = 5 radau_iia3's error is 0.27–4.4× scipy
+# Radau's on the five problems of STIFF_SUITE at rtol 1e-3 and 1e-6 (S = 3: up to 7.4×
+# on the Oregonator, too close to the limit of 10×), for 2.3–3.1× its f-evaluations at
+# 1e-3 and 6.8–8.2× at 1e-6 (an order-3 method held to an order-5 method's error).
 ERROR_SAFETY_S2 = 5.0
 
 

@@ -1121,8 +1121,8 @@ class FusedNewton:
     eager ones.  A call answers ``None`` where the eager iteration is to run: one
     system with dense LU factors and no gradient through the solve is fused; per-sample
     solves, the sparse (SuperLU) path, gradients, a failed compile and stage functions
-    without stage times (fully implicit tableaux other than Radau IIA) run eagerly, the
-    reason in ``stats["compile_fallback"]``.
+    without stage times (the generic fully implicit solver: fixed-step Radau IIA, Gauss,
+    Lobatto) run eagerly, the reason in ``stats["compile_fallback"]``.
     """
 
     def __init__(self, host: FusedHost, rk: RungeKutta):
@@ -1174,8 +1174,9 @@ class FusedNewton:
         if times is None:
             if not self.reason:
                 self.reason = (
-                    "this method's stage equations are solved eagerly (the fused Newton "
-                    "iteration serves Radau IIA and diagonally implicit methods)"
+                    "the generic fully implicit stage solver (fixed-step Radau IIA, Gauss, "
+                    "Lobatto) iterates eagerly; the fused Newton iteration serves adaptive "
+                    "Radau IIA and diagonally implicit methods"
                 )
                 self.host.decline(self.reason)
             return None

@@ -723,6 +723,9 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
                 # --- H4 (issue 14): Radau IIA's Newton-iteration safety scale
                 else getattr(rk, "newton_safety", None),
                 # --- end H4
+                # --- H7 (issue 14): Radau IIA's "a new Jacobian is due" (bool)
+                refresh=False if stateful else bool(getattr(rk, "jacobian_due", False)),
+                # --- end H7
             )
             if not host and B.n_done:
                 accept = accept & ~B.done

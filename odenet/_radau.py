@@ -263,6 +263,7 @@ class RadauIIA(RungeKutta):
         self._lu = None
         self._lu_key = None
         self.newton_safety = 1.0  # read by the loop after each step (see step)
+        self.jacobian_due = False  # likewise
         self._prev = None  # (s_end [K], h [K], y_start [K, n], Z [s, K, n])
         self._last_s = None
 
@@ -312,6 +313,9 @@ class RadauIIA(RungeKutta):
                 if bool(ok.all()) or nw.J_fresh:
                     break
             nw.slow = bool(n_iter > 2 and rate > 1e-3)
+            # read by the controller (scipy's Radau): a step whose Jacobian is due is not
+            # kept at the same size for the sake of an LU that will not be reused
+            self.jacobian_due = nw.slow
             # the controller's safety factor is scaled by (2M + 1)/(2M + n) after n of at
             # most M iterations (radau5.f, scipy's Radau): a step whose Newton iteration
             # was slow does not grow towards divergence (fewer slow steps, fewer Jacobians)

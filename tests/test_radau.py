@@ -365,3 +365,24 @@ def test_adaptive_variants_against_scipy_radau_at_rtol_1e_6(name, problem):
     ref = solve_ivp(prob.f_numpy, prob.span, prob.y0, method="Radau", rtol=rtol, atol=d * rtol)
     theirs = P.stiff_error(prob, ref.y[:, -1], d)
     assert ours <= 10 * theirs
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_the_predictive_controller_does_not_keep_h_when_a_jacobian_is_due(batched):
+    # scipy's Radau: a factor in [1, 1.2] keeps h (the LU is reused) unless the method
+    # recomputes its Jacobian after this step; then h grows by the factor itself
+    from odenet._controller import PredictiveController
+    from odenet._ops import HostOps, TensorOps
+
+    ctrl = PredictiveController()
+    ops = TensorOps if batched else HostOps
+    like = torch.ones(2, dtype=D) if batched else None
+    mem = ctrl.init_memory(ops, like)
+    h = torch.full((2,), 0.1, dtype=D) if batched else 0.1
+    r = torch.full((2,), 0.5, dtype=D) if batched else 0.5  # factor 0.9·0.5^(−1/4) ≈ 1.07
+    _, kept, _ = ctrl.judge(ops, h, r, None, mem, 3)
+    _, grown, _ = ctrl.judge(ops, h, r, None, mem, 3, refresh=True)
+    expect = 0.1 * ctrl.safety * 0.5 ** (-1 / 4)
+    assert np.allclose(np.asarray(kept, dtype=float), 0.1, rtol=0, atol=0)
+    assert np.allclose(np.asarray(grown, dtype=float), expect, rtol=1e-14)
+    assert 1.0 < expect / 0.1 < ctrl.keep_max

@@ -28,7 +28,12 @@ from odenet._jacobian import batched_jacobian, compressed_jacobian, lu_kron
 RTOL_REF = 1e-2
 
 
-def error_safety(tableau, rtol):
+def is_dirk_pair(tableau) -> bool:
+    """A diagonally implicit tableau with an embedded estimate (the pairs κ applies to)."""
+    return getattr(tableau, "b_hat", None) is not None and tableau.is_diagonally_implicit
+
+
+def error_safety(tableau, rtol, eps: float = 0.0):
     """``κ``, the factor a diagonally implicit pair's error estimate is multiplied by.
 
     ``κ = tableau.error_safety · max(1, RTOL_REF / rtol)^(1/p)`` (``p`` the order of the
@@ -50,18 +55,27 @@ def error_safety(tableau, rtol):
     ----------
     tableau : ButcherTableau or None
     rtol : float or Tensor (per row / component, broadcastable with the estimate)
+    eps : float
+        Machine epsilon of the state's dtype: ``κ`` never asks for a relative error per
+        step below ``100·eps`` (``κ ≤ max(1, rtol/(100·eps))``), which the dtype cannot
+        resolve — in float32 at rtol 1e-6 an uncapped ``κ ≈ 260`` made steps shrink
+        without end.  0: no cap.
 
     Returns
     -------
-    float or Tensor (as ``rtol``), ≥ ``tableau.error_safety``.
+    float or Tensor (as ``rtol``), ≥ 1 (≥ ``tableau.error_safety`` unless capped).
     """
     # (multistep methods carry their own tables, without b_hat)
-    if getattr(tableau, "b_hat", None) is None or not tableau.is_diagonally_implicit:
+    if not is_dirk_pair(tableau):
         return 1.0
     p = tableau.order
     if isinstance(rtol, torch.Tensor):
-        return tableau.error_safety * (RTOL_REF / rtol.clamp_min(1e-300)).clamp_min(1.0) ** (1 / p)
-    return tableau.error_safety * max(RTOL_REF / max(rtol, 1e-300), 1.0) ** (1 / p)
+        rtol = rtol.clamp_min(1e-300)
+        kappa = tableau.error_safety * (RTOL_REF / rtol).clamp_min(1.0) ** (1 / p)
+        return kappa.minimum((rtol / (100 * eps)).clamp_min(1.0)) if eps > 0 else kappa
+    rtol = max(rtol, 1e-300)
+    kappa = tableau.error_safety * max(RTOL_REF / rtol, 1.0) ** (1 / p)
+    return min(kappa, max(1.0, rtol / (100 * eps))) if eps > 0 else kappa
 
 
 # Default stopping thresholds of an adaptive solve's Newton iteration, in units of the
@@ -103,6 +117,9 @@ class Newton:
     tableau : ButcherTableau, optional
         An adaptive solve's method: a DIRK pair's estimates are scaled by
         ``κ =`` :func:`error_safety` (1 without a tableau: fixed steps, other methods).
+    eps : float
+        Machine epsilon of the state's dtype (0: unknown): caps ``κ`` and floors the
+        default DIRK threshold at what the dtype can resolve.
     jac : callable, optional
         A user Jacobian in the internal layout, ``jac(s [K], y [K, n])`` -> Tensor
         ``[K, n, n]`` or :class:`~odenet._jacobian.SparseJac` (wrapped by
@@ -122,13 +139,19 @@ class Newton:
         jac=None,
         sparsity=None,
         tableau=None,
+        eps: float = 0.0,
     ):
         # the iteration stops well inside the error the controller lets through, which
         # for a DIRK pair is tol/κ, not tol (a Newton error of 0.03·tol would be the
         # larger part of the per-step error at κ ≈ 30)
-        self.safety = error_safety(tableau, rtol)
-        if tol is None:
-            tol = DIRK_NEWTON_TOL if tableau is not None and self.safety != 1.0 else NEWTON_TOL
+        self.safety = error_safety(tableau, rtol, eps)
+        if tol is None and is_dirk_pair(tableau):
+            # but not below what the dtype resolves: 10·eps relative, in units of the
+            # scale (atol + rtol·|y|)/κ (RADAU5's floor 10·eps/rtol, with κ)
+            tight = torch.as_tensor(self.safety / torch.as_tensor(rtol).clamp_min(1e-300))
+            tol = max(DIRK_NEWTON_TOL, 10 * eps * float(tight.max()))
+        elif tol is None:
+            tol = NEWTON_TOL
         self.tol = tol
         self.jac = jac
         self.sparsity = sparsity

@@ -358,6 +358,7 @@ def prepare(
             # --- hook (H2, issue 14): an adaptive DIRK pair's error safety κ depends on
             # the method and rtol (odenet._newton.error_safety); fixed steps have none
             tableau=None if fixed else tab,
+            eps=eps,
         )
         # --- end hook
     if hasattr(tab, "runtime"):  # a method with memory: history carried by the loop

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import odenet
 from odenet._errors import VectorFieldError
 from odenet._jacobian import user_jacobian
 from odenet._newton import Newton, batched_jacobian, error_safety
@@ -171,3 +172,51 @@ def test_the_reported_estimate_is_kappa_times_the_filtered_one_and_newton_stops_
     nw_tr = Newton(tol=0.03, max_iter=8, atol=1e-9, rtol=1e-6, tableau=tr)
     nw_tr.stages(g, s, y, y[:, None], hA, y[:, None].clone(), lambda Z: g(s, Z[:, 0])[:, None])
     assert torch.allclose(nw_tr.filter_error(err, tr), err * error_safety(tr, 1e-6), rtol=1e-12)
+
+
+def test_kappa_never_asks_for_an_error_per_step_the_dtype_cannot_resolve():
+    tab = tableau("kvaerno3")
+    eps32 = torch.finfo(torch.float32).eps
+    # float64: the cap (rtol / 100 eps) is far above κ and changes nothing
+    eps64 = torch.finfo(torch.float64).eps
+    assert error_safety(tab, 1e-8, eps64) == error_safety(tab, 1e-8)
+    # float32 at rtol 1e-4: κ = 12·100^(1/3) ≈ 56 would ask for 1.8e-6 per step
+    assert error_safety(tab, 1e-4) > 50
+    assert error_safety(tab, 1e-4, eps32) == pytest.approx(1e-4 / (100 * eps32))
+    assert error_safety(tab, 1e-6, eps32) == 1.0
+    rows = error_safety(tab, torch.tensor([[1e-4], [1e-6]]), eps32)
+    assert torch.allclose(rows[:, 0], torch.tensor([1e-4 / (100 * eps32), 1.0]))
+    # and the DIRK Newton threshold (in units of tol/κ) stays above round-off
+    nw = Newton(tol=None, max_iter=8, atol=1e-6, rtol=1e-4, tableau=tab, eps=eps32)
+    assert nw.tol * 1e-4 / nw.safety >= 10 * eps32 * (1 - 1e-6)
+
+
+def test_per_component_rtol_with_a_dirk_pair():
+    # (found by the fuzz test: a per-component rtol made κ a tensor and the default
+    # Newton threshold compared it with 1.0)
+    y0 = torch.tensor([1.0, 5.0], dtype=D)
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=D)
+    sol = odenet.solve(lambda t, y: -y, y0, t, method="kvaerno3",
+                       rtol=torch.tensor([1e-6, 1e-5]), atol=1e-8)
+    exact = y0 * torch.exp(-t[-1])
+    assert torch.allclose(sol.ys[-1], exact, rtol=1e-5, atol=0)
+
+
+def test_float32_at_a_tolerance_near_its_resolution_ends_quickly_with_an_answer_or_a_status():
+    # Van der Pol mu = 100 in float32 at rtol 1e-6 (8 eps): an uncapped κ made the
+    # steps shrink for minutes; now each DIRK pair succeeds within 1e-3 or fails typed
+    mu = 100.0
+
+    def vdp(t, y):
+        return torch.stack([y[1], mu * (1 - y[0] ** 2) * y[1] - y[0]])
+
+    y0 = torch.tensor([2.0, 0.0])
+    ref = odenet.solve(vdp, y0.double(), torch.tensor([0.0, 20.0], dtype=D),
+                       method="radau_iia5", rtol=1e-10, atol=1e-10).ys[-1]
+    for method in ("kvaerno3", "kvaerno5", "sdirk4", "trbdf2"):
+        sol = odenet.solve(vdp, y0, torch.tensor([0.0, 20.0]), method=method, rtol=1e-6,
+                           atol=1e-6, max_steps=20_000, throw=False)
+        if sol.status == 0:
+            assert (sol.ys[-1].double() - ref).abs().max() < 1e-3 * ref.abs().max(), method
+        else:
+            assert sol.status in (1, 2, 4), (method, sol.status)

@@ -318,7 +318,7 @@ def test_radau_iia3_error_is_within_10x_of_scipy_radau(problem, rtol):
     # the must-hold for every stiff method, against scipy's Radau (order 5) on
     # the same problem, rtol and atol; the reference is scipy Radau at rtol 1e-13.
     # Before the estimate's safety factor κ and the tighter Newton stop (radau_error_safety)
-    # these ended at 54x, 27x and 31x scipy's error (now 3.2x, 2.7x, 1.2x); Robertson at
+    # these ended at 54x, 27x and 31x scipy's error (3.2x, 2.7x, 1.2x with S = 5); Robertson at
     # 1e-6 (14x before): test_adaptive_variants_against_scipy_radau_at_rtol_1e_6
     name = "radau_iia3"
     prob, d = P.get_problem(problem), P.STIFF_SUITE[problem]

@@ -161,7 +161,7 @@ def radau_constants(tab) -> RadauConstants:
 ERROR_SAFETY_S2 = 8.0
 
 
-def radau_error_safety(s: int, rtol: float) -> float:
+def radau_error_safety(s: int, rtol: float, eps: float = 0.0) -> float:
     """``κ``, the factor the ``s``-stage estimate is multiplied by (1 for ``s ≥ 3``).
 
     The reference is the 3-stage method (RADAU5, scipy's ``Radau``): its estimate is of
@@ -185,6 +185,9 @@ def radau_error_safety(s: int, rtol: float) -> float:
     Parameters
     ----------
     s : int, the number of stages.  rtol : float, the solve's (largest) rtol.
+    eps : float, the state dtype's machine epsilon: ``κ ≤ max(1, rtol/(100·eps))``, as
+    :func:`odenet._newton.error_safety` (no relative error per step below what the
+    dtype resolves); 0: no cap.
 
     Returns
     -------
@@ -192,7 +195,8 @@ def radau_error_safety(s: int, rtol: float) -> float:
     """
     if s >= 3:
         return 1.0
-    return ERROR_SAFETY_S2 * max(rtol, 1e-300) ** (-(3 - s) / (4 * s))
+    kappa = ERROR_SAFETY_S2 * max(rtol, 1e-300) ** (-(3 - s) / (4 * s))
+    return min(kappa, max(1.0, rtol / (100 * eps))) if eps > 0 else kappa
 
 
 class RadauNewton(Newton):
@@ -253,7 +257,7 @@ class RadauIIA(RungeKutta):
         eps = float(torch.finfo(dtype).eps)
         s = tableau.stages
         # κ ≥ 1: the estimate is multiplied by it, and Newton stops in units of tol/κ
-        self.error_safety = radau_error_safety(s, rtol_f)
+        self.error_safety = radau_error_safety(s, rtol_f, eps)
         kap = self.error_safety
         # scipy's / Hairer's Newton stopping threshold in units of tol/κ, in units of the
         # tolerance below; for s = 2 at most DIRK_NEWTON_TOL (see radau_error_safety)

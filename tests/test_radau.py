@@ -386,3 +386,27 @@ def test_the_predictive_controller_does_not_keep_h_when_a_jacobian_is_due(batche
     assert np.allclose(np.asarray(kept, dtype=float), 0.1, rtol=0, atol=0)
     assert np.allclose(np.asarray(grown, dtype=float), expect, rtol=1e-14)
     assert 1.0 < expect / 0.1 < ctrl.keep_max
+
+
+def test_radau_iia3_kappa_is_capped_at_the_dtype_resolution_and_float32_ends_quickly():
+    from odenet._radau import radau_error_safety
+
+    eps32 = torch.finfo(torch.float32).eps
+    assert radau_error_safety(2, 1e-6) > 40  # 8·rtol^(-1/8)
+    assert radau_error_safety(2, 1e-6, eps32) == 1.0
+    eps64 = torch.finfo(torch.float64).eps
+    assert radau_error_safety(2, 1e-8, eps64) == radau_error_safety(2, 1e-8)
+    mu = 100.0
+
+    def vdp(t, y):
+        return torch.stack([y[1], mu * (1 - y[0] ** 2) * y[1] - y[0]])
+
+    ref = odenet.solve(vdp, torch.tensor([2.0, 0.0], dtype=torch.float64),
+                       torch.tensor([0.0, 20.0], dtype=torch.float64), method="radau_iia5",
+                       rtol=1e-10, atol=1e-10).ys[-1]
+    sol = odenet.solve(vdp, torch.tensor([2.0, 0.0]), torch.tensor([0.0, 20.0]),
+                       method="radau_iia3", rtol=1e-6, atol=1e-6, max_steps=20_000, throw=False)
+    if sol.status == 0:
+        assert (sol.ys[-1].double() - ref).abs().max() < 1e-3 * ref.abs().max()
+    else:
+        assert sol.status in (1, 2, 4)

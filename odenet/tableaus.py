@@ -1282,11 +1282,12 @@ def _lobatto_iiic4() -> ButcherTableau:
 # from measured cells of the stiff set (Robertson, HIRES, Oregonator, Van der Pol μ = 1000,
 # Brusselator; studies/benchmarks/stiff_accuracy_results.md) so that the pair ends within
 # 10x of RADAU5's error at the same rtol; the relaxation oscillators (Van der Pol, the
-# Oregonator) need the largest.  TR-BDF2 still misses there at rtol 1e-3 (11x, 20x).
+# Oregonator) need the largest.  TR-BDF2: S = 150 left Van der Pol and the Oregonator at
+# rtol 1e-3 at 11x and 20x, S = 500 at 4.9x and 8.7x for 1.46x the f-evaluations.
 KVAERNO3_SAFETY = 12.0
 KVAERNO5_SAFETY = 40.0
 SDIRK4_SAFETY = 2.0
-TRBDF2_SAFETY = 150.0
+TRBDF2_SAFETY = 500.0
 
 
 @register("trbdf2", "tr_bdf2")

@@ -67,6 +67,7 @@ import numpy as np
 import torch
 
 from odenet._errors import InputError
+from odenet._newton import hairer_newton_tol
 from odenet._stepper import StepResult
 
 MAX_ORDER = 5
@@ -212,7 +213,7 @@ class BDFRuntime:
         rtol_f = float(rtol.max()) if isinstance(rtol, torch.Tensor) else float(rtol)
         eps = float(torch.finfo(dtype).eps)
         # scipy's Newton stopping threshold, in units of the tolerance
-        self.newton_tol = max(10 * eps / max(rtol_f, 1e-300), min(0.03, math.sqrt(rtol_f)))
+        self.newton_tol = hairer_newton_tol(rtol_f, eps)
         self.max_iter = NEWTON_MAXITER if newton.max_iter == 8 else newton.max_iter
         # the LU of I − c′J in use: (J_version, c′ [K]), and the last trial's start and
         # Newton outcome per row (a retry after an error rejection keeps the LU)

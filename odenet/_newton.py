@@ -17,6 +17,7 @@ theorem ``dZ = (I − h A ⊗ J(Z))⁻¹ (∂base + h A ∂G/∂θ)``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -72,10 +73,29 @@ def error_safety(tableau, rtol, eps: float = 0.0):
     if isinstance(rtol, torch.Tensor):
         rtol = rtol.clamp_min(1e-300)
         kappa = tableau.error_safety * (RTOL_REF / rtol).clamp_min(1.0) ** (1 / p)
-        return kappa.minimum((rtol / (100 * eps)).clamp_min(1.0)) if eps > 0 else kappa
-    rtol = max(rtol, 1e-300)
-    kappa = tableau.error_safety * max(RTOL_REF / rtol, 1.0) ** (1 / p)
-    return min(kappa, max(1.0, rtol / (100 * eps))) if eps > 0 else kappa
+    else:
+        rtol = max(rtol, 1e-300)
+        kappa = tableau.error_safety * max(RTOL_REF / rtol, 1.0) ** (1 / p)
+    return resolvable_safety(kappa, rtol, eps)
+
+
+def resolvable_safety(kappa, rtol, eps: float):
+    """``κ`` limited to ``max(1, rtol/(100·eps))``: an error safety never asks for a
+    relative error per step the dtype (machine epsilon ``eps``; 0: no limit) cannot
+    resolve.  ``kappa``, ``rtol``: floats or broadcastable tensors."""
+    if not eps > 0:
+        return kappa
+    if isinstance(kappa, torch.Tensor) or isinstance(rtol, torch.Tensor):
+        return torch.as_tensor(kappa).minimum(torch.as_tensor(rtol / (100 * eps)).clamp_min(1.0))
+    return min(kappa, max(1.0, rtol / (100 * eps)))
+
+
+def hairer_newton_tol(rtol: float, eps: float, *, kappa: float = 1.0, cap: float = 0.03) -> float:
+    """Hairer's Newton stopping threshold (RADAU5's ``fnewt``, scipy's Radau and BDF), in
+    units of the tolerance ``tol/κ`` the error control enforces:
+    ``max(10·eps·κ/rtol, min(0.03, √rtol, cap))`` — not below what the dtype resolves,
+    tighter at tight tolerances.  ``rtol``: the solve's largest (float)."""
+    return max(10 * eps * kappa / max(rtol, 1e-300), min(0.03, math.sqrt(rtol), cap))
 
 
 # Default stopping thresholds of an adaptive solve's Newton iteration, in units of the

@@ -59,7 +59,6 @@ The method protocol is the loop's (see :mod:`odenet._stepper`): ``step`` returns
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import mpmath
@@ -68,7 +67,7 @@ import sympy
 import torch
 
 from odenet._jacobian import batched_jacobian, lu_shifted
-from odenet._newton import DIRK_NEWTON_TOL, Newton
+from odenet._newton import DIRK_NEWTON_TOL, Newton, hairer_newton_tol, resolvable_safety
 from odenet._stepper import RungeKutta, StepResult
 
 _DPS = 50  # digits of the derivations below (the s = 5 tableau has 50-digit entries)
@@ -196,7 +195,7 @@ def radau_error_safety(s: int, rtol: float, eps: float = 0.0) -> float:
     if s >= 3:
         return 1.0
     kappa = ERROR_SAFETY_S2 * max(rtol, 1e-300) ** (-(3 - s) / (4 * s))
-    return min(kappa, max(1.0, rtol / (100 * eps))) if eps > 0 else kappa
+    return resolvable_safety(kappa, rtol, eps)
 
 
 class RadauNewton(Newton):
@@ -262,8 +261,7 @@ class RadauIIA(RungeKutta):
         # scipy's / Hairer's Newton stopping threshold in units of tol/κ, in units of the
         # tolerance below; for s = 2 at most DIRK_NEWTON_TOL (see radau_error_safety)
         cap = DIRK_NEWTON_TOL if kap > 1 else 0.03
-        stop = max(10 * eps * kap / max(rtol_f, 1e-300), min(0.03, math.sqrt(rtol_f), cap))
-        self.newton_tol = stop / kap
+        self.newton_tol = hairer_newton_tol(rtol_f, eps, kappa=kap, cap=cap) / kap
         default_cap = 6 if s <= 3 else int(7 + 2.5 * (s - 3))  # scipy; radau.f's NIT
         self.max_iter = default_cap if newton.max_iter == 8 else newton.max_iter
         self._lu = None

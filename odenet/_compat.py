@@ -17,7 +17,8 @@ What torchdiffeq does, and so does this module:
 * fixed-step methods step on ``t`` itself, on ``t0 + k·step_size`` (the last step
   shortened) or on ``options["grid_constructor"](func, y0, t)``, and read outputs
   between grid nodes by linear (default) or cubic Hermite interpolation
-  (``options["interp"]``);
+  (``options["interp"]``); with ``event_fn`` they search on torchdiffeq's nodes, ``t``
+  advanced by ``step_size`` in ``y``'s dtype, at most 20000 steps;
 * ``method="scipy_solver"`` wraps :func:`scipy.integrate.solve_ivp`.
 """
 
@@ -28,6 +29,7 @@ import numbers
 import warnings
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from odenet._controller import PIDController
@@ -433,14 +435,20 @@ def _translate(options, *, fixed: bool, method_label: str):
 # --- fixed grids -----------------------------------------------------------------------
 
 
-def _grid_from_step_size(t, step_size):
-    """torchdiffeq's grid: ``t0 + k·h`` up to the last time, which replaces the last node."""
+def _step_size(step_size) -> float:
+    """``options['step_size']`` checked: a positive finite number (or 1-element tensor)."""
     if isinstance(step_size, torch.Tensor) and step_size.numel() == 1:
         step_size = step_size.item()
     if isinstance(step_size, bool) or not isinstance(step_size, numbers.Real):
         raise InputError(f"`options['step_size']` must be a positive number, got {step_size!r}.")
     if not (0 < step_size < math.inf):
         raise InputError(f"`options['step_size']` must be positive and finite, got {step_size!r}.")
+    return float(step_size)
+
+
+def _grid_from_step_size(t, step_size):
+    """torchdiffeq's grid: ``t0 + k·h`` up to the last time, which replaces the last node."""
+    step_size = _step_size(step_size)
     d = 1.0 if t.shape[0] < 2 or bool(t[-1] >= t[0]) else -1.0
     u0, u1 = t[0] * d, t[-1] * d
     n = math.ceil(float((u1 - u0).detach()) / step_size + 1)
@@ -452,6 +460,58 @@ def _grid_from_step_size(t, step_size):
     nodes = torch.arange(0, n, dtype=t.dtype, device=t.device) * step_size + u0
     nodes = torch.cat([nodes[:-1], u1.reshape(1)]) * d
     return nodes
+
+
+# torchdiffeq's fixed-step event search gives up after this many steps
+EVENT_SEARCH_STEPS = 20_000
+_NUMPY_FLOAT = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
+
+
+def _event_search_grid(t0, step_size, y0, reverse: bool):
+    """The nodes of torchdiffeq's fixed-step event search from ``t0``: ``(nodes [G], note)``.
+
+    torchdiffeq (``FixedGridODESolver.integrate_until_event``) rounds ``t0`` to ``y``'s
+    real dtype and adds ``step_size`` in that dtype, once per step, at most
+    ``EVENT_SEARCH_STEPS`` times; backward in time it does so on the negated time.  In
+    float32 the steps so drift from ``step_size`` by up to an ulp of ``t`` each, and
+    that drift is part of its answer (an unstable formula such as 11-step
+    Adams–Bashforth amplifies it), so odenet steps on the same nodes, bit for bit.  The
+    first node is ``t0`` itself (torchdiffeq's is ``t0`` rounded), the rest are exact
+    in ``t0``'s dtype (float64), and they stop where the time no longer advances in
+    ``y``'s dtype; ``note`` then says where, for the no-event error.
+    """
+    h = _step_size(step_size)
+    d = -1.0 if reverse else 1.0
+    dtype = y0.dtype.to_real() if y0.is_complex() else y0.dtype
+    u0 = float(t0.detach()) * d
+    np_dtype = _NUMPY_FLOAT.get(dtype)
+    if np_dtype is not None:  # numpy's accumulate adds in order, in np_dtype
+        steps = np.full(EVENT_SEARCH_STEPS + 1, h, dtype=np_dtype)
+        steps[0] = u0
+        u = torch.from_numpy(np.cumsum(steps, dtype=np_dtype))
+    else:  # e.g. bfloat16, which numpy lacks: torchdiffeq's own additions
+        u = [torch.tensor(u0, dtype=dtype)]
+        for _ in range(EVENT_SEARCH_STEPS):
+            u.append(u[-1] + h)
+        u = torch.stack(u)
+    u = u.to(device=t0.device, dtype=t0.dtype)
+    u[0] = u0
+    stuck = (u[1:] <= u[:-1]).nonzero()
+    note = ""
+    if stuck.numel():
+        k = int(stuck[0, 0])
+        if k == 0:
+            raise InputError(
+                f"`options['step_size']` = {h:g} is below the resolution of time in {dtype} "
+                f"at t0 = {float(t0):g} (torchdiffeq's event search adds it to t in y's "
+                "dtype, where t + step_size == t); use a larger step or a float64 state."
+            )
+        u = u[: k + 1]
+        note = (
+            f"; time stops advancing in {dtype} at t = {d * float(u[-1]):g} (step_size "
+            "below its resolution there)"
+        )
+    return u * d, note
 
 
 def _check_grid(grid, t):
@@ -683,7 +743,11 @@ def odeint(
         odenet's extras: ``controller``, ``newton_tol``, ``newton_max_iter``.
         Unknown keys raise :class:`~odenet.InputError`.
     event_fn : callable ``event_fn(t, y) -> scalar Tensor``, optional
-        Integrate from ``t[0]`` until it crosses zero (the rest of ``t`` is ignored).
+        Integrate from ``t[0]`` until it crosses zero (``t[1]`` gives only the
+        direction; ``t`` must have 2 elements).  Fixed-step methods need
+        ``options["step_size"]`` and step as torchdiffeq's search does: ``t`` advanced
+        by ``step_size`` in ``y``'s dtype, at most 20000 steps (then
+        :class:`~odenet.SolverError`).
 
     Returns
     -------
@@ -1012,27 +1076,38 @@ def _until_event(func, y0, t, event_fn, name, rtol, atol, fixed, grid_opts, kwar
             f"`t` must have 2 elements with `event_fn` (t[0] the start, t[1] only the "
             f"direction), got {t.shape[0]}."
         )
-    kw = dict(kwargs)
+    # float64 time (torchdiffeq's adaptive default): the search horizon is far beyond
+    # t0, where float32 could not resolve a fixed step
+    t0 = t[0].to(torch.promote_types(t.dtype, torch.float64))
+    reverse = bool(t[1] < t[0])
+    grid = None
     if fixed:
         if "step_size" not in grid_opts:
             raise InputError(
                 "events with a fixed-step method need `options['step_size']` (the grid "
                 "cannot come from `t`, which only gives the direction)."
             )
-        # the crossing is located on the method's dense output (cubic Hermite for
-        # methods without their own), whatever `interp` says
-        kw["step_size"] = float(grid_opts["step_size"])
-    # float64 time (torchdiffeq's adaptive default): the search horizon is far beyond
-    # t0, where float32 could not resolve a fixed step
+        # torchdiffeq's nodes; the crossing is located on the method's dense output
+        # (cubic Hermite for methods without their own), whatever `interp` says
+        nodes, note = _event_search_grid(t0, grid_opts["step_size"], y0, reverse)
+        grid = dict(
+            grid=nodes,
+            horizon=(
+                f"torchdiffeq's fixed-step event search takes at most {EVENT_SEARCH_STEPS} "
+                f"steps of `options['step_size']` = {_step_size(grid_opts['step_size']):g}"
+                f"{note}; use a larger `step_size`, or an adaptive method such as 'dopri5'"
+            ),
+        )
     event_t, sol = until_event(
         func,
         y0,
-        t[0].to(torch.promote_types(t.dtype, torch.float64)),
+        t0,
         event_fn,
-        reverse_time=bool(t[1] < t[0]),
+        reverse_time=reverse,
         sensitivity=sens,
-        solve_kw=dict(method=name, rtol=rtol, atol=atol, **kw),
+        solve_kw=dict(method=name, rtol=rtol, atol=atol, **kwargs),
         adjoint_kw=adjoint,
+        **(grid or {}),
     )
     return event_t.to(t.dtype), sol
 

@@ -77,35 +77,52 @@ def until_event(
     sensitivity: str,
     solve_kw: dict,
     adjoint_kw: dict | None = None,
+    grid: torch.Tensor | None = None,
+    horizon: str | None = None,
 ):
     """``(event_t, solution [2, ...])`` for a tensor state; see the module docstring.
 
     ``solve_kw`` go to every :func:`odenet.solve` call; ``adjoint_kw`` (``adjoint_params``,
     ``adjoint_options``, ...) only to the solve up to the event that a non-direct
-    ``sensitivity`` differentiates."""
+    ``sensitivity`` differentiates.  ``grid`` (``[G]``, from ``t0`` in the direction of
+    integration, in ``t0``'s dtype): fixed steps on these nodes, the search ending at
+    the last one; the re-solve for the adjoint takes the same steps up to the event and
+    a last, shorter one onto it.  ``horizon`` then describes that search (in words) for
+    the error raised when no event is found."""
     from odenet._solve import solve
 
     if not callable(event_fn):
         raise InputError(f"`event_fn` must be callable as event_fn(t, y), got {event_fn!r}.")
     t0 = torch.as_tensor(t0).reshape(())
-    span = _HORIZON * max(1.0, abs(float(t0)))
-    t_end = t0.detach() - span if reverse_time else t0.detach() + span
-    t = torch.stack([t0, t_end.to(t0.dtype)])
+    if grid is None:
+        span = _HORIZON * max(1.0, abs(float(t0.detach())))
+        t_end = t0.detach() - span if reverse_time else t0.detach() + span
+        t = torch.stack([t0, t_end.to(t0.dtype)])
+        horizon = horizon or f"the search ends {span:g} time units from t0"
+    else:
+        # every node moves with t0, as t0 + k·h would: t0's gradient path
+        t = grid.detach().to(t0.dtype) + (t0 - t0.detach())
+        solve_kw = {**solve_kw, "grid_on_outputs": True}
+        horizon = horizon or f"the search ends at the last node of its grid, {float(t[-1]):g}"
     event = Event(event_fn, terminal=True)
     with torch.no_grad() if sensitivity != "direct" else torch.enable_grad():
         sol = solve(func, y0, t, events=[event], throw=False, **solve_kw)
     if sol.events is None or sol.events.terminal_state is None:
         if not sol.success:
             raise SolverError(f"the solve failed before any event: {sol.message}")
-        raise SolverError(
-            f"no event: `event_fn` never crossed zero within {span:g} time units of t0."
-        )
+        raise SolverError(f"no event: `event_fn` never crossed zero ({horizon}).")
     t_star = sol.events.t[-1].to(device=y0.device)
     if sensitivity == "direct":
         y_star = sol.events.terminal_state
     else:
         # the adjoint differentiates a solve on a fixed span: re-solve to the event
-        t_span = torch.stack([t0, t_star.to(t0.dtype)])
+        t_end = t_star.to(t0.dtype).reshape(1)
+        if grid is None:
+            t_span = torch.cat([t0.reshape(1), t_end])
+        else:  # the search's nodes before the event, then the event time
+            before = (t.detach() < t_end) if not reverse_time else (t.detach() > t_end)
+            before[0] = True
+            t_span = torch.cat([t[before], t_end])
         y_star = solve(
             func, y0, t_span, sensitivity=sensitivity, **solve_kw, **(adjoint_kw or {})
         ).ys[-1]

@@ -281,6 +281,72 @@ def _adjoint_options(given, user_norm, packer):
     return exposed, {**exposed, "norm": _NormAtBackward(exposed)}
 
 
+def _backward_steps(given, copied, *, fixed, label, forward, forward_grid, time_dtype):
+    """torchdiffeq's ``adjoint_options`` but ``norm`` -> odenet's ``adjoint_*`` solve options.
+
+    ``copied``: they are the forward's ``options`` (torchdiffeq's default when
+    ``adjoint_options`` is not given).  odenet's backward pass integrates within each
+    forward step (never across one), so options that place steps (``step_t``,
+    ``jump_t``, ``perturb``, ``grid_constructor``, the forward's ``dtype`` of time)
+    are the forward's; given for the backward pass alone, they must equal the
+    forward's or raise.  ``step_size``, ``first_step``, ``max_step``, ``min_step``,
+    ``max_num_steps`` and ``safety``/``ifactor``/``dfactor`` steer the backward steps;
+    ``interp`` does nothing backward (as in torchdiffeq: its backward outputs are grid
+    nodes).
+    """
+    given = {k: v for k, v in given.items() if k != "norm"}
+
+    def refuse(keys, why):
+        raise InputError(
+            f"`adjoint_options` {sorted(keys)} {why} (odenet's backward pass steps within "
+            "each forward step); leave them out of `adjoint_options`."
+        )
+
+    adams = set(given) & ADAMS_OPTIONS
+    if adams and not copied:
+        refuse(adams, f"do not apply: the backward pass of an Adams method runs {label!r}")
+    given = {k: v for k, v in given.items() if k not in ADAMS_OPTIONS}
+    kw, grid, tdt = _translate(given, fixed=fixed, method_label=label)
+    out = {}
+    for key, flat in (
+        ("first_step", "adjoint_first_step"),
+        ("max_step", "adjoint_max_step"),
+        ("min_step", "adjoint_min_step"),
+        ("max_steps", "adjoint_max_steps"),
+        ("controller", "adjoint_controller"),
+    ):
+        if key in kw:
+            out[flat] = kw.pop(key)
+    kw.pop("accept_min_step", None)  # a positive min_step always has torchdiffeq's meaning
+    if "step_size" in grid:
+        out["adjoint_step_size"] = _step_size(grid["step_size"])
+    if copied:
+        return out  # the rest are the forward's own: its steps already follow them
+    for key in ("step_t", "jump_t"):
+        mine, theirs = kw.pop(key, None), forward.get(key)
+        if mine is not None and (
+            theirs is None or mine.shape != theirs.shape or not torch.equal(mine.to(theirs), theirs)
+        ):
+            refuse([key], "differ from the forward's `options`")
+    if tdt is not None and tdt != time_dtype:
+        refuse(["dtype"], f"differ from the forward's time dtype {time_dtype}")
+    if "grid_constructor" in grid and grid["grid_constructor"] is not forward_grid.get(
+        "grid_constructor"
+    ):
+        refuse(["grid_constructor"], "differ from the forward's `options`")
+    if bool(grid.get("perturb")) != bool(forward_grid.get("perturb")):
+        refuse(["perturb"], "differ from the forward's `options`")
+    newton = set(kw) & {"newton_tol", "newton_max_iter"}
+    if newton:
+        refuse(
+            newton, "do not apply: the adjoint is linear, its implicit stages are solved directly"
+        )
+    kw.pop("norm", None)
+    if kw:  # e.g. an odenet extra that has no backward meaning
+        refuse(kw, "have no meaning for the backward pass")
+    return out
+
+
 class _NormAtBackward:
     """``options["norm"]`` looked up when the backward pass measures a step, not when
     the forward runs: the user may replace it in between (torchdiffeq's contract)."""
@@ -783,8 +849,12 @@ def odeint_adjoint(
     :mod:`odenet.sensitivity`).  ``adjoint_params`` defaults to the parameters of
     ``func`` when it is an ``nn.Module``; otherwise (a closure such as
     ``lambda t, y: net(y)``) to every tensor requiring grad that ``func``'s output
-    depends on — where torchdiffeq would raise.  ``adjoint_options`` takes
-    ``{"norm": "seminorm" | "default" | callable}``; the default is torchdiffeq's,
+    depends on — where torchdiffeq would raise.  ``adjoint_options`` (default, as
+    torchdiffeq's: ``options`` but ``norm``, when ``adjoint_method`` is the forward's)
+    takes the backward steps' options (``step_size``; ``first_step``, ``max_step``,
+    ``min_step``, ``max_num_steps``, ``safety``/``ifactor``/``dfactor``; those that place
+    steps must be the forward's: ``docs/guide/torchdiffeq.md``) and
+    ``"norm": "seminorm" | "default" | callable``; the default norm is torchdiffeq's,
     ``max(|t|, norm(y), norm(adj_y), RMS of each adj_param)`` on the backward step's
     scaled errors (``t`` and ``y`` are not integrated backward here: theirs are 0), and
     the solution's ``grad_fn.adjoint_options`` is the dict whose ``"norm"`` the
@@ -894,10 +964,18 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adj
         atol = packer.tol("atol", atol, y0)
         if event_fn is not None and callable(event_fn):
             event_fn = _EventOf(event_fn, split=packer.split)
-    exposed = None
+    exposed = backward = None
     if sensitivity == "adjoint":
-        exposed, solve_opts = _adjoint_options(adjoint.get("adjoint_options"), user_norm, packer)
-        adjoint = {**adjoint, "adjoint_options": solve_opts}
+        given = adjoint.get("adjoint_options")
+        if given is None and adjoint.get("adjoint_method") in (None, _method_name(method)):
+            # torchdiffeq's default: the forward's options (but its norm) also steer the
+            # backward pass
+            given = {k: v for k, v in (options or {}).items() if k != "norm"}
+            backward = (given, True)
+        else:
+            backward = (given or {}, False)
+        exposed, solve_opts = _adjoint_options(given, user_norm, packer)
+        adjoint = {**adjoint, "adjoint_options": {"norm": solve_opts["norm"]}}
 
     if isinstance(method, str) and method.lower() == "scipy_solver":
         if event_fn is not None:
@@ -931,6 +1009,18 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adj
         t_solve = t.to(tdt)
     else:
         t_solve = t
+    if backward is not None:
+        adjoint = {
+            **adjoint,
+            **_backward_steps(
+                *backward,
+                fixed=_adjoint_is_fixed(adjoint, fixed),
+                label=str(adjoint.get("adjoint_method") or label),
+                forward=kwargs,
+                forward_grid=grid_opts,
+                time_dtype=t_solve.dtype,
+            ),
+        }
     raw_func = func
     func = _cast_time(func)
 

@@ -199,3 +199,139 @@ def test_a_step_size_below_the_resolution_of_time_in_ys_dtype_raises():
             method="rk4",
             options={"step_size": 0.01},
         )
+
+
+# --- adjoint_options: the backward pass's steps ------------------------------------------
+#
+# torchdiffeq's odeint_adjoint copies `options` (but `norm`) into `adjoint_options` when
+# none is given and solves the backward pass with them; odenet steps backward within
+# each forward step, so the options that size steps steer it and the ones that place
+# steps must be the forward's.
+
+
+class _Field(torch.nn.Module):
+    """A small nonlinear, time-dependent field that logs torchdiffeq's backward steps."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.W = torch.nn.Parameter(0.5 * torch.randn(3, 3, dtype=D, generator=g))
+        self.steps = []
+
+    def forward(self, t, y):
+        return torch.tanh(self.W @ y) + 0.1 * torch.sin(t) * y
+
+    def callback_step_adjoint(self, t, y, dt):
+        self.steps.append((float(t), abs(float(dt))))
+
+
+def _adjoint_gradient(odeint, f, **kw):
+    """``(∂L/∂(y0, W) flat, the backward steps (t, |dt|))`` for ``L = Σ ys²``."""
+    f.steps.clear()
+    y0 = torch.tensor([1.0, -0.5, 0.3], dtype=D, requires_grad=True)
+    ys = odeint(f, y0, torch.tensor([0.0, 0.5, 1.0], dtype=D), **kw)
+    grads = torch.autograd.grad((ys**2).sum(), [y0, f.W])
+    return torch.cat([g.reshape(-1) for g in grads]), list(f.steps)
+
+
+def test_adjoint_step_size_takes_torchdiffeqs_backward_steps():
+    f = _Field()
+    kw = dict(method="rk4", options={"step_size": 0.1}, adjoint_options={"step_size": 0.05})
+    g_ours, steps_ours = _adjoint_gradient(odenet.odeint_adjoint, f, **kw)
+    g_theirs, steps_theirs = _adjoint_gradient(torchdiffeq.odeint_adjoint, f, **kw)
+    # the same 20 backward steps of 0.05 (10 forward steps of 0.1, each halved)
+    assert len(steps_ours) == len(steps_theirs) == 20
+    for (t1, h1), (t2, h2) in zip(sorted(steps_ours), sorted(steps_theirs)):
+        assert t1 == pytest.approx(t2, abs=1e-12) and h1 == pytest.approx(h2, abs=1e-12)
+    # gradients: torchdiffeq integrates y backward, odenet reuses the forward's states,
+    # so they agree to the method's error, which the halved backward step shrinks
+    g_default, _ = _adjoint_gradient(odenet.odeint_adjoint, f, method="rk4", options=kw["options"])
+    assert float((g_ours - g_theirs).abs().max()) < 2e-7
+    assert float((g_default - g_theirs).abs().max()) > 3 * float((g_ours - g_theirs).abs().max())
+
+
+@pytest.mark.parametrize(
+    "kw, check",
+    [
+        # torchdiffeq's default: the forward's options, first_step included
+        (dict(options={"first_step": 0.01}), lambda s: s[0][1] == pytest.approx(0.01)),
+        (dict(adjoint_options={"first_step": 1e-4}), lambda s: s[0][1] == pytest.approx(1e-4)),
+        (dict(adjoint_options={"max_step": 0.05}), lambda s: max(h for _, h in s) <= 0.05),
+    ],
+)
+def test_adaptive_adjoint_options_steer_the_backward_steps_as_torchdiffeqs(kw, check):
+    f = _Field()
+    kw = dict(method="dopri5", rtol=1e-8, atol=1e-10, **kw)
+    g_ours, steps_ours = _adjoint_gradient(odenet.odeint_adjoint, f, **kw)
+    g_theirs, steps_theirs = _adjoint_gradient(torchdiffeq.odeint_adjoint, f, **kw)
+    assert check(steps_ours) and check(steps_theirs)
+    assert float((g_ours - g_theirs).abs().max()) < 1e-7 * float(g_theirs.abs().max())
+
+
+def test_interp_does_nothing_backward_as_in_torchdiffeq():
+    f = _Field()
+    kw = dict(method="rk4", options={"step_size": 0.1})
+    plain, _ = _adjoint_gradient(odenet.odeint_adjoint, f, **kw)
+    cubic, _ = _adjoint_gradient(
+        odenet.odeint_adjoint, f, adjoint_options={"interp": "cubic"}, **kw
+    )
+    assert torch.equal(plain, cubic)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (
+            dict(
+                method="explicit_adams",
+                options={"step_size": 0.1},
+                adjoint_options={"max_order": 3},
+            ),
+            r"\['max_order'\] do not apply: the backward pass of an Adams method runs 'rk38'",
+        ),
+        (dict(method="dopri5", adjoint_options={"step_size": 0.1}), r"belong to fixed-step"),
+        (
+            dict(method="dopri5", adjoint_options={"step_t": torch.tensor([0.25], dtype=D)}),
+            r"\['step_t'\] differ from the forward's",
+        ),
+        (
+            dict(method="dopri5", adjoint_options={"dtype": torch.float32}),
+            r"\['dtype'\] differ from the forward's time dtype torch.float64",
+        ),
+        (
+            dict(
+                method="rk4",
+                options={"step_size": 0.1},
+                adjoint_options={"grid_constructor": lambda f, y0, t: t},
+            ),
+            r"\['grid_constructor'\] differ",
+        ),
+        (
+            dict(method="rk4", options={"step_size": 0.1}, adjoint_options={"perturb": True}),
+            r"\['perturb'\] differ",
+        ),
+        (
+            dict(
+                method="implicit_euler",
+                options={"step_size": 0.1},
+                adjoint_options={"newton_tol": 1e-3},
+            ),
+            r"the adjoint is linear",
+        ),
+    ],
+)
+def test_adjoint_options_odenet_cannot_honour_raise_naming_them(kw, match):
+    with pytest.raises(InputError, match=match):
+        _adjoint_gradient(odenet.odeint_adjoint, _Field(), **kw)
+
+
+def test_solves_adjoint_step_options_belong_to_their_kind_of_method():
+    f = _Field()
+    y0 = torch.ones(3, dtype=D, requires_grad=True)
+    t = torch.tensor([0.0, 1.0], dtype=D)
+    with pytest.raises(InputError, match=r"\['adjoint_step_size'\] do not apply .* adaptive"):
+        odenet.solve(f, y0, t, sensitivity="adjoint", adjoint_step_size=0.1)
+    with pytest.raises(InputError, match=r"\['adjoint_max_step'\] do not apply .* fixed-step"):
+        odenet.solve(
+            f, y0, t, method="rk4", step_size=0.1, sensitivity="adjoint", adjoint_max_step=0.1
+        )

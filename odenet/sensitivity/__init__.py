@@ -64,6 +64,14 @@ _ADJOINT = (
     "adjoint_norm",
     "adjoint_callback",
     "adjoint_split_nodes",
+    # --- hook (H1, issue 13): the backward pass's own steps (torchdiffeq's adjoint_options)
+    "adjoint_step_size",
+    "adjoint_first_step",
+    "adjoint_max_step",
+    "adjoint_min_step",
+    "adjoint_max_steps",
+    "adjoint_controller",
+    # --- end hook
 )
 _ADJOINT_OPTIONS_KEYS = ("norm",)
 
@@ -196,6 +204,11 @@ class _Run:
             # a method with memory names the Runge–Kutta method of its adjoint
             method = opts.get("adjoint_method") or getattr(tab, "adjoint_method", None)
             self.adjoint_tableau = tab if method is None else tableau(method)
+            # --- hook (H1, issue 13): adjoint_step_size, adjoint_first_step, ...
+            from odenet.sensitivity._adjoint import adjoint_step_options
+
+            self.adjoint_steps = adjoint_step_options(opts, self.adjoint_tableau)
+            # --- end hook
             self.seminorm = bool(opts.get("adjoint_seminorm", True))
             norm = opts.get("adjoint_norm")
             if norm is not None:
@@ -390,6 +403,12 @@ def solve_with(kind: str, prep, tab, *, throw: bool, **options):
         ``adjoint_split_nodes=True`` linearizes ``f`` separately at the end of one forward
         step and at the start of the next (for a field discontinuous at the step ends,
         such as torchdiffeq's ``perturb``; one more evaluation per step).
+        The backward steps (each within one forward step): for an adjoint method with an
+        error estimate ``adjoint_first_step`` (its first step), ``adjoint_max_step``,
+        ``adjoint_min_step`` (steps of that size are accepted, torchdiffeq's meaning),
+        ``adjoint_max_steps`` (per forward step), ``adjoint_controller`` (default the
+        forward's); for one without, ``adjoint_step_size`` (each forward step in
+        ``⌈H / adjoint_step_size⌉`` equal steps; default one).
 
     Returns
     -------

@@ -506,7 +506,9 @@ def adjoint_backward(run, grad_ys: torch.Tensor):
         march, host = _Looped(field, quad, method, run), False
     else:
         host = K == 1 and not tab.is_implicit  # times as Python floats
-        march = _Stepwise(field, quad, method, host, run.adjoint_callback)
+        march = _Stepwise(
+            field, quad, method, host, run.adjoint_callback, run.adjoint_steps.get("step_size")
+        )
     rows = torch.arange(K, device=dev)
     S_host = tape.s[:, 0].tolist() if host else None
     times = s_out[0].tolist() if host else None
@@ -530,14 +532,34 @@ def adjoint_backward(run, grad_ys: torch.Tensor):
 
 class _Stepwise:
     """An adjoint method without an error estimate: one step from ``p`` down to ``q``
-    (internal time), ``σ = −p`` forward by ``H = p − q``."""
+    (internal time), ``σ = −p`` forward by ``H = p − q``; with ``step_size``,
+    ``⌈H / step_size⌉`` equal steps."""
 
-    def __init__(self, field: AdjointField, quad: Quadrature, method, host: bool, callback):
+    def __init__(
+        self, field: AdjointField, quad: Quadrature, method, host: bool, callback, step_size=None
+    ):
         self.field, self.quad, self.method, self.host = field, quad, method, host
         self.callback = callback
         self.steps = 0
+        self.step_size = step_size
 
     def __call__(self, p, q, a):
+        # --- hook (H1, issue 13): adjoint_step_size, torchdiffeq's
+        # adjoint_options["step_size"]: no backward step longer than it (a span that is a
+        # multiple of it is cut where torchdiffeq's backward grid has its nodes)
+        m = 1
+        if self.step_size is not None:
+            span = p - q if self.host else float((p - q).max())
+            m = max(1, math.ceil(span / self.step_size * (1 - 1e-12)))
+        if m == 1:
+            return self._one(p, q, a)
+        p0 = p
+        for j in range(1, m + 1):
+            p, a = self._one(p, q if j == m else p0 - (p0 - q) * (j / m), a)
+        return p, a
+        # --- end hook
+
+    def _one(self, p, q, a):
         if self.host and p - q <= 64 * self.field.eps * max(abs(p), abs(q), 1.0):
             return q, a
         if self.callback is not None:
@@ -585,19 +607,25 @@ class _Looped:
     def __init__(self, field: AdjointField, quad: Quadrature, method, run):
         cfg = run.prep.cfg
         self.field, self.quad = field, quad
+        # --- hook (H1, issue 13): the backward pass's own step controls
+        # (adjoint_first_step, adjoint_max_step, ...: torchdiffeq's adjoint_options)
+        own = run.adjoint_steps
         self.cfg = LoopConfig(
             rk=method,
             rtol=run.adjoint_rtol,
             atol=run.adjoint_atol,
             step_size=None,
-            max_steps=cfg.max_steps,
+            max_steps=own.get("max_steps", cfg.max_steps),
             first_step=None,  # set per stretch
-            min_step=0.0,
-            max_step=math.inf,
-            controller=cfg.controller or PIDController(),
+            min_step=own.get("min_step", 0.0),
+            max_step=own.get("max_step", math.inf),
+            controller=own.get("controller") or cfg.controller or PIDController(),
             norm=run.adjoint_norm,
             callback=run.adjoint_callback,
+            accept_min_step="min_step" in own,
         )
+        self.first_step = own.get("first_step")
+        # --- end hook
         self.accepted = self.rejected = self.h = None
 
     def __call__(self, p, q, a):
@@ -608,6 +636,8 @@ class _Looped:
         # the step the last stretch proposed; at first the whole stretch, subdivided
         # by the controller
         first = span if self.h is None else torch.where(self.h > 0, self.h, span)
+        if self.h is None and self.first_step is not None:  # --- hook (H1, issue 13)
+            first = span.clamp(max=self.first_step)
         self.cfg.first_step = torch.where(first > 0, first, torch.ones_like(first))
         res = integrate(self.field, s_out, a, self.cfg, record=self.quad)
         if not bool((res.status == SUCCESS).all()):
@@ -623,6 +653,58 @@ class _Looped:
             zero = torch.zeros(K, dtype=torch.long, device=dev)
             return zero, zero.clone()
         return self.accepted, self.rejected
+
+
+# --- hook (H1, issue 13): the backward pass's own step options
+ADJOINT_STEP_OPTIONS = {
+    "adjoint_step_size": "step_size",
+    "adjoint_first_step": "first_step",
+    "adjoint_max_step": "max_step",
+    "adjoint_min_step": "min_step",
+    "adjoint_max_steps": "max_steps",
+    "adjoint_controller": "controller",
+}
+
+
+def adjoint_step_options(opts: dict, tab) -> dict:
+    """The ``adjoint_*`` step options of a solve, checked -> ``{step_size, first_step,
+    max_step, min_step, max_steps, controller}`` (only those given).  ``step_size``
+    belongs to an adjoint method without an error estimate (``tab``), the others to
+    one with: the wrong kind raises, so that none is silently ignored."""
+    from odenet._controller import controller_from
+    from odenet._errors import InputError
+    from odenet._validate import check_nonnegative, check_positive
+
+    out = {}
+    for name, key in ADJOINT_STEP_OPTIONS.items():
+        v = opts.get(name)
+        if v is None:
+            continue
+        if key == "controller":
+            out[key] = controller_from(v)
+        elif key == "min_step":
+            if check_nonnegative(name, v) > 0:
+                out[key] = float(v)
+        elif key == "max_steps":
+            out[key] = check_positive(name, v, integer=True)
+        else:
+            out[key] = check_positive(name, v)
+    adaptive = tab.is_adaptive and tab.b_hat is not None
+    wrong = ["adjoint_step_size"] if adaptive and "step_size" in out else []
+    if not adaptive:
+        wrong = [n for n, k in ADJOINT_STEP_OPTIONS.items() if k in out and k != "step_size"]
+    if wrong:
+        kind = "adaptive" if adaptive else "fixed-step"
+        raise InputError(
+            f"{wrong} do not apply to the backward pass's {kind} method {tab.name!r}: "
+            + (
+                "it controls its steps by its error estimate (give adjoint_max_step instead)."
+                if adaptive
+                else "it takes one step per forward step, or adjoint_step_size-long ones."
+            )
+        )
+    return out
+# --- end hook
 
 
 def _raise_adjoint_failure(res, p) -> None:

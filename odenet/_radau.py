@@ -16,6 +16,9 @@ is derived from the tableau's coefficients at 50 digits (:func:`radau_constants`
 * **Jacobian reuse.**  ``J`` is kept across steps and recomputed after an accepted
   step only when the Newton iteration there was slow (more than two iterations at
   a contraction rate above 1e-3), or when the iteration fails on a stale ``J``.
+  For ``s = 3`` a slow iteration on a ``J`` evaluated at that step's start keeps it
+  unless the rate reached :data:`KEEP_JACOBIAN_RATE` (0.2): 0.57–1.0× scipy Radau's
+  Jacobians on the stiff set, where scipy's rule alone gave 0.88–1.03×.
   The LU factors are kept while ``h`` and ``J`` do not change.
 * **Starting guess** from the previous step's collocation polynomial, extrapolated
   to the new stage times.
@@ -198,6 +201,22 @@ def radau_error_safety(s: int, rtol: float, eps: float = 0.0) -> float:
     return resolvable_safety(kappa, rtol, eps)
 
 
+# A slow Newton iteration (more than two iterations at a last rate θ > 1e-3) makes scipy's
+# Radau and RADAU5 evaluate J again after the step.  When that J was itself evaluated at the
+# step's start (current), the slowness is the nonlinearity over the step, not J's age: the
+# next step keeps it unless θ ≥ KEEP_JACOBIAN_RATE.  Its iteration then runs on a J one
+# step older, at roughly twice the rate when the distance to J's point doubles: below 0.4
+# that still contracts by 0.4⁵ ≈ 1e-2 within the cap of six iterations; a slow iteration
+# there (J no longer current) refreshes J as before, a failed one refreshes it and retries.
+# The threshold is measured on the stiff set (five problems and the 1-D Brusselator N = 250
+# at rtol 1e-3 … 1e-8, 36 cells; studies/benchmarks/radau_trace.py, stiff_results.md):
+# with 0.2 Jacobians are 0.57–1.0x scipy Radau's (0.88–1.03x before, 2 cells above 1) for
+# f-evaluations 0.92–1.11x (0.91–1.08x); 0.1 saves less (Oregonator at rtol 1e-3 and 1e-4:
+# 0.94x and 0.91x, against 0.91x and 0.78x); no threshold costs 1.22x f-evaluations on
+# HIRES at 1e-3 (Newton failures on the kept Jacobian).
+KEEP_JACOBIAN_RATE = 0.2
+
+
 class RadauNewton(Newton):
     """The Jacobian cache and counters of :class:`RadauIIA` (``Newton``'s interface).
 
@@ -267,6 +286,9 @@ class RadauIIA(RungeKutta):
         self._lu = None
         self._lu_key = None
         self.newton_safety = 1.0  # read by the loop after each step (see step)
+        # radau_iia5 only: radau_iia3/9's measured tables (radau_orders_results.md,
+        # stiff_accuracy_results.md) are scipy's rule; applying it there is not measured yet
+        self.keep_current_jacobian = s == 3
         self.jacobian_due = False  # likewise
         self._prev = None  # (s_end [K], h [K], y_start [K, n], Z [s, K, n])
         self._last_s = None
@@ -317,6 +339,11 @@ class RadauIIA(RungeKutta):
                 if bool(ok.all()) or nw.J_fresh:
                     break
             nw.slow = bool(n_iter > 2 and rate > 1e-3)
+            if nw.slow and self.keep_current_jacobian and nw.J_fresh and rate < KEEP_JACOBIAN_RATE:
+                # the iteration was slow on a Jacobian taken at this step's start: its age
+                # is not what slowed it (the nonlinearity over the step is), and one taken
+                # at the end would be only one step younger (see KEEP_JACOBIAN_RATE)
+                nw.slow = False
             # read by the controller (scipy's Radau): a step whose Jacobian is due is not
             # kept at the same size for the sake of an LU that will not be reused
             self.jacobian_due = nw.slow
@@ -520,6 +547,7 @@ def runtime_for(tab, dtype, time_dtype, device, newton, *, fixed: bool) -> Runge
 
 
 __all__ = [
+    "KEEP_JACOBIAN_RATE",
     "RadauConstants",
     "RadauIIA",
     "RadauNewton",

@@ -290,9 +290,10 @@ def test_per_sample_rows_run_together():
 @pytest.mark.slow
 @pytest.mark.parametrize("rtol", [1e-3, 1e-6])
 def test_work_against_scipy_radau_on_van_der_pol_relaxation(rtol):
-    # the issue's targets: error within 10x of scipy's Radau; f-evaluations ≤ 1.5x
-    # (the 1.2x target is not met yet: odenet's loop has no predictive controller), and
-    # no more Jacobians than scipy (which does not count its finite-difference calls)
+    # the issue's targets: error within 10x of scipy's Radau, f-evaluations ≤ 1.2x and
+    # no more Jacobians (scipy's nfev leaves out its finite-difference Jacobian calls,
+    # odenet's nfe counts one per autograd Jacobian).  Measured: Jacobians 83/98 and
+    # 185/309, f-evaluations 0.98x and 1.07x (radau_trace.py grid)
     name = "van_der_pol_relaxation"
     prob, d = P.get_problem(name), P.STIFF_SUITE[name]
     sol = odenet.solve(
@@ -302,8 +303,8 @@ def test_work_against_scipy_radau_on_van_der_pol_relaxation(rtol):
     ref = solve_ivp(prob.f_numpy, prob.span, prob.y0, method="Radau", rtol=rtol, atol=d * rtol)
     theirs = P.stiff_error(prob, ref.y[:, -1], d)
     assert ours <= 10 * theirs
-    assert sol.stats["nfe"] <= 1.5 * ref.nfev
-    assert sol.stats["jacobians"] <= 1.3 * ref.njev
+    assert sol.stats["nfe"] <= 1.2 * ref.nfev
+    assert sol.stats["jacobians"] <= ref.njev
 
 
 @pytest.mark.parametrize(
@@ -410,3 +411,38 @@ def test_radau_iia3_kappa_is_capped_at_the_dtype_resolution_and_float32_ends_qui
         assert (sol.ys[-1].double() - ref).abs().max() < 1e-3 * ref.abs().max()
     else:
         assert sol.status in (1, 2, 4)
+
+
+@pytest.mark.parametrize(
+    ("problem", "rtol", "jacobians"),
+    [("oregonator", 1e-3, 1.0), ("oregonator", 1e-4, 1.0), ("robertson_long", 1e-5, 0.8)],
+)
+def test_radau_iia5_evaluates_fewer_jacobians_than_scipy_radau(problem, rtol, jacobians):
+    # issue 14's must-hold: Jacobians ≤ scipy Radau's, f-evaluations ≤ 1.2x, error within
+    # 10x, same rtol and atol.  With scipy's rule alone (J again after every slow accepted
+    # step, KEEP_JACOBIAN_RATE unused) the Oregonator took 139 vs 135 and 190 vs 187
+    # Jacobians and Robertson 59 vs 59; with it 123, 146 and 40 (radau_trace.py grid)
+    prob, d = P.get_problem(problem), P.STIFF_SUITE[problem]
+    sol = odenet.solve(
+        prob.f, prob.y0_tensor(), span(*prob.span), method="radau_iia5", rtol=rtol, atol=d * rtol
+    )
+    assert bool(sol.success)
+    fn = prob.numpy_field()
+    ref = solve_ivp(fn, prob.span, prob.y0, method="Radau", rtol=rtol, atol=d * rtol)
+    assert sol.stats["jacobians"] <= jacobians * ref.njev, (sol.stats["jacobians"], ref.njev)
+    assert sol.stats["nfe"] <= 1.2 * ref.nfev, (sol.stats["nfe"], ref.nfev)
+    ours, theirs = P.stiff_error(prob, sol.ys[-1], d), P.stiff_error(prob, ref.y[:, -1], d)
+    assert ours <= 10 * theirs, (ours, theirs)
+
+
+def test_only_radau_iia5_keeps_a_current_jacobian_after_a_slow_iteration():
+    # radau_iia3/9 keep scipy's rule (their measured tables); the keep-rate is in (0, 1)
+    from odenet._radau import KEEP_JACOBIAN_RATE
+
+    assert 0 < KEEP_JACOBIAN_RATE < 1
+    keeps = {}
+    for name in ("radau_iia3", "radau_iia5", "radau_iia9"):
+        nw = RadauNewton(tol=1e-6, max_iter=8, atol=1e-6, rtol=1e-3)
+        rk = runtime_for(odenet.tableau(name), D, D, "cpu", nw, fixed=False)
+        keeps[name] = rk.keep_current_jacobian
+    assert keeps == {"radau_iia3": False, "radau_iia5": True, "radau_iia9": False}

@@ -1,0 +1,409 @@
+"""radau_iia5 against scipy's ``Radau``, count for count and step for step (issue 14).
+
+Two modes:
+
+``grid``: every (problem, rtol) cell of the stiff set, odenet's adaptive radau_iia5
+and scipy's ``Radau`` (finite-difference Jacobian, as ``stiff.py``) at the same
+``rtol`` and ``atol = d·rtol``; per solver ``njev``, ``nfe``, ``nlu``, accepted steps,
+rejected steps and the error of :func:`odenet.problems.stiff_error`.  Counts are
+deterministic, so the machine's load does not matter.  ``--json`` keeps the rows.
+
+    python studies/benchmarks/radau_trace.py grid --problems all \\
+        --rtols 1e-3,1e-4,1e-5,1e-6,1e-7,1e-8 --brusselator-1d 250 --brusselator-2d 16
+
+``trace``: one cell, one line per step *attempt* on each side: ``t``, ``h``,
+accepted or rejected (error ratio), Newton iterations, the last contraction rate θ,
+whether the Jacobian was recomputed in the attempt and why (``start``: the first
+one; ``slow``: the previous accepted step's Newton was slow; ``fail``: Newton failed
+on a stale Jacobian), and the next ``h``.  scipy's side is a copy of
+``Radau._step_impl`` (scipy 1.x) with logging and nothing else changed; ``grid``
+checks that the copy's counts equal the original's.
+
+    python studies/benchmarks/radau_trace.py trace --problem oregonator --rtol 1e-3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import numpy as np
+import torch
+from scipy.integrate import solve_ivp
+from scipy.integrate._ivp import radau as R
+
+import odenet
+from odenet import _controller, _radau
+from odenet import problems as P
+from odenet._newton import Newton
+
+
+class TracedRadau(R.Radau):
+    """scipy's ``Radau`` whose ``_step_impl`` logs every attempt in ``self.log``."""
+
+    def __init__(self, *args, **kw):
+        self.log = []
+        super().__init__(*args, **kw)
+
+    def _step_impl(self):  # scipy's, with ``log`` lines added (marked ``# log``)
+        t, y, f = self.t, self.y, self.f
+        max_step, atol, rtol = self.max_step, self.atol, self.rtol
+        min_step = 10 * np.abs(np.nextafter(t, self.direction * np.inf) - t)
+        if self.h_abs > max_step:
+            h_abs, h_abs_old, error_norm_old = max_step, None, None
+        elif self.h_abs < min_step:
+            h_abs, h_abs_old, error_norm_old = min_step, None, None
+        else:
+            h_abs, h_abs_old, error_norm_old = self.h_abs, self.h_abs_old, self.error_norm_old
+        J, LU_real, LU_complex = self.J, self.LU_real, self.LU_complex
+        current_jac, jac = self.current_jac, self.jac
+        rejected = False
+        step_accepted = False
+        while not step_accepted:
+            if h_abs < min_step:
+                return False, self.TOO_SMALL_STEP
+            h = h_abs * self.direction
+            t_new = t + h
+            if self.direction * (t_new - self.t_bound) > 0:
+                t_new = self.t_bound
+            h = t_new - t
+            h_abs = np.abs(h)
+            Z0 = np.zeros((3, y.shape[0])) if self.sol is None else self.sol(t + h * R.C).T - y
+            scale = atol + np.abs(y) * rtol
+            converged = False
+            why = ""  # log
+            iters = []  # log
+            while not converged:
+                if LU_real is None or LU_complex is None:
+                    LU_real = self.lu(R.MU_REAL / h * self.I - J)
+                    LU_complex = self.lu(R.MU_COMPLEX / h * self.I - J)
+                converged, n_iter, Z, rate = R.solve_collocation_system(
+                    self.fun,
+                    t,
+                    y,
+                    h,
+                    Z0,
+                    scale,
+                    self.newton_tol,
+                    LU_real,
+                    LU_complex,
+                    self.solve_lu,
+                )
+                iters.append(n_iter)  # log
+                if not converged:
+                    if current_jac:
+                        break
+                    J = self.jac(t, y, f)
+                    why = "fail"  # log
+                    current_jac = True
+                    LU_real = None
+                    LU_complex = None
+            if not converged:
+                self.log.append(dict(t=t, h=h_abs, acc="newton-fail", it=iters, rate=rate, jac=why))
+                h_abs *= 0.5
+                LU_real = None
+                LU_complex = None
+                continue
+            y_new = y + Z[-1]
+            ZE = Z.T.dot(R.E) / h
+            error = self.solve_lu(LU_real, f + ZE)
+            scale = atol + np.maximum(np.abs(y), np.abs(y_new)) * rtol
+            error_norm = R.norm(error / scale)
+            safety = 0.9 * (2 * R.NEWTON_MAXITER + 1) / (2 * R.NEWTON_MAXITER + n_iter)
+            if rejected and error_norm > 1:
+                error = self.solve_lu(LU_real, self.fun(t, y + error) + ZE)
+                error_norm = R.norm(error / scale)
+            rec = dict(t=t, h=h_abs, err=error_norm, it=iters, rate=rate, jac=why)  # log
+            if error_norm > 1:
+                factor = R.predict_factor(h_abs, h_abs_old, error_norm, error_norm_old)
+                h_abs *= max(R.MIN_FACTOR, safety * factor)
+                LU_real = None
+                LU_complex = None
+                rejected = True
+                self.log.append(dict(rec, acc="reject", h_next=h_abs))  # log
+            else:
+                step_accepted = True
+        recompute_jac = jac is not None and n_iter > 2 and rate > 1e-3
+        factor = R.predict_factor(h_abs, h_abs_old, error_norm, error_norm_old)
+        factor = min(R.MAX_FACTOR, safety * factor)
+        if not recompute_jac and factor < 1.2:
+            factor = 1
+        else:
+            LU_real = None
+            LU_complex = None
+        f_new = self.fun(t_new, y_new)
+        if recompute_jac:
+            J = jac(t_new, y_new, f_new)
+            current_jac = True
+        elif jac is not None:
+            current_jac = False
+        self.log.append(dict(rec, acc="accept", h_next=h_abs * factor, due=recompute_jac))  # log
+        self.h_abs_old = self.h_abs
+        self.error_norm_old = error_norm
+        self.h_abs = h_abs * factor
+        self.y_old = y
+        self.t = t_new
+        self.y = y_new
+        self.f = f_new
+        self.Z = Z
+        self.LU_real = LU_real
+        self.LU_complex = LU_complex
+        self.current_jac = current_jac
+        self.J = J
+        self.t_old = t
+        self.sol = self._compute_dense_output()
+        return step_accepted, None
+
+
+def run_scipy(prob, rtol, d, traced=True, **kw):
+    """scipy ``Radau`` (the traced copy, or the original) on ``prob``: a row and the log."""
+    holder = {}
+
+    class Keep(TracedRadau):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            holder["solver"] = self
+
+    method = Keep if traced else "Radau"
+    r = solve_ivp(
+        prob.numpy_field(), prob.span, prob.y0, method=method, rtol=rtol, atol=d * rtol, **kw
+    )
+    log = holder["solver"].log if traced else []
+    rej = sum(1 for e in log if e["acc"] != "accept")
+    row = dict(
+        status="ok" if r.success else r.message,
+        njev=int(r.njev),
+        nfe=int(r.nfev),
+        nlu=int(r.nlu),
+        acc=len(r.t) - 1,
+        rej=rej,
+        err=P.stiff_error(prob, r.y[:, -1], d) if r.success else math.nan,
+    )
+    return row, log
+
+
+def run_odenet(prob, rtol, d, trace=False, **kw):
+    """odenet's radau_iia5 on ``prob``; with ``trace`` the per-attempt log (the
+    controller's and the Newton iteration's inputs, read through wrappers)."""
+    log = []
+    # f-calls made inside Newton.jacobian (one per autograd Jacobian, one per column group
+    # of a jac_sparsity one): scipy's nfev leaves its finite-difference calls out
+    calls = {"f": 0, "jac": 0, "inside": False}
+    jacobian = Newton.jacobian
+
+    def counted_jacobian(self, *a, **k):
+        calls["inside"] = True
+        try:
+            return jacobian(self, *a, **k)
+        finally:
+            calls["inside"] = False
+
+    def f(t, y):
+        calls["jac" if calls["inside"] else "f"] += 1
+        return prob.f(t, y)
+
+    Newton.jacobian = counted_jacobian
+    undo = [(Newton, "jacobian", jacobian)]
+    if trace:
+        ctrl_judge = _controller.PredictiveController.judge
+        iterate = _radau.RadauIIA._iterate
+        step = _radau.RadauIIA.step
+        cur = {}
+
+        def judge(self, ops, h, ratio, ok, memory, error_order, **kw2):
+            out = ctrl_judge(self, ops, h, ratio, ok, memory, error_order, **kw2)
+            acc = bool(out[0])
+            rec = dict(
+                cur,
+                h=float(h),
+                err=float(ratio),
+                h_next=float(out[1]),
+                acc="accept" if acc else ("reject" if bool(ok) else "newton-fail"),
+                due=bool(kw2.get("refresh")),
+            )
+            log.append(rec)
+            return out
+
+        def it(self, *a, **k2):
+            out = iterate(self, *a, **k2)
+            cur["it"].append(out[2])
+            cur["rate"] = out[3]
+            return out
+
+        def st(self, g, s, y, h, f0):
+            nj = self.newton.stats.jacobians
+            had = self.newton.J is not None
+            cur.clear()
+            cur.update(t=float(s), it=[])
+            out = step(self, g, s, y, h, f0)
+            why = ""
+            if self.newton.stats.jacobians > nj:
+                if not had:
+                    why = "start" if nj == 0 else "slow"
+                if len(cur["it"]) > 1:
+                    why = (why + "+fail") if why else "fail"
+            cur["jac"] = why
+            return out
+
+        _controller.PredictiveController.judge = judge
+        _radau.RadauIIA._iterate = it
+        _radau.RadauIIA.step = st
+        undo += [
+            (_controller.PredictiveController, "judge", ctrl_judge),
+            (_radau.RadauIIA, "_iterate", iterate),
+            (_radau.RadauIIA, "step", step),
+        ]
+    try:
+        sol = odenet.solve(
+            f,
+            prob.y0_tensor(),
+            torch.tensor(prob.span, dtype=torch.float64),
+            method="radau_iia5",
+            rtol=rtol,
+            atol=d * rtol,
+            max_steps=50_000,
+            throw=False,
+            **kw,
+        )
+    finally:
+        for obj, name, fn in undo:
+            setattr(obj, name, fn)
+    st = sol.stats
+    ok = bool(sol.success)
+    row = dict(
+        status="ok" if ok else f"status {int(sol.status.flatten()[0])}",
+        njev=int(st["jacobians"]),
+        nfe=int(st["nfe"]),
+        nfe_jac=calls["jac"],
+        nlu=int(st["factorizations"]),
+        acc=int(st["accepted"]),
+        rej=int(st["rejected"]),
+        err=P.stiff_error(prob, sol.ys[-1], d) if ok else math.nan,
+    )
+    return row, log
+
+
+def cells(args):
+    """(label, problem, floor d, extra kwargs for odenet, extra kwargs for scipy)."""
+    names = {"all": list(P.STIFF_SUITE), "none": []}.get(args.problems)
+    names = args.problems.split(",") if names is None else names
+    out = [(n, P.get_problem(n), P.STIFF_SUITE[n], {}, {}) for n in names]
+    if args.brusselator_1d:
+        n = args.brusselator_1d
+        out.append(
+            (
+                f"brusselator_1d N={n}",
+                P.get_problem("brusselator_1d", n=n),
+                P.STIFF_SUITE["brusselator_1d"],
+                {},
+                {},
+            )
+        )
+    if args.brusselator_2d:
+        n = args.brusselator_2d
+        pat = P.brusselator_2d_sparsity(n)
+        out.append(
+            (
+                f"brusselator_2d N={n} t1={args.b2d_t1:g}",
+                P.get_problem("brusselator_2d", n=n, t1=args.b2d_t1),
+                1.0,
+                {"jac_sparsity": pat},
+                {"jac_sparsity": pat},
+            )
+        )
+    return out
+
+
+def grid(args):
+    rows = []
+    print(
+        "| problem | rtol | njev o/s | nfe o/s (ratio) | nfe − Jacobian calls (ratio) | "
+        "nlu o/s | accepted o/s | rejected o/s | error o/s (ratio) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, prob, d, okw, skw in cells(args):
+        prob.solution([prob.span[1]])
+        for rtol in [float(x) for x in args.rtols.split(",")]:
+            o, _ = run_odenet(prob, rtol, d, **okw)
+            s, _ = run_scipy(prob, rtol, d, **skw)
+            if args.check_copy:
+                plain, _ = run_scipy(prob, rtol, d, traced=False, **skw)
+                for k in ("njev", "nfe", "nlu", "acc"):
+                    if plain[k] != s[k]:
+                        raise SystemExit(
+                            f"traced copy differs from scipy Radau: {k} {s[k]} vs {plain[k]}"
+                        )
+            # "over": the must-hold missed; f-evaluations compared without Jacobian calls
+            own = o["nfe"] - o["nfe_jac"]
+            flag = " **over**" if o["njev"] > s["njev"] or own > 1.2 * s["nfe"] else ""
+            print(
+                f"| {label} | {rtol:.0e} | {o['njev']}/{s['njev']}{flag} | {o['nfe']}/{s['nfe']} "
+                f"({o['nfe'] / s['nfe']:.2f}) | {own}/{s['nfe']} ({own / s['nfe']:.2f}) | "
+                f"{o['nlu']}/{s['nlu']} | {o['acc']}/{s['acc']} | {o['rej']}/{s['rej']} | "
+                f"{o['err']:.2e}/{s['err']:.2e} ({o['err'] / s['err']:.2g}) |",
+                flush=True,
+            )
+            rows.append(dict(problem=label, rtol=rtol, odenet=o, scipy=s))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=1, default=float)
+
+
+def _fmt(e):
+    it = ",".join(str(i) for i in e.get("it", []))
+    rate = e.get("rate")
+    rate = "" if rate is None else f"{rate:.1e}"
+    err = e.get("err")
+    err = "" if err is None else f"{err:.2f}"
+    hn = e.get("h_next")
+    hn = "" if hn is None else f"{hn:.3e}"
+    due = "due" if e.get("due") else ""
+    return (
+        f"{e['t']:.6e} {e['h']:.3e} {e['acc'][:6]:6s} {err:>7s} it={it:5s} "
+        f"θ={rate:8s} J={e.get('jac', ''):9s} {due:3s} → {hn}"
+    )
+
+
+def trace(args):
+    for label, prob, d, okw, skw in cells(args):
+        o, lo = run_odenet(prob, args.rtol, d, trace=True, **okw)
+        s, ls = run_scipy(prob, args.rtol, d, **skw)
+        print(f"## {label}, rtol {args.rtol:g}\nodenet {o}\nscipy  {s}")
+        print("attempt | odenet: t h verdict err iters θ J(why) → h_next || scipy: same")
+        for i in range(max(len(lo), len(ls))):
+            a = _fmt(lo[i]) if i < len(lo) else ""
+            b = _fmt(ls[i]) if i < len(ls) else ""
+            print(f"{i:4d} {a:90s} || {b}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="mode", required=True)
+    for name in ("grid", "trace"):
+        p = sub.add_parser(name)
+        p.add_argument("--problems", default="all" if name == "grid" else "none")
+        p.add_argument("--brusselator-1d", type=int, default=0, metavar="N")
+        p.add_argument("--brusselator-2d", type=int, default=0, metavar="N")
+        p.add_argument("--b2d-t1", type=float, default=1.5)
+    g = sub.choices["grid"]
+    g.add_argument("--rtols", default="1e-3,1e-4,1e-5,1e-6,1e-7,1e-8")
+    g.add_argument(
+        "--check-copy",
+        action="store_true",
+        help="also run scipy's own Radau and check the traced copy's counts",
+    )
+    g.add_argument("--json", default="")
+    t = sub.choices["trace"]
+    t.add_argument("--problem", default="")
+    t.add_argument("--rtol", type=float, default=1e-3)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    if args.mode == "trace" and args.problem:
+        args.problems = args.problem
+    (grid if args.mode == "grid" else trace)(args)
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()

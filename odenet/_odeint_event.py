@@ -97,16 +97,26 @@ def until_event(
     if grid is None:
         span = _HORIZON * max(1.0, abs(float(t0.detach())))
         t_end = t0.detach() - span if reverse_time else t0.detach() + span
-        t = torch.stack([t0, t_end.to(t0.dtype)])
+        t = torch.stack([t0.detach(), t_end.to(t0.dtype)])
         horizon = horizon or f"the search ends {span:g} time units from t0"
     else:
-        # every node moves with t0, as t0 + k·h would: t0's gradient path
-        t = grid.detach().to(t0.dtype) + (t0 - t0.detach())
+        t = grid.detach().to(t0.dtype)
         solve_kw = {**solve_kw, "grid_on_outputs": True}
         horizon = horizon or f"the search ends at the last node of its grid, {float(t[-1]):g}"
+    dt0 = t0 - t0.detach()  # zero, with t0's gradient
+    y_search = y0
+    if sensitivity == "direct" and dt0.requires_grad:
+        # The state at a fixed time depends on t0 as the exact flow does,
+        # ∂y(t)/∂t0 = −Φ(t, t0) f(t0, y0): it enters through y0 (a term whose value is
+        # zero), the search's times staying detached, so the event state carries it
+        # whether the steps are adaptive or fixed (a fixed grid's terminal state is
+        # interpolated at a detached event time: moving its nodes with t0 gave 0)
+        with torch.no_grad():
+            f0 = func(t0.detach(), y0.detach())
+        y_search = y0 - dt0.to(y0.dtype) * f0
     event = Event(event_fn, terminal=True)
     with torch.no_grad() if sensitivity != "direct" else torch.enable_grad():
-        sol = solve(func, y0, t, events=[event], throw=False, **solve_kw)
+        sol = solve(func, y_search, t, events=[event], throw=False, **solve_kw)
     if sol.events is None or sol.events.terminal_state is None:
         if not sol.success:
             raise SolverError(f"the solve failed before any event: {sol.message}")
@@ -116,17 +126,19 @@ def until_event(
         y_star = sol.events.terminal_state
     else:
         # the adjoint differentiates a solve on a fixed span: re-solve to the event
+        # (the adjoint differentiates with respect to its first time: t0 itself)
         t_end = t_star.to(t0.dtype).reshape(1)
         if grid is None:
             t_span = torch.cat([t0.reshape(1), t_end])
         else:  # the search's nodes before the event, then the event time
-            before = (t.detach() < t_end) if not reverse_time else (t.detach() > t_end)
+            before = (t < t_end) if not reverse_time else (t > t_end)
             before[0] = True
-            t_span = torch.cat([t[before], t_end])
+            t_span = torch.cat([t0.reshape(1), t[before][1:], t_end])
         y_star = solve(
             func, y0, t_span, sensitivity=sensitivity, **solve_kw, **(adjoint_kw or {})
         ).ys[-1]
-    t_star = t_star.to(t0.dtype) + (t0 - t0.detach())  # carries t0's gradient path
+    # t*'s dependence on everything, t0 included, comes from y_star in _EventTime
+    t_star = t_star.to(t0.dtype)
     params = _params_of(event_fn)
     if torch.is_grad_enabled():
         # tensors a closure captures (``lambda t, y: net(y)[0]``) count as parameters too

@@ -50,6 +50,10 @@ SCIPY = ("Radau", "BDF", "LSODA")
 
 def run_odenet(prob, method, rtol, d, max_steps, **kw):
     t = torch.tensor(prob.span, dtype=torch.float64)
+    # --- H3 (issue 14 hold-out): a per-component floor `d` [n] (numpy) goes in as a
+    # tensor; solve takes a number or a tensor for atol
+    atol = torch.as_tensor(d * rtol) if isinstance(d, np.ndarray) else d * rtol
+    # --- end H3
     t0 = time.perf_counter()
     try:
         sol = odenet.solve(
@@ -58,7 +62,7 @@ def run_odenet(prob, method, rtol, d, max_steps, **kw):
             t,
             method=method,
             rtol=rtol,
-            atol=d * rtol,
+            atol=atol,
             max_steps=max_steps,
             throw=False,
             **kw,

@@ -1,0 +1,477 @@
+"""The stiff must-hold of issue 14 on stiff problems nobody tuned on (a hold-out sweep).
+
+The error-safety constants of the DIRK pairs (``tableau.error_safety``), radau_iia3's
+``κ = 8·rtol^(−1/8)`` and the DIRK Newton threshold were chosen on the visible set
+(:data:`odenet.problems.STIFF_SUITE`: Robertson [0, 1e5], Van der Pol μ = 1000, HIRES,
+the Oregonator, the 1-D Brusselator).  This study runs every adaptive stiff method on
+problems from the standard test sets that none of them was tuned on, with the machinery
+of ``stiff_accuracy.py`` (per-cell time limit, step budget, verdicts ``pass`` / ``fail``
+/ ``LOOSE`` / ``SILENT`` / ``timeout``, cells appended to a JSON-lines file):
+
+=====================  =============================================================
+``kaps``               Kaps' singular perturbation problem, ε = 1e-6 (Hairer & Wanner
+                       II, Sec. IV.15 / VI.3); closed form ``(e^{−2t}, e^{−t})``.
+``prothero_robinson``  ``y' = λ(y − sin t) + cos t`` (:func:`odenet.problems.
+_1e4, _1e6``           prothero_robinson`), λ = −1e4 and −1e6 on [0, 10]; closed form.
+``linear_nonnormal``   ``y' = A y``, ``A = −(D + N)`` with ``D`` eigenvalues 1 … 1e6
+                       (log-spaced, n = 8) and a strictly upper ``N`` of size 1e3: a
+                       stiff non-normal system (transient growth ≈ 1e3·‖y0‖) on
+                       [0, 5]; closed form ``expm(A t) y0``.
+``e5``                 E5 (Enright, Hull & Lindberg, BIT 15 (1975), stiff DETEST
+                       class E; Bari test set ``e5``): chemical pyrolysis on [0, 1e13]
+                       with concentrations down to 1e-22 — one absolute floor per
+                       component (below).  Published reference at 1e13 (Bari).
+``pollution``          POLL (Verwer, SIAM J. Sci. Comput. 15 (1994); Bari test set
+                       ``pollu``): 20 species, 25 reactions, [0, 60].  Published
+                       reference at 60 (Bari).
+``akzo_nobel``         Chemical Akzo Nobel (Bari test set ``chemakzo``) in its ODE
+                       form: the index-1 algebraic equation ``y6 = Ks·y1·y4`` is
+                       substituted, leaving 5 ODEs on [0, 180].  Published reference
+                       at 180 (Bari, y1 … y5).
+``robertson_1e11``     Robertson on [0, 1e11] (Bari ``rober``'s span; the classical
+                       failure by negative concentrations); floors 1e-8 / 1e-14 /
+                       1e-8 so that y1 ≈ 2e-8 and y2 ≈ 8e-14 at the end count.
+                       Published reference at 1e11 (Bari).
+``van_der_pol_1e6``    Van der Pol in Hairer's scaled form (VDPOL, Hairer & Wanner
+                       II, Sec. IV.10) ``y2' = ((1 − y1²) y2 − y1)/ε``, ε = 1e-6,
+                       y0 = (2, 0), [0, 2] (Bari ``vdpol`` is the same problem
+                       unscaled, μ = 1e3 on [0, 2000]).  Published reference at 2:
+                       Hairer's (1.706167732170483, −0.8928097010247975).
+=====================  =============================================================
+
+Reference: the closed form where there is one; otherwise scipy Radau at rtol 1e-12
+with atol = the problem's floors × 1e-10, checked against scipy BDF at the same
+tolerances and against the published value (``python stiff_holdout.py --check-refs``
+prints the three-way agreement; a problem whose references disagree by more than
+1e-7 in the error measure is not used).
+
+Error measure and tolerance as in ``stiff_accuracy.py``: ``atol = floors·rtol`` and
+``max_i |y_i − ref_i| / (floor_i + |ref_i|)`` at the final time.  Each method gets
+``max_steps = max(--min-steps, --budget × scipy Radau's steps)``.
+
+    python studies/benchmarks/stiff_holdout.py --check-refs
+    python studies/benchmarks/stiff_holdout.py --rtols 1e-3,1e-6 --timeout 60
+    python studies/benchmarks/stiff_holdout.py --report
+
+Cells go to ``results/stiff_holdout.jsonl``; the committed table is
+``stiff_holdout_results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.integrate import solve_ivp
+
+sys.path.insert(0, str(Path(__file__).parent))
+from stiff import run_scipy
+from stiff_accuracy import RTOLS, read_cells, summary, table, timed_odenet, verdict
+
+from odenet import problems as P
+
+METHODS = (
+    "radau_iia3",
+    "radau_iia5",
+    "radau_iia9",
+    "kvaerno3",
+    "kvaerno5",
+    "sdirk4",
+    "trbdf2",
+    "bdf",
+    "ndf",
+)
+OUT = Path(__file__).parent / "results" / "stiff_holdout.jsonl"
+
+# --- the problems -------------------------------------------------------------------
+
+
+def kaps(eps: float = 1e-6, t1: float = 1.0) -> P.Problem:
+    """Kaps' problem: ``y1' = −(2 + 1/ε) y1 + y2²/ε``, ``y2' = y1 − y2 − y2²``,
+    ``y(0) = (1, 1)``; exact ``(e^{−2t}, e^{−t})`` for every ε."""
+
+    def rates(y):
+        return [-(2 + 1 / eps) * y[0] + y[1] ** 2 / eps, y[0] - y[1] - y[1] ** 2]
+
+    f, f_numpy = P._twin(rates)
+    return P.Problem(
+        f=f,
+        y0=[1.0, 1.0],
+        span=(0.0, t1),
+        exact=lambda t: np.stack([np.exp(-2 * t), np.exp(-t)], axis=1),
+        name="kaps",
+        description=f"Kaps' singular perturbation problem, ε = {eps:g}; exact",
+        stiff=True,
+        f_numpy=f_numpy,
+        atol_ratio=1e-3,
+    )
+
+
+def prothero_robinson(lam: float) -> P.Problem:
+    p = P.prothero_robinson(lam=lam, t1=10.0)
+    return dataclasses.replace(p, name=f"prothero_robinson_{-lam:.0e}")
+
+
+def linear_nonnormal(n: int = 8, t1: float = 5.0) -> P.Problem:
+    """``y' = −(D + N) y`` with eigenvalues ``−1 … −1e6`` and a non-normal coupling."""
+    d = np.logspace(0, 6, n)
+    N = np.triu(np.full((n, n), 1e3), 1)
+    return dataclasses.replace(
+        P._linear(
+            -(np.diag(d) + N),
+            np.ones(n),
+            (0.0, t1),
+            "linear_nonnormal",
+            "stiff non-normal linear system; exact expm",
+            stiff=True,
+        ),
+        atol_ratio=1e-3,
+    )
+
+
+def _with_reference(p: P.Problem, published: np.ndarray | None) -> P.Problem:
+    """``p`` whose ``exact`` is the checked scipy reference at its final time."""
+
+    def exact(t):
+        t = np.asarray(t, dtype=np.float64)
+        if not np.allclose(t, p.span[1], rtol=1e-12, atol=0):
+            raise ValueError("the hold-out references exist at the final time only")
+        return np.repeat(scipy_reference(p.name)["Radau"][None], t.shape[0], axis=0)
+
+    out = dataclasses.replace(p, exact=exact)
+    PUBLISHED[p.name] = published
+    return out
+
+
+PUBLISHED: dict[str, np.ndarray | None] = {}
+
+
+def e5() -> P.Problem:
+    A, B, C, M = 7.89e-10, 1.1e7, 1.13e3, 1e6
+
+    def rates(y):
+        p1, p2, p3, p4 = A * y[0], B * y[0] * y[2], M * C * y[1] * y[2], C * y[3]
+        return [-p1 - p2, p1 - p3, p1 - p2 - p3 + p4, p2 - p4]
+
+    f, f_numpy = P._twin(rates)
+    # floors: 1e-3 of each component's peak over [0, 1e13] (measured with scipy Radau:
+    # y1 1.76e-3, y2 1.46e-10, y3 8.3e-12, y4 1.38e-10)
+    return _with_reference(
+        P.Problem(
+            f=f,
+            y0=[1.76e-3, 0.0, 0.0, 0.0],
+            span=(0.0, 1e13),
+            name="e5",
+            description="E5 chemical pyrolysis (Enright–Hull–Lindberg), [0, 1e13]",
+            stiff=True,
+            f_numpy=f_numpy,
+            atol_ratio=np.array([1.76e-6, 1.46e-13, 8.3e-15, 1.38e-13]),
+        ),
+        np.array([0.1152903278711829e-290, 0.8867655517642120e-22, 0.8854814626268838e-22, 0.0]),
+    )
+
+
+_POLL_K = (
+    0.35, 0.266e2, 0.123e5, 0.86e-3, 0.82e-3, 0.15e5, 0.13e-3, 0.24e5, 0.165e5, 0.9e4,
+    0.22e-1, 0.12e5, 0.188e1, 0.163e5, 0.48e7, 0.35e-3, 0.175e-1, 0.1e9, 0.444e12, 0.124e4,
+    0.21e1, 0.578e1, 0.474e-1, 0.178e4, 0.312e1,
+)  # fmt: skip
+
+
+def _poll_rates(y):
+    k = _POLL_K
+    r = [
+        k[0] * y[0], k[1] * y[1] * y[3], k[2] * y[4] * y[1], k[3] * y[6], k[4] * y[6],
+        k[5] * y[6] * y[5], k[6] * y[8], k[7] * y[8] * y[5], k[8] * y[10] * y[1],
+        k[9] * y[10] * y[0], k[10] * y[12], k[11] * y[9] * y[1], k[12] * y[13],
+        k[13] * y[0] * y[5], k[14] * y[2], k[15] * y[3], k[16] * y[3], k[17] * y[15],
+        k[18] * y[15], k[19] * y[16] * y[5], k[20] * y[18], k[21] * y[18],
+        k[22] * y[0] * y[3], k[23] * y[18] * y[0], k[24] * y[19],
+    ]  # fmt: skip
+    r = [None, *r]  # r[1] … r[25] as in Verwer's paper and the test set
+    return [
+        -r[1] - r[10] - r[14] - r[23] - r[24] + r[2] + r[3] + r[9] + r[11] + r[12] + r[22]
+        + r[25],
+        -r[2] - r[3] - r[9] - r[12] + r[1] + r[21],
+        -r[15] + r[1] + r[17] + r[19] + r[22],
+        -r[2] - r[16] - r[17] - r[23] + r[15],
+        -r[3] + 2 * r[4] + r[6] + r[7] + r[13] + r[20],
+        -r[6] - r[8] - r[14] - r[20] + r[3] + 2 * r[18],
+        -r[4] - r[5] - r[6] + r[13],
+        r[4] + r[5] + r[6] + r[7],
+        -r[7] - r[8],
+        -r[12] + r[7] + r[9],
+        -r[9] - r[10] + r[8] + r[11],
+        r[9],
+        -r[11] + r[10],
+        -r[13] + r[12],
+        r[14],
+        -r[18] - r[19] + r[16],
+        -r[20],
+        r[20],
+        -r[21] - r[22] - r[24] + r[23] + r[25],
+        -r[25] + r[24],
+    ]  # fmt: skip
+
+
+def pollution() -> P.Problem:
+    f, f_numpy = P._twin(_poll_rates)
+    y0 = np.zeros(20)
+    y0[[1, 3, 6, 7, 8, 16]] = 0.2, 0.04, 0.1, 0.3, 0.01, 0.007
+    published = np.array([
+        0.5646255480022769e-1, 0.1342484130422339, 0.4139734331099427e-8,
+        0.5523140207484359e-2, 0.2018977262302196e-6, 0.1464541863493966e-6,
+        0.7784249118997964e-1, 0.3245075353396018, 0.7494013383880406e-2,
+        0.1622293157301561e-7, 0.1135863833257075e-7, 0.2230505975721359e-2,
+        0.2087162882798630e-3, 0.1396921016840158e-4, 0.8964884856898295e-2,
+        0.4352846369330103e-17, 0.6899219696263405e-2, 0.1007803037365946e-3,
+        0.1772146513969984e-5, 0.5682943292316392e-4,
+    ])  # fmt: skip
+    return _with_reference(
+        P.Problem(
+            f=f,
+            y0=y0,
+            span=(0.0, 60.0),
+            name="pollution",
+            description="POLL air pollution kinetics (Verwer 1994), 20 species, [0, 60]",
+            stiff=True,
+            f_numpy=f_numpy,
+            # the test set's atol for POLL is the rtol itself (concentrations in ppm);
+            # 1e-6 of it keeps the small radicals (1e-7) in the relative range
+            atol_ratio=1e-6,
+        ),
+        published,
+    )
+
+
+# Bari's chemakzo reference at t = 180 (PSIDE, Cray C90, rtol = atol = 1e-19), y1 … y5
+_AKZO_REFERENCE = np.array([
+    0.1150794920661702, 0.1203831471567715e-2, 0.1611562887407974, 0.3656156421249283e-3,
+    0.1708010885264404e-1,
+])  # fmt: skip
+
+
+def akzo_nobel() -> P.Problem:
+    k1, k2, k3, k4, K, klA, Ks, pCO2, H = 18.7, 0.58, 0.09, 0.42, 34.4, 3.3, 115.83, 0.9, 737.0
+
+    def rates(y):
+        y6 = Ks * y[0] * y[3]  # the algebraic equation of the DAE, substituted
+        sq = y[1] ** 0.5
+        r1 = k1 * y[0] ** 4 * sq
+        r2 = k2 * y[2] * y[3]
+        r3 = k2 / K * y[0] * y[4]
+        r4 = k3 * y[0] * y[3] ** 2
+        r5 = k4 * y6**2 * sq
+        fin = klA * (pCO2 / H - y[1])
+        return [
+            -2 * r1 + r2 - r3 - r4,
+            -0.5 * r1 - r4 - 0.5 * r5 + fin,
+            r1 - r2 + r3,
+            -r2 + r3 - 2 * r4,
+            r2 - r3 + r5,
+        ]
+
+    f, f_numpy = P._twin(rates)
+    return _with_reference(
+        P.Problem(
+            f=f,
+            y0=[0.444, 0.00123, 0.0, 0.007, 0.0],
+            span=(0.0, 180.0),
+            name="akzo_nobel",
+            description="Chemical Akzo Nobel (Bari test set), ODE form, [0, 180]",
+            stiff=True,
+            f_numpy=f_numpy,
+            atol_ratio=1e-6,
+        ),
+        _AKZO_REFERENCE,
+    )
+
+
+def robertson_1e11() -> P.Problem:
+    p = P.robertson(t1=1e11)
+    return _with_reference(
+        dataclasses.replace(p, name="robertson_1e11", atol_ratio=np.array([1e-8, 1e-14, 1e-8])),
+        np.array([0.2083340149701255e-7, 0.8333360770334713e-13, 0.9999999791665050]),
+    )
+
+
+def van_der_pol_1e6() -> P.Problem:
+    eps = 1e-6
+
+    def rates(y):
+        return [y[1], ((1 - y[0] ** 2) * y[1] - y[0]) / eps]
+
+    f, f_numpy = P._twin(rates)
+    return _with_reference(
+        P.Problem(
+            f=f,
+            y0=[2.0, 0.0],
+            span=(0.0, 2.0),
+            name="van_der_pol_1e6",
+            description="Van der Pol, scaled form, ε = 1e-6 (Hairer VDPOL), [0, 2]",
+            stiff=True,
+            f_numpy=f_numpy,
+            # y2 ≈ −0.67 on the slow branches, ~1e6 in the jumps
+            atol_ratio=1e-3,
+        ),
+        np.array([0.1706167732170483e1, -0.8928097010247975]),
+    )
+
+
+HOLDOUT = {
+    "kaps": kaps,
+    "prothero_robinson_1e4": lambda: prothero_robinson(-1e4),
+    "prothero_robinson_1e6": lambda: prothero_robinson(-1e6),
+    "linear_nonnormal": linear_nonnormal,
+    "e5": e5,
+    "pollution": pollution,
+    "akzo_nobel": akzo_nobel,
+    "robertson_1e11": robertson_1e11,
+    "van_der_pol_1e6": van_der_pol_1e6,
+}
+
+
+@functools.cache
+def get(name: str) -> P.Problem:
+    return HOLDOUT[name]()
+
+
+@functools.cache
+def scipy_reference(name: str) -> dict[str, np.ndarray]:
+    """The final state by scipy Radau and a second method (``"BDF"``: BDF, or LSODA
+    where BDF fails) at rtol 1e-12, atol = floors·1e-10."""
+    p = _raw(name)
+    out = {}
+    for method in ("Radau", "BDF", "LSODA"):
+        if method == "LSODA" and "BDF" in out:
+            break
+        r = solve_ivp(
+            p.numpy_field(),
+            p.span,
+            p.y0,
+            method=method,
+            rtol=1e-12,
+            atol=np.broadcast_to(p.atol_ratio * 1e-10, p.y0.shape),
+        )
+        if r.success:
+            out["BDF" if method == "LSODA" else method] = r.y[:, -1]
+        elif method != "BDF":
+            raise P.ReferenceSolutionError(f"{name}: scipy {method} reference failed: {r.message}")
+    return out
+
+
+def _raw(name: str) -> P.Problem:
+    # the problem before _with_reference replaced its `exact` (which reads this cache)
+    p = get(name)
+    return dataclasses.replace(p, exact=None)
+
+
+def check_refs(names) -> list[str]:
+    """Agreement of the references, in the error measure (floor + |ref|)."""
+    lines = [
+        "| problem | Radau vs BDF | Radau vs published | closed form vs Radau |",
+        "|---|---|---|---|",
+    ]
+    for name in names:
+        p = get(name)
+        floor = p.atol_ratio
+
+        def dist(a, b, floor=floor):
+            return float(np.max(np.abs(a - b) / (floor + np.abs(b))))
+
+        refs = scipy_reference(name) if p.exact is None or name in PUBLISHED else None
+        if name in PUBLISHED:
+            pub = PUBLISHED[name]
+            n = len(pub)
+            lines.append(
+                f"| {name} | {dist(refs['Radau'], refs['BDF']):.1e} "
+                f"| {dist(refs['Radau'][:n], pub):.1e} | - |"
+            )
+        else:
+            exact = p.solution([p.span[1]])[0]
+            r = solve_ivp(
+                p.numpy_field(), p.span, p.y0, method="Radau", rtol=1e-12,
+                atol=np.broadcast_to(p.atol_ratio * 1e-10, p.y0.shape),
+            )  # fmt: skip
+            lines.append(f"| {name} | - | - | {dist(r.y[:, -1], exact):.1e} |")
+    return lines
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--problems", default=",".join(HOLDOUT))
+    ap.add_argument("--rtols", default=",".join(f"{r:.0e}" for r in RTOLS))
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--budget", type=float, default=20.0, help="steps per scipy Radau step")
+    ap.add_argument("--min-steps", type=int, default=2000)
+    ap.add_argument("--timeout", type=float, default=60.0, help="seconds per odenet solve")
+    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--report", action="store_true", help="only print the cells in --out")
+    ap.add_argument("--before", help="a --out file of an earlier run to compare with")
+    ap.add_argument("--check-refs", action="store_true")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    names = args.problems.split(",")
+    if args.check_refs:
+        print("\n".join(check_refs(names)))
+        return 0
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.fresh and out.exists():
+        out.unlink()
+    done = read_cells(out)
+    if args.report:
+        rows = list(done.values())
+        print(table(rows, read_cells(Path(args.before)) if args.before else None))
+        print(summary(rows))
+        return 0
+    rows = []
+    for name in names:
+        prob = get(name)
+        prob.solution([prob.span[1]])  # the reference, before any timing
+        for rtol in (float(x) for x in args.rtols.split(",")):
+            todo = [m for m in args.methods.split(",") if (name, rtol, m) not in done]
+            if todo:
+                radau = run_scipy(prob, "Radau", rtol, prob.atol_ratio)
+                budget = max(args.min_steps, int(args.budget * radau["steps"]))
+            for m in todo:
+                t0 = time.perf_counter()
+                r = timed_odenet(prob, m, rtol, budget, args.timeout)
+                r.setdefault("wall", time.perf_counter() - t0)
+                r.update(
+                    problem=name,
+                    rtol=rtol,
+                    method=m,
+                    budget=budget,
+                    radau_err=radau["err"],
+                    radau_steps=radau["steps"],
+                    verdict=verdict(r, radau["err"], rtol),
+                )
+                r.setdefault("err", math.nan)
+                done[(name, rtol, m)] = r
+                with out.open("a") as fh:
+                    fh.write(json.dumps(r) + "\n")
+                print(
+                    f"{name:22s} {rtol:.0e} {m:11s} {r['verdict']:7s} err {r['err']:.2e} "
+                    f"(Radau {radau['err']:.2e}) steps {r.get('steps', '-')}/{budget} "
+                    f"{r['wall']:.1f} s",
+                    flush=True,
+                )
+            rows += [done[(name, rtol, m)] for m in args.methods.split(",")]
+    print()
+    print(table(rows))
+    print(summary(rows))
+    return 1 if any(r["verdict"] in ("SILENT", "LOOSE") for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

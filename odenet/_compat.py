@@ -929,6 +929,10 @@ def _adjoint_is_fixed(adjoint: dict, fixed: bool) -> bool:
 def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adjoint):
     if not callable(func):
         raise InputError(f"`func` must be callable as func(t, y), got {type(func).__name__}.")
+    if options is not None and not isinstance(options, dict):
+        raise InputError(
+            f"`options` must be a dict such as {{'step_size': 0.1}}, got {type(options).__name__}."
+        )
     label = method if isinstance(method, str) else "dopri5" if method is None else "tableau"
     user_func = func
     if not isinstance(t, torch.Tensor):

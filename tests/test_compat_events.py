@@ -376,3 +376,11 @@ def test_event_time_gradients_with_respect_to_t0_and_y0_match_the_closed_form(
     assert t_star.item() == pytest.approx(exact, rel=tol)
     assert float(g_t0) == pytest.approx(1.0 / exact, rel=tol)
     assert float(g_y0) == pytest.approx(1.0 / (1.3 * exact), rel=tol)
+
+
+@pytest.mark.parametrize("odeint", [odenet.odeint, odenet.odeint_adjoint])
+def test_options_that_are_not_a_dict_raise_an_input_error(odeint):
+    with pytest.raises(InputError, match=r"`options` must be a dict .* got list"):
+        odeint(
+            lambda t, y: -y, torch.ones(1), torch.tensor([0.0, 1.0]), options=[("step_size", 0.1)]
+        )

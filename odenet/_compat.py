@@ -597,6 +597,13 @@ def _check_grid(grid, t):
     return grid.to(t.dtype)
 
 
+def _ends_of(t, grid):
+    """``grid`` with ``t``'s own first and last times (equal values) as its ends."""
+    if grid.shape[0] < 2:
+        return t[:1]
+    return torch.cat([t[:1], grid[1:-1], t[-1:]])
+
+
 def _strictly_monotone(grid):
     """Drop zero-length steps (repeated nodes); the last node, which is ``t[-1]``, stays."""
     if grid.shape[0] < 2:
@@ -633,10 +640,14 @@ def _interp_on_grid(t, grid, ys, interp, f):
         h01 = w * w * (3 - 2 * w)
         h11 = w * w * (w - 1)
         mid = h00 * y0 + h10 * dt * f0 + h01 * y1 + h11 * dt * f1
-    at0 = (tj == t0)[:, None]
-    at1 = (tj == t1)[:, None]
-    out = torch.where(at1, y1, torch.where(at0, y0, mid))
-    return torch.cat([ys[:1], out])
+    if interp == "linear":
+        # torchdiffeq's linear interpolant returns a node's state itself (no gradient with
+        # respect to t there); its cubic one has none of these shortcuts (it is y0 / y1
+        # exactly at its ends, with the slope f as t's gradient)
+        at0 = (tj == t0)[:, None]
+        at1 = (tj == t1)[:, None]
+        mid = torch.where(at1, y1, torch.where(at0, y0, mid))
+    return torch.cat([ys[:1], mid])
 
 
 # --- perturb ----------------------------------------------------------------------------
@@ -665,7 +676,13 @@ class _Perturbed:
         self.span = None  # (t0, t1) of the step under way
 
     def callback(self, kind, t, y, dt):
-        self.span = (t.detach(), (t + dt).detach()) if kind == "step" else None
+        if kind != "step":
+            self.span = None
+            return
+        t0, t1 = t.detach(), (t + dt).detach()
+        # the adjoint's steps run against the forward's direction: the same step, whose
+        # start (in the forward's direction) is its end
+        self.span = (t1, t0) if bool(dt * self.d < 0) else (t0, t1)
 
     def __call__(self, t, y):
         d = self.d
@@ -1034,6 +1051,12 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adj
             grid = _grid_from_step_size(t, grid_opts["step_size"])
         else:
             grid = _check_grid(grid_opts["grid_constructor"](func, y0, t), t)
+            if sensitivity != "direct":
+                # the adjoint gives the gradients with respect to its outputs' times (the
+                # grid's) by the flow's formula, as torchdiffeq's does for t: through
+                # t's own ends, which a grid built from floats would cut off.  (Direct
+                # autograd differentiates the grid as the user built it, as torchdiffeq.)
+                grid = _ends_of(t, grid)
         grid = _strictly_monotone(grid)
     perturbed = None
     if grid_opts.get("perturb"):

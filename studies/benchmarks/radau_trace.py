@@ -5,7 +5,10 @@ Two modes:
 ``grid``: every (problem, rtol) cell of the stiff set, odenet's adaptive radau_iia5
 and scipy's ``Radau`` (finite-difference Jacobian, as ``stiff.py``) at the same
 ``rtol`` and ``atol = d·rtol``; per solver ``njev``, ``nfe``, ``nlu``, accepted steps,
-rejected steps and the error of :func:`odenet.problems.stiff_error`.  Counts are
+rejected steps and the error of :func:`odenet.problems.stiff_error`; also odenet's
+``nfe`` without the f-calls its Jacobians make (one per autograd Jacobian, one per
+column group with ``jac_sparsity``), which is what scipy's ``nfev`` counts.  A cell is
+"over" when its njev is above scipy's or that nfe above 1.2× scipy's.  Counts are
 deterministic, so the machine's load does not matter.  ``--json`` keeps the rows.
 
     python studies/benchmarks/radau_trace.py grid --problems all \\
@@ -16,8 +19,9 @@ accepted or rejected (error ratio), Newton iterations, the last contraction rate
 whether the Jacobian was recomputed in the attempt and why (``start``: the first
 one; ``slow``: the previous accepted step's Newton was slow; ``fail``: Newton failed
 on a stale Jacobian), and the next ``h``.  scipy's side is a copy of
-``Radau._step_impl`` (scipy 1.x) with logging and nothing else changed; ``grid``
-checks that the copy's counts equal the original's.
+``Radau._step_impl`` (scipy 1.x) with logging and nothing else changed; ``grid
+--check-copy`` also runs scipy's own ``Radau`` and checks that the copy's counts equal
+the original's.
 
     python studies/benchmarks/radau_trace.py trace --problem oregonator --rtol 1e-3
 """

@@ -599,6 +599,15 @@ class _Stages:
         self.ks = ks
 
 
+def _pad_tolerance(tol, n: int, extra: int):
+    """A tolerance per state component ``[..., n]`` -> ``[..., n + extra]``, the
+    ``extra`` channels at its smallest value; numbers and broadcasting shapes unchanged."""
+    if not isinstance(tol, torch.Tensor) or tol.dim() == 0 or tol.shape[-1] != n or n == 1:
+        return tol
+    low = tol.amin(dim=-1, keepdim=True).expand(*tol.shape[:-1], extra)
+    return torch.cat([tol, low], dim=-1)
+
+
 class _Looped:
     """An adjoint method with an error estimate: the one step loop from ``σ = −p`` to
     ``−q`` per row, with the forward's controller; the step size proposed at the end
@@ -626,6 +635,14 @@ class _Looped:
         )
         self.first_step = own.get("first_step")
         # --- end hook
+        # --- H4 (issue 13 fuzz): a per-component rtol/atol [K, n] is the state's; the
+        # parameter channels of an augmented adjoint [a, θ̄] take its strictest entry
+        # (a tuple rtol under odeint_adjoint raised a raw shape error here)
+        if field.augmented:
+            extra = sum(p.numel() for p in field.params)
+            self.cfg.rtol = _pad_tolerance(self.cfg.rtol, field.n, extra)
+            self.cfg.atol = _pad_tolerance(self.cfg.atol, field.n, extra)
+        # --- end H4
         self.accepted = self.rejected = self.h = None
 
     def __call__(self, p, q, a):

@@ -927,7 +927,9 @@ def _callback_from(func, fixed: bool, split, names=CALLBACKS):
     def callback(kind, t, y, dt):
         fn = by_kind[kind]
         if fn is not None:
-            fn(t, split(y), dt)
+            # torchdiffeq passes its solver's internal step, positive in either direction
+            # of time (forward and backward pass alike); odenet's loop signs it
+            fn(t, split(y), abs(dt))
 
     return callback
 

@@ -239,6 +239,43 @@ def test_bad_or_misplaced_options_raise_naming_the_key(method, options, match):
         odenet.odeint(spring, Y0, T, method=method, options=options)
 
 
+class _StepLog(torch.nn.Module):
+    """A linear field logging (pass, t, dt) of its forward and backward step callbacks."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.tensor(-0.5, dtype=D))
+        self.log = []
+
+    def forward(self, t, y):
+        return self.a * y
+
+    def callback_step(self, t, y, dt):
+        self.log.append(("forward", round(float(t), 12), round(float(dt), 12)))
+
+    def callback_step_adjoint(self, t, y, dt):
+        self.log.append(("backward", round(float(t), 12), round(float(dt), 12)))
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_step_callbacks_see_torchdiffeqs_positive_step_in_both_directions(reverse):
+    t = torch.tensor([1.0, 0.0] if reverse else [0.0, 1.0], dtype=D)
+    logs = []
+    for lib in (odenet, torchdiffeq):
+        f = _StepLog()
+        ys = lib.odeint_adjoint(f, Y0, t, method="rk4", options=dict(step_size=0.25))
+        ys[-1].sum().backward()
+        logs.append(f.log)
+    ours, theirs = logs
+    assert [e for e in ours if e[0] == "forward"] == [e for e in theirs if e[0] == "forward"]
+    # the backward steps: torchdiffeq's step lengths (its times are negated when the
+    # forward ran backward in time, odenet's are the true times)
+    assert [e[2] for e in ours if e[0] == "backward"] == [
+        e[2] for e in theirs if e[0] == "backward"
+    ]
+    assert all(e[2] > 0 for e in ours)
+
+
 def test_what_the_step_loop_cannot_do_yet_raises_instead_of_being_ignored():
     with pytest.raises(InputError, match=r"`options\['perturb'\]` must be True or False"):
         odenet.odeint(spring, Y0, T, method="rk4", options=dict(step_size=0.5, perturb="yes"))
@@ -280,7 +317,8 @@ def test_adjoint_callbacks_are_called_by_the_backward_pass_only(method):
     ys[-1].sum().backward()
     kinds = [e[0] for e in f.log]
     steps = [e for e in f.log if e[0] == "step"]
-    assert steps and all(e[2] < 0 for e in steps)  # backward in time
+    # backward in time, with a positive step length as torchdiffeq passes it
+    assert steps and all(e[2] > 0 for e in steps)
     times = [e[1] for e in steps]
     assert times[0] == pytest.approx(3.0) and times == sorted(times, reverse=True)
     if method == "rk4":  # a fixed grid calls callback_step alone, as torchdiffeq's

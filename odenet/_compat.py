@@ -990,7 +990,16 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adj
     exposed = backward = None
     if sensitivity == "adjoint":
         given = adjoint.get("adjoint_options")
-        if given is None and adjoint.get("adjoint_method") in (None, _method_name(method)):
+        same_method = adjoint.get("adjoint_method") in (None, _method_name(method))
+        if given is None and not same_method and options:
+            # torchdiffeq raises here too: another method's options cannot be inferred
+            raise InputError(
+                f"`adjoint_method` differs from `method` and `options` {sorted(options)} "
+                "was given, so the backward pass's options "
+                "cannot be taken from it: pass `adjoint_options` too (`{}` for the "
+                "backward method's defaults)."
+            )
+        if given is None and same_method:
             # torchdiffeq's default: the forward's options (but its norm) also steer the
             # backward pass
             given = {k: v for k, v in (options or {}).items() if k != "norm"}

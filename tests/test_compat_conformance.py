@@ -876,3 +876,17 @@ def test_the_adjoint_differentiates_the_ends_of_t_through_a_user_grid():
     e = math.exp(-1.0)
     torch.testing.assert_close(grads[0], torch.tensor([e, -e], dtype=D), rtol=1e-6, atol=0)
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-6, atol=0)
+
+
+def test_another_adjoint_method_with_options_needs_adjoint_options_as_in_torchdiffeq():
+    y0 = Y0.clone().requires_grad_(True)
+    kw = dict(method="dopri5", adjoint_method="rk4", adjoint_params=())
+    opts = dict(first_step=0.1)
+    with pytest.raises(ValueError, match="cannot infer `adjoint_options`"):
+        torchdiffeq.odeint_adjoint(spring, y0, T, options=opts, **kw)
+    with pytest.raises(InputError, match="pass `adjoint_options` too"):
+        odenet.odeint_adjoint(spring, y0, T, options=opts, **kw)
+    # given, both run; and the backward then uses the backward method's own options
+    ours = odenet.odeint_adjoint(spring, y0, T, options=opts, adjoint_options={}, **kw)
+    theirs = torchdiffeq.odeint_adjoint(spring, y0, T, options=opts, adjoint_options={}, **kw)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-7)

@@ -795,6 +795,13 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
                     finite_y = B.finite(trial.y1)
                 s_plain = s if host else s.detach()
                 min_h = ctrl.min_step(ops, s_plain, eps, cfg.min_step)
+                # --- H4 (issue 13 fuzz): torchdiffeq's min_step (accept_min_step) tries a
+                # step proposed at the floor and accepts it if finite: no underflow until a
+                # trial at the floor itself is rejected (first_step + min_step raised here)
+                if cfg.accept_min_step:
+                    tried_floor = h_plain <= h_floor * (1 + 1e-12)
+                    min_h = ops.where(tried_floor, min_h, ctrl.min_step(ops, s_plain, eps, 0.0))
+                # --- end H4
                 code = ctrl.failure(
                     ops, accept=accept, finite=finite_y, ok=trial.ok, h_next=h, min_h=min_h
                 )

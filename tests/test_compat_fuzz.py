@@ -8,10 +8,10 @@ ones are judged against scipy at 1e-12 and closed-form time gradients; an input
 torchdiffeq accepts is accepted or refused with an ``OdenetError``.
 
 Each bug the fuzz found keeps its minimal reproducer below as a regression test
-(the first three were fixed in ``_compat.py`` by a832a05).  One still open in
-``_compat.py`` is kept out of the property test by :func:`_known_compat_bug` and
-pinned by a strict xfail: when it is fixed the xfail passes, fails the suite, and the
-exclusion goes with it.
+(three were fixed in ``_compat.py`` by a832a05, one in ``sensitivity/_adjoint.py``).
+Two still open in ``_compat.py`` are pinned by strict xfails (when one is fixed its
+xfail passes and fails the suite); the scipy one is kept out of the property test by
+:func:`_known_compat_bug`, the heun2 one is a refusal, which the rule allows.
 """
 
 import dataclasses
@@ -257,3 +257,25 @@ def test_heun2_adjoint_takes_the_fixed_step_size():
     # Heun on y' = -y, h = 1/4, four steps: y(1) = (1 - h + h²/2)⁴ y0, and the same factor
     # is ∂y(1)/∂y0 (torchdiffeq 0.2.5: 0.372529...)
     assert math.isclose(float(y0.grad), 0.78125**4, rel_tol=1e-9)
+
+
+def test_min_step_with_a_large_first_step_reaches_the_floor_and_goes_on():
+    """``first_step`` far above what the tolerance allows, with torchdiffeq's
+    ``min_step``: the rejections shrink the step to the floor, where torchdiffeq tries
+    it and accepts it.  odenet raised StepSizeUnderflowError at t0 (the floor was taken
+    as the underflow limit before the step at it was tried)."""
+    case = fuzz.Case(
+        method="adaptive_heun",
+        dtype="float64",
+        t_dtype="float64",
+        times=(0.0, -0.05),
+        shapes=None,
+        tensor_shape=(4,),
+        seed=16618,
+        rtol=1e-7,
+        atol=1e-10,
+        options=(("first_step", 0.3), ("min_step", 1e-4)),
+    )
+    od, td = fuzz.run("odenet", case), fuzz.run("torchdiffeq", case)
+    assert od.error is None and td.error is None, (od.error, td.error)
+    assert fuzz.check(case, od, td) == []

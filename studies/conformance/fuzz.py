@@ -537,8 +537,11 @@ def check(case: Case, od: Outcome | None = None, td: Outcome | None = None) -> l
         # the global error of a tolerance-controlled solve is a modest multiple of the
         # tolerance; with `min_step` (steps at the minimum accepted whatever their error)
         # and on fixed grids (Adams on uneven steps) only torchdiffeq's error is a yardstick
-        bound = 100.0 if method in ADAPTIVE and "min_step" not in case.opts else 1.0
-        if e_od > max(bound, 3 * e_td):
+        bound = 100.0 if method in ADAPTIVE and "min_step" not in case.opts else 10.0
+        # Adams on an uneven grid is another formula than torchdiffeq's (far more accurate
+        # over many steps, within a few times either way over a handful)
+        factor = 3.0 if method in ADAPTIVE else 10.0
+        if e_od > max(bound, factor * e_td):
             found.append(
                 Finding("inaccurate", f"error {e_od:.3g} tol units (torchdiffeq {e_td:.3g})")
             )
@@ -555,8 +558,9 @@ def check(case: Case, od: Outcome | None = None, td: Outcome | None = None) -> l
             e_td = _scaled(td.grads[name] - r, gscale) if td.error is None else math.inf
             if td_direct is not None and td_direct.error is None:
                 e_td = max(e_td, _scaled(td_direct.grads[name] - r, gscale))
-            bound = 1000.0 if method in ADAPTIVE and "min_step" not in case.opts else 1.0
-            if e_od > max(bound, 5 * e_td, 1e-30) and np.abs(g - r).max() > 10 * eps * (
+            bound = 1000.0 if method in ADAPTIVE and "min_step" not in case.opts else 10.0
+            factor = 5.0 if method in ADAPTIVE or same_scheme else 10.0
+            if e_od > max(bound, factor * e_td, 1e-30) and np.abs(g - r).max() > 10 * eps * (
                 1 + np.abs(r).max()
             ):
                 found.append(
@@ -632,10 +636,11 @@ def main(argv=None):
         c = table[case.method]
         c["cases"] += 1
         c["torchdiffeq failed"] += td.error is not None
+        c["only odenet ok"] += td.error is not None and od.error is None
         c["both ok, no finding"] += not found and od.error is None and td.error is None
         for kind in {f.kind for f in found}:
             c[kind] += 1
-    cols = ["cases", "both ok, no finding", "torchdiffeq failed", *KINDS]
+    cols = ["cases", "both ok, no finding", "torchdiffeq failed", "only odenet ok", *KINDS]
     print(f"{len(rows)} cases, seed {args.seed}, {time.perf_counter() - start:.0f} s\n")
     print("| method | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
@@ -646,10 +651,21 @@ def main(argv=None):
     for c in table.values():
         total.update(c)
     print("| **all** | " + " | ".join(str(total[k]) for k in cols) + " |")
+    fails = Counter(
+        f"{c.method}: {type(td.error).__name__}: {str(td.error)[:90]}"
+        for c, _, _, td in rows
+        if td.error is not None
+    )
+    print("\ntorchdiffeq's failures:")
+    for msg, n in fails.most_common():
+        print(f"- {n}x {msg}")
     kinds = sorted({f.kind for _, found, _, _ in rows for f in found})
     for kind in kinds:
         print(f"\n## {kind}: {KINDS[kind]}")
         examples = [(c, f) for c, found, _, _ in rows for f in found if f.kind == kind]
+        if kind == "refused":  # each distinct message once (they are the finding)
+            for msg, n in Counter(f.detail[:160] for _, f in examples).most_common():
+                print(f"- {n}x {msg}")
         for c, f in examples[:3]:
             print(f"- {c}\n  {f.detail}")
         if not args.no_shrink:

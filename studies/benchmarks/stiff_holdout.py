@@ -52,6 +52,7 @@ Error measure and tolerance as in ``stiff_accuracy.py``: ``atol = floors·rtol``
     python studies/benchmarks/stiff_holdout.py --check-refs
     python studies/benchmarks/stiff_holdout.py --rtols 1e-3,1e-6 --timeout 60
     python studies/benchmarks/stiff_holdout.py --report
+    python studies/benchmarks/stiff_holdout.py --scipy --problems kaps --rtols 1e-6
 
 Cells go to ``results/stiff_holdout.jsonl``; the committed table is
 ``stiff_holdout_results.md``.
@@ -418,11 +419,24 @@ def main(argv=None) -> int:
     ap.add_argument("--report", action="store_true", help="only print the cells in --out")
     ap.add_argument("--before", help="a --out file of an earlier run to compare with")
     ap.add_argument("--check-refs", action="store_true")
+    ap.add_argument(
+        "--scipy", action="store_true", help="only scipy Radau, BDF, LSODA's errors per cell"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     names = args.problems.split(",")
     if args.check_refs:
         print("\n".join(check_refs(names)))
+        return 0
+    if args.scipy:
+        print("| problem | rtol | scipy Radau | scipy BDF | scipy LSODA |\n|---|---|---|---|---|")
+        for name in names:
+            p = get(name)
+            for rtol in (float(x) for x in args.rtols.split(",")):
+                errs = [
+                    run_scipy(p, m, rtol, p.atol_ratio)["err"] for m in ("Radau", "BDF", "LSODA")
+                ]
+                print(f"| {name} | {rtol:.0e} | " + " | ".join(f"{e:.2e}" for e in errs) + " |")
         return 0
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

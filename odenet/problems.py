@@ -692,6 +692,28 @@ def prothero_robinson(lam: float = -1e6, t1: float = 1.0) -> Problem:
     )
 
 
+# --- H3 (issue 14 hold-out): Kaps' problem, closed form -------------------------------
+@register_problem("kaps")
+def kaps(eps: float = 1e-6, t1: float = 1.0) -> Problem:
+    """Kaps' singular perturbation problem (Hairer & Wanner II, Sec. VI.3):
+    `y1' = −(2 + 1/ε) y1 + y2²/ε`, `y2' = y1 − y2 − y2²`, `y(0) = (1, 1)`; exact
+    `(e^{−2t}, e^{−t})` for every ε (stiff for small ε; the solution stays on `y1 = y2²`)."""
+    f, f_numpy = _twin(lambda y: [-(2 + 1 / eps) * y[0] + y[1] ** 2 / eps, y[0] - y[1] - y[1] ** 2])
+    return Problem(
+        f=f,
+        y0=[1.0, 1.0],
+        span=(0.0, t1),
+        exact=lambda t: np.stack([np.exp(-2 * t), np.exp(-t)], axis=1),
+        name="kaps",
+        description=f"Kaps' singular perturbation problem, ε = {eps:g}; exact (e^(-2t), e^(-t))",
+        stiff=True,
+        f_numpy=f_numpy,
+    )
+
+
+# --- end H3
+
+
 @register_problem("heat")
 def heat(n: int = 16, t1: float = 0.1) -> Problem:
     """Method of lines for `u_t = u_xx` on (0, 1), `u = 0` at both ends.

@@ -9,8 +9,8 @@ of ``stiff_accuracy.py`` (per-cell time limit, step budget, verdicts ``pass`` / 
 / ``LOOSE`` / ``SILENT`` / ``timeout``, cells appended to a JSON-lines file):
 
 =====================  =============================================================
-``kaps``               Kaps' singular perturbation problem, ε = 1e-6 (Hairer & Wanner
-                       II, Sec. IV.15 / VI.3); closed form ``(e^{−2t}, e^{−t})``.
+``kaps``               Kaps' singular perturbation problem, ε = 1e-6 (:func:`odenet.
+                       problems.kaps`, Hairer & Wanner II, Sec. VI.3); closed form.
 ``prothero_robinson``  ``y' = λ(y − sin t) + cos t`` (:func:`odenet.problems.
 _1e4, _1e6``           prothero_robinson`), λ = −1e4 and −1e6 on [0, 10]; closed form.
 ``linear_nonnormal``   ``y' = A y``, ``A = −(D + N)`` with ``D`` eigenvalues 1 … 1e6
@@ -93,27 +93,6 @@ METHODS = (
 OUT = Path(__file__).parent / "results" / "stiff_holdout.jsonl"
 
 # --- the problems -------------------------------------------------------------------
-
-
-def kaps(eps: float = 1e-6, t1: float = 1.0) -> P.Problem:
-    """Kaps' problem: ``y1' = −(2 + 1/ε) y1 + y2²/ε``, ``y2' = y1 − y2 − y2²``,
-    ``y(0) = (1, 1)``; exact ``(e^{−2t}, e^{−t})`` for every ε."""
-
-    def rates(y):
-        return [-(2 + 1 / eps) * y[0] + y[1] ** 2 / eps, y[0] - y[1] - y[1] ** 2]
-
-    f, f_numpy = P._twin(rates)
-    return P.Problem(
-        f=f,
-        y0=[1.0, 1.0],
-        span=(0.0, t1),
-        exact=lambda t: np.stack([np.exp(-2 * t), np.exp(-t)], axis=1),
-        name="kaps",
-        description=f"Kaps' singular perturbation problem, ε = {eps:g}; exact",
-        stiff=True,
-        f_numpy=f_numpy,
-        atol_ratio=1e-3,
-    )
 
 
 def prothero_robinson(lam: float) -> P.Problem:
@@ -328,7 +307,7 @@ def van_der_pol_1e6() -> P.Problem:
 
 
 HOLDOUT = {
-    "kaps": kaps,
+    "kaps": lambda: P.get_problem("kaps"),
     "prothero_robinson_1e4": lambda: prothero_robinson(-1e4),
     "prothero_robinson_1e6": lambda: prothero_robinson(-1e6),
     "linear_nonnormal": linear_nonnormal,

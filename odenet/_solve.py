@@ -487,7 +487,7 @@ def solve(
         strictly decreasing (integration backward in time).  Same units as ``f``'s time.
     method : str or ButcherTableau
         Any name in :func:`odenet.methods` or your own tableau.
-    rtol, atol : float or Tensor broadcastable to ``y0``
+    rtol, atol : float, or Tensor (numpy array, list) broadcastable to ``y0``
         Adaptive steps keep the RMS norm of ``err / (atol + rtol·max(|y0|, |y1|))`` ≤ 1.
     step_size : float, optional
         Given ⇒ fixed grid ``t0 + k·h`` (the last step shortened to land on the final

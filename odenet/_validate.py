@@ -16,6 +16,7 @@ import math
 import numbers
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from odenet._errors import InputError, OdenetError, VectorFieldError
@@ -227,7 +228,9 @@ def check_time_resolution(s_rows: torch.Tensor) -> None:
 
 
 def check_tolerances(rtol, atol, y0: torch.Tensor | None = None):
-    """Finite non-negative numbers, or tensors broadcastable to ``y0``'s shape."""
+    """Finite non-negative numbers, or tensors broadcastable to ``y0``'s shape (a numpy
+    array or a list of numbers, as scipy's ``solve_ivp`` takes, becomes such a tensor)."""
+    rtol, atol = (_as_tolerance_tensor(v, y0) for v in (rtol, atol))
     for name, v in (("rtol", rtol), ("atol", atol)):
         if isinstance(v, torch.Tensor):
             if not v.is_floating_point() and v.dtype not in (torch.int32, torch.int64):
@@ -257,6 +260,21 @@ def check_tolerances(rtol, atol, y0: torch.Tensor | None = None):
         if rtol == 0 and atol == 0:
             raise InputError("`rtol` and `atol` are both 0; at least one must be positive.")
     return rtol, atol
+
+
+def _as_tolerance_tensor(v, y0):
+    """A per-component tolerance given as a numpy array or a list -> a tensor in ``y0``'s
+    dtype and device (numbers and tensors pass through)."""
+    if isinstance(v, (np.ndarray, list, tuple)):
+        try:
+            arr = np.asarray(v, dtype=np.float64)
+        except (TypeError, ValueError):
+            return v  # not numbers: the checks below say what is wrong
+        if arr.ndim == 0:
+            return float(arr)
+        like = {} if y0 is None else dict(dtype=y0.dtype, device=y0.device)
+        return torch.as_tensor(arr, **like)
+    return v
 
 
 def check_positive(name: str, v, *, allow_none: bool = False, integer: bool = False):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -59,6 +60,21 @@ def test_per_component_tolerances_that_broadcast_are_accepted():
     y0 = torch.ones(4, 2, dtype=D)
     sol = odenet.solve(decay, y0, T, rtol=torch.tensor([1e-6, 1e-7], dtype=D), atol=1e-9)
     torch.testing.assert_close(sol.ys[-1], y0 * math.exp(-1), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("as_given", [np.array, list, tuple])
+def test_per_component_tolerances_as_scipy_takes_them_equal_a_tensor(as_given):
+    """scipy's ``solve_ivp`` takes array-like ``atol``/``rtol``: so does ``solve``, with
+    the same steps as the equal tensor."""
+    y0 = torch.ones(2, dtype=D)
+    tensor = odenet.solve(decay, y0, T, atol=torch.tensor([1e-8, 1e-12], dtype=D))
+    given = odenet.solve(decay, y0, T, atol=as_given([1e-8, 1e-12]), rtol=as_given([1e-6, 1e-6]))
+    assert given.stats["nfe"] == tensor.stats["nfe"]
+    torch.testing.assert_close(given.ys, tensor.ys, rtol=0, atol=0)
+    with pytest.raises(InputError, match=r"`atol` of shape \(3,\) does not broadcast"):
+        odenet.solve(decay, y0, T, atol=as_given([1e-8, 1e-8, 1e-8]))
+    with pytest.raises(InputError, match=r"`atol` must be finite and non-negative"):
+        odenet.solve(decay, y0, T, atol=as_given([1e-8, -1.0]))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

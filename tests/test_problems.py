@@ -304,3 +304,16 @@ def test_a_bad_problem_file_spec_says_what_is_wrong(tmp_path, monkeypatch, spec,
         P.get_problem(spec)
     with pytest.raises(InputError, match="has no parameter 'mu'"):
         P.get_problem("mine.py:decay", mu=1.0)
+
+
+def test_a_stored_numerical_reference_is_called_one_and_floors_convergence_errors():
+    """brusselator_2d's `exact` is scipy BDF at 1e-10, not a closed form: listings say
+    "reference" and a convergence study's error floor is that reference's accuracy."""
+    from odenet.studies.convergence import error_floor
+
+    b2d = P.get_problem("brusselator_2d", n=4)
+    assert b2d.has_exact and b2d.exact_rtol == 1e-10
+    assert b2d.solution_kind == "reference" and "reference" in repr(b2d)
+    assert error_floor(b2d, "float64") >= 1e-7
+    closed = P.get_problem("kaps")
+    assert closed.solution_kind == "exact" and error_floor(closed, "float64") < 1e-11

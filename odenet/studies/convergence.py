@@ -533,6 +533,8 @@ def error_floor(problem: Problem, dtype: str) -> float:
         from odenet.problems import REFERENCE_RTOL
 
         floor = max(floor, 1e3 * REFERENCE_RTOL * scale)
+    elif problem.exact_rtol is not None:  # a stored numerical reference
+        floor = max(floor, 1e3 * problem.exact_rtol * scale)
     return floor
 
 

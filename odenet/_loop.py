@@ -30,7 +30,7 @@ import torch
 
 from odenet._controller import FixedGrid, PIDController
 from odenet._ops import HostOps, TensorOps
-from odenet._solution import MAX_STEPS, NON_FINITE_STEP, SUCCESS, TERMINATED
+from odenet._solution import MAX_STEPS, NON_FINITE_STEP, STEP_UNDERFLOW, SUCCESS, TERMINATED
 from odenet._stepper import RungeKutta
 
 
@@ -733,6 +733,19 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
             method_state = rk.commit_state(method_state, trial_state, accept)
         all_accept = ops.all(accept)
         any_accept = all_accept or ops.any(accept)
+        # --- H5 (issue 14): an accepted step of the controller's own size below the
+        # round-off of its start (scipy's "step size less than spacing between numbers"):
+        # past a finite-time blow-up radau_iia5 accepted 1300 steps with s + h == s (y' = y²,
+        # h down to 1e-155) before Newton failed; the rows fail with an underflow instead
+        stalled = None
+        if not fixed and not cfg.accept_min_step and any_accept:
+            with torch.no_grad():
+                s_plain = s if host else s.detach()
+                stalled = accept & ops.not_(to_node)
+                stalled = stalled & (h_plain < ctrl.min_step(ops, s_plain, eps, 0.0))
+            if not ops.any(stalled):
+                stalled = None
+        # --- end H5
 
         # --- the end of the step, its outputs, the commit ------------------------------
         if callback is not None:
@@ -787,7 +800,7 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
         h = h_next
 
         # --- failures: only after a rejection, or with the step budget used up -------
-        if not all_accept or n_iter >= cfg.max_steps:
+        if not all_accept or n_iter >= cfg.max_steps or stalled is not None:
             with torch.no_grad():
                 if fixed:
                     finite_y = finite
@@ -805,6 +818,8 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
                 code = ctrl.failure(
                     ops, accept=accept, finite=finite_y, ok=trial.ok, h_next=h, min_h=min_h
                 )
+                if stalled is not None:  # H5 (issue 14), see above
+                    code = ops.where(stalled, STEP_UNDERFLOW, code)
                 B.fail(code, B.steps_taken() >= cfg.max_steps)
         if not host:
             B.update_done()

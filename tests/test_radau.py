@@ -446,3 +446,57 @@ def test_only_radau_iia5_keeps_a_current_jacobian_after_a_slow_iteration():
         rk = runtime_for(odenet.tableau(name), D, D, "cpu", nw, fixed=False)
         keeps[name] = rk.keep_current_jacobian
     assert keeps == {"radau_iia3": False, "radau_iia5": True, "radau_iia9": False}
+
+
+# --- issue 14 hold-out (H5): Prothero–Robinson and a finite-time blow-up ---------------
+
+
+@pytest.mark.parametrize("t0, h", [(3.7449, 6.255), (1.1111, 6.958), (0.4681, 3.277)])
+def test_one_radau_iia5_step_is_scipy_radaus_step_on_prothero_robinson(t0, h):
+    # the hold-out cell Prothero–Robinson λ = −1e4, rtol 1e-3 (62× scipy Radau's error) is
+    # not inside the step: from the same (t0, y0, h) both give the same y1 (measured bit-equal);
+    # the gap is where each grid puts its last step (stiff_holdout_results.md, 2026-12-02)
+    lam = -1e4
+    y0 = math.sin(t0) + 1e-7
+    r = solve_ivp(
+        lambda t, y: lam * (y - np.sin(t)) + np.cos(t),
+        (t0, t0 + h), [y0], method="Radau", rtol=1e-3, atol=1e-6, first_step=h,
+    )  # fmt: skip
+    assert r.success and len(r.t) == 2  # one step, as below
+    sol = odenet.solve(
+        lambda t, y: lam * (y - torch.sin(t)) + torch.cos(t),
+        torch.tensor([y0], dtype=D), span(t0, t0 + h), method="radau_iia5",
+        rtol=1e-3, atol=1e-6, first_step=h,
+    )  # fmt: skip
+    assert int(sol.stats["accepted"]) == 1 and int(sol.stats["rejected"]) == 0
+    y_ode, y_sp = float(sol.ys[-1, 0]), float(r.y[0, -1])
+    # the step's own error is ~1e-4 here: agreement to 1e-12 is the same computation
+    assert abs(y_ode - y_sp) <= 1e-12 * abs(y_sp)
+    assert abs(y_sp - math.sin(t0 + h)) > 1e-6
+
+
+def test_a_finite_time_blow_up_ends_in_an_underflow_as_scipy_radau():
+    # y' = y², y(0) = 1 blows up at t = 1.  scipy's Radau stops after ~160 steps ("step size
+    # less than spacing between numbers"); radau_iia5 accepted ~1300 steps with t + h == t
+    # (h down to 1e-155) and ended in a Newton failure after 1399 steps.  A second row
+    # (y0 = 0.1, blow-up at t = 10) in the same batch still ends at the closed form.
+    r = solve_ivp(lambda t, y: y**2, (0, 2), [1.0], method="Radau", rtol=1e-3, atol=1e-6)
+    assert r.status == -1 and "spacing" in r.message
+    sol = odenet.solve(
+        lambda t, y: y**2, torch.ones(1, dtype=D), span(0.0, 2.0), method="radau_iia5",
+        rtol=1e-3, atol=1e-6, throw=False, max_steps=3000,
+    )  # fmt: skip
+    assert int(sol.status) == int(odenet.Status.STEP_UNDERFLOW)
+    assert int(sol.stats["steps"]) <= 1.5 * len(r.t)
+    with pytest.raises(odenet.StepSizeUnderflowError, match="underflow"):
+        odenet.solve(
+            lambda t, y: y**2, torch.ones(1, dtype=D), span(0.0, 2.0), method="radau_iia5",
+            rtol=1e-3, atol=1e-6, max_steps=3000,
+        )  # fmt: skip
+    tb = torch.tensor([[0.0, 2.0], [0.0, 2.0]], dtype=D)
+    sol = odenet.solve(
+        lambda t, y: y**2, torch.tensor([[1.0], [0.1]], dtype=D), tb, method="radau_iia5",
+        rtol=1e-3, atol=1e-6, throw=False, max_steps=3000,
+    )  # fmt: skip
+    assert sol.status.tolist() == [int(odenet.Status.STEP_UNDERFLOW), 0]
+    assert abs(float(sol.ys[1, -1, 0]) - 1 / (1 / 0.1 - 2)) < 1e-3 * 0.125

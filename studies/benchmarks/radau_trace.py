@@ -24,6 +24,11 @@ on a stale Jacobian), and the next ``h``.  scipy's side is a copy of
 the original's.
 
     python studies/benchmarks/radau_trace.py trace --problem oregonator --rtol 1e-3
+
+A problem of the hold-out sweep (``stiff_holdout.py``: ``e5``, ``prothero_robinson_1e4``,
+...) is traced with its own floors (``atol = floors·rtol``):
+
+    python studies/benchmarks/radau_trace.py trace --problem prothero_robinson_1e4 --rtol 1e-3
 """
 
 from __future__ import annotations
@@ -288,11 +293,29 @@ def run_odenet(prob, rtol, d, trace=False, **kw):
     return row, log
 
 
+def _named(name):
+    """A cell of the stiff set, or of the hold-out sweep (``stiff_holdout.py``: its
+    problems and per-component floors), by name."""
+    if name in P.STIFF_SUITE:
+        return (name, P.get_problem(name), P.STIFF_SUITE[name], {}, {})
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import stiff_holdout
+
+    if name not in stiff_holdout.HOLDOUT:
+        known = sorted(P.STIFF_SUITE) + sorted(stiff_holdout.HOLDOUT)
+        raise SystemExit(f"unknown problem {name!r}; known: {', '.join(known)}")
+    prob = stiff_holdout.get(name)
+    return (name, prob, prob.atol_ratio, {}, {})
+
+
 def cells(args):
     """(label, problem, floor d, extra kwargs for odenet, extra kwargs for scipy)."""
     names = {"all": list(P.STIFF_SUITE), "none": []}.get(args.problems)
     names = args.problems.split(",") if names is None else names
-    out = [(n, P.get_problem(n), P.STIFF_SUITE[n], {}, {}) for n in names]
+    out = [_named(n) for n in names]
     if args.brusselator_1d:
         n = args.brusselator_1d
         out.append(

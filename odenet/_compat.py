@@ -24,6 +24,8 @@ What torchdiffeq does, and so does this module:
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import numbers
 import warnings
@@ -140,6 +142,22 @@ def _adams_method(method, options, rtol, atol, adjoint):
             rk = "rk38"
         adjoint["adjoint_method"] = own["adjoint_method"] = rk
     return METHODS[method.lower()].with_options(rtol=rtol, atol=atol, **own), options
+
+
+@functools.cache
+def _fixed_step_copy(name):
+    """The tableau ``name`` without its embedded pair (one object per name, so runtime
+    caches keep it), or None when it has none."""
+    from odenet.tableaus import tableau
+
+    if not isinstance(name, str):
+        return None
+    tab = tableau(name)
+    if tab.b_hat is None:
+        return None
+    return dataclasses.replace(
+        tab, name=f"{tab.name} (fixed steps)", b_hat=None, embedded_order=None
+    )
 
 
 def _is_fixed(method, name) -> bool:
@@ -762,13 +780,24 @@ def _scipy_solve(func, y0, t, rtol, atol, options):
                 return v.detach().expand(shape).reshape(-1).cpu().double().numpy()
             return v
 
+        rtol_np = np_tol(rtol)
+        if solver in ("Radau", "BDF") and np.ndim(rtol_np) > 0:
+            # their Newton tolerance is a function of one rtol: scipy fails on an array
+            # with a raw "truth value of an array is ambiguous"
+            if np.ptp(rtol_np) > 0:
+                raise InputError(
+                    f"scipy's {solver} takes one `rtol` (its Newton tolerance depends on "
+                    f"it), got one per component; give a number, a per-component `atol`, "
+                    "or options['solver'] = 'LSODA'/'RK45'."
+                )
+            rtol_np = float(rtol_np[0])
         sol = solve_ivp(
             np_func,
             (t_np[0], t_np[-1]),
             y0.detach().reshape(-1).cpu().double().numpy(),
             method=solver,
             t_eval=t_np,
-            rtol=np_tol(rtol),
+            rtol=rtol_np,
             atol=np_tol(atol),
             max_step=math.inf if max_step is None else max_step,
             **extra,
@@ -1041,6 +1070,12 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adj
         t_solve = t.to(tdt)
     else:
         t_solve = t
+    if sensitivity == "adjoint" and fixed and adams is None and not adjoint.get("adjoint_method"):
+        # torchdiffeq's backward pass steps a fixed-step method (heun2) fixed too; odenet's
+        # tableau for it carries an embedded pair, which would make the backward adaptive
+        fixed_tab = _fixed_step_copy(name)
+        if fixed_tab is not None:
+            adjoint = {**adjoint, "adjoint_method": fixed_tab}
     if backward is not None:
         adjoint = {
             **adjoint,

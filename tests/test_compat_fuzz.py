@@ -8,10 +8,9 @@ ones are judged against scipy at 1e-12 and closed-form time gradients; an input
 torchdiffeq accepts is accepted or refused with an ``OdenetError``.
 
 Each bug the fuzz found keeps its minimal reproducer below as a regression test
-(three were fixed in ``_compat.py`` by a832a05, one in ``sensitivity/_adjoint.py``).
-Two still open in ``_compat.py`` are pinned by strict xfails (when one is fixed its
-xfail passes and fails the suite); the scipy one is kept out of the property test by
-:func:`_known_compat_bug`, the heun2 one is a refusal, which the rule allows.
+(three fixed in ``_compat.py`` by a832a05, one in ``sensitivity/_adjoint.py``, one in
+``_loop.py``, then scipy's Radau/BDF with a per-component rtol and the fixed-step
+backward of heun2 in ``_compat.py``).
 """
 
 import dataclasses
@@ -34,13 +33,6 @@ import odenet
 D = torch.float64
 
 
-def _known_compat_bug(case: fuzz.Case) -> bool:
-    """Inputs that meet a ``_compat.py`` bug pinned by a strict xfail below."""
-    if case.method == "scipy_solver" and isinstance(case.rtol, tuple):
-        return case.opts.get("solver") in ("Radau", "BDF")  # the scipy rtol test
-    return False
-
-
 @settings(
     max_examples=45,
     deadline=None,
@@ -50,10 +42,8 @@ def _known_compat_bug(case: fuzz.Case) -> bool:
 )
 @given(fuzz.cases())
 def test_odenet_agrees_with_torchdiffeq_on_drawn_inputs(case):
-    if _known_compat_bug(case):
-        return
     # a refusal with an OdenetError saying why is allowed (issue 13's rule); the study
-    # lists them, and the one that should not be is pinned by an xfail below.  Adams on
+    # lists them.  Adams on
     # uneven steps is another formula than torchdiffeq's: information only
     found = [f for f in fuzz.check(case) if f.kind not in ("refused", "adams_uneven")]
     assert not found, "\n".join(f"{f.kind}: {f.detail}" for f in found)
@@ -200,16 +190,22 @@ def test_adjoint_time_gradient_through_a_grid_constructor():
     assert torch.allclose(g, torch.tensor([e, -e], dtype=D), rtol=1e-5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="method='scipy_solver' hands a per-component rtol to scipy's Radau/BDF, which "
-    "take only a scalar: a raw ValueError ('truth value of an array ... is ambiguous') "
-    "instead of an OdenetError saying so (torchdiffeq fails too, with a TypeError). Fix: "
-    "_scipy_solve refuses a non-scalar rtol for those two solvers with an InputError.",
-)
 @pytest.mark.parametrize("solver", ["Radau", "BDF"])
 def test_scipy_solver_refuses_a_per_component_rtol_it_cannot_use(solver):
-    with pytest.raises(odenet.OdenetError, match="rtol"):
+    """scipy's Radau/BDF fail on an rtol array with a raw ValueError (torchdiffeq's
+    wrapper with a TypeError): odenet says why, and takes an array of equal values."""
+    equal = odenet.odeint(
+        lambda t, y: -y,
+        torch.ones(2, dtype=D),
+        torch.tensor([0.0, 1.0], dtype=D),
+        rtol=torch.tensor([1e-8, 1e-8], dtype=D),
+        method="scipy_solver",
+        options={"solver": solver},
+    )
+    torch.testing.assert_close(
+        equal[-1], torch.full((2,), math.exp(-1), dtype=D), rtol=1e-6, atol=0
+    )
+    with pytest.raises(odenet.InputError, match="takes one `rtol`"):
         odenet.odeint(
             lambda t, y: -y,
             torch.ones(2, dtype=D),
@@ -239,25 +235,24 @@ class _Decay(torch.nn.Module):
         return self.k * y
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=odenet.InputError,
-    reason="odeint_adjoint(method='heun2', options={'step_size': h}) is refused: "
-    "\"['adjoint_step_size'] do not apply to the backward pass's adaptive method 'heun'\". "
-    "torchdiffeq's heun2 is a fixed-step method, but _compat maps it to odenet's 'heun' "
-    "tableau, which has an embedded pair, so the backward pass controls its steps by error "
-    "and refuses the step size _compat hands it. Fix in _compat: a fixed-step heun2 backward.",
-)
-def test_heun2_adjoint_takes_the_fixed_step_size():
+@pytest.mark.parametrize("method", ["heun2", "trapezoid", "trbdf2"])
+def test_heun2_adjoint_takes_the_fixed_step_size(method):
+    """A fixed-step method whose odenet tableau has an embedded pair steps its backward
+    pass fixed too, as torchdiffeq's heun2 does (it was refused: the forward's
+    step_size, copied to the backward, did not apply to an adaptive backward)."""
     f = _Decay()
     y0 = torch.ones(1, dtype=D, requires_grad=True)
     y = odenet.odeint_adjoint(
-        f, y0, torch.tensor([0.0, 1.0], dtype=D), method="heun2", options={"step_size": 0.25}
+        f, y0, torch.tensor([0.0, 1.0], dtype=D), method=method, options={"step_size": 0.25}
     )
     y[-1].sum().backward()
-    # Heun on y' = -y, h = 1/4, four steps: y(1) = (1 - h + h²/2)⁴ y0, and the same factor
-    # is ∂y(1)/∂y0 (torchdiffeq 0.2.5: 0.372529...)
-    assert math.isclose(float(y0.grad), 0.78125**4, rel_tol=1e-9)
+    # on y' = -y, h = 1/4, four steps: y(1) = R(-h)⁴ y0, and the same factor is ∂y(1)/∂y0
+    # (heun2: R(z) = 1 + z + z²/2, torchdiffeq 0.2.5: 0.372529...; the trapezoidal rule
+    # and TR-BDF2 are A-stable rational R)
+    R = {"heun2": 0.78125, "trapezoid": (1 - 0.125) / (1 + 0.125)}.get(method)
+    if R is not None:
+        assert math.isclose(float(y[-1]), R**4, rel_tol=1e-9)
+    torch.testing.assert_close(y0.grad, y[-1].detach(), rtol=1e-9, atol=0)
 
 
 def test_min_step_with_a_large_first_step_reaches_the_floor_and_goes_on():

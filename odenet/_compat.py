@@ -1060,6 +1060,10 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adj
         method, options, rtol, atol, adjoint if sensitivity == "adjoint" else None
     )
     kwargs, grid_opts, time_dtype = _translate(options, fixed=fixed, method_label=str(label))
+    if isinstance(kwargs.get("max_steps"), numbers.Integral) and t.dim() == 1:
+        # torchdiffeq's max_num_steps bounds the attempts per output interval, odenet's
+        # max_steps the whole solve: a solve torchdiffeq finishes stays within this
+        kwargs["max_steps"] = int(kwargs["max_steps"]) * max(1, t.shape[0] - 1)
     if adams is not None:
         name = adams
     if not fixed:

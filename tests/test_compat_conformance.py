@@ -890,3 +890,24 @@ def test_another_adjoint_method_with_options_needs_adjoint_options_as_in_torchdi
     ours = odenet.odeint_adjoint(spring, y0, T, options=opts, adjoint_options={}, **kw)
     theirs = torchdiffeq.odeint_adjoint(spring, y0, T, options=opts, adjoint_options={}, **kw)
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-7)
+
+
+def test_max_num_steps_bounds_each_output_interval_as_in_torchdiffeq():
+    """torchdiffeq counts max_num_steps per output interval: whatever it finishes, odenet
+    finishes (it caps the whole solve at max_num_steps per interval), and a cap far
+    below the work fails in both."""
+    t = torch.linspace(0, 20, 11, dtype=D)
+    finished = []
+    for m in (5, 20, 25, 28, 29, 40):
+        opts = dict(max_num_steps=m)
+        try:
+            torchdiffeq.odeint(spring, Y0, t, rtol=1e-8, atol=1e-10, options=opts)
+        except AssertionError:
+            if m == 5:  # far too few: odenet's whole-solve cap fails as well
+                with pytest.raises(odenet.MaxStepsError):
+                    odenet.odeint(spring, Y0, t, rtol=1e-8, atol=1e-10, options=opts)
+            continue
+        finished.append(m)
+        ours = odenet.odeint(spring, Y0, t, rtol=1e-8, atol=1e-10, options=opts)
+        assert bool(torch.isfinite(ours).all())
+    assert finished  # the comparison above ran at least once

@@ -743,7 +743,10 @@ def host_adaptive_block(
             code = ctrl.failure(
                 ops, accept=accept, finite=finite, ok=None, h_next=h_next, min_h=min_h
             )
-            quiet = torch.where(accept, ~to_node, code == SUCCESS)
+            # an accepted step below the round-off of s is the loop's to judge (it fails
+            # it as an underflow, past a finite-time blow-up): the block stops before it
+            stalled = h_try < ctrl.min_step(ops, s, eps, 0.0)
+            quiet = torch.where(accept, ~to_node & ~stalled, code == SUCCESS)
             commit = quiet & accept
             s1 = s + h_try
             # outputs in (s, s1]: the loop's own test, times[k] <= s1 + snap

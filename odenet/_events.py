@@ -135,18 +135,22 @@ class EventTracker:
     def start(self, s, y) -> None:
         self.values = self._all(s, y)
 
-    def step(self, s, s1, accept, state_at) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def step(
+        self, s, s1, accept, state_at, y1=None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Crossings inside the accepted step ``(s, s1]`` of each row.
 
-        ``state_at(theta [K]) -> y [K, n]`` is the step's interpolant.  Returns
+        ``state_at(theta [K]) -> y [K, n]`` is the step's interpolant, ``y1`` [K, n]
+        the state at its end (default: the interpolant there).  Returns
         ``(theta_stop [K], y_stop [K, n] or None, stop [K] bool)``: rows whose
         terminal event fired stop at ``theta_stop`` with state ``y_stop``.
         Non-terminal crossings are logged; later values become the next step's start.
         """
         K = self.K
         v0 = self.values
-        with torch.no_grad():
-            y1 = state_at(torch.ones(K, dtype=s.dtype, device=s.device))
+        if y1 is None:
+            with torch.no_grad():
+                y1 = state_at(torch.ones(K, dtype=s.dtype, device=s.device))
         v1 = self._all(s1, y1)
         rising = (v0 < 0) & (v1 >= 0)
         falling = (v0 > 0) & (v1 <= 0)

@@ -835,13 +835,17 @@ def _events_in_step(B, events, s, s1, h, y, trial: _Trial, f0, accept):
     rk = B.rk
     if trial.f1 is None:
         trial.f1 = B.field(s1, trial.y1)
-    ks = rk.extra_stages(B.g, s, y, h, trial.ks) if rk.has_own_interpolant else trial.ks
-    trial.ks = ks
+    extended = []
 
     def state_at(theta):  # accepted rows step by h: s1 = s + h
-        return rk.interpolate(theta, y, trial.y1, f0, trial.f1, h, ks)
+        if not extended:  # a method's own interpolant's extra stages, once a crossing asks
+            if rk.has_own_interpolant:
+                trial.ks = rk.extra_stages(B.g, s, y, h, trial.ks)
+            extended.append(True)
+        return rk.interpolate(theta, y, trial.y1, f0, trial.f1, h, trial.ks)
 
-    theta, y_stop, stop = events.step(s, s1, accept, state_at)
+    # the event functions at the step's end see its state itself
+    theta, y_stop, stop = events.step(s, s1, accept, state_at, y1=trial.y1)
     if y_stop is None or not bool(stop.any()):
         return s1, None, None
     s1 = torch.where(stop, s + theta.to(s.dtype) * (s1 - s), s1)

@@ -315,8 +315,9 @@ class RungeKutta:
         return self.P is not None
 
     def extra_stages(self, g, s, y, h, ks: torch.Tensor) -> torch.Tensor:
-        """Stages needed only by the continuous extension (e.g. DOP853's three)."""
-        if self.P is None or self.extra_A is None:
+        """Stages needed only by the continuous extension (e.g. DOP853's three); ``ks``
+        that already hold them pass through (events and outputs both ask for them)."""
+        if self.P is None or self.extra_A is None or ks.shape[0] >= self.S + len(self.extra_c):
             return ks
         S0, K, n = ks.shape
         hy = h.to(y.dtype)[:, None]

@@ -239,3 +239,19 @@ def test_an_event_closure_over_a_graph_can_be_differentiated_twice():
     assert abs(float(w.grad) - 2.0 / v) < 1e-7  # dt* = d(ground) / v
     ys[-1].sum().backward()
     assert y0.grad is not None and w.grad is not None
+
+
+@pytest.mark.parametrize("method", ["dop853", "dopri5", "tsit5"])
+def test_events_beside_interior_outputs_with_a_methods_own_interpolant(method):
+    """A crossing and output times inside the same steps: both ask for the continuous
+    extension's extra stages (DOP853's three), which were appended twice — a raw shape
+    error.  The outputs equal the solve without events; crossings at π/2 + kπ."""
+    f = lambda t, y: torch.stack([y[1], -y[0]])  # noqa: E731
+    y0 = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    t = torch.linspace(0, 10, 101, dtype=torch.float64)
+    kw = dict(method=method, rtol=1e-10, atol=1e-12)
+    plain = odenet.solve(f, y0, t, **kw)
+    sol = odenet.solve(f, y0, t, events=[Event(lambda t, y: y[0], terminal=False)], **kw)
+    torch.testing.assert_close(sol.ys, plain.ys, rtol=0, atol=1e-12)
+    expected = torch.tensor([math.pi / 2 + k * math.pi for k in range(3)], dtype=torch.float64)
+    torch.testing.assert_close(sol.events.t, expected, rtol=1e-8, atol=0)

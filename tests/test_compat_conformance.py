@@ -239,8 +239,8 @@ def test_bad_or_misplaced_options_raise_naming_the_key(method, options, match):
         odenet.odeint(spring, Y0, T, method=method, options=options)
 
 
-class _StepLog(torch.nn.Module):
-    """A linear field logging (pass, t, dt) of its forward and backward step callbacks."""
+class _LinearField(torch.nn.Module):
+    """``dy/dt = a·y`` (a = −0.5, a parameter) with a ``log`` for its callbacks."""
 
     def __init__(self):
         super().__init__()
@@ -249,6 +249,10 @@ class _StepLog(torch.nn.Module):
 
     def forward(self, t, y):
         return self.a * y
+
+
+class _StepLog(_LinearField):
+    """Logs (pass, t, dt) of its forward and backward step callbacks."""
 
     def callback_step(self, t, y, dt):
         self.log.append(("forward", round(float(t), 12), round(float(dt), 12)))
@@ -284,16 +288,8 @@ def test_what_the_step_loop_cannot_do_yet_raises_instead_of_being_ignored():
     odenet.odeint(spring, Y0, T, options=dict(min_step=0.0, jump_t=torch.tensor([], dtype=D)))
 
 
-class _Logged(torch.nn.Module):
-    """A linear field whose adjoint callbacks log (kind, t, dt, a)."""
-
-    def __init__(self):
-        super().__init__()
-        self.a = torch.nn.Parameter(torch.tensor(-0.5, dtype=D))
-        self.log = []
-
-    def forward(self, t, y):
-        return self.a * y
+class _Logged(_LinearField):
+    """Its adjoint callbacks log (kind, t, dt, a)."""
 
     def callback_step_adjoint(self, t, y, dt):
         self.log.append(("step", float(t), float(dt), y.clone()))

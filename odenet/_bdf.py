@@ -67,7 +67,7 @@ import numpy as np
 import torch
 
 from odenet._errors import InputError
-from odenet._newton import hairer_newton_tol
+from odenet._newton import RTOL_REF, hairer_newton_tol, resolvable_safety
 from odenet._stepper import StepResult
 
 MAX_ORDER = 5
@@ -214,6 +214,15 @@ class BDFRuntime:
         eps = float(torch.finfo(dtype).eps)
         # scipy's Newton stopping threshold, in units of the tolerance
         self.newton_tol = hairer_newton_tol(rtol_f, eps)
+        # tolerance proportionality, as the DIRK pairs' error safety (odenet._newton): the
+        # estimate scaled by max(1, RTOL_REF/rtol)^(1/6), which grows like the number of
+        # steps at the highest order, so the global error stops growing like N·rtol at
+        # tight rtol (Oregonator at rtol 1e-8 ended at 150·rtol, as scipy's BDF at 146;
+        # now 22·rtol). An exponent 1/(k+1) of the current order k gave κ = 1e3 at order 1
+        # (the start) and steps that collapsed
+        self._kappa = resolvable_safety(
+            max(1.0, RTOL_REF / rtol_f) ** (1 / (MAX_ORDER + 1)), rtol_f, eps
+        )
         self.max_iter = NEWTON_MAXITER if newton.max_iter == 8 else newton.max_iter
         # the LU of I − c′J in use: (J_version, c′ [K]), and the last trial's start and
         # Newton outcome per row (a retry after an error rejection keeps the LU)
@@ -292,6 +301,7 @@ class BDFRuntime:
                 D_new.detach(), error, y_new.detach(), order, n_steps
             )
             order_new = torch.where(ok, order_new, order)
+            error = error * self._kappa  # the orders above were compared unscaled
         ks = D_new * upto[:, :, None]  # dense output: the step's polynomial
         # keep h until k + 1 equal steps are taken (n_new counts them; it is reset to 0
         # when the order rule ran, and then the controller chooses the next h)

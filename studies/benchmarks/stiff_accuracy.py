@@ -36,6 +36,7 @@ import json
 import math
 import signal
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -147,19 +148,28 @@ def main(argv=None) -> int:
     ap.add_argument("--before", help="a --out file of an earlier run to compare with (report)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    return sweep(args, P.get_problem, args.problems.split(","))
+
+
+def sweep(args, get_problem, names: list[str]) -> int:
+    """The cells of ``names`` × ``args.rtols`` × ``args.methods`` (scipy Radau first in
+    each (problem, rtol), then each odenet method under its step budget and time limit),
+    appended to ``args.out`` as they finish; prints the table.  ``args``: this script's
+    options (``stiff_holdout.py`` has the same); ``get_problem(name) -> Problem``.
+    Returns 1 if a cell is LOOSE or SILENT."""
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.fresh and out.exists():
         out.unlink()
     done = read_cells(out)
-    rows = []
     if args.report:
         rows = list(done.values())
         print(table(rows, read_cells(Path(args.before)) if args.before else None))
         print(summary(rows))
         return 0
-    for name in args.problems.split(","):
-        prob = P.get_problem(name)
+    rows = []
+    for name in names:
+        prob = get_problem(name)
         prob.solution([prob.span[1]])  # the reference (cached) is not part of any timing
         for rtol in (float(x) for x in args.rtols.split(",")):
             todo = [m for m in args.methods.split(",") if (name, rtol, m) not in done]
@@ -167,7 +177,9 @@ def main(argv=None) -> int:
                 radau = run_scipy(prob, "Radau", rtol, prob.atol_ratio)
                 budget = max(args.min_steps, int(args.budget * radau["steps"]))
             for m in todo:
+                t0 = time.perf_counter()
                 r = timed_odenet(prob, m, rtol, budget, args.timeout)
+                r.setdefault("wall", time.perf_counter() - t0)
                 r.update(
                     problem=name,
                     rtol=rtol,
@@ -177,6 +189,7 @@ def main(argv=None) -> int:
                     radau_steps=radau["steps"],
                     verdict=verdict(r, radau["err"], rtol),
                 )
+                r.setdefault("err", math.nan)
                 done[(name, rtol, m)] = r
                 with out.open("a") as fh:
                     fh.write(json.dumps(r) + "\n")

@@ -63,10 +63,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import json
-import math
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +72,7 @@ from scipy.integrate import solve_ivp
 
 sys.path.insert(0, str(Path(__file__).parent))
 from stiff import run_scipy
-from stiff_accuracy import RTOLS, read_cells, summary, table, timed_odenet, verdict
+from stiff_accuracy import RTOLS, sweep
 
 from odenet import problems as P
 
@@ -417,53 +414,7 @@ def main(argv=None) -> int:
                 ]
                 print(f"| {name} | {rtol:.0e} | " + " | ".join(f"{e:.2e}" for e in errs) + " |")
         return 0
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if args.fresh and out.exists():
-        out.unlink()
-    done = read_cells(out)
-    if args.report:
-        rows = list(done.values())
-        print(table(rows, read_cells(Path(args.before)) if args.before else None))
-        print(summary(rows))
-        return 0
-    rows = []
-    for name in names:
-        prob = get(name)
-        prob.solution([prob.span[1]])  # the reference, before any timing
-        for rtol in (float(x) for x in args.rtols.split(",")):
-            todo = [m for m in args.methods.split(",") if (name, rtol, m) not in done]
-            if todo:
-                radau = run_scipy(prob, "Radau", rtol, prob.atol_ratio)
-                budget = max(args.min_steps, int(args.budget * radau["steps"]))
-            for m in todo:
-                t0 = time.perf_counter()
-                r = timed_odenet(prob, m, rtol, budget, args.timeout)
-                r.setdefault("wall", time.perf_counter() - t0)
-                r.update(
-                    problem=name,
-                    rtol=rtol,
-                    method=m,
-                    budget=budget,
-                    radau_err=radau["err"],
-                    radau_steps=radau["steps"],
-                    verdict=verdict(r, radau["err"], rtol),
-                )
-                r.setdefault("err", math.nan)
-                done[(name, rtol, m)] = r
-                with out.open("a") as fh:
-                    fh.write(json.dumps(r) + "\n")
-                print(
-                    f"{name:22s} {rtol:.0e} {m:11s} {r['verdict']:7s} err {r['err']:.2e} "
-                    f"(Radau {radau['err']:.2e}) steps {r.get('steps', '-')}/{budget} "
-                    f"{r['wall']:.1f} s",
-                    flush=True,
-                )
-            rows += [done[(name, rtol, m)] for m in args.methods.split(",")]
-    print()
-    print(table(rows))
-    print(summary(rows))
-    return 1 if any(r["verdict"] in ("SILENT", "LOOSE") for r in rows) else 0
+    return sweep(args, get, names)
 
 
 if __name__ == "__main__":

@@ -307,6 +307,20 @@ def test_work_against_scipy_radau_on_van_der_pol_relaxation(rtol):
     assert sol.stats["jacobians"] <= ref.njev
 
 
+def _errors_beside_scipy_radau(name, problem, rtol):
+    """``name``'s and scipy Radau's errors (``stiff_error``) at the end of a stiff-suite
+    problem, same rtol and atol; the solve must succeed."""
+    prob, d = P.get_problem(problem), P.STIFF_SUITE[problem]
+    sol = odenet.solve(
+        prob.f, prob.y0_tensor(), span(*prob.span), method=name, rtol=rtol, atol=d * rtol
+    )
+    assert bool(sol.success)
+    ours = P.stiff_error(prob, sol.ys[-1], d)
+    ref = solve_ivp(prob.f_numpy, prob.span, prob.y0, method="Radau", rtol=rtol, atol=d * rtol)
+    theirs = P.stiff_error(prob, ref.y[:, -1], d)
+    return ours, theirs
+
+
 @pytest.mark.parametrize(
     ("problem", "rtol"),
     [
@@ -321,15 +335,7 @@ def test_radau_iia3_error_is_within_10x_of_scipy_radau(problem, rtol):
     # Before the estimate's safety factor κ and the tighter Newton stop (radau_error_safety)
     # these ended at 54x, 27x and 31x scipy's error (3.2x, 2.7x, 1.2x with S = 5); Robertson at
     # 1e-6 (14x before): test_adaptive_variants_against_scipy_radau_at_rtol_1e_6
-    name = "radau_iia3"
-    prob, d = P.get_problem(problem), P.STIFF_SUITE[problem]
-    sol = odenet.solve(
-        prob.f, prob.y0_tensor(), span(*prob.span), method=name, rtol=rtol, atol=d * rtol
-    )
-    assert bool(sol.success)
-    ours = P.stiff_error(prob, sol.ys[-1], d)
-    ref = solve_ivp(prob.f_numpy, prob.span, prob.y0, method="Radau", rtol=rtol, atol=d * rtol)
-    theirs = P.stiff_error(prob, ref.y[:, -1], d)
+    ours, theirs = _errors_beside_scipy_radau("radau_iia3", problem, rtol)
     assert ours <= 10 * theirs, (ours, theirs)
 
 
@@ -356,16 +362,8 @@ def test_radau_error_safety_follows_the_derived_exponent():
 def test_adaptive_variants_against_scipy_radau_at_rtol_1e_6(name, problem):
     # a tight reference (scipy Radau at 1e-13); error within 10x of scipy Radau's at the
     # same rtol (radau_iia3: 0.48x measured here, 14x before radau_error_safety)
-    rtol = 1e-6
-    prob, d = P.get_problem(problem), P.STIFF_SUITE[problem]
-    sol = odenet.solve(
-        prob.f, prob.y0_tensor(), span(*prob.span), method=name, rtol=rtol, atol=d * rtol
-    )
-    assert bool(sol.success)
-    ours = P.stiff_error(prob, sol.ys[-1], d)
-    ref = solve_ivp(prob.f_numpy, prob.span, prob.y0, method="Radau", rtol=rtol, atol=d * rtol)
-    theirs = P.stiff_error(prob, ref.y[:, -1], d)
-    assert ours <= 10 * theirs
+    ours, theirs = _errors_beside_scipy_radau(name, problem, 1e-6)
+    assert ours <= 10 * theirs, (ours, theirs)
 
 
 @pytest.mark.parametrize("batched", [False, True])
@@ -402,11 +400,24 @@ def test_radau_iia3_kappa_is_capped_at_the_dtype_resolution_and_float32_ends_qui
     def vdp(t, y):
         return torch.stack([y[1], mu * (1 - y[0] ** 2) * y[1] - y[0]])
 
-    ref = odenet.solve(vdp, torch.tensor([2.0, 0.0], dtype=torch.float64),
-                       torch.tensor([0.0, 20.0], dtype=torch.float64), method="radau_iia5",
-                       rtol=1e-10, atol=1e-10).ys[-1]
-    sol = odenet.solve(vdp, torch.tensor([2.0, 0.0]), torch.tensor([0.0, 20.0]),
-                       method="radau_iia3", rtol=1e-6, atol=1e-6, max_steps=20_000, throw=False)
+    ref = odenet.solve(
+        vdp,
+        torch.tensor([2.0, 0.0], dtype=torch.float64),
+        torch.tensor([0.0, 20.0], dtype=torch.float64),
+        method="radau_iia5",
+        rtol=1e-10,
+        atol=1e-10,
+    ).ys[-1]
+    sol = odenet.solve(
+        vdp,
+        torch.tensor([2.0, 0.0]),
+        torch.tensor([0.0, 20.0]),
+        method="radau_iia3",
+        rtol=1e-6,
+        atol=1e-6,
+        max_steps=20_000,
+        throw=False,
+    )
     if sol.status == 0:
         assert (sol.ys[-1].double() - ref).abs().max() < 1e-3 * ref.abs().max()
     else:

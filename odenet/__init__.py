@@ -62,6 +62,7 @@ _LAZY = {
     "MLPField": "odenet.models",
     "IrregularBatch": "odenet.batch",
     "verify_order": "odenet.order_conditions",
+    "VariableBDF": "odenet._bdf",
 }
 
 
@@ -109,6 +110,7 @@ __all__ = [
     "Status",
     "StepSizeUnderflowError",
     "UnknownMethodError",
+    "VariableBDF",
     "VectorFieldError",
     "WorkPrecisionResult",
     "__version__",

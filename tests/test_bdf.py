@@ -108,14 +108,36 @@ STIFF_CASES = [
 ]
 
 
+def scipy_bdf_nfe_at_error(prob, d, err, rtol):
+    """Scipy BDF's f-evaluations at the error ``err``: scipy's BDF runs at ``rtol``,
+    ``rtol/10``, … until its error at the end is ≤ ``err``; its nfe is interpolated
+    log–log between the last two runs (the must-hold's "at equal error")."""
+    fn = prob.numpy_field()
+    runs = []
+    r = rtol
+    while r >= 1e-13:
+        ref = solve_ivp(fn, prob.span, prob.y0, method="BDF", rtol=r, atol=d * r)
+        runs.append((P.stiff_error(prob, ref.y[:, -1], d), ref.nfev))
+        if runs[-1][0] <= err:
+            break
+        r /= 10
+    else:
+        pytest.fail(f"scipy BDF does not reach {err:.2e}")
+    if len(runs) == 1:
+        return float(runs[0][1])
+    (e1, n1), (e2, n2) = runs[-2], runs[-1]
+    w = math.log(err / e1) / math.log(e2 / e1) if e1 != e2 else 1.0
+    return math.exp(math.log(n1) + w * (math.log(n2) - math.log(n1)))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("problem", "rtol"), STIFF_CASES)
-def test_stiff_set_ok_means_tolerance_and_within_10x_of_scipy(problem, rtol):
-    """Status ok ⇒ error ≤ 100·rtol; the error is within 10× of scipy's BDF or Radau
-    (the less accurate of the two) at the same rtol — scipy's own BDF is 10–300× less
-    accurate than its Radau on this set (Radau, of order 5, lands far below rtol), see
-    studies/benchmarks/bdf_results.md; the f-evaluations are within a loose 3× of
-    scipy BDF's (the must-hold 1.5× at equal error is measured in the benchmark)."""
+def test_stiff_set_within_10x_of_radau_and_work_at_equal_error(problem, rtol):
+    """Issue 14's must-holds for ndf on the stiff set: status ok, the error at the end
+    within 10× of scipy Radau's at the same rtol (scipy's own BDF is 20–500× Radau's
+    here: the error safety makes the global error follow rtol), and the f-evaluations
+    within 1.5× scipy BDF's *at the same error* (scipy run at tighter rtols until it
+    reaches odenet's error; ``studies/benchmarks/bdf_results.md``)."""
     prob = P.get_problem(problem)
     d = P.STIFF_SUITE[problem]
     t = torch.tensor(prob.span, dtype=F64)
@@ -124,14 +146,12 @@ def test_stiff_set_ok_means_tolerance_and_within_10x_of_scipy(problem, rtol):
     )
     assert sol.success
     err = P.stiff_error(prob, sol.ys[-1], d)
-    assert err <= 100 * rtol, err
     fn = prob.numpy_field()
     radau = solve_ivp(fn, prob.span, prob.y0, method="Radau", rtol=rtol, atol=d * rtol)
     err_radau = P.stiff_error(prob, radau.y[:, -1], d)
-    bdf = solve_ivp(fn, prob.span, prob.y0, method="BDF", rtol=rtol, atol=d * rtol)
-    err_bdf = P.stiff_error(prob, bdf.y[:, -1], d)
-    assert err <= 10 * max(err_radau, err_bdf), (err, err_radau, err_bdf)
-    assert sol.stats["nfe"] <= 3 * bdf.nfev, (sol.stats["nfe"], bdf.nfev)
+    assert err <= 10 * err_radau, (err, err_radau)
+    nfe_scipy = scipy_bdf_nfe_at_error(prob, d, err, rtol)
+    assert sol.stats["nfe"] <= 1.5 * nfe_scipy, (sol.stats["nfe"], nfe_scipy)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -423,14 +443,17 @@ def test_a_terminal_event_is_located_on_the_dense_output(name):
     ("problem", "rtol"), [("robertson_long", 1e-4), ("van_der_pol_relaxation", 1e-3)]
 )
 def test_lu_and_jacobian_counts_are_scipys_at_its_accuracy(problem, rtol):
-    """On the same input as scipy's BDF (also NDF): LU factorisations, Jacobians and
-    f-evaluations within 1.5× scipy's, the error at the end against the tight reference
-    within 3× scipy's and 100·rtol.  Changing h every step made 4–5× scipy's LUs here
-    (robertson_long 238 vs 51, Van der Pol 715 vs 194 before the step-size hold)."""
+    """On the same input as scipy's BDF (also NDF), odenet's NDF with scipy's error
+    control (``error_safety=1, safety_exponent=0``: the same local error per step):
+    LU factorisations, Jacobians and f-evaluations within 1.5× scipy's, the error at the
+    end against the tight reference within 3× scipy's and 100·rtol.  Changing h every
+    step made 4–5× scipy's LUs here (robertson_long 238 vs 51, Van der Pol 715 vs 194
+    before the step-size hold)."""
     prob = P.get_problem(problem)
     d = P.STIFF_SUITE[problem]
     t = torch.tensor(prob.span, dtype=F64)
-    sol = odenet.solve(prob.f, prob.y0_tensor(), t, method="ndf", rtol=rtol, atol=d * rtol)
+    local = odenet.VariableBDF("ndf_local", ndf=True, error_safety=1.0, safety_exponent=0.0)
+    sol = odenet.solve(prob.f, prob.y0_tensor(), t, method=local, rtol=rtol, atol=d * rtol)
     ref = solve_ivp(prob.numpy_field(), prob.span, prob.y0, method="BDF", rtol=rtol, atol=d * rtol)
     st = sol.stats
     assert st["nlu"] <= 1.5 * ref.nlu, (st["nlu"], ref.nlu)
@@ -482,23 +505,34 @@ def test_an_lu_is_made_only_when_the_controller_changes_h():
     assert np.abs(sol.ys[-1].numpy() - y_ref).max() <= 100 * 1e-6 * (1 + np.abs(y_ref).max())
 
 
-@pytest.mark.parametrize("method", ["bdf", "ndf"])
-def test_tight_rtol_error_stays_proportional_to_rtol(method):
-    """The error safety max(1, 1e-2/rtol)^(1/6): on Robertson [0, 1e5] at rtol 1e-8 the
-    error ended at 12.5·rtol (scipy's BDF too) and on the Oregonator at 150·rtol, above
-    the stiff must-hold's 100·rtol with status ok; now within a few rtol here."""
-    import odenet.problems as P
-
+@pytest.mark.parametrize(("method", "rtol"), [("bdf", 1e-6), ("ndf", 1e-8)])
+def test_tight_rtol_error_within_10x_of_radau(method, rtol):
+    """The error safety κ = 150·max(1, 1e-2/rtol)^(1/3) on Robertson [0, 1e5]: the
+    error within 10× of scipy Radau's at the same rtol (at 1e-8 scipy's BDF ends at
+    12.5·rtol, 60× Radau's; odenet with κ = max(1, 1e-2/rtol)^(1/6) at 1.4·rtol, 70×,
+    and at 1e-6 111×; with κ on the estimate but the order rule on the unscaled
+    estimates the solve stalled at orders 1–2)."""
     prob = P.get_problem("robertson_long")
-    rtol = 1e-8
+    atol = prob.atol(rtol)
     sol = odenet.solve(
         prob.f,
         torch.as_tensor(prob.y0),
         torch.tensor(prob.span, dtype=torch.float64),
         method=method,
         rtol=rtol,
-        atol=torch.as_tensor(prob.atol(rtol)),
+        atol=torch.as_tensor(atol),
+        max_steps=20000,
     )
     assert bool(sol.success)
     err = P.stiff_error(prob, sol.ys[-1].numpy(), prob.atol_ratio)
-    assert err <= 5 * rtol, err / rtol
+    radau = solve_ivp(prob.numpy_field(), prob.span, prob.y0, method="Radau", rtol=rtol, atol=atol)
+    err_radau = P.stiff_error(prob, radau.y[:, -1], prob.atol_ratio)
+    assert err <= 10 * err_radau, (err, err_radau)
+
+
+@pytest.mark.parametrize(
+    "kw", [{"error_safety": 0.0}, {"error_safety": math.nan}, {"safety_exponent": -0.5}]
+)
+def test_a_bad_error_safety_is_an_input_error(kw):
+    with pytest.raises(odenet.InputError, match="error_safety"):
+        odenet.VariableBDF("mine", ndf=True, **kw)

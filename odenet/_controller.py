@@ -234,6 +234,12 @@ class PredictiveController(PIDController):
     reuse its LU factors.  The rules common to every controller (rejections shrink,
     Newton failures by ``newton_factor``, no growth right after a rejection) hold.
 
+    scipy's ``Radau`` differs in five rules (growth cap 10, keep ``h`` for every factor
+    below 1.2, the predictive factor on rejections too, its ``h_old`` and ``r_acc``, growth
+    right after a rejection); switching them in was measured against scipy on the stiff
+    grid and hold-out problems and not adopted (``studies/benchmarks/stiff_results.md``,
+    ``radau_trace.py controllers``).
+
     References: Gustafsson, ACM TOMS 20 (1994); Hairer & Wanner II, Sec. IV.8 (8.25).
     """
 

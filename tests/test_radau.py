@@ -511,3 +511,44 @@ def test_a_finite_time_blow_up_ends_in_an_underflow_as_scipy_radau():
     )  # fmt: skip
     assert sol.status.tolist() == [int(odenet.Status.STEP_UNDERFLOW), 0]
     assert abs(float(sol.ys[1, -1, 0]) - 1 / (1 / 0.1 - 2)) < 1e-3 * 0.125
+
+
+def _radau_trace():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies" / "benchmarks"))
+    import radau_trace
+
+    return radau_trace
+
+
+def test_radau_traces_scipy_rules_controller_takes_scipy_radaus_steps():
+    # radau_trace.py's `controllers` study (stiff_results.md, H1 2026-12-02) compares
+    # odenet's controller with scipy Radau's rules; its "scipy" variant must take scipy's
+    # own steps where the step itself is the same computation (Prothero–Robinson: exact
+    # and finite-difference Jacobians agree), and its "current" one odenet's default's
+    rt = _radau_trace()
+    lam, rtol, atol = -1e4, 1e-5, 1e-8
+    ref = solve_ivp(
+        lambda t, y: lam * (y - np.sin(t)) + np.cos(t), (0.0, 10.0), [0.0], method="Radau",
+        rtol=rtol, atol=atol,
+    )  # fmt: skip
+
+    def accepted_times(variant):
+        ctrl = None if variant is None else rt.ScipyRules(**rt.VARIANTS[variant])
+        sol = odenet.solve(
+            lambda t, y: lam * (y - torch.sin(t)) + torch.cos(t), torch.zeros(1, dtype=D),
+            span(0.0, 10.0), method="radau_iia5", rtol=rtol, atol=atol, controller=ctrl,
+        )  # fmt: skip
+        return sol, (None if ctrl is None else [h for h, _, acc in ctrl.log if acc])
+
+    sol, hs = accepted_times("scipy")
+    t = np.cumsum(hs)
+    # the same 13 steps, with scipy's two rejections on the way (its rules for those too)
+    assert len(t) == len(ref.t) - 1 and int(sol.stats["rejected"]) == 2
+    assert np.allclose(t, ref.t[1:], rtol=1e-4, atol=0)
+    default, _ = accepted_times(None)
+    current, hs_current = accepted_times("current")
+    assert current.stats == default.stats and torch.equal(current.ys, default.ys)
+    assert len(hs_current) != len(hs)  # RADAU5's rules take other steps here

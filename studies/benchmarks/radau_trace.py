@@ -29,13 +29,28 @@ A problem of the hold-out sweep (``stiff_holdout.py``: ``e5``, ``prothero_robins
 ...) is traced with its own floors (``atol = floors·rtol``):
 
     python studies/benchmarks/radau_trace.py trace --problem prothero_robinson_1e4 --rtol 1e-3
+
+``controllers``: the grid's cells solved by radau_iia5 under variants of its step-size
+controller that follow scipy's ``Radau`` where odenet's :class:`~odenet._controller.
+PredictiveController` (RADAU5's rules) differs (:data:`VARIANTS`, a
+:class:`ScipyRules` each); per variant njev, nfe, nlu and the error against scipy
+Radau's, summed over the cells, and how many attempts from the start each run takes
+exactly as scipy's (step sizes within 1e-3).  ``--t1s`` moves the end of the span
+(where a run puts its last step is what decides Prothero–Robinson's error).
+
+    python studies/benchmarks/radau_trace.py controllers --problems all \
+        --brusselator-1d 250 --brusselator-2d 16 --json /tmp/controllers.json
+    python studies/benchmarks/radau_trace.py controllers --problems prothero_robinson_1e4 \
+        --rtols 1e-3,1e-6,1e-8 --t1s 6:15:0.25
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
+import statistics
 
 import numpy as np
 import torch
@@ -46,6 +61,7 @@ import odenet
 from odenet import _controller, _radau
 from odenet import problems as P
 from odenet._newton import Newton
+from odenet._ops import HostOps
 
 
 class TracedRadau(R.Radau):
@@ -163,6 +179,83 @@ class TracedRadau(R.Radau):
         self.t_old = t
         self.sol = self._compute_dense_output()
         return step_accepted, None
+
+
+@dataclasses.dataclass(frozen=True)
+class ScipyRules(_controller.PredictiveController):
+    """:class:`odenet._controller.PredictiveController` with scipy ``Radau``'s rules
+    switched in one by one (scipy 1.x ``Radau._step_impl`` and ``predict_factor``);
+    every switch off is odenet's controller (same steps, checked by ``controllers``'
+    ``current`` row against ``grid``).  One system only (the loop's ``[1]`` tensors).
+
+    ``factor_max``: scipy's ``MAX_FACTOR`` is 10 (RADAU5 and odenet 8).
+    ``keep_below``: keep ``h`` after an accepted step for every factor below
+    ``keep_max`` (scipy), not only in ``[1, keep_max]`` (RADAU5).
+    ``predict_rejected``: a rejected step shrinks by the predictive factor too (scipy),
+    not the classical one.  ``h_old_proposed``: the predictive factor's ``h_old`` is
+    the step size proposed at the previous step's start (scipy's ``h_abs_old``), not the
+    accepted one; ``r_floor``: the previous error ratio's floor (RADAU5 1e-2, scipy 0).
+    ``grow_after_reject``: the step may grow right after a rejection (scipy; RADAU5
+    and odenet keep ``h`` there).
+    """
+
+    keep_below: bool = False
+    predict_rejected: bool = False
+    h_old_proposed: bool = False
+    r_floor: float = 1e-2
+    grow_after_reject: bool = False
+    # (h, error ratio, accepted) per attempt, for the comparison with scipy's log
+    log: list = dataclasses.field(default_factory=list, compare=False, repr=False)
+
+    def init_memory(self, ops, like):
+        if like is None or like.numel() != 1:
+            raise SystemExit("ScipyRules runs one system (a [1] row) only")
+        return (1.0, 1.0, False, False, None)  # h_old, r_old, before, rejected, h_start
+
+    def judge(self, ops, h, ratio, ok, memory, error_order, **kw):
+        # the loop's keywords: h_floor, hold, safety (Newton's scale), refresh (J due)
+        h_floor, hold, safety = kw.get("h_floor", 0.0), kw.get("hold"), kw.get("safety")
+        refresh = kw.get("refresh", False)
+        row = h
+        h, ratio = float(h), float(ratio)
+        ok = True if ok is None else bool(ok)
+        safety = None if safety is None else float(safety)
+        host = HostOps
+        finite, accept, r = self._verdict(host, ratio, ok)
+        k = error_order + 1
+        h_old, r_old, before, rejected, h_start = memory
+        h_start = h if h_start is None else h_start
+        sf = self._safety(safety)
+        factor = sf * r ** (-1.0 / k)
+        predicted = sf * (h / h_old) * (r_old / max(r * r, _controller._TINY)) ** (1.0 / k)
+        if before and (accept or (self.predict_rejected and finite and ok)):
+            factor = min(factor, predicted)
+        factor = min(max(factor, self.factor_min), self.factor_max)
+        low = -math.inf if self.keep_below else 1.0
+        if accept and low <= factor <= self.keep_max and not bool(refresh):
+            factor = 1.0
+        held = rejected and not self.grow_after_reject
+        accept, h_next = self._limit(host, h, factor, accept, finite, ok, held, h_floor, hold)
+        self.log.append((h, ratio, bool(accept)))
+        if accept:
+            h_prev = h_start if self.h_old_proposed else h
+            memory = (h_prev, max(r, self.r_floor), True, False, None)
+        else:
+            memory = (h_old, r_old, before, True, h_start)
+        return torch.tensor([accept]), torch.full_like(row, h_next), memory
+
+
+_SCIPY = dict(
+    factor_max=10.0, predict_rejected=True, h_old_proposed=True, r_floor=0.0, grow_after_reject=True
+)
+#: the controller variants of ``controllers``: odenet's, scipy's growth cap alone,
+#: scipy's rules but RADAU5's keep rule, and scipy's exactly
+VARIANTS = {
+    "current": {},
+    "cap10": dict(factor_max=10.0),
+    "scipy-but-keep": _SCIPY,
+    "scipy": dict(_SCIPY, keep_below=True),
+}
 
 
 def run_scipy(prob, rtol, d, traced=True, **kw):
@@ -377,6 +470,88 @@ def grid(args):
             json.dump(rows, fh, indent=1, default=float)
 
 
+def _same_start(olog, slog, tol=1e-3):
+    """How many attempts from the start the two runs take alike (``h`` within ``tol``
+    relative, same verdict)."""
+    n = 0
+    for (h, _, acc), e in zip(olog, slog):
+        if abs(h - e["h"]) > tol * e["h"] or acc != (e["acc"] == "accept"):
+            break
+        n += 1
+    return n
+
+
+def controllers(args):
+    """Every cell under every controller variant; a summary row per variant."""
+    names = args.variants.split(",")
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    t1s = [None]
+    if args.t1s:
+        a, b, step = (float(x) for x in args.t1s.split(":"))
+        t1s = list(np.arange(a, b + step / 2, step))
+    rows = []
+    for label, prob0, d, okw, skw in cells(args):
+        for t1 in t1s:
+            prob = prob0 if t1 is None else dataclasses.replace(prob0, span=(0.0, float(t1)))
+            prob.solution([prob.span[1]])
+            for rtol in [float(x) for x in args.rtols.split(",")]:
+                s, slog = run_scipy(prob, rtol, d, **skw)
+                # "radau": scipy Radau's counts (a variant is named "scipy")
+                row = dict(problem=label, t1=prob.span[1], rtol=rtol, radau=s)
+                for v in names:
+                    ctrl = ScipyRules(**VARIANTS[v])
+                    o, _ = run_odenet(prob, rtol, d, controller=ctrl, **okw)
+                    o["same_start"] = _same_start(ctrl.log, slog)
+                    o["attempts"] = len(ctrl.log)
+                    row[v] = o
+                rows.append(row)
+                print(
+                    f"{label}{'' if t1 is None else f' t1={t1:g}'} rtol={rtol:.0e} "
+                    f"scipy njev {s['njev']} "
+                    f"nfe {s['nfe']}: "
+                    + "; ".join(
+                        f"{v} {row[v]['njev']}, {row[v]['nfe'] - row[v]['nfe_jac']}, "
+                        f"err ×{row[v]['err'] / s['err']:.2g}"
+                        for v in names
+                    ),
+                    flush=True,
+                )
+    print(
+        f"\n{len(rows)} cells.  njev ≤ scipy's, nfe (without Jacobian calls) ≤ 1.2× scipy's: "
+        "cells meeting it; |log10 error ratio|: odenet's error over scipy Radau's"
+    )
+    print(
+        "| controller | njev ≤ | nfe ≤ 1.2× | njev Σ o/s | nfe Σ o/s | |log10 err ratio| "
+        "median, mean | err ratio max, min | > 3×, < 1/3× | nlu Σ o/s | rejected Σ o/s | "
+        "attempts as scipy's, Σ o/s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    n = len(rows)
+    scipy_attempts = sum(r["radau"]["acc"] + r["radau"]["rej"] for r in rows)
+    for v in names:
+        own = [r[v]["nfe"] - r[v]["nfe_jac"] for r in rows]
+        ok = [r for r in rows if r[v]["status"] == "ok" and r["radau"]["status"] == "ok"]
+        lr = [math.log10(r[v]["err"] / r["radau"]["err"]) for r in ok] or [math.nan]
+        third = math.log10(3)
+        tot = lambda key, side=v: sum(r[side][key] for r in rows)  # noqa: E731
+        print(
+            f"| {v} | {sum(r[v]['njev'] <= r['radau']['njev'] for r in rows)}/{n} | "
+            f"{sum(o <= 1.2 * r['radau']['nfe'] for o, r in zip(own, rows))}/{n} | "
+            f"{tot('njev')}/{tot('njev', 'radau')} | {sum(own)}/{tot('nfe', 'radau')} | "
+            f"{statistics.median(map(abs, lr)):.3f}, {sum(map(abs, lr)) / len(lr):.3f} | "
+            f"{10 ** max(lr):.3g}, {10 ** min(lr):.3g} | "
+            f"{sum(x > third for x in lr)}, {sum(x < -third for x in lr)} | "
+            f"{tot('nlu')}/{tot('nlu', 'radau')} | {tot('rej')}/{tot('rej', 'radau')} | "
+            f"{sum(r[v]['same_start'] for r in rows)}/{scipy_attempts} |"
+            + ("" if len(ok) == n else f" ({n - len(ok)} not ok)")
+        )
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=1, default=float)
+
+
 def _fmt(e):
     it = ",".join(str(i) for i in e.get("it", []))
     rate = e.get("rate")
@@ -407,14 +582,19 @@ def trace(args):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="mode", required=True)
-    for name in ("grid", "trace"):
+    for name in ("grid", "trace", "controllers"):
         p = sub.add_parser(name)
-        p.add_argument("--problems", default="all" if name == "grid" else "none")
+        p.add_argument("--problems", default="none" if name == "trace" else "all")
         p.add_argument("--brusselator-1d", type=int, default=0, metavar="N")
         p.add_argument("--brusselator-2d", type=int, default=0, metavar="N")
         p.add_argument("--b2d-t1", type=float, default=1.5)
     g = sub.choices["grid"]
     g.add_argument("--rtols", default="1e-3,1e-4,1e-5,1e-6,1e-7,1e-8")
+    c = sub.choices["controllers"]
+    c.add_argument("--rtols", default="1e-3,1e-4,1e-5,1e-6,1e-7,1e-8")
+    c.add_argument("--variants", default=",".join(VARIANTS), help=", ".join(VARIANTS))
+    c.add_argument("--t1s", default="", metavar="A:B:STEP", help="ends of the span A…B")
+    c.add_argument("--json", default="")
     g.add_argument(
         "--check-copy",
         action="store_true",
@@ -428,7 +608,7 @@ def main(argv=None):
     torch.set_num_threads(1)
     if args.mode == "trace" and args.problem:
         args.problems = args.problem
-    (grid if args.mode == "grid" else trace)(args)
+    {"grid": grid, "trace": trace, "controllers": controllers}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ class VariableBDF:
         at the end follows ``rtol`` as a RADAU5's does (within 10× of scipy Radau's on
         the stiff set) instead of growing with the number of steps; ``error_safety=1,
         safety_exponent=0`` is scipy's ``BDF`` (local error per step ≈ ``rtol``, the
-        global error 10–5000× Radau's at the same rtol).  Work at *equal error* is the
+        global error 30–4600× Radau's at the same rtol).  Work at *equal error* is the
         same; see :func:`bdf_error_safety`.
     order : the highest order used (5).
     error_order : the order of the first step's estimate (1); later steps report
@@ -127,15 +127,6 @@ class VariableBDF:
     error_safety: float = 150.0
     safety_exponent: float = 1 / 3
 
-    def __post_init__(self):
-        ok = math.isfinite(self.error_safety) and self.error_safety > 0
-        if not (ok and math.isfinite(self.safety_exponent) and self.safety_exponent >= 0):
-            raise InputError(
-                f"VariableBDF {self.name!r}: error_safety={self.error_safety!r} and "
-                f"safety_exponent={self.safety_exponent!r} must be a positive and a "
-                "non-negative finite number (error_safety=1, safety_exponent=0 is scipy's "
-                "local error control)"
-            )
     family = "bdf_variable"
     order = MAX_ORDER
     error_order = 1
@@ -153,6 +144,16 @@ class VariableBDF:
     # sensitivity="adjoint": the reverse solve's method (stiff too), unless the caller
     # names one with options adjoint_method=...
     adjoint_method = "radau_iia5"
+
+    def __post_init__(self):
+        ok = math.isfinite(self.error_safety) and self.error_safety > 0
+        if not (ok and math.isfinite(self.safety_exponent) and self.safety_exponent >= 0):
+            raise InputError(
+                f"VariableBDF {self.name!r}: error_safety={self.error_safety!r} and "
+                f"safety_exponent={self.safety_exponent!r} must be a positive and a "
+                "non-negative finite number (error_safety=1, safety_exponent=0 is scipy's "
+                "local error control)"
+            )
 
     def __repr__(self) -> str:
         kind = "NDF" if self.ndf else "BDF"
@@ -223,12 +224,12 @@ def bdf_error_safety(method: VariableBDF, rtol: float, eps: float = 0.0) -> floa
     over ``N`` steps: scipy's BDF ends at 1–150·rtol on the stiff set, 30–4600× scipy
     Radau's error at the same rtol, and the ratio grows as rtol tightens (Radau's error
     falls faster than rtol).  Growing like ``rtol^(−1/3)``, faster than the number of
-    steps at order 5 (``rtol^(−1/6)``), κ keeps ndf within 0.15–4.7× Radau's error from
+    steps at order 5 (``rtol^(−1/6)``), κ keeps ndf within 0.034–4.7× Radau's error from
     rtol 1e-3 to 1e-8 on Robertson, HIRES, Van der Pol μ = 1000, the Oregonator and the
     1-D Brusselator (S = 100 with exponent 1/6: up to 32× on the Oregonator at 1e-8;
-    ``studies/benchmarks/stiff_accuracy_results.md``), for 2–3× scipy BDF's
-    f-evaluations *at the same rtol* and the same work at equal error
-    (``bdf_results.md``).  ``rtol``: the solve's largest (float)."""
+    ``studies/benchmarks/stiff_accuracy_results.md``; 0–4.4× on nine hold-out problems),
+    for 2.5–4.2× scipy BDF's f-evaluations *at the same rtol* and the same work at equal
+    error (1.01–1.10×, ``bdf_results.md``).  ``rtol``: the solve's largest (float)."""
     kappa = method.error_safety * max(1.0, RTOL_REF / max(rtol, 1e-300)) ** method.safety_exponent
     return resolvable_safety(kappa, rtol, eps)
 

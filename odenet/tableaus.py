@@ -1286,7 +1286,7 @@ def _lobatto_iiic4() -> ButcherTableau:
 # rtol 1e-3 at 11x and 20x, S = 500 at 4.9x and 8.7x for 1.46x the f-evaluations.
 # sdirk4: S = 2 passed the visible set but left two hold-out cells (Kaps rtol 1e-6,
 # Prothero-Robinson λ = -1e4 rtol 1e-3) at 23x and 34x; S = 6 at 3.5x and 1.6x, every
-# visible and hold-out cell at rtol 1e-3 and 1e-6 within 4.4x, for 1.1-2.2x (median 1.3x)
+# visible and hold-out cell at rtol 1e-3 and 1e-6 within 4.4x, for 1.0-3.1x (median 1.3x)
 # the f-evaluations (studies/benchmarks/stiff_holdout_results.md).
 KVAERNO3_SAFETY = 12.0
 KVAERNO5_SAFETY = 40.0

@@ -641,7 +641,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "--methods",
         type=_names,
         default=None,
-        help="odenet names, scipy:NAME (RK45, DOP853, Radau, BDF, LSODA, RK23), "
+        help="odenet names (multistep too: ndf, bdf, adams, ab3, ...), "
+        "scipy:NAME (RK45, DOP853, Radau, BDF, LSODA, RK23), "
         "torchdiffeq:NAME (dopri5, rk4, ...); NAME+jac / NAME+sparsity give the problem's "
         "Jacobian / its sparsity to an implicit odenet method or scipy's Radau, BDF "
         "(+jac also LSODA), e.g. radau_iia5+jac,scipy:BDF+sparsity; default for a stiff problem: "

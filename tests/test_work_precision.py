@@ -117,6 +117,34 @@ def test_parse_solver():
     assert not parse_solver("torchdiffeq:rk4").adaptive
 
 
+def test_methods_with_memory_are_compared_too():
+    # the multistep families (ndf, bdf, adams; fixed-step ab3, bdf2, ...) were refused
+    # as "unknown odenet method", so `odenet compare` could not set ndf beside scipy's BDF
+    assert parse_solver("ndf") == Solver("odenet", "ndf", True)
+    assert parse_solver("bdf+jac") == Solver("odenet", "bdf", True, "jac")
+    assert not parse_solver("ab3").adaptive
+    with pytest.raises(InputError, match="ndf"):  # the list of names offers them
+        parse_solver("ndff")
+    prob = get_problem("robertson")
+    t = work_precision(prob, methods="ndf,scipy:BDF", tolerances=[1e-4], repeats=1).table
+    t = t.set_index("label")
+    assert (t["status"] == "ok").all()
+    # the same solve outside the study: the row reports its f-evaluations
+    direct = solve(
+        prob.f,
+        prob.y0_tensor(),
+        torch.tensor(prob.span, dtype=torch.float64),
+        method="ndf",
+        rtol=1e-4,
+        atol=torch.as_tensor(prob.atol(1e-4)),
+    )
+    assert int(t.loc["ndf", "nfe"]) == int(direct.stats["nfe"])
+    assert t.loc["ndf", "error"] <= 10 * t.loc["scipy:BDF", "error"]
+    fixed = work_precision("cos", methods="ab3", n_steps=[16, 32], repeats=1).table
+    err = fixed.sort_values("steps")["error"].to_numpy()
+    assert err[1] < err[0] / 4  # third order: 8x from halving h, with slack
+
+
 # --- stiff rows, one work axis, error measures, atol per component, time limits ----------
 
 import math  # noqa: E402

@@ -110,16 +110,32 @@ class Solver:
         return name if self.library == "odenet" else f"{self.library}:{name}"
 
 
-def parse_solver(spec: str) -> Solver:
-    """``"dopri5"`` → odenet; ``"scipy:RK45"``; ``"scipy:BDF+jac"``; ``"torchdiffeq:rk4"``."""
+def _odenet_method(name: str):
+    """The odenet method called ``name``: a registered tableau or a method with memory
+    (``ndf``, ``bdf``, ``adams``, ``ab3``, ...), or None."""
+    from odenet._registry import multistep
     from odenet.tableaus import methods, tableau
 
+    return multistep(name) or (tableau(name) if name in methods() else None)
+
+
+def _odenet_names() -> list[str]:
+    from odenet._registry import registered
+    from odenet.tableaus import methods
+
+    return sorted([*methods(), *registered()])
+
+
+def parse_solver(spec: str) -> Solver:
+    """``"dopri5"`` → odenet; ``"ndf"``; ``"scipy:RK45"``; ``"scipy:BDF+jac"``;
+    ``"torchdiffeq:rk4"``."""
     spec, _, variant = spec.partition("+")
     lib, sep, name = spec.partition(":")
     if not sep:
         lib, name = "odenet", spec
+    method = _odenet_method(name) if lib == "odenet" else None
     if variant:
-        implicit = lib == "odenet" and name in methods() and tableau(name).is_implicit
+        implicit = method is not None and method.is_implicit
         if variant not in SCIPY_VARIANTS or not (lib == "scipy" or implicit):
             raise InputError(
                 f"unknown variant {spec}+{variant} in `methods`; +jac and +sparsity go with "
@@ -128,7 +144,7 @@ def parse_solver(spec: str) -> Solver:
                 "scipy:LSODA+jac, ...)."
             )
         if implicit:
-            return Solver("odenet", name, tableau(name).is_adaptive, variant)
+            return Solver("odenet", name, method.is_adaptive, variant)
         if name not in SCIPY_VARIANTS[variant]:
             raise InputError(
                 f"scipy:{name} does not take `{'jac' if variant == 'jac' else 'jac_sparsity'}`"
@@ -137,11 +153,12 @@ def parse_solver(spec: str) -> Solver:
             )
         return Solver("scipy", name, True, variant)
     if lib == "odenet":
-        if name not in methods():
+        if method is None:
             raise InputError(
-                f"unknown odenet method {name!r} in `methods`; available: {', '.join(methods())}."
+                f"unknown odenet method {name!r} in `methods`; available: "
+                f"{', '.join(_odenet_names())}."
             )
-        return Solver("odenet", name, tableau(name).is_adaptive)
+        return Solver("odenet", name, method.is_adaptive)
     if lib == "scipy":
         if name not in SCIPY_METHODS:
             raise InputError(

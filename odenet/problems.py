@@ -1195,13 +1195,15 @@ def brusselator_2d(n: int = 32, alpha: float = 0.1, t1: float = 11.5) -> Problem
 
         t = np.asarray(t, dtype=np.float64)
         cache = _BRUSSELATOR_2D_REFERENCES.setdefault(key, {})
+        cache.setdefault(0.0, y0)
         missing = sorted({float(s) for s in t} - set(cache))
         if missing:
             # BDF, not Radau: scipy's Radau factorises its complex system with SuperLU's
             # zgstrf, ~90x slower here than a real factorisation (see odenet._jacobian)
+            # to the last time asked, not to t1: each call with new times is a new solve
             sol = solve_ivp(
                 f_numpy,
-                (0.0, t1),
+                (0.0, missing[-1]),
                 y0,
                 method="BDF",
                 t_eval=missing,

@@ -652,7 +652,7 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
 
     n_iter = 0
     while B.running():
-        # --- hook (H5, issue 15): solve(compile=True), adaptive on the host backend: a
+        # solve(compile=True), adaptive on the host backend: a
         # compiled block takes the steps that write no output, under this loop's
         # controller and rules, and stops before the first step that needs the loop
         if host and not fixed and B.fused is not None and record is None:
@@ -660,7 +660,6 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
                                                   h_floor)
             if not B.running():
                 break
-        # --- end hook
         # --- the step to try: to the next node (fixed) or as proposed (adaptive) ----
         # (no grad-mode switch: with t_grad grad mode is on, without it the times are
         # detached, so only a fixed grid differentiable in t builds a graph here)
@@ -687,11 +686,10 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
         if stateful:
             out, trial_state = rk.step(B.g, s, y, h_try, f0, method_state)
             trial = _Trial(out.y1, out.ks, out.f1, out.ok, error=out.error)
-            # --- hook (H2, issue 14): a variable-order method reports the order of its
+            # a variable-order method reports the order of its
             # error estimate per row ([K]); the controller's exponent follows it
             if getattr(out, "error_order", None) is not None:
                 error_order = out.error_order
-            # --- end hook
         else:
             trial = B.step(s, y, h_try, f0)
 
@@ -720,12 +718,10 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
                 hold=getattr(out, "hold", None) if stateful else None,
                 safety=getattr(out, "safety", None)
                 if stateful
-                # --- H4 (issue 14): Radau IIA's Newton-iteration safety scale
+                # Radau IIA's Newton-iteration safety scale
                 else getattr(rk, "newton_safety", None),
-                # --- end H4
-                # --- H7 (issue 14): Radau IIA's "a new Jacobian is due" (bool)
+                # Radau IIA's "a new Jacobian is due" (bool)
                 refresh=False if stateful else bool(getattr(rk, "jacobian_due", False)),
-                # --- end H7
             )
             if not host and B.n_done:
                 accept = accept & ~B.done
@@ -733,7 +729,7 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
             method_state = rk.commit_state(method_state, trial_state, accept)
         all_accept = ops.all(accept)
         any_accept = all_accept or ops.any(accept)
-        # --- H5 (issue 14): an accepted step of the controller's own size below the
+        # an accepted step of the controller's own size below the
         # round-off of its start (scipy's "step size less than spacing between numbers"):
         # past a finite-time blow-up radau_iia5 accepted 1300 steps with s + h == s (y' = y²,
         # h down to 1e-155) before Newton failed; the rows fail with an underflow instead
@@ -745,7 +741,6 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
                 stalled = stalled & (h_plain < ctrl.min_step(ops, s_plain, eps, 0.0))
             if not ops.any(stalled):
                 stalled = None
-        # --- end H5
 
         # --- the end of the step, its outputs, the commit ------------------------------
         if callback is not None:
@@ -808,13 +803,12 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
                     finite_y = B.finite(trial.y1)
                 s_plain = s if host else s.detach()
                 min_h = ctrl.min_step(ops, s_plain, eps, cfg.min_step)
-                # --- H4 (issue 13 fuzz): torchdiffeq's min_step (accept_min_step) tries a
+                # torchdiffeq's min_step (accept_min_step) tries a
                 # step proposed at the floor and accepts it if finite: no underflow until a
                 # trial at the floor itself is rejected (first_step + min_step raised here)
                 if cfg.accept_min_step:
                     tried_floor = h_plain <= h_floor * (1 + 1e-12)
                     min_h = ops.where(tried_floor, min_h, ctrl.min_step(ops, s_plain, eps, 0.0))
-                # --- end H4
                 code = ctrl.failure(
                     ops, accept=accept, finite=finite_y, ok=trial.ok, h_next=h, min_h=min_h
                 )

@@ -334,7 +334,7 @@ class Newton:
         eps = torch.finfo(Z.dtype).eps
         for it in range(self.max_iter):
             self.stats.iterations += 1
-            # --- hook (H8, issue 15): under solve(compile=True) one compiled call forms
+            # under solve(compile=True) one compiled call forms
             # the residual, the solve and the increment norm (odenet._compiled.FusedNewton,
             # None: this iteration runs eagerly); the decisions below stay on the host
             fused = getattr(self, "fused", None)
@@ -348,7 +348,6 @@ class Newton:
                 F = Z - base - torch.einsum("kij,kjn->kin", hA, G)
                 dZ = -self.solve(lu, F.reshape(K, S * n)).reshape(K, S, n)
                 dnorm = (dZ / scale).pow(2).mean(dim=(1, 2)).sqrt()
-            # --- end hook
             finite = torch.isfinite(dnorm)
             active = ~(converged | failed)
             Z = torch.where(active[:, None, None] & finite[:, None, None], Z + dZ, Z)

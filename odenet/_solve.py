@@ -311,9 +311,8 @@ def prepare(
     # rejections on stiff problems); every other method defaults to the I controller
     if controller is None:
         controller = "predictive" if getattr(tab, "estimator", None) == "radau5" else "I"
-        # --- hook (H2, issue 14): a method may name its own default (BDF/NDF: PI)
+        # a method may name its own default (BDF/NDF: PI)
         controller = getattr(tab, "default_controller", None) or controller
-        # --- end hook
     ctrl = controller_from(controller)
 
     tdt = torch.promote_types(t.dtype, y0.dtype)
@@ -342,7 +341,7 @@ def prepare(
         # equations to round-off.  An adaptive solve only needs them well inside
         # the local error tolerance.
         n_atol, n_rtol = (100 * eps, 100 * eps) if fixed else (atol, rtol)
-        # --- hook (H2, issue 14): None lets Newton choose (odenet._newton.DIRK_NEWTON_TOL)
+        # None lets Newton choose (odenet._newton.DIRK_NEWTON_TOL)
         n_tol = newton_tol if newton_tol is not None else (1.0 if fixed else None)
         n_max = newton_max_iter if newton_max_iter is not None else (25 if fixed else 8)
         if isinstance(n_atol, torch.Tensor):
@@ -355,19 +354,17 @@ def prepare(
             )
         newton = Newton(
             tol=n_tol, max_iter=n_max, atol=n_atol, rtol=n_rtol, jac=jac, sparsity=sparsity,
-            # --- hook (H2, issue 14): an adaptive DIRK pair's error safety κ depends on
+            # an adaptive DIRK pair's error safety κ depends on
             # the method and rtol (odenet._newton.error_safety); fixed steps have none
             tableau=None if fixed else tab,
             eps=eps,
         )
-        # --- end hook
     if hasattr(tab, "runtime"):  # a method with memory: history carried by the loop
         rk = tab.runtime(y0.dtype, tdt, y0.device, newton, fixed=fixed)
-        # --- hook (H2, issue 14): an explicit method that chooses its order (adams)
+        # an explicit method that chooses its order (adams)
         # measures its candidate error estimates in the solve's tolerances
         if hasattr(rk, "tolerances"):
             rk.tolerances(per_row(atol), per_row(rtol))
-        # --- end hook
     elif newton is None:  # explicit runtimes are stateless: build their tensors once
         rk = _runtime(tab, y0.dtype, tdt, y0.device)  # a per-solve copy of the cached one
     else:  # adaptive radau_iia5 runs Hairer's RADAU5 (odenet._radau)
@@ -648,7 +645,7 @@ def run_direct(prep: Prepared, tab: ButcherTableau, *, throw: bool, compile=Fals
 
         d = float(prep.direction[0])
         g.fused = prep.fused = FusedHost(prep.f, tab, prep.y0.shape, prep.s_out.dtype, d, prep.nfe)
-        prep.fused.install_newton(prep.cfg.rk)  # --- hook (H8, issue 15): Newton iterations
+        prep.fused.install_newton(prep.cfg.rk)  # Newton iterations
     s_out, y0_rows = prep.s_out, prep.y0_rows
     cfg = prep.cfg
     fixed = cfg.step_size is not None or cfg.grid is not None

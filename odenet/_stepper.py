@@ -271,7 +271,7 @@ class RungeKutta:
             def G(Z, ti=ti):
                 return g(ti, Z[:, 0])[:, None]
 
-            G.times = ti[:, None]  # --- hook (H8, issue 15): for odenet._compiled.FusedNewton
+            G.times = ti[:, None]  # for odenet._compiled.FusedNewton
             Z, ok_i = self.newton.stages(g, s, y, base[:, None], hA, guess, G)
             if self.track_grad and torch.is_grad_enabled():
                 Z = self.newton.attach(g, ti[:, None], base[:, None], hA, Z, G)

@@ -703,7 +703,7 @@ def prothero_robinson(lam: float = -1e6, t1: float = 1.0) -> Problem:
     )
 
 
-# --- H3 (issue 14 hold-out): Kaps' problem, closed form -------------------------------
+# Kaps' problem, closed form
 @register_problem("kaps")
 def kaps(eps: float = 1e-6, t1: float = 1.0) -> Problem:
     """Kaps' singular perturbation problem (Hairer & Wanner II, Sec. VI.3):
@@ -722,7 +722,6 @@ def kaps(eps: float = 1e-6, t1: float = 1.0) -> Problem:
     )
 
 
-# --- end H3
 
 
 @register_problem("heat")

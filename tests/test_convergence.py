@@ -78,12 +78,11 @@ def test_every_method_reaches_its_classical_order_on_a_linear_system():
     res = convergence(get_problem("linear", t1=1.0), methods="all", n_steps=[4, 6, 8, 11, 16])
     assert set(res.orders["method"]) == set(odenet.methods())
     for row in res.orders.itertuples():
-        # --- H4 (issue 14): order 9 is at the round-off floor from h = 1/4 on (the study
+        # order 9 is at the round-off floor from h = 1/4 on (the study
         # says so); its order is fitted in tests/test_radau.py
         if row.method == "radau_iia9":
             assert "floor" in row.note, row
             continue
-        # --- end H4
         assert round(row.observed_order) == row.expected_order, row
         assert abs(row.observed_order - row.expected_order) < 0.45, row
 

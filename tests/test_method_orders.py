@@ -43,11 +43,10 @@ LADDER = {
 # Tsitouras minimised the fifth-order error coefficients, so the h^6 term matters down
 # to small h here (fitted slopes 5.4 on h = 1/12..1/24, 5.25 on h = 1/24..1/48)
 LADDER_BY_METHOD = {"tsit5": (24, 32, 48)}
-# --- H4 (issue 14): order 9 reaches the round-off floor at h = 1/4 on this grid (errors
+# order 9 reaches the round-off floor at h = 1/4 on this grid (errors
 # 3e-10 at h = 1/2, 3e-13 at 1/4 and 1/6), leaving no three even steps to fit;
 # its order is fitted in tests/test_radau.py::test_observed_order_on_a_closed_form
 ORDER_FITTED_ELSEWHERE = {"radau_iia9"}
-# --- end H4
 FLOOR = 5e-14  # errors must stay above this (round-off is ~1e-15 here)
 
 

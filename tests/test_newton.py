@@ -159,10 +159,9 @@ def test_the_reported_estimate_is_kappa_times_the_filtered_one_and_newton_stops_
     y = torch.ones(1, 2, dtype=D)
     s = torch.zeros(1, dtype=D)
     hA = torch.full((1, 1, 1), 0.1, dtype=D)
-    # --- H3 (issue 14 hold-out): sdirk4, whose embedded solution is no stage, is
+    # sdirk4, whose embedded solution is no stage, is
     # filtered; kvaerno3/5's estimates no longer are (tests/test_stiff_holdout.py)
     tab = tableau("sdirk4")
-    # --- end H3
     nw = Newton(tol=0.03, max_iter=8, atol=1e-9, rtol=1e-6, tableau=tab)
     kappa = error_safety(tab, 1e-6)
     assert nw.safety == kappa > 1

@@ -64,14 +64,13 @@ _ADJOINT = (
     "adjoint_norm",
     "adjoint_callback",
     "adjoint_split_nodes",
-    # --- hook (H1, issue 13): the backward pass's own steps (torchdiffeq's adjoint_options)
+    # the backward pass's own steps (torchdiffeq's adjoint_options)
     "adjoint_step_size",
     "adjoint_first_step",
     "adjoint_max_step",
     "adjoint_min_step",
     "adjoint_max_steps",
     "adjoint_controller",
-    # --- end hook
 )
 _ADJOINT_OPTIONS_KEYS = ("norm",)
 
@@ -204,11 +203,10 @@ class _Run:
             # a method with memory names the Runge–Kutta method of its adjoint
             method = opts.get("adjoint_method") or getattr(tab, "adjoint_method", None)
             self.adjoint_tableau = tab if method is None else tableau(method)
-            # --- hook (H1, issue 13): adjoint_step_size, adjoint_first_step, ...
+            # adjoint_step_size, adjoint_first_step, ...
             from odenet.sensitivity._adjoint import adjoint_step_options
 
             self.adjoint_steps = adjoint_step_options(opts, self.adjoint_tableau)
-            # --- end hook
             self.seminorm = bool(opts.get("adjoint_seminorm", True))
             norm = opts.get("adjoint_norm")
             if norm is not None:

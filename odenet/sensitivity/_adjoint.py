@@ -544,7 +544,7 @@ class _Stepwise:
         self.step_size = step_size
 
     def __call__(self, p, q, a):
-        # --- hook (H1, issue 13): adjoint_step_size, torchdiffeq's
+        # adjoint_step_size, torchdiffeq's
         # adjoint_options["step_size"]: no backward step longer than it (a span that is a
         # multiple of it is cut where torchdiffeq's backward grid has its nodes)
         m = 1
@@ -557,7 +557,6 @@ class _Stepwise:
         for j in range(1, m + 1):
             p, a = self._one(p, q if j == m else p0 - (p0 - q) * (j / m), a)
         return p, a
-        # --- end hook
 
     def _one(self, p, q, a):
         if self.host and p - q <= 64 * self.field.eps * max(abs(p), abs(q), 1.0):
@@ -616,7 +615,7 @@ class _Looped:
     def __init__(self, field: AdjointField, quad: Quadrature, method, run):
         cfg = run.prep.cfg
         self.field, self.quad = field, quad
-        # --- hook (H1, issue 13): the backward pass's own step controls
+        # the backward pass's own step controls
         # (adjoint_first_step, adjoint_max_step, ...: torchdiffeq's adjoint_options)
         own = run.adjoint_steps
         self.cfg = LoopConfig(
@@ -634,15 +633,13 @@ class _Looped:
             accept_min_step="min_step" in own,
         )
         self.first_step = own.get("first_step")
-        # --- end hook
-        # --- H4 (issue 13 fuzz): a per-component rtol/atol [K, n] is the state's; the
+        # a per-component rtol/atol [K, n] is the state's; the
         # parameter channels of an augmented adjoint [a, θ̄] take its strictest entry
         # (a tuple rtol under odeint_adjoint raised a raw shape error here)
         if field.augmented:
             extra = sum(p.numel() for p in field.params)
             self.cfg.rtol = _pad_tolerance(self.cfg.rtol, field.n, extra)
             self.cfg.atol = _pad_tolerance(self.cfg.atol, field.n, extra)
-        # --- end H4
         self.accepted = self.rejected = self.h = None
 
     def __call__(self, p, q, a):
@@ -653,7 +650,7 @@ class _Looped:
         # the step the last stretch proposed; at first the whole stretch, subdivided
         # by the controller
         first = span if self.h is None else torch.where(self.h > 0, self.h, span)
-        if self.h is None and self.first_step is not None:  # --- hook (H1, issue 13)
+        if self.h is None and self.first_step is not None:
             first = span.clamp(max=self.first_step)
         self.cfg.first_step = torch.where(first > 0, first, torch.ones_like(first))
         res = integrate(self.field, s_out, a, self.cfg, record=self.quad)
@@ -672,7 +669,7 @@ class _Looped:
         return self.accepted, self.rejected
 
 
-# --- hook (H1, issue 13): the backward pass's own step options
+# the backward pass's own step options
 ADJOINT_STEP_OPTIONS = {
     "adjoint_step_size": "step_size",
     "adjoint_first_step": "first_step",
@@ -721,7 +718,6 @@ def adjoint_step_options(opts: dict, tab) -> dict:
             )
         )
     return out
-# --- end hook
 
 
 def _raise_adjoint_failure(res, p) -> None:

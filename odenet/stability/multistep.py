@@ -89,14 +89,13 @@ def _method(method) -> LinearMultistep | _Pair:
     if isinstance(method, (tuple, list)):
         return _pair(method)
     lm = multistep(method)
-    # --- hook (H2, issue 14): variable-step families (bdf, ndf) are not one (ρ, σ) pair
+    # variable-step families (bdf, ndf) are not one (ρ, σ) pair
     if lm is not None and not isinstance(lm, LinearMultistep):
         raise StabilityInputError(
             f"`method` {method!r} changes its order and step as it runs: analyse one of its "
             "fixed-step members instead (bdf1–bdf5; 'ndf' is as stable at orders 1, 2 and 5, "
             "less at 3 and 4: A(α) 80° and 66° against 86° and 73°)."
         )
-    # --- end hook
     if lm is None:
         if isinstance(method, str) and method.lower().startswith("bdf"):
             k = int(method[3:]) if method[3:].isdigit() else 0

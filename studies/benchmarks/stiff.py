@@ -50,10 +50,9 @@ SCIPY = ("Radau", "BDF", "LSODA")
 
 def run_odenet(prob, method, rtol, d, max_steps, **kw):
     t = torch.tensor(prob.span, dtype=torch.float64)
-    # --- H3 (issue 14 hold-out): a per-component floor `d` [n] (numpy) goes in as a
+    # a per-component floor `d` [n] (numpy) goes in as a
     # tensor; solve takes a number or a tensor for atol
     atol = torch.as_tensor(d * rtol) if isinstance(d, np.ndarray) else d * rtol
-    # --- end H3
     t0 = time.perf_counter()
     try:
         sol = odenet.solve(

@@ -42,8 +42,9 @@ negative:
 ``allen_cahn``          ``u_t = 0.01 u_xx + u − u³`` on (−1, 1), ``u(±1) = ±1``,
                         ``u(0) = 0.53 x + 0.47 sin(−1.5πx)`` (Trefethen, Spectral
                         Methods in MATLAB, program 34), central differences on 99
-                        interior points, [0, 50]: metastable until t ≈ 45, then the
-                        middle hump collapses within a few time units.
+                        interior points, [0, 38]: two interfaces drift slowly, then
+                        the negative hump collapses; t = 38 is the middle of the
+                        collapse (max ``|u'|`` 0.38 there, 0.06 at t = 30, 0.11 at 40).
 ======================  ===========================================================
 
 Reference, error measure, step budget, verdicts, cells and report: those of
@@ -320,7 +321,7 @@ def plate(nx: int = 8, ny: int = 5) -> P.Problem:
     )
 
 
-def allen_cahn(n: int = 99, t1: float = 50.0) -> P.Problem:
+def allen_cahn(n: int = 99, t1: float = 38.0) -> P.Problem:
     dx = 2.0 / (n + 1)
     x = -1 + dx * np.arange(1, n + 1)
     c = 0.01 / dx**2

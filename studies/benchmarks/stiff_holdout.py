@@ -367,11 +367,10 @@ def check_refs(names) -> list[str]:
         refs = scipy_reference(name) if p.exact is None or name in PUBLISHED else None
         if name in PUBLISHED:
             pub = PUBLISHED[name]
-            # --- H3 (stiff_holdout2): a problem without a published value (None)
+            # stiff_holdout2's D4 and Allen–Cahn have no published value (None)
             n = 0 if pub is None else len(pub)
             vs_pub = "-" if pub is None else f"{dist(refs['Radau'][:n], pub):.1e}"
             lines.append(f"| {name} | {dist(refs['Radau'], refs['BDF']):.1e} | {vs_pub} | - |")
-            # --- end H3
         else:
             exact = p.solution([p.span[1]])[0]
             r = solve_ivp(

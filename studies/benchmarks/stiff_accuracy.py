@@ -52,12 +52,13 @@ OUT = Path(__file__).parent / "results" / "stiff_accuracy.jsonl"
 
 
 def stiff_methods() -> list[str]:
-    """Every implicit method odenet can run adaptively."""
-    return [
-        m
-        for m in odenet.methods()
-        if odenet.tableau(m).is_implicit and odenet.tableau(m).is_adaptive
-    ]
+    """Every implicit method odenet can run adaptively: the one-step tableaus and the
+    methods with memory (bdf, ndf)."""
+    from odenet._registry import registered
+
+    one_step = [odenet.tableau(m) for m in odenet.methods()]
+    with_memory = registered().values()
+    return [m.name for m in [*one_step, *with_memory] if m.is_implicit and m.is_adaptive]
 
 
 class _Timeout(Exception):

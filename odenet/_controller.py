@@ -278,12 +278,11 @@ class PredictiveController(PIDController):
         predicted = safety * (h / h_acc) * (r_acc / ops.clip(r * r, lo=_TINY)) ** (1.0 / k)
         factor = ops.where(accept & before, ops.minimum(factor, predicted), factor)
         factor = ops.clip(factor, self.factor_min, self.factor_max)
-        # --- H7 (issue 14): as scipy's Radau, h is not kept when the method's Jacobian is
+        # as scipy's Radau, h is not kept when the method's Jacobian is
         # due (``refresh``, a bool): the LU is refactorised anyway, so keeping h saves
         # nothing.  2-D Brusselator N = 32, radau_iia5: nfe 262 -> 253 at rtol 1e-3
         # (scipy 216), 968 -> 990 at 1e-6 (scipy 890)
         keep = accept & (factor >= 1.0) & (factor <= self.keep_max) & (not refresh)
-        # --- end H7
         factor = ops.where(keep, ops.full(1.0, factor), factor)
         accept, h_next = self._limit(ops, h, factor, accept, finite, ok, rejected, h_floor, hold)
         memory = (

@@ -436,7 +436,7 @@ class RadauIIA(RungeKutta):
         k = 0
         for k in range(self.max_iter):
             nw.stats.iterations += 1
-            # --- hook (H8, issue 15): under solve(compile=True) one compiled call forms
+            # under solve(compile=True) one compiled call forms
             # the residual, the solves and the increment norm (odenet._compiled.FusedNewton,
             # None: this iteration runs eagerly); the decisions below stay on the host
             fused = getattr(nw, "fused", None)
@@ -460,7 +460,6 @@ class RadauIIA(RungeKutta):
                     d = self._solve(lu[r + p], Fc[p] - (mu / hc) * Wc)
                     dW[r + 2 * p], dW[r + 2 * p + 1] = d.real, d.imag
                 dnorm = (dW / scale[None]).pow(2).mean(dim=(0, 2)).sqrt()
-            # --- end hook
             active = ~(converged | failed)
             finite = finite_F & torch.isfinite(dnorm)
             if prev is not None:

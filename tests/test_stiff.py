@@ -130,7 +130,12 @@ def assert_honest(name, method, rtol, max_steps, **params):
 @pytest.mark.parametrize("method", STIFF_METHODS)
 @pytest.mark.parametrize("name", ["robertson_long", "hires"])
 def test_status_ok_means_the_tolerance_was_honoured(name, method, rtol):
-    assert_honest(name, method, rtol, max_steps=400)
+    # at 1e-3 every method finishes within 1000 steps (trbdf2 takes 680 and 772), so the
+    # error check is exercised for each; at 1e-5 kvaerno3, sdirk4 (HIRES) and trbdf2 end
+    # at the 400-step budget, an honest failure
+    sol = assert_honest(name, method, rtol, max_steps=1000 if rtol == 1e-3 else 400)
+    if rtol == 1e-3:
+        assert bool(sol.success), int(sol.status.flatten()[0])
 
 
 @pytest.mark.parametrize(

@@ -144,8 +144,11 @@ def test_status_ok_means_the_tolerance_was_honoured(name, method, rtol):
 )
 def test_van_der_pol_through_one_relaxation_jump_is_honest(method):
     # μ = 1000 up to just past the first jump (t ≈ 807): the case that returned status
-    # ok with a 64 % error when a Jacobian from the jump was reused after it
-    assert_honest("van_der_pol_relaxation", method, 1e-3, max_steps=600, t1=900.0)
+    # ok with a 64 % error when a Jacobian from the jump was reused after it.  Each method
+    # must get past the jump, or the error check never runs (kvaerno3 takes 602 steps,
+    # trbdf2 1778)
+    sol = assert_honest("van_der_pol_relaxation", method, 1e-3, max_steps=2500, t1=900.0)
+    assert bool(sol.success), int(sol.status.flatten()[0])
 
 
 @pytest.mark.slow
@@ -159,9 +162,17 @@ def test_status_ok_means_the_tolerance_was_honoured_slow(name, method, rtol):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["kvaerno3", "sdirk4", "trbdf2"])
-def test_dirk_methods_at_tight_tolerance_are_honest(method):
-    assert_honest("hires", method, 1e-7, max_steps=1500)
+@pytest.mark.parametrize(
+    ("method", "name", "rtol", "max_steps"),
+    [("sdirk4", "brusselator_1d", 1e-7, 1500), ("kvaerno3", "brusselator_1d", 1e-6, 3500)],
+)
+def test_dirk_methods_at_tight_tolerance_are_honest(method, name, rtol, max_steps):
+    # cells these low orders finish (596 and 2519 steps), so the error is checked; on
+    # HIRES at 1e-7 all three DIRK pairs ended at the step budget and checked nothing.
+    # trbdf2 (order 2) needs more than 3000 steps at 1e-6 on every STIFF_SUITE problem:
+    # its honesty is checked at 1e-3 above
+    sol = assert_honest(name, method, rtol, max_steps=max_steps)
+    assert bool(sol.success), int(sol.status.flatten()[0])
 
 
 # --- the must-hold against scipy Radau (studies/benchmarks/stiff_accuracy.py measures it all)

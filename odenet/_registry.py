@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from odenet._adams import METHODS as ADAMS  # torchdiffeq's variable-order Adams
 from odenet._bdf import METHODS as VARIABLE_BDF  # variable-step, variable-order BDF/NDF
+from odenet._errors import UnknownMethodError
 from odenet._multistep import MULTISTEP
+from odenet.tableaus import methods, tableau
 
-__all__ = ["multistep", "registered"]
+__all__ = ["method", "method_names", "multistep", "registered"]
 
 
 def registered() -> dict:
@@ -31,3 +33,28 @@ def multistep(name):
     if hasattr(name, "runtime") and hasattr(name, "check_use"):
         return name
     return None
+
+
+def method(name):
+    """The method called ``name``, of either kind: a method with memory (``ndf``,
+    ``adams``, ``ab3``, ...) or a Butcher tableau (a tableau object passes through).
+
+    Raises :class:`odenet.UnknownMethodError` for any other name, listing every valid
+    one of both kinds (:func:`odenet.tableaus.tableau` alone lists the tableaus only)."""
+    found = multistep(name)
+    if found is not None:
+        return found
+    try:
+        return tableau(name)
+    except UnknownMethodError:
+        if not isinstance(name, str):
+            raise
+        raise UnknownMethodError(
+            f"unknown method {name!r}; valid names are: {', '.join(method_names())} "
+            "(or pass your own odenet.ButcherTableau)."
+        ) from None
+
+
+def method_names() -> list[str]:
+    """Every method's name, one-step and with memory, sorted."""
+    return sorted([*methods(), *registered()])

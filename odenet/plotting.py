@@ -104,8 +104,7 @@ def plot_convergence(result, ax=None, path=None, triangles: bool = True):
     -------
     matplotlib Figure
     """
-    from odenet._registry import multistep
-    from odenet.tableaus import tableau
+    from odenet._registry import method as registered_method
 
     orders = result.orders.sort_values(["expected_order", "method"], kind="stable")
     n = len(orders)
@@ -126,7 +125,7 @@ def plot_convergence(result, ax=None, path=None, triangles: bool = True):
         ]
         sub = sub.sort_values("h")
         color, marker = styles[method]
-        implicit = not (multistep(method) or tableau(method)).is_explicit
+        implicit = not registered_method(method).is_explicit
         label = f"{method} (p={row['expected_order']}"
         if math.isfinite(row["observed_order"]):
             label += f", obs. {row['observed_order']:.2f}"

@@ -145,3 +145,17 @@ def test_convergence_study_measures_the_order_of_multistep_methods():
     for name in ("ab3", "bdf2"):
         assert orders.loc[name, "verdict"] == "ok"
         assert abs(orders.loc[name, "observed_order"] - MULTISTEP[name].order) < 0.4
+
+
+def test_one_lookup_finds_both_kinds_and_names_both_when_it_fails():
+    from odenet._errors import UnknownMethodError
+    from odenet._registry import method, method_names, registered
+    from odenet.tableaus import methods, tableau
+
+    assert method("ndf") is registered()["ndf"]
+    assert method("rk4") is tableau("rk4")
+    assert method(tableau("rk4")) is tableau("rk4")
+    assert method_names() == sorted([*methods(), *registered()])
+    with pytest.raises(UnknownMethodError) as e:
+        method("bdf9")
+    assert "ndf" in str(e.value) and "rk4" in str(e.value)

@@ -464,8 +464,8 @@ class ConvergenceResult:
 
 def summarize(table: pd.DataFrame, norm: str, floor: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Fit the order per method; return ``(table with in_fit, orders)``."""
+    from odenet._registry import method as registered_method
     from odenet._registry import multistep
-    from odenet.tableaus import tableau
 
     table = table.copy()
     table["error"] = table[f"error_{norm}"]
@@ -475,7 +475,7 @@ def summarize(table: pd.DataFrame, norm: str, floor: float) -> tuple[pd.DataFram
         sub = table[table["method"] == method]
         fit = fit_order(sub["h"].to_numpy(), sub["error"].to_numpy(), floor=floor)
         table.loc[sub.index[fit.mask], "in_fit"] = True
-        tab = multistep(method) or tableau(method)
+        tab = registered_method(method)
         expected = int(tab.order)
         # a multistep method has no stages: its error has no stage-order reduction
         q = expected if multistep(method) else stage_order(method)

@@ -111,19 +111,15 @@ class Solver:
 
 
 def _odenet_method(name: str):
-    """The odenet method called ``name``: a registered tableau or a method with memory
-    (``ndf``, ``bdf``, ``adams``, ``ab3``, ...), or None."""
-    from odenet._registry import multistep
-    from odenet.tableaus import methods, tableau
+    """The odenet method called ``name`` (a tableau or a method with memory: ``ndf``,
+    ``bdf``, ``adams``, ``ab3``, ...), or None."""
+    from odenet._errors import UnknownMethodError
+    from odenet._registry import method
 
-    return multistep(name) or (tableau(name) if name in methods() else None)
-
-
-def _odenet_names() -> list[str]:
-    from odenet._registry import registered
-    from odenet.tableaus import methods
-
-    return sorted([*methods(), *registered()])
+    try:
+        return method(name)
+    except UnknownMethodError:
+        return None
 
 
 def parse_solver(spec: str) -> Solver:
@@ -154,9 +150,11 @@ def parse_solver(spec: str) -> Solver:
         return Solver("scipy", name, True, variant)
     if lib == "odenet":
         if method is None:
+            from odenet._registry import method_names
+
             raise InputError(
                 f"unknown odenet method {name!r} in `methods`; available: "
-                f"{', '.join(_odenet_names())}."
+                f"{', '.join(method_names())}."
             )
         return Solver("odenet", name, method.is_adaptive)
     if lib == "scipy":

@@ -6,7 +6,7 @@ or typed error — never status ok with an error above 100 × rtol; every solve 
 a bounded number of steps."
 
 For each (problem, rtol) scipy's Radau runs first, then every implicit adaptive
-method of ``odenet.methods()`` (the DIRK/ESDIRK pairs and radau_iia5), interleaved,
+method (``stiff_methods()``: the DIRK/ESDIRK pairs, Radau IIA, bdf and ndf), interleaved,
 with ``atol = problem.atol_ratio · rtol`` and the error of
 :func:`odenet.problems.stiff_error` at the final time (relative above the problem's
 ``atol_ratio``, absolute below) against the rtol-1e-13 reference.  Each odenet solve
@@ -44,7 +44,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from stiff import run_odenet, run_scipy
 
-import odenet
 from odenet import problems as P
 
 RTOLS = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8)
@@ -54,11 +53,9 @@ OUT = Path(__file__).parent / "results" / "stiff_accuracy.jsonl"
 def stiff_methods() -> list[str]:
     """Every implicit method odenet can run adaptively: the one-step tableaus and the
     methods with memory (bdf, ndf)."""
-    from odenet._registry import registered
+    from odenet._registry import method, method_names
 
-    one_step = [odenet.tableau(m) for m in odenet.methods()]
-    with_memory = registered().values()
-    return [m.name for m in [*one_step, *with_memory] if m.is_implicit and m.is_adaptive]
+    return [m for m in method_names() if method(m).is_implicit and method(m).is_adaptive]
 
 
 class _Timeout(Exception):

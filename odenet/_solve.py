@@ -264,7 +264,31 @@ def raise_failure(sol: Solution, result: LoopResult, prep: Prepared):
         f"h = {h_last:.3g} (method {sol.method!r}). Pass "
         "`throw=False` to get the partial solution (unreached outputs are NaN)."
     )
-    raise status.error(msg, t=t_reached, solution=sol)
+    raise status.error(msg + _precision_hint(status, prep), t=t_reached, solution=sol)
+
+
+def _precision_hint(status: Status, prep: Prepared) -> str:
+    """Why steps may shrink without end: an rtol near the state's round-off.
+
+    Below ~100·eps the error estimate of a step is mostly round-off, so the controller
+    keeps cutting ``h``: the run ends at ``max_steps`` (or in underflow) and the message
+    should name the dtype, not only the step count.
+    """
+    if status not in (Status.MAX_STEPS, Status.STEP_UNDERFLOW):
+        return ""
+    rtol = prep.cfg.rtol
+    r = float(rtol.detach().abs().min()) if isinstance(rtol, torch.Tensor) else float(rtol)
+    eps = torch.finfo(prep.y0_rows.dtype).eps
+    if r <= 0 or r >= 100 * eps:
+        return ""
+    dtype = prep.y0_rows.dtype
+    fix = f"rtol ≥ {100 * eps:.1g}"
+    if dtype != torch.float64:
+        fix = f"float64 (y0.double(), t.double()) or {fix}"
+    return (
+        f" Note: rtol = {r:.3g} is within 100× the round-off of {dtype} (eps = {eps:.2g}); "
+        f"its error estimates are then mostly round-off. Use {fix}."
+    )
 
 
 def prepare(

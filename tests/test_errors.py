@@ -133,6 +133,25 @@ def test_max_steps_exceeded_reports_how_far_it_got():
     assert torch.isnan(e.value.solution.ys[-1]).all()
 
 
+def test_an_rtol_below_the_dtypes_round_off_is_named_when_the_steps_run_out():
+    # float32 Robertson at rtol 1e-8: the error estimates are round-off (eps 1.2e-7), so
+    # the steps shrink until max_steps; the message must say the cause is the dtype
+    rob = odenet.problems.robertson_long()
+    t = torch.tensor([0.0, 40.0])
+    with pytest.raises(MaxStepsError, match=r"round-off of torch\.float32.*Use float64") as e:
+        odenet.solve(
+            rob.f, rob.y0_tensor().float(), t, method="bdf", rtol=1e-8, atol=1e-14, max_steps=300
+        )
+    assert e.value.t < 1.0
+    # the same solve in float64 gets there, so the note named the real cause
+    sol = odenet.solve(rob.f, rob.y0_tensor(), t.double(), method="bdf", rtol=1e-8, atol=1e-14)
+    assert sol.success
+    # an rtol float32 can honour: no note, whatever ended the solve
+    with pytest.raises(MaxStepsError) as e:
+        odenet.solve(rob.f, rob.y0_tensor().float(), t, method="bdf", rtol=1e-4, max_steps=5)
+    assert "round-off" not in str(e.value)
+
+
 def test_step_size_underflow_at_a_finite_time_blow_up():
     # y' = y², y(0) = 1 has y = 1/(1 - t): no solution past t = 1
     with pytest.raises(

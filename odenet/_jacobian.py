@@ -208,14 +208,17 @@ def compressed_jacobian(g, s: torch.Tensor, y: torch.Tensor, sparsity: Sparsity)
 # --- a user Jacobian ----------------------------------------------------------------------
 
 
-def user_jacobian(jac, *, shape, per_sample: bool, direction: torch.Tensor, sparsity):
+def user_jacobian(
+    jac, *, shape, per_sample: bool, direction: torch.Tensor, sparsity, time_dtype=None
+):
     """Wrap the user's ``jac(t, y)`` as ``jac(s [K], y [K, n])`` in the internal layout.
 
     ``jac`` receives what ``f`` receives (user time, user-shaped ``y``) and returns the
     ``[n, n]`` matrix ``∂f/∂y`` of the flattened state (per-sample grids: ``[B, n, n]``)
     as a tensor, a numpy array, a ``scipy.sparse`` matrix or a torch sparse tensor; a
     constant matrix may be given instead of a callable.  Backward integration
-    (``s = −t``) flips its sign as it flips ``f``'s.
+    (``s = −t``) flips its sign as it flips ``f``'s.  ``time_dtype``: the dtype of the
+    ``t`` that ``f`` receives (None: the internal time's).
 
     Returns a callable giving a dense Tensor [K, n, n] or a :class:`SparseJac` (one
     system on the CPU with a sparse result or a large ``sparsity`` pattern).
@@ -231,6 +234,8 @@ def user_jacobian(jac, *, shape, per_sample: bool, direction: torch.Tensor, spar
             out = const
         else:
             t = s * direction if flip else s
+            if time_dtype is not None:
+                t = t.to(time_dtype)
             out = jac(t if per_sample else t[0], y.reshape(row_shape))
         sparse_lu = (
             K == 1

@@ -114,6 +114,34 @@ def test_float32_solves_keep_float32_and_are_accurate_to_float32():
     assert torch.allclose(sol.ys[:, 0], torch.exp(-2 * t), rtol=1e-4)
 
 
+@pytest.mark.parametrize("method", ["dopri5", "adams", "radau_iia5", "bdf"])
+def test_a_float32_solve_far_from_t_0_runs_on_a_float64_clock(method):
+    # y' = cos t on [100, 150] in float32: a float32 clock there resolves 7.6e-6, and the
+    # first step (1e-4) counted as "below round-off": the solve ended in an underflow.
+    # The clock is float64 now (torchdiffeq's mixed precision); f still gets float32 t.
+    seen = set()
+
+    def f(t, y):
+        seen.add(t.dtype)
+        return torch.cos(t) * torch.ones_like(y)
+
+    sol = odenet.solve(f, torch.zeros(1), torch.tensor([100.0, 150.0]), method=method, rtol=1e-4)
+    assert sol.success and sol.ys.dtype == torch.float32
+    # f's own float32 time (ulp 7.6e-6 at 100) limits this to ~50·4e-6 = 2e-4 and beyond
+    assert abs(float(sol.ys[-1, 0]) - (math.sin(150) - math.sin(100))) < 1e-3
+    assert seen == {torch.float32}
+    # per-sample float32 grids far from 0 as well
+    rows = odenet.solve(
+        lambda t, y: torch.cos(t)[:, None] * torch.ones_like(y),
+        torch.zeros(2, 1),
+        torch.tensor([[100.0, 120.0, 150.0], [300.0, 310.0, 320.0]]),
+        method=method,
+        rtol=1e-4,
+    )
+    exact = torch.tensor([math.sin(150) - math.sin(100), math.sin(320) - math.sin(300)])
+    assert rows.success and (rows.ys[:, -1, 0] - exact).abs().max() < 1e-3
+
+
 def test_dense_output_hits_requested_times_without_extra_steps():
     # y' = y cos t, y = exp(sin t): many output times, few steps
     f = lambda t, y: y * torch.cos(t)  # noqa: E731

@@ -10,29 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from scipy.integrate import solve_ivp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies" / "benchmarks"))
 import stiff_holdout2 as H2
+from stiff_holdout import mixed_error, scipy_end
 
 from odenet import problems as P
-
-
-def _scipy_end(p, rtol, method="Radau"):
-    r = solve_ivp(
-        p.numpy_field(),
-        p.span,
-        p.y0,
-        method=method,
-        rtol=rtol,
-        atol=np.broadcast_to(p.atol_ratio * rtol, p.y0.shape),
-    )
-    assert r.success, r.message
-    return r.y[:, -1]
-
-
-def _mixed(p, y, ref):
-    return float(np.max(np.abs(y - ref) / (p.atol_ratio + np.abs(ref))))
 
 
 @pytest.mark.parametrize("name", ["cusp", "plate"])
@@ -40,7 +23,7 @@ def test_our_cusp_and_plate_reach_hairers_published_values(name):
     # the definitions are typed in from the Fortran; a wrong sign, index or coefficient
     # moves the end state far beyond scipy Radau's 1e-6 error at rtol 1e-7
     p = H2.get(name)
-    assert _mixed(p, _scipy_end(p, 1e-7), H2.stiff_holdout.PUBLISHED[name]) < 1e-5
+    assert mixed_error(p, scipy_end(p, 1e-7), H2.stiff_holdout.PUBLISHED[name]) < 1e-5
 
 
 @pytest.mark.parametrize("name", list(H2.HOLDOUT2))
@@ -57,13 +40,13 @@ def test_the_torch_field_is_the_numpy_field(name):
 @pytest.mark.parametrize("name", ["detest_b5", "linear_oscillatory", "heat_step"])
 def test_the_closed_forms_are_scipy_radaus_solution(name):
     p = H2.get(name)
-    assert _mixed(p, _scipy_end(p, 1e-7), p.solution([p.span[1]])[0]) < 1e-5
+    assert mixed_error(p, scipy_end(p, 1e-7), p.solution([p.span[1]])[0]) < 1e-5
 
 
 def test_detest_d4_keeps_its_invariant_y1_plus_y2_minus_y3():
     # y1' + y2' − y3' = 0 for D4 as published; a mistyped rate breaks it
     p = H2.get("detest_d4")
-    y = _scipy_end(p, 1e-6, method="BDF")
+    y = scipy_end(p, 1e-6, method="BDF")
     assert abs(y[0] + y[1] - y[2] - 2.0) < 1e-9
     assert -1e-5 < y[2] < 0  # y3 stays tiny and negative (published behaviour)
 
@@ -92,5 +75,5 @@ def test_a_must_hold_cell_detest_d4_rtol_1e6(method):
     err = P.stiff_error(p, sol.ys[-1], p.atol_ratio)
     assert err <= 100 * rtol, err
     # and the must-hold's other half: within 10x of scipy Radau's error at this rtol
-    radau_err = _mixed(p, _scipy_end(p, rtol), p.solution([p.span[1]])[0])
+    radau_err = mixed_error(p, scipy_end(p, rtol), p.solution([p.span[1]])[0])
     assert err <= 10 * radau_err, (err, radau_err)

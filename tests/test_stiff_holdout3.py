@@ -10,30 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from scipy.integrate import solve_ivp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies" / "benchmarks"))
 import stiff_holdout3 as H3
+from stiff_holdout import mixed_error, scipy_end
 
 import odenet
-
-
-def _scipy_end(p, rtol, **kw):
-    r = solve_ivp(
-        p.numpy_field(),
-        p.span,
-        p.y0,
-        method="Radau",
-        rtol=rtol,
-        atol=np.broadcast_to(p.atol_ratio * rtol, p.y0.shape),
-        **kw,
-    )
-    assert r.success, r.message
-    return r.y[:, -1]
-
-
-def _mixed(p, y, ref):
-    return float(np.max(np.abs(y - ref) / (p.atol_ratio + np.abs(ref))))
 
 
 @pytest.mark.parametrize(("name", "rtol", "bound"), [("beam", 1e-6, 1e-3), ("medakzo", 1e-6, 1e-5)])
@@ -42,7 +24,7 @@ def test_beam_and_medakzo_reach_the_published_end_values(name, rtol, bound):
     # far beyond scipy Radau's error at this rtol (measured: beam 5.9e-5, medakzo 9.8e-7)
     p = H3.get(name)
     kw = {"jac_sparsity": p.jac_sparsity} if p.jac_sparsity is not None else {}
-    assert _mixed(p, _scipy_end(p, rtol, **kw), H3.stiff_holdout.PUBLISHED[name]) < bound
+    assert mixed_error(p, scipy_end(p, rtol, **kw), H3.stiff_holdout.PUBLISHED[name]) < bound
 
 
 @pytest.mark.parametrize("name", list(H3.HOLDOUT3))
@@ -125,7 +107,7 @@ def test_a_must_hold_cell_beam_radau_iia5_rtol_1e3():
         throw=False,
     )
     assert bool(sol.success), int(sol.status.flatten()[0])
-    err = _mixed(p, sol.ys[-1].numpy(), published)
+    err = mixed_error(p, sol.ys[-1].numpy(), published)
     assert err <= 100 * rtol, err
-    radau_err = _mixed(p, _scipy_end(p, rtol), published)
+    radau_err = mixed_error(p, scipy_end(p, rtol), published)
     assert err <= 10 * radau_err, (err, radau_err)

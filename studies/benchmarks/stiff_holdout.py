@@ -323,6 +323,28 @@ def get(name: str) -> P.Problem:
 
 
 @functools.cache
+def scipy_end(p: P.Problem, rtol: float, method: str = "Radau", **kw) -> np.ndarray:
+    """The end state of scipy's ``method`` on ``p`` at ``rtol``, ``atol = floors·rtol``
+    (``kw`` goes to ``solve_ivp``); a failed solve raises ReferenceSolutionError."""
+    r = solve_ivp(
+        p.numpy_field(),
+        p.span,
+        p.y0,
+        method=method,
+        rtol=rtol,
+        atol=np.broadcast_to(p.atol_ratio * rtol, p.y0.shape),
+        **kw,
+    )
+    if not r.success:
+        raise P.ReferenceSolutionError(f"{p.name}: scipy {method} at rtol {rtol:g}: {r.message}")
+    return r.y[:, -1]
+
+
+def mixed_error(p: P.Problem, y, ref) -> float:
+    """``max_i |y_i − ref_i| / (floor_i + |ref_i|)`` with the problem's floors."""
+    return float(np.max(np.abs(np.asarray(y) - ref) / (p.atol_ratio + np.abs(ref))))
+
+
 def scipy_reference(name: str, second: bool = True) -> dict[str, np.ndarray]:
     """The final state by scipy Radau and a second method (``"BDF"``: BDF, or LSODA
     where BDF fails) at rtol 1e-12, atol = floors·1e-10.  ``second=False``: Radau only

@@ -322,7 +322,6 @@ def get(name: str) -> P.Problem:
     return HOLDOUT[name]()
 
 
-@functools.cache
 def scipy_end(p: P.Problem, rtol: float, method: str = "Radau", **kw) -> np.ndarray:
     """The end state of scipy's ``method`` on ``p`` at ``rtol``, ``atol = floors·rtol``
     (``kw`` goes to ``solve_ivp``); a failed solve raises ReferenceSolutionError."""
@@ -345,6 +344,7 @@ def mixed_error(p: P.Problem, y, ref) -> float:
     return float(np.max(np.abs(np.asarray(y) - ref) / (p.atol_ratio + np.abs(ref))))
 
 
+@functools.cache
 def scipy_reference(name: str, second: bool = True) -> dict[str, np.ndarray]:
     """The final state by scipy Radau and a second method (``"BDF"``: BDF, or LSODA
     where BDF fails) at rtol 1e-12, atol = floors·1e-10.  ``second=False``: Radau only

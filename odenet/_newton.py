@@ -17,6 +17,7 @@ theorem ``dZ = (I − h A ⊗ J(Z))⁻¹ (∂base + h A ∂G/∂θ)``.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ def is_dirk_pair(tableau) -> bool:
     return getattr(tableau, "b_hat", None) is not None and tableau.is_diagonally_implicit
 
 
+@functools.lru_cache(maxsize=64)  # tableaus hash by identity; asked once per step
 def embedded_is_a_stage(tableau) -> bool:
     """The embedded weights ``b̂`` are a row of ``A``: the embedded solution is a stage value.
 

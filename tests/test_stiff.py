@@ -151,14 +151,38 @@ def test_van_der_pol_through_one_relaxation_jump_is_honest(method):
     assert bool(sol.success), int(sol.status.flatten()[0])
 
 
+# The cells of the three longer problems that each method finishes within 1000 steps
+# (radau_iia5: 1500), measured with stiff_solve (steps in the comments).  The other 14
+# cells (kvaerno3 and trbdf2 on Van der Pol and the Oregonator, kvaerno5 and sdirk4 on
+# them at 1e-6, kvaerno3 and trbdf2 on the Brusselator at 1e-6) ended at a 700-step
+# budget: they checked nothing but spent two minutes of the suite, so they are gone;
+# the benchmark (stiff_accuracy.py) runs them to the end.
+FINISHING = [
+    ("van_der_pol_relaxation", "radau_iia5", 1e-3),  # 309
+    ("van_der_pol_relaxation", "radau_iia5", 1e-6),  # 1353
+    ("van_der_pol_relaxation", "kvaerno5", 1e-3),  # 588
+    ("van_der_pol_relaxation", "sdirk4", 1e-3),  # 655
+    ("oregonator", "radau_iia5", 1e-3),  # 265
+    ("oregonator", "radau_iia5", 1e-6),  # 1100
+    ("oregonator", "kvaerno5", 1e-3),  # 570
+    ("oregonator", "sdirk4", 1e-3),  # 547
+    ("brusselator_1d", "radau_iia5", 1e-3),  # 27
+    ("brusselator_1d", "radau_iia5", 1e-6),  # 124
+    ("brusselator_1d", "kvaerno3", 1e-3),  # 127
+    ("brusselator_1d", "kvaerno5", 1e-3),  # 45
+    ("brusselator_1d", "kvaerno5", 1e-6),  # 133
+    ("brusselator_1d", "sdirk4", 1e-3),  # 42
+    ("brusselator_1d", "sdirk4", 1e-6),  # 291
+    ("brusselator_1d", "trbdf2", 1e-3),  # 372
+]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("rtol", [1e-3, 1e-6])
-@pytest.mark.parametrize("method", STIFF_METHODS)
-@pytest.mark.parametrize("name", ["van_der_pol_relaxation", "oregonator", "brusselator_1d"])
+@pytest.mark.parametrize(("name", "method", "rtol"), FINISHING)
 def test_status_ok_means_the_tolerance_was_honoured_slow(name, method, rtol):
-    # the step cap keeps the suite's time modest: a method that needs more steps fails
-    # with MAX_STEPS, an honest answer (the benchmark runs them to the end)
-    assert_honest(name, method, rtol, max_steps=1500 if method == "radau_iia5" else 700)
+    # each cell must finish, or its error check never runs
+    sol = assert_honest(name, method, rtol, max_steps=1500 if method == "radau_iia5" else 1000)
+    assert bool(sol.success), int(sol.status.flatten()[0])
 
 
 @pytest.mark.slow

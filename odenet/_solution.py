@@ -43,8 +43,7 @@ class Status(enum.IntEnum):
     STEP_UNDERFLOW = (
         2,
         "step size underflow — the solution may blow up or the problem be stiff; "
-        "try an implicit method (e.g. method='kvaerno5' or 'radau_iia5') or looser tolerances "
-        "(a float32 state resolves relative errors of ~1e-7 only: below rtol ~1e-5 use float64)",
+        "try an implicit method (e.g. method='kvaerno5' or 'radau_iia5') or looser tolerances",
         StepSizeUnderflowError,
     )
     NON_FINITE = (

@@ -31,6 +31,7 @@ from odenet._stepper import own_copy as _own_copy
 from odenet._stepper import runtime as _runtime
 from odenet._validate import (  # noqa: F401  (re-exported: _compat and tests import them here)
     SENSITIVITIES,
+    _wider,
     call_field,
     check_callable,
     check_field_output,
@@ -75,7 +76,12 @@ class Prepared:
     cfg: LoopConfig
     nfe: list  # [count] of calls to f
     fused: object = None  # solve(compile=True): the odenet._compiled.FusedHost
-    call_tdt: torch.dtype | None = None  # the dtype of the t that f receives (None: s_out's)
+
+    @property
+    def call_tdt(self) -> torch.dtype:
+        """The dtype of the ``t`` that ``f`` and ``jac`` receive: ``t``'s promoted with
+        ``y0``'s (the loop's clock, ``s_out``, is float64 whatever they are)."""
+        return torch.promote_types(self.t.dtype, self.y0.dtype)
 
     @property
     def K(self) -> int:
@@ -89,8 +95,7 @@ class Prepared:
         flip = bool((d < 0).any())
         counter = self.nfe
         checked = [not check]
-        tdt, dev = self.s_out.dtype, self.s_out.device
-        call_tdt = self.call_tdt or tdt
+        dev, call_tdt = self.s_out.device, self.call_tdt
 
         if self.per_sample:
             row_shape = (K, *shape[1:])
@@ -280,18 +285,15 @@ def _precision_hint(status: Status, prep: Prepared) -> str:
     """
     if status not in (Status.MAX_STEPS, Status.STEP_UNDERFLOW):
         return ""
-    rtol = prep.cfg.rtol
+    rtol, dtype = prep.cfg.rtol, prep.y0_rows.dtype
     r = float(rtol.detach().abs().min()) if isinstance(rtol, torch.Tensor) else float(rtol)
-    eps = torch.finfo(prep.y0_rows.dtype).eps
+    eps = torch.finfo(dtype).eps
     if r <= 0 or r >= 100 * eps:
         return ""
-    dtype = prep.y0_rows.dtype
-    fix = f"rtol ≥ {100 * eps:.2g}"
-    if dtype != torch.float64:
-        fix = f"float64 (y0.double(), t.double()) or {fix}"
     return (
         f" Note: rtol = {r:.3g} is within 100× the round-off of {dtype} (eps = {eps:.2g}); "
-        f"its error estimates are then mostly round-off. Use {fix}."
+        f"its error estimates are then mostly round-off. Use rtol ≥ {100 * eps:.2g}"
+        f"{_wider(dtype)}."
     )
 
 
@@ -436,7 +438,6 @@ def prepare(
         y0_rows=y0_rows,
         cfg=cfg,
         nfe=[0],
-        call_tdt=call_tdt,
     )
     return prep, tab
 

@@ -703,7 +703,6 @@ def prothero_robinson(lam: float = -1e6, t1: float = 1.0) -> Problem:
     )
 
 
-# Kaps' problem, closed form
 @register_problem("kaps")
 def kaps(eps: float = 1e-6, t1: float = 1.0) -> Problem:
     """Kaps' singular perturbation problem (Hairer & Wanner II, Sec. VI.3):
@@ -720,8 +719,6 @@ def kaps(eps: float = 1e-6, t1: float = 1.0) -> Problem:
         stiff=True,
         f_numpy=f_numpy,
     )
-
-
 
 
 @register_problem("heat")

@@ -13,7 +13,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies" / "benchmarks"))
 import stiff_holdout2 as H2
-from stiff_holdout import mixed_error, scipy_end
+from stiff_holdout import both_fields, mixed_error, scipy_end
 
 from odenet import problems as P
 
@@ -29,11 +29,7 @@ def test_our_cusp_and_plate_reach_hairers_published_values(name):
 @pytest.mark.parametrize("name", list(H2.HOLDOUT2))
 def test_the_torch_field_is_the_numpy_field(name):
     # scipy's references use f_numpy, odenet's solves use f: they must be one problem
-    p = H2.get(name)
-    y = p.y0 + 0.01 * np.cos(np.arange(p.y0.size))
-    t = 0.37 * p.span[1]
-    ours = p.f(torch.tensor(t, dtype=torch.float64), torch.as_tensor(y)).numpy()
-    theirs = p.numpy_field()(t, y)
+    ours, theirs = both_fields(H2.get(name))
     np.testing.assert_allclose(ours, theirs, rtol=1e-13, atol=1e-13 * np.abs(theirs).max())
 
 

@@ -13,7 +13,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies" / "benchmarks"))
 import stiff_holdout3 as H3
-from stiff_holdout import mixed_error, scipy_end
+from stiff_holdout import both_fields, mixed_error, scipy_end
 
 import odenet
 
@@ -30,11 +30,7 @@ def test_beam_and_medakzo_reach_the_published_end_values(name, rtol, bound):
 @pytest.mark.parametrize("name", list(H3.HOLDOUT3))
 def test_the_torch_field_is_the_numpy_field(name):
     # scipy's references use f_numpy, odenet's solves use f: they must be one problem
-    p = H3.get(name)
-    y = p.y0 + 0.01 * np.cos(np.arange(p.y0.size))
-    t = 0.37 * p.span[1]
-    ours = p.f(torch.tensor(t, dtype=torch.float64), torch.as_tensor(y)).numpy()
-    theirs = p.numpy_field()(t, y)
+    ours, theirs = both_fields(H3.get(name))
     np.testing.assert_allclose(ours, theirs, rtol=1e-13, atol=1e-13 * np.abs(theirs).max())
 
 

@@ -87,10 +87,14 @@ def test_f_is_called_at_the_times_torchdiffeq_calls_it_at(dtype, reverse):
 
 
 def test_the_float32_explicit_adams_row_of_torchdiffeqs_suite():
-    # TestEventHandling.test_odeint: explicit_adams (max_order 12), step_size 0.01, the
-    # "sine" problem in float32, event time within 7 %.  The 11-step formula amplifies
-    # float32 round-off here, so the answer depends on torchdiffeq's float32 nodes:
-    # float64 nodes t0 + k·h gave 8.9 %, these give 0.04 %
+    # TestEventHandling.test_odeint: explicit_adams, step_size 0.01, the "sine" problem
+    # in float32, event time within 7 %.  With torchdiffeq's default max_order 12 (an
+    # 11-step formula) the formula is unstable here and amplifies float32 round-off: y0
+    # moved by 0..7 ulps moves the miss over 2–9 % in odenet and 6–10 % in torchdiffeq
+    # (one machine), and one y0 gave 0.04 % on one machine and 7.0 % on another
+    # (studies/conformance/adams_float32_event.py).  So: the row at max_order 11, where
+    # the formula is stable, must be right; at 12 odenet's misses must look like
+    # torchdiffeq's over the same ulps, not worse
     def f(t, y):
         return 2 * y / t + t**4 * torch.sin(2 * t) - t**2 + 4 * t**3
 
@@ -107,16 +111,29 @@ def test_the_float32_explicit_adams_row_of_torchdiffeqs_suite():
 
     tp = torch.linspace(1, 8, 10, dtype=torch.float32)
     sol = exact(tp)
-    t_ev, y = odenet.odeint(
-        f,
-        sol[0],
-        tp[:2],
-        event_fn=lambda t, y: torch.sum(y - sol[2]),
-        method="explicit_adams",
-        options={"step_size": 0.01, "interp": "cubic"},
-    )
-    assert float(((tp[2] - t_ev) / tp[2]).abs()) < 0.01
-    assert float(((sol[2] - y[-1]) / sol[2]).abs()) < 0.01
+
+    def miss(odeint, y0, max_order):
+        t_ev, y = odeint(
+            f,
+            y0,
+            tp[:2],
+            event_fn=lambda t, y: torch.sum(y - sol[2]),
+            method="explicit_adams",
+            options={"step_size": 0.01, "interp": "cubic", "max_order": max_order},
+        )
+        return float(((tp[2] - t_ev) / tp[2]).abs()), float(((sol[2] - y[-1]) / sol[2]).abs())
+
+    t_miss, y_miss = miss(odenet.odeint, sol[0], 11)
+    assert t_miss < 1e-4 and y_miss < 1e-4
+    ours, theirs, y0 = [], [], sol[0].clone()
+    for _ in range(8):
+        ours.append(miss(odenet.odeint, y0, 12)[0])
+        theirs.append(miss(torchdiffeq.odeint, y0, 12)[0])
+        y0 = torch.nextafter(y0, torch.tensor(math.inf))
+    ours.sort()
+    theirs.sort()
+    assert ours[4] <= 1.5 * theirs[4], (ours, theirs)  # medians
+    assert max(ours) <= 0.15
 
 
 @pytest.mark.parametrize("method", ["rk4", "explicit_adams"])

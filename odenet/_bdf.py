@@ -67,11 +67,17 @@ import numpy as np
 import torch
 
 from odenet._errors import InputError
-from odenet._newton import RTOL_REF, hairer_newton_tol, resolvable_safety
+from odenet._newton import capped_safety, hairer_newton_tol, rtol_growth
 from odenet._stepper import StepResult
 
 MAX_ORDER = 5
 NEWTON_MAXITER = 4  # scipy's cap; a non-default `newton_max_iter` overrides it
+# Below rtol = ROUNDOFF_FLOOR·eps a solve warns (ToleranceWarning): the round-off carried in
+# the differences over the many steps of a tight tolerance is an error floor of its own,
+# about 5e4·eps whatever rtol (random 5-state linear systems of test_honesty_property.py,
+# worst of 24, float64 against a 40-digit reference: bdf 561, 183, 57·rtol at rtol 100,
+# 300, 1000·eps; float32: 283, 86, 32·rtol; ndf alike).
+ROUNDOFF_FLOOR = 1000
 # Klopfenstein–Shampine κ (Shampine & Reichelt 1997, Table 1; scipy's values)
 NDF_KAPPA = (0.0, -0.1850, -1 / 9, -0.0823, -0.0415, 0.0)
 
@@ -216,7 +222,8 @@ def _rescale_matrix(factor: torch.Tensor, order: torch.Tensor, size: int, U=None
 def bdf_error_safety(method: VariableBDF, rtol: float, eps: float = 0.0) -> float:
     """``κ = method.error_safety · max(1, RTOL_REF/rtol)^method.safety_exponent``, the
     factor the BDF/NDF error estimate is multiplied by (capped where the dtype of
-    machine epsilon ``eps`` cannot resolve ``rtol/κ``: :func:`resolvable_safety`).
+    machine epsilon ``eps`` cannot resolve ``rtol/κ``, with a warning where that costs the
+    tolerance: :func:`odenet._newton.capped_safety`).
 
     Why: the estimate ``C_{k+1} ∇^{k+1} y`` is the local error of the step itself (no
     local extrapolation, unlike Radau IIA's, whose order-5 solution lands far below its
@@ -230,8 +237,10 @@ def bdf_error_safety(method: VariableBDF, rtol: float, eps: float = 0.0) -> floa
     ``studies/benchmarks/stiff_accuracy_results.md``; 0–4.4× on nine hold-out problems),
     for 2.5–4.2× scipy BDF's f-evaluations *at the same rtol* and the same work at equal
     error (1.01–1.10×, ``bdf_results.md``).  ``rtol``: the solve's largest (float)."""
-    kappa = method.error_safety * max(1.0, RTOL_REF / max(rtol, 1e-300)) ** method.safety_exponent
-    return resolvable_safety(kappa, rtol, eps)
+    growth = rtol_growth(method.safety_exponent)
+    return capped_safety(
+        method.error_safety, growth, rtol, eps, method.name, floor=ROUNDOFF_FLOOR
+    )
 
 
 class BDFRuntime:

@@ -82,3 +82,17 @@ __all__ = [
     "UnknownMethodError",
     "VectorFieldError",
 ]
+
+
+# --- warnings ----------------------------------------------------------------------
+
+
+class OdenetWarning(UserWarning):
+    """Base class of the warnings odenet issues."""
+
+
+class ToleranceWarning(OdenetWarning):
+    """The requested ``rtol`` is too close to the state dtype's round-off for the
+    method's error control to honour it: the solve runs, but its error may exceed
+    ``rtol`` by 100× or more.  The message names the smallest ``rtol`` the method
+    honours in that dtype and the ways out (a larger ``rtol``, float64, radau_iia5)."""

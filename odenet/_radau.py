@@ -76,7 +76,7 @@ import sympy
 import torch
 
 from odenet._jacobian import batched_jacobian, lu_shifted
-from odenet._newton import DIRK_NEWTON_TOL, Newton, hairer_newton_tol, resolvable_safety
+from odenet._newton import DIRK_NEWTON_TOL, Newton, capped_safety, hairer_newton_tol
 from odenet._stepper import RungeKutta, StepResult
 
 _DPS = 50  # digits of the derivations below (the s = 5 tableau has 50-digit entries)
@@ -203,8 +203,11 @@ def radau_error_safety(s: int, rtol: float, eps: float = 0.0) -> float:
     """
     if s >= 3:
         return 1.0
-    kappa = ERROR_SAFETY_S2 * max(rtol, 1e-300) ** (-(3 - s) / (4 * s))
-    return resolvable_safety(kappa, rtol, eps)
+
+    def growth(r):
+        return max(r, 1e-300) ** (-(3 - s) / (4 * s))
+
+    return capped_safety(ERROR_SAFETY_S2, growth, rtol, eps, f"radau_iia{2 * s - 1}")
 
 
 # A slow Newton iteration (more than two iterations at a last rate θ > 1e-3) makes scipy's

@@ -7,10 +7,12 @@ amplified, and local error control must bound the global error) has the closed f
 spectrum (only the implicit methods, bdf and ndf included, get the stiff one), the tolerance,
 per-sample rows, several output times (dense output between steps), integration backward
 in time (``A → −A``: still decaying in the direction of integration), float32 (its
-tolerance floored at 1000·eps = 1.2e-4), a start away from 0.  At 100·eps the law does
-not hold for float32: bdf on a stiff 5-state system backward in time ended at 110·rtol
-with status ok (rtol 1.2e-5, seed 5); there the error safety of bdf/ndf is capped to 1
-(``resolvable_safety``), so it controls no more tightly than scipy's BDF.
+tolerance floored at 100·eps = 1.2e-5, scipy's floor), a start away from 0.  Where the
+dtype's round-off leaves a method's error control no room (``ToleranceWarning``: the
+error safety κ of the DIRK pairs, radau_iia3 and bdf/ndf capped far below its value),
+the solve warns and the law is not asserted: there, in float32 at 100·eps, kvaerno5,
+sdirk4, trbdf2 and bdf ended at 181–283·rtol with status ok (float64 at 100·eps,
+kvaerno5: 2164·rtol).
 
 The law: a solve that reports success ends every output within ``100·rtol`` of the
 closed form in the mixed measure ``|y − ref| / (0.01 + |ref|)``; a solve may also fail
@@ -20,6 +22,8 @@ spectra too): the largest error of a successful
 solve was 19·rtol (ndf, dop853), most methods stay below 5·rtol.  ``fehlberg2`` is left
 out: its estimate does not bound its error (``docs/methods.md``).
 """
+
+import warnings
 
 import numpy as np
 import torch
@@ -82,22 +86,28 @@ def test_status_ok_means_within_100_rtol_on_dissipative_linear_systems(
     y0 = rng.standard_normal((rows, n) if rows else n)
     dtype = torch.float32 if float32 else torch.float64
     eps = torch.finfo(dtype).eps
-    rtol = max(10.0**log_rtol, RTOL_FLOOR.get(method, 0.0), 1000 * eps if float32 else 0.0)
+    rtol = max(10.0**log_rtol, RTOL_FLOOR.get(method, 0.0), 100 * eps if float32 else 0.0)
 
     At, bt = torch.tensor(A, dtype=dtype), torch.tensor(b, dtype=dtype)
-    sol = odenet.solve(
-        lambda s, y: y @ At.T + bt,
-        torch.tensor(y0, dtype=dtype),
-        torch.tensor(t, dtype=dtype),
-        method=method,
-        rtol=rtol,
-        atol=rtol / 100,
-        max_steps=3000,
-        throw=False,
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", odenet.ToleranceWarning)
+        sol = odenet.solve(
+            lambda s, y: y @ At.T + bt,
+            torch.tensor(y0, dtype=dtype),
+            torch.tensor(t, dtype=dtype),
+            method=method,
+            rtol=rtol,
+            atol=rtol / 100,
+            max_steps=3000,
+            throw=False,
+        )
     if not sol.success:
         return  # an honest failure (the step budget, an underflow) is allowed
-    ref = closed_form(A, b, y0, t)
+    if any(issubclass(w.category, odenet.ToleranceWarning) for w in caught):
+        return  # the solve said its tolerance is out of reach in this dtype
+    # the solve's problem is the one rounded to its dtype: in float32 the rounding of a
+    # stiff A alone moves the solution by ~cond(A)·eps, far above 100·rtol
+    ref = closed_form(*(torch.tensor(v, dtype=dtype).double().numpy() for v in (A, b, y0, t)))
     ys = sol.ys.double().numpy()
     assert ys.shape == ref.shape
     err = float(np.max(np.abs(ys - ref) / (0.01 + np.abs(ref))))

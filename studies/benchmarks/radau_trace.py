@@ -204,6 +204,7 @@ class ScipyRules(_controller.PredictiveController):
     h_old_proposed: bool = False
     r_floor: float = 1e-2
     grow_after_reject: bool = False
+    classical_after_retry: bool = False
     # (h, error ratio, accepted) per attempt, for the comparison with scipy's log
     log: list = dataclasses.field(default_factory=list, compare=False, repr=False)
 
@@ -239,7 +240,8 @@ class ScipyRules(_controller.PredictiveController):
         self.log.append((h, ratio, bool(accept)))
         if accept:
             h_prev = h_start if self.h_old_proposed else h
-            memory = (h_prev, max(r, self.r_floor), True, False, None)
+            before = not (rejected and self.classical_after_retry)
+            memory = (h_prev, max(r, self.r_floor), before, False, None)
         else:
             memory = (h_old, r_old, before, True, h_start)
         return torch.tensor([accept]), torch.full_like(row, h_next), memory
@@ -255,6 +257,7 @@ VARIANTS = {
     "cap10": dict(factor_max=10.0),
     "scipy-but-keep": _SCIPY,
     "scipy": dict(_SCIPY, keep_below=True),
+    "classical-after-retry": dict(classical_after_retry=True),
 }
 
 

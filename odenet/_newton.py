@@ -133,6 +133,8 @@ def capped_safety(base: float, growth, rtol, eps: float, name: str = "", *, floo
         def honoured(r):
             return r >= floor * eps
 
+    # (below 100·eps every adaptive solve also warns: odenet._validate.warn_rtol_below_round_off;
+    # this one names the method's own, larger floor)
     if not honoured(float(torch.as_tensor(rtol).min())):
         _warn_unresolved(name, honoured, rtol, eps)
     return capped

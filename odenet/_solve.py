@@ -51,6 +51,7 @@ from odenet._validate import (  # noqa: F401  (re-exported: _compat and tests im
     check_y0,
     is_traced,
     resolve_method,
+    warn_rtol_below_round_off,
 )
 from odenet.sensitivity import solve_with
 from odenet.tableaus import ButcherTableau, tableau
@@ -370,6 +371,8 @@ def prepare(
 
     newton = None
     fixed = step_size is not None or grid_on_outputs
+    if not fixed:
+        warn_rtol_below_round_off(rtol, y0.dtype)
     if tab.is_implicit:
         eps = torch.finfo(y0.dtype).eps
         # A fixed-step user asks for the scheme's own solution: solve the stage

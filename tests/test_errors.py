@@ -169,8 +169,12 @@ def test_an_rtol_the_dtype_leaves_no_room_for_is_warned_with_the_floor(method):
         warnings.simplefilter("always", odenet.ToleranceWarning)
         sol = odenet.solve(lambda s, y: -y, y0, t, method=method, rtol=1e-5)
     assert sol.success  # a warning, not a failure: the solve still runs
-    (w,) = [w for w in caught if issubclass(w.category, odenet.ToleranceWarning)]
-    assert issubclass(w.category, odenet.OdenetWarning)
+    # two warnings: rtol is below 100·eps (every adaptive method), and below this one's floor
+    general, (w,) = (
+        [w for w in caught if "below 100·eps" in str(w.message)],
+        [w for w in caught if "radau_iia5 (its" in str(w.message)],
+    )
+    assert len(general) == 1 and issubclass(w.category, odenet.OdenetWarning)
     message = str(w.message)
     assert method in message and "float32" in message and "radau_iia5" in message
     floor = float(re.search(r"Use rtol ≥ (\S+) or float64", message).group(1))
@@ -180,6 +184,23 @@ def test_an_rtol_the_dtype_leaves_no_room_for_is_warned_with_the_floor(method):
         # at the floor it names, and in float64 at everyday tolerances: no warning
         odenet.solve(lambda s, y: -y, y0, t, method=method, rtol=floor * 1.01)
         odenet.solve(lambda s, y: -y, y0.double(), t.double(), method=method, rtol=1e-10)
+
+
+def test_an_rtol_below_100_eps_is_warned_for_every_adaptive_method():
+    # float32 at rtol = eps on random linear systems: dop853 117·rtol, radau_iia5 222·rtol,
+    # adams 268·rtol with status ok (at 100·eps at most 23·rtol): scipy's floor, 100·eps
+    t, y0 = torch.tensor([0.0, 1.0]), torch.ones(3)
+    for method in ("dopri5", "dop853", "radau_iia5", "adams"):
+        with pytest.warns(
+            odenet.ToleranceWarning, match=r"below 100·eps.*rtol ≥ 1.2e-05 or use float64"
+        ):
+            odenet.solve(lambda s, y: -y, y0, t, method=method, rtol=1e-7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", odenet.ToleranceWarning)
+        # pure absolute control, a fixed grid, float64 at rtol 1e-12: nothing to warn about
+        odenet.solve(lambda s, y: -y, y0, t, rtol=0.0, atol=1e-6)
+        odenet.solve(lambda s, y: -y, y0, t, method="rk4", step_size=0.1, rtol=1e-9)
+        odenet.solve(lambda s, y: -y, y0.double(), t.double(), method="dop853", rtol=1e-12)
 
 
 def test_methods_whose_error_control_needs_no_margin_do_not_warn_near_round_off():

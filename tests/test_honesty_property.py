@@ -50,6 +50,22 @@ RTOL_FLOOR = {
 }
 
 
+def linear_system(seed, n, stiff, backward, n_out, rows=0):
+    """``(A, b, y0, t)`` of one draw (numpy, float64): ``A = Q diag(λ) Qᵀ`` with
+    ``λ ∈ −[0.1, 1e4]`` (stiff) or ``−[0.1, 3]``, ``y0`` ``[n]`` or ``[rows, n]``,
+    ``n_out`` sorted times from a random start (negated, with ``A``, when backward)."""
+    rng = np.random.default_rng(seed)
+    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    lam = -np.exp(rng.uniform(np.log(0.1), np.log(1e4 if stiff else 3.0), n))
+    A = Q @ np.diag(lam) @ Q.T
+    b = rng.standard_normal(n)
+    t = np.unique(np.concatenate([[0.0], rng.uniform(0.0, rng.uniform(0.5, 5.0), n_out - 1)]))
+    if backward:
+        t, A = -t, -A  # decaying in the direction of integration
+    t = t + rng.uniform(-3.0, 3.0)
+    return A, b, rng.standard_normal((rows, n) if rows else n), t
+
+
 def closed_form(A, b, y0, t):
     """``[T, *y0.shape]``: the exact solution at the times ``t`` (t[0] the start)."""
     shift = np.linalg.solve(A, b)
@@ -73,17 +89,8 @@ def closed_form(A, b, y0, t):
 def test_status_ok_means_within_100_rtol_on_dissipative_linear_systems(
     method, seed, n, stiff, rows, backward, float32, log_rtol, n_out
 ):
-    rng = np.random.default_rng(seed)
     stiff = stiff and method in IMPLICIT
-    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
-    lam = -np.exp(rng.uniform(np.log(0.1), np.log(1e4 if stiff else 3.0), n))
-    A = Q @ np.diag(lam) @ Q.T
-    b = rng.standard_normal(n)
-    t = np.unique(np.concatenate([[0.0], rng.uniform(0.0, rng.uniform(0.5, 5.0), n_out - 1)]))
-    if backward:
-        t, A = -t, -A  # decaying in the direction of integration
-    t = t + rng.uniform(-3.0, 3.0)
-    y0 = rng.standard_normal((rows, n) if rows else n)
+    A, b, y0, t = linear_system(seed, n, stiff, backward, n_out, rows)
     dtype = torch.float32 if float32 else torch.float64
     eps = torch.finfo(dtype).eps
     rtol = max(10.0**log_rtol, RTOL_FLOOR.get(method, 0.0), 100 * eps if float32 else 0.0)

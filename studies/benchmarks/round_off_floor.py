@@ -21,7 +21,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import sys
 import warnings
+from pathlib import Path
 
 import mpmath
 import numpy as np
@@ -29,20 +31,15 @@ import torch
 
 import odenet
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+from test_honesty_property import linear_system
+
 mpmath.mp.dps = 40
 
 
-def problem(seed, stiff, backward, n=5, n_out=4):
-    rng = np.random.default_rng(seed)
-    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
-    lam = -np.exp(rng.uniform(np.log(0.1), np.log(1e4 if stiff else 3.0), n))
-    A = Q @ np.diag(lam) @ Q.T
-    b = rng.standard_normal(n)
-    t = np.unique(np.concatenate([[0.0], rng.uniform(0.0, rng.uniform(0.5, 5.0), n_out - 1)]))
-    if backward:
-        t, A = -t, -A
-    t = t + rng.uniform(-3.0, 3.0)
-    return A, b, rng.standard_normal(n), t
+def problem(seed, stiff, backward):
+    """The property test's draw: 5 states, 4 output times, one initial state."""
+    return linear_system(seed, 5, stiff, backward, 4)
 
 
 def closed_form(A, b, y0, t):

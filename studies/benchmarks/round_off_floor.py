@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 import odenet
+from odenet import _registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 from test_honesty_property import linear_system
@@ -89,7 +90,7 @@ def main():
     print("| method | rtol/eps | rtol | worst err/rtol (ok) | > 100·rtol | failed | warned |")
     print("|---|---|---|---|---|---|---|")
     for method in args.methods.split(","):
-        implicit = odenet._registry.method(method).is_implicit
+        implicit = _registry.method(method).is_implicit
         for fac in (float(x) for x in args.factors.split(",")):
             rtol = fac * eps
             res = [

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from odenet._errors import ToleranceWarning
 from odenet._jacobian import batched_jacobian, compressed_jacobian, lu_kron
 
 # The tolerance at which a DIRK pair's error estimate is taken at face value: below it
@@ -141,10 +143,6 @@ def capped_safety(base: float, growth, rtol, eps: float, name: str = "", *, floo
 
 
 def _warn_unresolved(name: str, honoured, rtol, eps: float) -> None:
-    import warnings
-
-    from odenet._errors import ToleranceWarning
-
     lo, hi = math.log(100 * eps), math.log(RTOL_REF)  # every rule holds at RTOL_REF
     for _ in range(60):  # the smallest honoured rtol, by bisection on log rtol
         mid = (lo + hi) / 2

@@ -7,6 +7,10 @@ Messages name the argument, what was received, and how to fix it.
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
+
 
 class OdenetError(Exception):
     """Base class of every error raised by odenet."""
@@ -96,3 +100,16 @@ class ToleranceWarning(OdenetWarning):
     method's error control to honour it: the solve runs, but its error may exceed
     ``rtol`` by 100× or more.  The message names the smallest ``rtol`` the method
     honours in that dtype and the ways out (a larger ``rtol``, float64, radau_iia5)."""
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+
+def warn_user(message: str, category: type[Warning]) -> None:
+    """``warnings.warn`` attributed to the first caller outside odenet: the user's line
+    is what the warning shows, and what the default filter shows it once per."""
+    frame, level = sys._getframe(1), 2  # stacklevel 2: the caller of warn_user
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from odenet._errors import ToleranceWarning
+from odenet._errors import ToleranceWarning, warn_user
 from odenet._jacobian import batched_jacobian, compressed_jacobian, lu_kron
 
 # The tolerance at which a DIRK pair's error estimate is taken at face value: below it
@@ -150,14 +149,13 @@ def _warn_unresolved(name: str, honoured, rtol, eps: float) -> None:
     dtype = torch.float32 if eps > 1e-10 else torch.float64
     r = float(torch.as_tensor(rtol).min())
     wider = " or float64," if dtype == torch.float32 else ""
-    warnings.warn(
+    warn_user(
         f"rtol = {r:.3g} is too close to the round-off of {dtype} (eps = {eps:.2g}) for "
         f"{name}'s error control: there its error per step cannot be held to what rtol "
         "asks, and the global error may exceed rtol by 100× or more while the solve "
         f"reports success. Use rtol ≥ {math.exp(hi):.2g}{wider} or radau_iia5 (its "
         "error control needs no such margin).",
         ToleranceWarning,
-        stacklevel=4,
     )
 
 

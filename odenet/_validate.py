@@ -14,13 +14,18 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from odenet._errors import InputError, OdenetError, ToleranceWarning, VectorFieldError
+from odenet._errors import (
+    InputError,
+    OdenetError,
+    ToleranceWarning,
+    VectorFieldError,
+    warn_user,
+)
 from odenet._registry import multistep
 from odenet.tableaus import ButcherTableau, methods, tableau
 
@@ -240,13 +245,12 @@ def warn_rtol_below_round_off(rtol, dtype) -> None:
     floor = 100 * torch.finfo(dtype).eps
     if r.numel() == 0 or float(r.min()) >= floor:
         return
-    warnings.warn(
+    warn_user(
         f"rtol = {float(r.min()):.3g} is below 100·eps of {dtype} ({floor:.2g}): no error "
         "estimate resolves it, and the error may end 100× or more above rtol while the "
         f"solve reports success (scipy raises such an rtol to 100·eps). Use rtol ≥ "
         f"{floor:.2g}{_wider(dtype)}.",
         ToleranceWarning,
-        stacklevel=4,
     )
 
 

@@ -64,6 +64,7 @@ from dataclasses import dataclass
 import torch
 from torch.func import jvp, vmap
 
+from odenet._errors import OdenetWarning
 from odenet._jacobian import SPARSE_MIN_N, DenseLU
 from odenet._stepper import RungeKutta, explicit_step, stage_input
 from odenet.tableaus import ButcherTableau
@@ -570,7 +571,7 @@ def compiled_rk_step(
 # --- the fused step of the one loop's host backend (``solve(..., compile=True)``) -------
 
 
-class CompileFallbackWarning(RuntimeWarning):
+class CompileFallbackWarning(OdenetWarning, RuntimeWarning):
     """``compile=True`` could not be honoured; the eager path ran (same results)."""
 
 

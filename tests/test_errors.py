@@ -285,3 +285,11 @@ def test_every_error_is_an_odenet_error():
         assert issubclass(cls, OdenetError)
     assert issubclass(InputError, ValueError)
     assert issubclass(MaxStepsError, RuntimeError)
+
+
+def test_every_warning_odenet_issues_is_an_odenet_warning():
+    from odenet._compiled import CompileFallbackWarning
+
+    for w in (odenet.ToleranceWarning, CompileFallbackWarning):
+        assert issubclass(w, odenet.OdenetWarning) and issubclass(w, UserWarning | Warning)
+    assert issubclass(CompileFallbackWarning, RuntimeWarning)  # what it was before

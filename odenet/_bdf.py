@@ -74,9 +74,9 @@ MAX_ORDER = 5
 NEWTON_MAXITER = 4  # scipy's cap; a non-default `newton_max_iter` overrides it
 # Below rtol = ROUNDOFF_FLOOR·eps a solve warns (ToleranceWarning): the round-off carried in
 # the differences over the many steps of a tight tolerance is an error floor of its own,
-# about 5e4·eps whatever rtol (random 5-state linear systems of test_honesty_property.py,
-# worst of 24, float64 against a 40-digit reference: bdf 561, 183, 57·rtol at rtol 100,
-# 300, 1000·eps; float32: 283, 86, 32·rtol; ndf alike).
+# about 5e4·eps whatever rtol (studies/benchmarks/round_off_floor_results.md, worst of 24
+# random linear systems against a 40-digit reference: float64 bdf 562, 56, 13·rtol at rtol
+# 100, 1000, 4500·eps; float32 283, 86, 32·rtol at 100, 300, 1000·eps; ndf alike).
 ROUNDOFF_FLOOR = 1000
 # Klopfenstein–Shampine κ (Shampine & Reichelt 1997, Table 1; scipy's values)
 NDF_KAPPA = (0.0, -0.1850, -1 / 9, -0.0823, -0.0415, 0.0)

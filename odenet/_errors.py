@@ -81,8 +81,10 @@ __all__ = [
     "NewtonConvergenceError",
     "NonFiniteError",
     "OdenetError",
+    "OdenetWarning",
     "SolverError",
     "StepSizeUnderflowError",
+    "ToleranceWarning",
     "UnknownMethodError",
     "VectorFieldError",
 ]
@@ -112,4 +114,3 @@ def warn_user(message: str, category: type[Warning]) -> None:
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)
-

@@ -187,8 +187,8 @@ def test_an_rtol_the_dtype_leaves_no_room_for_is_warned_with_the_floor(method):
 
 
 def test_an_rtol_below_100_eps_is_warned_for_every_adaptive_method():
-    # float32 at rtol = eps on random linear systems: dop853 117·rtol, radau_iia5 222·rtol,
-    # adams 268·rtol with status ok (at 100·eps at most 23·rtol): scipy's floor, 100·eps
+    # float32 at rtol = eps on random linear systems: dop853 117·rtol, radau_iia9 177·rtol,
+    # radau_iia5 222·rtol with status ok (at 100·eps at most 23·rtol): scipy's floor
     t, y0 = torch.tensor([0.0, 1.0]), torch.ones(3)
     for method in ("dopri5", "dop853", "radau_iia5", "adams"):
         with pytest.warns(
@@ -291,5 +291,5 @@ def test_every_warning_odenet_issues_is_an_odenet_warning():
     from odenet._compiled import CompileFallbackWarning
 
     for w in (odenet.ToleranceWarning, CompileFallbackWarning):
-        assert issubclass(w, odenet.OdenetWarning) and issubclass(w, UserWarning | Warning)
+        assert issubclass(w, odenet.OdenetWarning) and issubclass(w, UserWarning)
     assert issubclass(CompileFallbackWarning, RuntimeWarning)  # what it was before

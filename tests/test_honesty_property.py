@@ -12,7 +12,7 @@ dtype's round-off leaves a method's error control no room (``ToleranceWarning``:
 error safety κ of the DIRK pairs, radau_iia3 and bdf/ndf capped far below its value),
 the solve warns and the law is not asserted: there, in float32 at 100·eps, kvaerno5,
 sdirk4, trbdf2 and bdf ended at 181–283·rtol with status ok (float64 at 100·eps,
-kvaerno5: 2164·rtol).
+kvaerno5: 2100·rtol; ``studies/benchmarks/round_off_floor_results.md``).
 
 The law: a solve that reports success ends every output within ``100·rtol`` of the
 closed form in the mixed measure ``|y − ref| / (0.01 + |ref|)``; a solve may also fail

@@ -233,6 +233,9 @@ class PredictiveController(PIDController):
     factor in ``[1, keep_max]`` keeps the step unchanged, so an implicit method can
     reuse its LU factors.  The rules common to every controller (rejections shrink,
     Newton failures by ``newton_factor``, no growth right after a rejection) hold.
+    A step whose method reports its estimate ``refiltered`` (radau_iia5's second
+    filtering after a rejection, often near zero) is not used for the prediction:
+    the step after it takes the classical factor.
 
     scipy's ``Radau`` differs in five rules (growth cap 10, keep ``h`` for every factor
     below 1.2, the predictive factor on rejections too, its ``h_old`` and ``r_acc``, growth
@@ -267,6 +270,7 @@ class PredictiveController(PIDController):
         hold=None,
         safety=None,
         refresh=False,
+        refiltered=None,
         **_,
     ):
         finite, accept, r = self._verdict(ops, ratio, ok)
@@ -285,10 +289,15 @@ class PredictiveController(PIDController):
         keep = accept & (factor >= 1.0) & (factor <= self.keep_max) & (not refresh)
         factor = ops.where(keep, ops.full(1.0, factor), factor)
         accept, h_next = self._limit(ops, h, factor, accept, finite, ok, rejected, h_floor, hold)
+        before = before | accept
+        if refiltered is not None:
+            # an accepted estimate from Radau's second filtering is not one the next
+            # step's estimate can be compared with: the next factor is the classical one
+            before = before & ops.not_(accept & refiltered)
         memory = (
             ops.where(accept, h, h_acc),
             ops.where(accept, ops.clip(r, lo=1e-2), r_acc),
-            before | accept,
+            before,
             ops.not_(accept),
         )
         return accept, h_next, memory

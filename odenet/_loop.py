@@ -722,6 +722,8 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
                 else getattr(rk, "newton_safety", None),
                 # Radau IIA's "a new Jacobian is due" (bool)
                 refresh=False if stateful else bool(getattr(rk, "jacobian_due", False)),
+                # Radau IIA's rows whose estimate came from a second filtering ([K] bool)
+                refiltered=None if stateful else getattr(rk, "error_refiltered", None),
             )
             if not host and B.n_done:
                 accept = accept & ~B.done

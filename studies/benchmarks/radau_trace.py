@@ -196,7 +196,10 @@ class ScipyRules(_controller.PredictiveController):
     the step size proposed at the previous step's start (scipy's ``h_abs_old``), not the
     accepted one; ``r_floor``: the previous error ratio's floor (RADAU5 1e-2, scipy 0).
     ``grow_after_reject``: the step may grow right after a rejection (scipy; RADAU5
-    and odenet keep ``h`` there).
+    and odenet keep ``h`` there).  ``predict_after_refiltered``: the step after one whose
+    estimate came from the second filtering uses the predictive factor too (scipy, and
+    odenet before the ``refiltered`` rule); ``classical_after_retry``: every step after
+    an accepted retry uses the classical factor alone (measured, not adopted).
     """
 
     keep_below: bool = False
@@ -205,6 +208,7 @@ class ScipyRules(_controller.PredictiveController):
     r_floor: float = 1e-2
     grow_after_reject: bool = False
     classical_after_retry: bool = False
+    predict_after_refiltered: bool = False
     # (h, error ratio, accepted) per attempt, for the comparison with scipy's log
     log: list = dataclasses.field(default_factory=list, compare=False, repr=False)
 
@@ -241,6 +245,9 @@ class ScipyRules(_controller.PredictiveController):
         if accept:
             h_prev = h_start if self.h_old_proposed else h
             before = not (rejected and self.classical_after_retry)
+            refiltered = kw.get("refiltered")
+            if not self.predict_after_refiltered and refiltered is not None and bool(refiltered):
+                before = False
             memory = (h_prev, max(r, self.r_floor), before, False, None)
         else:
             memory = (h_old, r_old, before, True, h_start)
@@ -248,7 +255,12 @@ class ScipyRules(_controller.PredictiveController):
 
 
 _SCIPY = dict(
-    factor_max=10.0, predict_rejected=True, h_old_proposed=True, r_floor=0.0, grow_after_reject=True
+    factor_max=10.0,
+    predict_rejected=True,
+    h_old_proposed=True,
+    r_floor=0.0,
+    grow_after_reject=True,
+    predict_after_refiltered=True,
 )
 #: the controller variants of ``controllers``: odenet's, scipy's growth cap alone,
 #: scipy's rules but RADAU5's keep rule, and scipy's exactly
@@ -258,6 +270,7 @@ VARIANTS = {
     "scipy-but-keep": _SCIPY,
     "scipy": dict(_SCIPY, keep_below=True),
     "classical-after-retry": dict(classical_after_retry=True),
+    "predict-after-refiltered": dict(predict_after_refiltered=True),
 }
 
 

@@ -70,6 +70,7 @@ The method protocol is the loop's (see :mod:`odenet._stepper`): ``step`` returns
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import mpmath
@@ -79,6 +80,7 @@ import torch
 
 from odenet._jacobian import batched_jacobian, lu_shifted
 from odenet._newton import DIRK_NEWTON_TOL, Newton, capped_safety, hairer_newton_tol
+from odenet._ops import HostOps, TensorOps
 from odenet._stepper import RungeKutta, StepResult
 
 _DPS = 50  # digits of the derivations below (the s = 5 tableau has 50-digit entries)
@@ -380,12 +382,13 @@ class RadauIIA(RungeKutta):
             Y = nw.attach(g, times, base, hA, y[:, None] + Z.transpose(0, 1), G)
             Z = (Y - y[:, None]).transpose(0, 1)
         y1 = y + Z[S - 1]  # stiffly accurate: c_s = 1, the last stage is the solution
-        ks = torch.einsum("ij,jkn->ikn", self.A_inv_t, Z) / hy[None, :, None]
+        ks = _mix(self.A_inv_t, Z) / hy[None, :, None]
         with torch.no_grad():
             err = self._error(g, s.detach(), y_, hy, f0.detach(), Z.detach(), lu, retry, y1)
             # a failed row: an estimate whose ratio makes the I controller roughly halve h
-            big = 16.0 * (nw.atol + nw.rtol * torch.maximum(y_.abs(), y1.detach().abs()))
-            err = torch.where(ok[:, None], err, big * torch.ones_like(err))
+            if not bool(ok.all()):
+                big = 16.0 * (nw.atol + nw.rtol * torch.maximum(y_.abs(), y1.detach().abs()))
+                err = torch.where(ok[:, None], err, big * torch.ones_like(err))
             zero = h == 0
             if bool(zero.any()):
                 err = torch.where(zero[:, None], torch.zeros_like(err), err)
@@ -397,15 +400,14 @@ class RadauIIA(RungeKutta):
     def _starting_guess(self, s, h, y):
         """Extrapolate the last accepted step's collocation polynomial (zeros at first)."""
         pending = getattr(self, "_pending", None)
-        zeros = torch.zeros(self.S, *y.shape, dtype=y.dtype, device=y.device)
+        zeros = y.new_zeros(self.S, *y.shape)
         if pending is not None and pending[0].shape == s.shape:
             s_end, h_p, y_p, Z_p, ok_p = pending
             # rows whose last trial was accepted now start at its end
             moved = ok_p & (s == s_end)
-            if self._prev is None:
-                if bool(moved.all()):
-                    self._prev = (s_end, h_p, y_p, Z_p)
-            else:
+            if bool(moved.all()):  # (every row of one system: no selects)
+                self._prev = (s_end, h_p, y_p, Z_p)
+            elif self._prev is not None and bool(moved.any()):
                 ps, ph, py, pZ = self._prev
                 m2, m3 = moved[:, None], moved[None, :, None]
                 self._prev = (
@@ -423,7 +425,7 @@ class RadauIIA(RungeKutta):
         # θ of the new stage times in the previous step (beyond 1: extrapolation)
         theta = 1 + (self.c[:, None] * h[None, :]) / ph[None, :]  # [S, K]
         th = theta.to(y.dtype)[:, :, None]
-        Q = torch.einsum("ikn,im->mkn", pZ, self.P_coll)  # [degree, K, n]
+        Q = _mix(self.P_coll.T, pZ)  # [degree, K, n]
         poly = sum(th ** (m + 1) * Q[m] for m in range(self.S))  # [S, K, n]
         return py[None] + poly - y[None]
 
@@ -433,13 +435,31 @@ class RadauIIA(RungeKutta):
         S, r = self.S, self.n_real
         K, n = y.shape
         nw = self.newton
+        # one system: the convergence decisions on Python floats (one read of the
+        # increment norm per iteration) instead of ~30 operations on [1] tensors, which
+        # cost more than the iteration's arithmetic on a small system
+        host = K == 1
+        ops = HostOps if host else TensorOps
+
+        def rows(mask):  # a [K] decision applied to [S, K, n] tensors
+            return mask if host else mask[None, :, None]
+
         hc = hy.to(self.cdtype)[:, None]
-        W = torch.einsum("ij,jkn->ikn", self.TI_mat, Z0)
+        # the loop invariants of the residual: stage times, shifts μ/h
+        t_stages = [times[:, i] for i in range(S)]
+        shift_real = (self.k.mu_real / hy)[:, None] if r else None
+        shift_complex = [mu / hc for mu in self.k.mu_complex]
+        W = _mix(self.TI_mat, Z0)
         Z = Z0
-        converged = torch.zeros(K, dtype=torch.bool, device=y.device)
-        failed = torch.zeros_like(converged)
+        if host:
+            converged = failed = False
+            rate = 0.0
+        else:
+            converged = torch.zeros(K, dtype=torch.bool, device=y.device)
+            failed = torch.zeros_like(converged)
+            rate = torch.zeros(K, dtype=y.dtype, device=y.device)
+        no = ops.full(False, converged)
         prev = None
-        rate = torch.zeros(K, dtype=y.dtype, device=y.device)
         worst = 0.0
         tol = self.newton_tol
         k = 0
@@ -453,48 +473,53 @@ class RadauIIA(RungeKutta):
             if out is not None:
                 dW, dnorm, finite_F = out
             else:
-                F = torch.stack([g(times[:, i], y + Z[i]) for i in range(S)])  # [S, K, n]
+                F = torch.stack([g(t_stages[i], y + Z[i]) for i in range(S)])  # [S, K, n]
                 finite_F = torch.isfinite(F).all(dim=2).all(dim=0)
                 F = torch.nan_to_num(F)
                 dW = torch.empty_like(W)
                 if r:
-                    f_real = (
-                        torch.einsum("i,ikn->kn", self.TI_mat[0], F)
-                        - (self.k.mu_real / hy)[:, None] * W[0]
-                    )
+                    f_real = _mix(self.TI_mat[0], F) - shift_real * W[0]
                     dW[0] = self._solve(lu[0], f_real)
-                Fc = torch.einsum("pi,ikn->pkn", self.TI_pairs, F.to(self.cdtype))
-                for p, mu in enumerate(self.k.mu_complex):
-                    Wc = W[r + 2 * p] + 1j * W[r + 2 * p + 1]
-                    d = self._solve(lu[r + p], Fc[p] - (mu / hc) * Wc)
+                Fc = _mix(self.TI_pairs, F.to(self.cdtype))
+                for p, shift in enumerate(shift_complex):
+                    Wc = torch.complex(W[r + 2 * p], W[r + 2 * p + 1])
+                    d = self._solve(lu[r + p], Fc[p] - shift * Wc)
                     dW[r + 2 * p], dW[r + 2 * p + 1] = d.real, d.imag
                 dnorm = (dW / scale[None]).pow(2).mean(dim=(0, 2)).sqrt()
-            active = ~(converged | failed)
-            finite = finite_F & torch.isfinite(dnorm)
+            if host:
+                dnorm = float(dnorm)
+                finite = bool(finite_F) and math.isfinite(dnorm)
+            else:
+                finite = finite_F & torch.isfinite(dnorm)
+            active = ops.not_(converged | failed)
             if prev is not None:
                 rate = dnorm / prev
+                # a rate ≥ 1 diverges whatever the rest says; clipped, the power cannot
+                # overflow a Python float
+                slow = ops.clip(rate, hi=1.0)
                 diverging = (rate >= 1) | (
-                    rate.pow(self.max_iter - k) / (1 - rate).clamp_min(1e-12) * dnorm > tol
+                    slow ** (self.max_iter - k) / ops.clip(1 - slow, lo=1e-12) * dnorm > tol
                 )
+                conv = rate / ops.clip(1 - rate, lo=1e-12) * dnorm < tol
             else:
-                diverging = torch.zeros_like(converged)
-            now_failed = active & (~finite | diverging)
-            upd = active & ~now_failed
-            W = torch.where(upd[None, :, None], W + dW, W)
-            Z = torch.einsum("ij,jkn->ikn", self.T_mat, W)
-            if prev is not None:
-                conv = rate / (1 - rate).clamp_min(1e-12) * dnorm < tol
-            else:
-                conv = torch.zeros_like(converged)
+                diverging = conv = no
+            now_failed = active & (ops.not_(finite) | diverging)
+            upd = active & ops.not_(now_failed)
+            W = ops.where(rows(upd), W + dW, W)
+            Z = _mix(self.T_mat, W)
             now_conv = upd & ((dnorm == 0) | conv)
-            if prev is not None and bool(upd.any()):
-                worst = float(rate[upd].max())  # the last rate (scipy's and Hairer's)
-            converged |= now_conv
-            failed |= now_failed
+            if prev is not None and ops.any(upd):
+                # the last rate (scipy's and Hairer's)
+                worst = rate if host else float(rate[upd].max())
+            converged = converged | now_conv
+            failed = failed | now_failed
             prev = dnorm
-            if bool((converged | failed).all()):
+            if ops.all(converged | failed):
                 break
-        return Z, converged & ~failed, k + 1, worst
+        ok = converged & ops.not_(failed)
+        if host:
+            ok = torch.tensor([ok], device=y.device)
+        return Z, ok, k + 1, worst
 
     def _filter(self, lu, rhs):
         """The filtered estimate of ``γ₀ h rhs`` (see the module docstring): the real
@@ -506,7 +531,7 @@ class RadauIIA(RungeKutta):
     def _error(self, g, s, y, hy, f0, Z, lu, retry, y1):
         """The filtered estimate of ``f0 + Σ e_i Z_i / h``; a second filtering through
         ``f(y0 + err)`` for retried rows that the first rejects."""
-        ZE = torch.einsum("i,ikn->kn", self.E, Z) / hy[:, None]
+        ZE = _mix(self.E, Z) / hy[:, None]
         err = self._filter(lu, f0 + ZE)
         # s = 2: the filter's γ₀ is Re(1/μ) (so that y0 + err removes a stiff transient
         # exactly, below); the reported estimate keeps γ₀ = 1/|μ| where hJ is small, the
@@ -532,6 +557,13 @@ class RadauIIA(RungeKutta):
                     # (stiff_results.md, radau_trace.py variant classical-after-refiltered)
                     self.error_refiltered = again
         return err * kap if kap != 1 else err
+
+
+def _mix(M: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
+    """``Σ_j M[i, j] Z[j]`` over the stage axis of ``Z`` [S, K, n]; ``M`` [m, S] or [S].
+    One matrix product (an einsum costs ~3x more in dispatch on a small system)."""
+    out = M @ Z.reshape(Z.shape[0], -1)
+    return out.reshape(*M.shape[:-1], *Z.shape[1:])
 
 
 _REFERENCE: dict = {}  # s -> (A, c) of the s-stage Radau IIA, float64

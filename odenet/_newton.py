@@ -26,6 +26,7 @@ import torch
 
 from odenet._errors import ToleranceWarning, warn_user
 from odenet._jacobian import batched_jacobian, compressed_jacobian, lu_kron
+from odenet._ops import HostOps, TensorOps
 
 # The tolerance at which a DIRK pair's error estimate is taken at face value: below it
 # the estimate is scaled up by (RTOL_REF / rtol)^(1/p) (see error_safety).
@@ -390,11 +391,22 @@ class Newton:
         second rate estimate, which shows the slow direction.
         """
         K, S, n = Z0.shape
+        # one system: the decisions on Python floats (see odenet._radau.RadauIIA._iterate)
+        host = K == 1
+        ops = HostOps if host else TensorOps
+
+        def rows(mask):  # a [K] decision applied to [K, S, n] tensors
+            return mask if host else mask[:, None, None]
+
         Z = Z0.clone()
-        converged = torch.zeros(K, dtype=torch.bool, device=Z.device)
-        failed = torch.zeros_like(converged)
-        prev = torch.full((K,), float("inf"), dtype=Z.dtype, device=Z.device)
-        rate = torch.zeros(K, dtype=Z.dtype, device=Z.device)
+        if host:
+            converged = failed = False
+            prev, rate = math.inf, 0.0
+        else:
+            converged = torch.zeros(K, dtype=torch.bool, device=Z.device)
+            failed = torch.zeros_like(converged)
+            prev = torch.full((K,), float("inf"), dtype=Z.dtype, device=Z.device)
+            rate = torch.zeros(K, dtype=Z.dtype, device=Z.device)
         last = rate
         eps = torch.finfo(Z.dtype).eps
         for it in range(self.max_iter):
@@ -410,31 +422,38 @@ class Newton:
                 dZ, dnorm = out
             else:
                 G = g_of_stages(Z)
-                F = Z - base - torch.einsum("kij,kjn->kin", hA, G)
+                F = Z - base - hA @ G
                 dZ = -self.solve(lu, F.reshape(K, S * n)).reshape(K, S, n)
                 dnorm = (dZ / scale).pow(2).mean(dim=(1, 2)).sqrt()
-            finite = torch.isfinite(dnorm)
-            active = ~(converged | failed)
-            Z = torch.where(active[:, None, None] & finite[:, None, None], Z + dZ, Z)
+            if host:
+                dnorm = float(dnorm)
+            finite = ops.isfinite(dnorm)
+            active = ops.not_(converged | failed)
+            Z = ops.where(rows(active & finite), Z + dZ, Z)
             # an increment at the round-off of the stages cannot be improved on
-            roundoff = dnorm <= 16 * eps * (Z / scale).pow(2).mean(dim=(1, 2)).sqrt()
+            size = (Z / scale).pow(2).mean(dim=(1, 2)).sqrt()
+            roundoff = dnorm <= 16 * eps * (float(size) if host else size)
             if it > 0:
                 # the worse of the last two rates: an early fast one must not hide a slow one
-                last, rate = dnorm / prev, torch.maximum(last, dnorm / prev)
-                eta = rate / (1 - rate).clamp_min(1e-12)
+                last, rate = dnorm / prev, ops.maximum(last, dnorm / prev)
+                eta = rate / ops.clip(1 - rate, lo=1e-12)
             else:
                 # no rate estimate yet: accept a first increment only when it is tiny
-                eta = torch.full_like(dnorm, 100.0)
+                eta = ops.full(100.0, dnorm)
             now_converged = active & finite & ((eta * dnorm <= self.tol) | roundoff)
             if it + 1 < min_iter:
                 now_converged = now_converged & roundoff
-            now_failed = active & (~finite | ((rate >= 1) & (it > 0) & ~now_converged))
-            converged |= now_converged
-            failed |= now_failed
+            diverged = (rate >= 1) & (it > 0) & ops.not_(now_converged)
+            now_failed = active & (ops.not_(finite) | diverged)
+            converged = converged | now_converged
+            failed = failed | now_failed
             prev = dnorm
-            if bool((converged | failed).all()):
+            if ops.all(converged | failed):
                 break
-        return Z, converged & ~failed
+        ok = converged & ops.not_(failed)
+        if host:
+            ok = torch.tensor([ok], device=Z.device)
+        return Z, ok
 
     def attach(self, g, times, base, hA, Z, g_of_stages):
         """One Newton step with the exact Jacobian at ``Z`` and autograd enabled.

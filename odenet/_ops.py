@@ -35,6 +35,10 @@ class HostOps:
         return a if a <= b else b
 
     @staticmethod
+    def maximum(a, b):
+        return a if a >= b else b
+
+    @staticmethod
     def isfinite(x) -> bool:
         return math.isfinite(x)
 
@@ -73,6 +77,10 @@ class TensorOps:
     @staticmethod
     def minimum(a, b):
         return torch.minimum(a, b) if isinstance(b, torch.Tensor) else a.clamp_max(b)
+
+    @staticmethod
+    def maximum(a, b):
+        return torch.maximum(a, b) if isinstance(b, torch.Tensor) else a.clamp_min(b)
 
     @staticmethod
     def isfinite(x):

@@ -670,8 +670,14 @@ def make_executor(
         yield ex
     except BaseException:
         # do not wait for running cells on Ctrl-C or a failure: their results are lost
-        # either way, and the finished ones are already on disk
+        # either way, and the finished ones are already on disk.  shutdown(wait=False)
+        # alone is not enough: concurrent.futures' exit hook still joins the workers,
+        # whose running cells (they ignore SIGINT) would hold the exit until they end
+        running = list((getattr(ex, "_processes", None) or {}).values())
         ex.shutdown(wait=False, cancel_futures=True)
+        for proc in running:
+            with contextlib.suppress(Exception):
+                proc.terminate()
         raise
     else:
         ex.shutdown(wait=True)

@@ -43,7 +43,8 @@ Opt-in, because the compile (seconds, per field, method, shape and dtype) exceed
 whole solve of fewer than ~10⁴ steps; and never with a gradient through the solve
 (the loop then steps eagerly).
 
-Implicit methods run on the loop's masked backend; there :class:`FusedNewton` gives
+Implicit methods under ``compile=True`` run on the loop's masked backend (eagerly,
+one system runs on the host backend); there :class:`FusedNewton` gives
 the Newton solver one compiled call per iteration (:func:`newton_iteration` for the
 DIRKs, :func:`radau_iteration` for Radau IIA: the field at the stage times, the LU
 solve(s) and the increment norm) and leaves every decision on the host.  Measured, it

@@ -8,11 +8,12 @@ for every row (the caller flips the sign of decreasing grids).
 The loop body (:func:`integrate`) is written once.  Two small backends hold what
 differs between the number types of its control state:
 
-* :class:`_Host` — one system with an explicit method: time, step size, acceptance,
-  controller memory and output cursor are Python floats (no tensor dispatch at
-  all; one host synchronisation per step, the error norm);
-* :class:`_Masked` — ``[K]`` tensors and masked updates (per-sample grids,
-  implicit methods, gradients with respect to the times of a fixed grid).
+* :class:`_Host` — one system: time, step size, acceptance, controller memory and
+  output cursor are Python floats (no tensor dispatch at all for an explicit
+  method; one host synchronisation per step, the error norm; an implicit method's
+  step takes ``[1]`` tensors of time, as on the masked backend);
+* :class:`_Masked` — ``[K]`` tensors and masked updates (per-sample grids, hooks,
+  multistep methods, gradients with respect to the times of a fixed grid).
 
 Roles are separate (see ``docs/contributing.md``): the method step proposes ``y1``
 and an error estimate, the controller (:mod:`odenet._controller`) decides
@@ -105,6 +106,15 @@ def initial_step(g, s, y, f0, s_end, rk: RungeKutta, rtol, atol, norm) -> torch.
         return torch.minimum(100 * h0, h1)
 
 
+def absolute_error_norms(cfg: LoopConfig, trial, y) -> list:
+    """The norms ``[K]`` of a step's absolute error estimates, each scaled by
+    ``atol + rtol·max(|y|, |y1|)`` (one per estimate; DOP853 has two)."""
+    norm = cfg.norm or rms_norm
+    scale = cfg.atol + cfg.rtol * torch.maximum(y.abs(), trial.y1.abs())
+    errors = trial.error if isinstance(trial.error, tuple) else (trial.error,)
+    return [norm(e / scale) for e in errors]
+
+
 class _Trial:
     """One trial step: ``y1``, stage derivatives, ``f(s1, y1)`` when free, whether
     its stage equations were solved (``None``: explicit), and its error estimate
@@ -119,10 +129,12 @@ class _Trial:
 
 
 class _Host:
-    """One system, explicit method: control state in Python floats.
+    """One system: control state in Python floats.
 
     ``g.host(s: float, y [1, n])`` is the field on host time; ``g`` itself (tensor
-    time ``[1]``) serves the automatic initial step only.
+    time ``[1]``) serves the automatic initial step and the steps of implicit
+    methods (their stage solvers and error estimates are the masked backend's, on
+    ``[1]`` tensors).
     """
 
     ops = HostOps
@@ -222,6 +234,10 @@ class _Host:
         return h
 
     def step(self, s, y, h, f0) -> _Trial:
+        if self.rk.implicit:
+            sh = torch.tensor([s, h], dtype=self.tdt, device=self.dev)
+            out = self.rk.step(self.g, sh[:1], y, sh[1:], f0)
+            return _Trial(out.y1, out.ks, out.f1, bool(out.ok), error=out.error)
         y1, ks, rates, f1 = self.rk.step_one(self.gh, s, y, h, f0)
         return _Trial(y1, ks, f1, None, rates=rates)
 
@@ -296,8 +312,10 @@ class _Host:
         return _Trial(y1, ks, f1, None, error=check)
 
     def error_norms(self, trial: _Trial, y, h):
-        if trial.rates is None:  # a fused step: the norms are computed, a list of floats
-            return trial.error
+        if trial.rates is None:
+            if isinstance(trial.error, list):  # a fused step: the norms, a list of floats
+                return trial.error
+            return [float(v) for v in absolute_error_norms(self.cfg, trial, y)]
         abs_y1 = trial.y1.detach().abs()
         trial.abs_y1 = abs_y1
         q = trial.rates / torch.addcmul(self.atol, self.rtol, torch.maximum(self.abs_y, abs_y1))
@@ -336,13 +354,23 @@ class _Host:
                     min(max((times[j] - s) / hd, 0.0), 1.0)
                     for j in range(cursor, cursor + n_interior)
                 ]
-                self.outputs.append(
-                    self.rk.interpolate_one(self.gh, s, y, y1, f0, f1, h, trial.ks, theta)
-                )
+                self.outputs.append(self._interpolate(s, y, y1, f0, f1, h, trial.ks, theta))
             if n_interior < len(at_end):
                 self.outputs.append(y1.expand(len(at_end) - n_interior, self.n))
             self.cursor = hi
         return f1
+
+    def _interpolate(self, s, y, y1, f0, f1, h, ks, theta):
+        """States ``[m, n]`` at ``s + θh`` for the list ``theta``."""
+        rk = self.rk
+        if not rk.implicit:
+            return rk.interpolate_one(self.gh, s, y, y1, f0, f1, h, ks, theta)
+        # an implicit method's stages are in the masked layout ([S, 1, n])
+        st = torch.tensor([s, h], dtype=self.tdt, device=self.dev)
+        if rk.has_own_interpolant:
+            ks = rk.extra_stages(self.g, st[:1], y, st[1:], ks)
+        th = torch.tensor([theta], dtype=self.tdt, device=self.dev)
+        return rk.interpolate(th, y, y1, f0, f1, st[1:], ks)[0]
 
     def commit(self, accept, all_accept, y, f0, trial: _Trial, f1):
         if not accept:
@@ -463,11 +491,7 @@ class _Masked:
         return _Trial(out.y1, out.ks, out.f1, out.ok, error=out.error)
 
     def error_norms(self, trial: _Trial, y, h):
-        cfg = self.cfg
-        norm = cfg.norm or rms_norm
-        scale = cfg.atol + cfg.rtol * torch.maximum(y.abs(), trial.y1.abs())
-        errors = trial.error if isinstance(trial.error, tuple) else (trial.error,)
-        return [norm(e / scale) for e in errors]
+        return absolute_error_norms(self.cfg, trial, y)
 
     def finite(self, y1):
         return torch.isfinite(y1).all(dim=1)
@@ -608,7 +632,10 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
     hooks = cfg.events is not None or cfg.stops is not None or cfg.callback is not None
     stateful = getattr(rk, "has_state", False)  # a method with memory (multistep)
     hooks = hooks or hasattr(record, "on_step") or stateful
-    host = K == 1 and not rk.implicit and hasattr(g, "host") and not t_grad and not hooks
+    # compile=True's fused steps and blocks on the host backend are explicit ones: an
+    # implicit method's fused Newton iterations run on the masked backend
+    compiled_implicit = rk.implicit and getattr(g, "fused", None) is not None
+    host = K == 1 and not compiled_implicit and hasattr(g, "host") and not t_grad and not hooks
     B = _Host(g, s_out, y0, cfg) if host else _Masked(g, s_out, y0, cfg)
     ops = B.ops
     eps = torch.finfo(s_out.dtype).eps
@@ -723,7 +750,7 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
                 # Radau IIA's "a new Jacobian is due" (bool)
                 refresh=False if stateful else bool(getattr(rk, "jacobian_due", False)),
                 # Radau IIA's rows whose estimate came from a second filtering ([K] bool)
-                refiltered=None if stateful else getattr(rk, "error_refiltered", None),
+                refiltered=None if stateful else _rows(host, getattr(rk, "error_refiltered", None)),
             )
             if not host and B.n_done:
                 accept = accept & ~B.done
@@ -823,6 +850,11 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
     result = B.result(s, h, record)
     result.method_state = method_state
     return result
+
+
+def _rows(host: bool, mask):
+    """A method's ``[K]`` report as the backend's number type (a bool on the host)."""
+    return bool(mask) if host and mask is not None else mask
 
 
 def _events_in_step(B, events, s, s1, h, y, trial: _Trial, f0, accept):

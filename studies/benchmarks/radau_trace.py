@@ -186,7 +186,7 @@ class ScipyRules(_controller.PredictiveController):
     """:class:`odenet._controller.PredictiveController` with scipy ``Radau``'s rules
     switched in one by one (scipy 1.x ``Radau._step_impl`` and ``predict_factor``);
     every switch off is odenet's controller (same steps, checked by ``controllers``'
-    ``current`` row against ``grid``).  One system only (the loop's ``[1]`` tensors).
+    ``current`` row against ``grid``).  One system only (Python numbers on the loop's host backend).
 
     ``factor_max``: scipy's ``MAX_FACTOR`` is 10 (RADAU5 and odenet 8).
     ``keep_below``: keep ``h`` after an accepted step for every factor below
@@ -213,8 +213,8 @@ class ScipyRules(_controller.PredictiveController):
     log: list = dataclasses.field(default_factory=list, compare=False, repr=False)
 
     def init_memory(self, ops, like):
-        if like is None or like.numel() != 1:
-            raise SystemExit("ScipyRules runs one system (a [1] row) only")
+        if like is not None and like.numel() != 1:
+            raise SystemExit("ScipyRules runs one system only")
         return (1.0, 1.0, False, False, None)  # h_old, r_old, before, rejected, h_start
 
     def judge(self, ops, h, ratio, ok, memory, error_order, **kw):
@@ -251,6 +251,8 @@ class ScipyRules(_controller.PredictiveController):
             memory = (h_prev, max(r, self.r_floor), before, False, None)
         else:
             memory = (h_old, r_old, before, True, h_start)
+        if ops is HostOps:  # the loop's host backend (one system): Python numbers
+            return bool(accept), h_next, memory
         return torch.tensor([accept]), torch.full_like(row, h_next), memory
 
 

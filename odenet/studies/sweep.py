@@ -36,7 +36,13 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from concurrent.futures import CancelledError, Executor, ProcessPoolExecutor, as_completed
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    CancelledError,
+    Executor,
+    ProcessPoolExecutor,
+    wait,
+)
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -51,6 +57,8 @@ _TMP_PREFIX = ".tmp-"
 _TMP_SUFFIX = ".part"
 # a temp file this old is stale even if a process with its pid exists (pid reuse)
 _TMP_STALE_S = 600.0
+#: seconds: the longest the main thread waits on the workers before it looks for a Ctrl-C
+POLL = 0.25
 
 
 class ResultsError(OdenetError, ValueError):
@@ -742,11 +750,18 @@ def run_cells(
             futures = {}
             try:
                 futures = {executor.submit(fn, *args): key for key, args in todo}
-                for fut in as_completed(futures):
-                    store.put(futures[fut], fut.result())
-                    counts["computed"] += 1
-                    if bar is not None:
-                        bar.update()
+                pending = set(futures)
+                while pending:
+                    # waits of at most POLL seconds: a Ctrl-C that the kernel delivered to
+                    # another thread (the executor's) raises KeyboardInterrupt only when
+                    # the main thread is back in the interpreter; a wait without a
+                    # timeout held it until the next cell ended (minutes for a long cell)
+                    done, pending = wait(pending, timeout=POLL, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        store.put(futures[fut], fut.result())
+                        counts["computed"] += 1
+                        if bar is not None:
+                            bar.update()
             except BaseException as e:
                 for fut in futures:
                     fut.cancel()

@@ -350,6 +350,17 @@ def test_any_saved_config_is_refused_in_one_line_or_passes_every_validator(cfg):
         pass  # a typed, one-line error in the CLI
 
 
+# `python -m odenet` as a terminal starts it: SIGINT at its default.  A test run started in
+# the background of a non-interactive shell (`pytest ... &`) has SIGINT ignored, and a child
+# inherits that: it would never see the Ctrl-C these tests send
+_AS_FROM_A_TERMINAL = [
+    sys.executable,
+    "-c",
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'odenet'; runpy.run_module('odenet', run_name='__main__', alter_sys=True)",
+]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process groups, fork")
 def test_ctrl_c_with_worker_processes_is_one_line_and_keeps_finished_cells(tmp_path):
@@ -360,7 +371,7 @@ def test_ctrl_c_with_worker_processes_is_one_line_and_keeps_finished_cells(tmp_p
     argv = ["converge", "--problem", "kepler", "--methods", "rk4,radau_iia5", "--steps", steps]
     argv += ["--workers", "2", "--oversubscribe", "--out", "o", *FAST]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "odenet", *argv],
+        [*_AS_FROM_A_TERMINAL, *argv],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -402,7 +413,7 @@ def test_ctrl_c_does_not_wait_for_the_cells_the_workers_are_running(tmp_path):
     argv = ["converge", "--problem", "kepler", "--methods", "radau_iia5,kvaerno5"]
     argv += ["--steps", "200,300,400000", "--workers", "2", "--oversubscribe", "--out", "o"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "odenet", *argv, *FAST],
+        [*_AS_FROM_A_TERMINAL, *argv, *FAST],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -1,0 +1,90 @@
+"""CPU time of the implicit methods on the small stiff problems, against scipy (issue 14).
+
+The five problems of :data:`odenet.problems.STIFF_SUITE` (Robertson on [0, 1e5], Van der
+Pol μ = 1000 on [0, 3000], HIRES, the Oregonator: 3–8 states; the 1-D Brusselator,
+N = 100: 200 states), ``atol = d·rtol`` with the problem's floor ``d``, the end state
+only.  Per (problem, rtol) cell the solvers run interleaved, ``--reps`` times each, one
+thread; the table gives the median process CPU time, its ratio to scipy ``Radau``'s on
+the numpy field (finite-difference Jacobian, as a scipy user runs it), the steps and
+f-evaluations.  On these sizes the time is per-step overhead (Python, tensor dispatch),
+not arithmetic: the ratio is what the small-systems work moves.
+
+    python studies/benchmarks/small_stiff.py                   # reps = 3
+    python studies/benchmarks/small_stiff.py --methods radau_iia5 --rtols 1e-6 --reps 5
+
+To compare two trees, run the script under each (``PYTHONPATH=<tree>``): each run's
+ratios are against its own, interleaved scipy times.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse
+import statistics
+import time
+
+import torch
+from scipy.integrate import solve_ivp
+
+import odenet
+from odenet import problems as P
+
+
+def odenet_run(prob, method, rtol, d):
+    span = torch.tensor(prob.span, dtype=torch.float64)
+    t0 = time.process_time()
+    sol = odenet.solve(
+        prob.f, prob.y0_tensor(), span, method=method, rtol=rtol, atol=d * rtol,
+        max_steps=200_000, throw=False,
+    )  # fmt: skip
+    cpu = time.process_time() - t0
+    st = sol.stats
+    return cpu, int(st["steps"]), int(st["nfe"]), bool(sol.success)
+
+
+def scipy_run(prob, rtol, d):
+    fn = prob.numpy_field()
+    t0 = time.process_time()
+    r = solve_ivp(fn, prob.span, list(prob.y0), method="Radau", rtol=rtol, atol=d * rtol)
+    cpu = time.process_time() - t0
+    return cpu, len(r.t) - 1, r.nfev, r.success
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--problems", default=",".join(P.STIFF_SUITE))
+    ap.add_argument("--rtols", default="1e-3,1e-6")
+    ap.add_argument("--methods", default="radau_iia5,kvaerno5")
+    ap.add_argument("--reps", type=int, default=3)
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    methods = a.methods.split(",")
+    print(f"odenet {odenet.__file__}; torch {torch.__version__}; reps {a.reps}")
+    print()
+    print("| problem | rtol | solver | CPU ms | / scipy Radau | steps | nfe | µs per step |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in a.problems.split(","):
+        prob, d = P.get_problem(name), P.STIFF_SUITE[name]
+        for rtol in (float(x) for x in a.rtols.split(",")):
+            rows = {m: [] for m in ["scipy Radau", *methods]}
+            for _ in range(a.reps):  # interleaved: drifting load hits every solver alike
+                rows["scipy Radau"].append(scipy_run(prob, rtol, d))
+                for m in methods:
+                    rows[m].append(odenet_run(prob, m, rtol, d))
+            base = statistics.median(r[0] for r in rows["scipy Radau"])
+            for label, runs in rows.items():
+                cpu = statistics.median(r[0] for r in runs)
+                _, steps, nfe, ok = runs[-1]
+                status = "" if ok else " (failed)"
+                print(
+                    f"| {name} | {rtol:.0e} | {label}{status} | {1e3 * cpu:.1f} | "
+                    f"{cpu / base:.2f} | {steps} | {nfe} | {1e6 * cpu / max(steps, 1):.0f} |",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()

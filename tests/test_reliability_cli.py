@@ -361,17 +361,13 @@ _AS_FROM_A_TERMINAL = [
 ]
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process groups, fork")
-def test_ctrl_c_with_worker_processes_is_one_line_and_keeps_finished_cells(tmp_path):
-    import signal
+def _study_with_saved_cells(tmp_path, argv, n_saved: int):
+    """Start the CLI study ``argv`` (in its own process group, output folder ``o``) and
+    return ``(process, cells folder)`` once ``n_saved`` cells are on disk."""
     import time
 
-    steps = ",".join(str(n) for n in range(200, 4200, 100))
-    argv = ["converge", "--problem", "kepler", "--methods", "rk4,radau_iia5", "--steps", steps]
-    argv += ["--workers", "2", "--oversubscribe", "--out", "o", *FAST]
     proc = subprocess.Popen(
-        [*_AS_FROM_A_TERMINAL, *argv],
+        [*_AS_FROM_A_TERMINAL, *argv, "--out", "o", *FAST],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -380,9 +376,23 @@ def test_ctrl_c_with_worker_processes_is_one_line_and_keeps_finished_cells(tmp_p
     )
     cells = tmp_path / "o" / "cells"
     deadline = time.time() + 120
-    while time.time() < deadline and len(list(cells.glob("*.json")) if cells.is_dir() else []) < 2:
+    while (
+        time.time() < deadline
+        and len(list(cells.glob("*.json")) if cells.is_dir() else []) < n_saved
+    ):
         time.sleep(0.05)
     assert proc.poll() is None, "the study finished before it could be interrupted"
+    return proc, cells
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process groups, fork")
+def test_ctrl_c_with_worker_processes_is_one_line_and_keeps_finished_cells(tmp_path):
+    import signal
+
+    steps = ",".join(str(n) for n in range(200, 4200, 100))
+    argv = ["converge", "--problem", "kepler", "--methods", "rk4,radau_iia5", "--steps", steps]
+    proc, cells = _study_with_saved_cells(tmp_path, [*argv, "--workers", "2", "--oversubscribe"], 2)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
     err = proc.communicate(timeout=60)[1]
     assert proc.returncode == 130
@@ -401,31 +411,17 @@ _TGKILL = {"x86_64": 234, "aarch64": 131}.get(__import__("platform").machine())
 )
 def test_ctrl_c_does_not_wait_for_the_cells_the_workers_are_running(tmp_path):
     # Two ways Ctrl-C used to wait for the workers' running cells (here 4e5 implicit
-    # fixed steps each, minutes): the kernel may deliver the terminal's SIGINT to any thread of the
-    # parent, and one delivered to the executor's thread left the main thread blocked in
-    # its wait for the next finished cell (the full suite hit it: no exit within 60 s);
-    # and the parent's exit joined the workers, which ignore SIGINT.  Measured before the
-    # fixes: no exit within 30 s; after: ~1 s.
+    # fixed steps each, minutes): the kernel may deliver the terminal's SIGINT to any
+    # thread of the parent, and one delivered to the executor's thread left the main
+    # thread blocked in its wait for the next finished cell; and the parent's exit joined
+    # the workers, which ignore SIGINT.  Before the fixes: no exit within 30 s; after ~1 s.
     import ctypes
     import signal
-    import time
 
     argv = ["converge", "--problem", "kepler", "--methods", "radau_iia5,kvaerno5"]
-    argv += ["--steps", "200,300,400000", "--workers", "2", "--oversubscribe", "--out", "o"]
-    proc = subprocess.Popen(
-        [*_AS_FROM_A_TERMINAL, *argv, *FAST],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    cells = tmp_path / "o" / "cells"
-    deadline = time.time() + 120
+    argv += ["--steps", "200,300,400000", "--workers", "2", "--oversubscribe"]
     # the four small cells are saved: both workers are inside a 4e5-step cell now
-    while time.time() < deadline and len(list(cells.glob("*.json")) if cells.is_dir() else []) < 4:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the study finished before it could be interrupted"
+    proc, cells = _study_with_saved_cells(tmp_path, argv, 4)
     threads = [int(t) for t in os.listdir(f"/proc/{proc.pid}/task") if int(t) != proc.pid]
     assert threads, "the parent runs an executor thread beside its main thread"
     libc = ctypes.CDLL(None, use_errno=True)

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch.func import jacrev, vmap
 
@@ -154,10 +154,14 @@ def test_the_host_layout_of_explicit_step_is_the_same_step(method, s, h, y):
     y1_t, err_t, ks = explicit_step(g, s_t, y0, h_t, rk, hy=h_t[:, None])
     # the two layouts sum the stage inputs y + h Σ a_ij k_j in different orders: their
     # round-off is up to ~eps·|h|·max_i Σ_j |a_ij|·max|k| (96·|h| for DOP853), and f
-    # multiplies it by |∂f/∂y| (≤ 6.5 here); measured 3.9e-13 for DOP853, h = 0.5, y = 2
+    # multiplies it by |∂f/∂y| = |cos t − 1.5 Y²|, at most 16.5 where every |k| ≤ 10
+    # (|Y| ≤ 3.2); measured 3.9e-13 for DOP853, h = 0.5, y = 2.  Stages that blow up
+    # (y' = −y³/2 backward in time: |k| ~ 1e28 at h = −0.5, y = 1.75) amplify round-off
+    # stage by stage, which says nothing about the layouts: not compared
+    assume(float(K.abs().max()) <= 10)
     rho = float(np.abs(np.asarray(rk.tableau.A, dtype=float)).sum(axis=1).max())
     eps = torch.finfo(D).eps
-    tol = 16 * eps * max(1.0, abs(h) * rho) * max(1.0, float(K.abs().max())) * 6.5
+    tol = 16 * eps * max(1.0, abs(h) * rho) * max(1.0, float(K.abs().max())) * 16.5
     torch.testing.assert_close(K, ks[:, 0], rtol=1e-13, atol=max(1e-13, tol))
     torch.testing.assert_close(y1_h, y1_t, rtol=1e-13, atol=max(1e-13, abs(h) * tol))
     if err_t is not None:

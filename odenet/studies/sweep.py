@@ -682,10 +682,16 @@ def make_executor(
         # alone is not enough: concurrent.futures' exit hook still joins the workers,
         # whose running cells (they ignore SIGINT) would hold the exit until they end
         running = list((getattr(ex, "_processes", None) or {}).values())
-        ex.shutdown(wait=False, cancel_futures=True)
         for proc in running:
             with contextlib.suppress(Exception):
                 proc.terminate()
+        # the pool's own thread now finds it broken and fails the pending futures; let it
+        # finish first (a future cancelled before that makes it crash with a traceback on
+        # Python 3.11: InvalidStateError in terminate_broken)
+        manager = getattr(ex, "_executor_manager_thread", None)
+        if running and manager is not None:
+            manager.join(timeout=5)
+        ex.shutdown(wait=False, cancel_futures=True)
         raise
     else:
         ex.shutdown(wait=True)
@@ -763,8 +769,11 @@ def run_cells(
                         if bar is not None:
                             bar.update()
             except BaseException as e:
-                for fut in futures:
-                    fut.cancel()
+                if not isinstance(executor, ProcessPoolExecutor):
+                    # (a local pool is stopped by `executor`, which kills its workers:
+                    # cancelling its futures here first would race with that)
+                    for fut in futures:
+                        fut.cancel()
                 if isinstance(e, Exception | asyncio.CancelledError) and _executor_failure(e):
                     # cells that finished before the failure are results: keep them
                     for fut, key in futures.items():

@@ -65,6 +65,10 @@ def main():
     torch.set_num_threads(1)
     methods = a.methods.split(",")
     print(f"odenet {odenet.__file__}; torch {torch.__version__}; reps {a.reps}")
+    # untimed: a method's first solve builds its constants (Radau's at 40 digits) once
+    warm = P.get_problem("robertson_long")
+    for m in methods:
+        odenet_run(warm, m, 1e-3, P.STIFF_SUITE["robertson_long"])
     print()
     print("| problem | rtol | solver | CPU ms | / scipy Radau | steps | nfe | µs per step |")
     print("|---|---|---|---|---|---|---|---|")

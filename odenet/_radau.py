@@ -554,7 +554,8 @@ class RadauIIA(RungeKutta):
                     # grows ~50x and cut h by ~2.5 for two steps.  Prothero-Robinson
                     # λ = −1e4, rtol 1e-8: 1.35x -> 1.07x scipy Radau's f-evaluations; no
                     # count changes on the 42-cell stiff grid or six hold-out problems
-                    # (stiff_results.md, radau_trace.py variant classical-after-refiltered)
+                    # (stiff_results.md; radau_trace.py's variant predict-after-refiltered is the
+                    # controller without this rule)
                     self.error_refiltered = again
         return err * kap if kap != 1 else err
 

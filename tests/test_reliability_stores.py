@@ -324,6 +324,30 @@ def test_a_worker_process_that_dies_is_a_clear_error(tmp_path):
     assert len(CellStore(tmp_path / "r", {"kind": "x"})) == 3  # x = 0, 1, 2 kept
 
 
+def _slow_or_fail(x, folder):
+    if x == 0:
+        raise ValueError("cell 0 fails")
+    time.sleep(0.05)
+    open(os.path.join(folder, f"ran-{x}"), "w").close()
+    return {"x": x}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork start method")
+def test_a_failing_cell_cancels_the_pending_cells_of_a_pool_the_caller_owns(tmp_path):
+    # run_cells leaves its own pools (odenet.studies.sweep.executor) to be killed; a pool
+    # the caller passes in keeps running, so its pending cells must be cancelled
+    store = CellStore(tmp_path / "r", {"kind": "x"})
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    tasks = [({"x": i}, (i, str(marks))) for i in range(40)]
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(1, mp_context=ctx) as ex:
+        with pytest.raises(ValueError, match="cell 0 fails"):
+            run_cells(_slow_or_fail, tasks, store, executor=ex)
+    # cells already handed to the worker may still run; the other ~38 are cancelled
+    assert len(list(marks.iterdir())) < 10
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re-parenting on Linux")
 def test_pool_workers_exit_when_the_parent_is_killed(tmp_path):
     script = textwrap.dedent(

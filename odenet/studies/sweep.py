@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import (
     FIRST_COMPLETED,
@@ -59,6 +60,9 @@ _TMP_SUFFIX = ".part"
 _TMP_STALE_S = 600.0
 #: seconds: the longest the main thread waits on the workers before it looks for a Ctrl-C
 POLL = 0.25
+#: the local pools of :func:`executor`, whose workers are killed on Ctrl-C or a failure
+#: (a pool the caller passes to :func:`run_cells` has its pending cells cancelled instead)
+_KILLED_ON_ERROR: weakref.WeakSet = weakref.WeakSet()
 
 
 class ResultsError(OdenetError, ValueError):
@@ -674,6 +678,7 @@ def make_executor(
     ex = ProcessPoolExecutor(
         workers, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(),)
     )
+    _KILLED_ON_ERROR.add(ex)
     try:
         yield ex
     except BaseException:
@@ -769,8 +774,8 @@ def run_cells(
                         if bar is not None:
                             bar.update()
             except BaseException as e:
-                if not isinstance(executor, ProcessPoolExecutor):
-                    # (a local pool is stopped by `executor`, which kills its workers:
+                if executor not in _KILLED_ON_ERROR:
+                    # (a pool of `executor` is stopped there by killing its workers:
                     # cancelling its futures here first would race with that)
                     for fut in futures:
                         fut.cancel()

@@ -134,19 +134,41 @@ def read_cells(path: Path) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--problems", default=",".join(P.STIFF_SUITE))
-    ap.add_argument("--rtols", default=",".join(f"{r:.0e}" for r in RTOLS))
-    ap.add_argument("--methods", default=",".join(stiff_methods()))
-    ap.add_argument("--budget", type=float, default=20.0, help="steps per scipy Radau step")
-    ap.add_argument("--min-steps", type=int, default=2000)
-    ap.add_argument("--timeout", type=float, default=300.0, help="seconds per odenet solve")
-    ap.add_argument("--out", default=str(OUT))
-    ap.add_argument("--fresh", action="store_true")
-    ap.add_argument("--report", action="store_true", help="only print the cells in --out")
-    ap.add_argument("--before", help="a --out file of an earlier run to compare with (report)")
+    sweep_options(ap, list(P.STIFF_SUITE), stiff_methods(), timeout=300.0, out=OUT)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     return sweep(args, P.get_problem, args.problems.split(","))
+
+
+def sweep_options(ap, problems, methods, timeout: float, out: Path, rtols=RTOLS) -> None:
+    """The options :func:`sweep` reads, added to the parser ``ap`` with these defaults
+    (this script's and ``stiff_holdout.py``'s differ only there)."""
+    ap.add_argument("--problems", default=",".join(problems))
+    ap.add_argument("--rtols", default=",".join(f"{r:.0e}" for r in rtols))
+    ap.add_argument("--methods", default=",".join(methods))
+    ap.add_argument("--budget", type=float, default=20.0, help="steps per scipy Radau step")
+    ap.add_argument("--min-steps", type=int, default=2000)
+    ap.add_argument("--timeout", type=float, default=timeout, help="seconds per odenet solve")
+    ap.add_argument("--out", default=str(out))
+    ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--report", action="store_true", help="only print the cells in --out")
+    ap.add_argument("--before", help="a --out file of an earlier run to compare with (report)")
+    ap.add_argument(
+        "--redo",
+        metavar="VERDICTS",
+        help="only the cells of --redo-from with one of these verdicts (e.g. timeout), "
+        "computed again into --out",
+    )
+    ap.add_argument("--redo-from", help="the earlier run --redo reads (default: --out)")
+
+
+def cells_to_redo(args) -> set | None:
+    """The ``(problem, rtol, method)`` keys ``--redo`` selects, or None without it."""
+    if not getattr(args, "redo", None):
+        return None
+    wanted = set(args.redo.split(","))
+    source = read_cells(Path(args.redo_from or args.out))
+    return {k for k, r in source.items() if r["verdict"] in wanted}
 
 
 def sweep(args, get_problem, names: list[str]) -> int:
@@ -159,7 +181,11 @@ def sweep(args, get_problem, names: list[str]) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.fresh and out.exists():
         out.unlink()
+    redo = cells_to_redo(args)
     done = read_cells(out)
+    if redo is not None and not args.redo_from:
+        # redone in place: the old verdicts are what selects the cells, not a result
+        done = {k: r for k, r in done.items() if k not in redo}
     if args.report:
         rows = list(done.values())
         print(table(rows, read_cells(Path(args.before)) if args.before else None))
@@ -170,7 +196,10 @@ def sweep(args, get_problem, names: list[str]) -> int:
         prob = get_problem(name)
         prob.solution([prob.span[1]])  # the reference (cached) is not part of any timing
         for rtol in (float(x) for x in args.rtols.split(",")):
-            todo = [m for m in args.methods.split(",") if (name, rtol, m) not in done]
+            cells = [(name, rtol, m) for m in args.methods.split(",")]
+            if redo is not None:
+                cells = [k for k in cells if k in redo]
+            todo = [k[2] for k in cells if k not in done]
             if todo:
                 radau = run_scipy(prob, "Radau", rtol, prob.atol_ratio)
                 budget = max(args.min_steps, int(args.budget * radau["steps"]))
@@ -197,7 +226,7 @@ def sweep(args, get_problem, names: list[str]) -> int:
                     f"{r['wall']:.1f} s",
                     flush=True,
                 )
-            rows += [done[(name, rtol, m)] for m in args.methods.split(",")]
+            rows += [done[k] for k in cells]
     print()
     print(table(rows))
     print(summary(rows))

@@ -72,7 +72,7 @@ from scipy.integrate import solve_ivp
 
 sys.path.insert(0, str(Path(__file__).parent))
 from stiff import run_scipy
-from stiff_accuracy import RTOLS, sweep
+from stiff_accuracy import RTOLS, sweep, sweep_options
 
 from odenet import problems as P
 
@@ -407,16 +407,7 @@ def check_refs(names):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--problems", default=",".join(HOLDOUT))
-    ap.add_argument("--rtols", default=",".join(f"{r:.0e}" for r in RTOLS))
-    ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--budget", type=float, default=20.0, help="steps per scipy Radau step")
-    ap.add_argument("--min-steps", type=int, default=2000)
-    ap.add_argument("--timeout", type=float, default=60.0, help="seconds per odenet solve")
-    ap.add_argument("--out", default=str(OUT))
-    ap.add_argument("--fresh", action="store_true")
-    ap.add_argument("--report", action="store_true", help="only print the cells in --out")
-    ap.add_argument("--before", help="a --out file of an earlier run to compare with")
+    sweep_options(ap, list(HOLDOUT), METHODS, timeout=60.0, out=OUT, rtols=RTOLS)
     ap.add_argument("--check-refs", action="store_true")
     ap.add_argument(
         "--scipy", action="store_true", help="only scipy Radau, BDF, LSODA's errors per cell"

@@ -68,6 +68,7 @@ import torch
 
 from odenet._errors import InputError
 from odenet._newton import capped_safety, hairer_newton_tol, rtol_growth
+from odenet._ops import HostOps, TensorOps
 from odenet._stepper import StepResult
 
 MAX_ORDER = 5
@@ -267,6 +268,14 @@ class BDFRuntime:
             return torch.as_tensor(x, dtype=dtype, device=device)
 
         self.gamma, self.alpha, self.error_const = T(gamma), T(alpha), T(error_const)
+        # per order k (rows): which differences the predictor sums (j ≤ k), and the
+        # weights γ_j/α_k of ψ (1 ≤ j ≤ k): one lookup per step instead of masks
+        j = torch.arange(MAX_ORDER + 3, device=device)
+        k = torch.arange(MAX_ORDER + 1, device=device)[:, None]
+        self._upto = (j <= k).to(dtype)  # [M + 1, M + 3]
+        inside = (j[: MAX_ORDER + 1] >= 1) & (j[: MAX_ORDER + 1] <= k)
+        ratio = self.gamma[None, :] / self.alpha[:, None].clamp_min(1e-300)
+        self._psi_w = torch.where(inside, ratio, torch.zeros_like(ratio))  # [M + 1, M + 1]
         rtol = newton.rtol
         rtol_f = float(rtol.max()) if isinstance(rtol, torch.Tensor) else float(rtol)
         eps = float(torch.finfo(dtype).eps)
@@ -317,12 +326,10 @@ class BDFRuntime:
             # to the forward's step only to the rounding of t + h
             ulp = torch.finfo(s.dtype).eps * (s.abs() + h_safe.abs())
             n_steps = torch.where((h_safe - h_D).abs() <= 4 * ulp, n_steps, 0)
-        j = torch.arange(MAX_ORDER + 3, device=y.device)[:, None]  # [M + 3, 1]
-        upto = (j <= order[None, :]).to(dt)  # [M + 3, K]
+        upto = self._upto[order].T  # [M + 3, K]
         alpha_k = self.alpha[order]
         y_pred = (D * upto[:, :, None]).sum(dim=0)
-        g_w = self.gamma[j[: MAX_ORDER + 1, 0]][:, None] * upto[: MAX_ORDER + 1] / alpha_k
-        g_w[0] = 0
+        g_w = self._psi_w[order].T  # [M + 1, K]
         psi = (D[: MAX_ORDER + 1] * g_w[:, :, None]).sum(dim=0)
         c = (h_safe.to(dt) / alpha_k).detach()
         t_new = s + h_safe
@@ -333,6 +340,9 @@ class BDFRuntime:
             ok, y_new, d, n_iter = self._correct(
                 g, s, y, t_new, y_p, c, psi.detach(), scale, frozen
             )
+            if K == 1:  # one system's outcome, decided on the host
+                ok = torch.tensor([ok], device=y.device)
+                n_iter = torch.tensor([n_iter], device=y.device)
         if self.track_grad and torch.is_grad_enabled():
             # the implicit function theorem through one exact Newton step at the solution
             def G(Z):
@@ -380,10 +390,19 @@ class BDFRuntime:
         keep the factors of ``c′``, so a rejection costs no LU.  A row that fails on
         such an inexact matrix is retried on the exact one before ``J`` is refreshed.
         ``c′`` is per row, so a row of a batch iterates as it would alone.
-        Returns ``(ok [K], y_new, d, iterations [K])``."""
+
+        One system decides on Python floats (``c``, ``s``, the outcome), a batch on
+        ``[K]`` tensors: the rule is written once against :mod:`odenet._ops`.
+        Returns ``(ok, y_new, d, iterations)``: ``ok`` and ``iterations`` a bool and
+        an int for one system, ``[K]`` tensors for a batch."""
         nw = self.newton
-        keep = torch.zeros_like(frozen)  # rows that may keep their c′ though c changed
-        force = keep.clone()  # rows that failed on c′ ≠ c: c′ = c now
+        host = y.shape[0] == 1
+        ops = HostOps if host else TensorOps
+        if host:
+            s, c_row, c = float(s), c, float(c)
+            keep = force = False  # rows that may keep c′ though c changed / must not
+        else:
+            keep, force = torch.zeros_like(frozen), torch.zeros_like(frozen)
         if self._last is not None:
             s_prev, ok_prev = self._last
             keep = (s == s_prev) & ok_prev
@@ -394,70 +413,88 @@ class BDFRuntime:
             c_lu, stale = c, True
             if self._lu_key is not None and self._lu_key[0] == nw.J_version:
                 _, c_old, serves = self._lu_key
-                c_lu = torch.where(keep | (serves == c), c_old, c)
-                c_lu = torch.where(force, c, c_lu)
-                stale = not torch.equal(c_lu, c_old)
+                c_lu = ops.where(keep | (serves == c), c_old, c)
+                c_lu = ops.where(force, c, c_lu)
+                stale = c_lu != c_old if host else not torch.equal(c_lu, c_old)
             if stale:
-                self._lu = nw.iteration_matrix(c_lu[:, None, None], J)
+                c_mat = (c_row if c_lu == c else c_row.new_full((1,), c_lu)) if host else c_lu
+                self._lu = nw.iteration_matrix(c_mat[:, None, None], J)
             self._lu_key = (nw.J_version, c_lu, c)  # the steps of size c use c′ till h changes
             exact = c_lu == c
-            ok, y_new, d, n_iter = self._iterate(g, t_new, y_pred, c, psi, scale, self._lu, frozen)
+            ok, y_new, d, n_iter = self._iterate(
+                g, t_new, y_pred, c_row if host else c, psi, scale, self._lu, frozen
+            )
             if result is not None:  # keep the rows that converged on the previous matrix
                 ok0, y0, d0, n0 = result
-                y_new = torch.where(ok0[:, None], y0, y_new)
-                d = torch.where(ok0[:, None], d0, d)
-                n_iter = torch.where(ok0, n0, n_iter)
+                y_new = ops.where(_rows(host, ok0), y0, y_new)
+                d = ops.where(_rows(host, ok0), d0, d)
+                n_iter = ops.where(ok0, n0, n_iter)
                 ok = ok | ok0
             result = ok, y_new, d, n_iter
-            failed_inexact = ~ok & ~exact
-            if bool(failed_inexact.any()):  # first the exact c (cheaper than a Jacobian)
+            failed_inexact = ops.not_(ok) & ops.not_(exact)
+            if ops.any(failed_inexact):  # first the exact c (cheaper than a Jacobian)
                 force = force | failed_inexact
                 continue
-            if bool(ok.all()) or nw.J_fresh:
+            if ops.all(ok) or nw.J_fresh:
                 break
             refresh = True
-        self._last = (s.clone(), ok)
-        if not bool(ok.all()):
+        self._last = (s if host else s.clone(), ok)
+        if not ops.all(ok):
             nw.stats.failures += 1
         return result
 
     def _iterate(self, g, t_new, y_pred, c, psi, scale, lu, frozen):
+        """At most ``max_iter`` simplified Newton iterations on the factors ``lu``;
+        scipy's stopping rule.  Returns ``(ok, y, d, iterations)`` (host numbers for one
+        system, as :meth:`_correct`)."""
         nw = self.newton
         tol = self.newton_tol
+        host = y_pred.shape[0] == 1
+        ops = HostOps if host else TensorOps
         y = y_pred.clone()
         d = torch.zeros_like(y)
-        converged = frozen.clone()
-        failed = torch.zeros_like(converged)
-        n_iter = torch.zeros(y.shape[0], dtype=torch.long, device=y.device)
+        if host:
+            converged, failed, n_iter = bool(frozen), False, 0
+        else:
+            converged = frozen.clone()
+            failed = torch.zeros_like(converged)
+            n_iter = torch.zeros(y.shape[0], dtype=torch.long, device=y.device)
         prev = None
         for it in range(self.max_iter):
             nw.stats.iterations += 1
             f = g(t_new, y)
-            finite = torch.isfinite(f).all(dim=1)
-            dy = nw.solve(lu, c[:, None] * torch.nan_to_num(f) - psi - d)
-            dnorm = (dy / scale).pow(2).mean(dim=1).sqrt()
-            finite = finite & torch.isfinite(dnorm)
-            active = ~(converged | failed)
-            n_iter = n_iter + active.long()
+            if host:
+                # a non-finite f makes the increment, and its norm, non-finite
+                dy = nw.solve(lu, c[:, None] * f - psi - d)
+                dnorm = float((dy / scale).pow(2).mean(dim=1).sqrt())
+                finite = math.isfinite(dnorm)
+            else:
+                finite = torch.isfinite(f).all(dim=1)
+                dy = nw.solve(lu, c[:, None] * torch.nan_to_num(f) - psi - d)
+                dnorm = (dy / scale).pow(2).mean(dim=1).sqrt()
+                finite = finite & torch.isfinite(dnorm)
+            active = ops.not_(converged | failed)
+            n_iter = n_iter + (int(active) if host else active.long())
             if prev is None:
-                stop = ~finite
+                stop = ops.not_(finite)
                 conv = dnorm == 0
             else:
-                rate = dnorm / prev
-                one_minus = (1 - rate).clamp_min(1e-12)
-                hopeless = rate.pow(self.max_iter - it) / one_minus * dnorm > tol
-                stop = ~finite | (rate >= 1) | hopeless
+                rate = dnorm / prev if not host or prev > 0 else math.inf
+                one_minus = ops.clip(1 - rate, lo=1e-12)
+                # (a rate ≥ 1 stops anyway: capped, its power cannot overflow a float)
+                hopeless = ops.clip(rate, hi=1.0) ** (self.max_iter - it) / one_minus * dnorm > tol
+                stop = ops.not_(finite) | (rate >= 1) | hopeless
                 conv = (dnorm == 0) | (rate / one_minus * dnorm < tol)
             now_failed = active & stop
-            upd = (active & ~now_failed)[:, None]
-            y = torch.where(upd, y + dy, y)
-            d = torch.where(upd, d + dy, d)
-            converged |= upd[:, 0] & conv
-            failed |= now_failed
+            upd = active & ops.not_(now_failed)
+            y = ops.where(_rows(host, upd), y + dy, y)
+            d = ops.where(_rows(host, upd), d + dy, d)
+            converged = converged | (upd & conv)
+            failed = failed | now_failed
             prev = dnorm
-            if bool((converged | failed).all()):
+            if ops.all(converged | failed):
                 break
-        return converged & ~failed, y, d, n_iter
+        return converged & ops.not_(failed), y, d, n_iter
 
     def _select_order(self, D, error, y_new, order, n_steps):
         """The order for the next step and the count of equal steps taken at it: the
@@ -489,6 +526,11 @@ class BDFRuntime:
         x = (th[:, :, None] - 1 + i) / (i + 1)  # [K, m, M]
         p = torch.cumprod(x, dim=2)
         return ks[0][:, None] + torch.einsum("kmj,jkn->kmn", p, ks[1:])
+
+
+def _rows(host: bool, mask):
+    """A ``[K]`` decision applied to ``[K, n]`` tensors (a bool for one system)."""
+    return mask if host else mask[:, None]
 
 
 def _empty_state(y, size: int, s):

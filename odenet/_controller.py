@@ -28,6 +28,15 @@ from odenet._solution import (
 _TINY = sys.float_info.min
 
 
+def _exponent_base(error_order, r):
+    """``k = q + 1`` of the exponents ``−β/k`` for an estimate of order ``q`` (an int,
+    or per row ``[K]`` for a variable-order method), in the dtype of the ratio ``r``:
+    a float divided by an integer tensor is torch's default float32, whose
+    ``−0.35 ≈ −0.34999999404`` moved every step size by ~3e-8."""
+    k = error_order + 1
+    return k.to(r.dtype) if isinstance(k, torch.Tensor) else k
+
+
 @dataclass(frozen=True)
 class PIDController:
     """Söderlind's PID step-size controller.
@@ -145,7 +154,7 @@ class PIDController:
             (``< 1`` since ``r > 1``): a rejected step is never retried unchanged.
         """
         finite, accept, r = self._verdict(ops, ratio, ok)
-        k = error_order + 1
+        k = _exponent_base(error_order, r)
         b1, b2, b3 = self.betas
         r1, r2, rejected = memory
         factor = self._safety(safety) * r ** (-b1 / k)
@@ -274,7 +283,7 @@ class PredictiveController(PIDController):
         **_,
     ):
         finite, accept, r = self._verdict(ops, ratio, ok)
-        k = error_order + 1
+        k = _exponent_base(error_order, r)
         h_acc, r_acc, before, rejected = memory
         safety = self._safety(safety)
         factor = safety * r ** (-1.0 / k)

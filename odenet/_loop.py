@@ -10,10 +10,12 @@ differs between the number types of its control state:
 
 * :class:`_Host` — one system: time, step size, acceptance, controller memory and
   output cursor are Python floats (no tensor dispatch at all for an explicit
-  method; one host synchronisation per step, the error norm; an implicit method's
-  step takes ``[1]`` tensors of time, as on the masked backend);
+  method; one host synchronisation per step, the error norm; an implicit or
+  multistep method's step takes ``[1]`` tensors of time, as on the masked backend,
+  and reports to the controller in host numbers);
 * :class:`_Masked` — ``[K]`` tensors and masked updates (per-sample grids, hooks,
-  multistep methods, gradients with respect to the times of a fixed grid).
+  a multistep method's checkpointed trajectory, gradients with respect to the times
+  of a fixed grid).
 
 Roles are separate (see ``docs/contributing.md``): the method step proposes ``y1``
 and an error estimate, the controller (:mod:`odenet._controller`) decides
@@ -26,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
@@ -126,6 +129,20 @@ class _Trial:
         self.y1, self.ks, self.f1, self.ok = y1, ks, f1, ok
         self.error, self.rates = error, rates
         self.abs_y1 = None
+
+
+class _Reports(NamedTuple):
+    """What a multistep step tells the controller beside its error (see
+    :class:`odenet._bdf.BDFStepResult`): the order of its estimate, whether to keep
+    ``h``, a safety scale; ``[K]`` tensors, or host numbers on the host backend."""
+
+    error_order: object = None
+    hold: object = None
+    safety: object = None
+
+    @classmethod
+    def of(cls, out):
+        return cls(*(getattr(out, name, None) for name in cls._fields))
 
 
 class _Host:
@@ -240,6 +257,22 @@ class _Host:
             return _Trial(out.y1, out.ks, out.f1, bool(out.ok), error=out.error)
         y1, ks, rates, f1 = self.rk.step_one(self.gh, s, y, h, f0)
         return _Trial(y1, ks, f1, None, rates=rates)
+
+    def as_rows(self, s):
+        """Time ``s`` as the ``[1]`` tensor a method's tensor interface takes."""
+        return torch.tensor([s], dtype=self.tdt, device=self.dev)
+
+    def step_with_state(self, s, y, h, f0, state):
+        """A multistep method's trial (on ``[1]`` tensors of time, as an implicit
+        step's) and its reports as host numbers: ``(trial, new state, reports)``."""
+        sh = torch.tensor([s, h], dtype=self.tdt, device=self.dev)
+        out, new = self.rk.step(self.g, sh[:1], y, sh[1:], f0, state)
+        ok = None if out.ok is None else bool(out.ok)
+        reports = _Reports.of(out)
+        reports = _Reports(
+            *(None if v is None else kind(v) for v, kind in zip(reports, (int, bool, float)))
+        )
+        return _Trial(out.y1, out.ks, out.f1, ok, error=out.error), new, reports
 
     def _first_fused_step(self, s, y, h, f0) -> _Trial:
         fused, fn = self.fused, None
@@ -363,9 +396,9 @@ class _Host:
     def _interpolate(self, s, y, y1, f0, f1, h, ks, theta):
         """States ``[m, n]`` at ``s + θh`` for the list ``theta``."""
         rk = self.rk
-        if not rk.implicit:
+        if not (rk.implicit or getattr(rk, "has_state", False)):
             return rk.interpolate_one(self.gh, s, y, y1, f0, f1, h, ks, theta)
-        # an implicit method's stages are in the masked layout ([S, 1, n])
+        # an implicit or multistep method's stages are in the masked layout ([S, 1, n])
         st = torch.tensor([s, h], dtype=self.tdt, device=self.dev)
         if rk.has_own_interpolant:
             ks = rk.extra_stages(self.g, st[:1], y, st[1:], ks)
@@ -490,6 +523,15 @@ class _Masked:
         out = self.rk.step(self.g, s, y, h, f0)
         return _Trial(out.y1, out.ks, out.f1, out.ok, error=out.error)
 
+    @staticmethod
+    def as_rows(s):
+        return s
+
+    def step_with_state(self, s, y, h, f0, state):
+        """A multistep method's trial: ``(trial, new state, reports)`` (``[K]`` tensors)."""
+        out, new = self.rk.step(self.g, s, y, h, f0, state)
+        return _Trial(out.y1, out.ks, out.f1, out.ok, error=out.error), new, _Reports.of(out)
+
     def error_norms(self, trial: _Trial, y, h):
         return absolute_error_norms(self.cfg, trial, y)
 
@@ -606,8 +648,9 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
     Parameters
     ----------
     g : callable ``(s [K], y [K, n]) -> [K, n]``
-        With a ``host(s: float, y)`` attribute, one system with an explicit method
-        runs on the host backend.
+        With a ``host(s: float, y)`` attribute, one system runs on the host backend
+        (not with events, callbacks, stops, a replay recorder, ``compile=True``'s
+        implicit steps, or a multistep method whose trajectory is recorded).
     s_out : [K, T] increasing internal output times per row (``s_out[:, 0]`` is the start).
         On a fixed grid, a ``s_out`` that requires grad carries it through the node
         times (the exact derivative of the discrete solution); adaptive solves take
@@ -631,7 +674,9 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
         s_out = s_out.detach()
     hooks = cfg.events is not None or cfg.stops is not None or cfg.callback is not None
     stateful = getattr(rk, "has_state", False)  # a method with memory (multistep)
-    hooks = hooks or hasattr(record, "on_step") or stateful
+    # a multistep method's recorded (checkpointed) trajectory is replayed on the masked
+    # backend, whose time arithmetic it must repeat to the ulp: it records there too
+    hooks = hooks or hasattr(record, "on_step") or (stateful and record is not None)
     # compile=True's fused steps and blocks on the host backend are explicit ones: an
     # implicit method's fused Newton iterations run on the masked backend
     compiled_implicit = rk.implicit and getattr(g, "fused", None) is not None
@@ -669,7 +714,7 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
     on_step = getattr(record, "on_step", None)
     method_state = None
     if stateful:
-        method_state = cfg.method_state or rk.init_state(s, y, f0)
+        method_state = cfg.method_state or rk.init_state(B.as_rows(s), y, f0)
     keep_state = getattr(record, "keep_state", None) if stateful else None
     if keep_state is not None:  # a tape keeps the history beside its checkpoints
         keep_state(method_state)
@@ -711,12 +756,11 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
             callback("step", s, y, h_try, None)
 
         if stateful:
-            out, trial_state = rk.step(B.g, s, y, h_try, f0, method_state)
-            trial = _Trial(out.y1, out.ks, out.f1, out.ok, error=out.error)
+            trial, trial_state, reports = B.step_with_state(s, y, h_try, f0, method_state)
             # a variable-order method reports the order of its
-            # error estimate per row ([K]); the controller's exponent follows it
-            if getattr(out, "error_order", None) is not None:
-                error_order = out.error_order
+            # error estimate per row; the controller's exponent follows it
+            if reports.error_order is not None:
+                error_order = reports.error_order
         else:
             trial = B.step(s, y, h_try, f0)
 
@@ -742,8 +786,8 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
                 h_floor=h_floor,
                 # H3, issue 14: a multistep method may ask to keep h ([K] bool) and
                 # scale the safety factor ([K], after slow Newton iterations)
-                hold=getattr(out, "hold", None) if stateful else None,
-                safety=getattr(out, "safety", None)
+                hold=reports.hold if stateful else None,
+                safety=reports.safety
                 if stateful
                 # Radau IIA's Newton-iteration safety scale
                 else getattr(rk, "newton_safety", None),
@@ -755,7 +799,10 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
             if not host and B.n_done:
                 accept = accept & ~B.done
         if stateful:  # the method's memory moves on with its rows' steps, else rewinds
-            method_state = rk.commit_state(method_state, trial_state, accept)
+            if ops.all(accept):
+                method_state = trial_state
+            elif not host:
+                method_state = rk.commit_state(method_state, trial_state, accept)
         all_accept = ops.all(accept)
         any_accept = all_accept or ops.any(accept)
         # an accepted step of the controller's own size below the

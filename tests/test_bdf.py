@@ -288,6 +288,63 @@ def test_rows_of_a_batch_keep_their_own_history(name):
         assert int(batch.stats["rejected"][b]) == int(one.stats["rejected"][0])
 
 
+@pytest.mark.parametrize(
+    "name, step_size",
+    [
+        ("bdf", None),
+        ("ndf", None),
+        ("adams", None),
+        ("implicit_adams", 0.01),
+        ("bdf3", 0.01),
+        ("abm4", 0.01),
+    ],
+)
+def test_one_system_on_the_host_backend_steps_as_a_row_of_a_batch(name, step_size, monkeypatch):
+    """One system with a multistep method runs on the loop's host backend (control in
+    Python floats, the method's decisions on host numbers); a batch of two copies of
+    it runs on the masked one.  Across the forcing's switch (rejections, order
+    changes) with interior outputs (dense output) both take the same steps to the
+    same states — up to the last bits, which the switch amplifies to ~1e-12: the host
+    controller's powers are libm's, the tensors' SLEEF's, which differ by an ulp now and
+    then.  (Before the controller took a per-row order's exponent in float32 the rows'
+    steps were 3e-8 apart, their states 5e-9.)"""
+    from odenet import _loop
+
+    calls = []
+    host_step = _loop._Host.step_with_state
+
+    def spy(self, *a):
+        calls.append(1)
+        return host_step(self, *a)
+
+    monkeypatch.setattr(_loop._Host, "step_with_state", spy)
+    t = torch.linspace(0.0, 0.6, 7, dtype=F64)
+    y0 = torch.tensor(Y0_LIN, dtype=F64)
+    kw = dict(method=name, rtol=1e-5, atol=1e-7, step_size=step_size)
+    one = odenet.solve(forced_field_elementwise, y0, t, **kw)
+    assert calls, "the single system did not run on the host backend"
+    n_host = len(calls)
+    # per-sample grids (the same twice): two rows with their own steps, the masked backend
+    both = odenet.solve(forced_field_elementwise, torch.stack([y0, y0]), torch.stack([t, t]), **kw)
+    assert len(calls) == n_host
+    assert int(one.status) == 0 and (both.status == 0).all()
+    for key in ("steps", "rejected"):  # per row
+        assert both.stats[key].tolist() == [int(one.stats[key])] * 2, key
+    assert both.stats["nfe"] == one.stats["nfe"]  # field calls, each on both rows
+    scale = one.ys.abs().max()
+    for b in range(2):
+        assert (both.ys[b] - one.ys).abs().max() <= 1e-10 * scale
+
+
+def forced_field_elementwise(t, y):
+    """:func:`forced_field` written component by component, so that one system
+    (``t`` a scalar, ``y [3]``) and rows (``t [K]``, ``y [K, 3]``) get the same floats
+    (a matrix product rounds differently in the two layouts)."""
+    a, b, c = y[..., 0], y[..., 1], y[..., 2]
+    push = 50 * torch.tanh(100 * (t - 0.4))
+    return torch.stack([-a + 2 * b, -2 * a - b, b - 50 * c + push], dim=-1)
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_fixed_steps_are_refused_with_a_fix(name):
     with pytest.raises(odenet.InputError, match=r"drop `step_size`.*(bdf1 … bdf6|abm2 … abm6)"):

@@ -11,6 +11,10 @@ not arithmetic: the ratio is what the small-systems work moves.
 
     python studies/benchmarks/small_stiff.py                   # reps = 3
     python studies/benchmarks/small_stiff.py --methods radau_iia5 --rtols 1e-6 --reps 5
+    python studies/benchmarks/small_stiff.py --methods bdf,ndf --scipy Radau,BDF
+
+``--scipy``: the scipy solvers run beside (each gets a ratio column; the first is the
+one "µs per step" and the other ratios are read against in the text).
 
 To compare two trees, run the script under each (``PYTHONPATH=<tree>``): each run's
 ratios are against its own, interleaved scipy times.
@@ -46,11 +50,11 @@ def odenet_run(prob, method, rtol, d):
     return cpu, int(st["steps"]), int(st["nfe"]), bool(sol.success)
 
 
-def scipy_run(prob, rtol, d):
-    """scipy ``Radau`` on the numpy field: ``(CPU s, accepted steps, nfev, success)``."""
+def scipy_run(prob, rtol, d, method="Radau"):
+    """scipy's ``method`` on the numpy field: ``(CPU s, accepted steps, nfev, success)``."""
     fn = prob.numpy_field()
     t0 = time.process_time()
-    r = solve_ivp(fn, prob.span, list(prob.y0), method="Radau", rtol=rtol, atol=d * rtol)
+    r = solve_ivp(fn, prob.span, list(prob.y0), method=method, rtol=rtol, atol=d * rtol)
     cpu = time.process_time() - t0
     return cpu, len(r.t) - 1, r.nfev, r.success
 
@@ -61,33 +65,38 @@ def main():
     ap.add_argument("--rtols", default="1e-3,1e-6")
     ap.add_argument("--methods", default="radau_iia5,kvaerno5")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--scipy", default="Radau", help="scipy solve_ivp methods beside")
     a = ap.parse_args()
     torch.set_num_threads(1)
     methods = a.methods.split(",")
+    peers = a.scipy.split(",")
     print(f"odenet {odenet.__file__}; torch {torch.__version__}; reps {a.reps}")
     # untimed: a method's first solve builds its constants (Radau's at 40 digits) once
     warm = P.get_problem("robertson_long")
     for m in methods:
         odenet_run(warm, m, 1e-3, P.STIFF_SUITE["robertson_long"])
     print()
-    print("| problem | rtol | solver | CPU ms | / scipy Radau | steps | nfe | µs per step |")
-    print("|---|---|---|---|---|---|---|---|")
+    ratios = " | ".join(f"/ scipy {m}" for m in peers)
+    print(f"| problem | rtol | solver | CPU ms | {ratios} | steps | nfe | µs per step |")
+    print("|---|---|---|---|" + "---|" * len(peers) + "---|---|---|")
     for name in a.problems.split(","):
         prob, d = P.get_problem(name), P.STIFF_SUITE[name]
         for rtol in (float(x) for x in a.rtols.split(",")):
-            rows = {m: [] for m in ["scipy Radau", *methods]}
+            rows = {f"scipy {m}": [] for m in peers} | {m: [] for m in methods}
             for _ in range(a.reps):  # interleaved: drifting load hits every solver alike
-                rows["scipy Radau"].append(scipy_run(prob, rtol, d))
+                for m in peers:
+                    rows[f"scipy {m}"].append(scipy_run(prob, rtol, d, m))
                 for m in methods:
                     rows[m].append(odenet_run(prob, m, rtol, d))
-            base = statistics.median(r[0] for r in rows["scipy Radau"])
+            bases = [statistics.median(r[0] for r in rows[f"scipy {m}"]) for m in peers]
             for label, runs in rows.items():
                 cpu = statistics.median(r[0] for r in runs)
                 _, steps, nfe, ok = runs[-1]
                 status = "" if ok else " (failed)"
+                ratio = " | ".join(f"{cpu / b:.2f}" for b in bases)
                 print(
                     f"| {name} | {rtol:.0e} | {label}{status} | {1e3 * cpu:.1f} | "
-                    f"{cpu / base:.2f} | {steps} | {nfe} | {1e6 * cpu / max(steps, 1):.0f} |",
+                    f"{ratio} | {steps} | {nfe} | {1e6 * cpu / max(steps, 1):.0f} |",
                     flush=True,
                 )
 

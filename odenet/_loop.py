@@ -268,10 +268,9 @@ class _Host:
         sh = torch.tensor([s, h], dtype=self.tdt, device=self.dev)
         out, new = self.rk.step(self.g, sh[:1], y, sh[1:], f0, state)
         ok = None if out.ok is None else bool(out.ok)
-        reports = _Reports.of(out)
-        reports = _Reports(
-            *(None if v is None else kind(v) for v, kind in zip(reports, (int, bool, float)))
-        )
+        kinds = (int, bool, float)  # error_order, hold, safety
+        values = zip(_Reports.of(out), kinds)
+        reports = _Reports(*(v if v is None else kind(v) for v, kind in values))
         return _Trial(out.y1, out.ks, out.f1, ok, error=out.error), new, reports
 
     def _first_fused_step(self, s, y, h, f0) -> _Trial:

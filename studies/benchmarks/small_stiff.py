@@ -13,8 +13,9 @@ not arithmetic: the ratio is what the small-systems work moves.
     python studies/benchmarks/small_stiff.py --methods radau_iia5 --rtols 1e-6 --reps 5
     python studies/benchmarks/small_stiff.py --methods bdf,ndf --scipy Radau,BDF
 
-``--scipy``: the scipy solvers run beside (each gets a ratio column; the first is the
-one "µs per step" and the other ratios are read against in the text).
+``--scipy``: the scipy solvers run beside, each with a column of ratios to its CPU time.
+``--profile METHOD``: instead of the table, cProfile of one solve per (problem, rtol)
+with ``METHOD``, the functions with the largest cumulative shares of the solve.
 
 To compare two trees, run the script under each (``PYTHONPATH=<tree>``): each run's
 ratios are against its own, interleaved scipy times.
@@ -59,6 +60,27 @@ def scipy_run(prob, rtol, d, method="Radau"):
     return cpu, len(r.t) - 1, r.nfev, r.success
 
 
+def profile(method, names, rtols, top=20):
+    """Print the ``top`` functions by cumulative share of one solve per (problem, rtol),
+    after an untimed warm-up solve."""
+    import cProfile
+    import pstats
+
+    for name in names:
+        prob, d = P.get_problem(name), P.STIFF_SUITE[name]
+        for rtol in rtols:
+            odenet_run(prob, method, rtol, d)
+            prof = cProfile.Profile()
+            prof.runcall(odenet_run, prob, method, rtol, d)
+            st = pstats.Stats(prof)
+            total = max(v[3] for v in st.stats.values())  # the solve's cumulative time
+            rows = sorted(st.stats.items(), key=lambda kv: -kv[1][3])[:top]
+            print(f"\n{method} on {name} at rtol {rtol:g}: cumulative / self share of the solve")
+            for (file, line, fn), (_, _, tt, ct, _) in rows:
+                where = f"{file.rsplit('/', 1)[-1]}:{line}({fn})"
+                print(f"  {100 * ct / total:5.1f} %  {100 * tt / total:5.1f} %  {where}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--problems", default=",".join(P.STIFF_SUITE))
@@ -66,8 +88,11 @@ def main():
     ap.add_argument("--methods", default="radau_iia5,kvaerno5")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--scipy", default="Radau", help="scipy solve_ivp methods beside")
+    ap.add_argument("--profile", metavar="METHOD", help="cumulative cProfile shares instead")
     a = ap.parse_args()
     torch.set_num_threads(1)
+    if a.profile:
+        return profile(a.profile, a.problems.split(","), [float(x) for x in a.rtols.split(",")])
     methods = a.methods.split(",")
     peers = a.scipy.split(",")
     print(f"odenet {odenet.__file__}; torch {torch.__version__}; reps {a.reps}")

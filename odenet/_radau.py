@@ -491,9 +491,10 @@ class RadauIIA(RungeKutta):
                     Wc = torch.complex(W[r + 2 * p], W[r + 2 * p + 1])
                     d = self._solve(lu[r + p], Fc[p] - shift * Wc)
                     dW[r + 2 * p], dW[r + 2 * p + 1] = d.real, d.imag
-                dnorm = (dW / scale[None]).pow(2).mean(dim=(0, 2)).sqrt()
             # per component, mean over the stages [K, n]: the convergence test below
             a2 = (dW / scale[None]).pow(2).mean(dim=0)
+            if out is None:
+                dnorm = a2.mean(dim=1).sqrt()
             if host:
                 dnorm = float(dnorm)
                 finite = bool(finite_F) and math.isfinite(dnorm)

@@ -69,6 +69,10 @@ class LoopConfig:
     # a method with memory starts from this state instead of its own start (a replay
     # of a stretch of the forward continues the forward's history)
     method_state: tuple | None = None
+    # ``out_of_domain(s [K] | float, y1 [K, n]) -> [K] bool``: adaptive trial steps whose
+    # end it flags are rejected and shrunk as a step with a large error (Julia's
+    # ``isoutofdomain``, CVODE's constraints)
+    out_of_domain: Callable | None = None
 
 
 @dataclass
@@ -81,6 +85,11 @@ class LoopResult:
     h_last: torch.Tensor  # [K] the last step size tried (or proposed, after a failure)
     steps_record: list = field(default_factory=list)
     method_state: tuple | None = None  # a method with memory's state at the end
+
+
+# the error ratio given to a trial step that left the domain (LoopConfig.out_of_domain):
+# large enough that every controller rejects it and takes its smallest factor
+OUTSIDE_RATIO = 1e6
 
 
 def rms_norm(x: torch.Tensor) -> torch.Tensor:
@@ -726,7 +735,9 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
         # solve(compile=True), adaptive on the host backend: a
         # compiled block takes the steps that write no output, under this loop's
         # controller and rules, and stops before the first step that needs the loop
-        if host and not fixed and B.fused is not None and record is None:
+        # (a domain check needs every trial step in this loop)
+        fusable = host and not fixed and B.fused is not None and record is None
+        if fusable and cfg.out_of_domain is None:
             s, y, f0, h, memory = B.fused.advance(B, s, y, f0, h, memory, ctrl, error_order,
                                                   h_floor)
             if not B.running():
@@ -773,6 +784,15 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
             else:
                 ratio = ctrl.error_ratio(ops, B.error_norms(trial, y, h_plain))
                 ok = trial.ok
+                if cfg.out_of_domain is not None:
+                    outside = cfg.out_of_domain(s + h_plain, trial.y1.detach())
+                    if host:
+                        outside = bool(outside.reshape(-1)[0])
+                    # a finite trial outside the domain is rejected as an error ratio of
+                    # OUTSIDE_RATIO (the controller shrinks h by its factor_min, 0.2, at
+                    # most orders); a non-finite one keeps its own verdict
+                    outside = outside & ops.isfinite(ratio)
+                    ratio = ops.where(outside, ops.clip(ratio, lo=OUTSIDE_RATIO), ratio)
             accept, h_next, memory = ctrl.judge(
                 ops,
                 h_plain,

@@ -141,7 +141,7 @@ class Prepared:
         return g
 
     def install_hooks(
-        self, *, events=None, step_t=None, jump_t=None, callback=None
+        self, *, events=None, step_t=None, jump_t=None, callback=None, isoutofdomain=None
     ):
         """Give the loop its hooks, translated from the user's terms to the loop's.
 
@@ -149,7 +149,8 @@ class Prepared:
         must land on (1-D, user time; those outside the span are ignored); ``jump_t``
         marks discontinuities of ``f`` (the step lands one ulp before and restarts
         one ulp after, with a fresh ``f``);
-        ``callback(kind, t, y, dt)`` with kind ``"step"``, ``"accept"``, ``"reject"``.
+        ``callback(kind, t, y, dt)`` with kind ``"step"``, ``"accept"``, ``"reject"``;
+        ``isoutofdomain(t, y) -> bool`` (per sample: ``[B]``), see :func:`solve`.
         """
         cfg, K, d = self.cfg, self.K, self.direction
         shape, per = self.y0.shape, self.per_sample
@@ -206,6 +207,29 @@ class Prepared:
                     callback("accept" if bool(accept.all()) else "reject", t, yy, dt)
 
             cfg.callback = loop_callback
+        if isoutofdomain is not None:
+            check_callable("isoutofdomain", isoutofdomain, "isoutofdomain(t, y) -> bool")
+            if cfg.step_size is not None or cfg.grid is not None:
+                raise InputError(
+                    "`isoutofdomain` rejects adaptive trial steps; a fixed grid cannot "
+                    "reject one: drop `step_size` or `isoutofdomain`."
+                )
+            row_shape = (K, *shape[1:]) if per else shape
+
+            def out_of_domain(s, y):
+                t = s * d
+                with torch.no_grad():
+                    out = isoutofdomain(t if per else t[0], y.reshape(row_shape))
+                out = torch.as_tensor(out, device=y.device)
+                if out.dtype != torch.bool or out.numel() not in (1, K):
+                    raise InputError(
+                        "`isoutofdomain(t, y)` must return a bool (per-sample grids: a "
+                        f"[{K}] bool tensor, one per sample), got {out.dtype} of shape "
+                        f"{tuple(out.shape)}."
+                    )
+                return out.reshape(-1).expand(K)
+
+            cfg.out_of_domain = out_of_domain
 
     def to_user(self, ys_rows: torch.Tensor) -> torch.Tensor:
         """``[K, T, n]`` -> ``[T, *y0.shape]`` (shared) or ``[B, T, *y0.shape[1:]]``."""
@@ -472,6 +496,7 @@ _OPTION_NAMES = (
     "step_t",
     "jump_t",
     "callback",
+    "isoutofdomain",
     "accept_min_step",
     "compile",
     "jac",
@@ -503,6 +528,7 @@ def solve(
     step_t=None,
     jump_t=None,
     callback: Callable | None = None,
+    isoutofdomain: Callable | None = None,
     accept_min_step: bool = False,
     jac=None,
     jac_sparsity=None,
@@ -569,6 +595,19 @@ def solve(
     callback : callable ``callback(kind, t, y, dt)``, optional
         Called with ``kind="step"`` before every trial step, then ``"accept"`` or
         ``"reject"`` with the trial's start ``t``, state ``y`` and size ``dt``.
+    isoutofdomain : callable ``isoutofdomain(t, y) -> bool``, optional
+        Adaptive steps only: called with the end time and state of every trial step
+        (per-sample grids: ``t [B]``, ``y [B, ...]``, returning ``[B]`` bools); a trial
+        it flags is rejected and retried smaller, as a step whose error is far above
+        the tolerance (Julia's ``isoutofdomain``, CVODE's ``constraints``).  For
+        quantities that must stay non-negative (concentrations, densities),
+        ``lambda t, y: bool((y < 0).any())``.  A strict test on components that sit
+        at round-off level near the boundary can force tiny steps (the E5 chemistry
+        with radau_iia5 at rtol 1e-6: a 20 000-step limit reached instead of 387
+        steps); ``y < -atol`` leaves them room.
+        Outputs between two accepted steps come from the dense output and are not
+        checked.  A row whose steps must shrink below the round-off of ``t`` to stay
+        inside fails with ``STEP_UNDERFLOW``.
     jac : callable ``jac(t, y) -> [n, n]``, or a constant ``[n, n]`` matrix, optional
         Implicit methods: ``∂f/∂y`` of the flattened state (``n = y0.numel()``;
         per-sample grids: ``[B, n, n]``) as a tensor, numpy array, ``scipy.sparse``
@@ -657,6 +696,7 @@ def solve(
         step_t=step_t,
         jump_t=jump_t,
         callback=callback,
+        isoutofdomain=isoutofdomain,
     )
     if sensitivity != "direct":
         if compile:

@@ -217,3 +217,70 @@ def test_step_is_the_one_step_map_of_the_scheme():
     assert torch.allclose(odenet.step(f, 0.0, y, h, "euler"), y + h * A @ y)
     be = torch.linalg.solve(torch.eye(2, dtype=D) - h * A, y)
     assert torch.allclose(odenet.step(f, 0.0, y, h, "backward_euler"), be, rtol=1e-13)
+
+
+# --- isoutofdomain: trial steps that leave the domain are rejected ----------------------
+
+
+def _decay(t, y):
+    return -10.0 * y
+
+
+def _accepted_states(**kw):
+    """The state at the start of every accepted step, and the solution."""
+    states = []
+
+    def cb(kind, t, y, dt):
+        if kind == "accept":
+            states.append(y.detach().clone())
+
+    sol = odenet.solve(
+        _decay,
+        kw.pop("y0", torch.tensor([0.05], dtype=torch.float64)),
+        kw.pop("t", torch.tensor([0.0, 5.0], dtype=torch.float64)),
+        method="bosh3",
+        rtol=0.1,
+        atol=0.1,
+        callback=cb,
+        **kw,
+    )
+    return torch.stack(states), sol
+
+
+def test_isoutofdomain_keeps_accepted_states_inside():
+    # y = 0.05 e^(−10 t) > 0; at tolerances of 0.1 bosh3's steps overshoot below zero
+    # (within the absolute tolerance, status ok); with the domain check none does
+    plain, _ = _accepted_states()
+    assert float(plain.min()) < 0
+    inside, sol = _accepted_states(isoutofdomain=lambda t, y: bool((y < 0).any()))
+    assert float(inside.min()) >= 0
+    assert bool(sol.success) and float(sol.ys[-1]) >= 0
+    assert sol.stats["rejected"] > 0
+
+
+def test_isoutofdomain_per_sample_rows_decide_alone():
+    # per-sample grids: t [B], y [B, 1], one verdict per row ([B] bool); row 0 starts
+    # where the plain solve overshoots, row 1 far inside (its steps are not touched)
+    y0 = torch.tensor([[0.05], [5.0]], dtype=torch.float64)
+    t = torch.tensor([[0.0, 5.0], [0.0, 0.3]], dtype=torch.float64)
+    calls = []
+
+    def outside(tt, y):
+        calls.append(tt.shape)
+        return (y < 0).any(dim=1)
+
+    states, sol = _accepted_states(y0=y0, t=t, isoutofdomain=outside)
+    assert calls and calls[0] == (2,)
+    assert bool(sol.success) and float(sol.ys[:, -1].min()) >= 0
+    exact = 5.0 * math.exp(-3.0)
+    assert abs(float(sol.ys[1, -1, 0]) - exact) < 0.2 * (1 + exact)
+
+
+def test_isoutofdomain_bad_input_is_an_input_error():
+    y0, t = torch.tensor([1.0], dtype=D), torch.tensor([0.0, 1.0], dtype=D)
+    with pytest.raises(odenet.InputError, match="fixed grid"):
+        odenet.solve(_decay, y0, t, step_size=0.1, isoutofdomain=lambda t, y: False)
+    with pytest.raises(odenet.InputError, match="must return a bool"):
+        odenet.solve(_decay, y0, t, isoutofdomain=lambda t, y: y)
+    with pytest.raises(odenet.InputError, match="callable"):
+        odenet.solve(_decay, y0, t, isoutofdomain=3)

@@ -405,6 +405,27 @@ def check_refs(names):
             yield f"| {name} | - | - | {dist(radau, exact):.1e} |"
 
 
+def register(problems: dict, out: Path, rtols=RTOLS):
+    """Add a further hold-out set's ``problems`` to :data:`HOLDOUT` (the reference, the
+    check and the sweep look them up there) and return that set's ``main``: this
+    module's, with the set's problems, every adaptive stiff method, ``rtols`` and ``out``
+    as defaults; any option given overrides them."""
+    from stiff_accuracy import stiff_methods
+
+    HOLDOUT.update(problems)
+
+    def set_main(argv=None) -> int:
+        defaults = [
+            "--problems", ",".join(problems),
+            "--methods", ",".join(stiff_methods()),
+            "--rtols", ",".join(f"{r:.0e}" for r in rtols),
+            "--out", str(out),
+        ]  # fmt: skip
+        return main(defaults + list(sys.argv[1:] if argv is None else argv))
+
+    return set_main
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sweep_options(ap, list(HOLDOUT), METHODS, timeout=60.0, out=OUT, rtols=RTOLS)

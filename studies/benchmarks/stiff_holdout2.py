@@ -76,11 +76,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import stiff_holdout
-from stiff_accuracy import RTOLS, stiff_methods
+from stiff_accuracy import RTOLS
 
 from odenet import problems as P
 
-METHODS = tuple(stiff_methods())
 OFF_GRID_RTOLS = (3e-4, 2e-7, 8e-9)
 OUT = Path(__file__).parent / "results" / "stiff_holdout2.jsonl"
 
@@ -356,20 +355,8 @@ HOLDOUT2 = {
     "plate": plate,
     "allen_cahn": allen_cahn,
 }
-# stiff_holdout's reference, check and sweep look problems up in its registry
-stiff_holdout.HOLDOUT.update(HOLDOUT2)
+main = stiff_holdout.register(HOLDOUT2, OUT, sorted({*RTOLS, *OFF_GRID_RTOLS}, reverse=True))
 get = stiff_holdout.get
-
-
-def main(argv=None) -> int:
-    """``stiff_holdout.main`` on this set; any option given overrides these defaults."""
-    defaults = [
-        "--problems", ",".join(HOLDOUT2),
-        "--methods", ",".join(METHODS),
-        "--rtols", ",".join(f"{r:.0e}" for r in sorted({*RTOLS, *OFF_GRID_RTOLS}, reverse=True)),
-        "--out", str(OUT),
-    ]  # fmt: skip
-    return stiff_holdout.main(defaults + list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

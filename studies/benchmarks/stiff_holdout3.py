@@ -74,12 +74,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import stiff_holdout
-from stiff_accuracy import RTOLS, stiff_methods
 from stiff_holdout2 import _twin_xp
 
 from odenet import problems as P
 
-METHODS = tuple(stiff_methods())
 OUT = Path(__file__).parent / "results" / "stiff_holdout3.jsonl"
 
 
@@ -443,20 +441,8 @@ def medakzo(n: int = 200) -> P.Problem:
 
 
 HOLDOUT3 = {"ringmod": ringmod, "beam": beam, "medakzo": medakzo}
-# stiff_holdout's reference, check and sweep look problems up in its registry
-stiff_holdout.HOLDOUT.update(HOLDOUT3)
+main = stiff_holdout.register(HOLDOUT3, OUT)
 get = stiff_holdout.get
-
-
-def main(argv=None) -> int:
-    """``stiff_holdout.main`` on this set; any option given overrides these defaults."""
-    defaults = [
-        "--problems", ",".join(HOLDOUT3),
-        "--methods", ",".join(METHODS),
-        "--rtols", ",".join(f"{r:.0e}" for r in RTOLS),
-        "--out", str(OUT),
-    ]  # fmt: skip
-    return stiff_holdout.main(defaults + list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

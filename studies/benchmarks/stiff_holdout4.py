@@ -65,12 +65,10 @@ from scipy.special import lambertw
 
 sys.path.insert(0, str(Path(__file__).parent))
 import stiff_holdout
-from stiff_accuracy import RTOLS, stiff_methods
 from stiff_holdout2 import _linear_stiff, _twin_xp
 
 from odenet import problems as P
 
-METHODS = tuple(stiff_methods())
 OUT = Path(__file__).parent / "results" / "stiff_holdout4.jsonl"
 
 
@@ -115,6 +113,25 @@ def flame(delta: float = 1e-4, t1: float | None = None) -> P.Problem:
     )
 
 
+def _with_scipy_reference(rates, y0, t1: float, name: str, description: str) -> P.Problem:
+    """A problem of this set without a closed form: scipy Radau's reference (see
+    ``stiff_holdout._with_reference``), floor 1e-3 for every component."""
+    f, f_numpy = _twin_xp(rates)
+    return stiff_holdout._with_reference(
+        P.Problem(
+            f=f,
+            y0=np.asarray(y0, dtype=np.float64),
+            span=(0.0, t1),
+            name=name,
+            description=description,
+            stiff=True,
+            f_numpy=f_numpy,
+            atol_ratio=1e-3,
+        ),
+        None,
+    )
+
+
 def stick_slip(eps: float = 1e-4, belt: float = 0.2, t1: float = 50.0) -> P.Problem:
     def rates(t, y, xp):
         x, v = y[0], y[1]
@@ -122,20 +139,10 @@ def stick_slip(eps: float = 1e-4, belt: float = 0.2, t1: float = 50.0) -> P.Prob
         mu = 0.3 + 0.1 * xp.exp(-xp.sqrt(vr * vr + eps * eps) / 0.1)
         return xp.stack([v, -x + mu * xp.tanh(vr / eps)])
 
-    f, f_numpy = _twin_xp(rates)
-    return stiff_holdout._with_reference(
-        P.Problem(
-            f=f,
-            y0=np.zeros(2),
-            span=(0.0, t1),
-            name="stick_slip",
-            description=f"stick–slip friction oscillator, ε = {eps:g}, [0, {t1:g}]",
-            stiff=True,
-            f_numpy=f_numpy,
-            atol_ratio=1e-3,
-        ),
-        None,
-    )
+    return _with_scipy_reference(
+        rates, [0.0, 0.0], t1, "stick_slip",
+        f"stick–slip friction oscillator, ε = {eps:g}, [0, {t1:g}]",
+    )  # fmt: skip
 
 
 def fitzhugh_nagumo(eps: float = 1e-3, t1: float = 200.0) -> P.Problem:
@@ -143,20 +150,10 @@ def fitzhugh_nagumo(eps: float = 1e-3, t1: float = 200.0) -> P.Problem:
         v, w = y[0], y[1]
         return xp.stack([(v - v * v * v / 3 - w + 0.5) / eps, (v + 0.7 - 0.8 * w) / 12.5])
 
-    f, f_numpy = _twin_xp(rates)
-    return stiff_holdout._with_reference(
-        P.Problem(
-            f=f,
-            y0=np.array([-1.0, 1.0]),
-            span=(0.0, t1),
-            name="fitzhugh_nagumo",
-            description=f"FitzHugh–Nagumo relaxation oscillator, ε = {eps:g}, [0, {t1:g}]",
-            stiff=True,
-            f_numpy=f_numpy,
-            atol_ratio=1e-3,
-        ),
-        None,
-    )
+    return _with_scipy_reference(
+        rates, [-1.0, 1.0], t1, "fitzhugh_nagumo",
+        f"FitzHugh–Nagumo relaxation oscillator, ε = {eps:g}, [0, {t1:g}]",
+    )  # fmt: skip
 
 
 def unstable_stiff() -> P.Problem:
@@ -186,20 +183,8 @@ HOLDOUT4 = {
     "fitzhugh_nagumo": fitzhugh_nagumo,
     "unstable_stiff": unstable_stiff,
 }
-# stiff_holdout's reference, check and sweep look problems up in its registry
-stiff_holdout.HOLDOUT.update(HOLDOUT4)
+main = stiff_holdout.register(HOLDOUT4, OUT)
 get = stiff_holdout.get
-
-
-def main(argv=None) -> int:
-    """``stiff_holdout.main`` on this set; any option given overrides these defaults."""
-    defaults = [
-        "--problems", ",".join(HOLDOUT4),
-        "--methods", ",".join(METHODS),
-        "--rtols", ",".join(f"{r:.0e}" for r in RTOLS),
-        "--out", str(OUT),
-    ]  # fmt: skip
-    return stiff_holdout.main(defaults + list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

@@ -2,10 +2,12 @@
 
 import math
 
+import hypothesis.strategies as st
 import numpy as np
 import pytest
 import torch
 from _scipy_radau import radau_error
+from hypothesis import given, settings
 from scipy.integrate import solve_ivp
 from scipy.integrate._ivp import radau as scipy_radau
 
@@ -604,6 +606,33 @@ def test_remaining_error_is_the_classic_one_when_every_component_contracts_alike
     assert math.isinf(float(_remaining(grow * torch.tensor([[0.1, 1.5]], dtype=D), grow, 0.03)))
     tiny = torch.tensor([[1e-2, 1e-20]], dtype=D)
     assert math.isfinite(float(_remaining(tiny * torch.tensor([[0.01, 4.0]], dtype=D), tiny, 0.03)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    prev=st.lists(st.floats(1e-4, 1e4), min_size=1, max_size=6),
+    theta=st.floats(0.01, 0.95),
+    slower=st.integers(0, 5),
+    bump=st.floats(0.0, 0.04),
+)
+def test_remaining_error_laws(prev, theta, slower, bump):
+    # every component at one rate: the classic θ/(1 − θ)‖ΔW‖; one component slower: never
+    # less than that, and at least that component's own share
+    from odenet._radau import _remaining
+
+    p = torch.tensor([prev], dtype=D)
+    tol = 1e-6  # far below every increment: all components significant
+    same = p * theta**2
+    classic = theta / (1 - theta) * same.mean(dim=1).sqrt()
+    assert torch.allclose(_remaining(same, p, tol), classic, rtol=1e-9, atol=1e-300)
+    j = slower % p.shape[1]
+    th = torch.full_like(p, theta)
+    th[0, j] = theta + bump
+    a2 = p * th**2
+    mixed = float(_remaining(a2, p, tol))
+    assert mixed >= float(theta / (1 - theta) * a2.mean(dim=1).sqrt()) * (1 - 1e-12)
+    own = (theta + bump) / (1 - theta - bump) * math.sqrt(float(a2[0, j]) / p.shape[1])
+    assert mixed >= own * (1 - 1e-12)
 
 
 def _stick_slip(t, y, xp=torch):

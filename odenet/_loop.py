@@ -788,9 +788,9 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
                     outside = cfg.out_of_domain(s + h_plain, trial.y1.detach())
                     if host:
                         outside = bool(outside.reshape(-1)[0])
-                    # a finite trial outside the domain is rejected as an error ratio of
-                    # OUTSIDE_RATIO (the controller shrinks h by its factor_min, 0.2, at
-                    # most orders); a non-finite one keeps its own verdict
+                    # a finite trial outside the domain is rejected as one with an error
+                    # ratio of OUTSIDE_RATIO (every controller then takes its smallest
+                    # factor, factor_min); a non-finite one keeps its own verdict
                     outside = outside & ops.isfinite(ratio)
                     ratio = ops.where(outside, ops.clip(ratio, lo=OUTSIDE_RATIO), ratio)
             accept, h_next, memory = ctrl.judge(

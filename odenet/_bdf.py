@@ -624,6 +624,54 @@ def _adams_gammas(m: int) -> tuple[list, list]:
     return ab, am
 
 
+_INTERVALS: dict = {}
+
+
+def adams_real_intervals(max_order: int = ADAMS_MAX_ORDER) -> np.ndarray:
+    """``x_k``, ``k = 0 … max_order``: the real stability interval ``(−x_k, 0)`` of
+    :class:`VariableAdams`' step at predictor order ``k`` on a constant step — the PECE
+    step with local extrapolation, as it is propagated — found from the spectral radius
+    of its linear map on ``y' = λy`` (state ``y, ∇⁰f … ∇^(k−1)f``), ``z = hλ``, by a scan
+    in steps of 0.01 and bisection to 1e-9.  ``x_0`` is unused (0).  Order 1 is Heun's
+    method (2.0); then 2.40, 1.94, 1.41, 1.04, 0.77, 0.58 for orders 2 … 7."""
+    if max_order in _INTERVALS:
+        return _INTERVALS[max_order]
+    g = [float(x) for x in _adams_gammas(max_order + 1)[0]]
+
+    def radius(z: float, k: int) -> float:
+        n = k + 1
+        M = np.zeros((n, n))
+        for c in range(n):
+            v = np.zeros(n)
+            v[c] = 1.0
+            phi = v[1:]
+            y_p = v[0] + sum(g[j] * phi[j] for j in range(k))
+            y1 = y_p + g[k] * (z * y_p - phi.sum())
+            new = [z * y1]
+            for j in range(k - 1):
+                new.append(new[-1] - phi[j])
+            M[:, c] = [y1, *new]
+        return float(np.abs(np.linalg.eigvals(M)).max())
+
+    out = np.zeros(max_order + 1)
+    for k in range(1, max_order + 1):
+        lo, hi = 0.0, None
+        for x in np.arange(0.01, 20.0, 0.01):
+            if radius(-x, k) > 1 + 1e-12:
+                hi = x
+                break
+            lo = x
+        if hi is None:
+            out[k] = lo
+            continue
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if radius(-mid, k) <= 1 + 1e-12 else (lo, mid)
+        out[k] = lo
+    _INTERVALS[max_order] = out
+    return out
+
+
 @dataclass(frozen=True)
 class VariableAdams:
     """Adaptive variable-step, variable-order Adams–Bashforth–Moulton in PECE mode.
@@ -638,6 +686,8 @@ class VariableAdams:
     propagated (local extrapolation, as Shampine & Gordon's DE/STEP), so the local
     errors, one order smaller than the estimate, do not add up to ``N·rtol`` over
     ``N`` steps.  Dense output: the integrated interpolant of ``f`` (degree ``k + 1``).
+    A step outside the real stability interval of its order fails (the estimate does
+    not see a parasitic root's smooth growth; see ``AdamsRuntime._unstable``).
 
     References: Hairer, Nørsett & Wanner I, Sec. III.1 and III.7; Shampine &
     Gordon, *Computer Solution of ODEs* (1975).
@@ -692,6 +742,8 @@ class AdamsRuntime:
         self._integrals = table
         self._U = _R(torch.ones(1, dtype=dtype, device=device), self.size)
         self.atol, self.rtol = 1e-8, 1e-6  # solve's defaults, until tolerances() is called
+        # the real stability interval per predictor order (see step)
+        self.intervals = torch.tensor(adams_real_intervals(), dtype=dtype, device=device)
 
     def tolerances(self, atol, rtol) -> None:
         """The solve's ``atol``, ``rtol`` (numbers or ``[K, n]``): the order rule
@@ -733,10 +785,11 @@ class AdamsRuntime:
             e_lo = hd * self.g_am[order - 1][:, None] * P_.gather(0, (idx - 1).clamp(min=0))[0]
             e_hi = hd * self.g_am[order + 1][:, None] * P_.gather(0, idx + 1)[0]
             ok = torch.isfinite(y1).all(dim=1)
+            scale = self.atol + self.rtol * torch.maximum(y.abs(), y1.detach().abs())
+            ok = ok & ~self._unstable(y_p, y1.detach(), f_p, f1.detach(), hd[:, 0], order, scale)
             n1 = n_steps + 1
             order_new, n_new = order, n1
             if bool((n1 >= order + 1).any()):
-                scale = self.atol + self.rtol * torch.maximum(y.abs(), y1.detach().abs())
                 order_new, n_new = _next_order(
                     order, n1, (e_lo, err, e_hi), scale, order, ADAMS_MAX_ORDER
                 )
@@ -744,6 +797,24 @@ class AdamsRuntime:
         ks = Phi_new * (j <= order[None, :])[:, :, None]
         result = BDFStepResult(y1, err, ks, f1, ok | frozen, error_order=order)
         return result, (Phi_new, order_new, h_safe.detach(), n_new)
+
+    def _unstable(self, y_p, y1, f_p, f1, h, order, scale):
+        """Rows whose step lies outside the method's real stability interval ([K] bool).
+
+        The error estimate cannot see this: on ``y' = −100 y`` at rtol = atol = 0.1 the
+        controller settled on ``hλ ≈ −3.4``, beyond every order's interval (at most 2.4,
+        :func:`adams_real_intervals`), where the step has a real parasitic root near 4.5:
+        the solution grew smoothly by 4.5× per step, its differences of ``f`` stayed small
+        against ``f``, the estimate at 0.02·|y| under rtol, and the solve ended at −2e85
+        with status ok.  As LSODA's stiffness test, the step's two evaluations give the
+        field's rate along the corrector's change, the Rayleigh quotient
+        ``q = ⟨f1 − f^p, y1 − y^p⟩ / |y1 − y^p|²`` (λ itself on ``y' = λy``); a step with
+        ``−q h`` beyond the interval of its order fails (``ok = False``: the controller
+        shrinks it).  A change below 1e-3 of the tolerance says nothing (round-off)."""
+        dy = y1 - y_p
+        q = ((f1 - f_p) * dy).sum(dim=1) / (dy * dy).sum(dim=1).clamp_min(1e-300)
+        seen = (dy / scale).pow(2).mean(dim=1).sqrt() > 1e-3
+        return seen & (-q * h.to(q.dtype) > self.intervals[order])
 
     def interpolate(self, theta, y0, y1, f0, f1, h, ks):
         """``y(s + θh) = y_{n+1} + h Σ_j I_j(θ − 1) ∇ʲ f_{n+1}`` (degree ``k + 1``, the

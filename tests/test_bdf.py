@@ -597,3 +597,49 @@ def test_tight_rtol_error_within_10x_of_radau(method, rtol):
 def test_a_bad_error_safety_is_an_input_error(kw):
     with pytest.raises(odenet.InputError, match="error_safety"):
         odenet.VariableBDF("mine", ndf=True, **kw)
+
+
+# --- adams: steps outside the stability interval fail (a silent blow-up before) --------
+
+
+def test_adams_real_intervals_start_at_heuns():
+    from odenet._bdf import adams_real_intervals
+
+    x = adams_real_intervals()
+    # predictor order 1 with local extrapolation is Heun's method: (−2, 0)
+    assert abs(x[1] - 2.0) < 1e-8
+    # higher orders: the intervals shrink (orders 2 … 7), as for all Adams families
+    assert all(x[k + 1] < x[k] for k in range(2, len(x) - 1))
+
+
+@pytest.mark.parametrize("lam", [-10.0, -100.0, -1000.0])
+@pytest.mark.parametrize("tol", [0.1, 1e-2])
+def test_adams_does_not_blow_up_on_a_stiff_decay_at_loose_tolerances(lam, tol):
+    # y' = λy, y(0) = 1: the exact end value is ~0.  At rtol = atol = 0.1, λ = −100 the
+    # controller settled on hλ ≈ −3.4, outside every order's interval, and the solve
+    # ended at −2.3e85 with status ok (−4.4e42 from y0 = 1); now each such step fails
+    sol = odenet.solve(
+        lambda t, y: lam * y,
+        torch.tensor([1.0], dtype=torch.float64),
+        torch.tensor([0.0, 5.0], dtype=torch.float64),
+        method="adams",
+        rtol=tol,
+        atol=tol,
+    )
+    assert abs(float(sol.ys[-1, 0])) < tol
+
+
+def test_adams_on_detest_b2_ends_inside_its_tolerance():
+    # DETEST B2 (the linear chain y1' = −y1 + y2, y2' = y1 − 2y2 + y3, y3' = y2 − y3,
+    # eigenvalues 0, −1, −3): as the solution settles the steps grow until h·3 leaves the
+    # interval; at rtol 1e-3 adams ended at 8.7·rtol (LSODA at 0.005·rtol), now inside
+    A = torch.tensor([[-1.0, 1.0, 0.0], [1.0, -2.0, 1.0], [0.0, 1.0, -1.0]], dtype=torch.float64)
+    y0 = torch.tensor([2.0, 0.0, 1.0], dtype=torch.float64)
+    rtol = 1e-3
+    sol = odenet.solve(
+        lambda t, y: A @ y, y0, torch.tensor([0.0, 20.0], dtype=torch.float64),
+        method="adams", rtol=rtol, atol=rtol / 100,
+    )  # fmt: skip
+    exact = torch.linalg.matrix_exp(20.0 * A) @ y0
+    err = float(((sol.ys[-1] - exact).abs() / (0.01 + exact.abs())).max())
+    assert err < rtol, err

@@ -687,7 +687,7 @@ class VariableAdams:
     errors, one order smaller than the estimate, do not add up to ``N·rtol`` over
     ``N`` steps.  Dense output: the integrated interpolant of ``f`` (degree ``k + 1``).
     A step outside the real stability interval of its order fails (the estimate does
-    not see a parasitic root's smooth growth; see ``AdamsRuntime._unstable``).
+    not see a parasitic root's smooth growth; see ``AdamsRuntime._excess``).
 
     References: Hairer, Nørsett & Wanner I, Sec. III.1 and III.7; Shampine &
     Gordon, *Computer Solution of ODEs* (1975).
@@ -786,20 +786,28 @@ class AdamsRuntime:
             e_hi = hd * self.g_am[order + 1][:, None] * P_.gather(0, idx + 1)[0]
             ok = torch.isfinite(y1).all(dim=1)
             scale = self.atol + self.rtol * torch.maximum(y.abs(), y1.detach().abs())
-            ok = ok & ~self._unstable(y_p, y1.detach(), f_p, f1.detach(), hd[:, 0], order, scale)
+            excess = self._excess(y_p, y1.detach(), f_p, f1.detach(), hd[:, 0], order, scale)
             n1 = n_steps + 1
             order_new, n_new = order, n1
             if bool((n1 >= order + 1).any()):
                 order_new, n_new = _next_order(
                     order, n1, (e_lo, err, e_hi), scale, order, ADAMS_MAX_ORDER
                 )
+            # a step beyond the stability interval is rejected through its estimate, sized
+            # so that the controller's factor (exponent 1/(order + 1)) lands inside it
+            err = torch.where(
+                (excess > 1)[:, None],
+                torch.maximum(err.abs(), 2 * scale * excess.pow(order + 1)[:, None]),
+                err,
+            )
         # dense output: the integrated interpolant of f through t_{n+1} … t_{n+1−k}
         ks = Phi_new * (j <= order[None, :])[:, :, None]
         result = BDFStepResult(y1, err, ks, f1, ok | frozen, error_order=order)
         return result, (Phi_new, order_new, h_safe.detach(), n_new)
 
-    def _unstable(self, y_p, y1, f_p, f1, h, order, scale):
-        """Rows whose step lies outside the method's real stability interval ([K] bool).
+    def _excess(self, y_p, y1, f_p, f1, h, order, scale):
+        """``−q h / x_k`` per row ([K], at most 1e3; 0 where nothing is seen): above 1 the
+        step lies outside the real stability interval of its order.
 
         The error estimate cannot see this: on ``y' = −100 y`` at rtol = atol = 0.1 the
         controller settled on ``hλ ≈ −3.4``, beyond every order's interval (at most 2.4,
@@ -809,12 +817,15 @@ class AdamsRuntime:
         with status ok.  As LSODA's stiffness test, the step's two evaluations give the
         field's rate along the corrector's change, the Rayleigh quotient
         ``q = ⟨f1 − f^p, y1 − y^p⟩ / |y1 − y^p|²`` (λ itself on ``y' = λy``); a step with
-        ``−q h`` beyond the interval of its order fails (``ok = False``: the controller
-        shrinks it).  A change below 1e-3 of the tolerance says nothing (round-off)."""
+        ``−q h`` beyond the interval of its order is rejected (its estimate is raised so
+        that the controller's next step lies inside; a row that cannot get inside ends in
+        a step-size underflow).  A change below 1e-3 of the tolerance says nothing
+        (round-off)."""
         dy = y1 - y_p
         q = ((f1 - f_p) * dy).sum(dim=1) / (dy * dy).sum(dim=1).clamp_min(1e-300)
         seen = (dy / scale).pow(2).mean(dim=1).sqrt() > 1e-3
-        return seen & (-q * h.to(q.dtype) > self.intervals[order])
+        excess = (-q * h.to(q.dtype) / self.intervals[order]).clamp(0.0, 1e3)
+        return torch.where(seen, torch.nan_to_num(excess), torch.zeros_like(excess))
 
     def interpolate(self, theta, y0, y1, f0, f1, h, ks):
         """``y(s + θh) = y_{n+1} + h Σ_j I_j(θ − 1) ∇ʲ f_{n+1}`` (degree ``k + 1``, the

@@ -284,3 +284,15 @@ def test_isoutofdomain_bad_input_is_an_input_error():
         odenet.solve(_decay, y0, t, isoutofdomain=lambda t, y: y)
     with pytest.raises(odenet.InputError, match="callable"):
         odenet.solve(_decay, y0, t, isoutofdomain=3)
+
+
+def test_isoutofdomain_that_no_step_can_meet_ends_in_an_underflow():
+    # every trial end flagged: the steps shrink to the round-off of t, then the solve
+    # says so (it neither loops forever nor returns the start as a result)
+    with pytest.raises(odenet.StepSizeUnderflowError):
+        odenet.solve(
+            _decay,
+            torch.tensor([1.0], dtype=D),
+            torch.tensor([0.0, 1.0], dtype=D),
+            isoutofdomain=lambda t, y: True,
+        )

@@ -19,6 +19,7 @@ Jacobian calls (``njev`` is printed beside it).
     python studies/benchmarks/bdf.py                                  # default run
     python studies/benchmarks/bdf.py --problems robertson_long --rtols 1e-3,1e-5 --scipy-rtols 1e-7
     python studies/benchmarks/bdf.py --nonstiff      # adams vs dopri5 and scipy LSODA
+    python studies/benchmarks/bdf.py --problems none --brusselator-2d 32   # jac_sparsity both sides
 
 Writes ``studies/benchmarks/results/bdf.json``; ``bdf_results.md`` beside this file
 is one run's printout.
@@ -126,6 +127,14 @@ def main(argv=None):
     ap.add_argument(
         "--controller", default=None, help="odenet's controller (default: the method's own)"
     )
+    ap.add_argument(
+        "--brusselator-2d",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add the 2-D Brusselator (2N² states) with jac_sparsity on both sides",
+    )
+    ap.add_argument("--b2d-t1", type=float, default=1.5)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bdf.json"))
     ap.add_argument(
         "--nonstiff",
@@ -144,8 +153,23 @@ def main(argv=None):
     kw = {} if args.controller is None else {"controller": args.controller}
     rows = []
     summary = []
-    for name in args.problems.split(","):
-        prob, d = P.get_problem(name), P.STIFF_SUITE[name]
+    # (label, problem, floor d, keyword arguments for both sides)
+    cases = [
+        (name, P.get_problem(name), P.STIFF_SUITE[name], {})
+        for name in args.problems.split(",")
+        if name != "none"
+    ]
+    if args.brusselator_2d:
+        N = args.brusselator_2d
+        cases.append(
+            (
+                f"brusselator_2d N={N} t1={args.b2d_t1:g} +sparsity",
+                P.get_problem("brusselator_2d", n=N, t1=args.b2d_t1),
+                1.0,
+                {"jac_sparsity": P.brusselator_2d_sparsity(N)},
+            )
+        )
+    for name, prob, d, sparse in cases:
         prob.solution([prob.span[1]])  # the reference (cached) before any timing
         print(f"\n### {name}\n")
         print(
@@ -157,9 +181,9 @@ def main(argv=None):
         cells = {m: [] for m in [*methods, "scipy BDF"]}
         for rtol in all_rtols:
             ours = methods if rtol in rtols else []
-            cell = {m: run_odenet(prob, m, rtol, d, args.max_steps, **kw) for m in ours}
-            cell["scipy BDF"] = run_scipy(prob, "BDF", rtol, d)
-            radau = run_scipy(prob, "Radau", rtol, d)
+            cell = {m: run_odenet(prob, m, rtol, d, args.max_steps, **kw, **sparse) for m in ours}
+            cell["scipy BDF"] = run_scipy(prob, "BDF", rtol, d, **sparse)
+            radau = run_scipy(prob, "Radau", rtol, d, **sparse)
             ref = cell["scipy BDF"]
             for who, r in cell.items():
                 r.update(problem=name, rtol=rtol, solver=who)

@@ -485,6 +485,15 @@ class BDFRuntime:
                 hopeless = ops.clip(rate, hi=1.0) ** (self.max_iter - it) / one_minus * dnorm > tol
                 stop = ops.not_(finite) | (rate >= 1) | hopeless
                 conv = (dnorm == 0) | (rate / one_minus * dnorm < tol)
+                stalled = active & finite & stop
+                if ops.any(stalled):
+                    # increments that no longer contract may be the residual's round-off
+                    # (DETEST F5 at its equilibrium: rates of 1e3 cancel in f ≈ 0, and
+                    # the step shrank to 1e-10 to get them below tol; scipy's BDF too)
+                    floor = nw.roundoff_floor(lu, c, y, f, psi + d, scale)
+                    at_floor = stalled & ((float(floor) if host else floor) >= dnorm)
+                    conv = conv | at_floor
+                    stop = stop & ops.not_(at_floor)
             now_failed = active & stop
             upd = active & ops.not_(now_failed)
             y = ops.where(_rows(host, upd), y + dy, y)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from odenet._errors import ToleranceWarning, warn_user
-from odenet._jacobian import batched_jacobian, compressed_jacobian, lu_kron
+from odenet._jacobian import SparseJac, batched_jacobian, compressed_jacobian, lu_kron
 from odenet._ops import HostOps, TensorOps
 
 # The tolerance at which a DIRK pair's error estimate is taken at face value: below it
@@ -111,6 +111,10 @@ def rtol_growth(exponent: float):
 # (1.0×, 1.4×, 5.6×) at most 80, 45, 62·rtol; float64 kvaerno5 at 100·eps (45×) and
 # 1000·eps (13×) at 2100 and 214·rtol, at 4500·eps (2.4×) at most 50·rtol.
 UNRESOLVED_GROWTH = 3.0
+
+# A stalled Newton iteration whose increment is within this factor of the round-off of
+# its residual has converged (Newton.roundoff_floor; LSODE's 100·uround)
+ROUNDOFF_FACTOR = 100.0
 
 
 def capped_safety(base: float, growth, rtol, eps: float, name: str = "", *, floor=None):
@@ -335,6 +339,41 @@ class Newton:
             ):
                 err = self.solve(self._lu, err)
             return err * self.safety
+
+    def roundoff_floor(self, lu, c, y, f, rest, scale):
+        """The norm below which a Newton increment is the round-off of its residual.
+
+        The residual ``c·f(y) − rest`` is evaluated in floating point: each ``f_i``
+        carries ``eps·Σ_j |J_ij y_j|`` (the size of the terms that cancel in it: at a
+        chemical equilibrium ``f ≈ 0`` is a balance of rates 1e10 times larger than
+        ``y``, DETEST F5), the sum ``eps·(|c f| + |rest|)``.  Through the iteration
+        matrix that noise is the increment an iteration at the solution still makes;
+        an increment within :data:`ROUNDOFF_FACTOR` of it has converged as far as
+        arithmetic allows (LSODE's test ``del ≤ 100·uround·‖y‖`` in spirit, with the
+        terms' size in place of ``y``'s).
+
+        Parameters
+        ----------
+        lu : factors of :meth:`iteration_matrix` for one stage; c [K] (the step's
+            ``hγ``); y, f, rest, scale : [K, n].
+
+        Returns
+        -------
+        [K] the floor in the increment's norm (RMS of ``|Δ|/scale``).
+        """
+        eps = torch.finfo(y.dtype).eps
+        J = self.J
+        if isinstance(J, SparseJac):
+            terms = torch.as_tensor(
+                abs(J.A) @ y.abs().T.cpu().numpy(), dtype=y.dtype, device=y.device
+            ).T
+        elif isinstance(J, torch.Tensor):
+            terms = (J.abs() @ y.abs()[..., None])[..., 0]
+        else:
+            terms = torch.zeros_like(y)
+        cc = c.to(y.dtype)[:, None]
+        noise = eps * (cc.abs() * (terms + f.abs()) + rest.abs())
+        return ROUNDOFF_FACTOR * (self.solve(lu, noise).abs() / scale).pow(2).mean(dim=1).sqrt()
 
     def solve(self, lu, rhs: torch.Tensor) -> torch.Tensor:
         """``M⁻¹ rhs`` for the factors ``lu`` of :meth:`iteration_matrix`; rhs [K, m]."""

@@ -643,3 +643,39 @@ def test_adams_on_detest_b2_ends_inside_its_tolerance():
     exact = torch.linalg.matrix_exp(20.0 * A) @ y0
     err = float(((sol.ys[-1] - exact).abs() / (0.01 + exact.abs())).max())
     assert err < rtol, err
+
+
+# --- Newton at the residual's round-off (DETEST F5: a stall before) ---------------------
+
+
+def detest_f5(t, y):
+    """Stiff DETEST F5 (Enright, Hull & Lindberg 1975; Enright & Pryce's STDTST): at its
+    equilibrium each ``f_i ≈ 0`` is a balance of rates ~1e3 with ``y1 ≈ 1.7e-7``."""
+    r12, r13 = 3e11 * y[0] * y[1], 9e11 * y[0] * y[2]
+    return torch.stack([
+        -r12 + 1.2e8 * y[3] - r13, -r12 + 2e7 * y[3], -r13 + 1e8 * y[3], r12 - 1.2e8 * y[3] + r13,
+    ])  # fmt: skip
+
+
+# DETEST's end value at t = 100 (STDTST)
+F5_END = [1.713564284690712e-07, 3.713563071160676e-03, 6.189271785267793e-03,
+          9.545143571530929e-06]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["bdf", "ndf"])
+@pytest.mark.parametrize("rtol", [1e-3, 1e-6])
+def test_newton_converged_to_round_off_does_not_stall_the_step(name, rtol):
+    # the increments at the equilibrium are the round-off of f (~1e-13, not contracting):
+    # below the Newton threshold only for h ≲ 1e-9, so each larger step failed in Newton
+    # and 20 000 steps reached t ≈ 99 (at rtol 1e-3; scipy's BDF stalls the same way at
+    # rtol 1e-12).  Now 186 steps at 1e-3; floors 1e-3 of each component's peak
+    y0 = torch.tensor([3.365e-7, 8.261e-3, 1.642e-3, 9.38e-6], dtype=F64)
+    floors = torch.tensor([3.36e-10, 8.26e-6, 6.19e-6, 9.55e-9], dtype=F64)
+    sol = odenet.solve(
+        detest_f5, y0, torch.tensor([0.0, 100.0], dtype=F64),
+        method=name, rtol=rtol, atol=floors * rtol, max_steps=2000,
+    )  # fmt: skip
+    ref = torch.tensor(F5_END, dtype=F64)
+    err = float(((sol.ys[-1] - ref).abs() / (floors + ref.abs())).max())
+    assert err < rtol, err
+    assert sol.stats["steps"] < 1000

@@ -113,9 +113,13 @@ def flame(delta: float = 1e-4, t1: float | None = None) -> P.Problem:
     )
 
 
-def _with_scipy_reference(rates, y0, t1: float, name: str, description: str) -> P.Problem:
-    """A problem of this set without a closed form: scipy Radau's reference (see
-    ``stiff_holdout._with_reference``), floor 1e-3 for every component."""
+def _with_scipy_reference(
+    rates, y0, t1: float, name: str, description: str, floors=1e-3, published=None
+) -> P.Problem:
+    """A hold-out problem without a closed form: torch and numpy fields of one formula
+    ``rates(t, y, xp)``, scipy Radau's checked reference (``stiff_holdout._with_reference``),
+    floors ``floors`` (1e-3 for every component by default) and, when known, a published
+    end value for ``--check-refs`` (also ``stiff_holdout5.py``'s)."""
     f, f_numpy = _twin_xp(rates)
     return stiff_holdout._with_reference(
         P.Problem(
@@ -126,9 +130,9 @@ def _with_scipy_reference(rates, y0, t1: float, name: str, description: str) -> 
             description=description,
             stiff=True,
             f_numpy=f_numpy,
-            atol_ratio=1e-3,
+            atol_ratio=floors,
         ),
-        None,
+        None if published is None else np.asarray(published, dtype=np.float64),
     )
 
 

@@ -132,7 +132,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import stiff_holdout
-from stiff_holdout2 import _linear_stiff, _twin_xp
+from stiff_holdout2 import _linear_stiff
+from stiff_holdout4 import _with_scipy_reference
 
 from odenet import problems as P
 
@@ -228,23 +229,10 @@ def detest_b(alpha: float, name: str) -> P.Problem:
 
 
 def _detest(name, rates, y0, t1, description, floors, published) -> P.Problem:
-    """A nonlinear problem of the set: torch and numpy fields of ``rates(t, y, xp)``, the
-    checked scipy Radau reference of ``stiff_holdout._with_reference`` and DETEST's end
-    value (``published``, compared by ``--check-refs``)."""
-    f, f_numpy = _twin_xp(rates)
-    return stiff_holdout._with_reference(
-        P.Problem(
-            f=f,
-            y0=np.asarray(y0, dtype=np.float64),
-            span=(0.0, t1),
-            name=name,
-            description=description,
-            stiff=True,
-            f_numpy=f_numpy,
-            atol_ratio=floors,
-        ),
-        np.asarray(published, dtype=np.float64),
-    )
+    """A nonlinear problem of the set: ``stiff_holdout4``'s twin fields and checked scipy
+    Radau reference, with DETEST's end value (``published``, compared by
+    ``--check-refs``)."""
+    return _with_scipy_reference(rates, y0, t1, name, description, floors, published)
 
 
 def detest_c1() -> P.Problem:

@@ -354,8 +354,10 @@ class Newton:
 
         Parameters
         ----------
-        lu : factors of :meth:`iteration_matrix` for one stage; c [K] (the step's
-            ``hγ``); y, f, rest, scale : [K, n].
+        lu : factors of :meth:`iteration_matrix` for one stage, ``I − cJ``;
+        c : [K] the coefficient of ``J`` there (BDF: ``h/α_k``, in time units of ``t``);
+        y, f, rest, scale : [K, n] (state, ``f(y)``, the residual's other terms, the
+            error scale ``atol + rtol·|y|``).
 
         Returns
         -------

@@ -679,3 +679,34 @@ def test_newton_converged_to_round_off_does_not_stall_the_step(name, rtol):
     err = float(((sol.ys[-1] - ref).abs() / (floors + ref.abs())).max())
     assert err < rtol, err
     assert sol.stats["steps"] < 1000
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_roundoff_floor_is_the_terms_round_off_through_the_iteration_matrix(sparse):
+    # by hand: noise_i = eps·(|c|·(Σ_j |J_ij y_j| + |f_i|) + |rest_i|), floor =
+    # 100·RMS(|(I − cJ)⁻¹ noise| / scale); the scipy-sparse Jacobian (SuperLU path) and
+    # the dense one give the same floor
+    import scipy.sparse as sp
+
+    from odenet._jacobian import SparseJac
+    from odenet._newton import ROUNDOFF_FACTOR, Newton
+
+    rng = np.random.default_rng(3)
+    n = 6
+    Jn = rng.normal(size=(n, n)) * 1e3 * (rng.random((n, n)) < 0.5) - 1e4 * np.eye(n)
+    y = torch.tensor(rng.normal(size=(1, n)), dtype=F64)
+    f = torch.tensor(rng.normal(size=(1, n)), dtype=F64)
+    rest = torch.tensor(rng.normal(size=(1, n)), dtype=F64)
+    scale = torch.tensor(rng.random((1, n)) + 0.5, dtype=F64)
+    c = torch.tensor([0.3], dtype=F64)
+    nw = Newton(tol=None, max_iter=4, atol=1e-6, rtol=1e-3)
+    nw.J = SparseJac(sp.csc_matrix(Jn)) if sparse else torch.tensor(Jn, dtype=F64)[None]
+    lu = nw.iteration_matrix(c[:, None, None], nw.J)
+    floor = float(nw.roundoff_floor(lu, c, y, f, rest, scale)[0])
+
+    eps = np.finfo(np.float64).eps
+    yn, fn, rn, sn = (v.numpy()[0] for v in (y, f, rest, scale))
+    noise = eps * (0.3 * (np.abs(Jn) @ np.abs(yn) + np.abs(fn)) + np.abs(rn))
+    dy = np.linalg.solve(np.eye(n) - 0.3 * Jn, noise)
+    expected = ROUNDOFF_FACTOR * np.sqrt(np.mean((np.abs(dy) / sn) ** 2))
+    assert floor == pytest.approx(expected, rel=1e-10)

@@ -148,12 +148,12 @@ def _adams_method(method, options, rtol, atol, adjoint):
 def _fixed_step_copy(name):
     """The tableau ``name`` without its embedded pair (one object per name, so runtime
     caches keep it), or None when it has none."""
-    from odenet.tableaus import tableau
+    from odenet._registry import method
 
     if not isinstance(name, str):
         return None
-    tab = tableau(name)
-    if tab.b_hat is None:
+    tab = method(name)
+    if getattr(tab, "b_hat", None) is None:  # no pair (a multistep method has none)
         return None
     return dataclasses.replace(
         tab, name=f"{tab.name} (fixed steps)", b_hat=None, embedded_order=None
@@ -161,11 +161,11 @@ def _fixed_step_copy(name):
 
 
 def _is_fixed(method, name) -> bool:
-    from odenet.tableaus import tableau
+    from odenet._registry import method as lookup
 
     if isinstance(method, str) and method.lower() in TORCHDIFFEQ_FIXED:
         return True
-    return not tableau(name).is_adaptive
+    return not lookup(name).is_adaptive
 
 
 # --- tuple states ---------------------------------------------------------------------
@@ -966,12 +966,12 @@ def _callback_from(func, fixed: bool, split, names=CALLBACKS):
 def _adjoint_is_fixed(adjoint: dict, fixed: bool) -> bool:
     """Whether the backward pass steps without error control (torchdiffeq then calls
     only ``callback_step_adjoint``): its method's, by default the forward's."""
-    from odenet.tableaus import tableau
+    from odenet._registry import method
 
     name = adjoint.get("adjoint_method")
     if name is None:
         return fixed
-    return not tableau(name).is_adaptive
+    return not method(name).is_adaptive
 
 
 def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adjoint):

@@ -144,7 +144,14 @@ class MultistepRuntime:
     State ``(F [k, K, n], Y [k, K, n], count [K], h_prev [K])``: the past derivatives
     and states, newest first, how many of them lie on the current step spacing, and
     that spacing.
+
+    Two steps are equal when they differ by no more than the round-off of the times
+    they were computed from: ``time_eps`` is the machine epsilon of the user's ``t``
+    (set by :func:`odenet.solve`; float64's by default), so a float32 ``linspace`` or a
+    grid far from ``t = 0`` keeps the multistep formula instead of the starter.
     """
+
+    time_eps = float(torch.finfo(torch.float64).eps)
 
     has_state = True
     has_own_interpolant = False
@@ -195,7 +202,9 @@ class MultistepRuntime:
     def step(self, g, s, y, h, f0, state):
         F, Y, count, h_prev = state
         k = self.k
-        same = (h - h_prev).abs() <= 1e-9 * h.abs()
+        # the spacing's round-off: 2 ulps of the larger end time in the user's dtype
+        slack = 4 * self.time_eps * torch.maximum(s.abs(), (s + h).abs())
+        same = (h - h_prev).abs() <= 1e-9 * h.abs() + slack
         usable = same & (count >= k - 1) if k > 1 else torch.ones_like(same)
         frozen = h == 0
         usable = usable | frozen

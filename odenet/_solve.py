@@ -23,6 +23,7 @@ from odenet._errors import (
 from odenet._events import EventTracker, as_events
 from odenet._jacobian import user_jacobian
 from odenet._loop import LoopConfig, LoopResult, integrate
+from odenet._multistep import LinearMultistep, MultistepRuntime
 from odenet._newton import Newton
 from odenet._solution import EventRecord, Solution, Status
 from odenet._stepper import _STEP_CACHE
@@ -425,6 +426,8 @@ def prepare(
         )
     if hasattr(tab, "runtime"):  # a method with memory: history carried by the loop
         rk = tab.runtime(y0.dtype, tdt, y0.device, newton, fixed=fixed)
+        if isinstance(rk, MultistepRuntime):  # equal steps are equal to t's round-off
+            rk.time_eps = float(torch.finfo(t.dtype).eps) if t.is_floating_point() else 0.0
         # an explicit method that chooses its order (adams)
         # measures its candidate error estimates in the solve's tolerances
         if hasattr(rk, "tolerances"):
@@ -729,16 +732,22 @@ def run_direct(prep: Prepared, tab: ButcherTableau, *, throw: bool, compile=Fals
     s_out, y0_rows = prep.s_out, prep.y0_rows
     cfg = prep.cfg
     fixed = cfg.step_size is not None or cfg.grid is not None
-    if fixed or not (s_out.requires_grad and torch.is_grad_enabled()):
-        # fixed grids differentiate through their node times inside the loop
+    # A fixed Runge–Kutta grid is a smooth function of its node times, and the loop
+    # differentiates through them.  A fixed-step multistep formula is not: it holds on
+    # equal steps only and an unequal step is its starter's, so y(T) jumps where T
+    # crosses a node (bdf2 on y' = −y, h = 0.1: ∂y(1)/∂T came out 0.62·f).
+    smooth_in_t = fixed and not isinstance(tab, LinearMultistep)
+    if smooth_in_t or not (s_out.requires_grad and torch.is_grad_enabled()):
         result = integrate(g, s_out, y0_rows, cfg)
         return prep.solution(result, tab.name, throw=throw)
-    # Adaptive steps are not a differentiable function of the times (an accepted or
-    # rejected trial is a jump), so the derivative with respect to t is that of the
+    # Adaptive steps are not a differentiable function of the times either (an accepted
+    # or rejected trial is a jump), so the derivative with respect to t is that of the
     # exact flow, as the adjoint computes it: ∂y(s_i)/∂s_i = g(s_i, y_i) and
     # ∂y(s_i)/∂s_0 = −Φ(s_i, s_0) g(s_0, y_0).  Both enter through terms whose value
     # is zero: y0 − δs_0·g_0 starts the solve, δs_i·g_i is added to each output.
     s_det = s_out.detach()
+    if cfg.grid is not None:
+        cfg.grid = cfg.grid.detach()
     g_plain = prep.internal_field(prep.f, count=False)
     with torch.no_grad():
         g0 = g_plain(s_det[:, 0], y0_rows.detach())

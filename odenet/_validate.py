@@ -26,6 +26,7 @@ from odenet._errors import (
     VectorFieldError,
     warn_user,
 )
+from odenet._registry import method as lookup_method
 from odenet._registry import multistep
 from odenet.tableaus import ButcherTableau, methods, tableau
 
@@ -439,7 +440,7 @@ def resolve_method(method, fixed: bool) -> ButcherTableau:
     if lm is not None:
         lm.check_use(fixed=fixed, sensitivity="direct")
         return lm
-    tab = tableau(method)
+    tab = lookup_method(method)  # an unknown name: the error lists both kinds
     if not fixed and not tab.is_adaptive:
         adaptive = [m for m in methods() if tableau(m).is_adaptive]
         raise InputError(

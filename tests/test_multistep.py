@@ -159,3 +159,74 @@ def test_one_lookup_finds_both_kinds_and_names_both_when_it_fails():
     with pytest.raises(UnknownMethodError) as e:
         method("bdf9")
     assert "ndf" in str(e.value) and "rk4" in str(e.value)
+
+
+@pytest.mark.parametrize("method", ["ab2", "abm3", "bdf2", "bdf4"])
+@pytest.mark.parametrize("t_end", [1.0, 1.05])  # on a grid node, between nodes
+def test_time_gradients_of_a_fixed_step_multistep_solve(method, t_end):
+    # the formula holds on equal steps only (an unequal last step is the starter's), so
+    # y(T) is not a smooth function of T; its derivative is the flow's, f(T, y(T)), as
+    # for the adjoint.  Before the fix direct mode differentiated bdf2's formula in
+    # its last step size: ∂y(1)/∂T = 0.62·f on T = 1.0, a node.
+    a, b = -0.8, 0.6
+    f = lambda t, y: a * y + b * torch.sin(t)  # noqa: E731
+    t = torch.tensor([0.2, 0.63, t_end], dtype=D, requires_grad=True)
+    y0 = torch.tensor([1.3], dtype=D)
+    grads = {}
+    for mode in ("direct", "checkpoint"):
+        sol = odenet.solve(f, y0, t, method=method, step_size=0.01, sensitivity=mode)
+        grads[mode] = torch.autograd.grad(sol.ys[1:, 0].sum(), t)[0]
+    ys = sol.ys.detach()[:, 0]
+    slopes = a * ys + b * torch.sin(t.detach())
+    torch.testing.assert_close(grads["direct"][1:], slopes[1:], rtol=1e-12, atol=0)
+    torch.testing.assert_close(grads["direct"], grads["checkpoint"], rtol=1e-10, atol=1e-13)
+    # closed form: ∂/∂t0 of Σ_i y(t_i) = −Σ_i Φ(t_i, t0) f(t0, y0), Φ = e^{a (t_i − t0)}
+    t0, f0 = 0.2, a * 1.3 + b * math.sin(0.2)
+    exact_t0 = -sum(math.exp(a * (ti - t0)) for ti in (0.63, t_end)) * f0
+    assert abs(float(grads["direct"][0]) - exact_t0) < 1e-3 * abs(exact_t0)
+
+
+@pytest.mark.parametrize("method", ["ab2", "bdf2"])
+def test_equal_steps_are_equal_to_the_round_off_of_the_times(method):
+    # far from t = 0 (float64) or on a float32 linspace the spacings differ in their last
+    # bits; before the fix each such step went to the starter (dop853 / radau_iia5):
+    # ab2 took 7348 evaluations instead of 1012 at t0 = 1e5 and was no longer ab2
+    f = lambda t, y: -y  # noqa: E731
+    y0 = torch.ones(1, dtype=D)
+    near = odenet.solve(f, y0, torch.tensor([0.0, 1.0], dtype=D), method=method, step_size=1e-3)
+    t_far = torch.tensor([1e5, 1e5 + 1.0], dtype=D)
+    far = odenet.solve(f, y0, t_far, method=method, step_size=1e-3)
+    assert far.stats["nfe"] == near.stats["nfe"]
+    torch.testing.assert_close(far.ys[-1], near.ys[-1], rtol=1e-9, atol=0)
+    g = lambda t, y: -y + torch.sin(t)  # noqa: E731
+    runs = {
+        dt: odenet.solve(
+            g, torch.ones(1, dtype=dt), torch.linspace(0, 2, 21, dtype=dt), method=method,
+            grid_on_outputs=True,
+        )
+        for dt in (torch.float64, torch.float32)
+    }  # fmt: skip
+    assert runs[torch.float32].stats["nfe"] == runs[torch.float64].stats["nfe"]
+    assert abs(float(runs[torch.float32].ys[-1, 0]) - float(runs[torch.float64].ys[-1, 0])) < 1e-6
+
+
+def test_odeint_takes_every_method_name_and_solve_names_them_all_when_one_is_unknown():
+    f = lambda t, y: -y + torch.sin(t)  # noqa: E731
+    y0, t = torch.ones(1, dtype=D), torch.tensor([0.0, 0.5, 1.0], dtype=D)
+    fixed = {"step_size": 0.05}
+    for name, options in (("bdf2", fixed), ("abm3", fixed), ("ndf", {})):
+        kw = {"step_size": 0.05} if options else {"rtol": 1e-7, "atol": 1e-9}
+        ys = odenet.odeint(f, y0, t, method=name, options=options, rtol=1e-7, atol=1e-9)
+        torch.testing.assert_close(ys, odenet.solve(f, y0, t, method=name, **kw).ys)
+    with pytest.raises(odenet.UnknownMethodError, match=r"abm2.*bdf1.*dopri5.*ndf"):
+        odenet.solve(f, y0, t, method="ab7", step_size=0.1)
+
+
+def test_stability_of_a_variable_step_family_points_to_its_own_fixed_members():
+    from odenet.stability import multistep as M
+
+    with pytest.raises(odenet.OdenetError, match="ab1–ab6") as e:
+        M.a_alpha("adams")
+    assert "bdf1" not in str(e.value)
+    with pytest.raises(odenet.OdenetError, match="bdf1–bdf5"):
+        M.a_alpha("ndf")

@@ -91,10 +91,19 @@ def _method(method) -> LinearMultistep | _Pair:
     lm = multistep(method)
     # variable-step families (bdf, ndf) are not one (ρ, σ) pair
     if lm is not None and not isinstance(lm, LinearMultistep):
+        if "adams" in lm.name:
+            members = (
+                "ab1–ab6 for the explicit, abm2–abm6 for the predictor–corrector ones; "
+                "on equal steps a variable-step Adams method of order k is one of them"
+            )
+        else:
+            members = (
+                "bdf1–bdf5; 'ndf' is as stable at orders 1, 2 and 5, less at 3 and 4: "
+                "A(α) 80° and 66° against 86° and 73°"
+            )
         raise StabilityInputError(
             f"`method` {method!r} changes its order and step as it runs: analyse one of its "
-            "fixed-step members instead (bdf1–bdf5; 'ndf' is as stable at orders 1, 2 and 5, "
-            "less at 3 and 4: A(α) 80° and 66° against 86° and 73°)."
+            f"fixed-step members instead ({members})."
         )
     if lm is None:
         if isinstance(method, str) and method.lower().startswith("bdf"):

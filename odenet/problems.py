@@ -24,11 +24,15 @@ A user's own problem:
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 import math
 import os
+import sys
 import tempfile
+import types
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -250,21 +254,25 @@ class Problem:
         return reference_solution(self, t)
 
     def key(self) -> str:
-        """A stable identity: spec (built-ins) or name, y0, span and a fingerprint of `f`.
+        """A stable identity: spec (built-ins and files) or name, y0, span and a
+        fingerprint of what the solution depends on.
 
-        The fingerprint (bytecode, constants and closure values of `f` and `f_numpy`)
-        keeps a cached reference or a results folder from being reused after the vector
-        field of a user problem was edited.
+        The fingerprint covers `f`, `f_numpy`, `exact` and `jac_numpy` with everything
+        they compute from (code, constants, defaults, closure values, the module globals
+        they name, a module's parameters; arrays by their bytes, not their repr), so a
+        cached reference or a results folder is never reused after a user problem, or
+        the file it comes from, was edited.
         """
         ident = {
             "name": self.name,
             "spec": list(self.spec) if self.spec is not None else None,
             "y0": self.y0.tolist(),
             "span": list(self.span),
+            "f": _fingerprint(self.f),
+            "f_numpy": _fingerprint(self.f_numpy),
+            "exact": _fingerprint(self.exact),
+            "jac_numpy": _fingerprint(self.jac_numpy),
         }
-        if self.spec is None:
-            ident["f"] = _fingerprint(self.f)
-            ident["f_numpy"] = _fingerprint(self.f_numpy)
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
     def __repr__(self) -> str:
@@ -291,19 +299,126 @@ def _check_atol_ratio(ratio, n: int):
     return float(arr) if arr.ndim == 0 else arr
 
 
-def _fingerprint(fn) -> str | None:
-    if fn is None:
+_FINGERPRINT_DEPTH = 6  # functions calling functions: deep enough for a problem file
+
+
+def _fingerprint(obj) -> str | None:
+    """A hash of ``obj`` and everything a call of it computes from (see :func:`_feed`);
+    equal across processes for equal content."""
+    if obj is None:
         return None
-    code = getattr(fn, "__code__", None)
-    if code is None:  # a callable object: its class name is all we can rely on
-        return type(fn).__qualname__
-    parts = [code.co_code.hex(), repr(code.co_consts), repr(code.co_names)]
-    for cell in getattr(fn, "__closure__", None) or ():
+    h = hashlib.sha256()
+    _feed(h, obj, 0, set())
+    return h.hexdigest()[:16]
+
+
+def _put(h, tag: str, data) -> None:
+    h.update(tag.encode() + b"\0" + (data if isinstance(data, bytes) else str(data).encode()))
+    h.update(b"\1")
+
+
+def _feed(h, obj, depth: int, seen: set) -> None:
+    """Feed the content of ``obj`` into the hash ``h``.
+
+    Scalars and strings by value; arrays and tensors by dtype, shape and bytes (a repr
+    elides large arrays); containers item by item; a Python function by its code (nested
+    code too), constants, defaults, closure values and the module globals its code
+    names; a ``torch.nn.Module`` by its class, ``forward`` and parameters and buffers;
+    another object by its class and attributes.  Modules count by name, and anything
+    whose repr is only an address by its type.
+    """
+    if obj is None or isinstance(obj, bool | int | float | complex | str | bytes):
+        _put(h, "v", repr(obj))
+        return
+    if depth > _FINGERPRINT_DEPTH or id(obj) in seen:
+        _put(h, "deep", type(obj).__qualname__)
+        return
+    seen.add(id(obj))
+    deeper = depth + 1
+    if isinstance(obj, types.ModuleType):
+        _put(h, "module", obj.__name__)
+    elif isinstance(obj, torch.Tensor):
+        x = obj.detach().cpu()
+        _put(h, "tensor", f"{x.dtype}{tuple(x.shape)}")
+        h.update(x.contiguous().view(torch.uint8).numpy().tobytes() if x.numel() else b"")
+    elif isinstance(obj, np.ndarray) and obj.dtype != object:
+        _put(h, "array", f"{obj.dtype}{obj.shape}")
+        h.update(np.ascontiguousarray(obj).tobytes())
+    elif isinstance(obj, list | tuple):
+        _put(h, type(obj).__name__, len(obj))
+        for x in obj:
+            _feed(h, x, deeper, seen)
+    elif isinstance(obj, dict):
+        _put(h, "dict", len(obj))
+        for k, v in obj.items():
+            _feed(h, k, deeper, seen)
+            _feed(h, v, deeper, seen)
+    elif isinstance(obj, functools.partial):
+        _put(h, "partial", "")
+        for x in (obj.func, obj.args, obj.keywords):
+            _feed(h, x, deeper, seen)
+    elif isinstance(obj, types.MethodType):
+        _put(h, "method", "")
+        _feed(h, obj.__func__, deeper, seen)
+        _feed(h, obj.__self__, deeper, seen)
+    elif isinstance(obj, types.FunctionType) and _from_a_library(obj):
+        # a library's function is its name: its internals (caches, registries) are not
+        # the user's problem, and need not hash alike in two processes
+        _put(h, "library function", f"{obj.__module__}.{obj.__qualname__}")
+    elif isinstance(obj, types.FunctionType):
+        _feed_function(h, obj, deeper, seen)
+    elif isinstance(obj, torch.nn.Module):
+        _put(h, "nn.Module", type(obj).__qualname__)
+        _feed(h, type(obj).forward, deeper, seen)
+        _feed(h, dict(obj.state_dict()), deeper, seen)
+    elif not isinstance(obj, type) and hasattr(obj, "__dict__"):
+        _put(h, "object", type(obj).__qualname__)
+        call = inspect.getattr_static(type(obj), "__call__", None)
+        if isinstance(call, types.FunctionType):
+            _feed(h, call, deeper, seen)
+        _feed(h, dict(vars(obj)), deeper, seen)
+    else:
+        r = repr(obj)
+        _put(h, "repr", type(obj).__qualname__ if " at 0x" in r else r)
+
+
+def _from_a_library(fn) -> bool:
+    """Whether ``fn`` comes from the standard library or an installed package other than
+    odenet (whose problems are data to fingerprint)."""
+    top = (fn.__module__ or "").partition(".")[0]
+    if top == "odenet":
+        return False
+    if top in sys.stdlib_module_names:
+        return True
+    path = getattr(sys.modules.get(fn.__module__), "__file__", None) or ""
+    return "site-packages" in path or "dist-packages" in path
+
+
+def _feed_function(h, fn, depth: int, seen: set) -> None:
+    names: list[str] = []
+
+    def code(c):
+        _put(h, "code", c.co_code.hex())
+        names.extend(c.co_names)
+        for k in c.co_consts:
+            if isinstance(k, types.CodeType):
+                code(k)
+            else:
+                _put(h, "const", repr(k))
+
+    code(fn.__code__)
+    for x in (fn.__defaults__, fn.__kwdefaults__):
+        _feed(h, x, depth, seen)
+    for cell in fn.__closure__ or ():
         try:
-            parts.append(repr(cell.cell_contents)[:500])
-        except ValueError:  # empty cell
-            parts.append("<empty>")
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+            _feed(h, cell.cell_contents, depth, seen)
+        except ValueError:  # an empty cell
+            _put(h, "cell", "<empty>")
+    glob = fn.__globals__
+    for name in dict.fromkeys(names):
+        if name in glob:
+            _put(h, "global", name)
+            _feed(h, glob[name], depth, seen)
 
 
 # --- the reference-solution cache -------------------------------------------------------
@@ -466,20 +581,20 @@ _FILE_MODULES: dict[str, Any] = {}
 def _factory(name: str) -> Callable[..., Problem]:
     """The registered factory, or the function `FUNCTION` of the file in `PATH.py:FUNCTION`.
 
-    A file is imported once per process (worker processes import it again, so its
-    problems need not be picklable).
+    A file is imported once per process and again when it changed on disk (worker
+    processes import it again, so its problems need not be picklable).
     """
     if not is_file_spec(name):
         return _REGISTRY[name]
     import importlib.util
 
     path, _, func = _absolute_spec(name).rpartition(":")
-    module = _FILE_MODULES.get(path)
-    if module is None:
-        if not os.path.isfile(path):
-            raise InputError(
-                f"problem file {path} does not exist; check the PATH in PATH.py:FUNCTION."
-            )
+    if not os.path.isfile(path):
+        raise InputError(f"problem file {path} does not exist; check the PATH in PATH.py:FUNCTION.")
+    stamp = os.stat(path)
+    stamp = (stamp.st_mtime_ns, stamp.st_size)
+    module, loaded = _FILE_MODULES.get(path, (None, None))
+    if module is None or loaded != stamp:  # first use, or the file was edited since
         mod_name = "odenet_user_problem_" + hashlib.sha256(path.encode()).hexdigest()[:12]
         loader_spec = importlib.util.spec_from_file_location(mod_name, path)
         module = importlib.util.module_from_spec(loader_spec)
@@ -489,7 +604,7 @@ def _factory(name: str) -> Callable[..., Problem]:
             raise InputError(
                 f"cannot import problem file {path}: {type(e).__name__}: {e}"
             ) from None
-        _FILE_MODULES[path] = module
+        _FILE_MODULES[path] = (module, stamp)
     fn = getattr(module, func, None)
     if not callable(fn):
         defined = sorted(

@@ -193,6 +193,64 @@ def test_editing_a_user_field_changes_its_identity():
     np.testing.assert_allclose(b.solution([1.0]), [[np.exp(-2)]], rtol=1e-11)
 
 
+def test_identity_sees_what_a_repr_elides():
+    # numpy's repr elides a 50×50 array ("..."), and a field may read a module global or
+    # a network's weights: two problems that differ there are two problems.  Before the
+    # fix both 50×50 systems shared a key, and the second was scored against the first's
+    # cached reference (error 0.38 with status ok).
+    A = -np.eye(50)
+    B = A.copy()
+    B[20, 20] = -2.0
+
+    def system(M):
+        Mt = torch.as_tensor(M)
+        return P.Problem(lambda t, y: Mt @ y, y0=np.ones(50), span=(0, 1))
+
+    assert system(A).key() != system(B).key()
+    assert system(A).key() == system(A.copy()).key()
+    nets = [torch.nn.Linear(2, 2).double() for _ in range(2)]
+    keys = {P.Problem(lambda t, y, n=n: n(y), y0=[1.0, 0.0], span=(0, 1)).key() for n in nets}
+    assert len(keys) == 2
+
+
+FILE_V1 = """
+import torch
+from odenet.problems import Problem
+K = 1.0
+
+def decay(lam: float = -2.0):
+    return Problem(lambda t, y: lam * K * y, y0=[1.0], span=(0.0, 1.0), name="decay")
+"""
+
+
+def test_editing_a_problem_file_changes_its_identity_in_this_process_and_the_next(
+    tmp_path, monkeypatch
+):
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "edit_me.py"
+    path.write_text(FILE_V1)
+    spec = f"{path}:decay"
+    first = P.get_problem(spec).key()
+    # another process (a worker, a rerun) computes the same identity
+    code = f"import odenet.problems as P; print(P.get_problem({spec!r}).key())"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert other.stdout.strip() == first, other.stderr
+    # a module constant the field reads, then the field's body
+    v2 = FILE_V1.replace("K = 1.0", "K = 1.5")
+    keys = {first}
+    for edit in (v2, v2.replace("* K *", "* K * K *")):
+        path.write_text(edit)
+        stat = path.stat()  # the same size and second would hide the edit from a cache
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+        p = P.get_problem(spec)
+        keys.add(p.key())
+    assert len(keys) == 3
+    np.testing.assert_allclose(p.solution([1.0]), [[np.exp(-2.0 * 1.5 * 1.5)]], rtol=1e-9)
+
+
 # --- Jacobians, atol per component, error measures, problems from a file -----------------
 
 WITH_JAC = [n for n in P.problems() if P.get_problem(n).jac_numpy is not None]

@@ -257,7 +257,7 @@ def user_jacobian(
             if sparse_lu:
                 return SparseJac(out * (-1.0 if flip else 1.0))
             out = out.toarray()
-        J = torch.as_tensor(np.asarray(out) if not isinstance(out, torch.Tensor) else out)
+        J = _as_real_matrix(out)
         want = (K, n, n) if per_sample else (n, n)
         if tuple(J.shape) != want and not (not per_sample and tuple(J.shape) == (1, n, n)):
             raise VectorFieldError(
@@ -277,6 +277,26 @@ def user_jacobian(
         return J
 
     return call
+
+
+def _as_real_matrix(out) -> torch.Tensor:
+    """The user's Jacobian as a real tensor, or a :class:`VectorFieldError` saying what
+    came back instead (None, a complex or non-numeric array)."""
+    if not isinstance(out, torch.Tensor):
+        arr = np.asarray(out) if out is not None else None
+        if arr is None or arr.dtype.kind not in "biufc":
+            raise VectorFieldError(
+                f"the Jacobian `jac` returned {type(out).__name__}"
+                f"{'' if arr is None else f' of dtype {arr.dtype}'}; it must return the "
+                "matrix ∂f/∂y (a tensor, a numpy array or a scipy sparse matrix)."
+            )
+        out = torch.as_tensor(arr)
+    if out.is_complex():
+        raise VectorFieldError(
+            "the Jacobian `jac` returned a complex matrix; odenet solves real systems "
+            "(split a complex state into its real and imaginary parts)."
+        )
+    return out
 
 
 def _torch_sparse_to_scipy(T: torch.Tensor):

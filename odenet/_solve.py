@@ -300,7 +300,26 @@ def raise_failure(sol: Solution, result: LoopResult, prep: Prepared):
         f"h = {h_last:.3g} (method {sol.method!r}). Pass "
         "`throw=False` to get the partial solution (unreached outputs are NaN)."
     )
-    raise status.error(msg + _precision_hint(status, prep), t=t_reached, solution=sol)
+    hints = _precision_hint(status, prep) + _jacobian_hint(status, prep, sol)
+    raise status.error(msg + hints, t=t_reached, solution=sol)
+
+
+def _jacobian_hint(status: Status, prep: Prepared, sol: Solution) -> str:
+    """A user ``jac`` that does not match ``f`` shows as Newton failing step after step:
+    the solve ends at ``max_steps`` or in underflow with nothing else to say why."""
+    if status not in (Status.MAX_STEPS, Status.STEP_UNDERFLOW, Status.NEWTON_FAILED):
+        return ""
+    newton = getattr(prep.cfg.rk, "newton", None)
+    if newton is None or newton.jac is None:
+        return ""
+    fails, steps = sol.stats.get("newton_failures", 0), sol.stats.get("steps", 0)
+    if not (status == Status.NEWTON_FAILED or fails >= max(10, 0.1 * steps)):
+        return ""
+    return (
+        f" Newton failed {fails} times in {steps} steps with your `jac`: a Jacobian that "
+        "does not match f (sign, scale, transposed, evaluated at another t) slows Newton "
+        "down or stops it. Compare it with torch.func.jacrev of f, or drop `jac`."
+    )
 
 
 def _precision_hint(status: Status, prep: Prepared) -> str:

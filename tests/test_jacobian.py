@@ -364,3 +364,23 @@ def test_bad_jacobian_arguments_are_input_errors():
         odenet.solve(
             robertson, y0, t, method="kvaerno5", jac=lambda t, y: torch.full((3, 3), np.nan)
         )
+    # before: a raw TypeError from numpy (None) and a dropped imaginary part (complex)
+    with pytest.raises(VectorFieldError, match="returned NoneType"):
+        odenet.solve(robertson, y0, t, method="bdf", jac=lambda t, y: None)
+    with pytest.raises(VectorFieldError, match="complex"):
+        odenet.solve(robertson, y0, t, method="radau_iia5", jac=lambda t, y: np.eye(3) * 1j)
+
+
+def test_a_wrong_jacobian_fails_loudly_and_the_failure_names_it():
+    # a sign-flipped J: Newton diverges step after step (never a wrong answer with
+    # status ok); the step-budget failure then says where to look
+    f = lambda t, y: torch.stack([-1e4 * y[0] + y[1], -y[1]])  # noqa: E731
+    J = torch.tensor([[-1e4, 1.0], [0.0, -1.0]], dtype=D)
+    y0, t = torch.ones(2, dtype=D), torch.tensor([0.0, 10.0], dtype=D)
+    with pytest.raises(odenet.MaxStepsError, match=r"Newton failed \d+ times .* your `jac`"):
+        odenet.solve(f, y0, t, method="radau_iia5", jac=lambda t, y: -J, max_steps=500)
+    with pytest.raises(odenet.MaxStepsError) as plain:
+        odenet.solve(f, y0, t, method="radau_iia5", rtol=1e-12, atol=1e-14, max_steps=5)
+    assert "jac" not in str(plain.value)
+    good = odenet.solve(f, y0, t, method="radau_iia5", jac=lambda t, y: J)
+    assert good.success

@@ -405,7 +405,6 @@ def _cmd_compare(args) -> int:
         DEFAULT_COMPARE_METHODS,
         DEFAULT_N_STEPS,
         DEFAULT_STIFF_METHODS,
-        DEFAULT_TOLERANCES,
         work_precision,
     )
 
@@ -416,7 +415,7 @@ def _cmd_compare(args) -> int:
         pname = problem.spec[0]
     default = DEFAULT_STIFF_METHODS if problem.stiff else DEFAULT_COMPARE_METHODS
     methods = _resolve(args, cfg, "methods", list(default))
-    tols = _resolve(args, cfg, "tols", list(DEFAULT_TOLERANCES))
+    tols = _resolve(args, cfg, "tols", None)  # None: the defaults the dtype resolves
     n_steps = _resolve(args, cfg, "steps", list(DEFAULT_N_STEPS))
     repeats = _resolve(args, cfg, "repeats", 3)
     norm = args.norm if args.norm_given else cfg.get("norm", args.norm)

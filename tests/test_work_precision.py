@@ -99,6 +99,9 @@ def test_failed_solver_is_a_row_not_a_crash():
         (dict(methods="julia:Tsit5"), "unknown library 'julia'"),
         (dict(methods="nope"), "unknown odenet method 'nope'"),
         (dict(tolerances=[2.0]), r"`tolerances` must be numbers in \(0, 1\)"),
+        # scipy would run 1e-30 at its own 100·eps and the row carry a label it never ran
+        (dict(tolerances=[1e-3, 1e-30]), r"\[1e-30\] are below the round-off of float64"),
+        (dict(tolerances=[1e-9], dtype="float32"), "round-off of float32"),
         (dict(n_steps=[0]), "`n_steps` must be positive integers"),
         (dict(repeats=0), "`repeats` must be a positive integer"),
     ],
@@ -106,6 +109,11 @@ def test_failed_solver_is_a_row_not_a_crash():
 def test_validation_messages(kwargs, match):
     with pytest.raises(InputError, match=match):
         work_precision("cos", **kwargs)
+
+
+def test_float32_keeps_the_default_tolerances_it_resolves(tmp_path):
+    res = work_precision("cos", methods=["dopri5"], dtype="float32", repeats=1, out=tmp_path)
+    assert sorted(res.table["rtol"].unique()) == [1e-5, 1e-3]
 
 
 def test_parse_solver():

@@ -179,10 +179,21 @@ def parse_solver(spec: str) -> Solver:
     )
 
 
-def _check_tolerances(tols) -> list[float]:
+def _check_tolerances(tols, dtype: str = "float64") -> list[float]:
     tols = [float(t) for t in np.atleast_1d(np.asarray(tols, dtype=np.float64))]
     if not tols or any(not (0 < t < 1) for t in tols):
         raise InputError(f"`tolerances` must be numbers in (0, 1), got {tols}.")
+    # below the state's round-off no solver honours rtol: scipy raises it to 100·eps
+    # (so its row would carry a label it did not run at) and odenet's steps shrink to
+    # the step budget; a row is only worth its label above that
+    eps = float(torch.finfo(_DTYPES[dtype]).eps)
+    low = [t for t in tols if t < eps]
+    if low:
+        raise InputError(
+            f"`tolerances` {low} are below the round-off of {dtype} (eps = {eps:.2g}): no "
+            f"solver can resolve them. Use tolerances ≥ {100 * eps:.2g}"
+            f"{' (or float64)' if dtype != 'float64' else ''}."
+        )
     return sorted(set(tols), reverse=True)
 
 
@@ -741,7 +752,6 @@ def work_precision(
     if not solvers:
         raise InputError("`methods` is empty; name at least one solver.")
     _check_variants(problem, solvers)
-    tols = _check_tolerances(DEFAULT_TOLERANCES if tolerances is None else tolerances)
     ns = _check_steps(DEFAULT_N_STEPS if n_steps is None else n_steps)
     if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= 100:
         raise InputError(
@@ -751,6 +761,10 @@ def work_precision(
     error = check_error_measure(error)
     cell_timeout = check_cell_timeout(cell_timeout)
     dtype = check_dtype(dtype)
+    if tolerances is None:  # the defaults a float32 state can resolve (1e-7 it cannot)
+        eps = float(torch.finfo(_DTYPES[dtype]).eps)
+        tolerances = [t for t in DEFAULT_TOLERANCES if t >= eps]
+    tols = _check_tolerances(tolerances, dtype)
     store = CellStore(out, identity(problem, dtype, repeats), validate_cell)
     config = {
         "problem": problem.spec[0] if problem.spec else problem.name,

@@ -294,22 +294,23 @@ class OrderFit:
         return int(self.mask.sum())
 
 
-def fit_order(h: Sequence[float], err: Sequence[float], *, floor: float = 0.0) -> OrderFit:
+def fit_order(h: Sequence[float], err: Sequence[float], *, floor=0.0) -> OrderFit:
     """Observed order from errors ``err [M]`` at step sizes ``h [M]`` (any spacing).
 
     Points with a non-finite error or an error at or below ``floor`` (round-off or
-    reference accuracy) are excluded; among the rest, the fit uses a run of
-    consecutive step sizes whose local slopes agree to within ``max(0.3, 0.1 p)``
-    and are at least 0.5 (smaller slopes are a plateau, not convergence): the run of
-    at least three points that reaches the smallest ``h`` (the asymptotic end), the
-    longest such; two points only when no three agree.
+    reference accuracy; one number or one per point) are excluded; among the rest,
+    the fit uses a run of consecutive step sizes whose local slopes agree to within
+    ``max(0.3, 0.1 p)`` and are at least 0.5 (smaller slopes are a plateau, not
+    convergence): the run of at least three points that reaches the smallest ``h``
+    (the asymptotic end), the longest such; two points only when no three agree.
     """
     h = np.asarray(h, dtype=np.float64)
     err = np.asarray(err, dtype=np.float64)
     if h.shape != err.shape or h.ndim != 1:
         raise InputError(f"`h` and `err` must be 1-D of equal length, got {h.shape}, {err.shape}.")
     order = np.argsort(-h)  # large h first
-    valid = np.isfinite(err[order]) & (err[order] > floor) & (h[order] > 0)
+    floor = np.broadcast_to(np.asarray(floor, dtype=np.float64), h.shape)
+    valid = np.isfinite(err[order]) & (err[order] > floor[order]) & (h[order] > 0)
     idx = order[valid]
     mask = np.zeros(h.shape, dtype=bool)
     if idx.size < 2:
@@ -462,18 +463,21 @@ class ConvergenceResult:
         return self.to_text()
 
 
-def summarize(table: pd.DataFrame, norm: str, floor: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Fit the order per method; return ``(table with in_fit, orders)``."""
+def summarize(table: pd.DataFrame, norm: str, floor) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fit the order per method; return ``(table with in_fit, orders)``.  ``floor``: one
+    number, or one per row of ``table`` (see :func:`error_floor`)."""
     from odenet._registry import method as registered_method
     from odenet._registry import multistep
 
     table = table.copy()
     table["error"] = table[f"error_{norm}"]
     table["in_fit"] = False
+    table["_floor"] = np.broadcast_to(np.asarray(floor, dtype=np.float64), (len(table),))
     rows = []
     for method in dict.fromkeys(table["method"]):
         sub = table[table["method"] == method]
-        fit = fit_order(sub["h"].to_numpy(), sub["error"].to_numpy(), floor=floor)
+        below = sub["_floor"].to_numpy()
+        fit = fit_order(sub["h"].to_numpy(), sub["error"].to_numpy(), floor=below)
         table.loc[sub.index[fit.mask], "in_fit"] = True
         tab = registered_method(method)
         expected = int(tab.order)
@@ -496,10 +500,20 @@ def summarize(table: pd.DataFrame, norm: str, floor: float) -> tuple[pd.DataFram
                     else f"{len(failed)} of {len(sub)} runs failed ({failed['message'].iloc[0]}); "
                     f"among the rest, {fit.reason}"
                 )
-            elif bool((sub["error"] <= floor).all()):
-                note = "every error is at round-off level already: use larger step sizes"
             else:
-                note = f"{fit.reason}: use smaller step sizes"
+                # the errors above the floor are the large-h ones: the range that is
+                # left over is the pre-asymptotic or round-off side of it
+                above = sub["error"].to_numpy() > below
+                h = sub["h"].to_numpy()
+                if not above.any():
+                    note = "every error is at round-off level already: use larger step sizes"
+                elif above.sum() < 3 and h[above].min() > h[~above].max(initial=0.0):
+                    note = (
+                        f"{fit.reason}: the errors at the smaller steps are at round-off "
+                        "level; use larger step sizes"
+                    )
+                else:
+                    note = f"{fit.reason}: use smaller step sizes"
 
         elif v == "higher than expected":
             note = (
@@ -521,21 +535,40 @@ def summarize(table: pd.DataFrame, norm: str, floor: float) -> tuple[pd.DataFram
                 "note": note,
             }
         )
-    return table, pd.DataFrame(rows)
+    return table.drop(columns="_floor"), pd.DataFrame(rows)
 
 
-def error_floor(problem: Problem, dtype: str) -> float:
-    """Errors at or below this are round-off (or reference inaccuracy), not truncation."""
-    scale = max(1.0, float(np.abs(problem.y0).max()))
+def error_floor(problem: Problem, dtype: str, n_steps=None, scale: float | None = None):
+    """Errors at or below this are round-off (or reference inaccuracy), not truncation.
+
+    Round-off after ``N`` steps is a random walk of ``eps·|y|`` per step: the floor is
+    ``eps·scale·max(100, 10·√N)`` with ``scale`` the solution's largest magnitude (not
+    ``y0``'s: a solution that grows to 1e5 carries round-off 1e5 times larger), one
+    value per entry of ``n_steps`` (a float when ``n_steps`` is None: ``N = 10⁴``).
+    """
+    if scale is None:
+        scale = float(np.abs(problem.y0).max())
+    scale = max(1.0, scale)
     eps = float(torch.finfo(_DTYPES[dtype]).eps)
-    floor = 1e3 * eps * scale
+    n = np.asarray(1e4 if n_steps is None else n_steps, dtype=np.float64)
+    floor = eps * scale * np.maximum(100.0, 10.0 * np.sqrt(n))
     if not problem.has_exact:
         from odenet.problems import REFERENCE_RTOL
 
-        floor = max(floor, 1e3 * REFERENCE_RTOL * scale)
+        floor = np.maximum(floor, 1e3 * REFERENCE_RTOL * scale)
     elif problem.exact_rtol is not None:  # a stored numerical reference
-        floor = max(floor, 1e3 * problem.exact_rtol * scale)
-    return floor
+        floor = np.maximum(floor, 1e3 * problem.exact_rtol * scale)
+    return float(floor) if n_steps is None else floor
+
+
+def _solution_scale(problem: Problem, n_steps: int) -> float:
+    """``max |y|`` over the finest grid's nodes (the times the cells measured at, so a
+    reference solution comes from the cache)."""
+    t0, t1 = problem.span
+    t = t0 + (t1 - t0) / n_steps * np.arange(n_steps + 1)
+    t[-1] = t1
+    y = problem.solution(t)
+    return float(np.nanmax(np.abs(y))) if np.isfinite(y).any() else 1.0
 
 
 def identity(problem: Problem, dtype: str) -> dict:
@@ -637,7 +670,9 @@ def convergence(
         )
     rows = [{"method": k["method"], **store.get(k)} for k, _ in tasks]
     table = pd.DataFrame(rows)
-    table, orders = summarize(table, norm, error_floor(problem, dtype))
+    scale = max(float(np.abs(problem.y0).max()), _solution_scale(problem, max(ns)))
+    floors = error_floor(problem, dtype, table["n_steps"].to_numpy(), scale)
+    table, orders = summarize(table, norm, floors)
     cols = [
         "method",
         "n_steps",

@@ -202,6 +202,13 @@ class _Run:
             self.adjoint_rtol, self.adjoint_atol = rtol, atol
             # a method with memory names the Runge–Kutta method of its adjoint
             method = opts.get("adjoint_method") or getattr(tab, "adjoint_method", None)
+            adaptive = prep.cfg.step_size is None and prep.cfg.grid is None
+            if method is None and adaptive and getattr(tab, "estimator", None) is not None:
+                # Radau IIA estimates its error by its own rule, which the backward loop
+                # cannot run: as its own adjoint it would take one uncontrolled step per
+                # forward step (33 % error in dy/dλ on y' = λ(y − cos t), λ = −1e4, rtol
+                # 1e-6).  kvaerno5 is L-stable with an embedded pair: controlled steps.
+                method = "kvaerno5"
             self.adjoint_tableau = tab if method is None else tableau(method)
             # adjoint_step_size, adjoint_first_step, ...
             from odenet.sensitivity._adjoint import adjoint_step_options

@@ -376,9 +376,14 @@ class RadauIIA(RungeKutta):
             self.newton_safety = (2 * self.max_iter + 1) / (2 * self.max_iter + n_iter)
             if not bool(ok.all()):
                 nw.stats.failures += 1
+        frozen = h == 0  # a row past its end (per-sample grids): it does not move
+        if bool(frozen.any()):
+            # its iteration ran with h_safe = 1 and may have diverged; a NaN here, even
+            # masked by the loop, turns the rows' gradients into NaN in backward
+            Z = torch.where(frozen[None, :, None], torch.zeros_like(Z), Z)
         if self.track_grad and torch.is_grad_enabled():
             base = y[:, None, :].expand(K, S, n)
-            hA = hy[:, None, None] * self.A_t[None]
+            hA = h.to(y.dtype)[:, None, None] * self.A_t[None]  # 0 on frozen rows
 
             def G(Y):
                 return torch.stack([g(times[:, j], Y[:, j]) for j in range(S)], dim=1)

@@ -74,6 +74,11 @@ class LoopConfig:
     # ``isoutofdomain``, CVODE's constraints)
     out_of_domain: Callable | None = None
 
+    @property
+    def fixed(self) -> bool:
+        """Fixed steps (``step_size`` or an explicit ``grid``), not error control."""
+        return self.step_size is not None or self.grid is not None
+
 
 @dataclass
 class LoopResult:
@@ -183,7 +188,7 @@ class _Host:
         self.cursor = 1
         self.status = SUCCESS
         self.accepted = self.rejected = 0
-        self.fixed = cfg.step_size is not None or cfg.grid is not None
+        self.fixed = cfg.fixed
         # solve(compile=True): an odenet._compiled.FusedHost; the first step decides
         # whether the fused step can serve this solve (an instance attribute shadows
         # the eager ``step`` until then, and after, when it can)
@@ -676,7 +681,7 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
     """
     rk = cfg.rk
     K, n = y0.shape
-    fixed = cfg.step_size is not None or cfg.grid is not None
+    fixed = cfg.fixed
     t_grad = fixed and s_out.requires_grad and torch.is_grad_enabled()
     if not t_grad:
         s_out = s_out.detach()

@@ -169,7 +169,7 @@ class Prepared:
             cfg.events = EventTracker(evs, fn_rows, K, self.y0.device, self.s_out.dtype)
         stops = [x for x in (step_t, jump_t) if x is not None]
         if stops:
-            if cfg.step_size is not None or cfg.grid is not None:
+            if cfg.fixed:
                 raise InputError(
                     "`step_t`/`jump_t` force the boundaries of adaptive steps; a fixed grid "
                     "already chooses its nodes: drop them or drop `step_size`."
@@ -210,7 +210,7 @@ class Prepared:
             cfg.callback = loop_callback
         if isoutofdomain is not None:
             check_callable("isoutofdomain", isoutofdomain, "isoutofdomain(t, y) -> bool")
-            if cfg.step_size is not None or cfg.grid is not None:
+            if cfg.fixed:
                 raise InputError(
                     "`isoutofdomain` rejects adaptive trial steps; a fixed grid cannot "
                     "reject one: drop `step_size` or `isoutofdomain`."
@@ -343,7 +343,7 @@ def _precision_hint(status: Status, prep: Prepared) -> str:
     )
 
 
-def fixed_step_newton_tol(eps: float) -> float:
+def _fixed_step_newton_tol(eps: float) -> float:
     """Newton's tolerance (relative and absolute) on a fixed grid: ``100·eps`` is
     round-off in float64 (2.2e-14) but 1.2e-5 per step in float32, where it set the
     error of a 16-step gauss_legendre4 solve of ``y' = y cos t`` (1.4e-4 against the
@@ -433,9 +433,8 @@ def prepare(
         # A fixed-step user asks for the scheme's own solution: solve the stage
         # equations to round-off.  An adaptive solve only needs them well inside
         # the local error tolerance.
-        n_atol = n_rtol = fixed_step_newton_tol(eps) if fixed else None
-        if not fixed:
-            n_atol, n_rtol = atol, rtol
+        tol = _fixed_step_newton_tol(eps)
+        n_atol, n_rtol = (tol, tol) if fixed else (atol, rtol)
         # None lets Newton choose (odenet._newton.DIRK_NEWTON_TOL)
         n_tol = newton_tol if newton_tol is not None else (1.0 if fixed else None)
         n_max = newton_max_iter if newton_max_iter is not None else (25 if fixed else 8)
@@ -762,7 +761,7 @@ def run_direct(prep: Prepared, tab: ButcherTableau, *, throw: bool, compile=Fals
         prep.fused.install_newton(prep.cfg.rk)  # Newton iterations
     s_out, y0_rows = prep.s_out, prep.y0_rows
     cfg = prep.cfg
-    fixed = cfg.step_size is not None or cfg.grid is not None
+    fixed = cfg.fixed
     # A fixed Runge–Kutta grid is a smooth function of its node times, and the loop
     # differentiates through them.  A fixed-step multistep formula is not: it holds on
     # equal steps only and an unequal step is its starter's, so y(T) jumps where T

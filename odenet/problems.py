@@ -259,7 +259,7 @@ class Problem:
 
         The fingerprint covers `f`, `f_numpy`, `exact` and `jac_numpy` with everything
         they compute from (code, constants, defaults, closure values, the module globals
-        they name, a module's parameters; arrays by their bytes, not their repr), so a
+        they name, a network's parameters; arrays by their bytes, not their repr), so a
         cached reference or a results folder is never reused after a user problem, or
         the file it comes from, was edited.
         """
@@ -591,8 +591,8 @@ def _factory(name: str) -> Callable[..., Problem]:
     path, _, func = _absolute_spec(name).rpartition(":")
     if not os.path.isfile(path):
         raise InputError(f"problem file {path} does not exist; check the PATH in PATH.py:FUNCTION.")
-    stamp = os.stat(path)
-    stamp = (stamp.st_mtime_ns, stamp.st_size)
+    st = os.stat(path)
+    stamp = (st.st_mtime_ns, st.st_size)
     module, loaded = _FILE_MODULES.get(path, (None, None))
     if module is None or loaded != stamp:  # first use, or the file was edited since
         mod_name = "odenet_user_problem_" + hashlib.sha256(path.encode()).hexdigest()[:12]

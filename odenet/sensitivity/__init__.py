@@ -203,8 +203,7 @@ class _Run:
             self.adjoint_rtol, self.adjoint_atol = rtol, atol
             # a method with memory names the Runge–Kutta method of its adjoint
             method = opts.get("adjoint_method") or getattr(tab, "adjoint_method", None)
-            adaptive = prep.cfg.step_size is None and prep.cfg.grid is None
-            if method is None and adaptive and getattr(tab, "estimator", None) is not None:
+            if method is None and not prep.cfg.fixed and getattr(tab, "estimator", None):
                 # Radau IIA estimates its error by its own rule, which the backward loop
                 # cannot run: as its own adjoint it would take one uncontrolled step per
                 # forward step (33 % error in dy/dλ on y' = λ(y − cos t), λ = −1e4, rtol
@@ -252,8 +251,7 @@ class _Run:
         bdf, ndf on Van der Pol μ = 10, two rows; the cause is not found yet).  Radau's
         are exact.  A DIRK replayed one step per segment is exact: it keeps every state.
         The variable-step BDF/NDF are not, so they refuse instead of answering wrong."""
-        adaptive = prep.cfg.step_size is None and prep.cfg.grid is None
-        if kind != "checkpoint" or not prep.per_sample or not adaptive:
+        if kind != "checkpoint" or not prep.per_sample or prep.cfg.fixed:
             return
         if getattr(tab, "estimator", None) is not None or not getattr(tab, "is_implicit", False):
             return

@@ -472,11 +472,12 @@ def summarize(table: pd.DataFrame, norm: str, floor) -> tuple[pd.DataFrame, pd.D
     table = table.copy()
     table["error"] = table[f"error_{norm}"]
     table["in_fit"] = False
-    table["_floor"] = np.broadcast_to(np.asarray(floor, dtype=np.float64), (len(table),))
+    floor = np.broadcast_to(np.asarray(floor, dtype=np.float64), len(table))
+    floors = pd.Series(floor, index=table.index)
     rows = []
     for method in dict.fromkeys(table["method"]):
         sub = table[table["method"] == method]
-        below = sub["_floor"].to_numpy()
+        below = floors[sub.index].to_numpy()
         fit = fit_order(sub["h"].to_numpy(), sub["error"].to_numpy(), floor=below)
         table.loc[sub.index[fit.mask], "in_fit"] = True
         tab = registered_method(method)
@@ -535,7 +536,7 @@ def summarize(table: pd.DataFrame, norm: str, floor) -> tuple[pd.DataFrame, pd.D
                 "note": note,
             }
         )
-    return table.drop(columns="_floor"), pd.DataFrame(rows)
+    return table, pd.DataFrame(rows)
 
 
 def error_floor(problem: Problem, dtype: str, n_steps=None, scale: float | None = None):
@@ -670,7 +671,7 @@ def convergence(
         )
     rows = [{"method": k["method"], **store.get(k)} for k, _ in tasks]
     table = pd.DataFrame(rows)
-    scale = max(float(np.abs(problem.y0).max()), _solution_scale(problem, max(ns)))
+    scale = _solution_scale(problem, max(ns))  # its first node is t0: y0 counts
     floors = error_floor(problem, dtype, table["n_steps"].to_numpy(), scale)
     table, orders = summarize(table, norm, floors)
     cols = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from odenet._errors import InputError, SolverError, StepSizeUnderflowError
+from odenet._errors import InputError, NonFiniteError, SolverError, StepSizeUnderflowError
 from odenet._solve import prepare, solve
 from odenet.sensitivity import solve_with
 
@@ -165,3 +165,29 @@ def test_solve_with_rejects_unknown_kind():
     )
     with pytest.raises(InputError, match="kind must be one of"):
         solve_with("direct", prep, tab, throw=True)
+
+
+@pytest.mark.parametrize("T", [2.0, 5.0])
+def test_explicit_adjoint_leaving_its_stability_region_raises_instead_of_noise(T):
+    # y' = λ(y − cos t), λ = −1e4: kvaerno5 takes steps with hλ ~ −1e3, where one rk4
+    # backward step multiplies the adjoint by ~(hλ)⁴/24.  The gradient came back as
+    # −5.8e256 (T = 2) or NaN (T = 5) without a word; the kvaerno5 adjoint gives the
+    # direct gradient.
+    lam = torch.tensor(-1e4, dtype=DT, requires_grad=True)
+
+    def f(t, y):
+        return lam * (y - torch.cos(t))
+
+    y0, t = torch.tensor([0.5], dtype=DT), torch.tensor([0.0, T], dtype=DT)
+
+    def grad(**opts):
+        sol = solve(f, y0, t, method="kvaerno5", rtol=1e-5, atol=1e-8, **opts)
+        return torch.autograd.grad(sol.ys[-1].sum(), lam)[0]
+
+    with pytest.raises(NonFiniteError, match=r"adjoint_method='rk4'.*stability region"):
+        grad(sensitivity="adjoint", adjoint_method="rk4")
+    direct = grad(sensitivity="direct")
+    assert torch.isfinite(direct)
+    torch.testing.assert_close(
+        grad(sensitivity="adjoint", adjoint_method="kvaerno5"), direct, rtol=1e-3, atol=1e-15
+    )

@@ -527,7 +527,42 @@ def adjoint_backward(run, grad_ys: torch.Tensor):
         p, a = march(p, tape.s[j - 1] if S_host is None else S_host[j - 1], a)
     run.backward_accepted, run.backward_rejected = march.counts(K, dev)
     gth = field.parameter_gradient(a)
+    _check_gradients(tab, grad_ys, a, gth, getattr(march, "growth", None))
     return a[:, :n], gth
+
+
+# a backward step of an explicit method that amplifies the adjoint more than this is
+# outside any regime where the method is accurate: |R(hλ)| ≤ e^|hλ|, so |hλ| ≥ 11.5,
+# where every explicit method up to order 8 is off by ≥ 50 %
+GARBAGE_GROWTH = 1e5
+
+
+def _check_gradients(tab, grad_ys, a, gth, growth) -> None:
+    # a one-step explicit adjoint on a stiff problem leaves its stability region and
+    # returned NaN or 1e256 gradients quietly; the forward's loop would have said so,
+    # so the backward says so too (the adaptive loop fails with its own status)
+    if not bool(torch.isfinite(grad_ys).all()):
+        return  # the loss is already non-finite: not the adjoint's doing
+    nonfinite = not bool(torch.isfinite(a).all()) or any(
+        g is not None and not bool(torch.isfinite(g).all()) for g in gth
+    )
+    blown = not tab.is_implicit and growth is not None and float(growth) > GARBAGE_GROWTH
+    if nonfinite or blown:
+        from odenet._errors import NonFiniteError
+
+        what = (
+            "returned NaN/inf gradients"
+            if nonfinite
+            else f"amplified the adjoint by {float(growth):.3g} in one step (its gradient is noise)"
+        )
+        raise NonFiniteError(
+            f"the adjoint solve with adjoint_method={tab.name!r} {what}, although the "
+            "forward succeeded and the outputs' cotangents are finite. Either its backward "
+            "steps are outside the method's stability region (a stiff problem: use an "
+            "implicit `adjoint_method` such as 'kvaerno5', an adaptive one, a smaller "
+            "`adjoint_step_size`, or sensitivity='checkpoint'), or the field's derivative "
+            "is not finite along the solution (e.g. sqrt at 0)."
+        )
 
 
 class _Stepwise:
@@ -542,6 +577,7 @@ class _Stepwise:
         self.callback = callback
         self.steps = 0
         self.step_size = step_size
+        self.growth = None  # the largest one-step amplification of the adjoint
 
     def __call__(self, p, q, a):
         # adjoint_step_size, torchdiffeq's
@@ -580,7 +616,19 @@ class _Stepwise:
             a1 = out.y1
             self.quad.on_step(sigma, H, a, out, f0, None, torch.ones_like(H, dtype=torch.bool))
         self.steps += 1
+        self._track_growth(a, a1)
         return q, a1
+
+    def _track_growth(self, a, a1) -> None:
+        # one step's amplification of the adjoint (state channels): an explicit step
+        # that multiplies it by more than GARBAGE_GROWTH has |hλ| far past where any
+        # explicit method is accurate, so its gradient is noise even when still finite
+        n = self.field.n
+        before = torch.linalg.vector_norm(a[:, :n], dim=1)
+        after = torch.linalg.vector_norm(a1[:, :n], dim=1)
+        g = torch.where(before > 0, after / before.clamp_min(torch.finfo(a.dtype).tiny), 0.0)
+        g = torch.nan_to_num(g, nan=math.inf).max()
+        self.growth = g if self.growth is None else torch.maximum(self.growth, g)
 
     def counts(self, K, dev):
         acc = torch.full((K,), self.steps, dtype=torch.long, device=dev)

@@ -191,3 +191,23 @@ def test_explicit_adjoint_leaving_its_stability_region_raises_instead_of_noise(T
     torch.testing.assert_close(
         grad(sensitivity="adjoint", adjoint_method="kvaerno5"), direct, rtol=1e-3, atol=1e-15
     )
+
+
+@pytest.mark.parametrize("kind", ["checkpoint", "adjoint"])
+def test_a_closure_over_a_non_leaf_tensor_gets_the_exact_gradient(kind):
+    # A = 2·W captured by the field: its graph is shared by every evaluation, and the
+    # backward pass freed it after the first parameter product (torch's "backward
+    # through the graph a second time")
+    W = torch.tensor([[-1.0, 0.5], [0.0, -2.0]], dtype=DT, requires_grad=True)
+    y0 = torch.tensor([1.0, 1.0], dtype=DT)
+
+    def grad(mode):
+        A = 2 * W
+        sol = solve(
+            lambda t, y: y @ A.T, y0, T, method="dopri5", rtol=1e-8, atol=1e-10, sensitivity=mode
+        )
+        return torch.autograd.grad(sol.ys[-1].sum(), W)[0]
+
+    # exact: y(1) = exp(2W) y0, differentiated through torch's matrix exponential
+    exact = torch.autograd.grad((torch.linalg.matrix_exp(2 * W) @ y0).sum(), W)[0]
+    torch.testing.assert_close(grad(kind), exact, rtol=1e-6, atol=1e-9)

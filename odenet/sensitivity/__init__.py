@@ -333,9 +333,16 @@ class _Run:
                     wrt = [yc, *self.params]
                     floats = [x for x in state0 or () if x.requires_grad]
                     if total.requires_grad:
-                        grads = torch.autograd.grad(total, wrt + floats, allow_unused=True)
+                        # retain: see Linearization.release (a captured non-leaf
+                        # tensor's graph is shared by every segment)
+                        grads = torch.autograd.grad(
+                            total, wrt + floats, retain_graph=True, allow_unused=True
+                        )
                     else:
                         grads = [None] * (len(wrt) + len(floats))
+                    # the retained graph goes with its last references, before the
+                    # next segment's is built (peak memory: one segment's graph)
+                    total = y_end = outs = state_end = value = G = None
                 self.segments_replayed += 1
                 a = grads[0] if grads[0] is not None else torch.zeros_like(a)
                 if state0 is not None:

@@ -101,7 +101,12 @@ class Linearization:
         if cot is None or not self.params or not self.out.requires_grad:
             return [None] * len(self.params)
         self.counter.vjp += 1
-        return list(torch.autograd.grad(self.out, self.params, cot, allow_unused=True))
+        # retain: a parameter reached through a captured non-leaf tensor (A = 2·W in
+        # a closure) shares A's graph with every other evaluation; freeing it here made
+        # the next product fail with torch's "backward through the graph a second time"
+        return list(
+            torch.autograd.grad(self.out, self.params, cot, retain_graph=True, allow_unused=True)
+        )
 
     def jacobian(self) -> torch.Tensor:
         """``J[k] = ∂g_k/∂y_k`` [K, n, n] (rows are independent systems)."""

@@ -65,6 +65,14 @@ def test_scipy_and_torchdiffeq_rows_are_real_runs(result):
     row = t[(t["label"] == "scipy:RK45") & (t["rtol"] == 1e-5)].iloc[0]
     assert row["nfe"] == sol.nfev
     assert row["steps"] == len(sol.t) - 1
+    # odenet's dopri5 is the same pair with the same controller: its steps column counts
+    # the same thing (accepted steps; it counted attempts, rejected ones too)
+    # (at rtol 1e-7, where one step is rejected)
+    sol = solve_ivp(prob.f_numpy, prob.span, prob.y0, method="RK45", rtol=1e-7, atol=1e-10)
+    mine = t[(t["label"] == "dopri5") & (t["rtol"] == 1e-7)].iloc[0]
+    assert mine["rejected"] >= 1
+    assert mine["nfe"] == sol.nfev == 6 * (mine["steps"] + mine["rejected"]) + 2
+    assert mine["steps"] == len(sol.t) - 1
     # torchdiffeq's dopri5 is a different implementation of the same pair: close NFE,
     # comparable error, but not the odenet numbers copied
     td = t[t["label"] == "torchdiffeq:dopri5"].set_index("rtol")

@@ -321,7 +321,10 @@ def _run_once(
             sol = solve(
                 f, y0, t_tensor, method=solver.method, step_size=(t1 - t0) / setting, **extra
             )
-    stats = {k: sol.stats[k] for k in ("steps", "accepted", "rejected")}
+    # steps = accepted steps in every row: scipy reports len(sol.t) - 1, while odenet's
+    # own "steps" counts attempts (rejected ones too); the table put the two side by side
+    stats = {k: sol.stats[k] for k in ("accepted", "rejected")}
+    stats["steps"] = stats["accepted"]
     njev = int(sol.stats.get("njev", sol.stats.get("jacobians", 0)))
     # a reverse-mode autograd Jacobian is one evaluation (counted in nfe) and one
     # vector–Jacobian product per state component; a compressed one (+sparsity) is one

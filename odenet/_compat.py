@@ -1160,6 +1160,18 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adj
             sol = _CarryAdjointOptions.apply(exposed, sol)
         return event_t, packer.split(sol, lead=(2,)) if tuple_state else sol
     kwargs.setdefault("max_steps", 2**31 - 1)
+    flow_t = None
+    if grid is not None and sensitivity != "direct" and t.requires_grad and torch.is_grad_enabled():
+        # torchdiffeq's adjoint gives every output time the flow's derivative,
+        # ∂L/∂t_i = ⟨∂L/∂y_i, f(t_i, y_i)⟩ and ∂L/∂t_0 = −⟨a(t_0), f(t_0, y_0)⟩.  Through
+        # the grid, an output on a node had none (the node's went to t_0 instead, which
+        # all nodes move): the grid is cut from t, and t enters by terms of value zero,
+        # y0 − δt_0·f_0 at the start and δt_i·f_i at each output, as in odenet.solve
+        flow_t, t, grid = t, t.detach(), grid.detach()
+        slope = _cast_time(raw_func)
+        with torch.no_grad():
+            f0 = slope(t[0], y0)
+        y0 = y0 - (flow_t[0] - t[0]).to(y0.dtype) * f0
     t_run = t_solve if grid is None else grid
     ys = _run(func, y0, t_run, name, rtol, atol, fixed, sensitivity, kwargs, adjoint)
     if grid is not None:
@@ -1174,6 +1186,11 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adj
                 grid_opts.get("interp", "linear"),
                 lambda tt, yy: func(tt, yy.reshape(y0.shape)).reshape(n),
             ).reshape(t.shape[0], *y0.shape)
+    if flow_t is not None:
+        with torch.no_grad():
+            slopes = torch.stack([slope(t[j], ys[j]) for j in range(ys.shape[0])])
+        dt = (flow_t[: ys.shape[0]] - t[: ys.shape[0]]).to(ys.dtype)
+        ys = ys + dt.reshape(-1, *[1] * y0.dim()) * slopes
     if exposed is not None and ys.requires_grad:
         ys = _CarryAdjointOptions.apply(exposed, ys)
     if tuple_state:

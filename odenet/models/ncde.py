@@ -109,8 +109,14 @@ class NaturalCubicSpline:
     Notes
     -----
     Every channel is re-expanded on its row's grid ``times[b]``: interval ``j`` is
-    ``[t_j, t_{j+1})`` and the last one ``[t_{T-1}, ∞)``, so evaluation at a time
+    ``(t_j, t_{j+1}]`` and the last one ``(t_{T-1}, ∞)``, so evaluation at a time
     per row is one ``searchsorted`` and a cubic, whatever the channel's own knots.
+    At a knot the path and its slope are the left limits: a solve's step that ends on
+    a channel's last observation reads the spline's slope there, not the held
+    constant's zero.  A channel observed first after its row's start (or last before
+    its row's end, with a later output) has a kink there, where the held constant
+    meets the spline; fixed steps through it are first order, adaptive ones (the
+    default) are not affected.
     Coefficients are data (no gradient flows into the observations).
     """
 
@@ -144,7 +150,10 @@ class NaturalCubicSpline:
         B = self.times.shape[0]
         tt = torch.as_tensor(t, dtype=self.times.dtype, device=self.times.device)
         tq = (tt.expand(B) if tt.dim() == 0 else tt).reshape(B, -1)
-        j = torch.searchsorted(self.times.contiguous(), tq.contiguous(), right=True)
+        # at a knot, the piece that ends there (its left limit): a solve ends its last
+        # step on the last observation, where a channel's path turns constant, and read
+        # the constant's zero slope from the right (fixed steps were first order there)
+        j = torch.searchsorted(self.times.contiguous(), tq.contiguous(), right=False)
         j = (j - 1).clamp(0, self.times.shape[1] - 1)
         # before a row's first knot every channel is held at its first value
         u = (tq - self.times.gather(1, j)).clamp_min(0)
@@ -200,6 +209,18 @@ class CDEField(DrivenField):
 
     def drive(self, t, z, dX):
         return (self.matrix(z) @ dX.to(z.dtype)[..., None])[..., 0]
+
+
+class _Driven(nn.Module):
+    """``f(t, z) = field.drive(t, z, dX(t))``: a :class:`CDEField` with one call's path
+    (its parameters are this module's, so the adjoint finds them)."""
+
+    def __init__(self, field: CDEField, dX):
+        super().__init__()
+        self.field, self.dX = field, dX
+
+    def forward(self, t, z):
+        return self.field.drive(t, z, self.dX(t))
 
 
 class NeuralCDE(nn.Module):
@@ -280,11 +301,11 @@ class NeuralCDE(nn.Module):
         # an output at t0 itself moves just past it: the solve's times must increase
         t1 = torch.maximum(out_times[:, 0], t0 + 1e-9 * (1 + t0.abs()))
         grid = torch.cat([t0[:, None], t1[:, None], out_times[:, 1:]], dim=1)
-        self.field.bind(dX)
-        try:
-            zs = solve(self.field, z0, grid, **{k: v for k, v in self.solver.items()
-                                                if v is not None}).ys  # fmt: skip
-        finally:
-            self.field.bind(None)
+        # the field with this call's path, not bound into self.field: the adjoint and
+        # checkpoint backward passes call it after forward has returned (an unbind
+        # there made them raise "no input path")
+        driven = _Driven(self.field, dX)
+        zs = solve(driven, z0, grid, **{k: v for k, v in self.solver.items()
+                                        if v is not None}).ys  # fmt: skip
         out = self.readout(zs[:, 1:])
         return out + X(grid[:, 1:])[..., : self.input_dim] if self.skip else out

@@ -296,6 +296,10 @@ def test_resnet_to_neural_ode_and_back_shares_parameters_and_output():
     assert node.field is f
     back = neural_ode_to_resnet(node, 10)
     assert back.horizon == 1.5 and back.t0 == 0.5
+    # the round trip keeps the blocks' scheme (it came back as Euler, whatever it was)
+    rk4 = ResNet(f, 10, "rk4", horizon=1.5, t0=0.5)
+    h = torch.randn(4, 3, dtype=F64)
+    assert torch.equal(rk4.to_neural_ode().to_resnet(10)(h), rk4(h))
     assert [p.data_ptr() for p in back.parameters()] == [p.data_ptr() for p in f.parameters()]
     h0 = torch.randn(4, 3, dtype=F64)
     assert torch.equal(back(h0), net(h0))

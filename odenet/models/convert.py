@@ -29,24 +29,28 @@ def resnet_to_neural_ode(resnet: ResNet, **solver) -> NeuralODE:
     discretization is ``resnet``; it shares ``resnet.field``.
 
     The returned module remembers the ResNet's interval as ``t0`` and ``horizon``
-    attributes; ``node.flow(h, node.t0, node.t0 + node.horizon)`` is the continuous
-    counterpart of ``resnet(h)``.  ``solver`` goes to :class:`NeuralODE`
-    (``method``, ``rtol``, ``atol``, ``sensitivity``, ...).
+    attributes and its scheme as ``block_method``; ``node.flow(h, node.t0, node.t0 +
+    node.horizon)`` is the continuous counterpart of ``resnet(h)``.  ``solver`` goes to
+    :class:`NeuralODE` (``method``, ``rtol``, ``atol``, ``sensitivity``, ...).
     """
     node = NeuralODE(resnet.field, **solver)
     node.t0 = resnet.t0
     node.horizon = resnet.horizon
+    node.block_method = resnet.tableau
     return node
 
 
 def neural_ode_to_resnet(
-    node: NeuralODE, depth: int, method="euler", horizon: float | None = None, *, t0=None
+    node: NeuralODE, depth: int, method=None, horizon: float | None = None, *, t0=None
 ) -> ResNet:
     """A ResNet of ``depth`` blocks stepping ``node.field`` by ``method`` (shared parameters).
 
-    ``horizon`` and ``t0`` default to those remembered by :func:`resnet_to_neural_ode`
-    (else ``1.0`` and ``0.0``).
+    ``method``, ``horizon`` and ``t0`` default to those remembered by
+    :func:`resnet_to_neural_ode` (else ``"euler"``, ``1.0`` and ``0.0``), so a round
+    trip keeps the blocks' scheme.
     """
+    if method is None:
+        method = getattr(node, "block_method", "euler")
     if horizon is None:
         horizon = getattr(node, "horizon", 1.0)
     if t0 is None:

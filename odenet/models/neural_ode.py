@@ -117,7 +117,7 @@ class NeuralODE(nn.Module):
         t = torch.tensor([t0, t1], dtype=dtype, device=y0.device)
         return self.forward(y0, t)[-1]
 
-    # ``to_resnet(depth, method="euler", horizon=None, *, t0=None)`` is
+    # ``to_resnet(depth, method=None, horizon=None, *, t0=None)`` is
     # :func:`odenet.models.convert.neural_ode_to_resnet`, installed as a method by that
     # module: the conversions live in one module that imports both classes, so neither
     # class module imports the other (no import cycle).

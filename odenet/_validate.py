@@ -89,6 +89,13 @@ def check_y0(y0, name: str = "y0") -> torch.Tensor:
             ) from None
         if not y0.is_floating_point():
             y0 = y0.to(torch.get_default_dtype())
+    if y0.is_complex():
+        # .double() would drop the imaginary part: say how to keep it
+        raise InputError(
+            f"`{name}` is complex ({y0.dtype}); odenet integrates real states. Solve for "
+            f"the real and imaginary parts, `torch.view_as_real({name})` (shape [..., 2]), "
+            "with a field that returns `torch.view_as_real(f(t, torch.view_as_complex(y)))`."
+        )
     if not y0.is_floating_point():
         raise InputError(
             f"`{name}` must have a floating dtype, got {y0.dtype}; convert it, "

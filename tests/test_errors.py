@@ -62,6 +62,7 @@ def test_a_non_monotone_row_of_per_sample_times_is_named():
     [
         (torch.tensor([1.0, math.inf], dtype=D), r"`y0` contains NaN or inf"),
         (torch.tensor([1, 2]), r"`y0` must have a floating dtype.*double"),
+        (torch.tensor([1j, 2.0]), r"`y0` is complex.*view_as_real"),
         (torch.zeros(0, dtype=D), r"`y0` is empty"),
     ],
 )

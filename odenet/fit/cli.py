@@ -610,6 +610,9 @@ def _small_warnings(summary) -> None:
 
 
 def _greybox_report(model, ids) -> dict:
+    """Parameters, standard errors and identifiability of a fitted ``greybox_mle``;
+    ``ids`` are the series the model was fitted on, in its row order (the training
+    series: all of them with ``--split within``), which key the per-series estimates."""
     info = getattr(model, "info", None) or {}
     if not info:
         return {}
@@ -622,6 +625,9 @@ def _greybox_report(model, ids) -> dict:
         "sigma": info.get("sigma"),
     }
     if info.get("series_params"):
+        n = len(next(iter(info["series_params"].values())))
+        if len(ids) != n:  # pragma: no cover - a broken invariant, not a user error
+            raise RuntimeError(f"internal: {n} per-series estimates for {len(ids)} series ids")
         out["series_parameters"] = {k: dict(zip(map(str, ids), v))
                                     for k, v in info["series_params"].items()}  # fmt: skip
         out["series_std_errors"] = {k: dict(zip(map(str, ids), v))
@@ -673,8 +679,8 @@ def run(args) -> int:
     if args.ensemble:
         summary["ensemble"] = args.ensemble
         summary["band_noise_sigma"] = dict(zip(channels, res.sigma.tolist()))
-    if args.model == "greybox_mle":
-        summary.update(_greybox_report(model, data.ids if mode == "within" else None))
+    if args.model == "greybox_mle":  # per-series estimates are those of the training rows
+        summary.update(_greybox_report(model, train_ids))
     elif hasattr(model, "field") and hasattr(model.field, "values"):
         summary["parameters"] = model.field.values()
     _small_warnings(summary)

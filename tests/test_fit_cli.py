@@ -299,3 +299,51 @@ def test_per_series_estimates_under_split_series_are_keyed_by_training_series(tm
     assert list(est) == [str(i) for i in train.ids]
     for sid, k in est.items():  # truths differ by ~20 %, the SEs are ~1 %: a swap fails
         assert abs(k - truth[sid]) < 4 * se[sid], (sid, k, truth[sid], se[sid])
+
+
+TWO = """
+import torch
+from odenet.fit import mechanism
+
+
+@mechanism(params={"ka": 1.0, "kb": 1.0}, states=["a", "b"])
+def two(t, x, p):
+    return torch.cat([-p["ka"] * x[..., 0:1], -p["kb"] * x[..., 1:2]], -1)
+"""
+
+
+def test_a_column_named_after_a_state_is_never_fitted_as_another_state(tmp_path, capsys):
+    """States a, b; columns `b`, `a_meas`: the named column must not be matched by
+    position (it was fitted as state a, ka and kb exchanged, with tiny standard errors).
+    Refused, naming the matched and unmatched columns and the fix; named columns in any
+    order fit each state's own rate."""
+    import pandas as pd
+
+    (tmp_path / "m.py").write_text(TWO)
+    t = np.linspace(0, 4, 12)
+    rng = np.random.default_rng(0)
+    rows = [(s, ti, a0 * np.exp(-1.5 * ti) + 0.01 * rng.standard_normal(),
+             b0 * np.exp(-0.2 * ti) + 0.01 * rng.standard_normal())
+            for s, (a0, b0) in enumerate([(5.0, 3.0), (4.0, 2.0), (6.0, 1.0)])
+            for ti in t]  # fmt: skip
+    df = pd.DataFrame(rows, columns=["id", "time", "a", "b"])[["id", "time", "b", "a"]]
+    df.rename(columns={"a": "a_meas"}).to_csv(tmp_path / "partial.csv", index=False)
+    df.to_csv(tmp_path / "named.csv", index=False)
+    mech = ["--model", "greybox_mle", "--mechanism", f"{tmp_path / 'm.py'}:two", "--iters", "30",
+            "--no-progress", "--json"]  # fmt: skip
+    rc, out, err = run(["fit", tmp_path / "partial.csv", *mech, "--checkpoint",
+                        tmp_path / "p.pt"], capsys)  # fmt: skip
+    one_line_error(rc, err, "['b'] match state(s) by name", "['a_meas'] match none",
+                   "Rename", "--channels b")  # fmt: skip
+    assert out == "" and not (tmp_path / "p.pt").exists()
+    rc, out, err = run(["fit", tmp_path / "named.csv", *mech, "--checkpoint", tmp_path / "n.pt"],
+                       capsys)  # fmt: skip
+    assert rc == 0, err
+    s = json.loads(out)
+    assert s["parameters"]["ka"] == pytest.approx(1.5, rel=0.05)
+    assert s["parameters"]["kb"] == pytest.approx(0.2, rel=0.05)
+    # the shooting grey-box takes the channels as its state vector: order must match
+    rc, _, err = run(["fit", tmp_path / "named.csv", *mech[2:4], "--model", "greybox",
+                      "--iters", "1", "--no-progress", "--checkpoint", tmp_path / "g.pt"],
+                     capsys)  # fmt: skip
+    one_line_error(rc, err, "order of", "--channels a b")

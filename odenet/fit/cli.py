@@ -67,18 +67,7 @@ def build_model(name: str, dim: int, *, hidden: int = 32, horizon: int = 4,
         states = field.states
         obs_channels = None
         if states is not None:
-            named = [c for c in channels or [] if c in states]
-            if channels and len(named) == len(channels):
-                obs_channels = list(channels)
-            elif len(states) == dim:
-                obs_channels = None  # matched by position
-            else:
-                raise FitCLIError(
-                    f"--mechanism {mechanism} has states {states} but the data have "
-                    f"{dim} channel(s) {channels}; name the CSV columns after the states they "
-                    "observe (a subset is fine: the others are latent), or choose channels "
-                    "with --channels."
-                )
+            obs_channels = _observed_states(mechanism, states, channels, dim)
         if name == "greybox_mle":  # parameters + initial states by Levenberg–Marquardt
             if hybrid:
                 raise FitCLIError(
@@ -99,6 +88,12 @@ def build_model(name: str, dim: int, *, hidden: int = 32, horizon: int = 4,
             raise FitCLIError(
                 f"--model greybox needs every state observed; {mechanism} has states {states} "
                 f"and the data {dim} channel(s). Use --model greybox_mle for latent states."
+            )
+        if obs_channels is not None and obs_channels != list(states):
+            # the shooting model's state is the channel vector, in the columns' order
+            raise FitCLIError(
+                f"--model greybox needs the channels in the order of {mechanism}'s states "
+                f"{states}, got {obs_channels}; pass --channels {' '.join(states)}."
             )
         corr = None
         if hybrid:
@@ -125,6 +120,36 @@ def build_model(name: str, dim: int, *, hidden: int = 32, horizon: int = 4,
     if name not in zoo:
         raise FitCLIError(f"unknown --model {name!r}; choose one of {MODEL_NAMES}.")
     return zoo[name]()
+
+
+def _observed_states(mechanism, states: list, channels, dim: int):
+    """The state each data channel observes: ``list(channels)`` when they are named
+    after states (a subset: the others are latent), ``None`` for matching by position —
+    only when no channel names a state and there are as many channels as states.
+
+    A mix (some columns named after states, some not) is refused: matching the others
+    by position could fit a column named after one state as another state."""
+    channels = list(channels or [])
+    named = [c for c in channels if c in states]
+    if named and len(named) == len(channels):
+        return channels
+    if named:
+        other = [c for c in channels if c not in states]
+        free = [s for s in states if s not in named]
+        raise FitCLIError(
+            f"--mechanism {mechanism} has states {states}; data column(s) {named} match "
+            f"state(s) by name but {other} match none, and columns are matched by name once "
+            f"any is (never by position). Rename each of {other} after the state it observes "
+            f"(unmatched states: {free}), or leave it out with --channels {' '.join(named)}."
+        )
+    if len(states) == dim:
+        return None  # no column names a state: matched by position
+    raise FitCLIError(
+        f"--mechanism {mechanism} has states {states} but the data have "
+        f"{dim} channel(s) {channels or None}; name the CSV columns after the states they "
+        "observe (a subset is fine: the others are latent), or choose channels with "
+        "--channels."
+    )
 
 
 def model_from_meta(meta: dict):

@@ -399,6 +399,9 @@ def _feed_function(h, fn, depth: int, seen: set) -> None:
 
     def code(c):
         _put(h, "code", c.co_code.hex())
+        # the bytecode refers to attribute and global names by index: `y.exp()` and
+        # `y.sin()` compile to the same bytes, only co_names tells them apart
+        _put(h, "names", " ".join(c.co_names))
         names.extend(c.co_names)
         for k in c.co_consts:
             if isinstance(k, types.CodeType):

@@ -193,6 +193,16 @@ def test_editing_a_user_field_changes_its_identity():
     np.testing.assert_allclose(b.solution([1.0]), [[np.exp(-2)]], rtol=1e-11)
 
 
+def test_identity_sees_which_attribute_or_global_function_a_field_calls():
+    """`y.exp()` and `y.sin()` (or `torch.exp` and `torch.sin`) compile to the same bytes,
+    naming the function by an index into co_names; they shared a key before co_names was
+    hashed, so an edit from one to the other reused the old reference."""
+    keys = {P.Problem(f, y0=[1.0], span=(0, 1)).key() for f in (
+        lambda t, y: y.exp(), lambda t, y: y.sin(),
+        lambda t, y: torch.exp(y), lambda t, y: torch.sin(y))}  # fmt: skip
+    assert len(keys) == 4
+
+
 def test_identity_sees_what_a_repr_elides():
     # numpy's repr elides a 50×50 array ("..."), and a field may read a module global or
     # a network's weights: two problems that differ there are two problems.  Before the

@@ -347,3 +347,43 @@ def test_a_column_named_after_a_state_is_never_fitted_as_another_state(tmp_path,
                       "--iters", "1", "--no-progress", "--checkpoint", tmp_path / "g.pt"],
                      capsys)  # fmt: skip
     one_line_error(rc, err, "order of", "--channels a b")
+
+
+def test_an_edited_mechanism_file_is_refused_by_resume_and_predict(tmp_path, capsys):
+    """A checkpoint holds the mechanism's path: after editing -k·x to -0.5·k·x, --resume
+    returned the old k as a new fit and `predict` paired it with the new field.  The
+    mechanism's fingerprint (code, constants, globals, declaration) is stored and checked."""
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    t = np.linspace(0, 3, 10)
+    pd.DataFrame([(s, ti, y0 * np.exp(-0.7 * ti) + 0.01 * rng.standard_normal())
+                  for s, y0 in enumerate([2.0, 3.0]) for ti in t],
+                 columns=["id", "time", "y"]).to_csv(tmp_path / "d.csv", index=False)  # fmt: skip
+    mech = tmp_path / "m.py"
+    mech.write_text(DECAY)
+    ck = tmp_path / "c.pt"
+    fit = ["fit", tmp_path / "d.csv", "--model", "greybox_mle", "--mechanism", f"{mech}:decay",
+           "--iters", "20", "--json", "--no-progress", "--checkpoint", ck]  # fmt: skip
+    predict = ["predict", ck, "--data", tmp_path / "d.csv", "--times", "1,2"]
+    rc, out, _ = run(fit, capsys)
+    assert rc == 0
+    k = json.loads(out)["parameters"]["k"]
+    assert k == pytest.approx(0.7, rel=0.05)
+    rc, before, _ = run(predict, capsys)
+    assert rc == 0
+    mech.write_text(DECAY.replace('return -p["k"] * x', 'return -0.5 * p["k"] * x'))
+    rc, out, err = run([*fit, "--resume"], capsys)
+    one_line_error(rc, err, "mechanism_fingerprint: checkpoint", "code or declaration changed")
+    rc, out, err = run(predict, capsys)
+    one_line_error(rc, err, "changed since this checkpoint was fitted", "refit")
+    assert out == ""
+    mech.write_text(DECAY)  # restored: the fit is usable again, to the bit
+    rc, out, _ = run(predict, capsys)
+    assert rc == 0 and out == before
+    # a checkpoint of an older odenet (no fingerprint) still predicts, with a warning
+    state = torch.load(ck, weights_only=True)
+    del state["meta"]["mechanism_fingerprint"]
+    torch.save(state, ck)
+    rc, out, err = run(predict, capsys)
+    assert rc == 0 and out == before and "cannot be checked" in err

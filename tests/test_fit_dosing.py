@@ -202,3 +202,37 @@ def test_doses_follow_their_series_across_series_splits_and_folds(tmp_path, caps
         assert out[f"{what}_mse"] < 4 * 0.05**2, out
     if "--folds" in split:
         assert len(out["folds"]) == 3
+
+
+@pytest.mark.slow  # ~25 s of CPU: one least-squares fit through the CLI
+def test_resume_with_another_dose_file_is_refused_naming_the_doses(tmp_path, capsys):
+    """The checkpoint stored `doses: True`, not the doses: a resume with every amount
+    doubled returned the old k_a, k_e with exit 0 (the data fingerprint covers the
+    observations only).  It now stores a fingerprint of the training series' doses."""
+    import json
+
+    import pandas as pd
+
+    from odenet.fit.cli import main
+
+    _dose_csvs(tmp_path, n_series=3)
+    d = pd.read_csv(tmp_path / "d.csv")
+    d.assign(amount=2 * d["amount"]).to_csv(tmp_path / "d2.csv", index=False)
+    ck = str(tmp_path / "ck.pt")
+
+    def fit(doses, *more):
+        rc = main(["fit", str(tmp_path / "c.csv"), "--model", "greybox_mle", "--mechanism",
+                   f"{tmp_path / 'm.py'}:oral", "--fix-x0", "gut=0", "--fix-x0", "conc=0",
+                   "--doses", str(tmp_path / doses), "--dose-state", "gut", "--iters", "10",
+                   "--checkpoint", ck, "--json", "--no-progress", *more])  # fmt: skip
+        out, err = capsys.readouterr()
+        return rc, out, err
+
+    rc, out, _ = fit("d.csv")
+    assert rc == 0
+    first = json.loads(out)["parameters"]
+    rc, out, err = fit("d2.csv", "--resume")
+    assert rc == 2 and out == ""
+    assert "doses_fingerprint: checkpoint" in err and "(--doses) changed" in err, err
+    rc, out, _ = fit("d.csv", "--resume")  # the same doses: the stored fit, as it was
+    assert rc == 0 and json.loads(out)["parameters"] == first

@@ -156,6 +156,8 @@ def model_from_meta(meta: dict):
     """Rebuild the (untrained) model a checkpoint's ``meta`` describes."""
     from odenet.fit.train import CheckpointError
 
+    if meta.get("mechanism"):
+        _check_mechanism_unchanged(meta)
     try:
         return build_model(meta["kind"], int(meta["n_channels"]), hidden=int(meta["hidden"]),
                            horizon=int(meta["horizon"]), mechanism=meta.get("mechanism"),
@@ -167,6 +169,29 @@ def model_from_meta(meta: dict):
                            channels=meta.get("channels"))  # fmt: skip
     except KeyError as e:
         raise CheckpointError(f"the checkpoint's meta lacks {e}; refit with this odenet.") from None
+
+
+def _check_mechanism_unchanged(meta: dict) -> None:
+    """Refuse a checkpoint whose mechanism file was edited since the fit (the checkpoint
+    holds its path and fingerprint, not its code)."""
+    from odenet.fit.mechanisms import load_mechanism, mechanism_fingerprint
+    from odenet.fit.train import CheckpointError
+
+    spec = meta["mechanism"]
+    stored = meta.get("mechanism_fingerprint")
+    now = mechanism_fingerprint(load_mechanism(spec))
+    if stored is None:
+        warn(f"this checkpoint was written without the mechanism's fingerprint (an older "
+             f"odenet): it cannot be checked that {spec} is unchanged since the fit; if it "
+             "was edited, the predictions pair the old parameters with the new field — "
+             "refit.")  # fmt: skip
+    elif stored != now:
+        raise CheckpointError(
+            f"the mechanism {spec} changed since this checkpoint was fitted "
+            f"(mechanism_fingerprint: checkpoint {stored!r} vs now {now!r}); its parameters "
+            "belong to the old vector field. Restore the file as it was when fitting, or "
+            "refit (odenet fit --force)."
+        )
 
 
 def load_fit(path):
@@ -529,6 +554,10 @@ def _meta(args, channels, covariates) -> dict:
         meta["random"] = random
     if args.doses:
         meta["doses"], meta["dose_state"] = True, args.dose_state
+    if args.mechanism and args.model in GREYBOX:  # its code: the checkpoint holds a path
+        from odenet.fit.mechanisms import load_mechanism, mechanism_fingerprint
+
+        meta["mechanism_fingerprint"] = mechanism_fingerprint(load_mechanism(args.mechanism))
     return meta
 
 
@@ -613,6 +642,14 @@ class _DoseTable:
     def rows(self, ids) -> list:
         return [self.by_id[str(i)] for i in ids]
 
+    def fingerprint(self, ids) -> str:
+        """A short hash of the doses of series ``ids`` (times, amounts, states, in row
+        order): stored in the checkpoint, so a resume with another dose file is refused."""
+        import hashlib
+
+        text = json.dumps([[str(i), self.by_id[str(i)]] for i in ids])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
 
 def _scores(res, ctx, held, tail, channels, ids) -> dict:
     out = {}
@@ -675,6 +712,8 @@ def run(args) -> int:
     if args.doses:
         doses = _DoseTable(_read_doses(args.doses, data.ids, args.dose_state), data.ids)
         meta["dose_table"] = doses.rows(train_ids)
+        # what the fit depends on, checked on --resume like the training data
+        meta["doses_fingerprint"] = doses.fingerprint(train_ids)
         if val is not None:
             # doses follow the rows of the batch a model sees; the validation series are
             # not those of training, and greybox_mle does not stop early anyway

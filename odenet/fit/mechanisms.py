@@ -123,6 +123,22 @@ def load_mechanism(spec: str) -> dict:
                 spec=spec)  # fmt: skip
 
 
+def mechanism_fingerprint(desc: dict) -> str:
+    """A short hash of a mechanism: its function — code, constants, defaults, closure
+    values and the module globals it reads (:func:`odenet.problems._fingerprint`, the
+    identity of a user problem) — and its declaration (``params`` guesses, ``states``,
+    ``covariates``, ``positive``, ``x0``).
+
+    Stored in a checkpoint (``meta["mechanism_fingerprint"]``): a checkpoint stores the
+    mechanism's path, not its code, so resuming or predicting after the file was edited
+    would silently pair the old parameters with the new vector field.  Equal across
+    processes for equal content."""
+    from odenet.problems import _fingerprint
+
+    keys = ("fn", "params", "states", "covariates", "positive", "x0")
+    return _fingerprint({k: desc.get(k) for k in keys})
+
+
 def parse_assignments(items, what: str) -> dict:
     """``["a=1", "b=2.5"]`` → ``{"a": 1.0, "b": 2.5}``; ``what`` names the option."""
     out = {}

@@ -328,9 +328,23 @@ def load_checkpoint(path, *, expect: dict | None = None) -> dict:
     return ck
 
 
+# what a differing fingerprint means (the bare hashes say nothing to the reader)
+_META_NOTES = {
+    "mechanism_fingerprint": "the mechanism's code or declaration changed",
+    "doses_fingerprint": "the training series' doses (--doses) changed",
+}
+
+
 def check_meta(found: dict, expect: dict, where: str) -> None:
     """Raise :class:`CheckpointError` naming every entry where ``found`` ≠ ``expect``."""
-    diff = [f"{k}: checkpoint {found.get(k)!r} vs now {v!r}" for k, v in expect.items()
+    def note(k):
+        if k not in _META_NOTES:
+            return ""
+        if found.get(k) is None:
+            return " (not recorded by the odenet that wrote the checkpoint)"
+        return f" ({_META_NOTES[k]})"
+
+    diff = [f"{k}: checkpoint {found.get(k)!r} vs now {v!r}{note(k)}" for k, v in expect.items()
             if found.get(k) != v]  # fmt: skip
     if diff:
         raise CheckpointError(

@@ -92,6 +92,12 @@ def test_checkpoint_is_not_overwritten_without_force_and_resume_must_match(lv_cs
     rc, _, err = run(["fit", lv_csv, "--checkpoint", ck, *FAST, "--model", "gru_d", "--resume"],
                      capsys)  # fmt: skip
     one_line_error(rc, err, "kind: checkpoint 'neural_ode' vs now 'gru_d'")
+    # the optimiser settings too (they were silently replaced by the stored ones)
+    rc, _, err = run(["fit", lv_csv, "--checkpoint", ck, "--iters", "3", *FAST[2:], "--lr",
+                      "0.5", "--resume"], capsys)  # fmt: skip
+    one_line_error(rc, err, "lr: checkpoint 0.01 vs now 0.5", "iters: checkpoint 2 vs now 3",
+                   "--lr 0.01 --iters 2", "--force")  # fmt: skip
+    assert ck.read_bytes() == before
     rc, _, _ = run(["fit", lv_csv, "--checkpoint", ck, *FAST, "--force"], capsys)
     assert rc == 0
     assert oct(os.stat(ck).st_mode & 0o777) == "0o644"

@@ -65,6 +65,29 @@ def test_interrupted_training_resumes_to_the_same_parameters(tmp_path):
     torch.testing.assert_close(resumed, straight, rtol=0, atol=0)
 
 
+def test_resume_with_other_optimiser_settings_is_refused_naming_each(tmp_path):
+    """Resuming restores the optimiser and schedule states, which carry the stored lr,
+    weight decay and cosine T_max: a resume with lr=0.5 and iters=40 of a run with
+    lr=0.01 and iters=20 silently kept lr 0.01 and T_max 20 (the cosine climbed back to
+    0.01 by step 40).  Each differing setting is named; the same settings resume."""
+    from odenet.fit import CheckpointError
+
+    d = data()
+    ck = tmp_path / "c.pt"
+    kw = dict(iters=4, lr=0.01, batch_size=3, checkpoint=ck)
+    fit(GRUD(2, 8, horizon=2), d, **kw)
+    for change, needle in ((dict(lr=0.5), "lr: checkpoint 0.01 vs now 0.5"),
+                           (dict(batch_size=2), "batch_size: checkpoint 3 vs now 2"),
+                           (dict(iters=8), "iters: checkpoint 4 vs now 8"),
+                           (dict(weight_decay=0.1), "weight_decay: checkpoint 0.0 vs now 0.1"),
+                           (dict(optimizer="lbfgs"), "optimizer: checkpoint 'adam'")):  # fmt: skip
+        with pytest.raises(CheckpointError, match=needle) as e:
+            fit(GRUD(2, 8, horizon=2), d, **{**kw, **change}, resume=True)
+        assert "--force" in str(e.value)
+    res = fit(GRUD(2, 8, horizon=2), d, **kw, resume=True)  # the same settings: done already
+    assert res.iterations == 4
+
+
 def test_early_stopping_returns_the_best_validation_model():
     d = data()
     torch.manual_seed(0)

@@ -414,6 +414,39 @@ def _resume_from(checkpoint, meta: dict | None, ztrain: IrregularBatch) -> dict:
     return ck
 
 
+def _check_training(ck: dict, training: dict, where: str) -> None:
+    """Refuse to resume a run with other optimiser settings, naming every one.
+
+    A resume continues the stored run: its optimiser state and its learning-rate
+    schedule, planned for its ``iters`` (cosine annealing reaches ``lr · lr_min_factor``
+    at the last step; past it the cosine would climb again), which is what makes an
+    interrupted run end as the uninterrupted one.  A checkpoint of an older odenet
+    (without ``training``) resumes unchecked, with a warning."""
+    from odenet._errors import OdenetWarning, warn_user
+
+    stored = ck.get("training")
+    if not isinstance(stored, dict):
+        warn_user(f"{where} does not record its optimiser settings (an older odenet): "
+                  "resuming keeps its stored learning rate and schedule whatever is passed "
+                  "now.", OdenetWarning)  # fmt: skip
+        return
+    flags = {"lr": "--lr", "batch_size": "--batch-size", "iters": "--iters",
+             "optimizer": "--optimizer"}  # fmt: skip
+    diff = [f"{k}: checkpoint {stored.get(k)!r} vs now {v!r}" for k, v in training.items()
+            if stored.get(k) != v]  # fmt: skip
+    if diff:
+        same = [f"{flags[k]} {stored[k]}" for k, v in training.items()
+                if stored.get(k) != v and k in flags and stored.get(k) is not None]  # fmt: skip
+        raise CheckpointError(
+            f"{where} was trained with other optimiser settings — " + "; ".join(diff)
+            + ". A resume continues that run (its optimiser state and its learning-rate "
+            "schedule, planned for its iters): pass the checkpoint's values"
+            + (f" ({' '.join(same)})" if same else "") + ", or start a new fit with "
+            "--force or another --checkpoint path (a longer run is a new run: the schedule "
+            "of the shorter one has already annealed)."
+        )
+
+
 def _storable(x):
     """``x`` with numpy values turned into tensors and Python scalars, which
     ``torch.load(weights_only=True)`` reads back (it refuses numpy objects)."""
@@ -610,6 +643,13 @@ def fit(
     if optimizer == "gauss_newton":
         return _fit_gauss_newton(model, ztrain, zval, norm, iters, checkpoint, resume, meta)
     lbfgs = optimizer == "lbfgs"
+    # what the optimiser state and schedule were built from: resuming restores them
+    # (load_state_dict puts the stored lr, weight decay and cosine T_max/eta_min back), so
+    # a resume with other values would silently keep the old ones — refused instead
+    training = {"optimizer": optimizer}
+    if not lbfgs:
+        training.update(lr=lr, weight_decay=weight_decay, lr_min_factor=lr_min_factor,
+                        batch_size=batch_size, iters=iters)  # fmt: skip
     if not trainable:
         opt = None
     elif lbfgs:
@@ -629,6 +669,8 @@ def fit(
     if resume and checkpoint is not None and Path(checkpoint).exists():
         where = f"checkpoint {str(checkpoint)!r}"
         ck = _resume_from(checkpoint, meta, ztrain)
+        if trainable:
+            _check_training(ck, training, where)
         load_state(model, ck["model"], where)
         try:
             if trainable:
@@ -668,6 +710,7 @@ def fit(
             "model_class": type(model).__name__,
             "meta": dict(meta or {}),
             "data": fingerprint,
+            "training": training,
         }
 
     bar = None

@@ -112,11 +112,39 @@ def test_predicted_vs_measured_per_layer_gradient_ratios(act, s2):
     np.testing.assert_allclose(meas.gradient_ratio, pred.gradient_ratio, rtol=0.08)
 
 
+@pytest.mark.parametrize("q", [0.5, 10.0, 50.0, 100.0, 1e4])
+def test_tanh_expectations_at_large_variance_match_adaptive_quadrature(q):
+    # E[sech⁴(√q z)] has a spike of width 1/√q that 150 Hermite nodes missed: χ was
+    # 37 % low at q = 50, 73 % at q = 100, and σ_w² = 400 read as "ordered"
+    from scipy.integrate import quad
+
+    s = math.sqrt(q)
+
+    def mean(g):  # E[g(u)], u ~ N(0, q), adaptively
+        dens = lambda u: math.exp(-u * u / (2 * q)) / (s * math.sqrt(2 * math.pi))  # noqa: E731
+        return quad(lambda u: g(u) * dens(u), -12 * s, 12 * s, points=[0.0], limit=1000)[0]
+
+    assert chi("tanh", 1.0, q) == pytest.approx(
+        mean(lambda u: (1 - math.tanh(u) ** 2) ** 2), rel=1e-9
+    )
+    assert variance_map("tanh", 2.0, 0.1)(q) == pytest.approx(
+        2 * mean(lambda u: math.tanh(u) ** 2) + 0.1, rel=1e-9
+    )
+
+
 def test_meanfield_errors_are_reported():
     with pytest.raises(StabilityInputError, match="`activation` must be one of"):
         chi("gelu", 1.0, 1.0)
     with pytest.raises(StabilityInputError, match="`depth` must be a positive integer"):
         mean_field("tanh", 1.0, 0)
+    # a negative or NaN variance gave χ = −1 or NaN quietly
+    for kw, name in [
+        ({"sigma_w2": -2.0}, "sigma_w2"),
+        ({"q0": -1.0}, "q0"),
+        ({"sigma_b2": math.nan}, "sigma_b2"),
+    ]:
+        with pytest.raises(StabilityInputError, match=f"`{name}` must be a finite variance"):
+            mean_field("tanh", kw.pop("sigma_w2", 1.0), 3, **kw)
 
 
 def test_cli_prints_intervals_and_flags(capsys, tmp_path):

@@ -61,6 +61,24 @@ def test_clip_grad_norm_preserves_direction_and_caps_the_global_norm(seed, max_n
         assert torch.equal(after, before)
 
 
+def test_clip_grad_norm_of_float16_gradients_agrees_with_torch():
+    # squares summed in float16 overflowed from |g| ≈ 256: a norm of 3e4 came back inf
+    # and every gradient was zeroed
+    grads = [
+        torch.full((9,), 1e4, dtype=torch.float16),
+        torch.full((4,), 10.0, dtype=torch.float16),
+    ]
+    ours = [torch.zeros_like(g, requires_grad=True) for g in grads]
+    theirs = [torch.zeros_like(g, requires_grad=True) for g in grads]
+    for a, b, g in zip(ours, theirs, grads):
+        a.grad, b.grad = g.clone(), g.clone()
+    total = clip_grad_norm(ours, 1.0)
+    ref = torch.nn.utils.clip_grad_norm_(theirs, 1.0)
+    assert math.isclose(float(total), float(ref), rel_tol=1e-3)
+    norm = math.sqrt(sum(float(a.grad.double().pow(2).sum()) for a in ours))
+    assert math.isclose(norm, 1.0, rel_tol=2e-3)
+
+
 # --- spectral normalisation --------------------------------------------------------
 
 

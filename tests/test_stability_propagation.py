@@ -36,6 +36,27 @@ def test_constant_non_normal_matrix_transient_peak_and_kreiss_bounds():
     np.testing.assert_allclose(rep.lyapunov_exponents, [math.log(0.9), math.log(0.8)], atol=0.05)
 
 
+def test_kreiss_constant_of_a_rotating_jordan_block_obeys_the_kreiss_theorem():
+    # two rotations by half a grid angle, |λ| = 0.999, coupled: the resolvent peaks at
+    # the eigenvalues' angle, between the samples; K came out 37 for a true ~250,
+    # below sup‖M^k‖ / (e d) — the Kreiss matrix theorem K ≤ sup_k ‖M^k‖ ≤ e d K broken
+    th = np.pi / 256
+    R = 0.999 * np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    M = np.block([[R, np.eye(2)], [np.zeros((2, 2)), R]])
+    P, peak = np.eye(4), 0.0
+    for _ in range(20000):
+        P = M @ P
+        peak = max(peak, np.linalg.norm(P, 2))
+    K = kreiss_constant(M)
+    assert peak / (math.e * 4) <= K <= peak
+
+
+def test_complex_jacobians_are_refused_not_read_as_their_real_parts():
+    # np.asarray(·, dtype=float) made M = 1.2i a zero matrix: "stable", radius 0
+    with pytest.raises(StabilityInputError, match="complex Jacobians"):
+        analyze(torch.full((10, 1, 1), 1.2j, dtype=torch.complex128))
+
+
 def test_kreiss_constant_of_a_normal_contraction_is_one():
     # for a normal matrix with spectral radius ρ < 1: K = sup (|z|−1)/(|z|−ρ) = 1
     assert kreiss_constant(np.diag([0.5, -0.3])) == pytest.approx(1.0, rel=1e-3)

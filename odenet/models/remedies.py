@@ -45,7 +45,9 @@ def clip_grad_norm(parameters, max_norm: float, *, eps: float = 1e-12) -> torch.
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return torch.tensor(0.0)
-    total = torch.sqrt(sum(g.detach().pow(2).sum().to(torch.float64) for g in grads))
+    # in float64 before squaring: float16 squares overflow from |g| ≈ 256 (a norm of
+    # 3e4 came back inf and every gradient was zeroed)
+    total = torch.sqrt(sum(g.detach().to(torch.float64).pow(2).sum() for g in grads))
     factor = min(1.0, max_norm / (float(total) + eps))
     if factor < 1.0:
         for g in grads:

@@ -191,7 +191,6 @@ class _Run:
                 "give one of `checkpoint_every` (a fixed stride) and `checkpoints` (the "
                 f"most states kept), not both; got {self.every} and {self.budget}."
             )
-        self._per_sample_checkpoint_guard(kind, prep, tab)
         self.counter = Counter()
         self.stats: dict | None = None
         self.segments_replayed = 0
@@ -244,24 +243,6 @@ class _Run:
 
         self.g_count = g_count
         self.g_lin = g_plain  # Linearization counts its own evaluations
-
-    def _per_sample_checkpoint_guard(self, kind, prep, tab) -> None:
-        """Checkpoint replays of adaptive implicit steps on per-sample grids (rows with
-        steps of their own) gave gradients 1–5 % off the direct ones (kvaerno5, kvaerno3,
-        bdf, ndf on Van der Pol μ = 10, two rows; the cause is not found yet).  Radau's
-        are exact.  A DIRK replayed one step per segment is exact: it keeps every state.
-        The variable-step BDF/NDF are not, so they refuse instead of answering wrong."""
-        if kind != "checkpoint" or not prep.per_sample or prep.cfg.fixed:
-            return
-        if getattr(tab, "estimator", None) is not None or not getattr(tab, "is_implicit", False):
-            return
-        if hasattr(tab, "runtime"):
-            raise InputError(
-                f"sensitivity='checkpoint' with per-sample times `t [B, T]` and {tab.name!r} "
-                "does not give the direct gradient yet; use sensitivity='direct' or "
-                "'adjoint' (both checked against each row solved alone)."
-            )
-        self.every, self.budget = 1, None
 
     # --- forward ---------------------------------------------------------------------
     def forward(self, y0_rows, s_out):

@@ -298,9 +298,11 @@ class _Segment:
 
 def _run_segment(g, rk, tape: Tape, i0: int, i1: int, y, recorder: _Segment, state=None):
     """Re-run kept iterations ``i0 + 1 .. i1`` through the one step loop: a fixed grid
-    on the recorded step ends (rows that did not move in an iteration take a zero
-    step, as they did), a method with memory from its state at ``i0`` (``state``,
-    default the tape's).  Returns the state after ``i1`` and the method's state there."""
+    on the recorded step ends (rows that did not move in an iteration, having rejected
+    or finished there, take a zero step, which the loop makes a no-op: state,
+    derivative and a method's memory unchanged), a method with memory from its state
+    at ``i0`` (``state``, default the tape's).  Returns the state after ``i1`` and the
+    method's state there."""
     grid = tape.s[i0 : i1 + 1].T.contiguous()  # [K, G]
     cfg = LoopConfig(
         rk=rk,

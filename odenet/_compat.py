@@ -992,6 +992,10 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adj
             f"`t` must be 1-D for odeint (got shape {tuple(t.shape)}); odenet.solve takes "
             "per-sample times [B, T]."
         )
+    if isinstance(y0, torch.Tensor) and y0.is_complex():
+        return _complex_odeint(
+            func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adjoint
+        )
 
     # torchdiffeq's default adjoint parameters: the module's, taken here because the
     # wrappers below hide the module (tensors it captures besides them are added below)
@@ -1196,6 +1200,89 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adj
     if tuple_state:
         return packer.split(ys, lead=(ys.shape[0],))
     return ys
+
+
+def _complex_of(y):
+    """The complex tensor of a real view ``[..., 2]``.  New tensors both ways, not
+    ``view_as_complex``/``view_as_real`` views: their backward passes refuse the
+    slices with odd storage offsets that the adjoint's cotangents are."""
+    return torch.complex(y[..., 0], y[..., 1])
+
+
+def _real_of(z):
+    """``[..., 2]`` real and imaginary parts of a complex tensor (see :func:`_complex_of`)."""
+    return torch.stack((z.real, z.imag), dim=-1)
+
+
+class _RealView(torch.nn.Module):
+    """A field of a complex state seen on its real view ``[..., 2]`` (``torch.view_as_real``);
+    a module holding the user's, so that the adjoint finds its parameters, and passing
+    torchdiffeq's ``callback_*`` methods on with the complex state."""
+
+    def __init__(self, func):
+        super().__init__()
+        self.func = func
+        for name in CALLBACKS + ADJOINT_CALLBACKS:
+            cb = getattr(func, name, None)
+            if callable(cb):
+                setattr(self, name, _complex_callback(cb))
+
+    def forward(self, t, y):
+        return _real_of(self.func(t, _complex_of(y)))
+
+
+def _complex_callback(cb):
+    def callback(t, y, dt):
+        return cb(t, _complex_of(y), dt)
+
+    return callback
+
+
+def _complex_odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitivity, adjoint):
+    """torchdiffeq's complex states: solved on their real view, the real and imaginary
+    parts as separate components of the error norm (torchdiffeq takes |z| per entry, so
+    step counts can differ slightly); results, gradients and ``event_fn`` in complex."""
+
+    def real(tol):  # a per-entry tolerance applies to both parts
+        if isinstance(tol, torch.Tensor) and tol.dim() > 0:
+            return tol.unsqueeze(-1).expand(*tol.shape, 2)
+        return tol
+
+    opts = dict(options or {})
+    if callable(opts.get("norm")):
+        user_norm = opts["norm"]
+        opts["norm"] = lambda y: user_norm(_complex_of(y))
+    ev = None
+    if event_fn is not None:
+
+        def ev(tt, y):
+            return event_fn(tt, _complex_of(y))
+
+    if isinstance(func, torch.nn.Module) or any(
+        callable(getattr(func, n, None)) for n in CALLBACKS + ADJOINT_CALLBACKS
+    ):
+        field = _RealView(func)
+    else:
+
+        def field(tt, y):
+            return _real_of(func(tt, _complex_of(y)))
+
+    out = _odeint(
+        field,
+        _real_of(y0),
+        t,
+        real(rtol),
+        real(atol),
+        method,
+        opts or options,
+        ev,
+        sensitivity,
+        adjoint,
+    )
+    if event_fn is not None:
+        event_t, sol = out
+        return event_t, _complex_of(sol)
+    return _complex_of(out)
 
 
 def _both(first, second):

@@ -1215,9 +1215,9 @@ def _real_of(z):
 
 
 class _RealView(torch.nn.Module):
-    """A field of a complex state seen on its real view ``[..., 2]`` (``torch.view_as_real``);
-    a module holding the user's, so that the adjoint finds its parameters, and passing
-    torchdiffeq's ``callback_*`` methods on with the complex state."""
+    """A field of a complex state seen on its real view ``[..., 2]``: a module holding the
+    user's ``func`` (so the adjoint finds its parameters, or a closure's tensors as for any
+    field) and passing torchdiffeq's ``callback_*`` methods on with the complex state."""
 
     def __init__(self, func):
         super().__init__()
@@ -1258,15 +1258,7 @@ def _complex_odeint(func, y0, t, rtol, atol, method, options, event_fn, sensitiv
         def ev(tt, y):
             return event_fn(tt, _complex_of(y))
 
-    if isinstance(func, torch.nn.Module) or any(
-        callable(getattr(func, n, None)) for n in CALLBACKS + ADJOINT_CALLBACKS
-    ):
-        field = _RealView(func)
-    else:
-
-        def field(tt, y):
-            return _real_of(func(tt, _complex_of(y)))
-
+    field = _RealView(func)  # a module: the adjoint finds a module's parameters in it
     out = _odeint(
         field,
         _real_of(y0),

@@ -292,8 +292,10 @@ class _Host:
         if f0.requires_grad:
             # the fused kernel runs without autograd: a gradient through it would be
             # silently zero, so the eager step (which keeps the graph) runs instead
-            fused.decline("gradients are needed through the solve (the compiled step keeps no "
-                          "autograd graph); use it under torch.no_grad() or for inference")
+            fused.decline(
+                "gradients are needed through the solve (the compiled step keeps no "
+                "autograd graph); use it under torch.no_grad() or for inference"
+            )
         elif not self.fixed and self.cfg.norm is not None:
             fused.decline("a user `norm` is applied eagerly (the fused step computes the RMS norm)")
         else:
@@ -301,16 +303,21 @@ class _Host:
         if fn is None:
             del self.step  # the class's eager step from now on
             return self.step(s, y, h, f0)
-        tol = torch.stack([torch.as_tensor(x, dtype=self.ydt, device=self.dev).expand(1, self.n)[0]
-                           for x in (self.cfg.atol, self.cfg.rtol)])
+        tol = torch.stack(
+            [
+                torch.as_tensor(x, dtype=self.ydt, device=self.dev).expand(1, self.n)[0]
+                for x in (self.cfg.atol, self.cfg.rtol)
+            ]
+        )
         self._tol = tol
         self.step = self._fused_step
         if self.fixed and self.grid is None:
             self._unroll = self.UNROLL
             self._block = fused.build_block(self.rk, y, self._unroll)
             if self._block is not None:
-                self._grid = torch.tensor([self.s0, float(self.cfg.step_size)], dtype=self.tdt,
-                                          device=self.dev)
+                self._grid = torch.tensor(
+                    [self.s0, float(self.cfg.step_size)], dtype=self.tdt, device=self.dev
+                )
         return self._fused_step(s, y, h, f0)
 
     # grid steps per iteration of the compiled block's loop: with inductor's C++
@@ -756,8 +763,9 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
         # (a domain check needs every trial step in this loop)
         fusable = host and not fixed and B.fused is not None and record is None
         if fusable and cfg.out_of_domain is None:
-            s, y, f0, h, memory = B.fused.advance(B, s, y, f0, h, memory, ctrl, error_order,
-                                                  h_floor)
+            s, y, f0, h, memory = B.fused.advance(
+                B, s, y, f0, h, memory, ctrl, error_order, h_floor
+            )
             if not B.running():
                 break
         # --- the step to try: to the next node (fixed) or as proposed (adaptive) ----
@@ -950,9 +958,7 @@ def _hold_still_rows(rk, trial: _Trial, h, y, f0, state, trial_state):
     has such rows in every iteration in which some rows moved and others rejected or
     had finished (its grid repeats their step ends), and accepts them: its gradients
     were 1–5 % off the direct ones (kvaerno5, bdf on Van der Pol μ = 10, two rows)."""
-    still = h == 0
-    if not bool(still.any()):
-        return trial_state
+    still = h == 0  # selected without asking whether any row is still: no host sync per step
     trial.y1 = torch.where(still[:, None], y, trial.y1)
     if trial.f1 is not None:
         trial.f1 = torch.where(still[:, None], f0, trial.f1)

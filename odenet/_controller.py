@@ -50,6 +50,13 @@ class PIDController:
     ``PIDController.PI()`` a PI controller (Gustafsson), ``PIDController.PID()``
     Söderlind's H312 filter.
 
+    ``observed_order > 0`` adds one rule for a second rejection in a row: the step
+    shrinks by the order ``k̂`` the two rejected trials show (``r ∝ h^k̂``, clipped to
+    ``[observed_order, k]``) where that is below ``k``, as across a jump in ``f``, where
+    the error falls like ``h^0.5 … h^2`` and ``r^(−1/k)`` creeps up to it.  It is off
+    here by default (measured neutral for explicit, DIRK and BDF steps) and on in
+    :class:`PredictiveController`.
+
     References: Söderlind, ACM TOMS 29 (2003); Hairer & Wanner II, Sec. IV.2.
     """
 
@@ -61,6 +68,10 @@ class PIDController:
     factor_max: float = 10.0
     # after a Newton failure (Hairer's codes use 0.5 in RADAU5, 0.25 in SDIRK4)
     newton_factor: float = 0.25
+    # the smallest observed order a second rejection shrinks by; 0: the rule is off
+    # (the default here: measured neutral for explicit RK, DIRK and BDF steps across a
+    # jump, ±2 % nfe; on for the predictive controller below)
+    observed_order: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 < self.safety <= 1:
@@ -89,9 +100,11 @@ class PIDController:
         return cls(1 / 18, 1 / 9, 1 / 18, **kw)
 
     def init_memory(self, ops, like):
-        """``(r_{n−1}, r_{n−2}, rejected)``: floats and a bool, or ``[K]`` tensors."""
+        """``(r_{n−1}, r_{n−2}, rejected, h_rej, r_rej)``: floats and a bool, or ``[K]``
+        tensors (``h_rej, r_rej``: :meth:`_rejection_record`)."""
         rejected = False if like is None else torch.zeros_like(like, dtype=torch.bool)
-        return ops.full(1.0, like), ops.full(1.0, like), rejected
+        one = ops.full(1.0, like)
+        return one, ops.full(1.0, like), rejected, ops.full(1.0, like), ops.full(0.0, like)
 
     @functools.cached_property
     def betas(self) -> tuple[float, float, float]:
@@ -156,15 +169,22 @@ class PIDController:
         finite, accept, r = self._verdict(ops, ratio, ok)
         k = _exponent_base(error_order, r)
         b1, b2, b3 = self.betas
-        r1, r2, rejected = memory
-        factor = self._safety(safety) * r ** (-b1 / k)
+        r1, r2, rejected, *rejection = memory
+        safety = self._safety(safety)
+        factor = safety * r ** (-b1 / k)
         if b2 != 0:
             factor = factor * r1 ** (-b2 / k)
         if b3 != 0:
             factor = factor * r2 ** (-b3 / k)
+        factor = self._observed_shrink(ops, factor, h, r, accept, finite, ok, rejection, k, safety)
         factor = ops.clip(factor, self.factor_min, self.factor_max)
         accept, h_next = self._limit(ops, h, factor, accept, finite, ok, rejected, h_floor, hold)
-        memory = (ops.where(accept, r, r1), ops.where(accept, r1, r2), ops.not_(accept))
+        memory = (
+            ops.where(accept, r, r1),
+            ops.where(accept, r1, r2),
+            ops.not_(accept),
+            *self._rejection_record(ops, h, r, accept, finite, ok),
+        )
         return accept, h_next, memory
 
     def _safety(self, scale):
@@ -215,6 +235,37 @@ class PIDController:
             h_next = ops.clip(h_next, lo=h_floor)
         return accept, h_next
 
+    def _observed_shrink(self, ops, factor, h, r, accept, finite, ok, rejection, k, safety):
+        """After a second rejection for error at the same time, shrink by the order the
+        two ratios show, ``r ∝ h^k̂`` with ``k̂ = log(r_rej/r) / log(h_rej/h)`` (clipped to
+        ``[observed_order, k]``), where it is below the asymptotic ``k``: across a
+        discontinuity the error falls like ``h^0.5 … h^2``, and ``r^(−1/k)`` alone
+        creeps up to it in many rejections.  ``rejection = (h_rej, r_rej)`` is the
+        previous trial's record (:meth:`_rejection_record`)."""
+        if not self.observed_order:
+            return factor
+        h_rej, r_rej = rejection
+        again = ops.not_(accept) & finite & (r_rej > 1.0)
+        if ok is not None:
+            again = again & ok
+        if ops is HostOps and not again:
+            return factor
+        r_prev = ops.where(again, r_rej, ops.full(2.0, r))
+        h_prev = ops.where(again, h_rej, 2.0 * h)
+        k_obs = ops.log(r_prev / r) / ops.clip(ops.log(h_prev / h), lo=1e-12)
+        # (k is a [K] tensor for a variable-order method: clip takes no tensor bound)
+        k_obs = ops.minimum(ops.maximum(k_obs, self.observed_order), k)
+        shrink = safety * r ** (-1.0 / k_obs)
+        return ops.where(again, ops.minimum(factor, shrink), factor)
+
+    @staticmethod
+    def _rejection_record(ops, h, r, accept, finite, ok):
+        """``(h, r)`` of a trial rejected for its error; ``r = 0`` for any other."""
+        error_rejected = ops.not_(accept) & finite
+        if ok is not None:
+            error_rejected = error_rejected & ok
+        return h, ops.where(error_rejected, r, ops.full(0.0, r))
+
     def min_step(self, ops, s, eps: float, min_step: float):
         """The smallest step before underflow at time ``s``: round-off or ``min_step``."""
         return ops.clip(16 * eps * abs(s), lo=min_step)
@@ -244,7 +295,8 @@ class PredictiveController(PIDController):
     Newton failures by ``newton_factor``, no growth right after a rejection) hold.
     A step whose method reports its estimate ``refiltered`` (radau_iia5's second
     filtering after a rejection, often near zero) is not used for the prediction:
-    the step after it takes the classical factor.
+    the step after it takes the classical factor.  A second rejection in a row shrinks
+    by the observed order (``observed_order``, see :class:`PIDController`).
 
     scipy's ``Radau`` differs in five rules (growth cap 10, keep ``h`` for every factor
     below 1.2, the predictive factor on rejections too, its ``h_old`` and ``r_acc``, growth
@@ -258,13 +310,17 @@ class PredictiveController(PIDController):
     factor_max: float = 8.0
     newton_factor: float = 0.5
     keep_max: float = 1.2
+    # radau_iia5 across a jump in the forcing, 25 positions: nfe −17 % at rtol 1e-3,
+    # −1 % at 1e-6 (see _observed_shrink)
+    observed_order: float = 0.5
 
     def init_memory(self, ops, like):
-        """``(h_acc, r_acc, accepted_before, rejected)``."""
+        """``(h_acc, r_acc, accepted_before, rejected, h_rej, r_rej)``."""
         if like is None:
-            return 1.0, 1.0, False, False
+            return 1.0, 1.0, False, False, 1.0, 0.0
         zeros = torch.zeros_like(like, dtype=torch.bool)
-        return torch.ones_like(like), torch.ones_like(like), zeros, zeros.clone()
+        ones = torch.ones_like(like)
+        return ones, ones.clone(), zeros, zeros.clone(), ones.clone(), torch.zeros_like(like)
 
     def judge(
         self,
@@ -284,9 +340,10 @@ class PredictiveController(PIDController):
     ):
         finite, accept, r = self._verdict(ops, ratio, ok)
         k = _exponent_base(error_order, r)
-        h_acc, r_acc, before, rejected = memory
+        h_acc, r_acc, before, rejected, *rejection = memory
         safety = self._safety(safety)
         factor = safety * r ** (-1.0 / k)
+        factor = self._observed_shrink(ops, factor, h, r, accept, finite, ok, rejection, k, safety)
         # r² underflows to 0 for r < 1e-154 (a float division by zero on the host)
         predicted = safety * (h / h_acc) * (r_acc / ops.clip(r * r, lo=_TINY)) ** (1.0 / k)
         factor = ops.where(accept & before, ops.minimum(factor, predicted), factor)
@@ -308,6 +365,7 @@ class PredictiveController(PIDController):
             ops.where(accept, ops.clip(r, lo=1e-2), r_acc),
             before,
             ops.not_(accept),
+            *self._rejection_record(ops, h, r, accept, finite, ok),
         )
         return accept, h_next, memory
 

@@ -47,6 +47,10 @@ class HostOps:
         return math.sqrt(x)
 
     @staticmethod
+    def log(x):
+        return math.log(x)
+
+    @staticmethod
     def not_(x) -> bool:
         return not x
 
@@ -89,6 +93,10 @@ class TensorOps:
     @staticmethod
     def sqrt(x):
         return x.sqrt()
+
+    @staticmethod
+    def log(x):
+        return x.log()
 
     @staticmethod
     def not_(x):

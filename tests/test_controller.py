@@ -24,7 +24,7 @@ D = torch.float64
 def judge_both(ctrl, h, ratio, ok, memory, order=4):
     host = ctrl.judge(HostOps, h, ratio, ok, memory, order)
     t = lambda v: torch.tensor([v], dtype=D)  # noqa: E731
-    mem = (t(memory[0]), t(memory[1]), torch.tensor([memory[2]]))
+    mem = tuple(torch.tensor([v]) if isinstance(v, bool) else t(v) for v in memory)
     ok_t = None if ok is None else torch.tensor([ok])
     rows = ctrl.judge(TensorOps, t(h), t(ratio), ok_t, mem, order)
     return host, rows
@@ -38,14 +38,19 @@ def judge_both(ctrl, h, ratio, ok, memory, order=4):
     r1=st.floats(1e-6, 10),
     r2=st.floats(1e-6, 10),
     rejected=st.booleans(),
+    h_rej=st.floats(1e-8, 20),
+    r_rej=st.one_of(st.just(0.0), st.floats(1, 1e6)),
     kind=st.sampled_from(["I", "PI", "PID"]),
+    observed=st.sampled_from([0.0, 0.5]),
 )
-def test_host_and_tensor_rules_agree(ratio, h, ok, r1, r2, rejected, kind):
-    ctrl = getattr(PIDController, kind)()
-    (acc, h1, mem), (acc_t, h1_t, mem_t) = judge_both(ctrl, h, ratio, ok, (r1, r2, rejected))
+def test_host_and_tensor_rules_agree(ratio, h, ok, r1, r2, rejected, h_rej, r_rej, kind, observed):
+    ctrl = getattr(PIDController, kind)(observed_order=observed)
+    memory = (r1, r2, rejected, h_rej, r_rej)
+    (acc, h1, mem), (acc_t, h1_t, mem_t) = judge_both(ctrl, h, ratio, ok, memory)
     assert acc == bool(acc_t[0])
     assert math.isclose(h1, float(h1_t[0]), rel_tol=1e-12)
     assert mem[2] == bool(mem_t[2][0])
+    assert mem[4] == float(mem_t[4][0])
     # the laws: a rejected step never stays the same size, an accepted one never
     # grows right after a rejection, and the factor stays in its bounds
     factor = h1 / h
@@ -61,14 +66,14 @@ def test_host_and_tensor_rules_agree(ratio, h, ok, r1, r2, rejected, kind):
 
 def test_newton_failure_shrinks_even_when_the_error_estimate_is_small():
     ctrl = PIDController()
-    acc, h1, _ = ctrl.judge(HostOps, 0.1, 0.01, False, (1.0, 1.0, False), 4)
+    acc, h1, _ = ctrl.judge(HostOps, 0.1, 0.01, False, (1.0, 1.0, False, 1.0, 0.0), 4)
     assert not acc and h1 == pytest.approx(0.1 * ctrl.newton_factor)
 
 
 def test_non_finite_ratio_is_rejected_with_factor_min():
     ctrl = PIDController()
     for r in (math.nan, math.inf):
-        acc, h1, _ = ctrl.judge(HostOps, 0.1, r, None, (1.0, 1.0, False), 4)
+        acc, h1, _ = ctrl.judge(HostOps, 0.1, r, None, (1.0, 1.0, False, 1.0, 0.0), 4)
         assert not acc and h1 == pytest.approx(0.1 * ctrl.factor_min)
 
 
@@ -245,7 +250,7 @@ def test_a_held_step_keeps_h_exactly_only_when_accepted(ratio, ok, rejected, kin
     ctrl, h = controller_from(kind), 0.37
     mem_h = ctrl.init_memory(HostOps, None)
     if kind != "predictive":
-        mem_h = (0.5, 2.0, rejected)
+        mem_h = (0.5, 2.0, rejected, 1.0, 0.0)
     mem_t = tuple(torch.tensor([v], dtype=D if isinstance(v, float) else None) for v in mem_h)
     ok_t = None if ok is None else torch.tensor([ok])
     free = ctrl.judge(HostOps, h, ratio, ok, mem_h, 3)
@@ -279,7 +284,7 @@ def test_a_methods_safety_scale_multiplies_the_step_factor(kind):
     ctrl = controller_from(kind)
     mem = ctrl.init_memory(HostOps, None)
     if kind != "predictive":
-        mem = (0.5, 0.5, False)
+        mem = (0.5, 0.5, False, 1.0, 0.0)
     mem_t = tuple(torch.tensor([v], dtype=D if isinstance(v, float) else None) for v in mem)
     scale = 9 / 12  # M = 4, n = 4
     for ratio in (0.3, 1.5):  # accepted, rejected
@@ -296,3 +301,26 @@ def test_a_methods_safety_scale_multiplies_the_step_factor(kind):
             safety=torch.tensor([scale], dtype=D),
         )[1]
         assert float(t[0]) == pytest.approx(scaled, rel=1e-12)
+
+
+def test_a_second_rejection_with_per_row_orders_shrinks_by_the_observed_order():
+    """A variable-order method (bdf, adams) gives ``error_order`` per row as a tensor;
+    the observed-order rule clipped with a tensor bound, which torch refused (a
+    TypeError at the second rejection of any masked solve).  Host and rows agree."""
+    ctrl = PIDController(observed_order=0.5)
+    h, h_rej, r, r_rej = 0.7, 1.0, 3.0, 4.0  # r ∝ h^k̂, k̂ = log(4/3)/log(1/0.7) ≈ 0.81
+    host = ctrl.judge(HostOps, h, r, None, (1.0, 1.0, True, h_rej, r_rej), 4)
+    t = lambda v: torch.tensor([v, v], dtype=D)  # noqa: E731
+    rows = ctrl.judge(
+        TensorOps,
+        t(h),
+        t(r),
+        None,
+        (t(1.0), t(1.0), torch.tensor([True, True]), t(h_rej), t(r_rej)),
+        torch.tensor([4, 2]),
+    )
+    k_obs = math.log(r_rej / r) / math.log(h_rej / h)
+    assert host[1] == pytest.approx(h * ctrl.safety * r ** (-1 / k_obs), rel=1e-12)
+    assert float(rows[1][0]) == pytest.approx(host[1], rel=1e-12)
+    # order 2 (k = 3) is above k̂ too: the same shrink
+    assert float(rows[1][1]) == pytest.approx(host[1], rel=1e-12)

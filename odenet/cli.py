@@ -141,8 +141,9 @@ def _common(p: argparse.ArgumentParser, *, problem: str, norm: str) -> None:
         "--workers",
         type=_positive_int,
         default=None,
-        help="local worker processes (default: min(4, CPUs); 1 = serial; at most the "
-        "number of CPUs unless --oversubscribe)",
+        help="local worker processes (default: min(4, CPUs) for converge, 1 for compare, "
+        "whose timings need a quiet machine; 1 = serial; at most the number of CPUs "
+        "unless --oversubscribe)",
     )
     p.add_argument(
         "--oversubscribe",

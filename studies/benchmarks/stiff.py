@@ -7,7 +7,8 @@ scored at the final time by ``max_i |y_i − ref_i| / (d + |ref_i|)`` against a 
 Radau reference at rtol 1e-13.  Solvers run interleaved per (problem, rtol) cell,
 so drifting machine load hits all alike.  For every cell the table gives the error,
 ``nfe`` (odenet: every call of ``f``, including the one autograd Jacobians make;
-scipy: ``nfev``, which excludes its finite-difference Jacobian calls), ``njev``, wall
+scipy: ``nfev``, which excludes the finite-difference Jacobian calls of Radau and BDF
+but includes LSODA's, made in its Fortran core), ``njev``, wall
 time, and ratios of odenet's radau_iia5 to scipy Radau.  A cell whose status is not
 ok is reported as such; a cell that is ok with an error above 100·rtol is flagged
 ``SILENT`` (the issue's must-not-happen).

@@ -15,7 +15,9 @@ class IrregularBatch:
 
     Sample `b` owns the first `lengths[b]` columns; columns beyond are padding.
     Padding times continue *strictly increasing* past the sample's last time (so each
-    row is a valid per-sample grid for [`odenet.solve`][odenet.solve]), with `mask = 0`.
+    row is a valid per-sample grid for [`odenet.solve`][odenet.solve]), with `mask = 0`;
+    `from_lists` places them `1e-6 · max(1, max|t|)` apart (`1024 ε` relative in float32),
+    so that a solve does not go on far past a row's data.
     Models must give outputs at valid positions that do not depend on the padding.
 
     Attributes
@@ -53,7 +55,7 @@ class IrregularBatch:
         if T > 1 and not bool((self.times.diff(dim=1) > 0).all()):
             raise InputError(
                 "`times` must be strictly increasing along each row, padding included "
-                "(pad by continuing past the last time, e.g. last + 1, last + 2, ...)."
+                "(pad by continuing just past the last time, as `IrregularBatch.from_lists` does)."
             )
 
     @property
@@ -97,11 +99,15 @@ class IrregularBatch:
         vv = torch.zeros(B, T, D, dtype=dtype)
         mm = torch.zeros(B, T, D, dtype=dtype)
         lengths = torch.tensor([len(t) for t in times])
+        # padding times follow a row's last one closely (a solve goes on through
+        # them): +1, +2, ... took a row past a blow-up that no data of it reaches
+        scale = max(1.0, max(float(t.abs().max()) for t in times if len(t)))
+        gap = max(1e-6, 1024 * torch.finfo(tt.dtype).eps) * scale
         for b in range(B):
             n = len(times[b])
             tt[b, :n] = times[b]
             last = times[b][-1]
-            tt[b, n:] = last + torch.arange(1, T - n + 1, dtype=tt.dtype)
+            tt[b, n:] = last + gap * torch.arange(1, T - n + 1, dtype=tt.dtype)
             vals = torch.nan_to_num(values[b], nan=0.0)
             vv[b, :n] = vals
             if masks is None:

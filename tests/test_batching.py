@@ -95,3 +95,26 @@ def test_per_sample_field_receives_each_samples_own_time():
     sol = odenet.solve(f, torch.zeros(2, 1, dtype=D), t, rtol=1e-10, atol=1e-12)
     assert all(s.shape == (2,) for s in seen)
     assert torch.allclose(sol.ys[:, -1, 0], torch.tensor([0.5, 2.0], dtype=D), rtol=1e-9)
+
+
+def test_padding_does_not_take_a_row_past_what_its_data_reaches():
+    """y' = y², y(0) = 1 blows up at t = 1.  Row 1's data ends at 0.5; padding it with
+    0.5 + 1, 0.5 + 2 made the whole batch fail at t = 1 "of t_end = 2.5", a time the
+    user never gave.  Truth: y = 1/(1 − t) at every valid time."""
+    from odenet.batch import IrregularBatch
+
+    D64 = torch.float64
+    times = [torch.tensor([0.0, 0.2, 0.5, 0.9], dtype=D64), torch.tensor([0.0, 0.5], dtype=D64)]
+    b = IrregularBatch.from_lists(times, [torch.ones(4, 1, dtype=D64), torch.ones(2, 1, dtype=D64)])
+    assert float(b.times[1, -1]) < 0.5 + 1e-5
+    sol = odenet.solve(
+        lambda t, y: y**2, torch.ones(2, 1, dtype=D64), b.times, rtol=1e-8, atol=1e-10
+    )
+    exact = 1 / (1 - b.times[b.valid])
+    torch.testing.assert_close(sol.ys.squeeze(-1)[b.valid], exact, rtol=1e-6, atol=0)
+    for dtype in (torch.float32, torch.float64):  # padding stays strictly increasing
+        far = IrregularBatch.from_lists(
+            [torch.tensor([0.0, 1e6], dtype=dtype), torch.tensor([0.0], dtype=dtype)],
+            [torch.ones(2, 1, dtype=dtype), torch.ones(1, 1, dtype=dtype)],
+        )
+        assert bool((far.times.diff(dim=1) > 0).all())

@@ -490,7 +490,6 @@ def host_field(f: Callable, shape: torch.Size, direction: float = 1.0) -> Callab
     return g
 
 
-
 def rk_step_one(f: Callable, shape: torch.Size, rk: RungeKutta, direction: float = 1.0) -> Callable:
     """The eager function the loop's host backend needs, with tensor ``s`` and ``h``.
 
@@ -706,6 +705,7 @@ def host_adaptive_block(
     a tensor: not unrolled, no recompile for a new ``n``); ``python_loop``: the
     eager form.
     """
+    from odenet._loop import _clock_step
     from odenet._ops import TensorOps as ops
     from odenet._solution import SUCCESS
 
@@ -733,7 +733,7 @@ def host_adaptive_block(
             gap = s_end - s
             h_try = torch.minimum(h, max_step)
             to_node = h_try >= gap - snap
-            h_try = torch.where(to_node, gap, h_try)
+            h_try = torch.where(to_node, gap, _clock_step(ops, s, h_try))
             y1, K, check, f1 = step(torch.stack([s, h_try]).to(tdt), y, f0, tol)
             f1 = f1.clone()  # FSAL: a view of K's last row (carried values may not alias)
             ratio = ctrl.error_ratio(ops, list(check.to(f64).unbind(0)))

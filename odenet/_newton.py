@@ -179,7 +179,9 @@ def hairer_newton_tol(rtol: float, eps: float, *, kappa: float = 1.0, cap: float
     units of the tolerance ``tol/κ`` the error control enforces:
     ``max(10·eps·κ/rtol, min(0.03, √rtol, cap))`` — not below what the dtype resolves,
     tighter at tight tolerances.  ``rtol``: the solve's largest (float)."""
-    return max(10 * eps * kappa / max(rtol, 1e-300), min(0.03, math.sqrt(rtol), cap))
+    # rtol below 100·eps counts as 100·eps, as scipy raises it (rtol = 0 overflowed)
+    rtol = max(rtol, 100 * eps)
+    return max(10 * eps * kappa / rtol, min(0.03, math.sqrt(rtol), cap))
 
 
 # Default stopping thresholds of an adaptive solve's Newton iteration, in units of the

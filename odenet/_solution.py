@@ -70,8 +70,9 @@ class Status(enum.IntEnum):
         5,
         "the step size or the error estimate is NaN/inf — the vector field returned "
         "NaN/inf at a trial point of the initial-step estimate, a user `norm` returned "
-        "NaN, or the state's dtype cannot represent the error scale; pass `first_step`, "
-        "check `f` and `norm`, or use float32/float64",
+        "NaN, the state's dtype cannot represent the error scale, or a component's error "
+        "scale atol + rtol·|y| is 0 (atol = 0 where a component is 0); pass `first_step`, "
+        "check `f` and `norm`, give a positive `atol`, or use float32/float64",
         NonFiniteError,
     )
 

@@ -295,7 +295,20 @@ def check_tolerances(rtol, atol, y0: torch.Tensor | None = None):
     if not isinstance(rtol, torch.Tensor) and not isinstance(atol, torch.Tensor):
         if rtol == 0 and atol == 0:
             raise InputError("`rtol` and `atol` are both 0; at least one must be positive.")
+    elif _no_tolerance_somewhere(rtol, atol):
+        # a component with no tolerance at all: its error scale is 0 once it is 0
+        raise InputError(
+            "`rtol` and `atol` are both 0 for some component; each component needs a "
+            "positive `rtol` or `atol`."
+        )
     return rtol, atol
+
+
+def _no_tolerance_somewhere(rtol, atol) -> bool:
+    try:
+        return bool(((torch.as_tensor(rtol) == 0) & (torch.as_tensor(atol) == 0)).any())
+    except RuntimeError:  # shapes that do not broadcast are refused against y0's
+        return False
 
 
 def _as_tolerance_tensor(v, y0):

@@ -294,3 +294,43 @@ def test_every_warning_odenet_issues_is_an_odenet_warning():
     for w in (odenet.ToleranceWarning, CompileFallbackWarning):
         assert issubclass(w, odenet.OdenetWarning) and issubclass(w, UserWarning)
     assert issubclass(CompileFallbackWarning, RuntimeWarning)  # what it was before
+
+
+def test_zero_tolerances_and_zero_rtol_say_what_is_wrong():
+    """rtol = 0 with radau_iia5 raised a bare OverflowError (the Newton threshold
+    divided by max(rtol, 1e-300)); all-zero tensor tolerances passed validation; and
+    atol = 0 with a component at 0 blamed f, the norm or the dtype."""
+    D64 = torch.float64
+
+    def f(t, y):
+        return torch.stack([-y[0], -1000 * y[1]])
+
+    sol = odenet.solve(
+        f,
+        torch.ones(2, dtype=D64),
+        torch.tensor([0.0, 1.0], dtype=D64),
+        method="radau_iia5",
+        rtol=0.0,
+        atol=1e-10,
+    )
+    assert sol.success and abs(float(sol.ys[-1, 0]) - math.exp(-1)) < 1e-8
+    with pytest.raises(odenet.InputError, match="both 0 for some component"):
+        odenet.solve(
+            f,
+            torch.ones(2, dtype=D64),
+            torch.tensor([0.0, 1.0], dtype=D64),
+            rtol=torch.zeros(2, dtype=D64),
+            atol=torch.tensor([1e-6, 0.0], dtype=D64),
+        )
+
+    def still(t, y):
+        return torch.stack([0 * y[0], -y[1]])
+
+    with pytest.raises(odenet.OdenetError, match="error scale atol"):
+        odenet.solve(
+            still,
+            torch.tensor([0.0, 1.0], dtype=D64),
+            torch.tensor([0.0, 1.0], dtype=D64),
+            rtol=1e-6,
+            atol=0.0,
+        )

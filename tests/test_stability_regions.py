@@ -164,3 +164,45 @@ def test_stability_region_data_for_a_contour_plot():
 def test_unknown_method_is_reported():
     with pytest.raises(odenet.UnknownMethodError, match="unknown method 'nope'"):
         stability_function("nope")
+
+
+def _damped_chebyshev_tableau(s, eps):
+    """Explicit s-stage tableau with R(z) = T_s(w0 + w1 z) / T_s(w0), w0 = 1 + eps/s²,
+    w1 = T_s(w0)/T_s'(w0) (first-order damped Runge–Kutta–Chebyshev), built as a nested
+    bidiagonal tableau from the exact rational coefficients a_k of R."""
+    import sympy as sp
+
+    w, z = sp.symbols("w z")
+    w0 = 1 + sp.Rational(eps) / s**2
+    Ts = sp.chebyshevt(s, w)
+    w1 = Ts.subs(w, w0) / sp.diff(Ts, w).subs(w, w0)
+    R = sp.Poly(sp.expand(Ts.subs(w, w0 + w1 * z) / Ts.subs(w, w0)), z)
+    a = list(reversed(R.all_coeffs()))  # a_0 = a_1 = 1
+    d = [a[k + 1] / a[k] for k in range(1, s)]
+    A = [[0] * s for _ in range(s)]
+    for i in range(1, s):
+        A[i][i - 1] = d[s - i - 1]
+    tab = odenet.ButcherTableau(
+        f"cheb{s}", A=A, b=[0] * (s - 1) + [1], c=[sum(r) for r in A], order=1
+    )
+    return tab, [float(x) for x in a], float(-2 * w0 / w1)  # |R| = 1 where w0 + w1 x = -w0
+
+
+@pytest.mark.parametrize("s, eps", [(10, "1/20"), (5, 0), (10, 0), (20, "1/20")])
+def test_chebyshev_methods_long_real_interval_closed_form(s, eps):
+    # The coefficients of R fall off by 10+ orders of magnitude; sampling R on a circle
+    # lost them (s = 10, eps = 1/20 gave -110.7).  Truth: the closed form -2 w0/w1
+    # (= -2 s² undamped), and a brute-force scan of the exact polynomial.
+    tab, a, truth = _damped_chebyshev_tableau(s, eps)
+    P, Q = stability_polynomials(tab)
+    np.testing.assert_allclose(P, a, rtol=1e-15)
+    np.testing.assert_array_equal(Q, [1.0] + [0.0] * s)
+    if eps == 0:
+        assert truth == pytest.approx(-2 * s**2, rel=1e-14)
+    left = real_stability_interval(tab)
+    assert left == pytest.approx(truth, rel=1e-10)
+    if s <= 10:  # the float64 determinant form is accurate enough here
+        R = stability_function(tab)
+        inside = np.linspace(truth, 0, 20001)[1:]
+        assert np.all(np.abs(R(inside)) <= 1 + 1e-9)
+        assert np.abs(R(truth * (1 + 1e-3))) > 1

@@ -5,19 +5,24 @@ state by the *stability function* `R(z)`, `z = hλ`:
 
     R(z) = 1 + z bᵀ (I − zA)⁻¹ 𝟙 = det(I − zA + z 𝟙bᵀ) / det(I − zA) = P(z) / Q(z).
 
-`P` and `Q` are polynomials of degree ≤ s; they are recovered exactly (to
-round-off) by evaluating the two determinants at the `s + 1` roots of unity and
-inverting the discrete Fourier transform.  The stability region is
+`P` and `Q` are polynomials of degree ≤ s; they are computed from the exact
+tableau (`Q` the reversed characteristic polynomial of `A`, `P = Q · R` from the
+series `R = 1 + Σ bᵀA^{k−1}𝟙 z^k`), in rational arithmetic for rational tableaus
+and in 60-digit arithmetic otherwise.  The stability region is
 `{z : |R(z)| ≤ 1}`; intervals on the real and imaginary axes are the boundary
-points where `|Q|² − |P|²` changes sign, found as polynomial roots.
+points where `|Q|² − |P|²` changes sign, found by exact real-root isolation.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 
+import mpmath
 import numpy as np
+import sympy
 import torch
 
 import odenet
@@ -68,71 +73,196 @@ def stability_function(tableau: str | ButcherTableau) -> Callable[[np.ndarray], 
 def stability_polynomials(tableau: str | ButcherTableau) -> tuple[np.ndarray, np.ndarray]:
     """Coefficients (ascending powers of `z`) of `P` and `Q` with `R = P / Q`.
 
+    Computed from the exact tableau (`A_exact`, `b_exact`), not from samples of
+    `R`: `Q(z) = det(I − zA)` is the reversed characteristic polynomial of `A`
+    (Samuelson–Berkowitz, division-free) and `P = Q · R` truncated to degree `s`,
+    with the power series `R(z) = 1 + Σ_k bᵀA^{k−1}𝟙 z^k` (for explicit methods
+    `Q = 1` and `P` is that series).  Rational tableaus are handled in exact
+    rational arithmetic, others (surds, long decimals) in 50+ digit arithmetic;
+    the float64 values are the correctly rounded coefficients, so small
+    high-order coefficients (Chebyshev / RKC methods with long real intervals)
+    keep their digits.
+
     Returns
     -------
     P, Q : ndarray [s + 1] float64 each (trailing zeros kept; P[0] = Q[0] = 1).
     """
-    tab = _tab(tableau)
-    s = tab.stages
-    A = np.asarray(tab.A, dtype=float)
-    E = A - np.outer(np.ones(s), tab.b)
-    # On a circle of radius ρ the scaled coefficients a_k ρ^k are balanced (a_k ~ 1/k!).
-    rho = max(1.0, s / 3.0)
-    w = rho * np.exp(2j * np.pi * np.arange(s + 1) / (s + 1))
-    eye = np.eye(s)
-    # A degree-≤s polynomial is its own DFT on s+1 roots of unity.
-    p_vals = np.linalg.det(eye - w[:, None, None] * E)
-    q_vals = np.linalg.det(eye - w[:, None, None] * A)
-    # fft(v)_k = Σ_m v_m e^{-2πimk/(s+1)}: (s+1) a_k ρ^k for v_m = Σ_j a_j w_m^j.
-    Ps = np.fft.fft(p_vals).real / (s + 1)
-    Qs = np.fft.fft(q_vals).real / (s + 1)
-    scale = max(np.abs(Ps).max(), np.abs(Qs).max())
-    Ps[np.abs(Ps) < 1e-13 * scale] = 0.0  # round-off of coefficients that are exactly 0
-    Qs[np.abs(Qs) < 1e-13 * scale] = 0.0
-    k = np.arange(s + 1)
-    return Ps / rho**k, Qs / rho**k
+    P, Q, _ = _exact_polynomials(_tab(tableau))
+    return np.array([float(v) for v in P]), np.array([float(v) for v in Q])
 
 
-def _boundary(gain: np.ndarray, norm: np.ndarray, direction: float, absnorm: np.ndarray) -> float:
+def _berkowitz(M: list, one, absolute: bool = False) -> list:
+    """`[c_0, …, c_n]` with `det(I − zM) = Σ c_k z^k` (`c_0 = 1`), division-free.
+
+    The Samuelson–Berkowitz recursion over leading principal submatrices.  With
+    `absolute=True` (and `|M|` passed) every subtraction becomes an addition, which
+    bounds the sum of the absolute values of the terms of each coefficient.
+    """
+    sign = 1 if absolute else -1
+    zero = one - one
+    c = [one]
+    for r in range(len(M)):
+        row = M[r][:r]
+        v = [M[i][r] for i in range(r)]
+        t = [one, sign * M[r][r]]
+        for _ in range(r):
+            t.append(sign * sum((row[j] * v[j] for j in range(r)), zero))
+            v = [sum((M[i][j] * v[j] for j in range(r)), zero) for i in range(r)]
+        c = [
+            sum((t[i - j] * c[j] for j in range(max(0, i - r - 1), min(i, r) + 1)), zero)
+            for i in range(r + 2)
+        ]
+    return c
+
+
+def _series_times(Q: list, m: list) -> list:
+    """First `len(Q)` coefficients of the product of two power series."""
+    return [sum(Q[j] * m[k - j] for j in range(k + 1)) for k in range(len(Q))]
+
+
+def _moments(A: list, b: list, one) -> list:
+    """`[1, bᵀ𝟙, bᵀA𝟙, …, bᵀA^{s−1}𝟙]`: the Taylor coefficients of `R` up to `z^s`."""
+    s = len(b)
+    zero = one - one
+    v = [one] * s
+    out = [one]
+    for _ in range(s):
+        out.append(sum((b[i] * v[i] for i in range(s)), zero))
+        v = [sum((A[i][j] * v[j] for j in range(s)), zero) for i in range(s)]
+    return out
+
+
+_POLY_CACHE: dict = {}
+_MP_DIGITS = 60
+
+
+def _exact_polynomials(tab: ButcherTableau) -> tuple[list, list, Fraction]:
+    """`P`, `Q` as lists of `Fraction` (ascending) and a relative round-off level.
+
+    Exact for tableaus with rational coefficients (round-off level 0).  Otherwise
+    the coefficients are computed in `_MP_DIGITS`-digit arithmetic; a coefficient
+    is set to 0 when it is below the tableau's own precision (its decimals' digits,
+    or `_MP_DIGITS` for surds) times the sum of the absolute values of its terms,
+    and the returned level is that precision.
+    """
+    key = (tab.A_exact, tab.b_exact)
+    if key in _POLY_CACHE:
+        return _POLY_CACHE[key]
+    entries = [x for row in tab.A_exact for x in row] + list(tab.b_exact)
+    if all(isinstance(x, sympy.Rational) for x in entries):
+
+        def fr(x):
+            return Fraction(int(x.p), int(x.q))
+
+        A = [[fr(x) for x in row] for row in tab.A_exact]
+        b = [fr(x) for x in tab.b_exact]
+        Q = _berkowitz(A, Fraction(1))
+        P = _series_times(Q, _moments(A, b, Fraction(1)))
+        out = (P, Q, Fraction(0))
+    else:
+        floats = [x for x in entries if isinstance(x, sympy.Float)]
+        digits = min([_MP_DIGITS] + [int(x._prec * math.log10(2)) for x in floats])
+        level = mpmath.mpf(10) ** (3 - digits)
+        with mpmath.workdps(_MP_DIGITS + 10):
+            A = [[mpmath.mpf(sympy.N(x, _MP_DIGITS + 10)) for x in row] for row in tab.A_exact]
+            b = [mpmath.mpf(sympy.N(x, _MP_DIGITS + 10)) for x in tab.b_exact]
+            one = mpmath.mpf(1)
+            Q = _berkowitz(A, one)
+            P = _series_times(Q, _moments(A, b, one))
+            absA = [[abs(x) for x in row] for row in A]
+            Qa = _berkowitz(absA, one, absolute=True)
+            Pa = _series_times(Qa, _moments(absA, [abs(x) for x in b], one))
+            P = [_mp_fraction(v) if abs(v) > level * a else Fraction(0) for v, a in zip(P, Pa)]
+            Q = [_mp_fraction(v) if abs(v) > level * a else Fraction(0) for v, a in zip(Q, Qa)]
+            out = (P, Q, _mp_fraction(level))
+    if len(_POLY_CACHE) > 256:
+        _POLY_CACHE.clear()
+    _POLY_CACHE[key] = out
+    return out
+
+
+def _mp_fraction(v) -> Fraction:
+    """The exact binary value of an mpmath number as a `Fraction`."""
+    sign, man, exp, _ = mpmath.mpf(v)._mpf_
+    value = Fraction(int(man)) * Fraction(2) ** int(exp)
+    return -value if sign else value
+
+
+def _dyadic(v: Fraction, bits: int = 256) -> Fraction:
+    """`v` rounded to a `bits`-bit binary mantissa (keeps root isolation fast when
+    the exact rationals of a many-stage tableau have huge denominators)."""
+    if v == 0:
+        return v
+    e = v.numerator.bit_length() - v.denominator.bit_length()
+    shift = Fraction(2) ** (bits - e)
+    return Fraction(round(v * shift)) / shift
+
+
+def _boundary(gain: list, norm: list, direction: int, absnorm: list, level: Fraction) -> float:
     """First point along the ray `x = direction · r, r ≥ 0` where `gain(x) < 0`.
 
-    `gain` and `norm` are real polynomials (ascending coefficients):
-    `gain = |Q|² − |P|²` (≥ 0 ⇔ |R| ≤ 1), `norm = |Q|² + |P|²` for a
-    relative tolerance; `absnorm` the same from absolute coefficients, so
-    coefficients that cancel to round-off are set to zero.  Returns the
-    distance `r` of the boundary (`inf` if the whole ray is stable).
+    `gain` and `norm` are real polynomials with `Fraction` coefficients
+    (ascending): `gain = |Q|² − |P|²` (≥ 0 ⇔ |R| ≤ 1), `norm = |Q|² + |P|²` for a
+    relative tolerance; `absnorm` the same from absolute coefficients, so gain
+    coefficients below `level · absnorm` (round-off of an inexact tableau) are
+    set to zero.  The real roots of `gain` are isolated exactly (sympy, rational
+    arithmetic, with multiplicities) and the sign between them is evaluated
+    exactly.  Returns the distance `r` of the boundary (`inf` if the whole ray
+    is stable).
     """
-    poly = np.polynomial.polynomial
-    gain = np.where(np.abs(gain) < 1e-12 * absnorm, 0.0, gain)  # cancelled to round-off
-    g = poly.Polynomial(gain)
-    nrm = poly.Polynomial(norm)
-    roots = g.roots() if g.degree() > 0 and np.any(gain[1:] != 0) else np.array([])
-    r = roots[np.abs(roots.imag) <= 1e-7 * (1 + np.abs(roots.real))].real * direction
-    # 0 is always a boundary candidate (R(0) = 1); multiple roots there scatter by ~eps^(1/m)
-    cands = np.unique(np.concatenate([[0.0], r[r > 1e-6]]))
-    cands.sort()
+    gain = [_dyadic(g) if abs(g) > level * a else Fraction(0) for g, a in zip(gain, absnorm)]
+    norm = [_dyadic(v) for v in norm]
+    x = sympy.Symbol("x")
 
-    def unstable(rr: float) -> bool:
-        x = direction * rr
-        return g(x) < -1e-10 * nrm(x)
+    def poly(c):
+        return sympy.Poly(
+            [sympy.Rational(v.numerator, v.denominator) for v in reversed(c)], x, domain="QQ"
+        )
+
+    g, nrm = poly(gain), poly(norm)
+    if g.is_zero:
+        return float("inf")  # |R| = 1 on the whole ray
+    eps = sympy.Rational(1, 10**12)
+    cands = {sympy.Integer(0)}
+    for (lo, hi), _mult in g.intervals(eps=eps):
+        r = direction * (lo + hi) / 2
+        if r > 0:
+            cands.add(r)
+    cands = sorted(cands)
+    tol = max(sympy.Rational(1, 10**10), 1000 * sympy.Rational(level.numerator, level.denominator))
+
+    def unstable(rr) -> bool:
+        xx = direction * rr
+        return g.eval(xx) < -tol * nrm.eval(xx)
 
     for i, r0 in enumerate(cands):
-        r1 = cands[i + 1] if i + 1 < len(cands) else 2 * r0 + 1.0
-        if unstable(0.5 * (r0 + r1)):
+        r1 = cands[i + 1] if i + 1 < len(cands) else 2 * r0 + 1
+        if unstable((r0 + r1) / 2):
             return float(r0)
-    # beyond the last root the sign is that of the leading coefficient
-    nz = np.nonzero(gain)[0]
-    if len(nz) and gain[nz[-1]] * direction ** nz[-1] < 0:
-        return float(cands[-1])
     return float("inf")
 
 
-def _absnorm(P, Q):
-    return _poly_mul(np.abs(Q), np.abs(Q)) + _poly_mul(np.abs(P), np.abs(P))
+def _poly_mul(a: list, b: list) -> list:
+    """Product of two polynomials (ascending coefficients, no trimming)."""
+    out = [Fraction(0)] * (len(a) + len(b) - 1)
+    for i, x in enumerate(a):
+        if x:
+            for j, y in enumerate(b):
+                out[i + j] += x * y
+    return out
 
 
-def _poly_mul(a, b):
-    return np.convolve(a, b)  # ascending coefficients, no trimming
+def _absnorm(P: list, Q: list) -> list:
+    """Coefficientwise bound on the terms of `|Q|² ± |P|²` (on either axis)."""
+    aP, aQ = [abs(v) for v in P], [abs(v) for v in Q]
+    return [q + p for q, p in zip(_poly_mul(aQ, aQ), _poly_mul(aP, aP))]
+
+
+def _abs2_on_imaginary_axis(P: list) -> list:
+    """`|P(iy)|²` as a real polynomial in `y` (ascending `Fraction` coefficients)."""
+    re = [(-1) ** (k // 2) * v if k % 2 == 0 else Fraction(0) for k, v in enumerate(P)]
+    im = [(-1) ** (k // 2) * v if k % 2 == 1 else Fraction(0) for k, v in enumerate(P)]
+    return [a + b for a, b in zip(_poly_mul(re, re), _poly_mul(im, im))]
 
 
 def real_stability_interval(tableau: str | ButcherTableau) -> float:
@@ -151,10 +281,11 @@ def real_stability_interval(tableau: str | ButcherTableau) -> float:
     >>> real_stability_interval(odenet.tableau("backward_euler"))
     -inf
     """
-    P, Q = stability_polynomials(tableau)
-    gain = _poly_mul(Q, Q) - _poly_mul(P, P)
-    norm = _poly_mul(Q, Q) + _poly_mul(P, P)
-    return -_boundary(gain, norm, -1.0, _absnorm(P, Q))
+    P, Q, level = _exact_polynomials(_tab(tableau))
+    QQ, PP = _poly_mul(Q, Q), _poly_mul(P, P)
+    gain = [q - p for q, p in zip(QQ, PP)]
+    norm = [q + p for q, p in zip(QQ, PP)]
+    return -_boundary(gain, norm, -1, _absnorm(P, Q), level)
 
 
 def imaginary_stability_interval(tableau: str | ButcherTableau) -> float:
@@ -163,15 +294,11 @@ def imaginary_stability_interval(tableau: str | ButcherTableau) -> float:
     `0` for Euler (no imaginary interval), `2√2` for classical RK4, `inf` for
     A-stable methods.  (`|R(iy)| = |R(-iy)|` for real tableaux.)
     """
-    P, Q = stability_polynomials(tableau)
-    k = np.arange(len(P))
-    ip = P * (1j) ** k  # P(iy) as a polynomial in y
-    im = P * (-1j) ** k
-    iq = Q * (1j) ** k
-    iqm = Q * (-1j) ** k
-    qq = _poly_mul(iq, iqm).real
-    pp = _poly_mul(ip, im).real
-    return _boundary(qq - pp, qq + pp, 1.0, _absnorm(P, Q))
+    P, Q, level = _exact_polynomials(_tab(tableau))
+    qq, pp = _abs2_on_imaginary_axis(Q), _abs2_on_imaginary_axis(P)
+    gain = [q - p for q, p in zip(qq, pp)]
+    norm = [q + p for q, p in zip(qq, pp)]
+    return _boundary(gain, norm, 1, _absnorm(P, Q), level)
 
 
 def r_infinity(tableau: str | ButcherTableau) -> complex:

@@ -7,6 +7,7 @@ Sec. III.3 (Adams real intervals); Dahlquist's root condition (BDF7).
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import pytest
 import torch
@@ -23,6 +24,33 @@ D = torch.float64
 def test_bdf_a_alpha_angles(k, alpha):
     assert M.is_zero_stable(f"bdf{k}")
     assert abs(M.a_alpha(f"bdf{k}") - alpha) < 0.01
+
+
+@pytest.mark.parametrize(
+    "rho, sigma",
+    [
+        ([1, 0, -1], [0, 2, 0]),  # leapfrog (explicit midpoint rule)
+        ([1, 0, -1], [Fraction(1, 3), Fraction(4, 3), Fraction(1, 3)]),  # Milne–Simpson
+    ],
+)
+def test_weakly_stable_methods_have_no_a_alpha_sector(rho, sigma):
+    # The whole boundary locus lies on the imaginary axis (angle 90°), but both sides
+    # are unstable: the region is a segment of the imaginary axis (HNW I §III.3), α = 0.
+    # Leapfrog in closed form: the roots of ζ² − 2zζ − 1 are z ± √(z² + 1), and at
+    # z = −0.01 one has modulus 0.01 + √1.0001 > 1.
+    assert M.is_zero_stable((rho, sigma))
+    assert M.a_alpha((rho, sigma)) == 0.0
+    if sigma[0] == 0:
+        z = -0.01
+        assert max(abs(M.stability_roots((rho, sigma), z))) == pytest.approx(
+            -z + math.sqrt(z * z + 1), rel=1e-12
+        )
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_adams_bashforth_bounded_regions_have_alpha_zero(k):
+    # A bounded region contains no infinite sector (the locus grid used to give 0.0005°).
+    assert M.a_alpha(f"ab{k}") == 0.0
 
 
 def test_bdf7_is_not_zero_stable():

@@ -222,14 +222,28 @@ def boundary_locus(method, n: int = 2001) -> np.ndarray:
 
 def a_alpha(method, n: int = 200_001) -> float:
     """The A(α) angle in degrees: the widest sector ``|arg(−z)| < α`` inside the
-    stability region (90 for A-stable methods, 0 when none)."""
+    stability region (90 for A-stable methods, 0 when none).
+
+    The boundary locus bounds the sector: no locus point lies inside
+    ``|arg(−z)| < α_locus``, so the number of roots outside the unit circle is the
+    same at every point of that sector.  Whether that number is 0 is checked with
+    the root condition at points of the sector (radii 10⁻² … 10⁶); if they are
+    unstable (e.g. leapfrog and Milne–Simpson, whose whole locus is a segment of
+    the imaginary axis with unstable points on both sides, or methods with a
+    bounded region) α is 0.
+    """
     lm = _method(method)
     if not is_zero_stable(lm):
         return 0.0
     z = boundary_locus(lm, n)
     z = z[np.isfinite(z) & (np.abs(z) > 1e-10)]
     ang = np.abs(np.angle(-z))  # in [0, π]; a locus point at angle a blocks sectors > a
-    return float(min(90.0, np.degrees(ang.min())))
+    alpha = min(np.pi / 2, float(ang.min()))
+    radii = np.geomspace(1e-2, 1e6, 9)
+    inside = [-r * np.exp(1j * phi) for r in radii for phi in (0.0, alpha / 2, -alpha / 2)]
+    if alpha == 0.0 or not all(is_absolutely_stable(lm, zz) for zz in inside):
+        return 0.0
+    return float(np.degrees(alpha))
 
 
 def real_stability_interval(method, x_min: float = -50.0, n: int = 600) -> float:

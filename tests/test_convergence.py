@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from hypothesis import given, settings
@@ -233,3 +235,82 @@ def test_errors_at_round_off_below_the_fit_ask_for_larger_steps():
     row = res.orders.iloc[0]
     assert row.verdict == "no asymptotic range"
     assert "larger step sizes" in row.note, row
+
+
+def test_the_round_off_floor_is_relative_to_a_small_solution():
+    # y' = -y is linear: scaling y0 scales every error, so the fitted orders are the
+    # same for y0 = 1 and y0 = 1e-12 (round-off of a 1e-12-sized solution is ~1e-28).
+    # The floor used to be at least 2e-14 absolute: every error of the small solution
+    # counted as round-off ("no asymptotic range").
+    steps = [4, 6, 8, 11, 16, 23, 32]
+    fits = {}
+    for y0 in (1.0, 1e-12):
+        res = convergence(
+            lambda t, y: -y,
+            [y0],
+            (0.0, 2.0),
+            exact=lambda t, y0=y0: y0 * np.exp(-np.asarray(t))[:, None],
+            methods="rk4,dopri5",
+            n_steps=steps,
+        )
+        fits[y0] = res.orders.set_index("method")
+    for m, p in (("rk4", 4), ("dopri5", 5)):
+        small, unit = fits[1e-12].loc[m], fits[1.0].loc[m]
+        assert small.verdict == "ok" == unit.verdict, (small, unit)
+        assert small.n_fit == unit.n_fit
+        assert small.observed_order == pytest.approx(unit.observed_order, abs=1e-6)
+        assert abs(small.observed_order - p) < 0.45
+
+
+# ab5 on the Kepler problem (e = 0.5, max |y| = 1.73), N = 32 … 512 steps over one orbit:
+# the three largest steps have errors 6×, 1.9× and 0.6× the solution's size.
+_AB5_N = np.array([32, 45, 64, 91, 128, 181, 256, 362, 512])
+_AB5_ERR = np.array(
+    [10.56, 3.206, 1.020, 0.2153, 0.03412, 0.004168, 0.0003949, 1.946e-05, 3.450e-06]
+)
+
+
+def test_fit_ignores_unconverged_errors_and_prefers_the_small_h_end():
+    # The fit used to take the only three-point run, N = 32, 45, 64 (errors 10.6 … 1.0,
+    # not converged at all): "order reduction" 3.37.  Truth: ab5 has order 5 (and the
+    # slope between the two smallest steps is 4.99).
+    h = 2 * np.pi / _AB5_N
+    for scale in (None, 1.73):
+        fit = fit_order(h, _AB5_ERR, scale=scale)
+        assert abs(fit.order - 5) < 0.1, fit
+        assert fit.mask[-1] and not fit.mask[:3].any()
+    # errors above half the solution's size are never fitted
+    fit = fit_order(h[:4], _AB5_ERR[:4], scale=1.73)
+    assert not fit.mask.any() and math.isnan(fit.order)
+    assert "solution's size" in fit.reason
+
+
+def test_synthetic_power_law_with_saturated_large_steps():
+    # e = h^5 for h <= 0.05 (independent truth p = 5); above that a pre-asymptotic
+    # regime in which three points agree on a slope of 2 and the errors exceed the
+    # solution's size 1.
+    h = np.array([0.4, 0.3, 0.2, 0.05, 0.025])
+    e = np.where(h > 0.1, 20 * (h / 0.4) ** 2, h**5)
+    for scale in (None, 1.0):
+        fit = fit_order(h, e, scale=scale)
+        assert fit.order == pytest.approx(5, abs=1e-9)
+        assert not fit.mask[:3].any()
+
+
+def test_order_reduction_note_of_a_multistep_method_does_not_mention_stages():
+    # A multistep method has no stage order; an RK method's note gives its stage order
+    # (Radau IIA(5): 3).
+    from odenet.studies.convergence import summarize
+
+    h = np.array([0.1, 0.05, 0.025, 0.0125])
+    rows = [
+        {"method": m, "h": x, "error_max": x**1, "status": "ok", "message": ""}
+        for m in ("bdf3", "radau_iia5")
+        for x in h
+    ]
+    _, orders = summarize(pd.DataFrame(rows), "max", 0.0)
+    o = orders.set_index("method")
+    assert (o.verdict == "order reduction").all()
+    assert re.search(r"stage order \d", o.loc["bdf3", "note"]) is None  # was "stage order 3"
+    assert "has no stage order" in o.loc["bdf3", "note"]
+    assert "stage order 3" in o.loc["radau_iia5", "note"]

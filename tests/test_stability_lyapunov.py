@@ -166,6 +166,15 @@ def test_kaplan_yorke_dimension_formula():
     assert kaplan_yorke_dimension([0.5, 0.1]) == 2.0
 
 
+def test_kaplan_yorke_dimension_is_float64_for_lists_and_tensors():
+    # 2 + (0.5 − 0.2)/1 = 2.3 exactly in float64 arithmetic; a list used to go through
+    # torch's default float32 (2.2999999970).
+    truth = 2 + (0.5 - 0.2) / 1.0
+    assert kaplan_yorke_dimension([0.5, -0.2, -1.0]) == truth
+    assert kaplan_yorke_dimension(torch.tensor([0.5, -0.2, -1.0], dtype=torch.float64)) == truth
+    assert kaplan_yorke_dimension(np.array([0.5, -0.2, -1.0])) == truth
+
+
 def test_bad_arguments_are_reported():
     step = lambda x: 2 * x  # noqa: E731
     x0 = torch.ones(2, dtype=D)

@@ -80,7 +80,10 @@ def kaplan_yorke_dimension(exponents) -> float:
 
     `0` if `λ_1 < 0`; the number of exponents if every partial sum is ≥ 0.
     """
-    lam = np.sort(np.asarray(torch.as_tensor(exponents).detach().cpu(), dtype=float))[::-1]
+    if isinstance(exponents, torch.Tensor):
+        exponents = exponents.detach().cpu().to(torch.float64).numpy()
+    # float64 throughout (torch.as_tensor of a list would be float32: 2.2999999970 for 2.3)
+    lam = np.sort(np.asarray(exponents, dtype=np.float64).reshape(-1))[::-1]
     S = np.cumsum(lam)
     if lam[0] < 0:
         return 0.0

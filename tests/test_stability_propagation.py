@@ -52,6 +52,46 @@ def test_kreiss_constant_of_a_rotating_jordan_block_obeys_the_kreiss_theorem():
     assert peak / (math.e * 4) <= K <= peak
 
 
+def _power_sup(M, n=2000):
+    P, peak = np.eye(M.shape[0]), 1.0
+    for _ in range(n):
+        P = M @ P
+        peak = max(peak, np.linalg.norm(P, 2))
+    return peak
+
+
+@pytest.mark.parametrize(
+    "M",
+    [
+        np.eye(2),
+        np.array([[math.cos(0.3), -math.sin(0.3)], [math.sin(0.3), math.cos(0.3)]]),
+        np.diag([1.0, -1.0, 0.5]),
+    ],
+)
+def test_kreiss_constant_of_normal_power_bounded_matrices_is_one(M):
+    # Normal with spectral radius 1: (|z| − 1)/dist(z, spec) ≤ 1, → 1 as z → ∞, so K = 1
+    # (= sup_k ‖M^k‖).  Eigenvalues on the unit circle used to give inf (identity), or
+    # 1.0000000000003 when round-off put them at 1 − 1e-17 (rotation).
+    assert kreiss_constant(M) == pytest.approx(1.0, abs=1e-8)
+    assert _power_sup(M) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_kreiss_constant_of_a_non_normal_matrix_with_unit_eigenvalues_obeys_kreiss():
+    # S diag(1, −1) S⁻¹: eigenvalues ±1 (semisimple), powers bounded (M² = I), non-normal
+    S = np.array([[1.0, 5.0], [0.0, 1.0]])
+    M = S @ np.diag([1.0, -1.0]) @ np.linalg.inv(S)
+    peak = _power_sup(M, 10)
+    K = kreiss_constant(M)
+    assert peak / (math.e * 2) <= K <= peak * (1 + 1e-6)
+
+
+def test_kreiss_constant_of_a_unit_jordan_block_is_infinite():
+    # [[1, 1], [0, 1]]^k = [[1, k], [0, 1]]: unbounded powers, K = inf
+    # ((|z| − 1)‖(z − M)⁻¹‖ ≈ 1/(|z| − 1) at z → 1)
+    assert kreiss_constant(np.array([[1.0, 1.0], [0.0, 1.0]])) == math.inf
+    assert kreiss_constant(np.array([[1.01, 0.0], [0.0, 0.5]])) == math.inf
+
+
 def test_complex_jacobians_are_refused_not_read_as_their_real_parts():
     # np.asarray(·, dtype=float) made M = 1.2i a zero matrix: "stable", radius 0
     with pytest.raises(StabilityInputError, match="complex Jacobians"):
@@ -61,7 +101,7 @@ def test_complex_jacobians_are_refused_not_read_as_their_real_parts():
 def test_kreiss_constant_of_a_normal_contraction_is_one():
     # for a normal matrix with spectral radius ρ < 1: K = sup (|z|−1)/(|z|−ρ) = 1
     assert kreiss_constant(np.diag([0.5, -0.3])) == pytest.approx(1.0, rel=1e-3)
-    assert kreiss_constant(np.eye(2)) == math.inf
+    assert kreiss_constant(np.eye(2)) == pytest.approx(1.0, abs=1e-9)  # was inf (wrong)
 
 
 def test_verdicts_and_reasons():

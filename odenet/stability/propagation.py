@@ -110,22 +110,35 @@ def kreiss_constant(M, *, n_radii: int = 80, n_angles: int = 256) -> float:
     """Kreiss constant `K(M) = sup_{|z|>1} (|z| − 1) ‖(zI − M)⁻¹‖₂` (sampled on a grid
     and at the eigenvalues' angles, then refined by a local search from the best samples).
 
-    `inf` if the spectral radius is ≥ 1.  Bounds the power growth of a
-    non-normal matrix: `K ≤ sup_k ‖M^k‖ ≤ e d K`.
+    Finite exactly when the powers `M^k` stay bounded: `inf` if the spectral radius
+    is > 1, or if an eigenvalue on the unit circle is defective (a Jordan block: the
+    resolvent then grows like `(|z| − 1)⁻²` towards it, detected by sampling at
+    `|z| − 1 = 10⁻⁴` and `10⁻⁶`).  Eigenvalues on the unit circle that are
+    semisimple give a finite `K` (`K(I) = 1`, rotations 1).  Bounds the power growth
+    of a non-normal matrix: `K ≤ sup_k ‖M^k‖ ≤ e d K`.
     """
     M = np.asarray(M, dtype=complex)
     lam = np.linalg.eigvals(M)
-    if np.abs(lam).max() >= 1.0:
-        return float("inf")
     d = M.shape[0]
     eye = np.eye(d)
+    tol = 1e-10  # eigenvalue moduli within this of 1 are on the unit circle
+    rho = float(np.abs(lam).max())
+    if rho > 1.0 + tol:
+        return float("inf")
 
     def ratio(z):
         z = np.atleast_1d(z)
         smin = np.linalg.svd(z[:, None, None] * eye - M, compute_uv=False)[:, -1]
         return (np.abs(z) - 1.0) / smin
 
-    r = 1.0 + np.logspace(-4, 4, n_radii)  # |z| → ∞ gives K ≥ 1
+    on_circle = lam[np.abs(lam) >= 1.0 - tol]
+    for mu in on_circle:  # bounded radially towards a semisimple one, ∝ 1/δ if defective
+        u = mu / abs(mu)
+        if ratio((1.0 + 1e-6) * u)[0] > 10.0 * ratio((1.0 + 1e-4) * u)[0]:
+            return float("inf")
+    # the sup may sit right next to the circle (10⁻⁷: closer, (|z| − 1)/σ_min loses digits)
+    lo = -7 if on_circle.size else -4
+    r = 1.0 + np.logspace(lo, 4, n_radii)  # |z| → ∞ gives K ≥ 1
     # the grid's angles, and each eigenvalue's: the peak of a nearly unstable mode is
     # at its own angle, which a grid alone missed (K = 40 for a true ~2500)
     th = np.concatenate([np.linspace(0, 2 * np.pi, n_angles, endpoint=False), np.angle(lam)])
@@ -135,8 +148,8 @@ def kreiss_constant(M, *, n_radii: int = 80, n_angles: int = 256) -> float:
     # refined from the best samples: the supremum lies between grid points
     from scipy.optimize import minimize
 
-    def neg(p):  # p = (log(|z| − 1), angle)
-        return -float(ratio((1.0 + np.exp(p[0])) * np.exp(1j * p[1]))[0])
+    def neg(p):  # p = (log(|z| − 1), angle); |z| − 1 ≥ 1e-7 keeps the ratio accurate
+        return -float(ratio((1.0 + np.exp(max(p[0], -16.1))) * np.exp(1j * p[1]))[0])
 
     for k in np.argsort(vals)[-4:]:
         p0 = [np.log(abs(z[k]) - 1.0), np.angle(z[k])]

@@ -397,16 +397,16 @@ class _Host:
         if f1 is None and s1 < self.s_end:
             f1 = self.gh(s1, y1)  # also the next step's first stage
         if hi > cursor:
-            at_end = [abs(s1 - times[j]) <= snap for j in range(cursor, hi)]
+            # only an output on the step's end is y1: one within ``snap`` of it is
+            # interpolated (θ a little past 1 where it lies beyond), for ``snap`` grows
+            # with |t| — 1.4e-5 at t = 1e9, which rk4 on y' = 1 returned as its error
+            at_end = [s1 == times[j] for j in range(cursor, hi)]
             n_interior = at_end.index(True) if True in at_end else len(at_end)
             if n_interior:
                 if f1 is None and not self.rk.has_own_interpolant:
                     f1 = self.gh(s1, y1)
                 hd = h if h != 0 else 1.0
-                theta = [
-                    min(max((times[j] - s) / hd, 0.0), 1.0)
-                    for j in range(cursor, cursor + n_interior)
-                ]
+                theta = [max((times[j] - s) / hd, 0.0) for j in range(cursor, cursor + n_interior)]
                 self.outputs.append(self._interpolate(s, y, y1, f0, f1, h, trial.ks, theta))
             if n_interior < len(at_end):
                 self.outputs.append(y1.expand(len(at_end) - n_interior, self.n))
@@ -576,7 +576,7 @@ class _Masked:
             cols = cursor[:, None] + offsets  # [K, m]
             valid = offsets[None, :] < n_in[:, None]
             t_req = s_out.gather(1, cols.clamp(max=T - 1))
-            at_end = (s1[:, None] - t_req).abs() <= snap[:, None]
+            at_end = t_req == s1[:, None]  # (only there: see the host's emit)
             interior = bool((valid & ~at_end).any())
         needs_f1 = (interior and not rk.has_own_interpolant) or (t_grad and m > 0)
         active = ~self.done
@@ -587,7 +587,7 @@ class _Masked:
                 if rk.has_own_interpolant:
                     ks = rk.extra_stages(self.g, s, y, h, ks)
                 h_div = torch.where(h == 0, torch.ones_like(h), h)
-                theta = ((t_req - s[:, None]) / h_div[:, None]).clamp(0, 1)
+                theta = ((t_req - s[:, None]) / h_div[:, None]).clamp_min(0)
                 values = rk.interpolate(theta, y, y1, f0, f1, h, ks)
                 values = torch.where(at_end[:, :, None], y_at_end[:, None], values)
             else:

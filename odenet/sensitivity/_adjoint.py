@@ -522,10 +522,12 @@ def adjoint_backward(run, grad_ys: torch.Tensor):
         field.at(data, host)
         p = tape.s[j] if S_host is None else S_host[j]
         for mask, idx, _, at_end in reversed(omap.rounds.get(j, ())):
+            # (an output a rounding past the step's end, within the loop's snap, is
+            # taken at the end: the backward march never goes forward)
             if S_host is not None:
-                q = p if bool(at_end[0]) else times[int(idx[0])]
+                q = p if bool(at_end[0]) else min(times[int(idx[0])], p)
             else:
-                q = torch.where(mask & ~at_end, s_out[rows, idx], p)
+                q = torch.where(mask & ~at_end, torch.minimum(s_out[rows, idx], p), p)
             p, a = march(p, q, a)
             inj = torch.where(mask[:, None], grad_ys[rows, idx], torch.zeros_like(grad_ys[:, 0]))
             a = torch.cat([a[:, :n] + inj, a[:, n:]], dim=1) if field.augmented else a + inj

@@ -228,8 +228,9 @@ class OutputMap:
                 mask[rows] = True
                 idx[rows] = torch.tensor([i for _, i in members], device=dev)
                 t_ev = s_out.gather(1, idx[:, None])[:, 0]
-                theta = ((t_ev - s_prev) / h_div).clamp(0, 1)
-                at_end = (s_next - t_ev).abs() <= snap
+                # as the loop's emit: only an output on the step's end is its end state
+                theta = ((t_ev - s_prev) / h_div).clamp_min(0)
+                at_end = s_next == t_ev
                 packed.append((mask, idx, theta, at_end))
             self.rounds[j] = packed
 

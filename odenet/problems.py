@@ -485,7 +485,8 @@ def _atomic_write_npz(path: Path, **arrays) -> None:
 def reference_solution(problem: Problem, t: np.ndarray, *, use_cache: bool = True) -> np.ndarray:
     """High-accuracy solution `[T, n]` at times `t [T]` (scipy, float64, rtol 1e-13).
 
-    DOP853 for non-stiff problems, Radau for stiff ones.  Results are cached in
+    DOP853 for non-stiff problems, Radau for stiff ones (given the problem's
+    `jac_numpy`, or else its `jac_sparsity`, where it has one).  Results are cached in
     [`cache_dir`][odenet.problems.cache_dir] under a key made of the problem identity and the
     requested times; a cache file that cannot be read is recomputed and replaced (with a
     warning naming it).
@@ -494,6 +495,13 @@ def reference_solution(problem: Problem, t: np.ndarray, *, use_cache: bool = Tru
 
     t = np.asarray(t, dtype=np.float64)
     method = "Radau" if problem.stiff else "DOP853"
+    # a stiff problem's own Jacobian, or its pattern, spares Radau n difference
+    # quotients per Jacobian (a large sparse system was out of reach without them)
+    jacobian = {}
+    if problem.stiff and problem.jac_numpy is not None:
+        jacobian["jac"] = problem.jac_numpy
+    elif problem.stiff and problem.jac_sparsity is not None:
+        jacobian["jac_sparsity"] = problem.jac_sparsity
     h = hashlib.sha256()
     h.update(problem.key().encode())
     h.update(method.encode())
@@ -526,6 +534,7 @@ def reference_solution(problem: Problem, t: np.ndarray, *, use_cache: bool = Tru
         t_eval=ts_clip,
         rtol=REFERENCE_RTOL,
         atol=REFERENCE_ATOL,
+        **jacobian,
     )
     if not sol.success:
         raise ReferenceSolutionError(

@@ -440,3 +440,34 @@ def test_a_stored_numerical_reference_is_called_one_and_floors_convergence_error
     assert error_floor(b2d, "float64") >= 1e-7
     closed = P.get_problem("kaps")
     assert closed.solution_kind == "exact" and error_floor(closed, "float64") < 1e-11
+
+
+def test_a_stiff_reference_uses_the_problems_jacobian_pattern():
+    """Radau's reference of a stiff problem with `jac_sparsity` took n difference
+    quotients per Jacobian (a dense pattern); with the tridiagonal one it takes 3.
+    Truth: the matrix exponential of the linear system."""
+    from scipy.linalg import expm
+
+    n = 40
+    A = -50.0 * (2 * np.eye(n) - np.eye(n, k=1) - np.eye(n, k=-1)) - np.eye(n)
+    calls = []
+
+    def f_numpy(t, y):
+        calls.append(1)
+        return A @ y
+
+    At = torch.as_tensor(A)
+
+    def make(pattern):
+        return P.Problem(
+            lambda t, y: At @ y, y0=np.linspace(0, 1, n), span=(0.0, 0.1), stiff=True,
+            f_numpy=f_numpy, jac_sparsity=pattern,
+        )  # fmt: skip
+
+    counts = {}
+    for name, pattern in [("dense", np.ones((n, n))), ("tridiagonal", A != 0)]:
+        calls.clear()
+        y = P.reference_solution(make(pattern), np.array([0.1]), use_cache=False)[0]
+        counts[name] = len(calls)
+        np.testing.assert_allclose(y, expm(0.1 * A) @ np.linspace(0, 1, n), rtol=1e-9, atol=1e-12)
+    assert counts["tridiagonal"] < counts["dense"] - 30, counts

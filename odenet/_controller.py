@@ -103,8 +103,8 @@ class PIDController:
         """``(r_{n−1}, r_{n−2}, rejected, h_rej, r_rej)``: floats and a bool, or ``[K]``
         tensors (``h_rej, r_rej``: :meth:`_rejection_record`)."""
         rejected = False if like is None else torch.zeros_like(like, dtype=torch.bool)
-        one = ops.full(1.0, like)
-        return one, ops.full(1.0, like), rejected, ops.full(1.0, like), ops.full(0.0, like)
+        r1, r2, h_rej, r_rej = (ops.full(v, like) for v in (1.0, 1.0, 1.0, 0.0))
+        return r1, r2, rejected, h_rej, r_rej
 
     @functools.cached_property
     def betas(self) -> tuple[float, float, float]:
@@ -245,9 +245,7 @@ class PIDController:
         if not self.observed_order:
             return factor
         h_rej, r_rej = rejection
-        again = ops.not_(accept) & finite & (r_rej > 1.0)
-        if ok is not None:
-            again = again & ok
+        again = self._error_rejected(ops, accept, finite, ok) & (r_rej > 1.0)
         if ops is HostOps and not again:
             return factor
         r_prev = ops.where(again, r_rej, ops.full(2.0, r))
@@ -259,12 +257,15 @@ class PIDController:
         return ops.where(again, ops.minimum(factor, shrink), factor)
 
     @staticmethod
-    def _rejection_record(ops, h, r, accept, finite, ok):
+    def _error_rejected(ops, accept, finite, ok):
+        """A trial rejected for its error (finite, stages solved, ratio above 1)."""
+        rejected = ops.not_(accept) & finite
+        return rejected if ok is None else rejected & ok
+
+    @classmethod
+    def _rejection_record(cls, ops, h, r, accept, finite, ok):
         """``(h, r)`` of a trial rejected for its error; ``r = 0`` for any other."""
-        error_rejected = ops.not_(accept) & finite
-        if ok is not None:
-            error_rejected = error_rejected & ok
-        return h, ops.where(error_rejected, r, ops.full(0.0, r))
+        return h, ops.where(cls._error_rejected(ops, accept, finite, ok), r, ops.full(0.0, r))
 
     def min_step(self, ops, s, eps: float, min_step: float):
         """The smallest step before underflow at time ``s``: round-off or ``min_step``."""

@@ -524,17 +524,25 @@ class BDFRuntime:
     def extra_stages(self, g, s, y, h, ks):
         return ks
 
-    def interpolate(self, theta, y0, y1, f0, f1, h, ks):
+    def interpolate(self, theta, y0, y1, f0, f1, h, ks, derivative=False):
         """``y(s + θh) = Σ_j p_j(θ) ∇ʲ y_{n+1}`` with ``p_j = Π_{i<j} (θ − 1 + i)/(i + 1)``:
         the step's polynomial through ``y_{n+1}`` and the ``k`` points before it (on the
-        spacing ``h``).  ``theta [K]`` or ``[K, m]`` -> ``[K, n]`` or ``[K, m, n]``."""
+        spacing ``h``); its ``d/dθ`` with ``derivative``.  ``theta [K]`` or ``[K, m]`` ->
+        ``[K, n]`` or ``[K, m, n]``."""
         if theta.dim() == 1:
-            return self.interpolate(theta[:, None], y0, y1, f0, f1, h, ks)[:, 0]
+            return self.interpolate(theta[:, None], y0, y1, f0, f1, h, ks, derivative)[:, 0]
         th = theta.to(y0.dtype)  # [K, m]
         i = torch.arange(ks.shape[0] - 1, dtype=th.dtype, device=th.device)
         x = (th[:, :, None] - 1 + i) / (i + 1)  # [K, m, M]
         p = torch.cumprod(x, dim=2)
-        return ks[0][:, None] + torch.einsum("kmj,jkn->kmn", p, ks[1:])
+        if not derivative:
+            return ks[0][:, None] + torch.einsum("kmj,jkn->kmn", p, ks[1:])
+        # p_j = p_{j−1} x_j, x_j' = 1/(j + 1): the product rule as a recurrence (a
+        # quotient p_j/x_i would divide by the x_i that vanish on the nodes)
+        dp = [torch.ones_like(th)]
+        for j in range(1, x.shape[2]):
+            dp.append(dp[-1] * x[:, :, j] + p[:, :, j - 1] / (j + 1))
+        return torch.einsum("kmj,jkn->kmn", torch.stack(dp, dim=2), ks[1:])
 
 
 def _rows(host: bool, mask):
@@ -836,18 +844,24 @@ class AdamsRuntime:
         excess = (-q * h.to(q.dtype) / self.intervals[order]).clamp(0.0, 1e3)
         return torch.where(seen, torch.nan_to_num(excess), torch.zeros_like(excess))
 
-    def interpolate(self, theta, y0, y1, f0, f1, h, ks):
+    def interpolate(self, theta, y0, y1, f0, f1, h, ks, derivative=False):
         """``y(s + θh) = y_{n+1} + h Σ_j I_j(θ − 1) ∇ʲ f_{n+1}`` (degree ``k + 1``, the
         corrector's order; the cubic Hermite through the step's ends left errors of
-        80·rtol between the steps at rtol 1e-10 where the nodes had 0.3·rtol).
+        80·rtol between the steps at rtol 1e-10 where the nodes had 0.3·rtol); its
+        ``d/dθ`` with ``derivative``.
         ``theta [K]`` or ``[K, m]`` -> ``[K, n]`` or ``[K, m, n]``."""
         if theta.dim() == 1:
-            return self.interpolate(theta[:, None], y0, y1, f0, f1, h, ks)[:, 0]
+            return self.interpolate(theta[:, None], y0, y1, f0, f1, h, ks, derivative)[:, 0]
         u = theta.to(y0.dtype) - 1  # [K, m]
-        powers = u[:, :, None] ** torch.arange(self.size + 1, device=u.device).to(u.dtype)
-        weights = torch.einsum("kmp,jp->kmj", powers, self._integrals)  # I_j(u)
+        p = torch.arange(self.size + 1, device=u.device).to(u.dtype)
+        if derivative:  # p·u^(p−1), with the constant term's 0·u^(−1) read as 0
+            powers = p * u[:, :, None] ** (p - 1).clamp_min(0)
+        else:
+            powers = u[:, :, None] ** p
+        weights = torch.einsum("kmp,jp->kmj", powers, self._integrals)  # I_j(u) or I_j'(u)
         hy = h.to(y0.dtype)[:, None, None]
-        return y1[:, None] + hy * torch.einsum("kmj,jkn->kmn", weights, ks)
+        step = hy * torch.einsum("kmj,jkn->kmn", weights, ks)
+        return step if derivative else y1[:, None] + step
 
 
 METHODS: dict = {

@@ -35,7 +35,7 @@ import torch
 from odenet._controller import FixedGrid, PIDController
 from odenet._ops import HostOps, TensorOps
 from odenet._solution import MAX_STEPS, NON_FINITE_STEP, STEP_UNDERFLOW, SUCCESS, TERMINATED
-from odenet._stepper import RungeKutta
+from odenet._stepper import RungeKutta, interpolant_slope
 
 
 @dataclass
@@ -73,6 +73,9 @@ class LoopConfig:
     # end it flags are rejected and shrunk as a step with a large error (Julia's
     # ``isoutofdomain``, CVODE's constraints)
     out_of_domain: Callable | None = None
+    # record ``d/dt`` of the dense output at every output time (LoopResult.slopes), for
+    # gradients with respect to the output times
+    slopes: bool = False
 
     @property
     def fixed(self) -> bool:
@@ -90,6 +93,8 @@ class LoopResult:
     h_last: torch.Tensor  # [K] the last step size tried (or proposed, after a failure)
     steps_record: list = field(default_factory=list)
     method_state: tuple | None = None  # a method with memory's state at the end
+    # [K, T, n] d/dt of the dense output at the output times (LoopConfig.slopes), else None
+    slopes: torch.Tensor | None = None
 
 
 # the error ratio given to a trial step that left the domain (LoopConfig.out_of_domain):
@@ -185,6 +190,7 @@ class _Host:
         self.atol = torch.as_tensor(cfg.atol, dtype=self.ydt, device=self.dev)
         self.abs_y = y0.detach().abs()
         self.outputs = [y0]
+        self.slopes = None  # see start_slopes
         self.cursor = 1
         self.status = SUCCESS
         self.accepted = self.rejected = 0
@@ -394,7 +400,7 @@ class _Host:
         hi = cursor
         while hi < T and times[hi] <= s1 + snap:
             hi += 1
-        if f1 is None and s1 < self.s_end:
+        if f1 is None and (s1 < self.s_end or (self.slopes is not None and hi > cursor)):
             f1 = self.gh(s1, y1)  # also the next step's first stage
         if hi > cursor:
             # only an output on the step's end is y1: one within ``snap`` of it is
@@ -408,8 +414,12 @@ class _Host:
                 hd = h if h != 0 else 1.0
                 theta = [max((times[j] - s) / hd, 0.0) for j in range(cursor, cursor + n_interior)]
                 self.outputs.append(self._interpolate(s, y, y1, f0, f1, h, trial.ks, theta))
+                if self.slopes is not None:
+                    self.slopes.append(self._slope(s, y, y1, f0, f1, h, trial.ks, theta))
             if n_interior < len(at_end):
                 self.outputs.append(y1.expand(len(at_end) - n_interior, self.n))
+                if self.slopes is not None:
+                    self.slopes.append(f1.detach().expand(len(at_end) - n_interior, self.n))
             self.cursor = hi
         return f1
 
@@ -424,6 +434,21 @@ class _Host:
             ks = rk.extra_stages(self.g, st[:1], y, st[1:], ks)
         th = torch.tensor([theta], dtype=self.tdt, device=self.dev)
         return rk.interpolate(th, y, y1, f0, f1, st[1:], ks)[0]
+
+    def _slope(self, s, y, y1, f0, f1, h, ks, theta):
+        """``d/dt`` of the dense output ``[m, n]`` at ``s + θh`` for the list ``theta``."""
+        rk = self.rk
+        st = torch.tensor([s, h], dtype=self.tdt, device=self.dev)
+        if ks.dim() == 2:  # an explicit step's stages in the host layout [S, n]
+            ks = ks[:, None]
+        if rk.has_own_interpolant:
+            ks = rk.extra_stages(self.g, st[:1], y, st[1:], ks)
+        th = torch.tensor([theta], dtype=self.tdt, device=self.dev)
+        return interpolant_slope(rk, th, y, y1, f0, f1, st[1:], ks)[0]
+
+    def start_slopes(self, f0):
+        """Record output slopes from here on (LoopConfig.slopes); ``f0 = f(s0, y0)``."""
+        self.slopes = [f0.detach()]
 
     def commit(self, accept, all_accept, y, f0, trial: _Trial, f1):
         if not accept:
@@ -459,9 +484,13 @@ class _Host:
             self.status = MAX_STEPS
 
     def result(self, s, h, record) -> LoopResult:
-        ys = torch.cat(self.outputs)
+        ys, slopes = torch.cat(self.outputs), None
         if ys.shape[0] < self.T:
             ys = torch.cat([ys, ys.new_full((self.T - ys.shape[0], self.n), math.nan)])
+        if self.slopes is not None:
+            slopes = torch.cat(self.slopes)
+            gap = self.T - slopes.shape[0]
+            slopes = torch.cat([slopes, slopes.new_full((gap, self.n), math.nan)])[None]
 
         def one(v, dtype):
             return torch.tensor([v], dtype=dtype, device=self.dev)
@@ -474,6 +503,7 @@ class _Host:
             one(self.rejected, torch.long),
             one(h, self.tdt),
             record if record is not None else [],
+            slopes=slopes,
         )
 
 
@@ -511,6 +541,11 @@ class _Masked:
         self.n_done = int(self.done.sum())
         self.outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.y0 = y0
+        self.slopes = self.f0 = None  # see start_slopes
+
+    def start_slopes(self, f0):
+        """Record output slopes from here on (LoopConfig.slopes); ``f0 = f(s0, y0)``."""
+        self.slopes, self.f0 = [], f0.detach()
 
     def field(self, s, y):
         return self.g(s, y)
@@ -578,16 +613,23 @@ class _Masked:
             t_req = s_out.gather(1, cols.clamp(max=T - 1))
             at_end = t_req == s1[:, None]  # (only there: see the host's emit)
             interior = bool((valid & ~at_end).any())
-        needs_f1 = (interior and not rk.has_own_interpolant) or (t_grad and m > 0)
+        want_slopes = self.slopes is not None and m > 0
+        needs_f1 = (interior and not rk.has_own_interpolant) or ((t_grad or want_slopes) and m > 0)
         active = ~self.done
         if f1 is None and (needs_f1 or not bool((s1 >= self.s_end)[active].all())):
             f1 = self.g(s1, y1)  # also the next step's first stage
         if m > 0:
-            if interior:
-                if rk.has_own_interpolant:
-                    ks = rk.extra_stages(self.g, s, y, h, ks)
+            if (interior or want_slopes) and rk.has_own_interpolant:
+                ks = rk.extra_stages(self.g, s, y, h, ks)
+            if interior or want_slopes:
                 h_div = torch.where(h == 0, torch.ones_like(h), h)
                 theta = ((t_req - s[:, None]) / h_div[:, None]).clamp_min(0)
+            if want_slopes:
+                slopes = interpolant_slope(rk, theta, y, y1, f0, f1, h, ks)
+                if y_end is None:  # on the step's end: f(s1, y1) itself
+                    slopes = torch.where(at_end[:, :, None], f1.detach()[:, None], slopes)
+                self.slopes.append((cols, valid, slopes))
+            if interior:
                 values = rk.interpolate(theta, y, y1, f0, f1, h, ks)
                 values = torch.where(at_end[:, :, None], y_at_end[:, None], values)
             else:
@@ -651,6 +693,9 @@ class _Masked:
         self.n_done = int(self.done.sum())
 
     def result(self, s, h, record) -> LoopResult:
+        slopes = None
+        if self.slopes is not None:
+            slopes = _assemble(self.f0, self.slopes, self.K, self.T, self.n)
         return LoopResult(
             _assemble(self.y0, self.outputs, self.K, self.T, self.n),
             self.status,
@@ -659,6 +704,7 @@ class _Masked:
             self.rejected,
             h.detach(),
             record if record is not None else [],
+            slopes=slopes,
         )
 
 
@@ -720,6 +766,8 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
     s = B.s0
     y = y0
     f0 = B.field(s, y)
+    if cfg.slopes:
+        B.start_slopes(f0)
     # implicit stages are attached to the autograd graph only when someone needs it
     rk.track_grad = torch.is_grad_enabled() and (f0.requires_grad or t_grad)
     error_order = rk.tableau.error_order

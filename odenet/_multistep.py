@@ -259,12 +259,12 @@ class MultistepRuntime:
     def extra_stages(self, g, s, y, h, ks):
         return ks
 
-    def interpolate(self, theta, y0, y1, f0, f1, h, ks):
+    def interpolate(self, theta, y0, y1, f0, f1, h, ks, derivative=False):
         if theta.dim() == 1:
-            return self.interpolate(theta[:, None], y0, y1, f0, f1, h, ks)[:, 0]
+            return self.interpolate(theta[:, None], y0, y1, f0, f1, h, ks, derivative)[:, 0]
         th = theta.to(y0.dtype)[:, :, None]
         hy = h.to(y0.dtype)[:, None, None]
-        h00, h10, h01, h11 = hermite_basis(th)
+        h00, h10, h01, h11 = hermite_basis(th, derivative)
         return (
             h00 * y0[:, None] + h10 * hy * f0[:, None] + h01 * y1[:, None] + h11 * hy * f1[:, None]
         )

@@ -1,8 +1,10 @@
 """Time gradients ∂y(t_i)/∂t_i of a stiff solve at interpolated outputs and at step ends.
 
-Every sensitivity mode gives an output time the flow's derivative f(t_i, y_i).  At an
-output between steps y_i comes from the dense output, whose error a stiff Jacobian
-magnifies in f; with ``step_t=t`` the steps end on the outputs.  Robertson, kvaerno5,
+Every sensitivity mode gives an output time the slope of the dense output there:
+f(t_i, y_i) at a step's end, the interpolant's derivative between steps (f at an
+interpolated y_i magnified its error by the stiff Jacobian: 6 % off at t = 4, 23 % at
+t = 10, before the loop recorded the slopes); with ``step_t=t`` the steps end on the
+outputs.  Robertson, kvaerno5,
 rtol 1e-6, atol 1e-10; reference f(t_i, y(t_i)) from scipy Radau at rtol 1e-12.
 Prints the relative error of ∂y₂(t_i)/∂t_i (``docs/sensitivity.md`` quotes it).
 

@@ -786,8 +786,11 @@ def run_direct(prep: Prepared, tab: ButcherTableau, *, throw: bool, compile=Fals
     ds = (s_out - s_det).to(y0_rows.dtype)
     cfg.slopes = True
     result = integrate(g, s_det, y0_rows - ds[:, :1] * g0, cfg)
-    if bool((result.status == 0).all()):
-        result.ys = result.ys + ds[:, :, None] * result.slopes
+    # every row, whatever its status: a terminal event or another row's failure leaves
+    # the outputs a row reached differentiable (an output never reached has no slope)
+    slopes = result.slopes
+    slopes = torch.where(torch.isfinite(slopes), slopes, torch.zeros_like(slopes))
+    result.ys = result.ys + ds[:, :, None] * slopes
     return prep.solution(result, tab.name, throw=throw)
 
 

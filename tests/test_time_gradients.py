@@ -203,3 +203,36 @@ def test_stiff_time_gradients_at_interpolated_outputs(sensitivity):
     for i in (2, 3, 4):
         true = f_np(times[i], ref.y[:, i])[1]
         assert abs(t.grad[i].item() - true) < 3e-3 * abs(true), (i, t.grad[i].item(), true)
+
+
+def test_direct_time_gradients_before_a_terminal_event():
+    # the time term was added only when every status was 0, and a terminal event's is
+    # not: ∂L/∂t_i came out 0 for every output before the event
+    import math
+
+    k = 0.7
+    t = torch.tensor([0.0, 0.5, 1.0, 3.0], dtype=DT, requires_grad=True)
+    event = odenet.Event(lambda s, y: y[0] - 0.3, terminal=True)  # at ln(1/0.3)/k = 1.72
+    sol = odenet.solve(lambda s, y: -k * y, torch.tensor([1.0], dtype=DT), t,
+                       rtol=1e-10, atol=1e-12, events=[event])  # fmt: skip
+    assert sol.success and torch.isnan(sol.ys[3]).all()
+    (sol.ys[1].sum() + sol.ys[2].sum()).backward()
+    e1, e2 = math.exp(-k * 0.5), math.exp(-k * 1.0)
+    exact = torch.tensor([k * (e1 + e2), -k * e1, -k * e2, 0.0], dtype=DT)
+    assert torch.allclose(t.grad, exact, rtol=1e-8, atol=1e-12)
+
+
+def test_direct_time_gradients_of_a_row_beside_a_failed_one():
+    # per-sample grids, throw=False: one row blows up (y' = y², y(0) = 1, singular at
+    # t = 1); the other row's time gradients came out 0
+    import math
+
+    t = torch.tensor([[0.0, 0.5, 1.0], [0.0, 0.5, 2.0]], dtype=DT, requires_grad=True)
+    y0 = torch.tensor([[1.0], [1.0]], dtype=DT)
+    sol = odenet.solve(lambda s, y: torch.cat([-0.7 * y[:1], y[1:] ** 2]), y0, t,
+                       rtol=1e-10, atol=1e-12, throw=False, max_steps=2000)  # fmt: skip
+    assert int(sol.status[0]) == 0 and int(sol.status[1]) != 0
+    sol.ys[0, 1:, 0].sum().backward()
+    e1, e2 = math.exp(-0.35), math.exp(-0.7)
+    exact = torch.tensor([0.7 * (e1 + e2), -0.7 * e1, -0.7 * e2], dtype=DT)
+    assert torch.allclose(t.grad[0], exact, rtol=1e-8, atol=1e-12)

@@ -285,3 +285,23 @@ def test_one_rescaled_rk4_step_per_gap_is_the_degree_4_taylor_polynomial():
         from odenet.fit import LatentODEForecaster
 
         LatentODEForecaster(2, encoder="euler")
+
+
+@pytest.mark.parametrize("encoder", ["rk4", "adaptive"])
+def test_latent_ode_eval_loss_is_the_posterior_means(encoder):
+    # eval mode scores z0 = μ (validation and early stopping read it); the adaptive
+    # path drew a sample every call (178–1041 around 309)
+    from odenet.fit import LatentODEForecaster
+    from odenet.models.odernn import gaussian_loglik
+
+    torch.manual_seed(0)
+    model = LatentODEForecaster(2, 2, 4, encoder=encoder).double().eval()
+    batch = small_lv().batch
+    with torch.no_grad():
+        losses = [model.loss(batch) for _ in range(3)]
+        mu, logvar = model.encode(batch)
+        xhat = model.net.decode(mu, batch.times, lengths=batch.lengths)
+        loglik = gaussian_loglik(batch.values, xhat, batch.mask, model.net.obs_std)
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=-1)
+    for loss in losses:
+        torch.testing.assert_close(loss, -(loglik - kl).mean(), rtol=1e-5, atol=0)

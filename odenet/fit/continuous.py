@@ -337,7 +337,9 @@ class LatentODEForecaster(nn.Module):
         from odenet.models.odernn import gaussian_loglik
 
         net = self.net
-        if self.encoder == "adaptive":  # the original path: one adaptive solve per point
+        if self.encoder == "adaptive" and self.training:
+            # the original path (one adaptive solve per point); its elbo always samples,
+            # so eval mode takes the path below (it drew 178–1041 around a loss of 309)
             return -net.elbo(batch, n_samples=1, kl_weight=self.kl_weight).mean()
         mu, logvar = self.encode(batch)
         # eval mode (validation): the posterior mean, so early stopping sees no sampling noise

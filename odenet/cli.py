@@ -260,6 +260,9 @@ def _out_folder(args, command: str, problem_name: str) -> Path:
     # a problem file PATH.py:FUNCTION names the default folder after its function
     problem_name = problem_name.rpartition(":")[2] if ".py:" in problem_name else problem_name
     out = Path(args.out) if args.out else Path(DEFAULT_OUT) / f"{command}-{problem_name}"
+    if out.exists() and not out.is_dir():
+        # (--fresh renamed the user's file aside and reported success)
+        raise CLIError(f"--out {out} is a file, not a results folder; name a folder.")
     if args.fresh and out.exists():
         import shutil
 

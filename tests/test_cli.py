@@ -263,3 +263,14 @@ def test_plots_are_written_and_stability_function_matches_the_closed_form(tmp_pa
         _stability_function("rk4")(z), 1 + z + z**2 / 2 + z**3 / 6 + z**4 / 24, rtol=1e-12
     )
     np.testing.assert_allclose(_stability_function("backward_euler")(z), 1 / (1 - z), rtol=1e-12)
+
+
+@pytest.mark.parametrize("fresh", [[], ["--fresh"]])
+def test_an_out_that_is_a_file_is_refused_and_kept(tmp_path, capsys, fresh):
+    # --fresh moved the user's file aside (to .NAME.deleting-PID) and exited 0
+    target = tmp_path / "notes.txt"
+    target.write_text("my notes")
+    assert main(["converge", "--out", str(target), "--quiet", *fresh]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a file" in err[0]
+    assert target.read_text() == "my notes"

@@ -211,3 +211,33 @@ def test_a_closure_over_a_non_leaf_tensor_gets_the_exact_gradient(kind):
     # exact: y(1) = exp(2W) y0, differentiated through torch's matrix exponential
     exact = torch.autograd.grad((torch.linalg.matrix_exp(2 * W) @ y0).sum(), W)[0]
     torch.testing.assert_close(grad(kind), exact, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("sensitivity", ["adjoint", "checkpoint"])
+def test_a_tensor_the_field_uses_only_after_t0_is_refused_or_differentiated(sensitivity):
+    # the parameters are found from one evaluation of f at t0: b, used only after the
+    # switch, got no gradient (b.grad None) with status ok, also with adjoint_params=[a]
+    import math
+
+    dt = torch.float64
+
+    def run(pick):
+        a = torch.tensor(-1.0, dtype=dt, requires_grad=True)
+        b = torch.tensor(0.5, dtype=dt, requires_grad=True)
+        kw = {} if pick is None else {"adjoint_params": pick(a, b)}
+        sol = solve(
+            lambda s, y: (a if float(s) <= 0.6 else b) * y, torch.tensor([1.0], dtype=dt),
+            torch.tensor([0.1, 1.4], dtype=dt), rtol=1e-10, atol=1e-12,
+            sensitivity=sensitivity, **kw,
+        )  # fmt: skip
+        sol.ys[-1, 0].backward()
+        return a, b
+
+    with pytest.raises(InputError, match="did not use at t0"):
+        run(None)
+    with pytest.raises(InputError, match="did not use at t0"):
+        run(lambda a, b: [a])
+    a, b = run(lambda a, b: [a, b])
+    y_end = math.exp(-0.5 + 0.4)  # y' = −y on [0.1, 0.6], y' = 0.5 y on [0.6, 1.4]
+    assert abs(a.grad.item() - 0.5 * y_end) < 1e-6
+    assert abs(b.grad.item() - 0.8 * y_end) < 1e-6

@@ -41,7 +41,7 @@ from odenet._errors import InputError, SolverError
 from odenet._loop import integrate
 from odenet._validate import check_callable, check_flag, check_tolerances
 from odenet.sensitivity._adjoint import Counter, adjoint_backward
-from odenet.sensitivity._params import complete_params, find_params
+from odenet.sensitivity._params import complete_params, find_params, hidden_leaves
 from odenet.sensitivity._tape import OutputMap, Tape, check_budget, check_stride, replay
 from odenet.tableaus import tableau
 
@@ -270,6 +270,7 @@ class _Run:
                 f"{self.result.status.tolist()}), so it has no gradient; fix the solve "
                 "first (see `solution.message`)."
             )
+        self._check_no_late_params()
         grad_ys = torch.nan_to_num(grad_ys) if grad_ys is not None else torch.zeros_like(ys)
         self.omap = OutputMap(self.tape, self.s_out)
         if self.kind == "adjoint":
@@ -281,6 +282,30 @@ class _Run:
         gth = [torch.zeros_like(p) if d is None else d for p, d in zip(self.params, gth)]
         self._record_stats()
         return grad_y0, grad_s, gth
+
+    def _check_no_late_params(self):
+        """Raise if ``f`` uses, at a kept state after ``t0``, a tensor requiring grad that
+        is not a parameter of the backward pass: found from one evaluation at ``t0``,
+        the parameters miss what a field uses only later (``b`` of ``a if t < 0.6 else
+        b``), and its gradient would silently be missing.  Evaluations of ``f`` at the
+        end and at up to 15 kept states spread over the solve (a backward costs several
+        per step); a tensor used only between them is not seen."""
+        tape, known = self.tape, set(map(id, self.params))
+        kept = sorted(set(tape.ckpt) - {0, tape.n_steps})
+        spread = torch.linspace(0, len(kept) - 1, 15).tolist() if kept else []
+        probes = [kept[round(j)] for j in spread]
+        for i in sorted({*probes, tape.n_steps} - {0}):
+            y = tape.ckpt[i] if i != tape.n_steps else tape.last
+            late = [v for v in hidden_leaves(self.g_lin, tape.s[i], y) if id(v) not in known]
+            if late:
+                shapes = ", ".join(str(tuple(v.shape)) for v in late[:5])
+                raise InputError(
+                    f"sensitivity={self.kind!r}: the vector field uses {len(late)} tensor(s) "
+                    f"requiring grad (shapes {shapes}) that it did not use at t0, where "
+                    "its parameters were found, and that are not in `adjoint_params`; "
+                    "their gradients would be missing. Pass every such tensor in "
+                    "`adjoint_params=[...]` (or use sensitivity='direct')."
+                )
 
     def _checkpoint_backward(self, grad_ys):
         tape, omap, rk = self.tape, self.omap, self.rk

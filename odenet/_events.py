@@ -152,6 +152,16 @@ class EventTracker:
             with torch.no_grad():
                 y1 = state_at(torch.ones(K, dtype=s.dtype, device=s.device))
         v1 = self._all(s1, y1)
+        zero = (v0 == 0) & accept[:, None]
+        if bool(zero.any()):
+            # exactly 0 where the step starts (a root on the last step's end): its sign
+            # just after decides, or a crossing later in this step goes unseen
+            # ((t − 1)(t − 1.2) with a node on t = 1 lost the root at 1.2)
+            th = torch.full((K,), math.sqrt(torch.finfo(s.dtype).eps), dtype=s.dtype,
+                            device=s.device)  # fmt: skip
+            with torch.no_grad():
+                v_in = self._all(s + th * (s1 - s), state_at(th))
+            v0 = torch.where(zero, v_in, v0)
         rising = (v0 < 0) & (v1 >= 0)
         falling = (v0 > 0) & (v1 <= 0)
         d = self.direction[None, :]

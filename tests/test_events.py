@@ -255,3 +255,19 @@ def test_events_beside_interior_outputs_with_a_methods_own_interpolant(method):
     torch.testing.assert_close(sol.ys, plain.ys, rtol=0, atol=1e-12)
     expected = torch.tensor([math.pi / 2 + k * math.pi for k in range(3)], dtype=torch.float64)
     torch.testing.assert_close(sol.events.t, expected, rtol=1e-8, atol=0)
+
+
+@pytest.mark.parametrize(
+    "kw", [{"method": "rk4", "step_size": 0.5}, {"method": "dopri5", "step_t": [1.0]}]
+)
+def test_a_crossing_after_an_event_that_is_zero_at_a_step_start_is_found(kw):
+    # g = (t − 1)(t − 1.2) on y' = 1: a step ends exactly on the root at 1; the next step
+    # starts at g = 0 and its end is past the root at 1.2, which the strict sign test
+    # at the step's start lost (closed form: [1.0, 1.2])
+    kw = {k: torch.tensor(v, dtype=torch.float64) if k == "step_t" else v for k, v in kw.items()}
+    sol = odenet.solve(
+        lambda t, y: torch.ones_like(y), torch.zeros(1, dtype=torch.float64),
+        torch.tensor([0.0, 3.0], dtype=torch.float64),
+        events=odenet.Event(lambda t, y: (t - 1.0) * (t - 1.2)), **kw,
+    )  # fmt: skip
+    assert torch.allclose(sol.events.t.flatten(), torch.tensor([1.0, 1.2], dtype=torch.float64))

@@ -659,12 +659,24 @@ def _interp_on_grid(t, grid, ys, interp, f):
         h11 = w * w * (w - 1)
         mid = h00 * y0 + h10 * dt * f0 + h01 * y1 + h11 * dt * f1
     if interp == "linear":
-        # torchdiffeq's linear interpolant returns a node's state itself (no gradient with
-        # respect to t there); its cubic one has none of these shortcuts (it is y0 / y1
-        # exactly at its ends, with the slope f as t's gradient)
-        at0 = (tj == t0)[:, None]
-        at1 = (tj == t1)[:, None]
-        mid = torch.where(at1, y1, torch.where(at0, y0, mid))
+        # an output on a node is the node's state itself, with the flow's slope f there
+        # as t's gradient (as odenet.solve's): torchdiffeq returns the state alone, whose
+        # gradient 0 neither the flow (−0.529 for y' = −0.7 y at t = 0.4) nor the
+        # discrete solution has, and the linear pieces' slopes differ on either side
+        at1 = tj == t1
+        # (the grid's last node is t[-1] itself, whose gradient the last step carries)
+        inner = at1 & (k1 < grid.shape[0] - 1)
+        if tj.requires_grad and torch.is_grad_enabled() and bool(inner.any()):
+            nodes = inner.nonzero()[:, 0].tolist()
+            slope = torch.zeros_like(mid)
+            with torch.no_grad():
+                for j in nodes:
+                    slope[j] = f(t1[j].detach(), y1[j].detach())
+            lag = tj - t1  # 0, with the derivatives of both (the grid moves with t0)
+            lag = (lag - lag.detach()).to(ys.dtype)[:, None]
+            mid = torch.where(at1[:, None], y1 + lag * slope, mid)  # slope 0 off `inner`
+        else:
+            mid = torch.where(at1[:, None], y1, mid)
     return torch.cat([ys[:1], mid])
 
 

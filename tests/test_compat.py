@@ -177,3 +177,19 @@ def test_complex_states_as_torchdiffeq():
         atol=1e-12,
     )
     assert abs(float(event_t) - math.pi / 2) < 1e-9 and sol.dtype == C
+
+
+@pytest.mark.parametrize("method", ["rk4", "euler", "implicit_adams"])
+def test_odeint_time_gradient_of_an_output_on_a_grid_node(method):
+    # torchdiffeq's linear interpolant returns a node's state itself, with t-gradient 0
+    # (0 where the flow's is −0.529); odeint copied it, and ∂L/∂t0 came out +0.086 for
+    # −0.033.  Truth: y = e^{−k(t − t0)}, so ∂y_i/∂t_i = −k y_i and ∂y_i/∂t0 = k y_i
+    k, tv = 0.7, [0.0, 0.4, 1.1, 2.0]  # 0.4 and 1.1 are nodes of the grid 0.05·j
+    t = torch.tensor(tv, dtype=torch.float64, requires_grad=True)
+    ys = odenet.odeint(lambda s, y: -k * y, torch.tensor([1.0], dtype=torch.float64), t,
+                       method=method, options={"step_size": 0.05})  # fmt: skip
+    ys[1:3].sum().backward()
+    y1, y2 = math.exp(-k * 0.4), math.exp(-k * 1.1)
+    exact = torch.tensor([k * (y1 + y2), -k * y1, -k * y2, 0.0], dtype=torch.float64)
+    tol = 0.05 if method == "euler" else 1e-6  # the scheme's error in y_i
+    assert torch.allclose(t.grad, exact, rtol=tol, atol=1e-12)

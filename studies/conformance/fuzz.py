@@ -523,6 +523,12 @@ def check(case: Case, od: Outcome | None = None, td: Outcome | None = None) -> l
             names = ("y0", "params") if method in ADAMS else ("y0", "t", "params")
             for name in names:
                 g, h = od.grads[name], td.grads[name]
+                if name == "t" and bool((h[1:-1] == 0).any()):
+                    # an output on an inner grid node: torchdiffeq's linear interpolant
+                    # returns the node's state itself, whose t-gradient (and its share
+                    # of t0's) is exactly 0; odenet gives the flow's slope there
+                    # (tests/test_compat.py checks it against the closed form)
+                    continue
                 e = _scaled(g - h, (1.0 + np.abs(h)) * tol * 10)
                 if e > 1:
                     found.append(

@@ -241,3 +241,24 @@ def test_a_tensor_the_field_uses_only_after_t0_is_refused_or_differentiated(sens
     y_end = math.exp(-0.5 + 0.4)  # y' = −y on [0.1, 0.6], y' = 0.5 y on [0.6, 1.4]
     assert abs(a.grad.item() - 0.5 * y_end) < 1e-6
     assert abs(b.grad.item() - 0.8 * y_end) < 1e-6
+
+
+def test_a_nan_cotangent_is_not_zeroed():
+    # a NaN in the loss's gradient was replaced by 0 (nan_to_num): finite gradients where
+    # direct's are NaN.  checkpoint now carries the NaN as direct does; adjoint refuses
+    dt = torch.float64
+    w = torch.tensor([[0.0, 0.0], [1.0, float("nan")], [1.0, 1.0]], dtype=dt)
+
+    def grads(sensitivity):
+        k = torch.tensor(0.7, dtype=dt, requires_grad=True)
+        y0 = torch.tensor([1.0, 2.0], dtype=dt, requires_grad=True)
+        sol = solve(lambda s, y: -k * y, y0, torch.tensor([0.0, 1.0, 2.0], dtype=dt),
+                    rtol=1e-10, atol=1e-12, sensitivity=sensitivity)  # fmt: skip
+        (sol.ys * w).nansum().backward()
+        return k.grad, y0.grad
+
+    for sensitivity in ("direct", "checkpoint"):
+        k_grad, y0_grad = grads(sensitivity)
+        assert torch.isnan(k_grad) and torch.isnan(y0_grad[1]), sensitivity
+    with pytest.raises(NonFiniteError, match="loss's gradient"):
+        grads("adjoint")

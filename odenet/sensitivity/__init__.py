@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import torch
 
-from odenet._errors import InputError, SolverError
+from odenet._errors import InputError, NonFiniteError, SolverError
 from odenet._loop import integrate
 from odenet._validate import check_callable, check_flag, check_tolerances
 from odenet.sensitivity._adjoint import Counter, adjoint_backward
@@ -271,7 +271,19 @@ class _Run:
                 "first (see `solution.message`)."
             )
         self._check_no_late_params()
-        grad_ys = torch.nan_to_num(grad_ys) if grad_ys is not None else torch.zeros_like(ys)
+        if grad_ys is None:
+            grad_ys = torch.zeros_like(ys)
+        else:  # an output never reached (NaN) has no cotangent; a NaN from the loss stays
+            grad_ys = torch.where(torch.isnan(ys), torch.zeros_like(grad_ys), grad_ys)
+            if self.kind == "adjoint" and not bool(torch.isfinite(grad_ys).all()):
+                # (checkpoint's gradients carry it as NaN, as direct's do; the adjoint
+                # solve would fail on it and blame its step size)
+                bad = (~torch.isfinite(grad_ys)).nonzero()[0].tolist()
+                raise NonFiniteError(
+                    f"sensitivity='adjoint': the loss's gradient with respect to the "
+                    f"outputs is NaN/inf (row {bad[0]}, output {bad[1]}), so the adjoint "
+                    "has no finite start; check the loss (e.g. a NaN weight or log(0))."
+                )
         self.omap = OutputMap(self.tape, self.s_out)
         if self.kind == "adjoint":
             a0, gth = adjoint_backward(self, grad_ys)

@@ -966,8 +966,16 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
             if refresh:
                 # the landing before the jump and the restart after it as two step
                 # ends: a replay on the recorded ends then evaluates f on the same
-                # sides of the discontinuity as this solve did
+                # sides of the discontinuity as this solve did.  The restart is no
+                # step (the state and a method's memory stay, f is evaluated anew): a
+                # recorder with ``mark_jump`` is told which rows it moves, so that a
+                # replay repeats it instead of stepping across the discontinuity
                 B.record(record, s_landed, y, accept)
+                if keep_state is not None:  # a checkpoint at the landing needs it too
+                    keep_state(method_state)
+                mark_jump = getattr(record, "mark_jump", None)
+                if mark_jump is not None:
+                    mark_jump(jumped)
             B.record(record, s, y, accept)
             if keep_state is not None:
                 keep_state(method_state)

@@ -73,6 +73,10 @@ class Tape:
         self._put(0, y0.detach())
         self.last = y0.detach()
         self._extra: torch.Tensor | None = None
+        # ``jump_t``: the kept iterations that restart one ulp after a discontinuity
+        # (no step: see :meth:`mark_jump`), with the rows that moved there ([K] bool)
+        self.restarts: dict[int, torch.Tensor] = {}
+        self._jump_rows: torch.Tensor | None = None
 
     def _put(self, i: int, y: torch.Tensor) -> None:
         k = len(self._rank)
@@ -95,8 +99,16 @@ class Tape:
         self.ckpt = {j: self._slots[r] for j, r in self._rank.items()}
         self.mstate = {j: v for j, v in self.mstate.items() if j in self._rank}
 
+    def mark_jump(self, rows: torch.Tensor) -> None:
+        """The next iteration appended is no step but the restart after a
+        discontinuity (``jump_t``) of the rows ``rows`` [K]: their time moves from the
+        landing one ulp before it to one ulp after, their state and a method's memory
+        stay, and f is evaluated anew (the other rows stay put)."""
+        self._jump_rows = rows.detach().clone()
+
     def append(self, item) -> None:
         s, y, accept = item
+        rows, self._jump_rows = self._jump_rows, None
         if not bool(accept.any()):
             return
         if self._n == self._buf.shape[0]:
@@ -106,6 +118,8 @@ class Tape:
         self._buf[self._n] = s.detach()
         self._n += 1
         i = self._n - 1
+        if rows is not None:
+            self.restarts[i] = rows
         self.last = y.detach()
         if i % self.stride == 0:
             self._put(i, y.detach())
@@ -247,6 +261,9 @@ class StepData:
     def at(self, rk, theta: torch.Tensor, g=None) -> torch.Tensor:
         """Dense output ``y(s + θh)`` for ``θ`` [K] in [0, 1]; a missing end slope of
         the Hermite interpolant is evaluated with ``g`` (and kept)."""
+        if self.ks is None and rk.has_own_interpolant:
+            # a restart after a discontinuity (see _Segment.on_jump): the state stays
+            return self.y if theta.dim() == 1 else self.y[:, None].expand(-1, theta.shape[1], -1)
         if not rk.has_own_interpolant:
             if self.f0 is None:
                 self.f0 = g(self.s, self.y)
@@ -296,6 +313,17 @@ class _Segment:
             end = y1 if bool(accept.all()) else torch.where(accept[:, None], y1, y)
             self.states[self.j] = self.slots[self.j - self.i0 - 1].copy_(end)
 
+    def on_jump(self, s, h, y) -> None:
+        """The next kept iteration is a restart after a discontinuity: from ``s`` by
+        ``h`` (two ulp, or 0 for rows that stayed) with the state ``y`` unchanged."""
+        self.j += 1
+        for mask, idx, _, _ in self.omap.rounds.get(self.j, ()) if self.omap is not None else ():
+            self.outputs.append((mask, idx, y))  # (none: outputs map to the landing)
+        if self.dense:  # no stages: its dense output is the constant state (StepData.at)
+            self.steps.append(StepData(s, h, y, y, None, None, None, h > 0))
+        if self.slots is not None:
+            self.states[self.j] = self.slots[self.j - self.i0 - 1].copy_(y)
+
 
 def _run_segment(g, rk, tape: Tape, i0: int, i1: int, y, recorder: _Segment, state=None):
     """Re-run kept iterations ``i0 + 1 .. i1`` through the one step loop: a fixed grid
@@ -303,7 +331,32 @@ def _run_segment(g, rk, tape: Tape, i0: int, i1: int, y, recorder: _Segment, sta
     or finished there, take a zero step, which the loop makes a no-op: state,
     derivative and a method's memory unchanged), a method with memory from its state
     at ``i0`` (``state``, default the tape's).  Returns the state after ``i1`` and the
-    method's state there."""
+    method's state there.
+
+    A restart after a discontinuity (``jump_t``, :meth:`Tape.mark_jump`) is no step of
+    the forward: the loop runs up to the landing one ulp before it, the restart is
+    recorded as it happened (state and memory kept), and a new run starts one ulp
+    after it, evaluating f there as the forward did.  (One run across it would step
+    from the landing to the restart, a step the forward never took — a multistep
+    method's history with a step of two ulp —, or, in a run ending at the restart,
+    merge the landing into its end, within the loop's snap, and step across the
+    discontinuity.)"""
+    if state is None:
+        state = tape.mstate.get(i0)
+    start = i0
+    for r in sorted(j for j in tape.restarts if i0 < j <= i1):
+        if r - 1 > start:
+            y, state = _run_grid(g, rk, tape, start, r - 1, y, recorder, state)
+        S = tape.s
+        recorder.on_jump(S[r - 1], S[r] - S[r - 1], y)
+        start = r
+    if i1 > start:
+        y, state = _run_grid(g, rk, tape, start, i1, y, recorder, state)
+    return y, state
+
+
+def _run_grid(g, rk, tape: Tape, i0: int, i1: int, y, recorder: _Segment, state):
+    """Kept iterations ``i0 + 1 .. i1`` (none of them a restart) in one loop run."""
     grid = tape.s[i0 : i1 + 1].T.contiguous()  # [K, G]
     cfg = LoopConfig(
         rk=rk,
@@ -316,7 +369,7 @@ def _run_segment(g, rk, tape: Tape, i0: int, i1: int, y, recorder: _Segment, sta
         max_step=math.inf,
         controller=PIDController(),
         grid=grid,
-        method_state=tape.mstate.get(i0) if state is None else state,
+        method_state=state,
     )
     result = integrate(g, grid[:, [0, -1]], y, cfg, record=recorder)
     return result.ys[:, -1], result.method_state

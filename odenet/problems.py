@@ -260,7 +260,9 @@ class Problem:
 
         The fingerprint covers `f`, `f_numpy`, `exact` and `jac_numpy` with everything
         they compute from (code, constants, defaults, closure values, the module globals
-        they name, a network's parameters; arrays by their bytes, not their repr) and the
+        they name, the attributes of a user's module they read, a user's class's
+        constants and methods, a network's parameters, buffers and plain attributes;
+        arrays by their bytes, not their repr) and the
         nonzero pattern `jac_sparsity`, so a cached reference or a results folder is never
         reused after a user problem, or the file it comes from, was edited.
         """
@@ -311,7 +313,7 @@ def _fingerprint(obj) -> str | None:
     if obj is None:
         return None
     h = hashlib.sha256()
-    _feed(h, obj, 0, set())
+    _feed(h, obj, 0, {})
     return h.hexdigest()[:16]
 
 
@@ -336,27 +338,44 @@ def _put(h, tag: str, data) -> None:
     h.update(b"\1")
 
 
-def _feed(h, obj, depth: int, seen: set) -> None:
+def _feed(h, obj, depth: int, seen: dict, names: tuple[str, ...] | None = None) -> None:
     """Feed the content of ``obj`` into the hash ``h``.
 
     Scalars and strings by value; arrays and tensors by dtype, shape and bytes (a repr
-    elides large arrays); containers item by item; a Python function by its code (nested
-    code too), constants, defaults, closure values and the module globals its code
-    names; a C function (``torch.sin``) by its qualified name; a ``torch.nn.Module`` by
-    its class, ``forward`` and parameters and buffers; another object by its class and
-    attributes.  Modules count by name; anything whose repr is only an address by its
-    pickled bytes, or by its type where it does not pickle.
+    elides large arrays); containers item by item (sets in a canonical order); a Python
+    function by its code (nested code too), constants, defaults, closure values and the
+    module globals its code names; a C function (``torch.sin``) by its qualified name;
+    a class of the user's (or odenet's) by its name, bases and the values in its
+    ``__dict__`` (methods by their code, class constants by value); a
+    ``torch.nn.Module`` by its class, its parameters and buffers and its plain
+    attributes (``self.k = 1.0``); another object by its class and attributes.  A
+    library's module or class counts by name; a user module by the values of the
+    attributes the code reading it names (``names``: a function's ``co_names``), or all
+    its public attributes when reached otherwise.  Anything whose repr is only an
+    address counts by its pickled bytes, or, where it does not pickle, by a token of
+    this process (a cache is then not reused by the next run: in doubt, recompute).
     """
     if obj is None or isinstance(obj, bool | int | float | complex | str | bytes):
         _put(h, "v", repr(obj))
         return
-    if depth > _FINGERPRINT_DEPTH or id(obj) in seen:
+    if depth > _FINGERPRINT_DEPTH:
         _put(h, "deep", type(obj).__qualname__)
         return
-    seen.add(id(obj))
+    # a module is read through different names by different functions: it is seen
+    # once per set of names
+    user_module = isinstance(obj, types.ModuleType) and not _by_name(obj.__name__)
+    mark = (id(obj), names) if user_module else id(obj)
+    if mark in seen:
+        _put(h, "deep", type(obj).__qualname__)
+        return
+    # the object is kept alive with its id: a temporary (``dict(vars(obj))``) freed
+    # while hashing would leave its id to the next one, wrongly taken as seen
+    seen[mark] = obj
     deeper = depth + 1
     if isinstance(obj, types.ModuleType):
         _put(h, "module", obj.__name__)
+        if user_module:
+            _feed_user_module(h, obj, deeper, seen, names)
     elif isinstance(obj, torch.Tensor):
         x = obj.detach().cpu()
         _put(h, "tensor", f"{x.dtype}{tuple(x.shape)}")
@@ -373,6 +392,11 @@ def _feed(h, obj, depth: int, seen: set) -> None:
         for k, v in obj.items():
             _feed(h, k, deeper, seen)
             _feed(h, v, deeper, seen)
+    elif isinstance(obj, set | frozenset):
+        # a set's order (and so its repr) varies with the process's string hashing
+        _put(h, type(obj).__name__, len(obj))
+        for part in sorted(_fingerprint_in(x, deeper, seen) for x in obj):
+            _put(h, "item", part)
     elif isinstance(obj, functools.partial):
         _put(h, "partial", "")
         for x in (obj.func, obj.args, obj.keywords):
@@ -394,39 +418,130 @@ def _feed(h, obj, depth: int, seen: set) -> None:
         owner = getattr(obj, "__self__", None)
         if not isinstance(owner, types.ModuleType | type):
             _feed(h, owner, deeper, seen)
+    elif isinstance(obj, type):
+        if _by_name(getattr(obj, "__module__", None)):
+            _put(h, "repr", repr(obj))  # a library's (or odenet's) class is its name
+        else:
+            _feed_user_class(h, obj, deeper, seen)
     elif isinstance(obj, torch.nn.Module):
         _put(h, "nn.Module", type(obj).__qualname__)
         _feed(h, type(obj).forward, deeper, seen)
         _feed(h, dict(obj.state_dict()), deeper, seen)
+        # what forward reads beside the state dict: its class (methods, constants),
+        # plain attributes (``self.k = 1.0``), non-persistent buffers, submodules
+        if not _by_name(type(obj).__module__):
+            _feed(h, type(obj), deeper, seen)
+        _put(h, "buffers", "")
+        _feed(h, dict(obj.named_buffers()), deeper, seen)
+        plain = {k: v for k, v in vars(obj).items() if k not in _MODULE_MACHINERY}
+        _put(h, "attributes", "")
+        _feed(h, plain, deeper, seen)
+        _feed(h, dict(obj.named_children()), deeper, seen)
     elif not isinstance(obj, type) and hasattr(obj, "__dict__"):
         _put(h, "object", type(obj).__qualname__)
-        call = inspect.getattr_static(type(obj), "__call__", None)
-        if isinstance(call, types.FunctionType):
-            _feed(h, call, deeper, seen)
+        if _by_name(type(obj).__module__):
+            call = inspect.getattr_static(type(obj), "__call__", None)
+            if isinstance(call, types.FunctionType):
+                _feed(h, call, deeper, seen)
+        else:  # its methods and class attributes (``self.k`` may be one)
+            _feed(h, type(obj), deeper, seen)
         _feed(h, dict(vars(obj)), deeper, seen)
     else:
         r = repr(obj)
         if " at 0x" in r:  # the repr names an address: the content, where it pickles
             try:
                 r = hashlib.sha256(pickle.dumps(obj)).hexdigest()
-            except Exception:  # unpicklable: its type is all there is
-                r = type(obj).__qualname__
+            except Exception:  # unpicklable: unknown content, never equal to another run's
+                r = f"{type(obj).__qualname__} {_OPAQUE}"
         _put(h, "repr", r)
+
+
+# an object whose content cannot be read counts as this token: a key holding one is
+# shared by this process and its forked workers, never by a later run
+_OPAQUE = os.urandom(16).hex()
+
+# torch.nn.Module's own bookkeeping, what a bare module holds (its parameters, buffers
+# and children are fed apart)
+_MODULE_MACHINERY = frozenset(vars(torch.nn.Module()))
+
+# a class's __dict__ entries that are machinery, not what its methods compute from
+_CLASS_MACHINERY = frozenset({
+    "__module__", "__qualname__", "__doc__", "__dict__", "__weakref__", "__firstlineno__",
+    "__static_attributes__", "__annotations__", "__annotate__", "__orig_bases__",
+    "__parameters__", "__type_params__",
+})  # fmt: skip
+
+
+def _fingerprint_in(obj, depth: int, seen: dict) -> str:
+    h = hashlib.sha256()
+    _feed(h, obj, depth, seen)
+    return h.hexdigest()
+
+
+def _feed_user_class(h, cls: type, depth: int, seen: dict) -> None:
+    """A class by its name, bases and the values of its own ``__dict__``: methods by
+    their code, static and class methods and properties by their functions, class
+    constants by value (``Rates.k = 3.0`` is another problem than ``Rates.k = 1.0``)."""
+    _put(h, "class", cls.__qualname__)  # (its module's name may differ between processes)
+    _feed(h, cls.__bases__, depth, seen)
+    for k, v in vars(cls).items():
+        if k in _CLASS_MACHINERY or isinstance(
+            v, types.MemberDescriptorType | types.GetSetDescriptorType
+        ):
+            continue
+        _put(h, "attr", k)
+        if isinstance(v, staticmethod | classmethod):
+            _put(h, type(v).__name__, "")
+            v = v.__func__
+        elif isinstance(v, property):
+            _put(h, "property", "")
+            v = (v.fget, v.fset, v.fdel)
+        _feed(h, v, depth, seen)
+
+
+def _feed_user_module(h, module, depth: int, seen: dict, names) -> None:
+    """A user's module by the values of the attributes ``names`` (what the code reading
+    it names; a submodule read through them the same way), or by all its public
+    attributes, in name order, when no code says which it reads."""
+    content = vars(module)
+    if names is None:
+        names = sorted(k for k in content if not k.startswith("_"))
+    for name in names:
+        if name in content:
+            _put(h, "attr", name)
+            value = content[name]
+            if isinstance(value, types.ModuleType):
+                _feed(h, value, depth, seen, tuple(names))
+            else:
+                _feed(h, value, depth, seen)
+
+
+def _library_module(name) -> bool:
+    """Whether the module called ``name`` is the standard library's or an installed
+    package's other than odenet (counted by name); unknown modules are not."""
+    top = (name or "").partition(".")[0]
+    if not top or top == "odenet":
+        return False
+    if top in sys.stdlib_module_names:
+        return True
+    path = getattr(sys.modules.get(name), "__file__", None) or ""
+    return "site-packages" in path or "dist-packages" in path
+
+
+def _by_name(module_name) -> bool:
+    """Whether a module, or a class of the module, called ``module_name`` counts by its
+    name: a library's or odenet's own (odenet's problem functions are data, its classes
+    and modules are not the user's to edit)."""
+    return (module_name or "").partition(".")[0] == "odenet" or _library_module(module_name)
 
 
 def _from_a_library(fn) -> bool:
     """Whether ``fn`` comes from the standard library or an installed package other than
     odenet (whose problems are data to fingerprint)."""
-    top = (fn.__module__ or "").partition(".")[0]
-    if top == "odenet":
-        return False
-    if top in sys.stdlib_module_names:
-        return True
-    path = getattr(sys.modules.get(fn.__module__), "__file__", None) or ""
-    return "site-packages" in path or "dist-packages" in path
+    return _library_module(fn.__module__)
 
 
-def _feed_function(h, fn, depth: int, seen: set) -> None:
+def _feed_function(h, fn, depth: int, seen: dict) -> None:
     names: list[str] = []
 
     def code(c):
@@ -442,18 +557,23 @@ def _feed_function(h, fn, depth: int, seen: set) -> None:
                 _put(h, "const", repr(k))
 
     code(fn.__code__)
+    # a module the function holds is read through the attribute names of its code
+    read = tuple(dict.fromkeys(names))
     for x in (fn.__defaults__, fn.__kwdefaults__):
         _feed(h, x, depth, seen)
     for cell in fn.__closure__ or ():
         try:
-            _feed(h, cell.cell_contents, depth, seen)
+            value = cell.cell_contents
         except ValueError:  # an empty cell
             _put(h, "cell", "<empty>")
+            continue
+        _feed(h, value, depth, seen, read if isinstance(value, types.ModuleType) else None)
     glob = fn.__globals__
-    for name in dict.fromkeys(names):
+    for name in read:
         if name in glob:
             _put(h, "global", name)
-            _feed(h, glob[name], depth, seen)
+            value = glob[name]
+            _feed(h, value, depth, seen, read if isinstance(value, types.ModuleType) else None)
 
 
 # --- the reference-solution cache -------------------------------------------------------

@@ -471,3 +471,89 @@ def test_a_stiff_reference_uses_the_problems_jacobian_pattern():
         counts[name] = len(calls)
         np.testing.assert_allclose(y, expm(0.1 * A) @ np.linspace(0, 1, n), rtol=1e-9, atol=1e-12)
     assert counts["tridiagonal"] < counts["dense"] - 30, counts
+
+
+def test_identity_sees_class_constants_module_attributes_and_network_attributes(tmp_path):
+    """A field reading `Rates.k` (a class attribute), `consts.K` (an attribute of an
+    imported user module) or `self.k` (a float attribute of an nn.Module) kept its key
+    when that value was edited: a class counted by its repr, a module by its name, a
+    network by forward and state_dict only.  `odenet converge` then loaded the cells
+    (and the cached reference) of the old problem: 0 computed, error 5e-2 for 2.2e-1."""
+    import importlib
+    import sys
+
+    def key(f):
+        return P.Problem(f, y0=[1.0], span=(0, 1), name="p").key()
+
+    class Rates:
+        k = 1.0
+
+        @staticmethod
+        def scale():
+            return 1.0
+
+    f = lambda t, y: -Rates.k * Rates.scale() * y  # noqa: E731
+    before = key(f)
+    assert key(f) == before
+    Rates.k = 3.0
+    assert key(f) != before
+    Rates.k = 1.0
+    assert key(f) == before
+    Rates.scale = staticmethod(lambda: 2.0)
+    assert key(f) != before
+
+    (tmp_path / "hh_user_consts.py").write_text("K = 1.0\nJ = 5.0\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        consts = importlib.import_module("hh_user_consts")
+        g = lambda t, y: -consts.K * y  # noqa: E731
+        before = key(g)
+        consts.J = 6.0  # not read by the field: the same problem
+        assert key(g) == before
+        consts.K = 3.0
+        assert key(g) != before
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("hh_user_consts", None)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.k = 1.0
+            self.register_buffer("c", torch.ones(1, dtype=torch.float64), persistent=False)
+
+        def forward(self, t, y):
+            return -self.k * self.c * y
+
+    net = Net()
+    before = key(net)
+    assert key(Net()) == before
+    net.k = 3.0
+    assert key(net) != before
+    net.k = 1.0
+    net.c.fill_(2.0)  # a non-persistent buffer is not in the state dict
+    assert key(net) != before
+
+
+def test_identity_of_self_referencing_classes_and_sets_is_finite_and_stable():
+    import subprocess
+    import sys
+
+    code = """
+import odenet.problems as P
+class Node:
+    names = {"alpha", "beta", "gamma", "delta"}
+Node.me = Node
+loop = []
+loop.append(loop)
+print(P.Problem(lambda t, y: -len(Node.names) * len(loop) * Node.me.names.__len__() * y,
+                y0=[1.0], span=(0, 1), name="p").key())
+"""
+    keys = set()
+    for seed in ("0", "1", "2"):
+        env = dict(__import__("os").environ, PYTHONHASHSEED=seed)
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr
+        keys.add(r.stdout.strip())
+    assert len(keys) == 1  # a set's order (string hashing) does not change the key
+

@@ -274,3 +274,54 @@ def test_an_out_that_is_a_file_is_refused_and_kept(tmp_path, capsys, fresh):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is a file" in err[0]
     assert target.read_text() == "my notes"
+
+
+RATES_FILE = """
+import torch
+from odenet.problems import Problem
+
+
+class Rates:
+    k = {k}.0
+
+
+def decay():
+    return Problem(f=lambda t, y: -Rates.k * y, y0=torch.tensor([1.0], dtype=torch.float64),
+                   span=(0.0, 2.0), name="decay_noexact")
+"""
+
+
+def test_an_edited_class_constant_is_a_new_problem_for_results_and_references(tmp_path, capsys):
+    """The rate held as a class attribute, edited from 1 to 3 between runs: the same
+    --out answered "0 computed, 2 loaded" with the old problem's errors, and a new --out
+    (even --fresh) was scored against the cached reference of k = 1 (rk4 error 3.8e-1
+    at h = 0.25 for the true 1.75e-3)."""
+    import numpy as np
+
+    path = tmp_path / "rates.py"
+
+    def write(k):
+        path.write_text(RATES_FILE.format(k=k))
+        stat = path.stat()  # the same size and second would hide the edit (bytecode cache)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000 * k))
+
+    def converge(out, *extra):
+        return main(["converge", "--problem", f"{path}:decay", "--methods", "rk4",
+                     "--steps", "8,16", "--out", out, "--workers", "1", "--no-plot",
+                     "--quiet", *extra])  # fmt: skip
+
+    write(1)
+    assert converge("a") == 0
+    write(3)
+    capsys.readouterr()
+    assert converge("a") == 2
+    err = capsys.readouterr().err
+    assert "problem_key" in err and "different study" in err, err
+    assert converge("b", "--fresh") == 0
+    row = pd.read_csv(tmp_path / "b" / "results.csv").iloc[0]
+    # truth: rk4's stability polynomial R(z)^n against e^{zn}, z = -k h
+    z = -3.0 * 0.25
+    R = 1 + z + z**2 / 2 + z**3 / 6 + z**4 / 24
+    n = np.arange(9)
+    assert row["n_steps"] == 8
+    assert row["error"] == pytest.approx(np.abs(R**n - np.exp(z * n)).max(), rel=1e-6)

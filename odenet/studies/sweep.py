@@ -822,10 +822,18 @@ def resolve_problem(payload):
     kind, value = payload
     if kind == "object":
         return value
-    from odenet.problems import get_problem
+    from odenet.problems import _absolute_spec, get_problem, is_file_spec
 
     name, params = value
     key = _canonical([name, params])
+    if is_file_spec(name):
+        # a problem file edited since (a notebook's second study) is another problem:
+        # the file's stamp is part of the key, as in problems._factory
+        try:
+            st = os.stat(_absolute_spec(name).rpartition(":")[0])
+            key += f"|{st.st_mtime_ns}|{st.st_size}"
+        except OSError:
+            pass  # get_problem says what is wrong with the file
     if key not in _PROBLEM_CACHE:
         _PROBLEM_CACHE[key] = get_problem(name, **params)
     return _PROBLEM_CACHE[key]

@@ -393,3 +393,59 @@ def test_an_edited_mechanism_file_is_refused_by_resume_and_predict(tmp_path, cap
     torch.save(state, ck)
     rc, out, err = run(predict, capsys)
     assert rc == 0 and out == before and "cannot be checked" in err
+
+
+SCALED_DECAY = """
+from odenet.fit import mechanism
+
+
+class Scale:
+    w = {w}
+
+
+@mechanism(params={{"k": 1.0}}, states=["y"])
+def decay(t, x, p):
+    return -p["k"] * Scale.w * x
+"""
+
+
+def test_a_mechanism_file_with_a_class_predicts_in_another_process_and_sees_its_edits(
+    tmp_path, capsys
+):
+    """The mechanism's module was named with hash(path), salted per process: a class in
+    the file fingerprinted differently in every process, so `predict` and --resume
+    refused every checkpoint of an unchanged file.  And an edit of the class constant
+    (Scale.w 1 -> 2) went unseen: predict paired the old k with a field twice as fast,
+    exit 0 (x(2) = 0.34 for the data's 0.74)."""
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    t = np.linspace(0, 3, 10)
+    pd.DataFrame([(s, ti, y0 * np.exp(-0.7 * ti) + 0.01 * rng.standard_normal())
+                  for s, y0 in enumerate([2.0, 3.0]) for ti in t],
+                 columns=["id", "time", "y"]).to_csv(tmp_path / "d.csv", index=False)  # fmt: skip
+    mech = tmp_path / "m.py"
+    mech.write_text(SCALED_DECAY.format(w="1.0"))
+    ck = tmp_path / "c.pt"
+    rc, out, _ = run(["fit", tmp_path / "d.csv", "--model", "greybox_mle", "--mechanism",
+                      f"{mech}:decay", "--iters", "20", "--json", "--no-progress",
+                      "--checkpoint", ck], capsys)  # fmt: skip
+    assert rc == 0
+    predict = ["predict", str(ck), "--data", str(tmp_path / "d.csv"), "--times", "1,2"]
+    rc, before, _ = run(predict, capsys)
+    assert rc == 0
+    for seed in ("1", "2"):  # another process, another string hashing
+        env = dict(os.environ, PYTHONHASHSEED=seed, OMP_NUM_THREADS="1")
+        r = subprocess.run([sys.executable, "-m", "odenet.cli", *predict], capture_output=True,
+                           text=True, env=env, timeout=240)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == before
+    mech.write_text(SCALED_DECAY.format(w="2.0"))
+    stat = mech.stat()  # (a later second: the bytecode cache keys on whole seconds)
+    os.utime(mech, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
+    rc, out, err = run(predict, capsys)
+    one_line_error(rc, err, "changed since this checkpoint was fitted", "refit")
+    assert out == ""

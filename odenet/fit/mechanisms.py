@@ -20,6 +20,7 @@ From the shell: ``odenet fit data.csv --model greybox_mle --mechanism my.py:grow
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import math
 import sys
@@ -93,7 +94,10 @@ def load_mechanism(spec: str) -> dict:
         return d
     if not path.is_file():
         raise MechanismError(f"--mechanism {spec!r}: file {str(path)!r} does not exist.")
-    mod_name = f"_odenet_mechanism_{abs(hash(str(path.resolve())))}"
+    # a name equal in every process (``hash`` of a str is salted per process): a class
+    # in the file must fingerprint alike in the fit and a later predict or --resume
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    mod_name = f"_odenet_mechanism_{digest}"
     try:
         loader = importlib.util.spec_from_file_location(mod_name, path)
         module = importlib.util.module_from_spec(loader)
@@ -125,7 +129,8 @@ def load_mechanism(spec: str) -> dict:
 
 def mechanism_fingerprint(desc: dict) -> str:
     """A short hash of a mechanism: its function — code, constants, defaults, closure
-    values and the module globals it reads (:func:`odenet.problems._fingerprint`, the
+    values, the module globals it reads and the classes and user modules behind them
+    (their constants and methods; :func:`odenet.problems._fingerprint`, the
     identity of a user problem) — and its declaration (``params`` guesses, ``states``,
     ``covariates``, ``positive``, ``x0``).
 

@@ -742,6 +742,15 @@ def _absolute_spec(spec: str) -> str:
 _FILE_MODULES: dict[str, Any] = {}
 
 
+def exec_source(module, path) -> None:
+    """Run the file ``path`` in ``module``, compiled from its source now: the import
+    system's bytecode cache (``__pycache__``) trusts a file's size and whole second of
+    modification, so an edit within the second that keeps the size ran the old code."""
+    with open(path, "rb") as fh:
+        source = fh.read()
+    exec(compile(source, str(path), "exec", dont_inherit=True), module.__dict__)
+
+
 def _factory(name: str) -> Callable[..., Problem]:
     """The registered factory, or the function `FUNCTION` of the file in `PATH.py:FUNCTION`.
 
@@ -763,7 +772,7 @@ def _factory(name: str) -> Callable[..., Problem]:
         loader_spec = importlib.util.spec_from_file_location(mod_name, path)
         module = importlib.util.module_from_spec(loader_spec)
         try:
-            loader_spec.loader.exec_module(module)
+            exec_source(module, path)
         except Exception as e:  # the user's file: any error is a bad problem spec
             raise InputError(
                 f"cannot import problem file {path}: {type(e).__name__}: {e}"

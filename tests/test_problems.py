@@ -557,3 +557,24 @@ print(P.Problem(lambda t, y: -len(Node.names) * len(loop) * Node.me.names.__len_
         keys.add(r.stdout.strip())
     assert len(keys) == 1  # a set's order (string hashing) does not change the key
 
+
+
+def test_a_problem_file_edited_within_the_second_is_read_again(tmp_path, monkeypatch):
+    """The import system's bytecode cache trusts a file's size and whole second of
+    modification: K = 1.0 edited to K = 3.0 within the second (a script's sed, then the
+    rerun) ran the old code, under the old key, so the old cells were loaded."""
+    import os
+    import sys
+
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    path = tmp_path / "same_second.py"
+    spec = f"{path}:decay"
+    second = 1_700_000_000 * 10**9
+    values = []
+    for k, ns in (("1.0", 100_000_000), ("3.0", 700_000_000)):
+        path.write_text(FILE_V1.replace("K = 1.0", f"K = {k}"))
+        os.utime(path, ns=(second + ns, second + ns))
+        p = P.get_problem(spec)
+        values.append((float(p.f(0.0, torch.ones(1, dtype=torch.float64))), p.key()))
+    assert values[0][0] == -2.0 and values[1][0] == -6.0
+    assert values[0][1] != values[1][1]

@@ -98,11 +98,13 @@ def load_mechanism(spec: str) -> dict:
     # in the file must fingerprint alike in the fit and a later predict or --resume
     digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
     mod_name = f"_odenet_mechanism_{digest}"
+    from odenet.problems import exec_source
+
     try:
         loader = importlib.util.spec_from_file_location(mod_name, path)
         module = importlib.util.module_from_spec(loader)
         sys.modules[mod_name] = module
-        loader.loader.exec_module(module)
+        exec_source(module, path)  # not a cached bytecode of an older edit
     except Exception as e:  # the user's file may raise anything while importing
         raise MechanismError(
             f"--mechanism {spec!r}: importing {str(path)!r} failed with "

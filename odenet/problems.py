@@ -446,6 +446,18 @@ def _feed(h, obj, depth: int, seen: dict, names: tuple[str, ...] | None = None) 
         else:  # its methods and class attributes (``self.k`` may be one)
             _feed(h, type(obj), deeper, seen)
         _feed(h, dict(vars(obj)), deeper, seen)
+    elif slots := _slot_names(type(obj)):  # no __dict__: its slots hold its content
+        _put(h, "slots", type(obj).__qualname__)
+        if not _by_name(type(obj).__module__):
+            _feed(h, type(obj), deeper, seen)
+        for name in slots:
+            try:
+                value = getattr(obj, name)
+            except AttributeError:  # an unset slot
+                _put(h, "unset", name)
+                continue
+            _put(h, "slot", name)
+            _feed(h, value, deeper, seen)
     else:
         r = repr(obj)
         if " at 0x" in r:  # the repr names an address: the content, where it pickles
@@ -470,6 +482,17 @@ _CLASS_MACHINERY = frozenset({
     "__static_attributes__", "__annotations__", "__annotate__", "__orig_bases__",
     "__parameters__", "__type_params__",
 })  # fmt: skip
+
+
+def _slot_names(cls) -> list[str]:
+    """The ``__slots__`` a Python class and its bases declare (none for C types)."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        declared = vars(klass).get("__slots__", ())
+        for name in (declared,) if isinstance(declared, str) else declared:
+            if name not in ("__dict__", "__weakref__") and name not in names:
+                names.append(name)
+    return names
 
 
 def _fingerprint_in(obj, depth: int, seen: dict) -> str:

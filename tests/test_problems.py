@@ -578,3 +578,53 @@ def test_a_problem_file_edited_within_the_second_is_read_again(tmp_path, monkeyp
         values.append((float(p.f(0.0, torch.ones(1, dtype=torch.float64))), p.key()))
     assert values[0][0] == -2.0 and values[1][0] == -6.0
     assert values[0][1] != values[1][1]
+
+
+DATACLASS_FILE = """
+import dataclasses
+from odenet.problems import Problem
+
+
+@dataclasses.dataclass
+class Rates:
+    k: float = {k}
+    tags: list = dataclasses.field(default_factory=list)
+
+
+class Slotted:
+    __slots__ = ("w",)
+
+    def __init__(self):
+        self.w = 2.0
+
+
+def decay():
+    rates, s = Rates(), Slotted()
+    return Problem(lambda t, y: -Rates.k * rates.k * s.w * y, y0=[1.0], span=(0.0, 1.0))
+"""
+
+
+def test_a_dataclass_or_slotted_object_has_the_same_key_in_every_process(tmp_path):
+    """A dataclass's fields (slotted, unpicklable objects) and a slotted instance of a
+    class in a problem file are hashed by their slots' values: equal in two processes
+    (else no results folder would be resumed), and another value is another problem."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "dc.py"
+    code = f"import odenet.problems as P; print(P.get_problem({str(path) + ':decay'!r}).key())"
+
+    def keys(k):
+        path.write_text(DATACLASS_FILE.format(k=k))
+        out = set()
+        for seed in ("1", "2"):
+            env = dict(__import__("os").environ, PYTHONHASHSEED=seed)
+            r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               env=env)  # fmt: skip
+            assert r.returncode == 0, r.stderr
+            out.add(r.stdout.strip())
+        return out
+
+    one = keys("1.0")
+    assert len(one) == 1
+    assert keys("1.5") != one

@@ -1448,6 +1448,15 @@ def brusselator_2d_sparsity(n: int = 32):
 
 
 _BRUSSELATOR_2D_REFERENCES: dict = {}
+
+
+def _brusselator_2d_cache(key) -> dict:
+    """The reference states computed so far for ``key``.  (Looked up by name: a
+    problem's key fingerprints the globals its functions name, and the cache's
+    contents must not change the key of the problem they belong to.)"""
+    store = getattr(sys.modules[__name__], "_BRUSSELATOR_2D_REFERENCES")  # noqa: B009
+    return store.setdefault(key, {})
+
 # its rtol = atol: a dense reference at REFERENCE_RTOL would take hours
 # scipy BDF's tolerance for the 2-D Brusselator's reference, and the accuracy that
 # reaches (against BDF at 1e-11 and 1e-12; at 1e-10 the reference was 3e-8 off)
@@ -1506,7 +1515,7 @@ def brusselator_2d(n: int = 32, alpha: float = 0.1, t1: float = 11.5) -> Problem
         from scipy.integrate import solve_ivp
 
         t = np.asarray(t, dtype=np.float64)
-        cache = _BRUSSELATOR_2D_REFERENCES.setdefault(key, {})
+        cache = _brusselator_2d_cache(key)
         cache.setdefault(0.0, y0)
         missing = sorted({float(s) for s in t} - set(cache))
         if missing:

@@ -628,3 +628,13 @@ def test_a_dataclass_or_slotted_object_has_the_same_key_in_every_process(tmp_pat
     one = keys("1.0")
     assert len(one) == 1
     assert keys("1.5") != one
+
+
+def test_the_brusselator_2d_key_does_not_change_when_its_reference_is_computed():
+    # its reference states are cached in a module dict that the key's fingerprint of
+    # `exact` read: the key changed once a reference was computed, so a study resumed
+    # in the same process was refused as a different one
+    p = P.get_problem("brusselator_2d", n=4, t1=0.5)
+    before = p.key()
+    p.exact(np.array([0.5]))
+    assert p.key() == before

@@ -262,7 +262,9 @@ def _out_folder(args, command: str, problem_name: str) -> Path:
     out = Path(args.out) if args.out else Path(DEFAULT_OUT) / f"{command}-{problem_name}"
     if out.exists() and not out.is_dir():
         # (--fresh renamed the user's file aside and reported success)
-        raise CLIError(f"--out {out} is a file, not a results folder; name a folder.")
+        raise CLIError(
+            f"results path {out} exists and is not a folder; choose another output folder."
+        )
     if args.fresh and out.exists():
         import shutil
 

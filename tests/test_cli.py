@@ -272,7 +272,7 @@ def test_an_out_that_is_a_file_is_refused_and_kept(tmp_path, capsys, fresh):
     target.write_text("my notes")
     assert main(["converge", "--out", str(target), "--quiet", *fresh]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "is a file" in err[0]
+    assert len(err) == 1 and "exists and is not a folder" in err[0]
     assert target.read_text() == "my notes"
 
 

@@ -299,6 +299,15 @@ class BDFRuntime:
         on ``y0`` (a checkpoint replay differentiates through the step's arguments)."""
         return _empty_state(y, MAX_ORDER + 3, s)
 
+    def restart_state(self, state, y, f0):
+        """After a discontinuity of the field (``jump_t``): order 1 with the history
+        ``[y, h_D·f0]`` on the last spacing ``h_D``, the start's history taken at
+        once (the differences of the solution across the jump mean nothing)."""
+        D, order, h_D, n_steps = state
+        h = torch.where(torch.isnan(h_D), torch.ones_like(h_D), h_D)
+        first = torch.stack([y, h.to(y.dtype)[:, None] * f0])
+        return torch.cat([first, torch.zeros_like(D[2:])]), 1 + 0 * order, h, 0 * n_steps
+
     @staticmethod
     def commit_state(old, new, accept):
         if bool(accept.all()):
@@ -770,6 +779,13 @@ class AdamsRuntime:
     def init_state(self, s, y, f0):
         """Order 1, no history yet: the first step takes ``Φ[0] = f0`` from its argument."""
         return _empty_state(y, self.size, s)
+
+    def restart_state(self, state, y, f0):
+        """After a discontinuity of the field (``jump_t``): order 1 with the history
+        ``[f0]`` on the last spacing (see :meth:`BDFRuntime.restart_state`)."""
+        Phi, order, h_P, n_steps = state
+        h = torch.where(torch.isnan(h_P), torch.ones_like(h_P), h_P)
+        return torch.cat([f0[None], torch.zeros_like(Phi[1:])]), 1 + 0 * order, h, 0 * n_steps
 
     def step(self, g, s, y, h, f0, state):
         Phi, order, h_P, n_steps = _start(state, None, f0)

@@ -27,7 +27,7 @@ import torch
 
 from odenet._controller import PIDController
 from odenet._errors import InputError
-from odenet._loop import LoopConfig, integrate
+from odenet._loop import LoopConfig, integrate, restart_history
 
 
 class Tape:
@@ -349,6 +349,8 @@ def _run_segment(g, rk, tape: Tape, i0: int, i1: int, y, recorder: _Segment, sta
             y, state = _run_grid(g, rk, tape, start, r - 1, y, recorder, state)
         S = tape.s
         recorder.on_jump(S[r - 1], S[r] - S[r - 1], y)
+        if state is not None:  # as the forward did (odenet._loop.restart_history)
+            state = restart_history(rk, state, y, g(S[r], y), tape.restarts[r])
         start = r
     if i1 > start:
         y, state = _run_grid(g, rk, tape, start, i1, y, recorder, state)

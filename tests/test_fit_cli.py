@@ -355,17 +355,22 @@ def test_a_column_named_after_a_state_is_never_fitted_as_another_state(tmp_path,
     one_line_error(rc, err, "order of", "--channels a b")
 
 
-def test_an_edited_mechanism_file_is_refused_by_resume_and_predict(tmp_path, capsys):
-    """A checkpoint holds the mechanism's path: after editing -k·x to -0.5·k·x, --resume
-    returned the old k as a new fit and `predict` paired it with the new field.  The
-    mechanism's fingerprint (code, constants, globals, declaration) is stored and checked."""
+def _write_decay_data(path):
+    """Two series of y = y0·e^{−0.7 t} with 1 % noise, ten times each, as CSV."""
     import pandas as pd
 
     rng = np.random.default_rng(1)
     t = np.linspace(0, 3, 10)
     pd.DataFrame([(s, ti, y0 * np.exp(-0.7 * ti) + 0.01 * rng.standard_normal())
                   for s, y0 in enumerate([2.0, 3.0]) for ti in t],
-                 columns=["id", "time", "y"]).to_csv(tmp_path / "d.csv", index=False)  # fmt: skip
+                 columns=["id", "time", "y"]).to_csv(path, index=False)  # fmt: skip
+
+
+def test_an_edited_mechanism_file_is_refused_by_resume_and_predict(tmp_path, capsys):
+    """A checkpoint holds the mechanism's path: after editing -k·x to -0.5·k·x, --resume
+    returned the old k as a new fit and `predict` paired it with the new field.  The
+    mechanism's fingerprint (code, constants, globals, declaration) is stored and checked."""
+    _write_decay_data(tmp_path / "d.csv")
     mech = tmp_path / "m.py"
     mech.write_text(DECAY)
     ck = tmp_path / "c.pt"
@@ -420,13 +425,7 @@ def test_a_mechanism_file_with_a_class_predicts_in_another_process_and_sees_its_
     import subprocess
     import sys
 
-    import pandas as pd
-
-    rng = np.random.default_rng(1)
-    t = np.linspace(0, 3, 10)
-    pd.DataFrame([(s, ti, y0 * np.exp(-0.7 * ti) + 0.01 * rng.standard_normal())
-                  for s, y0 in enumerate([2.0, 3.0]) for ti in t],
-                 columns=["id", "time", "y"]).to_csv(tmp_path / "d.csv", index=False)  # fmt: skip
+    _write_decay_data(tmp_path / "d.csv")
     mech = tmp_path / "m.py"
     mech.write_text(SCALED_DECAY.format(w="1.0"))
     ck = tmp_path / "c.pt"

@@ -153,7 +153,9 @@ class EventTracker:
                 y1 = state_at(torch.ones(K, dtype=s.dtype, device=s.device))
         v1 = self._all(s1, y1)
         zero = (v0 == 0) & accept[:, None]
-        if bool(zero.any()):
+        crossed = self._crossed(v0, v1, accept)
+        any_zero, any_crossed = torch.stack([zero.any(), crossed.any()]).tolist()  # one sync
+        if any_zero:
             # exactly 0 where the step starts (a root on the last step's end): its sign
             # just after decides, or a crossing later in this step goes unseen
             # ((t − 1)(t − 1.2) with a node on t = 1 lost the root at 1.2)
@@ -162,14 +164,11 @@ class EventTracker:
             with torch.no_grad():
                 v_in = self._all(s + th * (s1 - s), state_at(th))
             v0 = torch.where(zero, v_in, v0)
-        rising = (v0 < 0) & (v1 >= 0)
-        falling = (v0 > 0) & (v1 <= 0)
-        d = self.direction[None, :]
-        crossed = torch.where(d > 0, rising, torch.where(d < 0, falling, rising | falling))
-        crossed = crossed & accept[:, None]
+            crossed = self._crossed(v0, v1, accept)
+            any_crossed = bool(crossed.any())
         theta_stop = torch.ones(K, dtype=s.dtype, device=s.device)
         stop = torch.zeros(K, dtype=torch.bool, device=s.device)
-        if not bool(crossed.any()):
+        if not any_crossed:
             self.values = torch.where(accept[:, None], v1, v0)
             return theta_stop, None, stop
         E = len(self.events)
@@ -205,6 +204,15 @@ class EventTracker:
                     break
         self.values = torch.where(accept[:, None], v1, v0)
         return theta_stop, y_stop, stop
+
+    def _crossed(self, v0, v1, accept) -> torch.Tensor:
+        """``[K, E]``: a sign change from ``v0`` to ``v1`` in each event's direction, on
+        the accepting rows."""
+        rising = (v0 < 0) & (v1 >= 0)
+        falling = (v0 > 0) & (v1 <= 0)
+        d = self.direction[None, :]
+        crossed = torch.where(d > 0, rising, torch.where(d < 0, falling, rising | falling))
+        return crossed & accept[:, None]
 
     def _locate(self, e, s, s1, va, vb, rows, state_at) -> torch.Tensor:
         """θ in (0, 1] of the crossing of event ``e`` on ``rows`` (Illinois).

@@ -782,9 +782,12 @@ def main(argv: list[str] | None = None) -> int:
             warnings.showwarning = _show_warning
             return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        sys.stderr.write(
-            "odenet: interrupted; finished cells are saved, rerun the same command to resume.\n"
-        )
+        if _command(argv) == "fit":
+            # (the same command with --force would start the fit over, on its checkpoint)
+            advice = "its checkpoint is saved; rerun with --resume (not --force) to continue."
+        else:
+            advice = "finished cells are saved, rerun the same command to resume."
+        sys.stderr.write(f"odenet: interrupted; {advice}\n")
         return 130
     except OdenetError as e:
         msg = " ".join(str(e).split())

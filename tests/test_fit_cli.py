@@ -448,3 +448,19 @@ def test_a_mechanism_file_with_a_class_predicts_in_another_process_and_sees_its_
     rc, out, err = run(predict, capsys)
     one_line_error(rc, err, "changed since this checkpoint was fitted", "refit")
     assert out == ""
+
+
+def test_ctrl_c_during_a_fit_advises_resume_not_the_same_command(monkeypatch, capsys):
+    # the one message for every command said "rerun the same command to resume"; for a
+    # fit run with --force that starts over on top of the checkpoint it had written
+    import odenet.fit.cli as fit_cli
+    from odenet.cli import main
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fit_cli, "run", interrupted)
+    assert main(["fit", "data.csv", "--model", "locf", "--force"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["odenet: interrupted; its checkpoint is saved; rerun with --resume "
+                   "(not --force) to continue."]  # fmt: skip

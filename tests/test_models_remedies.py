@@ -292,3 +292,21 @@ def test_driven_field_subclass_must_implement_drive():
 
     with pytest.raises(NotImplementedError):
         Bare().bind(lambda t: torch.zeros(1, 1))(0.0, torch.zeros(1, 1))
+
+
+def test_spectral_norm_lags_a_large_weight_change_as_documented():
+    # the docstring's numbers: power iteration gives a lower bound of σ_max, so the
+    # normalised norm overshoots 1 after a large change and settles within a few calls
+    import itertools
+
+    from odenet.models.remedies import spectral_normalize
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(16, 16).double()
+    spectral_normalize(lin)
+    assert abs(torch.linalg.matrix_norm(lin.weight, 2).item() - 1) < 1e-10
+    with torch.no_grad():
+        lin.parametrizations.weight.original.add_(torch.randn(16, 16, dtype=torch.float64))
+    norms = [torch.linalg.matrix_norm(lin.weight, 2).item() for _ in range(5)]
+    assert norms[0] > 1.1 and all(a > b > 1 for a, b in itertools.pairwise(norms))
+    assert norms[-1] < 1.01

@@ -304,7 +304,7 @@ class BDFRuntime:
         ``[y, h_D·f0]`` on the last spacing ``h_D``, the start's history taken at
         once (the differences of the solution across the jump mean nothing)."""
         D, order, h_D, n_steps = state
-        h = torch.where(torch.isnan(h_D), torch.ones_like(h_D), h_D)
+        h = _spacing(h_D)
         first = torch.stack([y, h.to(y.dtype)[:, None] * f0])
         return torch.cat([first, torch.zeros_like(D[2:])]), 1 + 0 * order, h, 0 * n_steps
 
@@ -575,7 +575,13 @@ def _start(state, y, f0):
     first = [f0] if y is None else [y, f0]
     start = torch.cat([torch.stack(first), H[len(first) :]])
     H = torch.where(fresh[None, :, None], start, H)
-    return H, order, torch.where(fresh, torch.ones_like(h_H), h_H), n_steps
+    return H, order, _spacing(h_H), n_steps
+
+
+def _spacing(h_H):
+    """The history's spacing, 1 where it has not started (NaN): the start's ``[y, 1·f0]``
+    (or ``[f0]``) is a history on spacing 1."""
+    return torch.where(torch.isnan(h_H), torch.ones_like(h_H), h_H)
 
 
 def _next_order(order, n1, errors, scale, q, max_order):
@@ -784,7 +790,7 @@ class AdamsRuntime:
         """After a discontinuity of the field (``jump_t``): order 1 with the history
         ``[f0]`` on the last spacing (see :meth:`BDFRuntime.restart_state`)."""
         Phi, order, h_P, n_steps = state
-        h = torch.where(torch.isnan(h_P), torch.ones_like(h_P), h_P)
+        h = _spacing(h_P)
         return torch.cat([f0[None], torch.zeros_like(Phi[1:])]), 1 + 0 * order, h, 0 * n_steps
 
     def step(self, g, s, y, h, f0, state):

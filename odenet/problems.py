@@ -405,7 +405,7 @@ def _feed(h, obj, depth: int, seen: dict, names: tuple[str, ...] | None = None) 
         _put(h, "method", "")
         _feed(h, obj.__func__, deeper, seen)
         _feed(h, obj.__self__, deeper, seen)
-    elif isinstance(obj, types.FunctionType) and _from_a_library(obj):
+    elif isinstance(obj, types.FunctionType) and _library_module(obj.__module__):
         # a library's function is its name: its internals (caches, registries) are not
         # the user's problem, and need not hash alike in two processes
         _put(h, "library function", f"{obj.__module__}.{obj.__qualname__}")
@@ -556,12 +556,6 @@ def _by_name(module_name) -> bool:
     name: a library's or odenet's own (odenet's problem functions are data, its classes
     and modules are not the user's to edit)."""
     return (module_name or "").partition(".")[0] == "odenet" or _library_module(module_name)
-
-
-def _from_a_library(fn) -> bool:
-    """Whether ``fn`` comes from the standard library or an installed package other than
-    odenet (whose problems are data to fingerprint)."""
-    return _library_module(fn.__module__)
 
 
 def _feed_function(h, fn, depth: int, seen: dict) -> None:
@@ -1448,6 +1442,11 @@ def brusselator_2d_sparsity(n: int = 32):
 
 
 _BRUSSELATOR_2D_REFERENCES: dict = {}
+# its rtol = atol: a dense reference at REFERENCE_RTOL would take hours
+# scipy BDF's tolerance for the 2-D Brusselator's reference, and the accuracy that
+# reaches (against BDF at 1e-11 and 1e-12; at 1e-10 the reference was 3e-8 off)
+_B2D_REFERENCE_TOL = 1e-12
+_B2D_REFERENCE_ACCURACY = 1e-10
 
 
 def _brusselator_2d_cache(key) -> dict:
@@ -1456,12 +1455,6 @@ def _brusselator_2d_cache(key) -> dict:
     contents must not change the key of the problem they belong to.)"""
     store = getattr(sys.modules[__name__], "_BRUSSELATOR_2D_REFERENCES")  # noqa: B009
     return store.setdefault(key, {})
-
-# its rtol = atol: a dense reference at REFERENCE_RTOL would take hours
-# scipy BDF's tolerance for the 2-D Brusselator's reference, and the accuracy that
-# reaches (against BDF at 1e-11 and 1e-12; at 1e-10 the reference was 3e-8 off)
-_B2D_REFERENCE_TOL = 1e-12
-_B2D_REFERENCE_ACCURACY = 1e-10
 
 
 @register_problem("brusselator_2d")

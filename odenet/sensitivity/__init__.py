@@ -302,13 +302,13 @@ class _Run:
         b``), and its gradient would silently be missing.  Evaluations of ``f`` at the
         end and at up to 15 kept states spread over the solve (a backward costs several
         per step); a tensor used only between them is not seen."""
-        tape, known = self.tape, set(map(id, self.params))
+        tape = self.tape
         kept = sorted(set(tape.ckpt) - {0, tape.n_steps})
         spread = torch.linspace(0, len(kept) - 1, 15).tolist() if kept else []
         probes = [kept[round(j)] for j in spread]
         for i in sorted({*probes, tape.n_steps} - {0}):
             y = tape.ckpt[i] if i != tape.n_steps else tape.last
-            late = [v for v in hidden_leaves(self.g_lin, tape.s[i], y) if id(v) not in known]
+            late = hidden_leaves(self.g_lin, tape.s[i], y, self.params)
             if late:
                 shapes = ", ".join(str(tuple(v.shape)) for v in late[:5])
                 raise InputError(

@@ -134,6 +134,9 @@ class EventTracker:
 
     def start(self, s, y) -> None:
         self.values = self._all(s, y)
+        # an event exactly 0 at t0 that leaves zero in its direction happened at t0
+        # (scipy reports it there, and a terminal one stops the solve at once)
+        self.zero_at_t0 = self.values == 0
 
     def step(
         self, s, s1, accept, state_at, y1=None
@@ -163,9 +166,15 @@ class EventTracker:
                             device=s.device)  # fmt: skip
             with torch.no_grad():
                 v_in = self._all(s + th * (s1 - s), state_at(th))
+            d = self.direction[None, :]
+            leaves = torch.where(d > 0, v_in > 0, torch.where(d < 0, v_in < 0, v_in != 0))
+            born = zero & self.zero_at_t0 & leaves
             v0 = torch.where(zero, v_in, v0)
-            crossed = self._crossed(v0, v1, accept)
+            crossed = self._crossed(v0, v1, accept) | born
             any_crossed = bool(crossed.any())
+        else:
+            born = None
+        self.zero_at_t0 = self.zero_at_t0 & ~accept[:, None]
         theta_stop = torch.ones(K, dtype=s.dtype, device=s.device)
         stop = torch.zeros(K, dtype=torch.bool, device=s.device)
         if not any_crossed:
@@ -175,10 +184,12 @@ class EventTracker:
         thetas = torch.full((K, E), math.inf, dtype=torch.float64, device=s.device)
         with torch.no_grad():
             for e in range(E):
-                rows = crossed[:, e]
+                rows = crossed[:, e] if born is None else crossed[:, e] & ~born[:, e]
                 if bool(rows.any()):
                     theta = self._locate(e, s, s1, v0[:, e], v1[:, e], rows, state_at)
                     thetas[:, e] = torch.where(rows, theta, math.inf)
+            if born is not None:
+                thetas = torch.where(born, 0.0, thetas)
         # in time order within the step; a terminal one cuts off the later ones
         order = thetas.argsort(dim=1)
         y_stop = y1.clone()

@@ -190,7 +190,8 @@ def test_time_gradients_direct_is_the_discrete_solutions_checkpoint_the_flows():
 
     def y_end(T_, sensitivity="direct"):
         t = torch.tensor([0.0, T_], dtype=D, requires_grad=True)
-        ys = odenet.solve(f, y0, t, method="explicit_adams", step_size=h, sensitivity=sensitivity).ys
+        kw = dict(method="explicit_adams", step_size=h, sensitivity=sensitivity)
+        ys = odenet.solve(f, y0, t, **kw).ys
         return ys[-1, 0], t
 
     eps = 1e-6

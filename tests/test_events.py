@@ -271,3 +271,37 @@ def test_a_crossing_after_an_event_that_is_zero_at_a_step_start_is_found(kw):
         events=odenet.Event(lambda t, y: (t - 1.0) * (t - 1.2)), **kw,
     )  # fmt: skip
     assert torch.allclose(sol.events.t.flatten(), torch.tensor([1.0, 1.2], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+@pytest.mark.parametrize("direction", [0, 1, -1])
+def test_an_event_exactly_zero_at_t0_is_reported_there_as_scipy_does(direction, terminal):
+    # g = y on y' = 1, y(0) = 0 leaves zero upward at t0; h = y − 0.5 crosses at 0.5.
+    # scipy's solve_ivp is the reference, run on the same problem: it reports g at t0
+    # for directions 0 and +1, and a terminal g stops there (odenet skipped it)
+    g, h = (lambda t, y: y[0]), (lambda t, y: y[0] - 0.5)
+    for fn in (g, h):
+        fn.terminal, fn.direction = fn is g and terminal, direction if fn is g else 0
+    ref = scipy.integrate.solve_ivp(
+        lambda t, y: np.ones(1), (0.0, 1.0), [0.0], events=[g, h], rtol=1e-10
+    )
+    want = sorted((float(t), k) for k, ts in enumerate(ref.t_events) for t in ts)
+    sol = odenet.solve(
+        lambda t, y: torch.ones_like(y), torch.zeros(1, dtype=torch.float64),
+        torch.tensor([0.0, 1.0], dtype=torch.float64), rtol=1e-10, atol=1e-12,
+        events=[odenet.Event(g, direction=direction, terminal=terminal), odenet.Event(h)],
+    )  # fmt: skip
+    got = list(zip(sol.events.t.flatten().tolist(), sol.events.which.flatten().tolist()))
+    assert [k for _, k in got] == [k for _, k in want]
+    assert np.allclose([t for t, _ in got], [t for t, _ in want], rtol=0, atol=1e-12)
+    stopped = bool(torch.isnan(sol.ys[-1]).all())
+    assert stopped == (ref.status == 1)
+
+
+def test_odeint_event_returns_t0_when_the_event_fn_is_zero_there():
+    # torchdiffeq returns (t0, y0) at once; odenet searched 1e6 time units and raised
+    te, ys = odenet.odeint_event(
+        lambda t, y: torch.ones_like(y), torch.zeros(1, dtype=torch.float64),
+        torch.tensor(0.0, dtype=torch.float64), event_fn=lambda t, y: y[0] * (y[0] - 0.5),
+    )  # fmt: skip
+    assert te.item() == 0.0 and ys[-1].item() == 0.0

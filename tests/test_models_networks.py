@@ -79,6 +79,19 @@ def test_euler_resnet_with_layerwise_weights_equals_classic_resnet_bit_for_bit()
     assert torch.equal(ResNet(field, 3, "euler", horizon=3.0)(h0), h)
 
 
+def test_a_float32_euler_resnet_equals_its_neural_ode_on_the_same_grid():
+    # float32 grid times t0 + ℓΔ land a float32 rounding below a piece's boundary; read
+    # with a float64-sized margin 80 of 100 of them took the previous piece (0.187 apart)
+    torch.manual_seed(3)
+    field = LayerwiseField.mlp(3, 8, 100, horizon=1.0)
+    net = ResNet(field, 100, "euler", horizon=1.0)
+    h0 = torch.randn(4, 3)
+    node = net.to_neural_ode(method="euler", step_size=0.01)
+    torch.testing.assert_close(node.flow(h0, 0.0, 1.0), net(h0), rtol=1e-5, atol=1e-5)
+    grid = torch.arange(101, dtype=torch.float32) * torch.tensor(0.01)
+    assert torch.equal(field.layer_index(grid[:100]), torch.arange(100))
+
+
 def test_a_plain_pytorch_resnet_is_the_euler_discretization_of_its_layerwise_field():
     torch.manual_seed(9)
     blocks = [nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 3)).double() for _ in "abcd"]

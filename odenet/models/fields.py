@@ -290,11 +290,15 @@ class LayerwiseField(nn.Module):
 
     def layer_index(self, t) -> torch.Tensor:
         """Index ``ℓ`` of the piece containing ``t`` (0-dim or ``[B]``), long."""
+        # times computed as t0 + ℓΔ may land a few roundings of their own dtype below the
+        # boundary (float32 t = 0.7 read as piece 6 of 10 with a float64-sized margin)
+        own = isinstance(t, torch.Tensor) and t.is_floating_point()
+        eps = torch.finfo(t.dtype if own else torch.float64).eps
         t = torch.as_tensor(t, dtype=torch.float64)
-        x = (t - self.t0) * (self.n_layers / self.horizon)
-        # times computed as t0 + ℓΔ may land a rounding error below the boundary
-        x = x + 64 * torch.finfo(torch.float64).eps * x.abs().clamp_min(1.0)
-        return torch.floor(x).long().clamp(0, self.n_layers - 1)
+        scale = self.n_layers / self.horizon
+        x = (t - self.t0) * scale
+        margin = 64 * eps * torch.maximum(x.abs(), (t.abs() + abs(self.t0)) * scale).clamp_min(1.0)
+        return torch.floor(x + margin).long().clamp(0, self.n_layers - 1)
 
     def forward(self, t, h: torch.Tensor) -> torch.Tensor:
         idx = self.layer_index(t)

@@ -21,6 +21,7 @@ from fractions import Fraction
 import torch
 from torch import nn
 
+from odenet import step
 from odenet._errors import InputError
 from odenet._multistep import MULTISTEP, adams_bashforth
 from odenet.models.fields import parameter_dtype
@@ -66,8 +67,10 @@ class LMResNet(nn.Module):
     Parameters
     ----------
     field : nn.Module ``f(t, x)``
-        Weight-tied, or a :class:`~odenet.models.LayerwiseField` (layer ``n`` then
-        evaluates ``f_n`` with the piece of ``[t_n, t_{n+1})``).
+        Weight-tied, or a :class:`~odenet.models.LayerwiseField` (multistep layer ``n``
+        then evaluates ``f_n`` with the piece of ``[t_n, t_{n+1})``; a starter layer's
+        stages look the field up by time, as ``odenet.solve`` does, so a stage on
+        ``t_{n+1}`` takes the next piece and the network equals the solve).
     depth : int
         Number of layers ``L``.
     method : ``"lm"`` or ``"ab1"`` … ``"ab6"``
@@ -218,6 +221,18 @@ class LMResNet(nn.Module):
         incr = sum(bj * f(j) for j, bj in enumerate(b) if not _is(bj, 0.0))
         return lin + self.dt * incr
 
+    def _starter(self, n: int, x: torch.Tensor) -> torch.Tensor:
+        """Starter layer ``n``: one ``starter`` step of the field from ``t_n``.
+
+        Unlike a ResNet block, whose stages all use its layer's piece, the field is looked
+        up by time at each stage, as the integrator's starter does: dop853 has stages on
+        ``t_{n+1}``, where a LayerwiseField's next piece begins (stepping piece ``n``
+        alone put the network 5e-3 off ``odenet.solve`` and its own Neural ODE).
+        """
+        blocks = self._blocks
+        return step(self.field, blocks.t0 + n * blocks.dt, x, blocks.dt, blocks.tableau,
+                    batched=True)  # fmt: skip
+
     def _f(self, n: int, x: torch.Tensor) -> torch.Tensor:
         """``f_n = f(t_n, x)`` with the field of layer ``n``."""
         t = torch.as_tensor(self.t0 + n * self.dt, dtype=x.dtype, device=x.device)
@@ -241,7 +256,7 @@ class LMResNet(nn.Module):
 
         for n in range(self.depth):
             if n < self.steps - 1:
-                xs.append(self._blocks.block(n, xs[n]))
+                xs.append(self._starter(n, xs[n]))
             else:
                 xs.append(self._layer(n, lambda j, n=n: xs[n - j], lambda j, n=n: f(n - j)))
         return torch.stack(xs)

@@ -117,6 +117,13 @@ CASES = [
         lambda: M["RNN"].continuous(torch.randn(2, 2, 2), T, method="rk4", step_size=0.5),
     ),
     ("rnn-2d", lambda: M["RNN"](torch.randn(4, 2)), "xs", "[B, N, 2]", None),
+    (  # a block past the last stepped on from t0 + layer·Δt
+        "resnet-block-range",
+        lambda: M["ResNet"].block(4, torch.randn(3, 3)),
+        "layer",
+        "0 … 3",
+        lambda: M["ResNet"].block(3, torch.randn(3, 3)),
+    ),
     (
         "rnn-h0-f64",
         lambda: M["RNN"](torch.randn(2, 4, 2), torch.zeros(2, 5, dtype=torch.float64)),

@@ -86,6 +86,14 @@ def test_fixed_point_errors_are_reported():
         find_fixed_point(lambda x: x + 1.0, torch.tensor([0.0]))
     with pytest.raises(StabilityInputError, match=r"`M` must be a square matrix"):
         gershgorin_discs(np.ones((2, 3)))
+    # a NaN point or tol passed the residual test (NaN compares False) and came back
+    # "stable", certified, for a map whose only fixed point (x = 1, slope 2) is unstable
+    g = lambda x: torch.where(x < 5.0, 2.0 * x - 1.0, 0.1 * x + 0.4)  # noqa: E731
+    with pytest.raises(StabilityInputError, match="`x_star` has NaN"):
+        fixed_point_stability(g, torch.tensor([math.nan]))
+    with pytest.raises(StabilityInputError, match="`tol` must be a finite number"):
+        fixed_point_stability(lambda x: 2.0 * x + 1.0, torch.tensor([0.0]), tol=math.nan)
+    assert fixed_point_stability(g, torch.tensor([1.0])).verdict == "unstable"
 
 
 def test_he_and_xavier_are_the_critical_initializations():
@@ -145,6 +153,17 @@ def test_meanfield_errors_are_reported():
     ]:
         with pytest.raises(StabilityInputError, match=f"`{name}` must be a finite variance"):
             mean_field("tanh", kw.pop("sigma_w2", 1.0), 3, **kw)
+    # the public pieces too: variance_map("tanh", −2)(1) was a variance of −0.79
+    for call, name in [
+        (lambda: variance_map("tanh", -2.0), "sigma_w2"),
+        (lambda: chi("tanh", -1.0, 1.0), "sigma_w2"),
+        (lambda: chi("tanh", 1.0, -1.0), "q"),
+        (lambda: measured_gradient_ratios("tanh", -1.0, 3, 10), "sigma_w2"),
+    ]:
+        with pytest.raises(StabilityInputError, match=f"`{name}` must be a finite variance"):
+            call()
+    with pytest.raises(StabilityInputError, match="`n_nets` must be a positive integer"):
+        measured_gradient_ratios("tanh", 1.0, 3, 10, n_nets=0)  # returned zeros
 
 
 def test_cli_prints_intervals_and_flags(capsys, tmp_path):

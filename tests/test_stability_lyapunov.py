@@ -196,6 +196,10 @@ def test_bad_arguments_are_reported():
         lyapunov_spectrum(step, x0, 10, dt=0.0)
     with pytest.raises(StabilityInputError, match="runs one orbit"):
         lyapunov(step, x0[None], 10, tangent="jvp", ensemble=True)
+    # a NaN start took the branch NaN selects of a piecewise map: a finite log(0.1)
+    piecewise = lambda x: torch.where(x > 0, 2 * x, 0.1 * x)  # noqa: E731
+    with pytest.raises(StabilityInputError, match="`x0` has NaN"):
+        lyapunov_spectrum(piecewise, torch.tensor([math.nan], dtype=D), 10)
 
 
 def test_implicit_scheme_flow_uses_the_autograd_fallback_and_gives_log_R():

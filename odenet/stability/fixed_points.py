@@ -13,6 +13,7 @@ without computing a single eigenvalue.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -99,12 +100,20 @@ def fixed_point_stability(
     """
     if kind not in ("map", "flow"):
         raise StabilityInputError(f"`kind` must be 'map' or 'flow', got {kind!r}.")
+    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
+        raise StabilityInputError(f"`tol` must be a finite number ≥ 0, got {tol!r}.")
     x = torch.as_tensor(x_star, dtype=torch.float64).detach()
+    if not bool(torch.isfinite(x).all()):
+        raise StabilityInputError(
+            "`x_star` has NaN or infinite entries; pass a finite fixed point "
+            "(e.g. from find_fixed_point)."
+        )
     h = g if kind == "map" else (lambda y: g(torch.zeros((), dtype=y.dtype), y))
     with torch.no_grad():
         res = h(x) - x if kind == "map" else h(x)
     resid = float(res.abs().max())
-    if resid > tol * (1.0 + float(x.abs().max())):
+    # written so that a NaN residual fails the test too
+    if not resid <= tol * (1.0 + float(x.abs().max())):
         what = "g(x*) − x*" if kind == "map" else "f(x*)"
         raise StabilityInputError(
             f"`x_star` is not an equilibrium: max |{what}| = {resid:.3g} > tol = {tol:g}; "

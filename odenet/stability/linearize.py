@@ -191,4 +191,8 @@ def _check_state(x) -> torch.Tensor:
         raise StabilityInputError(
             f"`x0` must be a floating-point tensor, got dtype {x.dtype}; use .double()."
         )
+    if not bool(torch.isfinite(x).all()):
+        # a NaN state took whichever branch of a piecewise map NaN selects, and its
+        # exponents came out finite
+        raise StabilityInputError("`x0` has NaN or infinite entries; start from a finite state.")
     return x

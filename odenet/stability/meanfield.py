@@ -61,7 +61,7 @@ def gaussian_mean(g, q: float) -> float:
     ``N(0, q)``: panels of width 1/4 on ``|u| ≤ 30``, of width ``√q/4`` out to
     ``9√q`` (where the density is below 1e-17 of its peak).
     """
-    s = float(np.sqrt(q))
+    s = float(np.sqrt(_variance("q", q)))
     if s <= 1.0:
         return float(_W @ g(s * _Z))
     inner = min(30.0, 9.0 * s)
@@ -78,12 +78,15 @@ def gaussian_mean(g, q: float) -> float:
 def variance_map(activation: str, sigma_w2: float, sigma_b2: float = 0.0):
     """The layer-to-layer variance map `q -> σ_w² E[φ(√q z)²] + σ_b²`."""
     phi, _, _ = _activation(activation)
+    sigma_w2 = _variance("sigma_w2", sigma_w2, positive=True)
+    sigma_b2 = _variance("sigma_b2", sigma_b2)
     return lambda q: sigma_w2 * gaussian_mean(lambda u: phi(u) ** 2, q) + sigma_b2
 
 
 def chi(activation: str, sigma_w2: float, q: float) -> float:
     """`χ = σ_w² E[φ'(√q z)²]`: squared gradient-norm ratio of one layer."""
     _, dphi, _ = _activation(activation)
+    sigma_w2 = _variance("sigma_w2", sigma_w2, positive=True)
     return sigma_w2 * gaussian_mean(lambda u: dphi(u) ** 2, q)
 
 
@@ -162,6 +165,9 @@ def measured_gradient_ratios(
     """
     depth = check_positive_int("depth", depth)
     width = check_positive_int("width", width)
+    n_nets = check_positive_int("n_nets", n_nets)
+    sigma_w2 = _variance("sigma_w2", sigma_w2, positive=True)
+    q0, sigma_b2 = _variance("q0", q0), _variance("sigma_b2", sigma_b2)
     _, _, act = _activation(activation)
     gen = torch.Generator().manual_seed(seed)
     qs = np.zeros(depth + 1)

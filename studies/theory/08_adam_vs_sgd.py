@@ -78,8 +78,9 @@ def natural_gradient_invariance(scales, lr: float = 1e-3) -> pd.DataFrame:
     and natural gradient (Fisher of a unit-variance Gaussian likelihood, ``F = E[JᵀJ]``)
     in ``φ``; report the first-order change of the outputs ``‖J Δφ‖`` over the data.
 
-    ``F⁺`` is the pseudo-inverse, so ``J F⁺ g = −P_range(J) r / n``: the projection of
-    the residual, the same for every invertible reparametrisation.
+    ``F⁺`` is the pseudo-inverse and the two ``1/n`` of ``F = JᵀJ/n`` and ``g = Jᵀr/n``
+    cancel, so ``J F⁺ g = P_range(J) r``: the projection of the residual, the same for
+    every invertible reparametrisation.
     """
     torch.manual_seed(3)
     base = MLPField(1, 4, depth=2, activation="tanh").double()

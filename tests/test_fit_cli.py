@@ -464,3 +464,50 @@ def test_ctrl_c_during_a_fit_advises_resume_not_the_same_command(monkeypatch, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["odenet: interrupted; its checkpoint is saved; rerun with --resume "
                    "(not --force) to continue."]  # fmt: skip
+
+
+def test_predict_on_an_unfinished_fit_warns_and_serves_its_best_weights(
+    lv_csv, tmp_path, monkeypatch, capsys
+):
+    # a fit killed after a periodic save left a checkpoint indistinguishable from a
+    # finished one: predict served its last iterate with nothing on stderr
+    import odenet.fit.train as train
+
+    ck = tmp_path / "c.pt"
+    save = train.save_checkpoint
+
+    def killed_after_first_save(path, state):
+        save(path, state)
+        if state["finished"] is False:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "save_checkpoint", killed_after_first_save)
+    assert run(["fit", lv_csv, "--checkpoint", ck, *FAST], capsys)[0] == 130
+    monkeypatch.setattr(train, "save_checkpoint", save)
+    state = torch.load(ck, weights_only=False)
+    assert state["finished"] is False
+    rc, out, err = run(["predict", ck, "--data", lv_csv, "--times", "1,2"], capsys)
+    assert rc == 0 and "is an unfinished fit (saved at iteration" in err and "--resume" in err
+    served = "best validation weights" if state["best_model"] is not None else "last iterate"
+    assert served in err
+    # the finished fit: no warning
+    assert run(["fit", lv_csv, "--checkpoint", ck, *FAST, "--force"], capsys)[0] == 0
+    assert torch.load(ck, weights_only=False)["finished"] is True
+    rc, out, err = run(["predict", ck, "--data", lv_csv, "--times", "1,2"], capsys)
+    assert rc == 0 and "unfinished" not in err
+
+
+def test_predict_band_of_a_latent_ode_is_reproducible_around_the_plain_prediction(
+    lv_csv, tmp_path, capsys
+):
+    # the band's samples came from the unseeded global generator (two runs 0.03 apart)
+    # and the middle column switched to their median
+    ck = tmp_path / "lat.pt"
+    assert run(["fit", lv_csv, "--model", "latent_ode", "--checkpoint", ck, *FAST], capsys)[0] == 0
+    args = ["predict", ck, "--data", lv_csv, "--times", "1,5,9", "--json"]
+    runs = [json.loads(run([*args, "--band"], capsys)[1]) for _ in range(2)]
+    assert runs[0] == runs[1]
+    plain = json.loads(run(args, capsys)[1])
+    assert [r["prey"] for r in runs[0]] == [r["prey"] for r in plain]
+    other = json.loads(run([*args, "--band", "--seed", "1"], capsys)[1])
+    assert [r["prey_lo"] for r in other] != [r["prey_lo"] for r in runs[0]]

@@ -220,7 +220,17 @@ def load_fit(path):
     model = model_from_meta(meta)
     model.to(torch.float64)
     where = f"checkpoint {str(path)!r}"
-    load_state(model, ck["model"], where)
+    weights = ck["model"]
+    if ck.get("finished") is False:
+        # written while training ran (killed, or still running): its "model" is the
+        # last iterate; the best validation weights so far are what a finished fit serves
+        best = ck.get("best_model")
+        weights = best if best is not None else weights
+        warn(f"{where} is an unfinished fit (saved at iteration {ck.get('iteration')} of "
+             f"{ck.get('total_iters')}); predicting with its "
+             f"{'best validation weights so far' if best is not None else 'last iterate'}. "
+             "Finish it with the same `odenet fit` command plus --resume.")  # fmt: skip
+    load_state(model, weights, where)
     norm = Normalizer(int(meta["n_channels"]) + len(meta.get("covariates") or []))
     try:
         norm.load_state_dict(ck["normalizer"])
@@ -337,9 +347,13 @@ def register_predict(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=50, help="grid points with --until")
     p.add_argument("--series", nargs="*", default=None, help="only these series ids")
     p.add_argument("--band", action="store_true",
-                   help="add a prediction band (greybox_mle: delta method; latent_ode: samples; "
-                   "an --ensemble checkpoint: members' spread + calibrated noise)")
+                   help="add a prediction band (greybox_mle: delta method; latent_ode: "
+                   "quantiles of curves decoded from posterior samples of z0, without "
+                   "observation noise; an --ensemble checkpoint: members' spread + calibrated "
+                   "noise)")
     p.add_argument("--level", type=float, default=0.95, help="band level (default 0.95)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed of a latent ODE's --band samples (default 0)")
     p.add_argument("--doses", default=None, metavar="CSV",
                    help="the context's doses (id, time, amount[, state]); needed when the "
                    "checkpoint was fitted with --doses")  # fmt: skip
@@ -778,7 +792,8 @@ def _band_fn(res, kind, level=0.95):
 
     def latent(c, q):
         with torch.no_grad():
-            lo, mid, hi = model.band(norm.transform(c), q, q=level)
+            # 256 curves: the tails of a 95 % band from 32 moved by ~0.03 between draws
+            lo, mid, hi = model.band(norm.transform(c), q, n_samples=256, q=level)
         return norm.inverse(lo), norm.inverse(mid), norm.inverse(hi)
 
     return latent
@@ -951,11 +966,14 @@ def run_predict(args) -> int:
                 f"--band is available for greybox_mle, latent_ode and ensemble checkpoints "
                 f"(`odenet fit --ensemble M`), not a single {meta['kind']}."
             )
-        lo, mid, hi = _band_fn(res, kind, args.level)(data.batch, q)
+        # a latent ODE's band is sampled: seeded, so the same command prints the same band
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(args.seed)
+            lo, _, hi = _band_fn(res, kind, args.level)(data.batch, q)
         band = (lo[..., :D], hi[..., :D])
-        pred = mid[..., :D]
-    else:
-        pred = res.predict(data.batch, q)[..., :D]
+    # the middle column is the model's prediction, with or without --band (a latent
+    # ODE's sample median moved with the draw)
+    pred = res.predict(data.batch, q)[..., :D]
     rows = []
     for b, sid in enumerate(data.ids):
         for j in range(q.shape[1]):

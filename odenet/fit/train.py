@@ -711,6 +711,9 @@ def fit(
             "meta": dict(meta or {}),
             "data": fingerprint,
             "training": training,
+            # a periodic save is a fit in progress: predict warns, --resume finishes it
+            "finished": False,
+            "total_iters": iters,
         }
 
     bar = None
@@ -780,10 +783,10 @@ def fit(
         bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
-    if checkpoint is not None:
-        save_checkpoint(checkpoint, state(it))
     reason = ("nothing_to_train" if not trainable else "early_stopping" if stopped
               else "max_seconds" if timed_out else "max_iters")  # fmt: skip
+    if checkpoint is not None:
+        save_checkpoint(checkpoint, {**state(it), "finished": True, "stop_reason": reason})
     best = best_val if zval is not None and math.isfinite(best_val) else math.nan
     return FitResult(model, norm, history, best, it, elapsed, stopped, reason,
                      dict(meta or {}))  # fmt: skip

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 
 from odenet.fit import datasets, load_fit, to_long
@@ -37,14 +38,16 @@ def test_ensemble_checkpoint_round_trip_and_predict_band(osc_csv, tmp_path, caps
     rows = json.loads(capsys.readouterr().out)
     assert rc == 0 and len(rows) == 6 * 3
     got = np.array([[r["x"], r["x_lo"], r["x_hi"]] for r in rows]).reshape(6, 3, 3)
-    # the band by hand: z_0.95 · sqrt(unbiased member variance + sigma²) around the mean
+    # the band by hand: t_0.95 · sqrt((1 + 1/M)·unbiased member variance + sigma²)
     from odenet.fit import load_long
 
     data = load_long(osc_csv, channels=["x", "v"])
     q = torch.tensor([1.5, 4.0, 12.0], dtype=torch.float64)[None].expand(6, -1)
     P = torch.stack([m.predict(data.batch, q) for m in res.members])[..., 0]
     assert not torch.allclose(P[0], P[1])  # members from different seeds
-    half = 1.6448536269514722 * (P.var(0) + res.sigma[0] ** 2).sqrt()
+    v, s2 = (1 + 1 / 3) * P.var(0), res.sigma[0] ** 2
+    dof = ((v + s2) ** 2 * 2 / v**2).clamp(max=1e6)  # Welch–Satterthwaite, M − 1 = 2
+    half = torch.as_tensor(scipy.stats.t.ppf(0.95, dof.numpy())) * (v + s2).sqrt()
     mean = P.mean(0)
     np.testing.assert_allclose(got[..., 0], mean.numpy(), rtol=1e-9)
     np.testing.assert_allclose(got[..., 1], (mean - half).numpy(), rtol=1e-9)

@@ -29,7 +29,11 @@ def flow_map(f: Callable, dt: float, method: str = "rk4") -> Step:
 
     Parameters
     ----------
-    f : callable f(t, x) -> dx/dt (autonomous fields ignore t).
+    f : callable f(t, x) -> dx/dt of an **autonomous** field.  Every step starts at
+        t = 0 (a step map has no clock), so a field that depends on t is frozen at
+        [0, dt]: x' = (t − 1)x iterated 50 times gives 0.0087 for x(5) = 1808.  For a
+        non-autonomous field make time a state component, `x̃ = (x, t)`,
+        `f̃(t, x̃) = (f(x̃[-1], x̃[:-1]), 1)`.
     dt : float, the step (time units; negative integrates backward).
     method : str or ButcherTableau
 

@@ -87,13 +87,17 @@ def test_normalizer_uses_observed_values_only():
     assert torch.allclose(back[b.mask > 0], b.values[b.mask > 0])
 
 
-def test_fill_locf_matches_pandas_ffill_then_bfill():
+def test_fill_locf_matches_pandas_ffill_causal_by_default():
+    """Default: ffill, then 0 (the mean) before a channel's first observation — never a
+    later value; ``backward=True``: ffill then bfill (starting guesses, constants)."""
     df = table()
     d = load_long(df)
-    filled = fill_locf(d.batch)
+    filled, both = fill_locf(d.batch), fill_locf(d.batch, backward=True)
     for i, s in enumerate(d.ids):
-        ref = df[df.id == s][["x", "y"]].ffill().bfill().to_numpy()
-        np.testing.assert_allclose(filled[i, : len(ref)].numpy(), ref)
+        one = df[df.id == s][["x", "y"]]
+        np.testing.assert_allclose(filled[i, : len(one)].numpy(), one.ffill().fillna(0).to_numpy())
+        np.testing.assert_allclose(both[i, : len(one)].numpy(), one.ffill().bfill().to_numpy())
+    assert (filled != both).any()  # the table has a leading gap (series 0, channel y)
 
 
 def test_last_index_and_merge_queries():

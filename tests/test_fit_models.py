@@ -195,6 +195,7 @@ def test_pk_fit_recovers_parameters_from_noiseless_concentrations():
 def test_linear_interpolation_and_locf_match_numpy():
     d = small_lv(3)
     q = torch.sort(torch.rand(3, 7, dtype=torch.float64) * 8, dim=1).values
+    q[:, 0] = -0.5  # before every series' first time: LOCF has nothing to carry (the mean)
     lin = LinearInterpolation().predict(d.batch, q)
     locf = LOCF().predict(d.batch, q)
     for b in range(3):
@@ -202,8 +203,9 @@ def test_linear_interpolation_and_locf_match_numpy():
         t, v = d.batch.times[b, :n].numpy(), d.batch.values[b, :n].numpy()
         for ch in range(2):
             np.testing.assert_allclose(lin[b, :, ch], np.interp(q[b].numpy(), t, v[:, ch]))
-            idx = np.clip(np.searchsorted(t, q[b].numpy(), side="right") - 1, 0, None)
-            np.testing.assert_allclose(locf[b, :, ch], v[idx, ch])
+            idx = np.searchsorted(t, q[b].numpy(), side="right") - 1
+            ref = np.where(idx >= 0, v[np.clip(idx, 0, None), ch], 0.0)
+            np.testing.assert_allclose(locf[b, :, ch], ref)
     assert (TrainingMean().predict(d.batch, q) == 0).all()
 
 
@@ -305,3 +307,67 @@ def test_latent_ode_eval_loss_is_the_posterior_means(encoder):
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=-1)
     for loss in losses:
         torch.testing.assert_close(loss, -(loglik - kl).mean(), rtol=1e-5, atol=0)
+
+
+# --- causal LOCF fill; queries before a series' first observation ------------------
+
+
+class Decay(torch.nn.Module):
+    """``x' = −k x``: flow ``e^{−k Δt}`` in either direction of time."""
+
+    def __init__(self, k=0.5):
+        super().__init__()
+        self.k = k
+
+    def forward(self, t, x):
+        return -self.k * x
+
+
+def leading_gap(v3=7.0, later=0.0):
+    """One series at t = 0 … 5: channel 0 observed throughout, channel 1 first at t = 3
+    (value ``v3``) and missing again at t = 4; ``later`` is added to every value at t ≥ 3."""
+    t = torch.arange(6, dtype=torch.float64)
+    ch1 = torch.tensor([0.0, 0.0, 0.0, v3, 0.0, 0.3], dtype=torch.float64)
+    v = torch.stack([torch.linspace(0.1, 0.6, 6, dtype=torch.float64), ch1], -1)
+    v = v + later * (t >= 3)[:, None]
+    m = torch.ones(6, 2, dtype=torch.float64)
+    m[:3, 1] = m[4, 1] = 0
+    return IrregularBatch.from_lists([t], [v], [m])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: GRUD(2, 8), lambda: GRUDeltaT(2, 8), lambda: GRUGrid(2, 8, dt=1.0),
+     lambda: neural_ode(2, 8), lambda: LOCF()],
+)  # fmt: skip
+def test_predictions_before_a_channels_first_observation_do_not_see_it(make):
+    """Channel 1 is first observed at t = 3: predictions at t < 3 must not change with the
+    values observed at t ≥ 3 (the backward fill put that first value into the inputs of
+    GRUDeltaT/GRUGrid and into the start states of ShootingODE and LOCF)."""
+    torch.manual_seed(0)
+    model = make().double().eval()
+    q = torch.tensor([[0.5, 2.0, 2.5]], dtype=torch.float64)
+    with torch.no_grad():
+        p1 = model.predict(leading_gap(7.0), q)
+        p2 = model.predict(leading_gap(100.0, later=10.0), q)
+    torch.testing.assert_close(p1, p2, rtol=0, atol=0)
+
+
+def test_shooting_loss_scores_no_shot_from_a_start_filled_from_the_future():
+    """The multiple-shooting MSE against its shots enumerated by hand with the exact flow
+    ``e^{−kΔt}``: a channel is scored in a shot only if it was observed at or before the
+    shot's start (whose value is then its last observation).  The backward fill started
+    the shots from t = 0, 1, 2 at channel 1's first value, the target they were scored on."""
+    k, b = 0.5, leading_gap(7.0)
+    model = ShootingODE(Decay(k), horizon=2, rtol=1e-11, atol=1e-13)
+    t, v, m = b.times[0], b.values[0], b.mask[0]
+    terms = []
+    for i in range(5):  # the last observation starts no shot
+        for j in range(i + 1, min(i + 2, 5) + 1):
+            for d in range(2):
+                seen = [s for s in range(i + 1) if m[s, d] > 0]
+                if m[j, d] > 0 and seen:
+                    pred = v[seen[-1], d] * math.exp(-k * float(t[j] - t[i]))
+                    terms.append((pred - v[j, d]) ** 2)
+    torch.testing.assert_close(model.loss(b), torch.stack(terms).mean(), rtol=1e-9, atol=0)
+

@@ -12,21 +12,32 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     return (((pred - target) ** 2) * mask).sum() / mask.sum().clamp_min(1)
 
 
-def fill_locf(batch: IrregularBatch) -> torch.Tensor:
-    """[B, T, D] values with missing channels carried forward (then backward, then 0).
+def observed_yet(batch: IrregularBatch) -> torch.Tensor:
+    """[B, T, D] bool: channel ``d`` of series ``b`` observed at or before ``t_i``."""
+    return (batch.mask > 0).to(torch.uint8).cummax(dim=1).values > 0
 
-    0 is the channel mean once the data are normalised.
+
+def fill_locf(batch: IrregularBatch, *, backward: bool = False) -> torch.Tensor:
+    """[B, T, D] values with each missing channel carried forward from its last observation.
+
+    Before a channel's first observation there is nothing to carry: the value is 0, the
+    channel mean once the data are normalised, and the mask says it is unobserved (as in
+    GRU-D).  The fill is causal — entry ``i`` depends on observations at or before ``t_i``
+    only — so a model fed it never sees a value before it was observed (a backward fill
+    put a channel's first observation into the shots and inputs that are scored on it).
+
+    ``backward=True`` fills the leading gap with the channel's first observation instead:
+    for uses that predict nothing (a starting guess for a fit, a per-series constant).
     """
     v, m = batch.values, batch.mask > 0
     B, T, D = v.shape
     ar = torch.arange(T, device=v.device)[None, :, None].expand(B, T, D)
-    fwd = torch.where(m, ar, torch.full_like(ar, -1)).cummax(dim=1).values
-    # backward fill for leading gaps: the first observed index of each channel
-    first = torch.where(m, ar, torch.full_like(ar, T)).min(dim=1, keepdim=True).values
-    idx = torch.where(fwd >= 0, fwd, first.expand(B, T, D))
-    observed_any = idx < T
-    out = v.gather(1, idx.clamp(max=T - 1))
-    return torch.where(observed_any, out, torch.zeros_like(out))
+    idx = torch.where(m, ar, torch.full_like(ar, -1)).cummax(dim=1).values
+    if backward:
+        first = torch.where(m, ar, torch.full_like(ar, T)).min(dim=1, keepdim=True).values
+        idx = torch.where(idx >= 0, idx, torch.where(first < T, first, -1).expand(B, T, D))
+    out = v.gather(1, idx.clamp_min(0))
+    return torch.where(idx >= 0, out, torch.zeros_like(out))
 
 
 def last_index(times: torch.Tensor, lengths: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
@@ -36,14 +47,6 @@ def last_index(times: torch.Tensor, lengths: torch.Tensor, query: torch.Tensor) 
     le = (times[:, None, :] <= query[:, :, None]) & valid[:, None, :]
     idx = le.to(torch.long).cumsum(-1).argmax(-1)  # last True (first max of cumsum)
     return torch.where(le.any(-1), idx, torch.zeros_like(idx))
-
-
-def last_observed(batch: IrregularBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(last valid time [B], LOCF-filled values there [B, D])."""
-    filled = fill_locf(batch)
-    i = (batch.lengths - 1).clamp_min(0)
-    b = torch.arange(batch.times.shape[0])
-    return batch.times[b, i], filled[b, i]
 
 
 def merge_queries(
@@ -73,3 +76,4 @@ def merge_queries(
         masks.append(torch.cat([context.mask[b, :n], context.mask.new_zeros(Q, D)])[order])
         poss.append(inv[n:])
     return IrregularBatch.from_lists(times, values, masks), torch.stack(poss)
+

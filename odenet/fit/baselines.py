@@ -5,7 +5,8 @@ continuous-time models):
 
 - :class:`GRUGrid` — a GRU on a fixed grid of step ``dt``: each cell gets the last
   observation carried forward (LOCF) and a mask saying whether the cell saw a new one;
-- :class:`GRUDeltaT` — a GRU stepped once per observation with ``[x, m, Δt]`` input;
+- :class:`GRUDeltaT` — a GRU stepped once per observation with ``[x, m, Δt]`` input
+  (``x`` LOCF-filled);
 - :class:`GRUD` — GRU-D (Che et al. 2018): missing inputs decay towards the channel
   mean and the hidden state decays, ``γ = exp(−max(0, W δ + b))``, with ``δ`` the time
   since each channel was last seen.
@@ -15,6 +16,9 @@ later time ``q`` is ``readout(h_i, q − τ_i)`` from the last state strictly be
 (GRU-D first decays ``h_i`` over the gap).  Training scores every observation from
 each of the ``horizon`` most recent states before it — the same multi-horizon
 objective as the shooting ODEs, so extrapolation is trained equally.
+
+The LOCF inputs are causal: before a channel's first observation its input is the
+channel mean (0 after normalisation) and the mask says it is unobserved, as in GRU-D.
 
 Non-learnt baselines: :class:`LinearInterpolation` (interpolates between context
 observations, holds the last value beyond), :class:`LOCF`, :class:`TrainingMean`.
@@ -217,12 +221,15 @@ class TrainingMean(_Fixed):
 
 
 class LOCF(_Fixed):
-    """Last observation carried forward (each channel's last observed value before ``q``)."""
+    """Last observation carried forward: each channel's last observed value at or before
+    ``q``, the training mean (0) where the channel has none yet."""
 
     def predict(self, context, query_times):
         filled = fill_locf(context)
         idx = last_index(context.times, context.lengths, query_times)
-        return filled.gather(1, idx[..., None].expand(*idx.shape, filled.shape[-1]))
+        out = filled.gather(1, idx[..., None].expand(*idx.shape, filled.shape[-1]))
+        # last_index answers 0 for a query before the first time: nothing is observed yet
+        return out * (context.times[:, :1] <= query_times)[..., None].to(out.dtype)
 
 
 class LinearInterpolation(_Fixed):

@@ -13,6 +13,11 @@ shooting: from every observation ``i`` it integrates to the next ``horizon``
 observations and scores them, so no shot is longer than ``horizon`` gaps (a single
 shot through a long oscillating series has a loss landscape full of local minima).
 Prediction at ``q`` integrates from the last observation at or before ``q``.
+
+A channel missing at a shot's start is carried forward from its last observation
+(:func:`~odenet.fit._common.fill_locf`); before the channel's first observation the start
+is the channel mean (0) and that channel's terms of the shot are not scored — a start
+filled from a later observation made the shot's target its own input.
 """
 
 from __future__ import annotations
@@ -23,7 +28,13 @@ from torch import nn
 import odenet
 from odenet._errors import InputError
 from odenet.batch import IrregularBatch
-from odenet.fit._common import fill_locf, last_index, masked_mse, merge_queries
+from odenet.fit._common import (
+    fill_locf,
+    last_index,
+    masked_mse,
+    merge_queries,
+    observed_yet,
+)
 
 
 class _NormalisedField(nn.Module):
@@ -111,7 +122,10 @@ class ShootingODE(nn.Module):
         return odenet.solve(f, y0, t, **opts).ys
 
     def loss(self, batch: IrregularBatch) -> torch.Tensor:
-        """Multiple-shooting MSE: shots of ``horizon`` gaps from every observation."""
+        """Multiple-shooting MSE: shots of ``horizon`` gaps from every observation.
+
+        A channel not yet observed at a shot's start starts at its mean and is not
+        scored in that shot (its start carries no information about it)."""
         B, T, D = batch.values.shape
         if T < 2:
             raise InputError("training needs series with at least two observation times.")
@@ -128,10 +142,14 @@ class ShootingODE(nn.Module):
         start_ok = torch.arange(T)[None, :] < (batch.lengths[:, None] - 1)  # [B, T]
         y0 = filled[start_ok]  # [K, D]
         ys = self._solve(y0, win_t[start_ok])  # [K, L+1, D]
-        return masked_mse(ys[:, 1:], win_v[start_ok][:, 1:], win_m[start_ok][:, 1:])
+        seen = observed_yet(batch)[start_ok].to(mask.dtype)  # [K, D] at each shot's start
+        scored = win_m[start_ok][:, 1:] * seen[:, None, :]
+        return masked_mse(ys[:, 1:], win_v[start_ok][:, 1:], scored)
 
     def predict(self, context: IrregularBatch, query_times: torch.Tensor) -> torch.Tensor:
-        """[B, Q, D]: integrate from the last context observation at or before each query."""
+        """[B, Q, D]: integrate from the last context observation at or before each query.
+
+        A channel not yet observed at the start starts at its mean (0)."""
         B, Q = query_times.shape
         filled = fill_locf(context)
         idx = last_index(context.times, context.lengths, query_times)  # [B, Q]

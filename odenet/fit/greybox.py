@@ -58,8 +58,8 @@ class GreyBoxField(nn.Module):
         States that no data channel is named after are latent (never observed).
     covariates : list of str
         Names of covariate columns the mechanism reads from ``p`` (per series, or
-        time-varying: the last value at or before ``t``).  Only
-        :class:`GreyBoxMLE` supplies them.
+        time-varying: the last value at or before ``t``; before a series' first value of
+        the covariate, that first value).  Only :class:`GreyBoxMLE` supplies them.
     x0_guess : dict[str, float], optional
         Starting values of latent (unobserved) initial states (default 0).
     """
@@ -856,7 +856,7 @@ class GreyBoxMLE(nn.Module):
     def _covariate_rows(self, batch, segs, D):
         if not self.field.covariates:
             return None
-        filled = fill_locf(batch)[..., D:]
+        filled = _covariate_fill(batch, D)
         idx = [b for b, _, _, _ in segs]
         return batch.times[idx], filled[idx]
 
@@ -967,7 +967,8 @@ class GreyBoxMLE(nn.Module):
         shared, per = self._index()
         P = self.field.raw.numel()
         raw0 = self.field.raw.detach().clone().numpy()
-        filled = fill_locf(batch)[..., :D].numpy()
+        # starting guesses only (re-estimated): a leading gap may take the first value
+        filled = fill_locf(batch, backward=True)[..., :D].numpy()
         lat = [s for s in range(S) if s not in obs]
         guess = np.zeros(S)
         for s in lat:
@@ -1347,7 +1348,7 @@ class GreyBoxMLE(nn.Module):
         raw_rows, nodes = lay.unpack(est["u"], raw0, est["node_guess"])
         cov = None
         if self.field.covariates:
-            cov = (context.times, fill_locf(context)[..., D:])
+            cov = (context.times, _covariate_fill(context, D))
         events = self._events(context, [(b, -math.inf, float(grid[b, -1]))
                                         for b in range(grid.shape[0])], est["states"])  # fmt: skip
         out = self._solve_rows(grid, nodes, raw_rows, cov, sens=sens, events=events)
@@ -1443,6 +1444,15 @@ class GreyBoxMLE(nn.Module):
         """The fitted ``dx/dt`` at physical states ``x [..., S]`` (shared parameters; not
         available for mechanisms with per-series parameters or covariates)."""
         return self.field(t, x)
+
+
+def _covariate_fill(batch: IrregularBatch, D: int) -> torch.Tensor:
+    """[B, T, C] covariates (channels ``D:``), each carried forward from its last value;
+    before a series' first value of a covariate, that first value.  The backward fill is
+    wanted here: a covariate is an input, never scored, and the fit (a smoother: initial
+    states from every context observation) looks at the whole context anyway; it makes a
+    per-series constant hold from the start, where 0 in physical units would be no mean."""
+    return fill_locf(batch, backward=True)[..., D:]
 
 
 def _names_summary(names: list) -> str:

@@ -371,3 +371,58 @@ def test_shooting_loss_scores_no_shot_from_a_start_filled_from_the_future():
                     terms.append((pred - v[j, d]) ** 2)
     torch.testing.assert_close(model.loss(b), torch.stack(terms).mean(), rtol=1e-9, atol=0)
 
+
+def decay_context(k=0.5):
+    """Exact ``e^{−kt}`` observed at t = 1 … 5 (the series starts at t0 = 1)."""
+    t = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0], dtype=torch.float64)
+    return IrregularBatch.from_lists([t], [torch.exp(-k * t)[:, None]])
+
+
+# unsorted, a duplicate, one at t0 = 1 and three before it
+Q_BEFORE = torch.tensor([[2.0, 0.0, 0.5, 1.0, -1.0, 0.5, 4.5]], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_shooting_ode_backcasts_queries_before_the_first_observation(bidirectional):
+    """Exact field: predictions at every query, before t0 too, are ``e^{−kq}`` (they were
+    clamped to the value at t0)."""
+    model = ShootingODE(Decay(0.5), bidirectional=bidirectional, rtol=1e-11, atol=1e-13)
+    pred = model.predict(decay_context(), Q_BEFORE)[0, :, 0]
+    torch.testing.assert_close(pred, torch.exp(-0.5 * Q_BEFORE[0]), rtol=1e-8, atol=0)
+
+
+def test_grey_box_mle_backcasts_queries_before_the_first_observation():
+    """Fitted on exact ``e^{−kt}`` from k = 0.7: ``predict`` and ``band`` at queries before
+    the series' first time are the backcast ``e^{−kq}``, not the value at t0."""
+    from odenet.fit.greybox import GreyBoxMLE
+
+    field = GreyBoxField(lambda t, x, p: -p["k"] * x, {"k": 0.7})
+    model = GreyBoxMLE(field, node_every=None, rtol=1e-11, atol=1e-13)
+    model.gauss_newton(decay_context(), max_iter=30)
+    assert abs(model.values()["k"] - 0.5) < 1e-7
+    exact = torch.exp(-0.5 * Q_BEFORE[0])
+    torch.testing.assert_close(model.predict(decay_context(), Q_BEFORE)[0, :, 0], exact,
+                               rtol=1e-6, atol=0)  # fmt: skip
+    lo, mid, hi = model.band(decay_context(), Q_BEFORE)
+    torch.testing.assert_close(mid[0, :, 0], exact, rtol=1e-6, atol=0)
+    assert torch.isfinite(lo).all() and (lo <= mid).all() and (mid <= hi).all()
+
+
+def test_latent_ode_decodes_queries_in_any_order_and_before_its_first_time():
+    """Decoder field ``z' = −kz``, so the decoded mean is ``W e^{−k(q − t0)} μ + c``
+    exactly, at unsorted and repeated queries and before t0 (clamped to t0 — or, with two
+    queries at or before t0, an error about time units)."""
+    from odenet.fit import LatentODEForecaster
+
+    torch.manual_seed(0)
+    model = LatentODEForecaster(1, 2, 4, rtol=1e-11, atol=1e-13).double().eval()
+    model.net.dec_field = Decay(0.5)
+    ctx = decay_context()
+    with torch.no_grad():
+        mu, _ = model.encode(ctx)
+        z = mu[0] * torch.exp(-0.5 * (Q_BEFORE[0] - 1.0))[:, None]
+        ref = model.net.to_obs(z)
+        torch.testing.assert_close(model.predict(ctx, Q_BEFORE)[0], ref, rtol=1e-8, atol=1e-12)
+        lo, mid, hi = model.band(ctx, Q_BEFORE, n_samples=8)
+    assert (lo <= mid).all() and (mid <= hi).all()
+    torch.testing.assert_close(mid[0, 2], mid[0, 5], rtol=0, atol=0)  # the duplicate 0.5

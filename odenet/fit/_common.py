@@ -77,3 +77,56 @@ def merge_queries(
         poss.append(inv[n:])
     return IrregularBatch.from_lists(times, values, masks), torch.stack(poss)
 
+
+class QueryGrid:
+    """Solve grids from each series' initial time ``t0`` to queries on either side of it.
+
+    Rows ``0 … B−1`` run forward from ``t0[b]`` through series ``b``'s distinct queries
+    after it (ascending); then one row per series with queries *before* ``t0`` runs
+    backward from ``t0`` through those (descending): the model's backcast.  A query is
+    never moved to ``t0`` — clamping returned the state at ``t0`` for every earlier time
+    and made two such queries collide.  A query at ``t0`` reads the initial state
+    (column 0).  Rows are padded to one length by steps of 1e-6 (relative) past their
+    last time, so every row is strictly monotone.
+
+    ``grid [R, M]``, ``series [R]`` (the series of each row); :meth:`take` maps a
+    solution on these rows back to the queries in the caller's order, duplicates included.
+    """
+
+    def __init__(self, query: torch.Tensor, t0: torch.Tensor):
+        B, Q = query.shape
+        fwd, bwd, series_b, at = [], [], [], []  # at: per series, (row, col) of its unique queries
+        for b in range(B):
+            s = t0[b]
+            u, inv = torch.unique(query[b], sorted=True, return_inverse=True)
+            n_before = int((u < s).sum())
+            after = u[n_before:]
+            starts = bool(after.numel()) and bool(after[0] == s)  # a query exactly at t0
+            fwd.append(torch.cat([s[None], after[int(starts):]]))
+            col_f = torch.arange(len(after)) + 1 - int(starts)
+            row_b = B + len(bwd)
+            if n_before:
+                bwd.append(torch.cat([s[None], u[:n_before].flip(0)]))
+                series_b.append(b)
+            col_b = n_before - torch.arange(n_before)  # u ascending, the row descending
+            rows = torch.cat([torch.full((n_before,), row_b), torch.full((len(after),), b)])
+            at.append((rows[inv], torch.cat([col_b, col_f])[inv]))
+        M = max(2, max(len(g) for g in fwd + bwd))
+        grid = [_pad(g, M, +1) for g in fwd] + [_pad(g, M, -1) for g in bwd]
+        self.grid = torch.stack(grid)
+        self.series = torch.cat([torch.arange(B), torch.tensor(series_b, dtype=torch.long)])
+        self._flat = torch.stack([r * M + c for r, c in at])  # [B, Q] into [R·M]
+
+    def take(self, out: torch.Tensor) -> torch.Tensor:
+        """``out [R, M, ...]`` on :attr:`grid` → ``[B, Q, ...]`` at the queries."""
+        R, M = out.shape[:2]
+        B, Q = self._flat.shape
+        return out.reshape(R * M, *out.shape[2:])[self._flat.reshape(-1)].reshape(
+            B, Q, *out.shape[2:])  # fmt: skip
+
+
+def _pad(g: torch.Tensor, M: int, sign: int) -> torch.Tensor:
+    """``g`` continued to length ``M`` by steps of 1e-6 (relative) in direction ``sign``."""
+    last = g[-1]
+    k = torch.arange(1, M - len(g) + 1, dtype=g.dtype)
+    return torch.cat([g, last + sign * 1e-6 * (1 + last.abs()) * k])

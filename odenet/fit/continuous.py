@@ -29,6 +29,7 @@ import odenet
 from odenet._errors import InputError
 from odenet.batch import IrregularBatch
 from odenet.fit._common import (
+    QueryGrid,
     fill_locf,
     last_index,
     masked_mse,
@@ -149,14 +150,16 @@ class ShootingODE(nn.Module):
     def predict(self, context: IrregularBatch, query_times: torch.Tensor) -> torch.Tensor:
         """[B, Q, D]: integrate from the last context observation at or before each query.
 
-        A channel not yet observed at the start starts at its mean (0)."""
+        A query before the series' first observation is integrated backward from it (a
+        backcast).  A channel not yet observed at the start starts at its mean (0)."""
         B, Q = query_times.shape
         filled = fill_locf(context)
         idx = last_index(context.times, context.lengths, query_times)  # [B, Q]
         t0 = context.times.gather(1, idx)
         x0 = filled.gather(1, idx[..., None].expand(B, Q, filled.shape[-1]))
-        # a query at an observation time returns the observation; nudge to keep t strictly increasing  # noqa: E501
-        t1 = torch.maximum(query_times, t0 + 1e-9)
+        # a query at an observation time returns the observation: nudge it to keep t strictly
+        # monotone; one before the first observation (idx 0) runs backward in its own row
+        t1 = torch.where(query_times < t0, query_times, torch.maximum(query_times, t0 + 1e-9))
         ys = self._solve(x0.reshape(B * Q, -1), torch.stack([t0, t1], -1).reshape(B * Q, 2))
         fwd = ys[:, 1].reshape(B, Q, -1)
         if not self.bidirectional:
@@ -368,15 +371,23 @@ class LatentODEForecaster(nn.Module):
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=-1)
         return -(loglik - self.kl_weight * kl).mean()
 
-    def _grid(self, context, query_times):
-        # decode() starts at grid[:, 0] = t0, the time of z0: prepend it, drop it after
-        t0 = context.times[:, :1]
-        q = torch.maximum(query_times, t0 + 1e-9)
-        return torch.cat([t0, q], dim=1)
+    def _decode(self, z0, context, query_times):
+        """Decoded means ``[n, B, Q, D]`` at ``query_times [B, Q]`` from ``z0 [n·B, L]``
+        (``n`` draws of every series, series fastest) at each series' first time; a query
+        before it is decoded backward from ``z0`` (see :class:`QueryGrid`)."""
+        B = query_times.shape[0]
+        n = z0.shape[0] // B
+        qg = QueryGrid(query_times.to(context.times.dtype), context.times[:, 0])
+        R = len(qg.series)
+        rows = (torch.arange(n)[:, None] * B + qg.series[None, :]).reshape(-1)
+        out = self.net.decode(z0[rows], qg.grid.repeat(n, 1))
+        return torch.stack([qg.take(o) for o in out.reshape(n, R, *out.shape[1:])])
 
     def predict(self, context: IrregularBatch, query_times: torch.Tensor) -> torch.Tensor:
+        """Decoded posterior mean at ``query_times`` (any order; before the first
+        observation it is the latent flow run backward from ``z_0``)."""
         mu, _ = self.encode(context)
-        return self.net.decode(mu, self._grid(context, query_times))[:, 1:]
+        return self._decode(mu, context, query_times)[0]
 
     def band(self, context, query_times, n_samples: int = 32, q: float = 0.9):
         """(lower, median, upper) [B, Q, D] from ``n_samples`` posterior samples."""
@@ -384,9 +395,7 @@ class LatentODEForecaster(nn.Module):
         B = mu.shape[0]
         eps = torch.randn(n_samples, *mu.shape, dtype=mu.dtype)
         z0 = (mu + torch.exp(0.5 * logvar) * eps).reshape(n_samples * B, -1)
-        grid = self._grid(context, query_times)
-        s = self.net.decode(z0, grid.repeat(n_samples, 1))[:, 1:]
-        s = s.reshape(n_samples, B, *s.shape[1:])
+        s = self._decode(z0, context, query_times)
         lo, hi = (1 - q) / 2, 1 - (1 - q) / 2
         return s.quantile(lo, 0), s.median(0).values, s.quantile(hi, 0)
 

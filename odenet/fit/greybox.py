@@ -30,7 +30,7 @@ from torch import nn
 import odenet
 from odenet._errors import InputError
 from odenet.batch import IrregularBatch
-from odenet.fit._common import fill_locf, masked_mse
+from odenet.fit._common import QueryGrid, fill_locf, masked_mse
 from odenet.fit.datasets import damped_oscillator_field, lotka_volterra_field
 
 
@@ -418,18 +418,6 @@ def _segments(batch: IrregularBatch, node_every: int | None):
             j1 = starts[i + 1] if i + 1 < len(starts) else n
             segs.append((b, j0, j1, i + 1 < len(starts)))
     return segs
-
-
-def _increasing(q: torch.Tensor, t0: torch.Tensor):
-    """Row-wise sorted copy of ``q [B, Q]``, clamped after ``t0 [B, 1]`` and made strictly
-    increasing (ties nudged by 1e-9 relative); returns it and the inverse permutation."""
-    order = torch.argsort(q, dim=1, stable=True)
-    qs = torch.maximum(q.gather(1, order), t0 + 1e-9 * (1 + t0.abs()))
-    eps = 1e-9 * (1 + qs.abs())
-    for j in range(1, qs.shape[1]):
-        qs[:, j] = torch.maximum(qs[:, j], qs[:, j - 1] + eps[:, j])
-    inv = torch.argsort(order, dim=1)
-    return qs, inv
 
 
 class _Layout:
@@ -1341,24 +1329,26 @@ class GreyBoxMLE(nn.Module):
                                         for b in range(t0.shape[0])], est["states"])  # fmt: skip
         if starts is not None:  # a series with doses starts at its first dose
             t0 = torch.minimum(t0, torch.tensor([[s] for s, _ in starts], dtype=t0.dtype))
-        qs, inv = _increasing(query_times.to(t0.dtype), t0)
-        grid = torch.cat([t0, qs], 1)
+        B = t0.shape[0]
+        qg = QueryGrid(query_times.to(t0.dtype), t0[:, 0])
         lay = est["layout"]
         raw0 = self.field.raw.detach().numpy()
         raw_rows, nodes = lay.unpack(est["u"], raw0, est["node_guess"])
         cov = None
         if self.field.covariates:
             cov = (context.times, _covariate_fill(context, D))
-        events = self._events(context, [(b, -math.inf, float(grid[b, -1]))
-                                        for b in range(grid.shape[0])], est["states"])  # fmt: skip
-        out = self._solve_rows(grid, nodes, raw_rows, cov, sens=sens, events=events)
+        events = self._events(context, [(b, -math.inf, float(qg.grid[b, -1]))
+                                        for b in range(B)], est["states"])  # fmt: skip
+        parts = [self._solve_rows(qg.grid[:B], nodes, raw_rows, cov, sens=sens, events=events)]
+        if len(qg.series) > B:
+            # backcasts, backward from t0; no dose precedes t0 (a series starts at its first)
+            r = qg.series[B:]
+            sub = None if cov is None else (cov[0][r], cov[1][r])
+            parts.append(self._solve_rows(qg.grid[B:], nodes[r], raw_rows[r], sub, sens=sens))
         if not sens:
-            return out[:, 1:][:, :, obs].gather(1, inv[..., None].expand(-1, -1, len(obs)))
-        X, Sn = out
-        idx = inv[..., None].expand(-1, -1, len(obs))
-        X = X[:, 1:][:, :, obs].gather(1, idx)
-        Sn = Sn[:, 1:][:, :, obs]
-        Sn = Sn.gather(1, inv[..., None, None].expand(-1, -1, len(obs), Sn.shape[-1]))
+            return qg.take(torch.cat(parts)[:, :, obs])
+        X = qg.take(torch.cat([p[0] for p in parts])[:, :, obs])
+        Sn = qg.take(torch.cat([p[1] for p in parts])[:, :, obs])
         return X, Sn
 
     def _context_estimate(self, context: IrregularBatch) -> dict:
@@ -1375,7 +1365,8 @@ class GreyBoxMLE(nn.Module):
         return est
 
     def predict(self, context: IrregularBatch, query_times: torch.Tensor) -> torch.Tensor:
-        """[B, Q, D]: integrate from each series' estimated initial state to ``query_times``."""
+        """[B, Q, D]: integrate from each series' estimated initial state to ``query_times``
+        (any order; a query before the series' start is integrated backward from it)."""
         est = self._context_estimate(context)
         return self._query_solve(est, context, query_times, sens=False)
 

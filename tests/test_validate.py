@@ -100,6 +100,25 @@ def test_a_state_near_overflow_is_named_at_once():
     assert time.perf_counter() - t0 < 5
 
 
+@pytest.mark.parametrize(
+    "as_given",
+    [
+        lambda t: torch.tensor(t, dtype=torch.int64),
+        lambda t: list(t),
+        lambda t: [float(x) for x in t],
+        lambda t: np.array(t, dtype=np.int64),
+    ],
+    ids=["int64 tensor", "int list", "float list", "numpy int64"],
+)
+def test_exact_times_keep_their_value_beside_a_float32_state(as_given):
+    # unix timestamps 100 s apart were rounded to float32 (the state's dtype) before the
+    # float64 clock saw them: 128 s apart, y(t1) = 0.278 for e^−1, status ok
+    t = as_given([1_700_000_000, 1_700_000_100])
+    sol = odenet.solve(lambda t, y: -y / 100, torch.ones(1), t, rtol=1e-4, atol=1e-7)
+    assert sol.ts[-1].item() == 1_700_000_100
+    assert sol.ys[-1].item() == pytest.approx(math.exp(-1.0), rel=1e-3)
+
+
 def test_a_field_that_overflows_on_a_huge_state_says_so():
     with pytest.raises(VectorFieldError, match=r"NaN or inf at the initial time.*\|y\| = 5e\+200"):
         odenet.solve(lambda t, y: y * y, Y0 * 1e200, T)

@@ -831,17 +831,21 @@ def step(
     if batched and y.dim() == 0:
         raise InputError("`batched=True` needs `y` of shape [B, ...], got a 0-dim tensor.")
     K = y.shape[0] if batched else 1
-    tdt = y.dtype
+    # time in the promotion of t's and y's dtypes, as solve() gives f (a Python number is
+    # exact: float64): cast to a float32 state's dtype, the stage times t + c·h at
+    # t = 1e6 were rounded to 1/16 and one rk4 step was 3.5e-4 off
+    given = t.dtype if isinstance(t, torch.Tensor) and t.is_floating_point() else torch.float64
+    tdt = y.dtype if y.device.type == "mps" else torch.promote_types(given, y.dtype)
     t0 = torch.as_tensor(t, dtype=tdt, device=y.device)
     h = torch.as_tensor(dt, dtype=tdt, device=y.device)
     shape = y.shape
 
-    def g(s, yy):
-        return f(s[0], yy.reshape(shape)).reshape(K, -1)
+    def g(s, yy):  # f's value in the state's dtype, whatever t's promotion made of it
+        return f(s[0], yy.reshape(shape)).reshape(K, -1).to(y.dtype)
 
-    rk = _STEP_CACHE.get((id(tab), tdt, tdt, str(y.device)))
+    rk = _STEP_CACHE.get((id(tab), y.dtype, tdt, str(y.device)))
     if rk is None or rk.tableau is not tab:
-        rk = _cached_runtime(tab, tdt, tdt, y.device)
+        rk = _cached_runtime(tab, y.dtype, tdt, y.device)
     if rk.implicit:
         # a copy of the cached runtime holds this call's Newton (fresh: no Jacobian leaks
         # between unrelated steps) and track_grad, so no other step sees them (e.g. an
@@ -857,7 +861,7 @@ def step(
     # the first evaluation is checked (not its dtype: under autocast f may return half
     # precision for a float32 state, and the step promotes it)
     f0 = check_field_output(call_field(f, t0, y), y, t0, dtype=False, finite=False)
-    res = rk.step(g, s, rows, hh, f0.reshape(K, -1))
+    res = rk.step(g, s, rows, hh, f0.reshape(K, -1).to(y.dtype))
     if res.ok is not None and not bool(res.ok.all()):
         raise NewtonConvergenceError(
             f"method {tab.name!r}: Newton's method did not converge for the implicit stages "

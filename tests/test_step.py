@@ -43,6 +43,21 @@ def test_a_quadrature_of_degree_two_is_exact_from_any_start_time(method):
     torch.testing.assert_close(got, torch.full((2,), (t0 + h) ** 3 - t0**3, dtype=D))
 
 
+@pytest.mark.parametrize("t0", [1e6, torch.tensor(1e6, dtype=torch.float64)])
+def test_a_float32_state_steps_on_its_times_as_solve_does(t0):
+    # y' = −cos(t) y from t = 1e6: the step cast t (even a float64 tensor) to the state's
+    # float32, rounding the stage times to 1/16 (3.5e-4 off); solve keeps them
+    f = lambda t, y: -torch.cos(t) * y  # noqa: E731
+    y0 = torch.ones(1)
+    one = odenet.step(f, t0, y0, 0.1, "rk4")
+    t = torch.tensor([1e6, 1e6 + 0.1], dtype=torch.float64)
+    exact = math.exp(-(math.sin(1e6 + 0.1) - math.sin(1e6)))
+    assert one.dtype == torch.float32
+    by_solve = odenet.solve(f, y0, t, method="rk4", step_size=0.1).ys[-1]
+    assert one.item() == pytest.approx(by_solve.item())
+    assert one.item() == pytest.approx(exact, rel=1e-6)
+
+
 def test_euler_is_bit_for_bit_the_residual_block_and_negative_steps_go_back():
     y = torch.tensor([[1.0, 5.0]], dtype=D)
     assert torch.equal(odenet.step(lambda t, y: -y, 0.0, y, 0.1, "euler"), y + 0.1 * (-y))

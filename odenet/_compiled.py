@@ -212,6 +212,13 @@ class CompiledFunction:
         return self._compiled(*args)
 
 
+def tableau_key(tab: ButcherTableau) -> tuple:
+    """What a compiled step bakes in: the exact coefficients, not only the name (two
+    tableaus named "mine", or a user's "rk4" with the 3/8 rule, ran each other's
+    compiled steps).  Not ``id(tab)``: a collected tableau's id is reused."""
+    return (tab.name, tab.A_exact, tab.b_exact, tab.c_exact, tab.b_hat_exact, tab.estimator)
+
+
 def _cached(owner, key, build: Callable[[], CompiledFunction]) -> CompiledFunction:
     try:
         table = _CACHE.setdefault(owner, {})
@@ -558,7 +565,8 @@ def compiled_rk_step(
     shape = y.shape if shape is None else torch.Size(shape)
     tdt = y.dtype if time_dtype is None else time_dtype
     direction = -1.0 if direction < 0 else 1.0
-    key = ("rk", tab.name, tuple(shape), tuple(y.shape), y.dtype, tdt, y.device, direction)
+    key = ("rk", tableau_key(tab), tuple(shape), tuple(y.shape), y.dtype, tdt, y.device,
+           direction)  # fmt: skip
     what = f"rk step {tab.name} shape={tuple(shape)} {y.dtype}"
 
     def build():
@@ -842,7 +850,8 @@ class FusedHost:
         """``make(f, shape, rk, direction, extra)`` compiled and cached per (field,
         kind, tableau, shapes, dtypes, device, direction, extra); with its compile
         time so far (NaN: it compiles in this solve)."""
-        key = (kind, self.tableau.name, tuple(self.shape), tuple(y.shape), y.dtype, self.tdt)
+        key = (kind, tableau_key(self.tableau), tuple(self.shape), tuple(y.shape), y.dtype,
+               self.tdt)  # fmt: skip
         key = (*key, y.device, self.direction, extra)
         what = f"{kind} {self.tableau.name} ({extra}) shape={tuple(self.shape)} {y.dtype}"
 

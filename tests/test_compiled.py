@@ -456,10 +456,11 @@ def test_really_compiled_adaptive_blocks_take_the_eager_steps():
     t = torch.linspace(0.0, 6.0, 13, dtype=D)  # outputs inside the blocks' steps
     # bosh3: 4 stages compile faster than dopri5's 7 and run the same code
     kw = dict(method="bosh3", rtol=1e-6, atol=1e-8)
+    earlier = {id(r) for r in adaptive_blocks()}  # other tests' blocks in this process
     eager = odenet.solve(f, y0, t, **kw)
     comp = odenet.solve(f, y0, t, compile=True, **kw)
     assert comp.stats["compiled"] and "compile_fallback" not in comp.stats, comp.stats
-    (blk,) = [r for r in adaptive_blocks() if r.calls]
+    (blk,) = [r for r in adaptive_blocks() if r.calls and id(r) not in earlier]
     assert blk.compiled and blk.calls < comp.stats["steps"]
     for k in ("steps", "accepted", "rejected", "nfe"):
         assert comp.stats[k] == eager.stats[k], k
@@ -638,3 +639,23 @@ def test_really_compiled_newton_iterations_take_the_eager_steps():
     torch.testing.assert_close(comp.ys, eager.ys, rtol=1e-12, atol=1e-13)
     again = odenet.solve(f, y0, TIMES["forward"], compile=True, **kw)
     assert again.stats["compile_time"] == 0.0
+
+
+def test_two_tableaus_with_one_name_compile_each_their_own_step():
+    # the compiled-step cache was keyed by the tableau's name: the second "mine"
+    # (midpoint) ran the first one's (Euler) compiled step, 0.9^10 for 0.905^10
+    from odenet.tableaus import ButcherTableau
+
+    euler = ButcherTableau(name="mine", A=[[0]], b=[1], c=[0], order=1)
+    midpoint = ButcherTableau(name="mine", A=[[0, 0], ["1/2", 0]], b=[0, 1], c=[0, "1/2"],
+                              order=2)  # fmt: skip
+    y0, t = torch.ones(1, dtype=D), torch.tensor([0.0, 1.0], dtype=D)
+
+    def decay(t, y):  # one field: the cache lives on it
+        return -y
+
+    for tab, exact in ((euler, 0.9**10), (midpoint, 0.905**10)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sol = odenet.solve(decay, y0, t, method=tab, step_size=0.1, compile=True)
+        assert sol.ys[-1].item() == pytest.approx(exact, rel=1e-12)

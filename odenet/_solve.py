@@ -294,13 +294,17 @@ def raise_failure(sol: Solution, result: LoopResult, prep: Prepared):
     who = f"sample {k} ({len(bad)} of {prep.K} samples failed): " if prep.per_sample else ""
     steps = int(result.accepted[k] + result.rejected[k])
     h_last = float(result.h_last[k])
+    digits = 6  # enough to tell the two apart (1e+12 of 1e+12 hid how far it got)
+    while digits < 17 and f"{t_reached:.{digits}g}" == f"{t_end:.{digits}g}" and t_reached != t_end:
+        digits += 1
     msg = (
-        f"{who}{status.message}. The solve reached t = {t_reached:.6g} of "
-        f"t_end = {t_end:.6g} after {steps} steps, the last step size tried being "
+        f"{who}{status.message}. The solve reached t = {t_reached:.{digits}g} of "
+        f"t_end = {t_end:.{digits}g} after {steps} steps, the last step size tried being "
         f"h = {h_last:.3g} (method {sol.method!r}). Pass "
         "`throw=False` to get the partial solution (unreached outputs are NaN)."
     )
-    hints = _precision_hint(status, prep) + _jacobian_hint(status, prep, sol)
+    hints = (_precision_hint(status, prep) + _time_resolution_hint(status, prep, t_reached, h_last)
+             + _jacobian_hint(status, prep, sol))  # fmt: skip
     raise status.error(msg + hints, t=t_reached, solution=sol)
 
 
@@ -340,6 +344,23 @@ def _precision_hint(status: Status, prep: Prepared) -> str:
         f" Note: rtol = {r:.3g} is within 100× the round-off of {dtype} (eps = {eps:.2g}); "
         f"its error estimates are then mostly round-off. Use rtol ≥ {100 * eps:.2g}"
         f"{_wider(dtype)}."
+    )
+
+
+def _time_resolution_hint(status: Status, prep: Prepared, t: float, h: float) -> str:
+    """A step that underflows near the round-off of ``t`` itself: the times, not the
+    problem, are the limit (at t = 1e12 float64 resolves 2.2e-4), and "try an implicit
+    method" does not help."""
+    if status not in (Status.MAX_STEPS, Status.STEP_UNDERFLOW):
+        return ""
+    clock = prep.s_out.dtype
+    ulp = torch.finfo(clock).eps * abs(t)
+    if not (h <= 1e4 * ulp):
+        return ""
+    return (
+        f" Note: near t = {t:.6g} the times are resolved only to {ulp:.2g} "
+        f"({clock}), and the last step was {h / ulp:.3g} of that: shift the "
+        "times to start near 0 (t − t[0])."
     )
 
 
@@ -471,9 +492,12 @@ def prepare(
     if step_size is not None:
         span = float(s_out.detach().abs().max())
         if step_size <= 16 * torch.finfo(tdt).eps * max(span, 1.0):
+            ulp = torch.finfo(tdt).eps * max(span, 1.0)
             raise InputError(
-                f"`step_size` = {step_size:g} is below the round-off of the times (|t| up to "
-                f"{span:g} in {tdt}): t + h == t. Use a larger step or float64 times."
+                f"`step_size` = {step_size:g} is within 16 round-offs of the times (|t| up to "
+                f"{span:g} in {tdt}, resolved to {ulp:.2g}): each step's length would be "
+                f"off by up to {ulp / step_size:.0%}. Shift the times to start near 0 "
+                f"(t − t[0]){_wider(tdt)}, or use a larger step."
             )
     cfg = LoopConfig(
         rk=rk,

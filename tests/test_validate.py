@@ -267,3 +267,21 @@ def test_fuzz_solve_either_works_or_raises_an_odenet_error(kw):
 def test_a_singular_newton_iteration_matrix_is_a_newton_failure():
     with pytest.raises(odenet.NewtonConvergenceError):
         odenet.solve(lambda t, y: y * y, Y0, T, method="backward_euler", step_size=0.1)
+
+
+def test_a_fixed_step_the_times_cannot_resolve_names_the_shift():
+    # at t = 1e12 float64 resolves 2.2e-4: a step of 1e-3 would be off by 22 %; the
+    # message said "t + h == t", which is false there, and advised float64 times
+    t = 1e12 + torch.linspace(0, 0.1, 3, dtype=D)
+    with pytest.raises(InputError, match=r"off by up to 22%.*t − t\[0\]"):
+        odenet.solve(lambda t, y: -y, torch.ones(1, dtype=D), t, method="rk4", step_size=1e-3)
+
+
+def test_an_underflow_at_the_times_resolution_says_so():
+    # at t = 1e12 the adaptive steps underflow at a few round-offs of t: the message
+    # advised an implicit method and printed "reached t = 1e+12 of t_end = 1e+12"
+    t = 1e12 + torch.linspace(0, 0.1, 7, dtype=D)
+    with pytest.raises(odenet.StepSizeUnderflowError) as info:
+        odenet.solve(lambda t, y: -50 * y, torch.ones(1, dtype=D), t, rtol=1e-10, atol=1e-14)
+    msg = str(info.value)
+    assert "of t_end = 1000000000000.1" in msg and "shift the times to start near 0" in msg

@@ -355,7 +355,7 @@ def _time_resolution_hint(status: Status, prep: Prepared, t: float, h: float) ->
         return ""
     clock = prep.s_out.dtype
     ulp = torch.finfo(clock).eps * abs(t)
-    if not (h <= 1e4 * ulp):
+    if ulp == 0.0 or not (h <= 1e4 * ulp):  # at t = 0 the times resolve everything
         return ""
     return (
         f" Note: near t = {t:.6g} the times are resolved only to {ulp:.2g} "

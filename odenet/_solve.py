@@ -50,6 +50,7 @@ from odenet._validate import (  # noqa: F401  (re-exported: _compat and tests im
     check_time_resolution,
     check_tolerances,
     check_y0,
+    exact_time_dtype,
     is_traced,
     resolve_method,
     warn_rtol_below_round_off,
@@ -427,7 +428,7 @@ def prepare(
     # first step of 1e-4 there was already below round-off and a float32 solve on
     # [100, 150] ended in an underflow.  f still receives t in the dtype it always did.
     call_tdt = torch.promote_types(t.dtype, y0.dtype)
-    tdt = call_tdt if t.device.type == "mps" else torch.promote_types(call_tdt, torch.float64)
+    tdt = torch.promote_types(call_tdt, exact_time_dtype(t.device))
     tt = t.to(tdt)
     per_sample = tt.dim() == 2
     rows = tt if per_sample else tt[None]
@@ -858,8 +859,8 @@ def step(
     # time in the promotion of t's and y's dtypes, as solve() gives f (a Python number is
     # exact: float64): cast to a float32 state's dtype, the stage times t + c·h at
     # t = 1e6 were rounded to 1/16 and one rk4 step was 3.5e-4 off
-    given = t.dtype if isinstance(t, torch.Tensor) and t.is_floating_point() else torch.float64
-    tdt = y.dtype if y.device.type == "mps" else torch.promote_types(given, y.dtype)
+    floating = isinstance(t, torch.Tensor) and t.is_floating_point()
+    tdt = torch.promote_types(t.dtype if floating else exact_time_dtype(y.device), y.dtype)
     t0 = torch.as_tensor(t, dtype=tdt, device=y.device)
     h = torch.as_tensor(dt, dtype=tdt, device=y.device)
     shape = y.shape

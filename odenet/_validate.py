@@ -160,13 +160,19 @@ def check_state_scale(y0: torch.Tensor, rtol, atol, name: str = "y0") -> None:
 # --- times -----------------------------------------------------------------------------
 
 
+def exact_time_dtype(device) -> torch.dtype:
+    """The dtype times are kept in when nothing narrower was asked for: float64, the
+    clock's, except on MPS, which has no float64."""
+    return torch.float32 if torch.device(device).type == "mps" else torch.float64
+
+
 def check_t(t, y0: torch.Tensor) -> torch.Tensor:
     """1-D ``[T]`` or per-sample ``[B, T]`` strictly monotone finite times."""
     # Times given exactly (Python numbers, numpy arrays, integer tensors) are kept in
     # float64, the clock's dtype: rounding them to a float32 state's dtype moved unix
     # timestamps 100 s apart to 128 s apart (y 24 % off, status ok).  A floating tensor
     # keeps its own dtype (the user chose it).
-    exact = torch.float32 if y0.device.type == "mps" else torch.float64  # MPS: no float64
+    exact = exact_time_dtype(y0.device)
     if not isinstance(t, torch.Tensor):
         try:
             t = torch.as_tensor(t, dtype=exact)

@@ -303,6 +303,9 @@ def check_tolerances(rtol, atol, y0: torch.Tensor | None = None):
             or not math.isfinite(v)
         ):
             raise InputError(f"`{name}` must be a finite non-negative number, got {v!r}.")
+    # a numpy scalar becomes a Python float: np.float32(1e-6) carried float32 arithmetic
+    # into atol + rtol·|y| (check_state_scale refused a float64 y0 of 1e39 as overflowing)
+    rtol, atol = (v if isinstance(v, torch.Tensor) else float(v) for v in (rtol, atol))
     if not isinstance(rtol, torch.Tensor) and not isinstance(atol, torch.Tensor):
         if rtol == 0 and atol == 0:
             raise InputError("`rtol` and `atol` are both 0; at least one must be positive.")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -75,6 +76,17 @@ def test_per_component_tolerances_as_scipy_takes_them_equal_a_tensor(as_given):
         odenet.solve(decay, y0, T, atol=as_given([1e-8, 1e-8, 1e-8]))
     with pytest.raises(InputError, match=r"`atol` must be finite and non-negative"):
         odenet.solve(decay, y0, T, atol=as_given([1e-8, -1.0]))
+
+
+def test_numpy_float32_tolerances_compute_as_python_floats():
+    """``rtol=np.float32(1e-6)`` is the number 1e-6: a float64 state of 1e39 is solved
+    (closed form e⁻¹·y0) as with ``rtol=1e-6``, not refused as overflowing float32's
+    3.4e38, and no numpy overflow warning is emitted."""
+    y0 = torch.tensor([1e39, 2e39], dtype=D)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        sol = odenet.solve(decay, y0, T, rtol=np.float32(1e-6), atol=np.float32(1e-8))
+    torch.testing.assert_close(sol.ys[-1], y0 * math.exp(-1), rtol=1e-5, atol=0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

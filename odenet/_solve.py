@@ -529,15 +529,69 @@ def prepare(
 
 
 def _row_norm(norm, y0, per_sample):
-    """A user norm acts on one system's scaled error (user layout) -> scalar."""
+    """A user norm acts on one system's scaled error (user layout) -> scalar ``[K]``.
+
+    Its first value is checked on the host (one synchronisation per solve): a norm
+    must return one number per system, and never a negative one — with ``-max|e|``
+    every trial was accepted and the solve ended at 500·rtol with status ok.  A later
+    negative value becomes NaN (no synchronisation), which the controller rejects."""
     if norm is None:
         return None
     if not callable(norm):
         raise InputError(f"`norm` must be callable on a tensor, got {type(norm).__name__}.")
+    shape = y0.shape[1:] if per_sample else y0.shape
+    how = (
+        "a per-sample `norm` is applied to every row at once with torch.vmap: it must "
+        "use torch operations only (no float(), .item(), numpy)"
+        if per_sample
+        else "`norm` must return a number or a tensor of one element"
+    )
+
     if per_sample:
-        batched = torch.vmap(lambda e: norm(e.reshape(y0.shape[1:])))
-        return lambda x: batched(x)
-    return lambda x: torch.as_tensor(norm(x.reshape(y0.shape))).reshape(1).to(x.dtype)
+        batched = torch.vmap(lambda e: norm(e.reshape(shape)))
+
+        def call(x):
+            try:
+                v = batched(x)
+            except RuntimeError as e:
+                raise InputError(
+                    f"`norm` failed on the rows' scaled errors of shape {tuple(shape)}: {e}. "
+                    f"{how}, and return a 0-dim tensor (e.g. `e.abs().max()`)."
+                ) from None
+            if not isinstance(v, torch.Tensor) or v.shape != x.shape[:1]:
+                got = tuple(v.shape[1:]) if isinstance(v, torch.Tensor) else type(v).__name__
+                raise InputError(
+                    f"`norm` returned {got} for a row's scaled error of shape "
+                    f"{tuple(shape)}; it must return a 0-dim tensor (e.g. `e.abs().max()`)."
+                )
+            return v
+
+    else:
+
+        def call(x):
+            v = torch.as_tensor(norm(x.reshape(shape)))
+            if v.numel() != 1:
+                raise InputError(
+                    f"`norm` returned shape {tuple(v.shape)} for a scaled error of shape "
+                    f"{tuple(shape)}; {how} (e.g. `e.abs().max()`)."
+                )
+            return v.reshape(1).to(device=x.device, dtype=x.dtype)
+
+    checked = []
+
+    def row_norm(x):
+        v = call(x)
+        if not checked:
+            checked.append(True)
+            if bool((v.detach() < 0).any()):
+                raise InputError(
+                    f"`norm` returned {float(v.detach().min()):.3g}: a norm must be ≥ 0 (a "
+                    "negative or signed value makes every error look acceptable). Return "
+                    "a norm of e, e.g. `e.abs().max()`."
+                )
+        return torch.where(v >= 0, v, torch.full_like(v, math.nan))
+
+    return row_norm
 
 
 _OPTION_NAMES = (

@@ -89,6 +89,27 @@ def test_numpy_float32_tolerances_compute_as_python_floats():
     torch.testing.assert_close(sol.ys[-1], y0 * math.exp(-1), rtol=1e-5, atol=0)
 
 
+@pytest.mark.parametrize(
+    "per_sample, norm, match",
+    [
+        (False, lambda e: -e.abs().max(), r"`norm` returned -.*a norm must be ≥ 0"),
+        (True, lambda e: -e.abs().max(), r"`norm` returned -.*a norm must be ≥ 0"),
+        (False, lambda e: e.abs(), r"`norm` returned shape \(2,\).*one element"),
+        (True, lambda e: e.abs(), r"`norm` returned \(2,\) for a row's scaled error"),
+        (True, lambda e: float(e.abs().max()), r"torch.vmap: it must use torch operations"),
+        (True, lambda e: np.abs(e.numpy()).max(), r"torch.vmap: it must use torch operations"),
+    ],
+)
+def test_a_norm_that_is_negative_or_not_one_number_is_an_input_error(per_sample, norm, match):
+    """A negative norm made every trial acceptable (y' = −y at rtol 1e-6 ended 500·rtol
+    from e⁻¹ with status ok); a vector or a host-side per-sample norm was a raw torch
+    error.  Each is refused before a step is taken."""
+    y0 = torch.stack([Y0, 2 * Y0]) if per_sample else Y0
+    t = torch.stack([T, 2 * T]) if per_sample else T
+    with pytest.raises(InputError, match=match):
+        odenet.solve(decay, y0, t, norm=norm)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_is_refused_with_the_fix(dtype):
     with pytest.raises(InputError, match=rf"`y0` has dtype {dtype}.*Compute in float32"):

@@ -220,7 +220,7 @@ def _rescale_matrix(factor: torch.Tensor, order: torch.Tensor, size: int, U=None
     )
 
 
-def bdf_error_safety(method: VariableBDF, rtol: float, eps: float = 0.0) -> float:
+def bdf_error_safety(method: VariableBDF, rtol, eps: float = 0.0):
     """``κ = method.error_safety · max(1, RTOL_REF/rtol)^method.safety_exponent``, the
     factor the BDF/NDF error estimate is multiplied by (capped where the dtype of
     machine epsilon ``eps`` cannot resolve ``rtol/κ``, with a warning where that costs the
@@ -237,7 +237,8 @@ def bdf_error_safety(method: VariableBDF, rtol: float, eps: float = 0.0) -> floa
     1-D Brusselator (S = 100 with exponent 1/6: up to 32× on the Oregonator at 1e-8;
     ``studies/benchmarks/stiff_accuracy_results.md``; 0–4.4× on nine hold-out problems),
     for 2.5–4.2× scipy BDF's f-evaluations *at the same rtol* and the same work at equal
-    error (1.01–1.10×, ``bdf_results.md``).  ``rtol``: the solve's largest (float)."""
+    error (1.01–1.10×, ``bdf_results.md``).  ``rtol``: a float, or a tensor (per row /
+    component: κ then is one too)."""
     growth = rtol_growth(method.safety_exponent)
     return capped_safety(
         method.error_safety, growth, rtol, eps, method.name, floor=ROUNDOFF_FLOOR
@@ -277,13 +278,20 @@ class BDFRuntime:
         ratio = self.gamma[None, :] / self.alpha[:, None].clamp_min(1e-300)
         self._psi_w = torch.where(inside, ratio, torch.zeros_like(ratio))  # [M + 1, M + 1]
         rtol = newton.rtol
-        rtol_f = float(rtol.max()) if isinstance(rtol, torch.Tensor) else float(rtol)
         eps = float(torch.finfo(dtype).eps)
-        self._kappa = bdf_error_safety(method, rtol_f, eps)
+        # κ of each row's (component's) own rtol ([K, n] for a tensor rtol): one κ from
+        # the largest rtol cut a tight row's κ (Robertson, rows at rtol 1e-2 and 1e-8: the
+        # 1e-8 row ended at 7.5e-10 batched against 1.6e-11 alone)
+        self._kappa = bdf_error_safety(method, rtol, eps)
         # scipy's Newton stopping threshold for the tolerance the error control enforces
         # (rtol/κ), in units of the solve's tolerance: Newton's leftover is an error per
-        # step too, and at the threshold of rtol it was above tol/κ
-        self.newton_tol = hairer_newton_tol(rtol_f / self._kappa, eps) / self._kappa
+        # step too, and at the threshold of rtol it was above tol/κ.  Per row, its
+        # tightest component's ([K]; one system: a float, compared on the host)
+        tol = hairer_newton_tol(rtol / self._kappa, eps) / self._kappa
+        if isinstance(tol, torch.Tensor):  # rtol [K, n] (solve's per_row)
+            tol = tol.reshape(tol.shape[0], -1).amin(dim=1)
+            tol = float(tol) if tol.shape[0] == 1 else tol
+        self.newton_tol = tol
         self.max_iter = NEWTON_MAXITER if newton.max_iter == 8 else newton.max_iter
         # the LU of I − c′J in use: (J_version, c′ [K]), and the last trial's start and
         # Newton outcome per row (a retry after an error rejection keeps the LU)

@@ -185,12 +185,15 @@ def resolvable_safety(kappa, rtol, eps: float):
     return min(kappa, max(1.0, rtol / (100 * eps)))
 
 
-def hairer_newton_tol(rtol: float, eps: float, *, kappa: float = 1.0, cap: float = 0.03) -> float:
+def hairer_newton_tol(rtol, eps: float, *, kappa=1.0, cap: float = 0.03):
     """Hairer's Newton stopping threshold (RADAU5's ``fnewt``, scipy's Radau and BDF), in
     units of the tolerance ``tol/κ`` the error control enforces:
     ``max(10·eps·κ/rtol, min(0.03, √rtol, cap))`` — not below what the dtype resolves,
-    tighter at tight tolerances.  ``rtol``: the solve's largest (float)."""
+    tighter at tight tolerances.  ``rtol``, ``kappa``: floats, or tensors (elementwise)."""
     # rtol below 100·eps counts as 100·eps, as scipy raises it (rtol = 0 overflowed)
+    if isinstance(rtol, torch.Tensor) or isinstance(kappa, torch.Tensor):
+        rtol = torch.as_tensor(rtol).clamp_min(100 * eps)
+        return torch.maximum(10 * eps * kappa / rtol, rtol.sqrt().clamp_max(min(0.03, cap)))
     rtol = max(rtol, 100 * eps)
     return max(10 * eps * kappa / rtol, min(0.03, math.sqrt(rtol), cap))
 

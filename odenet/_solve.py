@@ -415,6 +415,13 @@ def prepare(
     newton_tol, newton_max_iter = check_newton(newton_tol, newton_max_iter)
     jac, sparsity = check_jac(jac, jac_sparsity, y0, tab, t.dim() == 2)
     check_norm(norm)
+    _check_step_options(
+        step_size is not None or grid_on_outputs,
+        first_step=first_step,
+        max_step=max_step,
+        min_step=min_step,
+        controller=controller,
+    )
     # RADAU5's estimator is tuned with Gustafsson's predictive controller (fewer
     # rejections on stiff problems); every other method defaults to the I controller
     if controller is None:
@@ -526,6 +533,36 @@ def prepare(
         nfe=[0],
     )
     return prep, tab
+
+
+def _check_step_options(fixed: bool, *, first_step, max_step, min_step, controller) -> None:
+    """The adaptive step options apply to adaptive steps only, and ``min_step`` must not
+    exceed ``max_step``: a fixed grid ignored them (``step_size=0.1, max_step=0.01``
+    took steps of 0.1), and ``min_step=0.5, max_step=0.01`` ignored ``min_step``."""
+    if fixed:
+        given = [
+            name
+            for name, v in (
+                ("first_step", first_step),
+                ("max_step", None if max_step == math.inf else max_step),
+                ("min_step", min_step or None),
+                ("controller", controller),
+            )
+            if v is not None
+        ]
+        if given:
+            names, many = ", ".join(f"`{n}`" for n in given), len(given) > 1
+            raise InputError(
+                f"{names} {'control' if many else 'controls'} adaptive steps; a fixed grid "
+                "(`step_size`, or a fixed-step method on `t`) takes its steps as given: drop "
+                f"{'them' if many else 'it'}, or drop `step_size` for an adaptive solve (or "
+                "give a smaller `step_size` for smaller steps)."
+            )
+    elif min_step > max_step:
+        raise InputError(
+            f"`min_step` = {min_step:g} exceeds `max_step` = {max_step:g}: no step size "
+            "satisfies both. Lower `min_step` or raise `max_step`."
+        )
 
 
 def _row_norm(norm, y0, per_sample):

@@ -110,6 +110,27 @@ def test_a_norm_that_is_negative_or_not_one_number_is_an_input_error(per_sample,
         odenet.solve(decay, y0, t, norm=norm)
 
 
+@pytest.mark.parametrize(
+    "option",
+    [{"first_step": 0.01}, {"max_step": 0.01}, {"min_step": 0.05}, {"controller": "PI"}],
+)
+@pytest.mark.parametrize("grid", [{"step_size": 0.1}, {"grid_on_outputs": True}])
+def test_adaptive_step_options_on_a_fixed_grid_are_input_errors(option, grid):
+    """rk4 with step_size=0.1 and max_step=0.01 took 10 steps of 0.1 (the closed form's
+    error of h = 0.1, not of 0.01) and said nothing: each adaptive option is refused."""
+    (name,) = option
+    with pytest.raises(InputError, match=rf"`{name}` controls adaptive steps; a fixed grid"):
+        odenet.solve(decay, Y0, T, method="rk4", **grid, **option)
+
+
+def test_a_min_step_above_max_step_is_an_input_error():
+    with pytest.raises(InputError, match=r"`min_step` = 0.5 exceeds `max_step` = 0.01"):
+        odenet.solve(decay, Y0, T, min_step=0.5, max_step=0.01)
+    # equal bounds are one step size, and allowed
+    sol = odenet.solve(decay, Y0, T, min_step=0.01, max_step=0.01, accept_min_step=True)
+    torch.testing.assert_close(sol.ys[-1], Y0 * math.exp(-1), rtol=1e-5, atol=0)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_is_refused_with_the_fix(dtype):
     with pytest.raises(InputError, match=rf"`y0` has dtype {dtype}.*Compute in float32"):

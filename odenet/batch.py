@@ -78,6 +78,10 @@ class IrregularBatch:
     def from_lists(times: list, values: list, masks: list | None = None) -> IrregularBatch:
         """Pad per-sample `times[b]` [T_b] and `values[b]` [T_b, D] into one batch.
 
+        Every row needs at least one time and the same `D` (one channel: `[T_b, 1]`);
+        an InputError names the row otherwise.  The times of all rows take one floating
+        dtype (the rows' promoted; integer times become float64, exact up to 2^53).
+
         Examples
         --------
         Two series of different lengths, padded to the longest:
@@ -91,6 +95,7 @@ class IrregularBatch:
         """
         if len(times) == 0 or len(times) != len(values):
             raise InputError("`times` and `values` must be non-empty lists of equal length.")
+        times, values = _checked_rows(times, values)
         B = len(times)
         T = max(len(t) for t in times)
         D = values[0].shape[-1]
@@ -115,3 +120,35 @@ class IrregularBatch:
             else:
                 mm[b, :n] = masks[b].to(dtype)
         return IrregularBatch(tt, vv, mm, lengths)
+
+
+def _checked_rows(times: list, values: list) -> tuple[list, list]:
+    """Each row as ``times[b]`` ``[T_b]`` (≥ 1 point) and ``values[b]`` ``[T_b, D]``, one
+    ``D``; an InputError naming the row otherwise (a ``[T]`` values row was read as
+    ``D = T`` and broadcast into a ``[B, T, T]`` batch).  The times of every row in one
+    floating dtype: the rows' own, promoted; integer times (sample indices,
+    timestamps) become float64, which holds them exactly up to 2^53 (float32 moved
+    1_700_000_100 by 28)."""
+    times = [torch.as_tensor(t) for t in times]
+    values = [torch.as_tensor(v) for v in values]
+    floats = [t.dtype for t in times if t.is_floating_point()]
+    tdt = torch.float64 if len(floats) < len(times) else floats[0]
+    for dt in floats:
+        tdt = torch.promote_types(tdt, dt)
+    D = values[0].shape[-1] if values[0].dim() == 2 else None
+    for b, (t, v) in enumerate(zip(times, values, strict=True)):
+        if t.dim() != 1 or len(t) == 0:
+            raise InputError(
+                f"`times[{b}]` has shape {tuple(t.shape)}; each row's times must be a 1-D "
+                "tensor [T_b] with at least one time (leave out a series with no data)."
+            )
+        if t.dtype == torch.bool or t.is_complex():
+            raise InputError(f"`times[{b}]` must be real numbers, got dtype {t.dtype}.")
+        want = f"[{len(t)}, {'D' if D is None else D}]"
+        if v.dim() != 2 or v.shape[0] != len(t) or (D is not None and v.shape[1] != D):
+            hint = " (one channel: `values.unsqueeze(-1)`)" if v.dim() == 1 else ""
+            raise InputError(
+                f"`values[{b}]` has shape {tuple(v.shape)}; expected [T_b, D] = {want}: one "
+                f"row per time of `times[{b}]`, the same D channels in every row{hint}."
+            )
+    return [t.to(tdt) for t in times], values

@@ -142,6 +142,54 @@ def test_per_sample_rows_across_a_jump_are_each_row_alone(method):
         assert both[b].item() == pytest.approx(exact, rel=3e-7)
 
 
+_T2 = torch.tensor([0.0, 1.0])
+
+
+@pytest.mark.parametrize(
+    "times, values, match",
+    [
+        # one channel given as [T]: it was read as D = T and broadcast into [1, 3, 3]
+        (
+            [torch.tensor([0.0, 1.0, 2.0])],
+            [torch.tensor([10.0, 20.0, 30.0])],
+            r"`values\[0\]` has shape \(3,\); expected \[T_b, D\] = \[3, D\].*unsqueeze",
+        ),
+        (
+            [_T2, _T2],
+            [torch.ones(2, 1), torch.ones(2, 2)],
+            r"`values\[1\]` has shape \(2, 2\); expected \[T_b, D\] = \[2, 1\]",
+        ),
+        (
+            [_T2, _T2],
+            [torch.ones(2, 1), torch.ones(1, 1)],
+            r"`values\[1\]` has shape \(1, 1\); expected \[T_b, D\] = \[2, 1\]",
+        ),
+        (
+            [_T2, torch.tensor([])],
+            [torch.ones(2, 1), torch.ones(0, 1)],
+            r"`times\[1\]` has shape \(0,\).*at least one time",
+        ),
+    ],
+)
+def test_from_lists_refuses_rows_that_are_not_t_by_d_naming_the_row(times, values, match):
+    from odenet.batch import IrregularBatch
+
+    with pytest.raises(odenet.InputError, match=match):
+        IrregularBatch.from_lists(times, values)
+
+
+def test_from_lists_takes_integer_times_exactly_as_float64():
+    """Integer times (timestamps, sample indices) were a raw TypeError; as float32 they
+    would move 1_700_000_100 to 1_700_000_128: they become float64, exactly."""
+    from odenet.batch import IrregularBatch
+
+    times = [torch.tensor([1_700_000_000, 1_700_000_100]), torch.tensor([0, 5, 7])]
+    b = IrregularBatch.from_lists(times, [torch.ones(2, 1), torch.ones(3, 1)])
+    assert b.times.dtype == torch.float64
+    assert b.times[0, :2].tolist() == [1_700_000_000.0, 1_700_000_100.0]
+    assert b.times[1].tolist() == [0.0, 5.0, 7.0]
+
+
 @pytest.mark.parametrize(
     "method, tight", [("bdf", 1e-8), ("ndf", 1e-8), ("radau_iia5", 1e-8), ("radau_iia3", 1e-5)]
 )

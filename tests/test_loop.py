@@ -39,6 +39,8 @@ def both_loops(f, y0, t, *, record=False, **kw):
         newton_max_iter=None,
     )
     opts.update(kw)
+    if opts["step_size"] is not None or opts.get("grid_on_outputs"):  # adaptive steps only
+        opts["controller"] = None
     results = []
     for host in (True, False):
         prep, _ = prepare(f, y0, t, **opts)

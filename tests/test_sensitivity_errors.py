@@ -158,7 +158,7 @@ def test_solve_with_rejects_unknown_kind():
         first_step=None,
         min_step=0.0,
         max_step=None,
-        controller="I",
+        controller=None,
         norm=None,
         newton_tol=None,
         newton_max_iter=None,

@@ -12,7 +12,8 @@ the model and data are built, subtracted from the peak after the pass):
 Models: ``odenet.models.NeuralODE`` with an ``MLPField`` on a fixed Euler grid of
 ``L`` steps (``L`` steps of Euler = a weight-tied ResNet of depth ``L``).
 
-Run: ``python studies/theory/09_memory.py`` (``--quick`` for CI size).
+Run: ``python studies/theory/09_memory.py`` (``--quick`` for CI size; ``--saved`` only
+prints what autograd saves per step, :func:`saved_per_step`).
 """
 
 from __future__ import annotations
@@ -110,6 +111,34 @@ def compute(quick: bool = False) -> Result:
     return Result(t)
 
 
+def saved_per_step(L1: int = 25, L2: int = 50) -> float:
+    """MiB that autograd saves per Euler step of the study's field (float32): the bytes of
+    the distinct tensors passed to ``torch.autograd.graph.saved_tensors_hooks`` in a
+    ``sensitivity="direct"`` forward pass over ``L2`` steps, less over ``L1``, per step.
+    ``python studies/theory/09_memory.py --saved`` prints it (nothing written)."""
+    import torch
+
+    from odenet.models import MLPField, NeuralODE
+
+    def saved_mib(L: int) -> float:
+        torch.manual_seed(0)
+        field = MLPField(D, HIDDEN, depth=2, activation="tanh")
+        node = NeuralODE(field, method="euler", step_size=1.0 / L)
+        x = torch.randn(B, D)
+        seen = {}
+
+        def pack(t):
+            key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+            seen[key] = t.numel() * t.element_size()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            node(x, torch.tensor([0.0, 1.0]))
+        return sum(seen.values()) / 2**20
+
+    return (saved_mib(L2) - saved_mib(L1)) / (L2 - L1)
+
+
 def growth_per_step(res: Result, mode: str) -> float:
     """Least-squares slope of peak memory (MB) against the number of steps L."""
     import numpy as np
@@ -155,6 +184,9 @@ def main(quick: bool = False, out_dir=None) -> Result:
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--child":
         print(json.dumps(child(sys.argv[2], int(sys.argv[3]))))
+    elif sys.argv[1:] == ["--saved"]:
+        print(f"autograd saves {saved_per_step():.4g} MiB per Euler step "
+              f"(B(d + hidden)·4 bytes = {B * (D + HIDDEN) * 4 / 2**20:.4g} MiB)")  # fmt: skip
     else:
         from _common import run_cli
 

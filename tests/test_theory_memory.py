@@ -16,3 +16,8 @@ def test_memory_direct_grows_with_depth_adjoint_and_inference_do_not():
     assert direct > per_step  # O(B L d): at least one state and one hidden layer per step
     assert abs(study.growth_per_step(res, "adjoint")) < 0.1 * direct
     assert abs(study.growth_per_step(res, "inference")) < 0.1 * direct
+
+
+def test_saved_per_step_is_the_steps_input_and_tanh_output():
+    # the 0.375 MiB docs/theory/claim-09-memory.md quotes (`09_memory.py --saved`)
+    assert study.saved_per_step(4, 8) == study.B * (study.D + study.HIDDEN) * 4 / 2**20

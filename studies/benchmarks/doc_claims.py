@@ -1,0 +1,164 @@
+"""Small measurements quoted in the guides that no other study prints, one function each.
+
+    python studies/benchmarks/doc_claims.py adams_vs_dopri5      # choosing.md: adams
+    python studies/benchmarks/doc_claims.py radau3_vs_radau5     # choosing.md: radau_iia3
+    python studies/benchmarks/doc_claims.py kvaerno5_without_kappa  # solving.md: κ ≡ 1
+    python studies/benchmarks/doc_claims.py kvaerno3_newton      # solving.md: Newton 3e-4
+    python studies/benchmarks/doc_claims.py e5_isoutofdomain     # solving.md: E5
+    python studies/benchmarks/doc_claims.py implicit_adams_jump  # torchdiffeq.md
+    python studies/benchmarks/doc_claims.py                      # all of them
+
+Stiff problems use ``stiff.run_odenet`` (``atol = floors·rtol``, the error of
+:func:`odenet.problems.stiff_error` against the stiff set's reference), as
+``stiff_accuracy.py`` does.  Nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+
+import torch
+
+import odenet
+import odenet.problems as P
+from odenet import _newton
+
+sys.path.insert(0, str(Path(__file__).parent))
+from stiff import run_odenet
+from stiff_holdout import get as holdout
+
+D = torch.float64
+
+
+def adams_vs_dopri5() -> None:
+    """adams's f-calls against dopri5's at rtol 1e-10 (choosing.md), error against dop853
+    at rtol 1e-13."""
+    print("problem\tatol\tdopri5 nfe\tadams nfe\tratio\tdopri5 err\tadams err")
+    for name in ("kepler", "lotka_volterra", "van_der_pol"):
+        p = P.get_problem(name)
+        t = torch.tensor(p.span, dtype=D)
+        ref = odenet.solve(p.f, p.y0_tensor(), t, method="dop853", rtol=1e-13, atol=1e-15)
+        for atol in (1e-10, 1e-12):
+            n, e = {}, {}
+            for m in ("dopri5", "adams"):
+                s = odenet.solve(p.f, p.y0_tensor(), t, method=m, rtol=1e-10, atol=atol)
+                n[m] = int(s.stats["nfe"])
+                e[m] = float((s.ys[-1] - ref.ys[-1]).abs().max())
+            ratio = n["dopri5"] / n["adams"]
+            print(f"{name}\t{atol:g}\t{n['dopri5']}\t{n['adams']}\t{ratio:.2f}\t"
+                  f"{e['dopri5']:.1e}\t{e['adams']:.1e}")  # fmt: skip
+
+
+def radau3_vs_radau5() -> None:
+    """radau_iia3's f-evaluations against radau_iia5's on HIRES and Robertson (choosing.md)."""
+    RADAU = ("radau_iia5", "radau_iia3")
+    print("problem\trtol\tradau_iia5 nfe\tradau_iia3 nfe\tratio\terr5/rtol\terr3/rtol")
+    for name in ("hires", "robertson_long"):
+        p = P.get_problem(name)
+        for rtol in (1e-3, 1e-6):
+            r5, r3 = (run_odenet(p, m, rtol, p.atol_ratio, 20000) for m in RADAU)
+            print(f"{name}\t{rtol:g}\t{r5['nfe']}\t{r3['nfe']}\t{r3['nfe'] / r5['nfe']:.2f}\t"
+                  f"{r5['err'] / rtol:.3g}\t{r3['err'] / rtol:.3g}")  # fmt: skip
+
+
+@contextlib.contextmanager
+def kappa_one():
+    """Solves inside take κ ≡ 1 for every DIRK pair (the error estimate at face value)."""
+    saved = _newton.error_safety
+    _newton.error_safety = lambda tableau, rtol, eps=0.0: 1.0
+    try:
+        yield
+    finally:
+        _newton.error_safety = saved
+
+
+def kvaerno5_without_kappa() -> None:
+    """kvaerno5 on Robertson with κ ≡ 1 and with its default κ (solving.md)."""
+    p = P.get_problem("robertson_long")
+    print("rtol\tkappa\terr/rtol\tnfe")
+    for rtol in (1e-3, 1e-8):
+        for label in ("1", "default"):
+            with kappa_one() if label == "1" else contextlib.nullcontext():
+                r = run_odenet(p, "kvaerno5", rtol, p.atol_ratio, 100000)
+            print(f"{rtol:g}\t{label}\t{r['err'] / rtol:.3g}\t{r['nfe']}\t{r['status']}")
+
+
+def kvaerno3_newton() -> None:
+    """kvaerno3 on HIRES at rtol 1e-3 with its Newton threshold (3e-4) and Hairer's 0.03,
+    with the default κ and with κ ≡ 1 (solving.md)."""
+    p = P.get_problem("hires")
+    print("kappa\tnewton_tol\terr/rtol\tnfe")
+    for label in ("default", "1"):
+        for kw in ({}, {"newton_tol": 0.03}):
+            with kappa_one() if label == "1" else contextlib.nullcontext():
+                r = run_odenet(p, "kvaerno3", 1e-3, p.atol_ratio, 20000, **kw)
+            print(f"{label}\t{kw.get('newton_tol', '3e-4')}\t{r['err'] / 1e-3:.3g}\t{r['nfe']}")
+
+
+def e5_isoutofdomain() -> None:
+    """E5 (stiff_holdout.py) with radau_iia5 at rtol 1e-6: steps with no domain test,
+    with ``y < −atol`` and with ``y < 0`` (solving.md)."""
+    p = holdout("e5")
+    atol = torch.as_tensor(p.atol_ratio) * 1e-6
+    tests = {
+        "none": None,
+        "y < -atol": lambda t, y: bool((y < -atol).any()),
+        "y < 0": lambda t, y: bool((y < 0).any()),
+    }
+    for label, test in tests.items():
+        kw = {} if test is None else {"isoutofdomain": test}
+        r = run_odenet(p, "radau_iia5", 1e-6, p.atol_ratio, 20000, **kw)
+        print(f"{label}\t{r['status']}\tsteps {r.get('steps')}")
+
+
+def implicit_adams_jump() -> None:
+    """``y' = −y + u(t)``, ``u = 1`` before t = 5 and 0 after, y(0) = 1 on [0, 10]:
+    implicit_adams with step_size 0.1 at max_order 12 and 8 (torchdiffeq.md)."""
+    import math
+    import warnings
+
+    exact = math.exp(-5.0)  # y = 1 up to t = 5, then exp(−(t − 5))
+    print(f"exact y(10) = {exact:.3g}")
+    for dtype in (torch.float64, torch.float32):
+        for mo in (12, 8):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # the corrector's
+                ys = odenet.odeint(
+                    lambda t, y, dt=dtype: -y + (t < 5).to(dt), torch.tensor([1.0], dtype=dtype),
+                    torch.tensor([0.0, 10.0], dtype=dtype), method="implicit_adams",
+                    options=dict(step_size=0.1, max_order=mo),
+                )  # fmt: skip
+            print(f"{str(dtype)[6:]}\tmax_order {mo}\ty(10) = {float(ys[-1, 0]):.3g}")
+
+
+CLAIMS = {
+    f.__name__: f
+    for f in (
+        adams_vs_dopri5,
+        radau3_vs_radau5,
+        kvaerno5_without_kappa,
+        kvaerno3_newton,
+        e5_isoutofdomain,
+        implicit_adams_jump,
+    )
+}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("claims", nargs="*", help=f"any of {', '.join(CLAIMS)} (default: all)")
+    args = ap.parse_args(argv)
+    unknown = sorted(set(args.claims) - set(CLAIMS))
+    if unknown:
+        ap.error(f"unknown claims {unknown}; choose from {list(CLAIMS)}")
+    for name in args.claims or CLAIMS:
+        print(f"## {name}")
+        CLAIMS[name]()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

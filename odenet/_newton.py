@@ -62,8 +62,9 @@ def error_safety(tableau, rtol, eps: float = 0.0):
     Why: on stiff problems the stage order (1 for sdirk4, 2 for the ESDIRKs, TR-BDF2)
     takes away the margin local extrapolation gives on smooth ones, so the local error
     of the propagated solution is about the estimate, and the ``N ∝ rtol^(−1/p)`` steps
-    add up to a global error ``∝ rtol^(1−1/p)``, not ``∝ rtol`` (measured: kvaerno5
-    ends at 0.6·rtol at rtol 1e-3 and at 4.5·rtol at 1e-8 on Robertson).  Dividing the
+    add up to a global error ``∝ rtol^(1−1/p)``, not ``∝ rtol`` (measured with κ ≡ 1:
+    kvaerno5 ends at 0.42·rtol at rtol 1e-3 and at 4.9·rtol at 1e-8 on Robertson,
+    ``studies/benchmarks/doc_claims.py kvaerno5_without_kappa``).  Dividing the
     error per step by ``rtol^(−1/p)``, which grows like the number of steps, makes the
     global error proportional to ``rtol`` (Shampine's tolerance proportionality); the
     constant ``error_safety`` of each pair is the measured estimate-to-error ratio

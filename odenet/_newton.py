@@ -205,7 +205,9 @@ def hairer_newton_tol(rtol, eps: float, *, kappa=1.0, cap: float = 0.03):
 # component is carried to the end like an error per step, and at 0.03 it was most of the
 # final error (kvaerno3, HIRES, rtol 1e-3: 0.73·rtol at 0.03, 0.41 at 3e-3, 0.18 at 3e-4,
 # 0.10 at 1e-6, for +34 % f-evaluations at 3e-4; the error safety κ alone moved it from
-# 0.81 at κ = 1 to 0.73 at κ = 6.5).
+# 0.81 at κ = 1 to 0.73 at κ = 6.5), when the threshold was chosen; on 2026-12-04
+# 0.42·rtol at 0.03 and 0.17 at 3e-4, with κ ≡ 1 0.87 and 0.24
+# (studies/benchmarks/doc_claims.py kvaerno3_newton).
 NEWTON_TOL = 0.03
 DIRK_NEWTON_TOL = 3e-4
 

@@ -1041,9 +1041,9 @@ def _hold_still_rows(rk, trial: _Trial, h, y, f0, state, trial_state):
 def restart_history(rk, state, y, f0, rows):
     """A method with memory restarts at order 1 on ``rows`` [K], from ``y`` and
     ``f0 = f(s, y)`` on the far side of a discontinuity of the field (``jump_t``):
-    its differences spanned the jump (adams ended 30·rtol off at rtol 1e-8, bdf took
-    208 steps for 182: studies/benchmarks/jump_multistep.py), as CVODE and LSODA are
-    restarted there."""
+    its differences spanned the jump (without the restart, at 557c09a, adams ended
+    30·rtol off at rtol 1e-8 and bdf took 208 steps for 182; with it 0.02·rtol:
+    studies/benchmarks/jump_multistep.py), as CVODE and LSODA are restarted there."""
     return rk.commit_state(state, rk.restart_state(state, y, f0), rows)
 
 

@@ -258,8 +258,8 @@ def warn_rtol_below_round_off(rtol, dtype) -> None:
     (scipy raises such an rtol to it): there the error estimates are mostly round-off
     and the error may end far above ``rtol`` with status ok.  Measured on the random
     linear systems of tests/test_honesty_property.py in float32 at rtol = eps: dop853
-    55.7·rtol (2026-12-04), radau_iia9 177·rtol, radau_iia5 222·rtol (8942dcc; at 100·eps
-    at most 23·rtol; studies/benchmarks/round_off_floor_results.md)."""
+    56·rtol, radau_iia9 133·rtol, radau_iia5 202·rtol (at 100·eps 2.5, 6.3, 6.6·rtol;
+    studies/benchmarks/round_off_floor_results.md)."""
     r = torch.as_tensor(rtol, dtype=torch.float64).detach().abs().reshape(-1)
     r = r[r > 0]
     floor = 100 * torch.finfo(dtype).eps

@@ -125,9 +125,10 @@ def saved_per_step(L1: int = 25, L2: int = 50) -> float:
         field = MLPField(D, HIDDEN, depth=2, activation="tanh")
         node = NeuralODE(field, method="euler", step_size=1.0 / L)
         x = torch.randn(B, D)
-        seen = {}
+        seen, alive = {}, []
 
         def pack(t):
+            alive.append(t)  # a freed tensor's address could be reused and counted once
             key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
             seen[key] = t.numel() * t.element_size()
             return t

@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from odenet._errors import InputError
+from odenet._errors import InputError, StabilityWarning, warn_user
 from odenet._multistep import MultistepRuntime, adams_bashforth, adams_moulton
 from odenet._stepper import RungeKutta, StepResult
 from odenet.tableaus import tableau as _tableau
@@ -53,6 +53,14 @@ _ADAMS_FROM = _MIN_ORDER - 1  # past slopes needed before an Adams step
 # Gauss–Legendre points on [0, 1]: exact for the Lagrange polynomials of degree
 # ≤ MAX_ORDER − 1 that the variable-step coefficients integrate
 _GAUSS_POINTS = (MAX_ORDER + 2) // 2
+# explicit_adams' spurious growth check: the last term of the order-k formula (the
+# order-k increment less the order-(k-1) one) against |y| + |h f|.  On a solve that
+# is accurate it is the local error estimate of order k-1 (≤ 2e-3 on the Lorenz, Van
+# der Pol and linear test runs to 1e-3 relative error); once h·λ leaves the
+# high-order formula's small stability region it is of the size of the state
+# (0.04 … 140 on every such run), so 1e-2 separates the two.
+_SPURIOUS_GROWTH = 1e-2
+_CHECK_EVERY = 4  # steps between the host syncs of that check
 
 
 def _gauss01():
@@ -276,6 +284,9 @@ class AdamsRuntime:
         as64 = functools.partial(torch.as_tensor, dtype=torch.float64, device=device)
         self.ab, self.ab_num, self.am, self.am_num = map(as64, (ab, ab_num, am, am_num))
         self.unconverged = 0  # steps whose corrector did not converge
+        self._growth = None  # the largest last-term ratio since the last check
+        self._unchecked = 0
+        self._warned = False
 
     # --- state ------------------------------------------------------------------------
     def init_state(self, s, y, f0):
@@ -335,6 +346,41 @@ class AdamsRuntime:
             beta = self.ab[order] + lagrange_integrals(x, act) - self.ab_num[order]
         return h.to(torch.float64)[:, None] * beta
 
+    def _watch_growth(self, s, h, F, S, order, rows, y, hb, Fw):
+        """Warn once per solve (:class:`StabilityWarning`) when the explicit formula's
+        last term is not small against the state: a fixed step has no error control,
+        and an Adams–Bashforth formula of high order is stable only for tiny ``h·λ``
+        (torchdiffeq's default order 11 blows up on ``y' = −y`` at ``h = 0.01``)."""
+        if self._warned:
+            return
+        with torch.no_grad():
+            lower = self._coefficients(s, h, S, (order - 1).clamp(min=1), implicit=False)
+            top = torch.einsum("km,mkn->kn", hb - lower.to(hb.dtype), Fw).abs().amax(dim=1)
+            scale = y.abs().amax(dim=1) + (h[:, None] * F[0]).abs().amax(dim=1)
+            ratio = torch.where(rows, top / scale.to(top.dtype).clamp_min(1e-300), 0.0)
+            worst = ratio.max()
+        self._growth = worst if self._growth is None else torch.maximum(self._growth, worst)
+        self._unchecked += 1
+        if self._unchecked < _CHECK_EVERY:
+            return
+        self._unchecked = 0
+        growth = float(self._growth)
+        self._growth = None
+        if not growth > _SPURIOUS_GROWTH:  # NaN too: the non-finite check reports it
+            return
+        self._warned = True
+        k = int(order.max())
+        warn_user(
+            f"{self.method.name}: the order-{k} Adams–Bashforth step's last term is "
+            f"{growth:.2g}·(|y| + |h f|) at steps of {float(h.abs().max()):.3g} "
+            f"(below {_SPURIOUS_GROWTH:g} on an accurate solve): the step is outside the "
+            "high-order formula's small stability region, so the state is probably "
+            "growing spuriously and the result is not to be trusted. Take a smaller "
+            "`step_size` or a lower `max_order` (e.g. max_order=5), or an adaptive "
+            "method (dopri5, or 'adams' for a multistep one).",
+            StabilityWarning,
+        )
+
     def _adams(self, g, s, y, h, F, S, order, rows):
         """The Adams step of the rows ``rows``; returns ``(y1, converged or None)``."""
         # sums of the history in float64, rounded once (as torchdiffeq does): the high
@@ -345,6 +391,7 @@ class AdamsRuntime:
         hb = self._coefficients(s, h, S, order, implicit=False).to(wide)
         dy = torch.einsum("km,mkn->kn", hb, Fw).to(dt)
         if not self.method.implicit:
+            self._watch_growth(s, h, F, S, order, rows, y, hb, Fw)
             return y + dy, None
         hc = self._coefficients(s, h, S, order, implicit=True).to(wide)
         delta = torch.einsum("km,mkn->kn", hc[:, 1:], Fw).to(dt)

@@ -83,6 +83,7 @@ __all__ = [
     "OdenetError",
     "OdenetWarning",
     "SolverError",
+    "StabilityWarning",
     "StepSizeUnderflowError",
     "ToleranceWarning",
     "UnknownMethodError",
@@ -102,6 +103,13 @@ class ToleranceWarning(OdenetWarning):
     method's error control to honour it: the solve runs, but its error may exceed
     ``rtol`` by 100× or more.  The message names the smallest ``rtol`` the method
     honours in that dtype and the ways out (a larger ``rtol``, float64, radau_iia5)."""
+
+
+class StabilityWarning(OdenetWarning, RuntimeWarning):
+    """A fixed-step solve left its method's region of absolute stability: the state
+    grows where the field does not make it grow, so the result is probably garbage
+    although no error was raised (a fixed step has no error control to notice).  The
+    message names the way out (a smaller step, a lower order)."""
 
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))

@@ -68,6 +68,34 @@ def test_unconverged_corrector_warns_like_torchdiffeq():
         )
 
 
+def _decay_error(h, max_order, record):
+    y0 = torch.tensor([1.0], dtype=D)
+    t = torch.tensor([0.0, 3.0], dtype=D)
+    opts = dict(step_size=h, max_order=max_order)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        y1 = odenet.odeint(lambda t, y: -y, y0, t, method="explicit_adams", options=opts)[-1]
+    record.extend(w for w in caught if issubclass(w.category, odenet.StabilityWarning))
+    return abs(float(y1) - math.exp(-3.0))
+
+
+@pytest.mark.parametrize("h", [0.1, 0.03, 0.01])
+def test_explicit_adams_warns_when_its_high_order_formula_is_unstable(h):
+    # torchdiffeq's default, max_order 12 (the 11-step formula), grows spuriously on
+    # y' = -y at these steps, to 1e4 … 1e19 against e^{-3}: no error control notices
+    warned = []
+    assert _decay_error(h, 12, warned) > 1.0
+    assert len(warned) == 1
+    assert "max_order" in str(warned[0].message)
+
+
+@pytest.mark.parametrize("h, max_order", [(0.003, 12), (0.1, 5), (0.01, 8), (0.03, 5)])
+def test_explicit_adams_does_not_warn_on_an_accurate_solve(h, max_order):
+    warned = []
+    assert _decay_error(h, max_order, warned) < 1e-5
+    assert not warned
+
+
 def _oscillator_error(method, h, **options):
     m = METHODS[method].with_options(rtol=1e-13, atol=1e-15, max_iters=12, **options)
     y0 = torch.tensor([1.0, 0.0], dtype=D)

@@ -1393,7 +1393,11 @@ def _kvaerno5() -> ButcherTableau:
 
 @register("sdirk4", "hairer4", "sdirk54")
 def _sdirk4() -> ButcherTableau:
-    """Hairer & Wanner's 5-stage SDIRK, order 4, embedded order 3, L-stable, γ = 1/4."""
+    """Hairer & Wanner's 5-stage SDIRK, order 4, embedded order 3, L-stable, γ = 1/4.
+
+    No stage sits at the step's start (c₁ = 1/4), so a jump of ``f`` in the first
+    quarter of a step is invisible to the solution and to the error estimate alike:
+    pass such jumps as ``jump_t`` (docs/guide/events.md)."""
     b = ["25/24", "-49/48", "125/16", "-85/12", "1/4"]
     return ButcherTableau(
         "sdirk4",

@@ -6,6 +6,7 @@
     python studies/benchmarks/doc_claims.py kvaerno3_newton      # solving.md: Newton 3e-4
     python studies/benchmarks/doc_claims.py e5_isoutofdomain     # solving.md: E5
     python studies/benchmarks/doc_claims.py implicit_adams_jump  # torchdiffeq.md
+    python studies/benchmarks/doc_claims.py sdirk4_jump          # events.md: sdirk4
     python studies/benchmarks/doc_claims.py                      # all of them
 
 Stiff problems use ``stiff.run_odenet`` (``atol = floors·rtol``, the error of
@@ -134,6 +135,28 @@ def implicit_adams_jump() -> None:
             print(f"{str(dtype)[6:]}\tmax_order {mo}\ty(10) = {float(ys[-1, 0]):.3g}")
 
 
+def sdirk4_jump() -> None:
+    """``y' = −y`` switching to ``y' = 2`` at τ, y(0) = 1 on [0, 2], no ``jump_t``,
+    rtol 1e-7, atol 1e-10, 14 jump times τ in [0.5, 1.45]: the worst error at t = 2
+    over rtol, and at how many τ it passes 100·rtol (events.md)."""
+    import math
+
+    taus = [0.5 + 0.0731 * i for i in range(14)]
+    print("method\tworst err/rtol\tτ above 100·rtol")
+    for method in ("sdirk4", "kvaerno5", "radau_iia5", "dopri5"):
+        worst, bad = 0.0, 0
+        for tau in taus:
+            sol = odenet.solve(
+                lambda t, y, tau=tau: torch.where(t < tau, -y, torch.full_like(y, 2.0)),
+                torch.ones(1, dtype=D), torch.tensor([0.0, 2.0], dtype=D),
+                method=method, rtol=1e-7, atol=1e-10,
+            )  # fmt: skip
+            exact = math.exp(-tau) + 2 * (2 - tau)
+            e = abs(float(sol.ys[-1, 0]) - exact) / exact / 1e-7
+            worst, bad = max(worst, e), bad + (e > 100)
+        print(f"{method}\t{worst:.2g}\t{bad}/{len(taus)}")
+
+
 CLAIMS = {
     f.__name__: f
     for f in (
@@ -143,6 +166,7 @@ CLAIMS = {
         kvaerno3_newton,
         e5_isoutofdomain,
         implicit_adams_jump,
+        sdirk4_jump,
     )
 }
 

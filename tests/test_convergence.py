@@ -321,3 +321,35 @@ def test_order_reduction_note_of_a_multistep_method_does_not_mention_stages():
     assert re.search(r"stage order \d", o.loc["bdf3", "note"]) is None  # was "stage order 3"
     assert "has no stage order" in o.loc["bdf3", "note"]
     assert "stage order 3" in o.loc["radau_iia5", "note"]
+
+
+def test_a_verdict_needs_a_settled_slope():
+    # Independent truth: the local slopes of the errors themselves.  Two points with a
+    # contradicting neighbour (tsit5 on Kepler at N = 8 … 64: 1.07 between the finest
+    # two, 10.7 beside them), two points that are the whole study, and slopes still
+    # rising toward the classical order (rk4 on Lotka–Volterra at N = 32, 64, 128:
+    # 3.32 → 3.58, 3.97 at N = 1024) are not "order reduction".
+    from odenet.studies.convergence import summarize
+
+    def orders(h, e, method="rk4"):
+        rows = [
+            {"method": method, "h": x, "error_max": y, "status": "ok", "message": ""}
+            for x, y in zip(h, e)
+        ]
+        return summarize(pd.DataFrame(rows), "max", 0.0)[1].iloc[0]
+
+    h = 0.4 / 2.0 ** np.arange(5)
+
+    def with_slopes(*slopes):  # errors at h whose local slopes are `slopes`
+        return 1e-2 * np.exp(np.cumsum(np.r_[0.0, slopes] * np.log(0.5)))
+
+    o = orders(h[:4], with_slopes(0.2, 10.7, 1.07), method="tsit5")
+    assert o.n_fit == 2 and abs(o.observed_order - 1.07) < 0.01
+    assert o.verdict == "no asymptotic range" and "beside them is 10.70" in o.note, o
+    o = orders(h[:2], with_slopes(2.5))
+    assert o.verdict == "no asymptotic range" and "two step sizes only" in o.note, o
+    assert orders(h[:2], with_slopes(4.0)).verdict == "ok"
+    o = orders(h[:3], with_slopes(3.32, 3.58))  # rising by 0.26: the band takes both
+    assert abs(o.observed_order - 3.45) < 0.01
+    assert o.verdict == "no asymptotic range" and "still rise" in o.note, o
+    assert orders(h[:4], with_slopes(3.0, 3.02, 2.98)).verdict == "order reduction"

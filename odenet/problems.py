@@ -304,7 +304,11 @@ def _check_atol_ratio(ratio, n: int):
     return float(arr) if arr.ndim == 0 else arr
 
 
-_FINGERPRINT_DEPTH = 6  # functions calling functions: deep enough for a problem file
+# functions calling functions, objects holding objects: deep enough for a problem file.
+# Containers and arrays (plain data) do not count towards it; past it an object counts
+# as this process's token (``_OPAQUE``): its key is never equal to another run's, so a
+# cached reference or a results folder is recomputed, never wrongly reused
+_FINGERPRINT_DEPTH = 12
 
 
 def _fingerprint(obj) -> str | None:
@@ -313,7 +317,10 @@ def _fingerprint(obj) -> str | None:
     if obj is None:
         return None
     h = hashlib.sha256()
-    _feed(h, obj, 0, {})
+    try:
+        _feed(h, obj, 0, {})
+    except RecursionError:  # data nested past Python's recursion limit: unknown content
+        h = hashlib.sha256(f"too deep {_OPAQUE}".encode())
     return h.hexdigest()[:16]
 
 
@@ -354,18 +361,23 @@ def _feed(h, obj, depth: int, seen: dict, names: tuple[str, ...] | None = None) 
     its public attributes when reached otherwise.  Anything whose repr is only an
     address counts by its pickled bytes, or, where it does not pickle, by a token of
     this process (a cache is then not reused by the next run: in doubt, recompute).
+    Plain data (containers, arrays) is read whatever its nesting; an object more than
+    ``_FINGERPRINT_DEPTH`` functions or objects deep counts by that token too.
     """
     if obj is None or isinstance(obj, bool | int | float | complex | str | bytes):
         _put(h, "v", repr(obj))
         return
     if depth > _FINGERPRINT_DEPTH:
-        _put(h, "deep", type(obj).__qualname__)
+        # content not read: never equal to another run's (a type name alone would let
+        # an edit this deep reuse the old problem's cached reference and results)
+        # (and by its id, so that two such objects of one process differ too)
+        _put(h, "deep", f"{type(obj).__qualname__} {_OPAQUE} {id(obj)}")
         return
     # a module is read through different names by different functions: it is seen
     # once per set of names
     user_module = isinstance(obj, types.ModuleType) and not _by_name(obj.__name__)
     mark = (id(obj), names) if user_module else id(obj)
-    if mark in seen:
+    if mark in seen:  # (its content was fed where it was first met)
         _put(h, "deep", type(obj).__qualname__)
         return
     # the object is kept alive with its id: a temporary (``dict(vars(obj))``) freed
@@ -383,19 +395,19 @@ def _feed(h, obj, depth: int, seen: dict, names: tuple[str, ...] | None = None) 
     elif isinstance(obj, np.ndarray) and obj.dtype != object:
         _put(h, "array", f"{obj.dtype}{obj.shape}")
         h.update(np.ascontiguousarray(obj).tobytes())
-    elif isinstance(obj, list | tuple):
+    elif isinstance(obj, list | tuple):  # plain data: its items are no deeper
         _put(h, type(obj).__name__, len(obj))
         for x in obj:
-            _feed(h, x, deeper, seen)
+            _feed(h, x, depth, seen)
     elif isinstance(obj, dict):
         _put(h, "dict", len(obj))
         for k, v in obj.items():
-            _feed(h, k, deeper, seen)
-            _feed(h, v, deeper, seen)
+            _feed(h, k, depth, seen)
+            _feed(h, v, depth, seen)
     elif isinstance(obj, set | frozenset):
         # a set's order (and so its repr) varies with the process's string hashing
         _put(h, type(obj).__name__, len(obj))
-        for part in sorted(_fingerprint_in(x, deeper, seen) for x in obj):
+        for part in sorted(_fingerprint_in(x, depth, seen) for x in obj):
             _put(h, "item", part)
     elif isinstance(obj, functools.partial):
         _put(h, "partial", "")

@@ -638,3 +638,88 @@ def test_the_brusselator_2d_key_does_not_change_when_its_reference_is_computed()
     before = p.key()
     p.exact(np.array([0.5]))
     assert p.key() == before
+
+
+class _Layer:
+    def __init__(self, W):
+        self.W = np.asarray(W, dtype=float)
+
+
+class _Net:
+    def __init__(self, layers):
+        self.layers = layers
+
+
+class _Model:
+    def __init__(self, W):
+        self.net = _Net([_Layer(W)])
+
+    def rhs(self, t, y):
+        return torch.as_tensor(self.net.layers[0].W, dtype=y.dtype) @ y
+
+
+def test_weights_nested_in_objects_are_part_of_the_key_and_the_cached_reference():
+    # audit M F1: a field `model.rhs` reading `model.net.layers[0].W` is 7 levels deep;
+    # the fingerprint hashed that deep only by type name, so after W changed the old
+    # problem's cached reference (e^{-2t}) was served for the new one (e^{-3t}).
+    t = np.array([0.5, 1.0])
+    for lam in (-2.0, -3.0):
+        p = P.Problem(_Model(np.diag([lam, -1.0])).rhs, y0=[1.0, 1.0], span=(0.0, 1.0),
+                      name="nested")  # fmt: skip
+        exact = np.stack([np.exp(lam * t), np.exp(-t)], axis=1)
+        np.testing.assert_allclose(P.reference_solution(p, t), exact, rtol=1e-9)
+
+
+NESTED_FILE = """
+from odenet.problems import Problem
+CFG = {"a": {"b": {"c": {"d": {"e": {"f": {"g": [RATE]}}}}}}}
+
+def rate():
+    return CFG["a"]["b"]["c"]["d"]["e"]["f"]["g"][0]
+
+def prob():
+    return Problem(lambda t, y: -rate() * y, y0=[1.0], span=(0.0, 1.0), name="nested")
+"""
+
+
+def test_a_constant_deep_in_a_problem_files_config_is_part_of_its_key(tmp_path):
+    # audit M F2 repro: editing a constant 7 dict levels deep in the problem file kept
+    # the key; the next process must still compute the same key for the same file
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "nested.py"
+    spec = f"{path}:prob"
+    path.write_text(NESTED_FILE.replace("RATE", "2.0"))
+    first = P.get_problem(spec).key()
+    code = f"import odenet.problems as P; print(P.get_problem({spec!r}).key())"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert other.stdout.strip() == first, other.stderr
+    path.write_text(NESTED_FILE.replace("RATE", "3.0"))
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    p = P.get_problem(spec)
+    assert p.key() != first
+    np.testing.assert_allclose(p.solution([1.0]), [[np.exp(-3.0)]], rtol=1e-9)
+
+
+class _Box:
+    def __init__(self, inner):
+        self.inner = inner
+
+
+def test_content_past_the_depth_limit_is_never_counted_equal():
+    # objects nested past the limit are not read: they must not hash alike (before
+    # they counted by their type name, so the innermost value was invisible)
+    def chain(value):
+        box = value
+        for _ in range(P._FINGERPRINT_DEPTH + 5):
+            box = _Box(box)
+        return P.Problem(lambda t, y, b=box: -y, y0=[1.0], span=(0, 1))
+
+    assert chain(np.array([1.0])).key() != chain(np.array([2.0])).key()
+    # plain data is read at any nesting: equal content, equal key; other content, other
+    nested = lambda v: P.Problem(lambda t, y, c=[[[[[[[[[[[[[[[v]]]]]]]]]]]]]]]: -y,  # noqa: E731
+                                 y0=[1.0], span=(0, 1))  # fmt: skip
+    assert nested(1.0).key() == nested(1.0).key() != nested(2.0).key()

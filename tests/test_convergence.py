@@ -353,3 +353,52 @@ def test_a_verdict_needs_a_settled_slope():
     assert abs(o.observed_order - 3.45) < 0.01
     assert o.verdict == "no asymptotic range" and "still rise" in o.note, o
     assert orders(h[:4], with_slopes(3.0, 3.02, 2.98)).verdict == "order reduction"
+
+
+def _gauss4_fixed_step_max_error(problem, n_steps: int) -> float:
+    """Independent 2-stage Gauss–Legendre on the uniform grid: the stage equations
+    solved by scipy's fsolve at every step, max error over the nodes."""
+    from scipy.optimize import fsolve
+
+    f = problem.numpy_field()
+    r3 = math.sqrt(3) / 6
+    A = np.array([[0.25, 0.25 - r3], [0.25 + r3, 0.25]])
+    b, c = np.array([0.5, 0.5]), np.array([0.5 - r3, 0.5 + r3])
+    t0, t1 = problem.span
+    h = (t1 - t0) / n_steps
+    y, ys = problem.y0.copy(), [problem.y0.copy()]
+    for k in range(n_steps):
+        t = t0 + k * h
+
+        def stages(K, t=t, y=y):
+            K = K.reshape(2, -1)
+            return (K - np.array([f(t + c[i] * h, y + h * A[i] @ K) for i in range(2)])).ravel()
+
+        K = fsolve(stages, np.tile(f(t, y), 2), xtol=1e-13)
+        assert np.abs(stages(K)).max() < 1e-10
+        y = y + h * b @ K.reshape(2, -1)
+        ys.append(y)
+    ts = t0 + h * np.arange(n_steps + 1)
+    ts[-1] = t1
+    return float(np.abs(np.array(ys) - problem.solution(ts)).max())
+
+
+def test_a_fixed_step_cell_that_sub_stepped_is_failed_not_reported_at_h():
+    # audit M F2: at N = 16 on Kepler one gauss_legendre4 step's Newton iteration fails;
+    # the solver rejects it and sub-steps (17 accepted + 1 rejected), and the cell was
+    # stored `ok` with error 0.183, which is not the fixed-step error at h (0.174).
+    from odenet.studies.convergence import convergence_cell
+
+    problem = get_problem("kepler")
+    for n in (16, 32):
+        cell = convergence_cell(("name", ("kepler", {})), "gauss_legendre4", n, "float64")
+        if cell["status"] == "ok":
+            assert cell["steps"] == n
+            truth = _gauss4_fixed_step_max_error(problem, n)
+            assert cell["error_max"] == pytest.approx(truth, rel=1e-6)
+        else:
+            assert n == 16
+            assert f"the fixed step h={cell['h']:.4g} could not be taken" in cell["message"]
+            assert "Newton failed" in cell["message"] and "sub-stepped" in cell["message"]
+            assert cell["error_max"] == math.inf
+    assert cell["status"] == "ok"  # N = 32 takes its 32 steps

@@ -412,3 +412,25 @@ def test_lsoda_with_a_sparse_jacobian_runs():
     assert (t["status"] == "ok").all(), t["message"].tolist()
     assert t.loc["scipy:LSODA+jac", "error"] < 1e-4
     assert t.loc["scipy:LSODA+jac", "njev"] > 0
+
+
+def test_a_fixed_step_row_that_sub_stepped_says_so(tmp_path):
+    # audit M S2 (F2's mechanism in compare): at N = 16 on Kepler gauss_legendre4's
+    # Newton iteration fails once; the row labelled N=16 took 17 accepted + 1 rejected
+    # steps and the text showed nothing but `steps 17`.  A row that took its N steps
+    # (the same method at N = 32; torchdiffeq's rk4, whose rejected count is unknown)
+    # carries no note.  The truth for the step counts: a fixed-step row of N steps has
+    # h = span/N on every step, so its steps are N.
+    r = work_precision(
+        "kepler", methods="gauss_legendre4,torchdiffeq:rk4", n_steps=[16, 32], repeats=1,
+        cell_timeout=None, out=tmp_path / "wp",
+    )
+    t = r.table.set_index(["label", "n_steps"])
+    assert (t["status"] == "ok").all()
+    sub = t.loc[("gauss_legendre4", 16)]
+    assert (sub["steps"], sub["rejected"]) != (16, 0)
+    assert "the fixed step h=0.3927 could not be taken (Newton failed" in sub["message"]
+    assert "17 accepted and 1 rejected steps instead of 16" in sub["message"]
+    for key in [("gauss_legendre4", 32), ("torchdiffeq:rk4", 16), ("torchdiffeq:rk4", 32)]:
+        assert t.loc[key, "steps"] == key[1] and t.loc[key, "message"] == "", key
+    assert "Not run as labelled:\n  gauss_legendre4 N=16: the fixed step" in r.to_text()

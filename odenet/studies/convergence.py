@@ -180,11 +180,33 @@ def blowup_message(ys: np.ndarray, exact: np.ndarray) -> str:
     return ""
 
 
+def substep_message(stats, n_steps: int, h: float) -> str:
+    """Why a fixed-step solve of ``n_steps`` steps did not take them, or ``""``.
+
+    A step an implicit method's Newton iteration could not take is rejected and split
+    into smaller ones: its error is then not the error at ``h``.
+    """
+    accepted, rejected = stats.get("accepted"), stats.get("rejected")
+    # (nan: a library that does not count them)
+    rejected = 0 if rejected is None or rejected != rejected else int(rejected)
+    if accepted is None or accepted != accepted or (accepted == n_steps and not rejected):
+        return ""
+    accepted = int(accepted)
+    failures = stats.get("newton_failures")
+    why = f"Newton failed {failures} time(s)" if failures else "steps were rejected"
+    return (
+        f"the fixed step h={h:.4g} could not be taken ({why}): the solver sub-stepped, "
+        f"{accepted} accepted and {rejected} rejected steps instead of {n_steps}, so "
+        "its error is not the error at h; use more steps (a smaller h) for this method."
+    )
+
+
 def convergence_cell(payload, method: str, n_steps: int, dtype: str) -> dict:
     """Solve on the uniform grid of ``n_steps`` steps and measure the error at every node.
 
-    A run that fails or blows up (see :func:`blowup_message`) is a ``failed`` cell with
-    infinite errors and the reason in ``message``.
+    A run that fails, blows up (see :func:`blowup_message`) or does not take exactly
+    ``n_steps`` steps (see :func:`substep_message`) is a ``failed`` cell with infinite
+    errors and the reason in ``message``.
     """
     from odenet import solve
     from odenet._errors import SolverError
@@ -216,6 +238,9 @@ def convergence_cell(payload, method: str, n_steps: int, dtype: str) -> dict:
         status, message = "failed", str(e)
     wall = time.perf_counter() - start
     exact = problem.solution(t_np)
+    if status == "ok":
+        message = substep_message(stats, n_steps, h)
+        status = "failed" if message else "ok"
     if status == "ok":
         message = blowup_message(ys, exact)
         status = "failed" if message else "ok"

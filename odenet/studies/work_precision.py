@@ -41,6 +41,7 @@ from odenet.studies.convergence import (
     blowup_message,
     check_dtype,
     check_norm,
+    substep_message,
     time_norms,
 )
 from odenet.studies.sweep import (
@@ -337,6 +338,7 @@ def _run_once(
     # steps = accepted steps in every row: scipy reports len(sol.t) - 1, while odenet's
     # own "steps" counts attempts (rejected ones too); the table put the two side by side
     stats = {k: sol.stats[k] for k in ("accepted", "rejected")}
+    stats["newton_failures"] = int(sol.stats.get("newton_failures", 0))  # (for the message)
     stats["steps"] = stats["accepted"]
     njev = int(sol.stats.get("njev", sol.stats.get("jacobians", 0)))
     # a reverse-mode autograd Jacobian is one evaluation (counted in nfe) and one
@@ -500,6 +502,11 @@ def work_precision_cell(
                 per_time = problem.error(ys, exact, m).max(axis=1)
                 for name, v in time_norms(t_out, per_time).items():
                     norms[_field(m, name.removeprefix("error_"))] = v
+            if not parse_solver(spec).adaptive:
+                # a fixed-step row whose Newton iteration failed sub-stepped: its error
+                # and work are a real solve's, but not at N steps (said, not failed)
+                h = (problem.span[1] - problem.span[0]) / setting
+                message = substep_message(stats, int(setting), h)
     return {
         **norms,
         **{k: float(stats.get(k, math.nan)) for k in _COUNTS},
@@ -620,6 +627,10 @@ class WorkPrecisionResult:
         if not failed.empty:
             lines += ["", "Failed cells:"]
             lines += [f"  {r.label} {r.setting}: {r.message}" for r in failed.itertuples()]
+        noted = t[(t["status"] == "ok") & (t["message"].fillna("") != "")]
+        if not noted.empty:
+            lines += ["", "Not run as labelled:"]
+            lines += [f"  {r.label} {r.setting}: {r.message}" for r in noted.itertuples()]
         lines += [
             "",
             "Least work (nfe + jac_products) reaching each error target (work / its median "

@@ -952,17 +952,48 @@ def harmonic(omega: float = 1.0, t1: float = 2 * math.pi) -> Problem:
     )
 
 
+def _kepler_anomaly(M: np.ndarray, e: float) -> np.ndarray:
+    """The eccentric anomaly ``E`` with ``E - e sin E = M`` (vectorised).
+
+    ``g(E) = E - e sin E - M`` increases (``g' = 1 - e cos E >= 1 - e > 0``) and
+    ``|E - M| = e |sin E| <= e``: the root lies in ``[M - e, M + e]``.  Newton steps
+    that leave the bracket (near perihelion for ``e`` close to 1, where ``g'`` is
+    ``~1 - e``, plain Newton from ``M + e sin M`` wandered off: ``e = 0.999`` gave a state
+    1.8 off) are replaced by bisection, so every root is found.
+    """
+    # M reduced to [-π, π]: E - M is 2π-periodic in M
+    k = np.round(M / (2 * math.pi))
+    m = M - 2 * math.pi * k
+    lo, hi = m - e, m + e
+    tiny = 4 * np.finfo(np.float64).eps
+    E = np.clip(m + e * np.sin(m), lo, hi)
+    for _ in range(200):
+        g = E - e * np.sin(E) - m
+        lo = np.where(g < 0, E, lo)
+        hi = np.where(g > 0, E, hi)
+        # 1 - e cos E without the cancellation of two numbers near 1
+        dg = (1 - e) + 2 * e * np.sin(E / 2) ** 2
+        newton = E - g / dg
+        inside = (newton > lo) & (newton < hi)
+        E_next = np.where(g == 0, E, np.where(inside, newton, 0.5 * (lo + hi)))
+        done = np.all((E_next == E) | (hi - lo <= tiny * np.maximum(1, np.abs(E))))
+        E = E_next
+        if done:
+            break
+    g = E - e * np.sin(E) - m
+    if not np.all(np.abs(g) <= 1e-14 * np.maximum(1.0, np.abs(m))):
+        raise ReferenceSolutionError(
+            f"Kepler's equation E - e sin E = M did not converge for e = {e} (largest "
+            f"residual {np.max(np.abs(g)):.3g}); this is a bug in odenet, please report it."
+        )
+    return E + 2 * math.pi * k
+
+
 def _kepler_exact(t: np.ndarray, e: float) -> np.ndarray:
     # Mean anomaly M = t (period 2π, semi-major axis 1, GM = 1); solve E - e sin E = M.
-    M = np.asarray(t, dtype=np.float64)
-    E = M + e * np.sin(M)
-    for _ in range(50):
-        dE = (E - e * np.sin(E) - M) / (1 - e * np.cos(E))
-        E = E - dE
-        if np.max(np.abs(dE)) < 1e-16:
-            break
+    E = _kepler_anomaly(np.asarray(t, dtype=np.float64), e)
     s = math.sqrt(1 - e * e)
-    d = 1 - e * np.cos(E)
+    d = (1 - e) + 2 * e * np.sin(E / 2) ** 2  # 1 - e cos E, accurate near perihelion
     return np.stack([np.cos(E) - e, s * np.sin(E), -np.sin(E) / d, s * np.cos(E) / d], axis=1)
 
 

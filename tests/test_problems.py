@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -366,6 +368,8 @@ def test_jacobian_and_atol_validation(kwargs, match):
 
 
 PROBLEM_FILE = '''
+import math
+
 import numpy as np
 import torch
 from odenet.problems import Problem
@@ -723,3 +727,45 @@ def test_content_past_the_depth_limit_is_never_counted_equal():
     nested = lambda v: P.Problem(lambda t, y, c=[[[[[[[[[[[[[[[v]]]]]]]]]]]]]]]: -y,  # noqa: E731
                                  y0=[1.0], span=(0, 1))  # fmt: skip
     assert nested(1.0).key() == nested(1.0).key() != nested(2.0).key()
+
+
+def _kepler_by_bisection(t, e):
+    """Independent truth: E - e sin E = M by scipy's brentq on [0, 2π] per time."""
+    from scipy.optimize import brentq
+
+    s, out = math.sqrt(1 - e * e), []
+    for M in t:
+        Mm = math.fmod(M, 2 * math.pi)
+        E = 0.0 if Mm == 0 else brentq(lambda x, Mm=Mm: x - e * math.sin(x) - Mm, 0,
+                                       2 * math.pi, xtol=1e-15, rtol=1e-15)  # fmt: skip
+        E += M - Mm
+        d = 1 - e * math.cos(E)
+        out.append([math.cos(E) - e, s * math.sin(E), -math.sin(E) / d, s * math.cos(E) / d])
+    return np.array(out)
+
+
+@pytest.mark.parametrize("e", [0.995, 0.998, 0.999, 0.9999])
+def test_kepler_exact_solution_near_perihelion_of_very_eccentric_orbits(e):
+    # audit M F4: plain Newton from M + e sin M did not converge near perihelion for
+    # e >= 0.995 and its last iterate was returned as the exact state (e = 0.999 at
+    # t = 0.0644: off by 1.8; 1 to 17 wrong times of 4001 over one orbit)
+    p = P.get_problem("kepler", eccentricity=e)
+    t = np.linspace(0, 2 * math.pi, 4001)
+    y = p.solution(t)
+    truth = _kepler_by_bisection(t, e)
+    scale = np.abs(truth).max(axis=1, keepdims=True)
+    assert np.abs(y - truth).max() < 1e-9 * scale.max()
+    energy = p.invariants["energy"](y)
+    np.testing.assert_allclose(energy, -0.5, rtol=1e-8)
+    np.testing.assert_allclose(p.invariants["angular_momentum"](y), math.sqrt(1 - e * e),
+                               rtol=1e-8)  # fmt: skip
+
+
+def test_kepler_exact_matches_an_integration_from_perihelion():
+    # the report's states, from scipy DOP853 at rtol 1e-13 started at y0 (6 digits)
+    for e, t, want in [
+        (0.999, 0.06440265, [-0.255403, 0.029894, -2.600185, 0.129290]),
+        (0.9999, 0.01727876, [-0.108831, 0.006418, -4.163160, 0.115587]),
+    ]:
+        y = P.get_problem("kepler", eccentricity=e).solution([t])[0]
+        np.testing.assert_allclose(y, want, atol=2e-6)

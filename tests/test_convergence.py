@@ -402,3 +402,31 @@ def test_a_fixed_step_cell_that_sub_stepped_is_failed_not_reported_at_h():
             assert "Newton failed" in cell["message"] and "sub-stepped" in cell["message"]
             assert cell["error_max"] == math.inf
     assert cell["status"] == "ok"  # N = 32 takes its 32 steps
+
+
+def test_each_norm_reads_only_the_times_it_needs():
+    # audit M F3: one infinite per-time error (a relative error where the reference is
+    # 0) made the final norm infinite too
+    from odenet.studies.convergence import time_norms
+
+    t = np.array([0.0, 0.5, 1.0])
+    norms = time_norms(t, np.array([0.0, math.inf, 1e-3]))
+    assert norms == {"error_final": 1e-3, "error_max": math.inf, "error_l2": math.inf}
+    assert time_norms(t, np.array([0.0, 1e-3, math.nan]))["error_final"] == math.inf
+
+
+def test_an_exact_solution_that_overflows_is_a_failed_cell_not_an_ok_inf(tmp_path):
+    # audit M F10: e^{10^6 t} overflows float64: the cells were stored `ok` with error
+    # inf (rejected by the validator on the next run) and the note blamed round-off
+    import warnings
+
+    from odenet.studies.sweep import ResultsWarning
+
+    kw = dict(methods="rk4", n_steps=[8, 16], out=tmp_path / "c")
+    res = convergence(get_problem("exponential", lam=1e6), **kw)
+    t = res.table
+    assert (t["status"] == "failed").all()
+    assert t["message"].str.contains("exact solution is not finite").all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResultsWarning)  # a rejected cell warns
+        convergence(get_problem("exponential", lam=1e6), **kw)

@@ -434,3 +434,39 @@ def test_a_fixed_step_row_that_sub_stepped_says_so(tmp_path):
     for key in [("gauss_legendre4", 32), ("torchdiffeq:rk4", 16), ("torchdiffeq:rk4", 32)]:
         assert t.loc[key, "steps"] == key[1] and t.loc[key, "message"] == "", key
     assert "Not run as labelled:\n  gauss_legendre4 N=16: the fixed step" in r.to_text()
+
+
+def test_a_zero_of_the_reference_at_one_output_time_keeps_the_final_relative_error(tmp_path):
+    # audit M F3: y' = cos t, y(0) = -sin 0.5, exact sin t - sin 0.5, exactly 0 at the
+    # output time t = 0.5: every rel_* norm was inf (final too), the cell was stored `ok`
+    # and then rejected by odenet's own validator on every rerun (a new *.json.bad each
+    # time), even for --error abs.
+    import warnings
+
+    from odenet.studies.sweep import ResultsWarning
+
+    s = math.sin(0.5)
+    problem = Problem(lambda t, y: torch.cos(t) + 0 * y, y0=[-s], span=(0.0, 1.0),
+                      exact=lambda t: (np.sin(t) - s)[:, None], name="zero")  # fmt: skip
+    # the truth: rk4 on y' = cos t is Simpson's rule on each step
+    h, y = 1 / 8, -s
+    for k in range(8):
+        t = k * h
+        y += h * (math.cos(t) + 4 * math.cos(t + h / 2) + math.cos(t + h)) / 6
+    truth = abs(y - (math.sin(1.0) - s)) / (math.sin(1.0) - s)
+
+    def run(**kw):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ResultsWarning)  # a rejected cell warns
+            return work_precision(problem, methods="rk4", n_steps=[8], repeats=1,
+                                  cell_timeout=None, out=tmp_path / "wp", **kw)  # fmt: skip
+
+    first = run()
+    row = first.table.iloc[0]
+    assert row["status"] == "ok"
+    assert row["rel_final"] == pytest.approx(truth, rel=1e-6)
+    assert row["rel_max"] == math.inf and row["rel_l2"] == math.inf
+    again = run(error="rel", norm="final")
+    assert again.counts == {"loaded": 1, "computed": 0}
+    assert again.table.iloc[0]["error"] == pytest.approx(truth, rel=1e-6)
+    assert not list((tmp_path / "wp").rglob("*.bad"))

@@ -323,7 +323,7 @@ def check_result(result: dict, fields: dict[str, str]) -> str | None:
         v = result[name]
         if kind == "int":
             ok = isinstance(v, int) and not isinstance(v, bool) and v >= 0
-        elif kind == "error":
+        elif kind in ("error", "error or inf"):  # ("error": finite in an `ok` cell)
             ok = _is_number(v) and v >= 0  # NaN fails the comparison on purpose
         elif kind == "number":
             ok = _is_number(v)

@@ -41,6 +41,7 @@ from odenet.studies.convergence import (
     blowup_message,
     check_dtype,
     check_norm,
+    exact_message,
     substep_message,
     time_norms,
 )
@@ -494,7 +495,7 @@ def work_precision_cell(
         t_out = np.linspace(problem.span[0], problem.span[1], N_OUTPUTS)
         exact = problem.solution(t_out)
         ys = np.asarray(raw["ys"], dtype=np.float64).reshape(exact.shape)
-        message = blowup_message(ys, exact)
+        message = blowup_message(ys, exact) or exact_message(exact)
         if message:
             status = "failed"
         else:
@@ -528,7 +529,9 @@ def _field(measure: str, norm: str) -> str:
 
 
 _CELL_FIELDS = {
-    **{_field(m, n): "error" for m in MEASURES for n in _NORMS},
+    # a relative error is infinite where the reference is 0 and the solution is not: an
+    # `ok` cell may hold one (its `rel_final` stays finite when the last reference is not)
+    **{_field(m, n): "error or inf" if m == "rel" else "error" for m in MEASURES for n in _NORMS},
     **{k: "number" for k in _COUNTS},
     "wall_s": "number",
     "wall_all_s": "numbers",

@@ -155,8 +155,19 @@ def plot_convergence(result, ax=None, path=None, triangles: bool = True):
     return fig
 
 
+def tolerance_label(r: float) -> str:
+    """``r`` in e-notation with the fewest digits that give ``r`` back: ``1e-03``,
+    ``1.5e-04`` (a one-digit format printed 1.5e-4 as ``1e-04`` and 2.5e-4 as ``3e-04``,
+    so two tolerances of one study could share a label)."""
+    for digits in range(17):
+        text = f"{r:.{digits}e}"
+        if float(text) == r:
+            return text
+    return repr(r)  # (not finite)
+
+
 def _setting_label(row) -> str:
-    return f"{row['rtol']:.0e}" if row["adaptive"] else f"N={int(row['n_steps'])}"
+    return tolerance_label(row["rtol"]) if row["adaptive"] else f"N={int(row['n_steps'])}"
 
 
 def plot_work_precision(result, ax=None, path=None, x: str = "nfe", annotate: bool | None = None):

@@ -470,3 +470,19 @@ def test_a_zero_of_the_reference_at_one_output_time_keeps_the_final_relative_err
     assert again.counts == {"loaded": 1, "computed": 0}
     assert again.table.iloc[0]["error"] == pytest.approx(truth, rel=1e-6)
     assert not list((tmp_path / "wp").rglob("*.bad"))
+
+
+def test_tolerance_labels_give_back_the_tolerance_that_ran(tmp_path):
+    # audit M F5: the table and the plot printed rtol with one digit: 1.5e-4 as
+    # `rtol=1e-04`, 2.5e-4 as `rtol=3e-04`
+    import re
+
+    from odenet.plotting import _setting_label
+
+    tols = [1e-4, 1.5e-4, 2.5e-4]
+    r = work_precision("kepler", methods="scipy:RK45", tolerances=tols, repeats=1,
+                       cell_timeout=None, out=tmp_path / "wp")  # fmt: skip
+    shown = [float(x) for x in re.findall(r"rtol=(\S+)", r.to_text())]
+    assert sorted(shown) == sorted(r.table["rtol"]) == sorted(tols)
+    labels = [_setting_label(row) for row in r.table.to_dict("records")]
+    assert sorted(float(x) for x in labels) == sorted(tols)

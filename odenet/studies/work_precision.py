@@ -603,8 +603,10 @@ class WorkPrecisionResult:
 
     def to_text(self) -> str:
         t = self.table.copy()
+        from odenet.plotting import tolerance_label
+
         t["setting"] = [
-            f"rtol={r:.0e}" if a else f"N={int(n)}"
+            f"rtol={tolerance_label(r)}" if a else f"N={int(n)}"
             for a, r, n in zip(t["adaptive"], t["rtol"], t["n_steps"])
         ]
         cols = ["label", "setting", "error", "nfe", "jac_products", "njev", "nlu", "steps"]

@@ -1069,6 +1069,18 @@ def kaps(eps: float = 1e-6, t1: float = 1.0) -> Problem:
     )
 
 
+def _grid_points(n, problem: str, default: int) -> int:
+    """The grid size ``n`` of a method-of-lines problem, checked: a positive integer
+    (``n = 0`` crashed in numpy, "negative dimensions are not allowed", or divided by 0)."""
+    ok = isinstance(n, int | float | np.integer | np.floating) and not isinstance(n, bool)
+    if not ok or not math.isfinite(n) or n != int(n) or n < 1:
+        raise InputError(
+            f"`n` (the number of grid points of {problem}) must be a positive integer, got "
+            f"{n!r}; e.g. n={default}."
+        )
+    return int(n)
+
+
 @register_problem("heat")
 def heat(n: int = 16, t1: float = 0.1) -> Problem:
     """Method of lines for `u_t = u_xx` on (0, 1), `u = 0` at both ends.
@@ -1077,6 +1089,7 @@ def heat(n: int = 16, t1: float = 0.1) -> Problem:
     `u = x(1-x)e^x`.  The semi-discrete system is linear, so its exact solution is
     `e^{At} u0` (stiff: `|λ_max| ≈ 4 (n+1)²`).
     """
+    n = _grid_points(n, "heat", 16)
     dx = 1.0 / (n + 1)
     x = dx * np.arange(1, n + 1)
     A = (
@@ -1099,6 +1112,7 @@ def advection(n: int = 32, t1: float = 1.0) -> Problem:
     Second-order central differences on `n` points (purely imaginary spectrum);
     initial `u = exp(sin 2πx)`; exact semi-discrete solution `e^{At} u0`.
     """
+    n = _grid_points(n, "advection", 32)
     dx = 1.0 / n
     x = dx * np.arange(n)
     A = (np.roll(np.eye(n), 1, axis=1) - np.roll(np.eye(n), -1, axis=1)) / (2 * dx)
@@ -1383,7 +1397,7 @@ def brusselator_1d(n: int = 100, alpha: float = 0.02, t1: float = 10.0) -> Probl
     `u' = 1 + u²v − 4u + α(n+1)² Δu`, `v' = 3u − u²v + α(n+1)² Δv`, boundary values
     `u = 1, v = 3`; `u(0) = 1 + sin 2πx`, `v(0) = 3`.  Reference Radau.
     """
-    n = int(n)
+    n = _grid_points(n, "brusselator_1d", 100)
     c = alpha * (n + 1) ** 2
     x = np.arange(1, n + 1) / (n + 1)
 
@@ -1470,7 +1484,7 @@ def brusselator_2d_sparsity(n: int = 32):
     each species and the local coupling of `u` and `v` (7 nonzeros per row)."""
     from scipy import sparse
 
-    n = int(n)
+    n = _grid_points(n, "brusselator_2d", 32)
     i = np.arange(n * n).reshape(n, n)
     rows, cols = [], []
     for shift in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)):
@@ -1517,7 +1531,7 @@ def brusselator_2d(n: int = 32, alpha: float = 0.1, t1: float = 11.5) -> Problem
     and cached in memory for the process: a dense reference solve at rtol 1e-13 would
     take hours.  (At rtol 1e-10 it was 3e-8 off, which polluted errors below 1e-6.)
     """
-    n = int(n)
+    n = _grid_points(n, "brusselator_2d", 32)
     m = n * n
     grid = np.arange(n) / n
     X, Y = np.meshgrid(grid, grid)  # X[j, i] = x_i, Y[j, i] = y_j

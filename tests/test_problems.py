@@ -769,3 +769,24 @@ def test_kepler_exact_matches_an_integration_from_perihelion():
     ]:
         y = P.get_problem("kepler", eccentricity=e).solution([t])[0]
         np.testing.assert_allclose(y, want, atol=2e-6)
+
+
+@pytest.mark.parametrize("name", ["heat", "advection", "brusselator_1d", "brusselator_2d"])
+@pytest.mark.parametrize("n", [0, -2, 2.5, True])
+def test_a_grid_size_that_is_not_a_positive_integer_is_an_input_error(name, n):
+    # audit M F7: n <= 0 crashed in numpy ("negative dimensions are not allowed") or
+    # divided by zero; n = 2.5 was silently truncated
+    from odenet import OdenetError
+
+    with pytest.raises(InputError, match=r"`n` \(the number of grid points of .*\) must be a "
+                       r"positive integer, got") as exc:  # fmt: skip
+        P.get_problem(name, n=n)
+    assert isinstance(exc.value, OdenetError)
+
+
+def test_the_smallest_heat_grid_is_its_closed_form():
+    # n = 1: one interior point at x = 1/2, u' = -8u (dx = 1/2): u = e^{-8t} u0
+    p = P.get_problem("heat", n=1, t1=0.1)
+    u0 = 0.5 * 0.5 * math.exp(0.5)
+    np.testing.assert_allclose(p.solution([0.0, 0.1]), [[u0], [math.exp(-0.8) * u0]],
+                               rtol=1e-12)  # fmt: skip

@@ -839,9 +839,21 @@ def parameters(name: str) -> dict[str, Any]:
     }
 
 
+def _exact_g(v: float) -> str:
+    """``v`` with 4 significant digits, or as many more as give ``v`` back (``-1e+06``,
+    ``321.8122``, ``6.283185307179586``)."""
+    for digits in range(4, 18):
+        text = f"{v:.{digits}g}"
+        if float(text) == v:
+            return text
+    return repr(v)  # (not finite)
+
+
 def _param_list(params: Mapping[str, Any]) -> str:
+    # a float by its shortest exact form: a rounded default (`t1=321.8` for 321.8122,
+    # HIRES's span) copied back would be another problem
     return ", ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+        f"{k}={_exact_g(v)}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
     )
 
 
@@ -1166,7 +1178,10 @@ def lorenz(sigma: float = 10.0, rho: float = 28.0, beta: float = 8 / 3, t1: floa
         y0=[1.0, 1.0, 1.0],
         span=(0.0, t1),
         name="lorenz",
-        description="Lorenz σ=10, ρ=28, β=8/3 on a short horizon; reference DOP853 1e-13",
+        description=(
+            f"Lorenz σ={s:g}, ρ={r:g}, β={'8/3' if b == 8 / 3 else f'{b:g}'} on a short "
+            "horizon; reference DOP853 1e-13"
+        ),
         f_numpy=lambda t, y: np.array(
             [s * (y[1] - y[0]), y[0] * (r - y[2]) - y[1], y[0] * y[1] - b * y[2]]
         ),
@@ -1481,7 +1496,8 @@ __all__ = [
 def brusselator_2d_sparsity(n: int = 32):
     """The nonzero pattern `[2n², 2n²]` (scipy CSR, bool) of `∂f/∂y` of
     `brusselator_2d`: the periodic five-point stencil in
-    each species and the local coupling of `u` and `v` (7 nonzeros per row)."""
+    each species and the local coupling of `u` and `v` (6 nonzeros per row: five
+    stencil points and the other species at the same point)."""
     from scipy import sparse
 
     n = _grid_points(n, "brusselator_2d", 32)

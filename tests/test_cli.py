@@ -146,6 +146,8 @@ def test_bad_option_is_one_line_and_nonzero_exit_in_a_subprocess(tmp_path):
         (["converge", "--config", "missing.json"], "cannot read --config missing.json"),
         (["compare", "--methods", "scipy:Nope"], "unknown scipy method 'Nope'"),
         (["compare", "--tols", "5"], "`tolerances` must be numbers in (0, 1)"),
+        # audit M F10: `odenet methods` lists ab3; "unknown method 'ab3'" was wrong
+        (["stability", "--methods", "ab3"], "Runge–Kutta methods (Butcher tableaus); 'ab3' is a"),
         # audit M F7: grid sizes n <= 0 were raw numpy / ZeroDivisionError tracebacks
         (["converge", "--problem", "heat", "--param", "n=0"], "`n` (the number of grid"),
         (["converge", "--problem", "brusselator_1d", "--param", "n=-2"], "positive integer"),

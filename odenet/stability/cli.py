@@ -28,7 +28,21 @@ def describe(method) -> dict:
         stability_polynomials,
     )
 
-    tab = odenet.tableau(method)
+    try:
+        tab = odenet.tableau(method)
+    except odenet.UnknownMethodError:
+        from odenet._registry import registered
+        from odenet.tableaus import methods as rk_methods
+
+        if method not in registered():
+            raise
+        # a method `odenet methods` lists, but with memory: "unknown method" was wrong
+        raise odenet.UnknownMethodError(
+            f"`odenet stability` covers the Runge–Kutta methods (Butcher tableaus); {method!r} "
+            "is a multistep method: analyse it in Python with odenet.stability.multistep "
+            f"(is_zero_stable, boundary_locus, a_alpha), e.g. a_alpha({method!r}). "
+            f"Runge–Kutta methods: {', '.join(rk_methods())}."
+        ) from None
     P, Q = stability_polynomials(tab)
     rinf = r_infinity(tab)
     return {

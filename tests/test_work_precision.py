@@ -534,3 +534,18 @@ def test_float32_default_tolerances_are_ones_its_solves_do_not_warn_about(tmp_pa
     rtols = r.table["rtol"].tolist()
     assert len(rtols) >= 2 and min(rtols) >= floor
     assert (r.table["status"] == "ok").all()
+
+
+def test_a_float32_fixed_step_row_with_an_extra_step_is_not_blamed_on_newton(tmp_path):
+    # rk4 in float32 takes N + 1 steps (audit M F9 note: N=16 -> 17 steps, nfe 68), none
+    # rejected; the sub-step note first said "could not be taken (steps were rejected)"
+    r = work_precision("kepler", methods="rk4", n_steps=[16], dtype="float32", repeats=1,
+                       cell_timeout=None, out=tmp_path / "wp")  # fmt: skip
+    row = r.table.iloc[0]
+    assert row["status"] == "ok" and row["rejected"] == 0
+    if row["steps"] != 16:
+        assert row["nfe"] == 4 * row["steps"]  # rk4: 4 evaluations per step, all accepted
+        assert f"took {int(row['steps'])} steps instead of 16, none rejected" in row["message"]
+        assert "Newton" not in row["message"] and "rejected)" not in row["message"]
+    else:
+        assert row["message"] == ""

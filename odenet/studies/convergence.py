@@ -201,7 +201,9 @@ def substep_message(stats, n_steps: int, h: float) -> str:
     """Why a fixed-step solve of ``n_steps`` steps did not take them, or ``""``.
 
     A step an implicit method's Newton iteration could not take is rejected and split
-    into smaller ones: its error is then not the error at ``h``.
+    into smaller ones: its error is then not the error at ``h``.  Without rejections,
+    extra steps mean the grid of ``h`` did not end at ``t1`` after ``n_steps`` of them
+    (rounding in float32).
     """
     accepted, rejected = stats.get("accepted"), stats.get("rejected")
     # (nan: a library that does not count them)
@@ -209,8 +211,14 @@ def substep_message(stats, n_steps: int, h: float) -> str:
     if accepted is None or accepted != accepted or (accepted == n_steps and not rejected):
         return ""
     accepted = int(accepted)
+    if not rejected:  # more steps of the fixed h, none rejected (float32 compare rows)
+        return (
+            f"the solver took {accepted} steps instead of {n_steps}, none rejected: "
+            f"{n_steps} steps of h={h:.4g} in the state's floating-point type did not end "
+            f"at t1, so its work and steps are those of {accepted} steps."
+        )
     failures = stats.get("newton_failures")
-    why = f"Newton failed {failures} time(s)" if failures else "steps were rejected"
+    why = f"Newton failed {failures} time(s)" if failures else f"{rejected} step(s) rejected"
     return (
         f"the fixed step h={h:.4g} could not be taken ({why}): the solver sub-stepped, "
         f"{accepted} accepted and {rejected} rejected steps instead of {n_steps}, so "

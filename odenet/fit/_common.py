@@ -55,8 +55,9 @@ def merge_queries(
     """Context observations plus unobserved (``mask = 0``) points at ``query [B, Q]``.
 
     Returns the merged batch (each row sorted in time) and ``pos [B, Q]``, the column
-    of each query in it.  A query equal to a context time is moved by 1e-9 (relative)
-    so times stay strictly increasing; it sits *after* that observation.
+    of each query in it.  Repeated queries of a row share one point (both read it).  A
+    query equal to a context time is moved by 1e-9 (relative, at least one float
+    spacing) so times stay strictly increasing; it sits *after* that observation.
     """
     B, Q = query.shape
     D = context.values.shape[-1]
@@ -64,17 +65,20 @@ def merge_queries(
     for b in range(B):
         n = int(context.lengths[b])
         tc = context.times[b, :n]
-        tq = query[b].clone()
+        tq, back = torch.unique(query[b].to(tc.dtype), sorted=True, return_inverse=True)
         clash = torch.isin(tq, tc)
-        tq = torch.where(clash, tq + 1e-9 * (1 + tq.abs()), tq)
+        up = tq + 1e-9 * (1 + tq.abs())
+        up = torch.where(up > tq, up, torch.nextafter(tq, torch.full_like(tq, float("inf"))))
+        tq = torch.where(clash, up, tq)
         t = torch.cat([tc, tq])
         order = torch.argsort(t, stable=True)
         inv = torch.empty_like(order)
         inv[order] = torch.arange(len(order))
+        k = len(tq)
         times.append(t[order])
-        values.append(torch.cat([context.values[b, :n], context.values.new_zeros(Q, D)])[order])
-        masks.append(torch.cat([context.mask[b, :n], context.mask.new_zeros(Q, D)])[order])
-        poss.append(inv[n:])
+        values.append(torch.cat([context.values[b, :n], context.values.new_zeros(k, D)])[order])
+        masks.append(torch.cat([context.mask[b, :n], context.mask.new_zeros(k, D)])[order])
+        poss.append(inv[n:][back])
     return IrregularBatch.from_lists(times, values, masks), torch.stack(poss)
 
 

@@ -224,7 +224,12 @@ class ODERNNForecaster(nn.Module):
     next ``horizon`` observation times and read out there (the same multiple-shooting
     objective as :class:`ShootingODE`).  ``predict`` merges the queries into the
     context as unobserved points, so each query is read from the state evolved from
-    the past observations only (interpolation *and* extrapolation).
+    the past observations only (interpolation *and* extrapolation).  The scan starts
+    at each series' first context time whatever is asked: a query before it is the
+    backcast ``readout(φ_{t_0 → q}(0))``, the hidden flow run backward from the
+    initial state (see :class:`~odenet.fit._common.QueryGrid`), so the answer at a
+    time never depends on the other query times (an early query used to become the
+    start of the scan and shift every later prediction of its series).
     """
 
     def __init__(self, dim: int, hidden: int = 32, *, horizon: int = 4, **solver):
@@ -258,9 +263,22 @@ class ODERNNForecaster(nn.Module):
         return masked_mse(pred, win_v[ok][:, 1:], win_m[ok][:, 1:])
 
     def predict(self, context: IrregularBatch, query_times: torch.Tensor) -> torch.Tensor:
-        merged, pos = merge_queries(context, query_times)
-        out = self.net(merged)  # readout of h(t^-): only observations before t are used
-        return out.gather(1, pos[..., None].expand(*pos.shape, out.shape[-1]))
+        net = self.net
+        query_times = query_times.to(context.times.dtype)
+        t0 = context.times[:, :1].expand_as(query_times)
+        early = query_times < t0
+        # the scan starts at t0 for every series: a query before it must not enter it
+        merged, pos = merge_queries(context, torch.where(early, t0, query_times))
+        out = net(merged)  # readout of h(t^-): only observations before t are used
+        out = out.gather(1, pos[..., None].expand(*pos.shape, out.shape[-1]))
+        if not bool(early.any()):
+            return out
+        # backcast: h(t0^-) = 0 evolved backward to each earlier query
+        qg = QueryGrid(torch.where(early, query_times, t0), context.times[:, 0])
+        p = net.readout.weight
+        h0 = torch.zeros(len(qg.series), net.hidden_dim, dtype=p.dtype, device=p.device)
+        back = net.readout(qg.take(odenet.solve(net.field, h0, qg.grid, **net.solver).ys))
+        return torch.where(early[..., None], back, out)
 
 
 def compress_padding(times: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

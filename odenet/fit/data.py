@@ -25,6 +25,12 @@ class DataFormatError(InputError):
     """A long-format table is malformed; the message names the row and the column."""
 
 
+class SeriesMismatchError(InputError):
+    """Two things that must describe the same series, row for row, do not: a context
+    and a target / query with different numbers of series, or a batch whose rows are
+    not the series a model holds per-series data (doses) for."""
+
+
 @dataclass
 class SeriesData:
     """A batch of irregular series in physical units, with their names.

@@ -31,6 +31,7 @@ import odenet
 from odenet._errors import InputError
 from odenet.batch import IrregularBatch
 from odenet.fit._common import QueryGrid, fill_locf, masked_mse
+from odenet.fit.data import SeriesMismatchError
 from odenet.fit.datasets import damped_oscillator_field, lotka_volterra_field
 
 
@@ -172,6 +173,14 @@ class OneCompartmentPK(nn.Module):
     Single dose ⇒ the Bateman function
     ``C(t) = D k_a / (V (k_a − k_e)) (e^{−k_e t} − e^{−k_a t})`` (used in tests).
 
+    The doses are keyed by batch row: every batch given to :meth:`loss` and
+    :meth:`predict` must hold exactly the series of ``doses``, in that order (a batch
+    with another number of rows raises :class:`~odenet.fit.data.SeriesMismatchError`).
+    For some of the series, use :meth:`select` (the same parameters, those series'
+    doses).  :func:`~odenet.fit.fit` keeps every row in its minibatches
+    (``series_by_row``) and leaves the unselected ones out of the loss by their mask,
+    so each series is always solved with its own doses.
+
     Parameters
     ----------
     doses : list of list of (time, amount)
@@ -181,6 +190,7 @@ class OneCompartmentPK(nn.Module):
     """
 
     trains_in_physical_units = True
+    series_by_row = True  # fit() must not reorder or drop batch rows (see above)
 
     def __init__(self, doses, *, ka: float = 1.0, ke: float = 0.1, V: float = 1.0,
                  rtol: float = 1e-7, atol: float = 1e-9):  # fmt: skip
@@ -194,6 +204,31 @@ class OneCompartmentPK(nn.Module):
 
     def values(self) -> dict:
         return {k: float(v) for k, v in zip(self.names, self.raw.detach().exp())}
+
+    def select(self, index) -> OneCompartmentPK:
+        """The model for the series at positions ``index`` (e.g. the ``index`` of
+        ``SeriesData.subset(index)``): the same parameters (shared, not copied), those
+        series' doses in that order."""
+        index = [int(i) for i in index]
+        bad = [i for i in index if not 0 <= i < len(self.doses)]
+        if bad:
+            raise InputError(
+                f"`index` {bad} out of range: the model has doses for {len(self.doses)} series."
+            )
+        out = OneCompartmentPK.__new__(OneCompartmentPK)
+        nn.Module.__init__(out)
+        out.doses = [list(self.doses[i]) for i in index]
+        out.raw, out.names, out.tol = self.raw, self.names, dict(self.tol)
+        return out
+
+    def _check_rows(self, B: int, what: str) -> None:
+        if B != len(self.doses):
+            raise SeriesMismatchError(
+                f"{what} has {B} series but the model has doses for {len(self.doses)}: its "
+                "doses are keyed by batch row, so the rows must be the series of `doses`, in "
+                "order. For some of them use `model.select(index)` with the index of "
+                "`SeriesData.subset(index)`."
+            )
 
     def _field(self, t, y):
         ka, ke, _ = self.raw.exp()
@@ -224,6 +259,7 @@ class OneCompartmentPK(nn.Module):
         return out
 
     def loss(self, batch: IrregularBatch) -> torch.Tensor:
+        self._check_rows(batch.times.shape[0], "the batch")
         return masked_mse(self._all(batch.times, batch.lengths), batch.values[..., 0],
                           batch.mask[..., 0])  # fmt: skip
 
@@ -239,8 +275,8 @@ class OneCompartmentPK(nn.Module):
 
     def _single_dose(self, times):
         """One per-sample solve for all series when each has a single dose (common case)."""
-        t_d = torch.tensor([d[0][0] for d in self.doses], dtype=torch.float64)[: times.shape[0]]
-        amount = torch.tensor([d[0][1] for d in self.doses], dtype=torch.float64)[: times.shape[0]]
+        t_d = torch.tensor([d[0][0] for d in self.doses], dtype=torch.float64)
+        amount = torch.tensor([d[0][1] for d in self.doses], dtype=torch.float64)
         after = times > t_d[:, None]
         # times at or before the dose give C = 0; nudge them to keep each grid increasing
         tt = torch.maximum(times, t_d[:, None] + 1e-9 * (1 + torch.arange(times.shape[1])))
@@ -250,6 +286,8 @@ class OneCompartmentPK(nn.Module):
         return torch.where(after, c, torch.zeros_like(c))
 
     def predict(self, context: IrregularBatch, query_times: torch.Tensor) -> torch.Tensor:
+        self._check_rows(context.times.shape[0], "the context")
+        self._check_rows(query_times.shape[0], "`query_times`")
         full = torch.full((query_times.shape[0],), query_times.shape[1])
         return self._all(query_times, full)[..., None]
 

@@ -166,6 +166,16 @@ def _rows(batch: IrregularBatch, idx: torch.Tensor) -> IrregularBatch:
                           batch.lengths[idx])  # fmt: skip
 
 
+def _masked_rows(batch: IrregularBatch, idx: torch.Tensor) -> IrregularBatch:
+    """All rows of ``batch`` in place, observed only in series ``idx``: the minibatch of a
+    model that keys per-series data (doses) by row (``series_by_row``).  A masked MSE
+    over it equals the one over :func:`_rows`."""
+    keep = torch.zeros(batch.times.shape[0], dtype=batch.mask.dtype)
+    keep[idx] = 1
+    return IrregularBatch(batch.times, batch.values, batch.mask * keep[:, None, None],
+                          batch.lengths)  # fmt: skip
+
+
 def save_checkpoint(path, state: dict) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename (atomic).
 
@@ -565,7 +575,9 @@ def fit(
     lr, lr_min_factor : float
         Adam learning rate, cosine-annealed to ``lr · lr_min_factor``.
     batch_size : int or None
-        Series per minibatch (None: all).
+        Series per minibatch (None: all).  A model with ``series_by_row = True`` (its
+        per-series data, e.g. doses, are keyed by batch row) gets every row each step,
+        with the series outside the minibatch masked out of the loss.
     clip : float or None
         Gradient-norm clipping threshold.
     eval_every, patience : int
@@ -733,7 +745,8 @@ def fit(
         if batch_size is None or batch_size >= B:
             mb = ztrain
         else:
-            mb = _rows(ztrain, torch.randperm(B, generator=gen)[:batch_size])
+            pick = _masked_rows if getattr(model, "series_by_row", False) else _rows
+            mb = pick(ztrain, torch.randperm(B, generator=gen)[:batch_size])
         if lbfgs:
 
             def closure():

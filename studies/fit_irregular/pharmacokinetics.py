@@ -57,6 +57,7 @@ import odenet
 from odenet.batch import IrregularBatch
 from odenet.fit import (
     OneCompartmentPK,
+    SeriesMismatchError,
     ShootingODE,
     datasets,
     fit,
@@ -170,6 +171,7 @@ class SubjectPK(nn.Module):
     """
 
     trains_in_physical_units = True
+    series_by_row = True  # doses and η are keyed by row: fit() masks, never drops, rows
 
     def __init__(self, doses, *, shrink: float | None = None, rtol=1e-7, atol=1e-9, **guess):
         super().__init__()
@@ -192,9 +194,14 @@ class SubjectPK(nn.Module):
     def concentration(self, times: torch.Tensor) -> torch.Tensor:
         """[B, T] concentrations at increasing per-subject ``times`` (0 at or before the dose)."""
         B, T = times.shape
-        th = self.theta()[:B]
+        if B != len(self.t_dose):
+            raise SeriesMismatchError(
+                f"the batch has {B} series but the model has doses for {len(self.t_dose)}; "
+                "its rows must be the subjects of `doses`, in order."
+            )
+        th = self.theta()
         ka, ke, V = th[:, 0], th[:, 1], th[:, 2]
-        td = self.t_dose[:B, None]
+        td = self.t_dose[:, None]
         # a time at or before the dose gives C = 0; nudge it so each grid increases strictly
         tt = torch.maximum(times, td + 1e-9 * (1 + torch.arange(T, dtype=times.dtype)))
         grid = torch.cat([td, tt], 1)
@@ -203,7 +210,7 @@ class SubjectPK(nn.Module):
             g, c = y[:, 0], y[:, 1]
             return torch.stack([-ka * g, ka * g - ke * c], -1)
 
-        y0 = torch.stack([self.amount[:B], torch.zeros(B, dtype=torch.float64)], -1)
+        y0 = torch.stack([self.amount, torch.zeros(B, dtype=torch.float64)], -1)
         c = odenet.solve(field, y0, grid, **self.tol).ys[:, 1:, 1] / V[:, None]
         return torch.where(times > td, c, torch.zeros_like(c))
 

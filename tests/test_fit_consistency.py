@@ -136,3 +136,52 @@ def test_one_compartment_pk_minibatch_fit_keeps_each_series_doses():
     fit(m, sd.batch, None, iters=30, batch_size=1, lr=1e-2, normalize=False)
     v = m.values()
     np.testing.assert_allclose([v["ka"], v["ke"], v["V"]], [1.5, 0.2, 2.0], rtol=2e-3)
+
+
+# --- FitResult scoring pairs each target series with its own context ---------------------
+
+
+def _interp_truth(ctx: IrregularBatch, tgt: IrregularBatch) -> float:
+    """MSE of per-channel numpy.interp (the linear_interp model) at the target's points."""
+    se, n = 0.0, 0
+    for b in range(ctx.times.shape[0]):
+        nc, nt = int(ctx.lengths[b]), int(tgt.lengths[b])
+        for d in range(ctx.values.shape[-1]):
+            o = ctx.mask[b, :nc, d] > 0
+            m = tgt.mask[b, :nt, d] > 0
+            p = np.interp(tgt.times[b, :nt][m].numpy(), ctx.times[b, :nc][o].numpy(),
+                          ctx.values[b, :nc, d][o].numpy())  # fmt: skip
+            se += float(((p - tgt.values[b, :nt, d][m].numpy()) ** 2).sum())
+            n += int(m.sum())
+    return se / n
+
+
+def test_fit_result_scores_each_target_series_against_its_own_context():
+    import pytest
+
+    from odenet.fit import (
+        LinearInterpolation,
+        SeriesData,
+        SeriesMismatchError,
+        datasets,
+        fit,
+        split_tail,
+    )
+
+    d = datasets.lotka_volterra(5, observed=0.3, n_times=40, seed=0)
+    w, tail = split_tail(d.batch, 0.2)
+    ctx, tgt = SeriesData(w, d.ids, d.channels), SeriesData(tail, d.ids, d.channels)
+    r = fit(LinearInterpolation(), w, None, iters=1)
+    some = tgt.subset([4, 2, 3])
+    truth = _interp_truth(ctx.subset([4, 2, 3]).batch, some.batch)
+    assert abs(r.mse(ctx, some) - truth) < 1e-12  # paired by series id
+    assert abs(r.mse(ctx, tgt) - _interp_truth(w, tail)) < 1e-12
+    # batches carry no ids: rows are paired by position and the counts must agree
+    with pytest.raises(SeriesMismatchError, match="context has 5 series but the target has 3"):
+        r.mse(ctx.batch, some.batch)
+    with pytest.raises(SeriesMismatchError, match="context has 3 series but the target has 5"):
+        r.errors(ctx.subset([0, 1, 2]).batch, tail)
+    with pytest.raises(SeriesMismatchError, match="not in the context"):
+        r.mse(ctx.subset([0, 1]), some)
+    with pytest.raises(SeriesMismatchError, match="`query_times` has 3 rows"):
+        r.predict(ctx, some.batch.times)

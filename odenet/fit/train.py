@@ -32,7 +32,7 @@ from torch import nn
 
 from odenet._errors import InputError
 from odenet.batch import IrregularBatch
-from odenet.fit.data import Normalizer, SeriesData
+from odenet.fit.data import Normalizer, SeriesData, SeriesMismatchError
 
 CHECKPOINT_FORMAT = "odenet.fit.checkpoint"
 CHECKPOINT_VERSION = 1
@@ -87,9 +87,23 @@ class FitResult:
         """[B, Q, D] predictions in physical units at ``query_times [B, Q]``.
 
         ``context`` (SeriesData or IrregularBatch in physical units) holds the
-        observations to condition on.
+        observations to condition on; row ``b`` of ``query_times`` is asked of its series
+        ``b``.  Raises :class:`~odenet.fit.data.SeriesMismatchError` when the row counts
+        differ (a context of all series with the query rows of a few was scored against
+        the first rows of the context).
         """
-        ctx = context.batch if isinstance(context, SeriesData) else context
+        ctx = _batch_of(context, "context")
+        if not isinstance(query_times, torch.Tensor) or query_times.dim() != 2:
+            raise InputError(
+                "`query_times` must be a [B, Q] tensor (one row of times per context series), "
+                f"got {getattr(query_times, 'shape', type(query_times).__name__)}."
+            )
+        if query_times.shape[0] != ctx.times.shape[0]:
+            raise SeriesMismatchError(
+                f"the context has {ctx.times.shape[0]} series but `query_times` has "
+                f"{query_times.shape[0]} rows; row b of the queries is asked of context series "
+                "b — give one row per context series (or subset the context the same way)."
+            )
         self.model.eval()
         with torch.no_grad():
             z = self.model.predict(self.normalizer.transform(ctx), query_times.to(ctx.times.dtype))
@@ -105,6 +119,11 @@ class FitResult:
     def errors(self, context, target) -> dict:
         """Squared errors at ``target``'s observed points, broken down.
 
+        Target series ``b`` is predicted from its own context: when both are
+        :class:`SeriesData` they are paired by series id (the context may hold more
+        series); otherwise row by row, and the row counts must agree.  Anything else
+        raises :class:`~odenet.fit.data.SeriesMismatchError`.
+
         Returns
         -------
         dict
@@ -112,8 +131,7 @@ class FitResult:
             ``per_channel`` ``[D]`` and ``per_series`` ``[B]`` MSEs (nan where nothing
             was scored), ``n_per_channel``, ``n_per_series``.
         """
-        ctx = context.batch if isinstance(context, SeriesData) else context
-        tgt = target.batch if isinstance(target, SeriesData) else target
+        ctx, tgt = _paired(context, target)
         D = self.n_outputs(tgt)
         m = tgt.mask[..., :D]
         n = float(m.sum())
@@ -151,12 +169,34 @@ def n_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _batch_of(data) -> IrregularBatch:
+def _batch_of(data, name: str = "data") -> IrregularBatch:
     if isinstance(data, SeriesData):
         return data.batch
     if isinstance(data, IrregularBatch):
         return data
-    raise InputError(f"data must be SeriesData or IrregularBatch, got {type(data).__name__}.")
+    raise InputError(f"{name} must be SeriesData or IrregularBatch, got {type(data).__name__}.")
+
+
+def _paired(context, target) -> tuple[IrregularBatch, IrregularBatch]:
+    """``(context, target)`` batches whose row ``b`` is the same series."""
+    if isinstance(context, SeriesData) and isinstance(target, SeriesData):
+        if list(context.ids) != list(target.ids):
+            where = {s: i for i, s in enumerate(context.ids)}
+            missing = [s for s in target.ids if s not in where]
+            if missing:
+                raise SeriesMismatchError(
+                    f"target series {missing[:5]} are not in the context (ids "
+                    f"{list(context.ids)[:5]}…); give each target series its own context."
+                )
+            context = context.subset([where[s] for s in target.ids])
+    ctx, tgt = _batch_of(context, "context"), _batch_of(target, "target")
+    if ctx.times.shape[0] != tgt.times.shape[0]:
+        raise SeriesMismatchError(
+            f"the context has {ctx.times.shape[0]} series but the target has "
+            f"{tgt.times.shape[0]}; rows are paired by position, so subset both the same way "
+            "(or pass both as SeriesData to pair them by series id)."
+        )
+    return ctx, tgt
 
 
 def _rows(batch: IrregularBatch, idx: torch.Tensor) -> IrregularBatch:

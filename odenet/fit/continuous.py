@@ -70,8 +70,12 @@ class ShootingODE(nn.Module):
         solution integrated forward from the one before and *backward* from the one
         after, ``(1 − w) x_fwd + w x_bwd`` with ``w = (q − t_i)/(t_{i+1} − t_i)`` — so
         the curve passes through every observation without resets and uses the next
-        observation as well as the last.  Beyond the last observation it integrates
-        forward only.  Training is unchanged (the field is the same).
+        observation as well as the last.  Per channel ``d``, "the one after" is the
+        next observation ``t_j`` where ``d`` *is observed* (``w = (q − t_i)/(t_j − t_i)``);
+        the backward solve starts there from the observed channels and, for the
+        others, the forward solution arriving at ``t_j`` from ``t_{j−1}``.  A channel
+        never observed after ``q`` is forward only, as is everything beyond the last
+        observation.  Training is unchanged (the field is the same).
     method, rtol, atol, sensitivity, step_size :
         Passed to :func:`odenet.solve` (``sensitivity="adjoint"`` works when the
         adjoint is available; ``"direct"`` backpropagates through the steps).
@@ -164,24 +168,37 @@ class ShootingODE(nn.Module):
         fwd = ys[:, 1].reshape(B, Q, -1)
         if not self.bidirectional:
             return fwd
-        # the next observation after each query, where there is one inside the window
-        nxt = (idx + 1).clamp(max=context.times.shape[1] - 1)
+        # per channel d, the first observation after the query where d is observed:
+        # the backward pass for d starts there (a channel missing at the next observation
+        # was started from its stale carried-forward value, as if observed)
+        B, T, D = context.values.shape
+        nxt = (idx + 1).clamp(max=T - 1)
         t_next = context.times.gather(1, nxt)
         inside = (nxt < context.lengths[:, None]) & (query_times > t0) & (query_times < t_next)
-        if not bool(inside.any()):
+        obs = (context.mask > 0) & context.valid[..., None]  # [B, T, D]
+        ar = torch.arange(T)[None, :, None].expand(B, T, D)
+        next_obs = torch.where(obs, ar, T).flip(1).cummin(1).values.flip(1)  # first ≥ j
+        jd = next_obs.gather(1, nxt[..., None].expand(B, Q, D))  # [B, Q, D]
+        has = inside[..., None] & (jd < T)
+        if not bool(has.any()):
             return fwd
-        x1 = filled.gather(1, nxt[..., None].expand(B, Q, filled.shape[-1]))
-        tq = torch.minimum(query_times, t_next - 1e-9)
-        sel = inside.reshape(-1)
-        grid = torch.stack([t_next, tq], -1).reshape(B * Q, 2)[sel]
+        bq, qq, dd = has.nonzero(as_tuple=True)
+        j = jd[bq, qq, dd]
+        tj, tp = context.times[bq, j], context.times[bq, j - 1]
+        # the state at t_j: the channels observed there from the data, the others from the
+        # forward solution arriving from the observation before
         try:
-            bwd = self._solve(x1.reshape(B * Q, -1)[sel], grid)[:, 1]
+            arrive = self._solve(filled[bq, j - 1], torch.stack([tp, tj], -1))[:, 1]
+            start = torch.where(obs[bq, j], context.values[bq, j], arrive)
+            tq = torch.minimum(query_times[bq, qq], tj - 1e-9 * (1 + tj.abs()))
+            bwd = self._solve(start, torch.stack([tj, tq], -1))[:, 1]
         except odenet.SolverError:  # a field stiff backwards in time: keep the forward pass
             return fwd
-        w = ((query_times - t0) / (t_next - t0)).reshape(-1)[sel, None]
-        out = fwd.reshape(B * Q, -1).clone()
-        out[sel] = (1 - w) * out[sel] + w * bwd
-        return out.reshape(B, Q, -1)
+        bwd = bwd[torch.arange(len(dd)), dd]
+        w = (query_times[bq, qq] - t0[bq, qq]) / (tj - t0[bq, qq])
+        out = fwd.clone()
+        out[bq, qq, dd] = (1 - w) * fwd[bq, qq, dd] + w * bwd
+        return out
 
     def vector_field(self, t, x: torch.Tensor) -> torch.Tensor:
         """The learnt ``dx/dt`` in physical units at physical states ``x [..., D]``."""

@@ -226,3 +226,25 @@ def test_bidirectional_shooting_with_the_exact_field_is_exact_when_channels_are_
     with torch.no_grad():
         two, one = m.predict(ctx, q), ShootingODE(Linear()).double().predict(ctx, q)
     assert (two - one).abs().max() > 1e-3
+
+
+# --- fit(normalize=False): "the channel mean" is the training mean in data units ----------
+
+
+def test_mean_baselines_without_normalisation_use_the_training_mean():
+    from odenet.fit import LOCF, TrainingMean, fit
+
+    nan = np.nan
+    t = [torch.tensor([0.0, 1, 2, 3], dtype=torch.float64)] * 2
+    v = [torch.tensor([[10.0, nan], [12, 100], [11, nan], [13, 104]], dtype=torch.float64),
+         torch.tensor([[20.0, 7], [22, nan], [21, 9], [23, nan]], dtype=torch.float64)]  # fmt: skip
+    b = IrregularBatch.from_lists(t, v)
+    mean = [np.mean([10, 12, 11, 13, 20, 22, 21, 23]), np.mean([100, 104, 7, 9])]  # 16.5, 55
+    q = torch.tensor([[-1.0, 0.5, 5.0], [-1.0, 0.5, 5.0]], dtype=torch.float64)
+    # LOCF by hand: the mean before a channel's first observation, else its last value
+    locf = np.array([[mean, [10, mean[1]], [13, 104]], [mean, [20, 7], [23, 9]]])
+    for normalize in (True, False):
+        r = fit(TrainingMean(), b, None, normalize=normalize)
+        np.testing.assert_allclose(r.predict(b, q).numpy(), np.broadcast_to(mean, (2, 3, 2)))
+        r = fit(LOCF(), b, None, normalize=normalize)
+        np.testing.assert_allclose(r.predict(b, q).numpy(), locf)

@@ -641,6 +641,11 @@ def fit(
         Show a tqdm progress bar.
     normalize : bool
         Standardise each channel with training statistics (kept with the model).
+        ``False`` only centres each channel (subtracts its training mean, scale 1): the
+        models read 0 as the channel mean (:class:`~odenet.fit.baselines.TrainingMean`,
+        LOCF and GRU-D before a channel's first observation), which in data units is
+        the training mean (with the identity map they predicted 0).  A model with
+        ``trains_in_physical_units`` always sees the data unchanged.
     callback : callable ``(iteration, loss) -> None``, optional
         Called after each step (raising from it interrupts training, e.g. in tests).
     max_seconds : float, optional
@@ -676,8 +681,12 @@ def fit(
     tb = _batch_of(train)
     model.to(tb.values.dtype)
     vb = _batch_of(val) if val is not None else None
-    physical = getattr(model, "trains_in_physical_units", False) or not normalize
-    norm = Normalizer(tb.values.shape[-1]) if physical else Normalizer.fit(tb)
+    if getattr(model, "trains_in_physical_units", False):
+        norm = Normalizer(tb.values.shape[-1])  # identity: the model sees the data as is
+    else:
+        norm = Normalizer.fit(tb)
+        if not normalize:  # centred, not scaled: 0 stays the training mean (see docstring)
+            norm.std.fill_(1.0)
     if hasattr(model, "attach_normalizer"):
         model.attach_normalizer(norm)
     if hasattr(model, "set_grid"):

@@ -1391,10 +1391,17 @@ class GreyBoxMLE(nn.Module):
 
     def _context_estimate(self, context: IrregularBatch) -> dict:
         """The context's initial states (and per-series parameters), shared parameters
-        fixed; the last result is reused for the same context and parameters (scoring
-        interpolation and extrapolation conditions on one context twice)."""
-        key = tuple(hash(x.detach().numpy().tobytes()) for x in
-                    (context.times, context.values, context.mask, self.field.raw))  # fmt: skip
+        fixed; the last result is reused for the same context, parameters and settings
+        the estimate depends on (doses, pinned states, per-series / random effects):
+        scoring interpolation and extrapolation conditions on one context twice.  (The
+        doses were not in the key: after ``model.doses`` changed, the states estimated
+        under the old doses were reused.)"""
+        tensors = [context.times, context.values, context.mask, self.field.raw]
+        tensors += [torch.as_tensor(x) for x in (getattr(self, "sigma", None),
+                    getattr(self, "omega", None)) if x is not None]  # fmt: skip
+        settings = repr((self.doses, self.dose_state, sorted(self.fixed_x0.items()),
+                         self.node_every, self.per_series, self.random))  # fmt: skip
+        key = (tuple(hash(x.detach().numpy().tobytes()) for x in tensors), settings)
         cached = getattr(self, "_ctx_cache", None)
         if cached is not None and cached[0] == key:
             return cached[1]

@@ -297,3 +297,35 @@ def test_greybox_mle_prediction_follows_a_change_of_doses(tmp_path):
         want = fresh.predict(b, q)
     torch.testing.assert_close(after, want, rtol=1e-6, atol=1e-8)  # 3.0573, 1.2240 at s0
     assert (after - before).abs().max() > 0.1
+
+
+# --- resuming after a max_seconds stop continues the uninterrupted run --------------------
+
+
+def test_resume_after_max_seconds_stops_ends_like_an_uninterrupted_run(tmp_path):
+    """``max_seconds=0`` stops after every iteration; resuming each time must give the
+    parameters and validation history of one uninterrupted run (the stop saved the best
+    validation weights as the model to resume, beside the last iterate's optimiser)."""
+    from odenet.fit import datasets, fit
+    from odenet.fit.cli import build_model
+
+    data = datasets.lotka_volterra(8, observed=0.3, n_times=40, seed=0)
+    tr, va = data.subset(range(6)), data.subset([6, 7])
+    kw = dict(iters=10, lr=1e-2, batch_size=3, eval_every=2, patience=None, seed=3)
+    torch.manual_seed(0)
+    full = fit(build_model("gru_dt", 2, hidden=8, horizon=3), tr, va, **kw)
+    ck = tmp_path / "run.pt"
+    runs = 0
+    while True:
+        torch.manual_seed(0)
+        r = fit(build_model("gru_dt", 2, hidden=8, horizon=3), tr, va, checkpoint=ck,
+                resume=True, max_seconds=0.0, **kw)  # fmt: skip
+        runs += 1
+        if r.stop_reason != "max_seconds" or r.iterations >= kw["iters"] or runs > 12:
+            break
+    assert runs >= 9 and r.iterations == kw["iters"]
+    assert r.history["val_loss"] == full.history["val_loss"]
+    # the validation loss got worse at some evaluation, so best ≠ last iterate there
+    assert min(full.history["val_loss"]) < full.history["val_loss"][-1]
+    for k, v in full.model.state_dict().items():
+        torch.testing.assert_close(r.model.state_dict()[k], v, rtol=0, atol=0)

@@ -843,11 +843,18 @@ def fit(
             break
     if bar is not None:
         bar.close()
+    unfinished = timed_out and it < iters
+    reason = ("nothing_to_train" if not trainable else "early_stopping" if stopped
+              else "max_seconds" if unfinished else "max_iters")  # fmt: skip
+    if checkpoint is not None and unfinished:
+        # stopped by the clock: saved like a periodic save (the last iterate with its
+        # optimiser state, the best validation weights in "best_model"), so --resume
+        # continues exactly the uninterrupted run; it used to save the best weights as
+        # "model" beside the last iterate's optimiser state, a run no one had made
+        save_checkpoint(checkpoint, {**state(it), "stop_reason": reason})
     if best_state is not None:
         model.load_state_dict(best_state)
-    reason = ("nothing_to_train" if not trainable else "early_stopping" if stopped
-              else "max_seconds" if timed_out else "max_iters")  # fmt: skip
-    if checkpoint is not None:
+    if checkpoint is not None and not unfinished:
         save_checkpoint(checkpoint, {**state(it), "finished": True, "stop_reason": reason})
     best = best_val if zval is not None and math.isfinite(best_val) else math.nan
     return FitResult(model, norm, history, best, it, elapsed, stopped, reason,

@@ -329,3 +329,29 @@ def test_resume_after_max_seconds_stops_ends_like_an_uninterrupted_run(tmp_path)
     assert min(full.history["val_loss"]) < full.history["val_loss"][-1]
     for k, v in full.model.state_dict().items():
         torch.testing.assert_close(r.model.state_dict()[k], v, rtol=0, atol=0)
+
+
+# --- clear errors instead of raw tracebacks and misleading messages ----------------------
+
+
+def test_training_on_one_point_series_is_refused_by_every_learnt_model():
+    import pytest
+
+    from odenet._errors import OdenetError
+    from odenet.fit import GRUGrid, ODERNNForecaster, fit
+    from odenet.fit.cli import build_model
+
+    one = IrregularBatch.from_lists([torch.tensor([0.0]), torch.tensor([1.0])],
+                                    [torch.tensor([[1.0]]), torch.tensor([[2.0]])])  # fmt: skip
+    for name in ("gru_grid", "gru_dt", "gru_d", "ode_rnn", "neural_ode", "latent_ode",
+                 "neural_cde"):  # fmt: skip
+        with pytest.raises(OdenetError, match="at least two observation times, but every"):
+            fit(build_model(name, 1, hidden=4, horizon=2), one, None, iters=1)
+    with pytest.raises(OdenetError, match="no series has two observation times"):
+        GRUGrid(1).set_grid(one)
+    # a minibatch of one-point series among longer ones scores nothing: 0, not a crash
+    m = ODERNNForecaster(1, 4, horizon=2).double()
+    loss = m.loss(one)
+    assert float(loss) == 0.0 and loss.requires_grad
+    # the fixed baselines need no training pairs
+    assert fit(build_model("locf", 1), one, None).stop_reason == "nothing_to_train"

@@ -161,6 +161,11 @@ class GRUGrid(_RecurrentBaseline):
         if float(self.dt) > 0:
             return
         gaps = batch.times.diff(dim=1)[batch.valid[:, 1:]]
+        if gaps.numel() == 0:
+            raise InputError(
+                "GRUGrid sets its grid step from the gaps between observations, and no series "
+                "has two observation times; give longer series or pass `dt=`."
+            )
         self.dt = gaps.median().to(torch.float64)
 
     def states(self, batch):

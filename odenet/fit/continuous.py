@@ -275,6 +275,8 @@ class ODERNNForecaster(nn.Module):
         win_v = values.unfold(1, L + 1, 1)[:, :T].permute(0, 1, 3, 2)
         win_m = mask.unfold(1, L + 1, 1)[:, :T].permute(0, 1, 3, 2)
         ok = torch.arange(T)[None, :] < (batch.lengths[:, None] - 1)
+        if not bool(ok.any()):  # a minibatch of one-point series: nothing to score
+            return (after * 0).sum()
         hs = odenet.solve(net.field, after[ok], win_t[ok], **net.solver).ys  # [K, L+1, H]
         pred = net.readout(hs[:, 1:])
         return masked_mse(pred, win_v[ok][:, 1:], win_m[ok][:, 1:])

@@ -679,6 +679,17 @@ def fit(
             "to overwrite it, or another --checkpoint path."
         )
     tb = _batch_of(train)
+    learns = getattr(model, "trainable", True) and not getattr(model, "trains_in_physical_units",
+                                                                False)  # fmt: skip
+    if learns and int(tb.lengths.max()) < 2:
+        # the data-driven models learn how a series moves between its observations; with
+        # one point per series gru_grid crashed (a NaN grid step), ode_rnn blamed `y0`,
+        # and latent_ode / neural_cde trained on nothing without a word
+        raise InputError(
+            "training needs series with at least two observation times, but every training "
+            "series has one; give longer series (with `odenet fit`, the --tail and --holdout "
+            "points leave each training window: lower them)."
+        )
     model.to(tb.values.dtype)
     vb = _batch_of(val) if val is not None else None
     if getattr(model, "trains_in_physical_units", False):

@@ -355,3 +355,19 @@ def test_training_on_one_point_series_is_refused_by_every_learnt_model():
     assert float(loss) == 0.0 and loss.requires_grad
     # the fixed baselines need no training pairs
     assert fit(build_model("locf", 1), one, None).stop_reason == "nothing_to_train"
+
+
+def test_neural_cde_answers_repeated_and_unsorted_query_times():
+    """``predict`` at ``[3, 1, 3, 2]`` equals the four times asked one at a time (merged
+    queries failed with an error about batch padding when a time repeated)."""
+    from odenet.fit import NeuralCDEForecaster, datasets
+
+    torch.manual_seed(0)
+    d = datasets.lotka_volterra(3, observed=0.4, n_times=25, t_end=8.0, seed=0)
+    m = NeuralCDEForecaster(2, 8).double().eval()
+    m.set_grid(d.batch)
+    q = torch.tensor([[3.0, 1.0, 3.0, 2.0]] * 3, dtype=torch.float64)
+    with torch.no_grad():
+        together = m.predict(d.batch, q)
+        alone = torch.stack([m.predict(d.batch, q[:, j : j + 1])[:, 0] for j in range(4)], 1)
+    torch.testing.assert_close(together, alone, rtol=0, atol=1e-12)

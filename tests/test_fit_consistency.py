@@ -371,3 +371,33 @@ def test_neural_cde_answers_repeated_and_unsorted_query_times():
         together = m.predict(d.batch, q)
         alone = torch.stack([m.predict(d.batch, q[:, j : j + 1])[:, 0] for j in range(4)], 1)
     torch.testing.assert_close(together, alone, rtol=0, atol=1e-12)
+
+
+def test_shooting_ode_query_at_an_observation_time_returns_it_at_any_magnitude():
+    """Hourly observations in Unix seconds (t ≈ 1.7e9, float64) and float32 times: a query
+    at an observation time returns the observation and one between follows the exact
+    flow (an absolute 1e-9 nudge vanished there and the solver refused ``[t0, t0]``)."""
+    from odenet.fit import ShootingODE
+
+    A = torch.tensor([[0.0, 1.0], [-4.0, -0.2]], dtype=torch.float64) / 3600
+
+    class Linear(torch.nn.Module):
+        def forward(self, t, x):
+            return x @ A.T
+
+    k = np.arange(5.0)
+    obs = np.stack([expm(A.numpy() * 3600 * s) @ np.array([1.0, 0.0]) for s in k])
+    times = torch.tensor(1.7e9 + 3600 * k, dtype=torch.float64)
+    ctx = IrregularBatch.from_lists([times], [torch.tensor(obs)])
+    q = torch.tensor([[1.7e9 + 3600, 1.7e9 + 5400, 1.7e9 + 4 * 3600]], dtype=torch.float64)
+    want = np.stack([obs[1], expm(A.numpy() * 5400) @ np.array([1.0, 0.0]), obs[4]])
+    for bidirectional in (False, True):
+        m = ShootingODE(Linear(), bidirectional=bidirectional, rtol=1e-10, atol=1e-12).double()
+        with torch.no_grad():
+            np.testing.assert_allclose(m.predict(ctx, q)[0].numpy(), want, atol=1e-8)
+    # float32 times at ordinary magnitudes: 1.0 + 1e-9 == 1.0 there too
+    ctx32 = IrregularBatch.from_lists([torch.tensor([0.5, 1.0, 4.0])],
+                                      [torch.tensor(obs[:3])])  # fmt: skip
+    with torch.no_grad():
+        got = ShootingODE(Linear()).double().predict(ctx32, torch.tensor([[1.0]]))
+    np.testing.assert_allclose(got[0, 0].numpy(), obs[1])

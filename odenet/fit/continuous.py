@@ -161,11 +161,17 @@ class ShootingODE(nn.Module):
         idx = last_index(context.times, context.lengths, query_times)  # [B, Q]
         t0 = context.times.gather(1, idx)
         x0 = filled.gather(1, idx[..., None].expand(B, Q, filled.shape[-1]))
-        # a query at an observation time returns the observation: nudge it to keep t strictly
-        # monotone; one before the first observation (idx 0) runs backward in its own row
-        t1 = torch.where(query_times < t0, query_times, torch.maximum(query_times, t0 + 1e-9))
-        ys = self._solve(x0.reshape(B * Q, -1), torch.stack([t0, t1], -1).reshape(B * Q, 2))
-        fwd = ys[:, 1].reshape(B, Q, -1)
+        # a query at an observation time returns the observation, unsolved (it was nudged by
+        # an absolute 1e-9, which vanishes at t ≈ 1.7e9 or in float32, and the solver refused
+        # the grid [t0, t0]); one before the first observation (idx 0) runs backward in its
+        # own row
+        query_times = query_times.to(t0.dtype)
+        move = (query_times != t0).reshape(-1)
+        fwd = x0.reshape(B * Q, -1).clone()
+        if bool(move.any()):
+            grid = torch.stack([t0, query_times], -1).reshape(B * Q, 2)[move]
+            fwd[move] = self._solve(fwd[move], grid)[:, 1].to(fwd.dtype)
+        fwd = fwd.reshape(B, Q, -1)
         if not self.bidirectional:
             return fwd
         # per channel d, the first observation after the query where d is observed:
@@ -190,8 +196,7 @@ class ShootingODE(nn.Module):
         try:
             arrive = self._solve(filled[bq, j - 1], torch.stack([tp, tj], -1))[:, 1]
             start = torch.where(obs[bq, j], context.values[bq, j], arrive)
-            tq = torch.minimum(query_times[bq, qq], tj - 1e-9 * (1 + tj.abs()))
-            bwd = self._solve(start, torch.stack([tj, tq], -1))[:, 1]
+            bwd = self._solve(start, torch.stack([tj, query_times[bq, qq]], -1))[:, 1]
         except odenet.SolverError:  # a field stiff backwards in time: keep the forward pass
             return fwd
         bwd = bwd[torch.arange(len(dd)), dd]

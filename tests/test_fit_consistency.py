@@ -401,3 +401,49 @@ def test_shooting_ode_query_at_an_observation_time_returns_it_at_any_magnitude()
     with torch.no_grad():
         got = ShootingODE(Linear()).double().predict(ctx32, torch.tensor([[1.0]]))
     np.testing.assert_allclose(got[0, 0].numpy(), obs[1])
+
+
+def test_every_model_fits_and_predicts_float32_data():
+    """float32 batches (torch's default dtype): the normaliser takes the data's dtype (its
+    float64 statistics made float64 inputs for the float32 model, and the dtype error was
+    blamed on the vector field's signature).  The baselines' scores equal float64's."""
+    import warnings
+
+    from odenet.fit import fit
+    from odenet.fit.cli import build_model
+
+    torch.manual_seed(0)
+    t = [torch.tensor([0.0, 0.7, 1.9, 3.0, 4.2]), torch.tensor([0.5, 1.0, 2.2, 4.0])]
+    v = [torch.randn(5, 2), torch.randn(4, 2)]
+    ctx32 = IrregularBatch.from_lists(t, v)
+    ctx64 = IrregularBatch.from_lists([x.double() for x in t], [x.double() for x in v])
+    q = torch.tensor([[0.0, 0.3, 5.0], [0.5, 0.7, 5.0]])  # at, between and after observations
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # float32 is below some default tolerances
+        for name in ("neural_ode", "neural_ode_bidir", "ode_rnn", "latent_ode", "neural_cde",
+                     "gru_grid", "gru_dt", "gru_d", "locf", "mean", "linear_interp"):  # fmt: skip
+            r = fit(build_model(name, 2, hidden=4, horizon=2), ctx32, None, iters=2)
+            p = r.predict(ctx32, q)
+            assert p.dtype == torch.float32 and bool(torch.isfinite(p).all()), name
+            if name in ("locf", "mean", "linear_interp"):
+                r64 = fit(build_model(name, 2), ctx64, None)
+                torch.testing.assert_close(p.double(), r64.predict(ctx64, q.double()),
+                                           rtol=1e-5, atol=1e-6)  # fmt: skip
+
+
+def test_neural_cde_predicts_at_a_series_first_observation_time():
+    """A query at the first observation was merged 1e-9 past it, exactly where the model
+    moved its own first output: a "not strictly increasing" error.  The answer is the
+    limit from the right."""
+    from odenet.fit import NeuralCDEForecaster
+
+    torch.manual_seed(0)
+    times = [torch.tensor([0.0, 0.7, 1.9]), torch.tensor([0.5, 1.0, 2.2])]
+    values = [torch.randn(3, 2, dtype=torch.float64) for _ in times]
+    ctx = IrregularBatch.from_lists([x.double() for x in times], values)
+    m = NeuralCDEForecaster(2, 4, rtol=1e-9, atol=1e-11).double().eval()
+    m.set_grid(ctx)
+    with torch.no_grad():
+        at = m.predict(ctx, torch.tensor([[0.0], [0.5]], dtype=torch.float64))
+        near = m.predict(ctx, torch.tensor([[1e-7], [0.5 + 1e-7]], dtype=torch.float64))
+    torch.testing.assert_close(at, near, rtol=0, atol=1e-5)

@@ -56,8 +56,8 @@ def merge_queries(
 
     Returns the merged batch (each row sorted in time) and ``pos [B, Q]``, the column
     of each query in it.  Repeated queries of a row share one point (both read it).  A
-    query equal to a context time is moved by 1e-9 (relative, at least one float
-    spacing) so times stay strictly increasing; it sits *after* that observation.
+    query equal to a context time is moved by 1e-9 (relative, at least four float
+    spacings) so times stay strictly increasing; it sits *after* that observation.
     """
     B, Q = query.shape
     D = context.values.shape[-1]
@@ -67,9 +67,8 @@ def merge_queries(
         tc = context.times[b, :n]
         tq, back = torch.unique(query[b].to(tc.dtype), sorted=True, return_inverse=True)
         clash = torch.isin(tq, tc)
-        up = tq + 1e-9 * (1 + tq.abs())
-        up = torch.where(up > tq, up, torch.nextafter(tq, torch.full_like(tq, float("inf"))))
-        tq = torch.where(clash, up, tq)
+        ulp = torch.nextafter(tq, torch.full_like(tq, float("inf"))) - tq
+        tq = torch.where(clash, tq + torch.maximum(1e-9 * (1 + tq.abs()), 4 * ulp), tq)
         t = torch.cat([tc, tq])
         order = torch.argsort(t, stable=True)
         inv = torch.empty_like(order)

@@ -698,6 +698,9 @@ def fit(
         norm = Normalizer.fit(tb)
         if not normalize:  # centred, not scaled: 0 stays the training mean (see docstring)
             norm.std.fill_(1.0)
+    # the data's dtype: float64 statistics turned float32 data into float64 inputs of a
+    # float32 model (a dtype error blamed on the vector field's signature)
+    norm.to(tb.values.dtype)
     if hasattr(model, "attach_normalizer"):
         model.attach_normalizer(norm)
     if hasattr(model, "set_grid"):

@@ -298,8 +298,14 @@ class NeuralCDE(nn.Module):
         X, dX = self.path(times, values, mask)
         t0 = torch.minimum(times[:, 0], out_times[:, 0])
         z0 = self.initial(X(t0))
-        # an output at t0 itself moves just past it: the solve's times must increase
-        t1 = torch.maximum(out_times[:, 0], t0 + 1e-9 * (1 + t0.abs()))
+        # an output at t0 itself moves just past it: the solve's times must increase (by at
+        # least one float spacing: 1e-9 relative vanishes in float32), and stay before the
+        # next output (a query merged at the first observation sits 1e-9 past it already)
+        up = torch.nextafter(t0, torch.full_like(t0, float("inf")))
+        nudge = torch.maximum(1e-9 * (1 + t0.abs()), up - t0)
+        if out_times.shape[1] > 1:
+            nudge = torch.minimum(nudge, (out_times[:, 1] - t0) / 2)
+        t1 = torch.maximum(out_times[:, 0], t0 + nudge)
         grid = torch.cat([t0[:, None], t1[:, None], out_times[:, 1:]], dim=1)
         # the field with this call's path, not bound into self.field: the adjoint and
         # checkpoint backward passes call it after forward has returned (an unbind

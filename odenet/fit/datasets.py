@@ -18,23 +18,31 @@ from odenet.fit.data import DTYPE, SeriesData
 LV_PARAMS = {"alpha": 2 / 3, "beta": 4 / 3, "gamma": 1.0, "delta": 1.0}
 
 
+# The fields keep the last axis (``y[..., i:i+1]`` slices, joined by concatenation): a
+# parameter may then be a scalar or a column ``[K, 1]`` (one value per solve row, as
+# GreyBoxMLE passes with --per-series / --random / covariates).  Indexing ``y[..., i]``
+# broadcast a column against a row into [K, K].
+
+
+def _join(parts, like):
+    if isinstance(like, torch.Tensor):
+        return torch.cat(parts, dim=-1)
+    return np.concatenate(parts, axis=-1)
+
+
 def lotka_volterra_field(t, y, p):
     """Lotka–Volterra ``x' = αx − βxy``, ``y' = δxy − γy`` (numpy or torch, last dim 2)."""
-    x, z = y[..., 0], y[..., 1]
+    x, z = y[..., 0:1], y[..., 1:2]
     dx = p["alpha"] * x - p["beta"] * x * z
     dz = p["delta"] * x * z - p["gamma"] * z
-    if isinstance(y, torch.Tensor):
-        return torch.stack([dx, dz], dim=-1)
-    return np.stack([dx, dz], axis=-1)
+    return _join([dx, dz], y)
 
 
 def damped_oscillator_field(t, y, p):
     """``x' = v``, ``v' = −ω² x − 2ζω v``."""
-    x, v = y[..., 0], y[..., 1]
+    x, v = y[..., 0:1], y[..., 1:2]
     dv = -(p["omega"] ** 2) * x - 2 * p["zeta"] * p["omega"] * v
-    if isinstance(y, torch.Tensor):
-        return torch.stack([v, dv], dim=-1)
-    return np.stack([v, dv], axis=-1)
+    return _join([v, dv], y)
 
 
 SPIRAL_A = np.array([[-0.1, 2.0], [-2.0, -0.1]])

@@ -925,21 +925,32 @@ class GreyBoxMLE(nn.Module):
         return np.concatenate(rows_r), np.concatenate(rows_J)
 
     def _levenberg_marquardt(self, evaluate_rj, u, max_iter, log_mask=None, rel_tol=1e-9):
+        failure = []  # why the last evaluation failed, for the message at the start
+
         def evaluate(v):
+            failure.clear()
             try:
                 r, J = evaluate_rj(v)
             except odenet.OdenetError as e:
                 cause = e if isinstance(e, MechanismError) else e.__cause__
                 if isinstance(cause, MechanismError):  # a bug in the mechanism, not a bad step
                     raise cause from None
+                failure.append(f"{type(e).__name__}: {e}")
                 return math.inf, None, None  # the trial parameters blew the ODE up
             c = 0.5 * float(r @ r)
-            return (c, r, J) if math.isfinite(c) and np.isfinite(J).all() else (math.inf, None, None)  # noqa: E501
+            if math.isfinite(c) and np.isfinite(J).all():
+                return c, r, J
+            failure.append("non-finite residuals or sensitivities")
+            return math.inf, None, None
 
         cost, r, J = evaluate(u)
         if J is None:
+            # the error itself: a mechanism that raises (a misspelt parameter name) was
+            # reported as a bad guess, and no guess could ever help
             raise odenet.SolverError(
-                "the initial guess makes the ODE fail; give parameter guesses closer to the data."
+                "the initial guess makes the ODE fail ("
+                f"{failure[0] if failure else 'unknown error'}); if that names a bug in the "
+                "mechanism, fix it; otherwise give parameter guesses closer to the data."
             )
         lam, it, reason = 1e-3, 0, "max_iter"
         if len(u) == 0:  # everything pinned or fixed: nothing to estimate

@@ -124,6 +124,13 @@ def test_one_compartment_pk_subsets_use_their_own_series_doses():
         m.predict(sd.subset([3]).batch, q[:1])
     with pytest.raises(SeriesMismatchError, match="doses for 4"):
         m.loss(sd.subset([2, 3]).batch)
+    # scoring: the context keeps the model's row order; a reordered target is refused
+    from odenet.fit import fit
+
+    r = fit(m, sd, None, iters=0)
+    assert r.mse(sd, sd) < 1e-14
+    with pytest.raises(SeriesMismatchError, match="keys its per-series data"):
+        r.mse(sd, sd.subset([3, 2, 1, 0]))
 
 
 def test_one_compartment_pk_minibatch_fit_keeps_each_series_doses():

@@ -131,7 +131,7 @@ class FitResult:
             ``per_channel`` ``[D]`` and ``per_series`` ``[B]`` MSEs (nan where nothing
             was scored), ``n_per_channel``, ``n_per_series``.
         """
-        ctx, tgt = _paired(context, target)
+        ctx, tgt = _paired(context, target, getattr(self.model, "series_by_row", False))
         D = self.n_outputs(tgt)
         m = tgt.mask[..., :D]
         n = float(m.sum())
@@ -177,8 +177,11 @@ def _batch_of(data, name: str = "data") -> IrregularBatch:
     raise InputError(f"{name} must be SeriesData or IrregularBatch, got {type(data).__name__}.")
 
 
-def _paired(context, target) -> tuple[IrregularBatch, IrregularBatch]:
-    """``(context, target)`` batches whose row ``b`` is the same series."""
+def _paired(context, target, by_row: bool = False) -> tuple[IrregularBatch, IrregularBatch]:
+    """``(context, target)`` batches whose row ``b`` is the same series.
+
+    ``by_row``: the model keys per-series data (doses) by context row, so the context
+    cannot be subset or reordered to the target's series."""
     if isinstance(context, SeriesData) and isinstance(target, SeriesData):
         if list(context.ids) != list(target.ids):
             where = {s: i for i, s in enumerate(context.ids)}
@@ -187,6 +190,13 @@ def _paired(context, target) -> tuple[IrregularBatch, IrregularBatch]:
                 raise SeriesMismatchError(
                     f"target series {missing[:5]} are not in the context (ids "
                     f"{list(context.ids)[:5]}…); give each target series its own context."
+                )
+            if by_row:
+                raise SeriesMismatchError(
+                    "the target's series (ids "
+                    f"{list(target.ids)[:5]}…) are not the context's, in its order ("
+                    f"{list(context.ids)[:5]}…), and this model keys its per-series data "
+                    "(doses) by row: give the target in the context's series order."
                 )
             context = context.subset([where[s] for s in target.ids])
     ctx, tgt = _batch_of(context, "context"), _batch_of(target, "target")

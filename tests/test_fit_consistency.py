@@ -503,3 +503,23 @@ def test_greybox_mle_names_the_mechanism_error_at_the_initial_guess():
     want = r"initial guess makes the ODE fail \(.*KeyError.*omgea"
     with pytest.raises(odenet.SolverError, match=want):
         m.gauss_newton(d.batch)
+
+
+def test_load_long_refuses_rows_without_a_series_id(tmp_path):
+    """Empty id cells in a CSV were gathered silently into one series named ''; NaN ids
+    in a DataFrame made one series per row."""
+    import pandas as pd
+    import pytest
+
+    from odenet.fit import DataFormatError, load_long
+
+    path = tmp_path / "t.csv"
+    path.write_text("id,time,y\na,0,1\na,1,2\n,2,3\n,3,4\nb,0,1\nb,1,2\n")
+    with pytest.raises(DataFormatError, match="line 4 of the CSV, column 'id': missing series id"):
+        load_long(path)
+    df = pd.DataFrame({"id": [1, 1, np.nan, np.nan, 2, 2], "time": [0, 1, 2, 3, 0, 1],
+                       "y": [1, 2, 3, 4, 1, 2.0]})  # fmt: skip
+    with pytest.raises(DataFormatError, match="row 2, column 'id': missing series id"):
+        load_long(df)
+    ok = load_long(pd.DataFrame({"id": ["a", "a"], "time": [0, 1], "y": [1.0, 2.0]}))
+    assert ok.ids == ["a"]

@@ -111,9 +111,9 @@ def load_long(
     Raises
     ------
     DataFormatError
-        Missing columns, non-numeric values, missing times, duplicate or unsorted
-        times within a series, a series with fewer than two points, a series with a
-        channel that is never observed is allowed (masked).
+        Missing columns, missing series ids, non-numeric values, missing times,
+        duplicate or unsorted times within a series, a series with fewer than two
+        points; a series with a channel that is never observed is allowed (masked).
     """
     import pandas as pd
 
@@ -171,6 +171,16 @@ def load_long(
     t_all = numeric(time_col, allow_missing=False)
     vals = np.stack([numeric(c, allow_missing=True) for c in channels], axis=1)
     ids = df[id_col].tolist()
+    for r, s in enumerate(ids):
+        # an empty cell made one series of every id-less row (a CSV), a NaN one series
+        # per row (a DataFrame)
+        if s is None or (isinstance(s, float) and math.isnan(s)) or (
+            isinstance(s, str) and not s.strip()
+        ):
+            raise DataFormatError(
+                f"{_line(r, from_csv)}, column {id_col!r}: missing series id; every row needs "
+                "the id of its series."
+            )
     order: dict = {}
     for r, s in enumerate(ids):
         order.setdefault(s, []).append(r)

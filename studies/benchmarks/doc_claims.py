@@ -7,6 +7,7 @@
     python studies/benchmarks/doc_claims.py e5_isoutofdomain     # solving.md: E5
     python studies/benchmarks/doc_claims.py implicit_adams_jump  # torchdiffeq.md
     python studies/benchmarks/doc_claims.py sdirk4_jump          # events.md: sdirk4
+    python studies/benchmarks/doc_claims.py adjoint_fixed_stiff  # sensitivity.md
     python studies/benchmarks/doc_claims.py                      # all of them
 
 Stiff problems use ``stiff.run_odenet`` (``atol = floors·rtol``, the error of
@@ -157,6 +158,38 @@ def sdirk4_jump() -> None:
         print(f"{method}\t{worst:.2g}\t{bad}/{len(taus)}")
 
 
+def adjoint_fixed_stiff() -> None:
+    """``y' = A y + b`` with a fast mode (λ = −1000) excited at t0, ``L = Σ W·y`` at five
+    times: ``dL/dA``'s relative error against autograd through ``matrix_exp``, per
+    sensitivity mode, on fixed grids (sensitivity.md: the adjoint's Hermite state)."""
+    A0 = torch.tensor([[-1000.0, 999.0, 0.0], [0.0, -1.0, 0.5], [0.0, -0.5, -1.0]], dtype=D)
+    b0 = torch.tensor([0.3, -0.2, 0.5], dtype=D)
+    y0 = torch.tensor([1.0, 0.5, -0.7], dtype=D)
+    t = torch.tensor([0.2, 0.7, 1.3, 2.0, 3.1], dtype=D)
+    W = torch.randn(5, 3, dtype=D, generator=torch.Generator().manual_seed(0))
+
+    def exact(A, b):
+        c = torch.linalg.solve(A, b)
+        E = torch.linalg.matrix_exp(A[None] * (t - t[0])[:, None, None])
+        return (E @ (y0 + c)[:, None])[..., 0] - c
+
+    A = A0.clone().requires_grad_()
+    truth = torch.autograd.grad((W * exact(A, b0)).sum(), A)[0]
+    print("method\tstep\tforward err\tdirect dA\tcheckpoint dA\tadjoint dA")
+    for method, h in (("radau_iia5", 0.02), ("radau_iia5", 0.005), ("rk4", 0.002)):
+        row = []
+        for sens in ("direct", "checkpoint", "adjoint"):
+            A = A0.clone().requires_grad_()
+            sol = odenet.solve(
+                lambda s, y, A=A: y @ A.T + b0, y0, t, method=method, step_size=h,
+                sensitivity=sens,
+            )  # fmt: skip
+            g = torch.autograd.grad((W * sol.ys).sum(), A)[0]
+            row.append(f"{float((g - truth).norm() / truth.norm()):.2g}")
+        err = float((sol.ys.detach() - exact(A0, b0)).abs().max())
+        print(f"{method}\t{h}\t{err:.2g}\t" + "\t".join(row))
+
+
 CLAIMS = {
     f.__name__: f
     for f in (
@@ -167,6 +200,7 @@ CLAIMS = {
         e5_isoutofdomain,
         implicit_adams_jump,
         sdirk4_jump,
+        adjoint_fixed_stiff,
     )
 }
 

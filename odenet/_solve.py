@@ -893,6 +893,11 @@ def run_direct(prep: Prepared, tab: ButcherTableau, *, throw: bool, compile=Fals
     # the interpolant's error by a stiff Jacobian), and ∂y(s_i)/∂s_0 = −Φ(s_i, s_0) g_0.
     # Both enter through terms whose value is zero: y0 − δs_0·g_0 starts the solve,
     # δs_i·y'(s_i) is added to each output.
+    # The slopes carry the graph of f at the midpoint of the shift (the midpoint rule
+    # of the flow, with the value of the slope unchanged), so that derivatives of the
+    # time derivative are right too: ∂/∂θ y'(s_i) = f_y ∂y_i/∂θ + f_θ (physics-informed
+    # residuals), and ∂²y/∂s_i² = f_s + f_y f.  Without it a recorded slope is a constant
+    # to autograd and every derivative of ∂y/∂s came out zero.
     s_det = s_out.detach()
     if cfg.grid is not None:
         cfg.grid = cfg.grid.detach()
@@ -900,13 +905,28 @@ def run_direct(prep: Prepared, tab: ButcherTableau, *, throw: bool, compile=Fals
     with torch.no_grad():
         g0 = g_plain(s_det[:, 0], y0_rows.detach())
     ds = (s_out - s_det).to(y0_rows.dtype)
+    half = ds / 2
+    # the backward flow from s_0 + δ to s_0 by the midpoint rule; value g0
+    g0 = g_plain(s_det[:, 0] + half[:, 0].to(s_det.dtype), y0_rows - half[:, :1] * g0)
     cfg.slopes = True
     result = integrate(g, s_det, y0_rows - ds[:, :1] * g0, cfg)
     # every row, whatever its status: a terminal event or another row's failure leaves
     # the outputs a row reached differentiable (an output never reached has no slope)
     slopes = result.slopes
-    slopes = torch.where(torch.isfinite(slopes), slopes, torch.zeros_like(slopes))
-    result.ys = result.ys + ds[:, :, None] * slopes
+    finite = torch.isfinite(slopes)
+    slopes = torch.where(finite, slopes, torch.zeros_like(slopes))
+    ys = result.ys
+    graphs = []
+    for i in range(ys.shape[1]):
+        # f at the outputs (at a safe point where a row has none), its value taken off:
+        # the value stays the dense output's slope, the graph is f's
+        ok = finite[:, i].all(dim=-1, keepdim=True)
+        y_i = torch.where(ok, ys[:, i], torch.zeros_like(ys[:, i]).detach())
+        y_i = y_i + half[:, i : i + 1] * slopes[:, i]
+        f_i = g_plain(s_det[:, i] + half[:, i].to(s_det.dtype), y_i)
+        graphs.append(torch.where(ok, f_i - f_i.detach(), torch.zeros_like(f_i)))
+    slopes = slopes + torch.stack(graphs, dim=1)
+    result.ys = ys + ds[:, :, None] * slopes
     return prep.solution(result, tab.name, throw=throw)
 
 

@@ -105,3 +105,88 @@ def test_single_step_second_derivative_closed_form(method):
     (d1,) = torch.autograd.grad(y1.sum(), k, create_graph=True)
     (got,) = torch.autograd.grad(d1, k)
     assert torch.allclose(got, truth, rtol=1e-10)
+
+
+# --- derivatives of the output-time derivative (physics-informed residuals) ----------
+
+TIME_METHODS = [
+    ("dopri5", dict(rtol=1e-10, atol=1e-12)),
+    ("tsit5", dict(rtol=1e-10, atol=1e-12)),
+    ("adams", dict(rtol=1e-10, atol=1e-12)),
+    ("bdf", dict(rtol=1e-10, atol=1e-12)),
+    ("radau_iia5", dict(rtol=1e-10, atol=1e-12)),
+    ("abm4", dict(step_size=0.01)),
+    ("rk4", dict(step_size=0.01)),
+]
+
+
+@pytest.mark.parametrize("method,kw", TIME_METHODS, ids=lambda v: str(v))
+def test_parameter_derivative_of_dydt_matches_closed_form(method, kw):
+    # y = y0 e^{-k t}: d/dk y'(t) = (k t - 1) y0 e^{-k t}, d/dy0 y'(t) = -k e^{-k t}
+    y0v, kv = 1.3, 0.7
+    k = torch.tensor(kv, dtype=DT, requires_grad=True)
+    y0 = torch.tensor([y0v], dtype=DT, requires_grad=True)
+    t = torch.tensor([0.0, 0.37, 1.0], dtype=DT, requires_grad=True)
+    sol = odenet.solve(lambda s, y: -k * y, y0, t, method=method, **kw)
+    (dydt,) = torch.autograd.grad(sol.ys[:, 0].sum(), t, create_graph=True)
+    tt = t.detach()
+    e = torch.exp(-kv * tt)
+    # (index 0 is ∂Σy/∂t0, the flow's dependence on its start)
+    assert torch.allclose(dydt[1:], -kv * y0v * e[1:], rtol=1e-7)
+    for i in (1, 2):
+        dk, dy0 = torch.autograd.grad(dydt[i], (k, y0), retain_graph=True)
+        assert torch.allclose(dk, (kv * tt[i] - 1) * y0v * e[i], rtol=1e-6), (i, dk)
+        assert torch.allclose(dy0, -kv * e[i], rtol=1e-6), (i, dy0)
+
+
+def test_compat_odeint_pinn_derivative_matches_torchdiffeq():
+    torchdiffeq = pytest.importorskip("torchdiffeq")
+    vals = []
+    for lib in (torchdiffeq, odenet):
+        k = torch.tensor(0.7, dtype=DT, requires_grad=True)
+        t = torch.tensor([0.0, 0.37, 1.0], dtype=DT, requires_grad=True)
+        ys = lib.odeint(
+            lambda s, y, k=k: -k * y,
+            torch.tensor([1.3], dtype=DT),
+            t,
+            method="dopri5",
+            rtol=1e-10,
+            atol=1e-12,
+        )
+        (dydt,) = torch.autograd.grad(ys[:, 0].sum(), t, create_graph=True)
+        vals.append(
+            torch.stack([torch.autograd.grad(dydt[i], k, retain_graph=True)[0] for i in (1, 2)])
+        )
+    assert torch.allclose(vals[1], vals[0], rtol=1e-7), vals
+    assert abs(vals[1][0].item() - (-0.74349712)) < 1e-7
+
+
+def _time_grad(tv, method, create_graph=False):
+    t = torch.tensor(tv, dtype=DT, requires_grad=True)
+    sol = odenet.solve(
+        lambda s, y: -0.7 * y + torch.cos(s) * y**2 / (1 + y**2),
+        torch.tensor([1.3], dtype=DT),
+        t,
+        method=method,
+        rtol=1e-11,
+        atol=1e-13,
+    )
+    (g,) = torch.autograd.grad(sol.ys[:, 0].sum(), t, create_graph=create_graph)
+    return t, g
+
+
+@pytest.mark.parametrize("method", ["dopri5", "bdf"])
+@pytest.mark.parametrize("tv", [[0.2, 0.9, 1.7], [1.7, 0.9, 0.2]], ids=["forward", "backward"])
+def test_time_hessian_matches_finite_differences_of_the_gradient(method, tv):
+    # second derivatives with respect to the output times and the start time
+    # (y'' = f_t + f_y f on the diagonal, the flow's dependence on t0 off it)
+    t, g = _time_grad(tv, method, create_graph=True)
+    H = torch.stack([torch.autograd.grad(g[i], t, retain_graph=True)[0] for i in range(3)])
+    eps = 1e-5
+    cols = []
+    for j in range(3):
+        up = [v + eps * (i == j) for i, v in enumerate(tv)]
+        dn = [v - eps * (i == j) for i, v in enumerate(tv)]
+        cols.append((_time_grad(up, method)[1] - _time_grad(dn, method)[1]) / (2 * eps))
+    Hfd = torch.stack(cols, dim=1)
+    assert torch.allclose(H, Hfd, rtol=1e-5, atol=1e-6), (H, Hfd)

@@ -126,6 +126,8 @@ class EventTracker:
         )
         self.direction = torch.tensor([e.direction for e in events], device=device)
         self.values: torch.Tensor | None = None  # [K, E] at the current step's start
+        # the field g(s [K], y [K, n]) in the loop's layout: the crossings' derivatives
+        self.field: Callable | None = None
 
     def _all(self, s, y) -> torch.Tensor:
         with torch.no_grad():
@@ -202,9 +204,14 @@ class EventTracker:
                 # with the interpolant's graph: a terminal state stays differentiable
                 # with respect to y0 and the parameters (the time's own derivative is
                 # added by the implicit function theorem, see odenet.odeint_event)
-                y_k = state_at(torch.full((K,), th, dtype=s.dtype, device=s.device))[k]
-                self.log.t[k].append(t_k)
-                self.log.y[k].append(y_k.detach().clone())
+                y_all = state_at(torch.full((K,), th, dtype=s.dtype, device=s.device))
+                y_k = y_all[k]
+                if self.field is not None and torch.is_grad_enabled() and y_all.requires_grad:
+                    t_log, y_log = self._attach(e, k, t_k, y_all, s.dtype)
+                else:
+                    t_log, y_log = t_k, y_k.detach().clone()
+                self.log.t[k].append(t_log)
+                self.log.y[k].append(y_log)
                 self.log.which[k].append(e)
                 self.counts[k, e] += 1
                 if float(self.counts[k, e]) >= float(self.stop_after[e]):
@@ -215,6 +222,39 @@ class EventTracker:
                     break
         self.values = torch.where(accept[:, None], v1, v0)
         return theta_stop, y_stop, stop
+
+    def _attach(self, e, k, t_k, y_all, s_dtype):
+        """The crossing ``(t*, y(t*))`` of row ``k`` with autograd graphs (internal time).
+
+        Values ``t_k`` and ``y_all[k]``; the time's derivative is the implicit function
+        theorem's, ``dt* = −dc / (∂c/∂t + ∂c/∂y · f)`` (``dc``: the event function's
+        change at the fixed time, through the interpolated state and its own
+        parameters), and the state's ``dy(t*) = dy|_t + f dt*``.
+        """
+        K = self.K
+        s_k = torch.full((K,), t_k, dtype=s_dtype, device=y_all.device)
+        y_d = y_all.detach()
+        with torch.enable_grad():
+            s_v = s_k.clone().requires_grad_(True)
+            y_v = y_d.clone().requires_grad_(True)
+            c = self.fn_rows(e, s_v, y_v).reshape(K)[k]
+            if not c.requires_grad:  # not a differentiable function of (t, y)
+                return t_k, y_all[k].detach().clone()
+            dc_ds, dc_dy = torch.autograd.grad(c, (s_v, y_v), allow_unused=True)
+        with torch.no_grad():
+            f_k = self.field(s_k, y_d)[k]
+            slope = torch.zeros((), dtype=f_k.dtype, device=f_k.device)
+            if dc_dy is not None:
+                slope = slope + (dc_dy[k] * f_k).sum()
+            if dc_ds is not None:
+                slope = slope + dc_ds[k].to(slope.dtype)
+        if not bool(torch.isfinite(slope)) or float(slope) == 0:
+            # a tangential crossing: t* has no derivative
+            return t_k, y_all[k].detach().clone()
+        c = self.fn_rows(e, s_k, y_all).reshape(K)[k]
+        dt = -(c - c.detach()).to(y_all.dtype) / slope.to(y_all.dtype)
+        t_star = torch.as_tensor(t_k, dtype=s_dtype, device=y_all.device) + dt.to(s_dtype)
+        return t_star, y_all[k] + f_k * dt
 
     def _crossed(self, v0, v1, accept) -> torch.Tensor:
         """``[K, E]``: a sign change from ``v0`` to ``v1`` in each event's direction, on

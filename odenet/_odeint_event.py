@@ -121,7 +121,8 @@ def until_event(
         if not sol.success:
             raise SolverError(f"the solve failed before any event: {sol.message}")
         raise SolverError(f"no event: `event_fn` never crossed zero ({horizon}).")
-    t_star = sol.events.t[-1].to(device=y0.device)
+    # (detached: _EventTime below gives t* its implicit-function-theorem derivative)
+    t_star = sol.events.t[-1].detach().to(device=y0.device)
     if sensitivity == "direct":
         y_star = sol.events.terminal_state
     else:

@@ -110,7 +110,9 @@ class EventRecord:
         row = tuple(shape[1:]) if per_sample else tuple(shape)
         for k in range(log.K):
             d = float(direction[k])
-            ts.append(torch.tensor([d * t for t in log.t[k]], dtype=direction.dtype))
+            # a crossing's time is a float, or a 0-dim tensor with its autograd graph
+            times = [torch.as_tensor(t, dtype=direction.dtype) for t in log.t[k]]
+            ts.append(d * torch.stack(times) if times else torch.empty(0, dtype=direction.dtype))
             ys.append(torch.stack(log.y[k]).reshape(-1, *row) if log.y[k] else torch.empty(0, *row))
             ws.append(torch.tensor(log.which[k], dtype=torch.long))
         term = [None] * log.K

@@ -168,6 +168,7 @@ class Prepared:
                 return out
 
             cfg.events = EventTracker(evs, fn_rows, K, self.y0.device, self.s_out.dtype)
+            cfg.events.field = self.internal_field(self.f, count=False)
         stops = [x for x in (step_t, jump_t) if x is not None]
         if stops:
             if cfg.fixed:
@@ -731,7 +732,8 @@ def solve(
         callable is terminal.  Every crossing is recorded in ``Solution.events``
         (times, states, which function); a terminal one ends its sample there with
         status ``TERMINATED`` (success) and NaN outputs after it.  Direct sensitivity
-        only; for gradients of an event time use :func:`odenet.odeint_event`.
+        only; the recorded times and states are differentiable (the time by the
+        implicit function theorem, as :func:`odenet.odeint_event`).
     step_t, jump_t : 1-D tensors of times, optional
         Adaptive steps land exactly on these times; ``jump_t`` marks discontinuities
         of ``f``: the step lands one ulp before and the next one starts one ulp after

@@ -18,6 +18,7 @@ from odenet._errors import (
     StepSizeUnderflowError,
     ToleranceWarning,
     UnknownMethodError,
+    UnsupportedDerivativeError,
     VectorFieldError,
 )
 
@@ -116,6 +117,7 @@ __all__ = [
     "StepSizeUnderflowError",
     "ToleranceWarning",
     "UnknownMethodError",
+    "UnsupportedDerivativeError",
     "VariableBDF",
     "VectorFieldError",
     "WorkPrecisionResult",

@@ -38,6 +38,14 @@ class VectorFieldError(InputError):
     """The vector field returned the wrong shape or dtype, or raised on the first call."""
 
 
+class UnsupportedDerivativeError(OdenetError, NotImplementedError):
+    """A kind of differentiation the solve cannot give correctly: forward-mode AD
+    (dual tensors, ``torch.func.jvp``/``jacfwd``) through implicit methods or the
+    ``adjoint``/``checkpoint`` modes, ``torch.func`` transforms with those modes or
+    ``vmap``, and second derivatives through ``adjoint``/``checkpoint``.  Raised
+    instead of a silently wrong derivative; the message names what works."""
+
+
 # --- failed computation ----------------------------------------------------------
 
 
@@ -87,6 +95,7 @@ __all__ = [
     "StepSizeUnderflowError",
     "ToleranceWarning",
     "UnknownMethodError",
+    "UnsupportedDerivativeError",
     "VectorFieldError",
 ]
 

@@ -19,6 +19,7 @@ from odenet._controller import PIDController, controller_from
 from odenet._errors import (
     InputError,
     NewtonConvergenceError,
+    UnsupportedDerivativeError,
 )
 from odenet._events import EventTracker, as_events
 from odenet._jacobian import user_jacobian
@@ -809,6 +810,9 @@ def solve(
     """
     check_sensitivity(sensitivity)
     compile = check_flag("compile", compile)
+    transforms = _functorch_transforms()
+    if "vmap" in transforms and (_vmapped(y0) or _vmapped(t)):
+        raise _vmap_error()
     prep, tab = prepare(
         f,
         y0,
@@ -842,6 +846,7 @@ def solve(
             "`accept_min_step=True` needs a positive `min_step` (the step size whose "
             f"steps are accepted whatever their error), got min_step={min_step!r}."
         )
+    _refuse_forward_mode(prep, sensitivity, transforms)
     prep.install_hooks(
         events=events,
         step_t=step_t,
@@ -867,6 +872,97 @@ def solve(
             "(adjoint_* and checkpoint options need sensitivity='adjoint'/'checkpoint')."
         )
     return run_direct(prep, tab, throw=throw, compile=compile)
+
+
+def _functorch_transforms() -> set[str]:
+    """The torch.func transforms active around this call: ``"vmap"``, ``"grad"``
+    (grad, jacrev, vjp) and ``"jvp"`` (jvp, jacfwd)."""
+    try:
+        from torch._C._functorch import TransformType, get_interpreter_stack
+    except ImportError:  # pragma: no cover - torch without functorch
+        return set()
+    names = {TransformType.Vmap: "vmap", TransformType.Grad: "grad", TransformType.Jvp: "jvp"}
+    return {names[i.key()] for i in (get_interpreter_stack() or []) if i.key() in names}
+
+
+def _vmapped(x) -> bool:
+    """Whether ``x`` is batched by a torch.func.vmap (jacfwd's vmap batches only the
+    tangents, which pass)."""
+    if not isinstance(x, torch.Tensor):
+        return False
+    from torch._C._functorch import get_unwrapped, is_batchedtensor, is_functorch_wrapped_tensor
+
+    while is_functorch_wrapped_tensor(x):
+        if is_batchedtensor(x):
+            return True
+        x = get_unwrapped(x)
+    return False
+
+
+def _vmap_error():
+    return UnsupportedDerivativeError(
+        "odenet.solve under torch.func.vmap is not supported (the step-size control "
+        "decides on the host, per solve).  Batch the samples in y0 instead: a shared "
+        "time grid t [T] with y0 [B, ...], or per-sample grids t [B, T]."
+    )
+
+
+def _has_tangent(x) -> bool:
+    import torch.autograd.forward_ad as fwAD
+
+    return isinstance(x, torch.Tensor) and fwAD.unpack_dual(x).tangent is not None
+
+
+def _refuse_forward_mode(prep: Prepared, sensitivity: str, transforms: set[str]) -> None:
+    """Raise where a derivative would come out silently wrong.
+
+    Forward-mode tangents (``torch.autograd.forward_ad`` dual tensors, or
+    ``torch.func.jvp``/``jacfwd``) pass correctly only through the plain autograd
+    graph of an explicit method under ``sensitivity="direct"``: the implicit methods
+    attach their stages for reverse mode only (radau_iia5 gave a tangent of 1.0, bdf
+    0.0 for e^{-0.7}), and the adjoint/checkpoint modes' autograd Function has no
+    forward-mode rule (tangent 0).  torch.func's reverse transforms (``grad``,
+    ``jacrev``) cannot run that Function either, nor the implicit methods' Newton
+    Jacobians (which set ``requires_grad``).
+    """
+    implicit = getattr(prep.cfg.rk, "newton", None) is not None
+    direct = sensitivity == "direct"
+    if "vmap" in transforms:  # vmapped parameters of the field show in its output
+        g = prep.internal_field(prep.f, count=False)
+        if _vmapped(g(prep.s_out[:, 0], prep.y0_rows)):
+            raise _vmap_error()
+    if not direct and transforms:
+        raise UnsupportedDerivativeError(
+            f"torch.func transforms ({', '.join(sorted(transforms))}) are not supported with "
+            f"sensitivity={sensitivity!r}.  Use torch.autograd.grad / .backward() with this "
+            "sensitivity, or sensitivity='direct' (torch.func.grad/jacrev work there; "
+            "jvp/jacfwd with explicit methods only)."
+        )
+    if implicit and transforms:
+        raise UnsupportedDerivativeError(
+            f"torch.func transforms ({', '.join(sorted(transforms))}) are not supported with "
+            "an implicit method (its Newton Jacobians need autograd's requires_grad).  Use "
+            "torch.autograd.grad / .backward() (all sensitivities), or an explicit method "
+            "with sensitivity='direct'."
+        )
+    forward = "jvp" in transforms
+    if not forward:
+        import torch.autograd.forward_ad as fwAD
+
+        if getattr(fwAD, "_current_level", -1) >= 0:  # inside a dual_level()
+            forward = _has_tangent(prep.y0_rows) or _has_tangent(prep.s_out)
+            if not forward:  # tangents of the field's parameters show in its output
+                g = prep.internal_field(prep.f, count=False)
+                forward = _has_tangent(g(prep.s_out[:, 0], prep.y0_rows))
+    if forward and (implicit or not direct):
+        what = "an implicit method" if direct else f"sensitivity={sensitivity!r}"
+        raise UnsupportedDerivativeError(
+            f"forward-mode differentiation (dual tensors, torch.func.jvp/jacfwd) through "
+            f"{what} is not supported: the tangents would come out wrong.  Use reverse "
+            "mode (torch.autograd.grad, .backward(), torch.func.jacrev) with "
+            "sensitivity='direct', or an explicit method (dopri5, tsit5, rk4, ...) with "
+            "sensitivity='direct'."
+        )
 
 
 def run_direct(prep: Prepared, tab: ButcherTableau, *, throw: bool, compile=False) -> Solution:

@@ -1,0 +1,93 @@
+"""Derivatives the solve cannot give correctly raise UnsupportedDerivativeError.
+
+Before, forward-mode tangents through implicit methods or the adjoint/checkpoint modes
+came out silently wrong (radau_iia5 1.0, bdf 0.0, checkpoint/adjoint 0 for
+e^{-0.7} = 0.4966), second derivatives through adjoint/checkpoint were None with
+``allow_unused=True``, and torch.func transforms raised raw RuntimeErrors.  What
+works stays working, checked against the closed form.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.autograd.forward_ad as fwAD
+
+import odenet
+from odenet import OdenetError, UnsupportedDerivativeError
+
+DT = torch.float64
+T = torch.tensor([0.0, 1.0], dtype=DT)
+TRUTH = math.exp(-0.7)
+
+
+def end(method, sensitivity):
+    def F(y0):
+        sol = odenet.solve(
+            lambda t, y: -0.7 * y, y0, T, method=method, sensitivity=sensitivity,
+            rtol=1e-10, atol=1e-12,
+        )  # fmt: skip
+        return sol.ys[-1]
+
+    return F
+
+
+def dual_tangent(F):
+    with fwAD.dual_level():
+        y = fwAD.make_dual(torch.tensor([1.0], dtype=DT), torch.tensor([1.0], dtype=DT))
+        return fwAD.unpack_dual(F(y)).tangent
+
+
+REFUSED = [
+    ("radau_iia5", "direct"), ("bdf", "direct"), ("kvaerno5", "direct"),
+    ("dopri5", "checkpoint"), ("dopri5", "adjoint"), ("radau_iia5", "adjoint"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("method,sens", REFUSED)
+def test_forward_mode_refused_where_tangents_were_wrong(method, sens):
+    F = end(method, sens)
+    assert issubclass(UnsupportedDerivativeError, OdenetError)
+    with pytest.raises(UnsupportedDerivativeError, match=r"forward-mode|torch\.func"):
+        dual_tangent(F)
+    with pytest.raises(UnsupportedDerivativeError):
+        torch.func.jvp(F, (torch.tensor([1.0], dtype=DT),), (torch.tensor([1.0], dtype=DT),))
+    with pytest.raises(UnsupportedDerivativeError):
+        torch.func.jacfwd(F)(torch.tensor([1.0], dtype=DT))
+
+
+def test_forward_mode_tangent_in_a_captured_parameter_is_refused():
+    with fwAD.dual_level():
+        k = fwAD.make_dual(torch.tensor(0.7, dtype=DT), torch.tensor(1.0, dtype=DT))
+        with pytest.raises(UnsupportedDerivativeError):
+            odenet.solve(lambda t, y: -k * y, torch.tensor([1.0], dtype=DT), T, method="bdf")
+
+
+def test_forward_mode_still_works_for_explicit_direct():
+    F = end("dopri5", "direct")
+    assert abs(dual_tangent(F).item() - TRUTH) < 1e-8
+    _, tan = torch.func.jvp(F, (torch.tensor([1.0], dtype=DT),), (torch.tensor([1.0], dtype=DT),))
+    assert abs(tan.item() - TRUTH) < 1e-8
+    assert abs(torch.func.jacfwd(F)(torch.tensor([1.0], dtype=DT)).item() - TRUTH) < 1e-8
+    assert abs(torch.func.jacrev(F)(torch.tensor([1.0], dtype=DT)).item() - TRUTH) < 1e-8
+
+
+@pytest.mark.parametrize(
+    "method,sens", [("dopri5", "checkpoint"), ("dopri5", "adjoint"), ("radau_iia5", "direct")]
+)
+def test_torch_func_reverse_transforms_refused(method, sens):
+    F = end(method, sens)
+    with pytest.raises(UnsupportedDerivativeError, match=r"torch\.func"):
+        torch.func.jacrev(F)(torch.tensor([1.0], dtype=DT))
+    with pytest.raises(UnsupportedDerivativeError, match=r"torch\.func"):
+        torch.func.grad(lambda y: F(y).sum())(torch.tensor([1.0], dtype=DT))
+
+
+@pytest.mark.parametrize("sens", ["direct", "checkpoint"])
+def test_vmap_over_the_state_is_refused_with_the_batching_alternative(sens):
+    F = end("dopri5", sens)
+    with pytest.raises(UnsupportedDerivativeError, match=r"per-sample grids t \[B, T\]"):
+        torch.func.vmap(F)(torch.tensor([[1.0], [2.0]], dtype=DT))
+

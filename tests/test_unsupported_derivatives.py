@@ -91,3 +91,29 @@ def test_vmap_over_the_state_is_refused_with_the_batching_alternative(sens):
     with pytest.raises(UnsupportedDerivativeError, match=r"per-sample grids t \[B, T\]"):
         torch.func.vmap(F)(torch.tensor([[1.0], [2.0]], dtype=DT))
 
+
+@pytest.mark.parametrize("sens", ["checkpoint", "adjoint"])
+def test_second_derivative_through_adjoint_or_checkpoint_raises(sens):
+    # first derivative with create_graph stays right; differentiating it again raises
+    # (was: a bare RuntimeError, or None = a silent zero with allow_unused=True)
+    k = torch.tensor(0.7, dtype=DT, requires_grad=True)
+    sol = odenet.solve(
+        lambda t, y: -k * y, torch.tensor([1.3], dtype=DT), T, sensitivity=sens,
+        rtol=1e-10, atol=1e-12,
+    )  # fmt: skip
+    (gk,) = torch.autograd.grad(sol.ys[-1].pow(2).sum(), k, create_graph=True)
+    assert abs(gk.item() - (-2 * 1.3**2 * math.exp(-1.4))) < 1e-8
+    with pytest.raises(UnsupportedDerivativeError, match="sensitivity='direct'"):
+        torch.autograd.grad(gk, k, allow_unused=True)
+    with pytest.raises(UnsupportedDerivativeError):
+        (gk**2).backward()
+
+
+@pytest.mark.parametrize("sens", ["checkpoint", "adjoint"])
+def test_derivative_of_dydt_through_adjoint_or_checkpoint_raises(sens):
+    y0 = torch.tensor([1.3], dtype=DT, requires_grad=True)
+    t = torch.tensor([0.0, 0.37], dtype=DT, requires_grad=True)
+    sol = odenet.solve(lambda s, y: -0.7 * y, y0, t, sensitivity=sens)
+    (dydt,) = torch.autograd.grad(sol.ys[-1, 0], t, create_graph=True)
+    with pytest.raises(UnsupportedDerivativeError):
+        torch.autograd.grad(dydt[1], y0, allow_unused=True)

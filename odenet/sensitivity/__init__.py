@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import torch
 
-from odenet._errors import InputError, NonFiniteError, SolverError
+from odenet._errors import InputError, NonFiniteError, SolverError, UnsupportedDerivativeError
 from odenet._loop import integrate
 from odenet._validate import check_callable, check_flag, check_tolerances
 from odenet.sensitivity._adjoint import Counter, adjoint_backward
@@ -407,21 +407,53 @@ class _Run:
             st["seminorm"] = self.seminorm
 
 
+class _NoSecondDerivative(torch.autograd.Function):
+    """Identity on a gradient the adjoint/checkpoint backward returned under
+    ``create_graph=True``, tied to the solve's inputs (``anchors``): differentiating
+    it again raises :class:`UnsupportedDerivativeError` (the backward is not itself
+    differentiable; torch's ``once_differentiable`` raised a bare RuntimeError, or with
+    ``allow_unused=True`` returned ``None``, a silent zero)."""
+
+    @staticmethod
+    def forward(ctx, kind, grad, *anchors):
+        ctx.kind = kind
+        return grad.clone()
+
+    @staticmethod
+    def backward(ctx, *_):
+        raise UnsupportedDerivativeError(
+            f"second derivatives through sensitivity={ctx.kind!r} are not supported (its "
+            "backward pass is not differentiable).  Use sensitivity='direct' for "
+            "Hessian-vector products, gradient penalties or derivatives of dy/dt."
+        )
+
+
 class _SensitivityFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, run: _Run, y0_rows, s_out, *params):
         ys = run.forward(y0_rows, s_out, slopes=ctx.needs_input_grad[2])
         ctx.run = run
         ctx.save_for_backward(ys)
+        # (only to tie a create_graph gradient to the graph; not saved tensors, so an
+        # in-place update of a parameter between forward and backward stays allowed)
+        ctx.inputs = (y0_rows, s_out, *params)
         return ys
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_ys):
+        create_graph = torch.is_grad_enabled()
         (ys,) = ctx.saved_tensors
         run = ctx.run
-        grad_y0, grad_s, gth = run.backward(grad_ys, ys, ctx.needs_input_grad[2])
-        return (None, grad_y0, grad_s, *gth)
+        with torch.no_grad():
+            grad_y0, grad_s, gth = run.backward(grad_ys.detach(), ys, ctx.needs_input_grad[2])
+        grads = (grad_y0, grad_s, *gth)
+        if create_graph:
+            anchors = [x for x in (grad_ys, *ctx.inputs) if x.requires_grad]
+            grads = tuple(
+                None if g is None else _NoSecondDerivative.apply(run.kind, g, *anchors)
+                for g in grads
+            )
+        return (None, *grads)
 
 
 def solve_with(kind: str, prep, tab, *, throw: bool, **options):

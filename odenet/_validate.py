@@ -209,13 +209,22 @@ def check_t(t, y0: torch.Tensor) -> torch.Tensor:
             which = f"row {row} of `t`" if row is not None else "`t`"
             a, b = float(tt[where - 1]), float(tt[where])
             hint = "Sort the times and remove duplicates."
-            if a == b and a != 0.0:
-                res = torch.finfo(t.dtype).eps * abs(a)
+            if a == b:
                 hint = (
-                    f"In {t.dtype} times near {abs(a):.3g} are resolved only to {res:.3g}: "
-                    "distinct times may have rounded to one. Shift the times to start near 0 "
-                    f"(t − t[0]){_wider(t.dtype)}; otherwise sort them and remove duplicates."
+                    f"The time {a!r} is given twice: give each output time once (index the "
+                    "result to repeat an output)."
                 )
+                res = torch.finfo(t.dtype).eps * abs(a)
+                # round-off is the likely cause only where the times' spacing is near it
+                # (a duplicate 1.0 among float64 times a third apart was a plain duplicate)
+                spacing = float((tt[-1] - tt[0]).abs()) / (tt.shape[-1] - 1)
+                if a != 0.0 and spacing <= 1e6 * res:
+                    hint = (
+                        f"In {t.dtype} times near {abs(a):.3g} are resolved only to "
+                        f"{res:.3g}: distinct times may have rounded to one. Shift the times "
+                        f"to start near 0 (t − t[0]){_wider(t.dtype)}; otherwise sort them "
+                        "and remove duplicates."
+                    )
             raise InputError(
                 f"{which} must be strictly increasing or strictly decreasing; at index "
                 f"{where} it goes from {a!r} to {b!r}. {hint}"

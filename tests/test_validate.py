@@ -339,3 +339,12 @@ def test_an_underflow_at_the_times_resolution_says_so():
         odenet.solve(lambda t, y: -50 * y, torch.ones(1, dtype=D), t, rtol=1e-10, atol=1e-14)
     msg = str(info.value)
     assert "of t_end = 1000000000000.1" in msg and "shift the times to start near 0" in msg
+
+
+def test_a_literally_repeated_time_is_called_a_duplicate_not_round_off():
+    # float64 times a third of a unit apart cannot have rounded to one value: the
+    # round-off hint was a red herring for t = [0, 1, 1, 2]
+    t = torch.tensor([0.0, 1.0, 1.0, 2.0], dtype=torch.float64)
+    with pytest.raises(InputError, match=r"The time 1\.0 is given twice") as info:
+        odenet.solve(decay, torch.ones(1, dtype=torch.float64), t)
+    assert "resolved only" not in str(info.value)

@@ -1080,6 +1080,13 @@ def step(
     rk = _STEP_CACHE.get((id(tab), y.dtype, tdt, str(y.device)))
     if rk is None or rk.tableau is not tab:
         rk = _cached_runtime(tab, y.dtype, tdt, y.device)
+    if rk.implicit and _functorch_transforms():
+        raise UnsupportedDerivativeError(
+            f"torch.func transforms ({', '.join(sorted(_functorch_transforms()))}) are not "
+            f"supported through an implicit step ({tab.name!r}: its Newton Jacobians need "
+            "autograd's requires_grad).  Use torch.autograd.grad / .backward() or "
+            "torch.autograd.forward_ad dual tensors, or an explicit method."
+        )
     if rk.implicit:
         # a copy of the cached runtime holds this call's Newton (fresh: no Jacobian leaks
         # between unrelated steps) and track_grad, so no other step sees them (e.g. an

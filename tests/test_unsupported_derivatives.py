@@ -117,3 +117,23 @@ def test_derivative_of_dydt_through_adjoint_or_checkpoint_raises(sens):
     (dydt,) = torch.autograd.grad(sol.ys[-1, 0], t, create_graph=True)
     with pytest.raises(UnsupportedDerivativeError):
         torch.autograd.grad(dydt[1], y0, allow_unused=True)
+
+
+@pytest.mark.parametrize("method", ["backward_euler", "radau_iia5"])
+def test_torch_func_through_an_implicit_step_raises_typed(method):
+    def F(y):
+        return odenet.step(lambda t, y: -5.0 * y, 0.0, y, 0.1, method)
+
+    y = torch.tensor([2.0], dtype=DT)
+    for transform in (torch.func.jacrev, torch.func.jacfwd):
+        with pytest.raises(UnsupportedDerivativeError, match="implicit step"):
+            transform(F)(y)
+    # reverse mode and forward-mode dual tensors through the step are right
+    # (backward Euler: dy1/dy = 1 / (1 + 0.5))
+    yr = y.clone().requires_grad_()
+    (d,) = torch.autograd.grad(F(yr).sum(), yr)
+    with fwAD.dual_level():
+        tan = fwAD.unpack_dual(F(fwAD.make_dual(y, torch.ones_like(y)))).tangent
+    assert torch.allclose(tan, d, rtol=1e-12)
+    if method == "backward_euler":
+        assert abs(d.item() - 1 / 1.5) < 1e-12

@@ -40,10 +40,10 @@ class VectorFieldError(InputError):
 
 class UnsupportedDerivativeError(OdenetError, NotImplementedError):
     """A kind of differentiation the solve cannot give correctly: forward-mode AD
-    (dual tensors, ``torch.func.jvp``/``jacfwd``) through implicit methods or the
-    ``adjoint``/``checkpoint`` modes, ``torch.func`` transforms with those modes or
-    ``vmap``, and second derivatives through ``adjoint``/``checkpoint``.  Raised
-    instead of a silently wrong derivative; the message names what works."""
+    under the ``adjoint``/``checkpoint`` modes or with respect to the output times,
+    ``torch.func`` transforms with those modes, with implicit methods or ``vmap``,
+    and second derivatives through ``adjoint``/``checkpoint``.  Raised instead of a
+    silently wrong derivative; the message names what works."""
 
 
 # --- failed computation ----------------------------------------------------------

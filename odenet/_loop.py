@@ -38,6 +38,13 @@ from odenet._solution import MAX_STEPS, NON_FINITE_STEP, STEP_UNDERFLOW, SUCCESS
 from odenet._stepper import RungeKutta, interpolant_slope
 
 
+def _has_tangent(x: torch.Tensor) -> bool:
+    """Whether ``x`` carries a forward-mode tangent (a ``forward_ad`` dual tensor)."""
+    import torch.autograd.forward_ad as fwAD
+
+    return fwAD.unpack_dual(x).tangent is not None
+
+
 @dataclass
 class LoopConfig:
     rk: RungeKutta
@@ -768,8 +775,12 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
     f0 = B.field(s, y)
     if cfg.slopes:
         B.start_slopes(f0)
-    # implicit stages are attached to the autograd graph only when someone needs it
-    rk.track_grad = torch.is_grad_enabled() and (f0.requires_grad or t_grad)
+    # implicit stages are attached to the autograd graph only when someone needs it:
+    # reverse mode, or forward mode (dual tensors: the attachment's Newton steps are
+    # differentiable, and without them only y's pass-through tangent survived)
+    rk.track_grad = torch.is_grad_enabled() and (
+        f0.requires_grad or t_grad or _has_tangent(f0) or _has_tangent(y)
+    )
     error_order = rk.tableau.error_order
     if fixed:
         h_fix = math.inf if cfg.step_size is None else float(cfg.step_size)

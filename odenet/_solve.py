@@ -813,6 +813,13 @@ def solve(
     transforms = _functorch_transforms()
     if "vmap" in transforms and (_vmapped(y0) or _vmapped(t)):
         raise _vmap_error()
+    if _has_tangent(t) or ("jvp" in transforms and is_traced(t)):
+        raise UnsupportedDerivativeError(
+            "forward-mode derivatives with respect to the output times `t` (dual tensors, "
+            "torch.func.jvp/jacfwd) are not supported: they came out 0.  Use reverse mode "
+            "(torch.autograd.grad, .backward(), torch.func.jacrev with "
+            "sensitivity='direct'); dy(t_i)/dt_i is f(t_i, y(t_i))."
+        )
     prep, tab = prepare(
         f,
         y0,
@@ -917,13 +924,10 @@ def _refuse_forward_mode(prep: Prepared, sensitivity: str, transforms: set[str])
     """Raise where a derivative would come out silently wrong.
 
     Forward-mode tangents (``torch.autograd.forward_ad`` dual tensors, or
-    ``torch.func.jvp``/``jacfwd``) pass correctly only through the plain autograd
-    graph of an explicit method under ``sensitivity="direct"``: the implicit methods
-    attach their stages for reverse mode only (radau_iia5 gave a tangent of 1.0, bdf
-    0.0 for e^{-0.7}), and the adjoint/checkpoint modes' autograd Function has no
-    forward-mode rule (tangent 0).  torch.func's reverse transforms (``grad``,
-    ``jacrev``) cannot run that Function either, nor the implicit methods' Newton
-    Jacobians (which set ``requires_grad``).
+    ``torch.func.jvp``/``jacfwd``) pass through ``sensitivity="direct"`` only (the
+    adjoint/checkpoint modes' autograd Function has no forward-mode rule: tangent 0).
+    No ``torch.func`` transform can run that Function, nor the implicit methods'
+    Newton Jacobians (which set ``requires_grad``).
     """
     implicit = getattr(prep.cfg.rk, "newton", None) is not None
     direct = sensitivity == "direct"
@@ -945,23 +949,24 @@ def _refuse_forward_mode(prep: Prepared, sensitivity: str, transforms: set[str])
             "torch.autograd.grad / .backward() (all sensitivities), or an explicit method "
             "with sensitivity='direct'."
         )
+    if direct:  # dual tensors pass (implicit stages attach for them, see _loop)
+        return
     forward = "jvp" in transforms
     if not forward:
         import torch.autograd.forward_ad as fwAD
 
         if getattr(fwAD, "_current_level", -1) >= 0:  # inside a dual_level()
-            forward = _has_tangent(prep.y0_rows) or _has_tangent(prep.s_out)
+            forward = _has_tangent(prep.y0_rows)
             if not forward:  # tangents of the field's parameters show in its output
                 g = prep.internal_field(prep.f, count=False)
                 forward = _has_tangent(g(prep.s_out[:, 0], prep.y0_rows))
-    if forward and (implicit or not direct):
-        what = "an implicit method" if direct else f"sensitivity={sensitivity!r}"
+    if forward:
         raise UnsupportedDerivativeError(
             f"forward-mode differentiation (dual tensors, torch.func.jvp/jacfwd) through "
-            f"{what} is not supported: the tangents would come out wrong.  Use reverse "
-            "mode (torch.autograd.grad, .backward(), torch.func.jacrev) with "
-            "sensitivity='direct', or an explicit method (dopri5, tsit5, rk4, ...) with "
-            "sensitivity='direct'."
+            f"sensitivity={sensitivity!r} is not supported: the tangents would come out 0.  "
+            "Use reverse mode (torch.autograd.grad, .backward()) with this sensitivity, or "
+            "sensitivity='direct' (dual tensors work there with every method, "
+            "torch.func.jvp/jacfwd with explicit methods)."
         )
 
 

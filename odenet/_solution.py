@@ -109,7 +109,7 @@ class EventRecord:
         ts, ys, ws = [], [], []
         row = tuple(shape[1:]) if per_sample else tuple(shape)
         for k in range(log.K):
-            d = float(direction[k])
+            d = float(direction[k].detach())
             # a crossing's time is a float, or a 0-dim tensor with its autograd graph
             times = [torch.as_tensor(t, dtype=direction.dtype) for t in log.t[k]]
             ts.append(d * torch.stack(times) if times else torch.empty(0, dtype=direction.dtype))

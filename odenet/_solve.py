@@ -1021,12 +1021,13 @@ def run_direct(prep: Prepared, tab: ButcherTableau, *, throw: bool, compile=Fals
     ys = result.ys
     graphs = []
     for i in range(ys.shape[1]):
-        # f at the outputs (at a safe point where a row has none), its value taken off:
-        # the value stays the dense output's slope, the graph is f's
+        # f at the outputs (at the start, where f is finite, for a row that has none),
+        # its value taken off: the value stays the dense output's slope, the graph is f's
         ok = finite[:, i].all(dim=-1, keepdim=True)
-        y_i = torch.where(ok, ys[:, i], torch.zeros_like(ys[:, i]).detach())
+        y_i = torch.where(ok, ys[:, i], y0_rows.detach())
         y_i = y_i + half[:, i : i + 1] * slopes[:, i]
-        f_i = g_plain(s_det[:, i] + half[:, i].to(s_det.dtype), y_i)
+        s_i = torch.where(ok[:, 0], s_det[:, i], s_det[:, 0])
+        f_i = g_plain(s_i + half[:, i].to(s_det.dtype), y_i)
         graphs.append(torch.where(ok, f_i - f_i.detach(), torch.zeros_like(f_i)))
     slopes = slopes + torch.stack(graphs, dim=1)
     result.ys = ys + ds[:, :, None] * slopes

@@ -190,3 +190,24 @@ def test_time_hessian_matches_finite_differences_of_the_gradient(method, tv):
         cols.append((_time_grad(up, method)[1] - _time_grad(dn, method)[1]) / (2 * eps))
     Hfd = torch.stack(cols, dim=1)
     assert torch.allclose(H, Hfd, rtol=1e-5, atol=1e-6), (H, Hfd)
+
+
+def test_time_gradient_with_unreached_outputs_stays_finite():
+    # a terminal event leaves NaN outputs; f = -k/y is singular at y = 0, so the
+    # slopes' graph must not evaluate f at a made-up state there (k.grad came out NaN)
+    k = torch.tensor(1.0, dtype=DT, requires_grad=True)
+    t = torch.tensor([0.0, 0.1, 0.3, 0.45, 0.6], dtype=DT, requires_grad=True)
+    sol = odenet.solve(
+        lambda s, y: -k / y, torch.tensor([1.0], dtype=DT), t,
+        events=odenet.Event(lambda s, y: y[0] - 0.5, terminal=True), rtol=1e-10, atol=1e-12,
+    )  # fmt: skip
+    ys = sol.ys[:, 0]
+    assert torch.isnan(ys[3:]).all()
+    torch.where(torch.isfinite(ys), ys, torch.zeros_like(ys)).sum().backward()
+    # y = sqrt(1 - 2 k t): dy/dk = -t / y, dy/dt = -k / y
+    tt = t.detach()[1:3]
+    y = torch.sqrt(1 - 2 * tt)
+    assert torch.allclose(k.grad, (-tt / y).sum(), rtol=1e-6), (k.grad, (-tt / y).sum())
+    # (the dense output's slope: one order below the solution's accuracy)
+    assert torch.allclose(t.grad[1:3], -1 / y, rtol=1e-5), t.grad
+    assert (t.grad[3:] == 0).all()

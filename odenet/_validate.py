@@ -517,9 +517,16 @@ def check_step_size(name: str, h) -> torch.Tensor | float:
 
 def call_field(f: Callable, t, y: torch.Tensor):
     """``f(t, y)`` on the first call: the user's exception comes back as a
-    :class:`VectorFieldError` chained to it (odenet's own errors pass unchanged)."""
+    :class:`VectorFieldError` chained to it (odenet's own errors pass unchanged), and
+    an ``f`` that writes into its argument ``y`` is refused."""
+    version = _version(y)
+    if version is not None:
+        # f sees a copy on this one call: a field that writes into it is refused below
+        # with the caller's y0 untouched
+        y = y.clone()
+        version = _version(y)
     try:
-        return f(t, y)
+        out = f(t, y)
     except (OdenetError, MemoryError, KeyboardInterrupt):
         raise
     except Exception as e:
@@ -531,6 +538,28 @@ def call_field(f: Callable, t, y: torch.Tensor):
             f"f(t = {when:.6g}, y of shape {tuple(y.shape)}): {e}. Check that `f` accepts "
             "(t, y) in that order, with a 0-dim tensor t (per-sample grids: t of shape [B])."
         ) from e
+    if version is not None and _version(y) != version:
+        # the state (and y0 at the first call) is the solver's, read again after f:
+        # y' = -y written as `return y.neg_()` ended at 0.441 for e^{-1} = 0.368,
+        # status ok, and left y0 negated
+        raise VectorFieldError(
+            "the vector field `f` modified its argument `y` in place (an in-place op such "
+            "as `y.mul_(...)`, `y += ...` or `y[...] = ...`); the solver reads that state "
+            "again after calling f, so the solution would be wrong. Compute on a new tensor "
+            "(`-y` instead of `y.neg_()`, `y = y.clone()` first if f must write into it)."
+        )
+    return out
+
+
+def _version(y: torch.Tensor):
+    """``y``'s in-place version counter; None where there is none to read (traced or
+    functorch-wrapped tensors)."""
+    if is_traced(y):
+        return None
+    try:
+        return y._version
+    except Exception:  # a tensor subclass or transform wrapper without one
+        return None
 
 
 def check_field_output(out, y: torch.Tensor, t, *, dtype: bool = True, finite: bool = True):

@@ -348,3 +348,38 @@ def test_a_literally_repeated_time_is_called_a_duplicate_not_round_off():
     with pytest.raises(InputError, match=r"The time 1\.0 is given twice") as info:
         odenet.solve(decay, torch.ones(1, dtype=torch.float64), t)
     assert "resolved only" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        lambda t, y: y.neg_(),  # y' = -y, written in place: ended at 0.441, status ok
+        lambda t, y: y.mul_(-1.0).clone(),
+        lambda t, y: (y.__setitem__((..., 0), -y[..., 0]), y)[1].clone(),
+    ],
+)
+@pytest.mark.parametrize("call", ["solve", "odeint", "step", "per_sample"])
+def test_a_field_that_writes_into_y_is_refused_and_y0_is_kept(field, call):
+    D = torch.float64
+    y0 = torch.ones(2, 2, dtype=D)
+    t = torch.tensor([0.0, 1.0], dtype=D)
+    with pytest.raises(VectorFieldError, match="modified its argument `y` in place"):
+        if call == "solve":
+            odenet.solve(field, y0, t)
+        elif call == "odeint":
+            odenet.odeint(field, y0, t, method="rk4", options=dict(step_size=0.1))
+        elif call == "step":
+            odenet.step(field, t[0], y0, 0.1, method="rk4")
+        else:
+            odenet.solve(field, y0, t.expand(2, 2).contiguous())
+    assert bool((y0 == 1).all())  # the caller's initial state is untouched
+
+
+def test_a_field_that_writes_into_its_own_copy_runs_to_the_exact_solution():
+    def field(t, y):
+        z = y.clone()
+        z.mul_(-1.0)
+        return z
+
+    y1 = odenet.solve(field, torch.ones(2, dtype=torch.float64), torch.tensor([0.0, 1.0])).ys[-1]
+    assert float((y1 - math.exp(-1.0)).abs().max()) < 1e-5

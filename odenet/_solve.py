@@ -171,6 +171,17 @@ class Prepared:
             cfg.events = EventTracker(evs, fn_rows, K, self.y0.device, self.s_out.dtype)
             cfg.events.field = self.internal_field(self.f, count=False)
         stops = [x for x in (step_t, jump_t) if x is not None]
+        for name, x in (("step_t", step_t), ("jump_t", jump_t)):
+            if isinstance(x, torch.Tensor) and x.requires_grad and torch.is_grad_enabled():
+                # the steps land on these times, but the solution's dependence on where
+                # a jump sits is not differentiated: a gradient would come back as None
+                raise UnsupportedDerivativeError(
+                    f"`{name}` requires grad, but odenet does not differentiate with "
+                    f"respect to the times the steps land on (the gradient would silently "
+                    f"be missing). Pass `{name}.detach()`; for the gradient with respect "
+                    "to a switching time, make the switch an event or a smooth function "
+                    "of t."
+                )
         if stops:
             if cfg.fixed:
                 raise InputError(

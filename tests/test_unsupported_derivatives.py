@@ -175,3 +175,20 @@ def test_torch_func_through_an_implicit_step_raises_typed(method):
     assert torch.allclose(tan, d, rtol=1e-12)
     if method == "backward_euler":
         assert abs(d.item() - 1 / 1.5) < 1e-12
+
+
+@pytest.mark.parametrize("name", ["jump_t", "step_t"])
+def test_stop_times_that_require_grad_are_refused_not_silently_constant(name):
+    # y' = -y before tau, +y after: y(2) = e^{2 tau - 2}, dy/dtau = 2 y(2) (= 2 at tau = 1);
+    # the solve would return tau.grad None (a silently missing gradient)
+    tau = torch.tensor([1.0], dtype=DT, requires_grad=True)
+
+    def field(t, y):
+        return torch.where(t < tau.detach()[0], -y, y)
+
+    span = torch.tensor([0.0, 2.0], dtype=DT)
+    with pytest.raises(UnsupportedDerivativeError, match=f"`{name}` requires grad"):
+        odenet.solve(field, torch.ones(1, dtype=DT), span, **{name: tau})
+    sol = odenet.solve(field, torch.ones(1, dtype=DT), span, rtol=1e-10, atol=1e-12,
+                       **{name: tau.detach()})  # fmt: skip
+    assert abs(float(sol.ys[-1, 0]) - 1.0) < 1e-8

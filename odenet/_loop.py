@@ -38,11 +38,11 @@ from odenet._solution import MAX_STEPS, NON_FINITE_STEP, STEP_UNDERFLOW, SUCCESS
 from odenet._stepper import RungeKutta, interpolant_slope
 
 
-def _has_tangent(x: torch.Tensor) -> bool:
-    """Whether ``x`` carries a forward-mode tangent (a ``forward_ad`` dual tensor)."""
+def has_tangent(x) -> bool:
+    """Whether ``x`` is a tensor carrying a forward-mode tangent (a ``forward_ad`` dual)."""
     import torch.autograd.forward_ad as fwAD
 
-    return fwAD.unpack_dual(x).tangent is not None
+    return isinstance(x, torch.Tensor) and fwAD.unpack_dual(x).tangent is not None
 
 
 @dataclass
@@ -779,7 +779,7 @@ def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, reco
     # reverse mode, or forward mode (dual tensors: the attachment's Newton steps are
     # differentiable, and without them only y's pass-through tangent survived)
     rk.track_grad = torch.is_grad_enabled() and (
-        f0.requires_grad or t_grad or _has_tangent(f0) or _has_tangent(y)
+        f0.requires_grad or t_grad or has_tangent(f0) or has_tangent(y)
     )
     error_order = rk.tableau.error_order
     if fixed:

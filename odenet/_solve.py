@@ -23,7 +23,7 @@ from odenet._errors import (
 )
 from odenet._events import EventTracker, as_events
 from odenet._jacobian import user_jacobian
-from odenet._loop import LoopConfig, LoopResult, integrate
+from odenet._loop import LoopConfig, LoopResult, has_tangent, integrate
 from odenet._multistep import LinearMultistep, MultistepRuntime
 from odenet._newton import Newton
 from odenet._solution import EventRecord, Solution, Status
@@ -824,7 +824,7 @@ def solve(
     transforms = _functorch_transforms()
     if "vmap" in transforms and (_vmapped(y0) or _vmapped(t)):
         raise _vmap_error()
-    if _has_tangent(t) or ("jvp" in transforms and is_traced(t)):
+    if has_tangent(t) or ("jvp" in transforms and is_traced(t)):
         raise UnsupportedDerivativeError(
             "forward-mode derivatives with respect to the output times `t` (dual tensors, "
             "torch.func.jvp/jacfwd) are not supported: they came out 0.  Use reverse mode "
@@ -925,12 +925,6 @@ def _vmap_error():
     )
 
 
-def _has_tangent(x) -> bool:
-    import torch.autograd.forward_ad as fwAD
-
-    return isinstance(x, torch.Tensor) and fwAD.unpack_dual(x).tangent is not None
-
-
 def _refuse_forward_mode(prep: Prepared, sensitivity: str, transforms: set[str]) -> None:
     """Raise where a derivative would come out silently wrong.
 
@@ -967,10 +961,10 @@ def _refuse_forward_mode(prep: Prepared, sensitivity: str, transforms: set[str])
         import torch.autograd.forward_ad as fwAD
 
         if getattr(fwAD, "_current_level", -1) >= 0:  # inside a dual_level()
-            forward = _has_tangent(prep.y0_rows)
+            forward = has_tangent(prep.y0_rows)
             if not forward:  # tangents of the field's parameters show in its output
                 g = prep.internal_field(prep.f, count=False)
-                forward = _has_tangent(g(prep.s_out[:, 0], prep.y0_rows))
+                forward = has_tangent(g(prep.s_out[:, 0], prep.y0_rows))
     if forward:
         raise UnsupportedDerivativeError(
             f"forward-mode differentiation (dual tensors, torch.func.jvp/jacfwd) through "

@@ -155,15 +155,22 @@ def plot_convergence(result, ax=None, path=None, triangles: bool = True):
     return fig
 
 
+def exact_text(v: float, style: str = "e", min_digits: int = 0) -> str:
+    """``v`` in format ``style`` (``"e"``, ``"g"``) with the fewest digits, at least
+    ``min_digits``, that give ``v`` back when read: a label never names a number that
+    did not run."""
+    for digits in range(min_digits, 18):
+        text = f"{v:.{digits}{style}}"
+        if float(text) == v:
+            return text
+    return repr(v)  # (not finite)
+
+
 def tolerance_label(r: float) -> str:
     """``r`` in e-notation with the fewest digits that give ``r`` back: ``1e-03``,
     ``1.5e-04`` (a one-digit format printed 1.5e-4 as ``1e-04`` and 2.5e-4 as ``3e-04``,
     so two tolerances of one study could share a label)."""
-    for digits in range(17):
-        text = f"{r:.{digits}e}"
-        if float(text) == r:
-            return text
-    return repr(r)  # (not finite)
+    return exact_text(r, "e")
 
 
 def _setting_label(row) -> str:

@@ -839,21 +839,15 @@ def parameters(name: str) -> dict[str, Any]:
     }
 
 
-def _exact_g(v: float) -> str:
-    """``v`` with 4 significant digits, or as many more as give ``v`` back (``-1e+06``,
-    ``321.8122``, ``6.283185307179586``)."""
-    for digits in range(4, 18):
-        text = f"{v:.{digits}g}"
-        if float(text) == v:
-            return text
-    return repr(v)  # (not finite)
-
-
 def _param_list(params: Mapping[str, Any]) -> str:
-    # a float by its shortest exact form: a rounded default (`t1=321.8` for 321.8122,
-    # HIRES's span) copied back would be another problem
+    # a float with 4 significant digits or as many more as give it back (`-1e+06`,
+    # `321.8122`): a rounded default (`t1=321.8` for HIRES's span) copied back would be
+    # another problem
+    from odenet.plotting import exact_text
+
     return ", ".join(
-        f"{k}={_exact_g(v)}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+        f"{k}={exact_text(v, 'g', 4)}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in params.items()
     )
 
 

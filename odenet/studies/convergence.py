@@ -350,6 +350,11 @@ class OrderFit:
 PREASYMPTOTIC_REL_ERROR = 0.5
 
 
+def slope_band(p: float) -> float:
+    """How far two local slopes near ``p`` may differ and still count as one order."""
+    return max(0.3, 0.1 * abs(p))
+
+
 def fit_order(
     h: Sequence[float], err: Sequence[float], *, floor=0.0, scale: float | None = None
 ) -> OrderFit:
@@ -396,7 +401,7 @@ def fit_order(
                 if s.size == 0:
                     continue
                 mean = s.mean()
-                if s.min() < 0.5 or s.max() - s.min() > max(0.3, 0.1 * mean):
+                if s.min() < 0.5 or s.max() - s.min() > slope_band(mean):
                     continue
                 # the asymptotic range is at small h: prefer runs of >= 3 points that
                 # end at the smallest h, then longer runs
@@ -415,7 +420,7 @@ def fit_order(
     later = slopes[b + 1 :]
     later = later[: int(np.argmax(later < 0.5)) if np.any(later < 0.5) else later.size]
     run = slopes[a : b + 1].mean()
-    if later.size and later.mean() > run + max(0.3, 0.1 * run):
+    if later.size and later.mean() > run + slope_band(run):
         best = best_run(b + later.size)
         if best is not None:
             _, a, b = best
@@ -565,13 +570,12 @@ def _unsettled(h, err, fit: OrderFit, expected: int) -> str:
     idx = np.flatnonzero(used)
     if idx.size < 2:
         return ""
-    slope = np.diff(np.log(err[idx])) / np.diff(np.log(h[idx]))
     if idx.size == 2:
         near = [i for i in (idx[0] - 1, idx[1] + 1) if 0 <= i < h.size and err[i] > 0]
         for i in near:
             j = idx[0] if i < idx[0] else idx[1]
             s = math.log(err[i] / err[j]) / math.log(h[i] / h[j])
-            if not (abs(s - fit.order) <= max(0.3, 0.1 * abs(fit.order))):
+            if not (abs(s - fit.order) <= slope_band(fit.order)):
                 return (
                     f"from two step sizes only, and the slope beside them is {s:.2f}: "
                     "not asymptotic yet; use smaller step sizes"
@@ -579,6 +583,7 @@ def _unsettled(h, err, fit: OrderFit, expected: int) -> str:
         if h.size == 2:
             return "from two step sizes only: give three or more to tell"
         return ""
+    slope = np.diff(np.log(err[idx])) / np.diff(np.log(h[idx]))
     # still moving toward the classical order: rising below it, falling above it
     toward = np.sign(expected - fit.order)
     steps = np.diff(slope) * toward

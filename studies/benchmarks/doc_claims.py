@@ -8,6 +8,7 @@
     python studies/benchmarks/doc_claims.py implicit_adams_jump  # torchdiffeq.md
     python studies/benchmarks/doc_claims.py sdirk4_jump          # events.md: sdirk4
     python studies/benchmarks/doc_claims.py adjoint_fixed_stiff  # sensitivity.md
+    python studies/benchmarks/doc_claims.py explicit_adams_growth  # torchdiffeq.md
     python studies/benchmarks/doc_claims.py                      # all of them
 
 Stiff problems use ``stiff.run_odenet`` (``atol = floors·rtol``, the error of
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import sys
 from pathlib import Path
 
@@ -190,6 +192,47 @@ def adjoint_fixed_stiff() -> None:
         print(f"{method}\t{h}\t{err:.2g}\t" + "\t".join(row))
 
 
+def explicit_adams_growth() -> None:
+    """explicit_adams at max_order 12, 8, 5 and steps 0.1 … 0.003 on five problems: the
+    relative error at the end against dop853 at rtol 1e-12, and whether the solve issued
+    its StabilityWarning (torchdiffeq.md; the `_SPURIOUS_GROWTH` threshold in _adams.py)."""
+    import warnings
+
+    problems = {
+        "decay": (lambda t, y: -y, [1.0], 3.0),
+        "oscillator": (lambda t, y: torch.stack([y[..., 1], -y[..., 0]], -1), [1.0, 0.0], 20.0),
+        "growth": (lambda t, y: y, [1.0], 3.0),
+        "van_der_pol": (
+            lambda t, y: torch.stack([y[..., 1], (1 - y[..., 0] ** 2) * y[..., 1] - y[..., 0]], -1),
+            [2.0, 0.0], 6.0,
+        ),
+        "cos_forcing": (lambda t, y: torch.cos(t) * torch.ones_like(y), [0.0], 20.0),
+    }  # fmt: skip
+    print("problem\tmax_order\tstep\trel. error\twarned")
+    worst_quiet, best_warned = 0.0, math.inf
+    for name, (f, y0, t1) in problems.items():
+        y0 = torch.tensor(y0, dtype=D)
+        t = torch.tensor([0.0, t1], dtype=D)
+        ref = odenet.solve(f, y0, t, method="dop853", rtol=1e-12, atol=1e-14).ys[-1]
+        for mo in (12, 8, 5):
+            for h in (0.1, 0.03, 0.01, 0.003):
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    try:
+                        y1 = odenet.odeint(f, y0, t, method="explicit_adams",
+                                           options=dict(step_size=h, max_order=mo))[-1]  # fmt: skip
+                        err = float(((y1 - ref).abs() / (ref.abs() + 1)).max())
+                    except odenet.NonFiniteError:
+                        err = math.inf
+                warned = any(issubclass(w.category, odenet.StabilityWarning) for w in caught)
+                if warned:
+                    best_warned = min(best_warned, err)
+                else:
+                    worst_quiet = max(worst_quiet, err)
+                print(f"{name}\t{mo}\t{h}\t{err:.3g}\t{'yes' if warned else 'no'}")
+    print(f"largest error without a warning {worst_quiet:.3g}; smallest with one {best_warned:.3g}")
+
+
 CLAIMS = {
     f.__name__: f
     for f in (
@@ -201,6 +244,7 @@ CLAIMS = {
         implicit_adams_jump,
         sdirk4_jump,
         adjoint_fixed_stiff,
+        explicit_adams_growth,
     )
 }
 

@@ -43,16 +43,22 @@ import numpy as np
 import torch
 
 from odenet._errors import InputError, StabilityWarning, warn_user
-from odenet._multistep import MultistepRuntime, adams_bashforth, adams_moulton
+from odenet._multistep import (
+    GAUSS_POINTS,
+    MultistepRuntime,
+    adams_bashforth,
+    adams_moulton,
+    lagrange_integrals,
+)
 from odenet._stepper import RungeKutta, StepResult
 from odenet.tableaus import tableau as _tableau
 
 MAX_ORDER = 12  # torchdiffeq's cap (and the Gauss rule below is exact up to it)
 _MIN_ORDER = 4  # below it every step is the 3/8 rule, as in torchdiffeq
 _ADAMS_FROM = _MIN_ORDER - 1  # past slopes needed before an Adams step
-# Gauss–Legendre points on [0, 1]: exact for the Lagrange polynomials of degree
-# ≤ MAX_ORDER − 1 that the variable-step coefficients integrate
-_GAUSS_POINTS = (MAX_ORDER + 2) // 2
+# the variable-step coefficients' Gauss rule (odenet._multistep) integrates the
+# Lagrange polynomials of degree ≤ MAX_ORDER exactly
+assert MAX_ORDER <= 2 * GAUSS_POINTS - 1
 # explicit_adams' spurious growth check: the last term of the order-k formula (the
 # order-k increment less the order-(k-1) one) against |y| + |h f|.  On a solve that
 # is accurate it is the local error estimate of order k-1 (≤ 2e-3 on runs accurate to
@@ -62,38 +68,6 @@ _GAUSS_POINTS = (MAX_ORDER + 2) // 2
 # (studies/benchmarks/doc_claims.py explicit_adams_growth).
 _SPURIOUS_GROWTH = 1e-2
 _CHECK_EVERY = 4  # steps between the host syncs of that check
-
-
-def _gauss01():
-    x, w = np.polynomial.legendre.leggauss(_GAUSS_POINTS)
-    return (x + 1) / 2, w / 2
-
-
-def lagrange_integrals(z: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-    """``β_j = ∫_0^1 L_j(x) dx`` for the Lagrange basis on the active nodes.
-
-    Parameters
-    ----------
-    z : ``[K, N]`` nodes in units of the step (``0`` the step's start, ``1`` its end,
-        ``−1`` one step back on an equal-step grid); differentiable.
-    active : ``[K, N]`` bool, the nodes of each row's polynomial (the others get 0).
-
-    Returns
-    -------
-    ``[K, N]`` in ``z``'s dtype: ``∫_{t_n}^{t_n+h} p = h Σ_j β_j p(t_n + z_j h)`` for
-    every polynomial ``p`` of degree below the number of active nodes.
-    """
-    u, w = (torch.as_tensor(a, dtype=z.dtype, device=z.device) for a in _gauss01())
-    N = z.shape[-1]
-    eye = torch.eye(N, dtype=torch.bool, device=z.device)
-    skip = eye | ~active[:, None, :]  # [K, j, i]: factors left out of L_j
-    one = torch.ones((), dtype=z.dtype, device=z.device)
-    # products, not expanded polynomials: no cancellation, exact for equal nodes' limits
-    den = torch.where(skip, one, z[:, :, None] - z[:, None, :]).prod(-1)  # [K, j]
-    num = torch.where(skip[:, None], one, (u[:, None] - z[:, None, :])[:, :, None, :])
-    L = num.prod(-1) / torch.where(active, den, one)[:, None, :]  # [K, q, j]
-    beta = (w[:, None] * L).sum(1)
-    return torch.where(active, beta, torch.zeros_like(beta))
 
 
 @functools.cache

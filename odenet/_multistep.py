@@ -13,21 +13,28 @@ interpolation polynomial that defines each family:
 
 The history (past ``y`` and ``f``) is *method state*: the loop carries it, commits
 it on acceptance and keeps the old one on rejection (see ``docs/contributing.md``).
-Fixed steps only: the first ``k − 1`` steps, and any step whose size differs from
-the one before (the last step shortened to land on an output), are taken by a
+Fixed grids only (no error control): the first ``k − 1`` steps are taken by a
 one-step starter of at least the method's order (``dop853`` for Adams,
-``radau_iia5`` for BDF), so the order is kept.
+``radau_iia5`` for BDF).  On a grid of unequal steps (``t`` itself as the grid, the
+last step shortened to land on an output) the coefficients are those of the same
+interpolation polynomial through the actual past times (:func:`lagrange_integrals`,
+:func:`lagrange_slopes`), so the order holds on any grid; on equal steps they are the
+exact rational ones.  Adams formulas are zero-stable on every grid; BDFk only while
+the steps grow no faster than :data:`BDF_GROWTH_LIMIT` (a ``StabilityWarning`` says
+when a grid does).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
 
+import numpy as np
 import torch
 
-from odenet._errors import InputError
+from odenet._errors import InputError, StabilityWarning, warn_user
 from odenet._stepper import RungeKutta, StepResult, hermite_basis
 from odenet.tableaus import tableau as _tableau
 
@@ -55,6 +62,64 @@ def _integral01(p):
 
 def _derivative_at(p, x):
     return sum(i * c * x ** (i - 1) for i, c in enumerate(p) if i)
+
+
+# Gauss–Legendre points on [0, 1] of the variable-step coefficients: exact for the
+# Lagrange polynomials of degree ≤ 13 (the Adams formulas on up to 14 nodes)
+GAUSS_POINTS = 7
+
+
+@functools.cache
+def _gauss01():
+    x, w = np.polynomial.legendre.leggauss(GAUSS_POINTS)
+    return (x + 1) / 2, w / 2
+
+
+def lagrange_integrals(z: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """``β_j = ∫_0^1 L_j(x) dx`` for the Lagrange basis on the active nodes.
+
+    Parameters
+    ----------
+    z : ``[K, N]`` nodes in units of the step (``0`` the step's start, ``1`` its end,
+        ``−1`` one step back on an equal-step grid); differentiable.
+    active : ``[K, N]`` bool, the nodes of each row's polynomial (the others get 0).
+
+    Returns
+    -------
+    ``[K, N]`` in ``z``'s dtype: ``∫_{t_n}^{t_n+h} p = h Σ_j β_j p(t_n + z_j h)`` for
+    every polynomial ``p`` of degree below the number of active nodes.
+    """
+    u, w = (torch.as_tensor(a, dtype=z.dtype, device=z.device) for a in _gauss01())
+    N = z.shape[-1]
+    eye = torch.eye(N, dtype=torch.bool, device=z.device)
+    skip = eye | ~active[:, None, :]  # [K, j, i]: factors left out of L_j
+    one = torch.ones((), dtype=z.dtype, device=z.device)
+    # products, not expanded polynomials: no cancellation, exact for equal nodes' limits
+    den = torch.where(skip, one, z[:, :, None] - z[:, None, :]).prod(-1)  # [K, j]
+    num = torch.where(skip[:, None], one, (u[:, None] - z[:, None, :])[:, :, None, :])
+    L = num.prod(-1) / torch.where(active, den, one)[:, None, :]  # [K, q, j]
+    beta = (w[:, None] * L).sum(1)
+    return torch.where(active, beta, torch.zeros_like(beta))
+
+
+def lagrange_slopes(z: torch.Tensor) -> torch.Tensor:
+    """``a_j = L_j'(z_0)``: the derivative at the first node of the Lagrange basis.
+
+    ``z [K, N]`` distinct nodes in units of the step; returns ``[K, N]`` with
+    ``p'(z_0) = Σ_j a_j p(z_j)`` for every polynomial of degree below ``N`` (the
+    variable-step BDF formula, ``z_0 = 1`` the new point).
+    """
+    N = z.shape[-1]
+    eye = torch.eye(N, dtype=torch.bool, device=z.device)
+    one = torch.ones((), dtype=z.dtype, device=z.device)
+    diff = z[:, :, None] - z[:, None, :]  # [K, j, m] = z_j − z_m
+    d0 = diff[:, 0]  # z_0 − z_m
+    a0 = torch.where(eye[0], 0.0, 1.0 / torch.where(eye[0], one, d0)).sum(-1)
+    # j ≥ 1: Π_{m≠0,j} (z_0 − z_m) / Π_{m≠j} (z_j − z_m)
+    num = torch.where(eye | eye[0], one, d0[:, None, :]).prod(-1)
+    den = torch.where(eye, one, diff).prod(-1)
+    a = num / den
+    return torch.cat([a0[:, None], a[:, 1:]], dim=1)
 
 
 def adams_bashforth(k: int) -> list[Fraction]:
@@ -131,6 +196,11 @@ class LinearMultistep:
         check_multistep_use(self, fixed=True if fixed is None else fixed, sensitivity=sensitivity)
 
 
+# the largest steady step growth ω = h_{n+1}/h_n under which the variable-step BDFk
+# formula is zero-stable: beyond it an extraneous root of the self-similar grid's
+# difference equation leaves the unit circle (recomputed in tests/test_multistep.py)
+BDF_GROWTH_LIMIT = {1: math.inf, 2: 1 + math.sqrt(2), 3: 1.618, 4: 1.2807, 5: 1.1271, 6: 1.0443}
+
 MULTISTEP = {
     **{f"ab{k}": LinearMultistep(f"ab{k}", "ab", k) for k in range(1, 7)},
     **{f"abm{k}": LinearMultistep(f"abm{k}", "abm", k) for k in range(2, 7)},
@@ -141,9 +211,8 @@ MULTISTEP = {
 class MultistepRuntime:
     """The method protocol of the loop for a :class:`LinearMultistep`, with state.
 
-    State ``(F [k, K, n], Y [k, K, n], count [K], h_prev [K])``: the past derivatives
-    and states, newest first, how many of them lie on the current step spacing, and
-    that spacing.
+    State ``(F [k, K, n], Y [k, K, n], count [K], S [k, K])``: the past derivatives,
+    states and step-start times, newest first, and how many of them there are.
 
     Two steps are equal when they differ by no more than the round-off of the times
     they were computed from: ``time_eps`` is the machine epsilon of the user's ``t``
@@ -166,6 +235,8 @@ class MultistepRuntime:
         k = self.k
         starter_tab = _tableau(lm.starter)
         self.starter = RungeKutta(starter_tab, dtype, time_dtype, device, newton)
+        self._ratios_seen = [0, 0]  # variable BDF steps, those above the growth limit
+        self._warned = False
         if lm.family == "bdf":
             a = bdf(k)
             self.beta_h = float(1 / a[0])  # y_{n+1} = base + h β f_{n+1}
@@ -189,29 +260,25 @@ class MultistepRuntime:
         K = y.shape[0]
         hist = y.new_zeros(self.k, *y.shape)
         count = torch.zeros(K, dtype=torch.long, device=y.device)
-        return hist, hist.clone(), count, torch.full_like(s, math.nan)
+        past_s = torch.full((self.k, K), math.nan, dtype=s.dtype, device=s.device)
+        return hist, hist.clone(), count, past_s
 
     @staticmethod
     def commit_state(old, new, accept):
         if bool(accept.all()):
             return new
-        F, Y, count, h = (torch.where(_expand(accept, n), n, o) for n, o in zip(new, old))
-        return F, Y, count, h
+        return tuple(torch.where(_expand(accept, n), n, o) for n, o in zip(new, old))
 
     # --- the step -----------------------------------------------------------------------
     def step(self, g, s, y, h, f0, state):
-        F, Y, count, h_prev = state
+        F, Y, count, S = state
         k = self.k
-        # the spacing's round-off: 2 ulps of the larger end time in the user's dtype
-        slack = 4 * self.time_eps * torch.maximum(s.abs(), (s + h).abs())
-        same = (h - h_prev).abs() <= 1e-9 * h.abs() + slack
-        usable = same & (count >= k - 1) if k > 1 else torch.ones_like(same)
         frozen = h == 0
-        usable = usable | frozen
+        usable = (count >= k - 1) | frozen
         y1 = None
         ok = None
         if bool(usable.any()):
-            y1, ok = self._multistep(g, s, y, h, f0, F, Y)
+            y1, ok = self._multistep(g, s, y, h, f0, F, Y, S, usable & ~frozen)
         if not bool(usable.all()):
             start = self.starter.step(g, s, y, h, f0)
             if y1 is None:
@@ -224,27 +291,96 @@ class MultistepRuntime:
                     ok = torch.where(usable, ok_ms, ok_st)
         F_new = torch.cat([f0[None], F[:-1]])
         Y_new = torch.cat([y[None], Y[:-1]])
-        count_new = torch.where(same, (count + 1).clamp(max=k), torch.ones_like(count))
-        h_new = torch.where(frozen, h_prev, h.detach())
-        return StepResult(y1, None, f0[None], None, ok), (F_new, Y_new, count_new, h_new)
+        S_new = torch.cat([s.detach()[None], S[:-1]])
+        count_new = (count + 1).clamp(max=k)
+        return StepResult(y1, None, f0[None], None, ok), (F_new, Y_new, count_new, S_new)
 
-    def _multistep(self, g, s, y, h, f0, F, Y):
+    def _nodes(self, s, h, S, rows):
+        """The past step starts in units of this step, ``x_j = (t_{n−j} − t_n)/h`` for
+        ``j < k`` (``[K, k]`` float64, ``x_0 = 0``), and which rows lie on equal steps.
+
+        Rows outside ``rows`` (too little history, frozen) get the equal-step nodes, so
+        their discarded coefficients stay finite (a NaN there would reach the gradient
+        through ``torch.where``'s zero).  Two nodes are equal when they differ by no
+        more than the round-off of the times they come from (``time_eps``)."""
+        k = self.k
+        wide = torch.float64
+        equal_x = -torch.arange(k, dtype=wide, device=s.device)
+        sw, hw = s.detach().to(wide), h.detach().to(wide)
+        h_safe = torch.where(hw == 0, torch.ones_like(hw), hw)
+        x = torch.cat([torch.zeros_like(sw)[None], (S[: k - 1].to(wide) - sw) / h_safe]).T
+        x = torch.where(rows[:, None], x, equal_x)
+        slack = 4 * self.time_eps * torch.maximum(sw.abs(), (sw + hw).abs()) / h_safe.abs()
+        equal = ((x - equal_x).abs() <= equal_x.abs() * (1e-9 + slack[:, None])).all(dim=1)
+        return x, equal | ~rows
+
+    def _watch_ratios(self, x, h, rows):
+        """Warn once per solve (:class:`StabilityWarning`) when many steps of a variable
+        BDF grid grow faster than the formula's zero stability allows: a grid whose
+        steps grow steadily by ``ω`` is zero-stable only for ``ω ≤`` :data:`BDF_GROWTH_LIMIT`
+        (an isolated jump in the step size is harmless)."""
+        if self._warned:
+            return
+        with torch.no_grad():
+            ends = torch.cat([torch.ones_like(x[:, :1]), x], dim=1)  # 1, 0, x_1, ...
+            widths = ends[:, :-1] - ends[:, 1:]  # this step first, then the past ones
+            growth = torch.where(rows[:, None], widths[:, :-1] / widths[:, 1:], 0.0).amax()
+        limit = BDF_GROWTH_LIMIT[self.k]
+        seen = self._ratios_seen
+        seen[0] += 1
+        if float(growth) > limit:
+            seen[1] += 1
+        if seen[1] >= 5 and seen[1] > seen[0] / 4:
+            self._warned = True
+            warn_user(
+                f"{self.lm.name}: {seen[1]} of {seen[0]} steps so far grew by more than "
+                f"{limit:.3g}× over the step before (the latest by {float(growth):.3g}×): a "
+                f"grid of steps growing steadily faster than that is not zero-stable for "
+                f"BDF{self.k}, so errors may be amplified from step to step. Use a grid "
+                "whose steps change more slowly, a lower order (BDF2 tolerates steady "
+                "growth up to 2.41×), or the adaptive 'bdf'.",
+                StabilityWarning,
+            )
+
+    def _multistep(self, g, s, y, h, f0, F, Y, S, rows):
         hy = h.to(y.dtype)[:, None]
         fam = self.lm.family
+        x, equal = self._nodes(s, h, S, rows)
+        # unequal steps (a shortened last step, a non-uniform grid): the coefficients of
+        # the interpolation polynomial through the actual past times, so the order holds
+        vary = self.k > 1 and not bool(equal.all())
         if fam in ("ab", "abm"):
             past = [f0] + [F[j] for j in range(self.k - 1)]
-            incr = sum(b * fj for b, fj in zip(self.b, past))
+            if vary:
+                b = lagrange_integrals(x, torch.ones_like(x, dtype=torch.bool))
+                b = torch.where(equal[:, None], b.new_tensor(self.b), b).to(y.dtype)
+                incr = torch.einsum("kj,jkn->kn", b, torch.stack(past))
+            else:
+                incr = sum(b * fj for b, fj in zip(self.b, past))
             y_pred = y + hy * incr
             if fam == "ab":
                 return y_pred, None
             f_pred = g(s + h, y_pred)  # PECE: evaluate, correct (the loop evaluates again)
             terms = [f_pred, *past[: len(self.c) - 1]]
+            if vary:
+                z = torch.cat([torch.ones_like(x[:, :1]), x[:, : len(self.c) - 1]], dim=1)
+                c = lagrange_integrals(z, torch.ones_like(z, dtype=torch.bool))
+                c = torch.where(equal[:, None], c.new_tensor(self.c), c).to(y.dtype)
+                return y + hy * torch.einsum("kj,jkn->kn", c, torch.stack(terms)), None
             return y + hy * sum(c * fj for c, fj in zip(self.c, terms)), None
         # BDF: y_{n+1} = Σ α_j y_{n+1−j} + h β f(t_{n+1}, y_{n+1}), by Newton
         past = [y] + [Y[j] for j in range(self.k - 1)]
-        base = sum(a * yj for a, yj in zip(self.alpha, past))
+        if vary:
+            a = lagrange_slopes(torch.cat([torch.ones_like(x[:, :1]), x], dim=1))
+            alpha = torch.where(equal[:, None], a.new_tensor(self.alpha), -a[:, 1:] / a[:, :1])
+            beta_h = torch.where(equal, self.beta_h, 1 / a[:, 0])
+            self._watch_ratios(x, h, rows)
+            base = torch.einsum("kj,jkn->kn", alpha.to(y.dtype), torch.stack(past))
+        else:
+            beta_h = self.beta_h
+            base = sum(a * yj for a, yj in zip(self.alpha, past))
         t1 = s + h
-        hA = (h * self.beta_h).to(y.dtype)[:, None, None]
+        hA = (h * beta_h).to(y.dtype)[:, None, None]
         guess = (y + hy * f0)[:, None]
 
         def G(Z, t1=t1):
@@ -271,10 +407,8 @@ class MultistepRuntime:
 
 
 def _expand(mask, like):
-    """``mask [K]`` broadcast against a state entry (``[K]`` or ``[k, K, n]``)."""
-    if like.dim() == 1:
-        return mask
-    return mask[None, :, None]
+    """``mask [K]`` broadcast against a state entry (``[K]``, ``[k, K]`` or ``[k, K, n]``)."""
+    return mask[(None,) * (like.dim() > 1) + (slice(None),) + (None,) * (like.dim() > 2)]
 
 
 def check_multistep_use(lm: LinearMultistep, *, fixed: bool, sensitivity: str) -> None:

@@ -230,3 +230,94 @@ def test_stability_of_a_variable_step_family_points_to_its_own_fixed_members():
     assert "bdf1" not in str(e.value)
     with pytest.raises(odenet.OdenetError, match="bdf1–bdf5"):
         M.a_alpha("ndf")
+
+
+def _deformed_grid(n, dtype=D):
+    """``n`` steps on [0, 2], each a little shorter than the one before (ratio ≈ 1 − 0.6/n)."""
+    u = torch.linspace(0, 1, n + 1, dtype=dtype)
+    return 2 * (u + 0.3 * u * (1 - u))
+
+
+@pytest.mark.parametrize("name", sorted(MULTISTEP))
+def test_observed_order_on_a_non_uniform_grid_is_the_classical_order(name):
+    # before: every step of unequal size was the starter's (dop853 / radau_iia5), so ab3
+    # on this grid ended at 1e-16 and a convergence study measured no order at all
+    if MULTISTEP[name].steps == 1:
+        pytest.skip("one step: no history, nothing varies")
+    f = lambda t, y: -y + torch.sin(t)  # noqa: E731
+    exact = 1.5 * math.exp(-2.0) + 0.5 * (math.sin(2.0) - math.cos(2.0))
+    ns = np.array([80, 160, 320])
+    errs = []
+    for n in ns:
+        sol = odenet.solve(f, torch.ones(1, dtype=D), _deformed_grid(n), method=name,
+                           grid_on_outputs=True)  # fmt: skip
+        errs.append(abs(float(sol.ys[-1, 0]) - exact))
+    slope = -np.polyfit(np.log(ns), np.log(errs), 1)[0]
+    assert abs(slope - MULTISTEP[name].order) < 0.35, (name, slope, errs)
+
+
+@pytest.mark.parametrize("method", ["ab3", "abm4", "bdf3"])
+def test_non_uniform_grids_per_sample_and_in_every_sensitivity_mode(method):
+    A = torch.tensor([[-1.0, 0.5], [-0.5, -0.2]], dtype=D, requires_grad=True)
+    y0 = torch.tensor([1.0, -0.5], dtype=D, requires_grad=True)
+    t = _deformed_grid(30)
+
+    def grads(sensitivity, **kw):
+        if sensitivity != "direct":
+            kw["adjoint_params"] = [A]
+        sol = odenet.solve(lambda s, y: A @ y, y0, t, method=method, grid_on_outputs=True,
+                           sensitivity=sensitivity, **kw)  # fmt: skip
+        return sol, torch.autograd.grad(sol.ys[1:].sum(), [A, y0])
+
+    sol, direct = grads("direct")
+    # the replays continue the history (its past times too): the same discrete gradient
+    _, ckpt = grads("checkpoint", checkpoints=3)
+    for a, b in zip(ckpt, direct):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
+    exact = torch.autograd.grad(sum(torch.matrix_exp(A * ti) @ y0 for ti in t[1:]).sum(), [A, y0])
+    _, adjoint = grads("adjoint")
+    for a, b in zip(adjoint, exact):
+        torch.testing.assert_close(a, b, rtol=2e-3, atol=1e-4)
+    # a batch of grids, one of them uniform: each row as when solved alone
+    ts = torch.stack([t, torch.linspace(0, 2, 31, dtype=D), _deformed_grid(30).flip(0).neg() + 2])
+    f = lambda s, y: y @ A.detach().T  # noqa: E731
+    batch = odenet.solve(f, y0.detach().expand(3, 2), ts, method=method, grid_on_outputs=True).ys
+    for b in range(3):
+        alone = odenet.solve(f, y0.detach(), ts[b], method=method, grid_on_outputs=True).ys
+        torch.testing.assert_close(batch[b], alone, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(batch[0], sol.ys.detach(), rtol=1e-12, atol=1e-14)
+
+
+def test_bdf_growth_limits_are_where_the_self_similar_grid_loses_zero_stability():
+    from odenet._multistep import BDF_GROWTH_LIMIT, lagrange_slopes
+
+    def extraneous_radius(k, w):  # nodes 1, 0, −1/w, −1/w − 1/w², … in units of h
+        z, width, t = [1.0, 0.0], 1.0, 0.0
+        for _ in range(1, k):
+            width /= w
+            t -= width
+            z.append(t)
+        a = lagrange_slopes(torch.tensor([z], dtype=D))[0].numpy()
+        roots = sorted(np.roots(a), key=lambda r: abs(r - 1))
+        return max(abs(r) for r in roots[1:])
+
+    for k in range(2, 7):
+        limit = BDF_GROWTH_LIMIT[k]
+        assert extraneous_radius(k, limit * 0.999) < 1 < extraneous_radius(k, limit * 1.001), k
+    assert BDF_GROWTH_LIMIT[2] == pytest.approx(1 + math.sqrt(2))  # Grigorieff's BDF2 bound
+
+
+def test_bdf_on_a_grid_growing_too_fast_warns():
+    f = lambda t, y: -y  # noqa: E731
+    y0 = torch.ones(1, dtype=D)
+    growing = torch.cumsum(
+        torch.cat([torch.zeros(1, dtype=D), 1e-3 * 1.4 ** torch.arange(20, dtype=D)]), 0
+    )
+    with pytest.warns(odenet.StabilityWarning, match="bdf4: .* grew by more than 1.28"):
+        odenet.solve(f, y0, growing, method="bdf4", grid_on_outputs=True)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", odenet.StabilityWarning)
+        odenet.solve(f, y0, growing, method="bdf2", grid_on_outputs=True)  # 1.4 < 2.41
+        odenet.solve(f, y0, _deformed_grid(40), method="bdf6", grid_on_outputs=True)

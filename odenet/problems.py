@@ -24,6 +24,7 @@ A user's own problem:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -618,9 +619,33 @@ def cache_dir() -> Path:
     return base / "odenet"
 
 
+#: reference folders already swept of stale temp files by this process
+_SWEPT: set[Path] = set()
+
+
+def _clean_reference_temps(folder: Path, *, always: bool = False) -> None:
+    """Remove the temp files that writers killed mid-write left in ``folder``.
+
+    The same rule as a results folder's (:func:`odenet.studies.sweep.clean_temp_files`:
+    the writer's pid is gone, or the file is over ten minutes old); done before every
+    write and on the first read of a folder in this process, so a kill -9 during a write
+    leaves nothing that lasts.
+    """
+    if not always and folder in _SWEPT:
+        return
+    from odenet.studies.sweep import clean_temp_files  # odenet.studies imports this module
+
+    with contextlib.suppress(OSError):
+        if folder.is_dir():
+            clean_temp_files(folder)
+            _SWEPT.add(folder)
+
+
 def _atomic_write_npz(path: Path, **arrays) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+    _clean_reference_temps(path.parent, always=True)
+    # the writer's pid in the name tells a live writer's file from a killed one's
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{os.getpid()}-", suffix=".npz")
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)
@@ -638,7 +663,8 @@ def reference_solution(problem: Problem, t: np.ndarray, *, use_cache: bool = Tru
     `jac_numpy`, or else its `jac_sparsity`, where it has one).  Results are cached in
     [`cache_dir`][odenet.problems.cache_dir] under a key made of the problem identity and the
     requested times; a cache file that cannot be read is recomputed and replaced (with a
-    warning naming it).
+    warning naming it).  Temp files that a writer killed mid-write left in the cache
+    folder are removed (see :func:`_clean_reference_temps`).
     """
     from scipy.integrate import solve_ivp
 
@@ -656,6 +682,8 @@ def reference_solution(problem: Problem, t: np.ndarray, *, use_cache: bool = Tru
     h.update(method.encode())
     h.update(np.ascontiguousarray(t).tobytes())
     path = cache_dir() / "references" / f"{problem.name}-{h.hexdigest()[:20]}.npz"
+    if use_cache:
+        _clean_reference_temps(path.parent)
     if use_cache and path.exists():
         try:
             with np.load(path, allow_pickle=False) as z:

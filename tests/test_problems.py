@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import time
 
 import numpy as np
 import pytest
@@ -369,6 +371,8 @@ def test_jacobian_and_atol_validation(kwargs, match):
 
 PROBLEM_FILE = '''
 import math
+import os
+import time
 
 import numpy as np
 import torch
@@ -825,3 +829,23 @@ def test_the_brusselator_2d_sparsity_docstring_counts_the_nonzeros_of_its_jacobi
     per_row = set((J != 0).sum(dim=1).tolist())
     said = int(re.search(r"(\d+) nonzeros per row", P.brusselator_2d_sparsity.__doc__)[1])
     assert per_row == {said}
+
+
+def test_a_killed_writers_temp_file_in_the_reference_cache_is_removed(tmp_path):
+    """A kill -9 during the cache write left `.tmp-*.npz` files that nothing removed
+    (audit M S1); a live writer's temp file must survive."""
+    refs = tmp_path / "cache" / "references"
+    refs.mkdir(parents=True)
+    dead = refs / ".tmp-999999999-abc123.npz"  # a pid that is not running
+    dead.write_bytes(b"PK\x03\x04 half an npz")
+    old_style = refs / ".tmp-k2j3h4.npz"  # written before the pid was in the name
+    old_style.write_bytes(b"PK")
+    old = time.time() - 3600
+    os.utime(old_style, (old, old))
+    live = refs / f".tmp-{os.getppid()}-inflight.npz"  # our parent is alive: writing
+    live.write_bytes(b"PK")
+    P.get_problem("van_der_pol", t1=1.0).solution(np.linspace(0, 1, 3))
+    assert not dead.exists() and not old_style.exists()
+    assert live.exists()
+    assert [p.name for p in refs.glob("*.npz")] != []  # the reference itself was written
+    assert sorted(p.name for p in refs.glob(".tmp-*")) == [live.name]

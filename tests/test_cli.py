@@ -110,6 +110,24 @@ def test_compare_with_options_writes_its_files(tmp_path, capsys):
     assert "Work–precision" in capsys.readouterr().out
 
 
+def test_compare_in_float32_says_the_scipy_rows_ran_in_float64(tmp_path, capsys):
+    # audit M S3: scipy's solve_ivp always runs in float64, but a float32 comparison
+    # printed, saved and plotted its rows as if they were float32 ones
+    args = ["compare", "--problem", "cos", "--methods", "dopri5,scipy:RK45,torchdiffeq:dopri5",
+            "--tols", "1e-3", "--repeats", "1", "--dtype", "float32", "--out", "c"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    table = pd.read_csv(tmp_path / "c" / "results.csv")
+    assert dict(zip(table["label"], table["dtype"])) == {
+        "dopri5": "float32",
+        "scipy:RK45 (float64)": "float64",
+        "torchdiffeq:dopri5": "float32",
+    }
+    assert "scipy:RK45 (float64)" in out and "are float64 solves" in out
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert "scipy:RK45 (float64)" in [row["solver"] for row in summary["summary"]]
+
+
 @pytest.mark.slow
 def test_compare_with_defaults_subprocess(tmp_path):
     r = run(["compare", "--quiet"], tmp_path)

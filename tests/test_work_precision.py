@@ -549,3 +549,25 @@ def test_a_float32_fixed_step_row_with_an_extra_step_is_not_blamed_on_newton(tmp
         assert "Newton" not in row["message"] and "rejected)" not in row["message"]
     else:
         assert row["message"] == ""
+
+
+def test_scipy_rows_of_a_float32_study_say_float64_in_the_table_text_and_plot():
+    # audit M S3: solve_ivp runs in float64 whatever the study's dtype
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from odenet.plotting import plot_work_precision
+
+    r = work_precision("cos", methods="dopri5,scipy:RK45", tolerances=[1e-3], dtype="float32",
+                       repeats=1, cell_timeout=None)  # fmt: skip
+    assert list(r.table["label"]) == ["dopri5", "scipy:RK45 (float64)"]
+    assert list(r.table["dtype"]) == ["float32", "float64"]
+    assert "its rows (scipy:RK45 (float64)) are float64 solves" in r.to_text()
+    fig = plot_work_precision(r)
+    legend = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().texts]
+    assert any(text.startswith("scipy:RK45 (float64)") for text in legend), legend
+    # a float64 study's labels are the solver names, as before
+    r64 = work_precision("cos", methods="scipy:RK45", tolerances=[1e-3], repeats=1,
+                         cell_timeout=None)  # fmt: skip
+    assert list(r64.table["label"]) == ["scipy:RK45"] and list(r64.table["dtype"]) == ["float64"]
+    assert "float64 solves" not in r64.to_text()

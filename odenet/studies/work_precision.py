@@ -600,7 +600,9 @@ class WorkPrecisionResult:
         error`` (the chosen measure and norm), the error in every measure and norm
         (``error_final, error_max, error_l2`` absolute, ``rel_*``, ``mixed_*``), ``nfe,
         jac_products, work, njev, nlu, steps, rejected, wall_s, cell_timeout_s, status,
-        message`` (see the module docstring for what the counts count).
+        message`` (see the module docstring for what the counts count), ``dtype`` (the
+        dtype the row ran in: scipy's rows run in float64 whatever the study's dtype, and
+        in a study of another dtype their label ends in `` (float64)``).
     summary : DataFrame
         Per solver: the run with the least work reaching each error target (with its time).
     config : dict
@@ -642,6 +644,14 @@ class WorkPrecisionResult:
                 },
             ),
         ]
+        study = self.config.get("dtype", "float64")
+        other = t[t["dtype"] != study] if "dtype" in t else t.iloc[:0]
+        if not other.empty:
+            lines += [
+                "",
+                f"The study ran in {study}, but scipy's solve_ivp works in float64 only: "
+                f"its rows ({', '.join(dict.fromkeys(other['label']))}) are float64 solves.",
+            ]
         failed = t[t["status"] != "ok"]
         if not failed.empty:
             lines += ["", "Failed cells:"]
@@ -677,6 +687,12 @@ def _summary(table: pd.DataFrame) -> pd.DataFrame:
                 row[f"err<={tgt:.0e}"] = f"{int(best['work'])} / {best['wall_s'] * 1e3:.1f} ms"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _row_dtype(solver: Solver, dtype: str) -> str:
+    """The dtype ``solver`` ran in: scipy's ``solve_ivp`` always works in float64,
+    whatever the study's ``dtype``; odenet and torchdiffeq run in the study's."""
+    return "float64" if solver.library == "scipy" else dtype
 
 
 def identity(problem: Problem, dtype: str, repeats: int) -> dict:
@@ -885,15 +901,19 @@ def work_precision(
         s = parse_solver(key["solver"])
         r = dict(store.get(key))
         r.pop("wall_all_s", None)
+        ran = _row_dtype(s, dtype)
         rows.append(
             {
-                "label": s.label,
+                # a scipy row of a float32 study ran in float64: its label says so, so
+                # the printed table, the summary and the plot's legend do too
+                "label": s.label if ran == dtype else f"{s.label} ({ran})",
                 "library": s.library,
                 "method": s.method,
                 "adaptive": s.adaptive,
                 "rtol": key["setting"] if s.adaptive else math.nan,
                 "n_steps": math.nan if s.adaptive else key["setting"],
                 **r,
+                "dtype": ran,
             }
         )
     table = pd.DataFrame(rows)

@@ -511,3 +511,54 @@ def test_predict_band_of_a_latent_ode_is_reproducible_around_the_plain_predictio
     assert [r["prey"] for r in runs[0]] == [r["prey"] for r in plain]
     other = json.loads(run([*args, "--band", "--seed", "1"], capsys)[1])
     assert [r["prey_lo"] for r in other] != [r["prey_lo"] for r in runs[0]]
+
+
+@pytest.fixture(scope="module")
+def one_point_context(tmp_path_factory):
+    """A small training table and a context of one observation per series (the second
+    series' single point misses a channel)."""
+    folder = tmp_path_factory.mktemp("one")
+    df = to_long(datasets.lotka_volterra(4, observed=0.8, n_times=12, noise=0.01, seed=1))
+    df.to_csv(folder / "d.csv", index=False)
+    one = df.groupby("id").head(1).copy()
+    one.iloc[1, one.columns.get_loc("prey")] = np.nan
+    one.to_csv(folder / "one.csv", index=False)
+    return folder
+
+
+#: every model kind `odenet fit` writes (and so `odenet predict` loads)
+KINDS = ["neural_ode", "neural_ode_bidir", "neural_cde", "greybox", "greybox_mle", "ode_rnn",
+         "latent_ode", "gru_grid", "gru_dt", "gru_d", "linear_interp", "locf", "mean",
+         "ensemble"]  # fmt: skip
+
+
+@pytest.mark.parametrize("model", KINDS)
+def test_predict_conditions_every_model_kind_on_a_single_observation(one_point_context, model,
+                                                                     capsys):  # fmt: skip
+    """audit O S7: predict refused a one-observation context with the fitting rule ("a
+    series needs at least two observation times"), which only fitting needs."""
+    from odenet.fit.cli import MODEL_NAMES
+
+    assert set(MODEL_NAMES) < set(KINDS)  # a new model kind is covered here too
+    d = one_point_context
+    ck = d / f"{model}.pt"
+    kind = ["--ensemble", "2"] if model == "ensemble" else ["--model", model]
+    if model.startswith("greybox"):
+        kind += ["--mechanism", "lotka_volterra"]
+    rc, _, err = run(["fit", d / "d.csv", *kind, "--checkpoint", ck, *FAST, "--json"], capsys)
+    assert rc == 0, err
+    rc, out, err = run(["predict", ck, "--data", d / "one.csv", "--times", "2,3", "--json"],
+                       capsys)  # fmt: skip
+    assert rc == 0, err
+    rows = json.loads(out)
+    want = [(str(i), t) for i in range(4) for t in (2.0, 3.0)]
+    assert [(r["id"], r["time"]) for r in rows] == want
+    assert all(np.isfinite(r[c]) for r in rows for c in ("prey", "predator"))
+    if model in ("greybox_mle", "latent_ode", "ensemble"):
+        rc, out, err = run(["predict", ck, "--data", d / "one.csv", "--until", "4", "--n", "3",
+                            "--band", "--json"], capsys)  # fmt: skip
+        assert rc == 0, err
+        assert all(r["prey_lo"] <= r["prey"] <= r["prey_hi"] for r in json.loads(out))
+    # fitting keeps its rule: one point has no dynamics to learn from
+    rc, _, err = run(["fit", d / "one.csv", *kind, "--checkpoint", d / "x.pt", *FAST], capsys)
+    one_line_error(rc, err, "single point", "at least two observation times")

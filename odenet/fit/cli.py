@@ -919,8 +919,10 @@ def run_predict(args) -> int:
     if args.n < 2:
         raise FitCLIError(f"--n must be at least 2, got {args.n!r}.")
     cols = meta["channels"] + list(meta.get("covariates") or [])
+    # a prediction may condition on a single observation (fitting needs two)
     data = load_long(args.data, id_col=meta.get("id_col", "id"),
-                     time_col=meta.get("time_col", "time"), channels=cols)  # fmt: skip
+                     time_col=meta.get("time_col", "time"), channels=cols,
+                     min_points=1)  # fmt: skip
     if args.series:
         want = [str(s) for s in args.series]
         idx = [i for i, s in enumerate(data.ids) if str(s) in want]

@@ -89,6 +89,7 @@ def load_long(
     id_col: str = "id",
     time_col: str = "time",
     channels: list | None = None,
+    min_points: int = 2,
 ) -> SeriesData:
     """Read a long-format table into a batch of per-series time grids.
 
@@ -101,6 +102,10 @@ def load_long(
     channels : list of str, optional
         Value columns; default: every column except ``id_col`` and ``time_col``
         (and a pandas ``rownames`` column).
+    min_points : int
+        The fewest observation times a series may have: 2 to fit (one point has no
+        dynamics to learn from), 1 for the context of a prediction (conditioning on a
+        single observation is meaningful).
 
     Returns
     -------
@@ -112,8 +117,9 @@ def load_long(
     ------
     DataFormatError
         Missing columns, missing series ids, non-numeric values, missing times,
-        duplicate or unsorted times within a series, a series with fewer than two
-        points; a series with a channel that is never observed is allowed (masked).
+        duplicate or unsorted times within a series, a series with fewer than
+        ``min_points`` points; a series with a channel that is never observed is allowed
+        (masked).
     """
     import pandas as pd
 
@@ -201,7 +207,7 @@ def load_long(
                 f"series {s!r}: times not sorted at {_line(rows[k + 1], from_csv)}, column "
                 f"{time_col!r} ({t[k + 1]} comes after {t[k]}); sort by ({id_col}, {time_col})."
             )
-        if len(rows) < 2:
+        if len(rows) < min_points:
             raise DataFormatError(
                 f"series {s!r} has a single point ({_line(rows[0], from_csv)}); a series needs "
                 "at least two observation times — drop it or merge it with another series."

@@ -33,6 +33,7 @@ from typing import NamedTuple
 import torch
 
 from odenet._controller import FixedGrid, PIDController
+from odenet._errors import OdenetError
 from odenet._ops import HostOps, TensorOps
 from odenet._solution import MAX_STEPS, NON_FINITE_STEP, STEP_UNDERFLOW, SUCCESS, TERMINATED
 from odenet._stepper import RungeKutta, interpolant_slope
@@ -727,6 +728,34 @@ def _clock_step(ops, s, h):
 
 
 def integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, record=None):
+    """:func:`_integrate`, naming the vector field when a later call of it returned
+    another dtype or device than its first (checked) one.
+
+    ``g.explain(error)`` (the field wrappers of :meth:`odenet._solve.Prepared.internal_field`)
+    tells from the last call whether a torch error of the loop was the field's; it is
+    asked only once the error happened, so the calls themselves check nothing.
+    ``g.finish()`` raises if the last call's output was off while the solve went
+    through (a float32 stage in a float64 solve is promoted silently).
+    """
+    explain = getattr(g, "explain", None)
+    if explain is None:
+        return _integrate(g, s_out, y0, cfg, record=record)
+    try:
+        result = _integrate(g, s_out, y0, cfg, record=record)
+    except RuntimeError as e:
+        err = None if isinstance(e, OdenetError) else explain(e)
+        g.finish(check=False)
+        if err is not None:
+            raise err from e
+        raise
+    except BaseException:
+        g.finish(check=False)
+        raise
+    g.finish()
+    return result
+
+
+def _integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, record=None):
     """Integrate ``dy/ds = g(s, y)`` from ``s_out[:, 0]`` through the output times ``s_out``.
 
     Parameters

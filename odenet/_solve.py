@@ -52,6 +52,7 @@ from odenet._validate import (  # noqa: F401  (re-exported: _compat and tests im
     check_tolerances,
     check_y0,
     exact_time_dtype,
+    field_changed,
     is_traced,
     resolve_method,
     warn_rtol_below_round_off,
@@ -100,11 +101,39 @@ class Prepared:
         counter = self.nfe
         checked = [not check]
         dev, call_tdt = self.s_out.device, self.call_tdt
+        n = self.y0_rows.shape[1]
+        # Only the first call is checked (call_field, check_field_output): a check per
+        # call costs every solve.  A later call whose output has another number of
+        # elements fails the reshape to exactly n per row below, at no cost (the size
+        # was -1 before, and a [1] output of a [2] state went on to a torch error deep
+        # in the stepper); another dtype or device surfaces where the stages combine,
+        # and `explain` (called by the loop on a torch error) and `finish` (at the end)
+        # name it from the last call, which is kept for them (two cell stores a call).
+        last_t = last_out = None
+        want = self.y0_rows.dtype, self.y0_rows.device
+        row = (K, *shape[1:]) if self.per_sample else shape
+
+        def changed(t, out, e):
+            err = field_changed(t, out, tuple(row), *want)
+            return err if err is not None else e
+
+        def explain(e: BaseException):
+            return None if last_out is None else field_changed(last_t, last_out, tuple(row), *want)
+
+        def finish(check: bool = True):
+            nonlocal last_t, last_out
+            t_, out_ = last_t, last_out
+            last_t = last_out = None  # hold no tensor (or its graph) past the solve
+            if check and out_ is not None:
+                err = field_changed(t_, out_, tuple(row), *want)
+                if err is not None:
+                    raise err
 
         if self.per_sample:
             row_shape = (K, *shape[1:])
 
             def g(s, y):
+                nonlocal last_t, last_out
                 if count:
                     counter[0] += 1
                 t = (s * d if flip else s).to(call_tdt)
@@ -114,12 +143,17 @@ class Prepared:
                     checked[0] = True
                 else:
                     out = f(t, y.reshape(row_shape))
-                out = out.reshape(K, -1)
+                last_t, last_out = t, out
+                try:
+                    out = out.reshape(K, n)
+                except (RuntimeError, AttributeError, TypeError) as e:
+                    raise changed(t, out, e) from e
                 return out * d[:, None].to(out.dtype) if flip else out
         else:
             sign = -1.0 if flip else 1.0
 
             def call(t, y):  # t: the user's time, 0-dim
+                nonlocal last_t, last_out
                 if count:
                     counter[0] += 1
                 if t.dtype != call_tdt:  # (a no-op .to still dispatches: ~1 µs a call)
@@ -130,7 +164,11 @@ class Prepared:
                     checked[0] = True
                 else:
                     out = f(t, y.reshape(shape))
-                out = out.reshape(1, -1)
+                last_t, last_out = t, out
+                try:
+                    out = out.reshape(1, n)
+                except (RuntimeError, AttributeError, TypeError) as e:
+                    raise changed(t, out, e) from e
                 return -out if flip else out
 
             def g(s, y):
@@ -141,6 +179,7 @@ class Prepared:
 
             g.host = host
 
+        g.explain, g.finish = explain, finish
         return g
 
     def install_hooks(

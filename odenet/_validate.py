@@ -593,3 +593,42 @@ def check_field_output(out, y: torch.Tensor, t, *, dtype: bool = True, finite: b
             f"{when:.6g} for a finite initial state.{hint}"
         )
     return out
+
+
+def field_changed(t, out, expected: tuple, dtype: torch.dtype, device) -> VectorFieldError | None:
+    """The error for an ``f`` whose output at ``t`` is not of the ``expected`` shape,
+    ``dtype`` or ``device`` that its first (checked) call returned; None if it is.
+
+    The solve checks the first call only (:func:`check_field_output`); later calls are
+    not checked one by one (that would cost every call), so this is asked where a later
+    call's output fails to combine with the others, and once at the end of a solve.
+    """
+    when = t.detach().flatten()[0].item() if isinstance(t, torch.Tensor) else t
+    try:
+        when = f"{float(when):.6g}"
+    except (TypeError, ValueError):
+        when = repr(when)
+    fix = (
+        "`f` must return dy/dt of the state's shape, dtype and device on every call (look "
+        "for a branch on t or y that returns something else)."
+    )
+    if not isinstance(out, torch.Tensor):
+        return VectorFieldError(
+            f"the vector field `f` returned {type(out).__name__} at t = {when}, where its "
+            f"first call returned a tensor of shape {expected}; {fix}"
+        )
+    if is_traced(out):
+        return None
+    got = tuple(out.shape)
+    for what, first, now in (
+        ("shape", expected, got),
+        ("dtype", dtype, out.dtype),
+        ("device", torch.device(device), out.device),
+    ):
+        if first != now:
+            shapes = "" if what == "shape" else f" (shape {got}, expected {expected})"
+            return VectorFieldError(
+                f"the vector field `f` returned {what} {now} at t = {when}{shapes}, but the "
+                f"state's {what} {first} on its first call; {fix}"
+            )
+    return None

@@ -383,3 +383,42 @@ def test_a_field_that_writes_into_its_own_copy_runs_to_the_exact_solution():
 
     y1 = odenet.solve(field, torch.ones(2, dtype=torch.float64), torch.tensor([0.0, 1.0])).ys[-1]
     assert float((y1 - math.exp(-1.0)).abs().max()) < 1e-5
+
+
+# --- a vector field that changes its output after the first call ----------------------
+
+_LATER = {
+    # the number of elements changes at t = 0.5: it went on to a torch error in the stepper
+    "shape": (lambda t, y: -y if t < 0.5 else -y[:1], r"returned shape \(1,\) at t = 0\.5"),
+    # same number of elements, another shape: reshaped silently before
+    "layout": (lambda t, y: -y if t < 0.5 else (-y)[:, None], r"returned shape \(2, 1\) at t = 1"),
+    # float32 in a float64 solve: a torch error in rk4/radau, silently promoted in dopri5
+    "dtype": (lambda t, y: -y if t < 0.5 else (-y).float(), r"returned dtype torch.float32 at t"),
+    # another device (meta stands in for a GPU here): a torch error where stages combine
+    "device": (lambda t, y: -y if t < 0.5 else (-y).to("meta"), r"returned device meta at t = "),
+}
+
+
+@pytest.mark.parametrize("change", sorted(_LATER))
+@pytest.mark.parametrize("how", ["dopri5", "rk4", "radau_iia5", "odeint"])
+def test_a_field_that_changes_its_output_later_is_a_vector_field_error_naming_t(change, how):
+    f, match = _LATER[change]
+    y0 = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    t = torch.linspace(0, 1, 5, dtype=torch.float64)
+    with pytest.raises(VectorFieldError, match=match) as info:
+        if how == "odeint":
+            odenet.odeint(f, y0, t)
+        else:
+            odenet.solve(f, y0, t, method=how, **({"step_size": 0.1} if how == "rk4" else {}))
+    msg = str(info.value)
+    assert "the state's" in msg and "on every call" in msg
+    assert "(2,)" in msg  # the expected shape beside the one it got
+
+
+def test_a_per_sample_batch_that_loses_a_row_later_names_both_shapes():
+    y0 = torch.ones(3, 2, dtype=torch.float64)
+    t = torch.linspace(0, 1, 5, dtype=torch.float64)[None].expand(3, -1)  # per-sample grids
+    match = r"returned shape \(2, 2\) at t = .*shape \(3, 2\)"
+    for method in ("dopri5", "radau_iia5"):
+        with pytest.raises(VectorFieldError, match=match):
+            odenet.solve(lambda t, y: -y if t[0] < 0.5 else -y[:2], y0, t, method=method)

@@ -357,3 +357,22 @@ def test_zero_tolerances_and_zero_rtol_say_what_is_wrong():
             rtol=1e-6,
             atol=0.0,
         )
+
+
+def test_running_out_of_steps_with_a_low_order_method_at_a_tight_rtol_names_better_ones():
+    A = torch.tensor([[-20.0, 1.0, 0.0], [0.5, -1.0, 2.0], [0.0, -2.0, -0.5]], dtype=torch.float64)
+
+    def f(t, y):
+        return A @ y + torch.sin(y) * torch.cos(t)
+
+    y0, t = torch.tensor([1.0, -0.5, 2.0], dtype=torch.float64), torch.tensor([0.0, 2.0])
+    with pytest.raises(odenet.MaxStepsError, match="trapezoid is of order 2.*radau_iia5"):
+        odenet.solve(f, y0, t, method="trapezoid", rtol=1e-7, atol=1e-9, max_steps=2000)
+    with pytest.raises(odenet.MaxStepsError, match="heun is of order 2.*dopri5"):
+        odenet.solve(f, y0, t, method="heun", rtol=1e-7, atol=1e-9, max_steps=2000)
+    # the higher-order pairs it names finish well within that budget
+    assert odenet.solve(f, y0, t, method="kvaerno5", rtol=1e-7, atol=1e-9).stats["steps"] < 2000
+    # an order-8 method that runs out of steps gets no such note
+    with pytest.raises(odenet.MaxStepsError) as info:
+        odenet.solve(f, y0, t, method="dop853", rtol=1e-7, atol=1e-9, max_steps=3)
+    assert "is of order" not in str(info.value)

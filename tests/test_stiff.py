@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from _scipy_radau import radau_error
@@ -226,3 +227,38 @@ def test_dirk_pairs_within_10x_of_scipy_radau_at_rtol_1e_3(name, method):
     # Radau's error on HIRES, kvaerno5 at 19x and trbdf2 at 78x on Robertson
     ok, err, _ = stiff_solve(name, method, 1e-3, max_steps=2000)
     assert ok and err <= 10 * scipy_radau_error(name, 1e-3), err
+
+
+@pytest.mark.parametrize("method", ["sdirk4", "kvaerno5", "radau_iia5", "kvaerno3", "trbdf2"])
+def test_a_jump_early_in_a_step_is_seen_by_every_stiff_pair(method):
+    # y' = −y switching to y' = 2 at τ, no jump_t.  sdirk4's stages sit at c ≥ 1/4: with
+    # Hairer & Wanner's b̂ a jump in a step's first quarter changed neither its solution
+    # nor its estimate, and it ended 5e4·rtol off at every τ with status ok; its b̂ now
+    # weighs f(t0, y0), which the jump makes disagree with the stages
+    rtol = 1e-7
+    worst = 0.0
+    for tau in [0.5 + 0.0731 * i for i in range(14)]:
+        sol = odenet.solve(
+            lambda t, y, tau=tau: torch.where(t < tau, -y, torch.full_like(y, 2.0)),
+            torch.ones(1, dtype=D), torch.tensor([0.0, 2.0], dtype=D),
+            method=method, rtol=rtol, atol=1e-10,
+        )  # fmt: skip
+        exact = math.exp(-tau) + 2 * (2 - tau)
+        worst = max(worst, abs(float(sol.ys[-1, 0]) - exact) / exact)
+    assert worst < 10 * rtol, (method, worst / rtol)
+
+
+def test_sdirk4_embedded_weights_are_order_3_and_put_weight_on_the_step_start():
+    tab = odenet.tableau("sdirk4")
+    assert tab.c[0] == 0 and not tab.A[0].any() and tab.b[0] == 0  # stage 0 is f(t0, y0)
+    assert abs(tab.b_hat[0]) >= 1 / 16
+    # HW's b̂ plus a part orthogonal to the order conditions up to 3: their estimate on
+    # smooth problems, plus a term that sees f(t0, y0)
+    hw = np.array([0, 59 / 48, -17 / 96, 225 / 32, -85 / 12, 0])
+    delta = tab.b_hat - hw
+    c, Ac = tab.c, tab.A @ tab.c
+    for condition in (np.ones_like(c), c, c**2, Ac):
+        assert abs(delta @ condition) < 1e-14
+    assert odenet.verify_order(tab) == 4
+    embedded = odenet.ButcherTableau("sdirk4_embedded", A=tab.A, b=tab.b_hat, c=tab.c, order=3)
+    assert odenet.verify_order(embedded) == 3

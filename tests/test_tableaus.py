@@ -42,7 +42,7 @@ EXPECTED = {
     "trbdf2": ("dirk", True, True, 3),
     "kvaerno3": ("dirk", True, True, 4),
     "kvaerno5": ("dirk", True, True, 7),
-    "sdirk4": ("dirk", False, True, 5),
+    "sdirk4": ("dirk", True, True, 6),  # stage 0 is f(t0, y0), for the estimate
     "gauss_legendre4": ("implicit", False, False, 2),
     "gauss_legendre6": ("implicit", False, False, 3),
     "radau_iia3": ("implicit", False, True, 2),

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from odenet._errors import InputError, SolverError
+from odenet._tempfiles import TMP_PREFIX, clean_temp_files
 
 REFERENCE_RTOL = 1e-13
 REFERENCE_ATOL = 1e-15
@@ -626,15 +627,13 @@ _SWEPT: set[Path] = set()
 def _clean_reference_temps(folder: Path, *, always: bool = False) -> None:
     """Remove the temp files that writers killed mid-write left in ``folder``.
 
-    The same rule as a results folder's (:func:`odenet.studies.sweep.clean_temp_files`:
+    The same rule as a results folder's (:func:`odenet._tempfiles.clean_temp_files`:
     the writer's pid is gone, or the file is over ten minutes old); done before every
     write and on the first read of a folder in this process, so a kill -9 during a write
     leaves nothing that lasts.
     """
     if not always and folder in _SWEPT:
         return
-    from odenet.studies.sweep import clean_temp_files  # odenet.studies imports this module
-
     with contextlib.suppress(OSError):
         if folder.is_dir():
             clean_temp_files(folder)
@@ -645,7 +644,7 @@ def _atomic_write_npz(path: Path, **arrays) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     _clean_reference_temps(path.parent, always=True)
     # the writer's pid in the name tells a live writer's file from a killed one's
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{os.getpid()}-", suffix=".npz")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TMP_PREFIX}{os.getpid()}-", suffix=".npz")
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)

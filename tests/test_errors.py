@@ -366,9 +366,9 @@ def test_running_out_of_steps_with_a_low_order_method_at_a_tight_rtol_names_bett
         return A @ y + torch.sin(y) * torch.cos(t)
 
     y0, t = torch.tensor([1.0, -0.5, 2.0], dtype=torch.float64), torch.tensor([0.0, 2.0])
-    with pytest.raises(odenet.MaxStepsError, match="trapezoid is of order 2.*radau_iia5"):
+    with pytest.raises(odenet.MaxStepsError, match=r"trapezoid is of order 2.*radau_iia5"):
         odenet.solve(f, y0, t, method="trapezoid", rtol=1e-7, atol=1e-9, max_steps=2000)
-    with pytest.raises(odenet.MaxStepsError, match="heun is of order 2.*dopri5"):
+    with pytest.raises(odenet.MaxStepsError, match=r"heun is of order 2.*dopri5"):
         odenet.solve(f, y0, t, method="heun", rtol=1e-7, atol=1e-9, max_steps=2000)
     # the higher-order pairs it names finish well within that budget
     assert odenet.solve(f, y0, t, method="kvaerno5", rtol=1e-7, atol=1e-9).stats["steps"] < 2000

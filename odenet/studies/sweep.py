@@ -49,15 +49,14 @@ from pathlib import Path
 from typing import Any
 
 from odenet._errors import InputError, OdenetError
+from odenet._tempfiles import TMP_PREFIX as _TMP_PREFIX
+from odenet._tempfiles import clean_temp_files
 
 STUDY_SCHEMA = "odenet.study/1"
 # /2 added the checksum; /1 cells may hold blown-up solutions marked "ok", so they are
 # recomputed rather than trusted.
 CELL_SCHEMA = "odenet.cell/2"
-_TMP_PREFIX = ".tmp-"
 _TMP_SUFFIX = ".part"
-# a temp file this old is stale even if a process with its pid exists (pid reuse)
-_TMP_STALE_S = 600.0
 #: seconds: the longest the main thread waits on the workers before it looks for a Ctrl-C
 POLL = 0.25
 #: the local pools of :func:`executor`, whose workers are killed on Ctrl-C or a failure
@@ -239,40 +238,6 @@ def write_outputs(folder: Path, files: dict[str, str], *, stale: tuple[str, ...]
                 (folder / name).unlink()
         for name, text in files.items():
             atomic_write_text(folder / name, text, make_parents=False)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists but belongs to someone else
-        return True
-    return True
-
-
-def clean_temp_files(folder: Path) -> list[Path]:
-    """Remove temp files in ``folder`` left by killed writers; returns those removed.
-
-    A temp file is stale when the process in its name is gone, when its name has no
-    pid (written by an older odenet), or when it is older than ten minutes.
-    """
-    removed = []
-    now = time.time()
-    for p in folder.glob(_TMP_PREFIX + "*"):
-        m = re.match(re.escape(_TMP_PREFIX) + r"(\d+)-", p.name)
-        try:
-            age = now - p.stat().st_mtime
-        except OSError:
-            continue
-        stale = m is None or age > _TMP_STALE_S or not _pid_alive(int(m.group(1)))
-        if m is not None and int(m.group(1)) == os.getpid() and age <= _TMP_STALE_S:
-            stale = False
-        if stale:
-            with contextlib.suppress(OSError):
-                p.unlink()
-                removed.append(p)
-    return removed
 
 
 def _read_json(path: Path, what: str) -> Any:

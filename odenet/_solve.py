@@ -508,9 +508,11 @@ def prepare(
     # precision; MPS has no float64): a float32 clock at t = 100 resolves 7.6e-6, so a
     # first step of 1e-4 there was already below round-off and a float32 solve on
     # [100, 150] ended in an underflow.  f still receives t in the dtype it always did.
+    # (times follow y0 to its device: a ResNet's block times, or a t left on the CPU,
+    # would otherwise meet a GPU state in the loop's control tensors)
     call_tdt = torch.promote_types(t.dtype, y0.dtype)
-    tdt = torch.promote_types(call_tdt, exact_time_dtype(t.device))
-    tt = t.to(tdt)
+    tdt = torch.promote_types(call_tdt, exact_time_dtype(y0.device))
+    tt = t.to(device=y0.device, dtype=tdt)
     per_sample = tt.dim() == 2
     rows = tt if per_sample else tt[None]
     if rows.shape[1] > 1:

@@ -233,3 +233,18 @@ def test_compiled_host_steps_on_device():
     fused = odenet.solve(lorenz, y0, t, rtol=1e-8, atol=1e-10, compile=True)
     assert fused.stats["nfe"] == eager.stats["nfe"]
     torch.testing.assert_close(fused.ys, eager.ys, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["dopri5", "radau_iia5", "bdf"])
+def test_times_left_on_the_cpu_follow_the_state(name):
+    """``t`` on the CPU with ``y0`` on the GPU (a ResNet's block times are built so): the
+    solve runs on ``y0``'s device, one system and per-sample grids alike."""
+    y0 = torch.tensor([1.0, -0.5, 2.0], dtype=torch.float64)
+    t = torch.linspace(0, 2, 7, dtype=torch.float64)
+    gpu = odenet.solve(field, y0.to(DEVICE), t, method=name, rtol=1e-7, atol=1e-9)
+    cpu = odenet.solve(field, y0, t, method=name, rtol=1e-7, atol=1e-9)
+    assert gpu.ys.device.type == torch.device(DEVICE).type
+    torch.testing.assert_close(gpu.ys.cpu(), cpu.ys, rtol=1e-5, atol=1e-5)
+    ts = torch.stack([t, t * 0.5])
+    rows = odenet.solve(field, y0.expand(2, 3).to(DEVICE), ts, method=name, rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(rows.ys[0].cpu(), cpu.ys, rtol=1e-5, atol=1e-5)

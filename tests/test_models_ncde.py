@@ -177,3 +177,30 @@ def test_adjoint_and_checkpoint_gradients_equal_the_direct_one(sensitivity):
     for a, b in zip(grads(sensitivity), grads("direct")):
         if b is not None:
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-9)
+
+
+def test_the_validation_draw_follows_each_series_not_its_row():
+    # audit O S2: the eval-mode hide masks were drawn by row position from one seed, so
+    # the validation loss of the same series changed with their order (6.24 -> 75.0)
+    from odenet.batch import IrregularBatch
+
+    g = torch.Generator().manual_seed(3)
+    lens = [9, 14, 6, 11, 12]
+    times = [torch.sort(torch.rand(n, generator=g, dtype=torch.float64) * 5).values for n in lens]
+    values = [torch.randn(n, 2, generator=g, dtype=torch.float64) for n in lens]
+    m = NeuralCDEForecaster(2, 6, holdout=0.3, max_cut=0.3).double().eval()
+    batch = IrregularBatch.from_lists(times, values)
+    perm = [3, 0, 4, 2, 1]
+    permuted = IrregularBatch.from_lists([times[i] for i in perm], [values[i] for i in perm])
+    with torch.no_grad():
+        torch.testing.assert_close(m.loss(permuted), m.loss(batch), rtol=1e-12, atol=0)
+    # the same series padded to another width (beside a longer one) is hidden alike
+    wide = IrregularBatch.from_lists(
+        [times[2], torch.linspace(0, 5, 30, dtype=torch.float64)],
+        [values[2], torch.zeros(30, 2, dtype=torch.float64)],
+    )
+    inside, after = m._hide(batch)
+    inside_w, after_w = m._hide(wide)
+    n = lens[2]
+    assert torch.equal(inside[2, :n], inside_w[0, :n]) and torch.equal(after[2, :n], after_w[0, :n])
+    assert bool((inside | after)[:, 1:].any())  # something is hidden and scored

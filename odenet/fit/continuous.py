@@ -22,6 +22,8 @@ filled from a later observation made the shot's target its own input.
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 from torch import nn
 
@@ -455,7 +457,8 @@ class NeuralCDEForecaster(nn.Module):
     points and everything after a random cut in the last ``max_cut`` of its span are
     taken out of the path, and the loss is the MSE at those hidden points (what the
     path shows the model is not scored — it would be a copy).  In eval mode (the
-    validation loss) the draw is fixed, so successive evaluations are comparable.
+    validation loss) the draw is fixed per series, seeded by its own times, so
+    successive evaluations are comparable and do not depend on the series' order.
 
     Parameters
     ----------
@@ -491,17 +494,37 @@ class NeuralCDEForecaster(nn.Module):
         span = float((last - first).median())
         self.net.time_scale.fill_(span if span > 0 else 1.0)
 
+    def _draws(self, batch: IrregularBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Uniform draws ``[B, 1]`` (the cut) and ``[B, T]`` (the holdout) of ``_hide``.
+
+        Training: fresh ones.  Eval: fixed per series, from a seed made of its own times,
+        so a series is hidden alike whatever its row and the batch's padded width (drawn
+        by row position from one seed, the validation loss of the same series went from
+        6.24 to 75.0 when their order changed)."""
+        B, T = batch.times.shape
+        dt = batch.times.dtype
+        if self.training:
+            return torch.rand(B, 1, dtype=dt), torch.rand(B, T, dtype=dt)
+        u_cut = torch.empty(B, 1, dtype=dt)
+        u_drop = torch.ones(B, T, dtype=dt)  # padding: never dropped (and not valid)
+        for b, n in enumerate(batch.lengths.tolist()):
+            times = batch.times[b, :n].detach().to("cpu", torch.float64).numpy().tobytes()
+            seed = int.from_bytes(hashlib.blake2b(times, digest_size=8).digest(), "little")
+            gen = torch.Generator().manual_seed(seed & (2**63 - 1))
+            u_cut[b] = torch.rand(1, generator=gen, dtype=dt)
+            u_drop[b, :n] = torch.rand(n, generator=gen, dtype=dt)
+        return u_cut.to(batch.times.device), u_drop.to(batch.times.device)
+
     def _hide(self, batch: IrregularBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, T] bool masks of the points taken out of the path and scored: inside the
         kept span (interpolation) and after the cut (extrapolation)."""
-        gen = None if self.training else torch.Generator().manual_seed(0)
         B, T = batch.times.shape
         valid = batch.valid
         first = batch.times[:, :1]
         last = batch.times.gather(1, (batch.lengths - 1)[:, None])
-        cut = last - torch.rand(B, 1, generator=gen, dtype=first.dtype) * self.max_cut * (
-            last - first)  # fmt: skip
-        drop = torch.rand(B, T, generator=gen, dtype=first.dtype) < self.holdout
+        u_cut, u_drop = self._draws(batch)
+        cut = last - u_cut * self.max_cut * (last - first)
+        drop = u_drop < self.holdout
         after = valid & (batch.times > cut)
         inside = valid & drop & ~after
         inside[:, 0] = after[:, 0] = False  # the path keeps each series' first point

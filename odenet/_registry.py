@@ -7,13 +7,18 @@ A module of its own (not :mod:`odenet._multistep`) because the families build on
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+
+import numpy as np
+
 from odenet._adams import METHODS as ADAMS  # torchdiffeq's variable-order Adams
 from odenet._bdf import METHODS as VARIABLE_BDF  # variable-step, variable-order BDF/NDF
 from odenet._errors import UnknownMethodError
 from odenet._multistep import MULTISTEP
 from odenet.tableaus import methods, tableau
 
-__all__ = ["method", "method_names", "multistep", "registered"]
+__all__ = ["method", "method_digest", "method_names", "multistep", "registered"]
 
 
 def registered() -> dict:
@@ -58,3 +63,30 @@ def method(name):
 def method_names() -> list[str]:
     """Every method's name, one-step and with memory, sorted."""
     return sorted([*methods(), *registered()])
+
+
+def method_digest(name) -> str | None:
+    """A digest of the data that defines the method called ``name``, or None for a name
+    that is not odenet's (``scipy:Radau``).
+
+    A tableau: its coefficients (``A``, ``b``, ``b̂``, ``c``), orders and error safety;
+    a method with memory: its fields.  A study keys its cells by it (with the method's
+    name), so a cell computed with other coefficients — stored before an odenet version
+    that changed the method — is recomputed instead of served as current.  Changes to
+    the code that runs a method (the loop, Newton) are not seen.
+    """
+    try:
+        m = method(name)
+    except UnknownMethodError:
+        return None
+    h = hashlib.sha256()
+    if dataclasses.is_dataclass(m):
+        h.update(repr(dataclasses.asdict(m)).encode())
+    else:
+        for attr in ("order", "embedded_order", "error_safety"):
+            h.update(repr(getattr(m, attr, None)).encode())
+        for attr in ("A", "b", "b_hat", "b_hat2", "c"):
+            x = getattr(m, attr, None)
+            h.update(b"-" if x is None else np.ascontiguousarray(x, dtype=np.float64).tobytes())
+    h.update(type(m).__qualname__.encode())
+    return h.hexdigest()[:16]

@@ -430,3 +430,22 @@ def test_an_exact_solution_that_overflows_is_a_failed_cell_not_an_ok_inf(tmp_pat
     with warnings.catch_warnings():
         warnings.simplefilter("error", ResultsWarning)  # a rejected cell warns
         convergence(get_problem("exponential", lam=1e6), **kw)
+
+
+def test_a_stored_cell_of_a_method_whose_coefficients_changed_is_recomputed(tmp_path, monkeypatch):
+    # cells were keyed by the method's name alone: a folder saved before sdirk4's
+    # embedded weights changed kept serving its old sdirk4 cells as current
+    import odenet._registry as registry
+
+    run = lambda: odenet.convergence("exponential", methods=["rk4"], n_steps=[8, 16],  # noqa: E731
+                                     out=tmp_path / "c")  # fmt: skip
+    assert run().counts == {"loaded": 0, "computed": 2}
+    assert run().counts == {"loaded": 2, "computed": 0}
+    real = registry.method_digest
+    monkeypatch.setattr(registry, "method_digest", lambda n: "other" if n == "rk4" else real(n))
+    assert run().counts == {"loaded": 0, "computed": 2}
+    # every odenet method has a digest of its own, aliases share their method's
+    digests = {registry.method_digest(n) for n in registry.method_names()}
+    assert len(digests) == len(registry.method_names())
+    assert registry.method_digest("hairer4") == registry.method_digest("sdirk4")
+    assert registry.method_digest("scipy:Radau") is None

@@ -301,8 +301,8 @@ _CELL_FIELDS = {
 
 def validate_cell(key: dict, result: dict) -> str | None:
     """Schema of a stored convergence cell: why it cannot be used, or ``None``."""
-    if set(key) != {"method", "n_steps"} or not isinstance(key["method"], str):
-        return "its key is not (method, n_steps)"
+    if set(key) - {"method_data"} != {"method", "n_steps"} or not isinstance(key["method"], str):
+        return "its key is not (method, [method_data,] n_steps)"
     why = check_result(result, _CELL_FIELDS)
     if why:
         return why
@@ -722,6 +722,18 @@ def _solution_scale(problem: Problem, n_steps: int) -> float:
     return float(np.nanmax(np.abs(y))) if np.isfinite(y).any() else 1.0
 
 
+def cell_key(method: str, **setting) -> dict:
+    """A cell's key in its results folder: the method's name, the digest of its data
+    (:func:`odenet._registry.method_digest`; absent for scipy's and torchdiffeq's), and
+    the setting.  With the digest, a cell stored before a method's coefficients changed
+    is recomputed, not served as current (the key held only the name: a folder from before
+    sdirk4's embedded weights changed kept serving its old sdirk4 cells)."""
+    from odenet._registry import method_digest
+
+    data = method_digest(method)
+    return {"method": method, **({"method_data": data} if data else {}), **setting}
+
+
 def identity(problem: Problem, dtype: str) -> dict:
     """The settings that determine a convergence cell's value (a results folder holds one)."""
     return {
@@ -815,7 +827,7 @@ def convergence(
         payload = problem_payload(problem, ex)
         if payload is None:
             ex, payload = None, ("object", problem)
-        tasks = [({"method": m, "n_steps": n}, (payload, m, n, dtype)) for m in methods for n in ns]
+        tasks = [(cell_key(m, n_steps=n), (payload, m, n, dtype)) for m in methods for n in ns]
         counts = run_cells(
             convergence_cell, tasks, store, executor=ex, progress=progress, desc="converge"
         )

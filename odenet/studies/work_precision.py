@@ -562,8 +562,8 @@ def is_timeout(result: dict) -> bool:
 
 def validate_cell(key: dict, result: dict) -> str | None:
     """Schema of a stored work–precision cell: why it cannot be used, or ``None``."""
-    if set(key) != {"solver", "setting"} or not isinstance(key["solver"], str):
-        return "its key is not (solver, setting)"
+    if set(key) - {"method_data"} != {"solver", "setting"} or not isinstance(key["solver"], str):
+        return "its key is not (solver, [method_data,] setting)"
     if not _is_positive(key["setting"]):
         return f"its setting {key['setting']!r} is not a positive number"
     why = check_result(result, _CELL_FIELDS)
@@ -872,11 +872,14 @@ def work_precision(
         payload = problem_payload(problem, ex)
         if payload is None:
             ex, payload = None, ("object", problem)
+        from odenet._registry import method_digest  # (see convergence.cell_key)
+
         tasks = []
         for s in solvers:
             settings = tols if s.adaptive else ns
             for v in settings:
-                key = {"solver": s.label, "setting": v}
+                data = method_digest(s.method) if s.library == "odenet" else None
+                key = {"solver": s.label, **({"method_data": data} if data else {}), "setting": v}
                 tasks.append((key, (payload, s.label, v, repeats, dtype, cell_timeout)))
         # a cell that timed out under a smaller limit than this run's is tried again
         limit = math.inf if cell_timeout is None else cell_timeout

@@ -314,7 +314,7 @@ class MultistepRuntime:
         equal = ((x - equal_x).abs() <= equal_x.abs() * (1e-9 + slack[:, None])).all(dim=1)
         return x, equal | ~rows
 
-    def _watch_ratios(self, x, h, rows):
+    def _watch_ratios(self, x, rows):
         """Warn once per solve (:class:`StabilityWarning`) when many steps of a variable
         BDF grid grow faster than the formula's zero stability allows: a grid whose
         steps grow steadily by ``ω`` is zero-stable only for ``ω ≤`` :data:`BDF_GROWTH_LIMIT`
@@ -374,7 +374,7 @@ class MultistepRuntime:
             a = lagrange_slopes(torch.cat([torch.ones_like(x[:, :1]), x], dim=1))
             alpha = torch.where(equal[:, None], a.new_tensor(self.alpha), -a[:, 1:] / a[:, :1])
             beta_h = torch.where(equal, self.beta_h, 1 / a[:, 0])
-            self._watch_ratios(x, h, rows)
+            self._watch_ratios(x, rows)
             base = torch.einsum("kj,jkn->kn", alpha.to(y.dtype), torch.stack(past))
         else:
             beta_h = self.beta_h

@@ -259,6 +259,13 @@ def test_sdirk4_embedded_weights_are_order_3_and_put_weight_on_the_step_start():
     c, Ac = tab.c, tab.A @ tab.c
     for condition in (np.ones_like(c), c, c**2, Ac):
         assert abs(delta @ condition) < 1e-14
+    # and its order-4 defects (the estimate's leading term on smooth problems) are
+    # nearly HW's: the norms the tableau's docstring quotes
+    A = tab.A
+    order4 = np.stack([c**3, c * Ac, A @ c**2, A @ Ac])
+    exact = np.array([1 / 4, 1 / 8, 1 / 12, 1 / 24])
+    assert np.linalg.norm(order4 @ hw - exact) == pytest.approx(0.0249, abs=5e-5)
+    assert np.linalg.norm(order4 @ tab.b_hat - exact) == pytest.approx(0.0256, abs=5e-5)
     assert odenet.verify_order(tab) == 4
     embedded = odenet.ButcherTableau("sdirk4_embedded", A=tab.A, b=tab.b_hat, c=tab.c, order=3)
     assert odenet.verify_order(embedded) == 3

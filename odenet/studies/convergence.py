@@ -722,16 +722,17 @@ def _solution_scale(problem: Problem, n_steps: int) -> float:
     return float(np.nanmax(np.abs(y))) if np.isfinite(y).any() else 1.0
 
 
-def cell_key(method: str, **setting) -> dict:
-    """A cell's key in its results folder: the method's name, the digest of its data
-    (:func:`odenet._registry.method_digest`; absent for scipy's and torchdiffeq's), and
-    the setting.  With the digest, a cell stored before a method's coefficients changed
-    is recomputed, not served as current (the key held only the name: a folder from before
-    sdirk4's embedded weights changed kept serving its old sdirk4 cells)."""
+def cell_key(head: dict, method: str | None, **setting) -> dict:
+    """A cell's key in its results folder: ``head`` (what names the solver), the digest
+    of odenet ``method``'s data (:func:`odenet._registry.method_digest`; none for
+    scipy's and torchdiffeq's, ``method=None``), and the setting.  With the digest, a
+    cell stored before a method's coefficients changed is recomputed, not served as
+    current (the key held only the name: a folder from before sdirk4's embedded weights
+    changed kept serving its old sdirk4 cells)."""
     from odenet._registry import method_digest
 
-    data = method_digest(method)
-    return {"method": method, **({"method_data": data} if data else {}), **setting}
+    data = None if method is None else method_digest(method)
+    return {**head, **({"method_data": data} if data else {}), **setting}
 
 
 def identity(problem: Problem, dtype: str) -> dict:
@@ -827,7 +828,11 @@ def convergence(
         payload = problem_payload(problem, ex)
         if payload is None:
             ex, payload = None, ("object", problem)
-        tasks = [(cell_key(m, n_steps=n), (payload, m, n, dtype)) for m in methods for n in ns]
+        tasks = [
+            (cell_key({"method": m}, m, n_steps=n), (payload, m, n, dtype))
+            for m in methods
+            for n in ns
+        ]
         counts = run_cells(
             convergence_cell, tasks, store, executor=ex, progress=progress, desc="converge"
         )

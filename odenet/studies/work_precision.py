@@ -39,6 +39,7 @@ from odenet.studies.convergence import (
     _DTYPES,
     MAX_STEPS,
     blowup_message,
+    cell_key,
     check_dtype,
     check_norm,
     exact_message,
@@ -872,14 +873,12 @@ def work_precision(
         payload = problem_payload(problem, ex)
         if payload is None:
             ex, payload = None, ("object", problem)
-        from odenet._registry import method_digest  # (see convergence.cell_key)
-
         tasks = []
         for s in solvers:
             settings = tols if s.adaptive else ns
             for v in settings:
-                data = method_digest(s.method) if s.library == "odenet" else None
-                key = {"solver": s.label, **({"method_data": data} if data else {}), "setting": v}
+                odenet_method = s.method if s.library == "odenet" else None
+                key = cell_key({"solver": s.label}, odenet_method, setting=v)
                 tasks.append((key, (payload, s.label, v, repeats, dtype, cell_timeout)))
         # a cell that timed out under a smaller limit than this run's is tried again
         limit = math.inf if cell_timeout is None else cell_timeout

@@ -82,6 +82,41 @@ def test_shooting_ode_predicts_the_flow_from_the_last_past_observation():
     np.testing.assert_allclose(pred, np.array(ref), rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_shooting_ode_forecasts_a_channel_missing_at_the_start_observation(bidirectional):
+    """With the true field and exact data, a prediction is the flow itself even where a
+    channel is missing at the observation it starts from: that channel is the model's
+    forecast there, not its last observed value held (which was off by 1.03)."""
+    A = np.array([[-0.1, 1.0], [-1.0, -0.2]])
+    x0 = np.array([1.0, 0.0])
+    ts = np.array([0.0, 0.7, 1.5, 2.2, 3.1])
+    mask = np.ones((5, 2))
+    mask[1, 1] = mask[2, 0] = mask[3, 0] = mask[3, 1] = 0
+    mask[3, 1] = 1
+    vals = np.array([expm(A * t) @ x0 for t in ts]) * mask
+    ctx = IrregularBatch.from_lists([torch.tensor(ts)], [torch.tensor(vals)], [torch.tensor(mask)])
+    model = ShootingODE(Linear(A), physical=True, rtol=1e-10, atol=1e-12,
+                        bidirectional=bidirectional)  # fmt: skip
+    q = np.array([0.3, 1.0, 1.8, 2.5, 2.9, 4.0])
+    pred = model.predict(ctx, torch.tensor(q)[None])[0].numpy()
+    np.testing.assert_allclose(pred, [expm(A * t) @ x0 for t in q], rtol=1e-8, atol=1e-9)
+    # training sees the same starts: the true field's multiple-shooting loss is zero
+    assert float(model.loss(ctx)) < 1e-18
+
+
+def test_shooting_ode_assimilate_is_the_data_where_every_channel_is_observed():
+    A = np.array([[-0.1, 1.0], [-1.0, -0.2]])
+    model = ShootingODE(Linear(A), physical=True)
+    calls = []
+    model._solve = lambda *a: calls.append(a)  # must not be called
+    batch = IrregularBatch.from_lists([torch.tensor([0.0, 1.0]), torch.tensor([0.0, 0.5, 2.0])],
+                                      [torch.randn(2, 2, dtype=torch.float64),
+                                       torch.randn(3, 2, dtype=torch.float64)])  # fmt: skip
+    states = model.assimilate(batch)
+    assert not calls
+    torch.testing.assert_close(states[batch.valid], batch.values[batch.valid])
+
+
 def lv_mle(node_every=4):
     from odenet.fit.greybox import GreyBoxMLE
 
@@ -356,8 +391,9 @@ def test_predictions_before_a_channels_first_observation_do_not_see_it(make):
 def test_shooting_loss_scores_no_shot_from_a_start_filled_from_the_future():
     """The multiple-shooting MSE against its shots enumerated by hand with the exact flow
     ``e^{−kΔt}``: a channel is scored in a shot only if it was observed at or before the
-    shot's start (whose value is then its last observation).  The backward fill started
-    the shots from t = 0, 1, 2 at channel 1's first value, the target they were scored on."""
+    shot's start, whose value is then the flow from its last observation (a channel
+    missing there is forecast, not held).  The backward fill started the shots from
+    t = 0, 1, 2 at channel 1's first value, the target they were scored on."""
     k, b = 0.5, leading_gap(7.0)
     model = ShootingODE(Decay(k), horizon=2, rtol=1e-11, atol=1e-13)
     t, v, m = b.times[0], b.values[0], b.mask[0]
@@ -367,7 +403,7 @@ def test_shooting_loss_scores_no_shot_from_a_start_filled_from_the_future():
             for d in range(2):
                 seen = [s for s in range(i + 1) if m[s, d] > 0]
                 if m[j, d] > 0 and seen:
-                    pred = v[seen[-1], d] * math.exp(-k * float(t[j] - t[i]))
+                    pred = v[seen[-1], d] * math.exp(-k * float(t[j] - t[seen[-1]]))
                     terms.append((pred - v[j, d]) ** 2)
     torch.testing.assert_close(model.loss(b), torch.stack(terms).mean(), rtol=1e-9, atol=0)
 

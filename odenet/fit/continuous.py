@@ -14,10 +14,13 @@ observations and scores them, so no shot is longer than ``horizon`` gaps (a sing
 shot through a long oscillating series has a loss landscape full of local minima).
 Prediction at ``q`` integrates from the last observation at or before ``q``.
 
-A channel missing at a shot's start is carried forward from its last observation
-(:func:`~odenet.fit._common.fill_locf`); before the channel's first observation the start
-is the channel mean (0) and that channel's terms of the shot are not scored — a start
-filled from a later observation made the shot's target its own input.
+A channel missing at an observation is the model's own forecast there
+(:meth:`ShootingODE.assimilate`: the flow from the state at the observation before, with
+the observed channels reset to the data), not its last observed value held constant — a
+stale value is the start of every shot and prediction from that observation.  Before the
+channel's first observation the state starts at the channel mean (0), and that channel's
+terms of a shot are not scored — a start filled from a later observation made the shot's
+target its own input.
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ class ShootingODE(nn.Module):
         observation as well as the last.  Per channel ``d``, "the one after" is the
         next observation ``t_j`` where ``d`` *is observed* (``w = (q − t_i)/(t_j − t_i)``);
         the backward solve starts there from the observed channels and, for the
-        others, the forward solution arriving at ``t_j`` from ``t_{j−1}``.  A channel
+        others, the model's forecast there (:meth:`assimilate`).  A channel
         never observed after ``q`` is forward only, as is everything beyond the last
         observation.  Training is unchanged (the field is the same).
     method, rtol, atol, sensitivity, step_size :
@@ -128,16 +131,49 @@ class ShootingODE(nn.Module):
         f = _NormalisedField(self.field, self) if self.physical else self.field
         return odenet.solve(f, y0, t, **opts).ys
 
+    def assimilate(self, batch: IrregularBatch) -> torch.Tensor:
+        """[B, T, D] the state at each observation time, missing channels forecast.
+
+        ``x_0`` is the first observation (an unobserved channel at its mean, 0); then
+        ``x_i = m_i ⊙ v_i + (1 − m_i) ⊙ φ(t_{i−1} → t_i, x_{i−1})``: the channels observed
+        at ``t_i`` from the data, the missing ones from the model's flow.  A missing
+        channel held at its last observed value (LOCF) started every shot and prediction
+        from a state the model's own dynamics contradict — with the true field, the
+        prediction after a gap in one channel was off by the channel's change over the gap.
+
+        One solve per time column where some series misses a channel (rows batched); a
+        batch with every channel observed at every time costs nothing and equals the data.
+        Differentiable (the loss calls it under ``no_grad``: its shot starts are data).
+        """
+        filled = fill_locf(batch)
+        observed = batch.mask > 0
+        partial = ~observed.all(-1) & batch.valid  # [B, T]
+        partial[:, 0] = False
+        columns = partial.any(0).nonzero().flatten().tolist()
+        if not columns:
+            return filled
+        states = list(filled.unbind(1))
+        for i in columns:
+            rows = partial[:, i].nonzero().flatten()
+            grid = torch.stack([batch.times[rows, i - 1], batch.times[rows, i]], -1)
+            arrive = self._solve(states[i - 1][rows], grid)[:, 1].to(filled.dtype)
+            here = torch.where(observed[rows, i], batch.values[rows, i], arrive)
+            states[i] = states[i].index_put((rows,), here)
+        return torch.stack(states, 1)
+
     def loss(self, batch: IrregularBatch) -> torch.Tensor:
         """Multiple-shooting MSE: shots of ``horizon`` gaps from every observation.
 
-        A channel not yet observed at a shot's start starts at its mean and is not
-        scored in that shot (its start carries no information about it)."""
+        A shot starts from :meth:`assimilate`'s state (computed without gradient, like
+        the data): a channel missing there is the model's forecast.  A channel not yet
+        observed at a shot's start starts at its mean and is not scored in that shot (its
+        start carries no information about it)."""
         B, T, D = batch.values.shape
         if T < 2:
             raise InputError("training needs series with at least two observation times.")
         L = min(self.horizon, T - 1)
-        filled = fill_locf(batch)
+        with torch.no_grad():
+            filled = self.assimilate(batch)
         # pad L extra columns (times keep increasing, mask 0) so every start has a window
         dt = torch.arange(1, L + 1, dtype=batch.times.dtype)[None, :]
         times = torch.cat([batch.times, batch.times[:, -1:] + dt], dim=1)
@@ -156,10 +192,12 @@ class ShootingODE(nn.Module):
     def predict(self, context: IrregularBatch, query_times: torch.Tensor) -> torch.Tensor:
         """[B, Q, D]: integrate from the last context observation at or before each query.
 
-        A query before the series' first observation is integrated backward from it (a
-        backcast).  A channel not yet observed at the start starts at its mean (0)."""
+        The start is :meth:`assimilate`'s state there (a channel missing at that
+        observation is the model's forecast from the ones before).  A query before the
+        series' first observation is integrated backward from it (a backcast).  A channel
+        not yet observed at the start starts at its mean (0)."""
         B, Q = query_times.shape
-        filled = fill_locf(context)
+        filled = self.assimilate(context)
         idx = last_index(context.times, context.lengths, query_times)  # [B, Q]
         t0 = context.times.gather(1, idx)
         x0 = filled.gather(1, idx[..., None].expand(B, Q, filled.shape[-1]))
@@ -192,13 +230,11 @@ class ShootingODE(nn.Module):
             return fwd
         bq, qq, dd = has.nonzero(as_tuple=True)
         j = jd[bq, qq, dd]
-        tj, tp = context.times[bq, j], context.times[bq, j - 1]
-        # the state at t_j: the channels observed there from the data, the others from the
-        # forward solution arriving from the observation before
+        tj = context.times[bq, j]
+        # the state at t_j: the channels observed there from the data, the others the
+        # model's forecast (assimilate)
         try:
-            arrive = self._solve(filled[bq, j - 1], torch.stack([tp, tj], -1))[:, 1]
-            start = torch.where(obs[bq, j], context.values[bq, j], arrive)
-            bwd = self._solve(start, torch.stack([tj, query_times[bq, qq]], -1))[:, 1]
+            bwd = self._solve(filled[bq, j], torch.stack([tj, query_times[bq, qq]], -1))[:, 1]
         except odenet.SolverError:  # a field stiff backwards in time: keep the forward pass
             return fwd
         bwd = bwd[torch.arange(len(dd)), dd]

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
+import odenet
 from odenet.fit import (
     DataFormatError,
     Normalizer,
@@ -154,6 +155,25 @@ def test_damped_oscillator_generator_matches_the_closed_form():
         exact = datasets.damped_oscillator_exact(c.times[b, :n].numpy(), d.meta["y0"][b], 2.0, 0.1)
         np.testing.assert_allclose(c.values[b, :n].numpy(), exact, atol=1e-9)
         np.testing.assert_allclose(d.batch.values[b, :n].numpy(), exact, atol=1e-9)  # σ = 0
+
+
+@pytest.mark.parametrize("name", ["lotka_volterra", "damped_oscillator", "spirals"])
+def test_channel_observed_masks_channels_of_the_same_data(name):
+    """The same times and noisy values as with every channel observed, each channel kept
+    with the given probability, at least one per time."""
+    from odenet.fit import datasets
+
+    full = datasets.SYNTHETIC[name](20, observed=0.5, seed=3).batch
+    part = datasets.SYNTHETIC[name](20, observed=0.5, seed=3, channel_observed=0.4).batch
+    assert torch.equal(full.times, part.times)
+    assert bool((full.mask[full.valid] == 1).all())
+    m = part.mask[part.valid]
+    assert (m.sum(-1) >= 1).all()
+    # P(kept) = p + (1 − p)²/2 with the one-per-time rule: 0.58 for two channels
+    assert abs(float(m.mean()) - 0.58) < 0.04
+    torch.testing.assert_close(part.values, full.values * part.mask)
+    with pytest.raises(odenet.InputError, match="channel_observed"):
+        datasets.SYNTHETIC[name](2, channel_observed=0.0)
 
 
 def test_damped_oscillator_closed_form_rejects_overdamping():

@@ -55,12 +55,19 @@ def spiral_field(t, y, p=None):
     return (y**3) @ SPIRAL_A
 
 
-def _simulate(field, params, y0s, t_end, n_times, observed, noise, seed, channels, name):
+def _simulate(field, params, y0s, t_end, n_times, observed, noise, seed, channels, name,
+              channel_observed=1.0):  # fmt: skip
     if not 0 < observed <= 1:
         raise InputError(f"`observed` must be a fraction in (0, 1], got {observed}.")
+    if not 0 < channel_observed <= 1:
+        raise InputError(
+            f"`channel_observed` must be a fraction in (0, 1], got {channel_observed}."
+        )
     rng = np.random.default_rng(seed)
+    # its own stream: the times and noise are those of channel_observed = 1
+    mask_rng = np.random.default_rng(seed + 20_000)
     grid = np.linspace(0.0, t_end, n_times)
-    times, values, clean = [], [], []
+    times, values, clean, masks = [], [], [], []
     for y0 in y0s:
         sol = solve_ivp(
             lambda t, y: field(t, y, params), (0.0, t_end), y0, t_eval=grid,
@@ -70,10 +77,17 @@ def _simulate(field, params, y0s, t_end, n_times, observed, noise, seed, channel
         k = max(2, round(observed * n_times))
         idx = np.sort(rng.choice(n_times, size=k, replace=False))
         obs = ys[idx] + noise * rng.standard_normal(ys[idx].shape)
+        mask = np.ones_like(obs)
+        if channel_observed < 1:
+            mask = (mask_rng.random(obs.shape) < channel_observed).astype(obs.dtype)
+            # every kept time keeps one channel at least (else it was not an observation)
+            none = ~mask.any(1)
+            mask[none, mask_rng.integers(0, obs.shape[1], int(none.sum()))] = 1
         times.append(torch.tensor(grid[idx], dtype=DTYPE))
-        values.append(torch.tensor(obs, dtype=DTYPE))
+        values.append(torch.tensor(obs * mask, dtype=DTYPE))
+        masks.append(torch.tensor(mask, dtype=DTYPE))
         clean.append(torch.tensor(ys[idx], dtype=DTYPE))
-    batch = IrregularBatch.from_lists(times, values)
+    batch = IrregularBatch.from_lists(times, values, masks)
     meta = {
         "name": name,
         "params": dict(params) if params else {},
@@ -81,6 +95,7 @@ def _simulate(field, params, y0s, t_end, n_times, observed, noise, seed, channel
         "y0": np.asarray(y0s),
         "noise": noise,
         "observed": observed,
+        "channel_observed": channel_observed,
         "t_end": t_end,
         "clean": IrregularBatch.from_lists(times, clean),
     }
@@ -95,6 +110,7 @@ def lotka_volterra(
     n_times: int = 100,
     t_end: float = 15.0,
     params: dict | None = None,
+    channel_observed: float = 1.0,
     seed: int = 0,
 ) -> SeriesData:
     """Irregularly subsampled Lotka–Volterra series.
@@ -105,6 +121,9 @@ def lotka_volterra(
         Number of series (initial states uniform in ``[0.5, 1.5]²``).
     observed : float
         Fraction of the ``n_times`` grid points on ``[0, t_end]`` kept per series.
+    channel_observed : float
+        Probability that a channel is observed at a kept time, independently per channel
+        (at least one channel per time); 1 (default): every channel at every time.
     noise : float
         Standard deviation of additive Gaussian observation noise (σ = 0.02 by default).
     params : dict
@@ -120,7 +139,7 @@ def lotka_volterra(
     rng = np.random.default_rng(seed + 10_000)
     y0s = rng.uniform(0.5, 1.5, size=(n_series, 2))
     return _simulate(lotka_volterra_field, p, y0s, t_end, n_times, observed, noise, seed,
-                     ["prey", "predator"], "lotka_volterra")  # fmt: skip
+                     ["prey", "predator"], "lotka_volterra", channel_observed)  # fmt: skip
 
 
 def damped_oscillator(
@@ -132,13 +151,17 @@ def damped_oscillator(
     t_end: float = 10.0,
     omega: float = 2.0,
     zeta: float = 0.1,
+    channel_observed: float = 1.0,
     seed: int = 0,
 ) -> SeriesData:
-    """Damped harmonic oscillators ``x'' + 2ζω x' + ω² x = 0``; channels ``["x", "v"]``."""
+    """Damped harmonic oscillators ``x'' + 2ζω x' + ω² x = 0``; channels ``["x", "v"]``.
+
+    Arguments as :func:`lotka_volterra`."""
     rng = np.random.default_rng(seed + 10_000)
     y0s = rng.uniform(-1.0, 1.0, size=(n_series, 2))
     return _simulate(damped_oscillator_field, {"omega": omega, "zeta": zeta}, y0s, t_end,
-                     n_times, observed, noise, seed, ["x", "v"], "damped_oscillator")  # fmt: skip
+                     n_times, observed, noise, seed, ["x", "v"], "damped_oscillator",
+                     channel_observed)  # fmt: skip
 
 
 def spirals(
@@ -148,15 +171,18 @@ def spirals(
     noise: float = 0.02,
     n_times: int = 100,
     t_end: float = 10.0,
+    channel_observed: float = 1.0,
     seed: int = 0,
 ) -> SeriesData:
-    """Cubic spirals ``y' = y³ A`` from initial states on a ring of radius 1.5–2."""
+    """Cubic spirals ``y' = y³ A`` from initial states on a ring of radius 1.5–2.
+
+    Arguments as :func:`lotka_volterra`."""
     rng = np.random.default_rng(seed + 10_000)
     r = rng.uniform(1.5, 2.0, n_series)
     a = rng.uniform(0, 2 * np.pi, n_series)
     y0s = np.stack([r * np.cos(a), r * np.sin(a)], axis=1) * 0.6
     return _simulate(spiral_field, {}, y0s, t_end, n_times, observed, noise, seed,
-                     ["x", "y"], "spirals")  # fmt: skip
+                     ["x", "y"], "spirals", channel_observed)  # fmt: skip
 
 
 SYNTHETIC = {"lotka_volterra": lotka_volterra, "damped_oscillator": damped_oscillator,

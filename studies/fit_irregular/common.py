@@ -50,6 +50,9 @@ def study_parser(description: str, out: str, seeds=(0, 1, 2)) -> argparse.Argume
     """The options every synthetic-data study shares (fractions, seeds, budget, output)."""
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--observed", type=float, nargs="+", default=[0.3, 0.5, 0.7])
+    ap.add_argument("--channel-observed", type=float, default=1.0,
+                    help="probability each channel is observed at a kept time (synthetic "
+                         "data sets that take it; 1: every channel)")  # fmt: skip
     ap.add_argument("--seeds", type=int, nargs="+", default=list(seeds))
     ap.add_argument("--iters", type=int, default=200)
     ap.add_argument("--batch", type=int, default=16)

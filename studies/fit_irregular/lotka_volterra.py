@@ -49,7 +49,8 @@ def main(argv=None):
     csv_path = RESULTS / f"{args.out}.csv"
     for obs in args.observed:
         for seed in args.seeds:
-            data = datasets.lotka_volterra(args.n_series, observed=obs, noise=0.02, seed=seed)
+            data = datasets.lotka_volterra(args.n_series, observed=obs, noise=0.02, seed=seed,
+                                           channel_observed=args.channel_observed)  # fmt: skip
             parts = protocol(data, seed)
             clean = data.meta["clean"]
             states = clean.values[clean.valid]

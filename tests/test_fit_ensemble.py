@@ -42,6 +42,35 @@ def test_members_differ_and_the_band_is_spread_plus_calibrated_noise():
                                                      / held.mask.sum()))  # fmt: skip
 
 
+def test_no_member_is_trained_or_selected_on_a_calibration_point(monkeypatch):
+    """Early stopping picks a member by its validation loss: with the calibration points
+    in it (as before), the members were chosen to fit them and σ̂ came out small."""
+    import odenet.fit.ensemble as E
+
+    data = datasets.damped_oscillator(8, observed=0.6, noise=0.05, seed=0)
+    train, val = data.subset(range(5)), data.subset(range(5, 8))
+    seen = []
+    real_fit = E.fit
+
+    def spy(model, train_data, val_data, **kw):
+        seen.append((train_data, val_data))
+        return real_fit(model, train_data, val_data, **kw)
+
+    monkeypatch.setattr(E, "fit", spy)
+    ens = fit_ensemble(lambda: neural_ode(2, 8, horizon=2, rtol=1e-3, atol=1e-4), train, val,
+                       members=2, iters=2, batch_size=5, calibration=0.3)  # fmt: skip
+    assert len(seen) == 2 and ens.n_calibration > 0
+    _, cal = holdout_points(val.batch, 0.3, seed=0)  # the calibration points drawn
+    cal_pts = {(round(float(t), 12), b) for b in range(cal.times.shape[0])
+               for t in cal.times[b, : int(cal.lengths[b])]}  # fmt: skip
+    for _, val_data in seen:
+        vb = val_data.batch if hasattr(val_data, "batch") else val_data
+        used = {(round(float(t), 12), b) for b in range(vb.times.shape[0])
+                for t in vb.times[b, : int(vb.lengths[b])]}  # fmt: skip
+        assert not used & cal_pts
+        assert val_data.ids == val.ids  # still the validation series, by name
+
+
 def test_bad_ensemble_options_are_refused():
     ctx, _, _ = _small()
     with pytest.raises(OdenetError, match="`members` must be an integer ≥ 2"):

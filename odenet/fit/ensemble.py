@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -120,9 +120,10 @@ def fit_ensemble(make_model: Callable, train, val=None, *, members: int = 5, see
         starts from its own initialisation).
     train, val : SeriesData or IrregularBatch
         As for :func:`odenet.fit.fit` (physical units).  The noise level is calibrated on
-        points no member trained on: a random ``calibration`` fraction of ``val``'s
-        points (conditioned on the rest of ``val``) when ``val`` is given, else a
-        ``calibration`` fraction of ``train``'s points, held out of training.
+        points no member trained on or was selected by: a random ``calibration``
+        fraction of ``val``'s points (conditioned on the rest of ``val``, which is also
+        what the members early-stop on) when ``val`` is given, else a ``calibration``
+        fraction of ``train``'s points, held out of training.
     members : int
         Ensemble size (≥ 2: one member has no spread).
     **fit_kwargs
@@ -142,15 +143,18 @@ def fit_ensemble(make_model: Callable, train, val=None, *, members: int = 5, see
     batch = train.batch if isinstance(train, SeriesData) else train
     if val is None:
         train_b, cal = holdout_points(batch, calibration, seed=seed)
-        cal_ctx = train_b
+        cal_ctx, stop_on = train_b, None
     else:
         vb = val.batch if isinstance(val, SeriesData) else val
         cal_ctx, cal = holdout_points(vb, calibration, seed=seed)
         train_b = batch
+        # early stopping picks each member by its validation loss: on the calibration
+        # points too, it would pick members that fit them, and σ̂ would come out small
+        stop_on = replace(val, batch=cal_ctx) if isinstance(val, SeriesData) else cal_ctx
     results = []
     for m in range(members):
         torch.manual_seed(seed + m)
-        results.append(fit(make_model(), train_b, val, seed=seed + m, **fit_kwargs))
+        results.append(fit(make_model(), train_b, stop_on, seed=seed + m, **fit_kwargs))
     first = results[0]
     ens = EnsembleFit(model=first.model, normalizer=first.normalizer, members=results,
                       iterations=sum(r.iterations for r in results),

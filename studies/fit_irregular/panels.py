@@ -112,11 +112,14 @@ def iv2(t, x, p):
                      -1)  # fmt: skip
 
 
-def greybox(name, data, mixed=False):
+def greybox(name, ctx, mixed=False):
     """The panel's grey-box model, every parameter per series; with ``mixed`` the
     per-series parameters are random effects (a population log-normal whose mean and
-    spread are estimated), so a series with few points borrows from the others."""
-    y = data.batch.values[data.batch.mask > 0]
+    spread are estimated), so a series with few points borrows from the others.
+
+    The starting guesses read the training context ``ctx`` only (they read the whole
+    panel, held-out points included, before)."""
+    y = ctx.values[ctx.mask > 0]
     how = "random" if mixed else "per_series"
     if name in ("chickweight", "loblolly", "soybean"):
         K = float(y.max()) * 1.5
@@ -181,7 +184,7 @@ def run(name, seed, iters, models, cde_iters=None):
         if models and m not in models:
             continue
         t0 = time.perf_counter()
-        model = greybox(name, data, mixed)
+        model = greybox(name, ctx, mixed)
         res = fit(model, ctx, iters=30, optimizer="gauss_newton", seed=seed)
         info = model.info
         note = (f"stop={info['stop_reason']}; unidentifiable={len(info['unidentifiable'])}/"

@@ -12,12 +12,45 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import tempfile
 import time
 from pathlib import Path
 
 TMP_PREFIX = ".tmp-"
 # a temp file this old is stale even if a process with its pid exists (pid reuse)
 TMP_STALE_S = 600.0
+
+
+def umask() -> int:
+    """The process's umask, read without changing it."""
+    # /proc avoids os.umask's set-and-restore, which races with other threads
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def file_mode() -> int:
+    """The mode a plain ``open(…, "w")`` would give a new file: ``0o666 & ~umask``."""
+    return 0o666 & ~umask()
+
+
+def temp_file(folder: Path, suffix: str = "") -> tuple[int, str]:
+    """``(fd, path)`` of a new ``.tmp-<pid>-…`` file in ``folder`` for an atomic write.
+
+    With the user's file mode: ``mkstemp`` creates 0600, so a results folder or a
+    reference cache shared with others became unreadable to them once renamed in place.
+    """
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{TMP_PREFIX}{os.getpid()}-", suffix=suffix)
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, file_mode())
+    return fd, tmp
 
 
 def pid_alive(pid: int) -> bool:

@@ -33,7 +33,6 @@ import math
 import os
 import pickle
 import sys
-import tempfile
 import types
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -45,7 +44,7 @@ import numpy as np
 import torch
 
 from odenet._errors import InputError, SolverError
-from odenet._tempfiles import TMP_PREFIX, clean_temp_files
+from odenet._tempfiles import clean_temp_files, temp_file
 
 REFERENCE_RTOL = 1e-13
 REFERENCE_ATOL = 1e-15
@@ -644,7 +643,7 @@ def _atomic_write_npz(path: Path, **arrays) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     _clean_reference_temps(path.parent, always=True)
     # the writer's pid in the name tells a live writer's file from a killed one's
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TMP_PREFIX}{os.getpid()}-", suffix=".npz")
+    fd, tmp = temp_file(path.parent, ".npz")
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)

@@ -16,6 +16,7 @@ import textwrap
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -103,6 +104,20 @@ def test_files_are_written_with_the_users_umask_not_0600(tmp_path):
         os.umask(old)
     files = [tmp_path / "r" / "study.json", *_cells(tmp_path / "r")]
     assert {oct(p.stat().st_mode & 0o777) for p in files} == {oct(0o644)}
+
+
+def test_reference_cache_files_are_written_with_the_users_umask_not_0600(tmp_path):
+    """A cache shared between users (``$ODENET_CACHE`` on a group folder): mkstemp's 0600
+    survived the rename, and nobody else could read the reference."""
+    from odenet import problems as P
+
+    old = os.umask(0o022)
+    try:
+        P.reference_solution(P.get_problem("van_der_pol"), np.array([0.5, 1.0]))
+    finally:
+        os.umask(old)
+    files = list((tmp_path / "cache").rglob("*.npz"))
+    assert files and {oct(p.stat().st_mode & 0o777) for p in files} == {oct(0o644)}
 
 
 # --- study.json -------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from odenet._errors import InputError
+from odenet._tempfiles import file_mode
 from odenet.batch import IrregularBatch
 from odenet.fit.data import Normalizer, SeriesData, SeriesMismatchError
 
@@ -243,7 +244,7 @@ def save_checkpoint(path, state: dict) -> None:
     os.close(fd)
     try:
         torch.save(state, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a checkpoint is shared like any result
+        os.chmod(tmp, file_mode())  # mkstemp creates 0600; a checkpoint is shared like any result
         os.replace(tmp, path)
     except OSError as e:
         raise CheckpointError(

@@ -31,7 +31,6 @@ import os
 import pickle
 import re
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -50,7 +49,7 @@ from typing import Any
 
 from odenet._errors import InputError, OdenetError
 from odenet._tempfiles import TMP_PREFIX as _TMP_PREFIX
-from odenet._tempfiles import clean_temp_files
+from odenet._tempfiles import clean_temp_files, file_mode, temp_file
 
 STUDY_SCHEMA = "odenet.study/1"
 # /2 added the checksum; /1 cells may hold blown-up solutions marked "ok", so they are
@@ -85,29 +84,9 @@ def digest(obj: Any, n: int = 16) -> str:
     return hashlib.sha256(_canonical(obj).encode()).hexdigest()[:n]
 
 
-def _umask() -> int:
-    # /proc avoids os.umask's set-and-restore, which races with other threads
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    old = os.umask(0o022)
-    os.umask(old)
-    return old
-
-
 def _tmp_file(folder: Path) -> tuple[int, str]:
     """A temp file in ``folder`` named so that no ``*.json`` pattern matches it."""
-    fd, tmp = tempfile.mkstemp(
-        dir=folder, prefix=f"{_TMP_PREFIX}{os.getpid()}-", suffix=_TMP_SUFFIX
-    )
-    # mkstemp creates 0600; results are meant to be shared like any file the user writes
-    with contextlib.suppress(OSError):
-        os.fchmod(fd, 0o666 & ~_umask())
-    return fd, tmp
+    return temp_file(folder, _TMP_SUFFIX)
 
 
 def _write_tmp(folder: Path, text: str) -> str:
@@ -165,7 +144,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         with contextlib.suppress(OSError):
-            os.chmod(tmp, 0o666 & ~_umask())
+            os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(OSError):
@@ -214,7 +193,7 @@ def folder_lock(folder: Path, name: str = ".outputs.lock") -> Iterator[None]:
     except ImportError:  # pragma: no cover - not POSIX
         yield
         return
-    fd = os.open(Path(folder) / name, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    fd = os.open(Path(folder) / name, os.O_RDWR | os.O_CREAT, file_mode())
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -52,6 +52,14 @@ class IrregularBatch:
             or bool((self.lengths > T).any())
         ):
             raise InputError(f"`lengths` must be [B] = [{B}] with 1 ≤ length ≤ {T}.")
+        devices = {t.device for t in (self.times, self.values, self.mask, self.lengths)}
+        if len(devices) > 1:
+            # caught here, not as a device error deep inside a model's solve
+            raise InputError(
+                "`times`, `values`, `mask` and `lengths` must be on one device, got "
+                f"{self.times.device}, {self.values.device}, {self.mask.device} and "
+                f"{self.lengths.device}; move them together (`IrregularBatch.to(device)`)."
+            )
         if T > 1 and not bool((self.times.diff(dim=1) > 0).all()):
             raise InputError(
                 "`times` must be strictly increasing along each row, padding included "
@@ -65,7 +73,10 @@ class IrregularBatch:
         return torch.arange(T, device=self.times.device)[None, :] < self.lengths[:, None]
 
     def to(self, *args, **kwargs) -> IrregularBatch:
-        """Move/cast like `Tensor.to` (`lengths` only moves device)."""
+        """Move/cast like `Tensor.to` (`lengths` only moves device).
+
+        `batch.to("cuda")` moves all four tensors; `batch.to(model_param)` takes a
+        tensor's device and dtype, as `Tensor.to` does."""
         times = self.times.to(*args, **kwargs)
         return IrregularBatch(
             times,
@@ -81,6 +92,7 @@ class IrregularBatch:
         Every row needs at least one time and the same `D` (one channel: `[T_b, 1]`);
         an InputError names the row otherwise.  The times of all rows take one floating
         dtype (the rows' promoted; integer times become float64, exact up to 2^53).
+        The batch is built on the device of ``times[0]`` (rows elsewhere are copied there).
 
         Examples
         --------
@@ -100,10 +112,12 @@ class IrregularBatch:
         T = max(len(t) for t in times)
         D = values[0].shape[-1]
         dtype = values[0].dtype
-        tt = torch.zeros(B, T, dtype=times[0].dtype)
-        vv = torch.zeros(B, T, D, dtype=dtype)
-        mm = torch.zeros(B, T, D, dtype=dtype)
-        lengths = torch.tensor([len(t) for t in times])
+        # the rows' device: a model's merged context (queries added) stays on its GPU
+        dev = times[0].device
+        tt = torch.zeros(B, T, dtype=times[0].dtype, device=dev)
+        vv = torch.zeros(B, T, D, dtype=dtype, device=dev)
+        mm = torch.zeros(B, T, D, dtype=dtype, device=dev)
+        lengths = torch.tensor([len(t) for t in times], device=dev)
         # padding times follow a row's last one closely (a solve goes on through
         # them): +1, +2, ... took a row past a blow-up that no data of it reaches
         scale = max(1.0, max(float(t.abs().max()) for t in times if len(t)))
@@ -112,7 +126,7 @@ class IrregularBatch:
             n = len(times[b])
             tt[b, :n] = times[b]
             last = times[b][-1]
-            tt[b, n:] = last + gap * torch.arange(1, T - n + 1, dtype=tt.dtype)
+            tt[b, n:] = last + gap * torch.arange(1, T - n + 1, dtype=tt.dtype, device=dev)
             vals = torch.nan_to_num(values[b], nan=0.0)
             vv[b, :n] = vals
             if masks is None:
@@ -129,8 +143,9 @@ def _checked_rows(times: list, values: list) -> tuple[list, list]:
     floating dtype: the rows' own, promoted; integer times (sample indices,
     timestamps) become float64, which holds them exactly up to 2^53 (float32 moved
     1_700_000_100 by 28)."""
-    times = [torch.as_tensor(t) for t in times]
-    values = [torch.as_tensor(v) for v in values]
+    # tensors stay where they are (as_tensor would take them to a default device)
+    times = [t if isinstance(t, torch.Tensor) else torch.as_tensor(t) for t in times]
+    values = [v if isinstance(v, torch.Tensor) else torch.as_tensor(v) for v in values]
     floats = [t.dtype for t in times if t.is_floating_point()]
     tdt = torch.float64 if len(floats) < len(times) else floats[0]
     for dt in floats:

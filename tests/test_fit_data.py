@@ -182,3 +182,14 @@ def test_damped_oscillator_closed_form_rejects_overdamping():
 
     with pytest.raises(InputError, match=r"`zeta` must be in \[0, 1\) \(underdamped\)"):
         datasets.damped_oscillator_exact([0.0, 1.0], [1.0, 0.0], zeta=1.5)
+
+
+def test_a_batch_split_across_devices_is_refused_naming_them():
+    """Values on one device and times on another failed later, as a raw device error inside
+    a model's solve ("meta" stands in for a GPU)."""
+    from odenet._errors import InputError
+    from odenet.batch import IrregularBatch
+
+    b = load_long(table(), id_col="id", time_col="time").batch
+    with pytest.raises(InputError, match=r"must be on one device, got cpu, meta.*\.to\(device\)"):
+        IrregularBatch(b.times, b.values.to("meta"), b.mask.to("meta"), b.lengths)

@@ -2,9 +2,76 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from odenet.batch import IrregularBatch
+
+
+def model_device(model: torch.nn.Module) -> torch.device | None:
+    """The device of ``model``'s parameters (of its buffers for a parameter-free model);
+    None for a model that holds no tensor (a fixed baseline runs where its data are)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return None
+
+
+def placed(
+    model: torch.nn.Module, context: IrregularBatch, query_times: torch.Tensor
+) -> tuple[IrregularBatch, torch.Tensor]:
+    """``context`` on ``model``'s device and ``query_times`` there in the context's time
+    dtype: what every ``predict`` works on.  Queries (or a context) built on the CPU for
+    a GPU model are moved, as :func:`odenet.solve` moves ``t`` to ``y0``'s device."""
+    dev = model_device(model) or context.times.device
+    if context.times.device != dev:
+        context = context.to(dev)
+    return context, query_times.to(device=dev, dtype=context.times.dtype)
+
+
+def on_cpu(method):
+    """Run a model method whose arithmetic is numpy/scipy (least squares, curve fits) on
+    the CPU, whatever device the model and its inputs are on.
+
+    The module is moved to the CPU for the call and back after it (parameters keep their
+    identity: ``Module.to`` swaps their data), tensor and :class:`IrregularBatch`
+    arguments are copied to the CPU, and tensors in the result (also inside tuples,
+    lists and dicts) go to the model's device, or the inputs' for a model without
+    tensors.  The method runs with the CPU as the default device, so its own tensors
+    land there under ``torch.set_default_device("cuda")`` too."""
+
+    def _where(x, dev):
+        if isinstance(x, torch.Tensor | IrregularBatch):
+            return x.to(dev)
+        if isinstance(x, tuple | list):
+            return type(x)(_where(v, dev) for v in x)
+        if isinstance(x, dict):
+            return {k: _where(v, dev) for k, v in x.items()}
+        return x
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        home = model_device(self)
+        if home is None:
+            for a in args:
+                if isinstance(a, torch.Tensor | IrregularBatch):
+                    home = a.times.device if isinstance(a, IrregularBatch) else a.device
+                    break
+        cpu = torch.device("cpu")
+        if home is None or home.type == "cpu":
+            with cpu:
+                return method(self, *args, **kwargs)
+        self.to(cpu)
+        try:
+            with cpu:
+                out = method(self, *_where(args, cpu), **_where(kwargs, cpu))
+        finally:
+            self.to(home)
+        return _where(out, home)
+
+    return wrapper
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -72,7 +139,7 @@ def merge_queries(
         t = torch.cat([tc, tq])
         order = torch.argsort(t, stable=True)
         inv = torch.empty_like(order)
-        inv[order] = torch.arange(len(order))
+        inv[order] = torch.arange(len(order), device=order.device)
         k = len(tq)
         times.append(t[order])
         values.append(torch.cat([context.values[b, :n], context.values.new_zeros(k, D)])[order])
@@ -98,6 +165,8 @@ class QueryGrid:
 
     def __init__(self, query: torch.Tensor, t0: torch.Tensor):
         B, Q = query.shape
+        dev = t0.device  # the grid and its index maps live with the context's times
+        query = query.to(dev)
         fwd, bwd, series_b, at = [], [], [], []  # at: per series, (row, col) of its unique queries
         for b in range(B):
             s = t0[b]
@@ -106,18 +175,20 @@ class QueryGrid:
             after = u[n_before:]
             starts = bool(after.numel()) and bool(after[0] == s)  # a query exactly at t0
             fwd.append(torch.cat([s[None], after[int(starts):]]))
-            col_f = torch.arange(len(after)) + 1 - int(starts)
+            col_f = torch.arange(len(after), device=dev) + 1 - int(starts)
             row_b = B + len(bwd)
             if n_before:
                 bwd.append(torch.cat([s[None], u[:n_before].flip(0)]))
                 series_b.append(b)
-            col_b = n_before - torch.arange(n_before)  # u ascending, the row descending
-            rows = torch.cat([torch.full((n_before,), row_b), torch.full((len(after),), b)])
+            col_b = n_before - torch.arange(n_before, device=dev)  # u ascending, the row descending
+            rows = torch.cat([torch.full((n_before,), row_b, device=dev),
+                              torch.full((len(after),), b, device=dev)])  # fmt: skip
             at.append((rows[inv], torch.cat([col_b, col_f])[inv]))
         M = max(2, max(len(g) for g in fwd + bwd))
         grid = [_pad(g, M, +1) for g in fwd] + [_pad(g, M, -1) for g in bwd]
         self.grid = torch.stack(grid)
-        self.series = torch.cat([torch.arange(B), torch.tensor(series_b, dtype=torch.long)])
+        self.series = torch.cat([torch.arange(B, device=dev),
+                                 torch.tensor(series_b, dtype=torch.long, device=dev)])
         self._flat = torch.stack([r * M + c for r, c in at])  # [B, Q] into [R·M]
 
     def take(self, out: torch.Tensor) -> torch.Tensor:
@@ -131,5 +202,5 @@ class QueryGrid:
 def _pad(g: torch.Tensor, M: int, sign: int) -> torch.Tensor:
     """``g`` continued to length ``M`` by steps of 1e-6 (relative) in direction ``sign``."""
     last = g[-1]
-    k = torch.arange(1, M - len(g) + 1, dtype=g.dtype)
+    k = torch.arange(1, M - len(g) + 1, dtype=g.dtype, device=g.device)
     return torch.cat([g, last + sign * 1e-6 * (1 + last.abs()) * k])

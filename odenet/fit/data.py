@@ -239,19 +239,20 @@ class Normalizer(torch.nn.Module):
     A module (buffers only), so it is saved in the model's checkpoint.
     """
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, device: torch.device | str | None = None):
         super().__init__()
-        self.register_buffer("mean", torch.zeros(dim, dtype=DTYPE))
-        self.register_buffer("std", torch.ones(dim, dtype=DTYPE))
+        self.register_buffer("mean", torch.zeros(dim, dtype=DTYPE, device=device))
+        self.register_buffer("std", torch.ones(dim, dtype=DTYPE, device=device))
 
     @staticmethod
     def fit(batch: IrregularBatch) -> Normalizer:
-        """Masked mean and standard deviation of each channel (std floored at 1e-8)."""
+        """Masked mean and standard deviation of each channel (std floored at 1e-8), on
+        the batch's device."""
         m = batch.mask
         n = m.sum(dim=(0, 1)).clamp_min(1)
         mean = (batch.values * m).sum(dim=(0, 1)) / n
         var = (((batch.values - mean) ** 2) * m).sum(dim=(0, 1)) / n
-        norm = Normalizer(batch.values.shape[-1])
+        norm = Normalizer(batch.values.shape[-1], device=batch.values.device)
         norm.mean.copy_(mean)
         norm.std.copy_(var.sqrt().clamp_min(1e-8))
         return norm
@@ -336,7 +337,7 @@ def split_time(batch: IrregularBatch, t_split) -> tuple[IrregularBatch, Irregula
     Returns ``(past, future)``: points with ``t ≤ t_split`` and points after it.  Use
     ``past`` as training/conditioning data and ``future`` to score extrapolation.
     """
-    ts = torch.as_tensor(t_split, dtype=batch.times.dtype)
+    ts = torch.as_tensor(t_split, dtype=batch.times.dtype, device=batch.times.device)
     ts = ts.reshape(-1, 1) if ts.dim() == 1 else ts
     past = batch.times <= ts
     return select(batch, past), select(batch, ~past)
@@ -365,9 +366,10 @@ def holdout_points(
     if not 0 < fraction < 1:
         raise InputError(f"`fraction` must be in (0, 1), got {fraction}.")
     g = torch.Generator().manual_seed(seed)
-    u = torch.rand(batch.times.shape, generator=g, dtype=DTYPE)
-    out = (u < fraction) & batch.valid
+    # drawn on the CPU: the same points held out whatever device holds the batch
+    u = torch.rand(batch.times.shape, generator=g, dtype=DTYPE, device="cpu")
+    out = (u.to(batch.times.device) < fraction) & batch.valid
     if keep_ends:
         out[:, 0] = False
-        out[torch.arange(out.shape[0]), batch.lengths - 1] = False
+        out[torch.arange(out.shape[0], device=out.device), batch.lengths - 1] = False
     return select(batch, ~out), select(batch, out)

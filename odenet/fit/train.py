@@ -33,6 +33,7 @@ from torch import nn
 from odenet._errors import InputError
 from odenet._tempfiles import file_mode
 from odenet.batch import IrregularBatch
+from odenet.fit._common import model_device
 from odenet.fit.data import Normalizer, SeriesData, SeriesMismatchError
 
 CHECKPOINT_FORMAT = "odenet.fit.checkpoint"
@@ -91,7 +92,8 @@ class FitResult:
         observations to condition on; row ``b`` of ``query_times`` is asked of its series
         ``b``.  Raises :class:`~odenet.fit.data.SeriesMismatchError` when the row counts
         differ (a context of all series with the query rows of a few was scored against
-        the first rows of the context).
+        the first rows of the context).  The model runs on its own device (context and
+        queries are moved there); the predictions come back on the context's device.
         """
         ctx = _batch_of(context, "context")
         if not isinstance(query_times, torch.Tensor) or query_times.dim() != 2:
@@ -105,10 +107,16 @@ class FitResult:
                 f"{query_times.shape[0]} rows; row b of the queries is asked of context series "
                 "b — give one row per context series (or subset the context the same way)."
             )
+        home = ctx.times.device
+        dev = model_device(self.model) or home
+        # a normaliser loaded on the CPU serves a model moved to the GPU afterwards
+        norm = self.normalizer.to(dev)
+        ctx = ctx.to(dev)
         self.model.eval()
         with torch.no_grad():
-            z = self.model.predict(self.normalizer.transform(ctx), query_times.to(ctx.times.dtype))
-        return self.normalizer.inverse(z)
+            z = self.model.predict(norm.transform(ctx),
+                                   query_times.to(device=dev, dtype=ctx.times.dtype))
+        return norm.inverse(z).to(home)
 
     def mse(self, context, target) -> float:
         """MSE (physical units) of predictions at ``target``'s observed points (nan if none).
@@ -142,7 +150,7 @@ class FitResult:
             return {"mse": math.nan, "n_points": 0, "per_channel": nan,
                     "per_series": [math.nan] * B, "n_per_channel": [0] * D,
                     "n_per_series": [0] * B}  # fmt: skip
-        pred = self.predict(ctx, tgt.times)[..., :D]
+        pred = self.predict(ctx, tgt.times)[..., :D].to(tgt.values.device)
         se = (pred - tgt.values[..., :D]) ** 2 * m
         nc, ns = m.sum(dim=(0, 1)), m.sum(dim=(1, 2))
 
@@ -212,6 +220,7 @@ def _paired(context, target, by_row: bool = False) -> tuple[IrregularBatch, Irre
 
 def _rows(batch: IrregularBatch, idx: torch.Tensor) -> IrregularBatch:
     """Series ``idx`` of ``batch``, trimmed to their own longest length."""
+    idx = idx.to(batch.times.device)
     T = int(batch.lengths[idx].max())
     return IrregularBatch(batch.times[idx, :T], batch.values[idx, :T], batch.mask[idx, :T],
                           batch.lengths[idx])  # fmt: skip
@@ -221,7 +230,7 @@ def _masked_rows(batch: IrregularBatch, idx: torch.Tensor) -> IrregularBatch:
     """All rows of ``batch`` in place, observed only in series ``idx``: the minibatch of a
     model that keys per-series data (doses) by row (``series_by_row``).  A masked MSE
     over it equals the one over :func:`_rows`."""
-    keep = torch.zeros(batch.times.shape[0], dtype=batch.mask.dtype)
+    keep = torch.zeros(batch.times.shape[0], dtype=batch.mask.dtype, device=batch.mask.device)
     keep[idx] = 1
     return IrregularBatch(batch.times, batch.values, batch.mask * keep[:, None, None],
                           batch.lengths)  # fmt: skip
@@ -349,7 +358,9 @@ def load_checkpoint(path, *, expect: dict | None = None) -> dict:
     if path.stat().st_size == 0:
         raise CheckpointError(f"{where} is empty; delete it or pass --force to overwrite it.")
     try:
-        ck = torch.load(path, weights_only=True)
+        # tensors saved from a GPU load on a CPU-only machine; load_state_dict and the
+        # optimiser's load_state_dict move them to the model's device
+        ck = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as e:
         text = str(e)
         if "GLOBAL" in text or "Unsupported global" in text or "unsupported global" in text:
@@ -619,8 +630,14 @@ def fit(
     model : nn.Module
         Anything with ``loss(batch)`` and ``predict(context, query_times)`` (see
         :mod:`odenet.fit.continuous`, :mod:`odenet.fit.baselines`, :mod:`odenet.fit.greybox`).
+        Training runs on the model's device (that of its parameters, else its buffers;
+        a model without either runs where the data are): move it first, e.g.
+        ``model.to("cuda")``.
     train, val : SeriesData or IrregularBatch
-        Training and (optional) validation series in physical units.
+        Training and (optional) validation series in physical units, on any device.
+        The normalising statistics and the normalised series are computed on the CPU
+        (the same bits whatever device trains) and moved to the model's device once,
+        up front; the returned :class:`FitResult`'s normaliser lives there too.
     iters : int
         Maximum number of optimiser steps.
     lr, lr_min_factor : float
@@ -640,7 +657,11 @@ def fit(
     checkpoint, checkpoint_every, resume :
         Path of the checkpoint file, written every ``checkpoint_every`` steps (default
         ``eval_every``) and at the end; with ``resume=True`` an existing checkpoint is
-        loaded and training continues from its iteration.  The checkpoint is locked
+        loaded and training continues from its iteration.  A checkpoint loads onto the
+        CPU first and then into the model wherever it is, so one written by a GPU fit
+        resumes on a CPU-only machine and the other way round (the minibatch order and
+        the models' random draws come from the CPU generator, which the checkpoint
+        stores).  The checkpoint is locked
         for the duration (:func:`checkpoint_lock`): a second process fitting into the
         same file fails with :class:`CheckpointError` instead of overwriting its saves.
     overwrite : bool
@@ -702,9 +723,14 @@ def fit(
             "points leave each training window: lower them)."
         )
     model.to(tb.values.dtype)
-    vb = _batch_of(val) if val is not None else None
+    device = model_device(model) or tb.times.device
+    # statistics and normalised data are computed on the CPU, then moved once: the same
+    # bits on any device, so a checkpoint's data fingerprint matches on another machine
+    tb = tb.to("cpu")
+    vb = _batch_of(val).to("cpu") if val is not None else None
     if getattr(model, "trains_in_physical_units", False):
-        norm = Normalizer(tb.values.shape[-1])  # identity: the model sees the data as is
+        # identity: the model sees the data as is
+        norm = Normalizer(tb.values.shape[-1], device=tb.values.device)
     else:
         norm = Normalizer.fit(tb)
         if not normalize:  # centred, not scaled: 0 stays the training mean (see docstring)
@@ -712,12 +738,14 @@ def fit(
     # the data's dtype: float64 statistics turned float32 data into float64 inputs of a
     # float32 model (a dtype error blamed on the vector field's signature)
     norm.to(tb.values.dtype)
+    ztrain = norm.transform(tb).to(device)
+    zval = norm.transform(vb).to(device) if vb is not None else None
+    tb = tb.to(device)
+    norm.to(device)
     if hasattr(model, "attach_normalizer"):
         model.attach_normalizer(norm)
     if hasattr(model, "set_grid"):
         model.set_grid(tb)
-    ztrain = norm.transform(tb)
-    zval = norm.transform(vb) if vb is not None else None
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -820,7 +848,8 @@ def fit(
             mb = ztrain
         else:
             pick = _masked_rows if getattr(model, "series_by_row", False) else _rows
-            mb = pick(ztrain, torch.randperm(B, generator=gen)[:batch_size])
+            # drawn on the CPU generator: one order on any device, resumed from "generator"
+            mb = pick(ztrain, torch.randperm(B, generator=gen, device="cpu")[:batch_size])
         if lbfgs:
 
             def closure():

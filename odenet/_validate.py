@@ -269,7 +269,8 @@ def warn_rtol_below_round_off(rtol, dtype) -> None:
     linear systems of tests/test_honesty_property.py in float32 at rtol = eps: dop853
     56·rtol, radau_iia9 133·rtol, radau_iia5 202·rtol (at 100·eps 2.5, 6.3, 6.6·rtol;
     studies/benchmarks/round_off_floor_results.md)."""
-    r = torch.as_tensor(rtol, dtype=torch.float64).detach().abs().reshape(-1)
+    # a host-side check: on the CPU whatever the default device (or rtol's) is
+    r = torch.as_tensor(rtol, dtype=torch.float64, device="cpu").detach().abs().reshape(-1)
     r = r[r > 0]
     floor = 100 * torch.finfo(dtype).eps
     if r.numel() == 0 or float(r.min()) >= floor:

@@ -31,7 +31,7 @@ from torch import nn
 
 from odenet._errors import InputError
 from odenet.batch import IrregularBatch
-from odenet.fit._common import fill_locf, last_index
+from odenet.fit._common import fill_locf, last_index, placed
 
 
 class _Readout(nn.Module):
@@ -82,6 +82,7 @@ class _RecurrentBaseline(nn.Module):
         return total / max(float(count), 1.0)
 
     def predict(self, context: IrregularBatch, query_times: torch.Tensor) -> torch.Tensor:
+        context, query_times = placed(self, context, query_times)
         h, tau, n = self.states(context)
         pred, has = self._read(h, tau, n, query_times)
         # before any state: the readout of the initial (zero) state
@@ -180,19 +181,19 @@ class GRUGrid(_RecurrentBaseline):
             raise InputError(
                 f"GRUGrid would need {K} cells of dt = {dt:g}; raise `dt` or `max_cells`."
             )
-        tau = t0 + dt * torch.arange(K, dtype=t0.dtype)[None, :]  # [B, K]
+        grid = torch.arange(K, dtype=t0.dtype, device=t0.device)[None, :]
+        tau = t0 + dt * grid  # [B, K]
         # cell index of each observation: smallest k with τ_k ≥ t
         cell = torch.ceil((batch.times - t0) / dt - 1e-9).long().clamp(0, K - 1)
         filled = fill_locf(batch)
         # per cell: the last observation index with cell ≤ k (LOCF), and whether any was new
-        ar = torch.arange(T)[None, :]
+        ar = torch.arange(T, device=t0.device)[None, :]
         obs_idx = torch.where(batch.valid, ar, torch.full_like(ar, -1))
-        upto = last_index(cell.to(t0.dtype), batch.lengths, torch.arange(K, dtype=t0.dtype)[None, :]
-                          .expand(B, K))  # [B, K]  # fmt: skip
-        started = cell[:, :1] <= torch.arange(K)[None, :]
+        upto = last_index(cell.to(t0.dtype), batch.lengths, grid.expand(B, K))  # [B, K]
+        started = cell[:, :1] <= torch.arange(K, device=t0.device)[None, :]
         src = upto.clamp_min(0)
         x = filled.gather(1, src[..., None].expand(B, K, D)) * started[..., None]
-        new = torch.zeros(B, K, D, dtype=batch.mask.dtype)
+        new = batch.mask.new_zeros(B, K, D)
         valid_obs = (obs_idx >= 0)[..., None] & (batch.mask > 0)
         new.scatter_add_(1, cell[..., None].expand(B, T, D), valid_obs.to(new.dtype))
         new = (new > 0).to(new.dtype)
@@ -214,13 +215,14 @@ class _Fixed(nn.Module):
     trainable = False
 
     def loss(self, batch):
-        return torch.zeros((), dtype=batch.values.dtype, requires_grad=True)
+        return batch.values.new_zeros((), requires_grad=True)
 
 
 class TrainingMean(_Fixed):
     """Predicts the training mean of each channel (0 in normalised units)."""
 
     def predict(self, context, query_times):
+        context, query_times = placed(self, context, query_times)
         B, Q = query_times.shape
         return context.values.new_zeros(B, Q, context.values.shape[-1])
 
@@ -230,6 +232,7 @@ class LOCF(_Fixed):
     ``q``, the training mean (0) where the channel has none yet."""
 
     def predict(self, context, query_times):
+        context, query_times = placed(self, context, query_times)
         filled = fill_locf(context)
         idx = last_index(context.times, context.lengths, query_times)
         out = filled.gather(1, idx[..., None].expand(*idx.shape, filled.shape[-1]))
@@ -241,6 +244,7 @@ class LinearInterpolation(_Fixed):
     """Per-channel linear interpolation between observed context values; LOCF beyond."""
 
     def predict(self, context, query_times):
+        context, query_times = placed(self, context, query_times)
         B, Q = query_times.shape
         D = context.values.shape[-1]
         out = context.values.new_zeros(B, Q, D)

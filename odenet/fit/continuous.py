@@ -40,7 +40,15 @@ from odenet.fit._common import (
     masked_mse,
     merge_queries,
     observed_yet,
+    placed,
 )
+
+
+def _cpu_randn(like: torch.Tensor) -> torch.Tensor:
+    """Standard normal draws shaped like ``like``, drawn on the CPU generator and moved to
+    ``like``'s device: a seed gives the same fit on any device, and a checkpoint (which
+    stores the CPU generator's state) resumes it exactly."""
+    return torch.randn(like.shape, dtype=like.dtype, device="cpu").to(like.device)
 
 
 class _NormalisedField(nn.Module):
@@ -115,7 +123,9 @@ class ShootingODE(nn.Module):
         # the normaliser buffers are sized when attached; take the checkpoint's size
         for name in ("norm_mean", "norm_std"):
             if prefix + name in state_dict:
-                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+                # on this module's device: a checkpoint loads on the CPU into a GPU model
+                setattr(self, name, torch.empty_like(state_dict[prefix + name],
+                                                     device=getattr(self, name).device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def attach_normalizer(self, normalizer) -> None:
@@ -125,8 +135,8 @@ class ShootingODE(nn.Module):
 
     def _solve(self, y0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.physical and self.norm_mean.numel() == 0:
-            self.norm_mean = torch.zeros(y0.shape[-1], dtype=y0.dtype)
-            self.norm_std = torch.ones(y0.shape[-1], dtype=y0.dtype)
+            self.norm_mean = y0.new_zeros(y0.shape[-1])
+            self.norm_std = y0.new_ones(y0.shape[-1])
         opts = {k: v for k, v in self.solver.items() if v is not None}
         f = _NormalisedField(self.field, self) if self.physical else self.field
         return odenet.solve(f, y0, t, **opts).ys
@@ -175,14 +185,15 @@ class ShootingODE(nn.Module):
         with torch.no_grad():
             filled = self.assimilate(batch)
         # pad L extra columns (times keep increasing, mask 0) so every start has a window
-        dt = torch.arange(1, L + 1, dtype=batch.times.dtype)[None, :]
+        dt = torch.arange(1, L + 1, dtype=batch.times.dtype, device=batch.times.device)[None, :]
         times = torch.cat([batch.times, batch.times[:, -1:] + dt], dim=1)
         values = torch.cat([batch.values, batch.values.new_zeros(B, L, D)], dim=1)
         mask = torch.cat([batch.mask, batch.mask.new_zeros(B, L, D)], dim=1)
         win_t = times.unfold(1, L + 1, 1)[:, :T]  # [B, T, L+1]
         win_v = values.unfold(1, L + 1, 1)[:, :T].permute(0, 1, 3, 2)  # [B, T, L+1, D]
         win_m = mask.unfold(1, L + 1, 1)[:, :T].permute(0, 1, 3, 2)
-        start_ok = torch.arange(T)[None, :] < (batch.lengths[:, None] - 1)  # [B, T]
+        cols = torch.arange(T, device=batch.times.device)[None, :]
+        start_ok = cols < (batch.lengths[:, None] - 1)  # [B, T]
         y0 = filled[start_ok]  # [K, D]
         ys = self._solve(y0, win_t[start_ok])  # [K, L+1, D]
         seen = observed_yet(batch)[start_ok].to(mask.dtype)  # [K, D] at each shot's start
@@ -196,6 +207,7 @@ class ShootingODE(nn.Module):
         observation is the model's forecast from the ones before).  A query before the
         series' first observation is integrated backward from it (a backcast).  A channel
         not yet observed at the start starts at its mean (0)."""
+        context, query_times = placed(self, context, query_times)
         B, Q = query_times.shape
         filled = self.assimilate(context)
         idx = last_index(context.times, context.lengths, query_times)  # [B, Q]
@@ -222,7 +234,7 @@ class ShootingODE(nn.Module):
         t_next = context.times.gather(1, nxt)
         inside = (nxt < context.lengths[:, None]) & (query_times > t0) & (query_times < t_next)
         obs = (context.mask > 0) & context.valid[..., None]  # [B, T, D]
-        ar = torch.arange(T)[None, :, None].expand(B, T, D)
+        ar = torch.arange(T, device=context.times.device)[None, :, None].expand(B, T, D)
         next_obs = torch.where(obs, ar, T).flip(1).cummin(1).values.flip(1)  # first ≥ j
         jd = next_obs.gather(1, nxt[..., None].expand(B, Q, D))  # [B, Q, D]
         has = inside[..., None] & (jd < T)
@@ -237,7 +249,7 @@ class ShootingODE(nn.Module):
             bwd = self._solve(filled[bq, j], torch.stack([tj, query_times[bq, qq]], -1))[:, 1]
         except odenet.SolverError:  # a field stiff backwards in time: keep the forward pass
             return fwd
-        bwd = bwd[torch.arange(len(dd)), dd]
+        bwd = bwd[torch.arange(len(dd), device=dd.device), dd]
         w = (query_times[bq, qq] - t0[bq, qq]) / (tj - t0[bq, qq])
         out = fwd.clone()
         out[bq, qq, dd] = (1 - w) * fwd[bq, qq, dd] + w * bwd
@@ -310,14 +322,14 @@ class ODERNNForecaster(nn.Module):
         B, T, D = batch.values.shape
         L = min(self.horizon, T - 1)
         after = net.hidden(batch)  # [B, T, H]
-        dt = torch.arange(1, L + 1, dtype=batch.times.dtype)[None, :]
+        dt = torch.arange(1, L + 1, dtype=batch.times.dtype, device=batch.times.device)[None, :]
         times = torch.cat([batch.times, batch.times[:, -1:] + dt], dim=1)
         values = torch.cat([batch.values, batch.values.new_zeros(B, L, D)], dim=1)
         mask = torch.cat([batch.mask, batch.mask.new_zeros(B, L, D)], dim=1)
         win_t = times.unfold(1, L + 1, 1)[:, :T]
         win_v = values.unfold(1, L + 1, 1)[:, :T].permute(0, 1, 3, 2)
         win_m = mask.unfold(1, L + 1, 1)[:, :T].permute(0, 1, 3, 2)
-        ok = torch.arange(T)[None, :] < (batch.lengths[:, None] - 1)
+        ok = torch.arange(T, device=batch.times.device)[None, :] < (batch.lengths[:, None] - 1)
         if not bool(ok.any()):  # a minibatch of one-point series: nothing to score
             return (after * 0).sum()
         hs = odenet.solve(net.field, after[ok], win_t[ok], **net.solver).ys  # [K, L+1, H]
@@ -326,7 +338,7 @@ class ODERNNForecaster(nn.Module):
 
     def predict(self, context: IrregularBatch, query_times: torch.Tensor) -> torch.Tensor:
         net = self.net
-        query_times = query_times.to(context.times.dtype)
+        context, query_times = placed(self, context, query_times)
         t0 = context.times[:, :1].expand_as(query_times)
         early = query_times < t0
         # the scan starts at t0 for every series: a query before it must not enter it
@@ -347,7 +359,7 @@ def compress_padding(times: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor
     """``times [B, T]`` with each row's padding columns 1e-3 apart past its last time."""
     # padding columns continue at 1e-3 steps: the per-sample solve barely moves there
     T = times.shape[1]
-    cols = torch.arange(T)[None, :]
+    cols = torch.arange(T, device=times.device)[None, :]
     last = times.gather(1, (lengths - 1)[:, None])
     return torch.where(
         cols < lengths[:, None], times, last + 1e-3 * (cols - lengths[:, None] + 1)
@@ -417,7 +429,7 @@ class LatentODEForecaster(nn.Module):
         net = self.net
         times, values, mask = reverse_batch(batch)  # decreasing times per row
         B, T, _ = values.shape
-        valid = torch.arange(T)[None, :] < batch.lengths[:, None]
+        valid = torch.arange(T, device=times.device)[None, :] < batch.lengths[:, None]
         observed = valid & (mask.sum(-1) > 0)
         h = values.new_zeros(B, net.hidden_dim)
         for i in range(T):
@@ -426,7 +438,7 @@ class LatentODEForecaster(nn.Module):
                     valid[:, i], times[:, i] - times[:, i - 1], torch.zeros_like(times[:, i])
                 )
                 gap = _GapField(net.enc_field, times[:, i - 1], dt)
-                h = odenet.step(gap, torch.zeros((), dtype=h.dtype), h, 1.0, "rk4")
+                h = odenet.step(gap, h.new_zeros(()), h, 1.0, "rk4")
             x = torch.cat([values[:, i] * mask[:, i], mask[:, i]], dim=-1)
             h = torch.where(observed[:, i, None], net.enc_cell(x, h), h)
         mu, logvar = net.to_posterior(h).chunk(2, dim=-1)
@@ -444,7 +456,7 @@ class LatentODEForecaster(nn.Module):
             return -net.elbo(batch, n_samples=1, kl_weight=self.kl_weight).mean()
         mu, logvar = self.encode(batch)
         # eval mode (validation): the posterior mean, so early stopping sees no sampling noise
-        z0 = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if self.training else mu
+        z0 = mu + torch.exp(0.5 * logvar) * _cpu_randn(mu) if self.training else mu
         times = compress_padding(batch.times, batch.lengths)
         xhat = net.decode(z0, times)  # one per-sample solve; padding is masked out
         loglik = gaussian_loglik(batch.values, xhat, batch.mask, net.obs_std)
@@ -459,21 +471,24 @@ class LatentODEForecaster(nn.Module):
         n = z0.shape[0] // B
         qg = QueryGrid(query_times.to(context.times.dtype), context.times[:, 0])
         R = len(qg.series)
-        rows = (torch.arange(n)[:, None] * B + qg.series[None, :]).reshape(-1)
+        rows = (torch.arange(n, device=qg.series.device)[:, None] * B
+                + qg.series[None, :]).reshape(-1)  # fmt: skip
         out = self.net.decode(z0[rows], qg.grid.repeat(n, 1))
         return torch.stack([qg.take(o) for o in out.reshape(n, R, *out.shape[1:])])
 
     def predict(self, context: IrregularBatch, query_times: torch.Tensor) -> torch.Tensor:
         """Decoded posterior mean at ``query_times`` (any order; before the first
         observation it is the latent flow run backward from ``z_0``)."""
+        context, query_times = placed(self, context, query_times)
         mu, _ = self.encode(context)
         return self._decode(mu, context, query_times)[0]
 
     def band(self, context, query_times, n_samples: int = 32, q: float = 0.9):
         """(lower, median, upper) [B, Q, D] from ``n_samples`` posterior samples."""
+        context, query_times = placed(self, context, query_times)
         mu, logvar = self.encode(context)
         B = mu.shape[0]
-        eps = torch.randn(n_samples, *mu.shape, dtype=mu.dtype)
+        eps = _cpu_randn(mu.expand(n_samples, *mu.shape))
         z0 = (mu + torch.exp(0.5 * logvar) * eps).reshape(n_samples * B, -1)
         s = self._decode(z0, context, query_times)
         lo, hi = (1 - q) / 2, 1 - (1 - q) / 2
@@ -539,17 +554,19 @@ class NeuralCDEForecaster(nn.Module):
         6.24 to 75.0 when their order changed)."""
         B, T = batch.times.shape
         dt = batch.times.dtype
-        if self.training:
-            return torch.rand(B, 1, dtype=dt), torch.rand(B, T, dtype=dt)
-        u_cut = torch.empty(B, 1, dtype=dt)
-        u_drop = torch.ones(B, T, dtype=dt)  # padding: never dropped (and not valid)
+        dev = batch.times.device
+        if self.training:  # CPU draws, see _cpu_randn
+            return (torch.rand(B, 1, dtype=dt, device="cpu").to(dev),
+                    torch.rand(B, T, dtype=dt, device="cpu").to(dev))  # fmt: skip
+        u_cut = torch.empty(B, 1, dtype=dt, device="cpu")
+        u_drop = torch.ones(B, T, dtype=dt, device="cpu")  # padding: never dropped (not valid)
         for b, n in enumerate(batch.lengths.tolist()):
             times = batch.times[b, :n].detach().to("cpu", torch.float64).numpy().tobytes()
             seed = int.from_bytes(hashlib.blake2b(times, digest_size=8).digest(), "little")
             gen = torch.Generator().manual_seed(seed & (2**63 - 1))
-            u_cut[b] = torch.rand(1, generator=gen, dtype=dt)
-            u_drop[b, :n] = torch.rand(n, generator=gen, dtype=dt)
-        return u_cut.to(batch.times.device), u_drop.to(batch.times.device)
+            u_cut[b] = torch.rand(1, generator=gen, dtype=dt, device="cpu")
+            u_drop[b, :n] = torch.rand(n, generator=gen, dtype=dt, device="cpu")
+        return u_cut.to(dev), u_drop.to(dev)
 
     def _hide(self, batch: IrregularBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, T] bool masks of the points taken out of the path and scored: inside the
@@ -579,6 +596,7 @@ class NeuralCDEForecaster(nn.Module):
                    for h in (inside, after))  # fmt: skip
 
     def predict(self, context: IrregularBatch, query_times: torch.Tensor) -> torch.Tensor:
+        context, query_times = placed(self, context, query_times)
         merged, pos = merge_queries(context, query_times)
         times = compress_padding(merged.times, merged.lengths)
         out = self.net(times, merged.values, merged.mask, times)

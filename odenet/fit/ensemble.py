@@ -62,7 +62,9 @@ class EnsembleFit(FitResult):
         P = self.member_predictions(context, query_times)
         mean = P.mean(0)
         spread = curve_variance(P)
-        noise = self.sigma[: spread.shape[-1]] ** 2 if prediction else torch.zeros(())
+        # sigma stays where calibration computed it; the band is on the context's device
+        noise = (self.sigma[: spread.shape[-1]].to(spread.device) ** 2 if prediction
+                 else torch.zeros(()))  # fmt: skip
         half = student_quantile(spread, noise, P.shape[0], level) * (spread + noise).sqrt()
         return mean - half, mean, mean + half
 
@@ -168,7 +170,7 @@ def fit_ensemble(make_model: Callable, train, val=None, *, members: int = 5, see
             "no calibration points in some channel: raise `calibration` or give more data."
         )
     P = ens.member_predictions(cal_ctx, cal.times)[..., :D]
-    ens.sigma = calibrated_noise(P, cal.values[..., :D], m)
+    ens.sigma = calibrated_noise(P, cal.values[..., :D].to(P.device), m.to(P.device))
     ens.n_calibration = int(n.sum())
     if not math.isfinite(float(ens.sigma.sum())):
         raise InputError("the ensemble's calibration predictions are not finite.")

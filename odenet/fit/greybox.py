@@ -30,7 +30,7 @@ from torch import nn
 import odenet
 from odenet._errors import InputError
 from odenet.batch import IrregularBatch
-from odenet.fit._common import QueryGrid, fill_locf, masked_mse
+from odenet.fit._common import QueryGrid, fill_locf, masked_mse, on_cpu
 from odenet.fit.data import SeriesMismatchError
 from odenet.fit.datasets import damped_oscillator_field, lotka_volterra_field
 
@@ -238,20 +238,22 @@ class OneCompartmentPK(nn.Module):
     def concentration(self, series: int, times: torch.Tensor) -> torch.Tensor:
         """``C`` [Q] of series ``series`` at increasing ``times`` [Q] (0 before the first dose)."""
         V = self.raw.exp()[2]
-        y = torch.zeros(2, dtype=torch.float64)
+        times = times.to(self.raw.device)
+        y = self.raw.new_zeros(2)
         t_now = None
-        out = torch.zeros(len(times), dtype=torch.float64)
+        out = self.raw.new_zeros(len(times))
         pieces = []
         events = self.doses[series] + [(math.inf, 0.0)]
         for k in range(len(events) - 1):
             t_d, amount = events[k]
             if t_now is not None:
-                y = odenet.solve(self._field, y, torch.tensor([t_now, t_d]), **self.tol).ys[-1]
-            y = y + torch.tensor([amount, 0.0], dtype=torch.float64)
+                y = odenet.solve(self._field, y, self.raw.new_tensor([t_now, t_d]),
+                                 **self.tol).ys[-1]  # fmt: skip
+            y = y + self.raw.new_tensor([amount, 0.0])
             t_now = t_d
             sel = (times > t_d) & (times <= events[k + 1][0])
             if bool(sel.any()):
-                grid = torch.cat([torch.tensor([t_d], dtype=torch.float64), times[sel]])
+                grid = torch.cat([times.new_tensor([t_d]), times[sel]])
                 ys = odenet.solve(self._field, y, grid, **self.tol).ys[1:, 1] / V
                 pieces.append((sel, ys))
         for sel, ys in pieces:
@@ -275,11 +277,13 @@ class OneCompartmentPK(nn.Module):
 
     def _single_dose(self, times):
         """One per-sample solve for all series when each has a single dose (common case)."""
-        t_d = torch.tensor([d[0][0] for d in self.doses], dtype=torch.float64)
-        amount = torch.tensor([d[0][1] for d in self.doses], dtype=torch.float64)
+        times = times.to(self.raw.device)
+        t_d = times.new_tensor([d[0][0] for d in self.doses])
+        amount = self.raw.new_tensor([d[0][1] for d in self.doses])
         after = times > t_d[:, None]
         # times at or before the dose give C = 0; nudge them to keep each grid increasing
-        tt = torch.maximum(times, t_d[:, None] + 1e-9 * (1 + torch.arange(times.shape[1])))
+        ar = torch.arange(times.shape[1], device=times.device)
+        tt = torch.maximum(times, t_d[:, None] + 1e-9 * (1 + ar))
         grid = torch.cat([t_d[:, None], tt], 1)
         y0 = torch.stack([amount, torch.zeros_like(amount)], -1)
         c = odenet.solve(self._field, y0, grid, **self.tol).ys[:, 1:, 1] / self.raw.exp()[2]
@@ -288,7 +292,8 @@ class OneCompartmentPK(nn.Module):
     def predict(self, context: IrregularBatch, query_times: torch.Tensor) -> torch.Tensor:
         self._check_rows(context.times.shape[0], "the context")
         self._check_rows(query_times.shape[0], "`query_times`")
-        full = torch.full((query_times.shape[0],), query_times.shape[1])
+        query_times = query_times.to(self.raw.device)
+        full = torch.full((query_times.shape[0],), query_times.shape[1], device=self.raw.device)
         return self._all(query_times, full)[..., None]
 
 
@@ -324,12 +329,13 @@ class _Rows:
         if self.cov_values is None:
             return None
         K, T = self.cov_times.shape
-        tt = torch.as_tensor(t, dtype=self.cov_times.dtype).reshape(-1)
+        tt = torch.as_tensor(t, dtype=self.cov_times.dtype, device=self.cov_times.device)
+        tt = tt.reshape(-1)
         tt = tt.expand(K) if tt.numel() == 1 else tt
         # 1e-12 relative: a solver stage exactly at an observation time sees that value
         le = self.cov_times <= (tt + 1e-12 * (1 + tt.abs()))[:, None]
         idx = (le.sum(1) - 1).clamp(0, T - 1)
-        return self.cov_values[torch.arange(K), idx]
+        return self.cov_values[torch.arange(K, device=idx.device), idx]
 
 
 class MechanismError(InputError):
@@ -587,6 +593,10 @@ class GreyBoxMLE(nn.Module):
     2. *single shooting* from the stage-1 solution (one segment per series): the
        exact least-squares problem above, continuity exact by construction.
 
+    The least squares is numpy: :meth:`gauss_newton`, :meth:`loss`, :meth:`predict`,
+    :meth:`band` and :meth:`initial_states` compute on the CPU wherever the model is,
+    and return their tensors on the model's device.
+
     Uncertainty: at the optimum, the Gauss–Newton covariance ``σ̂² (JᵀJ)⁻¹`` (with
     ``σ̂² = RSS / (N − n_unknowns)``), computed from the SVD of the column-scaled
     Jacobian *without* truncation — a direction the data do not determine gives an
@@ -720,10 +730,12 @@ class GreyBoxMLE(nn.Module):
         self.info: dict = {}
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # these buffers are sized by the training data; take the checkpoint's size
+        # these buffers are sized by the training data; take the checkpoint's size (on this
+        # module's device: a checkpoint loads on the CPU into a model that may not be)
         for name in ("series_raw", "x0"):
             if prefix + name in state_dict:
-                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+                setattr(self, name, torch.empty_like(state_dict[prefix + name],
+                                                     device=getattr(self, name).device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # --- layout of states, channels and covariates ------------------------------------
@@ -1154,6 +1166,7 @@ class GreyBoxMLE(nn.Module):
         weak = [n for n, h, r in zip(names, hit, rel) if not h and 1 < r < 10]
         return se_u, unident, weak
 
+    @on_cpu
     def gauss_newton(self, batch: IrregularBatch, *, max_iter: int = 50, ids=None,
                      multiple_shooting: bool = True) -> dict:  # fmt: skip
         """Fit parameters and every series' initial state (maximum likelihood).
@@ -1358,11 +1371,13 @@ class GreyBoxMLE(nn.Module):
         return {k: v for k, v in self.field.values().items()
                 if k not in self.per_series or k in self.random}  # fmt: skip
 
+    @on_cpu
     def initial_states(self, context: IrregularBatch, *, max_iter: int = 30) -> torch.Tensor:
         """[B, S] maximum-likelihood initial states of ``context``'s series, shared
         parameters fixed (per-series ones re-estimated)."""
         return self._estimate(context, fix_shared=True, max_iter=max_iter)["x0"]
 
+    @on_cpu
     def loss(self, batch: IrregularBatch) -> torch.Tensor:
         """Mean squared residual of ``batch`` at re-estimated initial states (no gradient:
         train with ``fit(..., optimizer="gauss_newton")``)."""
@@ -1420,12 +1435,14 @@ class GreyBoxMLE(nn.Module):
         self._ctx_cache = (key, est)
         return est
 
+    @on_cpu
     def predict(self, context: IrregularBatch, query_times: torch.Tensor) -> torch.Tensor:
         """[B, Q, D]: integrate from each series' estimated initial state to ``query_times``
         (any order; a query before the series' start is integrated backward from it)."""
         est = self._context_estimate(context)
         return self._query_solve(est, context, query_times, sens=False)
 
+    @on_cpu
     def band(self, context: IrregularBatch, query_times: torch.Tensor, *, level: float = 0.95,
              prediction: bool = True):  # fmt: skip
         """Delta-method band ``(lower, mean, upper)`` [B, Q, D] at ``query_times``.

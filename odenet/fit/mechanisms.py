@@ -195,7 +195,8 @@ def build_field(desc: dict, *, guesses: dict | None = None, fixed: dict | None =
         inner = fn
 
         def fn(t, x, p):
-            consts = {k: torch.as_tensor(v, dtype=x.dtype) for k, v in fixed.items()}
+            consts = {k: torch.as_tensor(v, dtype=x.dtype, device=x.device)
+                      for k, v in fixed.items()}  # fmt: skip
             return inner(t, x, {**p, **consts})
 
     positive = desc.get("positive", True)

@@ -18,6 +18,7 @@ from torch import nn
 
 from odenet._errors import InputError
 from odenet.batch import IrregularBatch
+from odenet.fit._common import on_cpu
 
 
 def logistic(t, K, r, tm):
@@ -86,7 +87,7 @@ class ParametricCurve(nn.Module):
         self.fallbacks = 0
 
     def loss(self, batch):
-        return torch.zeros((), dtype=batch.values.dtype, requires_grad=True)
+        return batch.values.new_zeros((), requires_grad=True)
 
     def _fit(self, t, y):
         """The fitted curve ``q -> values`` of one series and channel (or the fallback)."""
@@ -120,9 +121,11 @@ class ParametricCurve(nn.Module):
         tt, yy = torch.as_tensor(t), torch.as_tensor(y)
         return lambda q: _interp(torch.as_tensor(q), tt, yy).numpy()
 
+    @on_cpu  # scipy's curve_fit; the predictions go back to the context's device
     def predict(self, context: IrregularBatch, query_times: torch.Tensor) -> torch.Tensor:
         """[B, Q, D]: each series' own curve, fitted to its context observations (the fits
-        are reused while the context stays the same)."""
+        are reused while the context stays the same).  Computed on the CPU (scipy);
+        returned on the context's device."""
         B, Q = query_times.shape
         D = context.values.shape[-1]
         key = tuple(hash(x.numpy().tobytes()) for x in (context.times, context.values,

@@ -282,7 +282,7 @@ class NeuralCDE(nn.Module):
 
         def X(t):
             x = spline(t)
-            tt = torch.as_tensor(t, dtype=x.dtype).expand(x.shape[:-1])
+            tt = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[:-1])
             return torch.cat([x, (tt / tau)[..., None]], dim=-1)
 
         def dX(t):

@@ -248,3 +248,170 @@ def test_times_left_on_the_cpu_follow_the_state(name):
     ts = torch.stack([t, t * 0.5])
     rows = odenet.solve(field, y0.expand(2, 3).to(DEVICE), ts, method=name, rtol=1e-7, atol=1e-9)
     torch.testing.assert_close(rows.ys[0].cpu(), cpu.ys, rtol=1e-5, atol=1e-5)
+
+
+# --- odenet.fit on the device -------------------------------------------------------------
+# Each model kind is fitted (a few steps) with its parameters on DEVICE and on the CPU from
+# the same seed, the data built on the CPU as the loaders build them: fit moves them.
+
+FIT_KINDS = ["neural_ode", "neural_ode_bidir", "neural_cde", "ode_rnn", "latent_ode",
+             "gru_grid", "gru_dt", "gru_d", "linear_interp", "locf", "mean", "greybox"]  # fmt: skip
+
+
+def _fit_data(seed=0):
+    from odenet.fit import datasets
+
+    return datasets.lotka_volterra(4, observed=0.5, noise=0.02, n_times=10, t_end=5.0, seed=seed)
+
+
+def _fit_model(kind):
+    from odenet.fit.cli import build_model
+
+    torch.manual_seed(0)
+    mech = "lotka_volterra" if kind.startswith("greybox") else None
+    return build_model(kind, 2, hidden=8, horizon=2, mechanism=mech)
+
+
+def _queries(d):
+    """Two queries per series inside its window, one before it and one beyond: CPU, float32
+    (the context's times are float64)."""
+    t = d.batch.times
+    last = t.gather(1, (d.batch.lengths - 1)[:, None])
+    return torch.cat([t[:, :1] - 0.4, t[:, 1:2] + 0.1, t[:, 3:4] - 0.05, last + 0.7], 1).float()
+
+
+def _params(model):
+    return [p.detach().cpu() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("kind", FIT_KINDS)
+def test_fit_and_predict_on_the_device_match_the_cpu(kind):
+    from odenet.fit import fit
+
+    d, val = _fit_data(), _fit_data(seed=1)
+    runs = {}
+    for where in (DEVICE, "cpu"):
+        model = _fit_model(kind).to(where)
+        res = fit(model, d, val, iters=3, batch_size=2, eval_every=1, seed=0)
+        runs[where] = res, res.predict(d, _queries(d))
+    (gpu, p_gpu), (cpu, p_cpu) = runs[DEVICE], runs["cpu"]
+    for p in gpu.model.parameters():
+        assert p.device.type == torch.device(DEVICE).type
+    assert gpu.normalizer.mean.device.type == torch.device(DEVICE).type
+    assert p_gpu.device.type == "cpu"  # the context's device
+    for key in ("train_loss", "val_loss"):
+        torch.testing.assert_close(torch.tensor(gpu.history[key]), torch.tensor(cpu.history[key]),
+                                   rtol=1e-4, atol=1e-6)  # fmt: skip
+    for g, c in zip(_params(gpu.model), _params(cpu.model)):
+        torch.testing.assert_close(g, c, rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(p_gpu, p_cpu, rtol=1e-3, atol=1e-4)
+    # the model's own predict, everything on the device but the queries
+    z = gpu.normalizer.transform(d.batch.to(DEVICE))
+    with torch.no_grad():
+        own = gpu.model.predict(z, _queries(d))
+    assert own.device.type == torch.device(DEVICE).type
+    torch.testing.assert_close(gpu.normalizer.inverse(own).cpu(), p_gpu, rtol=1e-6, atol=1e-8)
+    assert math.isfinite(gpu.mse(d, val)) and abs(gpu.mse(d, val) - cpu.mse(d, val)) < 1e-3
+
+
+def test_greybox_mle_gauss_newton_on_the_device_matches_the_cpu():
+    """GreyBoxMLE's least squares is numpy: it computes on the CPU and leaves its
+    parameters, buffers and predictions on the model's device."""
+    from odenet.fit import fit
+
+    d = _fit_data()
+    runs = {}
+    for where in (DEVICE, "cpu"):
+        res = fit(_fit_model("greybox_mle").to(where), d, d, iters=5, optimizer="gauss_newton")
+        runs[where] = res, res.predict(d, _queries(d))
+    (gpu, p_gpu), (cpu, p_cpu) = runs[DEVICE], runs["cpu"]
+    assert {t.device.type for t in gpu.model.state_dict().values()} == {
+        torch.device(DEVICE).type}
+    for g, c in zip(_params(gpu.model), _params(cpu.model)):
+        torch.testing.assert_close(g, c, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(p_gpu, p_cpu, rtol=1e-6, atol=1e-8)
+    lo, mid, hi = gpu.model.band(gpu.normalizer.transform(d.batch.to(DEVICE)), _queries(d))
+    assert mid.device.type == torch.device(DEVICE).type and bool((lo <= hi).all())
+
+
+def test_pk_and_parametric_models_on_the_device():
+    from odenet.batch import IrregularBatch
+    from odenet.fit import OneCompartmentPK, ParametricCurve, fit
+
+    t = torch.tensor([0.25, 0.5, 1.0, 2.0, 4.0, 7.0, 12.0], dtype=torch.float64)
+    c = 4.0 * 1.5 / (0.5 * 1.3) * (torch.exp(-0.2 * t) - torch.exp(-1.5 * t))
+    batch = IrregularBatch.from_lists([t, t[1:]], [c[:, None], c[1:, None]])
+    doses = [[(0.0, 4.0)], [(0.0, 4.0)]]
+    q = torch.tensor([[0.3, 3.0, 20.0]] * 2)
+    out = {}
+    for where in (DEVICE, "cpu"):
+        pk = OneCompartmentPK(doses, ka=1.0, ke=0.1, V=1.0).to(where)
+        res = fit(pk, batch, iters=2, optimizer="lbfgs")
+        out[where] = res.predict(batch, q), pk.values()
+    torch.testing.assert_close(out[DEVICE][0], out["cpu"][0], rtol=1e-5, atol=1e-8)
+    for k, v in out["cpu"][1].items():
+        assert abs(out[DEVICE][1][k] - v) <= 1e-5 * abs(v)
+    curve = ParametricCurve("bateman")
+    on_dev = curve.predict(batch.to(DEVICE), q)  # scipy on the CPU, back on the context's
+    assert on_dev.device.type == torch.device(DEVICE).type
+    torch.testing.assert_close(on_dev.cpu(), ParametricCurve("bateman").predict(batch, q))
+
+
+def test_ensemble_on_the_device():
+    from odenet.fit.ensemble import fit_ensemble
+
+    d, val = _fit_data(), _fit_data(seed=1)
+    q = _queries(d)
+    ens = {w: fit_ensemble(lambda w=w: _fit_model("gru_dt").to(w), d, val, members=2, iters=2,
+                           batch_size=None)  # fmt: skip
+           for w in (DEVICE, "cpu")}
+    torch.testing.assert_close(ens[DEVICE].sigma.cpu(), ens["cpu"].sigma, rtol=1e-4, atol=1e-6)
+    for a, b in zip(ens[DEVICE].band(d, q), ens["cpu"].band(d, q)):
+        assert a.device.type == "cpu"
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["latent_ode", "neural_cde", "gru_d"])
+def test_a_device_checkpoint_resumes_on_the_cpu_and_back(tmp_path, kind):
+    """A fit interrupted on the device finishes on the CPU (and one interrupted on the CPU
+    on the device) where the uninterrupted CPU fit ends: the stochastic models draw on the
+    CPU generator, which the checkpoint stores."""
+    from odenet.fit import fit, load_checkpoint
+
+    d, val = _fit_data(), _fit_data(seed=1)
+
+    class Stop(Exception):
+        pass
+
+    def run(where, ck, stop_at=None):
+        def cb(it, loss):
+            if it == stop_at:
+                raise Stop
+
+        model = _fit_model(kind).to(where)
+        fit(model, d, val, iters=6, batch_size=2, eval_every=2, checkpoint=ck,
+            checkpoint_every=2, resume=True, callback=cb)  # fmt: skip
+        return _params(model)
+
+    straight = run("cpu", tmp_path / "straight.pt")
+    for i, (first, then) in enumerate(((DEVICE, "cpu"), ("cpu", DEVICE))):
+        ck = tmp_path / f"{i}.pt"
+        with pytest.raises(Stop):
+            run(first, ck, stop_at=3)
+        stored = load_checkpoint(ck)
+        assert stored["iteration"] == 2
+        assert {t.device.type for t in stored["model"].values()} == {"cpu"}
+        for g, c in zip(run(then, ck), straight):
+            torch.testing.assert_close(g, c, rtol=1e-4, atol=1e-6)
+
+
+def test_fit_of_data_already_on_the_device():
+    """Data given on the device train a CPU model as the same data on the CPU do."""
+    from odenet.fit import fit
+
+    d = _fit_data()
+    a = fit(_fit_model("gru_dt"), d.batch.to(DEVICE), iters=2, batch_size=None)
+    b = fit(_fit_model("gru_dt"), d.batch, iters=2, batch_size=None)
+    assert a.history["train_loss"] == b.history["train_loss"]
+    p = a.predict(d.batch.to(DEVICE), _queries(d))
+    assert p.device.type == torch.device(DEVICE).type

@@ -2,6 +2,7 @@
 early stopping, errors; the ``odenet fit`` subcommand end to end."""
 
 import argparse
+import math
 import json
 
 import pytest
@@ -147,3 +148,28 @@ def test_cli_fits_a_mechanism_by_maximum_likelihood(tmp_path, capsys):
                                 "lotka_volterra", "--hybrid"])  # fmt: skip
     with pytest.raises(InputError, match="--hybrid adds a neural correction"):
         hybrid.func(hybrid)
+
+
+# every model kind: fit, predict and score on explicit CPU data under a "meta" default
+# device, so a tensor created without `device=` (a CUDA fit's device-mismatch error) fails
+DEVICE_KINDS = ["neural_ode", "neural_ode_bidir", "neural_cde", "ode_rnn", "latent_ode",
+                "gru_grid", "gru_dt", "gru_d", "linear_interp", "locf", "mean", "greybox",
+                "greybox_mle"]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", DEVICE_KINDS)
+def test_fit_creates_its_tensors_on_the_data_device_not_the_default_one(kind):
+    from odenet.fit.cli import build_model
+
+    d = datasets.lotka_volterra(3, observed=0.5, n_times=8, t_end=4.0, seed=0)
+    torch.manual_seed(0)
+    mech = "lotka_volterra" if kind.startswith("greybox") else None
+    model = build_model(kind, 2, hidden=4, horizon=2, mechanism=mech)
+    t = d.batch.times
+    q = torch.cat([t[:, :1] - 0.3, t[:, 1:3] + 0.1], 1)
+    opt = {"optimizer": "gauss_newton"} if kind == "greybox_mle" else {}
+    with torch.device("meta"):
+        res = fit(model, d, d, iters=2, batch_size=2, eval_every=1, **opt)
+        p = res.predict(d, q)
+        mse = res.mse(d, d)
+    assert p.device.type == "cpu" and bool(torch.isfinite(p).all()) and math.isfinite(mse)

@@ -362,9 +362,10 @@ def test_ensemble_on_the_device():
 
     d, val = _fit_data(), _fit_data(seed=1)
     q = _queries(d)
-    ens = {w: fit_ensemble(lambda w=w: _fit_model("gru_dt").to(w), d, val, members=2, iters=2,
-                           batch_size=None)  # fmt: skip
-           for w in (DEVICE, "cpu")}
+    ens = {}
+    for w in (DEVICE, "cpu"):
+        ens[w] = fit_ensemble(lambda w=w: _fit_model("gru_dt").to(w), d, val, members=2,
+                              iters=2, batch_size=None)  # fmt: skip
     torch.testing.assert_close(ens[DEVICE].sigma.cpu(), ens["cpu"].sigma, rtol=1e-4, atol=1e-6)
     for a, b in zip(ens[DEVICE].band(d, q), ens["cpu"].band(d, q)):
         assert a.device.type == "cpu"

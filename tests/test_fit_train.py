@@ -2,8 +2,8 @@
 early stopping, errors; the ``odenet fit`` subcommand end to end."""
 
 import argparse
-import math
 import json
+import math
 
 import pytest
 import torch

@@ -21,7 +21,7 @@ IMPLICIT = [
     ("radau_iia3", dict(rtol=1e-8, atol=1e-10)),
     ("kvaerno5", dict(rtol=1e-9, atol=1e-11)),
     ("sdirk4", dict(rtol=1e-9, atol=1e-11)),
-    ("trbdf2", dict(rtol=1e-8, atol=1e-10)),
+    ("trbdf2", dict(rtol=1e-6, atol=1e-8)),  # order 2: 1e-8 took 15 k steps, 97 s
     ("bdf", dict(rtol=1e-9, atol=1e-11)),
     ("ndf", dict(rtol=1e-9, atol=1e-11)),
     ("radau_iia5", dict(step_size=0.05)),

@@ -229,13 +229,18 @@ def test_dirk_pairs_within_10x_of_scipy_radau_at_rtol_1e_3(name, method):
     assert ok and err <= 10 * scipy_radau_error(name, 1e-3), err
 
 
-@pytest.mark.parametrize("method", ["sdirk4", "kvaerno5", "radau_iia5", "kvaerno3", "trbdf2"])
-def test_a_jump_early_in_a_step_is_seen_by_every_stiff_pair(method):
+@pytest.mark.parametrize(
+    "method, rtol",
+    # the order-2 and -3 pairs at looser rtols: trbdf2 at 1e-7 took 52 s (it ends at
+    # 0.005·rtol there, at 1e-5 too)
+    [("sdirk4", 1e-7), ("kvaerno5", 1e-7), ("radau_iia5", 1e-7), ("kvaerno3", 1e-6),
+     ("trbdf2", 1e-5)],
+)  # fmt: skip
+def test_a_jump_early_in_a_step_is_seen_by_every_stiff_pair(method, rtol):
     # y' = −y switching to y' = 2 at τ, no jump_t.  sdirk4's stages sit at c ≥ 1/4: with
     # Hairer & Wanner's b̂ a jump in a step's first quarter changed neither its solution
     # nor its estimate, and it ended 5e4·rtol off at every τ with status ok; its b̂ now
     # weighs f(t0, y0), which the jump makes disagree with the stages
-    rtol = 1e-7
     worst = 0.0
     for tau in [0.5 + 0.0731 * i for i in range(14)]:
         sol = odenet.solve(

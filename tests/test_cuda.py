@@ -418,3 +418,25 @@ def test_fit_of_data_already_on_the_device():
     assert a.history["train_loss"] == b.history["train_loss"]
     p = a.predict(d.batch.to(DEVICE), _queries(d))
     assert p.device.type == torch.device(DEVICE).type
+
+
+def test_fit_and_predict_cli_on_the_device_match_the_cpu(tmp_path):
+    """``odenet fit --device`` trains there; ``odenet predict --device`` reads the
+    checkpoint there: the same predictions as the CPU run's checkpoint read on the CPU."""
+    import pandas as pd
+
+    from odenet.cli import main
+    from odenet.fit import to_long
+
+    d = _fit_data()
+    csv = tmp_path / "d.csv"
+    to_long(d).to_csv(csv, index=False)
+    preds = []
+    for k, where in enumerate((DEVICE, "cpu")):
+        ck, out = tmp_path / f"run{k}.pt", tmp_path / f"run{k}.csv"
+        assert main(["fit", str(csv), "--checkpoint", str(ck), "--iters", "3", "--hidden", "6",
+                     "--no-progress", "--device", where]) == 0  # fmt: skip
+        assert main(["predict", str(ck), "--data", str(csv), "--times", "0.5,2,6",
+                     "--device", where, "--out", str(out)]) == 0  # fmt: skip
+        preds.append(pd.read_csv(out)[["prey", "predator"]].to_numpy())
+    torch.testing.assert_close(torch.tensor(preds[0]), torch.tensor(preds[1]), rtol=1e-3, atol=1e-4)

@@ -58,6 +58,8 @@ FAST = ["--iters", "2", "--hidden", "4", "--no-progress"]
         (["--plot", "/no/such/folder/p.png"], ["--plot", "does not exist"]),
         (["--channels", "nope"], ["nope", "not found"]),
         (["--covariates", "nope"], ["covariate", "nope"]),
+        (["--device", "cuda:9"], ["--device cuda:9", "CUDA GPU"]),
+        (["--device", "tpu"], ["--device 'tpu'", "cpu, cuda"]),
     ],
 )
 def test_bad_fit_options_are_one_line_errors_with_status_2(lv_csv, tmp_path, capsys, opts,
@@ -225,6 +227,14 @@ def test_predict_from_a_checkpoint_matches_the_fitted_model(lv_csv, tmp_path, ca
     one_line_error(rc, err, "--band is available for greybox_mle, latent_ode and ensemble")
     rc, _, err = run(["predict", ck, "--data", lv_csv], capsys)
     one_line_error(rc, err, "--times")
+    rc, _, err = run(["predict", ck, "--data", lv_csv, "--times", "1", "--device", "gpu"], capsys)
+    one_line_error(rc, err, "--device 'gpu'")
+    # auto picks a GPU where torch sees one: the same predictions, to round-off
+    rc, out, _ = run(["predict", ck, "--data", lv_csv, "--times", "1,2.5,12", "--device", "auto",
+                      "--out", tmp_path / "q.csv"], capsys)  # fmt: skip
+    assert rc == 0
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "q.csv")[["prey", "predator"]].to_numpy(),
+                               direct, rtol=1e-9)  # fmt: skip
 
 
 def test_predict_band_from_a_greybox_checkpoint(tmp_path, capsys):

@@ -38,6 +38,43 @@ class FitCLIError(InputError):
     """A ``fit`` / ``predict`` option or its combination with the data is invalid."""
 
 
+def parse_device(spec: str) -> torch.device:
+    """``--device``: ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto`` (a CUDA GPU if torch
+    sees one, else Apple's MPS if available, else the CPU).  A device torch cannot use is
+    a :class:`FitCLIError` saying which are available."""
+    spec = str(spec).strip().lower()
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise FitCLIError(
+            f"--device {spec!r} is not a device name; use cpu, cuda, cuda:N, mps or auto."
+        ) from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise FitCLIError(
+                f"--device {spec}: torch sees no CUDA GPU here (torch {torch.__version__}, "
+                f"built {'with' if torch.version.cuda else 'without'} CUDA); use --device cpu "
+                "(or auto)."
+            )
+        if dev.index is not None and dev.index >= n:
+            raise FitCLIError(
+                f"--device {spec}: torch sees {n} CUDA GPU(s), numbered 0…{n - 1}."
+            )
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise FitCLIError(f"--device {spec}: MPS is not available here; use --device cpu.")
+    elif dev.type != "cpu":
+        raise FitCLIError(f"--device {spec!r}: use cpu, cuda, cuda:N, mps or auto.")
+    return dev
+
+
 def warn(msg: str) -> None:
     """One line on stderr (warnings never go to stdout, which may carry JSON)."""
     sys.stderr.write(f"odenet: warning: {msg}\n")
@@ -194,12 +231,13 @@ def _check_mechanism_unchanged(meta: dict) -> None:
         )
 
 
-def load_fit(path):
+def load_fit(path, device=None):
     """A :class:`~odenet.fit.train.FitResult` from a checkpoint of ``odenet fit``.
 
     The model is rebuilt from the hyperparameters, mechanism, channels and data
     scaling stored in the checkpoint, so ``load_fit(p).predict(context, times)``
-    needs nothing else.
+    needs nothing else.  ``device``: where the model (every member of an ensemble)
+    runs; the CPU by default, whatever device fitted it.
 
     Raises
     ------
@@ -239,7 +277,11 @@ def load_fit(path):
     if meta.get("ensemble"):
         from odenet.fit.ensemble import load_ensemble
 
-        return load_ensemble(ck, lambda: model_from_meta(meta), norm, where)
+        ens = load_ensemble(ck, lambda: model_from_meta(meta), norm, where)
+        for m in ens.members:
+            m.model.to(device or "cpu")
+        return ens
+    model.to(device or "cpu")
     return FitResult(model, norm, ck.get("history", {}), math.nan, int(ck.get("iteration", 0)),
                      float(ck.get("train_time", 0.0)), bool(ck.get("stopped_early", False)),
                      str(ck.get("stop_reason", "")), meta)  # fmt: skip
@@ -318,6 +360,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                    "`odenet predict --band` gives the members' spread plus a noise level "
                    "calibrated on points no member trained on")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="random seed (splits, initialisation)")
+    p.add_argument("--device", default="cpu",
+                   help="where the model trains: cpu (default), cuda, cuda:N, mps, or auto "
+                   "(a GPU if torch sees one); the checkpoint loads on any device")  # fmt: skip
     p.add_argument("--checkpoint", default="odenet_fit.pt", help="checkpoint file to write")
     p.add_argument("--resume", action="store_true",
                    help="continue from an existing checkpoint (it must match the options)")
@@ -357,6 +402,8 @@ def register_predict(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--doses", default=None, metavar="CSV",
                    help="the context's doses (id, time, amount[, state]); needed when the "
                    "checkpoint was fitted with --doses")  # fmt: skip
+    p.add_argument("--device", default="cpu",
+                   help="where the model runs: cpu (default), cuda, cuda:N, mps or auto")
     p.add_argument("--out", default=None, help="write the CSV here instead of stdout")
     p.add_argument("--json", action="store_true", help="print JSON instead of CSV")
     p.set_defaults(func=run_predict)
@@ -367,6 +414,7 @@ def _check_options(args) -> None:
     def bad(opt, val, need):
         raise FitCLIError(f"{opt} must be {need}, got {val!r}.")
 
+    parse_device(args.device)  # before any data are read
     if args.iters < 1:
         bad("--iters", args.iters, "a positive integer (optimiser steps)")
     if not (math.isfinite(args.lr) and args.lr > 0):
@@ -610,6 +658,7 @@ def _fit_one(args, data, channels, covariates, train, val, meta, checkpoint, pro
                         fixed=parse_assignments(args.fix, "--fix") or None,
                         per_series=meta["per_series"], fixed_x0=meta["fixed_x0"] or None,
                         channels=channels, random=meta.get("random", ()))  # fmt: skip
+    model.to(parse_device(args.device))
     if doses is not None:
         from odenet.fit.greybox import _check_doses
 
@@ -632,8 +681,11 @@ def _fit_ensemble(args, channels, train, val, meta):
     from odenet.fit.ensemble import fit_ensemble, save_ensemble
     from odenet.fit.train import checkpoint_lock
 
+    device = parse_device(args.device)
+
     def make():
-        return build_model(args.model, len(channels), hidden=args.hidden, horizon=args.horizon)
+        model = build_model(args.model, len(channels), hidden=args.hidden, horizon=args.horizon)
+        return model.to(device)
 
     optimizer = args.optimizer or "adam"
     if optimizer == "gauss_newton":
@@ -908,7 +960,7 @@ def run_predict(args) -> int:
 
     from odenet.fit.data import DTYPE
 
-    res = load_fit(args.checkpoint)
+    res = load_fit(args.checkpoint, parse_device(args.device))
     meta = res.meta
     if args.times is None and args.until is None:
         raise FitCLIError("give --times T1,T2,... or --until T (with --n points).")

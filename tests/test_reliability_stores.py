@@ -82,6 +82,25 @@ def test_a_live_writers_temp_file_is_left_alone(tmp_path):
     assert mine.exists()  # its writer (our parent process) is alive: not ours to delete
 
 
+def test_another_hosts_young_temp_file_is_left_alone(tmp_path):
+    """A results folder on a file system shared by machines: a writer elsewhere has a pid
+    that means nothing here.  Judged by its pid, its file was deleted mid-write."""
+    from odenet._tempfiles import host_tag, writer_prefix
+
+    cells = tmp_path / "r" / "cells"
+    CellStore(tmp_path / "r", {"kind": "x"})
+    other = "0" * 8 if host_tag() != "0" * 8 else "1" * 8
+    theirs = cells / f".tmp-999999999-h{other}-inflight.part"  # no such pid here
+    ours_dead = cells / f".tmp-999999999-h{host_tag()}-left.part"
+    stale = cells / f".tmp-999999998-h{other}-old.part"
+    for p in (theirs, ours_dead, stale):
+        p.write_text("{")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    CellStore(tmp_path / "r", {"kind": "x"})
+    assert theirs.exists() and not ours_dead.exists() and not stale.exists()
+    assert writer_prefix() == f".tmp-{os.getpid()}-h{host_tag()}-"
+
+
 def test_an_interrupted_write_leaves_no_file_behind(tmp_path, monkeypatch):
     target = tmp_path / "a.json"
     atomic_write_text(target, "old")

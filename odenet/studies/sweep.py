@@ -48,8 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from odenet._errors import InputError, OdenetError
-from odenet._tempfiles import TMP_PREFIX as _TMP_PREFIX
-from odenet._tempfiles import clean_temp_files, file_mode, temp_file
+from odenet._tempfiles import clean_temp_files, file_mode, temp_file, writer_prefix
 
 STUDY_SCHEMA = "odenet.study/1"
 # /2 added the checksum; /1 cells may hold blown-up solutions marked "ok", so they are
@@ -140,7 +139,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     starts with the temp prefix, so a copy left by a killed process is cleaned up.
     """
     path = Path(path)
-    tmp = path.with_name(f"{_TMP_PREFIX}{os.getpid()}-{path.name}")
+    tmp = path.with_name(f"{writer_prefix()}{path.name}")
     try:
         yield tmp
         with contextlib.suppress(OSError):

@@ -59,7 +59,8 @@ def file_mode() -> int:
 
 
 def temp_file(folder: Path, suffix: str = "") -> tuple[int, str]:
-    """``(fd, path)`` of a new ``.tmp-<pid>-…`` file in ``folder`` for an atomic write.
+    """``(fd, path)`` of a new temp file (:func:`writer_prefix`) in ``folder`` for an
+    atomic write.
 
     With the user's file mode: ``mkstemp`` creates 0600, so a results folder or a
     reference cache shared with others became unreadable to them once renamed in place.

@@ -86,13 +86,13 @@ def test_shooting_ode_predicts_the_flow_from_the_last_past_observation():
 def test_shooting_ode_forecasts_a_channel_missing_at_the_start_observation(bidirectional):
     """With the true field and exact data, a prediction is the flow itself even where a
     channel is missing at the observation it starts from: that channel is the model's
-    forecast there, not its last observed value held (which was off by 1.03)."""
+    forecast there, not its last observed value held (off by 1.03, 0.69 two-sided, and a
+    loss of 0.118 on the code before)."""
     A = np.array([[-0.1, 1.0], [-1.0, -0.2]])
     x0 = np.array([1.0, 0.0])
     ts = np.array([0.0, 0.7, 1.5, 2.2, 3.1])
     mask = np.ones((5, 2))
-    mask[1, 1] = mask[2, 0] = mask[3, 0] = mask[3, 1] = 0
-    mask[3, 1] = 1
+    mask[1, 1] = mask[2, 0] = mask[3, 0] = 0
     vals = np.array([expm(A * t) @ x0 for t in ts]) * mask
     ctx = IrregularBatch.from_lists([torch.tensor(ts)], [torch.tensor(vals)], [torch.tensor(mask)])
     model = ShootingODE(Linear(A), physical=True, rtol=1e-10, atol=1e-12,

@@ -232,7 +232,7 @@ def test_dirk_pairs_within_10x_of_scipy_radau_at_rtol_1e_3(name, method):
 @pytest.mark.parametrize(
     "method, rtol",
     # the order-2 and -3 pairs at looser rtols: trbdf2 at 1e-7 took 52 s (it ends at
-    # 0.005·rtol there, at 1e-5 too)
+    # 0.005·rtol there, at 1e-5 too: doc_claims.py low_order_jump)
     [("sdirk4", 1e-7), ("kvaerno5", 1e-7), ("radau_iia5", 1e-7), ("kvaerno3", 1e-6),
      ("trbdf2", 1e-5)],
 )  # fmt: skip

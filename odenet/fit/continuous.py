@@ -166,7 +166,7 @@ class ShootingODE(nn.Module):
         for i in columns:
             rows = partial[:, i].nonzero().flatten()
             grid = torch.stack([batch.times[rows, i - 1], batch.times[rows, i]], -1)
-            arrive = self._solve(states[i - 1][rows], grid)[:, 1].to(filled.dtype)
+            arrive = self._solve(states[i - 1][rows], grid)[:, 1]
             here = torch.where(observed[rows, i], batch.values[rows, i], arrive)
             states[i] = states[i].index_put((rows,), here)
         return torch.stack(states, 1)

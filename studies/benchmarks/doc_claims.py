@@ -7,6 +7,7 @@
     python studies/benchmarks/doc_claims.py e5_isoutofdomain     # solving.md: E5
     python studies/benchmarks/doc_claims.py implicit_adams_jump  # torchdiffeq.md
     python studies/benchmarks/doc_claims.py sdirk4_jump          # events.md: sdirk4
+    python studies/benchmarks/doc_claims.py low_order_jump       # test_stiff.py: trbdf2
     python studies/benchmarks/doc_claims.py adjoint_fixed_stiff  # sensitivity.md
     python studies/benchmarks/doc_claims.py explicit_adams_growth  # torchdiffeq.md
     python studies/benchmarks/doc_claims.py                      # all of them
@@ -138,26 +139,40 @@ def implicit_adams_jump() -> None:
             print(f"{str(dtype)[6:]}\tmax_order {mo}\ty(10) = {float(ys[-1, 0]):.3g}")
 
 
-def sdirk4_jump() -> None:
-    """``y' = −y`` switching to ``y' = 2`` at τ, y(0) = 1 on [0, 2], no ``jump_t``,
-    rtol 1e-7, atol 1e-10, 14 jump times τ in [0.5, 1.45]: the worst error at t = 2
-    over rtol, and at how many τ it passes 100·rtol (events.md)."""
+def _jump_worst(method: str, rtol: float) -> tuple[float, int]:
+    """Worst error at t = 2 over rtol of ``y' = −y`` switching to ``y' = 2`` at 14 jump
+    times τ in [0.5, 1.45] (y(0) = 1, atol 1e-10, no ``jump_t``), and at how many τ it
+    passes 100·rtol."""
     import math
 
-    taus = [0.5 + 0.0731 * i for i in range(14)]
+    worst, bad = 0.0, 0
+    for tau in [0.5 + 0.0731 * i for i in range(14)]:
+        sol = odenet.solve(
+            lambda t, y, tau=tau: torch.where(t < tau, -y, torch.full_like(y, 2.0)),
+            torch.ones(1, dtype=D), torch.tensor([0.0, 2.0], dtype=D),
+            method=method, rtol=rtol, atol=1e-10,
+        )  # fmt: skip
+        exact = math.exp(-tau) + 2 * (2 - tau)
+        e = abs(float(sol.ys[-1, 0]) - exact) / exact / rtol
+        worst, bad = max(worst, e), bad + (e > 100)
+    return worst, bad
+
+
+def sdirk4_jump() -> None:
+    """:func:`_jump_worst` at rtol 1e-7 (events.md)."""
     print("method\tworst err/rtol\tτ above 100·rtol")
     for method in ("sdirk4", "kvaerno5", "radau_iia5", "dopri5"):
-        worst, bad = 0.0, 0
-        for tau in taus:
-            sol = odenet.solve(
-                lambda t, y, tau=tau: torch.where(t < tau, -y, torch.full_like(y, 2.0)),
-                torch.ones(1, dtype=D), torch.tensor([0.0, 2.0], dtype=D),
-                method=method, rtol=1e-7, atol=1e-10,
-            )  # fmt: skip
-            exact = math.exp(-tau) + 2 * (2 - tau)
-            e = abs(float(sol.ys[-1, 0]) - exact) / exact / 1e-7
-            worst, bad = max(worst, e), bad + (e > 100)
-        print(f"{method}\t{worst:.2g}\t{bad}/{len(taus)}")
+        worst, bad = _jump_worst(method, 1e-7)
+        print(f"{method}\t{worst:.2g}\t{bad}/14")
+
+
+def low_order_jump() -> None:
+    """:func:`_jump_worst` for the order-2 and -3 pairs at rtol 1e-7, 1e-6, 1e-5: how far
+    under rtol they end (tests/test_stiff.py's jump test runs them at 1e-5 and 1e-6)."""
+    print("method\trtol\tworst err/rtol")
+    for method in ("trbdf2", "kvaerno3"):
+        for rtol in (1e-7, 1e-6, 1e-5):
+            print(f"{method}\t{rtol:g}\t{_jump_worst(method, rtol)[0]:.2g}")
 
 
 def adjoint_fixed_stiff() -> None:
@@ -243,6 +258,7 @@ CLAIMS = {
         e5_isoutofdomain,
         implicit_adams_jump,
         sdirk4_jump,
+        low_order_jump,
         adjoint_fixed_stiff,
         explicit_adams_growth,
     )

@@ -193,3 +193,34 @@ def test_a_batch_split_across_devices_is_refused_naming_them():
     b = load_long(table(), id_col="id", time_col="time").batch
     with pytest.raises(InputError, match=r"must be on one device, got cpu, meta.*\.to\(device\)"):
         IrregularBatch(b.times, b.values.to("meta"), b.mask.to("meta"), b.lengths)
+
+
+def test_co2_time_is_julian_years_from_j2000_uniform_across_new_years():
+    """A week is 7/365.25 time units everywhere.  The calendar-year fraction
+    ``year + (day_of_year - 1) / 365.25`` restarted at every 1 January, so a step across a
+    new year was 6.25 or 7.25 days' worth; the truth here is the date arithmetic of
+    ``datetime`` (whole weeks between samples) and Julian Dates (Meeus, ch. 7)."""
+    import datetime
+
+    from odenet.fit import datasets
+
+    sm = pytest.importorskip("statsmodels.datasets")
+    dates = [d.date() for d in sm.co2.load_pandas().data.dropna().index]
+    b = datasets.co2().batch
+    n = int(b.lengths[0])
+    assert n == len(dates) == 2225
+    t = b.times[0, :n].numpy()
+    assert b.times.dtype == torch.float64
+    days = np.diff([d.toordinal() for d in dates])
+    assert (days % 7 == 0).all() and (days > 0).all()
+    np.testing.assert_allclose(np.diff(t), days / 365.25, rtol=0, atol=1e-12)
+    # every new year, 1959 to 2001 (43): 42 fall between two samples one week apart
+    new_year = [i for i in range(n - 1) if dates[i + 1].year != dates[i].year]
+    assert len(new_year) == 43 and sum(days[i] == 7 for i in new_year) == 42
+    for i in new_year:
+        assert abs((t[i + 1] - t[i]) - days[i] / 365.25) < 1e-12, dates[i + 1]
+    # J2000 is JD 2451545.0 = 2000-01-01 12:00; a sample falls on 2000-01-01 00:00
+    # (JD 2451544.5) and the first on 1958-03-29 00:00 (JD 2436291.5)
+    i2000 = dates.index(datetime.date(2000, 1, 1))
+    assert abs(t[i2000] - (2000 - 0.5 / 365.25)) < 1e-12
+    assert abs(t[0] - (2000 + (2436291.5 - 2451545.0) / 365.25)) < 1e-12

@@ -195,8 +195,12 @@ SYNTHETIC = {"lotka_volterra": lotka_volterra, "damped_oscillator": damped_oscil
 def co2() -> SeriesData:
     """Weekly Mauna Loa CO₂ (ppm), 1958–2001, from ``statsmodels.datasets.co2``.
 
-    One series; time in decimal years; the 59 weeks without a value are genuine gaps
-    (dropped, so the grid is irregular).  Needs ``statsmodels``.
+    One series; time in Julian years (365.25 days) on the astronomical Julian epoch
+    J2000, ``t = 2000 + (days since 2000-01-01T12:00) / 365.25``, so the axis is uniform
+    in physical time (a week is always ``7 / 365.25``; a calendar-year fraction
+    ``year + (day_of_year - 1) / 365.25`` is not: it restarts at every new year).
+    The 59 weeks without a value are genuine gaps (dropped, so the grid is irregular).
+    Needs ``statsmodels``.
     """
     try:
         from statsmodels.datasets import co2 as _co2
@@ -205,10 +209,12 @@ def co2() -> SeriesData:
             "the co2 data set ships with statsmodels: `pip install statsmodels` "
             "(or `pip install odenet[fit]`)."
         ) from None
+    import pandas as pd  # a dependency of statsmodels
+
     df = _co2.load_pandas().data.dropna()
-    idx = df.index
-    years = idx.year + (idx.day_of_year - 1) / 365.25
-    t = torch.tensor(np.asarray(years, dtype=float), dtype=DTYPE)
+    days = (df.index - pd.Timestamp("2000-01-01T12:00")) / pd.Timedelta(days=1)
+    years = 2000.0 + np.asarray(days, dtype=float) / 365.25  # Julian years from J2000
+    t = torch.tensor(years, dtype=DTYPE)
     v = torch.tensor(df["co2"].to_numpy()[:, None], dtype=DTYPE)
     return SeriesData(IrregularBatch.from_lists([t], [v]), ["mauna_loa"], ["co2"],
                       {"name": "co2"})  # fmt: skip

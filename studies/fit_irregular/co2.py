@@ -8,6 +8,9 @@ The interpolation target depends on where the random gaps fall, so every ``--see
 value draws a new set of gap blocks (and a new initialisation); the summary reports the
 median and range over seeds and on how many seeds a model beats the baseline.
 
+Time ``t`` is in Julian years (365.25 days) from the epoch J2000 (``datasets.co2()``), so it
+is uniform in days and ``sin 2πkt`` has a period of exactly 365.25/k days.
+
 Protocol: one series, split by time.  Extrapolation target: the last ``--tail-years``
 (default 2) years, conditioning only on the past.  Interpolation target: ``--blocks``
 random blocks of ``--block-weeks`` consecutive observations inside the training window

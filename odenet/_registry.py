@@ -73,7 +73,9 @@ def method_digest(name) -> str | None:
     a method with memory: its fields.  A study keys its cells by it (with the method's
     name), so a cell computed with other coefficients — stored before an odenet version
     that changed the method — is recomputed instead of served as current.  Changes to
-    the code that runs a method (the loop, Newton) are not seen.
+    the code that runs a method (the loop, Newton) are not seen here: the cell's key
+    also holds its build (:func:`odenet._build.cell_build`: a digest of odenet's source
+    and the versions of torch, numpy, scipy, torchdiffeq), which sees them.
     """
     try:
         m = method(name)

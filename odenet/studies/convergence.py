@@ -32,11 +32,13 @@ from odenet._errors import InputError
 from odenet.problems import Problem, as_problem
 from odenet.studies.sweep import (
     CellStore,
+    check_build,
     check_result,
     make_executor,
     problem_payload,
     resolve_problem,
     run_cells,
+    warn_other_builds,
 )
 
 NORMS = ("final", "max", "l2")
@@ -301,8 +303,13 @@ _CELL_FIELDS = {
 
 def validate_cell(key: dict, result: dict) -> str | None:
     """Schema of a stored convergence cell: why it cannot be used, or ``None``."""
-    if set(key) - {"method_data"} != {"method", "n_steps"} or not isinstance(key["method"], str):
-        return "its key is not (method, [method_data,] n_steps)"
+    if set(key) - {"method_data", "build"} != {"method", "n_steps"} or not isinstance(
+        key["method"], str
+    ):
+        return "its key is not (method, [method_data,] n_steps[, build])"
+    why = check_build(key)
+    if why:
+        return why
     why = check_result(result, _CELL_FIELDS)
     if why:
         return why
@@ -722,17 +729,26 @@ def _solution_scale(problem: Problem, n_steps: int) -> float:
     return float(np.nanmax(np.abs(y))) if np.isfinite(y).any() else 1.0
 
 
-def cell_key(head: dict, method: str | None, **setting) -> dict:
+def cell_key(head: dict, method: str | None, *, library: str = "odenet", **setting) -> dict:
     """A cell's key in its results folder: ``head`` (what names the solver), the digest
     of odenet ``method``'s data (:func:`odenet._registry.method_digest`; none for
-    scipy's and torchdiffeq's, ``method=None``), and the setting.  With the digest, a
-    cell stored before a method's coefficients changed is recomputed, not served as
-    current (the key held only the name: a folder from before sdirk4's embedded weights
-    changed kept serving its old sdirk4 cells)."""
+    scipy's and torchdiffeq's, ``method=None``), the setting, and the build that
+    computes it (:func:`odenet._build.cell_build` of the solver's ``library``: odenet's
+    code and the libraries' versions).  With the digest, a cell stored before a method's
+    coefficients changed is recomputed, not served as current (the key held only the
+    name: a folder from before sdirk4's embedded weights changed kept serving its old
+    sdirk4 cells); with the build, so is a cell computed by another odenet or with
+    another torch, numpy, scipy (or torchdiffeq, for its rows)."""
+    from odenet import _build
     from odenet._registry import method_digest
 
     data = None if method is None else method_digest(method)
-    return {**head, **({"method_data": data} if data else {}), **setting}
+    return {
+        **head,
+        **({"method_data": data} if data else {}),
+        **setting,
+        "build": _build.cell_build(library),
+    }
 
 
 def identity(problem: Problem, dtype: str) -> dict:
@@ -833,6 +849,8 @@ def convergence(
             for m in methods
             for n in ns
         ]
+        # a cell of another build (another odenet, torch, ...) is recomputed, not served
+        warn_other_builds(store, [k for k, _ in tasks])
         counts = run_cells(
             convergence_cell, tasks, store, executor=ex, progress=progress, desc="converge"
         )

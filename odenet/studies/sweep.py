@@ -71,7 +71,8 @@ class ExecutorError(OdenetError, RuntimeError):
 
 
 class ResultsWarning(UserWarning):
-    """Damaged result files were set aside and their cells recomputed."""
+    """Damaged result files were set aside, or cells computed by another build were
+    found, and those cells are recomputed."""
 
 
 def _canonical(obj: Any) -> str:
@@ -289,6 +290,51 @@ def check_result(result: dict, fields: dict[str, str]) -> str | None:
 
 Validator = Callable[[dict, dict], "str | None"]
 
+#: the fields of a cell's key that say what computed it rather than what it is: the
+#: build (:func:`odenet._build.cell_build`) and the digest of an odenet method's data
+#: (:func:`odenet._registry.method_digest`)
+PROVENANCE_FIELDS = ("build", "method_data")
+
+
+def check_build(key: dict) -> str | None:
+    """Why the ``"build"`` of a cell's key is malformed, or ``None`` (also when it has
+    none: a cell stored before keys recorded one is valid, and of another build)."""
+    build = key.get("build")
+    if build is None and "build" not in key:
+        return None
+    if not isinstance(build, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in build.items()
+    ):
+        return f"its build {_brief(build)} is not a mapping of names to versions"
+    return None
+
+
+def _without_provenance(key: dict) -> dict:
+    return {k: v for k, v in key.items() if k not in PROVENANCE_FIELDS}
+
+
+def build_changes(old: dict, new: dict) -> list[str]:
+    """How the stored key ``old`` was computed differently from the requested ``new``
+    (two keys equal but for :data:`PROVENANCE_FIELDS`), one phrase per difference."""
+    if "build" not in old and "build" in new:
+        return ["stored before cells recorded their build"]
+    a, b = old.get("build"), new.get("build")
+    changes = []
+    if isinstance(a, dict) and isinstance(b, dict):
+        for name in dict.fromkeys([*b, *a]):
+            if a.get(name) == b.get(name):
+                continue
+            if name == "odenet":
+                changes.append("odenet code changed")
+            else:
+                changes.append(f"{name} {a.get(name, '?')} → {b.get(name, '?')}")
+    elif a != b:
+        changes.append("another build")
+    if old.get("method_data") != new.get("method_data"):
+        name = next((v for v in new.values() if isinstance(v, str)), "the method")
+        changes.append(f"{name}'s coefficients changed")
+    return changes or ["another build"]
+
 
 class CellStore:
     """Finished cells of one study, in memory or in a folder (``<folder>/cells/*.json``).
@@ -325,6 +371,7 @@ class CellStore:
         self.validate = validate
         self.rejected: list[tuple[str, str]] = []
         self._cells: dict[str, dict] = {}
+        self._keys: dict[str, dict] = {}
         if self.folder is not None:
             try:
                 self._open()
@@ -377,6 +424,7 @@ class CellStore:
             reason, rec = self._load_cell(path)
             if reason is None:
                 self._cells[digest(rec["key"])] = rec["result"]
+                self._keys[digest(rec["key"])] = rec["key"]
             else:
                 self._set_aside(path, reason)
         if self.rejected:
@@ -450,7 +498,8 @@ class CellStore:
         self.rejected.append((path.name, reason))
 
     def _path(self, key: dict) -> Path:
-        label = "-".join(str(v) for v in key.values())
+        # (a build's mapping of versions would only clutter the name: the digest has it)
+        label = "-".join(str(v) for v in key.values() if not isinstance(v, dict | list))
         safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in label)[:60].lstrip(".")
         return self.folder / "cells" / f"{safe}-{digest(key, 10)}.json"
 
@@ -481,6 +530,46 @@ class CellStore:
             # a bare cells/ without its study.json would make the folder look damaged
             atomic_write_text(self._path(key), json.dumps(rec, sort_keys=True), make_parents=False)
         self._cells[digest(key)] = result
+        self._keys[digest(key)] = key
+
+    def other_builds(self, keys: list[dict]) -> list[tuple[dict, dict]]:
+        """``(requested, stored)`` for each of ``keys`` missing from the store and each
+        stored key equal to it but for :data:`PROVENANCE_FIELDS`: a cell computed by
+        another build (or stored before keys recorded one), which is not served."""
+        index: dict[str, list[dict]] = {}
+        for stored in self._keys.values():
+            index.setdefault(digest(_without_provenance(stored)), []).append(stored)
+        return [
+            (key, stored)
+            for key in keys
+            if key not in self
+            for stored in index.get(digest(_without_provenance(key)), ())
+        ]
+
+
+def warn_other_builds(store: CellStore, keys: list[dict], *, stacklevel: int = 3) -> int:
+    """Warn (:class:`ResultsWarning`, once) when ``store`` holds cells of ``keys``
+    computed by another build: they are recomputed, their files kept.  Returns how many
+    of ``keys`` that is."""
+    pairs = store.other_builds(keys)
+    if not pairs:
+        return 0
+    stale: dict[str, None] = {}
+    reasons: dict[str, dict[str, None]] = {}
+    for key, stored in pairs:
+        stale[digest(key)] = None
+        for why in build_changes(stored, key):
+            reasons.setdefault(why, {})[digest(key)] = None
+    listed = "; ".join(f"{why} ({len(cells)})" for why, cells in reasons.items())
+    where = store.folder / "cells" if store.folder is not None else "the store"
+    warnings.warn(
+        f"{len(stale)} cell(s) in {where} were computed by another build of odenet or of "
+        f"the libraries it runs on — {listed} — and are being recomputed; their old files "
+        "are kept (to keep old and new results apart, write new runs to another folder).",
+        ResultsWarning,
+        stacklevel=stacklevel,
+    )
+    return len(stale)
 
 
 def _short(identity: Any) -> str:

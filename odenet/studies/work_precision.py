@@ -49,11 +49,13 @@ from odenet.studies.convergence import (
 from odenet.studies.sweep import (
     CellStore,
     _watch_parent,
+    check_build,
     check_result,
     make_executor,
     problem_payload,
     resolve_problem,
     run_cells,
+    warn_other_builds,
 )
 
 DEFAULT_COMPARE_METHODS = (
@@ -563,8 +565,13 @@ def is_timeout(result: dict) -> bool:
 
 def validate_cell(key: dict, result: dict) -> str | None:
     """Schema of a stored work–precision cell: why it cannot be used, or ``None``."""
-    if set(key) - {"method_data"} != {"solver", "setting"} or not isinstance(key["solver"], str):
-        return "its key is not (solver, [method_data,] setting)"
+    if set(key) - {"method_data", "build"} != {"solver", "setting"} or not isinstance(
+        key["solver"], str
+    ):
+        return "its key is not (solver, [method_data,] setting[, build])"
+    why = check_build(key)
+    if why:
+        return why
     if not _is_positive(key["setting"]):
         return f"its setting {key['setting']!r} is not a positive number"
     why = check_result(result, _CELL_FIELDS)
@@ -878,8 +885,10 @@ def work_precision(
             settings = tols if s.adaptive else ns
             for v in settings:
                 odenet_method = s.method if s.library == "odenet" else None
-                key = cell_key({"solver": s.label}, odenet_method, setting=v)
+                key = cell_key({"solver": s.label}, odenet_method, library=s.library, setting=v)
                 tasks.append((key, (payload, s.label, v, repeats, dtype, cell_timeout)))
+        # a cell of another build (another odenet, scipy, ...) is recomputed, not served
+        warn_other_builds(store, [k for k, _ in tasks])
         # a cell that timed out under a smaller limit than this run's is tried again
         limit = math.inf if cell_timeout is None else cell_timeout
         redo = [

@@ -142,3 +142,34 @@ def test_resnet_to_neural_ode_and_back_keeps_horizon_and_t0(method):
     # explicit arguments still win
     other = node.to_resnet(3, "euler", 1.0, t0=0.0)
     assert (other.horizon, other.t0, other.depth) == (1.0, 0.0, 3)
+
+
+def test_no_study_cell_reaches_the_subpackages_left_out_of_the_build_digest():
+    # odenet._build.source_digest leaves out subpackages no study cell runs: a change
+    # there must not be able to change a cell's numbers.  Every module the studies
+    # import, transitively, at the top or in functions, and through the package's lazy
+    # names (`from odenet import solve`), must be outside them
+    from odenet._build import EXCLUDED_SUBPACKAGES
+
+    def imports(path):
+        out = _imports(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "odenet" and not node.level:
+                out |= {odenet._LAZY[a.name] for a in node.names if a.name in odenet._LAZY}
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                if node.value.id == "odenet" and node.attr in odenet._LAZY:
+                    out.add(odenet._LAZY[node.attr])
+        return out
+
+    seen, todo = set(), ["odenet.studies.convergence", "odenet.studies.work_precision"]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # its packages
+        todo += sorted(imports(MODULES[name])) if name in MODULES else []
+    assert {"odenet._solve", "odenet._newton", "odenet.problems"} <= seen  # (lazy names seen)
+    left_out = [f"odenet.{p}" for p in EXCLUDED_SUBPACKAGES]
+    assert sorted(m for m in seen for p in left_out if m == p or m.startswith(p + ".")) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import numpy as np
@@ -129,3 +130,119 @@ def test_cli_scheduler_option_gives_the_local_table(tmp_path, monkeypatch):
     b = pd.read_csv(tmp_path / "dask" / "results.csv")
     cols = ["method", "n_steps", "h", "error", "error_final", "error_max", "error_l2", "nfe"]
     pd.testing.assert_frame_equal(a[cols], b[cols])
+
+
+# --- cells of another build ------------------------------------------------------------------
+
+
+def _counting(monkeypatch, module, name, marker):
+    """Replace ``module.name`` (a study's cell function) by one that counts its calls
+    and writes ``marker`` into each cell's message."""
+    real = getattr(module, name)
+    calls = []
+
+    def cell(*args):
+        calls.append(args)
+        return {**real(*args), "message": marker}
+
+    monkeypatch.setattr(module, name, cell)
+    return calls
+
+
+def _run_converge(out):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResultsWarning)
+        res = convergence("exponential", methods=["rk4"], n_steps=[8, 16], out=out)
+    return res, [str(w.message) for w in caught if issubclass(w.category, ResultsWarning)]
+
+
+def test_a_cell_of_another_odenet_build_is_recomputed_with_a_warning(tmp_path, monkeypatch):
+    # cells were keyed by method, its coefficients and the setting: a folder computed
+    # before a change to the step loop, the controller or the study's error measure
+    # kept serving its cells as current after an upgrade, with nothing said
+    import odenet._build as build
+    conv = importlib.import_module("odenet.studies.convergence")  # (the name is a function)
+
+    calls = _counting(monkeypatch, conv, "convergence_cell", "old build")
+    monkeypatch.setattr(build, "source_digest", lambda: "0123456789abcdef")
+    res, said = _run_converge(tmp_path / "c")
+    assert len(calls) == 2 and not said
+    key = json.loads(next((tmp_path / "c" / "cells").glob("*.json")).read_text())["key"]
+    assert key["build"] == build.cell_build() and key["build"]["odenet"] == "0123456789abcdef"
+    assert {"torch", "numpy", "scipy"} <= set(key["build"])
+
+    # the same build: served, nothing recomputed, nothing said
+    res, said = _run_converge(tmp_path / "c")
+    assert len(calls) == 2 and not said and res.counts == {"loaded": 2, "computed": 0}
+
+    # another odenet (its code changed): recomputed, said once, old files kept
+    calls = _counting(monkeypatch, conv, "convergence_cell", "new build")
+    monkeypatch.setattr(build, "source_digest", lambda: "fedcba9876543210")
+    res, said = _run_converge(tmp_path / "c")
+    assert len(calls) == 2 and res.counts == {"loaded": 0, "computed": 2}
+    assert len(said) == 1
+    assert "2 cell(s)" in said[0] and "another build" in said[0]
+    assert "odenet code changed (2)" in said[0] and "old files are kept" in said[0]
+    assert len(list((tmp_path / "c" / "cells").glob("*.json"))) == 4
+    # the table holds the requested cells of this build only
+    assert len(res.table) == 2 and (res.table["message"] == "new build").all()
+
+    # once recomputed, the old files are no news: served, no warning
+    res, said = _run_converge(tmp_path / "c")
+    assert len(calls) == 2 and not said and res.counts == {"loaded": 2, "computed": 0}
+    assert (res.table["message"] == "new build").all()
+
+
+def test_cells_of_a_folder_written_before_keys_held_the_build_are_recomputed(tmp_path):
+    # a folder of an earlier odenet: keys (method, method_data, n_steps), or (method,
+    # n_steps) before the method digest; its cells must count as another build's
+    from odenet.problems import get_problem
+    from odenet.studies.convergence import identity, validate_cell
+
+    res, _ = _run_converge(tmp_path / "new")
+    store = CellStore(tmp_path / "old", identity(get_problem("exponential"), "float64"))
+    for path in sorted((tmp_path / "new" / "cells").glob("*.json")):
+        rec = json.loads(path.read_text())
+        key = {k: v for k, v in rec["key"].items() if k != "build"}
+        if key["n_steps"] == 16:
+            del key["method_data"]
+        assert validate_cell(key, rec["result"]) is None  # a valid cell, not a damaged one
+        store.put(key, {**rec["result"], "message": "stored by an older odenet"})
+    res, said = _run_converge(tmp_path / "old")
+    assert res.counts == {"loaded": 0, "computed": 2}
+    assert len(said) == 1 and "2 cell(s)" in said[0]
+    assert "stored before cells recorded their build (2)" in said[0]
+    assert not (res.table["message"] == "stored by an older odenet").any()
+    assert len(list((tmp_path / "old" / "cells").glob("*.json"))) == 4  # the old ones kept
+    assert not list((tmp_path / "old" / "cells").glob("*.bad"))
+
+
+def test_the_source_digest_sees_odenet_code_but_not_fit_or_models(tmp_path, monkeypatch):
+    import odenet._build as build
+
+    pkg = tmp_path / "odenet"
+    for rel in ("_build.py", "_loop.py", "studies/convergence.py", "fit/train.py",
+                "models/net.py"):  # fmt: skip
+        (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / rel).write_text(f"# {rel}\n")
+    monkeypatch.setattr(build, "__file__", str(pkg / "_build.py"))
+
+    def digest():
+        build.source_digest.cache_clear()
+        return build.source_digest()
+
+    try:
+        first = digest()
+        (pkg / "fit" / "train.py").write_text("changed = 1\n")
+        (pkg / "models" / "net.py").write_text("changed = 1\n")
+        assert digest() == first  # no study cell runs them
+        (pkg / "studies" / "convergence.py").write_text("changed = 1\n")
+        second = digest()
+        assert second != first  # the study's own code is in it
+        (pkg / "_controller.py").write_text("new = 1\n")
+        assert digest() != second  # and a new module
+        assert build.source_digest() == build.source_digest()  # computed once, kept
+    finally:
+        build.source_digest.cache_clear()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -571,3 +573,57 @@ def test_scipy_rows_of_a_float32_study_say_float64_in_the_table_text_and_plot():
                          cell_timeout=None)  # fmt: skip
     assert list(r64.table["label"]) == ["scipy:RK45"] and list(r64.table["dtype"]) == ["float64"]
     assert "float64 solves" not in r64.to_text()
+
+
+def test_cells_of_another_scipy_or_torchdiffeq_are_recomputed_with_a_warning(tmp_path, monkeypatch):
+    # a peer's row computed with another scipy or torchdiffeq was served as current
+    import warnings
+
+    import odenet._build as build
+    wp = importlib.import_module("odenet.studies.work_precision")  # (the name is a function)
+    from odenet.studies.sweep import ResultsWarning
+
+    real = build.library_version
+    versions = {}
+    monkeypatch.setattr(build, "library_version", lambda n: versions.get(n, real(n)))
+    computed = []
+
+    def cell(payload, spec, *args):
+        computed.append(spec)
+        return {**wp_cell(payload, spec, *args), "message": f"{spec} {versions}"}
+
+    wp_cell = wp.work_precision_cell
+    monkeypatch.setattr(wp, "work_precision_cell", cell)
+
+    def run():
+        computed.clear()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResultsWarning)
+            res = work_precision("exponential", methods="rk4,scipy:RK45,torchdiffeq:rk4",
+                                 tolerances=[1e-3], n_steps=[16], repeats=1,
+                                 cell_timeout=None, out=tmp_path / "wp")  # fmt: skip
+        said = [str(w.message) for w in caught if issubclass(w.category, ResultsWarning)]
+        return res, sorted(computed), said
+
+    versions.update(scipy="1.0.0", torchdiffeq="0.1.0")
+    res, computed_now, said = run()
+    assert computed_now == ["rk4", "scipy:RK45", "torchdiffeq:rk4"] and not said
+    assert run()[1:] == ([], [])  # the same build: served, nothing said
+
+    # another torchdiffeq: its row only; the others do not run on it
+    versions.update(torchdiffeq="0.2.0")
+    res, computed_now, said = run()
+    assert computed_now == ["torchdiffeq:rk4"] and len(said) == 1
+    assert "1 cell(s)" in said[0] and "torchdiffeq 0.1.0 → 0.2.0 (1)" in said[0]
+
+    # another scipy: the scipy row (and the others: the problems' exact solutions and
+    # odenet's sparse Jacobians use scipy too)
+    del versions["scipy"]
+    res, computed_now, said = run()
+    assert "scipy:RK45" in computed_now and len(said) == 1
+    assert f"scipy 1.0.0 → {real('scipy')}" in said[0]
+    assert "odenet code changed" not in said[0]
+    # the table: one row per requested cell, each of this build
+    assert len(res.table) == 3
+    assert all("'scipy'" not in m for m in res.table["message"])
+    assert "0.2.0" in res.table.set_index("label").loc["torchdiffeq:rk4", "message"]

@@ -14,6 +14,11 @@ renamed to ``<name>.json.bad`` (nothing is deleted), reported by name, and
 recomputed.  Temporary files (``.tmp-<pid>-*.part``) never match the cell pattern
 and those left by a killed process are removed when the folder is opened.
 
+A study's cell keys hold the build that computes them (:func:`odenet._build.cell_build`):
+a stored cell equal to a requested one but for its build (:data:`PROVENANCE_FIELDS`)
+is another build's, so it is not served; :func:`warn_other_builds` says how many there
+are and what changed, and they are recomputed beside the old files.
+
 Cells run serially, on local processes (``workers > 1``) or on a Dask cluster
 (``scheduler="tcp://host:port"``); the cell function is a plain top-level
 function, so every executor computes bit-identical values.

@@ -322,11 +322,14 @@ def run_scipy(case: Case):
     return ("ok" if r.success else "fail"), (r.y.T if r.success else None)
 
 
-def one_case(seed: int, methods: list[str], limit: float, step_t: bool = False) -> None:
-    """Every method on the case drawn with ``seed``: status, steps, error at each output
-    (tolerance units), wall time; with ``step_t`` also each odenet method with its
-    steps ending on the outputs."""
-    case = draw(seed)
+def one_case(
+    seed: int, methods: list[str], limit: float, step_t: bool = False, like: int | None = None
+) -> None:
+    """Every method on the case drawn with ``seed`` (a batch member: ``like`` the seed of
+    the batch's first case): status, steps, error at each output (tolerance units),
+    wall time; with ``step_t`` also each odenet method with its steps ending on the
+    outputs."""
+    case = draw(seed, like=None if like is None else draw(like))
     ref = case.exact(case.t_out)
     print(case.describe() + "; outputs at", np.array2string(case.t_out, precision=4))
     print("\n| solver | status | steps | error per output (units) | wall s |")
@@ -363,11 +366,14 @@ def main(argv=None):
     p.add_argument(
         "--case", type=int, default=None, help="one drawn case (its seed): every method's row"
     )
+    p.add_argument(
+        "--like", type=int, default=None, help="with --case: the seed of its batch's first case"
+    )
     p.add_argument("--step-t", action="store_true", help="with --case: also step_t = outputs")
     args = p.parse_args(argv)
     methods = args.methods.split(",")
     if args.case is not None:
-        return one_case(args.case, methods, args.timeout, args.step_t)
+        return one_case(args.case, methods, args.timeout, args.step_t, args.like)
     verdicts = defaultdict(Counter)
     worst = defaultdict(list)
     largest = defaultdict(float)  # the largest error (units) of an ok solve, per method

@@ -215,31 +215,39 @@ def _alarm(signum, frame):
     raise _Timeout
 
 
+def limited_solve(limit: float, *args, **kwargs):
+    """``odenet.solve(*args, **kwargs)`` within ``limit`` seconds (SIGALRM: Unix), with
+    ``throw=False``: the Solution, or the failure's name (``"timeout"``, or the typed
+    error's class name)."""
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, limit)
+    try:
+        return odenet.solve(*args, max_steps=200_000, throw=False, **kwargs)
+    except _Timeout:
+        return "timeout"
+    except odenet.OdenetError as e:
+        return type(e).__name__
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
 def run_odenet(case: Case, method: str, limit: float, step_t: bool = False):
     """``odenet.solve`` on ``case`` (outputs at ``case.t_out``; with ``step_t`` the steps
     end on them): (status, ys [T, n] or None, steps)."""
     t = torch.tensor(np.concatenate([[case.t0], case.t_out]))
-    old = signal.signal(signal.SIGALRM, _alarm)
-    signal.setitimer(signal.ITIMER_REAL, limit)
-    try:
-        sol = odenet.solve(
-            case.f_torch(),
-            torch.tensor(case.y0),
-            t,
-            method=method,
-            rtol=case.rtol,
-            atol=case.atol,
-            max_steps=200_000,
-            throw=False,
-            step_t=t[1:-1] if step_t and len(t) > 2 else None,
-        )
-    except _Timeout:
-        return "timeout", None, 0
-    except odenet.OdenetError as e:
-        return type(e).__name__, None, 0
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+    sol = limited_solve(
+        limit,
+        case.f_torch(),
+        torch.tensor(case.y0),
+        t,
+        method=method,
+        rtol=case.rtol,
+        atol=case.atol,
+        step_t=t[1:-1] if step_t and len(t) > 2 else None,
+    )
+    if isinstance(sol, str):
+        return sol, None, 0
     if not bool(sol.success):
         return f"status {int(sol.status.flatten()[0])}", None, int(sol.stats["steps"])
     return "ok", sol.ys[1:].numpy(), int(sol.stats["steps"])
@@ -282,26 +290,17 @@ def run_odenet_batch(cases: list[Case], method: str, limit: float):
     (status per case, ys per case or None, steps)."""
     c0 = cases[0]
     t = torch.tensor(np.concatenate([[c0.t0], c0.t_out])).expand(len(cases), -1)
-    old = signal.signal(signal.SIGALRM, _alarm)
-    signal.setitimer(signal.ITIMER_REAL, limit)
-    try:
-        sol = odenet.solve(
-            batch_field(cases),
-            torch.tensor(np.stack([c.y0 for c in cases])),
-            t.contiguous(),
-            method=method,
-            rtol=c0.rtol,
-            atol=c0.atol,
-            max_steps=200_000,
-            throw=False,
-        )
-    except _Timeout:
-        return ["timeout"] * len(cases), [None] * len(cases), 0
-    except odenet.OdenetError as e:
-        return [type(e).__name__] * len(cases), [None] * len(cases), 0
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+    sol = limited_solve(
+        limit,
+        batch_field(cases),
+        torch.tensor(np.stack([c.y0 for c in cases])),
+        t.contiguous(),
+        method=method,
+        rtol=c0.rtol,
+        atol=c0.atol,
+    )
+    if isinstance(sol, str):
+        return [sol] * len(cases), [None] * len(cases), 0
     codes = sol.status.reshape(len(cases)).tolist()
     ok = [Status(v) in (Status.SUCCESS, Status.TERMINATED) for v in codes]
     status = ["ok" if o else f"status {v}" for o, v in zip(ok, codes)]

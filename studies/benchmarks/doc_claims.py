@@ -139,10 +139,10 @@ def implicit_adams_jump() -> None:
             print(f"{str(dtype)[6:]}\tmax_order {mo}\ty(10) = {float(ys[-1, 0]):.3g}")
 
 
-def _jump_worst(method: str, rtol: float) -> tuple[float, int]:
-    """Worst error at t = 2 over rtol of ``y' = −y`` switching to ``y' = 2`` at 14 jump
+def jump_worst(method: str, rtol: float) -> tuple[float, int]:
+    """Worst relative error at t = 2 over rtol of ``y' = −y`` switching to ``y' = 2`` at 14 jump
     times τ in [0.5, 1.45] (y(0) = 1, atol 1e-10, no ``jump_t``), and at how many τ it
-    passes 100·rtol."""
+    passes 100·rtol.  ``tests/test_stiff.py`` asserts on the same loop."""
     import math
 
     worst, bad = 0.0, 0
@@ -159,20 +159,20 @@ def _jump_worst(method: str, rtol: float) -> tuple[float, int]:
 
 
 def sdirk4_jump() -> None:
-    """:func:`_jump_worst` at rtol 1e-7 (events.md)."""
+    """:func:`jump_worst` at rtol 1e-7 (events.md)."""
     print("method\tworst err/rtol\tτ above 100·rtol")
     for method in ("sdirk4", "kvaerno5", "radau_iia5", "dopri5"):
-        worst, bad = _jump_worst(method, 1e-7)
+        worst, bad = jump_worst(method, 1e-7)
         print(f"{method}\t{worst:.2g}\t{bad}/14")
 
 
 def low_order_jump() -> None:
-    """:func:`_jump_worst` for the order-2 and -3 pairs at rtol 1e-7, 1e-6, 1e-5: how far
+    """:func:`jump_worst` for the order-2 and -3 pairs at rtol 1e-7, 1e-6, 1e-5: how far
     under rtol they end (tests/test_stiff.py's jump test runs them at 1e-5 and 1e-6)."""
     print("method\trtol\tworst err/rtol")
     for method in ("trbdf2", "kvaerno3"):
         for rtol in (1e-7, 1e-6, 1e-5):
-            print(f"{method}\t{rtol:g}\t{_jump_worst(method, rtol)[0]:.2g}")
+            print(f"{method}\t{rtol:g}\t{jump_worst(method, rtol)[0]:.2g}")
 
 
 def adjoint_fixed_stiff() -> None:

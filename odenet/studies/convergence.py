@@ -32,7 +32,7 @@ from odenet._errors import InputError
 from odenet.problems import Problem, as_problem
 from odenet.studies.sweep import (
     CellStore,
-    check_build,
+    check_key,
     check_result,
     make_executor,
     problem_payload,
@@ -303,11 +303,7 @@ _CELL_FIELDS = {
 
 def validate_cell(key: dict, result: dict) -> str | None:
     """Schema of a stored convergence cell: why it cannot be used, or ``None``."""
-    if set(key) - {"method_data", "build"} != {"method", "n_steps"} or not isinstance(
-        key["method"], str
-    ):
-        return "its key is not (method, [method_data,] n_steps[, build])"
-    why = check_build(key)
+    why = check_key(key, "method", "n_steps")
     if why:
         return why
     why = check_result(result, _CELL_FIELDS)

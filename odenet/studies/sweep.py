@@ -301,6 +301,15 @@ Validator = Callable[[dict, dict], "str | None"]
 PROVENANCE_FIELDS = ("build", "method_data")
 
 
+def check_key(key: dict, name: str, setting: str) -> str | None:
+    """Why a stored cell's key is not ``(name, [method_data,] setting[, build])`` with a
+    string ``name`` and a well-formed build, or ``None`` (a key without a build, stored
+    before keys recorded one, is valid: it is another build's)."""
+    if set(key) - set(PROVENANCE_FIELDS) != {name, setting} or not isinstance(key[name], str):
+        return f"its key is not ({name}, [method_data,] {setting}[, build])"
+    return check_build(key)
+
+
 def check_build(key: dict) -> str | None:
     """Why the ``"build"`` of a cell's key is malformed, or ``None`` (also when it has
     none: a cell stored before keys recorded one is valid, and of another build)."""

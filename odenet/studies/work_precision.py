@@ -49,7 +49,7 @@ from odenet.studies.convergence import (
 from odenet.studies.sweep import (
     CellStore,
     _watch_parent,
-    check_build,
+    check_key,
     check_result,
     make_executor,
     problem_payload,
@@ -565,11 +565,7 @@ def is_timeout(result: dict) -> bool:
 
 def validate_cell(key: dict, result: dict) -> str | None:
     """Schema of a stored work–precision cell: why it cannot be used, or ``None``."""
-    if set(key) - {"method_data", "build"} != {"solver", "setting"} or not isinstance(
-        key["solver"], str
-    ):
-        return "its key is not (solver, [method_data,] setting[, build])"
-    why = check_build(key)
+    why = check_key(key, "solver", "setting")
     if why:
         return why
     if not _is_positive(key["setting"]):

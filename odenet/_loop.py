@@ -33,6 +33,7 @@ from typing import NamedTuple
 import torch
 
 from odenet._controller import FixedGrid, PIDController
+from odenet._dense_check import checks_outputs, landing, output_errors, pick
 from odenet._errors import OdenetError
 from odenet._ops import HostOps, TensorOps
 from odenet._solution import MAX_STEPS, NON_FINITE_STEP, STEP_UNDERFLOW, SUCCESS, TERMINATED
@@ -431,6 +432,19 @@ class _Host:
             self.cursor = hi
         return f1
 
+    def interior_outputs(self, s, s1, rows):
+        """The outputs strictly inside ``(s, s1)`` (not within ``snap`` of ``s1``) as
+        ``(t [1, m], valid [1, m])`` tensors, or ``None``; ``rows``: whether the row
+        is to be checked at all (a bool here)."""
+        times, j, inner = self.times, self.cursor, []
+        while rows and j < self.T and times[j] < s1 - self.snap:
+            inner.append(times[j])
+            j += 1
+        if not inner:
+            return None
+        t = torch.tensor([inner], dtype=self.tdt, device=self.dev)
+        return t, torch.ones_like(t, dtype=torch.bool)
+
     def _interpolate(self, s, y, y1, f0, f1, h, ks, theta):
         """States ``[m, n]`` at ``s + θh`` for the list ``theta``."""
         rk = self.rk
@@ -652,6 +666,19 @@ class _Masked:
             self.cursor = cursor + n_in
         return f1
 
+    def interior_outputs(self, s, s1, rows):
+        """Each row's outputs strictly inside ``(s, s1)`` (not within ``snap`` of
+        ``s1``), for the rows ``rows`` [K]: ``(t [K, m], valid [K, m])``, or ``None``."""
+        s_out, cursor = self.s_out, self.cursor
+        n_in = ((s_out < (s1 - self.snap)[:, None]).sum(dim=1) - cursor).clamp_min(0)
+        n_in = torch.where(rows, n_in, torch.zeros_like(n_in))
+        m = int(n_in.max())
+        if m == 0:
+            return None
+        offsets = torch.arange(m, device=self.dev)
+        cols = (cursor[:, None] + offsets).clamp(max=self.T - 1)
+        return s_out.gather(1, cols), offsets[None, :] < n_in[:, None]
+
     def commit(self, accept, all_accept, y, f0, trial: _Trial, f1):
         # Python-level branching when every row agrees keeps rejected (possibly
         # non-finite) trials out of the autograd graph and saves two ops per step
@@ -840,6 +867,7 @@ def _integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, rec
     if events is not None:
         events.start(s, y)
     stop_landing = None
+    check_outputs, land = checks_outputs(rk, cfg), None
 
     # rows whose step is zero on a grid with repeated nodes stay put (a checkpoint
     # replay's grid repeats the step ends of the rows that rejected or had finished in
@@ -921,6 +949,9 @@ def _integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, rec
                     # factor, factor_min); a non-finite one keeps its own verdict
                     outside = outside & ops.isfinite(ratio)
                     ratio = ops.where(outside, ops.clip(ratio, lo=OUTSIDE_RATIO), ratio)
+                if check_outputs:
+                    s1_try = ops.where(to_node, s_node, s + h_plain)
+                    ratio, land = _check_outputs(B, cfg, s, h_plain, s1_try, y, trial, f0, ratio)
             accept, h_next, memory = ctrl.judge(
                 ops,
                 h_plain,
@@ -943,6 +974,9 @@ def _integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, rec
                 # Radau IIA's rows whose estimate came from a second filtering ([K] bool)
                 refiltered=None if stateful else _rows(host, getattr(rk, "error_refiltered", None)),
             )
+            if land is not None:  # retry to end on the output the interpolant missed
+                h_next = ops.where(ops.not_(accept) & (land < math.inf), land, h_next)
+                land = None
             if not host and B.n_done:
                 accept = accept & ~B.done
         if stateful:  # the method's memory moves on with its rows' steps, else rewinds
@@ -1090,6 +1124,38 @@ def restart_history(rk, state, y, f0, rows):
 def _rows(host: bool, mask):
     """A method's ``[K]`` report as the backend's number type (a bool on the host)."""
     return bool(mask) if host and mask is not None else mask
+
+
+def _check_outputs(B, cfg: LoopConfig, s, h, s1, y, trial: _Trial, f0, ratio):
+    """The error ratio of a trial implicit step with its interpolant's error at the
+    outputs inside it folded in (:mod:`odenet._dense_check`), and the step to retry
+    with where that error rejects it: ``(ratio, land)``; ``land`` is ``None`` when no
+    output was checked, else ``inf`` on rows that keep their verdict."""
+    ops, rk = B.ops, cfg.rk
+    host = ops is HostOps
+    passing = (ratio <= 1) & trial.ok  # only a step about to be accepted is checked
+    found = B.interior_outputs(s, s1, passing)
+    if found is None:
+        return ratio, None
+    t_req, valid = pick(*found)
+    if host:
+        st = torch.tensor([s, h], dtype=B.tdt, device=B.dev)
+        s_t, h_t = st[:1], st[1:]
+    else:
+        s_t, h_t = s, h
+    f1 = trial.f1
+    if f1 is None and not rk.has_own_interpolant:
+        f1 = trial.f1 = B.g(s_t + h_t, trial.y1)  # also the emit's and the next step's
+    ks = rk.extra_stages(B.g, s_t, y, h_t, trial.ks)
+    norm = cfg.norm or rms_norm
+    r = output_errors(
+        rk, B.g, s_t, h_t, y, trial.y1, f0, f1, ks, t_req, valid, cfg.atol, cfg.rtol, norm
+    )
+    worst, land = landing(t_req, r, s_t)
+    fails = worst > 1
+    if host:
+        return (float(worst[0]), float(land[0])) if bool(fails[0]) else (ratio, math.inf)
+    return torch.where(fails, worst, ratio), torch.where(fails, land, torch.inf)
 
 
 def _events_in_step(B, events, s, s1, h, y, trial: _Trial, f0, accept):

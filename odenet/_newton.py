@@ -288,6 +288,7 @@ class Newton:
         self.J_version = 0
         self._lu_key = None
         self._lu = None
+        self._lu_hA = None  # the hA of _lu (see filtered)
 
     # --- Jacobian cache -----------------------------------------------------------
     def jacobian(self, g, s, y, *, fresh: bool = False):
@@ -360,6 +361,15 @@ class Newton:
                 err = self.solve(self._lu, err)
             return err * self.safety
 
+    def filtered(self, rhs: torch.Tensor):
+        """``hγ (I − hγJ)⁻¹ rhs`` [K, n] with the factors of the last diagonally
+        implicit stage (``hγ = h·a_ii``); ``None`` where the last factors are of a
+        fully implicit step (``S·n`` unknowns), which has no such form."""
+        lu, hA = self._lu, self._lu_hA
+        if lu is None or hA is None or hA.shape[1] != 1 or lu.shape != tuple(rhs.shape):
+            return None
+        return self.solve(lu, hA[:, 0, :] * rhs)
+
     def roundoff_floor(self, lu, c, y, f, rest, scale):
         """The norm below which a Newton increment is the round-off of its residual.
 
@@ -426,7 +436,7 @@ class Newton:
                     lu = self._lu
                 else:
                     lu = self.iteration_matrix(hA, J)
-                    self._lu_key, self._lu = key, lu
+                    self._lu_key, self._lu, self._lu_hA = key, lu, hA
                 before = self.stats.iterations
                 Z, ok = self._iterate(
                     Z0, base, hA, scale, lu, g_of_stages, min_iter=1 if self.J_fresh else 3

@@ -557,6 +557,11 @@ class RadauIIA(RungeKutta):
             return self._solve(lu[0], rhs)
         return self._solve(lu[0], rhs.to(self.cdtype)).real
 
+    def interpolant_filter(self, defect):
+        """``(γ̂/h − J)⁻¹ defect`` (``hγ(I − hγJ)⁻¹`` with ``γ = 1/γ̂``) with the last
+        step's factors: the dense output's error estimate (:mod:`odenet._dense_check`)."""
+        return self._filter(self._lu, defect)
+
     def _error(self, g, s, y, hy, f0, Z, lu, retry, y1):
         """The filtered estimate of ``f0 + Σ e_i Z_i / h``; a second filtering through
         ``f(y0 + err)`` for retried rows that the first rejects."""

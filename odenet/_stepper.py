@@ -330,6 +330,12 @@ class RungeKutta:
         return StepResult(y1, err, ks, f1, ok)
 
     # --- dense output ---------------------------------------------------------------
+    def interpolant_filter(self, defect: torch.Tensor):
+        """``hγ (I − hγJ)⁻¹ defect`` [K, n] with the last step's factors: the error
+        estimate of the dense output for its defect (:mod:`odenet._dense_check`);
+        ``None`` where the step has no such factors."""
+        return None if self.newton is None else self.newton.filtered(defect)
+
     @property
     def has_own_interpolant(self) -> bool:
         return self.P is not None

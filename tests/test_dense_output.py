@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import math
 
+import hypothesis.strategies as st
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
 from scipy.integrate import DOP853, RK45
 
 import odenet
@@ -140,3 +142,41 @@ def test_interpolation_error_has_the_expected_order(name):
     slope = np.polyfit(np.log(hs), np.log(errs), 1)[0]
     assert min(errs) > 1e-14, f"{name}: errors {errs} at round-off"
     assert abs(slope - r) <= 0.3, f"{name}: slope {slope:.2f}, expected {r}; errors {errs}"
+
+
+# --- outputs inside implicit steps (odenet._dense_check) ---------------------------------
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(
+    log_lam=st.lists(st.floats(0.5, 6.0), min_size=3, max_size=3),
+    log_w=st.lists(st.floats(-1.5, 0.5), min_size=3, max_size=3),
+    log_rtol=st.floats(-8.0, -3.0),
+    log_T=st.floats(0.0, 1.5),
+    seed=st.integers(0, 2**16),
+)
+@pytest.mark.parametrize("method", ["radau_iia5", "kvaerno5"])
+def test_outputs_inside_implicit_steps_honour_the_tolerance(
+    method, log_lam, log_w, log_rtol, log_T, seed
+):
+    # y' = λ(y − g) + g', g slow: every component stiff, so L-stable steps grow long
+    # past the outputs; closed form y = g + e^{λt}(y0 − g(0)).  With the check switched
+    # off both methods fail here (hypothesis shrank to 39.9 units for radau_iia5, 11.2
+    # for kvaerno5); drawn cases in test_stiff_fuzz.py reached thousands
+    rng = np.random.default_rng(seed)
+    lam, w = -(10.0 ** np.array(log_lam)), 10.0 ** np.array(log_w)
+    a, ph, y0 = rng.uniform(0.5, 2, 3), rng.uniform(0, 6, 3), rng.standard_normal(3)
+    T, rtol = 10.0**log_T, 10.0**log_rtol
+    lam_t, w_t, ph_t, a_t = (torch.tensor(v) for v in (lam, w, ph, a))
+
+    def f(t, y):
+        arg = w_t * t + ph_t
+        return lam_t * (y - a_t * torch.sin(arg)) + a_t * w_t * torch.cos(arg)
+
+    t = np.concatenate([[0.0], np.sort(rng.uniform(0, T, 5)), [T]])
+
+    def g(u):
+        return a * np.sin(w * u + ph)
+
+    exact = np.stack([g(u) + np.exp(lam * u) * (y0 - g(0.0)) for u in t])
+    sol = odenet.solve(f, torch.tensor(y0), torch.tensor(t), method=method, rtol=rtol, atol=rtol)
+    units = np.abs(sol.ys.numpy() - exact) / (rtol + rtol * np.abs(exact))
+    assert units.max() <= 10, f"{units.max():.3g} tolerance units"

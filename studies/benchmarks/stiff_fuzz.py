@@ -322,20 +322,32 @@ def run_scipy(case: Case):
 
 
 def one_case(
-    seed: int, methods: list[str], limit: float, step_t: bool = False, like: int | None = None
+    seed: int,
+    methods: list[str],
+    limit: float,
+    step_t: bool = False,
+    like: int | None = None,
+    grid: int = 0,
 ) -> None:
     """Every method on the case drawn with ``seed`` (a batch member: ``like`` the seed of
     the batch's first case): status, steps, error at each output (tolerance units),
     wall time; with ``step_t`` also each odenet method with its steps ending on the
-    outputs."""
+    outputs; with ``grid`` > 0 the outputs are that many evenly spaced times (the
+    last the end) and the row shows the largest error over them."""
     case = draw(seed, like=None if like is None else draw(like))
+    if grid:
+        case.t_out = np.linspace(case.t0, case.t1, grid + 1)[1:]
     ref = case.exact(case.t_out)
-    print(case.describe() + "; outputs at", np.array2string(case.t_out, precision=4))
-    print("\n| solver | status | steps | error per output (units) | wall s |")
+    where = f"{grid} evenly spaced" if grid else np.array2string(case.t_out, precision=4)
+    print(case.describe() + "; outputs at", where)
+    column = f"largest error over {grid} outputs" if grid else "error per output"
+    print(f"\n| solver | status | steps | {column} (units) | wall s |")
     print("|---|---|---|---|---|")
 
     def show(errs):
-        return "" if errs is None else " ".join(f"{e:.3g}" for e in errs)
+        if errs is None:
+            return ""
+        return f"{errs.max():.3g}" if grid else " ".join(f"{e:.3g}" for e in errs)
 
     t0 = time.perf_counter()
     r = solve_ivp(case.f_numpy, (case.t0, case.t1), case.y0, method="Radau",
@@ -369,10 +381,13 @@ def main(argv=None):
         "--like", type=int, default=None, help="with --case: the seed of its batch's first case"
     )
     p.add_argument("--step-t", action="store_true", help="with --case: also step_t = outputs")
+    p.add_argument(
+        "--grid", type=int, default=0, help="with --case: N evenly spaced outputs instead"
+    )
     args = p.parse_args(argv)
     methods = args.methods.split(",")
     if args.case is not None:
-        return one_case(args.case, methods, args.timeout, args.step_t, args.like)
+        return one_case(args.case, methods, args.timeout, args.step_t, args.like, args.grid)
     verdicts = defaultdict(Counter)
     worst = defaultdict(list)
     largest = defaultdict(float)  # the largest error (units) of an ok solve, per method

@@ -9,6 +9,10 @@ solution between the collocation points, and an output there was off by thousand
 of tolerance units, status ok (``studies/benchmarks/stiff_fuzz.py --case 200002001
 --like 200002``: radau_iia5 5730, kvaerno5 108, scipy's Radau 112).
 
+Event crossings are located on the same interpolant (a crossing of ``y₀ = c`` inside
+such a step was 1.9e3 tolerance units off in ``y₀``, ``tests/test_events.py``), so
+they are checked as outputs are.
+
 The check, at each output strictly inside an accepted step: the interpolant ``u`` has
 the defect ``d = u′(t) − f(t, u(t))``; its error ``e = u − y`` obeys ``e′ ≈ J e + d``.
 The estimate ``ê = (I − hγJ)⁻¹ hγ d`` is ``≈ hγ·d`` where ``hJ`` is small (the defect

@@ -152,46 +152,13 @@ class EventTracker:
         Non-terminal crossings are logged; later values become the next step's start.
         """
         K = self.K
-        v0 = self.values
-        if y1 is None:
-            with torch.no_grad():
-                y1 = state_at(torch.ones(K, dtype=s.dtype, device=s.device))
-        v1 = self._all(s1, y1)
-        zero = (v0 == 0) & accept[:, None]
-        crossed = self._crossed(v0, v1, accept)
-        any_zero, any_crossed = torch.stack([zero.any(), crossed.any()]).tolist()  # one sync
-        if any_zero:
-            # exactly 0 where the step starts (a root on the last step's end): its sign
-            # just after decides, or a crossing later in this step goes unseen
-            # ((t − 1)(t − 1.2) with a node on t = 1 lost the root at 1.2)
-            th = torch.full((K,), math.sqrt(torch.finfo(s.dtype).eps), dtype=s.dtype,
-                            device=s.device)  # fmt: skip
-            with torch.no_grad():
-                v_in = self._all(s + th * (s1 - s), state_at(th))
-            d = self.direction[None, :]
-            leaves = torch.where(d > 0, v_in > 0, torch.where(d < 0, v_in < 0, v_in != 0))
-            born = zero & self.zero_at_t0 & leaves
-            v0 = torch.where(zero, v_in, v0)
-            crossed = self._crossed(v0, v1, accept) | born
-            any_crossed = bool(crossed.any())
-        else:
-            born = None
+        v0, v1, y1, crossed, thetas = self._crossings(s, s1, accept, state_at, y1)
         self.zero_at_t0 = self.zero_at_t0 & ~accept[:, None]
         theta_stop = torch.ones(K, dtype=s.dtype, device=s.device)
         stop = torch.zeros(K, dtype=torch.bool, device=s.device)
-        if not any_crossed:
+        if thetas is None:
             self.values = torch.where(accept[:, None], v1, v0)
             return theta_stop, None, stop
-        E = len(self.events)
-        thetas = torch.full((K, E), math.inf, dtype=torch.float64, device=s.device)
-        with torch.no_grad():
-            for e in range(E):
-                rows = crossed[:, e] if born is None else crossed[:, e] & ~born[:, e]
-                if bool(rows.any()):
-                    theta = self._locate(e, s, s1, v0[:, e], v1[:, e], rows, state_at)
-                    thetas[:, e] = torch.where(rows, theta, math.inf)
-            if born is not None:
-                thetas = torch.where(born, 0.0, thetas)
         # in time order within the step; a terminal one cuts off the later ones
         order = thetas.argsort(dim=1)
         y_stop = y1.clone()
@@ -222,6 +189,60 @@ class EventTracker:
                     break
         self.values = torch.where(accept[:, None], v1, v0)
         return theta_stop, y_stop, stop
+
+    def crossing_times(self, s, s1, rows, state_at, y1):
+        """``[K, E]`` internal times of the crossings each event would log in the step
+        ``(s, s1]`` of ``rows`` (``inf`` where none), located as :meth:`step` locates
+        them but logging nothing: the loop checks the interpolant there before the
+        step is accepted (:mod:`odenet._dense_check`)."""
+        thetas = self._crossings(s, s1, rows, state_at, y1)[-1]
+        if thetas is None:
+            return None
+        return s[:, None] + thetas.to(s.dtype) * (s1 - s)[:, None]
+
+    def _crossings(self, s, s1, accept, state_at, y1):
+        """``(v0, v1, y1, crossed, thetas)``: the event values at the step's start (a
+        root on it replaced by the value just after) and end, the state at the end,
+        which events cross on the accepting rows ``[K, E]``, and where (θ in [0, 1],
+        ``inf`` where none; ``None`` when no row crosses)."""
+        K = self.K
+        v0 = self.values
+        if y1 is None:
+            with torch.no_grad():
+                y1 = state_at(torch.ones(K, dtype=s.dtype, device=s.device))
+        v1 = self._all(s1, y1)
+        zero = (v0 == 0) & accept[:, None]
+        crossed = self._crossed(v0, v1, accept)
+        any_zero, any_crossed = torch.stack([zero.any(), crossed.any()]).tolist()  # one sync
+        if any_zero:
+            # exactly 0 where the step starts (a root on the last step's end): its sign
+            # just after decides, or a crossing later in this step goes unseen
+            # ((t − 1)(t − 1.2) with a node on t = 1 lost the root at 1.2)
+            th = torch.full((K,), math.sqrt(torch.finfo(s.dtype).eps), dtype=s.dtype,
+                            device=s.device)  # fmt: skip
+            with torch.no_grad():
+                v_in = self._all(s + th * (s1 - s), state_at(th))
+            d = self.direction[None, :]
+            leaves = torch.where(d > 0, v_in > 0, torch.where(d < 0, v_in < 0, v_in != 0))
+            born = zero & self.zero_at_t0 & leaves
+            v0 = torch.where(zero, v_in, v0)
+            crossed = self._crossed(v0, v1, accept) | born
+            any_crossed = bool(crossed.any())
+        else:
+            born = None
+        if not any_crossed:
+            return v0, v1, y1, crossed, None
+        E = len(self.events)
+        thetas = torch.full((K, E), math.inf, dtype=torch.float64, device=s.device)
+        with torch.no_grad():
+            for e in range(E):
+                rows = crossed[:, e] if born is None else crossed[:, e] & ~born[:, e]
+                if bool(rows.any()):
+                    theta = self._locate(e, s, s1, v0[:, e], v1[:, e], rows, state_at)
+                    thetas[:, e] = torch.where(rows, theta, math.inf)
+            if born is not None:
+                thetas = torch.where(born, 0.0, thetas)
+        return v0, v1, y1, crossed, thetas
 
     def _attach(self, e, k, t_k, y_all, s_dtype):
         """The crossing ``(t*, y(t*))`` of row ``k`` with autograd graphs (internal time).

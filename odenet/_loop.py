@@ -1127,17 +1127,16 @@ def _rows(host: bool, mask):
 
 
 def _check_outputs(B, cfg: LoopConfig, s, h, s1, y, trial: _Trial, f0, ratio):
-    """The error ratio of a trial implicit step with its interpolant's error at the
-    outputs inside it folded in (:mod:`odenet._dense_check`), and the step to retry
-    with where that error rejects it: ``(ratio, land)``; ``land`` is ``None`` when no
-    output was checked, else ``inf`` on rows that keep their verdict."""
-    ops, rk = B.ops, cfg.rk
+    """The error ratio of a trial implicit step with its interpolant's error folded in
+    at the outputs and event crossings inside it (:mod:`odenet._dense_check`), and the
+    step to retry with where that error rejects it: ``(ratio, land)``; ``land`` is
+    ``None`` when nothing was checked, else ``inf`` on rows that keep their verdict."""
+    ops, rk, events = B.ops, cfg.rk, cfg.events
     host = ops is HostOps
     passing = (ratio <= 1) & trial.ok  # only a step about to be accepted is checked
     found = B.interior_outputs(s, s1, passing)
-    if found is None:
+    if found is None and events is None:
         return ratio, None
-    t_req, valid = pick(*found)
     if host:
         st = torch.tensor([s, h], dtype=B.tdt, device=B.dev)
         s_t, h_t = st[:1], st[1:]
@@ -1146,7 +1145,21 @@ def _check_outputs(B, cfg: LoopConfig, s, h, s1, y, trial: _Trial, f0, ratio):
     f1 = trial.f1
     if f1 is None and not rk.has_own_interpolant:
         f1 = trial.f1 = B.g(s_t + h_t, trial.y1)  # also the emit's and the next step's
-    ks = rk.extra_stages(B.g, s_t, y, h_t, trial.ks)
+    ks = trial.ks = rk.extra_stages(B.g, s_t, y, h_t, trial.ks)
+    points = [] if found is None else [pick(*found)]
+    if events is not None and bool(passing.any()):  # (events run on the masked backend)
+        # an event located on the interpolant is as far off as the interpolant is there
+        def state_at(theta):
+            return rk.interpolate(theta, y, trial.y1, f0, f1, h_t, ks)
+
+        t_ev = events.crossing_times(s, s1, passing, state_at, trial.y1)
+        if t_ev is not None:
+            inside = torch.isfinite(t_ev) & (t_ev > s[:, None]) & (t_ev < (s1 - B.snap)[:, None])
+            points.append((torch.where(inside, t_ev, s1[:, None]), inside))
+    if not points:
+        return ratio, None
+    t_req = torch.cat([p[0] for p in points], dim=1)
+    valid = torch.cat([p[1] for p in points], dim=1)
     norm = cfg.norm or rms_norm
     r = output_errors(
         rk, B.g, s_t, h_t, y, trial.y1, f0, f1, ks, t_req, valid, cfg.atol, cfg.rtol, norm

@@ -305,3 +305,37 @@ def test_odeint_event_returns_t0_when_the_event_fn_is_zero_there():
         torch.tensor(0.0, dtype=torch.float64), event_fn=lambda t, y: y[0] * (y[0] - 0.5),
     )  # fmt: skip
     assert te.item() == 0.0 and ys[-1].item() == 0.0
+
+
+@pytest.mark.parametrize("method", ["radau_iia5", "kvaerno5"])
+def test_a_crossing_inside_a_long_stiff_step_is_located_within_tolerance(method):
+    # y' = λ(y − g) + g' with every λ stiff and g slow: L-stable steps grow long and a
+    # crossing of y₀ = c inside one was located on an interpolant the step's estimate
+    # does not control (radau_iia5: 1.9e3 tolerance units off in y₀ at a crossing,
+    # status ok).  After the transient (|λ₀| = 1.8e4) y₀ = a₀ sin(ω₀t + φ₀), so the
+    # crossings of c = 0.3 a₀ are closed-form.  odenet._dense_check checks there.
+    lam = torch.tensor([-18326.0, -234.0, -32603.0], dtype=torch.float64)
+    w = torch.tensor([2.44, 0.0567, 1.70], dtype=torch.float64)
+    a = torch.tensor([0.589, 1.07, 1.14], dtype=torch.float64)
+    ph = torch.tensor([2.93, 5.86, 4.65], dtype=torch.float64)
+    y0 = torch.tensor([-0.53, -0.236, 1.82], dtype=torch.float64)
+    T, rtol, c = 24.06, 3.58e-6, 0.3 * 0.589
+
+    def f(t, y):
+        return lam * (y - a * torch.sin(w * t + ph)) + a * w * torch.cos(w * t + ph)
+
+    t = torch.tensor([0.0, T], dtype=torch.float64)
+    ev = odenet.Event(lambda t, y: y[0] - c)
+    sol = odenet.solve(f, y0, t, method=method, rtol=rtol, atol=rtol, events=ev)
+    w0, ph0, base = 2.44, 2.93, math.asin(0.3)
+    roots = sorted(
+        (phase + 2 * math.pi * k - ph0) / w0
+        for k in range(-1, 12)
+        for phase in (base, math.pi - base)
+        if 0 < (phase + 2 * math.pi * k - ph0) / w0 < T
+    )
+    t_ev = sol.events.t.numpy()
+    assert len(t_ev) == len(roots) > 10
+    slope = np.abs(0.589 * w0 * np.cos(w0 * np.array(roots) + ph0))
+    units = np.abs(t_ev - roots) * slope / (rtol + rtol * c)
+    assert units.max() <= 10, f"{units.max():.3g} tolerance units"

@@ -1142,10 +1142,12 @@ def _check_outputs(B, cfg: LoopConfig, s, h, s1, y, trial: _Trial, f0, ratio):
         s_t, h_t = st[:1], st[1:]
     else:
         s_t, h_t = s, h
+    # (computed under no_grad: kept out of the trial, whose f1 and stages the emit and
+    # the events use with their graphs)
     f1 = trial.f1
     if f1 is None and not rk.has_own_interpolant:
-        f1 = trial.f1 = B.g(s_t + h_t, trial.y1)  # also the emit's and the next step's
-    ks = trial.ks = rk.extra_stages(B.g, s_t, y, h_t, trial.ks)
+        f1 = B.g(s_t + h_t, trial.y1)
+    ks = rk.extra_stages(B.g, s_t, y, h_t, trial.ks)
     points = [] if found is None else [pick(*found)]
     if events is not None and bool(passing.any()):  # (events run on the masked backend)
         # an event located on the interpolant is as far off as the interpolant is there

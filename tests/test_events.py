@@ -307,13 +307,15 @@ def test_odeint_event_returns_t0_when_the_event_fn_is_zero_there():
     assert te.item() == 0.0 and ys[-1].item() == 0.0
 
 
-@pytest.mark.parametrize("method", ["radau_iia5", "kvaerno5"])
+@pytest.mark.parametrize("method", ["radau_iia5", "radau_iia9", "kvaerno5"])
 def test_a_crossing_inside_a_long_stiff_step_is_located_within_tolerance(method):
     # y' = λ(y − g) + g' with every λ stiff and g slow: L-stable steps grow long and a
     # crossing of y₀ = c inside one was located on an interpolant the step's estimate
     # does not control (radau_iia5: 1.9e3 tolerance units off in y₀ at a crossing,
     # status ok).  After the transient (|λ₀| = 1.8e4) y₀ = a₀ sin(ω₀t + φ₀), so the
     # crossings of c = 0.3 a₀ are closed-form.  odenet._dense_check checks there.
+    # (radau_iia9's steps were so long that it logged 6 of the 18 crossings: their
+    # ends showed no sign change; the event functions are now sampled inside steps)
     lam = torch.tensor([-18326.0, -234.0, -32603.0], dtype=torch.float64)
     w = torch.tensor([2.44, 0.0567, 1.70], dtype=torch.float64)
     a = torch.tensor([0.589, 1.07, 1.14], dtype=torch.float64)
@@ -339,3 +341,18 @@ def test_a_crossing_inside_a_long_stiff_step_is_located_within_tolerance(method)
     slope = np.abs(0.589 * w0 * np.cos(w0 * np.array(roots) + ph0))
     units = np.abs(t_ev - roots) * slope / (rtol + rtol * c)
     assert units.max() <= 10, f"{units.max():.3g} tolerance units"
+
+
+@pytest.mark.parametrize("method", ["dop853", "dopri5", "radau_iia5"])
+def test_two_crossings_inside_one_step_are_both_logged(method):
+    # y' = −y takes steps of ~1 (dop853: 12 over [0, 10]) while sin(5t) crosses zero
+    # every π/5: a step over two crossings has the same sign at both ends, and a
+    # sign test at step ends alone logged 6 of the 16 (dop853).  The event functions
+    # are also evaluated on the interpolant inside the step (SUBSTEPS pieces).
+    ev = Event(lambda t, y: torch.sin(5 * t))
+    t = torch.tensor([0.0, 10.0], dtype=torch.float64)
+    y0 = torch.ones(1, dtype=torch.float64)
+    sol = odenet.solve(lambda t, y: -y, y0, t, method=method, rtol=1e-6, atol=1e-9, events=ev)
+    exact = torch.arange(16, dtype=torch.float64) * math.pi / 5  # t = 0: a root it leaves
+    assert len(sol.events.t) == 16
+    assert float((sol.events.t - exact).abs().max()) < 1e-9

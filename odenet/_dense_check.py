@@ -75,6 +75,7 @@ def output_errors(rk, g, s, h, y, y1, f0, f1, ks, t_req, valid, atol, rtol, norm
         u = rk.interpolate(theta, y, y1, f0, f1, h, ks)  # [K, c, n]
         du = rk.interpolate(theta, y, y1, f0, f1, h, ks, derivative=True)
         du = du / h_div.to(y.dtype)[:, None, None]
+        reference = torch.maximum(y.abs(), y1.abs())
         ratios = []
         for j in range(c):
             t_j = torch.where(valid[:, j], t_req[:, j], s + h)
@@ -82,7 +83,10 @@ def output_errors(rk, g, s, h, y, y1, f0, f1, ks, t_req, valid, atol, rtol, norm
             e = rk.interpolant_filter(defect)
             if e is None:  # no factors of the form to filter with: nothing to check
                 return torch.zeros_like(t_req, dtype=y.dtype)
-            scale = atol + rtol * u[:, j].abs()
+            # the step's own scale (max of |y|, |y1|), and |u| where the interpolant is
+            # larger: a component passing through 0 at an output (atol = 0) is not
+            # measured against a vanishing tolerance there
+            scale = atol + rtol * torch.maximum(reference, u[:, j].abs())
             ratios.append(norm(e / scale))
         r = torch.stack(ratios, dim=1)
         return torch.where(valid & torch.isfinite(r), r, torch.where(valid, torch.inf, 0.0))

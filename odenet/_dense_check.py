@@ -57,8 +57,10 @@ def pick(t_req: torch.Tensor, valid: torch.Tensor):
         return t_req, valid
     count = valid.sum(dim=1, keepdim=True)  # [K, 1]
     j = torch.arange(MAX_CHECKED, device=t_req.device)[None, :]
-    # the first, the last and the middle ones of each row's own interior outputs
-    idx = ((j * (count - 1).clamp_min(0)) // max(MAX_CHECKED - 1, 1)).clamp(max=m - 1)
+    # a row with more: the first, the last and ones evenly between of its own interior
+    # outputs; a row with at most MAX_CHECKED: all of them
+    spread = (j * (count - 1).clamp_min(0)) // max(MAX_CHECKED - 1, 1)
+    idx = torch.where(count > MAX_CHECKED, spread, j).clamp(max=m - 1)
     return t_req.gather(1, idx), valid.gather(1, idx) & (j < count)
 
 

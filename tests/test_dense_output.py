@@ -180,3 +180,21 @@ def test_outputs_inside_implicit_steps_honour_the_tolerance(
     sol = odenet.solve(f, torch.tensor(y0), torch.tensor(t), method=method, rtol=rtol, atol=rtol)
     units = np.abs(sol.ys.numpy() - exact) / (rtol + rtol * np.abs(exact))
     assert units.max() <= 10, f"{units.max():.3g} tolerance units"
+
+
+def test_the_checked_outputs_of_a_step_are_distinct_and_span_its_interior():
+    # rows with 2, 10 and 4 interior outputs in one batch (m = 10): a row with at most
+    # MAX_CHECKED = 3 has all of them checked, a row with more its first, last and
+    # middle ones (with a shared spread the 2-output row checked its first twice)
+    from odenet._dense_check import MAX_CHECKED, pick
+
+    t = torch.arange(10.0).expand(3, 10).clone()
+    valid = torch.arange(10)[None, :] < torch.tensor([[2], [10], [4]])
+    chosen, ok = pick(t, valid)
+    assert MAX_CHECKED == 3
+    assert [sorted(set(c[o].tolist())) for c, o in zip(chosen, ok)] == [
+        [0.0, 1.0],
+        [0.0, 4.0, 9.0],
+        [0.0, 1.0, 3.0],
+    ]
+    assert int(ok.sum()) == 2 + 3 + 3  # each checked once

@@ -382,7 +382,7 @@ def main(argv=None):
     )
     p.add_argument("--step-t", action="store_true", help="with --case: also step_t = outputs")
     p.add_argument(
-        "--grid", type=int, default=0, help="with --case: N evenly spaced outputs instead"
+        "--grid", type=int, default=0, help="N evenly spaced outputs instead of the drawn ones"
     )
     args = p.parse_args(argv)
     methods = args.methods.split(",")
@@ -397,6 +397,9 @@ def main(argv=None):
         group = [case] + [
             draw((args.seed * 100_000 + i) * 1000 + k, like=case) for k in range(1, args.batch)
         ]
+        if args.grid:  # evenly spaced outputs instead of the drawn ones
+            for c in group:
+                c.t_out = np.linspace(c.t0, c.t1, args.grid + 1)[1:]
         if args.verbose:
             print(f"[{time.time() - t_start:6.0f} s] {case.describe()}", file=sys.stderr)
         refs = [c.exact(c.t_out) for c in group]

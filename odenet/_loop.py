@@ -619,20 +619,15 @@ class _Masked:
         """Write every output time in ``(s, s1]`` of each accepting row, evaluated at
         once; returns ``f(s1, y1)`` if it was needed.  ``s1`` may end before the trial
         step (a terminal event): ``y_end`` is then the state there."""
-        rk, K, T, n = self.rk, self.K, self.T, self.n
+        rk, K, n = self.rk, self.K, self.n
         f1, ks, y1 = trial.f1, trial.ks, trial.y1
         y_at_end = y1 if y_end is None else y_end
-        snap, s_out, cursor = self.snap, self.s_out, self.cursor
-        n_in = ((s_out <= (s1 + snap)[:, None]).sum(dim=1) - cursor).clamp_min(0)
-        if not all_accept:
-            n_in = torch.where(accept, n_in, torch.zeros_like(n_in))
-        m = int(n_in.max())
+        cursor = self.cursor
+        at_most = self.s_out <= (s1 + self.snap)[:, None]
+        cols, valid, t_req, n_in = self._window(at_most, None if all_accept else accept)
+        m = 0 if cols is None else cols.shape[1]
         interior = False
         if m > 0:
-            offsets = torch.arange(m, device=self.dev)
-            cols = cursor[:, None] + offsets  # [K, m]
-            valid = offsets[None, :] < n_in[:, None]
-            t_req = s_out.gather(1, cols.clamp(max=T - 1))
             at_end = t_req == s1[:, None]  # (only there: see the host's emit)
             interior = bool((valid & ~at_end).any())
         want_slopes = self.slopes is not None and m > 0
@@ -669,15 +664,25 @@ class _Masked:
     def interior_outputs(self, s, s1, rows):
         """Each row's outputs strictly inside ``(s, s1)`` (not within ``snap`` of
         ``s1``), for the rows ``rows`` [K]: ``(t [K, m], valid [K, m])``, or ``None``."""
-        s_out, cursor = self.s_out, self.cursor
-        n_in = ((s_out < (s1 - self.snap)[:, None]).sum(dim=1) - cursor).clamp_min(0)
-        n_in = torch.where(rows, n_in, torch.zeros_like(n_in))
+        _, valid, t_req, _ = self._window(self.s_out < (s1 - self.snap)[:, None], rows)
+        return None if valid is None else (t_req, valid)
+
+    def _window(self, before, rows=None):
+        """The outputs from each row's cursor on that ``before`` [K, T] (a bool per
+        output time, true on a prefix) admits, on ``rows`` [K] (all when ``None``):
+        ``(cols [K, m], valid [K, m], t [K, m], counts [K])``, ``m`` the largest count
+        (one host synchronisation), the first three ``None`` when ``m = 0``; ``cols``
+        past a row's count are not clamped to ``T − 1`` (``t`` is read clamped)."""
+        n_in = (before.sum(dim=1) - self.cursor).clamp_min(0)
+        if rows is not None:
+            n_in = torch.where(rows, n_in, torch.zeros_like(n_in))
         m = int(n_in.max())
         if m == 0:
-            return None
+            return None, None, None, n_in
         offsets = torch.arange(m, device=self.dev)
-        cols = (cursor[:, None] + offsets).clamp(max=self.T - 1)
-        return s_out.gather(1, cols), offsets[None, :] < n_in[:, None]
+        cols = self.cursor[:, None] + offsets  # [K, m]
+        t_req = self.s_out.gather(1, cols.clamp(max=self.T - 1))
+        return cols, offsets[None, :] < n_in[:, None], t_req, n_in
 
     def commit(self, accept, all_accept, y, f0, trial: _Trial, f1):
         # Python-level branching when every row agrees keeps rejected (possibly

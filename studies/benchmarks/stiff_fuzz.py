@@ -27,7 +27,12 @@ Verdicts per (case, method):
 * ``ok``      status ok and both errors ≤ 100 tolerance units, or within 10× scipy
               Radau's error on the same input (a problem both find hard);
 * ``fail``    a status or typed error (honest);
-* ``SILENT``  status ok, an error above 100 units and above 10× scipy Radau's.
+* ``ill``     status ok, an error above 100 units and above 10× scipy Radau's, on a
+              case whose solution is not determined at its tolerance: knocked by one
+              tolerance unit at 50 times, it goes more than 1e4 units off
+              (``Case.amplification``; computed only for such rows);
+* ``SILENT``  status ok, an error above 100 units and above 10× scipy Radau's, on a
+              case that is not ill-conditioned.
 
     python studies/benchmarks/stiff_fuzz.py --cases 200 --seed 0
     python studies/benchmarks/stiff_fuzz.py --cases 50 --methods radau_iia5,bdf --show 5
@@ -54,6 +59,13 @@ from odenet import Status
 
 sys.path.insert(0, str(Path(__file__).parent))
 from stiff_accuracy import stiff_methods
+
+# A case whose solution moves by more than this (tolerance units) when it is
+# knocked by one unit at CHECKPOINTS times is ill-conditioned at its tolerance: a
+# solver's local errors (typically 1e-2 … 1 unit each) could put it past the 100-unit
+# bound whatever it does, so its verdict is "ill", not SILENT (see Case.amplification)
+ILL_CONDITIONED = 1e4
+CHECKPOINTS = 50
 
 
 @dataclass
@@ -84,17 +96,57 @@ class Case:
     def exact(self, t):
         """The solution at `t` [T]: closed form when linear, else scipy Radau at
         rtol 1e-12 with the exact Jacobian."""
+        return self.flow(self.y0, self.t0, t)
+
+    def flow(self, y, s, t, rtol: float = 1e-12):
+        """The solution through ``y`` at time ``s``, at the times ``t`` [T] (beyond ``s``
+        in the direction of integration): closed form when linear, else scipy Radau at
+        ``rtol`` with the exact Jacobian.  [T, n]"""
+        t = np.asarray(t, dtype=float)
+        if len(t) == 0:
+            return np.zeros((0, len(y)))
         if self.s == 0:
-            d0 = self.y0 - self.g(self.t0)
-            return np.stack([self.g(u) + scipy.linalg.expm(self.A * (u - self.t0)) @ d0 for u in t])
+            d = y - self.g(s)
+            return np.stack([self.g(u) + scipy.linalg.expm(self.A * (u - s)) @ d for u in t])
         scale = 1 + np.abs(self.y0).max() + np.abs(self.amp).sum(0).max()
         r = solve_ivp(
-            self.f_numpy, (self.t0, self.t1), self.y0, method="Radau", t_eval=t,
-            rtol=1e-12, atol=1e-14 * scale, jac=self.jac_numpy,
+            self.f_numpy, (s, t[-1]), y, method="Radau", t_eval=t,
+            rtol=rtol, atol=rtol * 1e-2 * scale, jac=self.jac_numpy,
         )  # fmt: skip
         if not r.success:
             raise RuntimeError(f"reference failed: {r.message}")
         return r.y.T
+
+    def amplification(self, checkpoints: int = CHECKPOINTS, draws: int = 2) -> float:
+        """How far off (tolerance units) the solution goes, anywhere in the span, when it
+        is knocked by one tolerance unit, ``δ = u·(atol + rtol|y|)`` with ``u`` uniform in
+        ``[−1, 1]ⁿ``, at each of ``checkpoints`` evenly spaced times: a stand-in for a
+        solver whose every local error is within its tolerance.  Measured against the
+        reference on ``4·checkpoints`` evenly spaced times; the largest over ``draws``
+        random knock sequences (the knocked runs at rtol 1e-10).
+
+        Most cases give at most a few hundred units (non-normal transients: up to
+        cond(Q) ≤ 1e3).  Above :data:`ILL_CONDITIONED` the solution is not determined at
+        the case's tolerance, at the outputs too: once a knock has grown past the
+        linear range, where the solution is at a later output depends on which way it
+        went.  Drawn case 100030 passes a stretch (t ≈ 4.2 … 7.8) where the Jacobian
+        has eigenvalues up to +455 and the propagator grows by up to 2e13; the exact
+        solution started from bdf's own state at t = 4.14, which is 4e-5 tolerance
+        units off, goes 2.4e6 units off, and every solver at the case's rtol, scipy's
+        Radau and BDF included, leaves the reference somewhere in that stretch."""
+        rng = np.random.default_rng(self.seed)
+        per = 4
+        grid = np.linspace(self.t0, self.t1, per * checkpoints + 1)
+        ref = self.flow(self.y0, self.t0, grid[1:])
+        worst = 0.0
+        for _ in range(draws):
+            y, ys = self.y0, []
+            for k in range(checkpoints):  # a segment of `per` grid times, then a knock
+                seg = self.flow(y, grid[per * k], grid[per * k + 1 : per * (k + 1) + 1], rtol=1e-10)
+                ys.append(seg)
+                y = seg[-1] + rng.uniform(-1, 1, len(y)) * (self.atol + self.rtol * np.abs(seg[-1]))
+            worst = max(worst, float(units(self, np.concatenate(ys), ref).max()))
+        return worst
 
     def f_numpy(self, t, y):
         out = self.A @ (y - self.g(t)) + self.dg(t)
@@ -200,6 +252,21 @@ def draw(seed: int, like: Case | None = None) -> Case:
         if backward:
             s = -s
     return Case(seed, A, amp, omega, phase, y0, t0, t1, t_out, rtol, atol, s, B)
+
+
+def verdict(err: np.ndarray, s_err, case: Case, amplification: dict) -> str:
+    """``"ok"``, ``"ill"`` or ``"SILENT"`` for an ok solve with errors ``err`` [T]
+    (tolerance units) where scipy Radau's were ``s_err`` [T] (None: it failed); see the
+    module's docstring.  ``amplification`` caches :meth:`Case.amplification` per seed
+    (computed only for a row that would otherwise be SILENT)."""
+    bad = (err > 100) & (err > 10 * (np.inf if s_err is None else s_err))
+    if s_err is None:  # scipy failed: only the absolute bound counts
+        bad = err > 100
+    if not bad.any():
+        return "ok"
+    if case.seed not in amplification:
+        amplification[case.seed] = case.amplification()
+    return "ill" if amplification[case.seed] > ILL_CONDITIONED else "SILENT"
 
 
 def units(case: Case, y: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -321,6 +388,36 @@ def run_scipy(case: Case):
     return ("ok" if r.success else "fail"), (r.y.T if r.success else None)
 
 
+def shadow(case: Case, method: str, limit: float, points: int = 3000) -> None:
+    """Is ``method``'s departure from the solution the problem's doing?  The method's
+    solution on ``points`` evenly spaced outputs up to the first of ``case.t_out``
+    where it is more than 100 units off; the exact solution started from the method's
+    own state a little before it left (at 1e-3 … 1 unit off) goes how far off, and how
+    far is the method from that one?  A large first number: tiny errors there are
+    amplified by the problem itself (an ill-conditioned stretch), not by the method."""
+    ref_out = case.exact(case.t_out)
+    status, y, _ = run_odenet(case, method, limit)
+    if y is None or not (units(case, y, ref_out) > 100).any():
+        print(f"\n{method}: {status}, not off by more than 100 units at an output")
+        return
+    t_end = float(case.t_out[np.argmax(units(case, y, ref_out) > 100)])
+    trial = Case(**{**case.__dict__, "t1": t_end})
+    trial.t_out = np.linspace(case.t0, t_end, points + 1)[1:]
+    ref = trial.exact(trial.t_out)
+    _, y, _ = run_odenet(trial, method, limit)
+    err = units(trial, y, ref)
+    print(f"\n{method} on {points} outputs up to t = {t_end:.4g}:")
+    for level in (1e-3, 1e-2, 1e-1, 1.0):
+        i = int(np.argmax(err > level)) - 1
+        if i < 0:
+            continue
+        own = trial.flow(y[i], trial.t_out[i], trial.t_out[i + 1 :])
+        print(f"  from t = {trial.t_out[i]:.4g}, where it is {err[i]:.2g} units off: the "
+              f"exact solution through its state goes {units(trial, own, ref[i + 1:]).max():.3g} "
+              f"units off; {method} is {units(trial, y[i + 1:], own).max():.3g} units from "
+              "that solution")  # fmt: skip
+
+
 def one_case(
     seed: int,
     methods: list[str],
@@ -328,12 +425,14 @@ def one_case(
     step_t: bool = False,
     like: int | None = None,
     grid: int = 0,
+    shadows: tuple = (),
 ) -> None:
     """Every method on the case drawn with ``seed`` (a batch member: ``like`` the seed of
     the batch's first case): status, steps, error at each output (tolerance units),
     wall time; with ``step_t`` also each odenet method with its steps ending on the
     outputs; with ``grid`` > 0 the outputs are that many evenly spaced times (the
-    last the end) and the row shows the largest error over them."""
+    last the end) and the row shows the largest error over them; for each method in
+    ``shadows``, :func:`shadow`."""
     case = draw(seed, like=None if like is None else draw(like))
     if grid:
         case.t_out = np.linspace(case.t0, case.t1, grid + 1)[1:]
@@ -355,6 +454,7 @@ def one_case(
     err = units(case, r.sol(case.t_out).T, ref) if r.success else None
     print(f"| scipy Radau | {'ok' if r.success else 'fail'} | {len(r.t) - 1} | {show(err)} | "
           f"{time.perf_counter() - t0:.2f} |")  # fmt: skip
+    past = err is not None and bool((err > 100).any())
     for m in methods:
         for on_outputs in (False, True) if step_t else (False,):
             t0 = time.perf_counter()
@@ -363,6 +463,14 @@ def one_case(
             label = f"{m}, step_t = outputs" if on_outputs else m
             print(f"| {label} | {status} | {steps} | {show(err)} | "
                   f"{time.perf_counter() - t0:.2f} |")  # fmt: skip
+            past = past or (err is not None and bool((err > 100).any()))
+    if past:  # is the case's solution determined at its tolerance?
+        a = case.amplification()
+        word = "ill-conditioned" if a > ILL_CONDITIONED else "not ill-conditioned"
+        print(f"\nknocked by one tolerance unit at {CHECKPOINTS} times, the solution goes "
+              f"{a:.3g} units off: {word} (bound {ILL_CONDITIONED:g})")  # fmt: skip
+    for m in shadows:
+        shadow(case, m, limit)
 
 
 def main(argv=None):
@@ -384,11 +492,18 @@ def main(argv=None):
     p.add_argument(
         "--grid", type=int, default=0, help="N evenly spaced outputs instead of the drawn ones"
     )
+    p.add_argument(
+        "--shadow", default="", help="with --case: methods whose departure is traced (shadow())"
+    )
     args = p.parse_args(argv)
     methods = args.methods.split(",")
     if args.case is not None:
-        return one_case(args.case, methods, args.timeout, args.step_t, args.like, args.grid)
+        shadows = tuple(m for m in args.shadow.split(",") if m)
+        return one_case(
+            args.case, methods, args.timeout, args.step_t, args.like, args.grid, shadows
+        )
     verdicts = defaultdict(Counter)
+    amplification = {}  # seed -> Case.amplification(), computed where a verdict needs it
     worst = defaultdict(list)
     largest = defaultdict(float)  # the largest error (units) of an ok solve, per method
     t_start = time.time()
@@ -419,13 +534,10 @@ def main(argv=None):
                     continue
                 err = units(c, y, ref)
                 largest[m] = max(largest[m], float(err.max()))
-                bad = (err > 100) & (err > 10 * (np.inf if s_err is None else s_err))
-                if s_err is None:  # scipy failed: only the absolute bound counts
-                    bad = err > 100
-                if not bad.any():
-                    verdicts[m]["ok"] += 1
+                v = verdict(err, s_err, c, amplification)
+                verdicts[m][v] += 1
+                if v != "SILENT":
                     continue
-                verdicts[m]["SILENT"] += 1
                 j = int(np.argmax(err))
                 s_j = None if s_err is None else float(s_err[j])
                 if args.verbose:
@@ -434,13 +546,14 @@ def main(argv=None):
     print(
         f"{args.cases} cases × batch {args.batch} (seed {args.seed}), "
         f"{time.time() - t_start:.0f} s\n\n"
-        "| method | ok | fail | timeout | SILENT | largest error of an ok solve (units) |\n"
-        "|---|---|---|---|---|---|"
+        "| method | ok | fail | timeout | ill | SILENT | largest error of an ok solve (units) |\n"
+        "|---|---|---|---|---|---|---|"
     )
     for m in methods:
         v = verdicts[m]
         print(
-            f"| {m} | {v['ok']} | {v['fail']} | {v['timeout']} | {v['SILENT']} | {largest[m]:.3g} |"
+            f"| {m} | {v['ok']} | {v['fail']} | {v['timeout']} | {v['ill']} | {v['SILENT']} | "
+            f"{largest[m]:.3g} |"
         )
     for m in methods:
         for err, case, j, s_err, steps in sorted(worst[m], key=lambda w: -w[0])[: args.show]:

@@ -131,9 +131,10 @@ class Case:
         linear range, where the solution is at a later output depends on which way it
         went.  Drawn case 100030 passes a stretch (t ≈ 4.2 … 7.8) where the Jacobian
         has eigenvalues up to +455 and the propagator grows by up to 2e13; the exact
-        solution started from bdf's own state at t = 4.14, which is 4e-5 tolerance
-        units off, goes 2.4e6 units off, and every solver at the case's rtol, scipy's
-        Radau and BDF included, leaves the reference somewhere in that stretch."""
+        solution started from bdf's own state at t = 3.96, where bdf is 7.5e-4
+        tolerance units off, goes 6.3e6 units off (``--case 100030 --shadow bdf``), and
+        every solver at the case's rtol, scipy's Radau and BDF included, leaves the
+        reference somewhere in that stretch."""
         rng = np.random.default_rng(self.seed)
         per = 4
         grid = np.linspace(self.t0, self.t1, per * checkpoints + 1)
@@ -505,7 +506,8 @@ def main(argv=None):
     verdicts = defaultdict(Counter)
     amplification = {}  # seed -> Case.amplification(), computed where a verdict needs it
     worst = defaultdict(list)
-    largest = defaultdict(float)  # the largest error (units) of an ok solve, per method
+    # the largest error (units) of an ok solve on a case that is not ill, per method
+    largest = defaultdict(float)
     t_start = time.time()
     for i in range(args.cases):
         case = draw(args.seed * 100_000 + i)
@@ -533,9 +535,10 @@ def main(argv=None):
                     verdicts[m]["fail" if status != "timeout" else "timeout"] += 1
                     continue
                 err = units(c, y, ref)
-                largest[m] = max(largest[m], float(err.max()))
                 v = verdict(err, s_err, c, amplification)
                 verdicts[m][v] += 1
+                if v != "ill":
+                    largest[m] = max(largest[m], float(err.max()))
                 if v != "SILENT":
                     continue
                 j = int(np.argmax(err))
@@ -546,7 +549,8 @@ def main(argv=None):
     print(
         f"{args.cases} cases × batch {args.batch} (seed {args.seed}), "
         f"{time.time() - t_start:.0f} s\n\n"
-        "| method | ok | fail | timeout | ill | SILENT | largest error of an ok solve (units) |\n"
+        "| method | ok | fail | timeout | ill | SILENT "
+        "| largest error of an ok solve, not ill (units) |\n"
         "|---|---|---|---|---|---|---|"
     )
     for m in methods:

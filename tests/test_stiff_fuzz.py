@@ -165,8 +165,8 @@ def test_case_100030_is_ill_conditioned_at_its_tolerance():
 
 @pytest.mark.parametrize("seed", [0, 4, 5])
 def test_a_linear_case_is_not_ill_conditioned_and_a_large_error_on_it_is_silent(seed):
-    # linear cases: the knocked solution moves by at most the non-normal transient
-    # growth (cond(Q) ≤ 1e3), so a large error there stays SILENT
+    # linear cases: each knock grows by at most the non-normal transient growth
+    # (cond(Q) ≤ 1e3), far below the bound, so a large error there stays SILENT
     c = F.draw(seed)
     assert c.s == 0
     a = c.amplification()

@@ -123,7 +123,9 @@ class Case:
         ``[−1, 1]ⁿ``, at each of ``checkpoints`` evenly spaced times: a stand-in for a
         solver whose every local error is within its tolerance.  Measured against the
         reference on ``4·checkpoints`` evenly spaced times; the largest over ``draws``
-        random knock sequences (the knocked runs at rtol 1e-10).
+        random knock sequences (the first past :data:`ILL_CONDITIONED` ends the
+        search).  The knocked runs are at 1e-2 of the case's rtol (at least 1e-12): their
+        own error is far below the bound (case 9, unknocked: 0.8 units).
 
         Most cases give at most a few hundred units (non-normal transients: up to
         cond(Q) ≤ 1e3).  Above :data:`ILL_CONDITIONED` the solution is not determined at
@@ -139,14 +141,17 @@ class Case:
         per = 4
         grid = np.linspace(self.t0, self.t1, per * checkpoints + 1)
         ref = self.flow(self.y0, self.t0, grid[1:])
+        rtol = max(1e-2 * self.rtol, 1e-12)
         worst = 0.0
         for _ in range(draws):
             y, ys = self.y0, []
             for k in range(checkpoints):  # a segment of `per` grid times, then a knock
-                seg = self.flow(y, grid[per * k], grid[per * k + 1 : per * (k + 1) + 1], rtol=1e-10)
+                seg = self.flow(y, grid[per * k], grid[per * k + 1 : per * (k + 1) + 1], rtol)
                 ys.append(seg)
                 y = seg[-1] + rng.uniform(-1, 1, len(y)) * (self.atol + self.rtol * np.abs(seg[-1]))
             worst = max(worst, float(units(self, np.concatenate(ys), ref).max()))
+            if worst > ILL_CONDITIONED:
+                break
         return worst
 
     def f_numpy(self, t, y):

@@ -47,20 +47,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from stiff_fuzz import Case, draw, limited_solve
 
 
-def field(case: Case, A: torch.Tensor):
-    """``f(t, y) = A(y − g(t)) + g'(t)`` with ``A`` a tensor (the gradient's leaf)."""
-    amp, om, ph = (torch.tensor(x) for x in (case.amp, case.omega, case.phase))
-
-    def f(t, y):
-        w = om[:, None]
-        arg = w * t + ph
-        g = (amp * torch.sin(arg)).sum(0)
-        dg = (amp * w * torch.cos(arg)).sum(0)
-        return (y - g) @ A.T + dg
-
-    return f
-
-
 def exact_gradients(case: Case, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(∂L/∂y0 [n], ∂L/∂A [n, n])`` of ``L = Σ_t wᵀ y(t)`` over ``case.t_out``."""
     n = len(case.y0)
@@ -100,7 +86,7 @@ def one(case: Case, method: str, mode: str, limit: float, w: np.ndarray):
     y0 = torch.tensor(case.y0, requires_grad=True)
     t = torch.tensor(np.concatenate([[case.t0], case.t_out]))
     sol = limited_solve(
-        limit, field(case, A), y0, t, method=method, rtol=case.rtol, atol=case.atol,
+        limit, case.f_torch(A), y0, t, method=method, rtol=case.rtol, atol=case.atol,
         sensitivity=mode,
     )  # fmt: skip
     if isinstance(sol, str):

@@ -165,8 +165,10 @@ class Case:
             return self.A
         return self.A + self.s * self.B.T @ ((1 - np.tanh(self.B @ y) ** 2)[:, None] * self.B)
 
-    def f_torch(self):
-        A = torch.tensor(self.A)
+    def f_torch(self, A: torch.Tensor | None = None):
+        """The field on torch tensors; ``A`` [n, n] in place of the case's own matrix
+        (a leaf to differentiate with respect to, ``gradient_fuzz.py``)."""
+        A = torch.tensor(self.A) if A is None else A
         amp, om, ph = (torch.tensor(x) for x in (self.amp, self.omega, self.phase))
         s, B = self.s, (None if self.B is None else torch.tensor(self.B))
 

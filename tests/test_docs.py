@@ -223,7 +223,7 @@ DOCTEST_MODULES = [
     "odenet.tableaus", "odenet.order_conditions", "odenet.problems", "odenet.batch",
     "odenet.stability.regions", "odenet.stability.linearize", "odenet.stability.propagation",
     "odenet.stability.lyapunov", "odenet.stability.von_neumann", "odenet.stability.fixed_points",
-    "odenet.stability.meanfield", "odenet.stability.duality",
+    "odenet.stability.meanfield", "odenet.stability.duality", "odenet.stability.amplification",
 ]  # fmt: skip
 
 

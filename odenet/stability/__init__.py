@@ -29,6 +29,9 @@ Public API
 - Error ↔ gradient duality: [`propagate_errors`][odenet.stability.propagate_errors],
   [`backpropagate`][odenet.stability.backpropagate],
   [`global_error_prediction`][odenet.stability.global_error_prediction].
+- Conditioning of a solve (is the answer determined at this tolerance?):
+  [`conditioning`][odenet.stability.conditioning],
+  [`ConditioningReport`][odenet.stability.ConditioningReport].
 - Fixed points: [`fixed_point_stability`][odenet.stability.fixed_point_stability],
   [`find_fixed_point`][odenet.stability.find_fixed_point],
   [`gershgorin_discs`][odenet.stability.gershgorin_discs].
@@ -38,6 +41,7 @@ Public API
 """
 
 from odenet.stability._errors import NotTranslationInvariantError, StabilityInputError
+from odenet.stability.amplification import ConditioningReport, conditioning
 from odenet.stability.duality import (
     GlobalErrorPrediction,
     backpropagate,
@@ -82,6 +86,7 @@ from odenet.stability.regions import (
 from odenet.stability.von_neumann import VonNeumannResult, cfl_search, von_neumann
 
 __all__ = [
+    "ConditioningReport",
     "FixedPointStability",
     "GlobalErrorPrediction",
     "LyapunovResult",
@@ -94,6 +99,7 @@ __all__ = [
     "analyze",
     "backpropagate",
     "cfl_search",
+    "conditioning",
     "cotangent_step",
     "empirical_stability_function",
     "find_fixed_point",

@@ -101,6 +101,16 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0 < v < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
 def _cpus() -> int:
     from odenet.studies.sweep import available_cpus
 
@@ -111,7 +121,9 @@ def _default_workers() -> int:
     return max(1, min(4, _cpus()))
 
 
-def _common(p: argparse.ArgumentParser, *, problem: str, norm: str) -> None:
+def problem_arguments(p: argparse.ArgumentParser, *, problem: str, example: str) -> None:
+    """``--problem`` (default ``problem``) and ``--param KEY=VALUE`` (read by
+    :func:`_problem`), shared by every command that runs a problem."""
     p.add_argument(
         "--problem",
         default=problem,
@@ -124,8 +136,12 @@ def _common(p: argparse.ArgumentParser, *, problem: str, norm: str) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="problem parameter, e.g. --param eccentricity=0.3 (repeatable)",
+        help=f"problem parameter, e.g. --param {example} (repeatable)",
     )
+
+
+def _common(p: argparse.ArgumentParser, *, problem: str, norm: str) -> None:
+    problem_arguments(p, problem=problem, example="eccentricity=0.3")
     p.add_argument(
         "--norm",
         default=norm,
@@ -700,8 +716,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     pm.add_argument("--json", action="store_true", help="print JSON instead of text")
     pm.set_defaults(func=_cmd_methods)
 
-    plugins = (("odenet.stability.cli", "stability"), ("odenet.fit.cli", "fit"),
-               ("odenet.fit.cli", "predict"))  # fmt: skip
+    plugins = (("odenet.stability.cli", "stability"), ("odenet.stability.cli", "conditioning"),
+               ("odenet.fit.cli", "fit"), ("odenet.fit.cli", "predict"))  # fmt: skip
     for mod, name in plugins:
         if command is not None and command != name and name in _PLUGIN_HELP:
             # only the command being run loads its module (fit imports torch)
@@ -718,6 +734,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 _PLUGIN_HELP = {
     "stability": "linear stability of a scheme: R(z), intervals, A/L-stability, region plot",
+    "conditioning": "is a problem's answer determined at a tolerance? error amplification",
     "fit": "fit models to irregular time series",
     "predict": "predict from a checkpoint of `odenet fit` at given times",
 }

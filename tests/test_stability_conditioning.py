@@ -7,6 +7,7 @@ Prothero–Robinson problems have it in closed form.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -20,9 +21,15 @@ from odenet.stability import ConditioningReport, StabilityInputError, conditioni
 F64 = torch.float64
 
 
+def _step_max(y):
+    """The documented tolerance unit's ``|y|`` at each checkpoint (rows):
+    ``max(|y(s_{j−1})|, |y(s_j)|)``, ``|y0|`` at the start."""
+    return np.maximum(y, np.vstack([y[:1], y[:-1]]))
+
+
 def _exact_log10(A, y0, times, rtol, atol):
     ys = np.stack([expm(A * (s - times[0])) @ y0 for s in times])
-    D = atol + rtol * np.abs(ys)
+    D = atol + rtol * _step_max(np.abs(ys))
     m = len(times)
     out = np.full((m, m), np.nan)
     for i in range(m):
@@ -100,7 +107,7 @@ def test_prothero_robinson_amplification_and_verdict_in_closed_form(lam, verdict
     s = report.times
     # the scale is the computed solution's (ill-conditioned, it is far from sin t at the
     # end, which is the point); Φ = e^{λΔs} along any solution
-    D = atol + rtol * np.abs(report.states[:, 0].numpy())
+    D = atol + rtol * _step_max(np.abs(report.states.numpy()))[:, 0]
     exact = np.log10(np.exp(lam * (s[:, None] - s[None, :])) * D[None, :] / D[:, None])
     exact[np.triu_indices(len(s), 1)] = np.nan
     # (a decayed propagator, 1e-5 and below, is the method's R(hλ)^k, not e^{λΔs}: compared
@@ -178,3 +185,42 @@ def test_a_failed_segment_solve_raises():
             method="dopri5",
             max_steps=3,
         )
+
+
+# --- `odenet conditioning` --------------------------------------------------------------
+
+
+def test_cli_growth_is_one_unit_and_json_matches_the_closed_form(capsys):
+    """``y' = 2y`` with atol ≪ rtol|y|: every scaled propagator is exactly one unit."""
+    from odenet.cli import main
+
+    argv = ["conditioning", "--problem", "exponential", "--param", "lam=2", "--rtol", "1e-8"]
+    assert main([*argv, "--atol", "1e-20", "--checkpoints", "8", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["verdict"] == "well-conditioned" and out["method"] == "dopri5"
+    assert out["worst"] == pytest.approx(1.0, rel=1e-6)
+    assert len(out["times"]) == len(out["amplification"]) == 9
+
+
+def test_cli_reads_a_problem_file_and_reports_ill_conditioning(tmp_path, capsys):
+    from odenet.cli import main
+
+    path = tmp_path / "pr.py"
+    path.write_text(
+        "import torch\n"
+        "from odenet.problems import Problem\n"
+        "def pr():\n"
+        "    f = lambda t, y: 6.0 * (y - torch.sin(t)) + torch.cos(t)\n"
+        "    return Problem(f=f, y0=[0.0], span=(0.0, 4.0), stiff=True, atol_ratio=1.0)\n"
+    )
+    assert main(["conditioning", "--problem", f"{path}:pr", "--rtol", "1e-8"]) == 0
+    text = capsys.readouterr().out
+    assert "ill-conditioned" in text and "radau_iia5" in text and "not determined" in text
+
+
+def test_cli_bad_problem_is_one_error_line(capsys):
+    from odenet.cli import main
+
+    assert main(["conditioning", "--problem", "no_such_problem"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no_such_problem" in err[0]

@@ -215,3 +215,85 @@ def register(subparsers) -> None:
         help=f"grid points per axis of the plot (2 to {MAX_GRID}; default 401)",
     )
     p.set_defaults(func=run)
+
+
+# --- odenet conditioning --------------------------------------------------------------------
+
+
+def run_conditioning(args) -> int:
+    """``odenet conditioning``: :func:`odenet.stability.conditioning` on a problem."""
+    import numpy as np
+    import torch
+
+    from odenet.cli import _problem
+    from odenet.stability import conditioning
+
+    problem, name, _ = _problem(args, {})
+    method = args.method or ("radau_iia5" if problem.stiff else "dopri5")
+    ratio = np.asarray(problem.atol_ratio, dtype=float)
+    atol = args.atol if args.atol is not None else ratio * args.rtol
+    y0 = torch.as_tensor(np.asarray(problem.y0, dtype=float), dtype=torch.float64)
+    t0, t1 = problem.span
+    t = torch.tensor([t0, t1], dtype=torch.float64)
+    report = conditioning(
+        problem.f,
+        y0,
+        t,
+        method=method,
+        rtol=args.rtol,
+        atol=float(atol) if np.ndim(atol) == 0 else torch.as_tensor(atol),
+        checkpoints=args.checkpoints,
+    )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "problem": name,
+                    "method": method,
+                    "rtol": args.rtol,
+                    "verdict": report.verdict,
+                    "reason": report.reason,
+                    "worst": report.worst,
+                    "worst_from": report.worst_from,
+                    "worst_to": report.worst_to,
+                    "times": report.times.tolist(),
+                    "amplification": report.amplification.tolist(),
+                    "stats": report.stats,
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(f"problem {name} on [{t0:g}, {t1:g}]")
+        print(report.summary())
+    return 0
+
+
+def register_conditioning(subparsers) -> None:
+    """Add the ``conditioning`` subcommand to the ``odenet`` command's subparsers."""
+    from odenet.cli import _positive_float, _positive_int, problem_arguments
+
+    p = subparsers.add_parser(
+        "conditioning",
+        help="is a problem's answer determined at a tolerance? error amplification",
+        description="How many tolerance units (atol + rtol·|y|) one unit of error made at "
+        "one time is worth at a later one, for a built-in or your own problem, from the "
+        "Jacobians of the solver's flow between checkpoints; verdict well-conditioned "
+        "(< 100), sensitive, or ill-conditioned (>= 1e4).",
+    )
+    problem_arguments(p, problem="lorenz", example="t1=20 for a longer span")
+    p.add_argument(
+        "--method", default=None, help="default radau_iia5 for a stiff problem, else dopri5"
+    )
+    p.add_argument("--rtol", type=_positive_float, default=1e-6, help="default 1e-6")
+    p.add_argument(
+        "--atol",
+        type=_positive_float,
+        default=None,
+        help="default: the problem's atol_ratio times rtol",
+    )
+    p.add_argument(
+        "--checkpoints", type=_positive_int, default=50, help="segments of the span (default 50)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=run_conditioning)

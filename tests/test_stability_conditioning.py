@@ -163,6 +163,8 @@ def test_report_shapes_states_and_float32():
         (dict(checkpoints=0), "checkpoints"),
         (dict(ill_conditioned=1.0), "ill_conditioned"),
         (dict(sensitivity="adjoint"), "sensitivity"),
+        (dict(throw=False), "throw"),
+        (dict(events=lambda t, y: y[0] - 0.5), "events"),
         (dict(atol=0.0, y0=torch.tensor([0.0, 1.0], dtype=F64)), "atol"),
     ],
 )

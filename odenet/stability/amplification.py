@@ -267,7 +267,8 @@ def conditioning(
     ill_conditioned : float > 1, the amplification from which the verdict is
         ``"ill-conditioned"`` (1e4: four digits of the tolerance lost).
     **solve_options : passed to every segment's :func:`odenet.solve` (``jac``,
-        ``jac_sparsity``, ``max_steps``, ...; not ``sensitivity``).
+        ``jac_sparsity``, ``max_steps``, ...; not ``sensitivity``, ``events`` or
+        ``throw``).
 
     Returns
     -------
@@ -280,7 +281,7 @@ def conditioning(
     ------
     StabilityInputError
         For a non-float ``y0``, ``t`` not 1-D and monotone, ``checkpoints < 1``,
-        ``ill_conditioned ≤ 1`` or a ``sensitivity`` option.
+        ``ill_conditioned ≤ 1``, or a ``sensitivity``, ``events`` or ``throw`` option.
     odenet.SolverError
         When a segment's solve fails (as :func:`odenet.solve` with ``throw=True``).
 
@@ -305,10 +306,13 @@ def conditioning(
     >>> report.verdict, report.worst > 1e5
     ('ill-conditioned', True)
     """
-    if "sensitivity" in solve_options:
-        raise StabilityInputError(
-            "conditioning() differentiates each segment directly; drop `sensitivity`."
-        )
+    refused = {
+        "sensitivity": "each segment is differentiated directly",
+        "events": "a terminal event would end a segment before its checkpoint",
+        "throw": "a failed segment must raise, not leave NaN in the report",
+    }
+    for key in refused.keys() & solve_options.keys():
+        raise StabilityInputError(f"conditioning() takes no `{key}`: {refused[key]}; drop it.")
     m = check_positive_int("checkpoints", checkpoints)
     if not float(ill_conditioned) > 1.0:
         raise StabilityInputError(

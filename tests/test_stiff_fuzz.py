@@ -161,6 +161,8 @@ def test_case_100030_is_ill_conditioned_at_its_tolerance():
     c.t1 = float(c.t_out[-1])
     assert c.amplification(draws=1) > F.ILL_CONDITIONED
     assert F.verdict(np.array([6.9e8]), np.array([1.3]), c, {}) == "ill"
+    # ill also where scipy Radau is as far off (no longer "ok, both find it hard")
+    assert F.verdict(np.array([6.9e8]), np.array([3e8]), c, {}) == "ill"
 
 
 @pytest.mark.parametrize("seed", [0, 4, 5])
@@ -174,3 +176,5 @@ def test_a_linear_case_is_not_ill_conditioned_and_a_large_error_on_it_is_silent(
     errs = np.full(len(c.t_out), 500.0)
     assert F.verdict(errs, errs / 100, c, {}) == "SILENT"
     assert F.verdict(errs, errs / 2, c, {}) == "ok"  # within 10× scipy Radau's
+    assert F.verdict(errs, None, c, {}) == "SILENT"  # scipy failed: the bound alone
+    assert F.verdict(errs / 10, None, c, {}) == "ok"

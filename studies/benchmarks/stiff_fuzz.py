@@ -25,12 +25,13 @@ output) and at its end.  Error in tolerance units, ``max_i |y_i − y*_i| /
 Verdicts per (case, method):
 
 * ``ok``      status ok and both errors ≤ 100 tolerance units, or within 10× scipy
-              Radau's error on the same input (a problem both find hard);
+              Radau's error on the same input (a problem both find hard) on a case
+              that is not ill-conditioned;
 * ``fail``    a status or typed error (honest);
-* ``ill``     status ok, an error above 100 units and above 10× scipy Radau's, on a
-              case whose solution is not determined at its tolerance: knocked by one
-              tolerance unit at 50 times, it goes more than 1e4 units off
-              (``Case.amplification``; computed only for such rows);
+* ``ill``     status ok and an error above 100 units on a case whose solution is not
+              determined at its tolerance: knocked by one tolerance unit at 50 times,
+              it goes more than 1e4 units off (``Case.amplification``; computed only
+              for such rows);
 * ``SILENT``  status ok, an error above 100 units and above 10× scipy Radau's, on a
               case that is not ill-conditioned.
 
@@ -266,15 +267,18 @@ def verdict(err: np.ndarray, s_err, case: Case, amplification: dict) -> str:
     """``"ok"``, ``"ill"`` or ``"SILENT"`` for an ok solve with errors ``err`` [T]
     (tolerance units) where scipy Radau's were ``s_err`` [T] (None: it failed); see the
     module's docstring.  ``amplification`` caches :meth:`Case.amplification` per seed
-    (computed only for a row that would otherwise be SILENT)."""
-    bad = (err > 100) & (err > 10 * (np.inf if s_err is None else s_err))
-    if s_err is None:  # scipy failed: only the absolute bound counts
-        bad = err > 100
-    if not bad.any():
+    (computed only for a row with an error above 100 units)."""
+    if not (err > 100).any():
         return "ok"
     if case.seed not in amplification:
         amplification[case.seed] = case.amplification()
-    return "ill" if amplification[case.seed] > ILL_CONDITIONED else "SILENT"
+    if amplification[case.seed] > ILL_CONDITIONED:
+        # (also where scipy Radau is as far off: drawn case 500001, every method and
+        # scipy ~1.9e7 units, was "ok" and set the largest-error column)
+        return "ill"
+    if s_err is not None and not ((err > 100) & (err > 10 * s_err)).any():
+        return "ok"  # within 10× of scipy Radau's on the same input
+    return "SILENT"
 
 
 def units(case: Case, y: np.ndarray, ref: np.ndarray) -> np.ndarray:

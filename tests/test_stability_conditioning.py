@@ -226,3 +226,23 @@ def test_cli_bad_problem_is_one_error_line(capsys):
     assert main(["conditioning", "--problem", "no_such_problem"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no_such_problem" in err[0]
+
+
+def test_pair_norms_match_products_formed_directly_even_past_overflow():
+    from odenet.stability.amplification import _log10_pairs
+
+    rng = np.random.default_rng(0)
+    S = rng.normal(size=(12, 3, 3))
+    S[7] = 0.0  # nothing carries across segment 7
+    got = _log10_pairs(S)
+    for i in range(13):
+        for j in range(i, 13):
+            P = np.eye(3)
+            for k in range(i, j):
+                P = S[k] @ P
+            norm = np.linalg.norm(P, 2)
+            want = -np.inf if norm == 0 else math.log10(norm)
+            assert got[j, i] == pytest.approx(want, abs=1e-12), (i, j)
+    # 400 segments each growing 1e3: the products pass 1e308, their logs do not
+    big = _log10_pairs(np.broadcast_to(1e3 * np.eye(2), (400, 2, 2)))
+    assert big[400, 0] == pytest.approx(1200.0)

@@ -209,7 +209,8 @@ def _verdict(worst, s, t, first_ill, rtol, eps, ill) -> tuple[str, str]:
     if worst < SENSITIVE:
         return "well-conditioned", (
             f"an error of one tolerance unit grows to at most {worst:.3g} units (made at "
-            f"t = {s:.6g}, at t = {t:.6g}): the answer means what rtol = {rtol:g} says"
+            f"t = {s:.6g}, at t = {t:.6g}): the problem does not amplify errors, and the "
+            f"global error is about the sum of the solver's local errors at rtol = {rtol:g}"
         )
     needed = rtol / worst
     fix = (

@@ -18,6 +18,13 @@ the fuzz found (an error of 6.9e8 units from bdf with status ok, ``stiff_fuzz_re
 
     python studies/benchmarks/conditioning_check.py                    # cases 0..9, 39, 100030
     python studies/benchmarks/conditioning_check.py --cases 0,1,100030
+
+``--problems``: does the verdict predict the global error?  On built-in problems, the
+worst amplification beside the solve's actual global error (against the problem's
+closed form or reference, in the same tolerance units as the report: ``|y|`` read as
+the error test of the step ending at each of the 51 checkpoint times) at two rtols.
+
+    python studies/benchmarks/conditioning_check.py --problems
 """
 
 from __future__ import annotations
@@ -36,6 +43,49 @@ import stiff_fuzz as F
 from odenet.stability import conditioning
 
 DEFAULT = "0,1,2,3,4,5,6,7,8,9,39,100030"
+PROBLEMS = [
+    ("lorenz", {"t1": 10.0}),
+    ("lorenz", {"t1": 20.0}),
+    ("kepler", {}),
+    ("van_der_pol", {}),
+    ("lotka_volterra", {}),
+    ("robertson", {}),
+    ("hires", {}),
+    ("oregonator", {}),
+]
+
+
+def global_errors(rtols=(1e-4, 1e-7), checkpoints: int = F.CHECKPOINTS) -> None:
+    """The ``--problems`` table: worst amplification and actual global error per cell."""
+    import numpy as np
+
+    import odenet
+    from odenet.problems import get_problem
+
+    print("| problem | method | rtol | worst amplification | verdict | global error | "
+          "error / worst | steps |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for name, params in PROBLEMS:
+        p = get_problem(name, **params)
+        method = "radau_iia5" if p.stiff else "dopri5"
+        label = name + "".join(f" {k}={v:g}" for k, v in params.items())
+        for rtol in rtols:
+            atol = p.atol(rtol)
+            atol_t = float(atol) if np.ndim(atol) == 0 else torch.as_tensor(atol)
+            y0 = torch.as_tensor(np.asarray(p.y0, dtype=float))
+            span = torch.tensor(p.span, dtype=torch.float64)
+            rep = conditioning(
+                p.f, y0, span, method=method, rtol=rtol, atol=atol_t, checkpoints=checkpoints
+            )
+            sol = odenet.solve(p.f, y0, torch.as_tensor(rep.times), method=method, rtol=rtol,
+                               atol=atol_t)  # fmt: skip
+            ref = p.solution(rep.times)
+            mag = np.abs(ref)
+            mag[1:] = np.maximum(mag[1:], mag[:-1])  # the report's tolerance unit
+            err = float((np.abs(sol.ys.numpy() - ref) / (np.asarray(atol) + rtol * mag)).max())
+            steps = sol.stats["steps"]
+            print(f"| {label} | {method} | {rtol:g} | {rep.worst:.3g} | {rep.verdict} | "
+                  f"{err:.3g} | {err / rep.worst:.2g} | {steps} |", flush=True)  # fmt: skip
 
 
 def linearized(case: F.Case, checkpoints: int = F.CHECKPOINTS):
@@ -57,8 +107,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cases", default=DEFAULT, help="comma-separated seeds of drawn cases")
     ap.add_argument("--checkpoints", type=int, default=F.CHECKPOINTS)
+    ap.add_argument("--problems", action="store_true", help="the global-error table instead")
     args = ap.parse_args(argv)
     torch.set_default_dtype(torch.float64)
+    if args.problems:
+        global_errors(checkpoints=args.checkpoints)
+        return 0
     print(
         "| case | kind | linearized worst | verdict | knocked | ratio | same side | s lin/knock |"
     )

@@ -329,9 +329,8 @@ def conditioning(
             f"`ill_conditioned` must be a factor > 1, got {ill_conditioned!r}."
         )
     y0, t = _check(y0, t, rtol)
-    scale0 = (
-        torch.as_tensor(atol, dtype=torch.float64) + float(rtol) * y0.detach().double().cpu().abs()
-    )
+    atol_cpu = torch.as_tensor(atol, dtype=torch.float64).cpu()  # (a CUDA atol too)
+    scale0 = atol_cpu + float(rtol) * y0.detach().double().cpu().abs()
     if not bool((scale0 > 0).all()):
         raise StabilityInputError(
             "the tolerance unit atol + rtol·|y0| is zero for a component of y0: give atol > 0 "
@@ -351,11 +350,7 @@ def conditioning(
             stats[k] += st[k]
     Y = torch.stack(states)
     flat = Y.reshape(len(times), -1).detach().cpu().double().numpy()
-    atol_np = (
-        torch.broadcast_to(torch.as_tensor(atol, dtype=torch.float64).cpu(), y0.shape)
-        .reshape(-1)
-        .numpy()
-    )
+    atol_np = torch.broadcast_to(atol_cpu, y0.shape).reshape(-1).numpy()
     scale = atol_np + float(rtol) * _step_magnitude(flat)
     if not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
         raise StabilityInputError(

@@ -9,9 +9,10 @@ propagator `Φ(t, s) = ∂y(t)/∂y(s)`.  In tolerance units that is the scaled 
 
 and `‖Â(t, s)‖₂` is how many units one unit of error made at `s` is worth at `t`.
 Where it stays near 1 the problem does not amplify errors (the global error is about
-the sum of the solver's local errors); where it reaches 1e4 or more, errors the solver was right to accept grow past anything the tolerance
-promised, and tightening `rtol` moves the answer by far more than `rtol` (the
-solution is *ill-conditioned* there, whichever solver computes it).
+the sum of the solver's local errors); where it reaches 1e4 or more, errors the solver
+was right to accept grow past anything the tolerance promised, and tightening `rtol`
+moves the answer by far more than `rtol` (the solution is *ill-conditioned* there,
+whichever solver computes it).
 
 [`conditioning`][odenet.stability.conditioning] measures `‖Â(t, s)‖₂` for every pair
 of checkpoints `s ≤ t` from the Jacobians of the solver's own flow between them — the

@@ -246,3 +246,23 @@ def test_pair_norms_match_products_formed_directly_even_past_overflow():
     # 400 segments each growing 1e3: the products pass 1e308, their logs do not
     big = _log10_pairs(np.broadcast_to(1e3 * np.eye(2), (400, 2, 2)))
     assert big[400, 0] == pytest.approx(1200.0)
+
+
+def test_rows_one_pass_each_where_a_batched_backward_is_refused(monkeypatch):
+    """A field whose operations vmap cannot batch: the Jacobian is taken a row a pass,
+    with the same report."""
+    args = (lambda t, y: torch.as_tensor(A_NONSTIFF) @ y, torch.as_tensor(Y0),
+            torch.tensor([0.0, 1.0], dtype=F64))  # fmt: skip
+    kw = dict(rtol=1e-8, atol=1e-10, checkpoints=3)
+    batched = conditioning(*args, **kw)
+    grad = torch.autograd.grad
+
+    def no_batching(*a, **k):
+        if k.get("is_grads_batched"):
+            raise RuntimeError("Batching rule not implemented for aten::something")
+        return grad(*a, **k)
+
+    monkeypatch.setattr(torch.autograd, "grad", no_batching)
+    rowwise = conditioning(*args, **kw)
+    np.testing.assert_allclose(rowwise.propagators, batched.propagators, rtol=1e-12, atol=1e-15)
+    assert rowwise.worst == pytest.approx(batched.worst, rel=1e-12)

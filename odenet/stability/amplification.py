@@ -153,8 +153,7 @@ def _segment(
         n = y_b.numel()
         eye = torch.eye(n, dtype=y_b.dtype, device=y_b.device)
         try:
-            # all n rows in one vmapped backward pass: 4-5x faster than n passes
-            # (drawn case 100030, radau_iia5, bdf, dopri5, kvaerno5; same rows to 1e-25)
+            # all n rows in one vmapped backward pass instead of n passes
             (G,) = torch.autograd.grad(
                 y_b, y_a, eye, retain_graph=True, allow_unused=True, is_grads_batched=True
             )

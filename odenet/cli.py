@@ -19,6 +19,7 @@ import os
 import sys
 from pathlib import Path
 
+from odenet._build import cell_build
 from odenet._errors import OdenetError
 
 DEFAULT_OUT = "odenet-results"
@@ -390,6 +391,7 @@ def _cmd_converge(args) -> int:
         "norm": norm,
         "orders": json.loads(result.orders.to_json(orient="records")),
         "cells": result.counts,
+        "build": cell_build(),
     }
     _write_outputs(
         out,
@@ -476,6 +478,10 @@ def _cmd_compare(args) -> int:
         "error": error,
         "cells": result.counts,
         "summary": json.loads(result.summary.to_json(orient="records")),
+        # the build these numbers came from (torchdiffeq's version where it has rows)
+        "build": cell_build(
+            "torchdiffeq" if any(str(m).startswith("torchdiffeq:") for m in methods) else "odenet"
+        ),
     }
     _write_outputs(
         out,

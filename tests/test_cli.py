@@ -79,6 +79,9 @@ def test_converge_with_options_and_rerun_from_its_config(tmp_path):
     assert not (a / "convergence.png").exists()
     cfg = json.loads((a / "config.json").read_text())
     assert cfg["params"] == {"eccentricity": 0.1} and cfg["norm"] == "l2"
+    from odenet._build import cell_build
+
+    assert json.loads((a / "summary.json").read_text())["build"] == cell_build()
     assert main(["converge", "--config", str(a / "config.json"), "--out", "b", "--quiet"]) == 0
     ta, tb = pd.read_csv(a / "results.csv"), pd.read_csv(tmp_path / "b" / "results.csv")
     cols = ["method", "n_steps", "error", "error_l2", "nfe"]
@@ -126,6 +129,10 @@ def test_compare_in_float32_says_the_scipy_rows_ran_in_float64(tmp_path, capsys)
     assert "scipy:RK45 (float64)" in out and "are float64 solves" in out
     summary = json.loads((tmp_path / "c" / "summary.json").read_text())
     assert "scipy:RK45 (float64)" in [row["solver"] for row in summary["summary"]]
+    # the build the numbers came from, torchdiffeq's version included for its rows
+    from odenet._build import cell_build
+
+    assert summary["build"] == cell_build("torchdiffeq")
 
 
 @pytest.mark.slow

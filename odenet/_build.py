@@ -22,9 +22,9 @@ What it covers:
 
 What it does not cover: the Python version, the CPU and the BLAS/LAPACK torch and
 numpy use, the number of threads; a problem file's code (a study's identity holds
-its path and stamp); reference solutions cached on disk (see
-:func:`odenet.problems.reference_solution`); and a Dask cluster's workers, whose
-environment is assumed to be the submitting process's.
+its path and stamp); reference solutions cached on disk (their own key holds scipy's
+version and tolerances, :func:`odenet.problems.reference_solution`); and a Dask
+cluster's workers, whose environment is assumed to be the submitting process's.
 """
 
 from __future__ import annotations

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from odenet._build import library_version
 from odenet._errors import InputError, SolverError
 from odenet._tempfiles import clean_temp_files, temp_file
 
@@ -659,10 +660,11 @@ def reference_solution(problem: Problem, t: np.ndarray, *, use_cache: bool = Tru
 
     DOP853 for non-stiff problems, Radau for stiff ones (given the problem's
     `jac_numpy`, or else its `jac_sparsity`, where it has one).  Results are cached in
-    [`cache_dir`][odenet.problems.cache_dir] under a key made of the problem identity and the
-    requested times; a cache file that cannot be read is recomputed and replaced (with a
-    warning naming it).  Temp files that a writer killed mid-write left in the cache
-    folder are removed (see :func:`_clean_reference_temps`).
+    [`cache_dir`][odenet.problems.cache_dir] under a key made of the problem identity, the
+    requested times, scipy's version and the reference tolerances; a cache file that
+    cannot be read is recomputed and replaced (with a warning naming it).  Temp files
+    that a writer killed mid-write left in the cache folder are removed (see
+    :func:`_clean_reference_temps`).
     """
     from scipy.integrate import solve_ivp
 
@@ -679,6 +681,8 @@ def reference_solution(problem: Problem, t: np.ndarray, *, use_cache: bool = Tru
     h.update(problem.key().encode())
     h.update(method.encode())
     h.update(np.ascontiguousarray(t).tobytes())
+    # what else decides the numbers: the solver's code and its tolerances
+    h.update(f"scipy {library_version('scipy')} {REFERENCE_RTOL!r} {REFERENCE_ATOL!r}".encode())
     path = cache_dir() / "references" / f"{problem.name}-{h.hexdigest()[:20]}.npz"
     if use_cache:
         _clean_reference_temps(path.parent)

@@ -116,6 +116,17 @@ def test_reference_is_cached_under_odenet_cache(tmp_path, monkeypatch):
     np.testing.assert_array_equal(prob.solution(ts), first)
 
 
+def test_a_reference_cached_by_another_scipy_is_not_served(monkeypatch):
+    prob = P.get_problem("van_der_pol", t1=1.0)
+    ts = np.linspace(0, 1, 3)
+    prob.solution(ts)
+    folder = P.cache_dir() / "references"
+    assert len(list(folder.glob("*.npz"))) == 1
+    monkeypatch.setattr(P, "library_version", lambda name: "0.0-another")
+    prob.solution(ts)  # recomputed under its own key: the first file is not read
+    assert len(list(folder.glob("*.npz"))) == 2
+
+
 def test_corrupted_cache_file_is_recomputed_with_a_warning(tmp_path):
     prob = P.get_problem("van_der_pol", t1=1.0)
     ts = np.linspace(0, 1, 3)

@@ -222,7 +222,6 @@ def register(subparsers) -> None:
 
 def run_conditioning(args) -> int:
     """``odenet conditioning``: :func:`odenet.stability.conditioning` on a problem."""
-    import numpy as np
     import torch
 
     from odenet.cli import _problem
@@ -230,18 +229,14 @@ def run_conditioning(args) -> int:
 
     problem, name, _ = _problem(args, {})
     method = args.method or ("radau_iia5" if problem.stiff else "dopri5")
-    ratio = np.asarray(problem.atol_ratio, dtype=float)
-    atol = args.atol if args.atol is not None else ratio * args.rtol
-    y0 = torch.as_tensor(np.asarray(problem.y0, dtype=float), dtype=torch.float64)
     t0, t1 = problem.span
-    t = torch.tensor([t0, t1], dtype=torch.float64)
     report = conditioning(
         problem.f,
-        y0,
-        t,
+        problem.y0_tensor(),
+        torch.tensor([t0, t1], dtype=torch.float64),
         method=method,
         rtol=args.rtol,
-        atol=float(atol) if np.ndim(atol) == 0 else torch.as_tensor(atol),
+        atol=args.atol if args.atol is not None else problem.atol(args.rtol),
         checkpoints=args.checkpoints,
     )
     if args.json:

@@ -70,15 +70,13 @@ def global_errors(rtols=(1e-4, 1e-7), checkpoints: int = F.CHECKPOINTS) -> None:
         method = "radau_iia5" if p.stiff else "dopri5"
         label = name + "".join(f" {k}={v:g}" for k, v in params.items())
         for rtol in rtols:
-            atol = p.atol(rtol)
-            atol_t = float(atol) if np.ndim(atol) == 0 else torch.as_tensor(atol)
-            y0 = torch.as_tensor(np.asarray(p.y0, dtype=float))
+            atol, y0 = p.atol(rtol), p.y0_tensor()
             span = torch.tensor(p.span, dtype=torch.float64)
             rep = conditioning(
-                p.f, y0, span, method=method, rtol=rtol, atol=atol_t, checkpoints=checkpoints
+                p.f, y0, span, method=method, rtol=rtol, atol=atol, checkpoints=checkpoints
             )
             sol = odenet.solve(p.f, y0, torch.as_tensor(rep.times), method=method, rtol=rtol,
-                               atol=atol_t)  # fmt: skip
+                               atol=atol)  # fmt: skip
             ref = p.solution(rep.times)
             mag = np.abs(ref)
             mag[1:] = np.maximum(mag[1:], mag[:-1])  # the report's tolerance unit

@@ -176,6 +176,30 @@ def test_variational_sensitivities_match_finite_differences_of_the_flow():
         torch.testing.assert_close(S[:, :5, :, j], fd, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("columnar", [False, True], ids=["shared", "per_series"])
+@pytest.mark.parametrize("name", sorted(MECHANISMS))
+def test_sensitivity_columns_of_a_builtin_mechanism_take_one_call(name, columnar):
+    """Every built-in mechanism broadcasts over the stacked tangent axis, so all D + P
+    sensitivity columns go through it in one call, and that call gives the columns the
+    one-at-a-time loop gives.  Shared parameters were served as [C, 1] against states
+    [C, K, D]: the check failed and each column took its own call (3.7x a greybox fit)."""
+    from odenet.fit.greybox import _Rows, _Sensitivities
+
+    mech, guess = MECHANISMS[name]
+    field = GreyBoxField(mech, guess).double()
+    K, D, P = 3, 2, len(guess)
+    gen = torch.Generator().manual_seed(0)
+    raw = field.raw.detach() + 0.1 * torch.randn(K, P, generator=gen, dtype=torch.float64)
+    system = _Sensitivities(field, D, _Rows(raw), columnar)
+    x = torch.rand(K, D, generator=gen, dtype=torch.float64) + 0.5
+    S = torch.randn(K, D, D + P, generator=gen, dtype=torch.float64)
+    out = system(torch.tensor(0.3, dtype=torch.float64), torch.cat([x, S.reshape(K, -1)], 1))
+    assert system.stacked is True
+    f_loop, dS_loop = system._columns(torch.tensor(0.3), x, S, stacked=False)
+    torch.testing.assert_close(out[:, :D], f_loop, rtol=1e-13, atol=0)
+    torch.testing.assert_close(out[:, D:].reshape(K, D, D + P), dS_loop, rtol=1e-13, atol=0)
+
+
 def test_grey_box_mle_argument_errors():
     from odenet.fit.greybox import GreyBoxMLE
 
@@ -462,3 +486,27 @@ def test_latent_ode_decodes_queries_in_any_order_and_before_its_first_time():
         lo, mid, hi = model.band(ctx, Q_BEFORE, n_samples=8)
     assert (lo <= mid).all() and (mid <= hi).all()
     torch.testing.assert_close(mid[0, 2], mid[0, 5], rtol=0, atol=0)  # the duplicate 0.5
+
+
+def test_on_cpu_runs_on_the_cpu_and_enters_a_device_mode_only_where_it_changes_something():
+    """`with torch.device("cpu")` is a torch-function mode every torch call then goes
+    through (half a greybox fit's time): entered only when the default device is another
+    one (here "meta", which needs no GPU), where the method's own tensors must still land
+    on the CPU."""
+    from torch.overrides import _get_current_function_mode_stack
+
+    from odenet.fit._common import on_cpu
+
+    class Model(torch.nn.Module):
+        @on_cpu
+        def work(self, x):
+            return torch.zeros(1).device, len(_get_current_function_mode_stack()), x.device
+
+    m = Model()
+    assert m.work(torch.ones(1)) == (torch.device("cpu"), 0, torch.device("cpu"))
+    torch.set_default_device("meta")
+    try:
+        dev, modes, x_dev = m.work(torch.ones(1, device="cpu"))
+    finally:
+        torch.set_default_device(None)
+    assert dev == torch.device("cpu") and x_dev == torch.device("cpu") and modes >= 1

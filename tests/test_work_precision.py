@@ -349,14 +349,14 @@ def test_a_cell_past_its_time_limit_fails_with_timeout_and_a_larger_limit_retrie
     assert time.perf_counter() - start < 2 * (0.3 + 2.0) + 10
     assert (res.table["status"] == "failed").all()
     assert res.table["message"].str.startswith("timeout").all()
-    kw = dict(methods="rk4", n_steps=[200], repeats=1, out=tmp_path / "wp")
-    first = work_precision(slow, cell_timeout=0.2, **kw)  # 800 calls of 10 ms: > 0.2 s
+    kw = dict(methods="rk4", n_steps=[50], repeats=1, out=tmp_path / "wp")
+    first = work_precision(slow, cell_timeout=0.2, **kw)  # 200 calls of 10 ms: > 0.2 s
     assert first.table["message"].iloc[0].startswith("timeout")
     again = work_precision(slow, cell_timeout=0.2, **kw)  # same limit: loaded, not rerun
     assert again.counts == {"loaded": 1, "computed": 0}
     done = work_precision(slow, cell_timeout=60, **kw)
     assert done.counts == {"loaded": 0, "computed": 1}
-    assert done.table["status"].iloc[0] == "ok" and done.table["nfe"].iloc[0] >= 800
+    assert done.table["status"].iloc[0] == "ok" and done.table["nfe"].iloc[0] >= 200
     assert math.isfinite(done.table["error"].iloc[0])
 
 

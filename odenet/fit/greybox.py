@@ -303,7 +303,7 @@ class OneCompartmentPK(nn.Module):
 def _param_dict(field: GreyBoxField, raw, cov, columnar: bool) -> dict:
     """``p`` for the mechanism: parameter values (and covariates) by name.
 
-    ``raw`` is ``[P]`` or ``[C, P]`` (shared parameters only: scalars / ``[C, 1]``) or,
+    ``raw`` is ``[P]`` or ``[C, P]`` (shared parameters only: scalars / ``[C, 1, 1]``) or,
     with ``columnar``, ``[..., K, P]`` giving columns ``[..., K, 1]``; ``cov [K, C]``.
     """
     vals = field.transform(raw)
@@ -312,8 +312,11 @@ def _param_dict(field: GreyBoxField, raw, cov, columnar: bool) -> dict:
         if cov is not None:
             p.update({k: cov[..., j : j + 1] for j, k in enumerate(field.covariates)})
         return p
-    if vals.dim() == 2:  # stacked shared parameters: [C, P] -> P columns [C, 1]
-        return dict(zip(field.names, vals.T.unsqueeze(-1).unbind(0)))
+    if vals.dim() == 2:
+        # stacked shared parameters: [C, P] -> P values [C, 1, 1], one per stacked state
+        # [C, K, D] (as [C, 1] they broadcast against the rows axis K, so the one-call
+        # path failed its check and every column took a call of its own)
+        return dict(zip(field.names, vals.T[:, :, None, None].unbind(0)))
     return {k: vals[i] for i, k in enumerate(field.names)}
 
 

@@ -42,8 +42,10 @@ class Status(enum.IntEnum):
     )
     STEP_UNDERFLOW = (
         2,
-        "step size underflow — the solution may blow up or the problem be stiff; "
-        "try an implicit method (e.g. method='kvaerno5' or 'radau_iia5') or looser tolerances",
+        "step size underflow — the steps shrank below the smallest allowed (the round-off "
+        "of t, or `min_step`): the solution may "
+        "blow up there, leave the region where the field holds, meet a discontinuity of "
+        "f, or the problem be stiff (for an explicit method)",
         StepSizeUnderflowError,
     )
     NON_FINITE = (

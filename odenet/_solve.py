@@ -356,8 +356,11 @@ def raise_failure(sol: Solution, result: LoopResult, prep: Prepared):
         f"h = {h_last:.3g} (method {sol.method!r}). Pass "
         "`throw=False` to get the partial solution (unreached outputs are NaN)."
     )
-    hints = (_precision_hint(status, prep) + _time_resolution_hint(status, prep, t_reached, h_last)
-             + _jacobian_hint(status, prep, sol) + _order_hint(status, prep))  # fmt: skip
+    t_start = float(prep.s_out[k, 0] * prep.direction[k])
+    hints = (_precision_hint(status, prep)
+             + _time_resolution_hint(status, prep, t_reached, h_last, t_start)
+             + _jacobian_hint(status, prep, sol) + _order_hint(status, prep)
+             + _underflow_hint(status, prep))  # fmt: skip
     raise status.error(msg + hints, t=t_reached, solution=sol)
 
 
@@ -376,6 +379,32 @@ def _jacobian_hint(status: Status, prep: Prepared, sol: Solution) -> str:
         f" Newton failed {fails} times in {steps} steps with your `jac`: a Jacobian that "
         "does not match f (sign, scale, transposed, evaluated at another t) slows Newton "
         "down or stops it. Compare it with torch.func.jacrev of f, or drop `jac`."
+    )
+
+
+def _underflow_hint(status: Status, prep: Prepared) -> str:
+    """What to try after a step-size underflow depends on the method: "try an implicit
+    method" was also said to a radau_iia5 solve, which is one (E5 at rtol 1e-3, whose
+    tiny concentrations go negative and then blow up)."""
+    if status != Status.STEP_UNDERFLOW:
+        return ""
+    method = getattr(prep.cfg.rk, "tableau", None)
+    if not getattr(method, "is_implicit", False):
+        return (
+            " If the problem is stiff, an implicit method takes steps an explicit one "
+            "cannot: method='radau_iia5', 'bdf' or 'kvaerno5'; else try looser tolerances."
+        )
+    domain = (
+        "" if prep.cfg.out_of_domain is not None
+        else " (concentrations, populations, densities that go negative: pass "
+        "`isoutofdomain`, e.g. lambda t, y: bool((y < -atol).any()), so that such steps "
+        "are rejected)"
+    )
+    return (
+        f" {method.name} is implicit: stiffness alone does not shrink its steps to "
+        "round-off. Look at f near the time reached: a finite-time blow-up, a state "
+        f"leaving the region where the model holds{domain}, or a discontinuity of f "
+        "(pass its times as `jump_t`)."
     )
 
 
@@ -422,15 +451,19 @@ def _precision_hint(status: Status, prep: Prepared) -> str:
     )
 
 
-def _time_resolution_hint(status: Status, prep: Prepared, t: float, h: float) -> str:
+def _time_resolution_hint(status: Status, prep: Prepared, t: float, h: float, t0: float) -> str:
     """A step that underflows near the round-off of ``t`` itself: the times, not the
-    problem, are the limit (at t = 1e12 float64 resolves 2.2e-4), and "try an implicit
-    method" does not help."""
+    problem, may be the limit (at t = 1e12 float64 resolves 2.2e-4), and "try an
+    implicit method" does not help.  Shifting the times helps only where the span
+    starts far from 0 compared with its length (``t0`` the start of the failed row's
+    span): E5 on [0, 1e13] failing at t = 1.7e10 was told to shift."""
     if status not in (Status.MAX_STEPS, Status.STEP_UNDERFLOW):
         return ""
     clock = prep.s_out.dtype
     ulp = torch.finfo(clock).eps * abs(t)
     if ulp == 0.0 or not (h <= 1e4 * ulp):  # at t = 0 the times resolve everything
+        return ""
+    if abs(t - t0) > 1e-2 * abs(t):  # t − t0 is resolved no better than t
         return ""
     return (
         f" Note: near t = {t:.6g} the times are resolved only to {ulp:.2g} "

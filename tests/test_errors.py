@@ -239,6 +239,24 @@ def test_methods_whose_error_control_needs_no_margin_do_not_warn_near_round_off(
             )
 
 
+@pytest.mark.parametrize("method", ["dopri5", "radau_iia5"])
+def test_an_underflow_hint_fits_the_method(method):
+    """y' = y² blows up at t = 1.  An explicit method is pointed to the implicit ones;
+    an implicit one (radau_iia5 was told to "try an implicit method") to the field:
+    a blow-up, a state leaving its domain (`isoutofdomain`), a jump (`jump_t`).  The
+    span starts at 0, so shifting the times is not advised."""
+    with pytest.raises(StepSizeUnderflowError) as e:
+        odenet.solve(lambda t, y: y**2, torch.ones(1, dtype=D), torch.tensor([0.0, 2.0], dtype=D),
+                     method=method)  # fmt: skip
+    msg = str(e.value)
+    assert "shift the times" not in msg
+    if method == "dopri5":
+        assert "an implicit method takes steps" in msg and "isoutofdomain" not in msg
+    else:
+        assert "radau_iia5 is implicit" in msg and "try an implicit" not in msg
+        assert "`isoutofdomain`" in msg and "`jump_t`" in msg
+
+
 def test_step_size_underflow_at_a_finite_time_blow_up():
     # y' = y², y(0) = 1 has y = 1/(1 - t): no solution past t = 1
     with pytest.raises(

@@ -503,7 +503,12 @@ class BDFRuntime:
                 stop = ops.not_(finite) | (rate >= 1) | hopeless
                 conv = (dnorm == 0) | (rate / one_minus * dnorm < tol)
                 stalled = active & finite & stop
-                if ops.any(stalled):
+                # only on a Jacobian of this step: on a stale one a slowly diverging
+                # iteration has small increments too, and accepting it left a stiff
+                # component off its manifold by more than the κ-scaled estimate allows,
+                # which then rejected every later step down to underflow (Robertson on
+                # [0, 1e11], rtol 1e-6: bdf and ndf failed at t = 1.8e9)
+                if nw.J_fresh and ops.any(stalled):
                     # increments that no longer contract may be the residual's round-off
                     # (DETEST F5 at its equilibrium: rates of 1e3 cancel in f ≈ 0, and
                     # the step shrank to 1e-10 to get them below tol; scipy's BDF too)

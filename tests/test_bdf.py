@@ -710,3 +710,21 @@ def test_roundoff_floor_is_the_terms_round_off_through_the_iteration_matrix(spar
     dy = np.linalg.solve(np.eye(n) - 0.3 * Jn, noise)
     expected = ROUNDOFF_FACTOR * np.sqrt(np.mean((np.abs(dy) / sn) ** 2))
     assert floor == pytest.approx(expected, rel=1e-10)
+
+
+def test_a_stale_jacobian_does_not_pass_for_round_off():
+    """Robertson over [0, 1e11] (the test set's long run) at rtol 1e-6 with floors
+    (1e-8, 1e-14, 1e-8)·rtol: with the round-off test also on a stale Jacobian, bdf
+    accepted slowly contracting iterations 1e5× above the Newton threshold and ended in
+    a step-size underflow at t = 1.8e9.  Checked against the test set's published values
+    at t = 1e11."""
+    from odenet.problems import robertson
+
+    p = robertson(t1=1e11)
+    floors = torch.tensor([1e-8, 1e-14, 1e-8], dtype=F64)
+    sol = odenet.solve(p.f, p.y0_tensor(), torch.tensor(p.span, dtype=F64), method="bdf",
+                       rtol=1e-6, atol=floors * 1e-6, max_steps=11200)  # fmt: skip
+    ref = torch.tensor([0.2083340149701255e-7, 0.8333360770334713e-13, 0.9999999791665050],
+                       dtype=F64)  # fmt: skip
+    err = float(((sol.ys[-1] - ref).abs() / (floors + ref.abs())).max())
+    assert err < 1e-6, err

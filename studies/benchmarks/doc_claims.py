@@ -10,6 +10,7 @@
     python studies/benchmarks/doc_claims.py low_order_jump       # test_stiff.py: trbdf2
     python studies/benchmarks/doc_claims.py adjoint_fixed_stiff  # sensitivity.md
     python studies/benchmarks/doc_claims.py explicit_adams_growth  # torchdiffeq.md
+    python studies/benchmarks/doc_claims.py bdf_round_off_test   # methods.md: BDF Newton
     python studies/benchmarks/doc_claims.py                      # all of them
 
 Stiff problems use ``stiff.run_odenet`` (``atol = floors·rtol``, the error of
@@ -248,6 +249,34 @@ def explicit_adams_growth() -> None:
     print(f"largest error without a warning {worst_quiet:.3g}; smallest with one {best_warned:.3g}")
 
 
+def bdf_round_off_test() -> None:
+    """bdf on stiff DETEST F5 (tests/test_bdf.py's field, floors and end value) at rtol
+    1e-3 … 1e-8, and on Robertson over [0, 1e11] (floors 1e-8, 1e-14, 1e-8) at 1e-6:
+    status, steps, Jacobians, error (methods.md, the round-off test of a stalled Newton
+    iteration; run on a commit and on its parent to compare)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+    from test_bdf import F5_END, detest_f5
+
+    from odenet.problems import robertson
+
+    f64 = torch.float64
+    y0 = torch.tensor([3.365e-7, 8.261e-3, 1.642e-3, 9.38e-6], dtype=f64)
+    floors = torch.tensor([3.36e-10, 8.26e-6, 6.19e-6, 9.55e-9], dtype=f64)
+    cases = [("F5", detest_f5, y0, (0.0, 100.0), floors, torch.tensor(F5_END, dtype=f64), r)
+             for r in (1e-3, 1e-6, 1e-8)]  # fmt: skip
+    rob = robertson(t1=1e11)
+    ref = torch.tensor([0.2083340149701255e-7, 0.8333360770334713e-13, 0.9999999791665050])
+    cases.append(("robertson_1e11", rob.f, rob.y0_tensor(), rob.span,
+                  torch.tensor([1e-8, 1e-14, 1e-8], dtype=f64), ref.to(f64), 1e-6))  # fmt: skip
+    for name, f, y0_, span, fl, ref_, rtol in cases:
+        sol = odenet.solve(f, y0_, torch.tensor(span, dtype=f64), method="bdf", rtol=rtol,
+                           atol=fl * rtol, max_steps=20000, throw=False)  # fmt: skip
+        err = float(((sol.ys[-1] - ref_).abs() / (fl + ref_.abs())).max())
+        st = sol.stats
+        print(f"{name}\trtol {rtol:g}\t{sol.message}\tsteps {st['steps']}\t"
+              f"njev {st['njev']}\terror {err:.3g}")
+
+
 CLAIMS = {
     f.__name__: f
     for f in (
@@ -261,6 +290,7 @@ CLAIMS = {
         low_order_jump,
         adjoint_fixed_stiff,
         explicit_adams_growth,
+        bdf_round_off_test,
     )
 }
 

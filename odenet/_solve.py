@@ -241,6 +241,12 @@ class Prepared:
             internal = torch.where(inside, internal, torch.full_like(internal, math.inf))
             cfg.stops = internal.sort(dim=1).values
             cfg.jumps = jump_t is not None
+            # f sees t in call_tdt, or in y's dtype through odenet.odeint (torchdiffeq
+            # casts t to y's dtype): the coarser of the two places the jump's neighbours
+            tdt = (self.call_tdt, self.y0.dtype) if self.y0.dtype.is_floating_point else ()
+            cfg.field_time_dtype = max(
+                tdt or (self.call_tdt,), key=lambda dt: torch.finfo(dt).eps
+            )
         if callback is not None:
             check_callable("callback", callback)
 

@@ -728,7 +728,7 @@ class _Masked:
         nxt = torch.where(idx[:, 0] < stops.shape[1], nxt, torch.full_like(nxt, math.inf))
         if not jumps:
             return nxt, nxt
-        return nxt, _beside(nxt, -math.inf, self.cfg.field_time_dtype)
+        return nxt, _jump_side(nxt, -math.inf, self.cfg.field_time_dtype)
 
     def terminate(self, stop):
         self.status = torch.where(stop & (self.status == SUCCESS), TERMINATED, self.status)
@@ -1032,7 +1032,7 @@ def _integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, rec
             jumped = accept & to_node & (stop_landing < s_end)
             refresh = bool(jumped.any())
             if refresh:
-                after = _beside(stop_next, math.inf, cfg.field_time_dtype)
+                after = _jump_side(stop_next, math.inf, cfg.field_time_dtype)
                 s_landed = s1
                 s1 = torch.where(jumped, after, s1)
                 # f1 stays the next first stage of the rows that accepted without jumping
@@ -1102,7 +1102,7 @@ def _integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, rec
     return result
 
 
-def _beside(s: torch.Tensor, toward: float, field_dtype: torch.dtype) -> torch.Tensor:
+def _jump_side(s: torch.Tensor, toward: float, field_dtype: torch.dtype) -> torch.Tensor:
     """The clock time next to the jump ``s`` on its ``toward`` side (``±inf``) that stays
     on that side when ``f`` receives it in ``field_dtype``: one ulp of the clock, or one
     ulp of ``field_dtype`` where that is coarser.  With float32 times the clock's

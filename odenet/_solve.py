@@ -242,11 +242,11 @@ class Prepared:
             cfg.stops = internal.sort(dim=1).values
             cfg.jumps = jump_t is not None
             # f sees t in call_tdt, or in y's dtype through odenet.odeint (torchdiffeq
-            # casts t to y's dtype): the coarser of the two places the jump's neighbours
-            tdt = (self.call_tdt, self.y0.dtype) if self.y0.dtype.is_floating_point else ()
-            cfg.field_time_dtype = max(
-                tdt or (self.call_tdt,), key=lambda dt: torch.finfo(dt).eps
-            )
+            # casts t to y's dtype); call_tdt is y's promoted with t's, so y's real dtype
+            # is the coarser: it places the jump's neighbours (a gap of one of its ulps,
+            # not integrated, is at the round-off of such a state)
+            real = self.y0.dtype.is_floating_point
+            cfg.field_time_dtype = self.y0.dtype if real else self.call_tdt
         if callback is not None:
             check_callable("callback", callback)
 

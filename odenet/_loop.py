@@ -1108,7 +1108,8 @@ def _jump_side(s: torch.Tensor, toward: float, field_dtype: torch.dtype) -> torc
     ulp of ``field_dtype`` where that is coarser.  With float32 times the clock's
     0.49999999999999994 reached ``f`` as 0.5, the far side of a jump at 0.5: every step
     landing there was rejected (dopri5, rtol 1e-6: 17 rejections and 297 f-evaluations,
-    against 8 and 123 with float64 times; torchdiffeq's own test_odeint_jump_t)."""
+    against 8 and 123 with float64 times, `studies/benchmarks/doc_claims.py
+    jump_t_float32` on the commit before; torchdiffeq's own test_odeint_jump_t)."""
     near = torch.nextafter(s, torch.full_like(s, toward))
     if field_dtype == s.dtype or not s.dtype.is_floating_point:
         return near

@@ -11,6 +11,7 @@
     python studies/benchmarks/doc_claims.py adjoint_fixed_stiff  # sensitivity.md
     python studies/benchmarks/doc_claims.py explicit_adams_growth  # torchdiffeq.md
     python studies/benchmarks/doc_claims.py bdf_round_off_test   # methods.md: BDF Newton
+    python studies/benchmarks/doc_claims.py jump_t_float32       # events.md: jump_t, float32
     python studies/benchmarks/doc_claims.py                      # all of them
 
 Stiff problems use ``stiff.run_odenet`` (``atol = floors·rtol``, the error of
@@ -277,6 +278,25 @@ def bdf_round_off_test() -> None:
               f"njev {st['njev']}\terror {err:.3g}")
 
 
+def jump_t_float32() -> None:
+    """torchdiffeq's jump_t field (``−x/2`` before t = 0.5, ``x²`` after; x0 = (1, 2) on
+    [0, 1]), dopri5 at rtol = atol = 1e-6 with ``jump_t = [0.5]``, float32 and float64:
+    f-evaluations and rejected steps of ``odenet.solve`` (events.md, ``_loop._jump_side``;
+    run on a commit and on its parent to compare)."""
+    import warnings
+
+    def f(t, x):
+        return -0.5 * x if t < 0.5 else x**2
+
+    for dtype in (torch.float32, torch.float64):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", odenet.ToleranceWarning)
+            sol = odenet.solve(f, torch.tensor([1.0, 2.0], dtype=dtype),
+                               torch.tensor([0.0, 1.0], dtype=dtype), method="dopri5",
+                               rtol=1e-6, atol=1e-6, jump_t=torch.tensor([0.5], dtype=dtype))  # fmt: skip
+        print(f"{str(dtype)[6:]}\tnfe {sol.stats['nfe']}\trejected {sol.stats['rejected']}")
+
+
 CLAIMS = {
     f.__name__: f
     for f in (
@@ -291,6 +311,7 @@ CLAIMS = {
         adjoint_fixed_stiff,
         explicit_adams_growth,
         bdf_round_off_test,
+        jump_t_float32,
     )
 }
 

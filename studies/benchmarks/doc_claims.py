@@ -291,9 +291,9 @@ def jump_t_float32() -> None:
     for dtype in (torch.float32, torch.float64):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", odenet.ToleranceWarning)
-            sol = odenet.solve(f, torch.tensor([1.0, 2.0], dtype=dtype),
-                               torch.tensor([0.0, 1.0], dtype=dtype), method="dopri5",
-                               rtol=1e-6, atol=1e-6, jump_t=torch.tensor([0.5], dtype=dtype))  # fmt: skip
+            x0, t = torch.tensor([1.0, 2.0], dtype=dtype), torch.tensor([0.0, 1.0], dtype=dtype)
+            sol = odenet.solve(f, x0, t, method="dopri5", rtol=1e-6, atol=1e-6,
+                               jump_t=torch.tensor([0.5], dtype=dtype))  # fmt: skip
         print(f"{str(dtype)[6:]}\tnfe {sol.stats['nfe']}\trejected {sol.stats['rejected']}")
 
 

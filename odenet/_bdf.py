@@ -36,6 +36,10 @@ loop with its history as method state:
   for ``k − 1`` (``C_k ∇ᵏ y_{n+1}``) and ``k + 1`` (``C_{k+2} ∇^{k+2} y_{n+1}``) are
   compared with the one for ``k`` by the step each would allow,
   ``‖e_j‖^{−1/(j+1)}``, and the best order is kept for the next step.
+* **Stability-limit guard** (at orders ≥ 3, which are not A-stable): where the
+  differences do not decay, ``‖∇^{k+1} y‖ > ½‖∇ᵏ y‖`` with the estimate above 0.1 at
+  the order decision, the order is lowered by one whatever the rule above chose (see
+  :func:`_stability_limited`).
 * **NDF** (Klopfenstein–Shampine numerical differentiation formulas, scipy's and
   ode15s's default) add ``κ_k γ_k ∇^{k+1} y_{n+1}`` to the BDF equation: the same
   stability angle up to order 4 (slightly smaller) with an error constant up to
@@ -79,6 +83,11 @@ NEWTON_MAXITER = 4  # scipy's cap; a non-default `newton_max_iter` overrides it
 # random linear systems against a 40-digit reference: float64 bdf 562, 56, 13·rtol at rtol
 # 100, 1000, 4500·eps; float32 283, 86, 32·rtol at 100, 300, 1000·eps; ndf alike).
 ROUNDOFF_FLOOR = 1000
+# The stability-limit guard (_stability_limited): at an order decision at order k ≥ 3,
+# differences that fall by less than STABILITY_RATIO per order, with an estimate above
+# STABILITY_ERROR (in units of the controlled tolerance), lower the order
+STABILITY_RATIO = 0.5
+STABILITY_ERROR = 0.1
 # Klopfenstein–Shampine κ (Shampine & Reichelt 1997, Table 1; scipy's values)
 NDF_KAPPA = (0.0, -0.1850, -1 / 9, -0.0823, -0.0415, 0.0)
 
@@ -115,6 +124,12 @@ class VariableBDF:
         safety_exponent=0`` is scipy's ``BDF`` (local error per step ≈ ``rtol``, the
         global error 30–4600× Radau's at the same rtol).  Work at *equal error* is the
         same; see :func:`bdf_error_safety`.
+    stability_guard : bool
+        Lower the order where the step is held by the stability region of orders 3–5
+        rather than by accuracy (default; ``False`` is scipy's order rule alone).  A
+        weakly damped oscillatory mode whose ``hλ`` lies in the lobe beside the
+        imaginary axis that those orders' regions leave out otherwise holds ``h`` at
+        the lobe's edge for the rest of the solve (see :func:`_stability_limited`).
     order : the highest order used (5).
     error_order : the order of the first step's estimate (1); later steps report
         theirs per row.
@@ -133,6 +148,7 @@ class VariableBDF:
     ndf: bool
     error_safety: float = 150.0
     safety_exponent: float = 1 / 3
+    stability_guard: bool = True
 
     family = "bdf_variable"
     order = MAX_ORDER
@@ -540,7 +556,11 @@ class BDFRuntime:
         e_lo = ec[(order - 1).clamp(min=0)][:, None] * D.gather(0, idx)[0]
         e_hi = ec[(order + 1).clamp(max=MAX_ORDER)][:, None] * D.gather(0, idx + 2)[0]
         scale = (nw.atol + nw.rtol * y_new.abs()) / self._kappa
-        return _next_order(order, n1, (e_lo, error, e_hi), scale, order, MAX_ORDER)
+        order_new, n_new = _next_order(order, n1, (e_lo, error, e_hi), scale, order, MAX_ORDER)
+        if self.tableau.stability_guard:
+            held = (n1 >= order + 1) & _stability_limited(D, error, scale, order)
+            order_new = torch.where(held, torch.minimum(order_new, order - 1), order_new)
+        return order_new, n_new
 
     # --- dense output ---------------------------------------------------------------------
     def extra_stages(self, g, s, y, h, ks):
@@ -565,6 +585,38 @@ class BDFRuntime:
         for j in range(1, x.shape[2]):
             dp.append(dp[-1] * x[:, :, j] + p[:, :, j - 1] / (j + 1))
         return torch.einsum("kmj,jkn->kmn", torch.stack(dp, dim=2), ks[1:])
+
+
+def _stability_limited(D, error, scale, order):
+    """``[K]``: rows at order ``k ≥ 3`` whose differences do not decay,
+    ``‖∇^{k+1} y‖ > STABILITY_RATIO·‖∇ᵏ y‖``, while the estimate ``error`` is above
+    ``STABILITY_ERROR`` (norms in units of ``scale``).
+
+    Why: for a solution the step resolves, ``‖∇^{j+1} y‖/‖∇ʲ y‖ ≈ h/τ`` (``τ`` its time
+    scale; median 0.06–0.09 at the order decisions on the stiff suite, above 0.5 at 2–3 %
+    of them: ``studies/benchmarks/bdf_stability_limit.py``).  A ratio near 1 says
+    the high differences are those of a mode with ``|hλ| ≳ 1`` at the noise level (a
+    mode of amplitude well above the tolerance would give a far larger estimate).  At
+    orders 3–5 that is what a weakly damped oscillatory mode looks like when ``hλ`` sits
+    on the edge of the lobe beside the imaginary axis that their stability regions leave
+    out (BDF3: ``|hλ| ≤ 1.9``, NDF3 ``3.5``, BDF/NDF5 ``9.4``, from the boundary locus):
+    the mode grows inside the lobe, its growth is what the estimate sees, and the
+    controller holds ``h`` at the edge for the rest of the solve, while the lower order,
+    whose estimate is of the same size there, has a smaller lobe (order 2 none).  On the
+    hold-out problem ``unstable_stiff`` (a pair ``−100 ± 1000i``, 84.3° from the negative
+    real axis: outside NDF3's 80.4° sector) ndf without the guard stayed at order 3 and
+    ``h ≈ 1e-3`` for 22 650 steps at rtol 1e-6, 3541 with it (same script).
+
+    CVODE's STALD (Hindmarsh 1992) detects the same trap from the growth of the scaled
+    derivatives over five steps and lowers the order too; this is a simpler test on
+    the differences the order rule already has."""
+    idx = order[None, :, None].expand(1, *D.shape[1:])
+
+    def norm(x):
+        return (x / scale).pow(2).mean(dim=1).sqrt()
+
+    n_k, n_k1 = norm(D.gather(0, idx)[0]), norm(D.gather(0, idx + 1)[0])
+    return (order >= 3) & (n_k1 > STABILITY_RATIO * n_k) & (norm(error) > STABILITY_ERROR)
 
 
 def _rows(host: bool, mask):

@@ -728,3 +728,54 @@ def test_a_stale_jacobian_does_not_pass_for_round_off():
                        dtype=F64)  # fmt: skip
     err = float(((sol.ys[-1] - ref).abs() / (floors + ref.abs())).max())
     assert err < 1e-6, err
+
+
+# a weakly damped oscillatory pair −100 ± 1000i (84.3° from the negative real axis:
+# inside BDF3's A(α) sector, outside NDF3's 80.4°) beside a slow decay, in a rotated basis
+_B_LOBE = np.array([[-1.0, 0.0, 0.0], [0.0, -100.0, 1000.0], [0.0, -1000.0, -100.0]])
+_V = np.array([3.0, 2.0, 1.0])
+_Q = np.eye(3) - 2 * np.outer(_V, _V) / (_V @ _V)
+A_LOBE = _Q @ _B_LOBE @ _Q.T
+
+
+def test_the_stability_guard_lowers_an_order_held_at_its_stability_lobe():
+    """Without the guard ndf climbs to order 3 while the oscillatory pair decays, and
+    from t ≈ 0.2 its ``hλ`` sits on the edge of the lobe NDF3's stability region leaves
+    out beside the imaginary axis: the error control holds ``h ≈ 1e-3`` to the end
+    (2421 steps on [0, 2]; scipy's BDF, the same formulas, takes 2186:
+    ``studies/benchmarks/bdf_stability_limit_results.md``).  With it the
+    order drops to 2 there, ``h`` grows past the lobe (|hλ| > 3.5), and the solve ends
+    in 499 steps; both within the tolerance of the closed form."""
+    from scipy.linalg import expm
+
+    y0 = np.ones(3)
+    exact = expm(A_LOBE * 2.0) @ y0
+    rtol, atol = 1e-3, 1e-6
+    steps = {}
+    for guard in (True, False):
+        method = odenet.VariableBDF(f"ndf_{guard}", ndf=True, stability_guard=guard)
+        sol = odenet.solve(
+            linear_field(A_LOBE), torch.tensor(y0), torch.tensor([0.0, 2.0]),
+            method=method, rtol=rtol, atol=atol, max_steps=20000,
+        )  # fmt: skip
+        assert int(sol.status) == 0
+        err = np.abs(sol.ys[-1].numpy() - exact) / (atol / rtol + np.abs(exact))
+        assert err.max() < rtol
+        steps[guard] = sol.stats["steps"]
+    assert steps[True] < 800, steps
+    assert steps[False] > 3 * steps[True], steps  # the trap is there without the guard
+
+
+def test_the_stability_guard_acts_per_row():
+    """Rows of a batch on their own grids (their own steps and orders), which meet the
+    lobe at different times (the pair's share of the start differs), step as each row
+    steps alone (489 and 842 steps; 1354 and 1648 without the guard)."""
+    y0 = torch.tensor([[1.0, 1.0, 1.0], [2.0, -1.0, 0.5]], dtype=F64)
+    t = torch.tensor([[0.0, 1.0], [0.0, 1.0]], dtype=F64)
+    kw = dict(method="ndf", rtol=1e-3, atol=1e-6, max_steps=20000)
+    batch = odenet.solve(linear_field(A_LOBE), y0, t, **kw)
+    assert (batch.stats["steps"] < 1000).all()  # the guard acted in both rows
+    for b in range(2):
+        one = odenet.solve(linear_field(A_LOBE), y0[b : b + 1], t[b : b + 1], **kw)
+        assert torch.allclose(batch.ys[b], one.ys[0], rtol=1e-12, atol=1e-14)
+        assert int(batch.stats["steps"][b]) == int(one.stats["steps"][0])

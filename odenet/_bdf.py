@@ -177,6 +177,12 @@ class VariableBDF:
                 "non-negative finite number (error_safety=1, safety_exponent=0 is scipy's "
                 "local error control)"
             )
+        if not isinstance(self.stability_guard, bool):
+            raise InputError(
+                f"VariableBDF {self.name!r}: stability_guard={self.stability_guard!r} must be "
+                "True (lower the order where the step is held by stability) or False "
+                "(scipy's order rule alone)"
+            )
 
     def __repr__(self) -> str:
         kind = "NDF" if self.ndf else "BDF"

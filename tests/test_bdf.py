@@ -599,6 +599,12 @@ def test_a_bad_error_safety_is_an_input_error(kw):
         odenet.VariableBDF("mine", ndf=True, **kw)
 
 
+@pytest.mark.parametrize("value", ["no", 0, None])
+def test_a_stability_guard_that_is_not_a_bool_is_an_input_error(value):
+    with pytest.raises(odenet.InputError, match="stability_guard"):
+        odenet.VariableBDF("mine", ndf=True, stability_guard=value)
+
+
 # --- adams: steps outside the stability interval fail (a silent blow-up before) --------
 
 

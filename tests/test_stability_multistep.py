@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
+import numpy as np
 import pytest
 import torch
 
@@ -24,6 +25,33 @@ D = torch.float64
 def test_bdf_a_alpha_angles(k, alpha):
     assert M.is_zero_stable(f"bdf{k}")
     assert abs(M.a_alpha(f"bdf{k}") - alpha) < 0.01
+
+
+# Shampine & Reichelt 1997, Table 1: the NDF stability angles, to the degree
+@pytest.mark.parametrize("k, alpha", [(1, 90), (2, 90), (3, 80), (4, 66), (5, 51)])
+def test_ndf_a_alpha_angles_and_orders(k, alpha):
+    assert M.is_zero_stable(f"ndf{k}")
+    assert M.order(f"ndf{k}") == k
+    assert abs(M.a_alpha(f"ndf{k}") - alpha) < 1.0
+    # NDF is BDF plus κ_k γ_k ∇^{k+1}: the same at order 5 (κ_5 = 0), otherwise one step more
+    rho, _ = M.characteristic_polynomials(f"ndf{k}")
+    assert len(rho) == (k + 1 if k == 5 else k + 2)
+
+
+def test_ndf3_leaves_out_a_point_of_the_lobe_that_bdf3_keeps():
+    """``z = −0.3 + 2i`` (81.5° from the negative real axis, |z| 2.0): inside BDF3's
+    sector (86.03°), in NDF3's lobe (80.4°, reaching |z| 3.47); the principal root of
+    NDF3 follows ``e^z`` to its order near 0."""
+    z = -0.07
+    roots = M.stability_roots("ndf3", z)
+    assert np.min(np.abs(roots - np.exp(z))) < 10 * abs(z) ** 4
+    assert not M.is_absolutely_stable("ndf3", -0.3 + 2j)
+    assert M.is_absolutely_stable("bdf3", -0.3 + 2j)
+
+
+def test_ndf_beyond_order_5_is_an_error():
+    with pytest.raises(odenet.OdenetError, match="ndf1–ndf5"):
+        M.a_alpha("ndf6")
 
 
 @pytest.mark.parametrize(

@@ -19,8 +19,12 @@ coefficient sequences, highest power of ``ζ`` first (as
 :func:`characteristic_polynomials` returns them) — e.g. the two-step scheme of the
 LM-ResNet, ``odenet.models.LMResNet(...).polynomials()``.
 
+The NDF members ``ndf1``–``ndf5`` (the fixed-step formulas of the variable ``ndf``,
+scipy's ``BDF`` and ode15s) are analysed as their ``(ρ, σ)`` pairs on equal steps.
+
 References: Hairer & Wanner, *Solving ODEs II*, Sec. V.1–V.2 (Table V.2.1 for the
-A(α) angles of BDF); Hairer, Nørsett & Wanner I, Sec. III.3–III.4.
+A(α) angles of BDF); Hairer, Nørsett & Wanner I, Sec. III.3–III.4; Shampine &
+Reichelt, SIAM J. Sci. Comput. 18 (1997), Table 1 (NDF).
 """
 
 from __future__ import annotations
@@ -44,8 +48,8 @@ class _Pair:
 
     rho: tuple[Fraction, ...]
     sigma: tuple[Fraction, ...]
+    name: str = "(ρ, σ)"
     family = "pair"
-    name = "(ρ, σ)"
 
     @property
     def steps(self) -> int:
@@ -83,6 +87,29 @@ def _pair(method) -> _Pair:
     return _Pair(r, tuple(_exact(x, "`sigma`") for x in sigma))
 
 
+# Klopfenstein–Shampine κ_k of NDF1–5 as exact fractions (Shampine & Reichelt 1997,
+# Table 1: −0.1850, −1/9, −0.0823, −0.0415, 0; the floats of odenet._bdf.NDF_KAPPA)
+_NDF_KAPPA = (Fraction(-37, 200), Fraction(-1, 9), Fraction(-823, 10000), Fraction(-83, 2000), 0)
+
+
+def _ndf(k: int) -> _Pair:
+    """NDF ``k`` on equal steps, ``Σ_{j≤k} ∇ʲ y_{n+1}/j − κ_k γ_k ∇^{k+1} y_{n+1} = h f_{n+1}``
+    (a (k + 1)-step method; BDF ``k`` where ``κ_k = 0``), as an exact ``(ρ, σ)``."""
+    kappa = _NDF_KAPPA[k - 1]
+    if kappa == 0:
+        rho, sigma = characteristic_polynomials(f"bdf{k}")
+        return _Pair(tuple(rho), tuple(sigma), f"ndf{k}")
+    gamma = sum(Fraction(1, j) for j in range(1, k + 1))
+    # ∇ʲ as (1 − w)ʲ, w = ζ⁻¹; × ζ^{k+1}: the coefficient of wⁱ is that of ζ^{k+1−i}
+    coef = [Fraction(0)] * (k + 2)
+    terms = [(Fraction(1, j), j) for j in range(1, k + 1)] + [(-kappa * gamma, k + 1)]
+    for c, j in terms:
+        for i in range(j + 1):
+            coef[i] += c * math.comb(j, i) * (-1) ** i
+    sigma = (Fraction(1),) + (Fraction(0),) * (k + 1)
+    return _Pair(tuple(coef), sigma, f"ndf{k}")
+
+
 def _method(method) -> LinearMultistep | _Pair:
     if isinstance(method, _Pair):
         return method
@@ -98,21 +125,25 @@ def _method(method) -> LinearMultistep | _Pair:
             )
         else:
             members = (
-                "bdf1–bdf5; 'ndf' is as stable at orders 1, 2 and 5, less at 3 and 4: "
-                "A(α) 80° and 66° against 86° and 73°"
+                "ndf1–ndf5 for 'ndf' (as stable as BDF at orders 1, 2 and 5, less at 3 "
+                "and 4: A(α) 80° and 66° against 86° and 73°), bdf1–bdf5 for 'bdf'"
             )
         raise StabilityInputError(
             f"`method` {method!r} changes its order and step as it runs: analyse one of its "
             f"fixed-step members instead ({members})."
         )
     if lm is None:
+        name = method.lower() if isinstance(method, str) else ""
+        if name.startswith("ndf") and name[3:] in ("1", "2", "3", "4", "5"):
+            return _ndf(int(name[3:]))
         if isinstance(method, str) and method.lower().startswith("bdf"):
             k = int(method[3:]) if method[3:].isdigit() else 0
             if k >= 1:  # BDF7 and beyond: analysable (they are not zero-stable)
                 return LinearMultistep(method.lower(), "bdf", k)
         raise StabilityInputError(
             f"`method` must be a linear multistep method (ab1–ab6, abm2–abm6, bdf1–bdf6, "
-            f"bdfK for any K ≥ 1, or a pair (rho, sigma) of coefficients), got {method!r}."
+            f"bdfK for any K ≥ 1, ndf1–ndf5, or a pair (rho, sigma) of coefficients), got "
+            f"{method!r}."
         )
     return lm
 

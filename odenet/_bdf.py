@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import torch
@@ -88,8 +89,13 @@ ROUNDOFF_FLOOR = 1000
 # STABILITY_ERROR (in units of the controlled tolerance), lower the order
 STABILITY_RATIO = 0.5
 STABILITY_ERROR = 0.1
-# Klopfenstein–Shampine κ (Shampine & Reichelt 1997, Table 1; scipy's values)
-NDF_KAPPA = (0.0, -0.1850, -1 / 9, -0.0823, -0.0415, 0.0)
+# Klopfenstein–Shampine κ_k for orders 0 … 5 (Shampine & Reichelt 1997, Table 1; scipy's
+# values: −0.1850, −1/9, −0.0823, −0.0415, 0), exact for the stability analyser
+NDF_KAPPA_EXACT = (
+    Fraction(0), Fraction(-37, 200), Fraction(-1, 9), Fraction(-823, 10000),
+    Fraction(-83, 2000), Fraction(0),
+)  # fmt: skip
+NDF_KAPPA = tuple(float(k) for k in NDF_KAPPA_EXACT)
 
 
 @dataclass
@@ -616,13 +622,21 @@ def _stability_limited(D, error, scale, order):
     CVODE's STALD (Hindmarsh 1992) detects the same trap from the growth of the scaled
     derivatives over five steps and lowers the order too; this is a simpler test on
     the differences the order rule already has."""
+    estimate = (error / scale).pow(2).mean(dim=1).sqrt()
+    ratio = difference_ratio(D, scale, order)
+    return (order >= 3) & (ratio > STABILITY_RATIO) & (estimate > STABILITY_ERROR)
+
+
+def difference_ratio(D, scale, order):
+    """``‖∇^{k+1} y‖/‖∇ᵏ y‖`` ``[K]`` (RMS norms in units of ``scale`` ``[K, n]``) of the
+    differences ``D [MAX_ORDER + 3, K, n]`` at each row's order ``k`` (``order [K]``):
+    the test of :func:`_stability_limited` (inf where ``∇ᵏ y`` is 0)."""
     idx = order[None, :, None].expand(1, *D.shape[1:])
 
     def norm(x):
         return (x / scale).pow(2).mean(dim=1).sqrt()
 
-    n_k, n_k1 = norm(D.gather(0, idx)[0]), norm(D.gather(0, idx + 1)[0])
-    return (order >= 3) & (n_k1 > STABILITY_RATIO * n_k) & (norm(error) > STABILITY_ERROR)
+    return norm(D.gather(0, idx + 1)[0]) / norm(D.gather(0, idx)[0])
 
 
 def _rows(host: bool, mask):

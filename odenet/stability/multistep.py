@@ -36,6 +36,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from odenet._bdf import NDF_KAPPA_EXACT
 from odenet._multistep import LinearMultistep, adams_bashforth, adams_moulton, bdf
 from odenet._registry import multistep
 from odenet.stability._errors import StabilityInputError
@@ -87,15 +88,10 @@ def _pair(method) -> _Pair:
     return _Pair(r, tuple(_exact(x, "`sigma`") for x in sigma))
 
 
-# Klopfenstein–Shampine κ_k of NDF1–5 as exact fractions (Shampine & Reichelt 1997,
-# Table 1: −0.1850, −1/9, −0.0823, −0.0415, 0; the floats of odenet._bdf.NDF_KAPPA)
-_NDF_KAPPA = (Fraction(-37, 200), Fraction(-1, 9), Fraction(-823, 10000), Fraction(-83, 2000), 0)
-
-
 def _ndf(k: int) -> _Pair:
     """NDF ``k`` on equal steps, ``Σ_{j≤k} ∇ʲ y_{n+1}/j − κ_k γ_k ∇^{k+1} y_{n+1} = h f_{n+1}``
     (a (k + 1)-step method; BDF ``k`` where ``κ_k = 0``), as an exact ``(ρ, σ)``."""
-    kappa = _NDF_KAPPA[k - 1]
+    kappa = NDF_KAPPA_EXACT[k]
     if kappa == 0:
         rho, sigma = characteristic_polynomials(f"bdf{k}")
         return _Pair(tuple(rho), tuple(sigma), f"ndf{k}")
@@ -136,10 +132,10 @@ def _method(method) -> LinearMultistep | _Pair:
         name = method.lower() if isinstance(method, str) else ""
         if name.startswith("ndf") and name[3:] in ("1", "2", "3", "4", "5"):
             return _ndf(int(name[3:]))
-        if isinstance(method, str) and method.lower().startswith("bdf"):
-            k = int(method[3:]) if method[3:].isdigit() else 0
+        if name.startswith("bdf"):
+            k = int(name[3:]) if name[3:].isdigit() else 0
             if k >= 1:  # BDF7 and beyond: analysable (they are not zero-stable)
-                return LinearMultistep(method.lower(), "bdf", k)
+                return LinearMultistep(name, "bdf", k)
         raise StabilityInputError(
             f"`method` must be a linear multistep method (ab1–ab6, abm2–abm6, bdf1–bdf6, "
             f"bdfK for any K ≥ 1, ndf1–ndf5, or a pair (rho, sigma) of coefficients), got "

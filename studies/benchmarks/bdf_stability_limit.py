@@ -30,6 +30,7 @@ hold-out sweeps (``ref``: the closed form or the problem's reference).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -89,8 +90,7 @@ def problems(names: list[str]):
         elif name == "unstable_stiff":
             out[name] = stiff_holdout4.unstable_stiff()
         else:
-            p = P.get_problem(name)
-            out[name] = P.Problem(**{**p.__dict__, "atol_ratio": P.STIFF_SUITE[name]})
+            out[name] = dataclasses.replace(P.get_problem(name), atol_ratio=P.STIFF_SUITE[name])
     return out
 
 
@@ -113,10 +113,7 @@ class Ratios:
             if bool(due.any()):
                 nw = rt.newton
                 scale = (nw.atol + nw.rtol * y_new.abs()) / rt._kappa
-                idx = order[None, :, None].expand(1, *D.shape[1:])
-                n_k = (D.gather(0, idx)[0] / scale).pow(2).mean(1).sqrt()
-                n_k1 = (D.gather(0, idx + 1)[0] / scale).pow(2).mean(1).sqrt()
-                ratios.values += (n_k1 / n_k)[due].tolist()
+                ratios.values += _bdf.difference_ratio(D, scale, order)[due].tolist()
             return ratios._orig(rt, D, err, y_new, order, n_steps)
 
         self._select = select

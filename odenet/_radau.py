@@ -17,8 +17,9 @@ is derived from the tableau's coefficients at 50 digits (:func:`radau_constants`
   step only when the Newton iteration there was slow (more than two iterations at
   a contraction rate above 1e-3), or when the iteration fails on a stale ``J``.
   For ``s = 3`` a slow iteration on a ``J`` evaluated at that step's start keeps it
-  unless the rate reached :data:`KEEP_JACOBIAN_RATE` (0.2): 0.57–1.0× scipy Radau's
-  Jacobians on the stiff set, where scipy's rule alone gave 0.88–1.03×.
+  when the same iteration at twice the rate would still converge within the cap
+  (:func:`kept_jacobian_converges`): 0.57–1.0× scipy Radau's Jacobians on the stiff
+  set, where scipy's rule alone gave 0.88–1.03×.
   The LU factors are kept while ``h`` and ``J`` do not change.
 * **Starting guess** from the previous step's collocation polynomial, extrapolated
   to the new stage times.
@@ -59,9 +60,10 @@ not kept when the method reports ``jacobian_due`` (the LU is refactorised anyway
 scales the controller's safety factor (as radau5.f and scipy do); radau_iia5 also reports the
 rows whose estimate came from the second filtering (``error_refiltered``), after which the
 controller takes the classical factor alone.  The Newton stopping threshold is
-scipy's ``max(10 ε / rtol, min(0.03, √rtol))``, applied to the error left after the
-iteration estimated from a contraction rate per state component (:func:`_remaining`;
-Hairer's and scipy's one rate for the whole increment stopped Newton on stages far from
+scipy's ``max(10 ε / rtol, min(0.03, √rtol))``, applied to Hairer's and scipy's error
+left after the iteration (one rate for the whole increment) and, up to
+:data:`COMPONENT_NEWTON_TOL`, to that error estimated from a contraction rate per state
+component (:func:`_remaining`; the one-rate test alone stopped Newton on stages far from
 the collocation solution where one direction converged slowly under a fast one); the
 iteration cap is 6 for
 ``s ≤ 3`` (scipy, radau5.f 7) and radau.f's ``7 + 2.5 (s − 3)`` above (12 for
@@ -221,17 +223,41 @@ def radau_error_safety(s: int, rtol: float, eps: float = 0.0) -> float:
 # A slow Newton iteration (more than two iterations at a last rate θ > 1e-3) makes scipy's
 # Radau and RADAU5 evaluate J again after the step.  When that J was itself evaluated at the
 # step's start (current), the slowness is the nonlinearity over the step, not J's age: the
-# next step keeps it unless θ ≥ KEEP_JACOBIAN_RATE.  Its iteration then runs on a J one
-# step older, at roughly twice the rate when the distance to J's point doubles: below 0.4
-# that still contracts by 0.4⁵ ≈ 1e-2 within the cap of six iterations; a slow iteration
-# there (J no longer current) refreshes J as before, a failed one refreshes it and retries.
-# The threshold is measured on the stiff set (five problems and the 1-D Brusselator N = 250
-# at rtol 1e-3 … 1e-8, 36 cells; studies/benchmarks/radau_trace.py, stiff_results.md):
-# with 0.2 Jacobians are 0.57–1.0x scipy Radau's (0.88–1.03x before, 2 cells above 1) for
-# f-evaluations 0.92–1.11x (0.91–1.08x); 0.1 saves less (Oregonator at rtol 1e-3 and 1e-4:
-# 0.94x and 0.91x, against 0.91x and 0.78x); no threshold costs 1.22x f-evaluations on
-# HIRES at 1e-3 (Newton failures on the kept Jacobian).
-KEEP_JACOBIAN_RATE = 0.2
+# next step keeps it when the same iteration is predicted to converge on it within the cap
+# (kept_jacobian_converges).  Its iteration then runs on a J one step older, at roughly
+# twice the rate (the distance to J's point doubles); a slow iteration there (J no longer
+# current) refreshes J as before, a failed one refreshes it and retries.
+#
+# The rule replaces a fixed bound θ < 0.2 (measured on the stiff set: 0.1 saved less, no
+# bound cost 1.22x f-evaluations on HIRES at 1e-3).  That bound let
+# θ = 0.19 after five iterations keep J, whose next iteration at ~0.38 cannot reach the
+# same contraction in six: DETEST D5 at rtol 1e-6 failed Newton on the kept J at 12 steps
+# in a row (1.22x scipy Radau's f-evaluations; studies/benchmarks/stiff_results.md,
+# 2026-12-05), while θ = 0.25 after three iterations fits (five at 0.5).
+
+
+def kept_jacobian_converges(n_iter: int, rate: float, cap: int) -> bool:
+    """Whether a Newton iteration that took ``n_iter`` iterations at a last contraction
+    rate ``rate`` on a Jacobian evaluated at its step's start would, on the same
+    Jacobian one step older (rate ``2·rate``), reach the same contraction
+    ``rate^(n_iter − 1)`` within ``cap`` iterations."""
+    aged = 2.0 * rate
+    if aged >= 1.0:
+        return False
+    if rate <= 0.0:
+        return True
+    return 1 + (n_iter - 1) * math.log(rate) / math.log(aged) <= cap
+
+
+# Where the classic one-rate test has stopped, the per-component estimate of the Newton
+# error left (_remaining) need only be below this, in units of the local tolerance: the
+# largest Newton tolerance scipy and RADAU5 use (min(0.03, rtol^½)).  The per-component
+# test is there for a slow direction masked by one that converged at once (stick_slip:
+# a remaining error of many tolerances, or a rate ≥ 1); at rtol 1e-6 (Newton tolerance
+# 1e-3) it also asked for an extra iteration whenever a masked direction held 1e-3 … 3e-2
+# of the tolerance, 40 steps in 259 on DETEST C1 (1.07x scipy's f-evaluations).  With
+# 0.1 instead stick_slip at rtol 1e-3 ends 190x rtol off (stiff_results.md, 2026-12-05).
+COMPONENT_NEWTON_TOL = 0.03
 
 
 class RadauNewton(Newton):
@@ -303,6 +329,7 @@ class RadauIIA(RungeKutta):
         # tolerance below; for s = 2 at most DIRK_NEWTON_TOL (see radau_error_safety)
         cap = DIRK_NEWTON_TOL if kap > 1 else 0.03
         self.newton_tol = hairer_newton_tol(rtol_f, eps, kappa=kap, cap=cap) / kap
+        self.component_newton_tol = max(self.newton_tol, COMPONENT_NEWTON_TOL / kap)
         default_cap = 6 if s <= 3 else int(7 + 2.5 * (s - 3))  # scipy; radau.f's NIT
         self.max_iter = default_cap if newton.max_iter == 8 else newton.max_iter
         self._lu = None
@@ -365,10 +392,15 @@ class RadauIIA(RungeKutta):
                 if bool(ok.all()) or nw.J_fresh:
                     break
             nw.slow = bool(n_iter > 2 and rate > 1e-3)
-            if nw.slow and self.keep_current_jacobian and nw.J_fresh and rate < KEEP_JACOBIAN_RATE:
+            if (
+                nw.slow
+                and self.keep_current_jacobian
+                and nw.J_fresh
+                and kept_jacobian_converges(n_iter, rate, self.max_iter)
+            ):
                 # the iteration was slow on a Jacobian taken at this step's start: its age
                 # is not what slowed it (the nonlinearity over the step is), and one taken
-                # at the end would be only one step younger (see KEEP_JACOBIAN_RATE)
+                # at the end would be only one step younger (see kept_jacobian_converges)
                 nw.slow = False
             # read by the controller (scipy's Radau): a step whose Jacobian is due is not
             # kept at the same size for the sake of an LU that will not be reused
@@ -518,7 +550,8 @@ class RadauIIA(RungeKutta):
                     slow ** (self.max_iter - k) / ops.clip(1 - slow, lo=1e-12) * dnorm > tol
                 )
                 classic = rate / ops.clip(1 - rate, lo=1e-12) * dnorm < tol
-                conv = _remaining(a2, prev_a2, tol) < tol
+                left = _remaining(a2, prev_a2, tol)
+                conv = (left < tol) | (classic & (left < self.component_newton_tol))
                 if host:
                     conv = bool(conv)
             else:
@@ -665,12 +698,13 @@ def runtime_for(tab, dtype, time_dtype, device, newton, *, fixed: bool) -> Runge
 
 
 __all__ = [
-    "KEEP_JACOBIAN_RATE",
+    "COMPONENT_NEWTON_TOL",
     "RadauConstants",
     "RadauIIA",
     "RadauNewton",
     "batched_jacobian",
     "is_radau_iia",
+    "kept_jacobian_converges",
     "radau_constants",
     "radau_error_safety",
     "runtime_for",

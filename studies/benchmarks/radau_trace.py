@@ -25,8 +25,9 @@ the original's.
 
     python studies/benchmarks/radau_trace.py trace --problem oregonator --rtol 1e-3
 
-A problem of the hold-out sweep (``stiff_holdout.py``: ``e5``, ``prothero_robinson_1e4``,
-...) is traced with its own floors (``atol = floors·rtol``):
+A problem of a hold-out sweep (``stiff_holdout.py`` … ``stiff_holdout5.py``: ``e5``,
+``prothero_robinson_1e4``, ``detest_d5``, ``stick_slip``, ...) is traced, or run in
+``grid``, with its own floors (``atol = floors·rtol``):
 
     python studies/benchmarks/radau_trace.py trace --problem prothero_robinson_1e4 --rtol 1e-3
 
@@ -405,15 +406,20 @@ def run_odenet(prob, rtol, d, trace=False, **kw):
 
 
 def _named(name):
-    """A cell of the stiff set, or of the hold-out sweep (``stiff_holdout.py``: its
-    problems and per-component floors), by name."""
+    """A cell of the stiff set, or of a hold-out sweep (``stiff_holdout.py`` …
+    ``stiff_holdout5.py``: their problems and per-component floors), by name."""
     if name in P.STIFF_SUITE:
         return (name, P.get_problem(name), P.STIFF_SUITE[name], {}, {})
     import sys
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).parent))
+    # importing the further sets registers their problems in stiff_holdout.HOLDOUT
     import stiff_holdout
+    import stiff_holdout2  # noqa: F401
+    import stiff_holdout3  # noqa: F401
+    import stiff_holdout4  # noqa: F401
+    import stiff_holdout5  # noqa: F401
 
     if name not in stiff_holdout.HOLDOUT:
         known = sorted(P.STIFF_SUITE) + sorted(stiff_holdout.HOLDOUT)
@@ -479,13 +485,18 @@ def grid(args):
                 f"| {label} | {rtol:.0e} | {o['njev']}/{s['njev']}{flag} | {o['nfe']}/{s['nfe']} "
                 f"({o['nfe'] / s['nfe']:.2f}) | {own}/{s['nfe']} ({own / s['nfe']:.2f}) | "
                 f"{o['nlu']}/{s['nlu']} | {o['acc']}/{s['acc']} | {o['rej']}/{s['rej']} | "
-                f"{o['err']:.2e}/{s['err']:.2e} ({o['err'] / s['err']:.2g}) |",
+                f"{o['err']:.2e}/{s['err']:.2e} ({_ratio(o['err'], s['err'])}) |",
                 flush=True,
             )
             rows.append(dict(problem=label, rtol=rtol, odenet=o, scipy=s))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1, default=float)
+
+
+def _ratio(a, b):
+    """``a/b`` to two digits; an exact 0 (a linear problem's reference hit) reads "—"."""
+    return f"{a / b:.2g}" if b else "—"
 
 
 def _same_start(olog, slog, tol=1e-3):

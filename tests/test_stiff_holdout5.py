@@ -13,7 +13,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies" / "benchmarks"))
 import stiff_holdout5 as H5
 from stiff import run_odenet
-from stiff_holdout import both_fields, mixed_error, scipy_end
+from stiff_holdout import any_problem, both_fields, mixed_error, scipy_end
+
+from odenet import problems as P
 
 NONLINEAR = sorted(H5.PUBLISHED)
 LINEAR = sorted(set(H5.HOLDOUT5) - set(H5.PUBLISHED))
@@ -52,3 +54,15 @@ def test_a_must_hold_cell_detest_f5_rtol_1e3(method):
     r = run_odenet(p, method, rtol, p.atol_ratio, max_steps=2000)
     assert r["status"] == "ok", r["status"]
     assert r["err"] <= rtol, r["err"]
+
+
+def test_any_problem_finds_the_stiff_set_and_every_hold_out_set_with_their_floors():
+    # radau_trace.py and bdf.py look problems up by name through it
+    prob, floors = any_problem("hires")
+    assert prob.name == "hires" and floors == P.STIFF_SUITE["hires"]
+    for name in ("pollution", "cusp", "beam", "stick_slip", "detest_d5"):
+        prob, floors = any_problem(name)
+        assert prob.name == name
+        assert np.array_equal(np.asarray(floors), np.asarray(prob.atol_ratio))
+    with pytest.raises(SystemExit, match=r"unknown problem 'nope'; known: .*detest_a1"):
+        any_problem("nope")

@@ -408,24 +408,14 @@ def run_odenet(prob, rtol, d, trace=False, **kw):
 def _named(name):
     """A cell of the stiff set, or of a hold-out sweep (``stiff_holdout.py`` …
     ``stiff_holdout5.py``: their problems and per-component floors), by name."""
-    if name in P.STIFF_SUITE:
-        return (name, P.get_problem(name), P.STIFF_SUITE[name], {}, {})
     import sys
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).parent))
-    # importing the further sets registers their problems in stiff_holdout.HOLDOUT
-    import stiff_holdout
-    import stiff_holdout2  # noqa: F401
-    import stiff_holdout3  # noqa: F401
-    import stiff_holdout4  # noqa: F401
-    import stiff_holdout5  # noqa: F401
+    from stiff_holdout import any_problem
 
-    if name not in stiff_holdout.HOLDOUT:
-        known = sorted(P.STIFF_SUITE) + sorted(stiff_holdout.HOLDOUT)
-        raise SystemExit(f"unknown problem {name!r}; known: {', '.join(known)}")
-    prob = stiff_holdout.get(name)
-    return (name, prob, prob.atol_ratio, {}, {})
+    prob, floors = any_problem(name)
+    return (name, prob, floors, {}, {})
 
 
 def cells(args):

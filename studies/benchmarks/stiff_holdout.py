@@ -322,6 +322,25 @@ def get(name: str) -> P.Problem:
     return HOLDOUT[name]()
 
 
+def any_problem(name: str) -> tuple[P.Problem, object]:
+    """``(problem, floors)`` for a problem of the stiff set (``P.STIFF_SUITE``'s floor) or
+    of any hold-out set (``stiff_holdout.py`` … ``stiff_holdout5.py``, its
+    ``atol_ratio``), by name: ``atol = floors·rtol``."""
+    if name in P.STIFF_SUITE:
+        return P.get_problem(name), P.STIFF_SUITE[name]
+    # importing the further sets registers their problems in HOLDOUT
+    import stiff_holdout2  # noqa: F401
+    import stiff_holdout3  # noqa: F401
+    import stiff_holdout4  # noqa: F401
+    import stiff_holdout5  # noqa: F401
+
+    if name not in HOLDOUT:
+        known = sorted(P.STIFF_SUITE) + sorted(HOLDOUT)
+        raise SystemExit(f"unknown problem {name!r}; known: {', '.join(known)}")
+    prob = get(name)
+    return prob, prob.atol_ratio
+
+
 def scipy_end(
     p: P.Problem, rtol: float, method: str = "Radau", atol_rtol: float | None = None, **kw
 ) -> np.ndarray:

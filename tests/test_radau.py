@@ -526,66 +526,6 @@ def test_the_kept_jacobian_rule_reads_the_iteration_count():
     assert not kept_jacobian_converges(3, 0.5, 100)
 
 
-def _detest_d5(y, stack):
-    """DETEST D5 (Enright, Hull & Lindberg 1975): reactor kinetics, y(0) = 0, [0, 100]."""
-    s = 0.01 + y[0] + y[1]
-    return stack([0.01 - (1 + (y[0] + 1000) * (y[0] + 1)) * s, 0.01 - (1 + y[1] * y[1]) * s])
-
-
-def _detest_c1(y, stack):
-    """DETEST C1: coupling from the fast components to the slow, y(0) = 1, [0, 20]."""
-    y1, y2, y3, y4 = y[0], y[1], y[2], y[3]
-    return stack(
-        [
-            -y1 + y2 * y2 + y3 * y3 + y4 * y4,
-            -10 * y2 + 10 * (y3 * y3 + y4 * y4),
-            -40 * y3 + 40 * y4 * y4,
-            -100 * y4 + 2,
-        ]
-    )
-
-
-DETEST_D5 = (_detest_d5, [0.0, 0.0], 100.0)
-DETEST_C1 = (_detest_c1, [1.0, 1.0, 1.0, 1.0], 20.0)
-
-
-@pytest.mark.parametrize(
-    ("problem", "nfe_ratio", "extra_jacobians"),
-    [(DETEST_D5, 1.2, 0), (DETEST_C1, 1.05, 1)],
-    ids=["detest_d5", "detest_c1"],
-)
-def test_radau_iia5_newton_costs_no_more_than_scipy_radau_on_detest(
-    problem, nfe_ratio, extra_jacobians
-):
-    # rtol 1e-6, atol 1e-3·rtol (stiff_holdout5.py's floors), against scipy Radau's counts.
-    # D5: with a kept J below θ = 0.2, twelve steps in a row failed Newton on it (826 vs
-    # 662 f-evaluations); C1: the per-component Newton test asked for a third iteration
-    # on 40 of 259 steps for 1e-3 … 3e-2 of the tolerance left (1952 vs 1820).  C1's
-    # second Jacobian (scipy: one) is a refresh after three iterations at θ = 1.6e-3 on a
-    # step 3 % longer than scipy's there, which took two
-    rates, y0, t1 = problem
-
-    def f(t, y):
-        return rates(y, torch.stack)
-
-    def f_np(t, y):
-        return rates(y, np.array)
-
-    rtol, atol = 1e-6, 1e-9
-    sol = odenet.solve(
-        f, torch.tensor(y0, dtype=D), span(0.0, t1), method="radau_iia5", rtol=rtol, atol=atol
-    )
-    theirs = solve_ivp(f_np, (0.0, t1), y0, method="Radau", rtol=rtol, atol=atol)
-    ref = solve_ivp(f_np, (0.0, t1), y0, method="Radau", rtol=1e-12, atol=1e-15).y[:, -1]
-    assert bool(sol.success) and theirs.success
-    assert sol.stats["nfe"] <= nfe_ratio * theirs.nfev, (sol.stats["nfe"], theirs.nfev)
-    assert sol.stats["jacobians"] <= theirs.njev + extra_jacobians
-    scale = atol + rtol * np.abs(ref)
-    ours = (np.abs(sol.ys[-1].numpy() - ref) / scale).max()
-    scipy_err = (np.abs(theirs.y[:, -1] - ref) / scale).max()
-    assert ours <= max(10 * scipy_err, 1.0), (ours, scipy_err)
-
-
 # --- issue 14 hold-out (H5): Prothero–Robinson and a finite-time blow-up ---------------
 
 

@@ -44,7 +44,7 @@ from scipy.integrate import solve_ivp
 from odenet import problems as P
 
 sys.path.insert(0, str(Path(__file__).parent))
-from stiff import run_odenet, run_scipy  # the sibling benchmark's runners
+from stiff import ratio_text, run_odenet, run_scipy  # the sibling benchmark's runners
 from stiff_holdout import any_problem  # the stiff set's and the hold-out sets' problems
 
 # the work counted on both sides: f-evaluations, LU factorisations, Jacobians, wall time
@@ -73,11 +73,6 @@ def at_equal_error(
         if le[0] <= x <= le[-1]:
             out.append((r["err"], math.exp(float(np.interp(x, le, ln))) / max(r[key], 1e-12)))
     return out
-
-
-def _ratio(a, b):
-    """``a/b`` to two digits; "—" where ``b`` is an exact 0 (a reference hit)."""
-    return f"{a / b:.2g}" if b else "—"
 
 
 def nonstiff(problems, rtols):
@@ -210,7 +205,7 @@ def main(argv=None):
                     f"| {rtol:.0e} | {who} | ok | {r['err']:.2e} | {r['nfe']} | {r['njev']} | "
                     f"{r['nlu']} | {r['steps']} | {q['nfe']:.2f} | {q['nlu']:.2f} | "
                     f"{q['njev']:.2f} | {q['wall']:.2g} | "
-                    f"{_ratio(r['err'], ref['err'])} | {_ratio(r['err'], radau['err'])} |",
+                    f"{ratio_text(r['err'], ref['err'])} | {ratio_text(r['err'], radau['err'])} |",
                     flush=True,
                 )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -52,6 +52,8 @@ import dataclasses
 import json
 import math
 import statistics
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -63,6 +65,10 @@ from odenet import _controller, _radau
 from odenet import problems as P
 from odenet._newton import Newton
 from odenet._ops import HostOps
+
+sys.path.insert(0, str(Path(__file__).parent))
+from stiff import ratio_text  # the sibling benchmarks
+from stiff_holdout import any_problem
 
 
 class TracedRadau(R.Radau):
@@ -408,12 +414,6 @@ def run_odenet(prob, rtol, d, trace=False, **kw):
 def _named(name):
     """A cell of the stiff set, or of a hold-out sweep (``stiff_holdout.py`` …
     ``stiff_holdout5.py``: their problems and per-component floors), by name."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from stiff_holdout import any_problem
-
     prob, floors = any_problem(name)
     return (name, prob, floors, {}, {})
 
@@ -475,18 +475,13 @@ def grid(args):
                 f"| {label} | {rtol:.0e} | {o['njev']}/{s['njev']}{flag} | {o['nfe']}/{s['nfe']} "
                 f"({o['nfe'] / s['nfe']:.2f}) | {own}/{s['nfe']} ({own / s['nfe']:.2f}) | "
                 f"{o['nlu']}/{s['nlu']} | {o['acc']}/{s['acc']} | {o['rej']}/{s['rej']} | "
-                f"{o['err']:.2e}/{s['err']:.2e} ({_ratio(o['err'], s['err'])}) |",
+                f"{o['err']:.2e}/{s['err']:.2e} ({ratio_text(o['err'], s['err'])}) |",
                 flush=True,
             )
             rows.append(dict(problem=label, rtol=rtol, odenet=o, scipy=s))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1, default=float)
-
-
-def _ratio(a, b):
-    """``a/b`` to two digits; an exact 0 (a linear problem's reference hit) reads "—"."""
-    return f"{a / b:.2g}" if b else "—"
 
 
 def _same_start(olog, slog, tol=1e-3):

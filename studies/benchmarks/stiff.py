@@ -49,6 +49,12 @@ from odenet import problems as P
 SCIPY = ("Radau", "BDF", "LSODA")
 
 
+def ratio_text(a: float, b: float) -> str:
+    """``a/b`` to two digits for a table; "—" where ``b`` is an exact 0 (an end state
+    that hits the reference exactly, as flame's does)."""
+    return f"{a / b:.2g}" if b else "—"
+
+
 def run_odenet(prob, method, rtol, d, max_steps, **kw):
     t = torch.tensor(prob.span, dtype=torch.float64)
     # a per-component floor `d` [n] (numpy) goes in as a

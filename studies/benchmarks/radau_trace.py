@@ -25,7 +25,7 @@ the original's.
 
     python studies/benchmarks/radau_trace.py trace --problem oregonator --rtol 1e-3
 
-A problem of a hold-out sweep (``stiff_holdout.py`` … ``stiff_holdout5.py``: ``e5``,
+A problem of a hold-out sweep (``stiff_holdout.py`` … ``stiff_holdout6.py``: ``e5``,
 ``prothero_robinson_1e4``, ``detest_d5``, ``stick_slip``, ...) is traced, or run in
 ``grid``, with its own floors (``atol = floors·rtol``):
 
@@ -413,7 +413,7 @@ def run_odenet(prob, rtol, d, trace=False, **kw):
 
 def _named(name):
     """A cell of the stiff set, or of a hold-out sweep (``stiff_holdout.py`` …
-    ``stiff_holdout5.py``: their problems and per-component floors), by name."""
+    ``stiff_holdout6.py``: their problems and per-component floors), by name."""
     prob, floors = any_problem(name)
     return (name, prob, floors, {}, {})
 
@@ -482,6 +482,56 @@ def grid(args):
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1, default=float)
+
+
+def _misses(row) -> list[str]:
+    """The count must-holds a grid row misses (Jacobians above scipy's, f-evaluations
+    without the Jacobians' calls above 1.2× scipy's); none where either side failed."""
+    o, s = row["odenet"], row["scipy"]
+    if o.get("status") != "ok" or s.get("status") != "ok":
+        return []
+    out = [f"njev {o['njev']}/{s['njev']}"] if o["njev"] > s["njev"] else []
+    own = (o["nfe"] - o["nfe_jac"]) / s["nfe"]
+    return out + ([f"nfe {own:.3f}x"] if own > 1.2 else [])
+
+
+def compare(args):
+    """Two ``grid --json`` files of the same cells, before and after a change: the cells
+    whose counts changed, the misses on each side and the sums over the cells both
+    solved (f-evaluations without the Jacobians' calls, as a ratio to scipy's)."""
+    with open(args.before) as fh:
+        before = {(r["problem"], r["rtol"]): r for r in json.load(fh)}
+    with open(args.after) as fh:
+        after = [r for r in json.load(fh) if (r["problem"], r["rtol"]) in before]
+    print("| problem | rtol | nfe before → after | njev before → after (scipy) | misses |")
+    print("|---|---|---|---|---|")
+    own = {"before": 0, "after": 0, "scipy": 0}
+    jac = dict(own)
+    missed = {"before": 0, "after": 0}
+    for r in after:
+        b = before[(r["problem"], r["rtol"])]
+        o, ob, s = r["odenet"], b["odenet"], r["scipy"]
+        missed["before"] += bool(_misses(b))
+        missed["after"] += bool(_misses(r))
+        if "ok" != o.get("status") or "ok" != ob.get("status") or "ok" != s.get("status"):
+            continue
+        for side, x in (("before", ob), ("after", o)):
+            own[side] += x["nfe"] - x["nfe_jac"]
+            jac[side] += x["njev"]
+        own["scipy"] += s["nfe"]
+        jac["scipy"] += s["njev"]
+        if (o["nfe"], o["njev"]) != (ob["nfe"], ob["njev"]):
+            print(
+                f"| {r['problem']} | {r['rtol']:.0e} | {ob['nfe']} → {o['nfe']} | "
+                f"{ob['njev']} → {o['njev']} ({s['njev']}) | "
+                f"{', '.join(_misses(b)) or '-'} → {', '.join(_misses(r)) or '-'} |"
+            )
+    print(
+        f"\n{len(after)} cells; missed {missed['before']} → {missed['after']}; "
+        f"Σ njev {jac['before']} → {jac['after']} (scipy {jac['scipy']}); Σ nfe without "
+        f"the Jacobians' calls / scipy's {own['before'] / own['scipy']:.4f} → "
+        f"{own['after'] / own['scipy']:.4f}"
+    )
 
 
 def _same_start(olog, slog, tol=1e-3):
@@ -615,6 +665,9 @@ def main(argv=None):
         help="also run scipy's own Radau and check the traced copy's counts",
     )
     g.add_argument("--json", default="")
+    cmp = sub.add_parser("compare")
+    cmp.add_argument("before")
+    cmp.add_argument("after")
     t = sub.choices["trace"]
     t.add_argument("--problem", default="")
     t.add_argument("--rtol", type=float, default=1e-3)
@@ -622,7 +675,8 @@ def main(argv=None):
     torch.set_num_threads(1)
     if args.mode == "trace" and args.problem:
         args.problems = args.problem
-    {"grid": grid, "trace": trace, "controllers": controllers}[args.mode](args)
+    modes = {"grid": grid, "trace": trace, "controllers": controllers, "compare": compare}
+    modes[args.mode](args)
 
 
 if __name__ == "__main__":

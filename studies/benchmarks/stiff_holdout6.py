@@ -85,10 +85,6 @@ def _like(a, y, xp):
     )
 
 
-def _cat(parts, xp, axis):
-    return (xp.cat if hasattr(xp, "cat") else xp.concatenate)(parts, axis)
-
-
 def diurnal(mx: int = 10, my: int = 10, t1: float = 86400.0):
     """Hindmarsh's 2-D diurnal kinetics (CVODE's ``cvDiurnal_kry``), ``2·mx·my`` states
     ordered (y, x, species)."""
@@ -109,10 +105,10 @@ def diurnal(mx: int = 10, my: int = 10, t1: float = 86400.0):
         qq1, qq2, qq4 = q1 * c3 * c1, q2 * c1 * c2, q4 * c2
         kin = xp.stack([-qq1 - qq2 + 2 * q3 * c3 + qq4, qq1 - qq2 - qq4], -1)
         # reflecting boundaries: the missing neighbour is the one inside
-        dn = _cat([c[1:2], c[:-1]], xp, 0)
-        up = _cat([c[1:], c[-2:-1]], xp, 0)
-        lt = _cat([c[:, 1:2], c[:, :-1]], xp, 1)
-        rt = _cat([c[:, 1:], c[:, -2:-1]], xp, 1)
+        dn = xp.concatenate([c[1:2], c[:-1]], 0)
+        up = xp.concatenate([c[1:], c[-2:-1]], 0)
+        lt = xp.concatenate([c[:, 1:2], c[:, :-1]], 1)
+        rt = xp.concatenate([c[:, 1:], c[:, -2:-1]], 1)
         vert = _like(cyup, y, xp) * (up - c) - _like(cydn, y, xp) * (c - dn)
         hor = hdco * (rt - 2 * c + lt) + haco * (rt - lt)
         return (vert + hor + kin).reshape(-1)
@@ -163,7 +159,7 @@ def decay_chain(t1: float = 1000.0):
 
     def rates(t, y, xp):
         rate = _like(lam, y, xp)
-        return -rate * y + _cat([0 * y[:1], rate[:-1] * y[:-1]], xp, 0)
+        return -rate * y + xp.concatenate([0 * y[:1], rate[:-1] * y[:-1]], 0)
 
     y0 = np.zeros(len(lam))
     y0[0] = 1.0
@@ -191,7 +187,7 @@ def burgers(n: int = 100, nu: float = 1e-2, t1: float = 1.0):
 
     def rates(t, y, xp):
         zero = 0 * y[:1]
-        u = _cat([zero, y, zero], xp, 0)  # u = 0 at both ends
+        u = xp.concatenate([zero, y, zero], 0)  # u = 0 at both ends
         flux = 0.5 * u * u
         return -(flux[2:] - flux[:-2]) / (2 * dx) + nu * (u[2:] - 2 * y + u[:-2]) / dx**2
 

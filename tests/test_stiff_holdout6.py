@@ -96,3 +96,21 @@ def test_radau_trace_compare_reports_the_misses_and_sums(tmp_path, capsys):
     # c failed before: counted in neither sum, and not a miss on either side
     assert "3 cells; missed 2 → 0; Σ njev 20 → 19 (scipy 20)" in out
     assert "/ scipy's 1.1000 → 1.0050" in out  # (89 + 131)/200, (90 + 111)/200
+
+
+def test_trajectory_errors_match_the_closed_form_errors():
+    # stiff_holdout.py --trajectory: a LOOSE end point checked at 20 interior times.  On
+    # DETEST A1 (closed form) its reference is the closed form to 1e-9 in the error
+    # measure, so its errors are the solver's own
+    import stiff_holdout5 as H5
+    from stiff_holdout import mixed_error, trajectory_errors
+
+    p = H5.get("detest_a1")
+    r = trajectory_errors(p, "radau_iia5", 1e-4)
+    exact = p.solution(np.asarray(r["times"]))
+    rtol, atol = 1e-4, p.atol_ratio * 1e-4
+    span = torch.tensor([p.span[0], *r["times"]], dtype=torch.float64)
+    sol = odenet.solve(p.f, p.y0_tensor(), span, method="radau_iia5", rtol=rtol, atol=atol)
+    truth = [mixed_error(p, y, e) for y, e in zip(sol.ys.numpy()[1:], exact, strict=True)]
+    assert len(r["errors"]) == 20 and max(truth) > 1e-7  # a solver error, not round-off
+    np.testing.assert_allclose(r["errors"], truth, rtol=1e-3, atol=1e-9)

@@ -403,7 +403,8 @@ class RadauIIA(RungeKutta):
                 J = nw.jacobian(g, s.detach(), y_, fresh=attempt == 1)
                 lu = self._factor(h_safe.detach(), J)
                 Z, ok, n_iter, rate = self._iterate(g, times.detach(), y_, hy, Z0, scale, lu)
-                if self._kept_pending and bool(ok.all()):
+                solved = bool(ok.all())  # one read of the device per attempt
+                if self._kept_pending and solved:
                     # the Jacobian kept at the last step: one that converged (attempt 0)
                     # brings the predicted growth back towards 2; one that failed where a
                     # fresh one converges (attempt 1) aged faster than predicted, and
@@ -411,7 +412,7 @@ class RadauIIA(RungeKutta):
                     # failed, not the kept Jacobian)
                     aging = self.jacobian_aging
                     self.jacobian_aging = max(2.0, aging / 2) if attempt == 0 else 2 * aging
-                if bool(ok.all()) or nw.J_fresh:
+                if solved or nw.J_fresh:
                     break
             self._kept_pending = False
             nw.slow = bool(n_iter > 2 and rate > 1e-3)

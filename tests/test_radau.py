@@ -526,6 +526,18 @@ def test_the_kept_jacobian_rule_reads_the_iteration_count():
     assert not kept_jacobian_converges(3, 0.5, 100)
 
 
+def test_the_kept_jacobian_rule_reads_the_measured_aging():
+    # Burgers (stiff_holdout6.py, rtol 1e-3): three iterations at θ = 0.088 on a current
+    # J are kept at twice the rate (θ² at 0.18 in 3.8 iterations) and, after kept ones
+    # failed twice, refreshed at eight times (0.70: 14.8 iterations)
+    from odenet._radau import kept_jacobian_converges
+
+    assert kept_jacobian_converges(3, 0.088, 6, aging=2.0)
+    assert kept_jacobian_converges(3, 0.088, 6, aging=4.0)
+    assert not kept_jacobian_converges(3, 0.088, 6, aging=8.0)
+    assert not kept_jacobian_converges(2, 0.2, 6, aging=5.0)  # aged rate 1: never
+
+
 # --- issue 14 hold-out (H5): Prothero–Robinson and a finite-time blow-up ---------------
 
 

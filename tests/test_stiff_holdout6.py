@@ -96,6 +96,10 @@ def test_radau_trace_compare_reports_the_misses_and_sums(tmp_path, capsys):
     # c failed before: counted in neither sum, and not a miss on either side
     assert "3 cells; missed 2 → 0; Σ njev 20 → 19 (scipy 20)" in out
     assert "/ scipy's 1.1000 → 1.0050" in out  # (89 + 131)/200, (90 + 111)/200
+    # files of different cells: a clear error, not a division by zero
+    (tmp_path / "other.json").write_text(json.dumps([dict(before[0], problem="z")]))
+    with pytest.raises(SystemExit, match="no \\(problem, rtol\\) cell of"):
+        radau_trace.main(["compare", str(tmp_path / "b.json"), str(tmp_path / "other.json")])
 
 
 def test_trajectory_errors_match_the_closed_form_errors():

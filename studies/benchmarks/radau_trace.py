@@ -503,6 +503,11 @@ def compare(args):
         before = {(r["problem"], r["rtol"]): r for r in json.load(fh)}
     with open(args.after) as fh:
         after = [r for r in json.load(fh) if (r["problem"], r["rtol"]) in before]
+    if not after:
+        raise SystemExit(
+            f"compare: no (problem, rtol) cell of {args.after} is in {args.before}; "
+            "pass two `grid --json` files of the same cells"
+        )
     print("| problem | rtol | nfe before → after | njev before → after (scipy) | misses |")
     print("|---|---|---|---|---|")
     own = {"before": 0, "after": 0, "scipy": 0}
@@ -526,11 +531,15 @@ def compare(args):
                 f"{ob['njev']} → {o['njev']} ({s['njev']}) | "
                 f"{', '.join(_misses(b)) or '-'} → {', '.join(_misses(r)) or '-'} |"
             )
+    ratios = (
+        f"{own['before'] / own['scipy']:.4f} → {own['after'] / own['scipy']:.4f}"
+        if own["scipy"]
+        else "- (no cell solved on all three sides)"
+    )
     print(
         f"\n{len(after)} cells; missed {missed['before']} → {missed['after']}; "
         f"Σ njev {jac['before']} → {jac['after']} (scipy {jac['scipy']}); Σ nfe without "
-        f"the Jacobians' calls / scipy's {own['before'] / own['scipy']:.4f} → "
-        f"{own['after'] / own['scipy']:.4f}"
+        f"the Jacobians' calls / scipy's {ratios}"
     )
 
 

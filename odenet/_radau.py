@@ -404,6 +404,10 @@ class RadauIIA(RungeKutta):
                 lu = self._factor(h_safe.detach(), J)
                 Z, ok, n_iter, rate = self._iterate(g, times.detach(), y_, hy, Z0, scale, lu)
                 solved = bool(ok.all())  # one read of the device per attempt
+                # (a step retried from the same start after a rejection also counts as a
+                # kept J that converged, although it runs at J's own point; leaving it out
+                # was measured: Burgers 1e-3 1.56 -> 1.62x, sweeping_stiffness 1e-3 1788 -> 1824
+                # f-evaluations, the other 188 grid and hold-out cells unchanged)
                 if self._kept_pending and solved:
                     # the Jacobian kept at the last step: one that converged (attempt 0)
                     # brings the predicted growth back towards 2; one that failed where a

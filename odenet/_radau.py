@@ -267,6 +267,7 @@ def kept_jacobian_converges(n_iter: int, rate: float, cap: int, aging: float = 2
 # 1e-3) it also asked for an extra iteration whenever a masked direction held 1e-3 … 3e-2
 # of the tolerance, 40 steps in 259 on DETEST C1 (1.07x scipy's f-evaluations).  With
 # 0.1 instead stick_slip at rtol 1e-3 ends 190x rtol off (stiff_results.md, 2026-12-05).
+# Components that do not contract are held to the Newton tolerance itself (_remaining).
 COMPONENT_NEWTON_TOL = 0.03
 
 
@@ -579,8 +580,11 @@ class RadauIIA(RungeKutta):
                     slow ** (self.max_iter - k) / ops.clip(1 - slow, lo=1e-12) * dnorm > tol
                 )
                 classic = rate / ops.clip(1 - rate, lo=1e-12) * dnorm < tol
-                left = _remaining(a2, prev_a2, tol)
-                conv = (left < tol) | (classic & (left < self.component_newton_tol))
+                left, stalled = _remaining(a2, prev_a2, tol, self.max_iter - k - 1)
+                # the looser per-component bound is for contracting components only
+                conv = (left < tol) | (
+                    classic & (left < self.component_newton_tol) & (stalled < tol)
+                )
                 if host:
                     conv = bool(conv)
             else:
@@ -656,11 +660,14 @@ class RadauIIA(RungeKutta):
         return err * kap if kap != 1 else err
 
 
-def _remaining(a2: torch.Tensor, prev_a2: torch.Tensor, tol: float) -> torch.Tensor:
+def _remaining(
+    a2: torch.Tensor, prev_a2: torch.Tensor, tol: float, iterations_left: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The Newton error left after this iteration, ``‖Σ_(m≥1) ΔW_(k+m)‖`` [K], from a
-    contraction rate per state component: RMS over ``j`` of ``θ_j/(1 − θ_j) |ΔW_j|``,
-    ``θ_j = |ΔW_j| / |ΔW_j|_prev`` (``a2``, ``prev_a2`` [K, n]: mean squares over the
-    stages, in units of the scale).
+    contraction rate per state component: RMS over ``j`` of ``η_j |ΔW_j|`` with
+    ``η_j = θ_j/(1 − θ_j)``, ``θ_j = |ΔW_j| / |ΔW_j|_prev`` (``a2``, ``prev_a2`` [K, n]:
+    mean squares over the stages, in units of the scale).  Returns that and the part of
+    it from the components that do not contract (``θ_j ≥ 1``), both [K].
 
     The classic test takes one rate for the whole increment, whose first ratio is
     dominated by the components that converge at once: a stale Jacobian that is badly
@@ -671,12 +678,27 @@ def _remaining(a2: torch.Tensor, prev_a2: torch.Tensor, tol: float) -> torch.Ten
     step of 2.3 over the stick-to-slip fold accepted with its slip missed, error 1.7,
     status ok; scipy's Radau the same).  Where every component contracts alike this is
     the classic ``θ/(1 − θ) ‖ΔW‖``.  Components whose increment is below 1e-3 of the
-    tolerance are taken as converged (a ratio of round-off is noise)."""
+    tolerance are taken as converged (a ratio of round-off is noise).
+
+    A component that does not contract has no geometric tail to sum: it counts as its
+    increment once per iteration left (``iterations_left``, at least one).  Such
+    components are mostly ones whose increments, 0.1–1.5 of the Newton tolerance, are
+    fed by the errors of the others; counted as unbounded (before) they blocked the
+    classic stop at 17 of 109 iterations on viscous Burgers at rtol 2e-4.  The caller
+    holds them to the Newton tolerance itself (the second value), not to the looser
+    bound it allows contracting components: with that bound for them too, the 2-D
+    Brusselator's errors at rtol 3e-8 … 3e-7 grew up to 8x (studies/benchmarks/
+    stiff_results.md, session 30).  A component that grows with a large increment still
+    makes both values large, and a whole iteration that grows is stopped by the
+    divergence test."""
     significant = a2 > (1e-3 * tol) ** 2
     theta = torch.where(significant, (a2 / prev_a2.clamp_min(1e-300)).sqrt(), 0.0)
-    # θ ≥ 1 on a significant component: nothing left is bounded (inf)
-    eta = theta / (1 - theta).clamp_min(0.0)
-    return (eta.pow(2) * a2).mean(dim=-1).sqrt()
+    contracting = theta < 1
+    tail = theta / (1 - theta).clamp_min(1e-300)
+    per_iteration = float(max(iterations_left, 1))
+    eta = torch.where(contracting, tail, per_iteration)
+    stalled = torch.where(contracting, 0.0, per_iteration)
+    return (eta.pow(2) * a2).mean(dim=-1).sqrt(), (stalled.pow(2) * a2).mean(dim=-1).sqrt()
 
 
 def _mix(M: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:

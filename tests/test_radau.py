@@ -665,7 +665,9 @@ def test_remaining_error_is_the_classic_one_when_every_component_contracts_alike
     theta = 0.3
     a2 = prev * theta**2
     classic = theta / (1 - theta) * a2.mean(dim=1).sqrt()
-    assert torch.allclose(_remaining(a2, prev, 0.03), classic, rtol=1e-12)
+    left, stalled = _remaining(a2, prev, 0.03, 4)
+    assert torch.allclose(left, classic, rtol=1e-12)
+    assert float(stalled) == 0.0
     # one slow component hidden under a fast one: the aggregate ratio reads 0.1, the
     # slow one contracts at 0.7 and what is left is dominated by it
     prev = torch.tensor([[100.0, 0.25]], dtype=D)
@@ -673,12 +675,30 @@ def test_remaining_error_is_the_classic_one_when_every_component_contracts_alike
     aggregate = (a2.sum() / prev.sum()).sqrt()
     assert aggregate < 0.1
     slow = 0.7 / 0.3 * math.sqrt(a2[0, 1] / 2)
-    assert float(_remaining(a2, prev, 0.03)) >= slow
-    # a component whose increment grows diverges; one at round-off level is ignored
-    grow = torch.tensor([[1e-2, 1.0]], dtype=D)
-    assert math.isinf(float(_remaining(grow * torch.tensor([[0.1, 1.5]], dtype=D), grow, 0.03)))
+    assert float(_remaining(a2, prev, 0.03, 4)[0]) >= slow
+    # a round-off component is ignored whatever its ratio
     tiny = torch.tensor([[1e-2, 1e-20]], dtype=D)
-    assert math.isfinite(float(_remaining(tiny * torch.tensor([[0.01, 4.0]], dtype=D), tiny, 0.03)))
+    left, stalled = _remaining(tiny * torch.tensor([[0.01, 4.0]], dtype=D), tiny, 0.03, 4)
+    assert math.isfinite(float(left)) and float(stalled) == 0.0
+
+
+@pytest.mark.parametrize("iterations_left, counted", [(4, 4), (1, 1), (0, 1)])
+def test_a_component_that_does_not_contract_counts_its_increment_per_iteration_left(
+    iterations_left, counted
+):
+    # no geometric tail: its increment once per iteration left (at least once), in both
+    # values; a large one that grows makes them large, a small one does not block the stop
+    from odenet._radau import _remaining
+
+    prev = torch.tensor([[1e-2, 1e-4]], dtype=D)
+    a2 = prev * torch.tensor([[0.1, 1.5]], dtype=D) ** 2  # θ = 0.1, 1.5
+    left, stalled = _remaining(a2, prev, 0.03, iterations_left)
+    own = counted * math.sqrt(float(a2[0, 1]) / 2)
+    assert float(stalled) == pytest.approx(own, rel=1e-12)
+    fast = 0.1 / 0.9 * math.sqrt(float(a2[0, 0]) / 2)
+    assert float(left) == pytest.approx(math.hypot(fast, own), rel=1e-12)
+    grown = _remaining(a2 * 1e6, prev * 1e6, 0.03, iterations_left)
+    assert float(grown[1]) == pytest.approx(own * 1e3, rel=1e-12)
 
 
 @settings(max_examples=60, deadline=None)
@@ -697,12 +717,14 @@ def test_remaining_error_laws(prev, theta, slower, bump):
     tol = 1e-6  # far below every increment: all components significant
     same = p * theta**2
     classic = theta / (1 - theta) * same.mean(dim=1).sqrt()
-    assert torch.allclose(_remaining(same, p, tol), classic, rtol=1e-9, atol=1e-300)
+    left, stalled = _remaining(same, p, tol, 3)
+    assert torch.allclose(left, classic, rtol=1e-9, atol=1e-300)
+    assert float(stalled) == 0.0
     j = slower % p.shape[1]
     th = torch.full_like(p, theta)
     th[0, j] = theta + bump
     a2 = p * th**2
-    mixed = float(_remaining(a2, p, tol))
+    mixed = float(_remaining(a2, p, tol, 3)[0])
     assert mixed >= float(theta / (1 - theta) * a2.mean(dim=1).sqrt()) * (1 - 1e-12)
     own = (theta + bump) / (1 - theta - bump) * math.sqrt(float(a2[0, j]) / p.shape[1])
     assert mixed >= own * (1 - 1e-12)

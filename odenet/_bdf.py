@@ -268,9 +268,7 @@ def bdf_error_safety(method: VariableBDF, rtol, eps: float = 0.0):
     error (1.01–1.10×, ``bdf_results.md``).  ``rtol``: a float, or a tensor (per row /
     component: κ then is one too)."""
     growth = rtol_growth(method.safety_exponent)
-    return capped_safety(
-        method.error_safety, growth, rtol, eps, method.name, floor=ROUNDOFF_FLOOR
-    )
+    return capped_safety(method.error_safety, growth, rtol, eps, method.name, floor=ROUNDOFF_FLOOR)
 
 
 class BDFRuntime:

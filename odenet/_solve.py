@@ -401,7 +401,8 @@ def _underflow_hint(status: Status, prep: Prepared) -> str:
             "cannot: method='radau_iia5', 'bdf' or 'kvaerno5'; else try looser tolerances."
         )
     domain = (
-        "" if prep.cfg.out_of_domain is not None
+        ""
+        if prep.cfg.out_of_domain is not None
         else " (concentrations, populations, densities that go negative: pass "
         "`isoutofdomain`, e.g. lambda t, y: bool((y < -atol).any()), so that such steps "
         "are rejected)"
@@ -588,11 +589,20 @@ def prepare(
             n_rtol = per_row(n_rtol)
         if jac is not None:  # the user's jac(t, y) in the loop's layout and time
             jac = user_jacobian(
-                jac, shape=y0.shape, per_sample=per_sample, direction=direction,
-                sparsity=sparsity, time_dtype=call_tdt,
+                jac,
+                shape=y0.shape,
+                per_sample=per_sample,
+                direction=direction,
+                sparsity=sparsity,
+                time_dtype=call_tdt,
             )
         newton = Newton(
-            tol=n_tol, max_iter=n_max, atol=n_atol, rtol=n_rtol, jac=jac, sparsity=sparsity,
+            tol=n_tol,
+            max_iter=n_max,
+            atol=n_atol,
+            rtol=n_rtol,
+            jac=jac,
+            sparsity=sparsity,
             # an adaptive DIRK pair's error safety κ depends on
             # the method and rtol (odenet._newton.error_safety); fixed steps have none
             tableau=None if fixed else tab,

@@ -408,8 +408,12 @@ def check_jac(jac, jac_sparsity, y0: torch.Tensor, tab, per_sample: bool):
 
     if jac is None and jac_sparsity is None:
         return None, None
-    given = "`jac`" if jac_sparsity is None else "`jac_sparsity`" if jac is None else (
-        "`jac` and `jac_sparsity`"
+    given = (
+        "`jac`"
+        if jac_sparsity is None
+        else "`jac_sparsity`"
+        if jac is None
+        else ("`jac` and `jac_sparsity`")
     )
     if not getattr(tab, "is_implicit", False):
         raise InputError(

@@ -209,6 +209,7 @@ def test_a_tight_row_batched_with_a_loose_one_is_as_accurate_as_alone(method, ti
         )
 
     T = np.array([0, 0.4, 4, 40, 400.0])
+
     def rob_np(t, y):
         return rob(t, torch.tensor(y, dtype=D)).numpy()
 

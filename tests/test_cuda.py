@@ -327,8 +327,7 @@ def test_greybox_mle_gauss_newton_on_the_device_matches_the_cpu():
         res = fit(_fit_model("greybox_mle").to(where), d, d, iters=5, optimizer="gauss_newton")
         runs[where] = res, res.predict(d, _queries(d))
     (gpu, p_gpu), (cpu, p_cpu) = runs[DEVICE], runs["cpu"]
-    assert {t.device.type for t in gpu.model.state_dict().values()} == {
-        torch.device(DEVICE).type}
+    assert {t.device.type for t in gpu.model.state_dict().values()} == {torch.device(DEVICE).type}
     for g, c in zip(_params(gpu.model), _params(cpu.model)):
         torch.testing.assert_close(g, c, rtol=1e-6, atol=1e-9)
     torch.testing.assert_close(p_gpu, p_cpu, rtol=1e-6, atol=1e-8)

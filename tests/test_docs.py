@@ -71,8 +71,7 @@ PAGES_WITH_CODE = [p for p in PAGES if blocks(p)]
 
 def test_the_extractor_finds_blocks_and_skip_markers(tmp_path):
     text = (
-        "a\n```python\nx = 1\n```\n"
-        "<!-- skip-doctest: needs a file -->\n```python\nopen('f')\n```\n"
+        "a\n```python\nx = 1\n```\n<!-- skip-doctest: needs a file -->\n```python\nopen('f')\n```\n"
     )
     page = tmp_path / "p.md"
     page.write_text(text)

@@ -496,7 +496,7 @@ def test_greybox_mle_names_the_mechanism_error_at_the_initial_guess():
     from odenet.fit import GreyBoxField, GreyBoxMLE, datasets
 
     def typo(t, x, p):
-        return torch.cat([x[..., 1:2], -p["omgea"] ** 2 * x[..., 0:1]], -1)
+        return torch.cat([x[..., 1:2], -(p["omgea"] ** 2) * x[..., 0:1]], -1)
 
     d = datasets.damped_oscillator(2, observed=0.4, n_times=20, seed=0)
     m = GreyBoxMLE(GreyBoxField(typo, {"omega": 1.0}))

@@ -115,7 +115,7 @@ def test_delta_method_prediction_band_covers_new_observations():
 # --- a user mechanism: per-series parameters, a pinned initial state, a covariate -----
 
 MECH = textwrap.dedent(
-    '''
+    """
     import torch
     from odenet.fit import mechanism
 
@@ -125,7 +125,7 @@ MECH = textwrap.dedent(
         depot, conc = x[..., 0:1], x[..., 1:2]
         ke = p["cl"] * p["weight"]
         return torch.cat([-p["ka"] * depot, p["ka"] * depot - ke * conc], -1)
-    '''
+    """
 )
 TRUE_CL = 0.05
 TRUE_KA = [0.6, 0.9, 1.2, 1.5, 0.8, 1.1]
@@ -226,6 +226,4 @@ def test_mechanism_errors_name_the_problem(tmp_path):
     # a mechanism returning the wrong shape is a typed error, not an IndexError
     bad = GreyBoxField(lambda t, x, p: x.sum(-1), {"k": 1.0})
     with pytest.raises(MechanismError, match="must return dx/dt with the state's shape"):
-        GreyBoxMLE(bad, node_every=None).gauss_newton(
-            _batch([np.linspace(0, 1, 4)], [np.ones(4)])
-        )
+        GreyBoxMLE(bad, node_every=None).gauss_newton(_batch([np.linspace(0, 1, 4)], [np.ones(4)]))

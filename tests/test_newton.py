@@ -198,8 +198,9 @@ def test_per_component_rtol_with_a_dirk_pair():
     # Newton threshold compared it with 1.0)
     y0 = torch.tensor([1.0, 5.0], dtype=D)
     t = torch.tensor([0.0, 0.5, 1.0], dtype=D)
-    sol = odenet.solve(lambda t, y: -y, y0, t, method="kvaerno3",
-                       rtol=torch.tensor([1e-6, 1e-5]), atol=1e-8)
+    sol = odenet.solve(
+        lambda t, y: -y, y0, t, method="kvaerno3", rtol=torch.tensor([1e-6, 1e-5]), atol=1e-8
+    )
     exact = y0 * torch.exp(-t[-1])
     assert torch.allclose(sol.ys[-1], exact, rtol=1e-5, atol=0)
 
@@ -213,11 +214,25 @@ def test_float32_at_a_tolerance_near_its_resolution_ends_quickly_with_an_answer_
         return torch.stack([y[1], mu * (1 - y[0] ** 2) * y[1] - y[0]])
 
     y0 = torch.tensor([2.0, 0.0])
-    ref = odenet.solve(vdp, y0.double(), torch.tensor([0.0, 20.0], dtype=D),
-                       method="radau_iia5", rtol=1e-10, atol=1e-10).ys[-1]
+    ref = odenet.solve(
+        vdp,
+        y0.double(),
+        torch.tensor([0.0, 20.0], dtype=D),
+        method="radau_iia5",
+        rtol=1e-10,
+        atol=1e-10,
+    ).ys[-1]
     for method in ("kvaerno3", "kvaerno5", "sdirk4", "trbdf2"):
-        sol = odenet.solve(vdp, y0, torch.tensor([0.0, 20.0]), method=method, rtol=1e-6,
-                           atol=1e-6, max_steps=20_000, throw=False)
+        sol = odenet.solve(
+            vdp,
+            y0,
+            torch.tensor([0.0, 20.0]),
+            method=method,
+            rtol=1e-6,
+            atol=1e-6,
+            max_steps=20_000,
+            throw=False,
+        )
         if sol.status == 0:
             assert (sol.ys[-1].double() - ref).abs().max() < 1e-3 * ref.abs().max(), method
         else:

@@ -577,7 +577,6 @@ print(P.Problem(lambda t, y: -len(Node.names) * len(loop) * Node.me.names.__len_
     assert len(keys) == 1  # a set's order (string hashing) does not change the key
 
 
-
 def test_a_problem_file_edited_within_the_second_is_read_again(tmp_path, monkeypatch):
     """The import system's bytecode cache trusts a file's size and whole second of
     modification: K = 1.0 edited to K = 3.0 within the second (a script's sed, then the

@@ -125,8 +125,16 @@ def test_dask_and_tornado_tracebacks_of_a_lost_cluster_are_silenced():
 
     from odenet.cli import _quiet_dask_logs
 
-    names = ("distributed", "distributed.client", "distributed.utils", "distributed.core",
-             "distributed.comm", "distributed.utils_comm", "tornado.application", "asyncio")
+    names = (
+        "distributed",
+        "distributed.client",
+        "distributed.utils",
+        "distributed.core",
+        "distributed.comm",
+        "distributed.utils_comm",
+        "tornado.application",
+        "asyncio",
+    )
     before = {n: logging.getLogger(n).level for n in names}
     try:
         _quiet_dask_logs()

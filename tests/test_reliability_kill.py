@@ -38,8 +38,9 @@ def work(tmp_path_factory):
 def refs(work):
     mp = pytest.MonkeyPatch()
     mp.setenv("ODENET_CACHE", str(work / "cache"))
-    yield kr.references(work, ["converge", "compare", "stability", "fit", "predict"],
-                         kr.run_inprocess)
+    yield kr.references(
+        work, ["converge", "compare", "stability", "fit", "predict"], kr.run_inprocess
+    )
     mp.undo()
 
 

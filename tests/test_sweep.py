@@ -163,6 +163,7 @@ def test_a_cell_of_another_odenet_build_is_recomputed_with_a_warning(tmp_path, m
     # before a change to the step loop, the controller or the study's error measure
     # kept serving its cells as current after an upgrade, with nothing said
     import odenet._build as build
+
     conv = importlib.import_module("odenet.studies.convergence")  # (the name is a function)
 
     calls = _counting(monkeypatch, conv, "convergence_cell", "old build")

@@ -425,8 +425,12 @@ def test_a_fixed_step_row_that_sub_stepped_says_so(tmp_path):
     # carries no note.  The truth for the step counts: a fixed-step row of N steps has
     # h = span/N on every step, so its steps are N.
     r = work_precision(
-        "kepler", methods="gauss_legendre4,torchdiffeq:rk4", n_steps=[16, 32], repeats=1,
-        cell_timeout=None, out=tmp_path / "wp",
+        "kepler",
+        methods="gauss_legendre4,torchdiffeq:rk4",
+        n_steps=[16, 32],
+        repeats=1,
+        cell_timeout=None,
+        out=tmp_path / "wp",
     )
     t = r.table.set_index(["label", "n_steps"])
     assert (t["status"] == "ok").all()
@@ -580,6 +584,7 @@ def test_cells_of_another_scipy_or_torchdiffeq_are_recomputed_with_a_warning(tmp
     import warnings
 
     import odenet._build as build
+
     wp = importlib.import_module("odenet.studies.work_precision")  # (the name is a function)
     from odenet.studies.sweep import ResultsWarning
 

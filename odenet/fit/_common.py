@@ -179,7 +179,7 @@ class QueryGrid:
             n_before = int((u < s).sum())
             after = u[n_before:]
             starts = bool(after.numel()) and bool(after[0] == s)  # a query exactly at t0
-            fwd.append(torch.cat([s[None], after[int(starts):]]))
+            fwd.append(torch.cat([s[None], after[int(starts) :]]))
             col_f = torch.arange(len(after), device=dev) + 1 - int(starts)
             row_b = B + len(bwd)
             if n_before:
@@ -192,8 +192,9 @@ class QueryGrid:
         M = max(2, max(len(g) for g in fwd + bwd))
         grid = [_pad(g, M, +1) for g in fwd] + [_pad(g, M, -1) for g in bwd]
         self.grid = torch.stack(grid)
-        self.series = torch.cat([torch.arange(B, device=dev),
-                                 torch.tensor(series_b, dtype=torch.long, device=dev)])
+        self.series = torch.cat(
+            [torch.arange(B, device=dev), torch.tensor(series_b, dtype=torch.long, device=dev)]
+        )
         self._flat = torch.stack([r * M + c for r, c in at])  # [B, Q] into [R·M]
 
     def take(self, out: torch.Tensor) -> torch.Tensor:

@@ -63,9 +63,7 @@ def parse_device(spec: str) -> torch.device:
                 "(or auto)."
             )
         if dev.index is not None and dev.index >= n:
-            raise FitCLIError(
-                f"--device {spec}: torch sees {n} CUDA GPU(s), numbered 0…{n - 1}."
-            )
+            raise FitCLIError(f"--device {spec}: torch sees {n} CUDA GPU(s), numbered 0…{n - 1}.")
     elif dev.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
@@ -308,10 +306,20 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--mechanism", default=None, metavar="NAME|PATH.py:FUNC",
                    help="grey-box vector field: lotka_volterra, damped_oscillator, or a "
                    "function in your own file (see docs/fitting.md)")  # fmt: skip
-    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                   help="initial guess of a mechanism parameter (repeatable)")
-    p.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
-                   help="hold a mechanism parameter at a known value (repeatable)")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="initial guess of a mechanism parameter (repeatable)",
+    )
+    p.add_argument(
+        "--fix",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="hold a mechanism parameter at a known value (repeatable)",
+    )
     p.add_argument("--per-series", default="", metavar="NAMES",
                    help="comma-separated parameters estimated separately for every series "
                    "(greybox_mle)")  # fmt: skip
@@ -322,10 +330,19 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--doses", default=None, metavar="CSV",
                    help="bolus doses (greybox_mle): a CSV with columns id, "
                    "time, amount and optionally state; the state jumps by the amount")  # fmt: skip
-    p.add_argument("--dose-state", default=None, metavar="STATE",
-                   help="the state doses without a state column enter (e.g. gut)")
-    p.add_argument("--fix-x0", action="append", default=[], metavar="STATE=VALUE",
-                   help="pin a state's initial value in every series (greybox_mle; repeatable)")
+    p.add_argument(
+        "--dose-state",
+        default=None,
+        metavar="STATE",
+        help="the state doses without a state column enter (e.g. gut)",
+    )
+    p.add_argument(
+        "--fix-x0",
+        action="append",
+        default=[],
+        metavar="STATE=VALUE",
+        help="pin a state's initial value in every series (greybox_mle; repeatable)",
+    )
     p.add_argument("--covariates", nargs="*", default=None, metavar="COL",
                    help="columns that are inputs, not channels (static per series or "
                    "time-varying; the mechanism reads them from p). Default: the "
@@ -333,27 +350,47 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--hybrid", action="store_true", help="grey-box plus a neural correction")
     p.add_argument("--id-col", default="id", help="series-id column (default id)")
     p.add_argument("--time-col", default="time", help="time column (default time)")
-    p.add_argument("--channels", nargs="*", default=None,
-                   help="value columns to fit (default: all others except covariates)")
-    p.add_argument("--iters", type=int, default=300,
-                   help="optimiser steps (greybox_mle: Levenberg–Marquardt iterations per stage)")
+    p.add_argument(
+        "--channels",
+        nargs="*",
+        default=None,
+        help="value columns to fit (default: all others except covariates)",
+    )
+    p.add_argument(
+        "--iters",
+        type=int,
+        default=300,
+        help="optimiser steps (greybox_mle: Levenberg–Marquardt iterations per stage)",
+    )
     p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate")
     p.add_argument("--batch-size", type=int, default=16, help="series per minibatch")
     p.add_argument("--hidden", type=int, default=32, help="hidden width of the networks")
     p.add_argument("--horizon", type=int, default=4, help="observations per training shot")
     p.add_argument("--optimizer", choices=["adam", "lbfgs", "gauss_newton"], default=None,
                    help="default: gauss_newton for greybox_mle, adam otherwise")  # fmt: skip
-    p.add_argument("--tail", type=float, default=0.2,
-                   help="fraction of each series' time span held out for extrapolation")
-    p.add_argument("--holdout", type=float, default=0.2,
-                   help="fraction of the remaining points held out for interpolation")
+    p.add_argument(
+        "--tail",
+        type=float,
+        default=0.2,
+        help="fraction of each series' time span held out for extrapolation",
+    )
+    p.add_argument(
+        "--holdout",
+        type=float,
+        default=0.2,
+        help="fraction of the remaining points held out for interpolation",
+    )
     p.add_argument("--split", choices=["auto", "series", "within"], default="auto",
                    help="series: train/validation/test series 60/20/20; within: every series "
                    "is trained on its context points and scored on its held-out points; "
                    "auto: series with >= 10 series, else within")  # fmt: skip
-    p.add_argument("--folds", type=int, default=0,
-                   help="k-fold cross-validation over series (k = number of series: "
-                   "leave-one-series-out); reports pooled and per-fold errors, no checkpoint")
+    p.add_argument(
+        "--folds",
+        type=int,
+        default=0,
+        help="k-fold cross-validation over series (k = number of series: "
+        "leave-one-series-out); reports pooled and per-fold errors, no checkpoint",
+    )
     p.add_argument("--ensemble", type=int, default=0, metavar="M",
                    help="train M >= 2 copies from seeds seed..seed+M-1 (black-box models) and "
                    "save them in one checkpoint: predictions are their mean and "
@@ -364,8 +401,11 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="where the model trains: cpu (default), cuda, cuda:N, mps, or auto "
                    "(a GPU if torch sees one); the checkpoint loads on any device")  # fmt: skip
     p.add_argument("--checkpoint", default="odenet_fit.pt", help="checkpoint file to write")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from an existing checkpoint (it must match the options)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from an existing checkpoint (it must match the options)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite an existing checkpoint")
     p.add_argument("--plot", default=None, help="save a plot of the fit (png)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -385,25 +425,40 @@ def register_predict(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("checkpoint", help="checkpoint written by `odenet fit`")
     p.add_argument("--data", required=True, help="context observations (long-format CSV)")
-    p.add_argument("--times", default=None, metavar="T1,T2,...",
-                   help="prediction times (shared by all series)")
-    p.add_argument("--until", type=float, default=None,
-                   help="predict on a grid from each series' first time to this time")
+    p.add_argument(
+        "--times", default=None, metavar="T1,T2,...", help="prediction times (shared by all series)"
+    )
+    p.add_argument(
+        "--until",
+        type=float,
+        default=None,
+        help="predict on a grid from each series' first time to this time",
+    )
     p.add_argument("--n", type=int, default=50, help="grid points with --until")
     p.add_argument("--series", nargs="*", default=None, help="only these series ids")
-    p.add_argument("--band", action="store_true",
-                   help="add a prediction band (greybox_mle: delta method; latent_ode: "
-                   "quantiles of curves decoded from posterior samples of z0, without "
-                   "observation noise; an --ensemble checkpoint: members' spread + calibrated "
-                   "noise)")
+    p.add_argument(
+        "--band",
+        action="store_true",
+        help="add a prediction band (greybox_mle: delta method; latent_ode: "
+        "quantiles of curves decoded from posterior samples of z0, without "
+        "observation noise; an --ensemble checkpoint: members' spread + calibrated "
+        "noise)",
+    )
     p.add_argument("--level", type=float, default=0.95, help="band level (default 0.95)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="random seed of a latent ODE's --band samples (default 0)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed of a latent ODE's --band samples (default 0)",
+    )
     p.add_argument("--doses", default=None, metavar="CSV",
                    help="the context's doses (id, time, amount[, state]); needed when the "
                    "checkpoint was fitted with --doses")  # fmt: skip
-    p.add_argument("--device", default="cpu",
-                   help="where the model runs: cpu (default), cuda, cuda:N, mps or auto")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="where the model runs: cpu (default), cuda, cuda:N, mps or auto",
+    )
     p.add_argument("--out", default=None, help="write the CSV here instead of stdout")
     p.add_argument("--json", action="store_true", help="print JSON instead of CSV")
     p.set_defaults(func=run_predict)
@@ -667,9 +722,7 @@ def _fit_one(args, data, channels, covariates, train, val, meta, checkpoint, pro
         raise FitCLIError("internal: channel count mismatch")  # pragma: no cover
     optimizer = args.optimizer or ("gauss_newton" if args.model == "greybox_mle" else "adam")
     if optimizer == "gauss_newton" and args.model != "greybox_mle":
-        raise FitCLIError(
-            f"--optimizer gauss_newton needs --model greybox_mle, not {args.model}."
-        )
+        raise FitCLIError(f"--optimizer gauss_newton needs --model greybox_mle, not {args.model}.")
     return fit(model, train, val, iters=args.iters, lr=args.lr, batch_size=args.batch_size,
                seed=args.seed, checkpoint=checkpoint, resume=args.resume,
                progress=progress and not args.no_progress, optimizer=optimizer,
@@ -748,8 +801,10 @@ def _greybox_report(model, ids) -> dict:
         "parameters": model.values(),
         "std_errors": info.get("std_errors"),
         "stop_reason": info.get("stop_reason"),
-        "identifiability": {k: info.get(k) for k in ("rank", "n_unknowns", "condition",
-                                                     "unidentifiable", "weakly_identified")},
+        "identifiability": {
+            k: info.get(k)
+            for k in ("rank", "n_unknowns", "condition", "unidentifiable", "weakly_identified")
+        },
         "sigma": info.get("sigma"),
     }
     if info.get("series_params"):
@@ -946,8 +1001,11 @@ def _read_doses(path, ids, dose_state) -> list:
         if not (math.isfinite(t) and math.isfinite(a)):
             raise FitCLIError(f"--doses row {row + 2} (file line): time and amount must be "
                               f"finite numbers, got {r['time']!r}, {r['amount']!r}.")  # fmt: skip
-        dose = (float(t), float(a)) if "state" not in df.columns else (float(t), float(a),
-                                                                        str(r["state"]))
+        dose = (
+            (float(t), float(a))
+            if "state" not in df.columns
+            else (float(t), float(a), str(r["state"]))
+        )
         out[known[str(r["id"])]].append(dose)
     return out
 

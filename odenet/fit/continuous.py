@@ -124,8 +124,11 @@ class ShootingODE(nn.Module):
         for name in ("norm_mean", "norm_std"):
             if prefix + name in state_dict:
                 # on this module's device: a checkpoint loads on the CPU into a GPU model
-                setattr(self, name, torch.empty_like(state_dict[prefix + name],
-                                                     device=getattr(self, name).device))
+                setattr(
+                    self,
+                    name,
+                    torch.empty_like(state_dict[prefix + name], device=getattr(self, name).device),
+                )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def attach_normalizer(self, normalizer) -> None:
@@ -361,9 +364,7 @@ def compress_padding(times: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor
     T = times.shape[1]
     cols = torch.arange(T, device=times.device)[None, :]
     last = times.gather(1, (lengths - 1)[:, None])
-    return torch.where(
-        cols < lengths[:, None], times, last + 1e-3 * (cols - lengths[:, None] + 1)
-    )
+    return torch.where(cols < lengths[:, None], times, last + 1e-3 * (cols - lengths[:, None] + 1))
 
 
 class _GapField(nn.Module):

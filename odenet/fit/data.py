@@ -180,8 +180,10 @@ def load_long(
     for r, s in enumerate(ids):
         # an empty cell made one series of every id-less row (a CSV), a NaN one series
         # per row (a DataFrame)
-        if s is None or (isinstance(s, float) and math.isnan(s)) or (
-            isinstance(s, str) and not s.strip()
+        if (
+            s is None
+            or (isinstance(s, float) and math.isnan(s))
+            or (isinstance(s, str) and not s.strip())
         ):
             raise DataFormatError(
                 f"{_line(r, from_csv)}, column {id_col!r}: missing series id; every row needs "

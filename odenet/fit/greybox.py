@@ -737,8 +737,11 @@ class GreyBoxMLE(nn.Module):
         # module's device: a checkpoint loads on the CPU into a model that may not be)
         for name in ("series_raw", "x0"):
             if prefix + name in state_dict:
-                setattr(self, name, torch.empty_like(state_dict[prefix + name],
-                                                     device=getattr(self, name).device))
+                setattr(
+                    self,
+                    name,
+                    torch.empty_like(state_dict[prefix + name], device=getattr(self, name).device),
+                )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # --- layout of states, channels and covariates ------------------------------------
@@ -1054,6 +1057,7 @@ class GreyBoxMLE(nn.Module):
             cov = self._covariate_rows(batch, segs, D)
             u = np.concatenate([*head, *[ng[k, c >= 0] for k, c in enumerate(lay.node_cols)],
                                 *mu])  # fmt: skip
+
             def rj1(v, lay=lay, ng=ng, cov=cov):
                 return self._residuals(batch, lay, v, raw0, ng, self.continuity_weight, obs, D,
                                        cov)  # fmt: skip
@@ -1476,6 +1480,7 @@ class GreyBoxMLE(nn.Module):
                        fix_shared=False)  # fmt: skip
         raw0 = self.field.raw.detach().numpy()
         u_full = np.concatenate([raw0[shared], est["u"]])
+
         def rj(v):
             return self._residuals(context, full, v, raw0, est["node_guess"], 1.0, est["obs"],
                                    est["D"], est["cov"])  # fmt: skip

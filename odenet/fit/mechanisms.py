@@ -107,8 +107,7 @@ def load_mechanism(spec: str) -> dict:
         exec_source(module, path)  # not a cached bytecode of an older edit
     except Exception as e:  # the user's file may raise anything while importing
         raise MechanismError(
-            f"--mechanism {spec!r}: importing {str(path)!r} failed with "
-            f"{type(e).__name__}: {e}"
+            f"--mechanism {spec!r}: importing {str(path)!r} failed with {type(e).__name__}: {e}"
         ) from e
     fn = getattr(module, name, None)
     if not callable(fn):

@@ -114,8 +114,9 @@ class FitResult:
         ctx = ctx.to(dev)
         self.model.eval()
         with torch.no_grad():
-            z = self.model.predict(norm.transform(ctx),
-                                   query_times.to(device=dev, dtype=ctx.times.dtype))
+            z = self.model.predict(
+                norm.transform(ctx), query_times.to(device=dev, dtype=ctx.times.dtype)
+            )
         return norm.inverse(z).to(home)
 
     def mse(self, context, target) -> float:
@@ -380,9 +381,7 @@ def load_checkpoint(path, *, expect: dict | None = None) -> dict:
             f"{str(e).splitlines()[0][:120] if str(e) else ''}); delete it or pass --force."
         ) from None
     if not isinstance(ck, dict):
-        raise CheckpointError(
-            f"{where} holds a {type(ck).__name__}, not an odenet.fit checkpoint."
-        )
+        raise CheckpointError(f"{where} holds a {type(ck).__name__}, not an odenet.fit checkpoint.")
     if ck.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{where} is not an odenet.fit checkpoint (format {ck.get('format')!r}, or written "
@@ -409,6 +408,7 @@ _META_NOTES = {
 
 def check_meta(found: dict, expect: dict, where: str) -> None:
     """Raise :class:`CheckpointError` naming every entry where ``found`` ≠ ``expect``."""
+
     def note(k):
         if k not in _META_NOTES:
             return ""
@@ -420,7 +420,8 @@ def check_meta(found: dict, expect: dict, where: str) -> None:
             if found.get(k) != v]  # fmt: skip
     if diff:
         raise CheckpointError(
-            f"{where} was written for another model or data — " + "; ".join(diff)
+            f"{where} was written for another model or data — "
+            + "; ".join(diff)
             + ". Use the same options, another --checkpoint path, or --force to overwrite."
         )
 
@@ -444,7 +445,8 @@ def load_state(model: nn.Module, state: dict, where: str = "the checkpoint") -> 
         if shapes:
             parts.append("shapes differ (checkpoint vs model): " + ", ".join(shapes[:5]))
         raise CheckpointError(
-            f"{where} does not fit this model ({type(model).__name__}): " + "; ".join(parts)
+            f"{where} does not fit this model ({type(model).__name__}): "
+            + "; ".join(parts)
             + " — another --model, --hidden or channel set wrote it."
         )
     try:
@@ -510,10 +512,12 @@ def _check_training(ck: dict, training: dict, where: str) -> None:
         same = [f"{flags[k]} {stored[k]}" for k, v in training.items()
                 if stored.get(k) != v and k in flags and stored.get(k) is not None]  # fmt: skip
         raise CheckpointError(
-            f"{where} was trained with other optimiser settings — " + "; ".join(diff)
+            f"{where} was trained with other optimiser settings — "
+            + "; ".join(diff)
             + ". A resume continues that run (its optimiser state and its learning-rate "
             "schedule, planned for its iters): pass the checkpoint's values"
-            + (f" ({' '.join(same)})" if same else "") + ", or start a new fit with "
+            + (f" ({' '.join(same)})" if same else "")
+            + ", or start a new fit with "
             "--force or another --checkpoint path (a longer run is a new run: the schedule "
             "of the shorter one has already annealed)."
         )

@@ -101,9 +101,7 @@ class ResNet(nn.Module):
     def block(self, layer: int, h: torch.Tensor) -> torch.Tensor:
         """Block ``layer``: one step of the scheme from ``t_layer`` (``[B, dim]`` -> same)."""
         if not (isinstance(layer, int) and 0 <= layer < self.depth):
-            raise ModelInputError(
-                f"`layer` must be an int in 0 … {self.depth - 1}, got {layer!r}."
-            )
+            raise ModelInputError(f"`layer` must be an int in 0 … {self.depth - 1}, got {layer!r}.")
         t = self.t0 + layer * self.dt
         return step(self.block_field(layer), t, h, self.dt, self.tableau, batched=True)
 

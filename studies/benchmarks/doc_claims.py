@@ -274,8 +274,10 @@ def bdf_round_off_test() -> None:
                            atol=fl * rtol, max_steps=20000, throw=False)  # fmt: skip
         err = float(((sol.ys[-1] - ref_).abs() / (fl + ref_.abs())).max())
         st = sol.stats
-        print(f"{name}\trtol {rtol:g}\t{sol.message}\tsteps {st['steps']}\t"
-              f"njev {st['njev']}\terror {err:.3g}")
+        print(
+            f"{name}\trtol {rtol:g}\t{sol.message}\tsteps {st['steps']}\t"
+            f"njev {st['njev']}\terror {err:.3g}"
+        )
 
 
 def jump_t_float32() -> None:

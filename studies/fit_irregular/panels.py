@@ -224,9 +224,11 @@ def summary(df: pd.DataFrame) -> str:
     lines += ["", "Best odenet model vs the references (median over seeds):", ""]
     for p, g in df.groupby("panel", sort=False):
         med = g.groupby("model")[["interp_mse", "extrap_mse"]].median()
-        ours = [m for m in med.index
-                if m in ("neural_ode", "neural_ode_bidir", "neural_cde", "greybox_mle",
-                         "greybox_mixed")]
+        ours = [
+            m
+            for m in med.index
+            if m in ("neural_ode", "neural_ode_bidir", "neural_cde", "greybox_mle", "greybox_mixed")
+        ]
         refs = [m for m in med.index if m.startswith("parametric")]
         if not ours:
             continue
@@ -248,8 +250,12 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--iters", type=int, default=200)
     ap.add_argument("--models", nargs="*", default=None)
-    ap.add_argument("--cde-iters", type=int, default=None,
-                    help="optimiser steps of neural_cde (default --iters; it costs more per step)")
+    ap.add_argument(
+        "--cde-iters",
+        type=int,
+        default=None,
+        help="optimiser steps of neural_cde (default --iters; it costs more per step)",
+    )
     ap.add_argument("--out", default=str(RESULTS / "panels"))
     ap.add_argument("--from-logs", nargs="*", default=None,
                     help="merge the rows printed by earlier (possibly partial) runs instead "

@@ -37,8 +37,13 @@ def main(argv=None):
     csv_path = RESULTS / f"{args.out}.csv"
     for obs in args.observed:
         for seed in args.seeds:
-            data = datasets.spirals(args.n_series, observed=obs, noise=0.02, seed=seed,
-                                    channel_observed=args.channel_observed)
+            data = datasets.spirals(
+                args.n_series,
+                observed=obs,
+                noise=0.02,
+                seed=seed,
+                channel_observed=args.channel_observed,
+            )
             parts = protocol(data, seed)
             clean = data.meta["clean"]
             truth = (spiral_mechanism, TRUE, clean.values[clean.valid])

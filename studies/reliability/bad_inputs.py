@@ -303,7 +303,7 @@ def judge_cli(case: CliCase, work: Path) -> str | None:
 
 # --- the Python API ------------------------------------------------------------------------
 
-API = r'''
+API = r"""
 import math, signal, sys, time, torch, odenet
 from odenet import OdenetError
 from odenet.batch import IrregularBatch
@@ -365,13 +365,16 @@ for name, (call, word) in CASES.items():
     finally:
         signal.alarm(0)
     print(f"{name}\t{time.perf_counter() - t0:.2f}\t{verdict or 'ok'}", flush=True)
-'''
+"""
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", default="",
-                    help="run only cases whose name contains one of these comma-separated words")
+    ap.add_argument(
+        "--only",
+        default="",
+        help="run only cases whose name contains one of these comma-separated words",
+    )
     ap.add_argument("--work", default=None)
     args = ap.parse_args(argv)
     work = Path(args.work or tempfile.mkdtemp(prefix="odenet-bad-")).resolve()

@@ -523,10 +523,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trials", type=int, default=30, help="random kills (cases in turn)")
     ap.add_argument("--races", type=int, default=3, help="race rounds")
-    ap.add_argument("--dask", type=int, default=0,
-                    help="kills of a whole local Dask cluster under `converge`")
-    ap.add_argument("--cases", default=",".join(c for c in CASES if c != "dask"),
-                    help="comma-separated case names")
+    ap.add_argument(
+        "--dask", type=int, default=0, help="kills of a whole local Dask cluster under `converge`"
+    )
+    ap.add_argument(
+        "--cases",
+        default=",".join(c for c in CASES if c != "dask"),
+        help="comma-separated case names",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default=None, help="scratch folder (default: a temp folder)")
     ap.add_argument("--report", default=None, help="write the trials as JSON here")
@@ -550,8 +554,7 @@ def main(argv=None) -> int:
               flush=True)  # fmt: skip
     for i in range(args.races):
         rows.append(race_trial(work, i, refs))
-        print(f"race {i}: {'OK' if not rows[-1]['problems'] else rows[-1]['problems']}",
-              flush=True)
+        print(f"race {i}: {'OK' if not rows[-1]['problems'] else rows[-1]['problems']}", flush=True)
     for i in range(args.dask):
         rows.append(dask_trial(work, i, refs, cells_before_kill=rng.randint(1, 30)))
         r = rows[-1]

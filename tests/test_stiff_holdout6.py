@@ -58,18 +58,25 @@ def test_a_must_hold_cell_at_rtol_1e5(name, method):
     assert r["err"] <= 10 * rtol, r["err"]
 
 
+def _radau_iia5_and_scipy_radau(name, rtol):
+    """radau_iia5's and scipy Radau's solves of set 6's problem ``name`` at ``rtol``
+    (atol from the problem's floors), both asserted successful."""
+    p = H6.get(name)
+    atol = rtol * p.atol_ratio
+    span = torch.tensor(p.span, dtype=torch.float64)
+    sol = odenet.solve(p.f, p.y0_tensor(), span, method="radau_iia5", rtol=rtol, atol=atol)
+    theirs = solve_ivp(p.f_numpy, p.span, p.y0, method="Radau", rtol=rtol, atol=atol)
+    assert bool(sol.success) and theirs.success
+    return sol, theirs
+
+
 def test_a_kept_jacobian_that_fails_is_not_kept_again_on_burgers():
     # radau_iia5 keeps a Jacobian that was current at a slow step's start when the same
     # iteration at twice the rate fits the cap.  On Burgers' moving front at rtol 1e-3
     # the kept one failed on the next step at nine steps in a row (530 f-evaluations
     # against scipy Radau's 281); after such a failure the predicted growth of the rate
     # doubles (RadauIIA.jacobian_aging)
-    p = H6.get("burgers")
-    rtol, atol = 1e-3, 1e-3 * p.atol_ratio
-    span = torch.tensor(p.span, dtype=torch.float64)
-    sol = odenet.solve(p.f, p.y0_tensor(), span, method="radau_iia5", rtol=rtol, atol=atol)
-    theirs = solve_ivp(p.f_numpy, p.span, p.y0, method="Radau", rtol=rtol, atol=atol)
-    assert bool(sol.success) and theirs.success
+    sol, theirs = _radau_iia5_and_scipy_radau("burgers", 1e-3)
     assert sol.stats["nfe"] <= 1.7 * theirs.nfev, (sol.stats["nfe"], theirs.nfev)
     assert sol.stats["jacobians"] <= theirs.njev
 
@@ -80,12 +87,7 @@ def test_a_component_that_does_not_contract_does_not_hold_newton_on_the_pendulum
     # left, and iterated on: on the stiff pendulum at rtol 1e-3, 1290 f-evaluations
     # without the Jacobians' against scipy Radau's 1039 (1.24x, over issue 14's 1.2x);
     # counted as its increment per iteration left (odenet._radau._remaining), 1.11x
-    p = H6.get("stiff_pendulum")
-    rtol, atol = 1e-3, 1e-3 * p.atol_ratio
-    span = torch.tensor(p.span, dtype=torch.float64)
-    sol = odenet.solve(p.f, p.y0_tensor(), span, method="radau_iia5", rtol=rtol, atol=atol)
-    theirs = solve_ivp(p.f_numpy, p.span, p.y0, method="Radau", rtol=rtol, atol=atol)
-    assert bool(sol.success) and theirs.success
+    sol, theirs = _radau_iia5_and_scipy_radau("stiff_pendulum", 1e-3)
     own = sol.stats["nfe"] - sol.stats["jacobians"]  # one f call per autograd Jacobian
     assert own <= 1.2 * theirs.nfev, (own, theirs.nfev)
     assert sol.stats["jacobians"] <= theirs.njev

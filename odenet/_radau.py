@@ -404,7 +404,7 @@ class RadauIIA(RungeKutta):
                 J = nw.jacobian(g, s.detach(), y_, fresh=attempt == 1)
                 lu = self._factor(h_safe.detach(), J)
                 Z, ok, n_iter, rate = self._iterate(g, times.detach(), y_, hy, Z0, scale, lu)
-                solved = bool(ok.all())  # one read of the device per attempt
+                solved = bool(ok.all())  # one read of the device per attempt (reused below)
                 # (a step retried from the same start after a rejection also counts as a
                 # kept J that converged, although it runs at J's own point; leaving it out
                 # was measured: Burgers 1e-3 1.56 -> 1.62x, sweeping_stiffness 1e-3 1788 -> 1824
@@ -439,7 +439,7 @@ class RadauIIA(RungeKutta):
             # most M iterations (radau5.f, scipy's Radau): a step whose Newton iteration
             # was slow does not grow towards divergence (fewer slow steps, fewer Jacobians)
             self.newton_safety = (2 * self.max_iter + 1) / (2 * self.max_iter + n_iter)
-            if not bool(ok.all()):
+            if not solved:  # (ok is the last attempt's)
                 nw.stats.failures += 1
         frozen = h == 0  # a row past its end (per-sample grids): it does not move
         if bool(frozen.any()):
@@ -460,7 +460,7 @@ class RadauIIA(RungeKutta):
         with torch.no_grad():
             err = self._error(g, s.detach(), y_, hy, f0.detach(), Z.detach(), lu, retry, y1)
             # a failed row: an estimate whose ratio makes the I controller roughly halve h
-            if not bool(ok.all()):
+            if not solved:
                 big = 16.0 * (nw.atol + nw.rtol * torch.maximum(y_.abs(), y1.detach().abs()))
                 err = torch.where(ok[:, None], err, big * torch.ones_like(err))
             zero = h == 0

@@ -470,7 +470,7 @@ def grid(args):
                         )
             # "over": the must-hold missed; f-evaluations compared without Jacobian calls
             own = o["nfe"] - o["nfe_jac"]
-            flag = " **over**" if o["njev"] > s["njev"] or own > 1.2 * s["nfe"] else ""
+            flag = " **over**" if _misses({"odenet": o, "scipy": s}) else ""
             print(
                 f"| {label} | {rtol:.0e} | {o['njev']}/{s['njev']}{flag} | {o['nfe']}/{s['nfe']} "
                 f"({o['nfe'] / s['nfe']:.2f}) | {own}/{s['nfe']} ({own / s['nfe']:.2f}) | "

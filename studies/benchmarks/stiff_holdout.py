@@ -378,6 +378,8 @@ def trajectory_errors(p: P.Problem, method: str, rtol: float, points: int = 20) 
     curve.  Returns ``{"times": [points], "errors": [points]}``."""
     ts = np.linspace(p.span[0], p.span[1], points + 1)[1:]
     fn = p.numpy_field()
+    # its own reference solve: a hold-out problem's `solution` exists at the end only, and
+    # P.reference_solution's one atol ignores the per-component floors (E5's are 1e-15)
     ref = solve_ivp(
         fn, p.span, p.y0, method="Radau", rtol=1e-12, atol=p.atol_ratio * 1e-10, t_eval=ts
     ).y.T

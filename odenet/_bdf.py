@@ -826,9 +826,8 @@ class VariableAdams:
 
     def check_use(self, *, fixed: bool | None = None, sensitivity: str = "direct") -> None:
         """Raise :class:`InputError` unless the method can run this way."""
-        _check_use(
-            self.name, "a fixed-step Adams method (ab1 … ab6, abm2 … abm6)", fixed, sensitivity
-        )
+        fixed_members = "a fixed-step Adams method (ab1 … ab6, am1 … am6, abm2 … abm6)"
+        _check_use(self.name, fixed_members, fixed, sensitivity)
 
 
 class AdamsRuntime:

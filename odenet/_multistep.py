@@ -6,22 +6,25 @@ interpolation polynomial that defines each family:
 
 * Adams–Bashforth ``ab1 … ab6`` (explicit, order k): ``∫`` of the polynomial
   through ``f_n, …, f_{n−k+1}``;
-* Adams–Moulton correctors (order k + 1), used in predictor–corrector pairs
-  ``abm2 … abm6`` (PECE: AB_k predicts, the (k−1)-step AM of order k corrects);
+* Adams–Moulton ``am1 … am6`` (implicit, order p, solved by Newton): ``∫`` of the
+  polynomial through ``f_{n+1}, f_n, …, f_{n+2−p}`` (``am1`` is backward Euler, ``am2``
+  the trapezoidal rule; ``p − 1`` steps from order 2 on);
+* the same correctors in predictor–corrector pairs ``abm2 … abm6`` (PECE: AB_k
+  predicts, the (k−1)-step AM of order k corrects once, explicitly);
 * BDF ``bdf1 … bdf6`` (implicit, order k, for stiff problems): the derivative at
   ``t_{n+1}`` of the polynomial through ``y_{n+1}, …, y_{n+1−k}``.
 
 The history (past ``y`` and ``f``) is *method state*: the loop carries it, commits
 it on acceptance and keeps the old one on rejection (see ``docs/contributing.md``).
 Fixed grids only (no error control): the first ``k − 1`` steps are taken by a
-one-step starter of at least the method's order (``dop853`` for Adams,
-``radau_iia5`` for BDF).  On a grid of unequal steps (``t`` itself as the grid, the
-last step shortened to land on an output) the coefficients are those of the same
-interpolation polynomial through the actual past times (:func:`lagrange_integrals`,
-:func:`lagrange_slopes`), so the order holds on any grid; on equal steps they are the
-exact rational ones.  Adams formulas are zero-stable on every grid; BDFk only while
-the steps grow no faster than :data:`BDF_GROWTH_LIMIT` (a ``StabilityWarning`` says
-when a grid does).
+one-step starter of at least the method's order (``dop853`` for the explicit Adams
+formulas, ``radau_iia5`` for the implicit ones: Adams–Moulton and BDF).  On a grid
+of unequal steps (``t`` itself as the grid, the last step shortened to land on an
+output) the coefficients are those of the same interpolation polynomial through the
+actual past times (:func:`lagrange_integrals`, :func:`lagrange_slopes`), so the order
+holds on any grid; on equal steps they are the exact rational ones.  Adams formulas
+are zero-stable on every grid; BDFk only while the steps grow no faster than
+:data:`BDF_GROWTH_LIMIT` (a ``StabilityWarning`` says when a grid does).
 """
 
 from __future__ import annotations
@@ -146,25 +149,28 @@ class LinearMultistep:
 
     Attributes
     ----------
-    name : str; family : ``"ab" | "abm" | "bdf"``; steps : k.
-    order : the classical order (k for every family here).
+    name : str; family : ``"ab" | "abm" | "am" | "bdf"``; steps : k, the past values
+        the formula reaches back to.
+    order : the classical order: ``k`` (the default, 0), but for Adams–Moulton, whose
+        order ``p`` formula takes ``p − 1`` steps (``am1``, backward Euler, one).
     """
 
     name: str
     family: str
     steps: int
+    order: int = 0
 
-    @property
-    def order(self) -> int:
-        return self.steps
+    def __post_init__(self):
+        if not self.order:
+            object.__setattr__(self, "order", self.steps)
 
     @property
     def error_order(self) -> int:
-        return self.steps
+        return self.order
 
     @property
     def is_implicit(self) -> bool:
-        return self.family == "bdf"
+        return self.family in ("am", "bdf")
 
     @property
     def is_explicit(self) -> bool:
@@ -176,14 +182,21 @@ class LinearMultistep:
     def adjoint_method(self) -> str:
         """The Runge–Kutta method of the continuous adjoint on the forward's steps (a
         history cannot run backward): implicit for the stiff BDF family."""
-        return "radau_iia5" if self.family == "bdf" else "rk4"
+        return "radau_iia5" if self.is_implicit else "rk4"
 
     @property
     def starter(self) -> str:
-        return "radau_iia5" if self.family == "bdf" else "dop853"
+        # an implicit formula may be run on a stiff problem, where an explicit starter
+        # at the formula's step would blow up
+        return "radau_iia5" if self.is_implicit else "dop853"
 
     def __repr__(self) -> str:
-        kind = {"ab": "Adams–Bashforth", "abm": "Adams–Bashforth–Moulton PECE", "bdf": "BDF"}
+        kind = {
+            "ab": "Adams–Bashforth",
+            "abm": "Adams–Bashforth–Moulton PECE",
+            "am": "Adams–Moulton",
+            "bdf": "BDF",
+        }
         return f"LinearMultistep({self.name!r}: {kind[self.family]}, {self.steps} steps)"
 
     def runtime(self, dtype, time_dtype, device, newton=None, *, fixed: bool = True):
@@ -204,6 +217,7 @@ BDF_GROWTH_LIMIT = {1: math.inf, 2: 1 + math.sqrt(2), 3: 1.618, 4: 1.2807, 5: 1.
 MULTISTEP = {
     **{f"ab{k}": LinearMultistep(f"ab{k}", "ab", k) for k in range(1, 7)},
     **{f"abm{k}": LinearMultistep(f"abm{k}", "abm", k) for k in range(2, 7)},
+    **{f"am{p}": LinearMultistep(f"am{p}", "am", max(p - 1, 1), p) for p in range(1, 7)},
     **{f"bdf{k}": LinearMultistep(f"bdf{k}", "bdf", k) for k in range(1, 7)},
 }
 
@@ -242,9 +256,10 @@ class MultistepRuntime:
             self.beta_h = float(1 / a[0])  # y_{n+1} = base + h β f_{n+1}
             self.alpha = [float(-a[j] / a[0]) for j in range(1, k + 1)]  # on y_n, y_{n−1}, …
         else:
-            self.b = [float(x) for x in adams_bashforth(k)]
-            if lm.family == "abm":
-                self.c = [float(x) for x in adams_moulton(k - 1)]
+            if lm.family != "am":
+                self.b = [float(x) for x in adams_bashforth(k)]
+            if lm.family in ("abm", "am"):  # the corrector of order p: p − 1 steps
+                self.c = [float(x) for x in adams_moulton(lm.order - 1)]
 
     @property
     def track_grad(self) -> bool:
@@ -349,25 +364,34 @@ class MultistepRuntime:
         # unequal steps (a shortened last step, a non-uniform grid): the coefficients of
         # the interpolation polynomial through the actual past times, so the order holds
         vary = self.k > 1 and not bool(equal.all())
+        past_f = [f0] + [F[j] for j in range(self.k - 1)]
         if fam in ("ab", "abm"):
-            past = [f0] + [F[j] for j in range(self.k - 1)]
             if vary:
                 b = lagrange_integrals(x, torch.ones_like(x, dtype=torch.bool))
                 b = torch.where(equal[:, None], b.new_tensor(self.b), b).to(y.dtype)
-                incr = torch.einsum("kj,jkn->kn", b, torch.stack(past))
+                incr = torch.einsum("kj,jkn->kn", b, torch.stack(past_f))
             else:
-                incr = sum(b * fj for b, fj in zip(self.b, past))
+                incr = sum(b * fj for b, fj in zip(self.b, past_f))
             y_pred = y + hy * incr
             if fam == "ab":
                 return y_pred, None
             f_pred = g(s + h, y_pred)  # PECE: evaluate, correct (the loop evaluates again)
-            terms = [f_pred, *past[: len(self.c) - 1]]
+            c = self._moulton(x, equal, vary, y.dtype)
+            terms = [f_pred, *past_f[: len(self.c) - 1]]
             if vary:
-                z = torch.cat([torch.ones_like(x[:, :1]), x[:, : len(self.c) - 1]], dim=1)
-                c = lagrange_integrals(z, torch.ones_like(z, dtype=torch.bool))
-                c = torch.where(equal[:, None], c.new_tensor(self.c), c).to(y.dtype)
                 return y + hy * torch.einsum("kj,jkn->kn", c, torch.stack(terms)), None
-            return y + hy * sum(c * fj for c, fj in zip(self.c, terms)), None
+            return y + hy * sum(cj * fj for cj, fj in zip(c, terms)), None
+        if fam == "am":
+            # y_{n+1} = y_n + h Σ_{j≥1} c_j f_{n+1−j} + h c_0 f(t_{n+1}, y_{n+1}), by Newton
+            c = self._moulton(x, equal, vary, y.dtype)
+            terms = past_f[: len(self.c) - 1]
+            if vary:
+                c0 = c[:, 0]
+                base = y + hy * torch.einsum("kj,jkn->kn", c[:, 1:], torch.stack(terms))
+            else:
+                c0 = c[0]
+                base = y + hy * sum(cj * fj for cj, fj in zip(c[1:], terms)) if terms else y
+            return self._implicit(g, s, y, h, f0, base, c0)
         # BDF: y_{n+1} = Σ α_j y_{n+1−j} + h β f(t_{n+1}, y_{n+1}), by Newton
         past = [y] + [Y[j] for j in range(self.k - 1)]
         if vary:
@@ -379,6 +403,24 @@ class MultistepRuntime:
         else:
             beta_h = self.beta_h
             base = sum(a * yj for a, yj in zip(self.alpha, past))
+        return self._implicit(g, s, y, h, f0, base, beta_h)
+
+    def _moulton(self, x, equal, vary, dtype):
+        """The Adams–Moulton weights ``c_j`` on ``f_{n+1}, f_n, …`` (``len(self.c)`` of
+        them): the exact ones on equal steps, else ``∫`` of the Lagrange basis through
+        the actual times (``[K, m]``; a list of floats when no row varies)."""
+        if not vary:
+            return self.c
+        m = len(self.c)
+        z = torch.cat([torch.ones_like(x[:, :1]), x[:, : m - 1]], dim=1)
+        c = lagrange_integrals(z, torch.ones_like(z, dtype=torch.bool))
+        return torch.where(equal[:, None], c.new_tensor(self.c), c).to(dtype)
+
+    def _implicit(self, g, s, y, h, f0, base, beta_h):
+        """``y_{n+1} = base + h β f(t_{n+1}, y_{n+1})`` by Newton (``β`` a float or
+        ``[K]``), started from the explicit Euler step; joined to the graph by the
+        Newton's implicit-function attach when one is recorded."""
+        hy = h.to(y.dtype)[:, None]
         t1 = s + h
         hA = (h * beta_h).to(y.dtype)[:, None, None]
         guess = (y + hy * f0)[:, None]

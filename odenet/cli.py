@@ -555,7 +555,12 @@ def method_rows() -> list[dict]:
         )
     from odenet._multistep import MULTISTEP
 
-    family = {"ab": "explicit multistep", "abm": "PECE multistep", "bdf": "implicit multistep"}
+    family = {
+        "ab": "explicit multistep",
+        "abm": "PECE multistep",
+        "am": "implicit multistep",
+        "bdf": "implicit multistep",
+    }
     for name, lm in MULTISTEP.items():  # one f-evaluation per step (PECE: two)
         rows.append(
             {

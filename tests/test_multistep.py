@@ -64,11 +64,36 @@ def test_bdf_is_stable_on_a_stiff_problem_where_adams_is_not():
     assert not bad.success or float(bad.ys[-1].abs().max()) > 1e10
 
 
+@pytest.mark.parametrize(
+    "name, R",
+    [("am1", lambda z: 1 / (1 - z)), ("am2", lambda z: (1 + z / 2) / (1 - z / 2))],
+)
+def test_the_one_step_adams_moulton_formulas_are_their_stability_functions(name, R):
+    # y' = λy, hλ = −50: backward Euler damps the mode at once, the trapezoidal rule
+    # (A- but not L-stable) keeps it ringing at R(−50) = −24/26 per step; both exactly
+    z, n = -50.0, 40
+    t = torch.tensor([0.0, float(n)], dtype=D)
+    sol = odenet.solve(lambda t, y: z * y, torch.ones(1, dtype=D), t, method=name, step_size=1.0)
+    assert float(sol.ys[-1, 0]) == pytest.approx(R(z) ** n, rel=1e-10)
+
+
+def test_adams_moulton_is_the_implicit_corrector_that_pece_evaluates_once():
+    # on y' = λy the implicit formula is linear: am3's step solves it exactly, while
+    # abm3 applies the corrector to the AB3 prediction; at hλ = −2 (inside am3's
+    # interval (−6, 0), outside AB3's and the PECE pair's) one is stable, the other not
+    f = lambda t, y: -2.0 * y  # noqa: E731
+    y0, t = torch.ones(1, dtype=D), torch.tensor([0.0, 200.0], dtype=D)
+    good = odenet.solve(f, y0, t, method="am3", step_size=1.0)
+    assert abs(float(good.ys[-1, 0])) < 1e-10
+    bad = odenet.solve(f, y0, t, method="abm3", step_size=1.0, throw=False)
+    assert not bad.success or abs(float(bad.ys[-1, 0])) > 1e3
+
+
 def test_per_sample_grids_equal_each_sample_alone():
     f = lambda t, y: -y * (1 + 0.5 * torch.sin(t)[..., None])  # noqa: E731
     ts = torch.tensor([[0.0, 0.7, 1.5], [0.2, 0.9, 1.1], [0.0, 1.3, 2.0]], dtype=D)
     y0 = torch.tensor([[1.0], [2.0], [-1.0]], dtype=D)
-    for m in ("ab4", "abm3", "bdf3"):
+    for m in ("ab4", "abm3", "am3", "bdf3"):
         batch = odenet.solve(f, y0, ts, method=m, step_size=0.05).ys
         for b in range(3):
             alone = odenet.solve(
@@ -77,7 +102,7 @@ def test_per_sample_grids_equal_each_sample_alone():
             torch.testing.assert_close(batch[b], alone, rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("name", ["ab3", "abm3", "bdf2"])
+@pytest.mark.parametrize("name", ["ab3", "abm3", "am3", "bdf2"])
 def test_direct_gradient_passes_gradcheck(name):
     A = torch.tensor([[-0.3, 1.0], [-1.2, -0.1]], dtype=D, requires_grad=True)
 
@@ -116,7 +141,7 @@ def _linear_gradients(method, sensitivity, **options):
     return got, exact, sol
 
 
-@pytest.mark.parametrize("method", ["ab3", "abm4", "bdf2"])
+@pytest.mark.parametrize("method", ["ab3", "abm4", "am4", "bdf2"])
 def test_checkpoint_gradient_of_a_multistep_method_is_the_direct_one(method):
     # three kept states for 40 steps: the replays start mid-history, which they must
     # continue (the tape keeps the method's state beside each checkpoint) — a restart
@@ -128,7 +153,7 @@ def test_checkpoint_gradient_of_a_multistep_method_is_the_direct_one(method):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
 
 
-@pytest.mark.parametrize("method", ["ab3", "abm4", "bdf2"])
+@pytest.mark.parametrize("method", ["ab3", "abm4", "am4", "bdf2"])
 def test_adjoint_of_a_multistep_method_is_the_exact_gradient_to_its_accuracy(method):
     # the continuous adjoint (an RK method on the forward's steps) differentiates the
     # exact solution: its error is the forward's discretization error, no more
@@ -161,7 +186,7 @@ def test_one_lookup_finds_both_kinds_and_names_both_when_it_fails():
     assert "ndf" in str(e.value) and "rk4" in str(e.value)
 
 
-@pytest.mark.parametrize("method", ["ab2", "abm3", "bdf2", "bdf4"])
+@pytest.mark.parametrize("method", ["ab2", "abm3", "am3", "bdf2", "bdf4"])
 @pytest.mark.parametrize("t_end", [1.0, 1.05])  # on a grid node, between nodes
 def test_time_gradients_of_a_fixed_step_multistep_solve(method, t_end):
     # the formula holds on equal steps only (an unequal last step is the starter's), so
@@ -256,7 +281,7 @@ def test_observed_order_on_a_non_uniform_grid_is_the_classical_order(name):
     assert abs(slope - MULTISTEP[name].order) < 0.35, (name, slope, errs)
 
 
-@pytest.mark.parametrize("method", ["ab3", "abm4", "bdf3"])
+@pytest.mark.parametrize("method", ["ab3", "abm4", "am4", "bdf3"])
 def test_non_uniform_grids_per_sample_and_in_every_sensitivity_mode(method):
     A = torch.tensor([[-1.0, 0.5], [-0.5, -0.2]], dtype=D, requires_grad=True)
     y0 = torch.tensor([1.0, -0.5], dtype=D, requires_grad=True)

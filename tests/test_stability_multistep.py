@@ -91,7 +91,29 @@ def test_adams_bashforth_real_intervals(k, left):
     assert abs(M.real_stability_interval(f"ab{k}") - left) < 1e-6
 
 
-@pytest.mark.parametrize("name", ["ab1", "ab4", "abm3", "abm6", "bdf2", "bdf5"])
+# Adams–Moulton of order 3 … 6 (k = 2 … 5 steps): the interval ends where the root
+# ζ = −1 crosses, z = ρ(−1)/σ(−1) = 2(−1)^k / Σ_j c_j (−1)^(k−j) with the textbook
+# weights (HNW I, Table III.1.2: 5/12 8/12 −1/12; 9 19 −5 1 /24; 251 646 −264 106 −19
+# /720; 475 1427 −798 482 −173 27 /1440): −6, −3, −90/49, −45/38 (the integrator's
+# interval is found by scanning the roots, not from this formula)
+@pytest.mark.parametrize("p, left", [(3, -6.0), (4, -3.0), (5, -90 / 49), (6, -45 / 38)])
+def test_adams_moulton_real_intervals(p, left):
+    assert M.real_stability_interval(f"am{p}") == pytest.approx(left, abs=1e-6)
+    assert M.a_alpha(f"am{p}") == 0.0  # bounded regions
+
+
+def test_the_first_two_adams_moulton_formulas_are_a_stable():
+    # backward Euler and the trapezoidal rule: ρ = ζ − 1, σ = ζ and (ζ + 1)/2
+    assert M.characteristic_polynomials("am1") == ([1, -1], [1, 0])
+    assert M.characteristic_polynomials("am2") == ([1, -1], [Fraction(1, 2), Fraction(1, 2)])
+    for p in (1, 2):
+        assert M.a_alpha(f"am{p}") == pytest.approx(90.0)
+        assert M.real_stability_interval(f"am{p}") == -math.inf
+
+
+@pytest.mark.parametrize(
+    "name", ["ab1", "ab4", "abm3", "abm6", "am1", "am4", "am6", "bdf2", "bdf5"]
+)
 def test_order_conditions_give_the_classical_order(name):
     assert M.order(name) == odenet._multistep.MULTISTEP[name].order
 
@@ -103,7 +125,7 @@ def test_boundary_locus_points_are_marginally_stable():
                 assert max(abs(M.stability_roots(name, z))) == pytest.approx(1.0, abs=1e-9)
 
 
-@pytest.mark.parametrize("name", ["ab3", "abm4"])
+@pytest.mark.parametrize("name", ["ab3", "abm4", "am4"])
 def test_analytic_interval_agrees_with_the_integrator(name):
     # y' = λ y with h λ just inside and just outside the interval, 400 real steps
     left = M.real_stability_interval(name)

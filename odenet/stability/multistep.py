@@ -116,7 +116,8 @@ def _method(method) -> LinearMultistep | _Pair:
     if lm is not None and not isinstance(lm, LinearMultistep):
         if "adams" in lm.name:
             members = (
-                "ab1–ab6 for the explicit, abm2–abm6 for the predictor–corrector ones; "
+                "ab1–ab6 for the explicit, am1–am6 for the implicit, abm2–abm6 for the "
+                "predictor–corrector ones; "
                 "on equal steps a variable-step Adams method of order k is one of them"
             )
         else:
@@ -137,7 +138,7 @@ def _method(method) -> LinearMultistep | _Pair:
             if k >= 1:  # BDF7 and beyond: analysable (they are not zero-stable)
                 return LinearMultistep(name, "bdf", k)
         raise StabilityInputError(
-            f"`method` must be a linear multistep method (ab1–ab6, abm2–abm6, bdf1–bdf6, "
+            f"`method` must be a linear multistep method (ab1–ab6, am1–am6, abm2–abm6, bdf1–bdf6, "
             f"bdfK for any K ≥ 1, ndf1–ndf5, or a pair (rho, sigma) of coefficients), got "
             f"{method!r}."
         )
@@ -162,7 +163,8 @@ def characteristic_polynomials(method) -> tuple[list[Fraction], list[Fraction]]:
     if lm.family == "ab":
         b = adams_bashforth(k)  # on f_{n−j}: ζ^{k−1−j}
         return rho, [Fraction(0), *b]
-    c = adams_moulton(k - 1)  # the corrector: (k−1)-step AM, padded to k steps
+    # Adams–Moulton of order p (am, or the corrector of abm): p − 1 steps, padded to k
+    c = adams_moulton(lm.order - 1)
     return rho, [*c, *([Fraction(0)] * (k + 1 - len(c)))]
 
 

@@ -181,7 +181,8 @@ class LinearMultistep:
     @property
     def adjoint_method(self) -> str:
         """The Runge–Kutta method of the continuous adjoint on the forward's steps (a
-        history cannot run backward): implicit for the stiff BDF family."""
+        history cannot run backward): implicit for the implicit formulas (Adams–Moulton,
+        BDF), which may be run on stiff problems."""
         return "radau_iia5" if self.is_implicit else "rk4"
 
     @property

@@ -122,8 +122,9 @@ def test_direct_gradient_passes_gradcheck(name):
 def test_bad_uses_raise_typed_errors():
     f = lambda t, y: -y  # noqa: E731
     y0, t = torch.ones(1, dtype=D), torch.tensor([0.0, 1.0], dtype=D)
-    with pytest.raises(odenet.InputError, match="fixed-step multistep"):
-        odenet.solve(f, y0, t, method="bdf2")
+    for name in ("bdf2", "am3"):
+        with pytest.raises(odenet.InputError, match="fixed-step multistep"):
+            odenet.solve(f, y0, t, method=name)
 
 
 def _linear_gradients(method, sensitivity, **options):

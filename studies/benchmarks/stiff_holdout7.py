@@ -64,17 +64,13 @@ from stiff_holdout4 import _with_scipy_reference
 OUT = Path(__file__).parent / "results" / "stiff_holdout7.jsonl"
 
 
-def _cat(parts, xp):
-    return xp.concatenate(parts, 0)
-
-
 def advection_diffusion(n: int = 200, nu: float = 2e-4, t1: float = 2.0):
     dx = 1.0 / n  # points x_i = i·dx, i = 1 … n; x_0 = 0 is the inflow
 
     def rates(t, y, xp):
         inflow = xp.sin(2 * np.pi * t) ** 2 + 0 * y[:1]
-        left = _cat([inflow, y[:-1]], xp)
-        right = _cat([y[1:], y[-1:]], xp)  # u_x = 0: the ghost point is the last one
+        left = xp.concatenate([inflow, y[:-1]], 0)
+        right = xp.concatenate([y[1:], y[-1:]], 0)  # u_x = 0: the ghost point is the last one
         return -(y - left) / dx + nu * (right - 2 * y + left) / dx**2
 
     return _with_scipy_reference(
@@ -124,7 +120,7 @@ def porous_medium(n: int = 100, t1: float = 0.5):
 
     def rates(t, y, xp):
         zero = 0 * y[:1]
-        w = _cat([zero, y * y, zero], xp)  # u = 0 at both ends
+        w = xp.concatenate([zero, y * y, zero], 0)  # u = 0 at both ends
         return (w[2:] - 2 * w[1:-1] + w[:-2]) / dx**2
 
     return _with_scipy_reference(
@@ -137,14 +133,14 @@ def fpu_stiff(m: int = 3, omega: float = 50.0, t1: float = 5.0):
     def rates(t, y, xp):
         q, p = y[: 2 * m], y[2 * m :]
         zero = 0 * q[:1]
-        qq = _cat([zero, q, zero], xp)  # q_0 = q_{2m+1} = 0
+        qq = xp.concatenate([zero, q, zero], 0)  # q_0 = q_{2m+1} = 0
         # H = Σ p²/2 + ω²/4 Σ_i s_i² + Σ_i d_i⁴: stiff springs s_i = q_{2i} − q_{2i−1}
         # (i = 1 … m), soft ones d_i = q_{2i+1} − q_{2i} (i = 0 … m); force −∂H/∂q
         s = q[1::2] - q[0::2]
         d3 = 4 * (qq[1::2] - qq[0::2]) ** 3
         on_odd = omega**2 / 2 * s - d3[:-1]  # q_{2i−1}
         on_even = -(omega**2) / 2 * s + d3[1:]  # q_{2i}
-        return _cat([p, xp.stack([on_odd, on_even], 1).reshape(-1)], xp)
+        return xp.concatenate([p, xp.stack([on_odd, on_even], 1).reshape(-1)], 0)
 
     # HLW's initial values are in the coordinates x₀ = (q_{2i} + q_{2i−1})/√2 (slow), x₁ =
     # (q_{2i} − q_{2i−1})/√2 (stiff): x₀,₁ = 1, p-part 1; x₁,₁ = 1/ω, p-part 1 (the stiff

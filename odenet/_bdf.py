@@ -427,10 +427,13 @@ class BDFRuntime:
 
         The iteration matrix ``I − c′J`` is refactorised only when needed, as in
         scipy's ``BDF``: ``J`` is kept until the iteration fails on it (then recomputed
-        at ``(t_new, y_pred)``), and ``c′`` follows ``c`` when the controller changes
-        the step, but not when a step rejected for its error estimate is retried
-        smaller (same start, Newton converged): the retry and the held steps after it
-        keep the factors of ``c′``, so a rejection costs no LU.  A row that fails on
+        at ``(t_new, y_pred)``; the step is cut only where it fails on a ``J`` taken at
+        this trial's point, CVODE's rule: scipy cuts it on any ``J`` of the same step,
+        one taken at an earlier, longer trial's predictor too), and ``c′`` follows
+        ``c`` when the controller changes the step, but not when a step rejected for
+        its error estimate is retried smaller (same start, Newton converged): the retry
+        and the held steps after it keep the factors of ``c′``, so a rejection costs no
+        LU.  A row that fails on
         such an inexact matrix is retried on the exact one before ``J`` is refreshed.
         ``c′`` is per row, so a row of a batch iterates as it would alone.
 
@@ -451,8 +454,17 @@ class BDFRuntime:
             keep = (s == s_prev) & ok_prev
         result = None
         refresh = False
+        here = False  # J taken at this trial's (t_new, y_pred)
         while True:
+            if refresh:
+                # a J taken for another trial of this step (before a rejection cut h) is
+                # not this trial's: where f is exponential in y it can be off by 1e13
+                # (the rectifier of stiff_holdout8, a J from a far predictor) and then
+                # every increment is tiny, so refresh it whenever it is not this trial's
+                nw.state_changed()
+            version = nw.J_version
             J = nw.jacobian(g, t_new, y_pred, fresh=refresh)
+            here = here or nw.J_version != version
             c_lu, stale = c, True
             if self._lu_key is not None and self._lu_key[0] == nw.J_version:
                 _, c_old, serves = self._lu_key
@@ -465,7 +477,7 @@ class BDFRuntime:
             self._lu_key = (nw.J_version, c_lu, c)  # the steps of size c use c′ till h changes
             exact = c_lu == c
             ok, y_new, d, n_iter = self._iterate(
-                g, t_new, y_pred, c_row if host else c, psi, scale, self._lu, frozen
+                g, t_new, y_pred, c_row if host else c, psi, scale, self._lu, frozen, here
             )
             if result is not None:  # keep the rows that converged on the previous matrix
                 ok0, y0, d0, n0 = result
@@ -478,7 +490,7 @@ class BDFRuntime:
             if ops.any(failed_inexact):  # first the exact c (cheaper than a Jacobian)
                 force = force | failed_inexact
                 continue
-            if ops.all(ok) or nw.J_fresh:
+            if ops.all(ok) or here:
                 break
             refresh = True
         self._last = (s if host else s.clone(), ok)
@@ -486,10 +498,11 @@ class BDFRuntime:
             nw.stats.failures += 1
         return result
 
-    def _iterate(self, g, t_new, y_pred, c, psi, scale, lu, frozen):
+    def _iterate(self, g, t_new, y_pred, c, psi, scale, lu, frozen, here):
         """At most ``max_iter`` simplified Newton iterations on the factors ``lu``;
-        scipy's stopping rule.  Returns ``(ok, y, d, iterations)`` (host numbers for one
-        system, as :meth:`_correct`)."""
+        scipy's stopping rule.  ``here``: the Jacobian in ``lu`` was taken at this
+        trial's ``(t_new, y_pred)``.  Returns ``(ok, y, d, iterations)`` (host numbers
+        for one system, as :meth:`_correct`)."""
         nw = self.newton
         tol = self.newton_tol
         host = y_pred.shape[0] == 1
@@ -529,12 +542,15 @@ class BDFRuntime:
                 stop = ops.not_(finite) | (rate >= 1) | hopeless
                 conv = (dnorm == 0) | (rate / one_minus * dnorm < tol)
                 stalled = active & finite & stop
-                # only on a Jacobian of this step: on a stale one a slowly diverging
+                # only on a Jacobian of this trial: on a stale one a slowly diverging
                 # iteration has small increments too, and accepting it left a stiff
                 # component off its manifold by more than the κ-scaled estimate allows,
                 # which then rejected every later step down to underflow (Robertson on
-                # [0, 1e11], rtol 1e-6: bdf and ndf failed at t = 1.8e9)
-                if nw.J_fresh and ops.any(stalled):
+                # [0, 1e11], rtol 1e-6: bdf and ndf failed at t = 1.8e9); and the floor
+                # reads J, so a J of another point makes it another point's floor (the
+                # rectifier: 1e13 too large, it passed an iterate whose residual was
+                # 4e6 tolerance units)
+                if here and ops.any(stalled):
                     # increments that no longer contract may be the residual's round-off
                     # (DETEST F5 at its equilibrium: rates of 1e3 cancel in f ≈ 0, and
                     # the step shrank to 1e-10 to get them below tol; scipy's BDF too)

@@ -108,6 +108,10 @@ def test_any_problem_finds_the_eighth_set():
         ("tmdd", "radau_iia5", 1e-5),
         ("bratu_heat", "bdf", 1e-5),
         ("hertz_bounce", "kvaerno5", 1e-5),
+        # ndf failed here at t = 0.0435 (Newton "did not converge even for small steps")
+        # after passing a step whose iterate was 4e6 tolerance units off: the retries of
+        # a cut step iterated on the J of a longer trial's far predictor (1e13 too large)
+        ("rectifier", "ndf", 1e-5),
         ("rectifier", "bdf", 1e-3),
     ],
 )

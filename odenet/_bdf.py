@@ -433,9 +433,9 @@ class BDFRuntime:
         ``c`` when the controller changes the step, but not when a step rejected for
         its error estimate is retried smaller (same start, Newton converged): the retry
         and the held steps after it keep the factors of ``c′``, so a rejection costs no
-        LU.  A row that fails on
-        such an inexact matrix is retried on the exact one before ``J`` is refreshed.
-        ``c′`` is per row, so a row of a batch iterates as it would alone.
+        LU.  A row that fails on such an inexact matrix is retried on the exact one
+        before ``J`` is refreshed.  ``c′`` is per row, so a row of a batch iterates as
+        it would alone.
 
         One system decides on Python floats (``c``, ``s``, the outcome), a batch on
         ``[K]`` tensors: the rule is written once against :mod:`odenet._ops`.

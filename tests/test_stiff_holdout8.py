@@ -122,3 +122,27 @@ def test_a_must_hold_cell(name, method, rtol):
     r = run_odenet(p, method, rtol, p.atol_ratio, max_steps=20000)
     assert r["status"] == "ok", r["status"]
     assert r["err"] <= 10 * rtol, r["err"]
+
+
+def test_bdf_compare_reports_changed_cells_and_the_nfe_sum(tmp_path, capsys):
+    # stiff_holdout8_results.md's before/after of the BDF Newton change comes from it
+    import json
+
+    import stiff_holdout8_checks as C
+
+    def write(path, rows):
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def cell(problem, status="ok", nfe=100, njev=5, err=1e-6):
+        return {"problem": problem, "method": "bdf", "rtol": 1e-3, "status": status,
+                "nfe": nfe, "njev": njev, "err": err}  # fmt: skip
+
+    before, after = tmp_path / "before.jsonl", tmp_path / "after.jsonl"
+    write(before, [cell("a"), cell("b", nfe=200), cell("c", status="status 4")])
+    write(after, [cell("a"), cell("b", nfe=150, njev=6), cell("c", nfe=50)])
+    C.bdf_compare(str(before), str(after))
+    out = capsys.readouterr().out
+    assert "| b | bdf | 1e-03 | ok | 200 → 150 | 5 → 6 |" in out
+    assert "| c | bdf | 1e-03 | status 4 → ok |" in out
+    assert "3 cells; 1 ok in both with the same counts" in out
+    assert "after / before: 0.8333" in out  # (100 + 150) / (100 + 200)

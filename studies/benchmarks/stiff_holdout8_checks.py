@@ -1,0 +1,181 @@
+"""Follow-ups of the eighth stiff hold-out set (``stiff_holdout8_results.md``), as
+commands: the rectifier's stepped-over crests with and without ``max_step``; the end
+error of a few methods on one problem over a scan of rtols, scipy Radau beside them;
+and bdf/ndf's counts on every problem of the stiff set and the hold-out sets, to compare
+two checkouts of the library cell by cell.
+
+    python studies/benchmarks/stiff_holdout8_checks.py max-step
+    python studies/benchmarks/stiff_holdout8_checks.py scan --problem hertz_bounce \
+        --methods radau_iia5,radau_iia9,kvaerno5,bdf --rtols 1e-4,3e-5,1e-5,3e-6,1e-6,3e-7,1e-7
+    python studies/benchmarks/stiff_holdout8_checks.py bdf-counts --out after.jsonl
+    PYTHONPATH=/path/to/an/older/checkout python studies/benchmarks/stiff_holdout8_checks.py \
+        bdf-counts --out before.jsonl
+    python studies/benchmarks/stiff_holdout8_checks.py bdf-compare before.jsonl after.jsonl
+
+Errors are the hold-out sweep's (``stiff_holdout.mixed_error`` at the end, atol =
+floors·rtol), printed as multiples of rtol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import stiff_holdout8  # noqa: F401  (registers the set's problems)
+from stiff import run_odenet
+from stiff_holdout import HOLDOUT, any_problem, get, mixed_error, scipy_end
+
+from odenet import problems as P
+
+MAX_STEP_METHODS = "kvaerno5,radau_iia3,radau_iia5,radau_iia9"
+
+
+def _end(p):
+    return p.solution([p.span[1]])[0]
+
+
+def max_step(methods: str, rtols: list[float], limit: float) -> None:
+    """Each method on ``rectifier`` as swept and with ``max_step=limit`` (s): status,
+    end error, f-evaluations; scipy Radau with the same ``max_step``."""
+    p = get("rectifier")
+    ref = _end(p)
+    print(f"| rtol | method | plain: error (nfe) | max_step={limit:g}: error (nfe) |")
+    print("|---|---|---|---|")
+    for rtol in rtols:
+        s = mixed_error(p, scipy_end(p, rtol, max_step=limit), ref)
+        print(f"| {rtol:.0e} | scipy Radau | - | {s:.2e} |")
+        for m in methods.split(","):
+            cells = [
+                run_odenet(p, m, rtol, p.atol_ratio, max_steps=20000, **kw)
+                for kw in ({}, {"max_step": limit})
+            ]
+            shown = [
+                f"{c['err']:.2e} ({c['nfe']})" if c["status"] == "ok" else c["status"]
+                for c in cells
+            ]
+            print(f"| {rtol:.0e} | {m} | {shown[0]} | {shown[1]} |", flush=True)
+
+
+def scan(problem: str, methods: str, rtols: list[float]) -> None:
+    """End error / rtol of each method on ``problem`` at each rtol, scipy Radau first."""
+    p = get(problem)
+    ref = _end(p)
+    names = methods.split(",")
+    print("| rtol | scipy Radau | " + " | ".join(names) + " |")
+    print("|---" * (len(names) + 2) + "|")
+    for rtol in rtols:
+        row = [f"{mixed_error(p, scipy_end(p, rtol), ref) / rtol:.3g}"]
+        for m in names:
+            c = run_odenet(p, m, rtol, p.atol_ratio, max_steps=100000)
+            row.append(f"{c['err'] / rtol:.3g}" if c["status"] == "ok" else c["status"])
+        print(f"| {rtol:.0e} | " + " | ".join(row) + " |", flush=True)
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise _Timeout
+
+
+def bdf_counts(out: str, rtols: list[float], limit: float) -> None:
+    """bdf and ndf on every problem of the stiff set and of every hold-out set at each
+    rtol (the sweep's atol = floors·rtol): status, end error and counts per cell, one
+    JSON line each in ``out``; a cell past ``limit`` seconds is ``timeout``."""
+    any_problem("tmdd")  # imports every hold-out set, which registers its problems
+    old = signal.signal(signal.SIGALRM, _alarm)
+    with open(out, "w") as fh:
+        for name in sorted(P.STIFF_SUITE) + sorted(HOLDOUT):
+            p, floors = any_problem(name)
+            for m in ("bdf", "ndf"):
+                for rtol in rtols:
+                    t0 = time.perf_counter()
+                    signal.setitimer(signal.ITIMER_REAL, limit)
+                    try:
+                        r = run_odenet(p, m, rtol, floors, max_steps=50000)
+                        row = {k: r.get(k) for k in ("status", "err", "nfe", "njev", "nlu")}
+                    except _Timeout:
+                        row = {"status": "timeout"}
+                    finally:
+                        signal.setitimer(signal.ITIMER_REAL, 0)
+                    row.update(problem=name, method=m, rtol=rtol, wall=time.perf_counter() - t0)
+                    fh.write(json.dumps(row) + "\n")
+                    fh.flush()
+    signal.signal(signal.SIGALRM, old)
+
+
+def bdf_compare(before: str, after: str) -> None:
+    """The cells of two :func:`bdf_counts` files: status changes, the cells whose
+    f-evaluations or Jacobians changed, and the sum of f-evaluations over the cells ok
+    in both."""
+
+    def load(path):
+        return {(r["problem"], r["method"], r["rtol"]): r for r in map(json.loads, open(path))}
+
+    a, b = load(before), load(after)
+    same, nfe = 0, [0, 0]
+    print("| problem | method | rtol | status | nfe | njev | error |")
+    print("|---|---|---|---|---|---|---|")
+    for k in sorted(set(a) & set(b)):
+        x, y = a[k], b[k]
+        if x["status"] != "ok" or y["status"] != "ok":
+            if x["status"] != y["status"]:
+                print(f"| {k[0]} | {k[1]} | {k[2]:.0e} | {x['status']} → {y['status']} | | | |")
+            continue
+        nfe[0] += x["nfe"]
+        nfe[1] += y["nfe"]
+        if (x["nfe"], x["njev"]) == (y["nfe"], y["njev"]):
+            same += 1
+            continue
+        print(
+            f"| {k[0]} | {k[1]} | {k[2]:.0e} | ok | {x['nfe']} → {y['nfe']} | "
+            f"{x['njev']} → {y['njev']} | {x['err']:.2e} → {y['err']:.2e} |"
+        )
+    ratio = nfe[1] / max(nfe[0], 1)
+    print(f"\n{len(set(a) & set(b))} cells; {same} ok in both with the same counts; "
+          f"Σ nfe over the cells ok in both, after / before: {ratio:.4f}")  # fmt: skip
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="mode", required=True)
+    a = sub.add_parser("max-step", help="the rectifier with and without max_step")
+    a.add_argument("--methods", default=MAX_STEP_METHODS)
+    a.add_argument("--rtols", default="1e-3,1e-5,1e-7")
+    a.add_argument("--limit", type=float, default=1e-3, help="max_step (s)")
+    b = sub.add_parser("scan", help="end error / rtol over a scan of rtols")
+    b.add_argument("--problem", default="hertz_bounce")
+    b.add_argument("--methods", default="radau_iia5,radau_iia9,kvaerno5,bdf")
+    b.add_argument("--rtols", default="1e-4,3e-5,1e-5,3e-6,1e-6,3e-7,1e-7")
+    c = sub.add_parser("bdf-counts", help="bdf/ndf counts per cell, to compare checkouts")
+    c.add_argument("--out", required=True)
+    c.add_argument("--rtols", default="1e-3,1e-5,1e-7")
+    c.add_argument("--limit", type=float, default=30.0, help="seconds per cell")
+    d = sub.add_parser("bdf-compare", help="two bdf-counts files, cell by cell")
+    d.add_argument("before")
+    d.add_argument("after")
+    args = ap.parse_args(argv)
+    # scipy's and odenet's trial steps overflow the rectifier's diode: rejected, not wrong
+    warnings.filterwarnings("ignore", "overflow encountered")
+    if args.mode == "bdf-compare":
+        bdf_compare(args.before, args.after)
+        return 0
+    rtols = [float(r) for r in args.rtols.split(",")]
+    if args.mode == "max-step":
+        max_step(args.methods, rtols, args.limit)
+    elif args.mode == "scan":
+        scan(args.problem, args.methods, rtols)
+    else:
+        bdf_counts(args.out, rtols, args.limit)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -460,10 +460,10 @@ class BDFRuntime:
                 # a J taken for another trial of this step (before a rejection cut h) is
                 # not this trial's: where f is exponential in y it can be off by 1e13
                 # (the rectifier of stiff_holdout8, a J from a far predictor) and then
-                # every increment is tiny, so refresh it whenever it is not this trial's
-                nw.state_changed()
+                # every increment is tiny, so drop it whenever it is not this trial's
+                nw.forget()
             version = nw.J_version
-            J = nw.jacobian(g, t_new, y_pred, fresh=refresh)
+            J = nw.jacobian(g, t_new, y_pred)
             here = here or nw.J_version != version
             c_lu, stale = c, True
             if self._lu_key is not None and self._lu_key[0] == nw.J_version:

@@ -11,6 +11,8 @@ two checkouts of the library cell by cell.
     PYTHONPATH=/path/to/an/older/checkout python studies/benchmarks/stiff_holdout8_checks.py \
         bdf-counts --out before.jsonl
     python studies/benchmarks/stiff_holdout8_checks.py bdf-compare before.jsonl after.jsonl
+    python studies/benchmarks/stiff_holdout8_checks.py jitter --problem stiff_pendulum \
+        --rtol 1e-6 --spread 0.01 --points 11
 
 Errors are the hold-out sweep's (``stiff_holdout.mixed_error`` at the end, atol =
 floors·rtol), printed as multiples of rtol.
@@ -75,6 +77,33 @@ def scan(problem: str, methods: str, rtols: list[float]) -> None:
             c = run_odenet(p, m, rtol, p.atol_ratio, max_steps=100000)
             row.append(f"{c['err'] / rtol:.3g}" if c["status"] == "ok" else c["status"])
         print(f"| {rtol:.0e} | " + " | ".join(row) + " |", flush=True)
+
+
+def jitter(problem: str, method: str, rtol: float, spread: float, points: int) -> None:
+    """Counts (Jacobians, f-evaluations) of ``method`` and scipy Radau at ``points`` rtols
+    spread evenly over ``rtol·(1 ± spread)``: how much a count moves under a perturbation
+    far below any tolerance, on either side (scipy's count also moves with the number of
+    BLAS threads: run under ``OMP_NUM_THREADS=1`` to see it)."""
+    from scipy.integrate import solve_ivp
+
+    p, floors = any_problem(problem)
+    ours, theirs = [], []
+    print(f"| rtol | {method} njev | nfe | scipy Radau njev | nfe |")
+    print("|---|---|---|---|---|")
+    for i in range(points):
+        r = rtol * (1 + spread * (2 * i / max(points - 1, 1) - 1))
+        c = run_odenet(p, method, r, floors, max_steps=100000)
+        sc = solve_ivp(p.f_numpy, p.span, p.y0, method="Radau", rtol=r, atol=r * floors)
+        ours.append((c["njev"], c["nfe"]))
+        theirs.append((sc.njev, sc.nfev))
+        print(f"| {r:.4g} | {c['njev']} | {c['nfe']} | {sc.njev} | {sc.nfev} |", flush=True)
+
+    def spread_of(rows, j):
+        v = sorted(x[j] for x in rows)
+        return f"{v[0]} / {v[len(v) // 2]} / {v[-1]}"
+
+    print(f"\nmin / median / max: {method} njev {spread_of(ours, 0)}, nfe {spread_of(ours, 1)}; "
+          f"scipy Radau njev {spread_of(theirs, 0)}, nfe {spread_of(theirs, 1)}")  # fmt: skip
 
 
 class _Timeout(Exception):
@@ -154,6 +183,12 @@ def main(argv=None) -> int:
     b.add_argument("--problem", default="hertz_bounce")
     b.add_argument("--methods", default="radau_iia5,radau_iia9,kvaerno5,bdf")
     b.add_argument("--rtols", default="1e-4,3e-5,1e-5,3e-6,1e-6,3e-7,1e-7")
+    j = sub.add_parser("jitter", help="counts over rtols a fraction of a percent apart")
+    j.add_argument("--problem", default="stiff_pendulum")
+    j.add_argument("--method", default="radau_iia5")
+    j.add_argument("--rtol", type=float, default=1e-6)
+    j.add_argument("--spread", type=float, default=0.01, help="relative half-width")
+    j.add_argument("--points", type=int, default=11)
     c = sub.add_parser("bdf-counts", help="bdf/ndf counts per cell, to compare checkouts")
     c.add_argument("--out", required=True)
     c.add_argument("--rtols", default="1e-3,1e-5,1e-7")
@@ -166,6 +201,9 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore", "overflow encountered")
     if args.mode == "bdf-compare":
         bdf_compare(args.before, args.after)
+        return 0
+    if args.mode == "jitter":
+        jitter(args.problem, args.method, args.rtol, args.spread, args.points)
         return 0
     rtols = [float(r) for r in args.rtols.split(",")]
     if args.mode == "max-step":

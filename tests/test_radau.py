@@ -665,7 +665,7 @@ def test_remaining_error_is_the_classic_one_when_every_component_contracts_alike
     theta = 0.3
     a2 = prev * theta**2
     classic = theta / (1 - theta) * a2.mean(dim=1).sqrt()
-    left, stalled = _remaining(a2, prev, 0.03, 4)
+    left, stalled, _ = _remaining(a2, prev, 0.03, 4)
     assert torch.allclose(left, classic, rtol=1e-12)
     assert float(stalled) == 0.0
     # one slow component hidden under a fast one: the aggregate ratio reads 0.1, the
@@ -678,7 +678,7 @@ def test_remaining_error_is_the_classic_one_when_every_component_contracts_alike
     assert float(_remaining(a2, prev, 0.03, 4)[0]) >= slow
     # a round-off component is ignored whatever its ratio
     tiny = torch.tensor([[1e-2, 1e-20]], dtype=D)
-    left, stalled = _remaining(tiny * torch.tensor([[0.01, 4.0]], dtype=D), tiny, 0.03, 4)
+    left, stalled, _ = _remaining(tiny * torch.tensor([[0.01, 4.0]], dtype=D), tiny, 0.03, 4)
     assert math.isfinite(float(left)) and float(stalled) == 0.0
 
 
@@ -692,13 +692,30 @@ def test_a_component_that_does_not_contract_counts_its_increment_per_iteration_l
 
     prev = torch.tensor([[1e-2, 1e-4]], dtype=D)
     a2 = prev * torch.tensor([[0.1, 1.5]], dtype=D) ** 2  # θ = 0.1, 1.5
-    left, stalled = _remaining(a2, prev, 0.03, iterations_left)
+    left, stalled, _ = _remaining(a2, prev, 0.03, iterations_left)
     own = counted * math.sqrt(float(a2[0, 1]) / 2)
     assert float(stalled) == pytest.approx(own, rel=1e-12)
     fast = 0.1 / 0.9 * math.sqrt(float(a2[0, 0]) / 2)
     assert float(left) == pytest.approx(math.hypot(fast, own), rel=1e-12)
     grown = _remaining(a2 * 1e6, prev * 1e6, 0.03, iterations_left)
     assert float(grown[1]) == pytest.approx(own * 1e3, rel=1e-12)
+
+
+def test_the_doubtful_part_is_the_share_of_components_at_the_first_ratio_bound_or_slower():
+    # the third value: what the contracting components with θ ≥ FIRST_RATIO_DOUBT leave
+    # (radau_iia5 does not take the looser stop on their first ratio)
+    from odenet._radau import FIRST_RATIO_DOUBT, _remaining
+
+    prev = torch.tensor([[1.0, 1.0, 1.0, 1.0]], dtype=D)
+    th = torch.tensor([[0.1, FIRST_RATIO_DOUBT, 0.72, 1.5]], dtype=D)
+    a2 = prev * th**2
+    left, stalled, doubtful = _remaining(a2, prev, 1e-6, 3)
+    share = [t / (1 - t) * t for t in (FIRST_RATIO_DOUBT, 0.72)]  # η |ΔW|, |ΔW| = θ
+    assert float(doubtful) == pytest.approx(math.sqrt(sum(x * x for x in share) / 4))
+    assert float(stalled) == pytest.approx(3 * 1.5 / 2)
+    assert float(doubtful) < float(left)
+    # all below the bound: nothing doubtful
+    assert float(_remaining(prev * 0.49**2, prev, 1e-6, 3)[2]) == 0.0
 
 
 @settings(max_examples=60, deadline=None)
@@ -717,7 +734,7 @@ def test_remaining_error_laws(prev, theta, slower, bump):
     tol = 1e-6  # far below every increment: all components significant
     same = p * theta**2
     classic = theta / (1 - theta) * same.mean(dim=1).sqrt()
-    left, stalled = _remaining(same, p, tol, 3)
+    left, stalled, _ = _remaining(same, p, tol, 3)
     assert torch.allclose(left, classic, rtol=1e-9, atol=1e-300)
     assert float(stalled) == 0.0
     j = slower % p.shape[1]

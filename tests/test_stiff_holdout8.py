@@ -124,6 +124,19 @@ def test_a_must_hold_cell(name, method, rtol):
     assert r["err"] <= 10 * rtol, r["err"]
 
 
+@pytest.mark.parametrize("rtol", [3e-6, 1e-6])
+def test_radau_iia5_does_not_stop_newton_on_a_stagnating_height(rtol):
+    # in free flight on the kept contact Jacobian the height's first Newton ratio read
+    # 0.72 (its next 1.0) and the looser per-component test stopped after two increments
+    # with the stages 52 tolerance units off: 299·rtol (3e-6) and 189·rtol (1e-6), status
+    # ok.  A first ratio of 0.5 or slower now waits for the next (FIRST_RATIO_DOUBT):
+    # 50 and 22·rtol (scipy Radau 9.1 and 3.0·rtol)
+    p = H8.get("hertz_bounce")
+    r = run_odenet(p, "radau_iia5", rtol, p.atol_ratio, max_steps=20000)
+    assert r["status"] == "ok", r["status"]
+    assert r["err"] <= 100 * rtol, r["err"] / rtol
+
+
 def test_bdf_compare_reports_changed_cells_and_the_nfe_sum(tmp_path, capsys):
     # stiff_holdout8_results.md's before/after of the BDF Newton change comes from it
     import json
@@ -146,3 +159,18 @@ def test_bdf_compare_reports_changed_cells_and_the_nfe_sum(tmp_path, capsys):
     assert "| c | bdf | 1e-03 | status 4 → ok |" in out
     assert "3 cells; 1 ok in both with the same counts" in out
     assert "after / before: 0.8333" in out  # (100 + 150) / (100 + 200)
+
+
+def test_jitter_prints_both_codes_counts_at_each_rtol(capsys):
+    # stiff_results.md (session 33) quotes `stiff_holdout8_checks.py jitter`: each row is
+    # the odenet run and scipy Radau's at one rtol of the spread
+    import stiff_holdout8_checks as checks
+
+    checks.jitter("kaps", "radau_iia5", 1e-3, 0.01, 2)
+    out = capsys.readouterr().out
+    p, floors = any_problem("kaps")
+    for rtol in (0.99e-3, 1.01e-3):
+        r = run_odenet(p, "radau_iia5", rtol, floors, max_steps=100000)
+        theirs = solve_ivp(p.f_numpy, p.span, p.y0, method="Radau", rtol=rtol, atol=rtol * floors)
+        assert f"| {rtol:.4g} | {r['njev']} | {r['nfe']} | {theirs.njev} | {theirs.nfev} |" in out
+    assert "min / median / max: radau_iia5 njev" in out

@@ -90,7 +90,11 @@ def test_a_component_that_does_not_contract_does_not_hold_newton_on_the_pendulum
     sol, theirs = _radau_iia5_and_scipy_radau("stiff_pendulum", 1e-3)
     own = sol.stats["nfe"] - sol.stats["jacobians"]  # one f call per autograd Jacobian
     assert own <= 1.2 * theirs.nfev, (own, theirs.nfev)
-    assert sol.stats["jacobians"] <= theirs.njev
+    # scipy's own count here depends on its BLAS round-off: 42 Jacobians (1039 f-evaluations)
+    # with threaded OpenBLAS, 38 (1146) under OMP_NUM_THREADS=1, and radau_iia5's (39) moves
+    # as much under a 0.2 % change of rtol (stiff_results.md, session 33); a tie within that
+    # spread is what this cell can assert
+    assert sol.stats["jacobians"] <= 1.1 * theirs.njev, (sol.stats["jacobians"], theirs.njev)
 
 
 def test_radau_trace_compare_reports_the_misses_and_sums(tmp_path, capsys):

@@ -271,15 +271,16 @@ def kept_jacobian_converges(n_iter: int, rate: float, cap: int, aging: float = 2
 # Components that do not contract are held to the Newton tolerance itself (_remaining).
 COMPONENT_NEWTON_TOL = 0.03
 
-# A component's first ratio (of the first two increments) at or above this does not let the
-# looser bound above stop Newton: one more increment is read first.  The first increment
-# carries what the other components' corrections feed into this one, so one ratio can read
-# fast while the component stagnates.  hertz_bounce (stiff_holdout8.py) in free flight on
-# the kept contact Jacobian: the height's first ratio read 0.72, its second 1.0; stopped
-# after two increments its stages were 52 tolerance units off and radau_iia5 ended at
-# 189-299x rtol at rtol 1e-6/3e-6, status ok.  The stiff pendulum's first ratios of
-# 0.5-0.83 all fell below 0.1 at the next increment (one more iteration each).  0.5 is where
-# the one-ratio tail θ/(1 − θ) reaches the last increment itself: below it the component has
+# Components whose first ratio (of the first two increments) is at or above this do not
+# let the looser bound above stop Newton where they alone would leave more than the Newton
+# tolerance: one more increment is read first.  The first increment carries what the
+# other components' corrections feed into this one, so one ratio can read fast while the
+# component stagnates.  hertz_bounce (stiff_holdout8.py) in free flight on the kept
+# contact Jacobian: the height's first ratio read 0.72, its second 1.0; stopped after two
+# increments its stages were 52 tolerance units off and radau_iia5 ended at 189-299x rtol
+# at rtol 1e-6/3e-6, status ok.  The stiff pendulum's first ratios of 0.5-0.83 all fell
+# to 0.28 or less at the next increment (one more iteration each).  0.5 is where the
+# one-ratio tail θ/(1 − θ) reaches the last increment itself: below it the component has
 # at least halved.  (stiff_results.md, session 33)
 FIRST_RATIO_DOUBT = 0.5
 

@@ -9,7 +9,11 @@ rejected steps and the error of :func:`odenet.problems.stiff_error`; also odenet
 ``nfe`` without the f-calls its Jacobians make (one per autograd Jacobian, one per
 column group with ``jac_sparsity``), which is what scipy's ``nfev`` counts.  A cell is
 "over" when its njev is above scipy's or that nfe above 1.2× scipy's.  Counts are
-deterministic, so the machine's load does not matter.  ``--json`` keeps the rows.
+deterministic, so the machine's load does not matter, but scipy's depend on its BLAS's
+round-off and so on the number of BLAS threads: stiff_pendulum 1e-6 takes 154 Jacobians
+with OpenBLAS's default threads and 142 under ``OMP_NUM_THREADS=1`` (hertz_bounce 1e-6
+31 and 35; stiff_results.md, session 33).  Compare runs made with the same setting.
+``--json`` keeps the rows.
 
     python studies/benchmarks/radau_trace.py grid --problems all \\
         --rtols 1e-3,1e-4,1e-5,1e-6,1e-7,1e-8 --brusselator-1d 250 --brusselator-2d 16

@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import stiff_holdout8  # noqa: F401  (registers the set's problems)
-from stiff import run_odenet
+from stiff import run_odenet, run_scipy
 from stiff_holdout import HOLDOUT, any_problem, get, mixed_error, scipy_end
 
 from odenet import problems as P
@@ -81,22 +81,22 @@ def scan(problem: str, methods: str, rtols: list[float]) -> None:
 
 def jitter(problem: str, method: str, rtol: float, spread: float, points: int) -> None:
     """Counts (Jacobians, f-evaluations) of ``method`` and scipy Radau at ``points`` rtols
-    spread evenly over ``rtol·(1 ± spread)``: how much a count moves under a perturbation
-    far below any tolerance, on either side (scipy's count also moves with the number of
-    BLAS threads: run under ``OMP_NUM_THREADS=1`` to see it)."""
-    from scipy.integrate import solve_ivp
-
+    spread evenly over ``rtol·(1 ± spread)`` (one point: ``rtol`` itself): how much a
+    count moves under a perturbation far below any tolerance, on either side.  scipy's
+    count also moves with the number of BLAS threads: run ``--points 1`` with and
+    without ``OMP_NUM_THREADS=1`` to see it."""
     p, floors = any_problem(problem)
     ours, theirs = [], []
     print(f"| rtol | {method} njev | nfe | scipy Radau njev | nfe |")
     print("|---|---|---|---|---|")
     for i in range(points):
-        r = rtol * (1 + spread * (2 * i / max(points - 1, 1) - 1))
+        offset = 0.0 if points == 1 else 2 * i / (points - 1) - 1
+        r = rtol * (1 + spread * offset)
         c = run_odenet(p, method, r, floors, max_steps=100000)
-        sc = solve_ivp(p.f_numpy, p.span, p.y0, method="Radau", rtol=r, atol=r * floors)
+        sc = run_scipy(p, "Radau", r, floors)
         ours.append((c["njev"], c["nfe"]))
-        theirs.append((sc.njev, sc.nfev))
-        print(f"| {r:.4g} | {c['njev']} | {c['nfe']} | {sc.njev} | {sc.nfev} |", flush=True)
+        theirs.append((sc["njev"], sc["nfe"]))
+        print(f"| {r:.4g} | {c['njev']} | {c['nfe']} | {sc['njev']} | {sc['nfe']} |", flush=True)
 
     def spread_of(rows, j):
         v = sorted(x[j] for x in rows)

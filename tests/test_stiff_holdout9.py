@@ -107,6 +107,8 @@ def test_any_problem_finds_the_ninth_set():
         ("substrate_depletion", "kvaerno5", 1e-3),
         ("cubic_relaxation", "radau_iia5", 1e-5),
         ("critically_damped", "radau_iia5", 1e-5),
+        ("heat_blowup", "radau_iia5", 1e-5),
+        ("heat_blowup", "bdf", 1e-3),
     ],
 )
 def test_a_must_hold_cell(name, method, rtol):
@@ -136,3 +138,26 @@ def test_the_depletion_check_shows_scipy_stepping_over_the_pole():
     rows = {(K, m): row for K, m, row in C.depletion_k([1e-3], ks=(1e-6, 1e-3))}
     assert rows[(1e-6, "Radau")][1e-3] > 1e3
     assert rows[(1e-3, "Radau")][1e-3] < 1
+
+
+def test_heat_blowup_grows_at_least_as_kaplans_bound_and_stays_symmetric():
+    # with φ the grid's first sine mode (eigenvalue μ₁ of −u_xx, Σφ dx = 1) the weighted
+    # mean a = Σ φ u dx obeys a' ≥ −μ₁ a + a² (Jensen on the convex u²): it cannot lag
+    # the Bernoulli solution a(t) = μ₁ / (1 − (1 − μ₁/a₀) e^{μ₁ t})
+    p = H9.get("heat_blowup")
+    n = p.y0.size
+    dx = 1 / (n + 1)
+    x = np.arange(1, n + 1) * dx
+    phi = np.sin(np.pi * x)
+    phi /= phi.sum() * dx
+    mu1 = 4 / dx**2 * np.sin(np.pi * dx / 2) ** 2
+    r = _solve(p, 1e-8, 1e-8)
+    assert r.success
+    a0 = phi @ p.y0 * dx
+    for t in (0.05, 0.1, 0.13, 0.14):
+        u = r.sol(t)
+        bound = mu1 / (1 - (1 - mu1 / a0) * np.exp(mu1 * t))
+        assert phi @ u * dx >= bound * (1 - 1e-6)
+        assert u.min() > 0
+        np.testing.assert_allclose(u, u[::-1], rtol=1e-7)
+    assert r.sol(0.14).max() > 400  # blowing up (at t ≈ 0.1423)

@@ -1,9 +1,10 @@
-"""A ninth stiff hold-out set for the must-hold of issue 14: four problems in none of
+"""A ninth stiff hold-out set for the must-hold of issue 14: five problems in none of
 the other sets, each with a way to fail that they do not have — fourth-order
 (hyper)diffusion with an unstable band, an enzyme that runs out of substrate (a
 stiffness of 1e3 switched on at a corner of the solution, and a rate with a pole just
 below zero), a critically damped oscillator (a defective Jacobian whose entries span
-eight decades), and a cubic relaxation whose Jacobian vanishes on the slow manifold:
+eight decades), a cubic relaxation whose Jacobian vanishes on the slow manifold, and
+a heat equation approaching blow-up:
 
 =========================  ==========================================================
 ``cahn_hilliard``          ``u_t = (u³ − u − ε² u_xx)_xx`` on the periodic [0, 1],
@@ -38,12 +39,19 @@ eight decades), and a cubic relaxation whose Jacobian vanishes on the slow manif
                            the stiffness ``3k (y − cos t)²`` falls to ~1e2–1e3 and
                            vanishes where ``sin t`` changes sign; the lag
                            ``(sin t / k)^{1/3}`` is only Hölder there.
+``heat_blowup``            ``u_t = u_xx + u²`` on [0, 1], u = 0 at both ends, 50
+                           interior points, u(0, x) = 15 sin πx, [0, 0.14]: the
+                           solution blows up at t ≈ 0.1423 (max u ≈ 470 at the end,
+                           growing like ``1/(T − t)``) under diffusion eigenvalues to
+                           −1e4: an L-stable method that takes a step long against
+                           the growth damps it (``|R(z)| < 1`` for large positive z
+                           too) and may report a tame, wrong solution.
 =========================  ==========================================================
 
 All are written here from the formulas above (our code).  ``substrate_depletion`` and
 ``critically_damped`` are measured against their closed forms (checked against scipy
 Radau at rtol 1e-12 by ``--check-refs`` and against tight scipy solves at six times each
-in the set's tests); the other two against scipy Radau at rtol 1e-12, checked against
+in the set's tests); the other three against scipy Radau at rtol 1e-12, checked against
 scipy BDF.
 
 Reference, error measure, step budget, verdicts, cells and report: those of
@@ -178,6 +186,21 @@ def damped_exact(t, omega: float = DAMPING_OMEGA) -> np.ndarray:
     return np.column_stack([x, v])
 
 
+def heat_blowup(n: int = 50, amplitude: float = 15.0, t1: float = 0.14):
+    dx = 1.0 / (n + 1)
+    x = np.arange(1, n + 1) * dx
+
+    def rates(t, u, xp):
+        zero = 0 * u[:1]
+        w = xp.concatenate([zero, u, zero], 0)
+        return (w[2:] - 2 * w[1:-1] + w[:-2]) / dx**2 + u**2
+
+    return _with_scipy_reference(
+        rates, amplitude * np.sin(np.pi * x), t1, "heat_blowup",
+        f"u_t = u_xx + u², {n} points, u(0) = {amplitude:g} sin πx, [0, {t1:g}] (blow-up ≈ 0.1423)",
+    )  # fmt: skip
+
+
 def cubic_relaxation(k: float = 1e6, t1: float = 10.0):
     def rates(t, y, xp):
         y0, z = y[0], y[1]
@@ -194,6 +217,7 @@ HOLDOUT9 = {
     "substrate_depletion": substrate_depletion,
     "critically_damped": critically_damped,
     "cubic_relaxation": cubic_relaxation,
+    "heat_blowup": heat_blowup,
 }
 main = stiff_holdout.register(HOLDOUT9, OUT)
 get = stiff_holdout.get

@@ -14,7 +14,7 @@ from scipy.integrate import solve_ivp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies" / "benchmarks"))
 import stiff_holdout5 as H5
-from stiff import run_odenet
+from _must_hold import assert_cell_passes
 from stiff_holdout import any_problem, both_fields, mixed_error, scipy_end
 
 import odenet
@@ -52,11 +52,7 @@ def test_a_must_hold_cell_detest_f5_rtol_1e3(method):
     # issue 14: status ok means an error within 100·rtol; bdf failed this cell at the
     # step budget (Newton stalled on f's round-off at the equilibrium) before dafd8cc.
     # The sweep's own runner (stiff.run_odenet: atol = floors·rtol, stiff_error)
-    p = H5.get("detest_f5")
-    rtol = 1e-3
-    r = run_odenet(p, method, rtol, p.atol_ratio, max_steps=2000)
-    assert r["status"] == "ok", r["status"]
-    assert r["err"] <= rtol, r["err"]
+    assert_cell_passes(H5.get("detest_f5"), method, 1e-3, within=1.0, max_steps=2000)
 
 
 def test_any_problem_finds_the_stiff_set_and_every_hold_out_set_with_their_floors():

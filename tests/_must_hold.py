@@ -1,0 +1,24 @@
+"""Issue 14's must-hold on one hold-out cell, as the sweeps run it.
+
+The sweep's own runner (``stiff.run_odenet``: atol = floors·rtol, the mixed error at the
+end against the set's reference).  Status ok must mean an error within 100·rtol; the
+cells the set tests pin pass in their sweep, well inside that (``within``·rtol), so a
+failure status or a larger error is a regression.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies" / "benchmarks"))
+from stiff import run_odenet
+
+
+def assert_cell_passes(p, method: str, rtol: float, *, within: float = 10.0, max_steps=20000):
+    """Solve hold-out problem ``p`` with ``method`` at ``rtol``: status ok and an error
+    at most ``within``·rtol.  Returns the sweep's row."""
+    r = run_odenet(p, method, rtol, p.atol_ratio, max_steps=max_steps)
+    assert r["status"] == "ok", r["status"]
+    assert r["err"] <= within * rtol, r["err"] / rtol
+    return r

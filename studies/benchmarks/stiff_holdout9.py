@@ -143,7 +143,8 @@ def depletion_exact(t) -> np.ndarray:
     out = []
     for ti in np.atleast_1d(np.asarray(t, dtype=np.float64)):
         x = np.log(S0 / K) + (S0 - V * ti) / K
-        # ln w = v:  e^v + v = x; from v = min(x, ln x) (w ≈ x above 1, e^x below)
+        # ln w = v:  e^v + v = x; start from v = ln x above x = 1 (w ≈ x), v = x below
+        # (w ≈ e^x); the Newton map is monotone in v, so it converges from either
         v = np.log(x) if x > 1 else x
         for _ in range(100):
             step = (np.exp(v) + v - x) / (np.exp(v) + 1)

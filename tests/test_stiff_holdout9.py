@@ -1,6 +1,7 @@
 """The ninth stiff hold-out set (studies/benchmarks/stiff_holdout9.py): its problems are
 the ones described (checked against two closed forms, a conservation law, the linear
-band of spinodal decomposition and a quasi-steady lag)."""
+band of spinodal decomposition, a quasi-steady lag and Kaplan's blow-up bound), and a
+must-hold cell per failure mode."""
 
 from __future__ import annotations
 

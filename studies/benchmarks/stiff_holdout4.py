@@ -136,6 +136,23 @@ def _with_scipy_reference(
     )
 
 
+def _with_closed_form(rates, y0, t1: float, exact, name: str, description: str) -> P.Problem:
+    """A hold-out problem with a closed form ``exact(t [m]) -> [m, n]``: the torch and
+    numpy fields of ``rates(t, y, xp)``, floors 1e-3, measured against ``exact``."""
+    f, f_numpy = _twin_xp(rates)
+    return P.Problem(
+        f=f,
+        y0=np.asarray(y0, dtype=np.float64),
+        span=(0.0, t1),
+        exact=exact,
+        name=name,
+        description=description,
+        stiff=True,
+        f_numpy=f_numpy,
+        atol_ratio=1e-3,
+    )
+
+
 def stick_slip(eps: float = 1e-4, belt: float = 0.2, t1: float = 50.0) -> P.Problem:
     def rates(t, y, xp):
         x, v = y[0], y[1]

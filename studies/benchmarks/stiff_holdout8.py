@@ -59,10 +59,7 @@ from scipy.linalg import expm
 
 sys.path.insert(0, str(Path(__file__).parent))
 import stiff_holdout
-from stiff_holdout2 import _twin_xp
-from stiff_holdout4 import _with_scipy_reference
-
-from odenet import problems as P
+from stiff_holdout4 import _with_closed_form, _with_scipy_reference
 
 OUT = Path(__file__).parent / "results" / "stiff_holdout8.jsonl"
 
@@ -85,20 +82,10 @@ def rotating_stiff(omega: float = 50.0, slow: float = -0.5, fast: float = -1e5, 
             out.append([c * z[0] + s * z[1], -s * z[0] + c * z[1]])  # y = Uᵀ z
         return np.array(out)
 
-    f, f_numpy = _twin_xp(rates)
-    return P.Problem(
-        f=f,
-        y0=np.array([1.0, 0.0]),
-        span=(0.0, t1),
-        exact=exact,
-        name="rotating_stiff",
-        description=(
-            f"rotating stiff direction, ω = {omega:g}, D = diag({slow:g}, {fast:g}), [0, {t1:g}]"
-        ),
-        stiff=True,
-        f_numpy=f_numpy,
-        atol_ratio=1e-3,
-    )
+    return _with_closed_form(
+        rates, [1.0, 0.0], t1, exact, "rotating_stiff",
+        f"rotating stiff direction, ω = {omega:g}, D = diag({slow:g}, {fast:g}), [0, {t1:g}]",
+    )  # fmt: skip
 
 
 def rectifier(t1: float = 0.1):

@@ -75,30 +75,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 import stiff_holdout
-from stiff_holdout2 import _twin_xp
-from stiff_holdout4 import _with_scipy_reference
-
-from odenet import problems as P
+from stiff_holdout4 import _with_closed_form, _with_scipy_reference, lambert_w_of_exp
 
 OUT = Path(__file__).parent / "results" / "stiff_holdout9.jsonl"
-
-
-def _closed_form(rates, y0, t1: float, exact, name: str, description: str) -> P.Problem:
-    """A problem of this set with a closed form ``exact`` (``stiff_holdout8``'s
-    ``rotating_stiff`` likewise): the torch and numpy fields of ``rates(t, y, xp)``,
-    floors 1e-3."""
-    f, f_numpy = _twin_xp(rates)
-    return P.Problem(
-        f=f,
-        y0=np.asarray(y0, dtype=np.float64),
-        span=(0.0, t1),
-        exact=exact,
-        name=name,
-        description=description,
-        stiff=True,
-        f_numpy=f_numpy,
-        atol_ratio=1e-3,
-    )
 
 
 def cahn_hilliard(n: int = 64, eps: float = 0.03, t1: float = 0.5):
@@ -121,39 +100,28 @@ def cahn_hilliard(n: int = 64, eps: float = 0.03, t1: float = 0.5):
 DEPLETION = {"V": 1.0, "K": 1e-3, "S0": 1.0}
 
 
-def substrate_depletion(t1: float = 1.01):
-    V, K, S0 = DEPLETION["V"], DEPLETION["K"], DEPLETION["S0"]
+def substrate_depletion(t1: float = 1.01, K: float = DEPLETION["K"]):
+    V, S0 = DEPLETION["V"], DEPLETION["S0"]
 
     def rates(t, y, xp):
         rate = V * y[0] / (K + y[0])
         return xp.stack([-rate, rate])
 
-    return _closed_form(
-        rates, [S0, 0.0], t1, depletion_exact, "substrate_depletion",
+    return _with_closed_form(
+        rates, [S0, 0.0], t1, lambda t: depletion_exact(t, K), "substrate_depletion",
         f"Michaelis–Menten running out, V = {V:g}, K = {K:g}, S(0) = {S0:g}, [0, {t1:g}]",
     )  # fmt: skip
 
 
-def depletion_exact(t) -> np.ndarray:
-    """``(S, P)`` of ``substrate_depletion`` at times ``t`` [m] → [m, 2]:
-    ``S + K ln S = S0 + K ln S0 − V t``, so ``S/K = W(e^x)`` with
-    ``x = ln(S0/K) + (S0 − V t)/K``; ``w + ln w = x`` is solved by Newton in ``ln w``
-    (``e^x`` overflows long before the depletion)."""
-    V, K, S0 = DEPLETION["V"], DEPLETION["K"], DEPLETION["S0"]
-    out = []
-    for ti in np.atleast_1d(np.asarray(t, dtype=np.float64)):
-        x = np.log(S0 / K) + (S0 - V * ti) / K
-        # ln w = v:  e^v + v = x; start from v = ln x above x = 1 (w ≈ x), v = x below
-        # (w ≈ e^x); the Newton map is monotone in v, so it converges from either
-        v = np.log(x) if x > 1 else x
-        for _ in range(100):
-            step = (np.exp(v) + v - x) / (np.exp(v) + 1)
-            v -= step
-            if abs(step) < 1e-15 * max(1.0, abs(v)):
-                break
-        S = K * np.exp(v)
-        out.append([S, S0 - S])
-    return np.array(out)
+def depletion_exact(t, K: float = DEPLETION["K"]) -> np.ndarray:
+    """``(S, P)`` of ``substrate_depletion`` (its ``K``) at times ``t`` [m] → [m, 2]:
+    ``S + K ln S = S0 + K ln S0 − V t``, so ``S = K W(e^x)`` with
+    ``x = ln(S0/K) + (S0 − V t)/K`` (:func:`stiff_holdout4.lambert_w_of_exp`: ``e^x``
+    overflows long before the depletion)."""
+    V, S0 = DEPLETION["V"], DEPLETION["S0"]
+    t = np.atleast_1d(np.asarray(t, dtype=np.float64))
+    S = K * lambert_w_of_exp(np.log(S0 / K) + (S0 - V * t) / K)
+    return np.column_stack([S, S0 - S])
 
 
 DAMPING_OMEGA = 1e4
@@ -164,7 +132,7 @@ def critically_damped(omega: float = DAMPING_OMEGA, t1: float = 10.0):
         x, v = y[0], y[1]
         return xp.stack([v, omega**2 * (xp.sin(t + 0 * x) - x) - 2 * omega * v])
 
-    return _closed_form(
+    return _with_closed_form(
         rates, [1.0, 0.0], t1, damped_exact, "critically_damped",
         f"critically damped oscillator, ω = {omega:g}, forced by ω² sin t, [0, {t1:g}]",
     )  # fmt: skip

@@ -146,8 +146,8 @@ def _adams_method(method, options, rtol, atol, adjoint):
 
 @functools.cache
 def _fixed_step_copy(name):
-    """The tableau ``name`` without its embedded pair (one object per name, so runtime
-    caches keep it), or None when it has none."""
+    """The tableau ``name`` without its embedded pair or named estimator (one object
+    per name, so runtime caches keep it), or None when it has no pair."""
     from odenet._registry import method
 
     if not isinstance(name, str):
@@ -156,7 +156,12 @@ def _fixed_step_copy(name):
     if getattr(tab, "b_hat", None) is None:  # no pair (a multistep method has none)
         return None
     return dataclasses.replace(
-        tab, name=f"{tab.name} (fixed steps)", b_hat=None, embedded_order=None
+        tab,
+        name=f"{tab.name} (fixed steps)",
+        b_hat=None,
+        embedded_order=None,
+        estimator=None,
+        estimator_order=None,
     )
 
 

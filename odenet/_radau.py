@@ -752,7 +752,13 @@ def is_radau_iia(tab) -> bool:
 
 def runtime_for(tab, dtype, time_dtype, device, newton, *, fixed: bool) -> RungeKutta:
     """The method object the loop runs for ``tab``: :class:`RadauIIA` for an adaptive
-    Radau IIA solve, the generic :class:`RungeKutta` otherwise."""
+    Radau IIA solve, :class:`~odenet._trapezoid.MilneTrapezoid` for an adaptive one
+    of a tableau with the ``"milne"`` estimator, the generic :class:`RungeKutta`
+    otherwise."""
+    if not fixed and getattr(tab, "estimator", None) == "milne":
+        from odenet._trapezoid import MilneTrapezoid
+
+        return MilneTrapezoid(tab, dtype, time_dtype, device, newton)
     if not fixed and getattr(tab, "estimator", None) == "radau5" and is_radau_iia(tab):
         nw = RadauNewton(
             tol=newton.tol,

@@ -271,6 +271,13 @@ class RungeKutta:
 
     # --- implicit -----------------------------------------------------------------
     def _diagonally_implicit(self, g, s, y, h, f0) -> StepResult:
+        out = self._dirk_stages(g, s, y, h, f0)
+        out.error = self.newton.filter_error(out.error, self.tableau)  # see Newton.filter_error
+        return out
+
+    def _dirk_stages(self, g, s, y, h, f0) -> StepResult:
+        """The stages and solution of a diagonally implicit step, with the embedded
+        estimate ``h Σ (b_i − b̂_i) k_i`` as it is (not yet filtered or scaled by κ)."""
         K, n = y.shape
         hy = h.to(y.dtype)[:, None]
         h_safe = torch.where(h == 0, torch.ones_like(h), h).to(y.dtype)
@@ -299,7 +306,6 @@ class RungeKutta:
             ks.append((Z[:, 0] - base) / (h_safe[:, None] * a_ii))
         ks_t = torch.stack(ks)
         y1, err = self._combine(y, hy, ks_t)
-        err = self.newton.filter_error(err, self.tableau)  # see Newton.filter_error
         f1 = ks[-1] if self.stiffly_accurate else None
         return StepResult(y1, err, ks_t, f1, ok)
 

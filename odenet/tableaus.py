@@ -223,8 +223,10 @@ class ButcherTableau:
         combining two embedded solutions; the integrator core uses `b_hat` only.
     estimator : str, optional
         A named error estimator that is not an embedded `b_hat` (`"radau5"`:
-        Hairer's filtered estimate, `odenet._radau`), of order `estimator_order`;
-        makes the method adaptive.
+        Hairer's filtered estimate, `odenet._radau`; `"milne"`: the trapezoid's
+        local error from its previous step, `odenet._trapezoid`), of order
+        `estimator_order`; makes the method adaptive, and is what adaptive solves use
+        where the tableau also has a `b_hat`.
     error_safety : float
         Diagonally implicit pairs: the constant of the factor ``κ`` their error
         estimate is multiplied by in an adaptive solve (``odenet._newton.error_safety``:
@@ -416,7 +418,7 @@ class ButcherTableau:
         """
         if self.b_hat2 is not None:
             return self.order - 1
-        if self.b_hat is None and self.estimator_order is not None:
+        if self.estimator_order is not None:  # a named estimator replaces b_hat's
             return self.estimator_order
         return self.order if self.embedded_order is None else min(self.order, self.embedded_order)
 
@@ -665,6 +667,13 @@ def _backward_euler() -> ButcherTableau:
     )
 
 
+# The trapezoid's κ constant (odenet._newton.error_safety) for its Milne-device estimate
+# (odenet._trapezoid), measured like the DIRK pairs' below: at rtol 1e-3 on the stiff set
+# S = 1000 left HIRES at 13x RADAU5's error, S = 2000 every problem within 8x
+# (studies/benchmarks/stiff_trapezoid_results.md).
+TRAPEZOID_SAFETY = 2000.0
+
+
 @register("trapezoid", "crank_nicolson", "trapezoidal")
 def _trapezoid() -> ButcherTableau:
     """The trapezoidal rule (Crank–Nicolson), order 2, A-stable; forward Euler embedded."""
@@ -674,8 +683,12 @@ def _trapezoid() -> ButcherTableau:
         b=["1/2", "1/2"],
         c=[0, 1],
         order=2,
-        b_hat=[1, 0],  # forward Euler: an error estimate for free
+        b_hat=[1, 0],  # forward Euler: the estimate of a step with no predecessor
         embedded_order=1,
+        # adaptive solves estimate -h³y'''/12 by Milne's device (odenet._trapezoid)
+        estimator="milne",
+        estimator_order=2,
+        error_safety=TRAPEZOID_SAFETY,
         reference="Crank & Nicolson, Proc. Camb. Phil. Soc. 43 (1947).",
     )
 

@@ -73,7 +73,9 @@ def test_nodes_are_row_sums_and_weights_sum_to_one(name):
             assert not np.allclose(w, tab.b)  # an embedded pair, not a copy
     if tab.b_hat is not None:
         assert tab.is_adaptive and tab.embedded_order >= 1
-        if tab.b_hat2 is None:
+        if tab.estimator_order is not None:  # a named estimator replaces b_hat's (milne)
+            assert tab.error_order == tab.estimator_order
+        elif tab.b_hat2 is None:
             assert tab.error_order == min(tab.order, tab.embedded_order)
         else:  # Hairer's combined |e5|²/sqrt(|e5|² + 0.01|e3|²) estimate: O(h^order)
             assert tab.error_order == tab.order - 1

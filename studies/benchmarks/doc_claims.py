@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -103,6 +104,38 @@ def kvaerno3_newton() -> None:
             with kappa_one() if label == "1" else contextlib.nullcontext():
                 r = run_odenet(p, "kvaerno3", 1e-3, p.atol_ratio, 20000, **kw)
             print(f"{label}\t{kw.get('newton_tol', '3e-4')}\t{r['err'] / 1e-3:.3g}\t{r['nfe']}")
+
+
+def trapezoid_estimates() -> None:
+    """The adaptive trapezoid with its Milne-device estimate and with the forward Euler
+    one it had before (κ constant 1), on the harmonic oscillator over [0, 5] (atol = rtol)
+    and on ``y' = t`` over [0, 4] (methods.md, tests/test_trapezoid.py)."""
+    euler = dataclasses.replace(
+        odenet.tableau("trapezoid"), estimator=None, estimator_order=None, error_safety=1.0
+    )
+
+    def harmonic(t, y):
+        return torch.stack([y[..., 1], -y[..., 0]], -1)
+
+    exact = torch.tensor([math.cos(5.0), -math.sin(5.0)], dtype=torch.float64)
+    print("estimate\tproblem\trtol\terr/rtol\tsteps")
+    for label, tab in (("milne", "trapezoid"), ("euler", euler)):
+        for rtol in (1e-3, 1e-5):
+            y0 = torch.tensor([1.0, 0.0], dtype=torch.float64)
+            t = torch.tensor([0.0, 5.0], dtype=torch.float64)
+            sol = odenet.solve(harmonic, y0, t, method=tab, rtol=rtol, atol=rtol)
+            err = float((sol.ys[-1] - exact).abs().max())
+            print(f"{label}\tharmonic\t{rtol:g}\t{err / rtol:.3g}\t{int(sol.stats['steps'])}")
+        sol = odenet.solve(
+            lambda t, y: t * torch.ones_like(y),
+            torch.zeros(1, dtype=torch.float64),
+            torch.tensor([0.0, 4.0], dtype=torch.float64),
+            method=tab,
+            rtol=1e-4,
+            atol=1e-4,
+        )
+        err = abs(float(sol.ys[-1, 0]) - 8.0)
+        print(f"{label}\ty' = t\t1e-4\t{err / 1e-4:.3g}\t{int(sol.stats['steps'])}")
 
 
 def e5_isoutofdomain() -> None:
@@ -306,6 +339,7 @@ CLAIMS = {
         radau3_vs_radau5,
         kvaerno5_without_kappa,
         kvaerno3_newton,
+        trapezoid_estimates,
         e5_isoutofdomain,
         implicit_adams_jump,
         sdirk4_jump,

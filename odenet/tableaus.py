@@ -683,7 +683,7 @@ def _trapezoid() -> ButcherTableau:
         b=["1/2", "1/2"],
         c=[0, 1],
         order=2,
-        b_hat=[1, 0],  # forward Euler: the estimate of a step with no predecessor
+        b_hat=[1, 0],  # forward Euler, as data: adaptive solves use the estimator below
         embedded_order=1,
         # adaptive solves estimate -h³y'''/12 by Milne's device (odenet._trapezoid)
         estimator="milne",

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import odenet
 from odenet import problems as P
-from odenet._trapezoid import MilneTrapezoid, milne_estimate
+from odenet._trapezoid import MilneTrapezoid, midpoint_estimate, milne_estimate
 
 D = torch.float64
 
@@ -52,6 +52,41 @@ def test_milne_estimate_is_the_trapezoid_local_error_on_cubics(
     est = milne_estimate(*T, torch.tensor([h], dtype=D), torch.tensor([H], dtype=D))
     assert exact == pytest.approx(-a * h**3 / 2, abs=1e-12)
     assert float(est) == pytest.approx(exact, rel=1e-7, abs=1e-11)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    coefficients=st.lists(st.floats(-5, 5), min_size=4, max_size=4),
+    t0=st.floats(-3, 3),
+    h=st.floats(-1.0, 1.0).filter(lambda v: abs(v) > 1e-3),
+)
+def test_midpoint_estimate_is_the_local_error_where_f_depends_on_t_alone(coefficients, t0, h):
+    # the estimate of a step with no predecessor: one more f at the step's midpoint
+    a, b, c, _ = coefficients
+
+    def f(t):
+        return 3 * a * t**2 + 2 * b * t + c
+
+    T = [torch.tensor([[v]], dtype=D) for v in (f(t0), f(t0 + h), f(t0 + h / 2))]
+    est = midpoint_estimate(*T, torch.tensor([h], dtype=D))
+    assert float(est) == pytest.approx(-a * h**3 / 2, rel=1e-7, abs=1e-11)
+
+
+def test_a_restart_after_a_jump_takes_no_rejected_step():
+    # f jumps at t = 1 (jump_t: the loop lands just before and restarts just after).
+    # The step after it has no predecessor on its side; the solution is piecewise
+    # quadratic, so the trapezoid and its midpoint estimate are exact and the steps grow
+    # at once.  The forward Euler estimate (h²/2 here, times κ) that such steps had
+    # before took 15 rejections and 33 steps
+    def f(t, y):
+        return (t + 5.0 * (t > 1.0)) * torch.ones_like(y)
+
+    t = torch.tensor([0.0, 50.0], dtype=D)
+    sol = odenet.solve(
+        f, torch.zeros(1, dtype=D), t, method="trapezoid", rtol=1e-6, atol=1e-6, jump_t=[1.0]
+    )
+    assert float(sol.ys[-1, 0]) == pytest.approx(1250.0 + 5.0 * 49.0, rel=1e-12)
+    assert int(sol.stats["rejected"]) == 0 and int(sol.stats["steps"]) <= 10
 
 
 def harmonic(t, y):

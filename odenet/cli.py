@@ -548,6 +548,7 @@ def method_rows() -> list[dict]:
                 "method": name,
                 "order": int(tab.order),
                 "embedded_order": None if tab.embedded_order is None else int(tab.embedded_order),
+                "estimator": tab.estimator,
                 "stages": int(tab.stages),
                 "kind": kind,
                 "adaptive": bool(tab.is_adaptive),
@@ -567,6 +568,7 @@ def method_rows() -> list[dict]:
                 "method": name,
                 "order": lm.order,
                 "embedded_order": None,
+                "estimator": None,
                 "stages": 2 if lm.family == "abm" else 1,
                 "kind": f"{family[lm.family]} ({lm.steps} steps)",
                 "adaptive": False,
@@ -584,6 +586,7 @@ def method_rows() -> list[dict]:
                 "method": name,
                 "order": int(m.order),  # the highest order it reaches
                 "embedded_order": None,
+                "estimator": None,
                 "stages": 1,
                 "kind": f"{kind} multistep, variable order",
                 "adaptive": bool(m.is_adaptive),
@@ -603,6 +606,8 @@ def _cmd_methods(args) -> int:
             step = "fixed (give step_size / --steps)"
         elif r["embedded_order"] is None:  # an estimator that is not a tableau row (RADAU5)
             step = "adaptive"
+        elif r["estimator"]:  # one that replaces the embedded pair (the trapezoid's)
+            step = f"adaptive ({r['estimator']} estimate)"
         else:
             step = f"adaptive (embedded order {r['embedded_order']})"
         print(f"{r['method']:<17}{r['order']:>5}  {r['stages']:>6}  {r['kind']:<36}{step}")

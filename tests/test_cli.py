@@ -151,6 +151,16 @@ def test_problems_lists_the_library(capsys):
     assert "kepler" in out and "prothero_robinson" in out and "reference" in out
 
 
+def test_methods_names_each_adaptive_methods_estimate(capsys):
+    assert main(["methods"]) == 0
+    lines = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines()[1:] if ln.strip()}
+    assert lines["kvaerno5"].endswith("adaptive (embedded order 4)")
+    assert lines["radau_iia5"].endswith("adaptive")
+    # the trapezoid's embedded Euler is data; its adaptive solves use Milne's device
+    assert lines["trapezoid"].endswith("adaptive (milne estimate)")
+    assert lines["rk4"].rstrip().endswith("fixed (give step_size / --steps)")
+
+
 def test_bad_option_is_one_line_and_nonzero_exit_in_a_subprocess(tmp_path):
     r = run(["converge", "--norm", "sup"], tmp_path, timeout=120)
     assert r.returncode == 2

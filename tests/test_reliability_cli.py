@@ -187,10 +187,14 @@ def test_methods_lists_every_method_with_its_true_properties(capsys):
         "method": "euler",
         "order": 1,
         "embedded_order": None,
+        "estimator": None,
         "stages": 1,
         "kind": "explicit",
         "adaptive": False,
     }
+    # the trapezoid's embedded Euler is data; adaptive solves use its Milne estimate
+    assert rows["trapezoid"]["embedded_order"] == 1 and rows["trapezoid"]["estimator"] == "milne"
+    assert rows["radau_iia5"]["estimator"] == "radau5" and rows["bdf3"]["estimator"] is None
     assert rows["dopri5"]["order"] == 5 and rows["dopri5"]["adaptive"]
     assert rows["dopri5"]["embedded_order"] == 4 and rows["dopri5"]["stages"] == 7
     assert rows["radau_iia5"]["kind"] == "implicit" and rows["radau_iia5"]["stages"] == 3

@@ -96,7 +96,7 @@ def harmonic(t, y):
 def test_the_global_error_follows_rtol():
     # tolerance proportionality (what κ's rtol^(−1/2) is for, with an estimate of the
     # trapezoid's own local error): the end error over rtol is the same at every rtol;
-    # with the forward Euler estimate it went like rtol^(1/2) (0.53 → 0.053 from 1e-3
+    # with the forward Euler estimate it fell like rtol^(1/2) (0.53 → 0.053 from 1e-3
     # to 1e-5)
     units = []
     for rtol in (1e-3, 1e-4, 1e-5):

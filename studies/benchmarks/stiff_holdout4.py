@@ -120,18 +120,8 @@ def _with_scipy_reference(
     ``rates(t, y, xp)``, scipy Radau's checked reference (``stiff_holdout._with_reference``),
     floors ``floors`` (1e-3 for every component by default) and, when known, a published
     end value for ``--check-refs`` (also ``stiff_holdout5.py``'s)."""
-    f, f_numpy = _twin_xp(rates)
     return stiff_holdout._with_reference(
-        P.Problem(
-            f=f,
-            y0=np.asarray(y0, dtype=np.float64),
-            span=(0.0, t1),
-            name=name,
-            description=description,
-            stiff=True,
-            f_numpy=f_numpy,
-            atol_ratio=floors,
-        ),
+        _twin_problem(rates, y0, t1, name, description, atol_ratio=floors),
         None if published is None else np.asarray(published, dtype=np.float64),
     )
 
@@ -139,17 +129,22 @@ def _with_scipy_reference(
 def _with_closed_form(rates, y0, t1: float, exact, name: str, description: str) -> P.Problem:
     """A hold-out problem with a closed form ``exact(t [m]) -> [m, n]``: the torch and
     numpy fields of ``rates(t, y, xp)``, floors 1e-3, measured against ``exact``."""
+    return _twin_problem(rates, y0, t1, name, description, exact=exact, atol_ratio=1e-3)
+
+
+def _twin_problem(rates, y0, t1: float, name: str, description: str, **extra) -> P.Problem:
+    """The stiff problem on ``[0, t1]`` whose torch and numpy fields are one formula
+    ``rates(t, y, xp)`` (``extra``: further :class:`~odenet.problems.Problem` fields)."""
     f, f_numpy = _twin_xp(rates)
     return P.Problem(
         f=f,
         y0=np.asarray(y0, dtype=np.float64),
         span=(0.0, t1),
-        exact=exact,
         name=name,
         description=description,
         stiff=True,
         f_numpy=f_numpy,
-        atol_ratio=1e-3,
+        **extra,
     )
 
 

@@ -114,15 +114,15 @@ class MilneTrapezoid(RungeKutta):
             if self._last is None or self._last[0].shape != s.shape:
                 # no row has an accepted step yet (a NaN end is no row's start)
                 self._last = (torch.full_like(s_end, math.nan), h_t, f_start, f_end)
-            if bool(moved.any()):
-                m2 = moved[:, None]
-                ls, lh, lf0, lf1 = self._last
-                self._last = (
-                    torch.where(moved, s_end, ls),
-                    torch.where(moved, h_t, lh),
-                    torch.where(m2, f_start, lf0),
-                    torch.where(m2, f_end, lf1),
-                )
+            # (selects on every row, not a read of the device to skip them)
+            m2 = moved[:, None]
+            ls, lh, lf0, lf1 = self._last
+            self._last = (
+                torch.where(moved, s_end, ls),
+                torch.where(moved, h_t, lh),
+                torch.where(m2, f_start, lf0),
+                torch.where(m2, f_end, lf1),
+            )
         if self._last is None or self._last[0].shape != s.shape:
             return None
         ls, lh, lf0, lf1 = self._last
@@ -136,16 +136,17 @@ class MilneTrapezoid(RungeKutta):
         out = self._dirk_stages(g, s, y, h, f0)
         with torch.no_grad():
             y_, f0_, f1, h_ = y.detach(), f0.detach(), out.f1.detach(), h.detach()
-            valid = None if previous is None else previous[0]
-            if valid is None or not bool(valid.all()):
+            # the one read of the device per step: does every row have a previous step?
+            every = previous is not None and bool(previous[0].all())
+            if not every:
                 # rows with no previous step: one more f, at the step's midpoint
                 hy = h_.to(y_.dtype)[:, None]
                 f_mid = g(s.detach() + h_ / 2, y_ + hy * (3 * f0_ + f1) / 8)
                 err = midpoint_estimate(f0_, f1, f_mid, h_)
-            if valid is not None and bool(valid.any()):
-                _, h_prev, f_prev = previous
+            if previous is not None:
+                valid, h_prev, f_prev = previous
                 milne = milne_estimate(y_, f0_, f_prev, out.y1.detach(), h_, h_prev)
-                err = milne if bool(valid.all()) else torch.where(valid[:, None], milne, err)
+                err = milne if every else torch.where(valid[:, None], milne, err)
             out.error = self.newton.filter_error(err, self.tableau)
             ok = torch.ones_like(h, dtype=torch.bool) if out.ok is None else out.ok
             self._trial = (s.detach() + h.detach(), h.detach(), f0.detach(), out.f1.detach(), ok)

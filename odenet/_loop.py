@@ -869,6 +869,7 @@ def _integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, rec
     events, callback = cfg.events, cfg.callback
     on_step = getattr(record, "on_step", None)
     method_state = None
+    last_step = getattr(rk, "last_step", None)  # see odenet._stepper.LastStep
     if stateful:
         method_state = cfg.method_state or rk.init_state(B.as_rows(s), y, f0)
     keep_state = getattr(record, "keep_state", None) if stateful else None
@@ -995,6 +996,8 @@ def _integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, rec
             elif not host:
                 method_state = rk.commit_state(method_state, trial_state, accept)
         all_accept = ops.all(accept)
+        if last_step is not None:  # the method keeps its rows' last accepted steps
+            last_step.verdict(accept, all_accept)
         any_accept = all_accept or ops.any(accept)
         # an accepted step of the controller's own size below the
         # round-off of its start (scipy's "step size less than spacing between numbers"):

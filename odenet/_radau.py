@@ -89,7 +89,7 @@ import torch
 from odenet._jacobian import batched_jacobian, lu_shifted
 from odenet._newton import DIRK_NEWTON_TOL, Newton, capped_safety, hairer_newton_tol
 from odenet._ops import HostOps, TensorOps
-from odenet._stepper import RungeKutta, StepResult
+from odenet._stepper import LastStep, RungeKutta, StepResult
 
 _DPS = 50  # digits of the derivations below (the s = 5 tableau has 50-digit entries)
 
@@ -372,8 +372,8 @@ class RadauIIA(RungeKutta):
         # from the second filtering ([K] bool), read by the controller (see _error)
         self.predict_after_refiltering = s != 3
         self.error_refiltered = None
-        self._prev = None  # (s_end [K], h [K], y_start [K, n], Z [s, K, n])
-        self._last_s = None
+        # the last accepted step: (s_end [K], h [K], y_start [K, n], Z [K, s, n])
+        self.last_step = LastStep()
 
     # --- linear algebra ------------------------------------------------------------
     def _factor(self, h, J):
@@ -408,11 +408,7 @@ class RadauIIA(RungeKutta):
             y_ = y.detach()
             scale = nw.atol + nw.rtol * y_.abs()
             # rejected rows retry from the same s: they use the second error estimate
-            retry = (
-                torch.ones(K, dtype=torch.bool, device=y.device)
-                if self._last_s is None or self._last_s.shape != s.shape
-                else (s.detach() == self._last_s)
-            )
+            retry = self.last_step.rejected(s.detach())
             Z0 = self._starting_guess(s.detach(), h_safe.detach(), y_)
             for attempt in range(2):
                 J = nw.jacobian(g, s.detach(), y_, fresh=attempt == 1)
@@ -481,41 +477,25 @@ class RadauIIA(RungeKutta):
             if bool(zero.any()):
                 err = torch.where(zero[:, None], torch.zeros_like(err), err)
                 ok = ok | zero
-        self._last_s = s.detach().clone()
-        self._pending = (s.detach() + h.detach(), h_safe.detach(), y_, Z.detach(), ok)
+        Z_rows = Z.detach().transpose(0, 1)  # [K, s, n]: the record's rows first
+        self.last_step.offer(s.detach() + h.detach(), h_safe.detach(), y_, Z_rows)
         return StepResult(y1, err, ks, None, ok)
 
     def _starting_guess(self, s, h, y):
-        """Extrapolate the last accepted step's collocation polynomial (zeros at first)."""
-        pending = getattr(self, "_pending", None)
-        zeros = y.new_zeros(self.S, *y.shape)
-        if pending is not None and pending[0].shape == s.shape:
-            s_end, h_p, y_p, Z_p, ok_p = pending
-            # rows whose last trial was accepted now start at its end
-            moved = ok_p & (s == s_end)
-            if bool(moved.all()):  # (every row of one system: no selects)
-                self._prev = (s_end, h_p, y_p, Z_p)
-            elif self._prev is not None and bool(moved.any()):
-                ps, ph, py, pZ = self._prev
-                m2, m3 = moved[:, None], moved[None, :, None]
-                self._prev = (
-                    torch.where(moved, s_end, ps),
-                    torch.where(moved, h_p, ph),
-                    torch.where(m2, y_p, py),
-                    torch.where(m3, Z_p, pZ),
-                )
-            self._pending = None
-        if self._prev is None:
-            return zeros
-        ps, ph, py, pZ = self._prev
-        if not bool((s == ps).all()):  # a row not at the end of its last accepted step
-            return zeros
+        """Extrapolate each row's last accepted step's collocation polynomial, where the
+        row starts at its end (zeros elsewhere: at first, after a jump or an event)."""
+        last = self.last_step.last
+        if last is None:
+            return y.new_zeros(self.S, *y.shape)
+        ps, ph, py, pZ = last
         # θ of the new stage times in the previous step (beyond 1: extrapolation)
         theta = 1 + (self.c[:, None] * h[None, :]) / ph[None, :]  # [S, K]
         th = theta.to(y.dtype)[:, :, None]
-        Q = _mix(self.P_coll.T, pZ)  # [degree, K, n]
+        Q = _mix(self.P_coll.T, pZ.transpose(0, 1))  # [degree, K, n]
         poly = sum(th ** (m + 1) * Q[m] for m in range(self.S))  # [S, K, n]
-        return py[None] + poly - y[None]
+        guess = py[None] + poly - y[None]
+        at_end = (s == ps)[None, :, None]  # (selects, not a read of the device)
+        return torch.where(at_end, guess, torch.zeros_like(guess))
 
     def _iterate(self, g, times, y, hy, Z0, scale, lu):
         """Simplified Newton in the eigen-variables ``W = T⁻¹ Z``.  Returns

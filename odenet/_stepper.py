@@ -182,6 +182,9 @@ class RungeKutta:
         # set by the caller when the solve must be differentiable (implicit stages then
         # get attached to the graph by the implicit function theorem)
         self.track_grad = False
+        # a method that reads its rows' last accepted steps keeps a LastStep here, and
+        # the loop tells it every verdict
+        self.last_step: LastStep | None = None
         self.implicit = tableau.is_implicit
         self.fully_implicit = tableau.is_fully_implicit
         A = tableau.A
@@ -382,6 +385,57 @@ class RungeKutta:
             return step if derivative else y0_ + step
         h00, h10, h01, h11 = hermite_basis(th, derivative)
         return h00 * y0_ + h10 * hy * f0[:, None] + h01 * y1[:, None] + h11 * hy * f1[:, None]
+
+
+class LastStep:
+    """Each row's last accepted step, for a method that reads it: Radau IIA extrapolates
+    its collocation polynomial into the next starting guess, the adaptive trapezoid
+    estimates its local error from it (Milne's device).
+
+    The method offers each trial's record (:meth:`offer`: tensors whose first dimension
+    is the row, the first of them the trial's end time); the loop tells the verdict on
+    every trial (:meth:`verdict`), and the accepted rows' records become :attr:`last`.
+    A row with no accepted step yet has NaN for its end time, which no start equals.
+    (Told rather than inferred from where the next trial starts: a jump or an event
+    moves a row's start without a step.)
+    """
+
+    def __init__(self):
+        self.trial = None  # the last trial's record
+        self.last = None  # the last accepted record of each row
+        self.accepted = None  # the last verdict: [K] bool, a bool (one system), None
+
+    def offer(self, *record) -> None:
+        self.trial = record
+
+    def verdict(self, accept, every: bool) -> None:
+        """``accept``: [K] bool, or a bool on the loop's one-system backend; ``every``:
+        whether every row accepted."""
+        self.accepted = accept
+        trial, self.trial = self.trial, None
+        if trial is None:
+            return
+        if every:
+            self.last = trial
+            return
+        if not isinstance(accept, torch.Tensor):  # one system, rejected
+            return
+        last = self.last
+        if last is None or last[0].shape != trial[0].shape:
+            last = (torch.full_like(trial[0], float("nan")), *trial[1:])
+
+        def rows(x):
+            return accept.view(-1, *(1,) * (x.dim() - 1))
+
+        self.last = tuple(torch.where(rows(new), new, old) for new, old in zip(trial, last))
+
+    def rejected(self, s: torch.Tensor) -> torch.Tensor:
+        """``[K]`` bool: the rows (``s`` [K], the trial's start) whose last trial was
+        rejected, so that this one retries from the same start; every row at first."""
+        a = self.accepted
+        if isinstance(a, torch.Tensor):
+            return ~a
+        return torch.full_like(s, a is None or not a, dtype=torch.bool)
 
 
 # --- the runtimes of tableaux, cached -------------------------------------------------

@@ -36,11 +36,9 @@ costs none (``tests/test_trapezoid.py``).
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from odenet._stepper import RungeKutta, StepResult
+from odenet._stepper import LastStep, RungeKutta, StepResult
 
 
 def midpoint_estimate(f0, f1, f_mid, h) -> torch.Tensor:
@@ -95,39 +93,24 @@ class MilneTrapezoid(RungeKutta):
     of :func:`midpoint_estimate` (one more ``f``) where it has none.
 
     It keeps, per row, the last accepted step (``[K]`` end time and length, ``[K, n]``
-    ``f`` at its start and end).  A trial is known to be accepted when the next one
-    starts at its end (the loop rewinds a rejected row to its old start), as
-    :class:`~odenet._radau.RadauIIA`'s starting guess learns it.
+    ``f`` at its start and end) in a :class:`~odenet._stepper.LastStep`, which the loop
+    tells every verdict.
     """
 
     def __init__(self, tableau, dtype, time_dtype, device, newton):
         super().__init__(tableau, dtype, time_dtype, device, newton)
-        self._last = None  # (s_end [K], h [K], f_start [K, n], f_end [K, n])
-        self._trial = None  # the same for the last trial, and its ok [K]
+        # (s_end [K], h [K], f_start [K, n], f_end [K, n])
+        self.last_step = LastStep()
 
     def _previous(self, s, f0):
-        """``(valid [K], h_prev [K], f_prev [K, n])`` of the rows' last accepted steps."""
-        trial, self._trial = self._trial, None
-        if trial is not None and trial[0].shape == s.shape:
-            s_end, h_t, f_start, f_end, ok = trial
-            moved = ok & (s == s_end) & (h_t != 0)
-            if self._last is None or self._last[0].shape != s.shape:
-                # no row has an accepted step yet (a NaN end is no row's start)
-                self._last = (torch.full_like(s_end, math.nan), h_t, f_start, f_end)
-            # (selects on every row, not a read of the device to skip them)
-            m2 = moved[:, None]
-            ls, lh, lf0, lf1 = self._last
-            self._last = (
-                torch.where(moved, s_end, ls),
-                torch.where(moved, h_t, lh),
-                torch.where(m2, f_start, lf0),
-                torch.where(m2, f_end, lf1),
-            )
-        if self._last is None or self._last[0].shape != s.shape:
+        """``(valid [K], h_prev [K], f_prev [K, n])`` of the rows' last accepted steps,
+        valid where the row starts at its end with its end derivative (no jump or event
+        in between); None before the first accepted step."""
+        last = self.last_step.last
+        if last is None:
             return None
-        ls, lh, lf0, lf1 = self._last
-        # the same end and the same derivative there: no jump or event in between
-        valid = (ls == s) & (lf1 == f0).all(dim=1)
+        ls, lh, lf0, lf1 = last
+        valid = (ls == s) & (lh != 0) & (lf1 == f0).all(dim=1)
         return valid, torch.where(valid, lh, torch.ones_like(lh)), lf0
 
     def step(self, g, s, y, h, f0) -> StepResult:
@@ -148,8 +131,7 @@ class MilneTrapezoid(RungeKutta):
                 milne = milne_estimate(y_, f0_, f_prev, out.y1.detach(), h_, h_prev)
                 err = milne if every else torch.where(valid[:, None], milne, err)
             out.error = self.newton.filter_error(err, self.tableau)
-            ok = torch.ones_like(h, dtype=torch.bool) if out.ok is None else out.ok
-            self._trial = (s.detach() + h.detach(), h.detach(), f0.detach(), out.f1.detach(), ok)
+            self.last_step.offer(s.detach() + h_, h_, f0_, f1)
         return out
 
 

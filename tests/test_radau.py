@@ -860,3 +860,43 @@ def test_per_sample_gradients_of_radau_equal_each_row_alone(sensitivity):
         torch.testing.assert_close(g_y0[k], gk, rtol=1e-5, atol=1e-8)
         alone_mu += float(gm)
     assert abs(float(g_mu) - alone_mu) < 1e-5 * abs(alone_mu)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    name=st.sampled_from(RADAU),
+    h1=st.floats(0.05, 0.5),
+    ratio=st.floats(0.3, 3.0),
+    t0=st.floats(-1.0, 1.0),
+)
+def test_each_row_starts_from_its_own_last_step(name, h1, ratio, t0):
+    # y' = 2(t − t0) + 1 (y a quadratic): the collocation polynomial of every s ≥ 2 is
+    # the solution itself, so extrapolating the last accepted step gives the next step's
+    # stages exactly.  In a batch the loop's verdict differs per row: rows that
+    # accepted start at their step's end and get that guess, a row that retries gets
+    # zeros (with a batch-wide test, one retrying row took every row's guess away).
+    rk = RadauIIA(odenet.tableau(name), D, D, "cpu", RadauNewton(tol=0.03, max_iter=30,
+                  atol=1e-13, rtol=1e-13))  # fmt: skip
+
+    def exact(t):
+        return (t - t0) ** 2 + t
+
+    def g(s, y):
+        return (2 * (s - t0) + 1)[:, None].expand_as(y).clone()
+
+    s = torch.full((3,), t0, dtype=D)
+    h = torch.tensor([h1, h1 / 2, 2 * h1], dtype=D)
+    y = exact(s)[:, None]
+    out = rk.step(g, s, y, h, g(s, y))
+    assert torch.allclose(out.y1[:, 0], exact(s + h), atol=1e-12)
+    accept = torch.tensor([True, False, True])
+    rk.last_step.verdict(accept, False)
+    assert rk.last_step.rejected(s).tolist() == [False, True, False]
+    s2 = torch.where(accept, s + h, s)
+    h2 = h * ratio
+    guess = rk._starting_guess(s2, h2, exact(s2)[:, None])  # [S, K, 1]
+    c = torch.as_tensor(odenet.tableau(name).c, dtype=D)
+    stages = exact(s2[None] + c[:, None] * h2[None]) - exact(s2)[None]  # [S, K]
+    for k in (0, 2):
+        assert torch.allclose(guess[:, k, 0], stages[:, k], atol=1e-11)
+    assert torch.equal(guess[:, 1], torch.zeros_like(guess[:, 1]))

@@ -149,19 +149,22 @@ def test_rows_of_a_batch_keep_their_own_previous_steps():
 
 
 def test_the_previous_step_counts_only_where_it_was_accepted_and_f_did_not_change():
-    # the runtime learns that a trial was accepted when the next one starts at its end;
-    # after a jump or an event f at that point is evaluated again and differs from the
-    # step's end derivative, and the previous step (the other side of the jump) is not
-    # extrapolated
+    # the loop tells the runtime which rows accepted their trials; after a jump or an
+    # event f at the new start is evaluated again and differs from the step's end
+    # derivative, and the previous step (the other side of the jump) is not extrapolated
     rk = MilneTrapezoid(odenet.tableau("trapezoid"), D, D, "cpu", None)
+    last = rk.last_step
 
-    def trial(s, h, f_start, f_end, ok):
-        rk._trial = (s + h, h, f_start, f_end, torch.tensor(ok))
+    def trial(s, h, f_start, f_end, accept):
+        last.offer(s + h, h, f_start, f_end)
+        accept = torch.tensor(accept)
+        last.verdict(accept, bool(accept.all()))
 
     col = lambda *v: torch.tensor(v, dtype=D)[:, None]  # noqa: E731
     h = torch.tensor([0.5, 0.25, 0.5], dtype=D)
-    # first trial from 0: rows 0 and 1 accepted, row 2's Newton failed
+    # first trial from 0: rows 0 and 1 accepted, row 2 rejected
     trial(torch.zeros(3, dtype=D), h, col(1, 2, 3), col(4, 5, 6), [True, True, False])
+    assert last.rejected(h).tolist() == [False, False, True]
     # row 0 moves on with its end derivative; row 1 moves on, but f was evaluated again
     # there (a jump); row 2 retries from 0 and has no accepted step yet
     s = torch.tensor([0.5, 0.25, 0.0], dtype=D)
@@ -171,14 +174,15 @@ def test_the_previous_step_counts_only_where_it_was_accepted_and_f_did_not_chang
     # second trial: rows 0 and 2 accepted, row 1 rejected: it retries from 0.25 with
     # the derivative after the jump, and its last accepted step (before it) still does
     # not count
-    trial(s, h, col(4, 7, 3), col(8, 9, 10), [True, True, True])
+    trial(s, h, col(4, 7, 3), col(8, 9, 10), [True, False, True])
     s2 = torch.tensor([1.0, 0.25, 0.5], dtype=D)
     valid, h_prev, f_prev = rk._previous(s2, col(8, 7, 10))
     assert valid.tolist() == [True, False, True]
     assert h_prev[0] == 0.5 and h_prev[2] == 0.5
     assert f_prev[0, 0] == 4 and f_prev[2, 0] == 3
-    # row 1's next trial is accepted: from then on it has a previous step again
+    # every row's next trial is accepted: from then on row 1 has a previous step again
     trial(s2, h, col(8, 7, 10), col(11, 12, 13), [True, True, True])
+    assert not last.rejected(h).any()
     valid, h_prev, f_prev = rk._previous(s2 + h, col(11, 12, 13))
     assert valid.tolist() == [True, True, True]
     assert f_prev[:, 0].tolist() == [8, 7, 10]

@@ -155,26 +155,42 @@ class _Trial:
     its stage equations were solved (``None``: explicit), and its error estimate
     (``error`` absolute, or ``rates`` to be multiplied by ``|h|``)."""
 
-    __slots__ = ("abs_y1", "error", "f1", "ks", "ok", "rates", "y1")
+    __slots__ = ("abs_y1", "error", "f1", "ks", "ok", "rates", "reports", "y1")
 
-    def __init__(self, y1, ks, f1, ok, error=None, rates=None):
+    def __init__(self, y1, ks, f1, ok, error=None, rates=None, reports=None):
         self.y1, self.ks, self.f1, self.ok = y1, ks, f1, ok
         self.error, self.rates = error, rates
+        self.reports = _NO_REPORTS if reports is None else reports
         self.abs_y1 = None
 
 
 class _Reports(NamedTuple):
-    """What a multistep step tells the controller beside its error (see
-    :class:`odenet._bdf.BDFStepResult`): the order of its estimate, whether to keep
-    ``h``, a safety scale; ``[K]`` tensors, or host numbers on the host backend."""
+    """What a step tells the controller beside its error (the optional fields of its
+    ``StepResult``: :class:`odenet._bdf.BDFStepResult`,
+    :class:`odenet._radau.RadauStepResult`): the order of its estimate, whether to keep
+    ``h``, a safety scale, whether a new Jacobian is due, the rows whose estimate came
+    from a second filtering; ``[K]`` tensors or numbers, host numbers on the host
+    backend (:meth:`host`)."""
 
     error_order: object = None
     hold: object = None
     safety: object = None
+    refresh: object = None
+    refiltered: object = None
 
     @classmethod
     def of(cls, out):
         return cls(*(getattr(out, name, None) for name in cls._fields))
+
+    @classmethod
+    def host(cls, out):
+        """The reports of a one-system step as Python numbers."""
+        kinds = (int, bool, float, bool, bool)
+        values = zip(cls.of(out), kinds, strict=True)
+        return cls(*(v if v is None else kind(v) for v, kind in values))
+
+
+_NO_REPORTS = _Reports()
 
 
 class _Host:
@@ -287,7 +303,8 @@ class _Host:
         if self.rk.implicit:
             sh = torch.tensor([s, h], dtype=self.tdt, device=self.dev)
             out = self.rk.step(self.g, sh[:1], y, sh[1:], f0)
-            return _Trial(out.y1, out.ks, out.f1, bool(out.ok), error=out.error)
+            ok = bool(out.ok)
+            return _Trial(out.y1, out.ks, out.f1, ok, error=out.error, reports=_Reports.host(out))
         y1, ks, rates, f1 = self.rk.step_one(self.gh, s, y, h, f0)
         return _Trial(y1, ks, f1, None, rates=rates)
 
@@ -301,10 +318,8 @@ class _Host:
         sh = torch.tensor([s, h], dtype=self.tdt, device=self.dev)
         out, new = self.rk.step(self.g, sh[:1], y, sh[1:], f0, state)
         ok = None if out.ok is None else bool(out.ok)
-        kinds = (int, bool, float)  # error_order, hold, safety
-        values = zip(_Reports.of(out), kinds)
-        reports = _Reports(*(v if v is None else kind(v) for v, kind in values))
-        return _Trial(out.y1, out.ks, out.f1, ok, error=out.error), new, reports
+        reports = _Reports.host(out)
+        return _Trial(out.y1, out.ks, out.f1, ok, error=out.error, reports=reports), new, reports
 
     def _first_fused_step(self, s, y, h, f0) -> _Trial:
         fused, fn = self.fused, None
@@ -602,7 +617,7 @@ class _Masked:
 
     def step(self, s, y, h, f0) -> _Trial:
         out = self.rk.step(self.g, s, y, h, f0)
-        return _Trial(out.y1, out.ks, out.f1, out.ok, error=out.error)
+        return _Trial(out.y1, out.ks, out.f1, out.ok, error=out.error, reports=_Reports.of(out))
 
     @staticmethod
     def as_rows(s):
@@ -611,7 +626,9 @@ class _Masked:
     def step_with_state(self, s, y, h, f0, state):
         """A multistep method's trial: ``(trial, new state, reports)`` (``[K]`` tensors)."""
         out, new = self.rk.step(self.g, s, y, h, f0, state)
-        return _Trial(out.y1, out.ks, out.f1, out.ok, error=out.error), new, _Reports.of(out)
+        reports = _Reports.of(out)
+        trial = _Trial(out.y1, out.ks, out.f1, out.ok, error=out.error, reports=reports)
+        return trial, new, reports
 
     def error_norms(self, trial: _Trial, y, h):
         return absolute_error_norms(self.cfg, trial, y)
@@ -938,6 +955,7 @@ def _integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, rec
                 error_order = reports.error_order
         else:
             trial = B.step(s, y, h_try, f0)
+            reports = trial.reports
         if still_rows:
             trial_state = _hold_still_rows(rk, trial, h_try, y, f0, method_state, trial_state)
 
@@ -973,17 +991,13 @@ def _integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, rec
                 h_prev=h,
                 to_node=to_node,
                 h_floor=h_floor,
-                # H3, issue 14: a multistep method may ask to keep h ([K] bool) and
-                # scale the safety factor ([K], after slow Newton iterations)
-                hold=reports.hold if stateful else None,
-                safety=reports.safety
-                if stateful
-                # Radau IIA's Newton-iteration safety scale
-                else getattr(rk, "newton_safety", None),
-                # Radau IIA's "a new Jacobian is due" (bool)
-                refresh=False if stateful else bool(getattr(rk, "jacobian_due", False)),
-                # Radau IIA's rows whose estimate came from a second filtering ([K] bool)
-                refiltered=None if stateful else _rows(host, getattr(rk, "error_refiltered", None)),
+                # the step's advice (H3, issue 14): keep h ([K] bool, BDF), a safety
+                # scale after slow Newton iterations (BDF, Radau IIA), a new Jacobian is
+                # due (Radau IIA), rows whose estimate came from a second filtering
+                hold=reports.hold,
+                safety=reports.safety,
+                refresh=bool(reports.refresh),
+                refiltered=_rows(host, reports.refiltered),
             )
             if land is not None:  # retry to end on the output the interpolant missed
                 h_next = ops.where(ops.not_(accept) & (land < math.inf), land, h_next)

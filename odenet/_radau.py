@@ -56,15 +56,15 @@ is derived from the tableau's coefficients at 50 digits (:func:`radau_constants`
 Gustafsson's predictive controller and RADAU5's "keep ``h`` when the factor is
 in ``[1, 1.2]`` so the LU can be reused" live on the controller side
 (:class:`odenet._controller.PredictiveController`); as in scipy's ``Radau``, ``h`` is
-not kept when the method reports ``jacobian_due`` (the LU is refactorised anyway); it reports
-``newton_safety = (2M + 1)/(2M + n)`` after ``n`` Newton iterations, by which the loop
-scales the controller's safety factor (as radau5.f and scipy do); radau_iia5 also reports the
-rows whose estimate came from the second filtering (``error_refiltered``), after which the
-controller takes the classical factor alone.  The Newton stopping threshold is
-scipy's ``max(10 ε / rtol, min(0.03, √rtol))``, applied to Hairer's and scipy's error
-left after the iteration (one rate for the whole increment) and, up to
-:data:`COMPONENT_NEWTON_TOL`, to that error estimated from a contraction rate per state
-component (:func:`_remaining`; the one-rate test alone stopped Newton on stages far from
+not kept when the step reports ``refresh`` (a Jacobian is due: the LU is refactorised
+anyway); it reports ``safety = (2M + 1)/(2M + n)`` after ``n`` Newton iterations, by which
+the loop scales the controller's safety factor (as radau5.f and scipy do); radau_iia5 also
+reports the rows whose estimate came from the second filtering (``refiltered``), after
+which the controller takes the classical factor alone (:class:`RadauStepResult`).  The
+Newton stopping threshold is scipy's ``max(10 ε / rtol, min(0.03, √rtol))``, applied to
+Hairer's and scipy's error left after the iteration (one rate for the whole increment)
+and, up to :data:`COMPONENT_NEWTON_TOL`, to that error estimated from a contraction rate
+per state component (:func:`_remaining`; the one-rate test alone stopped Newton on stages far from
 the collocation solution where one direction converged slowly under a fast one), except
 on the first ratio of a component that reads :data:`FIRST_RATIO_DOUBT` or slower; the
 iteration cap is 6 for
@@ -285,6 +285,19 @@ COMPONENT_NEWTON_TOL = 0.03
 FIRST_RATIO_DOUBT = 0.5
 
 
+@dataclass
+class RadauStepResult(StepResult):
+    """A Radau IIA step and what it tells the controller beside its error (as
+    :class:`odenet._bdf.BDFStepResult`): ``safety``, the factor its safety is scaled by
+    after ``n`` Newton iterations; ``refresh``, a new Jacobian is due (the step is not
+    held for an LU that will not be reused); ``refiltered``, the rows whose estimate came
+    from the second filtering (``[K]`` bool, or None)."""
+
+    safety: float = 1.0
+    refresh: bool = False
+    refiltered: torch.Tensor | None = None
+
+
 class RadauNewton(Newton):
     """The Jacobian cache and counters of :class:`RadauIIA` (``Newton``'s interface).
 
@@ -359,11 +372,9 @@ class RadauIIA(RungeKutta):
         self.max_iter = default_cap if newton.max_iter == 8 else newton.max_iter
         self._lu = None
         self._lu_key = None
-        self.newton_safety = 1.0  # read by the loop after each step (see step)
         # radau_iia5 only: radau_iia3/9's measured tables (radau_orders_results.md,
         # stiff_accuracy_results.md) are scipy's rule; applying it there is not measured yet
         self.keep_current_jacobian = s == 3
-        self.jacobian_due = False  # likewise
         # the factor by which a kept Jacobian's rate is predicted to grow in one step
         # (kept_jacobian_converges; measured, see step)
         self.jacobian_aging = 2.0
@@ -371,7 +382,6 @@ class RadauIIA(RungeKutta):
         # likewise (radau_iia5 only, measured there): the rows whose accepted estimate came
         # from the second filtering ([K] bool), read by the controller (see _error)
         self.predict_after_refiltering = s != 3
-        self.error_refiltered = None
         # the last accepted step: (s_end [K], h [K], y_start [K, n], Z [K, s, n])
         self.last_step = LastStep()
 
@@ -442,13 +452,13 @@ class RadauIIA(RungeKutta):
                 # is not what slowed it (the nonlinearity over the step is), and one taken
                 # at the end would be only one step younger (see kept_jacobian_converges)
                 nw.slow = False
-            # read by the controller (scipy's Radau): a step whose Jacobian is due is not
+            # for the controller (scipy's Radau): a step whose Jacobian is due is not
             # kept at the same size for the sake of an LU that will not be reused
-            self.jacobian_due = nw.slow
+            refresh = nw.slow
             # the controller's safety factor is scaled by (2M + 1)/(2M + n) after n of at
             # most M iterations (radau5.f, scipy's Radau): a step whose Newton iteration
             # was slow does not grow towards divergence (fewer slow steps, fewer Jacobians)
-            self.newton_safety = (2 * self.max_iter + 1) / (2 * self.max_iter + n_iter)
+            safety = (2 * self.max_iter + 1) / (2 * self.max_iter + n_iter)
             if not solved:  # (ok is the last attempt's)
                 nw.stats.failures += 1
         frozen = h == 0  # a row past its end (per-sample grids): it does not move
@@ -468,7 +478,9 @@ class RadauIIA(RungeKutta):
         y1 = y + Z[S - 1]  # stiffly accurate: c_s = 1, the last stage is the solution
         ks = _mix(self.A_inv_t, Z) / hy[None, :, None]
         with torch.no_grad():
-            err = self._error(g, s.detach(), y_, hy, f0.detach(), Z.detach(), lu, retry, y1)
+            err, refiltered = self._error(
+                g, s.detach(), y_, hy, f0.detach(), Z.detach(), lu, retry, y1
+            )
             # a failed row: an estimate whose ratio makes the I controller roughly halve h
             if not solved:
                 big = 16.0 * (nw.atol + nw.rtol * torch.maximum(y_.abs(), y1.detach().abs()))
@@ -479,7 +491,7 @@ class RadauIIA(RungeKutta):
                 ok = ok | zero
         Z_rows = Z.detach().transpose(0, 1)  # [K, s, n]: the record's rows first
         self.last_step.offer(s.detach() + h.detach(), h_safe.detach(), y_, Z_rows)
-        return StepResult(y1, err, ks, None, ok)
+        return RadauStepResult(y1, err, ks, None, ok, safety, refresh, refiltered)
 
     def _starting_guess(self, s, h, y):
         """Extrapolate each row's last accepted step's collocation polynomial, where the
@@ -626,7 +638,9 @@ class RadauIIA(RungeKutta):
 
     def _error(self, g, s, y, hy, f0, Z, lu, retry, y1):
         """The filtered estimate of ``f0 + Σ e_i Z_i / h``; a second filtering through
-        ``f(y0 + err)`` for retried rows that the first rejects."""
+        ``f(y0 + err)`` for retried rows that the first rejects.  Returns ``(err [K, n],
+        refiltered)``: the rows whose estimate the controller is told came from the second
+        filtering (``[K]`` bool, or None)."""
         ZE = _mix(self.E, Z) / hy[:, None]
         err = self._filter(lu, f0 + ZE)
         # s = 2: the filter's γ₀ is Re(1/μ) (so that y0 + err removes a stiff transient
@@ -634,7 +648,7 @@ class RadauIIA(RungeKutta):
         # size ERROR_SAFETY_S2 was measured with (HIRES rtol 1e-5: 7.5x scipy Radau's
         # error with Re(1/μ), 6.3x with 1/|μ|)
         kap = self.error_safety * self.gamma_scale
-        self.error_refiltered = None
+        refiltered = None
         if bool(retry.any()):
             nw = self.newton
             sc = nw.atol + nw.rtol * torch.maximum(y.abs(), y1.detach().abs())
@@ -652,8 +666,8 @@ class RadauIIA(RungeKutta):
                     # count changes on the 42-cell stiff grid or six hold-out problems
                     # (stiff_results.md; radau_trace.py's variant predict-after-refiltered is the
                     # controller without this rule)
-                    self.error_refiltered = again
-        return err * kap if kap != 1 else err
+                    refiltered = again
+        return (err * kap if kap != 1 else err), refiltered
 
 
 def _remaining(
@@ -757,6 +771,7 @@ __all__ = [
     "RadauConstants",
     "RadauIIA",
     "RadauNewton",
+    "RadauStepResult",
     "batched_jacobian",
     "is_radau_iia",
     "kept_jacobian_converges",

@@ -900,3 +900,31 @@ def test_each_row_starts_from_its_own_last_step(name, h1, ratio, t0):
     for k in (0, 2):
         assert torch.allclose(guess[:, k, 0], stages[:, k], atol=1e-11)
     assert torch.equal(guess[:, 1], torch.zeros_like(guess[:, 1]))
+
+
+@pytest.mark.parametrize("name", RADAU)
+def test_a_step_tells_the_controller_its_newton_safety_and_jacobian_due(name):
+    # the loop reads a step's advice from its result (RadauStepResult), as it reads
+    # BDF's: safety = (2M + 1)/(2M + n) after n iterations of at most M (radau5.f,
+    # scipy); a new Jacobian is due only after a slow iteration (> 2 at a rate > 1e-3)
+    def run(f, y0, h):
+        res, rk = _one_step(name, f, y0, 0.0, h, tol=1e-6)
+        n, M = rk.newton.stats.iterations, rk.max_iter
+        assert res.safety == pytest.approx((2 * M + 1) / (2 * M + n))
+        return res, n, rk
+
+    # linear: the simplified Newton on the exact Jacobian converges at once
+    res, n, _ = run(lambda t, y: -2.0 * y, torch.ones(1, dtype=D), 0.1)
+    assert n <= 2 and res.refresh is False
+    # Van der Pol μ = 1000 from a large step: slow iterations on a Jacobian of the step's
+    # start; radau_iia3/9 ask for a new one, radau_iia5 keeps it where the same iteration
+    # on a Jacobian one step older is predicted to fit the cap (kept_jacobian_converges)
+    mu = 1000.0
+    res, n, rk = run(
+        lambda t, y: torch.stack([y[1], mu * (1 - y[0] ** 2) * y[1] - y[0]]),
+        torch.tensor([2.0, -0.66], dtype=D),
+        0.5,
+    )
+    assert n > 2
+    assert res.refresh is (not rk.keep_current_jacobian)
+    assert rk._kept_pending is rk.keep_current_jacobian

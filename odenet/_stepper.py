@@ -396,8 +396,8 @@ class LastStep:
     is the row, the first of them the trial's end time); the loop tells the verdict on
     every trial (:meth:`verdict`), and the accepted rows' records become :attr:`last`.
     A row with no accepted step yet has NaN for its end time, which no start equals.
-    (Told rather than inferred from where the next trial starts: a jump or an event
-    moves a row's start without a step.)
+    (The loop knows each verdict; inferring it from where the next trial starts took
+    each such method its own copy of this bookkeeping and reads of the device.)
     """
 
     def __init__(self):

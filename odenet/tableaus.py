@@ -669,8 +669,8 @@ def _backward_euler() -> ButcherTableau:
 
 # The trapezoid's κ constant (odenet._newton.error_safety) for its Milne-device estimate
 # (odenet._trapezoid), measured like the DIRK pairs' below: at rtol 1e-3 on the stiff set
-# S = 1000 left HIRES at 13x RADAU5's error, S = 2000 every problem within 8x
-# (studies/benchmarks/stiff_trapezoid_results.md).
+# S = 1000 left HIRES at 13x RADAU5's error, S = 2000 every problem within 10x (HIRES 8x)
+# (studies/benchmarks/trapezoid_safety.py, stiff_trapezoid_results.md).
 TRAPEZOID_SAFETY = 2000.0
 
 

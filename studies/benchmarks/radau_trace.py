@@ -213,7 +213,10 @@ class ScipyRules(_controller.PredictiveController):
     an accepted retry uses the classical factor alone (measured, not adopted).
     ``grow_after_newton_failure``: only a rejection for error keeps ``h`` at the next
     step, not a Newton failure (scipy's rule for Newton failures; RADAU5 keeps ``h``
-    after both).
+    after both).  ``ceiling_after_newton_failure = C`` (0: off), ``ceiling_relax = R``:
+    after a Newton failure at ``h_f`` an accepted step proposes at most ``C·h_f``, a
+    ceiling that grows by ``R`` per accepted step (measured, not adopted:
+    ``stiff_results.md``, session 37).
     """
 
     keep_below: bool = False
@@ -224,13 +227,16 @@ class ScipyRules(_controller.PredictiveController):
     classical_after_retry: bool = False
     predict_after_refiltered: bool = False
     grow_after_newton_failure: bool = False
+    ceiling_after_newton_failure: float = 0.0
+    ceiling_relax: float = 1.0
     # (h, error ratio, accepted) per attempt, for the comparison with scipy's log
     log: list = dataclasses.field(default_factory=list, compare=False, repr=False)
 
     def init_memory(self, ops, like):
         if like is not None and like.numel() != 1:
             raise SystemExit("ScipyRules runs one system only")
-        return (1.0, 1.0, False, False, None)  # h_old, r_old, before, rejected, h_start
+        # h_old, r_old, before, rejected, h_start, ceiling
+        return (1.0, 1.0, False, False, None, math.inf)
 
     def judge(self, ops, h, ratio, ok, memory, error_order, **kw):
         # the loop's keywords: h_floor, hold, safety (Newton's scale), refresh (J due)
@@ -243,7 +249,7 @@ class ScipyRules(_controller.PredictiveController):
         host = HostOps
         finite, accept, r = self._verdict(host, ratio, ok)
         k = error_order + 1
-        h_old, r_old, before, rejected, h_start = memory
+        h_old, r_old, before, rejected, h_start, ceiling = memory
         h_start = h if h_start is None else h_start
         sf = self._safety(safety)
         factor = sf * r ** (-1.0 / k)
@@ -256,6 +262,11 @@ class ScipyRules(_controller.PredictiveController):
             factor = 1.0
         held = rejected and not self.grow_after_reject
         accept, h_next = self._limit(host, h, factor, accept, finite, ok, held, h_floor, hold)
+        if accept and ceiling < math.inf:
+            h_next = min(h_next, ceiling)
+            ceiling = ceiling * self.ceiling_relax
+        if not ok and self.ceiling_after_newton_failure:
+            ceiling = min(ceiling, self.ceiling_after_newton_failure * h)
         self.log.append((h, ratio, bool(accept)))
         if accept:
             h_prev = h_start if self.h_old_proposed else h
@@ -263,10 +274,10 @@ class ScipyRules(_controller.PredictiveController):
             refiltered = kw.get("refiltered")
             if not self.predict_after_refiltered and refiltered is not None and bool(refiltered):
                 before = False
-            memory = (h_prev, max(r, self.r_floor), before, False, None)
+            memory = (h_prev, max(r, self.r_floor), before, False, None, ceiling)
         else:
             held_next = ok or not self.grow_after_newton_failure
-            memory = (h_old, r_old, before, held_next, h_start)
+            memory = (h_old, r_old, before, held_next, h_start, ceiling)
         if ops is HostOps:  # the loop's host backend (one system): Python numbers
             return bool(accept), h_next, memory
         return torch.tensor([accept]), torch.full_like(row, h_next), memory
@@ -290,6 +301,11 @@ VARIANTS = {
     "classical-after-retry": dict(classical_after_retry=True),
     "predict-after-refiltered": dict(predict_after_refiltered=True),
     "grow-after-newton-failure": dict(grow_after_newton_failure=True),
+    "ceiling-0.7-1.2": dict(ceiling_after_newton_failure=0.7, ceiling_relax=1.2),
+    "ceiling-0.8-1.1": dict(ceiling_after_newton_failure=0.8, ceiling_relax=1.1),
+    "ceiling-0.6-1.3": dict(ceiling_after_newton_failure=0.6, ceiling_relax=1.3),
+    "ceiling-0.8-1.2": dict(ceiling_after_newton_failure=0.8, ceiling_relax=1.2),
+    "ceiling-0.9-1.1": dict(ceiling_after_newton_failure=0.9, ceiling_relax=1.1),
 }
 
 
@@ -616,7 +632,15 @@ def controllers(args):
     scipy_attempts = sum(r["radau"]["acc"] + r["radau"]["rej"] for r in rows)
     for v in names:
         own = [r[v]["nfe"] - r[v]["nfe_jac"] for r in rows]
-        ok = [r for r in rows if r[v]["status"] == "ok" and r["radau"]["status"] == "ok"]
+        # (an error of exactly 0 has no ratio: flame's end state at rtol 1e-6)
+        ok = [
+            r
+            for r in rows
+            if r[v]["status"] == "ok"
+            and r["radau"]["status"] == "ok"
+            and r[v]["err"] > 0
+            and r["radau"]["err"] > 0
+        ]
         lr = [math.log10(r[v]["err"] / r["radau"]["err"]) for r in ok] or [math.nan]
         third = math.log10(3)
         tot = lambda key, side=v: sum(r[side][key] for r in rows)  # noqa: E731

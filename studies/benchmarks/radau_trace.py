@@ -235,8 +235,8 @@ class ScipyRules(_controller.PredictiveController):
     def init_memory(self, ops, like):
         if like is not None and like.numel() != 1:
             raise SystemExit("ScipyRules runs one system only")
-        # h_old, r_old, before, rejected, h_start, ceiling
-        return (1.0, 1.0, False, False, None, math.inf)
+        # h_old, r_old, before, rejected, h_start, ceiling, (h_rej, r_rej)
+        return (1.0, 1.0, False, False, None, math.inf, (1.0, 0.0))
 
     def judge(self, ops, h, ratio, ok, memory, error_order, **kw):
         # the loop's keywords: h_floor, hold, safety (Newton's scale), refresh (J due)
@@ -249,10 +249,12 @@ class ScipyRules(_controller.PredictiveController):
         host = HostOps
         finite, accept, r = self._verdict(host, ratio, ok)
         k = error_order + 1
-        h_old, r_old, before, rejected, h_start, ceiling = memory
+        h_old, r_old, before, rejected, h_start, ceiling, rejection = memory
         h_start = h if h_start is None else h_start
         sf = self._safety(safety)
         factor = sf * r ** (-1.0 / k)
+        # odenet's: a second rejection in a row shrinks by the observed order
+        factor = self._observed_shrink(host, factor, h, r, accept, finite, ok, rejection, k, sf)
         predicted = sf * (h / h_old) * (r_old / max(r * r, _controller._TINY)) ** (1.0 / k)
         if before and (accept or (self.predict_rejected and finite and ok)):
             factor = min(factor, predicted)
@@ -268,16 +270,17 @@ class ScipyRules(_controller.PredictiveController):
         if not ok and self.ceiling_after_newton_failure:
             ceiling = min(ceiling, self.ceiling_after_newton_failure * h)
         self.log.append((h, ratio, bool(accept)))
+        rejection = self._rejection_record(host, h, r, accept, finite, ok)
         if accept:
             h_prev = h_start if self.h_old_proposed else h
             before = not (rejected and self.classical_after_retry)
             refiltered = kw.get("refiltered")
             if not self.predict_after_refiltered and refiltered is not None and bool(refiltered):
                 before = False
-            memory = (h_prev, max(r, self.r_floor), before, False, None, ceiling)
+            memory = (h_prev, max(r, self.r_floor), before, False, None, ceiling, rejection)
         else:
             held_next = ok or not self.grow_after_newton_failure
-            memory = (h_old, r_old, before, held_next, h_start, ceiling)
+            memory = (h_old, r_old, before, held_next, h_start, ceiling, rejection)
         if ops is HostOps:  # the loop's host backend (one system): Python numbers
             return bool(accept), h_next, memory
         return torch.tensor([accept]), torch.full_like(row, h_next), memory

@@ -90,7 +90,9 @@ class Problem:
     y0 : array-like, shape [n]
         Initial state.
     span : (float, float)
-        Start and end time `(t0, t1)`, `t1 > t0`.
+        Start and end time `(t0, t1)`, finite and different: `t1 < t0` integrates
+        backward in time (a terminal value problem), as `solve` and scipy's
+        `solve_ivp` do; studies then grid and measure the span in that direction.
     exact : callable, optional
         `exact(t) -> y` with `t` a numpy array `[T]` and `y` `[T, n]`: the closed
         form solution.  Without it, `solution` computes a cached reference solve.
@@ -164,8 +166,11 @@ class Problem:
             raise InputError(
                 f"`span` must be a pair (t0, t1) of numbers, got {self.span!r}."
             ) from None
-        if not (math.isfinite(t0) and math.isfinite(t1) and t1 > t0):
-            raise InputError(f"`span` must satisfy t0 < t1 (finite), got {(t0, t1)}.")
+        if not (math.isfinite(t0) and math.isfinite(t1) and t1 != t0):
+            raise InputError(
+                f"`span` must be two different finite times (t0, t1), got {(t0, t1)} "
+                "(t1 < t0 integrates backward)."
+            )
         if self.exact is not None and not callable(self.exact):
             raise InputError("`exact` must be callable as exact(t [T]) -> y [T, n], or None.")
         object.__setattr__(self, "y0", y0)
@@ -238,15 +243,16 @@ class Problem:
         return fn
 
     def solution(self, t: Sequence[float] | np.ndarray) -> np.ndarray:
-        """The true solution at times `t` (numpy `[T]`, inside `span`) → `[T, n]`.
+        """The true solution at times `t` (numpy `[T]`, inside `span`, either
+        direction) → `[T, n]`.
 
         Exact when the problem has a closed form; otherwise a reference solve cached
         on disk (see [`reference_solution`][odenet.problems.reference_solution]).
         """
         t = np.atleast_1d(np.asarray(t, dtype=np.float64))
-        t0, t1 = self.span
-        slack = 1e-12 * max(1.0, abs(t0), abs(t1))
-        if t.ndim != 1 or np.any(t < t0 - slack) or np.any(t > t1 + slack):
+        lo, hi = sorted(self.span)
+        slack = 1e-12 * max(1.0, abs(lo), abs(hi))
+        if t.ndim != 1 or np.any(t < lo - slack) or np.any(t > hi + slack):
             raise InputError(
                 f"`t` must be a 1-D array of times inside span {self.span}, got "
                 f"[{t.min():g}, {t.max():g}]."
@@ -701,10 +707,10 @@ def reference_solution(problem: Problem, t: np.ndarray, *, use_cache: bool = Tru
                 RuntimeWarning,
                 stacklevel=2,
             )
-    order = np.argsort(t, kind="stable")
-    ts = t[order]
     t0, t1 = problem.span
-    ts_clip = np.clip(ts, t0, t1)
+    # solve_ivp takes t_eval sorted in the direction of integration
+    order = np.argsort(t if t1 > t0 else -t, kind="stable")
+    ts_clip = np.clip(t[order], min(t0, t1), max(t0, t1))
     sol = solve_ivp(
         problem.numpy_field(),
         (t0, t1),

@@ -452,3 +452,39 @@ def test_a_stored_cell_of_a_method_whose_coefficients_changed_is_recomputed(tmp_
     assert len(digests) == len(registry.method_names())
     assert registry.method_digest("hairer4") == registry.method_digest("sdirk4")
     assert registry.method_digest("scipy:Radau") is None
+
+
+def test_a_backward_span_has_the_errors_of_its_mirror_image_forward():
+    """``y' = cos(t) y`` from 0 back to −2 is ``z' = −cos(s) z`` forward from 0 to 2 with
+    ``z(s) = y(−s)``: the same steps in mirror image, so the same errors at every step
+    size (an independent truth: the forward study of the mirrored problem, against its own
+    closed form ``exp(−sin s)``), and the observed orders are the methods'."""
+
+    def back(t, y):
+        return torch.cos(t) * y
+
+    def mirror(s, z):
+        return -torch.cos(s) * z
+
+    def exp_sin(t):
+        return np.exp(np.sin(np.asarray(t, dtype=np.float64)))[:, None]
+
+    methods = ["euler", "rk4", "dopri5"]
+    n = [16, 32, 64, 128]
+    b = convergence(
+        Problem(back, y0=[1.0], span=(0.0, -2.0), exact=exp_sin, name="back"),
+        methods=methods, n_steps=n, workers=1,
+    )  # fmt: skip
+    m = convergence(
+        Problem(mirror, y0=[1.0], span=(0.0, 2.0), exact=lambda s: exp_sin(-np.asarray(s)),
+                name="mirror"),
+        methods=methods, n_steps=n, workers=1,
+    )  # fmt: skip
+    tb = b.table.sort_values(["method", "n_steps"])
+    tm = m.table.sort_values(["method", "n_steps"])
+    np.testing.assert_allclose(tb["h"].to_numpy(), 2.0 / tb["n_steps"].to_numpy())  # > 0
+    for col in ("error_final", "error_max", "error_l2"):
+        np.testing.assert_allclose(tb[col].to_numpy(), tm[col].to_numpy(), rtol=1e-9)
+    assert (b.orders["verdict"] == "ok").all(), b.orders
+    for method, p in zip(methods, (1, 4, 5)):
+        assert b.observed_order(method) == pytest.approx(p, abs=0.3)

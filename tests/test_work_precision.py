@@ -632,3 +632,39 @@ def test_cells_of_another_scipy_or_torchdiffeq_are_recomputed_with_a_warning(tmp
     assert len(res.table) == 3
     assert all("'scipy'" not in m for m in res.table["message"])
     assert "0.2.0" in res.table.set_index("label").loc["torchdiffeq:rk4", "message"]
+
+
+def test_a_backward_span_compares_like_its_mirror_image_forward(tmp_path):
+    """``y' = cos(t) y`` from 0 back to −2 against ``z' = −cos(s) z`` forward from 0 to 2
+    (``z(s) = y(−s)``): every row of the backward study — odenet's adaptive and fixed,
+    scipy's, torchdiffeq's — has the errors and work of the same row on the mirrored
+    problem (each library integrates a decreasing span as the mirrored increasing one),
+    and scipy's RK45 takes the steps of odenet's dopri5 (the same pair and controller)."""
+
+    def exp_sin(t):
+        return np.exp(np.sin(np.asarray(t, dtype=np.float64)))[:, None]
+
+    methods = "dopri5,rk4,radau_iia5,scipy:RK45,torchdiffeq:rk4"
+    kw = dict(methods=methods, tolerances=[1e-4, 1e-7], n_steps=[16, 32], repeats=1)
+    back = work_precision(
+        Problem(lambda t, y: torch.cos(t) * y, y0=[1.0], span=(0.0, -2.0), exact=exp_sin),
+        out=tmp_path / "back", **kw,
+    )  # fmt: skip
+    mirror = work_precision(
+        Problem(lambda s, z: -torch.cos(s) * z, y0=[1.0], span=(0.0, 2.0),
+                exact=lambda s: exp_sin(-np.asarray(s))),
+        out=tmp_path / "mirror", **kw,
+    )  # fmt: skip
+
+    def rows(r):
+        t = r.table.assign(setting=r.table["rtol"].fillna(r.table["n_steps"]))
+        return t.set_index(["label", "setting"]).sort_index()
+
+    b, m = rows(back), rows(mirror)
+    assert (b["status"] == "ok").all(), b["message"]
+    assert len(b) == 10
+    np.testing.assert_allclose(b["error"], m["error"], rtol=1e-6)
+    assert (b["nfe"] == m["nfe"]).all() and (b["steps"] == m["steps"]).all()
+    dop, rk45 = (b.xs(label, level="label") for label in ("dopri5", "scipy:RK45"))
+    assert (dop["nfe"] == rk45["nfe"]).all()
+    np.testing.assert_allclose(dop["error"], rk45["error"], rtol=1e-6)

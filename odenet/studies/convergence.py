@@ -99,12 +99,13 @@ def check_dtype(dtype) -> str:
 def steps_from(problem: Problem, step_sizes=None, n_steps=None) -> list[int]:
     """Numbers of steps ``N`` (sorted, unique) from step sizes ``h`` or counts ``N``.
 
-    A step size ``h`` becomes ``N = round((t1 - t0)/h)`` so the grid ends exactly at ``t1``;
-    the study records the step actually used, ``(t1 - t0)/N``.
+    A step size ``h`` becomes ``N = round(|t1 - t0|/h)`` so the grid ends exactly at
+    ``t1``; the study records the step actually used, ``|t1 - t0|/N`` (a step size, also
+    for a span that runs backward).
     """
     if step_sizes is not None and n_steps is not None:
         raise InputError("give `step_sizes` or `n_steps`, not both.")
-    span = problem.span[1] - problem.span[0]
+    span = abs(problem.span[1] - problem.span[0])
     if step_sizes is not None:
         hs = np.atleast_1d(np.asarray(step_sizes, dtype=np.float64))
         if hs.size < 2 or not np.all(np.isfinite(hs)) or np.any(hs <= 0) or np.any(hs > span):
@@ -148,7 +149,7 @@ def time_norms(t: np.ndarray, err: np.ndarray) -> dict[str, float]:
         return {"error_final": float(err[-1]), "error_max": math.inf, "error_l2": math.inf}
     if t.size > 1:
         w = np.zeros_like(t)
-        dt = np.diff(t)
+        dt = np.abs(np.diff(t))  # (a span that runs backward has decreasing times)
         w[:-1] += dt / 2
         w[1:] += dt / 2
         l2 = math.sqrt(float(np.sum(w * err**2)))
@@ -240,8 +241,8 @@ def convergence_cell(payload, method: str, n_steps: int, dtype: str) -> dict:
 
     problem = resolve_problem(payload)
     t0, t1 = problem.span
-    h = (t1 - t0) / n_steps
-    t_np = t0 + h * np.arange(n_steps + 1)
+    h = abs(t1 - t0) / n_steps  # the step size (the grid runs from t0 towards t1)
+    t_np = t0 + (t1 - t0) / n_steps * np.arange(n_steps + 1)
     t_np[-1] = t1
     tdt = _DTYPES[dtype]
     start = time.perf_counter()

@@ -339,7 +339,7 @@ def _run_once(
             sol = solve(f, y0, t_tensor, method=solver.method, rtol=setting, atol=atol_t, **extra)
         else:
             sol = solve(
-                f, y0, t_tensor, method=solver.method, step_size=(t1 - t0) / setting, **extra
+                f, y0, t_tensor, method=solver.method, step_size=abs(t1 - t0) / setting, **extra
             )
     # steps = accepted steps in every row: scipy reports len(sol.t) - 1, while odenet's
     # own "steps" counts attempts (rejected ones too); the table put the two side by side
@@ -523,7 +523,7 @@ def work_precision_cell(
             if not parse_solver(spec).adaptive:
                 # a fixed-step row whose Newton iteration failed sub-stepped: its error
                 # and work are a real solve's, but not at N steps (said, not failed)
-                h = (problem.span[1] - problem.span[0]) / setting
+                h = abs(problem.span[1] - problem.span[0]) / setting
                 message = substep_message(stats, int(setting), h)
     return {
         **norms,

@@ -48,9 +48,9 @@ problem integrated backward in time and a reaction–diffusion pulse that replic
                        Jacobian, the time given to f) either blows up or — in the
                        time given to f — relaxes the stiff modes onto the wrong
                        forcing (``sin 2t`` is odd) with status ok.  Closed form
-                       ``y = g(t) + e^{Mt} (y(0) − g(0))``.  (``Problem`` asks for
-                       ``t0 < t1``: :class:`BackwardProblem` takes the reversed
-                       span.)
+                       ``y = g(t) + e^{Mt} (y(0) − g(0))``.  (A ``Problem`` whose
+                       span runs backward; until session 37 ``Problem`` asked for
+                       ``t0 < t1`` and this set subclassed it.)
 ``gray_scott``         ``u_t = D_u u_xx − u v² + F (1 − u)``, ``v_t = D_v v_xx + u v²
                        − (F + k) v`` on the periodic [0, 0.5], 128 points (Pearson's
                        D_u = 2e-5, D_v = 1e-5), F = 0.04, k = 0.06, u(0) = 1 − φ/2,
@@ -170,27 +170,6 @@ def slow_passage(t1: float = 1.5):
     )  # fmt: skip
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class BackwardProblem(P.Problem):
-    """A :class:`~odenet.problems.Problem` whose ``span = (t0, t1)`` runs backward,
-    ``t1 < t0`` (``Problem`` asks for ``t0 < t1``; odenet's ``solve`` and scipy's
-    ``solve_ivp`` take either direction): the same checks on the reversed span, and
-    ``solution`` at times inside ``[t1, t0]``."""
-
-    def __post_init__(self) -> None:
-        t0, t1 = (float(s) for s in self.span)
-        object.__setattr__(self, "span", (t1, t0))
-        super().__post_init__()
-        object.__setattr__(self, "span", (t0, t1))
-
-    def solution(self, t) -> np.ndarray:
-        t = np.atleast_1d(np.asarray(t, dtype=np.float64))
-        t0, t1 = self.span
-        if t.ndim != 1 or np.any(t > t0 + 1e-12) or np.any(t < t1 - 1e-12):
-            raise ValueError(f"times must lie inside [{t1:g}, {t0:g}]")
-        return np.asarray(self.exact(t), dtype=np.float64).reshape(t.shape[0], self.dim)
-
-
 def backward_matrix() -> np.ndarray:
     """``M = Q B Qᵀ`` of ``backward_stiff``: B with eigenvalues +1e4, +50 ± 500i, +1,
     −0.2 (a 2 × 2 block for the pair), Q the Householder reflection along (1, …, 5)."""
@@ -228,7 +207,7 @@ def backward_stiff(t1: float = -10.0):
         f"to {t1:g}",
     )  # fmt: skip
     fields = {f.name: getattr(p, f.name) for f in dataclasses.fields(p)}
-    return BackwardProblem(**{**fields, "span": (0.0, t1)})
+    return P.Problem(**{**fields, "span": (0.0, t1)})
 
 
 def backward_exact(t) -> np.ndarray:

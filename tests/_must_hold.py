@@ -1,4 +1,5 @@
-"""Issue 14's must-hold on one hold-out cell, as the sweeps run it.
+"""Issue 14's must-hold on one hold-out cell, as the sweeps run it; and the scipy
+solve and finite-difference Jacobian the hold-out sets' tests check their problems with.
 
 The sweep's own runner (``stiff.run_odenet``: atol = floors·rtol, the mixed error at the
 end against the set's reference).  Status ok must mean an error within 100·rtol; the
@@ -11,6 +12,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
+from scipy.integrate import solve_ivp
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies" / "benchmarks"))
 from stiff import run_odenet
 
@@ -22,3 +26,20 @@ def assert_cell_passes(p, method: str, rtol: float, *, within: float = 10.0, max
     assert r["status"] == "ok", r["status"]
     assert r["err"] <= within * rtol, r["err"] / rtol
     return r
+
+
+def scipy_radau(p, rtol, atol, span=None, **kw):
+    """scipy's Radau on hold-out problem ``p`` (its numpy field) over ``span`` (default
+    the problem's), with dense output."""
+    y0 = np.asarray(p.y0, dtype=np.float64)
+    span = span or p.span
+    return solve_ivp(
+        p.f_numpy, span, y0, method="Radau", rtol=rtol, atol=atol, dense_output=True, **kw
+    )
+
+
+def fd_jacobian(p, t, y, h=1e-7):
+    """``∂f/∂y`` of ``p``'s numpy field at ``(t, y)`` by central differences [n, n]."""
+    return np.column_stack(
+        [(p.f_numpy(t, y + h * e) - p.f_numpy(t, y - h * e)) / (2 * h) for e in np.eye(y.size)]
+    )

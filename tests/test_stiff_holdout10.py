@@ -20,20 +20,10 @@ from scipy.special import erf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies" / "benchmarks"))
 import stiff_holdout10 as H10
-from _must_hold import assert_cell_passes
+from _must_hold import assert_cell_passes, fd_jacobian, scipy_radau
 from stiff_holdout import any_problem, both_fields
 
 import odenet
-
-
-def _solve(p, rtol, atol, span=None, **kw):
-    return solve_ivp(p.f_numpy, span or p.span, np.asarray(p.y0, dtype=np.float64),
-                     method="Radau", rtol=rtol, atol=atol, dense_output=True, **kw)  # fmt: skip
-
-
-def _jacobian(p, t, y, h=1e-7):
-    return np.column_stack([(p.f_numpy(t, y + h * e) - p.f_numpy(t, y - h * e)) / (2 * h)
-                            for e in np.eye(y.size)])  # fmt: skip
 
 
 @pytest.mark.parametrize("name", list(H10.HOLDOUT10))
@@ -47,7 +37,7 @@ def test_resolved_ringing_follows_its_closed_form_and_spectrum():
     p = H10.get("resolved_ringing")
     # (over [0, 0.1], 3 periods: scipy at this tolerance takes ~20 000 steps on the span;
     # --check-refs compares the closed form with scipy Radau's reference at t = 1)
-    r = _solve(p, 1e-10, 1e-13, span=(0.0, 0.1))
+    r = scipy_radau(p, 1e-10, 1e-13, span=(0.0, 0.1))
     t = np.array([1e-6, 1e-5, 1e-3, 0.0123, 0.05, 0.1])
     exact = H10.ringing_exact(t)
     np.testing.assert_allclose(r.sol(t).T, exact, rtol=1e-7, atol=1e-10)
@@ -62,7 +52,7 @@ def test_resolved_ringing_follows_its_closed_form_and_spectrum():
     xs = H10.ringing_exact([0.5])[0]
     assert abs(xs[2] - np.cos(0.5) - xs[0]) < 1e-3 * 2 / 1e5 * om
     # eigenvalues −ζω ± iω√(1 − ζ²) and −μ
-    lam = np.sort_complex(np.linalg.eigvals(_jacobian(p, 0.3, p.y0)))
+    lam = np.sort_complex(np.linalg.eigvals(fd_jacobian(p, 0.3, p.y0)))
     wd = 200 * np.sqrt(1 - 25e-6)
     np.testing.assert_allclose(lam, [-1e5, -1 - 1j * wd, -1 + 1j * wd], rtol=1e-6)
 
@@ -84,7 +74,7 @@ def test_bistable_switch_obeys_its_partial_fractions():
     k = H10.SCHLOGL["k"]
     x0 = p.y0[0]
     coef, roots, phi0 = _schlogl_phi(x0)
-    r = _solve(p, 1e-11, 1e-14)
+    r = scipy_radau(p, 1e-11, 1e-14)
     # before x comes within round-off of c: Φ(x(t)) + k t is constant
     for t in (0.01, 0.03, 0.04, 0.045, 0.047):
         x = r.sol(t)[0]
@@ -104,13 +94,13 @@ def test_bistable_switch_obeys_its_partial_fractions():
     assert p.solution([t1])[0][0] == pytest.approx(c, abs=1e-12)
     # rates: +k b (c − b) at the separatrix, −k b c and −k c (c − b) on the branches
     for xs, rate in ((b, 99.0), (a, -100.0), (c, -9900.0)):
-        assert _jacobian(p, 0.0, np.array([xs, 0.0]))[0, 0] == pytest.approx(rate, rel=1e-6)
+        assert fd_jacobian(p, 0.0, np.array([xs, 0.0]))[0, 0] == pytest.approx(rate, rel=1e-6)
 
 
 def test_slow_passage_follows_its_asymptotics():
     p = H10.get("slow_passage")
     eps, eta = H10.PASSAGE["eps"], H10.PASSAGE["eta"]
-    r = _solve(p, 1e-11, np.array([1e-19, 1e-14]))
+    r = scipy_radau(p, 1e-11, np.array([1e-19, 1e-14]))
     # stable phase: y = η/s − (εη + η²)/s³ + …, s = 1 − t
     s = 0.5
     assert r.sol(1 - s)[0] == pytest.approx(eta / s - (eps * eta + eta**2) / s**3, rel=1e-4)
@@ -126,19 +116,19 @@ def test_slow_passage_follows_its_asymptotics():
     assert r.sol(1.5)[0] == pytest.approx(0.5 - eps / 0.5, rel=1e-4)
     np.testing.assert_allclose(r.sol(1.5), p.solution([1.5])[0], rtol=1e-8)
     # stiff before the passage: ∂f/∂y = (t − 1 − 2y)/ε
-    assert _jacobian(p, 0.0, np.array([eta, 0.0]))[0, 0] == pytest.approx(-1e3, rel=1e-6)
+    assert fd_jacobian(p, 0.0, np.array([eta, 0.0]))[0, 0] == pytest.approx(-1e3, rel=1e-6)
 
 
 def test_backward_stiff_follows_its_closed_form_backward():
     p = H10.get("backward_stiff")
     assert p.span == (0.0, -10.0)
-    r = _solve(p, 1e-8, 1e-11)
+    r = scipy_radau(p, 1e-8, 1e-11)
     t = np.array([-1e-4, -0.01, -1.0, -5.0, -10.0])
     exact = H10.backward_exact(t)
     np.testing.assert_allclose(r.sol(t).T, exact, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(H10.backward_exact([0.0])[0], p.y0, atol=1e-14)
     # M's spectrum: stable backward (Re λ > 0) but for one slowly growing mode
-    lam = np.sort_complex(np.linalg.eigvals(_jacobian(p, -1.0, p.y0)))
+    lam = np.sort_complex(np.linalg.eigvals(fd_jacobian(p, -1.0, p.y0)))
     np.testing.assert_allclose(lam, [-0.2, 1.0, 50 - 500j, 50 + 500j, 1e4], rtol=1e-6, atol=1e-5)
     # the solution is in its span only, backward
     with pytest.raises(ValueError):
@@ -196,7 +186,7 @@ def test_gray_scott_replicates_keeps_its_symmetry_and_balance():
     dx = 0.5 / n
     mu = 4 / dx**2 * np.sin(np.pi * np.arange(n) / n) ** 2
     expect = np.sort(np.concatenate([-F - 2e-5 * mu, -(F + k) - 1e-5 * mu]))
-    lam = np.linalg.eigvals(_jacobian(p, 0.0, np.r_[np.ones(n), np.zeros(n)]))
+    lam = np.linalg.eigvals(fd_jacobian(p, 0.0, np.r_[np.ones(n), np.zeros(n)]))
     np.testing.assert_allclose(np.sort(lam.real), expect, atol=1e-6)
     assert np.abs(lam.imag).max() < 1e-9
 

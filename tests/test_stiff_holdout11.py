@@ -12,22 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.integrate import solve_ivp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies" / "benchmarks"))
 import stiff_holdout11 as H11
-from _must_hold import assert_cell_passes
+from _must_hold import assert_cell_passes, fd_jacobian, scipy_radau
 from stiff_holdout import any_problem, both_fields
-
-
-def _solve(p, rtol, atol, span=None, **kw):
-    return solve_ivp(p.f_numpy, span or p.span, np.asarray(p.y0, dtype=np.float64),
-                     method="Radau", rtol=rtol, atol=atol, dense_output=True, **kw)  # fmt: skip
-
-
-def _jacobian(p, t, y, h=1e-7):
-    return np.column_stack([(p.f_numpy(t, y + h * e) - p.f_numpy(t, y - h * e)) / (2 * h)
-                            for e in np.eye(y.size)])  # fmt: skip
 
 
 def _obeys_its_equation(p, exact, times, h=1e-6, rtol=1e-6):
@@ -51,7 +40,7 @@ def test_curtiss_hirschfelder_follows_its_closed_form_and_rates():
     np.testing.assert_allclose(exact([0.0])[0], p.y0, atol=1e-15)
     _obeys_its_equation(p, exact, [0.3, 2.0, 7.7])
     # (over [0, 3]: --check-refs compares the closed form with the set's reference at 10)
-    r = _solve(p, 1e-9, 1e-12, span=(0.0, 3.0))
+    r = scipy_radau(p, 1e-9, 1e-12, span=(0.0, 3.0))
     t = np.array([1e-6, 1e-3, 0.5, 3.0])
     np.testing.assert_allclose(r.sol(t).T, exact(t), rtol=1e-6, atol=1e-9)
     # after the layers, z = Q y lags cos(ωt) by the phase ω/λ: z ≈ cos ωt + (ω/λ) sin ωt
@@ -61,7 +50,7 @@ def test_curtiss_hirschfelder_follows_its_closed_form_and_rates():
     lag = np.cos(5 * om) + om / lam * np.sin(5 * om)
     np.testing.assert_allclose(z, lag, atol=2 * (om / lam).max() ** 2)
     # the Jacobian −M has eigenvalues −50, −5e3, −5e5
-    eig = np.sort(np.linalg.eigvals(_jacobian(p, 1.0, p.y0, h=1e-3)).real)
+    eig = np.sort(np.linalg.eigvals(fd_jacobian(p, 1.0, p.y0, h=1e-3)).real)
     np.testing.assert_allclose(eig, [-5e5, -5e3, -50.0], rtol=1e-9)
 
 
@@ -87,7 +76,7 @@ def test_airy_is_the_pde_on_its_modes_and_keeps_its_invariants():
     assert np.abs(lam.real).max() < 1e-6
     k = np.arange(-31, 32)
     np.testing.assert_allclose(np.sort(lam.imag), np.sort(np.r_[k**3, 0.0]), atol=1e-6)
-    r = _solve(p, 1e-9, 1e-12)
+    r = scipy_radau(p, 1e-9, 1e-12)
     for t in (0.001, 0.005, t1):
         u = r.sol(t)
         np.testing.assert_allclose(u, H11.airy_exact([t])[0], atol=1e-7)
@@ -106,7 +95,7 @@ def test_krogh_follows_its_bernoulli_modes():
     exact = H11.krogh_exact
     np.testing.assert_allclose(exact([0.0])[0], p.y0, atol=1e-15)
     _obeys_its_equation(p, exact, [1e-4, 0.5, 4.0, 7.9], h=1e-8)
-    r = _solve(p, 1e-10, 1e-13)
+    r = scipy_radau(p, 1e-10, 1e-13)
     t = np.array([1e-5, 1e-2, 1.0, 5.0, 8.0])
     np.testing.assert_allclose(r.sol(t).T, exact(t), rtol=1e-7, atol=1e-10)
     # the fourth mode leaves z = 0 for −0.5 and is half-way at the end
@@ -117,7 +106,7 @@ def test_krogh_follows_its_bernoulli_modes():
     # the Jacobian is U(−B + 2 diag z)U: eigenvalues −β_i + 2 z_i
     y = exact([0.3])[0]
     zz = U @ y
-    eig = np.sort(np.linalg.eigvals(_jacobian(p, 0.3, y, h=1e-6)).real)
+    eig = np.sort(np.linalg.eigvals(fd_jacobian(p, 0.3, y, h=1e-6)).real)
     expect = np.sort(-np.array(H11.KROGH["beta"]) + 2 * zz)
     np.testing.assert_allclose(eig, expect, rtol=1e-6, atol=1e-6)
 
@@ -125,7 +114,7 @@ def test_krogh_follows_its_bernoulli_modes():
 def test_tyson_conserves_cdc2_and_oscillates():
     p = H11.get("tyson")
     k = H11.TYSON
-    r = _solve(p, 1e-8, 1e-11)
+    r = scipy_radau(p, 1e-8, 1e-11)
     ts = np.linspace(0.0, 100.0, 20001)
     Y = r.sol(ts)
     # total cdc2, C2 + CP + pM + M, is conserved (= 1)
@@ -140,7 +129,7 @@ def test_tyson_conserves_cdc2_and_oscillates():
     y = Y[:, ts > 1]
     np.testing.assert_allclose(k["k8"] * y[0], k["k9"] * y[1] + k["k6"] * y[3], rtol=1e-4)
     # the stiff rate is −(k8 + k9) (its eigenvalue at the start)
-    eig = np.linalg.eigvals(_jacobian(p, 0.0, np.array([1e-3, 0.75, 0.25, 1e-3, 1e-3, 0.0])))
+    eig = np.linalg.eigvals(fd_jacobian(p, 0.0, np.array([1e-3, 0.75, 0.25, 1e-3, 1e-3, 0.0])))
     assert eig.real.min() == pytest.approx(-(k["k8"] + k["k9"]), rel=1e-3)
     # the set's reference (Radau at 1e-12) and this solve agree at the end
     np.testing.assert_allclose(Y[:, -1], p.solution([100.0])[0], rtol=1e-5, atol=1e-9)
@@ -150,7 +139,7 @@ def test_tyson_conserves_cdc2_and_oscillates():
 def test_sir_switching_slides_on_its_threshold():
     p = H11.get("sir_switching")
     s = H11.SIR
-    r = _solve(p, 1e-9, 1e-12)
+    r = scipy_radau(p, 1e-9, 1e-12)
     ts = np.linspace(0.0, 150.0, 15001)
     S, I, R, V, c = r.sol(ts)
     np.testing.assert_allclose(S + I + R + V, 1.0, atol=1e-9)
@@ -171,7 +160,7 @@ def test_sir_switching_slides_on_its_threshold():
     assert c[-1] < 1e-30 and I[-1] < s["istar"]
     # the loop's eigenvalues in the slide: ~ −1/τ and ~ −βρS I* σ'/(δ) τ-scaled, both stiff
     i = np.searchsorted(ts, 60.0)
-    eig = np.sort(np.linalg.eigvals(_jacobian(p, 60.0, r.sol(60.0), h=1e-9)).real)
+    eig = np.sort(np.linalg.eigvals(fd_jacobian(p, 60.0, r.sol(60.0), h=1e-9)).real)
     assert eig[0] < -5e3 and eig[1] < -30
     np.testing.assert_allclose(r.sol(150.0), p.solution([150.0])[0], rtol=1e-5, atol=1e-9)
     assert c[i] == pytest.approx(c_eq[np.searchsorted(ts[slide], 60.0)], abs=2e-3)

@@ -14,14 +14,9 @@ from scipy.integrate import solve_ivp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies" / "benchmarks"))
 import stiff_holdout9 as H9
-from _must_hold import assert_cell_passes
+from _must_hold import assert_cell_passes, scipy_radau
 from stiff import run_odenet
 from stiff_holdout import any_problem, both_fields
-
-
-def _solve(p, rtol, atol, **kw):
-    return solve_ivp(p.f_numpy, p.span, np.asarray(p.y0, dtype=np.float64), method="Radau",
-                     rtol=rtol, atol=atol, dense_output=True, **kw)  # fmt: skip
 
 
 @pytest.mark.parametrize("name", list(H9.HOLDOUT9))
@@ -33,7 +28,7 @@ def test_the_torch_field_is_the_numpy_field(name):
 
 def test_cahn_hilliard_keeps_its_mean_and_separates_into_two_phases():
     p = H9.get("cahn_hilliard")
-    r = _solve(p, 1e-8, 1e-10)
+    r = scipy_radau(p, 1e-8, 1e-10)
     u = r.y[:, -1]
     # the periodic second difference sums to zero: the mean is conserved exactly
     assert u.mean() == pytest.approx(p.y0.mean(), abs=1e-9)
@@ -56,7 +51,7 @@ def test_cahn_hilliard_keeps_its_mean_and_separates_into_two_phases():
 
 def test_substrate_depletion_follows_lambert_w():
     p = H9.get("substrate_depletion")
-    r = _solve(p, 1e-11, 1e-15)
+    r = scipy_radau(p, 1e-11, 1e-15)
     t = np.array([0.3, 0.99, 1.0, 1.003, 1.007, 1.01])
     np.testing.assert_allclose(r.sol(t).T, H9.depletion_exact(t), rtol=1e-7, atol=1e-14)
     # the corner: S(1) = K W(1e3) ≈ 5.2e-3; once S ≪ K it decays at −V/K = −1e3
@@ -86,7 +81,7 @@ def test_cubic_relaxation_lags_its_manifold_by_the_cube_root():
     # δ = y − cos t solves δ' = −kδ³ + sin t: away from sin t = 0 the lag is quasi-steady,
     # δ ≈ (sin t / k)^{1/3} (to ~k^{-1/3} relative); the slow filter z follows y
     p = H9.get("cubic_relaxation")
-    r = _solve(p, 1e-10, 1e-13)
+    r = scipy_radau(p, 1e-10, 1e-13)
     for t in (1.5, 4.7, 8.0):
         delta = r.sol(t)[0] - np.cos(t)
         assert delta == pytest.approx(np.cbrt(np.sin(t) / 1e6), rel=2e-2)
@@ -148,7 +143,7 @@ def test_heat_blowup_grows_at_least_as_kaplans_bound_and_stays_symmetric():
     phi = np.sin(np.pi * x)
     phi /= phi.sum() * dx
     mu1 = 4 / dx**2 * np.sin(np.pi * dx / 2) ** 2
-    r = _solve(p, 1e-8, 1e-8)
+    r = scipy_radau(p, 1e-8, 1e-8)
     assert r.success
     a0 = phi @ p.y0 * dx
     for t in (0.05, 0.1, 0.13, 0.14):

@@ -496,7 +496,7 @@ class RadauIIA(RungeKutta):
     def _starting_guess(self, s, h, y):
         """Extrapolate each row's last accepted step's collocation polynomial, where the
         row starts at its end (zeros elsewhere: at first, after a jump or an event)."""
-        last = self.last_step.last
+        last = self.last_step.rows_of(s)
         if last is None:
             return y.new_zeros(self.S, *y.shape)
         ps, ph, py, pZ = last

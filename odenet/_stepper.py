@@ -429,12 +429,21 @@ class LastStep:
 
         self.last = tuple(torch.where(rows(new), new, old) for new, old in zip(trial, last))
 
+    def rows_of(self, s: torch.Tensor):
+        """:attr:`last` where it has a record per row of ``s`` [K], else None (a record
+        of another batch: none of it belongs to these rows)."""
+        last = self.last
+        return last if last is not None and last[0].shape == s.shape else None
+
     def rejected(self, s: torch.Tensor) -> torch.Tensor:
         """``[K]`` bool: the rows (``s`` [K], the trial's start) whose last trial was
-        rejected, so that this one retries from the same start; every row at first."""
+        rejected, so that this one retries from the same start; every row at first (and
+        after a verdict on another batch's rows)."""
         a = self.accepted
         if isinstance(a, torch.Tensor):
-            return ~a
+            if a.shape == s.shape:
+                return ~a
+            a = None
         return torch.full_like(s, a is None or not a, dtype=torch.bool)
 
 

@@ -106,7 +106,7 @@ class MilneTrapezoid(RungeKutta):
         """``(valid [K], h_prev [K], f_prev [K, n])`` of the rows' last accepted steps,
         valid where the row starts at its end with its end derivative (no jump or event
         in between); None before the first accepted step."""
-        last = self.last_step.last
+        last = self.last_step.rows_of(s)
         if last is None:
             return None
         ls, lh, lf0, lf1 = last

@@ -900,6 +900,14 @@ def test_each_row_starts_from_its_own_last_step(name, h1, ratio, t0):
     for k in (0, 2):
         assert torch.allclose(guess[:, k, 0], stages[:, k], atol=1e-11)
     assert torch.equal(guess[:, 1], torch.zeros_like(guess[:, 1]))
+    # a trial of another batch (two rows, starting where rows 0 and 2 ended): the record
+    # of three rows is not theirs — zeros and "retrying", not three rows' guesses
+    # broadcast onto two or a shape error
+    s3 = s2[[0, 2]]
+    assert rk.last_step.rows_of(s3) is None
+    assert rk.last_step.rejected(s3).tolist() == [True, True]
+    guess = rk._starting_guess(s3, h2[[0, 2]], exact(s3)[:, None])
+    assert torch.equal(guess, torch.zeros_like(guess))
 
 
 @pytest.mark.parametrize("name", RADAU)

@@ -38,7 +38,9 @@ loop with its history as method state:
   ``‖e_j‖^{−1/(j+1)}``, and the best order is kept for the next step.
 * **Stability-limit guard** (at orders ≥ 3, which are not A-stable): where the
   differences do not decay, ``‖∇^{k+1} y‖ > ½‖∇ᵏ y‖`` with the estimate above 0.1 at
-  the order decision, the order is lowered by one whatever the rule above chose (see
+  the order decision, and the mode they carry (the Jacobian's Ritz value on
+  ``span{v, Jv}``, ``v = ∇^{k+1} y``) lies outside the order's A(α) sector within reach
+  of its lobe, the order is lowered by one whatever the rule above chose (see
   :func:`_stability_limited`).
 * **NDF** (Klopfenstein–Shampine numerical differentiation formulas, scipy's and
   ode15s's default) add ``κ_k γ_k ∇^{k+1} y_{n+1}`` to the BDF equation: the same
@@ -89,6 +91,24 @@ ROUNDOFF_FLOOR = 1000
 # STABILITY_ERROR (in units of the controlled tolerance), lower the order
 STABILITY_RATIO = 0.5
 STABILITY_ERROR = 0.1
+# ... but only where the mode those differences carry could lie in order k's lobe: its
+# angle from the negative real axis above the order's A(α) (degrees) less SECTOR_MARGIN
+# and its |hλ| within LOBE_MARGIN times the lobe's extent (the largest |z| of the
+# boundary locus left of the imaginary axis).  Both from odenet.stability.multistep
+# (tests/test_bdf.py checks them); NDF5 is BDF5 (κ₅ = 0).  A mode well inside the A(α)
+# sector, or beyond the lobe, is damped at that order whatever h: a stiff component
+# decaying at |hλ| ~ 1e2–1e3 leaves differences of its Newton noise that do not decay
+# either (sir_switching, stiff_holdout11.py: the switch's λ ≈ −9.9e3; the guard fired
+# there at 12 of 615 order decisions and ndf took 1.5x the f-evaluations at rtol 1e-7)
+A_ALPHA = {False: (90.0, 90.0, 90.0, 86.03, 73.35, 51.84),
+           True: (90.0, 90.0, 90.0, 80.42, 66.18, 51.84)}  # fmt: skip
+LOBE = {False: (0.0, 0.0, 0.0, 1.94, 4.71, 9.39), True: (0.0, 0.0, 0.0, 3.47, 6.57, 9.39)}
+LOBE_MARGIN = 2.0
+# A mode just inside the sector is stable but hardly damped at small |hλ|: DETEST B5's
+# pair at 84.3° (BDF3's A(α) 86.03°) held bdf at order 3 with h|λ| = 0.6–0.85 and cost
+# 2.7x the f-evaluations at rtol 1e-3 until the guard took modes within this many
+# degrees of the sector's edge as well (studies/benchmarks/bdf_stability_limit_results.md)
+SECTOR_MARGIN = 10.0
 # Klopfenstein–Shampine κ_k for orders 0 … 5 (Shampine & Reichelt 1997, Table 1; scipy's
 # values: −0.1850, −1/9, −0.0823, −0.0415, 0), exact for the stability analyser
 NDF_KAPPA_EXACT = (
@@ -403,7 +423,7 @@ class BDFRuntime:
         D_new = _update_differences(D, d, order)
         with torch.no_grad():
             order_new, n_new = self._select_order(
-                D_new.detach(), error, y_new.detach(), order, n_steps
+                D_new.detach(), error, y_new.detach(), order, n_steps, h_safe.detach()
             )
             order_new = torch.where(ok, order_new, order)
             # the controller's ratio against tol/κ, as the order rule's above (which on the
@@ -569,7 +589,7 @@ class BDFRuntime:
                 break
         return converged & ops.not_(failed), y, d, n_iter
 
-    def _select_order(self, D, error, y_new, order, n_steps):
+    def _select_order(self, D, error, y_new, order, n_steps, h):
         """The order for the next step and the count of equal steps taken at it: the
         estimates for ``k − 1`` (``C_k ∇ᵏ y_{n+1}``), ``k`` and ``k + 1``
         (``C_{k+2} ∇^{k+2} y_{n+1}``) compete (see :func:`_next_order`)."""
@@ -584,9 +604,26 @@ class BDFRuntime:
         scale = (nw.atol + nw.rtol * y_new.abs()) / self._kappa
         order_new, n_new = _next_order(order, n1, (e_lo, error, e_hi), scale, order, MAX_ORDER)
         if self.tableau.stability_guard:
-            held = (n1 >= order + 1) & _stability_limited(D, error, scale, order)
+            mode = lambda v, k: self._in_lobe(v, k, h, scale)  # noqa: E731
+            held = (n1 >= order + 1) & _stability_limited(D, error, scale, order, mode)
             order_new = torch.where(held, torch.minimum(order_new, order - 1), order_new)
         return order_new, n_new
+
+    def _in_lobe(self, v, order, h, scale):
+        """``[K]``: whether the mode in the direction ``v`` [K, n] (``∇^{k+1} y``) could
+        lie in the lobe order ``k`` (``order`` [K]) leaves out, at the step ``h`` [K]
+        the differences are on: its angle (:func:`lobe_mode` with the cached Jacobian)
+        above the order's A(α) less ``SECTOR_MARGIN`` and ``h|λ|`` within
+        ``LOBE_MARGIN`` lobes.  True where there is no Jacobian to tell."""
+        nw = self.newton
+        if nw.J is None:
+            return torch.ones_like(order, dtype=torch.bool)
+        size, angle = lobe_mode(nw.jacobian_product, v, scale)
+        ndf = self.tableau.ndf
+        a_alpha = v.new_tensor(A_ALPHA[ndf])[order]
+        lobe = v.new_tensor(LOBE[ndf])[order]
+        near = angle > a_alpha - SECTOR_MARGIN
+        return near & (h.to(v.dtype) * size <= LOBE_MARGIN * lobe)
 
     # --- dense output ---------------------------------------------------------------------
     def extra_stages(self, g, s, y, h, ks):
@@ -613,10 +650,12 @@ class BDFRuntime:
         return torch.einsum("kmj,jkn->kmn", torch.stack(dp, dim=2), ks[1:])
 
 
-def _stability_limited(D, error, scale, order):
+def _stability_limited(D, error, scale, order, mode=None):
     """``[K]``: rows at order ``k ≥ 3`` whose differences do not decay,
     ``‖∇^{k+1} y‖ > STABILITY_RATIO·‖∇ᵏ y‖``, while the estimate ``error`` is above
-    ``STABILITY_ERROR`` (norms in units of ``scale``).
+    ``STABILITY_ERROR`` (norms in units of ``scale``), and whose mode could lie in the
+    order's lobe (``mode``: a callable ``(v [K, n], order [K]) -> [K]`` bool, see
+    :meth:`BDFRuntime._in_lobe`; None: every mode could).
 
     Why: for a solution the step resolves, ``‖∇^{j+1} y‖/‖∇ʲ y‖ ≈ h/τ`` (``τ`` its time
     scale; median 0.06–0.09 at the order decisions on the stiff suite, above 0.5 at 2–3 %
@@ -633,12 +672,63 @@ def _stability_limited(D, error, scale, order):
     real axis: outside NDF3's 80.4° sector) ndf without the guard stayed at order 3 and
     ``h ≈ 1e-3`` for 22 650 steps at rtol 1e-6, 3541 with it (same script).
 
+    The mode test (``mode``): a ratio near 1 also comes from a component whose
+    differences are its Newton noise, one decaying at ``|hλ|`` of hundreds on the
+    negative real axis, which every order damps; only a mode whose angle from the
+    negative real axis exceeds the order's A(α) can be in its lobe, and only while
+    ``h|λ|`` is within reach of it.
+
     CVODE's STALD (Hindmarsh 1992) detects the same trap from the growth of the scaled
     derivatives over five steps and lowers the order too; this is a simpler test on
     the differences the order rule already has."""
     estimate = (error / scale).pow(2).mean(dim=1).sqrt()
     ratio = difference_ratio(D, scale, order)
-    return (order >= 3) & (ratio > STABILITY_RATIO) & (estimate > STABILITY_ERROR)
+    held = (order >= 3) & (ratio > STABILITY_RATIO) & (estimate > STABILITY_ERROR)
+    if mode is None or not bool(held.any()):
+        return held
+    idx = order[None, :, None].expand(1, *D.shape[1:])
+    return held & mode(D.gather(0, idx + 1)[0], order)
+
+
+def lobe_mode(apply_J, v: torch.Tensor, scale: torch.Tensor):
+    """``(|λ|, angle)`` [K] of the mode in the direction ``v`` [K, n]: the Ritz value of
+    ``J`` on the Krylov plane ``span{v, Jv}`` (two steps of Arnoldi in the inner product
+    weighted by ``1/scale²``, where ``J`` is similar to ``diag(1/scale) J diag(scale)``)
+    and its angle from the negative real axis in degrees (0: decaying, 90: undamped,
+    180: growing).  ``apply_J``: ``x [K, n] -> J x``.  Of a complex Ritz pair either;
+    of two real ones, the one whose Ritz vector leans most on ``v``.
+
+    Exact where ``v`` lies in a two-dimensional invariant subspace of ``J`` (a complex
+    pair, normal or not: a damped oscillator ``x' = u, u' = −ω²x − cu`` seen from
+    ``v = (1, 0)``, where the Rayleigh quotient ``⟨v, Jv⟩/‖v‖²`` alone reads 0 and
+    ``‖Jv‖/‖v‖`` reads ``ω²``) or along one real eigenvector."""
+
+    def dot(a, b):
+        return (a * b).sum(dim=1)
+
+    def J_w(x):  # the weighted J: diag(1/scale) J diag(scale)
+        return apply_J(x * scale) / scale
+
+    u = v / scale
+    q1 = u / dot(u, u).sqrt().clamp_min(1e-300)[:, None]
+    w = J_w(q1)
+    h11 = dot(q1, w)
+    w = w - h11[:, None] * q1
+    h21 = dot(w, w).sqrt()
+    # h21 ≈ 0: v is an eigenvector (q2 = 0 leaves H = [[h11, 0], [0, 0]], Ritz value h11)
+    q2 = torch.where(h21[:, None] > 0, w / h21.clamp_min(1e-300)[:, None], 0.0)
+    w2 = J_w(q2)
+    h12, h22 = dot(q1, w2), dot(q2, w2)
+    half_trace = (h11 + h22) / 2
+    disc = half_trace**2 - (h11 * h22 - h12 * h21)
+    root = disc.abs().sqrt()
+    # a real pair: the Ritz vector (λ − h22, h21) of each, its share on q1
+    lam = torch.stack([half_trace + root, half_trace - root])
+    share = (lam - h22).abs() / ((lam - h22).pow(2) + h21**2).sqrt().clamp_min(1e-300)
+    real = torch.where(share[0] >= share[1], lam[0], lam[1])
+    im = torch.where(disc < 0, root, 0.0)
+    re = torch.where(disc < 0, half_trace, real)
+    return torch.hypot(re, im), torch.rad2deg(torch.atan2(im, -re))
 
 
 def difference_ratio(D, scale, order):

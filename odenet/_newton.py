@@ -308,6 +308,16 @@ class Newton:
             self.stats.jacobians += 1
         return self.J
 
+    def jacobian_product(self, v: torch.Tensor) -> torch.Tensor | None:
+        """``J v`` [K, n] with the cached Jacobian (None where there is none yet)."""
+        J = self.J
+        if isinstance(J, SparseJac):
+            Jv = J.A @ v.T.cpu().numpy()
+            return torch.as_tensor(Jv, dtype=v.dtype, device=v.device).T
+        if isinstance(J, torch.Tensor):
+            return (J.to(v.dtype) @ v[..., None])[..., 0]
+        return None
+
     def state_changed(self) -> None:
         """Called after an accepted step: the cached Jacobian is now stale."""
         self.J_fresh = False

@@ -772,6 +772,96 @@ def test_the_stability_guard_lowers_an_order_held_at_its_stability_lobe():
     assert steps[False] > 3 * steps[True], steps  # the trap is there without the guard
 
 
+@pytest.mark.parametrize("k", [3, 4, 5])
+@pytest.mark.parametrize("ndf", [False, True])
+def test_the_guards_angles_and_lobes_are_the_analysers(k, ndf):
+    """A(α) and the lobe's extent (the largest ``|z|`` of the boundary locus left of the
+    imaginary axis) of BDF/NDF ``k`` as ``odenet.stability.multistep`` computes them
+    from the formulas' ``(ρ, σ)``."""
+    from odenet._bdf import A_ALPHA, LOBE
+    from odenet.stability import multistep as MS
+
+    name = f"{'ndf' if ndf else 'bdf'}{k}"
+    assert A_ALPHA[ndf][k] == pytest.approx(MS.a_alpha(name), abs=0.01)
+    z = MS.boundary_locus(name, 20001)
+    left = z[np.isfinite(z) & (z.real < -1e-12)]
+    assert LOBE[ndf][k] == pytest.approx(float(np.abs(left).max()), abs=0.01)
+
+
+def test_lobe_mode_reads_complex_pairs_and_real_modes():
+    """The Ritz value on ``span{v, Jv}``: in the plane of ``A_LOBE``'s pair ``−100 ±
+    1000i`` (rotated), ``|λ| = √(100² + 1000²)`` at ``atan(10)`` = 84.29° from the
+    negative real axis; along its real eigenvector of ``−1``: 1 at 0°; of a growing
+    mode ``+5``: 5 at 180°; a damped oscillator ``x' = u, u' = −ω²x − cu`` (ω = 100,
+    c = 20, not normal) from ``v = (1, 0)`` and from a mixture, with unequal scales:
+    ``|λ| = ω`` at ``atan2(√(ω² − c²/4), c/2)``; and in a 5-dimensional system the pair
+    dominating ``v`` beside a fast real mode it leans on less."""
+    from odenet._bdf import lobe_mode
+
+    def apply(J):
+        return lambda x: (J @ x[..., None])[..., 0]
+
+    J = torch.tensor(A_LOBE)
+    Q = torch.tensor(_Q)
+    q = Q[:, :1]  # the eigenvector of −1
+    J3 = torch.stack([J, J, J + 6 * q @ q.T])  # row 3: −1 moved to +5
+    v = torch.stack([Q[:, 1] + 0.3 * Q[:, 2], q[:, 0], q[:, 0]])
+    scale = torch.full((3, 3), 0.7, dtype=F64)
+    size, angle = lobe_mode(apply(J3), v, scale)
+    assert size.tolist() == pytest.approx([math.hypot(100, 1000), 1.0, 5.0], rel=1e-10)
+    expected = [math.degrees(math.atan(10.0)), 0.0, 180.0]
+    assert angle.tolist() == pytest.approx(expected, abs=1e-6)
+
+    w, c = 100.0, 20.0
+    osc = torch.tensor([[0.0, 1.0], [-(w**2), -c]], dtype=F64).expand(2, 2, 2)
+    v = torch.tensor([[1.0, 0.0], [0.3, -2.0]], dtype=F64)
+    scale = torch.tensor([[1e-6, 3e-4], [2e-3, 1e-5]], dtype=F64)
+    size, angle = lobe_mode(apply(osc), v, scale)
+    assert size.tolist() == pytest.approx([w, w], rel=1e-6)  # (scales 1e-6 … 2e-3)
+    expected = math.degrees(math.atan2(math.sqrt(w**2 - c**2 / 4), c / 2))
+    assert angle.tolist() == pytest.approx([expected, expected], abs=1e-4)
+
+    # the pair −100 ± 1000i and a fast decay −1e4 (x₅), v mostly the pair's
+    big = torch.zeros(1, 5, 5, dtype=F64)
+    big[0, :3, :3] = J
+    big[0, 3, 3], big[0, 4, 4] = -1.0, -1e4
+    v = torch.tensor([[*(Q[:, 1] + 0.3 * Q[:, 2]).tolist(), 0.0, 1e-3]], dtype=F64)
+    size, angle = lobe_mode(apply(big), v, torch.ones(1, 5, dtype=F64))
+    assert float(angle[0]) > 80.42  # outside NDF3's A(α): the guard may act
+    # and v mostly the fast decay's: a mode every order damps
+    v = torch.tensor([[0.01, 0.0, 0.0, 0.0, 1.0]], dtype=F64)
+    size, angle = lobe_mode(apply(big), v, torch.ones(1, 5, dtype=F64))
+    assert float(angle[0]) < 1.0 and float(size[0]) == pytest.approx(1e4, rel=1e-3)
+
+
+def test_the_stability_guard_acts_near_the_edge_of_the_sector():
+    """DETEST B5 (``−10 ± 100i``, 84.3° from the negative real axis, and −4, −1, −0.5,
+    −0.1): the pair is inside BDF3's A(α) of 86.03°, stable at order 3 but hardly damped
+    at the ``h|λ| = 0.6–0.85`` where bdf's steps sit; with the guard acting only outside
+    the sector bdf was held at order 3 there (2.7x the f-evaluations); with its 10°
+    margin it drops to order 2 as it did before the mode test.  Against the closed form."""
+    from scipy.linalg import expm
+
+    A = np.zeros((6, 6))
+    A[:2, :2] = [[-10.0, 100.0], [-100.0, -10.0]]
+    A[2:, 2:] = np.diag([-4.0, -1.0, -0.5, -0.1])
+    y0 = np.ones(6)
+    exact = expm(A * 20.0) @ y0
+    rtol, atol = 1e-3, 1e-6
+    nfe = {}
+    for guard in (True, False):
+        method = odenet.VariableBDF(f"bdf_{guard}", ndf=False, stability_guard=guard)
+        sol = odenet.solve(
+            linear_field(A), torch.tensor(y0), torch.tensor([0.0, 20.0]),
+            method=method, rtol=rtol, atol=atol, max_steps=20000,
+        )  # fmt: skip
+        assert int(sol.status) == 0
+        err = np.abs(sol.ys[-1].numpy() - exact) / (atol / rtol + np.abs(exact))
+        assert err.max() < 10 * rtol
+        nfe[guard] = int(sol.stats["nfe"])
+    assert nfe[True] < 0.5 * nfe[False], nfe
+
+
 def test_the_stability_guard_acts_per_row():
     """Rows of a batch on their own grids (their own steps and orders), which meet the
     lobe at different times (the pair's share of the start differs), step as each row

@@ -107,13 +107,13 @@ class Ratios:
         self._orig = _bdf.BDFRuntime._select_order
         ratios = self
 
-        def select(rt, D, err, y_new, order, n_steps):
+        def select(rt, D, err, y_new, order, n_steps, h):
             due = (n_steps + 1 >= order + 1) & (order >= 3)
             if bool(due.any()):
                 nw = rt.newton
                 scale = (nw.atol + nw.rtol * y_new.abs()) / rt._kappa
                 ratios.values += _bdf.difference_ratio(D, scale, order)[due].tolist()
-            return ratios._orig(rt, D, err, y_new, order, n_steps)
+            return ratios._orig(rt, D, err, y_new, order, n_steps, h)
 
         self._select = select
 

@@ -93,8 +93,8 @@ STABILITY_RATIO = 0.5
 STABILITY_ERROR = 0.1
 # ... but only where the mode those differences carry could lie in order k's lobe: its
 # angle from the negative real axis above the order's A(α) (degrees) less SECTOR_MARGIN
-# and its |hλ| within LOBE_MARGIN times the lobe's extent (the largest |z| of the
-# boundary locus left of the imaginary axis).  Both from odenet.stability.multistep
+# and, if it decays, its |hλ| within LOBE_MARGIN times the lobe's extent (the largest
+# |z| of the boundary locus left of the imaginary axis).  Both from odenet.stability.multistep
 # (tests/test_bdf.py checks them); NDF5 is BDF5 (κ₅ = 0).  A mode well inside the A(α)
 # sector, or beyond the lobe, is damped at that order whatever h: a stiff component
 # decaying at |hλ| ~ 1e2–1e3 leaves differences of its Newton noise that do not decay
@@ -613,8 +613,8 @@ class BDFRuntime:
         """``[K]``: whether the mode in the direction ``v`` [K, n] (``∇^{k+1} y``) could
         lie in the lobe order ``k`` (``order`` [K]) leaves out, at the step ``h`` [K]
         the differences are on: its angle (:func:`lobe_mode` with the cached Jacobian)
-        above the order's A(α) less ``SECTOR_MARGIN`` and ``h|λ|`` within
-        ``LOBE_MARGIN`` lobes.  True where there is no Jacobian to tell."""
+        above the order's A(α) less ``SECTOR_MARGIN`` and, for a decaying mode, ``h|λ|``
+        within ``LOBE_MARGIN`` lobes.  True where there is no Jacobian to tell."""
         nw = self.newton
         if nw.J is None:
             return torch.ones_like(order, dtype=torch.bool)

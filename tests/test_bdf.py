@@ -744,6 +744,26 @@ _Q = np.eye(3) - 2 * np.outer(_V, _V) / (_V @ _V)
 A_LOBE = _Q @ _B_LOBE @ _Q.T
 
 
+def _guard_on_and_off(A, y0, t1, *, ndf, within, rtol=1e-3, atol=1e-6):
+    """``y' = Ay`` on [0, t1] by bdf/ndf with the stability guard on and off: each
+    status ok and within ``within``·rtol of the closed form; their stats by guard."""
+    from scipy.linalg import expm
+
+    exact = expm(A * t1) @ y0
+    stats = {}
+    for guard in (True, False):
+        method = odenet.VariableBDF(f"guard_{guard}", ndf=ndf, stability_guard=guard)
+        sol = odenet.solve(
+            linear_field(A), torch.tensor(y0), torch.tensor([0.0, t1]),
+            method=method, rtol=rtol, atol=atol, max_steps=20000,
+        )  # fmt: skip
+        assert int(sol.status) == 0
+        err = np.abs(sol.ys[-1].numpy() - exact) / (atol / rtol + np.abs(exact))
+        assert err.max() < within * rtol
+        stats[guard] = sol.stats
+    return stats
+
+
 def test_the_stability_guard_lowers_an_order_held_at_its_stability_lobe():
     """Without the guard ndf climbs to order 3 while the oscillatory pair decays, and
     from t ≈ 0.2 its ``hλ`` sits on the edge of the lobe NDF3's stability region leaves
@@ -752,22 +772,8 @@ def test_the_stability_guard_lowers_an_order_held_at_its_stability_lobe():
     ``studies/benchmarks/bdf_stability_limit_results.md``).  With it the
     order drops to 2 there, ``h`` grows past the lobe (|hλ| > 3.5), and the solve ends
     in 499 steps; both within the tolerance of the closed form."""
-    from scipy.linalg import expm
-
-    y0 = np.ones(3)
-    exact = expm(A_LOBE * 2.0) @ y0
-    rtol, atol = 1e-3, 1e-6
-    steps = {}
-    for guard in (True, False):
-        method = odenet.VariableBDF(f"ndf_{guard}", ndf=True, stability_guard=guard)
-        sol = odenet.solve(
-            linear_field(A_LOBE), torch.tensor(y0), torch.tensor([0.0, 2.0]),
-            method=method, rtol=rtol, atol=atol, max_steps=20000,
-        )  # fmt: skip
-        assert int(sol.status) == 0
-        err = np.abs(sol.ys[-1].numpy() - exact) / (atol / rtol + np.abs(exact))
-        assert err.max() < rtol
-        steps[guard] = sol.stats["steps"]
+    stats = _guard_on_and_off(A_LOBE, np.ones(3), 2.0, ndf=True, within=1.0)
+    steps = {guard: st["steps"] for guard, st in stats.items()}
     assert steps[True] < 800, steps
     assert steps[False] > 3 * steps[True], steps  # the trap is there without the guard
 
@@ -840,25 +846,11 @@ def test_the_stability_guard_acts_near_the_edge_of_the_sector():
     at the ``h|λ| = 0.6–0.85`` where bdf's steps sit; with the guard acting only outside
     the sector bdf was held at order 3 there (2.7x the f-evaluations); with its 10°
     margin it drops to order 2 as it did before the mode test.  Against the closed form."""
-    from scipy.linalg import expm
-
     A = np.zeros((6, 6))
     A[:2, :2] = [[-10.0, 100.0], [-100.0, -10.0]]
     A[2:, 2:] = np.diag([-4.0, -1.0, -0.5, -0.1])
-    y0 = np.ones(6)
-    exact = expm(A * 20.0) @ y0
-    rtol, atol = 1e-3, 1e-6
-    nfe = {}
-    for guard in (True, False):
-        method = odenet.VariableBDF(f"bdf_{guard}", ndf=False, stability_guard=guard)
-        sol = odenet.solve(
-            linear_field(A), torch.tensor(y0), torch.tensor([0.0, 20.0]),
-            method=method, rtol=rtol, atol=atol, max_steps=20000,
-        )  # fmt: skip
-        assert int(sol.status) == 0
-        err = np.abs(sol.ys[-1].numpy() - exact) / (atol / rtol + np.abs(exact))
-        assert err.max() < 10 * rtol
-        nfe[guard] = int(sol.stats["nfe"])
+    stats = _guard_on_and_off(A, np.ones(6), 20.0, ndf=False, within=10.0)
+    nfe = {guard: int(st["nfe"]) for guard, st in stats.items()}
     assert nfe[True] < 0.5 * nfe[False], nfe
 
 

@@ -680,8 +680,9 @@ def _stability_limited(D, error, scale, order, mode=None):
     The mode test (``mode``): a ratio near 1 also comes from a component whose
     differences are its Newton noise, one decaying at ``|hλ|`` of hundreds on the
     negative real axis, which every order damps; only a mode whose angle from the
-    negative real axis exceeds the order's A(α) can be in its lobe, and only while
-    ``h|λ|`` is within reach of it.
+    negative real axis exceeds the order's A(α) can be in its lobe (the test starts
+    ``SECTOR_MARGIN`` inside it: a mode at the edge is hardly damped), a decaying one
+    only while ``h|λ|`` is within reach of it.
 
     CVODE's STALD (Hindmarsh 1992) detects the same trap from the growth of the scaled
     derivatives over five steps and lowers the order too; this is a simpler test on

@@ -105,7 +105,7 @@ A_ALPHA = {False: (90.0, 90.0, 90.0, 86.03, 73.35, 51.84),
 LOBE = {False: (0.0, 0.0, 0.0, 1.94, 4.71, 9.39), True: (0.0, 0.0, 0.0, 3.47, 6.57, 9.39)}
 LOBE_MARGIN = 2.0
 # A mode just inside the sector is stable but hardly damped at small |hλ|: DETEST B5's
-# pair at 84.3° (BDF3's A(α) 86.03°) held bdf at order 3 with h|λ| = 0.6–0.85 and cost
+# pair at 84.3° (BDF3's A(α) 86.03°) held bdf at order 3 with h|λ| below 1.2 and cost
 # 2.7x the f-evaluations at rtol 1e-3 until the guard took modes within this many
 # degrees of the sector's edge as well (studies/benchmarks/bdf_stability_limit_results.md)
 SECTOR_MARGIN = 10.0
@@ -626,7 +626,7 @@ class BDFRuntime:
         # the lobe bounds where a decaying mode can be trapped; a growing or undamped
         # one (90° or more) keeps the ratio test's verdict whatever its h|λ| (E5 at
         # rtol 1e-3: ndf ended in a step-size underflow at t = 5.7e11 where growing
-        # modes at h|λ| = 7.7 and 27 no longer lowered the order)
+        # modes at h|λ| up to 27 no longer lowered the order)
         reach = (h.to(v.dtype) * size <= LOBE_MARGIN * lobe) | (angle >= 90.0)
         return near & reach
 

@@ -843,7 +843,7 @@ def test_lobe_mode_reads_complex_pairs_and_real_modes():
 def test_the_stability_guard_acts_near_the_edge_of_the_sector():
     """DETEST B5 (``−10 ± 100i``, 84.3° from the negative real axis, and −4, −1, −0.5,
     −0.1): the pair is inside BDF3's A(α) of 86.03°, stable at order 3 but hardly damped
-    at the ``h|λ| = 0.6–0.85`` where bdf's steps sit; with the guard acting only outside
+    at the ``h|λ| < 1.2`` where bdf's steps sit; with the guard acting only outside
     the sector bdf was held at order 3 there (2.7x the f-evaluations); with its 10°
     margin it drops to order 2 as it did before the mode test.  Against the closed form."""
     A = np.zeros((6, 6))

@@ -16,9 +16,14 @@ no mode test both counts are the ratio test's).
         --problems <the changed cells' problems> --out before.jsonl
     python studies/benchmarks/bdf_guard_scan.py --compare after.jsonl before.jsonl
 
-One JSON line per (problem, rtol, method): the counts, status, error (the hold-out
-sweeps' measure, ``stiff.run_odenet``), f-evaluations and steps; a wall-time limit per
-cell (``--timeout``; a cell past it is ``timeout``, a limit of this script).
+One JSON line per (problem, rtol, method): the counts (``decisions``, ``old``, ``new``),
+the modes read where the ratio test fired (``modes``, see :class:`Triggers`), status,
+error (the hold-out sweeps' measure, ``stiff.run_odenet``), f-evaluations and steps; a
+wall-time limit per cell (``--timeout``; a cell past it is ``timeout``, a limit of this
+script).  The files committed under ``results/`` predate ``decisions`` and ``modes``.
+
+    python studies/benchmarks/bdf_guard_scan.py --problems e5 --rtols 1e-3 --methods ndf \
+        --out /tmp/e5.jsonl          # the modes E5's decisions read (angles, h|λ|)
 """
 
 from __future__ import annotations
@@ -43,31 +48,51 @@ OUT = Path(__file__).parent / "results" / "bdf_guard_scan.jsonl"
 
 
 class Triggers:
-    """Counts the ratio test's and the guard's triggers (instrumentation of
-    ``_bdf._stability_limited``; the solve is unchanged)."""
+    """Counts the order decisions, the ratio test's triggers (``old``) and the guard's
+    (``new``), and records the mode the guard read at each ratio-test trigger
+    (``modes``: ``[order, angle from the negative real axis (°), h|λ|, lowered]``, from
+    ``_bdf.lobe_mode`` as ``BDFRuntime._in_lobe`` reads it).  Instrumentation of
+    ``_bdf._stability_limited`` and ``_in_lobe``; the solve is unchanged."""
 
     def __init__(self):
-        self.old = self.new = 0
+        self.decisions = self.old = self.new = 0
+        self.modes: list = []
         self._orig = _bdf._stability_limited
+        self._orig_in_lobe = getattr(_bdf.BDFRuntime, "_in_lobe", None)
         has_mode = "mode" in inspect.signature(self._orig).parameters
         counts = self
 
         def limited(D, error, scale, order, mode=None):
             old = self._orig(D, error, scale, order)
             new = self._orig(D, error, scale, order, mode) if has_mode else old
+            counts.decisions += 1
             counts.old += int(old.sum())
             counts.new += int(new.sum())
             return new
 
+        def in_lobe(rt, v, order, h, scale):
+            out = counts._orig_in_lobe(rt, v, order, h, scale)
+            if rt.newton.J is not None:
+                size, angle = _bdf.lobe_mode(rt.newton.jacobian_product, v, scale)
+                for k, a, z, o in zip(order, angle, h * size, out):
+                    counts.modes.append([int(k), round(float(a), 1), float(f"{z:.3g}"), bool(o)])
+            return out
+
         self._limited = limited
+        self._in_lobe = in_lobe
 
     def __enter__(self):
-        self.old = self.new = 0
+        self.decisions = self.old = self.new = 0
+        self.modes = []
         _bdf._stability_limited = self._limited
+        if self._orig_in_lobe is not None:
+            _bdf.BDFRuntime._in_lobe = self._in_lobe
         return self
 
     def __exit__(self, *exc):
         _bdf._stability_limited = self._orig
+        if self._orig_in_lobe is not None:
+            _bdf.BDFRuntime._in_lobe = self._orig_in_lobe
 
 
 def all_problems() -> list[str]:
@@ -86,6 +111,7 @@ def scan(names, rtols, methods, timeout, out):
                         r = time_limited(timeout, run_odenet, prob, method, rtol, floors, 20000)
                     row = dict(problem=name, rtol=rtol, method=method, old=t.old, new=t.new)
                     row.update({k: r.get(k) for k in ("status", "err", "nfe", "steps")})
+                    row.update(decisions=t.decisions, modes=t.modes)
                     fh.write(json.dumps(row) + "\n")
                     fh.flush()
                     print(json.dumps(row), flush=True)

@@ -118,6 +118,42 @@ NDF_KAPPA_EXACT = (
 NDF_KAPPA = tuple(float(k) for k in NDF_KAPPA_EXACT)
 
 
+def characteristic_coefficients(k: int, ndf: bool) -> tuple[Fraction, ...]:
+    """BDF or NDF ``k`` on equal steps, ``Σ_{j≤k} ∇ʲ y_{n+1}/j − κ_k γ_k ∇^{k+1} y_{n+1}
+    = h f_{n+1}`` (``κ_k = 0`` for BDF), as the exact coefficients of its ``ρ(ζ)``
+    times ``ζ^{k+1 − deg}``: ``k + 2`` of them, ``ζ^{k+1}`` first; its ``σ(ζ)`` is
+    ``ζ^{k+1}``.  (For BDF the last is 0: a root at 0 that changes no modulus.)"""
+    kappa = NDF_KAPPA_EXACT[k] if ndf else Fraction(0)
+    gamma = sum(Fraction(1, j) for j in range(1, k + 1))
+    # ∇ʲ as (1 − w)ʲ, w = ζ⁻¹; × ζ^{k+1}: the coefficient of wⁱ is that of ζ^{k+1−i}
+    coef = [Fraction(0)] * (k + 2)
+    for c, j in [(Fraction(1, j), j) for j in range(1, k + 1)] + [(-kappa * gamma, k + 1)]:
+        for i in range(j + 1):
+            coef[i] += c * math.comb(j, i) * (-1) ** i
+    return tuple(coef)
+
+
+def amplification(z: torch.Tensor, order: torch.Tensor, ndf: bool) -> torch.Tensor:
+    """``max |ζ|`` [K] over the roots of ``ρ(ζ) − z σ(ζ)`` of BDF/NDF ``order`` [K]
+    (:func:`characteristic_coefficients`) at ``z = hλ`` [K] (complex): how much a mode
+    ``y' = λy`` grows per step at that order on equal steps, spurious roots included.
+    The roots are the eigenvalues of the companion matrix of each row's polynomial,
+    padded to degree ``MAX_ORDER + 1`` with roots at 0."""
+    d = MAX_ORDER + 1
+    table = torch.zeros(MAX_ORDER + 1, d + 1, dtype=torch.float64)
+    for k in range(1, MAX_ORDER + 1):
+        table[k, : k + 2] = torch.tensor([float(c) for c in characteristic_coefficients(k, ndf)])
+    coef = table.to(device=z.device, dtype=z.dtype)[order]  # [K, d + 1], ζ^d first
+    coef[:, 0] = coef[:, 0] - z
+    lead = coef[:, :1]
+    # a leading coefficient of 0 (z on the real axis at γ_k(1 − κ_k)) is a root at ∞
+    lead = torch.where(lead == 0, torch.full_like(lead, 1e-300), lead)
+    companion = torch.zeros(z.shape[0], d, d, dtype=z.dtype, device=z.device)
+    companion[:, 0, :] = -coef[:, 1:] / lead
+    companion[:, 1:, :-1] = torch.eye(d - 1, dtype=z.dtype, device=z.device)
+    return torch.linalg.eigvals(companion).abs().amax(dim=1)
+
+
 @dataclass
 class BDFStepResult(StepResult):
     """A step result that also reports the order of its error estimate per row
@@ -614,7 +650,8 @@ class BDFRuntime:
         lie in the lobe order ``k`` (``order`` [K]) leaves out, at the step ``h`` [K]
         the differences are on: its angle (:func:`lobe_mode` with the cached Jacobian)
         above the order's A(α) less ``SECTOR_MARGIN`` and, for a decaying mode, ``h|λ|``
-        within ``LOBE_MARGIN`` lobes.  True where there is no Jacobian to tell."""
+        within ``LOBE_MARGIN`` lobes; and whether order ``k − 1`` damps it more there
+        (:func:`amplification` at ``z = hλ``).  True where there is no Jacobian to tell."""
         nw = self.newton
         if nw.J is None:
             return torch.ones_like(order, dtype=torch.bool)
@@ -627,8 +664,16 @@ class BDFRuntime:
         # one (90° or more) keeps the ratio test's verdict whatever its h|λ| (E5 at
         # rtol 1e-3: ndf ended in a step-size underflow at t = 5.7e11 where growing
         # modes at h|λ| up to 27 no longer lowered the order)
-        reach = (h.to(v.dtype) * size <= LOBE_MARGIN * lobe) | (angle >= 90.0)
-        return near & reach
+        hs = h.to(v.dtype) * size
+        reach = (hs <= LOBE_MARGIN * lobe) | (angle >= 90.0)
+        # and the lower order must damp the mode more than this one: BDF5's locus runs
+        # right of the imaginary axis up to |z| = 0.71 while BDF3's and BDF4's run left
+        # of it from the origin, so an undamped mode there is stable at order 5 and
+        # grows at 4 (stiff_pendulum, stiff_holdout6.py: the guard moved it from 5 to 4)
+        phi = torch.deg2rad(angle)
+        z = torch.complex(-hs * torch.cos(phi), hs * torch.sin(phi))
+        damps = amplification(z, order - 1, ndf) < amplification(z, order, ndf)
+        return near & reach & damps
 
     # --- dense output ---------------------------------------------------------------------
     def extra_stages(self, g, s, y, h, ks):
@@ -682,7 +727,9 @@ def _stability_limited(D, error, scale, order, mode=None):
     negative real axis, which every order damps; only a mode whose angle from the
     negative real axis exceeds the order's A(α) can be in its lobe (the test starts
     ``SECTOR_MARGIN`` inside it: a mode at the edge is hardly damped), a decaying one
-    only while ``h|λ|`` is within reach of it.
+    only while ``h|λ|`` is within reach of it; and lowering must damp it: the lower
+    order's largest root at ``hλ`` below this one's (an undamped mode at ``|hλ| < 0.71``
+    is stable at order 5 and grows at orders 3 and 4).
 
     CVODE's STALD (Hindmarsh 1992) detects the same trap from the growth of the scaled
     derivatives over five steps and lowers the order too; this is a simpler test on

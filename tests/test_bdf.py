@@ -840,6 +840,46 @@ def test_lobe_mode_reads_complex_pairs_and_real_modes():
     assert float(angle[0]) < 1.0 and float(size[0]) == pytest.approx(1e4, rel=1e-3)
 
 
+def _characteristic_roots(k, ndf, z):
+    """The roots of BDF/NDF ``k`` at ``z = hλ`` from the formula itself:
+    ``Σ_{j≤k} (1 − w)ʲ/j − κ_k γ_k (1 − w)^{k+1} = z`` in ``w = 1/ζ`` (Shampine &
+    Reichelt's κ, as scipy's BDF), by numpy's polynomial arithmetic."""
+    from numpy.polynomial import polynomial as NP
+
+    kappa = [0.0, -0.1850, -1 / 9, -0.0823, -0.0415, 0.0][k] if ndf else 0.0
+    gamma = sum(1 / j for j in range(1, k + 1))
+    c = np.zeros(k + 2, dtype=complex)
+    for j in range(1, k + 1):
+        c[: j + 1] += NP.polypow([1.0, -1.0], j) / j
+    c -= kappa * gamma * NP.polypow([1.0, -1.0], k + 1)
+    c[0] -= z
+    return 1 / NP.polyroots(np.trim_zeros(c, "b"))
+
+
+@pytest.mark.parametrize("ndf", [False, True])
+def test_the_guards_amplification_is_the_largest_root(ndf):
+    """``amplification``: ``max |ζ|`` of BDF/NDF ``k`` at ``z = hλ``, against the
+    roots of the formula (:func:`_characteristic_roots`) and, for BDF, the analyser's
+    ``stability_roots`` (from the formulas' own ``α``); on the imaginary axis BDF5 is
+    stable up to ``|z| = 0.71`` and BDF3/BDF4 are not (the guard's reason to keep
+    order 5 for an undamped mode)."""
+    from odenet._bdf import amplification
+    from odenet.stability.multistep import stability_roots
+
+    rng = np.random.default_rng(7)
+    z = np.concatenate([rng.normal(0, 4, 40) + 1j * rng.normal(0, 4, 40), [0.5j, -30.0, 12.0]])
+    k = np.concatenate([rng.integers(1, 6, 40), [5, 4, 3]])
+    ours = amplification(torch.tensor(z), torch.tensor(k), ndf).numpy()
+    theirs = [np.abs(_characteristic_roots(int(kk), ndf, zz)).max() for kk, zz in zip(k, z)]
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+    if not ndf:
+        analyser = [np.abs(stability_roots(f"bdf{kk}", zz)).max() for kk, zz in zip(k, z)]
+        np.testing.assert_allclose(ours, analyser, rtol=1e-6)
+        on_axis = torch.tensor([0.5j] * 3)
+        rho = amplification(on_axis, torch.tensor([3, 4, 5]), ndf=False).tolist()
+        assert rho[0] > 1 and rho[1] > 1 and rho[2] < 1, rho
+
+
 def test_the_stability_guard_acts_near_the_edge_of_the_sector():
     """DETEST B5 (``−10 ± 100i``, 84.3° from the negative real axis, and −4, −1, −0.5,
     −0.1): the pair is inside BDF3's A(α) of 86.03°, stable at order 3 but hardly damped

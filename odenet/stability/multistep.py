@@ -36,7 +36,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from odenet._bdf import NDF_KAPPA_EXACT
+from odenet._bdf import NDF_KAPPA_EXACT, characteristic_coefficients
 from odenet._multistep import LinearMultistep, adams_bashforth, adams_moulton, bdf
 from odenet._registry import multistep
 from odenet.stability._errors import StabilityInputError
@@ -91,19 +91,11 @@ def _pair(method) -> _Pair:
 def _ndf(k: int) -> _Pair:
     """NDF ``k`` on equal steps, ``Σ_{j≤k} ∇ʲ y_{n+1}/j − κ_k γ_k ∇^{k+1} y_{n+1} = h f_{n+1}``
     (a (k + 1)-step method; BDF ``k`` where ``κ_k = 0``), as an exact ``(ρ, σ)``."""
-    kappa = NDF_KAPPA_EXACT[k]
-    if kappa == 0:
+    if NDF_KAPPA_EXACT[k] == 0:
         rho, sigma = characteristic_polynomials(f"bdf{k}")
         return _Pair(tuple(rho), tuple(sigma), f"ndf{k}")
-    gamma = sum(Fraction(1, j) for j in range(1, k + 1))
-    # ∇ʲ as (1 − w)ʲ, w = ζ⁻¹; × ζ^{k+1}: the coefficient of wⁱ is that of ζ^{k+1−i}
-    coef = [Fraction(0)] * (k + 2)
-    terms = [(Fraction(1, j), j) for j in range(1, k + 1)] + [(-kappa * gamma, k + 1)]
-    for c, j in terms:
-        for i in range(j + 1):
-            coef[i] += c * math.comb(j, i) * (-1) ** i
     sigma = (Fraction(1),) + (Fraction(0),) * (k + 1)
-    return _Pair(tuple(coef), sigma, f"ndf{k}")
+    return _Pair(characteristic_coefficients(k, ndf=True), sigma, f"ndf{k}")
 
 
 def _method(method) -> LinearMultistep | _Pair:

@@ -384,7 +384,9 @@ def run_odenet(prob, rtol, d, trace=False, **kw):
         def it(self, *a, **k2):
             out = iterate(self, *a, **k2)
             cur["it"].append(out[2])
-            cur["rate"] = out[3]
+            # a failed iteration's rate is not read (odenet._radau reports 0 there): shown
+            # as "diverged" rather than as a rate of 0
+            cur["rate"] = out[3] if bool(out[1].all()) else "diverged"
             return out
 
         def st(self, g, s, y, h, f0):
@@ -666,7 +668,7 @@ def controllers(args):
 def _fmt(e):
     it = ",".join(str(i) for i in e.get("it", []))
     rate = e.get("rate")
-    rate = "" if rate is None else f"{rate:.1e}"
+    rate = "" if rate is None else rate if isinstance(rate, str) else f"{rate:.1e}"
     err = e.get("err")
     err = "" if err is None else f"{err:.2f}"
     hn = e.get("h_next")

@@ -66,6 +66,7 @@ collects it.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -140,18 +141,30 @@ def amplification(z: torch.Tensor, order: torch.Tensor, ndf: bool) -> torch.Tens
     The roots are the eigenvalues of the companion matrix of each row's polynomial,
     padded to degree ``MAX_ORDER + 1`` with roots at 0."""
     d = MAX_ORDER + 1
-    table = torch.zeros(MAX_ORDER + 1, d + 1, dtype=torch.float64)
-    for k in range(1, MAX_ORDER + 1):
-        table[k, : k + 2] = torch.tensor([float(c) for c in characteristic_coefficients(k, ndf)])
+    table = torch.tensor(_characteristic_table(ndf), dtype=torch.float64)
     coef = table.to(device=z.device, dtype=z.dtype)[order]  # [K, d + 1], ζ^d first
     coef[:, 0] = coef[:, 0] - z
-    lead = coef[:, :1]
-    # a leading coefficient of 0 (z on the real axis at γ_k(1 − κ_k)) is a root at ∞
-    lead = torch.where(lead == 0, torch.full_like(lead, 1e-300), lead)
     companion = torch.zeros(z.shape[0], d, d, dtype=z.dtype, device=z.device)
-    companion[:, 0, :] = -coef[:, 1:] / lead
+    top = -coef[:, 1:] / coef[:, :1]
+    # a leading coefficient of 0 (z real at γ_k(1 − κ_k)) is a root at ∞, and a z that
+    # is not finite has no roots: NaN for those rows.  LAPACK is never handed them (MKL's
+    # complex eigensolver crashes the process on a non-finite matrix)
+    readable = torch.isfinite(top).all(dim=1)
+    companion[:, 0, :] = torch.where(readable[:, None], top, 0)
     companion[:, 1:, :-1] = torch.eye(d - 1, dtype=z.dtype, device=z.device)
-    return torch.linalg.eigvals(companion).abs().amax(dim=1)
+    rho = torch.linalg.eigvals(companion).abs().amax(dim=1)
+    return torch.where(readable, rho, math.nan)
+
+
+@functools.cache
+def _characteristic_table(ndf: bool) -> tuple[tuple[float, ...], ...]:
+    """:func:`characteristic_coefficients` of orders 0 … MAX_ORDER as floats, each
+    padded to ``MAX_ORDER + 2`` with trailing zeros (roots at 0); order 0's all zero."""
+    rows = [(0.0,) * (MAX_ORDER + 2)]
+    for k in range(1, MAX_ORDER + 1):
+        c = [float(x) for x in characteristic_coefficients(k, ndf)]
+        rows.append(tuple(c + [0.0] * (MAX_ORDER - k)))
+    return tuple(rows)
 
 
 @dataclass
@@ -672,7 +685,9 @@ class BDFRuntime:
         # grows at 4 (stiff_pendulum, stiff_holdout6.py: the guard moved it from 5 to 4)
         phi = torch.deg2rad(angle)
         z = torch.complex(-hs * torch.cos(phi), hs * torch.sin(phi))
-        damps = amplification(z, order - 1, ndf) < amplification(z, order, ndf)
+        lower, this = amplification(z, order - 1, ndf), amplification(z, order, ndf)
+        # a mode the roots cannot be read at (non-finite) keeps the ratio test's verdict
+        damps = (lower < this) | ~(torch.isfinite(lower) & torch.isfinite(this))
         return near & reach & damps
 
     # --- dense output ---------------------------------------------------------------------

@@ -863,7 +863,7 @@ def test_the_guards_amplification_is_the_largest_root(ndf):
     ``stability_roots`` (from the formulas' own ``α``); on the imaginary axis BDF5 is
     stable up to ``|z| = 0.71`` and BDF3/BDF4 are not (the guard's reason to keep
     order 5 for an undamped mode)."""
-    from odenet._bdf import amplification
+    from odenet._bdf import amplification, characteristic_coefficients
     from odenet.stability.multistep import stability_roots
 
     rng = np.random.default_rng(7)
@@ -878,6 +878,14 @@ def test_the_guards_amplification_is_the_largest_root(ndf):
         on_axis = torch.tensor([0.5j] * 3)
         rho = amplification(on_axis, torch.tensor([3, 4, 5]), ndf=False).tolist()
         assert rho[0] > 1 and rho[1] > 1 and rho[2] < 1, rho
+    # no roots to read: a z that is not finite, and z at order 3's leading coefficient
+    # γ₃(1 − κ₃) (a root at ∞); NaN, and the process survives (MKL's complex
+    # eigensolver crashes on such a matrix)
+    gamma = float(characteristic_coefficients(3, ndf)[0])
+    for dt in (torch.complex128, torch.complex64):
+        bad = torch.tensor([complex(math.nan, 0), complex(math.inf, 1), gamma, 0.5j], dtype=dt)
+        rho = amplification(bad, torch.tensor([4, 4, 3, 5]), ndf)
+        assert torch.isnan(rho[:3]).all() and torch.isfinite(rho[3]), rho
 
 
 def test_the_stability_guard_acts_near_the_edge_of_the_sector():

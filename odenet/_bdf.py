@@ -735,7 +735,7 @@ def _stability_limited(D, error, scale, order, mode=None):
     whose estimate is of the same size there, has a smaller lobe (order 2 none).  On the
     hold-out problem ``unstable_stiff`` (a pair ``−100 ± 1000i``, 84.3° from the negative
     real axis: outside NDF3's 80.4° sector) ndf without the guard stayed at order 3 and
-    ``h ≈ 1e-3`` for 22 650 steps at rtol 1e-6, 3541 with it (same script).
+    ``h ≈ 1e-3`` for 22 650 steps at rtol 1e-6, 3368 with it (same script).
 
     The mode test (``mode``): a ratio near 1 also comes from a component whose
     differences are its Newton noise, one decaying at ``|hλ|`` of hundreds on the

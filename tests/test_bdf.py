@@ -771,7 +771,7 @@ def test_the_stability_guard_lowers_an_order_held_at_its_stability_lobe():
     (2421 steps on [0, 2]; scipy's BDF, the same formulas, takes 2186:
     ``studies/benchmarks/bdf_stability_limit_results.md``).  With it the
     order drops to 2 there, ``h`` grows past the lobe (|hλ| > 3.5), and the solve ends
-    in 499 steps; both within the tolerance of the closed form."""
+    in 481 steps; both within the tolerance of the closed form."""
     stats = _guard_on_and_off(A_LOBE, np.ones(3), 2.0, ndf=True, within=1.0)
     steps = {guard: st["steps"] for guard, st in stats.items()}
     assert steps[True] < 800, steps
@@ -905,7 +905,7 @@ def test_the_stability_guard_acts_near_the_edge_of_the_sector():
 def test_the_stability_guard_acts_per_row():
     """Rows of a batch on their own grids (their own steps and orders), which meet the
     lobe at different times (the pair's share of the start differs), step as each row
-    steps alone (489 and 842 steps; 1354 and 1648 without the guard)."""
+    steps alone (471 and 814 steps; 1354 and 1648 without the guard)."""
     y0 = torch.tensor([[1.0, 1.0, 1.0], [2.0, -1.0, 0.5]], dtype=F64)
     t = torch.tensor([[0.0, 1.0], [0.0, 1.0]], dtype=F64)
     kw = dict(method="ndf", rtol=1e-3, atol=1e-6, max_steps=20000)

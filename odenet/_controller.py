@@ -140,6 +140,7 @@ class PIDController:
         h_floor=0.0,
         hold=None,
         safety=None,
+        newton_factor=None,
         **_,
     ):
         """Accept or reject a trial step of size ``h``; propose the next step.
@@ -158,6 +159,12 @@ class PIDController:
         hold : bool or ``[K]`` bool, optional
             The method asks to keep ``h`` after this step if it is accepted (a
             multistep method between step-size changes; see :meth:`_limit`).
+        safety : float, optional
+            A scale of ``safety`` after slow Newton iterations (see :meth:`_safety`).
+        newton_factor : float or ``[K]``, optional
+            The method's factor for a step whose Newton iteration failed, where it
+            has one (Radau IIA after a predicted failure: see
+            :func:`odenet._radau.newton_shrink`); NaN or None: ``newton_factor``.
 
         Returns
         -------
@@ -178,7 +185,9 @@ class PIDController:
             factor = factor * r2 ** (-b3 / k)
         factor = self._observed_shrink(ops, factor, h, r, accept, finite, ok, rejection, k, safety)
         factor = ops.clip(factor, self.factor_min, self.factor_max)
-        accept, h_next = self._limit(ops, h, factor, accept, finite, ok, rejected, h_floor, hold)
+        accept, h_next = self._limit(
+            ops, h, factor, accept, finite, ok, rejected, h_floor, hold, newton_factor
+        )
         memory = (
             ops.where(accept, r, r1),
             ops.where(accept, r1, r2),
@@ -204,12 +213,13 @@ class PIDController:
             accept = accept & ok
         return finite, accept, ops.clip(ops.where(finite, ratio, 1.0), lo=_TINY)
 
-    def _limit(self, ops, h, factor, accept, finite, ok, rejected, h_floor, hold=None):
+    def _limit(self, ops, h, factor, accept, finite, ok, rejected, h_floor, hold=None, newton=None):
         """The rules every controller keeps, applied to its proposed ``factor``:
         right after a rejection the step does not grow (Hairer's codes: otherwise a
         step that just failed at a discontinuity is retried 10× larger and fails
         again); a rejection shrinks by at least ``safety``, a non-finite trial by
-        ``factor_min``, a Newton failure by ``newton_factor``; ``h_floor`` (torchdiffeq's
+        ``factor_min``, a Newton failure by ``newton_factor`` or by the method's own
+        factor ``newton`` where it gives one (finite); ``h_floor`` (torchdiffeq's
         ``min_step``) accepts a finite, solved step of that size and proposes none
         below it.  An accepted step whose method asked to ``hold`` keeps ``h``
         exactly: a variable-step BDF holds it for ``k + 1`` steps after each change
@@ -222,7 +232,7 @@ class PIDController:
             factor = ops.where(accept, factor, ops.clip(factor, hi=self.safety))
             factor = ops.where(finite, factor, self.factor_min)
             if ok is not None:
-                factor = ops.where(ok, factor, self.newton_factor)
+                factor = ops.where(ok, factor, self._newton_factor(ops, newton))
         if hold is not None:
             factor = ops.where(accept & hold, ops.full(1.0, factor), factor)
         h_next = h * factor
@@ -234,6 +244,14 @@ class PIDController:
             accept = accept | at_floor
             h_next = ops.clip(h_next, lo=h_floor)
         return accept, h_next
+
+    def _newton_factor(self, ops, advice):
+        """The factor after a Newton failure: the method's ``advice`` where it is finite
+        (a float or ``[K]``), ``newton_factor`` elsewhere."""
+        if advice is None:
+            return self.newton_factor
+        own = ops.full(self.newton_factor, advice)
+        return ops.where(ops.isfinite(advice), advice, own)
 
     def _observed_shrink(self, ops, factor, h, r, accept, finite, ok, rejection, k, safety):
         """After a second rejection for error at the same time, shrink by the order the
@@ -337,6 +355,7 @@ class PredictiveController(PIDController):
         safety=None,
         refresh=False,
         refiltered=None,
+        newton_factor=None,
         **_,
     ):
         finite, accept, r = self._verdict(ops, ratio, ok)
@@ -355,7 +374,9 @@ class PredictiveController(PIDController):
         # (scipy 216), 968 -> 990 at 1e-6 (scipy 890)
         keep = accept & (factor >= 1.0) & (factor <= self.keep_max) & (not refresh)
         factor = ops.where(keep, ops.full(1.0, factor), factor)
-        accept, h_next = self._limit(ops, h, factor, accept, finite, ok, rejected, h_floor, hold)
+        accept, h_next = self._limit(
+            ops, h, factor, accept, finite, ok, rejected, h_floor, hold, newton_factor
+        )
         before = before | accept
         if refiltered is not None:
             # an accepted estimate from Radau's second filtering is not one the next

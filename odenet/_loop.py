@@ -169,14 +169,15 @@ class _Reports(NamedTuple):
     ``StepResult``: :class:`odenet._bdf.BDFStepResult`,
     :class:`odenet._radau.RadauStepResult`): the order of its estimate, whether to keep
     ``h``, a safety scale, whether a new Jacobian is due, the rows whose estimate came
-    from a second filtering; ``[K]`` tensors or numbers, host numbers on the host
-    backend (:meth:`host`)."""
+    from a second filtering, the factor after a Newton failure; ``[K]`` tensors or
+    numbers, host numbers on the host backend (:meth:`host`)."""
 
     error_order: object = None
     hold: object = None
     safety: object = None
     refresh: object = None
     refiltered: object = None
+    newton_factor: object = None
 
     @classmethod
     def of(cls, out):
@@ -185,7 +186,7 @@ class _Reports(NamedTuple):
     @classmethod
     def host(cls, out):
         """The reports of a one-system step as Python numbers."""
-        kinds = (int, bool, float, bool, bool)
+        kinds = (int, bool, float, bool, bool, float)
         values = zip(cls.of(out), kinds, strict=True)
         return cls(*(v if v is None else kind(v) for v, kind in values))
 
@@ -993,11 +994,13 @@ def _integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, rec
                 h_floor=h_floor,
                 # the step's advice (H3, issue 14): keep h ([K] bool, BDF), a safety
                 # scale after slow Newton iterations (BDF, Radau IIA), a new Jacobian is
-                # due (Radau IIA), rows whose estimate came from a second filtering
+                # due (Radau IIA), rows whose estimate came from a second filtering, the
+                # factor after a predicted Newton failure (Radau IIA)
                 hold=reports.hold,
                 safety=reports.safety,
                 refresh=bool(reports.refresh),
                 refiltered=_rows(host, reports.refiltered),
+                newton_factor=reports.newton_factor,
             )
             if land is not None:  # retry to end on the output the interpolant missed
                 h_next = ops.where(ops.not_(accept) & (land < math.inf), land, h_next)

@@ -50,8 +50,10 @@ is derived from the tableau's coefficients at 50 digits (:func:`radau_constants`
 * **Dense output**: the collocation polynomial (degree ``s``) through ``y0`` and the
   ``s`` stage values.
 * A Newton failure (divergence, or no convergence in ``max_iter`` iterations with
-  a fresh Jacobian) makes the step fail (``ok = False``) with an error estimate
-  that makes the controller halve the step.
+  a fresh Jacobian) makes the step fail (``ok = False``); the controller halves it,
+  except that radau_iia5 (RADAU5's method), where the iteration was stopped because it
+  was predicted not to converge within the cap, gives RADAU5's milder factor
+  ``0.8·q^(−1/(3 + m))`` (:func:`newton_shrink`) in its step result.
 
 Gustafsson's predictive controller and RADAU5's "keep ``h`` when the factor is
 in ``[1, 1.2]`` so the LU can be reused" live on the controller side
@@ -260,6 +262,27 @@ def kept_jacobian_converges(n_iter: int, rate: float, cap: int, aging: float = 2
     return 1 + (n_iter - 1) * math.log(rate) / math.log(aged) <= cap
 
 
+def newton_shrink(ops, predicted, rate, m: int):
+    """The factor for the next trial of a step whose simplified Newton iteration was
+    stopped because it was predicted not to converge (Hairer's RADAU5): ``0.8 ·
+    q^(−1/(3 + m))`` with ``q = min(predicted, 20)``, ``predicted`` the error left after
+    the iteration cap, ``θ^m/(1 − θ) ‖ΔW‖`` in units of the Newton tolerance (≥ 1 at a
+    failure), ``θ`` the last contraction rate and ``m`` the increments still allowed
+    plus one.  A prediction just over the tolerance shrinks ``h`` by 0.8, one of 20 or
+    more by 0.55 early in the iteration (``m = 5``).  Where the iteration diverged
+    (``θ ≥ 1``) or is not finite the factor is NaN: the controller's own
+    ``newton_factor`` (RADAU5 halves).  ``predicted``, ``rate``: floats, or ``[K]``
+    tensors with :class:`odenet._ops.TensorOps`.
+
+    Halving after every failure (before) made the steps after a Newton-limited one
+    climb back to the size that failed: Gray–Scott pulse splitting at rtol 1e-3 took
+    five Newton failures at h ≈ 50 and 473 f-evaluations where scipy's Radau takes 393
+    (studies/benchmarks/stiff_results.md, session 40)."""
+    factor = 0.8 * ops.clip(predicted, lo=1.0, hi=20.0) ** (-1.0 / (3 + m))
+    valid = (rate < 1) & ops.isfinite(predicted)
+    return ops.where(valid, factor, ops.full(math.nan, predicted))
+
+
 # Where the classic one-rate test has stopped, the per-component estimate of the Newton
 # error left (_remaining) need only be below this, in units of the local tolerance: the
 # largest Newton tolerance scipy and RADAU5 use (min(0.03, rtol^½)).  The per-component
@@ -291,11 +314,14 @@ class RadauStepResult(StepResult):
     :class:`odenet._bdf.BDFStepResult`): ``safety``, the factor its safety is scaled by
     after ``n`` Newton iterations; ``refresh``, a new Jacobian is due (the step is not
     held for an LU that will not be reused); ``refiltered``, the rows whose estimate came
-    from the second filtering (``[K]`` bool, or None)."""
+    from the second filtering (``[K]`` bool, or None); ``newton_factor``, the factor
+    for the next trial of a row whose Newton iteration failed (:func:`newton_shrink`;
+    ``[K]`` or a float, NaN: the controller's own; None: every row solved)."""
 
     safety: float = 1.0
     refresh: bool = False
     refiltered: torch.Tensor | None = None
+    newton_factor: torch.Tensor | float | None = None
 
 
 class RadauNewton(Newton):
@@ -375,6 +401,11 @@ class RadauIIA(RungeKutta):
         # radau_iia5 only: radau_iia3/9's measured tables (radau_orders_results.md,
         # stiff_accuracy_results.md) are scipy's rule; applying it there is not measured yet
         self.keep_current_jacobian = s == 3
+        # RADAU5's shrink after a predicted Newton failure (newton_shrink), for RADAU5's
+        # method: on radau_iia9 (cap 12, so the factor's exponent is small) it cost
+        # 6-33 % f-evaluations at rtol 1e-3 (HIRES, the Oregonator, Burgers, stick_slip;
+        # studies/benchmarks/stiff_results.md, session 40); elsewhere the controller halves
+        self.shrink_after_prediction = s == 3
         # the factor by which a kept Jacobian's rate is predicted to grow in one step
         # (kept_jacobian_converges; measured, see step)
         self.jacobian_aging = 2.0
@@ -423,7 +454,9 @@ class RadauIIA(RungeKutta):
             for attempt in range(2):
                 J = nw.jacobian(g, s.detach(), y_, fresh=attempt == 1)
                 lu = self._factor(h_safe.detach(), J)
-                Z, ok, n_iter, rate = self._iterate(g, times.detach(), y_, hy, Z0, scale, lu)
+                Z, ok, n_iter, rate, shrink = self._iterate(
+                    g, times.detach(), y_, hy, Z0, scale, lu
+                )
                 solved = bool(ok.all())  # one read of the device per attempt (reused below)
                 # (a step retried from the same start after a rejection also counts as a
                 # kept J that converged, although it runs at J's own point; leaving it out
@@ -461,6 +494,10 @@ class RadauIIA(RungeKutta):
             safety = (2 * self.max_iter + 1) / (2 * self.max_iter + n_iter)
             if not solved:  # (ok is the last attempt's)
                 nw.stats.failures += 1
+                # [K] whichever backend ran the iteration (one system decides on floats)
+                shrink = torch.as_tensor(shrink, dtype=y.dtype, device=y.device).reshape(K)
+            else:
+                shrink = None
         frozen = h == 0  # a row past its end (per-sample grids): it does not move
         if bool(frozen.any()):
             # its iteration ran with h_safe = 1 and may have diverged; a NaN here, even
@@ -491,7 +528,7 @@ class RadauIIA(RungeKutta):
                 ok = ok | zero
         Z_rows = Z.detach().transpose(0, 1)  # [K, s, n]: the record's rows first
         self.last_step.offer(s.detach() + h.detach(), h_safe.detach(), y_, Z_rows)
-        return RadauStepResult(y1, err, ks, None, ok, safety, refresh, refiltered)
+        return RadauStepResult(y1, err, ks, None, ok, safety, refresh, refiltered, shrink)
 
     def _starting_guess(self, s, h, y):
         """Extrapolate each row's last accepted step's collocation polynomial, where the
@@ -511,7 +548,9 @@ class RadauIIA(RungeKutta):
 
     def _iterate(self, g, times, y, hy, Z0, scale, lu):
         """Simplified Newton in the eigen-variables ``W = T⁻¹ Z``.  Returns
-        ``(Z [S, K, n], ok [K], iterations, last rate)``."""
+        ``(Z [S, K, n], ok [K], iterations, last rate, shrink)``: ``shrink`` ([K], or a
+        float for one system) is :func:`newton_shrink`'s factor for the next trial on the
+        rows that failed, NaN elsewhere."""
         S, r = self.S, self.n_real
         K, n = y.shape
         nw = self.newton
@@ -538,6 +577,8 @@ class RadauIIA(RungeKutta):
             converged = torch.zeros(K, dtype=torch.bool, device=y.device)
             failed = torch.zeros_like(converged)
             rate = torch.zeros(K, dtype=y.dtype, device=y.device)
+        # the step-size factor after a failure (newton_shrink): NaN, the controller's own
+        shrink = ops.full(math.nan, rate)
         no = ops.full(False, converged)
         classic_conv = converged
         policy = None  # (iterations, rate) where the classic one-rate test stopped
@@ -582,9 +623,9 @@ class RadauIIA(RungeKutta):
                 # a rate ≥ 1 diverges whatever the rest says; clipped, the power cannot
                 # overflow a Python float
                 slow = ops.clip(rate, hi=1.0)
-                diverging = (rate >= 1) | (
-                    slow ** (self.max_iter - k) / ops.clip(1 - slow, lo=1e-12) * dnorm > tol
-                )
+                # the Newton error predicted to be left after the iteration cap
+                left_at_cap = slow ** (self.max_iter - k) / ops.clip(1 - slow, lo=1e-12) * dnorm
+                diverging = (rate >= 1) | (left_at_cap > tol)
                 classic = rate / ops.clip(1 - rate, lo=1e-12) * dnorm < tol
                 left, stalled, doubtful = _remaining(a2, prev_a2, tol, self.max_iter - k - 1)
                 # the looser per-component bound is for contracting components only, and
@@ -598,6 +639,10 @@ class RadauIIA(RungeKutta):
             else:
                 diverging = conv = classic = no
             now_failed = active & (ops.not_(finite) | diverging)
+            if self.shrink_after_prediction and prev is not None and ops.any(now_failed):
+                # RADAU5's factor for the next trial; NaN where the row diverged
+                factor = newton_shrink(ops, left_at_cap / tol, rate, self.max_iter - k)
+                shrink = ops.where(now_failed, factor, shrink)
             upd = active & ops.not_(now_failed)
             W = ops.where(rows(upd), W + dW, W)
             Z = _mix(self.T_mat, W)
@@ -622,7 +667,7 @@ class RadauIIA(RungeKutta):
         # converging, not a reason for a new Jacobian (on the Brusselators they were: 26
         # Jacobians where scipy takes 22)
         n_iter, rate = policy if policy is not None else (k + 1, worst)
-        return Z, ok, n_iter, rate
+        return Z, ok, n_iter, rate, shrink
 
     def _filter(self, lu, rhs):
         """The filtered estimate of ``γ₀ h rhs`` (see the module docstring): the real

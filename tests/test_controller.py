@@ -324,3 +324,40 @@ def test_a_second_rejection_with_per_row_orders_shrinks_by_the_observed_order():
     assert float(rows[1][0]) == pytest.approx(host[1], rel=1e-12)
     # order 2 (k = 3) is above k̂ too: the same shrink
     assert float(rows[1][1]) == pytest.approx(host[1], rel=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["I", "PI", "predictive"])
+def test_a_methods_newton_factor_replaces_the_controllers_after_a_newton_failure(kind):
+    """Radau IIA gives its own factor for a step whose Newton iteration was predicted
+    not to converge (``odenet._radau.newton_shrink``): a failed row takes it, a row
+    whose advice is NaN takes the controller's ``newton_factor``, a solved row ignores
+    it; on floats and [K] tensors alike."""
+    from odenet._controller import controller_from
+
+    ctrl = controller_from(kind)
+    mem = ctrl.init_memory(HostOps, None)
+    if kind != "predictive":
+        mem = (0.5, 0.5, False, 1.0, 0.0)
+    h, ratio = 0.2, 0.3
+    failed = ctrl.judge(HostOps, h, ratio, False, mem, 3, newton_factor=0.7)
+    assert not failed[0] and failed[1] == pytest.approx(0.7 * h, rel=1e-12)
+    own = ctrl.judge(HostOps, h, ratio, False, mem, 3, newton_factor=math.nan)
+    assert own[1] == pytest.approx(ctrl.newton_factor * h, rel=1e-12)
+    assert ctrl.judge(HostOps, h, ratio, False, mem, 3)[1] == own[1]
+    solved = ctrl.judge(HostOps, h, ratio, True, mem, 3)
+    assert solved[0] and ctrl.judge(HostOps, h, ratio, True, mem, 3, newton_factor=0.7) == solved
+
+    rows = lambda v, dt=D: torch.tensor([v] * 3, dtype=dt)  # noqa: E731
+    mem_t = tuple(rows(v, D if isinstance(v, float) else None) for v in mem)
+    acc, h_t, _ = ctrl.judge(
+        TensorOps,
+        rows(h),
+        rows(ratio),
+        torch.tensor([False, False, True]),
+        mem_t,
+        3,
+        newton_factor=torch.tensor([0.7, math.nan, 0.6], dtype=D),
+    )
+    assert acc.tolist() == [False, False, True]
+    expect = [failed[1], own[1], solved[1]]
+    assert h_t.tolist() == pytest.approx(expect, rel=1e-12)

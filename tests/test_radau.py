@@ -1,5 +1,6 @@
 """Adaptive Radau IIA of orders 3, 5 and 9 (Hairer's RADAU5 / RADAU, ``odenet._radau``)."""
 
+import functools
 import math
 
 import hypothesis.strategies as st
@@ -758,13 +759,9 @@ def _stick_slip(t, y, xp=torch):
     return xp.stack([v, -x + mu * xp.tanh(vr / eps)], -1)
 
 
-@pytest.mark.parametrize("name", ["radau_iia3", "radau_iia5", "radau_iia9"])
-def test_radau_does_not_step_over_a_stick_to_slip_fold(name):
-    # rtol 1e-3: radau_iia5 took a step of 2.3 from the stuck phase across the fold at
-    # t ≈ 29.3 on a Jacobian stiff at its start and not over it; Newton stopped after two
-    # iterations on the total contraction rate (0.11) while the velocity contracted at
-    # 0.5–0.7, the slip was missed and the end error was 0.2 with status ok (scipy's
-    # Radau, same rule: 0.09).  Reference: scipy Radau at rtol 1e-11
+@functools.cache
+def _stick_slip_reference():
+    """scipy Radau at rtol 1e-11 on the 201 outputs of [0, 50] (from rest)."""
     ts = np.linspace(0.0, 50.0, 201)
     ref = solve_ivp(
         lambda t, y: _stick_slip(t, y, np),
@@ -775,7 +772,12 @@ def test_radau_does_not_step_over_a_stick_to_slip_fold(name):
         atol=1e-14,
         t_eval=ts,
     ).y.T
-    rtol = 1e-3
+    return ts, ref
+
+
+def _stick_slip_error(name, rtol):
+    """Largest error over the outputs over ``rtol`` (``atol = 1e-3·rtol``)."""
+    ts, ref = _stick_slip_reference()
     sol = odenet.solve(
         _stick_slip,
         torch.zeros(2, dtype=D),
@@ -785,8 +787,34 @@ def test_radau_does_not_step_over_a_stick_to_slip_fold(name):
         atol=1e-3 * rtol,
     )
     assert bool(sol.success)
-    err = np.abs(sol.ys.numpy() - ref).max()
-    assert err < 10 * rtol, err
+    return np.abs(sol.ys.numpy() - ref).max() / rtol
+
+
+@pytest.mark.parametrize("name", ["radau_iia3", "radau_iia9"])
+def test_radau_does_not_step_over_a_stick_to_slip_fold(name):
+    # rtol 1e-3: radau_iia5 took a step of 2.3 from the stuck phase across the fold at
+    # t ≈ 29.3 on a Jacobian stiff at its start and not over it; Newton stopped after two
+    # iterations on the total contraction rate (0.11) while the velocity contracted at
+    # 0.5–0.7, the slip was missed and the end error was 0.2 with status ok (scipy's
+    # Radau, same rule: 0.09).  Reference: scipy Radau at rtol 1e-11
+    assert _stick_slip_error(name, 1e-3) < 10
+
+
+def test_radau_iia5_does_not_step_over_stick_to_slip_folds_across_tolerances():
+    """radau_iia5 on the same folds at seven rtols in [6e-4, 2e-3]: none above
+    100·rtol (the issue's bound for status ok) in the largest error over the outputs.
+
+    One rtol is not a test here: a fold is a saddle-node, where the slip's onset
+    depends on perturbations far below the tolerance, so which steps straddle it, and
+    the error after it, change with every step before it.  In the hold-out sets' end
+    error (``studies/benchmarks/rtol_scan.py --problem stick_slip --lo 3e-4 --hi 3e-3
+    --points 40``) radau_iia5 ends above 100·rtol at 12 of 40 rtols, 14 before RADAU5's
+    Newton shrink (``newton_shrink``) and scipy's Radau at 24; that library's pass of
+    the old single-rtol test (< 10·rtol at 1e-3) was luck.  What this guards is the
+    per-component Newton test (``_remaining``): without it three of these seven rtols
+    end 369, 523 and 473·rtol off (studies/benchmarks/stiff_results.md, session 40)."""
+    errors = [_stick_slip_error("radau_iia5", r) for r in np.geomspace(6e-4, 2e-3, 7)]
+    assert max(errors) <= 100, errors
 
 
 def test_rows_run_together_do_not_step_over_a_stick_to_slip_fold():
@@ -936,3 +964,60 @@ def test_a_step_tells_the_controller_its_newton_safety_and_jacobian_due(name):
     assert n > 2
     assert res.refresh is (not rk.keep_current_jacobian)
     assert rk._kept_pending is rk.keep_current_jacobian
+
+
+def _radau5_hhfac(theta, dyno, fnewt, nit, newt):
+    """RADAU5's step-size factor after a predicted Newton failure, transcribed from the
+    Fortran (Hairer & Wanner, radau5.f): ``DYTH = θ/(1 − θ)·DYNO·θ^(NIT−1−NEWT)/FNEWT``;
+    if ``DYTH ≥ 1``, ``HHFAC = 0.8·QNEWT^(−1/(4 + NIT − 1 − NEWT))`` with ``QNEWT =
+    max(1e-4, min(20, DYTH))``; None where the iteration goes on (``DYTH < 1``) or has
+    diverged (``θ ≥ 0.99``: RADAU5 halves)."""
+    if theta >= 0.99:
+        return None
+    dyth = theta / (1 - theta) * dyno * theta ** (nit - 1 - newt) / fnewt
+    if dyth < 1:
+        return None
+    qnewt = max(1e-4, min(20.0, dyth))
+    return 0.8 * qnewt ** (-1.0 / (4 + nit - 1 - newt))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    theta=st.floats(0.01, 0.985),
+    dyno=st.floats(1e-3, 1e4),
+    k=st.integers(1, 5),
+)
+def test_newton_shrink_is_radau5s_factor(theta, dyno, k):
+    """``newton_shrink`` at our iteration ``k`` (0-based, cap 6, the error left after the
+    cap ``θ^(6 − k)/(1 − θ)·‖ΔW‖`` in units of tol) is RADAU5's ``HHFAC`` at ``NEWT = k +
+    1`` increments of ``NIT = 7`` (scipy's cap of 6 is RADAU5's test with NIT = 7); on
+    floats and [K] tensors alike, NaN where the iteration diverged or is not finite."""
+    from odenet._ops import HostOps, TensorOps
+    from odenet._radau import newton_shrink
+
+    cap = 6
+    predicted = theta ** (cap - k) / (1 - theta) * dyno
+    expect = _radau5_hhfac(theta, dyno, 1.0, cap + 1, k + 1)
+    got = newton_shrink(HostOps, predicted, theta, cap - k)
+    t = newton_shrink(TensorOps, torch.tensor([predicted], dtype=D), torch.tensor([theta]), cap - k)
+    if expect is None:  # not a failure: the factor is not used, but stays in (0.8, 1]
+        assert predicted < 1 and 0.8 <= got <= 1.0
+    else:
+        assert got == pytest.approx(expect, rel=1e-12)
+        assert 0.8 * 20 ** (-1 / 3) <= got <= 0.8
+    assert float(t[0]) == pytest.approx(got, rel=1e-12)
+
+
+def test_newton_shrink_defers_to_the_controller_where_newton_diverged():
+    from odenet._ops import HostOps, TensorOps
+    from odenet._radau import newton_shrink
+
+    assert math.isnan(newton_shrink(HostOps, 5.0, 1.0, 4))
+    assert math.isnan(newton_shrink(HostOps, math.nan, 0.3, 4))
+    assert math.isnan(newton_shrink(HostOps, math.inf, 0.3, 4))
+    pred = torch.tensor([5.0, 5.0, math.nan, 1e9], dtype=D)
+    rate = torch.tensor([0.3, 1.5, 0.3, 0.3], dtype=D)
+    got = newton_shrink(TensorOps, pred, rate, 4)
+    assert torch.isnan(got[1:3]).all()
+    assert float(got[0]) == pytest.approx(0.8 * 5 ** (-1 / 7), rel=1e-12)
+    assert float(got[3]) == pytest.approx(0.8 * 20 ** (-1 / 7), rel=1e-12)  # clamped at 20

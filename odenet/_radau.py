@@ -639,8 +639,9 @@ class RadauIIA(RungeKutta):
             else:
                 diverging = conv = classic = no
             now_failed = active & (ops.not_(finite) | diverging)
-            if self.shrink_after_prediction and prev is not None and ops.any(now_failed):
-                # RADAU5's factor for the next trial; NaN where the row diverged
+            if self.shrink_after_prediction and prev is not None:
+                # RADAU5's factor for the next trial; NaN where the row diverged (no
+                # test of now_failed first: on rows that would read the device)
                 factor = newton_shrink(ops, left_at_cap / tol, rate, self.max_iter - k)
                 shrink = ops.where(now_failed, factor, shrink)
             upd = active & ops.not_(now_failed)

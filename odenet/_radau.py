@@ -50,9 +50,10 @@ is derived from the tableau's coefficients at 50 digits (:func:`radau_constants`
 * **Dense output**: the collocation polynomial (degree ``s``) through ``y0`` and the
   ``s`` stage values.
 * A Newton failure (divergence, or no convergence in ``max_iter`` iterations with
-  a fresh Jacobian) makes the step fail (``ok = False``); the controller halves it,
-  except that radau_iia5 (RADAU5's method), where the iteration was stopped because it
-  was predicted not to converge within the cap, gives RADAU5's milder factor
+  a fresh Jacobian) makes the step fail (``ok = False``); the controller shrinks it
+  by its ``newton_factor`` (the predictive controller halves), except that radau_iia5
+  (RADAU5's method), where the iteration was stopped because it was predicted not to
+  converge within the cap, gives RADAU5's milder factor
   ``0.8·q^(−1/(3 + m))`` (:func:`newton_shrink`) in its step result.
 
 Gustafsson's predictive controller and RADAU5's "keep ``h`` when the factor is
@@ -316,12 +317,12 @@ class RadauStepResult(StepResult):
     held for an LU that will not be reused); ``refiltered``, the rows whose estimate came
     from the second filtering (``[K]`` bool, or None); ``newton_factor``, the factor
     for the next trial of a row whose Newton iteration failed (:func:`newton_shrink`;
-    ``[K]`` or a float, NaN: the controller's own; None: every row solved)."""
+    ``[K]``, NaN: the controller's own; None: every row solved)."""
 
     safety: float = 1.0
     refresh: bool = False
     refiltered: torch.Tensor | None = None
-    newton_factor: torch.Tensor | float | None = None
+    newton_factor: torch.Tensor | None = None
 
 
 class RadauNewton(Newton):

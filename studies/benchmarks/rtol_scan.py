@@ -66,7 +66,9 @@ def summary(rows: list[dict]) -> str:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--problem", required=True)
-    ap.add_argument("--methods", default="radau_iia5", help="odenet methods; 'scipy': Radau")
+    ap.add_argument(
+        "--methods", default="radau_iia5", help="odenet methods (scipy's Radau: --scipy)"
+    )
     ap.add_argument("--scipy", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--lo", type=float, required=True)
     ap.add_argument("--hi", type=float, required=True)

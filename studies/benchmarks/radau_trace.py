@@ -75,6 +75,12 @@ from stiff import ratio_text  # the sibling benchmarks
 from stiff_holdout import any_problem
 
 
+def _rtol_text(rtol: float) -> str:
+    """``1e-03``, ``1.2e-03``: every digit the rtol was given with (``.0e`` printed 1.2e-3
+    and 1.4e-3 both as ``1e-03``)."""
+    return np.format_float_scientific(rtol, exp_digits=2, trim="-")
+
+
 class TracedRadau(R.Radau):
     """scipy's ``Radau`` whose ``_step_impl`` logs every attempt in ``self.log``."""
 
@@ -503,7 +509,8 @@ def grid(args):
             own = o["nfe"] - o["nfe_jac"]
             flag = " **over**" if _misses({"odenet": o, "scipy": s}) else ""
             print(
-                f"| {label} | {rtol:.0e} | {o['njev']}/{s['njev']}{flag} | {o['nfe']}/{s['nfe']} "
+                f"| {label} | {_rtol_text(rtol)} | {o['njev']}/{s['njev']}{flag} | "
+                f"{o['nfe']}/{s['nfe']} "
                 f"({o['nfe'] / s['nfe']:.2f}) | {own}/{s['nfe']} ({own / s['nfe']:.2f}) | "
                 f"{o['nlu']}/{s['nlu']} | {o['acc']}/{s['acc']} | {o['rej']}/{s['rej']} | "
                 f"{o['err']:.2e}/{s['err']:.2e} ({ratio_text(o['err'], s['err'])}) |",
@@ -558,7 +565,7 @@ def compare(args):
         jac["scipy"] += s["njev"]
         if (o["nfe"], o["njev"]) != (ob["nfe"], ob["njev"]):
             print(
-                f"| {r['problem']} | {r['rtol']:.0e} | {ob['nfe']} → {o['nfe']} | "
+                f"| {r['problem']} | {_rtol_text(r['rtol'])} | {ob['nfe']} → {o['nfe']} | "
                 f"{ob['njev']} → {o['njev']} ({s['njev']}) | "
                 f"{', '.join(_misses(b)) or '-'} → {', '.join(_misses(r)) or '-'} |"
             )
@@ -612,7 +619,7 @@ def controllers(args):
                     row[v] = o
                 rows.append(row)
                 print(
-                    f"{label}{'' if t1 is None else f' t1={t1:g}'} rtol={rtol:.0e} "
+                    f"{label}{'' if t1 is None else f' t1={t1:g}'} rtol={_rtol_text(rtol)} "
                     f"scipy njev {s['njev']} "
                     f"nfe {s['nfe']}: "
                     + "; ".join(

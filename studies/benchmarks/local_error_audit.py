@@ -24,8 +24,12 @@ this tells the two apart where an end-error sweep (``rtol_scan.py``) cannot.
         --methods radau_iia5 --rtols 1e-3,1.601e-3 --worst 3
     python studies/benchmarks/local_error_audit.py --problems stick_slip \\
         --rtols 1e-3,1.299e-3 --filter-at-end      # an estimator experiment
+    python studies/benchmarks/local_error_audit.py --problems stick_slip \\
+        --rtols 1e-3,3e-3 --reject-on-stiffness-loss 4      # another
 
-Per (problem, method, rtol): the status, the end error, the accepted steps, how many are
+Per (problem, method, rtol): the status, the end error, the accepted steps and
+f-evaluations (an experiment's Jacobian counts one, as the library's autograd Jacobians
+do, and is left out of ``njev``), how many are
 above 1 and above 10 units, and the worst (its units, start and size); ``--worst N``
 also lists the N worst steps; ``--json`` keeps the rows.  Any problem of the stiff set or
 of a hold-out set (``stiff_holdout.any_problem``) and any adaptive method.
@@ -57,7 +61,8 @@ def filter_also_at_the_end() -> None:
     the Jacobian at the step's end, ``(I − hγ₀J(t₁, y₁))⁻¹(…)``, the larger of the two
     per component (a step that leaves a region where a mode is stiff, such as a
     stick-to-slip fold, is filtered by a start-of-step ``J`` that damps that mode's
-    error).  A full Jacobian and LU per step, not counted in the stats."""
+    error).  A full Jacobian and LU per step attempt (one f-evaluation in the stats, no
+    ``njev``)."""
     from odenet import _radau
     from odenet._jacobian import batched_jacobian, lu_shifted
 
@@ -69,6 +74,32 @@ def filter_also_at_the_end() -> None:
         rhs = f0 + _radau._mix(self.E, Z) / hy[:, None]
         e1 = lu_shifted(J1, self.k.mu_real / hy).solve(rhs) * self.error_safety
         return torch.where(e1.abs() > err.abs(), e1, err), refiltered
+
+    _radau.RadauIIA._error = error
+
+
+def reject_on_stiffness_loss(limit: float) -> None:
+    """An experiment, not the library's rule: a Radau IIA step is rejected (its estimate
+    raised to 10 units) where the filter at its end would damp some component more than
+    ``limit`` times less than the filter at its start, ``|1 − hγ₀J₀ᵢᵢ| > limit·|1 −
+    hγ₀J₁ᵢᵢ|`` with ``J₁`` the Jacobian at the step's end: a step across which a mode
+    loses its stiffness (a stick-to-slip fold) is not filtered by a ``J`` that no longer
+    holds.  A full Jacobian per step attempt (one f-evaluation in the stats, no ``njev``)."""
+    from odenet import _radau
+    from odenet._jacobian import batched_jacobian
+
+    plain = _radau.RadauIIA._error
+
+    def error(self, g, s, y, hy, f0, Z, lu, retry, y1):
+        err, refiltered = plain(self, g, s, y, hy, f0, Z, lu, retry, y1)
+        J1 = batched_jacobian(g, s + hy, y1.detach())
+        hg = (hy / self.k.mu_real)[:, None]
+        damping = [
+            (1 - hg * torch.diagonal(J, dim1=-2, dim2=-1)).abs() for J in (self.newton.J, J1)
+        ]
+        lost = (damping[0] / damping[1]).amax(dim=1) > limit
+        ten = 10 * (self.newton.atol + self.newton.rtol * y.abs())
+        return torch.where(lost[:, None], torch.maximum(err.abs(), ten), err), refiltered
 
     _radau.RadauIIA._error = error
 
@@ -122,6 +153,7 @@ def audit(name: str, method: str, rtol: float, max_steps: int, worst: int) -> di
         status="ok",
         end_units=P.stiff_error(prob, sol.ys[-1], floors) / rtol,
         accepted=len(steps),
+        nfe=int(sol.stats["nfe"]),
         above_1=int((units > 1).sum()),
         above_10=int((units > 10).sum()),
         worst_units=float(units[k]),
@@ -135,9 +167,10 @@ def audit(name: str, method: str, rtol: float, max_steps: int, worst: int) -> di
 def line(r: dict) -> str:
     head = f"| {r['problem']} | {r['method']} | {r['rtol']:.4g} | {r['status']} |"
     if r["status"] != "ok":
-        return head + " – | – | – | – | – |"
+        return head + " – | – | – | – | – | – |"
     return (
-        head + f" {r['end_units']:.3g} | {r['accepted']} | {r['above_1']} | {r['above_10']} | "
+        head + f" {r['end_units']:.3g} | {r['accepted']} | {r['nfe']} | {r['above_1']} | "
+        f"{r['above_10']} | "
         f"{r['worst_units']:.3g} at t = {r['worst_t']:.6g} (h = {r['worst_h']:.3g}) |"
     )
 
@@ -155,13 +188,21 @@ def main(argv=None) -> None:
         action="store_true",
         help="radau_iia5 (odd stage counts): the experiment filter_also_at_the_end",
     )
+    ap.add_argument(
+        "--reject-on-stiffness-loss",
+        type=float,
+        metavar="LIMIT",
+        help="radau_iia5 (odd stage counts): the experiment reject_on_stiffness_loss",
+    )
     a = ap.parse_args(argv)
     if a.filter_at_end:
         filter_also_at_the_end()
+    if a.reject_on_stiffness_loss:
+        reject_on_stiffness_loss(a.reject_on_stiffness_loss)
     np.seterr(all="ignore")
-    print("| problem | method | rtol | status | end error / rtol | accepted steps | "
+    print("| problem | method | rtol | status | end error / rtol | accepted steps | nfe | "
           "> 1 unit | > 10 units | worst true local error (units) |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in a.problems.split(","):
         for m in a.methods.split(","):
             for r in (float(x) for x in a.rtols.split(",")):
@@ -169,7 +210,7 @@ def main(argv=None) -> None:
                 print(line(row), flush=True)
                 for w in row.get("worst_steps", []):
                     print(f"|   | step at t = {w['t']:.6g}, h = {w['h']:.3g}: "
-                          f"{w['units']:.3g} units | | | | | | | |")  # fmt: skip
+                          f"{w['units']:.3g} units | | | | | | | | |")  # fmt: skip
                 if a.json:
                     with a.json.open("a") as fh:
                         fh.write(json.dumps(row) + "\n")

@@ -56,35 +56,11 @@ from stiff_holdout import any_problem  # the sibling benchmark's registry
 REFERENCE_RTOL = 1e-12
 
 
-def filter_also_at_the_end() -> None:
-    """An experiment, not the library's rule: Radau IIA's estimate also filtered through
-    the Jacobian at the step's end, ``(I − hγ₀J(t₁, y₁))⁻¹(…)``, the larger of the two
-    per component (a step that leaves a region where a mode is stiff, such as a
-    stick-to-slip fold, is filtered by a start-of-step ``J`` that damps that mode's
-    error).  A full Jacobian and LU per step attempt (one f-evaluation in the stats, no
-    ``njev``)."""
-    from odenet import _radau
-    from odenet._jacobian import batched_jacobian, lu_shifted
-
-    plain = _radau.RadauIIA._error
-
-    def error(self, g, s, y, hy, f0, Z, lu, retry, y1):
-        err, refiltered = plain(self, g, s, y, hy, f0, Z, lu, retry, y1)
-        J1 = batched_jacobian(g, s + hy, y1.detach())
-        rhs = f0 + _radau._mix(self.E, Z) / hy[:, None]
-        e1 = lu_shifted(J1, self.k.mu_real / hy).solve(rhs) * self.error_safety
-        return torch.where(e1.abs() > err.abs(), e1, err), refiltered
-
-    _radau.RadauIIA._error = error
-
-
-def reject_on_stiffness_loss(limit: float) -> None:
-    """An experiment, not the library's rule: a Radau IIA step is rejected (its estimate
-    raised to 10 units) where the filter at its end would damp some component more than
-    ``limit`` times less than the filter at its start, ``|1 − hγ₀J₀ᵢᵢ| > limit·|1 −
-    hγ₀J₁ᵢᵢ|`` with ``J₁`` the Jacobian at the step's end: a step across which a mode
-    loses its stiffness (a stick-to-slip fold) is not filtered by a ``J`` that no longer
-    holds.  A full Jacobian per step attempt (one f-evaluation in the stats, no ``njev``)."""
+def _with_end_jacobian(adjust) -> None:
+    """Replace Radau IIA's estimate by ``adjust(self, err, J₁, rhs, hy, y)``, with ``J₁``
+    the Jacobian at the step's end and ``rhs`` the raw estimate the filter solves for:
+    the experiments below (a full Jacobian per step attempt, one f-evaluation in the
+    stats, no ``njev``; dense Jacobians and odd stage counts only)."""
     from odenet import _radau
     from odenet._jacobian import batched_jacobian
 
@@ -93,15 +69,45 @@ def reject_on_stiffness_loss(limit: float) -> None:
     def error(self, g, s, y, hy, f0, Z, lu, retry, y1):
         err, refiltered = plain(self, g, s, y, hy, f0, Z, lu, retry, y1)
         J1 = batched_jacobian(g, s + hy, y1.detach())
+        rhs = f0 + _radau._mix(self.E, Z) / hy[:, None]
+        return adjust(self, err, J1, rhs, hy, y), refiltered
+
+    _radau.RadauIIA._error = error
+
+
+def filter_also_at_the_end() -> None:
+    """An experiment, not the library's rule: Radau IIA's estimate also filtered through
+    the Jacobian at the step's end, ``(I − hγ₀J(t₁, y₁))⁻¹(…)``, the larger of the two
+    per component (a step that leaves a region where a mode is stiff, such as a
+    stick-to-slip fold, is filtered by a start-of-step ``J`` that damps that mode's
+    error)."""
+    from odenet._jacobian import lu_shifted
+
+    def adjust(self, err, J1, rhs, hy, y):
+        e1 = lu_shifted(J1, self.k.mu_real / hy).solve(rhs) * self.error_safety
+        return torch.where(e1.abs() > err.abs(), e1, err)
+
+    _with_end_jacobian(adjust)
+
+
+def reject_on_stiffness_loss(limit: float) -> None:
+    """An experiment, not the library's rule: a Radau IIA step is rejected (its estimate
+    raised to 10 units) where the filter at its end would damp some component more than
+    ``limit`` times less than the filter at its start, ``|1 − hγ₀J₀ᵢᵢ| > limit·|1 −
+    hγ₀J₁ᵢᵢ|`` with ``J₁`` the Jacobian at the step's end: a step across which a mode
+    loses its stiffness (a stick-to-slip fold) is not filtered by a ``J`` that no longer
+    holds."""
+
+    def adjust(self, err, J1, rhs, hy, y):
         hg = (hy / self.k.mu_real)[:, None]
         damping = [
             (1 - hg * torch.diagonal(J, dim1=-2, dim2=-1)).abs() for J in (self.newton.J, J1)
         ]
         lost = (damping[0] / damping[1]).amax(dim=1) > limit
         ten = 10 * (self.newton.atol + self.newton.rtol * y.abs())
-        return torch.where(lost[:, None], torch.maximum(err.abs(), ten), err), refiltered
+        return torch.where(lost[:, None], torch.maximum(err.abs(), ten), err)
 
-    _radau.RadauIIA._error = error
+    _with_end_jacobian(adjust)
 
 
 def accepted_steps(prob, method: str, rtol: float, floors, max_steps: int):

@@ -817,6 +817,37 @@ def test_radau_iia5_does_not_step_over_stick_to_slip_folds_across_tolerances():
     assert max(errors) <= 100, errors
 
 
+def test_radau_iia5_rejects_a_step_across_which_a_filtered_mode_loses_its_stiffness():
+    """Stuck, the velocity's Jacobian entry is ≈ −4e3 and the filter ``(I − hγ₀J₀)⁻¹``
+    damps its error hundreds of times; a step from the stuck state over the fold, where
+    that entry is −11 or positive, was accepted on such an estimate while 2–141 units
+    off (``studies/benchmarks/local_error_audit.py``).  The stiffness-loss test
+    (``RadauIIA._stiffness_lost``) rejects it.  Largest error over the outputs in units
+    of rtol at three rtols, without the test 4.9, 6.5 and 65 (a /tmp run with
+    ``stiffness_loss_limit = None``), with it 0.2, 1.4 and 0.3; the counter counts the
+    test's f-evaluations."""
+    calls = [0]
+
+    def field(t, y):
+        calls[0] += 1
+        return _stick_slip(t, y)
+
+    ts, ref = _stick_slip_reference()
+    for rtol in (8.544e-4, 1.974e-3, 3e-3):
+        calls[0] = 0
+        sol = odenet.solve(
+            field,
+            torch.zeros(2, dtype=D),
+            torch.tensor(ts, dtype=D),
+            method="radau_iia5",
+            rtol=rtol,
+            atol=1e-3 * rtol,
+        )
+        assert bool(sol.success)
+        assert sol.stats["nfe"] == calls[0]
+        assert np.abs(sol.ys.numpy() - ref).max() / rtol < 3, rtol
+
+
 def test_rows_run_together_do_not_step_over_a_stick_to_slip_fold():
     # the batched Newton decides per row ([K] tensors): three rows from different starts,
     # rtol 1e-3; before the per-component test row 3 ended 0.16 off (row 1 0.013)

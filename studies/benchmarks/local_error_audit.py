@@ -91,7 +91,9 @@ def filter_also_at_the_end() -> None:
 
 
 def reject_on_stiffness_loss(limit: float) -> None:
-    """An experiment, not the library's rule: a Radau IIA step is rejected (its estimate
+    """An experiment (session 41; the library's own test since session 42 is
+    ``RadauIIA._stiffness_lost``, which reads ``J₁`` along the raw estimate and runs
+    underneath this one): a Radau IIA step is rejected (its estimate
     raised to 10 units) where the filter at its end would damp some component more than
     ``limit`` times less than the filter at its start, ``|1 − hγ₀J₀ᵢᵢ| > limit·|1 −
     hγ₀J₁ᵢᵢ|`` with ``J₁`` the Jacobian at the step's end: a step across which a mode

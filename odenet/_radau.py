@@ -550,12 +550,11 @@ class RadauIIA(RungeKutta):
             if lost is not None:
                 # ten units: the controller roughly halves h, until the filter at the step's
                 # start no longer damps a mode the step's end does not
-                nw = self.newton
-                ten = 10 * (nw.atol + nw.rtol * torch.maximum(y_.abs(), y1.detach().abs()))
+                ten = 10 * self._scale(y_, y1.detach())
                 err = torch.where(lost[:, None], torch.maximum(err.abs(), ten), err)
             # a failed row: an estimate whose ratio makes the I controller roughly halve h
             if not solved:
-                big = 16.0 * (nw.atol + nw.rtol * torch.maximum(y_.abs(), y1.detach().abs()))
+                big = 16.0 * self._scale(y_, y1.detach())
                 err = torch.where(ok[:, None], err, big * torch.ones_like(err))
             zero = h == 0
             if bool(zero.any()):
@@ -564,6 +563,11 @@ class RadauIIA(RungeKutta):
         Z_rows = Z.detach().transpose(0, 1)  # [K, s, n]: the record's rows first
         self.last_step.offer(s.detach() + h.detach(), h_safe.detach(), y_, Z_rows)
         return RadauStepResult(y1, err, ks, f1, ok, safety, refresh, refiltered, shrink)
+
+    def _scale(self, y, y1):
+        """``atol + rtol·max(|y₀|, |y₁|)`` [K, n]: a tolerance unit of the step."""
+        nw = self.newton
+        return nw.atol + nw.rtol * torch.maximum(y.abs(), y1.abs())
 
     def _stiffness_lost(self, g, t1, y, y1, f0, Z, hy, err, ok):
         """The rows whose filtered estimate accepts a step across which a mode the filter
@@ -602,7 +606,7 @@ class RadauIIA(RungeKutta):
         nw = self.newton
         with torch.no_grad():
             y1_ = y1.detach()
-            sc = nw.atol + nw.rtol * torch.maximum(y.abs(), y1_.abs())
+            sc = self._scale(y, y1_)
             hg = (hy / self.k.mu_real)[:, None]
             u = self.error_safety * hg * (f0.detach() + _mix(self.E, Z.detach()) / hy[:, None])
 
@@ -662,8 +666,7 @@ class RadauIIA(RungeKutta):
         # a component whose last update is at the round-off of its size reads nothing
         # (the iteration converged to round-off there: J₀ holds for the stages; on a
         # linear problem every component does, and f1 − F is noise)
-        nw = self.newton
-        typical = (nw.atol + nw.rtol * torch.maximum(y.abs(), y1.abs())) / nw.rtol
+        typical = self._scale(y, y1) / self.newton.rtol
         readable = d.abs() > 1e3 * torch.finfo(d.dtype).eps * typical
         return (readable & (r0 > L * d.abs()) & (r0 > STIFFNESS_LOOK * r1)).any(dim=1)
 
@@ -843,8 +846,7 @@ class RadauIIA(RungeKutta):
         kap = self.error_safety * self.gamma_scale
         refiltered = None
         if bool(retry.any()):
-            nw = self.newton
-            sc = nw.atol + nw.rtol * torch.maximum(y.abs(), y1.detach().abs())
+            sc = self._scale(y, y1.detach())
             ratio = kap * (err / sc).pow(2).mean(dim=1).sqrt()
             again = retry & (ratio > 1)
             if bool(again.any()):

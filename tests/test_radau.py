@@ -823,9 +823,13 @@ def test_radau_iia5_rejects_a_step_across_which_a_filtered_mode_loses_its_stiffn
     that entry is −11 or positive, was accepted on such an estimate while 2–141 units
     off (``studies/benchmarks/local_error_audit.py``).  The stiffness-loss test
     (``RadauIIA._stiffness_lost``) rejects it.  Largest error over the outputs in units
-    of rtol at three rtols, without the test 4.9, 6.5 and 65 (a /tmp run with
-    ``stiffness_loss_limit = None``), with it 0.2, 1.4 and 0.3; the counter counts the
-    test's f-evaluations."""
+    of rtol at the first three rtols, without the test 4.9, 6.5 and 65 (a /tmp run with
+    ``stiffness_loss_limit = None``), with it 0.2, 1.4 and 0.3.  The last two are fold
+    steps that session 42's thresholds let through (points of 16- and 40-rtol geometric
+    grids in [3e-4, 3e-3], solved over the span alone; stiff_results.md, session 43): a
+    free look of 1.83 where it asked for 2, an end report of 1.7e-3 units where it asked
+    for 1e-2.  Here, with each threshold as it was before its change, 19.5 and 38; now
+    0.4 and 0.3.  The counter counts the test's f-evaluations."""
     calls = [0]
 
     def field(t, y):
@@ -833,7 +837,7 @@ def test_radau_iia5_rejects_a_step_across_which_a_filtered_mode_loses_its_stiffn
         return _stick_slip(t, y)
 
     ts, ref = _stick_slip_reference()
-    for rtol in (8.544e-4, 1.974e-3, 3e-3):
+    for rtol in (8.544e-4, 1.974e-3, 3e-3, 1.8928720334405796e-3, 2.463223574033268e-3):
         calls[0] = 0
         sol = odenet.solve(
             field,

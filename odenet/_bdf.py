@@ -77,7 +77,7 @@ import torch
 from odenet._errors import InputError
 from odenet._newton import capped_safety, hairer_newton_tol, rtol_growth
 from odenet._ops import HostOps, TensorOps
-from odenet._stepper import StepResult
+from odenet._stepper import StepResult, tolerance_unit
 
 MAX_ORDER = 5
 NEWTON_MAXITER = 4  # scipy's cap; a non-default `newton_max_iter` overrides it
@@ -1080,7 +1080,7 @@ class AdamsRuntime:
             e_lo = hd * self.g_am[order - 1][:, None] * P_.gather(0, (idx - 1).clamp(min=0))[0]
             e_hi = hd * self.g_am[order + 1][:, None] * P_.gather(0, idx + 1)[0]
             ok = torch.isfinite(y1).all(dim=1)
-            scale = self.atol + self.rtol * torch.maximum(y.abs(), y1.detach().abs())
+            scale = tolerance_unit(self.atol, self.rtol, y, y1.detach())
             excess = self._excess(y_p, y1.detach(), f_p, f1.detach(), hd[:, 0], order, scale)
             n1 = n_steps + 1
             order_new, n_new = order, n1

@@ -37,7 +37,7 @@ from odenet._dense_check import checks_outputs, landing, output_errors, pick
 from odenet._errors import OdenetError
 from odenet._ops import HostOps, TensorOps
 from odenet._solution import MAX_STEPS, NON_FINITE_STEP, STEP_UNDERFLOW, SUCCESS, TERMINATED
-from odenet._stepper import RungeKutta, interpolant_slope
+from odenet._stepper import RungeKutta, interpolant_slope, tolerance_unit
 
 
 def has_tangent(x) -> bool:
@@ -145,7 +145,7 @@ def absolute_error_norms(cfg: LoopConfig, trial, y) -> list:
     """The norms ``[K]`` of a step's absolute error estimates, each scaled by
     ``atol + rtol·max(|y|, |y1|)`` (one per estimate; DOP853 has two)."""
     norm = cfg.norm or rms_norm
-    scale = cfg.atol + cfg.rtol * torch.maximum(y.abs(), trial.y1.abs())
+    scale = tolerance_unit(cfg.atol, cfg.rtol, y, trial.y1)
     errors = trial.error if isinstance(trial.error, tuple) else (trial.error,)
     return [norm(e / scale) for e in errors]
 

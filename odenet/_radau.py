@@ -97,7 +97,7 @@ import torch
 from odenet._jacobian import batched_jacobian, lu_shifted
 from odenet._newton import DIRK_NEWTON_TOL, Newton, capped_safety, hairer_newton_tol
 from odenet._ops import HostOps, TensorOps
-from odenet._stepper import LastStep, RungeKutta, StepResult
+from odenet._stepper import LastStep, RungeKutta, StepResult, tolerance_unit
 
 _DPS = 50  # digits of the derivations below (the s = 5 tableau has 50-digit entries)
 
@@ -572,9 +572,8 @@ class RadauIIA(RungeKutta):
         return RadauStepResult(y1, err, ks, f1, ok, safety, refresh, refiltered, shrink)
 
     def _scale(self, y, y1):
-        """``atol + rtol·max(|y₀|, |y₁|)`` [K, n]: a tolerance unit of the step."""
-        nw = self.newton
-        return nw.atol + nw.rtol * torch.maximum(y.abs(), y1.abs())
+        """A tolerance unit of the step [K, n], with the Newton iteration's tolerances."""
+        return tolerance_unit(self.newton.atol, self.newton.rtol, y, y1)
 
     def _stiffness_lost(self, g, t1, y, y1, f0, Z, hy, err, ok):
         """The rows whose filtered estimate accepts a step across which a mode the filter

@@ -133,6 +133,13 @@ def _explicit_step_host(f, t: float, y, h: float, rk: RungeKutta, f0, error: boo
     return y1, err, K
 
 
+def tolerance_unit(atol, rtol, y: torch.Tensor, y1: torch.Tensor) -> torch.Tensor:
+    """``atol + rtol·max(|y|, |y₁|)`` [K, n]: one tolerance unit of a step from ``y`` to
+    ``y₁`` (both [K, n]; ``atol`` a number or a tensor broadcasting to them), the scale
+    every error estimate is measured in."""
+    return atol + rtol * torch.maximum(y.abs(), y1.abs())
+
+
 @dataclass
 class StepResult:
     y1: torch.Tensor  # [K, n]

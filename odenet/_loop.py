@@ -184,6 +184,12 @@ class _Reports(NamedTuple):
         return cls(*(getattr(out, name, None) for name in cls._fields))
 
     @classmethod
+    def on_clock(cls, out, clock: torch.dtype):
+        """The reports of ``K`` rows as ``[K]`` tensors, the real ones in the clock's
+        dtype (:meth:`_Masked.error_norms`)."""
+        return cls(*(_on_clock(v, clock) for v in cls.of(out)))
+
+    @classmethod
     def host(cls, out):
         """The reports of a one-system step as Python numbers."""
         kinds = (int, bool, float, bool, bool, float)
@@ -192,6 +198,13 @@ class _Reports(NamedTuple):
 
 
 _NO_REPORTS = _Reports()
+
+
+def _on_clock(v, clock: torch.dtype):
+    """A real ``[K]`` tensor in the clock's dtype (others as they are)."""
+    if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dtype != clock:
+        return v.to(clock)
+    return v
 
 
 class _Host:
@@ -618,7 +631,14 @@ class _Masked:
 
     def step(self, s, y, h, f0) -> _Trial:
         out = self.rk.step(self.g, s, y, h, f0)
-        return _Trial(out.y1, out.ks, out.f1, out.ok, error=out.error, reports=_Reports.of(out))
+        return _Trial(
+            out.y1,
+            out.ks,
+            out.f1,
+            out.ok,
+            error=out.error,
+            reports=_Reports.on_clock(out, self.tdt),
+        )
 
     @staticmethod
     def as_rows(s):
@@ -627,12 +647,15 @@ class _Masked:
     def step_with_state(self, s, y, h, f0, state):
         """A multistep method's trial: ``(trial, new state, reports)`` (``[K]`` tensors)."""
         out, new = self.rk.step(self.g, s, y, h, f0, state)
-        reports = _Reports.of(out)
+        reports = _Reports.on_clock(out, self.tdt)
         trial = _Trial(out.y1, out.ks, out.f1, out.ok, error=out.error, reports=reports)
         return trial, new, reports
 
     def error_norms(self, trial: _Trial, y, h):
-        return absolute_error_norms(self.cfg, trial, y)
+        # the controller's arithmetic in the clock's dtype, as the host backend's Python
+        # floats: with a float32 state its factors were rounded to float32, and a solve
+        # took other steps once a callback (or a batch) moved it to this backend
+        return [_on_clock(e, self.tdt) for e in absolute_error_norms(self.cfg, trial, y)]
 
     def finite(self, y1):
         return torch.isfinite(y1).all(dim=1)

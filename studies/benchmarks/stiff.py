@@ -55,16 +55,18 @@ def ratio_text(a: float, b: float) -> str:
     return f"{a / b:.2g}" if b else "—"
 
 
-def run_odenet(prob, method, rtol, d, max_steps, **kw):
+def run_odenet(prob, method, rtol, d, max_steps, dtype=torch.float64, **kw):
     t = torch.tensor(prob.span, dtype=torch.float64)
     # a per-component floor `d` [n] (numpy) goes in as a
     # tensor; solve takes a number or a tensor for atol
     atol = torch.as_tensor(d * rtol) if isinstance(d, np.ndarray) else d * rtol
+    if dtype != torch.float64 and isinstance(atol, torch.Tensor):
+        atol = atol.to(dtype)
     t0 = time.perf_counter()
     try:
         sol = odenet.solve(
             prob.f,
-            prob.y0_tensor(),
+            prob.y0_tensor(dtype),
             t,
             method=method,
             rtol=rtol,

@@ -155,7 +155,7 @@ def test_a_float32_implicit_or_multistep_solve_is_the_same_with_a_callback(metho
     t = torch.linspace(0.0, 20.0, 5, dtype=D)
     seen = []
     sols = [
-        odenet.solve(field, y0, t, method=method, rtol=3e-4, atol=1e-6, callback=cb)
+        odenet.solve(field, y0, t, method=method, rtol=1e-3, atol=1e-6, callback=cb)
         for cb in (None, lambda kind, *a: seen.append(kind))
     ]
     assert seen  # the callback ran (on the masked backend)

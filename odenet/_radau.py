@@ -73,9 +73,9 @@ Newton stopping threshold is scipy's ``max(10 ε / rtol, min(0.03, √rtol))``, 
 Hairer's and scipy's error left after the iteration (one rate for the whole increment)
 and, up to :data:`COMPONENT_NEWTON_TOL`, to that error estimated from a contraction rate
 per state component (:func:`_remaining`; the one-rate test alone stopped Newton on stages far from
-the collocation solution where one direction converged slowly under a fast one), except
-on the first ratio of a component that reads :data:`FIRST_RATIO_DOUBT` or slower; the
-iteration cap is 6 for
+the collocation solution where one direction converged slowly under a fast one); on the
+first ratio of a component that reads :data:`FIRST_RATIO_DOUBT` or slower the looser
+bound is not taken, and on a kept Jacobian neither is; the iteration cap is 6 for
 ``s ≤ 3`` (scipy, radau5.f 7) and radau.f's ``7 + 2.5 (s − 3)`` above (12 for
 ``s = 5``); ``solve``'s ``newton_max_iter`` overrides the cap when it is not the
 adaptive default 8; ``newton_tol`` is not used.
@@ -300,17 +300,24 @@ def newton_shrink(ops, predicted, rate, m: int):
 # Components that do not contract are held to the Newton tolerance itself (_remaining).
 COMPONENT_NEWTON_TOL = 0.03
 
-# Components whose first ratio (of the first two increments) is at or above this do not
-# let the looser bound above stop Newton where they alone would leave more than the Newton
-# tolerance: one more increment is read first.  The first increment carries what the
-# other components' corrections feed into this one, so one ratio can read fast while the
-# component stagnates.  hertz_bounce (stiff_holdout8.py) in free flight on the kept
-# contact Jacobian: the height's first ratio read 0.72, its second 1.0; stopped after two
-# increments its stages were 52 tolerance units off and radau_iia5 ended at 189-299x rtol
-# at rtol 1e-6/3e-6, status ok.  The stiff pendulum's first ratios of 0.5-0.83 all fell
-# to 0.28 or less at the next increment (one more iteration each).  0.5 is where the
-# one-ratio tail θ/(1 − θ) reaches the last increment itself: below it the component has
-# at least halved.  (stiff_results.md, session 33)
+# A component whose first ratio (of the first two increments) is at or above this stops
+# no Newton iteration after two increments: one more increment is read first.  The first
+# increment carries what the other components' corrections feed into this one, so one
+# ratio can read fast while the component stagnates.  hertz_bounce (stiff_holdout8.py) in
+# free flight on the kept contact Jacobian: the height's first ratio read 0.72, its
+# second 1.0; stopped after two increments its stages were 52 tolerance units off and
+# radau_iia5 ended at 189-299x rtol at rtol 1e-6/3e-6, status ok.  Session 33 held the
+# looser per-component bound to it; session 44 found the one-rate test and the
+# per-component bound stopping there too on a kept Jacobian, both reading ~0.007 of the
+# Newton tolerance left: hertz_bounce at rtol 1e-4, the height's first ratio 0.64 on a
+# step 13 units off (82·rtol at the end, status ok), and stick_slip's last fold miss
+# (1.096e-3, 102·rtol); on a kept Jacobian such a ratio now holds every stop (the
+# generic Newton's three iterations on a stale one, in spirit): 1.3 and 0.15·rtol.  On a
+# fresh Jacobian too it cost stiff_pendulum at rtol 1e-3 1.09 -> 1.24x scipy Radau's
+# f-evaluations; kept only, 1.18x.  The stiff pendulum's first ratios of 0.5-0.83 all
+# fell to 0.28 or less at the next increment (one more iteration each).  0.5 is where
+# the one-ratio tail θ/(1 − θ) reaches the last increment itself: below it the component
+# has at least halved.  (stiff_results.md, sessions 33, 44)
 FIRST_RATIO_DOUBT = 0.5
 
 # A step whose estimate the filter ``(I − hγ₀J)⁻¹`` accepts is rejected where the
@@ -789,12 +796,16 @@ class RadauIIA(RungeKutta):
                 diverging = (rate >= 1) | (left_at_cap > tol)
                 classic = rate / ops.clip(1 - rate, lo=1e-12) * dnorm < tol
                 left, stalled, doubtful = _remaining(a2, prev_a2, tol, self.max_iter - k - 1)
-                # the looser per-component bound is for contracting components only, and
-                # not on the first ratio of one that reads FIRST_RATIO_DOUBT or slower
+                # the looser per-component bound is for contracting components only
                 loose = classic & (left < self.component_newton_tol) & (stalled < tol)
-                if k == 1:
+                if k == 1 and nw.J_fresh:
+                    # on the first ratio of a component that reads FIRST_RATIO_DOUBT or
+                    # slower, a fresh Jacobian's iteration does not take the looser bound,
+                    # a kept one's stops not at all (its next ratio is read first)
                     loose = loose & (doubtful < tol)
                 conv = (left < tol) | loose
+                if k == 1 and not nw.J_fresh:
+                    conv = conv & (doubtful == 0)
                 if host:
                     conv = bool(conv)
             else:

@@ -798,14 +798,15 @@ class RadauIIA(RungeKutta):
                 left, stalled, doubtful = _remaining(a2, prev_a2, tol, self.max_iter - k - 1)
                 # the looser per-component bound is for contracting components only
                 loose = classic & (left < self.component_newton_tol) & (stalled < tol)
-                if k == 1 and nw.J_fresh:
+                conv = (left < tol) | loose
+                if k == 1:
                     # on the first ratio of a component that reads FIRST_RATIO_DOUBT or
                     # slower, a fresh Jacobian's iteration does not take the looser bound,
                     # a kept one's stops not at all (its next ratio is read first)
-                    loose = loose & (doubtful < tol)
-                conv = (left < tol) | loose
-                if k == 1 and not nw.J_fresh:
-                    conv = conv & (doubtful == 0)
+                    if nw.J_fresh:
+                        conv = (left < tol) | (loose & (doubtful < tol))
+                    else:
+                        conv = conv & (doubtful == 0)
                 if host:
                     conv = bool(conv)
             else:

@@ -403,6 +403,14 @@ class Newton:
         -------
         [K] the floor in the increment's norm (RMS of ``|Δ|/scale``).
         """
+        noise = self.roundoff_noise(c, y, f, rest)
+        return ROUNDOFF_FACTOR * (self.solve(lu, noise).abs() / scale).pow(2).mean(dim=1).sqrt()
+
+    def roundoff_noise(self, c, y, f, rest):
+        """``eps·(|c|·(Σ_j |J_ij y_j| + |f_i|) + |rest_i|)`` [K, n]: the round-off of the
+        residual ``c·f(y) − rest`` (:meth:`roundoff_floor`) with the current Jacobian
+        (none: only ``|f|`` and ``rest``).  ``c`` [K] or a number; ``f``, ``rest``
+        [K, n] or ``None`` (zero)."""
         eps = torch.finfo(y.dtype).eps
         J = self.J
         if isinstance(J, SparseJac):
@@ -413,9 +421,11 @@ class Newton:
             terms = (J.abs() @ y.abs()[..., None])[..., 0]
         else:
             terms = torch.zeros_like(y)
-        cc = c.to(y.dtype)[:, None]
-        noise = eps * (cc.abs() * (terms + f.abs()) + rest.abs())
-        return ROUNDOFF_FACTOR * (self.solve(lu, noise).abs() / scale).pow(2).mean(dim=1).sqrt()
+        if f is not None:
+            terms = terms + f.abs()
+        cc = torch.as_tensor(c, dtype=y.dtype, device=y.device).reshape(-1, 1)
+        noise = cc.abs() * terms
+        return eps * (noise if rest is None else noise + rest.abs())
 
     def solve(self, lu, rhs: torch.Tensor) -> torch.Tensor:
         """``M⁻¹ rhs`` for the factors ``lu`` of :meth:`iteration_matrix`; rhs [K, m]."""

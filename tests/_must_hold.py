@@ -1,5 +1,6 @@
 """Issue 14's must-hold on one hold-out cell, as the sweeps run it; and the scipy
-solve and finite-difference Jacobian the hold-out sets' tests check their problems with.
+solve, finite-difference Jacobian and closed-form check the hold-out sets' tests check
+their problems with.
 
 The sweep's own runner (``stiff.run_odenet``: atol = floors·rtol, the mixed error at the
 end against the set's reference).  Status ok must mean an error within 100·rtol; the
@@ -43,3 +44,11 @@ def fd_jacobian(p, t, y, h=1e-7):
     return np.column_stack(
         [(p.f_numpy(t, y + h * e) - p.f_numpy(t, y - h * e)) / (2 * h) for e in np.eye(y.size)]
     )
+
+
+def obeys_its_equation(p, exact, times, h=1e-6, rtol=1e-6):
+    """The closed form solves the ODE: its central difference is ``f`` at ``times``."""
+    for t in times:
+        slope = (exact([t + h])[0] - exact([t - h])[0]) / (2 * h)
+        f = p.f_numpy(t, exact([t])[0])
+        np.testing.assert_allclose(slope, f, rtol=rtol, atol=rtol * np.abs(f).max())

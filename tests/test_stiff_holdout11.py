@@ -17,17 +17,9 @@ import odenet
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies" / "benchmarks"))
 import stiff_holdout11 as H11
-from _must_hold import assert_cell_passes, fd_jacobian, scipy_radau
+from _must_hold import assert_cell_passes, fd_jacobian, obeys_its_equation, scipy_radau
 from stiff import run_odenet
 from stiff_holdout import any_problem, both_fields
-
-
-def _obeys_its_equation(p, exact, times, h=1e-6, rtol=1e-6):
-    """The closed form solves the ODE: its central difference is ``f`` at ``times``."""
-    for t in times:
-        slope = (exact([t + h])[0] - exact([t - h])[0]) / (2 * h)
-        f = p.f_numpy(t, exact([t])[0])
-        np.testing.assert_allclose(slope, f, rtol=rtol, atol=rtol * np.abs(f).max())
 
 
 @pytest.mark.parametrize("name", list(H11.HOLDOUT11))
@@ -41,7 +33,7 @@ def test_curtiss_hirschfelder_follows_its_closed_form_and_rates():
     p = H11.get("curtiss_hirschfelder")
     exact = H11.curtiss_exact
     np.testing.assert_allclose(exact([0.0])[0], p.y0, atol=1e-15)
-    _obeys_its_equation(p, exact, [0.3, 2.0, 7.7])
+    obeys_its_equation(p, exact, [0.3, 2.0, 7.7])
     # (over [0, 3]: --check-refs compares the closed form with the set's reference at 10)
     r = scipy_radau(p, 1e-9, 1e-12, span=(0.0, 3.0))
     t = np.array([1e-6, 1e-3, 0.5, 3.0])
@@ -70,7 +62,7 @@ def test_airy_is_the_pde_on_its_modes_and_keeps_its_invariants():
 
     for t in (0.0, 1e-4, 0.003, t1):
         np.testing.assert_allclose(H11.airy_exact([t])[0], pde(t), atol=1e-12)
-    _obeys_its_equation(p, H11.airy_exact, [0.002, 0.007], h=1e-8)
+    obeys_its_equation(p, H11.airy_exact, [0.002, 0.007], h=1e-8)
     # skew-symmetric: ‖u‖ and Σu are invariants; eigenvalues ±i k³ (k = 0 … 31, and the
     # Nyquist mode's 0)
     A = H11.airy_matrix()
@@ -97,7 +89,7 @@ def test_krogh_follows_its_bernoulli_modes():
     np.testing.assert_allclose(U, U.T)
     exact = H11.krogh_exact
     np.testing.assert_allclose(exact([0.0])[0], p.y0, atol=1e-15)
-    _obeys_its_equation(p, exact, [1e-4, 0.5, 4.0, 7.9], h=1e-8)
+    obeys_its_equation(p, exact, [1e-4, 0.5, 4.0, 7.9], h=1e-8)
     r = scipy_radau(p, 1e-10, 1e-13)
     t = np.array([1e-5, 1e-2, 1.0, 5.0, 8.0])
     np.testing.assert_allclose(r.sol(t).T, exact(t), rtol=1e-7, atol=1e-10)

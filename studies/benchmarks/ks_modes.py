@@ -35,9 +35,8 @@ from stiff_accuracy import time_limited
 
 def fields(modes: int):
     """The torch and numpy fields and ``u(0)`` on ``modes`` points."""
-    H.KS["n"] = modes
-    A = -(H.ks_derivative(2) + H.ks_derivative(4))
-    D1 = H.ks_derivative(1)
+    H.KS["n"] = modes  # the set's matrices and u(0) read the grid size from KS
+    A, D1 = H.ks_matrices()
     At, D1t = torch.tensor(A), torch.tensor(D1)
 
     def f(t, y):

@@ -161,9 +161,14 @@ def ks_initial() -> np.ndarray:
     return np.cos(th) * (1 + np.sin(th))
 
 
+def ks_matrices() -> tuple[np.ndarray, np.ndarray]:
+    """``(A, D1)``: the linear part ``A = −(D2 + D4)`` and the first derivative on
+    ``KS["n"]`` points; the field is ``A u − D1 (u²)/2``."""
+    return -(ks_derivative(2) + ks_derivative(4)), ks_derivative(1)
+
+
 def kuramoto_sivashinsky(t1: float = 30.0):
-    A = -(ks_derivative(2) + ks_derivative(4))
-    D1 = ks_derivative(1)
+    A, D1 = ks_matrices()
 
     def rates(t, y, xp):
         return _matvec(A, y, xp) - 0.5 * _matvec(D1, y * y, xp)

@@ -75,7 +75,13 @@ import numpy as np
 import torch
 
 from odenet._errors import InputError
-from odenet._newton import capped_safety, hairer_newton_tol, rtol_growth
+from odenet._newton import (
+    FLOOR_TRUST_RATE,
+    capped_safety,
+    hairer_newton_tol,
+    roundoff_factor,
+    rtol_growth,
+)
 from odenet._ops import HostOps, TensorOps
 from odenet._stepper import StepResult, tolerance_unit
 
@@ -585,6 +591,8 @@ class BDFRuntime:
             failed = torch.zeros_like(converged)
             n_iter = torch.zeros(y.shape[0], dtype=torch.long, device=y.device)
         prev = None
+        # whether the round-off floor may be believed (see the stalled case below)
+        trusted = ops.full(bool(here), frozen)
         for it in range(self.max_iter):
             nw.stats.iterations += 1
             f = g(t_new, y)
@@ -610,8 +618,8 @@ class BDFRuntime:
                 hopeless = ops.clip(rate, hi=1.0) ** (self.max_iter - it) / one_minus * dnorm > tol
                 stop = ops.not_(finite) | (rate >= 1) | hopeless
                 conv = (dnorm == 0) | (rate / one_minus * dnorm < tol)
-                stalled = active & finite & stop
-                # only on a Jacobian of this trial: on a stale one a slowly diverging
+                # only on a Jacobian of this trial, or on a kept one whose iteration has
+                # contracted (FLOOR_TRUST_RATE): on a stale one a slowly diverging
                 # iteration has small increments too, and accepting it left a stiff
                 # component off its manifold by more than the κ-scaled estimate allows,
                 # which then rejected every later step down to underflow (Robertson on
@@ -619,11 +627,13 @@ class BDFRuntime:
                 # reads J, so a J of another point makes it another point's floor (the
                 # rectifier: 1e13 too large, it passed an iterate whose residual was
                 # 4e6 tolerance units)
-                if here and ops.any(stalled):
+                trusted = trusted | (finite & (rate <= FLOOR_TRUST_RATE))
+                stalled = active & finite & stop & trusted
+                if ops.any(stalled):
                     # increments that no longer contract may be the residual's round-off
                     # (DETEST F5 at its equilibrium: rates of 1e3 cancel in f ≈ 0, and
                     # the step shrank to 1e-10 to get them below tol; scipy's BDF too)
-                    floor = nw.roundoff_floor(lu, c, y, f, psi + d, scale)
+                    floor = nw.roundoff_floor(lu, c, y, f, psi + d, scale, roundoff_factor(here))
                     at_floor = stalled & ((float(floor) if host else floor) >= dnorm)
                     conv = conv | at_floor
                     stop = stop & ops.not_(at_floor)

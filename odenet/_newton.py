@@ -126,6 +126,27 @@ UNRESOLVED_GROWTH = 3.0
 # its residual has converged (Newton.roundoff_floor; LSODE's 100·uround)
 ROUNDOFF_FACTOR = 100.0
 
+# A kept Jacobian's round-off floor is believed once its iteration has contracted at this
+# ratio or faster.  A simplified Newton ratio is ‖(I − cJ)⁻¹c(J_true − J)·Δ‖/‖Δ‖ along
+# the last update Δ, so such a ratio shows J right along the direction the iteration
+# moves, read for free; a kept J that never contracts may be another point's (the
+# rectifier's, 1e13 too large) and is refreshed first, as before.  Kuramoto–Sivashinsky
+# (64 modes, [0, 3], stiff_holdout12.py), whose field is nearly linear: each kept
+# Jacobian's iteration contracted, then stalled at the round-off, failed, and a fresh J
+# gave the same increments (bdf at rtol 1e-8 116 Jacobians in 444 steps -> 1;
+# radau_iia5 at 1e-9 92 -> 2).  On a kept J the increment must lie within the round-off
+# itself, not ROUNDOFF_FACTOR times it (roundoff_factor): E5 at rtol 1e-3 (stiff
+# DETEST) stalled at 40-80x its round-off, five times bdf's Newton threshold, still
+# contracting at ratios ~0.5; taken as converged it ended in a step-size underflow.
+FLOOR_TRUST_RATE = 0.5
+
+
+def roundoff_factor(fresh: bool) -> float:
+    """The factor on the round-off below which a stalled Newton increment has converged:
+    :data:`ROUNDOFF_FACTOR` on a Jacobian of this trial (``fresh``), 1 on a kept one
+    (see :data:`FLOOR_TRUST_RATE`)."""
+    return ROUNDOFF_FACTOR if fresh else 1.0
+
 
 def capped_safety(base: float, growth, rtol, eps: float, name: str = "", *, floor=None):
     """``κ = base·growth(rtol)`` limited by :func:`resolvable_safety`, with a
@@ -380,7 +401,7 @@ class Newton:
             return None
         return self.solve(lu, hA[:, 0, :] * rhs)
 
-    def roundoff_floor(self, lu, c, y, f, rest, scale):
+    def roundoff_floor(self, lu, c, y, f, rest, scale, factor=ROUNDOFF_FACTOR):
         """The norm below which a Newton increment is the round-off of its residual.
 
         The residual ``c·f(y) − rest`` is evaluated in floating point: each ``f_i``
@@ -388,23 +409,24 @@ class Newton:
         chemical equilibrium ``f ≈ 0`` is a balance of rates 1e10 times larger than
         ``y``, DETEST F5), the sum ``eps·(|c f| + |rest|)``.  Through the iteration
         matrix that noise is the increment an iteration at the solution still makes;
-        an increment within :data:`ROUNDOFF_FACTOR` of it has converged as far as
-        arithmetic allows (LSODE's test ``del ≤ 100·uround·‖y‖`` in spirit, with the
-        terms' size in place of ``y``'s).
+        an increment within ``factor`` of it has converged as far as arithmetic
+        allows (LSODE's test ``del ≤ 100·uround·‖y‖`` in spirit, with the terms' size
+        in place of ``y``'s; :func:`roundoff_factor`).
 
         Parameters
         ----------
         lu : factors of :meth:`iteration_matrix` for one stage, ``I − cJ``;
         c : [K] the coefficient of ``J`` there (BDF: ``h/α_k``, in time units of ``t``);
         y, f, rest, scale : [K, n] (state, ``f(y)``, the residual's other terms, the
-            error scale ``atol + rtol·|y|``).
+            error scale ``atol + rtol·|y|``);
+        factor : the multiple of the round-off (default :data:`ROUNDOFF_FACTOR`).
 
         Returns
         -------
         [K] the floor in the increment's norm (RMS of ``|Δ|/scale``).
         """
         noise = self.roundoff_noise(c, y, f, rest)
-        return ROUNDOFF_FACTOR * (self.solve(lu, noise).abs() / scale).pow(2).mean(dim=1).sqrt()
+        return factor * (self.solve(lu, noise).abs() / scale).pow(2).mean(dim=1).sqrt()
 
     def roundoff_noise(self, c, y, f, rest):
         """``eps·(|c|·(Σ_j |J_ij y_j| + |f_i|) + |rest_i|)`` [K, n]: the round-off of the

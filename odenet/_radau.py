@@ -97,10 +97,11 @@ import torch
 from odenet._jacobian import batched_jacobian, lu_shifted
 from odenet._newton import (
     DIRK_NEWTON_TOL,
-    ROUNDOFF_FACTOR,
+    FLOOR_TRUST_RATE,
     Newton,
     capped_safety,
     hairer_newton_tol,
+    roundoff_factor,
 )
 from odenet._ops import HostOps, TensorOps
 from odenet._stepper import LastStep, RungeKutta, StepResult, tolerance_unit
@@ -752,6 +753,9 @@ class RadauIIA(RungeKutta):
         prev = prev_a2 = None
         worst = 0.0
         tol = self.newton_tol
+        # whether the round-off floor may be believed: on a fresh Jacobian, or on a kept
+        # one once its iteration has contracted (FLOOR_TRUST_RATE)
+        trusted = ops.full(bool(nw.J_fresh), converged)
         k = 0
         for k in range(self.max_iter):
             nw.stats.iterations += 1
@@ -816,11 +820,12 @@ class RadauIIA(RungeKutta):
                         conv = (left < tol) | (loose & (doubtful < tol))
                     else:
                         conv = conv & (doubtful == 0)
-                if nw.J_fresh and ops.any(active & finite & diverging):
-                    at_floor = self._at_roundoff_floor(
+                trusted = trusted | (finite & (rate <= FLOOR_TRUST_RATE))
+                floored = active & finite & diverging & trusted
+                if ops.any(floored):
+                    at_floor = floored & self._at_roundoff_floor(
                         lu, y + Z[S - 1], None if out is not None else F[S - 1], scale, dnorm
                     )
-                    at_floor = at_floor & active & finite & diverging
                     conv, classic = conv | at_floor, classic | at_floor
                     diverging = diverging & ops.not_(at_floor)
                     # a ratio of round-off is no contraction rate: it does not ask for a
@@ -864,23 +869,26 @@ class RadauIIA(RungeKutta):
 
     def _at_roundoff_floor(self, lu, yz, fz, scale, dnorm):
         """Whether an increment that no longer contracts is the round-off of the
-        residual ([K] bool, or a bool for one system): ``dnorm`` within
-        :data:`~odenet._newton.ROUNDOFF_FACTOR` of the stages' field noise
-        (:meth:`Newton.roundoff_noise` at the last stage ``yz``, ``fz`` [K, n]; ``fz``
-        None: the terms alone), mixed by the largest row of ``T⁻¹`` and filtered
-        through ``(γ̂/h − J)⁻¹`` (:meth:`_filter`), and at most the per-component Newton
-        tolerance (a floor above that is an f too noisy for the tolerance: the step
-        fails and shrinks, as before).
+        residual ([K] bool, or a bool for one system): ``dnorm`` within the stages'
+        field noise (:meth:`Newton.roundoff_noise` at the last stage ``yz``, ``fz``
+        [K, n]; ``fz`` None: the terms alone), mixed by the largest row of ``T⁻¹`` and
+        filtered through ``(γ̂/h − J)⁻¹`` (:meth:`_filter`), times the square root of
+        :func:`~odenet._newton.roundoff_factor` (the factor multiplies the mean square:
+        10 on a fresh Jacobian, as measured since session 45; 1 on a kept one), and at
+        most the per-component Newton tolerance (a floor above that is an f too noisy
+        for the tolerance: the step fails and shrinks, as before).
 
-        Asked on a fresh Jacobian only (BDF's rule, ``BDFRuntime._iterate``): on a
-        stale one a diverging iteration has small increments too.  The Kuramoto–
+        Asked on a fresh Jacobian, or on a kept one once its iteration has contracted
+        (:data:`~odenet._newton.FLOOR_TRUST_RATE`; BDF's rule, ``BDFRuntime._iterate``):
+        on a stale one a diverging iteration has small increments too.  The Kuramoto–
         Sivashinsky equation on 64 Fourier modes (``stiff_holdout12.py``, dense
         differentiation matrices with entries to 7e3) at rtol 1e-9: the Newton
         tolerance 3e-5 lies below f's round-off through the iteration matrix
         (increments of 3e-5 … 2e-4 at ratios about 1, a floor of ~1e-3), and 539 of
         1306 steps were rejected as Newton failures."""
         noise = self.newton.roundoff_noise(self.TI_weight, yz, fz, None)
-        floor = ROUNDOFF_FACTOR * (self._filter(lu, noise).abs() / scale).pow(2).mean(dim=1)
+        factor = roundoff_factor(self.newton.J_fresh)  # on the mean square, see above
+        floor = factor * (self._filter(lu, noise).abs() / scale).pow(2).mean(dim=1)
         floor = floor.sqrt().clamp_max(self.component_newton_tol)
         if isinstance(dnorm, float):
             return dnorm <= float(floor)

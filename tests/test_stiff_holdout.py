@@ -133,6 +133,14 @@ def test_kvaerno5_on_prothero_robinson_is_within_10x_of_scipy_radau():
     assert ours <= rtol and ours <= 10 * theirs, (ours, theirs)
 
 
+def test_bdf_on_e5_believes_a_kept_jacobians_floor_only_at_the_round_off_itself():
+    """E5 at rtol 1e-3: kept-Jacobian iterations that contracted at ratios ~0.5 were
+    cut off at 40-80x the field's round-off, five times the Newton threshold.  Taken as
+    converged there (the fresh Jacobian's 100x, odenet._newton.roundoff_factor), bdf
+    ended in a step-size underflow; a kept J's floor is the round-off itself."""
+    assert_cell_passes(any_problem("e5")[0], "bdf", 1e-3)
+
+
 def test_ndf_on_e5_keeps_lowering_the_order_at_growing_modes():
     """E5 at rtol 1e-3: at order decisions from t ≈ 2e8 on, the differences carry modes
     of positive real Jacobian eigenvalues (180° from the negative real axis) at

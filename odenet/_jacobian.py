@@ -352,36 +352,29 @@ class SparseLU:
 
 
 class SparseComplexLU:
-    """``(a + ib) I − J`` factorised as the real ``2n × 2n`` system
-    ``[[aI − J, −bI], [bI, aI − J]] [x; y] = [p; q]`` (``w = x + iy``, ``r = p + iq``).
-
-    SuperLU's complex factorisation (``zgstrf``, what scipy's Radau calls) measured
-    about 90× slower than this real one of twice the size on the 2-D Brusselator
-    (n = 2048: 13–14 s against 0.15 s on the loaded development machine), with the same
-    fill; RADAU5 needs one such factorisation per real one.
+    """SuperLU factors of ``σ I − J`` for a complex ``σ = a + ib`` (RADAU5's complex
+    system), in complex arithmetic (``zgstrf``, what scipy's Radau calls).
 
     Threshold pivoting (a diagonal pivot is kept while it is at least half the
-    column's largest entry): with partial pivoting SuperLU swaps to the ``±b`` rows as
-    soon as ``b = β/h`` exceeds ``|a − J_ii|`` (small ``h``), which destroys the
-    symmetric ordering: 13× the fill and 100× the time on the 2-D Brusselator at
-    ``h ≤ 3e-4``, for the same residual (~1e-15).  The diagonal is ≥ 0.88·b whenever
-    ``J_ii ≤ 0``, so the threshold 0.5 keeps it.
+    column's largest entry), so the fill-reducing symmetric ordering survives: the
+    diagonal ``σ − J_ii`` has modulus at least ``b``.
+
+    Until session 46 this system was factorised as the real ``2n × 2n`` block
+    ``[[aI − J, −bI], [bI, aI − J]]``, after a measurement that put ``zgstrf`` 90×
+    slower.  Not so on scipy 1.10.1 or 1.17.1: on the 2-D Brusselator (n = 2048, ``J``
+    at t = 0 and 1.5, h = 1e-1 … 1e-5) the complex factorisation takes 6.4–8.0 ms with
+    this ordering, the real block 18–20 ms, for residuals of 1e-15–1e-14
+    (``studies/benchmarks/stiff_results.md``, session 46).
     """
 
     def __init__(self, J, sigma: complex):
         n = J.shape[0]
-        eye = sp.identity(n, format="csc")
-        A = sigma.real * eye - J
-        block = sp.bmat([[A, -sigma.imag * eye], [sigma.imag * eye, A]])
-        self.real = SparseLU(block, pivot_threshold=0.5)
+        self.lu = SparseLU(complex(sigma) * sp.identity(n, format="csc") - J, pivot_threshold=0.5)
         self.shape = (1, n)
 
     def solve(self, rhs: torch.Tensor) -> torch.Tensor:
         """``M⁻¹ rhs`` for complex ``rhs`` [1, n]."""
-        r = torch.cat([rhs.real, rhs.imag], dim=1)
-        x = self.real.solve(r)
-        n = self.shape[1]
-        return torch.complex(x[:, :n], x[:, n:])
+        return self.lu.solve(rhs)
 
 
 def lu_shifted(J, shift: torch.Tensor):

@@ -1615,8 +1615,7 @@ def brusselator_2d(n: int = 32, alpha: float = 0.1, t1: float = 11.5) -> Problem
         cache.setdefault(0.0, y0)
         missing = sorted({float(s) for s in t} - set(cache))
         if missing:
-            # BDF, not Radau: scipy's Radau factorises its complex system with SuperLU's
-            # zgstrf, ~90x slower here than a real factorisation (see odenet._jacobian)
+            # scipy's BDF at rtol 1e-10 (one factorisation per Jacobian or step change)
             # to the last time asked, not to t1: each call with new times is a new solve
             sol = solve_ivp(
                 f_numpy,

@@ -872,11 +872,12 @@ class RadauIIA(RungeKutta):
         residual ([K] bool, or a bool for one system): ``dnorm`` within the stages'
         field noise (:meth:`Newton.roundoff_noise` at the last stage ``yz``, ``fz``
         [K, n]; ``fz`` None: the terms alone), mixed by the largest row of ``T⁻¹`` and
-        filtered through ``(γ̂/h − J)⁻¹`` (:meth:`_filter`), times the square root of
-        :func:`~odenet._newton.roundoff_factor` (the factor multiplies the mean square:
-        10 on a fresh Jacobian, as measured since session 45; 1 on a kept one), and at
-        most the per-component Newton tolerance (a floor above that is an f too noisy
-        for the tolerance: the step fails and shrinks, as before).
+        filtered through ``(γ̂/h − J)⁻¹`` (:meth:`_filter`), times
+        ``√roundoff_factor`` (:func:`~odenet._newton.roundoff_factor`: 10 on a fresh
+        Jacobian, the factor every radau measurement since session 45 was made with,
+        which multiplied the mean square; 1 on a kept one), and at most the
+        per-component Newton tolerance (a floor above that is an f too noisy for the
+        tolerance: the step fails and shrinks, as before).
 
         Asked on a fresh Jacobian, or on a kept one once its iteration has contracted
         (:data:`~odenet._newton.FLOOR_TRUST_RATE`; BDF's rule, ``BDFRuntime._iterate``):
@@ -887,9 +888,9 @@ class RadauIIA(RungeKutta):
         (increments of 3e-5 … 2e-4 at ratios about 1, a floor of ~1e-3), and 539 of
         1306 steps were rejected as Newton failures."""
         noise = self.newton.roundoff_noise(self.TI_weight, yz, fz, None)
-        factor = roundoff_factor(self.newton.J_fresh)  # on the mean square, see above
-        floor = factor * (self._filter(lu, noise).abs() / scale).pow(2).mean(dim=1)
-        floor = floor.sqrt().clamp_max(self.component_newton_tol)
+        rms = (self._filter(lu, noise).abs() / scale).pow(2).mean(dim=1).sqrt()
+        factor = math.sqrt(roundoff_factor(self.newton.J_fresh))
+        floor = (factor * rms).clamp_max(self.component_newton_tol)
         if isinstance(dnorm, float):
             return dnorm <= float(floor)
         return dnorm <= floor

@@ -7,7 +7,13 @@ Per Jacobian (at t = 0 and at t = ``--t1`` on odenet's solution) and step size `
 (``σ = μ_complex/h``): the best of ``--repeats`` factorisation times in ms, the fill
 (nonzeros of L and U) and the residual of one solve.  Prints a markdown table.
 
+``--orderings RTOL``: instead, one radau_iia5 solve with ``jac_sparsity`` over
+[0, ``--t1``] at that rtol, and per factorisation ``SparseLU`` makes the count of
+entries without their transpose, the entries, and the ordering it chose
+(``odenet._jacobian.ASYMMETRY``).
+
     OMP_NUM_THREADS=1 python studies/benchmarks/sparse_complex_lu.py --n 32
+    OMP_NUM_THREADS=1 python studies/benchmarks/sparse_complex_lu.py --n 32 --orderings 1e-6
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 
 import numpy as np
 import scipy
@@ -24,6 +31,7 @@ from scipy.integrate._ivp.radau import MU_COMPLEX
 from scipy.sparse.linalg import splu
 
 import odenet
+from odenet import _jacobian
 from odenet import problems as P
 
 
@@ -48,6 +56,42 @@ def jacobians(n: int, t1: float):
     return out
 
 
+def orderings(n: int, t1: float, rtol: float) -> Counter:
+    """``{(entries without their transpose, entries, ordering): factorisations}`` of a
+    radau_iia5 solve with ``jac_sparsity`` (each ``SparseLU`` it builds)."""
+    seen: Counter = Counter()
+    chosen = []
+    real_splu = _jacobian.splu
+
+    def splu(M, permc_spec=None, **kw):
+        chosen.append(permc_spec)
+        return real_splu(M, permc_spec=permc_spec, **kw)
+
+    real_init = _jacobian.SparseLU.__init__
+
+    def init(self, M, **kw):
+        S = sp.csc_matrix(M, copy=True)
+        S.data[:] = 1
+        real_init(self, M, **kw)
+        seen[((S != S.T).nnz, S.nnz, chosen[-1])] += 1
+
+    prob = P.get_problem("brusselator_2d", n=n, t1=t1)
+    _jacobian.splu, _jacobian.SparseLU.__init__ = splu, init
+    try:
+        odenet.solve(
+            prob.f,
+            prob.y0_tensor(),
+            torch.tensor([0.0, t1], dtype=torch.float64),
+            method="radau_iia5",
+            rtol=rtol,
+            atol=rtol,
+            jac_sparsity=P.brusselator_2d_sparsity(n),
+        )
+    finally:
+        _jacobian.splu, _jacobian.SparseLU.__init__ = real_splu, real_init
+    return seen
+
+
 def best_of(repeats: int, factorise):
     best, lu = float("inf"), None
     for _ in range(repeats):
@@ -63,7 +107,14 @@ def main(argv=None) -> int:
     ap.add_argument("--t1", type=float, default=1.5)
     ap.add_argument("--hs", default="1e-1,1e-3,1e-5")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--orderings", type=float, default=None, metavar="RTOL")
     args = ap.parse_args(argv)
+    if args.orderings is not None:
+        print("| entries without their transpose | entries | ordering | factorisations |")
+        print("|---|---|---|---|")
+        for (asym, nnz, spec), count in sorted(orderings(args.n, args.t1, args.orderings).items()):
+            print(f"| {asym} | {nnz} | {spec} | {count} |")
+        return 0
     print(f"scipy {scipy.__version__}, n = {2 * args.n**2}\n")
     print("| J at | h | complex, symmetric order, threshold 0.5: ms (fill, residual) "
           "| real 2n block, same: ms (fill) | scipy Radau's call: ms (fill) |")  # fmt: skip

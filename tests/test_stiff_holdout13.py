@@ -1,8 +1,9 @@
 """The thirteenth stiff hold-out set (studies/benchmarks/stiff_holdout13.py): its problems
 are the ones described (Jin–Xin's relaxation: the spectrum of −1/ε beside the upwind
 advection, the conserved Σu, the state held at its relaxed v = u²/2; Beeler–Reuter: the
-gating rates' removable singularities and the action potential), must-hold cells of
-both problems, and radau_iia5's stiffness-loss test on a stiff mode that only turns."""
+gating rates' removable singularities and the action potential; Davis–Skodje: its
+closed form and slow manifold), must-hold cells of all three, and radau_iia5's
+stiffness-loss test on a stiff mode that only turns."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import odenet
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies" / "benchmarks"))
 import stiff_holdout13 as H13
-from _must_hold import assert_cell_passes, fd_jacobian
+from _must_hold import assert_cell_passes, fd_jacobian, obeys_its_equation
 from stiff_holdout import any_problem, both_fields
 
 
@@ -89,6 +90,21 @@ def test_beeler_reuter_fires_one_action_potential_and_returns_to_rest():
     assert c.max() > 50 * p.y0[7] and c[-1] < 3 * p.y0[7]
 
 
+def test_davis_skodje_follows_its_closed_form_onto_the_slow_manifold():
+    p = H13.get("davis_skodje")
+    exact = H13.davis_skodje_exact
+    np.testing.assert_allclose(exact([0.0])[0], p.y0, atol=1e-15)
+    # central differences need h well below 1/γ inside the transient
+    obeys_its_equation(p, exact, [2e-5, 1e-4], h=1e-9, rtol=1e-5)
+    obeys_its_equation(p, exact, [0.3, 2.0, 4.9], rtol=1e-6)
+    # after the transient the state lies on y2 = y1/(1 + y1) (to e^{−γt})
+    y1, y2 = exact([0.01])[0]
+    assert abs(y2 - y1 / (1 + y1)) < 1e-40
+    # the Jacobian's rates: −1 and −γ
+    J = fd_jacobian(p, 0.0, exact([1.0])[0])
+    np.testing.assert_allclose(np.sort(np.linalg.eigvals(J).real), [-1e4, -1.0], rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("name", "method", "rtol"),
     [
@@ -98,6 +114,9 @@ def test_beeler_reuter_fires_one_action_potential_and_returns_to_rest():
         ("beeler_reuter", "radau_iia5", 1e-5),
         ("beeler_reuter", "ndf", 1e-3),
         ("beeler_reuter", "sdirk4", 1e-4),
+        ("davis_skodje", "radau_iia5", 1e-6),
+        ("davis_skodje", "bdf", 1e-4),
+        ("davis_skodje", "kvaerno5", 1e-3),
     ],
 )
 def test_a_must_hold_cell(name, method, rtol):

@@ -125,22 +125,41 @@ def test_radau_trace_compare_reports_the_misses_and_sums(tmp_path, capsys):
 
     import radau_trace
 
-    def row(problem, njev, nfe, nfe_jac, status="ok"):
-        scipy = {"status": "ok", "njev": 10, "nfe": 100}
-        odenet_ = {"status": status, "njev": njev, "nfe": nfe, "nfe_jac": nfe_jac}
+    def row(problem, njev, nfe, nfe_jac, status="ok", err=1e-4):
+        scipy = {"status": "ok", "njev": 10, "nfe": 100, "err": 5e-4}
+        odenet_ = {"status": status, "njev": njev, "nfe": nfe, "nfe_jac": nfe_jac, "err": err}
         return {"problem": problem, "rtol": 1e-3, "odenet": odenet_, "scipy": scipy}
 
-    before = [row("a", 11, 100, 11), row("b", 9, 140, 9), row("c", 5, 50, 5, "failed")]
-    after = [row("a", 10, 100, 10), row("b", 9, 120, 9), row("c", 5, 50, 5)]
+    before = [
+        row("a", 11, 100, 11),
+        row("b", 9, 140, 9),
+        row("c", 5, 50, 5, "failed"),
+        row("d", 7, 70, 7),
+    ]
+    after = [
+        row("a", 10, 100, 10),
+        row("b", 9, 120, 9, err=3e-4),
+        row("c", 5, 50, 5),
+        row("d", 7, 70, 7, err=2e-4),
+    ]
     (tmp_path / "b.json").write_text(json.dumps(before))
     (tmp_path / "a.json").write_text(json.dumps(after))
     radau_trace.main(["compare", str(tmp_path / "b.json"), str(tmp_path / "a.json")])
     out = capsys.readouterr().out
-    assert "| a | 1e-03 | 100 → 100 | 11 → 10 (10) | njev 11/10 → - |" in out
-    assert "| b | 1e-03 | 140 → 120 | 9 → 9 (10) | nfe 1.310x → - |" in out
+    assert (
+        "| a | 1e-03 | 100 → 100 | 11 → 10 (10) | 1.00e-04 → 1.00e-04 (5.00e-04) | njev 11/10 → - |"
+        in out
+    )
+    assert (
+        "| b | 1e-03 | 140 → 120 | 9 → 9 (10) | 1.00e-04 → 3.00e-04 (5.00e-04) | nfe 1.310x → - |"
+        in out
+    )
+    # a cell whose counts stayed while its error moved is listed; a status change too
+    assert "| d | 1e-03 | 70 → 70 | 7 → 7 (10) | 1.00e-04 → 2.00e-04 (5.00e-04) | - → - |" in out
+    assert "| c | 1e-03 | status failed → ok |" in out
     # c failed before: counted in neither sum, and not a miss on either side
-    assert "3 cells; missed 2 → 0; Σ njev 20 → 19 (scipy 20)" in out
-    assert "/ scipy's 1.1000 → 1.0050" in out  # (89 + 131)/200, (90 + 111)/200
+    assert "4 cells; missed 2 → 0; Σ njev 27 → 26 (scipy 30)" in out
+    assert "/ scipy's 0.9433 → 0.8800" in out  # (89 + 131 + 63)/300, (90 + 111 + 63)/300
     # files of different cells: a clear error, not a division by zero
     (tmp_path / "other.json").write_text(json.dumps([dict(before[0], problem="z")]))
     with pytest.raises(SystemExit, match="no \\(problem, rtol\\) cell of"):

@@ -535,8 +535,9 @@ def _misses(row) -> list[str]:
 
 def compare(args):
     """Two ``grid --json`` files of the same cells, before and after a change: the cells
-    whose counts changed, the misses on each side and the sums over the cells both
-    solved (f-evaluations without the Jacobians' calls, as a ratio to scipy's)."""
+    whose status, counts or end error changed (with scipy's error beside), the misses on
+    each side and the sums over the cells both solved (f-evaluations without the
+    Jacobians' calls, as a ratio to scipy's)."""
     with open(args.before) as fh:
         before = {(r["problem"], r["rtol"]): r for r in json.load(fh)}
     with open(args.after) as fh:
@@ -546,8 +547,11 @@ def compare(args):
             f"compare: no (problem, rtol) cell of {args.after} is in {args.before}; "
             "pass two `grid --json` files of the same cells"
         )
-    print("| problem | rtol | nfe before → after | njev before → after (scipy) | misses |")
-    print("|---|---|---|---|---|")
+    print(
+        "| problem | rtol | nfe before → after | njev before → after (scipy) | "
+        "error before → after (scipy) | misses |"
+    )
+    print("|---|---|---|---|---|---|")
     own = {"before": 0, "after": 0, "scipy": 0}
     jac = dict(own)
     missed = {"before": 0, "after": 0}
@@ -556,6 +560,11 @@ def compare(args):
         o, ob, s = r["odenet"], b["odenet"], r["scipy"]
         missed["before"] += bool(_misses(b))
         missed["after"] += bool(_misses(r))
+        if o.get("status") != ob.get("status"):
+            print(
+                f"| {r['problem']} | {_rtol_text(r['rtol'])} | status {ob.get('status')} → "
+                f"{o.get('status')} | | | |"
+            )
         if "ok" != o.get("status") or "ok" != ob.get("status") or "ok" != s.get("status"):
             continue
         for side, x in (("before", ob), ("after", o)):
@@ -563,10 +572,12 @@ def compare(args):
             jac[side] += x["njev"]
         own["scipy"] += s["nfe"]
         jac["scipy"] += s["njev"]
-        if (o["nfe"], o["njev"]) != (ob["nfe"], ob["njev"]):
+        # a change of the error alone (same counts) is a change of decisions too
+        if (o["nfe"], o["njev"], o["err"]) != (ob["nfe"], ob["njev"], ob["err"]):
             print(
                 f"| {r['problem']} | {_rtol_text(r['rtol'])} | {ob['nfe']} → {o['nfe']} | "
                 f"{ob['njev']} → {o['njev']} ({s['njev']}) | "
+                f"{ob['err']:.2e} → {o['err']:.2e} ({s['err']:.2e}) | "
                 f"{', '.join(_misses(b)) or '-'} → {', '.join(_misses(r)) or '-'} |"
             )
     ratios = (

@@ -98,8 +98,10 @@ def jin_xin_initial() -> np.ndarray:
     return np.concatenate([v + a * u, v - a * u])
 
 
-def jin_xin(t1: float = 0.6):
-    n, a, eps = JIN_XIN["cells"], JIN_XIN["a"], JIN_XIN["eps"]
+def jin_xin_rates(eps: float):
+    """``rates(t, y, xp)`` of ``jin_xin`` with relaxation time ``eps`` (the set's is
+    ``JIN_XIN["eps"]``; ``stiff_holdout13_checks.py eps`` varies it)."""
+    n, a = JIN_XIN["cells"], JIN_XIN["a"]
     dx = 1.0 / n
 
     def rates(t, y, xp):
@@ -111,10 +113,14 @@ def jin_xin(t1: float = 0.6):
         s_t = a * (xp.roll(s, -1) - s) / dx + relax
         return xp.concatenate([r_t, s_t])
 
+    return rates
+
+
+def jin_xin(t1: float = 0.6):
     return _with_scipy_reference(
-        rates, jin_xin_initial(), t1, "jin_xin",
-        f"Jin–Xin relaxation of Burgers' flux, a = 1, ε = 1e-6, periodic, 100 cells, "
-        f"upwind characteristics, [0, {t1:g}]",
+        jin_xin_rates(JIN_XIN["eps"]), jin_xin_initial(), t1, "jin_xin",
+        f"Jin–Xin relaxation of Burgers' flux, a = 1, ε = {JIN_XIN['eps']:g}, periodic, "
+        f"100 cells, upwind characteristics, [0, {t1:g}]",
     )  # fmt: skip
 
 
@@ -143,7 +149,10 @@ def br_rate(name: str, V, xp):
     return (c1 * xp.exp(c2 * (V + c3)) + c4 * (V + c5)) / (xp.exp(c6 * (V + c3)) + c7)
 
 
-def beeler_reuter(t1: float = 400.0):
+def beeler_reuter_rates(on: tuple[float, float]):
+    """``rates(t, y, xp)`` of ``beeler_reuter`` with the stimulus on ``[on[0], on[1])`` ms
+    (the set's is ``BR["on"]``; ``stiff_holdout13_checks.py stimulus`` moves it)."""
+
     def rates(t, y, xp):
         V, m, h, j, d, f, x1, c = (y[i] for i in range(8))
         i_na = (BR["g_na"] * m**3 * h * j + BR["g_nac"]) * (V - BR["e_na"])
@@ -153,22 +162,29 @@ def beeler_reuter(t1: float = 400.0):
             4 * (xp.exp(0.04 * (V + 85)) - 1) / (xp.exp(0.08 * (V + 53)) + xp.exp(0.04 * (V + 53)))
             + 0.2 * (V + 23) / (1 - xp.exp(-0.04 * (V + 23)))
         )
-        on, off = BR["on"]
-        stimulus = BR["stimulus"] * ((t >= on) & (t < off))
+        stimulus = BR["stimulus"] * ((t >= on[0]) & (t < on[1]))
         gates = [
             br_rate(f"alpha_{g}", V, xp) * (1 - x) - br_rate(f"beta_{g}", V, xp) * x
             for g, x in (("m", m), ("h", h), ("j", j), ("d", d), ("f", f), ("x1", x1))
         ]
         dV = stimulus - (i_na + i_s + i_x1 + i_k1)
         dc = -1e-7 * i_s + 0.07 * (1e-7 - c)
-        return xp.stack([dV, *gates, dc + 0 * V])
+        return xp.stack([dV, *gates, dc])
 
-    floors = np.array([84.6, 1, 1, 1, 1, 1, 1, 6.2e-6]) * 1e-3
+    return rates
+
+
+# 1e-3 of each component's peak over [0, 400] ms (scipy Radau at rtol 1e-10)
+BR_FLOORS = np.array([84.6, 1, 1, 1, 1, 1, 1, 6.2e-6]) * 1e-3
+
+
+def beeler_reuter(t1: float = 400.0):
+    on = BR["on"]
     return _with_scipy_reference(
-        rates, BR_REST, t1, "beeler_reuter",
-        f"Beeler–Reuter ventricular action potential, 50 µA/cm² stimulus on [0, 1) ms, "
-        f"[0, {t1:g}] ms",
-        floors=floors,
+        beeler_reuter_rates(on), BR_REST, t1, "beeler_reuter",
+        f"Beeler–Reuter ventricular action potential, 50 µA/cm² stimulus on "
+        f"[{on[0]:g}, {on[1]:g}) ms, [0, {t1:g}] ms",
+        floors=BR_FLOORS,
     )  # fmt: skip
 
 

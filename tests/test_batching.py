@@ -244,13 +244,10 @@ def test_adaptive_implicit_rows_share_a_jacobian_but_keep_their_own_accuracy(met
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies" / "benchmarks"))
     import stiff_holdout14 as H14
+    from stiff_holdout import per_sample_field
 
     p = H14.get("point_kinetics")
-
-    def rows(t, y):  # the set's field is for one system
-        t = torch.as_tensor(t, dtype=y.dtype).expand(y.shape[0])
-        return torch.stack([p.f(t[i], y[i]) for i in range(y.shape[0])])
-
+    rows = per_sample_field(p)  # the set's field is for one system
     y0 = torch.tensor(p.y0, dtype=D)
     y0 = torch.stack([y0, 0.9 * y0])
     t = torch.tensor([0.0, 6.0, 20.0], dtype=D).repeat(2, 1)

@@ -169,3 +169,16 @@ def test_float32_bdf_on_the_ring_honours_rtol_or_warns():
     err = float(np.max(np.abs(sol.ys[-1].double().numpy() - ref) / (1e-3 + np.abs(ref))))
     warned = any(issubclass(w.category, odenet.ToleranceWarning) for w in caught)
     assert err <= 10 * rtol or warned, err / rtol
+
+
+def test_the_float32_cap_takes_fewer_steps_than_float64_asks():
+    # stiff_holdout14_checks.py f32steps: κ's cap holds float32 bdf's per-step tolerance
+    # at 100·eps, so at rtol 2e-4 it takes ~2800 steps where float64 takes ~4800
+    import stiff_holdout14_checks as C
+
+    header, _, row = C.f32steps(rtols=(2e-4,))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert header.count("|") == row.count("|")
+    steps32, err32, steps64, err64 = int(cells[1]), float(cells[2]), int(cells[3]), float(cells[4])
+    assert steps32 < 0.7 * steps64
+    assert err64 < 1 < err32

@@ -416,6 +416,18 @@ def both_fields(p: P.Problem) -> tuple[np.ndarray, np.ndarray]:
     return ours, p.numpy_field()(t, y)
 
 
+def per_sample_field(p: P.Problem):
+    """``f(t [B], y [B, n]) -> [B, n]``: ``p``'s field for a per-sample batch.  The
+    hold-out fields index ``y[i]`` and are for one system, so a batch runs them row by
+    row (a check of the batched solve, not of its speed)."""
+
+    def f(t, y):
+        t = torch.as_tensor(t, dtype=y.dtype).expand(y.shape[0])
+        return torch.stack([p.f(t[i], y[i]) for i in range(y.shape[0])])
+
+    return f
+
+
 # Problems whose second reference is LSODA's from the start: scipy's BDF at rtol 1e-12
 # does not finish them (stiff_holdout5's detest_f5: order 1, steps of ~5e-10 at its
 # equilibrium, t ≈ 0.4 of 100 after a minute)

@@ -57,7 +57,8 @@ Reference, error measure, step budget, verdicts, cells and report: those of
 
 Defaults: every adaptive stiff method (``stiff_accuracy.stiff_methods()``), rtol
 1e-3 … 1e-8; cells go to ``results/stiff_holdout14.jsonl``; the committed table is
-``stiff_holdout14_results.md``.
+``stiff_holdout14_results.md``; ``stiff_holdout14_checks.py`` (``batch``, ``newton``,
+``f32steps``) reproduces the other tables there and the guide's batch figures.
 """
 
 from __future__ import annotations

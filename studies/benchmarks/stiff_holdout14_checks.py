@@ -1,0 +1,123 @@
+"""Three checks behind ``stiff_holdout14_results.md`` and the guide:
+
+``batch``     point kinetics as a per-sample batch of two rows (its initial state and
+              0.9 times it; outputs at 0, 6, 20 s; rtol 1e-5) against each row solved
+              alone, radau_iia5 and bdf: the largest error over the outputs in units of
+              rtol (against scipy Radau at rtol 1e-12) and the accepted steps.  The
+              adaptive implicit methods share one Jacobian cache across the batch
+              (``docs/guide/solving.md``), so a row's steps can differ from alone.
+``newton``    Newton iterations, f-evaluations, Jacobians and rejected steps per step of
+              kvaerno5, sdirk4 and radau_iia5 on the set's three problems at rtol 1e-3.
+``f32steps``  bdf on the ring of Van der Pol oscillators in float32 and float64 at rtol
+              1.3e-4 … 2e-3: accepted steps and the end error in units of rtol.  κ's cap
+              in float32 holds the per-step tolerance at 100·eps whatever rtol asks.
+
+    OMP_NUM_THREADS=1 python studies/benchmarks/stiff_holdout14_checks.py batch
+    OMP_NUM_THREADS=1 python studies/benchmarks/stiff_holdout14_checks.py newton
+    OMP_NUM_THREADS=1 python studies/benchmarks/stiff_holdout14_checks.py f32steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.integrate import solve_ivp
+
+import odenet
+
+sys.path.insert(0, str(Path(__file__).parent))
+import stiff_holdout14 as H
+from stiff_holdout import per_sample_field
+
+D = torch.float64
+
+
+def _units(y, ref, floors, rtol) -> float:
+    return float(np.max(np.abs(np.asarray(y) - ref) / (floors + np.abs(ref))) / rtol)
+
+
+def _atol(p, rtol, dtype=D):
+    return torch.as_tensor(np.broadcast_to(p.atol_ratio * rtol, p.y0.shape).copy(), dtype=dtype)
+
+
+def batch(methods=("radau_iia5", "bdf"), rtol=1e-5) -> list[str]:
+    p = H.get("point_kinetics")
+    y0 = torch.tensor(p.y0, dtype=D)
+    y0 = torch.stack([y0, 0.9 * y0])
+    t = torch.tensor([0.0, 6.0, 20.0], dtype=D).repeat(2, 1)
+    atol = _atol(p, rtol)
+    lines = ["| method | row | error batched (rtol) | steps batched | error alone | steps alone |"]
+    lines.append("|---|---|---|---|---|---|")
+    for m in methods:
+        both = odenet.solve(per_sample_field(p), y0, t, method=m, rtol=rtol, atol=atol)
+        for b in range(2):
+            ref = solve_ivp(
+                p.f_numpy, (0.0, 20.0), y0[b].numpy(), method="Radau", rtol=1e-12,
+                atol=p.atol_ratio * 1e-10, t_eval=t[b].numpy(),
+            ).y.T  # fmt: skip
+            alone = odenet.solve(p.f, y0[b], t[b], method=m, rtol=rtol, atol=atol)
+            lines.append(
+                f"| {m} | {b} | {_units(both.ys[b].numpy(), ref, p.atol_ratio, rtol):.3f} | "
+                f"{int(both.stats['accepted'][b])} | "
+                f"{_units(alone.ys.numpy(), ref, p.atol_ratio, rtol):.3f} | "
+                f"{int(alone.stats['accepted'])} |"
+            )
+    return lines
+
+
+def newton(methods=("kvaerno5", "sdirk4", "radau_iia5"), rtol=1e-3) -> list[str]:
+    lines = ["| problem | method | steps | rejected | Newton it. / step | f / step | Jacobians |"]
+    lines.append("|---|---|---|---|---|---|---|")
+    for name in H.HOLDOUT14:
+        p = H.get(name)
+        for m in methods:
+            sol = odenet.solve(
+                p.f, torch.tensor(p.y0), torch.tensor(p.span, dtype=D), method=m,
+                rtol=rtol, atol=_atol(p, rtol), max_steps=100_000,
+            )  # fmt: skip
+            st = {k: int(v) for k, v in sol.stats.items() if k in (
+                "steps", "rejected", "newton_iterations", "nfe", "jacobians")}  # fmt: skip
+            lines.append(
+                f"| {name} | {m} | {st['steps']} | {st['rejected']} | "
+                f"{st['newton_iterations'] / st['steps']:.1f} | {st['nfe'] / st['steps']:.1f} | "
+                f"{st['jacobians']} |"
+            )
+    return lines
+
+
+def f32steps(rtols=(1.3e-4, 2e-4, 5e-4, 1e-3, 2e-3)) -> list[str]:
+    p = H.get("vdp_ring")
+    ref = p.exact([p.span[1]])[0]
+    lines = ["| rtol | float32 steps | float32 error (rtol) | float64 steps | float64 error |"]
+    lines.append("|---|---|---|---|---|")
+    for rtol in rtols:
+        row = [f"{rtol:g}"]
+        for dtype in (torch.float32, D):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", odenet.ToleranceWarning)
+                sol = odenet.solve(
+                    p.f, torch.tensor(p.y0, dtype=dtype), torch.tensor(p.span, dtype=dtype),
+                    method="bdf", rtol=rtol, atol=1e-3 * rtol,
+                )  # fmt: skip
+            err = _units(sol.ys[-1].double().numpy(), ref, p.atol_ratio, rtol)
+            row += [str(int(sol.stats["accepted"])), f"{err:.3g}"]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("check", choices=["batch", "newton", "f32steps"])
+    args = ap.parse_args(argv)
+    for line in {"batch": batch, "newton": newton, "f32steps": f32steps}[args.check]():
+        print(line, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,6 +8,7 @@ from odenet._errors import VectorFieldError
 from odenet._jacobian import user_jacobian
 from odenet._newton import Newton, batched_jacobian, error_safety
 from odenet._radau import RadauIIA, RadauNewton
+from odenet._stepper import RungeKutta
 from odenet.tableaus import tableau
 
 D = torch.float64
@@ -256,3 +257,42 @@ def test_fixed_step_float32_stage_equations_are_solved_below_the_schemes_error(m
         errs[dt] = float(np.abs(sol.ys[:, 0].double().numpy() - exact).max())
     # (1e-5 ≈ 80 eps: float32 round-off over 16 steps; radau_iia5 ends at 9.5e-6)
     assert errs[torch.float32] < 1.5 * errs[torch.float64] + 1e-5, errs
+
+
+def _vdp_step(rows, h, max_iter):
+    """One kvaerno5 step of Van der Pol μ = 1000 for ``rows`` [K, 2] with steps ``h``
+    [K]; returns the result and the set of times (offsets from 0) f was called at."""
+    seen = []
+
+    def g(s, y):
+        seen.extend(float(v) for v in s)
+        return vdp(s, y)
+
+    nw = Newton(tol=3e-4, max_iter=max_iter, atol=1e-6, rtol=1e-3)
+    rk = RungeKutta(tableau("kvaerno5"), D, D, torch.device("cpu"), newton=nw)
+    s = torch.zeros(len(rows), dtype=D)
+    out = rk.step(g, s, rows, h, vdp(s, rows))
+    return out, {round(t / float(h.max()), 12) for t in seen}
+
+
+def test_a_dirk_step_whose_every_row_failed_evaluates_no_later_stage():
+    # a step 100 times what Newton can take after the jump: the first implicit stage
+    # fails; the later five would be evaluated for a step that is rejected anyway
+    y = torch.tensor([[-1.98204575, 6.66400246e-04]], dtype=D)
+    out, times = _vdp_step(y, torch.tensor([50.0], dtype=D), max_iter=2)
+    c = tableau("kvaerno5").c
+    assert not bool(out.ok.any())
+    assert times <= {0.0, round(float(c[1]), 12)}  # the start and the first implicit stage
+    assert torch.isfinite(out.y1).all()
+
+
+def test_a_batch_with_one_solved_row_solves_every_stage_of_it():
+    # row 0 fails at its first implicit stage, row 1 (a small step) does not: row 1's
+    # step is the one it takes alone
+    y = torch.tensor([[-1.98204575, 6.66400246e-04]], dtype=D).repeat(2, 1)
+    h = torch.tensor([50.0, 1e-3], dtype=D)
+    both, _ = _vdp_step(y, h, max_iter=8)
+    alone, _ = _vdp_step(y[1:], h[1:], max_iter=8)
+    assert both.ok.tolist() == [False, True] and bool(alone.ok.all())
+    torch.testing.assert_close(both.y1[1], alone.y1[0], rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(both.error[1], alone.error[0], rtol=1e-9, atol=1e-14)

@@ -8,12 +8,17 @@
               (``docs/guide/solving.md``), so a row's steps can differ from alone.
 ``newton``    Newton iterations, f-evaluations, Jacobians and rejected steps per step of
               kvaerno5, sdirk4 and radau_iia5 on the set's three problems at rtol 1e-3.
+``newton-options``  kvaerno5, sdirk4 and kvaerno3 on the set's three problems at rtol
+              1e-3 with the defaults, with ``newton_max_iter=12`` and with a controller
+              whose ``newton_factor`` is 0.5 (0.25 by default): f-evaluations, accepted
+              and rejected steps, Newton failures and the end error in units of rtol.
 ``f32steps``  bdf on the ring of Van der Pol oscillators in float32 and float64 at rtol
               1.3e-4 … 2e-3: accepted steps and the end error in units of rtol.  κ's cap
               in float32 holds the per-step tolerance at 100·eps whatever rtol asks.
 
     OMP_NUM_THREADS=1 python studies/benchmarks/stiff_holdout14_checks.py batch
     OMP_NUM_THREADS=1 python studies/benchmarks/stiff_holdout14_checks.py newton
+    OMP_NUM_THREADS=1 python studies/benchmarks/stiff_holdout14_checks.py newton-options
     OMP_NUM_THREADS=1 python studies/benchmarks/stiff_holdout14_checks.py f32steps
 """
 
@@ -90,6 +95,33 @@ def newton(methods=("kvaerno5", "sdirk4", "radau_iia5"), rtol=1e-3) -> list[str]
     return lines
 
 
+def newton_options(methods=("kvaerno5", "sdirk4", "kvaerno3"), rtol=1e-3) -> list[str]:
+    variants = {
+        "default": {},
+        "newton_max_iter=12": {"newton_max_iter": 12},
+        "newton_factor=0.5": {"controller": odenet.PIDController.I(newton_factor=0.5)},
+    }
+    lines = ["| problem | method | variant | nfe | accepted | rejected | Newton failures | "
+             "error (rtol) |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name in H.HOLDOUT14:
+        p = H.get(name)
+        ref = p.exact([p.span[1]])[0]
+        for m in methods:
+            for label, kw in variants.items():
+                sol = odenet.solve(
+                    p.f, torch.tensor(p.y0), torch.tensor(p.span, dtype=D), method=m,
+                    rtol=rtol, atol=_atol(p, rtol), max_steps=100_000, **kw,
+                )  # fmt: skip
+                st = {k: int(v) for k, v in sol.stats.items() if k in (
+                    "nfe", "accepted", "rejected", "newton_failures")}  # fmt: skip
+                err = _units(sol.ys[-1].numpy(), ref, p.atol_ratio, rtol)
+                lines.append(
+                    f"| {name} | {m} | {label} | {st['nfe']} | {st['accepted']} | "
+                    f"{st['rejected']} | {st['newton_failures']} | {err:.3g} |"
+                )
+    return lines
+
+
 def f32steps(rtols=(1.3e-4, 2e-4, 5e-4, 1e-3, 2e-3)) -> list[str]:
     p = H.get("vdp_ring")
     ref = p.exact([p.span[1]])[0]
@@ -112,9 +144,15 @@ def f32steps(rtols=(1.3e-4, 2e-4, 5e-4, 1e-3, 2e-3)) -> list[str]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("check", choices=["batch", "newton", "f32steps"])
+    checks = {
+        "batch": batch,
+        "newton": newton,
+        "newton-options": newton_options,
+        "f32steps": f32steps,
+    }
+    ap.add_argument("check", choices=list(checks))
     args = ap.parse_args(argv)
-    for line in {"batch": batch, "newton": newton, "f32steps": f32steps}[args.check]():
+    for line in checks[args.check]():
         print(line, flush=True)
     return 0
 

@@ -1,8 +1,8 @@
 """Follow-ups of the eighth stiff hold-out set (``stiff_holdout8_results.md``), as
 commands: the rectifier's stepped-over crests with and without ``max_step``; the end
 error of a few methods on one problem over a scan of rtols, scipy Radau beside them;
-and bdf/ndf's counts on every problem of the stiff set and the hold-out sets, to compare
-two checkouts of the library cell by cell.
+and bdf/ndf's (or other methods') counts on every problem of the stiff set and the
+hold-out sets, to compare two checkouts of the library cell by cell.
 
     python studies/benchmarks/stiff_holdout8_checks.py max-step
     python studies/benchmarks/stiff_holdout8_checks.py scan --problem hertz_bounce \
@@ -11,6 +11,10 @@ two checkouts of the library cell by cell.
     PYTHONPATH=/path/to/an/older/checkout python studies/benchmarks/stiff_holdout8_checks.py \
         bdf-counts --out before.jsonl
     python studies/benchmarks/stiff_holdout8_checks.py bdf-compare before.jsonl after.jsonl
+    python studies/benchmarks/stiff_holdout8_checks.py bdf-counts --out after.jsonl \
+        --methods kvaerno5,sdirk4,kvaerno3,trbdf2 --rtols 1e-3,1e-5 --limit 20
+    python studies/benchmarks/stiff_holdout8_checks.py bdf-compare before.jsonl after.jsonl \
+        --same-path
     python studies/benchmarks/stiff_holdout8_checks.py jitter --problem stiff_pendulum \
         --rtol 1e-6 --spread 0.01 --points 11
 
@@ -114,22 +118,24 @@ def _alarm(signum, frame):
     raise _Timeout
 
 
-def bdf_counts(out: str, rtols: list[float], limit: float) -> None:
-    """bdf and ndf on every problem of the stiff set and of every hold-out set at each
-    rtol (the sweep's atol = floors·rtol): status, end error and counts per cell, one
-    JSON line each in ``out``; a cell past ``limit`` seconds is ``timeout``."""
+def bdf_counts(out: str, rtols: list[float], limit: float, methods=("bdf", "ndf")) -> None:
+    """``methods`` (bdf and ndf unless told) on every problem of the stiff set and of
+    every hold-out set at each rtol (the sweep's atol = floors·rtol): status, end error
+    and counts per cell, one JSON line each in ``out``; a cell past ``limit`` seconds is
+    ``timeout``."""
     any_problem("tmdd")  # imports every hold-out set, which registers its problems
     old = signal.signal(signal.SIGALRM, _alarm)
     with open(out, "w") as fh:
         for name in sorted(P.STIFF_SUITE) + sorted(HOLDOUT):
             p, floors = any_problem(name)
-            for m in ("bdf", "ndf"):
+            for m in methods:
                 for rtol in rtols:
                     t0 = time.perf_counter()
                     signal.setitimer(signal.ITIMER_REAL, limit)
                     try:
                         r = run_odenet(p, m, rtol, floors, max_steps=50000)
-                        row = {k: r.get(k) for k in ("status", "err", "nfe", "njev", "nlu")}
+                        keys = ("status", "err", "nfe", "njev", "nlu", "steps")
+                        row = {k: r.get(k) for k in keys}
                     except _Timeout:
                         row = {"status": "timeout"}
                     finally:
@@ -140,10 +146,11 @@ def bdf_counts(out: str, rtols: list[float], limit: float) -> None:
     signal.signal(signal.SIGALRM, old)
 
 
-def bdf_compare(before: str, after: str) -> None:
+def bdf_compare(before: str, after: str, same_path: bool = False) -> None:
     """The cells of two :func:`bdf_counts` files: status changes, the cells whose
     f-evaluations or Jacobians changed, and the sum of f-evaluations over the cells ok
-    in both."""
+    in both.  ``same_path``: for a change meant to keep every step, the cells whose
+    steps, Jacobians or end error changed instead (f-evaluations may differ)."""
 
     def load(path):
         return {(r["problem"], r["method"], r["rtol"]): r for r in map(json.loads, open(path))}
@@ -160,7 +167,8 @@ def bdf_compare(before: str, after: str) -> None:
             continue
         nfe[0] += x["nfe"]
         nfe[1] += y["nfe"]
-        if (x["nfe"], x["njev"]) == (y["nfe"], y["njev"]):
+        fields = ("steps", "njev", "err") if same_path else ("nfe", "njev")
+        if all(x.get(f) == y.get(f) for f in fields):
             same += 1
             continue
         print(
@@ -170,6 +178,8 @@ def bdf_compare(before: str, after: str) -> None:
     ratio = nfe[1] / max(nfe[0], 1)
     print(f"\n{len(set(a) & set(b))} cells; {same} ok in both with the same counts; "
           f"Σ nfe over the cells ok in both, after / before: {ratio:.4f}")  # fmt: skip
+    if same_path:
+        print("(same counts: the same steps, Jacobians and end error)")
 
 
 def main(argv=None) -> int:
@@ -191,16 +201,18 @@ def main(argv=None) -> int:
     j.add_argument("--points", type=int, default=11)
     c = sub.add_parser("bdf-counts", help="bdf/ndf counts per cell, to compare checkouts")
     c.add_argument("--out", required=True)
+    c.add_argument("--methods", default="bdf,ndf")
     c.add_argument("--rtols", default="1e-3,1e-5,1e-7")
     c.add_argument("--limit", type=float, default=30.0, help="seconds per cell")
     d = sub.add_parser("bdf-compare", help="two bdf-counts files, cell by cell")
     d.add_argument("before")
     d.add_argument("after")
+    d.add_argument("--same-path", action="store_true", help="compare steps, not nfe")
     args = ap.parse_args(argv)
     # scipy's and odenet's trial steps overflow the rectifier's diode: rejected, not wrong
     warnings.filterwarnings("ignore", "overflow encountered")
     if args.mode == "bdf-compare":
-        bdf_compare(args.before, args.after)
+        bdf_compare(args.before, args.after, args.same_path)
         return 0
     if args.mode == "jitter":
         jitter(args.problem, args.method, args.rtol, args.spread, args.points)
@@ -211,7 +223,7 @@ def main(argv=None) -> int:
     elif args.mode == "scan":
         scan(args.problem, args.methods, rtols)
     else:
-        bdf_counts(args.out, rtols, args.limit)
+        bdf_counts(args.out, rtols, args.limit, args.methods.split(","))
     return 0
 
 

@@ -159,6 +159,29 @@ def test_bdf_compare_reports_changed_cells_and_the_nfe_sum(tmp_path, capsys):
     assert "after / before: 0.8333" in out  # (100 + 150) / (100 + 200)
 
 
+def test_bdf_compare_same_path_lists_cells_whose_steps_moved(tmp_path, capsys):
+    # the DIRK stage stop (stiff_holdout14_results.md) was checked with --same-path: fewer
+    # f-evaluations on the same steps is "the same", a moved step or error is listed
+    import json
+
+    import stiff_holdout8_checks as C
+
+    def cell(problem, nfe=100, steps=10, err=1e-6):
+        return {"problem": problem, "method": "kvaerno5", "rtol": 1e-3, "status": "ok",
+                "nfe": nfe, "njev": 5, "err": err, "steps": steps}  # fmt: skip
+
+    before, after = tmp_path / "before.jsonl", tmp_path / "after.jsonl"
+    before.write_text("".join(json.dumps(cell(p)) + "\n" for p in "ab"))
+    after.write_text(
+        json.dumps(cell("a", nfe=70)) + "\n" + json.dumps(cell("b", nfe=70, steps=11)) + "\n"
+    )
+    C.bdf_compare(str(before), str(after), same_path=True)
+    out = capsys.readouterr().out
+    assert "| b | kvaerno5 |" in out and "| a | kvaerno5 |" not in out
+    assert "2 cells; 1 ok in both with the same counts" in out
+    assert "after / before: 0.7000" in out
+
+
 def test_jitter_prints_both_codes_counts_at_each_rtol(capsys):
     # stiff_results.md (session 33) quotes `stiff_holdout8_checks.py jitter`: each row is
     # the odenet run and scipy Radau's at one rtol of the spread

@@ -43,7 +43,8 @@ is derived from the tableau's coefficients at 50 digits (:func:`radau_constants`
   ``studies/benchmarks/stiff_holdout.py``.)  The estimate is of order
   ``h^(s+1)`` (the controller's exponent is ``1/(s + 1)``).  After a rejection (and on
   the first step) a second filtering of ``f(y0 + err) + Σ e_i Z_i / h`` is used when
-  the first estimate says reject, as in Hairer's codes.  For ``s = 2`` the estimate is
+  the first estimate says reject, as in Hairer's codes (not where Newton failed: that
+  step is rejected whatever its estimate).  For ``s = 2`` the estimate is
   multiplied by ``κ = 8·rtol^(−1/8)`` and Newton stops at ``min(scipy's threshold,
   3e-4)`` in units of ``tol/κ`` (:func:`radau_error_safety`), so that its error is
   within 10× of RADAU5's at the same ``rtol``.
@@ -571,8 +572,10 @@ class RadauIIA(RungeKutta):
         y1 = y + Z[S - 1]  # stiffly accurate: c_s = 1, the last stage is the solution
         ks = _mix(self.A_inv_t, Z) / hy[None, :, None]
         with torch.no_grad():
+            # (a row whose Newton failed gets no second filtering: its estimate is
+            # replaced below, so the f of one would be spent on a step rejected anyway)
             err, refiltered = self._error(
-                g, s.detach(), y_, hy, f0.detach(), Z.detach(), lu, retry, y1
+                g, s.detach(), y_, hy, f0.detach(), Z.detach(), lu, retry & ok, y1
             )
         lost, f1 = None, None
         if self.stiffness_loss_limit is not None:

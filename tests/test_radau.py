@@ -1088,3 +1088,27 @@ def test_newton_shrink_defers_to_the_controller_where_newton_diverged():
     assert torch.isnan(got[1:3]).all()
     assert float(got[0]) == pytest.approx(0.8 * 5 ** (-1 / 7), rel=1e-12)
     assert float(got[3]) == pytest.approx(0.8 * 20 ** (-1 / 7), rel=1e-12)  # clamped at 20
+
+
+def test_a_failed_step_gets_no_second_filtering():
+    # the first step counts as a retry (Hairer's second filtering, f(y0 + err), is due
+    # where the first estimate rejects); where Newton failed the estimate is replaced by
+    # one that rejects, so that f would be spent on nothing.  y' = y² from 1 (a blow-up
+    # at t = 1), one step of h = 5: the stage equations have no real solution
+    calls = []
+
+    def g(s, y):
+        calls.append((s.detach().clone(), y.detach().clone()))
+        return y * y
+
+    nw = RadauNewton(tol=0.03, max_iter=7, atol=1e-6, rtol=1e-3)
+    rk = RadauIIA(odenet.tableau("radau_iia5"), D, D, "cpu", nw)
+    y = torch.ones(1, 1, dtype=D)
+    s = torch.zeros(1, dtype=D)
+    f0 = g(s, y)
+    calls.clear()
+    out = rk.step(g, s, y, torch.tensor([5.0], dtype=D), f0)
+    assert not bool(out.ok.any())
+    # at the step's start f is evaluated only at y0 (by the Jacobian), never at y0 + err
+    at_start = [yy for t, yy in calls if bool((t == 0).all())]
+    assert at_start and all(torch.equal(yy, y) for yy in at_start)

@@ -180,6 +180,10 @@ def test_bdf_compare_same_path_lists_cells_whose_steps_moved(tmp_path, capsys):
     assert "| b | kvaerno5 |" in out and "| a | kvaerno5 |" not in out
     assert "2 cells; 1 ok in both with the same counts" in out
     assert "after / before: 0.7000" in out
+    # files written before bdf-counts recorded steps cannot tell a moved step
+    before.write_text(json.dumps({k: v for k, v in cell("a").items() if k != "steps"}) + "\n")
+    with pytest.raises(SystemExit, match="rerun bdf-counts"):
+        C.bdf_compare(str(before), str(after), same_path=True)
 
 
 def test_jitter_prints_both_codes_counts_at_each_rtol(capsys):

@@ -50,27 +50,43 @@ def _atol(p, rtol, dtype=D):
     return torch.as_tensor(np.broadcast_to(p.atol_ratio * rtol, p.y0.shape).copy(), dtype=dtype)
 
 
-def batch(methods=("radau_iia5", "bdf"), rtol=1e-5) -> list[str]:
+def batch_rows(method: str, rtol: float = 1e-5) -> list[dict]:
+    """Point kinetics as a per-sample batch of two rows (its initial state and 0.9 times
+    it; outputs at 0, 6, 20 s) and each row alone, against scipy Radau at rtol 1e-12:
+    per row the largest error over the outputs in units of ``rtol`` (``batched``,
+    ``alone``), the accepted steps (``steps_batched``, ``steps_alone``) and whether the
+    batched solve succeeded.  ``tests/test_batching.py`` asserts on these rows."""
     p = H.get("point_kinetics")
     y0 = torch.tensor(p.y0, dtype=D)
     y0 = torch.stack([y0, 0.9 * y0])
     t = torch.tensor([0.0, 6.0, 20.0], dtype=D).repeat(2, 1)
     atol = _atol(p, rtol)
+    both = odenet.solve(per_sample_field(p), y0, t, method=method, rtol=rtol, atol=atol)
+    rows = []
+    for b in range(2):
+        ref = solve_ivp(
+            p.f_numpy, (0.0, 20.0), y0[b].numpy(), method="Radau", rtol=1e-12,
+            atol=p.atol_ratio * 1e-10, t_eval=t[b].numpy(),
+        ).y.T  # fmt: skip
+        alone = odenet.solve(p.f, y0[b], t[b], method=method, rtol=rtol, atol=atol)
+        rows.append({
+            "success": bool(both.success),
+            "batched": _units(both.ys[b].numpy(), ref, p.atol_ratio, rtol),
+            "steps_batched": int(both.stats["accepted"][b]),
+            "alone": _units(alone.ys.numpy(), ref, p.atol_ratio, rtol),
+            "steps_alone": int(alone.stats["accepted"]),
+        })  # fmt: skip
+    return rows
+
+
+def batch(methods=("radau_iia5", "bdf"), rtol=1e-5) -> list[str]:
     lines = ["| method | row | error batched (rtol) | steps batched | error alone | steps alone |"]
     lines.append("|---|---|---|---|---|---|")
     for m in methods:
-        both = odenet.solve(per_sample_field(p), y0, t, method=m, rtol=rtol, atol=atol)
-        for b in range(2):
-            ref = solve_ivp(
-                p.f_numpy, (0.0, 20.0), y0[b].numpy(), method="Radau", rtol=1e-12,
-                atol=p.atol_ratio * 1e-10, t_eval=t[b].numpy(),
-            ).y.T  # fmt: skip
-            alone = odenet.solve(p.f, y0[b], t[b], method=m, rtol=rtol, atol=atol)
+        for b, r in enumerate(batch_rows(m, rtol)):
             lines.append(
-                f"| {m} | {b} | {_units(both.ys[b].numpy(), ref, p.atol_ratio, rtol):.3f} | "
-                f"{int(both.stats['accepted'][b])} | "
-                f"{_units(alone.ys.numpy(), ref, p.atol_ratio, rtol):.3f} | "
-                f"{int(alone.stats['accepted'])} |"
+                f"| {m} | {b} | {r['batched']:.3f} | {r['steps_batched']} | "
+                f"{r['alone']:.3f} | {r['steps_alone']} |"
             )
     return lines
 

@@ -159,6 +159,9 @@ def bdf_compare(before: str, after: str, same_path: bool = False) -> None:
         return {(r["problem"], r["method"], r["rtol"]): r for r in map(json.loads, open(path))}
 
     a, b = load(before), load(after)
+    if same_path and any("steps" not in r for r in [*a.values(), *b.values()] if "nfe" in r):
+        # files from before bdf-counts recorded steps would all read "the same path"
+        raise SystemExit("--same-path needs the steps of every cell: rerun bdf-counts")
     same, nfe = 0, [0, 0]
     print("| problem | method | rtol | status | nfe | njev | error |")
     print("|---|---|---|---|---|---|---|")

@@ -22,7 +22,7 @@ Jacobian calls (``njev`` is printed beside it).
     python studies/benchmarks/bdf.py --problems none --brusselator-2d 32   # jac_sparsity both sides
     python studies/benchmarks/bdf.py --problems detest_d5,pollution --methods bdf,ndf  # hold-outs
 
-A problem of a hold-out set (``stiff_holdout.py`` … ``stiff_holdout14.py``) runs with its
+A problem of a hold-out set (``stiff_holdout.py`` … ``stiff_holdout15.py``) runs with its
 own floors (``atol = floors·rtol``).
 
 Writes ``studies/benchmarks/results/bdf.json``; ``bdf_results.md`` beside this file

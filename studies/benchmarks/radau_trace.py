@@ -29,7 +29,7 @@ the original's.
 
     python studies/benchmarks/radau_trace.py trace --problem oregonator --rtol 1e-3
 
-A problem of a hold-out sweep (``stiff_holdout.py`` … ``stiff_holdout14.py``: ``e5``,
+A problem of a hold-out sweep (``stiff_holdout.py`` … ``stiff_holdout15.py``: ``e5``,
 ``prothero_robinson_1e4``, ``detest_d5``, ``stick_slip``, ...) is traced, or run in
 ``grid``, with its own floors (``atol = floors·rtol``):
 
@@ -450,7 +450,7 @@ def run_odenet(prob, rtol, d, trace=False, **kw):
 
 def _named(name):
     """A cell of the stiff set, or of a hold-out sweep (``stiff_holdout.py`` …
-    ``stiff_holdout14.py``: their problems and per-component floors), by name."""
+    ``stiff_holdout15.py``: their problems and per-component floors), by name."""
     prob, floors = any_problem(name)
     return (name, prob, floors, {}, {})
 

@@ -326,7 +326,7 @@ def get(name: str) -> P.Problem:
 
 def any_problem(name: str) -> tuple[P.Problem, object]:
     """``(problem, floors)`` for a problem of the stiff set (``P.STIFF_SUITE``'s floor) or
-    of any hold-out set (``stiff_holdout.py`` … ``stiff_holdout14.py``, its
+    of any hold-out set (``stiff_holdout.py`` … ``stiff_holdout15.py``, its
     ``atol_ratio``), by name: ``atol = floors·rtol``."""
     if name in P.STIFF_SUITE:
         return P.get_problem(name), P.STIFF_SUITE[name]
@@ -344,6 +344,7 @@ def any_problem(name: str) -> tuple[P.Problem, object]:
     import stiff_holdout12  # noqa: F401
     import stiff_holdout13  # noqa: F401
     import stiff_holdout14  # noqa: F401
+    import stiff_holdout15  # noqa: F401
 
     if name not in HOLDOUT:
         known = sorted(P.STIFF_SUITE) + sorted(HOLDOUT)

@@ -1,0 +1,143 @@
+"""The fifteenth stiff hold-out set (studies/benchmarks/stiff_holdout15.py): its problems
+are the ones described (the stratosphere: KPP's daylight profile, NOx conserved, O1D in
+its photochemical steady state at noon; nucleation: mass conserved, the detailed-balance
+state an equilibrium, the spectrum's span; the controller: linear while unsaturated,
+saturating at both ends in every period), and must-hold cells of all three."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.integrate import solve_ivp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies" / "benchmarks"))
+import stiff_holdout15 as H15
+from _must_hold import assert_cell_passes, fd_jacobian
+from stiff_holdout import any_problem, both_fields
+
+
+@pytest.mark.parametrize("name", list(H15.HOLDOUT15))
+def test_the_torch_field_is_the_numpy_field(name):
+    ours, theirs = both_fields(H15.get(name))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-11, atol=1e-11 * np.abs(theirs).max())
+
+
+def test_any_problem_finds_the_fifteenth_set():
+    for name in H15.HOLDOUT15:
+        p, floors = any_problem(name)
+        assert p.name == name
+        np.testing.assert_array_equal(floors, p.atol_ratio)
+
+
+def _field(rates):
+    return lambda t, y: np.asarray(rates(t, y, np))
+
+
+def test_the_sun_rises_at_half_past_four_and_sets_at_half_past_seven():
+    hours = np.array([0.0, 4.0, 4.5, 12.0, 19.5, 20.0, 23.9])
+    t = (hours - 12.0) * 3600.0 + 86400.0  # the second day, seconds after the first noon
+    sun = np.array([H15.sunlight(s, np) for s in t])
+    np.testing.assert_allclose(sun, [0, 0, 0, 1, 0, 0, 0], atol=1e-15)
+    # C¹: the slope is zero at sunrise and sunset, and the day is symmetric about noon
+    for edge in (4.5, 19.5):
+        s = (edge - 12.0) * 3600.0
+        slope = (H15.sunlight(s + 1.0, np) - H15.sunlight(s - 1.0, np)) / 2.0
+        assert abs(slope) < 1e-7
+    morning, evening = (H15.sunlight((h - 12.0) * 3600.0, np) for h in (8.0, 16.0))
+    np.testing.assert_allclose(morning, evening, rtol=1e-14)
+    # τ|τ| = ±1/4 at 8:15 and 15:45: σ = (1 + cos(π/4))/2
+    np.testing.assert_allclose(H15.sunlight(-3.75 * 3600.0, np), (1 + math.sqrt(0.5)) / 2)
+
+
+def test_the_stratosphere_conserves_nox_and_holds_o1d_in_its_steady_state():
+    p = H15.get("stratosphere")
+    f = p.f_numpy
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        y = p.y0 * rng.uniform(0.5, 2.0, 5)
+        d = f(rng.uniform(0, 3 * 86400), y)
+        assert abs(d[3] + d[4]) <= 1e-12 * np.abs(d[3:]).max()
+    # at noon O1D is made by O3's photolysis and lost to quenching at k6·M, ~5.8e6 /s:
+    # the end state holds it at j5·O3/(k6·M + k7·O3)
+    S = H15.STRATO
+    end = p.exact([p.span[1]])[0]
+    o1d = S["j5"] * end[2] / (S["k6"] * S["M"] + S["k7"] * end[2])
+    np.testing.assert_allclose(end[0], o1d, rtol=1e-6)
+    np.testing.assert_allclose(end[3] + end[4], p.y0[3] + p.y0[4], rtol=1e-9)
+    J = fd_jacobian(p, p.span[1], end, h=1e-3)
+    assert np.linalg.eigvals(J).real.min() < -5e6
+
+
+def test_the_stratosphere_is_photochemistry_at_night_too():
+    # with no light O and O1D are only destroyed, NO only turned into NO2
+    f = _field(H15.stratosphere_rates(light=0.0))
+    d = f(0.0, H15.STRATO_Y0)
+    assert d[0] < 0 and d[1] < 0 and d[3] < 0 < d[4]
+
+
+def test_becker_doring_conserves_mass_and_rests_in_detailed_balance():
+    p = H15.get("becker_doring")
+    N, q = H15.NUCLEATION["sizes"], H15.NUCLEATION["q"]
+    k = np.arange(1, N + 1)
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        c = rng.uniform(0, 1, N)
+        assert abs(k @ p.f_numpy(0.0, c)) < 1e-12 * np.abs(p.f_numpy(0.0, c)).max()
+    _, _, Q = H15.becker_doring_coefficients(N, q)
+    for z in (0.5, 3.0, 20.0):
+        c = Q * z**k
+        np.testing.assert_allclose(p.f_numpy(0.0, c), 0, atol=1e-12 * np.abs(c).max())
+    end = p.exact([p.span[1]])[0]
+    np.testing.assert_allclose(k @ end, H15.NUCLEATION["monomers"], rtol=1e-9)
+    ev = np.linalg.eigvals(fd_jacobian(p, 0.0, end, h=1e-9)).real
+    assert ev.min() < -3e3 and -0.05 < np.sort(ev)[-2] < 0
+
+
+def test_the_controller_is_linear_until_its_actuator_saturates():
+    C = H15.CONTROL
+    f = _field(H15.saturated_pi_rates(low=-1e9, high=1e9))
+    t = 37.0
+    r, ambient = H15.set_point(t, np), -3 * (1 + math.tanh((t - C["drop_at"]) / 0.5))
+    A = np.array([
+        [-C["kappa"], -C["P"] * C["Kp"], C["P"]],
+        [1 / C["sensor"], -1 / C["sensor"], 0.0],
+        [0.0, -C["Ki"], 0.0],
+    ])  # fmt: skip
+    b = np.array([C["P"] * C["Kp"] * r + C["kappa"] * ambient, 0.0, C["Ki"] * r])
+    y = np.array([3.0, 2.5, -0.4])
+    np.testing.assert_allclose(f(t, y), A @ y + b, rtol=1e-13)
+
+
+def test_the_controller_saturates_at_both_ends_in_every_period():
+    p = H15.get("saturated_pi")
+    C = H15.CONTROL
+    r = solve_ivp(p.f_numpy, p.span, p.y0, method="Radau", rtol=1e-9, atol=1e-9, dense_output=True)
+    t = np.linspace(*p.span, 200001)
+    T, s, integral = r.sol(t)
+    u = C["Kp"] * (H15.set_point(t, np) - s) + integral
+    for start in np.arange(0.0, p.span[1] - 1, C["period"]):
+        window = (t >= start) & (t < start + C["period"])
+        if window.sum() * (t[1] - t[0]) < 0.9 * C["period"]:
+            continue
+        assert u[window].max() > 1 and u[window].min() < 0, start
+    assert u[-1] > 1  # the end lies inside a saturated stretch
+    np.testing.assert_allclose(T[-1], p.exact([p.span[1]])[0][0], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("name", "method", "rtol"),
+    [
+        ("stratosphere", "radau_iia5", 1e-3),
+        ("stratosphere", "bdf", 1e-5),
+        ("becker_doring", "radau_iia5", 1e-5),
+        ("becker_doring", "ndf", 1e-3),
+        ("saturated_pi", "radau_iia5", 1e-3),
+        ("saturated_pi", "kvaerno5", 1e-5),
+    ],
+)
+def test_a_must_hold_cell(name, method, rtol):
+    assert_cell_passes(H15.get(name), method, rtol)

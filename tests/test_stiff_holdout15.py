@@ -12,7 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy.integrate import solve_ivp
+
+import odenet
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies" / "benchmarks"))
 import stiff_holdout15 as H15
@@ -141,3 +144,23 @@ def test_the_controller_saturates_at_both_ends_in_every_period():
 )
 def test_a_must_hold_cell(name, method, rtol):
     assert_cell_passes(H15.get(name), method, rtol)
+
+
+@pytest.mark.parametrize(("method", "rtol"), [("ndf", 1e-4), ("kvaerno3", 1e-3)])
+def test_told_where_the_days_begin_and_end_no_step_skips_one(method, rtol):
+    # at night nothing moves and the steps grow tenfold per step; as given, these cells
+    # step over whole days with status ok (593 and 59·rtol: a step whose stages all
+    # fall at night).  The sunrises and sunsets as step_t, the guide's remedy, hold
+    # every method within its tolerance
+    import stiff_holdout15_checks as C
+
+    p = H15.get("stratosphere")
+    atol = torch.as_tensor(np.asarray(p.atol_ratio) * rtol)
+    sol = odenet.solve(
+        p.f, torch.as_tensor(p.y0), torch.tensor(p.span, dtype=torch.float64), method=method,
+        rtol=rtol, atol=atol, step_t=C.daylight_edges(p.span[1]),
+    )  # fmt: skip
+    ref = p.exact([p.span[1]])[0]
+    err = float(np.max(np.abs(sol.ys[-1].numpy() - ref) / (p.atol_ratio + np.abs(ref))))
+    assert bool(sol.success) and err < rtol
+    assert len(C.daylight_edges(p.span[1])) == 6  # three sunsets, three sunrises

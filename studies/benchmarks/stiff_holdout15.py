@@ -14,7 +14,7 @@ continuous but has kinks:
                        night; KPP's rate constants and initial state, from noon over
                        three days ([0, 259200] s, ending at noon).  O1D is destroyed at
                        ``k6 M ≈ 5.8e6 /s`` against O3's changes over days; at sunset O
-                       and O1D fall by forty decades within minutes and NO turns into
+                       and O1D fall by forty decades within two hours and NO turns into
                        NO2; at sunrise they come back.
 ``becker_doring``      The Becker–Döring equations of nucleation, clusters of 1 … 40
                        monomers: ``J_k = a_k c_1 c_k − b_{k+1} c_{k+1}``, ``c_1' =

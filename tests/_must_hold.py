@@ -20,10 +20,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies" / "benchm
 from stiff import run_odenet
 
 
-def assert_cell_passes(p, method: str, rtol: float, *, within: float = 10.0, max_steps=20000):
-    """Solve hold-out problem ``p`` with ``method`` at ``rtol``: status ok and an error
-    at most ``within``·rtol.  Returns the sweep's row."""
-    r = run_odenet(p, method, rtol, p.atol_ratio, max_steps=max_steps)
+def assert_cell_passes(
+    p, method: str, rtol: float, *, within: float = 10.0, max_steps=20000, **options
+):
+    """Solve hold-out problem ``p`` with ``method`` at ``rtol`` (``options`` go to
+    ``odenet.solve``: ``step_t``, ``max_step``, ...): status ok and an error at most
+    ``within``·rtol.  Returns the sweep's row."""
+    r = run_odenet(p, method, rtol, p.atol_ratio, max_steps=max_steps, **options)
     assert r["status"] == "ok", r["status"]
     assert r["err"] <= within * rtol, r["err"] / rtol
     return r

@@ -920,6 +920,9 @@ def _integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, rec
         events.start(s, y)
     stop_landing = None
     check_outputs, land = checks_outputs(rk, cfg), None
+    # the end of the latest trial whose Newton iteration failed, until reached (see
+    # _short_of_newton_failure); None until an implicit step fails so
+    newton_end = None
 
     # rows whose step is zero on a grid with repeated nodes stay put (a checkpoint
     # replay's grid repeats the step ends of the rows that rejected or had finished in
@@ -964,6 +967,10 @@ def _integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, rec
             if cfg.stops is not None:
                 stop_next, stop_landing = B.next_stop(s, cfg.jumps)
                 s_node = torch.minimum(s_end, stop_landing)
+            if newton_end is not None:
+                h_try, newton_end = _short_of_newton_failure(
+                    B, cfg, s, y, h_try, newton_end, s_node
+                )
             to_node = h_try >= (s_node - s) - snap
             h_try = ops.where(to_node, s_node - s, _clock_step(ops, s, h_try))
         h_try = B.freeze(h_try)
@@ -1028,6 +1035,12 @@ def _integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, rec
             if land is not None:  # retry to end on the output the interpolant missed
                 h_next = ops.where(ops.not_(accept) & (land < math.inf), land, h_next)
                 land = None
+            if ok is not None and not fixed and not ops.all(accept | ok):
+                failed = ops.not_(accept) & ops.not_(ok)
+                s_fail = s + h_plain if host else s.detach() + h_plain
+                # the latest failure's end: a step short of the one before ends before it
+                previous = -math.inf if newton_end is None else newton_end
+                newton_end = ops.where(failed, s_fail, previous)
             if not host and B.n_done:
                 accept = accept & ~B.done
         if stateful:  # the method's memory moves on with its rows' steps, else rewinds
@@ -1159,6 +1172,46 @@ def _jump_side(s: torch.Tensor, toward: float, field_dtype: torch.dtype) -> torc
     coarse = s.to(field_dtype)
     coarse = torch.nextafter(coarse, torch.full_like(coarse, toward)).to(s.dtype)
     return torch.minimum(near, coarse) if toward < 0 else torch.maximum(near, coarse)
+
+
+def _short_of_newton_failure(B, cfg: LoopConfig, s, y, h, s_fail, s_node):
+    """The step ``h`` shortened to end at ``s_fail``, the end of a trial whose Newton
+    iteration failed, where it would step over it before a node and ``f`` at the same
+    state moves by more than a tolerance unit over the step between here and there.
+    Returns the step and the failed end kept (``-inf`` once it is decided against).
+
+    A Newton failure says the field at the trial's end is not the one the step started
+    in, and nothing else has sampled it: the retries cover part of the span, and the
+    controller's growth after them used to carry the next step over its end unseen.
+    On KPP's stratosphere (issue 14) a trial into the morning failed, two steps of a
+    quarter followed, and the next, tenfold, went from before sunrise to the next
+    night: a day never evaluated, status ok, 593·rtol off (ndf at 1e-4).  Landing on
+    the failed trial's end puts a stage there (an implicit step's last stage is its
+    end), and what that step sees decides the next.
+
+    Only a forcing can hide that way: where ``f`` has no explicit time dependence
+    between here and there, the state that made Newton fail is the one a longer step's
+    own Newton iteration must pass through, and its estimate sees it.  Two evaluations
+    of ``f`` at this state, here and at ``s_fail``, tell the cases apart, once per
+    failure; DETEST F5's Newton-limited DIRK steps (autonomous, a failure every few
+    steps) cost threefold where every failure was landed on, and a ceiling on the step
+    size after one fourfold (``stiff_holdout15_results.md``)."""
+    ops, snap = B.ops, B.snap
+    host = isinstance(s, float)
+    s_here = s if host else s.detach()
+    ahead = s_fail - s_here
+    crossing = (ahead > snap) & (s_fail < s_node - snap) & (h > ahead)
+    if not ops.any(crossing):
+        return h, s_fail
+    with torch.no_grad():
+        y_here = y.detach()
+        f_there = B.field(ops.where(crossing, s_fail, s_here), y_here)
+        f_here = B.field(s_here, y_here)
+        scale = tolerance_unit(cfg.atol, cfg.rtol, y_here, y_here)
+        moved = (cfg.norm or rms_norm)((f_there - f_here) / scale)
+        moved = float(moved[0]) if host else moved.to(ahead.dtype)
+        moved = crossing & (abs(h) * moved > 1.0)
+    return ops.where(moved, ahead, h), ops.where(crossing & ops.not_(moved), -math.inf, s_fail)
 
 
 def _hold_still_rows(rk, trial: _Trial, h, y, f0, state, trial_state):

@@ -1035,12 +1035,6 @@ def _integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, rec
             if land is not None:  # retry to end on the output the interpolant missed
                 h_next = ops.where(ops.not_(accept) & (land < math.inf), land, h_next)
                 land = None
-            if ok is not None and not fixed and not ops.all(accept | ok):
-                failed = ops.not_(accept) & ops.not_(ok)
-                s_fail = s + h_plain if host else s.detach() + h_plain
-                # the latest failure's end: a step short of the one before ends before it
-                previous = -math.inf if newton_end is None else newton_end
-                newton_end = ops.where(failed, s_fail, previous)
             if not host and B.n_done:
                 accept = accept & ~B.done
         if stateful:  # the method's memory moves on with its rows' steps, else rewinds
@@ -1049,6 +1043,14 @@ def _integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, rec
             elif not host:
                 method_state = rk.commit_state(method_state, trial_state, accept)
         all_accept = ops.all(accept)
+        if not all_accept and trial.ok is not None and not fixed:
+            # looked at only after a rejection: no host sync on the steps all rows accept
+            failed = ops.not_(accept) & ops.not_(trial.ok)
+            if ops.any(failed):
+                s_fail = s + h_plain if host else s.detach() + h_plain
+                # the latest failure's end: a step short of the one before ends before it
+                previous = -math.inf if newton_end is None else newton_end
+                newton_end = ops.where(failed, s_fail, previous)
         if last_step is not None:  # the method keeps its rows' last accepted steps
             last_step.verdict(accept, all_accept)
         any_accept = all_accept or ops.any(accept)

@@ -186,6 +186,46 @@ def test_bdf_compare_same_path_lists_cells_whose_steps_moved(tmp_path, capsys):
         C.bdf_compare(str(before), str(after), same_path=True)
 
 
+def test_bdf_verdicts_judge_each_cell_against_scipy_radau_at_its_rtol(tmp_path, capsys):
+    # stiff_results.md (session 52) tables every method's verdicts from bdf-counts files;
+    # scipy Radau's errors come from the cache file, and a cell missing there is solved
+    import json
+
+    import stiff_holdout8_checks as C
+
+    def cell(problem, method, err, status="ok", rtol=1e-3):
+        return {"problem": problem, "method": method, "rtol": rtol, "status": status,
+                "err": err, "nfe": 10, "njev": 1}  # fmt: skip
+
+    rows = [
+        cell("a", "bdf", 5e-3),  # 5 rtol, 5x Radau's 1e-3: pass
+        cell("a", "ndf", 2e-2),  # 20x Radau's, under 100 rtol: LOOSE
+        cell("b", "bdf", 0.2),  # 200 rtol: SILENT, whatever Radau's
+        cell("b", "ndf", None, status="status 2"),
+        {"problem": "b", "method": "sdirk4", "rtol": 1e-3, "status": "timeout"},
+    ]
+    counts = tmp_path / "counts.jsonl"
+    counts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    radau = tmp_path / "radau.jsonl"
+    cached = [{"problem": "a", "rtol": 1e-3, "status": "ok", "err": 1e-3},
+              {"problem": "b", "rtol": 1e-3, "status": "ok", "err": 0.5}]  # fmt: skip
+    radau.write_text("".join(json.dumps(r) + "\n" for r in cached))
+    C.bdf_verdicts([str(counts)], str(radau), limit=30)
+    out = capsys.readouterr().out
+    assert "| LOOSE | a | ndf | 1e-03 | 20 | 1 |" in out
+    assert "| SILENT | b | bdf | 1e-03 | 200 | 500 |" in out
+    assert "| a | bdf |" not in out
+    assert "| bdf | 1 | 0 | 0 | 1 | 0 |" in out
+    assert "| ndf | 0 | 1 | 1 | 0 | 0 |" in out
+    assert "| sdirk4 | 0 | 0 | 0 | 0 | 1 |" in out
+    # a (problem, rtol) the cache lacks is solved with scipy Radau and appended
+    counts.write_text(json.dumps(cell("kaps", "bdf", 1e-9)) + "\n")
+    C.bdf_verdicts([str(counts)], str(radau), limit=30)
+    solved = [json.loads(line) for line in radau.read_text().splitlines()][-1]
+    assert (solved["problem"], solved["rtol"], solved["status"]) == ("kaps", 1e-3, "ok")
+    assert 0 < solved["err"] < 1e-3
+
+
 def test_jitter_prints_both_codes_counts_at_each_rtol(capsys):
     # stiff_results.md (session 33) quotes `stiff_holdout8_checks.py jitter`: each row is
     # the odenet run and scipy Radau's at one rtol of the spread

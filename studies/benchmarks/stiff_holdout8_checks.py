@@ -15,6 +15,8 @@ hold-out sets, to compare two checkouts of the library cell by cell.
         --methods kvaerno5,sdirk4,kvaerno3,trbdf2 --rtols 1e-3,1e-5 --limit 20
     python studies/benchmarks/stiff_holdout8_checks.py bdf-compare before.jsonl after.jsonl \
         --same-path
+    python studies/benchmarks/stiff_holdout8_checks.py bdf-verdicts after.jsonl \
+        --radau radau_errors.jsonl
     python studies/benchmarks/stiff_holdout8_checks.py jitter --problem stiff_pendulum \
         --rtol 1e-6 --spread 0.01 --points 11
 
@@ -25,7 +27,9 @@ floors·rtol), printed as multiples of rtol.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
+import math
 import signal
 import sys
 import time
@@ -35,6 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import stiff_holdout8  # noqa: F401  (registers the set's problems)
 from stiff import run_odenet, run_scipy
+from stiff_accuracy import verdict
 from stiff_holdout import HOLDOUT, any_problem, get, mixed_error, scipy_end
 
 from odenet import problems as P
@@ -188,6 +193,59 @@ def bdf_compare(before: str, after: str, same_path: bool = False) -> None:
         print("(same counts: the same steps, Jacobians and end error)")
 
 
+def radau_errors(cells: set, path: str, limit: float) -> dict:
+    """scipy Radau's end error at each ``(problem, rtol)`` of ``cells``, with the floors of
+    :func:`bdf_counts` (atol = floors·rtol): read from the JSON-lines file ``path`` where
+    it has them, the rest solved (``limit`` seconds each, else ``timeout``) and appended
+    to it.  Returns ``{(problem, rtol): error or nan}``."""
+    known = {}
+    if Path(path).exists():
+        known = {(r["problem"], r["rtol"]): r for r in map(json.loads, open(path))}
+    old = signal.signal(signal.SIGALRM, _alarm)
+    with open(path, "a") as fh:
+        for name, rtol in sorted(cells - set(known)):
+            p, floors = any_problem(name)
+            p.solution([p.span[1]])  # the reference outside the limit, as bdf_counts
+            signal.setitimer(signal.ITIMER_REAL, limit)
+            try:
+                row = run_scipy(p, "Radau", rtol, floors)
+            except _Timeout:
+                row = {"status": "timeout"}
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            row.update(problem=name, rtol=rtol)
+            known[(name, rtol)] = row
+            fh.write(json.dumps(row, default=float) + "\n")
+            fh.flush()
+    signal.signal(signal.SIGALRM, old)
+    return {k: r["err"] if r["status"] == "ok" else math.nan for k, r in known.items()}
+
+
+def bdf_verdicts(paths: list[str], radau_path: str, limit: float) -> None:
+    """The hold-out sweep's verdicts (``stiff_accuracy.verdict``: pass, fail, LOOSE,
+    SILENT, timeout) of the cells of :func:`bdf_counts` files, against scipy Radau's
+    error at the same rtol and floors (:func:`radau_errors`): the LOOSE and SILENT cells,
+    then the count of each verdict per method."""
+    rows = [r for path in paths for r in map(json.loads, open(path))]
+    radau = radau_errors({(r["problem"], r["rtol"]) for r in rows}, radau_path, limit)
+    counts = collections.defaultdict(collections.Counter)
+    print("| verdict | problem | method | rtol | error / rtol | scipy Radau's / rtol |")
+    print("|---|---|---|---|---|---|")
+    for r in sorted(rows, key=lambda r: (r["problem"], r["method"], r["rtol"])):
+        ref = radau[(r["problem"], r["rtol"])]
+        v = verdict({"err": math.nan, **r}, ref, r["rtol"])
+        counts[r["method"]][v] += 1
+        if v in ("LOOSE", "SILENT"):
+            print(f"| {v} | {r['problem']} | {r['method']} | {r['rtol']:.0e} | "
+                  f"{r['err'] / r['rtol']:.3g} | {ref / r['rtol']:.3g} |")  # fmt: skip
+    print("\n| method | pass | fail | LOOSE | SILENT | timeout |\n|---|---|---|---|---|---|")
+    for m, c in sorted(counts.items()):
+        print(f"| {m} | " + " | ".join(str(c[v]) for v in VERDICTS) + " |")
+
+
+VERDICTS = ("pass", "fail", "LOOSE", "SILENT", "timeout")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="mode", required=True)
@@ -214,11 +272,18 @@ def main(argv=None) -> int:
     d.add_argument("before")
     d.add_argument("after")
     d.add_argument("--same-path", action="store_true", help="compare steps, not nfe")
+    v = sub.add_parser("bdf-verdicts", help="verdicts of bdf-counts files against scipy")
+    v.add_argument("files", nargs="+")
+    v.add_argument("--radau", required=True, help="scipy Radau's errors (JSON lines, cache)")
+    v.add_argument("--limit", type=float, default=90.0, help="seconds per scipy solve")
     args = ap.parse_args(argv)
     # scipy's and odenet's trial steps overflow the rectifier's diode: rejected, not wrong
     warnings.filterwarnings("ignore", "overflow encountered")
     if args.mode == "bdf-compare":
         bdf_compare(args.before, args.after, args.same_path)
+        return 0
+    if args.mode == "bdf-verdicts":
+        bdf_verdicts(args.files, args.radau, args.limit)
         return 0
     if args.mode == "jitter":
         jitter(args.problem, args.method, args.rtol, args.spread, args.points)

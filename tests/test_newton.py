@@ -1,5 +1,6 @@
 """The simplified Newton iteration for implicit stages (odenet._newton)."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -296,3 +297,54 @@ def test_a_batch_with_one_solved_row_solves_every_stage_of_it():
     assert both.ok.tolist() == [False, True] and bool(alone.ok.all())
     torch.testing.assert_close(both.y1[1], alone.y1[0], rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(both.error[1], alone.error[0], rtol=1e-9, atol=1e-14)
+
+
+def _f5(y, k=(3e11, 9e11, 1.2e8, 2e7, 1e8), xp=torch):
+    # DETEST F5's rates (stiff_holdout5.py), on [K, 4] rows of torch or numpy arrays
+    y1, y2, y3, y4 = y[:, 0], y[:, 1], y[:, 2], y[:, 3]
+    r12, r13 = k[0] * y1 * y2, k[1] * y1 * y3
+    return xp.stack(
+        [-r12 + k[2] * y4 - r13, -r12 + k[3] * y4, -r13 + k[4] * y4, r12 - k[2] * y4 + r13], 1
+    )
+
+
+@pytest.mark.skipif(
+    np.finfo(np.longdouble).eps >= 1e-17, reason="needs an extended-precision longdouble"
+)
+def test_the_stage_round_off_noise_bounds_the_residuals_own_round_off():
+    # Newton.stage_roundoff_floor believes an increment within (I − hγJ)⁻¹·noise: the
+    # noise must cover what float64 loses in the residual Z − base − hγ f(Z).  The truth:
+    # the same residual from the same float64 numbers in extended precision.  Near F5's
+    # equilibrium f ≈ 0 is a balance of terms 1e3–1e10 times larger, which eps·|Z| alone
+    # misses by orders of magnitude
+    rng = np.random.default_rng(0)
+    equilibrium = np.array([3.365e-7, 8.261e-3, 1.642e-3, 9.38e-6])
+    kl = tuple(np.longdouble(x) for x in (3e11, 9e11, 1.2e8, 2e7, 1e8))
+
+    class Capture:  # an identity "LU" that keeps what it was asked to solve
+        def solve(self, rhs):
+            self.rhs = rhs
+            return rhs
+
+    worst = worst_naive = 0.0
+    for _ in range(200):
+        y = torch.tensor(equilibrium * np.exp(rng.normal(0, 0.5, 4)), dtype=D)[None]
+        hg = 10 ** rng.uniform(-4, 1)
+        base = y[:, None] * (1 + torch.tensor(rng.normal(0, 1e-9, (1, 1, 4)), dtype=D))
+        Z = base + y[:, None] * torch.tensor(rng.normal(0, 1e-9, (1, 1, 4)), dtype=D)
+        hA = torch.full((1, 1, 1), hg, dtype=D)
+        nw = Newton(tol=None, max_iter=8, atol=1e-12, rtol=1e-6)
+        nw.jacobian(lambda s, yy: _f5(yy), torch.zeros(1, dtype=D), Z[:, 0])
+        G = _f5(Z[:, 0])[:, None]
+        ours = (Z - base - hA @ G)[0, 0].numpy().astype(np.longdouble)
+        Zl, bl = Z[0].numpy().astype(np.longdouble), base[0].numpy().astype(np.longdouble)
+        exact = (Zl - bl - np.longdouble(hg) * _f5(Zl, kl, xp=np))[0]
+        lost = np.abs(ours - exact).astype(np.float64)
+        cap = Capture()
+        nw.stage_roundoff_floor(cap, hA, Z, G, base, torch.ones(1, 1, 4, dtype=D), 1.0)
+        noise = cap.rhs[0].numpy()
+        naive = np.finfo(np.float64).eps * (Zl.astype(np.float64) + bl.astype(np.float64))[0]
+        worst = max(worst, float((lost / noise).max()))
+        worst_naive = max(worst_naive, float((lost / naive).max()))
+    assert worst <= 1.0, worst  # measured 0.50
+    assert worst_naive > 1e6, worst_naive  # measured 1.3e10

@@ -425,7 +425,11 @@ class Newton:
         -------
         [K] the floor in the increment's norm (RMS of ``|Δ|/scale``).
         """
-        noise = self.roundoff_noise(c, y, f, rest)
+        return self._floor_of(lu, self.roundoff_noise(c, y, f, rest), scale, factor)
+
+    def _floor_of(self, lu, noise, scale, factor):
+        """``factor`` times the RMS of ``M⁻¹ noise / scale`` [K]: the increment an
+        iteration makes from a residual of that noise alone (``noise``, ``scale`` [K, m])."""
         return factor * (self.solve(lu, noise).abs() / scale).pow(2).mean(dim=1).sqrt()
 
     def roundoff_noise(self, c, y, f, rest):
@@ -461,8 +465,8 @@ class Newton:
         eps = torch.finfo(Z.dtype).eps
         n_G = torch.stack([self.roundoff_noise(1.0, Z[:, j], G[:, j], None) for j in range(S)], 1)
         noise = hA.abs() @ n_G + eps * (Z.abs() + base.abs())
-        dZ = self.solve(lu, noise.reshape(K, S * n)).reshape(K, S, n)
-        return factor * (dZ.abs() / scale).pow(2).mean(dim=(1, 2)).sqrt()
+        flat = (K, S * n)
+        return self._floor_of(lu, noise.reshape(flat), scale.expand(K, S, n).reshape(flat), factor)
 
     def solve(self, lu, rhs: torch.Tensor) -> torch.Tensor:
         """``M⁻¹ rhs`` for the factors ``lu`` of :meth:`iteration_matrix`; rhs [K, m]."""

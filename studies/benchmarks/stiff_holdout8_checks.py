@@ -45,6 +45,7 @@ from stiff_holdout import HOLDOUT, any_problem, get, mixed_error, scipy_end
 from odenet import problems as P
 
 MAX_STEP_METHODS = "kvaerno5,radau_iia3,radau_iia5,radau_iia9"
+VERDICTS = ("pass", "fail", "LOOSE", "SILENT", "timeout")  # stiff_accuracy.verdict's
 
 
 def _end(p):
@@ -241,9 +242,6 @@ def bdf_verdicts(paths: list[str], radau_path: str, limit: float) -> None:
     print("\n| method | pass | fail | LOOSE | SILENT | timeout |\n|---|---|---|---|---|---|")
     for m, c in sorted(counts.items()):
         print(f"| {m} | " + " | ".join(str(c[v]) for v in VERDICTS) + " |")
-
-
-VERDICTS = ("pass", "fail", "LOOSE", "SILENT", "timeout")
 
 
 def main(argv=None) -> int:

@@ -528,7 +528,7 @@ class Newton:
         Increments that stop contracting within the round-off of the stage residual
         have converged (:meth:`stage_roundoff_floor`, as BDF's and Radau's iterations):
         on DETEST F5 at its equilibrium, where rates of 1e3 cancel in ``f ≈ 0``, the
-        DIRK stages stalled at 1e-6 tolerance units, were taken as diverged, and
+        DIRK stages stalled at 4e-7 … 5e-5 tolerance units, were taken as diverged, and
         kvaerno5 at rtol 1e-5 failed Newton on 236 of 602 steps.  ``fresh``: the
         Jacobian in ``lu`` was taken at this step's start (its floor is believed at
         once and :data:`ROUNDOFF_FACTOR` times; a kept one's after a contraction at

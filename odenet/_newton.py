@@ -239,6 +239,10 @@ class NewtonStats:
     """Counters of the implicit machinery (python ints, summed over the batch)."""
 
     jacobians: int = 0
+    # reverse-mode vector–Jacobian products the autograd Jacobians took (each costs
+    # about one evaluation of f; their one taped evaluation is counted as an
+    # evaluation, as forward mode's dual ones are)
+    jac_products: int = 0
     factorizations: int = 0
     linear_solves: int = 0
     iterations: int = 0
@@ -270,8 +274,9 @@ class Newton:
         ``[K, n, n]`` or :class:`~odenet._jacobian.SparseJac` (wrapped by
         :func:`odenet._jacobian.user_jacobian`); autograd when None.
     sparsity : :class:`~odenet._jacobian.Sparsity`, optional
-        The pattern of ``J``: autograd Jacobians are compressed (one forward-mode
-        product per column group) and a large single system factorises with SuperLU.
+        The pattern of ``J``: autograd Jacobians are compressed (one product per row
+        or column group, :func:`~odenet._jacobian.compressed_jacobian`) and a large
+        single system factorises with SuperLU.
     """
 
     def __init__(
@@ -322,8 +327,10 @@ class Newton:
                     self.J = self.jac(s.detach(), y.detach())
             elif self.sparsity is not None:
                 self.J = compressed_jacobian(g, s, y, self.sparsity)
+                self.stats.jac_products += self.sparsity.products
             else:
                 self.J = batched_jacobian(g, s, y)
+                self.stats.jac_products += y.shape[-1]
             self.J_fresh = True
             self.J_version += 1
             self.stats.jacobians += 1

@@ -140,7 +140,10 @@ class Solution:
     stats : dict
         ``nfe`` (calls of the vector field; each call evaluates the whole batch),
         ``steps``, ``accepted``, ``rejected`` (ints, or ``[B]`` tensors for per-sample
-        grids); implicit methods add ``jacobians``, ``factorizations``,
+        grids); implicit methods add ``jacobians``, ``jac_products`` (the autograd
+        Jacobians' reverse-mode vector–Jacobian products: ``n`` per dense one, one per
+        row group of ``jac_sparsity``; each costs about one evaluation),
+        ``factorizations``,
         ``linear_solves``, ``newton_iterations``, ``newton_failures`` and scipy's names
         ``njev`` (Jacobian evaluations) and ``nlu`` (LU factorizations);
         ``compile=True`` adds ``compiled``, ``compile_time`` (seconds) and, when eager

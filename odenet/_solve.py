@@ -314,6 +314,7 @@ class Prepared:
             ns = newton.stats
             stats.update(
                 jacobians=ns.jacobians,
+                jac_products=ns.jac_products,
                 factorizations=ns.factorizations,
                 linear_solves=ns.linear_solves,
                 newton_iterations=ns.iterations,
@@ -891,8 +892,9 @@ def solve(
         autograd graph.  Default: autograd (see :mod:`odenet._jacobian`).
     jac_sparsity : ``[n, n]`` boolean pattern (array, tensor or scipy.sparse), optional
         Implicit methods: where ``∂f_i/∂y_j`` can be nonzero.  Autograd Jacobians are
-        then compressed (one forward-mode product per group of structurally
-        orthogonal columns) and one system with ``n ≥ 200`` on the CPU is factorised
+        then compressed (one reverse-mode product per group of structurally
+        orthogonal rows, or one forward-mode product per group of columns where the
+        columns need fewer groups) and one system with ``n ≥ 200`` on the CPU is factorised
         with a sparse LU (SuperLU), as scipy's ``jac_sparsity``.
     compile : bool
         Fuse ``f`` with the method's step into one ``torch.compile`` kernel per step

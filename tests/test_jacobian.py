@@ -1,5 +1,6 @@
 """Jacobians for the implicit methods (odenet._jacobian): autograd, compressed
-forward mode on a sparsity pattern, user Jacobians, sparse LU, and their counts."""
+reverse and forward mode on a sparsity pattern, user Jacobians, sparse LU, and their
+counts."""
 
 import numpy as np
 import pytest
@@ -136,11 +137,66 @@ def test_the_compressed_jacobian_equals_the_dense_one(n, K, density, seed):
     g, exact = masked_field(P, seed)
     sparsity = Sparsity.from_pattern(P)
     assert _structurally_orthogonal(P, sparsity.groups)
+    assert _structurally_orthogonal(P.T, sparsity.row_groups)
     y = torch.as_tensor(rng.standard_normal((K, n)))
     J = compressed_jacobian(g, torch.zeros(K, dtype=D), y, sparsity)
     dense = batched_jacobian(g, torch.zeros(K, dtype=D), y)
     assert torch.allclose(J, dense, rtol=1e-13, atol=1e-15)
     assert torch.allclose(J, exact(y), rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("dense_line", ["row", "column"])
+def test_the_mode_with_fewer_groups_is_taken_and_gives_the_jacobian(dense_line):
+    # an arrow: the diagonal and one dense line.  A dense last row puts every column in
+    # one row (n column groups) but takes 2 row groups; a dense last column the reverse.
+    n, K = 9, 2
+    P = np.eye(n, dtype=bool)
+    if dense_line == "row":
+        P[-1, :] = True
+    else:
+        P[:, -1] = True
+    g, exact = masked_field(P, seed=3)
+    calls = []
+
+    def counted(s, y):
+        calls.append(1)
+        return g(s, y)
+
+    sparsity = Sparsity.from_pattern(P)
+    y = torch.as_tensor(np.random.default_rng(1).standard_normal((K, n)))
+    J = compressed_jacobian(counted, torch.zeros(K, dtype=D), y, sparsity)
+    assert torch.allclose(J, exact(y), rtol=1e-13, atol=1e-15)
+    if dense_line == "row":
+        assert (sparsity.n_row_groups, sparsity.n_groups) == (2, n)
+        # reverse: one taped call and one product per row group
+        assert sparsity.reverse and sparsity.products == 2 and len(calls) == 1
+    else:
+        assert (sparsity.n_row_groups, sparsity.n_groups) == (n, 2)
+        # forward: one dual call per column group, counted as evaluations
+        assert not sparsity.reverse and sparsity.products == 0 and len(calls) == 2
+
+
+def test_a_field_with_numeric_constants_gets_its_sparse_jacobian_in_reverse_mode():
+    # the 1-D Brusselator's stencil, written with Python numbers as fields are: a
+    # structurally symmetric pattern ties (6 row groups, 6 column groups) and goes to
+    # reverse mode, one taped call
+    prob = get_problem("brusselator_1d", n=20)
+    m = 20
+    T = sp.diags([np.ones(m - 1), np.ones(m), np.ones(m - 1)], [-1, 0, 1])
+    pattern = sp.bmat([[T, sp.eye(m)], [sp.eye(m), T]])
+    sparsity = Sparsity.from_pattern(pattern)
+    assert sparsity.n_row_groups == sparsity.n_groups == 6 and sparsity.reverse
+    calls = []
+
+    def g(s, z):
+        calls.append(1)
+        return prob.f(s[0], z[0])[None]
+
+    y = prob.y0_tensor()[None] * 1.1
+    J = compressed_jacobian(g, torch.zeros(1, dtype=D), y, sparsity)
+    assert len(calls) == 1
+    exact = sp.csr_matrix(prob.jac_numpy(0.0, y[0].numpy())).toarray()  # the closed form
+    np.testing.assert_allclose(J[0].numpy(), exact, rtol=1e-13, atol=1e-12)
 
 
 def test_a_large_single_system_gets_a_sparse_jacobian_and_sparse_lu():
@@ -286,6 +342,10 @@ def test_sparse_jacobians_give_the_dense_answer_on_the_2d_brusselator(monkeypatc
     assert {2 * N * N} == {m for m, _ in sparse_lus}
     assert len(sparse_lus) == sparse.stats["nlu"]
     assert sparse.stats["steps"] == dense.stats["steps"]
+    # the work: n reverse products per dense Jacobian, one per row group per sparse one
+    groups = Sparsity.from_pattern(pattern).n_row_groups
+    assert sparse.stats["jac_products"] == groups * sparse.stats["njev"] > 0
+    assert dense.stats["jac_products"] == 2 * N * N * dense.stats["njev"]
     ref = prob.solution([0.5])[0]
     assert np.abs(sparse.ys[-1].numpy() - ref).max() / np.abs(ref).max() < 1e-5
 

@@ -10,8 +10,9 @@ scipy's ``solve_ivp`` (``"scipy:RK45"``, ``"scipy:Radau"``, ``"scipy:BDF+jac"``,
 The work is counted the same way on every side: ``nfe`` is every call of the vector
 field, made by whichever library (the field is wrapped once, so scipy's
 finite-difference Jacobian columns and the evaluation each odenet autograd Jacobian
-makes are in it), ``jac_products`` the vector–Jacobian products of odenet's autograd
-Jacobians (``n`` per Jacobian, each about the cost of one evaluation), and
+makes are in it), ``jac_products`` the reverse-mode vector–Jacobian products of
+odenet's autograd Jacobians (``n`` per dense Jacobian, one per row group with
+``jac_sparsity``; each about the cost of one evaluation; ``Solution.stats``), and
 ``work = nfe + jac_products``; ``njev`` (Jacobians) and ``nlu`` (LU factorizations) as
 each library reports them.  Each cell is timed ``repeats`` times (median reported)
 in a child process that is killed after ``cell_timeout`` seconds: a cell that runs
@@ -347,12 +348,12 @@ def _run_once(
     stats["newton_failures"] = int(sol.stats.get("newton_failures", 0))  # (for the message)
     stats["steps"] = stats["accepted"]
     njev = int(sol.stats.get("njev", sol.stats.get("jacobians", 0)))
-    # a reverse-mode autograd Jacobian is one evaluation (counted in nfe) and one
-    # vector–Jacobian product per state component; a compressed one (+sparsity) is one
-    # forward-mode evaluation of f per column group, already in nfe; +jac costs neither
+    # an autograd Jacobian is one taped evaluation (counted in nfe) and its reverse-mode
+    # vector–Jacobian products (n for a dense one, one per row group with +sparsity),
+    # or one evaluation on dual numbers per column group (in nfe); +jac costs neither
     stats.update(
         nfe=f.calls,
-        jac_products=njev * problem.dim if not solver.variant else 0,
+        jac_products=int(sol.stats.get("jac_products", 0)),
         njev=njev,
         nlu=int(sol.stats.get("nlu", sol.stats.get("factorizations", 0))),
     )

@@ -6,8 +6,9 @@ Two modes:
 and scipy's ``Radau`` (finite-difference Jacobian, as ``stiff.py``) at the same
 ``rtol`` and ``atol = d·rtol``; per solver ``njev``, ``nfe``, ``nlu``, accepted steps,
 rejected steps and the error of :func:`odenet.problems.stiff_error`; also odenet's
-``nfe`` without the f-calls its Jacobians make (one per autograd Jacobian, one per
-column group with ``jac_sparsity``), which is what scipy's ``nfev`` counts.  A cell is
+``nfe`` without the f-calls its Jacobians make (one per autograd Jacobian, the taped
+one; one per column group where ``jac_sparsity`` takes forward mode), which is what
+scipy's ``nfev`` counts.  A cell is
 "over" when its njev is above scipy's or that nfe above 1.2× scipy's.  Counts are
 deterministic, so the machine's load does not matter, but scipy's depend on its BLAS's
 round-off and so on the number of BLAS threads: stiff_pendulum 1e-6 takes 154 Jacobians
@@ -349,8 +350,8 @@ def run_odenet(prob, rtol, d, trace=False, **kw):
     """odenet's radau_iia5 on ``prob``; with ``trace`` the per-attempt log (the
     controller's and the Newton iteration's inputs, read through wrappers)."""
     log = []
-    # f-calls made inside Newton.jacobian (one per autograd Jacobian, one per column group
-    # of a jac_sparsity one): scipy's nfev leaves its finite-difference calls out
+    # f-calls made inside Newton.jacobian (one per autograd Jacobian; one per column group
+    # of a forward-mode jac_sparsity one): scipy's nfev leaves its finite-difference calls out
     calls = {"f": 0, "jac": 0, "inside": False}
     jacobian = Newton.jacobian
 

@@ -22,7 +22,7 @@ committed ``studies/benchmarks/stiff_results.md`` is one such run).
 
 ``--brusselator-2d N`` adds the 2-D Brusselator (:func:`odenet.problems.brusselator_2d`,
 ``2N²`` states, on ``[0, --b2d-t1]``), where linear algebra dominates: odenet's
-radau_iia5 with ``jac_sparsity`` (compressed forward-mode Jacobians, SuperLU) against
+radau_iia5 with ``jac_sparsity`` (compressed autograd Jacobians, SuperLU) against
 scipy's Radau and BDF with ``jac_sparsity``; ``--b2d-dense`` adds the rows without it
 (dense Jacobians and LU on both sides: slow for N ≥ 32).  Error against a scipy BDF
 reference with ``jac_sparsity`` at rtol 1e-10, floor ``d = 1``.

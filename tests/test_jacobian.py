@@ -23,6 +23,7 @@ from odenet._jacobian import (
     group_columns,
     lu_kron,
     lu_shifted,
+    vector_jacobian_products,
 )
 from odenet.problems import brusselator_2d_sparsity, get_problem
 
@@ -197,6 +198,33 @@ def test_a_field_with_numeric_constants_gets_its_sparse_jacobian_in_reverse_mode
     assert len(calls) == 1
     exact = sp.csr_matrix(prob.jac_numpy(0.0, y[0].numpy())).toarray()  # the closed form
     np.testing.assert_allclose(J[0].numpy(), exact, rtol=1e-13, atol=1e-12)
+
+
+def test_without_a_batching_rule_the_products_are_taken_one_seed_at_a_time(monkeypatch):
+    # a field op without a vmap rule makes the batched backward raise; the products
+    # then come from one backward per seed and must be the same
+    rng = np.random.default_rng(5)
+    P = rng.random((7, 7)) < 0.4
+    g, exact = masked_field(P, seed=5)
+    y = torch.as_tensor(rng.standard_normal((2, 7)))
+    seeds = torch.as_tensor(rng.standard_normal((3, 2, 7)))
+    s = torch.zeros(2, dtype=D)
+    batched = vector_jacobian_products(g, s, y, seeds)
+    grad = torch.autograd.grad
+    loops = []
+
+    def no_batching(*args, **kw):
+        if kw.get("is_grads_batched"):
+            raise RuntimeError("Batching rule not implemented")
+        loops.append(1)
+        return grad(*args, **kw)
+
+    monkeypatch.setattr(torch.autograd, "grad", no_batching)
+    looped = vector_jacobian_products(g, s, y, seeds)
+    assert len(loops) == 3
+    assert torch.allclose(looped, batched, rtol=1e-14, atol=1e-15)
+    # and both are seedᵀ J per row, against the closed form
+    assert torch.allclose(batched, torch.einsum("ckn,knm->ckm", seeds, exact(y)), rtol=1e-12)
 
 
 def test_a_large_single_system_gets_a_sparse_jacobian_and_sparse_lu():

@@ -7,9 +7,9 @@ Two tables, one run (``OMP_NUM_THREADS=1`` for steady timings):
 1. **Per Jacobian**, on the 1-D Brusselator (:func:`odenet.problems.brusselator_1d`,
    ``2N`` states) and the 2-D one (``2N²`` states): the best of ``--repeats`` times of
    each mode (``odenet._jacobian``), their ratio, and the largest difference between the
-   two Jacobians.  torch's forward mode runs every op between a dual tensor and a Python
-   number through its Python reference kernels, which is why a field written with
-   numeric constants pays far more per dual call than per taped one.
+   two Jacobians.  torch's forward mode runs every op between a dual tensor and an
+   operand without a tangent (a number, a constant tensor) through its Python reference
+   kernels, which is why a field pays far more per dual call than per taped one.
 2. **Per solve**: odenet's implicit methods with ``jac_sparsity`` on the 1-D Brusselator
    at ``--rtol`` (atol = rtol·the stiff set's floor, 1), scipy's Radau and BDF with the
    same pattern; wall time (best of ``--solves``), error against the problem's

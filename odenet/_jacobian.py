@@ -13,15 +13,15 @@ about ``J``:
   sparsity pattern the rows and the columns fall into ``c ≪ n`` groups
   (:func:`group_columns`; Curtis, Powell & Reid 1974, as scipy's ``num_jac`` but
   with exact derivatives instead of differences) and :func:`compressed_jacobian`
-  takes one product per group: reverse mode unless the columns need fewer groups
-  than the rows.  Reverse on a tie, because torch's forward mode is slow where it
-  should be cheap: an op between a dual tensor and an operand without a tangent (a
-  Python number, a constant tensor, a layer's weight) goes through torch's Python
-  reference kernels (torch 2.13, 500 entries: 220–490 µs for ``2.0 * z`` or ``c * z``,
-  1–1.4 ms for ``W @ z`` with ``W`` 500 × 500, against 4–6 µs for ``z * z``), and
-  fields are full of them: a Jacobian of the 1-D Brusselator with 500 states (6
-  groups either way) took 9.7 ms in forward mode and 0.36 ms in reverse
-  (``studies/benchmarks/sparse_jacobian.py``).
+  takes one product per group: reverse mode unless the rows need several times as
+  many groups as the columns (:data:`FORWARD_PRODUCT_COST`), because torch's forward
+  mode is slow where it should be cheap: an op between a dual tensor and an operand
+  without a tangent (a Python number, a constant tensor, a layer's weight) goes
+  through torch's Python reference kernels (torch 2.13, 500 entries: 220–490 µs for
+  ``2.0 * z`` or ``c * z``, 1–1.4 ms for ``W @ z`` with ``W`` 500 × 500, against
+  4–6 µs for ``z * z``), and fields are full of them: a Jacobian of the 1-D
+  Brusselator with 500 states (6 groups either way) took 9.7 ms in forward mode and
+  0.36 ms in reverse (``studies/benchmarks/sparse_jacobian.py``).
 * **A user Jacobian** ``jac(t, y)`` (:func:`user_jacobian`): a dense tensor/array,
   a ``scipy.sparse`` matrix or a torch sparse tensor.  It is used for the Newton
   iteration only; gradients of the solution still come from ``f``.
@@ -50,6 +50,15 @@ from odenet._errors import VectorFieldError
 # Brusselator-like pattern, one real + one complex factorisation and 6 solves each,
 # SuperLU / dense time: 2.0 at n = 128, 1.1 at n = 192, 0.10 at n = 256.
 SPARSE_MIN_N = 200
+
+# What one forward-mode product (an evaluation of f on dual numbers) costs in reverse-mode
+# products (one cotangent of a batched backward) when choosing the mode of a compressed
+# Jacobian.  Measured per product on the Brusselators (sparse_jacobian.py): 1.6 ms
+# against 0.06 ms in 1-D, 1.9 ms against 0.09 ms in 2-D, 20–27× (torch's slow path for
+# ops between a dual tensor and an operand without a tangent, module docstring); a field
+# without such ops costs about the same either way.  4 leans to reverse without ruling
+# forward out: a dense column (2 column groups, n row groups) still goes forward.
+FORWARD_PRODUCT_COST = 4
 
 # --- autograd --------------------------------------------------------------------------
 
@@ -175,10 +184,10 @@ class Sparsity:
 
     @property
     def reverse(self) -> bool:
-        """Whether :func:`compressed_jacobian` takes reverse mode: unless the columns
-        need fewer groups than the rows (the module docstring says why a tie goes to
-        reverse)."""
-        return self.n_row_groups <= self.n_groups
+        """Whether :func:`compressed_jacobian` takes reverse mode: unless the column
+        groups, weighted by :data:`FORWARD_PRODUCT_COST`, are still fewer than the row
+        groups."""
+        return self.n_row_groups <= FORWARD_PRODUCT_COST * self.n_groups
 
     @property
     def products(self) -> int:
@@ -232,7 +241,7 @@ def _forward_compressed(g, s, y, sparsity: Sparsity, rows, cols) -> torch.Tensor
 
 def compressed_jacobian(g, s: torch.Tensor, y: torch.Tensor, sparsity: Sparsity):
     """``J`` from one product per row group (reverse mode) or per column group
-    (forward mode) of ``sparsity``, whichever needs fewer (:attr:`Sparsity.reverse`).
+    (forward mode) of ``sparsity``, whichever costs less (:attr:`Sparsity.reverse`).
 
     Parameters
     ----------
@@ -483,6 +492,7 @@ def lu_kron(hA: torch.Tensor, J):
 
 
 __all__ = [
+    "FORWARD_PRODUCT_COST",
     "SPARSE_MIN_N",
     "DenseLU",
     "SparseComplexLU",

@@ -894,8 +894,8 @@ def solve(
         Implicit methods: where ``∂f_i/∂y_j`` can be nonzero.  Autograd Jacobians are
         then compressed (one reverse-mode product per group of structurally
         orthogonal rows, or one forward-mode product per group of columns where the
-        columns need fewer groups) and one system with ``n ≥ 200`` on the CPU is factorised
-        with a sparse LU (SuperLU), as scipy's ``jac_sparsity``.
+        rows need more than four times as many groups) and one system with ``n ≥ 200``
+        on the CPU is factorised with a sparse LU (SuperLU), as scipy's ``jac_sparsity``.
     compile : bool
         Fuse ``f`` with the method's step into one ``torch.compile`` kernel per step
         (one system, explicit method, ``sensitivity="direct"``, no gradient through

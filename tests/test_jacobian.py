@@ -175,6 +175,9 @@ def test_the_mode_with_fewer_groups_is_taken_and_gives_the_jacobian(dense_line):
         assert (sparsity.n_row_groups, sparsity.n_groups) == (n, 2)
         # forward: one dual call per column group, counted as evaluations
         assert not sparsity.reverse and sparsity.products == 0 and len(calls) == 2
+        # a dual call costs several reverse products (FORWARD_PRODUCT_COST): with one row
+        # fewer, 8 row groups against 2 column groups still go to reverse mode
+        assert Sparsity.from_pattern(P[1:, 1:]).reverse
 
 
 def test_a_field_with_numeric_constants_gets_its_sparse_jacobian_in_reverse_mode():

@@ -17,11 +17,12 @@ about ``J``:
   many groups as the columns (:data:`FORWARD_PRODUCT_COST`), because torch's forward
   mode is slow where it should be cheap: an op between a dual tensor and an operand
   without a tangent (a Python number, a constant tensor, a layer's weight) goes
-  through torch's Python reference kernels (torch 2.13, 500 entries: 220–490 µs for
-  ``2.0 * z`` or ``c * z``, 1–1.4 ms for ``W @ z`` with ``W`` 500 × 500, against
-  4–6 µs for ``z * z``), and fields are full of them: a Jacobian of the 1-D
-  Brusselator with 500 states (6 groups either way) took 9.7 ms in forward mode and
-  0.36 ms in reverse (``studies/benchmarks/sparse_jacobian.py``).
+  through torch's Python reference kernels (torch 2.13, 500 entries: 70–155 µs for
+  ``z + 1.0``, ``2.0 * z`` or ``c * z`` against 1–1.5 µs plain and 4 µs for ``z * z``
+  with its tangent; ``W @ z`` with ``W`` 500 × 500 215 µs against 31 µs), and fields
+  are full of them: a Jacobian of the 1-D Brusselator with 500 states (6 groups
+  either way) took 9.7–10.5 ms in forward mode and 0.36–0.47 ms in reverse
+  (``studies/benchmarks/sparse_jacobian.py``, two runs).
 * **A user Jacobian** ``jac(t, y)`` (:func:`user_jacobian`): a dense tensor/array,
   a ``scipy.sparse`` matrix or a torch sparse tensor.  It is used for the Newton
   iteration only; gradients of the solution still come from ``f``.
@@ -53,8 +54,9 @@ SPARSE_MIN_N = 200
 
 # What one forward-mode product (an evaluation of f on dual numbers) costs in reverse-mode
 # products (one cotangent of a batched backward) when choosing the mode of a compressed
-# Jacobian.  Measured per product on the Brusselators (sparse_jacobian.py): 1.6 ms
-# against 0.06 ms in 1-D, 1.9 ms against 0.09 ms in 2-D, 20–27× (torch's slow path for
+# Jacobian.  Measured per product on the Brusselators (sparse_jacobian.py, two runs):
+# 1.6–1.7 ms against 0.06–0.08 ms in 1-D, 1.8–1.9 ms against 0.09–0.1 ms in 2-D,
+# 18–27× (torch's slow path for
 # ops between a dual tensor and an operand without a tangent, module docstring); a field
 # without such ops costs about the same either way.  4 leans to reverse without ruling
 # forward out: a dense column (2 column groups, n row groups) still goes forward.
@@ -239,6 +241,18 @@ def _forward_compressed(g, s, y, sparsity: Sparsity, rows, cols) -> torch.Tensor
         return batched_jacobian(g, s, y)[:, rows, cols]
 
 
+def _reverse_compressed(g, s, y, sparsity: Sparsity, rows, cols) -> torch.Tensor:
+    """The pattern's entries [K, nnz] from one taped evaluation of ``g`` and one
+    vector–Jacobian product per row group."""
+    K, n = y.shape
+    groups = torch.as_tensor(sparsity.row_groups, device=y.device)
+    seeds = groups == torch.arange(sparsity.n_row_groups, device=y.device)[:, None]
+    VJ = vector_jacobian_products(g, s, y, seeds.to(y.dtype)[:, None, :].expand(-1, K, n))
+    # entry (i, j) is entry j of the product with i's group seed: no other row of that
+    # group has a nonzero in column j
+    return VJ[groups[rows], :, cols].T  # [K, nnz]
+
+
 def compressed_jacobian(g, s: torch.Tensor, y: torch.Tensor, sparsity: Sparsity):
     """``J`` from one product per row group (reverse mode) or per column group
     (forward mode) of ``sparsity``, whichever costs less (:attr:`Sparsity.reverse`).
@@ -259,16 +273,8 @@ def compressed_jacobian(g, s: torch.Tensor, y: torch.Tensor, sparsity: Sparsity)
     K, n = y.shape
     rows = torch.as_tensor(sparsity.indices, device=y.device)
     cols = torch.as_tensor(sparsity.cols, device=y.device)
-    if sparsity.reverse:
-        # entry (i, j) is entry j of the product with i's group seed: no other row of
-        # that group has a nonzero in column j
-        groups = torch.as_tensor(sparsity.row_groups, device=y.device)
-        seeds = groups == torch.arange(sparsity.n_row_groups, device=y.device)[:, None]
-        VJ = vector_jacobian_products(g, s, y, seeds.to(y.dtype)[:, None, :].expand(-1, K, n))
-        values = VJ[groups[rows], :, cols].T  # [K, nnz]
-    else:
-        values = _forward_compressed(g, s, y, sparsity, rows, cols)
-    values = values.detach()
+    mode = _reverse_compressed if sparsity.reverse else _forward_compressed
+    values = mode(g, s, y, sparsity, rows, cols).detach()
     if sparsity.sparse_lu(K, y.device):
         A = sp.csc_matrix(
             (values[0].cpu().numpy(), sparsity.indices, sparsity.indptr), shape=(n, n)

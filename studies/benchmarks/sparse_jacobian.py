@@ -2,8 +2,12 @@
 vector–Jacobian product per row group) against forward mode (one call on dual numbers
 per column group), and whole solves against scipy with the same pattern.
 
-Two tables, one run (``OMP_NUM_THREADS=1`` for steady timings):
+Three tables, one run (``OMP_NUM_THREADS=1`` for steady timings):
 
+0. **Per op**, why: one elementwise or matrix op on a vector of 500 entries, on a plain
+   tensor and on a dual tensor (``torch.autograd.forward_ad``), under ``no_grad`` as the
+   Jacobians run.  An op between a dual tensor and an operand without a tangent (a
+   Python number, a constant tensor, a weight) takes torch's Python reference kernels.
 1. **Per Jacobian**, on the 1-D Brusselator (:func:`odenet.problems.brusselator_1d`,
    ``2N`` states) and the 2-D one (``2N²`` states): the best of ``--repeats`` times of
    each mode (``odenet._jacobian``), their ratio, and the largest difference between the
@@ -29,6 +33,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 import torch
+import torch.autograd.forward_ad as fwAD
 from scipy.integrate import solve_ivp
 
 import odenet
@@ -53,6 +58,31 @@ def best_time(fn, repeats: int) -> float:
     return min(times)
 
 
+def op_rows(repeats: int, n: int = 500):
+    """Best time of each op on a plain and on a dual ``z`` of ``n`` entries (µs)."""
+    gen = torch.Generator().manual_seed(0)
+    z0 = torch.rand(n, dtype=torch.float64, generator=gen)
+    tangent = torch.rand(n, dtype=torch.float64, generator=gen)
+    c = torch.full((n,), 2.0, dtype=torch.float64)
+    W = torch.rand(n, n, dtype=torch.float64, generator=gen)
+    ops = {
+        "z * z": lambda z: z * z,
+        "sin(z)": torch.sin,
+        "2.0 * z": lambda z: 2.0 * z,
+        "z + 1.0": lambda z: z + 1.0,
+        "c * z (constant tensor)": lambda z: c * z,
+        f"W @ z (W {n} × {n})": lambda z: W @ z,
+    }
+    yield f"| op, {n} entries | plain µs | dual µs | dual / plain |"
+    yield "|---|---|---|---|"
+    for label, op in ops.items():
+        with torch.no_grad(), fwAD.dual_level():
+            dual = fwAD.make_dual(z0, tangent)
+            plain = best_time(lambda op=op: op(z0), repeats) * 1e6
+            slow = best_time(lambda op=op, dual=dual: op(dual), repeats) * 1e6
+        yield f"| {label} | {plain:.1f} | {slow:.1f} | {slow / plain:.0f} |"
+
+
 def both_modes(prob, pattern, repeats: int):
     """``(sparsity, reverse s, forward s, max |J_reverse − J_forward|)`` for ``prob``'s
     Jacobian at 1.01·y0 (the pattern's entries only, no LU)."""
@@ -64,12 +94,9 @@ def both_modes(prob, pattern, repeats: int):
         return prob.f(s_[0], z[0])[None]
 
     rows, cols = torch.as_tensor(sparsity.indices), torch.as_tensor(sparsity.cols)
-    row_groups = torch.as_tensor(sparsity.row_groups)
-    seeds = (row_groups == torch.arange(sparsity.n_row_groups)[:, None]).to(y.dtype)[:, None]
 
     def reverse():
-        vj = _jacobian.vector_jacobian_products(g, s, y, seeds)
-        return vj[row_groups[rows], :, cols].T
+        return _jacobian._reverse_compressed(g, s, y, sparsity, rows, cols)
 
     def forward():
         return _jacobian._forward_compressed(g, s, y, sparsity, rows, cols)
@@ -164,6 +191,9 @@ def main(argv=None) -> None:
                 P.brusselator_2d_sparsity(args.n2),
             )
         )
+    for line in op_rows(max(args.repeats, 50)):
+        print(line, flush=True)
+    print()
     for line in jacobian_rows(cases, args.repeats):
         print(line, flush=True)
     print()

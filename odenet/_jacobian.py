@@ -56,10 +56,10 @@ SPARSE_MIN_N = 200
 # products (one cotangent of a batched backward) when choosing the mode of a compressed
 # Jacobian.  Measured per product on the Brusselators (sparse_jacobian.py, two runs):
 # 1.6–1.7 ms against 0.06–0.08 ms in 1-D, 1.8–1.9 ms against 0.09–0.1 ms in 2-D,
-# 18–27× (torch's slow path for
-# ops between a dual tensor and an operand without a tangent, module docstring); a field
-# without such ops costs about the same either way.  4 leans to reverse without ruling
-# forward out: a dense column (2 column groups, n row groups) still goes forward.
+# 18–27× (torch's slow path for ops between a dual tensor and an operand without a
+# tangent, module docstring); a field without such ops costs about the same either
+# way.  4 leans to reverse without ruling forward out: a dense column (2 column groups,
+# n row groups) still goes forward.
 FORWARD_PRODUCT_COST = 4
 
 # --- autograd --------------------------------------------------------------------------

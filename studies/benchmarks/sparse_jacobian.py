@@ -16,9 +16,9 @@ Three tables, one run (``OMP_NUM_THREADS=1`` for steady timings):
    kernels, which is why a field pays far more per dual call than per taped one.
 2. **Per solve**: odenet's implicit methods with ``jac_sparsity`` on the 1-D Brusselator
    at ``--rtol`` (atol = rtol·the stiff set's floor, 1), scipy's Radau and BDF with the
-   same pattern; wall time (best of ``--solves``), error against the problem's
-   reference in :func:`odenet.problems.stiff_error`'s measure, counts, and wall /
-   scipy Radau's.
+   same pattern (the problems' own ``jac_sparsity``); wall time (best of ``--solves``
+   after a warm-up), error against the problem's reference in
+   :func:`odenet.problems.stiff_error`'s measure, counts, and wall / scipy Radau's.
 
     OMP_NUM_THREADS=1 python studies/benchmarks/sparse_jacobian.py
     OMP_NUM_THREADS=1 python studies/benchmarks/sparse_jacobian.py --n1 250 --n2 32 \\
@@ -30,8 +30,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
-import scipy.sparse as sp
 import torch
 import torch.autograd.forward_ad as fwAD
 from scipy.integrate import solve_ivp
@@ -41,14 +39,8 @@ from odenet import _jacobian
 from odenet import problems as P
 
 
-def brusselator_1d_sparsity(n: int) -> sp.csr_matrix:
-    """The pattern of :func:`odenet.problems.brusselator_1d` with ``n`` points: a
-    tridiagonal block per species and the diagonal coupling of ``u`` and ``v``."""
-    T = sp.diags([np.ones(n - 1), np.ones(n), np.ones(n - 1)], [-1, 0, 1])
-    return (sp.bmat([[T, sp.eye(n)], [sp.eye(n), T]]) != 0).tocsr()
-
-
 def best_time(fn, repeats: int) -> float:
+    """The best of ``repeats`` timed calls of ``fn`` (seconds), after one untimed call."""
     fn()  # a first call pays one-off imports (vmap's, dual numbers')
     times = []
     for _ in range(repeats):
@@ -121,7 +113,7 @@ def jacobian_rows(cases, repeats: int):
 
 def solve_rows(n: int, methods, rtol: float, solves: int):
     prob = P.brusselator_1d(n)
-    pattern = brusselator_1d_sparsity(n)
+    pattern = prob.jac_sparsity
     floor = P.STIFF_SUITE["brusselator_1d"]
     atol = floor * rtol
     t = torch.tensor(prob.span, dtype=torch.float64)
@@ -136,7 +128,7 @@ def solve_rows(n: int, methods, rtol: float, solves: int):
                 jac_sparsity=pattern,
             )  # fmt: skip
 
-        wall = best_time(run, solves - 1) if solves > 1 else _once(run)
+        wall = best_time(run, solves)
         st = out["sol"].stats
         err = P.stiff_error(prob, out["sol"].ys[-1], floor)
         rows[m] = (wall, err, st["nfe"], st["njev"], st["nlu"], st["steps"])
@@ -149,7 +141,7 @@ def solve_rows(n: int, methods, rtol: float, solves: int):
                 jac_sparsity=pattern,
             )  # fmt: skip
 
-        wall = best_time(run, solves - 1) if solves > 1 else _once(run)
+        wall = best_time(run, solves)
         r = out["r"]
         err = P.stiff_error(prob, r.y[:, -1], floor)
         rows[f"scipy {m}"] = (wall, err, r.nfev, r.njev, r.nlu, len(r.t) - 1)
@@ -165,12 +157,6 @@ def solve_rows(n: int, methods, rtol: float, solves: int):
         )
 
 
-def _once(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n1", type=int, default=250, help="1-D Brusselator points")
@@ -178,19 +164,13 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=20, help="timings per Jacobian")
     ap.add_argument("--methods", default="radau_iia5,kvaerno5,sdirk4,bdf")
     ap.add_argument("--rtol", type=float, default=1e-6)
-    ap.add_argument("--solves", type=int, default=2, help="solves per row (best of the rest)")
+    ap.add_argument("--solves", type=int, default=1, help="timed solves per row, after a warm-up")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    cases = [(f"brusselator_1d N={args.n1}", P.brusselator_1d(args.n1),
-              brusselator_1d_sparsity(args.n1))]  # fmt: skip
+    problems = {f"brusselator_1d N={args.n1}": P.brusselator_1d(args.n1)}
     if args.n2:
-        cases.append(
-            (
-                f"brusselator_2d N={args.n2}",
-                P.get_problem("brusselator_2d", n=args.n2),
-                P.brusselator_2d_sparsity(args.n2),
-            )
-        )
+        problems[f"brusselator_2d N={args.n2}"] = P.get_problem("brusselator_2d", n=args.n2)
+    cases = [(label, prob, prob.jac_sparsity) for label, prob in problems.items()]
     for line in op_rows(max(args.repeats, 50)):
         print(line, flush=True)
     print()

@@ -176,13 +176,66 @@ def test_variational_sensitivities_match_finite_differences_of_the_flow():
         torch.testing.assert_close(S[:, :5, :, j], fd, rtol=1e-5, atol=1e-7)
 
 
+def lv_with_constants(t, y, p):
+    """Lotka–Volterra written with numeric constants (forward mode's slow operands)."""
+    x, z = y[..., 0:1], y[..., 1:2]
+    dx = 2.0 * (0.5 * p["alpha"]) * x - p["beta"] * x * z * 1.0
+    dz = p["delta"] * x * z - p["gamma"] * z + 0.0
+    return torch.cat([dx, dz], -1)
+
+
+def lv_sensitivity_rhs(x, S, raw):
+    """``S' = J_x S + [0 | J_raw]`` of Lotka–Volterra in closed form; ``raw`` the
+    log-parameters ``[K, 4]`` (alpha, beta, gamma, delta), ``x [K, 2]``, ``S [K, 2, 6]``."""
+    a, b, g, d = raw.exp().unbind(-1)
+    u, v = x.unbind(-1)
+    Jx = torch.stack([torch.stack([a - b * v, -b * u], -1),
+                      torch.stack([d * v, d * u - g], -1)], -2)  # fmt: skip
+    zero = torch.zeros_like(u)
+    # d/d log p = p · d/dp
+    Jr = torch.stack([torch.stack([a * u, -b * u * v, zero, zero], -1),
+                      torch.stack([zero, zero, -g * v, d * u * v], -1)], -2)  # fmt: skip
+    dS = Jx @ S
+    dS[:, :, 2:] += Jr
+    return dS
+
+
+@pytest.mark.parametrize("columnar", [False, True], ids=["shared", "per_series"])
+@pytest.mark.parametrize("mechanism", ["builtin", "constants"])
+@pytest.mark.parametrize("mode", ["reverse", "forward", "loop"])
+def test_each_sensitivity_mode_gives_the_closed_form_variational_equations(
+    mode, mechanism, columnar
+):
+    """Reverse mode (one taped call on D stacked copies, one backward), forward mode
+    (one dual call on D + P stacked columns) and the column loop all give the
+    Lotka–Volterra variational equations' closed form, per row: with shared
+    parameters the reverse copies must not sum the rows' J_raw."""
+    from odenet.fit.greybox import _Rows, _Sensitivities
+
+    mech, guess = MECHANISMS["lotka_volterra"]
+    field = GreyBoxField(mech if mechanism == "builtin" else lv_with_constants, guess).double()
+    K, D, P = 3, 2, 4
+    gen = torch.Generator().manual_seed(0)
+    if columnar:
+        raw = field.raw.detach() + 0.1 * torch.randn(K, P, generator=gen, dtype=torch.float64)
+    else:
+        raw = field.raw.detach().expand(K, P).clone()
+    system = _Sensitivities(field, D, _Rows(raw), columnar)
+    x = torch.rand(K, D, generator=gen, dtype=torch.float64) + 0.5
+    S = torch.randn(K, D, D + P, generator=gen, dtype=torch.float64)
+    f, dS = system._columns(torch.tensor(0.3, dtype=torch.float64), x, S, mode)
+    torch.testing.assert_close(f, mech(0.3, x, dict(zip(field.names, raw.exp().T[..., None]))))
+    torch.testing.assert_close(dS, lv_sensitivity_rhs(x, S, raw), rtol=1e-13, atol=1e-14)
+
+
 @pytest.mark.parametrize("columnar", [False, True], ids=["shared", "per_series"])
 @pytest.mark.parametrize("name", sorted(MECHANISMS))
-def test_sensitivity_columns_of_a_builtin_mechanism_take_one_call(name, columnar):
-    """Every built-in mechanism broadcasts over the stacked tangent axis, so all D + P
-    sensitivity columns go through it in one call, and that call gives the columns the
-    one-at-a-time loop gives.  Shared parameters were served as [C, 1] against states
-    [C, K, D]: the check failed and each column took its own call (3.7x a greybox fit)."""
+def test_a_builtin_mechanism_runs_its_sensitivities_in_one_call(name, columnar):
+    """Every built-in mechanism broadcasts over a stacked leading axis, so the first
+    call picks a one-call mode (forward or reverse, whichever it timed faster), whose
+    columns equal the one-at-a-time loop's.  Shared parameters were once served as
+    [C, 1] against states [C, K, D]: the check failed and each column took its own call
+    (3.7x a greybox fit)."""
     from odenet.fit.greybox import _Rows, _Sensitivities
 
     mech, guess = MECHANISMS[name]
@@ -193,11 +246,113 @@ def test_sensitivity_columns_of_a_builtin_mechanism_take_one_call(name, columnar
     system = _Sensitivities(field, D, _Rows(raw), columnar)
     x = torch.rand(K, D, generator=gen, dtype=torch.float64) + 0.5
     S = torch.randn(K, D, D + P, generator=gen, dtype=torch.float64)
-    out = system(torch.tensor(0.3, dtype=torch.float64), torch.cat([x, S.reshape(K, -1)], 1))
-    assert system.stacked is True
-    f_loop, dS_loop = system._columns(torch.tensor(0.3), x, S, stacked=False)
-    torch.testing.assert_close(out[:, :D], f_loop, rtol=1e-13, atol=0)
-    torch.testing.assert_close(out[:, D:].reshape(K, D, D + P), dS_loop, rtol=1e-13, atol=0)
+    t = torch.tensor(0.3, dtype=torch.float64)
+    out = system(t, torch.cat([x, S.reshape(K, -1)], 1))
+    assert system.mode in ("forward", "reverse")
+    f_loop, dS_loop = system._columns(t, x, S, "loop")
+    for mode in ("forward", "reverse", system.mode):
+        f, dS = system._columns(t, x, S, mode)
+        torch.testing.assert_close(f, f_loop, rtol=1e-13, atol=0)
+        torch.testing.assert_close(dS, dS_loop, rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(out[:, D:].reshape(K, D, D + P), dS_loop, rtol=1e-13, atol=1e-15)
+
+
+def test_the_sensitivity_mode_is_the_faster_one_that_passes_its_check(monkeypatch):
+    """The first call keeps the faster one-call mode (by the timings it measured); a
+    mechanism that only handles [K, D] states falls back to the loop."""
+    from odenet.fit import greybox
+    from odenet.fit.greybox import _Rows, _Sensitivities
+
+    mech, guess = MECHANISMS["lotka_volterra"]
+    field = GreyBoxField(mech, guess).double()
+    K, D, P = 2, 2, 4
+    y = torch.cat([torch.rand(K, D, dtype=torch.float64) + 0.5,
+                   torch.randn(K, D * (D + P), dtype=torch.float64)], 1)  # fmt: skip
+    t = torch.tensor(0.0, dtype=torch.float64)
+    for slow in ("forward", "reverse"):
+        timed = lambda fn, t, x, S, mode, slow=slow: 1.0 + (mode == slow)  # noqa: E731
+        monkeypatch.setattr(greybox, "_seconds", timed)
+        system = _Sensitivities(field, D, _Rows(field.raw.detach().expand(K, P)), False)
+        system(t, y)
+        assert system.mode == {"forward": "reverse", "reverse": "forward"}[slow]
+
+    def rows_only(t, x, p):  # indexes the states' axis as the second: [K, D] only
+        u, v = x[:, 0], x[:, 1]
+        return torch.stack([p["alpha"] * u - p["beta"] * u * v,
+                            p["delta"] * u * v - p["gamma"] * v], 1)  # fmt: skip
+
+    system = _Sensitivities(GreyBoxField(rows_only, guess).double(), D,
+                            _Rows(field.raw.detach().expand(K, P)), False)  # fmt: skip
+    system(t, y)
+    assert system.mode == "loop"
+    # the loop's Newton Jacobian takes the plain call too
+    assert system.jacobian(t, y).shape == (K, D * (1 + D + P), D * (1 + D + P))
+
+
+@pytest.mark.parametrize("mode", ["reverse", "forward", "loop"])
+def test_the_sensitivity_systems_newton_jacobian_is_its_block_diagonal(mode):
+    """``jacobian`` equals central differences of the system on the blocks it keeps,
+    ``diag(J_x, J_x ⊗ I)``, and what it drops (∂S'/∂x, second derivatives of the
+    mechanism) lies below the diagonal: ∂x'/∂S is zero."""
+    from odenet.fit.greybox import _Rows, _Sensitivities
+
+    mech, guess = MECHANISMS["lotka_volterra"]
+    field = GreyBoxField(mech, guess).double()
+    K, D, P = 2, 2, 4
+    N = D * (1 + D + P)
+    system = _Sensitivities(field, D, _Rows(field.raw.detach().expand(K, P)), False)
+    system.mode = mode
+    gen = torch.Generator().manual_seed(1)
+    y = torch.cat([torch.rand(K, D, generator=gen, dtype=torch.float64) + 0.5,
+                   torch.randn(K, N - D, generator=gen, dtype=torch.float64)], 1)  # fmt: skip
+    t = torch.tensor(0.0, dtype=torch.float64)
+    J = system.jacobian(t, y)
+    h = 1e-6
+    fd = torch.stack([(system(t, y + h * e) - system(t, y - h * e)) / (2 * h)
+                      for e in torch.eye(N, dtype=torch.float64)], -1)  # fmt: skip
+    kept = torch.ones(N, N, dtype=torch.bool)
+    kept[D:, :D] = False
+    torch.testing.assert_close(J[:, kept], fd[:, kept], rtol=1e-7, atol=1e-8)
+    assert (J[:, ~kept] == 0).all() and fd[:, ~kept].abs().max() > 0.1
+
+
+def stiff_exchange(t, x, p):
+    """Fast reversible exchange a ⇌ b (rates kf, kb ~ 1e2) and slow elimination of b."""
+    a, b = x[..., 0:1], x[..., 1:2]
+    return torch.cat([-p["kf"] * a + p["kb"] * b, p["kf"] * a - (p["kb"] + p["kel"]) * b], -1)
+
+
+def test_an_implicit_method_solves_a_stiff_grey_box_sensitivity_system_in_few_steps():
+    """A stiff mechanism with radau_iia5: the sensitivities equal central differences
+    of the flow, within a step budget that Newton on autograd's view of the system
+    (zero: it cannot see through the sensitivities' own differentiation, so Newton was
+    a fixed-point iteration, h·|λ| < 1) runs out of: 77 steps against 2750 (one run)."""
+    import odenet
+    from odenet.fit.greybox import GreyBoxMLE
+
+    guess = {"kf": 300.0, "kb": 150.0, "kel": 0.3}
+    model = GreyBoxMLE(GreyBoxField(stiff_exchange, guess), method="radau_iia5",
+                       rtol=1e-6, atol=1e-8, max_steps=300)  # fmt: skip
+    grid = torch.tensor([[0.0, 0.5, 1.0, 2.0, 4.0]], dtype=torch.float64)
+    x0 = torch.tensor([[1.0, 0.2]], dtype=torch.float64)
+    raw = model.field.raw.detach().clone()
+    X, S = model._solve_rows(grid, x0, raw[None].clone(), None)
+
+    def flow(x0, raw):
+        vals = dict(zip(model.field.names, raw.exp()))
+        return odenet.solve(lambda t, x: stiff_exchange(t, x, vals), x0, grid[0],
+                            method="radau_iia5", rtol=1e-11, atol=1e-13).ys  # fmt: skip
+
+    torch.testing.assert_close(X[0], flow(x0[0], raw), rtol=1e-5, atol=1e-8)
+    h = 1e-6
+    for j in range(2 + 3):
+        dx, dr = torch.zeros(2, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
+        if j < 2:
+            dx[j] = h
+        else:
+            dr[j - 2] = h
+        fd = (flow(x0[0] + dx, raw + dr) - flow(x0[0] - dx, raw - dr)) / (2 * h)
+        torch.testing.assert_close(S[0, :, :, j], fd, rtol=1e-4, atol=1e-6)
 
 
 def test_grey_box_mle_argument_errors():

@@ -20,6 +20,7 @@ Gauss–Newton standard errors: use it through ``fit(..., optimizer="gauss_newto
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -29,6 +30,7 @@ from torch import nn
 
 import odenet
 from odenet._errors import InputError
+from odenet._validate import resolve_method
 from odenet.batch import IrregularBatch
 from odenet.fit._common import QueryGrid, fill_locf, masked_mse, on_cpu
 from odenet.fit.data import SeriesMismatchError
@@ -376,25 +378,48 @@ class _Sensitivities(nn.Module):
 
     State ``[x, S]`` with ``S = ∂x/∂(s, raw) ∈ R^{D×(D+P)}`` (``s`` the segment's
     initial state, ``raw`` the row's parameters in learnt coordinates):
-    ``S' = J_x S + [0 | J_raw]``.  Column ``c`` of ``S'`` is a forward-mode
-    directional derivative of the mechanism (tangent ``S[:, :, c]`` in ``x``, the unit
-    vector ``e_{c−D}`` in ``raw``), so any mechanism written with torch operations
-    works and no Jacobian is formed.  All ``D + P`` columns go through the mechanism
-    in one call, stacked on a leading axis; a mechanism that does not broadcast that
-    way is detected on the first call and served one column at a time.
+    ``S' = J_x S + [0 | J_raw]``.  Any mechanism written with torch operations works;
+    three ways compute the right-hand side (``mode``):
+
+    * ``"reverse"``: one taped call of the mechanism on ``D`` copies of the rows
+      stacked on a leading axis (copy ``i`` seeds output ``i``; every copy and row
+      gets its own parameter column, so the rows' ``J_raw`` do not mix) and one
+      backward give ``J_x`` and ``J_raw``; then ``S' = J_x S + [0 | J_raw]``.
+    * ``"forward"``: one call on dual numbers, the ``D + P`` tangent columns stacked on
+      a leading axis (column ``c``: tangent ``S[:, :, c]`` in ``x``, ``e_{c−D}`` in raw).
+    * ``"loop"``: one dual call per column, for a mechanism that does not broadcast
+      over a leading axis.
+
+    Forward mode is the cheaper of the two one-call modes for a mechanism whose every
+    operation has dual operands; any operation between a dual and an operand without a
+    tangent (a Python number, a constant tensor) takes torch's slow path (about 100×
+    the op, see ``studies/benchmarks/sparse_jacobian.py``), and then reverse mode is.
+    So the first call computes the loop's columns, checks each one-call mode against
+    them, times the modes that pass (best of 3) and keeps the faster; the modes agree
+    to round-off.
+
+    :meth:`jacobian` is the block-diagonal Jacobian ``diag(J_x, J_x ⊗ I)`` of this
+    system, which implicit methods use for Newton (as CVODES's simultaneous corrector:
+    the dropped block, second derivatives of the mechanism, sits below the diagonal,
+    so the simplified Newton iteration still converges).
     """
+
+    MODES = ("reverse", "forward", "loop")
 
     def __init__(self, field: GreyBoxField, D: int, rows: _Rows, columnar: bool):
         super().__init__()
         self.field, self.D, self.rows, self.columnar = field, D, rows, columnar
         self.P = field.raw.numel()
-        self.stacked: bool | None = None  # decided on the first call
+        self.mode: str | None = None  # decided on the first call
         self._tangent = None
 
-    def _columns(self, t, x, S, stacked):
+    def _raw(self):
+        return self.rows.raw if self.columnar else self.rows.raw[0]  # [K, P] or [P]
+
+    def _dual_columns(self, t, x, S, stacked):
         D, P, field = self.D, self.P, self.field
         C, K = D + P, x.shape[0]
-        raw = self.rows.raw if self.columnar else self.rows.raw[0]  # [K, P] or [P]
+        raw = self._raw()
         cov = self.rows.covariates(t)
         if self._tangent is None or self._tangent.dtype != raw.dtype:
             self._tangent = torch.cat([torch.zeros(D, P, dtype=raw.dtype),
@@ -429,22 +454,100 @@ class _Sensitivities(nn.Module):
                 cols.append(dc if dc is not None else torch.zeros_like(f))
             return f, torch.stack(cols, dim=-1)
 
+    def _jacobians(self, t, x, copies: bool):
+        """``f [K, D]``, ``J_x [K, D, D]`` and ``J_raw [K, D, P]`` in reverse mode.
+
+        With ``copies``, one taped call on ``D`` stacked copies and one backward; without
+        (a mechanism that does not broadcast over a leading axis), the plain call and
+        one backward per output (``J_raw`` is then None: shared parameters would sum
+        their rows)."""
+        D, P, field = self.D, self.P, self.field
+        K = x.shape[0]
+        cov = self.rows.covariates(t)
+        eye = torch.eye(D, dtype=x.dtype, device=x.device)
+        with torch.enable_grad():
+            if not copies:
+                xs = x.detach().requires_grad_(True)
+                out = field.mechanism(t, xs, _param_dict(field, self._raw(), cov, self.columnar))
+                _check_output(out, x, "fit")
+                if not out.requires_grad:  # f does not depend on x
+                    return out.detach(), x.new_zeros(K, D, D), None
+                rows = [torch.autograd.grad(out, xs, eye[i].expand(K, D), retain_graph=True,
+                                            allow_unused=True)[0]
+                        for i in range(D)]  # fmt: skip
+                Jx = torch.stack([r if r is not None else x.new_zeros(K, D) for r in rows], 1)
+                return out.detach(), Jx, None
+            xs = x.detach().expand(D, K, D).clone().requires_grad_(True)
+            # every copy and row its own parameter column, also when shared
+            rs = self._raw().detach().expand(D, K, P).clone().requires_grad_(True)
+            if cov is not None:
+                cov = cov.expand(D, *cov.shape)
+            out = field.mechanism(t, xs, _param_dict(field, rs, cov, columnar=True))
+            if not isinstance(out, torch.Tensor) or out.shape != (D, K, D):
+                raise ValueError("the mechanism does not broadcast over a leading axis")
+            if not out.requires_grad:  # a constant field
+                return out[0].detach(), x.new_zeros(K, D, D), x.new_zeros(K, D, P)
+            seeds = eye[:, None, :].expand(D, K, D)
+            gx, gr = torch.autograd.grad(out, (xs, rs), seeds, allow_unused=True)
+        Jx = x.new_zeros(K, D, D) if gx is None else gx.permute(1, 0, 2)
+        Jr = x.new_zeros(K, D, P) if gr is None else gr.permute(1, 0, 2)
+        return out[0].detach(), Jx, Jr
+
+    def _columns(self, t, x, S, mode: str):
+        """``f [K, D]`` and ``S' [K, D, D + P]`` by ``mode`` (one of :attr:`MODES`)."""
+        if mode == "reverse":
+            f, Jx, Jr = self._jacobians(t, x, copies=True)
+            dS = Jx @ S
+            dS[:, :, self.D :] += Jr
+            return f, dS
+        return self._dual_columns(t, x, S, stacked=mode == "forward")
+
+    def _choose_mode(self, t, x, S):
+        """The loop's columns, after deciding :attr:`mode` (see the class docstring)."""
+        reference = self._columns(t, x, S, "loop")
+        self.mode, fastest = "loop", math.inf
+        for mode in ("forward", "reverse"):
+            try:
+                got = self._columns(t, x, S, mode)
+            except (RuntimeError, ValueError, IndexError, TypeError):
+                continue  # the mechanism does not broadcast this way
+            if not all(torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+                       for a, b in zip(got, reference)):  # fmt: skip
+                continue
+            seconds = min(_seconds(self._columns, t, x, S, mode) for _ in range(3))
+            if seconds < fastest:
+                self.mode, fastest = mode, seconds
+        return reference
+
     def forward(self, t, y):
         D, P = self.D, self.P
         x = y[:, :D]
         S = y[:, D:].reshape(-1, D, D + P)
-        if self.stacked is None:  # try the one-call path once, check it against the loop
-            slow = self._columns(t, x, S, stacked=False)
-            try:
-                fast = self._columns(t, x, S, stacked=True)
-                self.stacked = all(torch.allclose(a, b, rtol=1e-10, atol=1e-12)
-                                   for a, b in zip(fast, slow))  # fmt: skip
-            except (RuntimeError, ValueError, IndexError):
-                self.stacked = False
-            f, dS = slow
+        if self.mode is None:
+            f, dS = self._choose_mode(t, x, S)
         else:
-            f, dS = self._columns(t, x, S, stacked=self.stacked)
+            f, dS = self._columns(t, x, S, self.mode)
         return torch.cat([f, dS.reshape(x.shape[0], -1)], dim=1)
+
+    def jacobian(self, t, y):
+        """``[K, N, N]``, ``N = D(1 + D + P)``: ``diag(J_x, J_x ⊗ I_{D+P})`` at ``y``, the
+        Newton matrix's Jacobian for implicit methods (``solve``'s ``jac``)."""
+        D, C = self.D, self.D + self.P
+        K = y.shape[0]
+        _, Jx, _ = self._jacobians(t, y[:, :D], copies=self.mode in ("forward", "reverse"))
+        J = y.new_zeros(K, D * (1 + C), D * (1 + C))
+        J[:, :D, :D] = Jx
+        eye = torch.eye(C, dtype=y.dtype, device=y.device)
+        # S is stored row-major, S[i, c] at D + i·C + c: d S'[i, c] / d S[j, c'] = J_x[i, j] δ_cc'
+        kron = Jx[:, :, None, :, None] * eye[None, None, :, None, :]
+        J[:, D:, D:] = kron.reshape(K, D * C, D * C)
+        return J
+
+
+def _seconds(fn, *args) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
 
 
 def _segments(batch: IrregularBatch, node_every: int | None):
@@ -816,10 +919,14 @@ class GreyBoxMLE(nn.Module):
                 return odenet.solve(_RowField(self.field, rows, self.columnar), y0, grid,
                                     **self.solver).ys  # fmt: skip
             sys_ = _Sensitivities(self.field, S, rows, self.columnar)
-            if getattr(self, "_stacked", None) is not None:
-                sys_.stacked = self._stacked
-            ys = odenet.solve(sys_, y0, grid, **self.solver).ys
-            self._stacked = sys_.stacked
+            sys_.mode = getattr(self, "_sens_mode", None)  # decided once per model
+            # an implicit method's Newton needs the Jacobian; autograd cannot see through
+            # the sensitivities' own differentiation (it would find zero: a fixed-point
+            # iteration that crawls on non-stiff and fails on stiff mechanisms)
+            implicit = getattr(resolve_method(self.solver["method"], False), "is_implicit", False)
+            ys = odenet.solve(sys_, y0, grid, jac=sys_.jacobian if implicit else None,
+                              **self.solver).ys  # fmt: skip
+            self._sens_mode = sys_.mode
         return ys
 
     def _solve_dosed(self, grid, y0, raw_rows, cov, sens, events, S):

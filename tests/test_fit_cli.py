@@ -55,6 +55,11 @@ FAST = ["--iters", "2", "--hidden", "4", "--no-progress"]
         (["--model", "greybox_mle"], ["needs --mechanism"]),
         (["--model", "greybox_mle", "--mechanism", "nope"], ["neither a built-in"]),
         (["--mechanism", "lotka_volterra"], ["only apply to --model greybox"]),
+        (
+            ["--model", "greybox_mle", "--mechanism", "lotka_volterra", "--solver", "nope"],
+            ["--solver 'nope'", "radau_iia5"],
+        ),
+        (["--solver", "radau_iia5"], ["--solver chooses", "--model neural_ode"]),
         (["--plot", "/no/such/folder/p.png"], ["--plot", "does not exist"]),
         (["--channels", "nope"], ["nope", "not found"]),
         (["--covariates", "nope"], ["covariate", "nope"]),
@@ -408,6 +413,54 @@ def test_an_edited_mechanism_file_is_refused_by_resume_and_predict(tmp_path, cap
     torch.save(state, ck)
     rc, out, err = run(predict, capsys)
     assert rc == 0 and out == before and "cannot be checked" in err
+
+
+EXCHANGE = """
+import torch
+from odenet.fit import mechanism
+
+
+@mechanism(params={"kf": 300.0, "kb": 150.0, "kel": 0.5}, states=["a", "b"])
+def exchange(t, x, p):
+    a, b = x[..., 0:1], x[..., 1:2]
+    return torch.cat([-p["kf"] * a + p["kb"] * b, p["kf"] * a - (p["kb"] + p["kel"]) * b], -1)
+"""
+
+
+def test_a_stiff_mechanism_fits_and_predicts_with_an_implicit_solver(tmp_path, capsys):
+    """`--solver radau_iia5` reaches the grey-box solves and the checkpoint: a stiff
+    exchange (kf = 400, kb = 200, kel = 0.3) recovers its slow elimination rate, and
+    `predict` rebuilds the model with the same method (the checkpoint's meta)."""
+    import pandas as pd
+
+    import odenet
+
+    rng = np.random.default_rng(2)
+    t = torch.linspace(0, 8, 10, dtype=torch.float64)
+    rows = []
+    for s, a0 in enumerate([1.0, 2.0]):
+        y = odenet.solve(lambda tt, x: torch.cat([-400 * x[0:1] + 200 * x[1:2],
+                                                  400 * x[0:1] - 200.3 * x[1:2]]),
+                         torch.tensor([a0, 0.2], dtype=torch.float64), t,
+                         method="radau_iia5", rtol=1e-10, atol=1e-12).ys.numpy()  # fmt: skip
+        y = y * (1 + 0.01 * rng.standard_normal(y.shape))
+        rows += [(s, ti, *yi) for ti, yi in zip(t.tolist(), y)]
+    pd.DataFrame(rows, columns=["id", "time", "a", "b"]).to_csv(tmp_path / "d.csv", index=False)
+    (tmp_path / "m.py").write_text(EXCHANGE)
+    ck = tmp_path / "c.pt"
+    rc, out, err = run(["fit", tmp_path / "d.csv", "--model", "greybox_mle", "--mechanism",
+                        f"{tmp_path / 'm.py'}:exchange", "--solver", "radau_iia5", "--iters",
+                        "2", "--json", "--no-progress", "--checkpoint", ck], capsys)  # fmt: skip
+    assert rc == 0, err
+    assert json.loads(out)["parameters"]["kel"] == pytest.approx(0.3, rel=0.05)
+    assert torch.load(ck, weights_only=True)["meta"]["solver"] == "radau_iia5"
+    from odenet.fit.cli import model_from_meta
+
+    assert model_from_meta(torch.load(ck, weights_only=True)["meta"]).solver["method"] == (
+        "radau_iia5"
+    )
+    rc, out, err = run(["predict", ck, "--data", tmp_path / "d.csv", "--times", "1,2"], capsys)
+    assert rc == 0 and out, err
 
 
 SCALED_DECAY = """

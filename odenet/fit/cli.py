@@ -80,14 +80,21 @@ def warn(msg: str) -> None:
 
 def build_model(name: str, dim: int, *, hidden: int = 32, horizon: int = 4,
                 mechanism: str | None = None, hybrid: bool = False, guesses=None, fixed=None,
-                per_series=(), fixed_x0=None, channels=None, random=()):  # fmt: skip
+                per_series=(), fixed_x0=None, channels=None, random=(),
+                solver=None):  # fmt: skip
     """A model of ``odenet fit --model NAME`` for ``dim`` observed channels.
 
     ``mechanism`` is a built-in name or ``path.py:function`` (grey-box models);
     ``guesses``/``fixed`` override or fix its parameters, ``per_series`` names
     parameters estimated per series, ``random`` per-series parameters with a population
-    distribution (random effects), ``fixed_x0`` pins initial states (greybox_mle).
+    distribution (random effects), ``fixed_x0`` pins initial states (greybox_mle);
+    ``solver`` is the grey-box models' ODE method (default dopri5).
     """
+    if solver is not None and name not in GREYBOX:
+        raise FitCLIError(
+            f"--solver chooses the ODE method of a grey-box mechanism (--model "
+            f"{' or '.join(sorted(GREYBOX))}); --model {name} has its own."
+        )
     if name in GREYBOX:
         from odenet.fit.greybox import GreyBoxMLE
         from odenet.fit.mechanisms import BUILTIN, build_field, load_mechanism
@@ -97,6 +104,7 @@ def build_model(name: str, dim: int, *, hidden: int = 32, horizon: int = 4,
                 f"--model {name} needs --mechanism: a built-in ({', '.join(sorted(BUILTIN))}) "
                 "or your own PATH.py:FUNCTION."
             )
+        method = _check_solver(solver)
         desc = load_mechanism(mechanism)
         field = build_field(desc, guesses=guesses, fixed=fixed, channels=channels)
         states = field.states
@@ -111,7 +119,7 @@ def build_model(name: str, dim: int, *, hidden: int = 32, horizon: int = 4,
                 )
             return GreyBoxMLE(field, node_every=4, per_series=per_series, fixed_x0=fixed_x0,
                               channels=obs_channels, rtol=1e-6, atol=1e-8,
-                              random=random)  # fmt: skip
+                              random=random, method=method)  # fmt: skip
         if random:
             raise FitCLIError("--random (random effects) needs --model greybox_mle.")
         if per_series or fixed_x0 or field.covariates:
@@ -136,7 +144,7 @@ def build_model(name: str, dim: int, *, hidden: int = 32, horizon: int = 4,
 
             corr = TimeInvariantMLP(dim, hidden)
             field.correction = corr
-        return ShootingODE(field, horizon=horizon, physical=True)
+        return ShootingODE(field, horizon=horizon, physical=True, method=method)
     zoo = {
         "neural_ode": lambda: neural_ode(dim, hidden, horizon=horizon, rtol=1e-3, atol=1e-4),
         "neural_ode_bidir": lambda: neural_ode(
@@ -155,6 +163,19 @@ def build_model(name: str, dim: int, *, hidden: int = 32, horizon: int = 4,
     if name not in zoo:
         raise FitCLIError(f"unknown --model {name!r}; choose one of {MODEL_NAMES}.")
     return zoo[name]()
+
+
+def _check_solver(solver: str | None) -> str:
+    """``--solver``'s method name (default dopri5), or a FitCLIError naming the choices."""
+    from odenet._errors import InputError
+    from odenet._validate import resolve_method
+
+    method = "dopri5" if solver is None else solver
+    try:
+        resolve_method(method, False)
+    except InputError as e:
+        raise FitCLIError(f"--solver {solver!r}: {e}") from None
+    return method
 
 
 def _observed_states(mechanism, states: list, channels, dim: int):
@@ -201,7 +222,8 @@ def model_from_meta(meta: dict):
                            per_series=meta.get("per_series") or (),
                            random=meta.get("random") or (),
                            fixed_x0=meta.get("fixed_x0") or None,
-                           channels=meta.get("channels"))  # fmt: skip
+                           channels=meta.get("channels"),
+                           solver=meta.get("solver"))  # fmt: skip
     except KeyError as e:
         raise CheckpointError(f"the checkpoint's meta lacks {e}; refit with this odenet.") from None
 
@@ -348,6 +370,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                    "time-varying; the mechanism reads them from p). Default: the "
                    "mechanism's declared covariates")  # fmt: skip
     p.add_argument("--hybrid", action="store_true", help="grey-box plus a neural correction")
+    p.add_argument("--solver", default=None, metavar="METHOD",
+                   help="ODE method of a grey-box model's solves (default dopri5); an "
+                   "implicit one (radau_iia5, bdf, kvaerno5) for a stiff mechanism")  # fmt: skip
     p.add_argument("--id-col", default="id", help="series-id column (default id)")
     p.add_argument("--time-col", default="time", help="time column (default time)")
     p.add_argument(
@@ -671,6 +696,8 @@ def _meta(args, channels, covariates) -> dict:
         meta["random"] = random
     if args.doses:
         meta["doses"], meta["dose_state"] = True, args.dose_state
+    if args.solver:
+        meta["solver"] = args.solver
     if args.mechanism and args.model in GREYBOX:  # its code: the checkpoint holds a path
         from odenet.fit.mechanisms import load_mechanism, mechanism_fingerprint
 
@@ -712,7 +739,8 @@ def _fit_one(args, data, channels, covariates, train, val, meta, checkpoint, pro
                         guesses=parse_assignments(args.param, "--param") or None,
                         fixed=parse_assignments(args.fix, "--fix") or None,
                         per_series=meta["per_series"], fixed_x0=meta["fixed_x0"] or None,
-                        channels=channels, random=meta.get("random", ()))  # fmt: skip
+                        channels=channels, random=meta.get("random", ()),
+                        solver=args.solver)  # fmt: skip
     model.to(parse_device(args.device))
     if doses is not None:
         from odenet.fit.greybox import _check_doses
@@ -737,7 +765,8 @@ def _fit_ensemble(args, channels, train, val, meta):
     device = parse_device(args.device)
 
     def make():
-        model = build_model(args.model, len(channels), hidden=args.hidden, horizon=args.horizon)
+        model = build_model(args.model, len(channels), hidden=args.hidden, horizon=args.horizon,
+                            solver=args.solver)  # fmt: skip
         return model.to(device)
 
     optimizer = args.optimizer or "adam"

@@ -30,6 +30,7 @@ from torch import nn
 
 import odenet
 from odenet._errors import InputError
+from odenet._jacobian import batched_jacobian
 from odenet._validate import resolve_method
 from odenet.batch import IrregularBatch
 from odenet.fit._common import QueryGrid, fill_locf, masked_mse, on_cpu
@@ -398,10 +399,9 @@ class _Sensitivities(nn.Module):
     them, times the modes that pass (best of 3) and keeps the faster; the modes agree
     to round-off.
 
-    :meth:`jacobian` is the block-diagonal Jacobian ``diag(J_x, J_x ⊗ I)`` of this
-    system, which implicit methods use for Newton (as CVODES's simultaneous corrector:
-    the dropped block, second derivatives of the mechanism, sits below the diagonal,
-    so the simplified Newton iteration still converges).
+    :meth:`jacobian` is this system's Jacobian for an implicit method's Newton
+    iteration: autograd cannot see through the sensitivities' own differentiation (it
+    found zero, and Newton was a fixed-point iteration).
     """
 
     MODES = ("reverse", "forward", "loop")
@@ -454,13 +454,13 @@ class _Sensitivities(nn.Module):
                 cols.append(dc if dc is not None else torch.zeros_like(f))
             return f, torch.stack(cols, dim=-1)
 
-    def _jacobians(self, t, x, copies: bool):
+    def _jacobians(self, t, x, copies: bool, create_graph: bool = False):
         """``f [K, D]``, ``J_x [K, D, D]`` and ``J_raw [K, D, P]`` in reverse mode.
 
-        With ``copies``, one taped call on ``D`` stacked copies and one backward; without
-        (a mechanism that does not broadcast over a leading axis), the plain call and
-        one backward per output (``J_raw`` is then None: shared parameters would sum
-        their rows)."""
+        With ``copies``, one taped call on ``D`` stacked copies and one backward (with
+        ``create_graph``, differentiable in ``x``); without (a mechanism that does not
+        broadcast over a leading axis), the plain call and one backward per output
+        (``J_raw`` is then None: shared parameters would sum their rows)."""
         D, P, field = self.D, self.P, self.field
         K = x.shape[0]
         cov = self.rows.covariates(t)
@@ -477,7 +477,10 @@ class _Sensitivities(nn.Module):
                         for i in range(D)]  # fmt: skip
                 Jx = torch.stack([r if r is not None else x.new_zeros(K, D) for r in rows], 1)
                 return out.detach(), Jx, None
-            xs = x.detach().expand(D, K, D).clone().requires_grad_(True)
+            if create_graph:
+                xs = x.expand(D, K, D)
+            else:
+                xs = x.detach().expand(D, K, D).clone().requires_grad_(True)
             # every copy and row its own parameter column, also when shared
             rs = self._raw().detach().expand(D, K, P).clone().requires_grad_(True)
             if cov is not None:
@@ -488,15 +491,17 @@ class _Sensitivities(nn.Module):
             if not out.requires_grad:  # a constant field
                 return out[0].detach(), x.new_zeros(K, D, D), x.new_zeros(K, D, P)
             seeds = eye[:, None, :].expand(D, K, D)
-            gx, gr = torch.autograd.grad(out, (xs, rs), seeds, allow_unused=True)
+            gx, gr = torch.autograd.grad(out, (xs, rs), seeds, allow_unused=True,
+                                         create_graph=create_graph)  # fmt: skip
         Jx = x.new_zeros(K, D, D) if gx is None else gx.permute(1, 0, 2)
         Jr = x.new_zeros(K, D, P) if gr is None else gr.permute(1, 0, 2)
-        return out[0].detach(), Jx, Jr
+        return (out[0] if create_graph else out[0].detach()), Jx, Jr
 
-    def _columns(self, t, x, S, mode: str):
-        """``f [K, D]`` and ``S' [K, D, D + P]`` by ``mode`` (one of :attr:`MODES`)."""
+    def _columns(self, t, x, S, mode: str, create_graph: bool = False):
+        """``f [K, D]`` and ``S' [K, D, D + P]`` by ``mode`` (one of :attr:`MODES`);
+        with ``create_graph`` (reverse mode only) differentiable in ``x`` and ``S``."""
         if mode == "reverse":
-            f, Jx, Jr = self._jacobians(t, x, copies=True)
+            f, Jx, Jr = self._jacobians(t, x, copies=True, create_graph=create_graph)
             dS = Jx @ S
             dS[:, :, self.D :] += Jr
             return f, dS
@@ -509,8 +514,8 @@ class _Sensitivities(nn.Module):
         for mode in ("forward", "reverse"):
             try:
                 got = self._columns(t, x, S, mode)
-            except (RuntimeError, ValueError, IndexError, TypeError):
-                continue  # the mechanism does not broadcast this way
+            except _NOT_STACKABLE:
+                continue
             if not all(torch.allclose(a, b, rtol=1e-10, atol=1e-12)
                        for a, b in zip(got, reference)):  # fmt: skip
                 continue
@@ -519,19 +524,34 @@ class _Sensitivities(nn.Module):
                 self.mode, fastest = mode, seconds
         return reference
 
-    def forward(self, t, y):
+    def forward(self, t, y, mode: str | None = None, create_graph: bool = False):
         D, P = self.D, self.P
         x = y[:, :D]
         S = y[:, D:].reshape(-1, D, D + P)
-        if self.mode is None:
+        if mode is None and self.mode is None:
             f, dS = self._choose_mode(t, x, S)
         else:
-            f, dS = self._columns(t, x, S, self.mode)
+            f, dS = self._columns(t, x, S, mode or self.mode, create_graph)
         return torch.cat([f, dS.reshape(x.shape[0], -1)], dim=1)
 
     def jacobian(self, t, y):
-        """``[K, N, N]``, ``N = D(1 + D + P)``: ``diag(J_x, J_x ⊗ I_{D+P})`` at ``y``, the
-        Newton matrix's Jacobian for implicit methods (``solve``'s ``jac``)."""
+        """``[K, N, N]``, ``N = D(1 + D + P)``: ``∂[x', S']/∂[x, S]`` at ``y``, the Newton
+        matrix's Jacobian for implicit methods (``solve``'s ``jac``).
+
+        Autograd through reverse mode's taped ``J_x`` and ``J_raw`` (second derivatives
+        of the mechanism).  A mechanism served by the loop, or one without a double
+        backward, gets the block diagonal ``diag(J_x, J_x ⊗ I)`` (CVODES's simultaneous
+        corrector); it drops ``∂S'/∂x`` below the diagonal, so Newton still converges
+        but needs more iterations and fails more often.
+        """
+        if self.mode in ("forward", "reverse"):
+            try:
+                return batched_jacobian(lambda s, v: self(s, v, "reverse", True), t, y)
+            except _NOT_STACKABLE:  # reverse mode failed its check, or no double backward
+                pass
+        return self._block_diagonal_jacobian(t, y)
+
+    def _block_diagonal_jacobian(self, t, y):
         D, C = self.D, self.D + self.P
         K = y.shape[0]
         _, Jx, _ = self._jacobians(t, y[:, :D], copies=self.mode in ("forward", "reverse"))
@@ -542,6 +562,11 @@ class _Sensitivities(nn.Module):
         kron = Jx[:, :, None, :, None] * eye[None, None, :, None, :]
         J[:, D:, D:] = kron.reshape(K, D * C, D * C)
         return J
+
+
+# what a mechanism raises on a layout it does not broadcast over (or without a double
+# backward, for the Newton Jacobian)
+_NOT_STACKABLE = (RuntimeError, ValueError, IndexError, TypeError)
 
 
 def _seconds(fn, *args) -> float:

@@ -15,9 +15,9 @@ A `greybox_mle` fit spends its time in the forward sensitivity system (state plu
   (the faster of the two on its first call).
 * ``stiff`` (2026-12-08): a stiff mechanism (fast exchange ``a ⇌ b``, rates ~1e2,
   slow elimination) fitted with implicit methods, with the sensitivity system's
-  block-diagonal Newton Jacobian and without it (what autograd saw before: zero, so
-  Newton was a fixed-point iteration; reproduced by hiding that the method is
-  implicit), and with dopri5.
+  Newton Jacobian and without it (what autograd saw before: zero, so Newton was a
+  fixed-point iteration; reproduced by hiding that the method is implicit), and with
+  dopri5.
 
 Each configuration fits the same panel from the same guess, repetitions interleaved,
 one thread; printed: median seconds, the ratio to the reference row, and the fitted

@@ -777,7 +777,9 @@ class GreyBoxMLE(nn.Module):
     random_rounds : int
         Maximum number of variance-component updates of a random-effects fit.
     method, rtol, atol, max_steps :
-        Passed to :func:`odenet.solve` for the state-plus-sensitivity system.
+        Passed to :func:`odenet.solve` for the state-plus-sensitivity system.  An
+        implicit method (``"radau_iia5"``, ``"bdf"``, ``"kvaerno5"``: a stiff mechanism)
+        gets that system's Jacobian for its Newton iteration (see ``_Sensitivities``).
     """
 
     trains_in_physical_units = True

@@ -289,6 +289,19 @@ def test_the_sensitivity_mode_is_the_faster_one_that_passes_its_check(monkeypatc
     assert system.jacobian(t, y).shape == (K, D * (1 + D + P), D * (1 + D + P))
 
 
+def row_central_differences(f, t, y, h=1e-6):
+    """``[K, N, N]``: ∂f(t, y)[k]/∂y[k] by central differences, one row perturbed at a
+    time (so a row that read another row's state or parameters would show)."""
+    K, N = y.shape
+    J = torch.empty(K, N, N, dtype=y.dtype)
+    for k in range(K):
+        for j in range(N):
+            e = torch.zeros_like(y)
+            e[k, j] = h
+            J[k, :, j] = ((f(t, y + e) - f(t, y - e)) / (2 * h))[k]
+    return J
+
+
 @pytest.mark.parametrize("columnar", [False, True], ids=["shared", "per_series"])
 @pytest.mark.parametrize("mode", ["reverse", "forward", "loop"])
 def test_the_sensitivity_systems_newton_jacobian_against_central_differences(mode, columnar):
@@ -311,13 +324,42 @@ def test_the_sensitivity_systems_newton_jacobian_against_central_differences(mod
                    torch.randn(K, N - D, generator=gen, dtype=torch.float64)], 1)  # fmt: skip
     t = torch.zeros(K, dtype=torch.float64)
     J = system.jacobian(t, y)
-    h = 1e-6
-    fd = torch.stack([(system(t, y + h * e) - system(t, y - h * e)) / (2 * h)
-                      for e in torch.eye(N, dtype=torch.float64)], -1)  # fmt: skip
+    fd = row_central_differences(system, t, y)
     kept = torch.ones(N, N, dtype=torch.bool)
     if mode == "loop":
         kept[D:, :D] = False
         assert (J[:, ~kept] == 0).all() and fd[:, ~kept].abs().max() > 0.1
+    torch.testing.assert_close(J[:, kept], fd[:, kept], rtol=1e-7, atol=1e-8)
+
+
+def test_newton_takes_reverse_mode_only_where_it_passed_its_check():
+    """A mechanism that reduces a parameter over the rows axis (all rows equal, so the
+    value is right in every layout) gives reverse mode's per-row copies a share of the
+    parameter's derivative each: reverse fails the first call's check, forward runs,
+    and the Newton Jacobian must not come from reverse mode either."""
+    from odenet.fit.greybox import _Rows, _Sensitivities
+
+    mech, guess = MECHANISMS["lotka_volterra"]
+
+    def pooled_alpha(t, x, p):
+        alpha = p["alpha"].expand_as(x[..., :1]).amax(dim=-2, keepdim=True)
+        return mech(t, x, {**p, "alpha": alpha})
+
+    field = GreyBoxField(pooled_alpha, guess).double()
+    K, D, P = 3, 2, 4
+    N = D * (1 + D + P)
+    system = _Sensitivities(field, D, _Rows(field.raw.detach().expand(K, P)), False)
+    gen = torch.Generator().manual_seed(2)
+    y = torch.cat([torch.rand(K, D, generator=gen, dtype=torch.float64) + 0.5,
+                   torch.randn(K, N - D, generator=gen, dtype=torch.float64)], 1)  # fmt: skip
+    t = torch.zeros(K, dtype=torch.float64)
+    system(t, y)
+    assert system.mode == "forward"
+    J = system.jacobian(t, y)
+    assert system._reverse_ok is False
+    fd = row_central_differences(system, t, y)
+    kept = torch.ones(N, N, dtype=torch.bool)
+    kept[D:, :D] = False  # the block diagonal
     torch.testing.assert_close(J[:, kept], fd[:, kept], rtol=1e-7, atol=1e-8)
 
 

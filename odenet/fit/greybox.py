@@ -411,6 +411,7 @@ class _Sensitivities(nn.Module):
         self.field, self.D, self.rows, self.columnar = field, D, rows, columnar
         self.P = field.raw.numel()
         self.mode: str | None = None  # decided on the first call
+        self._reverse_ok: bool | None = None  # reverse mode's check, for jacobian
         self._tangent = None
 
     def _raw(self):
@@ -507,19 +508,23 @@ class _Sensitivities(nn.Module):
             return f, dS
         return self._dual_columns(t, x, S, stacked=mode == "forward")
 
+    def _agrees(self, t, x, S, mode: str, reference) -> bool:
+        """Whether ``mode`` runs on this mechanism and gives ``reference``'s columns."""
+        try:
+            got = self._columns(t, x, S, mode)
+        except _NOT_STACKABLE:
+            return False
+        # round-off relative to the largest entry: cancellations in a mechanism with
+        # large values must not send it to the loop
+        return all(torch.allclose(a, b, rtol=1e-10, atol=1e-12 * max(1.0, float(b.abs().max())))
+                   for a, b in zip(got, reference))  # fmt: skip
+
     def _choose_mode(self, t, x, S):
         """The loop's columns, after deciding :attr:`mode` (see the class docstring)."""
         reference = self._columns(t, x, S, "loop")
         self.mode, fastest = "loop", math.inf
         for mode in ("forward", "reverse"):
-            try:
-                got = self._columns(t, x, S, mode)
-            except _NOT_STACKABLE:
-                continue
-            # round-off relative to the largest entry: cancellations in a mechanism with
-            # large values must not send it to the loop
-            if not all(torch.allclose(a, b, rtol=1e-10, atol=1e-12 * max(1.0, float(b.abs().max())))
-                       for a, b in zip(got, reference)):  # fmt: skip
+            if not self._agrees(t, x, S, mode, reference):
                 continue
             seconds = min(_seconds(self._columns, t, x, S, mode) for _ in range(3))
             if seconds < fastest:
@@ -546,17 +551,23 @@ class _Sensitivities(nn.Module):
         corrector); it drops ``∂S'/∂x`` below the diagonal, so Newton still converges
         but needs more iterations and fails more often.
         """
-        if self.mode in ("forward", "reverse"):
+        if self._reverse_ok is None:  # checked once per solve, against the running mode
+            x, S = y[:, : self.D], y[:, self.D :].reshape(y.shape[0], self.D, -1)
+            self._reverse_ok = self.mode == "reverse" or (
+                self.mode == "forward"
+                and self._agrees(t, x, S, "reverse", self._columns(t, x, S, "forward"))
+            )
+        if self._reverse_ok:
             try:
                 return batched_jacobian(lambda s, v: self(s, v, "reverse", True), t, y)
-            except _NOT_STACKABLE:  # reverse mode failed its check, or no double backward
+            except _NOT_STACKABLE:  # an op of the mechanism without a double backward
                 pass
         return self._block_diagonal_jacobian(t, y)
 
     def _block_diagonal_jacobian(self, t, y):
         D, C = self.D, self.D + self.P
         K = y.shape[0]
-        _, Jx, _ = self._jacobians(t, y[:, :D], copies=self.mode in ("forward", "reverse"))
+        _, Jx, _ = self._jacobians(t, y[:, :D], copies=bool(self._reverse_ok))
         J = y.new_zeros(K, D * (1 + C), D * (1 + C))
         J[:, :D, :D] = Jx
         eye = torch.eye(C, dtype=y.dtype, device=y.device)

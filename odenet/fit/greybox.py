@@ -546,10 +546,11 @@ class _Sensitivities(nn.Module):
         matrix's Jacobian for implicit methods (``solve``'s ``jac``).
 
         Autograd through reverse mode's taped ``J_x`` and ``J_raw`` (second derivatives
-        of the mechanism).  A mechanism served by the loop, or one without a double
-        backward, gets the block diagonal ``diag(J_x, J_x ⊗ I)`` (CVODES's simultaneous
-        corrector); it drops ``∂S'/∂x`` below the diagonal, so Newton still converges
-        but needs more iterations and fails more often.
+        of the mechanism).  A mechanism served by the loop, one whose reverse mode fails
+        its check against the running mode (checked once per solve), or one without a
+        double backward gets the block diagonal ``diag(J_x, J_x ⊗ I)`` (CVODES's
+        simultaneous corrector); it drops ``∂S'/∂x`` below the diagonal, so Newton still
+        converges but needs more iterations and fails more often.
         """
         if self._reverse_ok is None:  # checked once per solve, against the running mode
             x, S = y[:, : self.D], y[:, self.D :].reshape(y.shape[0], self.D, -1)

@@ -305,11 +305,9 @@ def row_central_differences(f, t, y, h=1e-6):
 @pytest.mark.parametrize("columnar", [False, True], ids=["shared", "per_series"])
 @pytest.mark.parametrize("mode", ["reverse", "forward", "loop"])
 def test_the_sensitivity_systems_newton_jacobian_against_central_differences(mode, columnar):
-    """``jacobian`` equals central differences of the system: all of it where the
-    mechanism broadcasts over a leading axis (autograd through reverse mode's taped
-    J_x, J_raw); for a mechanism served by the loop, the block diagonal
-    ``diag(J_x, J_x ⊗ I)``, which drops ∂S'/∂x (second derivatives of the mechanism)
-    below the diagonal: ∂x'/∂S is zero."""
+    """``jacobian`` (autograd through reverse mode's taped J_x, J_raw: second
+    derivatives of the mechanism; for the loop one row at a time in the plain layout)
+    equals central differences of the system, ∂S'/∂x included."""
     from odenet.fit.greybox import _Rows, _Sensitivities
 
     mech, guess = MECHANISMS["lotka_volterra"]
@@ -325,10 +323,38 @@ def test_the_sensitivity_systems_newton_jacobian_against_central_differences(mod
     t = torch.zeros(K, dtype=torch.float64)
     J = system.jacobian(t, y)
     fd = row_central_differences(system, t, y)
+    assert fd[:, D:, :D].abs().max() > 0.1  # ∂S'/∂x: what a block diagonal would drop
+    torch.testing.assert_close(J, fd, rtol=1e-7, atol=1e-8)
+
+
+def test_a_mechanism_without_a_double_backward_gets_the_block_diagonal_newton_jacobian(
+    monkeypatch,
+):
+    """Where the second derivatives raise (monkeypatched: an op without a double
+    backward), ``jacobian`` falls back to ``diag(J_x, J_x ⊗ I)``, equal to central
+    differences on those blocks and zero on ∂S'/∂x, which it drops."""
+    from odenet.fit import greybox
+    from odenet.fit.greybox import _Rows, _Sensitivities
+
+    def no_double_backward(*args):
+        raise RuntimeError("trying to differentiate twice")
+
+    monkeypatch.setattr(greybox, "batched_jacobian", no_double_backward)
+    mech, guess = MECHANISMS["lotka_volterra"]
+    field = GreyBoxField(mech, guess).double()
+    K, D, P = 2, 2, 4
+    N = D * (1 + D + P)
+    system = _Sensitivities(field, D, _Rows(field.raw.detach().expand(K, P)), False)
+    gen = torch.Generator().manual_seed(3)
+    y = torch.cat([torch.rand(K, D, generator=gen, dtype=torch.float64) + 0.5,
+                   torch.randn(K, N - D, generator=gen, dtype=torch.float64)], 1)  # fmt: skip
+    t = torch.zeros(K, dtype=torch.float64)
+    system(t, y)
+    J = system.jacobian(t, y)
+    fd = row_central_differences(system, t, y)
     kept = torch.ones(N, N, dtype=torch.bool)
-    if mode == "loop":
-        kept[D:, :D] = False
-        assert (J[:, ~kept] == 0).all() and fd[:, ~kept].abs().max() > 0.1
+    kept[D:, :D] = False
+    assert (J[:, ~kept] == 0).all() and fd[:, ~kept].abs().max() > 0.1
     torch.testing.assert_close(J[:, kept], fd[:, kept], rtol=1e-7, atol=1e-8)
 
 
@@ -336,7 +362,8 @@ def test_newton_takes_reverse_mode_only_where_it_passed_its_check():
     """A mechanism that reduces a parameter over the rows axis (all rows equal, so the
     value is right in every layout) gives reverse mode's per-row copies a share of the
     parameter's derivative each: reverse fails the first call's check, forward runs,
-    and the Newton Jacobian must not come from reverse mode either."""
+    and the Newton Jacobian must not come from reverse mode either (it comes from the
+    plain layout, one row at a time)."""
     from odenet.fit.greybox import _Rows, _Sensitivities
 
     mech, guess = MECHANISMS["lotka_volterra"]
@@ -357,10 +384,7 @@ def test_newton_takes_reverse_mode_only_where_it_passed_its_check():
     assert system.mode == "forward"
     J = system.jacobian(t, y)
     assert system._reverse_ok is False
-    fd = row_central_differences(system, t, y)
-    kept = torch.ones(N, N, dtype=torch.bool)
-    kept[D:, :D] = False  # the block diagonal
-    torch.testing.assert_close(J[:, kept], fd[:, kept], rtol=1e-7, atol=1e-8)
+    torch.testing.assert_close(J, row_central_differences(system, t, y), rtol=1e-7, atol=1e-8)
 
 
 def stiff_exchange(t, x, p):

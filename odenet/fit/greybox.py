@@ -546,11 +546,13 @@ class _Sensitivities(nn.Module):
         matrix's Jacobian for implicit methods (``solve``'s ``jac``).
 
         Autograd through reverse mode's taped ``J_x`` and ``J_raw`` (second derivatives
-        of the mechanism).  A mechanism served by the loop, one whose reverse mode fails
-        its check against the running mode (checked once per solve), or one without a
-        double backward gets the block diagonal ``diag(J_x, J_x ⊗ I)`` (CVODES's
-        simultaneous corrector); it drops ``∂S'/∂x`` below the diagonal, so Newton still
-        converges but needs more iterations and fails more often.
+        of the mechanism), all rows in one call; where reverse mode's stacked copies do
+        not serve (a mechanism served by the loop, or one whose reverse mode fails its
+        check against the running mode, checked once per solve) the same one row at a
+        time in the plain layout.  A mechanism without a double backward gets the block
+        diagonal ``diag(J_x, J_x ⊗ I)`` (CVODES's simultaneous corrector); it drops
+        ``∂S'/∂x`` below the diagonal, so Newton still converges but needs more
+        iterations and fails more often.
         """
         if self._reverse_ok is None:  # checked once per solve, against the running mode
             x, S = y[:, : self.D], y[:, self.D :].reshape(y.shape[0], self.D, -1)
@@ -558,12 +560,36 @@ class _Sensitivities(nn.Module):
                 self.mode == "forward"
                 and self._agrees(t, x, S, "reverse", self._columns(t, x, S, "forward"))
             )
-        if self._reverse_ok:
-            try:
+        try:
+            if self._reverse_ok:
                 return batched_jacobian(lambda s, v: self(s, v, "reverse", True), t, y)
-            except _NOT_STACKABLE:  # an op of the mechanism without a double backward
-                pass
-        return self._block_diagonal_jacobian(t, y)
+            cov = self.rows.covariates(t)
+            return torch.cat([batched_jacobian(lambda s, v, k=k: self._row_rhs(s, v, k, cov),
+                                               t[k : k + 1], y[k : k + 1])
+                              for k in range(y.shape[0])])  # fmt: skip
+        except _NOT_STACKABLE:  # an op of the mechanism without a double backward
+            return self._block_diagonal_jacobian(t, y)
+
+    def _row_rhs(self, t, v, k: int, cov):
+        """Row ``k``'s right-hand side ``[1, N]`` at ``v [1, N]`` in the plain layout
+        (any mechanism; ``t [1]``, ``cov`` all rows' covariates or None), differentiable
+        in ``v``: :meth:`jacobian` where the stacked copies do not serve."""
+        D, P = self.D, self.P
+        x, S = v[:, :D], v[:, D:].reshape(1, D, D + P)
+        raw = self.rows.raw[k : k + 1] if self.columnar else self.rows.raw[0]
+        raw = raw.detach().clone().requires_grad_(True)  # the row's own parameters
+        cov = None if cov is None else cov[k : k + 1]
+        with torch.enable_grad():
+            f = self.field.mechanism(t, x, _param_dict(self.field, raw, cov, self.columnar))
+            _check_output(f, x, "fit")
+            grads = [torch.autograd.grad(f[:, i].sum(), (x, raw), create_graph=True,
+                                         allow_unused=True)
+                     for i in range(D)]  # fmt: skip
+        Jx = torch.stack([g if g is not None else x.new_zeros(1, D) for g, _ in grads], 1)
+        Jr = torch.stack([g.reshape(1, P) if g is not None else x.new_zeros(1, P)
+                          for _, g in grads], 1)  # fmt: skip
+        dS = torch.cat([Jx @ S[:, :, :D], Jx @ S[:, :, D:] + Jr], -1)
+        return torch.cat([f, dS.reshape(1, -1)], 1)
 
     def _block_diagonal_jacobian(self, t, y):
         D, C = self.D, self.D + self.P

@@ -261,18 +261,12 @@ def test_the_sensitivity_mode_is_the_faster_one_that_passes_its_check(monkeypatc
     """The first call keeps the faster one-call mode (by the timings it measured); a
     mechanism that only handles [K, D] states falls back to the loop."""
     from odenet.fit import greybox
-    from odenet.fit.greybox import _Rows, _Sensitivities
 
-    mech, guess = MECHANISMS["lotka_volterra"]
-    field = GreyBoxField(mech, guess).double()
-    K, D, P = 2, 2, 4
-    y = torch.cat([torch.rand(K, D, dtype=torch.float64) + 0.5,
-                   torch.randn(K, D * (D + P), dtype=torch.float64)], 1)  # fmt: skip
-    t = torch.tensor(0.0, dtype=torch.float64)
+    mech = MECHANISMS["lotka_volterra"][0]
     for slow in ("forward", "reverse"):
         timed = lambda fn, t, x, S, mode, slow=slow: 1.0 + (mode == slow)  # noqa: E731
         monkeypatch.setattr(greybox, "_seconds", timed)
-        system = _Sensitivities(field, D, _Rows(field.raw.detach().expand(K, P)), False)
+        system, t, y = sensitivity_system(mech, 2, 0)
         system(t, y)
         assert system.mode == {"forward": "reverse", "reverse": "forward"}[slow]
 
@@ -281,12 +275,30 @@ def test_the_sensitivity_mode_is_the_faster_one_that_passes_its_check(monkeypatc
         return torch.stack([p["alpha"] * u - p["beta"] * u * v,
                             p["delta"] * u * v - p["gamma"] * v], 1)  # fmt: skip
 
-    system = _Sensitivities(GreyBoxField(rows_only, guess).double(), D,
-                            _Rows(field.raw.detach().expand(K, P)), False)  # fmt: skip
+    system, t, y = sensitivity_system(rows_only, 2, 0)
     system(t, y)
     assert system.mode == "loop"
     # the loop's Newton Jacobian takes the plain call too
-    assert system.jacobian(t, y).shape == (K, D * (1 + D + P), D * (1 + D + P))
+    assert system.jacobian(t, y).shape == (2, y.shape[1], y.shape[1])
+
+
+def sensitivity_system(mechanism, K: int, seed: int, *, perturb: bool = False,
+                       columnar: bool = False):  # fmt: skip
+    """``_Sensitivities`` of ``mechanism`` with Lotka–Volterra's parameters, ``K`` rows,
+    and a random state ``y [K, N]`` (states in [0.5, 1.5), normal S) at ``t = 0``; with
+    ``perturb`` each row's parameters differ (0.1 normal in log space)."""
+    from odenet.fit.greybox import _Rows, _Sensitivities
+
+    field = GreyBoxField(mechanism, MECHANISMS["lotka_volterra"][1]).double()
+    D, P = 2, 4
+    gen = torch.Generator().manual_seed(seed)
+    raw = field.raw.detach().expand(K, P)
+    if perturb:
+        raw = raw + 0.1 * torch.randn(K, P, generator=gen, dtype=torch.float64)
+    system = _Sensitivities(field, D, _Rows(raw), columnar)
+    y = torch.cat([torch.rand(K, D, generator=gen, dtype=torch.float64) + 0.5,
+                   torch.randn(K, D * (D + P), generator=gen, dtype=torch.float64)], 1)  # fmt: skip
+    return system, torch.zeros(K, dtype=torch.float64), y
 
 
 def row_central_differences(f, t, y, h=1e-6):
@@ -308,19 +320,10 @@ def test_the_sensitivity_systems_newton_jacobian_against_central_differences(mod
     """``jacobian`` (autograd through reverse mode's taped J_x, J_raw: second
     derivatives of the mechanism; for the loop one row at a time in the plain layout)
     equals central differences of the system, ∂S'/∂x included."""
-    from odenet.fit.greybox import _Rows, _Sensitivities
-
-    mech, guess = MECHANISMS["lotka_volterra"]
-    field = GreyBoxField(mech, guess).double()
-    K, D, P = 2, 2, 4
-    N = D * (1 + D + P)
-    gen = torch.Generator().manual_seed(1)
-    raw = field.raw.detach() + 0.1 * torch.randn(K, P, generator=gen, dtype=torch.float64)
-    system = _Sensitivities(field, D, _Rows(raw), columnar)
+    system, t, y = sensitivity_system(MECHANISMS["lotka_volterra"][0], 2, 1, perturb=True,
+                                      columnar=columnar)  # fmt: skip
     system.mode = mode
-    y = torch.cat([torch.rand(K, D, generator=gen, dtype=torch.float64) + 0.5,
-                   torch.randn(K, N - D, generator=gen, dtype=torch.float64)], 1)  # fmt: skip
-    t = torch.zeros(K, dtype=torch.float64)
+    D = system.D
     J = system.jacobian(t, y)
     fd = row_central_differences(system, t, y)
     assert fd[:, D:, :D].abs().max() > 0.1  # ∂S'/∂x: what a block diagonal would drop
@@ -334,21 +337,13 @@ def test_a_mechanism_without_a_double_backward_gets_the_block_diagonal_newton_ja
     backward), ``jacobian`` falls back to ``diag(J_x, J_x ⊗ I)``, equal to central
     differences on those blocks and zero on ∂S'/∂x, which it drops."""
     from odenet.fit import greybox
-    from odenet.fit.greybox import _Rows, _Sensitivities
 
     def no_double_backward(*args):
         raise RuntimeError("trying to differentiate twice")
 
     monkeypatch.setattr(greybox, "batched_jacobian", no_double_backward)
-    mech, guess = MECHANISMS["lotka_volterra"]
-    field = GreyBoxField(mech, guess).double()
-    K, D, P = 2, 2, 4
-    N = D * (1 + D + P)
-    system = _Sensitivities(field, D, _Rows(field.raw.detach().expand(K, P)), False)
-    gen = torch.Generator().manual_seed(3)
-    y = torch.cat([torch.rand(K, D, generator=gen, dtype=torch.float64) + 0.5,
-                   torch.randn(K, N - D, generator=gen, dtype=torch.float64)], 1)  # fmt: skip
-    t = torch.zeros(K, dtype=torch.float64)
+    system, t, y = sensitivity_system(MECHANISMS["lotka_volterra"][0], 2, 3)
+    D, N = system.D, y.shape[1]
     system(t, y)
     J = system.jacobian(t, y)
     fd = row_central_differences(system, t, y)
@@ -364,22 +359,13 @@ def test_newton_takes_reverse_mode_only_where_it_passed_its_check():
     parameter's derivative each: reverse fails the first call's check, forward runs,
     and the Newton Jacobian must not come from reverse mode either (it comes from the
     plain layout, one row at a time)."""
-    from odenet.fit.greybox import _Rows, _Sensitivities
-
-    mech, guess = MECHANISMS["lotka_volterra"]
+    mech = MECHANISMS["lotka_volterra"][0]
 
     def pooled_alpha(t, x, p):
         alpha = p["alpha"].expand_as(x[..., :1]).amax(dim=-2, keepdim=True)
         return mech(t, x, {**p, "alpha": alpha})
 
-    field = GreyBoxField(pooled_alpha, guess).double()
-    K, D, P = 3, 2, 4
-    N = D * (1 + D + P)
-    system = _Sensitivities(field, D, _Rows(field.raw.detach().expand(K, P)), False)
-    gen = torch.Generator().manual_seed(2)
-    y = torch.cat([torch.rand(K, D, generator=gen, dtype=torch.float64) + 0.5,
-                   torch.randn(K, N - D, generator=gen, dtype=torch.float64)], 1)  # fmt: skip
-    t = torch.zeros(K, dtype=torch.float64)
+    system, t, y = sensitivity_system(pooled_alpha, 3, 2)
     system(t, y)
     assert system.mode == "forward"
     J = system.jacobian(t, y)

@@ -404,8 +404,6 @@ class _Sensitivities(nn.Module):
     found zero, and Newton was a fixed-point iteration).
     """
 
-    MODES = ("reverse", "forward", "loop")
-
     def __init__(self, field: GreyBoxField, D: int, rows: _Rows, columnar: bool):
         super().__init__()
         self.field, self.D, self.rows, self.columnar = field, D, rows, columnar
@@ -499,13 +497,12 @@ class _Sensitivities(nn.Module):
         return (out[0] if create_graph else out[0].detach()), Jx, Jr
 
     def _columns(self, t, x, S, mode: str, create_graph: bool = False):
-        """``f [K, D]`` and ``S' [K, D, D + P]`` by ``mode`` (one of :attr:`MODES`);
-        with ``create_graph`` (reverse mode only) differentiable in ``x`` and ``S``."""
+        """``f [K, D]`` and ``S' [K, D, D + P]`` by ``mode`` (``"reverse"``, ``"forward"``
+        or ``"loop"``); with ``create_graph`` (reverse mode only) differentiable in ``x``
+        and ``S``."""
         if mode == "reverse":
             f, Jx, Jr = self._jacobians(t, x, copies=True, create_graph=create_graph)
-            dS = Jx @ S
-            dS[:, :, self.D :] += Jr
-            return f, dS
+            return f, _variational(Jx, Jr, S)
         return self._dual_columns(t, x, S, stacked=mode == "forward")
 
     def _agrees(self, t, x, S, mode: str, reference) -> bool:
@@ -588,8 +585,7 @@ class _Sensitivities(nn.Module):
         Jx = torch.stack([g if g is not None else x.new_zeros(1, D) for g, _ in grads], 1)
         Jr = torch.stack([g.reshape(1, P) if g is not None else x.new_zeros(1, P)
                           for _, g in grads], 1)  # fmt: skip
-        dS = torch.cat([Jx @ S[:, :, :D], Jx @ S[:, :, D:] + Jr], -1)
-        return torch.cat([f, dS.reshape(1, -1)], 1)
+        return torch.cat([f, _variational(Jx, Jr, S).reshape(1, -1)], 1)
 
     def _block_diagonal_jacobian(self, t, y):
         D, C = self.D, self.D + self.P
@@ -602,6 +598,13 @@ class _Sensitivities(nn.Module):
         kron = Jx[:, :, None, :, None] * eye[None, None, :, None, :]
         J[:, D:, D:] = kron.reshape(K, D * C, D * C)
         return J
+
+
+def _variational(Jx, Jr, S):
+    """``S' = J_x S + [0 | J_raw]`` (``Jx [K, D, D]``, ``Jr [K, D, P]``, ``S [K, D, D + P]``),
+    out of place so that it stays differentiable."""
+    D = Jx.shape[-1]
+    return torch.cat([Jx @ S[..., :D], Jx @ S[..., D:] + Jr], -1)
 
 
 # what a mechanism raises on a layout it does not broadcast over (or without a double

@@ -121,6 +121,14 @@ class StabilityWarning(OdenetWarning, RuntimeWarning):
     message names the way out (a smaller step, a lower order)."""
 
 
+class StepSplitWarning(OdenetWarning):
+    """A fixed-step solve of an implicit method could not take some of its steps:
+    Newton's iteration on their stage equations did not converge, and the loop split
+    them, as an adaptive solve does.  The result is that of a finer grid than the one
+    asked for (more accurate, but not the scheme at that step size: a convergence study
+    must not read it as one).  ``stats["rejected"]`` counts the failed trials."""
+
+
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 

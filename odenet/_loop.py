@@ -38,6 +38,7 @@ from odenet._errors import OdenetError
 from odenet._ops import HostOps, TensorOps
 from odenet._solution import MAX_STEPS, NON_FINITE_STEP, STEP_UNDERFLOW, SUCCESS, TERMINATED
 from odenet._stepper import RungeKutta, interpolant_slope, tolerance_unit
+from odenet._stiffness import StiffnessMonitor
 
 
 def has_tangent(x) -> bool:
@@ -108,6 +109,9 @@ class LoopResult:
     method_state: tuple | None = None  # a method with memory's state at the end
     # [K, T, n] d/dt of the dense output at the output times (LoopConfig.slopes), else None
     slopes: torch.Tensor | None = None
+    # [K] internal time from which an explicit method's steps were held at its stability
+    # limit (inf: never); None where the test does not apply (odenet._stiffness)
+    stiff_since: torch.Tensor | None = None
 
 
 # the error ratio given to a trial step that left the domain (LoopConfig.out_of_domain):
@@ -906,6 +910,8 @@ def _integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, rec
         if not host:
             B.update_done()
     memory = ctrl.init_memory(ops, B.like)
+    # Hairer's stiffness test on an explicit method's accepted steps: a diagnosis only
+    stiffness = None if fixed else StiffnessMonitor.of(rk, ops, B.like)
     h_floor = cfg.min_step if cfg.accept_min_step else 0.0
     events, callback = cfg.events, cfg.callback
     on_step = getattr(record, "on_step", None)
@@ -1054,6 +1060,8 @@ def _integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, rec
         if last_step is not None:  # the method keeps its rows' last accepted steps
             last_step.verdict(accept, all_accept)
         any_accept = all_accept or ops.any(accept)
+        if stiffness is not None and any_accept:
+            stiffness.check(s if host else s.detach(), h_plain, y, trial.ks, accept)
         # an accepted step of the controller's own size below the
         # round-off of its start (scipy's "step size less than spacing between numbers"):
         # past a finite-time blow-up radau_iia5 accepted 1300 steps with s + h == s (y' = y²,
@@ -1157,6 +1165,9 @@ def _integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, rec
 
     result = B.result(s, h, record)
     result.method_state = method_state
+    if stiffness is not None:
+        since = stiffness.since
+        result.stiff_since = since if not host else torch.tensor([since], dtype=B.tdt)
     return result
 
 
@@ -1304,11 +1315,17 @@ def _events_in_step(B, events, s, s1, h, y, trial: _Trial, f0, accept):
     if trial.f1 is None:
         trial.f1 = B.field(s1, trial.y1)
     extended = []
+    # the extra stages are computed once, on the first call, and kept for the state at
+    # the crossing too, with its graph: the first call comes from the crossing search,
+    # which samples the interpolant under no_grad (dop853's event-time gradients were
+    # 30 % off, the interpolant's weights seen as constants)
+    grad = torch.is_grad_enabled()
 
     def state_at(theta):  # accepted rows step by h: s1 = s + h
         if not extended:  # a method's own interpolant's extra stages, once a crossing asks
             if rk.has_own_interpolant:
-                trial.ks = rk.extra_stages(B.g, s, y, h, trial.ks)
+                with torch.set_grad_enabled(grad):
+                    trial.ks = rk.extra_stages(B.g, s, y, h, trial.ks)
             extended.append(True)
         return rk.interpolate(theta, y, trial.y1, f0, trial.f1, h, trial.ks)
 

@@ -146,6 +146,10 @@ class Solution:
         ``factorizations``,
         ``linear_solves``, ``newton_iterations``, ``newton_failures`` and scipy's names
         ``njev`` (Jacobian evaluations) and ``nlu`` (LU factorizations);
+        adaptive ``dopri5``, ``tsit5`` and ``dop853`` add ``stiff_at``: the time from
+        which the step size was held by stability rather than by the tolerance (Hairer's
+        stiffness test, :mod:`odenet._stiffness`; None if never, or a ``[B]`` tensor with
+        NaN for per-sample grids);
         ``compile=True`` adds ``compiled``, ``compile_time`` (seconds) and, when eager
         ran, ``compile_fallback``.  Sensitivity methods add ``backward_nfe`` etc. after
         ``.backward()`` (see :mod:`odenet.sensitivity`).
@@ -180,7 +184,7 @@ class Solution:
 
     def __repr__(self) -> str:
         stats = ", ".join(
-            f"{k}={v if isinstance(v, int) else v.tolist()}" for k, v in self.stats.items()
+            f"{k}={v.tolist() if isinstance(v, torch.Tensor) else v}" for k, v in self.stats.items()
         )
         return (
             f"Solution(method={self.method!r}, ys={tuple(self.ys.shape)}, "

@@ -19,7 +19,9 @@ from odenet._controller import PIDController, controller_from
 from odenet._errors import (
     InputError,
     NewtonConvergenceError,
+    StepSplitWarning,
     UnsupportedDerivativeError,
+    warn_user,
 )
 from odenet._events import EventTracker, as_events
 from odenet._jacobian import user_jacobian
@@ -298,6 +300,16 @@ class Prepared:
             return ys_rows.reshape(self.K, T, *self.y0.shape[1:])
         return ys_rows[0].reshape(T, *self.y0.shape)
 
+    def stiff_at(self, since: torch.Tensor):
+        """The loop's ``stiff_since`` ([K] internal time, ``inf``: never) in the user's
+        time: a float or None for a shared grid, a ``[B]`` tensor (NaN: never) per sample."""
+        t = since.detach().to(self.direction.device) * self.direction.detach()
+        t = torch.where(torch.isinf(t), math.nan, t)
+        if self.per_sample:
+            return t
+        v = float(t[0])
+        return None if math.isnan(v) else v
+
     def solution(self, result: LoopResult, method: str, *, throw: bool) -> Solution:
         newton = self.cfg.rk.newton
         stats = {"nfe": self.nfe[0]}
@@ -323,6 +335,10 @@ class Prepared:
                 njev=ns.jacobians,
                 nlu=ns.factorizations,
             )
+        if result.stiff_since is not None:
+            stats["stiff_at"] = self.stiff_at(result.stiff_since)
+        if self.cfg.fixed:
+            _warn_if_split(stats["rejected"], self.cfg.step_size)
         if self.fused is not None:
             stats.update(self.fused.stats())
         sol = Solution(
@@ -343,6 +359,26 @@ class Prepared:
         if throw and not sol.success:
             raise_failure(sol, result, self)
         return sol
+
+
+def _warn_if_split(rejected, step_size) -> None:
+    """A fixed step whose implicit stages Newton could not solve is split by the loop
+    (as an adaptive step would be): say so, since the result is then that of another
+    grid (y' = t·y with backward Euler and one step of 0.55 from t = 0.35 returned the
+    two half steps' 0.6419, not the step's 0.7921, with status ok and no word)."""
+    n = int(rejected.sum()) if isinstance(rejected, torch.Tensor) else int(rejected)
+    if n == 0:
+        return
+    h = "" if step_size is None else f" of h = {float(step_size):.4g}"
+    warn_user(
+        f"{n} fixed step(s){h} could not be taken: Newton's iteration on the implicit "
+        "stages did not converge, and each was split into smaller steps, so the result "
+        "is that of a finer grid than the one asked for (stats['rejected'] counts them). "
+        "To take the steps as given, pass `jac` (the exact Jacobian helps Newton most "
+        "where f depends on t), raise `newton_max_iter` (default 25 for fixed steps), or "
+        "take a smaller step_size.",
+        StepSplitWarning,
+    )
 
 
 def raise_failure(sol: Solution, result: LoopResult, prep: Prepared):
@@ -367,7 +403,8 @@ def raise_failure(sol: Solution, result: LoopResult, prep: Prepared):
     hints = (_precision_hint(status, prep)
              + _time_resolution_hint(status, prep, t_reached, h_last, t_start)
              + _jacobian_hint(status, prep, sol) + _order_hint(status, prep)
-             + _underflow_hint(status, prep))  # fmt: skip
+             + _underflow_hint(status, prep)
+             + _stiffness_hint(status, prep, result, k))  # fmt: skip
     raise status.error(msg + hints, t=t_reached, solution=sol)
 
 
@@ -386,6 +423,26 @@ def _jacobian_hint(status: Status, prep: Prepared, sol: Solution) -> str:
         f" Newton failed {fails} times in {steps} steps with your `jac`: a Jacobian that "
         "does not match f (sign, scale, transposed, evaluated at another t) slows Newton "
         "down or stops it. Compare it with torch.func.jacrev of f, or drop `jac`."
+    )
+
+
+def _stiffness_hint(status: Status, prep: Prepared, result: LoopResult, k: int) -> str:
+    """An explicit method that ran out of steps on a stiff problem was told to raise
+    ``max_steps``: dopri5 on Robertson's [0, 1e5] reached t = 85 in 100 000 steps, its
+    step held at the stability limit (:mod:`odenet._stiffness`), where more steps only
+    crawl on."""
+    if status not in (Status.MAX_STEPS, Status.STEP_UNDERFLOW) or result.stiff_since is None:
+        return ""
+    since = float(result.stiff_since[k])
+    if math.isinf(since):
+        return ""
+    name = prep.cfg.rk.tableau.name
+    return (
+        f" But more steps will not get much further: the problem is stiff for {name} from "
+        f"t ≈ {since * float(prep.direction[k]):.4g} (its step size is held near the edge of "
+        "its stability region, h·|λ| ≈ its stability boundary, not by the tolerance). An "
+        "implicit method takes the steps the accuracy allows: method='radau_iia5', 'bdf' or "
+        "'kvaerno5'."
     )
 
 

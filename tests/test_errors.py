@@ -395,3 +395,23 @@ def test_running_out_of_steps_with_a_low_order_method_at_a_tight_rtol_names_bett
     with pytest.raises(odenet.MaxStepsError) as info:
         odenet.solve(f, y0, t, method="dop853", rtol=1e-7, atol=1e-9, max_steps=3)
     assert "is of order" not in str(info.value)
+
+
+def test_a_fixed_step_split_after_a_newton_failure_says_so():
+    """Backward Euler on y' = t·y, one step of 0.55 from t = 0.35: the stage equation
+    is linear, Y = 0.4 / (1 − 0.55·0.9).  Newton on the Jacobian at the step's start
+    (0.35, not 0.9) fails, the loop splits the step, and the result is two half
+    steps' (0.4 / ((1 − 0.275·0.625)(1 − 0.275·0.9))): said with a StepSplitWarning.
+    With the stage time's Jacobian Newton converges and the step is the one asked for."""
+    t = torch.tensor([0.35, 0.9], dtype=D)
+    y0 = torch.tensor([0.4], dtype=D)
+    with pytest.warns(odenet.StepSplitWarning, match=r"1 fixed step\(s\) of h = 0.55"):
+        sol = odenet.solve(lambda t, y: t * y, y0, t, method="backward_euler", step_size=0.55)
+    halves = 0.4 / ((1 - 0.275 * 0.625) * (1 - 0.275 * 0.9))
+    assert float(sol.ys[-1, 0]) == pytest.approx(halves, rel=1e-12)
+    assert sol.stats["rejected"] == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", odenet.StepSplitWarning)
+        sol = odenet.solve(lambda t, y: t * y, y0, t, method="backward_euler", step_size=0.55,
+                           jac=lambda t, y: torch.full((1, 1), 0.9, dtype=D))  # fmt: skip
+    assert float(sol.ys[-1, 0]) == pytest.approx(0.4 / (1 - 0.55 * 0.9), rel=1e-12)

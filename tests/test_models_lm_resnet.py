@@ -185,9 +185,11 @@ def test_lm_zero_stability_is_minus_one_below_k_at_most_one(k):
     assert np.allclose(roots, np.sort_complex(np.array([1.0, -k], dtype=complex)))
 
 
-@pytest.mark.parametrize("k", [-0.5, 0.0, 0.5, 0.8])
+@pytest.mark.parametrize("k", [-0.99, -0.95, -0.5, 0.0, 0.5, 0.8])
 def test_lm_real_interval_is_the_closed_form(k):
-    # ζ = −1 is a root of ρ − zσ at z = −2(1 − k)/(1 + k); complex roots have |ζ|² = |k| < 1
+    # ζ = −1 is a root of ρ − zσ at z = −2(1 − k)/(1 + k); complex roots have |ζ|² = |k| < 1.
+    # k = −0.95 and −0.99 end at −78 and −398, past the first scan's −50 (reported as
+    # -inf, stable on the whole axis, before the scan widened)
     assert M.real_stability_interval(lm_polynomials(k)) == pytest.approx(
         -2 * (1 - k) / (1 + k), abs=1e-8
     )

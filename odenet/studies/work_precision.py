@@ -26,6 +26,7 @@ import multiprocessing
 import os
 import statistics
 import time
+import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from odenet._errors import InputError
+from odenet._errors import InputError, StepSplitWarning
 from odenet.problems import MEASURES, Problem, as_problem
 from odenet.studies.convergence import (
     _DTYPES,
@@ -335,7 +336,9 @@ def _run_once(
         extra["jac"] = lambda t, y: jac(float(t), y.detach().cpu().numpy())
     elif solver.variant == "sparsity":
         extra["jac_sparsity"] = problem.jac_sparsity
-    with torch.no_grad():
+    # (a fixed step split after a Newton failure is reported in the row's message)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", StepSplitWarning)
         if solver.adaptive:
             sol = solve(f, y0, t_tensor, method=solver.method, rtol=setting, atol=atol_t, **extra)
         else:

@@ -337,7 +337,10 @@ class Prepared:
             )
         if result.stiff_since is not None:
             stats["stiff_at"] = self.stiff_at(result.stiff_since)
-        if self.cfg.fixed:
+        finished = bool(
+            ((result.status == Status.SUCCESS) | (result.status == Status.TERMINATED)).all()
+        )
+        if self.cfg.fixed and newton is not None and finished:  # (a failure explains itself)
             _warn_if_split(stats["rejected"], self.cfg.step_size)
         if self.fused is not None:
             stats.update(self.fused.stats())

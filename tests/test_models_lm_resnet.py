@@ -284,3 +284,24 @@ def test_bad_input_and_conversions_raise_with_the_fix():
 def test_lm_polynomials_are_exact():
     rho, sigma = lm_polynomials(0.1)
     assert rho == [1, Fraction(-9, 10), Fraction(-1, 10)] and sigma == [0, Fraction(11, 10), 0]
+
+
+def test_k_of_a_field_without_parameters_is_kept_in_float64():
+    """k = 0.3 was stored in float32 (0.30000001192) when the field had no parameter
+    to take the dtype from: a float64 network then differed from its recurrence."""
+
+    class Linear(nn.Module):
+        def forward(self, t, x):
+            return -3.0 * x
+
+    k, L = 0.3, 6
+    net = LMResNet(Linear(), depth=L, method="lm", horizon=1.0, k=k)
+    assert net.k.dtype == torch.float64 and net.k.item() == 0.3
+    dt = 1.0 / L
+    x0 = torch.tensor([1.0], dtype=torch.float64)
+    prev, x = x0, x0 + dt * -3.0 * x0  # Euler starter
+    for _ in range(1, L):
+        x, prev = (1 - k) * x + k * prev + (1 + k) * dt * -3.0 * x, x
+    assert torch.allclose(net(x0), x, rtol=1e-14, atol=0)
+    assert net(x0.float()).dtype == torch.float32  # the state's dtype, not k's
+    assert [float(c) for c in net.polynomials()[0]] == [1.0, -0.7, -0.3]

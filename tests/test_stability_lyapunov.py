@@ -275,3 +275,15 @@ def test_transient_without_tangents_equals_starting_after_it():
         x7 = step(x7)
     direct = lyapunov(step, x7, 40)
     torch.testing.assert_close(skipped.exponents, direct.exponents, rtol=0, atol=1e-14)
+
+
+def test_a_diverging_orbit_or_a_map_that_changes_shape_is_an_error_not_nan():
+    # x² + 1 from (2, 3) overflows by step 11: the exponents came out [nan, nan]
+    with pytest.raises(StabilityInputError, match=r"inf/NaN by step 1[01]"):
+        lyapunov_spectrum(lambda x: x**2 + 1.0, torch.tensor([2.0, 3.0], dtype=D), 20)
+    with pytest.raises(StabilityInputError, match=r"shape \(2,\) to one of shape \(1,\)"):
+        lyapunov_spectrum(lambda x: x[:1] * 0.5, torch.tensor([2.0, 3.0], dtype=D), 20)
+    # a linear map that grows without overflow keeps its exact exponents log 3, log 2.5
+    W = torch.tensor([[3.0, 1.0], [0.0, 2.5]], dtype=D)
+    got = lyapunov_spectrum(lambda x: W @ x, torch.ones(2, dtype=D), 100)
+    assert torch.allclose(got, torch.tensor([math.log(3.0), math.log(2.5)], dtype=D), atol=1e-2)

@@ -145,3 +145,19 @@ def test_bad_method_raises():
         M.a_alpha("rk4")
     with pytest.raises(odenet.OdenetError, match="PECE"):
         M.boundary_locus("abm3")
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 5, 6])
+def test_a_pece_pair_has_no_a_alpha_sector(k):
+    # explicit as a whole: a bounded region (the boundary locus, which a_alpha reads,
+    # is not defined for it and raised)
+    assert M.a_alpha(f"abm{k}") == 0.0
+    assert math.isfinite(M.real_stability_interval(f"abm{k}"))
+
+
+@pytest.mark.parametrize("name", ["bdf2", "am3", "abm4"])
+def test_runge_kutta_functions_send_a_multistep_name_to_the_multistep_module(name):
+    from odenet.stability import real_stability_interval
+
+    with pytest.raises(odenet.OdenetError, match=r"odenet.stability.multistep"):
+        real_stability_interval(name)

@@ -241,3 +241,17 @@ def test_solver_step_and_flow_map_agree_to_round_off():
         a = flow_map(f, 0.07, method)(y)
         b = odenet.step(f, 0.0, y, 0.07, method)
         np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-15)
+
+
+def test_end_to_end_singular_values_past_overflow_are_inf_and_zero_not_nan():
+    # diag(1.5, 0.5)^n: e^(0.405 n) overflows and e^(−0.693 n) underflows at n = 1800;
+    # the normalised product's small singular value is 0, and inf · 0 gave NaN
+    r = analyze(torch.tensor([[1.5, 0.0], [0.0, 0.5]], dtype=D), n_steps=1800)
+    assert r.singular_values[0] == math.inf and r.singular_values[1] == 0.0
+    assert r.log_forward_growth[-1] == pytest.approx(1800 * math.log(1.5), rel=1e-12)
+    assert r.verdict == "unstable"
+
+
+def test_an_orbit_that_overflows_is_named_not_analysed():
+    with pytest.raises(odenet.OdenetError, match=r"step 10 has inf/NaN.*n_steps ≤ 10"):
+        analyze(lambda x: x**2 + 1.0, torch.tensor([2.0, 3.0], dtype=D), 20)

@@ -136,3 +136,8 @@ def test_errors_are_reported():
         cfl_search(ftcs_heat, 16, 0.9, 2.0)
     with pytest.raises(StabilityInputError, match="need `lo` < `hi`"):
         cfl_search(ftcs_heat, 16, 2.0, 1.0)
+
+
+def test_a_step_that_drops_grid_points_is_named():
+    with pytest.raises(StabilityInputError, match=r"grid of shape \(8,\) to one of shape \(7,\)"):
+        von_neumann(lambda u: u[:-1], 8)

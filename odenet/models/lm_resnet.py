@@ -150,7 +150,10 @@ class LMResNet(nn.Module):
                 "method='lm' needs `k` (a float, or one per layer 1 … L − 1); "
                 "−1 < k ≤ 1 is zero-stable, k = 0 is the Euler ResNet."
             )
-        dtype = parameter_dtype(self.field) or torch.get_default_dtype()
+        # a field without parameters says nothing of the dtype: keep k in float64 (a 0-dim
+        # k does not promote the state, and float32 read k = 0.3 as 0.30000001192, which
+        # a float64 network and polynomials() then carried)
+        dtype = parameter_dtype(self.field) or torch.float64
         try:
             kt = torch.as_tensor(k, dtype=dtype).detach().clone()
         except (TypeError, ValueError, RuntimeError):

@@ -239,6 +239,15 @@ def lyapunov(
     def qr_point(j):
         return (j - transient) % qr_every == 0 or j == transient or j == total
 
+    with torch.no_grad():  # a step that changes the state's shape has no square Jacobian
+        got = advance(x, 0).shape
+    if got != x.shape:
+        raise StabilityInputError(
+            f"the step maps a state of shape {tuple(x.shape[1:])} to one of shape "
+            f"{tuple(got[1:])}: Lyapunov exponents need a map of a space into itself "
+            "(x_{n+1} = step(x_n) of x_n's shape)."
+        )
+
     # The transient evolves the tangent vectors too (aligning them with the
     # most expanding directions removes the O(1/T) start-up bias) but records nothing.
     total = transient + n_steps
@@ -386,6 +395,15 @@ def _orbit_compiled(step, x, n_steps, transient, k, record_every, qr_every):
 def _result(log_r, ends, dt, x, ensemble) -> LyapunovResult:
     """The result from the `log|R_jj|` records `[B, k]` and their step counts."""
     L = torch.stack(log_r).cpu().numpy()  # [n_qr, B, k]
+    bad = ~np.isfinite(L).all(axis=(1, 2))
+    if bad.any():  # (the exponents came out NaN, with no word)
+        at = int(ends[int(np.argmax(bad))])
+        raise StabilityInputError(
+            f"the tangent vectors' growth became inf/NaN by step {at}: the orbit overflowed "
+            "or left the map's domain (a diverging orbit has no Lyapunov spectrum). "
+            "Look at the orbit (odenet.stability.trajectory(step, x0, n_steps)), start "
+            "from a state whose orbit stays bounded, or take fewer steps."
+        )
     B = L.shape[1]
     ends_ = np.asarray(ends, dtype=float)
     spans = np.diff(np.concatenate([[0.0], ends_])) * dt

@@ -254,7 +254,8 @@ def a_alpha(method, n: int = 200_001) -> float:
     bounded region) α is 0.
     """
     lm = _method(method)
-    if not is_zero_stable(lm):
+    if lm.family == "abm" or not is_zero_stable(lm):
+        # a PECE pair is explicit as a whole: its region is bounded, no sector fits
         return 0.0
     z = boundary_locus(lm, n)
     z = z[np.isfinite(z) & (np.abs(z) > 1e-10)]

@@ -189,6 +189,20 @@ def _as_jacobians(step_or_matrices, x0, n_steps, inputs):
     return np.asarray(Ms, dtype=float), None
 
 
+def _check_finite(Ms: np.ndarray) -> None:
+    """inf/NaN Jacobians: the orbit overflowed, or left the map's domain; say where
+    (numpy's eigvals raised ``LinAlgError: Array must not contain infs or NaNs``)."""
+    bad = ~np.isfinite(Ms).all(axis=(1, 2))
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise StabilityInputError(
+            f"the Jacobian of step {k} has inf/NaN entries ({int(bad.sum())} of {len(Ms)} "
+            "steps): the orbit overflowed or left the map's domain there. Analyse fewer "
+            f"steps (n_steps ≤ {k}) or look at the orbit itself "
+            "(odenet.stability.trajectory(step, x0, n_steps))."
+        )
+
+
 def analyze(
     step_or_matrices,
     x0: torch.Tensor | None = None,
@@ -234,6 +248,7 @@ def analyze(
     dt = check_positive_float("dt", dt)
     Ms, xs = _as_jacobians(step_or_matrices, x0, n_steps, inputs)
     N, d, _ = Ms.shape
+    _check_finite(Ms)
     eig = np.abs(np.linalg.eigvals(Ms)).max(axis=-1)
     sv = np.linalg.svd(Ms, compute_uv=False)
     smax, smin = sv[:, 0], sv[:, -1]
@@ -249,7 +264,14 @@ def analyze(
         logs += np.log(s) if s > 0 else -np.inf
         P = P / s if s > 0 else P
         logf[n + 1] = logs
-    end_sv = np.linalg.svd(P, compute_uv=False) * np.exp(logs) if np.isfinite(logs) else np.zeros(d)
+    # in logs: a product whose norm overflows (e^730) beside a direction that underflowed
+    # in the normalised P gave inf·0 = NaN
+    with np.errstate(divide="ignore", over="ignore"):
+        end_sv = (
+            np.exp(np.log(np.linalg.svd(P, compute_uv=False)) + logs)
+            if np.isfinite(logs)
+            else np.zeros(d)
+        )
 
     # backward (gradient) products S_n = M_{N-1}⋯M_n
     logb = np.zeros(N + 1)
@@ -266,7 +288,10 @@ def analyze(
     constant = bool(np.all(Ms == Ms[0]))
     kreiss = kreiss_constant(Ms[0]) if constant and d <= 64 else None
 
-    verdict, reason = _verdict(logf, eig, smax, lyap * float(dt), peak_step, margin, kreiss)
+    # growth past e^709 is reported as inf (the logs keep it: log_forward_growth)
+    with np.errstate(over="ignore"):
+        verdict, reason = _verdict(logf, eig, smax, lyap * float(dt), peak_step, margin, kreiss)
+        peak = float(np.exp(logf[peak_step]))
     return PropagationReport(
         spectral_radius=eig,
         spectral_norm=smax,
@@ -275,7 +300,7 @@ def analyze(
         log_backward_growth=logb,
         singular_values=end_sv,
         lyapunov_exponents=lyap,
-        transient_peak=float(np.exp(logf[peak_step])),
+        transient_peak=peak,
         transient_peak_step=peak_step,
         kreiss_constant=kreiss,
         verdict=verdict,

@@ -26,10 +26,19 @@ import sympy
 import torch
 
 import odenet
+from odenet._registry import multistep
+from odenet.stability._errors import StabilityInputError
 from odenet.tableaus import ButcherTableau
 
 
 def _tab(tableau) -> ButcherTableau:
+    if isinstance(tableau, str) and multistep(tableau) is not None:
+        # solve(method="bdf2") runs it, and "unknown method" sent the user nowhere
+        raise StabilityInputError(
+            f"{tableau!r} is a multistep method, not a Runge–Kutta tableau: its stability "
+            "is in odenet.stability.multistep (real_stability_interval, a_alpha, "
+            "stability_roots, boundary_locus, is_zero_stable)."
+        )
     return odenet.tableau(tableau)
 
 

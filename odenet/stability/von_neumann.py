@@ -117,6 +117,12 @@ def von_neumann(
         delta = torch.zeros(full, dtype=dtype)
         delta[(c,) + (0,) * len(shape) if channels is not None else (0,) * len(shape)] = 1.0
         r = lin(delta).detach().cpu().numpy()
+        if r.shape != tuple(full):  # (numpy's broadcasting error said nothing of why)
+            raise StabilityInputError(
+                f"the step maps a grid of shape {tuple(full)} to one of shape {r.shape}: von "
+                "Neumann analysis needs a step of the periodic grid onto itself (same "
+                "shape; a boundary that drops points is not translation invariant)."
+            )
         resp.append(r if channels is not None else r[None])
     H = np.stack(resp, axis=1)  # [C_out, C_in, *shape]
     axes = tuple(range(2, 2 + len(shape)))

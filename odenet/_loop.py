@@ -112,6 +112,8 @@ class LoopResult:
     # [K] internal time from which an explicit method's steps were held at its stability
     # limit (inf: never); None where the test does not apply (odenet._stiffness)
     stiff_since: torch.Tensor | None = None
+    # [K] its estimate of log ‖∂y_N/∂y_0‖ with the steps held fixed (odenet._stiffness)
+    frozen_growth: torch.Tensor | None = None
 
 
 # the error ratio given to a trial step that left the domain (LoopConfig.out_of_domain):
@@ -1166,8 +1168,9 @@ def _integrate(g, s_out: torch.Tensor, y0: torch.Tensor, cfg: LoopConfig, *, rec
     result = B.result(s, h, record)
     result.method_state = method_state
     if stiffness is not None:
-        since = stiffness.since
+        since, growth = stiffness.since, stiffness.frozen_growth
         result.stiff_since = since if not host else torch.tensor([since], dtype=B.tdt)
+        result.frozen_growth = growth if not host else torch.tensor([growth], dtype=B.tdt)
     return result
 
 

@@ -19,6 +19,7 @@ from odenet._controller import PIDController, controller_from
 from odenet._errors import (
     InputError,
     NewtonConvergenceError,
+    StabilityWarning,
     StepSplitWarning,
     UnsupportedDerivativeError,
     warn_user,
@@ -310,7 +311,11 @@ class Prepared:
         v = float(t[0])
         return None if math.isnan(v) else v
 
-    def solution(self, result: LoopResult, method: str, *, throw: bool) -> Solution:
+    def solution(
+        self, result: LoopResult, method: str, *, throw: bool, frozen_steps: bool = True
+    ) -> Solution:
+        """The user's :class:`Solution` of the loop's ``result``; ``frozen_steps``: its
+        gradients are taken through the forward's own steps (direct, checkpoint)."""
         newton = self.cfg.rk.newton
         stats = {"nfe": self.nfe[0]}
         if self.per_sample:
@@ -337,6 +342,8 @@ class Prepared:
             )
         if result.stiff_since is not None:
             stats["stiff_at"] = self.stiff_at(result.stiff_since)
+            if frozen_steps and result.ys.requires_grad:
+                _warn_if_gradient_explodes(result.frozen_growth, method)
         finished = bool(
             ((result.status == Status.SUCCESS) | (result.status == Status.TERMINATED)).all()
         )
@@ -362,6 +369,31 @@ class Prepared:
         if throw and not sol.success:
             raise_failure(sol, result, self)
         return sol
+
+
+# e-folds of a perturbation with the steps held fixed past which the gradient is noise
+GRADIENT_GROWTH_LIMIT = math.log(1e6)
+
+
+def _warn_if_gradient_explodes(growth: torch.Tensor, method: str) -> None:
+    """Backpropagation through an explicit method's steps held at its stability limit
+    follows a perturbation with those steps fixed, which grows by ``∏|R(hλ)|``: the
+    controller keeps the forward bounded by shrinking the steps where the error grows,
+    but the derivative does not see that feedback.  y' = −5000(y − cos t) − sin t with
+    dopri5 on [0, 2] at rtol 1e-6: dy(2)/dλ = 1.4e87 (direct and checkpoint) against
+    −3e-11 from the adjoint and ~0 exactly, with no word (the estimate: e^205)."""
+    worst = float(growth.max())
+    if not worst > GRADIENT_GROWTH_LIMIT:
+        return
+    warn_user(
+        f"gradients through this {method} solve are unreliable: its steps were held at "
+        "the method's stability limit, where a perturbation with the steps held fixed "
+        f"(what backpropagation follows) grows by about e^{worst:.0f}, while the "
+        "solution itself stays bounded only because the controller shrinks the steps. "
+        "Use sensitivity='adjoint' (its own steps on the adjoint equation) or an implicit "
+        "method (method='radau_iia5', 'bdf' or 'kvaerno5').",
+        StabilityWarning,
+    )
 
 
 def _warn_if_split(rejected, step_size) -> None:

@@ -49,6 +49,15 @@ def stability_limit(tableau) -> float:
     return BOUNDARY_FRACTION * abs(real_stability_interval(tableau))
 
 
+@functools.cache
+def stability_polynomial(tableau) -> tuple[float, ...]:
+    """``R(z) = Σ_k P_k z^k`` of the explicit tableau, ``P_0`` first (the analyzer's
+    exact coefficients, rounded)."""
+    from odenet.stability.regions import stability_polynomials
+
+    return tuple(float(p) for p in stability_polynomials(tableau)[0])
+
+
 def stage_pair(tableau) -> tuple[int, int] | None:
     """The last two stages ``i < j`` at the same node ``c`` (``i ≥ 1``, different rows
     of ``A``): the pair the test reads; None where the tableau has none (bosh3,
@@ -79,6 +88,10 @@ class StiffnessMonitor:
         self.start = self.since = ops.full(math.inf, like)
         self.calls = 0
         self.suspect = False  # a row has a test above the limit counted: test every step
+        # Σ log|R(−h·ρ)| over the tested steps: the growth of a perturbation with the
+        # steps held fixed, which is what backpropagation through the steps follows
+        self.frozen_growth = self.zero
+        self.P = stability_polynomial(rk.tableau)
 
     @classmethod
     def of(cls, rk, ops, like) -> StiffnessMonitor | None:
@@ -129,3 +142,16 @@ class StiffnessMonitor:
             found = (self.above >= STIFF_AFTER) & (self.since == math.inf)
             self.since = ops.where(found, self.start, self.since)
             self.suspect = ops.any(self.above > 0)  # (one read of the device per test)
+            gain = self._log_gain(hrho)
+            self.frozen_growth = ops.where(accept & (gain == gain), self.frozen_growth + gain,
+                                           self.frozen_growth)  # fmt: skip
+
+    def _log_gain(self, hrho):
+        """``log|R(−h·ρ)|`` (NaN where ``h·ρ`` was not read): the step's amplification
+        along the direction the test read, as if its eigenvalue were real."""
+        z, r = -hrho, 0.0
+        for p in reversed(self.P):  # Horner
+            r = r * z + p
+        if isinstance(r, float):
+            return math.log(max(abs(r), 1e-300)) if r == r else r
+        return r.abs().clamp_min(1e-300).log()

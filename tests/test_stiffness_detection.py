@@ -3,6 +3,7 @@ estimate ``h·ρ`` against closed forms, the verdict on stiff and non-stiff prob
 and the advice a stiff solve that runs out of steps gets."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -150,3 +151,26 @@ def test_a_stiff_solve_out_of_steps_is_told_it_is_stiff():
         odenet.solve(lv.f, lv.y0_tensor(), torch.tensor(lv.span, dtype=D), method="dopri5",
                      rtol=1e-6, max_steps=40)  # fmt: skip
     assert "stiff" not in str(info.value)
+
+
+def _gradient(lam0, sensitivity):
+    lam = torch.tensor(lam0, dtype=D, requires_grad=True)
+    sol = odenet.solve(lambda t, y: lam * (y - torch.cos(t)) - torch.sin(t),
+                       torch.full((1,), 2.0, dtype=D), torch.tensor([0.0, 2.0], dtype=D),
+                       method="dopri5", rtol=1e-6, atol=1e-9, sensitivity=sensitivity)  # fmt: skip
+    (g,) = torch.autograd.grad(sol.ys[-1, 0], lam)
+    return float(g)
+
+
+def test_gradients_through_steps_held_past_the_stability_limit_are_flagged():
+    """y = cos t + e^(λt): dy(2)/dλ = 2e^(2λ) ≈ 0 for λ = −5000.  Backpropagation through
+    dopri5's steps, which sit about the stability boundary with |R(hλ)| up to 5, follows
+    a perturbation with the steps held fixed: 1.4e87 in direct and checkpoint mode; the
+    adjoint solves its own equation.  λ = −500 at this rtol keeps |R| < 1: no word."""
+    for sensitivity in ("direct", "checkpoint"):
+        with pytest.warns(odenet.StabilityWarning, match=r"gradients through this dopri5"):
+            assert abs(_gradient(-5000.0, sensitivity)) > 1e6
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", odenet.StabilityWarning)
+        assert abs(_gradient(-5000.0, "adjoint")) < 1e-6
+        assert abs(_gradient(-500.0, "direct")) < 1e-6

@@ -517,7 +517,7 @@ def solve_with(kind: str, prep, tab, *, throw: bool, **options):
         ys = run.forward(prep.y0_rows, prep.s_out)
     result = run.result
     result.ys = ys
-    sol = prep.solution(result, tab.name, throw=throw)
+    sol = prep.solution(result, tab.name, throw=throw, frozen_steps=kind != "adjoint")
     run.stats = sol.stats
     sol.stats["checkpoints"] = len(run.tape.ckpt)
     return sol

@@ -379,9 +379,10 @@ def _warn_if_gradient_explodes(growth: torch.Tensor, method: str) -> None:
     """Backpropagation through an explicit method's steps held at its stability limit
     follows a perturbation with those steps fixed, which grows by ``∏|R(hλ)|``: the
     controller keeps the forward bounded by shrinking the steps where the error grows,
-    but the derivative does not see that feedback.  y' = −5000(y − cos t) − sin t with
-    dopri5 on [0, 2] at rtol 1e-6: dy(2)/dλ = 1.4e87 (direct and checkpoint) against
-    −3e-11 from the adjoint and ~0 exactly, with no word (the estimate: e^205)."""
+    but the derivative does not see that feedback.  y' = λ(y − cos t) − sin t with
+    λ = −5000 and dopri5 on [0, 2] at rtol 1e-6: dy(2)/dλ = −1.4e87 (direct and
+    checkpoint) against 3e-11 from the adjoint and ~0 exactly, with no word; Σ log|R(hλ)|
+    = 205.6 over the steps (``studies/benchmarks/doc_claims.py explicit_stiff_gradients``)."""
     worst = float(growth.max())
     if not worst > GRADIENT_GROWTH_LIMIT:
         return

@@ -143,8 +143,8 @@ class StiffnessMonitor:
             self.since = ops.where(found, self.start, self.since)
             self.suspect = ops.any(self.above > 0)  # (one read of the device per test)
             gain = self._log_gain(hrho)
-            self.frozen_growth = ops.where(accept & (gain == gain), self.frozen_growth + gain,
-                                           self.frozen_growth)  # fmt: skip
+            read = accept & ops.isfinite(gain)
+            self.frozen_growth = ops.where(read, self.frozen_growth + gain, self.frozen_growth)
 
     def _log_gain(self, hrho):
         """``log|R(−h·ρ)|`` (NaN where ``h·ρ`` was not read): the step's amplification

@@ -12,6 +12,7 @@
     python studies/benchmarks/doc_claims.py explicit_adams_growth  # torchdiffeq.md
     python studies/benchmarks/doc_claims.py bdf_round_off_test   # methods.md: BDF Newton
     python studies/benchmarks/doc_claims.py jump_t_float32       # events.md: jump_t, float32
+    python studies/benchmarks/doc_claims.py explicit_stiff_gradients  # sensitivity.md: 1.4e87
     python studies/benchmarks/doc_claims.py                      # all of them
 
 Stiff problems use ``stiff.run_odenet`` (``atol = floors·rtol``, the error of
@@ -332,6 +333,52 @@ def jump_t_float32() -> None:
         print(f"{str(dtype)[6:]}\tnfe {sol.stats['nfe']}\trejected {sol.stats['rejected']}")
 
 
+def explicit_stiff_gradients() -> None:
+    """y' = λ(y − cos t) − sin t, y(0) = 2 on [0, 2], rtol 1e-6, atol 1e-9: dy(2)/dλ in
+    direct, checkpoint and adjoint mode (exactly 2e^(2λ) ≈ 0), whether a
+    StabilityWarning was raised, and for dopri5 Σ log|R(h_n λ)| over the accepted steps
+    (the growth backpropagation follows with the steps held fixed; sensitivity.md,
+    odenet._stiffness)."""
+    import warnings
+
+    import numpy as np
+
+    from odenet.stability import stability_function
+
+    D = torch.float64
+    y0, t = torch.full((1,), 2.0, dtype=D), torch.tensor([0.0, 2.0], dtype=D)
+
+    def field(lam):
+        return lambda t, y: lam * (y - torch.cos(t)) - torch.sin(t)
+
+    for lam0 in (-50.0, -500.0, -5000.0):
+        for method in ("dopri5", "tsit5", "bosh3", "radau_iia5"):
+            row = []
+            for mode in ("direct", "checkpoint", "adjoint"):
+                lam = torch.tensor(lam0, dtype=D, requires_grad=True)
+                with warnings.catch_warnings(record=True) as seen:
+                    warnings.simplefilter("always", odenet.StabilityWarning)
+                    sol = odenet.solve(field(lam), y0, t, method=method, rtol=1e-6, atol=1e-9,
+                                       sensitivity=mode)  # fmt: skip
+                    (g,) = torch.autograd.grad(sol.ys[-1, 0], lam)
+                warned = any(issubclass(w.category, odenet.StabilityWarning) for w in seen)
+                row.append(f"{mode} {float(g):.3g}{' (warned)' if warned else ''}")
+            print(f"λ = {lam0:g}\t{method}\t" + "\t".join(row))
+        hs: list[float] = []
+
+        def log_step(kind, t_, y, dt, hs=hs):
+            if kind == "accept":
+                hs.append(float(dt))
+
+        sol = odenet.solve(field(lam0), y0, t, method="dopri5", rtol=1e-6, atol=1e-9,
+                           callback=log_step)  # fmt: skip
+        r = np.abs(stability_function("dopri5")(lam0 * np.array(hs)))
+        err = float(sol.ys[-1, 0]) - math.cos(2.0)
+        print(f"λ = {lam0:g}\tdopri5\t{len(hs)} accepted steps, Σ log|R(hλ)| = "
+              f"{np.log(r).sum():.1f}, max |R| {r.max():.2f}, |R| > 1 on "
+              f"{100 * (r > 1).mean():.0f} %, end error {err:.2g}")  # fmt: skip
+
+
 CLAIMS = {
     f.__name__: f
     for f in (
@@ -348,6 +395,7 @@ CLAIMS = {
         explicit_adams_growth,
         bdf_round_off_test,
         jump_t_float32,
+        explicit_stiff_gradients,
     )
 }
 
